@@ -1,0 +1,134 @@
+"""One exception hierarchy for the whole tree.
+
+Every error has a stable wire code (sent in error replies) and a CLI exit code. The client turns a
+wire error back into the same class with :func:`error_from_wire`, so callers catch
+``JobNotFound`` whether the failure happened locally or in the central service.
+"""
+
+from __future__ import annotations
+
+# CLI exit codes (documented in the README).
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+class DiracLikeError(Exception):
+    """Base of every error dirac-like raises on purpose."""
+
+    code = "internal"
+    exit_code = EXIT_REFUSED
+    retryable = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InternalError(DiracLikeError):
+    """A bug or an unexpected failure inside the service; the request had no effect."""
+
+    code = "internal"
+
+
+class ProtocolError(DiracLikeError):
+    """A frame that is not a valid request or reply (garbage, wrong envelope, wrong types)."""
+
+    code = "bad_request"
+
+
+class UnsupportedVersion(ProtocolError):
+    code = "bad_version"
+
+
+class UnknownOperation(ProtocolError):
+    code = "unknown_op"
+
+
+class MessageTooLarge(ProtocolError):
+    code = "too_large"
+
+
+class InvalidArgument(DiracLikeError):
+    """Well-formed request whose arguments are not acceptable."""
+
+    code = "invalid_argument"
+
+
+class InvalidJobDescription(InvalidArgument):
+    """A JDL/JSON job description that cannot be parsed or does not validate.
+
+    ``attribute`` and ``line`` say where the problem is, when known.
+    """
+
+    code = "invalid_jdl"
+
+    def __init__(self, message: str, *, attribute: str | None = None, line: int | None = None):
+        where = []
+        if attribute is not None:
+            where.append(f"attribute {attribute}")
+        if line is not None:
+            where.append(f"line {line}")
+        full = f"{message} ({', '.join(where)})" if where else message
+        super().__init__(full)
+        self.attribute = attribute
+        self.line = line
+
+
+class NotFound(DiracLikeError):
+    code = "not_found"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+class IllegalTransition(DiracLikeError):
+    """A status change the job state machine does not allow."""
+
+    code = "illegal_transition"
+
+
+class StaleAttempt(IllegalTransition):
+    """An update for an earlier attempt of a job that has since been rescheduled."""
+
+    code = "stale_attempt"
+
+
+class ConfigError(DiracLikeError):
+    """A configuration file or value that is wrong; the message names the key."""
+
+    code = "config_error"
+    exit_code = EXIT_USAGE
+
+
+class StoreError(DiracLikeError):
+    """The durable store failed; nothing was acknowledged."""
+
+    code = "store_error"
+    retryable = True
+
+
+class ServiceUnavailable(DiracLikeError):
+    """The central service did not answer within the client's retries."""
+
+    code = "unavailable"
+    exit_code = EXIT_UNREACHABLE
+    retryable = True
+
+
+def _all_subclasses(cls: type[DiracLikeError]) -> list[type[DiracLikeError]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+def error_from_wire(code: str, message: str) -> DiracLikeError:
+    """Rebuild the exception a service error reply stands for."""
+    for cls in [DiracLikeError, *_all_subclasses(DiracLikeError)]:
+        if cls.code == code:
+            return cls(message)
+    return InternalError(f"[{code}] {message}")

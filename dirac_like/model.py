@@ -1,0 +1,178 @@
+"""Records the central service keeps in memory and writes to the store.
+
+``JobRecord`` is mutable on purpose: the service's in-memory index holds one per job and changes it
+in place; the store writes the fields below as they are at commit time. Everything else here is
+frozen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dirac_like.states import JobStatus
+
+
+@dataclass(slots=True, eq=False)
+class JobRecord:
+    job_id: int
+    owner: str
+    group: str
+    task_queue_id: int
+    priority: int
+    status: JobStatus
+    minor_status: str = ""
+    application_status: str = ""
+    site: str = "ANY"
+    job_name: str = ""
+    pilot_id: str = ""
+    attempt: int = 1
+    reschedules: int = 0
+    submitted: float = 0.0
+    updated: float = 0.0
+    matched_at: float = 0.0  # when the current attempt was matched (usage is charged from here)
+    deadline: float = 0.0  # lease end (Matched), stall limit (Running), hold-off end (Rescheduled)
+    heartbeat_at: float = 0.0
+    kill_requested: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "status": self.status.value,
+            "minor_status": self.minor_status,
+            "application_status": self.application_status,
+            "site": self.site,
+            "owner": self.owner,
+            "group": self.group,
+            "job_name": self.job_name,
+            "attempt": self.attempt,
+            "pilot_id": self.pilot_id,
+        }
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What every job of a task queue needs from a pilot. Part of the task queue's identity."""
+
+    sites: tuple[str, ...] = ()  # empty: any site
+    banned_sites: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = ()  # empty: any platform
+    cores: int = 1
+    max_ram_mb: int = 0  # 0: no memory requirement
+    cpu_time: int = 0  # seconds per core
+    tags: tuple[str, ...] = ()
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "sites": list(self.sites),
+            "banned_sites": list(self.banned_sites),
+            "platforms": list(self.platforms),
+            "cores": self.cores,
+            "max_ram_mb": self.max_ram_mb,
+            "cpu_time": self.cpu_time,
+            "tags": list(self.tags),
+        }
+
+    @classmethod
+    def from_wire(cls, raw: dict[str, Any]) -> Requirements:
+        return cls(
+            sites=tuple(raw["sites"]),
+            banned_sites=tuple(raw["banned_sites"]),
+            platforms=tuple(raw["platforms"]),
+            cores=int(raw["cores"]),
+            max_ram_mb=int(raw["max_ram_mb"]),
+            cpu_time=int(raw["cpu_time"]),
+            tags=tuple(raw["tags"]),
+        )
+
+
+@dataclass(frozen=True)
+class TaskQueueRow:
+    task_queue_id: int
+    owner: str
+    group: str
+    requirements: Requirements
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    job_id: int
+    status: str
+    minor_status: str
+    application_status: str
+    time: float
+    source: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "minor_status": self.minor_status,
+            "application_status": self.application_status,
+            "time": self.time,
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class SiteRecord:
+    name: str
+    banned: bool
+    reason: str
+    changed: float
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """Decayed usage in core-seconds of a group (user == "") or of a user within a group."""
+
+    group: str
+    user: str
+    usage: float
+    stamp: float
+
+
+@dataclass(frozen=True)
+class StoredReply:
+    request_id: str
+    reply: bytes
+    time: float
+
+
+@dataclass
+class ChangeSet:
+    """Everything one batch of requests changed; the store writes it in ONE transaction."""
+
+    new_task_queues: list[TaskQueueRow] = field(default_factory=list)
+    new_jobs: list[tuple[JobRecord, bytes]] = field(default_factory=list)  # (job, packed JDL)
+    changed_jobs: dict[int, JobRecord] = field(default_factory=dict)
+    history: list[HistoryEntry] = field(default_factory=list)
+    sites: dict[str, SiteRecord] = field(default_factory=dict)
+    shares: dict[str, float] = field(default_factory=dict)
+    usage: dict[tuple[str, str], UsageRecord] = field(default_factory=dict)
+    replies: list[StoredReply] = field(default_factory=list)
+    forget_replies_before: float | None = None
+
+    def is_empty(self) -> bool:
+        return not (
+            self.new_task_queues
+            or self.new_jobs
+            or self.changed_jobs
+            or self.history
+            or self.sites
+            or self.shares
+            or self.usage
+            or self.replies
+            or self.forget_replies_before is not None
+        )
+
+
+@dataclass
+class LoadedState:
+    """What the service rebuilds its memory from at start-up."""
+
+    jobs: list[JobRecord]
+    task_queues: list[TaskQueueRow]
+    sites: list[SiteRecord]
+    shares: dict[str, float]
+    usage: list[UsageRecord]
+    replies: list[StoredReply]

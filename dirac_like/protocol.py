@@ -1,0 +1,369 @@
+"""The wire: protocol version, operations, message dataclasses and the msgpack codec.
+
+This module imports nothing from the rest of dirac-like except the error hierarchy, which names
+the stable error codes. No pickle, ever: frames are msgpack maps of plain types.
+
+Request frame: ``{"v": 1, "id": str, "op": str, "args": {...}}``
+Reply frame:   ``{"v": 1, "id": str, "ok": True, "result": ...}``
+               ``{"v": 1, "id": str, "ok": False, "error": {"code": str, "message": str}}``
+
+Every operation's arguments are a frozen dataclass below; :func:`parse_args` checks a raw msgpack
+map against it (unknown keys, missing keys and wrong types are a :class:`ProtocolError`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgpack
+
+from dirac_like.errors import (
+    MessageTooLarge,
+    ProtocolError,
+    UnknownOperation,
+    UnsupportedVersion,
+)
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_REQUEST_ID_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class Request:
+    id: str
+    op: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    id: str
+    ok: bool
+    result: Any = None
+    error: ErrorInfo | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Operation arguments
+
+
+@dataclass(frozen=True)
+class NoArgs:
+    pass
+
+
+@dataclass(frozen=True)
+class SubmitArgs:
+    # Each item is a JDL text or a mapping of DIRAC attribute names (the JSON form).
+    descriptions: list[str | dict[str, Any]]
+    owner: str
+    group: str = ""
+
+
+@dataclass(frozen=True)
+class JobIdsArgs:
+    job_ids: list[int]
+
+
+@dataclass(frozen=True)
+class JobIdArgs:
+    job_id: int
+
+
+@dataclass(frozen=True)
+class ListJobsArgs:
+    status: str | None = None
+    site: str | None = None
+    owner: str | None = None
+    group: str | None = None
+    limit: int = 10000
+
+
+@dataclass(frozen=True)
+class PilotResources:
+    """What a pilot offers; everything but the site is optional."""
+
+    site: str
+    ce: str = ""
+    platform: str = ""
+    cores: int = 1
+    memory_mb: int = 0  # 0: unknown, jobs asking for MaxRAM do not match
+    cpu_time_left: int = 0  # seconds of CPU per core; 0: unknown, no limit checked
+    tags: list[str] = field(default_factory=list)
+    required_tags: list[str] = field(default_factory=list)
+    owner_group: str = ""  # private pilot: only this group's jobs
+
+
+@dataclass(frozen=True)
+class RequestJobArgs:
+    pilot_id: str
+    resources: PilotResources
+
+
+@dataclass(frozen=True)
+class UpdateStatusArgs:
+    job_id: int
+    attempt: int
+    pilot_id: str
+    status: str
+    minor_status: str = ""
+    application_status: str = ""
+
+
+@dataclass(frozen=True)
+class HeartbeatArgs:
+    job_id: int
+    attempt: int
+    pilot_id: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BanSiteArgs:
+    site: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SiteArgs:
+    site: str
+
+
+@dataclass(frozen=True)
+class SetShareArgs:
+    group: str
+    share: float
+
+
+class Op:
+    """Operation names, as sent in the ``op`` field."""
+
+    PING = "ping"
+    SUBMIT = "submit"
+    STATUS = "status"
+    LIST_JOBS = "list_jobs"
+    KILL = "kill"
+    RESCHEDULE = "reschedule"
+    HISTORY = "history"
+    REQUEST_JOB = "request_job"
+    UPDATE_STATUS = "update_status"
+    HEARTBEAT = "heartbeat"
+    SITES = "sites"
+    BAN_SITE = "ban_site"
+    UNBAN_SITE = "unban_site"
+    TASK_QUEUES = "task_queues"
+    SHARES = "shares"
+    SET_SHARE = "set_share"
+
+
+ARGUMENTS: dict[str, type] = {
+    Op.PING: NoArgs,
+    Op.SUBMIT: SubmitArgs,
+    Op.STATUS: JobIdsArgs,
+    Op.LIST_JOBS: ListJobsArgs,
+    Op.KILL: JobIdsArgs,
+    Op.RESCHEDULE: JobIdsArgs,
+    Op.HISTORY: JobIdArgs,
+    Op.REQUEST_JOB: RequestJobArgs,
+    Op.UPDATE_STATUS: UpdateStatusArgs,
+    Op.HEARTBEAT: HeartbeatArgs,
+    Op.SITES: NoArgs,
+    Op.BAN_SITE: BanSiteArgs,
+    Op.UNBAN_SITE: SiteArgs,
+    Op.TASK_QUEUES: NoArgs,
+    Op.SHARES: NoArgs,
+    Op.SET_SHARE: SetShareArgs,
+}
+
+# Operations that change stored state: their replies are remembered under the request id so a
+# retried request gets the first reply instead of acting twice.
+MUTATING_OPS = frozenset(
+    {
+        Op.SUBMIT,
+        Op.KILL,
+        Op.RESCHEDULE,
+        Op.REQUEST_JOB,
+        Op.UPDATE_STATUS,
+        Op.BAN_SITE,
+        Op.UNBAN_SITE,
+        Op.SET_SHARE,
+    }
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Codec
+
+
+def _pack(obj: dict[str, Any]) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _unpack_map(data: bytes, max_bytes: int) -> dict[str, Any]:
+    if len(data) > max_bytes:
+        raise MessageTooLarge(f"message of {len(data)} bytes exceeds the limit of {max_bytes}")
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, max_buffer_size=max_bytes)
+    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        raise ProtocolError(f"frame is not valid msgpack: {type(exc).__name__}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"frame is a msgpack {type(obj).__name__}, not a map")
+    version = obj.get("v")
+    if version != PROTOCOL_VERSION:
+        raise UnsupportedVersion(
+            f"protocol version {version!r} is not supported (this side speaks {PROTOCOL_VERSION})"
+        )
+    return obj
+
+
+def _request_id(obj: dict[str, Any]) -> str:
+    request_id = obj.get("id")
+    if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID_LENGTH:
+        raise ProtocolError(f"'id' must be a string of 1 to {MAX_REQUEST_ID_LENGTH} characters")
+    return request_id
+
+
+def encode_request(request: Request) -> bytes:
+    return _pack({"v": PROTOCOL_VERSION, "id": request.id, "op": request.op, "args": request.args})
+
+
+def decode_request(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Request:
+    obj = _unpack_map(data, max_bytes)
+    request_id = _request_id(obj)
+    op, args = obj.get("op"), obj.get("args", {})
+    if not isinstance(op, str):
+        raise ProtocolError("'op' must be a string")
+    if op not in ARGUMENTS:
+        raise UnknownOperation(f"unknown operation {op[:64]!r}")
+    if not isinstance(args, dict):
+        raise ProtocolError("'args' must be a map")
+    extra = set(obj) - {"v", "id", "op", "args"}
+    if extra:
+        raise ProtocolError(f"unknown envelope field(s): {', '.join(sorted(map(str, extra)))}")
+    return Request(id=request_id, op=op, args=args)
+
+
+def peek_request_id(data: bytes) -> str:
+    """The id of a frame that failed to decode, if one can be read, else ''."""
+    try:
+        obj = msgpack.unpackb(data, raw=False, max_buffer_size=len(data) + 1)
+        request_id = obj.get("id") if isinstance(obj, dict) else None
+    except Exception:
+        return ""
+    if isinstance(request_id, str) and len(request_id) <= MAX_REQUEST_ID_LENGTH:
+        return request_id
+    return ""
+
+
+def encode_reply(reply: Reply) -> bytes:
+    frame: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": reply.id, "ok": reply.ok}
+    if reply.ok:
+        frame["result"] = reply.result
+    else:
+        assert reply.error is not None
+        frame["error"] = {"code": reply.error.code, "message": reply.error.message}
+    return _pack(frame)
+
+
+def encode_ok(request_id: str, result: Any) -> bytes:
+    return encode_reply(Reply(id=request_id, ok=True, result=result))
+
+
+def encode_error(request_id: str, code: str, message: str) -> bytes:
+    return encode_reply(Reply(id=request_id, ok=False, error=ErrorInfo(code, message)))
+
+
+def decode_reply(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Reply:
+    obj = _unpack_map(data, max_bytes)
+    request_id = _request_id(obj)
+    ok = obj.get("ok")
+    if ok is True:
+        return Reply(id=request_id, ok=True, result=obj.get("result"))
+    error = obj.get("error")
+    if ok is not False or not isinstance(error, dict):
+        raise ProtocolError("reply must carry ok=true with a result or ok=false with an error")
+    code, message = error.get("code"), error.get("message")
+    if not isinstance(code, str) or not isinstance(message, str):
+        raise ProtocolError("reply error must have string 'code' and 'message'")
+    return Reply(id=request_id, ok=False, error=ErrorInfo(code, message))
+
+
+# --------------------------------------------------------------------------------------------
+# Argument checking
+
+ArgsT = TypeVar("ArgsT")
+
+
+def parse_args(cls: type[ArgsT], raw: Any, where: str = "args") -> ArgsT:
+    """Build the frozen dataclass ``cls`` from a msgpack map, checking every field's type."""
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"{where} must be a map")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = [str(key) for key in raw if key not in fields]
+    if unknown:
+        raise ProtocolError(f"{where}: unknown argument(s) {', '.join(sorted(unknown))}")
+    values = {}
+    for name, spec in fields.items():
+        if name not in raw:
+            no_default = spec.default is dataclasses.MISSING
+            if no_default and spec.default_factory is dataclasses.MISSING:
+                raise ProtocolError(f"{where}: missing argument '{name}'")
+            continue
+        values[name] = _check(hints[name], raw[name], f"{where}.{name}")
+    return cls(**values)
+
+
+def _check(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _check(option, value, where)
+            except ProtocolError:
+                continue
+        raise ProtocolError(f"{where} has the wrong type ({type(value).__name__})")
+    if hint is type(None):
+        if value is None:
+            return None
+        raise ProtocolError(f"{where} must be null")
+    if dataclasses.is_dataclass(hint):
+        return parse_args(hint, value, where)  # type: ignore[arg-type]
+    if origin is list:
+        if not isinstance(value, list):
+            raise ProtocolError(f"{where} must be a list")
+        (item,) = typing.get_args(hint)
+        return [_check(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ProtocolError(f"{where} must be a map with string keys")
+        return value
+    return _check_scalar(hint, value, where)
+
+
+def _check_scalar(hint: Any, value: Any, where: str) -> Any:
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, hint)
+    if not ok:
+        raise ProtocolError(f"{where} must be {hint.__name__}, not {type(value).__name__}")
+    return value

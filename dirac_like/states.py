@@ -1,0 +1,70 @@
+"""The job state machine: DIRAC's statuses and the one table of allowed transitions."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from dirac_like.errors import IllegalTransition, InvalidArgument
+
+
+class JobStatus(str, Enum):
+    RECEIVED = "Received"
+    CHECKING = "Checking"
+    WAITING = "Waiting"
+    MATCHED = "Matched"
+    RUNNING = "Running"
+    COMPLETING = "Completing"
+    DONE = "Done"
+    FAILED = "Failed"
+    KILLED = "Killed"
+    STALLED = "Stalled"
+    RESCHEDULED = "Rescheduled"
+    DELETED = "Deleted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+S = JobStatus
+
+# The only place that says which status may follow which.
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    S.RECEIVED: frozenset({S.CHECKING, S.FAILED, S.KILLED, S.DELETED}),
+    S.CHECKING: frozenset({S.WAITING, S.FAILED, S.KILLED, S.DELETED}),
+    S.WAITING: frozenset({S.MATCHED, S.FAILED, S.KILLED, S.DELETED}),
+    # Matched -> Waiting: the match lease expired before the pilot started the job.
+    S.MATCHED: frozenset({S.RUNNING, S.WAITING, S.STALLED, S.RESCHEDULED, S.FAILED, S.KILLED}),
+    S.RUNNING: frozenset({S.COMPLETING, S.DONE, S.FAILED, S.KILLED, S.STALLED, S.RESCHEDULED}),
+    S.COMPLETING: frozenset({S.DONE, S.FAILED, S.KILLED, S.STALLED, S.RESCHEDULED}),
+    # Stalled -> Running: the pilot's heartbeats came back.
+    S.STALLED: frozenset({S.RUNNING, S.COMPLETING, S.DONE, S.FAILED, S.KILLED, S.RESCHEDULED}),
+    S.RESCHEDULED: frozenset({S.WAITING, S.FAILED, S.KILLED, S.DELETED}),
+    S.DONE: frozenset({S.RESCHEDULED, S.DELETED}),
+    S.FAILED: frozenset({S.RESCHEDULED, S.DELETED}),
+    S.KILLED: frozenset({S.RESCHEDULED, S.DELETED}),
+    S.DELETED: frozenset(),
+}
+
+FINAL_STATUSES = frozenset({S.DONE, S.FAILED, S.KILLED, S.DELETED})
+# Statuses in which a pilot holds the job (it uses cores at a site).
+ACTIVE_STATUSES = frozenset({S.MATCHED, S.RUNNING, S.COMPLETING, S.STALLED})
+# What a pilot may report with update_status.
+PILOT_REPORTABLE = frozenset({S.RUNNING, S.COMPLETING, S.DONE, S.FAILED, S.KILLED})
+
+
+def parse_status(name: str) -> JobStatus:
+    """The status called ``name`` (case-insensitive), or InvalidArgument."""
+    for status in JobStatus:
+        if status.value.lower() == name.lower():
+            return status
+    known = ", ".join(s.value for s in JobStatus)
+    raise InvalidArgument(f"unknown job status {name[:40]!r} (known: {known})")
+
+
+def can_move(old: JobStatus, new: JobStatus) -> bool:
+    return new in TRANSITIONS[old]
+
+
+def check_transition(job_id: int, old: JobStatus, new: JobStatus) -> None:
+    if new not in TRANSITIONS[old]:
+        raise IllegalTransition(f"job {job_id}: cannot go from {old.value} to {new.value}")
