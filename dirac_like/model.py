@@ -8,7 +8,7 @@ frozen.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from dirac_like.states import JobStatus
 
@@ -94,8 +94,9 @@ class TaskQueueRow:
     requirements: Requirements
 
 
-@dataclass(frozen=True)
-class HistoryEntry:
+class HistoryEntry(NamedTuple):
+    """One row of a job's status history (a tuple: cheap to make by the hundred thousand)."""
+
     job_id: int
     status: str
     minor_status: str

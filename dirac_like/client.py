@@ -1,0 +1,213 @@
+"""The Python API to the central service: a DEALER socket with Lazy Pirate retries.
+
+Each call gets a fresh request id; a retry after a timeout re-sends the SAME id on a fresh socket,
+and the service answers a retried id with the reply it gave the first time, so a retried submit
+never creates a second job. Backoff between tries is capped and jittered.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import zmq
+
+from dirac_like.errors import ProtocolError, ServiceUnavailable, error_from_wire
+from dirac_like.protocol import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Op,
+    PilotResources,
+    Request,
+    decode_reply,
+    encode_request,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    timeout: float = 5.0  # seconds to wait for one reply
+    retries: int = 4  # tries after the first one
+    backoff: float = 0.2  # first pause between tries
+    max_backoff: float = 5.0
+
+    def pause(self, attempt: int, rng: random.Random) -> float:
+        """Capped exponential backoff with full jitter, for try number ``attempt`` (1-based)."""
+        return rng.uniform(0, min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+
+
+class Client:
+    def __init__(
+        self,
+        server: str,
+        policy: RetryPolicy | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.server = server
+        self.policy = policy or RetryPolicy()
+        self._own_context = context is None
+        self.context = context or zmq.Context()
+        self._socket: zmq.Socket | None = None
+        self._rng = random.Random()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._drop_socket()
+        if self._own_context:
+            self.context.term()
+
+    def _connect(self) -> zmq.Socket:
+        if self._socket is None:
+            socket = self.context.socket(zmq.DEALER)
+            socket.setsockopt(zmq.LINGER, 0)
+            socket.connect(self.server)
+            self._socket = socket
+        return self._socket
+
+    def _drop_socket(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+
+    # -- the call --------------------------------------------------------------------------------
+
+    def call(self, op: str, args: dict[str, Any], timeout: float | None = None) -> Any:
+        """Send one request; return its result or raise the error the service replied with."""
+        request_id = uuid.uuid4().hex
+        frame = encode_request(Request(id=request_id, op=op, args=args))
+        for attempt in range(1, self.policy.retries + 2):
+            socket = self._connect()
+            socket.send(frame)
+            reply = self._await_reply(socket, request_id, timeout or self.policy.timeout)
+            if reply is not None:
+                if reply.ok:
+                    return reply.result
+                assert reply.error is not None
+                raise error_from_wire(reply.error.code, reply.error.message)
+            log.info("no reply to %s from %s (try %d), retrying", op, self.server, attempt)
+            self._drop_socket()  # Lazy Pirate: a fresh socket drops anything queued on the old
+            if attempt <= self.policy.retries:
+                time.sleep(self.policy.pause(attempt, self._rng))
+        raise ServiceUnavailable(
+            f"no reply from the central service at {self.server} "
+            f"after {self.policy.retries + 1} tries"
+        )
+
+    def _await_reply(self, socket: zmq.Socket, request_id: str, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not socket.poll(int(left * 1000) + 1, zmq.POLLIN):
+                continue
+            try:
+                reply = decode_reply(socket.recv(), 4 * DEFAULT_MAX_MESSAGE_BYTES)
+            except ProtocolError as exc:
+                log.warning("unreadable reply from %s: %s", self.server, exc)
+                continue
+            if reply.id == request_id:
+                return reply
+        return None
+
+    # -- operations ------------------------------------------------------------------------------
+
+    def ping(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.call(Op.PING, {})
+        return result
+
+    def submit(
+        self,
+        descriptions: list[str | dict[str, Any]],
+        owner: str,
+        group: str = "",
+        timeout: float | None = None,
+    ) -> list[int]:
+        args = {"descriptions": descriptions, "owner": owner, "group": group}
+        job_ids: list[int] = self.call(Op.SUBMIT, args, timeout)["job_ids"]
+        return job_ids
+
+    def status(self, job_ids: list[int]) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.call(Op.STATUS, {"job_ids": job_ids})
+        return rows
+
+    def list_jobs(self, **filters: Any) -> list[dict[str, Any]]:
+        args = {key: value for key, value in filters.items() if value is not None}
+        rows: list[dict[str, Any]] = self.call(Op.LIST_JOBS, args)
+        return rows
+
+    def kill(self, job_ids: list[int]) -> dict[str, list[int]]:
+        result: dict[str, list[int]] = self.call(Op.KILL, {"job_ids": job_ids})
+        return result
+
+    def reschedule(self, job_ids: list[int]) -> dict[str, list[int]]:
+        result: dict[str, list[int]] = self.call(Op.RESCHEDULE, {"job_ids": job_ids})
+        return result
+
+    def history(self, job_id: int) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.call(Op.HISTORY, {"job_id": job_id})
+        return rows
+
+    def request_job(self, pilot_id: str, resources: PilotResources) -> dict[str, Any]:
+        args = {"pilot_id": pilot_id, "resources": asdict(resources)}
+        result: dict[str, Any] = self.call(Op.REQUEST_JOB, args)
+        return result
+
+    def update_status(
+        self,
+        job_id: int,
+        attempt: int,
+        pilot_id: str,
+        status: str,
+        minor_status: str = "",
+        application_status: str = "",
+    ) -> list[dict[str, Any]]:
+        args = {
+            "job_id": job_id,
+            "attempt": attempt,
+            "pilot_id": pilot_id,
+            "status": status,
+            "minor_status": minor_status,
+            "application_status": application_status,
+        }
+        commands: list[dict[str, Any]] = self.call(Op.UPDATE_STATUS, args)["commands"]
+        return commands
+
+    def heartbeat(
+        self, job_id: int, attempt: int, pilot_id: str, metrics: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        args = {"job_id": job_id, "attempt": attempt, "pilot_id": pilot_id,
+                "metrics": metrics or {}}
+        commands: list[dict[str, Any]] = self.call(Op.HEARTBEAT, args)["commands"]
+        return commands
+
+    def sites(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.call(Op.SITES, {})
+        return rows
+
+    def ban_site(self, site: str, reason: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call(Op.BAN_SITE, {"site": site, "reason": reason})
+        return result
+
+    def unban_site(self, site: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call(Op.UNBAN_SITE, {"site": site})
+        return result
+
+    def task_queues(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.call(Op.TASK_QUEUES, {})
+        return rows
+
+    def shares(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.call(Op.SHARES, {})
+        return rows
+
+    def set_share(self, group: str, share: float) -> dict[str, Any]:
+        result: dict[str, Any] = self.call(Op.SET_SHARE, {"group": group, "share": share})
+        return result

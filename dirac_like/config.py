@@ -1,0 +1,146 @@
+"""Configuration: TOML files loaded once into frozen dataclasses.
+
+A wrong key is an error naming it (``jobs.match_lase: unknown key``); a value of the wrong type
+names the key and the expected type. Nothing here is read at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dirac_like.errors import ConfigError
+
+DEFAULT_SERVER = "tcp://127.0.0.1:7700"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    listen: str = DEFAULT_SERVER
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_batch: int = 512  # requests drained and committed together
+    reply_memory: float = 600.0  # seconds a reply is kept for retried request ids
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    url: str = ""  # empty: sqlite file jobs.sqlite in the home
+    synchronous: str = "full"  # full: fsync every commit; normal: survive kill -9, not power loss
+
+
+@dataclass(frozen=True)
+class JobsConfig:
+    match_lease: float = 300.0  # Matched must become Running within this, or back to Waiting
+    stalled_timeout: float = 1800.0  # Running without heartbeat this long -> Stalled
+    stalled_to_reschedule: float = 1800.0  # Stalled this long -> Rescheduled (or Failed)
+    max_reschedules: int = 3
+    reschedule_holdoff: float = 60.0  # first hold-off in Rescheduled before Waiting again
+    holdoff_factor: float = 4.0  # each further reschedule waits this many times longer
+    max_cpu_time: int = 30 * 24 * 3600
+    max_parametric_jobs: int = 100_000
+    default_group: str = "user"
+
+
+@dataclass(frozen=True)
+class SharesConfig:
+    half_life: float = 86400.0  # seconds for past usage to count half
+    default_share: float = 1.0  # share of a group not listed in [shares.groups]
+    groups: Mapping[str, float] = field(default_factory=dict)
+    # group -> user -> share; users not listed split the group's share equally (share 1 each)
+    users: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SiteLimits:
+    max_running: int = 0  # jobs matched or running at the site at once; 0: no limit
+
+
+@dataclass(frozen=True)
+class Config:
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
+    shares: SharesConfig = field(default_factory=SharesConfig)
+    sites: Mapping[str, SiteLimits] = field(default_factory=dict)
+
+    def store_url(self, home: Path) -> str:
+        return self.store.url or str(home / "jobs.sqlite")
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("DIRAC_LIKE_HOME") or Path.home() / ".dirac-like")
+
+
+def load_config(path: Path | None = None) -> Config:
+    """The configuration in ``path`` over the defaults (the defaults alone when None)."""
+    if path is None:
+        return Config()
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    config = from_mapping(Config, raw, "")
+    validate(config)
+    return config
+
+
+ConfT = TypeVar("ConfT")
+
+
+def from_mapping(cls: type[ConfT], raw: Any, where: str) -> ConfT:
+    """Build the frozen dataclass ``cls`` from a TOML table, naming any wrong key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'config'}: expected a table")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {}
+    for key, value in raw.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            raise ConfigError(f"{path}: unknown key")
+        values[key] = _convert(hints[key], value, path)
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return from_mapping(hint, value, where)  # type: ignore[arg-type]
+    if typing.get_origin(hint) in (Mapping, dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table")
+        _, item = typing.get_args(hint)
+        converted = {k: _convert(item, v, f"{where}.{k}") for k, v in value.items()}
+        return types.MappingProxyType(converted)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and type(value) is hint:
+        return value
+    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def validate(config: Config) -> None:
+    """Checks across values that the types alone do not catch."""
+    jobs = config.jobs
+    for name in ("match_lease", "stalled_timeout", "stalled_to_reschedule"):
+        if getattr(jobs, name) <= 0:
+            raise ConfigError(f"jobs.{name}: must be positive")
+    if jobs.max_reschedules < 0 or jobs.holdoff_factor < 1 or jobs.reschedule_holdoff < 0:
+        raise ConfigError("jobs: max_reschedules >= 0, reschedule_holdoff >= 0, holdoff_factor >= 1")
+    if config.shares.half_life <= 0:
+        raise ConfigError("shares.half_life: must be positive")
+    for group, share in config.shares.groups.items():
+        if share <= 0:
+            raise ConfigError(f"shares.groups.{group}: must be positive")
+    if config.store.synchronous not in ("full", "normal"):
+        raise ConfigError("store.synchronous: must be 'full' or 'normal'")
+    if config.service.max_batch < 1 or config.service.max_message_bytes < 1024:
+        raise ConfigError("service: max_batch >= 1 and max_message_bytes >= 1024")

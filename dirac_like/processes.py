@@ -1,0 +1,106 @@
+"""Start and stop dirac-like daemons as child processes (used by the demo, tests, benchmarks).
+
+A daemon is started with ``python -m dirac_like ...`` in its own process group; it prints one line
+``... listening on ENDPOINT`` on stdout, which :meth:`ServiceProcess.start` waits for (with a
+deadline). Stopping is by PID: SIGTERM, then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dirac_like.errors import ServiceUnavailable
+
+
+class ServiceProcess:
+    def __init__(self, popen: subprocess.Popen[bytes], endpoint: str, home: Path) -> None:
+        self.popen = popen
+        self.endpoint = endpoint
+        self.home = home
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @classmethod
+    def start_central(
+        cls,
+        home: Path,
+        config: Path | None = None,
+        listen: str = "tcp://127.0.0.1:*",
+        timeout: float = 60.0,
+    ) -> ServiceProcess:
+        """Start a central service on a free loopback port and wait until it listens."""
+        home.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "dirac_like", "service", "central",
+                   "--home", str(home), "--listen", listen]
+        if config is not None:
+            command += ["--config", str(config)]
+        stderr = open(home / "central.stderr", "ab")  # noqa: SIM115 (the child keeps it)
+        popen = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        stderr.close()
+        try:
+            endpoint = _wait_for_endpoint(popen, timeout)
+        except BaseException:
+            _terminate(popen, 5.0)
+            raise
+        return cls(popen, endpoint, home)
+
+    def stop(self, grace: float = 15.0) -> int | None:
+        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Returns the exit code."""
+        return _terminate(self.popen, grace)
+
+    def kill9(self) -> None:
+        """Kill the process at once (SIGKILL), as a crash would."""
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(10)
+        if self.popen.stdout:
+            self.popen.stdout.close()
+
+    def stderr_text(self) -> str:
+        path = self.home / "central.stderr"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _wait_for_endpoint(popen: subprocess.Popen[bytes], timeout: float) -> str:
+    assert popen.stdout is not None
+    deadline = time.monotonic() + timeout
+    buffer = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(popen.stdout, selectors.EVENT_READ)
+        while b"\n" not in buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or popen.poll() is not None:
+                raise ServiceUnavailable(
+                    f"central service did not start (exit code {popen.poll()}); see its stderr"
+                )
+            if selector.select(min(left, 0.5)):
+                chunk = os.read(popen.stdout.fileno(), 4096)
+                if not chunk:
+                    continue
+                buffer += chunk
+    line = buffer.split(b"\n", 1)[0].decode()
+    return line.rsplit(" ", 1)[-1]
+
+
+def _terminate(popen: subprocess.Popen[bytes], grace: float) -> int | None:
+    if popen.poll() is None:
+        popen.send_signal(signal.SIGTERM)
+        try:
+            popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait(10)
+    if popen.stdout:
+        popen.stdout.close()
+    return popen.returncode

@@ -1,0 +1,99 @@
+"""An in-memory Store: the test double for unit tests of the service state (no files, no SQL).
+
+It honours the same contract as the SQLite store (the contract suite runs against it too), except
+durability: nothing survives the process. Records are copied on the way in and out, so a test
+cannot pass only because the store and the service share objects.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import msgpack
+
+from dirac_like.errors import JobNotFound, StoreError
+from dirac_like.model import (
+    ChangeSet,
+    HistoryEntry,
+    JobRecord,
+    LoadedState,
+    SiteRecord,
+    StoredReply,
+    TaskQueueRow,
+    UsageRecord,
+)
+from dirac_like.store.base import SCHEMA_VERSION, Store
+
+
+class MemoryStore(Store):
+    def __init__(self) -> None:
+        self.jobs: dict[int, JobRecord] = {}
+        self.descriptions: dict[int, bytes] = {}
+        self.task_queues: dict[int, TaskQueueRow] = {}
+        self.history_rows: list[HistoryEntry] = []
+        self.sites: dict[str, SiteRecord] = {}
+        self.shares: dict[str, float] = {}
+        self.usage: dict[tuple[str, str], UsageRecord] = {}
+        self.replies: dict[str, StoredReply] = {}
+        self.commits = 0
+        self.fail_next_commit = False  # a test sets it to see how callers survive a failure
+        self.closed = False
+
+    def commit(self, changes: ChangeSet) -> None:
+        self._check_open()
+        if self.fail_next_commit:
+            self.fail_next_commit = False
+            raise StoreError("commit failed (injected by the test)")
+        for job, _ in changes.new_jobs:
+            if job.job_id in self.jobs:
+                raise StoreError(f"job {job.job_id} already exists")
+        for row in changes.new_task_queues:
+            self.task_queues[row.task_queue_id] = row
+        for job, packed in changes.new_jobs:
+            self.jobs[job.job_id] = copy.copy(job)
+            self.descriptions[job.job_id] = packed
+        for job in changes.changed_jobs.values():
+            self.jobs[job.job_id] = copy.copy(job)
+        self.history_rows.extend(changes.history)
+        self.sites.update(changes.sites)
+        self.shares.update(changes.shares)
+        self.usage.update(changes.usage)
+        for reply in changes.replies:
+            self.replies[reply.request_id] = reply
+        if changes.forget_replies_before is not None:
+            cutoff = changes.forget_replies_before
+            self.replies = {k: r for k, r in self.replies.items() if r.time >= cutoff}
+        self.commits += 1
+
+    def load(self) -> LoadedState:
+        self._check_open()
+        return LoadedState(
+            jobs=[copy.copy(job) for job in self.jobs.values()],
+            task_queues=list(self.task_queues.values()),
+            sites=list(self.sites.values()),
+            shares=dict(self.shares),
+            usage=list(self.usage.values()),
+            replies=list(self.replies.values()),
+        )
+
+    def description(self, job_id: int) -> dict[str, Any]:
+        self._check_open()
+        if job_id not in self.descriptions:
+            raise JobNotFound(f"job {job_id} not found")
+        attributes: dict[str, Any] = msgpack.unpackb(self.descriptions[job_id], raw=False)
+        return attributes
+
+    def history(self, job_id: int) -> list[HistoryEntry]:
+        self._check_open()
+        return [entry for entry in self.history_rows if entry.job_id == job_id]
+
+    def schema_version(self) -> int:
+        return SCHEMA_VERSION
+
+    def close(self) -> None:
+        self.closed = True
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise StoreError("store is closed")

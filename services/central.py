@@ -1,0 +1,204 @@
+"""The central service: one ROUTER socket, one loop, group commit.
+
+One iteration (:meth:`CentralService.loop`): poll until a request arrives or the next deadline →
+drain a batch of requests → apply each to the in-memory state → expire due deadlines → write
+everything the batch changed to the store in ONE transaction → send the replies. Nothing is
+acknowledged before it is durable. If the store fails, or a handler fails unexpectedly, the
+whole batch is answered with an error, the in-memory state is rebuilt from the store, and the
+loop goes on: clients retry with the same request ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import zmq
+
+from dirac_like.config import Config
+from dirac_like.errors import DiracLikeError, InternalError, ProtocolError, StoreError
+from dirac_like.protocol import (
+    ARGUMENTS,
+    MUTATING_OPS,
+    Request,
+    decode_request,
+    encode_error,
+    encode_ok,
+    parse_args,
+    peek_request_id,
+)
+from dirac_like.store import Store, open_store
+from services.handlers import HANDLERS
+from services.state import CentralState
+
+log = logging.getLogger(__name__)
+
+MAX_POLL_SECONDS = 0.5  # wake up at least this often to notice a stop request
+
+
+@dataclass
+class Pending:
+    """A request read in this batch and the reply to send once the batch is durable."""
+
+    envelope: list[bytes]
+    reply: bytes
+    request_id: str
+
+
+class CentralService:
+    def __init__(
+        self, config: Config, home: Path, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.config = config
+        self.home = home
+        self.clock = clock
+        home.mkdir(parents=True, exist_ok=True)
+        self.store: Store = open_store(config.store_url(home), config.store.synchronous)
+        self.state = self._load_state()
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 1000)
+        # Far larger frames are dropped by ZeroMQ itself (the connection is closed); up to twice
+        # the limit the sender gets a clear too_large error reply.
+        self.socket.setsockopt(zmq.MAXMSGSIZE, 2 * config.service.max_message_bytes)
+        self.endpoint = ""
+        self.stopping = False
+        self._poisoned = False
+
+    def _load_state(self) -> CentralState:
+        started = time.perf_counter()
+        state = CentralState(self.config, self.store, self.store.load(), self.clock())
+        log.info("state loaded in %.2f s", time.perf_counter() - started)
+        return state
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def bind(self, url: str | None = None) -> str:
+        """Listen on ``url`` (default from config); returns the endpoint actually bound."""
+        self.socket.bind(url or self.config.service.listen)
+        self.endpoint = self.socket.getsockopt(zmq.LAST_ENDPOINT).decode()
+        log.info("central service listening on %s", self.endpoint)
+        return self.endpoint
+
+    def run(self) -> None:
+        """Serve until :meth:`stop` (or SIGTERM/SIGINT when installed)."""
+        while not self.stopping:
+            self.loop()
+        self.close()
+
+    def install_signal_handlers(self) -> None:
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info("signal %d: finishing the current batch and stopping", signum)
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    def close(self) -> None:
+        self.socket.close()
+        self.context.term()
+        self.store.close()
+        log.info("central service stopped")
+
+    # -- one iteration ---------------------------------------------------------------------------
+
+    def loop(self) -> int:
+        """Wait for work, then serve one batch. Returns the number of requests served."""
+        if self.socket.poll(self._poll_timeout_ms(), zmq.POLLIN):
+            pending = self.process_batch(self._drain())
+        else:
+            pending = []
+        self.state.expire(self.clock())
+        self.commit_and_reply(pending)
+        return len(pending)
+
+    def _poll_timeout_ms(self) -> int:
+        deadline = self.state.next_deadline()
+        wait = MAX_POLL_SECONDS if deadline is None else deadline - self.clock()
+        return int(max(0.0, min(wait, MAX_POLL_SECONDS)) * 1000)
+
+    def _drain(self) -> list[list[bytes]]:
+        frames = []
+        for _ in range(self.config.service.max_batch):
+            try:
+                frames.append(self.socket.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+        return frames
+
+    def process_batch(self, messages: list[list[bytes]]) -> list[Pending]:
+        now = self.clock()
+        pending = []
+        for frames in messages:
+            envelope, payload = frames[:-1], frames[-1]
+            reply, request_id = self.handle(payload, now)
+            pending.append(Pending(envelope, reply, request_id))
+        return pending
+
+    def handle(self, payload: bytes, now: float) -> tuple[bytes, str]:
+        """The reply to one frame (never raises)."""
+        try:
+            request = decode_request(payload, self.config.service.max_message_bytes)
+        except ProtocolError as exc:
+            request_id = peek_request_id(payload) or "unknown"
+            log.warning("refused frame of %d bytes: [%s] %s", len(payload), exc.code, exc)
+            return encode_error(request_id, exc.code, exc.message), request_id
+        return self.dispatch(request, now), request.id
+
+    def dispatch(self, request: Request, now: float) -> bytes:
+        mutating = request.op in MUTATING_OPS
+        if mutating:
+            remembered = self.state.remembered_reply(request.id)
+            if remembered is not None:
+                log.info("request %s (%s) retried: same reply again", request.id, request.op)
+                return remembered
+        try:
+            args = parse_args(ARGUMENTS[request.op], request.args)
+            reply = encode_ok(request.id, HANDLERS[request.op](self.state, args, now))
+        except DiracLikeError as exc:
+            log.warning("request %s (%s) refused: [%s] %s", request.id, request.op, exc.code, exc)
+            return encode_error(request.id, exc.code, exc.message)
+        except Exception:
+            log.exception("request %s (%s) failed inside the service", request.id, request.op)
+            self._poisoned = True  # it may have changed part of the state: rebuild after
+            return encode_error(request.id, InternalError.code, "internal error, request undone")
+        if mutating:
+            self.state.remember_reply(request.id, reply, now)
+        return reply
+
+    def commit_and_reply(self, pending: list[Pending]) -> None:
+        changes = self.state.take_changes()
+        try:
+            if self._poisoned:
+                raise InternalError("a request failed inside the service")
+            if not changes.is_empty():
+                self.store.commit(changes)
+        except (StoreError, InternalError) as exc:
+            log.error("batch of %d requests not committed (%s): rebuilding state", len(pending), exc)
+            self._poisoned = False
+            self.state = self._load_state()
+            code = StoreError.code if isinstance(exc, StoreError) else InternalError.code
+            undone = f"not done, please retry: {exc}"
+            pending = [Pending(p.envelope, encode_error(p.request_id, code, undone), p.request_id)
+                       for p in pending]
+        for item in pending:
+            self.socket.send_multipart([*item.envelope, item.reply], copy=False)
+
+
+def run_central(config: Config, home: Path, listen: str | None = None) -> int:
+    """Run the central service in the foreground until SIGTERM/SIGINT; returns the exit code."""
+    service = CentralService(config, home)
+    service.install_signal_handlers()
+    endpoint = service.bind(listen)
+    # A line on stdout that scripts and tests wait for (the port may have been chosen by the OS).
+    print(f"central service listening on {endpoint}", flush=True)
+    service.run()
+    return 0

@@ -1,0 +1,267 @@
+"""One handler per operation, and the table that dispatches to them.
+
+A handler takes the state, its checked arguments (the frozen dataclass from the protocol module)
+and ``now``; it returns the reply's result (plain msgpack types) or raises a DiracLikeError.
+Handlers validate everything before changing anything.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dirac_like import __version__
+from dirac_like.errors import IllegalTransition, InvalidArgument
+from dirac_like.model import JobRecord, SiteRecord
+from dirac_like.protocol import (
+    PROTOCOL_VERSION,
+    BanSiteArgs,
+    HeartbeatArgs,
+    JobIdArgs,
+    JobIdsArgs,
+    ListJobsArgs,
+    NoArgs,
+    Op,
+    RequestJobArgs,
+    SetShareArgs,
+    SiteArgs,
+    SubmitArgs,
+    UpdateStatusArgs,
+)
+from dirac_like.states import (
+    ACTIVE_STATUSES,
+    PILOT_REPORTABLE,
+    JobStatus,
+    can_move,
+    check_transition,
+    parse_status,
+)
+from services.state import CentralState, check_name
+
+S = JobStatus
+Handler = Callable[[CentralState, Any, float], Any]
+MAX_JOB_IDS = 100_000
+
+
+def _check_job_ids(job_ids: list[int]) -> None:
+    if not job_ids:
+        raise InvalidArgument("no job ids given")
+    if len(job_ids) > MAX_JOB_IDS:
+        raise InvalidArgument(f"{len(job_ids)} job ids in one request (at most {MAX_JOB_IDS})")
+
+
+# -- users -------------------------------------------------------------------------------------
+
+
+def ping(state: CentralState, args: NoArgs, now: float) -> dict[str, Any]:
+    return {"service": "central", "version": __version__, "protocol": PROTOCOL_VERSION,
+            "time": time.time(), "jobs": len(state.jobs)}
+
+
+def submit(state: CentralState, args: SubmitArgs, now: float) -> dict[str, Any]:
+    if not args.descriptions:
+        raise InvalidArgument("no job description given")
+    group = args.group or state.config.jobs.default_group
+    return {"job_ids": state.submit(args.descriptions, args.owner, group, now)}
+
+
+def status(state: CentralState, args: JobIdsArgs, now: float) -> list[dict[str, Any]]:
+    _check_job_ids(args.job_ids)
+    return [job.summary() for job in state.jobs_by_ids(args.job_ids)]
+
+
+def list_jobs(state: CentralState, args: ListJobsArgs, now: float) -> list[dict[str, Any]]:
+    wanted = parse_status(args.status) if args.status else None
+    if args.limit < 1:
+        raise InvalidArgument("limit must be at least 1")
+    found = []
+    for job in state.jobs.values():
+        if (
+            (wanted is None or job.status is wanted)
+            and (args.site is None or job.site == args.site)
+            and (args.owner is None or job.owner == args.owner)
+            and (args.group is None or job.group == args.group)
+        ):
+            found.append(job.summary())
+            if len(found) >= args.limit:
+                break
+    return found
+
+
+def kill(state: CentralState, args: JobIdsArgs, now: float) -> dict[str, list[int]]:
+    _check_job_ids(args.job_ids)
+    jobs = state.jobs_by_ids(args.job_ids)
+    for job in jobs:
+        if job.status not in ACTIVE_STATUSES:
+            check_transition(job.job_id, job.status, S.KILLED)
+    killed, requested = [], []
+    for job in jobs:
+        if job.status in (S.MATCHED, S.RUNNING, S.COMPLETING):
+            # The pilot holds it: the kill goes to the pilot; Killed when it confirms.
+            job.kill_requested, job.minor_status, job.updated = True, "Kill requested", now
+            state.record(job, "user", now)
+            requested.append(job.job_id)
+        else:
+            state.set_status(job, S.KILLED, "Killed by user", "user", now)
+            killed.append(job.job_id)
+    return {"killed": killed, "kill_requested": requested}
+
+
+def reschedule(state: CentralState, args: JobIdsArgs, now: float) -> dict[str, list[int]]:
+    _check_job_ids(args.job_ids)
+    jobs = state.jobs_by_ids(args.job_ids)
+    limit = state.config.jobs.max_reschedules
+    for job in jobs:
+        check_transition(job.job_id, job.status, S.RESCHEDULED)
+        if job.reschedules >= limit:
+            raise IllegalTransition(f"job {job.job_id} was already rescheduled {limit} times")
+    for job in jobs:
+        state.reschedule(job, "Rescheduled by user", "user", now, hold=False)
+    return {"rescheduled": [job.job_id for job in jobs]}
+
+
+def history(state: CentralState, args: JobIdArgs, now: float) -> list[dict[str, Any]]:
+    state.job(args.job_id)
+    return [entry.to_wire() for entry in state.store_history(args.job_id)]
+
+
+# -- pilots ------------------------------------------------------------------------------------
+
+
+def request_job(state: CentralState, args: RequestJobArgs, now: float) -> dict[str, Any]:
+    check_name("pilot id", args.pilot_id)
+    check_name("site", args.resources.site)
+    if args.resources.cores < 1:
+        raise InvalidArgument("resources.cores must be at least 1")
+    job = state.request_job(args.pilot_id, args.resources, now)
+    if job is None:
+        reason = state.why_not(args.resources) or "no waiting job fits this pilot"
+        return {"job": None, "reason": reason}
+    return {"job": _match_view(state, job), "reason": ""}
+
+
+def _match_view(state: CentralState, job: JobRecord) -> dict[str, Any]:
+    return {
+        "job_id": job.job_id,
+        "attempt": job.attempt,
+        "owner": job.owner,
+        "group": job.group,
+        "cores": state.cores(job),
+        "description": state.store_description(job.job_id),
+    }
+
+
+def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> dict[str, Any]:
+    job = state.held_job(args.job_id, args.attempt, args.pilot_id)
+    new = parse_status(args.status)
+    if new not in PILOT_REPORTABLE:
+        raise InvalidArgument(f"a pilot cannot report status {new.value}")
+    if new is not job.status:
+        check_transition(job.job_id, job.status, new)
+    job.application_status = args.application_status[:256] or job.application_status
+    minor = args.minor_status[:256]
+    if new is job.status:
+        job.minor_status, job.updated, job.heartbeat_at = minor, now, now
+        state.record(job, f"pilot {args.pilot_id}", now)
+    else:
+        state.set_status(job, new, minor, f"pilot {args.pilot_id}", now)
+    return {"commands": state.pending_commands(job)}
+
+
+def heartbeat(state: CentralState, args: HeartbeatArgs, now: float) -> dict[str, Any]:
+    job = state.job(args.job_id)
+    if job.attempt != args.attempt or job.pilot_id != args.pilot_id:
+        # The job was taken away from this pilot (rescheduled, killed): it must stop it.
+        return {"commands": [{"command": "kill", "job_id": job.job_id}]}
+    job.heartbeat_at = now
+    if job.status in (S.RUNNING, S.COMPLETING):
+        job.deadline = now + state.config.jobs.stalled_timeout
+    elif job.status is S.STALLED and can_move(job.status, S.RUNNING):
+        state.set_status(job, S.RUNNING, "Heartbeats resumed", f"pilot {args.pilot_id}", now)
+    return {"commands": state.pending_commands(job)}
+
+
+# -- admin -------------------------------------------------------------------------------------
+
+
+def sites(state: CentralState, args: NoArgs, now: float) -> list[dict[str, Any]]:
+    rows = []
+    for name in sorted(state.sites_seen):
+        record = state.sites.get(name)
+        limit = state.config.sites.get(name)
+        rows.append({
+            "site": name,
+            "status": "Banned" if record and record.banned else "Active",
+            "reason": record.reason if record else "",
+            "active_jobs": state.site_active[name],
+            "max_running": limit.max_running if limit else 0,
+        })
+    return rows
+
+
+def ban_site(state: CentralState, args: BanSiteArgs, now: float) -> dict[str, Any]:
+    check_name("site", args.site)
+    if not args.reason.strip():
+        raise InvalidArgument("a ban needs a reason")
+    return _set_site(state, SiteRecord(args.site, True, args.reason[:256], now))
+
+
+def unban_site(state: CentralState, args: SiteArgs, now: float) -> dict[str, Any]:
+    check_name("site", args.site)
+    return _set_site(state, SiteRecord(args.site, False, "", now))
+
+
+def _set_site(state: CentralState, record: SiteRecord) -> dict[str, Any]:
+    state.sites[record.name] = record
+    state.sites_seen.add(record.name)
+    state.changes.sites[record.name] = record
+    return {"site": record.name, "banned": record.banned, "reason": record.reason}
+
+
+def task_queues(state: CentralState, args: NoArgs, now: float) -> list[dict[str, Any]]:
+    rows = []
+    for task_queue in state.matcher.unique_task_queues():
+        top = task_queue.peek()
+        rows.append({
+            "task_queue_id": task_queue.task_queue_id,
+            "owner": task_queue.owner,
+            "group": task_queue.group,
+            "requirements": task_queue.requirements.to_wire(),
+            "waiting": len(task_queue),
+            "top_priority": -top[0] if top else None,
+        })
+    return sorted(rows, key=lambda row: row["task_queue_id"])
+
+
+def shares(state: CentralState, args: NoArgs, now: float) -> list[dict[str, Any]]:
+    return state.shares.report(now)
+
+
+def set_share(state: CentralState, args: SetShareArgs, now: float) -> dict[str, Any]:
+    check_name("group", args.group)
+    if not 0 < args.share < 1e9:
+        raise InvalidArgument("share must be a positive number")
+    state.shares.set_group_share(args.group, args.share)
+    state.changes.shares[args.group] = args.share
+    return {"group": args.group, "share": args.share}
+
+
+HANDLERS: dict[str, Handler] = {
+    Op.PING: ping,
+    Op.SUBMIT: submit,
+    Op.STATUS: status,
+    Op.LIST_JOBS: list_jobs,
+    Op.KILL: kill,
+    Op.RESCHEDULE: reschedule,
+    Op.HISTORY: history,
+    Op.REQUEST_JOB: request_job,
+    Op.UPDATE_STATUS: update_status,
+    Op.HEARTBEAT: heartbeat,
+    Op.SITES: sites,
+    Op.BAN_SITE: ban_site,
+    Op.UNBAN_SITE: unban_site,
+    Op.TASK_QUEUES: task_queues,
+    Op.SHARES: shares,
+    Op.SET_SHARE: set_share,
+}

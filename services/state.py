@@ -1,0 +1,412 @@
+"""The central service's in-memory state and every decision it makes. No sockets, no clock.
+
+``CentralState`` holds all jobs, the task queues (through the matcher), sites, shares and usage.
+Each operation changes it in place and records what it changed in ``self.changes``; the service
+loop writes those changes in one transaction per batch (:meth:`take_changes`) and only then sends
+the replies. Operations check everything before they change anything, so a refused request leaves
+the state exactly as it was.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import re
+from collections import Counter, deque
+from typing import Any, Protocol
+
+import msgpack
+
+from dirac_like.config import Config
+from dirac_like.description import DescriptionLimits, JobDescription, parse_descriptions
+from dirac_like.errors import InvalidArgument, JobNotFound, StaleAttempt
+from dirac_like.matching import Matcher, TaskQueue
+from dirac_like.model import (
+    ChangeSet,
+    HistoryEntry,
+    JobRecord,
+    LoadedState,
+    Requirements,
+    SiteRecord,
+    StoredReply,
+    TaskQueueRow,
+)
+from dirac_like.protocol import PilotResources
+from dirac_like.shares import FairShare
+from dirac_like.states import ACTIVE_STATUSES, JobStatus, check_transition
+
+log = logging.getLogger(__name__)
+
+S = JobStatus
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@:+-]{1,64}$")
+TIMED_STATUSES = frozenset({S.MATCHED, S.RUNNING, S.COMPLETING, S.STALLED, S.RESCHEDULED})
+
+
+def check_name(kind: str, value: str) -> str:
+    if not NAME_PATTERN.match(value):
+        raise InvalidArgument(
+            f"{kind} {value[:70]!r} is not valid: 1 to 64 letters, digits or _ . @ : + -"
+        )
+    return value
+
+
+class StoredJobs(Protocol):
+    """What the state reads back from the store: the parts it does not keep in memory."""
+
+    def description(self, job_id: int) -> dict[str, Any]: ...
+
+    def history(self, job_id: int) -> list[HistoryEntry]: ...
+
+
+class CentralState:
+    def __init__(
+        self,
+        config: Config,
+        stored: StoredJobs,
+        loaded: LoadedState | None = None,
+        now: float = 0.0,
+    ):
+        self.config = config
+        self.stored = stored
+        # descriptions of jobs submitted in the current batch, not yet in the store
+        self._new_descriptions: dict[int, dict[str, Any]] = {}
+        self.limits = DescriptionLimits(
+            max_cpu_time=config.jobs.max_cpu_time,
+            max_parametric_jobs=config.jobs.max_parametric_jobs,
+        )
+        self.shares = FairShare(
+            config.shares.groups,
+            config.shares.users,
+            config.shares.half_life,
+            config.shares.default_share,
+        )
+        self.matcher = Matcher(self.shares)
+        self.jobs: dict[int, JobRecord] = {}
+        self.task_queue_rows: dict[int, TaskQueueRow] = {}
+        self.sites: dict[str, SiteRecord] = {}
+        self.sites_seen: set[str] = set(config.sites)
+        self.site_active: Counter[str] = Counter()
+        self.replies: dict[str, StoredReply] = {}
+        self._reply_order: deque[StoredReply] = deque()
+        self._timers: list[tuple[float, int, int, str]] = []  # (deadline, job, attempt, status)
+        self.changes = ChangeSet()
+        self.next_job_id = 1
+        self.next_task_queue_id = 1
+        if loaded is not None:
+            self._restore(loaded, now)
+
+    # -- start-up --------------------------------------------------------------------------------
+
+    def _restore(self, loaded: LoadedState, now: float) -> None:
+        for row in loaded.task_queues:
+            self._register_task_queue(row)
+        self.next_task_queue_id = max(self.task_queue_rows, default=0) + 1
+        for record in loaded.usage:
+            self.shares.restore(record)
+        for group, share in loaded.shares.items():
+            self.shares.set_group_share(group, share)
+        self.sites = {site.name: site for site in loaded.sites}
+        self.sites_seen.update(self.sites)
+        for job in sorted(loaded.jobs, key=lambda j: j.job_id):
+            self._restore_job(job, now)
+        self.next_job_id = max(self.jobs, default=0) + 1
+        for reply in sorted(loaded.replies, key=lambda r: r.time):
+            self._keep_reply(reply)
+        self.shares.dirty.clear()
+        log.info("restored %d jobs in %d task queues", len(self.jobs), len(self.task_queue_rows))
+
+    def _restore_job(self, job: JobRecord, now: float) -> None:
+        self.jobs[job.job_id] = job
+        if job.status is S.WAITING:
+            self._queue(job).push(job.job_id, job.priority)
+        elif job.status in ACTIVE_STATUSES:
+            self.site_active[job.site] += 1
+            account = self.shares.account(job.group, job.owner)
+            account.advance(job.matched_at, self.shares.half_life)
+            self.shares.start(job.group, job.owner, self.cores(job), job.matched_at)
+            if job.status in (S.RUNNING, S.COMPLETING):
+                # The service was down: give the pilot a full stalled window to reach us again.
+                job.heartbeat_at = max(job.heartbeat_at, now)
+                job.deadline = job.heartbeat_at + self.config.jobs.stalled_timeout
+        if job.status in TIMED_STATUSES:
+            self._arm(job)
+
+    def _register_task_queue(self, row: TaskQueueRow) -> TaskQueue:
+        self.task_queue_rows[row.task_queue_id] = row
+        return self.matcher.add_task_queue(
+            TaskQueue(row.task_queue_id, row.owner, row.group, row.requirements)
+        )
+
+    def _queue(self, job: JobRecord) -> TaskQueue:
+        """The live task queue for a job (re-created if it was dropped while empty)."""
+        task_queue = self.matcher.task_queues.get(job.task_queue_id)
+        if task_queue is None:
+            task_queue = self._register_task_queue(self.task_queue_rows[job.task_queue_id])
+        return task_queue
+
+    def cores(self, job: JobRecord) -> int:
+        return self.task_queue_rows[job.task_queue_id].requirements.cores
+
+    # -- the batch -------------------------------------------------------------------------------
+
+    def take_changes(self) -> ChangeSet:
+        changes = self.changes
+        for record in self.shares.take_dirty():
+            changes.usage[(record.group, record.user)] = record
+        self.changes = ChangeSet()
+        self._new_descriptions.clear()
+        return changes
+
+    def store_description(self, job_id: int) -> dict[str, Any]:
+        pending = self._new_descriptions.get(job_id)
+        return pending if pending is not None else self.stored.description(job_id)
+
+    def store_history(self, job_id: int) -> list[HistoryEntry]:
+        pending = [entry for entry in self.changes.history if entry.job_id == job_id]
+        return self.stored.history(job_id) + pending
+
+    def job(self, job_id: int) -> JobRecord:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(f"job {job_id} not found")
+        return job
+
+    def jobs_by_ids(self, job_ids: list[int]) -> list[JobRecord]:
+        """All the jobs, or JobNotFound naming the first unknown id (then nothing is touched)."""
+        return [self.job(job_id) for job_id in job_ids]
+
+    # -- status changes --------------------------------------------------------------------------
+
+    def set_status(
+        self, job: JobRecord, status: JobStatus, minor: str, source: str, now: float
+    ) -> None:
+        """The one way a job changes status: checked, stamped, kept in history, side effects."""
+        old = job.status
+        check_transition(job.job_id, old, status)
+        if old is S.WAITING:
+            self._queue(job).discard(job.job_id)
+        if old in ACTIVE_STATUSES and status not in ACTIVE_STATUSES:
+            self.site_active[job.site] -= 1
+            self.shares.stop(job.group, job.owner, self.cores(job), now)
+        job.status, job.minor_status, job.updated = status, minor, now
+        self._enter(job, old, now)
+        self.record(job, source, now)
+
+    def _enter(self, job: JobRecord, old: JobStatus, now: float) -> None:
+        status, jobs_config = job.status, self.config.jobs
+        if status is S.WAITING:
+            if old is S.MATCHED:
+                job.attempt += 1  # the lease is void: a late start from that pilot is refused
+            job.pilot_id, job.site = "", self._requested_site(job)
+            self._queue(job).push(job.job_id, job.priority)
+        elif status is S.MATCHED:
+            job.matched_at, job.deadline = now, now + jobs_config.match_lease
+            self.site_active[job.site] += 1
+            self.shares.start(job.group, job.owner, self.cores(job), now)
+        elif status in (S.RUNNING, S.COMPLETING):
+            job.heartbeat_at = now
+            job.deadline = now + jobs_config.stalled_timeout
+        elif status is S.STALLED:
+            job.deadline = now + jobs_config.stalled_to_reschedule
+        elif status is S.RESCHEDULED:
+            job.attempt += 1
+            job.reschedules += 1
+            job.kill_requested = False
+            job.deadline = now + self._holdoff(job)
+        if status in TIMED_STATUSES:
+            self._arm(job)
+
+    def _requested_site(self, job: JobRecord) -> str:
+        sites = self.task_queue_rows[job.task_queue_id].requirements.sites
+        return sites[0] if len(sites) == 1 else ("Multiple" if sites else "ANY")
+
+    def _holdoff(self, job: JobRecord) -> float:
+        jobs_config = self.config.jobs
+        return jobs_config.reschedule_holdoff * jobs_config.holdoff_factor ** (job.reschedules - 1)
+
+    def record(self, job: JobRecord, source: str, now: float) -> None:
+        """Keep the job's current status in its history and mark it for writing."""
+        self.changes.history.append(
+            HistoryEntry(
+                job.job_id, job.status.value, job.minor_status, job.application_status, now, source
+            )
+        )
+        self.changes.changed_jobs[job.job_id] = job
+
+    def reschedule(
+        self, job: JobRecord, minor: str, source: str, now: float, hold: bool = True
+    ) -> None:
+        """Send a job back to Waiting (after a growing hold-off if ``hold``), or to Failed once
+        it used up its reschedules."""
+        if job.reschedules >= self.config.jobs.max_reschedules:
+            limit = self.config.jobs.max_reschedules
+            self.set_status(job, S.FAILED, f"{minor}; reached reschedule limit {limit}", source, now)
+            return
+        self.set_status(job, S.RESCHEDULED, minor, source, now)
+        if not hold or job.deadline <= now:
+            self.set_status(job, S.WAITING, "Pilot Agent Submission", "JobScheduling", now)
+
+    # -- timers ----------------------------------------------------------------------------------
+
+    def _arm(self, job: JobRecord) -> None:
+        entry = (job.deadline, job.job_id, job.attempt, job.status.value)
+        heapq.heappush(self._timers, entry)
+
+    def next_deadline(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def expire(self, now: float) -> int:
+        """Act on every deadline that has passed; returns how many jobs changed."""
+        acted = 0
+        while self._timers and self._timers[0][0] <= now:
+            _, job_id, attempt, status = heapq.heappop(self._timers)
+            job = self.jobs.get(job_id)
+            if job is None or job.attempt != attempt or job.status.value != status:
+                continue  # the job moved on since this timer was set
+            if job.deadline > now:
+                self._arm(job)  # pushed back (heartbeats) since
+                continue
+            self._on_deadline(job, now)
+            acted += 1
+        self._forget_old_replies(now)
+        return acted
+
+    def _on_deadline(self, job: JobRecord, now: float) -> None:
+        status = job.status
+        if status is S.MATCHED:
+            if job.kill_requested:
+                self.set_status(job, S.KILLED, "Killed before it started", "JobMonitor", now)
+            else:
+                log.info("job %d: match lease expired, back to Waiting", job.job_id)
+                self.set_status(job, S.WAITING, "Match lease expired", "JobMonitor", now)
+        elif status in (S.RUNNING, S.COMPLETING):
+            log.warning("job %d: no heartbeat from pilot %s, Stalled", job.job_id, job.pilot_id)
+            self.set_status(job, S.STALLED, "Job stalled: pilot not running", "StalledJobs", now)
+        elif status is S.STALLED:
+            if job.kill_requested:
+                self.set_status(job, S.KILLED, "Killed: pilot lost", "StalledJobs", now)
+            else:
+                self.reschedule(job, "Job stalled: pilot lost", "StalledJobs", now)
+        elif status is S.RESCHEDULED:
+            self.set_status(job, S.WAITING, "Pilot Agent Submission", "JobScheduling", now)
+
+    # -- remembered replies (idempotent retries) -------------------------------------------------
+
+    def remembered_reply(self, request_id: str) -> bytes | None:
+        stored = self.replies.get(request_id)
+        return stored.reply if stored is not None else None
+
+    def remember_reply(self, request_id: str, reply: bytes, now: float) -> None:
+        stored = StoredReply(request_id, reply, now)
+        self._keep_reply(stored)
+        self.changes.replies.append(stored)
+
+    def _keep_reply(self, stored: StoredReply) -> None:
+        self.replies[stored.request_id] = stored
+        self._reply_order.append(stored)
+
+    def _forget_old_replies(self, now: float) -> None:
+        cutoff = now - self.config.service.reply_memory
+        order = self._reply_order
+        if not order or order[0].time >= cutoff - 60:
+            return  # forget in chunks of at least a minute
+        while order and order[0].time < cutoff:
+            stored = order.popleft()
+            if self.replies.get(stored.request_id) is stored:
+                del self.replies[stored.request_id]
+        self.changes.forget_replies_before = cutoff
+
+    # -- submission ------------------------------------------------------------------------------
+
+    def submit(
+        self, sources: list[str | dict[str, Any]], owner: str, group: str, now: float
+    ) -> list[int]:
+        check_name("owner", owner)
+        check_name("group", group)
+        descriptions: list[JobDescription] = []
+        for source in sources:  # parse everything first: a bad one refuses the whole request
+            descriptions.extend(parse_descriptions(source, self.limits))
+        job_ids = []
+        for description in descriptions:
+            job_ids.append(self._add_job(description, owner, group, now))
+        if job_ids:
+            log.info("%s/%s submitted jobs %d..%d", owner, group, job_ids[0], job_ids[-1])
+        return job_ids
+
+    def _add_job(self, description: JobDescription, owner: str, group: str, now: float) -> int:
+        task_queue = self._task_queue_for(owner, group, description.requirements())
+        job = JobRecord(
+            job_id=self.next_job_id,
+            owner=owner,
+            group=group,
+            task_queue_id=task_queue.task_queue_id,
+            priority=description.priority,
+            status=S.RECEIVED,
+            minor_status="Job accepted",
+            job_name=description.job_name,
+            submitted=now,
+            updated=now,
+        )
+        self.next_job_id += 1
+        job.site = self._requested_site(job)
+        self.jobs[job.job_id] = job
+        packed = msgpack.packb(description.attributes, use_bin_type=True)
+        self.changes.new_jobs.append((job, packed))
+        self._new_descriptions[job.job_id] = description.attributes
+        self.record(job, "JobManager", now)
+        self.set_status(job, S.CHECKING, "JobSanity", "JobSanity", now)
+        self.set_status(job, S.WAITING, "Pilot Agent Submission", "JobScheduling", now)
+        return job.job_id
+
+    def _task_queue_for(self, owner: str, group: str, requirements: Requirements) -> TaskQueue:
+        task_queue = self.matcher.find(owner, group, requirements)
+        if task_queue is not None:
+            return task_queue
+        row = TaskQueueRow(self.next_task_queue_id, owner, group, requirements)
+        self.next_task_queue_id += 1
+        self.changes.new_task_queues.append(row)
+        return self._register_task_queue(row)
+
+    # -- matching --------------------------------------------------------------------------------
+
+    def why_not(self, resources: PilotResources) -> str:
+        """Why a pilot at this site gets nothing right now, or '' if it may be matched."""
+        site = self.sites.get(resources.site)
+        if site is not None and site.banned:
+            return f"site {resources.site} is banned: {site.reason}"
+        limit = self.config.sites.get(resources.site)
+        if limit and limit.max_running and self.site_active[resources.site] >= limit.max_running:
+            return f"site {resources.site} has reached its limit of {limit.max_running} jobs"
+        return ""
+
+    def request_job(
+        self, pilot_id: str, resources: PilotResources, now: float
+    ) -> JobRecord | None:
+        self.sites_seen.add(resources.site)
+        if self.why_not(resources):
+            return None
+        match = self.matcher.match(resources, now)
+        if match is None:
+            return None
+        job = self.jobs[match.job_id]
+        job.pilot_id, job.site = pilot_id, resources.site
+        self.set_status(job, S.MATCHED, f"Assigned to pilot {pilot_id}", "Matcher", now)
+        log.debug("job %d matched to pilot %s at %s", job.job_id, pilot_id, resources.site)
+        return job
+
+    # -- reports from pilots ---------------------------------------------------------------------
+
+    def held_job(self, job_id: int, attempt: int, pilot_id: str) -> JobRecord:
+        """The job, if this pilot holds this attempt of it; else StaleAttempt."""
+        job = self.job(job_id)
+        if job.attempt != attempt or job.pilot_id != pilot_id:
+            raise StaleAttempt(
+                f"job {job_id}: attempt {attempt} by pilot {pilot_id!r} is not current "
+                f"(current attempt {job.attempt}, pilot {job.pilot_id or 'none'!r})"
+            )
+        return job
+
+    def pending_commands(self, job: JobRecord) -> list[dict[str, Any]]:
+        if job.kill_requested or job.status in (S.KILLED, S.DONE, S.FAILED, S.DELETED):
+            return [{"command": "kill", "job_id": job.job_id}]
+        return []
