@@ -214,7 +214,7 @@ def _unpack_map(data: bytes, max_bytes: int) -> dict[str, Any]:
     if len(data) > max_bytes:
         raise MessageTooLarge(f"message of {len(data)} bytes exceeds the limit of {max_bytes}")
     try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, max_buffer_size=max_bytes)
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for garbage
         raise ProtocolError(f"frame is not valid msgpack: {type(exc).__name__}") from None
     if not isinstance(obj, dict):
@@ -257,7 +257,7 @@ def decode_request(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> R
 def peek_request_id(data: bytes) -> str:
     """The id of a frame that failed to decode, if one can be read, else ''."""
     try:
-        obj = msgpack.unpackb(data, raw=False, max_buffer_size=len(data) + 1)
+        obj = msgpack.unpackb(data, raw=False)
         request_id = obj.get("id") if isinstance(obj, dict) else None
     except Exception:
         return ""

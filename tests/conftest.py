@@ -19,13 +19,15 @@ def start_central(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     stopped by PID when the test ends, pass or fail."""
     started: list[ServiceProcess] = []
 
-    def start(config_text: str | None = None, home: Path | None = None) -> ServiceProcess:
+    def start(
+        config_text: str | None = None, home: Path | None = None, listen: str = "tcp://127.0.0.1:*"
+    ) -> ServiceProcess:
         home = home or tmp_path / "home"
         config = None
         if config_text is not None:
             config = tmp_path / f"config-{len(started)}.toml"
             config.write_text(config_text)
-        service = ServiceProcess.start_central(home, config)
+        service = ServiceProcess.start_central(home, config, listen)
         started.append(service)
         return service
 
@@ -44,3 +46,4 @@ def central(start_central: Callable[..., ServiceProcess]) -> ServiceProcess:
 def client(central: ServiceProcess) -> Iterator[Client]:
     with Client(central.endpoint, FAST_RETRIES) as connected:
         yield connected
+
