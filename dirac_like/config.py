@@ -134,7 +134,9 @@ def validate(config: Config) -> None:
         if getattr(jobs, name) <= 0:
             raise ConfigError(f"jobs.{name}: must be positive")
     if jobs.max_reschedules < 0 or jobs.holdoff_factor < 1 or jobs.reschedule_holdoff < 0:
-        raise ConfigError("jobs: max_reschedules >= 0, reschedule_holdoff >= 0, holdoff_factor >= 1")
+        raise ConfigError(
+            "jobs: max_reschedules >= 0, reschedule_holdoff >= 0, holdoff_factor >= 1"
+        )
     if config.shares.half_life <= 0:
         raise ConfigError("shares.half_life: must be positive")
     for group, share in config.shares.groups.items():

@@ -173,10 +173,9 @@ class Matcher:
         """Pop the job that best fits ``pilot`` under fair share, or None."""
         tree = self.eligible(pilot)
         shares = self.shares
-        for group in sorted(tree, key=lambda g: (shares.group_priority(g, now), g)):
+        for group in shares.rank_groups(tree, now):
             users = tree[group]
-            ranked = sorted(users, key=lambda u: (shares.user_priority(group, u, now), u))
-            for user in ranked:
+            for user in shares.rank_users(group, users, now):
                 task_queue = _best_queue(users[user], pilot)
                 if task_queue is not None:
                     return Match(task_queue.pop(), task_queue)

@@ -14,8 +14,10 @@ map against it (unknown keys, missing keys and wrong types are a :class:`Protoco
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -303,67 +305,116 @@ def decode_reply(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Rep
 # Argument checking
 
 ArgsT = TypeVar("ArgsT")
+Checker = Callable[[Any], Any]
+
+
+class _BadArgument(Exception):
+    """Raised inside the checkers; ``path`` grows as it goes up ('.resources.cores')."""
+
+    def __init__(self, problem: str, path: str = "") -> None:
+        self.problem = problem
+        self.path = path
+
+    def within(self, step: str) -> _BadArgument:
+        self.path = step + self.path
+        return self
 
 
 def parse_args(cls: type[ArgsT], raw: Any, where: str = "args") -> ArgsT:
     """Build the frozen dataclass ``cls`` from a msgpack map, checking every field's type."""
-    if not isinstance(raw, dict):
-        raise ProtocolError(f"{where} must be a map")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = [str(key) for key in raw if key not in fields]
-    if unknown:
-        raise ProtocolError(f"{where}: unknown argument(s) {', '.join(sorted(unknown))}")
-    values = {}
-    for name, spec in fields.items():
-        if name not in raw:
-            no_default = spec.default is dataclasses.MISSING
-            if no_default and spec.default_factory is dataclasses.MISSING:
-                raise ProtocolError(f"{where}: missing argument '{name}'")
-            continue
-        values[name] = _check(hints[name], raw[name], f"{where}.{name}")
-    return cls(**values)
+    try:
+        built: ArgsT = _checker(cls)(raw)
+    except _BadArgument as exc:
+        raise ProtocolError(f"{where}{exc.path}: {exc.problem}") from None
+    return built
 
 
-def _check(hint: Any, value: Any, where: str) -> Any:
+@functools.cache
+def _checker(hint: Any) -> Checker:
+    """A function that checks (and converts) one value of type ``hint``; built once per type."""
     origin = typing.get_origin(hint)
     if hint is Any:
-        return value
+        return lambda value: value
     if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(hint):
-            try:
-                return _check(option, value, where)
-            except ProtocolError:
-                continue
-        raise ProtocolError(f"{where} has the wrong type ({type(value).__name__})")
-    if hint is type(None):
-        if value is None:
-            return None
-        raise ProtocolError(f"{where} must be null")
+        return _union_checker([_checker(option) for option in typing.get_args(hint)])
     if dataclasses.is_dataclass(hint):
-        return parse_args(hint, value, where)  # type: ignore[arg-type]
+        return _dataclass_checker(hint)  # type: ignore[arg-type]
     if origin is list:
-        if not isinstance(value, list):
-            raise ProtocolError(f"{where} must be a list")
-        (item,) = typing.get_args(hint)
-        return [_check(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return _list_checker(_checker(typing.get_args(hint)[0]))
     if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise ProtocolError(f"{where} must be a map with string keys")
-        return value
-    return _check_scalar(hint, value, where)
+        return _map_checker
+    return _scalar_checker(hint)
 
 
-def _check_scalar(hint: Any, value: Any, where: str) -> Any:
-    if hint is bool:
-        ok = isinstance(value, bool)
-    elif hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    else:
-        ok = isinstance(value, hint)
-    if not ok:
-        raise ProtocolError(f"{where} must be {hint.__name__}, not {type(value).__name__}")
+def _union_checker(options: list[Checker]) -> Checker:
+    def check(value: Any) -> Any:
+        for option in options:
+            try:
+                return option(value)
+            except _BadArgument:
+                continue
+        raise _BadArgument(f"wrong type ({type(value).__name__})")
+
+    return check
+
+
+def _dataclass_checker(cls: type) -> Checker:
+    hints = typing.get_type_hints(cls)
+    fields = [
+        (f.name, _checker(hints[f.name]),
+         f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        for f in dataclasses.fields(cls)
+    ]
+    names = {name for name, _, _ in fields}
+
+    def check(raw: Any) -> Any:
+        if type(raw) is not dict:
+            raise _BadArgument("must be a map")
+        unknown = [str(key) for key in raw if key not in names]
+        if unknown:
+            raise _BadArgument(f"unknown argument(s) {', '.join(sorted(unknown))}")
+        values = {}
+        for name, check_field, required in fields:
+            if name in raw:
+                try:
+                    values[name] = check_field(raw[name])
+                except _BadArgument as exc:
+                    raise exc.within(f".{name}") from None
+            elif required:
+                raise _BadArgument(f"missing argument '{name}'")
+        return cls(**values)
+
+    return check
+
+
+def _list_checker(item: Checker) -> Checker:
+    def check(value: Any) -> Any:
+        if type(value) is not list:
+            raise _BadArgument("must be a list")
+        checked = []
+        for index, element in enumerate(value):
+            try:
+                checked.append(item(element))
+            except _BadArgument as exc:
+                raise exc.within(f"[{index}]") from None
+        return checked
+
+    return check
+
+
+def _map_checker(value: Any) -> Any:
+    if type(value) is not dict or not all(type(key) is str for key in value):
+        raise _BadArgument("must be a map with string keys")
     return value
+
+
+def _scalar_checker(hint: type) -> Checker:
+    # msgpack gives exact types, so ``type(v) is`` is enough (and refuses bool for int)
+    accepted = (int, float) if hint is float else (hint,)
+
+    def check(value: Any) -> Any:
+        if type(value) not in accepted:
+            raise _BadArgument(f"must be {hint.__name__}, not {type(value).__name__}")
+        return float(value) if hint is float else value
+
+    return check

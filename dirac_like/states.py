@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from dirac_like.errors import IllegalTransition, InvalidArgument
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     RECEIVED = "Received"
     CHECKING = "Checking"
     WAITING = "Waiting"

@@ -37,7 +37,8 @@ from dirac_like.states import (
     check_transition,
     parse_status,
 )
-from services.state import CentralState, check_name
+
+from .state import CentralState, check_name
 
 S = JobStatus
 Handler = Callable[[CentralState, Any, float], Any]

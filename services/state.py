@@ -90,6 +90,7 @@ class CentralState:
         self._reply_order: deque[StoredReply] = deque()
         self._timers: list[tuple[float, int, int, str]] = []  # (deadline, job, attempt, status)
         self.changes = ChangeSet()
+        self.in_flight: list[ChangeSet] = []  # taken for the store, not yet committed
         self.next_job_id = 1
         self.next_task_queue_id = 1
         if loaded is not None:
@@ -150,19 +151,32 @@ class CentralState:
     # -- the batch -------------------------------------------------------------------------------
 
     def take_changes(self) -> ChangeSet:
+        """What changed since the last call; it is in flight until :meth:`committed`."""
         changes = self.changes
         for record in self.shares.take_dirty():
             changes.usage[(record.group, record.user)] = record
         self.changes = ChangeSet()
-        self._new_descriptions.clear()
+        self.in_flight.append(changes)
         return changes
+
+    def committed(self, changes: ChangeSet) -> None:
+        """The store holds ``changes`` now: read them from there from now on."""
+        self.in_flight.remove(changes)
+        for job, _ in changes.new_jobs:
+            self._new_descriptions.pop(job.job_id, None)
 
     def store_description(self, job_id: int) -> dict[str, Any]:
         pending = self._new_descriptions.get(job_id)
         return pending if pending is not None else self.stored.description(job_id)
 
     def store_history(self, job_id: int) -> list[HistoryEntry]:
-        pending = [entry for entry in self.changes.history if entry.job_id == job_id]
+        """Committed history, then what is on its way to the store."""
+        pending = [
+            entry
+            for changes in [*self.in_flight, self.changes]
+            for entry in changes.history
+            if entry.job_id == job_id
+        ]
         return self.stored.history(job_id) + pending
 
     def job(self, job_id: int) -> JobRecord:
@@ -240,7 +254,8 @@ class CentralState:
         it used up its reschedules."""
         if job.reschedules >= self.config.jobs.max_reschedules:
             limit = self.config.jobs.max_reschedules
-            self.set_status(job, S.FAILED, f"{minor}; reached reschedule limit {limit}", source, now)
+            minor = f"{minor}; reached reschedule limit {limit}"
+            self.set_status(job, S.FAILED, minor, source, now)
             return
         self.set_status(job, S.RESCHEDULED, minor, source, now)
         if not hold or job.deadline <= now:

@@ -23,7 +23,7 @@ SCHEMA_VERSION = 1
 class Store(ABC):
     @abstractmethod
     def commit(self, changes: ChangeSet) -> None:
-        """Write every change in one transaction; raise StoreError (and write nothing) on failure."""
+        """Write every change in one transaction; on failure raise StoreError, write nothing."""
 
     @abstractmethod
     def load(self) -> LoadedState:

@@ -13,7 +13,7 @@ import msgpack
 import pytest
 import zmq
 
-from dirac_like.client import Client
+from dirac_like.client import Client, RetryPolicy
 from dirac_like.errors import (
     IllegalTransition,
     InvalidJobDescription,
@@ -28,7 +28,6 @@ from dirac_like.protocol import (
     decode_reply,
     encode_request,
 )
-from dirac_like.client import RetryPolicy
 
 FAST_RETRIES = RetryPolicy(timeout=5.0, retries=2, backoff=0.05, max_backoff=0.2)
 

@@ -7,6 +7,8 @@ import dataclasses
 from typing import Any
 
 import pytest
+from dirac_like.services.handlers import HANDLERS
+from dirac_like.services.state import CentralState
 
 from dirac_like.config import Config, JobsConfig, SharesConfig, SiteLimits
 from dirac_like.errors import (
@@ -17,8 +19,6 @@ from dirac_like.errors import (
 )
 from dirac_like.protocol import ARGUMENTS, Op, parse_args
 from dirac_like.store.memory import MemoryStore
-from services.handlers import HANDLERS
-from services.state import CentralState
 
 HELLO = 'Executable = "/bin/echo"; Arguments = "hello";'
 JOBS = JobsConfig(match_lease=60, stalled_timeout=100, stalled_to_reschedule=50,
@@ -42,7 +42,9 @@ class Grid:
             self.commit()
 
     def commit(self) -> None:
-        self.store.commit(self.state.take_changes())
+        changes = self.state.take_changes()
+        self.store.commit(changes)
+        self.state.committed(changes)
 
     def advance(self, seconds: float) -> None:
         self.now += seconds

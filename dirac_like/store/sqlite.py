@@ -1,0 +1,327 @@
+"""The embedded store: one SQLite file in WAL mode, one transaction per ChangeSet.
+
+Every commit is ``BEGIN IMMEDIATE`` … ``COMMIT`` on a connection in autocommit mode
+(``isolation_level=None``), so the transaction boundaries are exactly the ones written here. With
+``synchronous=full`` a commit is on disk when ``commit`` returns; with ``normal`` it survives a
+crash of the process but the last commits may be lost on a power cut.
+
+The schema is versioned with ``PRAGMA user_version``: ``MIGRATIONS[n]`` takes a database from
+version n to n + 1 and they run in order, in one transaction, when the store is opened. A database
+written by newer code is refused rather than guessed at.
+
+Ordering of what ``load`` returns: jobs by job id, task queues by id, sites by name, usage by
+(group, user), replies by (time, request id). History rows keep commit order (rowid order; history
+rows are never deleted, so rowids only grow).
+
+The store is not thread-safe: use it from one thread at a time (it may be opened in one thread and
+used in another).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import fields
+from operator import attrgetter
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from dirac_like.errors import JobNotFound, StoreError
+from dirac_like.model import (
+    ChangeSet,
+    HistoryEntry,
+    JobRecord,
+    LoadedState,
+    Requirements,
+    SiteRecord,
+    StoredReply,
+    TaskQueueRow,
+    UsageRecord,
+)
+from dirac_like.states import JobStatus
+from dirac_like.store.base import SCHEMA_VERSION, Store
+
+log = logging.getLogger(__name__)
+
+SYNCHRONOUS_MODES = ("full", "normal")
+BUSY_TIMEOUT_S = 10.0
+
+# JobRecord fields in column order of the jobs table (the column for ``group`` is ``grp``).
+JOB_FIELDS = (
+    "job_id", "owner", "group", "task_queue_id", "priority", "status", "minor_status",
+    "application_status", "site", "job_name", "pilot_id", "attempt", "reschedules", "submitted",
+    "updated", "matched_at", "deadline", "heartbeat_at", "kill_requested",
+)  # fmt: skip
+if tuple(f.name for f in fields(JobRecord)) != JOB_FIELDS:
+    raise RuntimeError("JobRecord fields changed: update JOB_FIELDS, the SQL and add a migration")
+
+HISTORY_FIELDS = ("job_id", "status", "minor_status", "application_status", "time", "source")
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 0 -> 1: the first schema.
+    (
+        """CREATE TABLE jobs (
+            job_id INTEGER PRIMARY KEY, owner TEXT NOT NULL, grp TEXT NOT NULL,
+            task_queue_id INTEGER NOT NULL, priority INTEGER NOT NULL, status TEXT NOT NULL,
+            minor_status TEXT NOT NULL, application_status TEXT NOT NULL, site TEXT NOT NULL,
+            job_name TEXT NOT NULL, pilot_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+            reschedules INTEGER NOT NULL, submitted REAL NOT NULL, updated REAL NOT NULL,
+            matched_at REAL NOT NULL, deadline REAL NOT NULL, heartbeat_at REAL NOT NULL,
+            kill_requested INTEGER NOT NULL, description BLOB NOT NULL)""",
+        """CREATE TABLE task_queues (
+            task_queue_id INTEGER PRIMARY KEY, owner TEXT NOT NULL, grp TEXT NOT NULL,
+            requirements BLOB NOT NULL)""",
+        """CREATE TABLE history (
+            id INTEGER PRIMARY KEY, job_id INTEGER NOT NULL, status TEXT NOT NULL,
+            minor_status TEXT NOT NULL, application_status TEXT NOT NULL, time REAL NOT NULL,
+            source TEXT NOT NULL)""",
+        "CREATE INDEX history_by_job ON history (job_id)",
+        """CREATE TABLE sites (
+            name TEXT PRIMARY KEY, banned INTEGER NOT NULL, reason TEXT NOT NULL,
+            changed REAL NOT NULL)""",
+        "CREATE TABLE shares (grp TEXT PRIMARY KEY, share REAL NOT NULL)",
+        """CREATE TABLE usage (
+            grp TEXT NOT NULL, user_name TEXT NOT NULL, usage REAL NOT NULL, stamp REAL NOT NULL,
+            PRIMARY KEY (grp, user_name))""",
+        """CREATE TABLE replies (
+            request_id TEXT PRIMARY KEY, reply BLOB NOT NULL, time REAL NOT NULL)""",
+        "CREATE INDEX replies_by_time ON replies (time)",
+    ),
+)
+if len(MIGRATIONS) != SCHEMA_VERSION:
+    raise RuntimeError("SCHEMA_VERSION and MIGRATIONS disagree")
+
+INSERT_TASK_QUEUE = "INSERT INTO task_queues VALUES (?, ?, ?, ?)"
+INSERT_JOB = "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+UPDATE_JOB = """UPDATE jobs SET owner = ?, grp = ?, task_queue_id = ?, priority = ?, status = ?,
+    minor_status = ?, application_status = ?, site = ?, job_name = ?, pilot_id = ?, attempt = ?,
+    reschedules = ?, submitted = ?, updated = ?, matched_at = ?, deadline = ?, heartbeat_at = ?,
+    kill_requested = ? WHERE job_id = ?"""
+INSERT_HISTORY = """INSERT INTO history
+    (job_id, status, minor_status, application_status, time, source) VALUES (?, ?, ?, ?, ?, ?)"""
+UPSERT_SITE = """INSERT INTO sites VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET
+    banned = excluded.banned, reason = excluded.reason, changed = excluded.changed"""
+UPSERT_SHARE = """INSERT INTO shares VALUES (?, ?)
+    ON CONFLICT (grp) DO UPDATE SET share = excluded.share"""
+UPSERT_USAGE = """INSERT INTO usage VALUES (?, ?, ?, ?) ON CONFLICT (grp, user_name)
+    DO UPDATE SET usage = excluded.usage, stamp = excluded.stamp"""
+UPSERT_REPLY = "INSERT OR REPLACE INTO replies VALUES (?, ?, ?)"
+DELETE_REPLIES_BEFORE = "DELETE FROM replies WHERE time < ?"
+
+SELECT_JOBS = """SELECT job_id, owner, grp, task_queue_id, priority, status, minor_status,
+    application_status, site, job_name, pilot_id, attempt, reschedules, submitted, updated,
+    matched_at, deadline, heartbeat_at, kill_requested FROM jobs ORDER BY job_id"""
+SELECT_TASK_QUEUES = "SELECT * FROM task_queues ORDER BY task_queue_id"
+SELECT_SITES = "SELECT name, banned, reason, changed FROM sites ORDER BY name"
+SELECT_SHARES = "SELECT grp, share FROM shares ORDER BY grp"
+SELECT_USAGE = "SELECT grp, user_name, usage, stamp FROM usage ORDER BY grp, user_name"
+SELECT_REPLIES = "SELECT request_id, reply, time FROM replies ORDER BY time, request_id"
+SELECT_DESCRIPTION = "SELECT description FROM jobs WHERE job_id = ?"
+SELECT_HISTORY = f"SELECT {', '.join(HISTORY_FIELDS)} FROM history WHERE job_id = ? ORDER BY id"
+
+_job_values = attrgetter(*JOB_FIELDS)
+_job_update_values = attrgetter(*JOB_FIELDS[1:], "job_id")
+_history_values = attrgetter(*HISTORY_FIELDS)
+_STATUS_BY_VALUE = {status.value: status for status in JobStatus}
+
+# What a bad value in a ChangeSet raises on its way into SQLite (besides sqlite3.Error).
+_BAD_VALUE_ERRORS = (OverflowError, TypeError, ValueError)
+
+
+class SqliteStore(Store):
+    def __init__(self, path: Path, synchronous: str = "full") -> None:
+        if synchronous not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        try:
+            self._configure(synchronous)
+            self._migrate()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        except BaseException:
+            self._db.close()
+            raise
+        log.info("opened store %s (schema %d, synchronous=%s)", self.path, SCHEMA_VERSION,
+                 synchronous)  # fmt: skip
+
+    def _configure(self, synchronous: str) -> None:
+        mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            log.warning("store %s: journal mode is %s, not wal", self.path, mode)
+        self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")  # validated above
+
+    def _migrate(self) -> None:
+        with self._transaction():
+            version = self.schema_version()
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"store {self.path} has schema version {version}, newer than this code "
+                    f"knows ({SCHEMA_VERSION}): upgrade dirac-like to open it"
+                )
+            for statements in MIGRATIONS[version:]:
+                for statement in statements:
+                    self._db.execute(statement)
+            if version < SCHEMA_VERSION:
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+                log.info("store %s: schema migrated from %d to %d", self.path, version,
+                         SCHEMA_VERSION)  # fmt: skip
+
+    @contextmanager
+    def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        """BEGIN … COMMIT, or ROLLBACK if anything (COMMIT included) raises."""
+        self._db.execute(f"BEGIN {mode}")
+        try:
+            yield self._db
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
+                self._db.execute("ROLLBACK")
+            raise
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def commit(self, changes: ChangeSet) -> None:
+        if changes.is_empty():
+            return
+        try:
+            with self._transaction() as db:
+                _write(db, changes)
+        except (StoreError, sqlite3.Error, *_BAD_VALUE_ERRORS) as exc:
+            log.error("store %s: commit failed, rolled back: %s", self.path, exc)
+            raise StoreError(f"commit failed and was rolled back: {exc}") from exc
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def load(self) -> LoadedState:
+        try:
+            with self._transaction("DEFERRED") as db:  # one snapshot for all tables
+                return LoadedState(
+                    jobs=[_job_from_row(row) for row in db.execute(SELECT_JOBS)],
+                    task_queues=[_task_queue_from_row(*r) for r in db.execute(SELECT_TASK_QUEUES)],
+                    sites=[
+                        SiteRecord(name, bool(banned), reason, changed)
+                        for name, banned, reason, changed in db.execute(SELECT_SITES)
+                    ],
+                    shares=dict(db.execute(SELECT_SHARES).fetchall()),
+                    usage=[UsageRecord(*row) for row in db.execute(SELECT_USAGE)],
+                    replies=[StoredReply(*row) for row in db.execute(SELECT_REPLIES)],
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot load store {self.path}: {exc}") from exc
+
+    def description(self, job_id: int) -> dict[str, Any]:
+        try:
+            row = self._db.execute(SELECT_DESCRIPTION, (job_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read job {job_id}: {exc}") from exc
+        if row is None:
+            raise JobNotFound(f"job {job_id} not found")
+        try:
+            description: dict[str, Any] = msgpack.unpackb(row[0], raw=False)
+        except ValueError as exc:  # every msgpack decoding error is a ValueError
+            raise StoreError(f"job {job_id}: stored description is not msgpack: {exc}") from exc
+        return description
+
+    def history(self, job_id: int) -> list[HistoryEntry]:
+        try:
+            return [HistoryEntry(*row) for row in self._db.execute(SELECT_HISTORY, (job_id,))]
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read history of job {job_id}: {exc}") from exc
+
+    def schema_version(self) -> int:
+        try:
+            version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read schema version of {self.path}: {exc}") from exc
+        return version
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _write(db: sqlite3.Connection, changes: ChangeSet) -> None:
+    """Every statement of one ChangeSet: task queues, new jobs, job changes, history, sites,
+    shares, usage, replies, then forgetting old replies (a reply older than the cut-off that this
+    same ChangeSet stores is forgotten too)."""
+    if changes.new_task_queues:
+        db.executemany(INSERT_TASK_QUEUE, map(_task_queue_row, changes.new_task_queues))
+    if changes.new_jobs:
+        db.executemany(INSERT_JOB, [(*_job_values(job), blob) for job, blob in changes.new_jobs])
+    if changes.changed_jobs:
+        _update_jobs(db, changes)
+    if changes.history:
+        db.executemany(INSERT_HISTORY, map(_history_values, changes.history))
+    if changes.sites:
+        db.executemany(UPSERT_SITE, map(_site_row, changes.sites.values()))
+    if changes.shares:
+        db.executemany(UPSERT_SHARE, changes.shares.items())
+    if changes.usage:
+        db.executemany(UPSERT_USAGE, map(_usage_row, changes.usage.values()))
+    if changes.replies:
+        db.executemany(UPSERT_REPLY, map(_reply_row, changes.replies))
+    if changes.forget_replies_before is not None:
+        db.execute(DELETE_REPLIES_BEFORE, (changes.forget_replies_before,))
+
+
+def _update_jobs(db: sqlite3.Connection, changes: ChangeSet) -> None:
+    """Write the current fields of every changed job; a job the store does not hold is an error.
+
+    A job inserted by this same ChangeSet was written with its current fields already, unless the
+    changed record is a different object, which then wins.
+    """
+    inserted = {job.job_id: job for job, _ in changes.new_jobs}
+    rows = [
+        _job_update_values(job)
+        for job_id, job in changes.changed_jobs.items()
+        if inserted.get(job_id) is not job
+    ]
+    if not rows:
+        return
+    cursor = db.executemany(UPDATE_JOB, rows)
+    if cursor.rowcount != len(rows):
+        stored = {row[0] for row in db.execute("SELECT job_id FROM jobs")}
+        missing = sorted(row[-1] for row in rows if row[-1] not in stored)
+        raise StoreError(f"changed jobs not in the store: {missing[:10]}")
+
+
+def _task_queue_row(task_queue: TaskQueueRow) -> tuple[Any, ...]:
+    requirements = msgpack.packb(task_queue.requirements.to_wire())
+    return (task_queue.task_queue_id, task_queue.owner, task_queue.group, requirements)
+
+
+def _site_row(site: SiteRecord) -> tuple[Any, ...]:
+    return (site.name, site.banned, site.reason, site.changed)
+
+
+def _usage_row(usage: UsageRecord) -> tuple[Any, ...]:
+    return (usage.group, usage.user, usage.usage, usage.stamp)
+
+
+def _reply_row(reply: StoredReply) -> tuple[Any, ...]:
+    return (reply.request_id, reply.reply, reply.time)
+
+
+def _job_from_row(row: tuple[Any, ...]) -> JobRecord:
+    job = JobRecord(*row)
+    try:
+        job.status = _STATUS_BY_VALUE[row[5]]
+    except KeyError:
+        raise StoreError(f"job {job.job_id} has an unknown status {row[5]!r}") from None
+    job.kill_requested = bool(job.kill_requested)
+    return job
+
+
+def _task_queue_from_row(
+    task_queue_id: int, owner: str, group: str, requirements: bytes
+) -> TaskQueueRow:
+    wire = msgpack.unpackb(requirements, raw=False)
+    return TaskQueueRow(task_queue_id, owner, group, Requirements.from_wire(wire))

@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Match throughput of the central service, over real sockets, durable.
+
+    python scripts/benchmarks/bench_match.py                 # 10k and 1M waiting jobs
+    python scripts/benchmarks/bench_match.py --sizes 10000   # quicker
+
+For each size: a fresh central service (its own process, SQLite with synchronous=full) is filled
+with that many waiting jobs in 500 task queues over 60 sites (parametric bulk submissions), then
+64 concurrent pilot clients (DEALER sockets driven from one load-generator process, one request
+in flight each) ask for jobs for a fixed time. Reported: matches/s, p50/p99 latency, and, in the
+same run, the request/reply rate of a bare ZeroMQ echo server driven the same way (the ceiling).
+Also measured: one 100,000-job parametric submission (jobs stored per second).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import msgpack
+import zmq
+
+from dirac_like.client import Client, RetryPolicy
+from dirac_like.processes import ServiceProcess
+from dirac_like.protocol import Request, encode_request
+
+SITES = [f"LCG.Site{n:02d}.org" for n in range(60)]
+GROUPS = {"lhcb_mc": 50, "lhcb_user": 20, "lhcb_data": 15, "lhcb_calib": 10, "lhcb_test": 5}
+TASK_QUEUES = 500
+SLOW = RetryPolicy(timeout=600, retries=0)
+
+
+def config_text(sync: str = "full") -> str:
+    groups = "\n".join(f"{name} = {share}" for name, share in GROUPS.items())
+    return f"""
+[service]
+max_message_bytes = 67108864
+reply_memory = 600.0
+[store]
+synchronous = "{sync}"
+[jobs]
+match_lease = 3600.0
+[shares.groups]
+{groups}
+"""
+
+
+def task_queue_jdl(index: int, count: int, rng: random.Random) -> tuple[str, str, str]:
+    """One parametric description = one task queue: (jdl, owner, group)."""
+    group = list(GROUPS)[index % len(GROUPS)]
+    owner = f"user{index % 50:02d}"
+    sites = rng.sample(SITES, rng.choice([1, 2, 3, 60]))
+    site_list = ", ".join(f'"{s}"' for s in sites)
+    jdl = (
+        f'Executable = "/bin/true"; Arguments = "%s"; JobGroup = "tq{index}";\n'
+        f"CPUTime = {3600 + index}; Priority = {index % 10};\n"
+        f"Site = {{ {site_list} }};\nParameters = {count};\n"
+    )
+    return jdl, owner, group
+
+
+def fill(endpoint: str, waiting: int) -> float:
+    """Submit ``waiting`` jobs in TASK_QUEUES task queues; returns jobs stored per second."""
+    rng = random.Random(42)
+    per_queue = [waiting // TASK_QUEUES + (1 if i < waiting % TASK_QUEUES else 0)
+                 for i in range(TASK_QUEUES)]
+    started = time.perf_counter()
+    with Client(endpoint, SLOW) as client:
+        for index, count in enumerate(per_queue):
+            if count:
+                jdl, owner, group = task_queue_jdl(index, count, rng)
+                client.submit([jdl], owner=owner, group=group)
+    return waiting / (time.perf_counter() - started)
+
+
+def bulk_rate(endpoint: str, count: int = 100_000) -> float:
+    jdl = f'Executable = "/bin/true"; Arguments = "event-%s"; Parameters = {count};'
+    with Client(endpoint, SLOW) as client:
+        started = time.perf_counter()
+        job_ids = client.submit([jdl], owner="bulk", group="lhcb_mc")
+        elapsed = time.perf_counter() - started
+    assert len(job_ids) == count
+    return count / elapsed
+
+
+def request_frame(op: str, args: dict[str, object]) -> bytes:
+    return encode_request(Request(uuid.uuid4().hex, op, args))
+
+
+def drive(
+    endpoint: str, clients: int, seconds: float, make_frame, limit: int = 10**12
+) -> tuple[int, list[float], float]:
+    """``clients`` DEALER sockets, one request in flight each, for ``seconds`` or until ``limit``
+    replies. Returns (replies, latencies in ms, elapsed seconds)."""
+    context = zmq.Context()
+    sockets, sent_at = [], {}
+    poller = zmq.Poller()
+    for index in range(clients):
+        sock = context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(endpoint)
+        poller.register(sock, zmq.POLLIN)
+        sockets.append(sock)
+    latencies: list[float] = []
+    for index, sock in enumerate(sockets):
+        sent_at[sock] = time.perf_counter()
+        sock.send(make_frame(index))
+    started = time.perf_counter()
+    end = started + seconds
+    while time.perf_counter() < end and len(latencies) < limit:
+        for sock, _ in poller.poll(1000):
+            sock.recv()
+            now = time.perf_counter()
+            latencies.append((now - sent_at[sock]) * 1000)
+            index = sockets.index(sock)
+            sent_at[sock] = now
+            sock.send(make_frame(index))
+    elapsed = time.perf_counter() - started
+    for sock in sockets:
+        sock.close()
+    context.term()
+    return len(latencies), latencies, elapsed
+
+
+def pilot_frame(index: int) -> bytes:
+    site = SITES[index % len(SITES)]
+    return request_frame("request_job", {
+        "pilot_id": f"bench-pilot-{index}",
+        "resources": {"site": site, "cores": 1, "memory_mb": 4000, "cpu_time_left": 86400 * 2},
+    })
+
+
+def echo_server(endpoint: str, ready: multiprocessing.synchronize.Event, stop_after: float) -> None:
+    context = zmq.Context()
+    sock = context.socket(zmq.ROUTER)
+    sock.bind(endpoint)
+    ready.set()
+    deadline = time.monotonic() + stop_after
+    while time.monotonic() < deadline:
+        if sock.poll(200):
+            while True:
+                try:
+                    identity, payload = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                request = msgpack.unpackb(payload, raw=False)
+                reply = msgpack.packb({"v": 1, "id": request["id"], "ok": True, "result": None})
+                sock.send_multipart([identity, reply])
+    sock.close()
+    context.term()
+
+
+def echo_rate(clients: int, seconds: float) -> float:
+    from dirac_like.processes import free_port
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    ready = multiprocessing.Event()
+    server = multiprocessing.Process(target=echo_server, args=(endpoint, ready, seconds + 30))
+    server.start()
+    try:
+        ready.wait(30)
+        count, _, elapsed = drive(endpoint, clients, seconds, lambda i: request_frame("ping", {}))
+    finally:
+        server.terminate()
+        server.join(10)
+    return count / elapsed
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def measure(waiting: int, clients: int, seconds: float) -> dict[str, float]:
+    home = Path(tempfile.mkdtemp(prefix="bench-match-"))
+    config = home / "bench.toml"
+    config.write_text(config_text())
+    service = ServiceProcess.start_central(home / "home", config)
+    try:
+        fill_rate = fill(service.endpoint, waiting)
+        # Take at most half the pool, so the measurement is made at about this many waiting.
+        count, latencies, elapsed = drive(
+            service.endpoint, clients, seconds, pilot_frame, limit=waiting // 2
+        )
+        with Client(service.endpoint, SLOW) as client:
+            left = sum(q["waiting"] for q in client.task_queues())
+        # Every reply in flight when the generator stopped may still have matched a job.
+        assert waiting - count - clients <= left <= waiting - count, (left, waiting, count)
+        bulk = bulk_rate(service.endpoint) if waiting == max(ARGS.sizes) else 0.0
+    finally:
+        service.stop()
+    return {
+        "waiting": waiting, "fill_jobs_per_s": fill_rate, "matches_per_s": count / elapsed, "matches": count,
+        "p50_ms": statistics.median(latencies), "p99_ms": percentile(latencies, 0.99),
+        "bulk_100k_jobs_per_s": bulk,
+    }
+
+
+def main() -> int:
+    print(f"python {sys.version.split()[0]}, pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}")
+    ceiling = echo_rate(ARGS.clients, ARGS.seconds)
+    print(f"bare ZeroMQ echo, {ARGS.clients} clients: {ceiling:,.0f} req/s (ceiling)")
+    results = [measure(size, ARGS.clients, ARGS.seconds) for size in ARGS.sizes]
+    for row in results:
+        print(
+            f"{row['waiting']:>9,} waiting | filled at {row['fill_jobs_per_s']:>8,.0f} jobs/s | "
+            f"{row['matches_per_s']:>8,.0f} matches/s ({row['matches']:,.0f}) | p50 {row['p50_ms']:.2f} ms | "
+            f"p99 {row['p99_ms']:.2f} ms"
+            + (f" | 100k parametric bulk: {row['bulk_100k_jobs_per_s']:,.0f} jobs/s"
+               if row["bulk_100k_jobs_per_s"] else "")
+        )
+    if len(results) > 1:
+        ratio = results[-1]["matches_per_s"] / results[0]["matches_per_s"]
+        print(f"rate at {results[-1]['waiting']:,} / rate at {results[0]['waiting']:,}: {ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 1_000_000])
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    ARGS = parser.parse_args()
+    raise SystemExit(main())

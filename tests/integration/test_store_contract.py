@@ -1,0 +1,587 @@
+"""The store contract (dirac_like/store/base.py), run against every Store implementation.
+
+The tests use only the Store interface. What differs per implementation lives in one ``Backend``
+entry: how to open a store at a fresh location, and how to stamp a schema version on it (to play a
+database written by newer code). Adding PostgreSQL means adding one entry to BACKENDS.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dirac_like.errors import JobNotFound, StoreError
+from dirac_like.model import (
+    ChangeSet,
+    HistoryEntry,
+    JobRecord,
+    LoadedState,
+    Requirements,
+    SiteRecord,
+    StoredReply,
+    TaskQueueRow,
+    UsageRecord,
+)
+from dirac_like.states import JobStatus
+from dirac_like.store.base import SCHEMA_VERSION, Store, open_store
+
+# -- implementations -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backend:
+    open: Callable[[Path], Store]  # a store kept under this (fresh or reused) folder
+    stamp_schema_version: Callable[[Path, int], None]  # on a closed store
+
+
+def _sqlite_path(folder: Path) -> Path:
+    return folder / "store.sqlite"
+
+
+def _sqlite_stamp(folder: Path, version: int) -> None:
+    with sqlite3.connect(_sqlite_path(folder)) as db:
+        db.execute(f"PRAGMA user_version = {version:d}")
+    db.close()
+
+
+BACKENDS = {
+    "sqlite": Backend(
+        open=lambda folder: open_store(f"sqlite://{_sqlite_path(folder)}"),
+        stamp_schema_version=_sqlite_stamp,
+    ),
+}
+
+
+class Opener:
+    """Opens stores at one location and closes every one of them at teardown."""
+
+    def __init__(self, backend: Backend, folder: Path) -> None:
+        self.backend = backend
+        self.folder = folder
+        self.opened: list[Store] = []
+
+    def open(self) -> Store:
+        store = self.backend.open(self.folder)
+        self.opened.append(store)
+        return store
+
+    def reopen(self) -> Store:
+        self.close_all()
+        return self.open()
+
+    def close_all(self) -> None:
+        while self.opened:
+            self.opened.pop().close()
+
+
+@pytest.fixture(scope="module", params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return BACKENDS[request.param]
+
+
+@pytest.fixture
+def opener(backend: Backend, tmp_path: Path) -> Iterator[Opener]:
+    opener = Opener(backend, tmp_path)
+    yield opener
+    opener.close_all()
+
+
+@pytest.fixture
+def store(opener: Opener) -> Store:
+    return opener.open()
+
+
+@pytest.fixture
+def reopen(opener: Opener, store: Store) -> Callable[[], Store]:
+    """Close the store(s) open at this location and open it again."""
+    return opener.reopen
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+JOB_FIELD_NAMES = tuple(f.name for f in fields(JobRecord))
+
+
+def job_values(job: JobRecord) -> tuple[Any, ...]:
+    return tuple(getattr(job, name) for name in JOB_FIELD_NAMES)
+
+
+def snapshot(state: LoadedState) -> dict[str, Any]:
+    """A LoadedState as plain comparable values, independent of row order."""
+    return {
+        "jobs": sorted((job_values(job) for job in state.jobs), key=lambda v: v[0]),
+        "task_queues": sorted(state.task_queues, key=lambda t: t.task_queue_id),
+        "sites": sorted(state.sites, key=lambda s: s.name),
+        "shares": dict(state.shares),
+        "usage": sorted(state.usage, key=lambda u: (u.group, u.user)),
+        "replies": sorted(state.replies, key=lambda r: r.request_id),
+    }
+
+
+def new_job(job_id: int, **values: Any) -> JobRecord:
+    defaults: dict[str, Any] = {
+        "owner": "alice",
+        "group": "lhcb_user",
+        "task_queue_id": 1,
+        "priority": 1,
+        "status": JobStatus.RECEIVED,
+    }
+    return JobRecord(job_id=job_id, **{**defaults, **values})
+
+
+def pack(description: dict[str, Any]) -> bytes:
+    packed: bytes = msgpack.packb(description)
+    return packed
+
+
+def submission(*jobs: JobRecord) -> ChangeSet:
+    return ChangeSet(new_jobs=[(job, pack({"Executable": f"job{job.job_id}"})) for job in jobs])
+
+
+# Every JobRecord field with a value that is not its default.
+FULL_JOB_VALUES: dict[str, Any] = {
+    "job_id": 42,
+    "owner": "amélie",
+    "group": "atlas_prod",
+    "task_queue_id": 7,
+    "priority": -3,
+    "status": JobStatus.STALLED,
+    "minor_status": "Watchdog: no heartbeat ⏱",
+    "application_status": "Event 1234/5000",
+    "site": "LCG.CERN.ch",
+    "job_name": "simulation-λ",
+    "pilot_id": "pilot-0008",
+    "attempt": 3,
+    "reschedules": 2,
+    "submitted": 1_700_000_000.125,
+    "updated": 1_700_000_100.5,
+    "matched_at": 1_700_000_050.25,
+    "deadline": 1_700_000_700.75,
+    "heartbeat_at": 1_700_000_090.0625,
+    "kill_requested": True,
+}
+
+# -- the contract ----------------------------------------------------------------------------
+
+
+def test_a_new_store_is_empty_and_at_the_current_schema_version(store: Store) -> None:
+    assert store.schema_version() == SCHEMA_VERSION
+    assert snapshot(store.load()) == snapshot(LoadedState([], [], [], {}, [], []))
+
+
+def test_every_job_field_round_trips(store: Store) -> None:
+    assert set(FULL_JOB_VALUES) == set(JOB_FIELD_NAMES), "give every JobRecord field a value"
+    store.commit(submission(JobRecord(**FULL_JOB_VALUES)))
+
+    [job] = store.load().jobs
+
+    assert job_values(job) == tuple(FULL_JOB_VALUES[name] for name in JOB_FIELD_NAMES)
+    assert type(job.status) is JobStatus
+    assert job.kill_requested is True
+
+
+def test_task_queues_round_trip(store: Store) -> None:
+    requirements = Requirements(
+        sites=("LCG.CERN.ch", "LCG.RAL.uk"),
+        banned_sites=("LCG.Bad.xx",),
+        platforms=("el9",),
+        cores=8,
+        max_ram_mb=16_000,
+        cpu_time=86_400,
+        tags=("GPU", "ünïcode"),
+    )
+    rows = [
+        TaskQueueRow(1, "alice", "lhcb_user", Requirements()),
+        TaskQueueRow(2, "bob", "atlas", requirements),
+    ]
+    store.commit(ChangeSet(new_task_queues=rows))
+
+    assert sorted(store.load().task_queues, key=lambda t: t.task_queue_id) == rows
+
+
+def test_a_new_job_changed_in_the_same_changeset_keeps_its_latest_values(store: Store) -> None:
+    same_object = new_job(1)
+    other_object = new_job(2)
+    changes = submission(same_object, other_object)
+    same_object.status = JobStatus.CHECKING  # changed in place after being queued for insert
+    changes.changed_jobs[1] = same_object
+    changes.changed_jobs[2] = new_job(2, status=JobStatus.WAITING, minor_status="Pilot Agent")
+
+    store.commit(changes)
+
+    jobs = {job.job_id: job for job in store.load().jobs}
+    assert jobs[1].status is JobStatus.CHECKING
+    assert (jobs[2].status, jobs[2].minor_status) == (JobStatus.WAITING, "Pilot Agent")
+
+
+def test_later_changes_overwrite_earlier_ones(store: Store) -> None:
+    job = new_job(1)
+    store.commit(submission(job))
+    job.status, job.pilot_id, job.deadline = JobStatus.MATCHED, "pilot-1", 100.0
+    store.commit(ChangeSet(changed_jobs={1: job}))
+    job.status, job.minor_status, job.heartbeat_at = JobStatus.RUNNING, "Application", 150.0
+    job.kill_requested = True
+    store.commit(ChangeSet(changed_jobs={1: job}))
+
+    [loaded] = store.load().jobs
+
+    assert job_values(loaded) == job_values(job)
+
+
+def test_history_is_returned_in_commit_order_per_job(store: Store) -> None:
+    def entry(job_id: int, status: str, time: float) -> HistoryEntry:
+        return HistoryEntry(job_id, status, "", "", time, "test")
+
+    # Times deliberately out of order: the order is the commit order, not the time.
+    store.commit(ChangeSet(history=[entry(1, "Received", 50.0), entry(2, "Received", 1.0)]))
+    store.commit(ChangeSet(history=[entry(1, "Checking", 20.0), entry(2, "Checking", 2.0)]))
+    store.commit(ChangeSet(history=[entry(1, "Waiting", 30.0), entry(1, "Matched", 10.0)]))
+
+    assert store.history(1) == [
+        entry(1, "Received", 50.0),
+        entry(1, "Checking", 20.0),
+        entry(1, "Waiting", 30.0),
+        entry(1, "Matched", 10.0),
+    ]
+    assert store.history(2) == [entry(2, "Received", 1.0), entry(2, "Checking", 2.0)]
+
+
+def test_description_round_trips(store: Store) -> None:
+    description = {
+        "Executable": "/bin/ëcho",
+        "Arguments": "σ → ∞",
+        "InputSandbox": ["a.txt", "b/ç.py"],
+        "Parameters": [1, 2.5, True, None, "x"],
+        "Nested": {"list": [{"deep": ["日本語", {"k": []}]}], "empty": {}},
+        "CPUTime": 86_400,
+    }
+    store.commit(ChangeSet(new_jobs=[(new_job(5), pack(description))]))
+
+    assert store.description(5) == description
+
+
+def test_unknown_job_has_no_description_and_no_history(store: Store) -> None:
+    store.commit(submission(new_job(1)))
+
+    with pytest.raises(JobNotFound, match="job 999 not found"):
+        store.description(999)
+    assert store.history(999) == []
+
+
+def test_sites_shares_and_usage_are_upserted(store: Store) -> None:
+    store.commit(
+        ChangeSet(
+            sites={
+                "A": SiteRecord("A", True, "downtime", 1.0),
+                "B": SiteRecord("B", False, "", 2.0),
+            },
+            shares={"lhcb": 1.0, "atlas": 2.0},
+            usage={
+                ("lhcb", ""): UsageRecord("lhcb", "", 10.0, 1.0),
+                ("lhcb", "alice"): UsageRecord("lhcb", "alice", 5.0, 1.0),
+            },
+        )
+    )
+    store.commit(
+        ChangeSet(
+            sites={"A": SiteRecord("A", False, "back", 3.0), "C": SiteRecord("C", True, "x", 3.0)},
+            shares={"atlas": 3.5, "cms": 0.5},
+            usage={
+                ("lhcb", "alice"): UsageRecord("lhcb", "alice", 7.5, 2.0),
+                ("atlas", "alice"): UsageRecord("atlas", "alice", 1.0, 2.0),
+            },
+        )
+    )
+
+    state = snapshot(store.load())
+    assert state["sites"] == [
+        SiteRecord("A", False, "back", 3.0),
+        SiteRecord("B", False, "", 2.0),
+        SiteRecord("C", True, "x", 3.0),
+    ]
+    assert all(type(site.banned) is bool for site in state["sites"])
+    assert state["shares"] == {"lhcb": 1.0, "atlas": 3.5, "cms": 0.5}
+    assert state["usage"] == [
+        UsageRecord("atlas", "alice", 1.0, 2.0),
+        UsageRecord("lhcb", "", 10.0, 1.0),
+        UsageRecord("lhcb", "alice", 7.5, 2.0),
+    ]
+
+
+def test_replies_are_stored_and_only_older_ones_are_forgotten(store: Store) -> None:
+    store.commit(
+        ChangeSet(
+            replies=[
+                StoredReply("r10", b"\x81\xa2ok\xc3", 10.0),
+                StoredReply("r20", b"twenty", 20.0),
+                StoredReply("r30", b"thirty", 30.0),
+            ]
+        )
+    )
+    store.commit(ChangeSet(replies=[StoredReply("r30", b"thirty again", 31.0)]))
+    assert snapshot(store.load())["replies"] == [
+        StoredReply("r10", b"\x81\xa2ok\xc3", 10.0),
+        StoredReply("r20", b"twenty", 20.0),
+        StoredReply("r30", b"thirty again", 31.0),
+    ]
+
+    store.commit(ChangeSet(forget_replies_before=20.0))
+
+    assert snapshot(store.load())["replies"] == [
+        StoredReply("r20", b"twenty", 20.0),  # not older than the cut-off: kept
+        StoredReply("r30", b"thirty again", 31.0),
+    ]
+
+
+def test_an_empty_changeset_changes_nothing(store: Store) -> None:
+    store.commit(ChangeSet())
+    store.commit(submission(new_job(1)))
+    before = snapshot(store.load())
+
+    store.commit(ChangeSet())
+
+    assert snapshot(store.load()) == before
+
+
+def full_changeset() -> ChangeSet:
+    job = JobRecord(**FULL_JOB_VALUES)
+    return ChangeSet(
+        new_task_queues=[TaskQueueRow(7, "amélie", "atlas_prod", Requirements(cores=4))],
+        new_jobs=[(job, pack({"Executable": "run.sh", "Tags": ["GPU"]}))],
+        history=[HistoryEntry(42, "Received", "", "", 1.0, "JobManager")],
+        sites={"A": SiteRecord("A", True, "downtime", 1.0)},
+        shares={"atlas_prod": 2.0},
+        usage={("atlas_prod", "amélie"): UsageRecord("atlas_prod", "amélie", 3.0, 1.0)},
+        replies=[StoredReply("req-1", b"reply", 1.0)],
+    )
+
+
+def test_committed_state_survives_close_and_reopen(
+    store: Store, reopen: Callable[[], Store]
+) -> None:
+    store.commit(full_changeset())
+    before = snapshot(store.load())
+
+    reopened = reopen()
+
+    assert snapshot(reopened.load()) == before
+    assert reopened.description(42) == {"Executable": "run.sh", "Tags": ["GPU"]}
+    assert reopened.history(42) == [HistoryEntry(42, "Received", "", "", 1.0, "JobManager")]
+    assert reopened.schema_version() == SCHEMA_VERSION
+
+
+def assert_failed_commit_left_nothing(
+    store: Store, before: dict[str, Any], reopen: Callable[[], Store]
+) -> None:
+    assert snapshot(store.load()) == before
+    assert store.history(42) == []
+    with pytest.raises(JobNotFound):
+        store.description(42)
+    store.commit(submission(new_job(3)))  # the store still works
+    after = snapshot(reopen().load())
+    assert [job[0] for job in after["jobs"]] == [job[0] for job in before["jobs"]] + [3]
+    assert (after["sites"], after["replies"]) == (before["sites"], before["replies"])
+
+
+def test_a_changeset_that_fails_midway_writes_nothing(
+    store: Store, reopen: Callable[[], Store]
+) -> None:
+    store.commit(submission(new_job(1)))
+    before = snapshot(store.load())
+    changes = full_changeset()  # a task queue and job 42 go in before the collision
+    changes.new_jobs.append((new_job(1, owner="mallory"), pack({})))  # job 1 exists already
+
+    with pytest.raises(StoreError):
+        store.commit(changes)
+
+    assert_failed_commit_left_nothing(store, before, reopen)
+
+
+def test_a_changeset_that_fails_at_its_last_row_writes_nothing(
+    store: Store, reopen: Callable[[], Store]
+) -> None:
+    store.commit(submission(new_job(1)))
+    before = snapshot(store.load())
+    changes = full_changeset()
+    changes.replies.append(StoredReply("req-2", object(), 2.0))  # type: ignore[arg-type]
+
+    with pytest.raises(StoreError):
+        store.commit(changes)
+
+    assert_failed_commit_left_nothing(store, before, reopen)
+
+
+def test_a_change_to_a_job_the_store_does_not_hold_is_refused(
+    store: Store, reopen: Callable[[], Store]
+) -> None:
+    store.commit(submission(new_job(1)))
+    before = snapshot(store.load())
+    changes = full_changeset()
+    changes.changed_jobs[77] = new_job(77, status=JobStatus.RUNNING)
+
+    with pytest.raises(StoreError, match="77"):
+        store.commit(changes)
+
+    assert_failed_commit_left_nothing(store, before, reopen)
+
+
+def test_a_store_from_newer_code_is_refused(backend: Backend, opener: Opener) -> None:
+    opener.open().commit(submission(new_job(1)))
+    opener.close_all()
+    backend.stamp_schema_version(opener.folder, SCHEMA_VERSION + 1)
+
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}"):
+        opener.open()
+
+
+def test_a_closed_store_refuses_work(store: Store) -> None:
+    store.close()
+
+    with pytest.raises(StoreError):
+        store.commit(submission(new_job(1)))
+    with pytest.raises(StoreError):
+        store.load()
+
+
+def test_open_store_refuses_an_unknown_synchronous_mode(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="synchronous"):
+        open_store(str(tmp_path / "store.sqlite"), synchronous="sometimes")
+
+
+# -- random ChangeSets against a model -------------------------------------------------------
+
+TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=6)
+INTS = st.integers(-(2**31), 2**31 - 1)
+FLOATS = st.floats(allow_nan=False, allow_infinity=False)
+FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
+    "int": INTS,
+    "str": TEXT,
+    "float": FLOATS,
+    "bool": st.booleans(),
+    "JobStatus": st.sampled_from(JobStatus),
+}
+JSON_LIKE = st.recursive(
+    st.none() | st.booleans() | INTS | FLOATS | TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+NAMES = st.sampled_from(["A", "B", "C"])
+
+
+@st.composite
+def job_records(draw: st.DrawFn, job_id: int) -> JobRecord:
+    values = {f.name: draw(FIELD_STRATEGIES[str(f.type)]) for f in fields(JobRecord)}
+    return JobRecord(**{**values, "job_id": job_id})
+
+
+@dataclass
+class Model:
+    """What a store should hold after a sequence of ChangeSets, in plain dicts."""
+
+    jobs: dict[int, tuple[Any, ...]]
+    descriptions: dict[int, dict[str, Any]]
+    history: dict[int, list[HistoryEntry]]
+    task_queues: dict[int, TaskQueueRow]
+    sites: dict[str, SiteRecord]
+    shares: dict[str, float]
+    usage: dict[tuple[str, str], UsageRecord]
+    replies: dict[str, StoredReply]
+
+    def apply(self, changes: ChangeSet, descriptions: dict[int, dict[str, Any]]) -> None:
+        self.task_queues.update((t.task_queue_id, t) for t in changes.new_task_queues)
+        self.jobs.update((job.job_id, job_values(job)) for job, _ in changes.new_jobs)
+        self.descriptions.update(descriptions)
+        self.jobs.update((job.job_id, job_values(job)) for job in changes.changed_jobs.values())
+        for entry in changes.history:
+            self.history.setdefault(entry.job_id, []).append(entry)
+        self.sites.update(changes.sites)
+        self.shares.update(changes.shares)
+        self.usage.update(changes.usage)
+        self.replies.update((r.request_id, r) for r in changes.replies)
+        cut_off = changes.forget_replies_before
+        if cut_off is not None:
+            self.replies = {k: r for k, r in self.replies.items() if not r.time < cut_off}
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "jobs": [self.jobs[job_id] for job_id in sorted(self.jobs)],
+            "task_queues": [self.task_queues[key] for key in sorted(self.task_queues)],
+            "sites": [self.sites[key] for key in sorted(self.sites)],
+            "shares": self.shares,
+            "usage": [self.usage[key] for key in sorted(self.usage)],
+            "replies": [self.replies[key] for key in sorted(self.replies)],
+        }
+
+
+def draw_job_changes(draw: st.DrawFn, model: Model, changes: ChangeSet) -> dict[int, Any]:
+    """New jobs (returning their descriptions) and changes to known or new jobs."""
+    descriptions: dict[int, dict[str, Any]] = {}
+    next_job = max(model.jobs, default=0) + 1
+    for job_id in range(next_job, next_job + draw(st.integers(0, 3))):
+        descriptions[job_id] = draw(st.dictionaries(TEXT, JSON_LIKE, max_size=3))
+        changes.new_jobs.append((draw(job_records(job_id)), pack(descriptions[job_id])))
+    known = sorted(model.jobs) + sorted(descriptions)
+    for job_id in draw(st.lists(st.sampled_from(known), max_size=3)) if known else []:
+        changes.changed_jobs[job_id] = draw(job_records(job_id))
+    for _ in range(draw(st.integers(0, 3))):
+        job_id = draw(st.sampled_from(known)) if known else 1
+        changes.history.append(HistoryEntry(job_id, draw(TEXT), draw(TEXT), "", draw(FLOATS), "t"))
+    return descriptions
+
+
+def draw_other_changes(draw: st.DrawFn, model: Model, changes: ChangeSet) -> None:
+    next_queue = max(model.task_queues, default=0) + 1
+    for queue_id in range(next_queue, next_queue + draw(st.integers(0, 2))):
+        requirements = Requirements(cores=draw(INTS), tags=tuple(draw(st.lists(TEXT, max_size=2))))
+        changes.new_task_queues.append(TaskQueueRow(queue_id, draw(TEXT), draw(TEXT), requirements))
+    for name in draw(st.lists(NAMES, max_size=2)):
+        changes.sites[name] = SiteRecord(name, draw(st.booleans()), draw(TEXT), draw(FLOATS))
+    for name in draw(st.lists(NAMES, max_size=2)):
+        changes.shares[name] = draw(FLOATS)
+    for key in draw(st.lists(st.tuples(NAMES, st.sampled_from(["", "u"])), max_size=2)):
+        changes.usage[key] = UsageRecord(*key, draw(FLOATS), draw(FLOATS))
+    for request_id in draw(st.lists(NAMES, max_size=3)):
+        time = float(draw(st.integers(0, 10)))
+        changes.replies.append(StoredReply(request_id, draw(st.binary(max_size=4)), time))
+    if draw(st.booleans()):
+        changes.forget_replies_before = float(draw(st.integers(0, 10)))
+
+
+@st.composite
+def changesets(draw: st.DrawFn, model: Model) -> tuple[ChangeSet, dict[int, Any]]:
+    """A ChangeSet that fits the model's state, and the descriptions of its new jobs."""
+    changes = ChangeSet()
+    descriptions = draw_job_changes(draw, model, changes)
+    draw_other_changes(draw, model, changes)
+    return changes, descriptions
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_random_changesets_leave_the_store_equal_to_a_model(
+    backend: Backend, data: st.DataObject
+) -> None:
+    model = Model({}, {}, {}, {}, {}, {}, {}, {})
+    with tempfile.TemporaryDirectory() as folder:
+        store = backend.open(Path(folder))
+        try:
+            for _ in range(data.draw(st.integers(1, 5), label="commits")):
+                changes, descriptions = data.draw(changesets(model))
+                store.commit(changes)
+                model.apply(changes, descriptions)
+            assert snapshot(store.load()) == model.snapshot()
+            for job_id in model.jobs:
+                assert store.description(job_id) == model.descriptions[job_id]
+            for job_id, entries in model.history.items():
+                assert store.history(job_id) == entries
+        finally:
+            store.close()
