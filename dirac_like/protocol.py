@@ -323,7 +323,7 @@ class _BadArgument(Exception):
 def parse_args(cls: type[ArgsT], raw: Any, where: str = "args") -> ArgsT:
     """Build the frozen dataclass ``cls`` from a msgpack map, checking every field's type."""
     try:
-        built: ArgsT = _checker(cls)(raw)
+        built: ArgsT = _checker(cls)(raw)  # type: ignore[arg-type]
     except _BadArgument as exc:
         raise ProtocolError(f"{where}{exc.path}: {exc.problem}") from None
     return built

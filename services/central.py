@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import zmq
 
@@ -85,7 +86,7 @@ class CentralService:
     def bind(self, url: str | None = None) -> str:
         """Listen on ``url`` (default from config); returns the endpoint actually bound."""
         self.socket.bind(url or self.config.service.listen)
-        self.endpoint = self.socket.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         log.info("central service listening on %s", self.endpoint)
         return self.endpoint
 
@@ -164,7 +165,7 @@ class CentralService:
                 log.info("request %s (%s) retried: same reply again", request.id, request.op)
                 return remembered
         try:
-            args = parse_args(ARGUMENTS[request.op], request.args)
+            args: Any = parse_args(ARGUMENTS[request.op], request.args)
             reply = encode_ok(request.id, HANDLERS[request.op](self.state, args, now))
         except DiracLikeError as exc:
             log.warning("request %s (%s) refused: [%s] %s", request.id, request.op, exc.code, exc)
