@@ -128,7 +128,7 @@ def _all_subclasses(cls: type[DiracLikeError]) -> list[type[DiracLikeError]]:
 
 def error_from_wire(code: str, message: str) -> DiracLikeError:
     """Rebuild the exception a service error reply stands for."""
-    classes: list[type[DiracLikeError]] = [DiracLikeError, *_all_subclasses(DiracLikeError)]
+    classes: list[type[DiracLikeError]] = [*_all_subclasses(DiracLikeError), DiracLikeError]
     for cls in classes:
         if cls.code == code:
             return cls(message)

@@ -13,6 +13,7 @@ cores: the GIL hand-offs cost more than the overlap gains. See docs/performance.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import time
@@ -204,7 +205,12 @@ class CentralService:
 
 def run_central(config: Config, home: Path, listen: str | None = None) -> int:
     """Run the central service in the foreground until SIGTERM/SIGINT; returns the exit code."""
+    # Millions of long-lived job records: collect young objects less often, and keep what was
+    # loaded at start-up out of every later collection.
+    gc.set_threshold(100_000, 50, 100)
     service = CentralService(config, home)
+    gc.collect()
+    gc.freeze()
     service.install_signal_handlers()
     endpoint = service.bind(listen)
     # A line on stdout that scripts and tests wait for (the port may have been chosen by the OS).

@@ -33,6 +33,7 @@ from dirac_like.model import (
 )
 from dirac_like.states import JobStatus
 from dirac_like.store.base import SCHEMA_VERSION, Store, open_store
+from dirac_like.store.memory import MemoryStore
 
 # -- implementations -------------------------------------------------------------------------
 
@@ -41,6 +42,7 @@ from dirac_like.store.base import SCHEMA_VERSION, Store, open_store
 class Backend:
     open: Callable[[Path], Store]  # a store kept under this (fresh or reused) folder
     stamp_schema_version: Callable[[Path, int], None]  # on a closed store
+    durable: bool = True  # False: the in-memory test double, nothing survives a reopen
 
 
 def _sqlite_path(folder: Path) -> Path:
@@ -53,10 +55,17 @@ def _sqlite_stamp(folder: Path, version: int) -> None:
     db.close()
 
 
+def _cannot_stamp(folder: Path, version: int) -> None:
+    raise NotImplementedError("the in-memory store has no stored schema")
+
+
 BACKENDS = {
     "sqlite": Backend(
         open=lambda folder: open_store(f"sqlite://{_sqlite_path(folder)}"),
         stamp_schema_version=_sqlite_stamp,
+    ),
+    "memory": Backend(
+        open=lambda folder: MemoryStore(), stamp_schema_version=_cannot_stamp, durable=False
     ),
 }
 
@@ -103,6 +112,8 @@ def store(opener: Opener) -> Store:
 @pytest.fixture
 def reopen(opener: Opener, store: Store) -> Callable[[], Store]:
     """Close the store(s) open at this location and open it again."""
+    if not opener.backend.durable:
+        pytest.skip("the in-memory store keeps nothing across a reopen")
     return opener.reopen
 
 
@@ -435,6 +446,8 @@ def test_a_change_to_a_job_the_store_does_not_hold_is_refused(
 
 
 def test_a_store_from_newer_code_is_refused(backend: Backend, opener: Opener) -> None:
+    if not backend.durable:
+        pytest.skip("the in-memory store has no stored schema")
     opener.open().commit(submission(new_job(1)))
     opener.close_all()
     backend.stamp_schema_version(opener.folder, SCHEMA_VERSION + 1)
