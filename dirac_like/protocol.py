@@ -202,6 +202,10 @@ MUTATING_OPS = frozenset(
         Op.SET_SHARE,
     }
 )
+# Of those, replies kept in memory only, not written to the store: after a crash a retried
+# request_job gets a fresh match, and the job matched the first time goes back to Waiting when
+# its lease expires. Nothing is lost, and the hottest operation writes a third less.
+REPLIES_NOT_STORED = frozenset({Op.REQUEST_JOB})
 
 
 # --------------------------------------------------------------------------------------------

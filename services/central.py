@@ -30,6 +30,7 @@ from dirac_like.errors import DiracLikeError, InternalError, ProtocolError, Stor
 from dirac_like.protocol import (
     ARGUMENTS,
     MUTATING_OPS,
+    REPLIES_NOT_STORED,
     Request,
     decode_request,
     encode_error,
@@ -44,6 +45,7 @@ from .state import CentralState
 
 log = logging.getLogger(__name__)
 
+FREEZE_AFTER_NEW_JOBS = 10_000
 MAX_POLL_SECONDS = 0.5  # wake up at least this often to notice a stop request
 
 
@@ -176,11 +178,14 @@ class CentralService:
             self._poisoned = True  # it may have changed part of the state: rebuild after
             return encode_error(request.id, InternalError.code, "internal error, request undone")
         if mutating:
-            self.state.remember_reply(request.id, reply, now)
+            durable = request.op not in REPLIES_NOT_STORED
+            self.state.remember_reply(request.id, reply, now, durable)
         return reply
 
     def commit_and_reply(self, pending: list[Pending]) -> None:
         changes = self.state.take_changes()
+        if len(changes.new_jobs) >= FREEZE_AFTER_NEW_JOBS:
+            gc.freeze()  # a bulk submission: its records live long, keep them out of collections
         try:
             if self._poisoned:
                 raise InternalError("a request failed inside the service")

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 S = JobStatus
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@:+-]{1,64}$")
 TIMED_STATUSES = frozenset({S.MATCHED, S.RUNNING, S.COMPLETING, S.STALLED, S.RESCHEDULED})
+TASK_QUEUE_CLEANUP_SECONDS = 300.0  # how often empty task queues are forgotten
 # What a submitted job goes through at once: (status, minor status, source).
 SUBMISSION_PATH = (
     (S.RECEIVED, "Job accepted", "JobManager"),
@@ -100,6 +101,7 @@ class CentralState:
         self._timers: list[tuple[float, int, int, str]] = []  # (deadline, job, attempt, status)
         self.changes = ChangeSet()
         self.in_flight: list[ChangeSet] = []  # taken for the store, not yet committed
+        self._next_cleanup = now + TASK_QUEUE_CLEANUP_SECONDS
         self.next_job_id = 1
         self.next_task_queue_id = 1
         if loaded is not None:
@@ -293,6 +295,11 @@ class CentralState:
             self._on_deadline(job, now)
             acted += 1
         self._forget_old_replies(now)
+        if now >= self._next_cleanup:
+            self._next_cleanup = now + TASK_QUEUE_CLEANUP_SECONDS
+            dropped = self.matcher.drop_empty()
+            if dropped:
+                log.info("dropped %d empty task queues", len(dropped))
         return acted
 
     def _on_deadline(self, job: JobRecord, now: float) -> None:
@@ -320,10 +327,12 @@ class CentralState:
         stored = self.replies.get(request_id)
         return stored.reply if stored is not None else None
 
-    def remember_reply(self, request_id: str, reply: bytes, now: float) -> None:
+    def remember_reply(self, request_id: str, reply: bytes, now: float, durable: bool) -> None:
+        """Answer a retry of ``request_id`` with ``reply``; across restarts too if ``durable``."""
         stored = StoredReply(request_id, reply, now)
         self._keep_reply(stored)
-        self.changes.replies.append(stored)
+        if durable:
+            self.changes.replies.append(stored)
 
     def _keep_reply(self, stored: StoredReply) -> None:
         self.replies[stored.request_id] = stored

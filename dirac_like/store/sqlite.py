@@ -48,6 +48,7 @@ from dirac_like.store.base import SCHEMA_VERSION, Store
 log = logging.getLogger(__name__)
 
 SYNCHRONOUS_MODES = ("full", "normal")
+CACHE_KIB = 512 * 1024  # page cache of up to 512 MiB
 BUSY_TIMEOUT_S = 10.0
 
 # JobRecord fields in column order of the jobs table (the column for ``group`` is ``grp``).
@@ -71,7 +72,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             job_name TEXT NOT NULL, pilot_id TEXT NOT NULL, attempt INTEGER NOT NULL,
             reschedules INTEGER NOT NULL, submitted REAL NOT NULL, updated REAL NOT NULL,
             matched_at REAL NOT NULL, deadline REAL NOT NULL, heartbeat_at REAL NOT NULL,
-            kill_requested INTEGER NOT NULL, description BLOB NOT NULL)""",
+            kill_requested INTEGER NOT NULL)""",
+        # Apart from the jobs, so that a job's row stays small: every status change rewrites it.
+        "CREATE TABLE descriptions (job_id INTEGER PRIMARY KEY, description BLOB NOT NULL)",
         """CREATE TABLE task_queues (
             task_queue_id INTEGER PRIMARY KEY, owner TEXT NOT NULL, grp TEXT NOT NULL,
             requirements BLOB NOT NULL)""",
@@ -96,7 +99,8 @@ if len(MIGRATIONS) != SCHEMA_VERSION:
     raise RuntimeError("SCHEMA_VERSION and MIGRATIONS disagree")
 
 INSERT_TASK_QUEUE = "INSERT INTO task_queues VALUES (?, ?, ?, ?)"
-INSERT_JOB = "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_JOB = "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_DESCRIPTION = "INSERT INTO descriptions VALUES (?, ?)"
 UPDATE_JOB = """UPDATE jobs SET owner = ?, grp = ?, task_queue_id = ?, priority = ?, status = ?,
     minor_status = ?, application_status = ?, site = ?, job_name = ?, pilot_id = ?, attempt = ?,
     reschedules = ?, submitted = ?, updated = ?, matched_at = ?, deadline = ?, heartbeat_at = ?,
@@ -120,7 +124,7 @@ SELECT_SITES = "SELECT name, banned, reason, changed FROM sites ORDER BY name"
 SELECT_SHARES = "SELECT grp, share FROM shares ORDER BY grp"
 SELECT_USAGE = "SELECT grp, user_name, usage, stamp FROM usage ORDER BY grp, user_name"
 SELECT_REPLIES = "SELECT request_id, reply, time FROM replies ORDER BY time, request_id"
-SELECT_DESCRIPTION = "SELECT description FROM jobs WHERE job_id = ?"
+SELECT_DESCRIPTION = "SELECT description FROM descriptions WHERE job_id = ?"
 SELECT_HISTORY = f"SELECT {', '.join(HISTORY_FIELDS)} FROM history WHERE job_id = ? ORDER BY id"
 
 _job_values = attrgetter(*JOB_FIELDS)
@@ -158,6 +162,8 @@ class SqliteStore(Store):
         if mode != "wal":
             log.warning("store %s: journal mode is %s, not wal", self.path, mode)
         self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")  # validated above
+        # Keep the hot part of a million-job database in memory (negative: KiB).
+        self._db.execute(f"PRAGMA cache_size = -{CACHE_KIB:d}")
 
     def _migrate(self) -> None:
         with self._transaction():
@@ -255,7 +261,8 @@ def _write(db: sqlite3.Connection, changes: ChangeSet) -> None:
     if changes.new_task_queues:
         db.executemany(INSERT_TASK_QUEUE, map(_task_queue_row, changes.new_task_queues))
     if changes.new_jobs:
-        db.executemany(INSERT_JOB, [(*_job_values(job), blob) for job, blob in changes.new_jobs])
+        db.executemany(INSERT_JOB, [_job_values(job) for job, _ in changes.new_jobs])
+        db.executemany(INSERT_DESCRIPTION, [(job.job_id, blob) for job, blob in changes.new_jobs])
     if changes.changed_jobs:
         _update_jobs(db, changes)
     if changes.history:

@@ -292,15 +292,33 @@ def _pilot(site: str) -> Any:
 
 
 def test_remembered_replies_survive_a_restart(grid: Grid) -> None:
-    grid.state.remember_reply("req-1", b"reply", grid.now)
+    grid.state.remember_reply("req-1", b"reply", grid.now, durable=True)
+    grid.state.remember_reply("req-2", b"match", grid.now, durable=False)
     grid.commit()
+    assert grid.state.remembered_reply("req-2") == b"match"
     rebuilt = CentralState(grid.config, grid.store, grid.store.load(), grid.now)
     assert rebuilt.remembered_reply("req-1") == b"reply"
+    assert rebuilt.remembered_reply("req-2") is None
 
 
 def test_old_replies_are_forgotten(grid: Grid) -> None:
-    grid.state.remember_reply("req-1", b"reply", grid.now)
+    grid.state.remember_reply("req-1", b"reply", grid.now, durable=True)
     grid.commit()
     grid.advance(grid.config.service.reply_memory + 120)
     assert grid.state.remembered_reply("req-1") is None
     assert "req-1" not in grid.store.replies
+
+
+def test_empty_task_queues_are_forgotten_and_come_back_when_needed(grid: Grid) -> None:
+    (job_id,) = grid.submit('Executable = "x"; Site = "LCG.RAL.uk";')
+    match = grid.pilot(site="LCG.RAL.uk")
+    grid.report(match, "Running")
+    for _ in range(7):  # past the cleanup time, heartbeating all along
+        grid.advance(50)
+        grid.call(Op.HEARTBEAT, job_id=job_id, attempt=match["attempt"], pilot_id="p1")
+    assert grid.status(job_id) == "Running"
+    assert grid.call(Op.TASK_QUEUES) == []
+    grid.call(Op.RESCHEDULE, job_ids=[job_id])
+    (queue,) = grid.call(Op.TASK_QUEUES)
+    assert queue["waiting"] == 1 and queue["requirements"]["sites"] == ["LCG.RAL.uk"]
+    assert grid.pilot("p2", site="LCG.RAL.uk")["job_id"] == job_id
