@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 SYNCHRONOUS_MODES = ("full", "normal")
 CACHE_KIB = 512 * 1024  # page cache of up to 512 MiB
+CHECKPOINT_SECONDS = 0.5
 BUSY_TIMEOUT_S = 10.0
 
 # JobRecord fields in column order of the jobs table (the column for ``group`` is ``grp``).
@@ -156,6 +158,7 @@ class SqliteStore(Store):
             raise
         log.info("opened store %s (schema %d, synchronous=%s)", self.path, SCHEMA_VERSION,
                  synchronous)  # fmt: skip
+        self._checkpointer = Checkpointer(self.path)
 
     def _configure(self, synchronous: str) -> None:
         mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -164,6 +167,8 @@ class SqliteStore(Store):
         self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")  # validated above
         # Keep the hot part of a million-job database in memory (negative: KiB).
         self._db.execute(f"PRAGMA cache_size = -{CACHE_KIB:d}")
+        # Checkpoints run in the Checkpointer's thread, not inside the writer's commits.
+        self._db.execute("PRAGMA wal_autocheckpoint = 0")
 
     def _migrate(self) -> None:
         with self._transaction():
@@ -251,7 +256,40 @@ class SqliteStore(Store):
         return version
 
     def close(self) -> None:
+        self._checkpointer.stop()
         self._db.close()
+
+
+class Checkpointer:
+    """Copies the WAL back into the database file from its own thread and connection.
+
+    A checkpoint writes pages at random places in a large file and syncs it; done inside a commit
+    (SQLite's default) it stalls the writer. In WAL mode a PASSIVE checkpoint can run beside the
+    writer, and sqlite3 releases the GIL while it works.
+    """
+
+    def __init__(self, path: Path, interval: float = CHECKPOINT_SECONDS) -> None:
+        self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="checkpointer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.checkpoint("PASSIVE")
+        self.checkpoint("TRUNCATE")  # at close: leave a short WAL behind
+        self._db.close()
+
+    def checkpoint(self, mode: str) -> None:
+        try:
+            self._db.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        except sqlite3.Error as exc:  # busy or failing: the next round tries again
+            log.warning("checkpoint (%s) failed: %s", mode, exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
 
 
 def _write(db: sqlite3.Connection, changes: ChangeSet) -> None:

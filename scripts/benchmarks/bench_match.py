@@ -178,20 +178,28 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def fresh_service() -> ServiceProcess:
-    home = Path(tempfile.mkdtemp(prefix="bench-match-"))
-    config = home / "bench.toml"
-    config.write_text(config_text(ARGS.synchronous))
-    return ServiceProcess.start_central(home / "home", config)
+def fresh_service(home: Path | None = None) -> ServiceProcess:
+    """A central service on a free port; a fresh home unless one is given (a restart)."""
+    if home is None:
+        home = Path(tempfile.mkdtemp(prefix="bench-match-"))
+        (home / "bench.toml").write_text(config_text(ARGS.synchronous))
+    return ServiceProcess.start_central(home / "home", home / "bench.toml")
 
 
 def measure(waiting: int, clients: int, seconds: float) -> dict[str, float]:
     service = fresh_service()
     try:
         fill_rate = fill(service.endpoint, waiting)
-        # Take at most half the pool, so the measurement is made at about this many waiting.
+        # Restart, so the matching is measured in the steady state, not while the store still
+        # digests the fill; this also times rebuilding the state from the store.
+        service.stop()
+        started = time.perf_counter()
+        service = fresh_service(service.home.parent)
+        restart = time.perf_counter() - started
+        # The same number of matches at every size (at most half the pool, so the rate is
+        # measured at about this many waiting jobs).
         count, latencies, elapsed = drive(
-            service.endpoint, clients, seconds, pilot_frame, limit=waiting // 2
+            service.endpoint, clients, seconds, pilot_frame, limit=min(ARGS.matches, waiting // 2)
         )
         with Client(service.endpoint, SLOW) as client:
             left = sum(q["waiting"] for q in client.task_queues())
@@ -200,8 +208,8 @@ def measure(waiting: int, clients: int, seconds: float) -> dict[str, float]:
     finally:
         service.stop()
     return {
-        "waiting": waiting, "fill": fill_rate, "rate": count / elapsed, "matches": count,
-        "p50": statistics.median(latencies), "p99": percentile(latencies, 0.99),
+        "waiting": waiting, "fill": fill_rate, "restart": restart, "rate": count / elapsed,
+        "matches": count, "p50": statistics.median(latencies), "p99": percentile(latencies, 0.99),
     }
 
 
@@ -220,7 +228,8 @@ def main() -> int:
     print(f"bare ZeroMQ echo, {ARGS.clients} clients: {ceiling:,.0f} req/s (the ceiling)")
     results = [measure(size, ARGS.clients, ARGS.seconds) for size in ARGS.sizes]
     for row in results:
-        print(f"{row['waiting']:>9,} waiting (filled at {row['fill']:,.0f} jobs/s): "
+        print(f"{row['waiting']:>9,} waiting (filled at {row['fill']:,.0f} jobs/s, "
+              f"restart with them {row['restart']:.1f} s): "
               f"{row['rate']:,.0f} matches/s over {row['matches']:,.0f} matches, "
               f"p50 {row['p50']:.2f} ms, p99 {row['p99']:.2f} ms")
     if len(results) > 1:
@@ -234,7 +243,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 1_000_000])
     parser.add_argument("--clients", type=int, default=64)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--matches", type=int, default=5_000, help="matches measured per size")
     parser.add_argument("--synchronous", choices=["full", "normal"], default="full")
     ARGS = parser.parse_args()
     raise SystemExit(main())
