@@ -7,8 +7,6 @@ import dataclasses
 from typing import Any
 
 import pytest
-from dirac_like.services.handlers import HANDLERS
-from dirac_like.services.state import CentralState
 
 from dirac_like.config import Config, JobsConfig, SharesConfig, SiteLimits
 from dirac_like.errors import (
@@ -18,6 +16,8 @@ from dirac_like.errors import (
     StaleAttempt,
 )
 from dirac_like.protocol import ARGUMENTS, Op, parse_args
+from dirac_like.services.handlers import HANDLERS
+from dirac_like.services.state import CentralState
 from dirac_like.store.memory import MemoryStore
 
 HELLO = 'Executable = "/bin/echo"; Arguments = "hello";'
