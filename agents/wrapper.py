@@ -1,0 +1,487 @@
+"""The job wrapper: runs one payload under the watchdog (the I/O shell around :mod:`watchdog`).
+
+The payload runs in its own session and process group, in its working directory, with stdout
+and stderr going to files there and ``DIRAC_LIKE_JOB_ID`` (plus the caller's additions) in its
+environment. Its arguments are split with :func:`shlex.split` and passed as argv: no shell
+unless the job asked for one (``shell=True``: ``/bin/sh -c "executable arguments"``).
+
+While it runs, a :class:`PayloadRunner` samples the whole process tree with psutil every
+``sample_interval`` seconds (CPU user + system, RSS, and the working directory's size on disk),
+hands each sample to the :class:`~dirac_like.agents.watchdog.Watchdog` and to ``on_sample`` (the
+pilot heartbeats there). Between samples it waits on one event, set when the payload exits or
+when a kill is requested, so either is acted on at once.
+
+Killing: SIGTERM to the process group and to every process of the payload, ``kill_grace``
+seconds to go, then SIGKILL to the group and to every survivor. The processes of the payload are
+those seen in any sample, plus, looked for at kill time: the tree under the payload, the members
+of its process group, and any process whose environment carries this run's
+``DIRAC_LIKE_PAYLOAD_MARKER`` (so a grandchild that left the tree and the group, e.g. with
+setsid and a double fork, is still found). A process is identified by PID and start time, so a
+reused PID is never signalled. After a payload that exits by itself, what it left running in its
+tree or group is killed the same way (the environment scan only runs when something is left).
+
+Outcome: exit 0 → Done; a non-zero exit → Failed ("Application exited with code N"); killed by
+the watchdog → Failed with the watchdog's minor status; killed on request → Killed. A payload
+that cannot be started (missing executable, bad arguments) is Failed; no exception escapes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shlex
+import signal
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs installed
+
+from dirac_like.errors import InvalidArgument
+
+from .watchdog import Limits, Sample, Verdict, Watchdog
+
+log = logging.getLogger(__name__)
+
+DONE = "Done"
+FAILED = "Failed"
+KILLED = "Killed"
+STDOUT_TAIL_LINES = 20
+MB = 1024 * 1024
+_TAIL_READ_BYTES = 64 * 1024
+MARKER_VARIABLE = "DIRAC_LIKE_PAYLOAD_MARKER"  # unique per run: finds escaped processes
+_GONE_POLL = 0.02  # seconds between checks while waiting for killed processes to go
+_KILL_WAIT = 10.0  # seconds to wait for processes to go after SIGKILL
+
+
+@dataclass(frozen=True)
+class PayloadSpec:
+    """What to run. ``stdout``/``stderr`` are file names in ``workdir`` (they may be equal)."""
+
+    job_id: int
+    executable: str
+    workdir: Path
+    arguments: str = ""
+    env: Mapping[str, str] = field(default_factory=dict)  # added to the pilot's environment
+    stdout: str = "std.out"
+    stderr: str = "std.err"
+    shell: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("stdout", "stderr"):
+            value = getattr(self, name)
+            if not value or "/" in value or value in (".", "..") or "\0" in value:
+                raise InvalidArgument(f"{name} must be a plain file name, got {value!r}")
+
+
+@dataclass(frozen=True)
+class PayloadResult:
+    status: str  # "Done" | "Failed" | "Killed"
+    minor_status: str
+    exit_code: int | None  # None when the payload never started; negative: killed by signal
+    cpu_seconds: float
+    peak_rss_mb: float
+    wall_seconds: float
+    stdout_tail: str
+    kill_reason: str = ""  # "" | "request" | the watchdog's reason ("memory", "time_left", ...)
+
+
+class PayloadRunner:
+    """Runs one payload: :meth:`run` in one thread, :meth:`request_kill` from any other."""
+
+    def __init__(
+        self,
+        spec: PayloadSpec,
+        limits: Limits,
+        on_sample: Callable[[Sample], list[str]] | None = None,
+        sample_interval: float = 2.0,
+        kill_grace: float = 5.0,
+    ) -> None:
+        if sample_interval <= 0 or kill_grace < 0:
+            raise InvalidArgument("sample_interval must be positive and kill_grace >= 0")
+        self.spec = spec
+        self.watchdog = Watchdog(limits)
+        self.on_sample = on_sample
+        self.sample_interval = sample_interval
+        self.kill_grace = kill_grace
+        self._wake = threading.Event()  # set once, on exit or on a kill request
+        self._exited = threading.Event()
+        self._started = threading.Event()
+        self._kill_status = ""
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._rusage_cpu = 0.0
+        self._started_at = 0.0  # time.time() at start: Sample.now/started are on this clock
+        self._started_monotonic = 0.0
+        self._ended_monotonic = 0.0
+        self._tree: dict[int, psutil.Process] = {}
+        self._marker = f"{spec.job_id}-{secrets.token_hex(8)}"
+
+    @property
+    def pid(self) -> int | None:
+        """The payload's PID (also its process group id), once started."""
+        return self._popen.pid if self._popen else None
+
+    def wait_started(self, timeout: float | None = None) -> bool:
+        """Wait until the payload has been started (or failed to start)."""
+        return self._started.wait(timeout)
+
+    def request_kill(self, minor_status: str = "Killed on request") -> None:
+        """Kill the payload (thread-safe, returns at once); it ends Killed with this status."""
+        if not self._kill_status:
+            self._kill_status = minor_status
+        self._wake.set()
+
+    def run(self) -> PayloadResult:
+        """Start the payload, watch it until it ends, clean up its tree; never raises for a
+        payload that fails to start."""
+        spec = self.spec
+        if self._kill_status:
+            self._started.set()
+            return self._not_started(KILLED, self._kill_status)
+        try:
+            self._start()
+        except _StartFailure as exc:
+            log.warning("job %s: %s", spec.job_id, exc.message)
+            return self._not_started(FAILED, exc.message)
+        finally:
+            self._started.set()
+        verdict = self._watch()
+        outcome = None
+        if not self._exited.is_set() and verdict:
+            outcome = (FAILED, verdict.minor_status, verdict.reason)
+        elif not self._exited.is_set() and self._kill_status:
+            outcome = (KILLED, self._kill_status, "request")
+        if outcome:
+            self._kill_tree(outcome[1])
+        else:
+            self._clean_up_leftovers()
+        self._exited.wait()
+        return self._result(outcome)
+
+    # ----------------------------------------------------------------------------------------
+    # start
+
+    def _start(self) -> None:
+        spec = self.spec
+        if not spec.workdir.is_dir():
+            raise _StartFailure(f"Working directory not found: {spec.workdir}")
+        argv = self._argv()
+        env = {**os.environ, **spec.env, "DIRAC_LIKE_JOB_ID": str(spec.job_id),
+               MARKER_VARIABLE: self._marker}
+        outputs = self._open_outputs()
+        try:
+            self._popen = subprocess.Popen(
+                argv, cwd=spec.workdir, env=env, stdin=subprocess.DEVNULL,
+                stdout=outputs[0], stderr=outputs[1], start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise _StartFailure(f"Executable not found: {spec.executable}") from exc
+        except PermissionError as exc:
+            raise _StartFailure(f"Executable not permitted: {spec.executable}") from exc
+        except OSError as exc:
+            raise _StartFailure(f"Cannot start {spec.executable}: {exc.strerror}") from exc
+        except ValueError as exc:  # a NUL byte in the command or the environment
+            raise _StartFailure(f"Cannot start {spec.executable}: {exc}") from exc
+        finally:
+            for output in set(outputs):
+                output.close()
+        popen = self._popen
+        self._started_at, self._started_monotonic = time.time(), time.monotonic()
+        # The root is known before anything reaps it: its PID cannot be reused under us.
+        self._remember([psutil.Process(popen.pid)])
+        threading.Thread(target=self._reap, name=f"reap-{spec.job_id}", daemon=True).start()
+        log.info("job %s: started pid %s: %s", spec.job_id, popen.pid, shlex.join(argv))
+
+    def _argv(self) -> list[str]:
+        spec = self.spec
+        if not spec.executable:
+            raise _StartFailure("Executable not found: (empty)")
+        if spec.shell:
+            return ["/bin/sh", "-c", f"{spec.executable} {spec.arguments}".strip()]
+        try:
+            arguments = shlex.split(spec.arguments)
+        except ValueError as exc:
+            raise _StartFailure(f"Invalid arguments: {exc}") from exc
+        executable = spec.executable
+        shipped = spec.workdir / executable
+        if "/" not in executable and shipped.is_file():
+            executable = f"./{executable}"  # shipped in the sandbox: run it from the workdir
+            if not os.access(shipped, os.X_OK):  # as DIRAC does for a script without +x
+                with contextlib.suppress(OSError):
+                    shipped.chmod(shipped.stat().st_mode | stat.S_IXUSR)
+        return [executable, *arguments]
+
+    def _open_outputs(self) -> tuple[IO[bytes], IO[bytes]]:
+        spec = self.spec
+        try:
+            stdout = open(spec.workdir / spec.stdout, "wb")  # noqa: SIM115 (closed in _start)
+            if spec.stderr == spec.stdout:
+                return stdout, stdout
+            try:
+                stderr = open(spec.workdir / spec.stderr, "wb")  # noqa: SIM115
+            except OSError:
+                stdout.close()
+                raise
+        except OSError as exc:
+            raise _StartFailure(f"Cannot open output files in {spec.workdir}: "
+                                f"{exc.strerror}") from exc
+        return stdout, stderr
+
+    def _reap(self) -> None:
+        """Wait for the payload (in its own thread) and keep its resource usage."""
+        popen = self._popen
+        assert popen is not None
+        _, status, usage = os.wait4(popen.pid, 0)
+        popen.returncode = os.waitstatus_to_exitcode(status)
+        # CPU of the root and every descendant it waited for, even short-lived ones. (Not
+        # ru_maxrss: it counts the wrapper's own pages shared with the child right after fork.)
+        self._rusage_cpu = usage.ru_utime + usage.ru_stime
+        self._ended_monotonic = time.monotonic()
+        self._exited.set()
+        self._wake.set()
+
+    # ----------------------------------------------------------------------------------------
+    # watch
+
+    def _watch(self) -> Verdict | None:
+        """Sample until the payload exits, a limit is exceeded or a kill is requested."""
+        next_sample = self._started_monotonic + self.sample_interval
+        while not self._wake.is_set():
+            now = time.monotonic()
+            if now >= next_sample:
+                sample = self._sample(self._started_at + (now - self._started_monotonic))
+                verdict = self.watchdog.check(sample)
+                if verdict:
+                    if not self._exited.is_set():
+                        log.warning("job %s: %s", self.spec.job_id, verdict.minor_status)
+                    return verdict
+                self._call_on_sample(sample)
+                next_sample = now + self.sample_interval
+            self._wake.wait(max(0.0, next_sample - time.monotonic()))
+        return None
+
+    def _call_on_sample(self, sample: Sample) -> None:
+        if self.on_sample is None:
+            return
+        try:
+            commands = self.on_sample(sample)
+        except Exception:
+            log.exception("job %s: on_sample failed; the payload goes on", self.spec.job_id)
+            return
+        if "kill" in commands:
+            log.info("job %s: kill command received", self.spec.job_id)
+            self.request_kill()
+
+    def _sample(self, now: float) -> Sample:
+        processes = self._snapshot()
+        cpu = rss = 0.0
+        for process in processes:
+            try:
+                with process.oneshot():
+                    times = process.cpu_times()
+                    rss += process.memory_info().rss
+                cpu += times.user + times.system + times.children_user + times.children_system
+            except psutil.Error:
+                continue
+        disk = directory_size(self.spec.workdir)
+        return Sample(now=now, started=self._started_at, cpu_seconds=cpu, rss_mb=rss / MB,
+                      disk_mb=disk / MB)
+
+    def _snapshot(self) -> list[psutil.Process]:
+        """The payload's process tree now (root and all descendants), remembered for killing.
+
+        Empty once the root has been reaped: its PID may then belong to a stranger."""
+        if self._exited.is_set():
+            return []
+        root = self._tree[self._root_pid()]
+        try:
+            children = root.children(recursive=True)
+        except psutil.Error:
+            children = []
+        self._remember(children)
+        return [root, *children]
+
+    def _remember(self, processes: Iterable[psutil.Process]) -> None:
+        for process in processes:
+            if self._tree.get(process.pid) != process:  # new, or the PID was reused
+                self._tree[process.pid] = process
+
+    def _root_pid(self) -> int:
+        assert self._popen is not None
+        return self._popen.pid
+
+    # ----------------------------------------------------------------------------------------
+    # kill
+
+    def _kill_tree(self, why: str) -> None:
+        log.info("job %s: killing the payload tree (%s)", self.spec.job_id, why)
+        self._signal_all(signal.SIGTERM)
+        if self._wait_gone(self.kill_grace):
+            return
+        log.info("job %s: still running %.1f s after SIGTERM: SIGKILL", self.spec.job_id,
+                 self.kill_grace)
+        self._signal_all(signal.SIGKILL)
+        if not self._wait_gone(_KILL_WAIT):
+            log.error("job %s: processes survived SIGKILL: %s", self.spec.job_id,
+                      sorted(p.pid for p in self._alive()))
+
+    def _clean_up_leftovers(self) -> None:
+        """After the payload exited by itself: kill what it left running (cheap when none)."""
+        if self._alive() or self._group_alive():
+            self._kill_tree("processes left running after the payload exited")
+
+    def _signal_all(self, signum: int) -> None:
+        self._discover()
+        # ProcessLookupError: the group is empty now; the survivors are signalled one by one.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._root_pid(), signum)
+        for process in self._alive():
+            with contextlib.suppress(psutil.Error):
+                process.send_signal(signum)
+
+    def _discover(self) -> None:
+        """Remember every process of the payload: its tree now, the members of its process
+        group, and any process carrying the payload's marker in its environment (one that left
+        both the tree and the group, e.g. a daemon that double-forked and called setsid)."""
+        self._snapshot()
+        group, me = self._root_pid(), os.getpid()
+        for process in psutil.process_iter():
+            if process.pid in (me, 1) or self._tree.get(process.pid) == process:
+                continue
+            try:
+                if os.getpgid(process.pid) == group or \
+                        process.environ().get(MARKER_VARIABLE) == self._marker:
+                    self._remember([process])
+            except (psutil.Error, OSError):
+                continue  # gone, or not ours to look at
+
+    def _group_alive(self) -> bool:
+        try:
+            os.killpg(self._root_pid(), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return False  # the group id now belongs to someone else's processes
+        return True
+
+    def _wait_gone(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self._alive() or not self._exited.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._exited.wait(min(_GONE_POLL, left))
+        return True
+
+    def _alive(self) -> list[psutil.Process]:
+        alive = []
+        for pid, process in self._tree.items():
+            if pid == self._root_pid() and self._exited.is_set():
+                continue
+            try:
+                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(process)
+            except psutil.Error:
+                continue
+        return alive
+
+    # ----------------------------------------------------------------------------------------
+    # result
+
+    def _result(self, outcome: tuple[str, str, str] | None) -> PayloadResult:
+        """``outcome``: (status, minor status, kill reason) when the wrapper killed the tree."""
+        popen = self._popen
+        assert popen is not None and popen.returncode is not None
+        code = popen.returncode
+        if outcome:
+            status, minor, reason = outcome
+        elif code == 0:
+            status, minor, reason = DONE, "Execution Complete", ""
+        elif code < 0:
+            status, minor, reason = FAILED, f"Application killed by {_signal_name(-code)}", ""
+        else:
+            status, minor, reason = FAILED, f"Application exited with code {code}", ""
+        peaks = self.watchdog.peaks
+        log.info("job %s: %s (%s)", self.spec.job_id, status, minor)
+        return PayloadResult(
+            status=status, minor_status=minor, exit_code=code,
+            cpu_seconds=max(peaks.cpu_seconds, self._rusage_cpu),
+            peak_rss_mb=peaks.rss_mb,
+            wall_seconds=self._ended_monotonic - self._started_monotonic,
+            stdout_tail=tail_lines(self.spec.workdir / self.spec.stdout),
+            kill_reason=reason,
+        )
+
+    def _not_started(self, status: str, minor: str) -> PayloadResult:
+        return PayloadResult(status=status, minor_status=minor, exit_code=None, cpu_seconds=0.0,
+                             peak_rss_mb=0.0, wall_seconds=0.0, stdout_tail="",
+                             kill_reason="request" if status == KILLED else "")
+
+
+class _StartFailure(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def run_payload(
+    spec: PayloadSpec,
+    limits: Limits,
+    on_sample: Callable[[Sample], list[str]] | None = None,
+    sample_interval: float = 2.0,
+    kill_grace: float = 5.0,
+) -> PayloadResult:
+    """Run one payload to its end. To kill it from another thread, use :class:`PayloadRunner`
+    directly and call its :meth:`~PayloadRunner.request_kill`."""
+    return PayloadRunner(spec, limits, on_sample, sample_interval, kill_grace).run()
+
+
+def directory_size(root: Path) -> int:
+    """Bytes on disk under ``root`` (st_blocks x 512, each inode once, links not followed)."""
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    pending = [root]
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if (info.st_dev, info.st_ino) in seen:
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            total += info.st_blocks * 512
+            if stat.S_ISDIR(info.st_mode):
+                pending.append(Path(entry.path))
+    return total
+
+
+def tail_lines(path: Path, count: int = STDOUT_TAIL_LINES) -> str:
+    """The last ``count`` lines of a text file ("" if it cannot be read); reads at most 64 KB."""
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - _TAIL_READ_BYTES))
+            data = handle.read()
+    except OSError:
+        return ""
+    lines = data.decode(errors="replace").splitlines()
+    return "\n".join(lines[-count:])
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
