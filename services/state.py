@@ -432,6 +432,24 @@ class CentralState:
         log.debug("job %d matched to pilot %s at %s", job.job_id, pilot_id, resources.site)
         return job
 
+    # -- invariants ------------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Check that the indexes agree with the jobs (tests call this after every step)."""
+        active_sites: Counter[str] = Counter()
+        running: Counter[tuple[str, str]] = Counter()
+        for job in self.jobs.values():
+            in_queue = job.job_id in self._queue(job)
+            assert in_queue == (job.status is S.WAITING), f"job {job.job_id} {job.status} queue"
+            if job.status in ACTIVE_STATUSES:
+                assert job.pilot_id, f"job {job.job_id} is {job.status} without a pilot"
+                active_sites[job.site] += 1
+                running[(job.group, "")] += self.cores(job)
+                running[(job.group, job.owner)] += self.cores(job)
+        assert +self.site_active == active_sites, (self.site_active, active_sites)
+        for key, account in self.shares.accounts.items():
+            assert account.running_cores == running[key], (key, account.running_cores)
+
     # -- reports from pilots ---------------------------------------------------------------------
 
     def held_job(self, job_id: int, attempt: int, pilot_id: str) -> JobRecord:
