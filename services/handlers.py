@@ -31,6 +31,7 @@ from dirac_like.protocol import (
 )
 from dirac_like.states import (
     ACTIVE_STATUSES,
+    FINAL_STATUSES,
     PILOT_REPORTABLE,
     JobStatus,
     can_move,
@@ -167,6 +168,8 @@ def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> di
         state.record(job, f"pilot {args.pilot_id}", now)
     else:
         state.set_status(job, new, minor, f"pilot {args.pilot_id}", now)
+    if new in FINAL_STATUSES:
+        return {"commands": []}  # the pilot is done with it: nothing left to tell
     return {"commands": state.pending_commands(job)}
 
 

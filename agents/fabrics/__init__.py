@@ -21,6 +21,7 @@ from .base import (
     UnknownPilotRef,
 )
 from .local import LocalFabric
+from .simulated import SimulatedFabric
 
 __all__ = [
     "FABRICS",
@@ -36,6 +37,7 @@ __all__ = [
 
 FABRICS: dict[str, type[Fabric]] = {
     "local": LocalFabric,
+    "simulated": SimulatedFabric,
 }
 
 

@@ -2,9 +2,9 @@
 
 The tests use only the Fabric interface. What differs per fabric lives in one ``Harness``: how to
 build the fabric, how to write a "pilot" that behaves as a test asks (exit code, output, stay
-running until released, ignore SIGTERM, start helper processes), and which PIDs that pilot started.
-Adding the simulated or Slurm fabric means adding one Harness to HARNESSES; a fabric without real
-processes (simulated) returns no PIDs.
+running until released, ignore SIGTERM, start helper processes), which PIDs that pilot started and
+what its output shows. Adding a fabric means adding one Harness to HARNESSES; a fabric without real
+processes (simulated) returns no PIDs, so the "no process left" checks hold trivially for it.
 
 Waits poll a condition with a deadline; every process a test starts is gone when it ends, pass or
 fail (the fabric is closed, then whatever a pilot recorded is killed by PID).
@@ -35,7 +35,10 @@ from dirac_like.agents.fabrics import (
     UnknownPilotRef,
     make_fabric,
 )
+from dirac_like.agents.fabrics.simulated import SimulatedFabric
+from dirac_like.client import Client, RetryPolicy
 from dirac_like.errors import ConfigError
+from dirac_like.processes import ServiceProcess
 from dirac_like.sites import FABRIC_NAMES
 
 DEADLINE = 30.0
@@ -103,6 +106,10 @@ class Harness(ABC):
     def unstartable(self, pilot_id: str) -> PilotRequest:
         """A request this fabric must refuse at submit with FabricError."""
 
+    @abstractmethod
+    def printed(self, request: PilotRequest, behaviour: Behaviour) -> list[str]:
+        """What the output of the pilot started by ``request`` must show, once it has ended."""
+
     def release(self, pilot_id: str) -> None:
         (self.states / pilot_id / "release").touch()
 
@@ -142,9 +149,68 @@ class LocalHarness(Harness):
     def unstartable(self, pilot_id: str) -> PilotRequest:
         return PilotRequest(pilot_id, [str(self.folder / "no-such-pilot")], workdir=self.folder)
 
+    def printed(self, request: PilotRequest, behaviour: Behaviour) -> list[str]:
+        return [behaviour.text, f"err:{behaviour.text}",  # stdout and stderr
+                f"mark={request.env['PILOT_MARK']}",  # the request's environment reached it
+                f"cwd={request.workdir}"]  # and it started in its working directory
+
+
+class SimulatedHarness(Harness):
+    """A simulated pilot is told what to do through the central service: each gets a site of its
+    own and one job there (JobName = the text to show) and stops after that job. Hold: the job
+    lasts long, release kills it. Exit code other than 0: the pilot crashes mid-job (Failed)."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self._service: ServiceProcess | None = None
+        self._client: Client | None = None
+        self._jobs: dict[str, int] = {}
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._service = ServiceProcess.start_central(self.folder / "home")
+            self._client = Client(self._service.endpoint, RetryPolicy(timeout=5.0, retries=2))
+        return self._client
+
+    def make_fabric(self) -> Fabric:
+        return SimulatedFabric(self.client.server, time_scale=0.1)  # heartbeats every 0.3 s
+
+    def request(self, pilot_id: str, behaviour: Behaviour) -> PilotRequest:
+        (self.states / pilot_id).mkdir()
+        site = f"Contract{len(self._jobs)}.test"
+        sleep = 3000 if behaviour.hold else 0.05
+        jdl = (f'Executable = "x"; JobName = "{behaviour.text}"; Site = "{site}"; '
+               f'Arguments = "sleep={sleep}";')
+        self._jobs[pilot_id] = self.client.submit([jdl], owner="contract")[0]
+        env = {"DIRAC_LIKE_SITE": site, "DIRAC_LIKE_MAX_JOBS": "1",
+               "DIRAC_LIKE_IDLE_TIMEOUT": "600",
+               "DIRAC_LIKE_CRASH_RATE": "0" if behaviour.exit_code == 0 else "1"}
+        return PilotRequest(pilot_id, ["simulated-pilot"], env=env)
+
+    def unstartable(self, pilot_id: str) -> PilotRequest:
+        return PilotRequest(pilot_id, ["simulated-pilot"])  # no DIRAC_LIKE_SITE
+
+    def release(self, pilot_id: str) -> None:
+        self.client.kill([self._jobs[pilot_id]])
+
+    def pids(self, pilot_id: str) -> list[int]:
+        return []
+
+    def printed(self, request: PilotRequest, behaviour: Behaviour) -> list[str]:
+        return [f"({behaviour.text})", f"pilot {request.pilot_id} started at site "
+                f"{request.env['DIRAC_LIKE_SITE']}", "Done (Execution Complete)"]
+
+    def cleanup(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._service is not None:
+            self._service.stop()
+
 
 HARNESSES: dict[str, Callable[[Path], Harness]] = {
     "local": LocalHarness,
+    "simulated": SimulatedHarness,
 }
 
 
@@ -284,10 +350,8 @@ def test_output_returns_what_the_pilot_printed(fabric: Fabric, harness: Harness)
     ref = fabric.submit(request)
     wait_state(fabric, ref, PilotState.DONE, LIVE)
     text = fabric.output(ref)
-    assert "hello-from-p1" in text
-    assert "err:hello-from-p1" in text
-    assert "mark=mark-p1" in text  # the request's environment reached the pilot
-    assert f"cwd={request.workdir}" in text  # and it started in its working directory
+    for wanted in harness.printed(request, Behaviour(text="hello-from-p1")):
+        assert wanted in text
 
 
 def test_output_is_the_tail(fabric: Fabric, harness: Harness) -> None:

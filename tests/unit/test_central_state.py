@@ -124,7 +124,7 @@ def test_running_job_runs_to_done(grid: Grid) -> None:
     grid.submit(HELLO)
     match = grid.pilot()
     grid.report(match, "Running")
-    grid.report(match, "Done")
+    assert grid.report(match, "Done") == {"commands": []}
     statuses = [row["status"] for row in grid.call(Op.HISTORY, job_id=match["job_id"])]
     assert statuses[-3:] == ["Matched", "Running", "Done"]
 
@@ -191,7 +191,7 @@ def test_killing_a_running_job_goes_to_its_pilot(grid: Grid) -> None:
     assert grid.call(Op.KILL, job_ids=[job_id])["kill_requested"] == [job_id]
     commands = grid.call(Op.HEARTBEAT, job_id=job_id, attempt=match["attempt"], pilot_id="p1")
     assert commands == {"commands": [{"command": "kill", "job_id": job_id}]}
-    grid.report(match, "Killed")
+    assert grid.report(match, "Killed") == {"commands": []}
     assert grid.status(job_id) == "Killed"
 
 

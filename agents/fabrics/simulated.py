@@ -1,0 +1,551 @@
+"""The ``simulated`` fabric: many pilots inside one process, speaking the real protocol.
+
+Each simulated pilot asks the central service for jobs, reports them Running, heartbeats while
+the payload "runs" (nothing runs: the pilot only waits for its end time), then reports Done or
+Failed and asks again, until it has been idle too long or has run its maximum number of jobs. It
+is the load generator for benchmarks and the stand-in for a site full of worker nodes in tests.
+
+One background thread with one zmq Poller drives every pilot. A pilot is a small state machine
+(:class:`_Pilot`: replies and timers in, the next request out, no sockets, no clock reads); the
+thread owns the sockets, a heap of timers and the requests in flight. Pilots share a few DEALER
+sockets: the service answers on the socket a request came from, and the reply's request id names
+the pilot it is for. A request without a reply is sent again with the same id (the service answers
+a retried id with its first reply), and a pilot whose requests go unanswered too long ends Failed.
+
+What a pilot is, comes from its :class:`PilotRequest` (its command is not run):
+- ``env["DIRAC_LIKE_SITE"]`` (required), ``env["DIRAC_LIKE_CE"]``, ``cores``, ``memory_mb``;
+- ``env["DIRAC_LIKE_IDLE_TIMEOUT"]``: seconds without a job before it stops (default 2, scaled);
+- ``env["DIRAC_LIKE_MAX_JOBS"]``: jobs it runs before it stops (default 0: no limit);
+- ``env["DIRAC_LIKE_CRASH_RATE"]``: this pilot's crash probability per job (default: the fabric's).
+
+A payload lasts ``sleep=<seconds>`` from the job's Arguments (else 1 s), times ``time_scale``; a
+job whose JobName contains "fail" ends Failed, others Done. A "kill" command in a reply is obeyed
+at once (the job is reported Killed). Injected failures come from ``random.Random(seed)``: each
+pilot draws its own generator from it at submit, so with the same seed and the same submissions
+the same pilots crash on the same jobs. A crashing pilot stops talking in the middle of a job
+(its job is left to the service's stalled-job logic) and ends Failed; ``site_outage`` makes every
+submit fail.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import enum
+import heapq
+import itertools
+import logging
+import os
+import random
+import re
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import zmq
+
+from dirac_like.errors import ProtocolError
+from dirac_like.protocol import (
+    Op,
+    PilotResources,
+    Reply,
+    Request,
+    decode_reply,
+    encode_request,
+)
+
+from .base import (
+    OUTPUT_TAIL_BYTES,
+    Fabric,
+    FabricError,
+    PilotRequest,
+    PilotState,
+    UnknownPilotRef,
+)
+
+log = logging.getLogger(__name__)
+
+SOCKETS = 4  # DEALER sockets shared by all the pilots of a fabric
+REQUEST_TIMEOUT = 5.0  # real seconds without a reply before a request is sent again
+REQUEST_TRIES = 5  # sends of one request before its pilot gives up (Failed)
+HEARTBEAT_SECONDS = 3.0  # between heartbeats of a running job (scaled)
+IDLE_RETRY_SECONDS = 0.5  # between job requests of an idle pilot (scaled)
+DEFAULT_PAYLOAD_SECONDS = 1.0
+DEFAULT_IDLE_TIMEOUT = "2"
+LOG_LINES = 500  # lines of a pilot's log kept for output()
+MAX_POLL_MS = 1000
+_SLEEP = re.compile(r"(?:^|\s)sleep=(\d+(?:\.\d*)?|\.\d+)(?:\s|$)")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+Step = tuple[str, dict[str, Any]]  # the next request a pilot sends: (op, args)
+
+
+class _Phase(enum.Enum):
+    NEW = "new"  # submitted, not started by the loop yet
+    ASKING = "asking"  # a request_job in flight
+    IDLE = "idle"  # no job: asks again at its wake time
+    STARTING = "starting"  # reporting Running
+    RUNNING = "running"  # the payload "runs"; heartbeats
+    REPORTING = "reporting"  # reporting the final status
+    ENDED = "ended"
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """A pilot's resources and limits, read from its PilotRequest."""
+
+    pilot_id: str
+    resources: PilotResources
+    idle_timeout: float  # scaled
+    max_jobs: int  # 0: no limit
+    crash_rate: float
+
+
+@dataclass
+class _Job:
+    job_id: int
+    attempt: int
+    name: str
+    duration: float  # scaled
+    crashes: bool
+    ends_at: float = 0.0
+    crash_at: float | None = None
+    next_heartbeat: float = 0.0
+
+
+class _Pilot:
+    """One simulated pilot: replies and timer expiries in, the next request out."""
+
+    def __init__(self, ref: str, index: int, spec: _Spec, rng: random.Random,
+                 time_scale: float, now: float) -> None:
+        self.ref, self.index, self.spec, self.rng = ref, index, spec, rng
+        self.time_scale = time_scale
+        self.state = PilotState.SUBMITTED
+        self.phase = _Phase.NEW
+        self.job: _Job | None = None
+        self.jobs_run = 0
+        self.idle_until = 0.0
+        self.wake_at: float | None = None  # when on_timer wants to be called (nothing in flight)
+        self.started = now
+        self.lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
+
+    @property
+    def ended(self) -> bool:
+        return self.phase is _Phase.ENDED
+
+    def note(self, now: float, text: str) -> None:
+        self.lines.append(f"[{now - self.started:9.3f}] {text}")
+
+    def start(self, now: float) -> Step:
+        self.state = PilotState.RUNNING
+        resources = self.spec.resources
+        self.note(now, f"pilot {self.spec.pilot_id} started at site {resources.site}, "
+                       f"CE {resources.ce or '-'}, {resources.cores} cores, "
+                       f"{resources.memory_mb} MB")
+        self.idle_until = now + self.spec.idle_timeout
+        return self._ask()
+
+    def end(self, now: float, state: PilotState, why: str) -> None:
+        self.state, self.phase, self.wake_at, self.job = state, _Phase.ENDED, None, None
+        self.note(now, f"pilot {state}: {why}")
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def on_timer(self, now: float) -> Step | None:
+        self.wake_at = None
+        if self.phase is _Phase.IDLE:
+            if now >= self.idle_until:
+                self.end(now, PilotState.DONE, f"no job for {self.spec.idle_timeout:g} s")
+                return None
+            return self._ask()
+        job = self.job
+        if self.phase is not _Phase.RUNNING or job is None:
+            return None
+        if job.crash_at is not None and now >= job.crash_at:
+            self.end(now, PilotState.FAILED, f"crashed (simulated) while running job {job.job_id}")
+            return None
+        if now >= job.ends_at:
+            return self._report_end(job, now)
+        if now >= job.next_heartbeat:
+            job.next_heartbeat = now + HEARTBEAT_SECONDS * self.time_scale
+            wall_time = now - job.ends_at + job.duration
+            return Op.HEARTBEAT, self._job_args(job, metrics={"wall_time": round(wall_time, 3)})
+        self._sleep_until_next(job)
+        return None
+
+    def on_reply(self, op: str, reply: Reply, now: float) -> Step | None:
+        if not reply.ok:
+            assert reply.error is not None
+            return self._on_error(op, f"{reply.error.code}: {reply.error.message}", now)
+        if self.phase is _Phase.ASKING:
+            return self._on_match(reply.result, now)
+        job = self.job
+        if job is None:
+            return None
+        if self.phase is _Phase.REPORTING:
+            return self._after_job(now)
+        if _kill_ordered(reply.result, job.job_id):
+            self.note(now, f"job {job.job_id}: kill command received")
+            self.phase = _Phase.REPORTING
+            return Op.UPDATE_STATUS, self._status_args(job, "Killed", "Killed by the service",
+                                                       now)
+        if self.phase is _Phase.STARTING:
+            self._begin(job, now)
+        self._sleep_until_next(job)
+        return None
+
+    # -- steps -----------------------------------------------------------------------------------
+
+    def _ask(self) -> Step:
+        self.phase = _Phase.ASKING
+        return Op.REQUEST_JOB, {"pilot_id": self.spec.pilot_id,
+                                "resources": asdict(self.spec.resources)}
+
+    def _on_match(self, result: Any, now: float) -> Step | None:
+        matched = result.get("job") if isinstance(result, dict) else None
+        if not matched:
+            if now >= self.idle_until:
+                self.end(now, PilotState.DONE, f"no job for {self.spec.idle_timeout:g} s")
+                return None
+            self.phase = _Phase.IDLE
+            retry = max(IDLE_RETRY_SECONDS * self.time_scale, 0.01)
+            self.wake_at = min(now + retry, self.idle_until)
+            return None
+        self.job = _new_job(matched, self.rng, self.spec.crash_rate, self.time_scale)
+        self.note(now, f"job {self.job.job_id} ({self.job.name}) attempt {self.job.attempt} "
+                       f"matched, {self.job.duration:g} s")
+        self.phase = _Phase.STARTING
+        return Op.UPDATE_STATUS, self._status_args(self.job, "Running", "Application", now)
+
+    def _begin(self, job: _Job, now: float) -> None:
+        self.phase = _Phase.RUNNING
+        job.ends_at = now + job.duration
+        job.next_heartbeat = now + HEARTBEAT_SECONDS * self.time_scale
+        if job.crashes:
+            job.crash_at = now + job.duration * self.rng.random()
+
+    def _report_end(self, job: _Job, now: float) -> Step:
+        self.phase = _Phase.REPORTING
+        if "fail" in job.name.lower():
+            return Op.UPDATE_STATUS, self._status_args(job, "Failed",
+                                                       "Application exited with code 1", now)
+        return Op.UPDATE_STATUS, self._status_args(job, "Done", "Execution Complete", now)
+
+    def _after_job(self, now: float) -> Step | None:
+        assert self.job is not None
+        self.note(now, f"job {self.job.job_id} reported")
+        self.job, self.jobs_run = None, self.jobs_run + 1
+        if self.spec.max_jobs and self.jobs_run >= self.spec.max_jobs:
+            self.end(now, PilotState.DONE, f"ran its {self.jobs_run} jobs")
+            return None
+        self.idle_until = now + self.spec.idle_timeout
+        return self._ask()
+
+    def _on_error(self, op: str, message: str, now: float) -> Step | None:
+        if op == Op.REQUEST_JOB:
+            self.end(now, PilotState.FAILED, f"request_job refused: {message}")
+            return None
+        job_id = self.job.job_id if self.job else "?"
+        self.note(now, f"job {job_id}: {op} refused ({message}), job abandoned")
+        if self.job is None:
+            return self._ask()
+        return self._after_job(now)
+
+    def _sleep_until_next(self, job: _Job) -> None:
+        wake = min(job.ends_at, job.next_heartbeat)
+        self.wake_at = wake if job.crash_at is None else min(wake, job.crash_at)
+
+    def _job_args(self, job: _Job, **extra: Any) -> dict[str, Any]:
+        return {"job_id": job.job_id, "attempt": job.attempt, "pilot_id": self.spec.pilot_id,
+                **extra}
+
+    def _status_args(self, job: _Job, status: str, minor: str, now: float) -> dict[str, Any]:
+        self.note(now, f"job {job.job_id}: {status} ({minor})")
+        return self._job_args(job, status=status, minor_status=minor)
+
+
+def _new_job(matched: dict[str, Any], rng: random.Random, crash_rate: float,
+             time_scale: float) -> _Job:
+    description = matched.get("description") or {}
+    crashes = rng.random() < crash_rate
+    return _Job(
+        job_id=int(matched["job_id"]),
+        attempt=int(matched["attempt"]),
+        name=str(description.get("JobName", "")),
+        duration=payload_seconds(str(description.get("Arguments", ""))) * time_scale,
+        crashes=crashes,
+    )
+
+
+def payload_seconds(arguments: str) -> float:
+    """How long a simulated payload lasts: ``sleep=<seconds>`` in its Arguments, else 1 s."""
+    found = _SLEEP.search(arguments)
+    return float(found.group(1)) if found else DEFAULT_PAYLOAD_SECONDS
+
+
+def _kill_ordered(result: Any, job_id: int) -> bool:
+    commands = result.get("commands", []) if isinstance(result, dict) else []
+    return any(isinstance(command, dict) and command.get("command") == "kill"
+               and command.get("job_id") == job_id for command in commands)
+
+
+@dataclass
+class _InFlight:
+    ref: str
+    op: str
+    frame: bytes
+    socket: int
+    deadline: float
+    tries: int = 1
+
+
+class SimulatedFabric(Fabric):
+    name = "simulated"
+
+    def __init__(
+        self,
+        server: str,
+        seed: int = 0,
+        crash_rate: float = 0.0,
+        site_outage: bool = False,
+        time_scale: float = 1.0,
+        max_pilots: int = 10_000,
+    ) -> None:
+        if not 0.0 <= crash_rate <= 1.0 or time_scale <= 0 or max_pilots < 1:
+            raise FabricError("simulated fabric: need 0 <= crash_rate <= 1, time_scale > 0, "
+                              "max_pilots >= 1")
+        self.server, self.crash_rate, self.site_outage = server, crash_rate, site_outage
+        self.time_scale, self.max_pilots = time_scale, max_pilots
+        self._rng = random.Random(seed)
+        self._pilots: dict[str, _Pilot] = {}
+        self._alive = 0
+        self._in_flight: dict[str, _InFlight] = {}
+        self._timers: list[tuple[float, int, str, str]] = []  # (when, seq, "pilot"|"request", key)
+        self._new: list[_Pilot] = []
+        self._seq = itertools.count()  # orders timers due at the same time
+        self._submitted = itertools.count()  # numbers the pilots (their refs, their sockets)
+        self._lock = threading.Lock()
+        self._closed = self._stopping = False
+        self._context = zmq.Context()
+        self._sockets = [self._connect() for _ in range(SOCKETS)]
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        self._thread = threading.Thread(target=self._run, name="simulated-fabric", daemon=True)
+        self._thread.start()
+
+    def _connect(self) -> zmq.Socket:
+        socket = self._context.socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.SNDHWM, 0)
+        socket.setsockopt(zmq.RCVHWM, 0)
+        socket.connect(self.server)
+        return socket
+
+    # -- the interface -------------------------------------------------------------------------
+
+    def submit(self, request: PilotRequest) -> str:
+        if self.site_outage:
+            raise FabricError(f"pilot {request.pilot_id}: site outage (simulated)")
+        spec = self._spec(request)
+        with self._lock:
+            if self._closed:
+                raise FabricError(f"pilot {request.pilot_id}: the simulated fabric is closed")
+            if self._alive >= self.max_pilots:
+                raise FabricError(f"pilot {request.pilot_id}: the simulated fabric already runs "
+                                  f"{self.max_pilots} pilots")
+            index = next(self._submitted)
+            ref = f"{_UNSAFE.sub('_', request.pilot_id)[:64]}-{index}"
+            rng = random.Random(self._rng.getrandbits(64))
+            pilot = _Pilot(ref, index, spec, rng, self.time_scale, time.monotonic())
+            self._pilots[ref] = pilot
+            self._new.append(pilot)
+            self._alive += 1
+        self._wake()
+        log.info("pilot %s submitted as %s", request.pilot_id, ref)
+        return ref
+
+    def status(self, refs: list[str]) -> dict[str, PilotState]:
+        with self._lock:
+            found = {ref: self._pilots.get(ref) for ref in refs}
+            return {ref: pilot.state if pilot else PilotState.ABORTED
+                    for ref, pilot in found.items()}
+
+    def cancel(self, ref: str) -> None:
+        with self._lock:
+            pilot = self._pilots.get(ref)
+            if pilot is not None and not pilot.ended:
+                self._end(pilot, time.monotonic(), PilotState.ABORTED, "cancelled")
+
+    def output(self, ref: str, max_bytes: int = OUTPUT_TAIL_BYTES) -> str:
+        with self._lock:
+            pilot = self._pilots.get(ref)
+            if pilot is None:
+                raise UnknownPilotRef(f"no simulated pilot {ref!r}")
+            text = "\n".join(pilot.lines) + "\n"
+        data = text.encode()
+        return data[-max_bytes:].decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._stopping:
+                return
+            self._closed = True
+            now = time.monotonic()
+            for pilot in self._pilots.values():
+                if not pilot.ended:
+                    self._end(pilot, now, PilotState.ABORTED, "fabric closed")
+            self._stopping = True
+        self._wake()
+        self._thread.join()
+        for socket in self._sockets:
+            socket.close(linger=0)
+        self._context.term()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+    # -- submit helpers ------------------------------------------------------------------------
+
+    def _spec(self, request: PilotRequest) -> _Spec:
+        env = request.env
+        site = env.get("DIRAC_LIKE_SITE", "")
+        if not site:
+            raise FabricError(f"pilot {request.pilot_id}: no DIRAC_LIKE_SITE in its environment")
+        try:
+            idle = float(env.get("DIRAC_LIKE_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT))
+            max_jobs = int(env.get("DIRAC_LIKE_MAX_JOBS", "0"))
+            crash_rate = float(env.get("DIRAC_LIKE_CRASH_RATE", self.crash_rate))
+        except ValueError as exc:
+            raise FabricError(f"pilot {request.pilot_id}: bad environment: {exc}") from None
+        if idle < 0 or max_jobs < 0 or not 0 <= crash_rate <= 1 or request.cores < 1:
+            raise FabricError(f"pilot {request.pilot_id}: idle timeout, max jobs, cores or "
+                              "crash rate out of range")
+        resources = PilotResources(site=site, ce=env.get("DIRAC_LIKE_CE", ""),
+                                   cores=request.cores, memory_mb=request.memory_mb)
+        return _Spec(request.pilot_id, resources, idle * self.time_scale, max_jobs, crash_rate)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_write, b"x")
+
+    # -- the loop (its own thread; state changes under the lock) -------------------------------
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._wake_read, zmq.POLLIN)
+        for socket in self._sockets:
+            poller.register(socket, zmq.POLLIN)
+        try:
+            while not self._stopping:
+                events = dict(poller.poll(self._poll_timeout_ms()))
+                with self._lock:
+                    self.loop(events, time.monotonic())
+        except Exception:
+            log.exception("simulated fabric: the loop failed, its pilots are lost")
+            with self._lock:
+                self._closed = True
+                for pilot in self._pilots.values():
+                    if not pilot.ended:
+                        self._end(pilot, time.monotonic(), PilotState.FAILED, "fabric loop failed")
+
+    def loop(self, events: dict[Any, int], now: float) -> None:
+        """One iteration: start new pilots, take replies, act on due timers."""
+        if self._wake_read in events:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_read, 4096)
+        self.process_new(now)
+        for index, socket in enumerate(self._sockets):
+            if socket in events:
+                self.process_replies(index, now)
+        self.expire_timers(now)
+
+    def process_new(self, now: float) -> None:
+        new, self._new = self._new, []
+        for pilot in new:
+            if not pilot.ended:
+                self._send(pilot, pilot.start(now), now)
+
+    def process_replies(self, index: int, now: float) -> None:
+        socket = self._sockets[index]
+        while True:
+            try:
+                frame = socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                reply = decode_reply(frame)
+            except ProtocolError as exc:
+                log.warning("simulated fabric: unreadable reply: %s", exc)
+                continue
+            flight = self._in_flight.pop(reply.id, None)
+            pilot = self._pilots.get(flight.ref) if flight else None
+            if flight is None or pilot is None or pilot.ended:
+                continue  # a late duplicate, or its pilot was cancelled
+            self._follow(pilot, pilot.on_reply(flight.op, reply, now), now)
+
+    def expire_timers(self, now: float) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            _, _, kind, key = heapq.heappop(self._timers)
+            if kind == "request":
+                self._resend(key, now)
+                continue
+            pilot = self._pilots.get(key)
+            if pilot and not pilot.ended and pilot.wake_at is not None and pilot.wake_at <= now:
+                self._follow(pilot, pilot.on_timer(now), now)
+
+    # -- loop helpers --------------------------------------------------------------------------
+
+    def _follow(self, pilot: _Pilot, step: Step | None, now: float) -> None:
+        if pilot.ended:
+            self._alive -= 1
+            log.info("pilot %s (%s) ended %s", pilot.spec.pilot_id, pilot.ref, pilot.state)
+        elif step is not None:
+            self._send(pilot, step, now)
+        elif pilot.wake_at is not None:
+            self._arm(pilot.wake_at, "pilot", pilot.ref)
+
+    def _send(self, pilot: _Pilot, step: Step, now: float) -> None:
+        op, args = step
+        request_id = uuid.uuid4().hex
+        frame = encode_request(Request(id=request_id, op=op, args=args))
+        index = pilot.index % SOCKETS
+        flight = _InFlight(pilot.ref, op, frame, index, now + REQUEST_TIMEOUT)
+        self._in_flight[request_id] = flight
+        self._sockets[index].send(frame, zmq.NOBLOCK)
+        self._arm(flight.deadline, "request", request_id)
+
+    def _resend(self, request_id: str, now: float) -> None:
+        flight = self._in_flight.get(request_id)
+        if flight is None or flight.deadline > now:
+            return
+        pilot = self._pilots.get(flight.ref)
+        if pilot is None or pilot.ended or flight.tries >= REQUEST_TRIES:
+            del self._in_flight[request_id]
+            if pilot is not None and not pilot.ended:
+                self._end(pilot, now, PilotState.FAILED,
+                          f"no reply to {flight.op} after {flight.tries} tries")
+            return
+        log.info("pilot %s: no reply to %s, sending it again", pilot.spec.pilot_id, flight.op)
+        flight.tries += 1
+        flight.deadline = now + REQUEST_TIMEOUT
+        self._sockets[flight.socket].send(flight.frame, zmq.NOBLOCK)
+        self._arm(flight.deadline, "request", request_id)
+
+    def _end(self, pilot: _Pilot, now: float, state: PilotState, why: str) -> None:
+        pilot.end(now, state, why)
+        self._alive -= 1
+        log.info("pilot %s (%s) ended %s: %s", pilot.spec.pilot_id, pilot.ref, state, why)
+
+    def _arm(self, when: float, kind: str, key: str) -> None:
+        heapq.heappush(self._timers, (when, next(self._seq), kind, key))
+
+    def _poll_timeout_ms(self) -> int:
+        with self._lock:
+            if self._new:
+                return 0
+            if not self._timers:
+                return MAX_POLL_MS
+            left = self._timers[0][0] - time.monotonic()
+        return max(0, min(MAX_POLL_MS, int(left * 1000) + 1))
