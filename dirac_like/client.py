@@ -11,6 +11,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from dirac_like.protocol import (
     Op,
     PilotResources,
     Request,
+    decode_push,
     decode_reply,
     encode_request,
 )
@@ -47,8 +49,10 @@ class Client:
         server: str,
         policy: RetryPolicy | None = None,
         context: zmq.Context | None = None,
+        on_push: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self.server = server
+        self.on_push = on_push  # called with the commands the service pushes unasked
         self.policy = policy or RetryPolicy()
         self._own_context = context is None
         self.context = context or zmq.Context()
@@ -108,8 +112,14 @@ class Client:
         while (left := deadline - time.monotonic()) > 0:
             if not socket.poll(int(left * 1000) + 1, zmq.POLLIN):
                 continue
+            frame = socket.recv()
+            pushed = decode_push(frame)
+            if pushed is not None:
+                if self.on_push is not None:
+                    self.on_push(pushed)
+                continue
             try:
-                reply = decode_reply(socket.recv(), 4 * DEFAULT_MAX_MESSAGE_BYTES)
+                reply = decode_reply(frame, 4 * DEFAULT_MAX_MESSAGE_BYTES)
             except ProtocolError as exc:
                 log.warning("unreadable reply from %s: %s", self.server, exc)
                 continue

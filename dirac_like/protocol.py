@@ -272,6 +272,30 @@ def peek_request_id(data: bytes) -> str:
     return ""
 
 
+def encode_push(commands: list[dict[str, Any]]) -> bytes:
+    """A frame the service sends unasked to a connected pilot: ``{"v", "push": {"commands"}}``.
+
+    The same commands are repeated in the replies to the pilot's heartbeats until it acts, so a
+    lost push only delays a command, never loses it.
+    """
+    return _pack({"v": PROTOCOL_VERSION, "push": {"commands": commands}})
+
+
+def decode_push(data: bytes) -> list[dict[str, Any]] | None:
+    """The commands of a push frame, or None if ``data`` is not one."""
+    try:
+        obj = msgpack.unpackb(data, raw=False)
+    except Exception:
+        return None
+    if not isinstance(obj, dict) or obj.get("v") != PROTOCOL_VERSION:
+        return None
+    push = obj.get("push")
+    commands = push.get("commands") if isinstance(push, dict) else None
+    if not isinstance(commands, list) or not all(isinstance(c, dict) for c in commands):
+        return None
+    return commands
+
+
 def encode_reply(reply: Reply) -> bytes:
     frame: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": reply.id, "ok": reply.ok}
     if reply.ok:

@@ -17,6 +17,7 @@ import gc
 import logging
 import signal
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +32,12 @@ from dirac_like.protocol import (
     ARGUMENTS,
     MUTATING_OPS,
     REPLIES_NOT_STORED,
+    Op,
     Request,
     decode_request,
     encode_error,
     encode_ok,
+    encode_push,
     parse_args,
     peek_request_id,
 )
@@ -47,6 +50,8 @@ log = logging.getLogger(__name__)
 
 FREEZE_AFTER_NEW_JOBS = 10_000
 MAX_POLL_SECONDS = 0.5  # wake up at least this often to notice a stop request
+MAX_ROUTES = 200_000  # pilots remembered for pushes (the least recently heard are forgotten)
+PILOT_OPS = frozenset({Op.REQUEST_JOB, Op.UPDATE_STATUS, Op.HEARTBEAT})
 
 
 @dataclass
@@ -74,6 +79,7 @@ class CentralService:
         # Far larger frames are dropped by ZeroMQ itself (the connection is closed); up to twice
         # the limit the sender gets a clear too_large error reply.
         self.socket.setsockopt(zmq.MAXMSGSIZE, 2 * config.service.max_message_bytes)
+        self.routes: OrderedDict[str, list[bytes]] = OrderedDict()  # pilot id -> envelope
         self.endpoint = ""
         self.stopping = False
         self._poisoned = False
@@ -146,11 +152,12 @@ class CentralService:
         pending = []
         for frames in messages:
             envelope, payload = frames[:-1], frames[-1]
-            reply, request_id = self.handle(payload, now)
+            reply, request_id = self.handle(payload, now, envelope)
             pending.append(Pending(envelope, reply, request_id))
         return pending
 
-    def handle(self, payload: bytes, now: float) -> tuple[bytes, str]:
+    def handle(self, payload: bytes, now: float, envelope: list[bytes] | None = None
+               ) -> tuple[bytes, str]:
         """The reply to one frame (never raises)."""
         try:
             request = decode_request(payload, self.config.service.max_message_bytes)
@@ -158,9 +165,10 @@ class CentralService:
             request_id = peek_request_id(payload) or "unknown"
             log.warning("refused frame of %d bytes: [%s] %s", len(payload), exc.code, exc)
             return encode_error(request_id, exc.code, exc.message), request_id
-        return self.dispatch(request, now), request.id
+        return self.dispatch(request, now, envelope), request.id
 
-    def dispatch(self, request: Request, now: float) -> bytes:
+    def dispatch(self, request: Request, now: float, envelope: list[bytes] | None = None
+                 ) -> bytes:
         mutating = request.op in MUTATING_OPS
         if mutating:
             remembered = self.state.remembered_reply(request.id)
@@ -169,6 +177,8 @@ class CentralService:
                 return remembered
         try:
             args: Any = parse_args(ARGUMENTS[request.op], request.args)
+            if envelope is not None and request.op in PILOT_OPS:
+                self._remember_route(args.pilot_id, envelope)
             reply = encode_ok(request.id, HANDLERS[request.op](self.state, args, now))
         except DiracLikeError as exc:
             log.warning("request %s (%s) refused: [%s] %s", request.id, request.op, exc.code, exc)
@@ -195,6 +205,27 @@ class CentralService:
             pending = self._undo(pending, exc)
         for item in pending:
             self.socket.send_multipart([*item.envelope, item.reply])
+        self._push_commands()
+
+    # -- commands pushed to connected pilots -----------------------------------------------------
+
+    def _remember_route(self, pilot_id: str, envelope: list[bytes]) -> None:
+        """Where the last request of ``pilot_id`` came from: pushes go back that way."""
+        routes = self.routes
+        routes[pilot_id] = envelope
+        routes.move_to_end(pilot_id)
+        if len(routes) > MAX_ROUTES:
+            routes.popitem(last=False)
+
+    def _push_commands(self) -> None:
+        """Send the commands decided in this (committed) batch to the pilots concerned."""
+        for pilot_id, command in self.state.take_pushes():
+            envelope = self.routes.get(pilot_id)
+            if envelope is None:
+                continue  # never heard from it: the next heartbeat reply carries the command
+            log.info("pushing %s of job %s to pilot %s", command["command"], command["job_id"],
+                     pilot_id)
+            self.socket.send_multipart([*envelope, encode_push([command])])
 
     def _undo(self, pending: list[Pending], error: DiracLikeError) -> list[Pending]:
         """Rebuild the state from the store; every reply of the batch becomes an error."""

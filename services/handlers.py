@@ -103,8 +103,11 @@ def kill(state: CentralState, args: JobIdsArgs, now: float) -> dict[str, list[in
             # The pilot holds it: the kill goes to the pilot; Killed when it confirms.
             job.kill_requested, job.minor_status, job.updated = True, "Kill requested", now
             state.record(job, "user", now)
+            state.push_kill(job)
             requested.append(job.job_id)
         else:
+            if job.status is S.STALLED:
+                state.push_kill(job)  # its pilot may still be alive, only silent
             state.set_status(job, S.KILLED, "Killed by user", "user", now)
             killed.append(job.job_id)
     return {"killed": killed, "kill_requested": requested}
@@ -119,6 +122,8 @@ def reschedule(state: CentralState, args: JobIdsArgs, now: float) -> dict[str, l
         if job.reschedules >= limit:
             raise IllegalTransition(f"job {job.job_id} was already rescheduled {limit} times")
     for job in jobs:
+        if job.status in ACTIVE_STATUSES:
+            state.push_kill(job)  # its pilot must stop the old attempt
         state.reschedule(job, "Rescheduled by user", "user", now, hold=False)
     return {"rescheduled": [job.job_id for job in jobs]}
 

@@ -101,6 +101,7 @@ class CentralState:
         self._timers: list[tuple[float, int, int, str]] = []  # (deadline, job, attempt, status)
         self.changes = ChangeSet()
         self.in_flight: list[ChangeSet] = []  # taken for the store, not yet committed
+        self.pushes: list[tuple[str, dict[str, Any]]] = []  # (pilot id, command) to send now
         self._next_cleanup = now + TASK_QUEUE_CLEANUP_SECONDS
         self.next_job_id = 1
         self.next_task_queue_id = 1
@@ -461,6 +462,14 @@ class CentralState:
                 f"(current attempt {job.attempt}, pilot {job.pilot_id or 'none'!r})"
             )
         return job
+
+    def push_kill(self, job: JobRecord) -> None:
+        """Tell the pilot holding ``job`` to kill it, at once (heartbeat replies repeat it)."""
+        self.pushes.append((job.pilot_id, {"command": "kill", "job_id": job.job_id}))
+
+    def take_pushes(self) -> list[tuple[str, dict[str, Any]]]:
+        pushes, self.pushes = self.pushes, []
+        return pushes
 
     def pending_commands(self, job: JobRecord) -> list[dict[str, Any]]:
         if job.kill_requested or job.status in (S.KILLED, S.DONE, S.FAILED, S.DELETED):

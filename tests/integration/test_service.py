@@ -323,3 +323,53 @@ def test_decode_reply_round_trip_of_an_error() -> None:
 
     reply = decode_reply(encode_error("abc", "job_not_found", "job 5 not found"))
     assert reply.error is not None and reply.error.code == "job_not_found"
+
+
+# -- kill pushed to the connected pilot at once ------------------------------------------------
+
+
+def test_kill_is_pushed_to_the_connected_pilot_without_waiting_for_a_heartbeat(
+    raw: RawPeer, client: Client
+) -> None:
+    from dirac_like.protocol import decode_push
+
+    (job_id,) = client.submit([HELLO], owner="alice")
+    match = raw.request("request_job", {"pilot_id": "p-push", "resources": {"site": "S"}})
+    attempt = match["result"]["job"]["attempt"]
+    raw.request("update_status", {"job_id": job_id, "attempt": attempt, "pilot_id": "p-push",
+                                  "status": "Running"})
+    assert client.kill([job_id]) == {"killed": [], "kill_requested": [job_id]}
+    assert raw.socket.poll(5000), "no push reached the pilot"
+    assert decode_push(raw.socket.recv()) == [{"command": "kill", "job_id": job_id}]
+    done = raw.request("update_status", {"job_id": job_id, "attempt": attempt,
+                                         "pilot_id": "p-push", "status": "Killed"})
+    assert done["ok"] and done["result"] == {"commands": []}
+    assert client.status([job_id])[0]["status"] == "Killed"
+
+
+def test_reschedule_of_a_running_job_pushes_a_kill_to_its_old_pilot(
+    raw: RawPeer, client: Client
+) -> None:
+    from dirac_like.protocol import decode_push
+
+    (job_id,) = client.submit([HELLO], owner="alice")
+    match = raw.request("request_job", {"pilot_id": "p-old", "resources": {"site": "S"}})
+    attempt = match["result"]["job"]["attempt"]
+    raw.request("update_status", {"job_id": job_id, "attempt": attempt, "pilot_id": "p-old",
+                                  "status": "Running"})
+    client.reschedule([job_id])
+    assert raw.socket.poll(5000), "no push reached the old pilot"
+    assert decode_push(raw.socket.recv()) == [{"command": "kill", "job_id": job_id}]
+
+
+def test_a_client_hands_pushes_to_its_callback(central: ServiceProcess, client: Client) -> None:
+    pushed: list[list[dict[str, Any]]] = []
+    (job_id,) = client.submit([HELLO], owner="alice")
+    with Client(central.endpoint, FAST_RETRIES, on_push=pushed.append) as pilot:
+        match = pilot.request_job("p-cb", CERN)["job"]
+        pilot.update_status(job_id, match["attempt"], "p-cb", "Running")
+        client.kill([job_id])
+        # the push waits in the pilot's socket; the next call reads past it to its reply
+        commands = pilot.heartbeat(job_id, match["attempt"], "p-cb")
+    assert pushed == [[{"command": "kill", "job_id": job_id}]]
+    assert commands == [{"command": "kill", "job_id": job_id}]

@@ -189,6 +189,7 @@ def test_killing_a_running_job_goes_to_its_pilot(grid: Grid) -> None:
     match = grid.pilot()
     grid.report(match, "Running")
     assert grid.call(Op.KILL, job_ids=[job_id])["kill_requested"] == [job_id]
+    assert grid.state.take_pushes() == [("p1", {"command": "kill", "job_id": job_id})]
     commands = grid.call(Op.HEARTBEAT, job_id=job_id, attempt=match["attempt"], pilot_id="p1")
     assert commands == {"commands": [{"command": "kill", "job_id": job_id}]}
     assert grid.report(match, "Killed") == {"commands": []}

@@ -138,3 +138,14 @@ def test_errors_come_back_as_the_same_class(cls: type[DiracLikeError]) -> None:
 
 def test_unknown_error_code_becomes_internal_error() -> None:
     assert isinstance(error_from_wire("from_the_future", "x"), InternalError)
+
+
+def test_push_frames_round_trip_and_are_not_replies() -> None:
+    from dirac_like.protocol import decode_push, encode_push
+
+    frame = encode_push([{"command": "kill", "job_id": 7}])
+    assert decode_push(frame) == [{"command": "kill", "job_id": 7}]
+    assert decode_push(encode_ok("1", {"commands": []})) is None
+    assert decode_push(b"\xc1 garbage") is None
+    with pytest.raises(ProtocolError):
+        decode_reply(frame)
