@@ -329,6 +329,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(jobs=args.jobs, sites=args.sites, keep=args.keep)
 
 
+# -- pilot -------------------------------------------------------------------------------------
+
+
+def cmd_pilot(args: argparse.Namespace) -> int:
+    import importlib
+
+    from dirac_like.logs import setup_logging
+
+    # The core does not depend on agents/ (installed as dirac_like.agents): imported by name.
+    pilots = importlib.import_module("dirac_like.agents.pilot")
+    setup_logging(verbose=args.verbose)
+    workdir = Path(args.workdir or ".").resolve()
+    node = pilots.discover(workdir, cores=args.cores or 0, memory_mb=args.memory or 0)
+    config = pilots.PilotConfig(
+        server=server_of(args), site=args.site, ce=args.ce, cores=node.cores,
+        memory_mb=node.memory_mb, platform=node.platform, time_left=args.time_left,
+        max_jobs=args.max_jobs, idle_timeout=args.idle_timeout, tags=_names(args.tags),
+        required_tags=_names(args.required_tags), workdir=workdir,
+        pilot_id=args.pilot_id or pilots.default_pilot_id(), heartbeat_interval=args.heartbeat,
+        kill_grace=args.kill_grace, drain_margin=args.drain_margin,
+        request_interval=args.request_interval,
+    )
+    pilot = pilots.Pilot(config)
+    pilot.install_signal_handlers()
+    code: int = pilot.run()
+    return code
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 COMMANDS: dict[tuple[str, str], Command] = {
     ("service", "central"): cmd_service_central,
     ("job", "submit"): cmd_job_submit,
@@ -345,6 +377,7 @@ COMMANDS: dict[tuple[str, str], Command] = {
     ("admin", "shares"): cmd_admin_shares,
     ("admin", "set-share"): cmd_admin_set_share,
     ("demo", ""): cmd_demo,
+    ("pilot", ""): cmd_pilot,
 }
 
 
@@ -445,6 +478,46 @@ def _add_demo_parser(groups: Any) -> None:
     demo.set_defaults(cli_command="")
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text}")
+    return value
+
+
+def _add_pilot_parser(groups: Any) -> None:
+    pilot = groups.add_parser("pilot", help="run a pilot: pull jobs that fit this node, run them")
+    pilot.add_argument("--server", metavar="URL",
+                       help=f"central service (default: $DIRAC_LIKE_SERVER or {DEFAULT_SERVER})")
+    pilot.add_argument("--site", required=True, help="the site this pilot runs at")
+    pilot.add_argument("--ce", default="", help="the computing element")
+    pilot.add_argument("--cores", type=_positive_int, help="cores to use (default: all)")
+    pilot.add_argument("--memory", type=_positive_int, metavar="MB",
+                       help="memory to offer in MB (default: the node's)")
+    pilot.add_argument("--time-left", type=_seconds, default=0.0, metavar="S",
+                       help="seconds this pilot may run (default 0: no limit)")
+    pilot.add_argument("--max-jobs", type=int, default=0, metavar="N",
+                       help="stop after N jobs (default 0: no limit)")
+    pilot.add_argument("--idle-timeout", type=_seconds, default=600.0, metavar="S",
+                       help="stop after S seconds with nothing to run (default 600; 0: never)")
+    pilot.add_argument("--tags", default="", metavar="T,...", help="tags this node offers")
+    pilot.add_argument("--required-tags", default="", metavar="T,...",
+                       help="only run jobs carrying these tags")
+    pilot.add_argument("--workdir", metavar="DIR",
+                       help="where job working folders go (default: the current folder)")
+    pilot.add_argument("--pilot-id", metavar="ID", help="default: host-pid-random")
+    pilot.add_argument("--heartbeat", type=_positive_seconds, default=30.0, metavar="S",
+                       help="seconds between heartbeats of a running job (default 30)")
+    pilot.add_argument("--kill-grace", type=_seconds, default=5.0, metavar="S",
+                       help="seconds between SIGTERM and SIGKILL of a payload (default 5)")
+    pilot.add_argument("--drain-margin", type=_seconds, default=60.0, metavar="S",
+                       help="seconds of --time-left kept to stop and report (default 60)")
+    pilot.add_argument("--request-interval", type=_positive_seconds, default=10.0, metavar="S",
+                       help="longest pause between job requests that found none (default 10)")
+    pilot.add_argument("--verbose", action="store_true", help="log at DEBUG level")
+    pilot.set_defaults(cli_command="")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dirac-like", description="A pilot workload framework in the style of DIRAC."
@@ -456,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_job_parser(groups, common, as_json)
     _add_admin_parser(groups, common, as_json)
     _add_demo_parser(groups)
+    _add_pilot_parser(groups)
     return parser
 
 

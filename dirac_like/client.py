@@ -127,6 +127,19 @@ class Client:
                 return reply
         return None
 
+    def poll_pushes(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for commands the service pushes unasked and hand them
+        to ``on_push``; returns as soon as the frames waiting have been read. Late replies to
+        requests given up on are dropped. (The service pushes only to a socket it has heard
+        from, i.e. after at least one pilot request on this client.)"""
+        socket = self._connect()
+        wait_ms = max(0, int(timeout * 1000))
+        while socket.poll(wait_ms, zmq.POLLIN):
+            wait_ms = 0  # something arrived: read what is there, then return
+            pushed = decode_push(socket.recv())
+            if pushed is not None and self.on_push is not None:
+                self.on_push(pushed)
+
     # -- operations ------------------------------------------------------------------------------
 
     def ping(self) -> dict[str, Any]:
