@@ -183,6 +183,12 @@ class Client:
         result: dict[str, Any] = self.call(Op.REQUEST_JOB, args)
         return result
 
+    def eligible(self, resources: PilotResources) -> int:
+        """How many waiting jobs a pilot with ``resources`` could run now."""
+        result: dict[str, Any] = self.call(Op.ELIGIBLE, {"resources": asdict(resources)})
+        count: int = result["eligible"]
+        return count
+
     def update_status(
         self,
         job_id: int,

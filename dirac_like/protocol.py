@@ -114,6 +114,11 @@ class RequestJobArgs:
 
 
 @dataclass(frozen=True)
+class EligibleArgs:
+    resources: PilotResources
+
+
+@dataclass(frozen=True)
 class UpdateStatusArgs:
     job_id: int
     attempt: int
@@ -159,6 +164,7 @@ class Op:
     RESCHEDULE = "reschedule"
     HISTORY = "history"
     REQUEST_JOB = "request_job"
+    ELIGIBLE = "eligible"
     UPDATE_STATUS = "update_status"
     HEARTBEAT = "heartbeat"
     SITES = "sites"
@@ -178,6 +184,7 @@ ARGUMENTS: dict[str, type] = {
     Op.RESCHEDULE: JobIdsArgs,
     Op.HISTORY: JobIdArgs,
     Op.REQUEST_JOB: RequestJobArgs,
+    Op.ELIGIBLE: EligibleArgs,
     Op.UPDATE_STATUS: UpdateStatusArgs,
     Op.HEARTBEAT: HeartbeatArgs,
     Op.SITES: NoArgs,

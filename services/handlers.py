@@ -17,6 +17,7 @@ from dirac_like.model import JobRecord, SiteRecord
 from dirac_like.protocol import (
     PROTOCOL_VERSION,
     BanSiteArgs,
+    EligibleArgs,
     HeartbeatArgs,
     JobIdArgs,
     JobIdsArgs,
@@ -148,6 +149,14 @@ def request_job(state: CentralState, args: RequestJobArgs, now: float) -> dict[s
     return {"job": _match_view(state, job), "reason": ""}
 
 
+def eligible(state: CentralState, args: EligibleArgs, now: float) -> dict[str, Any]:
+    """How many waiting jobs a pilot with these resources could run (a director's sizing)."""
+    check_name("site", args.resources.site)
+    reason = state.why_not(args.resources)
+    count = 0 if reason else state.matcher.count_eligible(args.resources)
+    return {"eligible": count, "reason": reason}
+
+
 def _match_view(state: CentralState, job: JobRecord) -> dict[str, Any]:
     return {
         "job_id": job.job_id,
@@ -265,6 +274,7 @@ HANDLERS: dict[str, Handler] = {
     Op.RESCHEDULE: reschedule,
     Op.HISTORY: history,
     Op.REQUEST_JOB: request_job,
+    Op.ELIGIBLE: eligible,
     Op.UPDATE_STATUS: update_status,
     Op.HEARTBEAT: heartbeat,
     Op.SITES: sites,

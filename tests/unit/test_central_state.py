@@ -323,3 +323,14 @@ def test_empty_task_queues_are_forgotten_and_come_back_when_needed(grid: Grid) -
     (queue,) = grid.call(Op.TASK_QUEUES)
     assert queue["waiting"] == 1 and queue["requirements"]["sites"] == ["LCG.RAL.uk"]
     assert grid.pilot("p2", site="LCG.RAL.uk")["job_id"] == job_id
+
+
+def test_eligible_counts_what_a_pilot_could_run(grid: Grid) -> None:
+    grid.submit(HELLO, HELLO, 'Executable = "x"; NumberOfProcessors = 4;',
+                'Executable = "x"; Site = "LCG.RAL.uk";')
+    one_core = {"site": "LCG.CERN.cern", "cores": 1}
+    assert grid.call(Op.ELIGIBLE, resources=one_core)["eligible"] == 2
+    assert grid.call(Op.ELIGIBLE, resources={**one_core, "cores": 4})["eligible"] == 3
+    grid.call(Op.BAN_SITE, site="LCG.CERN.cern", reason="down")
+    banned = grid.call(Op.ELIGIBLE, resources=one_core)
+    assert banned["eligible"] == 0 and "banned" in banned["reason"]
