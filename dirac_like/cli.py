@@ -357,6 +357,32 @@ def cmd_pilot(args: argparse.Namespace) -> int:
     return code
 
 
+# -- agents ------------------------------------------------------------------------------------
+
+
+def cmd_agent_director(args: argparse.Namespace) -> int:
+    import importlib
+
+    from dirac_like.logs import setup_logging
+    from dirac_like.sites import load_site
+
+    directors = importlib.import_module("dirac_like.agents.director")  # see cmd_pilot
+    home = Path(args.home) if args.home else default_home()
+    sites_dir = Path(args.sites_dir) if args.sites_dir else _default_sites_dir()
+    site = load_site(directors.site_file(args.site, sites_dir))
+    settings = directors.load_settings(Path(args.config) if args.config else None)
+    setup_logging(f"director-{site.name}", home, args.verbose)
+    with Client(server_of(args), directors.DIRECTOR_RETRIES) as client:
+        director = directors.build_director(site, client, home, settings)
+        code: int = director.run_once() if args.once else director.run()
+    return code
+
+
+def _default_sites_dir() -> Path:
+    local = Path("etc/sites")
+    return local if local.is_dir() else default_home() / "sites"
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
@@ -378,6 +404,7 @@ COMMANDS: dict[tuple[str, str], Command] = {
     ("admin", "set-share"): cmd_admin_set_share,
     ("demo", ""): cmd_demo,
     ("pilot", ""): cmd_pilot,
+    ("agent", "director"): cmd_agent_director,
 }
 
 
@@ -518,6 +545,27 @@ def _add_pilot_parser(groups: Any) -> None:
     pilot.set_defaults(cli_command="")
 
 
+def _add_agent_parser(groups: Any) -> None:
+    agent = groups.add_parser("agent", help="run a site agent in the foreground")
+    agents = agent.add_subparsers(dest="cli_command", metavar="AGENT", required=True)
+    director = agents.add_parser("director", help="keep pilots on a site's CEs while there is work")
+    director.add_argument("--site", required=True, help="the site (file SITE.toml in --sites-dir)")
+    director.add_argument("--config", metavar="FILE",
+                          help="TOML file with a [director] table (idle_timeout, drain_margin, "
+                               "local_grace, pilot_args)")
+    director.add_argument("--sites-dir", metavar="DIR",
+                          help="site files (default: etc/sites if it exists, else "
+                               "$DIRAC_LIKE_HOME/sites)")
+    director.add_argument("--server", metavar="URL",
+                          help=f"central service (default: $DIRAC_LIKE_SERVER or {DEFAULT_SERVER})")
+    director.add_argument("--home", metavar="DIR",
+                          help="state, logs and pilot output (default: $DIRAC_LIKE_HOME or "
+                               "~/.dirac-like)")
+    director.add_argument("--once", action="store_true",
+                          help="run one cycle and exit (pilots on the local fabric stop with it)")
+    director.add_argument("--verbose", action="store_true", help="log at DEBUG level")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dirac-like", description="A pilot workload framework in the style of DIRAC."
@@ -530,6 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_admin_parser(groups, common, as_json)
     _add_demo_parser(groups)
     _add_pilot_parser(groups)
+    _add_agent_parser(groups)
     return parser
 
 

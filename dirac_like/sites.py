@@ -50,7 +50,7 @@ class CEConfig:
     cores_per_slot: int  # cores a pilot gets (>= 1)
     memory_mb: int = 0  # memory a pilot gets; 0: unknown, jobs asking for MaxRAM do not match
     max_cpu_time: int = 0  # CPU seconds per core a pilot may use; 0: no limit known
-    max_wall_time: int = 86400  # wall-clock seconds a pilot may live (the batch time limit)
+    max_wall_time: int = 172800  # wall-clock seconds a pilot may live (the batch time limit)
     platform: str = ""  # e.g. Linux_x86_64_glibc-2.36; "": any
     tags: tuple[str, ...] = ()  # offered to jobs (a job's Tags must all be here)
     required_tags: tuple[str, ...] = ()  # only jobs carrying all of these run here

@@ -1,0 +1,532 @@
+"""The site director: keeps pilots on a site's CEs while there is work for them.
+
+One :meth:`Director.cycle` is one iteration (huey style), ``now`` passed in; :meth:`Director.run`
+drives it with apscheduler until SIGTERM or SIGINT. A cycle:
+
+1. **update** — asks each fabric for the state of the pilots this director submitted; a pilot
+   that ended is an outcome for its CE's :class:`CEHealth` (Done: ok; Failed or Aborted: failed)
+   and its output is saved in ``home/pilots/<pilot_id>.log``;
+2. **size** — asks the central service how many waiting jobs a pilot of each CE could run
+   (``Client.eligible``), counts its own queued and running pilots per CE;
+3. **plan** — :func:`director_sizing.plan` (pure) says how many pilots each CE gets;
+4. **submit** — one :class:`PilotRequest` per pilot. A :class:`FabricError` counts as a failed
+   submission for the CE's back-off and stops submitting to that CE this cycle.
+
+Decisions and accounting:
+
+- Sizing asks with the resources a pilot will really offer (see :meth:`Director.offered`): the
+  CE's, with the CPU time a pilot derives from its wall-clock limit.
+- A multi-core slot is counted like a single-core one: each eligible job is one pilot slot, even
+  though a 4-core pilot may pack four 1-core jobs. This may submit more multi-core pilots than
+  strictly needed (bounded by the CE's ``max_queued``/``max_total``), never too few; surplus pilots
+  leave after their idle timeout.
+- Pilot records live in the director for now, persisted as JSON in ``home/director-<site>.json``
+  (written atomically after each cycle) so that a restart keeps tracking them and numbering
+  pilot ids where it left off. The central service has no pilot records yet; when it has, these
+  records move there. CE back-off state is not persisted: a restarted director starts healthy.
+- The service unreachable: the cycle logs it, skips sizing and submitting, and the next cycle
+  tries again. Nothing in a cycle raises for a service or fabric failure; the runner also logs
+  and survives anything unexpected.
+- Stopping: the director never cancels pilots itself. ``close()`` closes its fabrics; for the two
+  fabrics there are, pilots live with this process (``local``: processes on this host, which
+  ``LocalFabric.close`` stops so nothing is left behind; ``simulated``: inside this process), so
+  they stop with it, and on restart their records are marked Aborted (not counted as failures). A
+  batch fabric (slurm) would leave queued and running pilots alone, as real directors do, and the
+  records let the next run follow them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from dirac_like.client import Client, RetryPolicy
+from dirac_like.config import from_mapping
+from dirac_like.errors import (
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    ConfigError,
+    DiracLikeError,
+    ServiceUnavailable,
+)
+from dirac_like.protocol import PilotResources
+from dirac_like.sites import CEConfig, SiteConfig
+
+from .director_sizing import CEDemand, CEHealth, CycleLimits, PilotOutcome, plan
+from .fabrics import Fabric, FabricError, PilotRequest, PilotState, UnknownPilotRef, make_fabric
+
+log = logging.getLogger(__name__)
+
+DIRECTOR_RETRIES = RetryPolicy(timeout=5.0, retries=1, backoff=0.2, max_backoff=1.0)
+IN_PROCESS_FABRICS = frozenset({"local", "simulated"})  # their pilots stop with the director
+KEEP_ENDED_SECONDS = 86400.0  # ended pilots' records are kept this long (after their output)
+STATE_VERSION = 1
+_QUEUED = (PilotState.SUBMITTED, PilotState.WAITING)
+_SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@dataclass(frozen=True)
+class DirectorSettings:
+    """How the director starts pilots (the ``[director]`` table of ``--config FILE``)."""
+
+    idle_timeout: float = 60.0  # a pilot with nothing to run leaves after this
+    drain_margin: float = 60.0  # seconds of a pilot's time left kept to stop and report
+    local_grace: float = 30.0  # local fabric: seconds between SIGTERM and SIGKILL of a pilot
+    pilot_args: tuple[str, ...] = ()  # more flags for `dirac-like pilot` (local fabric)
+
+
+@dataclass
+class PilotRecord:
+    """One pilot this director submitted."""
+
+    pilot_id: str
+    ce: str
+    fabric: str
+    ref: str  # the fabric's reference
+    state: str  # a PilotState value
+    submitted: float
+    updated: float
+    output_saved: bool = False
+
+    @property
+    def pilot_state(self) -> PilotState:
+        return PilotState(self.state)
+
+
+@dataclass(frozen=True)
+class CEReport:
+    ce: str
+    eligible: int  # waiting jobs a pilot of this CE could run; -1: not asked (unreachable)
+    submitted: int
+    queued: int  # after this cycle's submissions
+    running: int
+    backoff_until: float  # 0.0: not backed off
+
+    def backed_off(self, now: float) -> bool:
+        return now < self.backoff_until
+
+
+@dataclass(frozen=True)
+class CycleReport:
+    now: float
+    ces: tuple[CEReport, ...]
+    errors: tuple[str, ...] = ()
+    unreachable: bool = False  # the central service did not answer: no sizing this cycle
+
+    @property
+    def submitted(self) -> int:
+        return sum(ce.submitted for ce in self.ces)
+
+    def ce(self, name: str) -> CEReport:
+        for report in self.ces:
+            if report.ce == name:
+                return report
+        raise KeyError(name)
+
+    def summary(self) -> str:
+        parts = [
+            f"{ce.ce}: eligible {ce.eligible}, submitted {ce.submitted}, queued {ce.queued}, "
+            f"running {ce.running}" + (" (backed off)" if ce.backed_off(self.now) else "")
+            for ce in self.ces
+        ]
+        text = "; ".join(parts)
+        if self.errors:
+            text += f"; {len(self.errors)} error(s): " + " | ".join(self.errors)
+        return text
+
+
+class Director:
+    """One site's director. Not thread safe: one cycle at a time (the runner sees to it)."""
+
+    def __init__(
+        self,
+        site: SiteConfig,
+        client: Client,
+        fabrics: dict[str, Fabric],
+        home: Path,
+        clock: Callable[[], float] = time.time,
+        settings: DirectorSettings | None = None,
+    ) -> None:
+        for ce in site.ces:
+            if ce.fabric not in fabrics:
+                raise ConfigError(f"site {site.name}: ce.{ce.name}.fabric: no {ce.fabric!r} "
+                                  f"fabric available (have: {', '.join(sorted(fabrics))})")
+        self.site = site
+        self.client = client
+        self.fabrics = fabrics
+        self.home = Path(home)
+        self.clock = clock
+        self.settings = settings or DirectorSettings()
+        self.health = {ce.name: CEHealth.for_site(site) for ce in site.ces}
+        self.records: dict[str, PilotRecord] = {}
+        self.next_number = 1
+        self.state_file = self.home / f"director-{site.name}.json"
+        self.pilots_dir = self.home / "pilots"
+        self.pilots_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()  # held during a cycle; close() waits for it
+        self.load()
+
+    # -- one cycle -------------------------------------------------------------------------------
+
+    def cycle(self, now: float | None = None) -> CycleReport:
+        """One iteration: update pilots, size, plan, submit. Never raises for a service or fabric
+        failure: those are in the report's errors."""
+        now = self.clock() if now is None else now
+        errors: list[str] = []
+        with self._lock:
+            try:
+                self.update_pilots(now, errors)
+                eligible = self.size(errors)
+                submitted: dict[str, int] = {}
+                if eligible is not None:
+                    submitted = self.submit_planned(eligible, now, errors)
+                self.prune(now)
+            finally:
+                self.save()
+        report = self._report(now, eligible, submitted, errors)
+        log.info("site %s cycle: %s", self.site.name, report.summary())
+        return report
+
+    def update_pilots(self, now: float, errors: list[str]) -> None:
+        """Ask the fabrics about live pilots; note outcomes; save the output of ended ones."""
+        by_fabric: dict[str, list[PilotRecord]] = {}
+        for record in self.records.values():
+            if not record.pilot_state.final:
+                by_fabric.setdefault(record.fabric, []).append(record)
+        for name, records in by_fabric.items():
+            try:
+                states = self.fabrics[name].status([record.ref for record in records])
+            except DiracLikeError as exc:
+                errors.append(f"fabric {name}: status failed: {exc.message}")
+                log.error("site %s: fabric %s: status failed: %s", self.site.name, name,
+                          exc.message)
+                continue
+            for record in records:
+                self._note_state(record, states.get(record.ref, PilotState.ABORTED), now)
+        for record in self.records.values():
+            if record.pilot_state.final and not record.output_saved:
+                self.save_output(record)
+
+    def _note_state(self, record: PilotRecord, state: PilotState, now: float) -> None:
+        if state is record.pilot_state:
+            return
+        log.info("pilot %s (%s): %s -> %s", record.pilot_id, record.ref, record.state, state)
+        record.state, record.updated = state.value, now
+        if not state.final:
+            return
+        outcome = PilotOutcome.PILOT_OK if state is PilotState.DONE else PilotOutcome.PILOT_FAILED
+        length = self.health[record.ce].record(outcome, now) if record.ce in self.health else None
+        if length is not None:
+            log.warning("site %s: CE %s backed off for %.0f s after pilot %s ended %s",
+                        self.site.name, record.ce, length, record.pilot_id, state)
+
+    def save_output(self, record: PilotRecord) -> None:
+        """Copy the pilot's output into ``home/pilots/<pilot_id>.log``."""
+        fabric = self.fabrics.get(record.fabric)
+        try:
+            if fabric is None:
+                raise UnknownPilotRef(f"no {record.fabric!r} fabric in this director")
+            text = fabric.output(record.ref)
+            (self.pilots_dir / f"{record.pilot_id}.log").write_text(text, errors="replace")
+        except UnknownPilotRef as exc:
+            log.warning("pilot %s: no output to save: %s", record.pilot_id, exc.message)
+        except (DiracLikeError, OSError) as exc:
+            log.error("pilot %s: cannot save its output (will retry): %s", record.pilot_id, exc)
+            return
+        record.output_saved = True
+
+    def size(self, errors: list[str]) -> dict[str, int] | None:
+        """Eligible jobs per CE; None when the central service is unreachable."""
+        eligible: dict[str, int] = {}
+        for ce in self.site.ces:
+            try:
+                eligible[ce.name] = self.client.eligible(self.offered(ce))
+            except ServiceUnavailable as exc:
+                errors.append(f"central service unreachable: {exc.message}")
+                log.error("site %s: central service unreachable, no pilots this cycle: %s",
+                          self.site.name, exc.message)
+                return None
+            except DiracLikeError as exc:
+                errors.append(f"CE {ce.name}: eligible refused: {exc.message}")
+                log.error("site %s: CE %s: the service refused eligible: %s", self.site.name,
+                          ce.name, exc.message)
+                eligible[ce.name] = 0
+        return eligible
+
+    def offered(self, ce: CEConfig) -> PilotResources:
+        """What a pilot of ``ce`` will offer the matcher: the CE's resources, with the CPU time
+        the pilot derives from its ``--time-left`` (less its drain margin), capped by the CE's
+        ``max_cpu_time``. Sizing by ``ce.resources`` alone would count jobs whose CPUTime the
+        pilots then refuse, and submit pilots for them forever."""
+        resources = ce.resources(self.site.name)
+        from_wall = max(1, int(ce.max_wall_time - self.settings.drain_margin))
+        cpu = min(ce.max_cpu_time, from_wall) if ce.max_cpu_time else from_wall
+        return dataclasses.replace(resources, cpu_time_left=cpu)
+
+    def submit_planned(self, eligible: dict[str, int], now: float,
+                       errors: list[str]) -> dict[str, int]:
+        demands = [
+            CEDemand.for_ce(ce, eligible[ce.name], *self.counts(ce.name),
+                            backoff_until=self.health[ce.name].backoff_until)
+            for ce in self.site.ces
+        ]
+        planned = plan(demands, CycleLimits.for_site(self.site), now)
+        return {name: self.submit(self.site.ce(name), count, now, errors)
+                for name, count in planned.items()}
+
+    def submit(self, ce: CEConfig, count: int, now: float, errors: list[str]) -> int:
+        """Submit up to ``count`` pilots to ``ce``; stops at the first refusal. Returns how many."""
+        fabric = self.fabrics[ce.fabric]
+        for done in range(count):
+            request = self.pilot_request(ce, self._new_pilot_id(ce))
+            try:
+                ref = fabric.submit(request)
+            except FabricError as exc:
+                self._submit_failed(ce, request.pilot_id, exc, now, errors)
+                return done
+            self.records[request.pilot_id] = PilotRecord(
+                request.pilot_id, ce.name, ce.fabric, ref, PilotState.SUBMITTED.value, now, now)
+            log.info("pilot %s submitted to CE %s (%s)", request.pilot_id, ce.name, ref)
+        return count
+
+    def _submit_failed(self, ce: CEConfig, pilot_id: str, exc: FabricError, now: float,
+                       errors: list[str]) -> None:
+        errors.append(f"CE {ce.name}: submit failed: {exc.message}")
+        length = self.health[ce.name].record(PilotOutcome.SUBMIT_FAILED, now)
+        log.error("pilot %s: CE %s (fabric %s) refused it: %s; no more pilots to this CE this "
+                  "cycle", pilot_id, ce.name, ce.fabric, exc.message)
+        if length is not None:
+            log.warning("site %s: CE %s backed off for %.0f s", self.site.name, ce.name, length)
+
+    def pilot_request(self, ce: CEConfig, pilot_id: str) -> PilotRequest:
+        """What to start for one pilot of ``ce``: the ``dirac-like pilot`` command (local
+        fabric) and the environment the simulated fabric reads."""
+        site, server = self.site.name, self.client.server
+        idle = f"{self.settings.idle_timeout:g}"
+        workdir = self.pilots_dir / pilot_id
+        command = [
+            sys.executable, "-m", "dirac_like", "pilot", "--server", server, "--site", site,
+            "--ce", ce.name, "--cores", str(ce.cores_per_slot),
+            "--time-left", str(ce.max_wall_time), "--pilot-id", pilot_id,
+            "--workdir", str(workdir), "--idle-timeout", idle,
+            "--drain-margin", f"{self.settings.drain_margin:g}",
+        ]
+        if ce.memory_mb:
+            command += ["--memory", str(ce.memory_mb)]
+        if ce.tags:
+            command += ["--tags", ",".join(ce.tags)]
+        if ce.required_tags:
+            command += ["--required-tags", ",".join(ce.required_tags)]
+        command += self.settings.pilot_args
+        env = {"DIRAC_LIKE_SITE": site, "DIRAC_LIKE_CE": ce.name, "DIRAC_LIKE_SERVER": server,
+               "DIRAC_LIKE_IDLE_TIMEOUT": idle}
+        return PilotRequest(pilot_id, command, env, cores=ce.cores_per_slot,
+                            memory_mb=ce.memory_mb, wall_seconds=ce.max_wall_time,
+                            workdir=workdir)
+
+    def _new_pilot_id(self, ce: CEConfig) -> str:
+        number, self.next_number = self.next_number, self.next_number + 1
+        return f"{self.site.name}.{ce.name}.{number}"
+
+    def counts(self, ce: str) -> tuple[int, int]:
+        """(queued, running) pilots of ``ce`` by this director's records."""
+        states = [r.pilot_state for r in self.records.values() if r.ce == ce]
+        queued = sum(1 for state in states if state in _QUEUED)
+        return queued, states.count(PilotState.RUNNING)
+
+    def alive(self) -> list[PilotRecord]:
+        return [r for r in self.records.values() if not r.pilot_state.final]
+
+    def prune(self, now: float) -> None:
+        """Forget ended pilots whose output is saved, ``KEEP_ENDED_SECONDS`` after they ended."""
+        for pilot_id, record in list(self.records.items()):
+            if (record.pilot_state.final and record.output_saved
+                    and now - record.updated > KEEP_ENDED_SECONDS):
+                del self.records[pilot_id]
+
+    def _report(self, now: float, eligible: dict[str, int] | None, submitted: dict[str, int],
+                errors: list[str]) -> CycleReport:
+        ces = tuple(
+            CEReport(ce.name, -1 if eligible is None else eligible.get(ce.name, 0),
+                     submitted.get(ce.name, 0), *self.counts(ce.name),
+                     backoff_until=self.health[ce.name].backoff_until)
+            for ce in self.site.ces
+        )
+        return CycleReport(now, ces, tuple(errors), unreachable=eligible is None)
+
+    # -- persistence -----------------------------------------------------------------------------
+
+    def save(self) -> None:
+        data = {"version": STATE_VERSION, "site": self.site.name, "next_number": self.next_number,
+                "pilots": [dataclasses.asdict(record) for record in self.records.values()]}
+        temporary = self.state_file.with_name(self.state_file.name + ".tmp")
+        try:
+            temporary.write_text(json.dumps(data, indent=1))
+            os.replace(temporary, self.state_file)
+        except OSError as exc:
+            log.error("site %s: cannot save pilot records to %s: %s", self.site.name,
+                      self.state_file, exc)
+
+    def load(self) -> None:
+        """Pilot records of a previous run; pilots that lived in its process are Aborted now."""
+        if not self.state_file.exists():
+            return
+        try:
+            data = json.loads(self.state_file.read_text())
+            self.next_number = int(data["next_number"])
+            records = [PilotRecord(**raw) for raw in data["pilots"]]
+            for record in records:
+                PilotState(record.state)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{self.state_file}: unreadable pilot records ({exc}); move it "
+                              "away to start afresh") from None
+        for record in records:
+            if record.fabric in IN_PROCESS_FABRICS and not record.pilot_state.final:
+                log.info("pilot %s: stopped with the previous director, now Aborted",
+                         record.pilot_id)
+                record.state = PilotState.ABORTED.value
+        self.records = {record.pilot_id: record for record in records}
+        log.info("site %s: %d pilot record(s) loaded from %s", self.site.name, len(records),
+                 self.state_file)
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """One cycle, then close: the exit code of ``agent director --once``."""
+        try:
+            report = self.cycle()
+        finally:
+            self.close()
+        return EXIT_UNREACHABLE if report.unreachable else EXIT_OK
+
+    def run(self) -> int:
+        """Cycles every ``site.cycle_seconds`` until SIGTERM or SIGINT; the cycle under way is
+        finished, then the fabrics are closed. Returns 0."""
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.blocking import BlockingScheduler
+
+        scheduler = BlockingScheduler(executors={"default": ThreadPoolExecutor(1)},
+                                      timezone=UTC)
+        scheduler.add_job(self._tick, "interval", seconds=self.site.cycle_seconds,
+                          max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info("site %s: %s received, stopping after the current cycle", self.site.name,
+                     signal.Signals(signum).name)
+            with contextlib.suppress(Exception):
+                scheduler.shutdown(wait=False)
+
+        previous = {signum: signal.signal(signum, on_signal)
+                    for signum in (signal.SIGTERM, signal.SIGINT)}
+        log.info("site %s: director started, a cycle every %g s", self.site.name,
+                 self.site.cycle_seconds)
+        try:
+            scheduler.start()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            self.close()
+        log.info("site %s: director stopped", self.site.name)
+        return EXIT_OK
+
+    def _tick(self) -> None:
+        try:
+            self.cycle()
+        except Exception:  # a daemon survives its own bugs; the next cycle tries again
+            log.exception("site %s: cycle failed", self.site.name)
+
+    def close(self) -> None:
+        """Wait for a cycle under way, save, close the fabrics (see the module docstring)."""
+        with self._lock:
+            self.save()
+            for name, fabric in self.fabrics.items():
+                try:
+                    fabric.close()
+                except Exception:
+                    log.exception("site %s: closing fabric %s failed", self.site.name, name)
+
+
+# -- building a director from files ------------------------------------------------------------
+
+
+def load_settings(path: Path | None) -> DirectorSettings:
+    """The ``[director]`` table of a TOML file (keys of :class:`DirectorSettings`)."""
+    if path is None:
+        return DirectorSettings()
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    table = dict(raw.get("director", {}))
+    unknown = sorted(set(raw) - {"director"})
+    if unknown:
+        raise ConfigError(f"{path}: {unknown[0]}: unknown key (only a [director] table)")
+    pilot_args = table.pop("pilot_args", [])
+    if not isinstance(pilot_args, list) or not all(isinstance(a, str) for a in pilot_args):
+        raise ConfigError(f"{path}: director.pilot_args: expected a list of strings")
+    try:
+        settings = from_mapping(DirectorSettings, table, "director")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.message}") from None
+    if min(settings.idle_timeout, settings.local_grace, settings.drain_margin) < 0:
+        raise ConfigError(f"{path}: director.idle_timeout, drain_margin and local_grace must not "
+                          "be negative")
+    return dataclasses.replace(settings, pilot_args=tuple(pilot_args))
+
+
+def site_file(site: str, sites_dir: Path) -> Path:
+    """``sites_dir/<site>.toml``; a ConfigError naming the sites there when it does not exist."""
+    path = sites_dir / f"{site}.toml"
+    if _SITE_NAME.fullmatch(site) and path.is_file():
+        return path
+    known = sorted(p.stem for p in sites_dir.glob("*.toml")) if sites_dir.is_dir() else []
+    raise ConfigError(f"unknown site {site!r}: no file {path} "
+                      f"(sites in {sites_dir}: {', '.join(known) or 'none'})")
+
+
+def make_fabrics(names: Iterable[str], server: str, home: Path,
+                 settings: DirectorSettings) -> dict[str, Fabric]:
+    """One fabric object per fabric name the site's CEs use."""
+    options: dict[str, dict[str, Any]] = {
+        "local": {"base_dir": home / "fabric" / "local", "grace": settings.local_grace},
+        "simulated": {"server": server},
+    }
+    fabrics: dict[str, Fabric] = {}
+    try:
+        for name in sorted(set(names)):
+            fabrics[name] = make_fabric(name, **options.get(name, {}))
+    except BaseException:
+        for fabric in fabrics.values():
+            fabric.close()
+        raise
+    return fabrics
+
+
+def build_director(site: SiteConfig, client: Client, home: Path,
+                   settings: DirectorSettings) -> Director:
+    """A director with a fabric for each kind its CEs name (``client`` stays the caller's)."""
+    fabrics = make_fabrics((ce.fabric for ce in site.ces), client.server, home, settings)
+    try:
+        return Director(site, client, fabrics, home, settings=settings)
+    except BaseException:
+        for fabric in fabrics.values():
+            fabric.close()
+        raise
+
