@@ -47,7 +47,6 @@ import signal
 import sys
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,7 +55,7 @@ from types import FrameType
 from typing import Any
 
 from dirac_like.client import Client, RetryPolicy
-from dirac_like.config import from_mapping
+from dirac_like.config import from_mapping, read_toml
 from dirac_like.errors import (
     EXIT_OK,
     EXIT_UNREACHABLE,
@@ -468,12 +467,7 @@ def load_settings(path: Path | None) -> DirectorSettings:
     """The ``[director]`` table of a TOML file (keys of :class:`DirectorSettings`)."""
     if path is None:
         return DirectorSettings()
-    try:
-        raw = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    raw = read_toml(path)
     table = dict(raw.get("director", {}))
     unknown = sorted(set(raw) - {"director"})
     if unknown:

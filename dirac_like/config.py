@@ -82,15 +82,19 @@ def load_config(path: Path | None = None) -> Config:
     """The configuration in ``path`` over the defaults (the defaults alone when None)."""
     if path is None:
         return Config()
+    config = from_mapping(Config, read_toml(path), "")
+    validate(config)
+    return config
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file as a mapping; ConfigError naming the file if it cannot be read or parsed."""
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    config = from_mapping(Config, raw, "")
-    validate(config)
-    return config
 
 
 ConfT = TypeVar("ConfT")

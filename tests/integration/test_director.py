@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
+from dirac_like import testing
 from dirac_like.agents.director import Director, DirectorSettings
 from dirac_like.agents.fabrics import (
     OUTPUT_TAIL_BYTES,
@@ -47,15 +47,7 @@ T = TypeVar("T")
 
 
 def wait_for(condition: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
-
+    return testing.wait_for(condition, what, timeout)
 
 def write_site(folder: Path, text: str = SITE_TOML, name: str = SITE) -> SiteConfig:
     folder.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import TypeVar
 import psutil
 import pytest
 
+from dirac_like import testing
 from dirac_like.agents.fabrics import (
     FABRICS,
     Fabric,
@@ -220,15 +220,7 @@ T = TypeVar("T")
 
 
 def wait_for(condition: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
+    return testing.wait_for(condition, what, timeout)
 
 def wait_state(fabric: Fabric, ref: str, wanted: PilotState, allowed: set[PilotState]) -> None:
     """Poll until ``ref`` is ``wanted``; every state seen on the way must be in ``allowed``."""

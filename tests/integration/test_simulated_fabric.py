@@ -3,12 +3,12 @@ pilot's job is rescheduled and finishes elsewhere. Waits poll with a deadline.""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pytest
 
+from dirac_like import testing
 from dirac_like.agents.fabrics import FabricError, PilotRequest, PilotState, make_fabric
 from dirac_like.agents.fabrics.simulated import SimulatedFabric, payload_seconds
 from dirac_like.client import Client, RetryPolicy
@@ -29,15 +29,7 @@ T = TypeVar("T")
 
 
 def wait_for(condition: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
+    return testing.wait_for(condition, what, timeout)
 
 def pilot(pilot_id: str, **env: str) -> PilotRequest:
     return PilotRequest(pilot_id, ["simulated"], env={"DIRAC_LIKE_SITE": SITE,
