@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Kill latency: from `kill` acknowledged by the central service to the job reported Killed.
+
+    python scripts/benchmarks/bench_kill.py              # 50 kills
+    python scripts/benchmarks/bench_kill.py --kills 200
+
+A fresh central service and one real pilot process (`dirac-like pilot`, 4 cores, local) that runs
+`sleep 600` payloads. Each round submits a job, waits until it is Running, kills it, and times
+until its status is Killed — which the pilot reports only after the payload's process group is
+gone. The service pushes the kill to the pilot's connection at once; heartbeats are set to 30 s,
+so a kill that waited for a heartbeat would show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from dirac_like.client import Client, RetryPolicy
+from dirac_like.processes import ServiceProcess
+
+QUICK = RetryPolicy(timeout=10, retries=2)
+JOB = 'Executable = "/bin/sleep"; Arguments = "600"; CPUTime = 3600;'
+
+
+def wait_status(client: Client, job_id: int, wanted: str, timeout: float = 60.0) -> float:
+    """Poll (every 2 ms) until the job has ``wanted``; returns when it was seen."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if client.status([job_id])[0]["status"] == wanted:
+            return time.perf_counter()
+        time.sleep(0.002)  # a benchmark's poll interval, not a test
+    raise TimeoutError(f"job {job_id} never became {wanted}")
+
+
+def main(kills: int) -> int:
+    home = Path(tempfile.mkdtemp(prefix="bench-kill-"))
+    service = ServiceProcess.start_central(home / "home")
+    pilot = subprocess.Popen(
+        [sys.executable, "-m", "dirac_like", "pilot", "--server", service.endpoint,
+         "--site", "BENCH.Local.org", "--ce", "ce", "--cores", "4", "--heartbeat", "30",
+         "--idle-timeout", "0", "--request-interval", "0.2", "--workdir", str(home / "pilot")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    latencies = []
+    try:
+        with Client(service.endpoint, QUICK) as client:
+            for _ in range(kills):
+                (job_id,) = client.submit([JOB], owner="bench")
+                wait_status(client, job_id, "Running")
+                client.kill([job_id])
+                acknowledged = time.perf_counter()
+                latencies.append(wait_status(client, job_id, "Killed") - acknowledged)
+    finally:
+        os.killpg(pilot.pid, signal.SIGTERM)
+        pilot.wait(60)
+        service.stop()
+    ordered = sorted(latencies)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    p50 = statistics.median(latencies)
+    print(f"{len(latencies)} kills of a running payload: p50 {p50 * 1000:.0f} ms, "
+          f"p99 {p99 * 1000:.0f} ms, max {ordered[-1] * 1000:.0f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kills", type=int, default=50)
+    raise SystemExit(main(parser.parse_args().kills))
