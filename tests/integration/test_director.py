@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,7 +25,6 @@ from dirac_like.processes import ServiceProcess, free_port
 from dirac_like.sites import SiteConfig, load_site
 
 SITE = "Site.Director.org"
-FAST_RETRIES = RetryPolicy(timeout=5.0, retries=2, backoff=0.05, max_backoff=0.2)
 NO_RETRIES = RetryPolicy(timeout=0.3, retries=0, backoff=0.05, max_backoff=0.1)
 DEADLINE = 90.0
 FAST_PILOTS = DirectorSettings(idle_timeout=1.0, local_grace=5.0,
@@ -79,17 +78,6 @@ class RefusingFabric(Fabric):
 
     def close(self) -> None:
         pass
-
-
-@pytest.fixture
-def central(start_central: Callable[..., ServiceProcess]) -> ServiceProcess:
-    return start_central()
-
-
-@pytest.fixture
-def client(central: ServiceProcess) -> Iterator[Client]:
-    with Client(central.endpoint, FAST_RETRIES) as connected:
-        yield connected
 
 
 def local_director(tmp_path: Path, client: Client, site: SiteConfig) -> Director:

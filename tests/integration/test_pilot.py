@@ -16,6 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
+from dirac_like import testing
 from dirac_like.agents.pilot import Pilot, PilotConfig
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.processes import ServiceProcess, free_port
@@ -90,14 +91,7 @@ def payloads_of(pilot_id: str, job_id: int | None = None) -> list[psutil.Process
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+    return testing.wait_for(condition, what, timeout, interval=0.05)
 
 
 def row(client: Client, job_id: int) -> dict[str, Any]:
