@@ -27,8 +27,11 @@ from dirac_like.protocol import (
     decode_reply,
     encode_request,
 )
+from dirac_like.sandbox import SandboxError, checksum
 
 log = logging.getLogger(__name__)
+
+SANDBOX_CHUNK_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,7 @@ class Client:
         status: str,
         minor_status: str = "",
         application_status: str = "",
+        output_sandbox: str = "",
     ) -> list[dict[str, Any]]:
         args = {
             "job_id": job_id,
@@ -206,6 +210,8 @@ class Client:
             "minor_status": minor_status,
             "application_status": application_status,
         }
+        if output_sandbox:
+            args["output_sandbox"] = output_sandbox
         commands: list[dict[str, Any]] = self.call(Op.UPDATE_STATUS, args)["commands"]
         return commands
 
@@ -239,4 +245,76 @@ class Client:
 
     def set_share(self, group: str, share: float) -> dict[str, Any]:
         result: dict[str, Any] = self.call(Op.SET_SHARE, {"group": group, "share": share})
+        return result
+
+    # -- pilot records ---------------------------------------------------------------------------
+
+    def add_pilots(self, site: str, ce: str, count: int, fabric: str = "") -> list[str]:
+        """New pilot records (Submitted); returns the ids the service gave them."""
+        args = {"site": site, "ce": ce, "count": count, "fabric": fabric}
+        pilot_ids: list[str] = self.call(Op.ADD_PILOTS, args)["pilot_ids"]
+        return pilot_ids
+
+    def update_pilots(self, updates: list[dict[str, Any]]) -> int:
+        """Report pilot states: each update has pilot_id, state and optionally fabric_ref,
+        reason, output. All or nothing."""
+        updated: int = self.call(Op.UPDATE_PILOTS, {"updates": updates})["updated"]
+        return updated
+
+    def pilots(self, site: str | None = None, states: list[str] | None = None,
+               limit: int = 10000) -> list[dict[str, Any]]:
+        args: dict[str, Any] = {"states": states or [], "limit": limit}
+        if site is not None:
+            args["site"] = site
+        rows: list[dict[str, Any]] = self.call(Op.PILOTS, args)
+        return rows
+
+    def pilot_output(self, pilot_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call(Op.PILOT_OUTPUT, {"pilot_id": pilot_id})
+        return result
+
+    def kill_pilot(self, pilot_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call(Op.KILL_PILOT, {"pilot_id": pilot_id})
+        return result
+
+    # -- sandboxes -------------------------------------------------------------------------------
+
+    def upload_sandbox(self, data: bytes, kind: str = "input",
+                       chunk_bytes: int = SANDBOX_CHUNK_BYTES) -> str:
+        """Upload an archive in chunks; returns its sha256 (name it as ``SB:<sha256>``)."""
+        sha256 = checksum(data)
+        offset = 0
+        while True:
+            args = {"sha256": sha256, "size": len(data), "offset": offset, "kind": kind,
+                    "data": data[offset:offset + chunk_bytes]}
+            result = self.call(Op.SANDBOX_UPLOAD, args)
+            if result["complete"]:
+                return sha256
+            offset = int(result["received"])
+
+    def download_sandbox(self, sha256: str, max_bytes: int,
+                         chunk_bytes: int = SANDBOX_CHUNK_BYTES) -> bytes:
+        """The archive ``sha256``, checked; SandboxError if it is over ``max_bytes`` or its
+        bytes do not match its name."""
+        parts: list[bytes] = []
+        offset, size = 0, None
+        while size is None or offset < size:
+            args = {"sha256": sha256, "offset": offset, "length": chunk_bytes}
+            result = self.call(Op.SANDBOX_DOWNLOAD, args)
+            size = int(result["size"])
+            if size > max_bytes:
+                raise SandboxError(f"sandbox {sha256} of {size} bytes is over the limit of "
+                                   f"{max_bytes} bytes")
+            if not result["data"]:
+                break
+            parts.append(result["data"])
+            offset += len(result["data"])
+        data = b"".join(parts)
+        if checksum(data) != sha256:
+            raise SandboxError(f"sandbox {sha256}: the downloaded bytes do not match its sha256")
+        return data
+
+    def job_output(self, job_id: int) -> dict[str, Any]:
+        """Where the job's output sandbox is: {"job_id", "sha256", "status"}."""
+        result: dict[str, Any] = self.call(Op.JOB_OUTPUT, {"job_id": job_id})
         return result

@@ -58,6 +58,20 @@ class SharesConfig:
 
 
 @dataclass(frozen=True)
+class PilotsConfig:
+    retention: float = 7 * 86400.0  # an ended pilot's record and output are kept this long
+    max_output_bytes: int = 256 * 1024  # of a pilot's output, as a director uploads it
+
+
+@dataclass(frozen=True)
+class SandboxesConfig:
+    max_input_bytes: int = 64 * 1024 * 1024  # one input sandbox archive (compressed)
+    max_output_bytes: int = 64 * 1024 * 1024  # one output sandbox archive (compressed)
+    max_chunk_bytes: int = 4 * 1024 * 1024  # one upload or download request
+    collect_after: float = 3600.0  # unreferenced archives (and stale partial uploads) older go
+
+
+@dataclass(frozen=True)
 class SiteLimits:
     max_running: int = 0  # jobs matched or running at the site at once; 0: no limit
 
@@ -68,6 +82,8 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
     shares: SharesConfig = field(default_factory=SharesConfig)
+    pilots: PilotsConfig = field(default_factory=PilotsConfig)
+    sandboxes: SandboxesConfig = field(default_factory=SandboxesConfig)
     sites: Mapping[str, SiteLimits] = field(default_factory=dict)
 
     def store_url(self, home: Path) -> str:
@@ -150,3 +166,15 @@ def validate(config: Config) -> None:
         raise ConfigError("store.synchronous: must be 'full' or 'normal'")
     if config.service.max_batch < 1 or config.service.max_message_bytes < 1024:
         raise ConfigError("service: max_batch >= 1 and max_message_bytes >= 1024")
+    if config.pilots.retention < 0 or config.pilots.max_output_bytes < 0:
+        raise ConfigError("pilots: retention and max_output_bytes must not be negative")
+    _validate_sandboxes(config)
+
+
+def _validate_sandboxes(config: Config) -> None:
+    sandboxes = config.sandboxes
+    if min(sandboxes.max_input_bytes, sandboxes.max_output_bytes, sandboxes.max_chunk_bytes) < 1:
+        raise ConfigError("sandboxes: max_input_bytes, max_output_bytes and max_chunk_bytes must "
+                          "be positive")
+    if sandboxes.collect_after < 0:
+        raise ConfigError("sandboxes.collect_after: must not be negative")

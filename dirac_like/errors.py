@@ -84,6 +84,10 @@ class JobNotFound(NotFound):
     code = "job_not_found"
 
 
+class PilotNotFound(NotFound):
+    code = "pilot_not_found"
+
+
 class IllegalTransition(DiracLikeError):
     """A status change the job state machine does not allow."""
 

@@ -50,6 +50,41 @@ class JobRecord:
         }
 
 
+@dataclass(slots=True, eq=False)
+class PilotRecord:
+    """One pilot as the central service knows it: submitted by a site director (which reports
+    its state from the fabric) or met first when it asked for a job."""
+
+    pilot_id: str
+    site: str
+    ce: str = ""
+    fabric: str = ""  # the kind of fabric that runs it (local, simulated, slurm; '' unknown)
+    fabric_ref: str = ""  # the fabric's reference (a PID, a Slurm job id)
+    state: str = "Submitted"  # a PilotState value
+    reason: str = ""  # why it is in this state (a refusal, a cancel, an exit code)
+    submitted: float = 0.0
+    updated: float = 0.0
+    last_contact: float = 0.0  # its last request to the service (0: never)
+    kill_requested: bool = False
+    jobs: list[int] = field(default_factory=list)  # every job matched to it (pilot_jobs rows)
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "pilot_id": self.pilot_id,
+            "site": self.site,
+            "ce": self.ce,
+            "fabric": self.fabric,
+            "fabric_ref": self.fabric_ref,
+            "state": self.state,
+            "reason": self.reason,
+            "submitted": self.submitted,
+            "updated": self.updated,
+            "last_contact": self.last_contact,
+            "kill_requested": self.kill_requested,
+            "jobs": list(self.jobs),
+        }
+
+
 @dataclass(frozen=True)
 class Requirements:
     """What every job of a task queue needs from a pilot. Part of the task queue's identity."""
@@ -152,6 +187,12 @@ class ChangeSet:
     usage: dict[tuple[str, str], UsageRecord] = field(default_factory=dict)
     replies: list[StoredReply] = field(default_factory=list)
     forget_replies_before: float | None = None
+    pilots: dict[str, PilotRecord] = field(default_factory=dict)  # written whole (not .jobs)
+    pilot_jobs: list[tuple[str, int]] = field(default_factory=list)  # (pilot id, job id)
+    pilot_outputs: dict[str, str] = field(default_factory=dict)
+    forget_pilots: list[str] = field(default_factory=list)  # with their jobs and output
+    next_pilot_number: int | None = None
+    sandboxes: list[tuple[int, str, str]] = field(default_factory=list)  # (job, kind, sha256)
 
     def is_empty(self) -> bool:
         return not (
@@ -164,6 +205,12 @@ class ChangeSet:
             or self.usage
             or self.replies
             or self.forget_replies_before is not None
+            or self.pilots
+            or self.pilot_jobs
+            or self.pilot_outputs
+            or self.forget_pilots
+            or self.next_pilot_number is not None
+            or self.sandboxes
         )
 
 
@@ -177,3 +224,5 @@ class LoadedState:
     shares: dict[str, float]
     usage: list[UsageRecord]
     replies: list[StoredReply]
+    pilots: list[PilotRecord] = field(default_factory=list)  # with their jobs
+    next_pilot_number: int = 1

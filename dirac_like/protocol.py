@@ -126,6 +126,7 @@ class UpdateStatusArgs:
     status: str
     minor_status: str = ""
     application_status: str = ""
+    output_sandbox: str = ""  # sha256 of the uploaded output sandbox (with a final status)
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,56 @@ class SetShareArgs:
     share: float
 
 
+@dataclass(frozen=True)
+class AddPilotsArgs:
+    site: str
+    ce: str
+    count: int
+    fabric: str = ""
+
+
+@dataclass(frozen=True)
+class PilotUpdateItem:
+    pilot_id: str
+    state: str
+    fabric_ref: str | None = None
+    reason: str | None = None
+    output: str | None = None
+
+
+@dataclass(frozen=True)
+class UpdatePilotsArgs:
+    updates: list[PilotUpdateItem]
+
+
+@dataclass(frozen=True)
+class ListPilotsArgs:
+    site: str | None = None
+    states: list[str] = field(default_factory=list)  # empty: every state
+    limit: int = 10000
+
+
+@dataclass(frozen=True)
+class PilotIdArgs:
+    pilot_id: str
+
+
+@dataclass(frozen=True)
+class SandboxUploadArgs:
+    sha256: str  # of the whole archive
+    size: int  # of the whole archive
+    offset: int  # where this chunk goes; chunks come in order, a repeated one is fine
+    data: bytes
+    kind: str = "input"  # "input" or "output": which size limit applies
+
+
+@dataclass(frozen=True)
+class SandboxDownloadArgs:
+    sha256: str
+    offset: int = 0
+    length: int = 1024 * 1024
+
+
 class Op:
     """Operation names, as sent in the ``op`` field."""
 
@@ -173,6 +224,14 @@ class Op:
     TASK_QUEUES = "task_queues"
     SHARES = "shares"
     SET_SHARE = "set_share"
+    ADD_PILOTS = "add_pilots"
+    UPDATE_PILOTS = "update_pilots"
+    PILOTS = "pilots"
+    PILOT_OUTPUT = "pilot_output"
+    KILL_PILOT = "kill_pilot"
+    SANDBOX_UPLOAD = "sandbox_upload"
+    SANDBOX_DOWNLOAD = "sandbox_download"
+    JOB_OUTPUT = "job_output"
 
 
 ARGUMENTS: dict[str, type] = {
@@ -193,6 +252,14 @@ ARGUMENTS: dict[str, type] = {
     Op.TASK_QUEUES: NoArgs,
     Op.SHARES: NoArgs,
     Op.SET_SHARE: SetShareArgs,
+    Op.ADD_PILOTS: AddPilotsArgs,
+    Op.UPDATE_PILOTS: UpdatePilotsArgs,
+    Op.PILOTS: ListPilotsArgs,
+    Op.PILOT_OUTPUT: PilotIdArgs,
+    Op.KILL_PILOT: PilotIdArgs,
+    Op.SANDBOX_UPLOAD: SandboxUploadArgs,
+    Op.SANDBOX_DOWNLOAD: SandboxDownloadArgs,
+    Op.JOB_OUTPUT: JobIdArgs,
 }
 
 # Operations that change stored state: their replies are remembered under the request id so a
@@ -207,8 +274,13 @@ MUTATING_OPS = frozenset(
         Op.BAN_SITE,
         Op.UNBAN_SITE,
         Op.SET_SHARE,
+        Op.ADD_PILOTS,
+        Op.UPDATE_PILOTS,
+        Op.KILL_PILOT,
     }
 )
+# sandbox_upload changes files, not the store: a repeated chunk is written again at its offset,
+# which leaves the same bytes, so it needs no remembered reply.
 # Of those, replies kept in memory only, not written to the store: after a crash a retried
 # request_job gets a fresh match, and the job matched the first time goes back to Waiting when
 # its lease expires. Nothing is lost, and the hottest operation writes a third less.

@@ -369,36 +369,103 @@ class SandboxStore:
         return data
 
     def has(self, sha256: str) -> bool:
-        return _is_sha256(sha256) and self._path(sha256).is_file()
+        return is_sha256(sha256) and self._path(sha256).is_file()
+
+    # -- in pieces (uploads and downloads over the network) -------------------------------------
+
+    def write_chunk(self, sha256: str, size: int, offset: int, data: bytes,
+                    max_bytes: int | None = None) -> int:
+        """Add ``data`` at ``offset`` to the partial upload of archive ``sha256`` of ``size``
+        bytes; returns the bytes received so far (``size`` once it is complete, checked and
+        stored). Chunks come in order; a chunk sent again (a retry) is written again. An archive
+        already stored is complete at once."""
+        path = self._path(sha256)
+        limit = self.max_bytes if max_bytes is None else min(max_bytes, self.max_bytes)
+        if not 0 < size <= limit:
+            raise SandboxError(f"sandbox of {size} bytes: the size must be 1 to {limit} bytes")
+        if path.is_file():
+            return size
+        partial = self._partial(sha256)
+        have = partial.stat().st_size if partial.exists() else 0
+        if not 0 <= offset <= have or offset + len(data) > size or not data:
+            raise SandboxError(f"sandbox {sha256}: chunk of {len(data)} bytes at offset {offset} "
+                               f"does not follow the {have} bytes received (size {size})")
+        with open(partial, "r+b" if partial.exists() else "wb") as out:
+            out.seek(offset)
+            out.write(data)
+            out.truncate()
+            received = out.tell()
+            if received == size:
+                out.flush()
+                os.fsync(out.fileno())
+        if received == size:
+            self._complete(sha256, partial)
+        return received
+
+    def _complete(self, sha256: str, partial: Path) -> None:
+        digest = hashlib.sha256()
+        with open(partial, "rb") as archive:
+            for block in iter(lambda: archive.read(_CHUNK), b""):
+                digest.update(block)
+        if digest.hexdigest() != sha256:
+            partial.unlink()
+            raise SandboxError(f"sandbox {sha256}: the uploaded bytes have sha256 "
+                               f"{digest.hexdigest()}; upload it again")
+        path = self._path(sha256)
+        path.parent.mkdir(exist_ok=True)
+        os.replace(partial, path)
+        _fsync_folder(path.parent)
+
+    def read_chunk(self, sha256: str, offset: int, length: int) -> tuple[bytes, int]:
+        """``length`` bytes of archive ``sha256`` from ``offset``, and the archive's size (the
+        reader checks the sha256 of the whole)."""
+        if offset < 0 or length < 1:
+            raise SandboxError("offset must be >= 0 and length >= 1")
+        try:
+            with open(self._path(sha256), "rb") as archive:
+                size = os.fstat(archive.fileno()).st_size
+                archive.seek(offset)
+                return archive.read(length), size
+        except FileNotFoundError:
+            raise SandboxNotFound(f"sandbox {sha256} not found") from None
+
+    def _partial(self, sha256: str) -> Path:
+        folder = self.root / ".partial"
+        folder.mkdir(exist_ok=True)
+        return folder / sha256
 
     def collect(self, referenced: set[str], older_than: float, now: float) -> list[str]:
         """Delete the blobs not in ``referenced`` last written more than ``older_than`` seconds
         before ``now`` (and temporary files as old); returns the deleted sha256s, sorted."""
         cutoff = now - older_than
         deleted = []
+        for partial in (self.root / ".partial").glob("*"):
+            with contextlib.suppress(FileNotFoundError):
+                if partial.stat().st_mtime < cutoff:
+                    partial.unlink()
         for folder in self.root.iterdir():
             if not folder.is_dir() or len(folder.name) != 2:
                 continue
             for path in folder.iterdir():
                 name = path.name
-                if name in referenced or not (_is_sha256(name) or name.startswith(".tmp-")):
+                if name in referenced or not (is_sha256(name) or name.startswith(".tmp-")):
                     continue
                 with contextlib.suppress(FileNotFoundError):
                     if path.stat().st_mtime < cutoff:
                         path.unlink()
-                        if _is_sha256(name):
+                        if is_sha256(name):
                             deleted.append(name)
         if deleted:
             log.info("collected %d unreferenced sandboxes", len(deleted))
         return sorted(deleted)
 
     def _path(self, sha256: str) -> Path:
-        if not _is_sha256(sha256):
+        if not is_sha256(sha256):
             raise SandboxError(f"not a sandbox checksum: {sha256[:80]!r}")
         return self.root / sha256[:2] / sha256
 
 
-def _is_sha256(text: str) -> bool:
+def is_sha256(text: str) -> bool:
     return len(text) == 64 and set(text) <= _SHA256_HEX
 
 

@@ -1,4 +1,5 @@
-"""The job state machine: DIRAC's statuses and the one table of allowed transitions."""
+"""The job state machine (DIRAC's statuses, the one table of allowed transitions) and the pilot
+states."""
 
 from __future__ import annotations
 
@@ -68,3 +69,30 @@ def can_move(old: JobStatus, new: JobStatus) -> bool:
 def check_transition(job_id: int, old: JobStatus, new: JobStatus) -> None:
     if new not in TRANSITIONS[old]:
         raise IllegalTransition(f"job {job_id}: cannot go from {old.value} to {new.value}")
+
+
+class PilotState(StrEnum):
+    """Pilot states as the central service records them (DIRAC's names)."""
+
+    SUBMITTED = "Submitted"  # handed to the fabric, not seen in its queue yet
+    WAITING = "Waiting"  # queued in the batch system
+    RUNNING = "Running"
+    DONE = "Done"  # ended with exit code 0
+    FAILED = "Failed"  # ended with another exit code, or killed by something else than cancel
+    ABORTED = "Aborted"  # cancelled, or lost by the fabric
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def final(self) -> bool:
+        return self in (PilotState.DONE, PilotState.FAILED, PilotState.ABORTED)
+
+
+def parse_pilot_state(name: str) -> PilotState:
+    """The pilot state called ``name`` (case-insensitive), or InvalidArgument."""
+    for state in PilotState:
+        if state.value.lower() == name.lower():
+            return state
+    known = ", ".join(s.value for s in PilotState)
+    raise InvalidArgument(f"unknown pilot state {name[:40]!r} (known: {known})")

@@ -41,6 +41,7 @@ from dirac_like.protocol import (
     parse_args,
     peek_request_id,
 )
+from dirac_like.sandbox import SandboxStore
 from dirac_like.store import Store, open_store
 
 from .handlers import HANDLERS
@@ -72,6 +73,8 @@ class CentralService:
         self.clock = clock
         home.mkdir(parents=True, exist_ok=True)
         self.store: Store = open_store(config.store_url(home), config.store.synchronous)
+        sandbox_limit = max(config.sandboxes.max_input_bytes, config.sandboxes.max_output_bytes)
+        self.sandboxes = SandboxStore(home / "sandboxes", sandbox_limit)
         self.state = self._load_state()
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
@@ -86,7 +89,8 @@ class CentralService:
 
     def _load_state(self) -> CentralState:
         started = time.perf_counter()
-        state = CentralState(self.config, self.store, self.store.load(), self.clock())
+        state = CentralState(self.config, self.store, self.store.load(), self.clock(),
+                             self.sandboxes)
         log.info("state loaded in %.2f s", time.perf_counter() - started)
         return state
 

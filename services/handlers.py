@@ -40,6 +40,8 @@ from dirac_like.states import (
     parse_status,
 )
 
+from .pilot_handlers import PILOT_HANDLERS
+from .sandbox_handlers import SANDBOX_HANDLERS
 from .state import CentralState, check_name
 
 S = JobStatus
@@ -143,10 +145,12 @@ def request_job(state: CentralState, args: RequestJobArgs, now: float) -> dict[s
     if args.resources.cores < 1:
         raise InvalidArgument("resources.cores must be at least 1")
     job = state.request_job(args.pilot_id, args.resources, now)
+    commands = state.pilot_commands(args.pilot_id)
     if job is None:
-        reason = state.why_not(args.resources) or "no waiting job fits this pilot"
-        return {"job": None, "reason": reason}
-    return {"job": _match_view(state, job), "reason": ""}
+        reason = (("this pilot was killed by an admin" if commands else "")
+                  or state.why_not(args.resources) or "no waiting job fits this pilot")
+        return {"job": None, "reason": reason, "commands": commands}
+    return {"job": _match_view(state, job), "reason": "", "commands": commands}
 
 
 def eligible(state: CentralState, args: EligibleArgs, now: float) -> dict[str, Any]:
@@ -175,6 +179,11 @@ def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> di
         raise InvalidArgument(f"a pilot cannot report status {new.value}")
     if new is not job.status:
         check_transition(job.job_id, job.status, new)
+    if args.output_sandbox:
+        if new not in FINAL_STATUSES:
+            raise InvalidArgument("an output sandbox comes with the job's final status")
+        state.check_sandbox(args.output_sandbox, "output")
+        state.changes.sandboxes.append((job.job_id, "output", args.output_sandbox))
     job.application_status = args.application_status[:256] or job.application_status
     minor = args.minor_status[:256]
     if new is job.status:
@@ -189,6 +198,7 @@ def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> di
 
 def heartbeat(state: CentralState, args: HeartbeatArgs, now: float) -> dict[str, Any]:
     job = state.job(args.job_id)
+    state.pilots.seen(args.pilot_id, now)
     if job.attempt != args.attempt or job.pilot_id != args.pilot_id:
         # The job was taken away from this pilot (rescheduled, killed): it must stop it.
         return {"commands": [{"command": "kill", "job_id": job.job_id}]}
@@ -283,4 +293,6 @@ HANDLERS: dict[str, Handler] = {
     Op.TASK_QUEUES: task_queues,
     Op.SHARES: shares,
     Op.SET_SHARE: set_share,
+    **PILOT_HANDLERS,
+    **SANDBOX_HANDLERS,
 }

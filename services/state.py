@@ -33,15 +33,20 @@ from dirac_like.model import (
     TaskQueueRow,
 )
 from dirac_like.protocol import PilotResources
+from dirac_like.sandbox import SandboxStore, is_sha256
 from dirac_like.shares import FairShare
 from dirac_like.states import ACTIVE_STATUSES, JobStatus, check_transition
+
+from .pilots import PilotRegistry
 
 log = logging.getLogger(__name__)
 
 S = JobStatus
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@:+-]{1,64}$")
 TIMED_STATUSES = frozenset({S.MATCHED, S.RUNNING, S.COMPLETING, S.STALLED, S.RESCHEDULED})
-TASK_QUEUE_CLEANUP_SECONDS = 300.0  # how often empty task queues are forgotten
+CLEANUP_SECONDS = 300.0  # how often empty task queues, old pilots and sandboxes are forgotten
+SANDBOX_PREFIX = "SB:"  # an InputSandbox entry naming an uploaded archive: SB:<sha256>
+STOP_PILOT = {"command": "stop", "reason": "Killed by an admin"}
 # What a submitted job goes through at once: (status, minor status, source).
 SUBMISSION_PATH = (
     (S.RECEIVED, "Job accepted", "JobManager"),
@@ -67,6 +72,12 @@ class StoredJobs(Protocol):
 
     def history(self, job_id: int) -> list[HistoryEntry]: ...
 
+    def pilot_output(self, pilot_id: str) -> str | None: ...
+
+    def sandbox(self, job_id: int, kind: str) -> str | None: ...
+
+    def referenced_sandboxes(self) -> set[str]: ...
+
 
 class CentralState:
     def __init__(
@@ -75,9 +86,11 @@ class CentralState:
         stored: StoredJobs,
         loaded: LoadedState | None = None,
         now: float = 0.0,
+        sandboxes: SandboxStore | None = None,
     ):
         self.config = config
         self.stored = stored
+        self.sandboxes = sandboxes  # None: sandboxes are refused
         # descriptions of jobs submitted in the current batch, not yet in the store
         self._new_descriptions: dict[int, dict[str, Any]] = {}
         self.limits = DescriptionLimits(
@@ -102,7 +115,8 @@ class CentralState:
         self.changes = ChangeSet()
         self.in_flight: list[ChangeSet] = []  # taken for the store, not yet committed
         self.pushes: list[tuple[str, dict[str, Any]]] = []  # (pilot id, command) to send now
-        self._next_cleanup = now + TASK_QUEUE_CLEANUP_SECONDS
+        self.pilots = PilotRegistry(config.pilots)
+        self._next_cleanup = now + CLEANUP_SECONDS
         self.next_job_id = 1
         self.next_task_queue_id = 1
         if loaded is not None:
@@ -120,6 +134,7 @@ class CentralState:
             self.shares.set_group_share(group, share)
         self.sites = {site.name: site for site in loaded.sites}
         self.sites_seen.update(self.sites)
+        self.pilots = PilotRegistry(self.config.pilots, loaded.pilots, loaded.next_pilot_number)
         for job in sorted(loaded.jobs, key=lambda j: j.job_id):
             self._restore_job(job, now)
         self.next_job_id = max(self.jobs, default=0) + 1
@@ -167,6 +182,7 @@ class CentralState:
         changes = self.changes
         for record in self.shares.take_dirty():
             changes.usage[(record.group, record.user)] = record
+        self.pilots.take_changes(changes)
         self.changes = ChangeSet()
         self.in_flight.append(changes)
         return changes
@@ -297,11 +313,24 @@ class CentralState:
             acted += 1
         self._forget_old_replies(now)
         if now >= self._next_cleanup:
-            self._next_cleanup = now + TASK_QUEUE_CLEANUP_SECONDS
-            dropped = self.matcher.drop_empty()
-            if dropped:
-                log.info("dropped %d empty task queues", len(dropped))
+            self._next_cleanup = now + CLEANUP_SECONDS
+            self.clean_up(now)
         return acted
+
+    def clean_up(self, now: float) -> None:
+        """Forget empty task queues and old ended pilots; delete unreferenced sandboxes."""
+        dropped = self.matcher.drop_empty()
+        if dropped:
+            log.info("dropped %d empty task queues", len(dropped))
+        forgotten = self.pilots.forget_ended(now)
+        if forgotten:
+            log.info("forgot %d pilots that ended long ago", forgotten)
+        if self.sandboxes is not None:
+            referenced = self.stored.referenced_sandboxes() | {
+                sha256 for changes in [*self.in_flight, self.changes]
+                for _, _, sha256 in changes.sandboxes
+            }
+            self.sandboxes.collect(referenced, self.config.sandboxes.collect_after, now)
 
     def _on_deadline(self, job: JobRecord, now: float) -> None:
         status = job.status
@@ -360,12 +389,44 @@ class CentralState:
         descriptions: list[JobDescription] = []
         for source in sources:  # parse everything first: a bad one refuses the whole request
             descriptions.extend(parse_descriptions(source, self.limits))
+        sandboxes = [self._input_sandbox(description) for description in descriptions]
         job_ids = []
-        for description in descriptions:
+        for description, sandbox in zip(descriptions, sandboxes, strict=True):
             job_ids.append(self._add_job(description, owner, group, now))
+            if sandbox:
+                self.changes.sandboxes.append((job_ids[-1], "input", sandbox))
         if job_ids:
             log.info("%s/%s submitted jobs %d..%d", owner, group, job_ids[0], job_ids[-1])
         return job_ids
+
+    def _input_sandbox(self, description: JobDescription) -> str:
+        """The sha256 of the uploaded archive the job's InputSandbox names ('' if none)."""
+        named = [entry[len(SANDBOX_PREFIX):] for entry in description.input_sandbox
+                 if entry.startswith(SANDBOX_PREFIX)]
+        if not named:
+            return ""
+        if len(named) > 1:
+            raise InvalidArgument("InputSandbox names more than one SB: archive")
+        self.check_sandbox(named[0], "input")
+        return named[0]
+
+    def check_sandbox(self, sha256: str, kind: str) -> None:
+        """The archive ``sha256`` was uploaded completely (else InvalidArgument)."""
+        if self.sandboxes is None:
+            raise InvalidArgument("this service keeps no sandboxes")
+        if not is_sha256(sha256):
+            raise InvalidArgument(f"{kind} sandbox: not a sandbox checksum: {sha256[:80]!r}")
+        if not self.sandboxes.has(sha256):
+            raise InvalidArgument(f"{kind} sandbox SB:{sha256[:64]} was not uploaded (upload it "
+                                  "first, then name it)")
+
+    def sandbox_of(self, job_id: int, kind: str) -> str | None:
+        """The sha256 of a job's ``kind`` sandbox, pending changes first."""
+        for changes in [self.changes, *reversed(self.in_flight)]:
+            for changed_job, changed_kind, sha256 in reversed(changes.sandboxes):
+                if changed_job == job_id and changed_kind == kind:
+                    return sha256
+        return self.stored.sandbox(job_id, kind)
 
     def _add_job(self, description: JobDescription, owner: str, group: str, now: float) -> int:
         """A new job, straight to Waiting along SUBMISSION_PATH (bulk submissions take this
@@ -422,13 +483,15 @@ class CentralState:
         self, pilot_id: str, resources: PilotResources, now: float
     ) -> JobRecord | None:
         self.sites_seen.add(resources.site)
-        if self.why_not(resources):
+        pilot = self.pilots.contact(pilot_id, resources.site, resources.ce, now)
+        if pilot.kill_requested or self.why_not(resources):
             return None
         match = self.matcher.match(resources, now)
         if match is None:
             return None
         job = self.jobs[match.job_id]
         job.pilot_id, job.site = pilot_id, resources.site
+        self.pilots.note_job(pilot, job.job_id)
         self.set_status(job, S.MATCHED, f"Assigned to pilot {pilot_id}", "Matcher", now)
         log.debug("job %d matched to pilot %s at %s", job.job_id, pilot_id, resources.site)
         return job
@@ -472,6 +535,25 @@ class CentralState:
         return pushes
 
     def pending_commands(self, job: JobRecord) -> list[dict[str, Any]]:
+        commands = []
         if job.kill_requested or job.status in (S.KILLED, S.DONE, S.FAILED, S.DELETED):
-            return [{"command": "kill", "job_id": job.job_id}]
-        return []
+            commands.append({"command": "kill", "job_id": job.job_id})
+        commands.extend(self.pilot_commands(job.pilot_id))
+        return commands
+
+    def pilot_commands(self, pilot_id: str) -> list[dict[str, Any]]:
+        """What a pilot must do whatever job it asks about: stop, if an admin killed it."""
+        pilot = self.pilots.pilots.get(pilot_id)
+        return [STOP_PILOT] if pilot is not None and pilot.kill_requested else []
+
+    def kill_pilot(self, pilot_id: str, now: float) -> list[int]:
+        """An admin kills a pilot: its jobs are rescheduled (the pilot is told to kill them), it
+        is told to stop, and its director cancels it. Returns the rescheduled jobs."""
+        pilot = self.pilots.kill(pilot_id, now)
+        held = [job for job in map(self.jobs.get, pilot.jobs)
+                if job is not None and job.pilot_id == pilot_id and job.status in ACTIVE_STATUSES]
+        for job in held:
+            self.push_kill(job)
+            self.reschedule(job, f"Pilot {pilot_id} killed by an admin", "admin", now, hold=False)
+        self.pushes.append((pilot_id, STOP_PILOT))
+        return [job.job_id for job in held]

@@ -23,33 +23,18 @@ Contract, shared by every implementation and checked by tests/integration/test_f
 
 from __future__ import annotations
 
-import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from dirac_like.errors import DiracLikeError, NotFound
+from dirac_like.states import PilotState
+
+__all__ = ["OUTPUT_TAIL_BYTES", "Fabric", "FabricError", "PilotRequest", "PilotState",
+           "UnknownPilotRef"]
 
 OUTPUT_TAIL_BYTES = 64 * 1024  # what output() returns at most, per stream
-
-
-class PilotState(enum.StrEnum):
-    """Pilot states as the central service records them (DIRAC's names)."""
-
-    SUBMITTED = "Submitted"  # handed to the fabric, not seen in its queue yet
-    WAITING = "Waiting"  # queued in the batch system
-    RUNNING = "Running"
-    DONE = "Done"  # ended with exit code 0
-    FAILED = "Failed"  # ended with another exit code, or killed by something else than cancel
-    ABORTED = "Aborted"  # cancelled, or lost by the fabric
-
-    def __str__(self) -> str:
-        return self.value
-
-    @property
-    def final(self) -> bool:
-        return self in (PilotState.DONE, PilotState.FAILED, PilotState.ABORTED)
 
 
 @dataclass(frozen=True)

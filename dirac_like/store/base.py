@@ -7,6 +7,10 @@ The contract (tests/integration/test_store_contract.py runs it against every imp
   share overrides, usage and remembered replies.
 - ``description(job_id)`` returns the job's attribute mapping as submitted (JobNotFound if none);
   ``history(job_id)`` its status history in commit order.
+- Pilot records load with the jobs matched to them; a pilot's output is read on demand
+  (``pilot_output``); forgetting a pilot forgets its jobs list and output too.
+- ``sandbox(job_id, kind)`` is the sha256 of a job's "input" or "output" sandbox (a later
+  commit of the same pair replaces it); ``referenced_sandboxes()`` every sha256 a job names.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 from dirac_like.model import ChangeSet, HistoryEntry, LoadedState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Store(ABC):
@@ -36,6 +40,18 @@ class Store(ABC):
     @abstractmethod
     def history(self, job_id: int) -> list[HistoryEntry]:
         """The job's status history, oldest first (an empty list for an unknown job)."""
+
+    @abstractmethod
+    def pilot_output(self, pilot_id: str) -> str | None:
+        """The output a director collected for the pilot (None: none stored)."""
+
+    @abstractmethod
+    def sandbox(self, job_id: int, kind: str) -> str | None:
+        """The sha256 of the job's ``kind`` ("input"/"output") sandbox, None if it has none."""
+
+    @abstractmethod
+    def referenced_sandboxes(self) -> set[str]:
+        """Every sandbox sha256 some job refers to (the rest may be collected)."""
 
     @abstractmethod
     def schema_version(self) -> int:

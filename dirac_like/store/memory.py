@@ -18,6 +18,7 @@ from dirac_like.model import (
     HistoryEntry,
     JobRecord,
     LoadedState,
+    PilotRecord,
     SiteRecord,
     StoredReply,
     TaskQueueRow,
@@ -36,6 +37,11 @@ class MemoryStore(Store):
         self.shares: dict[str, float] = {}
         self.usage: dict[tuple[str, str], UsageRecord] = {}
         self.replies: dict[str, StoredReply] = {}
+        self.pilots: dict[str, PilotRecord] = {}
+        self.pilot_jobs: dict[str, list[int]] = {}
+        self.pilot_outputs: dict[str, str] = {}
+        self.next_pilot_number = 1
+        self.sandboxes: dict[tuple[int, str], str] = {}
         self.commits = 0
         self.fail_next_commit = False  # a test sets it to see how callers survive a failure
         self.closed = False
@@ -64,7 +70,27 @@ class MemoryStore(Store):
         if changes.forget_replies_before is not None:
             cutoff = changes.forget_replies_before
             self.replies = {k: r for k, r in self.replies.items() if r.time >= cutoff}
+        self._commit_pilots(changes)
+        for job_id, kind, sha256 in changes.sandboxes:
+            self.sandboxes[(job_id, kind)] = sha256
         self.commits += 1
+
+    def _commit_pilots(self, changes: ChangeSet) -> None:
+        for pilot in changes.pilots.values():
+            stored = copy.copy(pilot)
+            stored.jobs = []
+            self.pilots[pilot.pilot_id] = stored
+        for pilot_id, job_id in changes.pilot_jobs:
+            jobs = self.pilot_jobs.setdefault(pilot_id, [])
+            if job_id not in jobs:
+                jobs.append(job_id)
+        self.pilot_outputs.update(changes.pilot_outputs)
+        for pilot_id in changes.forget_pilots:
+            self.pilots.pop(pilot_id, None)
+            self.pilot_jobs.pop(pilot_id, None)
+            self.pilot_outputs.pop(pilot_id, None)
+        if changes.next_pilot_number is not None:
+            self.next_pilot_number = changes.next_pilot_number
 
     def load(self) -> LoadedState:
         self._check_open()
@@ -75,7 +101,14 @@ class MemoryStore(Store):
             shares=dict(self.shares),
             usage=list(self.usage.values()),
             replies=list(self.replies.values()),
+            pilots=[self._loaded_pilot(pilot) for pilot in self.pilots.values()],
+            next_pilot_number=self.next_pilot_number,
         )
+
+    def _loaded_pilot(self, pilot: PilotRecord) -> PilotRecord:
+        loaded = copy.copy(pilot)
+        loaded.jobs = sorted(self.pilot_jobs.get(pilot.pilot_id, []))
+        return loaded
 
     def description(self, job_id: int) -> dict[str, Any]:
         self._check_open()
@@ -87,6 +120,18 @@ class MemoryStore(Store):
     def history(self, job_id: int) -> list[HistoryEntry]:
         self._check_open()
         return [entry for entry in self.history_rows if entry.job_id == job_id]
+
+    def pilot_output(self, pilot_id: str) -> str | None:
+        self._check_open()
+        return self.pilot_outputs.get(pilot_id)
+
+    def sandbox(self, job_id: int, kind: str) -> str | None:
+        self._check_open()
+        return self.sandboxes.get((job_id, kind))
+
+    def referenced_sandboxes(self) -> set[str]:
+        self._check_open()
+        return set(self.sandboxes.values())
 
     def schema_version(self) -> int:
         return SCHEMA_VERSION

@@ -37,6 +37,7 @@ from dirac_like.model import (
     HistoryEntry,
     JobRecord,
     LoadedState,
+    PilotRecord,
     Requirements,
     SiteRecord,
     StoredReply,
@@ -62,6 +63,10 @@ JOB_FIELDS = (
 if tuple(f.name for f in fields(JobRecord)) != JOB_FIELDS:
     raise RuntimeError("JobRecord fields changed: update JOB_FIELDS, the SQL and add a migration")
 
+PILOT_FIELDS = (
+    "pilot_id", "site", "ce", "fabric", "fabric_ref", "state", "reason", "submitted", "updated",
+    "last_contact", "kill_requested",
+)  # fmt: skip
 HISTORY_FIELDS = ("job_id", "status", "minor_status", "application_status", "time", "source")
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -96,6 +101,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             request_id TEXT PRIMARY KEY, reply BLOB NOT NULL, time REAL NOT NULL)""",
         "CREATE INDEX replies_by_time ON replies (time)",
     ),
+    # 1 -> 2: pilot records (with the jobs matched to each and their output) and sandboxes.
+    (
+        """CREATE TABLE pilots (
+            pilot_id TEXT PRIMARY KEY, site TEXT NOT NULL, ce TEXT NOT NULL, fabric TEXT NOT NULL,
+            fabric_ref TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL,
+            submitted REAL NOT NULL, updated REAL NOT NULL, last_contact REAL NOT NULL,
+            kill_requested INTEGER NOT NULL)""",
+        """CREATE TABLE pilot_jobs (
+            pilot_id TEXT NOT NULL, job_id INTEGER NOT NULL, PRIMARY KEY (pilot_id, job_id))
+            WITHOUT ROWID""",
+        "CREATE TABLE pilot_outputs (pilot_id TEXT PRIMARY KEY, output TEXT NOT NULL)",
+        "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        """CREATE TABLE sandboxes (
+            job_id INTEGER NOT NULL, kind TEXT NOT NULL, sha256 TEXT NOT NULL,
+            PRIMARY KEY (job_id, kind)) WITHOUT ROWID""",
+    ),
 )
 if len(MIGRATIONS) != SCHEMA_VERSION:
     raise RuntimeError("SCHEMA_VERSION and MIGRATIONS disagree")
@@ -117,6 +138,16 @@ UPSERT_USAGE = """INSERT INTO usage VALUES (?, ?, ?, ?) ON CONFLICT (grp, user_n
     DO UPDATE SET usage = excluded.usage, stamp = excluded.stamp"""
 UPSERT_REPLY = "INSERT OR REPLACE INTO replies VALUES (?, ?, ?)"
 DELETE_REPLIES_BEFORE = "DELETE FROM replies WHERE time < ?"
+UPSERT_PILOT = "INSERT OR REPLACE INTO pilots VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_PILOT_JOB = "INSERT OR IGNORE INTO pilot_jobs VALUES (?, ?)"
+UPSERT_PILOT_OUTPUT = "INSERT OR REPLACE INTO pilot_outputs VALUES (?, ?)"
+DELETE_PILOT = (
+    "DELETE FROM pilots WHERE pilot_id = ?",
+    "DELETE FROM pilot_jobs WHERE pilot_id = ?",
+    "DELETE FROM pilot_outputs WHERE pilot_id = ?",
+)
+UPSERT_COUNTER = "INSERT OR REPLACE INTO counters VALUES (?, ?)"
+UPSERT_SANDBOX = "INSERT OR REPLACE INTO sandboxes VALUES (?, ?, ?)"
 
 SELECT_JOBS = """SELECT job_id, owner, grp, task_queue_id, priority, status, minor_status,
     application_status, site, job_name, pilot_id, attempt, reschedules, submitted, updated,
@@ -127,11 +158,18 @@ SELECT_SHARES = "SELECT grp, share FROM shares ORDER BY grp"
 SELECT_USAGE = "SELECT grp, user_name, usage, stamp FROM usage ORDER BY grp, user_name"
 SELECT_REPLIES = "SELECT request_id, reply, time FROM replies ORDER BY time, request_id"
 SELECT_DESCRIPTION = "SELECT description FROM descriptions WHERE job_id = ?"
+SELECT_PILOTS = f"SELECT {', '.join(PILOT_FIELDS)} FROM pilots ORDER BY submitted, pilot_id"
+SELECT_PILOT_JOBS = "SELECT pilot_id, job_id FROM pilot_jobs ORDER BY pilot_id, job_id"
+SELECT_PILOT_OUTPUT = "SELECT output FROM pilot_outputs WHERE pilot_id = ?"
+SELECT_NEXT_PILOT_NUMBER = "SELECT value FROM counters WHERE name = 'next_pilot_number'"
+SELECT_SANDBOX = "SELECT sha256 FROM sandboxes WHERE job_id = ? AND kind = ?"
+SELECT_SANDBOXES = "SELECT DISTINCT sha256 FROM sandboxes"
 SELECT_HISTORY = f"SELECT {', '.join(HISTORY_FIELDS)} FROM history WHERE job_id = ? ORDER BY id"
 
 _job_values = attrgetter(*JOB_FIELDS)
 _job_update_values = attrgetter(*JOB_FIELDS[1:], "job_id")
 _history_values = attrgetter(*HISTORY_FIELDS)
+_pilot_values = attrgetter(*PILOT_FIELDS)
 _STATUS_BY_VALUE = {status.value: status for status in JobStatus}
 
 # What a bad value in a ChangeSet raises on its way into SQLite (besides sqlite3.Error).
@@ -225,6 +263,8 @@ class SqliteStore(Store):
                     shares=dict(db.execute(SELECT_SHARES).fetchall()),
                     usage=[UsageRecord(*row) for row in db.execute(SELECT_USAGE)],
                     replies=[StoredReply(*row) for row in db.execute(SELECT_REPLIES)],
+                    pilots=_load_pilots(db),
+                    next_pilot_number=_next_pilot_number(db),
                 )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot load store {self.path}: {exc}") from exc
@@ -247,6 +287,27 @@ class SqliteStore(Store):
             return [HistoryEntry(*row) for row in self._db.execute(SELECT_HISTORY, (job_id,))]
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read history of job {job_id}: {exc}") from exc
+
+    def pilot_output(self, pilot_id: str) -> str | None:
+        row = self._read(SELECT_PILOT_OUTPUT, (pilot_id,), f"the output of pilot {pilot_id}")
+        return None if row is None else str(row[0])
+
+    def sandbox(self, job_id: int, kind: str) -> str | None:
+        row = self._read(SELECT_SANDBOX, (job_id, kind), f"the {kind} sandbox of job {job_id}")
+        return None if row is None else str(row[0])
+
+    def referenced_sandboxes(self) -> set[str]:
+        try:
+            return {sha256 for (sha256,) in self._db.execute(SELECT_SANDBOXES)}
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the sandbox references: {exc}") from exc
+
+    def _read(self, sql: str, parameters: tuple[Any, ...], what: str) -> tuple[Any, ...] | None:
+        try:
+            row: tuple[Any, ...] | None = self._db.execute(sql, parameters).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read {what}: {exc}") from exc
+        return row
 
     def schema_version(self) -> int:
         try:
@@ -315,6 +376,22 @@ def _write(db: sqlite3.Connection, changes: ChangeSet) -> None:
         db.executemany(UPSERT_REPLY, map(_reply_row, changes.replies))
     if changes.forget_replies_before is not None:
         db.execute(DELETE_REPLIES_BEFORE, (changes.forget_replies_before,))
+    _write_pilots(db, changes)
+    if changes.sandboxes:
+        db.executemany(UPSERT_SANDBOX, changes.sandboxes)
+
+
+def _write_pilots(db: sqlite3.Connection, changes: ChangeSet) -> None:
+    if changes.pilots:
+        db.executemany(UPSERT_PILOT, map(_pilot_values, changes.pilots.values()))
+    if changes.pilot_jobs:
+        db.executemany(INSERT_PILOT_JOB, changes.pilot_jobs)
+    if changes.pilot_outputs:
+        db.executemany(UPSERT_PILOT_OUTPUT, changes.pilot_outputs.items())
+    for statement in DELETE_PILOT if changes.forget_pilots else ():
+        db.executemany(statement, [(pilot_id,) for pilot_id in changes.forget_pilots])
+    if changes.next_pilot_number is not None:
+        db.execute(UPSERT_COUNTER, ("next_pilot_number", changes.next_pilot_number))
 
 
 def _update_jobs(db: sqlite3.Connection, changes: ChangeSet) -> None:
@@ -353,6 +430,22 @@ def _usage_row(usage: UsageRecord) -> tuple[Any, ...]:
 
 def _reply_row(reply: StoredReply) -> tuple[Any, ...]:
     return (reply.request_id, reply.reply, reply.time)
+
+
+def _load_pilots(db: sqlite3.Connection) -> list[PilotRecord]:
+    pilots = {row[0]: PilotRecord(*row) for row in db.execute(SELECT_PILOTS)}
+    for pilot_id, job_id in db.execute(SELECT_PILOT_JOBS):
+        pilot = pilots.get(pilot_id)
+        if pilot is not None:
+            pilot.jobs.append(job_id)
+    for pilot in pilots.values():
+        pilot.kill_requested = bool(pilot.kill_requested)
+    return list(pilots.values())
+
+
+def _next_pilot_number(db: sqlite3.Connection) -> int:
+    row = db.execute(SELECT_NEXT_PILOT_NUMBER).fetchone()
+    return int(row[0]) if row else 1
 
 
 def _job_from_row(row: tuple[Any, ...]) -> JobRecord:

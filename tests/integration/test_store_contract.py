@@ -25,6 +25,7 @@ from dirac_like.model import (
     HistoryEntry,
     JobRecord,
     LoadedState,
+    PilotRecord,
     Requirements,
     SiteRecord,
     StoredReply,
@@ -135,6 +136,8 @@ def snapshot(state: LoadedState) -> dict[str, Any]:
         "shares": dict(state.shares),
         "usage": sorted(state.usage, key=lambda u: (u.group, u.user)),
         "replies": sorted(state.replies, key=lambda r: r.request_id),
+        "pilots": sorted((pilot.view() for pilot in state.pilots), key=lambda v: v["pilot_id"]),
+        "next_pilot_number": state.next_pilot_number,
     }
 
 
@@ -353,6 +356,57 @@ def test_replies_are_stored_and_only_older_ones_are_forgotten(store: Store) -> N
     ]
 
 
+FULL_PILOT = PilotRecord(
+    pilot_id="LCG.CERN.ch.ce-1.17", site="LCG.CERN.ch", ce="ce-1", fabric="slurm",
+    fabric_ref="4242", state="Running", reason="started ✓", submitted=1_700_000_000.5,
+    updated=1_700_000_001.25, last_contact=1_700_000_002.125, kill_requested=True,
+)
+
+
+def test_pilot_records_round_trip_with_their_jobs_and_output(store: Store) -> None:
+    store.commit(ChangeSet(pilots={FULL_PILOT.pilot_id: FULL_PILOT},
+                           pilot_jobs=[(FULL_PILOT.pilot_id, 5), (FULL_PILOT.pilot_id, 3)],
+                           pilot_outputs={FULL_PILOT.pilot_id: "line 1\nline ✓"},
+                           next_pilot_number=18))
+    store.commit(ChangeSet(pilot_jobs=[(FULL_PILOT.pilot_id, 5)]))  # the same pair again
+
+    loaded = store.load()
+
+    [pilot] = loaded.pilots
+    assert pilot.view() == {**FULL_PILOT.view(), "jobs": [3, 5]}
+    assert pilot.kill_requested is True
+    assert loaded.next_pilot_number == 18
+    assert store.pilot_output(FULL_PILOT.pilot_id) == "line 1\nline ✓"
+    assert store.pilot_output("nobody") is None
+
+
+def test_a_pilot_record_is_replaced_whole_and_forgotten_with_its_jobs_and_output(
+    store: Store,
+) -> None:
+    first = PilotRecord("P.1", "A", state="Submitted")
+    store.commit(ChangeSet(pilots={"P.1": first}, pilot_jobs=[("P.1", 1)],
+                           pilot_outputs={"P.1": "out"}))
+    store.commit(ChangeSet(pilots={"P.1": PilotRecord("P.1", "A", state="Done", reason="ok")}))
+    assert [(p.state, p.reason, p.jobs) for p in store.load().pilots] == [("Done", "ok", [1])]
+
+    store.commit(ChangeSet(forget_pilots=["P.1"]))
+
+    assert store.load().pilots == []
+    assert store.pilot_output("P.1") is None
+
+
+def test_sandbox_references_are_kept_per_job_and_kind(store: Store) -> None:
+    first, second = "a" * 64, "b" * 64
+    store.commit(ChangeSet(sandboxes=[(1, "input", first), (2, "input", first),
+                                      (1, "output", second)]))
+    store.commit(ChangeSet(sandboxes=[(1, "output", "c" * 64)]))  # a later attempt's output
+
+    assert store.sandbox(1, "input") == first
+    assert store.sandbox(1, "output") == "c" * 64
+    assert store.sandbox(3, "input") is None
+    assert store.referenced_sandboxes() == {first, "c" * 64}
+
+
 def test_an_empty_changeset_changes_nothing(store: Store) -> None:
     store.commit(ChangeSet())
     store.commit(submission(new_job(1)))
@@ -373,6 +427,11 @@ def full_changeset() -> ChangeSet:
         shares={"atlas_prod": 2.0},
         usage={("atlas_prod", "amélie"): UsageRecord("atlas_prod", "amélie", 3.0, 1.0)},
         replies=[StoredReply("req-1", b"reply", 1.0)],
+        pilots={"P.1": PilotRecord("P.1", "A", "ce1", "local", "123", "Running")},
+        pilot_jobs=[("P.1", 42)],
+        pilot_outputs={"P.1": "pilot says hi"},
+        next_pilot_number=2,
+        sandboxes=[(42, "input", "a" * 64)],
     )
 
 
@@ -456,6 +515,30 @@ def test_a_store_from_newer_code_is_refused(backend: Backend, opener: Opener) ->
         opener.open()
 
 
+def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> None:
+    from dirac_like.store.sqlite import MIGRATIONS
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        for statement in MIGRATIONS[0]:
+            db.execute(statement)
+        db.execute("INSERT INTO jobs VALUES (1, 'alice', 'g', 1, 1, 'Waiting', '', '', 'ANY', "
+                   "'', '', 1, 0, 0, 0, 0, 0, 0, 0)")
+        db.execute("PRAGMA user_version = 1")
+    db.close()
+
+    store = open_store(str(path))
+    try:
+        loaded = store.load()
+        assert store.schema_version() == SCHEMA_VERSION == 2
+        assert [job.job_id for job in loaded.jobs] == [1]
+        assert loaded.pilots == [] and loaded.next_pilot_number == 1
+        store.commit(ChangeSet(pilots={"P.1": PilotRecord("P.1", "A")}))
+        assert [pilot.pilot_id for pilot in store.load().pilots] == ["P.1"]
+    finally:
+        store.close()
+
+
 def test_a_closed_store_refuses_work(store: Store) -> None:
     store.close()
 
@@ -532,6 +615,8 @@ class Model:
             "shares": self.shares,
             "usage": [self.usage[key] for key in sorted(self.usage)],
             "replies": [self.replies[key] for key in sorted(self.replies)],
+            "pilots": [],  # pilot records have their own contract tests above
+            "next_pilot_number": 1,
         }
 
 

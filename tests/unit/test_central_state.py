@@ -238,7 +238,8 @@ def test_banned_site_gets_no_job_and_is_told_why(grid: Grid) -> None:
     grid.submit(HELLO)
     grid.call(Op.BAN_SITE, site="LCG.CERN.cern", reason="downtime")
     reply = grid.call(Op.REQUEST_JOB, pilot_id="p1", resources={"site": "LCG.CERN.cern"})
-    assert reply == {"job": None, "reason": "site LCG.CERN.cern is banned: downtime"}
+    assert reply == {"job": None, "reason": "site LCG.CERN.cern is banned: downtime",
+                     "commands": []}
     grid.call(Op.UNBAN_SITE, site="LCG.CERN.cern")
     assert grid.pilot() is not None
 

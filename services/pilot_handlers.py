@@ -1,0 +1,66 @@
+"""Handlers of the pilot-record operations (directors and admins; see services/pilots.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dirac_like.errors import InvalidArgument
+from dirac_like.protocol import (
+    AddPilotsArgs,
+    ListPilotsArgs,
+    Op,
+    PilotIdArgs,
+    UpdatePilotsArgs,
+)
+
+from .pilots import PilotUpdate
+from .state import CentralState, check_name
+
+MAX_UPDATES = 10_000
+
+
+def add_pilots(state: CentralState, args: AddPilotsArgs, now: float) -> dict[str, Any]:
+    check_name("site", args.site)
+    check_name("ce", args.ce)
+    if args.fabric:
+        check_name("fabric", args.fabric)
+    state.sites_seen.add(args.site)
+    return {"pilot_ids": state.pilots.add(args.site, args.ce, args.fabric, args.count, now)}
+
+
+def update_pilots(state: CentralState, args: UpdatePilotsArgs, now: float) -> dict[str, Any]:
+    if len(args.updates) > MAX_UPDATES:
+        raise InvalidArgument(f"{len(args.updates)} updates in one request (at most "
+                              f"{MAX_UPDATES})")
+    updates = [PilotUpdate(item.pilot_id, item.state, item.fabric_ref, item.reason, item.output)
+               for item in args.updates]
+    state.pilots.update(updates, now)
+    return {"updated": len(updates)}
+
+
+def pilots(state: CentralState, args: ListPilotsArgs, now: float) -> list[dict[str, Any]]:
+    if args.limit < 1:
+        raise InvalidArgument("limit must be at least 1")
+    return [pilot.view() for pilot in state.pilots.select(args.site, args.states, args.limit)]
+
+
+def pilot_output(state: CentralState, args: PilotIdArgs, now: float) -> dict[str, Any]:
+    pilot = state.pilots.get(args.pilot_id)
+    output = state.stored.pilot_output(pilot.pilot_id)
+    return {"pilot_id": pilot.pilot_id, "state": pilot.state, "collected": output is not None,
+            "output": output or ""}
+
+
+def kill_pilot(state: CentralState, args: PilotIdArgs, now: float) -> dict[str, Any]:
+    rescheduled = state.kill_pilot(args.pilot_id, now)
+    return {"pilot_id": args.pilot_id, "rescheduled": rescheduled}
+
+
+PILOT_HANDLERS: dict[str, Callable[[CentralState, Any, float], Any]] = {
+    Op.ADD_PILOTS: add_pilots,
+    Op.UPDATE_PILOTS: update_pilots,
+    Op.PILOTS: pilots,
+    Op.PILOT_OUTPUT: pilot_output,
+    Op.KILL_PILOT: kill_pilot,
+}
