@@ -3,14 +3,18 @@
 One :meth:`Director.cycle` is one iteration (huey style), ``now`` passed in; :meth:`Director.run`
 drives it with apscheduler until SIGTERM or SIGINT. A cycle:
 
-1. **update** — asks each fabric for the state of the pilots this director submitted; a pilot
-   that ended is an outcome for its CE's :class:`CEHealth` (Done: ok; Failed or Aborted: failed)
-   and its output is saved in ``home/pilots/<pilot_id>.log``;
+0. **sync** — reads the site's live pilot records from the central service (see
+   director_records.py: the records live there); unreachable: the cycle stops here;
+1. **update** — cancels the pilots an admin killed, asks each fabric for the state of the others;
+   a pilot that ended is an outcome for its CE's :class:`CEHealth` (Done: ok; Failed or Aborted:
+   failed) and its output goes to the service with its final state;
 2. **size** — asks the central service how many waiting jobs a pilot of each CE could run
    (``Client.eligible``), counts its own queued and running pilots per CE;
 3. **plan** — :func:`director_sizing.plan` (pure) says how many pilots each CE gets;
-4. **submit** — one :class:`PilotRequest` per pilot. A :class:`FabricError` counts as a failed
-   submission for the CE's back-off and stops submitting to that CE this cycle.
+4. **submit** — pilot ids from the service, then one :class:`PilotRequest` per pilot. A
+   :class:`FabricError` counts as a failed submission for the CE's back-off, its pilot is
+   Aborted with the fabric's message, and submitting to that CE stops this cycle;
+5. **report** — every state learned goes to the service in one request.
 
 Decisions and accounting:
 
@@ -20,28 +24,26 @@ Decisions and accounting:
   though a 4-core pilot may pack four 1-core jobs. This may submit more multi-core pilots than
   strictly needed (bounded by the CE's ``max_queued``/``max_total``), never too few; surplus pilots
   leave after their idle timeout.
-- Pilot records live in the director for now, persisted as JSON in ``home/director-<site>.json``
-  (written atomically after each cycle) so that a restart keeps tracking them and numbering
-  pilot ids where it left off. The central service has no pilot records yet; when it has, these
-  records move there. CE back-off state is not persisted: a restarted director starts healthy.
-- The service unreachable: the cycle logs it, skips sizing and submitting, and the next cycle
-  tries again. Nothing in a cycle raises for a service or fabric failure; the runner also logs
-  and survives anything unexpected.
-- Stopping: the director never cancels pilots itself. ``close()`` closes its fabrics; for the two
-  fabrics there are, pilots live with this process (``local``: processes on this host, which
-  ``LocalFabric.close`` stops so nothing is left behind; ``simulated``: inside this process), so
-  they stop with it, and on restart their records are marked Aborted (not counted as failures). A
-  batch fabric (slurm) would leave queued and running pilots alone, as real directors do, and the
-  records let the next run follow them.
+- Pilot records live in the central service, which numbers the pilots (``SITE.CE.N``), so a
+  restarted director follows the pilots of its previous run. CE back-off state is not persisted:
+  a restarted director starts healthy.
+- The service unreachable: the cycle logs it, skips everything else, and the next cycle tries
+  again; updates not sent wait in the outbox. Nothing in a cycle raises for a service or fabric
+  failure; the runner also logs and survives anything unexpected.
+- Stopping: the director cancels no pilot itself (an admin's kill-pilot aside). ``close()``
+  closes its fabrics; the pilots of the in-process fabrics live with this process (``local``:
+  processes on this host, which ``LocalFabric.close`` stops so nothing is left behind;
+  ``simulated``: inside this process), so they stop with it: ``close()`` reports them Aborted,
+  and a restarted director marks any it finds still live Aborted (not counted as failures). A
+  batch fabric (slurm) leaves queued and running pilots alone, as real directors do, and the
+  next run follows them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
-import os
 import re
 import signal
 import sys
@@ -66,16 +68,15 @@ from dirac_like.errors import (
 from dirac_like.protocol import PilotResources
 from dirac_like.sites import CEConfig, SiteConfig
 
+from .director_records import PilotBook, PilotRecord
 from .director_sizing import CEDemand, CEHealth, CycleLimits, PilotOutcome, plan
-from .fabrics import Fabric, FabricError, PilotRequest, PilotState, UnknownPilotRef, make_fabric
+from .fabrics import Fabric, FabricError, PilotRequest, PilotState, make_fabric
 
 log = logging.getLogger(__name__)
 
 DIRECTOR_RETRIES = RetryPolicy(timeout=5.0, retries=1, backoff=0.2, max_backoff=1.0)
 IN_PROCESS_FABRICS = frozenset({"local", "simulated"})  # their pilots stop with the director
-KEEP_ENDED_SECONDS = 86400.0  # ended pilots' records are kept this long (after their output)
-STATE_VERSION = 1
-_QUEUED = (PilotState.SUBMITTED, PilotState.WAITING)
+KILLED_BY_ADMIN = "Killed by an admin"
 _SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -87,24 +88,6 @@ class DirectorSettings:
     drain_margin: float = 60.0  # seconds of a pilot's time left kept to stop and report
     local_grace: float = 30.0  # local fabric: seconds between SIGTERM and SIGKILL of a pilot
     pilot_args: tuple[str, ...] = ()  # more flags for `dirac-like pilot` (local fabric)
-
-
-@dataclass
-class PilotRecord:
-    """One pilot this director submitted."""
-
-    pilot_id: str
-    ce: str
-    fabric: str
-    ref: str  # the fabric's reference
-    state: str  # a PilotState value
-    submitted: float
-    updated: float
-    output_saved: bool = False
-
-    @property
-    def pilot_state(self) -> PilotState:
-        return PilotState(self.state)
 
 
 @dataclass(frozen=True)
@@ -172,13 +155,10 @@ class Director:
         self.clock = clock
         self.settings = settings or DirectorSettings()
         self.health = {ce.name: CEHealth.for_site(site) for ce in site.ces}
-        self.records: dict[str, PilotRecord] = {}
-        self.next_number = 1
-        self.state_file = self.home / f"director-{site.name}.json"
-        self.pilots_dir = self.home / "pilots"
+        self.book = PilotBook(site.name, client, IN_PROCESS_FABRICS)
+        self.pilots_dir = self.home / "pilots"  # the pilots' working folders
         self.pilots_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # held during a cycle; close() waits for it
-        self.load()
 
     # -- one cycle -------------------------------------------------------------------------------
 
@@ -187,25 +167,46 @@ class Director:
         failure: those are in the report's errors."""
         now = self.clock() if now is None else now
         errors: list[str] = []
+        eligible: dict[str, int] | None = None
+        submitted: dict[str, int] = {}
         with self._lock:
             try:
-                self.update_pilots(now, errors)
-                eligible = self.size(errors)
-                submitted: dict[str, int] = {}
+                if self._sync(now, errors):
+                    self.update_pilots(now, errors)
+                    eligible = self.size(errors)
                 if eligible is not None:
                     submitted = self.submit_planned(eligible, now, errors)
-                self.prune(now)
             finally:
-                self.save()
+                self.book.flush(errors)
+                self.book.prune()
         report = self._report(now, eligible, submitted, errors)
         log.info("site %s cycle: %s", self.site.name, report.summary())
         return report
 
+    @property
+    def records(self) -> dict[str, PilotRecord]:
+        return self.book.records
+
+    def _sync(self, now: float, errors: list[str]) -> bool:
+        """The site's live pilot records from the service; False when it is unreachable."""
+        try:
+            self.book.sync(now)
+        except ServiceUnavailable as exc:
+            errors.append(f"central service unreachable: {exc.message}")
+            log.error("site %s: central service unreachable, no pilots this cycle: %s",
+                      self.site.name, exc.message)
+            return False
+        return True
+
     def update_pilots(self, now: float, errors: list[str]) -> None:
-        """Ask the fabrics about live pilots; note outcomes; save the output of ended ones."""
+        """Cancel the pilots an admin killed; ask the fabrics about the other live ones."""
         by_fabric: dict[str, list[PilotRecord]] = {}
-        for record in self.records.values():
-            if not record.pilot_state.final:
+        for record in self.book.alive():
+            if record.fabric not in self.fabrics:
+                errors.append(f"pilot {record.pilot_id}: no {record.fabric!r} fabric here")
+            elif record.kill_requested:
+                self._cancel(record, now, errors)
+            else:
                 by_fabric.setdefault(record.fabric, []).append(record)
         for name, records in by_fabric.items():
             try:
@@ -217,37 +218,37 @@ class Director:
                 continue
             for record in records:
                 self._note_state(record, states.get(record.ref, PilotState.ABORTED), now)
-        for record in self.records.values():
-            if record.pilot_state.final and not record.output_saved:
-                self.save_output(record)
+
+    def _cancel(self, record: PilotRecord, now: float, errors: list[str]) -> None:
+        try:
+            self.fabrics[record.fabric].cancel(record.ref)
+        except DiracLikeError as exc:
+            errors.append(f"pilot {record.pilot_id}: cancel failed: {exc.message}")
+            return
+        log.info("pilot %s (%s): cancelled, an admin killed it", record.pilot_id, record.ref)
+        self.book.note(record, PilotState.ABORTED, now, KILLED_BY_ADMIN, self._output(record))
 
     def _note_state(self, record: PilotRecord, state: PilotState, now: float) -> None:
         if state is record.pilot_state:
             return
         log.info("pilot %s (%s): %s -> %s", record.pilot_id, record.ref, record.state, state)
-        record.state, record.updated = state.value, now
         if not state.final:
+            self.book.note(record, state, now)
             return
+        self.book.note(record, state, now, output=self._output(record))
         outcome = PilotOutcome.PILOT_OK if state is PilotState.DONE else PilotOutcome.PILOT_FAILED
         length = self.health[record.ce].record(outcome, now) if record.ce in self.health else None
         if length is not None:
             log.warning("site %s: CE %s backed off for %.0f s after pilot %s ended %s",
                         self.site.name, record.ce, length, record.pilot_id, state)
 
-    def save_output(self, record: PilotRecord) -> None:
-        """Copy the pilot's output into ``home/pilots/<pilot_id>.log``."""
-        fabric = self.fabrics.get(record.fabric)
+    def _output(self, record: PilotRecord) -> str:
+        """The ended pilot's output from its fabric ('' with a log line if there is none)."""
         try:
-            if fabric is None:
-                raise UnknownPilotRef(f"no {record.fabric!r} fabric in this director")
-            text = fabric.output(record.ref)
-            (self.pilots_dir / f"{record.pilot_id}.log").write_text(text, errors="replace")
-        except UnknownPilotRef as exc:
-            log.warning("pilot %s: no output to save: %s", record.pilot_id, exc.message)
-        except (DiracLikeError, OSError) as exc:
-            log.error("pilot %s: cannot save its output (will retry): %s", record.pilot_id, exc)
-            return
-        record.output_saved = True
+            return self.fabrics[record.fabric].output(record.ref)
+        except DiracLikeError as exc:
+            log.warning("pilot %s: no output to collect: %s", record.pilot_id, exc.message)
+            return ""
 
     def size(self, errors: list[str]) -> dict[str, int] | None:
         """Eligible jobs per CE; None when the central service is unreachable."""
@@ -290,22 +291,30 @@ class Director:
 
     def submit(self, ce: CEConfig, count: int, now: float, errors: list[str]) -> int:
         """Submit up to ``count`` pilots to ``ce``; stops at the first refusal. Returns how many."""
+        if count <= 0:
+            return 0
+        try:
+            pilot_ids = self.book.new_ids(ce.name, count, ce.fabric)
+        except DiracLikeError as exc:
+            errors.append(f"CE {ce.name}: no pilot ids from the service: {exc.message}")
+            return 0
         fabric = self.fabrics[ce.fabric]
-        for done in range(count):
-            request = self.pilot_request(ce, self._new_pilot_id(ce))
+        for done, pilot_id in enumerate(pilot_ids):
             try:
-                ref = fabric.submit(request)
+                ref = fabric.submit(self.pilot_request(ce, pilot_id))
             except FabricError as exc:
-                self._submit_failed(ce, request.pilot_id, exc, now, errors)
+                self._submit_failed(ce, pilot_id, exc, now, errors)
+                for unused in pilot_ids[done + 1:]:
+                    self.book.refused(unused, f"Not submitted: CE {ce.name} refused {pilot_id}")
                 return done
-            self.records[request.pilot_id] = PilotRecord(
-                request.pilot_id, ce.name, ce.fabric, ref, PilotState.SUBMITTED.value, now, now)
-            log.info("pilot %s submitted to CE %s (%s)", request.pilot_id, ce.name, ref)
+            self.book.add(pilot_id, ce.name, ce.fabric, ref, now)
+            log.info("pilot %s submitted to CE %s (%s)", pilot_id, ce.name, ref)
         return count
 
     def _submit_failed(self, ce: CEConfig, pilot_id: str, exc: FabricError, now: float,
                        errors: list[str]) -> None:
         errors.append(f"CE {ce.name}: submit failed: {exc.message}")
+        self.book.refused(pilot_id, f"Fabric {ce.fabric} refused it: {exc.message}")
         length = self.health[ce.name].record(PilotOutcome.SUBMIT_FAILED, now)
         log.error("pilot %s: CE %s (fabric %s) refused it: %s; no more pilots to this CE this "
                   "cycle", pilot_id, ce.name, ce.fabric, exc.message)
@@ -338,25 +347,12 @@ class Director:
                             memory_mb=ce.memory_mb, wall_seconds=ce.max_wall_time,
                             workdir=workdir)
 
-    def _new_pilot_id(self, ce: CEConfig) -> str:
-        number, self.next_number = self.next_number, self.next_number + 1
-        return f"{self.site.name}.{ce.name}.{number}"
-
     def counts(self, ce: str) -> tuple[int, int]:
-        """(queued, running) pilots of ``ce`` by this director's records."""
-        states = [r.pilot_state for r in self.records.values() if r.ce == ce]
-        queued = sum(1 for state in states if state in _QUEUED)
-        return queued, states.count(PilotState.RUNNING)
+        """(queued, running) pilots of ``ce``."""
+        return self.book.counts(ce)
 
     def alive(self) -> list[PilotRecord]:
-        return [r for r in self.records.values() if not r.pilot_state.final]
-
-    def prune(self, now: float) -> None:
-        """Forget ended pilots whose output is saved, ``KEEP_ENDED_SECONDS`` after they ended."""
-        for pilot_id, record in list(self.records.items()):
-            if (record.pilot_state.final and record.output_saved
-                    and now - record.updated > KEEP_ENDED_SECONDS):
-                del self.records[pilot_id]
+        return self.book.alive()
 
     def _report(self, now: float, eligible: dict[str, int] | None, submitted: dict[str, int],
                 errors: list[str]) -> CycleReport:
@@ -367,41 +363,6 @@ class Director:
             for ce in self.site.ces
         )
         return CycleReport(now, ces, tuple(errors), unreachable=eligible is None)
-
-    # -- persistence -----------------------------------------------------------------------------
-
-    def save(self) -> None:
-        data = {"version": STATE_VERSION, "site": self.site.name, "next_number": self.next_number,
-                "pilots": [dataclasses.asdict(record) for record in self.records.values()]}
-        temporary = self.state_file.with_name(self.state_file.name + ".tmp")
-        try:
-            temporary.write_text(json.dumps(data, indent=1))
-            os.replace(temporary, self.state_file)
-        except OSError as exc:
-            log.error("site %s: cannot save pilot records to %s: %s", self.site.name,
-                      self.state_file, exc)
-
-    def load(self) -> None:
-        """Pilot records of a previous run; pilots that lived in its process are Aborted now."""
-        if not self.state_file.exists():
-            return
-        try:
-            data = json.loads(self.state_file.read_text())
-            self.next_number = int(data["next_number"])
-            records = [PilotRecord(**raw) for raw in data["pilots"]]
-            for record in records:
-                PilotState(record.state)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{self.state_file}: unreadable pilot records ({exc}); move it "
-                              "away to start afresh") from None
-        for record in records:
-            if record.fabric in IN_PROCESS_FABRICS and not record.pilot_state.final:
-                log.info("pilot %s: stopped with the previous director, now Aborted",
-                         record.pilot_id)
-                record.state = PilotState.ABORTED.value
-        self.records = {record.pilot_id: record for record in records}
-        log.info("site %s: %d pilot record(s) loaded from %s", self.site.name, len(records),
-                 self.state_file)
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -450,14 +411,23 @@ class Director:
             log.exception("site %s: cycle failed", self.site.name)
 
     def close(self) -> None:
-        """Wait for a cycle under way, save, close the fabrics (see the module docstring)."""
+        """Wait for a cycle under way, close the fabrics (see the module docstring), report the
+        pilots that stopped with them."""
         with self._lock:
-            self.save()
             for name, fabric in self.fabrics.items():
                 try:
                     fabric.close()
                 except Exception:
                     log.exception("site %s: closing fabric %s failed", self.site.name, name)
+            now = self.clock()
+            for record in self.book.alive():
+                if record.fabric in IN_PROCESS_FABRICS:
+                    self.book.note(record, PilotState.ABORTED, now, "Director stopped",
+                                   self._output(record))
+            errors: list[str] = []
+            self.book.flush(errors)
+            for error in errors:
+                log.warning("site %s: %s", self.site.name, error)
 
 
 # -- building a director from files ------------------------------------------------------------

@@ -45,6 +45,7 @@ from dirac_like.errors import (
 )
 from dirac_like.protocol import PilotResources
 
+from .job_sandboxes import OutputSandbox, SandboxLimits, fetch_input, upload_output
 from .watchdog import Limits, Sample
 from .wrapper import FAILED, MB, PayloadResult, PayloadRunner, PayloadSpec, tail_lines
 
@@ -120,6 +121,7 @@ class PilotConfig:
     drain_margin: float = 60.0  # seconds kept at the end of time_left to kill and report
     request_interval: float = 10.0  # longest pause between requests that found nothing
     first_request_interval: float = 0.5  # the pause grows from this, doubling
+    sandbox_limits: SandboxLimits = SandboxLimits()
 
     def __post_init__(self) -> None:
         if self.cores < 1:
@@ -201,6 +203,9 @@ class PilotPolicy:
 # The shell
 
 
+NO_OUTPUT = OutputSandbox("", ())
+
+
 @dataclass
 class RunningJob:
     job_id: int
@@ -210,6 +215,7 @@ class RunningJob:
     workdir: Path
     runner: PayloadRunner
     next_heartbeat: float
+    description: Mapping[str, Any] = field(default_factory=dict)
     sample: Sample | None = None
 
 
@@ -217,6 +223,7 @@ class RunningJob:
 class _Finished:
     job_id: int
     result: PayloadResult
+    output: OutputSandbox = NO_OUTPUT
 
 
 @dataclass(frozen=True)
@@ -314,7 +321,12 @@ class Pilot:
         """Act on commands from the service (pushed or in a reply)."""
         for command in commands:
             name, job_id = command.get("command"), command.get("job_id")
-            if name == "kill" and isinstance(job_id, int):
+            if name == "stop":
+                if not self.stop_signal:
+                    log.info("pilot %s: stop command from the service: %s",
+                             self.config.pilot_id, command.get("reason", ""))
+                self.terminate(str(command.get("reason") or "stop command")[:100])
+            elif name == "kill" and isinstance(job_id, int):
                 job = self.jobs.get(job_id)
                 if job is not None:
                     log.info("job %s: kill command from the service", job_id)
@@ -367,6 +379,7 @@ class Pilot:
         except DiracLikeError as exc:
             log.warning("pilot %s: request_job failed: %s", self.config.pilot_id, exc)
             return None
+        self.apply_commands(reply.get("commands") or [])
         match: dict[str, Any] | None = reply.get("job")
         if match is None:
             log.debug("pilot %s: no job: %s", self.config.pilot_id, reply.get("reason"))
@@ -388,7 +401,7 @@ class Pilot:
             return
         job = RunningJob(job_id, attempt, max(1, int(match.get("cores") or 1)),
                          _int(description.get("MaxRAM")), workdir, runner,
-                         self.clock() + self.config.heartbeat_interval)
+                         self.clock() + self.config.heartbeat_interval, description)
         try:
             commands = self.client.update_status(job_id, attempt, self.config.pilot_id,
                                                  "Running", "Application")
@@ -432,13 +445,36 @@ class Pilot:
         return []
 
     def _run_payload(self, job: RunningJob) -> None:
-        """In the worker thread: run the payload; the result goes to the main thread."""
+        """In the worker thread: input sandbox, payload, output sandbox; the result goes to the
+        main thread. Sandboxes travel on a client of this thread's own."""
+        output = NO_OUTPUT
         try:
-            result = job.runner.run()
+            with Client(self.config.server, self.client.policy,
+                        context=self.client.context) as client:
+                result = self._fetch_and_run(client, job)
+                if result.exit_code is not None:
+                    output = self._upload_output(client, job)
         except Exception as exc:  # a bug in the wrapper must not lose the job's report
             log.exception("job %s: the wrapper failed", job.job_id)
-            result = PayloadResult(FAILED, f"Pilot error: {exc}"[:200], None, 0.0, 0.0, 0.0, "")
-        self.events.put(_Finished(job.job_id, result))
+            result = _not_run(f"Pilot error: {exc}")
+        self.events.put(_Finished(job.job_id, result, output))
+
+    def _fetch_and_run(self, client: Client, job: RunningJob) -> PayloadResult:
+        try:
+            fetch_input(client, job.description, job.workdir, self.config.sandbox_limits)
+        except DiracLikeError as exc:
+            log.warning("job %s: input sandbox: %s", job.job_id, exc.message)
+            return _not_run(f"Input sandbox: {exc.message}")
+        return job.runner.run()
+
+    def _upload_output(self, client: Client, job: RunningJob) -> OutputSandbox:
+        try:
+            output = upload_output(client, job.description, job.workdir,
+                                   self.config.sandbox_limits)
+        except DiracLikeError as exc:
+            log.warning("job %s: output sandbox not uploaded: %s", job.job_id, exc.message)
+            return OutputSandbox("", (), f"output sandbox not uploaded: {exc.message}")
+        return output
 
     # -- events and reports ----------------------------------------------------------------------
 
@@ -454,22 +490,27 @@ class Pilot:
             if isinstance(event, _Sampled):
                 job.sample = event.sample
             else:
-                self.finish(job, event.result)
+                self.finish(job, event.result, event.output)
 
-    def finish(self, job: RunningJob, result: PayloadResult) -> None:
+    def finish(self, job: RunningJob, result: PayloadResult,
+               output: OutputSandbox = NO_OUTPUT) -> None:
         del self.jobs[job.job_id]
         if not self.jobs:
             self._idle_since = self.clock()
         log.info("job %s: %s (%s), %.1f s CPU, %.0f MB peak", job.job_id, result.status,
                  result.minor_status, result.cpu_seconds, result.peak_rss_mb)
         application = "" if result.exit_code is None else f"Exit code {result.exit_code}"
-        self._report(job.job_id, job.attempt, result.status, result.minor_status, application)
+        problems = output.problems()
+        if problems:
+            application = "; ".join(filter(None, [application, problems]))
+        self._report(job.job_id, job.attempt, result.status, result.minor_status, application,
+                     output.sha256)
 
     def _report(self, job_id: int, attempt: int, status: str, minor: str,
-                application: str = "") -> None:
+                application: str = "", output_sandbox: str = "") -> None:
         try:
             self.client.update_status(job_id, attempt, self.config.pilot_id, status, minor,
-                                      application)
+                                      application[:256], output_sandbox)
         except DiracLikeError as exc:
             log.warning("job %s: final status %s not accepted: %s", job_id, status, exc)
 
@@ -508,6 +549,10 @@ class Pilot:
                 continue
             self.events.put(event)
             self.process_events()
+
+
+def _not_run(minor_status: str) -> PayloadResult:
+    return PayloadResult(FAILED, minor_status[:250], None, 0.0, 0.0, 0.0, "")
 
 
 def _int(value: Any) -> int:

@@ -102,17 +102,19 @@ def test_local_pilots_run_all_jobs_within_max_total(tmp_path: Path, client: Clie
             most_alive = max(most_alive, alive)
             assert alive <= 3
             done = all(row["status"] == "Done" for row in client.status(job_ids))
-            return done and not director.alive() and all(
-                r.output_saved for r in director.records.values())
+            return done and not director.alive() and not director.book.outbox
 
         wait_for(finished, "6 jobs Done and every pilot ended")
     finally:
         director.close()
     assert most_alive == 3
-    for pilot_id in director.records:
-        assert pilot_id.startswith(f"{SITE}.ce1.")
-        assert (director.home / "pilots" / f"{pilot_id}.log").exists()
-    assert (director.home / f"director-{SITE}.json").exists()
+    pilots = client.pilots(site=SITE)
+    assert pilots and all(row["pilot_id"].startswith(f"{SITE}.ce1.") for row in pilots)
+    assert {row["state"] for row in pilots} == {"Done"}
+    assert sorted(job for row in pilots for job in row["jobs"]) == job_ids
+    assert all(row["fabric"] == "local" and row["fabric_ref"] for row in pilots)
+    output = client.pilot_output(pilots[0]["pilot_id"])
+    assert output["collected"] and "pilot" in output["output"].lower()
 
 
 def test_no_waiting_jobs_no_pilot(tmp_path: Path, client: Client) -> None:
@@ -177,7 +179,6 @@ def test_cli_once_and_unknown_site(tmp_path: Path, central: ServiceProcess) -> N
     done = run_cli("--site", SITE, *common, "--once", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "ce1: eligible 0, submitted 0" in done.stderr
-    assert (home / f"director-{SITE}.json").exists()
     assert (home / "logs" / f"director-{SITE}.log").exists()
     unknown = run_cli("--site", "No.Such.org", *common, "--once", cwd=tmp_path)
     assert unknown.returncode == 2

@@ -1,0 +1,92 @@
+"""A job's sandboxes on the worker node: fetch and unpack the input, pack and upload the output.
+
+- Input: the job's ``InputSandbox`` names the uploaded archive as ``SB:<sha256>`` (``dirac-like
+  job submit`` uploads the files and adds it). The archive is downloaded in chunks, checked
+  against its sha256 and unpacked with :func:`dirac_like.sandbox.safe_extract` (no path escapes,
+  no links, no devices, bounded size). The other entries are the names of the files it holds,
+  relative to the job's working folder; one that is not there after unpacking fails the job.
+  ``LFN:`` entries (grid files) are not fetched: there is no data management yet, and they are
+  logged and left to the payload.
+- Output: the files ``OutputSandbox`` names, plus StdOutput and StdError, packed from the job's
+  working folder and uploaded; a listed file that is missing is reported, not fatal. Nothing to
+  pack, nothing uploaded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dirac_like.client import Client
+from dirac_like.sandbox import SandboxError, pack, safe_extract
+
+log = logging.getLogger(__name__)
+
+SANDBOX_PREFIX = "SB:"
+GRID_PREFIX = "LFN:"
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    max_download_bytes: int = 64 * 1024 * 1024  # compressed input archive
+    max_unpacked_bytes: int = 1024 * 1024 * 1024  # input archive, unpacked
+    max_upload_bytes: int = 64 * 1024 * 1024  # compressed output archive
+
+
+@dataclass(frozen=True)
+class OutputSandbox:
+    sha256: str  # '' when there was nothing to upload
+    missing: tuple[str, ...]  # listed files the job did not make
+    error: str = ""  # why nothing was uploaded, if something should have been
+
+    def problems(self) -> str:
+        """What to tell the job's owner about the output sandbox ('' if all went well)."""
+        parts = [self.error] if self.error else []
+        if self.missing:
+            parts.append("missing output: " + ", ".join(self.missing))
+        return "; ".join(parts)
+
+
+def _entries(description: Mapping[str, Any], name: str) -> list[str]:
+    value = description.get(name) or []
+    return [str(item) for item in (value if isinstance(value, list) else [value])]
+
+
+def fetch_input(client: Client, description: Mapping[str, Any], workdir: Path,
+                limits: SandboxLimits) -> None:
+    """Download and unpack the job's input sandbox into ``workdir``; SandboxError (or a
+    DiracLikeError from the service) when that cannot be done."""
+    entries = _entries(description, "InputSandbox")
+    archives = [entry[len(SANDBOX_PREFIX):] for entry in entries
+                if entry.startswith(SANDBOX_PREFIX)]
+    for sha256 in archives:
+        data = client.download_sandbox(sha256, limits.max_download_bytes)
+        safe_extract(data, workdir, limits.max_unpacked_bytes)
+    for entry in entries:
+        if entry.startswith(GRID_PREFIX):
+            log.warning("input %s is a grid file: not fetched (no data management here)", entry)
+        elif not entry.startswith(SANDBOX_PREFIX) and not (workdir / entry).exists():
+            raise SandboxError(f"input sandbox file {entry!r} is not in the uploaded sandbox")
+
+
+def upload_output(client: Client, description: Mapping[str, Any], workdir: Path,
+                  limits: SandboxLimits) -> OutputSandbox:
+    """Pack and upload what the job left that its OutputSandbox (and StdOutput, StdError)
+    names. SandboxError when it is over the limit or cannot be packed."""
+    wanted = _entries(description, "OutputSandbox")
+    for name in ("StdOutput", "StdError"):
+        value = description.get(name)
+        if isinstance(value, str) and value and value not in wanted:
+            wanted.append(value)
+    present = [name for name in wanted if (workdir / name).exists()]
+    missing = tuple(name for name in wanted if name not in present)
+    if not present:
+        return OutputSandbox("", missing)
+    data = pack([Path(name) for name in present], workdir)
+    if len(data) > limits.max_upload_bytes:
+        raise SandboxError(f"output sandbox of {len(data)} bytes is over the limit of "
+                           f"{limits.max_upload_bytes} bytes")
+    return OutputSandbox(client.upload_sandbox(data, kind="output"), missing)
