@@ -45,6 +45,7 @@ INTERACTIVE = RetryPolicy(timeout=3.0, retries=2, backoff=0.2, max_backoff=1.0)
 SUBMIT_TIMEOUT = 120.0  # per try: a 100k-job parametric submission takes a while
 FINAL_STATUSES = ("Done", "Failed", "Killed", "Deleted")
 WAIT_FIRST_INTERVAL, WAIT_MAX_INTERVAL, WAIT_GROWTH = 0.1, 2.0, 1.5
+MAX_OUTPUT_DOWNLOAD = 1024 * 1024 * 1024  # bytes of one output sandbox archive
 
 JOB_COLUMNS: list[Column] = [
     ("job_id", "JobID>"), ("status", "Status"), ("minor_status", "MinorStatus"),
@@ -127,12 +128,15 @@ def cmd_service_central(args: argparse.Namespace) -> int:
 
 
 def cmd_job_submit(args: argparse.Namespace) -> int:
-    descriptions: list[str | dict[str, Any]] = []
-    for name in args.files:
-        descriptions.extend(read_descriptions(Path(name)))
+    from dirac_like.submission import with_input_sandbox
+
+    read = [(Path(name), item) for name in args.files for item in read_descriptions(Path(name))]
     owner = args.owner or getpass.getuser()
     with connect(args) as client:
         client.ping()  # fail fast when nobody listens, before the long submit timeout
+        uploaded: dict[tuple[str, ...], str] = {}
+        descriptions = [with_input_sandbox(item, path.parent, client, uploaded)
+                        for path, item in read]
         job_ids = client.submit(descriptions, owner, args.group, timeout=SUBMIT_TIMEOUT)
     if args.json:
         print_json({"job_ids": job_ids})
@@ -222,6 +226,19 @@ def cmd_job_wait(args: argparse.Namespace) -> int:
     if pending:
         print(f"timed out waiting for jobs: {_describe_pending(pending)}", file=sys.stderr)
         return EXIT_REFUSED
+    return EXIT_OK
+
+
+def cmd_job_output(args: argparse.Namespace) -> int:
+    from dirac_like.submission import fetch_output
+
+    with connect(args) as client:
+        target = fetch_output(client, args.job_id, Path(args.dir), MAX_OUTPUT_DOWNLOAD)
+    files = sorted(str(path.relative_to(target)) for path in target.rglob("*") if path.is_file())
+    if args.json:
+        print_json({"job_id": args.job_id, "folder": str(target), "files": files})
+    else:
+        print(f"Output sandbox of job {args.job_id} in {target}: {', '.join(files) or 'empty'}")
     return EXIT_OK
 
 
@@ -320,6 +337,49 @@ def cmd_admin_set_share(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_admin_pilots(args: argparse.Namespace) -> int:
+    states = [state.strip() for state in args.state.split(",")] if args.state else []
+    with connect(args) as client:
+        rows = client.pilots(site=args.site, states=states, limit=args.limit)
+    if args.json:
+        print_json(rows)
+        return EXIT_OK
+    shown = [{**row, "jobs": format_ids(row["jobs"]) if row["jobs"] else "",
+              "submitted": format_time(row["submitted"]),
+              "state": row["state"] + (" (kill requested)" if row["kill_requested"] else "")}
+             for row in rows]
+    columns: list[Column] = [("pilot_id", "PilotID"), ("site", "Site"), ("ce", "CE"),
+                             ("state", "State"), ("fabric_ref", "Reference"),
+                             ("submitted", "Submitted (UTC)"), ("jobs", "Jobs"),
+                             ("reason", "Reason")]
+    print_table(shown, columns, empty="No pilots.")
+    return EXIT_OK
+
+
+def cmd_admin_pilot_output(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        result = client.pilot_output(args.pilot_id)
+    if args.json:
+        print_json(result)
+    elif result["collected"]:
+        sys.stdout.write(result["output"])
+    else:
+        print(f"pilot {result['pilot_id']} is {result['state']}: its output is collected by its "
+              "director when it ends", file=sys.stderr)
+        return EXIT_REFUSED
+    return EXIT_OK
+
+
+def cmd_admin_kill_pilot(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        result = client.kill_pilot(args.pilot_id)
+    moved = result["rescheduled"]
+    _print_result(args, result, f"Pilot {result['pilot_id']} told to stop and cancelled by its "
+                  f"director; {len(moved)} job(s) rescheduled" +
+                  (f": {format_ids(moved)}" if moved else ""))
+    return EXIT_OK
+
+
 # -- demo --------------------------------------------------------------------------------------
 
 
@@ -396,12 +456,16 @@ COMMANDS: dict[tuple[str, str], Command] = {
     ("job", "reschedule"): cmd_job_reschedule,
     ("job", "logging"): cmd_job_logging,
     ("job", "wait"): cmd_job_wait,
+    ("job", "output"): cmd_job_output,
     ("admin", "sites"): cmd_admin_sites,
     ("admin", "ban-site"): cmd_admin_ban_site,
     ("admin", "unban-site"): cmd_admin_unban_site,
     ("admin", "task-queues"): cmd_admin_task_queues,
     ("admin", "shares"): cmd_admin_shares,
     ("admin", "set-share"): cmd_admin_set_share,
+    ("admin", "pilots"): cmd_admin_pilots,
+    ("admin", "pilot-output"): cmd_admin_pilot_output,
+    ("admin", "kill-pilot"): cmd_admin_kill_pilot,
     ("demo", ""): cmd_demo,
     ("pilot", ""): cmd_pilot,
     ("agent", "director"): cmd_agent_director,
@@ -476,11 +540,15 @@ def _add_job_parser(groups: Any, common: argparse.ArgumentParser,
     wait.add_argument("job_ids", nargs="+", metavar="ID", help="job ids (5, 5,6 or 5-9)")
     wait.add_argument("--timeout", type=_seconds, metavar="S",
                       help="give up after S seconds (exit 1); default: wait forever")
+    output = commands.add_parser("output", parents=both,
+                                 help="download a finished job's output sandbox")
+    output.add_argument("job_id", type=_positive_int, metavar="ID")
+    output.add_argument("--dir", default=".", help="unpack into DIR/<ID>/ (default: .)")
 
 
 def _add_admin_parser(groups: Any, common: argparse.ArgumentParser,
                       as_json: argparse.ArgumentParser) -> None:
-    admin = groups.add_parser("admin", help="sites, task queues and shares")
+    admin = groups.add_parser("admin", help="sites, pilots, task queues and shares")
     commands = admin.add_subparsers(dest="cli_command", metavar="COMMAND", required=True)
     both = [common, as_json]
     commands.add_parser("sites", parents=both, help="sites seen and their ban status")
@@ -494,14 +562,29 @@ def _add_admin_parser(groups: Any, common: argparse.ArgumentParser,
     set_share = commands.add_parser("set-share", parents=both, help="set a group's share")
     set_share.add_argument("group")
     set_share.add_argument("share", type=float, help="relative weight, e.g. 70")
+    pilots = commands.add_parser("pilots", parents=both, help="pilot records, newest last")
+    pilots.add_argument("--site", help="only this site's pilots")
+    pilots.add_argument("--state", help="only pilots in these states (e.g. Running,Waiting)")
+    pilots.add_argument("--limit", type=_positive_int, default=1000,
+                        help="at most this many pilots (default 1000)")
+    pilot_output = commands.add_parser("pilot-output", parents=both,
+                                       help="what an ended pilot printed")
+    pilot_output.add_argument("pilot_id", metavar="PILOT_ID")
+    kill_pilot = commands.add_parser("kill-pilot", parents=both,
+                                     help="stop a pilot; its jobs go back to Waiting")
+    kill_pilot.add_argument("pilot_id", metavar="PILOT_ID")
 
 
 def _add_demo_parser(groups: Any) -> None:
-    demo = groups.add_parser("demo", help="a small grid on this machine: service, jobs, pilots")
-    demo.add_argument("--jobs", type=_positive_int, default=60, help="jobs to run (default 60)")
-    demo.add_argument("--sites", type=_positive_int, default=3, help="simulated sites (default 3)")
+    demo = groups.add_parser("demo", help="a small grid on this machine: service, directors, "
+                             "pilots, a mixed workload")
+    demo.add_argument("--jobs", type=_positive_int, default=60,
+                      help="jobs to run (default 60, at least 7)")
+    demo.add_argument("--sites", type=_positive_int, default=3,
+                      help="sites, each with a director and local pilots (default 3)")
     demo.add_argument("--keep", action="store_true",
-                      help="keep the service up after the workload, until Ctrl-C")
+                      help="keep the grid (service and directors) up after the workload, "
+                           "until Ctrl-C")
     demo.set_defaults(cli_command="")
 
 

@@ -1,135 +1,153 @@
-"""``dirac-like demo``: a small grid on this machine, start to finish in a few seconds.
+"""``dirac-like demo``: a small grid on this machine, from an empty home to a summary.
 
-A central service in a temporary home; a mixed workload submitted through the Python API (a
-parametric simulation, user analysis jobs, a 4-core job, jobs meant to fail, a job its owner kills
-while it waits); one simulated pilot per site, each a thread with its own client, pulling jobs
-until none is left. Prints live counts by status, then a summary by site and the share each group
-received. The outcome is planned: every job ends Done, Failed or Killed as the plan says, and the
-demo exits 1 if it did not. The service is stopped by PID whatever happens (Ctrl-C included).
+What runs is the real thing, on this host, in a temporary home:
 
-(Interim: real pilots and directors replace the simulated pilots in the next issue.)
+- a central service (``dirac-like service central``), the groups' shares set through the client;
+- one site director per site (``dirac-like agent director``), each a process of its own, its
+  site file and settings written into the home; its pilots run on the ``local`` fabric, each a
+  ``dirac-like pilot`` process that pulls jobs and runs them under the job wrapper and watchdog;
+- a mixed workload submitted through the Python API: a parametric simulation (group physics), user
+  analyses (group users), a 2-core job, two jobs whose payload exits non-zero, one job that goes
+  over its MaxRAM (the watchdog kills it) and one its owner kills while it runs on a pilot.
+
+Every job has a planned outcome (:class:`Expectation`); the demo prints live counts by status, then
+a summary by site and status, the share each group received, and the notable jobs, and exits 1
+when a job did not end as planned (naming it). Processes are stopped by PID in a ``finally``,
+whatever happens (Ctrl-C included): the directors first (SIGTERM; they stop their pilots), SIGKILL
+after a grace, then the service. ``--keep`` leaves the grid up until Ctrl-C.
+
+The plan and the checks are pure functions; the I/O shell starts, watches and stops processes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shlex
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs installed
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.display import count_by, format_ids, format_percent, make_console, print_table
-from dirac_like.errors import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
-from dirac_like.jdl import parse_jdl
+from dirac_like.errors import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, DiracLikeError
 from dirac_like.processes import ServiceProcess
-from dirac_like.protocol import PilotResources
 
 DEMO_CONFIG = """\
-# Written by `dirac-like demo`.
+# Written by `dirac-like demo`. The groups' shares are set through the client.
 [store]
 synchronous = "normal"
 
 [jobs]
 match_lease = 30.0
 default_group = "users"
-
-[shares.groups]
-physics = 70.0
-users = 30.0
 """
 
-MIN_JOBS = 6  # one of each kind of job at least
-PAYLOAD_SECONDS = 0.1  # how long a simulated payload "runs"
+# How the directors start pilots: quick to ask for work, quick to leave when there is none.
+DIRECTOR_SETTINGS = """\
+# Written by `dirac-like demo`: pilots that start fast and leave when idle.
+[director]
+idle_timeout = 3.0
+local_grace = 5.0
+pilot_args = ["--request-interval", "0.3", "--heartbeat", "0.5", "--kill-grace", "1"]
+"""
+
+HELLO_JDL = """\
+// Written by `dirac-like demo`: submit it with `dirac-like job submit hello.jdl`.
+JobName = "hello";
+Executable = "/bin/echo";
+Arguments = "Hello from a dirac-like pilot";
+CPUTime = 600;
+"""
+
+MIN_JOBS = 7  # the five notable jobs (NOTABLE), one simulation and one analysis
+CPU_TIME = 300  # CPUTime of the demo's jobs (seconds)
 POLL_SECONDS = 0.2
+DIRECTOR_GRACE = 15.0  # SIGTERM -> SIGKILL of a director (its pilots get local_grace = 5 s)
 POLICY = RetryPolicy(timeout=10.0, retries=3, backoff=0.1, max_backoff=1.0)
 FINAL = ("Done", "Failed", "Killed")
 
+SIMULATE = ("import random, sys; rng = random.Random(int(sys.argv[1])); n = 20000; "
+            "hits = sum(rng.random() ** 2 + rng.random() ** 2 < 1 for _ in range(n)); "
+            "print('batch', sys.argv[1], 'pi ~', 4 * hits / n)")
+ANALYSE = ("import hashlib, sys; data = sys.argv[1].encode() * 100000; "
+           "print(sys.argv[1], hashlib.sha256(data).hexdigest())")
+RECONSTRUCT = ("import concurrent.futures as cf; pool = cf.ProcessPoolExecutor(2); "
+               "halves = [range(10**6), range(10**6, 2 * 10**6)]; "
+               "print('reconstructed', sum(pool.map(sum, halves))); pool.shutdown()")
+CALIBRATE = "import sys; sys.exit('calibration constants not found')"  # exit code 1
+BROKEN_ANALYSIS = "import sys; print('no input data', file=sys.stderr); sys.exit(2)"
+HOG = ("import time; ballast = b'x' * (300 * 2**20); print('holding', len(ballast) >> 20, 'MB',"
+       " flush=True); time.sleep(30)")
 
-# -- the workload ------------------------------------------------------------------------------
+
+# -- the plan (pure) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CEPlan:
+    name: str
+    cores: int  # per pilot
+    memory_mb: int
+    max_total: int  # pilots alive at once
+
+
+@dataclass(frozen=True)
+class SitePlan:
+    name: str
+    ces: tuple[CEPlan, ...]
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """How a job must end: its status, and words its minor status must contain."""
+
+    status: str
+    minor: str = ""
+
+    def met_by(self, row: Mapping[str, Any]) -> bool:
+        return row["status"] == self.status and self.minor in str(row["minor_status"])
+
+    def __str__(self) -> str:
+        return f"{self.status} ({self.minor})" if self.minor else self.status
 
 
 @dataclass(frozen=True)
 class Submission:
     owner: str
     group: str
-    descriptions: list[dict[str, Any]]
+    descriptions: tuple[Mapping[str, Any], ...]
 
 
 @dataclass(frozen=True)
-class Plan:
-    submissions: list[Submission]
-    victim: Submission  # submitted, then killed by its owner while it waits
-    expected: dict[str, int]  # final status -> number of jobs
+class DemoPlan:
+    sites: tuple[SitePlan, ...]
+    shares: tuple[tuple[str, float], ...]  # (group, share)
+    submissions: tuple[Submission, ...]
+    expected: Mapping[str, Expectation]  # by JobName (each name once in the workload)
+    victim: str  # JobName of the job its owner kills once it runs
+    notable: tuple[str, ...]  # JobNames shown one by one in the summary
+    deadline: float  # seconds for the workload; then the demo gives up
 
     @property
     def total(self) -> int:
-        return sum(self.expected.values())
+        return len(self.expected)
 
-
-def load_template(name: str) -> dict[str, Any]:
-    """The attributes of ``dirac_like/defaults/<name>.jdl``."""
-    text = resources.files("dirac_like").joinpath("defaults", f"{name}.jdl").read_text()
-    return dict(parse_jdl(text).attributes)
-
-
-def plan_workload(jobs: int) -> Plan:
-    """``jobs`` jobs: 60% of the plain ones a physics simulation, the rest user analysis, plus
-    a 4-core job, one failing job per group and one job that gets killed."""
-    plain = jobs - 4
-    simulations = max(1, round(plain * 0.6))
-    analyses = plain - simulations
-    simulation = {**load_template("demo-simulation"), "Parameters": simulations}
-    reconstruction = load_template("demo-reconstruction")
-    calibration = {**load_template("demo-analysis"), "JobName": "calibration-fail"}
-    analysis = load_template("demo-analysis")
-    user_jobs = [{**analysis, "JobName": f"analysis-{n}"} for n in range(1, analyses + 1)]
-    user_jobs.append({**analysis, "JobName": "analysis-fail"})
-    victim = {**analysis, "JobName": "analysis-forgotten", "Priority": 0}
-    return Plan(
-        submissions=[
-            Submission("alice", "physics", [simulation, reconstruction, calibration]),
-            Submission("bob", "users", user_jobs),
-        ],
-        victim=Submission("carol", "users", [victim]),
-        expected={"Done": simulations + 1 + analyses, "Failed": 2, "Killed": 1},
-    )
-
-
-def submit_workload(client: Client, plan: Plan, console: Console) -> None:
-    for item in plan.submissions:
-        job_ids = client.submit(list(item.descriptions), item.owner, item.group, timeout=60.0)
-        console.print(f"{item.owner} ({item.group}) submitted {len(job_ids)} job(s): "
-                      f"{format_ids(job_ids)}")
-    victims = client.submit(list(plan.victim.descriptions), plan.victim.owner, plan.victim.group)
-    client.kill(victims)
-    console.print(f"{plan.victim.owner} ({plan.victim.group}) submitted job "
-                  f"{format_ids(victims)} and killed it while it was waiting")
-
-
-# -- simulated pilots --------------------------------------------------------------------------
-
-
-@dataclass
-class PilotRun:
-    site: str
-    pilot_id: str
-    job_ids: list[int] = field(default_factory=list)
-    error: str = ""
-    thread: threading.Thread | None = None
-
-    def alive(self) -> bool:
-        return self.thread is not None and self.thread.is_alive()
+    def planned_counts(self) -> dict[str, int]:
+        return dict(Counter(expectation.status for expectation in self.expected.values()))
 
 
 def site_name(number: int) -> str:
@@ -140,113 +158,156 @@ def short_site(name: str) -> str:
     return name.removeprefix("DIRAC.").removesuffix(".org")
 
 
-def run_pilot(endpoint: str, run: PilotRun, stop: threading.Event) -> None:
-    """Pull and "run" jobs until the service has none left for this pilot (or ``stop``)."""
-    resources_offered = PilotResources(
-        site=run.site, ce=f"ce.{run.site}", platform="EL9", cores=4, memory_mb=8000
+def plan_sites(count: int) -> tuple[SitePlan, ...]:
+    """``count`` sites with a single-core CE each; the first also has a 2-core CE."""
+    single = CEPlan("cpu", cores=1, memory_mb=1024, max_total=2)
+    multicore = CEPlan("multicore", cores=2, memory_mb=2048, max_total=1)
+    return tuple(
+        SitePlan(site_name(number), (single, multicore) if number == 1 else (single,))
+        for number in range(1, count + 1)
     )
-    try:
-        with Client(endpoint, POLICY) as client:
-            while not stop.is_set():
-                job = client.request_job(run.pilot_id, resources_offered)["job"]
-                if job is None:
-                    return
-                run.job_ids.append(job["job_id"])
-                run_payload(client, run.pilot_id, job, stop)
-    except Exception as exc:  # reported in the summary; the demo then exits 1
-        run.error = f"{type(exc).__name__}: {exc}"
 
 
-def run_payload(client: Client, pilot_id: str, job: dict[str, Any], stop: threading.Event) -> None:
-    """Report Running, "run" for a moment, report Done (Failed if the JobName says "fail")."""
-    job_id, attempt = job["job_id"], job["attempt"]
-    commands = client.update_status(job_id, attempt, pilot_id, "Running", "Application")
-    if not any(command["command"] == "kill" for command in commands):
-        stop.wait(PAYLOAD_SECONDS)
-    if any(command["command"] == "kill" for command in commands) or stop.is_set():
-        client.update_status(job_id, attempt, pilot_id, "Killed", "Killed by the pilot")
-    elif "fail" in str(job["description"].get("JobName", "")).lower():
-        client.update_status(job_id, attempt, pilot_id, "Failed",
-                             "Application exited with code 1", "exit code 1")
-    else:
-        client.update_status(job_id, attempt, pilot_id, "Done", "Execution Complete",
-                             "exit code 0")
+def python_job(name: str, python: str, code: str, *arguments: str,
+               **attributes: Any) -> dict[str, Any]:
+    """A job whose payload is ``python -I -c code arguments...``."""
+    return {"JobName": name, "Executable": python,
+            "Arguments": shlex.join(["-I", "-c", code, *arguments]), "CPUTime": CPU_TIME,
+            **attributes}
 
 
-def start_pilots(endpoint: str, sites: int, stop: threading.Event) -> list[PilotRun]:
-    runs = [PilotRun(site_name(n), f"demo-pilot-{n}") for n in range(1, sites + 1)]
-    for run in runs:
-        run.thread = threading.Thread(target=run_pilot, args=(endpoint, run, stop),
-                                      name=run.pilot_id, daemon=True)
-        run.thread.start()
-    return runs
+DONE = Expectation("Done", "Execution Complete")
+VICTIM = "analysis-forgotten"  # killed by its owner once it runs on a pilot
+NOTABLE: tuple[tuple[str, Expectation], ...] = (  # JobName, how it must end
+    ("reconstruction-2cores", DONE),
+    ("calibration-broken", Expectation("Failed", "exited with code 1")),
+    ("analysis-broken", Expectation("Failed", "exited with code 2")),
+    ("memory-hog", Expectation("Failed", "Watchdog: memory")),
+    (VICTIM, Expectation("Killed")),
+)
 
 
-# -- watching ----------------------------------------------------------------------------------
+def plan_demo(jobs: int, sites: int, python: str) -> DemoPlan:
+    """``jobs`` jobs on ``sites`` sites; payloads run with the interpreter ``python``: the
+    notable jobs, and of the rest 60% simulations (one parametric job), 40% analyses."""
+    plain = jobs - len(NOTABLE)
+    simulations = max(1, round(plain * 0.6))
+    analyses = plain - simulations
+    expected = {f"simulation_{n}": DONE for n in range(simulations)}  # %n counts from 0
+    expected.update({f"analysis-{n}": DONE for n in range(1, analyses + 1)})
+    expected.update(NOTABLE)
+    return DemoPlan(
+        sites=plan_sites(sites),
+        shares=(("physics", 70.0), ("users", 30.0)),
+        submissions=plan_submissions(simulations, analyses, python),
+        expected=expected,
+        victim=VICTIM,
+        notable=tuple(name for name, _ in NOTABLE),
+        deadline=90.0 + jobs,
+    )
 
 
-def status_line(rows: list[dict[str, Any]]) -> str:
+def plan_submissions(simulations: int, analyses: int, python: str) -> tuple[Submission, ...]:
+    physics = (
+        python_job("simulation_%n", python, SIMULATE, "%s", Parameters=simulations,
+                   JobGroup="demo-production", Priority=2),
+        python_job("reconstruction-2cores", python, RECONSTRUCT, NumberOfProcessors=2,
+                   MaxRAM=1000, Priority=5),
+        python_job("calibration-broken", python, CALIBRATE, Priority=1),
+    )
+    analysis = tuple(python_job(f"analysis-{n}", python, ANALYSE, f"dataset-{n}", Priority=1)
+                     for n in range(1, analyses + 1))
+    broken = python_job("analysis-broken", python, BROKEN_ANALYSIS)
+    hog = python_job("memory-hog", python, HOG, MaxRAM=100)
+    forgotten = {"JobName": VICTIM, "Executable": "/bin/sleep", "Arguments": "60",
+                 "CPUTime": CPU_TIME}
+    return (
+        Submission("alice", "physics", physics),
+        Submission("bob", "users", (*analysis, broken)),
+        Submission("dave", "users", (hog,)),
+        Submission("carol", "users", (forgotten,)),
+    )
+
+
+def site_toml(site: SitePlan) -> str:
+    """The site file of ``site`` (see etc/sites/): fast director cycles, local pilots."""
+    lines = [f"# {site.name}: written by `dirac-like demo`.", "cycle_seconds = 0.5",
+             "failure_threshold = 3", "backoff_seconds = 5.0", "max_backoff_seconds = 30.0"]
+    for ce in site.ces:
+        lines += ["", f"[ce.{ce.name}]", 'fabric = "local"', f"cores_per_slot = {ce.cores}",
+                  f"memory_mb = {ce.memory_mb}",
+                  "max_wall_time = 172800  # room for jobs of the default CPUTime (86400 s)",
+                  f"max_queued = {ce.max_total}", f"max_total = {ce.max_total}"]
+    return "\n".join(lines) + "\n"
+
+
+# -- decisions while it runs (pure) ------------------------------------------------------------
+
+
+def is_final(row: Mapping[str, Any]) -> bool:
+    return row["status"] in FINAL
+
+
+def status_line(rows: Sequence[Mapping[str, Any]]) -> str:
     counts = Counter(row["status"] for row in rows)
     return "  ".join(f"{status} {count}" for status, count in sorted(counts.items()))
 
 
-def watch(
-    client: Client, runs: list[PilotRun], total: int, console: Console
-) -> list[dict[str, Any]]:
-    """Show job counts by status until every pilot has stopped; the jobs as they end up."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("starting", total=total)
-        while True:
-            running = any(run.alive() for run in runs)
-            rows = client.list_jobs(limit=total)
-            finished = sum(row["status"] in FINAL for row in rows)
-            progress.update(task, completed=finished, description=status_line(rows))
-            if not running:
-                return rows
-            time.sleep(POLL_SECONDS)
+def victims_to_kill(rows: Sequence[Mapping[str, Any]], victim: str,
+                    already: set[int]) -> list[int]:
+    """The victim's job id once it runs on a pilot (and has not been killed yet)."""
+    return [row["job_id"] for row in rows if row["job_name"] == victim
+            and row["status"] == "Running" and row["job_id"] not in already]
 
 
-def run_workload(endpoint: str, client: Client, plan: Plan, sites: int,
-                 console: Console) -> tuple[list[dict[str, Any]], list[PilotRun]]:
-    stop = threading.Event()
-    runs = start_pilots(endpoint, sites, stop)
-    try:
-        rows = watch(client, runs, plan.total, console)
-    finally:
-        stop.set()
-        for run in runs:
-            if run.thread is not None:
-                run.thread.join(timeout=5.0)
-    return rows, runs
+def all_ended(rows: Sequence[Mapping[str, Any]], total: int) -> bool:
+    return len(rows) >= total and all(is_final(row) for row in rows)
 
 
-# -- the summary -------------------------------------------------------------------------------
+def outcome_problems(rows: Sequence[Mapping[str, Any]], plan: DemoPlan,
+                     victim_history: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every way the jobs did not end as planned (empty: all did)."""
+    problems = []
+    by_name = {row["job_name"]: row for row in rows}
+    for name, expectation in plan.expected.items():
+        row = by_name.get(name)
+        if row is None:
+            problems.append(f"job {name!r}: not found (planned {expectation})")
+        elif not expectation.met_by(row):
+            problems.append(f"job {row['job_id']} {name}: planned {expectation}, got "
+                            f"{row['status']} ({row['minor_status']})")
+    for name in sorted(set(by_name) - set(plan.expected)):
+        problems.append(f"job {by_name[name]['job_id']} {name}: not in the plan")
+    if victim_history and "Running" not in (entry["status"] for entry in victim_history):
+        problems.append(f"job {plan.victim}: killed before it ran on a pilot")
+    return problems
 
 
-def print_site_summary(rows: list[dict[str, Any]], console: Console) -> None:
+def site_rows(rows: Sequence[Mapping[str, Any]], pilots: Sequence[Mapping[str, Any]]
+              ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of the summary by site and status, with the pilots each site's director submitted
+    (the service's pilot records); and the statuses, in order."""
     counts = count_by(rows, "site", "status")
+    pilot_counts = Counter(pilot["site"] for pilot in pilots)
     statuses = sorted({status for _, status in counts})
-    table_rows = []
-    for site in sorted({site for site, _ in counts}):
+    table = []
+    for site in sorted({site for site, _ in counts} | set(pilot_counts)):
         row: dict[str, Any] = {"site": site}
         row.update({status: counts.get((site, status), 0) for status in statuses})
         row["total"] = sum(counts.get((site, status), 0) for status in statuses)
-        table_rows.append(row)
-    columns = [("site", "Site"), *((status, f"{status}>") for status in statuses),
-               ("total", "Total>")]
-    print_table(table_rows, columns, title="Jobs by site and status", console=console)
+        row["pilots"] = pilot_counts[site]
+        table.append(row)
+    return table, statuses
 
 
-def print_share_summary(client: Client, rows: list[dict[str, Any]], console: Console) -> None:
-    ran = [row for row in rows if row["site"].startswith("DIRAC.Demo-")]
-    per_site = count_by(ran, "group", "site")
-    table_rows = []
-    for share in client.shares():
+def share_rows(shares: Sequence[Mapping[str, Any]],
+               rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    per_site = count_by([row for row in rows if row["pilot_id"]], "group", "site")
+    table = []
+    for share in shares:
         group = share["group"]
         sites = sorted((site, n) for (g, site), n in per_site.items() if g == group)
-        table_rows.append({
+        table.append({
             "group": group,
             "target": format_percent(share["share_fraction"]),
             "received": format_percent(share["load_fraction"]),
@@ -254,67 +315,287 @@ def print_share_summary(client: Client, rows: list[dict[str, Any]], console: Con
             "jobs": sum(n for _, n in sites),
             "per_site": ", ".join(f"{short_site(site)}: {n}" for site, n in sites) or "-",
         })
-    columns = [("group", "Group"), ("target", "Target>"),
-               ("received", "Received>"), ("usage", "Usage (core-s)>"),
-               ("jobs", "Jobs run>"), ("per_site", "Jobs per site")]
-    print_table(table_rows, columns, title="Shares", console=console)
+    return table
 
 
-def check_outcome(rows: list[dict[str, Any]], runs: list[PilotRun], plan: Plan,
+# -- the grid (I/O) ----------------------------------------------------------------------------
+
+
+@dataclass
+class DirectorProcess:
+    site: str
+    popen: subprocess.Popen[bytes]
+    stderr: Path
+
+
+@dataclass
+class Grid:
+    """The processes of the demo; :func:`stop_grid` stops whatever was started."""
+
+    home: Path
+    service: ServiceProcess | None = None
+    directors: list[DirectorProcess] = field(default_factory=list)
+
+    @property
+    def endpoint(self) -> str:
+        assert self.service is not None
+        return self.service.endpoint
+
+    def dead(self) -> list[str]:
+        """What stopped by itself, with its exit code."""
+        dead = [f"director of {d.site} (exit code {d.popen.returncode}, see {d.stderr})"
+                for d in self.directors if d.popen.poll() is not None]
+        if self.service is not None and self.service.popen.poll() is not None:
+            dead.append(f"central service (exit code {self.service.popen.returncode})")
+        return dead
+
+
+def write_files(home: Path, plan: DemoPlan) -> None:
+    (home / "demo.toml").write_text(DEMO_CONFIG)
+    (home / "director.toml").write_text(DIRECTOR_SETTINGS)
+    (home / "hello.jdl").write_text(HELLO_JDL)
+    sites = home / "sites"
+    sites.mkdir()
+    for site in plan.sites:
+        (sites / f"{site.name}.toml").write_text(site_toml(site))
+
+
+def start_director(home: Path, site: str, endpoint: str) -> DirectorProcess:
+    """``dirac-like agent director`` for ``site``, in its own session (Ctrl-C reaches only the
+    demo, which stops it in order)."""
+    command = [sys.executable, "-m", "dirac_like", "agent", "director", "--site", site,
+               "--sites-dir", str(home / "sites"), "--config", str(home / "director.toml"),
+               "--server", endpoint, "--home", str(home)]
+    stderr = home / f"director-{site}.stderr"
+    with open(stderr, "wb") as output:
+        popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output,
+                                 stderr=output, cwd=home, start_new_session=True)
+    return DirectorProcess(site, popen, stderr)
+
+
+def start_service(grid: Grid, console: Console) -> None:
+    grid.service = ServiceProcess.start_central(grid.home, grid.home / "demo.toml")
+    console.print(f"Central service at {grid.endpoint}, home {grid.home}")
+
+
+def start_directors(grid: Grid, plan: DemoPlan, console: Console) -> None:
+    for site in plan.sites:
+        grid.directors.append(start_director(grid.home, site.name, grid.endpoint))
+    ces = "; ".join(f"{short_site(site.name)}: " + ", ".join(
+        f"{ce.name} ({ce.cores} core{'s' if ce.cores > 1 else ''}, {ce.max_total} pilots max)"
+        for ce in site.ces) for site in plan.sites)
+    console.print(f"{len(plan.sites)} site director(s), pilots on the local fabric ({ces})")
+
+
+def stop_grid(grid: Grid, console: Console) -> bool:
+    """Directors (SIGTERM, SIGKILL after a grace; they stop their pilots), the service, then
+    any stray process. True when everything stopped cleanly."""
+    clean = stop_directors(grid.directors, DIRECTOR_GRACE, console)
+    if grid.service is not None:
+        code = grid.service.stop()
+        if code != 0:
+            console.print(f"the central service exited with code {code}")
+            clean = False
+    strays = kill_strays(grid.home)
+    if strays:
+        console.print(f"warning: killed {len(strays)} process(es) left behind: {strays}")
+        clean = False
+    return clean
+
+
+def stop_directors(directors: list[DirectorProcess], grace: float, console: Console) -> bool:
+    """SIGTERM to every director at once, SIGKILL to those still there after ``grace``. True
+    when each exited 0 (or died of SIGTERM before it had a handler for it: no pilot yet)."""
+    running = [d for d in directors if d.popen.poll() is None]
+    for director in running:
+        director.popen.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for director in running:
+        try:
+            director.popen.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            console.print(f"director of {director.site}: alive {grace:g} s after SIGTERM, SIGKILL")
+            director.popen.kill()
+            director.popen.wait(10)
+    failed = [d for d in directors if d.popen.returncode not in (0, -signal.SIGTERM)]
+    for director in failed:
+        console.print(f"director of {director.site} exited with code "
+                      f"{director.popen.returncode} (see {director.stderr})")
+    return not failed
+
+
+def mentions(word: str, home: Path) -> bool:
+    """``word`` names ``home`` or something under it."""
+    return word == str(home) or f"{home}{os.sep}" in word
+
+
+def kill_strays(home: Path) -> list[str]:
+    """Kill processes that still mention ``home`` (command line or working folder): a safety
+    net; after a clean stop there are none. Returns their descriptions."""
+    found: list[psutil.Process] = []
+    for process in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        if process.pid == os.getpid():
+            continue
+        words = [*(process.info["cmdline"] or []), process.info["cwd"] or ""]
+        if any(mentions(word, home) for word in words):
+            found.append(process)
+    described = []
+    for process in found:
+        with contextlib.suppress(psutil.Error):
+            described.append(f"{process.pid} {' '.join(process.cmdline())[:80]}")
+            process.kill()
+    psutil.wait_procs(found, timeout=5)
+    return described
+
+
+# -- the workload (I/O) ------------------------------------------------------------------------
+
+
+def submit_workload(client: Client, plan: DemoPlan, console: Console) -> None:
+    for item in plan.submissions:
+        descriptions: list[str | dict[str, Any]] = [dict(d) for d in item.descriptions]
+        job_ids = client.submit(descriptions, item.owner, item.group, timeout=60.0)
+        console.print(f"{item.owner} ({item.group}) submitted {len(job_ids)} job(s): "
+                      f"{format_ids(job_ids)}")
+
+
+def watch(client: Client, grid: Grid, plan: DemoPlan, console: Console
+          ) -> list[dict[str, Any]]:
+    """Show job counts by status, kill the victim once it runs, until every job has ended (or
+    the deadline, or a process of the grid died). The jobs as they end up."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    killed: set[int] = set()
+    deadline = time.monotonic() + plan.deadline
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("starting", total=plan.total)
+        while True:
+            dead = grid.dead()  # before asking a service that may be gone
+            rows = client.list_jobs(limit=plan.total + 1)
+            for job_id in victims_to_kill(rows, plan.victim, killed):
+                kill_running(client, job_id, rows, console)
+                killed.add(job_id)
+            progress.update(task, completed=sum(map(is_final, rows)),
+                            description=status_line(rows))
+            if all_ended(rows, plan.total):
+                return rows
+            if dead or time.monotonic() > deadline:
+                why = ", ".join(dead) or f"not done after {plan.deadline:g} s"
+                console.print(f"giving up: {why}")
+                return rows
+            time.sleep(POLL_SECONDS)
+
+
+def kill_running(client: Client, job_id: int, rows: Sequence[Mapping[str, Any]],
+                 console: Console) -> None:
+    row = next(row for row in rows if row["job_id"] == job_id)
+    client.kill([job_id])
+    console.print(f"{row['owner']} killed job {job_id} ({row['job_name']}) while it ran on "
+                  f"pilot {row['pilot_id']}")
+
+
+# -- the summary (I/O) -------------------------------------------------------------------------
+
+
+def print_summary(client: Client, rows: list[dict[str, Any]], plan: DemoPlan,
                   console: Console) -> bool:
+    table, statuses = site_rows(rows, client.pilots())
+    columns = [("site", "Site"), *((status, f"{status}>") for status in statuses),
+               ("total", "Total>"), ("pilots", "Pilots>")]
+    print_table(table, columns, title="Jobs by site and status", console=console)
+    print_table(share_rows(client.shares(), rows),
+                [("group", "Group"), ("target", "Target>"), ("received", "Received>"),
+                 ("usage", "Usage (core-s)>"), ("jobs", "Jobs run>"),
+                 ("per_site", "Jobs per site")], title="Shares", console=console)
+    notable = [{**row, "planned": str(plan.expected[row["job_name"]])}
+               for row in rows if row["job_name"] in plan.notable]
+    print_table(notable, [("job_id", "JobID>"), ("job_name", "JobName"), ("owner", "Owner"),
+                          ("planned", "Planned"), ("status", "Status"),
+                          ("minor_status", "MinorStatus"), ("site", "Site")],
+                title="Notable jobs", console=console)
+    return check_outcome(client, rows, plan, console)
+
+
+def check_outcome(client: Client, rows: list[dict[str, Any]], plan: DemoPlan,
+                  console: Console) -> bool:
+    victims = [row["job_id"] for row in rows if row["job_name"] == plan.victim]
+    history = client.history(victims[0]) if victims else []
+    problems = outcome_problems(rows, plan, history)
+    got = ", ".join(f"{n} {s}" for s, n in sorted(Counter(r["status"] for r in rows).items()))
     console.print()
-    outcome = dict(Counter(row["status"] for row in rows))
-    for run in runs:
-        if run.error:
-            console.print(f"pilot {run.pilot_id} at {run.site} stopped: {run.error}")
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(outcome.items()))
-    if outcome == plan.expected and not any(run.error for run in runs):
-        console.print(f"All {plan.total} jobs ended as planned: {summary}.")
+    if not problems:
+        console.print(f"All {plan.total} jobs ended as planned: {got}.")
         return True
-    planned = ", ".join(f"{n} {status}" for status, n in sorted(plan.expected.items()))
-    console.print(f"Unexpected outcome: planned {planned}; got {summary}.")
+    planned = ", ".join(f"{n} {s}" for s, n in sorted(plan.planned_counts().items()))
+    console.print(f"Unexpected outcome: planned {planned}; got {got}. Not as planned:")
+    for problem in problems:
+        console.print(f"  {problem}")
     return False
 
 
 # -- the demo ----------------------------------------------------------------------------------
 
 
-@contextmanager
+@contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt, so the finally blocks stop the service."""
+    """SIGTERM raises KeyboardInterrupt, so the finally blocks stop the grid."""
+    with _signals({signal.SIGTERM: signal.default_int_handler}):
+        yield
+
+
+@contextlib.contextmanager
+def signals_ignored() -> Iterator[None]:
+    """No Ctrl-C or SIGTERM while the grid stops (each stop step has its own deadline)."""
+    with _signals({signal.SIGINT: signal.SIG_IGN, signal.SIGTERM: signal.SIG_IGN}):
+        yield
+
+
+@contextlib.contextmanager
+def _signals(handlers: dict[signal.Signals, Any]) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
-def wait_for_interrupt(service: ServiceProcess, console: Console) -> int:
-    console.print("\nThe central service keeps running. In another shell:\n"
-                  f"  export DIRAC_LIKE_SERVER={service.endpoint}\n"
-                  f"  export DIRAC_LIKE_HOME={service.home}\n"
-                  "  dirac-like job list\n"
-                  "Press Ctrl-C to stop it.")
+def wait_for_interrupt(grid: Grid, console: Console) -> int:
+    console.print(
+        f"\nThe grid keeps running (central service and {len(grid.directors)} site directors; "
+        "pilots start when jobs wait). In another shell:\n"
+        f"  export DIRAC_LIKE_SERVER={grid.endpoint}   # or pass --server {grid.endpoint}\n"
+        f"  dirac-like job submit {grid.home / 'hello.jdl'} --group users\n"
+        "  dirac-like job list\n"
+        "  dirac-like admin pilots\n"
+        "  dirac-like admin shares\n"
+        f"Logs are in {grid.home / 'logs'}. Press Ctrl-C to stop the grid.")
     try:
-        while service.popen.poll() is None:
+        while not grid.dead():
             time.sleep(0.5)
     except KeyboardInterrupt:
+        console.print("Stopping the grid ...")
         return EXIT_OK
-    console.print(f"the central service exited by itself (code {service.popen.returncode})")
+    console.print(f"stopped by itself: {', '.join(grid.dead())}")
     return EXIT_REFUSED
 
 
-def demo_on(service: ServiceProcess, plan: Plan, sites: int, console: Console) -> bool:
-    with Client(service.endpoint, POLICY) as client:
+def run_workload(grid: Grid, plan: DemoPlan, console: Console, keep: bool) -> int:
+    write_files(grid.home, plan)
+    start_service(grid, console)
+    with Client(grid.endpoint, POLICY) as client:
+        for group, share in plan.shares:
+            client.set_share(group, share)
+        start_directors(grid, plan, console)
         submit_workload(client, plan, console)
-        console.print(f"Starting {sites} simulated pilot(s), one per site ...")
-        rows, runs = run_workload(service.endpoint, client, plan, sites, console)
-        print_site_summary(rows, console)
-        print_share_summary(client, rows, console)
-        return check_outcome(rows, runs, plan, console)
+        rows = watch(client, grid, plan, console)
+        ok = print_summary(client, rows, plan, console)
+    if not ok:
+        return EXIT_REFUSED
+    return wait_for_interrupt(grid, console) if keep else EXIT_OK
 
 
 def run_demo(jobs: int = 60, sites: int = 3, keep: bool = False) -> int:
@@ -322,40 +603,28 @@ def run_demo(jobs: int = 60, sites: int = 3, keep: bool = False) -> int:
     if jobs < MIN_JOBS or sites < 1:
         console.print(f"error: the demo needs at least {MIN_JOBS} jobs and 1 site")
         return EXIT_USAGE
-    plan = plan_workload(jobs)
-    home = Path(tempfile.mkdtemp(prefix="dirac-like-demo-"))
-    service: ServiceProcess | None = None
-    keep_home = True  # for inspection, unless the demo went as planned or was interrupted
+    plan = plan_demo(jobs, sites, sys.executable)
+    grid = Grid(Path(tempfile.mkdtemp(prefix="dirac-like-demo-")))
+    code = EXIT_REFUSED
     try:
         with sigterm_as_interrupt():
-            config = home / "demo.toml"
-            config.write_text(DEMO_CONFIG)
-            service = ServiceProcess.start_central(home, config)
-            console.print(f"Central service at {service.endpoint}, home {home}")
-            ok = demo_on(service, plan, sites, console)
-            keep_home = not ok
-            if ok and keep:
-                return wait_for_interrupt(service, console)
-            return EXIT_OK if ok else EXIT_REFUSED
+            code = run_workload(grid, plan, console, keep)
     except KeyboardInterrupt:
         console.print("interrupted")
-        keep_home = False
-        return 130
+        code = 130
+    except DiracLikeError as exc:
+        console.print(f"error: {exc.message}")
+        code = exc.exit_code
     finally:
-        finish(service, home, keep_home, console)
+        with signals_ignored():
+            clean = stop_grid(grid, console)
+        finish(grid.home, keep_home=code not in (EXIT_OK, 130) or not clean, console=console)
+    return code if clean or code != EXIT_OK else EXIT_REFUSED
 
 
-def finish(
-    service: ServiceProcess | None, home: Path, keep_home: bool, console: Console
-) -> None:
-    """Stop the service by PID; remove the home unless it is kept for inspection."""
-    if service is not None:
-        code = service.stop()
-        if code != 0:
-            console.print(f"the central service exited with code {code}")
-            keep_home = True
+def finish(home: Path, keep_home: bool, console: Console) -> None:
+    """Remove the home unless it is kept for inspection."""
     if not keep_home:
         shutil.rmtree(home, ignore_errors=True)
     else:
-        console.print(f"the demo's home is kept for inspection: {home} "
-                      f"(service log: {home / 'logs' / 'central.log'})")
+        console.print(f"the demo's home is kept for inspection: {home} (logs: {home / 'logs'})")

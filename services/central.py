@@ -227,8 +227,8 @@ class CentralService:
             envelope = self.routes.get(pilot_id)
             if envelope is None:
                 continue  # never heard from it: the next heartbeat reply carries the command
-            log.info("pushing %s of job %s to pilot %s", command["command"], command["job_id"],
-                     pilot_id)
+            target = f" of job {command['job_id']}" if "job_id" in command else ""
+            log.info("pushing %s%s to pilot %s", command["command"], target, pilot_id)
             self.socket.send_multipart([*envelope, encode_push([command])])
 
     def _undo(self, pending: list[Pending], error: DiracLikeError) -> list[Pending]:

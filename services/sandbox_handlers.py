@@ -14,7 +14,7 @@ from typing import Any
 
 from dirac_like.errors import InvalidArgument, NotFound
 from dirac_like.protocol import JobIdArgs, Op, SandboxDownloadArgs, SandboxUploadArgs
-from dirac_like.sandbox import SandboxStore
+from dirac_like.sandbox import SandboxError, SandboxStore
 
 from .state import CentralState
 
@@ -31,10 +31,13 @@ def sandbox_upload(state: CentralState, args: SandboxUploadArgs, now: float) -> 
     config = state.config.sandboxes
     if args.kind not in KINDS:
         raise InvalidArgument(f"kind must be one of {', '.join(KINDS)}, not {args.kind[:20]!r}")
+    limit = config.max_input_bytes if args.kind == "input" else config.max_output_bytes
+    if not 0 < args.size <= limit:
+        raise SandboxError(f"{args.kind} sandbox of {args.size} bytes: the size must be 1 to "
+                           f"{limit} bytes")
     if len(args.data) > config.max_chunk_bytes:
         raise InvalidArgument(f"chunk of {len(args.data)} bytes is over the limit of "
                               f"{config.max_chunk_bytes} bytes")
-    limit = config.max_input_bytes if args.kind == "input" else config.max_output_bytes
     received = _store(state).write_chunk(args.sha256, args.size, args.offset, args.data, limit)
     return {"received": received, "complete": received == args.size}
 

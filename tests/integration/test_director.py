@@ -6,8 +6,9 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import psutil
 import pytest
 
 from dirac_like import testing
@@ -184,3 +185,81 @@ def test_cli_once_and_unknown_site(tmp_path: Path, central: ServiceProcess) -> N
     assert unknown.returncode == 2
     assert "unknown site 'No.Such.org'" in unknown.stderr
     assert SITE in unknown.stderr  # the sites that do exist are named
+
+
+def processes_of(pilot_id: str) -> list[psutil.Process]:
+    """Live processes of a pilot: the pilot (its command line) and its payloads (environment)."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            mine = (pilot_id in process.cmdline()
+                    or process.environ().get("DIRAC_LIKE_PILOT_ID") == pilot_id)
+            if mine and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_an_admin_kills_a_pilot_its_job_moves_and_the_director_cancels_it(
+        tmp_path: Path, client: Client) -> None:
+    [job_id] = client.submit(['Executable = "/bin/sleep"; Arguments = "120";'], "alice")
+    director = local_director(tmp_path, client, write_site(tmp_path / "sites"))
+    try:
+        def running() -> str:
+            director.cycle()
+            [row] = client.status([job_id])
+            return str(row["pilot_id"]) if row["status"] == "Running" else ""
+
+        pilot_id = wait_for(running, "the sleep job Running on a local pilot")
+        result = client.kill_pilot(pilot_id)
+
+        def cancelled() -> dict[str, Any] | None:
+            director.cycle()
+            [row] = client.pilots(site=SITE, states=["Aborted"]) or [None]
+            return row if row and not director.book.outbox else None
+
+        aborted = wait_for(cancelled, "the killed pilot Aborted in the service")
+        [job] = client.status([job_id])
+    finally:
+        director.close()
+    assert result["rescheduled"] == [job_id]
+    assert aborted["pilot_id"] == pilot_id and aborted["kill_requested"]
+    assert aborted["reason"] == "Killed by an admin"
+    assert job["pilot_id"] != pilot_id  # waiting again, or already on another pilot
+    assert processes_of(pilot_id) == []  # the pilot and its sleep payload are gone
+
+
+def test_a_refused_pilot_is_recorded_aborted_with_the_fabric_message(
+        tmp_path: Path, client: Client) -> None:
+    client.submit(['Executable = "/bin/true";'], "alice")
+    director = Director(write_site(tmp_path / "sites"), client, {"local": RefusingFabric()},
+                        tmp_path / "director")
+    try:
+        director.cycle()
+    finally:
+        director.close()
+    [row] = client.pilots(site=SITE)
+    assert row["state"] == "Aborted"
+    assert "queue closed (test)" in row["reason"]
+
+
+def test_a_restarted_director_marks_its_old_local_pilots_aborted(
+        tmp_path: Path, client: Client) -> None:
+    client.submit(['Executable = "/bin/sleep"; Arguments = "120";'], "alice")
+    site = write_site(tmp_path / "sites")
+    first = local_director(tmp_path, client, site)
+    first.cycle()
+    [pilot_id] = first.records
+    first.book.outbox.clear()  # as if it died before reporting anything more
+    for fabric in first.fabrics.values():
+        fabric.close()
+
+    second = local_director(tmp_path / "again", client, site)
+    try:
+        second.cycle()
+    finally:
+        second.close()
+    [row] = [row for row in client.pilots(site=SITE) if row["pilot_id"] == pilot_id]
+    assert row["state"] == "Aborted"
+    assert row["reason"] == "Stopped with a previous run of the director"
