@@ -16,6 +16,7 @@ after ``kill_grace``) and reported Killed, "Pilot stopped (SIGTERM)"; exit 0.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -52,7 +53,7 @@ from .wrapper import FAILED, MB, PayloadResult, PayloadRunner, PayloadSpec, tail
 log = logging.getLogger(__name__)
 
 PILOT_RETRIES = RetryPolicy(timeout=3.0, retries=3, backoff=0.2, max_backoff=2.0)
-POLL_SLICE = 0.05  # seconds: the longest the loop waits for pushes before looking at its queue
+POLL_SLICE = 0.2  # seconds: the longest the loop waits (pushes and worker events wake it)
 HEARTBEAT_TAIL_LINES = 5
 STOPPED_BY_SIGNAL = "Pilot stopped ({})"
 
@@ -251,6 +252,10 @@ class Pilot:
         self._next_request = self._started
         self._request_pause = config.first_request_interval
         self._wall_offset = time.time() - self._started  # the watchdog's clock is time.time()
+        # Worker threads write a byte here after queueing an event: the loop wakes at once.
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
 
     # -- control (any thread or a signal handler) ----------------------------------------------
 
@@ -290,6 +295,8 @@ class Pilot:
         finally:
             self._abandon()
             self.client.close()
+            os.close(self._wake_read)
+            os.close(self._wake_write)
         log.info("pilot %s: stopped after %d job(s)", config.pilot_id, self.jobs_taken)
         return EXIT_OK
 
@@ -307,13 +314,23 @@ class Pilot:
             log.info("pilot %s: stopping: %s", self.config.pilot_id, reason)
             return True
         if self.events.empty():
-            self.client.poll_pushes(self._wait_time())
+            self.client.poll_pushes(self._wait_time(), self._wake_read)
+            self._drain_wake_pipe()
         return False
 
     def _wait_time(self) -> float:
-        if self.jobs:
-            return POLL_SLICE  # worker events arrive on the queue: look at it often
-        return max(0.0, min(POLL_SLICE * 4, self._next_request - self.clock()))
+        """Until the next request or heartbeat is due (worker events wake the loop at once)."""
+        due = [self._next_request, *(job.next_heartbeat for job in self.jobs.values())]
+        return max(0.0, min(POLL_SLICE, min(due) - self.clock()))
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_write, b"!")
+
+    def _drain_wake_pipe(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self._wake_read, 4096):
+                pass
 
     # -- commands --------------------------------------------------------------------------------
 
@@ -442,6 +459,7 @@ class Pilot:
     def _on_sample(self, job_id: int, sample: Sample) -> list[str]:
         """In the worker thread: hand the sample to the main thread (kills come from there)."""
         self.events.put(_Sampled(job_id, sample))
+        self._wake()
         return []
 
     def _run_payload(self, job: RunningJob) -> None:
@@ -458,6 +476,7 @@ class Pilot:
             log.exception("job %s: the wrapper failed", job.job_id)
             result = _not_run(f"Pilot error: {exc}")
         self.events.put(_Finished(job.job_id, result, output))
+        self._wake()
 
     def _fetch_and_run(self, client: Client, job: RunningJob) -> PayloadResult:
         try:

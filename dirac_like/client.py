@@ -130,14 +130,22 @@ class Client:
                 return reply
         return None
 
-    def poll_pushes(self, timeout: float) -> None:
+    def poll_pushes(self, timeout: float, wake_fd: int | None = None) -> None:
         """Wait up to ``timeout`` seconds for commands the service pushes unasked and hand them
-        to ``on_push``; returns as soon as the frames waiting have been read. Late replies to
-        requests given up on are dropped. (The service pushes only to a socket it has heard
+        to ``on_push``; returns as soon as the frames waiting have been read, or when
+        ``wake_fd`` (a pipe the caller's other threads write to) becomes readable. Late replies
+        to requests given up on are dropped. (The service pushes only to a socket it has heard
         from, i.e. after at least one pilot request on this client.)"""
         socket = self._connect()
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
+        if wake_fd is not None:
+            poller.register(wake_fd, zmq.POLLIN)
         wait_ms = max(0, int(timeout * 1000))
-        while socket.poll(wait_ms, zmq.POLLIN):
+        while True:
+            ready = dict(poller.poll(wait_ms))
+            if socket not in ready:
+                return
             wait_ms = 0  # something arrived: read what is there, then return
             pushed = decode_push(socket.recv())
             if pushed is not None and self.on_push is not None:
