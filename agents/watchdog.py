@@ -72,9 +72,11 @@ class Limits:
         pilot_deadline: float = 0.0,
         cores: int = 1,
     ) -> Limits:
-        """The limits of a job from its CPUTime and MaxRAM, the wall limit derived."""
+        """The limits of a job from its CPUTime and MaxRAM, the wall limit derived. CPUTime is
+        per core, as the matcher reads it (a pilot offers its CPU time left per core): the whole
+        process tree of a ``cores``-core job may use ``cpu_time * cores`` CPU seconds."""
         return cls(
-            cpu_time=cpu_time,
+            cpu_time=cpu_time * max(1, cores),
             wall_time=wall_limit_for(cpu_time, cores),
             max_rss_mb=max_ram_mb,
             max_disk_mb=max_disk_mb,

@@ -202,3 +202,9 @@ def test_always_a_verdict_when_several_values_are_over(
     verdict = Watchdog(limits).check(over)
     assert verdict is not None
     assert verdict.reason in dimensions
+
+
+def test_cpu_time_is_per_core_as_the_matcher_reads_it() -> None:
+    limits = Limits.for_job(cpu_time=3600, cores=4)
+    assert limits.cpu_time == 4 * 3600
+    assert limits.wall_time == wall_limit_for(3600)
