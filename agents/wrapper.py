@@ -32,6 +32,7 @@ import logging
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import stat
 import subprocess
@@ -59,6 +60,11 @@ _TAIL_READ_BYTES = 64 * 1024
 MARKER_VARIABLE = "DIRAC_LIKE_PAYLOAD_MARKER"  # unique per run: finds escaped processes
 _GONE_POLL = 0.02  # seconds between checks while waiting for killed processes to go
 _KILL_WAIT = 10.0  # seconds to wait for processes to go after SIGKILL
+# The payload gets SIGKILL if the pilot dies (kill -9 included) while it runs: util-linux's
+# setpriv sets the parent-death signal, then execs the payload. Without setpriv, a payload may
+# outlive a killed pilot (its job is still rescheduled; a new attempt runs elsewhere).
+_SETPRIV = shutil.which("setpriv")
+_DIE_WITH_PILOT = [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV else []
 
 
 @dataclass(frozen=True)
@@ -216,7 +222,8 @@ class PayloadRunner:
             if not os.access(shipped, os.X_OK):  # as DIRAC does for a script without +x
                 with contextlib.suppress(OSError):
                     shipped.chmod(shipped.stat().st_mode | stat.S_IXUSR)
-        return [executable, *arguments]
+        _check_runnable(executable, spec.workdir)
+        return [*_DIE_WITH_PILOT, executable, *arguments]
 
     def _open_outputs(self) -> tuple[IO[bytes], IO[bytes]]:
         spec = self.spec
@@ -429,6 +436,18 @@ class _StartFailure(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+def _check_runnable(executable: str, workdir: Path) -> None:
+    """Refuse what the payload's exec would fail on (setpriv would only exit 127 for it)."""
+    if "/" in executable:
+        path = workdir / executable
+        if not path.exists():
+            raise _StartFailure(f"Executable not found: {executable}")
+        if path.is_dir() or not os.access(path, os.X_OK):
+            raise _StartFailure(f"Executable not permitted: {executable}")
+    elif shutil.which(executable) is None:
+        raise _StartFailure(f"Executable not found: {executable}")
 
 
 def run_payload(

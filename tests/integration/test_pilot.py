@@ -191,6 +191,19 @@ def test_pilot_killed_mid_job_the_job_is_rescheduled_and_done_elsewhere(
     assert (second_workdir / f"job_{job_id}_2" / "std.out").exists()  # attempt 2, elsewhere
 
 
+def test_a_payload_dies_with_its_pilot_even_after_kill_9(grid: tuple[Client, Pilots]) -> None:
+    client, pilots = grid
+    [job_id] = client.submit(['Executable = "/bin/sleep"; Arguments = "300";'], "alice")
+    pilot, _ = pilots.start(name="doomed")
+    wait_status(client, job_id, ("Running",), 30)
+    assert payloads_of("doomed", job_id)
+
+    os.kill(pilot.pid, signal.SIGKILL)
+    pilot.wait(10)
+
+    wait_for(lambda: not payloads_of("doomed", job_id), 10, "the payload to die with its pilot")
+
+
 def test_four_core_job_fills_a_four_core_pilot(grid: tuple[Client, Pilots]) -> None:
     client, pilots = grid
     [wide] = client.submit(['Executable = "/bin/sleep"; Arguments = "60"; '
