@@ -114,6 +114,19 @@ class StoreError(DiracLikeError):
     retryable = True
 
 
+class Forbidden(DiracLikeError):
+    """The authenticated principal may not do this (its role, or the object is not its own)."""
+
+    code = "forbidden"
+
+
+class RateLimited(DiracLikeError):
+    """Too many requests from one identity; try again later."""
+
+    code = "rate_limited"
+    retryable = True
+
+
 class ServiceUnavailable(DiracLikeError):
     """The central service did not answer within the client's retries."""
 
