@@ -68,6 +68,7 @@ from dirac_like.errors import (
 from dirac_like.protocol import PilotResources
 from dirac_like.sites import CEConfig, SiteConfig
 
+from .batch_env import BOOTSTRAP_SCRIPT, bootstrap_command
 from .director_records import PilotBook, PilotRecord
 from .director_sizing import CEDemand, CEHealth, CycleLimits, PilotOutcome, plan
 from .fabrics import Fabric, FabricError, PilotRequest, PilotState, make_fabric
@@ -76,6 +77,7 @@ log = logging.getLogger(__name__)
 
 DIRECTOR_RETRIES = RetryPolicy(timeout=5.0, retries=1, backoff=0.2, max_backoff=1.0)
 IN_PROCESS_FABRICS = frozenset({"local", "simulated"})  # their pilots stop with the director
+BATCH_FABRICS = frozenset({"slurm"})  # their pilots start through the bootstrap script
 KILLED_BY_ADMIN = "Killed by an admin"
 _SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -87,7 +89,15 @@ class DirectorSettings:
     idle_timeout: float = 60.0  # a pilot with nothing to run leaves after this
     drain_margin: float = 60.0  # seconds of a pilot's time left kept to stop and report
     local_grace: float = 30.0  # local fabric: seconds between SIGTERM and SIGKILL of a pilot
-    pilot_args: tuple[str, ...] = ()  # more flags for `dirac-like pilot` (local fabric)
+    pilot_args: tuple[str, ...] = ()  # more flags for `dirac-like pilot`
+    # Batch fabrics (slurm): each pilot runs the bootstrap script (scripts/pilot-bootstrap.sh)
+    # at this path, as the worker nodes see it ("": the one installed with dirac-like here).
+    bootstrap_script: str = ""
+    bootstrap_python: str = ""  # a Python to try first ("": this director's own)
+    bootstrap_install_from: str = ""  # a wheel or source folder, when no Python has dirac-like
+    bootstrap_venv: str = ""  # where the bootstrap creates that environment ("": per pilot)
+    slurm_conf: str = ""  # SLURM_CONF for the Slurm commands ("": their default)
+    slurm_timeout: float = 30.0  # seconds a Slurm command may take
 
 
 @dataclass(frozen=True)
@@ -235,12 +245,23 @@ class Director:
         if not state.final:
             self.book.note(record, state, now)
             return
-        self.book.note(record, state, now, output=self._output(record))
+        reason = self._describe(record) if state is not PilotState.DONE else None
+        self.book.note(record, state, now, reason, self._output(record))
+        if reason:
+            log.warning("pilot %s ended %s: %s", record.pilot_id, state, reason)
         outcome = PilotOutcome.PILOT_OK if state is PilotState.DONE else PilotOutcome.PILOT_FAILED
         length = self.health[record.ce].record(outcome, now) if record.ce in self.health else None
         if length is not None:
             log.warning("site %s: CE %s backed off for %.0f s after pilot %s ended %s",
                         self.site.name, record.ce, length, record.pilot_id, state)
+
+    def _describe(self, record: PilotRecord) -> str | None:
+        """What the fabric says about how the pilot ended (None: nothing)."""
+        try:
+            return self.fabrics[record.fabric].describe(record.ref) or None
+        except Exception:  # a description is a nicety: never fail a cycle for it
+            log.exception("pilot %s: describing it failed", record.pilot_id)
+            return None
 
     def _output(self, record: PilotRecord) -> str:
         """The ended pilot's output from its fabric ('' with a log line if there is none)."""
@@ -343,9 +364,20 @@ class Director:
         command += self.settings.pilot_args
         env = {"DIRAC_LIKE_SITE": site, "DIRAC_LIKE_CE": ce.name, "DIRAC_LIKE_SERVER": server,
                "DIRAC_LIKE_IDLE_TIMEOUT": idle}
+        if ce.fabric in BATCH_FABRICS:
+            command = self._bootstrapped(command)
         return PilotRequest(pilot_id, command, env, cores=ce.cores_per_slot,
                             memory_mb=ce.memory_mb, wall_seconds=ce.max_wall_time,
-                            workdir=workdir)
+                            workdir=workdir, queue=ce.partition)
+
+    def _bootstrapped(self, command: list[str]) -> list[str]:
+        """``command`` run through the pilot bootstrap, as a batch system's worker node must."""
+        settings = self.settings
+        return bootstrap_command(
+            command, python=settings.bootstrap_python or sys.executable,
+            install_from=settings.bootstrap_install_from or None,
+            venv=settings.bootstrap_venv or None,
+            script=settings.bootstrap_script or BOOTSTRAP_SCRIPT)
 
     def counts(self, ce: str) -> tuple[int, int]:
         """(queued, running) pilots of ``ce``."""
@@ -452,6 +484,8 @@ def load_settings(path: Path | None) -> DirectorSettings:
     if min(settings.idle_timeout, settings.local_grace, settings.drain_margin) < 0:
         raise ConfigError(f"{path}: director.idle_timeout, drain_margin and local_grace must not "
                           "be negative")
+    if settings.slurm_timeout <= 0:
+        raise ConfigError(f"{path}: director.slurm_timeout must be positive")
     return dataclasses.replace(settings, pilot_args=tuple(pilot_args))
 
 
@@ -471,6 +505,10 @@ def make_fabrics(names: Iterable[str], server: str, home: Path,
     options: dict[str, dict[str, Any]] = {
         "local": {"base_dir": home / "fabric" / "local", "grace": settings.local_grace},
         "simulated": {"server": server},
+        # Batch pilots outlive their director: the next run follows them by their job ids.
+        "slurm": {"base_dir": home / "fabric" / "slurm", "cancel_on_close": False,
+                  "slurm_conf": Path(settings.slurm_conf) if settings.slurm_conf else None,
+                  "timeout": settings.slurm_timeout},
     }
     fabrics: dict[str, Fabric] = {}
     try:

@@ -11,7 +11,10 @@ applied at once with :meth:`PayloadRunner.request_kill`; a ``drain`` command sto
 One iteration of the loop (:meth:`Pilot.step`): handle worker events → heartbeat the jobs that
 are due → request jobs while cores are free and the policy allows → decide whether to stop →
 wait briefly for pushes. SIGTERM: no new job; the running ones are killed (SIGTERM, then SIGKILL
-after ``kill_grace``) and reported Killed, "Pilot stopped (SIGTERM)"; exit 0.
+after ``kill_grace``) and handed back to the task queue (reported Rescheduled, "Pilot stopped
+(SIGTERM): job handed back"; the service counts it against the job's reschedule limit); exit 0.
+A payload that dies of SIGTERM/SIGKILL together with its pilot (a batch system signals every
+process of its job) is handed back too, never reported Failed.
 """
 
 from __future__ import annotations
@@ -56,6 +59,20 @@ PILOT_RETRIES = RetryPolicy(timeout=3.0, retries=3, backoff=0.2, max_backoff=2.0
 POLL_SLICE = 0.2  # seconds: the longest the loop waits (pushes and worker events wake it)
 HEARTBEAT_TAIL_LINES = 5
 STOPPED_BY_SIGNAL = "Pilot stopped ({})"
+HANDED_BACK = "Rescheduled"  # the status a pilot reports for a job it gives back
+HANDBACK_WAIT = 1.0  # seconds a payload killed by a signal waits to learn if the pilot is too
+BATCH_KILL_CODES = frozenset({-signal.SIGTERM, -signal.SIGKILL, -signal.SIGINT})
+
+
+def hands_back(result: PayloadResult, pilot_stopping: bool) -> bool:
+    """Whether a pilot that is being stopped gives this job back to the task queue instead of
+    reporting it ended: the pilot killed it on its way out, or (a batch system signals every
+    process of its job at once, payloads included) it died of a stop signal meanwhile."""
+    if not pilot_stopping:
+        return False
+    if result.kill_reason == "request":
+        return result.minor_status.startswith(STOPPED_BY_SIGNAL.split("{")[0])
+    return not result.kill_reason and result.exit_code in BATCH_KILL_CODES
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,7 +281,7 @@ class Pilot:
         self.draining = True
 
     def terminate(self, why: str = "SIGTERM") -> None:
-        """Take no new job, kill the running ones (reported Killed), exit."""
+        """Take no new job, kill the running ones (handed back to the task queue), exit."""
         self.stop_signal = why
         self.draining = True
 
@@ -518,12 +535,29 @@ class Pilot:
             self._idle_since = self.clock()
         log.info("job %s: %s (%s), %.1f s CPU, %.0f MB peak", job.job_id, result.status,
                  result.minor_status, result.cpu_seconds, result.peak_rss_mb)
+        if hands_back(result, self._stopping_soon(result)):
+            log.info("job %s: handed back for rescheduling (pilot stopped: %s)", job.job_id,
+                     self.stop_signal)
+            self._report(job.job_id, job.attempt, HANDED_BACK,
+                         f"{STOPPED_BY_SIGNAL.format(self.stop_signal)}: job handed back")
+            return
         application = "" if result.exit_code is None else f"Exit code {result.exit_code}"
         problems = output.problems()
         if problems:
             application = "; ".join(filter(None, [application, problems]))
         self._report(job.job_id, job.attempt, result.status, result.minor_status, application,
                      output.sha256)
+
+    def _stopping_soon(self, result: PayloadResult) -> bool:
+        """Whether this pilot is being stopped. A payload that died of a stop signal nobody
+        here sent may have got it with the pilot (scancel signals the whole batch job): wait a
+        moment for the pilot's own signal before calling the job Failed."""
+        if result.kill_reason or result.exit_code not in BATCH_KILL_CODES:
+            return bool(self.stop_signal)
+        deadline = time.monotonic() + HANDBACK_WAIT
+        while not self.stop_signal and time.monotonic() < deadline:
+            time.sleep(0.02)  # the signal handler runs in this (main) thread meanwhile
+        return bool(self.stop_signal)
 
     def _report(self, job_id: int, attempt: int, status: str, minor: str,
                 application: str = "", output_sandbox: str = "") -> None:

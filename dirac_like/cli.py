@@ -399,12 +399,15 @@ def cmd_pilot(args: argparse.Namespace) -> int:
 
     # The core does not depend on agents/ (installed as dirac_like.agents): imported by name.
     pilots = importlib.import_module("dirac_like.agents.pilot")
+    batch_env = importlib.import_module("dirac_like.agents.batch_env")
     setup_logging(verbose=args.verbose)
     workdir = Path(args.workdir or ".").resolve()
     node = pilots.discover(workdir, cores=args.cores or 0, memory_mb=args.memory or 0)
+    from_batch = batch_env.time_left_from_batch(os.environ, time.time())
+    time_left = batch_env.effective_time_left(args.time_left, from_batch)
     config = pilots.PilotConfig(
         server=server_of(args), site=args.site, ce=args.ce, cores=node.cores,
-        memory_mb=node.memory_mb, platform=node.platform, time_left=args.time_left,
+        memory_mb=node.memory_mb, platform=node.platform, time_left=time_left,
         max_jobs=args.max_jobs, idle_timeout=args.idle_timeout, tags=_names(args.tags),
         required_tags=_names(args.required_tags), workdir=workdir,
         pilot_id=args.pilot_id or pilots.default_pilot_id(), heartbeat_interval=args.heartbeat,

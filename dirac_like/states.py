@@ -50,7 +50,9 @@ FINAL_STATUSES = frozenset({S.DONE, S.FAILED, S.KILLED, S.DELETED})
 # Statuses in which a pilot holds the job (it uses cores at a site).
 ACTIVE_STATUSES = frozenset({S.MATCHED, S.RUNNING, S.COMPLETING, S.STALLED})
 # What a pilot may report with update_status.
-PILOT_REPORTABLE = frozenset({S.RUNNING, S.COMPLETING, S.DONE, S.FAILED, S.KILLED})
+# Rescheduled: a pilot stopped by its batch system (or an admin) hands its jobs back.
+PILOT_REPORTABLE = frozenset({S.RUNNING, S.COMPLETING, S.DONE, S.FAILED, S.KILLED,
+                              S.RESCHEDULED})
 
 
 def parse_status(name: str) -> JobStatus:

@@ -179,6 +179,12 @@ def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> di
         raise InvalidArgument(f"a pilot cannot report status {new.value}")
     if new is not job.status:
         check_transition(job.job_id, job.status, new)
+    if new is S.RESCHEDULED:
+        if args.output_sandbox:
+            raise InvalidArgument("a job handed back has no output sandbox")
+        state.reschedule(job, args.minor_status[:256] or "Handed back by its pilot",
+                         f"pilot {args.pilot_id}", now)
+        return {"commands": []}  # the pilot no longer holds it
     if args.output_sandbox:
         if new not in FINAL_STATUSES:
             raise InvalidArgument("an output sandbox comes with the job's final status")

@@ -6,9 +6,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.processes import ServiceProcess
+
+pytest_plugins = ["slurm_cluster"]  # the slurm_cluster fixture (tests/slurm_cluster.py)
+
+# No per-example time limit: on a loaded 2-core machine it only makes tests flaky (speed targets
+# live in scripts/benchmarks/, never in tests).
+settings.register_profile("dirac-like", deadline=None)
+settings.load_profile("dirac-like")
 
 FAST_RETRIES = RetryPolicy(timeout=5.0, retries=2, backoff=0.05, max_backoff=0.2)
 

@@ -1,8 +1,8 @@
 """Fabrics: where a site director's pilots run (see base.py for the interface and its contract).
 
 ``FABRICS`` names every implementation; a site file's ``fabric = "..."`` picks one through
-:func:`make_fabric`. The ``simulated`` and ``slurm`` fabrics named in dirac_like.sites are added
-here when they exist.
+:func:`make_fabric`: ``local`` (processes on this host), ``simulated`` (pilots inside this
+process, for load tests) and ``slurm`` (Slurm batch jobs).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .base import (
 )
 from .local import LocalFabric
 from .simulated import SimulatedFabric
+from .slurm import SlurmFabric
 
 __all__ = [
     "FABRICS",
@@ -31,6 +32,7 @@ __all__ = [
     "LocalFabric",
     "PilotRequest",
     "PilotState",
+    "SlurmFabric",
     "UnknownPilotRef",
     "make_fabric",
 ]
@@ -38,6 +40,7 @@ __all__ = [
 FABRICS: dict[str, type[Fabric]] = {
     "local": LocalFabric,
     "simulated": SimulatedFabric,
+    "slurm": SlurmFabric,
 }
 
 

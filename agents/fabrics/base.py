@@ -48,6 +48,7 @@ class PilotRequest:
     memory_mb: int = 0  # 0: no memory request
     wall_seconds: int = 86400  # the batch system's time limit
     workdir: Path = Path(".")  # where the pilot starts (created if missing)
+    queue: str = ""  # the batch queue (a Slurm partition); "": the fabric's default
 
 
 class FabricError(DiracLikeError):
@@ -87,6 +88,11 @@ class Fabric(ABC):
     @abstractmethod
     def close(self) -> None:
         """Cancel every pilot still alive and release the fabric's resources."""
+
+    def describe(self, ref: str) -> str:
+        """Why the pilot ``ref`` is in the state :meth:`status` last gave, in words (e.g. a
+        batch system's state, reason and exit code); "" when the fabric cannot tell more."""
+        return ""
 
     def __enter__(self) -> Fabric:
         return self

@@ -8,6 +8,9 @@ processes (simulated) returns no PIDs, so the "no process left" checks hold triv
 
 Waits poll a condition with a deadline; every process a test starts is gone when it ends, pass or
 fail (the fabric is closed, then whatever a pilot recorded is killed by PID).
+
+The slurm harness runs against the session's real Slurm cluster (tests/slurm_cluster.py): it skips
+when Slurm is not installed, and fails instead under CI=true.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import TypeVar
 
 import psutil
 import pytest
+from slurm_cluster import SlurmCluster
 
 from dirac_like import testing
 from dirac_like.agents.fabrics import (
@@ -32,6 +36,7 @@ from dirac_like.agents.fabrics import (
     LocalFabric,
     PilotRequest,
     PilotState,
+    SlurmFabric,
     UnknownPilotRef,
     make_fabric,
 )
@@ -93,6 +98,11 @@ class Harness(ABC):
         self.folder = folder
         self.states = folder / "pilot-states"
         self.states.mkdir(parents=True)
+
+    @classmethod
+    def build(cls, folder: Path, request: pytest.FixtureRequest) -> Harness:
+        """The harness for one test (``request`` gives access to other fixtures)."""
+        return cls(folder)
 
     @abstractmethod
     def make_fabric(self) -> Fabric:
@@ -208,9 +218,29 @@ class SimulatedHarness(Harness):
             self._service.stop()
 
 
-HARNESSES: dict[str, Callable[[Path], Harness]] = {
+class SlurmHarness(LocalHarness):
+    """Pilots are Slurm jobs on the test cluster (same machine, so the local harness's pilot
+    script, state folders and PID checks apply). Its KillWait is 2 s (GRACE: about 1 s)."""
+
+    def __init__(self, folder: Path, cluster: SlurmCluster) -> None:
+        super().__init__(folder)
+        self.cluster = cluster
+
+    @classmethod
+    def build(cls, folder: Path, request: pytest.FixtureRequest) -> Harness:
+        return cls(folder, request.getfixturevalue("slurm_cluster"))
+
+    def make_fabric(self) -> Fabric:
+        return SlurmFabric(self.folder / "fabric", slurm_conf=self.cluster.slurm_conf)
+
+    def unstartable(self, pilot_id: str) -> PilotRequest:
+        return PilotRequest(pilot_id, ["/bin/true"], cores=1000, workdir=self.folder)  # sbatch
+
+
+HARNESSES: dict[str, type[Harness]] = {
     "local": LocalHarness,
     "simulated": SimulatedHarness,
+    "slurm": SlurmHarness,
 }
 
 
@@ -256,7 +286,7 @@ def kill_if_ours(pid: int, marker: str) -> None:
 
 @pytest.fixture(params=sorted(HARNESSES))
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    built = HARNESSES[request.param](tmp_path)
+    built = HARNESSES[request.param].build(tmp_path, request)
     try:
         yield built
     finally:

@@ -11,6 +11,7 @@ import pytest
 from dirac_like.config import Config, JobsConfig, SharesConfig, SiteLimits
 from dirac_like.errors import (
     IllegalTransition,
+    InvalidArgument,
     InvalidJobDescription,
     JobNotFound,
     StaleAttempt,
@@ -154,6 +155,37 @@ def test_heartbeats_keep_a_job_running_and_silence_stalls_it(grid: Grid) -> None
     assert grid.status(match["job_id"]) == "Running"
     grid.advance(101)
     assert grid.status(match["job_id"]) == "Stalled"
+
+
+def test_a_stopped_pilot_hands_its_job_back_within_the_reschedule_limit(grid: Grid) -> None:
+    (job_id,) = grid.submit(HELLO)
+    for _ in range(2):  # max_reschedules = 2
+        match = grid.pilot()
+        grid.report(match, "Running")
+        assert grid.report(match, "Rescheduled") == {"commands": []}
+        assert grid.status(job_id) == "Rescheduled"
+        with pytest.raises(StaleAttempt):  # the pilot no longer holds it
+            grid.report(match, "Done")
+        grid.advance(grid.state.jobs[job_id].deadline - grid.now)
+        assert grid.status(job_id) == "Waiting"
+    match = grid.pilot()
+    grid.report(match, "Running")
+    grid.report(match, "Rescheduled")
+    assert grid.status(job_id) == "Failed"
+    assert "reschedule limit" in grid.state.jobs[job_id].minor_status
+
+
+def test_a_pilot_cannot_hand_back_a_job_it_does_not_hold(grid: Grid) -> None:
+    (job_id,) = grid.submit(HELLO)
+    match = grid.pilot("p1")
+    grid.report(match, "Running")
+    before = grid.snapshot()
+    with pytest.raises(StaleAttempt):
+        grid.report(match, "Rescheduled", pilot_id="intruder")
+    with pytest.raises(InvalidArgument, match="no output sandbox"):
+        grid.call(Op.UPDATE_STATUS, job_id=job_id, attempt=match["attempt"], pilot_id="p1",
+                  status="Rescheduled", output_sandbox="0" * 64)
+    assert grid.snapshot() == before
 
 
 def test_stalled_job_is_rescheduled_with_growing_holdoff_then_failed(grid: Grid) -> None:

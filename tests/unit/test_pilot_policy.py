@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dirac_like.agents.pilot import PilotConfig, PilotPolicy, discover, platform_string
+from dirac_like.agents.pilot import (
+    PilotConfig,
+    PilotPolicy,
+    discover,
+    hands_back,
+    platform_string,
+)
+from dirac_like.agents.wrapper import PayloadResult
 from dirac_like.errors import InvalidArgument
 
 START = 1000.0
@@ -122,3 +129,26 @@ def test_discover_finds_the_node_and_flags_override(tmp_path: Path) -> None:
     forced = discover(tmp_path, cores=3, memory_mb=2048, platform_name="Linux_x86_64_glibc-2.17")
     assert (forced.cores, forced.memory_mb, forced.platform) == (3, 2048,
                                                                  "Linux_x86_64_glibc-2.17")
+
+
+def result(status: str, minor: str, exit_code: int | None, kill_reason: str = "") -> PayloadResult:
+    return PayloadResult(status, minor, exit_code, 0.0, 0.0, 0.0, "", kill_reason)
+
+
+def test_a_stopping_pilot_hands_back_the_jobs_it_killed_on_its_way_out() -> None:
+    killed = result("Killed", "Pilot stopped (SIGTERM)", -15, "request")
+    assert hands_back(killed, pilot_stopping=True)
+
+
+def test_a_stopping_pilot_hands_back_payloads_the_batch_system_killed_with_it() -> None:
+    for code in (-15, -9, -2):
+        assert hands_back(result("Failed", "Application killed by signal", code), True)
+        assert not hands_back(result("Failed", "Application killed by signal", code), False)
+
+
+def test_owner_kills_watchdog_kills_and_real_endings_are_never_handed_back() -> None:
+    assert not hands_back(result("Killed", "Killed on request", -15, "request"), True)
+    assert not hands_back(result("Failed", "Watchdog: memory", -9, "memory"), True)
+    assert not hands_back(result("Done", "Execution Complete", 0), True)
+    assert not hands_back(result("Failed", "Application exited with code 1", 1), True)
+    assert not hands_back(result("Failed", "Application killed by SIGSEGV", -11), True)
