@@ -65,6 +65,7 @@ from dirac_like.errors import (
     DiracLikeError,
     ServiceUnavailable,
 )
+from dirac_like.identity import Identity, save_identity
 from dirac_like.protocol import PilotResources
 from dirac_like.sites import CEConfig, SiteConfig
 
@@ -76,6 +77,7 @@ from .fabrics import Fabric, FabricError, PilotRequest, PilotState, make_fabric
 log = logging.getLogger(__name__)
 
 DIRECTOR_RETRIES = RetryPolicy(timeout=5.0, retries=1, backoff=0.2, max_backoff=1.0)
+PILOT_TOKEN_FILE = "pilot.identity"  # in a pilot's working folder
 IN_PROCESS_FABRICS = frozenset({"local", "simulated"})  # their pilots stop with the director
 BATCH_FABRICS = frozenset({"slurm"})  # their pilots start through the bootstrap script
 KILLED_BY_ADMIN = "Killed by an admin"
@@ -361,6 +363,8 @@ class Director:
             command += ["--tags", ",".join(ce.tags)]
         if ce.required_tags:
             command += ["--required-tags", ",".join(ce.required_tags)]
+        if ce.fabric != "simulated":  # its pilots share the fabric's token (build_director)
+            command += self._pilot_token(pilot_id, workdir)
         command += self.settings.pilot_args
         env = {"DIRAC_LIKE_SITE": site, "DIRAC_LIKE_CE": ce.name, "DIRAC_LIKE_SERVER": server,
                "DIRAC_LIKE_IDLE_TIMEOUT": idle}
@@ -369,6 +373,22 @@ class Director:
         return PilotRequest(pilot_id, command, env, cores=ce.cores_per_slot,
                             memory_mb=ce.memory_mb, wall_seconds=ce.max_wall_time,
                             workdir=workdir, queue=ce.partition)
+
+    def _pilot_token(self, pilot_id: str, workdir: Path) -> list[str]:
+        """A pilot token for ``pilot_id`` (bound to this site and that pilot, short-lived) in a
+        file of its working folder (0600; the pilot removes it once read), as the pilot's
+        ``--identity`` flag; no flag when we have no identity ourselves (--insecure). A token
+        the service refuses is a FabricError: the CE backs off as for a refused submission."""
+        if self.client.identity is None:
+            return []
+        try:
+            token = self.client.pilot_token(self.site.name, pilot_id)
+        except DiracLikeError as exc:
+            raise FabricError(f"pilot {pilot_id}: no pilot token from the central service: "
+                              f"{exc.message}") from None
+        path = workdir / PILOT_TOKEN_FILE
+        save_identity(path, token)
+        return ["--identity", str(path)]
 
     def _bootstrapped(self, command: list[str]) -> list[str]:
         """``command`` run through the pilot bootstrap, as a batch system's worker node must."""
@@ -500,11 +520,13 @@ def site_file(site: str, sites_dir: Path) -> Path:
 
 
 def make_fabrics(names: Iterable[str], server: str, home: Path,
-                 settings: DirectorSettings) -> dict[str, Fabric]:
-    """One fabric object per fabric name the site's CEs use."""
+                 settings: DirectorSettings, identity: Identity | None = None
+                 ) -> dict[str, Fabric]:
+    """One fabric object per fabric name the site's CEs use (``identity``: what the simulated
+    fabric's pilots present)."""
     options: dict[str, dict[str, Any]] = {
         "local": {"base_dir": home / "fabric" / "local", "grace": settings.local_grace},
-        "simulated": {"server": server},
+        "simulated": {"server": server, "identity": identity},
         # Batch pilots outlive their director: the next run follows them by their job ids.
         "slurm": {"base_dir": home / "fabric" / "slurm", "cancel_on_close": False,
                   "slurm_conf": Path(settings.slurm_conf) if settings.slurm_conf else None,
@@ -521,10 +543,20 @@ def make_fabrics(names: Iterable[str], server: str, home: Path,
     return fabrics
 
 
+def simulated_identity(site: SiteConfig, client: Client) -> Identity | None:
+    """What the simulated fabric's pilots present: they live in this process and share its
+    sockets, so one pilot token for any pilot of the site (None when we run insecure). It
+    expires like any pilot token (``security.pilot_token_lifetime``): restart the director of a
+    simulated site before then."""
+    return None if client.identity is None else client.pilot_token(site.name)
+
+
 def build_director(site: SiteConfig, client: Client, home: Path,
                    settings: DirectorSettings) -> Director:
     """A director with a fabric for each kind its CEs name (``client`` stays the caller's)."""
-    fabrics = make_fabrics((ce.fabric for ce in site.ces), client.server, home, settings)
+    names = {ce.fabric for ce in site.ces}
+    identity = simulated_identity(site, client) if "simulated" in names else None
+    fabrics = make_fabrics(names, client.server, home, settings, identity)
     try:
         return Director(site, client, fabrics, home, settings=settings)
     except BaseException:

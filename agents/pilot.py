@@ -47,6 +47,7 @@ from dirac_like.errors import (
     InvalidArgument,
     ServiceUnavailable,
 )
+from dirac_like.identity import Identity
 from dirac_like.protocol import PilotResources
 
 from .job_sandboxes import OutputSandbox, SandboxLimits, fetch_input, upload_output
@@ -140,6 +141,8 @@ class PilotConfig:
     request_interval: float = 10.0  # longest pause between requests that found nothing
     first_request_interval: float = 0.5  # the pause grows from this, doubling
     sandbox_limits: SandboxLimits = SandboxLimits()
+    identity: Identity | None = None  # None: the one resolve_identity finds (none: plaintext)
+    insecure: bool = False  # plaintext, no identity (a service run --insecure)
 
     def __post_init__(self) -> None:
         if self.cores < 1:
@@ -257,7 +260,8 @@ class Pilot:
                  clock: Any = time.monotonic) -> None:
         self.config = config
         self.clock = clock
-        self.client = Client(config.server, policy or PILOT_RETRIES, on_push=self.apply_commands)
+        self.client = Client(config.server, policy or PILOT_RETRIES, on_push=self.apply_commands,
+                             identity=config.identity, insecure=config.insecure)
         self.jobs: dict[int, RunningJob] = {}
         self.events: queue.Queue[_Finished | _Sampled] = queue.Queue()
         self.jobs_taken = 0
@@ -484,8 +488,9 @@ class Pilot:
         main thread. Sandboxes travel on a client of this thread's own."""
         output = NO_OUTPUT
         try:
-            with Client(self.config.server, self.client.policy,
-                        context=self.client.context) as client:
+            with Client(self.config.server, self.client.policy, context=self.client.context,
+                        identity=self.client.identity,
+                        insecure=self.client.identity is None) as client:
                 result = self._fetch_and_run(client, job)
                 if result.exit_code is not None:
                     output = self._upload_output(client, job)

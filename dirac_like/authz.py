@@ -6,13 +6,40 @@ looked up in the service's identity registry), never from a field the client fil
 given arguments: a table op -> allowed roles, plus ownership (a user's own jobs, a pilot's own
 jobs and site, a director's own site). It is pure: what it needs of the state comes through
 :class:`Ownership`.
+
+The policy, in brief (``RULES`` below is the authority):
+
+- admin: every operation, arguments unchanged (a submit with no owner is the admin's own).
+- operator: sites and bans, shares, task queues, pilot records (list, output, kill), and sees
+  every job (status, list, history); it does not submit, kill or reschedule jobs.
+- user: submits into its own groups only, as itself (the owner is forced to its name, an empty
+  group becomes its first group); status, history, kill, reschedule and job_output of its own
+  jobs only; list_jobs narrowed to its own jobs; uploads input sandboxes.
+- director: add/update/list pilot records and read pilot output of its own site only; eligible
+  and pilot_token for its own site.
+- pilot: request_job for its own site (and its own pilot id when its credential names one);
+  update_status only for jobs matched to it; heartbeat with its own pilot id (for a job that is
+  no longer its own the service only answers "kill it", which changes nothing); downloads input
+  sandboxes and uploads output sandboxes.
+- agent: read-only: ping, sites, task_queues, shares, pilots, list_jobs, status.
+
+Sandboxes are named by the sha256 of their content: knowing the name of an archive whose content
+one does not already know is the capability to download it. A user learns the name of an output
+sandbox only from job_output of its own job, a pilot the name of an input sandbox only from the
+job matched to it; so sandbox_download is open to users and pilots, and no listing of sandbox
+names exists. Operators and agents do not touch sandboxes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
+
+from dirac_like.errors import Forbidden
+from dirac_like.protocol import Op
 
 
 class Role(StrEnum):
@@ -46,8 +73,276 @@ class Ownership(Protocol):
     def pilot_site(self, pilot_id: str) -> str | None: ...  # None: no such pilot
 
 
+# How a refusal names what was tried on someone else's job.
+_JOB_VERBS = {
+    Op.STATUS: "see",
+    Op.HISTORY: "see the history of",
+    Op.KILL: "kill",
+    Op.RESCHEDULE: "reschedule",
+    Op.JOB_OUTPUT: "get the output of",
+}
+
+
+@dataclass(frozen=True)
+class Asked:
+    """One request being authorized: what a check looks at."""
+
+    principal: Principal
+    op: str
+    args: Any
+    ownership: Ownership
+
+    @property
+    def who(self) -> str:
+        return f"{self.principal.role} {self.principal.name}"
+
+    def arg(self, name: str) -> Any:
+        return getattr(self.args, name, None)
+
+    def replaced(self, **changes: Any) -> Any:
+        """The arguments with some fields changed (the argument dataclasses are frozen)."""
+        return dataclasses.replace(self.args, **changes)
+
+
+# A check returns the arguments to run the operation with, or raises Forbidden.
+Check = Callable[[Asked], Any]
+
+
 def authorize(principal: Principal, op: str, args: Any, ownership: Ownership) -> Any:
     """Raise :class:`dirac_like.errors.Forbidden` unless ``principal`` may run ``op`` with
     ``args``; return the arguments to run it with (e.g. a submit's owner set to the principal,
     a user's job listing narrowed to their own jobs)."""
-    raise NotImplementedError  # filled in by the authorization work (issue 5)
+    asked = Asked(principal, op, args, ownership)
+    rules = RULES.get(op)
+    if rules is None:
+        raise Forbidden(f"{asked.who} may not run {op[:64]!r}: no such operation")
+    if principal.role == Role.ADMIN:
+        return _as_admin(asked)
+    check = rules.get(principal.role)
+    if check is None:
+        roles = ", ".join(sorted(role.value for role in allowed_roles(op)))
+        raise Forbidden(f"{asked.who} may not run {op}: it is for {roles}")
+    return check(asked)
+
+
+def allowed_roles(op: str) -> frozenset[Role]:
+    """The roles that may run ``op`` at all (ownership checks aside); empty if unknown."""
+    if op not in RULES:
+        return frozenset()
+    return frozenset({Role.ADMIN, *RULES[op]})
+
+
+def _short(value: Any, length: int = 64) -> str:
+    return repr(str(value)[:length])
+
+
+def _as_admin(asked: Asked) -> Any:
+    if asked.op == Op.SUBMIT and not asked.arg("owner"):
+        return asked.replaced(owner=asked.principal.name)
+    return asked.args
+
+
+def _anything(asked: Asked) -> Any:
+    return asked.args
+
+
+# --------------------------------------------------------------------------------------------
+# Users: their own groups, their own jobs
+
+
+def _user_submit(asked: Asked) -> Any:
+    groups = asked.principal.groups
+    if not groups:
+        raise Forbidden(f"{asked.who} may not submit: it belongs to no group")
+    group = asked.arg("group") or groups[0]
+    if group not in groups:
+        raise Forbidden(f"{asked.who} may not submit into group {_short(group)}: its groups "
+                        f"are {', '.join(groups)}")
+    return asked.replaced(owner=asked.principal.name, group=group)
+
+
+def _user_listing(asked: Asked) -> Any:
+    owner = asked.arg("owner")
+    if owner is not None and owner != asked.principal.name:
+        raise Forbidden(f"{asked.who} may not list the jobs of {_short(owner)}: only its own")
+    return asked.replaced(owner=asked.principal.name)
+
+
+def _job_ids(asked: Asked) -> list[Any]:
+    job_ids = asked.arg("job_ids")
+    return [asked.arg("job_id")] if job_ids is None else list(job_ids)
+
+
+def _own_jobs(asked: Asked) -> Any:
+    """Every job named is the principal's own (a job that does not exist is left for the
+    handler to report as not found)."""
+    for job_id in _job_ids(asked):
+        owner = asked.ownership.job_owner(job_id)
+        if owner is not None and owner != asked.principal.name:
+            verb = _JOB_VERBS.get(asked.op, asked.op)
+            raise Forbidden(f"{asked.who} may not {verb} job {job_id}: it belongs to {owner}")
+    return asked.args
+
+
+def _user_upload(asked: Asked) -> Any:
+    return _upload_of_kind(asked, "input")
+
+
+def _upload_of_kind(asked: Asked, kind: str) -> Any:
+    given = asked.arg("kind")
+    if given != kind:
+        raise Forbidden(f"{asked.who} may not upload {_short(given, 20)} sandboxes: only "
+                        f"{kind} sandboxes")
+    return asked.args
+
+
+# --------------------------------------------------------------------------------------------
+# Directors: their own site
+
+
+def _own_site(asked: Asked) -> str:
+    site = asked.principal.site
+    if not site:
+        raise Forbidden(f"{asked.who} has no site: its credential is incomplete")
+    return site
+
+
+def _same_site(asked: Asked, site: Any, what: str) -> None:
+    own = _own_site(asked)
+    if site != own:
+        raise Forbidden(f"{asked.who} may not {what} for site {_short(site)}: it acts for {own}")
+
+
+def _pilot_of_site(asked: Asked, pilot_id: Any, what: str) -> None:
+    """A pilot record that exists must be of the principal's site (an unknown one is left for
+    the handler to report as not found)."""
+    own = _own_site(asked)
+    site = asked.ownership.pilot_site(pilot_id)
+    if site is not None and site != own:
+        raise Forbidden(f"{asked.who} may not {what} pilot {_short(pilot_id, 80)}: it belongs "
+                        f"to site {site}, not {own}")
+
+
+def _director_add(asked: Asked) -> Any:
+    _same_site(asked, asked.arg("site"), "add pilots")
+    return asked.args
+
+
+def _director_eligible(asked: Asked) -> Any:
+    _same_site(asked, asked.arg("resources").site, "size pilots")
+    return asked.args
+
+
+def _director_listing(asked: Asked) -> Any:
+    site = asked.arg("site")
+    if site is None:
+        return asked.replaced(site=_own_site(asked))
+    _same_site(asked, site, "list pilots")
+    return asked.args
+
+
+def _director_updates(asked: Asked) -> Any:
+    for update in asked.arg("updates") or ():
+        _pilot_of_site(asked, update.pilot_id, "update")
+    return asked.args
+
+
+def _director_pilot_output(asked: Asked) -> Any:
+    _pilot_of_site(asked, asked.arg("pilot_id"), "read the output of")
+    return asked.args
+
+
+def _director_token(asked: Asked) -> Any:
+    _same_site(asked, asked.arg("site"), "issue pilot tokens")
+    if asked.arg("pilot_id"):
+        _pilot_of_site(asked, asked.arg("pilot_id"), "issue a token for")
+    return asked.args
+
+
+# --------------------------------------------------------------------------------------------
+# Pilots: their own site, their own pilot id, the jobs matched to them
+
+
+def _own_pilot_id(asked: Asked, unknown_ok: bool) -> str:
+    """The pilot id of the request, if the principal may act as that pilot."""
+    pilot_id, own = asked.arg("pilot_id"), _own_site(asked)
+    expected = asked.principal.pilot_id
+    if expected and pilot_id != expected:
+        raise Forbidden(f"{asked.who} may not act as pilot {_short(pilot_id, 80)}: its "
+                        f"credential is for pilot {expected}")
+    site = asked.ownership.pilot_site(pilot_id)
+    if site is None and not unknown_ok:
+        raise Forbidden(f"{asked.who} may not act as pilot {_short(pilot_id, 80)}: no such "
+                        "pilot has asked for a job")
+    if site is not None and site != own:
+        raise Forbidden(f"{asked.who} may not act as pilot {_short(pilot_id, 80)}: that pilot "
+                        f"belongs to site {site}, not {own}")
+    return str(pilot_id)
+
+
+def _pilot_request(asked: Asked) -> Any:
+    _same_site(asked, asked.arg("resources").site, "request jobs")
+    _own_pilot_id(asked, unknown_ok=True)  # a pilot met for the first time gets a record
+    return asked.args
+
+
+def _pilot_report(asked: Asked) -> Any:
+    pilot_id, job_id = _own_pilot_id(asked, unknown_ok=False), asked.arg("job_id")
+    if asked.ownership.job_owner(job_id) is None:
+        return asked.args  # no such job: the handler says so
+    holder = asked.ownership.job_pilot(job_id)
+    if holder != pilot_id:
+        matched = f"pilot {holder}" if holder else "no pilot"
+        raise Forbidden(f"{asked.who} may not report on job {job_id}: it is matched to "
+                        f"{matched}, not {pilot_id}")
+    return asked.args
+
+
+def _pilot_heartbeat(asked: Asked) -> Any:
+    # For a job taken away from this pilot (rescheduled, killed) the service only answers
+    # "kill it" and changes nothing: that answer is how the pilot learns to stop it.
+    _own_pilot_id(asked, unknown_ok=False)
+    return asked.args
+
+
+def _pilot_upload(asked: Asked) -> Any:
+    _own_site(asked)
+    return _upload_of_kind(asked, "output")
+
+
+# --------------------------------------------------------------------------------------------
+# The table: op -> the roles besides admin that may run it, each with its check
+
+_O, _U, _D, _P, _A = Role.OPERATOR, Role.USER, Role.DIRECTOR, Role.PILOT, Role.AGENT
+
+RULES: dict[str, dict[Role, Check]] = {
+    Op.PING: {_O: _anything, _U: _anything, _D: _anything, _P: _anything, _A: _anything},
+    Op.SUBMIT: {_U: _user_submit},
+    Op.STATUS: {_O: _anything, _U: _own_jobs, _A: _anything},
+    Op.LIST_JOBS: {_O: _anything, _U: _user_listing, _A: _anything},
+    Op.KILL: {_U: _own_jobs},
+    Op.RESCHEDULE: {_U: _own_jobs},
+    Op.HISTORY: {_O: _anything, _U: _own_jobs},
+    Op.REQUEST_JOB: {_P: _pilot_request},
+    Op.ELIGIBLE: {_O: _anything, _D: _director_eligible},
+    Op.UPDATE_STATUS: {_P: _pilot_report},
+    Op.HEARTBEAT: {_P: _pilot_heartbeat},
+    Op.SITES: {_O: _anything, _A: _anything},
+    Op.BAN_SITE: {_O: _anything},
+    Op.UNBAN_SITE: {_O: _anything},
+    Op.TASK_QUEUES: {_O: _anything, _A: _anything},
+    Op.SHARES: {_O: _anything, _A: _anything},
+    Op.SET_SHARE: {_O: _anything},
+    Op.ADD_PILOTS: {_D: _director_add},
+    Op.UPDATE_PILOTS: {_D: _director_updates},
+    Op.PILOTS: {_O: _anything, _D: _director_listing, _A: _anything},
+    Op.PILOT_OUTPUT: {_O: _anything, _D: _director_pilot_output},
+    Op.KILL_PILOT: {_O: _anything},
+    Op.SANDBOX_UPLOAD: {_U: _user_upload, _P: _pilot_upload},
+    Op.SANDBOX_DOWNLOAD: {_U: _anything, _P: _anything},
+    Op.JOB_OUTPUT: {_U: _own_jobs},
+    Op.IDENTITY_ADD: {},
+    Op.IDENTITY_LIST: {},
+    Op.IDENTITY_REVOKE: {},
+    Op.PILOT_TOKEN: {_D: _director_token},
+}

@@ -19,7 +19,22 @@ from pathlib import Path
 from typing import Any
 
 from dirac_like import __version__
-from dirac_like.client import Client, RetryPolicy
+from dirac_like.cli_identity import (
+    INTERACTIVE,
+    add_identity_parser,
+    add_init_parser,
+    client_for,
+    cmd_admin_identity_add,
+    cmd_admin_identity_list,
+    cmd_admin_identity_revoke,
+    cmd_init,
+    identity_of,
+    identity_options,
+    pilot_identity,
+    print_hint_unreachable,
+    server_for,
+)
+from dirac_like.client import Client
 from dirac_like.config import DEFAULT_SERVER, default_home, load_config
 from dirac_like.display import (
     Column,
@@ -40,8 +55,6 @@ from dirac_like.errors import (
 
 Command = Callable[[argparse.Namespace], int]
 
-# Interactive commands give up within ~10 s when nobody answers (3 tries of 3 s plus pauses).
-INTERACTIVE = RetryPolicy(timeout=3.0, retries=2, backoff=0.2, max_backoff=1.0)
 SUBMIT_TIMEOUT = 120.0  # per try: a 100k-job parametric submission takes a while
 FINAL_STATUSES = ("Done", "Failed", "Killed", "Deleted")
 WAIT_FIRST_INTERVAL, WAIT_MAX_INTERVAL, WAIT_GROWTH = 0.1, 2.0, 1.5
@@ -63,12 +76,8 @@ class UsageError(DiracLikeError):
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def server_of(args: argparse.Namespace) -> str:
-    return str(args.server or os.environ.get("DIRAC_LIKE_SERVER") or DEFAULT_SERVER)
-
-
 def connect(args: argparse.Namespace) -> Client:
-    return Client(server_of(args), INTERACTIVE)
+    return client_for(args, INTERACTIVE)
 
 
 def parse_job_ids(values: list[str]) -> list[int]:
@@ -121,7 +130,7 @@ def cmd_service_central(args: argparse.Namespace) -> int:
     setup_logging("central", home, args.verbose)
     from dirac_like.services.central import run_central
 
-    return run_central(config, home, args.listen)
+    return run_central(config, home, args.listen, insecure=args.insecure)
 
 
 # -- jobs --------------------------------------------------------------------------------------
@@ -131,8 +140,9 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
     from dirac_like.submission import with_input_sandbox
 
     read = [(Path(name), item) for name in args.files for item in read_descriptions(Path(name))]
-    owner = args.owner or getpass.getuser()
     with connect(args) as client:
+        # Secure, the service makes the submitter the owner (an admin may name another one).
+        owner = args.owner or ("" if client.identity else getpass.getuser())
         client.ping()  # fail fast when nobody listens, before the long submit timeout
         uploaded: dict[tuple[str, ...], str] = {}
         descriptions = [with_input_sandbox(item, path.parent, client, uploaded)
@@ -405,14 +415,15 @@ def cmd_pilot(args: argparse.Namespace) -> int:
     node = pilots.discover(workdir, cores=args.cores or 0, memory_mb=args.memory or 0)
     from_batch = batch_env.time_left_from_batch(os.environ, time.time())
     time_left = batch_env.effective_time_left(args.time_left, from_batch)
+    identity = pilot_identity(args)
     config = pilots.PilotConfig(
-        server=server_of(args), site=args.site, ce=args.ce, cores=node.cores,
+        server=server_for(args, identity), site=args.site, ce=args.ce, cores=node.cores,
         memory_mb=node.memory_mb, platform=node.platform, time_left=time_left,
         max_jobs=args.max_jobs, idle_timeout=args.idle_timeout, tags=_names(args.tags),
         required_tags=_names(args.required_tags), workdir=workdir,
         pilot_id=args.pilot_id or pilots.default_pilot_id(), heartbeat_interval=args.heartbeat,
         kill_grace=args.kill_grace, drain_margin=args.drain_margin,
-        request_interval=args.request_interval,
+        request_interval=args.request_interval, identity=identity, insecure=identity is None,
     )
     pilot = pilots.Pilot(config)
     pilot.install_signal_handlers()
@@ -435,7 +446,9 @@ def cmd_agent_director(args: argparse.Namespace) -> int:
     site = load_site(directors.site_file(args.site, sites_dir))
     settings = directors.load_settings(Path(args.config) if args.config else None)
     setup_logging(f"director-{site.name}", home, args.verbose)
-    with Client(server_of(args), directors.DIRECTOR_RETRIES) as client:
+    identity = identity_of(args)
+    with Client(server_for(args, identity), directors.DIRECTOR_RETRIES, identity=identity,
+                insecure=identity is None) as client:
         director = directors.build_director(site, client, home, settings)
         code: int = director.run_once() if args.once else director.run()
     return code
@@ -451,6 +464,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 COMMANDS: dict[tuple[str, str], Command] = {
+    ("init", ""): cmd_init,
     ("service", "central"): cmd_service_central,
     ("job", "submit"): cmd_job_submit,
     ("job", "status"): cmd_job_status,
@@ -469,6 +483,9 @@ COMMANDS: dict[tuple[str, str], Command] = {
     ("admin", "pilots"): cmd_admin_pilots,
     ("admin", "pilot-output"): cmd_admin_pilot_output,
     ("admin", "kill-pilot"): cmd_admin_kill_pilot,
+    ("admin", "identity add"): cmd_admin_identity_add,
+    ("admin", "identity list"): cmd_admin_identity_list,
+    ("admin", "identity revoke"): cmd_admin_identity_revoke,
     ("demo", ""): cmd_demo,
     ("pilot", ""): cmd_pilot,
     ("agent", "director"): cmd_agent_director,
@@ -494,7 +511,7 @@ def _seconds(text: str) -> float:
 
 def _common_parents() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """Options every client command takes (after the subcommand), and --json."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, parents=[identity_options()])
     common.add_argument("--server", metavar="URL",
                         help=f"central service (default: $DIRAC_LIKE_SERVER or {DEFAULT_SERVER})")
     common.add_argument("--home", metavar="DIR",
@@ -513,6 +530,10 @@ def _add_service_parser(groups: Any) -> None:
     central.add_argument("--listen", metavar="URL",
                          help="ZeroMQ endpoint to bind (default: service.listen in the config)")
     central.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    central.add_argument("--insecure", action="store_true",
+                         help="plaintext, no authentication, anyone may do anything (trusted "
+                              "networks only; default: CurveZMQ with the home's keys, which "
+                              "are created on first start)")
     central.add_argument("--verbose", action="store_true", help="log at DEBUG level")
 
 
@@ -524,7 +545,8 @@ def _add_job_parser(groups: Any, common: argparse.ArgumentParser,
     submit = commands.add_parser("submit", parents=both, help="submit JDL or JSON job files")
     submit.add_argument("files", nargs="+", metavar="FILE",
                         help="JDL file, or .json file with an object or a list of objects")
-    submit.add_argument("--owner", help="owner of the jobs (default: your user name)")
+    submit.add_argument("--owner", help="owner of the jobs (admins only; default: the "
+                        "identity's name, or your user name with --insecure)")
     submit.add_argument("--group", default="", help="group (default: the service's default)")
     status = commands.add_parser("status", parents=both, help="status of jobs")
     status.add_argument("job_ids", nargs="+", metavar="ID", help="job ids (5, 5,6 or 5-9)")
@@ -576,6 +598,7 @@ def _add_admin_parser(groups: Any, common: argparse.ArgumentParser,
     kill_pilot = commands.add_parser("kill-pilot", parents=both,
                                      help="stop a pilot; its jobs go back to Waiting")
     kill_pilot.add_argument("pilot_id", metavar="PILOT_ID")
+    add_identity_parser(commands, both)
 
 
 def _add_demo_parser(groups: Any) -> None:
@@ -599,7 +622,8 @@ def _positive_seconds(text: str) -> float:
 
 
 def _add_pilot_parser(groups: Any) -> None:
-    pilot = groups.add_parser("pilot", help="run a pilot: pull jobs that fit this node, run them")
+    pilot = groups.add_parser("pilot", parents=[identity_options()],
+                              help="run a pilot: pull jobs that fit this node, run them")
     pilot.add_argument("--server", metavar="URL",
                        help=f"central service (default: $DIRAC_LIKE_SERVER or {DEFAULT_SERVER})")
     pilot.add_argument("--site", required=True, help="the site this pilot runs at")
@@ -634,7 +658,8 @@ def _add_pilot_parser(groups: Any) -> None:
 def _add_agent_parser(groups: Any) -> None:
     agent = groups.add_parser("agent", help="run a site agent in the foreground")
     agents = agent.add_subparsers(dest="cli_command", metavar="AGENT", required=True)
-    director = agents.add_parser("director", help="keep pilots on a site's CEs while there is work")
+    director = agents.add_parser("director", parents=[identity_options()],
+                                 help="keep pilots on a site's CEs while there is work")
     director.add_argument("--site", required=True, help="the site (file SITE.toml in --sites-dir)")
     director.add_argument("--config", metavar="FILE",
                           help="TOML file with a [director] table (idle_timeout, drain_margin, "
@@ -659,6 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dirac-like {__version__}")
     groups = parser.add_subparsers(dest="cli_group", metavar="GROUP", required=True)
     common, as_json = _common_parents()
+    add_init_parser(groups)
     _add_service_parser(groups)
     _add_job_parser(groups, common, as_json)
     _add_admin_parser(groups, common, as_json)
@@ -678,9 +704,7 @@ def main(argv: list[str] | None = None) -> int:
     except DiracLikeError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         if isinstance(exc, ServiceUnavailable):
-            print("hint: is a central service running there? Start one with "
-                  "`dirac-like service central`, or pass --server / set DIRAC_LIKE_SERVER.",
-                  file=sys.stderr)
+            print_hint_unreachable()
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

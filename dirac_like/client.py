@@ -3,6 +3,12 @@
 Each call gets a fresh request id; a retry after a timeout re-sends the SAME id on a fresh socket,
 and the service answers a retried id with the reply it gave the first time, so a retried submit
 never creates a second job. Backoff between tries is capped and jittered.
+
+Every socket is a CurveZMQ client presenting the client's identity (given, else the one
+:func:`dirac_like.identity.resolve_identity` finds: ``$DIRAC_LIKE_IDENTITY``, then the home's
+default). Without one (``insecure=True``, or none found) it speaks plaintext, which only a
+service started with ``--insecure`` answers: a secure service refuses the handshake, and the
+client hears nothing until its retries run out.
 """
 
 from __future__ import annotations
@@ -12,12 +18,13 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import zmq
 
 from dirac_like.errors import ProtocolError, ServiceUnavailable, error_from_wire
+from dirac_like.identity import Identity, resolve_identity, secure_client_socket, warn_insecure
 from dirac_like.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     Op,
@@ -53,9 +60,14 @@ class Client:
         policy: RetryPolicy | None = None,
         context: zmq.Context | None = None,
         on_push: Callable[[list[dict[str, Any]]], None] | None = None,
+        identity: Identity | None = None,
+        insecure: bool = False,
     ) -> None:
         self.server = server
         self.on_push = on_push  # called with the commands the service pushes unasked
+        self.identity = None if insecure else identity or resolve_identity()
+        if self.identity is None:
+            warn_insecure(f"client of {server}")
         self.policy = policy or RetryPolicy()
         self._own_context = context is None
         self.context = context or zmq.Context()
@@ -77,6 +89,8 @@ class Client:
         if self._socket is None:
             socket = self.context.socket(zmq.DEALER)
             socket.setsockopt(zmq.LINGER, 0)
+            if self.identity is not None:
+                secure_client_socket(socket, self.identity)
             socket.connect(self.server)
             self._socket = socket
         return self._socket
@@ -107,8 +121,17 @@ class Client:
                 time.sleep(self.policy.pause(attempt, self._rng))
         raise ServiceUnavailable(
             f"no reply from the central service at {self.server} "
-            f"after {self.policy.retries + 1} tries"
+            f"after {self.policy.retries + 1} tries; {self._why_no_reply()}"
         )
+
+    def _why_no_reply(self) -> str:
+        if self.identity is None:
+            return ("is it running? This client has no identity (plaintext): a service not "
+                    "started with --insecure does not answer it; pass --identity FILE or set "
+                    "DIRAC_LIKE_IDENTITY")
+        return (f"is it running? If it is, authentication may have failed: the service "
+                f"answers no client whose key it does not know (identity {self.identity.name} "
+                "unknown, revoked or expired there, or issued by another service)")
 
     def _await_reply(self, socket: zmq.Socket, request_id: str, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
@@ -326,3 +349,29 @@ class Client:
         """Where the job's output sandbox is: {"job_id", "sha256", "status"}."""
         result: dict[str, Any] = self.call(Op.JOB_OUTPUT, {"job_id": job_id})
         return result
+
+    # -- identities ------------------------------------------------------------------------------
+
+    def identity_add(self, name: str, role: str, groups: list[str] | None = None,
+                     site: str = "") -> Identity:
+        """Issue a new identity (admins); the returned one carries its secret key: save it
+        with :func:`dirac_like.identity.save_identity` and hand it over safely."""
+        args = {"name": name, "role": role, "groups": groups or [], "site": site}
+        return self._identity(self.call(Op.IDENTITY_ADD, args))
+
+    def identity_list(self, pilot_tokens: bool = False) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.call(Op.IDENTITY_LIST, {"pilot_tokens": pilot_tokens})
+        return rows
+
+    def identity_revoke(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call(Op.IDENTITY_REVOKE, {"name": name})
+        return result
+
+    def pilot_token(self, site: str, pilot_id: str = "") -> Identity:
+        """A short-lived identity for a pilot of ``site`` (``pilot_id``: that pilot record
+        only; '': any pilot of the site)."""
+        return self._identity(self.call(Op.PILOT_TOKEN, {"site": site, "pilot_id": pilot_id}))
+
+    def _identity(self, result: Any) -> Identity:
+        issued = Identity.from_wire(result, "identity from the service")
+        return replace(issued, server=issued.server or self.server)

@@ -72,6 +72,16 @@ class SandboxesConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    pilot_token_lifetime: float = 2 * 86400.0  # a pilot token is refused this long after issue
+    purge_expired_after: float = 86400.0  # expired pilot tokens leave the registry this later
+    # The rate limit per identity (dirac_like/ratelimit.py): requests per second on average
+    # (0: no limit), and how many at once after a quiet spell.
+    rate_per_second: float = 1000.0
+    rate_burst: float = 2000.0
+
+
+@dataclass(frozen=True)
 class SiteLimits:
     max_running: int = 0  # jobs matched or running at the site at once; 0: no limit
 
@@ -84,6 +94,7 @@ class Config:
     shares: SharesConfig = field(default_factory=SharesConfig)
     pilots: PilotsConfig = field(default_factory=PilotsConfig)
     sandboxes: SandboxesConfig = field(default_factory=SandboxesConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     sites: Mapping[str, SiteLimits] = field(default_factory=dict)
 
     def store_url(self, home: Path) -> str:
@@ -169,6 +180,13 @@ def validate(config: Config) -> None:
     if config.pilots.retention < 0 or config.pilots.max_output_bytes < 0:
         raise ConfigError("pilots: retention and max_output_bytes must not be negative")
     _validate_sandboxes(config)
+    security = config.security
+    if security.pilot_token_lifetime <= 0 or security.purge_expired_after < 0:
+        raise ConfigError("security: pilot_token_lifetime must be positive and "
+                          "purge_expired_after not negative")
+    if security.rate_per_second < 0 or security.rate_burst < 1:
+        raise ConfigError("security: rate_per_second must not be negative and rate_burst must "
+                          "be at least 1")
 
 
 def _validate_sandboxes(config: Config) -> None:

@@ -2,13 +2,17 @@
 
 What runs is the real thing, on this host, in a temporary home:
 
-- a central service (``dirac-like service central``), the groups' shares set through the client;
+- a central service (``dirac-like service central``), secure: its home is initialized (service
+  keys, an admin identity), the admin sets the groups' shares and issues an identity to each user
+  of the workload and to each site director;
 - one site director per site (``dirac-like agent director``), each a process of its own, its
   site file and settings written into the home; its pilots run on the ``local`` fabric, each a
-  ``dirac-like pilot`` process that pulls jobs and runs them under the job wrapper and watchdog;
-- a mixed workload submitted through the Python API: a parametric simulation (group physics), user
-  analyses (group users), a 2-core job, two jobs whose payload exits non-zero, one job that goes
-  over its MaxRAM (the watchdog kills it) and one its owner kills while it runs on a pilot.
+  ``dirac-like pilot`` process, with a pilot token its director obtained for it, that pulls jobs
+  and runs them under the job wrapper and watchdog;
+- a mixed workload submitted through the Python API, each user with its own identity: a
+  parametric simulation (group physics), user analyses (group users), a 2-core job, two jobs
+  whose payload exits non-zero, one job that goes over its MaxRAM (the watchdog kills it) and
+  one its owner kills while it runs on a pilot.
 
 Every job has a planned outcome (:class:`Expectation`); the demo prints live counts by status, then
 a summary by site and status, the share each group received, and the notable jobs, and exits 1
@@ -44,6 +48,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.display import count_by, format_ids, format_percent, make_console, print_table
 from dirac_like.errors import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, DiracLikeError
+from dirac_like.identity import load_identity, save_identity
 from dirac_like.processes import ServiceProcess
 
 DEMO_CONFIG = """\
@@ -229,6 +234,20 @@ def plan_submissions(simulations: int, analyses: int, python: str) -> tuple[Subm
     )
 
 
+def plan_users(plan: DemoPlan) -> dict[str, tuple[str, ...]]:
+    """Each user of the workload and the groups it submits into (its identity's groups)."""
+    users: dict[str, tuple[str, ...]] = {}
+    for item in plan.submissions:
+        groups = users.get(item.owner, ())
+        users[item.owner] = groups if item.group in groups else (*groups, item.group)
+    return users
+
+
+def director_name(site: str) -> str:
+    """The identity name of a site's director."""
+    return f"director@{site}"
+
+
 def site_toml(site: SitePlan) -> str:
     """The site file of ``site`` (see etc/sites/): fast director cycles, local pilots."""
     lines = [f"# {site.name}: written by `dirac-like demo`.", "cycle_seconds = 0.5",
@@ -335,6 +354,7 @@ class Grid:
     home: Path
     service: ServiceProcess | None = None
     directors: list[DirectorProcess] = field(default_factory=list)
+    identities: dict[str, Path] = field(default_factory=dict)  # user or site -> identity file
 
     @property
     def endpoint(self) -> str:
@@ -360,12 +380,27 @@ def write_files(home: Path, plan: DemoPlan) -> None:
         (sites / f"{site.name}.toml").write_text(site_toml(site))
 
 
-def start_director(home: Path, site: str, endpoint: str) -> DirectorProcess:
+def issue_identities(admin: Client, plan: DemoPlan, home: Path) -> dict[str, Path]:
+    """An identity file (0600, in the home) for each user of the workload and each site's
+    director, issued by the admin: user name or site -> file."""
+    folder = home / "identities"
+    files: dict[str, Path] = {}
+    for user, groups in plan_users(plan).items():
+        files[user] = folder / f"{user}.identity"
+        save_identity(files[user], admin.identity_add(user, "user", list(groups)))
+    for site in plan.sites:
+        files[site.name] = folder / f"{director_name(site.name)}.identity"
+        save_identity(files[site.name],
+                      admin.identity_add(director_name(site.name), "director", site=site.name))
+    return files
+
+
+def start_director(home: Path, site: str, endpoint: str, identity: Path) -> DirectorProcess:
     """``dirac-like agent director`` for ``site``, in its own session (Ctrl-C reaches only the
     demo, which stops it in order)."""
     command = [sys.executable, "-m", "dirac_like", "agent", "director", "--site", site,
                "--sites-dir", str(home / "sites"), "--config", str(home / "director.toml"),
-               "--server", endpoint, "--home", str(home)]
+               "--server", endpoint, "--home", str(home), "--identity", str(identity)]
     stderr = home / f"director-{site}.stderr"
     with open(stderr, "wb") as output:
         popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output,
@@ -380,7 +415,8 @@ def start_service(grid: Grid, console: Console) -> None:
 
 def start_directors(grid: Grid, plan: DemoPlan, console: Console) -> None:
     for site in plan.sites:
-        grid.directors.append(start_director(grid.home, site.name, grid.endpoint))
+        grid.directors.append(start_director(grid.home, site.name, grid.endpoint,
+                                             grid.identities[site.name]))
     ces = "; ".join(f"{short_site(site.name)}: " + ", ".join(
         f"{ce.name} ({ce.cores} core{'s' if ce.cores > 1 else ''}, {ce.max_total} pilots max)"
         for ce in site.ces) for site in plan.sites)
@@ -451,18 +487,20 @@ def kill_strays(home: Path) -> list[str]:
 # -- the workload (I/O) ------------------------------------------------------------------------
 
 
-def submit_workload(client: Client, plan: DemoPlan, console: Console) -> None:
+def submit_workload(users: Mapping[str, Client], plan: DemoPlan, console: Console) -> None:
+    """Each user submits its jobs with its own identity."""
     for item in plan.submissions:
         descriptions: list[str | dict[str, Any]] = [dict(d) for d in item.descriptions]
-        job_ids = client.submit(descriptions, item.owner, item.group, timeout=60.0)
+        job_ids = users[item.owner].submit(descriptions, item.owner, item.group, timeout=60.0)
         console.print(f"{item.owner} ({item.group}) submitted {len(job_ids)} job(s): "
                       f"{format_ids(job_ids)}")
 
 
-def watch(client: Client, grid: Grid, plan: DemoPlan, console: Console
-          ) -> list[dict[str, Any]]:
-    """Show job counts by status, kill the victim once it runs, until every job has ended (or
-    the deadline, or a process of the grid died). The jobs as they end up."""
+def watch(client: Client, users: Mapping[str, Client], grid: Grid, plan: DemoPlan,
+          console: Console) -> list[dict[str, Any]]:
+    """Show job counts by status (``client``: the admin's), have its owner kill the victim once
+    it runs, until every job has ended (or the deadline, or a process of the grid died). The
+    jobs as they end up."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     killed: set[int] = set()
@@ -473,7 +511,7 @@ def watch(client: Client, grid: Grid, plan: DemoPlan, console: Console
             dead = grid.dead()  # before asking a service that may be gone
             rows = client.list_jobs(limit=plan.total + 1)
             for job_id in victims_to_kill(rows, plan.victim, killed):
-                kill_running(client, job_id, rows, console)
+                kill_running(users, job_id, rows, console)
                 killed.add(job_id)
             progress.update(task, completed=sum(map(is_final, rows)),
                             description=status_line(rows))
@@ -486,10 +524,10 @@ def watch(client: Client, grid: Grid, plan: DemoPlan, console: Console
             time.sleep(POLL_SECONDS)
 
 
-def kill_running(client: Client, job_id: int, rows: Sequence[Mapping[str, Any]],
+def kill_running(users: Mapping[str, Client], job_id: int, rows: Sequence[Mapping[str, Any]],
                  console: Console) -> None:
     row = next(row for row in rows if row["job_id"] == job_id)
-    client.kill([job_id])
+    users[row["owner"]].kill([job_id])
     console.print(f"{row['owner']} killed job {job_id} ({row['job_name']}) while it ran on "
                   f"pilot {row['pilot_id']}")
 
@@ -568,10 +606,11 @@ def wait_for_interrupt(grid: Grid, console: Console) -> int:
         f"\nThe grid keeps running (central service and {len(grid.directors)} site directors; "
         "pilots start when jobs wait). In another shell:\n"
         f"  export DIRAC_LIKE_SERVER={grid.endpoint}   # or pass --server {grid.endpoint}\n"
+        f"  export DIRAC_LIKE_IDENTITY={grid.identities['bob']}   # or pass --identity FILE\n"
         f"  dirac-like job submit {grid.home / 'hello.jdl'} --group users\n"
         "  dirac-like job list\n"
-        "  dirac-like admin pilots\n"
-        "  dirac-like admin shares\n"
+        f"  dirac-like admin pilots --identity {grid.identities['admin']}\n"
+        f"  dirac-like admin shares --identity {grid.identities['admin']}\n"
         f"Logs are in {grid.home / 'logs'}. Press Ctrl-C to stop the grid.")
     try:
         while not grid.dead():
@@ -586,12 +625,22 @@ def wait_for_interrupt(grid: Grid, console: Console) -> int:
 def run_workload(grid: Grid, plan: DemoPlan, console: Console, keep: bool) -> int:
     write_files(grid.home, plan)
     start_service(grid, console)
-    with Client(grid.endpoint, POLICY) as client:
+    assert grid.service is not None and grid.service.identity_path is not None
+    with contextlib.ExitStack() as clients:
+        client = clients.enter_context(Client(grid.endpoint, POLICY,
+                                              identity=grid.service.identity))
         for group, share in plan.shares:
             client.set_share(group, share)
+        grid.identities = {"admin": grid.service.identity_path,
+                           **issue_identities(client, plan, grid.home)}
+        users = {user: clients.enter_context(Client(grid.endpoint, POLICY,
+                                                    identity=load_identity(grid.identities[user])))
+                 for user in plan_users(plan)}
+        console.print(f"Identities issued: {', '.join(users)} (users), {len(plan.sites)} "
+                      f"director(s); files in {grid.home / 'identities'}")
         start_directors(grid, plan, console)
-        submit_workload(client, plan, console)
-        rows = watch(client, grid, plan, console)
+        submit_workload(users, plan, console)
+        rows = watch(client, users, grid, plan, console)
         ok = print_summary(client, rows, plan, console)
     if not ok:
         return EXIT_REFUSED

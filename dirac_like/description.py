@@ -389,12 +389,15 @@ def _list_field(spec: _Spec, items: list[str]) -> tuple[str, ...]:
     return tuple(items)
 
 
+MAX_RAM_MB = 2**40  # a petabyte: more than any node; keeps the value a 64-bit integer
+
+
 def _check_range(name: str, value: int, line: int | None, limits: DescriptionLimits) -> None:
     low, high = {
         "Priority": (0, 10),
         "CPUTime": (1, limits.max_cpu_time),
         "NumberOfProcessors": (1, limits.max_processors),
-        "MaxRAM": (1, None),
+        "MaxRAM": (1, MAX_RAM_MB),
     }[name]
     if value < low or (high is not None and value > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"

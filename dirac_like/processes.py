@@ -3,6 +3,10 @@
 A daemon is started with ``python -m dirac_like ...`` in its own process group; it prints one line
 ``... listening on ENDPOINT`` on stdout, which :meth:`ServiceProcess.start` waits for (with a
 deadline). Stopping is by PID: SIGTERM, then SIGKILL after a grace period.
+
+A central service runs secure unless asked otherwise: :meth:`ServiceProcess.start_central`
+initializes its home first (service keys, a first admin identity) and exposes that identity
+(``identity_path``, ``identity``) for the clients of whoever started it.
 """
 
 from __future__ import annotations
@@ -17,13 +21,22 @@ import time
 from pathlib import Path
 
 from dirac_like.errors import ServiceUnavailable
+from dirac_like.identity import Identity, load_identity
+from dirac_like.registry import init_home
 
 
 class ServiceProcess:
-    def __init__(self, popen: subprocess.Popen[bytes], endpoint: str, home: Path) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], endpoint: str, home: Path,
+                 identity_path: Path | None = None) -> None:
         self.popen = popen
         self.endpoint = endpoint
         self.home = home
+        self.identity_path = identity_path  # the home's admin identity; None: --insecure
+
+    @property
+    def identity(self) -> Identity | None:
+        """The admin identity of the service's home (None when it runs --insecure)."""
+        return None if self.identity_path is None else load_identity(self.identity_path)
 
     @property
     def pid(self) -> int:
@@ -36,13 +49,18 @@ class ServiceProcess:
         config: Path | None = None,
         listen: str = "tcp://127.0.0.1:*",
         timeout: float = 60.0,
+        insecure: bool = False,
     ) -> ServiceProcess:
-        """Start a central service on a free loopback port and wait until it listens."""
+        """Start a central service on a free loopback port and wait until it listens; its home
+        is initialized first (kept as it is when it was already)."""
         home.mkdir(parents=True, exist_ok=True)
+        identity_path = None if insecure else init_home(home, time.time()).admin_identity
         command = [sys.executable, "-m", "dirac_like", "service", "central",
                    "--home", str(home), "--listen", listen]
         if config is not None:
             command += ["--config", str(config)]
+        if insecure:
+            command.append("--insecure")
         stderr = open(home / "central.stderr", "ab")  # noqa: SIM115 (the child keeps it)
         popen = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
@@ -54,7 +72,7 @@ class ServiceProcess:
         except BaseException:
             _terminate(popen, 5.0)
             raise
-        return cls(popen, endpoint, home)
+        return cls(popen, endpoint, home, identity_path)
 
     def stop(self, grace: float = 15.0) -> int | None:
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Returns the exit code."""

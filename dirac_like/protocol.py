@@ -33,6 +33,7 @@ from dirac_like.errors import (
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_REQUEST_ID_LENGTH = 64
+MAX_ERROR_MESSAGE = 2000  # characters of an error reply's message (it may quote the request)
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,30 @@ class SandboxDownloadArgs:
     length: int = 1024 * 1024
 
 
+@dataclass(frozen=True)
+class IdentityAddArgs:
+    name: str
+    role: str
+    groups: list[str] = field(default_factory=list)
+    site: str = ""
+
+
+@dataclass(frozen=True)
+class IdentityListArgs:
+    pilot_tokens: bool = False  # also list the pilot tokens directors obtained
+
+
+@dataclass(frozen=True)
+class IdentityRevokeArgs:
+    name: str
+
+
+@dataclass(frozen=True)
+class PilotTokenArgs:
+    site: str
+    pilot_id: str = ""  # the pilot record it is for; "": any pilot of the site
+
+
 class Op:
     """Operation names, as sent in the ``op`` field."""
 
@@ -232,6 +257,10 @@ class Op:
     SANDBOX_UPLOAD = "sandbox_upload"
     SANDBOX_DOWNLOAD = "sandbox_download"
     JOB_OUTPUT = "job_output"
+    IDENTITY_ADD = "identity_add"
+    IDENTITY_LIST = "identity_list"
+    IDENTITY_REVOKE = "identity_revoke"
+    PILOT_TOKEN = "pilot_token"
 
 
 ARGUMENTS: dict[str, type] = {
@@ -260,6 +289,10 @@ ARGUMENTS: dict[str, type] = {
     Op.SANDBOX_UPLOAD: SandboxUploadArgs,
     Op.SANDBOX_DOWNLOAD: SandboxDownloadArgs,
     Op.JOB_OUTPUT: JobIdArgs,
+    Op.IDENTITY_ADD: IdentityAddArgs,
+    Op.IDENTITY_LIST: IdentityListArgs,
+    Op.IDENTITY_REVOKE: IdentityRevokeArgs,
+    Op.PILOT_TOKEN: PilotTokenArgs,
 }
 
 # Operations that change stored state: their replies are remembered under the request id so a
@@ -277,6 +310,9 @@ MUTATING_OPS = frozenset(
         Op.ADD_PILOTS,
         Op.UPDATE_PILOTS,
         Op.KILL_PILOT,
+        Op.IDENTITY_ADD,
+        Op.IDENTITY_REVOKE,
+        Op.PILOT_TOKEN,
     }
 )
 # sandbox_upload changes files, not the store: a repeated chunk is written again at its offset,
@@ -284,7 +320,9 @@ MUTATING_OPS = frozenset(
 # Of those, replies kept in memory only, not written to the store: after a crash a retried
 # request_job gets a fresh match, and the job matched the first time goes back to Waiting when
 # its lease expires. Nothing is lost, and the hottest operation writes a third less.
-REPLIES_NOT_STORED = frozenset({Op.REQUEST_JOB})
+# identity_add and pilot_token reply with a secret key, which is not to be written anywhere:
+# after a crash their retry is refused (the name exists) or issues a fresh token.
+REPLIES_NOT_STORED = frozenset({Op.REQUEST_JOB, Op.IDENTITY_ADD, Op.PILOT_TOKEN})
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,8 +377,11 @@ def decode_request(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> R
     return Request(id=request_id, op=op, args=args)
 
 
-def peek_request_id(data: bytes) -> str:
-    """The id of a frame that failed to decode, if one can be read, else ''."""
+def peek_request_id(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> str:
+    """The id of a frame that failed to decode, if one can be read, else ''. A frame over
+    ``max_bytes`` is not unpacked again just for its id."""
+    if len(data) > max_bytes:
+        return ""
     try:
         obj = msgpack.unpackb(data, raw=False)
         request_id = obj.get("id") if isinstance(obj, dict) else None
@@ -390,6 +431,10 @@ def encode_ok(request_id: str, result: Any) -> bytes:
 
 
 def encode_error(request_id: str, code: str, message: str) -> bytes:
+    """An error reply; a message quoting a huge argument is cut to MAX_ERROR_MESSAGE."""
+    if len(message) > MAX_ERROR_MESSAGE:
+        cut = len(message) - MAX_ERROR_MESSAGE
+        message = f"{message[:MAX_ERROR_MESSAGE]}... ({cut} more characters)"
     return encode_reply(Reply(id=request_id, ok=False, error=ErrorInfo(code, message)))
 
 

@@ -2,10 +2,18 @@
 
 One iteration (:meth:`CentralService.loop`): poll until a request arrives or the next deadline →
 drain a batch of requests → apply each to the in-memory state → expire due deadlines → write
-everything the batch changed to the store in ONE transaction → send the replies. Nothing is
-acknowledged before it is durable. If the store fails, or a handler fails unexpectedly, the
-whole batch is answered with an error, the in-memory state is rebuilt from the store, and the
-loop goes on: clients retry with the same request ids.
+everything the batch changed to the store in ONE transaction (and a changed identity registry to
+its file, first) → send the replies. Nothing is acknowledged before it is durable. If the store
+fails, or a handler fails unexpectedly, the whole batch is answered with an error, the in-memory
+state is rebuilt from the store, and the loop goes on: clients retry with the same request ids.
+
+Security (unless started ``--insecure``): the ROUTER is a CurveZMQ server; a ZAP handler,
+answered in this same loop (services/zap.py), admits only the public keys of the identity
+registry. Each request's principal is looked up in the registry by the ZAP User-Id of its frame,
+request by request, so a revoke or an expiry holds at once on open connections too; then the
+per-identity rate limit and :func:`dirac_like.authz.authorize` decide (services/guard.py), and
+the arguments authorize returns are the ones the handler gets. Refusals and admin actions go to
+the audit log.
 
 (Writing the batch in a second thread while the loop serves the next was measured slower on two
 cores: the GIL hand-offs cost more than the overlap gains. See docs/performance.md.)
@@ -26,8 +34,17 @@ from typing import Any
 
 import zmq
 
+from dirac_like.authz import Principal
 from dirac_like.config import Config
-from dirac_like.errors import DiracLikeError, InternalError, ProtocolError, StoreError
+from dirac_like.errors import (
+    DiracLikeError,
+    Forbidden,
+    InternalError,
+    ProtocolError,
+    RateLimited,
+    StoreError,
+)
+from dirac_like.identity import Keypair
 from dirac_like.protocol import (
     ARGUMENTS,
     MUTATING_OPS,
@@ -41,11 +58,18 @@ from dirac_like.protocol import (
     parse_args,
     peek_request_id,
 )
+from dirac_like.ratelimit import RateLimiter
+from dirac_like.registry import init_home, load_registry, load_service_keys, save_registry
 from dirac_like.sandbox import SandboxStore
 from dirac_like.store import Store, open_store
 
+from .audit import AuditLog
+from .guard import Guard
 from .handlers import HANDLERS
+from .identities import IdentityIssuer
+from .ownership import StateOwnership
 from .state import CentralState
+from .zap import DOMAIN, ZapHandler
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +77,8 @@ FREEZE_AFTER_NEW_JOBS = 10_000
 MAX_POLL_SECONDS = 0.5  # wake up at least this often to notice a stop request
 MAX_ROUTES = 200_000  # pilots remembered for pushes (the least recently heard are forgotten)
 PILOT_OPS = frozenset({Op.REQUEST_JOB, Op.UPDATE_STATUS, Op.HEARTBEAT})
+PURGE_SECONDS = 300.0  # how often expired pilot tokens are looked for
+Message = tuple[list[bytes], str]  # the frames of one request, and its User-Id ('' if insecure)
 
 
 @dataclass
@@ -66,12 +92,18 @@ class Pending:
 
 class CentralService:
     def __init__(
-        self, config: Config, home: Path, clock: Callable[[], float] = time.time
+        self, config: Config, home: Path, clock: Callable[[], float] = time.time,
+        insecure: bool = False,
     ) -> None:
         self.config = config
         self.home = home
         self.clock = clock
         home.mkdir(parents=True, exist_ok=True)
+        keys = None if insecure else load_service_keys(home)
+        self.issuer = None if keys is None else IdentityIssuer(
+            load_registry(home), keys.public, config.security)
+        self.guard = None if self.issuer is None else Guard(
+            self.issuer, RateLimiter.from_config(config.security), AuditLog.in_home(home))
         self.store: Store = open_store(config.store_url(home), config.store.synchronous)
         sandbox_limit = max(config.sandboxes.max_input_bytes, config.sandboxes.max_output_bytes)
         self.sandboxes = SandboxStore(home / "sandboxes", sandbox_limit)
@@ -82,15 +114,35 @@ class CentralService:
         # Far larger frames are dropped by ZeroMQ itself (the connection is closed); up to twice
         # the limit the sender gets a clear too_large error reply.
         self.socket.setsockopt(zmq.MAXMSGSIZE, 2 * config.service.max_message_bytes)
+        self.zap = None if keys is None else self._secure_socket(keys)
+        self.poller = zmq.Poller()
+        self.poller.register(self.socket, zmq.POLLIN)
+        if self.zap is not None:
+            self.poller.register(self.zap.socket, zmq.POLLIN)
         self.routes: OrderedDict[str, list[bytes]] = OrderedDict()  # pilot id -> envelope
         self.endpoint = ""
         self.stopping = False
         self._poisoned = False
+        self._next_purge = clock() + PURGE_SECONDS
+
+    def _secure_socket(self, keys: Keypair) -> ZapHandler:
+        """CurveZMQ server, with the ZAP handler bound BEFORE the socket can take a connection
+        (libzmq admits every key when no handler is bound)."""
+        zap = ZapHandler(self.context, self._admits, self.clock)
+        self.socket.curve_server = True
+        self.socket.curve_secretkey = keys.secret.encode("ascii")
+        self.socket.curve_publickey = keys.public.encode("ascii")
+        self.socket.zap_domain = DOMAIN
+        return zap
+
+    def _admits(self, public_key: str) -> bool:
+        return self.issuer is not None and self.issuer.registry.admits(public_key, self.clock())
 
     def _load_state(self) -> CentralState:
         started = time.perf_counter()
         state = CentralState(self.config, self.store, self.store.load(), self.clock(),
                              self.sandboxes)
+        state.identities = self.issuer
         log.info("state loaded in %.2f s", time.perf_counter() - started)
         return state
 
@@ -100,7 +152,14 @@ class CentralService:
         """Listen on ``url`` (default from config); returns the endpoint actually bound."""
         self.socket.bind(url or self.config.service.listen)
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        log.info("central service listening on %s", self.endpoint)
+        if self.issuer is None:
+            log.warning("!!! central service on %s runs INSECURE (--insecure): plaintext, no "
+                        "authentication, every client may do anything. Loopback or a trusted "
+                        "network only. !!!", self.endpoint)
+        else:
+            log.info("central service listening on %s (CurveZMQ, public key %s, %d "
+                     "identities)", self.endpoint, self.issuer.service_key,
+                     len(self.issuer.registry.by_key))
         return self.endpoint
 
     def run(self) -> None:
@@ -122,6 +181,10 @@ class CentralService:
 
     def close(self) -> None:
         self.socket.close()
+        if self.zap is not None:
+            self.zap.close()
+        if self.guard is not None:
+            self.guard.close()
         self.context.term()
         self.store.close()
         log.info("central service stopped")
@@ -131,9 +194,13 @@ class CentralService:
     def loop(self) -> int:
         """Wait for work, then serve one batch. Returns the number of requests served."""
         pending = []
-        if self.socket.poll(self._poll_timeout_ms(), zmq.POLLIN):
+        ready = dict(self.poller.poll(self._poll_timeout_ms()))
+        if self.zap is not None and self.zap.socket in ready:
+            self.zap.answer_all()
+        if self.socket in ready:
             pending = self.process_batch(self._drain())
         self.state.expire(self.clock())
+        self.purge_identities(self.clock())
         self.commit_and_reply(pending)
         return len(pending)
 
@@ -142,37 +209,50 @@ class CentralService:
         wait = MAX_POLL_SECONDS if deadline is None else deadline - self.clock()
         return int(max(0.0, min(wait, MAX_POLL_SECONDS)) * 1000)
 
-    def _drain(self) -> list[list[bytes]]:
-        frames = []
+    def _drain(self) -> list[Message]:
+        messages: list[Message] = []
+        secure = self.issuer is not None
         for _ in range(self.config.service.max_batch):
             try:
-                frames.append(self.socket.recv_multipart(zmq.NOBLOCK))
+                messages.append(self._receive_secure() if secure else
+                                (self.socket.recv_multipart(zmq.NOBLOCK), ""))
             except zmq.Again:
                 break
-        return frames
+        return messages
 
-    def process_batch(self, messages: list[list[bytes]]) -> list[Pending]:
+    def _receive_secure(self) -> Message:
+        """One request, with the User-Id libzmq attached to it (the client's public key)."""
+        frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+        user_id = str(frames[-1].get("User-Id"))
+        return [frame.bytes for frame in frames], user_id
+
+    def process_batch(self, messages: list[Message]) -> list[Pending]:
         now = self.clock()
         pending = []
-        for frames in messages:
+        for frames, user_id in messages:
             envelope, payload = frames[:-1], frames[-1]
-            reply, request_id = self.handle(payload, now, envelope)
+            reply, request_id = self.handle(payload, now, envelope, user_id)
             pending.append(Pending(envelope, reply, request_id))
         return pending
 
-    def handle(self, payload: bytes, now: float, envelope: list[bytes] | None = None
-               ) -> tuple[bytes, str]:
-        """The reply to one frame (never raises)."""
+    def handle(self, payload: bytes, now: float, envelope: list[bytes] | None = None,
+               user_id: str = "") -> tuple[bytes, str]:
+        """The reply to one frame from the client with public key ``user_id`` (never
+        raises)."""
         try:
             request = decode_request(payload, self.config.service.max_message_bytes)
         except ProtocolError as exc:
             request_id = peek_request_id(payload) or "unknown"
             log.warning("refused frame of %d bytes: [%s] %s", len(payload), exc.code, exc)
             return encode_error(request_id, exc.code, exc.message), request_id
-        return self.dispatch(request, now, envelope), request.id
+        try:
+            principal = None if self.guard is None else self.guard.principal(user_id, request, now)
+        except Forbidden as exc:
+            return encode_error(request.id, exc.code, exc.message), request.id
+        return self.dispatch(request, now, envelope, principal), request.id
 
-    def dispatch(self, request: Request, now: float, envelope: list[bytes] | None = None
-                 ) -> bytes:
+    def dispatch(self, request: Request, now: float, envelope: list[bytes] | None = None,
+                 principal: Principal | None = None) -> bytes:
         mutating = request.op in MUTATING_OPS
         if mutating:
             remembered = self.state.remembered_reply(request.id)
@@ -181,20 +261,48 @@ class CentralService:
                 return remembered
         try:
             args: Any = parse_args(ARGUMENTS[request.op], request.args)
+            if principal is not None and self.guard is not None:
+                args = self.guard.admit(principal, request, args, StateOwnership(self.state),
+                                        now)
+        except (Forbidden, RateLimited) as exc:  # logged and audited by the guard
+            return encode_error(request.id, exc.code, exc.message)
+        except DiracLikeError as exc:
+            log.warning("request %s (%s) refused: [%s] %s", request.id, request.op, exc.code, exc)
+            return encode_error(request.id, exc.code, exc.message)
+        reply, ok = self._run(request, args, now, envelope, principal)
+        if mutating and ok:  # refusals are not remembered: a retry is checked again
+            durable = request.op not in REPLIES_NOT_STORED
+            self.state.remember_reply(request.id, reply, now, durable)
+        return reply
+
+    def _run(self, request: Request, args: Any, now: float, envelope: list[bytes] | None,
+             principal: Principal | None) -> tuple[bytes, bool]:
+        """The handler's reply (or error reply), and whether it is a success; audited."""
+        error: DiracLikeError | None = None
+        try:
             if envelope is not None and request.op in PILOT_OPS:
                 self._remember_route(args.pilot_id, envelope)
             reply = encode_ok(request.id, HANDLERS[request.op](self.state, args, now))
         except DiracLikeError as exc:
             log.warning("request %s (%s) refused: [%s] %s", request.id, request.op, exc.code, exc)
-            return encode_error(request.id, exc.code, exc.message)
+            error, reply = exc, encode_error(request.id, exc.code, exc.message)
         except Exception:
             log.exception("request %s (%s) failed inside the service", request.id, request.op)
             self._poisoned = True  # it may have changed part of the state: rebuild after
-            return encode_error(request.id, InternalError.code, "internal error, request undone")
-        if mutating:
-            durable = request.op not in REPLIES_NOT_STORED
-            self.state.remember_reply(request.id, reply, now, durable)
-        return reply
+            error = InternalError("internal error, request undone")
+            reply = encode_error(request.id, error.code, error.message)
+        if principal is not None and self.guard is not None:
+            self.guard.done(principal, request, args, now, error)
+        return reply, error is None
+
+    def purge_identities(self, now: float) -> None:
+        """Now and then, forget pilot tokens long expired."""
+        if self.issuer is None or now < self._next_purge:
+            return
+        self._next_purge = now + PURGE_SECONDS
+        purged = self.issuer.registry.purge(now, self.config.security.purge_expired_after)
+        if purged:
+            log.info("%d expired pilot token(s) forgotten", purged)
 
     def commit_and_reply(self, pending: list[Pending]) -> None:
         changes = self.state.take_changes()
@@ -203,6 +311,7 @@ class CentralService:
         try:
             if self._poisoned:
                 raise InternalError("a request failed inside the service")
+            self._save_identities()
             self.store.commit(changes)
             self.state.committed(changes)
         except (StoreError, InternalError) as exc:
@@ -231,10 +340,23 @@ class CentralService:
             log.info("pushing %s%s to pilot %s", command["command"], target, pilot_id)
             self.socket.send_multipart([*envelope, encode_push([command])])
 
+    def _save_identities(self) -> None:
+        """Write the identity registry if the batch changed it: before the store commit, before
+        any reply, so an issued or revoked identity is durable when it is acknowledged."""
+        if self.issuer is None or not self.issuer.registry.dirty:
+            return
+        try:
+            save_registry(self.home, self.issuer.registry)
+        except OSError as exc:
+            raise StoreError(f"cannot write the identity registry: {exc.strerror}") from None
+
     def _undo(self, pending: list[Pending], error: DiracLikeError) -> list[Pending]:
-        """Rebuild the state from the store; every reply of the batch becomes an error."""
+        """Rebuild the state (and the identity registry) from disk; every reply of the batch
+        becomes an error."""
         log.error("batch of %d requests not committed (%s): rebuilding state", len(pending), error)
         self._poisoned = False
+        if self.issuer is not None:
+            self.issuer.registry = load_registry(self.home)
         self.state = self._load_state()
         undone = f"not done, please retry: {error.message}"
         return [
@@ -243,12 +365,19 @@ class CentralService:
         ]
 
 
-def run_central(config: Config, home: Path, listen: str | None = None) -> int:
-    """Run the central service in the foreground until SIGTERM/SIGINT; returns the exit code."""
+def run_central(config: Config, home: Path, listen: str | None = None,
+                insecure: bool = False) -> int:
+    """Run the central service in the foreground until SIGTERM/SIGINT; returns the exit code.
+    A home without keys is initialized first (see :func:`dirac_like.registry.init_home`)."""
+    if not insecure:
+        initialized = init_home(home, time.time())
+        if initialized.created:
+            log.warning("new home %s: service keys made; the first admin identity is %s",
+                        home, initialized.admin_identity)
     # Millions of long-lived job records: collect young objects less often, and keep what was
     # loaded at start-up out of every later collection.
     gc.set_threshold(100_000, 50, 100)
-    service = CentralService(config, home)
+    service = CentralService(config, home, insecure=insecure)
     gc.collect()
     gc.freeze()
     service.install_signal_handlers()

@@ -40,6 +40,7 @@ from dirac_like.states import (
     parse_status,
 )
 
+from .identities import IDENTITY_HANDLERS
 from .pilot_handlers import PILOT_HANDLERS
 from .sandbox_handlers import SANDBOX_HANDLERS
 from .state import CentralState, check_name
@@ -301,4 +302,5 @@ HANDLERS: dict[str, Handler] = {
     Op.SET_SHARE: set_share,
     **PILOT_HANDLERS,
     **SANDBOX_HANDLERS,
+    **IDENTITY_HANDLERS,
 }

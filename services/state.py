@@ -14,7 +14,7 @@ import itertools
 import logging
 import re
 from collections import Counter, deque
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgpack
 
@@ -38,6 +38,9 @@ from dirac_like.shares import FairShare
 from dirac_like.states import ACTIVE_STATUSES, JobStatus, check_transition
 
 from .pilots import PilotRegistry
+
+if TYPE_CHECKING:
+    from .identities import IdentityIssuer
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +119,7 @@ class CentralState:
         self.in_flight: list[ChangeSet] = []  # taken for the store, not yet committed
         self.pushes: list[tuple[str, dict[str, Any]]] = []  # (pilot id, command) to send now
         self.pilots = PilotRegistry(config.pilots)
+        self.identities: IdentityIssuer | None = None  # set by a service that runs secure
         self._next_cleanup = now + CLEANUP_SECONDS
         self.next_job_id = 1
         self.next_task_queue_id = 1

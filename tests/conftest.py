@@ -1,4 +1,8 @@
-"""Shared fixtures: a real central service in a child process, on a free loopback port."""
+"""Shared fixtures: a real central service in a child process, on a free loopback port.
+
+The service runs secure, as in production: its home is initialized (service keys, an admin
+identity) and ``DIRAC_LIKE_IDENTITY`` names that admin identity for the rest of the test, so
+``Client(service.endpoint)`` and every process the test starts present it."""
 
 from __future__ import annotations
 
@@ -21,22 +25,35 @@ settings.load_profile("dirac-like")
 FAST_RETRIES = RetryPolicy(timeout=5.0, retries=2, backoff=0.05, max_backoff=0.2)
 
 
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's ~/.dirac-like or identity: ``DIRAC_LIKE_HOME`` is a fresh
+    folder and ``DIRAC_LIKE_IDENTITY`` is unset until a test starts a service."""
+    monkeypatch.setenv("DIRAC_LIKE_HOME", str(tmp_path / "default-home"))
+    monkeypatch.delenv("DIRAC_LIKE_IDENTITY", raising=False)
+
+
 @pytest.fixture
-def start_central(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
-    """A factory: ``start_central(config_text=None, home=None)``; every service it started is
-    stopped by PID when the test ends, pass or fail."""
+def start_central(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                  ) -> Iterator[Callable[..., ServiceProcess]]:
+    """A factory: ``start_central(config_text=None, home=None, insecure=False)``; every service
+    it started is stopped by PID when the test ends, pass or fail. A secure one's admin identity
+    becomes ``$DIRAC_LIKE_IDENTITY``."""
     started: list[ServiceProcess] = []
 
     def start(
-        config_text: str | None = None, home: Path | None = None, listen: str = "tcp://127.0.0.1:*"
+        config_text: str | None = None, home: Path | None = None,
+        listen: str = "tcp://127.0.0.1:*", insecure: bool = False,
     ) -> ServiceProcess:
         home = home or tmp_path / "home"
         config = None
         if config_text is not None:
             config = tmp_path / f"config-{len(started)}.toml"
             config.write_text(config_text)
-        service = ServiceProcess.start_central(home, config, listen)
+        service = ServiceProcess.start_central(home, config, listen, insecure=insecure)
         started.append(service)
+        if service.identity_path is not None:
+            monkeypatch.setenv("DIRAC_LIKE_IDENTITY", str(service.identity_path))
         return service
 
     yield start

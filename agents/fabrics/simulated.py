@@ -47,6 +47,7 @@ from typing import Any
 import zmq
 
 from dirac_like.errors import ProtocolError
+from dirac_like.identity import Identity, resolve_identity, secure_client_socket
 from dirac_like.protocol import (
     Op,
     PilotResources,
@@ -312,12 +313,16 @@ class SimulatedFabric(Fabric):
         site_outage: bool = False,
         time_scale: float = 1.0,
         max_pilots: int = 10_000,
+        identity: Identity | None = None,
     ) -> None:
         if not 0.0 <= crash_rate <= 1.0 or time_scale <= 0 or max_pilots < 1:
             raise FabricError("simulated fabric: need 0 <= crash_rate <= 1, time_scale > 0, "
                               "max_pilots >= 1")
         self.server, self.crash_rate, self.site_outage = server, crash_rate, site_outage
         self.time_scale, self.max_pilots = time_scale, max_pilots
+        # What its pilots present (a pilot token of their site, from the director); None: the
+        # one resolve_identity finds, else plaintext.
+        self.identity = identity or resolve_identity()
         self._rng = random.Random(seed)
         self._pilots: dict[str, _Pilot] = {}
         self._alive = 0
@@ -341,6 +346,8 @@ class SimulatedFabric(Fabric):
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.SNDHWM, 0)
         socket.setsockopt(zmq.RCVHWM, 0)
+        if self.identity is not None:
+            secure_client_socket(socket, self.identity)
         socket.connect(self.server)
         return socket
 

@@ -43,6 +43,7 @@ def wait_status(client: Client, job_id: int, wanted: str, timeout: float = 60.0)
 def main(kills: int) -> int:
     home = Path(tempfile.mkdtemp(prefix="bench-kill-"))
     service = ServiceProcess.start_central(home / "home")
+    os.environ["DIRAC_LIKE_IDENTITY"] = str(service.identity_path)  # its admin: ours, pilots'
     pilot = subprocess.Popen(
         [sys.executable, "-m", "dirac_like", "pilot", "--server", service.endpoint,
          "--site", "BENCH.Local.org", "--ce", "ce", "--cores", "4", "--heartbeat", "30",

@@ -59,6 +59,7 @@ def start_pilot(endpoint: str, workdir: Path, cores: int, number: int) -> subpro
 def pilot_rate(jobs: int, pilots: int, cores: int) -> float:
     home = Path(tempfile.mkdtemp(prefix="bench-local-"))
     service = ServiceProcess.start_central(home / "home")
+    os.environ["DIRAC_LIKE_IDENTITY"] = str(service.identity_path)  # its admin: ours, pilots'
     started: list[subprocess.Popen[bytes]] = []
     try:
         with Client(service.endpoint, QUICK) as client:

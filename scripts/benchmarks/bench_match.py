@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import random
 import statistics
 import sys
@@ -28,6 +29,7 @@ import msgpack
 import zmq
 
 from dirac_like.client import Client, RetryPolicy
+from dirac_like.identity import Identity, secure_client_socket
 from dirac_like.processes import ServiceProcess
 from dirac_like.protocol import Request, encode_request
 
@@ -47,6 +49,8 @@ reply_memory = 600.0
 synchronous = "{sync}"
 [jobs]
 match_lease = 3600.0
+[security]
+rate_per_second = 0.0  # one identity drives every pilot here
 [shares.groups]
 {groups}
 """
@@ -95,16 +99,20 @@ def request_frame(op: str, args: dict[str, object]) -> bytes:
 
 
 def drive(
-    endpoint: str, clients: int, seconds: float, make_frame, limit: int = 10**12
+    endpoint: str, clients: int, seconds: float, make_frame, limit: int = 10**12,
+    identities: list[Identity] | None = None,
 ) -> tuple[int, list[float], float]:
-    """``clients`` DEALER sockets, one request in flight each, for ``seconds`` or until ``limit``
-    replies. Returns (replies, latencies in ms, elapsed seconds)."""
+    """``clients`` DEALER sockets (CurveZMQ clients when ``identities`` are given: socket i
+    presents identities[i % len]), one request in flight each, for ``seconds`` or until
+    ``limit`` replies. Returns (replies, latencies in ms, elapsed seconds)."""
     context = zmq.Context()
     sockets, sent_at = [], {}
     poller = zmq.Poller()
-    for _ in range(clients):
+    for index in range(clients):
         sock = context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        if identities:
+            secure_client_socket(sock, identities[index % len(identities)])
         sock.connect(endpoint)
         poller.register(sock, zmq.POLLIN)
         sockets.append(sock)
@@ -127,6 +135,12 @@ def drive(
         sock.close()
     context.term()
     return len(latencies), latencies, elapsed
+
+
+def site_tokens(endpoint: str) -> list[Identity]:
+    """A pilot token per site, in the order of SITES (pilot_frame's site for a socket)."""
+    with Client(endpoint, SLOW) as admin:
+        return [admin.pilot_token(site) for site in SITES]
 
 
 def pilot_frame(index: int) -> bytes:
@@ -183,7 +197,9 @@ def fresh_service(home: Path | None = None) -> ServiceProcess:
     if home is None:
         home = Path(tempfile.mkdtemp(prefix="bench-match-"))
         (home / "bench.toml").write_text(config_text(ARGS.synchronous))
-    return ServiceProcess.start_central(home / "home", home / "bench.toml")
+    service = ServiceProcess.start_central(home / "home", home / "bench.toml")
+    os.environ["DIRAC_LIKE_IDENTITY"] = str(service.identity_path)  # its admin, for the clients
+    return service
 
 
 def measure(waiting: int, clients: int, seconds: float) -> dict[str, float]:
@@ -199,7 +215,8 @@ def measure(waiting: int, clients: int, seconds: float) -> dict[str, float]:
         # The same number of matches at every size (at most half the pool, so the rate is
         # measured at about this many waiting jobs).
         count, latencies, elapsed = drive(
-            service.endpoint, clients, seconds, pilot_frame, limit=min(ARGS.matches, waiting // 2)
+            service.endpoint, clients, seconds, pilot_frame, limit=min(ARGS.matches, waiting // 2),
+            identities=site_tokens(service.endpoint),
         )
         with Client(service.endpoint, SLOW) as client:
             left = sum(q["waiting"] for q in client.task_queues())

@@ -29,6 +29,8 @@ CONFIG = """
 max_message_bytes = 67108864
 [jobs]
 match_lease = 600.0
+[security]
+rate_per_second = 0.0  # every simulated pilot presents the same identity
 """
 
 
@@ -40,9 +42,9 @@ def main(jobs: int, pilots: int) -> int:
     home = Path(tempfile.mkdtemp(prefix="bench-pilots-"))
     (home / "bench.toml").write_text(CONFIG)
     service = ServiceProcess.start_central(home / "home", home / "bench.toml")
-    fabric = SimulatedFabric(service.endpoint, seed=1)
+    fabric = SimulatedFabric(service.endpoint, seed=1, identity=service.identity)
     try:
-        with Client(service.endpoint, SLOW) as client:
+        with Client(service.endpoint, SLOW, identity=service.identity) as client:
             jdl = f'Executable = "/bin/true"; Arguments = "sleep=0 %s"; Parameters = {jobs};'
             client.submit([jdl], owner="bench", group="bench")
             started = time.perf_counter()

@@ -180,11 +180,13 @@ class SimulatedHarness(Harness):
     def client(self) -> Client:
         if self._client is None:
             self._service = ServiceProcess.start_central(self.folder / "home")
-            self._client = Client(self._service.endpoint, RetryPolicy(timeout=5.0, retries=2))
+            self._client = Client(self._service.endpoint, RetryPolicy(timeout=5.0, retries=2),
+                                  identity=self._service.identity)
         return self._client
 
     def make_fabric(self) -> Fabric:
-        return SimulatedFabric(self.client.server, time_scale=0.1)  # heartbeats every 0.3 s
+        return SimulatedFabric(self.client.server, time_scale=0.1,  # heartbeats every 0.3 s
+                               identity=self.client.identity)
 
     def request(self, pilot_id: str, behaviour: Behaviour) -> PilotRequest:
         (self.states / pilot_id).mkdir()

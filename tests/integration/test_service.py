@@ -20,6 +20,7 @@ from dirac_like.errors import (
     JobNotFound,
     ServiceUnavailable,
 )
+from dirac_like.identity import resolve_identity, secure_client_socket
 from dirac_like.processes import ServiceProcess
 from dirac_like.protocol import (
     PROTOCOL_VERSION,
@@ -42,6 +43,9 @@ class RawPeer:
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        identity = resolve_identity()  # the service's admin ($DIRAC_LIKE_IDENTITY, conftest)
+        assert identity is not None
+        secure_client_socket(self.socket, identity)
         self.socket.connect(endpoint)
 
     def exchange(self, *frames: bytes, timeout: float = 10.0) -> dict[str, Any]:

@@ -42,7 +42,7 @@ def test_a_slurm_pilot_runs_through_the_bootstrap_in_the_ces_partition(
     separator = request.command.index("--")
     pilot_args = request.command[separator + 1:]
     assert pilot_args[:2] == ["--server", "tcp://127.0.0.1:9"]
-    assert ["--cores", "4"] == pilot_args[pilot_args.index("--cores"):][:2]
+    assert pilot_args[pilot_args.index("--cores"):][:2] == ["--cores", "4"]
     assert (request.queue, request.cores, request.memory_mb, request.wall_seconds) == (
         "grid", 4, 8000, 3600)
 
