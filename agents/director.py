@@ -359,6 +359,10 @@ class Director:
         ]
         if ce.memory_mb:
             command += ["--memory", str(ce.memory_mb)]
+        if ce.max_cpu_time:  # the pilot offers what the director sized with
+            command += ["--cpu-time", str(ce.max_cpu_time)]
+        if ce.platform:
+            command += ["--platform", ce.platform]
         if ce.tags:
             command += ["--tags", ",".join(ce.tags)]
         if ce.required_tags:

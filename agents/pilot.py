@@ -128,6 +128,7 @@ class PilotConfig:
     memory_mb: int = 0
     platform: str = ""
     time_left: float = 0.0  # seconds from the start; 0: no deadline
+    max_cpu_time: int = 0  # CPU seconds per core a job may use here (the CE's limit); 0: none
     max_jobs: int = 0  # 0: no limit
     idle_timeout: float = 600.0  # seconds with nothing running and nothing matched; 0: none
     tags: tuple[str, ...] = ()
@@ -147,7 +148,8 @@ class PilotConfig:
     def __post_init__(self) -> None:
         if self.cores < 1:
             raise InvalidArgument(f"cores must be at least 1, got {self.cores}")
-        for name in ("time_left", "idle_timeout", "kill_grace", "drain_margin", "memory_mb"):
+        for name in ("time_left", "idle_timeout", "kill_grace", "drain_margin", "memory_mb",
+                     "max_cpu_time"):
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"{name} must not be negative")
         for name in ("heartbeat_interval", "sample_interval", "request_interval",
@@ -168,25 +170,28 @@ class PilotPolicy:
     max_jobs: int = 0
     idle_timeout: float = 0.0
     drain_margin: float = 0.0
+    max_cpu_time: int = 0  # the CE's CPU limit per core; 0: none
 
     @classmethod
     def for_config(cls, config: PilotConfig, started: float) -> PilotPolicy:
         deadline = started + config.time_left if config.time_left else 0.0
         return cls(config.cores, deadline, config.max_jobs, config.idle_timeout,
-                   config.drain_margin)
+                   config.drain_margin, config.max_cpu_time)
 
     def payload_deadline(self) -> float:
         """When running payloads must be stopped (0: never), leaving the margin to report."""
         return self.deadline - self.drain_margin if self.deadline else 0.0
 
     def cpu_time_left(self, now: float) -> int:
-        """Seconds a job may still take (what the matcher checks CPUTime against); 0: no limit."""
+        """Seconds a job may still take (what the matcher checks CPUTime against): the wall time
+        left and the CE's CPU limit, whichever is shorter; 0: no limit."""
         if not self.deadline:
-            return 0
-        return max(0, int(self.payload_deadline() - now))
+            return self.max_cpu_time
+        wall_left = max(0, int(self.payload_deadline() - now))
+        return min(wall_left, self.max_cpu_time) if self.max_cpu_time else wall_left
 
     def time_fits(self, now: float) -> bool:
-        return not self.deadline or self.cpu_time_left(now) >= 1
+        return not self.deadline or self.payload_deadline() - now >= 1
 
     def free_cores(self, running_cores: list[int]) -> int:
         return max(0, self.cores - sum(running_cores))

@@ -412,13 +412,15 @@ def cmd_pilot(args: argparse.Namespace) -> int:
     batch_env = importlib.import_module("dirac_like.agents.batch_env")
     setup_logging(verbose=args.verbose)
     workdir = Path(args.workdir or ".").resolve()
-    node = pilots.discover(workdir, cores=args.cores or 0, memory_mb=args.memory or 0)
+    node = pilots.discover(workdir, cores=args.cores or 0, memory_mb=args.memory or 0,
+                           platform_name=args.platform)
     from_batch = batch_env.time_left_from_batch(os.environ, time.time())
     time_left = batch_env.effective_time_left(args.time_left, from_batch)
     identity = pilot_identity(args)
     config = pilots.PilotConfig(
         server=server_for(args, identity), site=args.site, ce=args.ce, cores=node.cores,
         memory_mb=node.memory_mb, platform=node.platform, time_left=time_left,
+        max_cpu_time=int(args.cpu_time),
         max_jobs=args.max_jobs, idle_timeout=args.idle_timeout, tags=_names(args.tags),
         required_tags=_names(args.required_tags), workdir=workdir,
         pilot_id=args.pilot_id or pilots.default_pilot_id(), heartbeat_interval=args.heartbeat,
@@ -633,6 +635,11 @@ def _add_pilot_parser(groups: Any) -> None:
                        help="memory to offer in MB (default: the node's)")
     pilot.add_argument("--time-left", type=_seconds, default=0.0, metavar="S",
                        help="seconds this pilot may run (default 0: no limit)")
+    pilot.add_argument("--cpu-time", type=_seconds, default=0.0, metavar="S",
+                       help="CPU seconds per core a job may use here (the CE's limit; 0: none)")
+    pilot.add_argument("--platform", default="", metavar="P",
+                       help="the platform offered (default: this node's, e.g. "
+                            "Linux_x86_64_glibc-2.36)")
     pilot.add_argument("--max-jobs", type=int, default=0, metavar="N",
                        help="stop after N jobs (default 0: no limit)")
     pilot.add_argument("--idle-timeout", type=_seconds, default=600.0, metavar="S",

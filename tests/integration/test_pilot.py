@@ -256,3 +256,15 @@ def test_poll_pushes_hands_a_pushed_kill_to_on_push(central: ServiceProcess) -> 
         user.kill([job_id])
         wait_for(lambda: pilot.poll_pushes(0.1) or pushed, 10, "the pushed kill")
         assert pushed == [{"command": "kill", "job_id": job_id}]
+
+
+def test_a_pilot_takes_no_job_above_its_ces_cpu_limit(grid: tuple[Client, Pilots]) -> None:
+    client, pilots = grid
+    [long_job, short_job] = client.submit(
+        ['Executable = "/bin/true"; CPUTime = 600;', 'Executable = "/bin/true"; CPUTime = 100;'],
+        "alice")
+    popen, _ = pilots.start("--cpu-time", "300", "--max-jobs", "1", "--idle-timeout", "2",
+                            name="capped")
+    assert popen.wait(30) == 0
+    assert row(client, short_job)["status"] == "Done"
+    assert row(client, long_job)["status"] == "Waiting"

@@ -286,3 +286,38 @@ def test_an_insecure_service_answers_plaintext_and_warns(
         assert client.list_jobs()[0]["owner"] == "anyone"  # it believes what it is told
     assert "INSECURE" in service.stderr_text()
     assert not (service.home / "keys").exists()
+
+
+# -- authorization over the wire -------------------------------------------------------------
+
+
+def test_user_a_can_neither_see_nor_kill_nor_reschedule_user_bs_jobs(
+        admin: Client, connect: Callable[..., Client]) -> None:
+    alice = connect(admin.identity_add("alice", "user", ["physics"]))
+    bob = connect(admin.identity_add("bob", "user", ["physics"]))
+    [bobs] = bob.submit([HELLO], owner="", group="")
+    [alices] = alice.submit([HELLO], owner="", group="")
+    for attempt in (lambda: alice.status([bobs]), lambda: alice.kill([bobs]),
+                    lambda: alice.reschedule([bobs]), lambda: alice.history(bobs)):
+        with pytest.raises(Forbidden, match="bob"):
+            attempt()
+    assert {row["job_id"] for row in alice.list_jobs()} == {alices}
+    [row] = admin.status([bobs])
+    assert row["status"] != "Killed"  # the refused kill changed nothing
+    assert alice.kill([alices])  # her own job she may kill
+
+
+def test_a_pilot_cannot_touch_a_job_matched_to_another_pilot(
+        admin: Client, connect: Callable[..., Client]) -> None:
+    first, second = admin.add_pilots(SITE_A, "ce", 2)
+    holder = connect(admin.pilot_token(SITE_A, first))
+    intruder = connect(admin.pilot_token(SITE_A, second))
+    admin.submit([HELLO + f' Site = "{SITE_A}";'], owner="alice")
+    match = holder.request_job(first, PilotResources(site=SITE_A))["job"]
+    assert match is not None
+    with pytest.raises(Forbidden):
+        intruder.update_status(match["job_id"], match["attempt"], second, "Running")
+    with pytest.raises(Forbidden):  # nor under the holder's pilot id
+        intruder.update_status(match["job_id"], match["attempt"], first, "Running")
+    [row] = admin.status([match["job_id"]])
+    assert row["status"] == "Matched"

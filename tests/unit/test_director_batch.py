@@ -17,7 +17,7 @@ from dirac_like.sites import CEConfig, SiteConfig
 
 SITE = SiteConfig("LCG.Batch.org", (
     CEConfig("slurm-ce", "slurm", cores_per_slot=4, memory_mb=8000, max_wall_time=3600,
-             partition="grid"),
+             partition="grid", max_cpu_time=1800, platform="Linux_x86_64_glibc-2.36"),
     CEConfig("local-ce", "local", cores_per_slot=1),
 ))
 
@@ -87,3 +87,9 @@ def test_the_slurm_fabric_of_a_director_lets_its_pilots_outlive_it(tmp_path: Pat
     assert slurm.settings.slurm_conf == Path("/etc/slurm-test.conf")
     assert slurm.settings.timeout == 7.0
     assert slurm.settings.base_dir == tmp_path / "fabric" / "slurm"
+
+
+def test_the_pilot_offers_the_ces_cpu_limit_and_platform(tmp_path: Path, client: Client) -> None:
+    command = director(tmp_path, client, DirectorSettings()).pilot_request(SITE.ces[0], "p").command
+    assert command[command.index("--cpu-time") + 1] == "1800"
+    assert command[command.index("--platform") + 1] == "Linux_x86_64_glibc-2.36"

@@ -152,3 +152,11 @@ def test_owner_kills_watchdog_kills_and_real_endings_are_never_handed_back() -> 
     assert not hands_back(result("Done", "Execution Complete", 0), True)
     assert not hands_back(result("Failed", "Application exited with code 1", 1), True)
     assert not hands_back(result("Failed", "Application killed by SIGSEGV", -11), True)
+
+
+def test_the_ces_cpu_limit_caps_what_the_pilot_offers() -> None:
+    capped = PilotPolicy(4, deadline=START + 3600, drain_margin=60, max_cpu_time=300)
+    assert capped.cpu_time_left(START) == 300
+    assert capped.cpu_time_left(START + 3400) == 140  # the wall time left is shorter now
+    assert PilotPolicy(4, max_cpu_time=300).cpu_time_left(START) == 300  # no deadline
+    assert PilotPolicy(4, deadline=START + 3600).cpu_time_left(START) == 3600
