@@ -10,7 +10,7 @@ the ``--time-left`` it was given. Parsing is pure (:func:`parse_slurm_timestamp`
 
 Bootstrap: the script a batch system starts on a worker node, before dirac-like is importable.
 It finds or creates a Python with dirac-like, records what it did in ``bootstrap.json`` in its
-working directory, and execs ``python -m dirac_like pilot ARGS``. When setup fails it exits with
+working directory, and execs ``python -P -m dirac_like pilot ARGS``. When setup fails it exits with
 one of the codes of :data:`BOOTSTRAP_EXIT_REASONS` (the script documents the same table).
 """
 
@@ -137,7 +137,8 @@ def bootstrap_command(
     venv: str | Path | None = None,
     script: str | Path = BOOTSTRAP_SCRIPT,
 ) -> list[str]:
-    """The pilot argv the director builds (``[python, "-m", "dirac_like", "pilot", ARGS...]`` or
+    """The pilot argv the director builds (``[python, "-P", "-m", "dirac_like", "pilot", ARGS...]``
+    or
     ``["dirac-like", "pilot", ARGS...]``) wrapped in the bootstrap script: ``bash SCRIPT [--python
     P] [--install-from SRC] [--venv DIR] -- ARGS...``. ``python`` is a Python to try first;
     ``install_from`` a wheel or source folder to install when no Python has dirac-like; ``venv``
@@ -159,7 +160,7 @@ def bootstrap_reason(exit_code: int | None) -> str:
 
 
 def _pilot_arguments(pilot_argv: Sequence[str]) -> list[str]:
-    argv = list(pilot_argv)
+    argv = [argument for argument in pilot_argv[:2] if argument != "-P"] + list(pilot_argv[2:])
     if argv[1:4] == ["-m", "dirac_like", "pilot"]:
         return argv[4:]
     if len(argv) >= 2 and Path(argv[0]).name == "dirac-like" and argv[1] == "pilot":

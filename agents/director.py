@@ -66,6 +66,7 @@ from dirac_like.errors import (
     ServiceUnavailable,
 )
 from dirac_like.identity import Identity, save_identity
+from dirac_like.processes import dirac_like_argv
 from dirac_like.protocol import PilotResources
 from dirac_like.sites import CEConfig, SiteConfig
 
@@ -351,7 +352,7 @@ class Director:
         idle = f"{self.settings.idle_timeout:g}"
         workdir = self.pilots_dir / pilot_id
         command = [
-            sys.executable, "-m", "dirac_like", "pilot", "--server", server, "--site", site,
+            *dirac_like_argv("pilot"), "--server", server, "--site", site,
             "--ce", ce.name, "--cores", str(ce.cores_per_slot),
             "--time-left", str(ce.max_wall_time), "--pilot-id", pilot_id,
             "--workdir", str(workdir), "--idle-timeout", idle,

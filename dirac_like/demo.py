@@ -49,7 +49,7 @@ from dirac_like.client import Client, RetryPolicy
 from dirac_like.display import count_by, format_ids, format_percent, make_console, print_table
 from dirac_like.errors import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, DiracLikeError
 from dirac_like.identity import load_identity, save_identity
-from dirac_like.processes import ServiceProcess
+from dirac_like.processes import ServiceProcess, dirac_like_argv
 
 DEMO_CONFIG = """\
 # Written by `dirac-like demo`. The groups' shares are set through the client.
@@ -398,7 +398,7 @@ def issue_identities(admin: Client, plan: DemoPlan, home: Path) -> dict[str, Pat
 def start_director(home: Path, site: str, endpoint: str, identity: Path) -> DirectorProcess:
     """``dirac-like agent director`` for ``site``, in its own session (Ctrl-C reaches only the
     demo, which stops it in order)."""
-    command = [sys.executable, "-m", "dirac_like", "agent", "director", "--site", site,
+    command = [*dirac_like_argv("agent", "director", "--site", site),
                "--sites-dir", str(home / "sites"), "--config", str(home / "director.toml"),
                "--server", endpoint, "--home", str(home), "--identity", str(identity)]
     stderr = home / f"director-{site}.stderr"

@@ -1,6 +1,7 @@
 """Start and stop dirac-like daemons as child processes (used by the demo, tests, benchmarks).
 
-A daemon is started with ``python -m dirac_like ...`` in its own process group; it prints one line
+A daemon is started with ``python -P -m dirac_like ...`` (:func:`dirac_like_argv`) in its own
+process group; it prints one line
 ``... listening on ENDPOINT`` on stdout, which :meth:`ServiceProcess.start` waits for (with a
 deadline). Stopping is by PID: SIGTERM, then SIGKILL after a grace period.
 
@@ -23,6 +24,15 @@ from pathlib import Path
 from dirac_like.errors import ServiceUnavailable
 from dirac_like.identity import Identity, load_identity
 from dirac_like.registry import init_home
+
+
+def dirac_like_argv(*args: str, python: str | None = None) -> list[str]:
+    """The command line of a dirac-like child process: ``PYTHON -P -m dirac_like ARGS...``.
+
+    ``-P`` keeps the current folder off ``sys.path``: a child started from a clone of the
+    repository imports the installed dirac-like, never the source tree beside it (where
+    ``dirac_like.services`` and ``dirac_like.agents`` do not exist)."""
+    return [python or sys.executable, "-P", "-m", "dirac_like", *args]
 
 
 class ServiceProcess:
@@ -55,8 +65,7 @@ class ServiceProcess:
         is initialized first (kept as it is when it was already)."""
         home.mkdir(parents=True, exist_ok=True)
         identity_path = None if insecure else init_home(home, time.time()).admin_identity
-        command = [sys.executable, "-m", "dirac_like", "service", "central",
-                   "--home", str(home), "--listen", listen]
+        command = dirac_like_argv("service", "central", "--home", str(home), "--listen", listen)
         if config is not None:
             command += ["--config", str(config)]
         if insecure:

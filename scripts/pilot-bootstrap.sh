@@ -11,7 +11,7 @@
 #    into it. Pilots sharing one DIR (e.g. on a shared file system) take turns with flock(1);
 #    pip needs an index or PIP_FIND_LINKS for the dependencies.
 # 3. Records what it did in FILE (default ./bootstrap.json; "." is the pilot's working directory,
-#    where the batch system starts it), then execs `PYTHON -m dirac_like pilot PILOT_ARGS...`.
+#    where the batch system starts it), then execs `PYTHON -P -m dirac_like pilot PILOT_ARGS...`.
 #
 # Progress and errors go to stderr, one line each, prefixed "pilot-bootstrap:". Exit codes of a
 # failed setup (agents/batch_env.py has the same table, BOOTSTRAP_EXIT_REASONS):
@@ -107,7 +107,7 @@ modern() {  # $1 runs and is Python 3.11 or newer
 }
 
 has_dirac_like() {  # $1 is a modern Python that imports the pilot (and so its dependencies)
-    modern "$1" && "$1" -c 'import dirac_like.agents.pilot' >/dev/null 2>&1
+    modern "$1" && "$1" -P -c 'import dirac_like.agents.pilot' >/dev/null 2>&1
 }
 
 interpreter() {  # the real executable behind $1 (not a pyenv shim or a PATH name)
@@ -169,7 +169,8 @@ main() {
         ACTION=created
     fi
     record ok 0 ""
-    exec "$CHOSEN" -m dirac_like pilot "${PILOT_ARGS[@]}"
+    # -P: the job's working folder (perhaps a clone of the repository) stays off sys.path
+    exec "$CHOSEN" -P -m dirac_like pilot "${PILOT_ARGS[@]}"
 }
 
 PILOT_ARGS=()

@@ -62,7 +62,7 @@ def test_the_bootstrap_gets_the_settings_python_wheel_and_environment(
 
 def test_a_local_pilot_is_started_directly(tmp_path: Path, client: Client) -> None:
     request = director(tmp_path, client, DirectorSettings()).pilot_request(SITE.ces[1], "p")
-    assert request.command[:4] == [sys.executable, "-m", "dirac_like", "pilot"]
+    assert request.command[:5] == [sys.executable, "-P", "-m", "dirac_like", "pilot"]
     assert request.queue == ""
 
 

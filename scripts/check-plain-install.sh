@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install dirac-like as a user or a site admin does, NOT editable, and run it.
+#
+#   bash scripts/check-plain-install.sh [WORK_DIR]
+#
+# Builds a wheel of this clone, installs it into a fresh virtual environment outside the clone
+# (as docs/deploying-a-site.md installs a director host), then runs `dirac-like demo` from the
+# clone's root (where a child process could pick up the source tree by accident) and from another
+# folder, and checks the wheel's commands start (director, pilot, bootstrap script). An editable
+# install hides a package missing from the wheel; this does not. CI runs it (.ci/run).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+work=${1:-$(mktemp -d)}
+mkdir -p "$work"
+venv=$work/venv
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+
+step() { printf '== plain install: %s\n' "$*"; }
+
+step "wheel of $repo"
+python3 -m pip wheel -q --no-deps -w "$work/wheels" "$repo"
+wheel=$(ls "$work"/wheels/dirac_like-*.whl)
+
+step "fresh virtual environment $venv"
+python3 -m venv "$venv"
+"$venv/bin/pip" install -q "$wheel"
+
+step "dirac-like demo from the clone's root"
+(cd "$repo" && "$venv/bin/dirac-like" demo </dev/null)
+
+step "dirac-like demo from another folder"
+mkdir -p "$work/elsewhere"
+(cd "$work/elsewhere" && "$venv/bin/dirac-like" demo </dev/null)
+
+step "the director's and the pilot's commands, and the bootstrap script the wheel installs"
+(cd "$repo" && "$venv/bin/dirac-like" agent director --help >/dev/null)
+(cd "$repo" && "$venv/bin/dirac-like" pilot --help >/dev/null)
+bash "$venv/share/dirac-like/pilot-bootstrap.sh" --python "$venv/bin/python" -- --help >/dev/null
+
+step "ok"
