@@ -65,6 +65,7 @@ from dirac_like.errors import (
     DiracLikeError,
     ServiceUnavailable,
 )
+from dirac_like.home_lock import HomeLock, holding, lock_path
 from dirac_like.identity import Identity, save_identity
 from dirac_like.processes import dirac_like_argv
 from dirac_like.protocol import PilotResources
@@ -426,14 +427,25 @@ class Director:
     def run_once(self) -> int:
         """One cycle, then close: the exit code of ``agent director --once``."""
         try:
-            report = self.cycle()
+            with self._locked():
+                report = self.cycle()
         finally:
             self.close()
         return EXIT_UNREACHABLE if report.unreachable else EXIT_OK
 
+    def _locked(self) -> contextlib.AbstractContextManager[list[HomeLock]]:
+        """One director per site and home (two would both submit pilots for the same jobs)."""
+        name = f"director-{self.site.name}"
+        return holding((lock_path(self.home, name), f"a director of site {self.site.name} on "
+                        f"home {self.home}"))
+
     def run(self) -> int:
         """Cycles every ``site.cycle_seconds`` until SIGTERM or SIGINT; the cycle under way is
         finished, then the fabrics are closed. Returns 0."""
+        with self._locked():
+            return self._run_cycles()
+
+    def _run_cycles(self) -> int:
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.blocking import BlockingScheduler
 

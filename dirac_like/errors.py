@@ -107,6 +107,12 @@ class ConfigError(DiracLikeError):
     exit_code = EXIT_USAGE
 
 
+class AlreadyRunning(DiracLikeError):
+    """Another daemon of the same kind holds this home (or store); the message names its PID."""
+
+    code = "already_running"
+
+
 class StoreError(DiracLikeError):
     """The durable store failed; nothing was acknowledged."""
 

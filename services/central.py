@@ -44,6 +44,7 @@ from dirac_like.errors import (
     RateLimited,
     StoreError,
 )
+from dirac_like.home_lock import holding, lock_path
 from dirac_like.identity import Keypair
 from dirac_like.protocol import (
     ARGUMENTS,
@@ -62,6 +63,7 @@ from dirac_like.ratelimit import RateLimiter
 from dirac_like.registry import init_home, load_registry, load_service_keys, save_registry
 from dirac_like.sandbox import SandboxStore
 from dirac_like.store import Store, open_store
+from dirac_like.store.base import store_file
 
 from .audit import AuditLog
 from .guard import Guard
@@ -368,7 +370,16 @@ class CentralService:
 def run_central(config: Config, home: Path, listen: str | None = None,
                 insecure: bool = False) -> int:
     """Run the central service in the foreground until SIGTERM/SIGINT; returns the exit code.
-    A home without keys is initialized first (see :func:`dirac_like.registry.init_home`)."""
+    A home without keys is initialized first (see :func:`dirac_like.registry.init_home`). The
+    home and the store are locked for the service's lifetime: a second central service on either
+    exits at once with :class:`AlreadyRunning`, naming the first one's PID."""
+    store = store_file(config.store_url(home))
+    with holding((lock_path(home, "central"), f"a central service on home {home}"),
+                 (store.with_name(store.name + ".lock"), f"a central service on store {store}")):
+        return _serve(config, home, listen, insecure)
+
+
+def _serve(config: Config, home: Path, listen: str | None, insecure: bool) -> int:
     if not insecure:
         initialized = init_home(home, time.time())
         if initialized.created:

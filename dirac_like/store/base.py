@@ -66,5 +66,9 @@ def open_store(url: str, synchronous: str = "full") -> Store:
     """Open a store from a URL: ``sqlite:///path/to/file`` or a plain file path."""
     from dirac_like.store.sqlite import SqliteStore
 
-    path = url.removeprefix("sqlite://") if url.startswith("sqlite://") else url
-    return SqliteStore(Path(path), synchronous=synchronous)
+    return SqliteStore(store_file(url), synchronous=synchronous)
+
+
+def store_file(url: str) -> Path:
+    """The file of a store URL (``sqlite:///path/to/file`` or a plain file path)."""
+    return Path(url.removeprefix("sqlite://") if url.startswith("sqlite://") else url)
