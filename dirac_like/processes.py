@@ -63,14 +63,15 @@ class ServiceProcess:
     ) -> ServiceProcess:
         """Start a central service on a free loopback port and wait until it listens; its home
         is initialized first (kept as it is when it was already)."""
-        home.mkdir(parents=True, exist_ok=True)
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
         identity_path = None if insecure else init_home(home, time.time()).admin_identity
         command = dirac_like_argv("service", "central", "--home", str(home), "--listen", listen)
         if config is not None:
             command += ["--config", str(config)]
         if insecure:
             command.append("--insecure")
-        stderr = open(home / "central.stderr", "ab")  # noqa: SIM115 (the child keeps it)
+        stderr = os.fdopen(os.open(home / "central.stderr",
+                                   os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         popen = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
             start_new_session=True,

@@ -254,7 +254,7 @@ class InitResult:
 def init_home(home: Path, now: float, server: str = "") -> InitResult:
     """``dirac-like init``: the service keypair, the registry with a first admin, and that
     admin's identity file as the home's default. Does nothing to a home that has them."""
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     existing = default_identity_path(home)
     if (home / SERVICE_KEY_FILE).exists() and registry_path(home).exists() and existing:
         load_identity(existing)  # a broken home is an error, not something to paper over

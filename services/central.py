@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import time
 from collections import OrderedDict
@@ -380,6 +381,10 @@ def run_central(config: Config, home: Path, listen: str | None = None,
 
 
 def _serve(config: Config, home: Path, listen: str | None, insecure: bool) -> int:
+    # The store, its WAL, sandboxes and logs name users and hold their files: the service's
+    # files are its own (0600, folders 0700), whatever the umask of the shell that started it.
+    os.umask(0o077)
+    home.chmod(0o700)
     if not insecure:
         initialized = init_home(home, time.time())
         if initialized.created:
