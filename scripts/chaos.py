@@ -223,8 +223,8 @@ class PayloadWatch:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset = 0
-        self.running: dict[str, tuple[str, float]] = {}  # run -> pilot id, planned end
-        self.finished: list[tuple[str, float]] = []  # pilot id, end (monotonic), newest last
+        self.running: dict[str, tuple[str, float, float]] = {}  # run -> pilot, start, until
+        self.finished: list[tuple[str, float, float]] = []  # pilot, start, end; newest last
 
     def poll(self) -> None:
         if not self.path.exists():
@@ -241,10 +241,11 @@ class PayloadWatch:
     def _note(self, record: dict[str, Any]) -> None:
         run, event = str(record["run"]), record["event"]
         if event == "start":
-            self.running[run] = (str(record["pilot"]), float(record["until"]))
+            self.running[run] = (str(record["pilot"]), float(record["mono"]),
+                                 float(record["until"]))
         elif event == "end":
-            self.running.pop(run, None)
-            self.finished.append((str(record["pilot"]), float(record["mono"])))
+            pilot, start, _ = self.running.pop(run, ("", 0.0, 0.0))
+            self.finished.append((pilot, start, float(record["mono"])))
             del self.finished[:-100]
 
 
@@ -409,41 +410,52 @@ class Chaos:
             slot.ended()
         slot.start(self.service.endpoint, self.env, self.settings.cores)
 
-    def aim(self, target: Callable[[], str | None]) -> PilotSlot | None:
+    def aim(self, target: Callable[[], PilotSlot | None]) -> PilotSlot | None:
         """The live pilot ``target`` names, waiting up to AIM_WAIT seconds for its moment
         (None when it did not come)."""
-        by_id = {slot.pilot_id: slot for slot in self.slots}
         deadline = time.monotonic() + AIM_WAIT
         while time.monotonic() < deadline:
-            pilot_id = target()
-            if pilot_id in by_id and by_id[pilot_id].alive():
-                return by_id[pilot_id]
+            slot = target()
+            if slot is not None and slot.alive():
+                return slot
             self.pause(0.01)
+        return None
+
+    def started_by(self, pilot_id: str, start: float) -> PilotSlot | None:
+        """The slot whose current pilot process started the run of ``pilot_id`` that started
+        at ``start`` (None for a run of an earlier, killed process: its payload outlived it)."""
+        for slot in self.slots:
+            if slot.pilot_id == pilot_id and slot.lives and slot.lives[-1].started <= start:
+                return slot
         return None
 
     def any_pilot(self) -> PilotSlot:
         return self.rng.choice([slot for slot in self.slots if slot.alive()] or self.slots)
 
-    def target(self, kind: str) -> str | None:
+    def target(self, kind: str) -> PilotSlot | None:
         now = time.monotonic()
-        if kind == "pilot-after-finish":  # its Done report on the way: no time to send it
-            recent = [(pilot, end) for pilot, end in self.watch.finished if now - end < 0.05]
-            if recent:
-                pilot, end = recent[-1]
-                self.pause(max(0.0, end + self.rng.uniform(0.05, 0.2) - time.monotonic()))
-                return pilot
+        if kind == "pilot-after-finish":  # its Done report on the way
+            for pilot, start, end in reversed(self.watch.finished):
+                slot = self.started_by(pilot, start)
+                if now - end < 0.05 and slot is not None:
+                    self.pause(max(0.0, end + self.rng.uniform(0.05, 0.2) - time.monotonic()))
+                    return slot
         elif kind == "pilot-long-payload":  # its payload outlives it if nothing stops it
-            long = [pilot for pilot, until in self.watch.running.values() if until - now > 6.5]
-            return long[0] if long else None
+            for pilot, start, until in self.watch.running.values():
+                slot = self.started_by(pilot, start)
+                if until - now > 6.5 and slot is not None:
+                    return slot
         return None
 
-    def finished_pilot(self, since: float) -> str | None:
+    def finished_pilot(self, since: float) -> PilotSlot | None:
         """A pilot whose payload finished after ``since`` (while the service is down) at least
         FINISH_GRACE ago: it holds a Done report it could not send."""
         now = time.monotonic()
-        held = [pilot for pilot, end in self.watch.finished
-                if end > since and now - end >= FINISH_GRACE]
-        return held[-1] if held else None
+        for pilot, start, end in reversed(self.watch.finished):
+            slot = self.started_by(pilot, start)
+            if end > since and now - end >= FINISH_GRACE and slot is not None:
+                return slot
+        return None
 
     def note(self, kind: str, target: str) -> None:
         self.events.write(f"{time.monotonic():.3f} {time.time():.3f} {kind} {target}\n")
@@ -525,6 +537,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--weights takes {len(KINDS)} numbers >= 0, not all 0")
     if min(args.kills, args.jobs - 1, args.pilots - 1, args.cores - 1, args.batch - 1) < 0:
         parser.error("--kills must be >= 0; --jobs, --pilots, --cores and --batch >= 1")
+    if args.folder is not None and args.folder.is_dir() and any(args.folder.iterdir()):
+        parser.error(f"--folder {args.folder} is not empty")
     args.weights = weights
     return args
 
@@ -557,8 +571,13 @@ def print_report(report: ChaosReport, chaos: Chaos, seconds: float, as_json: boo
           else f"BROKEN: {', '.join(report.broken())}; the run's files: {chaos.settings.folder}")
 
 
+def stop_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(f"chaos: stopped by signal {signum}")  # the finally blocks stop the grid
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     if args.seed is None:
         args.seed = random.randrange(2**31)
     folder = args.folder or Path(tempfile.mkdtemp(prefix="dirac-like-chaos-"))

@@ -1,0 +1,162 @@
+"""The chaos run's invariant checks (dirac_like.chaos_checks): each fires on a seeded bad record
+and stays quiet on a good one."""
+
+from __future__ import annotations
+
+import json
+
+from dirac_like.chaos_checks import (
+    FINISH_GRACE,
+    PayloadLog,
+    PayloadRun,
+    PilotLife,
+    check,
+    finished_under_live_pilot,
+    jobs_not_final,
+    lost_jobs,
+    overlapping_jobs,
+    ran_again_after_done,
+    read_payload_log,
+)
+
+
+def line(event: str, run: str, mono: float, job: int = 7, attempt: int = 1,
+         pilot: str = "p1") -> str:
+    return json.dumps({"event": event, "run": run, "job": job, "attempt": attempt,
+                       "pilot": pilot, "mono": mono, "wall": 1.7e9 + mono})
+
+
+def run(job: int, start: float, end: float, ended: bool = True, pilot: str = "p1",
+        name: str = "") -> PayloadRun:
+    return PayloadRun(name or f"{job}-{start}", job, 1, pilot, start, end, ended)
+
+
+# -- reading the log -----------------------------------------------------------------------------
+
+
+def test_runs_are_read_from_start_tick_and_end_lines() -> None:
+    log = read_payload_log([
+        line("start", "a", 10.0), line("tick", "a", 10.1), line("end", "a", 10.5),
+        line("start", "b", 11.0, attempt=2, pilot="p2"), line("tick", "b", 11.3),
+    ])
+    by_name = {found.run: found for found in log.runs}
+    assert by_name["a"] == PayloadRun("a", 7, 1, "p1", 10.0, 10.5, True)
+    assert by_name["b"] == PayloadRun("b", 7, 2, "p2", 11.0, 11.3, False)  # killed: last tick
+    assert log.bad_lines == 0
+
+
+def test_a_torn_line_is_counted_not_fatal() -> None:
+    log = read_payload_log([line("start", "a", 1.0), '{"event": "tick", "ru', "",
+                            '{"event": "end"}', line("end", "a", 2.0)])
+    assert log.bad_lines == 2
+    assert [(found.start, found.last_seen, found.ended) for found in log.runs] == [
+        (1.0, 2.0, True)]
+
+
+def test_lines_of_a_run_whose_start_is_missing_make_no_run() -> None:
+    assert read_payload_log([line("tick", "x", 1.0), line("end", "x", 2.0)]).runs == ()
+
+
+# -- lost, not final -----------------------------------------------------------------------------
+
+
+def test_an_acknowledged_job_the_service_does_not_know_is_lost() -> None:
+    assert lost_jobs([1, 2, 3], {1: "Done", 3: "Done", 4: "Waiting"}) == (2,)
+    assert lost_jobs([1, 3], {1: "Done", 3: "Done", 4: "Waiting"}) == ()
+
+
+def test_only_done_failed_and_killed_are_final() -> None:
+    jobs = {1: "Done", 2: "Failed", 3: "Killed", 4: "Running", 5: "Rescheduled", 6: "Waiting"}
+    assert jobs_not_final(jobs) == (4, 5, 6)
+
+
+# -- overlapping ---------------------------------------------------------------------------------
+
+
+def test_two_runs_of_a_job_alive_at_once_overlap() -> None:
+    assert overlapping_jobs([run(7, 0.0, 5.0, ended=False), run(7, 4.0, 6.0)]) == (7,)
+
+
+def test_runs_one_after_the_other_do_not_overlap() -> None:
+    runs = [run(7, 0.0, 1.0), run(7, 1.5, 2.0), run(8, 0.0, 3.0), run(9, 2.0, 3.0)]
+    assert overlapping_jobs(runs) == ()
+
+
+def test_an_overlap_with_an_earlier_long_run_is_found_past_a_short_one() -> None:
+    runs = [run(7, 0.0, 10.0), run(7, 1.0, 2.0, name="b"), run(7, 3.0, 4.0, name="c")]
+    assert overlapping_jobs(runs) == (7,)
+
+
+# -- ran again after Done ------------------------------------------------------------------------
+
+
+def test_a_job_run_again_after_it_finished_under_a_live_pilot_is_found() -> None:
+    runs = [run(7, 0.0, 1.0, pilot="p1"), run(7, 8.0, 9.0, pilot="p2")]
+    lives = [PilotLife("p1", 0.0, killed=1.05 + FINISH_GRACE), PilotLife("p2", 0.0)]
+    assert ran_again_after_done(runs, lives) == (7,)
+
+
+def test_a_pilot_killed_before_its_payload_ended_held_no_done() -> None:
+    runs = [run(7, 0.0, 3.0, pilot="p1"), run(7, 8.0, 9.0, pilot="p2")]
+    lives = [PilotLife("p1", 0.0, killed=2.0), PilotLife("p2", 0.0)]
+    assert ran_again_after_done(runs, lives) == ()
+    assert not finished_under_live_pilot(runs[0], lives, FINISH_GRACE)
+
+
+def test_a_pilot_killed_within_the_grace_after_the_end_held_no_done() -> None:
+    runs = [run(7, 0.0, 1.0, pilot="p1"), run(7, 8.0, 9.0, pilot="p2")]
+    lives = [PilotLife("p1", 0.0, killed=1.0 + FINISH_GRACE / 2), PilotLife("p2", 0.0)]
+    assert ran_again_after_done(runs, lives) == ()
+
+
+def test_a_run_that_never_ended_held_no_done() -> None:
+    runs = [run(7, 0.0, 1.0, ended=False, pilot="p1"), run(7, 8.0, 9.0, pilot="p2")]
+    assert ran_again_after_done(runs, [PilotLife("p1", 0.0), PilotLife("p2", 0.0)]) == ()
+
+
+def test_the_pilot_process_is_the_one_alive_when_the_run_started() -> None:
+    """p1 was killed and restarted: the run belongs to the second process, which lived on."""
+    runs = [run(7, 5.0, 6.0, pilot="p1"), run(7, 8.0, 9.0, pilot="p2")]
+    lives = [PilotLife("p1", 0.0, killed=4.0), PilotLife("p1", 4.1), PilotLife("p2", 0.0)]
+    assert ran_again_after_done(runs, lives) == (7,)
+    lives[1] = PilotLife("p1", 4.1, killed=5.5)
+    assert ran_again_after_done(runs, lives) == ()
+
+
+def test_the_only_run_of_a_job_never_counts_as_run_again() -> None:
+    runs = [run(7, 0.0, 1.0), run(8, 2.0, 3.0)]
+    assert ran_again_after_done(runs, [PilotLife("p1", 0.0)]) == ()
+
+
+def test_a_run_of_an_unrecorded_pilot_never_counts_as_finished() -> None:
+    assert not finished_under_live_pilot(run(7, 0.0, 1.0, pilot="ghost"),
+                                         [PilotLife("p1", 0.0)], FINISH_GRACE)
+
+
+# -- all together --------------------------------------------------------------------------------
+
+
+def test_a_clean_run_breaks_nothing() -> None:
+    log = PayloadLog((run(1, 0.0, 1.0), run(2, 0.0, 2.0, pilot="p2"),
+                      run(2, 10.0, 11.0, name="again")))
+    lives = [PilotLife("p1", 0.0), PilotLife("p2", 0.0, killed=1.5)]  # p2 died mid-run
+    report = check([1, 2], {1: "Done", 2: "Done", 3: "Failed"}, log, lives)
+    assert report.broken() == []
+    counts = report.counts()
+    assert counts["acknowledged"] == 2 and counts["jobs_in_service"] == 3
+    assert counts["runs"] == 3 and counts["ran_more_than_once"] == 1
+    assert counts["statuses"] == {"Done": 2, "Failed": 1}
+    assert counts["examples"] == {}
+
+
+def test_every_broken_invariant_is_named_with_its_jobs() -> None:
+    log = PayloadLog((run(5, 0.0, 4.0), run(5, 3.0, 5.0, pilot="p2"),  # at once
+                      run(6, 0.0, 1.0), run(6, 9.0, 10.0, pilot="p2")), bad_lines=1)
+    lives = [PilotLife("p1", 0.0), PilotLife("p2", 0.0)]
+    report = check([4, 5, 6, 9], {4: "Running", 5: "Done", 6: "Done"}, log, lives)
+    assert report.broken() == ["lost", "not_final", "overlapping", "ran_again_after_done"]
+    counts = report.counts()
+    assert (counts["lost"], counts["not_final"], counts["overlapping"],
+            counts["ran_again_after_done"], counts["bad_log_lines"]) == (1, 1, 1, 1, 1)
+    assert counts["examples"] == {"lost": [9], "not_final": [4], "overlapping": [5],
+                                  "ran_again_after_done": [6]}
