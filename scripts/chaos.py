@@ -134,7 +134,6 @@ class Service:
         self.config.write_text(SERVICE_CONFIG)
         self.listen = f"tcp://127.0.0.1:{free_port()}"
         self.process: ServiceProcess | None = None
-        self.start()
 
     @property
     def endpoint(self) -> str:
@@ -326,9 +325,7 @@ class Chaos:
         (folder / "pilot-logs").mkdir()
         self.events = open(folder / "kills.log", "a")  # noqa: SIM115 (closed in close())
         self.service = Service(folder)
-        self.env = {**os.environ, "DIRAC_LIKE_HOME": str(self.service.home),
-                    "DIRAC_LIKE_SERVER": self.service.endpoint,
-                    "DIRAC_LIKE_IDENTITY": str(self.service.identity_path)}
+        self.env: dict[str, str] = {}
         token = secrets.token_hex(3)
         self.slots = [PilotSlot(f"chaos-{token}-{index}", folder / "pilots" / str(index),
                                 folder / "pilot-logs") for index in range(settings.pilots)]
@@ -339,6 +336,10 @@ class Chaos:
 
     def run(self) -> ChaosReport:
         settings = self.settings
+        self.service.start()
+        self.env = {**os.environ, "DIRAC_LIKE_HOME": str(self.service.home),
+                    "DIRAC_LIKE_SERVER": self.service.endpoint,
+                    "DIRAC_LIKE_IDENTITY": str(self.service.identity_path)}
         for slot in self.slots:
             slot.start(self.service.endpoint, self.env, settings.cores)
         batches = max(1, -(-settings.jobs // settings.batch))
@@ -465,7 +466,13 @@ class Chaos:
         """Wait until every job the service knows is final (or the deadline); its job list."""
         deadline = time.monotonic() + self.settings.drain_timeout
         while True:
-            jobs = service_jobs(self.env)
+            try:
+                jobs = service_jobs(self.env)
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+                if time.monotonic() > deadline:
+                    raise
+                self.pause(1.0)
+                continue
             pending = [job_id for job_id, status in jobs.items()
                        if status not in ("Done", "Failed", "Killed")]
             if not pending or time.monotonic() > deadline:
@@ -583,13 +590,13 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.folder or Path(tempfile.mkdtemp(prefix="dirac-like-chaos-"))
     folder.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    try:
-        chaos = Chaos(settings_of(args, folder))
-    except ServiceUnavailable as exc:
-        print(f"chaos: cannot start the central service: {exc}", file=sys.stderr)
-        return 3
+    chaos = Chaos(settings_of(args, folder))
     try:
         report = chaos.run()
+    except ServiceUnavailable as exc:
+        print(f"chaos: the central service did not (re)start: {exc}; see {folder}",
+              file=sys.stderr)
+        return 3
     finally:
         chaos.close()
     print_report(report, chaos, time.monotonic() - started, args.json)
