@@ -1,6 +1,7 @@
-"""The invariants a chaos run checks (``scripts/chaos.py``, issue 11): pure functions over what
-the run recorded — the payloads' append-only log, the pilots' kills, the acknowledged job ids and
-the service's job list. No I/O here: the script reads the files and the CLI's JSON.
+"""The invariants a chaos run checks (``scripts/chaos.py``, issue 11), and its kill plan: pure
+functions over what the run recorded — the payloads' append-only log, the pilots' kills, the
+acknowledged job ids and the service's job list. No I/O here: the script reads the files and the
+CLI's JSON.
 
 The payload log holds one JSON object per line, written by each payload run (one process of one
 attempt of one job on one pilot)::
@@ -26,6 +27,7 @@ The invariants (issue 11, "Done when"):
 from __future__ import annotations
 
 import json
+import random
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -201,3 +203,14 @@ def _by_job(runs: Iterable[PayloadRun]) -> dict[int, list[PayloadRun]]:
     for run in runs:
         grouped[run.job_id].append(run)
     return grouped
+
+
+def kill_plan(rng: random.Random, kinds: Sequence[str], weights: Sequence[float], kills: int,
+              mean_interval: float) -> list[tuple[float, str]]:
+    """(seconds to wait, kind of kill) for each of ``kills`` kills, fixed by ``rng``'s seed: each
+    kind with odds > 0 once (as many as fit), the others drawn by the odds, in random order; the
+    pauses 0.2 to 1.8 times ``mean_interval``."""
+    wanted = [kind for kind, weight in zip(kinds, weights, strict=True) if weight > 0]
+    chosen = wanted[:kills] + rng.choices(kinds, weights, k=max(0, kills - len(wanted)))
+    rng.shuffle(chosen)
+    return [(rng.uniform(0.2, 1.8) * mean_interval, kind) for kind in chosen]

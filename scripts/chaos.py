@@ -60,6 +60,7 @@ from dirac_like.chaos_checks import (
     ChaosReport,
     PilotLife,
     check,
+    kill_plan,
     read_payload_log,
 )
 from dirac_like.errors import ServiceUnavailable
@@ -348,7 +349,9 @@ class Chaos:
         submitter.start()
         self.submitter = submitter
         try:
-            for delay, kind in kill_plan(random.Random(settings.seed), settings):
+            plan = kill_plan(random.Random(settings.seed), KINDS, settings.weights,
+                             settings.kills, settings.kill_interval)
+            for delay, kind in plan:
                 self.pause(delay)
                 self.kill(kind)
             while submitter.is_alive():
@@ -499,16 +502,6 @@ class Chaos:
             with contextlib.suppress(psutil.Error):
                 if process.environ().get("DIRAC_LIKE_PILOT_ID") in ours:
                     yield process
-
-
-def kill_plan(rng: random.Random, settings: Settings) -> list[tuple[float, str]]:
-    """(seconds to wait, kind of kill) for every kill, fixed by the seed: each kind whose odds
-    are > 0 once (when there are enough kills), the rest drawn by the odds, in random order."""
-    wanted = [kind for kind, weight in zip(KINDS, settings.weights, strict=True) if weight > 0]
-    kinds = wanted[:settings.kills] if settings.kills < len(wanted) else wanted + rng.choices(
-        KINDS, settings.weights, k=settings.kills - len(wanted))
-    rng.shuffle(kinds)
-    return [(rng.uniform(0.2, 1.8) * settings.kill_interval, kind) for kind in kinds]
 
 
 # -- the command -----------------------------------------------------------------------------------

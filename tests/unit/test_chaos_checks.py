@@ -4,6 +4,8 @@ and stays quiet on a good one."""
 from __future__ import annotations
 
 import json
+import random
+from collections import Counter
 
 from dirac_like.chaos_checks import (
     FINISH_GRACE,
@@ -13,6 +15,7 @@ from dirac_like.chaos_checks import (
     check,
     finished_under_live_pilot,
     jobs_not_final,
+    kill_plan,
     lost_jobs,
     overlapping_jobs,
     ran_again_after_done,
@@ -160,3 +163,25 @@ def test_every_broken_invariant_is_named_with_its_jobs() -> None:
             counts["ran_again_after_done"], counts["bad_log_lines"]) == (1, 1, 1, 1, 1)
     assert counts["examples"] == {"lost": [9], "not_final": [4], "overlapping": [5],
                                   "ran_again_after_done": [6]}
+
+
+# -- the kill plan -------------------------------------------------------------------------------
+
+
+KINDS = ("service", "pilot", "never")
+
+
+def test_the_plan_has_every_kind_with_odds_once_and_is_fixed_by_the_seed() -> None:
+    plan = kill_plan(random.Random(5), KINDS, (1.0, 9.0, 0.0), 10, 2.0)
+    assert len(plan) == 10
+    counts = Counter(kind for _, kind in plan)
+    assert counts["service"] >= 1 and counts["pilot"] >= 1 and "never" not in counts
+    assert all(0.4 <= pause <= 3.6 for pause, _ in plan)
+    assert plan == kill_plan(random.Random(5), KINDS, (1.0, 9.0, 0.0), 10, 2.0)
+    assert plan != kill_plan(random.Random(6), KINDS, (1.0, 9.0, 0.0), 10, 2.0)
+
+
+def test_a_plan_shorter_than_the_kinds_takes_what_fits() -> None:
+    assert [kind for _, kind in kill_plan(random.Random(1), KINDS, (1, 1, 1), 1, 1.0)] in (
+        ["service"], ["pilot"], ["never"])
+    assert kill_plan(random.Random(1), KINDS, (1, 1, 1), 0, 1.0) == []
