@@ -22,8 +22,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE = 240.0  # the run itself takes about 50 s on 2 loaded cores
 # Seeded; every kind of kill at least once; more long payloads and aimed kills than the default,
-# so that the defects below show in a run this short.
-COMMAND = ["--kills", "10", "--jobs", "100", "--pilots", "4", "--seed", "1",
+# and 3 cores per pilot (a rescheduled job finds a free slot at once), so that the defects below
+# show in a run this short (3 service-and-pilot and 3 pilot-long-payload kills).
+COMMAND = ["--kills", "10", "--jobs", "100", "--pilots", "4", "--cores", "3", "--seed", "1",
            "--long-fraction", "0.2", "--weights", "2,3,1,1,3", "--drain-timeout", "90", "--json"]
 
 pytestmark = pytest.mark.slow
