@@ -211,15 +211,14 @@ def heartbeat(state: CentralState, args: HeartbeatArgs, now: float) -> dict[str,
 
 def sites(state: CentralState, args: NoArgs, now: float) -> list[dict[str, Any]]:
     rows = []
-    for name in sorted(state.sites_seen):
-        record = state.sites.get(name)
-        limit = state.config.sites.get(name)
+    for name in sorted(state.sites.seen):
+        record = state.sites.records.get(name)
         rows.append({
             "site": name,
             "status": "Banned" if record and record.banned else "Active",
             "reason": record.reason if record else "",
             "active_jobs": state.book.site_active[name],
-            "max_running": limit.max_running if limit else 0,
+            "max_running": state.sites.max_running(name),
         })
     return rows
 
@@ -237,9 +236,7 @@ def unban_site(state: CentralState, args: SiteArgs, now: float) -> dict[str, Any
 
 
 def _set_site(state: CentralState, record: SiteRecord) -> dict[str, Any]:
-    state.sites[record.name] = record
-    state.sites_seen.add(record.name)
-    state.journal.changes.sites[record.name] = record
+    state.sites.set(record)
     return {"site": record.name, "banned": record.banned, "reason": record.reason}
 
 

@@ -9,7 +9,8 @@
 - the sandbox index (:class:`~services.sandbox_index.SandboxIndex`), a thin shell over the
   sandbox files and the store;
 - the journal (:class:`~services.journal.Journal`): what the batch changed, for the store;
-- sites (bans, limits, active counts), fair shares, and the commands to push to pilots.
+- the site board (:class:`~services.site_board.SiteBoard`): bans, limits, names met;
+- fair shares (:class:`dirac_like.shares.FairShare`), and the commands to push to pilots.
 
 Each operation changes the parts in place and records what it changed in the journal; the loop
 writes that in one transaction per batch (:meth:`take_changes`) and only then sends the replies.
@@ -33,7 +34,6 @@ from dirac_like.model import (
     HistoryEntry,
     JobRecord,
     LoadedState,
-    SiteRecord,
 )
 from dirac_like.protocol import PilotResources
 from dirac_like.sandbox import SandboxStore
@@ -45,6 +45,7 @@ from .journal import Journal
 from .pilots import PilotRegistry
 from .replies import ReplyCache
 from .sandbox_index import SandboxIndex
+from .site_board import SiteBoard
 
 if TYPE_CHECKING:
     from .identities import IdentityIssuer
@@ -100,33 +101,27 @@ class CentralState:
             config.shares.half_life,
             config.shares.default_share,
         )
-        self.journal = Journal()
-        self.book = JobBook(config.jobs, self.shares, self.journal)
-        self.replies = ReplyCache(config.service.reply_memory, self.journal)
-        self.sandbox_index = SandboxIndex(sandboxes, stored, self.journal,
-                                          config.sandboxes.collect_after)
-        self.pilots = PilotRegistry(config.pilots)
-        self.sites: dict[str, SiteRecord] = {}
-        self.sites_seen: set[str] = set(config.sites)
-        self.pushes: list[tuple[str, dict[str, Any]]] = []  # (pilot id, command) to send now
-        self.identities: IdentityIssuer | None = None  # set by a service that runs secure
-        self._next_cleanup = now + CLEANUP_SECONDS
-        if loaded is not None:
-            self._restore(loaded, now)
-
-    def _restore(self, loaded: LoadedState, now: float) -> None:
+        restoring = loaded is not None
+        loaded = loaded or LoadedState([], [], [], {}, [], [])
         for record in loaded.usage:
             self.shares.restore(record)
         for group, share in loaded.shares.items():
             self.shares.set_group_share(group, share)
-        self.sites = {site.name: site for site in loaded.sites}
-        self.sites_seen.update(self.sites)
-        self.pilots = PilotRegistry(self.config.pilots, loaded.pilots, loaded.next_pilot_number)
+        self.journal = Journal()
+        self.book = JobBook(config.jobs, self.shares, self.journal)
         self.book.restore(loaded.task_queues, loaded.jobs, now)
-        self.replies = ReplyCache(self.config.service.reply_memory, self.journal, loaded.replies)
         self.shares.dirty.clear()
-        log.info("restored %d jobs in %d task queues", len(self.jobs),
-                 len(self.book.task_queue_rows))
+        self.replies = ReplyCache(config.service.reply_memory, self.journal, loaded.replies)
+        self.sandbox_index = SandboxIndex(sandboxes, stored, self.journal,
+                                          config.sandboxes.collect_after)
+        self.pilots = PilotRegistry(config.pilots, loaded.pilots, loaded.next_pilot_number)
+        self.sites = SiteBoard(config.sites, self.journal, loaded.sites)
+        self.pushes: list[tuple[str, dict[str, Any]]] = []  # (pilot id, command) to send now
+        self.identities: IdentityIssuer | None = None  # set by a service that runs secure
+        self._next_cleanup = now + CLEANUP_SECONDS
+        if restoring:
+            log.info("restored %d jobs in %d task queues", len(self.jobs),
+                     len(self.book.task_queue_rows))
 
     @property
     def sandboxes(self) -> SandboxStore | None:
@@ -212,19 +207,12 @@ class CentralState:
 
     def why_not(self, resources: PilotResources) -> str:
         """Why a pilot at this site gets nothing right now, or '' if it may be matched."""
-        site = self.sites.get(resources.site)
-        if site is not None and site.banned:
-            return f"site {resources.site} is banned: {site.reason}"
-        limit = self.config.sites.get(resources.site)
-        active = self.book.site_active[resources.site]
-        if limit and limit.max_running and active >= limit.max_running:
-            return f"site {resources.site} has reached its limit of {limit.max_running} jobs"
-        return ""
+        return self.sites.why_not(resources.site, self.book.site_active[resources.site])
 
     def request_job(
         self, pilot_id: str, resources: PilotResources, now: float
     ) -> JobRecord | None:
-        self.sites_seen.add(resources.site)
+        self.sites.see(resources.site)
         pilot = self.pilots.contact(pilot_id, resources.site, resources.ce, now)
         if pilot.kill_requested or self.why_not(resources):
             return None
