@@ -80,6 +80,20 @@ class StoredJobs(Protocol):
     def referenced_sandboxes(self) -> set[str]: ...
 
 
+def _fair_share(config: Config, loaded: LoadedState) -> FairShare:
+    shares = FairShare(
+        config.shares.groups,
+        config.shares.users,
+        config.shares.half_life,
+        config.shares.default_share,
+    )
+    for record in loaded.usage:
+        shares.restore(record)
+    for group, share in loaded.shares.items():
+        shares.set_group_share(group, share)
+    return shares
+
+
 class CentralState:
     def __init__(
         self,
@@ -95,22 +109,13 @@ class CentralState:
             max_cpu_time=config.jobs.max_cpu_time,
             max_parametric_jobs=config.jobs.max_parametric_jobs,
         )
-        self.shares = FairShare(
-            config.shares.groups,
-            config.shares.users,
-            config.shares.half_life,
-            config.shares.default_share,
-        )
         restoring = loaded is not None
         loaded = loaded or LoadedState([], [], [], {}, [], [])
-        for record in loaded.usage:
-            self.shares.restore(record)
-        for group, share in loaded.shares.items():
-            self.shares.set_group_share(group, share)
+        self.shares = _fair_share(config, loaded)
         self.journal = Journal()
         self.book = JobBook(config.jobs, self.shares, self.journal)
         self.book.restore(loaded.task_queues, loaded.jobs, now)
-        self.shares.dirty.clear()
+        self.shares.dirty.clear()  # restoring changed nothing to write
         self.replies = ReplyCache(config.service.reply_memory, self.journal, loaded.replies)
         self.sandbox_index = SandboxIndex(sandboxes, stored, self.journal,
                                           config.sandboxes.collect_after)
