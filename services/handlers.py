@@ -2,7 +2,9 @@
 
 A handler takes the state, its checked arguments (the frozen dataclass from the protocol module)
 and ``now``; it returns the reply's result (plain msgpack types) or raises a DiracLikeError.
-Handlers validate everything before changing anything.
+Handlers validate everything before changing anything, and change a job only through the job
+book (``state.book``, services/job_book.py): its status through ``set_status``/``reschedule``,
+the rest through ``request_kill``, ``report`` and ``heartbeat``.
 """
 
 from __future__ import annotations

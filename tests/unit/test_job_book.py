@@ -156,3 +156,28 @@ def test_restore_rebuilds_queues_counts_and_gives_running_jobs_a_full_window() -
     assert running.deadline == 500.0 + CONFIG.stalled_timeout
     assert restored.next_job_id == 3 and restored.next_task_queue_id == 2
     restored.validate()
+
+
+def test_only_the_job_book_assigns_job_record_fields() -> None:
+    """Handlers and the rest of the service change jobs through the book, never by hand (a
+    field of JobRecord assigned on a variable whose name says job, outside job_book.py)."""
+    import ast
+    import dataclasses
+    from pathlib import Path
+
+    import dirac_like.services as services
+
+    fields = {field.name for field in dataclasses.fields(JobRecord)}
+    offenders = []
+    for path in Path(services.__path__[0]).glob("*.py"):
+        if path.name == "job_book.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = (node.targets if isinstance(node, ast.Assign) else
+                       [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign) else [])
+            for target in targets:
+                for item in target.elts if isinstance(target, ast.Tuple) else [target]:
+                    if (isinstance(item, ast.Attribute) and item.attr in fields
+                            and isinstance(item.value, ast.Name) and "job" in item.value.id):
+                        offenders.append(f"{path.name}:{node.lineno}")
+    assert offenders == []
