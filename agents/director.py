@@ -224,28 +224,28 @@ class Director:
                 by_fabric.setdefault(record.fabric, []).append(record)
         for name, records in by_fabric.items():
             try:
-                states = self.fabrics[name].status([record.ref for record in records])
+                states = self.fabrics[name].status([record.fabric_ref for record in records])
             except DiracLikeError as exc:
                 errors.append(f"fabric {name}: status failed: {exc.message}")
                 log.error("site %s: fabric %s: status failed: %s", self.site.name, name,
                           exc.message)
                 continue
             for record in records:
-                self._note_state(record, states.get(record.ref, PilotState.ABORTED), now)
+                self._note_state(record, states.get(record.fabric_ref, PilotState.ABORTED), now)
 
     def _cancel(self, record: PilotRecord, now: float, errors: list[str]) -> None:
         try:
-            self.fabrics[record.fabric].cancel(record.ref)
+            self.fabrics[record.fabric].cancel(record.fabric_ref)
         except DiracLikeError as exc:
             errors.append(f"pilot {record.pilot_id}: cancel failed: {exc.message}")
             return
-        log.info("pilot %s (%s): cancelled, an admin killed it", record.pilot_id, record.ref)
+        log.info("pilot %s (%s): cancelled, an admin killed it", record.pilot_id, record.fabric_ref)
         self.book.note(record, PilotState.ABORTED, now, KILLED_BY_ADMIN, self._output(record))
 
     def _note_state(self, record: PilotRecord, state: PilotState, now: float) -> None:
         if state is record.pilot_state:
             return
-        log.info("pilot %s (%s): %s -> %s", record.pilot_id, record.ref, record.state, state)
+        log.info("pilot %s (%s): %s -> %s", record.pilot_id, record.fabric_ref, record.state, state)
         if not state.final:
             self.book.note(record, state, now)
             return
@@ -262,7 +262,7 @@ class Director:
     def _describe(self, record: PilotRecord) -> str | None:
         """What the fabric says about how the pilot ended (None: nothing)."""
         try:
-            return self.fabrics[record.fabric].describe(record.ref) or None
+            return self.fabrics[record.fabric].describe(record.fabric_ref) or None
         except Exception:  # a description is a nicety: never fail a cycle for it
             log.exception("pilot %s: describing it failed", record.pilot_id)
             return None
@@ -270,7 +270,7 @@ class Director:
     def _output(self, record: PilotRecord) -> str:
         """The ended pilot's output from its fabric ('' with a log line if there is none)."""
         try:
-            return self.fabrics[record.fabric].output(record.ref)
+            return self.fabrics[record.fabric].output(record.fabric_ref)
         except DiracLikeError as exc:
             log.warning("pilot %s: no output to collect: %s", record.pilot_id, exc.message)
             return ""

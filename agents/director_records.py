@@ -17,35 +17,16 @@ Locally a record lives while its pilot does and until its final state reached th
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from dirac_like.client import Client
 from dirac_like.errors import DiracLikeError, ServiceUnavailable
-from dirac_like.states import PilotState
+from dirac_like.model import PilotRecord
+from dirac_like.states import LIVE_PILOT_STATES, PilotState
 
 log = logging.getLogger(__name__)
 
-LIVE_STATES = [state.value for state in PilotState if not state.final]
 ADOPTED_IN_PROCESS = "Stopped with a previous run of the director"
-
-
-@dataclass
-class PilotRecord:
-    """One pilot of this director, as far as it knows."""
-
-    pilot_id: str
-    ce: str
-    fabric: str
-    ref: str  # the fabric's reference ('' until submitted)
-    state: str  # a PilotState value
-    submitted: float
-    updated: float
-    kill_requested: bool = False
-
-    @property
-    def pilot_state(self) -> PilotState:
-        return PilotState(self.state)
 
 
 class PilotBook:
@@ -60,7 +41,8 @@ class PilotBook:
 
     def sync(self, now: float) -> None:
         """Read the site's live records; raises ServiceUnavailable (the cycle then stops)."""
-        rows = self.client.pilots(site=self.site, states=LIVE_STATES)
+        rows = self.client.pilots(site=self.site,
+                                  states=sorted(state.value for state in LIVE_PILOT_STATES))
         for row in rows:
             record = self.records.get(row["pilot_id"])
             if record is None:
@@ -69,15 +51,16 @@ class PilotBook:
                 record.kill_requested = bool(row["kill_requested"])
 
     def _adopt(self, row: dict[str, Any], now: float) -> None:
-        record = PilotRecord(row["pilot_id"], row["ce"], row["fabric"], row["fabric_ref"],
-                             row["state"], row["submitted"], row["updated"],
-                             bool(row["kill_requested"]))
+        record = PilotRecord(row["pilot_id"], self.site, row["ce"], row["fabric"],
+                             fabric_ref=row["fabric_ref"], state=row["state"],
+                             reason=row["reason"], submitted=row["submitted"],
+                             updated=row["updated"], kill_requested=bool(row["kill_requested"]))
         self.records[record.pilot_id] = record
         if record.fabric in self.in_process_fabrics:
             # Its fabric lived in the previous director process: it is gone.
             self.note(record, PilotState.ABORTED, now, reason=ADOPTED_IN_PROCESS)
         log.info("site %s: following pilot %s (%s, %s) from the service", self.site,
-                 record.pilot_id, record.state, record.ref or "no reference")
+                 record.pilot_id, record.state, record.fabric_ref or "no reference")
 
     def new_ids(self, ce: str, count: int, fabric: str) -> list[str]:
         """Ids for ``count`` new pilots of ``ce`` (records created Submitted by the service)."""
@@ -86,7 +69,8 @@ class PilotBook:
     # -- to the service --------------------------------------------------------------------------
 
     def add(self, pilot_id: str, ce: str, fabric: str, ref: str, now: float) -> PilotRecord:
-        record = PilotRecord(pilot_id, ce, fabric, ref, PilotState.SUBMITTED.value, now, now)
+        record = PilotRecord(pilot_id, self.site, ce, fabric, fabric_ref=ref,
+                             state=PilotState.SUBMITTED.value, submitted=now, updated=now)
         self.records[pilot_id] = record
         self.outbox[pilot_id] = {"pilot_id": pilot_id, "state": record.state, "fabric_ref": ref}
         return record

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from dirac_like.client import Client
-from dirac_like.sandbox import SandboxError, pack, safe_extract
+from dirac_like.sandbox import SANDBOX_PREFIX, SandboxError, pack, safe_extract
 
 log = logging.getLogger(__name__)
 
-SANDBOX_PREFIX = "SB:"
 GRID_PREFIX = "LFN:"
 
 

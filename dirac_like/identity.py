@@ -14,12 +14,10 @@ only a service started with ``--insecure`` answers).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import stat
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from zmq.utils import z85
 
 from dirac_like.config import default_home
 from dirac_like.errors import ConfigError
+from dirac_like.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -111,27 +110,7 @@ def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically, readable by its owner only (0600), and fsync it
     and its folder: after a crash the file is either the old one or the new one, whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(handle, 0o600)
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    _fsync_folder(path.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    write_atomic(path, text.encode("utf-8"), mode=0o600)
 
 
 def save_identity(path: Path, identity: Identity) -> None:

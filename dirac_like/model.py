@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from dirac_like.states import JobStatus
+from dirac_like.states import JobStatus, PilotState
 
 
 @dataclass(slots=True, eq=False)
@@ -52,8 +52,9 @@ class JobRecord:
 
 @dataclass(slots=True, eq=False)
 class PilotRecord:
-    """One pilot as the central service knows it: submitted by a site director (which reports
-    its state from the fabric) or met first when it asked for a job."""
+    """One pilot: submitted by a site director (which reports its state from the fabric) or met
+    first when it asked for a job. The central service keeps every record; a director keeps
+    those of its site while it follows them (agents/director_records.py)."""
 
     pilot_id: str
     site: str
@@ -67,6 +68,10 @@ class PilotRecord:
     last_contact: float = 0.0  # its last request to the service (0: never)
     kill_requested: bool = False
     jobs: list[int] = field(default_factory=list)  # every job matched to it (pilot_jobs rows)
+
+    @property
+    def pilot_state(self) -> PilotState:
+        return PilotState(self.state)
 
     def view(self) -> dict[str, Any]:
         return {

@@ -36,12 +36,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from dirac_like.errors import InvalidArgument, NotFound
+from dirac_like.files import fsync_folder, write_atomic
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 1024 * 1024
 _HEADER_ALLOWANCE = 4096  # decompressed bytes allowed per member for headers and padding
 _SHA256_HEX = frozenset("0123456789abcdef")
+SANDBOX_PREFIX = "SB:"  # a job's InputSandbox entry naming an uploaded archive: SB:<sha256>
+TEMPORARY_PREFIX = ".tmp-"  # an archive being written (collected if a crash left it)
 
 
 class SandboxError(InvalidArgument):
@@ -340,18 +343,7 @@ class SandboxStore:
             path.touch()  # fresh again: not collected as old while it is being reused
             return sha256
         path.parent.mkdir(exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-        try:
-            with open(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-        _fsync_folder(path.parent)
+        write_atomic(path, data, temporary_prefix=TEMPORARY_PREFIX)
         return sha256
 
     def get(self, sha256: str) -> bytes:
@@ -414,7 +406,7 @@ class SandboxStore:
         path = self._path(sha256)
         path.parent.mkdir(exist_ok=True)
         os.replace(partial, path)
-        _fsync_folder(path.parent)
+        fsync_folder(path.parent)
 
     def read_chunk(self, sha256: str, offset: int, length: int) -> tuple[bytes, int]:
         """``length`` bytes of archive ``sha256`` from ``offset``, and the archive's size (the
@@ -448,7 +440,7 @@ class SandboxStore:
                 continue
             for path in folder.iterdir():
                 name = path.name
-                if name in referenced or not (is_sha256(name) or name.startswith(".tmp-")):
+                if name in referenced or not (is_sha256(name) or name.startswith(TEMPORARY_PREFIX)):
                     continue
                 with contextlib.suppress(FileNotFoundError):
                     if path.stat().st_mtime < cutoff:
@@ -467,12 +459,4 @@ class SandboxStore:
 
 def is_sha256(text: str) -> bool:
     return len(text) == 64 and set(text) <= _SHA256_HEX
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 

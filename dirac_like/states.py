@@ -91,6 +91,9 @@ class PilotState(StrEnum):
         return self in (PilotState.DONE, PilotState.FAILED, PilotState.ABORTED)
 
 
+LIVE_PILOT_STATES = frozenset(state for state in PilotState if not state.final)
+
+
 def parse_pilot_state(name: str) -> PilotState:
     """The pilot state called ``name`` (case-insensitive), or InvalidArgument."""
     for state in PilotState:

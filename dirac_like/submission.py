@@ -17,9 +17,8 @@ from typing import Any
 
 from dirac_like.client import Client
 from dirac_like.jdl import parse_jdl
-from dirac_like.sandbox import SandboxError, pack, safe_extract
+from dirac_like.sandbox import SANDBOX_PREFIX, SandboxError, pack, safe_extract
 
-SANDBOX_PREFIX = "SB:"
 GRID_PREFIX = "LFN:"
 MAX_OUTPUT_BYTES = 1024 * 1024 * 1024  # an output sandbox, unpacked
 Description = str | dict[str, Any]

@@ -258,7 +258,7 @@ class CentralService:
                  principal: Principal | None = None) -> bytes:
         mutating = request.op in MUTATING_OPS
         if mutating:
-            remembered = self.state.remembered_reply(request.id)
+            remembered = self.state.replies.remembered(request.id)
             if remembered is not None:
                 log.info("request %s (%s) retried: same reply again", request.id, request.op)
                 return remembered
@@ -275,7 +275,7 @@ class CentralService:
         reply, ok = self._run(request, args, now, envelope, principal)
         if mutating and ok:  # refusals are not remembered: a retry is checked again
             durable = request.op not in REPLIES_NOT_STORED
-            self.state.remember_reply(request.id, reply, now, durable)
+            self.state.replies.remember(request.id, reply, now, durable)
         return reply
 
     def _run(self, request: Request, args: Any, now: float, envelope: list[bytes] | None,

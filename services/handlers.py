@@ -2,7 +2,9 @@
 
 A handler takes the state, its checked arguments (the frozen dataclass from the protocol module)
 and ``now``; it returns the reply's result (plain msgpack types) or raises a DiracLikeError.
-Handlers validate everything before changing anything.
+Handlers validate everything before changing anything, and change a job only through the job
+book (``state.book``, services/job_book.py): its status through ``set_status``/``reschedule``,
+the rest through ``request_kill``, ``report`` and ``heartbeat``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from dirac_like.states import (
     FINAL_STATUSES,
     PILOT_REPORTABLE,
     JobStatus,
-    can_move,
     check_transition,
     parse_status,
 )
@@ -74,7 +75,7 @@ def submit(state: CentralState, args: SubmitArgs, now: float) -> dict[str, Any]:
 
 def status(state: CentralState, args: JobIdsArgs, now: float) -> list[dict[str, Any]]:
     _check_job_ids(args.job_ids)
-    return [job.summary() for job in state.jobs_by_ids(args.job_ids)]
+    return [job.summary() for job in state.book.jobs_by_ids(args.job_ids)]
 
 
 def list_jobs(state: CentralState, args: ListJobsArgs, now: float) -> list[dict[str, Any]]:
@@ -97,7 +98,7 @@ def list_jobs(state: CentralState, args: ListJobsArgs, now: float) -> list[dict[
 
 def kill(state: CentralState, args: JobIdsArgs, now: float) -> dict[str, list[int]]:
     _check_job_ids(args.job_ids)
-    jobs = state.jobs_by_ids(args.job_ids)
+    jobs = state.book.jobs_by_ids(args.job_ids)
     for job in jobs:
         if job.status not in ACTIVE_STATUSES:
             check_transition(job.job_id, job.status, S.KILLED)
@@ -105,21 +106,20 @@ def kill(state: CentralState, args: JobIdsArgs, now: float) -> dict[str, list[in
     for job in jobs:
         if job.status in (S.MATCHED, S.RUNNING, S.COMPLETING):
             # The pilot holds it: the kill goes to the pilot; Killed when it confirms.
-            job.kill_requested, job.minor_status, job.updated = True, "Kill requested", now
-            state.record(job, "user", now)
+            state.book.request_kill(job, "user", now)
             state.push_kill(job)
             requested.append(job.job_id)
         else:
             if job.status is S.STALLED:
                 state.push_kill(job)  # its pilot may still be alive, only silent
-            state.set_status(job, S.KILLED, "Killed by user", "user", now)
+            state.book.set_status(job, S.KILLED, "Killed by user", "user", now)
             killed.append(job.job_id)
     return {"killed": killed, "kill_requested": requested}
 
 
 def reschedule(state: CentralState, args: JobIdsArgs, now: float) -> dict[str, list[int]]:
     _check_job_ids(args.job_ids)
-    jobs = state.jobs_by_ids(args.job_ids)
+    jobs = state.book.jobs_by_ids(args.job_ids)
     limit = state.config.jobs.max_reschedules
     for job in jobs:
         check_transition(job.job_id, job.status, S.RESCHEDULED)
@@ -128,12 +128,12 @@ def reschedule(state: CentralState, args: JobIdsArgs, now: float) -> dict[str, l
     for job in jobs:
         if job.status in ACTIVE_STATUSES:
             state.push_kill(job)  # its pilot must stop the old attempt
-        state.reschedule(job, "Rescheduled by user", "user", now, hold=False)
+        state.book.reschedule(job, "Rescheduled by user", "user", now, hold=False)
     return {"rescheduled": [job.job_id for job in jobs]}
 
 
 def history(state: CentralState, args: JobIdArgs, now: float) -> list[dict[str, Any]]:
-    state.job(args.job_id)
+    state.book.job(args.job_id)
     return [entry.to_wire() for entry in state.store_history(args.job_id)]
 
 
@@ -158,7 +158,7 @@ def eligible(state: CentralState, args: EligibleArgs, now: float) -> dict[str, A
     """How many waiting jobs a pilot with these resources could run (a director's sizing)."""
     check_name("site", args.resources.site)
     reason = state.why_not(args.resources)
-    count = 0 if reason else state.matcher.count_eligible(args.resources)
+    count = 0 if reason else state.book.matcher.count_eligible(args.resources)
     return {"eligible": count, "reason": reason}
 
 
@@ -168,13 +168,13 @@ def _match_view(state: CentralState, job: JobRecord) -> dict[str, Any]:
         "attempt": job.attempt,
         "owner": job.owner,
         "group": job.group,
-        "cores": state.cores(job),
+        "cores": state.book.cores(job),
         "description": state.store_description(job.job_id),
     }
 
 
 def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> dict[str, Any]:
-    job = state.held_job(args.job_id, args.attempt, args.pilot_id)
+    job = state.book.held_job(args.job_id, args.attempt, args.pilot_id)
     new = parse_status(args.status)
     if new not in PILOT_REPORTABLE:
         raise InvalidArgument(f"a pilot cannot report status {new.value}")
@@ -183,37 +183,28 @@ def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> di
     if new is S.RESCHEDULED:
         if args.output_sandbox:
             raise InvalidArgument("a job handed back has no output sandbox")
-        state.reschedule(job, args.minor_status[:256] or "Handed back by its pilot",
+        state.book.reschedule(job, args.minor_status[:256] or "Handed back by its pilot",
                          f"pilot {args.pilot_id}", now)
         return {"commands": []}  # the pilot no longer holds it
     if args.output_sandbox:
         if new not in FINAL_STATUSES:
             raise InvalidArgument("an output sandbox comes with the job's final status")
-        state.check_sandbox(args.output_sandbox, "output")
-        state.changes.sandboxes.append((job.job_id, "output", args.output_sandbox))
-    job.application_status = args.application_status[:256] or job.application_status
-    minor = args.minor_status[:256]
-    if new is job.status:
-        job.minor_status, job.updated, job.heartbeat_at = minor, now, now
-        state.record(job, f"pilot {args.pilot_id}", now)
-    else:
-        state.set_status(job, new, minor, f"pilot {args.pilot_id}", now)
+        state.sandbox_index.check(args.output_sandbox, "output")
+        state.sandbox_index.attach(job.job_id, "output", args.output_sandbox)
+    state.book.report(job, new, args.minor_status[:256], args.application_status[:256],
+                      f"pilot {args.pilot_id}", now)
     if new in FINAL_STATUSES:
         return {"commands": []}  # the pilot is done with it: nothing left to tell
     return {"commands": state.pending_commands(job)}
 
 
 def heartbeat(state: CentralState, args: HeartbeatArgs, now: float) -> dict[str, Any]:
-    job = state.job(args.job_id)
+    job = state.book.job(args.job_id)
     state.pilots.seen(args.pilot_id, now)
     if job.attempt != args.attempt or job.pilot_id != args.pilot_id:
         # The job was taken away from this pilot (rescheduled, killed): it must stop it.
         return {"commands": [{"command": "kill", "job_id": job.job_id}]}
-    job.heartbeat_at = now
-    if job.status in (S.RUNNING, S.COMPLETING):
-        job.deadline = now + state.config.jobs.stalled_timeout
-    elif job.status is S.STALLED and can_move(job.status, S.RUNNING):
-        state.set_status(job, S.RUNNING, "Heartbeats resumed", f"pilot {args.pilot_id}", now)
+    state.book.heartbeat(job, f"pilot {args.pilot_id}", now)
     return {"commands": state.pending_commands(job)}
 
 
@@ -222,15 +213,14 @@ def heartbeat(state: CentralState, args: HeartbeatArgs, now: float) -> dict[str,
 
 def sites(state: CentralState, args: NoArgs, now: float) -> list[dict[str, Any]]:
     rows = []
-    for name in sorted(state.sites_seen):
-        record = state.sites.get(name)
-        limit = state.config.sites.get(name)
+    for name in sorted(state.sites.seen):
+        record = state.sites.records.get(name)
         rows.append({
             "site": name,
             "status": "Banned" if record and record.banned else "Active",
             "reason": record.reason if record else "",
-            "active_jobs": state.site_active[name],
-            "max_running": limit.max_running if limit else 0,
+            "active_jobs": state.book.site_active[name],
+            "max_running": state.sites.max_running(name),
         })
     return rows
 
@@ -248,15 +238,13 @@ def unban_site(state: CentralState, args: SiteArgs, now: float) -> dict[str, Any
 
 
 def _set_site(state: CentralState, record: SiteRecord) -> dict[str, Any]:
-    state.sites[record.name] = record
-    state.sites_seen.add(record.name)
-    state.changes.sites[record.name] = record
+    state.sites.set(record)
     return {"site": record.name, "banned": record.banned, "reason": record.reason}
 
 
 def task_queues(state: CentralState, args: NoArgs, now: float) -> list[dict[str, Any]]:
     rows = []
-    for task_queue in state.matcher.unique_task_queues():
+    for task_queue in state.book.matcher.unique_task_queues():
         top = task_queue.peek()
         rows.append({
             "task_queue_id": task_queue.task_queue_id,
@@ -278,7 +266,7 @@ def set_share(state: CentralState, args: SetShareArgs, now: float) -> dict[str, 
     if not 0 < args.share < 1e9:
         raise InvalidArgument("share must be a positive number")
     state.shares.set_group_share(args.group, args.share)
-    state.changes.shares[args.group] = args.share
+    state.journal.changes.shares[args.group] = args.share
     return {"group": args.group, "share": args.share}
 
 

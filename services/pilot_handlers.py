@@ -25,7 +25,7 @@ def add_pilots(state: CentralState, args: AddPilotsArgs, now: float) -> dict[str
     check_name("ce", args.ce)
     if args.fabric:
         check_name("fabric", args.fabric)
-    state.sites_seen.add(args.site)
+    state.sites.see(args.site)
     return {"pilot_ids": state.pilots.add(args.site, args.ce, args.fabric, args.count, now)}
 
 

@@ -27,7 +27,6 @@ from dirac_like.states import PilotState, parse_pilot_state
 
 MAX_NEW_PILOTS = 1000  # pilot ids handed out by one add()
 MAX_REASON = 512
-LIVE = frozenset({PilotState.SUBMITTED, PilotState.WAITING, PilotState.RUNNING})
 
 
 @dataclass(frozen=True)

@@ -52,8 +52,8 @@ def sandbox_download(state: CentralState, args: SandboxDownloadArgs,
 
 
 def job_output(state: CentralState, args: JobIdArgs, now: float) -> dict[str, Any]:
-    job = state.job(args.job_id)
-    sha256 = state.sandbox_of(job.job_id, "output")
+    job = state.book.job(args.job_id)
+    sha256 = state.sandbox_index.of(job.job_id, "output")
     if sha256 is None:
         raise NotFound(f"job {job.job_id} has no output sandbox (status {job.status.value}: "
                        "a pilot uploads it when the job ends)")

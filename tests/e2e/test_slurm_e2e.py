@@ -185,7 +185,7 @@ def test_a_pilot_scancelled_mid_job_its_job_finishes_on_another_pilot(
         director = make_director(client)
         first = wait_for(lambda: running_pilot(director, client, job_id),
                          "the job Running on a Slurm pilot")
-        slurm_cluster.run("scancel", director.records[first].ref)
+        slurm_cluster.run("scancel", director.records[first].fabric_ref)
         finish_elsewhere(director, client, job_id, first)
         states = {row["pilot_id"]: row["state"] for row in client.pilots(site=SITE)}
     assert states[first] == PilotState.ABORTED.value  # Slurm: CANCELLED

@@ -45,11 +45,11 @@ from dirac_like.client import Client, RetryPolicy
 from dirac_like.errors import ConfigError
 from dirac_like.processes import ServiceProcess
 from dirac_like.sites import FABRIC_NAMES
+from dirac_like.states import LIVE_PILOT_STATES
 
 DEADLINE = 30.0
 GRACE = 1.0  # SIGTERM -> SIGKILL, for pilots that ignore SIGTERM
 HELPER = "import time; time.sleep(600)"
-LIVE = {PilotState.SUBMITTED, PilotState.WAITING, PilotState.RUNNING}
 
 # The pilot every harness runs here (for local: with this Python). Arguments: state folder, exit
 # code, text to print, filler bytes printed first, hold (1: wait for <state>/release),
@@ -259,7 +259,8 @@ T = TypeVar("T")
 def wait_for(condition: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
     return testing.wait_for(condition, what, timeout)
 
-def wait_state(fabric: Fabric, ref: str, wanted: PilotState, allowed: set[PilotState]) -> None:
+def wait_state(fabric: Fabric, ref: str, wanted: PilotState,
+               allowed: frozenset[PilotState]) -> None:
     """Poll until ``ref`` is ``wanted``; every state seen on the way must be in ``allowed``."""
     seen: list[PilotState] = []
 
@@ -311,7 +312,7 @@ def fabric(harness: Harness) -> Iterator[Fabric]:
 
 def submit_running(fabric: Fabric, harness: Harness, pilot_id: str, behaviour: Behaviour) -> str:
     ref = fabric.submit(harness.request(pilot_id, behaviour))
-    wait_state(fabric, ref, PilotState.RUNNING, LIVE)
+    wait_state(fabric, ref, PilotState.RUNNING, LIVE_PILOT_STATES)
     return ref
 
 
@@ -328,7 +329,7 @@ def test_exit_zero_runs_then_is_done(fabric: Fabric, harness: Harness) -> None:
 @pytest.mark.parametrize("code", [1, 3])
 def test_nonzero_exit_is_failed(fabric: Fabric, harness: Harness, code: int) -> None:
     ref = fabric.submit(harness.request("p1", Behaviour(exit_code=code)))
-    wait_state(fabric, ref, PilotState.FAILED, LIVE)
+    wait_state(fabric, ref, PilotState.FAILED, LIVE_PILOT_STATES)
 
 
 def test_status_answers_for_every_ref_in_one_call(fabric: Fabric, harness: Harness) -> None:
@@ -369,7 +370,7 @@ def test_cancel_kills_a_pilot_that_ignores_sigterm(fabric: Fabric, harness: Harn
 
 def test_cancel_of_an_ended_pilot_keeps_its_state(fabric: Fabric, harness: Harness) -> None:
     ref = fabric.submit(harness.request("p1", Behaviour(exit_code=2)))
-    wait_state(fabric, ref, PilotState.FAILED, LIVE)
+    wait_state(fabric, ref, PilotState.FAILED, LIVE_PILOT_STATES)
     fabric.cancel(ref)
     assert fabric.status([ref]) == {ref: PilotState.FAILED}
 
@@ -377,7 +378,7 @@ def test_cancel_of_an_ended_pilot_keeps_its_state(fabric: Fabric, harness: Harne
 def test_output_returns_what_the_pilot_printed(fabric: Fabric, harness: Harness) -> None:
     request = harness.request("p1", Behaviour(text="hello-from-p1"))
     ref = fabric.submit(request)
-    wait_state(fabric, ref, PilotState.DONE, LIVE)
+    wait_state(fabric, ref, PilotState.DONE, LIVE_PILOT_STATES)
     text = fabric.output(ref)
     for wanted in harness.printed(request, Behaviour(text="hello-from-p1")):
         assert wanted in text
@@ -385,7 +386,7 @@ def test_output_returns_what_the_pilot_printed(fabric: Fabric, harness: Harness)
 
 def test_output_is_the_tail(fabric: Fabric, harness: Harness) -> None:
     ref = fabric.submit(harness.request("p1", Behaviour(text="THE-END", filler=300_000)))
-    wait_state(fabric, ref, PilotState.DONE, LIVE)
+    wait_state(fabric, ref, PilotState.DONE, LIVE_PILOT_STATES)
     text = fabric.output(ref, max_bytes=4096)
     assert "THE-END" in text
     assert len(text) < 3 * 4096
@@ -455,7 +456,7 @@ def test_local_output_outlives_the_fabric(tmp_path: Path) -> None:
     harness = LocalHarness(tmp_path)
     with harness.make_fabric() as first:
         ref = first.submit(harness.request("p1", Behaviour(text="kept")))
-        wait_state(first, ref, PilotState.DONE, LIVE)
+        wait_state(first, ref, PilotState.DONE, LIVE_PILOT_STATES)
     with harness.make_fabric() as second:
         assert "kept" in second.output(ref)
         assert second.status([ref]) == {ref: PilotState.ABORTED}  # not its process

@@ -312,11 +312,11 @@ def test_restart_rebuilds_the_same_state(grid: Grid) -> None:
     assert rebuilt.jobs[matched["job_id"]].deadline == grid.state.jobs[matched["job_id"]].deadline
     assert rebuilt.why_not(dataclasses.replace(_pilot("BAD.site"))) != ""
     waiting_before = {tq.task_queue_id: sorted(tq.job_ids())
-                      for tq in grid.state.matcher.unique_task_queues()}
+                      for tq in grid.state.book.matcher.unique_task_queues()}
     waiting_after = {tq.task_queue_id: sorted(tq.job_ids())
-                     for tq in rebuilt.matcher.unique_task_queues()}
+                     for tq in rebuilt.book.matcher.unique_task_queues()}
     assert waiting_after == waiting_before
-    assert rebuilt.next_job_id == grid.state.next_job_id
+    assert rebuilt.book.next_job_id == grid.state.book.next_job_id
 
 
 def _pilot(site: str) -> Any:
@@ -326,20 +326,20 @@ def _pilot(site: str) -> Any:
 
 
 def test_remembered_replies_survive_a_restart(grid: Grid) -> None:
-    grid.state.remember_reply("req-1", b"reply", grid.now, durable=True)
-    grid.state.remember_reply("req-2", b"match", grid.now, durable=False)
+    grid.state.replies.remember("req-1", b"reply", grid.now, durable=True)
+    grid.state.replies.remember("req-2", b"match", grid.now, durable=False)
     grid.commit()
-    assert grid.state.remembered_reply("req-2") == b"match"
+    assert grid.state.replies.remembered("req-2") == b"match"
     rebuilt = CentralState(grid.config, grid.store, grid.store.load(), grid.now)
-    assert rebuilt.remembered_reply("req-1") == b"reply"
-    assert rebuilt.remembered_reply("req-2") is None
+    assert rebuilt.replies.remembered("req-1") == b"reply"
+    assert rebuilt.replies.remembered("req-2") is None
 
 
 def test_old_replies_are_forgotten(grid: Grid) -> None:
-    grid.state.remember_reply("req-1", b"reply", grid.now, durable=True)
+    grid.state.replies.remember("req-1", b"reply", grid.now, durable=True)
     grid.commit()
     grid.advance(grid.config.service.reply_memory + 120)
-    assert grid.state.remembered_reply("req-1") is None
+    assert grid.state.replies.remembered("req-1") is None
     assert "req-1" not in grid.store.replies
 
 

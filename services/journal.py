@@ -1,0 +1,59 @@
+"""What the current batch changed, and the batches on their way to the store.
+
+Every part of the central state writes what it changes into ``journal.changes`` (a
+:class:`~dirac_like.model.ChangeSet`). The service loop takes it once per batch (:meth:`take`),
+writes it in one transaction and then calls :meth:`committed`. Until then a taken change set is
+*in flight*: reads that go to the store (a job's history, its sandboxes, its description) look here
+first, so nothing that was acknowledged in memory is missing from a reply.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from dirac_like.model import ChangeSet, HistoryEntry
+
+
+class Journal:
+    def __init__(self) -> None:
+        self.changes = ChangeSet()
+        self.in_flight: list[ChangeSet] = []  # taken for the store, not yet committed
+        # descriptions of jobs submitted but not yet in the store
+        self.new_descriptions: dict[int, dict[str, Any]] = {}
+
+    def take(self) -> ChangeSet:
+        """What changed since the last call; it is in flight until :meth:`committed`."""
+        changes, self.changes = self.changes, ChangeSet()
+        self.in_flight.append(changes)
+        return changes
+
+    def committed(self, changes: ChangeSet) -> None:
+        """The store holds ``changes`` now: read them from there from now on."""
+        self.in_flight.remove(changes)
+        for job, _ in changes.new_jobs:
+            self.new_descriptions.pop(job.job_id, None)
+
+    def _uncommitted(self) -> Iterator[ChangeSet]:
+        """Change sets not in the store yet, oldest first."""
+        yield from self.in_flight
+        yield self.changes
+
+    def history(self, job_id: int) -> list[HistoryEntry]:
+        """History rows of ``job_id`` not in the store yet, oldest first."""
+        return [entry for changes in self._uncommitted() for entry in changes.history
+                if entry.job_id == job_id]
+
+    def sandbox(self, job_id: int, kind: str) -> str | None:
+        """The newest uncommitted ``kind`` sandbox of ``job_id`` (None: ask the store)."""
+        for changes in reversed(list(self._uncommitted())):
+            for changed_job, changed_kind, sha256 in reversed(changes.sandboxes):
+                if changed_job == job_id and changed_kind == kind:
+                    return sha256
+        return None
+
+    def sandboxes(self) -> set[str]:
+        """Every sandbox an uncommitted change names."""
+        return {sha256 for changes in self._uncommitted() for _, _, sha256 in changes.sandboxes}
