@@ -46,14 +46,13 @@ from typing import IO
 import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs installed
 
 from dirac_like.errors import InvalidArgument
+from dirac_like.states import JobStatus
 
 from .watchdog import Limits, Sample, Verdict, Watchdog
 
 log = logging.getLogger(__name__)
 
-DONE = "Done"
-FAILED = "Failed"
-KILLED = "Killed"
+DONE, FAILED, KILLED = JobStatus.DONE, JobStatus.FAILED, JobStatus.KILLED  # a payload's ends
 STDOUT_TAIL_LINES = 20
 MB = 1024 * 1024
 _TAIL_READ_BYTES = 64 * 1024
@@ -89,7 +88,7 @@ class PayloadSpec:
 
 @dataclass(frozen=True)
 class PayloadResult:
-    status: str  # "Done" | "Failed" | "Killed"
+    status: JobStatus  # DONE, FAILED or KILLED
     minor_status: str
     exit_code: int | None  # None when the payload never started; negative: killed by signal
     cpu_seconds: float
@@ -402,7 +401,7 @@ class PayloadRunner:
     # ----------------------------------------------------------------------------------------
     # result
 
-    def _result(self, outcome: tuple[str, str, str] | None) -> PayloadResult:
+    def _result(self, outcome: tuple[JobStatus, str, str] | None) -> PayloadResult:
         """``outcome``: (status, minor status, kill reason) when the wrapper killed the tree."""
         popen = self._popen
         assert popen is not None and popen.returncode is not None
@@ -426,7 +425,7 @@ class PayloadRunner:
             kill_reason=reason,
         )
 
-    def _not_started(self, status: str, minor: str) -> PayloadResult:
+    def _not_started(self, status: JobStatus, minor: str) -> PayloadResult:
         return PayloadResult(status=status, minor_status=minor, exit_code=None, cpu_seconds=0.0,
                              peak_rss_mb=0.0, wall_seconds=0.0, stdout_tail="",
                              kill_reason="request" if status == KILLED else "")

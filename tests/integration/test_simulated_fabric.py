@@ -152,7 +152,8 @@ def test_bad_requests_are_refused(central: ServiceProcess) -> None:
 def test_an_unreachable_service_fails_the_pilot_after_retries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("dirac_like.agents.fabrics.simulated.REQUEST_TIMEOUT", 0.05)
+    monkeypatch.setattr("dirac_like.agents.fabrics.simulated.RETRIES",
+                        RetryPolicy(timeout=0.05, retries=4, backoff=0.01, max_backoff=0.02))
     with SimulatedFabric("tcp://127.0.0.1:9", time_scale=0.1) as built:
         ref = built.submit(pilot("p1"))
         wait_for(lambda: built.status([ref])[ref] is PilotState.FAILED, "the pilot to give up")
