@@ -37,7 +37,7 @@ def pilot(pilot_id: str, **env: str) -> PilotRequest:
 
 
 def statuses(client: Client, job_ids: list[int]) -> dict[int, str]:
-    return {row["job_id"]: row["status"] for row in client.status(job_ids)}
+    return {row.job_id: row.status for row in client.status(job_ids)}
 
 
 def wait_jobs(client: Client, job_ids: list[int], wanted: str) -> None:
@@ -72,7 +72,7 @@ def test_a_job_named_fail_ends_failed(fabric: SimulatedFabric, client: Client) -
                            owner="alice")[0]
     ref = fabric.submit(pilot("p1", DIRAC_LIKE_MAX_JOBS="1"))
     wait_jobs(client, [job_id], "Failed")
-    assert client.status([job_id])[0]["minor_status"] == "Application exited with code 1"
+    assert client.status([job_id])[0].minor_status == "Application exited with code 1"
     wait_for(lambda: fabric.status([ref])[ref] is PilotState.DONE, "the pilot to stop")
 
 
@@ -106,7 +106,7 @@ def test_a_crashed_pilots_job_is_rescheduled_and_done_elsewhere(
 
 
 def history(client: Client, job_id: int) -> list[str]:
-    return [entry["status"] for entry in client.history(job_id)]
+    return [entry.status for entry in client.history(job_id)]
 
 
 def test_same_seed_same_crashes(central: ServiceProcess, client: Client) -> None:

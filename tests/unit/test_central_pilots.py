@@ -11,7 +11,7 @@ from test_central_state import HELLO, JOBS, Grid
 
 from dirac_like.config import Config, PilotsConfig
 from dirac_like.errors import InvalidArgument, NotFound, PilotNotFound
-from dirac_like.protocol import Op
+from dirac_like.protocol import KillJob, Op, StopPilot
 from dirac_like.sandbox import SandboxError, SandboxStore, checksum
 from dirac_like.services.state import CentralState
 
@@ -130,8 +130,8 @@ def test_kill_pilot_pushes_kill_and_stop_at_once(grid: Grid) -> None:
     grid.call(Op.KILL_PILOT, pilot_id=pilot_id)
 
     pushes = grid.state.take_pushes()
-    assert (pilot_id, {"command": "kill", "job_id": job_id}) in pushes
-    assert (pilot_id, {"command": "stop", "reason": "Killed by an admin"}) in pushes
+    assert (pilot_id, KillJob(job_id)) in pushes
+    assert (pilot_id, StopPilot("Killed by an admin")) in pushes
 
 
 def test_killing_an_unknown_or_ended_pilot_is_refused(grid: Grid) -> None:
@@ -185,7 +185,7 @@ def test_a_job_names_an_uploaded_sandbox_and_the_pilot_downloads_it(grid: Grid) 
     job = grid.pilot("p1", site=SITE)
     data = grid.call(Op.SANDBOX_DOWNLOAD, sha256=sha256, offset=10, length=100)
 
-    assert f"SB:{sha256}" in job["description"]["InputSandbox"]
+    assert f"SB:{sha256}" in job["payload"]["input_sandbox"]
     assert data == {"data": b"abcdef", "size": 16}
     assert grid.store.sandbox(job_id, "input") == sha256
 

@@ -16,7 +16,7 @@ from dirac_like.errors import (
     JobNotFound,
     StaleAttempt,
 )
-from dirac_like.protocol import ARGUMENTS, Op, parse_args
+from dirac_like.protocol import ARGUMENTS, KillJob, Op, parse_args, to_wire
 from dirac_like.services.handlers import HANDLERS
 from dirac_like.services.state import CentralState
 from dirac_like.store.memory import MemoryStore
@@ -38,7 +38,8 @@ class Grid:
     def call(self, op: str, **args: Any) -> Any:
         try:
             handler_args = parse_args(ARGUMENTS[op], args)
-            return HANDLERS[op](self.state, handler_args, self.now)
+            # The reply as plain msgpack types, as the service encodes it
+            return to_wire(HANDLERS[op](self.state, handler_args, self.now))
         finally:
             self.commit()
 
@@ -105,7 +106,7 @@ def test_match_leases_the_job_to_one_pilot(grid: Grid) -> None:
     grid.submit(HELLO, HELLO)
     first, second = grid.pilot("p1"), grid.pilot("p2")
     assert first["job_id"] != second["job_id"]
-    assert first["description"]["Executable"] == "/bin/echo"
+    assert first["payload"]["executable"] == "/bin/echo"
     assert grid.status(first["job_id"]) == "Matched"
     assert grid.pilot("p3") is None
 
@@ -221,7 +222,7 @@ def test_killing_a_running_job_goes_to_its_pilot(grid: Grid) -> None:
     match = grid.pilot()
     grid.report(match, "Running")
     assert grid.call(Op.KILL, job_ids=[job_id])["kill_requested"] == [job_id]
-    assert grid.state.take_pushes() == [("p1", {"command": "kill", "job_id": job_id})]
+    assert grid.state.take_pushes() == [("p1", KillJob(job_id))]
     commands = grid.call(Op.HEARTBEAT, job_id=job_id, attempt=match["attempt"], pilot_id="p1")
     assert commands == {"commands": [{"command": "kill", "job_id": job_id}]}
     assert grid.report(match, "Killed") == {"commands": []}
