@@ -28,7 +28,7 @@ import types
 import typing
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -142,8 +142,7 @@ class Grid:
     def snapshot(self) -> dict[str, Any]:
         """What a refused request must not change (clock-driven fields left out)."""
         admin = self.admin
-        pilots = [{k: v for k, v in row.items() if k != "last_contact"}
-                  for row in admin.pilots()]
+        pilots = [replace(row, last_contact=0.0) for row in admin.pilots()]
         shares = [(row.group, row.share, row.running_cores) for row in admin.shares()]
         return {
             "jobs": admin.list_jobs(),

@@ -86,6 +86,30 @@ def test_a_kill_reaches_a_running_simulated_job(fabric: SimulatedFabric, client:
     assert "kill command received" in fabric.output(ref)
 
 
+def test_a_stop_command_hands_the_job_back_and_ends_the_pilot(
+    fabric: SimulatedFabric, client: Client
+) -> None:
+    job_id = client.submit(['Executable = "x"; Arguments = "sleep=3000";'], owner="alice")[0]
+    ref = fabric.submit(pilot("p-stop", DIRAC_LIKE_IDLE_TIMEOUT="1000"))
+    wait_jobs(client, [job_id], "Running")
+    assert client.kill_pilot("p-stop").rescheduled == [job_id]
+    # heartbeats every 0.3 s at time_scale 0.1 carry the stop; without it: idle 100 s, job 300 s
+    wait_for(lambda: fabric.status([ref])[ref] is PilotState.DONE, "the pilot to stop", 20)
+    output = fabric.output(ref)
+    assert "stop command received: Killed by an admin" in output
+    assert "stop command from the service: Killed by an admin" in output
+    assert [row.status for row in client.status([job_id])] != ["Running"]
+
+
+def test_an_idle_pilot_obeys_a_stop_command(fabric: SimulatedFabric, client: Client) -> None:
+    ref = fabric.submit(pilot("p-idle", DIRAC_LIKE_IDLE_TIMEOUT="1000"))
+    wait_for(lambda: any(row.pilot_id == "p-idle" for row in client.pilots()),
+             "the pilot to ask for a job")
+    client.kill_pilot("p-idle")
+    wait_for(lambda: fabric.status([ref])[ref] is PilotState.DONE, "the pilot to stop", 20)
+    assert "stop command from the service: Killed by an admin" in fabric.output(ref)
+
+
 def test_a_crashed_pilots_job_is_rescheduled_and_done_elsewhere(
     start_central: Callable[..., ServiceProcess]
 ) -> None:
