@@ -736,16 +736,42 @@ def decode_command(raw: Any) -> PilotCommand:
 def to_wire(value: Any) -> Any:
     """Plain msgpack types from any of this module's dataclasses (also in lists), the one
     encoder of both sides; other values are returned as they are."""
-    if isinstance(value, list | tuple):
-        return [to_wire(item) for item in value]
     cls = type(value)
+    encoder = _ENCODERS.get(cls)
+    if encoder is None:
+        encoder = _ENCODERS[cls] = _encoder(cls)
+    return encoder(value)
+
+
+def _encoder(cls: type) -> Callable[[Any], Any]:
+    """How to encode a value of type ``cls``: built once per type (replies can hold 10**5
+    rows)."""
+    if cls is list or cls is tuple:
+        return lambda items: [to_wire(item) for item in items]
     if cls in COMMANDS.values():
-        return encode_command(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {name: to_wire(getattr(value, name)) for name in _field_names(cls)}
-    return value
+        return encode_command
+    if not dataclasses.is_dataclass(cls):
+        return lambda value: value
+    hints = typing.get_type_hints(cls)
+    nested = [name for name in _field_names(cls) if _holds_dataclass(hints[name])]
+    if not nested:
+        return lambda value: dict(value.__dict__)  # fields in order, each already plain
+
+    def encode(value: Any) -> dict[str, Any]:
+        plain = dict(value.__dict__)
+        for name in nested:
+            plain[name] = to_wire(plain[name])
+        return plain
+
+    return encode
 
 
+def _holds_dataclass(hint: Any) -> bool:
+    return dataclasses.is_dataclass(hint) or any(
+        _holds_dataclass(arg) for arg in typing.get_args(hint))
+
+
+_ENCODERS: dict[type, Callable[[Any], Any]] = {}
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
