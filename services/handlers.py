@@ -13,8 +13,8 @@ from typing import Any
 
 from dirac_like import __version__
 from dirac_like.description import description_from_stored
-from dirac_like.errors import IllegalTransition, InvalidArgument
-from dirac_like.model import JobRecord, SiteRecord
+from dirac_like.errors import IllegalTransition, InvalidArgument, InvalidJobDescription
+from dirac_like.model import SiteRecord
 from dirac_like.protocol import (
     PROTOCOL_VERSION,
     BanSiteArgs,
@@ -169,7 +169,17 @@ def request_job(state: CentralState, args: RequestJobArgs, now: float) -> Reques
         reason = (("this pilot was killed by an admin" if commands else "")
                   or state.why_not(args.resources) or "no waiting job fits this pilot")
         return RequestJobReply(job=None, reason=reason, commands=commands)
-    return RequestJobReply(job=_matched(state, job), reason="", commands=commands)
+    try:
+        payload = _payload(state, job.job_id)
+    except InvalidJobDescription as exc:  # stored before a stricter parser: it cannot run
+        state.set_status(job, S.FAILED, f"Stored description unreadable: {exc.message}"[:256],
+                         "JobMatcher", now)
+        return RequestJobReply(job=None, reason=f"job {job.job_id} failed: its stored "
+                               "description is unreadable", commands=commands)
+    return RequestJobReply(job=MatchedJob(job_id=job.job_id, attempt=job.attempt,
+                                          owner=job.owner, group=job.group,
+                                          cores=state.cores(job), payload=payload),
+                           reason="", commands=commands)
 
 
 def eligible(state: CentralState, args: EligibleArgs, now: float) -> EligibleReply:
@@ -178,11 +188,6 @@ def eligible(state: CentralState, args: EligibleArgs, now: float) -> EligibleRep
     reason = state.why_not(args.resources)
     count = 0 if reason else state.matcher.count_eligible(args.resources)
     return EligibleReply(eligible=count, reason=reason)
-
-
-def _matched(state: CentralState, job: JobRecord) -> MatchedJob:
-    return MatchedJob(job_id=job.job_id, attempt=job.attempt, owner=job.owner, group=job.group,
-                      cores=state.cores(job), payload=_payload(state, job.job_id))
 
 
 def _payload(state: CentralState, job_id: int) -> JobPayload:

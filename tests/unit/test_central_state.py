@@ -111,6 +111,31 @@ def test_match_leases_the_job_to_one_pilot(grid: Grid) -> None:
     assert grid.pilot("p3") is None
 
 
+def test_a_match_carries_the_validated_description_a_pilot_runs(grid: Grid) -> None:
+    grid.submit('Executable = "/bin/sh"; Arguments = "-c true"; MaxRAM = 2000; CPUTime = 60; '
+                'NumberOfProcessors = 2; OutputSandbox = {"a.txt"};')
+    payload = grid.pilot(cores=4, memory_mb=4000)["payload"]
+    assert payload == {
+        "executable": "/bin/sh", "arguments": "-c true", "job_name": "", "cpu_time": 60,
+        "max_ram_mb": 2000, "number_of_processors": 2, "std_output": "std.out",
+        "std_error": "std.err", "input_sandbox": [], "output_sandbox": ["a.txt"]}
+
+
+def test_a_stored_description_that_no_longer_parses_fails_its_job_at_match(
+    grid: Grid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (job_id,) = grid.submit(HELLO)
+
+    def stricter(attributes: Any) -> Any:
+        raise InvalidJobDescription("Executable: no longer allowed")
+
+    monkeypatch.setattr("dirac_like.services.handlers.description_from_stored", stricter)
+    reply = grid.call(Op.REQUEST_JOB, pilot_id="p1", resources={"site": "LCG.CERN.cern"})
+    assert reply["job"] is None and "unreadable" in reply["reason"]
+    assert grid.status(job_id) == "Failed"
+    assert grid.pilot("p2") is None  # not matched again
+
+
 def test_lease_expiry_returns_the_job_and_fences_the_old_pilot(grid: Grid) -> None:
     grid.submit(HELLO)
     match = grid.pilot("p1")
