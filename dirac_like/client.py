@@ -1,5 +1,8 @@
 """The Python API to the central service: a DEALER socket with Lazy Pirate retries.
 
+Each method takes plain values, sends the op's arguments dataclass and returns its reply
+dataclass (``dirac_like.protocol``); a reply of the wrong shape is a :class:`ProtocolError`.
+
 Each call gets a fresh request id; a retry after a timeout re-sends the SAME id on a fresh socket,
 and the service answers a retried id with the reply it gave the first time, so a retried submit
 never creates a second job. Backoff between tries is capped and jittered.
@@ -86,7 +89,6 @@ from dirac_like.protocol import (
     to_wire,
 )
 from dirac_like.sandbox import SandboxError, checksum
-from dirac_like.states import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -302,12 +304,12 @@ class Client:
         job_id: int,
         attempt: int,
         pilot_id: str,
-        status: JobStatus | str,
+        status: str,  # a JobStatus (a str enum) or its value
         minor_status: str = "",
         application_status: str = "",
         output_sandbox: str = "",
     ) -> list[PilotCommand]:
-        args = UpdateStatusArgs(job_id, attempt, pilot_id, JobStatus(status).value, minor_status,
+        args = UpdateStatusArgs(job_id, attempt, pilot_id, str(status), minor_status,
                                 application_status, output_sandbox)
         reply: CommandsReply = self.call(Op.UPDATE_STATUS, args)
         return reply.commands
