@@ -60,7 +60,7 @@ from dirac_like.states import JobStatus
 
 from .job_sandboxes import OutputSandbox, SandboxLimits, fetch_input, upload_output
 from .watchdog import Limits, Sample
-from .wrapper import FAILED, MB, PayloadResult, PayloadRunner, PayloadSpec, tail_lines
+from .wrapper import MB, PayloadResult, PayloadRunner, PayloadSpec, tail_lines
 
 log = logging.getLogger(__name__)
 
@@ -440,7 +440,8 @@ class Pilot:
             runner = self._runner(job_id, payload, workdir)
         except (OSError, InvalidArgument) as exc:
             log.error("job %s: cannot prepare the payload: %s", job_id, exc)
-            self._report(job_id, attempt, FAILED, f"Pilot could not prepare the job: {exc}")
+            self._report(job_id, attempt, JobStatus.FAILED,
+                         f"Pilot could not prepare the job: {exc}")
             return
         job = RunningJob(job_id, attempt, max(1, match.cores), payload.max_ram_mb, workdir,
                          runner, self.clock() + self.config.heartbeat_interval, payload)
@@ -613,4 +614,4 @@ class Pilot:
 
 
 def _not_run(minor_status: str) -> PayloadResult:
-    return PayloadResult(FAILED, minor_status[:250], None, 0.0, 0.0, 0.0, "")
+    return PayloadResult(JobStatus.FAILED, minor_status[:250], None, 0.0, 0.0, 0.0, "")
