@@ -166,11 +166,10 @@ class Client:
         """Send one request (``args``: the op's arguments dataclass); return its reply dataclass
         (``protocol.REPLIES``), or raise the error the service replied with. A reply of the
         wrong shape is a :class:`ProtocolError`."""
-        return parse_reply(op, self.call_raw(op, to_wire(args), timeout))
+        return parse_reply(op, self._exchange(op, to_wire(args), timeout))
 
-    def call_raw(self, op: str, args: dict[str, Any], timeout: float | None = None) -> Any:
-        """:meth:`call` with plain msgpack arguments and result, unchecked (for tests that
-        speak to the service as a hostile client would)."""
+    def _exchange(self, op: str, args: dict[str, Any], timeout: float | None) -> Any:
+        """Send the request, retrying as the policy says; the raw result of an ok reply."""
         request_id = uuid.uuid4().hex
         frame = encode_request(Request(id=request_id, op=op, args=args))
         tries = 0

@@ -473,12 +473,12 @@ class IdentityFile:
     public_key: str
     secret_key: str
     service_key: str
+    format: int  # of the identity file
     groups: list[str] = field(default_factory=list)
     site: str = ""
     pilot_id: str = ""
     expires: float = 0.0
     server: str = ""
-    format: int = 1
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,9 @@ def add_pilots(state: CentralState, args: AddPilotsArgs, now: float) -> AddPilot
     check_name("ce", args.ce)
     if args.fabric:
         check_name("fabric", args.fabric)
-    state.sites_seen.add(args.site)
-    return AddPilotsReply(state.pilots.add(args.site, args.ce, args.fabric, args.count, now))
+    pilot_ids = state.pilots.add(args.site, args.ce, args.fabric, args.count, now)
+    state.sites_seen.add(args.site)  # only once the pilots are added: a refusal changes nothing
+    return AddPilotsReply(pilot_ids)
 
 
 def update_pilots(state: CentralState, args: UpdatePilotsArgs, now: float) -> UpdatePilotsReply:

@@ -34,6 +34,14 @@ def pilots(grid: Grid, **filters: Any) -> dict[str, dict[str, Any]]:
     return {row["pilot_id"]: row for row in grid.call(Op.PILOTS, **filters)}
 
 
+@pytest.mark.parametrize("count", [0, 1001])
+def test_a_refused_add_pilots_does_not_make_its_site_seen(grid: Grid, count: int) -> None:
+    # found by test_hostile_input's fuzzing: the site was listed although nothing was added
+    with pytest.raises(InvalidArgument, match="count must be"):
+        grid.call(Op.ADD_PILOTS, site="New.Site.org", ce="ce1", count=count)
+    assert grid.call(Op.SITES) == []
+
+
 def test_added_pilots_get_unique_numbered_ids_that_survive_a_restart(grid: Grid) -> None:
     first = add(grid, 2)
     restarted = CentralState(grid.config, grid.store, grid.store.load(), grid.now)
