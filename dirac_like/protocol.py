@@ -900,14 +900,14 @@ def _dataclass_checker(cls: type) -> Checker:
          f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
         for f in dataclasses.fields(cls)
     ]
-    names = {name for name, _, _ in fields}
+    names = frozenset(name for name, _, _ in fields)
 
     def check(raw: Any) -> Any:
         if type(raw) is not dict:
             raise _BadArgument("must be a map")
-        unknown = [str(key) for key in raw if key not in names]
-        if unknown:
-            raise _BadArgument(f"unknown argument(s) {', '.join(sorted(unknown))}")
+        if not names.issuperset(raw):
+            unknown = sorted(str(key) for key in raw if key not in names)
+            raise _BadArgument(f"unknown argument(s) {', '.join(unknown)}")
         values = {}
         for name, check_field, required in fields:
             if name in raw:
