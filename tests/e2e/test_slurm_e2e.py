@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import psutil
 import pytest
@@ -23,6 +23,7 @@ from dirac_like.agents.director import Director, DirectorSettings
 from dirac_like.agents.fabrics import PilotState, SlurmFabric
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.processes import ServiceProcess
+from dirac_like.protocol import JobSummary, PilotView
 from dirac_like.sites import SiteConfig, load_site
 
 pytestmark = pytest.mark.slow
@@ -81,7 +82,7 @@ def make_director(
         director.close()
 
 
-def statuses(client: Client, job_ids: list[int]) -> dict[int, dict[str, Any]]:
+def statuses(client: Client, job_ids: list[int]) -> dict[int, JobSummary]:
     return {row.job_id: row for row in client.status(job_ids)}
 
 
@@ -136,7 +137,7 @@ def pilot_process(pilot_id: str) -> psutil.Process | None:
 def finish_elsewhere(director: Director, client: Client, job_id: int, first: str) -> list[str]:
     """Cycle the director until ``job_id`` is final: it must be Done on another pilot than
     ``first``, after going through Rescheduled. Returns the job's status history."""
-    def final() -> dict[str, Any] | None:
+    def final() -> JobSummary | None:
         director.cycle()
         [row] = client.status([job_id])
         return row if row.status in ("Done", "Failed", "Killed") else None
@@ -207,7 +208,7 @@ def test_a_pilot_whose_bootstrap_fails_ends_failed_with_the_reason_and_no_job_is
         [job_id] = client.submit(['Executable = "/bin/true"; CPUTime = 100;'], "alice")
         director = make_director(client, settings)
 
-        def failed_pilot() -> dict[str, Any] | None:
+        def failed_pilot() -> PilotView | None:
             director.cycle()
             rows = [row for row in client.pilots(site=SITE) if row.state == "Failed"]
             return rows[0] if rows else None

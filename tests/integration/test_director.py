@@ -6,7 +6,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import psutil
 import pytest
@@ -23,6 +23,7 @@ from dirac_like.agents.fabrics import (
 )
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.processes import ServiceProcess, free_port
+from dirac_like.protocol import PilotView
 from dirac_like.sites import SiteConfig, load_site
 
 SITE = "Site.Director.org"
@@ -214,7 +215,7 @@ def test_an_admin_kills_a_pilot_its_job_moves_and_the_director_cancels_it(
         pilot_id = wait_for(running, "the sleep job Running on a local pilot")
         result = client.kill_pilot(pilot_id)
 
-        def cancelled() -> dict[str, Any] | None:
+        def cancelled() -> PilotView | None:
             director.cycle()
             [row] = client.pilots(site=SITE, states=["Aborted"]) or [None]
             return row if row and not director.book.outbox else None

@@ -20,7 +20,7 @@ from dirac_like import testing
 from dirac_like.agents.pilot import Pilot, PilotConfig
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.processes import ServiceProcess, free_port
-from dirac_like.protocol import KillJob, PilotCommand, PilotResources
+from dirac_like.protocol import JobSummary, KillJob, PilotCommand, PilotResources
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +94,14 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     return testing.wait_for(condition, what, timeout, interval=0.05)
 
 
-def row(client: Client, job_id: int) -> dict[str, Any]:
+def row(client: Client, job_id: int) -> JobSummary:
     rows = client.status([job_id])
     return rows[0]
 
 
 def wait_status(client: Client, job_id: int, statuses: tuple[str, ...], timeout: float
-                ) -> dict[str, Any]:
-    found: dict[str, Any] = wait_for(
+                ) -> JobSummary:
+    found: JobSummary = wait_for(
         lambda: (r := row(client, job_id)).status in statuses and r,
         timeout, f"job {job_id} to reach {statuses}")
     return found

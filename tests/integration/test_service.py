@@ -24,6 +24,7 @@ from dirac_like.identity import resolve_identity, secure_client_socket
 from dirac_like.processes import ServiceProcess
 from dirac_like.protocol import (
     PROTOCOL_VERSION,
+    JobSummary,
     KillJob,
     KillReply,
     PilotCommand,
@@ -73,7 +74,7 @@ def raw(central: ServiceProcess) -> Iterator[RawPeer]:
     peer.close()
 
 
-def stored_view(client: Client) -> list[dict[str, Any]]:
+def stored_view(client: Client) -> list[JobSummary]:
     return client.list_jobs()
 
 
@@ -148,12 +149,12 @@ def test_state_survives_a_clean_restart(start_central: Any, tmp_path: Any) -> No
 
 
 @pytest.fixture
-def before(client: Client) -> list[dict[str, Any]]:
+def before(client: Client) -> list[JobSummary]:
     client.submit([HELLO, HELLO], owner="alice")
     return stored_view(client)
 
 
-def still_serving_and_unchanged(client: Client, before: list[dict[str, Any]]) -> None:
+def still_serving_and_unchanged(client: Client, before: list[JobSummary]) -> None:
     assert client.ping().service == "central"
     assert stored_view(client) == before
 
