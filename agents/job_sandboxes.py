@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dirac_like.client import Client
-from dirac_like.protocol import JobPayload
+from dirac_like.description import JobDescription
 from dirac_like.sandbox import SandboxError, pack, safe_extract
 
 log = logging.getLogger(__name__)
@@ -49,11 +49,11 @@ class OutputSandbox:
         return "; ".join(parts)
 
 
-def fetch_input(client: Client, payload: JobPayload, workdir: Path,
+def fetch_input(client: Client, description: JobDescription, workdir: Path,
                 limits: SandboxLimits) -> None:
     """Download and unpack the job's input sandbox into ``workdir``; SandboxError (or a
     DiracLikeError from the service) when that cannot be done."""
-    entries = payload.input_sandbox
+    entries = description.input_sandbox
     archives = [entry[len(SANDBOX_PREFIX):] for entry in entries
                 if entry.startswith(SANDBOX_PREFIX)]
     for sha256 in archives:
@@ -66,12 +66,12 @@ def fetch_input(client: Client, payload: JobPayload, workdir: Path,
             raise SandboxError(f"input sandbox file {entry!r} is not in the uploaded sandbox")
 
 
-def upload_output(client: Client, payload: JobPayload, workdir: Path,
+def upload_output(client: Client, description: JobDescription, workdir: Path,
                   limits: SandboxLimits) -> OutputSandbox:
     """Pack and upload what the job left that its OutputSandbox (and StdOutput, StdError)
     names. SandboxError when it is over the limit or cannot be packed."""
-    wanted = list(payload.output_sandbox)
-    for name in (payload.std_output, payload.std_error):
+    wanted = list(description.output_sandbox)
+    for name in (description.std_output, description.std_error):
         if name and name not in wanted:
             wanted.append(name)
     present = [name for name in wanted if (workdir / name).exists()]

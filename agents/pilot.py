@@ -7,8 +7,8 @@ runs in a worker thread through a :class:`PayloadRunner`, and the workers put ev
 taken, the payload finished) on a queue that the main thread drains between short polls of the
 socket for pushed commands. A :class:`KillJob` command (pushed, or in a heartbeat/status reply)
 is applied at once with :meth:`PayloadRunner.request_kill`; :class:`StopPilot` stops the pilot as
-SIGTERM does. A job runs as the service's match describes it (:class:`JobPayload`: the fields of
-its stored, validated description).
+SIGTERM does. A job runs as its stored description says, read with
+:func:`description_from_stored` (checked again: a description it cannot read fails the job).
 
 One iteration of the loop (:meth:`Pilot.step`): handle worker events → heartbeat the jobs that
 are due → request jobs while cores are free and the policy allows → decide whether to stop →
@@ -40,6 +40,7 @@ from typing import Any
 import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs installed
 
 from dirac_like.client import Client, RetryPolicy
+from dirac_like.description import JobDescription, description_from_stored
 from dirac_like.errors import (
     EXIT_OK,
     EXIT_UNREACHABLE,
@@ -49,7 +50,6 @@ from dirac_like.errors import (
 )
 from dirac_like.identity import Identity
 from dirac_like.protocol import (
-    JobPayload,
     KillJob,
     MatchedJob,
     PilotCommand,
@@ -249,7 +249,7 @@ class RunningJob:
     workdir: Path
     runner: PayloadRunner
     next_heartbeat: float
-    payload: JobPayload
+    description: JobDescription
     sample: Sample | None = None
 
 
@@ -433,18 +433,19 @@ class Pilot:
 
     def start_job(self, match: MatchedJob) -> None:
         """Report the matched job Running and start its payload in a worker thread."""
-        job_id, attempt, payload = match.job_id, match.attempt, match.payload
+        job_id, attempt = match.job_id, match.attempt
         workdir = self.config.workdir / f"job_{job_id}_{attempt}"
         try:
+            description = description_from_stored(match.description)
             workdir.mkdir(parents=True, exist_ok=True)
-            runner = self._runner(job_id, payload, workdir)
+            runner = self._runner(job_id, description, workdir)
         except (OSError, InvalidArgument) as exc:
             log.error("job %s: cannot prepare the payload: %s", job_id, exc)
             self._report(job_id, attempt, JobStatus.FAILED,
                          f"Pilot could not prepare the job: {exc}")
             return
-        job = RunningJob(job_id, attempt, max(1, match.cores), payload.max_ram_mb, workdir,
-                         runner, self.clock() + self.config.heartbeat_interval, payload)
+        job = RunningJob(job_id, attempt, max(1, match.cores), description.max_ram_mb, workdir,
+                         runner, self.clock() + self.config.heartbeat_interval, description)
         try:
             commands = self.client.update_status(job_id, attempt, self.config.pilot_id,
                                                  JobStatus.RUNNING, "Application")
@@ -458,22 +459,23 @@ class Pilot:
         log.info("job %s: attempt %s started in %s (%d core(s))", job_id, attempt, workdir,
                  job.cores)
 
-    def _runner(self, job_id: int, payload: JobPayload, workdir: Path) -> PayloadRunner:
+    def _runner(self, job_id: int, description: JobDescription, workdir: Path
+                ) -> PayloadRunner:
         config = self.config
         spec = PayloadSpec(
-            job_id=job_id, executable=payload.executable, workdir=workdir,
-            arguments=payload.arguments,
+            job_id=job_id, executable=description.executable, workdir=workdir,
+            arguments=description.arguments,
             env={"DIRAC_LIKE_PILOT_ID": config.pilot_id, "DIRAC_LIKE_SITE": config.site,
                  "DIRAC_LIKE_CE": config.ce},
-            stdout=payload.std_output or "std.out",
-            stderr=payload.std_error or "std.err",
+            stdout=description.std_output or "std.out",
+            stderr=description.std_error or "std.err",
         )
         deadline = self.policy.payload_deadline()
         limits = Limits.for_job(
-            cpu_time=payload.cpu_time,
-            max_ram_mb=payload.max_ram_mb,
+            cpu_time=description.cpu_time,
+            max_ram_mb=description.max_ram_mb,
             pilot_deadline=deadline + self._wall_offset if deadline else 0.0,
-            cores=max(1, payload.number_of_processors),
+            cores=max(1, description.number_of_processors),
         )
         return PayloadRunner(
             spec, limits, on_sample=lambda sample: self._on_sample(job_id, sample),
@@ -506,7 +508,7 @@ class Pilot:
 
     def _fetch_and_run(self, client: Client, job: RunningJob) -> PayloadResult:
         try:
-            fetch_input(client, job.payload, job.workdir, self.config.sandbox_limits)
+            fetch_input(client, job.description, job.workdir, self.config.sandbox_limits)
         except DiracLikeError as exc:
             log.warning("job %s: input sandbox: %s", job.job_id, exc.message)
             return _not_run(f"Input sandbox: {exc.message}")
@@ -514,7 +516,7 @@ class Pilot:
 
     def _upload_output(self, client: Client, job: RunningJob) -> OutputSandbox:
         try:
-            output = upload_output(client, job.payload, job.workdir,
+            output = upload_output(client, job.description, job.workdir,
                                    self.config.sandbox_limits)
         except DiracLikeError as exc:
             log.warning("job %s: output sandbox not uploaded: %s", job.job_id, exc.message)

@@ -12,8 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dirac_like import __version__
-from dirac_like.description import description_from_stored
-from dirac_like.errors import IllegalTransition, InvalidArgument, InvalidJobDescription
+from dirac_like.errors import IllegalTransition, InvalidArgument
 from dirac_like.model import SiteRecord
 from dirac_like.protocol import (
     PROTOCOL_VERSION,
@@ -25,7 +24,6 @@ from dirac_like.protocol import (
     HistoryRow,
     JobIdArgs,
     JobIdsArgs,
-    JobPayload,
     JobSummary,
     KillJob,
     KillReply,
@@ -169,17 +167,10 @@ def request_job(state: CentralState, args: RequestJobArgs, now: float) -> Reques
         reason = (("this pilot was killed by an admin" if commands else "")
                   or state.why_not(args.resources) or "no waiting job fits this pilot")
         return RequestJobReply(job=None, reason=reason, commands=commands)
-    try:
-        payload = _payload(state, job.job_id)
-    except InvalidJobDescription as exc:  # stored before a stricter parser: it cannot run
-        state.set_status(job, S.FAILED, f"Stored description unreadable: {exc.message}"[:256],
-                         "JobMatcher", now)
-        return RequestJobReply(job=None, reason=f"job {job.job_id} failed: its stored "
-                               "description is unreadable", commands=commands)
-    return RequestJobReply(job=MatchedJob(job_id=job.job_id, attempt=job.attempt,
-                                          owner=job.owner, group=job.group,
-                                          cores=state.cores(job), payload=payload),
-                           reason="", commands=commands)
+    matched = MatchedJob(job_id=job.job_id, attempt=job.attempt, owner=job.owner,
+                         group=job.group, cores=state.cores(job),
+                         description=state.store_description(job.job_id))
+    return RequestJobReply(job=matched, reason="", commands=commands)
 
 
 def eligible(state: CentralState, args: EligibleArgs, now: float) -> EligibleReply:
@@ -188,20 +179,6 @@ def eligible(state: CentralState, args: EligibleArgs, now: float) -> EligibleRep
     reason = state.why_not(args.resources)
     count = 0 if reason else state.matcher.count_eligible(args.resources)
     return EligibleReply(eligible=count, reason=reason)
-
-
-def _payload(state: CentralState, job_id: int) -> JobPayload:
-    """The fields a pilot runs the job with, from its stored (validated) description."""
-    description = description_from_stored(state.store_description(job_id))
-    return JobPayload(
-        executable=description.executable, arguments=description.arguments,
-        job_name=description.job_name, cpu_time=description.cpu_time,
-        max_ram_mb=description.max_ram_mb,
-        number_of_processors=description.number_of_processors,
-        std_output=description.std_output, std_error=description.std_error,
-        input_sandbox=list(description.input_sandbox),
-        output_sandbox=list(description.output_sandbox),
-    )
 
 
 def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> CommandsReply:

@@ -50,7 +50,8 @@ from typing import Any
 import zmq
 
 from dirac_like.client import RetryPolicy
-from dirac_like.errors import ProtocolError
+from dirac_like.description import description_from_stored
+from dirac_like.errors import InvalidArgument, ProtocolError
 from dirac_like.identity import Identity, resolve_identity, secure_client_socket
 from dirac_like.protocol import (
     HeartbeatArgs,
@@ -126,6 +127,7 @@ class _Job:
     name: str
     duration: float  # scaled
     crashes: bool
+    unreadable: str = ""  # why its description could not be read (it is reported Failed)
     ends_at: float = 0.0
     crash_at: float | None = None
     next_heartbeat: float = 0.0
@@ -247,6 +249,10 @@ class _Pilot:
             self.wake_at = min(now + retry, self.idle_until)
             return None
         self.job = _new_job(matched, self.rng, self.spec.crash_rate, self.time_scale)
+        if self.job.unreadable:
+            self.phase = _Phase.REPORTING
+            why = f"Pilot could not prepare the job: {self.job.unreadable}"[:250]
+            return Op.UPDATE_STATUS, self._status_args(self.job, JobStatus.FAILED, why, now)
         self.note(now, f"job {self.job.job_id} ({self.job.name}) attempt {self.job.attempt} "
                        f"matched, {self.job.duration:g} s")
         self.phase = _Phase.STARTING
@@ -317,11 +323,15 @@ class _Pilot:
 def _new_job(matched: MatchedJob, rng: random.Random, crash_rate: float,
              time_scale: float) -> _Job:
     crashes = rng.random() < crash_rate
+    try:
+        description = description_from_stored(matched.description)
+    except InvalidArgument as exc:
+        return _Job(matched.job_id, matched.attempt, "", 0.0, crashes, unreadable=exc.message)
     return _Job(
         job_id=matched.job_id,
         attempt=matched.attempt,
-        name=matched.payload.job_name,
-        duration=payload_seconds(matched.payload.arguments) * time_scale,
+        name=description.job_name,
+        duration=payload_seconds(description.arguments) * time_scale,
         crashes=crashes,
     )
 

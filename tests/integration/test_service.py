@@ -90,7 +90,7 @@ def assert_refused(reply: dict[str, Any], code: str) -> None:
 def test_submit_match_run_done_over_the_socket(client: Client) -> None:
     (job_id,) = client.submit([HELLO], owner="alice")
     match = client.request_job("pilot-1", CERN).job
-    assert match.job_id == job_id and match.payload.arguments == "hello"
+    assert match.job_id == job_id and match.description["Arguments"] == "hello"
     client.update_status(job_id, match.attempt, "pilot-1", "Running")
     client.update_status(job_id, match.attempt, "pilot-1", "Done", "Execution complete")
     (row,) = client.status([job_id])

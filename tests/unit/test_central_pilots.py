@@ -193,7 +193,7 @@ def test_a_job_names_an_uploaded_sandbox_and_the_pilot_downloads_it(grid: Grid) 
     job = grid.pilot("p1", site=SITE)
     data = grid.call(Op.SANDBOX_DOWNLOAD, sha256=sha256, offset=10, length=100)
 
-    assert f"SB:{sha256}" in job["payload"]["input_sandbox"]
+    assert f"SB:{sha256}" in job["description"]["InputSandbox"]
     assert data == {"data": b"abcdef", "size": 16}
     assert grid.store.sandbox(job_id, "input") == sha256
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from dirac_like.config import Config, JobsConfig, SharesConfig, SiteLimits
+from dirac_like.description import description_from_stored
 from dirac_like.errors import (
     IllegalTransition,
     InvalidArgument,
@@ -106,34 +107,19 @@ def test_match_leases_the_job_to_one_pilot(grid: Grid) -> None:
     grid.submit(HELLO, HELLO)
     first, second = grid.pilot("p1"), grid.pilot("p2")
     assert first["job_id"] != second["job_id"]
-    assert first["payload"]["executable"] == "/bin/echo"
+    assert first["description"]["Executable"] == "/bin/echo"
     assert grid.status(first["job_id"]) == "Matched"
     assert grid.pilot("p3") is None
 
 
-def test_a_match_carries_the_validated_description_a_pilot_runs(grid: Grid) -> None:
+def test_a_match_carries_the_stored_description_a_pilot_reads_typed(grid: Grid) -> None:
     grid.submit('Executable = "/bin/sh"; Arguments = "-c true"; MaxRAM = 2000; CPUTime = 60; '
                 'NumberOfProcessors = 2; OutputSandbox = {"a.txt"};')
-    payload = grid.pilot(cores=4, memory_mb=4000)["payload"]
-    assert payload == {
-        "executable": "/bin/sh", "arguments": "-c true", "job_name": "", "cpu_time": 60,
-        "max_ram_mb": 2000, "number_of_processors": 2, "std_output": "std.out",
-        "std_error": "std.err", "input_sandbox": [], "output_sandbox": ["a.txt"]}
-
-
-def test_a_stored_description_that_no_longer_parses_fails_its_job_at_match(
-    grid: Grid, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    (job_id,) = grid.submit(HELLO)
-
-    def stricter(attributes: Any) -> Any:
-        raise InvalidJobDescription("Executable: no longer allowed")
-
-    monkeypatch.setattr("dirac_like.services.handlers.description_from_stored", stricter)
-    reply = grid.call(Op.REQUEST_JOB, pilot_id="p1", resources={"site": "LCG.CERN.cern"})
-    assert reply["job"] is None and "unreadable" in reply["reason"]
-    assert grid.status(job_id) == "Failed"
-    assert grid.pilot("p2") is None  # not matched again
+    description = description_from_stored(grid.pilot(cores=4, memory_mb=4000)["description"])
+    assert (description.executable, description.arguments) == ("/bin/sh", "-c true")
+    assert (description.max_ram_mb, description.cpu_time) == (2000, 60)
+    assert description.number_of_processors == 2
+    assert description.output_sandbox == ("a.txt",)
 
 
 def test_lease_expiry_returns_the_job_and_fences_the_old_pilot(grid: Grid) -> None:

@@ -18,7 +18,6 @@ from dirac_like.protocol import (
     ARGUMENTS,
     REPLIES,
     CommandsReply,
-    JobPayload,
     JobSummary,
     KillJob,
     KillReply,
@@ -85,8 +84,8 @@ def test_a_push_with_a_bad_command_is_a_protocol_error_and_a_reply_is_no_push() 
 
 
 def test_replies_round_trip_through_the_wire_form() -> None:
-    payload = JobPayload("/bin/echo", "hi", input_sandbox=["SB:ab"], std_output="out")
-    reply = RequestJobReply(MatchedJob(3, 2, "alice", "g", 4, payload), "", [KillJob(9)])
+    description = {"Executable": "/bin/echo", "InputSandbox": ["SB:ab"], "CPUTime": 60}
+    reply = RequestJobReply(MatchedJob(3, 2, "alice", "g", 4, description), "", [KillJob(9)])
     assert parse_reply(Op.REQUEST_JOB, to_wire(reply)) == reply
     assert parse_reply(Op.KILL, {"killed": [1], "kill_requested": []}) == KillReply([1], [])
     assert parse_reply(Op.STATUS, [SUMMARY]) == [JobSummary(**SUMMARY)]
