@@ -910,6 +910,17 @@ def _dataclass_checker(cls: type) -> Checker:
     return check
 
 
+MessageT = TypeVar("MessageT")
+
+
+def build_trusted(cls: type[MessageT], fields: dict[str, Any]) -> MessageT:
+    """``cls(**fields)`` for values already of the right types (the service's own records),
+    without the cost of a frozen dataclass's __init__: for replies of 10**5 rows."""
+    built: MessageT = _builder(typing.cast(Any, cls))(fields)
+    return built
+
+
+@functools.cache
 def _builder(cls: Any) -> Callable[[dict[str, Any]], Any]:
     """Makes an instance of ``cls`` from checked field values. A frozen dataclass's __init__
     sets each field through object.__setattr__ (three times slower; replies can hold 10**5

@@ -45,6 +45,7 @@ from dirac_like.protocol import (
     SubmitReply,
     TaskQueueRow,
     UpdateStatusArgs,
+    build_trusted,
 )
 from dirac_like.states import (
     ACTIVE_STATUSES,
@@ -90,7 +91,7 @@ def submit(state: CentralState, args: SubmitArgs, now: float) -> SubmitReply:
 
 def status(state: CentralState, args: JobIdsArgs, now: float) -> list[JobSummary]:
     _check_job_ids(args.job_ids)
-    return [JobSummary(**job.summary()) for job in state.jobs_by_ids(args.job_ids)]
+    return [build_trusted(JobSummary, job.summary()) for job in state.jobs_by_ids(args.job_ids)]
 
 
 def list_jobs(state: CentralState, args: ListJobsArgs, now: float) -> list[JobSummary]:
@@ -105,7 +106,7 @@ def list_jobs(state: CentralState, args: ListJobsArgs, now: float) -> list[JobSu
             and (args.owner is None or job.owner == args.owner)
             and (args.group is None or job.group == args.group)
         ):
-            found.append(JobSummary(**job.summary()))
+            found.append(build_trusted(JobSummary, job.summary()))
             if len(found) >= args.limit:
                 break
     return found
