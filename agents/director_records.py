@@ -22,6 +22,7 @@ from typing import Any
 from dirac_like.client import Client
 from dirac_like.errors import DiracLikeError, ServiceUnavailable
 from dirac_like.model import PilotRecord
+from dirac_like.protocol import PilotUpdateItem, PilotView
 from dirac_like.states import LIVE_PILOT_STATES, PilotState
 
 log = logging.getLogger(__name__)
@@ -44,17 +45,17 @@ class PilotBook:
         rows = self.client.pilots(site=self.site,
                                   states=sorted(state.value for state in LIVE_PILOT_STATES))
         for row in rows:
-            record = self.records.get(row["pilot_id"])
+            record = self.records.get(row.pilot_id)
             if record is None:
                 self._adopt(row, now)
             else:
-                record.kill_requested = bool(row["kill_requested"])
+                record.kill_requested = row.kill_requested
 
-    def _adopt(self, row: dict[str, Any], now: float) -> None:
-        record = PilotRecord(row["pilot_id"], self.site, row["ce"], row["fabric"],
-                             fabric_ref=row["fabric_ref"], state=row["state"],
-                             reason=row["reason"], submitted=row["submitted"],
-                             updated=row["updated"], kill_requested=bool(row["kill_requested"]))
+    def _adopt(self, row: PilotView, now: float) -> None:
+        record = PilotRecord(row.pilot_id, self.site, row.ce, row.fabric,
+                             fabric_ref=row.fabric_ref, state=row.state,
+                             reason=row.reason, submitted=row.submitted,
+                             updated=row.updated, kill_requested=row.kill_requested)
         self.records[record.pilot_id] = record
         if record.fabric in self.in_process_fabrics:
             # Its fabric lived in the previous director process: it is gone.
@@ -97,7 +98,7 @@ class PilotBook:
             return
         updates = list(self.outbox.values())
         try:
-            self.client.update_pilots(updates)
+            self.client.update_pilots([PilotUpdateItem(**update) for update in updates])
         except ServiceUnavailable as exc:
             errors.append(f"pilot updates not sent (kept for later): {exc.message}")
             return
@@ -112,7 +113,7 @@ class PilotBook:
         sent = []
         for update in updates:
             try:
-                self.client.update_pilots([update])
+                self.client.update_pilots([PilotUpdateItem(**update)])
             except ServiceUnavailable as exc:
                 errors.append(f"pilot updates not sent (kept for later): {exc.message}")
                 break

@@ -15,12 +15,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from dirac_like.client import Client
+from dirac_like.description import JobDescription
 from dirac_like.sandbox import SANDBOX_PREFIX, SandboxError, pack, safe_extract
 
 log = logging.getLogger(__name__)
@@ -49,16 +48,11 @@ class OutputSandbox:
         return "; ".join(parts)
 
 
-def _entries(description: Mapping[str, Any], name: str) -> list[str]:
-    value = description.get(name) or []
-    return [str(item) for item in (value if isinstance(value, list) else [value])]
-
-
-def fetch_input(client: Client, description: Mapping[str, Any], workdir: Path,
+def fetch_input(client: Client, description: JobDescription, workdir: Path,
                 limits: SandboxLimits) -> None:
     """Download and unpack the job's input sandbox into ``workdir``; SandboxError (or a
     DiracLikeError from the service) when that cannot be done."""
-    entries = _entries(description, "InputSandbox")
+    entries = description.input_sandbox
     archives = [entry[len(SANDBOX_PREFIX):] for entry in entries
                 if entry.startswith(SANDBOX_PREFIX)]
     for sha256 in archives:
@@ -71,15 +65,14 @@ def fetch_input(client: Client, description: Mapping[str, Any], workdir: Path,
             raise SandboxError(f"input sandbox file {entry!r} is not in the uploaded sandbox")
 
 
-def upload_output(client: Client, description: Mapping[str, Any], workdir: Path,
+def upload_output(client: Client, description: JobDescription, workdir: Path,
                   limits: SandboxLimits) -> OutputSandbox:
     """Pack and upload what the job left that its OutputSandbox (and StdOutput, StdError)
     names. SandboxError when it is over the limit or cannot be packed."""
-    wanted = _entries(description, "OutputSandbox")
-    for name in ("StdOutput", "StdError"):
-        value = description.get(name)
-        if isinstance(value, str) and value and value not in wanted:
-            wanted.append(value)
+    wanted = list(description.output_sandbox)
+    for name in (description.std_output, description.std_error):
+        if name and name not in wanted:
+            wanted.append(name)
     present = [name for name in wanted if (workdir / name).exists()]
     missing = tuple(name for name in wanted if name not in present)
     if not present:

@@ -5,8 +5,10 @@ passed in. :class:`Pilot` is the I/O shell. Its main thread owns the one :class:
 sockets are not thread safe) and is the only one that talks to the service: each job's payload
 runs in a worker thread through a :class:`PayloadRunner`, and the workers put events (a sample
 taken, the payload finished) on a queue that the main thread drains between short polls of the
-socket for pushed commands. A ``kill`` command (pushed, or in a heartbeat/status reply) is
-applied at once with :meth:`PayloadRunner.request_kill`; a ``drain`` command stops new work.
+socket for pushed commands. A :class:`KillJob` command (pushed, or in a heartbeat/status reply)
+is applied at once with :meth:`PayloadRunner.request_kill`; :class:`StopPilot` stops the pilot as
+SIGTERM does. A job runs as its stored description says, read with
+:func:`description_from_stored` (checked again: a description it cannot read fails the job).
 
 One iteration of the loop (:meth:`Pilot.step`): handle worker events → heartbeat the jobs that
 are due → request jobs while cores are free and the policy allows → decide whether to stop →
@@ -26,12 +28,10 @@ import platform
 import queue
 import re
 import secrets
-import shlex
 import signal
 import socket
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -40,6 +40,7 @@ from typing import Any
 import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs installed
 
 from dirac_like.client import Client, RetryPolicy
+from dirac_like.description import JobDescription, description_from_stored
 from dirac_like.errors import (
     EXIT_OK,
     EXIT_UNREACHABLE,
@@ -48,11 +49,18 @@ from dirac_like.errors import (
     ServiceUnavailable,
 )
 from dirac_like.identity import Identity
-from dirac_like.protocol import PilotResources
+from dirac_like.protocol import (
+    KillJob,
+    MatchedJob,
+    PilotCommand,
+    PilotResources,
+    StopPilot,
+)
+from dirac_like.states import JobStatus
 
 from .job_sandboxes import OutputSandbox, SandboxLimits, fetch_input, upload_output
 from .watchdog import Limits, Sample
-from .wrapper import FAILED, MB, PayloadResult, PayloadRunner, PayloadSpec, tail_lines
+from .wrapper import MB, PayloadResult, PayloadRunner, PayloadSpec, tail_lines
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +68,7 @@ PILOT_RETRIES = RetryPolicy(timeout=3.0, retries=3, backoff=0.2, max_backoff=2.0
 POLL_SLICE = 0.2  # seconds: the longest the loop waits (pushes and worker events wake it)
 HEARTBEAT_TAIL_LINES = 5
 STOPPED_BY_SIGNAL = "Pilot stopped ({})"
-HANDED_BACK = "Rescheduled"  # the status a pilot reports for a job it gives back
+HANDED_BACK = JobStatus.RESCHEDULED  # the status a pilot reports for a job it gives back
 HANDBACK_WAIT = 1.0  # seconds a payload killed by a signal waits to learn if the pilot is too
 BATCH_KILL_CODES = frozenset({-signal.SIGTERM, -signal.SIGKILL, -signal.SIGINT})
 
@@ -241,7 +249,7 @@ class RunningJob:
     workdir: Path
     runner: PayloadRunner
     next_heartbeat: float
-    description: Mapping[str, Any] = field(default_factory=dict)
+    description: JobDescription
     sample: Sample | None = None
 
 
@@ -360,25 +368,19 @@ class Pilot:
 
     # -- commands --------------------------------------------------------------------------------
 
-    def apply_commands(self, commands: list[dict[str, Any]]) -> None:
+    def apply_commands(self, commands: list[PilotCommand]) -> None:
         """Act on commands from the service (pushed or in a reply)."""
         for command in commands:
-            name, job_id = command.get("command"), command.get("job_id")
-            if name == "stop":
+            if isinstance(command, StopPilot):
                 if not self.stop_signal:
                     log.info("pilot %s: stop command from the service: %s",
-                             self.config.pilot_id, command.get("reason", ""))
-                self.terminate(str(command.get("reason") or "stop command")[:100])
-            elif name == "kill" and isinstance(job_id, int):
-                job = self.jobs.get(job_id)
+                             self.config.pilot_id, command.reason)
+                self.terminate((command.reason or "stop command")[:100])
+            elif isinstance(command, KillJob):
+                job = self.jobs.get(command.job_id)
                 if job is not None:
-                    log.info("job %s: kill command from the service", job_id)
+                    log.info("job %s: kill command from the service", command.job_id)
                     job.runner.request_kill("Killed on request")
-            elif name == "drain":
-                log.info("pilot %s: drain command from the service", self.config.pilot_id)
-                self.drain()
-            else:
-                log.warning("pilot %s: unknown command %r", self.config.pilot_id, command)
 
     def kill_all(self, minor_status: str) -> None:
         for job in self.jobs.values():
@@ -416,38 +418,37 @@ class Pilot:
             tags=list(config.tags), required_tags=list(config.required_tags),
         )
 
-    def _request_one(self, now: float) -> dict[str, Any] | None:
+    def _request_one(self, now: float) -> MatchedJob | None:
         try:
             reply = self.client.request_job(self.config.pilot_id, self.resources(now))
         except DiracLikeError as exc:
             log.warning("pilot %s: request_job failed: %s", self.config.pilot_id, exc)
             return None
-        self.apply_commands(reply.get("commands") or [])
-        match: dict[str, Any] | None = reply.get("job")
-        if match is None:
-            log.debug("pilot %s: no job: %s", self.config.pilot_id, reply.get("reason"))
-        return match
+        self.apply_commands(reply.commands)
+        if reply.job is None:
+            log.debug("pilot %s: no job: %s", self.config.pilot_id, reply.reason)
+        return reply.job
 
     # -- one job ---------------------------------------------------------------------------------
 
-    def start_job(self, match: Mapping[str, Any]) -> None:
+    def start_job(self, match: MatchedJob) -> None:
         """Report the matched job Running and start its payload in a worker thread."""
-        job_id, attempt = int(match["job_id"]), int(match["attempt"])
-        description: Mapping[str, Any] = match.get("description") or {}
+        job_id, attempt = match.job_id, match.attempt
         workdir = self.config.workdir / f"job_{job_id}_{attempt}"
         try:
+            description = description_from_stored(match.description)
             workdir.mkdir(parents=True, exist_ok=True)
             runner = self._runner(job_id, description, workdir)
         except (OSError, InvalidArgument) as exc:
             log.error("job %s: cannot prepare the payload: %s", job_id, exc)
-            self._report(job_id, attempt, FAILED, f"Pilot could not prepare the job: {exc}")
+            self._report(job_id, attempt, JobStatus.FAILED,
+                         f"Pilot could not prepare the job: {exc}")
             return
-        job = RunningJob(job_id, attempt, max(1, int(match.get("cores") or 1)),
-                         _int(description.get("MaxRAM")), workdir, runner,
-                         self.clock() + self.config.heartbeat_interval, description)
+        job = RunningJob(job_id, attempt, max(1, match.cores), description.max_ram_mb, workdir,
+                         runner, self.clock() + self.config.heartbeat_interval, description)
         try:
             commands = self.client.update_status(job_id, attempt, self.config.pilot_id,
-                                                 "Running", "Application")
+                                                 JobStatus.RUNNING, "Application")
         except DiracLikeError as exc:
             log.warning("job %s: not started, the service refused Running: %s", job_id, exc)
             return
@@ -458,23 +459,23 @@ class Pilot:
         log.info("job %s: attempt %s started in %s (%d core(s))", job_id, attempt, workdir,
                  job.cores)
 
-    def _runner(self, job_id: int, description: Mapping[str, Any], workdir: Path
+    def _runner(self, job_id: int, description: JobDescription, workdir: Path
                 ) -> PayloadRunner:
         config = self.config
         spec = PayloadSpec(
-            job_id=job_id, executable=str(description.get("Executable", "")), workdir=workdir,
-            arguments=_arguments(description.get("Arguments", "")),
+            job_id=job_id, executable=description.executable, workdir=workdir,
+            arguments=description.arguments,
             env={"DIRAC_LIKE_PILOT_ID": config.pilot_id, "DIRAC_LIKE_SITE": config.site,
                  "DIRAC_LIKE_CE": config.ce},
-            stdout=str(description.get("StdOutput") or "std.out"),
-            stderr=str(description.get("StdError") or "std.err"),
+            stdout=description.std_output or "std.out",
+            stderr=description.std_error or "std.err",
         )
         deadline = self.policy.payload_deadline()
         limits = Limits.for_job(
-            cpu_time=_int(description.get("CPUTime")),
-            max_ram_mb=_int(description.get("MaxRAM")),
+            cpu_time=description.cpu_time,
+            max_ram_mb=description.max_ram_mb,
             pilot_deadline=deadline + self._wall_offset if deadline else 0.0,
-            cores=max(1, _int(description.get("NumberOfProcessors")) or 1),
+            cores=max(1, description.number_of_processors),
         )
         return PayloadRunner(
             spec, limits, on_sample=lambda sample: self._on_sample(job_id, sample),
@@ -569,7 +570,7 @@ class Pilot:
             time.sleep(0.02)  # the signal handler runs in this (main) thread meanwhile
         return bool(self.stop_signal)
 
-    def _report(self, job_id: int, attempt: int, status: str, minor: str,
+    def _report(self, job_id: int, attempt: int, status: JobStatus, minor: str,
                 application: str = "", output_sandbox: str = "") -> None:
         try:
             self.client.update_status(job_id, attempt, self.config.pilot_id, status, minor,
@@ -615,17 +616,4 @@ class Pilot:
 
 
 def _not_run(minor_status: str) -> PayloadResult:
-    return PayloadResult(FAILED, minor_status[:250], None, 0.0, 0.0, 0.0, "")
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value or 0)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _arguments(value: Any) -> str:
-    if isinstance(value, list | tuple):
-        return shlex.join(str(item) for item in value)
-    return str(value or "")
+    return PayloadResult(JobStatus.FAILED, minor_status[:250], None, 0.0, 0.0, 0.0, "")

@@ -46,14 +46,12 @@ from typing import IO
 import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs installed
 
 from dirac_like.errors import InvalidArgument
+from dirac_like.states import JobStatus
 
 from .watchdog import Limits, Sample, Verdict, Watchdog
 
 log = logging.getLogger(__name__)
 
-DONE = "Done"
-FAILED = "Failed"
-KILLED = "Killed"
 STDOUT_TAIL_LINES = 20
 MB = 1024 * 1024
 _TAIL_READ_BYTES = 64 * 1024
@@ -89,7 +87,7 @@ class PayloadSpec:
 
 @dataclass(frozen=True)
 class PayloadResult:
-    status: str  # "Done" | "Failed" | "Killed"
+    status: JobStatus  # DONE, FAILED or KILLED
     minor_status: str
     exit_code: int | None  # None when the payload never started; negative: killed by signal
     cpu_seconds: float
@@ -150,20 +148,20 @@ class PayloadRunner:
         spec = self.spec
         if self._kill_status:
             self._started.set()
-            return self._not_started(KILLED, self._kill_status)
+            return self._not_started(JobStatus.KILLED, self._kill_status)
         try:
             self._start()
         except _StartFailure as exc:
             log.warning("job %s: %s", spec.job_id, exc.message)
-            return self._not_started(FAILED, exc.message)
+            return self._not_started(JobStatus.FAILED, exc.message)
         finally:
             self._started.set()
         verdict = self._watch()
         outcome = None
         if not self._exited.is_set() and verdict:
-            outcome = (FAILED, verdict.minor_status, verdict.reason)
+            outcome = (JobStatus.FAILED, verdict.minor_status, verdict.reason)
         elif not self._exited.is_set() and self._kill_status:
-            outcome = (KILLED, self._kill_status, "request")
+            outcome = (JobStatus.KILLED, self._kill_status, "request")
         if outcome:
             self._kill_tree(outcome[1])
         else:
@@ -402,7 +400,7 @@ class PayloadRunner:
     # ----------------------------------------------------------------------------------------
     # result
 
-    def _result(self, outcome: tuple[str, str, str] | None) -> PayloadResult:
+    def _result(self, outcome: tuple[JobStatus, str, str] | None) -> PayloadResult:
         """``outcome``: (status, minor status, kill reason) when the wrapper killed the tree."""
         popen = self._popen
         assert popen is not None and popen.returncode is not None
@@ -410,11 +408,12 @@ class PayloadRunner:
         if outcome:
             status, minor, reason = outcome
         elif code == 0:
-            status, minor, reason = DONE, "Execution Complete", ""
+            status, minor, reason = JobStatus.DONE, "Execution Complete", ""
         elif code < 0:
-            status, minor, reason = FAILED, f"Application killed by {_signal_name(-code)}", ""
+            status, minor = JobStatus.FAILED, f"Application killed by {_signal_name(-code)}"
+            reason = ""
         else:
-            status, minor, reason = FAILED, f"Application exited with code {code}", ""
+            status, minor, reason = JobStatus.FAILED, f"Application exited with code {code}", ""
         peaks = self.watchdog.peaks
         log.info("job %s: %s (%s)", self.spec.job_id, status, minor)
         return PayloadResult(
@@ -426,10 +425,10 @@ class PayloadRunner:
             kill_reason=reason,
         )
 
-    def _not_started(self, status: str, minor: str) -> PayloadResult:
+    def _not_started(self, status: JobStatus, minor: str) -> PayloadResult:
         return PayloadResult(status=status, minor_status=minor, exit_code=None, cpu_seconds=0.0,
                              peak_rss_mb=0.0, wall_seconds=0.0, stdout_tail="",
-                             kill_reason="request" if status == KILLED else "")
+                             kill_reason="request" if status is JobStatus.KILLED else "")
 
 
 class _StartFailure(Exception):

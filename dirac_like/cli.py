@@ -52,6 +52,7 @@ from dirac_like.errors import (
     DiracLikeError,
     ServiceUnavailable,
 )
+from dirac_like.protocol import to_wire
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -157,7 +158,7 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
 
 def cmd_job_status(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        rows = client.status(parse_job_ids(args.job_ids))
+        rows = to_wire(client.status(parse_job_ids(args.job_ids)))
     _print_jobs(args, rows)
     return EXIT_OK
 
@@ -166,7 +167,7 @@ def cmd_job_list(args: argparse.Namespace) -> int:
     filters = {"status": args.status, "site": args.site, "owner": args.owner,
                "group": args.group, "limit": args.limit}
     with connect(args) as client:
-        rows = client.list_jobs(**filters)
+        rows = to_wire(client.list_jobs(**filters))
     _print_jobs(args, rows)
     if len(rows) == args.limit and not args.json:
         print(f"(the first {args.limit} jobs; see --limit)", file=sys.stderr)
@@ -182,7 +183,7 @@ def _print_jobs(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
 
 def cmd_job_kill(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        result = client.kill(parse_job_ids(args.job_ids))
+        result = to_wire(client.kill(parse_job_ids(args.job_ids)))
     if args.json:
         print_json(result)
         return EXIT_OK
@@ -196,7 +197,7 @@ def cmd_job_kill(args: argparse.Namespace) -> int:
 
 def cmd_job_reschedule(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        result = client.reschedule(parse_job_ids(args.job_ids))
+        result = to_wire(client.reschedule(parse_job_ids(args.job_ids)))
     if args.json:
         print_json(result)
     else:
@@ -207,7 +208,7 @@ def cmd_job_reschedule(args: argparse.Namespace) -> int:
 
 def cmd_job_logging(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        rows = client.history(args.job_id)
+        rows = to_wire(client.history(args.job_id))
     if args.json:
         print_json(rows)
         return EXIT_OK
@@ -225,7 +226,7 @@ def cmd_job_wait(args: argparse.Namespace) -> int:
     interval = WAIT_FIRST_INTERVAL
     with connect(args) as client:
         while True:
-            rows = client.status(job_ids)
+            rows = to_wire(client.status(job_ids))
             pending = [row for row in rows if row["status"] not in FINAL_STATUSES]
             if not pending or (deadline is not None and time.monotonic() >= deadline):
                 break
@@ -263,7 +264,7 @@ def _describe_pending(rows: list[dict[str, Any]]) -> str:
 
 def cmd_admin_sites(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        rows = client.sites()
+        rows = to_wire(client.sites())
     if args.json:
         print_json(rows)
     else:
@@ -276,14 +277,14 @@ def cmd_admin_sites(args: argparse.Namespace) -> int:
 
 def cmd_admin_ban_site(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        result = client.ban_site(args.site, args.reason)
+        result = to_wire(client.ban_site(args.site, args.reason))
     _print_result(args, result, f"Site {result['site']} banned: {result['reason']}")
     return EXIT_OK
 
 
 def cmd_admin_unban_site(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        result = client.unban_site(args.site)
+        result = to_wire(client.unban_site(args.site))
     _print_result(args, result, f"Site {result['site']} is active again")
     return EXIT_OK
 
@@ -297,7 +298,7 @@ def _print_result(args: argparse.Namespace, result: Any, text: str) -> None:
 
 def cmd_admin_task_queues(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        rows = client.task_queues()
+        rows = to_wire(client.task_queues())
     if args.json:
         print_json(rows)
         return EXIT_OK
@@ -321,7 +322,7 @@ def format_requirements(requirements: dict[str, Any]) -> str:
 
 def cmd_admin_shares(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        rows = client.shares()
+        rows = to_wire(client.shares())
     if args.json:
         print_json(rows)
     else:
@@ -342,7 +343,7 @@ def print_shares(rows: list[dict[str, Any]], title: str | None = None) -> None:
 
 def cmd_admin_set_share(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        result = client.set_share(args.group, args.share)
+        result = to_wire(client.set_share(args.group, args.share))
     _print_result(args, result, f"Group {result['group']} now has share {result['share']:g}")
     return EXIT_OK
 
@@ -350,7 +351,7 @@ def cmd_admin_set_share(args: argparse.Namespace) -> int:
 def cmd_admin_pilots(args: argparse.Namespace) -> int:
     states = [state.strip() for state in args.state.split(",")] if args.state else []
     with connect(args) as client:
-        rows = client.pilots(site=args.site, states=states, limit=args.limit)
+        rows = to_wire(client.pilots(site=args.site, states=states, limit=args.limit))
     if args.json:
         print_json(rows)
         return EXIT_OK
@@ -368,7 +369,7 @@ def cmd_admin_pilots(args: argparse.Namespace) -> int:
 
 def cmd_admin_pilot_output(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        result = client.pilot_output(args.pilot_id)
+        result = to_wire(client.pilot_output(args.pilot_id))
     if args.json:
         print_json(result)
     elif result["collected"]:
@@ -382,7 +383,7 @@ def cmd_admin_pilot_output(args: argparse.Namespace) -> int:
 
 def cmd_admin_kill_pilot(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        result = client.kill_pilot(args.pilot_id)
+        result = to_wire(client.kill_pilot(args.pilot_id))
     moved = result["rescheduled"]
     _print_result(args, result, f"Pilot {result['pilot_id']} told to stop and cancelled by its "
                   f"director; {len(moved)} job(s) rescheduled" +

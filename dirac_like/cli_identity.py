@@ -23,6 +23,7 @@ from dirac_like.identity import (
     resolve_identity,
     save_identity,
 )
+from dirac_like.protocol import to_wire
 
 # Interactive commands give up within ~10 s when nobody answers (3 tries of 3 s plus pauses).
 INTERACTIVE = RetryPolicy(timeout=3.0, retries=2, backoff=0.2, max_backoff=1.0)
@@ -106,7 +107,7 @@ def cmd_admin_identity_add(args: argparse.Namespace) -> int:
 
 def cmd_admin_identity_list(args: argparse.Namespace) -> int:
     with client_for(args) as client:
-        rows = client.identity_list(pilot_tokens=args.pilot_tokens)
+        rows = to_wire(client.identity_list(pilot_tokens=args.pilot_tokens))
     if args.json:
         print_json(rows)
         return EXIT_OK
@@ -122,7 +123,7 @@ def cmd_admin_identity_list(args: argparse.Namespace) -> int:
 
 def cmd_admin_identity_revoke(args: argparse.Namespace) -> int:
     with client_for(args) as client:
-        result = client.identity_revoke(args.name)
+        result = to_wire(client.identity_revoke(args.name))
     if args.json:
         print_json(result)
     else:

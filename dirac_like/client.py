@@ -1,5 +1,8 @@
 """The Python API to the central service: a DEALER socket with Lazy Pirate retries.
 
+Each method takes plain values, sends the op's arguments dataclass and returns its reply
+dataclass (``dirac_like.protocol``); a reply of the wrong shape is a :class:`ProtocolError`.
+
 Each call gets a fresh request id; a retry after a timeout re-sends the SAME id on a fresh socket,
 and the service answers a retried id with the reply it gave the first time, so a retried submit
 never creates a second job. Backoff between tries is capped and jittered.
@@ -18,21 +21,72 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import zmq
 
-from dirac_like.errors import ProtocolError, ServiceUnavailable, error_from_wire
+from dirac_like.errors import ConfigError, ProtocolError, ServiceUnavailable, error_from_wire
 from dirac_like.identity import Identity, resolve_identity, secure_client_socket, warn_insecure
 from dirac_like.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    AddPilotsArgs,
+    AddPilotsReply,
+    BanSiteArgs,
+    CommandsReply,
+    EligibleArgs,
+    EligibleReply,
+    HeartbeatArgs,
+    HistoryRow,
+    IdentityAddArgs,
+    IdentityFile,
+    IdentityListArgs,
+    IdentityRevokeArgs,
+    IdentityRevokeReply,
+    IdentityView,
+    JobIdArgs,
+    JobIdsArgs,
+    JobOutputReply,
+    JobSummary,
+    KillPilotReply,
+    KillReply,
+    ListJobsArgs,
+    ListPilotsArgs,
+    NoArgs,
     Op,
+    PilotCommand,
+    PilotIdArgs,
+    PilotOutputReply,
     PilotResources,
+    PilotTokenArgs,
+    PilotUpdateItem,
+    PilotView,
+    PingReply,
     Request,
+    RequestJobArgs,
+    RequestJobReply,
+    RescheduleReply,
+    SandboxDownloadArgs,
+    SandboxDownloadReply,
+    SandboxUploadArgs,
+    SandboxUploadReply,
+    SetShareArgs,
+    SetShareReply,
+    ShareRow,
+    SiteArgs,
+    SiteReply,
+    SiteRow,
+    SubmitArgs,
+    SubmitReply,
+    TaskQueueRow,
+    UpdatePilotsArgs,
+    UpdatePilotsReply,
+    UpdateStatusArgs,
     decode_push,
     decode_reply,
     encode_request,
+    parse_reply,
+    to_wire,
 )
 from dirac_like.sandbox import SandboxError, checksum
 
@@ -52,6 +106,12 @@ class RetryPolicy:
         """Capped exponential backoff with full jitter, for try number ``attempt`` (1-based)."""
         return rng.uniform(0, min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
 
+    def next_pause(self, tries: int, rng: random.Random) -> float | None:
+        """After ``tries`` sends of one request went unanswered: the pause before sending it
+        again (same request id), or None when it is given up. The one retry rule of the client
+        and of the simulated fabric's pilots."""
+        return self.pause(tries, rng) if tries <= self.retries else None
+
 
 class Client:
     def __init__(
@@ -59,7 +119,7 @@ class Client:
         server: str,
         policy: RetryPolicy | None = None,
         context: zmq.Context | None = None,
-        on_push: Callable[[list[dict[str, Any]]], None] | None = None,
+        on_push: Callable[[list[PilotCommand]], None] | None = None,
         identity: Identity | None = None,
         insecure: bool = False,
     ) -> None:
@@ -102,11 +162,21 @@ class Client:
 
     # -- the call --------------------------------------------------------------------------------
 
-    def call(self, op: str, args: dict[str, Any], timeout: float | None = None) -> Any:
-        """Send one request; return its result or raise the error the service replied with."""
+    def call(self, op: str, args: Any, timeout: float | None = None) -> Any:
+        """Send one request (``args``: the op's arguments dataclass); return its reply dataclass
+        (``protocol.REPLIES``), or raise the error the service replied with. A reply of the
+        wrong shape is a :class:`ProtocolError`."""
+        return parse_reply(op, self._exchange(op, to_wire(args), timeout))
+
+    def _exchange(self, op: str, args: dict[str, Any], timeout: float | None) -> Any:
+        """Send the request, retrying as the policy says; the raw result of an ok reply."""
         request_id = uuid.uuid4().hex
         frame = encode_request(Request(id=request_id, op=op, args=args))
-        for attempt in range(1, self.policy.retries + 2):
+        tries = 0
+        pause: float | None = 0.0
+        while pause is not None:
+            time.sleep(pause)
+            tries += 1
             socket = self._connect()
             socket.send(frame)
             reply = self._await_reply(socket, request_id, timeout or self.policy.timeout)
@@ -115,10 +185,9 @@ class Client:
                     return reply.result
                 assert reply.error is not None
                 raise error_from_wire(reply.error.code, reply.error.message)
-            log.info("no reply to %s from %s (try %d), retrying", op, self.server, attempt)
+            log.info("no reply to %s from %s (try %d), retrying", op, self.server, tries)
             self._drop_socket()  # Lazy Pirate: a fresh socket drops anything queued on the old
-            if attempt <= self.policy.retries:
-                time.sleep(self.policy.pause(attempt, self._rng))
+            pause = self.policy.next_pause(tries, self._rng)
         raise ServiceUnavailable(
             f"no reply from the central service at {self.server} "
             f"after {self.policy.retries + 1} tries; {self._why_no_reply()}"
@@ -139,12 +208,9 @@ class Client:
             if not socket.poll(int(left * 1000) + 1, zmq.POLLIN):
                 continue
             frame = socket.recv()
-            pushed = decode_push(frame)
-            if pushed is not None:
-                if self.on_push is not None:
-                    self.on_push(pushed)
-                continue
             try:
+                if self._took_push(frame):
+                    continue
                 reply = decode_reply(frame, 4 * DEFAULT_MAX_MESSAGE_BYTES)
             except ProtocolError as exc:
                 log.warning("unreadable reply from %s: %s", self.server, exc)
@@ -170,15 +236,25 @@ class Client:
             if socket not in ready:
                 return
             wait_ms = 0  # something arrived: read what is there, then return
-            pushed = decode_push(socket.recv())
-            if pushed is not None and self.on_push is not None:
-                self.on_push(pushed)
+            try:
+                self._took_push(socket.recv())
+            except ProtocolError as exc:
+                log.warning("unreadable push from %s: %s", self.server, exc)
+
+    def _took_push(self, frame: bytes) -> bool:
+        """Hand a push frame's commands to ``on_push``; False if ``frame`` is not a push."""
+        pushed = decode_push(frame)
+        if pushed is None:
+            return False
+        if self.on_push is not None:
+            self.on_push(pushed)
+        return True
 
     # -- operations ------------------------------------------------------------------------------
 
-    def ping(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.call(Op.PING, {})
-        return result
+    def ping(self) -> PingReply:
+        reply: PingReply = self.call(Op.PING, NoArgs())
+        return reply
 
     def submit(
         self,
@@ -187,126 +263,111 @@ class Client:
         group: str = "",
         timeout: float | None = None,
     ) -> list[int]:
-        args = {"descriptions": descriptions, "owner": owner, "group": group}
-        job_ids: list[int] = self.call(Op.SUBMIT, args, timeout)["job_ids"]
-        return job_ids
+        reply: SubmitReply = self.call(Op.SUBMIT, SubmitArgs(descriptions, owner, group), timeout)
+        return reply.job_ids
 
-    def status(self, job_ids: list[int]) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.call(Op.STATUS, {"job_ids": job_ids})
+    def status(self, job_ids: list[int]) -> list[JobSummary]:
+        rows: list[JobSummary] = self.call(Op.STATUS, JobIdsArgs(job_ids))
         return rows
 
-    def list_jobs(self, **filters: Any) -> list[dict[str, Any]]:
-        args = {key: value for key, value in filters.items() if value is not None}
-        rows: list[dict[str, Any]] = self.call(Op.LIST_JOBS, args)
+    def list_jobs(self, status: str | None = None, site: str | None = None,
+                  owner: str | None = None, group: str | None = None,
+                  limit: int = 10000) -> list[JobSummary]:
+        rows: list[JobSummary] = self.call(
+            Op.LIST_JOBS, ListJobsArgs(status, site, owner, group, limit))
         return rows
 
-    def kill(self, job_ids: list[int]) -> dict[str, list[int]]:
-        result: dict[str, list[int]] = self.call(Op.KILL, {"job_ids": job_ids})
-        return result
+    def kill(self, job_ids: list[int]) -> KillReply:
+        reply: KillReply = self.call(Op.KILL, JobIdsArgs(job_ids))
+        return reply
 
-    def reschedule(self, job_ids: list[int]) -> dict[str, list[int]]:
-        result: dict[str, list[int]] = self.call(Op.RESCHEDULE, {"job_ids": job_ids})
-        return result
+    def reschedule(self, job_ids: list[int]) -> RescheduleReply:
+        reply: RescheduleReply = self.call(Op.RESCHEDULE, JobIdsArgs(job_ids))
+        return reply
 
-    def history(self, job_id: int) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.call(Op.HISTORY, {"job_id": job_id})
+    def history(self, job_id: int) -> list[HistoryRow]:
+        rows: list[HistoryRow] = self.call(Op.HISTORY, JobIdArgs(job_id))
         return rows
 
-    def request_job(self, pilot_id: str, resources: PilotResources) -> dict[str, Any]:
-        args = {"pilot_id": pilot_id, "resources": asdict(resources)}
-        result: dict[str, Any] = self.call(Op.REQUEST_JOB, args)
-        return result
+    def request_job(self, pilot_id: str, resources: PilotResources) -> RequestJobReply:
+        reply: RequestJobReply = self.call(Op.REQUEST_JOB, RequestJobArgs(pilot_id, resources))
+        return reply
 
     def eligible(self, resources: PilotResources) -> int:
         """How many waiting jobs a pilot with ``resources`` could run now."""
-        result: dict[str, Any] = self.call(Op.ELIGIBLE, {"resources": asdict(resources)})
-        count: int = result["eligible"]
-        return count
+        reply: EligibleReply = self.call(Op.ELIGIBLE, EligibleArgs(resources))
+        return reply.eligible
 
     def update_status(
         self,
         job_id: int,
         attempt: int,
         pilot_id: str,
-        status: str,
+        status: str,  # a JobStatus (a str enum) or its value
         minor_status: str = "",
         application_status: str = "",
         output_sandbox: str = "",
-    ) -> list[dict[str, Any]]:
-        args = {
-            "job_id": job_id,
-            "attempt": attempt,
-            "pilot_id": pilot_id,
-            "status": status,
-            "minor_status": minor_status,
-            "application_status": application_status,
-        }
-        if output_sandbox:
-            args["output_sandbox"] = output_sandbox
-        commands: list[dict[str, Any]] = self.call(Op.UPDATE_STATUS, args)["commands"]
-        return commands
+    ) -> list[PilotCommand]:
+        args = UpdateStatusArgs(job_id, attempt, pilot_id, str(status), minor_status,
+                                application_status, output_sandbox)
+        reply: CommandsReply = self.call(Op.UPDATE_STATUS, args)
+        return reply.commands
 
     def heartbeat(
         self, job_id: int, attempt: int, pilot_id: str, metrics: dict[str, Any] | None = None
-    ) -> list[dict[str, Any]]:
-        args = {"job_id": job_id, "attempt": attempt, "pilot_id": pilot_id,
-                "metrics": metrics or {}}
-        commands: list[dict[str, Any]] = self.call(Op.HEARTBEAT, args)["commands"]
-        return commands
+    ) -> list[PilotCommand]:
+        args = HeartbeatArgs(job_id, attempt, pilot_id, metrics or {})
+        reply: CommandsReply = self.call(Op.HEARTBEAT, args)
+        return reply.commands
 
-    def sites(self) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.call(Op.SITES, {})
+    def sites(self) -> list[SiteRow]:
+        rows: list[SiteRow] = self.call(Op.SITES, NoArgs())
         return rows
 
-    def ban_site(self, site: str, reason: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.call(Op.BAN_SITE, {"site": site, "reason": reason})
-        return result
+    def ban_site(self, site: str, reason: str) -> SiteReply:
+        reply: SiteReply = self.call(Op.BAN_SITE, BanSiteArgs(site, reason))
+        return reply
 
-    def unban_site(self, site: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.call(Op.UNBAN_SITE, {"site": site})
-        return result
+    def unban_site(self, site: str) -> SiteReply:
+        reply: SiteReply = self.call(Op.UNBAN_SITE, SiteArgs(site))
+        return reply
 
-    def task_queues(self) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.call(Op.TASK_QUEUES, {})
+    def task_queues(self) -> list[TaskQueueRow]:
+        rows: list[TaskQueueRow] = self.call(Op.TASK_QUEUES, NoArgs())
         return rows
 
-    def shares(self) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.call(Op.SHARES, {})
+    def shares(self) -> list[ShareRow]:
+        rows: list[ShareRow] = self.call(Op.SHARES, NoArgs())
         return rows
 
-    def set_share(self, group: str, share: float) -> dict[str, Any]:
-        result: dict[str, Any] = self.call(Op.SET_SHARE, {"group": group, "share": share})
-        return result
+    def set_share(self, group: str, share: float) -> SetShareReply:
+        reply: SetShareReply = self.call(Op.SET_SHARE, SetShareArgs(group, share))
+        return reply
 
     # -- pilot records ---------------------------------------------------------------------------
 
     def add_pilots(self, site: str, ce: str, count: int, fabric: str = "") -> list[str]:
         """New pilot records (Submitted); returns the ids the service gave them."""
-        args = {"site": site, "ce": ce, "count": count, "fabric": fabric}
-        pilot_ids: list[str] = self.call(Op.ADD_PILOTS, args)["pilot_ids"]
-        return pilot_ids
+        reply: AddPilotsReply = self.call(Op.ADD_PILOTS, AddPilotsArgs(site, ce, count, fabric))
+        return reply.pilot_ids
 
-    def update_pilots(self, updates: list[dict[str, Any]]) -> int:
-        """Report pilot states: each update has pilot_id, state and optionally fabric_ref,
-        reason, output. All or nothing."""
-        updated: int = self.call(Op.UPDATE_PILOTS, {"updates": updates})["updated"]
-        return updated
+    def update_pilots(self, updates: list[PilotUpdateItem]) -> int:
+        """Report pilot states. All or nothing."""
+        reply: UpdatePilotsReply = self.call(Op.UPDATE_PILOTS, UpdatePilotsArgs(updates))
+        return reply.updated
 
     def pilots(self, site: str | None = None, states: list[str] | None = None,
-               limit: int = 10000) -> list[dict[str, Any]]:
-        args: dict[str, Any] = {"states": states or [], "limit": limit}
-        if site is not None:
-            args["site"] = site
-        rows: list[dict[str, Any]] = self.call(Op.PILOTS, args)
+               limit: int = 10000) -> list[PilotView]:
+        rows: list[PilotView] = self.call(Op.PILOTS, ListPilotsArgs(site, states or [], limit))
         return rows
 
-    def pilot_output(self, pilot_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.call(Op.PILOT_OUTPUT, {"pilot_id": pilot_id})
-        return result
+    def pilot_output(self, pilot_id: str) -> PilotOutputReply:
+        reply: PilotOutputReply = self.call(Op.PILOT_OUTPUT, PilotIdArgs(pilot_id))
+        return reply
 
-    def kill_pilot(self, pilot_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.call(Op.KILL_PILOT, {"pilot_id": pilot_id})
-        return result
+    def kill_pilot(self, pilot_id: str) -> KillPilotReply:
+        reply: KillPilotReply = self.call(Op.KILL_PILOT, PilotIdArgs(pilot_id))
+        return reply
 
     # -- sandboxes -------------------------------------------------------------------------------
 
@@ -316,12 +377,12 @@ class Client:
         sha256 = checksum(data)
         offset = 0
         while True:
-            args = {"sha256": sha256, "size": len(data), "offset": offset, "kind": kind,
-                    "data": data[offset:offset + chunk_bytes]}
-            result = self.call(Op.SANDBOX_UPLOAD, args)
-            if result["complete"]:
+            args = SandboxUploadArgs(sha256, len(data), offset,
+                                     data[offset:offset + chunk_bytes], kind)
+            reply: SandboxUploadReply = self.call(Op.SANDBOX_UPLOAD, args)
+            if reply.complete:
                 return sha256
-            offset = int(result["received"])
+            offset = reply.received
 
     def download_sandbox(self, sha256: str, max_bytes: int,
                          chunk_bytes: int = SANDBOX_CHUNK_BYTES) -> bytes:
@@ -330,25 +391,25 @@ class Client:
         parts: list[bytes] = []
         offset, size = 0, None
         while size is None or offset < size:
-            args = {"sha256": sha256, "offset": offset, "length": chunk_bytes}
-            result = self.call(Op.SANDBOX_DOWNLOAD, args)
-            size = int(result["size"])
+            args = SandboxDownloadArgs(sha256, offset, chunk_bytes)
+            reply: SandboxDownloadReply = self.call(Op.SANDBOX_DOWNLOAD, args)
+            size = reply.size
             if size > max_bytes:
                 raise SandboxError(f"sandbox {sha256} of {size} bytes is over the limit of "
                                    f"{max_bytes} bytes")
-            if not result["data"]:
+            if not reply.data:
                 break
-            parts.append(result["data"])
-            offset += len(result["data"])
+            parts.append(reply.data)
+            offset += len(reply.data)
         data = b"".join(parts)
         if checksum(data) != sha256:
             raise SandboxError(f"sandbox {sha256}: the downloaded bytes do not match its sha256")
         return data
 
-    def job_output(self, job_id: int) -> dict[str, Any]:
-        """Where the job's output sandbox is: {"job_id", "sha256", "status"}."""
-        result: dict[str, Any] = self.call(Op.JOB_OUTPUT, {"job_id": job_id})
-        return result
+    def job_output(self, job_id: int) -> JobOutputReply:
+        """Where the job's output sandbox is (its sha256)."""
+        reply: JobOutputReply = self.call(Op.JOB_OUTPUT, JobIdArgs(job_id))
+        return reply
 
     # -- identities ------------------------------------------------------------------------------
 
@@ -356,22 +417,25 @@ class Client:
                      site: str = "") -> Identity:
         """Issue a new identity (admins); the returned one carries its secret key: save it
         with :func:`dirac_like.identity.save_identity` and hand it over safely."""
-        args = {"name": name, "role": role, "groups": groups or [], "site": site}
+        args = IdentityAddArgs(name, role, groups or [], site)
         return self._identity(self.call(Op.IDENTITY_ADD, args))
 
-    def identity_list(self, pilot_tokens: bool = False) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.call(Op.IDENTITY_LIST, {"pilot_tokens": pilot_tokens})
+    def identity_list(self, pilot_tokens: bool = False) -> list[IdentityView]:
+        rows: list[IdentityView] = self.call(Op.IDENTITY_LIST, IdentityListArgs(pilot_tokens))
         return rows
 
-    def identity_revoke(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.call(Op.IDENTITY_REVOKE, {"name": name})
-        return result
+    def identity_revoke(self, name: str) -> IdentityRevokeReply:
+        reply: IdentityRevokeReply = self.call(Op.IDENTITY_REVOKE, IdentityRevokeArgs(name))
+        return reply
 
     def pilot_token(self, site: str, pilot_id: str = "") -> Identity:
         """A short-lived identity for a pilot of ``site`` (``pilot_id``: that pilot record
         only; '': any pilot of the site)."""
-        return self._identity(self.call(Op.PILOT_TOKEN, {"site": site, "pilot_id": pilot_id}))
+        return self._identity(self.call(Op.PILOT_TOKEN, PilotTokenArgs(site, pilot_id)))
 
-    def _identity(self, result: Any) -> Identity:
-        issued = Identity.from_wire(result, "identity from the service")
+    def _identity(self, issued_file: IdentityFile) -> Identity:
+        try:
+            issued = Identity.from_wire(to_wire(issued_file), "identity from the service")
+        except ConfigError as exc:
+            raise ProtocolError(str(exc)) from None
         return replace(issued, server=issued.server or self.server)

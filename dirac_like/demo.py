@@ -50,6 +50,7 @@ from dirac_like.display import count_by, format_ids, format_percent, make_consol
 from dirac_like.errors import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, DiracLikeError
 from dirac_like.identity import load_identity, save_identity
 from dirac_like.processes import ServiceProcess, dirac_like_argv
+from dirac_like.protocol import to_wire
 
 DEMO_CONFIG = """\
 # Written by `dirac-like demo`. The groups' shares are set through the client.
@@ -509,7 +510,7 @@ def watch(client: Client, users: Mapping[str, Client], grid: Grid, plan: DemoPla
         task = progress.add_task("starting", total=plan.total)
         while True:
             dead = grid.dead()  # before asking a service that may be gone
-            rows = client.list_jobs(limit=plan.total + 1)
+            rows = to_wire(client.list_jobs(limit=plan.total + 1))
             for job_id in victims_to_kill(rows, plan.victim, killed):
                 kill_running(users, job_id, rows, console)
                 killed.add(job_id)
@@ -537,11 +538,11 @@ def kill_running(users: Mapping[str, Client], job_id: int, rows: Sequence[Mappin
 
 def print_summary(client: Client, rows: list[dict[str, Any]], plan: DemoPlan,
                   console: Console) -> bool:
-    table, statuses = site_rows(rows, client.pilots())
+    table, statuses = site_rows(rows, to_wire(client.pilots()))
     columns = [("site", "Site"), *((status, f"{status}>") for status in statuses),
                ("total", "Total>"), ("pilots", "Pilots>")]
     print_table(table, columns, title="Jobs by site and status", console=console)
-    print_table(share_rows(client.shares(), rows),
+    print_table(share_rows(to_wire(client.shares()), rows),
                 [("group", "Group"), ("target", "Target>"), ("received", "Received>"),
                  ("usage", "Usage (core-s)>"), ("jobs", "Jobs run>"),
                  ("per_site", "Jobs per site")], title="Shares", console=console)
@@ -557,7 +558,7 @@ def print_summary(client: Client, rows: list[dict[str, Any]], plan: DemoPlan,
 def check_outcome(client: Client, rows: list[dict[str, Any]], plan: DemoPlan,
                   console: Console) -> bool:
     victims = [row["job_id"] for row in rows if row["job_name"] == plan.victim]
-    history = client.history(victims[0]) if victims else []
+    history = to_wire(client.history(victims[0])) if victims else []
     problems = outcome_problems(rows, plan, history)
     got = ", ".join(f"{n} {s}" for s, n in sorted(Counter(r["status"] for r in rows).items()))
     console.print()

@@ -7,8 +7,12 @@ Request frame: ``{"v": 1, "id": str, "op": str, "args": {...}}``
 Reply frame:   ``{"v": 1, "id": str, "ok": True, "result": ...}``
                ``{"v": 1, "id": str, "ok": False, "error": {"code": str, "message": str}}``
 
-Every operation's arguments are a frozen dataclass below; :func:`parse_args` checks a raw msgpack
-map against it (unknown keys, missing keys and wrong types are a :class:`ProtocolError`).
+Every operation's arguments and reply are frozen dataclasses below (:data:`ARGUMENTS`,
+:data:`REPLIES`), and so are the commands the service sends pilots (:data:`PilotCommand`). Both
+sides build and read them with the same code: :func:`to_wire` turns any of them into plain msgpack
+types, :func:`parse_args` and :func:`parse_reply` check a raw msgpack value against its type
+(unknown keys, missing keys and wrong types are a :class:`ProtocolError`), and
+:func:`encode_command` / :func:`decode_command` handle the tagged command union.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import msgpack
 
@@ -165,11 +169,13 @@ class AddPilotsArgs:
 
 @dataclass(frozen=True)
 class PilotUpdateItem:
+    """What a director learned about one pilot (``None``: unchanged)."""
+
     pilot_id: str
     state: str
     fabric_ref: str | None = None
     reason: str | None = None
-    output: str | None = None
+    output: str | None = None  # the pilot's output (once it ended)
 
 
 @dataclass(frozen=True)
@@ -227,6 +233,259 @@ class IdentityRevokeArgs:
 class PilotTokenArgs:
     site: str
     pilot_id: str = ""  # the pilot record it is for; "": any pilot of the site
+
+
+# --------------------------------------------------------------------------------------------
+# Commands the service sends a pilot: pushed unasked, and repeated in the replies to its
+# heartbeats and status reports until it acts. On the wire: a map tagged by ``"command"``.
+
+
+@dataclass(frozen=True)
+class KillJob:
+    """Kill the payload of this job (it was killed, rescheduled or taken away)."""
+
+    TAG: ClassVar[str] = "kill"
+    job_id: int
+
+
+@dataclass(frozen=True)
+class StopPilot:
+    """Stop: take no new job, hand the running ones back, exit."""
+
+    TAG: ClassVar[str] = "stop"
+    reason: str = ""
+
+
+PilotCommand = KillJob | StopPilot
+COMMANDS: dict[str, type[KillJob] | type[StopPilot]] = {
+    KillJob.TAG: KillJob,
+    StopPilot.TAG: StopPilot,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Operation replies (the ``result`` of an ok reply)
+
+
+@dataclass(frozen=True)
+class PingReply:
+    service: str
+    version: str
+    protocol: int
+    time: float
+    jobs: int
+
+
+@dataclass(frozen=True)
+class SubmitReply:
+    job_ids: list[int]
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """One job as ``status`` and ``list_jobs`` show it."""
+
+    job_id: int
+    status: str  # a JobStatus value
+    minor_status: str
+    application_status: str
+    site: str
+    owner: str
+    group: str
+    job_name: str
+    attempt: int
+    pilot_id: str
+
+
+@dataclass(frozen=True)
+class KillReply:
+    killed: list[int]  # at once (they were not running)
+    kill_requested: list[int]  # sent to their pilots; Killed when the pilot confirms
+
+
+@dataclass(frozen=True)
+class RescheduleReply:
+    rescheduled: list[int]
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    status: str
+    minor_status: str
+    application_status: str
+    time: float
+    source: str
+
+
+@dataclass(frozen=True)
+class MatchedJob:
+    job_id: int
+    attempt: int
+    owner: str
+    group: str
+    cores: int
+    # The job's description as stored (validated at submit; canonical DIRAC attribute names):
+    # a pilot reads it with dirac_like.description.description_from_stored, which checks it
+    # again, so the pilot runs the typed values of a valid JobDescription.
+    description: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RequestJobReply:
+    job: MatchedJob | None  # None: no job, ``reason`` says why
+    reason: str
+    commands: list[PilotCommand]
+
+
+@dataclass(frozen=True)
+class EligibleReply:
+    eligible: int
+    reason: str  # why none, when the pilot could run nothing at all (a banned site)
+
+
+@dataclass(frozen=True)
+class CommandsReply:
+    """The reply to ``update_status`` and ``heartbeat``: what the pilot must do now."""
+
+    commands: list[PilotCommand]
+
+
+@dataclass(frozen=True)
+class SiteRow:
+    site: str
+    status: str  # "Active" or "Banned"
+    reason: str
+    active_jobs: int
+    max_running: int
+
+
+@dataclass(frozen=True)
+class SiteReply:
+    site: str
+    banned: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class TaskQueueRow:
+    task_queue_id: int
+    owner: str
+    group: str
+    requirements: dict[str, Any]
+    waiting: int
+    top_priority: int | None
+
+
+@dataclass(frozen=True)
+class ShareRow:
+    group: str
+    share: float
+    share_fraction: float
+    usage_core_seconds: float
+    running_cores: int
+    load_fraction: float
+
+
+@dataclass(frozen=True)
+class SetShareReply:
+    group: str
+    share: float
+
+
+@dataclass(frozen=True)
+class AddPilotsReply:
+    pilot_ids: list[str]
+
+
+@dataclass(frozen=True)
+class UpdatePilotsReply:
+    updated: int
+
+
+@dataclass(frozen=True)
+class PilotView:
+    pilot_id: str
+    site: str
+    ce: str
+    fabric: str
+    fabric_ref: str
+    state: str  # a PilotState value
+    reason: str
+    submitted: float
+    updated: float
+    last_contact: float
+    kill_requested: bool
+    jobs: list[int]
+
+
+@dataclass(frozen=True)
+class PilotOutputReply:
+    pilot_id: str
+    state: str
+    collected: bool  # False: its director has not collected it yet
+    output: str
+
+
+@dataclass(frozen=True)
+class KillPilotReply:
+    pilot_id: str
+    rescheduled: list[int]
+
+
+@dataclass(frozen=True)
+class SandboxUploadReply:
+    received: int  # bytes received so far
+    complete: bool
+
+
+@dataclass(frozen=True)
+class SandboxDownloadReply:
+    data: bytes  # empty past the end
+    size: int  # of the whole archive
+
+
+@dataclass(frozen=True)
+class JobOutputReply:
+    job_id: int
+    sha256: str
+    status: str
+
+
+@dataclass(frozen=True)
+class IdentityFile:
+    """An identity as issued (secret key included); the fields of an identity file."""
+
+    name: str
+    role: str
+    public_key: str
+    secret_key: str
+    service_key: str
+    format: int  # of the identity file
+    groups: list[str] = field(default_factory=list)
+    site: str = ""
+    pilot_id: str = ""
+    expires: float = 0.0
+    server: str = ""
+
+
+@dataclass(frozen=True)
+class IdentityView:
+    name: str
+    role: str
+    groups: list[str]
+    site: str
+    pilot_id: str
+    expires: float
+    created: float
+    revoked: float
+    state: str  # active, expired or revoked
+    public_key: str
+
+
+@dataclass(frozen=True)
+class IdentityRevokeReply:
+    name: str
+    revoked: int  # keys revoked
 
 
 class Op:
@@ -293,6 +552,39 @@ ARGUMENTS: dict[str, type] = {
     Op.IDENTITY_LIST: IdentityListArgs,
     Op.IDENTITY_REVOKE: IdentityRevokeArgs,
     Op.PILOT_TOKEN: PilotTokenArgs,
+}
+
+# The result of each operation's ok reply.
+REPLIES: dict[str, Any] = {
+    Op.PING: PingReply,
+    Op.SUBMIT: SubmitReply,
+    Op.STATUS: list[JobSummary],
+    Op.LIST_JOBS: list[JobSummary],
+    Op.KILL: KillReply,
+    Op.RESCHEDULE: RescheduleReply,
+    Op.HISTORY: list[HistoryRow],
+    Op.REQUEST_JOB: RequestJobReply,
+    Op.ELIGIBLE: EligibleReply,
+    Op.UPDATE_STATUS: CommandsReply,
+    Op.HEARTBEAT: CommandsReply,
+    Op.SITES: list[SiteRow],
+    Op.BAN_SITE: SiteReply,
+    Op.UNBAN_SITE: SiteReply,
+    Op.TASK_QUEUES: list[TaskQueueRow],
+    Op.SHARES: list[ShareRow],
+    Op.SET_SHARE: SetShareReply,
+    Op.ADD_PILOTS: AddPilotsReply,
+    Op.UPDATE_PILOTS: UpdatePilotsReply,
+    Op.PILOTS: list[PilotView],
+    Op.PILOT_OUTPUT: PilotOutputReply,
+    Op.KILL_PILOT: KillPilotReply,
+    Op.SANDBOX_UPLOAD: SandboxUploadReply,
+    Op.SANDBOX_DOWNLOAD: SandboxDownloadReply,
+    Op.JOB_OUTPUT: JobOutputReply,
+    Op.IDENTITY_ADD: IdentityFile,
+    Op.IDENTITY_LIST: list[IdentityView],
+    Op.IDENTITY_REVOKE: IdentityRevokeReply,
+    Op.PILOT_TOKEN: IdentityFile,
 }
 
 # Operations that change stored state: their replies are remembered under the request id so a
@@ -392,34 +684,95 @@ def peek_request_id(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> 
     return ""
 
 
-def encode_push(commands: list[dict[str, Any]]) -> bytes:
+def encode_push(commands: list[PilotCommand]) -> bytes:
     """A frame the service sends unasked to a connected pilot: ``{"v", "push": {"commands"}}``.
 
     The same commands are repeated in the replies to the pilot's heartbeats until it acts, so a
     lost push only delays a command, never loses it.
     """
-    return _pack({"v": PROTOCOL_VERSION, "push": {"commands": commands}})
+    return _pack({"v": PROTOCOL_VERSION, "push": {"commands": to_wire(commands)}})
 
 
-def decode_push(data: bytes) -> list[dict[str, Any]] | None:
-    """The commands of a push frame, or None if ``data`` is not one."""
+def decode_push(data: bytes) -> list[PilotCommand] | None:
+    """The commands of a push frame, or None if ``data`` is not one (a reply); a push frame
+    with a malformed or unknown command is a :class:`ProtocolError`."""
     try:
         obj = msgpack.unpackb(data, raw=False)
     except Exception:
         return None
-    if not isinstance(obj, dict) or obj.get("v") != PROTOCOL_VERSION:
+    if not isinstance(obj, dict) or obj.get("v") != PROTOCOL_VERSION or "push" not in obj:
         return None
-    push = obj.get("push")
-    commands = push.get("commands") if isinstance(push, dict) else None
-    if not isinstance(commands, list) or not all(isinstance(c, dict) for c in commands):
-        return None
-    return commands
+    push = obj["push"]
+    if type(push) is not dict or set(push) != {"commands"}:
+        raise ProtocolError("push frame must be a map with 'commands' only")
+    return parse_reply_value(list[PilotCommand], push["commands"], "push.commands")
+
+
+def encode_command(command: PilotCommand) -> dict[str, Any]:
+    """A command as a plain map tagged by ``"command"``: ``{"command": "kill", "job_id": 7}``."""
+    fields = {name: getattr(command, name) for name in _field_names(type(command))}
+    return {"command": command.TAG, **fields}
+
+
+def decode_command(raw: Any) -> PilotCommand:
+    """The command a plain map names; an unknown tag or a bad field is a ProtocolError."""
+    command: PilotCommand = parse_reply_value(PilotCommand, raw, "command")
+    return command
+
+
+def to_wire(value: Any) -> Any:
+    """Plain msgpack types from any of this module's dataclasses (also in lists), the one
+    encoder of both sides; other values are returned as they are."""
+    cls = type(value)
+    encoder = _ENCODERS.get(cls)
+    if encoder is None:
+        encoder = _ENCODERS[cls] = _encoder(cls)
+    return encoder(value)
+
+
+def _encoder(cls: type) -> Callable[[Any], Any]:
+    """How to encode a value of type ``cls``: built once per type (replies can hold 10**5
+    rows)."""
+    if cls is list or cls is tuple:
+        return lambda items: [to_wire(item) for item in items]
+    if cls in COMMANDS.values():
+        return encode_command
+    if not dataclasses.is_dataclass(cls):
+        return lambda value: value
+    hints = typing.get_type_hints(cls)
+    nested = [name for name in _field_names(cls) if _holds_dataclass(hints[name])]
+    if not nested:
+        return lambda value: dict(value.__dict__)  # fields in order, each already plain
+
+    def encode(value: Any) -> dict[str, Any]:
+        plain = dict(value.__dict__)
+        for name in nested:
+            plain[name] = to_wire(plain[name])
+        return plain
+
+    return encode
+
+
+def _holds_dataclass(hint: Any) -> bool:
+    return dataclasses.is_dataclass(hint) or any(
+        _holds_dataclass(arg) for arg in typing.get_args(hint))
+
+
+_ENCODERS: dict[type, Callable[[Any], Any]] = {}
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 def encode_reply(reply: Reply) -> bytes:
     frame: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": reply.id, "ok": reply.ok}
     if reply.ok:
-        frame["result"] = reply.result
+        frame["result"] = to_wire(reply.result)
     else:
         assert reply.error is not None
         frame["error"] = {"code": reply.error.code, "message": reply.error.message}
@@ -427,6 +780,7 @@ def encode_reply(reply: Reply) -> bytes:
 
 
 def encode_ok(request_id: str, result: Any) -> bytes:
+    """An ok reply; ``result`` is one of the reply dataclasses (or a list of them)."""
     return encode_reply(Reply(id=request_id, ok=True, result=result))
 
 
@@ -481,12 +835,28 @@ def parse_args(cls: type[ArgsT], raw: Any, where: str = "args") -> ArgsT:
     return built
 
 
+def parse_reply(op: str, raw: Any) -> Any:
+    """Build the reply dataclass of ``op`` (:data:`REPLIES`) from a reply's raw ``result``; a
+    wrong shape (a broken or hostile service) is a :class:`ProtocolError`."""
+    return parse_reply_value(REPLIES[op], raw, f"reply to {op}")
+
+
+def parse_reply_value(hint: Any, raw: Any, where: str) -> Any:
+    """Check ``raw`` against the type ``hint`` (a dataclass, a list of them, a command...)."""
+    try:
+        return _checker(hint)(raw)
+    except _BadArgument as exc:
+        raise ProtocolError(f"{where}{exc.path}: {exc.problem}") from None
+
+
 @functools.cache
 def _checker(hint: Any) -> Checker:
     """A function that checks (and converts) one value of type ``hint``; built once per type."""
     origin = typing.get_origin(hint)
     if hint is Any:
         return lambda value: value
+    if hint == PilotCommand:
+        return _command_checker
     if origin in (typing.Union, types.UnionType):
         return _union_checker([_checker(option) for option in typing.get_args(hint)])
     if dataclasses.is_dataclass(hint):
@@ -517,14 +887,15 @@ def _dataclass_checker(cls: type) -> Checker:
          f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
         for f in dataclasses.fields(cls)
     ]
-    names = {name for name, _, _ in fields}
+    names = frozenset(name for name, _, _ in fields)
+    build = _builder(cls)
 
     def check(raw: Any) -> Any:
         if type(raw) is not dict:
             raise _BadArgument("must be a map")
-        unknown = [str(key) for key in raw if key not in names]
-        if unknown:
-            raise _BadArgument(f"unknown argument(s) {', '.join(sorted(unknown))}")
+        if not names.issuperset(raw):
+            unknown = sorted(str(key) for key in raw if key not in names)
+            raise _BadArgument(f"unknown argument(s) {', '.join(unknown)}")
         values = {}
         for name, check_field, required in fields:
             if name in raw:
@@ -534,9 +905,55 @@ def _dataclass_checker(cls: type) -> Checker:
                     raise exc.within(f".{name}") from None
             elif required:
                 raise _BadArgument(f"missing argument '{name}'")
-        return cls(**values)
+        return build(values)
 
     return check
+
+
+MessageT = TypeVar("MessageT")
+
+
+def build_trusted(cls: type[MessageT], fields: dict[str, Any]) -> MessageT:
+    """``cls(**fields)`` for values already of the right types (the service's own records),
+    without the cost of a frozen dataclass's __init__: for replies of 10**5 rows."""
+    built: MessageT = _builder(typing.cast(Any, cls))(fields)
+    return built
+
+
+@functools.cache
+def _builder(cls: Any) -> Callable[[dict[str, Any]], Any]:
+    """Makes an instance of ``cls`` from checked field values. A frozen dataclass's __init__
+    sets each field through object.__setattr__ (three times slower; replies can hold 10**5
+    rows), so a plain one (no __post_init__, no slots) is filled in directly, defaults
+    included."""
+    if hasattr(cls, "__post_init__") or hasattr(cls, "__slots__"):
+        return lambda values: cls(**values)
+    defaults = [(f.name, f.default, f.default_factory) for f in dataclasses.fields(cls)
+                if f.default is not dataclasses.MISSING
+                or f.default_factory is not dataclasses.MISSING]
+
+    def build(values: dict[str, Any]) -> Any:
+        for name, default, factory in defaults:
+            if name not in values:
+                values[name] = default if factory is dataclasses.MISSING else factory()
+        built = object.__new__(cls)
+        built.__dict__.update(values)
+        return built
+
+    return build
+
+
+def _command_checker(raw: Any) -> Any:
+    if type(raw) is not dict:
+        raise _BadArgument("must be a map")
+    tag = raw.get("command")
+    cls: Any = COMMANDS.get(tag) if isinstance(tag, str) else None
+    if cls is None:
+        raise _BadArgument(f"unknown command {str(tag)[:32]!r}")
+    try:
+        return _checker(cls)({key: value for key, value in raw.items() if key != "command"})
+    except _BadArgument as exc:
+        raise exc.within(f"({tag})") from None
 
 
 def _list_checker(item: Checker) -> Checker:

@@ -66,7 +66,7 @@ def with_input_sandbox(description: Description, folder: Path, client: Client,
 def fetch_output(client: Client, job_id: int, folder: Path, max_download_bytes: int) -> Path:
     """Download and unpack the job's output sandbox into ``folder/<job_id>``; returns it."""
     where = client.job_output(job_id)
-    data = client.download_sandbox(where["sha256"], max_download_bytes)
+    data = client.download_sandbox(where.sha256, max_download_bytes)
     target = folder / str(job_id)
     safe_extract(data, target, MAX_OUTPUT_BYTES)
     return target

@@ -339,8 +339,7 @@ class CentralService:
             envelope = self.routes.get(pilot_id)
             if envelope is None:
                 continue  # never heard from it: the next heartbeat reply carries the command
-            target = f" of job {command['job_id']}" if "job_id" in command else ""
-            log.info("pushing %s%s to pilot %s", command["command"], target, pilot_id)
+            log.info("pushing %s to pilot %s", command, pilot_id)
             self.socket.send_multipart([*envelope, encode_push([command])])
 
     def _save_identities(self) -> None:

@@ -1,7 +1,7 @@
 """One handler per operation, and the table that dispatches to them.
 
 A handler takes the state, its checked arguments (the frozen dataclass from the protocol module)
-and ``now``; it returns the reply's result (plain msgpack types) or raises a DiracLikeError.
+and ``now``; it returns its reply dataclass (``protocol.REPLIES``) or raises a DiracLikeError.
 Handlers validate everything before changing anything, and change a job only through the job
 book (``state.book``, services/job_book.py): its status through ``set_status``/``reschedule``,
 the rest through ``request_kill``, ``report`` and ``heartbeat``.
@@ -15,22 +15,39 @@ from typing import Any
 
 from dirac_like import __version__
 from dirac_like.errors import IllegalTransition, InvalidArgument
-from dirac_like.model import JobRecord, SiteRecord
+from dirac_like.model import SiteRecord
 from dirac_like.protocol import (
     PROTOCOL_VERSION,
     BanSiteArgs,
+    CommandsReply,
     EligibleArgs,
+    EligibleReply,
     HeartbeatArgs,
+    HistoryRow,
     JobIdArgs,
     JobIdsArgs,
+    JobSummary,
+    KillJob,
+    KillReply,
     ListJobsArgs,
+    MatchedJob,
     NoArgs,
     Op,
+    PingReply,
     RequestJobArgs,
+    RequestJobReply,
+    RescheduleReply,
     SetShareArgs,
+    SetShareReply,
+    ShareRow,
     SiteArgs,
+    SiteReply,
+    SiteRow,
     SubmitArgs,
+    SubmitReply,
+    TaskQueueRow,
     UpdateStatusArgs,
+    build_trusted,
 )
 from dirac_like.states import (
     ACTIVE_STATUSES,
@@ -61,24 +78,25 @@ def _check_job_ids(job_ids: list[int]) -> None:
 # -- users -------------------------------------------------------------------------------------
 
 
-def ping(state: CentralState, args: NoArgs, now: float) -> dict[str, Any]:
-    return {"service": "central", "version": __version__, "protocol": PROTOCOL_VERSION,
-            "time": time.time(), "jobs": len(state.jobs)}
+def ping(state: CentralState, args: NoArgs, now: float) -> PingReply:
+    return PingReply(service="central", version=__version__, protocol=PROTOCOL_VERSION,
+                     time=time.time(), jobs=len(state.jobs))
 
 
-def submit(state: CentralState, args: SubmitArgs, now: float) -> dict[str, Any]:
+def submit(state: CentralState, args: SubmitArgs, now: float) -> SubmitReply:
     if not args.descriptions:
         raise InvalidArgument("no job description given")
     group = args.group or state.config.jobs.default_group
-    return {"job_ids": state.submit(args.descriptions, args.owner, group, now)}
+    return SubmitReply(state.submit(args.descriptions, args.owner, group, now))
 
 
-def status(state: CentralState, args: JobIdsArgs, now: float) -> list[dict[str, Any]]:
+def status(state: CentralState, args: JobIdsArgs, now: float) -> list[JobSummary]:
     _check_job_ids(args.job_ids)
-    return [job.summary() for job in state.book.jobs_by_ids(args.job_ids)]
+    jobs = state.book.jobs_by_ids(args.job_ids)
+    return [build_trusted(JobSummary, job.summary()) for job in jobs]
 
 
-def list_jobs(state: CentralState, args: ListJobsArgs, now: float) -> list[dict[str, Any]]:
+def list_jobs(state: CentralState, args: ListJobsArgs, now: float) -> list[JobSummary]:
     wanted = parse_status(args.status) if args.status else None
     if args.limit < 1:
         raise InvalidArgument("limit must be at least 1")
@@ -90,13 +108,13 @@ def list_jobs(state: CentralState, args: ListJobsArgs, now: float) -> list[dict[
             and (args.owner is None or job.owner == args.owner)
             and (args.group is None or job.group == args.group)
         ):
-            found.append(job.summary())
+            found.append(build_trusted(JobSummary, job.summary()))
             if len(found) >= args.limit:
                 break
     return found
 
 
-def kill(state: CentralState, args: JobIdsArgs, now: float) -> dict[str, list[int]]:
+def kill(state: CentralState, args: JobIdsArgs, now: float) -> KillReply:
     _check_job_ids(args.job_ids)
     jobs = state.book.jobs_by_ids(args.job_ids)
     for job in jobs:
@@ -114,10 +132,10 @@ def kill(state: CentralState, args: JobIdsArgs, now: float) -> dict[str, list[in
                 state.push_kill(job)  # its pilot may still be alive, only silent
             state.book.set_status(job, S.KILLED, "Killed by user", "user", now)
             killed.append(job.job_id)
-    return {"killed": killed, "kill_requested": requested}
+    return KillReply(killed=killed, kill_requested=requested)
 
 
-def reschedule(state: CentralState, args: JobIdsArgs, now: float) -> dict[str, list[int]]:
+def reschedule(state: CentralState, args: JobIdsArgs, now: float) -> RescheduleReply:
     _check_job_ids(args.job_ids)
     jobs = state.book.jobs_by_ids(args.job_ids)
     limit = state.config.jobs.max_reschedules
@@ -129,18 +147,18 @@ def reschedule(state: CentralState, args: JobIdsArgs, now: float) -> dict[str, l
         if job.status in ACTIVE_STATUSES:
             state.push_kill(job)  # its pilot must stop the old attempt
         state.book.reschedule(job, "Rescheduled by user", "user", now, hold=False)
-    return {"rescheduled": [job.job_id for job in jobs]}
+    return RescheduleReply([job.job_id for job in jobs])
 
 
-def history(state: CentralState, args: JobIdArgs, now: float) -> list[dict[str, Any]]:
+def history(state: CentralState, args: JobIdArgs, now: float) -> list[HistoryRow]:
     state.book.job(args.job_id)
-    return [entry.to_wire() for entry in state.store_history(args.job_id)]
+    return [HistoryRow(**entry.to_wire()) for entry in state.store_history(args.job_id)]
 
 
 # -- pilots ------------------------------------------------------------------------------------
 
 
-def request_job(state: CentralState, args: RequestJobArgs, now: float) -> dict[str, Any]:
+def request_job(state: CentralState, args: RequestJobArgs, now: float) -> RequestJobReply:
     check_name("pilot id", args.pilot_id)
     check_name("site", args.resources.site)
     if args.resources.cores < 1:
@@ -150,30 +168,22 @@ def request_job(state: CentralState, args: RequestJobArgs, now: float) -> dict[s
     if job is None:
         reason = (("this pilot was killed by an admin" if commands else "")
                   or state.why_not(args.resources) or "no waiting job fits this pilot")
-        return {"job": None, "reason": reason, "commands": commands}
-    return {"job": _match_view(state, job), "reason": "", "commands": commands}
+        return RequestJobReply(job=None, reason=reason, commands=commands)
+    matched = MatchedJob(job_id=job.job_id, attempt=job.attempt, owner=job.owner,
+                         group=job.group, cores=state.book.cores(job),
+                         description=state.store_description(job.job_id))
+    return RequestJobReply(job=matched, reason="", commands=commands)
 
 
-def eligible(state: CentralState, args: EligibleArgs, now: float) -> dict[str, Any]:
+def eligible(state: CentralState, args: EligibleArgs, now: float) -> EligibleReply:
     """How many waiting jobs a pilot with these resources could run (a director's sizing)."""
     check_name("site", args.resources.site)
     reason = state.why_not(args.resources)
     count = 0 if reason else state.book.matcher.count_eligible(args.resources)
-    return {"eligible": count, "reason": reason}
+    return EligibleReply(eligible=count, reason=reason)
 
 
-def _match_view(state: CentralState, job: JobRecord) -> dict[str, Any]:
-    return {
-        "job_id": job.job_id,
-        "attempt": job.attempt,
-        "owner": job.owner,
-        "group": job.group,
-        "cores": state.book.cores(job),
-        "description": state.store_description(job.job_id),
-    }
-
-
-def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> dict[str, Any]:
+def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> CommandsReply:
     job = state.book.held_job(args.job_id, args.attempt, args.pilot_id)
     new = parse_status(args.status)
     if new not in PILOT_REPORTABLE:
@@ -185,7 +195,7 @@ def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> di
             raise InvalidArgument("a job handed back has no output sandbox")
         state.book.reschedule(job, args.minor_status[:256] or "Handed back by its pilot",
                          f"pilot {args.pilot_id}", now)
-        return {"commands": []}  # the pilot no longer holds it
+        return CommandsReply([])  # the pilot no longer holds it
     if args.output_sandbox:
         if new not in FINAL_STATUSES:
             raise InvalidArgument("an output sandbox comes with the job's final status")
@@ -194,80 +204,80 @@ def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> di
     state.book.report(job, new, args.minor_status[:256], args.application_status[:256],
                       f"pilot {args.pilot_id}", now)
     if new in FINAL_STATUSES:
-        return {"commands": []}  # the pilot is done with it: nothing left to tell
-    return {"commands": state.pending_commands(job)}
+        return CommandsReply([])  # the pilot is done with it: nothing left to tell
+    return CommandsReply(state.pending_commands(job))
 
 
-def heartbeat(state: CentralState, args: HeartbeatArgs, now: float) -> dict[str, Any]:
+def heartbeat(state: CentralState, args: HeartbeatArgs, now: float) -> CommandsReply:
     job = state.book.job(args.job_id)
     state.pilots.seen(args.pilot_id, now)
     if job.attempt != args.attempt or job.pilot_id != args.pilot_id:
         # The job was taken away from this pilot (rescheduled, killed): it must stop it.
-        return {"commands": [{"command": "kill", "job_id": job.job_id}]}
+        return CommandsReply([KillJob(job.job_id)])
     state.book.heartbeat(job, f"pilot {args.pilot_id}", now)
-    return {"commands": state.pending_commands(job)}
+    return CommandsReply(state.pending_commands(job))
 
 
 # -- admin -------------------------------------------------------------------------------------
 
 
-def sites(state: CentralState, args: NoArgs, now: float) -> list[dict[str, Any]]:
+def sites(state: CentralState, args: NoArgs, now: float) -> list[SiteRow]:
     rows = []
     for name in sorted(state.sites.seen):
         record = state.sites.records.get(name)
-        rows.append({
-            "site": name,
-            "status": "Banned" if record and record.banned else "Active",
-            "reason": record.reason if record else "",
-            "active_jobs": state.book.site_active[name],
-            "max_running": state.sites.max_running(name),
-        })
+        rows.append(SiteRow(
+            site=name,
+            status="Banned" if record and record.banned else "Active",
+            reason=record.reason if record else "",
+            active_jobs=state.book.site_active[name],
+            max_running=state.sites.max_running(name),
+        ))
     return rows
 
 
-def ban_site(state: CentralState, args: BanSiteArgs, now: float) -> dict[str, Any]:
+def ban_site(state: CentralState, args: BanSiteArgs, now: float) -> SiteReply:
     check_name("site", args.site)
     if not args.reason.strip():
         raise InvalidArgument("a ban needs a reason")
     return _set_site(state, SiteRecord(args.site, True, args.reason[:256], now))
 
 
-def unban_site(state: CentralState, args: SiteArgs, now: float) -> dict[str, Any]:
+def unban_site(state: CentralState, args: SiteArgs, now: float) -> SiteReply:
     check_name("site", args.site)
     return _set_site(state, SiteRecord(args.site, False, "", now))
 
 
-def _set_site(state: CentralState, record: SiteRecord) -> dict[str, Any]:
+def _set_site(state: CentralState, record: SiteRecord) -> SiteReply:
     state.sites.set(record)
-    return {"site": record.name, "banned": record.banned, "reason": record.reason}
+    return SiteReply(site=record.name, banned=record.banned, reason=record.reason)
 
 
-def task_queues(state: CentralState, args: NoArgs, now: float) -> list[dict[str, Any]]:
+def task_queues(state: CentralState, args: NoArgs, now: float) -> list[TaskQueueRow]:
     rows = []
     for task_queue in state.book.matcher.unique_task_queues():
         top = task_queue.peek()
-        rows.append({
-            "task_queue_id": task_queue.task_queue_id,
-            "owner": task_queue.owner,
-            "group": task_queue.group,
-            "requirements": task_queue.requirements.to_wire(),
-            "waiting": len(task_queue),
-            "top_priority": -top[0] if top else None,
-        })
-    return sorted(rows, key=lambda row: row["task_queue_id"])
+        rows.append(TaskQueueRow(
+            task_queue_id=task_queue.task_queue_id,
+            owner=task_queue.owner,
+            group=task_queue.group,
+            requirements=task_queue.requirements.to_wire(),
+            waiting=len(task_queue),
+            top_priority=-top[0] if top else None,
+        ))
+    return sorted(rows, key=lambda row: row.task_queue_id)
 
 
-def shares(state: CentralState, args: NoArgs, now: float) -> list[dict[str, Any]]:
-    return state.shares.report(now)
+def shares(state: CentralState, args: NoArgs, now: float) -> list[ShareRow]:
+    return [ShareRow(**row) for row in state.shares.report(now)]  # type: ignore[arg-type]
 
 
-def set_share(state: CentralState, args: SetShareArgs, now: float) -> dict[str, Any]:
+def set_share(state: CentralState, args: SetShareArgs, now: float) -> SetShareReply:
     check_name("group", args.group)
     if not 0 < args.share < 1e9:
         raise InvalidArgument("share must be a positive number")
     state.shares.set_group_share(args.group, args.share)
     state.journal.changes.shares[args.group] = args.share
-    return {"group": args.group, "share": args.share}
+    return SetShareReply(group=args.group, share=args.share)
 
 
 HANDLERS: dict[str, Handler] = {

@@ -19,8 +19,11 @@ from dirac_like.errors import InvalidArgument
 from dirac_like.identity import Identity, Keypair
 from dirac_like.protocol import (
     IdentityAddArgs,
+    IdentityFile,
     IdentityListArgs,
     IdentityRevokeArgs,
+    IdentityRevokeReply,
+    IdentityView,
     Op,
     PilotTokenArgs,
 )
@@ -89,30 +92,34 @@ def principal_from(args: IdentityAddArgs) -> Principal:
     return Principal(args.name, role, tuple(dict.fromkeys(args.groups)), args.site)
 
 
-def identity_add(state: CentralState, args: IdentityAddArgs, now: float) -> dict[str, Any]:
-    return _issuer(state).issue(principal_from(args), now).to_wire()
+def identity_file(identity: Identity) -> IdentityFile:
+    return IdentityFile(**identity.to_wire())
+
+
+def identity_add(state: CentralState, args: IdentityAddArgs, now: float) -> IdentityFile:
+    return identity_file(_issuer(state).issue(principal_from(args), now))
 
 
 def identity_list(state: CentralState, args: IdentityListArgs,
-                  now: float) -> list[dict[str, Any]]:
+                  now: float) -> list[IdentityView]:
     entries = _issuer(state).registry.entries(pilot_tokens=args.pilot_tokens)
-    return [entry.view(now) for entry in entries]
+    return [IdentityView(**entry.view(now)) for entry in entries]
 
 
 def identity_revoke(state: CentralState, args: IdentityRevokeArgs,
-                    now: float) -> dict[str, Any]:
+                    now: float) -> IdentityRevokeReply:
     revoked = _issuer(state).registry.revoke(args.name, now)
     log.warning("identity %s revoked (%d key(s))", args.name, len(revoked))
-    return {"name": args.name, "revoked": len(revoked)}
+    return IdentityRevokeReply(name=args.name, revoked=len(revoked))
 
 
-def pilot_token(state: CentralState, args: PilotTokenArgs, now: float) -> dict[str, Any]:
+def pilot_token(state: CentralState, args: PilotTokenArgs, now: float) -> IdentityFile:
     check_name("site", args.site)
     if args.pilot_id:  # bound to one pilot record: it must be of that site
         pilot = state.pilots.get(args.pilot_id)
         if pilot.site != args.site:
             raise InvalidArgument(f"pilot {args.pilot_id} is not a pilot of site {args.site}")
-    return _issuer(state).pilot_token(args.site, args.pilot_id, now).to_wire()
+    return identity_file(_issuer(state).pilot_token(args.site, args.pilot_id, now))
 
 
 IDENTITY_HANDLERS: dict[str, Callable[[CentralState, Any, float], Any]] = {

@@ -8,53 +8,57 @@ from typing import Any
 from dirac_like.errors import InvalidArgument
 from dirac_like.protocol import (
     AddPilotsArgs,
+    AddPilotsReply,
+    KillPilotReply,
     ListPilotsArgs,
     Op,
     PilotIdArgs,
+    PilotOutputReply,
+    PilotView,
     UpdatePilotsArgs,
+    UpdatePilotsReply,
 )
 
-from .pilots import PilotUpdate
 from .state import CentralState, check_name
 
 MAX_UPDATES = 10_000
 
 
-def add_pilots(state: CentralState, args: AddPilotsArgs, now: float) -> dict[str, Any]:
+def add_pilots(state: CentralState, args: AddPilotsArgs, now: float) -> AddPilotsReply:
     check_name("site", args.site)
     check_name("ce", args.ce)
     if args.fabric:
         check_name("fabric", args.fabric)
-    state.sites.see(args.site)
-    return {"pilot_ids": state.pilots.add(args.site, args.ce, args.fabric, args.count, now)}
+    pilot_ids = state.pilots.add(args.site, args.ce, args.fabric, args.count, now)
+    state.sites.see(args.site)  # only once the pilots are added: a refusal changes nothing
+    return AddPilotsReply(pilot_ids)
 
 
-def update_pilots(state: CentralState, args: UpdatePilotsArgs, now: float) -> dict[str, Any]:
+def update_pilots(state: CentralState, args: UpdatePilotsArgs, now: float) -> UpdatePilotsReply:
     if len(args.updates) > MAX_UPDATES:
         raise InvalidArgument(f"{len(args.updates)} updates in one request (at most "
                               f"{MAX_UPDATES})")
-    updates = [PilotUpdate(item.pilot_id, item.state, item.fabric_ref, item.reason, item.output)
-               for item in args.updates]
-    state.pilots.update(updates, now)
-    return {"updated": len(updates)}
+    state.pilots.update(args.updates, now)
+    return UpdatePilotsReply(len(args.updates))
 
 
-def pilots(state: CentralState, args: ListPilotsArgs, now: float) -> list[dict[str, Any]]:
+def pilots(state: CentralState, args: ListPilotsArgs, now: float) -> list[PilotView]:
     if args.limit < 1:
         raise InvalidArgument("limit must be at least 1")
-    return [pilot.view() for pilot in state.pilots.select(args.site, args.states, args.limit)]
+    selected = state.pilots.select(args.site, args.states, args.limit)
+    return [PilotView(**pilot.view()) for pilot in selected]
 
 
-def pilot_output(state: CentralState, args: PilotIdArgs, now: float) -> dict[str, Any]:
+def pilot_output(state: CentralState, args: PilotIdArgs, now: float) -> PilotOutputReply:
     pilot = state.pilots.get(args.pilot_id)
     output = state.stored.pilot_output(pilot.pilot_id)
-    return {"pilot_id": pilot.pilot_id, "state": pilot.state, "collected": output is not None,
-            "output": output or ""}
+    return PilotOutputReply(pilot_id=pilot.pilot_id, state=pilot.state,
+                            collected=output is not None, output=output or "")
 
 
-def kill_pilot(state: CentralState, args: PilotIdArgs, now: float) -> dict[str, Any]:
+def kill_pilot(state: CentralState, args: PilotIdArgs, now: float) -> KillPilotReply:
     rescheduled = state.kill_pilot(args.pilot_id, now)
-    return {"pilot_id": args.pilot_id, "rescheduled": rescheduled}
+    return KillPilotReply(pilot_id=args.pilot_id, rescheduled=rescheduled)
 
 
 PILOT_HANDLERS: dict[str, Callable[[CentralState, Any, float], Any]] = {

@@ -18,26 +18,15 @@ Pure: no I/O, ``now`` passed in. Changes are collected and handed to the ChangeS
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from dirac_like.config import PilotsConfig
 from dirac_like.errors import InvalidArgument, PilotNotFound
 from dirac_like.model import ChangeSet, PilotRecord
+from dirac_like.protocol import PilotUpdateItem
 from dirac_like.states import PilotState, parse_pilot_state
 
 MAX_NEW_PILOTS = 1000  # pilot ids handed out by one add()
 MAX_REASON = 512
-
-
-@dataclass(frozen=True)
-class PilotUpdate:
-    """What a director learned about one pilot (``None``: unchanged)."""
-
-    pilot_id: str
-    state: str
-    fabric_ref: str | None = None
-    reason: str | None = None
-    output: str | None = None  # the pilot's output (once it ended)
 
 
 class PilotRegistry:
@@ -70,7 +59,7 @@ class PilotRegistry:
             self._dirty[pilot_id] = pilot
         return ids
 
-    def update(self, updates: list[PilotUpdate], now: float) -> None:
+    def update(self, updates: list[PilotUpdateItem], now: float) -> None:
         """Apply every update, or none: an unknown pilot or a state after an end is refused."""
         checked = [(self.get(update.pilot_id), self._checked_state(update), update)
                    for update in updates]
@@ -84,7 +73,7 @@ class PilotRegistry:
                 self._outputs[pilot.pilot_id] = _tail(update.output, self.config.max_output_bytes)
             self._dirty[pilot.pilot_id] = pilot
 
-    def _checked_state(self, update: PilotUpdate) -> PilotState:
+    def _checked_state(self, update: PilotUpdateItem) -> PilotState:
         pilot, state = self.pilots[update.pilot_id], parse_pilot_state(update.state)
         old = PilotState(pilot.state)
         if old.final and state is not old:

@@ -13,7 +13,15 @@ from collections.abc import Callable
 from typing import Any
 
 from dirac_like.errors import InvalidArgument, NotFound
-from dirac_like.protocol import JobIdArgs, Op, SandboxDownloadArgs, SandboxUploadArgs
+from dirac_like.protocol import (
+    JobIdArgs,
+    JobOutputReply,
+    Op,
+    SandboxDownloadArgs,
+    SandboxDownloadReply,
+    SandboxUploadArgs,
+    SandboxUploadReply,
+)
 from dirac_like.sandbox import SandboxError, SandboxStore
 
 from .state import CentralState
@@ -27,7 +35,8 @@ def _store(state: CentralState) -> SandboxStore:
     return state.sandboxes
 
 
-def sandbox_upload(state: CentralState, args: SandboxUploadArgs, now: float) -> dict[str, Any]:
+def sandbox_upload(state: CentralState, args: SandboxUploadArgs,
+                   now: float) -> SandboxUploadReply:
     config = state.config.sandboxes
     if args.kind not in KINDS:
         raise InvalidArgument(f"kind must be one of {', '.join(KINDS)}, not {args.kind[:20]!r}")
@@ -39,25 +48,25 @@ def sandbox_upload(state: CentralState, args: SandboxUploadArgs, now: float) -> 
         raise InvalidArgument(f"chunk of {len(args.data)} bytes is over the limit of "
                               f"{config.max_chunk_bytes} bytes")
     received = _store(state).write_chunk(args.sha256, args.size, args.offset, args.data, limit)
-    return {"received": received, "complete": received == args.size}
+    return SandboxUploadReply(received=received, complete=received == args.size)
 
 
 def sandbox_download(state: CentralState, args: SandboxDownloadArgs,
-                     now: float) -> dict[str, Any]:
+                     now: float) -> SandboxDownloadReply:
     config = state.config
     length = min(args.length, config.sandboxes.max_chunk_bytes,
                  config.service.max_message_bytes // 2)
     data, size = _store(state).read_chunk(args.sha256, args.offset, length)
-    return {"data": data, "size": size}
+    return SandboxDownloadReply(data=data, size=size)
 
 
-def job_output(state: CentralState, args: JobIdArgs, now: float) -> dict[str, Any]:
+def job_output(state: CentralState, args: JobIdArgs, now: float) -> JobOutputReply:
     job = state.book.job(args.job_id)
     sha256 = state.sandbox_index.of(job.job_id, "output")
     if sha256 is None:
         raise NotFound(f"job {job.job_id} has no output sandbox (status {job.status.value}: "
                        "a pilot uploads it when the job ends)")
-    return {"job_id": job.job_id, "sha256": sha256, "status": job.status.value}
+    return JobOutputReply(job_id=job.job_id, sha256=sha256, status=job.status.value)
 
 
 SANDBOX_HANDLERS: dict[str, Callable[[CentralState, Any, float], Any]] = {

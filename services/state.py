@@ -35,7 +35,7 @@ from dirac_like.model import (
     JobRecord,
     LoadedState,
 )
-from dirac_like.protocol import PilotResources
+from dirac_like.protocol import KillJob, PilotCommand, PilotResources, StopPilot
 from dirac_like.sandbox import SandboxStore
 from dirac_like.shares import FairShare
 from dirac_like.states import ACTIVE_STATUSES, JobStatus
@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 S = JobStatus
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@:+-]{1,64}$")
 CLEANUP_SECONDS = 300.0  # how often empty task queues, old pilots and sandboxes are forgotten
-STOP_PILOT = {"command": "stop", "reason": "Killed by an admin"}
+STOP_PILOT = StopPilot("Killed by an admin")
 
 
 def check_name(kind: str, value: str) -> str:
@@ -121,7 +121,7 @@ class CentralState:
                                           config.sandboxes.collect_after)
         self.pilots = PilotRegistry(config.pilots, loaded.pilots, loaded.next_pilot_number)
         self.sites = SiteBoard(config.sites, self.journal, loaded.sites)
-        self.pushes: list[tuple[str, dict[str, Any]]] = []  # (pilot id, command) to send now
+        self.pushes: list[tuple[str, PilotCommand]] = []  # (pilot id, command) to send now
         self.identities: IdentityIssuer | None = None  # set by a service that runs secure
         self._next_cleanup = now + CLEANUP_SECONDS
         if restoring:
@@ -236,20 +236,20 @@ class CentralState:
 
     def push_kill(self, job: JobRecord) -> None:
         """Tell the pilot holding ``job`` to kill it, at once (heartbeat replies repeat it)."""
-        self.pushes.append((job.pilot_id, {"command": "kill", "job_id": job.job_id}))
+        self.pushes.append((job.pilot_id, KillJob(job.job_id)))
 
-    def take_pushes(self) -> list[tuple[str, dict[str, Any]]]:
+    def take_pushes(self) -> list[tuple[str, PilotCommand]]:
         pushes, self.pushes = self.pushes, []
         return pushes
 
-    def pending_commands(self, job: JobRecord) -> list[dict[str, Any]]:
-        commands = []
+    def pending_commands(self, job: JobRecord) -> list[PilotCommand]:
+        commands: list[PilotCommand] = []
         if job.kill_requested or job.status in (S.KILLED, S.DONE, S.FAILED, S.DELETED):
-            commands.append({"command": "kill", "job_id": job.job_id})
+            commands.append(KillJob(job.job_id))
         commands.extend(self.pilot_commands(job.pilot_id))
         return commands
 
-    def pilot_commands(self, pilot_id: str) -> list[dict[str, Any]]:
+    def pilot_commands(self, pilot_id: str) -> list[PilotCommand]:
         """What a pilot must do whatever job it asks about: stop, if an admin killed it."""
         pilot = self.pilots.pilots.get(pilot_id)
         return [STOP_PILOT] if pilot is not None and pilot.kill_requested else []

@@ -10,7 +10,8 @@ One background thread with one zmq Poller drives every pilot. A pilot is a small
 thread owns the sockets, a heap of timers and the requests in flight. Pilots share a few DEALER
 sockets: the service answers on the socket a request came from, and the reply's request id names
 the pilot it is for. A request without a reply is sent again with the same id (the service answers
-a retried id with its first reply), and a pilot whose requests go unanswered too long ends Failed.
+a retried id with its first reply) as the client's :class:`RetryPolicy` says, and a pilot whose
+request it gives up ends Failed.
 
 What a pilot is, comes from its :class:`PilotRequest` (its command is not run):
 - ``env["DIRAC_LIKE_SITE"]`` (required), ``env["DIRAC_LIKE_CE"]``, ``cores``, ``memory_mb``;
@@ -19,12 +20,14 @@ What a pilot is, comes from its :class:`PilotRequest` (its command is not run):
 - ``env["DIRAC_LIKE_CRASH_RATE"]``: this pilot's crash probability per job (default: the fabric's).
 
 A payload lasts ``sleep=<seconds>`` from the job's Arguments (else 1 s), times ``time_scale``; a
-job whose JobName contains "fail" ends Failed, others Done. A "kill" command in a reply is obeyed
-at once (the job is reported Killed). Injected failures come from ``random.Random(seed)``: each
-pilot draws its own generator from it at submit, so with the same seed and the same submissions
-the same pilots crash on the same jobs. A crashing pilot stops talking in the middle of a job
-(its job is left to the service's stalled-job logic) and ends Failed; ``site_outage`` makes every
-submit fail.
+job whose JobName contains "fail" ends Failed, others Done. Commands in a reply are obeyed at once:
+``KillJob`` (the job is reported Killed), ``StopPilot`` (the job is handed back, reported
+Rescheduled, and the pilot ends Done). Pushed frames are dropped: the sockets are shared, so a
+push names no pilot, and the service repeats its commands in the replies. Injected failures come
+from ``random.Random(seed)``: each pilot draws its own generator from it at submit, so with the
+same seed and the same submissions the same pilots crash on the same jobs. A crashing pilot
+stops talking in the middle of a job (its job is left to the service's stalled-job logic) and
+ends Failed; ``site_outage`` makes every submit fail.
 """
 
 from __future__ import annotations
@@ -41,21 +44,34 @@ import re
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
-from dirac_like.errors import ProtocolError
+from dirac_like.client import RetryPolicy
+from dirac_like.description import description_from_stored
+from dirac_like.errors import InvalidArgument, ProtocolError
 from dirac_like.identity import Identity, resolve_identity, secure_client_socket
 from dirac_like.protocol import (
+    HeartbeatArgs,
+    KillJob,
+    MatchedJob,
     Op,
     PilotResources,
     Reply,
     Request,
+    RequestJobArgs,
+    RequestJobReply,
+    StopPilot,
+    UpdateStatusArgs,
+    decode_push,
     decode_reply,
     encode_request,
+    parse_reply,
+    to_wire,
 )
+from dirac_like.states import JobStatus
 
 from .base import (
     OUTPUT_TAIL_BYTES,
@@ -69,8 +85,8 @@ from .base import (
 log = logging.getLogger(__name__)
 
 SOCKETS = 4  # DEALER sockets shared by all the pilots of a fabric
-REQUEST_TIMEOUT = 5.0  # real seconds without a reply before a request is sent again
-REQUEST_TRIES = 5  # sends of one request before its pilot gives up (Failed)
+# 5 s without a reply: sent again at once, up to 5 sends in all; then its pilot ends Failed.
+RETRIES = RetryPolicy(timeout=5.0, retries=4, backoff=0.0, max_backoff=0.0)
 HEARTBEAT_SECONDS = 3.0  # between heartbeats of a running job (scaled)
 IDLE_RETRY_SECONDS = 0.5  # between job requests of an idle pilot (scaled)
 DEFAULT_PAYLOAD_SECONDS = 1.0
@@ -80,7 +96,7 @@ MAX_POLL_MS = 1000
 _SLEEP = re.compile(r"(?:^|\s)sleep=(\d+(?:\.\d*)?|\.\d+)(?:\s|$)")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
-Step = tuple[str, dict[str, Any]]  # the next request a pilot sends: (op, args)
+Step = tuple[str, Any]  # the next request a pilot sends: (op, its arguments dataclass)
 
 
 class _Phase(enum.Enum):
@@ -111,6 +127,7 @@ class _Job:
     name: str
     duration: float  # scaled
     crashes: bool
+    unreadable: str = ""  # why its description could not be read (it is reported Failed)
     ends_at: float = 0.0
     crash_at: float | None = None
     next_heartbeat: float = 0.0
@@ -128,6 +145,7 @@ class _Pilot:
         self.job: _Job | None = None
         self.jobs_run = 0
         self.idle_until = 0.0
+        self.stop_reason = ""  # set by a StopPilot command: ends after handing back its job
         self.wake_at: float | None = None  # when on_timer wants to be called (nothing in flight)
         self.started = now
         self.lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
@@ -172,7 +190,8 @@ class _Pilot:
         if now >= job.next_heartbeat:
             job.next_heartbeat = now + HEARTBEAT_SECONDS * self.time_scale
             wall_time = now - job.ends_at + job.duration
-            return Op.HEARTBEAT, self._job_args(job, metrics={"wall_time": round(wall_time, 3)})
+            return Op.HEARTBEAT, HeartbeatArgs(job.job_id, job.attempt, self.spec.pilot_id,
+                                               {"wall_time": round(wall_time, 3)})
         self._sleep_until_next(job)
         return None
 
@@ -180,18 +199,28 @@ class _Pilot:
         if not reply.ok:
             assert reply.error is not None
             return self._on_error(op, f"{reply.error.code}: {reply.error.message}", now)
+        try:
+            result = parse_reply(op, reply.result)
+        except ProtocolError as exc:
+            return self._on_error(op, exc.message, now)
+        stop = next((c for c in result.commands if isinstance(c, StopPilot)), None)
+        if stop is not None and not self.stop_reason:
+            self.stop_reason = stop.reason or "stop command"
+            self.note(now, f"stop command received: {self.stop_reason}")
         if self.phase is _Phase.ASKING:
-            return self._on_match(reply.result, now)
+            return self._on_match(result, now)
         job = self.job
         if job is None:
             return None
         if self.phase is _Phase.REPORTING:
             return self._after_job(now)
-        if _kill_ordered(reply.result, job.job_id):
+        if self.stop_reason:
+            return self._hand_back(job, now)
+        if any(isinstance(c, KillJob) and c.job_id == job.job_id for c in result.commands):
             self.note(now, f"job {job.job_id}: kill command received")
             self.phase = _Phase.REPORTING
-            return Op.UPDATE_STATUS, self._status_args(job, "Killed", "Killed by the service",
-                                                       now)
+            return Op.UPDATE_STATUS, self._status_args(job, JobStatus.KILLED,
+                                                       "Killed by the service", now)
         if self.phase is _Phase.STARTING:
             self._begin(job, now)
         self._sleep_until_next(job)
@@ -201,12 +230,17 @@ class _Pilot:
 
     def _ask(self) -> Step:
         self.phase = _Phase.ASKING
-        return Op.REQUEST_JOB, {"pilot_id": self.spec.pilot_id,
-                                "resources": asdict(self.spec.resources)}
+        return Op.REQUEST_JOB, RequestJobArgs(self.spec.pilot_id, self.spec.resources)
 
-    def _on_match(self, result: Any, now: float) -> Step | None:
-        matched = result.get("job") if isinstance(result, dict) else None
-        if not matched:
+    def _on_match(self, result: RequestJobReply, now: float) -> Step | None:
+        matched = result.job
+        if matched is not None and self.stop_reason:
+            self.job = _new_job(matched, self.rng, self.spec.crash_rate, self.time_scale)
+            return self._hand_back(self.job, now)
+        if self.stop_reason:
+            self._stop(now)
+            return None
+        if matched is None:
             if now >= self.idle_until:
                 self.end(now, PilotState.DONE, f"no job for {self.spec.idle_timeout:g} s")
                 return None
@@ -215,10 +249,15 @@ class _Pilot:
             self.wake_at = min(now + retry, self.idle_until)
             return None
         self.job = _new_job(matched, self.rng, self.spec.crash_rate, self.time_scale)
+        if self.job.unreadable:
+            self.phase = _Phase.REPORTING
+            why = f"Pilot could not prepare the job: {self.job.unreadable}"[:250]
+            return Op.UPDATE_STATUS, self._status_args(self.job, JobStatus.FAILED, why, now)
         self.note(now, f"job {self.job.job_id} ({self.job.name}) attempt {self.job.attempt} "
                        f"matched, {self.job.duration:g} s")
         self.phase = _Phase.STARTING
-        return Op.UPDATE_STATUS, self._status_args(self.job, "Running", "Application", now)
+        return Op.UPDATE_STATUS, self._status_args(self.job, JobStatus.RUNNING, "Application",
+                                                   now)
 
     def _begin(self, job: _Job, now: float) -> None:
         self.phase = _Phase.RUNNING
@@ -230,14 +269,28 @@ class _Pilot:
     def _report_end(self, job: _Job, now: float) -> Step:
         self.phase = _Phase.REPORTING
         if "fail" in job.name.lower():
-            return Op.UPDATE_STATUS, self._status_args(job, "Failed",
+            return Op.UPDATE_STATUS, self._status_args(job, JobStatus.FAILED,
                                                        "Application exited with code 1", now)
-        return Op.UPDATE_STATUS, self._status_args(job, "Done", "Execution Complete", now)
+        return Op.UPDATE_STATUS, self._status_args(job, JobStatus.DONE, "Execution Complete",
+                                                   now)
+
+    def _hand_back(self, job: _Job, now: float) -> Step:
+        """Stopped by the service: give the job back to the task queue, as a real pilot does."""
+        self.phase = _Phase.REPORTING
+        return Op.UPDATE_STATUS, self._status_args(
+            job, JobStatus.RESCHEDULED, f"Pilot stopped ({self.stop_reason}): job handed back",
+            now)
+
+    def _stop(self, now: float) -> None:
+        self.end(now, PilotState.DONE, f"stop command from the service: {self.stop_reason}")
 
     def _after_job(self, now: float) -> Step | None:
         assert self.job is not None
         self.note(now, f"job {self.job.job_id} reported")
         self.job, self.jobs_run = None, self.jobs_run + 1
+        if self.stop_reason:
+            self._stop(now)
+            return None
         if self.spec.max_jobs and self.jobs_run >= self.spec.max_jobs:
             self.end(now, PilotState.DONE, f"ran its {self.jobs_run} jobs")
             return None
@@ -250,32 +303,35 @@ class _Pilot:
             return None
         job_id = self.job.job_id if self.job else "?"
         self.note(now, f"job {job_id}: {op} refused ({message}), job abandoned")
-        if self.job is None:
-            return self._ask()
-        return self._after_job(now)
+        if self.job is not None:
+            return self._after_job(now)
+        if self.stop_reason:
+            self._stop(now)
+            return None
+        return self._ask()
 
     def _sleep_until_next(self, job: _Job) -> None:
         wake = min(job.ends_at, job.next_heartbeat)
         self.wake_at = wake if job.crash_at is None else min(wake, job.crash_at)
 
-    def _job_args(self, job: _Job, **extra: Any) -> dict[str, Any]:
-        return {"job_id": job.job_id, "attempt": job.attempt, "pilot_id": self.spec.pilot_id,
-                **extra}
-
-    def _status_args(self, job: _Job, status: str, minor: str, now: float) -> dict[str, Any]:
+    def _status_args(self, job: _Job, status: JobStatus, minor: str,
+                     now: float) -> UpdateStatusArgs:
         self.note(now, f"job {job.job_id}: {status} ({minor})")
-        return self._job_args(job, status=status, minor_status=minor)
+        return UpdateStatusArgs(job.job_id, job.attempt, self.spec.pilot_id, status.value, minor)
 
 
-def _new_job(matched: dict[str, Any], rng: random.Random, crash_rate: float,
+def _new_job(matched: MatchedJob, rng: random.Random, crash_rate: float,
              time_scale: float) -> _Job:
-    description = matched.get("description") or {}
     crashes = rng.random() < crash_rate
+    try:
+        description = description_from_stored(matched.description)
+    except InvalidArgument as exc:
+        return _Job(matched.job_id, matched.attempt, "", 0.0, crashes, unreadable=exc.message)
     return _Job(
-        job_id=int(matched["job_id"]),
-        attempt=int(matched["attempt"]),
-        name=str(description.get("JobName", "")),
-        duration=payload_seconds(str(description.get("Arguments", ""))) * time_scale,
+        job_id=matched.job_id,
+        attempt=matched.attempt,
+        name=description.job_name,
+        duration=payload_seconds(description.arguments) * time_scale,
         crashes=crashes,
     )
 
@@ -286,10 +342,11 @@ def payload_seconds(arguments: str) -> float:
     return float(found.group(1)) if found else DEFAULT_PAYLOAD_SECONDS
 
 
-def _kill_ordered(result: Any, job_id: int) -> bool:
-    commands = result.get("commands", []) if isinstance(result, dict) else []
-    return any(isinstance(command, dict) and command.get("command") == "kill"
-               and command.get("job_id") == job_id for command in commands)
+def _is_push(frame: bytes) -> bool:
+    try:
+        return decode_push(frame) is not None
+    except ProtocolError:
+        return True
 
 
 @dataclass
@@ -298,8 +355,9 @@ class _InFlight:
     op: str
     frame: bytes
     socket: int
-    deadline: float
+    deadline: float  # of the reply to the last send; or, waiting to send again, of the pause
     tries: int = 1
+    pausing: bool = False  # given up on the last send: sends again at ``deadline``
 
 
 class SimulatedFabric(Fabric):
@@ -324,6 +382,7 @@ class SimulatedFabric(Fabric):
         # one resolve_identity finds, else plaintext.
         self.identity = identity or resolve_identity()
         self._rng = random.Random(seed)
+        self._retry_rng = random.Random(seed)  # the retry pauses' jitter
         self._pilots: dict[str, _Pilot] = {}
         self._alive = 0
         self._in_flight: dict[str, _InFlight] = {}
@@ -484,7 +543,8 @@ class SimulatedFabric(Fabric):
             try:
                 reply = decode_reply(frame)
             except ProtocolError as exc:
-                log.warning("simulated fabric: unreadable reply: %s", exc)
+                if not _is_push(frame):
+                    log.warning("simulated fabric: unreadable reply: %s", exc)
                 continue
             flight = self._in_flight.pop(reply.id, None)
             pilot = self._pilots.get(flight.ref) if flight else None
@@ -516,9 +576,9 @@ class SimulatedFabric(Fabric):
     def _send(self, pilot: _Pilot, step: Step, now: float) -> None:
         op, args = step
         request_id = uuid.uuid4().hex
-        frame = encode_request(Request(id=request_id, op=op, args=args))
+        frame = encode_request(Request(id=request_id, op=op, args=to_wire(args)))
         index = pilot.index % SOCKETS
-        flight = _InFlight(pilot.ref, op, frame, index, now + REQUEST_TIMEOUT)
+        flight = _InFlight(pilot.ref, op, frame, index, now + RETRIES.timeout)
         self._in_flight[request_id] = flight
         self._sockets[index].send(frame, zmq.NOBLOCK)
         self._arm(flight.deadline, "request", request_id)
@@ -528,16 +588,20 @@ class SimulatedFabric(Fabric):
         if flight is None or flight.deadline > now:
             return
         pilot = self._pilots.get(flight.ref)
-        if pilot is None or pilot.ended or flight.tries >= REQUEST_TRIES:
+        pause = None if flight.pausing else RETRIES.next_pause(flight.tries, self._retry_rng)
+        if pilot is None or pilot.ended or (pause is None and not flight.pausing):
             del self._in_flight[request_id]
             if pilot is not None and not pilot.ended:
                 self._end(pilot, now, PilotState.FAILED,
                           f"no reply to {flight.op} after {flight.tries} tries")
             return
-        log.info("pilot %s: no reply to %s, sending it again", pilot.spec.pilot_id, flight.op)
-        flight.tries += 1
-        flight.deadline = now + REQUEST_TIMEOUT
-        self._sockets[flight.socket].send(flight.frame, zmq.NOBLOCK)
+        if pause:  # wait before sending it again
+            flight.pausing, flight.deadline = True, now + pause
+        else:
+            log.info("pilot %s: no reply to %s, sending it again", pilot.spec.pilot_id, flight.op)
+            flight.pausing, flight.tries = False, flight.tries + 1
+            flight.deadline = now + RETRIES.timeout
+            self._sockets[flight.socket].send(flight.frame, zmq.NOBLOCK)
         self._arm(flight.deadline, "request", request_id)
 
     def _end(self, pilot: _Pilot, now: float, state: PilotState, why: str) -> None:

@@ -34,7 +34,7 @@ def wait_status(client: Client, job_id: int, wanted: str, timeout: float = 60.0)
     """Poll (every 2 ms) until the job has ``wanted``; returns when it was seen."""
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
-        if client.status([job_id])[0]["status"] == wanted:
+        if client.status([job_id])[0].status == wanted:
             return time.perf_counter()
         time.sleep(0.002)  # a benchmark's poll interval, not a test
     raise TimeoutError(f"job {job_id} never became {wanted}")

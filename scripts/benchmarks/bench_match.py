@@ -219,7 +219,7 @@ def measure(waiting: int, clients: int, seconds: float) -> dict[str, float]:
             identities=site_tokens(service.endpoint),
         )
         with Client(service.endpoint, SLOW) as client:
-            left = sum(q["waiting"] for q in client.task_queues())
+            left = sum(q.waiting for q in client.task_queues())
         # Every reply in flight when the generator stopped may still have matched a job.
         assert waiting - count - clients <= left <= waiting - count, (left, waiting, count)
     finally:

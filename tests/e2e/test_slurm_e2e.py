@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import psutil
 import pytest
@@ -23,6 +23,7 @@ from dirac_like.agents.director import Director, DirectorSettings
 from dirac_like.agents.fabrics import PilotState, SlurmFabric
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.processes import ServiceProcess
+from dirac_like.protocol import JobSummary, PilotView
 from dirac_like.sites import SiteConfig, load_site
 
 pytestmark = pytest.mark.slow
@@ -81,8 +82,8 @@ def make_director(
         director.close()
 
 
-def statuses(client: Client, job_ids: list[int]) -> dict[int, dict[str, Any]]:
-    return {row["job_id"]: row for row in client.status(job_ids)}
+def statuses(client: Client, job_ids: list[int]) -> dict[int, JobSummary]:
+    return {row.job_id: row for row in client.status(job_ids)}
 
 
 def test_fifty_jobs_run_through_slurm_pilots(
@@ -98,30 +99,30 @@ def test_fifty_jobs_run_through_slurm_pilots(
         def all_done_and_pilots_ended() -> bool:
             report = director.cycle()
             assert not report.errors, report.errors
-            done = all(row["status"] == "Done" for row in client.status(job_ids))
+            done = all(row.status == "Done" for row in client.status(job_ids))
             return done and not director.alive()
 
         wait_for(all_done_and_pilots_ended, "50 jobs Done and every Slurm pilot ended")
         rows = statuses(client, job_ids)
         pilots = client.pilots(site=SITE)
-        outputs = {row["pilot_id"]: client.pilot_output(row["pilot_id"]) for row in pilots}
-    used = {row["pilot_id"] for row in rows.values()}
+        outputs = {row.pilot_id: client.pilot_output(row.pilot_id) for row in pilots}
+    used = {row.pilot_id for row in rows.values()}
     assert len(used) >= 2  # the work was spread over several pilots
-    by_id = {row["pilot_id"]: row for row in pilots}
+    by_id = {row.pilot_id: row for row in pilots}
     assert used <= set(by_id)  # every job ran on a pilot this director submitted to Slurm
     for pilot_id in used:
-        assert by_id[pilot_id]["state"] == PilotState.DONE.value
-        assert str(by_id[pilot_id]["fabric_ref"]).isdigit()  # a Slurm job id
+        assert by_id[pilot_id].state == PilotState.DONE.value
+        assert str(by_id[pilot_id].fabric_ref).isdigit()  # a Slurm job id
         # the director read the pilot's Slurm output files back and handed them to the service
-        assert outputs[pilot_id]["collected"]
-        assert f"pilot {pilot_id}: stopped after" in outputs[pilot_id]["output"]
+        assert outputs[pilot_id].collected
+        assert f"pilot {pilot_id}: stopped after" in outputs[pilot_id].output
 
 
 def running_pilot(director: Director, client: Client, job_id: int) -> str:
     """One director cycle; the pilot running ``job_id``, or ''."""
     director.cycle()
     [row] = client.status([job_id])
-    return str(row["pilot_id"]) if row["status"] == "Running" else ""
+    return str(row.pilot_id) if row.status == "Running" else ""
 
 
 def pilot_process(pilot_id: str) -> psutil.Process | None:
@@ -136,15 +137,15 @@ def pilot_process(pilot_id: str) -> psutil.Process | None:
 def finish_elsewhere(director: Director, client: Client, job_id: int, first: str) -> list[str]:
     """Cycle the director until ``job_id`` is final: it must be Done on another pilot than
     ``first``, after going through Rescheduled. Returns the job's status history."""
-    def final() -> dict[str, Any] | None:
+    def final() -> JobSummary | None:
         director.cycle()
         [row] = client.status([job_id])
-        return row if row["status"] in ("Done", "Failed", "Killed") else None
+        return row if row.status in ("Done", "Failed", "Killed") else None
 
     row = wait_for(final, f"job {job_id} to end after its pilot {first} was stopped")
-    history = [entry["status"] for entry in client.history(job_id)]
-    assert row["status"] == "Done", (row, history)
-    assert row["pilot_id"] != first
+    history = [entry.status for entry in client.history(job_id)]
+    assert row.status == "Done", (row, history)
+    assert row.pilot_id != first
     assert "Rescheduled" in history
     after = history[history.index("Rescheduled"):]
     assert "Running" in after and after[-1] == "Done"
@@ -167,7 +168,7 @@ def test_a_pilot_that_dies_in_slurm_mid_job_its_job_finishes_on_another_pilot(
         process = wait_for(lambda: pilot_process(first), f"the process of pilot {first}")
         process.kill()
         history = finish_elsewhere(director, client, job_id, first)
-        states = {row["pilot_id"]: row["state"] for row in client.pilots(site=SITE)}
+        states = {row.pilot_id: row.state for row in client.pilots(site=SITE)}
     assert "Stalled" in history  # no heartbeat from the dead pilot
     assert states[first] == PilotState.FAILED.value  # Slurm: the batch script died of SIGKILL
 
@@ -187,7 +188,7 @@ def test_a_pilot_scancelled_mid_job_its_job_finishes_on_another_pilot(
                          "the job Running on a Slurm pilot")
         slurm_cluster.run("scancel", director.records[first].fabric_ref)
         finish_elsewhere(director, client, job_id, first)
-        states = {row["pilot_id"]: row["state"] for row in client.pilots(site=SITE)}
+        states = {row.pilot_id: row.state for row in client.pilots(site=SITE)}
     assert states[first] == PilotState.ABORTED.value  # Slurm: CANCELLED
 
 
@@ -207,14 +208,14 @@ def test_a_pilot_whose_bootstrap_fails_ends_failed_with_the_reason_and_no_job_is
         [job_id] = client.submit(['Executable = "/bin/true"; CPUTime = 100;'], "alice")
         director = make_director(client, settings)
 
-        def failed_pilot() -> dict[str, Any] | None:
+        def failed_pilot() -> PilotView | None:
             director.cycle()
-            rows = [row for row in client.pilots(site=SITE) if row["state"] == "Failed"]
+            rows = [row for row in client.pilots(site=SITE) if row.state == "Failed"]
             return rows[0] if rows else None
 
         failed = wait_for(failed_pilot, "a pilot to fail in its bootstrap")
-        output = client.pilot_output(failed["pilot_id"])["output"]
+        output = client.pilot_output(failed.pilot_id).output
         [row] = client.status([job_id])
-    assert "exit code 67: bootstrap: dirac-like is not importable" in failed["reason"], failed
+    assert "exit code 67: bootstrap: dirac-like is not importable" in failed.reason, failed
     assert "pilot-bootstrap: exit 67" in output
-    assert row["status"] == "Waiting"  # never matched: nothing lost, waiting for a good pilot
+    assert row.status == "Waiting"  # never matched: nothing lost, waiting for a good pilot

@@ -67,10 +67,10 @@ def submit(cli: Any, tmp_path: Path, *extra: str, text: str = HELLO) -> list[int
 def finish_as_pilot(client: Client, job_id: int, status: str = "Done") -> None:
     """Take the job as a fake pilot would: match it, run it, report ``status``."""
     match = client.request_job("pilot-1", PilotResources(site=SITE, cores=8, memory_mb=16000))
-    job = match["job"]
-    assert job is not None and job["job_id"] == job_id, match
-    client.update_status(job_id, job["attempt"], "pilot-1", "Running")
-    client.update_status(job_id, job["attempt"], "pilot-1", status)
+    job = match.job
+    assert job is not None and job.job_id == job_id, match
+    client.update_status(job_id, job.attempt, "pilot-1", "Running")
+    client.update_status(job_id, job.attempt, "pilot-1", status)
 
 
 def free_port() -> int:

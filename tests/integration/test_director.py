@@ -6,7 +6,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import psutil
 import pytest
@@ -23,6 +23,7 @@ from dirac_like.agents.fabrics import (
 )
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.processes import ServiceProcess, free_port
+from dirac_like.protocol import PilotView
 from dirac_like.sites import SiteConfig, load_site
 
 SITE = "Site.Director.org"
@@ -102,7 +103,7 @@ def test_local_pilots_run_all_jobs_within_max_total(tmp_path: Path, client: Clie
             alive = len(director.alive())
             most_alive = max(most_alive, alive)
             assert alive <= 3
-            done = all(row["status"] == "Done" for row in client.status(job_ids))
+            done = all(row.status == "Done" for row in client.status(job_ids))
             return done and not director.alive() and not director.book.outbox
 
         wait_for(finished, "6 jobs Done and every pilot ended")
@@ -110,12 +111,12 @@ def test_local_pilots_run_all_jobs_within_max_total(tmp_path: Path, client: Clie
         director.close()
     assert most_alive == 3
     pilots = client.pilots(site=SITE)
-    assert pilots and all(row["pilot_id"].startswith(f"{SITE}.ce1.") for row in pilots)
-    assert {row["state"] for row in pilots} == {"Done"}
-    assert sorted(job for row in pilots for job in row["jobs"]) == job_ids
-    assert all(row["fabric"] == "local" and row["fabric_ref"] for row in pilots)
-    output = client.pilot_output(pilots[0]["pilot_id"])
-    assert output["collected"] and "pilot" in output["output"].lower()
+    assert pilots and all(row.pilot_id.startswith(f"{SITE}.ce1.") for row in pilots)
+    assert {row.state for row in pilots} == {"Done"}
+    assert sorted(job for row in pilots for job in row.jobs) == job_ids
+    assert all(row.fabric == "local" and row.fabric_ref for row in pilots)
+    output = client.pilot_output(pilots[0].pilot_id)
+    assert output.collected and "pilot" in output.output.lower()
 
 
 def test_no_waiting_jobs_no_pilot(tmp_path: Path, client: Client) -> None:
@@ -209,12 +210,12 @@ def test_an_admin_kills_a_pilot_its_job_moves_and_the_director_cancels_it(
         def running() -> str:
             director.cycle()
             [row] = client.status([job_id])
-            return str(row["pilot_id"]) if row["status"] == "Running" else ""
+            return str(row.pilot_id) if row.status == "Running" else ""
 
         pilot_id = wait_for(running, "the sleep job Running on a local pilot")
         result = client.kill_pilot(pilot_id)
 
-        def cancelled() -> dict[str, Any] | None:
+        def cancelled() -> PilotView | None:
             director.cycle()
             [row] = client.pilots(site=SITE, states=["Aborted"]) or [None]
             return row if row and not director.book.outbox else None
@@ -223,10 +224,10 @@ def test_an_admin_kills_a_pilot_its_job_moves_and_the_director_cancels_it(
         [job] = client.status([job_id])
     finally:
         director.close()
-    assert result["rescheduled"] == [job_id]
-    assert aborted["pilot_id"] == pilot_id and aborted["kill_requested"]
-    assert aborted["reason"] == "Killed by an admin"
-    assert job["pilot_id"] != pilot_id  # waiting again, or already on another pilot
+    assert result.rescheduled == [job_id]
+    assert aborted.pilot_id == pilot_id and aborted.kill_requested
+    assert aborted.reason == "Killed by an admin"
+    assert job.pilot_id != pilot_id  # waiting again, or already on another pilot
     assert processes_of(pilot_id) == []  # the pilot and its sleep payload are gone
 
 
@@ -240,8 +241,8 @@ def test_a_refused_pilot_is_recorded_aborted_with_the_fabric_message(
     finally:
         director.close()
     [row] = client.pilots(site=SITE)
-    assert row["state"] == "Aborted"
-    assert "queue closed (test)" in row["reason"]
+    assert row.state == "Aborted"
+    assert "queue closed (test)" in row.reason
 
 
 def test_a_restarted_director_marks_its_old_local_pilots_aborted(
@@ -260,6 +261,6 @@ def test_a_restarted_director_marks_its_old_local_pilots_aborted(
         second.cycle()
     finally:
         second.close()
-    [row] = [row for row in client.pilots(site=SITE) if row["pilot_id"] == pilot_id]
-    assert row["state"] == "Aborted"
-    assert row["reason"] == "Stopped with a previous run of the director"
+    [row] = [row for row in client.pilots(site=SITE) if row.pilot_id == pilot_id]
+    assert row.state == "Aborted"
+    assert row.reason == "Stopped with a previous run of the director"

@@ -207,7 +207,7 @@ class SimulatedHarness(Harness):
         # The pilot is RUNNING before its job is matched: killing a job still Waiting would leave
         # the pilot idle (DIRAC_LIKE_IDLE_TIMEOUT) instead of ending after its one job.
         job_id = self._jobs[pilot_id]
-        wait_for(lambda: self.client.status([job_id])[0]["status"] == "Running",
+        wait_for(lambda: self.client.status([job_id])[0].status == "Running",
                  f"job {job_id} Running on pilot {pilot_id}")
         self.client.kill([job_id])
 

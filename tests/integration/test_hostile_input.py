@@ -28,7 +28,7 @@ import types
 import typing
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -142,9 +142,8 @@ class Grid:
     def snapshot(self) -> dict[str, Any]:
         """What a refused request must not change (clock-driven fields left out)."""
         admin = self.admin
-        pilots = [{k: v for k, v in row.items() if k != "last_contact"}
-                  for row in admin.pilots()]
-        shares = [(row["group"], row["share"], row["running_cores"]) for row in admin.shares()]
+        pilots = [replace(row, last_contact=0.0) for row in admin.pilots()]
+        shares = [(row.group, row.share, row.running_cores) for row in admin.shares()]
         return {
             "jobs": admin.list_jobs(),
             "history": {job_id: admin.history(job_id) for job_id in self.job_ids},
@@ -156,7 +155,7 @@ class Grid:
         }
 
     def still_serving(self) -> None:
-        assert self.admin.ping()["service"] == "central"
+        assert self.admin.ping().service == "central"
 
 
 @pytest.fixture
@@ -168,8 +167,8 @@ def grid(start_central: Callable[..., ServiceProcess]) -> Iterator[Grid]:
         job_ids = admin.submit([HELLO, HELLO], owner="alice", group="physics")
         job_ids += admin.submit([HELLO], owner="bob", group="chemistry")
         pilot_ids = admin.add_pilots(CERN, "ce1", 2)
-        match = admin.request_job(pilot_ids[0], PilotResources(site=CERN))["job"]
-        admin.update_status(match["job_id"], match["attempt"], pilot_ids[0], "Running")
+        match = admin.request_job(pilot_ids[0], PilotResources(site=CERN)).job
+        admin.update_status(match.job_id, match.attempt, pilot_ids[0], "Running")
         admin.ban_site(RAL, "storage down")
         admin.set_share("physics", 3.0)
         yield Grid(service, admin, job_ids, pilot_ids)
@@ -623,10 +622,10 @@ def test_shell_metacharacters_in_arguments_reach_the_payload_verbatim(
 
     def ended() -> list[dict[str, Any]]:
         rows = grid.admin.status(job_ids)
-        return rows if all(row["status"] in ("Done", "Failed") for row in rows) else []
+        return rows if all(row.status in ("Done", "Failed") for row in rows) else []
 
     rows = wait_for(ended, "the injection jobs to end", timeout=60)
-    assert [row["status"] for row in rows] == ["Done"] * len(job_ids), rows
+    assert [row.status for row in rows] == ["Done"] * len(job_ids), rows
     assert popen.wait(30) == 0
     assert list(traps.iterdir()) == [], "a shell ran the arguments"
     outputs = sorted((tmp_path / "pilot").glob("job_*/std.out"))

@@ -20,7 +20,7 @@ from dirac_like import testing
 from dirac_like.agents.pilot import Pilot, PilotConfig
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.processes import ServiceProcess, free_port
-from dirac_like.protocol import PilotResources
+from dirac_like.protocol import JobSummary, KillJob, PilotCommand, PilotResources
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +94,15 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     return testing.wait_for(condition, what, timeout, interval=0.05)
 
 
-def row(client: Client, job_id: int) -> dict[str, Any]:
+def row(client: Client, job_id: int) -> JobSummary:
     rows = client.status([job_id])
     return rows[0]
 
 
 def wait_status(client: Client, job_id: int, statuses: tuple[str, ...], timeout: float
-                ) -> dict[str, Any]:
-    found: dict[str, Any] = wait_for(
-        lambda: (r := row(client, job_id))["status"] in statuses and r,
+                ) -> JobSummary:
+    found: JobSummary = wait_for(
+        lambda: (r := row(client, job_id)).status in statuses and r,
         timeout, f"job {job_id} to reach {statuses}")
     return found
 
@@ -126,7 +126,7 @@ def test_parametric_jobs_all_done_and_the_pilot_stops_when_idle(grid: tuple[Clie
                         "alice")
     popen, workdir = pilots.start("--cores", "2", "--idle-timeout", "2")
     for job_id in ids:
-        assert wait_status(client, job_id, FINAL, 30)["status"] == "Done"
+        assert wait_status(client, job_id, FINAL, 30).status == "Done"
     assert popen.wait(30) == 0  # idle timeout
     outputs = sorted(workdir.glob("job_*_1/std.out"))
     assert len(outputs) == 5
@@ -139,11 +139,11 @@ def test_failed_exit_code_and_missing_executable(grid: tuple[Client, Pilots]) ->
                                     'Executable = "/no/such/program";'], "alice")
     pilots.start()
     failed = wait_status(client, exits, FINAL, 30)
-    assert (failed["status"], failed["minor_status"]) == ("Failed",
+    assert (failed.status, failed.minor_status) == ("Failed",
                                                           "Application exited with code 3")
     not_found = wait_status(client, missing, FINAL, 30)
-    assert not_found["status"] == "Failed"
-    assert "Executable not found" in not_found["minor_status"]
+    assert not_found.status == "Failed"
+    assert "Executable not found" in not_found.minor_status
 
 
 def test_max_ram_exceeded_is_failed_by_the_watchdog(grid: tuple[Client, Pilots]) -> None:
@@ -153,8 +153,8 @@ def test_max_ram_exceeded_is_failed_by_the_watchdog(grid: tuple[Client, Pilots])
                               " MaxRAM = 100;"], "alice")
     pilots.start()
     final = wait_status(client, job_id, FINAL, 40)
-    assert final["status"] == "Failed"
-    assert final["minor_status"].startswith("Watchdog: memory"), final
+    assert final.status == "Failed"
+    assert final.minor_status.startswith("Watchdog: memory"), final
 
 
 def test_kill_reaches_the_payload_at_once(grid: tuple[Client, Pilots]) -> None:
@@ -171,7 +171,7 @@ def test_kill_reaches_the_payload_at_once(grid: tuple[Client, Pilots]) -> None:
     log.warning("kill latency (kill call → payload gone): %.3f s", latency)
     print(f"kill latency: {latency:.3f} s")
     assert latency < 3.0
-    assert wait_status(client, job_id, FINAL, 10)["status"] == "Killed"
+    assert wait_status(client, job_id, FINAL, 10).status == "Killed"
 
 
 def test_pilot_killed_mid_job_the_job_is_rescheduled_and_done_elsewhere(
@@ -185,8 +185,8 @@ def test_pilot_killed_mid_job_the_job_is_rescheduled_and_done_elsewhere(
     wait_status(client, job_id, ("Stalled",), 15)
     _, second_workdir = pilots.start(name="second")
     final = wait_status(client, job_id, FINAL, 40)
-    assert final["status"] == "Done", final
-    statuses = [entry["status"] for entry in client.history(job_id)]
+    assert final.status == "Done", final
+    statuses = [entry.status for entry in client.history(job_id)]
     assert "Rescheduled" in statuses
     assert (second_workdir / f"job_{job_id}_2" / "std.out").exists()  # attempt 2, elsewhere
 
@@ -215,11 +215,11 @@ def test_four_core_job_fills_a_four_core_pilot(grid: tuple[Client, Pilots]) -> N
     # The pilot keeps polling (every 0.5 s at most) but has no free core: nothing matches.
     window_end = time.monotonic() + 3.0
     while time.monotonic() < window_end:
-        assert row(client, narrow)["status"] == "Waiting"
+        assert row(client, narrow).status == "Waiting"
         time.sleep(0.1)
     client.kill([wide])
-    assert wait_status(client, wide, FINAL, 15)["status"] == "Killed"
-    assert wait_status(client, narrow, FINAL, 30)["status"] == "Done"
+    assert wait_status(client, wide, FINAL, 15).status == "Killed"
+    assert wait_status(client, narrow, FINAL, 30).status == "Done"
 
 
 def test_sigterm_kills_the_running_job_hands_it_back_and_exits_zero(
@@ -231,11 +231,11 @@ def test_sigterm_kills_the_running_job_hands_it_back_and_exits_zero(
     os.kill(popen.pid, signal.SIGTERM)
     assert popen.wait(20) == 0
     assert not payloads_of("terminated")
-    statuses = [entry["status"] for entry in client.history(job_id)]
+    statuses = [entry.status for entry in client.history(job_id)]
     assert "Rescheduled" in statuses, statuses  # handed back, not lost
-    rescheduled = [e for e in client.history(job_id) if e["status"] == "Rescheduled"][0]
-    assert "Pilot stopped (SIGTERM): job handed back" in rescheduled["minor_status"]
-    assert row(client, job_id)["status"] in ("Rescheduled", "Waiting")
+    rescheduled = [e for e in client.history(job_id) if e.status == "Rescheduled"][0]
+    assert "Pilot stopped (SIGTERM): job handed back" in rescheduled.minor_status
+    assert row(client, job_id).status in ("Rescheduled", "Waiting")
 
 
 def test_service_unreachable_at_start_exits_3(tmp_path: Path) -> None:
@@ -246,16 +246,16 @@ def test_service_unreachable_at_start_exits_3(tmp_path: Path) -> None:
 
 
 def test_poll_pushes_hands_a_pushed_kill_to_on_push(central: ServiceProcess) -> None:
-    pushed: list[dict[str, Any]] = []
+    pushed: list[PilotCommand] = []
     with Client(central.endpoint, FAST_RETRIES) as user, \
             Client(central.endpoint, FAST_RETRIES, on_push=pushed.extend) as pilot:
         [job_id] = user.submit(['Executable = "/bin/true";'], "alice")
-        match = pilot.request_job("p1", PilotResources(site="Site.Test"))["job"]
-        assert match["job_id"] == job_id
-        pilot.update_status(job_id, match["attempt"], "p1", "Running")
+        match = pilot.request_job("p1", PilotResources(site="Site.Test")).job
+        assert match.job_id == job_id
+        pilot.update_status(job_id, match.attempt, "p1", "Running")
         user.kill([job_id])
         wait_for(lambda: pilot.poll_pushes(0.1) or pushed, 10, "the pushed kill")
-        assert pushed == [{"command": "kill", "job_id": job_id}]
+        assert pushed == [KillJob(job_id)]
 
 
 def test_a_pilot_takes_no_job_above_its_ces_cpu_limit(grid: tuple[Client, Pilots]) -> None:
@@ -266,5 +266,5 @@ def test_a_pilot_takes_no_job_above_its_ces_cpu_limit(grid: tuple[Client, Pilots
     popen, _ = pilots.start("--cpu-time", "300", "--max-jobs", "1", "--idle-timeout", "2",
                             name="capped")
     assert popen.wait(30) == 0
-    assert row(client, short_job)["status"] == "Done"
-    assert row(client, long_job)["status"] == "Waiting"
+    assert row(client, short_job).status == "Done"
+    assert row(client, long_job).status == "Waiting"

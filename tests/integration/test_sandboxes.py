@@ -63,8 +63,8 @@ def test_input_and_output_sandboxes_round_trip(
     fetched = cli(service, "job", "output", str(job_id), "--dir", str(tmp_path / "out"),
                   cwd=tmp_path)
 
-    assert done["status"] == "Done", done
-    assert "missing output: never-made.txt" in done["application_status"]
+    assert done.status == "Done", done
+    assert "missing output: never-made.txt" in done.application_status
     assert fetched.returncode == 0, fetched.stderr
     folder = tmp_path / "out" / str(job_id)
     assert (folder / "result.txt").read_text() == "x" * 100
@@ -118,6 +118,6 @@ def test_a_hostile_input_sandbox_fails_the_job_and_nothing_escapes(
 
     failed = wait_status(client, job_id, ("Done", "Failed"), 60)
 
-    assert failed["status"] == "Failed"
-    assert failed["minor_status"].startswith("Input sandbox:")
+    assert failed.status == "Failed"
+    assert failed.minor_status.startswith("Input sandbox:")
     assert "escaped" not in {path.name for path in tmp_path.rglob("*")}

@@ -64,7 +64,7 @@ def test_a_client_with_an_unknown_key_gets_no_answer(
     unknown = connect(stranger(central.identity.service_key), SHORT)
     with pytest.raises(ServiceUnavailable, match="authentication may have failed"):
         unknown.ping()
-    assert admin.ping()["service"] == "central"  # and the service goes on serving the others
+    assert admin.ping().service == "central"  # and the service goes on serving the others
     assert "handshake refused" in central.stderr_text()
 
 
@@ -72,7 +72,7 @@ def test_a_plaintext_client_gets_no_answer(admin: Client, connect: Callable[...,
                                            ) -> None:
     with pytest.raises(ServiceUnavailable, match="no identity"):
         connect(None, SHORT).ping()
-    assert admin.ping()["service"] == "central"
+    assert admin.ping().service == "central"
 
 
 def test_a_key_for_another_service_gets_no_answer(
@@ -94,8 +94,8 @@ def test_a_revoked_identity_is_refused_at_once_on_an_open_connection(
         as_alice.list_jobs()  # same socket, no new handshake
     with pytest.raises(ServiceUnavailable):
         connect(alice, SHORT).ping()  # a new connection is not even admitted
-    rows = {row["name"]: row for row in admin.identity_list()}
-    assert rows["alice"]["state"] == "revoked"
+    rows = {row.name: row for row in admin.identity_list()}
+    assert rows["alice"].state == "revoked"
     audit = (central.home / "logs" / "audit.log").read_text()
     assert '"op": "identity_add"' in audit and '"op": "identity_revoke"' in audit
     assert "alice was revoked" in audit  # the refusal
@@ -110,7 +110,7 @@ def test_a_revoke_holds_after_a_restart(start_central: Callable[..., ServiceProc
     service.stop()
     service = start_central()
     with Client(service.endpoint, FAST, identity=service.identity) as admin:
-        assert {r["name"]: r["state"] for r in admin.identity_list()}["bob"] == "revoked"
+        assert {r.name: r.state for r in admin.identity_list()}["bob"] == "revoked"
     with Client(service.endpoint, SHORT, identity=bob) as as_bob, \
             pytest.raises(ServiceUnavailable):
         as_bob.ping()
@@ -121,7 +121,7 @@ def test_the_owner_comes_from_the_transport(admin: Client, connect: Callable[...
     alice = connect(admin.identity_add("alice", "user", ["physics"]))
     [job_id] = alice.submit([HELLO], owner="bob", group="")  # claims to be bob
     [row] = admin.status([job_id])
-    assert (row["owner"], row["group"]) == ("alice", "physics")
+    assert (row.owner, row.group) == ("alice", "physics")
 
 
 # -- pilot tokens ------------------------------------------------------------------------------
@@ -155,7 +155,7 @@ def test_a_pilot_token_of_site_a_cannot_request_jobs_for_site_b(
         pilot.submit([HELLO], owner="mallory")
     with pytest.raises(Forbidden):
         pilot.request_job(f"{SITE_A}.ce.999", PilotResources(site=SITE_A))  # another pilot id
-    assert pilot.request_job(pilot_id, PilotResources(site=SITE_A))["job"] is None
+    assert pilot.request_job(pilot_id, PilotResources(site=SITE_A)).job is None
 
 
 def test_an_expired_pilot_token_is_refused(start_central: Callable[..., ServiceProcess]) -> None:
@@ -165,7 +165,7 @@ def test_an_expired_pilot_token_is_refused(start_central: Callable[..., ServiceP
         token = admin.pilot_token(SITE_A, pilot_id)
     resources = PilotResources(site=SITE_A)
     with Client(service.endpoint, SHORT, identity=token) as pilot:
-        assert pilot.request_job(pilot_id, resources)["job"] is None  # valid for now
+        assert pilot.request_job(pilot_id, resources).job is None  # valid for now
 
         def refused() -> str:
             try:
@@ -218,7 +218,7 @@ def test_a_pilot_runs_on_its_token_removes_it_and_keeps_it_from_payloads(
         pilot = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file,
                                  stderr=log_file, start_new_session=True)
     try:
-        testing.wait_for(lambda: admin.status([job_id])[0]["status"] == "Done",
+        testing.wait_for(lambda: admin.status([job_id])[0].status == "Done",
                          f"job {job_id} Done", timeout=60)
         assert pilot.wait(30) == 0
     finally:
@@ -283,7 +283,7 @@ def test_an_insecure_service_answers_plaintext_and_warns(
     assert service.identity_path is None
     with Client(service.endpoint, FAST, insecure=True) as client:
         assert client.submit([HELLO], owner="anyone")
-        assert client.list_jobs()[0]["owner"] == "anyone"  # it believes what it is told
+        assert client.list_jobs()[0].owner == "anyone"  # it believes what it is told
     assert "INSECURE" in service.stderr_text()
     assert not (service.home / "keys").exists()
 
@@ -301,9 +301,9 @@ def test_user_a_can_neither_see_nor_kill_nor_reschedule_user_bs_jobs(
                     lambda: alice.reschedule([bobs]), lambda: alice.history(bobs)):
         with pytest.raises(Forbidden, match="bob"):
             attempt()
-    assert {row["job_id"] for row in alice.list_jobs()} == {alices}
+    assert {row.job_id for row in alice.list_jobs()} == {alices}
     [row] = admin.status([bobs])
-    assert row["status"] != "Killed"  # the refused kill changed nothing
+    assert row.status != "Killed"  # the refused kill changed nothing
     assert alice.kill([alices])  # her own job she may kill
 
 
@@ -313,11 +313,11 @@ def test_a_pilot_cannot_touch_a_job_matched_to_another_pilot(
     holder = connect(admin.pilot_token(SITE_A, first))
     intruder = connect(admin.pilot_token(SITE_A, second))
     admin.submit([HELLO + f' Site = "{SITE_A}";'], owner="alice")
-    match = holder.request_job(first, PilotResources(site=SITE_A))["job"]
+    match = holder.request_job(first, PilotResources(site=SITE_A)).job
     assert match is not None
     with pytest.raises(Forbidden):
-        intruder.update_status(match["job_id"], match["attempt"], second, "Running")
+        intruder.update_status(match.job_id, match.attempt, second, "Running")
     with pytest.raises(Forbidden):  # nor under the holder's pilot id
-        intruder.update_status(match["job_id"], match["attempt"], first, "Running")
-    [row] = admin.status([match["job_id"]])
-    assert row["status"] == "Matched"
+        intruder.update_status(match.job_id, match.attempt, first, "Running")
+    [row] = admin.status([match.job_id])
+    assert row.status == "Matched"

@@ -24,6 +24,10 @@ from dirac_like.identity import resolve_identity, secure_client_socket
 from dirac_like.processes import ServiceProcess
 from dirac_like.protocol import (
     PROTOCOL_VERSION,
+    JobSummary,
+    KillJob,
+    KillReply,
+    PilotCommand,
     PilotResources,
     Request,
     decode_reply,
@@ -70,7 +74,7 @@ def raw(central: ServiceProcess) -> Iterator[RawPeer]:
     peer.close()
 
 
-def stored_view(client: Client) -> list[dict[str, Any]]:
+def stored_view(client: Client) -> list[JobSummary]:
     return client.list_jobs()
 
 
@@ -85,28 +89,28 @@ def assert_refused(reply: dict[str, Any], code: str) -> None:
 
 def test_submit_match_run_done_over_the_socket(client: Client) -> None:
     (job_id,) = client.submit([HELLO], owner="alice")
-    match = client.request_job("pilot-1", CERN)["job"]
-    assert match["job_id"] == job_id and match["description"]["Arguments"] == "hello"
-    client.update_status(job_id, match["attempt"], "pilot-1", "Running")
-    client.update_status(job_id, match["attempt"], "pilot-1", "Done", "Execution complete")
+    match = client.request_job("pilot-1", CERN).job
+    assert match.job_id == job_id and match.description["Arguments"] == "hello"
+    client.update_status(job_id, match.attempt, "pilot-1", "Running")
+    client.update_status(job_id, match.attempt, "pilot-1", "Done", "Execution complete")
     (row,) = client.status([job_id])
-    assert (row["status"], row["site"], row["owner"]) == ("Done", "LCG.CERN.cern", "alice")
-    statuses = [entry["status"] for entry in client.history(job_id)]
+    assert (row.status, row.site, row.owner) == ("Done", "LCG.CERN.cern", "alice")
+    statuses = [entry.status for entry in client.history(job_id)]
     assert statuses == ["Received", "Checking", "Waiting", "Matched", "Running", "Done"]
 
 
 def test_admin_operations_over_the_socket(client: Client) -> None:
     client.submit([HELLO], owner="alice", group="physics")
     client.ban_site("LCG.RAL.uk", "storage down")
-    sites = {row["site"]: row for row in client.sites()}
-    assert sites["LCG.RAL.uk"]["status"] == "Banned"
-    assert client.request_job("p", PilotResources(site="LCG.RAL.uk"))["job"] is None
+    sites = {row.site: row for row in client.sites()}
+    assert sites["LCG.RAL.uk"].status == "Banned"
+    assert client.request_job("p", PilotResources(site="LCG.RAL.uk")).job is None
     client.unban_site("LCG.RAL.uk")
     (queue,) = client.task_queues()
-    assert (queue["owner"], queue["group"], queue["waiting"]) == ("alice", "physics", 1)
+    assert (queue.owner, queue.group, queue.waiting) == ("alice", "physics", 1)
     client.set_share("physics", 5)
-    shares = {row["group"]: row for row in client.shares()}
-    assert shares["physics"]["share"] == 5
+    shares = {row.group: row for row in client.shares()}
+    assert shares["physics"].share == 5
 
 
 def test_a_retried_submit_creates_no_second_job(raw: RawPeer, client: Client) -> None:
@@ -137,7 +141,7 @@ def test_state_survives_a_clean_restart(start_central: Any, tmp_path: Any) -> No
     assert service.stop() == 0
     service = start_central(home=service.home, listen=listen)
     with Client(service.endpoint, FAST_RETRIES) as client:
-        statuses = sorted(row["status"] for row in client.status(job_ids))
+        statuses = sorted(row.status for row in client.status(job_ids))
     assert statuses == ["Matched", "Waiting", "Waiting"]
 
 
@@ -145,13 +149,13 @@ def test_state_survives_a_clean_restart(start_central: Any, tmp_path: Any) -> No
 
 
 @pytest.fixture
-def before(client: Client) -> list[dict[str, Any]]:
+def before(client: Client) -> list[JobSummary]:
     client.submit([HELLO, HELLO], owner="alice")
     return stored_view(client)
 
 
-def still_serving_and_unchanged(client: Client, before: list[dict[str, Any]]) -> None:
-    assert client.ping()["service"] == "central"
+def still_serving_and_unchanged(client: Client, before: list[JobSummary]) -> None:
+    assert client.ping().service == "central"
     assert stored_view(client) == before
 
 
@@ -213,7 +217,7 @@ def test_oversized_message_gets_too_large(start_central: Any) -> None:
         assert_refused(peer.request("submit", big), "too_large")
         with Client(service.endpoint, FAST_RETRIES) as client:
             assert client.list_jobs() == []
-            assert client.ping()["service"] == "central"
+            assert client.ping().service == "central"
     finally:
         peer.close()
 
@@ -232,10 +236,10 @@ def test_unknown_job_id_gets_job_not_found(client: Client, before: Any) -> None:
 
 
 def test_illegal_transition_is_refused(client: Client, before: Any) -> None:
-    match = client.request_job("p1", CERN)["job"]
+    match = client.request_job("p1", CERN).job
     after_match = stored_view(client)
     with pytest.raises(IllegalTransition, match="Matched to Done"):
-        client.update_status(match["job_id"], match["attempt"], "p1", "Done")
+        client.update_status(match.job_id, match.attempt, "p1", "Done")
     still_serving_and_unchanged(client, after_match)
 
 
@@ -281,7 +285,7 @@ def test_kill_9_loses_no_acknowledged_job_and_leaves_none_half_matched(start_cen
         ),
         threading.Thread(
             target=run_until_unavailable,
-            args=(lambda: pilot.request_job("p-crash", CERN)["job"], matched, stop),
+            args=(lambda: pilot.request_job("p-crash", CERN).job, matched, stop),
         ),
     ]
     try:
@@ -302,13 +306,13 @@ def test_kill_9_loses_no_acknowledged_job_and_leaves_none_half_matched(start_cen
     with Client(service.endpoint, FAST_RETRIES) as client:
         acknowledged = [job_id for batch in submitted for job_id in batch]
         assert len(client.status(acknowledged)) == len(acknowledged)
-        matched_ids = [m["job_id"] for m in matched if m]
+        matched_ids = [m.job_id for m in matched if m]
         rows = client.status(matched_ids)
-        assert all(row["status"] == "Matched" and row["pilot_id"] == "p-crash" for row in rows)
+        assert all(row.status == "Matched" and row.pilot_id == "p-crash" for row in rows)
         jobs = client.list_jobs()
-        waiting = sum(1 for row in jobs if row["status"] == "Waiting")
-        assert waiting == sum(queue["waiting"] for queue in client.task_queues())
-        assert {row["status"] for row in jobs} <= {"Waiting", "Matched"}
+        waiting = sum(1 for row in jobs if row.status == "Waiting")
+        assert waiting == sum(queue.waiting for queue in client.task_queues())
+        assert {row.status for row in jobs} <= {"Waiting", "Matched"}
 
 
 def test_unreachable_service_is_reported(tmp_path: Any) -> None:
@@ -342,13 +346,13 @@ def test_kill_is_pushed_to_the_connected_pilot_without_waiting_for_a_heartbeat(
     attempt = match["result"]["job"]["attempt"]
     raw.request("update_status", {"job_id": job_id, "attempt": attempt, "pilot_id": "p-push",
                                   "status": "Running"})
-    assert client.kill([job_id]) == {"killed": [], "kill_requested": [job_id]}
+    assert client.kill([job_id]) == KillReply(killed=[], kill_requested=[job_id])
     assert raw.socket.poll(5000), "no push reached the pilot"
-    assert decode_push(raw.socket.recv()) == [{"command": "kill", "job_id": job_id}]
+    assert decode_push(raw.socket.recv()) == [KillJob(job_id)]
     done = raw.request("update_status", {"job_id": job_id, "attempt": attempt,
                                          "pilot_id": "p-push", "status": "Killed"})
     assert done["ok"] and done["result"] == {"commands": []}
-    assert client.status([job_id])[0]["status"] == "Killed"
+    assert client.status([job_id])[0].status == "Killed"
 
 
 def test_reschedule_of_a_running_job_pushes_a_kill_to_its_old_pilot(
@@ -363,17 +367,17 @@ def test_reschedule_of_a_running_job_pushes_a_kill_to_its_old_pilot(
                                   "status": "Running"})
     client.reschedule([job_id])
     assert raw.socket.poll(5000), "no push reached the old pilot"
-    assert decode_push(raw.socket.recv()) == [{"command": "kill", "job_id": job_id}]
+    assert decode_push(raw.socket.recv()) == [KillJob(job_id)]
 
 
 def test_a_client_hands_pushes_to_its_callback(central: ServiceProcess, client: Client) -> None:
-    pushed: list[list[dict[str, Any]]] = []
+    pushed: list[list[PilotCommand]] = []
     (job_id,) = client.submit([HELLO], owner="alice")
     with Client(central.endpoint, FAST_RETRIES, on_push=pushed.append) as pilot:
-        match = pilot.request_job("p-cb", CERN)["job"]
-        pilot.update_status(job_id, match["attempt"], "p-cb", "Running")
+        match = pilot.request_job("p-cb", CERN).job
+        pilot.update_status(job_id, match.attempt, "p-cb", "Running")
         client.kill([job_id])
         # the push waits in the pilot's socket; the next call reads past it to its reply
-        commands = pilot.heartbeat(job_id, match["attempt"], "p-cb")
-    assert pushed == [[{"command": "kill", "job_id": job_id}]]
-    assert commands == [{"command": "kill", "job_id": job_id}]
+        commands = pilot.heartbeat(job_id, match.attempt, "p-cb")
+    assert pushed == [[KillJob(job_id)]]
+    assert commands == [KillJob(job_id)]

@@ -37,7 +37,7 @@ def pilot(pilot_id: str, **env: str) -> PilotRequest:
 
 
 def statuses(client: Client, job_ids: list[int]) -> dict[int, str]:
-    return {row["job_id"]: row["status"] for row in client.status(job_ids)}
+    return {row.job_id: row.status for row in client.status(job_ids)}
 
 
 def wait_jobs(client: Client, job_ids: list[int], wanted: str) -> None:
@@ -72,7 +72,7 @@ def test_a_job_named_fail_ends_failed(fabric: SimulatedFabric, client: Client) -
                            owner="alice")[0]
     ref = fabric.submit(pilot("p1", DIRAC_LIKE_MAX_JOBS="1"))
     wait_jobs(client, [job_id], "Failed")
-    assert client.status([job_id])[0]["minor_status"] == "Application exited with code 1"
+    assert client.status([job_id])[0].minor_status == "Application exited with code 1"
     wait_for(lambda: fabric.status([ref])[ref] is PilotState.DONE, "the pilot to stop")
 
 
@@ -84,6 +84,30 @@ def test_a_kill_reaches_a_running_simulated_job(fabric: SimulatedFabric, client:
     wait_jobs(client, [job_id], "Killed")  # heartbeats every 0.3 s at time_scale 0.1
     wait_for(lambda: fabric.status([ref])[ref] is PilotState.DONE, "the pilot to stop")
     assert "kill command received" in fabric.output(ref)
+
+
+def test_a_stop_command_hands_the_job_back_and_ends_the_pilot(
+    fabric: SimulatedFabric, client: Client
+) -> None:
+    job_id = client.submit(['Executable = "x"; Arguments = "sleep=3000";'], owner="alice")[0]
+    ref = fabric.submit(pilot("p-stop", DIRAC_LIKE_IDLE_TIMEOUT="1000"))
+    wait_jobs(client, [job_id], "Running")
+    assert client.kill_pilot("p-stop").rescheduled == [job_id]
+    # heartbeats every 0.3 s at time_scale 0.1 carry the stop; without it: idle 100 s, job 300 s
+    wait_for(lambda: fabric.status([ref])[ref] is PilotState.DONE, "the pilot to stop", 20)
+    output = fabric.output(ref)
+    assert "stop command received: Killed by an admin" in output
+    assert "stop command from the service: Killed by an admin" in output
+    assert [row.status for row in client.status([job_id])] != ["Running"]
+
+
+def test_an_idle_pilot_obeys_a_stop_command(fabric: SimulatedFabric, client: Client) -> None:
+    ref = fabric.submit(pilot("p-idle", DIRAC_LIKE_IDLE_TIMEOUT="1000"))
+    wait_for(lambda: any(row.pilot_id == "p-idle" for row in client.pilots()),
+             "the pilot to ask for a job")
+    client.kill_pilot("p-idle")
+    wait_for(lambda: fabric.status([ref])[ref] is PilotState.DONE, "the pilot to stop", 20)
+    assert "stop command from the service: Killed by an admin" in fabric.output(ref)
 
 
 def test_a_crashed_pilots_job_is_rescheduled_and_done_elsewhere(
@@ -106,7 +130,7 @@ def test_a_crashed_pilots_job_is_rescheduled_and_done_elsewhere(
 
 
 def history(client: Client, job_id: int) -> list[str]:
-    return [entry["status"] for entry in client.history(job_id)]
+    return [entry.status for entry in client.history(job_id)]
 
 
 def test_same_seed_same_crashes(central: ServiceProcess, client: Client) -> None:
@@ -152,7 +176,8 @@ def test_bad_requests_are_refused(central: ServiceProcess) -> None:
 def test_an_unreachable_service_fails_the_pilot_after_retries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("dirac_like.agents.fabrics.simulated.REQUEST_TIMEOUT", 0.05)
+    monkeypatch.setattr("dirac_like.agents.fabrics.simulated.RETRIES",
+                        RetryPolicy(timeout=0.05, retries=4, backoff=0.01, max_backoff=0.02))
     with SimulatedFabric("tcp://127.0.0.1:9", time_scale=0.1) as built:
         ref = built.submit(pilot("p1"))
         wait_for(lambda: built.status([ref])[ref] is PilotState.FAILED, "the pilot to give up")

@@ -11,7 +11,7 @@ from test_central_state import HELLO, JOBS, Grid
 
 from dirac_like.config import Config, PilotsConfig
 from dirac_like.errors import InvalidArgument, NotFound, PilotNotFound
-from dirac_like.protocol import Op
+from dirac_like.protocol import KillJob, Op, StopPilot
 from dirac_like.sandbox import SandboxError, SandboxStore, checksum
 from dirac_like.services.state import CentralState
 
@@ -32,6 +32,14 @@ def add(grid: Grid, count: int = 1, ce: str = "ce1") -> list[str]:
 
 def pilots(grid: Grid, **filters: Any) -> dict[str, dict[str, Any]]:
     return {row["pilot_id"]: row for row in grid.call(Op.PILOTS, **filters)}
+
+
+@pytest.mark.parametrize("count", [0, 1001])
+def test_a_refused_add_pilots_does_not_make_its_site_seen(grid: Grid, count: int) -> None:
+    # found by test_hostile_input's fuzzing: the site was listed although nothing was added
+    with pytest.raises(InvalidArgument, match="count must be"):
+        grid.call(Op.ADD_PILOTS, site="New.Site.org", ce="ce1", count=count)
+    assert grid.call(Op.SITES) == []
 
 
 def test_added_pilots_get_unique_numbered_ids_that_survive_a_restart(grid: Grid) -> None:
@@ -130,8 +138,8 @@ def test_kill_pilot_pushes_kill_and_stop_at_once(grid: Grid) -> None:
     grid.call(Op.KILL_PILOT, pilot_id=pilot_id)
 
     pushes = grid.state.take_pushes()
-    assert (pilot_id, {"command": "kill", "job_id": job_id}) in pushes
-    assert (pilot_id, {"command": "stop", "reason": "Killed by an admin"}) in pushes
+    assert (pilot_id, KillJob(job_id)) in pushes
+    assert (pilot_id, StopPilot("Killed by an admin")) in pushes
 
 
 def test_killing_an_unknown_or_ended_pilot_is_refused(grid: Grid) -> None:

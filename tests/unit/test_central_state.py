@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from dirac_like.config import Config, JobsConfig, SharesConfig, SiteLimits
+from dirac_like.description import description_from_stored
 from dirac_like.errors import (
     IllegalTransition,
     InvalidArgument,
@@ -16,7 +17,7 @@ from dirac_like.errors import (
     JobNotFound,
     StaleAttempt,
 )
-from dirac_like.protocol import ARGUMENTS, Op, parse_args
+from dirac_like.protocol import ARGUMENTS, KillJob, Op, parse_args, to_wire
 from dirac_like.services.handlers import HANDLERS
 from dirac_like.services.state import CentralState
 from dirac_like.store.memory import MemoryStore
@@ -38,7 +39,8 @@ class Grid:
     def call(self, op: str, **args: Any) -> Any:
         try:
             handler_args = parse_args(ARGUMENTS[op], args)
-            return HANDLERS[op](self.state, handler_args, self.now)
+            # The reply as plain msgpack types, as the service encodes it
+            return to_wire(HANDLERS[op](self.state, handler_args, self.now))
         finally:
             self.commit()
 
@@ -108,6 +110,16 @@ def test_match_leases_the_job_to_one_pilot(grid: Grid) -> None:
     assert first["description"]["Executable"] == "/bin/echo"
     assert grid.status(first["job_id"]) == "Matched"
     assert grid.pilot("p3") is None
+
+
+def test_a_match_carries_the_stored_description_a_pilot_reads_typed(grid: Grid) -> None:
+    grid.submit('Executable = "/bin/sh"; Arguments = "-c true"; MaxRAM = 2000; CPUTime = 60; '
+                'NumberOfProcessors = 2; OutputSandbox = {"a.txt"};')
+    description = description_from_stored(grid.pilot(cores=4, memory_mb=4000)["description"])
+    assert (description.executable, description.arguments) == ("/bin/sh", "-c true")
+    assert (description.max_ram_mb, description.cpu_time) == (2000, 60)
+    assert description.number_of_processors == 2
+    assert description.output_sandbox == ("a.txt",)
 
 
 def test_lease_expiry_returns_the_job_and_fences_the_old_pilot(grid: Grid) -> None:
@@ -221,7 +233,7 @@ def test_killing_a_running_job_goes_to_its_pilot(grid: Grid) -> None:
     match = grid.pilot()
     grid.report(match, "Running")
     assert grid.call(Op.KILL, job_ids=[job_id])["kill_requested"] == [job_id]
-    assert grid.state.take_pushes() == [("p1", {"command": "kill", "job_id": job_id})]
+    assert grid.state.take_pushes() == [("p1", KillJob(job_id))]
     commands = grid.call(Op.HEARTBEAT, job_id=job_id, attempt=match["attempt"], pilot_id="p1")
     assert commands == {"commands": [{"command": "kill", "job_id": job_id}]}
     assert grid.report(match, "Killed") == {"commands": []}

@@ -12,7 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from dirac_like.config import Config, JobsConfig, SiteLimits
 from dirac_like.errors import DiracLikeError
-from dirac_like.protocol import ARGUMENTS, Op, parse_args
+from dirac_like.protocol import ARGUMENTS, Op, parse_args, to_wire
 from dirac_like.services.handlers import HANDLERS
 from dirac_like.services.state import CentralState
 from dirac_like.states import ACTIVE_STATUSES
@@ -44,7 +44,7 @@ class CentralStateMachine(RuleBasedStateMachine):
 
     def call(self, op: str, **args: Any) -> Any:
         try:
-            return HANDLERS[op](self.state, parse_args(ARGUMENTS[op], args), self.now)
+            return to_wire(HANDLERS[op](self.state, parse_args(ARGUMENTS[op], args), self.now))
         except DiracLikeError:
             return None
         finally:

@@ -24,9 +24,11 @@ from dirac_like.errors import (
 from dirac_like.protocol import (
     ARGUMENTS,
     PROTOCOL_VERSION,
+    KillJob,
     Reply,
     Request,
     RequestJobArgs,
+    StopPilot,
     SubmitArgs,
     decode_reply,
     decode_request,
@@ -143,8 +145,8 @@ def test_unknown_error_code_becomes_internal_error() -> None:
 def test_push_frames_round_trip_and_are_not_replies() -> None:
     from dirac_like.protocol import decode_push, encode_push
 
-    frame = encode_push([{"command": "kill", "job_id": 7}])
-    assert decode_push(frame) == [{"command": "kill", "job_id": 7}]
+    frame = encode_push([KillJob(7), StopPilot("Killed by an admin")])
+    assert decode_push(frame) == [KillJob(7), StopPilot("Killed by an admin")]
     assert decode_push(encode_ok("1", {"commands": []})) is None
     assert decode_push(b"\xc1 garbage") is None
     with pytest.raises(ProtocolError):
