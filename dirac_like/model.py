@@ -34,6 +34,7 @@ class JobRecord:
     deadline: float = 0.0  # lease end (Matched), stall limit (Running), hold-off end (Rescheduled)
     heartbeat_at: float = 0.0
     kill_requested: bool = False
+    cores: int = 0  # granted to the current attempt at its match (0: its task queue's minimum)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -96,6 +97,9 @@ class Requirements:
     max_ram_mb: int = 0  # 0: no memory requirement
     cpu_time: int = 0  # seconds per core
     tags: tuple[str, ...] = ()
+    ces: tuple[str, ...] = ()  # GridCE: empty: any CE
+    max_cores: int = 0  # a core range cores..max_cores (0: exactly cores)
+    core_step: int = 1  # cores beyond ``cores`` are granted in steps of this (SmpGranularity)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -106,6 +110,9 @@ class Requirements:
             "max_ram_mb": self.max_ram_mb,
             "cpu_time": self.cpu_time,
             "tags": list(self.tags),
+            "ces": list(self.ces),
+            "max_cores": self.max_cores,
+            "core_step": self.core_step,
         }
 
     @classmethod
@@ -118,6 +125,9 @@ class Requirements:
             max_ram_mb=int(raw["max_ram_mb"]),
             cpu_time=int(raw["cpu_time"]),
             tags=tuple(raw["tags"]),
+            ces=tuple(raw.get("ces", ())),  # task queues stored before GridCE have none
+            max_cores=int(raw.get("max_cores", 0)),
+            core_step=int(raw.get("core_step", 1)),
         )
 
 
