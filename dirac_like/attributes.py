@@ -129,6 +129,8 @@ def normalize(spec: Spec, value: Any, line: int | None) -> Any:
         return to_string(spec.name, value, line)
     if spec.kind == INTEGER:
         return to_integer(spec.name, value, line)
+    if type(value) is list and all(type(item) is str for item in value):
+        return [stripped for item in value if (stripped := item.strip())]  # fast: all strings
     if isinstance(value, str):
         items: list[Any] = value.split(",")
     else:
@@ -287,3 +289,4 @@ _CHECKS: dict[str, Check] = {
     "InputSandbox": _input_sandbox,
     "ExecutionEnvironment": _environment,
 }
+CHECKED = frozenset(_CHECKS)  # the attributes with checks beyond their kind

@@ -40,7 +40,9 @@ from dirac_like import parametric
 from dirac_like.attributes import (
     BY_LOWER,
     BY_NAME,
+    CHECKED,
     LIST,
+    STRING,
     SPECS,
     DescriptionLimits,
     Spec,
@@ -417,6 +419,9 @@ def _fields(attributes: dict[str, Any], lines: Mapping[str, int | None],
 def _set_known(spec: Spec, value: Any, line: int | None, attributes: dict[str, Any],
                fields: dict[str, Any], limits: DescriptionLimits,
                warnings: list[JdlWarning]) -> None:
+    if type(value) is str and spec.kind == STRING and spec.name not in CHECKED:
+        attributes[spec.name] = fields[spec.field] = value  # the common case, made fast
+        return
     stored = check(spec, normalize(spec, value, line), line, limits, warnings)
     attributes[spec.name] = stored
     if not spec.field:
@@ -502,6 +507,12 @@ class _Expansion:
         self.template = {name: _plain(value) for name, value in given.items()
                          if name not in self.renders}
         self.varying = [BY_NAME[name] for name in self.renders if name in BY_NAME]
+        self.steps = [  # (name, render, spec or None, a string with no check beyond its kind)
+            (name, render, spec, spec is not None and spec.kind == STRING
+             and spec.name not in CHECKED)
+            for name, render in self.renders.items()
+            for spec in [BY_NAME.get(name)]
+        ]
         self.sites_vary = any(spec.name in ("Site", "BannedSites") for spec in self.varying)
         self.base: dict[str, Any] | None = None
         if not any(spec.name in _PROCESSORS for spec in self.varying):
@@ -511,18 +522,23 @@ class _Expansion:
     def fields(self, number: int, row: parametric.Row) -> dict[str, Any]:
         base = self.base
         attributes = (self.template if base is None else base["attributes"]).copy()
-        for name, render in self.renders.items():
-            attributes[name] = render(row)
         for vector in self.vectors:
             attributes[vector.attribute] = parametric.parameter_value(row[1][vector.key])
         attributes["ParameterNumber"] = number
         if base is None:
+            attributes.update((name, render(row)) for name, render, _, _ in self.steps)
             return _fields(attributes, self.lines, self.limits, self.warnings)
         fields = base.copy()
         fields["attributes"] = attributes
-        for spec in self.varying:
-            _set_known(spec, attributes[spec.name], self.lines.get(spec.name), attributes,
-                       fields, self.limits, self.warnings)
+        for name, render, spec, plain_string in self.steps:
+            value = render(row)
+            if spec is None:
+                attributes[name] = value
+            elif plain_string and type(value) is str:
+                attributes[name] = fields[spec.field] = value
+            else:
+                _set_known(spec, value, self.lines.get(name), attributes, fields, self.limits,
+                           self.warnings)
         if self.sites_vary:
             _check_sites(fields, self.lines)
         return fields

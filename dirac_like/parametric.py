@@ -277,7 +277,7 @@ def rows(vector_list: list[Vector]) -> list[Row]:
         for vector in vector_list:
             value = vector.values[number]
             values[vector.key] = value
-            texts[vector.key] = text_of(value)
+            texts[vector.key] = value if type(value) is str else text_of(value)
         result.append((texts, values))
     return result
 
