@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgpack
 
 from dirac_like.config import Config
-from dirac_like.description import DescriptionLimits, JobDescription, parse_descriptions
+from dirac_like.description import (
+    DescriptionLimits,
+    JobDescription,
+    parse_descriptions,
+    with_job_id,
+)
 from dirac_like.errors import InvalidArgument, JobNotFound, StaleAttempt
 from dirac_like.matching import Matcher, TaskQueue
 from dirac_like.model import (
@@ -177,7 +182,8 @@ class CentralState:
         return task_queue
 
     def cores(self, job: JobRecord) -> int:
-        return self.task_queue_rows[job.task_queue_id].requirements.cores
+        """The cores granted at the job's match (its task queue's minimum before one)."""
+        return job.cores or self.task_queue_rows[job.task_queue_id].requirements.cores
 
     # -- the batch -------------------------------------------------------------------------------
 
@@ -435,9 +441,10 @@ class CentralState:
     def _add_job(self, description: JobDescription, owner: str, group: str, now: float) -> int:
         """A new job, straight to Waiting along SUBMISSION_PATH (bulk submissions take this
         path by the hundred thousand, so it writes the three history rows directly)."""
-        task_queue = self._task_queue_for(owner, group, description.requirements())
         job_id = self.next_job_id
         self.next_job_id += 1
+        description = with_job_id(description, job_id)  # %j, as DIRAC's JobDB replaces it
+        task_queue = self._task_queue_for(owner, group, description.requirements())
         job = JobRecord(
             job_id=job_id,
             owner=owner,
@@ -494,7 +501,7 @@ class CentralState:
         if match is None:
             return None
         job = self.jobs[match.job_id]
-        job.pilot_id, job.site = pilot_id, resources.site
+        job.pilot_id, job.site, job.cores = pilot_id, resources.site, match.cores
         self.pilots.note_job(pilot, job.job_id)
         self.set_status(job, S.MATCHED, f"Assigned to pilot {pilot_id}", "Matcher", now)
         log.debug("job %d matched to pilot %s at %s", job.job_id, pilot_id, resources.site)
