@@ -40,6 +40,7 @@ from typing import Any
 import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs installed
 
 from dirac_like.client import Client, RetryPolicy
+from dirac_like.description import payload_environment
 from dirac_like.errors import (
     EXIT_OK,
     EXIT_UNREACHABLE,
@@ -435,14 +436,15 @@ class Pilot:
         job_id, attempt = int(match["job_id"]), int(match["attempt"])
         description: Mapping[str, Any] = match.get("description") or {}
         workdir = self.config.workdir / f"job_{job_id}_{attempt}"
+        cores = max(1, int(match.get("cores") or 1))  # granted by the match (a core range)
         try:
             workdir.mkdir(parents=True, exist_ok=True)
-            runner = self._runner(job_id, description, workdir)
+            runner = self._runner(job_id, description, workdir, cores)
         except (OSError, InvalidArgument) as exc:
             log.error("job %s: cannot prepare the payload: %s", job_id, exc)
             self._report(job_id, attempt, FAILED, f"Pilot could not prepare the job: {exc}")
             return
-        job = RunningJob(job_id, attempt, max(1, int(match.get("cores") or 1)),
+        job = RunningJob(job_id, attempt, cores,
                          _int(description.get("MaxRAM")), workdir, runner,
                          self.clock() + self.config.heartbeat_interval, description)
         try:
@@ -458,23 +460,25 @@ class Pilot:
         log.info("job %s: attempt %s started in %s (%d core(s))", job_id, attempt, workdir,
                  job.cores)
 
-    def _runner(self, job_id: int, description: Mapping[str, Any], workdir: Path
+    def _runner(self, job_id: int, description: Mapping[str, Any], workdir: Path, cores: int
                 ) -> PayloadRunner:
         config = self.config
         spec = PayloadSpec(
             job_id=job_id, executable=str(description.get("Executable", "")), workdir=workdir,
             arguments=_arguments(description.get("Arguments", "")),
-            env={"DIRAC_LIKE_PILOT_ID": config.pilot_id, "DIRAC_LIKE_SITE": config.site,
+            env={**payload_environment(description, cores),  # ExecutionEnvironment, cores
+                 "DIRAC_LIKE_PILOT_ID": config.pilot_id, "DIRAC_LIKE_SITE": config.site,
                  "DIRAC_LIKE_CE": config.ce},
             stdout=str(description.get("StdOutput") or "std.out"),
             stderr=str(description.get("StdError") or "std.err"),
+            stdin=str(description.get("StdInput") or ""),
         )
         deadline = self.policy.payload_deadline()
         limits = Limits.for_job(
             cpu_time=_int(description.get("CPUTime")),
             max_ram_mb=_int(description.get("MaxRAM")),
             pilot_deadline=deadline + self._wall_offset if deadline else 0.0,
-            cores=max(1, _int(description.get("NumberOfProcessors")) or 1),
+            cores=cores,
         )
         return PayloadRunner(
             spec, limits, on_sample=lambda sample: self._on_sample(job_id, sample),

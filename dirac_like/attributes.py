@@ -7,11 +7,12 @@ never a bool or a float; a *list* takes a list of strings/numbers or one string,
 at commas as DIRAC's ``getListFromExpression`` does (items stripped, empty ones dropped).
 
 Checks beyond the kind, with DIRAC's outcome: CPUTime and Priority out of range are brought into
-range with a warning (DIRAC's JobManifest clamps them); NumberOfProcessors, Min/MaxNumberOfProcessors,
-SmpGranularity and MaxRAM out of range are refused; JobType must be allowed; LogLevel is one of
-DIRAC's levels (any case); StdOutput/StdError/StdInput are plain file names; InputData entries
-are LFNs (``/vo/f`` becomes ``LFN:/vo/f``, no ``//``, at most ``max_input_data``); ``LFN:``
-entries of InputSandbox start ``LFN:/``; ExecutionEnvironment entries are ``NAME=value``.
+range with a warning (DIRAC's JobManifest clamps them); NumberOfProcessors,
+Min/MaxNumberOfProcessors, SmpGranularity and MaxRAM out of range are refused; JobType must be
+allowed; LogLevel is one of DIRAC's levels (any case); StdOutput/StdError/StdInput are plain
+file names; InputData entries are LFNs (``/vo/f`` becomes ``LFN:/vo/f``, no ``//``, at most
+``max_input_data``); ``LFN:`` entries of InputSandbox start ``LFN:/``; ExecutionEnvironment
+entries are ``NAME=value``.
 
 Pure: values in, values out; warnings are appended to the list the caller passes.
 """
@@ -258,7 +259,7 @@ def _input_sandbox(value: list[str], line: int | None, *_: Any) -> list[str]:
 
 def _environment(value: list[str], line: int | None, *_: Any) -> list[str]:
     for entry in value:
-        name, equals, _ = entry.partition("=")
+        name, equals, _rest = entry.partition("=")
         if not equals or _ENVIRONMENT_NAME.match(name.strip()) is None:
             raise invalid(f"ExecutionEnvironment entries must be NAME=value, found {entry!r}",
                           "ExecutionEnvironment", line)

@@ -42,8 +42,8 @@ from dirac_like.attributes import (
     BY_NAME,
     CHECKED,
     LIST,
-    STRING,
     SPECS,
+    STRING,
     DescriptionLimits,
     Spec,
     check,
@@ -169,6 +169,7 @@ _SERVER_SET = {
 }  # fmt: skip
 _PROCESSORS = ("NumberOfProcessors", "MinNumberOfProcessors", "MaxNumberOfProcessors")
 _ALWAYS_STORED = ("JobType", "Priority", "CPUTime", "StdOutput", "StdError")
+DEFAULT_LIMITS = DescriptionLimits()
 _UNLIMITED = DescriptionLimits(2**62, 2**62, 2**62, max_input_data=2**62, allowed_job_types=())
 
 
@@ -187,7 +188,7 @@ class _Collected:
 
 
 def parse_job_descriptions(
-    source: str | Mapping[str, Any], limits: DescriptionLimits = DescriptionLimits()
+    source: str | Mapping[str, Any], limits: DescriptionLimits = DEFAULT_LIMITS
 ) -> ParsedDescriptions:
     """A JDL text or a JSON-style mapping -> one JobDescription, or N for a parametric job,
     with the warnings to show. Raises :class:`InvalidJobDescription` naming the attribute (and
@@ -205,7 +206,7 @@ def parse_job_descriptions(
 
 
 def parse_descriptions(
-    source: str | Mapping[str, Any], limits: DescriptionLimits = DescriptionLimits()
+    source: str | Mapping[str, Any], limits: DescriptionLimits = DEFAULT_LIMITS
 ) -> list[JobDescription]:
     """The jobs of :func:`parse_job_descriptions`, without its warnings."""
     return parse_job_descriptions(source, limits).descriptions
@@ -481,8 +482,7 @@ def _expand(collected: _Collected, limits: DescriptionLimits,
         try:
             jobs.append(_new_job(expansion.fields(number, row)))
         except InvalidJobDescription as error:
-            message = str(error).split(" (attribute ")[0]
-            raise invalid(f"{message}, in the job with ParameterNumber {number}",
+            raise invalid(f"{error.detail}, in the job with ParameterNumber {number}",
                           error.attribute, error.line) from None
     return jobs
 

@@ -98,12 +98,13 @@ class JdlWarning:
 
 @dataclass(frozen=True)
 class JdlDocument:
-    """A parsed JDL document: attribute values, the 1-based line each attribute starts on, and
-    warnings (attributes given twice)."""
+    """A parsed JDL document: attribute values, the 1-based line each attribute starts on,
+    warnings (attributes given twice), and where each top-level value is in the text."""
 
     attributes: dict[str, Any]
     lines: dict[str, int]
     warnings: list[JdlWarning] = field(default_factory=list)
+    spans: dict[str, tuple[int, int]] = field(default_factory=dict)  # value's [start, end) offsets
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +269,8 @@ class _Parser:
         self.tokenizer = _Tokenizer(text)
         self.attribute: str | None = None
         self.warnings: list[JdlWarning] = []
+        self.spans: dict[str, tuple[int, int]] = {}
+        self.last_end = 0  # where the last token taken ends
         self.current = self.pull()
 
     def pull(self) -> Token:
@@ -281,6 +284,7 @@ class _Parser:
     def advance(self) -> Token:
         token = self.current
         if token.kind != END:
+            self.last_end = self.tokenizer.pos
             self.current = self.pull()
         return token
 
@@ -308,7 +312,7 @@ class _Parser:
             raise self.fail(f"expected end of input, found {self.current.describe()}")
         if not attributes:
             raise InvalidJobDescription("empty job description: no attributes", line=1)
-        return JdlDocument(attributes, lines, self.warnings)
+        return JdlDocument(attributes, lines, self.warnings, self.spans)
 
     def statements(
         self,
@@ -332,9 +336,13 @@ class _Parser:
                 self.warn_duplicate(name, first)
                 del into[first[0]]
                 lines.pop(first[0], None)
+                if top:
+                    del self.spans[first[0]]
             seen[name.text.lower()] = (name.text, name.line)
-            into[name.text] = self.assigned_value(name, close, depth)
+            into[name.text], span = self.assigned_value(name, close, depth)
             lines[name.text] = name.line
+            if top:
+                self.spans[name.text] = span
             if top:
                 self.attribute = None
             if self.is_punct(";"):
@@ -347,17 +355,20 @@ class _Parser:
         )
         self.warnings.append(JdlWarning(message, self.attribute, name.line))
 
-    def assigned_value(self, name: Token, close: str | None, depth: int) -> Any:
-        """``= value`` after ``name``; a value this parser cannot read becomes an Expression when
-        it ends on its line (DIRAC keeps such text), else the parse error stands."""
+    def assigned_value(self, name: Token, close: str | None, depth: int
+                       ) -> tuple[Any, tuple[int, int]]:
+        """``= value`` after ``name`` and where the value is; a value this parser cannot read
+        becomes an Expression when it ends on its line (DIRAC keeps such text), else the parse
+        error stands."""
         if not self.is_punct("="):
             self.expect("=", f"after the attribute name {name.text}")
         value_start = self.current.start + 1
         try:
             self.advance()
+            first = self.current.start
             value = self.value(depth)
             if self.is_punct(";") or self.at_end_of(close):
-                return value
+                return value, (first, self.last_end)
             error = self.fail(
                 f"expected ';' after the value of {name.text}, found {self.current.describe()}"
             )
@@ -369,8 +380,9 @@ class _Parser:
         raw = self.tokenizer.raw_value(value_start, line)
         if raw is None:
             raise error
+        begin = self.tokenizer.text.find(raw, value_start)
         self.current = self.pull()
-        return Expression(raw)
+        return Expression(raw), (begin, begin + len(raw))
 
     def at_end_of(self, close: str | None) -> bool:
         if close is None:

@@ -20,7 +20,7 @@ from dirac_like.description import (
     with_job_id,
 )
 from dirac_like.errors import InvalidJobDescription
-from dirac_like.jdl import format_jdl, parse_jdl
+from dirac_like.jdl import parse_jdl
 from dirac_like.model import Requirements
 
 DEFAULT_LIMITS = DescriptionLimits()

@@ -231,7 +231,9 @@ def test_placeholders_in_value_position_are_kept_as_placeholders() -> None:
 
 
 def test_lists_of_lists_of_bare_words() -> None:
-    parsed = attributes("Parameters.InputData = {\n {/lhcb/data/data1,\n /lhcb/data/data2},\n {/d3} };")
+    parsed = attributes(
+        "Parameters.InputData = {\n {/lhcb/data/data1,\n /lhcb/data/data2},\n {/d3} };"
+    )
     assert parsed == {"Parameters.InputData": [["/lhcb/data/data1", "/lhcb/data/data2"], ["/d3"]]}
 
 

@@ -177,13 +177,15 @@ def test_start_step_factor_are_ignored_with_a_warning_when_values_are_listed() -
 
 
 def test_parameter_attributes_without_parameters_are_kept_as_they_are() -> None:
-    result = parse_job_descriptions('Executable = "x"; Arguments = "%(A)s";\nParameters.A = {1, 2};')
+    result = parse_job_descriptions(
+        'Executable = "x"; Arguments = "%(A)s";\nParameters.A = {1, 2};'
+    )
     (job,) = result.descriptions
     assert job.arguments == "%(A)s" and job.attributes["Parameters.A"] == [1, 2]
     assert [(w.attribute, w.line) for w in result.warnings] == [("Parameters.A", 2)]
 
 
-# --- refusals ---------------------------------------------------------------------------------------
+# --- refusals -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -254,7 +256,7 @@ def test_hundred_thousand_jobs_expand_with_their_own_values() -> None:
     assert len({job.requirements() for job in jobs}) == 1
 
 
-# --- properties -------------------------------------------------------------------------------------
+# --- properties -----------------------------------------------------------------------------------
 
 
 @given(
