@@ -34,7 +34,6 @@ class JobRecord:
     deadline: float = 0.0  # lease end (Matched), stall limit (Running), hold-off end (Rescheduled)
     heartbeat_at: float = 0.0
     kill_requested: bool = False
-    cores: int = 0  # granted to the current attempt at its match (0: its task queue's minimum)
 
     def summary(self) -> dict[str, Any]:
         return {

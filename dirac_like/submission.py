@@ -161,7 +161,7 @@ def with_sandbox_entry(source: Description, entry: str) -> Description:
     else:
         items = [item.strip() for item in str(value).split(",") if item.strip()]
         new = "{ " + ", ".join(_quoted(item) for item in [*items, entry]) + " }"
-    newlines = source.count("\n", start, end)
+    newlines = source.count("\n", start, end) - new.count("\n")  # keep the lines below
     return source[:start] + new + "\n" * newlines + source[end:]
 
 

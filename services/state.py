@@ -113,6 +113,9 @@ class CentralState:
         )
         self.matcher = Matcher(self.shares)
         self.jobs: dict[int, JobRecord] = {}
+        # cores granted at the match to active jobs with a core range (not stored: after a
+        # restart their task queue's minimum is counted)
+        self.granted_cores: dict[int, int] = {}
         self.task_queue_rows: dict[int, TaskQueueRow] = {}
         self.sites: dict[str, SiteRecord] = {}
         self.sites_seen: set[str] = set(config.sites)
@@ -183,7 +186,8 @@ class CentralState:
 
     def cores(self, job: JobRecord) -> int:
         """The cores granted at the job's match (its task queue's minimum before one)."""
-        return job.cores or self.task_queue_rows[job.task_queue_id].requirements.cores
+        granted = self.granted_cores.get(job.job_id)
+        return granted or self.task_queue_rows[job.task_queue_id].requirements.cores
 
     # -- the batch -------------------------------------------------------------------------------
 
@@ -240,6 +244,7 @@ class CentralState:
         if old in ACTIVE_STATUSES and status not in ACTIVE_STATUSES:
             self.site_active[job.site] -= 1
             self.shares.stop(job.group, job.owner, self.cores(job), now)
+            self.granted_cores.pop(job.job_id, None)
         job.status, job.minor_status, job.updated = status, minor, now
         self._enter(job, old, now)
         self.record(job, source, now)
@@ -501,7 +506,9 @@ class CentralState:
         if match is None:
             return None
         job = self.jobs[match.job_id]
-        job.pilot_id, job.site, job.cores = pilot_id, resources.site, match.cores
+        job.pilot_id, job.site = pilot_id, resources.site
+        if match.cores != match.task_queue.requirements.cores:
+            self.granted_cores[job.job_id] = match.cores
         self.pilots.note_job(pilot, job.job_id)
         self.set_status(job, S.MATCHED, f"Assigned to pilot {pilot_id}", "Matcher", now)
         log.debug("job %d matched to pilot %s at %s", job.job_id, pilot_id, resources.site)
