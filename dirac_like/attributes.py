@@ -6,8 +6,8 @@ write ``OutputPath = {"/myjobs/output"}``); an *integer* takes an int or a quote
 never a bool or a float; a *list* takes a list of strings/numbers or one string, which is split
 at commas as DIRAC's ``getListFromExpression`` does (items stripped, empty ones dropped).
 
-Checks beyond the kind, with DIRAC's outcome: CPUTime and Priority out of range are brought into
-range with a warning (DIRAC's JobManifest clamps them); NumberOfProcessors,
+Checks beyond the kind, with DIRAC's outcome (its JobManager validates every job with its
+JobDescriptionModel before storing any): CPUTime, Priority, NumberOfProcessors,
 Min/MaxNumberOfProcessors, SmpGranularity and MaxRAM out of range are refused; JobType must be
 allowed; LogLevel is one of DIRAC's levels (any case); StdOutput/StdError/StdInput are plain
 file names; InputData entries are LFNs (``/vo/f`` becomes ``LFN:/vo/f``, no ``//``, at most
@@ -43,7 +43,7 @@ DEFAULT_JOB_TYPES = (
 
 @dataclass(frozen=True)
 class DescriptionLimits:
-    max_cpu_time: int = 30 * 24 * 3600  # seconds; a larger CPUTime is lowered to it (warning)
+    max_cpu_time: int = 30 * 24 * 3600  # seconds; CPUTime must be 1..max_cpu_time
     max_processors: int = 1024
     max_parametric_jobs: int = 100_000  # more expanded jobs from one description: error
     default_cpu_time: int = 86_400
@@ -169,28 +169,15 @@ Check = Callable[[Any, int | None, DescriptionLimits, list[JdlWarning]], Any]
 
 def check(spec: Spec, value: Any, line: int | None, limits: DescriptionLimits,
           warnings: list[JdlWarning]) -> Any:
-    """The normalized ``value`` after the attribute's own checks (maybe changed: clamped,
+    """The normalized ``value`` after the attribute's own checks (maybe changed:
     upper-cased, LFN-prefixed)."""
     checker = _CHECKS.get(spec.name)
     return value if checker is None else checker(value, line, limits, warnings)
 
 
-def _clamped(name: str, low: int, high: int) -> Check:
-    def clamp(value: int, line: int | None, _: DescriptionLimits,
-              warnings: list[JdlWarning]) -> int:
-        if low <= value <= high:
-            return value
-        kept = min(max(value, low), high)
-        message = f"{name} {value} is outside {low}..{high}: {kept} is used"
-        warnings.append(JdlWarning(message, name, line))
-        return kept
-
-    return clamp
-
-
 def _cpu_time(value: int, line: int | None, limits: DescriptionLimits,
               warnings: list[JdlWarning]) -> int:
-    return _clamped("CPUTime", 1, limits.max_cpu_time)(value, line, limits, warnings)
+    return _in_range("CPUTime", 1, limits.max_cpu_time)(value, line, limits, warnings)
 
 
 def _in_range(name: str, low: int, high: int | None) -> Check:
@@ -276,7 +263,7 @@ _CHECKS: dict[str, Check] = {
     "Executable": _executable,
     "JobType": _job_type,
     "LogLevel": _log_level,
-    "Priority": _clamped("Priority", 0, 10),
+    "Priority": _in_range("Priority", 0, 10),
     "CPUTime": _cpu_time,
     "NumberOfProcessors": _in_range("NumberOfProcessors", 1, None),
     "MinNumberOfProcessors": _in_range("MinNumberOfProcessors", 1, None),

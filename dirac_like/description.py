@@ -134,7 +134,7 @@ class JobDescription:
 @dataclass(frozen=True)
 class ParsedDescriptions:
     """The jobs of one description, and what the user should be told (ignored or overridden
-    attributes, clamped values), each warning once."""
+    attributes, placeholders left as written), each warning once."""
 
     descriptions: list[JobDescription]
     warnings: list[JdlWarning]

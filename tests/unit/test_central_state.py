@@ -94,8 +94,8 @@ def test_parametric_submission_makes_one_job_per_parameter(grid: Grid) -> None:
 def test_a_bad_description_in_a_bulk_refuses_all_and_changes_nothing(grid: Grid) -> None:
     grid.submit(HELLO)
     before, commits = grid.snapshot(), grid.store.commits
-    with pytest.raises(InvalidJobDescription, match="NumberOfProcessors"):
-        grid.submit(HELLO, 'Executable = "x";\nNumberOfProcessors = 0;')
+    with pytest.raises(InvalidJobDescription, match="Priority"):
+        grid.submit(HELLO, 'Executable = "x";\nPriority = 99;')
     assert grid.snapshot() == before
     assert len(grid.store.jobs) == 1
     assert grid.store.commits == commits + 1 and grid.store.history_rows[-1].job_id == 1

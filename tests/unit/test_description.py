@@ -223,19 +223,11 @@ def test_executable_is_required_and_not_empty() -> None:
     assert (error.attribute, error.line) == ("Executable", 1)
 
 
-def test_cpu_time_and_priority_out_of_range_are_clamped_with_a_warning() -> None:
-    limits = DescriptionLimits(max_cpu_time=7200)
-    result = parse_job_descriptions('Executable = "x"; CPUTime = 9000; Priority = 12;', limits)
-    job = result.descriptions[0]
-    assert (job.cpu_time, job.priority) == (7200, 10)
-    assert job.attributes["CPUTime"] == 7200 and job.attributes["Priority"] == 10
-    assert {w.attribute for w in result.warnings} == {"CPUTime", "Priority"}
-    assert one('Executable = "x"; Priority = -3;').priority == 0
-
-
 @pytest.mark.parametrize(
     "attribute, bad, good",
     [
+        ("Priority", [-1, 11], [0, 10]),
+        ("CPUTime", [0, 7201], [1, 7200]),
         ("NumberOfProcessors", [0, 17], [1, 16]),
         ("MinNumberOfProcessors", [0, 17], [1, 16]),
         ("MaxNumberOfProcessors", [0, 17], [1, 16]),
@@ -244,7 +236,7 @@ def test_cpu_time_and_priority_out_of_range_are_clamped_with_a_warning() -> None
     ],
 )
 def test_integer_ranges(attribute: str, bad: list[int], good: list[int]) -> None:
-    limits = DescriptionLimits(max_processors=16)
+    limits = DescriptionLimits(max_processors=16, max_cpu_time=7200)
     for value in bad:
         error = error_of(f'Executable = "x";\n{attribute} = {value};', limits)
         assert (error.attribute, error.line) == (attribute, 2)
