@@ -9,6 +9,7 @@ Syntax accepted by :func:`parse_jdl`::
       Site = LCG.CERN.cern;             # a bare word is a string
       InputData = %(files)s;            # a bare word with '%' is a Placeholder (parametric jobs)
       InputSandbox = { "a", "b", 3 };   # lists, possibly empty, nested: { {1, 2}, {3} }
+      ExecutionEnvironment = { A=1 };   # NAME=value in a list is the string "A=1" (DIRAC's _toJDL)
       Options = [ A = 1; B = "x"; ];    # nested sections become dicts
       Requirements = other.Ram > 2;     # anything else on one line up to ';': an Expression
       Parameters.B = { 1, 2 }           # dotted names; the last ';' may be left out
@@ -459,7 +460,7 @@ class _Parser:
             return items
         while True:
             self.check_unterminated_list(opening)
-            items.append(self.value(depth))
+            items.append(self.list_item(depth))
             self.check_unterminated_list(opening)
             separator = self.advance()
             if separator.kind == PUNCT and separator.text == "}":
@@ -469,6 +470,19 @@ class _Parser:
                     f"expected ',' or '}}' in the list, found {separator.describe()}",
                     separator.line,
                 )
+
+    def list_item(self, depth: int) -> Any:
+        """A value, or ``NAME=value`` written bare, as DIRAC's _toJDL writes an
+        ExecutionEnvironment: ``{ MYVAR1=3, MYVAR2=test }`` holds the strings ``"MYVAR1=3"``..."""
+        first = self.current
+        value = self.value(depth)
+        if first.kind != WORD or not self.is_punct("="):
+            return value
+        self.advance()
+        assigned = self.current
+        if assigned.kind not in (WORD, STRING):
+            raise self.fail(f"expected a value after '{first.text}=', found {assigned.describe()}")
+        return f"{first.text}={self.advance().text}"
 
     def check_unterminated_list(self, opening: Token) -> None:
         if self.current.kind == END:
