@@ -385,8 +385,9 @@ def _single_job(collected: _Collected, limits: DescriptionLimits,
 
 
 def _plain(value: Any) -> Any:
-    """A value with no expansion: placeholders are the strings they spell."""
-    if isinstance(value, Placeholder):
+    """A value as stored, with no expansion: placeholders are the strings they spell, and so
+    are expressions (kept as text: nothing here evaluates them)."""
+    if isinstance(value, Placeholder | Expression):
         return value.text
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]

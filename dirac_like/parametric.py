@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dirac_like.attributes import DescriptionLimits, describe, invalid, is_integer
-from dirac_like.jdl import INT64_MAX, INT64_MIN, JdlWarning, Placeholder
+from dirac_like.jdl import INT64_MAX, INT64_MIN, Expression, JdlWarning, Placeholder
 
 KINDS = ("Parameters", "ParameterStart", "ParameterStep", "ParameterFactor")
 KIND_BY_LOWER = {kind.lower(): kind for kind in KINDS}
@@ -207,7 +207,8 @@ class Compiler:
         if isinstance(value, dict):
             parts = {name: self.compile(item) for name, item in value.items()}
             return lambda row: {name: part(row) for name, part in parts.items()}
-        return lambda row: value
+        constant = value.text if isinstance(value, Expression) else value
+        return lambda row: constant
 
     def compile_list(self, items: list[Any]) -> Render:
         parts = [(self.spliced(item), self.compile(item)) for item in items]

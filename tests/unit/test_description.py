@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -181,9 +182,11 @@ def test_unknown_attributes_are_kept_and_written_back() -> None:
     text = 'Executable = "x";\nOrigin = "DIRAC";\nRequirements = other.Ram > 2;\nOpts = [ A = 1 ];'
     job = one(text)
     assert job.attributes["Origin"] == "DIRAC" and job.attributes["Opts"] == {"A": 1}
+    assert job.attributes["Requirements"] == "other.Ram > 2"  # kept as text, not evaluated
     rendered = to_jdl(job)
-    assert "Requirements = other.Ram > 2;" in rendered
+    assert 'Requirements = "other.Ram > 2";' in rendered
     assert parse_descriptions(rendered)[0] == job
+    msgpack.packb(job.attributes)  # storable as it is
 
 
 def test_unknown_attribute_names_must_be_jdl_names() -> None:

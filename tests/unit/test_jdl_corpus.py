@@ -1,5 +1,5 @@
 """Every JDL of the corpus (tests/data/jdl, sources in its index.toml) gets DIRAC's outcome, as a
-JDL file and in its JSON form; and every accepted one survives to_jdl and back."""
+JDL file and in its JSON form; and every accepted one survives to_jdl and back, and the store."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 from dirac_like.description import (
@@ -100,3 +101,4 @@ def test_accepted_corpus_jobs_survive_to_jdl_and_back(entry: dict[str, Any]) -> 
     jobs = parse_job_descriptions((CORPUS / entry["file"]).read_text(), LIMITS).descriptions
     for job in jobs:
         assert description_from_stored(parse_jdl(to_jdl(job)).attributes) == job
+        assert msgpack.unpackb(msgpack.packb(job.attributes)) == job.attributes  # storable
