@@ -112,6 +112,7 @@ class JobDescription:
     output_data: tuple[str, ...]
     output_se: tuple[str, ...]
     output_path: str
+    holds_job_id: bool  # some string holds %j, to become the job id (with_job_id)
 
     def requirements(self) -> Requirements:
         """What a pilot must offer; lists sorted and deduplicated so equal needs compare equal."""
@@ -229,7 +230,7 @@ def to_jdl(description: JobDescription) -> str:
 def with_job_id(description: JobDescription, job_id: int) -> JobDescription:
     """The description with ``%j`` replaced by ``job_id`` in every string (DIRAC's JobDB does
     this once the id is known); the same object when there is no ``%j``."""
-    if not _holds_job_id(description.attributes):
+    if not description.holds_job_id:
         return description
     replaced = {name: _replace_job_id(value, str(job_id))
                 for name, value in description.attributes.items()}
@@ -415,6 +416,7 @@ def _fields(attributes: dict[str, Any], lines: Mapping[str, int | None],
     if check_sites:
         _check_sites(fields, lines)
     fields["attributes"] = attributes
+    fields["holds_job_id"] = _holds_job_id(attributes)
     return fields
 
 
@@ -515,6 +517,9 @@ class _Expansion:
             for spec in [BY_NAME.get(name)]
         ]
         self.sites_vary = any(spec.name in ("Site", "BannedSites") for spec in self.varying)
+        # %j in a templated attribute's own text, or in a parameter value: checked per job
+        self.may_hold_job_id = _holds_job_id([given[name] for name in self.renders]) or any(
+            _holds_job_id(vector.values) for vector in vectors)
         self.base: dict[str, Any] | None = None
         if not any(spec.name in _PROCESSORS for spec in self.varying):
             self.base = _fields(dict(self.template), self.lines, limits, warnings,
@@ -542,12 +547,14 @@ class _Expansion:
                            self.warnings)
         if self.sites_vary:
             _check_sites(fields, self.lines)
+        if self.may_hold_job_id:
+            fields["holds_job_id"] = _holds_job_id(attributes)
         return fields
 
 
 def _holds_job_id(value: Any) -> bool:
-    if isinstance(value, str):
-        return "%j" in value
+    if isinstance(value, str | Placeholder):
+        return "%j" in (value if isinstance(value, str) else value.text)
     if isinstance(value, list):
         return any(_holds_job_id(item) for item in value)
     if isinstance(value, dict):

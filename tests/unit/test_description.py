@@ -374,6 +374,9 @@ def test_job_id_placeholder_is_replaced_once_the_id_is_known() -> None:
     assert numbered.arguments == "--id 42" and numbered.output_sandbox == ("out_42.txt",)
     plain = one('Executable = "x";')
     assert with_job_id(plain, 42) is plain
+    jobs = parse_descriptions('Executable = "x"; Arguments = "%s"; Parameters = { "a%j", "b" };')
+    assert [with_job_id(job, 7).arguments for job in jobs] == ["a7", "b"]
+    assert [job.holds_job_id for job in jobs] == [True, False]
 
 
 # --- stored jobs -----------------------------------------------------------------------------
