@@ -21,6 +21,7 @@ from pathlib import Path
 from dirac_like.client import Client
 from dirac_like.description import JobDescription
 from dirac_like.sandbox import SANDBOX_PREFIX, SandboxError, pack, safe_extract
+from dirac_like.submission import sandbox_name
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ def fetch_input(client: Client, description: JobDescription, workdir: Path,
     for entry in entries:
         if entry.startswith(GRID_PREFIX):
             log.warning("input %s is a grid file: not fetched (no data management here)", entry)
-        elif not entry.startswith(SANDBOX_PREFIX) and not (workdir / entry).exists():
+        elif not entry.startswith(SANDBOX_PREFIX) and not (workdir / sandbox_name(entry)).exists():
+            # a local file is in the sandbox under its base name (../x.sh as x.sh)
             raise SandboxError(f"input sandbox file {entry!r} is not in the uploaded sandbox")
 
 

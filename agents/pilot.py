@@ -40,7 +40,7 @@ from typing import Any
 import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs installed
 
 from dirac_like.client import Client, RetryPolicy
-from dirac_like.description import JobDescription, description_from_stored
+from dirac_like.description import JobDescription, description_from_stored, payload_environment
 from dirac_like.errors import (
     EXIT_OK,
     EXIT_UNREACHABLE,
@@ -435,16 +435,17 @@ class Pilot:
         """Report the matched job Running and start its payload in a worker thread."""
         job_id, attempt = match.job_id, match.attempt
         workdir = self.config.workdir / f"job_{job_id}_{attempt}"
+        cores = max(1, match.cores)  # granted by the match (within a core range)
         try:
             description = description_from_stored(match.description)
             workdir.mkdir(parents=True, exist_ok=True)
-            runner = self._runner(job_id, description, workdir)
+            runner = self._runner(job_id, description, workdir, cores)
         except (OSError, InvalidArgument) as exc:
             log.error("job %s: cannot prepare the payload: %s", job_id, exc)
             self._report(job_id, attempt, JobStatus.FAILED,
                          f"Pilot could not prepare the job: {exc}")
             return
-        job = RunningJob(job_id, attempt, max(1, match.cores), description.max_ram_mb, workdir,
+        job = RunningJob(job_id, attempt, cores, description.max_ram_mb, workdir,
                          runner, self.clock() + self.config.heartbeat_interval, description)
         try:
             commands = self.client.update_status(job_id, attempt, self.config.pilot_id,
@@ -459,23 +460,25 @@ class Pilot:
         log.info("job %s: attempt %s started in %s (%d core(s))", job_id, attempt, workdir,
                  job.cores)
 
-    def _runner(self, job_id: int, description: JobDescription, workdir: Path
+    def _runner(self, job_id: int, description: JobDescription, workdir: Path, cores: int
                 ) -> PayloadRunner:
         config = self.config
         spec = PayloadSpec(
             job_id=job_id, executable=description.executable, workdir=workdir,
             arguments=description.arguments,
-            env={"DIRAC_LIKE_PILOT_ID": config.pilot_id, "DIRAC_LIKE_SITE": config.site,
+            env={**payload_environment(description.attributes, cores),  # ExecutionEnvironment
+                 "DIRAC_LIKE_PILOT_ID": config.pilot_id, "DIRAC_LIKE_SITE": config.site,
                  "DIRAC_LIKE_CE": config.ce},
             stdout=description.std_output or "std.out",
             stderr=description.std_error or "std.err",
+            stdin=description.std_input,
         )
         deadline = self.policy.payload_deadline()
         limits = Limits.for_job(
             cpu_time=description.cpu_time,
             max_ram_mb=description.max_ram_mb,
             pilot_deadline=deadline + self._wall_offset if deadline else 0.0,
-            cores=max(1, description.number_of_processors),
+            cores=cores,
         )
         return PayloadRunner(
             spec, limits, on_sample=lambda sample: self._on_sample(job_id, sample),

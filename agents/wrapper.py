@@ -77,10 +77,13 @@ class PayloadSpec:
     stdout: str = "std.out"
     stderr: str = "std.err"
     shell: bool = False
+    stdin: str = ""  # a file name in ``workdir`` (StdInput); '' for none
 
     def __post_init__(self) -> None:
-        for name in ("stdout", "stderr"):
+        for name in ("stdout", "stderr", "stdin"):
             value = getattr(self, name)
+            if name == "stdin" and not value:
+                continue
             if not value or "/" in value or value in (".", "..") or "\0" in value:
                 raise InvalidArgument(f"{name} must be a plain file name, got {value!r}")
 
@@ -179,10 +182,17 @@ class PayloadRunner:
         argv = self._argv()
         env = {**os.environ, **spec.env, "DIRAC_LIKE_JOB_ID": str(spec.job_id),
                MARKER_VARIABLE: self._marker}
-        outputs = self._open_outputs()
+        stdin = self._open_input()
+        try:
+            outputs = self._open_outputs()
+        except BaseException:
+            if stdin is not None:
+                stdin.close()
+            raise
         try:
             self._popen = subprocess.Popen(
-                argv, cwd=spec.workdir, env=env, stdin=subprocess.DEVNULL,
+                argv, cwd=spec.workdir, env=env,
+                stdin=subprocess.DEVNULL if stdin is None else stdin,
                 stdout=outputs[0], stderr=outputs[1], start_new_session=True,
             )
         except FileNotFoundError as exc:
@@ -194,6 +204,8 @@ class PayloadRunner:
         except ValueError as exc:  # a NUL byte in the command or the environment
             raise _StartFailure(f"Cannot start {spec.executable}: {exc}") from exc
         finally:
+            if stdin is not None:
+                stdin.close()
             for output in set(outputs):
                 output.close()
         popen = self._popen
@@ -222,6 +234,16 @@ class PayloadRunner:
                     shipped.chmod(shipped.stat().st_mode | stat.S_IXUSR)
         _check_runnable(executable, spec.workdir)
         return [*_DIE_WITH_PILOT, executable, *arguments]
+
+    def _open_input(self) -> IO[bytes] | None:
+        """The payload's standard input: its StdInput file, or nothing."""
+        if not self.spec.stdin:
+            return None
+        try:
+            return open(self.spec.workdir / self.spec.stdin, "rb")  # noqa: SIM115 (closed in _start)
+        except OSError as exc:
+            raise _StartFailure(f"StdInput file {self.spec.stdin} cannot be read: "
+                                f"{exc.strerror}") from exc
 
     def _open_outputs(self) -> tuple[IO[bytes], IO[bytes]]:
         spec = self.spec

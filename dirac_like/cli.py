@@ -138,16 +138,18 @@ def cmd_service_central(args: argparse.Namespace) -> int:
 
 
 def cmd_job_submit(args: argparse.Namespace) -> int:
-    from dirac_like.submission import with_input_sandbox
+    from dirac_like.submission import prepare_submission, upload_sandboxes
 
     read = [(Path(name), item) for name in args.files for item in read_descriptions(Path(name))]
+    prepared = prepare_submission(read)  # every description valid before anything is uploaded
+    for job in prepared:
+        for warning in job.warnings:
+            print(f"warning: {job.path}: {warning}", file=sys.stderr)
     with connect(args) as client:
         # Secure, the service makes the submitter the owner (an admin may name another one).
         owner = args.owner or ("" if client.identity else getpass.getuser())
         client.ping()  # fail fast when nobody listens, before the long submit timeout
-        uploaded: dict[tuple[str, ...], str] = {}
-        descriptions = [with_input_sandbox(item, path.parent, client, uploaded)
-                        for path, item in read]
+        descriptions = upload_sandboxes(prepared, client)
         job_ids = client.submit(descriptions, owner, args.group, timeout=SUBMIT_TIMEOUT)
     if args.json:
         print_json({"job_ids": job_ids})

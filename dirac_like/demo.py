@@ -199,7 +199,8 @@ def plan_demo(jobs: int, sites: int, python: str) -> DemoPlan:
     plain = jobs - len(NOTABLE)
     simulations = max(1, round(plain * 0.6))
     analyses = plain - simulations
-    expected = {f"simulation_{n}": DONE for n in range(simulations)}  # %n counts from 0
+    width = len(str(simulations - 1))  # %n counts from 0, zero-padded as DIRAC does
+    expected = {f"simulation_{n:0{width}d}": DONE for n in range(simulations)}
     expected.update({f"analysis-{n}": DONE for n in range(1, analyses + 1)})
     expected.update(NOTABLE)
     return DemoPlan(
@@ -216,7 +217,7 @@ def plan_demo(jobs: int, sites: int, python: str) -> DemoPlan:
 def plan_submissions(simulations: int, analyses: int, python: str) -> tuple[Submission, ...]:
     physics = (
         python_job("simulation_%n", python, SIMULATE, "%s", Parameters=simulations,
-                   JobGroup="demo-production", Priority=2),
+                   ParameterStart=0, ParameterStep=1, JobGroup="demo-production", Priority=2),
         python_job("reconstruction-2cores", python, RECONSTRUCT, NumberOfProcessors=2,
                    MaxRAM=1000, Priority=5),
         python_job("calibration-broken", python, CALIBRATE, Priority=1),

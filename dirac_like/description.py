@@ -1,35 +1,26 @@
-"""Job descriptions: JDL text or a mapping -> validated :class:`JobDescription` objects.
+"""Job descriptions: JDL text or a mapping -> validated :class:`JobDescription` objects, as DIRAC
+reads them (the attributes with a meaning and their checks are in :mod:`dirac_like.attributes`,
+parametric expansion in :mod:`dirac_like.parametric`).
 
-Attribute names are matched case-insensitively and stored with DIRAC's spelling. A description is
-validated once as a template; a parametric description is then expanded into one job per
-parameter value by substituting placeholders in the string attributes only.
+* Attribute names are matched case-insensitively; those with a meaning are stored with DIRAC's
+  spelling. Any other attribute is kept as given (stored with the job, written back by
+  :func:`to_jdl`); its name must be a JDL name and its value JDL-expressible, integers 64-bit.
+* Attributes the server sets (Owner, OwnerGroup, OwnerDN, VirtualOrganization, JobID, Status,
+  Parameter, ParameterNumber, ...) are dropped with a warning, as DIRAC drops them. An attribute
+  given twice keeps its last value, with a warning.
+* ``NumberOfProcessors = N`` means ``MinNumberOfProcessors = MaxNumberOfProcessors = N`` (and
+  overrides them, with a warning); without it the job takes Min (default 1) to Max (default Min)
+  cores, in steps of ``SmpGranularity``: the pilot grants as many as it can.
+* Without ``Parameters`` a description is one job, nothing substituted; ``Parameters.X`` and the
+  like are then ordinary attributes (kept, with a warning), as in DIRAC.
+* ``%j`` in any string becomes the job's id once it is known (:func:`with_job_id`), as DIRAC's
+  JobDB does.
 
-Parametric jobs (``Parameters`` present):
-
-* ``Parameters = N`` (a count, 1..limits.max_parametric_jobs) makes the sequence
-  ``p[0] = ParameterStart``, ``p[i] = p[i-1] * ParameterFactor + ParameterStep``. Defaults:
-  start 0, factor 1, and step 1 when no ParameterFactor is given (an arithmetic sequence, so a
-  bare ``Parameters = 5`` gives 0..4 and ``ParameterStart = 10`` alone gives 10..14), step 0 when
-  a ParameterFactor is given (a geometric sequence). Values are ints when start, step and factor
-  are all ints, floats otherwise.
-* ``Parameters = { "a", "b" }`` gives the listed values (strings or numbers).
-* ``Parameters.NAME`` (with its own ``ParameterStart.NAME`` ...) gives a named vector; every
-  vector, named or not, must have the same length, and job ``i`` gets element ``i`` of each.
-
-Placeholders, in every string attribute and string list item of a parametric description:
-``%s`` the unnamed parameter value, ``%n`` the job's index (0-based), ``%(NAME)s`` the named
-value (NAME case-insensitive), ``%%`` a literal ``%``; any other ``%`` is left as it is. A
-description without ``Parameters`` is not substituted at all (``date +%s`` stays as written).
-Integer attributes cannot hold placeholders. Each expanded job's attributes lose the
-``Parameters*`` entries and gain ``ParameterIndex`` and ``Parameter`` / ``Parameter.NAME``.
-
-Other choices: list attributes take a string or a list of strings (numbers are turned into
-strings); items are stripped and empty ones dropped; ``Site = "ANY"`` (or any list holding ANY)
-means any site. Integer attributes take an int or a string of digits (DIRAC JDLs often quote
-numbers), never a bool or a float. The stored ``attributes`` also hold the effective JobType,
-Priority, CPUTime, NumberOfProcessors, StdOutput and StdError, defaults included, so a stored
-job does not depend on the limits in force when it is read back. Lists in ``attributes`` may be
-shared between the jobs of one expansion: treat them as read-only.
+Warnings come back with the jobs (:class:`ParsedDescriptions`) for the caller to show. The stored
+``attributes`` also hold the effective JobType, Priority, CPUTime, processors, StdOutput and
+StdError, defaults included, so a stored job does not depend on the limits in force when it is
+read back. Lists in ``attributes`` may be shared between the jobs of one expansion: treat them
+as read-only.
 """
 
 from __future__ import annotations
@@ -39,52 +30,93 @@ import dataclasses
 import functools
 import gc
 import math
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
+
+from dirac_like import parametric
+from dirac_like.attributes import (
+    BY_LOWER,
+    BY_NAME,
+    CHECKED,
+    LIST,
+    SPECS,
+    STRING,
+    DescriptionLimits,
+    Spec,
+    check,
+    describe,
+    environment_variables,
+    invalid,
+    normalize,
+)
 from dirac_like.errors import InvalidJobDescription
-from dirac_like.jdl import parse_jdl
+from dirac_like.jdl import (
+    _NAME,
+    INT64_MAX,
+    INT64_MIN,
+    MAX_DEPTH,
+    MAX_DESCRIPTION_CHARS,
+    Expression,
+    JdlWarning,
+    Placeholder,
+    format_jdl,
+    parse_jdl,
+)
 from dirac_like.model import Requirements
 
-__all__ = ["DescriptionLimits", "JobDescription", "description_from_stored", "parse_descriptions"]
-
-
-@dataclass(frozen=True)
-class DescriptionLimits:
-    max_cpu_time: int = 30 * 24 * 3600  # seconds; CPUTime must be 1..max_cpu_time
-    max_processors: int = 1024
-    max_parametric_jobs: int = 100_000  # more expanded jobs from one description: error
-    default_cpu_time: int = 86_400
+__all__ = [
+    "DescriptionLimits",
+    "JdlWarning",
+    "JobDescription",
+    "ParsedDescriptions",
+    "description_from_stored",
+    "parse_descriptions",
+    "parse_job_descriptions",
+    "payload_environment",
+    "to_jdl",
+    "with_job_id",
+]
 
 
 @dataclass(frozen=True)
 class JobDescription:
-    attributes: dict[str, Any]  # canonical names -> values: what is stored and sent to a pilot
+    attributes: dict[str, Any]  # what is stored and sent to a pilot (unknown attributes too)
     executable: str
     arguments: str
     job_name: str
     job_group: str
     job_type: str
+    log_level: str
     priority: int  # 0..10
     cpu_time: int  # seconds
     sites: tuple[str, ...]  # () = any site
     banned_sites: tuple[str, ...]
+    grid_ces: tuple[str, ...]  # () = any CE
     platforms: tuple[str, ...]
     tags: tuple[str, ...]
-    number_of_processors: int
+    number_of_processors: int  # the fewest cores the job runs on
+    max_processors: int  # the most it can use (>= number_of_processors)
+    smp_granularity: int  # cores beyond the fewest come in steps of this
     max_ram_mb: int  # 0 = not given
+    execution_environment: tuple[str, ...]  # NAME=value
     input_sandbox: tuple[str, ...]
     output_sandbox: tuple[str, ...]
+    std_input: str  # '' = none
     std_output: str
     std_error: str
     input_data: tuple[str, ...]
+    input_data_policy: str
     output_data: tuple[str, ...]
     output_se: tuple[str, ...]
+    output_path: str
+    holds_job_id: bool  # some string holds %j, to become the job id (with_job_id)
 
     def requirements(self) -> Requirements:
         """What a pilot must offer; lists sorted and deduplicated so equal needs compare equal."""
+        ranged = self.max_processors > self.number_of_processors
         as_given = Requirements(
             sites=self.sites,
             banned_sites=self.banned_sites,
@@ -93,8 +125,20 @@ class JobDescription:
             max_ram_mb=self.max_ram_mb,
             cpu_time=self.cpu_time,
             tags=self.tags,
+            ces=self.grid_ces,
+            max_cores=self.max_processors if ranged else 0,
+            core_step=self.smp_granularity if ranged else 1,
         )
         return _canonical_requirements(as_given)
+
+
+@dataclass(frozen=True)
+class ParsedDescriptions:
+    """The jobs of one description, and what the user should be told (ignored or overridden
+    attributes, placeholders left as written), each warning once."""
+
+    descriptions: list[JobDescription]
+    warnings: list[JdlWarning]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -106,6 +150,7 @@ def _canonical_requirements(given: Requirements) -> Requirements:
         banned_sites=_sorted(given.banned_sites),
         platforms=_sorted(given.platforms),
         tags=_sorted(given.tags),
+        ces=_sorted(given.ces),
     )
 
 
@@ -113,302 +158,312 @@ def _sorted(items: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(set(items)))
 
 
-# --- the attributes --------------------------------------------------------------------------
-
-STRING = "string"
-INTEGER = "integer"
-LIST = "list"
-
-
-@dataclass(frozen=True)
-class _Spec:
-    name: str  # DIRAC's spelling
-    kind: str
-    field: str  # JobDescription field
-    default: Any  # field value when the attribute is not given (CPUTime: from the limits)
-
-
-_SPECS = (
-    _Spec("Executable", STRING, "executable", None),
-    _Spec("Arguments", STRING, "arguments", ""),
-    _Spec("JobName", STRING, "job_name", ""),
-    _Spec("JobGroup", STRING, "job_group", ""),
-    _Spec("JobType", STRING, "job_type", "User"),
-    _Spec("Priority", INTEGER, "priority", 1),
-    _Spec("CPUTime", INTEGER, "cpu_time", None),
-    _Spec("Site", LIST, "sites", ()),
-    _Spec("BannedSites", LIST, "banned_sites", ()),
-    _Spec("Platform", LIST, "platforms", ()),
-    _Spec("Tags", LIST, "tags", ()),
-    _Spec("NumberOfProcessors", INTEGER, "number_of_processors", 1),
-    _Spec("MaxRAM", INTEGER, "max_ram_mb", 0),
-    _Spec("InputSandbox", LIST, "input_sandbox", ()),
-    _Spec("OutputSandbox", LIST, "output_sandbox", ()),
-    _Spec("StdOutput", STRING, "std_output", "std.out"),
-    _Spec("StdError", STRING, "std_error", "std.err"),
-    _Spec("InputData", LIST, "input_data", ()),
-    _Spec("OutputData", LIST, "output_data", ()),
-    _Spec("OutputSE", LIST, "output_se", ()),
-)
-_BY_NAME = {spec.name: spec for spec in _SPECS}
-_BY_LOWER = {spec.name.lower(): spec for spec in _SPECS}
-_BY_LOWER["bannedsite"] = _BY_NAME["BannedSites"]
-_BY_LOWER["tag"] = _BY_NAME["Tags"]
-# Written to the stored attributes even when not given, with their effective value.
-_ALWAYS_STORED = ("JobType", "Priority", "CPUTime", "NumberOfProcessors", "StdOutput", "StdError")
-
-_SERVER_SET = {name.lower(): name for name in ("Owner", "OwnerGroup", "JobID", "Status")}
-_PARAMETER_KINDS = {
+# Set by the service (DIRAC's credentials, ids, bookkeeping, expansion results): dropped from a
+# submission with a warning; kept when a stored job is read back.
+_SERVER_SET = {
     name.lower(): name
-    for name in ("Parameters", "ParameterStart", "ParameterStep", "ParameterFactor")
-}
-_PARAMETER_NAME = re.compile(r"[A-Za-z0-9_]+\Z")
-_DIGITS = re.compile(r"\s*[+-]?[0-9]{1,18}\s*\Z")
-_UNLIMITED = DescriptionLimits(2**62, 2**62, 2**62)
-
-
-@dataclass
-class _Parameter:
-    """One parameter vector as written: ``Parameters[.NAME]`` and its start/step/factor."""
-
-    name: str  # NAME as written; "" for the unnamed vector
-    given: dict[str, tuple[Any, int | None]]  # "Parameters", "ParameterStart"... -> (value, line)
-
-    def attribute(self, kind: str) -> str:
-        return f"{kind}.{self.name}" if self.name else kind
+    for name in (
+        "Owner", "OwnerGroup", "OwnerDN", "VirtualOrganization", "VO", "DIRACSetup", "JobID",
+        "Status", "MinorStatus", "ApplicationStatus", "JobRequirements", "UserPriority",
+        "SubmissionTime", "VerifiedFlag", "Parameter", "ParameterNumber", "ParameterIndex",
+    )
+}  # fmt: skip
+_PROCESSORS = ("NumberOfProcessors", "MinNumberOfProcessors", "MaxNumberOfProcessors")
+_ALWAYS_STORED = ("JobType", "Priority", "CPUTime", "StdOutput", "StdError")
+DEFAULT_LIMITS = DescriptionLimits()
+_UNLIMITED = DescriptionLimits(2**62, 2**62, 2**62, max_input_data=2**62, allowed_job_types=())
 
 
 @dataclass
 class _Collected:
-    attributes: dict[str, Any]  # canonical name -> normalized value
+    """A description's attributes sorted by what they are."""
+
+    known: dict[str, Any]  # DIRAC spelling -> value as given
+    unknown: dict[str, Any]  # name as written -> value as given
     lines: dict[str, int | None]
-    parameters: dict[str, _Parameter]  # lower-case NAME ("" unnamed) -> vector
-
-
-def _invalid(message: str, attribute: str | None, line: int | None) -> InvalidJobDescription:
-    return InvalidJobDescription(message, attribute=attribute, line=line)
+    groups: dict[str, parametric.ParameterGroup]  # lower-case vector name ("" unnamed)
+    bare_strings: bool  # from a mapping: a string that is one placeholder is in value position
 
 
 # --- public API ------------------------------------------------------------------------------
 
 
-def parse_descriptions(
-    source: str | Mapping[str, Any], limits: DescriptionLimits = DescriptionLimits()
-) -> list[JobDescription]:
-    """A JDL text or a JSON-style mapping -> one JobDescription, or N for a parametric job.
+def parse_job_descriptions(
+    source: str | Mapping[str, Any], limits: DescriptionLimits = DEFAULT_LIMITS
+) -> ParsedDescriptions:
+    """A JDL text or a JSON-style mapping -> one JobDescription, or N for a parametric job,
+    with the warnings to show. Raises :class:`InvalidJobDescription` naming the attribute (and
+    the line, for JDL)."""
+    warnings: list[JdlWarning] = []
+    collected = _collect(source, warnings, stored=False)
+    parametric_job = "" in collected.groups and "Parameters" in collected.groups[""].given
+    if not parametric_job:
+        _keep_parameter_attributes(collected, warnings)
+        jobs = [_single_job(collected, limits, warnings)]
+    else:
+        with _collector_paused():
+            jobs = _expand(collected, limits, warnings)
+    return ParsedDescriptions(jobs, _unique(warnings))
 
-    Raises :class:`InvalidJobDescription` naming the attribute (and the line, for JDL).
-    """
-    raw, lines = _read_source(source)
-    collected = _collect(raw, lines, stored=False)
-    fields = _build_fields(collected, limits)
-    if not collected.parameters:
-        _check_sites(fields, collected.lines)
-        return [_new_job(fields)]
-    vectors = _parameter_vectors(collected, limits)
-    templates = _templated_attributes(collected, {vector.key for vector in vectors})
-    sites_vary = any(template.spec.name in ("Site", "BannedSites") for template in templates)
-    if not sites_vary:
-        _check_sites(fields, collected.lines)
-    with _collector_paused():
-        return _expand(fields, vectors, templates, collected.lines if sites_vary else None)
+
+def parse_descriptions(
+    source: str | Mapping[str, Any], limits: DescriptionLimits = DEFAULT_LIMITS
+) -> list[JobDescription]:
+    """The jobs of :func:`parse_job_descriptions`, without its warnings."""
+    return parse_job_descriptions(source, limits).descriptions
 
 
 def description_from_stored(attributes: Mapping[str, Any]) -> JobDescription:
-    """Rebuild a job from its stored ``attributes``: no expansion, no upper limits on values.
+    """Rebuild a job from its stored ``attributes``: no expansion, no upper limits on values;
+    server-set attributes are kept."""
+    warnings: list[JdlWarning] = []
+    collected = _collect(attributes, warnings, stored=True)
+    return _single_job(collected, _UNLIMITED, warnings)
 
-    Accepts the server-set attributes (Owner, OwnerGroup, JobID, Status) and those an expansion
-    adds (ParameterIndex, Parameter, Parameter.NAME), but not ``Parameters*``.
-    """
-    raw, lines = _read_source(attributes)
-    collected = _collect(raw, lines, stored=True)
-    fields = _build_fields(collected, _UNLIMITED)
-    _check_sites(fields, collected.lines)
-    return _new_job(fields)
+
+def to_jdl(description: JobDescription) -> str:
+    """The job's stored attributes as canonical JDL text (what ``job jdl`` shows): parsing it
+    back gives the same description."""
+    return format_jdl(description.attributes)
+
+
+def with_job_id(description: JobDescription, job_id: int) -> JobDescription:
+    """The description with ``%j`` replaced by ``job_id`` in every string (DIRAC's JobDB does
+    this once the id is known); the same object when there is no ``%j``."""
+    if not description.holds_job_id:
+        return description
+    replaced = {name: _replace_job_id(value, str(job_id))
+                for name, value in description.attributes.items()}
+    return description_from_stored(replaced)
+
+
+def payload_environment(description: Mapping[str, Any], cores: int) -> dict[str, str]:
+    """The variables a payload gets from its description: ExecutionEnvironment, and
+    DIRAC_JOB_PROCESSORS, the cores it was given."""
+    entries = description.get("ExecutionEnvironment") or []
+    listed = [str(entry) for entry in (entries if isinstance(entries, list) else [entries])]
+    return {**environment_variables(listed), "DIRAC_JOB_PROCESSORS": str(cores)}
 
 
 # --- reading and sorting attributes ----------------------------------------------------------
 
 
-def _read_source(source: Any) -> tuple[dict[str, Any], dict[str, int]]:
-    if isinstance(source, str):
-        document = parse_jdl(source)
-        return document.attributes, document.lines
-    if not isinstance(source, Mapping):
-        kind = type(source).__name__
-        raise _invalid(f"a job description is JDL text or a mapping, not {kind}", None, None)
-    for name in source:
-        if not isinstance(name, str):
-            raise _invalid(f"attribute names must be strings, found {name!r}", None, None)
-    if not source:
-        raise _invalid("empty job description: no attributes", None, None)
-    return dict(source), {}
-
-
-def _collect(raw: dict[str, Any], lines: dict[str, int], stored: bool) -> _Collected:
-    collected = _Collected({}, {}, {})
-    seen: dict[str, str] = {}  # lower-case canonical name -> name as written
+def _collect(source: Any, warnings: list[JdlWarning], stored: bool) -> _Collected:
+    raw, lines, bare_strings = _read_source(source, warnings)
+    collected = _Collected({}, {}, {}, {}, bare_strings)
     for name, value in raw.items():
         line = lines.get(name)
-        canonical = _canonical_name(name, line, stored)
-        if (first := seen.get(canonical.lower())) is not None:
-            raise _invalid(f"{canonical} given twice (as {first} and {name})", name, line)
-        seen[canonical.lower()] = name
-        if canonical.partition(".")[0] in _PARAMETER_KINDS.values():
-            _add_parameter(collected, canonical, value, line)
+        _check_value(name, value, line, 0)
+        spec = BY_LOWER.get(name.lower())
+        if spec is not None:
+            if spec.name in collected.known:
+                message = f"{name} is given twice (as {spec.name} too): the last value is used"
+                warnings.append(JdlWarning(message, name, line))
+            collected.known[spec.name] = value
+            collected.lines[spec.name] = line
+        elif (server_set := _server_set_name(name)) is not None:
+            if stored:
+                collected.unknown[server_set] = value
+            else:
+                message = f"{name} is set by the server: the value given is ignored"
+                warnings.append(JdlWarning(message, name, line))
+        elif not stored and (kind := parametric.split_kind(name)) is not None:
+            _add_parameter(collected, name, kind, value, line)
         else:
-            collected.attributes[canonical] = _normalize(canonical, value, line)
-            collected.lines[canonical] = line
+            _check_name(name, line)
+            collected.unknown[name] = value
+            collected.lines[name] = line
     return collected
 
 
-def _canonical_name(name: str, line: int | None, stored: bool) -> str:
-    lower = name.lower()
-    head = lower.partition(".")[0]
-    if lower in _BY_LOWER:
-        return _BY_LOWER[lower].name
-    server_set = _server_set_name(name)
-    if server_set is not None:
-        if stored:
-            return server_set
-        raise _invalid(f"{name} is set by the server and cannot be submitted", name, line)
-    if head not in _PARAMETER_KINDS:
-        raise _invalid(f"unknown attribute {name}", name, line)
-    if stored:
-        raise _invalid(f"{name} cannot be in a stored job: stored jobs are expanded", name, line)
-    suffix = name[len(head) :]
-    if suffix and _PARAMETER_NAME.match(suffix[1:]) is None:
-        message = f"invalid parameter name {suffix[1:]!r} in {name}: use letters, digits and _"
-        raise _invalid(message, name, line)
-    return _PARAMETER_KINDS[head] + suffix
+def _read_source(source: Any, warnings: list[JdlWarning]
+                 ) -> tuple[dict[str, Any], dict[str, int], bool]:
+    if isinstance(source, str):
+        document = parse_jdl(source)
+        warnings.extend(document.warnings)
+        return document.attributes, document.lines, False
+    if not isinstance(source, Mapping):
+        kind = type(source).__name__
+        raise invalid(f"a job description is JDL text or a mapping, not {kind}", None, None)
+    if not source:
+        raise invalid("empty job description: no attributes", None, None)
+    kept: dict[str, Any] = {}
+    by_lower: dict[str, str] = {}
+    for name, value in source.items():
+        if not isinstance(name, str):
+            raise invalid(f"attribute names must be strings, found {name!r}", None, None)
+        if (first := by_lower.get(name.lower())) is not None:
+            message = f"{name} is given twice (first as {first}): the last value is used"
+            warnings.append(JdlWarning(message, name, None))
+            del kept[first]
+        by_lower[name.lower()] = name
+        kept[name] = value
+    _check_size(kept)
+    return kept, {}, True
+
+
+def _check_size(attributes: dict[str, Any]) -> None:
+    try:
+        size = len(msgpack.packb(attributes, use_bin_type=True, default=repr))
+    except (TypeError, ValueError, OverflowError):
+        return  # _check_value names the attribute that cannot be stored
+    if size > MAX_DESCRIPTION_CHARS:
+        raise invalid(f"job description of {size} bytes is larger than the limit of "
+                      f"{MAX_DESCRIPTION_CHARS}", None, None)
+
+
+def _check_value(name: str, value: Any, line: int | None, depth: int) -> None:
+    """Only what JDL can write and the store can keep: 64-bit integers, finite floats."""
+    if depth > MAX_DEPTH:
+        raise invalid(f"{name}: lists and sections nested deeper than {MAX_DEPTH} levels",
+                      name, line)
+    if isinstance(value, bool | str | Placeholder | Expression):
+        return
+    if isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise invalid(f"integer {value} is out of range: integers must fit in 64 bits",
+                          name, line)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise invalid(f"number {value!r} is out of range", name, line)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_value(name, item, line, depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or _NAME.match(key) is None:
+                raise invalid(f"{name}: {key!r} is not a valid attribute name", name, line)
+            _check_value(name, item, line, depth + 1)
+    else:
+        raise invalid(f"{name} cannot hold {describe(value)}", name, line)
+
+
+def _check_name(name: str, line: int | None) -> None:
+    if _NAME.match(name) is None:
+        message = f"{name!r} is not a valid attribute name (letters, digits, _ and dots)"
+        raise invalid(message, name, line)
 
 
 def _server_set_name(name: str) -> str | None:
-    """DIRAC's spelling of a server-set attribute (expansion results included), else None."""
     lower = name.lower()
     if lower in _SERVER_SET:
         return _SERVER_SET[lower]
-    if lower == "parameterindex":
-        return "ParameterIndex"
-    if lower == "parameter" or lower.startswith("parameter."):
+    if lower.startswith("parameter."):
         return "Parameter" + name[len("parameter") :]
     return None
 
 
-def _add_parameter(collected: _Collected, canonical: str, value: Any, line: int | None) -> None:
-    kind, _, name = canonical.partition(".")
-    parameter = collected.parameters.setdefault(name.lower(), _Parameter(name, {}))
-    if kind == "Parameters":
-        parameter.name = name
-    parameter.given[kind] = (value, line)
+def _add_parameter(collected: _Collected, name: str, kind: tuple[str, str], value: Any,
+                   line: int | None) -> None:
+    kind_name, vector = kind
+    if vector and _NAME.match(vector) is None:
+        raise invalid(f"invalid parameter name {vector!r} in {name}", name, line)
+    group = collected.groups.setdefault(vector.lower(), parametric.ParameterGroup(vector))
+    group.given[kind_name] = (value, line)
+    collected.lines[group.attribute(kind_name)] = line
 
 
-def _normalize(canonical: str, value: Any, line: int | None) -> Any:
-    spec = _BY_NAME.get(canonical)
-    if spec is None:  # server-set or expansion attribute of a stored job: kept as it is
-        return value
-    if spec.kind == STRING:
-        return _to_string(canonical, value, line)
-    if spec.kind == INTEGER:
-        return _to_integer(canonical, value, line)
-    items = value if isinstance(value, list | tuple) else [value]
-    return _clean_items([_to_string(canonical, item, line) for item in items])
+def _keep_parameter_attributes(collected: _Collected, warnings: list[JdlWarning]) -> None:
+    """Without ``Parameters`` there is no expansion: DIRAC keeps the rest as they are."""
+    for group in collected.groups.values():
+        for kind, (value, line) in group.given.items():
+            name = group.attribute(kind)
+            message = f"{name} has no effect without Parameters: kept as an ordinary attribute"
+            warnings.append(JdlWarning(message, name, line))
+            collected.unknown[name] = value
+    collected.groups.clear()
 
 
-def _to_string(name: str, value: Any, line: int | None) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    expected = "strings" if _BY_NAME[name].kind == LIST else "a string"
-    raise _invalid(f"{name} must be {expected}, found {_describe(value)}", name, line)
+# --- one job ---------------------------------------------------------------------------------
 
 
-def _is_integer(value: Any) -> bool:
-    if isinstance(value, str):
-        return _DIGITS.match(value) is not None
-    return isinstance(value, int) and not isinstance(value, bool)
+def _single_job(collected: _Collected, limits: DescriptionLimits,
+                warnings: list[JdlWarning]) -> JobDescription:
+    attributes = {name: _plain(value) for name, value in collected.known.items()}
+    attributes.update((name, _plain(value)) for name, value in collected.unknown.items())
+    fields = _fields(attributes, collected.lines, limits, warnings)
+    return _new_job(fields)
 
 
-def _to_integer(name: str, value: Any, line: int | None) -> int:
-    if not _is_integer(value):
-        raise _invalid(f"{name} must be an integer, found {_describe(value)}", name, line)
-    return int(value)
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, str):
-        return f"string {value!r}"
-    if isinstance(value, int | float):
-        return f"number {value!r}"
+def _plain(value: Any) -> Any:
+    """A value as stored, with no expansion: placeholders are the strings they spell, and so
+    are expressions (kept as text: nothing here evaluates them)."""
+    if isinstance(value, Placeholder | Expression):
+        return value.text
     if isinstance(value, list | tuple):
-        return "a list"
-    return "a section" if isinstance(value, dict) else type(value).__name__
-
-
-def _clean_items(items: list[str]) -> list[str]:
-    return [stripped for item in items if (stripped := item.strip())]
-
-
-# --- the template's fields -------------------------------------------------------------------
-
-
-def _build_fields(collected: _Collected, limits: DescriptionLimits) -> dict[str, Any]:
-    """JobDescription fields (``attributes`` included) of the validated, unexpanded template."""
-    attributes, lines = collected.attributes, collected.lines
-    if "Executable" not in attributes:
-        raise _invalid("Executable is required", "Executable", None)
-    fields = {spec.field: spec.default for spec in _SPECS}
-    fields["cpu_time"] = limits.default_cpu_time
-    for name, value in attributes.items():
-        spec = _BY_NAME.get(name)
-        if spec is not None:
-            fields[spec.field] = _field_value(spec, value, lines.get(name), limits)
-    for name in _ALWAYS_STORED:
-        attributes.setdefault(name, fields[_BY_NAME[name].field])
-    fields["attributes"] = attributes
-    return fields
-
-
-def _field_value(spec: _Spec, value: Any, line: int | None, limits: DescriptionLimits) -> Any:
-    if spec.kind == INTEGER:
-        _check_range(spec.name, value, line, limits)
-        return value
-    if spec.kind == LIST:
-        return _list_field(spec, value)
-    if spec.name == "Executable" and not value.strip():
-        raise _invalid("Executable must not be empty", "Executable", line)
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {name: _plain(item) for name, item in value.items()}
     return value
 
 
-def _list_field(spec: _Spec, items: list[str]) -> tuple[str, ...]:
-    if spec.name == "Site" and any(item.upper() == "ANY" for item in items):
-        return ()
-    return tuple(items)
+def _fields(attributes: dict[str, Any], lines: Mapping[str, int | None],
+            limits: DescriptionLimits, warnings: list[JdlWarning], need_executable: bool = True,
+            check_sites: bool = True) -> dict[str, Any]:
+    """JobDescription fields (``attributes``, checked in place, included)."""
+    if need_executable and "Executable" not in attributes:
+        raise invalid("Executable is required", "Executable", None)
+    fields = {spec.field: spec.default for spec in SPECS if spec.field}
+    fields["cpu_time"] = limits.default_cpu_time
+    for name in list(attributes):
+        spec = BY_NAME.get(name)
+        if spec is not None:
+            _set_known(spec, attributes[name], lines.get(name), attributes, fields, limits,
+                       warnings)
+    _set_processors(attributes, lines, fields, warnings)
+    for name in _ALWAYS_STORED:
+        attributes.setdefault(name, fields[BY_NAME[name].field])
+    if check_sites:
+        _check_sites(fields, lines)
+    fields["attributes"] = attributes
+    fields["holds_job_id"] = _holds_job_id(attributes)
+    return fields
 
 
-MAX_RAM_MB = 2**40  # a petabyte: more than any node; keeps the value a 64-bit integer
+def _set_known(spec: Spec, value: Any, line: int | None, attributes: dict[str, Any],
+               fields: dict[str, Any], limits: DescriptionLimits,
+               warnings: list[JdlWarning]) -> None:
+    if type(value) is str and spec.kind == STRING and spec.name not in CHECKED:
+        attributes[spec.name] = fields[spec.field] = value  # the common case, made fast
+        return
+    stored = check(spec, normalize(spec, value, line), line, limits, warnings)
+    attributes[spec.name] = stored
+    if not spec.field:
+        return
+    if spec.kind == LIST:
+        any_site = spec.name == "Site" and any(item.upper() == "ANY" for item in stored)
+        fields[spec.field] = () if any_site else tuple(stored)
+    else:
+        fields[spec.field] = stored
 
 
-def _check_range(name: str, value: int, line: int | None, limits: DescriptionLimits) -> None:
-    low, high = {
-        "Priority": (0, 10),
-        "CPUTime": (1, limits.max_cpu_time),
-        "NumberOfProcessors": (1, limits.max_processors),
-        "MaxRAM": (1, MAX_RAM_MB),
-    }[name]
-    if value < low or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise _invalid(f"{name} must be {bounds}, found {value}", name, line)
+def _set_processors(attributes: dict[str, Any], lines: Mapping[str, int | None],
+                    fields: dict[str, Any], warnings: list[JdlWarning]) -> None:
+    exact = attributes.get("NumberOfProcessors")
+    if exact is not None:
+        for name in _PROCESSORS[1:]:
+            if attributes.pop(name, None) is not None:
+                message = f"{name} is ignored: NumberOfProcessors is given"
+                warnings.append(JdlWarning(message, name, lines.get(name)))
+        low = high = exact
+    else:
+        low = attributes.get("MinNumberOfProcessors", 1)
+        high = attributes.get("MaxNumberOfProcessors", low)
+        if high < low:
+            message = (f"MaxNumberOfProcessors ({high}) is smaller than MinNumberOfProcessors "
+                       f"({low})")
+            raise invalid(message, "MaxNumberOfProcessors", lines.get("MaxNumberOfProcessors"))
+        if low == high and "MinNumberOfProcessors" not in attributes:
+            attributes.pop("MaxNumberOfProcessors", None)
+            attributes["NumberOfProcessors"] = low
+    fields["number_of_processors"], fields["max_processors"] = low, high
 
 
 def _check_sites(fields: dict[str, Any], lines: Mapping[str, int | None]) -> None:
     sites = fields["sites"]
     if sites and set(sites) <= set(fields["banned_sites"]):
         message = "every site in Site is banned by BannedSites: no site could run the job"
-        raise _invalid(message, "Site", lines.get("Site"))
+        raise invalid(message, "Site", lines.get("Site"))
 
 
 def _new_job(fields: dict[str, Any]) -> JobDescription:
@@ -418,214 +473,107 @@ def _new_job(fields: dict[str, Any]) -> JobDescription:
     return job
 
 
-# --- parameter vectors -----------------------------------------------------------------------
-
-_VALUE_KEY = " value"  # mapping keys for %s and %n: a space never occurs in a parameter name
-_INDEX_KEY = " index"
+# --- parametric expansion --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Vector:
-    key: str  # key in the substitution mapping
-    attribute: str  # attribute of an expanded job holding the value: Parameter[.NAME]
-    values: list[Any]
-
-
-def _parameter_vectors(collected: _Collected, limits: DescriptionLimits) -> list[_Vector]:
-    parameters = list(collected.parameters.values())
-    vectors = [_vector(parameter, limits) for parameter in parameters]
-    expected = len(vectors[0].values)
-    for vector, parameter in zip(vectors, parameters, strict=True):
-        if len(vector.values) != expected:
-            name = parameter.attribute("Parameters")
-            message = (
-                f"{name} has {len(vector.values)} values but "
-                f"{parameters[0].attribute('Parameters')} has {expected}: all parameter "
-                "vectors must have the same length"
-            )
-            raise _invalid(message, name, parameter.given["Parameters"][1])
-    return vectors
-
-
-def _vector(parameter: _Parameter, limits: DescriptionLimits) -> _Vector:
-    name = parameter.attribute("Parameters")
-    if "Parameters" not in parameter.given:
-        kind = next(iter(parameter.given))
-        attribute, line = parameter.attribute(kind), parameter.given[kind][1]
-        raise _invalid(f"{attribute} is given without {name}", attribute, line)
-    value, line = parameter.given["Parameters"]
-    if isinstance(value, list | tuple):
-        values = _listed_values(parameter, list(value), line, limits)
-    elif _is_integer(value):
-        values = _sequence(parameter, _to_count(name, int(value), line, limits))
-    else:
-        message = f"{name} must be a count or a list of values, found {_describe(value)}"
-        raise _invalid(message, name, line)
-    key = parameter.name.lower() if parameter.name else _VALUE_KEY
-    return _Vector(key, parameter.attribute("Parameter"), values)
-
-
-def _listed_values(
-    parameter: _Parameter, values: list[Any], line: int | None, limits: DescriptionLimits
-) -> list[Any]:
-    name = parameter.attribute("Parameters")
-    for kind in ("ParameterStart", "ParameterStep", "ParameterFactor"):
-        if kind in parameter.given:
-            attribute = parameter.attribute(kind)
-            message = f"{attribute} only applies when {name} is a count"
-            raise _invalid(message, attribute, parameter.given[kind][1])
-    _to_count(name, len(values), line, limits)
-    for item in values:
-        if isinstance(item, bool) or not isinstance(item, str | int | float):
-            message = f"{name} values must be strings or numbers, found {_describe(item)}"
-            raise _invalid(message, name, line)
-    return values
-
-
-def _to_count(name: str, count: int, line: int | None, limits: DescriptionLimits) -> int:
-    if count < 1:
-        raise _invalid(f"{name} must give at least one value, found {count}", name, line)
-    if count > limits.max_parametric_jobs:
-        message = (
-            f"{name} would make {count} jobs, more than the limit of "
-            f"{limits.max_parametric_jobs} per description"
-        )
-        raise _invalid(message, name, line)
-    return count
-
-
-def _sequence(parameter: _Parameter, count: int) -> list[Any]:
-    """``p[0] = start, p[i] = p[i-1] * factor + step`` (defaults in the module docstring)."""
-    start = _number(parameter, "ParameterStart", 0)
-    factor = _number(parameter, "ParameterFactor", 1)
-    step = _number(parameter, "ParameterStep", 0 if "ParameterFactor" in parameter.given else 1)
-    if isinstance(start, int) and any(isinstance(number, float) for number in (step, factor)):
-        start = float(start)
-    values = [start]
-    value, limit = start, 2**63
-    for _ in range(count - 1):
-        value = value * factor + step
-        if not -limit < value < limit:  # also catches inf and nan
-            name = parameter.attribute("Parameters")
-            message = f"{name}: the parameter values grow beyond {limit}"
-            raise _invalid(message, name, parameter.given["Parameters"][1])
-        values.append(value)
-    return values
-
-
-def _number(parameter: _Parameter, kind: str, default: int) -> int | float:
-    if kind not in parameter.given:
-        return default
-    value, line = parameter.given[kind]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        name = parameter.attribute(kind)
-        raise _invalid(f"{name} must be a number, found {_describe(value)}", name, line)
-    return value
-
-
-# --- placeholders and expansion --------------------------------------------------------------
-
-_PLACEHOLDER = re.compile(r"%(?:\(([^)]*)\)s|([sn%]))?")
-
-
-@dataclass(frozen=True)
-class _Template:
-    """A string attribute, or a list attribute, holding placeholders."""
-
-    spec: _Spec
-    parts: tuple[tuple[str | None, str], ...]  # (%-format or None when no '%', item as given)
-    line: int | None
-
-
-def _templated_attributes(collected: _Collected, keys: set[str]) -> list[_Template]:
-    templates = []
-    for name, value in collected.attributes.items():
-        spec = _BY_NAME.get(name)
-        if spec is None or spec.kind == INTEGER:
-            continue
-        items = value if spec.kind == LIST else [value]
-        if any("%" in item for item in items):
-            line = collected.lines.get(name)
-            parts = tuple(
-                (_compile(item, keys, name, line) if "%" in item else None, item) for item in items
-            )
-            templates.append(_Template(spec, parts, line))
-    return templates
-
-
-def _compile(text: str, keys: set[str], attribute: str, line: int | None) -> str:
-    """``text`` as a %-format string over the substitution mapping; checks placeholder names."""
-
-    def replace(match: re.Match[str]) -> str:
-        named, code = match.group(1), match.group(2)
-        if named is not None:
-            if named.lower() not in keys:
-                message = f"{attribute} uses %({named})s but there is no Parameters.{named}"
-                raise _invalid(message, attribute, line)
-            return f"%({named.lower()})s"
-        if code == "s":
-            if _VALUE_KEY not in keys:
-                message = f"{attribute} uses %s but there is no unnamed Parameters"
-                raise _invalid(message, attribute, line)
-            return f"%({_VALUE_KEY})s"
-        return f"%({_INDEX_KEY})s" if code == "n" else "%%"
-
-    return _PLACEHOLDER.sub(replace, text)
-
-
-def _expand(
-    fields: dict[str, Any],
-    vectors: list[_Vector],
-    templates: list[_Template],
-    site_lines: dict[str, int | None] | None,
-) -> list[JobDescription]:
-    """One job per parameter index; only templated attributes are recomputed per job.
-
-    ``site_lines``: the attribute lines when Site or BannedSites vary, to check them per job.
-    """
-    base_attributes: dict[str, Any] = fields["attributes"]
-    columns = [(vector.key, vector.attribute, vector.values) for vector in vectors]
-    mapping: dict[str, Any] = {}  # reused: a job's strings are formatted before the next job
+def _expand(collected: _Collected, limits: DescriptionLimits,
+            warnings: list[JdlWarning]) -> list[JobDescription]:
+    vectors = parametric.vectors(collected.groups, limits, warnings)
+    expansion = _Expansion(collected, vectors, limits, warnings)
     jobs = []
-    new = object.__new__
-    for index in range(len(vectors[0].values)):
-        mapping[_INDEX_KEY] = index
-        attributes = base_attributes.copy()
-        attributes["ParameterIndex"] = index
-        for key, attribute, values in columns:
-            mapping[key] = attributes[attribute] = values[index]
-        job = new(JobDescription)
-        job_fields = job.__dict__  # filled directly: no __init__, no re-validation
-        job_fields.update(fields)
-        job_fields["attributes"] = attributes
-        for template in templates:
-            _substitute(template, mapping, attributes, job_fields)
-        if site_lines is not None:
-            _check_sites(job_fields, site_lines)
-        jobs.append(job)
+    for number, row in enumerate(parametric.rows(vectors)):
+        try:
+            jobs.append(_new_job(expansion.fields(number, row)))
+        except InvalidJobDescription as error:
+            raise invalid(f"{error.detail}, in the job with ParameterNumber {number}",
+                          error.attribute, error.line) from None
     return jobs
 
 
-def _substitute(
-    template: _Template, mapping: dict[str, Any], attributes: dict[str, Any], fields: Any
-) -> None:
-    spec = template.spec
-    if spec.kind == STRING:
-        text = (template.parts[0][0] or "") % mapping
-        if spec.name == "Executable" and not text.strip():
-            index = mapping[_INDEX_KEY]
-            message = f"Executable is empty for parameter index {index}"
-            raise _invalid(message, spec.name, template.line)
-        attributes[spec.name] = fields[spec.field] = text
-        return
-    items = []
-    for fmt, item in template.parts:
-        if fmt is None:
-            items.append(item)
-        elif text := (fmt % mapping).strip():
-            items.append(text)
-    attributes[spec.name] = items
-    fields[spec.field] = _list_field(spec, items)
+class _Expansion:
+    """One job per parameter value; only the attributes holding placeholders are recomputed
+    (all of them when the processor attributes vary, as they depend on each other)."""
+
+    def __init__(self, collected: _Collected, vectors: list[parametric.Vector],
+                 limits: DescriptionLimits, warnings: list[JdlWarning]) -> None:
+        self.vectors, self.lines = vectors, collected.lines
+        self.limits, self.warnings = limits, warnings
+        given = {**collected.known, **collected.unknown}
+        if "Executable" not in given:
+            raise invalid("Executable is required", "Executable", None)
+        keys = {vector.key for vector in vectors}
+        self.renders = {
+            name: parametric.Compiler(keys, collected.bare_strings, name, self.lines.get(name),
+                                      warnings).compile(value)
+            for name, value in given.items() if parametric.has_placeholder(value)
+        }
+        self.template = {name: _plain(value) for name, value in given.items()
+                         if name not in self.renders}
+        self.varying = [BY_NAME[name] for name in self.renders if name in BY_NAME]
+        self.steps = [  # (name, render, spec or None, a string with no check beyond its kind)
+            (name, render, spec, spec is not None and spec.kind == STRING
+             and spec.name not in CHECKED)
+            for name, render in self.renders.items()
+            for spec in [BY_NAME.get(name)]
+        ]
+        self.sites_vary = any(spec.name in ("Site", "BannedSites") for spec in self.varying)
+        # %j in a templated attribute's own text, or in a parameter value: checked per job
+        self.may_hold_job_id = _holds_job_id([given[name] for name in self.renders]) or any(
+            _holds_job_id(vector.values) for vector in vectors)
+        self.base: dict[str, Any] | None = None
+        if not any(spec.name in _PROCESSORS for spec in self.varying):
+            self.base = _fields(dict(self.template), self.lines, limits, warnings,
+                                need_executable=False, check_sites=not self.sites_vary)
+
+    def fields(self, number: int, row: parametric.Row) -> dict[str, Any]:
+        base = self.base
+        attributes = (self.template if base is None else base["attributes"]).copy()
+        for vector in self.vectors:
+            attributes[vector.attribute] = parametric.parameter_value(row[1][vector.key])
+        attributes["ParameterNumber"] = number
+        if base is None:
+            attributes.update((name, render(row)) for name, render, _, _ in self.steps)
+            return _fields(attributes, self.lines, self.limits, self.warnings)
+        fields = base.copy()
+        fields["attributes"] = attributes
+        for name, render, spec, plain_string in self.steps:
+            value = render(row)
+            if spec is None:
+                attributes[name] = value
+            elif plain_string and type(value) is str:
+                attributes[name] = fields[spec.field] = value
+            else:
+                _set_known(spec, value, self.lines.get(name), attributes, fields, self.limits,
+                           self.warnings)
+        if self.sites_vary:
+            _check_sites(fields, self.lines)
+        if self.may_hold_job_id:
+            fields["holds_job_id"] = _holds_job_id(attributes)
+        return fields
+
+
+def _holds_job_id(value: Any) -> bool:
+    if isinstance(value, str | Placeholder):
+        return "%j" in (value if isinstance(value, str) else value.text)
+    if isinstance(value, list):
+        return any(_holds_job_id(item) for item in value)
+    if isinstance(value, dict):
+        return any(_holds_job_id(item) for item in value.values())
+    return False
+
+
+def _replace_job_id(value: Any, job_id: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("%j", job_id)
+    if isinstance(value, list):
+        return [_replace_job_id(item, job_id) for item in value]
+    if isinstance(value, dict):
+        return {name: _replace_job_id(item, job_id) for name, item in value.items()}
+    return value
+
+
+def _unique(warnings: list[JdlWarning]) -> list[JdlWarning]:
+    return list(dict.fromkeys(warnings))
 
 
 @contextlib.contextmanager
@@ -643,3 +591,4 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+

@@ -64,16 +64,24 @@ class InvalidJobDescription(InvalidArgument):
 
     code = "invalid_jdl"
 
-    def __init__(self, message: str, *, attribute: str | None = None, line: int | None = None):
+    def __init__(self, message: str, *, attribute: str | None = None, line: int | None = None,
+                 file: str | None = None):
         where = []
         if attribute is not None:
             where.append(f"attribute {attribute}")
         if line is not None:
             where.append(f"line {line}")
         full = f"{message} ({', '.join(where)})" if where else message
-        super().__init__(full)
+        super().__init__(f"{file}: {full}" if file else full)
+        self.detail = message
         self.attribute = attribute
         self.line = line
+        self.file = file
+
+    def in_file(self, file: str) -> InvalidJobDescription:
+        """The same error, naming the job file it comes from."""
+        return InvalidJobDescription(self.detail, attribute=self.attribute, line=self.line,
+                                     file=file)
 
 
 class NotFound(DiracLikeError):

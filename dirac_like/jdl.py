@@ -1,21 +1,28 @@
-"""A parser and writer for DIRAC-style JDL (a small subset of HTCondor ClassAds).
+"""A parser and writer for DIRAC's JDL (the ClassAd subset DIRAC's ``ClassAdLight`` reads).
 
 Syntax accepted by :func:`parse_jdl`::
 
     [                                   # optional wrapper around the whole document
       Executable = "run.sh";            // strings: double quotes, escapes \\" \\\\ \\n \\t \\r
-      Priority = 3;  CPUTime = 1.5e3;   /* integers and floats */
+      Priority = 3;  CPUTime = 1.5e3;   /* integers (64-bit) and floats */
       Debug = TRUE;                     # true / false, any case
       Site = LCG.CERN.cern;             # a bare word is a string
-      InputSandbox = { "a", "b", 3 };   # lists, possibly empty: {}
+      InputData = %(files)s;            # a bare word with '%' is a Placeholder (parametric jobs)
+      InputSandbox = { "a", "b", 3 };   # lists, possibly empty, nested: { {1, 2}, {3} }
+      ExecutionEnvironment = { A=1 };   # NAME=value in a list is the string "A=1" (DIRAC's _toJDL)
       Options = [ A = 1; B = "x"; ];    # nested sections become dicts
+      Requirements = other.Ram > 2;     # anything else on one line up to ';': an Expression
       Parameters.B = { 1, 2 }           # dotted names; the last ';' may be left out
     ]
 
 A string ends at the end of its line (write ``\\n`` for a newline inside a string). A bare word is
 an integer when it looks like one (``-12``), a float when it looks like one (``1.``, ``.5``,
-``2e-3``), a boolean for ``true``/``false`` and a string otherwise. Attribute names are compared
-case-insensitively when looking for duplicates, as ClassAds do, but are returned as written.
+``2e-3``), a boolean for ``true``/``false``, a :class:`Placeholder` when it holds a ``%`` and a
+string otherwise. A value that is none of these (a gLite ``Requirements`` expression, say) is kept
+verbatim as an :class:`Expression` when it ends on its own line, as DIRAC keeps any text up to the
+next ``;``. An attribute given twice keeps its last value, with a warning, as in DIRAC; names are
+compared case-insensitively for that, and returned as last written. Integers must fit in 64 bits
+(the store's integers) and a document may hold at most ``max_chars`` characters.
 
 Everything here is pure: text in, values out, no I/O.
 """
@@ -24,23 +31,34 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dirac_like.errors import InvalidJobDescription
 
-__all__ = ["JdlDocument", "format_jdl", "parse_jdl"]
+__all__ = [
+    "MAX_DESCRIPTION_CHARS",
+    "Expression",
+    "JdlDocument",
+    "JdlWarning",
+    "Placeholder",
+    "format_jdl",
+    "parse_jdl",
+]
 
 MAX_DEPTH = 64  # nested lists/sections; deeper input is refused instead of recursing on
+MAX_DESCRIPTION_CHARS = 256 * 1024  # a job description's text; a longer one is refused
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what the store's integers hold
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*\Z")
 _INT = re.compile(r"[+-]?[0-9]+\Z")
 _FLOAT = re.compile(r"[+-]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+(?=[eE]))(?:[eE][+-]?[0-9]+)?\Z")
-_WORD = re.compile(r"(?:[\w.\-+:@$%*~]|/(?![/*]))+")
+_WORD = re.compile(r"(?:%\([\w.]*\)|[\w.\-+:@$%*~]|/(?![/*]))+")
 _SPACE = re.compile(r"[ \t\r\f\v]+")
 _PUNCTUATION = frozenset("=;,{}[]")
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "r": "\r"}
 _UNESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+_OPENERS, _CLOSERS = "([{", ")]}"
 
 # Token kinds.
 WORD = "word"
@@ -50,11 +68,44 @@ END = "end"
 
 
 @dataclass(frozen=True)
+class Placeholder:
+    """A bare word holding ``%``: ``%s``, ``%(name)s``, ``file_%n``. In a parametric job it takes
+    the parameter's own value (a list stays a list); elsewhere it is the string it spells."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A value kept verbatim: ClassAd text this parser does not interpret (``other.X > 2``)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class JdlWarning:
+    """Something accepted but worth telling the user: an ignored or overridden attribute."""
+
+    message: str
+    attribute: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = [f"attribute {self.attribute}"] if self.attribute is not None else []
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        return f"{self.message} ({', '.join(where)})" if where else self.message
+
+
+@dataclass(frozen=True)
 class JdlDocument:
-    """A parsed JDL document: attribute values and the 1-based line each attribute starts on."""
+    """A parsed JDL document: attribute values, the 1-based line each attribute starts on,
+    warnings (attributes given twice), and where each top-level value is in the text."""
 
     attributes: dict[str, Any]
     lines: dict[str, int]
+    warnings: list[JdlWarning] = field(default_factory=list)
+    spans: dict[str, tuple[int, int]] = field(default_factory=dict)  # value's [start, end) offsets
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +113,7 @@ class Token:
     kind: str
     text: str  # a word or punctuation as written; the decoded value of a string
     line: int
+    start: int = 0  # offset in the text
 
     def describe(self) -> str:
         if self.kind == END:
@@ -83,6 +135,10 @@ class _LexError(Exception):
         self.line = line
 
 
+class _OutOfRange(InvalidJobDescription):
+    """A value that is well formed but beyond what is stored: never kept as an Expression."""
+
+
 class _Tokenizer:
     """Splits JDL text into tokens, skipping white space and comments."""
 
@@ -95,7 +151,7 @@ class _Tokenizer:
         """The next token; an END token once the text is used up."""
         self._skip_blanks()
         if self.pos >= len(self.text):
-            return Token(END, "", self.line)
+            return Token(END, "", self.line, self.pos)
         return self._read_token()
 
     def _skip_blanks(self) -> None:
@@ -125,20 +181,20 @@ class _Tokenizer:
         self.pos = end + 2
 
     def _read_token(self) -> Token:
-        char = self.text[self.pos]
+        char, start = self.text[self.pos], self.pos
         if char in _PUNCTUATION:
             self.pos += 1
-            return Token(PUNCT, char, self.line)
+            return Token(PUNCT, char, self.line, start)
         if char == '"':
             return self._string()
         word = _WORD.match(self.text, self.pos)
         if word is None:
             raise _LexError(f"unexpected character {char!r}", self.line)
         self.pos = word.end()
-        return Token(WORD, word.group(), self.line)
+        return Token(WORD, word.group(), self.line, start)
 
     def _string(self) -> Token:
-        text, start_line = self.text, self.line
+        text, start_line, start = self.text, self.line, self.pos
         chars: list[str] = []
         pos = self.pos + 1
         while pos < len(text) and text[pos] not in '"\n':
@@ -153,7 +209,39 @@ class _Tokenizer:
                 "unterminated string: expected a closing '\"' on the same line", start_line
             )
         self.pos = pos + 1
-        return Token(STRING, "".join(chars), start_line)
+        return Token(STRING, "".join(chars), start_line, start)
+
+    def raw_value(self, start: int, line: int) -> str | None:
+        """The text from ``start`` (on ``line``; blanks skipped) to the next ``;`` (or the ``]``
+        closing the section) outside quotes and brackets, when it stays on one line and does not
+        start as a list, section or string; the tokenizer then stands before that ``;``/``]``."""
+        text = self.text
+        while start < len(text) and text[start].isspace():
+            line += text[start] == "\n"
+            start += 1
+        if start < len(text) and text[start] in '{["':
+            return None  # lists, sections and strings must be well formed
+        pos, depth, quoted = start, 0, False
+        while pos < len(text):
+            char = text[pos]
+            if char == "\n":
+                return None
+            if quoted:
+                quoted = char != '"' or text[pos - 1] == "\\"
+            elif char == '"':
+                quoted = True
+            elif char in _OPENERS:
+                depth += 1
+            elif char in _CLOSERS and depth > 0:
+                depth -= 1
+            elif depth == 0 and char in ";]":
+                break
+            pos += 1
+        raw = text[start:pos].strip()
+        if quoted or depth or not raw:
+            return None
+        self.pos, self.line = pos, line
+        return raw
 
 
 def tokenize(text: str) -> list[Token]:
@@ -181,6 +269,9 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.tokenizer = _Tokenizer(text)
         self.attribute: str | None = None
+        self.warnings: list[JdlWarning] = []
+        self.spans: dict[str, tuple[int, int]] = {}
+        self.last_end = 0  # where the last token taken ends
         self.current = self.pull()
 
     def pull(self) -> Token:
@@ -194,12 +285,17 @@ class _Parser:
     def advance(self) -> Token:
         token = self.current
         if token.kind != END:
+            self.last_end = self.tokenizer.pos
             self.current = self.pull()
         return token
 
     def fail(self, message: str, line: int | None = None) -> InvalidJobDescription:
         where = self.current.line if line is None else line
         return InvalidJobDescription(message, attribute=self.attribute, line=where)
+
+    def out_of_range(self, message: str, line: int | None = None) -> InvalidJobDescription:
+        where = self.current.line if line is None else line
+        return _OutOfRange(message, attribute=self.attribute, line=where)
 
     def is_punct(self, char: str) -> bool:
         return self.current.kind == PUNCT and self.current.text == char
@@ -217,7 +313,7 @@ class _Parser:
             raise self.fail(f"expected end of input, found {self.current.describe()}")
         if not attributes:
             raise InvalidJobDescription("empty job description: no attributes", line=1)
-        return JdlDocument(attributes, lines)
+        return JdlDocument(attributes, lines, self.warnings, self.spans)
 
     def statements(
         self,
@@ -231,26 +327,68 @@ class _Parser:
 
         ``depth`` 0 means the document's own attributes, more means a nested section.
         """
-        seen: dict[str, str] = {}
+        seen: dict[str, tuple[str, int]] = {}  # lower-case name -> (name as written, line)
         top = depth == 0
         while not self.at_close(close, start):
             name = self.name()
             if top:
                 self.attribute = name.text
             if (first := seen.get(name.text.lower())) is not None:
-                raise self.fail(
-                    f"duplicate attribute {name.text} (first given as {first})", name.line
-                )
-            seen[name.text.lower()] = name.text
-            self.expect("=", f"after the attribute name {name.text}")
-            into[name.text] = self.value(depth)
+                self.warn_duplicate(name, first)
+                del into[first[0]]
+                lines.pop(first[0], None)
+                if top:
+                    del self.spans[first[0]]
+            seen[name.text.lower()] = (name.text, name.line)
+            into[name.text], span = self.assigned_value(name, close, depth)
             lines[name.text] = name.line
-            if not self.is_punct(";"):
-                self.check_close(close, name.text)
+            if top:
+                self.spans[name.text] = span
             if top:
                 self.attribute = None
             if self.is_punct(";"):
                 self.advance()
+
+    def warn_duplicate(self, name: Token, first: tuple[str, int]) -> None:
+        message = (
+            f"{name.text} is given twice (first as {first[0]} on line {first[1]}): "
+            "the last value is used"
+        )
+        self.warnings.append(JdlWarning(message, self.attribute, name.line))
+
+    def assigned_value(self, name: Token, close: str | None, depth: int
+                       ) -> tuple[Any, tuple[int, int]]:
+        """``= value`` after ``name`` and where the value is; a value this parser cannot read
+        becomes an Expression when it ends on its line (DIRAC keeps such text), else the parse
+        error stands."""
+        if not self.is_punct("="):
+            self.expect("=", f"after the attribute name {name.text}")
+        value_start = self.current.start + 1
+        try:
+            self.advance()
+            first = self.current.start
+            value = self.value(depth)
+            if self.is_punct(";") or self.at_end_of(close):
+                return value, (first, self.last_end)
+            error = self.fail(
+                f"expected ';' after the value of {name.text}, found {self.current.describe()}"
+            )
+        except _OutOfRange:
+            raise
+        except InvalidJobDescription as caught:
+            error = caught
+        line = name.line + self.tokenizer.text.count("\n", name.start, value_start)
+        raw = self.tokenizer.raw_value(value_start, line)
+        if raw is None:
+            raise error
+        begin = self.tokenizer.text.find(raw, value_start)
+        self.current = self.pull()
+        return Expression(raw), (begin, begin + len(raw))
+
+    def at_end_of(self, close: str | None) -> bool:
+        if close is None:
+            return self.current.kind == END
+        return self.is_punct(close)
 
     def at_close(self, close: str | None, start: int) -> bool:
         if close is None:
@@ -260,13 +398,6 @@ class _Parser:
                 f"unterminated section: expected ']' for the '[' on line {start}", start
             )
         return self.is_punct(close)
-
-    def check_close(self, close: str | None, name: str) -> None:
-        if close is None and self.current.kind == END:
-            return
-        if close is not None and self.is_punct(close):
-            return
-        raise self.fail(f"expected ';' after the value of {name}, found {self.current.describe()}")
 
     def name(self) -> Token:
         token = self.current
@@ -282,7 +413,7 @@ class _Parser:
     def value(self, depth: int) -> Any:
         token = self.current
         if depth >= MAX_DEPTH:
-            raise self.fail(f"lists and sections nested deeper than {MAX_DEPTH} levels")
+            raise self.out_of_range(f"lists and sections nested deeper than {MAX_DEPTH} levels")
         if token.kind == STRING:
             return self.advance().text
         if token.kind == WORD:
@@ -296,18 +427,30 @@ class _Parser:
     def word_value(self, token: Token) -> Any:
         text = token.text
         if _INT.match(text):
-            if len(text) > 4000:
-                raise self.fail(f"integer with {len(text)} digits is too long", token.line)
-            return int(text)
+            return self.integer(text, token.line)
         if _FLOAT.match(text):
             number = float(text)
             if not math.isfinite(number):
-                raise self.fail(f"number {text} is out of range", token.line)
+                raise self.out_of_range(f"number {text} is out of range", token.line)
             return number
         lowered = text.lower()
         if lowered in ("true", "false"):
             return lowered == "true"
-        return text
+        return Placeholder(text) if "%" in text else text
+
+    def integer(self, text: str, line: int) -> int:
+        if len(text) > 25:
+            raise self.out_of_range(
+                f"integer with {len(text)} digits is too long (64 bits at most)", line
+            )
+        number = int(text)
+        if not INT64_MIN <= number <= INT64_MAX:
+            raise self.out_of_range(
+                f"integer {text} is out of range: integers must fit in 64 bits "
+                f"({INT64_MIN}..{INT64_MAX})",
+                line,
+            )
+        return number
 
     def list_value(self, depth: int) -> list[Any]:
         opening = self.advance()
@@ -317,7 +460,7 @@ class _Parser:
             return items
         while True:
             self.check_unterminated_list(opening)
-            items.append(self.value(depth))
+            items.append(self.list_item(depth))
             self.check_unterminated_list(opening)
             separator = self.advance()
             if separator.kind == PUNCT and separator.text == "}":
@@ -327,6 +470,19 @@ class _Parser:
                     f"expected ',' or '}}' in the list, found {separator.describe()}",
                     separator.line,
                 )
+
+    def list_item(self, depth: int) -> Any:
+        """A value, or ``NAME=value`` written bare, as DIRAC's _toJDL writes an
+        ExecutionEnvironment: ``{ MYVAR1=3, MYVAR2=test }`` holds the strings ``"MYVAR1=3"``..."""
+        first = self.current
+        value = self.value(depth)
+        if first.kind != WORD or not self.is_punct("="):
+            return value
+        self.advance()
+        assigned = self.current
+        if assigned.kind not in (WORD, STRING):
+            raise self.fail(f"expected a value after '{first.text}=', found {assigned.describe()}")
+        return f"{first.text}={self.advance().text}"
 
     def check_unterminated_list(self, opening: Token) -> None:
         if self.current.kind == END:
@@ -343,10 +499,14 @@ class _Parser:
         return section
 
 
-def parse_jdl(text: str) -> JdlDocument:
+def parse_jdl(text: str, max_chars: int = MAX_DESCRIPTION_CHARS) -> JdlDocument:
     """Parse a JDL document; raise :class:`InvalidJobDescription` saying what and where."""
     if not isinstance(text, str):
         raise InvalidJobDescription(f"JDL must be text, not {type(text).__name__}")
+    if len(text) > max_chars:
+        raise InvalidJobDescription(
+            f"job description of {len(text)} characters is longer than the limit of {max_chars}"
+        )
     return _Parser(text).document()
 
 
@@ -356,9 +516,10 @@ def parse_jdl(text: str) -> JdlDocument:
 def format_jdl(attributes: dict[str, Any]) -> str:
     """Write ``attributes`` as a JDL document inside a ``[ ]`` wrapper.
 
-    Values may be str, int, float (finite), bool, lists/tuples of values and dicts (written as
-    nested sections). ``parse_jdl(format_jdl(d)).attributes == d`` holds for such values when the
-    names are valid and do not repeat case-insensitively; tuples come back as lists. Raises
+    Values may be str, int, float (finite), bool, Placeholder, Expression, lists/tuples of values
+    and dicts (written as nested sections). ``parse_jdl(format_jdl(d)).attributes == d`` holds for
+    such values when the names are valid and do not repeat case-insensitively, integers fit in 64
+    bits and expressions are single-line ClassAd text; tuples come back as lists. Raises
     ``ValueError`` for an invalid name or a non-finite float, ``TypeError`` for other values.
     """
     body = _format_statements(attributes, indent=1)
@@ -386,6 +547,8 @@ def _format_value(value: Any, indent: int) -> str:
         return repr(value)
     if isinstance(value, str):
         return _quote(value)
+    if isinstance(value, Placeholder | Expression):
+        return value.text
     if isinstance(value, list | tuple):
         if not value:
             return "{}"

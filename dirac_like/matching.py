@@ -4,12 +4,16 @@ Waiting jobs are grouped in task queues: one per (owner, group, requirements). I
 jobs wait in a heap ordered by (priority desc, job id asc). A pilot asking for work is matched in
 three steps, each independent of the number of waiting jobs:
 
-1. the task queues whose static requirements the pilot meets (site, bans, platform, tags,
+1. the task queues whose static requirements the pilot meets (site, CE, bans, platform, tags,
    required tags, owner group) come from a cache keyed by those pilot properties;
 2. among them, the group with the smallest load per share, then its user with the smallest load
    per share (hierarchical fair share, :mod:`dirac_like.shares`);
 3. of that user's queues that also fit the pilot's cores, memory and CPU time, the one whose next
    job has the highest priority (then the oldest); its next job is popped in O(log n).
+
+A job with a core range (Min/MaxNumberOfProcessors) fits a pilot with at least its minimum free;
+the match grants it as many cores as the pilot has, up to its maximum, in steps of its
+granularity (:func:`cores_granted`).
 """
 
 from __future__ import annotations
@@ -75,6 +79,8 @@ class TaskQueue:
         req = self.requirements
         if req.sites and pilot.site not in req.sites:
             return False
+        if req.ces and pilot.ce not in req.ces:
+            return False
         if pilot.site in req.banned_sites:
             return False
         if req.platforms and pilot.platform not in req.platforms:
@@ -101,6 +107,7 @@ class TaskQueue:
 def _static_key(pilot: PilotResources) -> tuple[object, ...]:
     return (
         pilot.site,
+        pilot.ce,
         pilot.platform,
         frozenset(pilot.tags),
         frozenset(pilot.required_tags),
@@ -108,10 +115,22 @@ def _static_key(pilot: PilotResources) -> tuple[object, ...]:
     )
 
 
+def cores_granted(requirements: Requirements, free_cores: int) -> int:
+    """The cores a job gets from a pilot with ``free_cores``: its minimum, plus as many steps of
+    its granularity as fit below both its maximum and what the pilot has."""
+    low = requirements.cores
+    high = min(max(requirements.max_cores, low), free_cores)
+    if high <= low:
+        return low
+    step = max(1, requirements.core_step)
+    return low + (high - low) // step * step
+
+
 @dataclass(frozen=True)
 class Match:
     job_id: int
     task_queue: TaskQueue
+    cores: int = 1  # granted to the job (its task queue's core range, within the pilot's)
 
 
 class Matcher:
@@ -178,7 +197,8 @@ class Matcher:
             for user in shares.rank_users(group, users, now):
                 task_queue = _best_queue(users[user], pilot)
                 if task_queue is not None:
-                    return Match(task_queue.pop(), task_queue)
+                    cores = cores_granted(task_queue.requirements, pilot.cores)
+                    return Match(task_queue.pop(), task_queue, cores)
         return None
 
     def count_eligible(self, pilot: PilotResources) -> int:

@@ -101,6 +101,9 @@ class Requirements:
     max_ram_mb: int = 0  # 0: no memory requirement
     cpu_time: int = 0  # seconds per core
     tags: tuple[str, ...] = ()
+    ces: tuple[str, ...] = ()  # GridCE: empty: any CE
+    max_cores: int = 0  # a core range cores..max_cores (0: exactly cores)
+    core_step: int = 1  # cores beyond ``cores`` are granted in steps of this (SmpGranularity)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -111,6 +114,9 @@ class Requirements:
             "max_ram_mb": self.max_ram_mb,
             "cpu_time": self.cpu_time,
             "tags": list(self.tags),
+            "ces": list(self.ces),
+            "max_cores": self.max_cores,
+            "core_step": self.core_step,
         }
 
     @classmethod
@@ -123,6 +129,9 @@ class Requirements:
             max_ram_mb=int(raw["max_ram_mb"]),
             cpu_time=int(raw["cpu_time"]),
             tags=tuple(raw["tags"]),
+            ces=tuple(raw.get("ces", ())),  # task queues stored before GridCE have none
+            max_cores=int(raw.get("max_cores", 0)),
+            core_step=int(raw.get("core_step", 1)),
         )
 
 

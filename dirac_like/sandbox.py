@@ -84,6 +84,24 @@ def pack(files: list[Path], base: Path) -> bytes:
     return buffer.getvalue()
 
 
+def pack_named(files: dict[str, Path]) -> bytes:
+    """A tar.gz holding each local path (file or folder, anywhere) under its given top name:
+    ``{"run.sh": Path("../tools/run.sh")}`` puts ``run.sh`` in the archive. Links inside a
+    listed folder must stay inside it."""
+    buffer = io.BytesIO()
+    added: set[str] = set()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as compressed, \
+            tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, path in sorted(files.items()):
+            if not path.exists():
+                raise SandboxError(f"sandbox file not found: {path}")
+            top = path.resolve()
+            for member in _walk(path, set()):
+                inside = _inside(member, path, top) if member != path else ""
+                _add(tar, member, f"{name}/{inside}" if inside else name, added)
+    return buffer.getvalue()
+
+
 def _walk(path: Path, seen: set[Path]) -> Iterator[Path]:
     """``path`` and, for a folder, everything below it (each real folder once: no link loops)."""
     yield path

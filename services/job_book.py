@@ -23,7 +23,7 @@ from collections.abc import Iterable
 import msgpack
 
 from dirac_like.config import JobsConfig
-from dirac_like.description import JobDescription
+from dirac_like.description import JobDescription, with_job_id
 from dirac_like.errors import JobNotFound, StaleAttempt
 from dirac_like.matching import Matcher, TaskQueue
 from dirac_like.model import HistoryEntry, JobRecord, Requirements, TaskQueueRow
@@ -56,6 +56,9 @@ class JobBook:
         self.deadlines = Deadlines()
         self.jobs: dict[int, JobRecord] = {}
         self.task_queue_rows: dict[int, TaskQueueRow] = {}
+        # cores granted at the match to active jobs with a core range (not stored: after a
+        # restart their task queue's minimum is counted)
+        self.granted_cores: dict[int, int] = {}
         self.site_active: Counter[str] = Counter()
         self.next_job_id = 1
         self.next_task_queue_id = 1
@@ -122,16 +125,19 @@ class JobBook:
         return job
 
     def cores(self, job: JobRecord) -> int:
-        return self.task_queue_rows[job.task_queue_id].requirements.cores
+        """The cores granted at the job's match (its task queue's minimum before one)."""
+        granted = self.granted_cores.get(job.job_id)
+        return granted or self.task_queue_rows[job.task_queue_id].requirements.cores
 
     # -- new jobs --------------------------------------------------------------------------------
 
     def add(self, description: JobDescription, owner: str, group: str, now: float) -> JobRecord:
         """A new job, straight to Waiting along SUBMISSION_PATH (bulk submissions take this
         path by the hundred thousand, so it writes the three history rows directly)."""
-        task_queue = self._task_queue_for(owner, group, description.requirements())
         job_id = self.next_job_id
         self.next_job_id += 1
+        description = with_job_id(description, job_id)  # %j, as DIRAC's JobDB replaces it
+        task_queue = self._task_queue_for(owner, group, description.requirements())
         job = JobRecord(
             job_id=job_id,
             owner=owner,
@@ -182,6 +188,7 @@ class JobBook:
         if old in ACTIVE_STATUSES and status not in ACTIVE_STATUSES:
             self.site_active[job.site] -= 1
             self.shares.stop(job.group, job.owner, self.cores(job), now)
+            self.granted_cores.pop(job.job_id, None)
         job.status, job.minor_status, job.updated = status, minor, now
         self._enter(job, old, now)
         self.record(job, source, now)
@@ -275,6 +282,8 @@ class JobBook:
             return None
         job = self.jobs[match.job_id]
         job.pilot_id, job.site = pilot_id, resources.site
+        if match.cores != match.task_queue.requirements.cores:
+            self.granted_cores[job.job_id] = match.cores
         self.set_status(job, S.MATCHED, f"Assigned to pilot {pilot_id}", "Matcher", now)
         log.debug("job %d matched to pilot %s at %s", job.job_id, pilot_id, resources.site)
         return job

@@ -115,12 +115,13 @@ def test_submit_with_owner_and_group(cli: Any, tmp_path: Path) -> None:
 
 def test_submit_refused_description_exits_1(cli: Any, tmp_path: Path) -> None:
     path = tmp_path / "bad.jdl"
-    path.write_text('Executable = "/bin/echo"; Colour = "blue";')
+    path.write_text('Executable = "/bin/echo"; Colour = "blue";\nMaxRAM = "lots";')
 
     result = cli("job", "submit", str(path))
 
-    assert result.returncode == 1
-    assert result.stderr.startswith("error:") and "Colour" in result.stderr
+    assert result.returncode == 1  # an unknown attribute (Colour) is kept, a bad value refused
+    assert result.stderr.startswith("error:") and "MaxRAM" in result.stderr
+    assert "line 2" in result.stderr and str(path) in result.stderr
 
 
 # -- job status / list -------------------------------------------------------------------------

@@ -9,7 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dirac_like.errors import InvalidJobDescription
-from dirac_like.jdl import MAX_DEPTH, format_jdl, parse_jdl, tokenize
+from dirac_like.jdl import (
+    MAX_DEPTH,
+    MAX_DESCRIPTION_CHARS,
+    Expression,
+    Placeholder,
+    format_jdl,
+    parse_jdl,
+    tokenize,
+)
 
 
 def attributes(text: str) -> dict[str, Any]:
@@ -119,16 +127,18 @@ def test_empty_document_is_an_error(text: str) -> None:
     assert "no attributes" in str(error)
 
 
-def test_duplicate_attribute_names_it_and_its_line() -> None:
-    error = error_of("A = 1;\nB = 2;\nb = 3;")
-    assert (error.attribute, error.line) == ("b", 3)
-    assert "duplicate attribute b" in str(error)
+def test_duplicate_attribute_last_wins_with_a_warning_naming_both_lines() -> None:
+    document = parse_jdl("A = 1;\nB = 2;\nb = 3;")
+    assert document.attributes == {"A": 1, "b": 3} and document.lines == {"A": 1, "b": 3}
+    (warning,) = document.warnings
+    assert (warning.attribute, warning.line) == ("b", 3)
+    assert "b is given twice (first as B on line 2): the last value is used" in str(warning)
 
 
-def test_duplicate_inside_a_section_names_the_top_attribute() -> None:
-    error = error_of("Top = [\n X = 1;\n X = 2 ];")
-    assert (error.attribute, error.line) == ("Top", 3)
-    assert "duplicate attribute X" in str(error)
+def test_duplicate_inside_a_section_warns_with_the_top_attribute() -> None:
+    document = parse_jdl("S = [ X = 1;\n x = 2 ];")
+    assert document.attributes == {"S": {"x": 2}}
+    assert [(w.attribute, w.line) for w in document.warnings] == [("S", 2)]
 
 
 def test_unterminated_string_reports_its_start_line() -> None:
@@ -165,7 +175,8 @@ def test_unterminated_wrapper_and_section() -> None:
         ("A = 1;\n= 2;", None, 2, "expected an attribute name, found '='"),
         ("A = { 1, };", "A", 1, "expected a value, found '}'"),
         ("A = { 1 2 };", "A", 1, "expected ',' or '}' in the list, found '2'"),
-        ("A = 1;\n B = 2 ^ 3;", "B", 2, "unexpected character '^'"),
+        ("A = 1;\n B = 2 ^\n 3;", "B", 2, "unexpected character '^'"),
+        ('A = "x" y\nB = 1;', "A", 1, "expected ';' after the value of A, found 'y'"),
         ("[ A = 1; ] B = 2;", None, 1, "expected end of input, found 'B'"),
         ('"A" = 1;', None, 1, "expected an attribute name, found string"),
         ("A = 1; ]", None, 1, "expected an attribute name, found ']'"),
@@ -188,6 +199,69 @@ def test_nesting_too_deep_is_refused_not_a_recursion_error() -> None:
 def test_huge_numbers_are_refused() -> None:
     assert error_of("A = 1;\nB = 1e999;").line == 2
     assert "too long" in str(error_of("A = " + "9" * 5000))
+
+
+@pytest.mark.parametrize("number", [2**63, -(2**63) - 1, 2**64])
+def test_integers_beyond_64_bits_are_refused_with_attribute_and_line(number: int) -> None:
+    error = error_of(f"A = 1;\nParameters = {{ 1, {number} }};")
+    assert (error.attribute, error.line) == ("Parameters", 2)
+    assert "out of range" in str(error) and "64 bits" in str(error)
+
+
+def test_64_bit_limits_themselves_are_accepted() -> None:
+    assert attributes(f"A = {2**63 - 1}; B = {-(2**63)};") == {"A": 2**63 - 1, "B": -(2**63)}
+
+
+def test_text_longer_than_the_cap_is_refused() -> None:
+    assert parse_jdl("A = 1;", max_chars=6).attributes == {"A": 1}
+    with pytest.raises(InvalidJobDescription, match="longer than the limit of 6"):
+        parse_jdl("A = 12;", max_chars=6)
+    assert MAX_DESCRIPTION_CHARS == 256 * 1024
+
+
+def test_placeholders_in_value_position_are_kept_as_placeholders() -> None:
+    parsed = attributes("A = %(InputData)s; B = %s; C = file_%n.txt; D = { %(x)s, y }; E = \"%s\";")
+    assert parsed == {
+        "A": Placeholder("%(InputData)s"),
+        "B": Placeholder("%s"),
+        "C": Placeholder("file_%n.txt"),
+        "D": [Placeholder("%(x)s"), "y"],
+        "E": "%s",
+    }
+
+
+def test_lists_of_lists_of_bare_words() -> None:
+    parsed = attributes(
+        "Parameters.InputData = {\n {/lhcb/data/data1,\n /lhcb/data/data2},\n {/d3} };"
+    )
+    assert parsed == {"Parameters.InputData": [["/lhcb/data/data1", "/lhcb/data/data2"], ["/d3"]]}
+
+
+def test_values_dirac_keeps_as_text_become_expressions() -> None:
+    document = parse_jdl(
+        'Executable = "x";\nRequirements = other.GlueCEPolicyMaxCPUTime > 1000 && '
+        'Member("VO-lhcb", other.Tags);\nRank = (-other.EstimatedWaitTime);'
+    )
+    assert document.attributes["Requirements"] == Expression(
+        'other.GlueCEPolicyMaxCPUTime > 1000 && Member("VO-lhcb", other.Tags)'
+    )
+    assert document.attributes["Rank"] == Expression("(-other.EstimatedWaitTime)")
+    assert document.lines == {"Executable": 1, "Requirements": 2, "Rank": 3}
+    assert parse_jdl(format_jdl(document.attributes)).attributes == document.attributes
+
+
+def test_dirac_class_ad_output_parses() -> None:
+    # The layout of DIRAC's ClassAd.asJDL() (Job._toJDL): lists on several lines, bare words.
+    text = (
+        "[ \n    Arguments = \"jobDescription.xml -o LogLevel=INFO\";\n"
+        "    Executable = \"dirac-jobexec\";\n    JobName = jobName;\n    LogLevel = INFO;\n"
+        "    OutputSandbox = \n        {\n            Script1_CodeOutput.log,\n"
+        "            std.err,\n            std.out\n        };\n    Priority = 1;\n"
+        "    StdOutput = std.out;\n]"
+    )
+    parsed = attributes(text)
+    assert parsed["OutputSandbox"] == ["Script1_CodeOutput.log", "std.err", "std.out"]
+    assert parsed["JobName"] == "jobName" and parsed["Priority"] == 1
 
 
 def test_non_text_is_refused() -> None:
@@ -223,7 +297,7 @@ def test_format_refuses_what_jdl_cannot_express() -> None:
 names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}(\.[A-Za-z0-9_]{1,5})?", fullmatch=True)
 scalars = st.one_of(
     st.text(),
-    st.integers(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
     st.floats(allow_nan=False, allow_infinity=False),
     st.booleans(),
 )

@@ -7,7 +7,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dirac_like.matching import Matcher, TaskQueue
+from dirac_like.matching import Matcher, TaskQueue, cores_granted
 from dirac_like.model import Requirements
 from dirac_like.protocol import PilotResources
 from dirac_like.shares import FairShare
@@ -15,6 +15,7 @@ from dirac_like.shares import FairShare
 SITES = ["LCG.CERN.cern", "LCG.RAL.uk", "LCG.CNAF.it", "DIRAC.Local.org"]
 PLATFORMS = ["Linux_x86_64_glibc-2.36", "Linux_aarch64_glibc-2.36"]
 TAGS = ["GPU", "SSD", "Big"]
+CES = ["ce1.example.org", "ce2.example.org"]
 
 
 def make_matcher(groups: dict[str, float] | None = None, half_life: float = 3600.0) -> Matcher:
@@ -25,6 +26,7 @@ def reference_fits(req: Requirements, group: str, pilot: PilotResources) -> bool
     """Eligibility written out independently of TaskQueue.fits, from the rules in DESIGN.md."""
     checks = [
         not req.sites or pilot.site in req.sites,
+        not req.ces or pilot.ce in req.ces,
         pilot.site not in req.banned_sites,
         not req.platforms or pilot.platform in req.platforms,
         req.cores <= pilot.cores,
@@ -46,11 +48,13 @@ requirements_strategy = st.builds(
     max_ram_mb=st.sampled_from([0, 2000, 8000]),
     cpu_time=st.sampled_from([100, 3600, 86400]),
     tags=st.lists(st.sampled_from(TAGS), max_size=2, unique=True).map(lambda t: tuple(sorted(t))),
+    ces=st.lists(st.sampled_from(CES), max_size=1).map(tuple),
 )
 
 pilot_strategy = st.builds(
     PilotResources,
     site=st.sampled_from(SITES),
+    ce=st.sampled_from(CES),
     platform=st.sampled_from(PLATFORMS),
     cores=st.integers(1, 8),
     memory_mb=st.sampled_from([0, 4000, 16000]),
@@ -254,3 +258,49 @@ def test_users_split_their_groups_share() -> None:
         counts[match.task_queue.owner] += 1
         matcher.shares.start("g", match.task_queue.owner, 1, float(step))
     assert counts == Counter({"alice": 300, "bob": 100})
+
+
+# --- GridCE and core ranges ---------------------------------------------------------------------
+
+
+def test_grid_ce_admits_only_pilots_of_those_ces() -> None:
+    matcher = make_matcher()
+    queue = matcher.add_task_queue(TaskQueue(1, "u", "g", Requirements(ces=("ce1",))))
+    queue.push(1, 1)
+    assert matcher.match(PilotResources(site="S", ce="ce2"), 0.0) is None
+    assert matcher.count_eligible(PilotResources(site="S", ce="ce2")) == 0
+    match = matcher.match(PilotResources(site="S", ce="ce1"), 0.0)
+    assert match is not None and match.job_id == 1
+
+
+def test_core_range_grants_what_the_pilot_has_in_granularity_steps() -> None:
+    ranged = Requirements(cores=2, max_cores=8, core_step=2)
+    assert [cores_granted(ranged, free) for free in (2, 3, 4, 5, 7, 8, 64)] == [2, 2, 4, 4, 6, 8, 8]
+    assert cores_granted(Requirements(cores=3), 16) == 3  # no range: exactly its cores
+    assert cores_granted(Requirements(cores=1, max_cores=4), 3) == 3
+
+
+def test_matched_job_carries_its_granted_cores_and_needs_only_its_minimum() -> None:
+    matcher = make_matcher()
+    queue = matcher.add_task_queue(
+        TaskQueue(1, "u", "g", Requirements(cores=2, max_cores=8, core_step=2)))
+    queue.push(1, 1)
+    queue.push(2, 1)
+    assert matcher.match(PilotResources(site="S", cores=1), 0.0) is None
+    first = matcher.match(PilotResources(site="S", cores=7), 0.0)
+    assert first is not None and first.cores == 6
+    second = matcher.match(PilotResources(site="S", cores=2), 0.0)
+    assert second is not None and second.cores == 2
+
+
+@given(requirements_strategy, st.integers(1, 8), st.integers(1, 3), st.integers(1, 64))
+def test_granted_cores_stay_in_range_steps_and_pilot(
+    base: Requirements, extra: int, step: int, free: int
+) -> None:
+    requirements = Requirements(cores=base.cores, max_cores=base.cores + extra, core_step=step)
+    granted = cores_granted(requirements, free)
+    assert base.cores <= granted <= base.cores + extra
+    assert (granted - base.cores) % step == 0
+    if free >= base.cores:
+        assert granted <= free
+        assert granted + step > min(free, base.cores + extra)  # as many steps as fit
