@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from test_pilot import FAST_RETRIES, SHORT_TIMEOUTS, Pilots, wait_status
 
 from dirac_like.client import Client
 from dirac_like.processes import ServiceProcess
+from dirac_like.testing import run_cli
 
 
 @pytest.fixture
@@ -30,8 +30,7 @@ def grid(start_central: Callable[..., ServiceProcess], tmp_path: Path
 
 
 def cli(service: ServiceProcess, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "dirac_like", *args, "--server", service.endpoint]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=60)
+    return run_cli(service.endpoint, *args, cwd=cwd)
 
 
 def submit(service: ServiceProcess, jdl: Path, cwd: Path) -> list[int]:

@@ -8,7 +8,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from test_pilot import FAST_RETRIES, SHORT_TIMEOUTS, Pilots, wait_status
 
 from dirac_like.client import Client
 from dirac_like.processes import ServiceProcess
+from dirac_like.testing import run_cli
 
 LIMITS = "[sandboxes]\nmax_input_bytes = 20000\n"
 
@@ -35,8 +35,7 @@ def grid(start_central: Callable[..., ServiceProcess], tmp_path: Path
 
 
 def cli(service: ServiceProcess, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "dirac_like", *args, "--server", service.endpoint]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=60)
+    return run_cli(service.endpoint, *args, cwd=cwd)
 
 
 def write_job(folder: Path, payload_bytes: int = 100) -> Path:
