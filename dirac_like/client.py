@@ -208,6 +208,22 @@ class Client:
         result: dict[str, list[int]] = self.call(Op.RESCHEDULE, {"job_ids": job_ids})
         return result
 
+    def delete(self, job_ids: list[int]) -> dict[str, list[int]]:
+        """Mark jobs Deleted: {"deleted": [ids]} (all or none)."""
+        result: dict[str, list[int]] = self.call(Op.DELETE, {"job_ids": job_ids})
+        return result
+
+    def job_description(self, job_id: int) -> dict[str, Any]:
+        """The job's description as the service stored it (parametric values expanded)."""
+        description: dict[str, Any] = self.call(Op.JOB_DESCRIPTION,
+                                                {"job_id": job_id})["description"]
+        return description
+
+    def peek(self, job_id: int) -> dict[str, Any]:
+        """The last lines of stdout the job's pilot sent: {"job_id", "status", "tail"}."""
+        result: dict[str, Any] = self.call(Op.PEEK, {"job_id": job_id})
+        return result
+
     def history(self, job_id: int) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = self.call(Op.HISTORY, {"job_id": job_id})
         return rows
@@ -247,10 +263,11 @@ class Client:
         return commands
 
     def heartbeat(
-        self, job_id: int, attempt: int, pilot_id: str, metrics: dict[str, Any] | None = None
+        self, job_id: int, attempt: int, pilot_id: str, metrics: dict[str, Any] | None = None,
+        stdout_tail: str = "",
     ) -> list[dict[str, Any]]:
         args = {"job_id": job_id, "attempt": attempt, "pilot_id": pilot_id,
-                "metrics": metrics or {}}
+                "metrics": metrics or {}, "stdout_tail": stdout_tail}
         commands: list[dict[str, Any]] = self.call(Op.HEARTBEAT, args)["commands"]
         return commands
 

@@ -136,6 +136,7 @@ class HeartbeatArgs:
     attempt: int
     pilot_id: str
     metrics: dict[str, Any] = field(default_factory=dict)
+    stdout_tail: str = ""  # the payload's last lines of stdout (bounded; shown by job peek)
 
 
 @dataclass(frozen=True)
@@ -261,6 +262,9 @@ class Op:
     IDENTITY_LIST = "identity_list"
     IDENTITY_REVOKE = "identity_revoke"
     PILOT_TOKEN = "pilot_token"
+    JOB_DESCRIPTION = "job_description"
+    DELETE = "delete"
+    PEEK = "peek"
 
 
 ARGUMENTS: dict[str, type] = {
@@ -293,6 +297,9 @@ ARGUMENTS: dict[str, type] = {
     Op.IDENTITY_LIST: IdentityListArgs,
     Op.IDENTITY_REVOKE: IdentityRevokeArgs,
     Op.PILOT_TOKEN: PilotTokenArgs,
+    Op.JOB_DESCRIPTION: JobIdArgs,
+    Op.DELETE: JobIdsArgs,
+    Op.PEEK: JobIdArgs,
 }
 
 # Operations that change stored state: their replies are remembered under the request id so a
@@ -313,6 +320,7 @@ MUTATING_OPS = frozenset(
         Op.IDENTITY_ADD,
         Op.IDENTITY_REVOKE,
         Op.PILOT_TOKEN,
+        Op.DELETE,
     }
 )
 # sandbox_upload changes files, not the store: a repeated chunk is written again at its offset,

@@ -41,6 +41,7 @@ from dirac_like.states import (
 )
 
 from .identities import IDENTITY_HANDLERS
+from .job_handlers import JOB_HANDLERS
 from .pilot_handlers import PILOT_HANDLERS
 from .sandbox_handlers import SANDBOX_HANDLERS
 from .state import CentralState, check_name
@@ -210,6 +211,8 @@ def heartbeat(state: CentralState, args: HeartbeatArgs, now: float) -> dict[str,
         # The job was taken away from this pilot (rescheduled, killed): it must stop it.
         return {"commands": [{"command": "kill", "job_id": job.job_id}]}
     job.heartbeat_at = now
+    if args.stdout_tail:
+        state.stdout_tails.keep(job.job_id, args.stdout_tail)
     if job.status in (S.RUNNING, S.COMPLETING):
         job.deadline = now + state.config.jobs.stalled_timeout
     elif job.status is S.STALLED and can_move(job.status, S.RUNNING):
@@ -303,4 +306,5 @@ HANDLERS: dict[str, Handler] = {
     **PILOT_HANDLERS,
     **SANDBOX_HANDLERS,
     **IDENTITY_HANDLERS,
+    **JOB_HANDLERS,
 }

@@ -38,6 +38,7 @@ from dirac_like.shares import FairShare
 from dirac_like.states import ACTIVE_STATUSES, JobStatus, check_transition
 
 from .pilots import PilotRegistry
+from .stdout_tails import StdoutTails
 
 if TYPE_CHECKING:
     from .identities import IdentityIssuer
@@ -94,6 +95,7 @@ class CentralState:
         self.config = config
         self.stored = stored
         self.sandboxes = sandboxes  # None: sandboxes are refused
+        self.stdout_tails = StdoutTails()  # what running jobs printed last (job peek)
         # descriptions of jobs submitted in the current batch, not yet in the store
         self._new_descriptions: dict[int, dict[str, Any]] = {}
         self.limits = DescriptionLimits(

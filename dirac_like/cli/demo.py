@@ -45,11 +45,12 @@ import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs install
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dirac_like.cli.display import count_by, format_ids, format_percent, make_console, print_table
 from dirac_like.client import Client, RetryPolicy
-from dirac_like.display import count_by, format_ids, format_percent, make_console, print_table
 from dirac_like.errors import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, DiracLikeError
 from dirac_like.identity import load_identity, save_identity
 from dirac_like.processes import ServiceProcess
+from dirac_like.states import JobStatus
 
 DEMO_CONFIG = """\
 # Written by `dirac-like demo`. The groups' shares are set through the client.
@@ -83,7 +84,7 @@ CPU_TIME = 300  # CPUTime of the demo's jobs (seconds)
 POLL_SECONDS = 0.2
 DIRECTOR_GRACE = 15.0  # SIGTERM -> SIGKILL of a director (its pilots get local_grace = 5 s)
 POLICY = RetryPolicy(timeout=10.0, retries=3, backoff=0.1, max_backoff=1.0)
-FINAL = ("Done", "Failed", "Killed")
+FINAL = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.KILLED})
 
 SIMULATE = ("import random, sys; rng = random.Random(int(sys.argv[1])); n = 20000; "
             "hits = sum(rng.random() ** 2 + rng.random() ** 2 < 1 for _ in range(n)); "
@@ -120,14 +121,14 @@ class SitePlan:
 class Expectation:
     """How a job must end: its status, and words its minor status must contain."""
 
-    status: str
+    status: JobStatus
     minor: str = ""
 
     def met_by(self, row: Mapping[str, Any]) -> bool:
-        return row["status"] == self.status and self.minor in str(row["minor_status"])
+        return JobStatus(row["status"]) is self.status and self.minor in str(row["minor_status"])
 
     def __str__(self) -> str:
-        return f"{self.status} ({self.minor})" if self.minor else self.status
+        return f"{self.status} ({self.minor})" if self.minor else self.status.value
 
 
 @dataclass(frozen=True)
@@ -181,14 +182,14 @@ def python_job(name: str, python: str, code: str, *arguments: str,
             **attributes}
 
 
-DONE = Expectation("Done", "Execution Complete")
+DONE = Expectation(JobStatus.DONE, "Execution Complete")
 VICTIM = "analysis-forgotten"  # killed by its owner once it runs on a pilot
 NOTABLE: tuple[tuple[str, Expectation], ...] = (  # JobName, how it must end
     ("reconstruction-2cores", DONE),
-    ("calibration-broken", Expectation("Failed", "exited with code 1")),
-    ("analysis-broken", Expectation("Failed", "exited with code 2")),
-    ("memory-hog", Expectation("Failed", "Watchdog: memory")),
-    (VICTIM, Expectation("Killed")),
+    ("calibration-broken", Expectation(JobStatus.FAILED, "exited with code 1")),
+    ("analysis-broken", Expectation(JobStatus.FAILED, "exited with code 2")),
+    ("memory-hog", Expectation(JobStatus.FAILED, "Watchdog: memory")),
+    (VICTIM, Expectation(JobStatus.KILLED)),
 )
 
 
@@ -264,7 +265,7 @@ def site_toml(site: SitePlan) -> str:
 
 
 def is_final(row: Mapping[str, Any]) -> bool:
-    return row["status"] in FINAL
+    return JobStatus(row["status"]) in FINAL
 
 
 def status_line(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -276,7 +277,7 @@ def victims_to_kill(rows: Sequence[Mapping[str, Any]], victim: str,
                     already: set[int]) -> list[int]:
     """The victim's job id once it runs on a pilot (and has not been killed yet)."""
     return [row["job_id"] for row in rows if row["job_name"] == victim
-            and row["status"] == "Running" and row["job_id"] not in already]
+            and row["status"] == JobStatus.RUNNING and row["job_id"] not in already]
 
 
 def all_ended(rows: Sequence[Mapping[str, Any]], total: int) -> bool:
@@ -297,7 +298,7 @@ def outcome_problems(rows: Sequence[Mapping[str, Any]], plan: DemoPlan,
                             f"{row['status']} ({row['minor_status']})")
     for name in sorted(set(by_name) - set(plan.expected)):
         problems.append(f"job {by_name[name]['job_id']} {name}: not in the plan")
-    if victim_history and "Running" not in (entry["status"] for entry in victim_history):
+    if victim_history and JobStatus.RUNNING not in (entry["status"] for entry in victim_history):
         problems.append(f"job {plan.victim}: killed before it ran on a pilot")
     return problems
 

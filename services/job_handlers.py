@@ -1,0 +1,49 @@
+"""Handlers of the job commands DIRAC users know beyond submit/status/kill: a job's stored
+description (``dirac-wms-job-get-jdl``), delete (``dirac-wms-job-delete``) and peek
+(``dirac-wms-job-peek``: the last lines of stdout its pilot sent with its latest heartbeat)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dirac_like.errors import InvalidArgument
+from dirac_like.protocol import JobIdArgs, JobIdsArgs, Op
+from dirac_like.states import JobStatus, check_transition
+
+from .state import CentralState
+
+MAX_JOB_IDS = 100_000
+
+
+def job_description(state: CentralState, args: JobIdArgs, now: float) -> dict[str, Any]:
+    """The job's description as stored at submission (parametric values expanded)."""
+    state.job(args.job_id)
+    return {"job_id": args.job_id, "description": state.store_description(args.job_id)}
+
+
+def delete(state: CentralState, args: JobIdsArgs, now: float) -> dict[str, list[int]]:
+    """Mark jobs Deleted; all or none (a job a pilot holds must be killed first)."""
+    if not args.job_ids or len(args.job_ids) > MAX_JOB_IDS:
+        raise InvalidArgument(f"give between 1 and {MAX_JOB_IDS} job ids")
+    jobs = state.jobs_by_ids(args.job_ids)
+    for job in jobs:
+        check_transition(job.job_id, job.status, JobStatus.DELETED)
+    for job in jobs:
+        state.set_status(job, JobStatus.DELETED, "Deleted by user", "user", now)
+        state.stdout_tails.forget(job.job_id)
+    return {"deleted": [job.job_id for job in jobs]}
+
+
+def peek(state: CentralState, args: JobIdArgs, now: float) -> dict[str, Any]:
+    """The last lines of the job's stdout its pilot sent, with the job's status."""
+    job = state.job(args.job_id)
+    return {"job_id": job.job_id, "status": job.status.value,
+            "tail": state.stdout_tails.latest(job.job_id)}
+
+
+JOB_HANDLERS: dict[str, Callable[[CentralState, Any, float], Any]] = {
+    Op.JOB_DESCRIPTION: job_description,
+    Op.DELETE: delete,
+    Op.PEEK: peek,
+}
