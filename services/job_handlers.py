@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from dirac_like.errors import InvalidArgument
+from dirac_like.errors import IllegalTransition, InvalidArgument
 from dirac_like.protocol import JobIdArgs, JobIdsArgs, Op
-from dirac_like.states import JobStatus, check_transition
+from dirac_like.states import ACTIVE_STATUSES, JobStatus, check_transition
 
 from .state import CentralState
 
@@ -28,6 +28,9 @@ def delete(state: CentralState, args: JobIdsArgs, now: float) -> dict[str, list[
         raise InvalidArgument(f"give between 1 and {MAX_JOB_IDS} job ids")
     jobs = state.jobs_by_ids(args.job_ids)
     for job in jobs:
+        if job.status in ACTIVE_STATUSES:
+            raise IllegalTransition(f"job {job.job_id} is {job.status.value}: kill it first "
+                                    "(a job a pilot holds is not deleted)")
         check_transition(job.job_id, job.status, JobStatus.DELETED)
     for job in jobs:
         state.set_status(job, JobStatus.DELETED, "Deleted by user", "user", now)

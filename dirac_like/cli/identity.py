@@ -147,7 +147,8 @@ def identity_options() -> argparse.ArgumentParser:
 
 
 def add_init_parser(groups: Any) -> None:
-    init = groups.add_parser("init", help="create a home's service keys and first admin identity")
+    text = "create a home's service keys and first admin identity"
+    init = groups.add_parser("init", help=text, description=text.capitalize() + ".")
     init.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS,
                       help="the home to initialize (default: $DIRAC_LIKE_HOME or ~/.dirac-like)")
     init.set_defaults(cli_command="")
@@ -155,9 +156,11 @@ def add_init_parser(groups: Any) -> None:
 
 def add_identity_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     """``admin identity add|list|revoke`` (commands: the admin group's subparsers)."""
-    identity = commands.add_parser("identity", help="issue, list and revoke identities")
+    identity = commands.add_parser("identity", help="issue, list and revoke identities",
+                                   description="Issue, list and revoke identities.")
     actions = identity.add_subparsers(dest="identity_command", metavar="ACTION", required=True)
-    add = actions.add_parser("add", parents=parents, help="issue an identity file")
+    add = actions.add_parser("add", parents=parents, help="issue an identity file",
+                             description="Issue an identity file.")
     add.add_argument("name", help="the identity's name (a user's name is the jobs' owner)")
     add.add_argument("--role", required=True, choices=[role.value for role in Role],
                      help="what it may do: user (own jobs), operator, admin, director or "
@@ -168,12 +171,14 @@ def add_identity_parser(commands: Any, parents: list[argparse.ArgumentParser]) -
     add.add_argument("--out", required=True, metavar="FILE",
                      help="where to write the identity file (not overwritten)")
     add.set_defaults(cli_command="identity add")
-    listing = actions.add_parser("list", parents=parents, help="identities and their state")
+    listing = actions.add_parser("list", parents=parents, help="identities and their state",
+                                 description="List identities and their state.")
     listing.add_argument("--pilot-tokens", action="store_true",
                          help="also the pilot tokens directors obtained")
     listing.set_defaults(cli_command="identity list")
     revoke = actions.add_parser("revoke", parents=parents,
-                                help="refuse an identity from now on (no restart)")
+                                help="refuse an identity from now on (no restart)",
+                                description="Refuse an identity from now on (no restart).")
     revoke.add_argument("name", help="the identity's name")
     revoke.set_defaults(cli_command="identity revoke")
 
