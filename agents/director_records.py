@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 LIVE_STATES = [state.value for state in PilotState if not state.final]
 ADOPTED_IN_PROCESS = "Stopped with a previous run of the director"
+# The reason of a local pilot an ``agent director --once`` left running: no director follows it,
+# it closes its own record when it stops.
+LEFT_RUNNING = "Left running by a director run with --once"
 
 
 @dataclass
@@ -49,10 +52,14 @@ class PilotRecord:
 
 
 class PilotBook:
-    def __init__(self, site: str, client: Client, in_process_fabrics: frozenset[str]) -> None:
+    def __init__(self, site: str, client: Client, in_process_fabrics: frozenset[str],
+                 managed: frozenset[str] | None = None) -> None:
         self.site = site
         self.client = client
         self.in_process_fabrics = in_process_fabrics  # their pilots die with the director
+        # The fabrics this director runs (None: any): a record of another fabric, or of none (a
+        # pilot started by hand), is not this director's and is left alone.
+        self.managed = managed
         self.records: dict[str, PilotRecord] = {}
         self.outbox: dict[str, dict[str, Any]] = {}  # pilot id -> update not yet sent
 
@@ -64,9 +71,17 @@ class PilotBook:
         for row in rows:
             record = self.records.get(row["pilot_id"])
             if record is None:
-                self._adopt(row, now)
+                if self._ours(row):
+                    self._adopt(row, now)
             else:
                 record.kill_requested = bool(row["kill_requested"])
+
+    def _ours(self, row: dict[str, Any]) -> bool:
+        """Whether this director follows a record it did not create in this process."""
+        fabric = row["fabric"]
+        if not fabric or row["reason"] == LEFT_RUNNING:  # by hand, or closes its own record
+            return False
+        return self.managed is None or fabric in self.managed
 
     def _adopt(self, row: dict[str, Any], now: float) -> None:
         record = PilotRecord(row["pilot_id"], row["ce"], row["fabric"], row["fabric_ref"],

@@ -101,6 +101,7 @@ _ACTIONS = {
     Op.IDENTITY_LIST: "list identities", Op.IDENTITY_REVOKE: "revoke identities",
     Op.PILOT_TOKEN: "obtain pilot tokens", Op.JOB_DESCRIPTION: "see job descriptions",
     Op.DELETE: "delete jobs", Op.PEEK: "peek at job output",
+    Op.PILOT_STOPPED: "report a pilot stopped",
 }
 
 
@@ -331,6 +332,11 @@ def _pilot_heartbeat(asked: Asked) -> Any:
     return asked.args
 
 
+def _pilot_stopped(asked: Asked) -> Any:
+    _own_pilot_id(asked, unknown_ok=False)
+    return asked.args
+
+
 def _pilot_upload(asked: Asked) -> Any:
     _own_site(asked)
     return _upload_of_kind(asked, "output")
@@ -374,4 +380,5 @@ RULES: dict[str, dict[Role, Check]] = {
     Op.JOB_DESCRIPTION: {_O: _anything, _U: _own_jobs},
     Op.DELETE: {_U: _own_jobs},
     Op.PEEK: {_O: _anything, _U: _own_jobs},
+    Op.PILOT_STOPPED: {_P: _pilot_stopped},
 }

@@ -321,6 +321,12 @@ class Client:
         result: dict[str, Any] = self.call(Op.PILOT_OUTPUT, {"pilot_id": pilot_id})
         return result
 
+    def pilot_stopped(self, pilot_id: str, exit_code: int) -> bool:
+        """Tell the service this pilot stopped; whether its record was closed by it."""
+        result: dict[str, Any] = self.call(Op.PILOT_STOPPED,
+                                           {"pilot_id": pilot_id, "exit_code": exit_code})
+        return bool(result["closed"])
+
     def kill_pilot(self, pilot_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self.call(Op.KILL_PILOT, {"pilot_id": pilot_id})
         return result

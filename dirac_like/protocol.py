@@ -191,6 +191,14 @@ class PilotIdArgs:
 
 
 @dataclass(frozen=True)
+class PilotStoppedArgs:
+    """A pilot says it stopped (``dirac-like pilot`` on its way out), with its exit code."""
+
+    pilot_id: str
+    exit_code: int = 0
+
+
+@dataclass(frozen=True)
 class SandboxUploadArgs:
     sha256: str  # of the whole archive
     size: int  # of the whole archive
@@ -265,6 +273,7 @@ class Op:
     JOB_DESCRIPTION = "job_description"
     DELETE = "delete"
     PEEK = "peek"
+    PILOT_STOPPED = "pilot_stopped"
 
 
 ARGUMENTS: dict[str, type] = {
@@ -300,6 +309,7 @@ ARGUMENTS: dict[str, type] = {
     Op.JOB_DESCRIPTION: JobIdArgs,
     Op.DELETE: JobIdsArgs,
     Op.PEEK: JobIdArgs,
+    Op.PILOT_STOPPED: PilotStoppedArgs,
 }
 
 # Operations that change stored state: their replies are remembered under the request id so a
@@ -321,6 +331,7 @@ MUTATING_OPS = frozenset(
         Op.IDENTITY_REVOKE,
         Op.PILOT_TOKEN,
         Op.DELETE,
+        Op.PILOT_STOPPED,
     }
 )
 # sandbox_upload changes files, not the store: a repeated chunk is written again at its offset,

@@ -11,6 +11,7 @@ from dirac_like.protocol import (
     ListPilotsArgs,
     Op,
     PilotIdArgs,
+    PilotStoppedArgs,
     UpdatePilotsArgs,
 )
 
@@ -57,10 +58,17 @@ def kill_pilot(state: CentralState, args: PilotIdArgs, now: float) -> dict[str, 
     return {"pilot_id": args.pilot_id, "rescheduled": rescheduled}
 
 
+def pilot_stopped(state: CentralState, args: PilotStoppedArgs, now: float) -> dict[str, Any]:
+    """A pilot on its way out: its record is closed unless a director follows it."""
+    return {"pilot_id": args.pilot_id,
+            "closed": state.pilots.stopped(args.pilot_id, args.exit_code, now)}
+
+
 PILOT_HANDLERS: dict[str, Callable[[CentralState, Any, float], Any]] = {
     Op.ADD_PILOTS: add_pilots,
     Op.UPDATE_PILOTS: update_pilots,
     Op.PILOTS: pilots,
     Op.PILOT_OUTPUT: pilot_output,
     Op.KILL_PILOT: kill_pilot,
+    Op.PILOT_STOPPED: pilot_stopped,
 }

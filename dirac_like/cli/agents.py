@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import time
 from pathlib import Path
@@ -13,10 +14,14 @@ from dirac_like.agents import director as directors
 from dirac_like.agents import pilot as pilots
 from dirac_like.cli.common import names, positive_int, positive_seconds, seconds
 from dirac_like.cli.identity import identity_of, identity_options, pilot_identity, server_for
-from dirac_like.client import Client
+from dirac_like.client import Client, RetryPolicy
 from dirac_like.config import DEFAULT_SERVER, default_home
+from dirac_like.errors import DiracLikeError
 from dirac_like.logs import setup_logging
 from dirac_like.sites import load_site
+
+log = logging.getLogger("dirac_like.pilot")
+STOPPED_RETRIES = RetryPolicy(timeout=3.0, retries=1, backoff=0.2, max_backoff=0.5)
 
 
 def cmd_pilot(args: argparse.Namespace) -> int:
@@ -39,7 +44,20 @@ def cmd_pilot(args: argparse.Namespace) -> int:
     )
     pilot = pilots.Pilot(config)
     pilot.install_signal_handlers()
-    return pilot.run()
+    code = pilot.run()
+    _report_stopped(config, code)
+    return code
+
+
+def _report_stopped(config: pilots.PilotConfig, code: int) -> None:
+    """Tell the service this pilot stopped, which closes its record when no director follows
+    it (a pilot started by hand); best effort: the pilot is leaving anyway."""
+    try:
+        with Client(config.server, STOPPED_RETRIES, identity=config.identity,
+                    insecure=config.insecure) as client:
+            client.pilot_stopped(config.pilot_id, code)
+    except DiracLikeError as exc:
+        log.warning("pilot %s: could not report its end: %s", config.pilot_id, exc.message)
 
 
 def cmd_agent_director(args: argparse.Namespace) -> int:
@@ -127,7 +145,8 @@ def add_agent_parser(groups: Any) -> None:
                           help="state, logs and pilot output (default: $DIRAC_LIKE_HOME or "
                                "~/.dirac-like)")
     director.add_argument("--once", action="store_true",
-                          help="run one cycle and exit (pilots on the local fabric stop with it)")
+                          help="run one cycle and exit; the pilots it started keep running "
+                               "(local ones close their own records when they stop)")
     director.add_argument("--verbose", action="store_true", help="log at DEBUG level")
 
 

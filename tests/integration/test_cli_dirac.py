@@ -193,7 +193,7 @@ def test_peek_shows_the_last_lines_a_running_job_printed(
                                 env=child_env(), stdin=subprocess.DEVNULL)
         return "line 99" in result.stdout and result
 
-    result = wait_for(peeked, 30)
+    result = wait_for(peeked, "job peek showing line 99", 30)
 
     lines = result.stdout.splitlines()
     assert lines[-1] == "line 99" and len(lines) == 40  # the last 40 lines, as the pilot sent

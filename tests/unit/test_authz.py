@@ -41,6 +41,7 @@ from dirac_like.protocol import (
     Op,
     PilotIdArgs,
     PilotResources,
+    PilotStoppedArgs,
     PilotTokenArgs,
     PilotUpdateItem,
     RequestJobArgs,
@@ -116,6 +117,7 @@ def own_args(op: str, role: Role) -> Any:
         Op.JOB_DESCRIPTION: JobIdArgs(1),
         Op.DELETE: JobIdsArgs([1]),
         Op.PEEK: JobIdArgs(1),
+        Op.PILOT_STOPPED: PilotStoppedArgs(PILOT_7),
         Op.REQUEST_JOB: RequestJobArgs(PILOT_7, cern),
         Op.ELIGIBLE: EligibleArgs(cern),
         Op.UPDATE_STATUS: UpdateStatusArgs(1, 1, PILOT_7, "Running"),
@@ -176,6 +178,7 @@ EXPECTED: dict[str, set[str]] = {
     Op.JOB_DESCRIPTION: {"admin", "operator", "user"},
     Op.DELETE: {"admin", "user"},
     Op.PEEK: {"admin", "operator", "user"},
+    Op.PILOT_STOPPED: {"admin", "pilot"},
 }
 
 
