@@ -1,4 +1,8 @@
-"""``dirac-like pilot`` and ``dirac-like agent director``: the agents a site runs."""
+"""``dirac-like pilot`` and ``dirac-like agent director``: the agents a site runs.
+
+The agents (``dirac_like.agents``) are imported inside the commands that run them, so that
+every other command starts without loading them.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,8 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dirac_like.agents import batch_env
-from dirac_like.agents import director as directors
-from dirac_like.agents import pilot as pilots
 from dirac_like.cli.common import names, positive_int, positive_seconds, seconds
 from dirac_like.cli.identity import identity_of, identity_options, pilot_identity, server_for
 from dirac_like.client import Client, RetryPolicy
@@ -20,11 +21,17 @@ from dirac_like.errors import DiracLikeError
 from dirac_like.logs import setup_logging
 from dirac_like.sites import load_site
 
+if TYPE_CHECKING:
+    from dirac_like.agents.pilot import PilotConfig
+
 log = logging.getLogger("dirac_like.pilot")
 STOPPED_RETRIES = RetryPolicy(timeout=3.0, retries=1, backoff=0.2, max_backoff=0.5)
 
 
 def cmd_pilot(args: argparse.Namespace) -> int:
+    from dirac_like.agents import batch_env
+    from dirac_like.agents import pilot as pilots
+
     setup_logging(verbose=args.verbose)
     workdir = Path(args.workdir or ".").resolve()
     node = pilots.discover(workdir, cores=args.cores or 0, memory_mb=args.memory or 0,
@@ -49,7 +56,7 @@ def cmd_pilot(args: argparse.Namespace) -> int:
     return code
 
 
-def _report_stopped(config: pilots.PilotConfig, code: int) -> None:
+def _report_stopped(config: PilotConfig, code: int) -> None:
     """Tell the service this pilot stopped, which closes its record when no director follows
     it (a pilot started by hand); best effort: the pilot is leaving anyway."""
     try:
@@ -61,6 +68,8 @@ def _report_stopped(config: pilots.PilotConfig, code: int) -> None:
 
 
 def cmd_agent_director(args: argparse.Namespace) -> int:
+    from dirac_like.agents import director as directors
+
     home = Path(args.home) if args.home else default_home()
     sites_dir = Path(args.sites_dir) if args.sites_dir else _default_sites_dir()
     site = load_site(directors.site_file(args.site, sites_dir))

@@ -9,10 +9,12 @@ from typing import Any
 from dirac_like.cli.common import positive_int
 from dirac_like.config import default_home, load_config
 from dirac_like.logs import setup_logging
-from dirac_like.services.central import run_central
 
 
 def cmd_service_central(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: every other command starts faster without the service.
+    from dirac_like.services.central import run_central
+
     home = Path(args.home) if args.home else default_home()
     config = load_config(Path(args.config) if args.config else None)
     setup_logging("central", home, args.verbose)
