@@ -110,10 +110,12 @@ def get_output(args: argparse.Namespace) -> int:
         else:
             todo.append(job_id)
     with connect(args) as client:
-        fetched = fetch_outputs(client, todo, folder, force=False)
+        fetched, refused = fetch_outputs(client, todo, folder, force=False)
     for _job_id, target, _files in fetched:
         print(f"Job output sandbox retrieved in {target}/")
-    return EXIT_OK
+    for job_id, exc in refused:
+        print(f"ERROR {job_id}: {exc.message}")  # as DIRAC's script prints them
+    return max((exc.exit_code for _, exc in refused), default=EXIT_OK)
 
 
 def kill(args: argparse.Namespace) -> int:

@@ -3,12 +3,13 @@ stored description shown as JDL."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from dirac_like.client import Client
-from dirac_like.errors import ConfigError
+from dirac_like.errors import ConfigError, DiracLikeError, ServiceUnavailable
 from dirac_like.jdl import format_jdl
 from dirac_like.sandbox import safe_extract
 from dirac_like.submission import MAX_OUTPUT_BYTES, SANDBOX_PREFIX, fetch_output
@@ -20,9 +21,13 @@ Fetched = tuple[int, Path, list[str]]
 
 
 def describe_as_jdl(description: dict[str, Any]) -> str:
-    """A stored job description as JDL text (what ``job jdl`` prints)."""
+    """A stored job description as JDL text (what ``job jdl`` prints); as JSON if a value has
+    no JDL form."""
     # TODO(jdl): swap for the canonical rendering (jdl.to_jdl) once the JDL work lands.
-    return format_jdl(description)
+    try:
+        return format_jdl(description)
+    except (TypeError, ValueError):
+        return json.dumps(description, indent=2) + "\n"
 
 
 def _targets(job_ids: list[int], folder: Path, force: bool) -> list[Path]:
@@ -47,15 +52,23 @@ def _files_in(target: Path) -> list[str]:
     return sorted(str(path.relative_to(target)) for path in target.rglob("*") if path.is_file())
 
 
-def fetch_outputs(client: Client, job_ids: list[int], folder: Path, force: bool) -> list[Fetched]:
-    """Download and unpack each job's output sandbox into ``folder/<id>/``."""
-    fetched = []
+def fetch_outputs(client: Client, job_ids: list[int], folder: Path,
+                  force: bool) -> tuple[list[Fetched], list[tuple[int, DiracLikeError]]]:
+    """Download and unpack each job's output sandbox into ``folder/<id>/``: the jobs fetched,
+    and the refusals of the others (a job not ended, not yours, without output), in order."""
+    fetched, refused = [], []
     for job_id, target in zip(job_ids, _targets(job_ids, folder, force), strict=True):
-        client.job_output(job_id)  # refused (not ended, not yours) before anything is removed
-        _replace(target)
-        fetch_output(client, job_id, folder, MAX_DOWNLOAD)
+        try:
+            client.job_output(job_id)  # refused (not ended, not yours) before anything goes
+            _replace(target)
+            fetch_output(client, job_id, folder, MAX_DOWNLOAD)
+        except ServiceUnavailable:
+            raise
+        except DiracLikeError as exc:
+            refused.append((job_id, exc))
+            continue
         fetched.append((job_id, target, _files_in(target)))
-    return fetched
+    return fetched, refused
 
 
 def input_sandboxes(description: dict[str, Any]) -> list[str]:

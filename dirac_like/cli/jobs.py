@@ -206,14 +206,16 @@ def _describe_pending(rows: list[dict[str, Any]]) -> str:
 def cmd_job_output(args: argparse.Namespace) -> int:
     job_ids = parse_job_ids(args.job_ids)
     with connect(args) as client:
-        fetched = fetch_outputs(client, job_ids, Path(args.dir), force=args.force)
+        fetched, refused = fetch_outputs(client, job_ids, Path(args.dir), force=args.force)
     if args.json:
         print_json([{"job_id": job_id, "folder": str(target), "files": files}
                     for job_id, target, files in fetched])
-        return EXIT_OK
-    for job_id, target, files in fetched:
-        print(f"Output sandbox of job {job_id} in {target}: {', '.join(files) or 'empty'}")
-    return EXIT_OK
+    else:
+        for job_id, target, files in fetched:
+            print(f"Output sandbox of job {job_id} in {target}: {', '.join(files) or 'empty'}")
+    for job_id, exc in refused:
+        print(f"error: job {job_id}: {exc.message}", file=sys.stderr)
+    return max((exc.exit_code for _, exc in refused), default=EXIT_OK)
 
 
 def cmd_job_get_input(args: argparse.Namespace) -> int:

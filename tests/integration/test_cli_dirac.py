@@ -146,6 +146,20 @@ def test_output_of_several_jobs_refuses_to_overwrite(cli: Any, client: Client,
     assert (out / str(first[0]) / "a.txt").read_text() == "one"
 
 
+def test_output_fetches_what_it_can_and_names_the_jobs_it_could_not(
+        cli: Any, client: Client, tmp_path: Path) -> None:
+    done, waiting = submit(cli, tmp_path), submit(cli, tmp_path)
+    finish_with_output(client, done[0], {"a.txt": "one"}, tmp_path / "made")
+    out = tmp_path / "out"
+
+    result = cli("job", "output", str(waiting[0]), str(done[0]), "--dir", str(out))
+
+    assert result.returncode == 1
+    assert f"error: job {waiting[0]}:" in result.stderr
+    assert (out / str(done[0]) / "a.txt").read_text() == "one"
+    assert not (out / str(waiting[0])).exists()
+
+
 def test_get_input_downloads_the_input_sandbox(cli: Any, tmp_path: Path) -> None:
     folder = tmp_path / "job"
     folder.mkdir()
