@@ -8,14 +8,13 @@ from typing import Any
 import pytest
 
 from dirac_like.agents.director import load_settings
-from dirac_like.cli.demo import (
-    DIRECTOR_SETTINGS,
+from dirac_like.cli.demo import DIRECTOR_SETTINGS, mentions
+from dirac_like.cli.demo_plan import (
     MIN_JOBS,
     VICTIM,
     DemoPlan,
     Expectation,
     all_ended,
-    mentions,
     outcome_problems,
     plan_demo,
     site_rows,
