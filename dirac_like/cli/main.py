@@ -34,8 +34,10 @@ COMMANDS: dict[tuple[str, str], Command] = {
     **AGENT_COMMANDS,
 }
 
-COMPLETION_HINT = ("shell completion: `dirac-like completion bash > "
-                   "~/.local/share/bash-completion/completions/dirac-like` (or zsh, tcsh)")
+COMPLETIONS = "~/.local/share/bash-completion/completions"
+INSTALL_COMPLETION = (f"mkdir -p {COMPLETIONS} && dirac-like completion bash > "
+                      f"{COMPLETIONS}/dirac-like")
+COMPLETION_HINT = f"shell completion (bash; also zsh, tcsh):\n  {INSTALL_COMPLETION}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_completion_parser(groups: Any) -> None:
     text = "print a shell completion script for dirac-like"
-    completion = groups.add_parser("completion", help=text, description=f"{text[0].upper()}"
-                                   f"{text[1:]}. Install it with: {COMPLETION_HINT[18:]}")
+    completion = groups.add_parser("completion", help=text, description=f"{text.capitalize()}"
+                                   f". For bash, install it with: {INSTALL_COMPLETION}")
     completion.add_argument("shell", choices=["bash", "zsh", "tcsh"], help="the shell")
     completion.set_defaults(cli_command="")
 
