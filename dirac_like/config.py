@@ -27,6 +27,10 @@ class ServiceConfig:
     max_message_bytes: int = 16 * 1024 * 1024
     max_batch: int = 512  # requests drained and committed together
     reply_memory: float = 600.0  # seconds a reply is kept for retried request ids
+    # Undecodable frames a connection may send (per second, and at once): past that its frames
+    # are refused unread until it calms down (services/frame_guard.py).
+    bad_frames_per_second: float = 5.0
+    bad_frame_burst: float = 50.0
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,9 @@ def validate(config: Config) -> None:
         raise ConfigError("store.synchronous: must be 'full' or 'normal'")
     if config.service.max_batch < 1 or config.service.max_message_bytes < 1024:
         raise ConfigError("service: max_batch >= 1 and max_message_bytes >= 1024")
+    if config.service.bad_frames_per_second <= 0 or config.service.bad_frame_burst < 1:
+        raise ConfigError("service: bad_frames_per_second must be positive and bad_frame_burst "
+                          "at least 1")
     if config.pilots.retention < 0 or config.pilots.max_output_bytes < 0:
         raise ConfigError("pilots: retention and max_output_bytes must not be negative")
     _validate_sandboxes(config)

@@ -128,6 +128,15 @@ class StoreError(DiracLikeError):
     retryable = True
 
 
+class UnstorableValue(StoreError):
+    """A change the store refuses for what it holds (a value out of its range, a broken
+    record), not because the store is down: the request that made it is at fault, and it alone
+    is undone (retrying it cannot help)."""
+
+    code = "internal"
+    retryable = False
+
+
 class Forbidden(DiracLikeError):
     """The authenticated principal may not do this (its role, or the object is not its own)."""
 

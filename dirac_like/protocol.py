@@ -51,6 +51,7 @@ class Request:
 class ErrorInfo:
     code: str
     message: str
+    retryable: bool = False  # the request was not done and may be sent again, same id
 
 
 @dataclass(frozen=True)
@@ -821,6 +822,8 @@ def encode_reply(reply: Reply) -> bytes:
     else:
         assert reply.error is not None
         frame["error"] = {"code": reply.error.code, "message": reply.error.message}
+        if reply.error.retryable:
+            frame["error"]["retryable"] = True
     return _pack(frame)
 
 
@@ -829,12 +832,14 @@ def encode_ok(request_id: str, result: Any) -> bytes:
     return encode_reply(Reply(id=request_id, ok=True, result=result))
 
 
-def encode_error(request_id: str, code: str, message: str) -> bytes:
-    """An error reply; a message quoting a huge argument is cut to MAX_ERROR_MESSAGE."""
+def encode_error(request_id: str, code: str, message: str, retryable: bool = False) -> bytes:
+    """An error reply; a message quoting a huge argument is cut to MAX_ERROR_MESSAGE.
+    ``retryable``: nothing was done, the client may send the same request (same id) again."""
     if len(message) > MAX_ERROR_MESSAGE:
         cut = len(message) - MAX_ERROR_MESSAGE
         message = f"{message[:MAX_ERROR_MESSAGE]}... ({cut} more characters)"
-    return encode_reply(Reply(id=request_id, ok=False, error=ErrorInfo(code, message)))
+    return encode_reply(Reply(id=request_id, ok=False,
+                              error=ErrorInfo(code, message, retryable)))
 
 
 def decode_reply(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Reply:
@@ -849,7 +854,8 @@ def decode_reply(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Rep
     code, message = error.get("code"), error.get("message")
     if not isinstance(code, str) or not isinstance(message, str):
         raise ProtocolError("reply error must have string 'code' and 'message'")
-    return Reply(id=request_id, ok=False, error=ErrorInfo(code, message))
+    return Reply(id=request_id, ok=False,
+                 error=ErrorInfo(code, message, error.get("retryable") is True))
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,9 +3,21 @@
 One iteration (:meth:`CentralService.loop`): poll until a request arrives or the next deadline →
 drain a batch of requests → apply each to the in-memory state → expire due deadlines → write
 everything the batch changed to the store in ONE transaction (and a changed identity registry to
-its file, first) → send the replies. Nothing is acknowledged before it is durable. If the store
-fails, or a handler fails unexpectedly, the whole batch is answered with an error, the in-memory
-state is rebuilt from the store, and the loop goes on: clients retry with the same request ids.
+its file, first) → send the replies. Nothing is acknowledged before it is durable.
+
+When a batch cannot be committed, one request never fails another:
+
+- the store itself failed (disk full, I/O error, a read-only file: :class:`StoreError`): the
+  in-memory state is rebuilt from the store, which is reopened, and every request of the batch
+  gets a ``store_error`` marked retryable: clients send it again with the same request id;
+- a request failed inside the service (a bug) or made a change the store cannot hold
+  (:class:`UnstorableValue`): the state is rebuilt from the store and the batch's requests are
+  served again one by one, each committed alone (:meth:`CentralService._replay`); the request at
+  fault gets ``internal`` (not retryable), the others their normal replies.
+
+Handlers check before they change, so a refused request (any DiracLikeError) changes nothing and
+needs no undo. An ``OSError`` from the sandbox files (disk full, a missing file) is a
+``store_error`` for that request alone.
 
 Security (unless started ``--insecure``): the ROUTER is a CurveZMQ server; a ZAP handler,
 answered in this same loop (services/zap.py), admits only the public keys of the identity
@@ -21,6 +33,7 @@ cores: the GIL hand-offs cost more than the overlap gains. See docs/performance.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -44,6 +57,7 @@ from dirac_like.errors import (
     ProtocolError,
     RateLimited,
     StoreError,
+    UnstorableValue,
 )
 from dirac_like.home_lock import holding, lock_path
 from dirac_like.identity import Keypair
@@ -63,14 +77,17 @@ from dirac_like.protocol import (
 from dirac_like.ratelimit import RateLimiter
 from dirac_like.registry import init_home, load_registry, load_service_keys, save_registry
 from dirac_like.sandbox import SandboxStore
-from dirac_like.store import Store, open_store
+from dirac_like.store import Store
+from dirac_like.store import open_store as default_store
 from dirac_like.store.base import store_file
 
 from .audit import AuditLog
+from .frame_guard import FrameGuard, bounded, connection_key
 from .guard import Guard
 from .handlers import HANDLERS
 from .identities import IdentityIssuer
 from .ownership import StateOwnership
+from .sandbox_handlers import SANDBOX_HANDLERS
 from .state import CentralState
 from .zap import DOMAIN, ZapHandler
 
@@ -94,9 +111,12 @@ class Pending:
 
 
 class CentralService:
+    """The loop and its sockets. ``open_store`` (default: the configured SQLite store) is called
+    at start and again after a failed commit: tests inject a store double through it."""
+
     def __init__(
         self, config: Config, home: Path, clock: Callable[[], float] = time.time,
-        insecure: bool = False,
+        insecure: bool = False, open_store: Callable[[], Store] | None = None,
     ) -> None:
         self.config = config
         self.home = home
@@ -107,7 +127,14 @@ class CentralService:
             load_registry(home), keys.public, config.security)
         self.guard = None if self.issuer is None else Guard(
             self.issuer, RateLimiter.from_config(config.security), AuditLog.in_home(home))
-        self.store: Store = open_store(config.store_url(home), config.store.synchronous)
+        self._open_store = open_store or (
+            lambda: default_store(config.store_url(home), config.store.synchronous))
+        self.store: Store = self._open_store()
+        try:
+            self.store.check_writable()
+        except StoreError:
+            self.store.close()
+            raise
         sandbox_limit = max(config.sandboxes.max_input_bytes, config.sandboxes.max_output_bytes)
         self.sandboxes = SandboxStore(home / "sandboxes", sandbox_limit)
         self.state = self._load_state()
@@ -122,10 +149,12 @@ class CentralService:
         self.poller.register(self.socket, zmq.POLLIN)
         if self.zap is not None:
             self.poller.register(self.zap.socket, zmq.POLLIN)
+        self.frames = FrameGuard(config.service)
         self.routes: OrderedDict[str, list[bytes]] = OrderedDict()  # pilot id -> envelope
         self.endpoint = ""
         self.stopping = False
         self._poisoned = False
+        self._broken: StoreError | None = None  # the store could not be reopened: retry
         self._next_purge = clock() + PURGE_SECONDS
 
     def _secure_socket(self, keys: Keypair) -> ZapHandler:
@@ -196,16 +225,29 @@ class CentralService:
 
     def loop(self) -> int:
         """Wait for work, then serve one batch. Returns the number of requests served."""
-        pending = []
+        messages: list[Message] = []
+        pending: list[Pending] = []
         ready = dict(self.poller.poll(self._poll_timeout_ms()))
         if self.zap is not None and self.zap.socket in ready:
             self.zap.answer_all()
+        if self._broken is not None and not self._recover(self._broken, reopen=True):
+            refused = self._refusals(self._drain() if self.socket in ready else [], self._broken)
+            for item in refused:
+                self.socket.send_multipart([*item.envelope, item.reply])
+            return 0
         if self.socket in ready:
-            pending = self.process_batch(self._drain())
+            messages = self._drain()
+            pending = self.process_batch(messages)
         self.state.expire(self.clock())
         self.purge_identities(self.clock())
-        self.commit_and_reply(pending)
+        self.commit_and_reply(pending, messages)
         return len(pending)
+
+    def _refusals(self, messages: list[Message], error: StoreError) -> list[Pending]:
+        """The store cannot be opened: every request gets a retryable ``store_error``."""
+        pending = [Pending(frames[:-1], b"", peek_request_id(frames[-1]) or "unknown")
+                   for frames, _ in messages]
+        return self._undone(pending, error, retryable=True)
 
     def _poll_timeout_ms(self) -> int:
         deadline = self.state.next_deadline()
@@ -242,11 +284,16 @@ class CentralService:
                user_id: str = "") -> tuple[bytes, str]:
         """The reply to one frame from the client with public key ``user_id`` (never
         raises)."""
+        connection = connection_key(envelope or [], user_id)
+        try:
+            self.frames.admit(connection, now)
+        except RateLimited as exc:  # not decoded: the reply names no request
+            return encode_error("unknown", exc.code, exc.message, True), "unknown"
         try:
             request = decode_request(payload, self.config.service.max_message_bytes)
         except ProtocolError as exc:
             request_id = peek_request_id(payload) or "unknown"
-            log.warning("refused frame of %d bytes: [%s] %s", len(payload), exc.code, exc)
+            self.frames.bad_frame(connection, payload, f"[{exc.code}] {exc}", now)
             return encode_error(request_id, exc.code, exc.message), request_id
         try:
             principal = None if self.guard is None else self.guard.principal(user_id, request, now)
@@ -268,9 +315,10 @@ class CentralService:
                 args = self.guard.admit(principal, request, args, StateOwnership(self.state),
                                         now)
         except (Forbidden, RateLimited) as exc:  # logged and audited by the guard
-            return encode_error(request.id, exc.code, exc.message)
+            return encode_error(request.id, exc.code, exc.message, exc.retryable)
         except DiracLikeError as exc:
-            log.warning("request %s (%s) refused: [%s] %s", request.id, request.op, exc.code, exc)
+            log.warning("request %s (%s) refused: [%s] %s", request.id, request.op, exc.code,
+                        bounded(exc.message))
             return encode_error(request.id, exc.code, exc.message)
         reply, ok = self._run(request, args, now, envelope, principal)
         if mutating and ok:  # refusals are not remembered: a retry is checked again
@@ -287,8 +335,17 @@ class CentralService:
                 self._remember_route(args.pilot_id, envelope)
             reply = encode_ok(request.id, HANDLERS[request.op](self.state, args, now))
         except DiracLikeError as exc:
-            log.warning("request %s (%s) refused: [%s] %s", request.id, request.op, exc.code, exc)
-            error, reply = exc, encode_error(request.id, exc.code, exc.message)
+            log.warning("request %s (%s) refused: [%s] %s", request.id, request.op, exc.code,
+                        bounded(exc.message))
+            error = exc
+            reply = encode_error(request.id, exc.code, exc.message, exc.retryable)
+        except OSError as exc:  # the sandbox files (disk full, a file gone): this request only
+            log.error("request %s (%s): %s", request.id, request.op, exc)
+            if request.op not in SANDBOX_HANDLERS:  # it may have changed part of the state
+                self._poisoned = True
+            error = StoreError(f"the service could not read or write a file: "
+                               f"{exc.strerror or exc}; please retry later")
+            reply = encode_error(request.id, error.code, error.message, True)
         except Exception:
             log.exception("request %s (%s) failed inside the service", request.id, request.op)
             self._poisoned = True  # it may have changed part of the state: rebuild after
@@ -307,21 +364,53 @@ class CentralService:
         if purged:
             log.info("%d expired pilot token(s) forgotten", purged)
 
-    def commit_and_reply(self, pending: list[Pending]) -> None:
-        changes = self.state.take_changes()
-        if len(changes.new_jobs) >= FREEZE_AFTER_NEW_JOBS:
-            gc.freeze()  # a bulk submission: its records live long, keep them out of collections
-        try:
-            if self._poisoned:
-                raise InternalError("a request failed inside the service")
-            self._save_identities()
-            self.store.commit(changes)
-            self.state.committed(changes)
-        except (StoreError, InternalError) as exc:
-            pending = self._undo(pending, exc)
+    def commit_and_reply(self, pending: list[Pending], messages: list[Message] | None = None
+                         ) -> None:
+        """Make the batch durable, then send its replies (see the module docstring for what
+        happens when it cannot be). ``messages``: the batch's requests, to serve them again one
+        by one if one of them is at fault."""
+        pending = self._durable(pending, messages)
         for item in pending:
             self.socket.send_multipart([*item.envelope, item.reply])
         self._push_commands()
+
+    def _durable(self, pending: list[Pending], messages: list[Message] | None = None
+                 ) -> list[Pending]:
+        """Commit; the replies to send (``pending``, or errors for what was undone)."""
+        try:
+            self._commit()
+            return pending
+        except (UnstorableValue, InternalError) as exc:  # a request at fault
+            if self._recover(exc) and messages is not None and len(messages) > 1:
+                return self._replay(messages)
+            return self._undone(pending, exc, retryable=self._broken is not None)
+        except StoreError as exc:  # the store failed: all undone, all may retry
+            self._recover(exc, reopen=True)
+            return self._undone(pending, exc, retryable=True)
+
+    def _commit(self) -> None:
+        """Write what the state changed since the last commit, in one transaction."""
+        changes = self.state.take_changes()
+        if len(changes.new_jobs) >= FREEZE_AFTER_NEW_JOBS:
+            gc.freeze()  # a bulk submission: its records live long, keep them out of collections
+        if self._poisoned:
+            raise InternalError("a request failed inside the service")
+        self._save_identities()
+        self.store.commit(changes)
+        self.state.committed(changes)
+
+    def _replay(self, messages: list[Message]) -> list[Pending]:
+        """Serve the requests of a batch that failed again, each alone and committed alone, on
+        the state rebuilt from the store: only the request at fault fails."""
+        log.warning("serving the %d requests of the undone batch one by one", len(messages))
+        replies = []
+        for message in messages:
+            if self._broken is not None:
+                replies.extend(self._refusals([message], self._broken))
+                continue
+            pending = self._durable(self.process_batch([message]))
+            replies.extend(pending)
+        return replies
 
     # -- commands pushed to connected pilots -----------------------------------------------------
 
@@ -352,17 +441,46 @@ class CentralService:
         except OSError as exc:
             raise StoreError(f"cannot write the identity registry: {exc.strerror}") from None
 
-    def _undo(self, pending: list[Pending], error: DiracLikeError) -> list[Pending]:
-        """Rebuild the state (and the identity registry) from disk; every reply of the batch
-        becomes an error."""
-        log.error("batch of %d requests not committed (%s): rebuilding state", len(pending), error)
+    def _recover(self, error: DiracLikeError, reopen: bool = False) -> bool:
+        """:meth:`_rebuild`; False (and the next loop tries again) if the store cannot be
+        opened or read now."""
+        try:
+            self._rebuild(error, reopen or self._broken is not None)
+        except StoreError as exc:
+            log.error("store unavailable, requests refused until it can be reopened: %s", exc)
+            self._broken = exc
+            return False
+        self._broken = None
+        return True
+
+    def _rebuild(self, error: DiracLikeError, reopen: bool = False) -> None:
+        """Forget what was not committed: the state (and the identity registry) again from
+        disk; with ``reopen``, on a store opened anew (one that failed may stay broken, e.g. a
+        connection opened read-only)."""
+        log.error("batch not committed (%s): rebuilding state%s", error,
+                  " on the store reopened" if reopen else "")
         self._poisoned = False
+        self.state.take_pushes()  # commands decided by what is undone are not sent
+        if reopen:
+            self._reopen_store()
         if self.issuer is not None:
             self.issuer.registry = load_registry(self.home)
         self.state = self._load_state()
-        undone = f"not done, please retry: {error.message}"
+
+    def _reopen_store(self) -> None:
+        with contextlib.suppress(DiracLikeError, OSError):
+            self.store.close()
+        self.store = self._open_store()
+        self.store.check_writable()
+
+    @staticmethod
+    def _undone(pending: list[Pending], error: DiracLikeError, retryable: bool
+                ) -> list[Pending]:
+        """Every reply of ``pending`` becomes ``error`` (the requests were undone)."""
+        text = f"not done{', please retry' if retryable else ''}: {error.message}"
         return [
-            Pending(p.envelope, encode_error(p.request_id, error.code, undone), p.request_id)
+            Pending(p.envelope, encode_error(p.request_id, error.code, text, retryable),
+                    p.request_id)
             for p in pending
         ]
 

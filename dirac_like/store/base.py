@@ -58,6 +58,11 @@ class Store(ABC):
         """The schema version of the open store."""
 
     @abstractmethod
+    def check_writable(self) -> None:
+        """Raise StoreError, naming the reason, if a commit could not be written (a store
+        opened read-only, a read-only file or file system). Writes nothing."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release the connection; further calls are errors."""
 

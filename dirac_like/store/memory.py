@@ -12,7 +12,7 @@ from typing import Any
 
 import msgpack
 
-from dirac_like.errors import JobNotFound, StoreError
+from dirac_like.errors import JobNotFound, StoreError, UnstorableValue
 from dirac_like.model import (
     ChangeSet,
     HistoryEntry,
@@ -53,7 +53,7 @@ class MemoryStore(Store):
             raise StoreError("commit failed (injected by the test)")
         for job, _ in changes.new_jobs:
             if job.job_id in self.jobs:
-                raise StoreError(f"job {job.job_id} already exists")
+                raise UnstorableValue(f"job {job.job_id} already exists")
         for row in changes.new_task_queues:
             self.task_queues[row.task_queue_id] = row
         for job, packed in changes.new_jobs:
@@ -135,6 +135,9 @@ class MemoryStore(Store):
 
     def schema_version(self) -> int:
         return SCHEMA_VERSION
+
+    def check_writable(self) -> None:
+        self._check_open()
 
     def close(self) -> None:
         self.closed = True

@@ -31,7 +31,7 @@ from typing import Any
 
 import msgpack
 
-from dirac_like.errors import JobNotFound, StoreError
+from dirac_like.errors import JobNotFound, StoreError, UnstorableValue
 from dirac_like.model import (
     ChangeSet,
     HistoryEntry,
@@ -244,9 +244,26 @@ class SqliteStore(Store):
         try:
             with self._transaction() as db:
                 _write(db, changes)
-        except (StoreError, sqlite3.Error, *_BAD_VALUE_ERRORS) as exc:
+        except (sqlite3.IntegrityError, *_BAD_VALUE_ERRORS) as exc:
+            log.error("store %s: a change it cannot hold, rolled back: %s", self.path, exc)
+            raise UnstorableValue(f"a value the store cannot hold, rolled back: {exc}") from exc
+        except UnstorableValue:
+            raise
+        except (StoreError, sqlite3.Error) as exc:
             log.error("store %s: commit failed, rolled back: %s", self.path, exc)
             raise StoreError(f"commit failed and was rolled back: {exc}") from exc
+
+    def check_writable(self) -> None:
+        """Try a write (the schema version, set to what it is) in a transaction rolled back."""
+        try:
+            with self._transaction() as db:
+                db.execute(f"PRAGMA user_version = {self.schema_version():d}")
+                db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"store {self.path} is not writable ({exc}): check its file, its folder (the "
+                "WAL is written beside it) and the file system; a service cannot run on a "
+                "read-only store") from None
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -412,7 +429,7 @@ def _update_jobs(db: sqlite3.Connection, changes: ChangeSet) -> None:
     if cursor.rowcount != len(rows):
         stored = {row[0] for row in db.execute("SELECT job_id FROM jobs")}
         missing = sorted(row[-1] for row in rows if row[-1] not in stored)
-        raise StoreError(f"changed jobs not in the store: {missing[:10]}")
+        raise UnstorableValue(f"changed jobs not in the store: {missing[:10]}")
 
 
 def _task_queue_row(task_queue: TaskQueueRow) -> tuple[Any, ...]:
