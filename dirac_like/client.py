@@ -5,7 +5,10 @@ dataclass (``dirac_like.protocol``); a reply of the wrong shape is a :class:`Pro
 
 Each call gets a fresh request id; a retry after a timeout re-sends the SAME id on a fresh socket,
 and the service answers a retried id with the reply it gave the first time, so a retried submit
-never creates a second job. Backoff between tries is capped and jittered.
+never creates a second job. An error reply marked ``retryable`` (the service did nothing with
+the request: ``store_error``, ``rate_limited``, a batch undone) is retried the same way, with the
+same id, within the same policy; the last one is raised when the tries run out. Backoff between
+tries is capped and jittered.
 
 Every socket is a CurveZMQ client presenting the client's identity (given, else the one
 :func:`dirac_like.identity.resolve_identity` finds: ``$DIRAC_LIKE_IDENTITY``, then the home's
@@ -185,11 +188,17 @@ class Client:
             socket = self._connect()
             socket.send(frame)
             reply = self._await_reply(socket, request_id, timeout or self.policy.timeout)
+            if reply is not None and reply.ok:
+                return reply.result
             if reply is not None:
-                if reply.ok:
-                    return reply.result
                 assert reply.error is not None
-                raise error_from_wire(reply.error.code, reply.error.message)
+                error = error_from_wire(reply.error.code, reply.error.message)
+                pause = self.policy.next_pause(tries, self._rng) if reply.error.retryable else None
+                if pause is None:
+                    raise error
+                log.info("%s not done by %s (try %d: [%s] %s), retrying", op, self.server,
+                         tries, error.code, error.message[:200])
+                continue  # same socket, same request id: the service did nothing with it
             log.info("no reply to %s from %s (try %d), retrying", op, self.server, tries)
             self._drop_socket()  # Lazy Pirate: a fresh socket drops anything queued on the old
             pause = self.policy.next_pause(tries, self._rng)

@@ -145,3 +145,40 @@ class MemoryStore(Store):
     def _check_open(self) -> None:
         if self.closed:
             raise StoreError("store is closed")
+
+
+class FlakyStore(MemoryStore):
+    """A :class:`MemoryStore` that fails on demand, to test how the service loop survives:
+    ``fail_commits`` commits fail as a broken disk would (StoreError); a change set with a new job
+    of owner ``unstorable_owner`` is refused as a value the store cannot hold (UnstorableValue);
+    ``writable`` False makes :meth:`check_writable` fail; ``openable`` False makes :meth:`open`
+    fail. :meth:`open` is what the service calls to (re)open its store: it counts the calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_commits = 0
+        self.unstorable_owner = ""
+        self.writable = True
+        self.openable = True
+        self.opens = 0
+
+    def open(self) -> FlakyStore:
+        if not self.openable:
+            raise StoreError("cannot open the store (injected by the test)")
+        self.opens += 1
+        self.closed = False
+        return self
+
+    def check_writable(self) -> None:
+        super().check_writable()
+        if not self.writable:
+            raise StoreError("store is not writable (injected by the test)")
+
+    def commit(self, changes: ChangeSet) -> None:
+        if self.fail_commits:
+            self.fail_commits -= 1
+            raise StoreError("disk I/O error (injected by the test)")
+        if any(job.owner == self.unstorable_owner for job, _ in changes.new_jobs):
+            raise UnstorableValue(f"a value out of range from {self.unstorable_owner} "
+                                  "(injected by the test)")
+        super().commit(changes)
