@@ -255,10 +255,14 @@ class SqliteStore(Store):
 
     def check_writable(self) -> None:
         """Try a write (the schema version, set to what it is) in a transaction rolled back."""
+        db = self._db
         try:
-            with self._transaction() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
                 db.execute(f"PRAGMA user_version = {self.schema_version():d}")
-                db.execute("ROLLBACK")
+            finally:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
         except sqlite3.Error as exc:
             raise StoreError(
                 f"store {self.path} is not writable ({exc}): check its file, its folder (the "
