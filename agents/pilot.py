@@ -32,6 +32,7 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -58,7 +59,9 @@ from dirac_like.protocol import (
 )
 from dirac_like.states import JobStatus
 
+from .job_folders import SWEEP_EVERY, JobFolders
 from .job_sandboxes import OutputSandbox, SandboxLimits, fetch_input, upload_output
+from .outbox import Outbox, Report
 from .watchdog import Limits, Sample
 from .wrapper import MB, PayloadResult, PayloadRunner, PayloadSpec, tail_lines
 
@@ -73,6 +76,9 @@ STOPPED_BY_SIGNAL = "Pilot stopped ({})"
 HANDED_BACK = JobStatus.RESCHEDULED  # the status a pilot reports for a job it gives back
 HANDBACK_WAIT = 1.0  # seconds a payload killed by a signal waits to learn if the pilot is too
 BATCH_KILL_CODES = frozenset({-signal.SIGTERM, -signal.SIGKILL, -signal.SIGINT})
+OUTBOX_RETRY = 2.0  # seconds between two tries to send the reports left in the outbox
+LEASE_FILE = "lease"  # in the workdir: touched on each acknowledged heartbeat
+LEASE_LOST = "Pilot lost the service (no heartbeat acknowledged within the lease): job handed back"
 
 
 def hands_back(result: PayloadResult, pilot_stopping: bool) -> bool:
@@ -152,6 +158,8 @@ class PilotConfig:
     request_interval: float = 10.0  # longest pause between requests that found nothing
     first_request_interval: float = 0.5  # the pause grows from this, doubling
     sandbox_limits: SandboxLimits = SandboxLimits()
+    keep_failed_for: float = 86400.0  # seconds the folder of a job not Done is kept
+    keep_failed_max_mb: int = 1024  # all kept folders together, the oldest removed first
     identity: Identity | None = None  # None: the one resolve_identity finds (none: plaintext)
     insecure: bool = False  # plaintext, no identity (a service run --insecure)
 
@@ -159,7 +167,7 @@ class PilotConfig:
         if self.cores < 1:
             raise InvalidArgument(f"cores must be at least 1, got {self.cores}")
         for name in ("time_left", "idle_timeout", "kill_grace", "drain_margin", "memory_mb",
-                     "max_cpu_time"):
+                     "max_cpu_time", "keep_failed_for", "keep_failed_max_mb"):
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"{name} must not be negative")
         for name in ("heartbeat_interval", "sample_interval", "request_interval",
@@ -253,6 +261,7 @@ class RunningJob:
     next_heartbeat: float
     description: JobDescription
     sample: Sample | None = None
+    stored_description: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -260,6 +269,7 @@ class _Finished:
     job_id: int
     result: PayloadResult
     output: OutputSandbox = NO_OUTPUT
+    report: Report | None = None  # as written to the outbox when the payload ended
 
 
 @dataclass(frozen=True)
@@ -288,6 +298,13 @@ class Pilot:
         self._next_request = self._started
         self._request_pause = config.first_request_interval
         self._wall_offset = time.time() - self._started  # the watchdog's clock is time.time()
+        config.workdir.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(config.workdir)
+        self.folders = JobFolders(config.workdir, config.keep_failed_for,
+                                  config.keep_failed_max_mb)
+        self.lease_file = config.workdir / LEASE_FILE
+        self._next_flush = self._started
+        self._next_sweep = self._started
         # Worker threads write a byte here after queueing an event: the loop wakes at once.
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
@@ -326,10 +343,12 @@ class Pilot:
             except ServiceUnavailable as exc:
                 log.error("pilot %s: %s", config.pilot_id, exc)
                 return EXIT_UNREACHABLE
+            self.sweep_folders(self.clock())
             while not self.step():
                 pass
         finally:
             self._abandon()
+            self.flush_outbox(self.clock(), force=True)
             self.client.close()
             os.close(self._wake_read)
             os.close(self._wake_write)
@@ -340,6 +359,8 @@ class Pilot:
         """One iteration; True when the pilot should exit."""
         self.process_events()
         now = self.clock()
+        self.flush_outbox(now)
+        self.sweep_folders(now)
         if self.stop_signal:
             self.kill_all(STOPPED_BY_SIGNAL.format(self.stop_signal))
         self.send_heartbeats(now)
@@ -441,7 +462,7 @@ class Pilot:
         try:
             description = description_from_stored(match.description)
             workdir.mkdir(parents=True, exist_ok=True)
-            runner = self._runner(job_id, description, workdir, cores)
+            runner = self._runner(job_id, description, workdir, cores, match.lease)
         except (OSError, InvalidArgument) as exc:
             log.error("job %s: cannot prepare the payload: %s", job_id, exc)
             self._report(job_id, attempt, JobStatus.FAILED,
@@ -449,12 +470,14 @@ class Pilot:
             return
         job = RunningJob(job_id, attempt, cores, description.max_ram_mb, workdir,
                          runner, self.clock() + self.config.heartbeat_interval, description)
+        job.stored_description = match.description
         try:
             commands = self.client.update_status(job_id, attempt, self.config.pilot_id,
                                                  JobStatus.RUNNING, "Application")
         except DiracLikeError as exc:
             log.warning("job %s: not started, the service refused Running: %s", job_id, exc)
             return
+        self.renew_lease()
         self.jobs[job_id] = job
         self.apply_commands(commands)
         threading.Thread(target=self._run_payload, args=(job,), name=f"job-{job_id}",
@@ -462,8 +485,8 @@ class Pilot:
         log.info("job %s: attempt %s started in %s (%d core(s))", job_id, attempt, workdir,
                  job.cores)
 
-    def _runner(self, job_id: int, description: JobDescription, workdir: Path, cores: int
-                ) -> PayloadRunner:
+    def _runner(self, job_id: int, description: JobDescription, workdir: Path, cores: int,
+                lease: float = 0.0) -> PayloadRunner:
         config = self.config
         spec = PayloadSpec(
             job_id=job_id, executable=description.executable, workdir=workdir,
@@ -474,6 +497,7 @@ class Pilot:
             stdout=description.std_output or "std.out",
             stderr=description.std_error or "std.err",
             stdin=description.std_input,
+            lease_file=self.lease_file, lease=lease,
         )
         deadline = self.policy.payload_deadline()
         limits = Limits.for_job(
@@ -498,18 +522,37 @@ class Pilot:
         """In the worker thread: input sandbox, payload, output sandbox; the result goes to the
         main thread. Sandboxes travel on a client of this thread's own."""
         output = NO_OUTPUT
+        report = None
         try:
             with Client(self.config.server, self.client.policy, context=self.client.context,
                         identity=self.client.identity,
                         insecure=self.client.identity is None) as client:
                 result = self._fetch_and_run(client, job)
+                report = self._keep_outcome(job, result)
                 if result.exit_code is not None:
                     output = self._upload_output(client, job)
         except Exception as exc:  # a bug in the wrapper must not lose the job's report
             log.exception("job %s: the wrapper failed", job.job_id)
             result = _not_run(f"Pilot error: {exc}")
-        self.events.put(_Finished(job.job_id, result, output))
+        self.events.put(_Finished(job.job_id, result, output, report))
         self._wake()
+
+    def _keep_outcome(self, job: RunningJob, result: PayloadResult) -> Report | None:
+        """In the worker thread, as soon as the payload ended: its report in the outbox (to be
+        completed with the output sandbox), so that it survives a pilot killed meanwhile."""
+        if result.kill_reason:  # killed here: the main thread decides what to report
+            return None
+        try:
+            return self.outbox.put(Report.new(
+                job_id=job.job_id, attempt=job.attempt, pilot_id=self.config.pilot_id,
+                status=result.status.value, minor_status=result.minor_status[:256],
+                application_status=_application(result), workdir=str(job.workdir),
+                output_pending=result.exit_code is not None,
+                description=job.stored_description if result.exit_code is not None else {},
+                failed=result.status is not JobStatus.DONE))
+        except OSError as exc:
+            log.error("job %s: report not kept in the outbox: %s", job.job_id, exc)
+            return None
 
     def _fetch_and_run(self, client: Client, job: RunningJob) -> PayloadResult:
         try:
@@ -542,27 +585,30 @@ class Pilot:
             if isinstance(event, _Sampled):
                 job.sample = event.sample
             else:
-                self.finish(job, event.result, event.output)
+                self.finish(job, event.result, event.output, event.report)
 
     def finish(self, job: RunningJob, result: PayloadResult,
-               output: OutputSandbox = NO_OUTPUT) -> None:
+               output: OutputSandbox = NO_OUTPUT, kept: Report | None = None) -> None:
         del self.jobs[job.job_id]
         if not self.jobs:
             self._idle_since = self.clock()
         log.info("job %s: %s (%s), %.1f s CPU, %.0f MB peak", job.job_id, result.status,
                  result.minor_status, result.cpu_seconds, result.peak_rss_mb)
+        if result.kill_reason == "lease":
+            log.warning("job %s: %s", job.job_id, LEASE_LOST)
+            self._report(job.job_id, job.attempt, HANDED_BACK, LEASE_LOST, workdir=job.workdir,
+                         kept=kept)
+            return
         if hands_back(result, self._stopping_soon(result)):
             log.info("job %s: handed back for rescheduling (pilot stopped: %s)", job.job_id,
                      self.stop_signal)
             self._report(job.job_id, job.attempt, HANDED_BACK,
-                         f"{STOPPED_BY_SIGNAL.format(self.stop_signal)}: job handed back")
+                         f"{STOPPED_BY_SIGNAL.format(self.stop_signal)}: job handed back",
+                         workdir=job.workdir, kept=kept)
             return
-        application = "" if result.exit_code is None else f"Exit code {result.exit_code}"
-        problems = output.problems()
-        if problems:
-            application = "; ".join(filter(None, [application, problems]))
+        application = "; ".join(filter(None, [_application(result), output.problems()]))
         self._report(job.job_id, job.attempt, result.status, result.minor_status, application,
-                     output.sha256)
+                     output.sha256, workdir=job.workdir, kept=kept)
 
     def _stopping_soon(self, result: PayloadResult) -> bool:
         """Whether this pilot is being stopped. A payload that died of a stop signal nobody
@@ -576,12 +622,82 @@ class Pilot:
         return bool(self.stop_signal)
 
     def _report(self, job_id: int, attempt: int, status: JobStatus, minor: str,
-                application: str = "", output_sandbox: str = "") -> None:
+                application: str = "", output_sandbox: str = "", workdir: Path | None = None,
+                kept: Report | None = None) -> None:
+        """Keep the report in the outbox (under the id of the one ``kept`` when the payload
+        ended, never sent), then send it."""
+        report = Report(
+            request_id=kept.request_id if kept else uuid.uuid4().hex, job_id=job_id,
+            attempt=attempt, pilot_id=self.config.pilot_id, status=status.value,
+            minor_status=minor[:256], application_status=application[:256],
+            output_sandbox=output_sandbox, workdir=str(workdir or ""),
+            failed=status is not JobStatus.DONE)
         try:
-            self.client.update_status(job_id, attempt, self.config.pilot_id, status, minor,
-                                      application[:256], output_sandbox)
+            self.outbox.put(report)
+        except OSError as exc:
+            log.error("job %s: report not kept in the outbox (sent once): %s", job_id, exc)
+        self._send(report)
+
+    def _send(self, report: Report) -> bool:
+        """Send a report of the outbox (its own request id); forget it once answered. False
+        when the service could not take it now (it stays for :meth:`flush_outbox`)."""
+        try:
+            self.client.update_status(report.job_id, report.attempt, report.pilot_id,
+                                      report.status, report.minor_status,
+                                      report.application_status, report.output_sandbox,
+                                      request_id=report.request_id)
         except DiracLikeError as exc:
-            log.warning("job %s: final status %s not accepted: %s", job_id, status, exc)
+            if exc.retryable:
+                log.warning("job %s: status %s not sent yet (kept, sent again): %s",
+                            report.job_id, report.status, exc)
+                return False
+            log.warning("job %s: status %s not accepted: %s", report.job_id, report.status, exc)
+        self.outbox.done(report)
+        if report.workdir:
+            self.folders.finished(Path(report.workdir), report.failed)
+        return True
+
+    def flush_outbox(self, now: float, force: bool = False) -> None:
+        """Send again the reports the service has not answered (also those a predecessor on this
+        workdir left), completing a pending output sandbox first."""
+        if now < self._next_flush and not force:
+            return
+        self._next_flush = now + OUTBOX_RETRY
+        for report in self.outbox.pending():
+            if report.job_id in self.jobs:
+                continue  # its payload's thread is on it
+            if report.output_pending:
+                report = self._complete(report)
+            if not self._send(report):
+                return  # the service is not there: try again later
+
+    def _complete(self, report: Report) -> Report:
+        """Upload the output of a report left before its output went up (its pilot died)."""
+        workdir = Path(report.workdir)
+        try:
+            description = description_from_stored(report.description)
+            output = upload_output(self.client, description, workdir,
+                                   self.config.sandbox_limits)
+        except (DiracLikeError, OSError) as exc:
+            log.warning("job %s: output sandbox left by a previous pilot not uploaded: %s",
+                        report.job_id, exc)
+            output = OutputSandbox("", (), f"output sandbox not uploaded: {exc}")
+        return self.outbox.uploaded(report, output.sha256, output.problems())
+
+    def sweep_folders(self, now: float) -> None:
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + SWEEP_EVERY
+        in_use = {job.workdir for job in self.jobs.values()}
+        in_use.update(Path(report.workdir) for report in self.outbox.pending())
+        self.folders.sweep(time.time(), in_use)
+
+    def renew_lease(self) -> None:
+        """The service acknowledged this pilot: its payloads' lease starts again."""
+        try:
+            self.lease_file.touch()
+        except OSError as exc:
+            log.warning("pilot %s: lease file not renewed: %s", self.config.pilot_id, exc)
 
     def send_heartbeats(self, now: float) -> None:
         for job in list(self.jobs.values()):
@@ -594,6 +710,7 @@ class Pilot:
             except DiracLikeError as exc:
                 log.warning("job %s: heartbeat failed: %s", job.job_id, exc)
                 continue
+            self.renew_lease()
             self.apply_commands(commands)
 
     def metrics(self, job: RunningJob) -> dict[str, Any]:
@@ -622,6 +739,10 @@ class Pilot:
                 continue
             self.events.put(event)
             self.process_events()
+
+
+def _application(result: PayloadResult) -> str:
+    return "" if result.exit_code is None else f"Exit code {result.exit_code}"
 
 
 def _not_run(minor_status: str) -> PayloadResult:

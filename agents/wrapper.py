@@ -36,6 +36,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -48,6 +49,7 @@ import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs install
 from dirac_like.errors import InvalidArgument
 from dirac_like.states import JobStatus
 
+from .payload_keeper import LEASE_EXIT, LEASE_MARK
 from .watchdog import Limits, Sample, Verdict, Watchdog
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,11 @@ _KILL_WAIT = 10.0  # seconds to wait for processes to go after SIGKILL
 # outlive a killed pilot (its job is still rescheduled; a new attempt runs elsewhere).
 _SETPRIV = shutil.which("setpriv")
 _DIE_WITH_PILOT = [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV else []
+# Every payload runs under the payload keeper (a child subreaper that kills the whole tree when
+# the payload exits, when the pilot dies, or when the lease runs out): no import of dirac-like,
+# started with -I -S in milliseconds.
+_KEEPER = [sys.executable, "-I", "-S", str(Path(__file__).with_name("payload_keeper.py"))]
+LEASE_MINOR_STATUS = "Payload killed: no heartbeat acknowledged within the lease"
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,10 @@ class PayloadSpec:
     stderr: str = "std.err"
     shell: bool = False
     stdin: str = ""  # a file name in ``workdir`` (StdInput); '' for none
+    # The payload is killed when this file (the pilot touches it on each acknowledged heartbeat)
+    # is older than ``lease`` seconds; None or 0: no lease.
+    lease_file: Path | None = None
+    lease: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("stdout", "stderr", "stdin"):
@@ -220,7 +231,8 @@ class PayloadRunner:
         if not spec.executable:
             raise _StartFailure("Executable not found: (empty)")
         if spec.shell:
-            return ["/bin/sh", "-c", f"{spec.executable} {spec.arguments}".strip()]
+            return [*self._keeper(), "/bin/sh", "-c",
+                    f"{spec.executable} {spec.arguments}".strip()]
         try:
             arguments = shlex.split(spec.arguments)
         except ValueError as exc:
@@ -233,7 +245,12 @@ class PayloadRunner:
                 with contextlib.suppress(OSError):
                     shipped.chmod(shipped.stat().st_mode | stat.S_IXUSR)
         _check_runnable(executable, spec.workdir)
-        return [*_DIE_WITH_PILOT, executable, *arguments]
+        return [*self._keeper(), *_DIE_WITH_PILOT, executable, *arguments]
+
+    def _keeper(self) -> list[str]:
+        spec = self.spec
+        lease = spec.lease if spec.lease_file is not None else 0.0
+        return [*_KEEPER, str(spec.lease_file or "-"), f"{lease:g}"]
 
     def _open_input(self) -> IO[bytes] | None:
         """The payload's standard input: its StdInput file, or nothing."""
@@ -307,7 +324,7 @@ class PayloadRunner:
             self.request_kill()
 
     def _sample(self, now: float) -> Sample:
-        processes = self._snapshot()
+        processes = self._snapshot()[1:]  # the keeper's own share is not the payload's
         cpu = rss = 0.0
         for process in processes:
             try:
@@ -429,6 +446,8 @@ class PayloadRunner:
         code = popen.returncode
         if outcome:
             status, minor, reason = outcome
+        elif code == LEASE_EXIT and (self.spec.workdir / LEASE_MARK).exists():
+            status, minor, reason = JobStatus.KILLED, LEASE_MINOR_STATUS, "lease"
         elif code == 0:
             status, minor, reason = JobStatus.DONE, "Execution Complete", ""
         elif code < 0:

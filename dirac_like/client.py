@@ -170,15 +170,18 @@ class Client:
 
     # -- the call --------------------------------------------------------------------------------
 
-    def call(self, op: str, args: Any, timeout: float | None = None) -> Any:
+    def call(self, op: str, args: Any, timeout: float | None = None,
+             request_id: str = "") -> Any:
         """Send one request (``args``: the op's arguments dataclass); return its reply dataclass
         (``protocol.REPLIES``), or raise the error the service replied with. A reply of the
         wrong shape is a :class:`ProtocolError`."""
-        return parse_reply(op, self._exchange(op, to_wire(args), timeout))
+        return parse_reply(op, self._exchange(op, to_wire(args), timeout, request_id))
 
-    def _exchange(self, op: str, args: dict[str, Any], timeout: float | None) -> Any:
-        """Send the request, retrying as the policy says; the raw result of an ok reply."""
-        request_id = uuid.uuid4().hex
+    def _exchange(self, op: str, args: dict[str, Any], timeout: float | None,
+                  request_id: str = "") -> Any:
+        """Send the request, retrying as the policy says; the raw result of an ok reply.
+        ``request_id``: the caller's (a report kept in an outbox is sent again with its id)."""
+        request_id = request_id or uuid.uuid4().hex
         frame = encode_request(Request(id=request_id, op=op, args=args))
         tries = 0
         pause: float | None = 0.0
@@ -336,10 +339,12 @@ class Client:
         minor_status: str = "",
         application_status: str = "",
         output_sandbox: str = "",
+        request_id: str = "",
     ) -> list[PilotCommand]:
+        """``request_id``: to send a report again with the id it was first sent with."""
         args = UpdateStatusArgs(job_id, attempt, pilot_id, str(status), minor_status,
                                 application_status, output_sandbox)
-        reply: CommandsReply = self.call(Op.UPDATE_STATUS, args)
+        reply: CommandsReply = self.call(Op.UPDATE_STATUS, args, request_id=request_id)
         return reply.commands
 
     def heartbeat(

@@ -360,6 +360,10 @@ class MatchedJob:
     # a pilot reads it with dirac_like.description.description_from_stored, which checks it
     # again, so the pilot runs the typed values of a valid JobDescription.
     description: dict[str, Any]
+    # Seconds the payload may run without a heartbeat acknowledged: the pilot kills it after
+    # that (agents/payload_keeper.py), before the service may reschedule the job (it waits
+    # stalled_to_reschedule more). 0: no lease (a service that does not send one).
+    lease: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from dirac_like.processes import dirac_like_argv
+from dirac_like.sandbox import safe_extract
+
+if TYPE_CHECKING:
+    from dirac_like.client import Client
 
 T = TypeVar("T")
 
@@ -36,3 +41,13 @@ def run_cli(endpoint: str, *args: str, cwd: Path, timeout: float = 60.0
     return subprocess.run([*dirac_like_argv(*args), "--server", endpoint], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
+
+
+def job_output_text(client: Client, job_id: int, name: str = "std.out") -> str:
+    """The file ``name`` of a job's output sandbox, as the service holds it (the pilot removed
+    the job's folder once the sandbox went up)."""
+    sha256 = client.job_output(job_id).sha256
+    data = client.download_sandbox(sha256, 64 * 1024 * 1024)
+    with tempfile.TemporaryDirectory() as folder:
+        safe_extract(data, Path(folder), 64 * 1024 * 1024)
+        return (Path(folder) / name).read_text()

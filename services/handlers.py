@@ -172,7 +172,8 @@ def request_job(state: CentralState, args: RequestJobArgs, now: float) -> Reques
         return RequestJobReply(job=None, reason=reason, commands=commands)
     matched = MatchedJob(job_id=job.job_id, attempt=job.attempt, owner=job.owner,
                          group=job.group, cores=state.book.cores(job),
-                         description=state.store_description(job.job_id))
+                         description=state.store_description(job.job_id),
+                         lease=state.config.jobs.stalled_timeout)
     return RequestJobReply(job=matched, reason="", commands=commands)
 
 

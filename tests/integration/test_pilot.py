@@ -128,9 +128,9 @@ def test_parametric_jobs_all_done_and_the_pilot_stops_when_idle(grid: tuple[Clie
     for job_id in ids:
         assert wait_status(client, job_id, FINAL, 30).status == "Done"
     assert popen.wait(30) == 0  # idle timeout
-    outputs = sorted(workdir.glob("job_*_1/std.out"))
-    assert len(outputs) == 5
-    assert all("hello" in path.read_text() for path in outputs)
+    assert all("hello" in testing.job_output_text(client, job_id) for job_id in ids)
+    # issue 11 defect 10: each job's folder was removed once its output was uploaded
+    assert list(workdir.glob("job_*")) == []
 
 
 def test_failed_exit_code_and_missing_executable(grid: tuple[Client, Pilots]) -> None:
@@ -188,7 +188,7 @@ def test_pilot_killed_mid_job_the_job_is_rescheduled_and_done_elsewhere(
     assert final.status == "Done", final
     statuses = [entry.status for entry in client.history(job_id)]
     assert "Rescheduled" in statuses
-    assert (second_workdir / f"job_{job_id}_2" / "std.out").exists()  # attempt 2, elsewhere
+    assert client.job_output(job_id).sha256  # attempt 2, elsewhere, uploaded its output
 
 
 def test_a_payload_dies_with_its_pilot_even_after_kill_9(grid: tuple[Client, Pilots]) -> None:

@@ -226,7 +226,7 @@ def test_a_pilot_runs_on_its_token_removes_it_and_keeps_it_from_payloads(
             pilot.kill()
             pilot.wait(10)
     assert not token_file.exists()  # read, then removed: no payload finds it on disk
-    printed = (workdir / f"job_{job_id}_1" / "std.out").read_text()
+    printed = testing.job_output_text(admin, job_id)
     assert "DIRAC_LIKE_IDENTITY" not in printed and "DIRAC_LIKE_PILOT_ID" in printed
 
 

@@ -1,0 +1,184 @@
+"""The payload keeper: a tiny process between the pilot's wrapper and the payload, so that no
+process of a payload outlives its pilot or its lease (issue 11, defect 8).
+
+    python3 -I -S payload_keeper.py LEASE_FILE LEASE_SECONDS EXECUTABLE [ARGUMENT ...]
+
+It makes itself a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``): every process the payload
+starts and abandons (a background child, a double-forked daemon) is re-parented to the keeper,
+not to init, so the keeper sees the whole tree and reaps it. Then it starts the payload (argv
+from EXECUTABLE on) and waits. It kills every descendant (SIGTERM, then SIGKILL after
+``GRACE`` seconds) and exits when:
+
+- the payload exits: what it left running is killed; the keeper exits with the payload's status
+  (the same exit code, or dies of the same signal), so the wrapper sees the payload's result;
+- the pilot dies (``kill -9`` included): the kernel sends the keeper SIGUSR1
+  (``PR_SET_PDEATHSIG``); the keeper kills the tree at once and exits;
+- the lease runs out: ``LEASE_FILE`` (the pilot touches it each time the service acknowledges a
+  heartbeat) is older than ``LEASE_SECONDS`` — the pilot lost the service or was frozen
+  (SIGSTOP). The service reschedules such a job only ``stalled_to_reschedule`` seconds later
+  than that (the margin), so the old attempt is gone before a new one can start. The keeper
+  writes ``lease_expired`` in its working folder and exits with ``LEASE_EXIT``. A lease of 0
+  means no lease.
+
+SIGTERM is ignored: the wrapper signals the whole process group, payload included, and the
+keeper goes on reaping until the payload exits. Only the standard library, and no import of
+dirac-like: it starts in a few milliseconds (``-I -S``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import time
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+LEASE_EXIT = 197  # the keeper killed the payload at the end of its lease
+LEASE_MARK = "lease_expired"  # written in the working folder when it did
+POLL = 0.2  # seconds between two looks at the lease (a child's end or the pilot's death wakes it)
+WAKE = (signal.SIGCHLD, signal.SIGUSR1)
+GRACE = 2.0  # SIGTERM -> SIGKILL of what is left
+
+
+def prctl(option: int, value: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
+
+
+def descendants(root: int) -> list[int]:
+    """Every live process under ``root`` (from /proc: parent links)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != b"Z":
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, stack = [], [root]
+    while stack:
+        for pid in children.get(stack.pop(), []):
+            found.append(pid)
+            stack.append(pid)
+    return found
+
+
+def reap() -> dict[int, int]:
+    """Reap every child that has ended; their wait statuses by PID."""
+    ended: dict[int, int] = {}
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return ended
+        if pid == 0:
+            return ended
+        ended[pid] = status
+
+
+def has_children() -> bool:
+    """Whether any process is our child (every descendant left has one above it that is)."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
+def kill_tree() -> None:
+    """SIGTERM to every descendant, then SIGKILL to what is left after GRACE seconds."""
+    if not has_children():
+        return  # the common case: the payload left nothing (no /proc scan)
+    me = os.getpid()
+    for signum, wait in ((signal.SIGTERM, GRACE), (signal.SIGKILL, 5.0)):
+        for pid in descendants(me):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+        deadline = time.monotonic() + wait
+        while descendants(me) and time.monotonic() < deadline:
+            reap()
+            signal.sigtimedwait([signal.SIGCHLD], 0.02)
+        reap()
+        if not descendants(me):
+            return
+
+
+def lease_expired(lease_file: str, lease: float) -> bool:
+    if lease <= 0:
+        return False
+    try:
+        renewed = os.stat(lease_file).st_mtime
+    except OSError:
+        return True  # the pilot's folder is gone
+    return time.time() - renewed > lease
+
+
+def exit_like(status: int) -> None:
+    """Exit with the payload's wait status: its exit code, or death by its signal."""
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        if signum not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
+        os.kill(os.getpid(), signum)
+        time.sleep(1)  # a signal that does not kill (none of those that end a process)
+        os._exit(128 + signum)
+    os._exit(os.waitstatus_to_exitcode(status))
+
+
+def start(argv: list[str]) -> int:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, WAKE)
+            os.execvp(argv[0], argv)
+        except OSError as exc:
+            os.write(2, f"cannot start {argv[0]}: {exc.strerror}\n".encode())
+        os._exit(127)
+    return pid
+
+
+def main(args: list[str]) -> None:
+    if len(args) < 3:
+        os.write(2, b"usage: payload_keeper.py LEASE_FILE LEASE_SECONDS EXECUTABLE [ARG...]\n")
+        os._exit(2)
+    lease_file, lease, argv = args[0], float(args[1]), args[2:]
+    pilot = os.getppid()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the payload got it too: wait for it
+    signal.pthread_sigmask(signal.SIG_BLOCK, WAKE)  # taken with sigtimedwait below
+    prctl(PR_SET_PDEATHSIG, signal.SIGUSR1)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    if os.getppid() != pilot:  # the pilot died before the death signal was armed
+        os._exit(1)
+    payload = start(argv)
+    pilot_gone = False
+    while True:
+        ended = reap()
+        if payload in ended:
+            kill_tree()
+            exit_like(ended[payload])
+        if pilot_gone or os.getppid() != pilot:
+            kill_tree()
+            os._exit(1)
+        if lease_expired(lease_file, lease):
+            kill_tree()
+            try:
+                with open(LEASE_MARK, "w") as mark:
+                    mark.write(f"payload killed: no heartbeat acknowledged for {lease:g} s\n")
+            except OSError:
+                pass
+            os._exit(LEASE_EXIT)
+        woken = signal.sigtimedwait(WAKE, POLL)
+        pilot_gone = woken is not None and woken.si_signo == signal.SIGUSR1
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
