@@ -268,7 +268,7 @@ class RunningJob:
 class _Finished:
     job_id: int
     result: PayloadResult
-    output: OutputSandbox = NO_OUTPUT
+    output: OutputSandbox | None = NO_OUTPUT  # None: not uploaded yet (the service was away)
     report: Report | None = None  # as written to the outbox when the payload ended
 
 
@@ -521,7 +521,7 @@ class Pilot:
     def _run_payload(self, job: RunningJob) -> None:
         """In the worker thread: input sandbox, payload, output sandbox; the result goes to the
         main thread. Sandboxes travel on a client of this thread's own."""
-        output = NO_OUTPUT
+        output: OutputSandbox | None = NO_OUTPUT
         report = None
         try:
             with Client(self.config.server, self.client.policy, context=self.client.context,
@@ -562,11 +562,17 @@ class Pilot:
             return _not_run(f"Input sandbox: {exc.message}")
         return job.runner.run()
 
-    def _upload_output(self, client: Client, job: RunningJob) -> OutputSandbox:
+    def _upload_output(self, client: Client, job: RunningJob) -> OutputSandbox | None:
+        """The output sandbox uploaded (or what went wrong); None if the service could not take
+        it now: the outbox uploads it later."""
         try:
             output = upload_output(client, job.description, job.workdir,
                                    self.config.sandbox_limits)
         except DiracLikeError as exc:
+            if exc.retryable:
+                log.warning("job %s: output sandbox not uploaded yet: %s", job.job_id,
+                            exc.message)
+                return None
             log.warning("job %s: output sandbox not uploaded: %s", job.job_id, exc.message)
             return OutputSandbox("", (), f"output sandbox not uploaded: {exc.message}")
         return output
@@ -588,7 +594,7 @@ class Pilot:
                 self.finish(job, event.result, event.output, event.report)
 
     def finish(self, job: RunningJob, result: PayloadResult,
-               output: OutputSandbox = NO_OUTPUT, kept: Report | None = None) -> None:
+               output: OutputSandbox | None = NO_OUTPUT, kept: Report | None = None) -> None:
         del self.jobs[job.job_id]
         if not self.jobs:
             self._idle_since = self.clock()
@@ -606,6 +612,12 @@ class Pilot:
                          f"{STOPPED_BY_SIGNAL.format(self.stop_signal)}: job handed back",
                          workdir=job.workdir, kept=kept)
             return
+        if output is None:
+            if kept is not None:
+                log.info("job %s: report kept in the outbox until its output is uploaded",
+                         job.job_id)
+                return  # flush_outbox uploads the output from the job's folder, then reports
+            output = OutputSandbox("", (), "output sandbox not uploaded: service unavailable")
         application = "; ".join(filter(None, [_application(result), output.problems()]))
         self._report(job.job_id, job.attempt, result.status, result.minor_status, application,
                      output.sha256, workdir=job.workdir, kept=kept)
@@ -667,18 +679,27 @@ class Pilot:
             if report.job_id in self.jobs:
                 continue  # its payload's thread is on it
             if report.output_pending:
-                report = self._complete(report)
+                completed = self._complete(report)
+                if completed is None:
+                    return  # the service is not there: try again later
+                report = completed
             if not self._send(report):
-                return  # the service is not there: try again later
+                return
 
-    def _complete(self, report: Report) -> Report:
-        """Upload the output of a report left before its output went up (its pilot died)."""
+    def _complete(self, report: Report) -> Report | None:
+        """Upload the output of a report kept before its output went up (the service was
+        away, or the pilot died); None if the service cannot take it now."""
         workdir = Path(report.workdir)
         try:
             description = description_from_stored(report.description)
             output = upload_output(self.client, description, workdir,
                                    self.config.sandbox_limits)
-        except (DiracLikeError, OSError) as exc:
+        except DiracLikeError as exc:
+            if exc.retryable:
+                return None
+            log.warning("job %s: output sandbox not uploaded: %s", report.job_id, exc)
+            output = OutputSandbox("", (), f"output sandbox not uploaded: {exc}")
+        except OSError as exc:
             log.warning("job %s: output sandbox left by a previous pilot not uploaded: %s",
                         report.job_id, exc)
             output = OutputSandbox("", (), f"output sandbox not uploaded: {exc}")

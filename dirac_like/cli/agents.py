@@ -48,6 +48,7 @@ def cmd_pilot(args: argparse.Namespace) -> int:
         pilot_id=args.pilot_id or pilots.default_pilot_id(), heartbeat_interval=args.heartbeat,
         kill_grace=args.kill_grace, drain_margin=args.drain_margin,
         request_interval=args.request_interval, identity=identity, insecure=identity is None,
+        keep_failed_for=args.keep_failed_for, keep_failed_max_mb=args.keep_failed_mb,
     )
     pilot = pilots.Pilot(config)
     pilot.install_signal_handlers()
@@ -131,6 +132,12 @@ def add_pilot_parser(groups: Any) -> None:
                        help="seconds of --time-left kept to stop and report (default 60)")
     pilot.add_argument("--request-interval", type=positive_seconds, default=10.0, metavar="S",
                        help="longest pause between job requests that found none (default 10)")
+    pilot.add_argument("--keep-failed-for", type=seconds, default=86400.0, metavar="S",
+                       help="seconds the folder of a job that did not end Done is kept (default "
+                            "86400; a Done job's folder goes once its output is uploaded)")
+    pilot.add_argument("--keep-failed-mb", type=int, default=1024, metavar="MB",
+                       help="disk the kept folders may take together, the oldest removed first "
+                            "(default 1024)")
     pilot.add_argument("--verbose", action="store_true", help="log at DEBUG level")
     pilot.set_defaults(cli_command="")
 

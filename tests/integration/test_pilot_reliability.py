@@ -1,0 +1,140 @@
+"""Real pilots against a real central service (issue 11, defects 8, 9 and 10): payloads never
+outlive or overlap their pilot, final reports survive the pilot (and the service), and job
+folders do not pile up."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from test_pilot import FAST_RETRIES, SHORT_TIMEOUTS, Pilots, payloads_of, wait_for, wait_status
+
+from dirac_like.client import Client
+from dirac_like.processes import ServiceProcess
+
+FINAL = ("Done", "Failed", "Killed")
+# A payload that works in a background child, as a shell script running an application does.
+BACKGROUND = ('Executable = "/bin/sh"; '
+              'Arguments = "-c \'sleep 300 & sleep 300\'";')
+
+
+@pytest.fixture
+def pilots(tmp_path: Path) -> Iterator[Callable[[str], Pilots]]:
+    made: list[Pilots] = []
+
+    def make(endpoint: str) -> Pilots:
+        made.append(Pilots(endpoint, tmp_path / "pilots"))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for each in made:
+            each.stop_all()
+
+
+def test_defect_8_a_payloads_background_child_dies_with_its_kill_9d_pilot(
+        start_central: Callable[..., ServiceProcess],
+        pilots: Callable[[str], Pilots]) -> None:
+    service = start_central(config_text=SHORT_TIMEOUTS)
+    started = pilots(service.endpoint)
+    with Client(service.endpoint, FAST_RETRIES) as client:
+        [job_id] = client.submit([BACKGROUND], "alice")
+        pilot, _ = started.start(name="doomed")
+        wait_status(client, job_id, ("Running",), 30)
+        wait_for(lambda: len(payloads_of("doomed", job_id)) >= 3, 10,
+                 "the payload and its background child")  # keeper, sh, 2 x sleep
+
+        os.kill(pilot.pid, signal.SIGKILL)
+        pilot.wait(10)
+
+        wait_for(lambda: not payloads_of("doomed", job_id), 10,
+                 "every process of the payload to die with its pilot")
+
+
+def test_defect_8_a_frozen_pilots_payload_is_killed_at_its_lease_before_the_job_moves(
+        start_central: Callable[..., ServiceProcess],
+        pilots: Callable[[str], Pilots]) -> None:
+    # stalled_timeout 3 s (the lease), stalled_to_reschedule 1 s (the margin)
+    service = start_central(config_text=SHORT_TIMEOUTS)
+    started = pilots(service.endpoint)
+    with Client(service.endpoint, FAST_RETRIES) as client:
+        [job_id] = client.submit([BACKGROUND], "alice")
+        pilot, _ = started.start(name="frozen")
+        wait_status(client, job_id, ("Running",), 30)
+        wait_for(lambda: len(payloads_of("frozen", job_id)) >= 3, 10, "the payload")
+
+        os.kill(pilot.pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: not payloads_of("frozen", job_id), 10,
+                     "the payload to be killed at the end of its lease")
+            statuses = [entry.status for entry in client.history(job_id)]
+            assert "Rescheduled" not in statuses, statuses  # killed before the job moved on
+            assert client.status([job_id])[0].attempt == 1
+        finally:
+            os.kill(pilot.pid, signal.SIGCONT)
+        rescheduled = wait_for(
+            lambda: "Rescheduled" in [e.status for e in client.history(job_id)], 20,
+            "the job to be rescheduled")
+        assert rescheduled
+
+
+def outbox_reports(workdir: Path) -> list[dict[str, object]]:
+    reports = []
+    for path in (workdir / "outbox").glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            reports.append(json.loads(path.read_text()))
+    return reports
+
+
+def test_defect_9_a_done_report_survives_its_pilot_and_the_service(
+        start_central: Callable[..., ServiceProcess], pilots: Callable[[str], Pilots],
+        tmp_path: Path) -> None:
+    service = start_central()  # a lease (stalled_timeout) far longer than this test
+    endpoint = service.endpoint
+    started = pilots(endpoint)
+    with Client(endpoint, FAST_RETRIES) as client:
+        [job_id] = client.submit(['Executable = "/bin/sh"; Arguments = "-c \'sleep 1\'";'],
+                                 "alice")
+        pilot, workdir = started.start(name="keeper")
+        wait_status(client, job_id, ("Running",), 30)
+    service.kill9()  # the Done report cannot be acknowledged now
+
+    def done_report_kept() -> bool:
+        return any(report["status"] == "Done" for report in outbox_reports(workdir))
+
+    wait_for(done_report_kept, 30, "the Done report in the pilot's outbox")
+    os.kill(pilot.pid, signal.SIGKILL)  # the report is on disk only (maybe mid-upload)
+    pilot.wait(10)
+
+    service = start_central(home=service.home, listen=endpoint)
+    started.start(name="keeper")  # the same pilot id on the same workdir
+    with Client(endpoint, FAST_RETRIES) as client:
+        final = wait_status(client, job_id, FINAL, 60)
+        assert (final.status, final.attempt) == ("Done", 1)
+        statuses = [entry.status for entry in client.history(job_id)]
+        assert statuses.count("Running") == 1 and "Rescheduled" not in statuses, statuses
+        assert client.job_output(job_id).sha256  # the output went up before the report
+    wait_for(lambda: not outbox_reports(workdir), 10, "the outbox to be emptied")
+
+
+def test_defect_10_a_failed_jobs_folder_is_kept_a_while_a_done_ones_removed(
+        start_central: Callable[..., ServiceProcess],
+        pilots: Callable[[str], Pilots]) -> None:
+    service = start_central()
+    started = pilots(service.endpoint)
+    with Client(service.endpoint, FAST_RETRIES) as client:
+        done, failed = client.submit(['Executable = "/bin/true";',
+                                      'Executable = "/bin/false";'], "alice")
+        popen, workdir = started.start("--idle-timeout", "1", name="tidy")
+        assert wait_status(client, done, FINAL, 30).status == "Done"
+        assert wait_status(client, failed, FINAL, 30).status == "Failed"
+        assert popen.wait(30) == 0
+    assert [path.name for path in workdir.glob("job_*")] == [f"job_{failed}_1"]
+    assert not outbox_reports(workdir)
+
