@@ -1,9 +1,8 @@
 """``scripts/chaos.py`` end to end, the short version (issue 11): 10 kills (of the central service
 and of real pilots) while 100 jobs are submitted and run, then the invariants.
 
-The run happens once for the module; each invariant is its own test. Those that the code base
-breaks today are ``xfail(strict=True)`` and name their defect: the test turns red (XPASS) the day
-the defect is fixed, to be made a plain test then."""
+The run happens once for the module; each invariant is its own test (the two that issue 11's
+defects 8 and 9 broke were strict xfails until those were fixed)."""
 
 from __future__ import annotations
 
@@ -94,15 +93,13 @@ def test_every_job_ends_final(chaos: dict[str, Any]) -> None:
     assert chaos["counts"]["not_final"] == 0, chaos["counts"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 8: a payload's child outlives its "
-                   "kill -9'd pilot and overlaps the next attempt")
 def test_no_job_runs_twice_at_once(chaos: dict[str, Any]) -> None:
+    """Issue 11 defect 8: no payload process outlives its kill -9'd pilot."""
     assert chaos["counts"]["overlapping"] == 0, chaos["counts"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 9: a Done report held by a pilot is "
-                   "lost with it and the job runs again")
 def test_no_job_runs_again_after_its_pilot_had_it_done(chaos: dict[str, Any]) -> None:
+    """Issue 11 defect 9: a Done report survives its pilot (the outbox)."""
     assert chaos["counts"]["ran_again_after_done"] == 0, chaos["counts"]
 
 
