@@ -103,6 +103,5 @@ def test_no_job_runs_again_after_its_pilot_had_it_done(chaos: dict[str, Any]) ->
     assert chaos["counts"]["ran_again_after_done"] == 0, chaos["counts"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defects 8 and 9 (see the two tests above)")
 def test_every_invariant_holds(chaos: dict[str, Any]) -> None:
     assert chaos["code"] == 0 and chaos["counts"]["broken"] == [], chaos["counts"]
