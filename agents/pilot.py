@@ -17,6 +17,21 @@ after ``kill_grace``) and handed back to the task queue (reported Rescheduled, "
 (SIGTERM): job handed back"; the service counts it against the job's reschedule limit); exit 0.
 A payload that dies of SIGTERM/SIGKILL together with its pilot (a batch system signals every
 process of its job) is handed back too, never reported Failed.
+
+Reliability (issue 11):
+
+- **Reports survive the pilot.** Every status report after Running goes through the durable
+  outbox in the workdir (agents/outbox.py): written when the payload ends (before the output
+  upload), sent, removed once the service answered; sent again with the same request id every
+  ``OUTBOX_RETRY`` seconds while the service is away, and by a pilot restarted on the same
+  workdir. An output the service could not take waits in the job's folder with its report.
+- **The lease.** Each match carries ``lease`` (the service's ``stalled_timeout``). The pilot
+  touches ``<workdir>/lease`` on each acknowledged heartbeat; a payload whose pilot has not had
+  one acknowledged for ``lease`` seconds is killed by its keeper (agents/payload_keeper.py), even
+  while the pilot is frozen, before the service may reschedule the job (it waits
+  ``stalled_to_reschedule`` more); the pilot then hands the job back.
+- **Job folders** are removed once the job's final report was answered; those of jobs not Done
+  are kept ``keep_failed_for`` seconds within ``keep_failed_max_mb`` (agents/job_folders.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,13 @@
 
 The payload runs in its own session and process group, in its working directory, with stdout
 and stderr going to files there and ``DIRAC_LIKE_JOB_ID`` (plus the caller's additions) in its
-environment. Its arguments are split with :func:`shlex.split` and passed as argv: no shell
+environment. It runs under the payload keeper (agents/payload_keeper.py): a child subreaper that
+adopts whatever the payload abandons and kills the whole tree when the payload exits, when the
+pilot dies (``kill -9`` included) or when the lease runs out (``PayloadSpec.lease_file`` older than
+``lease`` seconds: the pilot is frozen or lost the service); a lease kill ends the job Killed with
+``kill_reason`` "lease". The keeper's own process is left out of the samples.
+
+Its arguments are split with :func:`shlex.split` and passed as argv: no shell
 unless the job asked for one (``shell=True``: ``/bin/sh -c "executable arguments"``).
 
 While it runs, a :class:`PayloadRunner` samples the whole process tree with psutil every
@@ -60,9 +66,9 @@ _TAIL_READ_BYTES = 64 * 1024
 MARKER_VARIABLE = "DIRAC_LIKE_PAYLOAD_MARKER"  # unique per run: finds escaped processes
 _GONE_POLL = 0.02  # seconds between checks while waiting for killed processes to go
 _KILL_WAIT = 10.0  # seconds to wait for processes to go after SIGKILL
-# The payload gets SIGKILL if the pilot dies (kill -9 included) while it runs: util-linux's
-# setpriv sets the parent-death signal, then execs the payload. Without setpriv, a payload may
-# outlive a killed pilot (its job is still rescheduled; a new attempt runs elsewhere).
+# The payload gets SIGKILL if its keeper dies (kill -9 included) while it runs: util-linux's
+# setpriv sets the parent-death signal, then execs the payload. (The keeper itself kills the
+# whole tree when the pilot dies.)
 _SETPRIV = shutil.which("setpriv")
 _DIE_WITH_PILOT = [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV else []
 # Every payload runs under the payload keeper (a child subreaper that kills the whole tree when
