@@ -8,7 +8,7 @@ pilot dies (``kill -9`` included) or when the lease runs out (``PayloadSpec.leas
 ``lease`` seconds: the pilot is frozen or lost the service); a lease kill ends the job Killed with
 ``kill_reason`` "lease". The keeper's own process is left out of the samples.
 
-Its arguments are split with :func:`shlex.split` and passed as argv: no shell
+The payload's arguments are split with :func:`shlex.split` and passed as argv: no shell
 unless the job asked for one (``shell=True``: ``/bin/sh -c "executable arguments"``).
 
 While it runs, a :class:`PayloadRunner` samples the whole process tree with psutil every

@@ -217,7 +217,11 @@ class JobBook:
 
     def _beat(self, job: JobRecord, now: float) -> None:
         """The Running deadline rule: a running job is Stalled ``stalled_timeout`` seconds after
-        its last sign of life."""
+        its last sign of life, and rescheduled ``stalled_to_reschedule`` seconds later. The lease
+        rule (issue 11): a match tells the pilot ``stalled_timeout`` as its lease, and the
+        pilot's payload keeper kills a payload whose pilot had no heartbeat acknowledged for
+        that long; the service waits the lease plus ``stalled_to_reschedule`` (the margin), so
+        two attempts of a job never run at once."""
         job.heartbeat_at = now
         job.deadline = now + self.config.stalled_timeout
 
