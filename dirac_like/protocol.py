@@ -6,6 +6,8 @@ the stable error codes. No pickle, ever: frames are msgpack maps of plain types.
 Request frame: ``{"v": 1, "id": str, "op": str, "args": {...}}``
 Reply frame:   ``{"v": 1, "id": str, "ok": True, "result": ...}``
                ``{"v": 1, "id": str, "ok": False, "error": {"code": str, "message": str}}``
+               (the error may carry ``"retryable": True``: nothing was done, send it again with
+               the same id)
 
 Every operation's arguments and reply are frozen dataclasses below (:data:`ARGUMENTS`,
 :data:`REPLIES`), and so are the commands the service sends pilots (:data:`PilotCommand`). Both
