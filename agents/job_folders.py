@@ -19,6 +19,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+from .outbox import ENDED_MARK, JOB_FILE
 from .wrapper import MB, directory_size
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ class JobFolders:
             remove(folder)
             return
         try:
+            for reported in (ENDED_MARK, JOB_FILE):  # not to be reported again by a successor
+                (folder / reported).unlink(missing_ok=True)
             os.utime(folder)  # kept from now on
         except OSError:
             return

@@ -28,6 +28,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 FOLDER = "outbox"
+JOB_FILE = "job.json"  # in a job's folder: its id, attempt, pilot and stored description
+ENDED_MARK = "payload_ended"  # written there by the payload keeper when the payload ended
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,29 @@ class Outbox:
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
+
+
+def ended_report(folder: Path) -> Report | None:
+    """The report of a job whose payload ended (the keeper's ``payload_ended`` in its folder)
+    but whose pilot died before keeping a report; None if the folder tells no such end."""
+    try:
+        job = json.loads((folder / JOB_FILE).read_text(encoding="utf-8"))
+        how, number = (folder / ENDED_MARK).read_text(encoding="ascii").split()
+        value = int(number)
+    except (OSError, ValueError):
+        return None
+    if how == "exit" and value == 0:
+        status, minor = "Done", "Execution Complete"
+    elif how == "exit":
+        status, minor = "Failed", f"Application exited with code {value}"
+    else:
+        status, minor = "Failed", f"Application killed by signal {value}"
+    code = value if how == "exit" else -value
+    return Report.new(job_id=int(job["job_id"]), attempt=int(job["attempt"]),
+                      pilot_id=str(job["pilot_id"]), status=status, minor_status=minor,
+                      application_status=f"Exit code {code}", output_pending=True,
+                      workdir=str(folder), description=dict(job["description"]),
+                      failed=status != "Done")
 
 
 def _mtime(path: Path) -> float:

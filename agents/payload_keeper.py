@@ -1,7 +1,7 @@
 """The payload keeper: a tiny process between the pilot's wrapper and the payload, so that no
 process of a payload outlives its pilot or its lease (issue 11, defect 8).
 
-    python3 -I -S payload_keeper.py LEASE_FILE LEASE_SECONDS EXECUTABLE [ARGUMENT ...]
+    python3 -I -S payload_keeper.py PILOT_PID LEASE_FILE LEASE_SECONDS EXECUTABLE [ARGUMENT ...]
 
 It makes itself a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``): every process the payload
 starts and abandons (a background child, a double-forked daemon) is re-parented to the keeper,
@@ -9,10 +9,13 @@ not to init, so the keeper sees the whole tree and reaps it. Then it starts the 
 from EXECUTABLE on) and waits. It kills every descendant (SIGTERM, then SIGKILL after
 ``GRACE`` seconds) and exits when:
 
-- the payload exits: what it left running is killed; the keeper exits with the payload's status
-  (the same exit code, or dies of the same signal), so the wrapper sees the payload's result;
+- the payload exits: the keeper first writes ``payload_ended`` in its working folder (``exit N``
+  or ``signal N``, fsync'd: a pilot killed a moment later leaves it for its successor, which
+  reports the job from it), then kills what the payload left running and exits with the
+  payload's status (the same exit code, or dies of the same signal);
 - the pilot dies (``kill -9`` included): the kernel sends the keeper SIGUSR1
-  (``PR_SET_PDEATHSIG``); the keeper kills the tree at once and exits;
+  (``PR_SET_PDEATHSIG``); the keeper kills the tree at once and exits. (A pilot that died while
+  the keeper was starting is seen too: its parent is no longer ``PILOT_PID``.)
 - the lease runs out: ``LEASE_FILE`` (the pilot touches it each time the service acknowledges a
   heartbeat) is older than ``LEASE_SECONDS`` — the pilot lost the service or was frozen
   (SIGSTOP). The service reschedules such a job only ``stalled_to_reschedule`` seconds later
@@ -38,6 +41,7 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 LEASE_EXIT = 197  # the keeper killed the payload at the end of its lease
 LEASE_MARK = "lease_expired"  # written in the working folder when it did
+ENDED_MARK = "payload_ended"  # written in the working folder when the payload ended
 POLL = 0.2  # seconds between two looks at the lease (a child's end or the pilot's death wakes it)
 WAKE = (signal.SIGCHLD, signal.SIGUSR1)
 GRACE = 2.0  # SIGTERM -> SIGKILL of what is left
@@ -133,6 +137,21 @@ def exit_like(status: int) -> None:
     os._exit(os.waitstatus_to_exitcode(status))
 
 
+def note_end(status: int) -> None:
+    """``payload_ended``: how the payload ended, durable before anything else happens."""
+    text = (f"signal {os.WTERMSIG(status)}\n" if os.WIFSIGNALED(status)
+            else f"exit {os.waitstatus_to_exitcode(status)}\n")
+    try:
+        descriptor = os.open(ENDED_MARK, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(descriptor, text.encode())
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+    except OSError:
+        pass
+
+
 def start(argv: list[str]) -> int:
     pid = os.fork()
     if pid == 0:
@@ -147,11 +166,11 @@ def start(argv: list[str]) -> int:
 
 
 def main(args: list[str]) -> None:
-    if len(args) < 3:
-        os.write(2, b"usage: payload_keeper.py LEASE_FILE LEASE_SECONDS EXECUTABLE [ARG...]\n")
+    if len(args) < 4:
+        os.write(2, b"usage: payload_keeper.py PILOT_PID LEASE_FILE LEASE_SECONDS "
+                    b"EXECUTABLE [ARG...]\n")
         os._exit(2)
-    lease_file, lease, argv = args[0], float(args[1]), args[2:]
-    pilot = os.getppid()
+    pilot, lease_file, lease, argv = int(args[0]), args[1], float(args[2]), args[3:]
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the payload got it too: wait for it
     signal.pthread_sigmask(signal.SIG_BLOCK, WAKE)  # taken with sigtimedwait below
     prctl(PR_SET_PDEATHSIG, signal.SIGUSR1)
@@ -163,6 +182,7 @@ def main(args: list[str]) -> None:
     while True:
         ended = reap()
         if payload in ended:
+            note_end(ended[payload])
             kill_tree()
             exit_like(ended[payload])
         if pilot_gone or os.getppid() != pilot:

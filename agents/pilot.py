@@ -37,6 +37,7 @@ Reliability (issue 11):
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import platform
@@ -76,7 +77,7 @@ from dirac_like.states import JobStatus
 
 from .job_folders import SWEEP_EVERY, JobFolders
 from .job_sandboxes import OutputSandbox, SandboxLimits, fetch_input, upload_output
-from .outbox import Outbox, Report
+from .outbox import JOB_FILE, Outbox, Report, ended_report
 from .watchdog import Limits, Sample
 from .wrapper import MB, PayloadResult, PayloadRunner, PayloadSpec, tail_lines
 
@@ -358,6 +359,7 @@ class Pilot:
             except ServiceUnavailable as exc:
                 log.error("pilot %s: %s", config.pilot_id, exc)
                 return EXIT_UNREACHABLE
+            self.recover_ended()
             self.sweep_folders(self.clock())
             while not self.step():
                 pass
@@ -477,6 +479,9 @@ class Pilot:
         try:
             description = description_from_stored(match.description)
             workdir.mkdir(parents=True, exist_ok=True)
+            (workdir / JOB_FILE).write_text(json.dumps({
+                "job_id": job_id, "attempt": attempt, "pilot_id": self.config.pilot_id,
+                "description": match.description}))
             runner = self._runner(job_id, description, workdir, cores, match.lease)
         except (OSError, InvalidArgument) as exc:
             log.error("job %s: cannot prepare the payload: %s", job_id, exc)
@@ -719,6 +724,19 @@ class Pilot:
                         report.job_id, exc)
             output = OutputSandbox("", (), f"output sandbox not uploaded: {exc}")
         return self.outbox.uploaded(report, output.sha256, output.problems())
+
+    def recover_ended(self) -> None:
+        """Report the jobs whose payload ended under a predecessor on this workdir that died
+        before it could keep the report (the keeper noted the end in the job's folder)."""
+        reported = {Path(report.workdir) for report in self.outbox.pending()}
+        for folder in sorted(self.config.workdir.glob("job_*_*")):
+            if folder in reported:
+                continue
+            report = ended_report(folder)
+            if report is not None:
+                log.info("job %s: its payload ended under a previous pilot (%s): reporting it",
+                         report.job_id, report.minor_status)
+                self.outbox.put(report)
 
     def sweep_folders(self, now: float) -> None:
         if now < self._next_sweep:

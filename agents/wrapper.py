@@ -256,7 +256,7 @@ class PayloadRunner:
     def _keeper(self) -> list[str]:
         spec = self.spec
         lease = spec.lease if spec.lease_file is not None else 0.0
-        return [*_KEEPER, str(spec.lease_file or "-"), f"{lease:g}"]
+        return [*_KEEPER, str(os.getpid()), str(spec.lease_file or "-"), f"{lease:g}"]
 
     def _open_input(self) -> IO[bytes] | None:
         """The payload's standard input: its StdInput file, or nothing."""

@@ -138,3 +138,22 @@ def test_defect_10_a_failed_jobs_folder_is_kept_a_while_a_done_ones_removed(
     assert [path.name for path in workdir.glob("job_*")] == [f"job_{failed}_1"]
     assert not outbox_reports(workdir)
 
+
+
+def test_defect_9_a_pilot_killed_the_moment_its_payload_ended_leaves_the_end_to_report(
+        start_central: Callable[..., ServiceProcess], pilots: Callable[[str], Pilots]) -> None:
+    service = start_central()
+    started = pilots(service.endpoint)
+    with Client(service.endpoint, FAST_RETRIES) as client:
+        [job_id] = client.submit(['Executable = "/bin/sh"; Arguments = "-c \'sleep 1\'";'],
+                                 "alice")
+        pilot, workdir = started.start(name="abrupt")
+        ended = workdir / f"job_{job_id}_1" / "payload_ended"
+        wait_for(ended.exists, 30, "the payload keeper to note the end")
+        os.kill(pilot.pid, signal.SIGKILL)  # before the pilot could keep or send a report
+        pilot.wait(10)
+
+        started.start(name="abrupt")  # its successor on the same workdir
+        final = wait_status(client, job_id, FINAL, 60)
+        assert (final.status, final.attempt) == ("Done", 1)
+        assert [e.status for e in client.history(job_id)].count("Running") == 1
