@@ -179,11 +179,7 @@ def validate(config: Config) -> None:
             raise ConfigError(f"shares.groups.{group}: must be positive")
     if config.store.synchronous not in ("full", "normal"):
         raise ConfigError("store.synchronous: must be 'full' or 'normal'")
-    if config.service.max_batch < 1 or config.service.max_message_bytes < 1024:
-        raise ConfigError("service: max_batch >= 1 and max_message_bytes >= 1024")
-    if config.service.bad_frames_per_second <= 0 or config.service.bad_frame_burst < 1:
-        raise ConfigError("service: bad_frames_per_second must be positive and bad_frame_burst "
-                          "at least 1")
+    _validate_service(config.service)
     if config.pilots.retention < 0 or config.pilots.max_output_bytes < 0:
         raise ConfigError("pilots: retention and max_output_bytes must not be negative")
     _validate_sandboxes(config)
@@ -194,6 +190,14 @@ def validate(config: Config) -> None:
     if security.rate_per_second < 0 or security.rate_burst < 1:
         raise ConfigError("security: rate_per_second must not be negative and rate_burst must "
                           "be at least 1")
+
+
+def _validate_service(service: ServiceConfig) -> None:
+    if service.max_batch < 1 or service.max_message_bytes < 1024:
+        raise ConfigError("service: max_batch >= 1 and max_message_bytes >= 1024")
+    if service.bad_frames_per_second <= 0 or service.bad_frame_burst < 1:
+        raise ConfigError("service: bad_frames_per_second must be positive and bad_frame_burst "
+                          "at least 1")
 
 
 def _validate_sandboxes(config: Config) -> None:

@@ -183,7 +183,7 @@ def test_pilot_killed_mid_job_the_job_is_rescheduled_and_done_elsewhere(
     os.kill(first.pid, signal.SIGKILL)
     first.wait(10)
     wait_status(client, job_id, ("Stalled",), 15)
-    _, second_workdir = pilots.start(name="second")
+    pilots.start(name="second")
     final = wait_status(client, job_id, FINAL, 40)
     assert final.status == "Done", final
     statuses = [entry.status for entry in client.history(job_id)]

@@ -47,14 +47,14 @@ def test_defect_8_a_payloads_background_child_dies_with_its_kill_9d_pilot(
         [job_id] = client.submit([BACKGROUND], "alice")
         pilot, _ = started.start(name="doomed")
         wait_status(client, job_id, ("Running",), 30)
-        wait_for(lambda: len(payloads_of("doomed", job_id)) >= 3, 10,
-                 "the payload and its background child")  # keeper, sh, 2 x sleep
+        wait_for(lambda: len(payloads_of("doomed", job_id)) >= 3,
+                 "the payload and its background child", timeout=10)  # keeper, sh, 2 x sleep
 
         os.kill(pilot.pid, signal.SIGKILL)
         pilot.wait(10)
 
-        wait_for(lambda: not payloads_of("doomed", job_id), 10,
-                 "every process of the payload to die with its pilot")
+        wait_for(lambda: not payloads_of("doomed", job_id),
+                 "every process of the payload to die with its pilot", timeout=10)
 
 
 def test_defect_8_a_frozen_pilots_payload_is_killed_at_its_lease_before_the_job_moves(
@@ -67,21 +67,19 @@ def test_defect_8_a_frozen_pilots_payload_is_killed_at_its_lease_before_the_job_
         [job_id] = client.submit([BACKGROUND], "alice")
         pilot, _ = started.start(name="frozen")
         wait_status(client, job_id, ("Running",), 30)
-        wait_for(lambda: len(payloads_of("frozen", job_id)) >= 3, 10, "the payload")
+        wait_for(lambda: len(payloads_of("frozen", job_id)) >= 3, "the payload", timeout=10)
 
         os.kill(pilot.pid, signal.SIGSTOP)
         try:
-            wait_for(lambda: not payloads_of("frozen", job_id), 10,
-                     "the payload to be killed at the end of its lease")
+            wait_for(lambda: not payloads_of("frozen", job_id),
+                     "the payload to be killed at the end of its lease", timeout=10)
             statuses = [entry.status for entry in client.history(job_id)]
             assert "Rescheduled" not in statuses, statuses  # killed before the job moved on
             assert client.status([job_id])[0].attempt == 1
         finally:
             os.kill(pilot.pid, signal.SIGCONT)
-        rescheduled = wait_for(
-            lambda: "Rescheduled" in [e.status for e in client.history(job_id)], 20,
-            "the job to be rescheduled")
-        assert rescheduled
+        wait_for(lambda: "Rescheduled" in [e.status for e in client.history(job_id)],
+                 "the job to be rescheduled", timeout=20)
 
 
 def outbox_reports(workdir: Path) -> list[dict[str, object]]:
@@ -108,7 +106,7 @@ def test_defect_9_a_done_report_survives_its_pilot_and_the_service(
     def done_report_kept() -> bool:
         return any(report["status"] == "Done" for report in outbox_reports(workdir))
 
-    wait_for(done_report_kept, 30, "the Done report in the pilot's outbox")
+    wait_for(done_report_kept, "the Done report in the pilot's outbox", timeout=30)
     os.kill(pilot.pid, signal.SIGKILL)  # the report is on disk only (maybe mid-upload)
     pilot.wait(10)
 
@@ -120,7 +118,7 @@ def test_defect_9_a_done_report_survives_its_pilot_and_the_service(
         statuses = [entry.status for entry in client.history(job_id)]
         assert statuses.count("Running") == 1 and "Rescheduled" not in statuses, statuses
         assert client.job_output(job_id).sha256  # the output went up before the report
-    wait_for(lambda: not outbox_reports(workdir), 10, "the outbox to be emptied")
+    wait_for(lambda: not outbox_reports(workdir), "the outbox to be emptied", timeout=10)
 
 
 def test_defect_10_a_failed_jobs_folder_is_kept_a_while_a_done_ones_removed(
@@ -149,7 +147,7 @@ def test_defect_9_a_pilot_killed_the_moment_its_payload_ended_leaves_the_end_to_
                                  "alice")
         pilot, workdir = started.start(name="abrupt")
         ended = workdir / f"job_{job_id}_1" / "payload_ended"
-        wait_for(ended.exists, 30, "the payload keeper to note the end")
+        wait_for(ended.exists, "the payload keeper to note the end", timeout=30)
         os.kill(pilot.pid, signal.SIGKILL)  # before the pilot could keep or send a report
         pilot.wait(10)
 

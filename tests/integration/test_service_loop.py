@@ -223,7 +223,7 @@ def test_defect_4_a_read_only_sqlite_store_is_refused_at_start_with_a_clear_mess
     home.mkdir()
     path = Path(Config().store_url(home).removeprefix("sqlite://"))
     SqliteStore(path).close()
-    with immutable(path), pytest.raises(StoreError, match="is not writable .*read-only store"):
+    with immutable(path), pytest.raises(StoreError, match=r"is not writable .*read-only store"):
         CentralService(Config(), home, insecure=True)
 
 
