@@ -10,6 +10,7 @@ import errno
 import itertools
 import logging
 import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -209,7 +210,11 @@ def test_defect_4_a_store_that_is_not_writable_is_refused_at_start(tmp_path: Pat
 @contextlib.contextmanager
 def immutable(path: Path) -> Iterator[None]:
     """``path`` read-only even for root (chattr +i), for the duration."""
-    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+    chattr = shutil.which("chattr") or "chattr"  # missing: a clear failure below
+    try:
+        done = subprocess.run([chattr, "+i", str(path)], capture_output=True, text=True)
+    except FileNotFoundError:
+        done = subprocess.CompletedProcess([chattr], 127, "", "chattr not installed")
     if done.returncode != 0:
         if os.environ.get("CI") == "true":  # scripts/reliability-tools.sh install gives chattr
             pytest.fail(f"chattr +i failed: {done.stderr.strip()}")
@@ -217,7 +222,7 @@ def immutable(path: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        subprocess.run(["chattr", "-i", str(path)], check=True)
+        subprocess.run([chattr, "-i", str(path)], check=True)
 
 
 def test_defect_4_a_read_only_sqlite_store_is_refused_at_start_with_a_clear_message(
