@@ -14,8 +14,10 @@ from EXECUTABLE on) and waits. It kills every descendant (SIGTERM, then SIGKILL 
   reports the job from it), then kills what the payload left running and exits with the
   payload's status (the same exit code, or dies of the same signal);
 - the pilot dies (``kill -9`` included): the kernel sends the keeper SIGUSR1
-  (``PR_SET_PDEATHSIG``); the keeper kills the tree at once and exits. (A pilot that died while
-  the keeper was starting is seen too: its parent is no longer ``PILOT_PID``.)
+  (``PR_SET_PDEATHSIG``); the keeper gives a payload already on its way out ``ORPHAN_GRACE``
+  seconds to exit by itself (then its end is noted as above), kills the tree and exits. (A
+  pilot that died while the keeper was starting is seen too: its parent is no longer
+  ``PILOT_PID``.)
 - the lease runs out: ``LEASE_FILE`` (the pilot touches it each time the service acknowledges a
   heartbeat) is older than ``LEASE_SECONDS`` — the pilot lost the service or was frozen
   (SIGSTOP). The service reschedules such a job only ``stalled_to_reschedule`` seconds later
@@ -45,6 +47,7 @@ ENDED_MARK = "payload_ended"  # written in the working folder when the payload e
 POLL = 0.2  # seconds between two looks at the lease (a child's end or the pilot's death wakes it)
 WAKE = (signal.SIGCHLD, signal.SIGUSR1)
 GRACE = 2.0  # SIGTERM -> SIGKILL of what is left
+ORPHAN_GRACE = 0.5  # seconds a payload whose pilot died may take to finish exiting by itself
 
 
 def prctl(option: int, value: int) -> None:
@@ -165,6 +168,21 @@ def start(argv: list[str]) -> int:
     return pid
 
 
+def orphaned(payload: int) -> None:
+    """The pilot died: kill the tree and exit. A payload that was already on its way out (it
+    exits by itself within ORPHAN_GRACE) has its end noted, for the pilot's successor to report;
+    one killed here is not (its job is rescheduled)."""
+    deadline = time.monotonic() + ORPHAN_GRACE
+    ended = reap()
+    while payload not in ended and time.monotonic() < deadline:
+        signal.sigtimedwait([signal.SIGCHLD], max(0.0, deadline - time.monotonic()))
+        ended.update(reap())
+    if payload in ended and os.WIFEXITED(ended[payload]):
+        note_end(ended[payload])
+    kill_tree()
+    os._exit(1)
+
+
 def main(args: list[str]) -> None:
     if len(args) < 4:
         os.write(2, b"usage: payload_keeper.py PILOT_PID LEASE_FILE LEASE_SECONDS "
@@ -186,8 +204,7 @@ def main(args: list[str]) -> None:
             kill_tree()
             exit_like(ended[payload])
         if pilot_gone or os.getppid() != pilot:
-            kill_tree()
-            os._exit(1)
+            orphaned(payload)
         if lease_expired(lease_file, lease):
             kill_tree()
             try:
