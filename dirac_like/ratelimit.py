@@ -73,6 +73,10 @@ class RateLimiter:
     def __len__(self) -> int:
         return len(self._buckets)
 
+    def __contains__(self, identity: str) -> bool:
+        """Whether ``identity`` has a bucket (it took tokens lately)."""
+        return identity in self._buckets
+
     def _bucket(self, identity: str, now: float) -> _Bucket:
         buckets = self._buckets
         bucket = buckets.get(identity)

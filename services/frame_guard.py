@@ -54,7 +54,10 @@ class FrameGuard:
         self._log_due: OrderedDict[str, tuple[float, int]] = OrderedDict()  # next line, unsaid
 
     def admit(self, connection: str, now: float) -> None:
-        """Before decoding: raise RateLimited if ``connection`` sent too many bad frames."""
+        """Before decoding: raise RateLimited if ``connection`` sent too many bad frames (a
+        connection that never sent one costs a dictionary look-up)."""
+        if connection not in self.limiter:
+            return
         tokens = self.limiter.tokens(connection, now)
         if tokens < 1.0:
             self._note(connection, now, "frame refused unread (too many bad frames)")
