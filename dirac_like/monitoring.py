@@ -179,6 +179,18 @@ class StatusPolicy:
         return Decision(ResourceStatus.ACTIVE, reason)
 
 
+@dataclass(frozen=True)
+class StatusRecord:
+    """The current status of a site or SE, as stored."""
+
+    target: str
+    kind: TargetKind
+    status: ResourceStatus
+    reason: str
+    changed: float
+    automatic: bool  # set by the monitoring policy (False: by an operator, or never set)
+
+
 # -- downtimes -----------------------------------------------------------------------------------
 
 
