@@ -353,10 +353,10 @@ class SqliteStore(Store):
 
     def probe_results(self, since: float, target: str = "", limit: int = 100_000
                       ) -> list[ProbeResult]:
+        parameters: tuple[Any, ...] = (since, limit)
+        sql = SELECT_PROBE_RESULTS
         if target:
             sql, parameters = SELECT_TARGET_PROBE_RESULTS, (target, since, limit)
-        else:
-            sql, parameters = SELECT_PROBE_RESULTS, (since, limit)
         try:
             return [_probe_from_row(*row) for row in self._db.execute(sql, parameters)]
         except (sqlite3.Error, ValueError) as exc:
