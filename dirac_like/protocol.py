@@ -140,6 +140,7 @@ class HeartbeatArgs:
     attempt: int
     pilot_id: str
     metrics: dict[str, Any] = field(default_factory=dict)
+    stdout_tail: str = ""  # the payload's last lines of stdout (bounded; shown by job peek)
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,14 @@ class ListPilotsArgs:
 @dataclass(frozen=True)
 class PilotIdArgs:
     pilot_id: str
+
+
+@dataclass(frozen=True)
+class PilotStoppedArgs:
+    """A pilot says it stopped (``dirac-like pilot`` on its way out), with its exit code."""
+
+    pilot_id: str
+    exit_code: int = 0
 
 
 @dataclass(frozen=True)
@@ -360,6 +369,28 @@ class KillReply:
 @dataclass(frozen=True)
 class RescheduleReply:
     rescheduled: list[int]
+
+
+@dataclass(frozen=True)
+class DeleteReply:
+    deleted: list[int]  # all or none
+
+
+@dataclass(frozen=True)
+class JobDescriptionReply:
+    description: dict[str, Any]  # as stored (canonical DIRAC names, parametric values expanded)
+
+
+@dataclass(frozen=True)
+class PeekReply:
+    job_id: int
+    status: str  # a JobStatus value
+    tail: str  # the last lines of stdout the job's pilot sent
+
+
+@dataclass(frozen=True)
+class PilotStoppedReply:
+    closed: bool  # whether the pilot's own report closed its record
 
 
 @dataclass(frozen=True)
@@ -605,6 +636,10 @@ class Op:
     IDENTITY_LIST = "identity_list"
     IDENTITY_REVOKE = "identity_revoke"
     PILOT_TOKEN = "pilot_token"
+    JOB_DESCRIPTION = "job_description"
+    DELETE = "delete"
+    PEEK = "peek"
+    PILOT_STOPPED = "pilot_stopped"
     PROBE_REPORT = "probe_report"
     PROBE_RESULTS = "probe_results"
     RESOURCE_STATUS = "resource_status"
@@ -644,6 +679,10 @@ ARGUMENTS: dict[str, type] = {
     Op.IDENTITY_LIST: IdentityListArgs,
     Op.IDENTITY_REVOKE: IdentityRevokeArgs,
     Op.PILOT_TOKEN: PilotTokenArgs,
+    Op.JOB_DESCRIPTION: JobIdArgs,
+    Op.DELETE: JobIdsArgs,
+    Op.PEEK: JobIdArgs,
+    Op.PILOT_STOPPED: PilotStoppedArgs,
     Op.PROBE_REPORT: ProbeReportArgs,
     Op.PROBE_RESULTS: ProbeResultsArgs,
     Op.RESOURCE_STATUS: NoArgs,
@@ -684,6 +723,10 @@ REPLIES: dict[str, Any] = {
     Op.IDENTITY_LIST: list[IdentityView],
     Op.IDENTITY_REVOKE: IdentityRevokeReply,
     Op.PILOT_TOKEN: IdentityFile,
+    Op.JOB_DESCRIPTION: JobDescriptionReply,
+    Op.DELETE: DeleteReply,
+    Op.PEEK: PeekReply,
+    Op.PILOT_STOPPED: PilotStoppedReply,
     Op.PROBE_REPORT: ProbeReportReply,
     Op.PROBE_RESULTS: list[ProbeResultItem],
     Op.RESOURCE_STATUS: list[StatusRow],
@@ -711,6 +754,8 @@ MUTATING_OPS = frozenset(
         Op.IDENTITY_ADD,
         Op.IDENTITY_REVOKE,
         Op.PILOT_TOKEN,
+        Op.DELETE,
+        Op.PILOT_STOPPED,
         Op.PROBE_REPORT,
         Op.SET_STATUS,
         Op.DOWNTIME_ADD,
