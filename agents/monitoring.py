@@ -48,6 +48,7 @@ from dirac_like.config import from_mapping, read_toml
 from dirac_like.errors import EXIT_OK, ConfigError, DiracLikeError, Forbidden, ServiceUnavailable
 from dirac_like.home_lock import holding, lock_path
 from dirac_like.monitoring import (
+    HEALTH_PREFIX,
     PROBE_GROUP,
     CheckStatus,
     Decision,
@@ -58,6 +59,7 @@ from dirac_like.monitoring import (
     StatusPolicy,
     TargetKind,
     outcome_of,
+    probe_runs,
 )
 from dirac_like.protocol import DowntimeRow, ProbeResultItem, StatusRow
 from dirac_like.sites import SiteConfig
@@ -77,7 +79,6 @@ from .storage_probe import FileStorage, StorageProbe, probe_storage
 log = logging.getLogger(__name__)
 
 MONITOR_RETRIES = RetryPolicy(timeout=5.0, retries=1, backoff=0.2, max_backoff=1.0)
-HEALTH_PREFIX = "health:"
 PROBE_OWNER = "monitor"  # without identities (--insecure); else the monitor identity's name
 MAX_OUTCOMES = 50  # remembered per target
 MAX_OUTPUT_BYTES = 1024 * 1024
@@ -372,16 +373,12 @@ class Monitor:
     # -- results, policy, alerts -----------------------------------------------------------------
 
     def remember(self, results: Iterable[ProbeResult]) -> None:
-        """Sort results into probe runs and keep each target's outcomes (health findings and
-        results of other checks aside)."""
-        runs: dict[tuple[Any, ...], list[ProbeResult]] = {}
-        for result in results:
-            if not result.check.startswith(HEALTH_PREFIX):
-                key = (result.kind, result.target, result.ce, result.job_id, result.time)
-                runs.setdefault(key, []).append(result)
-        for (kind, target, *_), run in sorted(runs.items(), key=lambda item: item[0][4]):
-            outcomes = self.outcomes.setdefault((kind, target), [])
-            outcomes.append(outcome_of(run))
+        """Keep each target's probe outcomes (health findings aside), the newest
+        MAX_OUTCOMES."""
+        for target, runs in probe_runs(results).items():
+            outcomes = self.outcomes.setdefault(target, [])
+            outcomes.extend(outcome_of(run) for run in runs)
+            outcomes.sort(key=lambda outcome: outcome.time)
             del outcomes[:-MAX_OUTCOMES]
 
     def send_outbox(self) -> bool:

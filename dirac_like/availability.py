@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from dirac_like.monitoring import CheckStatus
+from dirac_like.monitoring import CheckStatus, ProbeResult, outcome_of
 
 UP, DOWN, UNKNOWN, SCHEDULED = "up", "down", "unknown", "scheduled"
 _STATE_OF = {CheckStatus.OK: UP, CheckStatus.WARNING: UP, CheckStatus.CRITICAL: DOWN,
@@ -39,6 +39,15 @@ class Sample:
     time: float
     status: CheckStatus
     service: str = ""
+
+
+def samples_of(runs: Iterable[Sequence[ProbeResult]]) -> list[Sample]:
+    """One sample per probe run (its worst check), of the CE it probed."""
+    samples = []
+    for run in runs:
+        outcome = outcome_of(run)
+        samples.append(Sample(outcome.time, outcome.status, run[0].ce))
+    return samples
 
 
 @dataclass(frozen=True)

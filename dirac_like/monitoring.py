@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from dirac_like.errors import InvalidArgument
 
@@ -88,6 +89,26 @@ class Outcome:
     status: CheckStatus
     check: str
     message: str
+
+
+# Results whose check starts with this are the agent's findings about pilots and jobs: stored and
+# shown, but not probe runs (the policy and the availability figures leave them out).
+HEALTH_PREFIX = "health:"
+
+
+def probe_runs(results: Iterable[ProbeResult]
+               ) -> dict[tuple[TargetKind, str], list[list[ProbeResult]]]:
+    """The results of probe runs, by target, each run (the checks of one probe: same CE, job
+    and time) a list, oldest run first; health findings left out."""
+    runs: dict[tuple[Any, ...], list[ProbeResult]] = {}
+    for result in results:
+        if not result.check.startswith(HEALTH_PREFIX):
+            key = (result.time, result.kind, result.target, result.ce, result.job_id)
+            runs.setdefault(key, []).append(result)
+    by_target: dict[tuple[TargetKind, str], list[list[ProbeResult]]] = {}
+    for key in sorted(runs, key=lambda k: (k[0], k[1].value, k[2], k[3], k[4])):
+        by_target.setdefault((key[1], key[2]), []).append(runs[key])
+    return by_target
 
 
 def outcome_of(results: Sequence[ProbeResult]) -> Outcome:
