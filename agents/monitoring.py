@@ -82,6 +82,7 @@ MONITOR_RETRIES = RetryPolicy(timeout=5.0, retries=1, backoff=0.2, max_backoff=1
 PROBE_OWNER = "monitor"  # without identities (--insecure); else the monitor identity's name
 MAX_OUTCOMES = 50  # remembered per target
 MAX_OUTPUT_BYTES = 1024 * 1024
+MAX_OUTBOX = 10_000  # results kept while the service does not take them (the newest)
 
 
 @dataclass(frozen=True)
@@ -389,9 +390,10 @@ class Monitor:
                                  r.time, r.ce, r.job_id) for r in self.outbox]
         try:
             self.client.probe_report(items)
-        except ServiceUnavailable as exc:
+        except DiracLikeError as exc:
             log.error("could not report %d result(s), kept for the next cycle: %s",
                       len(items), exc.message)
+            del self.outbox[:-MAX_OUTBOX]
             return False
         self.outbox.clear()
         return True
