@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from dirac_like.errors import InvalidArgument
 from dirac_like.monitoring import CheckStatus, ProbeResult, TargetKind, parse_check_status
 from dirac_like.probe import parse_output
 from dirac_like.sites import CEConfig
@@ -101,7 +102,7 @@ def results_of_output(probe: InFlight, output: str, now: float) -> list[ProbeRes
         checks = parse_output(output)
         parsed = [result(probe, c["check"], parse_check_status(c["status"]), c["message"], now)
                   for c in checks]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, InvalidArgument) as exc:
         return [started, result(probe, "output", CheckStatus.CRITICAL,
                                 f"no readable probe result: {exc}", now)]
     return [started, *parsed]
