@@ -20,6 +20,8 @@ from dirac_like.availability import (
     PERIODS,
     DowntimeSpan,
     Figures,
+    Sample,
+    figures,
     per_period,
     percent,
     samples_of,
@@ -138,9 +140,10 @@ def cmd_admin_availability(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def availability_report(client: Client, since: float, until: float, period: str,
+def availability_report(client: Client, since: float, until: float, period: str | None,
                         validity: float, only: str | None = None) -> list[dict[str, Any]]:
-    """Per target and period: the WLCG figures (see dirac_like.availability)."""
+    """Per target and period (None: the whole of [since, until) as one): the WLCG figures
+    (see dirac_like.availability)."""
     results = [_result(item) for item in client.probe_results(since - validity, only or "")]
     downtimes = client.downtime_list(include_ended=True)
     statuses = {(row.kind, row.target): row.status for row in client.resource_status()}
@@ -154,11 +157,12 @@ def availability_report(client: Client, since: float, until: float, period: str,
     for kind, name in sorted(targets, key=lambda t: (t[0].value != "site", t[1])):
         spans = [DowntimeSpan(d.start, d.cancelled or d.end, d.scheduled) for d in downtimes
                  if d.target == name and d.kind == kind.value]
-        rows = per_period(samples_of(runs.get((kind, name), [])), spans, since, until, period,
-                          validity)
+        samples = samples_of(runs.get((kind, name), []))
+        rows = (per_period(samples, spans, since, until, period, validity) if period
+                else [figures(samples, spans, since, until, validity)])
         report.append({"target": name, "kind": kind.value,
                        "status": statuses.get((kind.value, name), "Active"),
-                       "periods": [_figures(row) for row in rows]})
+                       "periods": [_figures(row, samples) for row in rows]})
     return report
 
 
@@ -167,8 +171,10 @@ def _result(item: ProbeResultItem) -> ProbeResult:
                        item.message, item.time, item.ce, item.job_id)
 
 
-def _figures(row: Figures) -> dict[str, Any]:
-    return {"start": row.start, "end": row.end, "availability": row.availability,
+def _figures(row: Figures, samples: Sequence[Sample]) -> dict[str, Any]:
+    probes = sum(1 for sample in samples if row.start <= sample.time < row.end)
+    return {"start": row.start, "end": row.end, "probes": probes,
+            "availability": row.availability,
             "reliability": row.reliability, "up_seconds": row.up, "down_seconds": row.down,
             "unknown_seconds": row.unknown, "scheduled_downtime_seconds": row.scheduled}
 
@@ -176,13 +182,13 @@ def _figures(row: Figures) -> dict[str, Any]:
 def print_availability(report: Sequence[dict[str, Any]], period: str) -> None:
     rows = []
     for target in report:
-        for figures in target["periods"]:
+        for window in target["periods"]:
             rows.append({"target": target["target"], "kind": target["kind"],
                          "status": target["status"],
-                         "period": _period_name(figures["start"], period),
-                         "availability": percent(figures["availability"]),
-                         "reliability": percent(figures["reliability"]),
-                         "downtime": f"{figures['scheduled_downtime_seconds'] / 3600:.1f}h"})
+                         "period": _period_name(window["start"], period),
+                         "availability": percent(window["availability"]),
+                         "reliability": percent(window["reliability"]),
+                         "downtime": f"{window['scheduled_downtime_seconds'] / 3600:.1f}h"})
     print_table(rows, [("target", "Name"), ("kind", "Kind"), ("status", "Status"),
                        ("period", "Period"), ("availability", "Availability>"),
                        ("reliability", "Reliability>"), ("downtime", "SchedDowntime>")],
@@ -203,24 +209,24 @@ def history_grid(report: Sequence[dict[str, Any]]) -> str:
     per cell, '--' when undefined, 'DT' for a period spent in scheduled downtime."""
     if not report:
         return "No sites or SEs known yet."
-    starts = [figures["start"] for figures in report[0]["periods"]]
+    starts = [window["start"] for window in report[0]["periods"]]
     width = max(len(target["target"]) for target in report)
     header = " " * width + " " + " ".join(
         datetime.fromtimestamp(start, UTC).strftime("%m-%d") for start in starts)
     lines = [header]
     for target in report:
-        cells = [_cell(figures) for figures in target["periods"]]
+        cells = [_cell(window) for window in target["periods"]]
         lines.append(f"{target['target']:<{width}} " + " ".join(f"{c:>5}" for c in cells))
     lines.append("(availability per UTC day; -- unknown, DT scheduled downtime)")
     return "\n".join(lines)
 
 
-def _cell(figures: dict[str, Any]) -> str:
-    if figures["availability"] is None:
+def _cell(window: dict[str, Any]) -> str:
+    if window["availability"] is None:
         return "--"
-    if figures["reliability"] is None:
+    if window["reliability"] is None:
         return "DT"
-    return f"{figures['availability'] * 100:.0f}%"
+    return f"{window['availability'] * 100:.0f}%"
 
 
 # -- the agent ---------------------------------------------------------------------------------

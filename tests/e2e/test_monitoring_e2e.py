@@ -6,6 +6,7 @@ stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -80,10 +81,8 @@ class Grid:
 
     def stop_all(self) -> None:
         for name in list(self.processes):
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):  # killed by stop() then
                 self.stop(name)
-            except subprocess.TimeoutExpired:
-                pass
 
 
 @pytest.fixture
