@@ -76,8 +76,9 @@ def cmd_admin_site_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     for row in rows:
         row["set_by"] = "policy" if row["automatic"] else ("operator" if row["reason"] else "")
-        row["since"] = format_time(row["changed"]) if row["changed"] else ""
-    columns: list[Column] = [("target", "Name"), ("kind", "Kind"), ("status", "Status"),
+        row["since"] = _short_time(row["changed"]) if row["changed"] else ""
+        row["name"] = row["target"]
+    columns: list[Column] = [("name", "Name"), ("kind", "Kind"), ("status", "Status"),
                              ("set_by", "SetBy"), ("since", "Since"), ("reason", "Reason"),
                              ("downtime", "Downtime")]
     print_table(rows, columns, empty="No sites or SEs known yet.")
@@ -101,7 +102,7 @@ def cmd_admin_downtime_list(args: argparse.Namespace) -> int:
         print_json(to_wire(rows))
         return EXIT_OK
     print_table([_downtime_cells(row) for row in rows],
-                [("downtime_id", "Id>"), ("target", "Name"), ("kind", "Kind"),
+                [("downtime_id", "Id>"), ("name", "Name"), ("kind", "Kind"),
                  ("type", "Type"), ("start", "Start"), ("end", "End"), ("state", "State"),
                  ("reason", "Reason")], empty="No downtimes.")
     return EXIT_OK
@@ -111,8 +112,13 @@ def _downtime_cells(row: DowntimeRow) -> dict[str, Any]:
     now = time.time()
     state = ("cancelled" if row.cancelled else "ended" if row.end <= now
              else "in force" if row.start <= now else "announced")
-    return {**to_wire(row), "type": "scheduled" if row.scheduled else "unscheduled",
-            "start": format_time(row.start), "end": format_time(row.end), "state": state}
+    return {**to_wire(row), "name": row.target,
+            "type": "scheduled" if row.scheduled else "unscheduled",
+            "start": _short_time(row.start), "end": _short_time(row.end), "state": state}
+
+
+def _short_time(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%m-%dT%H:%MZ")
 
 
 def cmd_admin_downtime_cancel(args: argparse.Namespace) -> int:
@@ -183,13 +189,13 @@ def print_availability(report: Sequence[dict[str, Any]], period: str) -> None:
     rows = []
     for target in report:
         for window in target["periods"]:
-            rows.append({"target": target["target"], "kind": target["kind"],
+            rows.append({"name": target["target"], "kind": target["kind"],
                          "status": target["status"],
                          "period": _period_name(window["start"], period),
                          "availability": percent(window["availability"]),
                          "reliability": percent(window["reliability"]),
                          "downtime": f"{window['scheduled_downtime_seconds'] / 3600:.1f}h"})
-    print_table(rows, [("target", "Name"), ("kind", "Kind"), ("status", "Status"),
+    print_table(rows, [("name", "Name"), ("kind", "Kind"), ("status", "Status"),
                        ("period", "Period"), ("availability", "Availability>"),
                        ("reliability", "Reliability>"), ("downtime", "SchedDowntime>")],
                 empty="No sites or SEs known yet.")
