@@ -7,7 +7,8 @@ apscheduler until SIGTERM or SIGINT (as the director does). A cycle:
    here (nothing is judged on what the agent cannot see; the next cycle tries again);
 2. **follow** — each probe job in flight is judged (agents/probe_jobs.py): Done → its checks;
    Failed → CRITICAL; not started in ``start_timeout`` → killed, CRITICAL "not started";
-   running longer than ``run_timeout`` → killed, CRITICAL "timed out"; lost → UNKNOWN;
+   running longer than ``run_timeout`` → killed, CRITICAL "timed out"; lost → UNKNOWN; one
+   still waiting when its site enters a downtime is killed without a verdict;
 3. **submit** — a probe job to each CE whose last probe is ``probe_interval`` old (none to a
    site in downtime); a submission the service refuses or cannot take is UNKNOWN, never
    CRITICAL: the agent's own failures do not count against a site;
@@ -66,6 +67,7 @@ from dirac_like.sites import SiteConfig
 from dirac_like.submission import fetch_output
 
 from .probe_jobs import (
+    NOT_STARTED_STATUSES,
     PROBE_OUTPUT,
     Fate,
     InFlight,
@@ -243,6 +245,10 @@ class Monitor:
         for key, probe in list(self.in_flight.items()):
             row = jobs.get(probe.job_id)
             status = row.status if row else None
+            if status in NOT_STARTED_STATUSES and self.in_downtime(probe.site, now):
+                self._kill(probe)  # the downtime keeps pilots away: no verdict on the site
+                del self.in_flight[key]
+                continue
             if status in ("Running", "Completing") and not probe.started:
                 probe.started = now
             fate = judge(probe, status, now, self.settings.start_timeout,

@@ -68,7 +68,7 @@ class Fate(Enum):
     LOST = "lost"  # killed or deleted by someone else, or gone: UNKNOWN
 
 
-_NOT_STARTED_YET = frozenset({"Received", "Checking", "Waiting", "Matched", "Rescheduled"})
+NOT_STARTED_STATUSES = frozenset({"Received", "Checking", "Waiting", "Matched", "Rescheduled"})
 _RUNNING = frozenset({"Running", "Completing", "Stalled"})
 
 
@@ -83,7 +83,7 @@ def judge(probe: InFlight, status: str | None, now: float, start_timeout: float,
         if probe.started and now - probe.started > run_timeout:
             return Fate.TIMED_OUT
         return Fate.WAIT
-    if status in _NOT_STARTED_YET:
+    if status in NOT_STARTED_STATUSES:
         return Fate.NOT_STARTED if now - probe.submitted > start_timeout else Fate.WAIT
     return Fate.LOST
 

@@ -1,23 +1,27 @@
 """The monitoring agent end to end: a central service, two site directors and the agent, each a
 ``dirac-like`` process, with real local pilots. A healthy site stays Active; a site whose pilots
-exit at once is Banned by the agent within the configured number of probes, a job for it waits,
-and once its director is repaired the site returns to Active and the job runs there. The agent
-stops cleanly on SIGTERM."""
+exit at once is Banned by the agent within the configured number of probes (and its failing
+pilots are reported), a job for it waits, and once its director is repaired the site returns to
+Active and the job runs there; a scheduled downtime of the healthy site lowers its availability,
+not its reliability. The agent stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
 import contextlib
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from dirac_like import testing
+from dirac_like.cli.monitoring import availability_report
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.identity import save_identity
 from dirac_like.processes import ServiceProcess, dirac_like_argv
+from dirac_like.protocol import ProbeResultItem
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +49,7 @@ cycle_seconds = 0.5
 probe_interval = 1.0
 start_timeout = 4.0
 run_timeout = 30.0
+min_pilots = 2
 
 [monitoring.policy]
 ban_after = 2
@@ -98,6 +103,15 @@ def status_of(client: Client, site: str) -> str:
     return next((r.status for r in client.resource_status() if r.target == site), "Active")
 
 
+def health_warnings(client: Client) -> list[ProbeResultItem]:
+    return [r for r in client.probe_results(0.0, BAD)
+            if r.check == "health:pilots" and r.status == "WARNING"]
+
+
+def ok_probes_since(client: Client, since: float) -> list[ProbeResultItem]:
+    return [r for r in client.probe_results(since, GOOD) if r.check == "dirac-like"]
+
+
 def wait_for(condition: Callable[[], object], what: str, grid: Grid) -> None:
     def check() -> object:
         dead = [name for name, popen in grid.processes.items() if popen.poll() is not None]
@@ -133,6 +147,8 @@ def test_a_failing_ce_is_banned_jobs_stop_going_there_and_it_returns_when_repair
         wait_for(lambda: status_of(admin, BAD) == "Banned", "the failing site banned", grid)
         failed = [r for r in admin.probe_results(0.0, BAD) if r.check == "started"]
         assert len(failed) == 2 and all(r.message.startswith("not started") for r in failed)
+        wait_for(lambda: health_warnings(admin), "a warning about the failing pilots", grid)
+        assert "pilots failed or aborted" in health_warnings(admin)[0].message
         good = [r for r in admin.probe_results(0.0, GOOD) if r.check == "dirac-like"]
         assert good and all(r.status == "OK" for r in good)
         assert status_of(admin, GOOD) == "Active"
@@ -141,6 +157,8 @@ def test_a_failing_ce_is_banned_jobs_stop_going_there_and_it_returns_when_repair
                                  "users")
         grid.stop("bad")  # repaired: its pilots start again
         grid.start("bad", identities["bad"], *directors, BAD, "--config", str(good_pilots))
+        begin = time.time()
+        intervention = admin.downtime_add(GOOD, "site", begin, begin + 3, "planned, e2e")
         wait_for(lambda: status_of(admin, BAD) == "Active", "the repaired site Active", grid)
         back = next(r for r in admin.resource_status() if r.target == BAD)
         wait_for(lambda: admin.status([job_id])[0].status == "Done", "the job Done", grid)
@@ -148,4 +166,12 @@ def test_a_failing_ce_is_banned_jobs_stop_going_there_and_it_returns_when_repair
         assert matched >= back.changed  # no job went there while it was Banned or Probing
         assert [r.status for r in admin.probe_results(0.0, GOOD) if r.check == "started"]
         assert status_of(admin, GOOD) == "Active"
+
+        wait_for(lambda: ok_probes_since(admin, intervention.end), "a probe after the downtime",
+                 grid)
+        (report,) = availability_report(admin, begin - 5, time.time(), None, 10.0, GOOD)
+        (figures,) = report["periods"]
+        assert figures["scheduled_downtime_seconds"] == pytest.approx(3.0)
+        assert figures["reliability"] == 1.0  # the announced downtime does not count
+        assert figures["availability"] < 1.0
         assert grid.stop("monitoring") == 0  # SIGTERM: the cycle under way ends, exit 0
