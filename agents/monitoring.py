@@ -46,7 +46,13 @@ from typing import Any
 
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.config import from_mapping, read_toml
-from dirac_like.errors import EXIT_OK, ConfigError, DiracLikeError, Forbidden, ServiceUnavailable
+from dirac_like.errors import (
+    EXIT_OK,
+    ConfigError,
+    DiracLikeError,
+    NotFound,
+    ServiceUnavailable,
+)
 from dirac_like.home_lock import holding, lock_path
 from dirac_like.monitoring import (
     HEALTH_PREFIX,
@@ -62,7 +68,7 @@ from dirac_like.monitoring import (
     outcome_of,
     probe_runs,
 )
-from dirac_like.protocol import DowntimeRow, ProbeResultItem, StatusRow
+from dirac_like.protocol import DowntimeRow, JobSummary, ProbeResultItem, StatusRow
 from dirac_like.sites import SiteConfig
 from dirac_like.submission import fetch_output
 
@@ -239,8 +245,7 @@ class Monitor:
         """Judge every probe in flight; the results of those that came to an end."""
         if not self.in_flight:
             return []
-        jobs = {row.job_id: row for row in self.client.status(
-            [probe.job_id for probe in self.in_flight.values()])}
+        jobs = self._jobs([probe.job_id for probe in self.in_flight.values()])
         produced: list[ProbeResult] = []
         for key, probe in list(self.in_flight.items()):
             row = jobs.get(probe.job_id)
@@ -257,6 +262,17 @@ class Monitor:
                 produced += self._ended(probe, fate, row.minor_status if row else "", now)
                 del self.in_flight[key]  # only now: an unreachable service leaves it in flight
         return produced
+
+    def _jobs(self, job_ids: list[int]) -> dict[int, JobSummary]:
+        """The probe jobs that still exist, by id (one deleted makes the others asked alone)."""
+        try:
+            return {row.job_id: row for row in self.client.status(job_ids)}
+        except NotFound:
+            found = {}
+            for job_id in job_ids:
+                with contextlib.suppress(NotFound):
+                    found[job_id] = self.client.status([job_id])[0]
+            return found
 
     def _ended(self, probe: InFlight, fate: Fate, minor: str, now: float) -> list[ProbeResult]:
         if fate in (Fate.NOT_STARTED, Fate.TIMED_OUT):
@@ -425,7 +441,7 @@ class Monitor:
             try:
                 row = self.client.set_status(target, kind.value, decision.status.value,
                                              decision.reason)
-            except (Forbidden, DiracLikeError) as exc:
+            except DiracLikeError as exc:  # e.g. Forbidden: an operator banned it meanwhile
                 log.warning("%s %s: status %s refused: %s", kind.value, target,
                             decision.status.value, exc.message)
                 return False

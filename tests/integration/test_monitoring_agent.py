@@ -20,7 +20,7 @@ from dirac_like.client import Client, RetryPolicy
 from dirac_like.errors import ConfigError
 from dirac_like.monitoring import PolicyConfig
 from dirac_like.processes import ServiceProcess, free_port
-from dirac_like.protocol import ProbeResultItem
+from dirac_like.protocol import PilotResources, ProbeResultItem
 from dirac_like.sites import SiteConfig, load_site
 
 SITE = "Site.Monitor.org"
@@ -184,6 +184,30 @@ def test_the_central_service_restarting_under_the_agent(
         (started,) = results(client, "started")
         assert (started.job_id, started.status) == (probe.job_id, "CRITICAL")
         assert status_of(client) == "Degraded"
+
+
+def test_stalled_jobs_are_a_warning_and_a_probe_killed_by_someone_else_unknown(
+        tmp_path: Path, start_central: Callable[..., ServiceProcess], site: SiteConfig) -> None:
+    service = start_central("[jobs]\nstalled_timeout = 0.5\n")
+    with Client(service.endpoint, QUICK) as client:
+        (job_id,) = client.submit(['Executable = "/bin/true";'], "alice")
+        resources = PilotResources(site=SITE, ce="ce1", cpu_time_left=10**6)
+        job = client.request_job("lost-pilot", resources).job
+        assert job is not None and job.job_id == job_id
+        client.update_status(job_id, job.attempt, "lost-pilot", "Running")
+        testing.wait_for(lambda: client.status([job_id])[0].status == "Stalled",
+                         "the job Stalled")
+        agent = monitor(tmp_path, client, site)
+        agent.cycle()
+        (stalled,) = results(client, "health:stalled-jobs")
+        assert stalled.status == "WARNING" and f"1 stalled job(s) at {SITE}: {job_id}" in \
+            stalled.message
+        (probe,) = agent.in_flight.values()
+        client.kill([probe.job_id])
+        client.delete([probe.job_id])
+        agent.cycle()  # a probe job gone: UNKNOWN, and the agent goes on
+        (lost,) = results(client, "started")
+        assert (lost.job_id, lost.status) == (probe.job_id, "UNKNOWN")
 
 
 def test_settings_with_a_wrong_key_are_refused_naming_it(tmp_path: Path) -> None:
