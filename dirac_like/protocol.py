@@ -438,7 +438,7 @@ class CommandsReply:
 @dataclass(frozen=True)
 class SiteRow:
     site: str
-    status: str  # "Active" or "Banned"
+    status: str  # Active, Degraded, Probing (the monitoring policy's) or Banned
     reason: str
     active_jobs: int
     max_running: int
