@@ -112,7 +112,7 @@ class MonitorSettings:
     pilot_window: float = 3600.0  # seconds of ended pilots looked at
     min_pilots: int = 3  # ended pilots needed before a rate means anything
     alert_timeout: float = 10.0  # seconds the alert command may take
-    policy: PolicyConfig = PolicyConfig()
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     se: Mapping[str, SEConfig] = field(default_factory=dict)
     sites: tuple[str, ...] = ()  # sites to probe; (): every site in the sites folder
     alert_command: tuple[str, ...] = ()  # run with each status change as JSON on stdin

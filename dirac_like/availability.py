@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import calendar
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -79,7 +80,7 @@ def figures(samples: Iterable[Sample], downtimes: Iterable[DowntimeSpan], start:
     spans = [span for span in downtimes if span.start < end and start < span.end]
     totals = {UP: 0.0, DOWN: 0.0, UNKNOWN: 0.0, SCHEDULED: 0.0}
     cuts = _cuts(timelines, spans, start, end, validity)
-    for low, high in zip(cuts, cuts[1:], strict=False):
+    for low, high in itertools.pairwise(cuts):
         middle = (low + high) / 2
         totals[_state(timelines, spans, middle, validity)] += high - low
     known = (end - start) - totals[UNKNOWN]

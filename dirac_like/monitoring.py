@@ -178,8 +178,8 @@ class StatusPolicy:
         config, last = self.config, known[-1]
         failed = _tail(known, _BAD)
         if failed >= config.ban_after:
-            return Decision(ResourceStatus.BANNED,
-                            f"auto: probe {last.check} failed {failed}× ({last.message[:120]})")
+            return Decision(ResourceStatus.BANNED, f"auto: probe {last.check} failed {failed} "
+                            f"times in a row ({last.message[:120]})")
         if current in (ResourceStatus.BANNED, ResourceStatus.PROBING):
             passed = _tail(known, _GOOD)
             if passed >= config.recover_after:

@@ -1,12 +1,12 @@
 """The job book: every job of the central service, its task queue, and the one way it changes.
 
 ``JobBook`` holds the job records, the task queues they wait in (through the
-:class:`~dirac_like.matching.Matcher`), how many jobs are active per site (probe jobs of the
-monitoring agent, group ``probes``, not counted: a site's limit does not hold them back), and the
-deadlines of timed jobs. Every change of a job goes through a method here, and the status changes through
-:meth:`JobBook.set_status` alone: it checks the transition against the one table
-(:mod:`dirac_like.states`), keeps the task queues, the site counts, the fair-share accounting and
-the deadlines in step, and records the change (history row + changed record) in the
+:class:`~dirac_like.matching.Matcher`), how many jobs are active per site (the monitoring
+agent's probe jobs, group ``probes``, are not counted: a site's limit does not hold them back),
+and the deadlines of timed jobs. Every change of a job goes through a method here, and the
+status changes through :meth:`JobBook.set_status` alone: it checks the transition against the one
+table (:mod:`dirac_like.states`), keeps the task queues, the site counts, the fair-share
+accounting and the deadlines in step, and records the change (history row + changed record) in the
 :class:`~services.journal.Journal` for the store. What happens when a deadline passes
 (:meth:`expire`) is decided here too. :meth:`validate` checks that the indexes agree with the jobs.
 

@@ -112,7 +112,7 @@ def ok_probes_since(client: Client, since: float) -> list[ProbeResultItem]:
     return [r for r in client.probe_results(since, GOOD) if r.check == "dirac-like"]
 
 
-def wait_for(condition: Callable[[], object], what: str, grid: Grid) -> None:
+def wait_while_alive(condition: Callable[[], object], what: str, grid: Grid) -> None:
     def check() -> object:
         dead = [name for name, popen in grid.processes.items() if popen.poll() is not None]
         assert not dead, f"stopped by itself: {dead}; see the logs in {grid.folder}"
@@ -144,10 +144,10 @@ def test_a_failing_ce_is_banned_jobs_stop_going_there_and_it_returns_when_repair
         grid.start("monitoring", identities["sam"], "monitoring", "--sites-dir", str(sites),
                    "--config", str(tmp_path / "monitoring.toml"))
 
-        wait_for(lambda: status_of(admin, BAD) == "Banned", "the failing site banned", grid)
+        wait_while_alive(lambda: status_of(admin, BAD) == "Banned", "the failing site banned", grid)
         failed = [r for r in admin.probe_results(0.0, BAD) if r.check == "started"]
         assert len(failed) == 2 and all(r.message.startswith("not started") for r in failed)
-        wait_for(lambda: health_warnings(admin), "a warning about the failing pilots", grid)
+        wait_while_alive(lambda: health_warnings(admin), "a warning about the failing pilots", grid)
         assert "pilots failed or aborted" in health_warnings(admin)[0].message
         good = [r for r in admin.probe_results(0.0, GOOD) if r.check == "dirac-like"]
         assert good and all(r.status == "OK" for r in good)
@@ -159,16 +159,17 @@ def test_a_failing_ce_is_banned_jobs_stop_going_there_and_it_returns_when_repair
         grid.start("bad", identities["bad"], *directors, BAD, "--config", str(good_pilots))
         begin = time.time()
         intervention = admin.downtime_add(GOOD, "site", begin, begin + 3, "planned, e2e")
-        wait_for(lambda: status_of(admin, BAD) == "Active", "the repaired site Active", grid)
+        wait_while_alive(lambda: status_of(admin, BAD) == "Active", "the repaired site Active",
+                         grid)
         back = next(r for r in admin.resource_status() if r.target == BAD)
-        wait_for(lambda: admin.status([job_id])[0].status == "Done", "the job Done", grid)
+        wait_while_alive(lambda: admin.status([job_id])[0].status == "Done", "the job Done", grid)
         matched = next(row.time for row in admin.history(job_id) if row.status == "Matched")
         assert matched >= back.changed  # no job went there while it was Banned or Probing
         assert [r.status for r in admin.probe_results(0.0, GOOD) if r.check == "started"]
         assert status_of(admin, GOOD) == "Active"
 
-        wait_for(lambda: ok_probes_since(admin, intervention.end), "a probe after the downtime",
-                 grid)
+        wait_while_alive(lambda: ok_probes_since(admin, intervention.end),
+                         "a probe after the downtime", grid)
         (report,) = availability_report(admin, begin - 5, time.time(), None, 10.0, GOOD)
         (figures,) = report["periods"]
         assert figures["scheduled_downtime_seconds"] == pytest.approx(3.0)

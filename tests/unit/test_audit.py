@@ -63,7 +63,7 @@ def test_admin_and_operator_actions_are_logged_with_their_outcome(audit: AuditLo
 
 def test_the_monitoring_agents_automatic_bans_and_unbans_are_logged(audit: AuditLog) -> None:
     monitor = Principal("sam", Role.MONITOR)
-    args = SetStatusArgs("LCG.RAL.uk", "site", "Banned", "auto: probe started failed 3×")
+    args = SetStatusArgs("LCG.RAL.uk", "site", "Banned", "auto: probe started failed 3 times")
     assert audit.done(monitor, "set_status", args, NOW)
     assert not audit.done(monitor, "probe_report", ProbeReportArgs([]), NOW)
     (line,) = lines(audit)

@@ -156,7 +156,7 @@ def own_args(op: str, role: Role) -> Any:
         Op.PROBE_REPORT: ProbeReportArgs([ProbeResultItem(CERN, "site", "python", "OK", "", 1.0)]),
         Op.PROBE_RESULTS: ProbeResultsArgs(since=0.0),
         Op.RESOURCE_STATUS: NoArgs(),
-        Op.SET_STATUS: SetStatusArgs(CERN, "site", "Banned", "auto: probe failed 3×"),
+        Op.SET_STATUS: SetStatusArgs(CERN, "site", "Banned", "auto: probe failed 3 times"),
         Op.DOWNTIME_ADD: DowntimeAddArgs(CERN, "site", 10.0, 20.0, "upgrade"),
         Op.DOWNTIME_LIST: DowntimeListArgs(),
         Op.DOWNTIME_CANCEL: DowntimeIdArgs(1),

@@ -36,7 +36,7 @@ POLICY = StatusPolicy(PolicyConfig(ban_after=3, recover_after=2))
 def test_three_critical_in_a_row_ban_with_the_check_named() -> None:
     decision = POLICY.decide(ACTIVE, outcomes(OK, CRIT, CRIT, CRIT))
     assert decision is not None and decision.status is BANNED
-    assert decision.reason.startswith("auto: probe python failed 3×")
+    assert decision.reason.startswith("auto: probe python failed 3 times")
 
 
 def test_fewer_critical_degrade_but_do_not_ban() -> None:
