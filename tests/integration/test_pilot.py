@@ -162,7 +162,8 @@ def test_kill_reaches_the_payload_at_once(grid: tuple[Client, Pilots]) -> None:
     [job_id] = client.submit(['Executable = "/bin/sleep"; Arguments = "60";'], "alice")
     pilots.start(name="killer")
     wait_status(client, job_id, ("Running",), 30)
-    [payload] = wait_for(lambda: payloads_of("killer", job_id), "the payload process", timeout=10)
+    [payload] = wait_for(lambda: [p for p in payloads_of("killer", job_id)
+                                  if p.name() == "sleep"], "the payload process", timeout=10)
     started = time.monotonic()
     client.kill([job_id])
     wait_for(lambda: not payload.is_running() or payload.status() == psutil.STATUS_ZOMBIE,

@@ -146,9 +146,11 @@ def test_defect_9_a_pilot_killed_the_moment_its_payload_ended_leaves_the_end_to_
         [job_id] = client.submit(['Executable = "/bin/sh"; Arguments = "-c \'sleep 1\'";'],
                                  "alice")
         pilot, workdir = started.start(name="abrupt")
+        wait_status(client, job_id, ("Running",), 30)
+        os.kill(pilot.pid, signal.SIGSTOP)  # the pilot can neither keep nor send a report now
         ended = workdir / f"job_{job_id}_1" / "payload_ended"
         wait_for(ended.exists, "the payload keeper to note the end", timeout=30)
-        os.kill(pilot.pid, signal.SIGKILL)  # before the pilot could keep or send a report
+        os.kill(pilot.pid, signal.SIGKILL)
         pilot.wait(10)
 
         started.start(name="abrupt")  # its successor on the same workdir
