@@ -40,6 +40,7 @@ The price is the cores idle while a pilot drains; docs/performance.md ("Scheduli
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -78,6 +79,7 @@ class Holds:
         self._site_cores: dict[str, int] = {}
         self._held_worst: dict[str, int] = {}  # site -> sum of (hold cores - 1)
         self._pending: dict[str, int] = {}  # group -> cores its holds drain for it
+        self._expiries: list[tuple[float, str]] = []  # (expires, pilot id); may hold stale ones
 
     @property
     def enabled(self) -> bool:
@@ -118,14 +120,19 @@ class Holds:
     # -- holds -----------------------------------------------------------------------------------
 
     def current(self, pilot_id: str, now: float) -> Hold | None:
-        """The pilot's hold, if one is in force; an expired one ends here (and the pilot cools
-        down)."""
-        hold = self.holds.get(pilot_id)
-        if hold is None or now < hold.expires:
-            return hold
-        self.release(pilot_id)
-        self.cooling[pilot_id] = hold.expires + self.config.hold_seconds
-        return None
+        """The pilot's hold, if one is in force (every expired hold ends first)."""
+        self.expire(now)
+        return self.holds.get(pilot_id)
+
+    def expire(self, now: float) -> None:
+        """End every hold whose time is up; its pilot cools down for ``hold_seconds``."""
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= now:
+            expires, pilot_id = heapq.heappop(expiries)
+            hold = self.holds.get(pilot_id)
+            if hold is not None and hold.expires == expires:
+                self.release(pilot_id)
+                self.cooling[pilot_id] = expires + self.config.hold_seconds
 
     def may_hold(self, pilot_id: str, site: str, cores: int, now: float) -> bool:
         """Whether a new hold of ``cores`` for this pilot stays within the bounds."""
@@ -142,6 +149,7 @@ class Holds:
     def start(self, pilot_id: str, site: str, group: str, cores: int, now: float) -> Hold:
         hold = Hold(pilot_id, site, group, cores, now, now + self.config.hold_seconds)
         self.holds[pilot_id] = hold
+        heapq.heappush(self._expiries, (hold.expires, pilot_id))
         self._held_worst[site] = self._held_worst.get(site, 0) + cores - 1
         self._pending[group] = self._pending.get(group, 0) + cores
         return hold
