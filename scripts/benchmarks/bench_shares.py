@@ -165,12 +165,15 @@ def report(scenario: Scenario, runs: list[Run], begin: float, end: float) -> Non
           f"hold {scenario.hold_seconds:g} s")
     print(f"   {'':4} {'share':>7} {'by count':>9} {'core-time':>10} "
           f"{'max err (' + str(int(TIME_WINDOW)) + ' s)':>14} {'max err (500)':>14}")
+    equal_jobs = len({(work.cores, work.seconds) for work in scenario.work}) == 1
     for key, share in target.items():
         count = sum(run.key == key for run in matched) / max(1, len(matched))
         cores = core_seconds(runs, key, begin, end) / used
+        # by count the share is a target only when every job is the same size and length
+        count_error = (f"{count_window_error(matched, key, share):13.1f}pp" if equal_jobs
+                       else f"{'-':>15}")
         print(f"   {key:4} {share:7.1%} {count:9.1%} {cores:10.1%} "
-              f"{window_error(runs, key, share, begin, end):13.1f}pp "
-              f"{count_window_error(matched, key, share):13.1f}pp")
+              f"{window_error(runs, key, share, begin, end):13.1f}pp {count_error}")
     utilisation = core_seconds(runs, None, begin, end) / (scenario.cores * (end - begin))
     print(f"   core utilisation {utilisation:.1%} (cores matched to a job / cores of the pilots)")
 
