@@ -229,7 +229,7 @@ def run(scenario: Scenario, seconds: float, warmup: float) -> None:
             submit(client, scenario, late, seconds)
             time.sleep(seconds)
             end = time.time()
-            print_shares(client)
+            matcher_view = client.shares()
     finally:
         fabric.close()
         service.stop()
@@ -239,11 +239,7 @@ def run(scenario: Scenario, seconds: float, warmup: float) -> None:
         share = targets(scenario)[key]
         print(f"   late group {key}: within 2 pp of its share (5 s windows) after "
               f"{time_to_share(runs, key, share, begin, end):.1f} s")
-
-
-def print_shares(client: Client) -> None:
-    """What `admin shares` shows at the end of the run (the matcher's view)."""
-    for row in client.shares():
+    for row in matcher_view:  # what `admin shares` showed at the end of the run
         print(f"   service: {row.group} running {row.running_cores} cores, "
               f"load {row.load:.1f}, load/share {row.load_per_share:.3f}")
 
