@@ -20,18 +20,18 @@ request it gives up ends Failed.
 What a pilot is, comes from its :class:`PilotRequest` (its command is not run):
 - ``env["DIRAC_LIKE_SITE"]`` (required), ``env["DIRAC_LIKE_CE"]``, ``cores``, ``memory_mb``;
 - ``env["DIRAC_LIKE_IDLE_TIMEOUT"]``: seconds without a job before it stops (default 2, scaled);
-- ``env["DIRAC_LIKE_MAX_JOBS"]``: jobs it runs before it stops (default 0: no limit);
+- ``env["DIRAC_LIKE_MAX_JOBS"]``: jobs it takes before it stops (default 0: no limit);
 - ``env["DIRAC_LIKE_CRASH_RATE"]``: this pilot's crash probability per job (default: the fabric's).
 
 A payload lasts ``sleep=<seconds>`` from the job's Arguments (else 1 s), times ``time_scale``; a
 job whose JobName contains "fail" ends Failed, others Done. Commands in a reply are obeyed at once:
-``KillJob`` (the job is reported Killed), ``StopPilot`` (the job is handed back, reported
+``KillJob`` (the job is reported Killed), ``StopPilot`` (its jobs are handed back, reported
 Rescheduled, and the pilot ends Done). Pushed frames are dropped: the sockets are shared, so a
 push names no pilot, and the service repeats its commands in the replies. Injected failures come
 from ``random.Random(seed)``: each pilot draws its own generator from it at submit, so with the
 same seed and the same submissions the same pilots crash on the same jobs. A crashing pilot
-stops talking in the middle of a job (its job is left to the service's stalled-job logic) and
-ends Failed; ``site_outage`` makes every submit fail.
+stops talking in the middle of a job (its jobs are left to the service's stalled-job logic)
+and ends Failed; ``site_outage`` makes every submit fail.
 """
 
 from __future__ import annotations

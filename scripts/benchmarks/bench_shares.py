@@ -87,6 +87,9 @@ def scenarios() -> dict[str, Scenario]:
         Scenario("multicore-8", {"A": 70, "B": 30},
                  [Work("A", "ann", 8, 2.0), Work("B", "bob", 1, 2.0)], pilots=25,
                  pilot_cores=8),
+        # the price of draining grows with the length of the small jobs it waits for
+        Scenario("multicore-4-long-small-jobs", {"A": 70, "B": 30},
+                 [Work("A", "ann", 4, 2.0), Work("B", "bob", 1, 8.0)]),
     ]
     return {scenario.name: scenario for scenario in all_of}
 
