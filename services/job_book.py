@@ -350,3 +350,4 @@ class JobBook:
         assert +self.site_active == active_sites, (self.site_active, active_sites)
         for key, account in self.shares.accounts.items():
             assert account.running_cores == running[key], (key, account.running_cores)
+        self.holds.validate()
