@@ -227,8 +227,8 @@ class Matcher:
             if pilot.cores < hold.cores and self._still_owed(hold, tree, pilot, holds, now):
                 return hold
             holds.release(pilot_id)
-            if hold.group in tree:  # drained: the cores go to the group they were held for
-                found = self._match_group(tree, hold.group, pilot, now)
+            if hold.group in tree:  # drained: the cores go to a job as big as held for
+                found = self._match_group(tree, hold.group, pilot, now, min_cores=hold.cores)
                 if found is not None:
                     return found
         if not holds.enabled or pilot.total_cores <= pilot.cores:
@@ -274,11 +274,16 @@ class Matcher:
         return self.shares.owed_cores(hold.group, tree, now) - others >= hold.cores
 
     def _match_group(self, tree: dict[str, dict[str, list[TaskQueue]]], group: str,
-                     pilot: PilotResources, now: float, pop: bool = True) -> Match | None:
-        """The best job of ``group`` that fits now (popped only if ``pop``: a probe)."""
+                     pilot: PilotResources, now: float, pop: bool = True,
+                     min_cores: int = 1) -> Match | None:
+        """The best job of ``group`` that fits now, of at least ``min_cores`` (popped only if
+        ``pop``: else a probe)."""
         users = tree[group]
         for user in self.shares.rank_users(group, users, now):
-            task_queue = _best_queue(users[user], pilot)
+            queues = users[user]
+            if min_cores > 1:
+                queues = [tq for tq in queues if tq.requirements.cores >= min_cores]
+            task_queue = _best_queue(queues, pilot)
             if task_queue is not None:
                 cores = cores_granted(task_queue.requirements, pilot.cores)
                 job_id = task_queue.pop() if pop else -1

@@ -214,3 +214,15 @@ def test_reply_with_a_hold_round_trips() -> None:
     reply = RequestJobReply(job=None, reason="hold", commands=[],
                             hold=CoreHold(cores=4, seconds=12.5, group="multi"))
     assert parse_reply(Op.REQUEST_JOB, to_wire(reply)) == reply
+
+
+def test_drained_cores_go_to_a_job_as_big_as_held_for() -> None:
+    matcher, holds = setup()
+    small_multi = matcher.add_task_queue(TaskQueue(3, "ann", "multi", Requirements(cores=1)))
+    fill_with_single(matcher, 20, 0.0)
+    for n in range(4):
+        holds.see(f"other{n}", SITE, 4, 0.0)
+    assert isinstance(ask(matcher, holds, "p1", pilot(free=1), 0.0), Hold)
+    small_multi.push(5000, 9)  # a 1-core job of the same group, higher priority, arrives
+    found = ask(matcher, holds, "p1", pilot(free=4), 5.0)
+    assert isinstance(found, Match) and found.cores == 4
