@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from dirac_like.draining import Hold, Holds
 from dirac_like.model import Requirements
+from dirac_like.monitoring import PROBE_GROUP
 from dirac_like.protocol import PilotResources
 from dirac_like.shares import FairShare
 
@@ -247,7 +248,7 @@ class Matcher:
                 if self._should_hold(pilot_id, pilot.site, owed, group, tree, holds, now):
                     return holds.start(pilot_id, pilot.site, *owed, now)
                 return self._match_group(tree, group, pilot, now)
-            if owed is None:
+            if owed is None and group != PROBE_GROUP:  # site tests are never drained for
                 cores = _drain_cores(tree[group], pilot)
                 if cores:
                     owed = (group, cores)

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from dirac_like.model import UsageRecord
+from dirac_like.monitoring import PROBE_GROUP
 from dirac_like.shares import Account, FairShare
 
 
@@ -86,3 +87,10 @@ def test_owed_cores_is_the_gap_to_the_share_of_the_total_load() -> None:
     shares.start("b", "bob", 60, 0.0)
     assert shares.owed_cores("a", ["a", "b"], 0.0) == pytest.approx(30.0)
     assert shares.owed_cores("b", ["a", "b"], 0.0) == pytest.approx(-30.0)
+
+
+def test_owed_cores_leaves_the_probe_group_out() -> None:
+    shares = FairShare({"a": 0.7, "b": 0.3}, {}, half_life=86400.0)
+    shares.start("a", "ann", 40, 0.0)
+    shares.start("b", "bob", 60, 0.0)
+    assert shares.owed_cores("a", ["a", "b", PROBE_GROUP], 0.0) == pytest.approx(30.0)
