@@ -226,3 +226,15 @@ def test_drained_cores_go_to_a_job_as_big_as_held_for() -> None:
     small_multi.push(5000, 9)  # a 1-core job of the same group, higher priority, arrives
     found = ask(matcher, holds, "p1", pilot(free=4), 5.0)
     assert isinstance(found, Match) and found.cores == 4
+
+
+def test_a_stopped_pilot_leaves_its_site_and_its_hold() -> None:
+    matcher, holds = setup()
+    fill_with_single(matcher, 20, 0.0)
+    for n in range(4):
+        holds.see(f"other{n}", SITE, 4, 0.0)
+    assert isinstance(ask(matcher, holds, "p1", pilot(free=1), 0.0), Hold)
+    holds.forget("p1", 1.0)
+    holds.validate()
+    assert "p1" not in holds.holds and holds.site_cores(SITE) == 16
+    assert holds.pending("multi") == 0
