@@ -314,6 +314,9 @@ class Pilot:
         self._idle_since: float | None = self._started
         self._next_request = self._started
         self._request_pause = config.first_request_interval
+        # A hold from the service (draining toward a bigger job): no request until this many
+        # cores are free or the time is up.
+        self._hold_cores, self._hold_until = 0, 0.0
         self._wall_offset = time.time() - self._started  # the watchdog's clock is time.time()
         config.workdir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(config.workdir)
@@ -430,10 +433,13 @@ class Pilot:
     # -- requests --------------------------------------------------------------------------------
 
     def request_jobs(self, now: float) -> None:
-        """Ask for jobs while cores are free and the policy allows; back off when none came."""
-        while now >= self._next_request and self.policy.should_request(
+        """Ask for jobs while cores are free and the policy allows; back off when none came,
+        and hold (ask nothing) while the service said to keep the cores for a bigger job."""
+        while now >= self._next_request and not self._held(now) and self.policy.should_request(
                 now, self._free_cores(), self.jobs_taken, self._idle_since, self.draining):
             match = self._request_one(now)
+            if match is None and self._hold_cores:
+                return  # asked again as soon as enough cores are free, or when the hold ends
             if match is None:
                 self._next_request = now + self._request_pause
                 self._request_pause = min(self._request_pause * 2, self.config.request_interval)
@@ -449,6 +455,12 @@ class Pilot:
     def _free_cores(self) -> int:
         return self.policy.free_cores([job.cores for job in self.jobs.values()])
 
+    def _held(self, now: float) -> bool:
+        if self._hold_cores and (self._free_cores() >= self._hold_cores
+                                 or now >= self._hold_until):
+            self._hold_cores = 0
+        return bool(self._hold_cores)
+
     def resources(self, now: float) -> PilotResources:
         config = self.config
         free_memory = config.memory_mb - sum(job.memory_mb for job in self.jobs.values())
@@ -457,6 +469,7 @@ class Pilot:
             cores=self._free_cores(), memory_mb=max(1, free_memory) if config.memory_mb else 0,
             cpu_time_left=self.policy.cpu_time_left(now),
             tags=list(config.tags), required_tags=list(config.required_tags),
+            total_cores=config.cores,
         )
 
     def _request_one(self, now: float) -> MatchedJob | None:
@@ -466,7 +479,12 @@ class Pilot:
             log.warning("pilot %s: request_job failed: %s", self.config.pilot_id, exc)
             return None
         self.apply_commands(reply.commands)
-        if reply.job is None:
+        if reply.hold is not None:
+            self._hold_cores, self._hold_until = reply.hold.cores, now + reply.hold.seconds
+            log.info("pilot %s: holding %d cores for a job of group %s, up to %.0f s",
+                     self.config.pilot_id, reply.hold.cores, reply.hold.group,
+                     reply.hold.seconds)
+        elif reply.job is None:
             log.debug("pilot %s: no job: %s", self.config.pilot_id, reply.reason)
         return reply.job
 

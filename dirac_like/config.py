@@ -53,12 +53,25 @@ class JobsConfig:
 
 
 @dataclass(frozen=True)
+class DrainConfig:
+    """Draining a multi-core pilot toward the job of a group owed cores (dirac_like/draining.py).
+
+    A pilot whose free cores are too few for that job may be told to hold them for up to
+    ``hold_seconds`` instead of taking a smaller job of a group above its share; at a site at most
+    ``max_idle_fraction`` of the cores its pilots have may be held idle at once."""
+
+    hold_seconds: float = 600.0  # 0: never hold (the pre-draining behaviour)
+    max_idle_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
 class SharesConfig:
     half_life: float = 86400.0  # seconds for past usage to count half
     default_share: float = 1.0  # share of a group not listed in [shares.groups]
     groups: Mapping[str, float] = field(default_factory=dict)
     # group -> user -> share; users not listed split the group's share equally (share 1 each)
     users: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    drain: DrainConfig = field(default_factory=DrainConfig)
 
 
 @dataclass(frozen=True)
@@ -172,11 +185,7 @@ def validate(config: Config) -> None:
         raise ConfigError(
             "jobs: max_reschedules >= 0, reschedule_holdoff >= 0, holdoff_factor >= 1"
         )
-    if config.shares.half_life <= 0:
-        raise ConfigError("shares.half_life: must be positive")
-    for group, share in config.shares.groups.items():
-        if share <= 0:
-            raise ConfigError(f"shares.groups.{group}: must be positive")
+    _validate_shares(config)
     if config.store.synchronous not in ("full", "normal"):
         raise ConfigError("store.synchronous: must be 'full' or 'normal'")
     _validate_service(config.service)
@@ -198,6 +207,17 @@ def _validate_service(service: ServiceConfig) -> None:
     if service.bad_frames_per_second <= 0 or service.bad_frame_burst < 1:
         raise ConfigError("service: bad_frames_per_second must be positive and bad_frame_burst "
                           "at least 1")
+
+def _validate_shares(config: Config) -> None:
+    if config.shares.half_life <= 0:
+        raise ConfigError("shares.half_life: must be positive")
+    drain = config.shares.drain
+    if drain.hold_seconds < 0 or not 0 <= drain.max_idle_fraction <= 1:
+        raise ConfigError("shares.drain: hold_seconds must not be negative and "
+                          "max_idle_fraction must be between 0 and 1")
+    for group, share in config.shares.groups.items():
+        if share <= 0:
+            raise ConfigError(f"shares.groups.{group}: must be positive")
 
 
 def _validate_sandboxes(config: Config) -> None:

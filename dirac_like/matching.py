@@ -14,6 +14,11 @@ three steps, each independent of the number of waiting jobs:
 A job with a core range (Min/MaxNumberOfProcessors) fits a pilot with at least its minimum free;
 the match grants it as many cores as the pilot has, up to its maximum, in steps of its
 granularity (:func:`cores_granted`).
+
+:meth:`Matcher.match_or_hold` is the same match for a multi-core pilot that may be asked to
+drain: when the group owed cores has only jobs bigger than the pilot's free cores, the pilot may
+be told to hold its cores for one (a :class:`~dirac_like.draining.Hold`) instead of taking a
+smaller job of a group above its share. The policy, its bounds and why: :mod:`dirac_like.draining`.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from dirac_like.draining import Hold, Holds
 from dirac_like.model import Requirements
+from dirac_like.monitoring import PROBE_GROUP
 from dirac_like.protocol import PilotResources
 from dirac_like.shares import FairShare
 
@@ -102,6 +109,16 @@ class TaskQueue:
 
     def fits(self, pilot: PilotResources) -> bool:
         return self.fits_static(pilot) and self.fits_capacity(pilot)
+
+    def fits_when_drained(self, pilot: PilotResources) -> bool:
+        """Too big for the pilot's free cores, but it would fit once all its cores are free
+        (memory and CPU time as they are now)."""
+        req = self.requirements
+        if not pilot.cores < req.cores <= pilot.total_cores:
+            return False
+        if req.max_ram_mb and req.max_ram_mb > pilot.memory_mb:
+            return False
+        return not (pilot.cpu_time_left and req.cpu_time > pilot.cpu_time_left)
 
 
 def _static_key(pilot: PilotResources) -> tuple[object, ...]:
@@ -201,6 +218,79 @@ class Matcher:
                     return Match(task_queue.pop(), task_queue, cores)
         return None
 
+    def match_or_hold(self, pilot_id: str, pilot: PilotResources, holds: Holds,
+                      now: float) -> Match | Hold | None:
+        """:meth:`match`, or a hold when the pilot should drain toward the job of the group
+        owed cores (:mod:`dirac_like.draining`). ``holds`` is updated."""
+        tree = self.eligible(pilot)
+        hold = holds.current(pilot_id, now)
+        if hold is not None:
+            if pilot.cores < hold.cores and self._still_owed(hold, tree, pilot, holds, now):
+                return hold
+            holds.release(pilot_id)
+            if hold.group in tree:  # drained: the cores go to a job as big as held for
+                found = self._match_group(tree, hold.group, pilot, now, min_cores=hold.cores)
+                if found is not None:
+                    return found
+        if not holds.enabled or pilot.total_cores <= pilot.cores:
+            return self.match(pilot, now)
+        return self._match_or_start_hold(pilot_id, pilot, tree, holds, now)
+
+    def _match_or_start_hold(self, pilot_id: str, pilot: PilotResources,
+                             tree: dict[str, dict[str, list[TaskQueue]]], holds: Holds,
+                             now: float) -> Match | Hold | None:
+        owed: tuple[str, int] | None = None  # the first group with only too-big jobs
+        for group in self.shares.rank_groups(tree, now):
+            found = self._match_group(tree, group, pilot, now, pop=owed is None)
+            if found is not None and owed is None:
+                return found
+            if found is not None and owed is not None:
+                if self._should_hold(pilot_id, pilot.site, owed, group, tree, holds, now):
+                    return holds.start(pilot_id, pilot.site, *owed, now)
+                return self._match_group(tree, group, pilot, now)
+            if owed is None and group != PROBE_GROUP:  # site tests are never drained for
+                cores = _drain_cores(tree[group], pilot)
+                if cores:
+                    owed = (group, cores)
+        return None
+
+    def _should_hold(self, pilot_id: str, site: str, owed: tuple[str, int], instead: str,
+                     tree: dict[str, dict[str, list[TaskQueue]]], holds: Holds,
+                     now: float) -> bool:
+        """Hold for the owed group's job rather than match ``instead``'s smaller one?"""
+        group, cores = owed
+        owed_cores = self.shares.owed_cores(group, tree, now) - holds.pending(group)
+        return (owed_cores >= cores and self.shares.owed_cores(instead, tree, now) < 0
+                and holds.may_hold(pilot_id, site, cores, now))
+
+    def _still_owed(self, hold: Hold, tree: dict[str, dict[str, list[TaskQueue]]],
+                    pilot: PilotResources, holds: Holds, now: float) -> bool:
+        """A hold stays while its group still has such a job and is still owed its cores."""
+        users = tree.get(hold.group)
+        if not users or not any(tq.fits_when_drained(pilot) and tq.requirements.cores
+                                <= hold.cores for queues in users.values() for tq in queues
+                                if len(tq)):
+            return False
+        others = holds.pending(hold.group) - hold.cores
+        return self.shares.owed_cores(hold.group, tree, now) - others >= hold.cores
+
+    def _match_group(self, tree: dict[str, dict[str, list[TaskQueue]]], group: str,
+                     pilot: PilotResources, now: float, pop: bool = True,
+                     min_cores: int = 1) -> Match | None:
+        """The best job of ``group`` that fits now, of at least ``min_cores`` (popped only if
+        ``pop``: else a probe)."""
+        users = tree[group]
+        for user in self.shares.rank_users(group, users, now):
+            queues = users[user]
+            if min_cores > 1:
+                queues = [tq for tq in queues if tq.requirements.cores >= min_cores]
+            task_queue = _best_queue(queues, pilot)
+            if task_queue is not None:
+                cores = cores_granted(task_queue.requirements, pilot.cores)
+                job_id = task_queue.pop() if pop else -1
+                return Match(job_id, task_queue, cores)
+        return None
+
     def count_eligible(self, pilot: PilotResources) -> int:
         """How many waiting jobs this pilot could run (what a site director sizes by)."""
         return sum(
@@ -210,6 +300,14 @@ class Matcher:
             for tq in queues
             if tq.fits_capacity(pilot)
         )
+
+
+def _drain_cores(users: dict[str, list[TaskQueue]], pilot: PilotResources) -> int:
+    """The fewest cores among the group's waiting jobs that fit once the pilot drains; 0 if
+    none does (then the pilot never holds for this group)."""
+    cores = [tq.requirements.cores for queues in users.values() for tq in queues
+             if len(tq) and tq.fits_when_drained(pilot)]
+    return min(cores, default=0)
 
 
 def _best_queue(queues: Iterable[TaskQueue], pilot: PilotResources) -> TaskQueue | None:

@@ -40,6 +40,9 @@ PROTOCOL_VERSION = 1
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_REQUEST_ID_LENGTH = 64
 MAX_ERROR_MESSAGE = 2000  # characters of an error reply's message (it may quote the request)
+# A field added to a message after peers shipped: left off the wire while it has its default, so
+# an older peer (whose checker refuses unknown keys) reads the message as before.
+OMIT_AT_DEFAULT: dict[str, bool] = {"omit_at_default": True}
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,9 @@ class PilotResources:
     tags: list[str] = field(default_factory=list)
     required_tags: list[str] = field(default_factory=list)
     owner_group: str = ""  # private pilot: only this group's jobs
+    # All the pilot's cores, free or not (``cores`` is the free ones). 0: not said (a pilot older
+    # than draining), and such a pilot is never asked to hold cores.
+    total_cores: int = field(default=0, metadata=OMIT_AT_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -423,10 +429,23 @@ class MatchedJob:
 
 
 @dataclass(frozen=True)
+class CoreHold:
+    """Keep the free cores for a bigger job: ask for no job until ``cores`` are free, or until
+    ``seconds`` have passed (then ask as usual). See dirac_like/draining.py."""
+
+    cores: int
+    seconds: float
+    group: str  # whose job the cores are held for (for the pilot's log)
+
+
+@dataclass(frozen=True)
 class RequestJobReply:
     job: MatchedJob | None  # None: no job, ``reason`` says why
     reason: str
     commands: list[PilotCommand]
+    # Only with no job, and only to a pilot that said its total_cores; left off the wire when
+    # None, so a pilot older than draining reads the reply.
+    hold: CoreHold | None = field(default=None, metadata=OMIT_AT_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -476,6 +495,11 @@ class ShareRow:
     usage_core_seconds: float
     running_cores: int
     load_fraction: float
+    # Added with draining (issue 16); defaults so an older service's rows still read.
+    usage_cores: float = 0.0  # the decayed usage as cores (its average over the recent past)
+    load: float = 0.0  # running_cores + usage_cores: what the matcher ranks on, per share
+    load_per_share: float = 0.0  # the smallest is served first
+    running_fraction: float = 0.0  # of all running cores
 
 
 @dataclass(frozen=True)
@@ -903,13 +927,19 @@ def _encoder(cls: type) -> Callable[[Any], Any]:
         return lambda value: value
     hints = typing.get_type_hints(cls)
     nested = [name for name in _field_names(cls) if _holds_dataclass(hints[name])]
-    if not nested:
+    omitted = [(f.name, f.default) for f in dataclasses.fields(cls)
+               if f.metadata.get("omit_at_default")]
+    if not nested and not omitted:
         return lambda value: dict(value.__dict__)  # fields in order, each already plain
 
     def encode(value: Any) -> dict[str, Any]:
         plain = dict(value.__dict__)
+        for name, default in omitted:
+            if plain[name] == default:
+                del plain[name]
         for name in nested:
-            plain[name] = to_wire(plain[name])
+            if name in plain:
+                plain[name] = to_wire(plain[name])
         return plain
 
     return encode

@@ -126,6 +126,16 @@ class FairShare:
         ranked.sort()
         return [name for _, name in ranked]
 
+    def owed_cores(self, group: str, groups: Iterable[str], now: float) -> float:
+        """How many cores ``group`` is owed among ``groups`` (those competing for a pilot): its
+        fraction of their shares times their total load, minus its own load. Negative: the
+        group is above its share."""
+        loads = {g: self.account(g, "").load(now, self.half_life) for g in groups
+                 if g != PROBE_GROUP}  # site tests take no share
+        loads.setdefault(group, self.account(group, "").load(now, self.half_life))
+        total_share = sum(self.group_share(g) for g in loads)
+        return self.group_share(group) / total_share * sum(loads.values()) - loads[group]
+
     def group_priority(self, group: str, now: float) -> float:
         """Load per unit of share: the smallest is served first."""
         return self.account(group, "").load(now, self.half_life) / self.group_share(group)
@@ -151,19 +161,29 @@ class FairShare:
         return records
 
     def report(self, now: float) -> list[dict[str, float | str | int]]:
-        """Per group: configured share (fraction), load, consumed usage, running cores."""
+        """Per group what the matcher ranks on: configured share (and its fraction), running
+        cores, decayed usage (core-seconds, and as cores: its average over the recent past),
+        load (the two added, in cores), load per share (the smallest is served first), and the
+        group's fraction of all loads and of the running cores."""
         groups = set(self.group_shares) | {g for g, u in self.accounts if u == ""}
         total_share = sum(self.group_share(g) for g in groups) or 1.0
         loads = {g: self.account(g, "").load(now, self.half_life) for g in groups}
         total_load = sum(loads.values()) or 1.0
+        running = {g: self.account(g, "").running_cores for g in groups}
+        total_running = sum(running.values()) or 1
+        per_second = math.log(2) / self.half_life
         return [
             {
                 "group": group,
                 "share": self.group_share(group),
                 "share_fraction": self.group_share(group) / total_share,
                 "usage_core_seconds": self.account(group, "").usage,
-                "running_cores": self.account(group, "").running_cores,
+                "running_cores": running[group],
                 "load_fraction": loads[group] / total_load,
+                "usage_cores": self.account(group, "").usage * per_second,
+                "load": loads[group],
+                "load_per_share": loads[group] / self.group_share(group),
+                "running_fraction": running[group] / total_running,
             }
             for group in sorted(groups)
         ]

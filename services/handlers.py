@@ -21,6 +21,7 @@ from dirac_like.protocol import (
     PROTOCOL_VERSION,
     BanSiteArgs,
     CommandsReply,
+    CoreHold,
     EligibleArgs,
     EligibleReply,
     HeartbeatArgs,
@@ -166,12 +167,21 @@ def request_job(state: CentralState, args: RequestJobArgs, now: float) -> Reques
     check_name("site", args.resources.site)
     if args.resources.cores < 1:
         raise InvalidArgument("resources.cores must be at least 1")
+    if args.resources.total_cores and args.resources.total_cores < args.resources.cores:
+        raise InvalidArgument("resources.total_cores must not be below resources.cores")
     job = state.request_job(args.pilot_id, args.resources, now)
     commands = state.pilot_commands(args.pilot_id)
     if job is None:
         reason = (("this pilot was killed by an admin" if commands else "")
-                  or state.why_not(args.resources, now) or "no waiting job fits this pilot")
-        return RequestJobReply(job=None, reason=reason, commands=commands)
+                  or state.why_not(args.resources, now))
+        hold = None if reason else state.book.hold_of(args.pilot_id)
+        if hold is not None:  # only a pilot that said its total cores is ever held
+            return RequestJobReply(
+                job=None, commands=commands,
+                reason=f"hold {hold.cores} cores for a job of group {hold.group}",
+                hold=CoreHold(hold.cores, round(hold.expires - now, 3), hold.group))
+        return RequestJobReply(job=None, reason=reason or "no waiting job fits this pilot",
+                               commands=commands)
     matched = MatchedJob(job_id=job.job_id, attempt=job.attempt, owner=job.owner,
                          group=job.group, cores=state.book.cores(job),
                          description=state.store_description(job.job_id),

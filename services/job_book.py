@@ -23,10 +23,11 @@ from collections.abc import Iterable
 
 import msgpack
 
-from dirac_like.config import JobsConfig
+from dirac_like.config import DrainConfig, JobsConfig
 from dirac_like.description import JobDescription, with_job_id
+from dirac_like.draining import Hold, Holds
 from dirac_like.errors import JobNotFound, StaleAttempt
-from dirac_like.matching import Matcher, TaskQueue
+from dirac_like.matching import Match, Matcher, TaskQueue
 from dirac_like.model import HistoryEntry, JobRecord, Requirements, TaskQueueRow
 from dirac_like.monitoring import PROBE_GROUP
 from dirac_like.protocol import PilotResources
@@ -55,11 +56,15 @@ def _site_weight(job: JobRecord) -> int:
 
 
 class JobBook:
-    def __init__(self, config: JobsConfig, shares: FairShare, journal: Journal) -> None:
+    def __init__(self, config: JobsConfig, shares: FairShare, journal: Journal,
+                 drain: DrainConfig | None = None) -> None:
         self.config = config
         self.shares = shares
         self.journal = journal
         self.matcher = Matcher(shares)
+        # multi-core pilots told to keep their free cores for a bigger job (not stored: after a
+        # restart no pilot holds, and the next requests start holds again as needed)
+        self.holds = Holds(drain or DrainConfig())
         self.deadlines = Deadlines()
         self.jobs: dict[int, JobRecord] = {}
         self.task_queue_rows: dict[int, TaskQueueRow] = {}
@@ -287,9 +292,15 @@ class JobBook:
     # -- matching and deadlines ------------------------------------------------------------------
 
     def match(self, pilot_id: str, resources: PilotResources, now: float) -> JobRecord | None:
-        """The best waiting job for this pilot, now Matched to it; None if none fits."""
-        match = self.matcher.match(resources, now)
-        if match is None:
+        """The best waiting job for this pilot, now Matched to it; None if none fits or the
+        pilot is to hold its cores for a bigger job (:meth:`hold_of` says)."""
+        match: Match | Hold | None
+        if resources.total_cores > 1:  # a multi-core pilot that knows about holds
+            self.holds.see(pilot_id, resources.site, resources.total_cores, now)
+            match = self.matcher.match_or_hold(pilot_id, resources, self.holds, now)
+        else:
+            match = self.matcher.match(resources, now)
+        if match is None or isinstance(match, Hold):
             return None
         job = self.jobs[match.job_id]
         job.pilot_id, job.site = pilot_id, resources.site
@@ -298,6 +309,10 @@ class JobBook:
         self.set_status(job, S.MATCHED, f"Assigned to pilot {pilot_id}", "Matcher", now)
         log.debug("job %d matched to pilot %s at %s", job.job_id, pilot_id, resources.site)
         return job
+
+    def hold_of(self, pilot_id: str) -> Hold | None:
+        """The hold this pilot is under, if any (after :meth:`match` returned None)."""
+        return self.holds.holds.get(pilot_id)
 
     def next_deadline(self) -> float | None:
         return self.deadlines.next()
@@ -347,3 +362,4 @@ class JobBook:
         assert +self.site_active == active_sites, (self.site_active, active_sites)
         for key, account in self.shares.accounts.items():
             assert account.running_cores == running[key], (key, account.running_cores)
+        self.holds.validate()

@@ -64,7 +64,9 @@ def kill_pilot(state: CentralState, args: PilotIdArgs, now: float) -> KillPilotR
 
 
 def pilot_stopped(state: CentralState, args: PilotStoppedArgs, now: float) -> PilotStoppedReply:
-    """A pilot on its way out: its record is closed unless a director follows it."""
+    """A pilot on its way out: its record is closed unless a director follows it; its cores no
+    longer count at its site, and its hold (if any) ends."""
+    state.book.holds.forget(args.pilot_id, now)
     return PilotStoppedReply(closed=state.pilots.stopped(args.pilot_id, args.exit_code, now))
 
 

@@ -121,7 +121,7 @@ class CentralState:
         loaded = loaded or LoadedState([], [], [], {}, [], [])
         self.shares = _fair_share(config, loaded)
         self.journal = Journal()
-        self.book = JobBook(config.jobs, self.shares, self.journal)
+        self.book = JobBook(config.jobs, self.shares, self.journal, config.shares.drain)
         self.book.restore(loaded.task_queues, loaded.jobs, now)
         self.shares.dirty.clear()  # restoring changed nothing to write
         self.replies = ReplyCache(config.service.reply_memory, self.journal, loaded.replies)

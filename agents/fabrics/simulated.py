@@ -2,7 +2,11 @@
 
 Each simulated pilot asks the central service for jobs, reports them Running, heartbeats while
 the payload "runs" (nothing runs: the pilot only waits for its end time), then reports Done or
-Failed and asks again, until it has been idle too long or has run its maximum number of jobs. It
+Failed and asks again, until it has been idle too long or has run its maximum number of jobs.
+Like the real pilot it packs jobs into its cores: an N-core pilot asks while it has free cores
+(saying its free and total cores) and runs several jobs at once, each on the cores its match
+granted; told to hold its cores (draining toward a bigger job), it asks for nothing until that
+many are free or the hold's time is up. It
 is the load generator for benchmarks and the stand-in for a site full of worker nodes in tests.
 
 One background thread with one zmq Poller drives every pilot. A pilot is a small state machine
@@ -16,24 +20,25 @@ request it gives up ends Failed.
 What a pilot is, comes from its :class:`PilotRequest` (its command is not run):
 - ``env["DIRAC_LIKE_SITE"]`` (required), ``env["DIRAC_LIKE_CE"]``, ``cores``, ``memory_mb``;
 - ``env["DIRAC_LIKE_IDLE_TIMEOUT"]``: seconds without a job before it stops (default 2, scaled);
-- ``env["DIRAC_LIKE_MAX_JOBS"]``: jobs it runs before it stops (default 0: no limit);
+- ``env["DIRAC_LIKE_MAX_JOBS"]``: jobs it takes before it stops (default 0: no limit);
 - ``env["DIRAC_LIKE_CRASH_RATE"]``: this pilot's crash probability per job (default: the fabric's).
 
 A payload lasts ``sleep=<seconds>`` from the job's Arguments (else 1 s), times ``time_scale``; a
 job whose JobName contains "fail" ends Failed, others Done. Commands in a reply are obeyed at once:
-``KillJob`` (the job is reported Killed), ``StopPilot`` (the job is handed back, reported
+``KillJob`` (the job is reported Killed), ``StopPilot`` (its jobs are handed back, reported
 Rescheduled, and the pilot ends Done). Pushed frames are dropped: the sockets are shared, so a
 push names no pilot, and the service repeats its commands in the replies. Injected failures come
 from ``random.Random(seed)``: each pilot draws its own generator from it at submit, so with the
 same seed and the same submissions the same pilots crash on the same jobs. A crashing pilot
-stops talking in the middle of a job (its job is left to the service's stalled-job logic) and
-ends Failed; ``site_outage`` makes every submit fail.
+stops talking in the middle of a job (its jobs are left to the service's stalled-job logic)
+and ends Failed; ``site_outage`` makes every submit fail.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import enum
 import heapq
 import itertools
@@ -99,14 +104,10 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 Step = tuple[str, Any]  # the next request a pilot sends: (op, its arguments dataclass)
 
 
-class _Phase(enum.Enum):
-    NEW = "new"  # submitted, not started by the loop yet
-    ASKING = "asking"  # a request_job in flight
-    IDLE = "idle"  # no job: asks again at its wake time
+class _JobPhase(enum.Enum):
     STARTING = "starting"  # reporting Running
     RUNNING = "running"  # the payload "runs"; heartbeats
-    REPORTING = "reporting"  # reporting the final status
-    ENDED = "ended"
+    REPORTING = "reporting"  # reporting the final status (its cores free once that is done)
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class _Spec:
     """A pilot's resources and limits, read from its PilotRequest."""
 
     pilot_id: str
-    resources: PilotResources
+    resources: PilotResources  # cores: all of them
     idle_timeout: float  # scaled
     max_jobs: int  # 0: no limit
     crash_rate: float
@@ -127,147 +128,200 @@ class _Job:
     name: str
     duration: float  # scaled
     crashes: bool
+    cores: int = 1
     unreadable: str = ""  # why its description could not be read (it is reported Failed)
     ends_at: float = 0.0
     crash_at: float | None = None
     next_heartbeat: float = 0.0
+    phase: _JobPhase = _JobPhase.STARTING
 
 
 class _Pilot:
-    """One simulated pilot: replies and timer expiries in, the next request out."""
+    """One simulated pilot: replies and timer expiries in, the next requests out.
+
+    Like agents/pilot.py it packs jobs into its free cores: it asks for a job whenever cores are
+    free (at once after a match or a job's end, every ``IDLE_RETRY_SECONDS`` after a "no job"),
+    and obeys a hold (:class:`~dirac_like.protocol.CoreHold`): no request until that many cores
+    are free or the hold's time is up."""
 
     def __init__(self, ref: str, index: int, spec: _Spec, rng: random.Random,
                  time_scale: float, now: float) -> None:
         self.ref, self.index, self.spec, self.rng = ref, index, spec, rng
         self.time_scale = time_scale
         self.state = PilotState.SUBMITTED
-        self.phase = _Phase.NEW
-        self.job: _Job | None = None
-        self.jobs_run = 0
+        self.over = False
+        self.jobs: dict[int, _Job] = {}
+        self.jobs_taken = 0
+        self.asking = False  # a request_job in flight
+        self.next_ask = 0.0  # no request before this (after a "no job")
+        self.hold_cores, self.hold_until = 0, 0.0
         self.idle_until = 0.0
-        self.stop_reason = ""  # set by a StopPilot command: ends after handing back its job
-        self.wake_at: float | None = None  # when on_timer wants to be called (nothing in flight)
+        self.stop_reason = ""  # set by a StopPilot command: ends after handing back its jobs
+        self.wake_at: float | None = None  # when on_timer wants to be called
+        self.armed: float | None = None  # the wake time the fabric set a timer for
         self.started = now
         self.lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
 
     @property
     def ended(self) -> bool:
-        return self.phase is _Phase.ENDED
+        return self.over
+
+    @property
+    def free_cores(self) -> int:
+        return self.spec.resources.cores - sum(job.cores for job in self.jobs.values())
 
     def note(self, now: float, text: str) -> None:
         self.lines.append(f"[{now - self.started:9.3f}] {text}")
 
-    def start(self, now: float) -> Step:
+    def start(self, now: float) -> list[Step]:
         self.state = PilotState.RUNNING
         resources = self.spec.resources
         self.note(now, f"pilot {self.spec.pilot_id} started at site {resources.site}, "
                        f"CE {resources.ce or '-'}, {resources.cores} cores, "
                        f"{resources.memory_mb} MB")
         self.idle_until = now + self.spec.idle_timeout
-        return self._ask()
+        return self._settle(self._maybe_ask(now), now)
 
     def end(self, now: float, state: PilotState, why: str) -> None:
-        self.state, self.phase, self.wake_at, self.job = state, _Phase.ENDED, None, None
+        self.state, self.over, self.wake_at, self.jobs = state, True, None, {}
         self.note(now, f"pilot {state}: {why}")
 
     # -- events ----------------------------------------------------------------------------------
 
-    def on_timer(self, now: float) -> Step | None:
-        self.wake_at = None
-        if self.phase is _Phase.IDLE:
-            if now >= self.idle_until:
-                self.end(now, PilotState.DONE, f"no job for {self.spec.idle_timeout:g} s")
-                return None
-            return self._ask()
-        job = self.job
-        if self.phase is not _Phase.RUNNING or job is None:
-            return None
-        if job.crash_at is not None and now >= job.crash_at:
-            self.end(now, PilotState.FAILED, f"crashed (simulated) while running job {job.job_id}")
-            return None
-        if now >= job.ends_at:
-            return self._report_end(job, now)
-        if now >= job.next_heartbeat:
-            job.next_heartbeat = now + HEARTBEAT_SECONDS * self.time_scale
-            wall_time = now - job.ends_at + job.duration
-            return Op.HEARTBEAT, HeartbeatArgs(job.job_id, job.attempt, self.spec.pilot_id,
-                                               {"wall_time": round(wall_time, 3)})
-        self._sleep_until_next(job)
-        return None
+    def on_timer(self, now: float) -> list[Step]:
+        steps: list[Step] = []
+        for job in list(self.jobs.values()):
+            if job.phase is not _JobPhase.RUNNING:
+                continue
+            if job.crash_at is not None and now >= job.crash_at:
+                self.end(now, PilotState.FAILED,
+                         f"crashed (simulated) while running job {job.job_id}")
+                return []
+            if now >= job.ends_at:
+                steps.append(self._report_end(job, now))
+            elif now >= job.next_heartbeat:
+                job.next_heartbeat = now + HEARTBEAT_SECONDS * self.time_scale
+                wall_time = now - job.ends_at + job.duration
+                steps.append((Op.HEARTBEAT, HeartbeatArgs(
+                    job.job_id, job.attempt, self.spec.pilot_id,
+                    {"wall_time": round(wall_time, 3)})))
+        if not self.jobs and not self.asking and now >= self.idle_until:
+            self.end(now, PilotState.DONE, f"no job for {self.spec.idle_timeout:g} s")
+            return []
+        return self._settle(steps + self._maybe_ask(now), now)
 
-    def on_reply(self, op: str, reply: Reply, now: float) -> Step | None:
+    def on_reply(self, op: str, args: Any, reply: Reply, now: float) -> list[Step]:
+        if op == Op.REQUEST_JOB:
+            self.asking = False
         if not reply.ok:
             assert reply.error is not None
-            return self._on_error(op, f"{reply.error.code}: {reply.error.message}", now)
+            return self._settle(self._on_error(op, args, f"{reply.error.code}: "
+                                                         f"{reply.error.message}", now), now)
         try:
             result = parse_reply(op, reply.result)
         except ProtocolError as exc:
-            return self._on_error(op, exc.message, now)
+            return self._settle(self._on_error(op, args, exc.message, now), now)
         stop = next((c for c in result.commands if isinstance(c, StopPilot)), None)
+        steps: list[Step] = []
         if stop is not None and not self.stop_reason:
             self.stop_reason = stop.reason or "stop command"
             self.note(now, f"stop command received: {self.stop_reason}")
-        if self.phase is _Phase.ASKING:
-            return self._on_match(result, now)
-        job = self.job
-        if job is None:
-            return None
-        if self.phase is _Phase.REPORTING:
-            return self._after_job(now)
-        if self.stop_reason:
-            return self._hand_back(job, now)
-        if any(isinstance(c, KillJob) and c.job_id == job.job_id for c in result.commands):
-            self.note(now, f"job {job.job_id}: kill command received")
-            self.phase = _Phase.REPORTING
-            return Op.UPDATE_STATUS, self._status_args(job, JobStatus.KILLED,
-                                                       "Killed by the service", now)
-        if self.phase is _Phase.STARTING:
-            self._begin(job, now)
-        self._sleep_until_next(job)
-        return None
+            steps = [self._hand_back(job, now) for job in self.jobs.values()
+                     if job.phase is not _JobPhase.REPORTING]
+        if op == Op.REQUEST_JOB:
+            steps += self._on_match(result, now)
+        else:
+            steps += self._on_job_reply(args.job_id, result, now)
+        if self.stop_reason and not self.jobs and not self.over:
+            self._stop(now)
+        return self._settle(steps, now)
 
     # -- steps -----------------------------------------------------------------------------------
 
-    def _ask(self) -> Step:
-        self.phase = _Phase.ASKING
-        return Op.REQUEST_JOB, RequestJobArgs(self.spec.pilot_id, self.spec.resources)
+    def _maybe_ask(self, now: float) -> list[Step]:
+        """A request_job if cores are free and nothing holds the pilot back."""
+        free = self.free_cores
+        if (self.asking or self.stop_reason or self.over or free < 1 or now < self.next_ask
+                or (self.spec.max_jobs and self.jobs_taken >= self.spec.max_jobs)):
+            return []
+        if free < self.hold_cores and now < self.hold_until:
+            return []
+        self.asking, self.hold_cores = True, 0
+        resources = dataclasses.replace(self.spec.resources, cores=free,
+                                        total_cores=self.spec.resources.cores)
+        return [(Op.REQUEST_JOB, RequestJobArgs(self.spec.pilot_id, resources))]
 
-    def _on_match(self, result: RequestJobReply, now: float) -> Step | None:
+    def _settle(self, steps: list[Step], now: float) -> list[Step]:
+        """Work out when the pilot next wants its timer, and pass its steps on."""
+        if self.over:
+            self.wake_at = None
+            return steps
+        times = [min(job.ends_at, job.next_heartbeat, job.crash_at or job.ends_at)
+                 for job in self.jobs.values() if job.phase is _JobPhase.RUNNING]
+        if not self.asking and not self.stop_reason:
+            if not self.jobs:
+                times.append(self.idle_until)
+            if self.free_cores >= 1:
+                times.append(max(self.next_ask, self.hold_until if self.hold_cores else 0.0))
+        self.wake_at = min(times) if times else None
+        return steps
+
+    def _on_match(self, result: RequestJobReply, now: float) -> list[Step]:
         matched = result.job
-        if matched is not None and self.stop_reason:
-            self.job = _new_job(matched, self.rng, self.spec.crash_rate, self.time_scale)
-            return self._hand_back(self.job, now)
-        if self.stop_reason:
-            self._stop(now)
-            return None
         if matched is None:
-            if now >= self.idle_until:
+            if self.stop_reason:
+                return []
+            if result.hold is not None:
+                self.hold_cores = result.hold.cores
+                self.hold_until = now + result.hold.seconds
+                self.note(now, f"holding for {result.hold.cores} free cores "
+                               f"({result.hold.group}), up to {result.hold.seconds:g} s")
+            else:
+                self.next_ask = now + max(IDLE_RETRY_SECONDS * self.time_scale, 0.01)
+            if not self.jobs and now >= self.idle_until:
                 self.end(now, PilotState.DONE, f"no job for {self.spec.idle_timeout:g} s")
-                return None
-            self.phase = _Phase.IDLE
-            retry = max(IDLE_RETRY_SECONDS * self.time_scale, 0.01)
-            self.wake_at = min(now + retry, self.idle_until)
-            return None
-        self.job = _new_job(matched, self.rng, self.spec.crash_rate, self.time_scale)
-        if self.job.unreadable:
-            self.phase = _Phase.REPORTING
-            why = f"Pilot could not prepare the job: {self.job.unreadable}"[:250]
-            return Op.UPDATE_STATUS, self._status_args(self.job, JobStatus.FAILED, why, now)
-        self.note(now, f"job {self.job.job_id} ({self.job.name}) attempt {self.job.attempt} "
-                       f"matched, {self.job.duration:g} s")
-        self.phase = _Phase.STARTING
-        return Op.UPDATE_STATUS, self._status_args(self.job, JobStatus.RUNNING, "Application",
-                                                   now)
+            return []
+        job = _new_job(matched, self.rng, self.spec.crash_rate, self.time_scale)
+        self.jobs[job.job_id] = job
+        self.jobs_taken += 1
+        self.next_ask = now
+        if self.stop_reason:
+            return [self._hand_back(job, now)]
+        if job.unreadable:
+            job.phase = _JobPhase.REPORTING
+            why = f"Pilot could not prepare the job: {job.unreadable}"[:250]
+            return [(Op.UPDATE_STATUS, self._status_args(job, JobStatus.FAILED, why, now))]
+        self.note(now, f"job {job.job_id} ({job.name}) attempt {job.attempt} matched, "
+                       f"{job.cores} cores, {job.duration:g} s")
+        return [(Op.UPDATE_STATUS, self._status_args(job, JobStatus.RUNNING, "Application",
+                                                     now)), *self._maybe_ask(now)]
+
+    def _on_job_reply(self, job_id: int, result: Any, now: float) -> list[Step]:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return []
+        if job.phase is _JobPhase.REPORTING:
+            return self._after_job(job, now)
+        if self.stop_reason:
+            return []
+        if any(isinstance(c, KillJob) and c.job_id == job.job_id for c in result.commands):
+            self.note(now, f"job {job.job_id}: kill command received")
+            job.phase = _JobPhase.REPORTING
+            return [(Op.UPDATE_STATUS, self._status_args(job, JobStatus.KILLED,
+                                                         "Killed by the service", now))]
+        if job.phase is _JobPhase.STARTING:
+            self._begin(job, now)
+        return []
 
     def _begin(self, job: _Job, now: float) -> None:
-        self.phase = _Phase.RUNNING
+        job.phase = _JobPhase.RUNNING
         job.ends_at = now + job.duration
         job.next_heartbeat = now + HEARTBEAT_SECONDS * self.time_scale
         if job.crashes:
             job.crash_at = now + job.duration * self.rng.random()
 
     def _report_end(self, job: _Job, now: float) -> Step:
-        self.phase = _Phase.REPORTING
+        job.phase = _JobPhase.REPORTING
         if "fail" in job.name.lower():
             return Op.UPDATE_STATUS, self._status_args(job, JobStatus.FAILED,
                                                        "Application exited with code 1", now)
@@ -276,7 +330,7 @@ class _Pilot:
 
     def _hand_back(self, job: _Job, now: float) -> Step:
         """Stopped by the service: give the job back to the task queue, as a real pilot does."""
-        self.phase = _Phase.REPORTING
+        job.phase = _JobPhase.REPORTING
         return Op.UPDATE_STATUS, self._status_args(
             job, JobStatus.RESCHEDULED, f"Pilot stopped ({self.stop_reason}): job handed back",
             now)
@@ -284,35 +338,30 @@ class _Pilot:
     def _stop(self, now: float) -> None:
         self.end(now, PilotState.DONE, f"stop command from the service: {self.stop_reason}")
 
-    def _after_job(self, now: float) -> Step | None:
-        assert self.job is not None
-        self.note(now, f"job {self.job.job_id} reported")
-        self.job, self.jobs_run = None, self.jobs_run + 1
-        if self.stop_reason:
-            self._stop(now)
-            return None
-        if self.spec.max_jobs and self.jobs_run >= self.spec.max_jobs:
-            self.end(now, PilotState.DONE, f"ran its {self.jobs_run} jobs")
-            return None
+    def _after_job(self, job: _Job, now: float) -> list[Step]:
+        """A job's final report was answered: its cores are free."""
+        self.note(now, f"job {job.job_id} reported")
+        del self.jobs[job.job_id]
+        if self.jobs or self.stop_reason:
+            return self._maybe_ask(now)
+        if self.spec.max_jobs and self.jobs_taken >= self.spec.max_jobs:
+            self.end(now, PilotState.DONE, f"ran its {self.jobs_taken} jobs")
+            return []
         self.idle_until = now + self.spec.idle_timeout
-        return self._ask()
+        return self._maybe_ask(now)
 
-    def _on_error(self, op: str, message: str, now: float) -> Step | None:
+    def _on_error(self, op: str, args: Any, message: str, now: float) -> list[Step]:
         if op == Op.REQUEST_JOB:
             self.end(now, PilotState.FAILED, f"request_job refused: {message}")
-            return None
-        job_id = self.job.job_id if self.job else "?"
-        self.note(now, f"job {job_id}: {op} refused ({message}), job abandoned")
-        if self.job is not None:
-            return self._after_job(now)
-        if self.stop_reason:
+            return []
+        job = self.jobs.get(args.job_id)
+        self.note(now, f"job {args.job_id}: {op} refused ({message}), job abandoned")
+        if job is None:
+            return []
+        steps = self._after_job(job, now)
+        if self.stop_reason and not self.jobs and not self.over:
             self._stop(now)
-            return None
-        return self._ask()
-
-    def _sleep_until_next(self, job: _Job) -> None:
-        wake = min(job.ends_at, job.next_heartbeat)
-        self.wake_at = wake if job.crash_at is None else min(wake, job.crash_at)
+        return steps
 
     def _status_args(self, job: _Job, status: JobStatus, minor: str,
                      now: float) -> UpdateStatusArgs:
@@ -326,13 +375,15 @@ def _new_job(matched: MatchedJob, rng: random.Random, crash_rate: float,
     try:
         description = description_from_stored(matched.description)
     except InvalidArgument as exc:
-        return _Job(matched.job_id, matched.attempt, "", 0.0, crashes, unreadable=exc.message)
+        return _Job(matched.job_id, matched.attempt, "", 0.0, crashes, max(1, matched.cores),
+                    unreadable=exc.message)
     return _Job(
         job_id=matched.job_id,
         attempt=matched.attempt,
         name=description.job_name,
         duration=payload_seconds(description.arguments) * time_scale,
         crashes=crashes,
+        cores=max(1, matched.cores),
     )
 
 
@@ -353,6 +404,7 @@ def _is_push(frame: bytes) -> bool:
 class _InFlight:
     ref: str
     op: str
+    args: Any  # the request's arguments (a reply to update_status names its job by them)
     frame: bytes
     socket: int
     deadline: float  # of the reply to the last send; or, waiting to send again, of the pause
@@ -531,7 +583,7 @@ class SimulatedFabric(Fabric):
         new, self._new = self._new, []
         for pilot in new:
             if not pilot.ended:
-                self._send(pilot, pilot.start(now), now)
+                self._follow(pilot, pilot.start(now), now)
 
     def process_replies(self, index: int, now: float) -> None:
         socket = self._sockets[index]
@@ -550,7 +602,7 @@ class SimulatedFabric(Fabric):
             pilot = self._pilots.get(flight.ref) if flight else None
             if flight is None or pilot is None or pilot.ended:
                 continue  # a late duplicate, or its pilot was cancelled
-            self._follow(pilot, pilot.on_reply(flight.op, reply, now), now)
+            self._follow(pilot, pilot.on_reply(flight.op, flight.args, reply, now), now)
 
     def expire_timers(self, now: float) -> None:
         while self._timers and self._timers[0][0] <= now:
@@ -560,17 +612,20 @@ class SimulatedFabric(Fabric):
                 continue
             pilot = self._pilots.get(key)
             if pilot and not pilot.ended and pilot.wake_at is not None and pilot.wake_at <= now:
+                pilot.armed = None
                 self._follow(pilot, pilot.on_timer(now), now)
 
     # -- loop helpers --------------------------------------------------------------------------
 
-    def _follow(self, pilot: _Pilot, step: Step | None, now: float) -> None:
+    def _follow(self, pilot: _Pilot, steps: list[Step], now: float) -> None:
         if pilot.ended:
             self._alive -= 1
             log.info("pilot %s (%s) ended %s", pilot.spec.pilot_id, pilot.ref, pilot.state)
-        elif step is not None:
+            return
+        for step in steps:
             self._send(pilot, step, now)
-        elif pilot.wake_at is not None:
+        if pilot.wake_at is not None and pilot.wake_at != pilot.armed:
+            pilot.armed = pilot.wake_at
             self._arm(pilot.wake_at, "pilot", pilot.ref)
 
     def _send(self, pilot: _Pilot, step: Step, now: float) -> None:
@@ -578,7 +633,7 @@ class SimulatedFabric(Fabric):
         request_id = uuid.uuid4().hex
         frame = encode_request(Request(id=request_id, op=op, args=to_wire(args)))
         index = pilot.index % SOCKETS
-        flight = _InFlight(pilot.ref, op, frame, index, now + RETRIES.timeout)
+        flight = _InFlight(pilot.ref, op, args, frame, index, now + RETRIES.timeout)
         self._in_flight[request_id] = flight
         self._sockets[index].send(frame, zmq.NOBLOCK)
         self._arm(flight.deadline, "request", request_id)

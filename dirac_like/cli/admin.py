@@ -88,13 +88,22 @@ def cmd_admin_shares(args: argparse.Namespace) -> int:
 
 
 def print_shares(rows: list[dict[str, Any]], title: str | None = None) -> None:
+    """What the matcher ranks on, per group: the load (running cores plus the decayed usage as
+    cores) per unit of share; the smallest is served first. "Received" is the group's part of
+    all loads, "Running" its part of the cores running now."""
     shown = [{**row, "share_fraction": format_percent(row["share_fraction"]),
               "load_fraction": format_percent(row["load_fraction"]),
+              "running_fraction": format_percent(row.get("running_fraction", 0.0)),
+              "usage_cores": f"{row.get('usage_cores', 0.0):.2f}",
+              "load": f"{row.get('load', 0.0):.2f}",
+              "load_per_share": f"{row.get('load_per_share', 0.0):.4g}",
               "usage_core_seconds": f"{row['usage_core_seconds']:.1f}"} for row in rows]
     columns: list[Column] = [("group", "Group"), ("share", "Share>"),
-                             ("share_fraction", "Target>"), ("load_fraction", "Received>"),
+                             ("share_fraction", "Target>"),
+                             ("running_cores", "RunningCores>"), ("running_fraction", "Running>"),
                              ("usage_core_seconds", "Usage (core-s)>"),
-                             ("running_cores", "RunningCores>")]
+                             ("usage_cores", "Usage (cores)>"), ("load", "Load (cores)>"),
+                             ("load_per_share", "Load/Share>"), ("load_fraction", "Received>")]
     print_table(shown, columns, title=title, empty="No groups.")
 
 

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from dirac_like.model import UsageRecord
+from dirac_like.monitoring import PROBE_GROUP
 from dirac_like.shares import Account, FairShare
 
 
@@ -63,3 +64,33 @@ def test_report_gives_share_fractions() -> None:
     report = {row["group"]: row for row in shares.report(0.0)}
     assert report["a"]["share_fraction"] == pytest.approx(0.75)
     assert report["b"]["share_fraction"] == pytest.approx(0.25)
+
+
+def test_report_shows_what_the_matcher_ranks_on() -> None:
+    """admin shares: running cores, decayed usage as cores, load and load per share, so that a
+    load fraction that disagrees with the running cores can be read (past usage counts)."""
+    shares = FairShare({"a": 3, "b": 1}, {}, half_life=100.0)
+    shares.start("a", "ann", 8, 0.0)
+    shares.stop("a", "ann", 8, 100.0)  # a ran 8 cores for one half-life, then stopped
+    shares.start("b", "bob", 2, 100.0)
+    rows = {row["group"]: row for row in shares.report(100.0)}
+    assert rows["a"]["running_cores"] == 0 and rows["b"]["running_fraction"] == 1.0
+    assert rows["a"]["usage_cores"] == pytest.approx(4.0)  # 8 cores, half of it decayed
+    assert rows["a"]["load"] == pytest.approx(rows["a"]["usage_cores"])
+    assert rows["b"]["load_per_share"] == pytest.approx(2.0)
+    assert rows["a"]["load_fraction"] == pytest.approx(4.0 / 6.0)
+
+
+def test_owed_cores_is_the_gap_to_the_share_of_the_total_load() -> None:
+    shares = FairShare({"a": 70, "b": 30}, {}, half_life=86400.0)
+    shares.start("a", "ann", 40, 0.0)
+    shares.start("b", "bob", 60, 0.0)
+    assert shares.owed_cores("a", ["a", "b"], 0.0) == pytest.approx(30.0)
+    assert shares.owed_cores("b", ["a", "b"], 0.0) == pytest.approx(-30.0)
+
+
+def test_owed_cores_leaves_the_probe_group_out() -> None:
+    shares = FairShare({"a": 0.7, "b": 0.3}, {}, half_life=86400.0)
+    shares.start("a", "ann", 40, 0.0)
+    shares.start("b", "bob", 60, 0.0)
+    assert shares.owed_cores("a", ["a", "b", PROBE_GROUP], 0.0) == pytest.approx(30.0)

@@ -9,11 +9,13 @@ from dirac_like.agents.fabrics.base import PilotState
 from dirac_like.agents.fabrics.simulated import _Pilot, _Spec
 from dirac_like.protocol import (
     CommandsReply,
+    CoreHold,
     KillJob,
     MatchedJob,
     Op,
     PilotResources,
     Reply,
+    RequestJobArgs,
     RequestJobReply,
     StopPilot,
     UpdateStatusArgs,
@@ -23,60 +25,67 @@ from dirac_like.protocol import (
 JOB = {"Executable": "/bin/true", "Arguments": "sleep=100", "JobName": "long", "CPUTime": 60}
 
 
-def new_pilot() -> _Pilot:
-    spec = _Spec("p1", PilotResources(site="S"), idle_timeout=1000.0, max_jobs=0, crash_rate=0.0)
+def new_pilot(cores: int = 1) -> _Pilot:
+    spec = _Spec("p1", PilotResources(site="S", cores=cores), idle_timeout=1000.0, max_jobs=0,
+                 crash_rate=0.0)
     pilot = _Pilot("p1-0", 0, spec, random.Random(1), time_scale=1.0, now=0.0)
-    assert pilot.start(0.0)[0] == Op.REQUEST_JOB
+    [(op, args)] = pilot.start(0.0)
+    assert op == Op.REQUEST_JOB and args.resources.total_cores == cores
     return pilot
+
+
+ASK = RequestJobArgs("p1", PilotResources(site="S"))
+
+
+def about(job_id: int) -> UpdateStatusArgs:
+    """The arguments of a request about ``job_id`` (what a reply is matched to)."""
+    return UpdateStatusArgs(job_id, 1, "p1", "Running")
 
 
 def reply(result: Any) -> Reply:
     return Reply(id="r", ok=True, result=to_wire(result))
 
 
-def matched(description: dict[str, Any]) -> RequestJobReply:
-    return RequestJobReply(MatchedJob(7, 1, "alice", "g", 1, description), "", [])
+def matched(description: dict[str, Any], job_id: int = 7, cores: int = 1) -> RequestJobReply:
+    return RequestJobReply(MatchedJob(job_id, 1, "alice", "g", cores, description), "", [])
 
 
 def running(pilot: _Pilot) -> None:
-    op, args = pilot.on_reply(Op.REQUEST_JOB, reply(matched(JOB)), 1.0)
+    [(op, args)] = pilot.on_reply(Op.REQUEST_JOB, ASK, reply(matched(JOB)), 1.0)
     assert (op, args.status) == (Op.UPDATE_STATUS, "Running")
-    assert pilot.on_reply(Op.UPDATE_STATUS, reply(CommandsReply([])), 1.0) is None
+    assert pilot.on_reply(Op.UPDATE_STATUS, about(7), reply(CommandsReply([])), 1.0) == []
 
 
 def test_a_stop_command_hands_the_running_job_back_then_ends_the_pilot() -> None:
     pilot = new_pilot()
     running(pilot)
-    step = pilot.on_reply(Op.HEARTBEAT, reply(CommandsReply([StopPilot("Killed by an admin")])),
-                          2.0)
-    assert step is not None
-    op, args = step
+    [(op, args)] = pilot.on_reply(
+        Op.HEARTBEAT, about(7), reply(CommandsReply([StopPilot("Killed by an admin")])), 2.0)
     assert op == Op.UPDATE_STATUS and isinstance(args, UpdateStatusArgs)
     assert (args.job_id, args.status) == (7, "Rescheduled")
     assert args.minor_status == "Pilot stopped (Killed by an admin): job handed back"
-    assert pilot.on_reply(Op.UPDATE_STATUS, reply(CommandsReply([])), 2.5) is None
+    assert pilot.on_reply(Op.UPDATE_STATUS, about(7), reply(CommandsReply([])), 2.5) == []
     assert pilot.ended and pilot.state is PilotState.DONE
 
 
 def test_a_stop_command_ends_an_idle_pilot_at_once() -> None:
     pilot = new_pilot()
     stop = RequestJobReply(None, "this pilot was killed by an admin", [StopPilot("x")])
-    assert pilot.on_reply(Op.REQUEST_JOB, reply(stop), 1.0) is None
+    assert pilot.on_reply(Op.REQUEST_JOB, ASK, reply(stop), 1.0) == []
     assert pilot.ended and pilot.state is PilotState.DONE
 
 
 def test_a_kill_command_for_its_job_reports_it_killed() -> None:
     pilot = new_pilot()
     running(pilot)
-    step = pilot.on_reply(Op.HEARTBEAT, reply(CommandsReply([KillJob(8), KillJob(7)])), 2.0)
-    assert step is not None and step[1].status == "Killed"
+    [step] = pilot.on_reply(Op.HEARTBEAT, about(7),
+                            reply(CommandsReply([KillJob(8), KillJob(7)])), 2.0)
+    assert step[1].status == "Killed"
 
 
 def test_a_description_it_cannot_read_fails_the_job() -> None:
     pilot = new_pilot()
-    step = pilot.on_reply(Op.REQUEST_JOB, reply(matched({"Arguments": "x"})), 1.0)
-    assert step is not None
-    op, args = step
+    [(op, args)] = pilot.on_reply(Op.REQUEST_JOB, ASK, reply(matched({"Arguments": "x"})), 1.0)
     assert (op, args.status) == (Op.UPDATE_STATUS, "Failed")
     assert args.minor_status.startswith("Pilot could not prepare the job: ")
     assert "Executable" in args.minor_status
@@ -86,6 +95,30 @@ def test_a_malformed_reply_abandons_the_job_instead_of_crashing_the_loop() -> No
     pilot = new_pilot()
     running(pilot)
     bad = Reply(id="r", ok=True, result={"commands": [{"command": "reboot"}]})
-    step = pilot.on_reply(Op.HEARTBEAT, bad, 2.0)
-    assert step is not None and step[0] == Op.REQUEST_JOB  # job abandoned, asks again
+    [step] = pilot.on_reply(Op.HEARTBEAT, about(7), bad, 2.0)
+    assert step[0] == Op.REQUEST_JOB  # job abandoned, asks again
     assert "unknown command 'reboot'" in "\n".join(pilot.lines)
+
+
+def test_a_multi_core_pilot_packs_jobs_into_its_free_cores() -> None:
+    pilot = new_pilot(cores=4)
+    steps = pilot.on_reply(Op.REQUEST_JOB, ASK, reply(matched(JOB, 7, cores=2)), 1.0)
+    [(_, running_args), (op, ask)] = steps
+    assert running_args.status == "Running"
+    assert op == Op.REQUEST_JOB and (ask.resources.cores, ask.resources.total_cores) == (2, 4)
+    steps = pilot.on_reply(Op.REQUEST_JOB, ASK, reply(matched(JOB, 8, cores=1)), 1.5)
+    assert [step[0] for step in steps] == [Op.UPDATE_STATUS, Op.REQUEST_JOB]
+    assert steps[1][1].resources.cores == 1
+    assert sorted(pilot.jobs) == [7, 8]
+
+
+def test_a_held_pilot_asks_again_only_with_enough_free_cores_or_when_the_hold_ends() -> None:
+    pilot = new_pilot(cores=4)
+    pilot.on_reply(Op.REQUEST_JOB, ASK, reply(matched(JOB, 7, cores=3)), 1.0)
+    pilot.on_reply(Op.UPDATE_STATUS, about(7), reply(CommandsReply([])), 1.0)
+    hold = RequestJobReply(None, "hold", [], hold=CoreHold(4, 50.0, "multi"))
+    assert pilot.on_reply(Op.REQUEST_JOB, ASK, reply(hold), 1.0) == []
+    assert pilot.wake_at is not None and pilot.wake_at <= 51.0
+    assert all(op != Op.REQUEST_JOB for op, _ in pilot.on_timer(20.0))  # 1 free of 4: waits
+    steps = pilot.on_timer(51.0)  # the hold is over: asks with its 1 free core
+    assert any(op == Op.REQUEST_JOB and args.resources.cores == 1 for op, args in steps)
