@@ -670,6 +670,12 @@ def _pack(obj: dict[str, Any]) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
+def is_protocol_version(value: Any) -> bool:
+    """Whether ``value`` is this side's protocol version: the integer itself, not ``true`` or
+    ``1.0`` (which compare equal to 1 in Python)."""
+    return type(value) is int and value == PROTOCOL_VERSION
+
+
 def _unpack_map(data: bytes, max_bytes: int) -> dict[str, Any]:
     if len(data) > max_bytes:
         raise MessageTooLarge(f"message of {len(data)} bytes exceeds the limit of {max_bytes}")
@@ -680,7 +686,7 @@ def _unpack_map(data: bytes, max_bytes: int) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ProtocolError(f"frame is a msgpack {type(obj).__name__}, not a map")
     version = obj.get("v")
-    if version != PROTOCOL_VERSION:
+    if not is_protocol_version(version):
         raise UnsupportedVersion(
             f"protocol version {version!r} is not supported (this side speaks {PROTOCOL_VERSION})"
         )
@@ -745,7 +751,7 @@ def decode_push(data: bytes) -> list[PilotCommand] | None:
         obj = msgpack.unpackb(data, raw=False)
     except Exception:
         return None
-    if not isinstance(obj, dict) or obj.get("v") != PROTOCOL_VERSION or "push" not in obj:
+    if not isinstance(obj, dict) or not is_protocol_version(obj.get("v")) or "push" not in obj:
         return None
     push = obj["push"]
     if type(push) is not dict or set(push) != {"commands"}:
