@@ -14,7 +14,9 @@ The policy, in brief (``RULES`` below is the authority):
   every job (status, list, history); it does not submit, kill or reschedule jobs.
 - user: submits into its own groups only, as itself (the owner is forced to its name, an empty
   group becomes its first group); status, history, kill, reschedule and job_output of its own
-  jobs only; list_jobs narrowed to its own jobs; uploads input sandboxes.
+  jobs only (another user's job is answered exactly as a job that does not exist:
+  :class:`~dirac_like.errors.JobNotVisible`); list_jobs narrowed to its own jobs; uploads input
+  sandboxes.
 - director: add/update/list pilot records and read pilot output of its own site only; eligible
   and pilot_token for its own site.
 - pilot: request_job for its own site (and its own pilot id when its credential names one);
@@ -38,7 +40,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from dirac_like.errors import Forbidden
+from dirac_like.errors import Forbidden, JobNotVisible
 from dirac_like.protocol import Op
 
 
@@ -72,18 +74,6 @@ class Ownership(Protocol):
 
     def pilot_site(self, pilot_id: str) -> str | None: ...  # None: no such pilot
 
-
-# How a refusal names what was tried on someone else's job.
-_JOB_VERBS = {
-    Op.STATUS: "see",
-    Op.HISTORY: "see the history of",
-    Op.KILL: "kill",
-    Op.RESCHEDULE: "reschedule",
-    Op.JOB_OUTPUT: "get the output of",
-    Op.JOB_DESCRIPTION: "see the description of",
-    Op.DELETE: "delete",
-    Op.PEEK: "peek at",
-}
 
 # How a refusal names an operation: what a user knows it as, not the internal op name.
 _ACTIONS = {
@@ -201,13 +191,12 @@ def _job_ids(asked: Asked) -> list[Any]:
 
 
 def _own_jobs(asked: Asked) -> Any:
-    """Every job named is the principal's own (a job that does not exist is left for the
-    handler to report as not found)."""
+    """Every job named is the principal's own. The first that is not (someone else's, or no
+    job at all) is answered exactly as the handler answers a job that does not exist, so a
+    user learns neither that another user's job exists nor whose it is."""
     for job_id in _job_ids(asked):
-        owner = asked.ownership.job_owner(job_id)
-        if owner is not None and owner != asked.principal.name:
-            verb = _JOB_VERBS.get(asked.op, asked.op)
-            raise Forbidden(f"{asked.who} may not {verb} job {job_id}: it belongs to {owner}")
+        if asked.ownership.job_owner(job_id) != asked.principal.name:
+            raise JobNotVisible(job_id)
     return asked.args
 
 

@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from dirac_like.authz import Ownership, Principal, authorize
-from dirac_like.errors import DiracLikeError, Forbidden, RateLimited
+from dirac_like.errors import DiracLikeError, Forbidden, JobNotVisible, RateLimited
 from dirac_like.protocol import Request
 from dirac_like.ratelimit import RateLimiter
 
@@ -46,11 +46,12 @@ class Guard:
     def admit(self, principal: Principal, request: Request, args: Any,
               ownership: Ownership, now: float) -> Any:
         """The arguments to run ``request`` with, once the rate limit and the authorization
-        check let it through (else RateLimited or Forbidden)."""
+        check let it through (else RateLimited, Forbidden, or JobNotVisible: someone else's
+        job, answered as a job that does not exist)."""
         try:
             self.limiter.check(principal.name, now)
             return authorize(principal, request.op, args, ownership)
-        except (Forbidden, RateLimited) as exc:
+        except (Forbidden, RateLimited, JobNotVisible) as exc:
             self._refused(principal, request, args, exc, now, principal.name)
             raise
 

@@ -24,7 +24,7 @@ import msgpack
 
 from dirac_like.config import JobsConfig
 from dirac_like.description import JobDescription, with_job_id
-from dirac_like.errors import JobNotFound, StaleAttempt
+from dirac_like.errors import JobNotFound, StaleAttempt, job_not_found_message
 from dirac_like.matching import Matcher, TaskQueue
 from dirac_like.model import HistoryEntry, JobRecord, Requirements, TaskQueueRow
 from dirac_like.protocol import PilotResources
@@ -107,7 +107,7 @@ class JobBook:
     def job(self, job_id: int) -> JobRecord:
         job = self.jobs.get(job_id)
         if job is None:
-            raise JobNotFound(f"job {job_id} not found")
+            raise JobNotFound(job_not_found_message(job_id))
         return job
 
     def jobs_by_ids(self, job_ids: list[int]) -> list[JobRecord]:

@@ -23,7 +23,7 @@ from dirac_like.authz import (
     authorize,
     describe_action,
 )
-from dirac_like.errors import Forbidden
+from dirac_like.errors import Forbidden, JobNotFound, JobNotVisible
 from dirac_like.protocol import (
     ARGUMENTS,
     AddPilotsArgs,
@@ -241,24 +241,39 @@ def test_admin_submit_without_an_owner_is_its_own() -> None:
 # users
 
 
+def hidden(principal: Principal, op: str, args: Any) -> JobNotFound:
+    with pytest.raises(JobNotFound) as caught:
+        authorize(principal, op, args, grid())
+    return caught.value
+
+
 def test_a_user_may_not_kill_another_users_job() -> None:
-    assert refused(BOB, Op.KILL, JobIdsArgs([1])) == (
-        "user bob may not kill job 1: it belongs to alice")
+    refusal = hidden(BOB, Op.KILL, JobIdsArgs([1]))
+    assert (refusal.code, refusal.message) == ("job_not_found", "job 1 not found")
 
 
-@pytest.mark.parametrize(("op", "args", "verb"), [
-    (Op.STATUS, JobIdsArgs([2]), "see"),
-    (Op.RESCHEDULE, JobIdsArgs([3, 2]), "reschedule"),
-    (Op.HISTORY, JobIdArgs(2), "see the history of"),
-    (Op.JOB_OUTPUT, JobIdArgs(2), "get the output of"),
+@pytest.mark.parametrize(("op", "args"), [
+    (Op.STATUS, JobIdsArgs([2])),
+    (Op.RESCHEDULE, JobIdsArgs([3, 2])),
+    (Op.HISTORY, JobIdArgs(2)),
+    (Op.JOB_OUTPUT, JobIdArgs(2)),
+    (Op.PEEK, JobIdArgs(2)),
+    (Op.JOB_DESCRIPTION, JobIdArgs(2)),
+    (Op.DELETE, JobIdsArgs([2])),
 ])
-def test_a_user_sees_and_touches_only_its_own_jobs(op: str, args: Any, verb: str) -> None:
-    assert refused(ALICE, op, args) == f"user alice may not {verb} job 2: it belongs to bob"
+def test_another_users_job_is_answered_exactly_as_a_missing_one(op: str, args: Any) -> None:
+    """Issue 11, defect 11: neither "forbidden" nor the owner's name: job_not_found, word for
+    word what a job that does not exist gets."""
+    other, missing = hidden(ALICE, op, args), hidden(ALICE, op, type(args)(*[
+        [404 if i == 2 else i for i in value] if isinstance(value, list) else 404
+        for value in vars(args).values()]))
+    assert isinstance(other, JobNotVisible)
+    assert (other.code, other.message) == (missing.code, missing.message.replace("404", "2"))
+    assert "bob" not in other.message
 
 
-def test_a_user_naming_a_missing_job_is_left_to_the_handler() -> None:
-    args = JobIdsArgs([1, 404])
-    assert authorize(ALICE, Op.KILL, args, grid()) is args
+def test_the_first_job_not_the_users_own_is_the_one_named() -> None:
+    assert hidden(ALICE, Op.KILL, JobIdsArgs([1, 404, 2])).message == "job 404 not found"
 
 
 def test_a_submit_is_the_users_own_whatever_owner_it_names() -> None:
@@ -434,7 +449,7 @@ def outcome(principal: Principal, op: str, args: Any, ownership: FakeOwnership) 
     """The authorized arguments, or None when refused."""
     try:
         return authorize(principal, op, args, ownership)
-    except Forbidden:
+    except (Forbidden, JobNotVisible):
         return None
 
 
@@ -468,7 +483,7 @@ def test_a_user_never_gets_at_another_owners_job(
 ) -> None:
     allowed = outcome(user, op, JobIdsArgs(job_ids), ownership)
     if allowed is not None:
-        assert {ownership.job_owner(job_id) for job_id in job_ids} <= {user.name, None}
+        assert {ownership.job_owner(job_id) for job_id in job_ids} == {user.name}
 
 
 @settings(max_examples=200, deadline=None)
