@@ -27,6 +27,8 @@ class ServiceConfig:
     max_message_bytes: int = 16 * 1024 * 1024
     max_batch: int = 512  # requests drained and committed together
     reply_memory: float = 600.0  # seconds a reply is kept for retried request ids
+    # seconds a reply carrying a secret key (identity add, pilot token) is kept, in memory only
+    secret_reply_memory: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,8 @@ def validate(config: Config) -> None:
         raise ConfigError("store.synchronous: must be 'full' or 'normal'")
     if config.service.max_batch < 1 or config.service.max_message_bytes < 1024:
         raise ConfigError("service: max_batch >= 1 and max_message_bytes >= 1024")
+    if config.service.secret_reply_memory < 0:
+        raise ConfigError("service.secret_reply_memory: must not be negative")
     if config.pilots.retention < 0 or config.pilots.max_output_bytes < 0:
         raise ConfigError("pilots: retention and max_output_bytes must not be negative")
     _validate_sandboxes(config)

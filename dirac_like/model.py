@@ -183,7 +183,7 @@ class UsageRecord:
 
 @dataclass(frozen=True)
 class StoredReply:
-    request_id: str
+    request_id: str  # the key: "principal/request id" (services/replies.py reply_key)
     reply: bytes
     time: float
 

@@ -660,6 +660,9 @@ MUTATING_OPS = frozenset(
 # identity_add and pilot_token reply with a secret key, which is not to be written anywhere:
 # after a crash their retry is refused (the name exists) or issues a fresh token.
 REPLIES_NOT_STORED = frozenset({Op.REQUEST_JOB, Op.IDENTITY_ADD, Op.PILOT_TOKEN})
+# Of those, replies that carry a secret key: remembered in memory for a short while only
+# (service.secret_reply_memory), enough for the retries of a reply lost on the way.
+SECRET_REPLIES = frozenset({Op.IDENTITY_ADD, Op.PILOT_TOKEN})
 
 
 # --------------------------------------------------------------------------------------------

@@ -118,7 +118,8 @@ class CentralState:
         self.book = JobBook(config.jobs, self.shares, self.journal)
         self.book.restore(loaded.task_queues, loaded.jobs, now)
         self.shares.dirty.clear()  # restoring changed nothing to write
-        self.replies = ReplyCache(config.service.reply_memory, self.journal, loaded.replies)
+        self.replies = ReplyCache(config.service.reply_memory, self.journal, loaded.replies,
+                                  config.service.secret_reply_memory)
         self.sandbox_index = SandboxIndex(sandboxes, stored, self.journal,
                                           config.sandboxes.collect_after)
         self.pilots = PilotRegistry(config.pilots, loaded.pilots, loaded.next_pilot_number)
