@@ -15,7 +15,7 @@ from typing import Any
 
 from dirac_like import __version__
 from dirac_like.errors import IllegalTransition, InvalidArgument
-from dirac_like.model import SiteRecord
+from dirac_like.model import JobRecord, SiteRecord
 from dirac_like.protocol import (
     PROTOCOL_VERSION,
     BanSiteArgs,
@@ -189,6 +189,9 @@ def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> Co
     new = parse_status(args.status)
     if new not in PILOT_REPORTABLE:
         raise InvalidArgument(f"a pilot cannot report status {new.value}")
+    if job.status in FINAL_STATUSES:
+        _check_repeated_final(state, job, new, args.output_sandbox)
+        return CommandsReply([])  # the same final report again: nothing changes
     if new is not job.status:
         check_transition(job.job_id, job.status, new)
     if new is S.RESCHEDULED:
@@ -207,6 +210,19 @@ def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> Co
     if new in FINAL_STATUSES:
         return CommandsReply([])  # the pilot is done with it: nothing left to tell
     return CommandsReply(state.pending_commands(job))
+
+
+def _check_repeated_final(state: CentralState, job: JobRecord, new: JobStatus,
+                          output_sandbox: str) -> None:
+    """Final states are final: a report on a final job is the same report again (same status,
+    same output sandbox: an idempotent no-op), or it is refused."""
+    attached = state.sandbox_index.of(job.job_id, "output") or ""
+    if new is not job.status or output_sandbox != attached:
+        raise IllegalTransition(
+            f"job {job.job_id} is {job.status.value} (final"
+            f"{', output SB:' + attached[:12] if attached else ', no output sandbox'}): a report "
+            f"of {new.value}{' with output SB:' + output_sandbox[:12] if output_sandbox else ''}"
+            " would change it")
 
 
 def heartbeat(state: CentralState, args: HeartbeatArgs, now: float) -> CommandsReply:

@@ -6,6 +6,7 @@ Defects 11 and 15 have theirs in test_security.py (over the wire) and test_proto
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -88,3 +89,55 @@ def test_a_refused_request_leaves_the_store_unchanged(grid: InProcessService) ->
 
 def submit_args(*descriptions: Any) -> dict[str, Any]:
     return {"descriptions": list(descriptions), "owner": ""}
+
+
+# -- defect 6: final states are final ---------------------------------------------------------
+
+PILOT_ID = f"{SITE}.ce.1"
+RESOURCES = {"site": SITE, "ce": "ce", "cores": 1}
+
+
+def upload(grid: InProcessService, key: str, data: bytes, kind: str) -> str:
+    sha256 = hashlib.sha256(data).hexdigest()
+    result = grid.ok(key, "sandbox_upload", {"sha256": sha256, "size": len(data), "offset": 0,
+                                             "data": data, "kind": kind})
+    assert result["complete"]
+    return sha256
+
+
+def matched_job(grid: InProcessService, pilot: str, owner: str, pilot_id: str = PILOT_ID
+                ) -> dict[str, Any]:
+    grid.ok(owner, "submit", submit_args(HELLO + f' Site = "{SITE}";'))
+    job = grid.ok(pilot, "request_job", {"pilot_id": pilot_id, "resources": RESOURCES})["job"]
+    assert job is not None
+    return dict(job)
+
+
+def report(grid: InProcessService, pilot: str, job: dict[str, Any], status: str,
+           output: str = "", pilot_id: str = PILOT_ID) -> Any:
+    return grid.call(pilot, "update_status", {
+        "job_id": job["job_id"], "attempt": job["attempt"], "pilot_id": pilot_id,
+        "status": status, "output_sandbox": output})
+
+
+def test_a_final_job_cannot_be_rewritten(grid: InProcessService) -> None:
+    """A pilot re-reporting Done with another output sandbox was accepted: now the same report
+    again is a no-op, any other report is refused, and neither changes the store."""
+    alice = grid.identity("alice", "user", ("physics",))
+    pilot = grid.identity(f"pilot:{PILOT_ID}", "pilot", site=SITE, pilot_id=PILOT_ID)
+    job = matched_job(grid, pilot, alice)
+    first = upload(grid, pilot, b"first output", "output")
+    second = upload(grid, pilot, b"another output", "output")
+    assert report(grid, pilot, job, "Running").ok
+    assert report(grid, pilot, job, "Done", first).ok
+    history = grid.ok(alice, "history", {"job_id": job["job_id"]})
+    again = report(grid, pilot, job, "Done", first)
+    assert again.ok and again.result == {"commands": []}
+    assert grid.ok(alice, "history", {"job_id": job["job_id"]}) == history  # a no-op
+    before = grid.stored()
+    for status, output in (("Done", second), ("Done", ""), ("Failed", first), ("Killed", "")):
+        refused = report(grid, pilot, job, status, output)
+        assert not refused.ok and refused.error is not None
+        assert refused.error.code == "illegal_transition"
+    assert grid.stored() == before
+    assert grid.ok(alice, "job_output", {"job_id": job["job_id"]})["sha256"] == first
