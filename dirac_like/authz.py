@@ -19,7 +19,9 @@ The policy, in brief (``RULES`` below is the authority):
   sandboxes.
 - director: add/update/list pilot records and read pilot output of its own site only; eligible
   and pilot_token for its own site.
-- pilot: request_job for its own site (and its own pilot id when its credential names one);
+- pilot: request_job for its own site, as its own pilot id: the one its credential names, or
+  (a credential for any pilot of the site, like the simulated fabric's) a pilot id no other
+  credential is bound to — the first request binds the pilot record to the credential;
   update_status only for jobs matched to it; heartbeat with its own pilot id (for a job that is
   no longer its own the service only answers "kill it", which changes nothing); downloads input
   sandboxes and uploads output sandboxes.
@@ -73,6 +75,8 @@ class Ownership(Protocol):
     def job_pilot(self, job_id: int) -> str | None: ...  # the pilot the job is matched to
 
     def pilot_site(self, pilot_id: str) -> str | None: ...  # None: no such pilot
+
+    def pilot_credential(self, pilot_id: str) -> str: ...  # the identity bound to it ('' none)
 
 
 # How a refusal names an operation: what a user knows it as, not the internal op name.
@@ -280,12 +284,18 @@ def _director_token(asked: Asked) -> Any:
 
 
 def _own_pilot_id(asked: Asked, unknown_ok: bool) -> str:
-    """The pilot id of the request, if the principal may act as that pilot."""
+    """The pilot id of the request, if the principal may act as that pilot: the one its
+    credential names, or (a credential for any pilot of the site) one no other credential is
+    bound to."""
     pilot_id, own = asked.arg("pilot_id"), _own_site(asked)
     expected = asked.principal.pilot_id
     if expected and pilot_id != expected:
         raise Forbidden(f"{asked.who} may not act as pilot {_short(pilot_id, 80)}: its "
                         f"credential is for pilot {expected}")
+    bound = asked.ownership.pilot_credential(pilot_id)
+    if not expected and bound not in ("", asked.principal.name):
+        raise Forbidden(f"{asked.who} may not act as pilot {_short(pilot_id, 80)}: another "
+                        "credential acts as that pilot")
     site = asked.ownership.pilot_site(pilot_id)
     if site is None and not unknown_ok:
         raise Forbidden(f"{asked.who} may not act as pilot {_short(pilot_id, 80)}: no such "
@@ -299,7 +309,7 @@ def _own_pilot_id(asked: Asked, unknown_ok: bool) -> str:
 def _pilot_request(asked: Asked) -> Any:
     _same_site(asked, asked.arg("resources").site, "request jobs")
     _own_pilot_id(asked, unknown_ok=True)  # a pilot met for the first time gets a record
-    return asked.args
+    return asked.replaced(credential=asked.principal.name)  # bound to the pilot's record
 
 
 def _pilot_report(asked: Asked) -> Any:

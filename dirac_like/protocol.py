@@ -116,6 +116,9 @@ class PilotResources:
 class RequestJobArgs:
     pilot_id: str
     resources: PilotResources
+    # The identity acting as the pilot, bound to its record: set by the service's authorization
+    # from the transport (whatever a pilot sends here is replaced).
+    credential: str = ""
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,7 @@ def request_job(state: CentralState, args: RequestJobArgs, now: float) -> Reques
     check_name("site", args.resources.site)
     if args.resources.cores < 1:
         raise InvalidArgument("resources.cores must be at least 1")
-    job = state.request_job(args.pilot_id, args.resources, now)
+    job = state.request_job(args.pilot_id, args.resources, now, args.credential)
     commands = state.pilot_commands(args.pilot_id)
     if job is None:
         reason = (("this pilot was killed by an admin" if commands else "")

@@ -23,3 +23,7 @@ class StateOwnership:
     def pilot_site(self, pilot_id: str) -> str | None:
         pilot = self.state.pilots.pilots.get(pilot_id)
         return None if pilot is None else pilot.site
+
+    def pilot_credential(self, pilot_id: str) -> str:
+        pilot = self.state.pilots.pilots.get(pilot_id)
+        return "" if pilot is None else pilot.credential

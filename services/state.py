@@ -218,10 +218,10 @@ class CentralState:
         return self.sites.why_not(resources.site, self.book.site_active[resources.site])
 
     def request_job(
-        self, pilot_id: str, resources: PilotResources, now: float
+        self, pilot_id: str, resources: PilotResources, now: float, credential: str = ""
     ) -> JobRecord | None:
         self.sites.see(resources.site)
-        pilot = self.pilots.contact(pilot_id, resources.site, resources.ce, now)
+        pilot = self.pilots.contact(pilot_id, resources.site, resources.ce, now, credential)
         if pilot.kill_requested or self.why_not(resources):
             return None
         job = self.book.match(pilot_id, resources, now)

@@ -141,3 +141,43 @@ def test_a_final_job_cannot_be_rewritten(grid: InProcessService) -> None:
         assert refused.error.code == "illegal_transition"
     assert grid.stored() == before
     assert grid.ok(alice, "job_output", {"job_id": job["job_id"]})["sha256"] == first
+
+
+# -- defect 7: a pilot credential acts as one pilot only ------------------------------------
+
+
+def test_a_site_wide_pilot_credential_cannot_act_as_another_pilot(tmp_path: Path) -> None:
+    """Two credentials for any pilot of one site (the simulated fabric's kind): the first
+    request binds a pilot record to the credential that made it; the other credential can then
+    neither ask for jobs nor report nor heartbeat as that pilot, also after a restart."""
+    home = tmp_path / "home"
+    grid = InProcessService(home)
+    try:
+        alice = grid.identity("alice", "user", ("physics",))
+        mine = grid.identity("fabric-1", "pilot", site=SITE)
+        other = grid.identity("fabric-2", "pilot", site=SITE)
+        job = matched_job(grid, mine, alice)
+        assert report(grid, mine, job, "Running").ok
+        keys = (alice, mine, other)
+    finally:
+        grid.close()
+    grid = InProcessService(home, now=grid.now + 1)  # the binding is in the store
+    try:
+        alice, mine, other = keys
+        before = grid.stored()
+        refusals = [
+            grid.call(other, "request_job", {"pilot_id": PILOT_ID, "resources": RESOURCES}),
+            report(grid, other, job, "Done"),
+            grid.call(other, "heartbeat", {"job_id": job["job_id"], "attempt": job["attempt"],
+                                           "pilot_id": PILOT_ID}),
+            grid.call(other, "pilot_stopped", {"pilot_id": PILOT_ID}),
+        ]
+        for refused in refusals:
+            assert refused.error is not None and refused.error.code == "forbidden", refused
+            assert "another credential acts as that pilot" in refused.error.message
+        assert grid.stored() == before
+        assert report(grid, mine, job, "Done").ok  # its own credential still does
+        other_pilot = matched_job(grid, other, alice, pilot_id=f"{SITE}.ce.2")
+        assert other_pilot["job_id"] != job["job_id"]  # a pilot id of its own is fine
+    finally:
+        grid.close()

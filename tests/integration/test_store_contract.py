@@ -136,7 +136,8 @@ def snapshot(state: LoadedState) -> dict[str, Any]:
         "shares": dict(state.shares),
         "usage": sorted(state.usage, key=lambda u: (u.group, u.user)),
         "replies": sorted(state.replies, key=lambda r: r.request_id),
-        "pilots": sorted((pilot.view() for pilot in state.pilots), key=lambda v: v["pilot_id"]),
+        "pilots": sorted(({**pilot.view(), "credential": pilot.credential}
+                          for pilot in state.pilots), key=lambda v: v["pilot_id"]),
         "next_pilot_number": state.next_pilot_number,
     }
 
@@ -427,7 +428,8 @@ def full_changeset() -> ChangeSet:
         shares={"atlas_prod": 2.0},
         usage={("atlas_prod", "amélie"): UsageRecord("atlas_prod", "amélie", 3.0, 1.0)},
         replies=[StoredReply("req-1", b"reply", 1.0)],
-        pilots={"P.1": PilotRecord("P.1", "A", "ce1", "local", "123", "Running")},
+        pilots={"P.1": PilotRecord("P.1", "A", "ce1", "local", "123", "Running",
+                                   credential="pilot:P.1")},
         pilot_jobs=[("P.1", 42)],
         pilot_outputs={"P.1": "pilot says hi"},
         next_pilot_number=2,
@@ -530,11 +532,31 @@ def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
     store = open_store(str(path))
     try:
         loaded = store.load()
-        assert store.schema_version() == SCHEMA_VERSION == 2
+        assert store.schema_version() == SCHEMA_VERSION == 3
         assert [job.job_id for job in loaded.jobs] == [1]
         assert loaded.pilots == [] and loaded.next_pilot_number == 1
-        store.commit(ChangeSet(pilots={"P.1": PilotRecord("P.1", "A")}))
-        assert [pilot.pilot_id for pilot in store.load().pilots] == ["P.1"]
+        store.commit(ChangeSet(pilots={"P.1": PilotRecord("P.1", "A", credential="pilot:x")}))
+        assert [(pilot.pilot_id, pilot.credential) for pilot in store.load().pilots] == [
+            ("P.1", "pilot:x")]
+    finally:
+        store.close()
+
+
+def test_a_version_2_database_gets_pilot_credentials(tmp_path: Path) -> None:
+    from dirac_like.store.sqlite import MIGRATIONS
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        for statement in (*MIGRATIONS[0], *MIGRATIONS[1]):
+            db.execute(statement)
+        db.execute("INSERT INTO pilots VALUES ('P.1', 'A', 'ce', '', '', 'Running', '', 0, 0, "
+                   "0, 0)")
+        db.execute("PRAGMA user_version = 2")
+    db.close()
+    store = open_store(str(path))
+    try:
+        [pilot] = store.load().pilots
+        assert (pilot.pilot_id, pilot.credential) == ("P.1", "")  # not bound yet
     finally:
         store.close()
 

@@ -63,9 +63,11 @@ class FakeOwnership:
     """Jobs (owner, matched pilot) and pilot records (site), as the service would know them."""
 
     def __init__(self, jobs: dict[int, tuple[str, str]] | None = None,
-                 pilots: dict[str, str] | None = None) -> None:
+                 pilots: dict[str, str] | None = None,
+                 credentials: dict[str, str] | None = None) -> None:
         self.jobs = dict(jobs or {})
         self.pilots = dict(pilots or {})
+        self.credentials = dict(credentials or {})  # pilot id -> the identity bound to it
         self.asked: Counter[str] = Counter()
 
     def job_owner(self, job_id: int) -> str | None:
@@ -81,6 +83,10 @@ class FakeOwnership:
     def pilot_site(self, pilot_id: str) -> str | None:
         self.asked["pilot_site"] += 1
         return self.pilots.get(pilot_id)
+
+    def pilot_credential(self, pilot_id: str) -> str:
+        self.asked["pilot_credential"] += 1
+        return self.credentials.get(pilot_id, "")
 
 
 def grid() -> FakeOwnership:
@@ -379,7 +385,7 @@ def test_a_site_pilot_may_not_take_another_sites_pilot_id() -> None:
     args = RequestJobArgs(RAL_PILOT, PilotResources(site=CERN))
     assert f"belongs to site {RAL}" in refused(SITE_PILOT, Op.REQUEST_JOB, args)
     new = RequestJobArgs("hand-started-1", PilotResources(site=CERN))
-    assert authorize(SITE_PILOT, Op.REQUEST_JOB, new, grid()) is new
+    assert authorize(SITE_PILOT, Op.REQUEST_JOB, new, grid()).pilot_id == new.pilot_id
 
 
 def test_a_pilot_reports_only_on_jobs_matched_to_it() -> None:
@@ -539,3 +545,26 @@ def test_authorize_is_pure_and_keeps_the_argument_type(
         assert type(first) is type(args)
     if principal.role not in EXPECTED[op]:
         assert first is None
+
+
+def test_a_site_wide_pilot_credential_cannot_act_as_a_pilot_bound_to_another() -> None:
+    """Issue 11, defect 7: a credential for any pilot of the site may act only as pilots no
+    other credential is bound to (its first request binds the record to it)."""
+    bound = FakeOwnership(jobs={1: ("alice", PILOT_7)}, pilots={PILOT_7: CERN, PILOT_8: CERN},
+                          credentials={PILOT_7: "pilot:other", PILOT_8: SITE_PILOT.name})
+    cern = PilotResources(site=CERN)
+    for op, args in ((Op.REQUEST_JOB, RequestJobArgs(PILOT_7, cern)),
+                     (Op.UPDATE_STATUS, UpdateStatusArgs(1, 1, PILOT_7, "Running")),
+                     (Op.HEARTBEAT, HeartbeatArgs(1, 1, PILOT_7)),
+                     (Op.PILOT_STOPPED, PilotStoppedArgs(PILOT_7))):
+        assert "another credential acts as that pilot" in refused(SITE_PILOT, op, args, bound)
+    allowed = authorize(SITE_PILOT, Op.REQUEST_JOB, RequestJobArgs(PILOT_8, cern), bound)
+    assert allowed.credential == SITE_PILOT.name  # the handler binds the record to it
+    # A token issued for pilot 7 itself acts as it, whatever it was bound to before.
+    assert authorize(PILOT, Op.REQUEST_JOB, RequestJobArgs(PILOT_7, cern),
+                     bound).credential == PILOT.name
+
+
+def test_the_credential_a_pilot_sends_is_replaced_by_the_transports() -> None:
+    args = RequestJobArgs(PILOT_7, PilotResources(site=CERN), credential="pilot:other")
+    assert authorize(PILOT, Op.REQUEST_JOB, args, grid()).credential == PILOT.name
