@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from service_harness import InProcessService
 
-from dirac_like.config import Config, JobsConfig, ServiceConfig
+from dirac_like.config import Config, ServiceConfig
 
 HELLO = 'Executable = "/bin/echo"; Arguments = "hello";'
 SITE = "Site.A.org"
