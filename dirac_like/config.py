@@ -51,6 +51,16 @@ class JobsConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """What one identity may ask of the service (services/limits.py); a request over any of
+    them is refused whole, with an error naming the limit."""
+
+    max_jobs_per_request: int = 100_000  # jobs one submit makes, parametric expansion included
+    max_waiting_jobs_per_user: int = 1_000_000  # an owner's jobs in Waiting at once
+    max_description_bytes: int = 64 * 1024  # one job's stored description, after expansion
+
+
+@dataclass(frozen=True)
 class SharesConfig:
     half_life: float = 86400.0  # seconds for past usage to count half
     default_share: float = 1.0  # share of a group not listed in [shares.groups]
@@ -93,6 +103,7 @@ class Config:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     shares: SharesConfig = field(default_factory=SharesConfig)
     pilots: PilotsConfig = field(default_factory=PilotsConfig)
     sandboxes: SandboxesConfig = field(default_factory=SandboxesConfig)
@@ -184,6 +195,11 @@ def validate(config: Config) -> None:
     if config.pilots.retention < 0 or config.pilots.max_output_bytes < 0:
         raise ConfigError("pilots: retention and max_output_bytes must not be negative")
     _validate_sandboxes(config)
+    limits = config.limits
+    if min(limits.max_jobs_per_request, limits.max_waiting_jobs_per_user,
+           limits.max_description_bytes) < 1:
+        raise ConfigError("limits: max_jobs_per_request, max_waiting_jobs_per_user and "
+                          "max_description_bytes must be positive")
     security = config.security
     if security.pilot_token_lifetime <= 0 or security.purge_expired_after < 0:
         raise ConfigError("security: pilot_token_lifetime must be positive and "

@@ -110,6 +110,13 @@ class PilotNotFound(NotFound):
     code = "pilot_not_found"
 
 
+class LimitExceeded(InvalidArgument):
+    """A request over one of the service's per-identity limits (jobs per request, waiting jobs
+    per user, bytes per job description): nothing of it was done."""
+
+    code = "limit_exceeded"
+
+
 class IllegalTransition(DiracLikeError):
     """A status change the job state machine does not allow."""
 

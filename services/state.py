@@ -40,8 +40,9 @@ from dirac_like.sandbox import SandboxStore
 from dirac_like.shares import FairShare
 from dirac_like.states import ACTIVE_STATUSES, JobStatus
 
-from .job_book import JobBook
+from .job_book import JobBook, pack_description
 from .journal import Journal
+from .limits import SubmissionLimits
 from .pilots import PilotRegistry
 from .replies import ReplyCache
 from .sandbox_index import SandboxIndex
@@ -111,6 +112,7 @@ class CentralState:
             max_cpu_time=config.jobs.max_cpu_time,
             max_parametric_jobs=config.jobs.max_parametric_jobs,
         )
+        self.submission_limits = SubmissionLimits(config.limits, self.limits)
         restoring = loaded is not None
         loaded = loaded or LoadedState([], [], [], {}, [], [])
         self.shares = _fair_share(config, loaded)
@@ -196,15 +198,24 @@ class CentralState:
     def submit(
         self, sources: list[str | dict[str, Any]], owner: str, group: str, now: float
     ) -> list[int]:
+        """New jobs of ``owner``, all or none: everything is parsed and checked against the
+        limits (services/limits.py) before the first job is made."""
         check_name("owner", owner)
         check_name("group", group)
         descriptions: list[JobDescription] = []
         for source in sources:  # parse everything first: a bad one refuses the whole request
-            descriptions.extend(parse_descriptions(source, self.limits))
+            limits = self.submission_limits.for_next_description(len(descriptions))
+            descriptions.extend(parse_descriptions(source, limits))
+        self.submission_limits.check_request(len(descriptions))
+        self.submission_limits.check_waiting(owner, self.book.waiting_by_owner[owner],
+                                             len(descriptions))
+        packed = [pack_description(description) for description in descriptions]
+        for index, size in enumerate(map(len, packed)):
+            self.submission_limits.check_size(index, size)
         sandboxes = [self.sandbox_index.input_of(description) for description in descriptions]
         job_ids = []
-        for description, sandbox in zip(descriptions, sandboxes, strict=True):
-            job_ids.append(self.book.add(description, owner, group, now).job_id)
+        for description, sandbox, stored in zip(descriptions, sandboxes, packed, strict=True):
+            job_ids.append(self.book.add(description, owner, group, now, stored).job_id)
             if sandbox:
                 self.sandbox_index.attach(job_ids[-1], "input", sandbox)
         if job_ids:

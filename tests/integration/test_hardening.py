@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from service_harness import InProcessService
 
-from dirac_like.config import Config, ServiceConfig
+from dirac_like.config import Config, LimitsConfig, ServiceConfig
 
 HELLO = 'Executable = "/bin/echo"; Arguments = "hello";'
 SITE = "Site.A.org"
@@ -179,5 +179,43 @@ def test_a_site_wide_pilot_credential_cannot_act_as_another_pilot(tmp_path: Path
         assert report(grid, mine, job, "Done").ok  # its own credential still does
         other_pilot = matched_job(grid, other, alice, pilot_id=f"{SITE}.ce.2")
         assert other_pilot["job_id"] != job["job_id"]  # a pilot id of its own is fine
+    finally:
+        grid.close()
+
+
+# -- defect 14: per-identity limits -----------------------------------------------------------
+
+
+def test_one_small_request_cannot_make_unbounded_work(tmp_path: Path) -> None:
+    """A 231-byte request made 500,000 jobs; an 8 KB JDL 100,000 jobs of 8 KB each. Now jobs
+    per request, waiting jobs per user and bytes per description are limited (config), the
+    refusal says which limit, and nothing of a refused request is stored."""
+    limits = LimitsConfig(max_jobs_per_request=50, max_waiting_jobs_per_user=80,
+                          max_description_bytes=2048)
+    grid = InProcessService(tmp_path / "home", Config(limits=limits))
+    try:
+        alice = grid.identity("alice", "user", ("physics",))
+        bob = grid.identity("bob", "user", ("physics",))
+        before = grid.stored()
+        code, message = grid.error(alice, "submit", submit_args(
+            'Executable = "/bin/true"; Parameters = 500000;'))
+        assert "limits.max_jobs_per_request" in message and "500000" in message
+        code, message = grid.error(alice, "submit", submit_args(*[HELLO] * 51))
+        assert code == "limit_exceeded" and "limits.max_jobs_per_request" in message
+        big = 'Executable = "/bin/true"; Arguments = "%s ' + "x" * 2100 + '"; Parameters = 3;'
+        code, message = grid.error(alice, "submit", submit_args(big))
+        assert code == "limit_exceeded" and "limits.max_description_bytes" in message
+        assert grid.stored() == before
+
+        assert len(grid.ok(alice, "submit", submit_args(
+            'Executable = "/bin/true"; Parameters = 50;'))["job_ids"]) == 50
+        assert len(grid.ok(alice, "submit", submit_args(*[HELLO] * 30))["job_ids"]) == 30
+        before = grid.stored()
+        code, message = grid.error(alice, "submit", submit_args(HELLO))
+        assert code == "limit_exceeded" and "limits.max_waiting_jobs_per_user" in message
+        assert "alice has 80 waiting jobs" in message
+        assert grid.stored() == before
+        assert grid.ok(bob, "submit", submit_args(HELLO))  # per user: bob is not held back
+        grid.state.validate()
     finally:
         grid.close()
