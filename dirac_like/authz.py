@@ -27,11 +27,12 @@ The policy, in brief (``RULES`` below is the authority):
   sandboxes and uploads output sandboxes.
 - agent: read-only: ping, sites, task_queues, shares, pilots, list_jobs, status.
 
-Sandboxes are named by the sha256 of their content: knowing the name of an archive whose content
-one does not already know is the capability to download it. A user learns the name of an output
-sandbox only from job_output of its own job, a pilot the name of an input sandbox only from the
-job matched to it; so sandbox_download is open to users and pilots, and no listing of sandbox
-names exists. Operators and agents do not touch sandboxes.
+Sandboxes are bound to their holders (dirac_like/sandbox.py), not a capability by hash: a user
+holds the input archives it uploaded (uploading the bytes, even of content stored already, is
+the only way to hold one) and the output archives of its own jobs; a pilot holds the output
+archives it uploaded, and may read the input archive of a job matched to it. Anyone else asking
+for an archive gets exactly the answer to one that does not exist; a job may name only an input
+archive its owner holds. Operators and agents do not touch sandboxes.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from dirac_like.errors import Forbidden, JobNotVisible
+from dirac_like.sandbox import SandboxNotFound
 from dirac_like.protocol import Op
 
 
@@ -77,6 +79,12 @@ class Ownership(Protocol):
     def pilot_site(self, pilot_id: str) -> str | None: ...  # None: no such pilot
 
     def pilot_credential(self, pilot_id: str) -> str: ...  # the identity bound to it ('' none)
+
+    def sandbox_holder(self, sha256: str, name: str) -> bool: ...  # stored, granted to name
+
+    # The input sandbox of a job matched to a pilot this credential acts as (``pilot_id``: the
+    # one its credential names; '' any pilot record bound to ``credential``).
+    def pilot_input_sandbox(self, sha256: str, credential: str, pilot_id: str) -> bool: ...
 
 
 # How a refusal names an operation: what a user knows it as, not the internal op name.
@@ -157,10 +165,21 @@ def _short(value: Any, length: int = 64) -> str:
     return repr(str(value)[:length])
 
 
+# The argument naming who acts, where the transport fills it in for everyone but admins.
+_ACTING_AS = {Op.SUBMIT: "owner", Op.SANDBOX_UPLOAD: "owner", Op.REQUEST_JOB: "credential"}
+
+
 def _as_admin(asked: Asked) -> Any:
-    if asked.op == Op.SUBMIT and not asked.arg("owner"):
-        return asked.replaced(owner=asked.principal.name)
-    return asked.args
+    """An admin's arguments are its own, except who acts, left empty: then the admin is it (the
+    owner of a submission or of an uploaded sandbox, the credential a pilot record is bound
+    to)."""
+    name, field = asked.principal.name, _ACTING_AS.get(asked.op)
+    args = asked.args
+    if field is not None and not asked.arg(field):
+        args = dataclasses.replace(args, **{field: name})
+    if asked.op == Op.SUBMIT and args.submitter != name:
+        args = dataclasses.replace(args, submitter=name)  # an admin may name its own sandboxes
+    return args
 
 
 def _anything(asked: Asked) -> Any:
@@ -179,7 +198,8 @@ def _user_submit(asked: Asked) -> Any:
     if group not in groups:
         raise Forbidden(f"{asked.who} may not submit into group {_short(group)}: its groups "
                         f"are {', '.join(groups)}")
-    return asked.replaced(owner=asked.principal.name, group=group)
+    name = asked.principal.name
+    return asked.replaced(owner=name, group=group, submitter=name)
 
 
 def _user_listing(asked: Asked) -> Any:
@@ -213,6 +233,25 @@ def _upload_of_kind(asked: Asked, kind: str) -> Any:
     if given != kind:
         raise Forbidden(f"{asked.who} may not upload {_short(given, 20)} sandboxes: only "
                         f"{kind} sandboxes")
+    return asked.replaced(owner=asked.principal.name)  # the uploader holds what it uploaded
+
+
+def _hidden_sandbox(asked: Asked) -> SandboxNotFound:
+    """The answer to a sandbox one may not read: exactly that to one that does not exist."""
+    return SandboxNotFound(f"sandbox {asked.arg('sha256')} not found")
+
+
+def _user_download(asked: Asked) -> Any:
+    if not asked.ownership.sandbox_holder(asked.arg("sha256"), asked.principal.name):
+        raise _hidden_sandbox(asked)
+    return asked.args
+
+
+def _pilot_download(asked: Asked) -> Any:
+    sha256, name = asked.arg("sha256"), asked.principal.name
+    if not (asked.ownership.sandbox_holder(sha256, name) or asked.ownership.pilot_input_sandbox(
+            sha256, name, asked.principal.pilot_id)):
+        raise _hidden_sandbox(asked)
     return asked.args
 
 
@@ -370,7 +409,7 @@ RULES: dict[str, dict[Role, Check]] = {
     Op.PILOT_OUTPUT: {_O: _anything, _D: _director_pilot_output},
     Op.KILL_PILOT: {_O: _anything},
     Op.SANDBOX_UPLOAD: {_U: _user_upload, _P: _pilot_upload},
-    Op.SANDBOX_DOWNLOAD: {_U: _anything, _P: _anything},
+    Op.SANDBOX_DOWNLOAD: {_U: _user_download, _P: _pilot_download},
     Op.JOB_OUTPUT: {_U: _own_jobs},
     Op.IDENTITY_ADD: {},
     Op.IDENTITY_LIST: {},

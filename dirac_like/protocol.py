@@ -76,6 +76,9 @@ class SubmitArgs:
     descriptions: list[str | dict[str, Any]]
     owner: str
     group: str = ""
+    # Who submits (the input sandboxes named must be theirs): set by the service's
+    # authorization from the transport, whatever a client sends here.
+    submitter: str = ""
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,9 @@ class SandboxUploadArgs:
     offset: int  # where this chunk goes; chunks come in order, a repeated one is fine
     data: bytes
     kind: str = "input"  # "input" or "output": which size limit applies
+    # Who will hold the archive once uploaded: set by the service's authorization from the
+    # transport (whatever a client sends here is replaced); only admins choose.
+    owner: str = ""
 
 
 @dataclass(frozen=True)

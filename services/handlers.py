@@ -88,7 +88,8 @@ def submit(state: CentralState, args: SubmitArgs, now: float) -> SubmitReply:
     if not args.descriptions:
         raise InvalidArgument("no job description given")
     group = args.group or state.config.jobs.default_group
-    return SubmitReply(state.submit(args.descriptions, args.owner, group, now))
+    return SubmitReply(state.submit(args.descriptions, args.owner, group, now,
+                                    args.submitter or args.owner))
 
 
 def status(state: CentralState, args: JobIdsArgs, now: float) -> list[JobSummary]:
@@ -203,8 +204,11 @@ def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> Co
     if args.output_sandbox:
         if new not in FINAL_STATUSES:
             raise InvalidArgument("an output sandbox comes with the job's final status")
-        state.sandbox_index.check(args.output_sandbox, "output")
+        pilot = state.pilots.pilots.get(args.pilot_id)
+        uploader = (pilot.credential if pilot else "") if state.secure else None
+        state.sandbox_index.check(args.output_sandbox, "output", uploader)
         state.sandbox_index.attach(job.job_id, "output", args.output_sandbox)
+        state.sandbox_index.grant(args.output_sandbox, job.owner)
     state.book.report(job, new, args.minor_status[:256], args.application_status[:256],
                       f"pilot {args.pilot_id}", now)
     if new in FINAL_STATUSES:

@@ -143,6 +143,12 @@ class CentralState:
         self.sandbox_index.files = files
 
     @property
+    def secure(self) -> bool:
+        """Whether requests come from authenticated identities (sandboxes are then bound to
+        their holders)."""
+        return self.identities is not None
+
+    @property
     def jobs(self) -> dict[int, JobRecord]:
         """Every job by id (read it here; change it through :attr:`book`)."""
         return self.book.jobs
@@ -196,10 +202,12 @@ class CentralState:
     # -- submission ------------------------------------------------------------------------------
 
     def submit(
-        self, sources: list[str | dict[str, Any]], owner: str, group: str, now: float
+        self, sources: list[str | dict[str, Any]], owner: str, group: str, now: float,
+        submitter: str = "",
     ) -> list[int]:
         """New jobs of ``owner``, all or none: everything is parsed and checked against the
-        limits (services/limits.py) before the first job is made."""
+        limits (services/limits.py) before the first job is made. On a secure service the input
+        sandboxes named must be held by ``submitter`` (the owner, or the admin submitting)."""
         check_name("owner", owner)
         check_name("group", group)
         descriptions: list[JobDescription] = []
@@ -212,7 +220,9 @@ class CentralState:
         packed = [pack_description(description) for description in descriptions]
         for index, size in enumerate(map(len, packed)):
             self.submission_limits.check_size(index, size)
-        sandboxes = [self.sandbox_index.input_of(description) for description in descriptions]
+        holder = (submitter or owner) if self.secure else None
+        sandboxes = [self.sandbox_index.input_of(description, holder)
+                     for description in descriptions]
         job_ids = []
         for description, sandbox, stored in zip(descriptions, sandboxes, packed, strict=True):
             job_ids.append(self.book.add(description, owner, group, now, stored).job_id)

@@ -219,3 +219,61 @@ def test_one_small_request_cannot_make_unbounded_work(tmp_path: Path) -> None:
         grid.state.validate()
     finally:
         grid.close()
+
+
+# -- defect 12: sandboxes are bound to their holders ------------------------------------------
+
+
+def test_a_sandbox_hash_is_no_capability(grid: InProcessService) -> None:
+    """Knowing a sandbox's sha256 let anyone download it or name it in a job. Now: its
+    uploaders, the owner of the job whose output it is, and the pilots running the owner's
+    jobs; the same content from two users is stored once."""
+    alice = grid.identity("alice", "user", ("physics",))
+    bob = grid.identity("bob", "user", ("physics",))
+    pilot = grid.identity(f"pilot:{PILOT_ID}", "pilot", site=SITE, pilot_id=PILOT_ID)
+    other_id = f"{SITE}.ce.2"
+    other_pilot = grid.identity(f"pilot:{other_id}", "pilot", site=SITE, pilot_id=other_id)
+    data = b"alice's input archive"
+    sha256 = upload(grid, alice, data, "input")
+    missing = hashlib.sha256(b"never uploaded").hexdigest()
+
+    def download(key: str, name: str) -> Any:
+        return grid.call(key, "sandbox_download", {"sha256": name})
+
+    def refusal(reply: Any, name: str) -> tuple[str, str]:
+        assert not reply.ok
+        return reply.error.code, reply.error.message.replace(name, "X")
+
+    assert download(alice, sha256).ok
+    assert refusal(download(bob, sha256), sha256) == refusal(download(bob, missing), missing)
+    assert refusal(download(bob, sha256), sha256)[0] == "sandbox_not_found"
+    named = HELLO + f' InputSandbox = {{"SB:{sha256}"}}; Site = "{SITE}";'
+    before = grid.stored()
+    code, message = grid.error(bob, "submit", submit_args(named))
+    code_missing, message_missing = grid.error(bob, "submit", submit_args(
+        named.replace(sha256, missing)))
+    assert (code, message.replace(sha256, "X")) == (code_missing,
+                                                     message_missing.replace(missing, "X"))
+    assert "was not uploaded" in message and grid.stored() == before
+
+    # bob uploads the same bytes: stored once, and he holds it too
+    assert upload(grid, bob, data, "input") == sha256
+    blobs = [p for p in (grid.home / "sandboxes").rglob(sha256) if p.is_file()]
+    assert len(blobs) == 1
+    assert download(bob, sha256).ok
+
+    # the pilot running alice's job reads its input; another pilot does not
+    grid.ok(alice, "submit", submit_args(named))
+    job = grid.ok(pilot, "request_job", {"pilot_id": PILOT_ID, "resources": RESOURCES})["job"]
+    assert job is not None and job["owner"] == "alice"
+    assert download(pilot, sha256).ok
+    assert refusal(download(other_pilot, sha256), sha256)[0] == "sandbox_not_found"
+
+    # its output: uploaded by the pilot, named only by it, then alice's (not bob's)
+    output = upload(grid, pilot, b"alice's output", "output")
+    assert upload(grid, other_pilot, b"other output", "output")
+    assert not report(grid, other_pilot, job, "Done", output).ok
+    assert report(grid, pilot, job, "Running").ok
+    assert report(grid, pilot, job, "Done", output).ok
+    assert download(alice, output).ok
+    assert refusal(download(bob, output), output)[0] == "sandbox_not_found"

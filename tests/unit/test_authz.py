@@ -24,6 +24,7 @@ from dirac_like.authz import (
     describe_action,
 )
 from dirac_like.errors import Forbidden, JobNotFound, JobNotVisible
+from dirac_like.sandbox import SandboxNotFound
 from dirac_like.protocol import (
     ARGUMENTS,
     AddPilotsArgs,
@@ -68,6 +69,8 @@ class FakeOwnership:
         self.jobs = dict(jobs or {})
         self.pilots = dict(pilots or {})
         self.credentials = dict(credentials or {})  # pilot id -> the identity bound to it
+        self.holders: dict[str, set[str]] = {"a" * 64: {"alice"}}  # sandbox -> its holders
+        self.inputs: dict[str, str] = {"b" * 64: PILOT_7}  # input sandbox -> the pilot's job
         self.asked: Counter[str] = Counter()
 
     def job_owner(self, job_id: int) -> str | None:
@@ -87,6 +90,14 @@ class FakeOwnership:
     def pilot_credential(self, pilot_id: str) -> str:
         self.asked["pilot_credential"] += 1
         return self.credentials.get(pilot_id, "")
+
+    def sandbox_holder(self, sha256: str, name: str) -> bool:
+        return name in self.holders.get(sha256, set())
+
+    def pilot_input_sandbox(self, sha256: str, credential: str, pilot_id: str) -> bool:
+        holder = self.inputs.get(sha256)
+        return holder is not None and (holder == pilot_id or self.credentials.get(holder)
+                                       == credential)
 
 
 def grid() -> FakeOwnership:
@@ -114,7 +125,8 @@ def own_args(op: str, role: Role) -> Any:
     cern = PilotResources(site=CERN)
     return {
         Op.PING: NoArgs(),
-        Op.SUBMIT: SubmitArgs([HELLO], owner="alice", group="physics"),
+        Op.SUBMIT: SubmitArgs([HELLO], owner="alice", group="physics",
+                              submitter="root" if role is Role.ADMIN else ""),
         Op.STATUS: JobIdsArgs([1, 3]),
         Op.LIST_JOBS: ListJobsArgs(),
         Op.KILL: JobIdsArgs([1]),
@@ -124,7 +136,8 @@ def own_args(op: str, role: Role) -> Any:
         Op.DELETE: JobIdsArgs([1]),
         Op.PEEK: JobIdArgs(1),
         Op.PILOT_STOPPED: PilotStoppedArgs(PILOT_7),
-        Op.REQUEST_JOB: RequestJobArgs(PILOT_7, cern),
+        Op.REQUEST_JOB: RequestJobArgs(PILOT_7, cern,
+                                       credential="root" if role is Role.ADMIN else ""),
         Op.ELIGIBLE: EligibleArgs(cern),
         Op.UPDATE_STATUS: UpdateStatusArgs(1, 1, PILOT_7, "Running"),
         Op.HEARTBEAT: HeartbeatArgs(1, 1, PILOT_7),
@@ -140,8 +153,9 @@ def own_args(op: str, role: Role) -> Any:
         Op.PILOT_OUTPUT: PilotIdArgs(PILOT_7),
         Op.KILL_PILOT: PilotIdArgs(PILOT_7),
         Op.SANDBOX_UPLOAD: SandboxUploadArgs("a" * 64, 1, 0, b"x",
-                                             "output" if role is Role.PILOT else "input"),
-        Op.SANDBOX_DOWNLOAD: SandboxDownloadArgs("a" * 64),
+                                             "output" if role is Role.PILOT else "input",
+                                             owner="root" if role is Role.ADMIN else ""),
+        Op.SANDBOX_DOWNLOAD: SandboxDownloadArgs("b" * 64 if role == Role.PILOT else "a" * 64),
         Op.JOB_OUTPUT: JobIdArgs(1),
         Op.IDENTITY_ADD: IdentityAddArgs("carol", "user", ["physics"]),
         Op.IDENTITY_LIST: IdentityListArgs(),
@@ -568,3 +582,22 @@ def test_a_site_wide_pilot_credential_cannot_act_as_a_pilot_bound_to_another() -
 def test_the_credential_a_pilot_sends_is_replaced_by_the_transports() -> None:
     args = RequestJobArgs(PILOT_7, PilotResources(site=CERN), credential="pilot:other")
     assert authorize(PILOT, Op.REQUEST_JOB, args, grid()).credential == PILOT.name
+
+
+def test_a_sandbox_is_read_only_by_its_holders_and_the_pilots_running_its_jobs() -> None:
+    """Issue 11, defect 12: a sha256 is no capability; anyone else gets the answer to a sandbox
+    that does not exist."""
+    ownership = grid()
+    assert authorize(ALICE, Op.SANDBOX_DOWNLOAD, SandboxDownloadArgs("a" * 64), ownership)
+    assert authorize(PILOT, Op.SANDBOX_DOWNLOAD, SandboxDownloadArgs("b" * 64), ownership)
+    for principal, sha256 in ((BOB, "a" * 64), (ALICE, "b" * 64), (PILOT, "a" * 64),
+                              (Principal("p8", Role.PILOT, site=CERN, pilot_id=PILOT_8),
+                               "b" * 64)):
+        with pytest.raises(SandboxNotFound) as caught:
+            authorize(principal, Op.SANDBOX_DOWNLOAD, SandboxDownloadArgs(sha256), ownership)
+        assert caught.value.message == f"sandbox {sha256} not found"
+
+
+def test_an_upload_is_held_by_the_uploader_whatever_owner_it_names() -> None:
+    args = SandboxUploadArgs("c" * 64, 1, 0, b"x", "input", owner="bob")
+    assert authorize(ALICE, Op.SANDBOX_UPLOAD, args, grid()).owner == "alice"
