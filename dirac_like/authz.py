@@ -44,8 +44,8 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from dirac_like.errors import Forbidden, JobNotVisible
-from dirac_like.sandbox import SandboxNotFound
 from dirac_like.protocol import Op
+from dirac_like.sandbox import SandboxNotFound
 
 
 class Role(StrEnum):

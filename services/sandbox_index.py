@@ -3,8 +3,9 @@
 A job names an uploaded input archive in its description (``InputSandbox = {"SB:<sha256>"}``)
 and gets an output archive with its pilot's final report. On a secure service an archive is
 named only by one of its holders (dirac_like/sandbox.py): a job's input by its owner, an output
-by the pilot that uploaded it, which then passes to the job's owner. :class:`SandboxIndex` checks that a
-named archive was uploaded completely, records the (job, kind, archive) rows in the batch's
+by the pilot that uploaded it, which then passes to the job's owner.
+
+:class:`SandboxIndex` checks that a named archive was uploaded completely, records the (job, kind, archive) rows in the batch's
 change set, answers which archive a job has, and deletes the archives no job names
 (:meth:`SandboxIndex.collect`, after ``collect_after`` seconds).
 

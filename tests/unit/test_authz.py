@@ -24,7 +24,6 @@ from dirac_like.authz import (
     describe_action,
 )
 from dirac_like.errors import Forbidden, JobNotFound, JobNotVisible
-from dirac_like.sandbox import SandboxNotFound
 from dirac_like.protocol import (
     ARGUMENTS,
     AddPilotsArgs,
@@ -54,6 +53,7 @@ from dirac_like.protocol import (
     UpdatePilotsArgs,
     UpdateStatusArgs,
 )
+from dirac_like.sandbox import SandboxNotFound
 
 CERN, RAL = "LCG.CERN.cern", "LCG.RAL.uk"
 PILOT_7, PILOT_8, RAL_PILOT = f"{CERN}.ce1.7", f"{CERN}.ce1.8", f"{RAL}.ce.3"
