@@ -5,9 +5,10 @@ and gets an output archive with its pilot's final report. On a secure service an
 named only by one of its holders (dirac_like/sandbox.py): a job's input by its owner, an output
 by the pilot that uploaded it, which then passes to the job's owner.
 
-:class:`SandboxIndex` checks that a named archive was uploaded completely, records the (job, kind, archive) rows in the batch's
-change set, answers which archive a job has, and deletes the archives no job names
-(:meth:`SandboxIndex.collect`, after ``collect_after`` seconds).
+:class:`SandboxIndex` checks that a named archive was uploaded completely (and is held),
+records the (job, kind, archive) rows in the batch's change set, answers which archive a job
+has, and deletes the archives no job names (:meth:`SandboxIndex.collect`, after
+``collect_after`` seconds).
 
 This is a thin I/O shell, not a decision part: it asks the sandbox files
 (:class:`dirac_like.sandbox.SandboxStore`) and the store, with the not-yet-committed rows of the
