@@ -118,8 +118,10 @@ class JobBook:
         return job
 
     def jobs_by_ids(self, job_ids: list[int]) -> list[JobRecord]:
-        """All the jobs, or JobNotFound naming the first unknown id (then nothing is touched)."""
-        return [self.job(job_id) for job_id in job_ids]
+        """All the jobs, each once (in the order first named), or JobNotFound naming the first
+        unknown id (then nothing is touched). Once: a job named twice in one kill or delete
+        must not be acted on twice (the second change would fail halfway through)."""
+        return [self.job(job_id) for job_id in dict.fromkeys(job_ids)]
 
     def held_job(self, job_id: int, attempt: int, pilot_id: str) -> JobRecord:
         """The job, if this pilot holds this attempt of it; else StaleAttempt."""

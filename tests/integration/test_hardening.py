@@ -277,3 +277,19 @@ def test_a_sandbox_hash_is_no_capability(grid: InProcessService) -> None:
     assert report(grid, pilot, job, "Done", output).ok
     assert download(alice, output).ok
     assert refusal(download(bob, output), output)[0] == "sandbox_not_found"
+
+
+# -- found by the fuzzing test ------------------------------------------------------------------
+
+
+def test_a_job_named_twice_in_one_request_is_acted_on_once(grid: InProcessService) -> None:
+    """``delete [2, 2]`` deleted job 2, then failed on the second 2 (Deleted -> Deleted) and
+    was answered as refused with the deletion committed: a refusal that changed the store."""
+    alice = grid.identity("alice", "user", ("physics",))
+    first, second = grid.ok(alice, "submit", submit_args(HELLO, HELLO))["job_ids"]
+    assert grid.ok(alice, "kill", {"job_ids": [first, first]})["killed"] == [first]
+    assert grid.ok(alice, "delete", {"job_ids": [second, first, second]})["deleted"] == [
+        second, first]
+    assert [row["job_id"] for row in grid.ok(alice, "status", {"job_ids": [first, first]})] == [
+        first]
+    grid.state.validate()
