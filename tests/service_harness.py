@@ -63,9 +63,10 @@ class InProcessService:
 
     def frame(self, key: str, payload: bytes) -> bytes:
         """The raw reply to one raw request frame from the client with public key ``key``."""
+        self.outbox.sent.clear()
         pending = self.service.process_batch([([b"client", payload], key)])
         self.service.commit_and_reply(pending)
-        return self.outbox.sent.pop()[-1]
+        return self.outbox.sent[0][-1]  # the reply goes first, then any commands pushed
 
     def call(self, key: str, op: str, args: dict[str, Any] | None = None,
              request_id: str | None = None) -> Reply:

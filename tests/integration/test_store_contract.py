@@ -517,18 +517,25 @@ def test_a_store_from_newer_code_is_refused(backend: Backend, opener: Opener) ->
         opener.open()
 
 
-def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> None:
+def old_database(path: Path, version: int, *rows: str) -> Path:
+    """An SQLite store file at schema ``version`` (the migrations up to it), with ``rows``."""
     from dirac_like.store.sqlite import MIGRATIONS
 
-    path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as db:
-        for statement in MIGRATIONS[0]:
-            db.execute(statement)
-        db.execute("INSERT INTO jobs VALUES (1, 'alice', 'g', 1, 1, 'Waiting', '', '', 'ANY', "
-                   "'', '', 1, 0, 0, 0, 0, 0, 0, 0)")
-        db.execute("PRAGMA user_version = 1")
+        for statements in MIGRATIONS[:version]:
+            for statement in statements:
+                db.execute(statement)
+        for row in rows:
+            db.execute(row)
+        db.execute(f"PRAGMA user_version = {version:d}")
     db.close()
+    return path
 
+
+def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> None:
+    path = old_database(tmp_path / "old.sqlite", 1,
+                        "INSERT INTO jobs VALUES (1, 'alice', 'g', 1, 1, 'Waiting', '', '', "
+                        "'ANY', '', '', 1, 0, 0, 0, 0, 0, 0, 0)")
     store = open_store(str(path))
     try:
         loaded = store.load()
@@ -543,16 +550,9 @@ def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
 
 
 def test_a_version_2_database_gets_pilot_credentials(tmp_path: Path) -> None:
-    from dirac_like.store.sqlite import MIGRATIONS
-
-    path = tmp_path / "old.sqlite"
-    with sqlite3.connect(path) as db:
-        for statement in (*MIGRATIONS[0], *MIGRATIONS[1]):
-            db.execute(statement)
-        db.execute("INSERT INTO pilots VALUES ('P.1', 'A', 'ce', '', '', 'Running', '', 0, 0, "
-                   "0, 0)")
-        db.execute("PRAGMA user_version = 2")
-    db.close()
+    path = old_database(tmp_path / "old.sqlite", 2,
+                        "INSERT INTO pilots VALUES ('P.1', 'A', 'ce', '', '', 'Running', '', 0, "
+                        "0, 0, 0)")
     store = open_store(str(path))
     try:
         [pilot] = store.load().pilots
