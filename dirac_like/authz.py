@@ -44,7 +44,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from dirac_like.errors import Forbidden, JobNotVisible
-from dirac_like.protocol import Op
+from dirac_like.protocol import MAX_JOB_IDS, Op
 from dirac_like.sandbox import SandboxNotFound
 
 
@@ -217,8 +217,12 @@ def _job_ids(asked: Asked) -> list[Any]:
 def _own_jobs(asked: Asked) -> Any:
     """Every job named is the principal's own. The first that is not (someone else's, or no
     job at all) is answered exactly as the handler answers a job that does not exist, so a
-    user learns neither that another user's job exists nor whose it is."""
-    for job_id in _job_ids(asked):
+    user learns neither that another user's job exists nor whose it is. (No ids, or too many:
+    left to the handler, which refuses those before it looks at any job.)"""
+    job_ids = _job_ids(asked)
+    if not job_ids or len(job_ids) > MAX_JOB_IDS:
+        return asked.args
+    for job_id in job_ids:
         if asked.ownership.job_owner(job_id) != asked.principal.name:
             raise JobNotVisible(job_id)
     return asked.args

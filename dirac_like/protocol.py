@@ -37,6 +37,7 @@ from dirac_like.errors import (
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_REQUEST_ID_LENGTH = 64
+MAX_JOB_IDS = 100_000  # job ids in one request
 MAX_ERROR_MESSAGE = 2000  # characters of an error reply's message (it may quote the request)
 
 

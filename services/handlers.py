@@ -17,6 +17,7 @@ from dirac_like import __version__
 from dirac_like.errors import IllegalTransition, InvalidArgument
 from dirac_like.model import JobRecord, SiteRecord
 from dirac_like.protocol import (
+    MAX_JOB_IDS,
     PROTOCOL_VERSION,
     BanSiteArgs,
     CommandsReply,
@@ -66,7 +67,6 @@ from .state import CentralState, check_name
 
 S = JobStatus
 Handler = Callable[[CentralState, Any, float], Any]
-MAX_JOB_IDS = 100_000
 
 
 def _check_job_ids(job_ids: list[int]) -> None:
