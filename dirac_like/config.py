@@ -188,18 +188,10 @@ def validate(config: Config) -> None:
             raise ConfigError(f"shares.groups.{group}: must be positive")
     if config.store.synchronous not in ("full", "normal"):
         raise ConfigError("store.synchronous: must be 'full' or 'normal'")
-    if config.service.max_batch < 1 or config.service.max_message_bytes < 1024:
-        raise ConfigError("service: max_batch >= 1 and max_message_bytes >= 1024")
-    if config.service.secret_reply_memory < 0:
-        raise ConfigError("service.secret_reply_memory: must not be negative")
+    _validate_service(config)
     if config.pilots.retention < 0 or config.pilots.max_output_bytes < 0:
         raise ConfigError("pilots: retention and max_output_bytes must not be negative")
     _validate_sandboxes(config)
-    limits = config.limits
-    if min(limits.max_jobs_per_request, limits.max_waiting_jobs_per_user,
-           limits.max_description_bytes) < 1:
-        raise ConfigError("limits: max_jobs_per_request, max_waiting_jobs_per_user and "
-                          "max_description_bytes must be positive")
     security = config.security
     if security.pilot_token_lifetime <= 0 or security.purge_expired_after < 0:
         raise ConfigError("security: pilot_token_lifetime must be positive and "
@@ -207,6 +199,19 @@ def validate(config: Config) -> None:
     if security.rate_per_second < 0 or security.rate_burst < 1:
         raise ConfigError("security: rate_per_second must not be negative and rate_burst must "
                           "be at least 1")
+
+
+def _validate_service(config: Config) -> None:
+    """The service's own settings and what one identity may ask of it."""
+    if config.service.max_batch < 1 or config.service.max_message_bytes < 1024:
+        raise ConfigError("service: max_batch >= 1 and max_message_bytes >= 1024")
+    if config.service.secret_reply_memory < 0:
+        raise ConfigError("service.secret_reply_memory: must not be negative")
+    limits = config.limits
+    if min(limits.max_jobs_per_request, limits.max_waiting_jobs_per_user,
+           limits.max_description_bytes) < 1:
+        raise ConfigError("limits: max_jobs_per_request, max_waiting_jobs_per_user and "
+                          "max_description_bytes must be positive")
 
 
 def _validate_sandboxes(config: Config) -> None:

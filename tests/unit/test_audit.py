@@ -16,7 +16,9 @@ from dirac_like.protocol import (
     BanSiteArgs,
     JobIdsArgs,
     ListJobsArgs,
+    ProbeReportArgs,
     SandboxUploadArgs,
+    SetStatusArgs,
     SubmitArgs,
 )
 from dirac_like.services.audit import MAX_LINE_BYTES, RATE_LIMIT_QUIET, AuditLog
@@ -59,6 +61,16 @@ def test_admin_and_operator_actions_are_logged_with_their_outcome(audit: AuditLo
     assert lines(audit)[1]["reason"] == "[invalid_argument] a ban needs a reason"
 
 
+def test_the_monitoring_agents_automatic_bans_and_unbans_are_logged(audit: AuditLog) -> None:
+    monitor = Principal("sam", Role.MONITOR)
+    args = SetStatusArgs("LCG.RAL.uk", "site", "Banned", "auto: probe started failed 3 times")
+    assert audit.done(monitor, "set_status", args, NOW)
+    assert not audit.done(monitor, "probe_report", ProbeReportArgs([]), NOW)
+    (line,) = lines(audit)
+    assert (line["principal"], line["op"], line["args"]["status"]) == ("sam", "set_status",
+                                                                       "Banned")
+
+
 def test_reads_and_the_actions_of_other_roles_are_not_logged(audit: AuditLog) -> None:
     assert not audit.done(ADMIN, "list_jobs", ListJobsArgs(), NOW)
     assert not audit.done(OPERATOR, "identity_list", {}, NOW)
@@ -82,7 +94,8 @@ def test_the_summary_holds_no_secrets_and_no_bulk(audit: AuditLog) -> None:
     assert identity_line["args"] == {"name": "carol", "public_key": "<redacted>",
                                      "secret_key": "<redacted>", "token": "<redacted>",
                                      "password": "<redacted>"}
-    assert submit_line["args"] == {"descriptions": "<3 items>", "owner": "root", "group": ""}
+    assert submit_line["args"] == {"descriptions": "<3 items>", "owner": "root", "group": "",
+                                   "submitter": ""}
 
 
 def test_long_strings_lists_and_nesting_are_cut_and_a_line_stays_bounded(

@@ -20,7 +20,7 @@ def test_the_expansion_is_bounded_by_what_is_left_of_the_request_before_it_expan
     assert LIMITS.for_next_description(0).max_parametric_jobs == 60  # the tighter one
     left = LIMITS.for_next_description(70)
     assert left.max_parametric_jobs == 30
-    with pytest.raises(InvalidJobDescription, match="limits.max_jobs_per_request"):
+    with pytest.raises(InvalidJobDescription, match=r"limits\.max_jobs_per_request"):
         parse_descriptions('Executable = "x"; Parameters = 31;', left)
     assert len(parse_descriptions('Executable = "x"; Parameters = 30;', left)) == 30
     with pytest.raises(LimitExceeded, match="at least 101 jobs"):
@@ -29,7 +29,7 @@ def test_the_expansion_is_bounded_by_what_is_left_of_the_request_before_it_expan
 
 def test_requests_waiting_jobs_and_description_sizes() -> None:
     LIMITS.check_request(100)
-    with pytest.raises(LimitExceeded, match="limits.max_jobs_per_request"):
+    with pytest.raises(LimitExceeded, match=r"limits\.max_jobs_per_request"):
         LIMITS.check_request(101)
     LIMITS.check_waiting("alice", 400, 100)
     with pytest.raises(LimitExceeded, match="alice has 401 waiting jobs: 100 more"):
