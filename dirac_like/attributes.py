@@ -46,6 +46,8 @@ class DescriptionLimits:
     max_cpu_time: int = 30 * 24 * 3600  # seconds; CPUTime must be 1..max_cpu_time
     max_processors: int = 1024
     max_parametric_jobs: int = 100_000  # more expanded jobs from one description: error
+    # how an error names that limit (the service lowers it to what is left of a request's)
+    parametric_limit_name: str = "per description"
     default_cpu_time: int = 86_400
     max_input_data: int = 500  # InputData files per job (DIRAC's MaxInputData)
     allowed_job_types: tuple[str, ...] = DEFAULT_JOB_TYPES  # () = any name

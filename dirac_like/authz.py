@@ -14,10 +14,14 @@ The policy, in brief (``RULES`` below is the authority):
   every job (status, list, history); it does not submit, kill or reschedule jobs.
 - user: submits into its own groups only, as itself (the owner is forced to its name, an empty
   group becomes its first group); status, history, kill, reschedule and job_output of its own
-  jobs only; list_jobs narrowed to its own jobs; uploads input sandboxes.
+  jobs only (another user's job is answered exactly as a job that does not exist:
+  :class:`~dirac_like.errors.JobNotVisible`); list_jobs narrowed to its own jobs; uploads input
+  sandboxes.
 - director: add/update/list pilot records and read pilot output of its own site only; eligible
   and pilot_token for its own site.
-- pilot: request_job for its own site (and its own pilot id when its credential names one);
+- pilot: request_job for its own site, as its own pilot id: the one its credential names, or
+  (a credential for any pilot of the site, like the simulated fabric's) a pilot id no other
+  credential is bound to — the first request binds the pilot record to the credential;
   update_status only for jobs matched to it; heartbeat with its own pilot id (for a job that is
   no longer its own the service only answers "kill it", which changes nothing); downloads input
   sandboxes and uploads output sandboxes.
@@ -28,11 +32,12 @@ The policy, in brief (``RULES`` below is the authority):
   pilots, jobs, statuses and downtimes. Users may not submit into the probe group.
 - operators also declare and cancel downtimes and read probe results and statuses.
 
-Sandboxes are named by the sha256 of their content: knowing the name of an archive whose content
-one does not already know is the capability to download it. A user learns the name of an output
-sandbox only from job_output of its own job, a pilot the name of an input sandbox only from the
-job matched to it; so sandbox_download is open to users and pilots, and no listing of sandbox
-names exists. Operators and agents do not touch sandboxes.
+Sandboxes are bound to their holders (dirac_like/sandbox.py), not a capability by hash: a user
+holds the input archives it uploaded (uploading the bytes, even of content stored already, is
+the only way to hold one) and the output archives of its own jobs; a pilot holds the output
+archives it uploaded, and may read the input archive of a job matched to it. Anyone else asking
+for an archive gets exactly the answer to one that does not exist; a job may name only an input
+archive its owner holds. Operators and agents do not touch sandboxes.
 """
 
 from __future__ import annotations
@@ -43,9 +48,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from dirac_like.errors import Forbidden
+from dirac_like.errors import Forbidden, JobNotVisible
 from dirac_like.monitoring import PROBE_GROUP
-from dirac_like.protocol import Op
+from dirac_like.protocol import MAX_JOB_IDS, Op
+from dirac_like.sandbox import SandboxNotFound
 
 
 class Role(StrEnum):
@@ -79,18 +85,14 @@ class Ownership(Protocol):
 
     def pilot_site(self, pilot_id: str) -> str | None: ...  # None: no such pilot
 
+    def pilot_credential(self, pilot_id: str) -> str: ...  # the identity bound to it ('' none)
 
-# How a refusal names what was tried on someone else's job.
-_JOB_VERBS = {
-    Op.STATUS: "see",
-    Op.HISTORY: "see the history of",
-    Op.KILL: "kill",
-    Op.RESCHEDULE: "reschedule",
-    Op.JOB_OUTPUT: "get the output of",
-    Op.JOB_DESCRIPTION: "see the description of",
-    Op.DELETE: "delete",
-    Op.PEEK: "peek at",
-}
+    def sandbox_holder(self, sha256: str, name: str) -> bool: ...  # stored, granted to name
+
+    # The input sandbox of a job matched to a pilot this credential acts as (``pilot_id``: the
+    # one its credential names; '' any pilot record bound to ``credential``).
+    def pilot_input_sandbox(self, sha256: str, credential: str, pilot_id: str) -> bool: ...
+
 
 # How a refusal names an operation: what a user knows it as, not the internal op name.
 _ACTIONS = {
@@ -174,10 +176,21 @@ def _short(value: Any, length: int = 64) -> str:
     return repr(str(value)[:length])
 
 
+# The argument naming who acts, where the transport fills it in for everyone but admins.
+_ACTING_AS = {Op.SUBMIT: "owner", Op.SANDBOX_UPLOAD: "owner", Op.REQUEST_JOB: "credential"}
+
+
 def _as_admin(asked: Asked) -> Any:
-    if asked.op == Op.SUBMIT and not asked.arg("owner"):
-        return asked.replaced(owner=asked.principal.name)
-    return asked.args
+    """An admin's arguments are its own, except who acts, left empty: then the admin is it (the
+    owner of a submission or of an uploaded sandbox, the credential a pilot record is bound
+    to)."""
+    name, field = asked.principal.name, _ACTING_AS.get(asked.op)
+    args = asked.args
+    if field is not None and not asked.arg(field):
+        args = dataclasses.replace(args, **{field: name})
+    if asked.op == Op.SUBMIT and args.submitter != name:
+        args = dataclasses.replace(args, submitter=name)  # an admin may name its own sandboxes
+    return args
 
 
 def _anything(asked: Asked) -> Any:
@@ -199,7 +212,8 @@ def _user_submit(asked: Asked) -> Any:
     if group not in groups:
         raise Forbidden(f"{asked.who} may not submit into group {_short(group)}: its groups "
                         f"are {', '.join(groups)}")
-    return asked.replaced(owner=asked.principal.name, group=group)
+    name = asked.principal.name
+    return asked.replaced(owner=name, group=group, submitter=name)
 
 
 def _user_listing(asked: Asked) -> Any:
@@ -215,13 +229,16 @@ def _job_ids(asked: Asked) -> list[Any]:
 
 
 def _own_jobs(asked: Asked) -> Any:
-    """Every job named is the principal's own (a job that does not exist is left for the
-    handler to report as not found)."""
-    for job_id in _job_ids(asked):
-        owner = asked.ownership.job_owner(job_id)
-        if owner is not None and owner != asked.principal.name:
-            verb = _JOB_VERBS.get(asked.op, asked.op)
-            raise Forbidden(f"{asked.who} may not {verb} job {job_id}: it belongs to {owner}")
+    """Every job named is the principal's own. The first that is not (someone else's, or no
+    job at all) is answered exactly as the handler answers a job that does not exist, so a
+    user learns neither that another user's job exists nor whose it is. (No ids, or too many:
+    left to the handler, which refuses those before it looks at any job.)"""
+    job_ids = _job_ids(asked)
+    if not job_ids or len(job_ids) > MAX_JOB_IDS:
+        return asked.args
+    for job_id in job_ids:
+        if asked.ownership.job_owner(job_id) != asked.principal.name:
+            raise JobNotVisible(job_id)
     return asked.args
 
 
@@ -234,6 +251,25 @@ def _upload_of_kind(asked: Asked, kind: str) -> Any:
     if given != kind:
         raise Forbidden(f"{asked.who} may not upload {_short(given, 20)} sandboxes: only "
                         f"{kind} sandboxes")
+    return asked.replaced(owner=asked.principal.name)  # the uploader holds what it uploaded
+
+
+def _hidden_sandbox(asked: Asked) -> SandboxNotFound:
+    """The answer to a sandbox one may not read: exactly that to one that does not exist."""
+    return SandboxNotFound(f"sandbox {asked.arg('sha256')} not found")
+
+
+def _user_download(asked: Asked) -> Any:
+    if not asked.ownership.sandbox_holder(asked.arg("sha256"), asked.principal.name):
+        raise _hidden_sandbox(asked)
+    return asked.args
+
+
+def _pilot_download(asked: Asked) -> Any:
+    sha256, name = asked.arg("sha256"), asked.principal.name
+    if not (asked.ownership.sandbox_holder(sha256, name) or asked.ownership.pilot_input_sandbox(
+            sha256, name, asked.principal.pilot_id)):
+        raise _hidden_sandbox(asked)
     return asked.args
 
 
@@ -242,11 +278,12 @@ def _monitor_submit(asked: Asked) -> Any:
     if group != PROBE_GROUP:
         raise Forbidden(f"{asked.who} may submit into group {PROBE_GROUP} only, not "
                         f"{_short(group)}")
-    return asked.replaced(owner=asked.principal.name, group=group)
+    return asked.replaced(owner=asked.principal.name, group=group,
+                          submitter=asked.principal.name)
 
 
 def _monitor_download(asked: Asked) -> Any:
-    return asked.args  # names of sandboxes come from job_output of its own jobs
+    return _user_download(asked)  # the outputs of its own probe jobs are its own
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,12 +354,18 @@ def _director_token(asked: Asked) -> Any:
 
 
 def _own_pilot_id(asked: Asked, unknown_ok: bool) -> str:
-    """The pilot id of the request, if the principal may act as that pilot."""
+    """The pilot id of the request, if the principal may act as that pilot: the one its
+    credential names, or (a credential for any pilot of the site) one no other credential is
+    bound to."""
     pilot_id, own = asked.arg("pilot_id"), _own_site(asked)
     expected = asked.principal.pilot_id
     if expected and pilot_id != expected:
         raise Forbidden(f"{asked.who} may not act as pilot {_short(pilot_id, 80)}: its "
                         f"credential is for pilot {expected}")
+    bound = asked.ownership.pilot_credential(pilot_id)
+    if not expected and bound not in ("", asked.principal.name):
+        raise Forbidden(f"{asked.who} may not act as pilot {_short(pilot_id, 80)}: another "
+                        "credential acts as that pilot")
     site = asked.ownership.pilot_site(pilot_id)
     if site is None and not unknown_ok:
         raise Forbidden(f"{asked.who} may not act as pilot {_short(pilot_id, 80)}: no such "
@@ -336,7 +379,7 @@ def _own_pilot_id(asked: Asked, unknown_ok: bool) -> str:
 def _pilot_request(asked: Asked) -> Any:
     _same_site(asked, asked.arg("resources").site, "request jobs")
     _own_pilot_id(asked, unknown_ok=True)  # a pilot met for the first time gets a record
-    return asked.args
+    return asked.replaced(credential=asked.principal.name)  # bound to the pilot's record
 
 
 def _pilot_report(asked: Asked) -> Any:
@@ -399,7 +442,7 @@ RULES: dict[str, dict[Role, Check]] = {
     Op.PILOT_OUTPUT: {_O: _anything, _D: _director_pilot_output},
     Op.KILL_PILOT: {_O: _anything},
     Op.SANDBOX_UPLOAD: {_U: _user_upload, _P: _pilot_upload},
-    Op.SANDBOX_DOWNLOAD: {_U: _anything, _P: _anything, _M: _monitor_download},
+    Op.SANDBOX_DOWNLOAD: {_U: _user_download, _P: _pilot_download, _M: _monitor_download},
     Op.JOB_OUTPUT: {_U: _own_jobs, _M: _own_jobs},
     Op.IDENTITY_ADD: {},
     Op.IDENTITY_LIST: {},

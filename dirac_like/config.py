@@ -31,6 +31,8 @@ class ServiceConfig:
     # are refused unread until it calms down (services/frame_guard.py).
     bad_frames_per_second: float = 5.0
     bad_frame_burst: float = 50.0
+    # seconds a reply carrying a secret key (identity add, pilot token) is kept, in memory only
+    secret_reply_memory: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,16 @@ class DrainConfig:
 
     hold_seconds: float = 600.0  # 0: never hold (the pre-draining behaviour)
     max_idle_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """What one identity may ask of the service (services/limits.py); a request over any of
+    them is refused whole, with an error naming the limit."""
+
+    max_jobs_per_request: int = 100_000  # jobs one submit makes, parametric expansion included
+    max_waiting_jobs_per_user: int = 1_000_000  # an owner's jobs in Waiting at once
+    max_description_bytes: int = 64 * 1024  # one job's stored description, after expansion
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,7 @@ class Config:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     shares: SharesConfig = field(default_factory=SharesConfig)
     pilots: PilotsConfig = field(default_factory=PilotsConfig)
     sandboxes: SandboxesConfig = field(default_factory=SandboxesConfig)
@@ -188,7 +201,7 @@ def validate(config: Config) -> None:
     _validate_shares(config)
     if config.store.synchronous not in ("full", "normal"):
         raise ConfigError("store.synchronous: must be 'full' or 'normal'")
-    _validate_service(config.service)
+    _validate_service(config)
     if config.pilots.retention < 0 or config.pilots.max_output_bytes < 0:
         raise ConfigError("pilots: retention and max_output_bytes must not be negative")
     _validate_sandboxes(config)
@@ -201,12 +214,24 @@ def validate(config: Config) -> None:
                           "be at least 1")
 
 
-def _validate_service(service: ServiceConfig) -> None:
+
+
+def _validate_service(config: Config) -> None:
+    """The service's own settings and what one identity may ask of it."""
+    service = config.service
     if service.max_batch < 1 or service.max_message_bytes < 1024:
         raise ConfigError("service: max_batch >= 1 and max_message_bytes >= 1024")
     if service.bad_frames_per_second <= 0 or service.bad_frame_burst < 1:
         raise ConfigError("service: bad_frames_per_second must be positive and bad_frame_burst "
                           "at least 1")
+    if service.secret_reply_memory < 0:
+        raise ConfigError("service.secret_reply_memory: must not be negative")
+    limits = config.limits
+    if min(limits.max_jobs_per_request, limits.max_waiting_jobs_per_user,
+           limits.max_description_bytes) < 1:
+        raise ConfigError("limits: max_jobs_per_request, max_waiting_jobs_per_user and "
+                          "max_description_bytes must be positive")
+
 
 def _validate_shares(config: Config) -> None:
     if config.shares.half_life <= 0:

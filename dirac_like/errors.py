@@ -92,8 +92,29 @@ class JobNotFound(NotFound):
     code = "job_not_found"
 
 
+class JobNotVisible(JobNotFound):
+    """Another owner's job, refused with exactly the answer a job that does not exist gets
+    (same code, same message), so that nobody learns whether a job exists or whose it is. The
+    service audits it as a refusal; on the wire it is a plain job_not_found."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(job_not_found_message(job_id))
+
+
+def job_not_found_message(job_id: int) -> str:
+    """The one message of a job_not_found answer."""
+    return f"job {job_id} not found"
+
+
 class PilotNotFound(NotFound):
     code = "pilot_not_found"
+
+
+class LimitExceeded(InvalidArgument):
+    """A request over one of the service's per-identity limits (jobs per request, waiting jobs
+    per user, bytes per job description): nothing of it was done."""
+
+    code = "limit_exceeded"
 
 
 class IllegalTransition(DiracLikeError):

@@ -68,6 +68,9 @@ class PilotRecord:
     updated: float = 0.0
     last_contact: float = 0.0  # its last request to the service (0: never)
     kill_requested: bool = False
+    # The identity that acts as this pilot (bound at its first request; '' not yet): no other
+    # credential of the site may act as it (services/pilots.py, dirac_like/authz.py).
+    credential: str = ""
     jobs: list[int] = field(default_factory=list)  # every job matched to it (pilot_jobs rows)
 
     @property
@@ -185,7 +188,7 @@ class UsageRecord:
 
 @dataclass(frozen=True)
 class StoredReply:
-    request_id: str
+    request_id: str  # the key: "principal/request id" (services/replies.py reply_key)
     reply: bytes
     time: float
 

@@ -100,7 +100,7 @@ def _count(unnamed: ParameterGroup, limits: DescriptionLimits) -> int:
         raise invalid(f"Parameters must give at least one job, found {count}", "Parameters", line)
     if count > limits.max_parametric_jobs:
         message = (f"Parameters would make {count} jobs, more than the limit of "
-                   f"{limits.max_parametric_jobs} per description")
+                   f"{limits.max_parametric_jobs} {limits.parametric_limit_name}")
         raise invalid(message, "Parameters", line)
     return count
 

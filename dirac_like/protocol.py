@@ -39,6 +39,7 @@ from dirac_like.errors import (
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_REQUEST_ID_LENGTH = 64
+MAX_JOB_IDS = 100_000  # job ids in one request
 MAX_ERROR_MESSAGE = 2000  # characters of an error reply's message (it may quote the request)
 # A field added to a message after peers shipped: left off the wire while it has its default, so
 # an older peer (whose checker refuses unknown keys) reads the message as before.
@@ -82,6 +83,9 @@ class SubmitArgs:
     descriptions: list[str | dict[str, Any]]
     owner: str
     group: str = ""
+    # Who submits (the input sandboxes named must be theirs): set by the service's
+    # authorization from the transport, whatever a client sends here.
+    submitter: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,9 @@ class PilotResources:
 class RequestJobArgs:
     pilot_id: str
     resources: PilotResources
+    # The identity acting as the pilot, bound to its record: set by the service's authorization
+    # from the transport (whatever a pilot sends here is replaced).
+    credential: str = ""
 
 
 @dataclass(frozen=True)
@@ -220,6 +227,9 @@ class SandboxUploadArgs:
     offset: int  # where this chunk goes; chunks come in order, a repeated one is fine
     data: bytes
     kind: str = "input"  # "input" or "output": which size limit applies
+    # Who will hold the archive once uploaded: set by the service's authorization from the
+    # transport (whatever a client sends here is replaced); only admins choose.
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -801,6 +811,9 @@ MUTATING_OPS = frozenset(
 # identity_add and pilot_token reply with a secret key, which is not to be written anywhere:
 # after a crash their retry is refused (the name exists) or issues a fresh token.
 REPLIES_NOT_STORED = frozenset({Op.REQUEST_JOB, Op.IDENTITY_ADD, Op.PILOT_TOKEN})
+# Of those, replies that carry a secret key: remembered in memory for a short while only
+# (service.secret_reply_memory), enough for the retries of a reply lost on the way.
+SECRET_REPLIES = frozenset({Op.IDENTITY_ADD, Op.PILOT_TOKEN})
 
 
 # --------------------------------------------------------------------------------------------
@@ -809,6 +822,12 @@ REPLIES_NOT_STORED = frozenset({Op.REQUEST_JOB, Op.IDENTITY_ADD, Op.PILOT_TOKEN}
 
 def _pack(obj: dict[str, Any]) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
+
+
+def is_protocol_version(value: Any) -> bool:
+    """Whether ``value`` is this side's protocol version: the integer itself, not ``true`` or
+    ``1.0`` (which compare equal to 1 in Python)."""
+    return type(value) is int and value == PROTOCOL_VERSION
 
 
 def _unpack_map(data: bytes, max_bytes: int) -> dict[str, Any]:
@@ -821,7 +840,7 @@ def _unpack_map(data: bytes, max_bytes: int) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ProtocolError(f"frame is a msgpack {type(obj).__name__}, not a map")
     version = obj.get("v")
-    if version != PROTOCOL_VERSION:
+    if not is_protocol_version(version):
         raise UnsupportedVersion(
             f"protocol version {version!r} is not supported (this side speaks {PROTOCOL_VERSION})"
         )
@@ -886,7 +905,7 @@ def decode_push(data: bytes) -> list[PilotCommand] | None:
         obj = msgpack.unpackb(data, raw=False)
     except Exception:
         return None
-    if not isinstance(obj, dict) or obj.get("v") != PROTOCOL_VERSION or "push" not in obj:
+    if not isinstance(obj, dict) or not is_protocol_version(obj.get("v")) or "push" not in obj:
         return None
     push = obj["push"]
     if type(push) is not dict or set(push) != {"commands"}:

@@ -12,7 +12,10 @@
   refusal leaves ``dest`` as it was. Python's ``tarfile`` extraction filters are not used: every
   member is checked and written here.
 - :class:`SandboxStore` keeps archives as files named by their sha256 (write to a temporary file,
-  then rename), verifies the checksum on every read, and collects unreferenced old blobs.
+  then rename), verifies the checksum on every read, and collects unreferenced old blobs. Each
+  archive has *holders*: the identities it was granted to (``<sha256>.grants/`` beside it, one
+  empty file per holder). An uploader becomes a holder only by sending the bytes: the same
+  content uploaded by two users is stored once, and knowing a sha256 is no way in.
 
 Pure local files: no network, no clock (the caller passes ``now``).
 """
@@ -45,6 +48,7 @@ _HEADER_ALLOWANCE = 4096  # decompressed bytes allowed per member for headers an
 _SHA256_HEX = frozenset("0123456789abcdef")
 SANDBOX_PREFIX = "SB:"  # a job's InputSandbox entry naming an uploaded archive: SB:<sha256>
 TEMPORARY_PREFIX = ".tmp-"  # an archive being written (collected if a crash left it)
+GRANTS_SUFFIX = ".grants"  # beside an archive: a folder of its holders
 
 
 class SandboxError(InvalidArgument):
@@ -384,18 +388,20 @@ class SandboxStore:
     # -- in pieces (uploads and downloads over the network) -------------------------------------
 
     def write_chunk(self, sha256: str, size: int, offset: int, data: bytes,
-                    max_bytes: int | None = None) -> int:
-        """Add ``data`` at ``offset`` to the partial upload of archive ``sha256`` of ``size``
-        bytes; returns the bytes received so far (``size`` once it is complete, checked and
-        stored). Chunks come in order; a chunk sent again (a retry) is written again. An archive
-        already stored is complete at once."""
+                    max_bytes: int | None = None, uploader: str = "") -> int:
+        """Add ``data`` at ``offset`` to ``uploader``'s partial upload of archive ``sha256`` of
+        ``size`` bytes; returns the bytes received so far (``size`` once it is complete, checked
+        and stored, and ``uploader`` holds it). Chunks come in order; a chunk sent again (a
+        retry) is written again. An archive already stored is complete at once for one of its
+        holders (or when no uploader is named); anyone else sends its bytes, which are checked
+        and then dropped for the copy already kept."""
         path = self._path(sha256)
         limit = self.max_bytes if max_bytes is None else min(max_bytes, self.max_bytes)
         if not 0 < size <= limit:
             raise SandboxError(f"sandbox of {size} bytes: the size must be 1 to {limit} bytes")
-        if path.is_file():
+        if path.is_file() and (not uploader or self.granted(sha256, uploader)):
             return size
-        partial = self._partial(sha256)
+        partial = self._partial(sha256, uploader)
         have = partial.stat().st_size if partial.exists() else 0
         if not 0 <= offset <= have or offset + len(data) > size or not data:
             raise SandboxError(f"sandbox {sha256}: chunk of {len(data)} bytes at offset {offset} "
@@ -410,7 +416,30 @@ class SandboxStore:
                 os.fsync(out.fileno())
         if received == size:
             self._complete(sha256, partial)
+            if uploader:
+                self.grant(sha256, uploader)
         return received
+
+    # -- holders ---------------------------------------------------------------------------------
+
+    def grant(self, sha256: str, holder: str) -> None:
+        """``holder`` may read archive ``sha256`` and name it in its jobs from now on."""
+        marker = self._grant_path(sha256, holder)
+        if marker.exists():
+            return
+        marker.parent.mkdir(exist_ok=True)
+        marker.touch()
+        fsync_folder(marker.parent)
+
+    def granted(self, sha256: str, holder: str) -> bool:
+        """Whether ``holder`` holds the stored archive ``sha256``."""
+        return (is_sha256(sha256) and self._path(sha256).is_file()
+                and self._grant_path(sha256, holder).exists())
+
+    def _grant_path(self, sha256: str, holder: str) -> Path:
+        # Hashed: a holder's name may be anything (even "..") and 200 characters long.
+        name = hashlib.sha256(holder.encode()).hexdigest()[:32]
+        return self._path(sha256).with_name(sha256 + GRANTS_SUFFIX) / name
 
     def _complete(self, sha256: str, partial: Path) -> None:
         digest = hashlib.sha256()
@@ -422,6 +451,9 @@ class SandboxStore:
             raise SandboxError(f"sandbox {sha256}: the uploaded bytes have sha256 "
                                f"{digest.hexdigest()}; upload it again")
         path = self._path(sha256)
+        if path.is_file():  # the same bytes as the copy kept: one copy is enough
+            partial.unlink()
+            return
         path.parent.mkdir(exist_ok=True)
         os.replace(partial, path)
         fsync_folder(path.parent)
@@ -439,10 +471,12 @@ class SandboxStore:
         except FileNotFoundError:
             raise SandboxNotFound(f"sandbox {sha256} not found") from None
 
-    def _partial(self, sha256: str) -> Path:
+    def _partial(self, sha256: str, uploader: str = "") -> Path:
+        """Where ``uploader``'s upload of ``sha256`` grows (each uploader its own)."""
         folder = self.root / ".partial"
         folder.mkdir(exist_ok=True)
-        return folder / sha256
+        who = hashlib.sha256(uploader.encode()).hexdigest()[:16] if uploader else ""
+        return folder / (f"{sha256}.{who}" if who else sha256)
 
     def collect(self, referenced: set[str], older_than: float, now: float) -> list[str]:
         """Delete the blobs not in ``referenced`` last written more than ``older_than`` seconds
@@ -458,12 +492,17 @@ class SandboxStore:
                 continue
             for path in folder.iterdir():
                 name = path.name
+                if name.endswith(GRANTS_SUFFIX):
+                    if not path.with_name(name[:-len(GRANTS_SUFFIX)]).exists():
+                        shutil.rmtree(path, ignore_errors=True)  # its archive went
+                    continue
                 if name in referenced or not (is_sha256(name) or name.startswith(TEMPORARY_PREFIX)):
                     continue
                 with contextlib.suppress(FileNotFoundError):
                     if path.stat().st_mtime < cutoff:
                         path.unlink()
                         if is_sha256(name):
+                            shutil.rmtree(path.with_name(name + GRANTS_SUFFIX), ignore_errors=True)
                             deleted.append(name)
         if deleted:
             log.info("collected %d unreferenced sandboxes", len(deleted))

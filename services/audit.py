@@ -2,13 +2,14 @@
 
 ``home/logs/audit.log`` gets a line for every state-changing operation an admin or operator runs
 (whether it succeeded or failed), for every status the monitoring agent sets (automatic bans and
-unbans) and for every request refused by the authorization check or the
-rate limit. A line says when, who (name and role), which operation, a short summary of the
+unbans) and for every request refused by the authorization check or the rate limit (another
+owner's job or sandbox included: the client hears "not found", the audit log records the
+refusal). A line says when, who (name and role), which operation, a short summary of the
 arguments and the outcome::
 
     {"time": "2026-01-05T10:00:00.123Z", "epoch": 1767607200.123, "principal": "bob",
      "role": "user", "op": "kill", "args": {"job_ids": [12]}, "outcome": "refused",
-     "reason": "[forbidden] user bob may not kill job 12: it belongs to alice"}
+     "reason": "[job_not_found] job 12 not found"}
 
 The summary never carries secrets or bulk: fields whose name suggests a secret (key, token,
 secret, password...) are redacted, bytes are replaced by their length, job descriptions by their

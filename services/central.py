@@ -65,6 +65,7 @@ from dirac_like.protocol import (
     ARGUMENTS,
     MUTATING_OPS,
     REPLIES_NOT_STORED,
+    SECRET_REPLIES,
     Op,
     Request,
     decode_request,
@@ -87,6 +88,7 @@ from .guard import Guard
 from .handlers import HANDLERS
 from .identities import IdentityIssuer
 from .ownership import StateOwnership
+from .replies import reply_key
 from .sandbox_handlers import SANDBOX_HANDLERS
 from .state import CentralState
 from .zap import DOMAIN, ZapHandler
@@ -303,12 +305,9 @@ class CentralService:
 
     def dispatch(self, request: Request, now: float, envelope: list[bytes] | None = None,
                  principal: Principal | None = None) -> bytes:
-        mutating = request.op in MUTATING_OPS
-        if mutating:
-            remembered = self.state.replies.remembered(request.id)
-            if remembered is not None:
-                log.info("request %s (%s) retried: same reply again", request.id, request.op)
-                return remembered
+        """Authorize, then answer a retry from the reply cache, else run. The cache is keyed by
+        (principal, request id) and asked only after authorization: a request id is no
+        capability to another identity's reply."""
         try:
             args: Any = parse_args(ARGUMENTS[request.op], request.args)
             if principal is not None and self.guard is not None:
@@ -320,10 +319,18 @@ class CentralService:
             log.warning("request %s (%s) refused: [%s] %s", request.id, request.op, exc.code,
                         bounded(exc.message))
             return encode_error(request.id, exc.code, exc.message)
+        mutating = request.op in MUTATING_OPS
+        key = reply_key(principal.name if principal is not None else "", request.id)
+        if mutating:
+            remembered = self.state.replies.remembered(key)
+            if remembered is not None:
+                log.info("request %s (%s) retried: same reply again", request.id, request.op)
+                return remembered
         reply, ok = self._run(request, args, now, envelope, principal)
         if mutating and ok:  # refusals are not remembered: a retry is checked again
             durable = request.op not in REPLIES_NOT_STORED
-            self.state.replies.remember(request.id, reply, now, durable)
+            self.state.replies.remember(key, reply, now, durable,
+                                        secret=request.op in SECRET_REPLIES)
         return reply
 
     def _run(self, request: Request, args: Any, now: float, envelope: list[bytes] | None,

@@ -6,7 +6,8 @@
 2. **how often** — the per-identity rate limit (dirac_like/ratelimit.py);
 3. **what** — :func:`dirac_like.authz.authorize`, whose arguments the handler gets.
 
-A refusal is a Forbidden (or RateLimited) error reply, a log line and an audit line
+A refusal is a Forbidden (RateLimited; or, for what is someone else's, exactly the NotFound a
+missing job or sandbox gets) error reply, a log line and an audit line
 (services/audit.py); the requests admins and operators run are audited once they ran.
 """
 
@@ -16,7 +17,7 @@ import logging
 from typing import Any
 
 from dirac_like.authz import Ownership, Principal, authorize
-from dirac_like.errors import DiracLikeError, Forbidden, RateLimited
+from dirac_like.errors import DiracLikeError, Forbidden, NotFound, RateLimited
 from dirac_like.protocol import Request
 from dirac_like.ratelimit import RateLimiter
 
@@ -46,11 +47,12 @@ class Guard:
     def admit(self, principal: Principal, request: Request, args: Any,
               ownership: Ownership, now: float) -> Any:
         """The arguments to run ``request`` with, once the rate limit and the authorization
-        check let it through (else RateLimited or Forbidden)."""
+        check let it through (else RateLimited, Forbidden, or a NotFound: someone else's job
+        or sandbox, answered as one that does not exist)."""
         try:
             self.limiter.check(principal.name, now)
             return authorize(principal, request.op, args, ownership)
-        except (Forbidden, RateLimited) as exc:
+        except (Forbidden, RateLimited, NotFound) as exc:
             self._refused(principal, request, args, exc, now, principal.name)
             raise
 

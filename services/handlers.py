@@ -15,9 +15,10 @@ from typing import Any
 
 from dirac_like import __version__
 from dirac_like.errors import IllegalTransition, InvalidArgument
-from dirac_like.model import SiteRecord
+from dirac_like.model import JobRecord, SiteRecord
 from dirac_like.monitoring import TargetKind
 from dirac_like.protocol import (
+    MAX_JOB_IDS,
     PROTOCOL_VERSION,
     BanSiteArgs,
     CommandsReply,
@@ -69,7 +70,6 @@ from .state import CentralState, check_name
 
 S = JobStatus
 Handler = Callable[[CentralState, Any, float], Any]
-MAX_JOB_IDS = 100_000
 
 
 def _check_job_ids(job_ids: list[int]) -> None:
@@ -91,7 +91,8 @@ def submit(state: CentralState, args: SubmitArgs, now: float) -> SubmitReply:
     if not args.descriptions:
         raise InvalidArgument("no job description given")
     group = args.group or state.config.jobs.default_group
-    return SubmitReply(state.submit(args.descriptions, args.owner, group, now))
+    return SubmitReply(state.submit(args.descriptions, args.owner, group, now,
+                                    args.submitter or args.owner))
 
 
 def status(state: CentralState, args: JobIdsArgs, now: float) -> list[JobSummary]:
@@ -169,7 +170,7 @@ def request_job(state: CentralState, args: RequestJobArgs, now: float) -> Reques
         raise InvalidArgument("resources.cores must be at least 1")
     if args.resources.total_cores and args.resources.total_cores < args.resources.cores:
         raise InvalidArgument("resources.total_cores must not be below resources.cores")
-    job = state.request_job(args.pilot_id, args.resources, now)
+    job = state.request_job(args.pilot_id, args.resources, now, args.credential)
     commands = state.pilot_commands(args.pilot_id)
     if job is None:
         reason = (("this pilot was killed by an admin" if commands else "")
@@ -202,6 +203,9 @@ def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> Co
     new = parse_status(args.status)
     if new not in PILOT_REPORTABLE:
         raise InvalidArgument(f"a pilot cannot report status {new.value}")
+    if job.status in FINAL_STATUSES:
+        _check_repeated_final(state, job, new, args.output_sandbox)
+        return CommandsReply([])  # the same final report again: nothing changes
     if new is not job.status:
         check_transition(job.job_id, job.status, new)
     if new is S.RESCHEDULED:
@@ -213,13 +217,29 @@ def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> Co
     if args.output_sandbox:
         if new not in FINAL_STATUSES:
             raise InvalidArgument("an output sandbox comes with the job's final status")
-        state.sandbox_index.check(args.output_sandbox, "output")
+        pilot = state.pilots.pilots.get(args.pilot_id)
+        uploader = (pilot.credential if pilot else "") if state.secure else None
+        state.sandbox_index.check(args.output_sandbox, "output", uploader)
         state.sandbox_index.attach(job.job_id, "output", args.output_sandbox)
+        state.sandbox_index.grant(args.output_sandbox, job.owner)
     state.book.report(job, new, args.minor_status[:256], args.application_status[:256],
                       f"pilot {args.pilot_id}", now)
     if new in FINAL_STATUSES:
         return CommandsReply([])  # the pilot is done with it: nothing left to tell
     return CommandsReply(state.pending_commands(job))
+
+
+def _check_repeated_final(state: CentralState, job: JobRecord, new: JobStatus,
+                          output_sandbox: str) -> None:
+    """Final states are final: a report on a final job is the same report again (same status,
+    same output sandbox: an idempotent no-op), or it is refused."""
+    attached = state.sandbox_index.of(job.job_id, "output") or ""
+    if new is not job.status or output_sandbox != attached:
+        raise IllegalTransition(
+            f"job {job.job_id} is {job.status.value} (final"
+            f"{', output SB:' + attached[:12] if attached else ', no output sandbox'}): a report "
+            f"of {new.value}{' with output SB:' + output_sandbox[:12] if output_sandbox else ''}"
+            " would change it")
 
 
 def heartbeat(state: CentralState, args: HeartbeatArgs, now: float) -> CommandsReply:

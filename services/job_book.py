@@ -26,7 +26,7 @@ import msgpack
 from dirac_like.config import DrainConfig, JobsConfig
 from dirac_like.description import JobDescription, with_job_id
 from dirac_like.draining import Hold, Holds
-from dirac_like.errors import JobNotFound, StaleAttempt
+from dirac_like.errors import JobNotFound, StaleAttempt, job_not_found_message
 from dirac_like.matching import Match, Matcher, TaskQueue
 from dirac_like.model import HistoryEntry, JobRecord, Requirements, TaskQueueRow
 from dirac_like.monitoring import PROBE_GROUP
@@ -48,6 +48,11 @@ SUBMISSION_PATH = (
 )
 for _earlier, _later in itertools.pairwise(SUBMISSION_PATH):
     check_transition(0, _earlier[0], _later[0])  # the path follows the one transition table
+
+
+def pack_description(description: JobDescription) -> bytes:
+    """A job's description as the store keeps it."""
+    return bytes(msgpack.packb(description.attributes, use_bin_type=True))
 
 
 def _site_weight(job: JobRecord) -> int:
@@ -72,6 +77,7 @@ class JobBook:
         # restart their task queue's minimum is counted)
         self.granted_cores: dict[int, int] = {}
         self.site_active: Counter[str] = Counter()
+        self.waiting_by_owner: Counter[str] = Counter()  # jobs in Waiting, per owner
         self.next_job_id = 1
         self.next_task_queue_id = 1
 
@@ -91,6 +97,7 @@ class JobBook:
         self.jobs[job.job_id] = job
         if job.status is S.WAITING:
             self._queue(job).push(job.job_id, job.priority)
+            self.waiting_by_owner[job.owner] += 1
         elif job.status in ACTIVE_STATUSES:
             self.site_active[job.site] += _site_weight(job)
             account = self.shares.account(job.group, job.owner)
@@ -119,12 +126,14 @@ class JobBook:
     def job(self, job_id: int) -> JobRecord:
         job = self.jobs.get(job_id)
         if job is None:
-            raise JobNotFound(f"job {job_id} not found")
+            raise JobNotFound(job_not_found_message(job_id))
         return job
 
     def jobs_by_ids(self, job_ids: list[int]) -> list[JobRecord]:
-        """All the jobs, or JobNotFound naming the first unknown id (then nothing is touched)."""
-        return [self.job(job_id) for job_id in job_ids]
+        """All the jobs, each once (in the order first named), or JobNotFound naming the first
+        unknown id (then nothing is touched). Once: a job named twice in one kill or delete
+        must not be acted on twice (the second change would fail halfway through)."""
+        return [self.job(job_id) for job_id in dict.fromkeys(job_ids)]
 
     def held_job(self, job_id: int, attempt: int, pilot_id: str) -> JobRecord:
         """The job, if this pilot holds this attempt of it; else StaleAttempt."""
@@ -143,12 +152,15 @@ class JobBook:
 
     # -- new jobs --------------------------------------------------------------------------------
 
-    def add(self, description: JobDescription, owner: str, group: str, now: float) -> JobRecord:
+    def add(self, description: JobDescription, owner: str, group: str, now: float,
+            packed: bytes | None = None) -> JobRecord:
         """A new job, straight to Waiting along SUBMISSION_PATH (bulk submissions take this
-        path by the hundred thousand, so it writes the three history rows directly)."""
+        path by the hundred thousand, so it writes the three history rows directly).
+        ``packed``: :func:`pack_description` of ``description``, if the caller has it."""
         job_id = self.next_job_id
         self.next_job_id += 1
-        description = with_job_id(description, job_id)  # %j, as DIRAC's JobDB replaces it
+        if description.holds_job_id:
+            description, packed = with_job_id(description, job_id), None  # %j, as DIRAC's JobDB
         task_queue = self._task_queue_for(owner, group, description.requirements())
         job = JobRecord(
             job_id=job_id,
@@ -165,13 +177,14 @@ class JobBook:
         job.site = self._requested_site(job)
         self.jobs[job_id] = job
         changes = self.journal.changes
-        changes.new_jobs.append((job, msgpack.packb(description.attributes, use_bin_type=True)))
+        changes.new_jobs.append((job, packed or pack_description(description)))
         self.journal.new_descriptions[job_id] = description.attributes
         changes.history.extend(
             HistoryEntry(job_id, status.value, minor, "", now, source)
             for status, minor, source in SUBMISSION_PATH
         )
         task_queue.push(job_id, job.priority)
+        self.waiting_by_owner[owner] += 1
         return job
 
     def _task_queue_for(self, owner: str, group: str, requirements: Requirements) -> TaskQueue:
@@ -197,6 +210,7 @@ class JobBook:
         check_transition(job.job_id, old, status)
         if old is S.WAITING:
             self._queue(job).discard(job.job_id)
+            self.waiting_by_owner[job.owner] -= 1
         if old in ACTIVE_STATUSES and status not in ACTIVE_STATUSES:
             self.site_active[job.site] -= _site_weight(job)
             self.shares.stop(job.group, job.owner, self.cores(job), now)
@@ -212,6 +226,7 @@ class JobBook:
                 job.attempt += 1  # the lease is void: a late start from that pilot is refused
             job.pilot_id, job.site = "", self._requested_site(job)
             self._queue(job).push(job.job_id, job.priority)
+            self.waiting_by_owner[job.owner] += 1
         elif status is S.MATCHED:
             job.matched_at, job.deadline = now, now + self.config.match_lease
             self.site_active[job.site] += _site_weight(job)
@@ -360,6 +375,8 @@ class JobBook:
                 running[(job.group, "")] += charged
                 running[(job.group, job.owner)] += charged
         assert +self.site_active == active_sites, (self.site_active, active_sites)
+        waiting = Counter(job.owner for job in self.jobs.values() if job.status is S.WAITING)
+        assert +self.waiting_by_owner == waiting, (self.waiting_by_owner, waiting)
         for key, account in self.shares.accounts.items():
             assert account.running_cores == running[key], (key, account.running_cores)
         self.holds.validate()

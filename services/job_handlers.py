@@ -9,6 +9,7 @@ from typing import Any
 
 from dirac_like.errors import IllegalTransition, InvalidArgument
 from dirac_like.protocol import (
+    MAX_JOB_IDS,
     DeleteReply,
     JobDescriptionReply,
     JobIdArgs,
@@ -19,8 +20,6 @@ from dirac_like.protocol import (
 from dirac_like.states import ACTIVE_STATUSES, JobStatus, check_transition
 
 from .state import CentralState
-
-MAX_JOB_IDS = 100_000
 
 
 def job_description(state: CentralState, args: JobIdArgs, now: float) -> JobDescriptionReply:

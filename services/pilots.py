@@ -86,16 +86,22 @@ class PilotRegistry:
 
     # -- pilots themselves -----------------------------------------------------------------------
 
-    def contact(self, pilot_id: str, site: str, ce: str, now: float) -> PilotRecord:
-        """The pilot asked something: it runs. A pilot met for the first time gets a record."""
+    def contact(self, pilot_id: str, site: str, ce: str, now: float,
+                credential: str = "") -> PilotRecord:
+        """The pilot asked something: it runs. A pilot met for the first time gets a record.
+        ``credential`` (the identity that asked, '' when unknown) is bound to the record if it
+        has none yet (authorization checked it may act as this pilot)."""
         pilot = self.pilots.get(pilot_id)
         if pilot is None:
             pilot = PilotRecord(pilot_id, site, ce, state=PilotState.RUNNING.value,
-                                submitted=now, updated=now)
+                                submitted=now, updated=now, credential=credential)
             self.pilots[pilot_id] = pilot
             self._dirty[pilot_id] = pilot
         elif pilot.state in (PilotState.SUBMITTED, PilotState.WAITING):
             pilot.state, pilot.updated = PilotState.RUNNING.value, now
+            self._dirty[pilot_id] = pilot
+        if credential and pilot.credential != credential:
+            pilot.credential = credential
             self._dirty[pilot_id] = pilot
         pilot.last_contact = now
         return pilot

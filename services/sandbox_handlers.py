@@ -47,7 +47,8 @@ def sandbox_upload(state: CentralState, args: SandboxUploadArgs,
     if len(args.data) > config.max_chunk_bytes:
         raise InvalidArgument(f"chunk of {len(args.data)} bytes is over the limit of "
                               f"{config.max_chunk_bytes} bytes")
-    received = _store(state).write_chunk(args.sha256, args.size, args.offset, args.data, limit)
+    received = _store(state).write_chunk(args.sha256, args.size, args.offset, args.data, limit,
+                                         uploader=args.owner)
     return SandboxUploadReply(received=received, complete=received == args.size)
 
 

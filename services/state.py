@@ -42,8 +42,9 @@ from dirac_like.sandbox import SandboxStore
 from dirac_like.shares import FairShare
 from dirac_like.states import ACTIVE_STATUSES, JobStatus
 
-from .job_book import JobBook
+from .job_book import JobBook, pack_description
 from .journal import Journal
+from .limits import SubmissionLimits
 from .monitor_board import MonitorBoard
 from .pilots import PilotRegistry
 from .replies import ReplyCache
@@ -117,6 +118,7 @@ class CentralState:
             max_cpu_time=config.jobs.max_cpu_time,
             max_parametric_jobs=config.jobs.max_parametric_jobs,
         )
+        self.submission_limits = SubmissionLimits(config.limits, self.limits)
         restoring = loaded is not None
         loaded = loaded or LoadedState([], [], [], {}, [], [])
         self.shares = _fair_share(config, loaded)
@@ -124,7 +126,8 @@ class CentralState:
         self.book = JobBook(config.jobs, self.shares, self.journal, config.shares.drain)
         self.book.restore(loaded.task_queues, loaded.jobs, now)
         self.shares.dirty.clear()  # restoring changed nothing to write
-        self.replies = ReplyCache(config.service.reply_memory, self.journal, loaded.replies)
+        self.replies = ReplyCache(config.service.reply_memory, self.journal, loaded.replies,
+                                  config.service.secret_reply_memory)
         self.sandbox_index = SandboxIndex(sandboxes, stored, self.journal,
                                           config.sandboxes.collect_after)
         self.pilots = PilotRegistry(config.pilots, loaded.pilots, loaded.next_pilot_number)
@@ -145,6 +148,12 @@ class CentralState:
     @sandboxes.setter
     def sandboxes(self, files: SandboxStore | None) -> None:
         self.sandbox_index.files = files
+
+    @property
+    def secure(self) -> bool:
+        """Whether requests come from authenticated identities (sandboxes are then bound to
+        their holders)."""
+        return self.identities is not None
 
     @property
     def jobs(self) -> dict[int, JobRecord]:
@@ -208,17 +217,30 @@ class CentralState:
     # -- submission ------------------------------------------------------------------------------
 
     def submit(
-        self, sources: list[str | dict[str, Any]], owner: str, group: str, now: float
+        self, sources: list[str | dict[str, Any]], owner: str, group: str, now: float,
+        submitter: str = "",
     ) -> list[int]:
+        """New jobs of ``owner``, all or none: everything is parsed and checked against the
+        limits (services/limits.py) before the first job is made. On a secure service the input
+        sandboxes named must be held by ``submitter`` (the owner, or the admin submitting)."""
         check_name("owner", owner)
         check_name("group", group)
         descriptions: list[JobDescription] = []
         for source in sources:  # parse everything first: a bad one refuses the whole request
-            descriptions.extend(parse_descriptions(source, self.limits))
-        sandboxes = [self.sandbox_index.input_of(description) for description in descriptions]
+            limits = self.submission_limits.for_next_description(len(descriptions))
+            descriptions.extend(parse_descriptions(source, limits))
+        self.submission_limits.check_request(len(descriptions))
+        self.submission_limits.check_waiting(owner, self.book.waiting_by_owner[owner],
+                                             len(descriptions))
+        packed = [pack_description(description) for description in descriptions]
+        for index, size in enumerate(map(len, packed)):
+            self.submission_limits.check_size(index, size)
+        holder = (submitter or owner) if self.secure else None
+        sandboxes = [self.sandbox_index.input_of(description, holder)
+                     for description in descriptions]
         job_ids = []
-        for description, sandbox in zip(descriptions, sandboxes, strict=True):
-            job_ids.append(self.book.add(description, owner, group, now).job_id)
+        for description, sandbox, stored in zip(descriptions, sandboxes, packed, strict=True):
+            job_ids.append(self.book.add(description, owner, group, now, stored).job_id)
             if sandbox:
                 self.sandbox_index.attach(job_ids[-1], "input", sandbox)
         if job_ids:
@@ -242,10 +264,10 @@ class CentralState:
         return resources
 
     def request_job(
-        self, pilot_id: str, resources: PilotResources, now: float
+        self, pilot_id: str, resources: PilotResources, now: float, credential: str = ""
     ) -> JobRecord | None:
         self.sites.see(resources.site)
-        pilot = self.pilots.contact(pilot_id, resources.site, resources.ce, now)
+        pilot = self.pilots.contact(pilot_id, resources.site, resources.ce, now, credential)
         matchable = None if pilot.kill_requested else self.matchable(resources, now)
         if matchable is None:
             return None

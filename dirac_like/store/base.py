@@ -24,7 +24,7 @@ from typing import Any
 from dirac_like.model import ChangeSet, HistoryEntry, LoadedState
 from dirac_like.monitoring import ProbeResult
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class Store(ABC):

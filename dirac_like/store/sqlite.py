@@ -73,7 +73,7 @@ if tuple(f.name for f in fields(JobRecord)) != JOB_FIELDS:
 
 PILOT_FIELDS = (
     "pilot_id", "site", "ce", "fabric", "fabric_ref", "state", "reason", "submitted", "updated",
-    "last_contact", "kill_requested",
+    "last_contact", "kill_requested", "credential",
 )  # fmt: skip
 HISTORY_FIELDS = ("job_id", "status", "minor_status", "application_status", "time", "source")
 
@@ -142,6 +142,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             start REAL NOT NULL, end_time REAL NOT NULL, reason TEXT NOT NULL,
             scheduled INTEGER NOT NULL, created REAL NOT NULL, cancelled REAL NOT NULL)""",
     ),
+    # 3 -> 4: the identity each pilot record is bound to.
+    ("ALTER TABLE pilots ADD COLUMN credential TEXT NOT NULL DEFAULT ''",),
 )
 if len(MIGRATIONS) != SCHEMA_VERSION:
     raise RuntimeError("SCHEMA_VERSION and MIGRATIONS disagree")
@@ -168,7 +170,8 @@ UPSERT_USAGE = """INSERT INTO usage VALUES (?, ?, ?, ?) ON CONFLICT (grp, user_n
     DO UPDATE SET usage = excluded.usage, stamp = excluded.stamp"""
 UPSERT_REPLY = "INSERT OR REPLACE INTO replies VALUES (?, ?, ?)"
 DELETE_REPLIES_BEFORE = "DELETE FROM replies WHERE time < ?"
-UPSERT_PILOT = "INSERT OR REPLACE INTO pilots VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+UPSERT_PILOT = f"""INSERT OR REPLACE INTO pilots ({', '.join(PILOT_FIELDS)})
+    VALUES ({', '.join('?' * len(PILOT_FIELDS))})"""
 INSERT_PILOT_JOB = "INSERT OR IGNORE INTO pilot_jobs VALUES (?, ?)"
 UPSERT_PILOT_OUTPUT = "INSERT OR REPLACE INTO pilot_outputs VALUES (?, ?)"
 DELETE_PILOT = (

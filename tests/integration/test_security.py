@@ -16,7 +16,7 @@ from dirac_like import cli, testing
 from dirac_like.agents.director import PILOT_TOKEN_FILE, Director
 from dirac_like.agents.fabrics import LocalFabric
 from dirac_like.client import Client, RetryPolicy
-from dirac_like.errors import Forbidden, ServiceUnavailable
+from dirac_like.errors import Forbidden, JobNotFound, ServiceUnavailable
 from dirac_like.identity import Identity, Keypair, load_identity, save_identity
 from dirac_like.processes import ServiceProcess
 from dirac_like.protocol import PilotResources
@@ -299,12 +299,34 @@ def test_user_a_can_neither_see_nor_kill_nor_reschedule_user_bs_jobs(
     [alices] = alice.submit([HELLO], owner="", group="")
     for attempt in (lambda: alice.status([bobs]), lambda: alice.kill([bobs]),
                     lambda: alice.reschedule([bobs]), lambda: alice.history(bobs)):
-        with pytest.raises(Forbidden, match="bob"):
+        with pytest.raises(JobNotFound, match=f"^job {bobs} not found$"):
             attempt()
     assert {row.job_id for row in alice.list_jobs()} == {alices}
     [row] = admin.status([bobs])
     assert row.status != "Killed"  # the refused kill changed nothing
     assert alice.kill([alices])  # her own job she may kill
+
+
+def test_another_users_job_gets_exactly_the_job_not_found_answer(
+        admin: Client, connect: Callable[..., Client]) -> None:
+    """Issue 11, defect 11: the reply to a question about bob's job is byte for byte the reply
+    about a job that does not exist (same code, same message), for every job operation."""
+    alice = connect(admin.identity_add("alice", "user", ["physics"]))
+    bob = connect(admin.identity_add("bob", "user", ["physics"]))
+    [bobs] = bob.submit([HELLO], owner="", group="")
+    missing = bobs + 1000
+
+    def answer(job_id: int, op: str) -> tuple[str, str]:
+        calls = {"status": lambda: alice.status([job_id]), "kill": lambda: alice.kill([job_id]),
+                 "history": lambda: alice.history(job_id), "peek": lambda: alice.peek(job_id),
+                 "output": lambda: alice.job_output(job_id)}
+        with pytest.raises(JobNotFound) as caught:
+            calls[op]()
+        return caught.value.code, caught.value.message.replace(str(job_id), "N")
+
+    for op in ("status", "kill", "history", "peek", "output"):
+        assert answer(bobs, op) == answer(missing, op) == ("job_not_found", "job N not found")
+    assert admin.status([bobs])[0].status == "Waiting"
 
 
 def test_a_pilot_cannot_touch_a_job_matched_to_another_pilot(
@@ -331,7 +353,7 @@ def test_user_a_can_neither_peek_at_nor_read_nor_delete_user_bs_jobs(
     [bobs] = bob.submit([HELLO], owner="", group="")
     for attempt in (lambda: alice.peek(bobs), lambda: alice.job_description(bobs),
                     lambda: alice.delete([bobs])):
-        with pytest.raises(Forbidden, match="belongs to bob"):
+        with pytest.raises(JobNotFound, match=f"^job {bobs} not found$"):
             attempt()
     with pytest.raises(Forbidden, match="may not delete jobs"):
         operator.delete([bobs])

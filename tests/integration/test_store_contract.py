@@ -144,7 +144,8 @@ def snapshot(state: LoadedState) -> dict[str, Any]:
         "shares": dict(state.shares),
         "usage": sorted(state.usage, key=lambda u: (u.group, u.user)),
         "replies": sorted(state.replies, key=lambda r: r.request_id),
-        "pilots": sorted((pilot.view() for pilot in state.pilots), key=lambda v: v["pilot_id"]),
+        "pilots": sorted(({**pilot.view(), "credential": pilot.credential}
+                          for pilot in state.pilots), key=lambda v: v["pilot_id"]),
         "next_pilot_number": state.next_pilot_number,
     }
 
@@ -464,7 +465,8 @@ def full_changeset() -> ChangeSet:
         shares={"atlas_prod": 2.0},
         usage={("atlas_prod", "amélie"): UsageRecord("atlas_prod", "amélie", 3.0, 1.0)},
         replies=[StoredReply("req-1", b"reply", 1.0)],
-        pilots={"P.1": PilotRecord("P.1", "A", "ce1", "local", "123", "Running")},
+        pilots={"P.1": PilotRecord("P.1", "A", "ce1", "local", "123", "Running",
+                                   credential="pilot:P.1")},
         pilot_jobs=[("P.1", 42)],
         pilot_outputs={"P.1": "pilot says hi"},
         next_pilot_number=2,
@@ -552,26 +554,46 @@ def test_a_store_from_newer_code_is_refused(backend: Backend, opener: Opener) ->
         opener.open()
 
 
-def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> None:
+def old_database(path: Path, version: int, *rows: str) -> Path:
+    """An SQLite store file at schema ``version`` (the migrations up to it), with ``rows``."""
     from dirac_like.store.sqlite import MIGRATIONS
 
-    path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as db:
-        for statement in MIGRATIONS[0]:
-            db.execute(statement)
-        db.execute("INSERT INTO jobs VALUES (1, 'alice', 'g', 1, 1, 'Waiting', '', '', 'ANY', "
-                   "'', '', 1, 0, 0, 0, 0, 0, 0, 0)")
-        db.execute("PRAGMA user_version = 1")
+        for statements in MIGRATIONS[:version]:
+            for statement in statements:
+                db.execute(statement)
+        for row in rows:
+            db.execute(row)
+        db.execute(f"PRAGMA user_version = {version:d}")
     db.close()
+    return path
 
+
+def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> None:
+    path = old_database(tmp_path / "old.sqlite", 1,
+                        "INSERT INTO jobs VALUES (1, 'alice', 'g', 1, 1, 'Waiting', '', '', "
+                        "'ANY', '', '', 1, 0, 0, 0, 0, 0, 0, 0)")
     store = open_store(str(path))
     try:
         loaded = store.load()
-        assert store.schema_version() == SCHEMA_VERSION == 3
+        assert store.schema_version() == SCHEMA_VERSION == 4
         assert [job.job_id for job in loaded.jobs] == [1]
         assert loaded.pilots == [] and loaded.next_pilot_number == 1
-        store.commit(ChangeSet(pilots={"P.1": PilotRecord("P.1", "A")}))
-        assert [pilot.pilot_id for pilot in store.load().pilots] == ["P.1"]
+        store.commit(ChangeSet(pilots={"P.1": PilotRecord("P.1", "A", credential="pilot:x")}))
+        assert [(pilot.pilot_id, pilot.credential) for pilot in store.load().pilots] == [
+            ("P.1", "pilot:x")]
+    finally:
+        store.close()
+
+
+def test_a_version_3_database_gets_pilot_credentials(tmp_path: Path) -> None:
+    path = old_database(tmp_path / "old.sqlite", 3,
+                        "INSERT INTO pilots VALUES ('P.1', 'A', 'ce', '', '', 'Running', '', 0, "
+                        "0, 0, 0)")
+    store = open_store(str(path))
+    try:
+        [pilot] = store.load().pilots
+        assert (pilot.pilot_id, pilot.credential) == ("P.1", "")  # not bound yet
     finally:
         store.close()
 

@@ -94,7 +94,8 @@ def test_the_summary_holds_no_secrets_and_no_bulk(audit: AuditLog) -> None:
     assert identity_line["args"] == {"name": "carol", "public_key": "<redacted>",
                                      "secret_key": "<redacted>", "token": "<redacted>",
                                      "password": "<redacted>"}
-    assert submit_line["args"] == {"descriptions": "<3 items>", "owner": "root", "group": ""}
+    assert submit_line["args"] == {"descriptions": "<3 items>", "owner": "root", "group": "",
+                                   "submitter": ""}
 
 
 def test_long_strings_lists_and_nesting_are_cut_and_a_line_stays_bounded(

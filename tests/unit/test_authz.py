@@ -23,7 +23,7 @@ from dirac_like.authz import (
     authorize,
     describe_action,
 )
-from dirac_like.errors import Forbidden
+from dirac_like.errors import Forbidden, JobNotFound, JobNotVisible
 from dirac_like.protocol import (
     ARGUMENTS,
     AddPilotsArgs,
@@ -60,6 +60,7 @@ from dirac_like.protocol import (
     UpdatePilotsArgs,
     UpdateStatusArgs,
 )
+from dirac_like.sandbox import SandboxNotFound
 
 CERN, RAL = "LCG.CERN.cern", "LCG.RAL.uk"
 PILOT_7, PILOT_8, RAL_PILOT = f"{CERN}.ce1.7", f"{CERN}.ce1.8", f"{RAL}.ce.3"
@@ -70,9 +71,13 @@ class FakeOwnership:
     """Jobs (owner, matched pilot) and pilot records (site), as the service would know them."""
 
     def __init__(self, jobs: dict[int, tuple[str, str]] | None = None,
-                 pilots: dict[str, str] | None = None) -> None:
+                 pilots: dict[str, str] | None = None,
+                 credentials: dict[str, str] | None = None) -> None:
         self.jobs = dict(jobs or {})
         self.pilots = dict(pilots or {})
+        self.credentials = dict(credentials or {})  # pilot id -> the identity bound to it
+        self.holders: dict[str, set[str]] = {"a" * 64: {"alice", "sam"}}  # sandbox -> holders
+        self.inputs: dict[str, str] = {"b" * 64: PILOT_7}  # input sandbox -> the pilot's job
         self.asked: Counter[str] = Counter()
 
     def job_owner(self, job_id: int) -> str | None:
@@ -88,6 +93,18 @@ class FakeOwnership:
     def pilot_site(self, pilot_id: str) -> str | None:
         self.asked["pilot_site"] += 1
         return self.pilots.get(pilot_id)
+
+    def pilot_credential(self, pilot_id: str) -> str:
+        self.asked["pilot_credential"] += 1
+        return self.credentials.get(pilot_id, "")
+
+    def sandbox_holder(self, sha256: str, name: str) -> bool:
+        return name in self.holders.get(sha256, set())
+
+    def pilot_input_sandbox(self, sha256: str, credential: str, pilot_id: str) -> bool:
+        holder = self.inputs.get(sha256)
+        return holder is not None and (holder == pilot_id or self.credentials.get(holder)
+                                       == credential)
 
 
 def grid() -> FakeOwnership:
@@ -120,7 +137,8 @@ def own_args(op: str, role: Role) -> Any:
     return {
         Op.PING: NoArgs(),
         Op.SUBMIT: SubmitArgs([HELLO], owner="alice",
-                              group="probes" if role is Role.MONITOR else "physics"),
+                              group="probes" if role is Role.MONITOR else "physics",
+                              submitter="root" if role is Role.ADMIN else ""),
         Op.STATUS: JobIdsArgs([1, 3]),
         Op.LIST_JOBS: ListJobsArgs(),
         Op.KILL: JobIdsArgs([own_job]),
@@ -130,7 +148,8 @@ def own_args(op: str, role: Role) -> Any:
         Op.DELETE: JobIdsArgs([1]),
         Op.PEEK: JobIdArgs(1),
         Op.PILOT_STOPPED: PilotStoppedArgs(PILOT_7),
-        Op.REQUEST_JOB: RequestJobArgs(PILOT_7, cern),
+        Op.REQUEST_JOB: RequestJobArgs(PILOT_7, cern,
+                                       credential="root" if role is Role.ADMIN else ""),
         Op.ELIGIBLE: EligibleArgs(cern),
         Op.UPDATE_STATUS: UpdateStatusArgs(1, 1, PILOT_7, "Running"),
         Op.HEARTBEAT: HeartbeatArgs(1, 1, PILOT_7),
@@ -146,8 +165,9 @@ def own_args(op: str, role: Role) -> Any:
         Op.PILOT_OUTPUT: PilotIdArgs(PILOT_7),
         Op.KILL_PILOT: PilotIdArgs(PILOT_7),
         Op.SANDBOX_UPLOAD: SandboxUploadArgs("a" * 64, 1, 0, b"x",
-                                             "output" if role is Role.PILOT else "input"),
-        Op.SANDBOX_DOWNLOAD: SandboxDownloadArgs("a" * 64),
+                                             "output" if role is Role.PILOT else "input",
+                                             owner="root" if role is Role.ADMIN else ""),
+        Op.SANDBOX_DOWNLOAD: SandboxDownloadArgs("b" * 64 if role == Role.PILOT else "a" * 64),
         Op.JOB_OUTPUT: JobIdArgs(own_job),
         Op.IDENTITY_ADD: IdentityAddArgs("carol", "user", ["physics"]),
         Op.IDENTITY_LIST: IdentityListArgs(),
@@ -267,24 +287,39 @@ def test_admin_submit_without_an_owner_is_its_own() -> None:
 # users
 
 
+def hidden(principal: Principal, op: str, args: Any) -> JobNotFound:
+    with pytest.raises(JobNotFound) as caught:
+        authorize(principal, op, args, grid())
+    return caught.value
+
+
 def test_a_user_may_not_kill_another_users_job() -> None:
-    assert refused(BOB, Op.KILL, JobIdsArgs([1])) == (
-        "user bob may not kill job 1: it belongs to alice")
+    refusal = hidden(BOB, Op.KILL, JobIdsArgs([1]))
+    assert (refusal.code, refusal.message) == ("job_not_found", "job 1 not found")
 
 
-@pytest.mark.parametrize(("op", "args", "verb"), [
-    (Op.STATUS, JobIdsArgs([2]), "see"),
-    (Op.RESCHEDULE, JobIdsArgs([3, 2]), "reschedule"),
-    (Op.HISTORY, JobIdArgs(2), "see the history of"),
-    (Op.JOB_OUTPUT, JobIdArgs(2), "get the output of"),
+@pytest.mark.parametrize(("op", "args"), [
+    (Op.STATUS, JobIdsArgs([2])),
+    (Op.RESCHEDULE, JobIdsArgs([3, 2])),
+    (Op.HISTORY, JobIdArgs(2)),
+    (Op.JOB_OUTPUT, JobIdArgs(2)),
+    (Op.PEEK, JobIdArgs(2)),
+    (Op.JOB_DESCRIPTION, JobIdArgs(2)),
+    (Op.DELETE, JobIdsArgs([2])),
 ])
-def test_a_user_sees_and_touches_only_its_own_jobs(op: str, args: Any, verb: str) -> None:
-    assert refused(ALICE, op, args) == f"user alice may not {verb} job 2: it belongs to bob"
+def test_another_users_job_is_answered_exactly_as_a_missing_one(op: str, args: Any) -> None:
+    """Issue 11, defect 11: neither "forbidden" nor the owner's name: job_not_found, word for
+    word what a job that does not exist gets."""
+    other, missing = hidden(ALICE, op, args), hidden(ALICE, op, type(args)(*[
+        [404 if i == 2 else i for i in value] if isinstance(value, list) else 404
+        for value in vars(args).values()]))
+    assert isinstance(other, JobNotVisible)
+    assert (other.code, other.message) == (missing.code, missing.message.replace("404", "2"))
+    assert "bob" not in other.message
 
 
-def test_a_user_naming_a_missing_job_is_left_to_the_handler() -> None:
-    args = JobIdsArgs([1, 404])
-    assert authorize(ALICE, Op.KILL, args, grid()) is args
+def test_the_first_job_not_the_users_own_is_the_one_named() -> None:
+    assert hidden(ALICE, Op.KILL, JobIdsArgs([1, 404, 2])).message == "job 404 not found"
 
 
 def test_a_submit_is_the_users_own_whatever_owner_it_names() -> None:
@@ -390,7 +425,7 @@ def test_a_site_pilot_may_not_take_another_sites_pilot_id() -> None:
     args = RequestJobArgs(RAL_PILOT, PilotResources(site=CERN))
     assert f"belongs to site {RAL}" in refused(SITE_PILOT, Op.REQUEST_JOB, args)
     new = RequestJobArgs("hand-started-1", PilotResources(site=CERN))
-    assert authorize(SITE_PILOT, Op.REQUEST_JOB, new, grid()) is new
+    assert authorize(SITE_PILOT, Op.REQUEST_JOB, new, grid()).pilot_id == new.pilot_id
 
 
 def test_a_pilot_reports_only_on_jobs_matched_to_it() -> None:
@@ -460,7 +495,7 @@ def outcome(principal: Principal, op: str, args: Any, ownership: FakeOwnership) 
     """The authorized arguments, or None when refused."""
     try:
         return authorize(principal, op, args, ownership)
-    except Forbidden:
+    except (Forbidden, JobNotVisible):
         return None
 
 
@@ -494,7 +529,7 @@ def test_a_user_never_gets_at_another_owners_job(
 ) -> None:
     allowed = outcome(user, op, JobIdsArgs(job_ids), ownership)
     if allowed is not None:
-        assert {ownership.job_owner(job_id) for job_id in job_ids} <= {user.name, None}
+        assert {ownership.job_owner(job_id) for job_id in job_ids} == {user.name}
 
 
 @settings(max_examples=200, deadline=None)
@@ -552,6 +587,48 @@ def test_authorize_is_pure_and_keeps_the_argument_type(
         assert first is None
 
 
+def test_a_site_wide_pilot_credential_cannot_act_as_a_pilot_bound_to_another() -> None:
+    """Issue 11, defect 7: a credential for any pilot of the site may act only as pilots no
+    other credential is bound to (its first request binds the record to it)."""
+    bound = FakeOwnership(jobs={1: ("alice", PILOT_7)}, pilots={PILOT_7: CERN, PILOT_8: CERN},
+                          credentials={PILOT_7: "pilot:other", PILOT_8: SITE_PILOT.name})
+    cern = PilotResources(site=CERN)
+    for op, args in ((Op.REQUEST_JOB, RequestJobArgs(PILOT_7, cern)),
+                     (Op.UPDATE_STATUS, UpdateStatusArgs(1, 1, PILOT_7, "Running")),
+                     (Op.HEARTBEAT, HeartbeatArgs(1, 1, PILOT_7)),
+                     (Op.PILOT_STOPPED, PilotStoppedArgs(PILOT_7))):
+        assert "another credential acts as that pilot" in refused(SITE_PILOT, op, args, bound)
+    allowed = authorize(SITE_PILOT, Op.REQUEST_JOB, RequestJobArgs(PILOT_8, cern), bound)
+    assert allowed.credential == SITE_PILOT.name  # the handler binds the record to it
+    # A token issued for pilot 7 itself acts as it, whatever it was bound to before.
+    assert authorize(PILOT, Op.REQUEST_JOB, RequestJobArgs(PILOT_7, cern),
+                     bound).credential == PILOT.name
+
+
+def test_the_credential_a_pilot_sends_is_replaced_by_the_transports() -> None:
+    args = RequestJobArgs(PILOT_7, PilotResources(site=CERN), credential="pilot:other")
+    assert authorize(PILOT, Op.REQUEST_JOB, args, grid()).credential == PILOT.name
+
+
+def test_a_sandbox_is_read_only_by_its_holders_and_the_pilots_running_its_jobs() -> None:
+    """Issue 11, defect 12: a sha256 is no capability; anyone else gets the answer to a sandbox
+    that does not exist."""
+    ownership = grid()
+    assert authorize(ALICE, Op.SANDBOX_DOWNLOAD, SandboxDownloadArgs("a" * 64), ownership)
+    assert authorize(PILOT, Op.SANDBOX_DOWNLOAD, SandboxDownloadArgs("b" * 64), ownership)
+    for principal, sha256 in ((BOB, "a" * 64), (ALICE, "b" * 64), (PILOT, "a" * 64),
+                              (Principal("p8", Role.PILOT, site=CERN, pilot_id=PILOT_8),
+                               "b" * 64)):
+        with pytest.raises(SandboxNotFound) as caught:
+            authorize(principal, Op.SANDBOX_DOWNLOAD, SandboxDownloadArgs(sha256), ownership)
+        assert caught.value.message == f"sandbox {sha256} not found"
+
+
+def test_an_upload_is_held_by_the_uploader_whatever_owner_it_names() -> None:
+    args = SandboxUploadArgs("c" * 64, 1, 0, b"x", "input", owner="bob")
+    assert authorize(ALICE, Op.SANDBOX_UPLOAD, args, grid()).owner == "alice"
+
+
 # --------------------------------------------------------------------------------------------
 # the monitoring agent
 
@@ -564,8 +641,8 @@ def test_a_monitor_submits_only_probes_as_itself() -> None:
 
 
 def test_a_monitor_kills_only_its_own_probes() -> None:
-    assert refused(MONITOR, Op.KILL, JobIdsArgs([1])) == (
-        "monitor sam may not kill job 1: it belongs to alice")
+    with pytest.raises(JobNotFound, match=r"^job 1 not found$"):
+        authorize(MONITOR, Op.KILL, JobIdsArgs([1]), grid())
 
 
 def test_a_user_may_not_submit_into_the_probe_group_even_if_listed() -> None:

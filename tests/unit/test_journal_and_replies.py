@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dirac_like.model import HistoryEntry, JobRecord, StoredReply
 from dirac_like.services.journal import Journal
-from dirac_like.services.replies import ReplyCache
+from dirac_like.services.replies import ReplyCache, reply_key
 from dirac_like.states import JobStatus
 
 
@@ -60,3 +60,21 @@ def test_old_replies_are_forgotten_in_chunks_here_and_in_the_store() -> None:
     replies.forget_old(700.0)
     assert replies.remembered("old") is None and replies.remembered("new") == b"y"
     assert journal.changes.forget_replies_before == 100.0
+
+
+def test_replies_are_keyed_by_principal_and_request_id() -> None:
+    replies = ReplyCache(600.0, Journal())
+    replies.remember(reply_key("alice", "r1"), b"alice's", 10.0, durable=True)
+    assert replies.remembered(reply_key("bob", "r1")) is None
+    assert replies.remembered(reply_key("alice", "r1")) == b"alice's"
+
+
+def test_a_secret_reply_is_kept_in_memory_only_and_briefly() -> None:
+    journal = Journal()
+    replies = ReplyCache(600.0, journal, secret_memory=60.0)
+    replies.remember("admin/r1", b"secret", 10.0, durable=False, secret=True)
+    replies.forget_old(69.0)
+    assert replies.remembered("admin/r1") == b"secret"
+    replies.forget_old(71.0)
+    assert replies.remembered("admin/r1") is None
+    assert journal.changes.replies == []

@@ -30,6 +30,7 @@ from dirac_like.protocol import (
     RequestJobArgs,
     StopPilot,
     SubmitArgs,
+    decode_push,
     decode_reply,
     decode_request,
     encode_error,
@@ -76,6 +77,18 @@ def test_version_is_checked() -> None:
     frame = msgpack.packb({"v": 99, "id": "1", "op": "ping", "args": {}})
     with pytest.raises(UnsupportedVersion, match="99"):
         decode_request(frame)
+
+
+@pytest.mark.parametrize("version", [True, 1.0, "1", [1]])
+def test_protocol_version_true_or_1_0_is_refused(version: Any) -> None:
+    """Issue 11, defect 15: only the integer 1 is version 1 (``true == 1.0 == 1`` in Python)."""
+    frame = msgpack.packb({"v": version, "id": "1", "op": "ping", "args": {}})
+    with pytest.raises(UnsupportedVersion, match="not supported"):
+        decode_request(frame)
+    reply = msgpack.packb({"v": version, "id": "1", "ok": True, "result": None})
+    with pytest.raises(UnsupportedVersion):
+        decode_reply(reply)
+    assert decode_push(msgpack.packb({"v": version, "push": {"commands": []}})) is None
 
 
 def test_size_limit_is_checked_before_decoding() -> None:

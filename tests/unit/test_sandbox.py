@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import tarfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -344,3 +345,34 @@ def test_hostile_cases_reuse_the_same_destination(dest: Path) -> None:
             safe_extract(build(), dest, max_bytes=MB)
     safe_extract(archive(member("good.txt", b"good")), dest, max_bytes=MB)
     assert [p.name for p in dest.iterdir()] == ["good.txt"]
+
+
+# -- holders (issue 11, defect 12) -------------------------------------------------------------
+
+
+def test_an_uploader_holds_an_archive_only_by_sending_its_bytes(tmp_path: Path) -> None:
+    store = SandboxStore(tmp_path / "sb", 1000)
+    data = b"the same content"
+    sha256 = checksum(data)
+    assert store.write_chunk(sha256, len(data), 0, data, uploader="alice") == len(data)
+    assert store.granted(sha256, "alice") and not store.granted(sha256, "bob")
+    # bob claims it by its hash: not complete until his bytes came, and checked
+    assert store.write_chunk(sha256, len(data), 0, data[:5], uploader="bob") == 5
+    assert not store.granted(sha256, "bob")
+    with pytest.raises(SandboxError, match="upload it again"):
+        store.write_chunk(sha256, len(data), 5, b"X" * (len(data) - 5), uploader="bob")
+    assert not store.granted(sha256, "bob")
+    assert store.write_chunk(sha256, len(data), 0, data, uploader="bob") == len(data)
+    assert store.granted(sha256, "bob")
+    assert [p.name for p in (tmp_path / "sb").rglob(sha256)] == [sha256]  # one copy
+    assert store.write_chunk(sha256, len(data), 0, data[:1], uploader="alice") == len(data)
+
+
+def test_collecting_an_archive_drops_its_holders(tmp_path: Path) -> None:
+    store = SandboxStore(tmp_path / "sb", 1000)
+    sha256 = store.put(b"old")
+    store.grant(sha256, "..")  # any name, even a path's
+    assert store.granted(sha256, "..")
+    assert store.collect(set(), older_than=0.0, now=time.time() + 10) == [sha256]
+    assert not store.granted(sha256, "..")
+    assert not list((tmp_path / "sb").rglob("*.grants"))
