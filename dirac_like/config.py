@@ -82,6 +82,15 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class BulkConfig:
+    """Bulk actions (``job kill --select ...``): the caps and the batch size."""
+
+    confirm_above: int = 100  # acting on more jobs at once needs a confirmation (--yes)
+    admin_above: int = 10_000  # acting on more jobs at once needs an admin
+    batch: int = 500  # jobs changed per loop of the service (the most it waits for a bulk)
+
+
+@dataclass(frozen=True)
 class SiteLimits:
     max_running: int = 0  # jobs matched or running at the site at once; 0: no limit
 
@@ -95,6 +104,7 @@ class Config:
     pilots: PilotsConfig = field(default_factory=PilotsConfig)
     sandboxes: SandboxesConfig = field(default_factory=SandboxesConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    bulk: BulkConfig = field(default_factory=BulkConfig)
     sites: Mapping[str, SiteLimits] = field(default_factory=dict)
 
     def store_url(self, home: Path) -> str:
@@ -180,6 +190,9 @@ def validate(config: Config) -> None:
     if config.pilots.retention < 0 or config.pilots.max_output_bytes < 0:
         raise ConfigError("pilots: retention and max_output_bytes must not be negative")
     _validate_sandboxes(config)
+    bulk = config.bulk
+    if bulk.batch < 1 or bulk.confirm_above < 0 or bulk.admin_above < bulk.confirm_above:
+        raise ConfigError("bulk: batch >= 1, confirm_above >= 0, admin_above >= confirm_above")
     security = config.security
     if security.pilot_token_lifetime <= 0 or security.purge_expired_after < 0:
         raise ConfigError("security: pilot_token_lifetime must be positive and "

@@ -169,6 +169,8 @@ class SiteRecord:
     banned: bool
     reason: str
     changed: float
+    drained: bool = False  # an admin drains it: no new match, running jobs finish
+    max_running: int = -1  # set by an admin (0: no limit); -1: as configured
 
 
 @dataclass(frozen=True)

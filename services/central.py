@@ -68,7 +68,7 @@ from dirac_like.store.base import store_file
 
 from .audit import AuditLog
 from .guard import Guard
-from .handlers import HANDLERS
+from .handlers import HANDLERS, run_bulk_batch
 from .identities import IdentityIssuer
 from .ownership import StateOwnership
 from .state import CentralState
@@ -203,6 +203,7 @@ class CentralService:
         if self.socket in ready:
             pending = self.process_batch(self._drain())
         self.state.expire(self.clock())
+        run_bulk_batch(self.state, self.clock())  # at most one batch of a bulk action
         self.purge_identities(self.clock())
         self.commit_and_reply(pending)
         return len(pending)

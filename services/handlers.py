@@ -10,6 +10,7 @@ the rest through ``request_kill``, ``report`` and ``heartbeat``.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -58,11 +59,12 @@ from dirac_like.states import (
     parse_status,
 )
 
+from .console_handlers import bulk_batch, console_handlers
 from .identities import IDENTITY_HANDLERS
 from .job_handlers import JOB_HANDLERS
 from .pilot_handlers import PILOT_HANDLERS
 from .sandbox_handlers import SANDBOX_HANDLERS
-from .state import CentralState, check_name
+from .state import NEVER_RUNNABLE, CentralState, check_name
 
 S = JobStatus
 Handler = Callable[[CentralState, Any, float], Any]
@@ -88,7 +90,15 @@ def submit(state: CentralState, args: SubmitArgs, now: float) -> SubmitReply:
     if not args.descriptions:
         raise InvalidArgument("no job description given")
     group = args.group or state.config.jobs.default_group
-    return SubmitReply(state.submit(args.descriptions, args.owner, group, now))
+    job_ids = state.submit(args.descriptions, args.owner, group, now)
+    return SubmitReply(job_ids, never_runnable_warnings(state, job_ids))
+
+
+def never_runnable_warnings(state: CentralState, job_ids: list[int]) -> list[str]:
+    """One line per distinct reason why some of the new jobs can never run."""
+    counts = Counter(state.jobs[job_id].minor_status for job_id in job_ids)
+    return [f"{count} job(s): {minor}" for minor, count in sorted(counts.items())
+            if minor.startswith(NEVER_RUNNABLE)]
 
 
 def status(state: CentralState, args: JobIdsArgs, now: float) -> list[JobSummary]:
@@ -179,6 +189,7 @@ def request_job(state: CentralState, args: RequestJobArgs, now: float) -> Reques
 def eligible(state: CentralState, args: EligibleArgs, now: float) -> EligibleReply:
     """How many waiting jobs a pilot with these resources could run (a director's sizing)."""
     check_name("site", args.resources.site)
+    state.grid.sized(args.resources, now)
     reason = state.why_not(args.resources)
     count = 0 if reason else state.book.matcher.count_eligible(args.resources)
     return EligibleReply(eligible=count, reason=reason)
@@ -230,7 +241,8 @@ def sites(state: CentralState, args: NoArgs, now: float) -> list[SiteRow]:
         record = state.sites.records.get(name)
         rows.append(SiteRow(
             site=name,
-            status="Banned" if record and record.banned else "Active",
+            status=("Banned" if record and record.banned else
+                    "Draining" if record and record.drained else "Active"),
             reason=record.reason if record else "",
             active_jobs=state.book.site_active[name],
             max_running=state.sites.max_running(name),
@@ -242,16 +254,16 @@ def ban_site(state: CentralState, args: BanSiteArgs, now: float) -> SiteReply:
     check_name("site", args.site)
     if not args.reason.strip():
         raise InvalidArgument("a ban needs a reason")
-    return _set_site(state, SiteRecord(args.site, True, args.reason[:256], now))
+    return _set_site(state, state.sites.change(args.site, now, banned=True,
+                                               reason=args.reason[:256]))
 
 
 def unban_site(state: CentralState, args: SiteArgs, now: float) -> SiteReply:
     check_name("site", args.site)
-    return _set_site(state, SiteRecord(args.site, False, "", now))
+    return _set_site(state, state.sites.change(args.site, now, banned=False, reason=""))
 
 
 def _set_site(state: CentralState, record: SiteRecord) -> SiteReply:
-    state.sites.set(record)
     return SiteReply(site=record.name, banned=record.banned, reason=record.reason)
 
 
@@ -306,3 +318,12 @@ HANDLERS: dict[str, Handler] = {
     **IDENTITY_HANDLERS,
     **JOB_HANDLERS,
 }
+# What a bulk action does to one job: the same handler as for one job named by id.
+BULK_ACTIONS: dict[str, Handler] = {"kill": kill, "reschedule": reschedule,
+                                    "delete": JOB_HANDLERS[Op.DELETE]}
+HANDLERS.update(console_handlers(BULK_ACTIONS))
+
+
+def run_bulk_batch(state: CentralState, now: float) -> int:
+    """One batch of the oldest bulk action in progress (the service loop calls this)."""
+    return bulk_batch(state, BULK_ACTIONS, now)

@@ -131,9 +131,11 @@ class JobBook:
 
     # -- new jobs --------------------------------------------------------------------------------
 
-    def add(self, description: JobDescription, owner: str, group: str, now: float) -> JobRecord:
+    def add(self, description: JobDescription, owner: str, group: str, now: float,
+            minor: str = "") -> JobRecord:
         """A new job, straight to Waiting along SUBMISSION_PATH (bulk submissions take this
-        path by the hundred thousand, so it writes the three history rows directly)."""
+        path by the hundred thousand, so it writes the three history rows directly). ``minor``:
+        its minor status in Waiting, if not the usual one (no known CE can run it)."""
         job_id = self.next_job_id
         self.next_job_id += 1
         description = with_job_id(description, job_id)  # %j, as DIRAC's JobDB replaces it
@@ -145,7 +147,7 @@ class JobBook:
             task_queue_id=task_queue.task_queue_id,
             priority=description.priority,
             status=S.WAITING,
-            minor_status=SUBMISSION_PATH[-1][1],
+            minor_status=minor or SUBMISSION_PATH[-1][1],
             job_name=description.job_name,
             submitted=now,
             updated=now,
@@ -156,9 +158,12 @@ class JobBook:
         changes.new_jobs.append((job, msgpack.packb(description.attributes, use_bin_type=True)))
         self.journal.new_descriptions[job_id] = description.attributes
         changes.history.extend(
-            HistoryEntry(job_id, status.value, minor, "", now, source)
-            for status, minor, source in SUBMISSION_PATH
+            HistoryEntry(job_id, status.value, step_minor, "", now, source)
+            for status, step_minor, source in SUBMISSION_PATH[:-1]
         )
+        status, step_minor, source = SUBMISSION_PATH[-1]
+        changes.history.append(HistoryEntry(job_id, status.value, job.minor_status, "", now,
+                                            source))
         task_queue.push(job_id, job.priority)
         return job
 

@@ -34,12 +34,16 @@ from dirac_like.model import (
     HistoryEntry,
     JobRecord,
     LoadedState,
+    Requirements,
 )
 from dirac_like.protocol import KillJob, PilotCommand, PilotResources, StopPilot
 from dirac_like.sandbox import SandboxStore
 from dirac_like.shares import FairShare
 from dirac_like.states import ACTIVE_STATUSES, JobStatus
+from dirac_like.why import never_reasons
 
+from .bulk import BulkBook
+from .grid_log import GridLog
 from .job_book import JobBook
 from .journal import Journal
 from .pilots import PilotRegistry
@@ -57,6 +61,7 @@ S = JobStatus
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@:+-]{1,64}$")
 CLEANUP_SECONDS = 300.0  # how often empty task queues, old pilots and sandboxes are forgotten
 STOP_PILOT = StopPilot("Killed by an admin")
+NEVER_RUNNABLE = "No CE can run it: "  # the minor status of such a job starts so
 
 
 def check_name(kind: str, value: str) -> str:
@@ -125,6 +130,8 @@ class CentralState:
         self.sites = SiteBoard(config.sites, self.journal, loaded.sites)
         self.pushes: list[tuple[str, PilotCommand]] = []  # (pilot id, command) to send now
         self.identities: IdentityIssuer | None = None  # set by a service that runs secure
+        self.grid = GridLog()  # CEs and pilots seen lately, the match rate (job why)
+        self.bulk = BulkBook()  # bulk actions carried out a batch per loop
         self._next_cleanup = now + CLEANUP_SECONDS
         if restoring:
             log.info("restored %d jobs in %d task queues", len(self.jobs),
@@ -169,6 +176,8 @@ class CentralState:
     # -- timers ----------------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
+        if self.bulk.pending:
+            return 0.0  # a bulk action goes on at once, a batch per loop
         return self.book.next_deadline()
 
     def expire(self, now: float) -> int:
@@ -202,8 +211,10 @@ class CentralState:
             descriptions.extend(parse_descriptions(source, self.limits))
         sandboxes = [self.sandbox_index.input_of(description) for description in descriptions]
         job_ids = []
+        never = NeverRunnable(self, group)
         for description, sandbox in zip(descriptions, sandboxes, strict=True):
-            job_ids.append(self.book.add(description, owner, group, now).job_id)
+            minor = never.minor_status(description.requirements())
+            job_ids.append(self.book.add(description, owner, group, now, minor).job_id)
             if sandbox:
                 self.sandbox_index.attach(job_ids[-1], "input", sandbox)
         if job_ids:
@@ -220,12 +231,14 @@ class CentralState:
         self, pilot_id: str, resources: PilotResources, now: float
     ) -> JobRecord | None:
         self.sites.see(resources.site)
+        self.grid.pilot_asked(pilot_id, resources, now)
         pilot = self.pilots.contact(pilot_id, resources.site, resources.ce, now)
         if pilot.kill_requested or self.why_not(resources):
             return None
         job = self.book.match(pilot_id, resources, now)
         if job is not None:
             self.pilots.note_job(pilot, job.job_id)
+            self.grid.matched(now)
         return job
 
     # -- invariants ------------------------------------------------------------------------------
@@ -268,3 +281,22 @@ class CentralState:
                                  hold=False)
         self.pushes.append((pilot_id, STOP_PILOT))
         return [job.job_id for job in held]
+
+
+class NeverRunnable:
+    """At submission: the minor status of a job no known CE can ever run ('' for the others),
+    decided once per distinct requirements (a parametric submission has one or a few)."""
+
+    def __init__(self, state: CentralState, group: str) -> None:
+        self.ces = state.grid.known_ces()
+        self.known_sites = frozenset(state.sites.seen)
+        self.group = group
+        self.decided: dict[Requirements, str] = {}
+
+    def minor_status(self, requirements: Requirements) -> str:
+        minor = self.decided.get(requirements)
+        if minor is None:
+            reasons = never_reasons(requirements, self.group, self.ces, self.known_sites)
+            minor = (NEVER_RUNNABLE + "; ".join(reasons))[:256] if reasons else ""
+            self.decided[requirements] = minor
+        return minor

@@ -21,7 +21,7 @@ from typing import Any
 
 from dirac_like.model import ChangeSet, HistoryEntry, LoadedState
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Store(ABC):

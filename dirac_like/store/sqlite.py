@@ -117,6 +117,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             job_id INTEGER NOT NULL, kind TEXT NOT NULL, sha256 TEXT NOT NULL,
             PRIMARY KEY (job_id, kind)) WITHOUT ROWID""",
     ),
+    # 2 -> 3: a site may be draining, and an admin may set its running limit (-1: as configured).
+    (
+        "ALTER TABLE sites ADD COLUMN drained INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE sites ADD COLUMN max_running INTEGER NOT NULL DEFAULT -1",
+    ),
 )
 if len(MIGRATIONS) != SCHEMA_VERSION:
     raise RuntimeError("SCHEMA_VERSION and MIGRATIONS disagree")
@@ -130,8 +135,9 @@ UPDATE_JOB = """UPDATE jobs SET owner = ?, grp = ?, task_queue_id = ?, priority 
     kill_requested = ? WHERE job_id = ?"""
 INSERT_HISTORY = """INSERT INTO history
     (job_id, status, minor_status, application_status, time, source) VALUES (?, ?, ?, ?, ?, ?)"""
-UPSERT_SITE = """INSERT INTO sites VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET
-    banned = excluded.banned, reason = excluded.reason, changed = excluded.changed"""
+UPSERT_SITE = """INSERT INTO sites VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET
+    banned = excluded.banned, reason = excluded.reason, changed = excluded.changed,
+    drained = excluded.drained, max_running = excluded.max_running"""
 UPSERT_SHARE = """INSERT INTO shares VALUES (?, ?)
     ON CONFLICT (grp) DO UPDATE SET share = excluded.share"""
 UPSERT_USAGE = """INSERT INTO usage VALUES (?, ?, ?, ?) ON CONFLICT (grp, user_name)
@@ -153,7 +159,8 @@ SELECT_JOBS = """SELECT job_id, owner, grp, task_queue_id, priority, status, min
     application_status, site, job_name, pilot_id, attempt, reschedules, submitted, updated,
     matched_at, deadline, heartbeat_at, kill_requested FROM jobs ORDER BY job_id"""
 SELECT_TASK_QUEUES = "SELECT * FROM task_queues ORDER BY task_queue_id"
-SELECT_SITES = "SELECT name, banned, reason, changed FROM sites ORDER BY name"
+SELECT_SITES = """SELECT name, banned, reason, changed, drained, max_running FROM sites
+    ORDER BY name"""
 SELECT_SHARES = "SELECT grp, share FROM shares ORDER BY grp"
 SELECT_USAGE = "SELECT grp, user_name, usage, stamp FROM usage ORDER BY grp, user_name"
 SELECT_REPLIES = "SELECT request_id, reply, time FROM replies ORDER BY time, request_id"
@@ -257,8 +264,9 @@ class SqliteStore(Store):
                     jobs=[_job_from_row(row) for row in db.execute(SELECT_JOBS)],
                     task_queues=[_task_queue_from_row(*r) for r in db.execute(SELECT_TASK_QUEUES)],
                     sites=[
-                        SiteRecord(name, bool(banned), reason, changed)
-                        for name, banned, reason, changed in db.execute(SELECT_SITES)
+                        SiteRecord(name, bool(banned), reason, changed, bool(drained), limit)
+                        for name, banned, reason, changed, drained, limit
+                        in db.execute(SELECT_SITES)
                     ],
                     shares=dict(db.execute(SELECT_SHARES).fetchall()),
                     usage=[UsageRecord(*row) for row in db.execute(SELECT_USAGE)],
@@ -421,7 +429,7 @@ def _task_queue_row(task_queue: TaskQueueRow) -> tuple[Any, ...]:
 
 
 def _site_row(site: SiteRecord) -> tuple[Any, ...]:
-    return (site.name, site.banned, site.reason, site.changed)
+    return (site.name, site.banned, site.reason, site.changed, site.drained, site.max_running)
 
 
 def _usage_row(usage: UsageRecord) -> tuple[Any, ...]:

@@ -296,7 +296,7 @@ def test_sites_shares_and_usage_are_upserted(store: Store) -> None:
         ChangeSet(
             sites={
                 "A": SiteRecord("A", True, "downtime", 1.0),
-                "B": SiteRecord("B", False, "", 2.0),
+                "B": SiteRecord("B", False, "", 2.0, drained=True, max_running=7),
             },
             shares={"lhcb": 1.0, "atlas": 2.0},
             usage={
@@ -319,7 +319,7 @@ def test_sites_shares_and_usage_are_upserted(store: Store) -> None:
     state = snapshot(store.load())
     assert state["sites"] == [
         SiteRecord("A", False, "back", 3.0),
-        SiteRecord("B", False, "", 2.0),
+        SiteRecord("B", False, "", 2.0, drained=True, max_running=7),
         SiteRecord("C", True, "x", 3.0),
     ]
     assert all(type(site.banned) is bool for site in state["sites"])
@@ -524,13 +524,16 @@ def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
             db.execute(statement)
         db.execute("INSERT INTO jobs VALUES (1, 'alice', 'g', 1, 1, 'Waiting', '', '', 'ANY', "
                    "'', '', 1, 0, 0, 0, 0, 0, 0, 0)")
+        db.execute("INSERT INTO sites VALUES ('S', 1, 'old ban', 1.0)")
         db.execute("PRAGMA user_version = 1")
     db.close()
 
     store = open_store(str(path))
     try:
         loaded = store.load()
-        assert store.schema_version() == SCHEMA_VERSION == 2
+        assert store.schema_version() == SCHEMA_VERSION == 3
+        # schema 3: a site stored before drains and limits is neither drained nor limited
+        assert loaded.sites == [SiteRecord("S", True, "old ban", 1.0, False, -1)]
         assert [job.job_id for job in loaded.jobs] == [1]
         assert loaded.pilots == [] and loaded.next_pilot_number == 1
         store.commit(ChangeSet(pilots={"P.1": PilotRecord("P.1", "A")}))
