@@ -95,6 +95,9 @@ class ListJobsArgs:
     owner: str | None = None
     group: str | None = None
     limit: int = 10000
+    name: str | None = None  # a shell pattern on the job name (mc_*)
+    older: float = 0.0  # submitted at least this many seconds ago (0: any)
+    newer: float = 0.0  # submitted at most this many seconds ago (0: any)
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from dirac_like.protocol import (
     UpdateStatusArgs,
     build_trusted,
 )
+from dirac_like.selection import Selection
 from dirac_like.states import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -108,17 +109,17 @@ def status(state: CentralState, args: JobIdsArgs, now: float) -> list[JobSummary
 
 
 def list_jobs(state: CentralState, args: ListJobsArgs, now: float) -> list[JobSummary]:
-    wanted = parse_status(args.status) if args.status else None
     if args.limit < 1:
         raise InvalidArgument("limit must be at least 1")
+    if args.older < 0 or args.newer < 0:
+        raise InvalidArgument("older and newer must be ages in seconds (>= 0)")
+    selection = Selection(
+        statuses=frozenset([parse_status(args.status)]) if args.status else frozenset(),
+        site=args.site or "", owner=args.owner or "", group=args.group or "",
+        name=args.name or "", older=args.older, newer=args.newer)
     found = []
     for job in state.jobs.values():
-        if (
-            (wanted is None or job.status is wanted)
-            and (args.site is None or job.site == args.site)
-            and (args.owner is None or job.owner == args.owner)
-            and (args.group is None or job.group == args.group)
-        ):
+        if selection.matches(job, now):
             found.append(build_trusted(JobSummary, job.summary()))
             if len(found) >= args.limit:
                 break
