@@ -88,6 +88,9 @@ class BulkConfig:
     confirm_above: int = 100  # acting on more jobs at once needs a confirmation (--yes)
     admin_above: int = 10_000  # acting on more jobs at once needs an admin
     batch: int = 500  # jobs changed per loop of the service (the most it waits for a bulk)
+    # While requests come in, a loop acts on at most this many jobs per request it served (and
+    # at least one): requests keep most of the service's time while a bulk action goes on.
+    busy_share: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,8 @@ def validate(config: Config) -> None:
     bulk = config.bulk
     if bulk.batch < 1 or bulk.confirm_above < 0 or bulk.admin_above < bulk.confirm_above:
         raise ConfigError("bulk: batch >= 1, confirm_above >= 0, admin_above >= confirm_above")
+    if not 0 < bulk.busy_share <= 100:
+        raise ConfigError("bulk.busy_share: must be positive (jobs per request served)")
     security = config.security
     if security.pilot_token_lifetime <= 0 or security.purge_expired_after < 0:
         raise ConfigError("security: pilot_token_lifetime must be positive and "

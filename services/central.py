@@ -203,7 +203,7 @@ class CentralService:
         if self.socket in ready:
             pending = self.process_batch(self._drain())
         self.state.expire(self.clock())
-        run_bulk_batch(self.state, self.clock())  # at most one batch of a bulk action
+        run_bulk_batch(self.state, self.clock(), len(pending))  # a batch of a bulk action
         self.purge_identities(self.clock())
         self.commit_and_reply(pending)
         return len(pending)

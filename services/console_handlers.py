@@ -165,9 +165,20 @@ def bulk_status(state: CentralState, args: BulkIdArgs, now: float) -> BulkStatus
                            list(action.skipped_sample))
 
 
-def bulk_batch(state: CentralState, actions: dict[str, Handler], now: float) -> int:
-    """Act on one batch of the oldest bulk action in progress; returns how many jobs it took."""
-    batch = state.bulk.next_batch(state.config.bulk.batch)
+def bulk_batch_size(state: CentralState, served: int) -> int:
+    """How many jobs of a bulk action this loop acts on: a whole batch when the service is
+    idle, else ``busy_share`` per request it served (at least one)."""
+    config = state.config.bulk
+    if not served:
+        return config.batch
+    return max(1, min(config.batch, int(served * config.busy_share)))
+
+
+def bulk_batch(state: CentralState, actions: dict[str, Handler], now: float,
+               size: int = 0) -> int:
+    """Act on one batch (``size`` jobs; 0: a whole batch) of the oldest bulk action in
+    progress; returns how many jobs it took."""
+    batch = state.bulk.next_batch(size or state.config.bulk.batch)
     if batch is None:
         return 0
     action, job_ids = batch

@@ -60,7 +60,7 @@ from dirac_like.states import (
     parse_status,
 )
 
-from .console_handlers import bulk_batch, console_handlers
+from .console_handlers import bulk_batch, bulk_batch_size, console_handlers
 from .identities import IDENTITY_HANDLERS
 from .job_handlers import JOB_HANDLERS
 from .pilot_handlers import PILOT_HANDLERS
@@ -325,6 +325,7 @@ BULK_ACTIONS: dict[str, Handler] = {"kill": kill, "reschedule": reschedule,
 HANDLERS.update(console_handlers(BULK_ACTIONS))
 
 
-def run_bulk_batch(state: CentralState, now: float) -> int:
-    """One batch of the oldest bulk action in progress (the service loop calls this)."""
-    return bulk_batch(state, BULK_ACTIONS, now)
+def run_bulk_batch(state: CentralState, now: float, served: int = 0) -> int:
+    """One batch of the oldest bulk action in progress (the service loop calls this after
+    serving ``served`` requests: the busier, the smaller the batch)."""
+    return bulk_batch(state, BULK_ACTIONS, now, bulk_batch_size(state, served))

@@ -260,3 +260,13 @@ def test_site_show_of_an_unknown_site_is_refused() -> None:
     grid = grid_with()
     with pytest.raises(InvalidArgument, match="no site 'Nowhere' is known"):
         grid.call(Op.SITE_SHOW, site="Nowhere")
+
+
+def test_a_busy_service_takes_small_bulk_batches() -> None:
+    grid = grid_with(batch=100)
+    grid.submit(*[HELLO] * 30)
+    grid.call(Op.BULK, action="kill", selection="status=Waiting", expected=30, yes=True,
+              over_admin_cap=True)
+    assert run_bulk_batch(grid.state, grid.now, served=20) == 2  # busy_share 0.1 per request
+    assert run_bulk_batch(grid.state, grid.now, served=1) == 1  # always some progress
+    assert run_bulk_batch(grid.state, grid.now, served=0) == 27  # idle: the rest, in one batch

@@ -8,9 +8,9 @@ import io
 import pytest
 
 from dirac_like.cli.console import (
+    CommandTree,
     Console,
     ConsoleError,
-    CommandTree,
     Lookups,
     completions,
     parse_watch,
