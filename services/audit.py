@@ -1,7 +1,8 @@
 """The audit log: one JSON line per admin or operator action and per refusal.
 
 ``home/logs/audit.log`` gets a line for every state-changing operation an admin or operator runs
-(whether it succeeded or failed) and for every request refused by the authorization check or the
+(whether it succeeded or failed), for every bulk action whoever asks (its selection and the count
+confirmed) and for every request refused by the authorization check or the
 rate limit. A line says when, who (name and role), which operation, a short summary of the
 arguments and the outcome::
 
@@ -45,6 +46,7 @@ RATE_LIMIT_QUIET = 60.0  # seconds between two rate-limit lines of one identity
 MAX_QUIET_IDENTITIES = 10_000
 AUDITED_ROLES = frozenset({Role.ADMIN, Role.OPERATOR})
 AUDITED_OPS = MUTATING_OPS | {Op.IDENTITY_ADD, Op.IDENTITY_REVOKE, Op.PILOT_TOKEN}
+AUDITED_FOR_EVERYONE = frozenset({Op.BULK})  # a bulk action is audited whoever asks
 _SECRET = re.compile(r"key|secret|token|password|credential|private", re.IGNORECASE)
 _COUNTED = frozenset({"descriptions"})  # replaced by their number of items
 
@@ -77,7 +79,8 @@ class AuditLog:
              error: DiracLikeError | None = None) -> bool:
         """An authorized request has run (``error``: the handler refused it). Written for the
         state-changing operations of admins and operators; returns whether it was written."""
-        if principal.role not in AUDITED_ROLES or op not in AUDITED_OPS:
+        if op not in AUDITED_OPS or (principal.role not in AUDITED_ROLES
+                                     and op not in AUDITED_FOR_EVERYONE):
             return False
         outcome, reason = ("ok", "") if error is None else ("failed", _reason(error))
         self._write(principal, op, args, now, outcome, reason)
