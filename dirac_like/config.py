@@ -87,7 +87,7 @@ class BulkConfig:
 
     confirm_above: int = 100  # acting on more jobs at once needs a confirmation (--yes)
     admin_above: int = 10_000  # acting on more jobs at once needs an admin
-    batch: int = 500  # jobs changed per loop of the service (the most it waits for a bulk)
+    batch: int = 100  # jobs changed per loop of the service (the most it waits for a bulk)
     # While requests come in, a loop acts on at most this many jobs per request it served (and
     # at least one): requests keep most of the service's time while a bulk action goes on.
     busy_share: float = 0.1

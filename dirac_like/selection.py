@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import operator
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from dirac_like.errors import InvalidArgument
@@ -33,17 +35,42 @@ class Selection:
     name: str = ""  # a shell pattern on the job name (fnmatch: * ? [..])
 
     def matches(self, job: JobRecord, now: float) -> bool:
-        return ((not self.statuses or job.status in self.statuses)
-                and (not self.site or job.site == self.site)
-                and (not self.owner or job.owner == self.owner)
-                and (not self.group or job.group == self.group)
-                and (not self.older or now - job.submitted >= self.older)
-                and (not self.newer or now - job.submitted <= self.newer)
-                and (not self.name or fnmatch.fnmatchcase(job.job_name, self.name)))
+        return all(check(job) for check in self.checks(now))
+
+    def select(self, jobs: Iterable[JobRecord], now: float) -> list[JobRecord]:
+        """The jobs that match, in the order given. One filter per field given (filter runs
+        in C): a scan of a million jobs by status takes a fraction of a second."""
+        for check in self.checks(now):
+            jobs = filter(check, jobs)
+        return list(jobs)
+
+    def checks(self, now: float) -> list[Callable[[JobRecord], bool]]:
+        """One test per field given (none: every job matches)."""
+        checks: list[Callable[[JobRecord], bool]] = []
+        if self.statuses:
+            checks.append(lambda job: job.status in self.statuses)
+        for name in ("site", "owner", "group"):
+            if getattr(self, name):
+                checks.append(_equals(name, getattr(self, name)))
+        if self.older:
+            latest = now - self.older
+            checks.append(lambda job: job.submitted <= latest)
+        if self.newer:
+            earliest = now - self.newer
+            checks.append(lambda job: job.submitted >= earliest)
+        if self.name:
+            pattern = re.compile(fnmatch.translate(self.name))
+            checks.append(lambda job: pattern.match(job.job_name) is not None)
+        return checks
 
     def for_owner(self, owner: str) -> Selection:
         """The same selection narrowed to ``owner``'s jobs."""
         return dataclasses.replace(self, owner=owner)
+
+
+def _equals(name: str, value: str) -> Callable[[JobRecord], bool]:
+    get = operator.attrgetter(name)
+    return lambda job: bool(get(job) == value)
 
 
 def parse_age(text: str) -> float:

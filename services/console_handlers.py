@@ -105,7 +105,7 @@ def _selection(text: str, only_owner: str) -> tuple[Selection, str]:
 
 
 def _selected(state: CentralState, selection: Selection, now: float) -> list[JobRecord]:
-    return [job for job in state.jobs.values() if selection.matches(job, now)]
+    return selection.select(state.jobs.values(), now)
 
 
 def _described(selection: Selection, text: str, only_owner: str) -> str:

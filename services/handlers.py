@@ -9,6 +9,7 @@ the rest through ``request_kill``, ``report`` and ``heartbeat``.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -117,13 +118,10 @@ def list_jobs(state: CentralState, args: ListJobsArgs, now: float) -> list[JobSu
         statuses=frozenset([parse_status(args.status)]) if args.status else frozenset(),
         site=args.site or "", owner=args.owner or "", group=args.group or "",
         name=args.name or "", older=args.older, newer=args.newer)
-    found = []
-    for job in state.jobs.values():
-        if selection.matches(job, now):
-            found.append(build_trusted(JobSummary, job.summary()))
-            if len(found) >= args.limit:
-                break
-    return found
+    jobs = state.jobs.values()
+    for check in selection.checks(now):
+        jobs = filter(check, jobs)  # type: ignore[assignment]
+    return [build_trusted(JobSummary, job.summary()) for job in itertools.islice(jobs, args.limit)]
 
 
 def kill(state: CentralState, args: JobIdsArgs, now: float) -> KillReply:
