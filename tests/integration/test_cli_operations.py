@@ -12,6 +12,7 @@ import pytest
 from test_cli import HELLO, json_of, run_cli, submit
 
 from dirac_like.client import Client
+from dirac_like.identity import save_identity
 from dirac_like.processes import ServiceProcess
 from dirac_like.protocol import PilotResources
 
@@ -142,3 +143,19 @@ def test_job_list_filters_by_name_and_sorts(cli: Any, tmp_path: Path) -> None:
     assert json_of(cli("job", "list", "--older", "1d", "--json")) == []
     bad = cli("job", "list", "--older", "soon")
     assert bad.returncode == 2 and "age 'soon' is not valid" in bad.stderr
+
+
+def test_a_user_selecting_everyones_jobs_counts_and_kills_only_its_own(
+        cli: Any, client: Client, tmp_path: Path) -> None:
+    others = client.submit([HELLO, HELLO], owner="")  # the admin's
+    bob = tmp_path / "bob.identity"
+    save_identity(bob, client.identity_add("bob", "user", ["physics"]))
+    own = submit(cli, tmp_path, "--identity", str(bob))
+
+    result = cli("job", "kill", "--select", "status=Waiting", "--identity", str(bob))
+
+    assert result.returncode == 0, result.stderr
+    assert "Note: only your jobs (owner=bob) are counted" in result.stdout
+    assert "Kill would act on 1 job(s)" in result.stdout
+    assert statuses(client, own) == ["Killed"]
+    assert statuses(client, others) == ["Waiting", "Waiting"]
