@@ -42,9 +42,11 @@ class GridLog:
         self._keep(self.pilots, pilot_id, resources, now, MAX_PILOTS)
         self.last_pilot[resources.site] = now
         key = (resources.site, resources.ce)
-        if key not in self.described:
-            # no director described it: what its pilots showed at most
-            self._keep(self.ces, key, _widest(self.ces.get(key), resources), now, MAX_CES)
+        if key in self.described:
+            return
+        known = self.ces.get(key)  # no director described it: what its pilots showed at most
+        if known is None or _wider(resources, known[0]):
+            self._keep(self.ces, key, _widest(known, resources), now, MAX_CES)
 
     def matched(self, now: float) -> None:
         buckets = self._matches
@@ -77,6 +79,13 @@ class GridLog:
         table.move_to_end(key)
         if len(table) > limit:
             table.popitem(last=False)
+
+
+def _wider(seen: PilotResources, known: PilotResources) -> bool:
+    """Whether ``seen`` offers more of something than ``known`` (on the match path: cheap)."""
+    return (seen.cores > known.cores or seen.memory_mb > known.memory_mb
+            or (known.cpu_time_left != 0 and (seen.cpu_time_left == 0
+                                              or seen.cpu_time_left > known.cpu_time_left)))
 
 
 def _widest(known: tuple[PilotResources, float] | None, seen: PilotResources) -> PilotResources:
