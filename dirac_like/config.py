@@ -193,11 +193,7 @@ def validate(config: Config) -> None:
     if config.pilots.retention < 0 or config.pilots.max_output_bytes < 0:
         raise ConfigError("pilots: retention and max_output_bytes must not be negative")
     _validate_sandboxes(config)
-    bulk = config.bulk
-    if bulk.batch < 1 or bulk.confirm_above < 0 or bulk.admin_above < bulk.confirm_above:
-        raise ConfigError("bulk: batch >= 1, confirm_above >= 0, admin_above >= confirm_above")
-    if not 0 < bulk.busy_share <= 100:
-        raise ConfigError("bulk.busy_share: must be positive (jobs per request served)")
+    _validate_bulk(config.bulk)
     security = config.security
     if security.pilot_token_lifetime <= 0 or security.purge_expired_after < 0:
         raise ConfigError("security: pilot_token_lifetime must be positive and "
@@ -205,6 +201,13 @@ def validate(config: Config) -> None:
     if security.rate_per_second < 0 or security.rate_burst < 1:
         raise ConfigError("security: rate_per_second must not be negative and rate_burst must "
                           "be at least 1")
+
+
+def _validate_bulk(bulk: BulkConfig) -> None:
+    if bulk.batch < 1 or bulk.confirm_above < 0 or bulk.admin_above < bulk.confirm_above:
+        raise ConfigError("bulk: batch >= 1, confirm_above >= 0, admin_above >= confirm_above")
+    if not 0 < bulk.busy_share <= 100:
+        raise ConfigError("bulk.busy_share: must be positive (jobs per request served)")
 
 
 def _validate_sandboxes(config: Config) -> None:

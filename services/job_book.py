@@ -161,7 +161,7 @@ class JobBook:
             HistoryEntry(job_id, status.value, step_minor, "", now, source)
             for status, step_minor, source in SUBMISSION_PATH[:-1]
         )
-        status, step_minor, source = SUBMISSION_PATH[-1]
+        status, _, source = SUBMISSION_PATH[-1]  # its minor status: the job's own
         changes.history.append(HistoryEntry(job_id, status.value, job.minor_status, "", now,
                                             source))
         task_queue.push(job_id, job.priority)

@@ -30,7 +30,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_match import (  # noqa: E402  (the load generator of the match benchmark)
+from bench_match import (
     SITES,
     SLOW,
     config_text,
@@ -42,13 +42,13 @@ from bench_match import (  # noqa: E402  (the load generator of the match benchm
     task_queue_jdl,
 )
 
-from dirac_like.client import Client  # noqa: E402
-from dirac_like.config import Config  # noqa: E402
-from dirac_like.processes import ServiceProcess  # noqa: E402
-from dirac_like.protocol import JobIdsArgs, PilotResources  # noqa: E402
-from dirac_like.services.console_handlers import why  # noqa: E402
-from dirac_like.services.state import CentralState  # noqa: E402
-from dirac_like.store.memory import MemoryStore  # noqa: E402
+from dirac_like.client import Client
+from dirac_like.config import Config
+from dirac_like.processes import ServiceProcess
+from dirac_like.protocol import JobIdsArgs, PilotResources
+from dirac_like.services.console_handlers import why
+from dirac_like.services.state import CentralState
+from dirac_like.store.memory import MemoryStore
 
 TASK_QUEUES = 500
 
