@@ -14,7 +14,8 @@ order (the first that holds):
 - ``no-pilots``: the sites are open but no pilot that fits it came lately;
 - ``lost``: pilots that fit it came, but the matcher served others: the job's place (jobs ahead
   of it for such a pilot, by the matcher's fair-share ranking), its group's and user's load per
-  share, and the estimated wait at the recent match rate.
+  share, and the estimated wait at the recent match rate (none ahead: it is first in line and
+  waits for a pilot that fits to be free).
 
 Every requirement is checked with the matcher's own predicates
 (:data:`dirac_like.matching.REQUIREMENT_CHECKS`), and, like HTCondor's ``-better-analyze``, the
@@ -223,38 +224,39 @@ def _site_block(grid: GridView, site: str) -> str:
 
 def _lost(base: Explanation, job: JobRecord, task_queue: TaskQueue, matcher: Matcher,
           grid: GridView, pilot: PilotResources, details: list[str]) -> Explanation:
-    """Pilots that fit came: the job's place in the matcher's order for such a pilot."""
+    """Pilots that fit came: the job's place in the matcher's order for such a pilot (the
+    groups and users that have waiting jobs this pilot could take, ranked as the matcher ranks
+    them now)."""
     shares, now = matcher.shares, grid.now
-    tree = matcher.eligible(pilot)
-    groups = shares.rank_groups(tree, now)
-    ahead = 0
-    for group in groups:
-        users = shares.rank_users(group, tree[group], now)
-        for user in users:
-            for queue in tree[group][user]:
-                if not queue.fits_capacity(pilot):
-                    continue
-                mine = group == job.group and user == job.owner
-                ahead += queue.count_before((-job.priority, job.job_id)) if mine else len(queue)
-            if group == job.group and user == job.owner:
-                break
-        if group == job.group:
-            break
+    tree = {group: {user: [q for q in queues if len(q) and q.fits_capacity(pilot)]
+                    for user, queues in users.items()}
+            for group, users in matcher.eligible(pilot).items()}
+    tree = {group: {user: queues for user, queues in users.items() if queues}
+            for group, users in tree.items()}
+    groups = [group for group in shares.rank_groups(tree, now) if tree[group]]
+    users = shares.rank_users(job.group, tree[job.group], now)
+    ahead = sum(len(queue) for group in groups[:groups.index(job.group)]
+                for queues in tree[group].values() for queue in queues)
+    ahead += sum(len(queue) for user in users[:users.index(job.owner)]
+                 for queue in tree[job.group][user])
+    ahead += sum(queue.count_before((-job.priority, job.job_id))
+                 for queue in tree[job.group][job.owner])
     lines = [
-        f"group {job.group}: place {groups.index(job.group) + 1} of {len(groups)} by load per "
-        f"share ({shares.group_priority(job.group, now):.3g} cores per unit of share)",
-        f"user {job.owner}: place "
-        f"{shares.rank_users(job.group, tree[job.group], now).index(job.owner) + 1} of "
-        f"{len(tree[job.group])} in {job.group} "
+        f"group {job.group}: place {groups.index(job.group) + 1} of {len(groups)} with jobs "
+        f"waiting, by load per share ({shares.group_priority(job.group, now):.3g} cores per "
+        "unit of share)",
+        f"user {job.owner}: place {users.index(job.owner) + 1} of {len(users)} in {job.group} "
         f"({shares.user_priority(job.group, job.owner, now):.3g} cores per unit of share)",
         f"task queue {task_queue.task_queue_id}: {len(task_queue)} waiting",
     ]
     wait = ahead / grid.match_rate if grid.match_rate > 0 else -1.0
     estimate = f"; about {_duration(wait)} at the recent rate" if wait >= 0 else ""
-    return dataclasses.replace(
-        base, verdict=LOST, details=lines + details, jobs_ahead=ahead, estimated_wait=wait,
-        reason=f"pilots that fit it came, but others were served first: {ahead} jobs ahead of "
-               f"it{estimate}")
+    reason = (f"pilots that fit it came, but others were served first: {ahead} jobs ahead of "
+              f"it{estimate}" if ahead else
+              "it is first in line: the next pilot that fits takes it (pilots that fit came "
+              "lately and are busy)")
+    return dataclasses.replace(base, verdict=LOST, details=lines + details, jobs_ahead=ahead,
+                               estimated_wait=wait, reason=reason)
 
 
 def _duration(seconds: float) -> str:

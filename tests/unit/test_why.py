@@ -114,6 +114,10 @@ CASES = [
          [sized(BIG_CE), pilot("p1"), submitted(HELLO, owner="bob", group="atlas"),
           submitted(HELLO, owner="bob", group="atlas")],
          HELLO, "lost", "2 jobs ahead of it"),
+    Case("first in line while the pilots that fit are busy",
+         [sized(BIG_CE), pilot("p1"), submitted(HELLO, owner="bob", group="atlas"),
+          lambda grid: grid.pilot("p2", **BIG_CE) and None],  # atlas's job: matched, queue empty
+         HELLO, "lost", "it is first in line"),
     Case("held back after its pilot handed it back", [sized(BIG_CE)], HELLO, "held",
          "back to Waiting in 10 s", after=[rescheduled_by_its_pilot]),
     Case("running, not waiting", [sized(BIG_CE)], HELLO, "not-waiting",
