@@ -108,9 +108,13 @@ def _selected(state: CentralState, selection: Selection, now: float) -> list[Job
     return selection.select(state.jobs.values(), now)
 
 
-def _described(selection: Selection, text: str, only_owner: str) -> str:
-    return f"{text},owner={only_owner}" if only_owner and f"owner={only_owner}" not in text \
-        else text
+def _described(text: str, only_owner: str) -> str:
+    """The selection as applied: a user's is narrowed to its own jobs (owner=that user)."""
+    if not only_owner:
+        return text
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    kept = [item for item in items if item.partition("=")[0].strip().lower() != "owner"]
+    return ",".join([*kept, f"owner={only_owner}"])
 
 
 def select_jobs(state: CentralState, args: SelectArgs, now: float) -> SelectionReply:
@@ -122,7 +126,7 @@ def select_jobs(state: CentralState, args: SelectArgs, now: float) -> SelectionR
         note = "; ".join(filter(None, [note, "no job matches this selection"]))
     config = state.config.bulk
     return SelectionReply(
-        selection=_described(selection, args.selection, args.only_owner), count=len(jobs),
+        selection=_described(args.selection, args.only_owner), count=len(jobs),
         sample=[build_trusted(JobSummary, job.summary()) for job in jobs[:args.sample]],
         note=note, confirm_above=config.confirm_above, admin_above=config.admin_above)
 
@@ -135,7 +139,7 @@ def bulk(state: CentralState, args: BulkArgs, now: float, actions: dict[str, Han
     selection, _ = _selection(args.selection, args.only_owner)
     jobs = _selected(state, selection, now)
     _check_caps(state, args, len(jobs))
-    described = _described(selection, args.selection, args.only_owner)
+    described = _described(args.selection, args.only_owner)
     action = state.bulk.start(args.action, described, args.only_owner,
                               [job.job_id for job in jobs])
     log.info("bulk %d: %s of %d jobs selected by %r (owner %s)", action.bulk_id, args.action,

@@ -102,6 +102,7 @@ def test_a_user_selecting_others_jobs_counts_and_touches_only_its_own() -> None:
     # what the authorization check makes of a user's request: only_owner = the user
     reply = grid.call(Op.SELECT_JOBS, selection="status=Waiting,owner=bob", only_owner="alice")
     assert reply["count"] == 2 and reply["note"] == "only your jobs (owner=alice) are counted"
+    assert reply["selection"] == "status=Waiting,owner=alice"
     bulk = grid.call(Op.BULK, action="kill", selection="status=Waiting", expected=2,
                      only_owner="alice")
     finish_bulk(grid)
