@@ -71,11 +71,13 @@ def test_the_console_drives_the_grid(console: pexpect.spawn, client: Client,
 
     shell.send("kill job 1\r")  # not a command: nothing is killed
     shell.expect("unknown command 'kill'")
+    shell.expect("dirac-like \\[LCG.CERN.cern\\]>")  # the prompt is up: it reads keys again
     shell.sendcontrol("d")
     shell.expect(pexpect.EOF)
     assert [row.status for row in client.status([anywhere, at_cern])] == ["Waiting"] * 2
 
     again = console()  # type: ignore[operator]
+    again.expect("dirac-like>")
     again.send("\x1b[A")  # Up: the last command of the previous session
     again.send("\r")
     again.expect("unknown command 'kill'")
