@@ -283,6 +283,58 @@ class SiteDrainArgs:
 class SiteLimitArgs:
     site: str
     limit: int  # jobs matched or running at once; 0: no limit; -1: back to the configured one
+@dataclass(frozen=True)
+class ProbeResultItem:
+    """One check of a probe run (see dirac_like.monitoring.ProbeResult)."""
+
+    target: str
+    kind: str  # "site" or "se"
+    check: str
+    status: str  # OK, WARNING, CRITICAL or UNKNOWN
+    message: str
+    time: float
+    ce: str = ""
+    job_id: int = 0
+
+
+@dataclass(frozen=True)
+class ProbeReportArgs:
+    results: list[ProbeResultItem]
+
+
+@dataclass(frozen=True)
+class ProbeResultsArgs:
+    since: float
+    target: str = ""  # "": every target
+    limit: int = 100_000
+
+
+@dataclass(frozen=True)
+class SetStatusArgs:
+    target: str
+    kind: str  # "site" or "se"
+    status: str  # Active, Degraded, Probing or Banned
+    reason: str
+
+
+@dataclass(frozen=True)
+class DowntimeAddArgs:
+    target: str
+    kind: str  # "site" or "se"
+    start: float
+    end: float
+    reason: str
+    scheduled: bool = True
+
+
+@dataclass(frozen=True)
+class DowntimeListArgs:
+    include_ended: bool = False  # also ended and cancelled ones
+
+
+@dataclass(frozen=True)
+class DowntimeIdArgs:
+    downtime_id: int
 
 
 # --------------------------------------------------------------------------------------------
@@ -426,7 +478,7 @@ class CommandsReply:
 @dataclass(frozen=True)
 class SiteRow:
     site: str
-    status: str  # "Active", "Banned" or "Draining"
+    status: str  # Active, Degraded, Probing (the monitoring policy's), Banned, or Draining
     reason: str
     active_jobs: int
     max_running: int
@@ -636,6 +688,35 @@ class PilotSummaryRow:
     site: str
     state: str
     count: int
+@dataclass(frozen=True)
+class ProbeReportReply:
+    stored: int
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    """A site's or SE's status: the policy's (or an operator's ban), and its downtime now."""
+
+    target: str
+    kind: str
+    status: str  # Active, Degraded, Probing or Banned
+    reason: str
+    changed: float
+    automatic: bool  # set by the monitoring policy; False: by an operator (or never set)
+    downtime: str  # the downtime in force now ("" if none)
+
+
+@dataclass(frozen=True)
+class DowntimeRow:
+    downtime_id: int
+    target: str
+    kind: str
+    start: float
+    end: float
+    reason: str
+    scheduled: bool
+    created: float
+    cancelled: float  # 0: in force
 
 
 class Op:
@@ -683,6 +764,13 @@ class Op:
     SITE_DRAIN = "site_drain"
     SITE_LIMIT = "site_limit"
     PILOT_SUMMARY = "pilot_summary"
+    PROBE_REPORT = "probe_report"
+    PROBE_RESULTS = "probe_results"
+    RESOURCE_STATUS = "resource_status"
+    SET_STATUS = "set_status"
+    DOWNTIME_ADD = "downtime_add"
+    DOWNTIME_LIST = "downtime_list"
+    DOWNTIME_CANCEL = "downtime_cancel"
 
 
 ARGUMENTS: dict[str, type] = {
@@ -728,6 +816,13 @@ ARGUMENTS: dict[str, type] = {
     Op.SITE_DRAIN: SiteDrainArgs,
     Op.SITE_LIMIT: SiteLimitArgs,
     Op.PILOT_SUMMARY: NoArgs,
+    Op.PROBE_REPORT: ProbeReportArgs,
+    Op.PROBE_RESULTS: ProbeResultsArgs,
+    Op.RESOURCE_STATUS: NoArgs,
+    Op.SET_STATUS: SetStatusArgs,
+    Op.DOWNTIME_ADD: DowntimeAddArgs,
+    Op.DOWNTIME_LIST: DowntimeListArgs,
+    Op.DOWNTIME_CANCEL: DowntimeIdArgs,
 }
 
 # The result of each operation's ok reply.
@@ -774,6 +869,13 @@ REPLIES: dict[str, Any] = {
     Op.SITE_DRAIN: SiteStateReply,
     Op.SITE_LIMIT: SiteStateReply,
     Op.PILOT_SUMMARY: list[PilotSummaryRow],
+    Op.PROBE_REPORT: ProbeReportReply,
+    Op.PROBE_RESULTS: list[ProbeResultItem],
+    Op.RESOURCE_STATUS: list[StatusRow],
+    Op.SET_STATUS: StatusRow,
+    Op.DOWNTIME_ADD: DowntimeRow,
+    Op.DOWNTIME_LIST: list[DowntimeRow],
+    Op.DOWNTIME_CANCEL: DowntimeRow,
 }
 
 # Operations that change stored state: their replies are remembered under the request id so a
@@ -799,6 +901,10 @@ MUTATING_OPS = frozenset(
         Op.BULK,
         Op.SITE_DRAIN,
         Op.SITE_LIMIT,
+        Op.PROBE_REPORT,
+        Op.SET_STATUS,
+        Op.DOWNTIME_ADD,
+        Op.DOWNTIME_CANCEL,
     }
 )
 # sandbox_upload changes files, not the store: a repeated chunk is written again at its offset,

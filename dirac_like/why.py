@@ -9,8 +9,9 @@ order (the first that holds):
 - ``held``: it is held back (Rescheduled: back to Waiting at a given time);
 - ``unknown-grid``: no CE and no pilot is known yet, so nothing can be said;
 - ``never``: no known CE can ever run it (``NumberOfProcessors 64 > the largest CE's 8``);
-- ``sites``: the CEs that could run it are all at sites that take no job now: banned, draining,
-  at their running limit, or with no pilot lately (with when the last one came);
+- ``sites``: the CEs that could run it are all at sites that take no job now: in a downtime,
+  banned, draining, at their running limit, or with no pilot lately (with when the last one
+  came);
 - ``no-pilots``: the sites are open but no pilot that fits it came lately;
 - ``lost``: pilots that fit it came, but the matcher served others: the job's place (jobs ahead
   of it for such a pilot, by the matcher's fair-share ranking), its group's and user's load per
@@ -54,9 +55,12 @@ class SiteState:
     limit: int = 0  # active jobs at once (0: none)
     active: int = 0
     last_pilot: float = 0.0  # the last request of any pilot there (0: never)
+    downtime: str = ""  # the downtime in force now, as the monitoring board says it
 
     def blocked(self) -> str:
         """Why no job is matched at this site now ('' if jobs may be)."""
+        if self.downtime:
+            return self.downtime
         if self.banned:
             return f"{self.name} is banned ({self.banned})"
         if self.draining:

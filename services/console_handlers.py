@@ -70,17 +70,19 @@ def vars_of(explanation: Any) -> dict[str, Any]:
 
 def grid_view(state: CentralState, now: float) -> GridView:
     log_ = state.grid
-    sites = {name: site_state(state, name) for name in state.sites.seen | set(log_.last_pilot)}
+    sites = {name: site_state(state, name, now)
+             for name in state.sites.seen | set(log_.last_pilot)}
     return GridView(ces=log_.known_ces(), pilots=log_.recent_pilots(now), sites=sites,
                     known_sites=frozenset(sites), now=now, pilot_window=log_.window,
                     match_rate=log_.match_rate(now))
 
 
-def site_state(state: CentralState, name: str) -> SiteState:
+def site_state(state: CentralState, name: str, now: float) -> SiteState:
     ban = state.sites.banned(name)
     return SiteState(name, banned=ban.reason if ban else "", draining=state.sites.draining(name),
                      limit=state.sites.max_running(name), active=state.book.site_active[name],
-                     last_pilot=state.grid.last_pilot.get(name, 0.0))
+                     last_pilot=state.grid.last_pilot.get(name, 0.0),
+                     downtime=state.monitor.why_not(name, now))
 
 
 def _task_queue(state: CentralState, job: JobRecord) -> TaskQueue:

@@ -21,6 +21,7 @@ from dirac_like.cli.identity import (
     cmd_admin_identity_list,
     cmd_admin_identity_revoke,
 )
+from dirac_like.cli.monitoring import add_monitoring_admin_parsers
 from dirac_like.cli.operations import (
     OPERATIONS_COMMANDS,
     add_site_parser,
@@ -194,6 +195,7 @@ def add_admin_parser(groups: Any, both: list[argparse.ArgumentParser]) -> None:
     kill_pilot.add_argument("pilot_id", metavar="PILOT_ID", help="the pilot's id")
     add_identity_parser(commands, both)
     add_site_parser(commands, both)
+    add_monitoring_admin_parsers(commands, both)
 
 
 ADMIN_COMMANDS = {

@@ -22,6 +22,7 @@ from dirac_like.cli.common import client_options, set_client_defaults
 from dirac_like.cli.console import CONSOLE_COMMANDS, add_console_parser
 from dirac_like.cli.identity import add_init_parser, cmd_init, print_hint_unreachable
 from dirac_like.cli.jobs import JOB_COMMANDS, add_job_parser
+from dirac_like.cli.monitoring import MONITORING_COMMANDS
 from dirac_like.cli.service import SERVICE_COMMANDS, add_demo_parser, add_service_parser
 from dirac_like.errors import EXIT_OK, EXIT_USAGE, DiracLikeError, ServiceUnavailable
 
@@ -34,6 +35,7 @@ COMMANDS: dict[tuple[str, str], Command] = {
     **ADMIN_COMMANDS,
     **AGENT_COMMANDS,
     **CONSOLE_COMMANDS,
+    **MONITORING_COMMANDS,
 }
 
 COMPLETIONS = "~/.local/share/bash-completion/completions"
