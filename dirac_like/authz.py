@@ -111,6 +111,10 @@ _ACTIONS = {
     Op.PILOT_TOKEN: "obtain pilot tokens", Op.JOB_DESCRIPTION: "see job descriptions",
     Op.DELETE: "delete jobs", Op.PEEK: "peek at job output",
     Op.PILOT_STOPPED: "report a pilot stopped",
+    Op.WHY: "ask why jobs wait", Op.SELECT_JOBS: "select jobs", Op.BULK: "act on jobs in bulk",
+    Op.BULK_STATUS: "follow bulk actions", Op.SITE_SHOW: "show sites",
+    Op.SITE_DRAIN: "drain sites", Op.SITE_LIMIT: "limit sites",
+    Op.PILOT_SUMMARY: "summarize pilots",
     Op.PROBE_REPORT: "report probe results", Op.PROBE_RESULTS: "read probe results",
     Op.RESOURCE_STATUS: "see site and SE statuses", Op.SET_STATUS: "set site and SE statuses",
     Op.DOWNTIME_ADD: "declare downtimes", Op.DOWNTIME_LIST: "list downtimes",
@@ -273,6 +277,12 @@ def _pilot_download(asked: Asked) -> Any:
     return asked.args
 
 
+def _user_selection(asked: Asked) -> Any:
+    """A user's selections and bulk actions count and touch its own jobs only (the reply says
+    so); only an admin may pass the admin cap."""
+    if asked.op == Op.BULK:
+        return asked.replaced(only_owner=asked.principal.name, over_admin_cap=False)
+    return asked.replaced(only_owner=asked.principal.name)
 def _monitor_submit(asked: Asked) -> Any:
     group = asked.arg("group") or PROBE_GROUP
     if group != PROBE_GROUP:
@@ -452,6 +462,15 @@ RULES: dict[str, dict[Role, Check]] = {
     Op.DELETE: {_U: _own_jobs},
     Op.PEEK: {_O: _anything, _U: _own_jobs},
     Op.PILOT_STOPPED: {_P: _pilot_stopped},
+    # operators' console (issue 14)
+    Op.WHY: {_O: _anything, _U: _own_jobs, _A: _anything},
+    Op.SELECT_JOBS: {_O: _anything, _U: _user_selection, _A: _anything},
+    Op.BULK: {_U: _user_selection},
+    Op.BULK_STATUS: {_O: _anything, _U: _user_selection},
+    Op.SITE_SHOW: {_O: _anything, _A: _anything},
+    Op.SITE_DRAIN: {_O: _anything},
+    Op.SITE_LIMIT: {_O: _anything},
+    Op.PILOT_SUMMARY: {_O: _anything, _A: _anything},
     Op.PROBE_REPORT: {_M: _anything},
     Op.PROBE_RESULTS: {_O: _anything, _M: _anything},
     Op.RESOURCE_STATUS: {_O: _anything, _A: _anything, _M: _anything},

@@ -36,6 +36,10 @@ from dirac_like.protocol import (
     AddPilotsArgs,
     AddPilotsReply,
     BanSiteArgs,
+    BulkArgs,
+    BulkIdArgs,
+    BulkReply,
+    BulkStatusReply,
     CommandsReply,
     DeleteReply,
     DowntimeAddArgs,
@@ -70,6 +74,7 @@ from dirac_like.protocol import (
     PilotResources,
     PilotStoppedArgs,
     PilotStoppedReply,
+    PilotSummaryRow,
     PilotTokenArgs,
     PilotUpdateItem,
     PilotView,
@@ -86,13 +91,19 @@ from dirac_like.protocol import (
     SandboxDownloadReply,
     SandboxUploadArgs,
     SandboxUploadReply,
+    SelectArgs,
+    SelectionReply,
     SetShareArgs,
     SetShareReply,
     SetStatusArgs,
     ShareRow,
     SiteArgs,
+    SiteDrainArgs,
+    SiteLimitArgs,
     SiteReply,
     SiteRow,
+    SiteShowReply,
+    SiteStateReply,
     StatusRow,
     SubmitArgs,
     SubmitReply,
@@ -100,6 +111,7 @@ from dirac_like.protocol import (
     UpdatePilotsArgs,
     UpdatePilotsReply,
     UpdateStatusArgs,
+    WhyReply,
     decode_push,
     decode_reply,
     encode_request,
@@ -290,8 +302,13 @@ class Client:
         group: str = "",
         timeout: float | None = None,
     ) -> list[int]:
+        return self.submit_reply(descriptions, owner, group, timeout).job_ids
+
+    def submit_reply(self, descriptions: list[str | dict[str, Any]], owner: str,
+                     group: str = "", timeout: float | None = None) -> SubmitReply:
+        """The job ids and the service's warnings (jobs no known CE can ever run)."""
         reply: SubmitReply = self.call(Op.SUBMIT, SubmitArgs(descriptions, owner, group), timeout)
-        return reply.job_ids
+        return reply
 
     def status(self, job_ids: list[int]) -> list[JobSummary]:
         rows: list[JobSummary] = self.call(Op.STATUS, JobIdsArgs(job_ids))
@@ -299,9 +316,10 @@ class Client:
 
     def list_jobs(self, status: str | None = None, site: str | None = None,
                   owner: str | None = None, group: str | None = None,
-                  limit: int = 10000) -> list[JobSummary]:
+                  limit: int = 10000, name: str | None = None, older: float = 0.0,
+                  newer: float = 0.0) -> list[JobSummary]:
         rows: list[JobSummary] = self.call(
-            Op.LIST_JOBS, ListJobsArgs(status, site, owner, group, limit))
+            Op.LIST_JOBS, ListJobsArgs(status, site, owner, group, limit, name, older, newer))
         return rows
 
     def kill(self, job_ids: list[int]) -> KillReply:
@@ -517,6 +535,45 @@ class Client:
         """A short-lived identity for a pilot of ``site`` (``pilot_id``: that pilot record
         only; '': any pilot of the site)."""
         return self._identity(self.call(Op.PILOT_TOKEN, PilotTokenArgs(site, pilot_id)))
+
+    # -- the operators' console (issue 14) ------------------------------------------------------
+
+    def why(self, job_ids: list[int]) -> list[WhyReply]:
+        """Why each job waits, from the matcher's own rules."""
+        rows: list[WhyReply] = self.call(Op.WHY, JobIdsArgs(job_ids))
+        return rows
+
+    def select_jobs(self, selection: str, sample: int = 10) -> SelectionReply:
+        """How many jobs ``selection`` matches (only one's own for a user), and a sample."""
+        reply: SelectionReply = self.call(Op.SELECT_JOBS, SelectArgs(selection, sample))
+        return reply
+
+    def bulk(self, action: str, selection: str, expected: int, yes: bool = False,
+             over_admin_cap: bool = False) -> BulkReply:
+        """Start ``action`` on the ``expected`` jobs of ``selection`` (done in batches)."""
+        reply: BulkReply = self.call(Op.BULK, BulkArgs(action, selection, expected, yes,
+                                                        over_admin_cap))
+        return reply
+
+    def bulk_status(self, bulk_id: int) -> BulkStatusReply:
+        reply: BulkStatusReply = self.call(Op.BULK_STATUS, BulkIdArgs(bulk_id))
+        return reply
+
+    def site_show(self, site: str) -> SiteShowReply:
+        reply: SiteShowReply = self.call(Op.SITE_SHOW, SiteArgs(site))
+        return reply
+
+    def site_drain(self, site: str, drain: bool = True) -> SiteStateReply:
+        reply: SiteStateReply = self.call(Op.SITE_DRAIN, SiteDrainArgs(site, drain))
+        return reply
+
+    def site_limit(self, site: str, limit: int) -> SiteStateReply:
+        reply: SiteStateReply = self.call(Op.SITE_LIMIT, SiteLimitArgs(site, limit))
+        return reply
+
+    def pilot_summary(self) -> list[PilotSummaryRow]:
+        rows: list[PilotSummaryRow] = self.call(Op.PILOT_SUMMARY, NoArgs())
+        return rows
 
     def _identity(self, issued_file: IdentityFile) -> Identity:
         try:

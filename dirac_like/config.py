@@ -111,6 +111,18 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class BulkConfig:
+    """Bulk actions (``job kill --select ...``): the caps and the batch size."""
+
+    confirm_above: int = 100  # acting on more jobs at once needs a confirmation (--yes)
+    admin_above: int = 10_000  # acting on more jobs at once needs an admin
+    batch: int = 100  # jobs changed per loop of the service (the most it waits for a bulk)
+    # While requests come in, a loop acts on at most this many jobs per request it served (and
+    # at least one): requests keep most of the service's time while a bulk action goes on.
+    busy_share: float = 0.1
+
+
+@dataclass(frozen=True)
 class SiteLimits:
     max_running: int = 0  # jobs matched or running at the site at once; 0: no limit
 
@@ -125,6 +137,7 @@ class Config:
     pilots: PilotsConfig = field(default_factory=PilotsConfig)
     sandboxes: SandboxesConfig = field(default_factory=SandboxesConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    bulk: BulkConfig = field(default_factory=BulkConfig)
     sites: Mapping[str, SiteLimits] = field(default_factory=dict)
 
     def store_url(self, home: Path) -> str:
@@ -205,6 +218,7 @@ def validate(config: Config) -> None:
     if config.pilots.retention < 0 or config.pilots.max_output_bytes < 0:
         raise ConfigError("pilots: retention and max_output_bytes must not be negative")
     _validate_sandboxes(config)
+    _validate_bulk(config.bulk)
     security = config.security
     if security.pilot_token_lifetime <= 0 or security.purge_expired_after < 0:
         raise ConfigError("security: pilot_token_lifetime must be positive and "
@@ -212,8 +226,6 @@ def validate(config: Config) -> None:
     if security.rate_per_second < 0 or security.rate_burst < 1:
         raise ConfigError("security: rate_per_second must not be negative and rate_burst must "
                           "be at least 1")
-
-
 
 
 def _validate_service(config: Config) -> None:
@@ -243,6 +255,13 @@ def _validate_shares(config: Config) -> None:
     for group, share in config.shares.groups.items():
         if share <= 0:
             raise ConfigError(f"shares.groups.{group}: must be positive")
+
+
+def _validate_bulk(bulk: BulkConfig) -> None:
+    if bulk.batch < 1 or bulk.confirm_above < 0 or bulk.admin_above < bulk.confirm_above:
+        raise ConfigError("bulk: batch >= 1, confirm_above >= 0, admin_above >= confirm_above")
+    if not 0 < bulk.busy_share <= 100:
+        raise ConfigError("bulk.busy_share: must be positive (jobs per request served)")
 
 
 def _validate_sandboxes(config: Config) -> None:

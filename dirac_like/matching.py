@@ -24,7 +24,7 @@ smaller job of a group above its share. The policy, its bounds and why: :mod:`di
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from dirac_like.draining import Hold, Holds
@@ -78,34 +78,25 @@ class TaskQueue:
         self._members.discard(top[1])
         return top[1]
 
+    def count_before(self, entry: tuple[int, int]) -> int:
+        """How many waiting jobs come before ``entry`` = (-priority, job id) in pop order."""
+        members = self._members
+        return len({item for item in self._heap if item < entry and item[1] in members})
+
     def job_ids(self) -> Iterator[int]:
         return iter(self._members)
 
     def fits_static(self, pilot: PilotResources) -> bool:
         """Requirements that do not change during a pilot's life."""
-        req = self.requirements
-        if req.sites and pilot.site not in req.sites:
-            return False
-        if req.ces and pilot.ce not in req.ces:
-            return False
-        if pilot.site in req.banned_sites:
-            return False
-        if req.platforms and pilot.platform not in req.platforms:
-            return False
-        if req.tags and not set(req.tags) <= set(pilot.tags):
-            return False
-        if pilot.required_tags and not set(pilot.required_tags) <= set(req.tags):
-            return False
-        return not pilot.owner_group or pilot.owner_group == self.group
+        req, group = self.requirements, self.group
+        return all(check(req, group, pilot) for _, check in STATIC_CHECKS)
 
     def fits_capacity(self, pilot: PilotResources) -> bool:
         """Requirements on what the pilot has left: cores, memory, CPU time."""
-        req = self.requirements
-        if req.cores > pilot.cores:
-            return False
-        if req.max_ram_mb and req.max_ram_mb > pilot.memory_mb:
-            return False
-        return not (pilot.cpu_time_left and req.cpu_time > pilot.cpu_time_left)
+        # On the matcher's hot path: the three predicates of CAPACITY_CHECKS, called directly.
+        req, group = self.requirements, self.group
+        return (_cores_ok(req, group, pilot) and _memory_ok(req, group, pilot)
+                and _cpu_time_ok(req, group, pilot))
 
     def fits(self, pilot: PilotResources) -> bool:
         return self.fits_static(pilot) and self.fits_capacity(pilot)
@@ -119,6 +110,76 @@ class TaskQueue:
         if req.max_ram_mb and req.max_ram_mb > pilot.memory_mb:
             return False
         return not (pilot.cpu_time_left and req.cpu_time > pilot.cpu_time_left)
+
+    def rejections(self, pilot: PilotResources) -> list[str]:
+        """The names of the requirements ``pilot`` does not meet ([] if it fits): the same
+        checks as :meth:`fits`, one by one (``dirac-like job why`` counts them)."""
+        req, group = self.requirements, self.group
+        return [name for name, check in REQUIREMENT_CHECKS if not check(req, group, pilot)]
+
+
+# -- the requirements, one predicate each --------------------------------------------------------
+# (requirements, the task queue's group, pilot) -> whether the pilot meets that requirement. The
+# matcher decides with these tables and nothing else; ``job why`` names the ones that fail.
+
+Check = Callable[[Requirements, str, PilotResources], bool]
+
+
+def _site_ok(req: Requirements, group: str, pilot: PilotResources) -> bool:
+    return not req.sites or pilot.site in req.sites
+
+
+def _ce_ok(req: Requirements, group: str, pilot: PilotResources) -> bool:
+    return not req.ces or pilot.ce in req.ces
+
+
+def _not_banned_by_job(req: Requirements, group: str, pilot: PilotResources) -> bool:
+    return pilot.site not in req.banned_sites
+
+
+def _platform_ok(req: Requirements, group: str, pilot: PilotResources) -> bool:
+    return not req.platforms or pilot.platform in req.platforms
+
+
+def _tags_ok(req: Requirements, group: str, pilot: PilotResources) -> bool:
+    return not req.tags or set(req.tags) <= set(pilot.tags)
+
+
+def _required_tags_ok(req: Requirements, group: str, pilot: PilotResources) -> bool:
+    return not pilot.required_tags or set(pilot.required_tags) <= set(req.tags)
+
+
+def _owner_group_ok(req: Requirements, group: str, pilot: PilotResources) -> bool:
+    return not pilot.owner_group or pilot.owner_group == group
+
+
+def _cores_ok(req: Requirements, group: str, pilot: PilotResources) -> bool:
+    return req.cores <= pilot.cores
+
+
+def _memory_ok(req: Requirements, group: str, pilot: PilotResources) -> bool:
+    return not req.max_ram_mb or req.max_ram_mb <= pilot.memory_mb
+
+
+def _cpu_time_ok(req: Requirements, group: str, pilot: PilotResources) -> bool:
+    return not pilot.cpu_time_left or req.cpu_time <= pilot.cpu_time_left
+
+
+STATIC_CHECKS: tuple[tuple[str, Check], ...] = (
+    ("Site", _site_ok),
+    ("GridCE", _ce_ok),
+    ("BannedSites", _not_banned_by_job),
+    ("Platform", _platform_ok),
+    ("Tags", _tags_ok),
+    ("RequiredTag", _required_tags_ok),
+    ("OwnerGroup", _owner_group_ok),
+)
+CAPACITY_CHECKS: tuple[tuple[str, Check], ...] = (
+    ("NumberOfProcessors", _cores_ok),
+    ("MaxRAM", _memory_ok),
+    ("CPUTime", _cpu_time_ok),
+)
+REQUIREMENT_CHECKS = STATIC_CHECKS + CAPACITY_CHECKS
 
 
 def _static_key(pilot: PilotResources) -> tuple[object, ...]:

@@ -174,6 +174,8 @@ class SiteRecord:
     reason: str
     changed: float
     automatic: bool = False  # banned by the monitoring policy (which may lift only its own bans)
+    drained: bool = False  # an admin drains it: no new match, running jobs finish
+    max_running: int = -1  # set by an admin (0: no limit); -1: as configured
 
 
 @dataclass(frozen=True)

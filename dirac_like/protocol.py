@@ -105,6 +105,9 @@ class ListJobsArgs:
     owner: str | None = None
     group: str | None = None
     limit: int = 10000
+    name: str | None = None  # a shell pattern on the job name (mc_*)
+    older: float = 0.0  # submitted at least this many seconds ago (0: any)
+    newer: float = 0.0  # submitted at most this many seconds ago (0: any)
 
 
 @dataclass(frozen=True)
@@ -263,6 +266,42 @@ class PilotTokenArgs:
     pilot_id: str = ""  # the pilot record it is for; "": any pilot of the site
 
 
+# -- operators' console (issue 14): job why, bulk actions, site operations ----------------------
+
+
+@dataclass(frozen=True)
+class SelectArgs:
+    selection: str  # dirac_like.selection: status=Waiting,site=X,owner=Y,older=2d,name=mc_*
+    sample: int = 10  # how many of the selected jobs to show
+    only_owner: str = ""  # set by the authorization check: a user selects only its own jobs
+
+
+@dataclass(frozen=True)
+class BulkArgs:
+    action: str  # kill, reschedule or delete
+    selection: str
+    expected: int  # the count the user was shown: a different count now is refused
+    yes: bool = False  # confirmed (needed above the confirmation cap)
+    over_admin_cap: bool = False  # needed above the admin cap; only an admin may pass it
+    only_owner: str = ""  # set by the authorization check
+
+
+@dataclass(frozen=True)
+class BulkIdArgs:
+    bulk_id: int
+    only_owner: str = ""  # set by the authorization check
+
+
+@dataclass(frozen=True)
+class SiteDrainArgs:
+    site: str
+    drain: bool = True  # False: take jobs again
+
+
+@dataclass(frozen=True)
+class SiteLimitArgs:
+    site: str
+    limit: int  # jobs matched or running at once; 0: no limit; -1: back to the configured one
 @dataclass(frozen=True)
 class ProbeResultItem:
     """One check of a probe run (see dirac_like.monitoring.ProbeResult)."""
@@ -361,6 +400,7 @@ class PingReply:
 @dataclass(frozen=True)
 class SubmitReply:
     job_ids: list[int]
+    warnings: list[str] = field(default_factory=list)  # e.g. jobs no known CE can ever run
 
 
 @dataclass(frozen=True)
@@ -474,7 +514,7 @@ class CommandsReply:
 @dataclass(frozen=True)
 class SiteRow:
     site: str
-    status: str  # Active, Degraded, Probing (the monitoring policy's) or Banned
+    status: str  # Active, Degraded, Probing (the monitoring policy's), Banned, or Draining
     reason: str
     active_jobs: int
     max_running: int
@@ -614,6 +654,81 @@ class IdentityRevokeReply:
     revoked: int  # keys revoked
 
 
+# -- operators' console (issue 14) replies ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WhyReply:
+    """Why a job waits (dirac_like.why.Explanation on the wire)."""
+
+    job_id: int
+    status: str
+    verdict: str  # one of dirac_like.why.VERDICTS
+    reason: str
+    details: list[str]
+    ces_considered: int
+    ce_rejections: dict[str, int]  # requirement -> how many known CEs reject the job by it
+    pilots_considered: int
+    pilot_rejections: dict[str, int]  # requirement -> how many recent pilots reject it by it
+    jobs_ahead: int  # -1: not computed
+    estimated_wait: float  # seconds; -1: unknown
+
+
+@dataclass(frozen=True)
+class SelectionReply:
+    selection: str  # as the service applied it (narrowed to the owner for a user)
+    count: int
+    sample: list[JobSummary]
+    note: str  # e.g. "only your jobs are counted"
+    confirm_above: int  # a bulk action on more jobs needs --yes
+    admin_above: int  # a bulk action on more jobs needs an admin
+
+
+@dataclass(frozen=True)
+class BulkReply:
+    bulk_id: int
+    count: int  # jobs it will act on, in batches
+
+
+@dataclass(frozen=True)
+class BulkStatusReply:
+    bulk_id: int
+    action: str
+    selection: str
+    owner: str
+    count: int
+    done: int  # acted on
+    skipped: int  # could not be (they changed meanwhile)
+    finished: bool
+    skipped_sample: list[str]  # why some were skipped
+
+
+@dataclass(frozen=True)
+class SiteShowReply:
+    site: str
+    status: str  # Active, Banned or Draining
+    reason: str
+    max_running: int
+    active_jobs: int
+    ces: list[dict[str, Any]]  # what each known CE offers (PilotResources fields)
+    pilots_by_state: dict[str, int]
+    last_pilot: float  # 0: never
+    director_seen: float  # last sizing request of its director; 0: never
+    waiting_could_run: int  # waiting jobs a pilot of one of its CEs could run
+
+
+@dataclass(frozen=True)
+class SiteStateReply:
+    site: str
+    status: str
+    max_running: int
+
+
+@dataclass(frozen=True)
+class PilotSummaryRow:
+    site: str
+    state: str
+    count: int
 @dataclass(frozen=True)
 class ProbeReportReply:
     stored: int
@@ -681,6 +796,15 @@ class Op:
     DELETE = "delete"
     PEEK = "peek"
     PILOT_STOPPED = "pilot_stopped"
+    # operators' console (issue 14)
+    WHY = "why"
+    SELECT_JOBS = "select_jobs"
+    BULK = "bulk"
+    BULK_STATUS = "bulk_status"
+    SITE_SHOW = "site_show"
+    SITE_DRAIN = "site_drain"
+    SITE_LIMIT = "site_limit"
+    PILOT_SUMMARY = "pilot_summary"
     PROBE_REPORT = "probe_report"
     PROBE_RESULTS = "probe_results"
     RESOURCE_STATUS = "resource_status"
@@ -724,6 +848,15 @@ ARGUMENTS: dict[str, type] = {
     Op.DELETE: JobIdsArgs,
     Op.PEEK: JobIdArgs,
     Op.PILOT_STOPPED: PilotStoppedArgs,
+    # operators' console (issue 14)
+    Op.WHY: JobIdsArgs,
+    Op.SELECT_JOBS: SelectArgs,
+    Op.BULK: BulkArgs,
+    Op.BULK_STATUS: BulkIdArgs,
+    Op.SITE_SHOW: SiteArgs,
+    Op.SITE_DRAIN: SiteDrainArgs,
+    Op.SITE_LIMIT: SiteLimitArgs,
+    Op.PILOT_SUMMARY: NoArgs,
     Op.PROBE_REPORT: ProbeReportArgs,
     Op.PROBE_RESULTS: ProbeResultsArgs,
     Op.RESOURCE_STATUS: NoArgs,
@@ -768,6 +901,15 @@ REPLIES: dict[str, Any] = {
     Op.DELETE: DeleteReply,
     Op.PEEK: PeekReply,
     Op.PILOT_STOPPED: PilotStoppedReply,
+    # operators' console (issue 14)
+    Op.WHY: list[WhyReply],
+    Op.SELECT_JOBS: SelectionReply,
+    Op.BULK: BulkReply,
+    Op.BULK_STATUS: BulkStatusReply,
+    Op.SITE_SHOW: SiteShowReply,
+    Op.SITE_DRAIN: SiteStateReply,
+    Op.SITE_LIMIT: SiteStateReply,
+    Op.PILOT_SUMMARY: list[PilotSummaryRow],
     Op.PROBE_REPORT: ProbeReportReply,
     Op.PROBE_RESULTS: list[ProbeResultItem],
     Op.RESOURCE_STATUS: list[StatusRow],
@@ -797,6 +939,9 @@ MUTATING_OPS = frozenset(
         Op.PILOT_TOKEN,
         Op.DELETE,
         Op.PILOT_STOPPED,
+        Op.BULK,
+        Op.SITE_DRAIN,
+        Op.SITE_LIMIT,
         Op.PROBE_REPORT,
         Op.SET_STATUS,
         Op.DOWNTIME_ADD,

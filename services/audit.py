@@ -2,9 +2,10 @@
 
 ``home/logs/audit.log`` gets a line for every state-changing operation an admin or operator runs
 (whether it succeeded or failed), for every status the monitoring agent sets (automatic bans and
-unbans) and for every request refused by the authorization check or the rate limit (another
-owner's job or sandbox included: the client hears "not found", the audit log records the
-refusal). A line says when, who (name and role), which operation, a short summary of the
+unbans), for every bulk action whoever asks (its selection and the count confirmed) and for every
+request refused by the authorization check or the rate limit (another owner's job or sandbox
+included: the client hears "not found", the audit log records the refusal). A line says when,
+who (name and role), which operation, a short summary of the
 arguments and the outcome::
 
     {"time": "2026-01-05T10:00:00.123Z", "epoch": 1767607200.123, "principal": "bob",
@@ -47,8 +48,8 @@ RATE_LIMIT_QUIET = 60.0  # seconds between two rate-limit lines of one identity
 MAX_QUIET_IDENTITIES = 10_000
 AUDITED_ROLES = frozenset({Role.ADMIN, Role.OPERATOR})
 AUDITED_OPS = MUTATING_OPS | {Op.IDENTITY_ADD, Op.IDENTITY_REVOKE, Op.PILOT_TOKEN}
-# Audited whoever runs them: the monitoring agent's automatic bans and unbans.
-ALWAYS_AUDITED_OPS = frozenset({Op.SET_STATUS})
+# Audited whoever runs them: the monitoring agent's automatic bans and unbans, and bulk actions.
+ALWAYS_AUDITED_OPS = frozenset({Op.SET_STATUS, Op.BULK})
 _SECRET = re.compile(r"key|secret|token|password|credential|private", re.IGNORECASE)
 _COUNTED = frozenset({"descriptions"})  # replaced by their number of items
 

@@ -85,7 +85,7 @@ from dirac_like.store.base import store_file
 from .audit import AuditLog
 from .frame_guard import FrameGuard, bounded, connection_key
 from .guard import Guard
-from .handlers import HANDLERS
+from .handlers import HANDLERS, run_bulk_batch
 from .identities import IdentityIssuer
 from .ownership import StateOwnership
 from .replies import reply_key
@@ -241,6 +241,7 @@ class CentralService:
             messages = self._drain()
             pending = self.process_batch(messages)
         self.state.expire(self.clock())
+        run_bulk_batch(self.state, self.clock(), len(pending))  # a batch of a bulk action
         self.purge_identities(self.clock())
         self.commit_and_reply(pending, messages)
         return len(pending)

@@ -9,7 +9,9 @@ the rest through ``request_kill``, ``report`` and ``heartbeat``.
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +54,7 @@ from dirac_like.protocol import (
     UpdateStatusArgs,
     build_trusted,
 )
+from dirac_like.selection import Selection
 from dirac_like.states import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -61,12 +64,13 @@ from dirac_like.states import (
     parse_status,
 )
 
+from .console_handlers import bulk_batch, bulk_batch_size, console_handlers
 from .identities import IDENTITY_HANDLERS
 from .job_handlers import JOB_HANDLERS
 from .monitor_handlers import MONITOR_HANDLERS
 from .pilot_handlers import PILOT_HANDLERS
 from .sandbox_handlers import SANDBOX_HANDLERS
-from .state import CentralState, check_name
+from .state import NEVER_RUNNABLE, CentralState, check_name
 
 S = JobStatus
 Handler = Callable[[CentralState, Any, float], Any]
@@ -91,8 +95,16 @@ def submit(state: CentralState, args: SubmitArgs, now: float) -> SubmitReply:
     if not args.descriptions:
         raise InvalidArgument("no job description given")
     group = args.group or state.config.jobs.default_group
-    return SubmitReply(state.submit(args.descriptions, args.owner, group, now,
-                                    args.submitter or args.owner))
+    job_ids = state.submit(args.descriptions, args.owner, group, now,
+                           args.submitter or args.owner)
+    return SubmitReply(job_ids, never_runnable_warnings(state, job_ids))
+
+
+def never_runnable_warnings(state: CentralState, job_ids: list[int]) -> list[str]:
+    """One line per distinct reason why some of the new jobs can never run."""
+    counts = Counter(state.jobs[job_id].minor_status for job_id in job_ids)
+    return [f"{count} job(s): {minor}" for minor, count in sorted(counts.items())
+            if minor.startswith(NEVER_RUNNABLE)]
 
 
 def status(state: CentralState, args: JobIdsArgs, now: float) -> list[JobSummary]:
@@ -102,21 +114,18 @@ def status(state: CentralState, args: JobIdsArgs, now: float) -> list[JobSummary
 
 
 def list_jobs(state: CentralState, args: ListJobsArgs, now: float) -> list[JobSummary]:
-    wanted = parse_status(args.status) if args.status else None
     if args.limit < 1:
         raise InvalidArgument("limit must be at least 1")
-    found = []
-    for job in state.jobs.values():
-        if (
-            (wanted is None or job.status is wanted)
-            and (args.site is None or job.site == args.site)
-            and (args.owner is None or job.owner == args.owner)
-            and (args.group is None or job.group == args.group)
-        ):
-            found.append(build_trusted(JobSummary, job.summary()))
-            if len(found) >= args.limit:
-                break
-    return found
+    if args.older < 0 or args.newer < 0:
+        raise InvalidArgument("older and newer must be ages in seconds (>= 0)")
+    selection = Selection(
+        statuses=frozenset([parse_status(args.status)]) if args.status else frozenset(),
+        site=args.site or "", owner=args.owner or "", group=args.group or "",
+        name=args.name or "", older=args.older, newer=args.newer)
+    jobs = state.jobs.values()
+    for check in selection.checks(now):
+        jobs = filter(check, jobs)  # type: ignore[assignment]
+    return [build_trusted(JobSummary, job.summary()) for job in itertools.islice(jobs, args.limit)]
 
 
 def kill(state: CentralState, args: JobIdsArgs, now: float) -> KillReply:
@@ -193,6 +202,7 @@ def request_job(state: CentralState, args: RequestJobArgs, now: float) -> Reques
 def eligible(state: CentralState, args: EligibleArgs, now: float) -> EligibleReply:
     """How many waiting jobs a pilot with these resources could run (a director's sizing)."""
     check_name("site", args.resources.site)
+    state.grid.sized(args.resources, now)  # the CE is known (job why)
     matchable = state.matchable(args.resources, now)
     count = 0 if matchable is None else state.book.matcher.count_eligible(matchable)
     return EligibleReply(eligible=count, reason=state.why_not(args.resources, now))
@@ -261,9 +271,11 @@ def sites(state: CentralState, args: NoArgs, now: float) -> list[SiteRow]:
     rows = []
     for name in sorted(state.sites.seen):
         status = state.monitor.status(TargetKind.SITE, name)
+        record = state.sites.records.get(name)
         rows.append(SiteRow(
             site=name,
-            status=status.status.value,
+            status=("Draining" if record and record.drained and not record.banned
+                    else status.status.value),
             reason=status.reason,
             active_jobs=state.book.site_active[name],
             max_running=state.sites.max_running(name),
@@ -275,12 +287,14 @@ def ban_site(state: CentralState, args: BanSiteArgs, now: float) -> SiteReply:
     check_name("site", args.site)
     if not args.reason.strip():
         raise InvalidArgument("a ban needs a reason")
-    return _set_site(state, SiteRecord(args.site, True, args.reason[:256], now))
+    return _set_site(state, state.sites.change(args.site, now, banned=True,
+                                               reason=args.reason[:256], automatic=False))
 
 
 def unban_site(state: CentralState, args: SiteArgs, now: float) -> SiteReply:
     check_name("site", args.site)
-    return _set_site(state, SiteRecord(args.site, False, "", now))
+    return _set_site(state, state.sites.change(args.site, now, banned=False, reason="",
+                                               automatic=False))
 
 
 def _set_site(state: CentralState, record: SiteRecord) -> SiteReply:
@@ -341,3 +355,13 @@ HANDLERS: dict[str, Handler] = {
     **JOB_HANDLERS,
     **MONITOR_HANDLERS,
 }
+# What a bulk action does to one job: the same handler as for one job named by id.
+BULK_ACTIONS: dict[str, Handler] = {"kill": kill, "reschedule": reschedule,
+                                    "delete": JOB_HANDLERS[Op.DELETE]}
+HANDLERS.update(console_handlers(BULK_ACTIONS))
+
+
+def run_bulk_batch(state: CentralState, now: float, served: int = 0) -> int:
+    """One batch of the oldest bulk action in progress (the service loop calls this after
+    serving ``served`` requests: the busier, the smaller the batch)."""
+    return bulk_batch(state, BULK_ACTIONS, now, bulk_batch_size(state, served))

@@ -153,10 +153,11 @@ class JobBook:
     # -- new jobs --------------------------------------------------------------------------------
 
     def add(self, description: JobDescription, owner: str, group: str, now: float,
-            packed: bytes | None = None) -> JobRecord:
+            packed: bytes | None = None, minor: str = "") -> JobRecord:
         """A new job, straight to Waiting along SUBMISSION_PATH (bulk submissions take this
         path by the hundred thousand, so it writes the three history rows directly).
-        ``packed``: :func:`pack_description` of ``description``, if the caller has it."""
+        ``packed``: :func:`pack_description` of ``description``, if the caller has it; ``minor``:
+        its minor status in Waiting, if not the usual one (no known CE can run it)."""
         job_id = self.next_job_id
         self.next_job_id += 1
         if description.holds_job_id:
@@ -169,7 +170,7 @@ class JobBook:
             task_queue_id=task_queue.task_queue_id,
             priority=description.priority,
             status=S.WAITING,
-            minor_status=SUBMISSION_PATH[-1][1],
+            minor_status=minor or SUBMISSION_PATH[-1][1],
             job_name=description.job_name,
             submitted=now,
             updated=now,
@@ -180,9 +181,12 @@ class JobBook:
         changes.new_jobs.append((job, packed or pack_description(description)))
         self.journal.new_descriptions[job_id] = description.attributes
         changes.history.extend(
-            HistoryEntry(job_id, status.value, minor, "", now, source)
-            for status, minor, source in SUBMISSION_PATH
+            HistoryEntry(job_id, status.value, step_minor, "", now, source)
+            for status, step_minor, source in SUBMISSION_PATH[:-1]
         )
+        status, _, source = SUBMISSION_PATH[-1]  # its minor status: the job's own
+        changes.history.append(HistoryEntry(job_id, status.value, job.minor_status, "", now,
+                                            source))
         task_queue.push(job_id, job.priority)
         self.waiting_by_owner[owner] += 1
         return job

@@ -1,7 +1,8 @@
 """Sites as the central service sees them: bans, limits of active jobs, and every name met.
 
-An admin bans a site (with a reason) or lifts the ban (:meth:`SiteBoard.set`: written to the store
-with the batch). A site's limit of jobs matched or running at once comes from the configuration.
+An admin bans a site (with a reason) or lifts the ban, drains it (no new match; running jobs
+finish) or sets its limit of jobs matched or running at once (:meth:`SiteBoard.change`: written to
+the store with the batch); without such a limit, the configuration's applies.
 :meth:`SiteBoard.why_not` says why a pilot at a site gets no job right now. Every site name met
 (configured, banned, asked for pilots, or named by a pilot) is listed by ``dirac-like admin
 sites``.
@@ -11,7 +12,9 @@ Pure: no I/O. How many jobs are active at a site is counted by the job book and 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from dirac_like.config import SiteLimits
 from dirac_like.model import SiteRecord
@@ -37,6 +40,20 @@ class SiteBoard:
         self.seen.add(record.name)
         self.journal.changes.sites[record.name] = record
 
+    def record(self, name: str) -> SiteRecord:
+        """The site's stored record (an unbanned, undrained one if it has none)."""
+        return self.records.get(name) or SiteRecord(name, False, "", 0.0)
+
+    def change(self, name: str, now: float, **fields: Any) -> SiteRecord:
+        """Change some fields of the site's record (the others kept) and store it."""
+        record = dataclasses.replace(self.record(name), changed=now, **fields)
+        self.set(record)
+        return record
+
+    def draining(self, name: str) -> bool:
+        record = self.records.get(name)
+        return record is not None and record.drained
+
     def banned(self, name: str) -> SiteRecord | None:
         """The ban of site ``name``, or None if it is not banned."""
         record = self.records.get(name)
@@ -44,6 +61,9 @@ class SiteBoard:
 
     def max_running(self, name: str) -> int:
         """How many jobs may be active at site ``name`` at once (0: no limit)."""
+        record = self.records.get(name)
+        if record is not None and record.max_running >= 0:
+            return record.max_running
         limit = self.limits.get(name)
         return limit.max_running if limit else 0
 
@@ -53,6 +73,8 @@ class SiteBoard:
         ban = self.banned(name)
         if ban is not None:
             return f"site {name} is banned: {ban.reason}"
+        if self.draining(name):
+            return f"site {name} is draining: it takes no new job"
         limit = self.max_running(name)
         if limit and active >= limit:
             return f"site {name} has reached its limit of {limit} jobs"

@@ -35,13 +35,17 @@ from dirac_like.model import (
     HistoryEntry,
     JobRecord,
     LoadedState,
+    Requirements,
 )
 from dirac_like.monitoring import PROBE_GROUP, ProbeResult
 from dirac_like.protocol import KillJob, PilotCommand, PilotResources, StopPilot
 from dirac_like.sandbox import SandboxStore
 from dirac_like.shares import FairShare
 from dirac_like.states import ACTIVE_STATUSES, JobStatus
+from dirac_like.why import never_reasons
 
+from .bulk import BulkBook
+from .grid_log import GridLog
 from .job_book import JobBook, pack_description
 from .journal import Journal
 from .limits import SubmissionLimits
@@ -61,6 +65,7 @@ S = JobStatus
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@:+-]{1,64}$")
 CLEANUP_SECONDS = 300.0  # how often empty task queues, old pilots and sandboxes are forgotten
 STOP_PILOT = StopPilot("Killed by an admin")
+NEVER_RUNNABLE = "No CE can run it: "  # the minor status of such a job starts so
 
 
 def check_name(kind: str, value: str) -> str:
@@ -135,6 +140,8 @@ class CentralState:
         self.monitor = MonitorBoard(self.sites, self.journal, loaded.statuses, loaded.downtimes)
         self.pushes: list[tuple[str, PilotCommand]] = []  # (pilot id, command) to send now
         self.identities: IdentityIssuer | None = None  # set by a service that runs secure
+        self.grid = GridLog()  # CEs and pilots seen lately, the match rate (job why)
+        self.bulk = BulkBook()  # bulk actions carried out a batch per loop
         self._next_cleanup = now + CLEANUP_SECONDS
         if restoring:
             log.info("restored %d jobs in %d task queues", len(self.jobs),
@@ -193,6 +200,8 @@ class CentralState:
     # -- timers ----------------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
+        if self.bulk.pending:
+            return 0.0  # a bulk action goes on at once, a batch per loop
         return self.book.next_deadline()
 
     def expire(self, now: float) -> int:
@@ -239,8 +248,10 @@ class CentralState:
         sandboxes = [self.sandbox_index.input_of(description, holder)
                      for description in descriptions]
         job_ids = []
+        never = NeverRunnable(self, group)
         for description, sandbox, stored in zip(descriptions, sandboxes, packed, strict=True):
-            job_ids.append(self.book.add(description, owner, group, now, stored).job_id)
+            minor = never.minor_status(description.requirements())
+            job_ids.append(self.book.add(description, owner, group, now, stored, minor).job_id)
             if sandbox:
                 self.sandbox_index.attach(job_ids[-1], "input", sandbox)
         if job_ids:
@@ -267,6 +278,7 @@ class CentralState:
         self, pilot_id: str, resources: PilotResources, now: float, credential: str = ""
     ) -> JobRecord | None:
         self.sites.see(resources.site)
+        self.grid.pilot_asked(pilot_id, resources, now)
         pilot = self.pilots.contact(pilot_id, resources.site, resources.ce, now, credential)
         matchable = None if pilot.kill_requested else self.matchable(resources, now)
         if matchable is None:
@@ -274,6 +286,7 @@ class CentralState:
         job = self.book.match(pilot_id, matchable, now)
         if job is not None:
             self.pilots.note_job(pilot, job.job_id)
+            self.grid.matched(now)
         return job
 
     # -- invariants ------------------------------------------------------------------------------
@@ -316,3 +329,22 @@ class CentralState:
                                  hold=False)
         self.pushes.append((pilot_id, STOP_PILOT))
         return [job.job_id for job in held]
+
+
+class NeverRunnable:
+    """At submission: the minor status of a job no known CE can ever run ('' for the others),
+    decided once per distinct requirements (a parametric submission has one or a few)."""
+
+    def __init__(self, state: CentralState, group: str) -> None:
+        self.ces = state.grid.known_ces()
+        self.known_sites = frozenset(state.sites.seen)
+        self.group = group
+        self.decided: dict[Requirements, str] = {}
+
+    def minor_status(self, requirements: Requirements) -> str:
+        minor = self.decided.get(requirements)
+        if minor is None:
+            reasons = never_reasons(requirements, self.group, self.ces, self.known_sites)
+            minor = (NEVER_RUNNABLE + "; ".join(reasons))[:256] if reasons else ""
+            self.decided[requirements] = minor
+        return minor

@@ -22,6 +22,11 @@ from dirac_like.cli.identity import (
     cmd_admin_identity_revoke,
 )
 from dirac_like.cli.monitoring import add_monitoring_admin_parsers
+from dirac_like.cli.operations import (
+    OPERATIONS_COMMANDS,
+    add_site_parser,
+    print_pilot_summary,
+)
 from dirac_like.errors import EXIT_OK, EXIT_REFUSED
 from dirac_like.protocol import to_wire
 
@@ -115,6 +120,8 @@ def cmd_admin_set_share(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_pilots(args: argparse.Namespace) -> int:
+    if args.summary:
+        return print_pilot_summary(args)
     states = [state.strip() for state in args.state.split(",")] if args.state else []
     with connect(args) as client:
         rows = to_wire(client.pilots(site=args.site, states=states, limit=args.limit))
@@ -188,12 +195,15 @@ def add_admin_parser(groups: Any, both: list[argparse.ArgumentParser]) -> None:
     pilots.add_argument("--state", help="only pilots in these states (e.g. Running,Waiting)")
     pilots.add_argument("--limit", type=positive_int, default=1000,
                         help="at most this many pilots (default 1000)")
+    pilots.add_argument("--summary", action="store_true",
+                        help="count pilots by site and state instead of listing them")
     pilot_output = _command(commands, "pilot-output", both, "what an ended pilot printed")
     pilot_output.add_argument("pilot_id", metavar="PILOT_ID", help="the pilot's id")
     kill_pilot = _command(commands, "kill-pilot", both,
                           "stop a pilot; its jobs go back to Waiting")
     kill_pilot.add_argument("pilot_id", metavar="PILOT_ID", help="the pilot's id")
     add_identity_parser(commands, both)
+    add_site_parser(commands, both)
     add_monitoring_admin_parsers(commands, both)
 
 
@@ -210,4 +220,5 @@ ADMIN_COMMANDS = {
     ("admin", "identity add"): cmd_admin_identity_add,
     ("admin", "identity list"): cmd_admin_identity_list,
     ("admin", "identity revoke"): cmd_admin_identity_revoke,
+    **OPERATIONS_COMMANDS,
 }

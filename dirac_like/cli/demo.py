@@ -441,6 +441,8 @@ def wait_for_interrupt(grid: Grid, console: Console) -> int:
         f"  export DIRAC_LIKE_IDENTITY={grid.identities['bob']}   # or pass --identity FILE\n"
         f"  dirac-like job submit {grid.home / 'hello.jdl'} --group users\n"
         "  dirac-like job list\n"
+        "  dirac-like job why ID        # why a job waits, from the matcher's own rules\n"
+        f"  dirac-like console --identity {grid.identities['admin']}\n"
         f"  dirac-like admin pilots --identity {grid.identities['admin']}\n"
         f"  dirac-like admin shares --identity {grid.identities['admin']}\n"
         f"Logs are in {grid.home / 'logs'}. Press Ctrl-C to stop the grid.")

@@ -28,8 +28,16 @@ from dirac_like.cli.display import (
     print_table,
 )
 from dirac_like.cli.job_files import describe_as_jdl, fetch_input, fetch_outputs
-from dirac_like.errors import EXIT_OK, EXIT_REFUSED
+from dirac_like.cli.operations import (
+    add_bulk_options,
+    add_why_parser,
+    cmd_job_why,
+    print_why_lines,
+    with_selection,
+)
+from dirac_like.errors import EXIT_OK, EXIT_REFUSED, InvalidArgument
 from dirac_like.protocol import to_wire
+from dirac_like.selection import parse_age
 from dirac_like.states import FINAL_STATUSES, JobStatus
 
 SUBMIT_TIMEOUT = 120.0  # per try: a 100k-job parametric submission takes a while
@@ -41,6 +49,8 @@ JOB_COLUMNS: list[Column] = [
 ]
 STATUS_NAMES = [status.value for status in JobStatus]
 SUMMARY_KEYS = {"site": "Site", "owner": "Owner", "group": "Group"}
+SORT_KEYS = {"id": "job_id", "status": "status", "site": "site", "owner": "owner",
+             "group": "group", "name": "job_name"}
 
 
 def submit_jobs(args: argparse.Namespace) -> list[int]:
@@ -57,9 +67,10 @@ def submit_jobs(args: argparse.Namespace) -> list[int]:
         owner = args.owner or ("" if client.identity else getpass.getuser())
         client.ping()  # fail fast when nobody listens, before the long submit timeout
         descriptions = upload_sandboxes(prepared, client)
-        job_ids: list[int] = client.submit(descriptions, owner, args.group,
-                                           timeout=SUBMIT_TIMEOUT)
-    return job_ids
+        reply = client.submit_reply(descriptions, owner, args.group, timeout=SUBMIT_TIMEOUT)
+    for never in reply.warnings:  # jobs no known CE can ever run (they wait, in case)
+        print(f"warning: {never}", file=sys.stderr)
+    return reply.job_ids
 
 
 def cmd_job_submit(args: argparse.Namespace) -> int:
@@ -67,28 +78,46 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"job_ids": job_ids})
     else:
-        print(f"Submitted {len(job_ids)} job(s): {format_ids(job_ids)}")
+        print(f"Submitted {len(job_ids)} job{'s' if len(job_ids) != 1 else ''}: "
+              f"{format_id_range(job_ids)}")
     return EXIT_OK
+
+
+def format_id_range(job_ids: list[int]) -> str:
+    """``17..116`` for consecutive ids (a parametric submission), else the ids as listed."""
+    if len(job_ids) > 1 and job_ids == list(range(job_ids[0], job_ids[0] + len(job_ids))):
+        return f"{job_ids[0]}..{job_ids[-1]}"
+    return format_ids(job_ids)
 
 
 def cmd_job_status(args: argparse.Namespace) -> int:
     with connect(args) as client:
         rows = to_wire(client.status(parse_job_ids(args.job_ids)))
     print_jobs(args, rows)
+    print_why_lines(args, rows)  # a "why" line for each waiting job
     return EXIT_OK
 
 
 def cmd_job_list(args: argparse.Namespace) -> int:
     filters = {"status": args.status, "site": args.site, "owner": args.owner,
-               "group": args.group, "limit": args.limit}
+                "group": args.group, "limit": args.limit, "name": args.name,
+                "older": args.older, "newer": args.newer}
     with connect(args) as client:
         rows = to_wire(client.list_jobs(**filters))
+    rows = sort_rows(rows, args.sort, args.reverse)
     print_jobs(args, rows)
     if not args.json and rows:
         print(f"Total {len(rows)}: {status_totals(rows)}")
     if len(rows) == args.limit and not args.json:
         print(f"(the first {args.limit} jobs; see --limit)", file=sys.stderr)
     return EXIT_OK
+
+
+def sort_rows(rows: list[dict[str, Any]], key: str, reverse: bool = False
+              ) -> list[dict[str, Any]]:
+    """Rows sorted by ``key`` (one of SORT_KEYS), then by job id."""
+    field = SORT_KEYS[key]
+    return sorted(rows, key=lambda row: (row[field], row["job_id"]), reverse=reverse)
 
 
 def status_totals(rows: list[dict[str, Any]]) -> str:
@@ -184,15 +213,22 @@ def cmd_job_wait(args: argparse.Namespace) -> int:
     job_ids = parse_job_ids(args.job_ids)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     interval = WAIT_FIRST_INTERVAL
+    live = sys.stderr.isatty() and not args.json  # a progress line, rewritten in place
     with connect(args) as client:
         while True:
             rows = to_wire(client.status(job_ids))
             pending = [row for row in rows if JobStatus(row["status"]) not in FINAL_STATUSES]
+            if live:
+                sys.stderr.write(f"\r\x1b[Kwaiting for {len(pending)} of {len(rows)} job(s): "
+                                 f"{status_totals(rows)}")
+                sys.stderr.flush()
             if not pending or (deadline is not None and time.monotonic() >= deadline):
                 break
             pause = interval if deadline is None else min(interval, deadline - time.monotonic())
             time.sleep(max(pause, 0.0))
             interval = min(interval * WAIT_GROWTH, WAIT_MAX_INTERVAL)
+    if live:
+        sys.stderr.write("\n")
     print_jobs(args, rows)
     if pending:
         print(f"timed out waiting for jobs: {_describe_pending(pending)}", file=sys.stderr)
@@ -259,9 +295,9 @@ def cmd_job_peek(args: argparse.Namespace) -> int:
 
 
 def _ids_command(commands: Any, name: str, both: list[argparse.ArgumentParser],
-                 text: str) -> argparse.ArgumentParser:
+                 text: str, optional: bool = False) -> argparse.ArgumentParser:
     parser = commands.add_parser(name, parents=both, help=text, description=text)
-    parser.add_argument("job_ids", nargs="+", metavar="ID", help=IDS_HELP)
+    parser.add_argument("job_ids", nargs="*" if optional else "+", metavar="ID", help=IDS_HELP)
     return parser
 
 
@@ -280,10 +316,11 @@ def add_job_parser(groups: Any, both: list[argparse.ArgumentParser]) -> None:
     _ids_command(commands, "status", both, "show the status of jobs")
     _add_list(commands, both)
     _add_summary(commands, both)
-    _ids_command(commands, "kill", both, "kill jobs (running ones are killed by their pilot)")
-    _ids_command(commands, "delete", both,
-                 "delete jobs that are not running (kill running ones first)")
-    _ids_command(commands, "reschedule", both, "send jobs back to Waiting for another try")
+    for name, text in (("kill", "kill jobs (running ones are killed by their pilot)"),
+                       ("delete", "delete jobs that are not running (kill running ones first)"),
+                       ("reschedule", "send jobs back to Waiting for another try")):
+        add_bulk_options(_ids_command(commands, name, both, text, optional=True))
+    add_why_parser(commands, both)
     _id_command(commands, "logging", both, "show the status history of one job")
     _id_command(commands, "jdl", both,
                 "show a job's stored description (expanded, as the service keeps it) as JDL")
@@ -318,6 +355,13 @@ def _add_submit(commands: Any, both: list[argparse.ArgumentParser]) -> None:
     submit.add_argument("--group", default="", help="group (default: the service's default)")
 
 
+def age(text: str) -> float:
+    try:
+        return parse_age(text)
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
 def _add_list(commands: Any, both: list[argparse.ArgumentParser]) -> None:
     text = "list jobs, with filters; ends with the totals by status"
     listing = commands.add_parser("list", parents=both, help=text, description=text)
@@ -325,6 +369,14 @@ def _add_list(commands: Any, both: list[argparse.ArgumentParser]) -> None:
         listing.add_argument(f"--{option}", help=f"only jobs with this {option}")
     listing.add_argument("--limit", type=positive_int, default=1000,
                          help="at most this many jobs (default 1000)")
+    listing.add_argument("--name", help="only jobs whose name matches this pattern (mc_*)")
+    listing.add_argument("--older", type=age, default=0.0, metavar="AGE",
+                         help="only jobs submitted at least AGE ago (90s, 15m, 6h, 2d, 1w)")
+    listing.add_argument("--newer", type=age, default=0.0, metavar="AGE",
+                         help="only jobs submitted at most AGE ago")
+    listing.add_argument("--sort", default="id", choices=list(SORT_KEYS),
+                         help="order of the rows (default: id)")
+    listing.add_argument("--reverse", action="store_true", help="in descending order")
 
 
 def _add_summary(commands: Any, both: list[argparse.ArgumentParser]) -> None:
@@ -343,15 +395,16 @@ JOB_COMMANDS = {
     ("job", "status"): cmd_job_status,
     ("job", "list"): cmd_job_list,
     ("job", "summary"): cmd_job_summary,
-    ("job", "kill"): cmd_job_kill,
-    ("job", "delete"): cmd_job_delete,
-    ("job", "reschedule"): cmd_job_reschedule,
+    ("job", "kill"): with_selection(cmd_job_kill, "kill"),
+    ("job", "delete"): with_selection(cmd_job_delete, "delete"),
+    ("job", "reschedule"): with_selection(cmd_job_reschedule, "reschedule"),
     ("job", "logging"): cmd_job_logging,
     ("job", "jdl"): cmd_job_jdl,
     ("job", "peek"): cmd_job_peek,
     ("job", "wait"): cmd_job_wait,
     ("job", "output"): cmd_job_output,
     ("job", "get-input"): cmd_job_get_input,
+    ("job", "why"): cmd_job_why,
 }
 
 __all__ = ["JOB_COMMANDS", "UsageError", "add_job_parser", "submit_jobs"]

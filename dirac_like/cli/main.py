@@ -19,6 +19,7 @@ from dirac_like import __version__
 from dirac_like.cli.admin import ADMIN_COMMANDS, add_admin_parser
 from dirac_like.cli.agents import AGENT_COMMANDS, add_agent_parser, add_pilot_parser
 from dirac_like.cli.common import client_options, set_client_defaults
+from dirac_like.cli.console import CONSOLE_COMMANDS, add_console_parser
 from dirac_like.cli.identity import add_init_parser, cmd_init, print_hint_unreachable
 from dirac_like.cli.jobs import JOB_COMMANDS, add_job_parser
 from dirac_like.cli.monitoring import MONITORING_COMMANDS
@@ -33,6 +34,7 @@ COMMANDS: dict[tuple[str, str], Command] = {
     **JOB_COMMANDS,
     **ADMIN_COMMANDS,
     **AGENT_COMMANDS,
+    **CONSOLE_COMMANDS,
     **MONITORING_COMMANDS,
 }
 
@@ -57,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_service_parser(groups)
     add_job_parser(groups, both)
     add_admin_parser(groups, both)
+    add_console_parser(groups, both)
     add_demo_parser(groups)
     add_pilot_parser(groups)
     add_agent_parser(groups)

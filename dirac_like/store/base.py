@@ -24,7 +24,7 @@ from typing import Any
 from dirac_like.model import ChangeSet, HistoryEntry, LoadedState
 from dirac_like.monitoring import ProbeResult
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class Store(ABC):

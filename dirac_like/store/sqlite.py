@@ -144,6 +144,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 3 -> 4: the identity each pilot record is bound to.
     ("ALTER TABLE pilots ADD COLUMN credential TEXT NOT NULL DEFAULT ''",),
+    # 4 -> 5: a site may be draining, and an admin may set its running limit (-1: as configured).
+    (
+        "ALTER TABLE sites ADD COLUMN drained INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE sites ADD COLUMN max_running INTEGER NOT NULL DEFAULT -1",
+    ),
 )
 if len(MIGRATIONS) != SCHEMA_VERSION:
     raise RuntimeError("SCHEMA_VERSION and MIGRATIONS disagree")
@@ -157,9 +162,10 @@ UPDATE_JOB = """UPDATE jobs SET owner = ?, grp = ?, task_queue_id = ?, priority 
     kill_requested = ? WHERE job_id = ?"""
 INSERT_HISTORY = """INSERT INTO history
     (job_id, status, minor_status, application_status, time, source) VALUES (?, ?, ?, ?, ?, ?)"""
-UPSERT_SITE = """INSERT INTO sites VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET
+UPSERT_SITE = """INSERT INTO sites VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET
     banned = excluded.banned, reason = excluded.reason, changed = excluded.changed,
-    automatic = excluded.automatic"""
+    automatic = excluded.automatic, drained = excluded.drained,
+    max_running = excluded.max_running"""
 INSERT_PROBE_RESULT = """INSERT INTO probe_results
     (target, kind, check_name, status, message, time, ce, job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
 UPSERT_STATUS = "INSERT OR REPLACE INTO resource_status VALUES (?, ?, ?, ?, ?, ?)"
@@ -186,7 +192,8 @@ SELECT_JOBS = """SELECT job_id, owner, grp, task_queue_id, priority, status, min
     application_status, site, job_name, pilot_id, attempt, reschedules, submitted, updated,
     matched_at, deadline, heartbeat_at, kill_requested FROM jobs ORDER BY job_id"""
 SELECT_TASK_QUEUES = "SELECT * FROM task_queues ORDER BY task_queue_id"
-SELECT_SITES = "SELECT name, banned, reason, changed, automatic FROM sites ORDER BY name"
+SELECT_SITES = """SELECT name, banned, reason, changed, automatic, drained, max_running
+    FROM sites ORDER BY name"""
 SELECT_STATUSES = """SELECT target, kind, status, reason, changed, automatic FROM resource_status
     ORDER BY kind, target"""
 SELECT_DOWNTIMES = """SELECT downtime_id, target, kind, start, end_time, reason, scheduled, created,
@@ -321,8 +328,10 @@ class SqliteStore(Store):
                     jobs=[_job_from_row(row) for row in db.execute(SELECT_JOBS)],
                     task_queues=[_task_queue_from_row(*r) for r in db.execute(SELECT_TASK_QUEUES)],
                     sites=[
-                        SiteRecord(name, bool(banned), reason, changed, bool(automatic))
-                        for name, banned, reason, changed, automatic in db.execute(SELECT_SITES)
+                        SiteRecord(name, bool(banned), reason, changed, bool(automatic),
+                                   bool(drained), limit)
+                        for name, banned, reason, changed, automatic, drained, limit
+                        in db.execute(SELECT_SITES)
                     ],
                     shares=dict(db.execute(SELECT_SHARES).fetchall()),
                     usage=[UsageRecord(*row) for row in db.execute(SELECT_USAGE)],
@@ -514,7 +523,8 @@ def _task_queue_row(task_queue: TaskQueueRow) -> tuple[Any, ...]:
 
 
 def _site_row(site: SiteRecord) -> tuple[Any, ...]:
-    return (site.name, site.banned, site.reason, site.changed, site.automatic)
+    return (site.name, site.banned, site.reason, site.changed, site.automatic, site.drained,
+            site.max_running)
 
 
 def _probe_from_row(target: str, kind: str, check: str, status: str, message: str, time: float,

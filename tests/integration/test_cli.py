@@ -102,7 +102,7 @@ def test_submit_the_example_job_files(cli: Any) -> None:
     result = cli("job", "submit", *files)
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("Submitted 12 job(s): 1-12")
+    assert result.stdout.startswith("Submitted 12 jobs: 1..12")
 
 
 def test_submit_with_owner_and_group(cli: Any, tmp_path: Path) -> None:

@@ -305,7 +305,7 @@ def test_sites_shares_and_usage_are_upserted(store: Store) -> None:
         ChangeSet(
             sites={
                 "A": SiteRecord("A", True, "downtime", 1.0),
-                "B": SiteRecord("B", False, "", 2.0),
+                "B": SiteRecord("B", False, "", 2.0, drained=True, max_running=7),
             },
             shares={"lhcb": 1.0, "atlas": 2.0},
             usage={
@@ -328,7 +328,7 @@ def test_sites_shares_and_usage_are_upserted(store: Store) -> None:
     state = snapshot(store.load())
     assert state["sites"] == [
         SiteRecord("A", False, "back", 3.0),
-        SiteRecord("B", False, "", 2.0),
+        SiteRecord("B", False, "", 2.0, drained=True, max_running=7),
         SiteRecord("C", True, "x", 3.0),
     ]
     assert all(type(site.banned) is bool for site in state["sites"])
@@ -572,11 +572,15 @@ def old_database(path: Path, version: int, *rows: str) -> Path:
 def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> None:
     path = old_database(tmp_path / "old.sqlite", 1,
                         "INSERT INTO jobs VALUES (1, 'alice', 'g', 1, 1, 'Waiting', '', '', "
-                        "'ANY', '', '', 1, 0, 0, 0, 0, 0, 0, 0)")
+                        "'ANY', '', '', 1, 0, 0, 0, 0, 0, 0, 0)",
+                        "INSERT INTO sites VALUES ('S', 1, 'old ban', 1.0)")
     store = open_store(str(path))
     try:
         loaded = store.load()
-        assert store.schema_version() == SCHEMA_VERSION == 4
+        assert store.schema_version() == SCHEMA_VERSION == 5
+        # schema 5: a site stored before drains and limits is neither drained nor limited
+        assert loaded.sites == [SiteRecord("S", True, "old ban", 1.0, drained=False,
+                                           max_running=-1)]
         assert [job.job_id for job in loaded.jobs] == [1]
         assert loaded.pilots == [] and loaded.next_pilot_number == 1
         store.commit(ChangeSet(pilots={"P.1": PilotRecord("P.1", "A", credential="pilot:x")}))

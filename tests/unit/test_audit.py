@@ -141,3 +141,14 @@ def test_lines_are_appended_across_restarts_to_a_private_file(tmp_path: Path) ->
             audit.done(ADMIN, "set_share", {"group": "g", "share": number}, NOW)
     assert [line["args"]["share"] for line in lines(audit)] == [0, 1]
     assert stat.S_IMODE(audit.path.stat().st_mode) == 0o600
+
+
+def test_a_users_bulk_action_is_audited_with_its_selection_and_count(audit: AuditLog) -> None:
+    from dirac_like.protocol import BulkArgs
+
+    refused = InvalidArgument("the selection now matches 3 jobs, not the 2 you were shown")
+    assert audit.done(BOB, "bulk", BulkArgs("kill", "status=Waiting", 2, only_owner="bob"),
+                      NOW, refused)
+    [line] = lines(audit)
+    assert (line["principal"], line["op"], line["outcome"]) == ("bob", "bulk", "failed")
+    assert line["args"]["selection"] == "status=Waiting" and line["args"]["expected"] == 2

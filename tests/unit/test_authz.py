@@ -28,6 +28,8 @@ from dirac_like.protocol import (
     ARGUMENTS,
     AddPilotsArgs,
     BanSiteArgs,
+    BulkArgs,
+    BulkIdArgs,
     DowntimeAddArgs,
     DowntimeIdArgs,
     DowntimeListArgs,
@@ -53,9 +55,12 @@ from dirac_like.protocol import (
     RequestJobArgs,
     SandboxDownloadArgs,
     SandboxUploadArgs,
+    SelectArgs,
     SetShareArgs,
     SetStatusArgs,
     SiteArgs,
+    SiteDrainArgs,
+    SiteLimitArgs,
     SubmitArgs,
     UpdatePilotsArgs,
     UpdateStatusArgs,
@@ -173,6 +178,15 @@ def own_args(op: str, role: Role) -> Any:
         Op.IDENTITY_LIST: IdentityListArgs(),
         Op.IDENTITY_REVOKE: IdentityRevokeArgs("carol"),
         Op.PILOT_TOKEN: PilotTokenArgs(CERN, PILOT_7),
+        # operators' console (issue 14)
+        Op.WHY: JobIdsArgs([1]),
+        Op.SELECT_JOBS: SelectArgs("status=Waiting"),
+        Op.BULK: BulkArgs("kill", "status=Waiting", 1),
+        Op.BULK_STATUS: BulkIdArgs(1),
+        Op.SITE_SHOW: SiteArgs(CERN),
+        Op.SITE_DRAIN: SiteDrainArgs(CERN),
+        Op.SITE_LIMIT: SiteLimitArgs(CERN, 5),
+        Op.PILOT_SUMMARY: NoArgs(),
         Op.PROBE_REPORT: ProbeReportArgs([ProbeResultItem(CERN, "site", "python", "OK", "", 1.0)]),
         Op.PROBE_RESULTS: ProbeResultsArgs(since=0.0),
         Op.RESOURCE_STATUS: NoArgs(),
@@ -218,6 +232,15 @@ EXPECTED: dict[str, set[str]] = {
     Op.DELETE: {"admin", "user"},
     Op.PEEK: {"admin", "operator", "user"},
     Op.PILOT_STOPPED: {"admin", "pilot"},
+    # operators' console (issue 14)
+    Op.WHY: {"admin", "operator", "user", "agent"},
+    Op.SELECT_JOBS: {"admin", "operator", "user", "agent"},
+    Op.BULK: {"admin", "user"},
+    Op.BULK_STATUS: {"admin", "operator", "user"},
+    Op.SITE_SHOW: {"admin", "operator", "agent"},
+    Op.SITE_DRAIN: {"admin", "operator"},
+    Op.SITE_LIMIT: {"admin", "operator"},
+    Op.PILOT_SUMMARY: {"admin", "operator", "agent"},
     Op.PROBE_REPORT: {"admin", "monitor"},
     Op.PROBE_RESULTS: {"admin", "operator", "monitor"},
     Op.RESOURCE_STATUS: {"admin", "operator", "agent", "monitor"},
@@ -629,6 +652,19 @@ def test_an_upload_is_held_by_the_uploader_whatever_owner_it_names() -> None:
     assert authorize(ALICE, Op.SANDBOX_UPLOAD, args, grid()).owner == "alice"
 
 
+# -- the operators' console (issue 14) -----------------------------------------------------------
+
+
+def test_a_user_selection_is_narrowed_to_its_own_jobs() -> None:
+    args = authorize(ALICE, Op.SELECT_JOBS, SelectArgs("status=Waiting,owner=bob",
+                                                        only_owner="bob"), grid())
+    assert args.only_owner == "alice"
+
+
+def test_only_an_admin_passes_the_admin_cap() -> None:
+    asked = BulkArgs("kill", "status=Waiting", 20000, yes=True, over_admin_cap=True)
+    assert authorize(ALICE, Op.BULK, asked, grid()).over_admin_cap is False
+    assert authorize(ADMIN, Op.BULK, asked, grid()).over_admin_cap is True
 # --------------------------------------------------------------------------------------------
 # the monitoring agent
 
