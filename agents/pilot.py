@@ -50,6 +50,7 @@ from dirac_like.errors import (
 )
 from dirac_like.identity import Identity
 from dirac_like.protocol import (
+    JobUsage,
     KillJob,
     MatchedJob,
     PilotCommand,
@@ -251,6 +252,7 @@ class RunningJob:
     next_heartbeat: float
     description: JobDescription
     sample: Sample | None = None
+    input_bytes: int = 0  # input sandbox downloaded (set by the worker thread)
 
 
 @dataclass(frozen=True)
@@ -511,7 +513,8 @@ class Pilot:
 
     def _fetch_and_run(self, client: Client, job: RunningJob) -> PayloadResult:
         try:
-            fetch_input(client, job.description, job.workdir, self.config.sandbox_limits)
+            job.input_bytes = fetch_input(client, job.description, job.workdir,
+                                          self.config.sandbox_limits)
         except DiracLikeError as exc:
             log.warning("job %s: input sandbox: %s", job.job_id, exc.message)
             return _not_run(f"Input sandbox: {exc.message}")
@@ -559,8 +562,12 @@ class Pilot:
         problems = output.problems()
         if problems:
             application = "; ".join(filter(None, [application, problems]))
+        usage = JobUsage(cpu_seconds=round(result.cpu_seconds, 3),
+                         wall_seconds=round(result.wall_seconds, 3),
+                         peak_rss_mb=round(result.peak_rss_mb, 1), input_bytes=job.input_bytes,
+                         output_bytes=output.size, exit_code=result.exit_code)
         self._report(job.job_id, job.attempt, result.status, result.minor_status, application,
-                     output.sha256)
+                     output.sha256, usage)
 
     def _stopping_soon(self, result: PayloadResult) -> bool:
         """Whether this pilot is being stopped. A payload that died of a stop signal nobody
@@ -574,10 +581,11 @@ class Pilot:
         return bool(self.stop_signal)
 
     def _report(self, job_id: int, attempt: int, status: JobStatus, minor: str,
-                application: str = "", output_sandbox: str = "") -> None:
+                application: str = "", output_sandbox: str = "",
+                usage: JobUsage | None = None) -> None:
         try:
             self.client.update_status(job_id, attempt, self.config.pilot_id, status, minor,
-                                      application[:256], output_sandbox)
+                                      application[:256], output_sandbox, usage)
         except DiracLikeError as exc:
             log.warning("job %s: final status %s not accepted: %s", job_id, status, exc)
 

@@ -48,6 +48,7 @@ from dirac_like.protocol import (
     JobIdsArgs,
     JobOutputReply,
     JobSummary,
+    JobUsage,
     KillPilotReply,
     KillReply,
     ListJobsArgs,
@@ -307,9 +308,10 @@ class Client:
         minor_status: str = "",
         application_status: str = "",
         output_sandbox: str = "",
+        usage: JobUsage | None = None,  # with a final status: what the payload used
     ) -> list[PilotCommand]:
         args = UpdateStatusArgs(job_id, attempt, pilot_id, str(status), minor_status,
-                                application_status, output_sandbox)
+                                application_status, output_sandbox, usage)
         reply: CommandsReply = self.call(Op.UPDATE_STATUS, args)
         return reply.commands
 

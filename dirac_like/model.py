@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from dirac_like.accounting import JobAccountingRecord, PilotAccountingRecord, RetentionCutoffs
 from dirac_like.states import JobStatus, PilotState
 
 
@@ -67,6 +68,7 @@ class PilotRecord:
     updated: float = 0.0
     last_contact: float = 0.0  # its last request to the service (0: never)
     kill_requested: bool = False
+    started: float = 0.0  # when it was first seen running (0: not yet)
     jobs: list[int] = field(default_factory=list)  # every job matched to it (pilot_jobs rows)
 
     @property
@@ -86,6 +88,7 @@ class PilotRecord:
             "updated": self.updated,
             "last_contact": self.last_contact,
             "kill_requested": self.kill_requested,
+            "started": self.started,
             "jobs": list(self.jobs),
         }
 
@@ -207,6 +210,10 @@ class ChangeSet:
     forget_pilots: list[str] = field(default_factory=list)  # with their jobs and output
     next_pilot_number: int | None = None
     sandboxes: list[tuple[int, str, str]] = field(default_factory=list)  # (job, kind, sha256)
+    # accounting: a record per job attempt and per pilot that ended (dirac_like/accounting.py)
+    job_accounting: list[JobAccountingRecord] = field(default_factory=list)
+    pilot_accounting: list[PilotAccountingRecord] = field(default_factory=list)
+    accounting_retention: RetentionCutoffs | None = None
 
     def is_empty(self) -> bool:
         return not (
@@ -225,6 +232,9 @@ class ChangeSet:
             or self.forget_pilots
             or self.next_pilot_number is not None
             or self.sandboxes
+            or self.job_accounting
+            or self.pilot_accounting
+            or self.accounting_retention is not None
         )
 
 

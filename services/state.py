@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from dirac_like.accounting import JobAccountingRecord, retention_cutoffs
 from dirac_like.config import Config
 from dirac_like.description import DescriptionLimits, JobDescription, parse_descriptions
 from dirac_like.errors import InvalidArgument
@@ -150,7 +152,14 @@ class CentralState:
         for record in self.shares.take_dirty():
             changes.usage[(record.group, record.user)] = record
         self.pilots.take_changes(changes)
+        if changes.job_accounting:
+            changes.job_accounting = [self._with_ce(record) for record in changes.job_accounting]
         return changes
+
+    def _with_ce(self, record: JobAccountingRecord) -> JobAccountingRecord:
+        """The job book does not know CEs: the record takes its pilot's."""
+        pilot = self.pilots.pilots.get(record.pilot_id) if record.pilot_id else None
+        return record if pilot is None or not pilot.ce else replace(record, ce=pilot.ce)
 
     def committed(self, changes: ChangeSet) -> None:
         """The store holds ``changes`` now: read them from there from now on."""
@@ -187,6 +196,9 @@ class CentralState:
         if forgotten:
             log.info("forgot %d pilots that ended long ago", forgotten)
         self.sandbox_index.collect(now)
+        accounting = self.config.accounting
+        self.journal.changes.accounting_retention = retention_cutoffs(
+            now, accounting.raw_retention, accounting.hourly_retention)
 
     # -- submission ------------------------------------------------------------------------------
 

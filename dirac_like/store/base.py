@@ -11,6 +11,9 @@ The contract (tests/integration/test_store_contract.py runs it against every imp
   (``pilot_output``); forgetting a pilot forgets its jobs list and output too.
 - ``sandbox(job_id, kind)`` is the sha256 of a job's "input" or "output" sandbox (a later
   commit of the same pair replaces it); ``referenced_sandboxes()`` every sha256 a job names.
+- Accounting records (``changes.job_accounting``) are committed with the statuses they account
+  for; ``job_accounting(job_id)`` returns a job's, one per finished attempt. A second record for
+  the same (job, attempt) fails the commit (nothing is written).
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+from dirac_like.accounting import JobAccountingRecord
 from dirac_like.model import ChangeSet, HistoryEntry, LoadedState
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Store(ABC):
@@ -52,6 +56,10 @@ class Store(ABC):
     @abstractmethod
     def referenced_sandboxes(self) -> set[str]:
         """Every sandbox sha256 some job refers to (the rest may be collected)."""
+
+    @abstractmethod
+    def job_accounting(self, job_id: int) -> list[JobAccountingRecord]:
+        """The accounting records of the job's finished attempts, oldest first."""
 
     @abstractmethod
     def schema_version(self) -> int:
