@@ -573,8 +573,8 @@ def test_a_second_accounting_record_of_the_same_attempt_is_refused_whole(
     with pytest.raises(StoreError):
         store.commit(changes)
 
-    assert_failed_commit_left_nothing(store, before, reopen)
     assert [record.ended for record in store.job_accounting(1)] == [7200.5]
+    assert_failed_commit_left_nothing(store, before, reopen)
 
 
 def test_raw_accounting_records_older_than_the_cutoff_are_forgotten(store: Store) -> None:
