@@ -99,7 +99,8 @@ class AccountingReader:
              ) -> list[JobAccountingRecord]:
         """Job records that ended in [since, until), newest first; ``filters`` by
         :data:`JOB_FILTER_COLUMNS` name (owner, group, site, status, job_id)."""
-        conditions, parameters = ["ended >= ?", "ended < ?"], [since, until]
+        conditions = ["ended >= ?", "ended < ?"]
+        parameters: list[Any] = [since, until]
         for name, value in (filters or {}).items():
             column = JOB_FILTER_COLUMNS.get(name)
             if column is None:
@@ -115,7 +116,8 @@ class AccountingReader:
     def pilots(self, since: float = 0.0, until: float = float("inf"), site: str | None = None,
                limit: int = 1000) -> list[PilotAccountingRecord]:
         """Pilot records that ended in [since, until) (at ``site``), newest first."""
-        condition, parameters = "ended >= ? AND ended < ?", [since, until]
+        condition = "ended >= ? AND ended < ?"
+        parameters: list[Any] = [since, until]
         if site is not None:
             condition += " AND site = ?"
             parameters.append(site)
