@@ -60,6 +60,7 @@ from dirac_like.protocol import (
     parse_args,
     peek_request_id,
 )
+from dirac_like.metrics import MetricsEndpoint, serve_metrics
 from dirac_like.ratelimit import RateLimiter
 from dirac_like.registry import init_home, load_registry, load_service_keys, save_registry
 from dirac_like.sandbox import SandboxStore
@@ -70,6 +71,7 @@ from .audit import AuditLog
 from .guard import Guard
 from .handlers import HANDLERS
 from .identities import IdentityIssuer
+from .metrics import ServiceMetrics
 from .ownership import StateOwnership
 from .state import CentralState
 from .zap import DOMAIN, ZapHandler
@@ -111,6 +113,8 @@ class CentralService:
         sandbox_limit = max(config.sandboxes.max_input_bytes, config.sandboxes.max_output_bytes)
         self.sandboxes = SandboxStore(home / "sandboxes", sandbox_limit)
         self.state = self._load_state()
+        self.metrics = ServiceMetrics(config.metrics)
+        self.metrics_endpoint: MetricsEndpoint | None = None
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 1000)
@@ -165,6 +169,16 @@ class CentralService:
                      len(self.issuer.registry.by_key))
         return self.endpoint
 
+    def serve_metrics(self, listen: str | None = None) -> str:
+        """Open /metrics on ``listen`` (default ``metrics.listen``; '' there: not at all);
+        returns its URL ('' when not opened)."""
+        listen = self.config.metrics.listen if listen is None else listen
+        if not listen:
+            return ""
+        self.metrics.refresh(self.state, self.clock(), force=True)
+        self.metrics_endpoint = serve_metrics(listen, self.metrics.registry)
+        return self.metrics_endpoint.url
+
     def run(self) -> None:
         """Serve until :meth:`stop` (or SIGTERM/SIGINT when installed), then close."""
         while not self.stopping:
@@ -183,6 +197,8 @@ class CentralService:
         self.stopping = True
 
     def close(self) -> None:
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
         self.socket.close()
         if self.zap is not None:
             self.zap.close()
@@ -205,6 +221,7 @@ class CentralService:
         self.state.expire(self.clock())
         self.purge_identities(self.clock())
         self.commit_and_reply(pending)
+        self.metrics.refresh(self.state, self.clock())
         return len(pending)
 
     def _poll_timeout_ms(self) -> int:
@@ -247,36 +264,46 @@ class CentralService:
         except ProtocolError as exc:
             request_id = peek_request_id(payload) or "unknown"
             log.warning("refused frame of %d bytes: [%s] %s", len(payload), exc.code, exc)
+            self.metrics.observe_request("unknown", 0.0, ok=False)
             return encode_error(request_id, exc.code, exc.message), request_id
         try:
             principal = None if self.guard is None else self.guard.principal(user_id, request, now)
         except Forbidden as exc:
+            self.metrics.observe_request(request.op, 0.0, ok=False)
             return encode_error(request.id, exc.code, exc.message), request.id
         return self.dispatch(request, now, envelope, principal), request.id
 
     def dispatch(self, request: Request, now: float, envelope: list[bytes] | None = None,
                  principal: Principal | None = None) -> bytes:
+        """The reply to one decoded request (timed and counted for the metrics)."""
+        started = time.perf_counter()
+        reply, ok = self._dispatch(request, now, envelope, principal)
+        self.metrics.observe_request(request.op, time.perf_counter() - started, ok)
+        return reply
+
+    def _dispatch(self, request: Request, now: float, envelope: list[bytes] | None,
+                  principal: Principal | None) -> tuple[bytes, bool]:
         mutating = request.op in MUTATING_OPS
         if mutating:
             remembered = self.state.replies.remembered(request.id)
             if remembered is not None:
                 log.info("request %s (%s) retried: same reply again", request.id, request.op)
-                return remembered
+                return remembered, True
         try:
             args: Any = parse_args(ARGUMENTS[request.op], request.args)
             if principal is not None and self.guard is not None:
                 args = self.guard.admit(principal, request, args, StateOwnership(self.state),
                                         now)
         except (Forbidden, RateLimited) as exc:  # logged and audited by the guard
-            return encode_error(request.id, exc.code, exc.message)
+            return encode_error(request.id, exc.code, exc.message), False
         except DiracLikeError as exc:
             log.warning("request %s (%s) refused: [%s] %s", request.id, request.op, exc.code, exc)
-            return encode_error(request.id, exc.code, exc.message)
+            return encode_error(request.id, exc.code, exc.message), False
         reply, ok = self._run(request, args, now, envelope, principal)
         if mutating and ok:  # refusals are not remembered: a retry is checked again
             durable = request.op not in REPLIES_NOT_STORED
             self.state.replies.remember(request.id, reply, now, durable)
-        return reply
+        return reply, ok
 
     def _run(self, request: Request, args: Any, now: float, envelope: list[bytes] | None,
              principal: Principal | None) -> tuple[bytes, bool]:
@@ -315,9 +342,12 @@ class CentralService:
             if self._poisoned:
                 raise InternalError("a request failed inside the service")
             self._save_identities()
+            started = time.perf_counter()
             self.store.commit(changes)
+            self.metrics.observe_commit(time.perf_counter() - started, len(pending))
             self.state.committed(changes)
         except (StoreError, InternalError) as exc:
+            self.metrics.commit_failures.inc()
             pending = self._undo(pending, exc)
         for item in pending:
             self.socket.send_multipart([*item.envelope, item.reply])
@@ -397,7 +427,11 @@ def _serve(config: Config, home: Path, listen: str | None, insecure: bool) -> in
     gc.freeze()
     service.install_signal_handlers()
     endpoint = service.bind(listen)
-    # A line on stdout that scripts and tests wait for (the port may have been chosen by the OS).
+    metrics_url = service.serve_metrics()
+    # Lines on stdout that scripts and tests wait for (the ports may have been chosen by the OS):
+    # the metrics URL first (if any), then the service's endpoint, last.
+    if metrics_url:
+        print(f"central service metrics on {metrics_url}", flush=True)
     print(f"central service listening on {endpoint}", flush=True)
     service.run()
     return 0
