@@ -7,9 +7,13 @@ the store's own commit).
   status: it is never lost and never doubled (``(job_id, attempt)`` is its key; a rescheduled job
   runs a new attempt and gets a new record).
 - A :class:`PilotAccountingRecord` is made when a pilot record reaches a final state.
-- Every job record also adds into an hourly :class:`BucketKey` (by group, user, site, status and
-  exit code) in that same transaction, so a report never scans raw records: it sums buckets.
-  A job's whole usage counts in the hour it ended (as DIRAC's accounting does by default).
+- Every job record also adds into hourly buckets in that same transaction, so a report never
+  scans raw records: it sums buckets. A report shows one metric by ONE dimension (group, user,
+  site, status or exit code), so each record adds into one bucket per dimension
+  (:class:`BucketKey`: dimension, hour, label), not into one bucket of all five: the number of
+  buckets grows with the labels of each dimension (a few hundred an hour), not with their
+  product, and a year's report reads tens of thousands of rows. A job's whole usage counts in the
+  hour it ended (as DIRAC's accounting does by default).
 - Retention (:func:`retention_cutoffs`): raw records are deleted after ``raw_retention``; hourly
   buckets older than ``hourly_retention`` are folded into daily ones; daily buckets stay.
 - A report (:func:`build_report`) takes summed rows ``(start, label, totals)`` and turns them into
@@ -141,15 +145,13 @@ def later_usage(old: JobUsage | None, new: JobUsage) -> JobUsage:
 
 
 class BucketKey(NamedTuple):
-    """Which bucket: its start and length, and the job's group, user, site, status, exit code."""
+    """Which bucket: the dimension (a :class:`Dimension` value), its start and length, and the
+    label (the group, user, site, status or exit code)."""
 
+    dimension: str
     start: float
     period: int
-    group: str
-    user: str
-    site: str
-    status: str
-    exit_code: str
+    label: str
 
 
 @dataclass(slots=True)
@@ -183,19 +185,24 @@ def bucket_start(time: float, period: int) -> float:
 
 def bucket_records(records: Iterable[JobAccountingRecord], period: int = HOUR
                    ) -> dict[BucketKey, Totals]:
-    """The records summed per bucket of ``period`` seconds (by the hour each ended in)."""
+    """The records summed per dimension, label and bucket of ``period`` seconds (by the time each
+    ended)."""
     buckets: dict[BucketKey, Totals] = {}
     for record in records:
-        key = BucketKey(bucket_start(record.ended, period), period, record.group, record.owner,
-                        record.site, record.status, exit_code_label(record.exit_code))
-        totals = buckets.get(key)
-        if totals is None:
-            totals = buckets[key] = Totals()
-        totals.jobs += 1
-        totals.failed += record.status == "Failed"
-        totals.cpu_seconds += record.cpu_seconds
-        totals.wall_seconds += record.wall_seconds
-        totals.core_seconds += record.core_seconds
+        start = bucket_start(record.ended, period)
+        failed = record.status == "Failed"
+        labels = (record.group, record.owner, record.site, record.status,
+                  exit_code_label(record.exit_code))
+        for dimension, label in zip(DIMENSION_NAMES, labels, strict=True):
+            key = BucketKey(dimension, start, period, label)
+            totals = buckets.get(key)
+            if totals is None:
+                totals = buckets[key] = Totals()
+            totals.jobs += 1
+            totals.failed += failed
+            totals.cpu_seconds += record.cpu_seconds
+            totals.wall_seconds += record.wall_seconds
+            totals.core_seconds += record.core_seconds
     return buckets
 
 
@@ -234,6 +241,9 @@ class Dimension(StrEnum):
     STATUS = "status"
     EXIT_CODE = "exit-code"
 
+
+# the dimensions in the order bucket_records takes a record's labels
+DIMENSION_NAMES = tuple(dimension.value for dimension in Dimension)
 
 UNITS = {Metric.JOBS: "jobs", Metric.CORE_HOURS: "core-hours", Metric.CPU_EFFICIENCY: "%",
          Metric.FAILED: "jobs", Metric.WALL_HOURS: "hours"}

@@ -67,7 +67,7 @@ class PilotsConfig:
 class AccountingConfig:
     raw_retention: float = 90 * 86400.0  # a finished job's or pilot's own record is kept this long
     # hourly buckets older than this are folded into daily ones (daily buckets are kept)
-    hourly_retention: float = 400 * 86400.0
+    hourly_retention: float = 35 * 86400.0
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ run beside a live service (WAL: readers never block its writer, nor it them).
 - :meth:`AccountingReader.jobs` / :meth:`AccountingReader.pilots` list raw records (kept for
   ``accounting.raw_retention``), newest first, filtered, bounded by ``limit``.
 
-Every value goes to SQLite as a parameter; the only names put into SQL text come from fixed
-tables here (:data:`DIMENSION_COLUMNS`, :data:`JOB_FILTER_COLUMNS`).
+Every value goes to SQLite as a parameter; the only names put into SQL text come from a fixed
+table here (:data:`JOB_FILTER_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from dirac_like.accounting import (
-    Dimension,
     JobAccountingRecord,
     PilotAccountingRecord,
     Report,
@@ -36,22 +35,16 @@ from dirac_like.accounting import (
 from dirac_like.errors import InvalidArgument, StoreError
 from dirac_like.store.sqlite import JOB_ACCOUNTING_COLUMNS
 
-DIMENSION_COLUMNS = {
-    Dimension.GROUP: "grp",
-    Dimension.USER: "user_name",
-    Dimension.SITE: "site",
-    Dimension.STATUS: "status",
-    Dimension.EXIT_CODE: "exit_code",
-}
 # What a listing of raw job records may be filtered on (name -> column).
 JOB_FILTER_COLUMNS = {"owner": "owner", "group": "grp", "site": "site", "status": "status",
                       "job_id": "job_id"}
 MAX_LISTED = 100_000
 BUSY_TIMEOUT_S = 10.0
 
-REPORT_SQL = """SELECT ? + CAST((start - ?) / ? AS INTEGER) * ?, {column},
+REPORT_SQL = """SELECT ? + CAST((start - ?) / ? AS INTEGER) * ? AS step_start, label,
     sum(jobs), sum(failed), sum(cpu_seconds), sum(wall_seconds), sum(core_seconds)
-    FROM accounting_buckets WHERE start >= ? AND start < ? GROUP BY 1, 2"""
+    FROM accounting_buckets WHERE dimension = ? AND start >= ? AND start < ?
+    GROUP BY step_start, label"""
 _PILOT_COLUMNS = ", ".join(f.name for f in fields(PilotAccountingRecord))
 
 
@@ -86,9 +79,9 @@ class AccountingReader:
 
     def report(self, query: ReportQuery) -> Report:
         """The report of ``query``, from the hourly and daily buckets."""
-        sql = REPORT_SQL.format(column=DIMENSION_COLUMNS[query.by])
-        parameters = (query.start, query.start, query.step, query.step, query.start, query.end)
-        rows = self._rows(sql, parameters, "the accounting report")
+        parameters = (query.start, query.start, query.step, query.step, query.by.value,
+                      query.start, query.end)
+        rows = self._rows(REPORT_SQL, parameters, "the accounting report")
         return build_report(query, ((start, str(label), Totals(*sums))
                                     for start, label, *sums in rows))
 

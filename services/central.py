@@ -47,6 +47,7 @@ from dirac_like.errors import (
 )
 from dirac_like.home_lock import holding, lock_path
 from dirac_like.identity import Keypair
+from dirac_like.metrics import MetricsEndpoint, serve_metrics
 from dirac_like.protocol import (
     ARGUMENTS,
     MUTATING_OPS,
@@ -60,7 +61,6 @@ from dirac_like.protocol import (
     parse_args,
     peek_request_id,
 )
-from dirac_like.metrics import MetricsEndpoint, serve_metrics
 from dirac_like.ratelimit import RateLimiter
 from dirac_like.registry import init_home, load_registry, load_service_keys, save_registry
 from dirac_like.sandbox import SandboxStore

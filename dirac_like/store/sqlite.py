@@ -148,13 +148,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             state TEXT NOT NULL, reason TEXT NOT NULL, submitted REAL NOT NULL,
             started REAL NOT NULL, ended REAL NOT NULL, jobs INTEGER NOT NULL)""",
         "CREATE INDEX pilot_accounting_by_end ON pilot_accounting (ended)",
+        # one row per dimension (group, user, site, status, exit-code), bucket and label
         """CREATE TABLE accounting_buckets (
-            start REAL NOT NULL, period INTEGER NOT NULL, grp TEXT NOT NULL,
-            user_name TEXT NOT NULL, site TEXT NOT NULL, status TEXT NOT NULL,
-            exit_code TEXT NOT NULL, jobs INTEGER NOT NULL, failed INTEGER NOT NULL,
+            dimension TEXT NOT NULL, start REAL NOT NULL, period INTEGER NOT NULL,
+            label TEXT NOT NULL, jobs INTEGER NOT NULL, failed INTEGER NOT NULL,
             cpu_seconds REAL NOT NULL, wall_seconds REAL NOT NULL, core_seconds REAL NOT NULL,
-            PRIMARY KEY (start, period, grp, user_name, site, status, exit_code))
-            WITHOUT ROWID""",
+            PRIMARY KEY (dimension, start, period, label)) WITHOUT ROWID""",
     ),
 )
 if len(MIGRATIONS) != SCHEMA_VERSION:
@@ -214,16 +213,16 @@ _ADD_TOTALS = """DO UPDATE SET jobs = jobs + excluded.jobs, failed = failed + ex
     cpu_seconds = cpu_seconds + excluded.cpu_seconds,
     wall_seconds = wall_seconds + excluded.wall_seconds,
     core_seconds = core_seconds + excluded.core_seconds"""
-_BUCKET_KEY = "(start, period, grp, user_name, site, status, exit_code)"
-ADD_TO_BUCKET = f"""INSERT INTO accounting_buckets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+_BUCKET_KEY = "(dimension, start, period, label)"
+ADD_TO_BUCKET = f"""INSERT INTO accounting_buckets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT {_BUCKET_KEY} {_ADD_TOTALS}"""
 DELETE_JOB_ACCOUNTING_BEFORE = "DELETE FROM job_accounting WHERE ended < ?"
 DELETE_PILOT_ACCOUNTING_BEFORE = "DELETE FROM pilot_accounting WHERE ended < ?"
 FOLD_HOURLY_INTO_DAILY = f"""INSERT INTO accounting_buckets
-    SELECT CAST(start / {DAY} AS INTEGER) * {DAY}.0, {DAY}, grp, user_name, site, status,
-        exit_code, sum(jobs), sum(failed), sum(cpu_seconds), sum(wall_seconds), sum(core_seconds)
+    SELECT dimension, CAST(start / {DAY} AS INTEGER) * {DAY}.0 AS day, {DAY}, label, sum(jobs),
+        sum(failed), sum(cpu_seconds), sum(wall_seconds), sum(core_seconds)
     FROM accounting_buckets WHERE period = {HOUR} AND start < ?
-    GROUP BY 1, grp, user_name, site, status, exit_code
+    GROUP BY dimension, day, label
     ON CONFLICT {_BUCKET_KEY} {_ADD_TOTALS}"""
 DELETE_HOURLY_BEFORE = f"DELETE FROM accounting_buckets WHERE period = {HOUR} AND start < ?"
 SELECT_JOB_ACCOUNTING = f"""SELECT {', '.join(JOB_ACCOUNTING_COLUMNS)} FROM job_accounting

@@ -210,10 +210,14 @@ def test_records_add_up_in_the_hour_they_ended() -> None:
     buckets = bucket_records([record(1, 10.0), record(2, 3599.0, cores=4),
                               record(3, 3600.0, status="Failed", exit_code=None)])
 
-    assert sorted((key.start, key.status, key.exit_code, totals.jobs, totals.core_seconds)
-                  for key, totals in buckets.items()) == \
-        [(0.0, "Done", "0", 2, 5 * 3600.0), (3600.0, "Failed", "none", 1, 3600.0)]
-    assert [totals.failed for key, totals in buckets.items() if key.status == "Failed"] == [1]
+    by_status = sorted((key.start, key.label, totals.jobs, totals.core_seconds)
+                       for key, totals in buckets.items() if key.dimension == "status")
+    assert by_status == [(0.0, "Done", 2, 5 * 3600.0), (3600.0, "Failed", 1, 3600.0)]
+    by_exit = {(key.start, key.label): totals.failed for key, totals in buckets.items()
+               if key.dimension == "exit-code"}
+    assert by_exit == {(0.0, "0"): 0, (3600.0, "none"): 1}
+    assert {key.dimension for key in buckets} == {"group", "user", "site", "status", "exit-code"}
+    assert all(key.period == HOUR for key in buckets)
 
 
 def test_a_report_sums_rows_into_steps_and_orders_labels_by_total() -> None:
