@@ -336,22 +336,28 @@ def build_report(query: ReportQuery, rows: Iterable[tuple[float, str, Totals]]) 
     holding its start (a daily bucket in a finer step lands in the step of its first hour)."""
     count = int((query.end - query.start) // query.step)
     times = [query.start + index * query.step for index in range(count)]
-    cells: dict[str, list[Totals]] = {}
+    cells: dict[str, dict[int, Totals]] = {}
     overall: dict[str, Totals] = {}
     for start, label, totals in rows:
         index = int((start - query.start) // query.step)
         if not 0 <= index < count:
             continue
         if label not in cells:
-            cells[label] = [Totals() for _ in range(count)]
-            overall[label] = Totals()
-        cells[label][index].add(totals)
+            cells[label], overall[label] = {}, Totals()
+        cell = cells[label].get(index)
+        if cell is None:
+            cells[label][index] = Totals(*totals.as_row())  # a copy: the caller's stays as is
+        else:
+            cell.add(totals)
         overall[label].add(totals)
     metric = query.metric
     order = sorted(cells, key=lambda label: (-metric_value(metric, overall[label]), label))
     report = Report(query, times)
     for label in order:
-        report.series[label] = [_round(metric_value(metric, cell)) for cell in cells[label]]
+        values = [0.0] * count
+        for index, cell in cells[label].items():
+            values[index] = _round(metric_value(metric, cell))
+        report.series[label] = values
         report.totals[label] = _round(metric_value(metric, overall[label]))
     return report
 
