@@ -41,9 +41,9 @@ DAY = 86400
 NO_EXIT_CODE = "none"  # the exit-code label of a job whose payload never ran
 
 
-@dataclass(frozen=True, slots=True)
-class JobAccountingRecord:
-    """One attempt of one job, from its match to its final status."""
+class JobAccountingRecord(NamedTuple):
+    """One attempt of one job, from its match to its final status (a tuple: one is made per
+    finished job on the service's hot path, and it is a table row as it is)."""
 
     job_id: int
     attempt: int
@@ -70,8 +70,7 @@ class JobAccountingRecord:
         return self.cores * self.wall_seconds
 
 
-@dataclass(frozen=True, slots=True)
-class PilotAccountingRecord:
+class PilotAccountingRecord(NamedTuple):
     pilot_id: str
     site: str
     ce: str
@@ -90,7 +89,7 @@ class PilotAccountingRecord:
 
 def job_record(
     job: Any, status: str, minor: str, cores: int, usage: JobUsage | None, held: bool,
-    now: float,
+    now: float, ce: str = "",
 ) -> JobAccountingRecord:
     """The record of ``job`` (a :class:`~dirac_like.model.JobRecord`) ending in ``status`` now.
     ``held``: a pilot held the attempt (it was matched); without the pilot's own measurement the
@@ -100,7 +99,7 @@ def job_record(
     wall = usage.wall_seconds or (max(0.0, now - started) if held else 0.0)
     return JobAccountingRecord(
         job_id=job.job_id, attempt=job.attempt, owner=job.owner, group=job.group, site=job.site,
-        ce="", pilot_id=job.pilot_id if held else "", status=status, minor_status=minor,
+        ce=ce, pilot_id=job.pilot_id if held else "", status=status, minor_status=minor,
         exit_code=usage.exit_code, cores=cores if held else 0, cpu_seconds=usage.cpu_seconds,
         wall_seconds=wall, peak_rss_mb=usage.peak_rss_mb, input_bytes=usage.input_bytes,
         output_bytes=usage.output_bytes, submitted=job.submitted, started=started, ended=now,
@@ -187,22 +186,27 @@ def bucket_records(records: Iterable[JobAccountingRecord], period: int = HOUR
                    ) -> dict[BucketKey, Totals]:
     """The records summed per dimension, label and bucket of ``period`` seconds (by the time each
     ended)."""
+    combined: dict[tuple[Any, ...], Totals] = {}
+    for record in records:  # first by all labels at once: a batch has few distinct ones
+        key = (bucket_start(record.ended, period), record.group, record.owner, record.site,
+               record.status, exit_code_label(record.exit_code))
+        totals = combined.get(key)
+        if totals is None:
+            totals = combined[key] = Totals()
+        totals.jobs += 1
+        totals.failed += record.status == "Failed"
+        totals.cpu_seconds += record.cpu_seconds
+        totals.wall_seconds += record.wall_seconds
+        totals.core_seconds += record.cores * record.wall_seconds
     buckets: dict[BucketKey, Totals] = {}
-    for record in records:
-        start = bucket_start(record.ended, period)
-        failed = record.status == "Failed"
-        labels = (record.group, record.owner, record.site, record.status,
-                  exit_code_label(record.exit_code))
-        for dimension, label in zip(DIMENSION_NAMES, labels, strict=True):
-            key = BucketKey(dimension, start, period, label)
-            totals = buckets.get(key)
-            if totals is None:
-                totals = buckets[key] = Totals()
-            totals.jobs += 1
-            totals.failed += failed
-            totals.cpu_seconds += record.cpu_seconds
-            totals.wall_seconds += record.wall_seconds
-            totals.core_seconds += record.core_seconds
+    for (start, *labels), totals in combined.items():
+        for dimension, label in zip(DIMENSION_NAMES, map(str, labels), strict=True):
+            bucket_key = BucketKey(dimension, start, period, label)
+            bucket = buckets.get(bucket_key)
+            if bucket is None:
+                buckets[bucket_key] = Totals(*totals.as_row())
+            else:
+                bucket.add(totals)
     return buckets
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping
 from contextlib import closing
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ REPORT_SQL = """SELECT ? + CAST((start - ?) / ? AS INTEGER) * ? AS step_start, l
     sum(jobs), sum(failed), sum(cpu_seconds), sum(wall_seconds), sum(core_seconds)
     FROM accounting_buckets WHERE dimension = ? AND start >= ? AND start < ?
     GROUP BY step_start, label"""
-_PILOT_COLUMNS = ", ".join(f.name for f in fields(PilotAccountingRecord))
+_PILOT_COLUMNS = ", ".join(PilotAccountingRecord._fields)
 
 
 class AccountingReader:

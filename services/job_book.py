@@ -65,13 +65,16 @@ class JobBook:
         # cores granted at the match to active jobs with a core range (not stored: after a
         # restart their task queue's minimum is counted)
         self.granted_cores: dict[int, int] = {}
+        # the CE of each active job's pilot, for its accounting record (not stored: after a
+        # restart the service fills it in from the pilot records)
+        self.placed_ce: dict[int, str] = {}
         self.site_active: Counter[str] = Counter()
         # what the pilots' heartbeats last said the active jobs used (for a job that ends
         # without its pilot's final report: lost, killed while stalled)
         self.last_usage: dict[int, JobUsage] = {}
         # for the metrics: jobs by (status, site, group) now, and counts since start-up
-        self.tally: Counter[tuple[str, str, str]] = Counter()
-        self.entered: Counter[str] = Counter()  # transitions into each status
+        self.tally: Counter[tuple[JobStatus, str, str]] = Counter()
+        self.entered: Counter[JobStatus] = Counter()  # transitions into each status
         self.submitted_count = 0
         self.matched_count = 0
         self.next_job_id = 1
@@ -91,7 +94,7 @@ class JobBook:
 
     def _restore_job(self, job: JobRecord, now: float) -> None:
         self.jobs[job.job_id] = job
-        self.tally[(job.status.value, job.site, job.group)] += 1
+        self.tally[(job.status, job.site, job.group)] += 1
         if job.status is S.WAITING:
             self._queue(job).push(job.job_id, job.priority)
         elif job.status in ACTIVE_STATUSES:
@@ -167,7 +170,7 @@ class JobBook:
         )
         job.site = self._requested_site(job)
         self.jobs[job_id] = job
-        self.tally[(S.WAITING.value, job.site, group)] += 1
+        self.tally[(S.WAITING, job.site, group)] += 1
         self.submitted_count += 1
         changes = self.journal.changes
         changes.new_jobs.append((job, msgpack.packb(description.attributes, use_bin_type=True)))
@@ -204,8 +207,8 @@ class JobBook:
         check_transition(job.job_id, old, status)
         if status in FINAL_STATUSES and old not in FINAL_STATUSES:
             self._account(job, status, minor, usage, now)
-        self.tally[(old.value, job.site, job.group)] -= 1
-        self.entered[status.value] += 1
+        self.tally[(old, job.site, job.group)] -= 1
+        self.entered[status] += 1
         if old is S.WAITING:
             self._queue(job).discard(job.job_id)
         if old in ACTIVE_STATUSES and status not in ACTIVE_STATUSES:
@@ -213,9 +216,10 @@ class JobBook:
             self.shares.stop(job.group, job.owner, self.cores(job), now)
             self.granted_cores.pop(job.job_id, None)
             self.last_usage.pop(job.job_id, None)
+            self.placed_ce.pop(job.job_id, None)
         job.status, job.minor_status, job.updated = status, minor, now
         self._enter(job, old, now)
-        self.tally[(status.value, job.site, job.group)] += 1
+        self.tally[(status, job.site, job.group)] += 1
         self.record(job, source, now)
 
     def _account(self, job: JobRecord, status: JobStatus, minor: str, usage: JobUsage | None,
@@ -224,8 +228,9 @@ class JobBook:
         held = job.status in ACTIVE_STATUSES
         usage = usage or self.last_usage.get(job.job_id)
         cores = self.cores(job) if held else 0
+        ce = self.placed_ce.get(job.job_id, "") if held else ""
         self.journal.changes.job_accounting.append(
-            job_record(job, status.value, minor, cores, usage, held, now))
+            job_record(job, status.value, minor, cores, usage, held, now, ce))
 
     def _enter(self, job: JobRecord, old: JobStatus, now: float) -> None:
         status = job.status
@@ -320,10 +325,12 @@ class JobBook:
         if match is None:
             return None
         job = self.jobs[match.job_id]
-        self.tally[(S.WAITING.value, job.site, job.group)] -= 1
+        self.tally[(S.WAITING, job.site, job.group)] -= 1
         job.pilot_id, job.site = pilot_id, resources.site
-        self.tally[(S.WAITING.value, job.site, job.group)] += 1
+        self.tally[(S.WAITING, job.site, job.group)] += 1
         self.matched_count += 1
+        if resources.ce:
+            self.placed_ce[job.job_id] = resources.ce
         if match.cores != match.task_queue.requirements.cores:
             self.granted_cores[job.job_id] = match.cores
         self.set_status(job, S.MATCHED, f"Assigned to pilot {pilot_id}", "Matcher", now)
@@ -375,7 +382,7 @@ class JobBook:
                 running[(job.group, "")] += self.cores(job)
                 running[(job.group, job.owner)] += self.cores(job)
         assert +self.site_active == active_sites, (self.site_active, active_sites)
-        tally = Counter((job.status.value, job.site, job.group) for job in self.jobs.values())
+        tally = Counter((job.status, job.site, job.group) for job in self.jobs.values())
         nonzero = {key: count for key, count in self.tally.items() if count}
         assert nonzero == tally, (nonzero, tally)
         for key, account in self.shares.accounts.items():

@@ -2,9 +2,12 @@
 
 Two kinds, kept apart so that a scrape never touches the live state from the HTTP thread:
 
-- **Events** the service loop observes as they happen (prometheus-client's thread-safe Counter and
-  Histogram): request latency by operation, requests by operation and outcome, batch size and
-  commit time.
+- **Events** the service loop observes as they happen: request latency by operation (whose count
+  is the requests by operation) and refusals by operation, in :class:`RequestTimes` (a bucket
+  index found with ``bisect`` and an integer added, a third of a microsecond: prometheus-client's
+  own Histogram.observe takes two locks and costs ~3 us, 10 % of a job's whole cost on the
+  service, three requests a job); batch size and commit time (once a batch) in prometheus-client's
+  Histogram and Counter.
 - **State** (jobs by status, site and group; waiting jobs by task queue; pilots by site and state;
   fair-share usage vs target; site bans; submissions, matches and transitions): the loop takes a
   :class:`StateSnapshot` at most every ``metrics.refresh`` seconds (:func:`take_snapshot`, pure,
@@ -19,6 +22,7 @@ grow the label set.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as CounterMetric
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from dirac_like.config import MetricsConfig
@@ -82,11 +86,13 @@ def take_snapshot(state: CentralState, now: float) -> StateSnapshot:
               for row in state.shares.report(now)]
     banned = {name: bool(state.sites.records.get(name) and state.sites.records[name].banned)
               for name in state.sites.seen}
+    jobs = {(str(status), site, group): count
+            for (status, site, group), count in book.tally.items() if count}
     return StateSnapshot(
-        time=now, jobs={key: count for key, count in book.tally.items() if count},
+        time=now, jobs=jobs,
         waiting=waiting, pilots=dict(pilots), connected=dict(connected), shares=shares,
         banned=banned, submitted=book.submitted_count, matched=book.matched_count,
-        entered=dict(book.entered))
+        entered={str(status): count for status, count in book.entered.items()})
 
 
 class StateCollector(Collector):
@@ -155,18 +161,50 @@ def _counter(name: str, text: str, labels: list[str],
     return family
 
 
+class RequestTimes(Collector):
+    """Request latency histograms by operation, and refusals: counted by the loop, exposed by
+    the scrape (which copies each list of counts whole before it reads it)."""
+
+    def __init__(self, operations: list[str], bounds: tuple[float, ...] = LATENCY_BUCKETS
+                 ) -> None:
+        self.bounds = bounds
+        self.counts = {op: [0] * (len(bounds) + 1) for op in operations}  # the last: +Inf
+        self.sums = dict.fromkeys(operations, 0.0)
+        self.refused = dict.fromkeys(operations, 0)
+
+    def observe(self, op: str, seconds: float, ok: bool) -> None:
+        if op not in self.sums:
+            op = "unknown"
+        self.counts[op][bisect_left(self.bounds, seconds)] += 1
+        self.sums[op] += seconds
+        if not ok:
+            self.refused[op] += 1
+
+    def collect(self) -> Iterator[Metric]:
+        latency = HistogramMetricFamily(f"{PREFIX}_request_seconds", "Time to handle one "
+                                        "request, by operation", labels=["op"])
+        refused = CounterMetricFamily(f"{PREFIX}_refused_requests", "Requests refused (an "
+                                      "error reply), by operation", labels=["op"])
+        for op, counts in self.counts.items():
+            cumulative, total = [], 0
+            for bound, count in zip((*map(str, self.bounds), "+Inf"), list(counts),
+                                    strict=True):
+                total += count
+                cumulative.append((bound, total))
+            latency.add_metric([op], cumulative, sum_value=self.sums[op])
+            refused.add_metric([op], self.refused[op])
+        yield latency
+        yield refused
+
+
 class ServiceMetrics:
     """The central service's registry: events observed by the loop, state by snapshot."""
 
     def __init__(self, config: MetricsConfig) -> None:
         self.config = config
         self.registry = CollectorRegistry()
-        self.requests = Histogram(
-            f"{PREFIX}_request_seconds", "Time to handle one request, by operation",
-            ["op"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.outcomes = CounterMetric(
-            f"{PREFIX}_requests", "Requests by operation and outcome (ok, refused)",
-            ["op", "outcome"], registry=self.registry)
+        self.requests = RequestTimes([*ARGUMENTS, "unknown"])
+        self.registry.register(self.requests)
         self.batch_size = Histogram(f"{PREFIX}_batch_requests", "Requests per batch (one commit)",
                                     buckets=BATCH_BUCKETS, registry=self.registry)
         self.commit_seconds = Histogram(f"{PREFIX}_commit_seconds",
@@ -177,15 +215,10 @@ class ServiceMetrics:
                                              registry=self.registry)
         self.state = StateCollector()
         self.registry.register(self.state)
-        self._by_op = {op: (self.requests.labels(op), self.outcomes.labels(op, "ok"),
-                            self.outcomes.labels(op, "refused"))
-                       for op in [*ARGUMENTS, "unknown"]}
         self._next_refresh = 0.0
 
     def observe_request(self, op: str, seconds: float, ok: bool) -> None:
-        latency, succeeded, refused = self._by_op.get(op) or self._by_op["unknown"]
-        latency.observe(seconds)
-        (succeeded if ok else refused).inc()
+        self.requests.observe(op, seconds, ok)
 
     def observe_commit(self, seconds: float, requests: int) -> None:
         self.commit_seconds.observe(seconds)

@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dirac_like.accounting import JobAccountingRecord, retention_cutoffs
+from dirac_like.accounting import retention_cutoffs
 from dirac_like.config import Config
 from dirac_like.description import DescriptionLimits, JobDescription, parse_descriptions
 from dirac_like.errors import InvalidArgument
@@ -154,14 +153,13 @@ class CentralState:
         for record in self.shares.take_dirty():
             changes.usage[(record.group, record.user)] = record
         self.pilots.take_changes(changes)
-        if changes.job_accounting:
-            changes.job_accounting = [self._with_ce(record) for record in changes.job_accounting]
+        records = changes.job_accounting
+        for index, accounted in enumerate(records):
+            if accounted.pilot_id and not accounted.ce:  # matched before a restart: ask its pilot
+                pilot = self.pilots.pilots.get(accounted.pilot_id)
+                if pilot is not None and pilot.ce:
+                    records[index] = accounted._replace(ce=pilot.ce)
         return changes
-
-    def _with_ce(self, record: JobAccountingRecord) -> JobAccountingRecord:
-        """The job book does not know CEs: the record takes its pilot's."""
-        pilot = self.pilots.pilots.get(record.pilot_id) if record.pilot_id else None
-        return record if pilot is None or not pilot.ce else replace(record, ce=pilot.ce)
 
     def committed(self, changes: ChangeSet) -> None:
         """The store holds ``changes`` now: read them from there from now on."""

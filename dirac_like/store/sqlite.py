@@ -35,7 +35,6 @@ from dirac_like.accounting import (
     DAY,
     HOUR,
     JobAccountingRecord,
-    PilotAccountingRecord,
     bucket_records,
 )
 from dirac_like.errors import JobNotFound, StoreError
@@ -64,7 +63,7 @@ BUSY_TIMEOUT_S = 10.0
 # The job_accounting columns; the record's fields are the same but ``grp`` (``group``) and
 # ``core_seconds`` (a property).
 JOB_ACCOUNTING_COLUMNS = tuple(
-    "grp" if f.name == "group" else f.name for f in fields(JobAccountingRecord)
+    "grp" if name == "group" else name for name in JobAccountingRecord._fields
 ) + ("core_seconds",)
 
 # JobRecord fields in column order of the jobs table (the column for ``group`` is ``grp``).
@@ -459,8 +458,7 @@ def _write_accounting(db: sqlite3.Connection, changes: ChangeSet) -> None:
         db.executemany(ADD_TO_BUCKET, [(*key, *totals.as_row())
                                        for key, totals in buckets.items()])
     if changes.pilot_accounting:
-        db.executemany(INSERT_PILOT_ACCOUNTING,
-                       map(_pilot_accounting_row, changes.pilot_accounting))
+        db.executemany(INSERT_PILOT_ACCOUNTING, changes.pilot_accounting)
     cutoffs = changes.accounting_retention
     if cutoffs is not None:
         db.execute(DELETE_JOB_ACCOUNTING_BEFORE, (cutoffs.raw_before,))
@@ -469,12 +467,8 @@ def _write_accounting(db: sqlite3.Connection, changes: ChangeSet) -> None:
         db.execute(DELETE_HOURLY_BEFORE, (cutoffs.hourly_before,))
 
 
-_job_accounting_fields = attrgetter(*(f.name for f in fields(JobAccountingRecord)))
-_pilot_accounting_row = attrgetter(*(f.name for f in fields(PilotAccountingRecord)))
-
-
 def _job_accounting_row(record: JobAccountingRecord) -> tuple[Any, ...]:
-    return (*_job_accounting_fields(record), record.core_seconds)
+    return (*record, record.core_seconds)
 
 
 def _write_pilots(db: sqlite3.Connection, changes: ChangeSet) -> None:

@@ -122,7 +122,7 @@ def test_the_central_metrics_show_jobs_pilots_and_requests(
     assert sample(text, "dirac_like_pilots", site="LCG.CERN.cern", state="Running") == 1
     assert sample(text, "dirac_like_connected_pilots", site="LCG.CERN.cern") == 1
     assert sample(text, "dirac_like_share_target_ratio", group="user") == 1
-    assert sample(text, "dirac_like_requests_total", op="submit", outcome="ok") == 1
+    assert sample(text, "dirac_like_request_seconds_count", op="submit") == 1
     assert sample(text, "dirac_like_request_seconds_count", op="request_job") == 1
     assert (sample(text, "dirac_like_commit_seconds_count") or 0) >= 2
 
