@@ -94,29 +94,36 @@ def job_record(
     """The record of ``job`` (a :class:`~dirac_like.model.JobRecord`) ending in ``status`` now.
     ``held``: a pilot held the attempt (it was matched); without the pilot's own measurement the
     wall time is then the time since the match."""
-    usage = usage or JobUsage()
+    usage = usage or NO_USAGE
     started = job.matched_at if held else 0.0
     wall = usage.wall_seconds or (max(0.0, now - started) if held else 0.0)
-    return JobAccountingRecord(
-        job_id=job.job_id, attempt=job.attempt, owner=job.owner, group=job.group, site=job.site,
-        ce=ce, pilot_id=job.pilot_id if held else "", status=status, minor_status=minor,
-        exit_code=usage.exit_code, cores=cores if held else 0, cpu_seconds=usage.cpu_seconds,
-        wall_seconds=wall, peak_rss_mb=usage.peak_rss_mb, input_bytes=usage.input_bytes,
-        output_bytes=usage.output_bytes, submitted=job.submitted, started=started, ended=now,
-    )
+    return JobAccountingRecord(  # positional: this runs once per finished job
+        job.job_id, job.attempt, job.owner, job.group, job.site, ce,
+        job.pilot_id if held else "", status, minor, usage.exit_code, cores if held else 0,
+        usage.cpu_seconds, wall, usage.peak_rss_mb, usage.input_bytes, usage.output_bytes,
+        job.submitted, started, now)
 
 
+NO_USAGE = JobUsage()
 MAX_USAGE_NUMBER = 1e15  # seconds, MB or bytes: far beyond anything real
 
 
 def check_usage(usage: JobUsage) -> None:
     """InvalidArgument unless every number is finite, not negative and not absurdly large."""
-    for name in ("cpu_seconds", "wall_seconds", "peak_rss_mb", "input_bytes", "output_bytes"):
-        value = getattr(usage, name)
-        if not (math.isfinite(value) and 0 <= value <= MAX_USAGE_NUMBER):
-            raise InvalidArgument(f"usage.{name} must be a finite number >= 0, not {value!r}")
-    if usage.exit_code is not None and not -(2**31) <= usage.exit_code < 2**31:
+    values = (usage.cpu_seconds, usage.wall_seconds, usage.peak_rss_mb, usage.input_bytes,
+              usage.output_bytes)
+    top = MAX_USAGE_NUMBER  # NaN fails every comparison, inf is too large
+    if (0 <= values[0] <= top and 0 <= values[1] <= top and 0 <= values[2] <= top
+            and 0 <= values[3] <= top and 0 <= values[4] <= top):
+        if usage.exit_code is None or -(2**31) <= usage.exit_code < 2**31:
+            return
         raise InvalidArgument(f"usage.exit_code {usage.exit_code} is out of range")
+    for name, value in zip(USAGE_NUMBERS, values, strict=True):
+        if not 0 <= value <= MAX_USAGE_NUMBER:
+            raise InvalidArgument(f"usage.{name} must be a finite number >= 0, not {value!r}")
+
+
+USAGE_NUMBERS = ("cpu_seconds", "wall_seconds", "peak_rss_mb", "input_bytes", "output_bytes")
 
 
 def usage_from_heartbeat(metrics: Mapping[str, Any]) -> JobUsage | None:
