@@ -62,9 +62,10 @@ BUSY_TIMEOUT_S = 10.0
 
 # The job_accounting columns; the record's fields are the same but ``grp`` (``group``) and
 # ``core_seconds`` (a property).
-JOB_ACCOUNTING_COLUMNS = tuple(
-    "grp" if name == "group" else name for name in JobAccountingRecord._fields
-) + ("core_seconds",)
+JOB_ACCOUNTING_COLUMNS = (
+    *("grp" if name == "group" else name for name in JobAccountingRecord._fields),
+    "core_seconds",
+)
 
 # JobRecord fields in column order of the jobs table (the column for ``group`` is ``grp``).
 JOB_FIELDS = (
