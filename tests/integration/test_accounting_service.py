@@ -9,12 +9,20 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from dirac_like.accounting import Dimension, Metric, ReportQuery
+from dirac_like.accounting import (
+    Dimension,
+    JobAccountingRecord,
+    Metric,
+    ReportQuery,
+    retention_cutoffs,
+)
 from dirac_like.client import Client, RetryPolicy
+from dirac_like.model import ChangeSet
 from dirac_like.processes import ServiceProcess, dirac_like_argv
 from dirac_like.protocol import JobUsage, PilotResources
 from dirac_like.services.accounting_store import AccountingReader
 from dirac_like.states import JobStatus
+from dirac_like.store.sqlite import SqliteStore
 
 FAST_RETRIES = RetryPolicy(timeout=5.0, retries=2, backoff=0.05, max_backoff=0.2)
 CERN = PilotResources(site="LCG.CERN.cern", ce="ce1", cores=4)
@@ -96,3 +104,35 @@ def test_report_command_json_csv_and_plots(start_central: Callable[..., ServiceP
     assert bad.returncode != 0 and "whole number of hours" in bad.stderr
     wrong_file = report("--metric", "jobs", "--by", "site", "--plot", str(tmp_path / "x.gif"))
     assert wrong_file.returncode != 0 and ".png or .svg" in wrong_file.stderr
+
+
+def test_retention_folds_old_hours_into_days_and_reports_keep_their_totals(
+    tmp_path: Path,
+) -> None:
+    day, now = 86400.0, 100 * 86400.0
+    ended = [now - 40 * day + 3600.0 * hour for hour in range(30)]  # over two old days
+    ended += [now - 3600.0, now - 60.0]  # and two recent jobs
+    records = [JobAccountingRecord(n, 1, "alice", "g", f"S{n % 2}", "ce1", "p", "Done", "",
+                                   0, 2, 50.0, 100.0, 0.0, 0, 0, 0.0, 0.0, time)
+               for n, time in enumerate(ended, start=1)]
+    store = SqliteStore(tmp_path / "jobs.sqlite")
+    try:
+        store.commit(ChangeSet(job_accounting=records))
+        query = ReportQuery.make(Metric.CORE_HOURS, Dimension.SITE, 60 * day, day, now)
+        with AccountingReader(tmp_path / "jobs.sqlite") as reader:
+            before = reader.report(query)
+
+        store.commit(ChangeSet(accounting_retention=retention_cutoffs(now, 30 * day, 35 * day)))
+
+        with AccountingReader(tmp_path / "jobs.sqlite") as reader:
+            after = reader.report(query)
+            kept = reader.jobs(limit=100)
+            periods = dict(reader._rows("SELECT period, count(*) FROM accounting_buckets "
+                                        "WHERE dimension = 'site' GROUP BY period", (), "test"))
+    finally:
+        store.close()
+    core_hours = round(16 * 2 * 100.0 / 3600, 4)  # 16 jobs a site, 2 cores x 100 s each
+    assert after.totals == before.totals == {"S0": core_hours, "S1": core_hours}
+    assert after.series == before.series  # a daily step: the same cells
+    assert sorted(record.job_id for record in kept) == [31, 32]  # raw: the recent ones only
+    assert periods == {3600: 2, 86400: 4}  # 2 old days x 2 sites folded; 2 recent hours
