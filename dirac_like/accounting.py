@@ -371,7 +371,9 @@ def build_report(query: ReportQuery, rows: Iterable[tuple[float, str, Totals]]) 
     for label in order:
         values = [0.0] * count
         for index, cell in cells[label].items():
-            values[index] = _round(metric_value(metric, Totals(*cell)))
+            jobs, failed, cpu, wall, core = cell
+            values[index] = _round(metric_value(metric, Totals(int(jobs), int(failed), cpu,
+                                                              wall, core)))
         report.series[label] = values
         report.totals[label] = _round(metric_value(metric, overall[label]))
     return report
