@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from dirac_like.monitoring import Downtime, ProbeResult, StatusRecord
 from dirac_like.accounting import JobAccountingRecord, PilotAccountingRecord, RetentionCutoffs
 from dirac_like.states import JobStatus, PilotState
 
@@ -172,6 +173,7 @@ class SiteRecord:
     banned: bool
     reason: str
     changed: float
+    automatic: bool = False  # banned by the monitoring policy (which may lift only its own bans)
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,9 @@ class ChangeSet:
     forget_pilots: list[str] = field(default_factory=list)  # with their jobs and output
     next_pilot_number: int | None = None
     sandboxes: list[tuple[int, str, str]] = field(default_factory=list)  # (job, kind, sha256)
+    probe_results: list[ProbeResult] = field(default_factory=list)
+    statuses: dict[tuple[str, str], StatusRecord] = field(default_factory=dict)  # (kind, target)
+    downtimes: dict[int, Downtime] = field(default_factory=dict)  # new or cancelled
     # accounting: a record per job attempt and per pilot that ended (dirac_like/accounting.py)
     job_accounting: list[JobAccountingRecord] = field(default_factory=list)
     pilot_accounting: list[PilotAccountingRecord] = field(default_factory=list)
@@ -232,6 +237,9 @@ class ChangeSet:
             or self.forget_pilots
             or self.next_pilot_number is not None
             or self.sandboxes
+            or self.probe_results
+            or self.statuses
+            or self.downtimes
             or self.job_accounting
             or self.pilot_accounting
             or self.accounting_retention is not None
@@ -250,3 +258,5 @@ class LoadedState:
     replies: list[StoredReply]
     pilots: list[PilotRecord] = field(default_factory=list)  # with their jobs
     next_pilot_number: int = 1
+    statuses: list[StatusRecord] = field(default_factory=list)  # of sites and SEs
+    downtimes: list[Downtime] = field(default_factory=list)
