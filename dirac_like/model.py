@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from dirac_like.monitoring import Downtime, ProbeResult, StatusRecord
 from dirac_like.accounting import JobAccountingRecord, PilotAccountingRecord, RetentionCutoffs
+from dirac_like.monitoring import Downtime, ProbeResult, StatusRecord
 from dirac_like.states import JobStatus, PilotState
 
 

@@ -65,6 +65,8 @@ class Store(ABC):
                       ) -> list[ProbeResult]:
         """Probe results from ``since`` on (of ``target`` only, if given), oldest first, at most
         ``limit`` (the newest ones when there are more)."""
+
+    @abstractmethod
     def job_accounting(self, job_id: int) -> list[JobAccountingRecord]:
         """The accounting records of the job's finished attempts, oldest first."""
 
