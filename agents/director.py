@@ -73,12 +73,14 @@ from dirac_like.errors import (
 )
 from dirac_like.home_lock import HomeLock, holding, lock_path
 from dirac_like.identity import Identity, save_identity
+from dirac_like.metrics import MetricsEndpoint, serve_metrics
 from dirac_like.processes import dirac_like_argv
 from dirac_like.protocol import PilotResources
 from dirac_like.sites import CEConfig, SiteConfig
 from dirac_like.states import LIVE_PILOT_STATES
 
 from .batch_env import BOOTSTRAP_SCRIPT, bootstrap_command
+from .director_metrics import DirectorMetrics
 from .director_records import LEFT_RUNNING, PilotBook, PilotRecord
 from .director_sizing import CEDemand, CEHealth, CycleLimits, PilotOutcome, plan
 from .fabrics import Fabric, FabricError, PilotRequest, PilotState, make_fabric
@@ -111,6 +113,8 @@ class DirectorSettings:
     bootstrap_venv: str = ""  # where the bootstrap creates that environment ("": per pilot)
     slurm_conf: str = ""  # SLURM_CONF for the Slurm commands ("": their default)
     slurm_timeout: float = 30.0  # seconds a Slurm command may take
+    # host:port of the director's Prometheus /metrics (port 0: a free one, logged); "": none
+    metrics_listen: str = "127.0.0.1:0"
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,8 @@ class Director:
         self.pilots_dir = self.home / "pilots"  # the pilots' working folders
         self.pilots_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # held during a cycle; close() waits for it
+        self.metrics = DirectorMetrics(site.name)
+        self.metrics_endpoint: MetricsEndpoint | None = None
 
     # -- one cycle -------------------------------------------------------------------------------
 
@@ -189,6 +195,7 @@ class Director:
         """One iteration: update pilots, size, plan, submit. Never raises for a service or fabric
         failure: those are in the report's errors."""
         now = self.clock() if now is None else now
+        started = time.perf_counter()
         errors: list[str] = []
         eligible: dict[str, int] | None = None
         submitted: dict[str, int] = {}
@@ -203,6 +210,7 @@ class Director:
                 self.book.flush(errors)
                 self.book.prune()
         report = self._report(now, eligible, submitted, errors)
+        self.metrics.observe(report, time.perf_counter() - started)
         log.info("site %s cycle: %s", self.site.name, report.summary())
         return report
 
@@ -453,7 +461,18 @@ class Director:
         """Cycles every ``site.cycle_seconds`` until SIGTERM or SIGINT; the cycle under way is
         finished, then the fabrics are closed. Returns 0."""
         with self._locked():
+            self.serve_metrics()
             return self._run_cycles()
+
+    def serve_metrics(self) -> str:
+        """Open /metrics on ``metrics_listen`` ('' there: not at all); returns its URL."""
+        if not self.settings.metrics_listen or self.metrics_endpoint is not None:
+            return self.metrics_endpoint.url if self.metrics_endpoint else ""
+        self.metrics_endpoint = serve_metrics(self.settings.metrics_listen,
+                                              self.metrics.registry,
+                                              "director.metrics_listen")
+        log.info("site %s: director metrics on %s", self.site.name, self.metrics_endpoint.url)
+        return self.metrics_endpoint.url
 
     def _run_cycles(self) -> int:
         from apscheduler.executors.pool import ThreadPoolExecutor
@@ -509,6 +528,9 @@ class Director:
         """Wait for a cycle under way, close the fabrics (see the module docstring), report the
         pilots that stopped with them. ``leave_running``: the local fabric's pilots are left
         running (they close their own records when they stop)."""
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
+            self.metrics_endpoint = None
         with self._lock:
             for name, fabric in self.fabrics.items():
                 try:

@@ -40,6 +40,7 @@ class OutputSandbox:
     sha256: str  # '' when there was nothing to upload
     missing: tuple[str, ...]  # listed files the job did not make
     error: str = ""  # why nothing was uploaded, if something should have been
+    size: int = 0  # bytes uploaded
 
     def problems(self) -> str:
         """What to tell the job's owner about the output sandbox ('' if all went well)."""
@@ -50,14 +51,16 @@ class OutputSandbox:
 
 
 def fetch_input(client: Client, description: JobDescription, workdir: Path,
-                limits: SandboxLimits) -> None:
-    """Download and unpack the job's input sandbox into ``workdir``; SandboxError (or a
-    DiracLikeError from the service) when that cannot be done."""
+                limits: SandboxLimits) -> int:
+    """Download and unpack the job's input sandbox into ``workdir``; returns the bytes
+    downloaded. SandboxError (or a DiracLikeError from the service) when that cannot be done."""
     entries = description.input_sandbox
     archives = [entry[len(SANDBOX_PREFIX):] for entry in entries
                 if entry.startswith(SANDBOX_PREFIX)]
+    downloaded = 0
     for sha256 in archives:
         data = client.download_sandbox(sha256, limits.max_download_bytes)
+        downloaded += len(data)
         safe_extract(data, workdir, limits.max_unpacked_bytes)
     for entry in entries:
         if entry.startswith(GRID_PREFIX):
@@ -65,6 +68,7 @@ def fetch_input(client: Client, description: JobDescription, workdir: Path,
         elif not entry.startswith(SANDBOX_PREFIX) and not (workdir / sandbox_name(entry)).exists():
             # a local file is in the sandbox under its base name (../x.sh as x.sh)
             raise SandboxError(f"input sandbox file {entry!r} is not in the uploaded sandbox")
+    return downloaded
 
 
 def upload_output(client: Client, description: JobDescription, workdir: Path,
@@ -83,4 +87,4 @@ def upload_output(client: Client, description: JobDescription, workdir: Path,
     if len(data) > limits.max_upload_bytes:
         raise SandboxError(f"output sandbox of {len(data)} bytes is over the limit of "
                            f"{limits.max_upload_bytes} bytes")
-    return OutputSandbox(client.upload_sandbox(data, kind="output"), missing)
+    return OutputSandbox(client.upload_sandbox(data, kind="output"), missing, size=len(data))

@@ -48,6 +48,7 @@ class Report:
     workdir: str = ""  # the job's folder (for a pending output, and its clean-up)
     description: dict[str, Any] = field(default_factory=dict)  # while output_pending
     failed: bool = False  # the job did not end Done: its folder is kept a while
+    usage: dict[str, Any] = field(default_factory=dict)  # a JobUsage's fields (final reports)
 
     @classmethod
     def new(cls, **fields: Any) -> Report:

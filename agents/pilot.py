@@ -50,7 +50,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -68,6 +68,7 @@ from dirac_like.errors import (
 )
 from dirac_like.identity import Identity
 from dirac_like.protocol import (
+    JobUsage,
     KillJob,
     MatchedJob,
     PilotCommand,
@@ -279,6 +280,7 @@ class RunningJob:
     description: JobDescription
     sample: Sample | None = None
     stored_description: dict[str, Any] = field(default_factory=dict)
+    input_bytes: int = 0  # input sandbox downloaded (set by the worker thread)
 
 
 @dataclass(frozen=True)
@@ -590,14 +592,16 @@ class Pilot:
                 application_status=_application(result), workdir=str(job.workdir),
                 output_pending=result.exit_code is not None,
                 description=job.stored_description if result.exit_code is not None else {},
-                failed=result.status is not JobStatus.DONE))
+                failed=result.status is not JobStatus.DONE,
+                usage=asdict(_usage(job, result, output_bytes=0))))
         except OSError as exc:
             log.error("job %s: report not kept in the outbox: %s", job.job_id, exc)
             return None
 
     def _fetch_and_run(self, client: Client, job: RunningJob) -> PayloadResult:
         try:
-            fetch_input(client, job.description, job.workdir, self.config.sandbox_limits)
+            job.input_bytes = fetch_input(client, job.description, job.workdir,
+                                          self.config.sandbox_limits)
         except DiracLikeError as exc:
             log.warning("job %s: input sandbox: %s", job.job_id, exc.message)
             return _not_run(f"Input sandbox: {exc.message}")
@@ -653,6 +657,7 @@ class Pilot:
                          f"{STOPPED_BY_SIGNAL.format(self.stop_signal)}: job handed back",
                          workdir=job.workdir, kept=kept)
             return
+        usage = _usage(job, result, output.size if output else 0)
         if output is None:
             if kept is not None:
                 log.info("job %s: report kept in the outbox until its output is uploaded",
@@ -661,7 +666,7 @@ class Pilot:
             output = OutputSandbox("", (), "output sandbox not uploaded: service unavailable")
         application = "; ".join(filter(None, [_application(result), output.problems()]))
         self._report(job.job_id, job.attempt, result.status, result.minor_status, application,
-                     output.sha256, workdir=job.workdir, kept=kept)
+                     output.sha256, workdir=job.workdir, kept=kept, usage=usage)
 
     def _stopping_soon(self, result: PayloadResult) -> bool:
         """Whether this pilot is being stopped. A payload that died of a stop signal nobody
@@ -676,7 +681,7 @@ class Pilot:
 
     def _report(self, job_id: int, attempt: int, status: JobStatus, minor: str,
                 application: str = "", output_sandbox: str = "", workdir: Path | None = None,
-                kept: Report | None = None) -> None:
+                kept: Report | None = None, usage: JobUsage | None = None) -> None:
         """Keep the report in the outbox (under the id of the one ``kept`` when the payload
         ended, never sent), then send it."""
         report = Report(
@@ -684,7 +689,8 @@ class Pilot:
             attempt=attempt, pilot_id=self.config.pilot_id, status=status.value,
             minor_status=minor[:256], application_status=application[:256],
             output_sandbox=output_sandbox, workdir=str(workdir or ""),
-            failed=status is not JobStatus.DONE)
+            failed=status is not JobStatus.DONE,
+            usage=asdict(usage) if usage else (kept.usage if kept else {}))
         try:
             self.outbox.put(report)
         except OSError as exc:
@@ -698,6 +704,7 @@ class Pilot:
             self.client.update_status(report.job_id, report.attempt, report.pilot_id,
                                       report.status, report.minor_status,
                                       report.application_status, report.output_sandbox,
+                                      JobUsage(**report.usage) if report.usage else None,
                                       request_id=report.request_id)
         except DiracLikeError as exc:
             if exc.retryable:
@@ -822,3 +829,11 @@ def _application(result: PayloadResult) -> str:
 
 def _not_run(minor_status: str) -> PayloadResult:
     return PayloadResult(JobStatus.FAILED, minor_status[:250], None, 0.0, 0.0, 0.0, "")
+
+
+def _usage(job: RunningJob, result: PayloadResult, output_bytes: int) -> JobUsage:
+    """What the payload used, for its accounting record (sent with the final status)."""
+    return JobUsage(cpu_seconds=round(result.cpu_seconds, 3),
+                    wall_seconds=round(result.wall_seconds, 3),
+                    peak_rss_mb=round(result.peak_rss_mb, 1), input_bytes=job.input_bytes,
+                    output_bytes=output_bytes, exit_code=result.exit_code)

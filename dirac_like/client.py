@@ -61,6 +61,7 @@ from dirac_like.protocol import (
     JobIdsArgs,
     JobOutputReply,
     JobSummary,
+    JobUsage,
     KillPilotReply,
     KillReply,
     ListJobsArgs,
@@ -367,11 +368,12 @@ class Client:
         minor_status: str = "",
         application_status: str = "",
         output_sandbox: str = "",
+        usage: JobUsage | None = None,  # with a final status: what the payload used
         request_id: str = "",
     ) -> list[PilotCommand]:
         """``request_id``: to send a report again with the id it was first sent with."""
         args = UpdateStatusArgs(job_id, attempt, pilot_id, str(status), minor_status,
-                                application_status, output_sandbox)
+                                application_status, output_sandbox, usage)
         reply: CommandsReply = self.call(Op.UPDATE_STATUS, args, request_id=request_id)
         return reply.commands
 

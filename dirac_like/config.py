@@ -93,6 +93,21 @@ class PilotsConfig:
 
 
 @dataclass(frozen=True)
+class AccountingConfig:
+    raw_retention: float = 90 * 86400.0  # a finished job's or pilot's own record is kept this long
+    # hourly buckets older than this are folded into daily ones (daily buckets are kept)
+    hourly_retention: float = 35 * 86400.0
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    # host:port of the /metrics HTTP endpoint (Prometheus); port 0: a free port (logged);
+    # "": no endpoint
+    listen: str = "127.0.0.1:0"
+    refresh: float = 2.0  # seconds between the service's snapshots of its gauges
+
+
+@dataclass(frozen=True)
 class SandboxesConfig:
     max_input_bytes: int = 64 * 1024 * 1024  # one input sandbox archive (compressed)
     max_output_bytes: int = 64 * 1024 * 1024  # one output sandbox archive (compressed)
@@ -136,6 +151,8 @@ class Config:
     shares: SharesConfig = field(default_factory=SharesConfig)
     pilots: PilotsConfig = field(default_factory=PilotsConfig)
     sandboxes: SandboxesConfig = field(default_factory=SandboxesConfig)
+    accounting: AccountingConfig = field(default_factory=AccountingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     bulk: BulkConfig = field(default_factory=BulkConfig)
     sites: Mapping[str, SiteLimits] = field(default_factory=dict)
@@ -219,6 +236,7 @@ def validate(config: Config) -> None:
         raise ConfigError("pilots: retention and max_output_bytes must not be negative")
     _validate_sandboxes(config)
     _validate_bulk(config.bulk)
+    _validate_monitoring(config)
     security = config.security
     if security.pilot_token_lifetime <= 0 or security.purge_expired_after < 0:
         raise ConfigError("security: pilot_token_lifetime must be positive and "
@@ -271,3 +289,22 @@ def _validate_sandboxes(config: Config) -> None:
                           "be positive")
     if sandboxes.collect_after < 0:
         raise ConfigError("sandboxes.collect_after: must not be negative")
+
+
+def _validate_monitoring(config: Config) -> None:
+    accounting = config.accounting
+    if accounting.raw_retention <= 0 or accounting.hourly_retention <= 0:
+        raise ConfigError("accounting: raw_retention and hourly_retention must be positive")
+    if config.metrics.refresh <= 0:
+        raise ConfigError("metrics.refresh: must be positive")
+    if config.metrics.listen:
+        parse_listen(config.metrics.listen, "metrics.listen")
+
+
+def parse_listen(text: str, where: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:port`` for IPv6) as (host, port); ConfigError naming ``where``."""
+    host, _, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{where}: expected host:port (port 0: a free one), not {text!r}")
+    return host, int(port)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from dirac_like.accounting import JobAccountingRecord, PilotAccountingRecord, RetentionCutoffs
 from dirac_like.monitoring import Downtime, ProbeResult, StatusRecord
 from dirac_like.states import JobStatus, PilotState
 
@@ -71,6 +72,7 @@ class PilotRecord:
     # The identity that acts as this pilot (bound at its first request; '' not yet): no other
     # credential of the site may act as it (services/pilots.py, dirac_like/authz.py).
     credential: str = ""
+    started: float = 0.0  # when it was first seen running (0: not yet)
     jobs: list[int] = field(default_factory=list)  # every job matched to it (pilot_jobs rows)
 
     @property
@@ -90,6 +92,7 @@ class PilotRecord:
             "updated": self.updated,
             "last_contact": self.last_contact,
             "kill_requested": self.kill_requested,
+            "started": self.started,
             "jobs": list(self.jobs),
         }
 
@@ -217,6 +220,10 @@ class ChangeSet:
     probe_results: list[ProbeResult] = field(default_factory=list)
     statuses: dict[tuple[str, str], StatusRecord] = field(default_factory=dict)  # (kind, target)
     downtimes: dict[int, Downtime] = field(default_factory=dict)  # new or cancelled
+    # accounting: a record per job attempt and per pilot that ended (dirac_like/accounting.py)
+    job_accounting: list[JobAccountingRecord] = field(default_factory=list)
+    pilot_accounting: list[PilotAccountingRecord] = field(default_factory=list)
+    accounting_retention: RetentionCutoffs | None = None
 
     def is_empty(self) -> bool:
         return not (
@@ -238,6 +245,9 @@ class ChangeSet:
             or self.probe_results
             or self.statuses
             or self.downtimes
+            or self.job_accounting
+            or self.pilot_accounting
+            or self.accounting_retention is not None
         )
 
 

@@ -37,9 +37,10 @@ def dirac_like_argv(*args: str, python: str | None = None) -> list[str]:
 
 class ServiceProcess:
     def __init__(self, popen: subprocess.Popen[bytes], endpoint: str, home: Path,
-                 identity_path: Path | None = None) -> None:
+                 identity_path: Path | None = None, metrics_url: str = "") -> None:
         self.popen = popen
         self.endpoint = endpoint
+        self.metrics_url = metrics_url  # its /metrics ('' when it opened none)
         self.home = home
         self.identity_path = identity_path  # the home's admin identity; None: --insecure
 
@@ -78,11 +79,13 @@ class ServiceProcess:
         )
         stderr.close()
         try:
-            endpoint = _wait_for_endpoint(popen, timeout)
+            lines = _wait_for_endpoint(popen, timeout)
         except BaseException:
             _terminate(popen, 5.0)
             raise
-        return cls(popen, endpoint, home, identity_path)
+        metrics = [line for line in lines if " metrics on " in line]
+        return cls(popen, lines[-1].rsplit(" ", 1)[-1], home, identity_path,
+                   metrics[0].rsplit(" ", 1)[-1] if metrics else "")
 
     def stop(self, grace: float = 15.0) -> int | None:
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Returns the exit code."""
@@ -101,13 +104,14 @@ class ServiceProcess:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
-def _wait_for_endpoint(popen: subprocess.Popen[bytes], timeout: float) -> str:
+def _wait_for_endpoint(popen: subprocess.Popen[bytes], timeout: float) -> list[str]:
+    """The service's lines on stdout up to the one saying where it listens (the last)."""
     assert popen.stdout is not None
     deadline = time.monotonic() + timeout
     buffer = b""
     with selectors.DefaultSelector() as selector:
         selector.register(popen.stdout, selectors.EVENT_READ)
-        while b"\n" not in buffer:
+        while b" listening on " not in buffer or not buffer.endswith(b"\n"):
             left = deadline - time.monotonic()
             if left <= 0 or popen.poll() is not None:
                 raise ServiceUnavailable(
@@ -118,8 +122,9 @@ def _wait_for_endpoint(popen: subprocess.Popen[bytes], timeout: float) -> str:
                 if not chunk:
                     continue
                 buffer += chunk
-    line = buffer.split(b"\n", 1)[0].decode()
-    return line.rsplit(" ", 1)[-1]
+    lines = buffer.decode().splitlines()
+    last = next(index for index, line in enumerate(lines) if " listening on " in line)
+    return lines[:last + 1]
 
 
 def _terminate(popen: subprocess.Popen[bytes], grace: float) -> int | None:

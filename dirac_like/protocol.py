@@ -143,6 +143,19 @@ class EligibleArgs:
 
 
 @dataclass(frozen=True)
+class JobUsage:
+    """What a job's payload used, as its pilot measured it (sent with the final status, for
+    the accounting record). Zero: not measured."""
+
+    cpu_seconds: float = 0.0  # user + system of the payload's whole process tree
+    wall_seconds: float = 0.0  # from the payload's start to its end
+    peak_rss_mb: float = 0.0  # the highest resident memory of the process tree
+    input_bytes: int = 0  # input sandbox downloaded
+    output_bytes: int = 0  # output sandbox uploaded
+    exit_code: int | None = None  # None: the payload never started; negative: killed by signal
+
+
+@dataclass(frozen=True)
 class UpdateStatusArgs:
     job_id: int
     attempt: int
@@ -151,6 +164,7 @@ class UpdateStatusArgs:
     minor_status: str = ""
     application_status: str = ""
     output_sandbox: str = ""  # sha256 of the uploaded output sandbox (with a final status)
+    usage: JobUsage | None = None  # with a final status: what the payload used
 
 
 @dataclass(frozen=True)
@@ -582,6 +596,7 @@ class PilotView:
     last_contact: float
     kill_requested: bool
     jobs: list[int]
+    started: float = 0.0  # when it was first seen running (0: not yet)
 
 
 @dataclass(frozen=True)

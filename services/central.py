@@ -61,6 +61,7 @@ from dirac_like.errors import (
 )
 from dirac_like.home_lock import holding, lock_path
 from dirac_like.identity import Keypair
+from dirac_like.metrics import MetricsEndpoint, serve_metrics
 from dirac_like.protocol import (
     ARGUMENTS,
     MUTATING_OPS,
@@ -87,6 +88,7 @@ from .frame_guard import FrameGuard, bounded, connection_key
 from .guard import Guard
 from .handlers import HANDLERS, run_bulk_batch
 from .identities import IdentityIssuer
+from .metrics import ServiceMetrics
 from .ownership import StateOwnership
 from .replies import reply_key
 from .sandbox_handlers import SANDBOX_HANDLERS
@@ -140,6 +142,8 @@ class CentralService:
         sandbox_limit = max(config.sandboxes.max_input_bytes, config.sandboxes.max_output_bytes)
         self.sandboxes = SandboxStore(home / "sandboxes", sandbox_limit)
         self.state = self._load_state()
+        self.metrics = ServiceMetrics(config.metrics)
+        self.metrics_endpoint: MetricsEndpoint | None = None
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 1000)
@@ -196,6 +200,16 @@ class CentralService:
                      len(self.issuer.registry.by_key))
         return self.endpoint
 
+    def serve_metrics(self, listen: str | None = None) -> str:
+        """Open /metrics on ``listen`` (default ``metrics.listen``; '' there: not at all);
+        returns its URL ('' when not opened)."""
+        listen = self.config.metrics.listen if listen is None else listen
+        if not listen:
+            return ""
+        self.metrics.refresh(self.state, self.clock(), force=True)
+        self.metrics_endpoint = serve_metrics(listen, self.metrics.registry)
+        return self.metrics_endpoint.url
+
     def run(self) -> None:
         """Serve until :meth:`stop` (or SIGTERM/SIGINT when installed), then close."""
         while not self.stopping:
@@ -214,6 +228,8 @@ class CentralService:
         self.stopping = True
 
     def close(self) -> None:
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
         self.socket.close()
         if self.zap is not None:
             self.zap.close()
@@ -244,6 +260,7 @@ class CentralService:
         run_bulk_batch(self.state, self.clock(), len(pending))  # a batch of a bulk action
         self.purge_identities(self.clock())
         self.commit_and_reply(pending, messages)
+        self.metrics.refresh(self.state, self.clock())
         return len(pending)
 
     def _refusals(self, messages: list[Message], error: StoreError) -> list[Pending]:
@@ -297,15 +314,25 @@ class CentralService:
         except ProtocolError as exc:
             request_id = peek_request_id(payload) or "unknown"
             self.frames.bad_frame(connection, payload, f"[{exc.code}] {exc}", now)
+            self.metrics.observe_request("unknown", 0.0, ok=False)
             return encode_error(request_id, exc.code, exc.message), request_id
         try:
             principal = None if self.guard is None else self.guard.principal(user_id, request, now)
         except Forbidden as exc:
+            self.metrics.observe_request(request.op, 0.0, ok=False)
             return encode_error(request.id, exc.code, exc.message), request.id
         return self.dispatch(request, now, envelope, principal), request.id
 
     def dispatch(self, request: Request, now: float, envelope: list[bytes] | None = None,
                  principal: Principal | None = None) -> bytes:
+        """The reply to one decoded request (timed and counted for the metrics)."""
+        started = time.perf_counter()
+        reply, ok = self._dispatch(request, now, envelope, principal)
+        self.metrics.observe_request(request.op, time.perf_counter() - started, ok)
+        return reply
+
+    def _dispatch(self, request: Request, now: float, envelope: list[bytes] | None,
+                  principal: Principal | None) -> tuple[bytes, bool]:
         """Authorize, then answer a retry from the reply cache, else run. The cache is keyed by
         (principal, request id) and asked only after authorization: a request id is no
         capability to another identity's reply."""
@@ -315,24 +342,24 @@ class CentralService:
                 args = self.guard.admit(principal, request, args, StateOwnership(self.state),
                                         now)
         except (Forbidden, RateLimited) as exc:  # logged and audited by the guard
-            return encode_error(request.id, exc.code, exc.message, exc.retryable)
+            return encode_error(request.id, exc.code, exc.message, exc.retryable), False
         except DiracLikeError as exc:
             log.warning("request %s (%s) refused: [%s] %s", request.id, request.op, exc.code,
                         bounded(exc.message))
-            return encode_error(request.id, exc.code, exc.message)
+            return encode_error(request.id, exc.code, exc.message), False
         mutating = request.op in MUTATING_OPS
         key = reply_key(principal.name if principal is not None else "", request.id)
         if mutating:
             remembered = self.state.replies.remembered(key)
             if remembered is not None:
                 log.info("request %s (%s) retried: same reply again", request.id, request.op)
-                return remembered
+                return remembered, True
         reply, ok = self._run(request, args, now, envelope, principal)
         if mutating and ok:  # refusals are not remembered: a retry is checked again
             durable = request.op not in REPLIES_NOT_STORED
             self.state.replies.remember(key, reply, now, durable,
                                         secret=request.op in SECRET_REPLIES)
-        return reply
+        return reply, ok
 
     def _run(self, request: Request, args: Any, now: float, envelope: list[bytes] | None,
              principal: Principal | None) -> tuple[bytes, bool]:
@@ -386,17 +413,18 @@ class CentralService:
                  ) -> list[Pending]:
         """Commit; the replies to send (``pending``, or errors for what was undone)."""
         try:
-            self._commit()
+            self._commit(len(pending))
             return pending
         except (UnstorableValue, InternalError) as exc:  # a request at fault
             if self._recover(exc) and messages is not None and len(messages) > 1:
                 return self._replay(messages)
             return self._undone(pending, exc, retryable=self._broken is not None)
         except StoreError as exc:  # the store failed: all undone, all may retry
+            self.metrics.commit_failures.inc()
             self._recover(exc, reopen=True)
             return self._undone(pending, exc, retryable=True)
 
-    def _commit(self) -> None:
+    def _commit(self, requests: int) -> None:
         """Write what the state changed since the last commit, in one transaction."""
         changes = self.state.take_changes()
         if len(changes.new_jobs) >= FREEZE_AFTER_NEW_JOBS:
@@ -404,7 +432,9 @@ class CentralService:
         if self._poisoned:
             raise InternalError("a request failed inside the service")
         self._save_identities()
+        started = time.perf_counter()
         self.store.commit(changes)
+        self.metrics.observe_commit(time.perf_counter() - started, requests)
         self.state.committed(changes)
 
     def _replay(self, messages: list[Message]) -> list[Pending]:
@@ -523,7 +553,11 @@ def _serve(config: Config, home: Path, listen: str | None, insecure: bool) -> in
     gc.freeze()
     service.install_signal_handlers()
     endpoint = service.bind(listen)
-    # A line on stdout that scripts and tests wait for (the port may have been chosen by the OS).
+    metrics_url = service.serve_metrics()
+    # Lines on stdout that scripts and tests wait for (the ports may have been chosen by the OS):
+    # the metrics URL first (if any), then the service's endpoint, last.
+    if metrics_url:
+        print(f"central service metrics on {metrics_url}", flush=True)
     print(f"central service listening on {endpoint}", flush=True)
     service.run()
     return 0

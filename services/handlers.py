@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dirac_like import __version__
+from dirac_like.accounting import check_usage
 from dirac_like.errors import IllegalTransition, InvalidArgument
 from dirac_like.model import JobRecord, SiteRecord
 from dirac_like.monitoring import TargetKind
@@ -218,6 +219,10 @@ def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> Co
         return CommandsReply([])  # the same final report again: nothing changes
     if new is not job.status:
         check_transition(job.job_id, job.status, new)
+    if args.usage is not None:
+        if new not in FINAL_STATUSES:
+            raise InvalidArgument("usage comes with the job's final status")
+        check_usage(args.usage)
     if new is S.RESCHEDULED:
         if args.output_sandbox:
             raise InvalidArgument("a job handed back has no output sandbox")
@@ -233,7 +238,7 @@ def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> Co
         state.sandbox_index.attach(job.job_id, "output", args.output_sandbox)
         state.sandbox_index.grant(args.output_sandbox, job.owner)
     state.book.report(job, new, args.minor_status[:256], args.application_status[:256],
-                      f"pilot {args.pilot_id}", now)
+                      f"pilot {args.pilot_id}", now, args.usage)
     if new in FINAL_STATUSES:
         return CommandsReply([])  # the pilot is done with it: nothing left to tell
     return CommandsReply(state.pending_commands(job))
@@ -258,7 +263,7 @@ def heartbeat(state: CentralState, args: HeartbeatArgs, now: float) -> CommandsR
     if job.attempt != args.attempt or job.pilot_id != args.pilot_id:
         # The job was taken away from this pilot (rescheduled, killed): it must stop it.
         return CommandsReply([KillJob(job.job_id)])
-    state.book.heartbeat(job, f"pilot {args.pilot_id}", now)
+    state.book.heartbeat(job, f"pilot {args.pilot_id}", now, args.metrics)
     if args.stdout_tail:
         state.stdout_tails.keep(job.job_id, args.stdout_tail)
     return CommandsReply(state.pending_commands(job))

@@ -7,7 +7,11 @@ and the deadlines of timed jobs. Every change of a job goes through a method her
 status changes through :meth:`JobBook.set_status` alone: it checks the transition against the one
 table (:mod:`dirac_like.states`), keeps the task queues, the site counts, the fair-share
 accounting and the deadlines in step, and records the change (history row + changed record) in the
-:class:`~services.journal.Journal` for the store. What happens when a deadline passes
+:class:`~services.journal.Journal` for the store. When an attempt first reaches a final
+status it also writes the attempt's accounting record (:mod:`dirac_like.accounting`) into the
+same change set, so the record is committed with the status, never without it and never twice.
+The counts the metrics endpoint shows (jobs by status, site and group; submissions, matches,
+transitions) are kept here too, as the jobs change. What happens when a deadline passes
 (:meth:`expire`) is decided here too. :meth:`validate` checks that the indexes agree with the jobs.
 
 Pure: no I/O, ``now`` passed in. Parsing descriptions, sandboxes and pilots are other parts'
@@ -20,9 +24,11 @@ import itertools
 import logging
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 import msgpack
 
+from dirac_like.accounting import job_record, later_usage, usage_from_heartbeat
 from dirac_like.config import DrainConfig, JobsConfig
 from dirac_like.description import JobDescription, with_job_id
 from dirac_like.draining import Hold, Holds
@@ -30,9 +36,9 @@ from dirac_like.errors import JobNotFound, StaleAttempt, job_not_found_message
 from dirac_like.matching import Match, Matcher, TaskQueue
 from dirac_like.model import HistoryEntry, JobRecord, Requirements, TaskQueueRow
 from dirac_like.monitoring import PROBE_GROUP
-from dirac_like.protocol import PilotResources
+from dirac_like.protocol import JobUsage, PilotResources
 from dirac_like.shares import FairShare
-from dirac_like.states import ACTIVE_STATUSES, JobStatus, check_transition
+from dirac_like.states import ACTIVE_STATUSES, FINAL_STATUSES, JobStatus, check_transition
 
 from .deadlines import Deadlines
 from .journal import Journal
@@ -76,8 +82,19 @@ class JobBook:
         # cores granted at the match to active jobs with a core range (not stored: after a
         # restart their task queue's minimum is counted)
         self.granted_cores: dict[int, int] = {}
+        # the CE of each active job's pilot, for its accounting record (not stored: after a
+        # restart the service fills it in from the pilot records)
+        self.placed_ce: dict[int, str] = {}
         self.site_active: Counter[str] = Counter()
         self.waiting_by_owner: Counter[str] = Counter()  # jobs in Waiting, per owner
+        # what the pilots' heartbeats last said the active jobs used (for a job that ends
+        # without its pilot's final report: lost, killed while stalled)
+        self.last_usage: dict[int, JobUsage] = {}
+        # for the metrics: jobs by (status, site, group) now, and counts since start-up
+        self.tally: Counter[tuple[JobStatus, str, str]] = Counter()
+        self.entered: Counter[JobStatus] = Counter()  # transitions into each status
+        self.submitted_count = 0
+        self.matched_count = 0
         self.next_job_id = 1
         self.next_task_queue_id = 1
 
@@ -95,6 +112,7 @@ class JobBook:
 
     def _restore_job(self, job: JobRecord, now: float) -> None:
         self.jobs[job.job_id] = job
+        self.tally[(job.status, job.site, job.group)] += 1
         if job.status is S.WAITING:
             self._queue(job).push(job.job_id, job.priority)
             self.waiting_by_owner[job.owner] += 1
@@ -177,6 +195,8 @@ class JobBook:
         )
         job.site = self._requested_site(job)
         self.jobs[job_id] = job
+        self.tally[(S.WAITING, job.site, group)] += 1
+        self.submitted_count += 1
         changes = self.journal.changes
         changes.new_jobs.append((job, packed or pack_description(description)))
         self.journal.new_descriptions[job_id] = description.attributes
@@ -207,11 +227,17 @@ class JobBook:
     # -- the one transition path -----------------------------------------------------------------
 
     def set_status(
-        self, job: JobRecord, status: JobStatus, minor: str, source: str, now: float
+        self, job: JobRecord, status: JobStatus, minor: str, source: str, now: float,
+        usage: JobUsage | None = None,
     ) -> None:
-        """The one way a job changes status: checked, stamped, kept in history, side effects."""
+        """The one way a job changes status: checked, stamped, kept in history, side effects.
+        ``usage``: what the payload used, as its pilot reported with a final status."""
         old = job.status
         check_transition(job.job_id, old, status)
+        if status in FINAL_STATUSES and old not in FINAL_STATUSES:
+            self._account(job, status, minor, usage, now)
+        self.tally[(old, job.site, job.group)] -= 1
+        self.entered[status] += 1
         if old is S.WAITING:
             self._queue(job).discard(job.job_id)
             self.waiting_by_owner[job.owner] -= 1
@@ -219,9 +245,22 @@ class JobBook:
             self.site_active[job.site] -= _site_weight(job)
             self.shares.stop(job.group, job.owner, self.cores(job), now)
             self.granted_cores.pop(job.job_id, None)
+            self.last_usage.pop(job.job_id, None)
+            self.placed_ce.pop(job.job_id, None)
         job.status, job.minor_status, job.updated = status, minor, now
         self._enter(job, old, now)
+        self.tally[(status, job.site, job.group)] += 1
         self.record(job, source, now)
+
+    def _account(self, job: JobRecord, status: JobStatus, minor: str, usage: JobUsage | None,
+                 now: float) -> None:
+        """The accounting record of the attempt that ends now (before its cores are released)."""
+        held = job.status in ACTIVE_STATUSES
+        usage = usage or self.last_usage.get(job.job_id)
+        cores = self.cores(job) if held else 0
+        ce = self.placed_ce.get(job.job_id, "") if held else ""
+        self.journal.changes.job_accounting.append(
+            job_record(job, status.value, minor, cores, usage, held, now, ce))
 
     def _enter(self, job: JobRecord, old: JobStatus, now: float) -> None:
         status = job.status
@@ -289,18 +328,23 @@ class JobBook:
         self.record(job, source, now)
 
     def report(self, job: JobRecord, status: JobStatus, minor: str, application: str,
-               source: str, now: float) -> None:
-        """A pilot reports the job's status (the same one again, or a new one)."""
+               source: str, now: float, usage: JobUsage | None = None) -> None:
+        """A pilot reports the job's status (the same one again, or a new one; ``usage`` with a
+        final one)."""
         job.application_status = application or job.application_status
         if status is job.status:
             job.minor_status, job.updated, job.heartbeat_at = minor, now, now
             self.record(job, source, now)
         else:
-            self.set_status(job, status, minor, source, now)
+            self.set_status(job, status, minor, source, now, usage)
 
-    def heartbeat(self, job: JobRecord, source: str, now: float) -> None:
+    def heartbeat(self, job: JobRecord, source: str, now: float,
+                  metrics: dict[str, Any] | None = None) -> None:
         """The pilot holding ``job`` is alive: push its stall deadline back (a Stalled job whose
-        heartbeats resumed runs again)."""
+        heartbeats resumed runs again). ``metrics``: what it says the payload used so far."""
+        usage = usage_from_heartbeat(metrics) if metrics else None
+        if usage is not None and job.status in ACTIVE_STATUSES:
+            self.last_usage[job.job_id] = later_usage(self.last_usage.get(job.job_id), usage)
         if job.status in (S.RUNNING, S.COMPLETING):
             self._beat(job, now)
         else:
@@ -322,7 +366,12 @@ class JobBook:
         if match is None or isinstance(match, Hold):
             return None
         job = self.jobs[match.job_id]
+        self.tally[(S.WAITING, job.site, job.group)] -= 1
         job.pilot_id, job.site = pilot_id, resources.site
+        self.tally[(S.WAITING, job.site, job.group)] += 1
+        self.matched_count += 1
+        if resources.ce:
+            self.placed_ce[job.job_id] = resources.ce
         if match.cores != match.task_queue.requirements.cores:
             self.granted_cores[job.job_id] = match.cores
         self.set_status(job, S.MATCHED, f"Assigned to pilot {pilot_id}", "Matcher", now)
@@ -381,6 +430,9 @@ class JobBook:
         assert +self.site_active == active_sites, (self.site_active, active_sites)
         waiting = Counter(job.owner for job in self.jobs.values() if job.status is S.WAITING)
         assert +self.waiting_by_owner == waiting, (self.waiting_by_owner, waiting)
+        tally = Counter((job.status, job.site, job.group) for job in self.jobs.values())
+        nonzero = {key: count for key, count in self.tally.items() if count}
+        assert nonzero == tally, (nonzero, tally)
         for key, account in self.shares.accounts.items():
             assert account.running_cores == running[key], (key, account.running_cores)
         self.holds.validate()

@@ -9,6 +9,8 @@ its first request, and closes it when it says it stopped (:meth:`PilotRegistry.s
 ``local`` pilots). An admin can ask for a pilot to be killed (:meth:`PilotRegistry.kill`): the
 pilot is told to stop and its director cancels it.
 
+A pilot that reaches a final state gets its accounting record
+(:class:`~dirac_like.accounting.PilotAccountingRecord`), handed to the store with that state.
 Ended pilots are forgotten ``retention`` seconds after their last update. ``last_contact`` is kept
 in memory only (written with the record's next change): it is for people, nothing depends on it.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from dirac_like.accounting import PilotAccountingRecord
 from dirac_like.config import PilotsConfig
 from dirac_like.errors import InvalidArgument, PilotNotFound
 from dirac_like.model import ChangeSet, PilotRecord
@@ -42,6 +45,7 @@ class PilotRegistry:
         self._new_jobs: list[tuple[str, int]] = []
         self._outputs: dict[str, str] = {}
         self._forgotten: list[str] = []
+        self._accounting: list[PilotAccountingRecord] = []
         self._number_changed = False
 
     # -- directors -------------------------------------------------------------------------------
@@ -67,6 +71,9 @@ class PilotRegistry:
         checked = [(self.get(update.pilot_id), self._checked_state(update), update)
                    for update in updates]
         for pilot, state, update in checked:
+            ends = state.final and not PilotState(pilot.state).final
+            if state is PilotState.RUNNING and not pilot.started:
+                pilot.started = now
             pilot.state, pilot.updated = state.value, now
             if update.fabric_ref is not None:
                 pilot.fabric_ref = update.fabric_ref[:256]
@@ -75,6 +82,8 @@ class PilotRegistry:
             if update.output is not None:
                 self._outputs[pilot.pilot_id] = _tail(update.output, self.config.max_output_bytes)
             self._dirty[pilot.pilot_id] = pilot
+            if ends:
+                self._accounting.append(_accounting_record(pilot, now))
 
     def _checked_state(self, update: PilotUpdateItem) -> PilotState:
         pilot, state = self.pilots[update.pilot_id], parse_pilot_state(update.state)
@@ -94,11 +103,13 @@ class PilotRegistry:
         pilot = self.pilots.get(pilot_id)
         if pilot is None:
             pilot = PilotRecord(pilot_id, site, ce, state=PilotState.RUNNING.value,
-                                submitted=now, updated=now, credential=credential)
+                                submitted=now, updated=now, credential=credential,
+                                started=now)
             self.pilots[pilot_id] = pilot
             self._dirty[pilot_id] = pilot
         elif pilot.state in (PilotState.SUBMITTED, PilotState.WAITING):
             pilot.state, pilot.updated = PilotState.RUNNING.value, now
+            pilot.started = pilot.started or now
             self._dirty[pilot_id] = pilot
         if credential and pilot.credential != credential:
             pilot.credential = credential
@@ -126,6 +137,7 @@ class PilotRegistry:
         pilot.updated, pilot.last_contact = now, now
         pilot.reason = "Stopped" if exit_code == 0 else f"Stopped with exit code {exit_code}"
         self._dirty[pilot_id] = pilot
+        self._accounting.append(_accounting_record(pilot, now))
         return True
 
     def note_job(self, pilot: PilotRecord, job_id: int) -> None:
@@ -182,6 +194,8 @@ class PilotRegistry:
         changes.pilot_jobs.extend(self._new_jobs)
         changes.pilot_outputs.update(self._outputs)
         changes.forget_pilots.extend(self._forgotten)
+        changes.pilot_accounting.extend(self._accounting)
+        self._accounting = []
         if self._number_changed:
             changes.next_pilot_number = self.next_number
         self._dirty, self._new_jobs, self._outputs, self._forgotten = {}, [], {}, []
@@ -193,3 +207,10 @@ def _tail(text: str, max_bytes: int) -> str:
     if len(data) <= max_bytes:
         return text
     return data[len(data) - max_bytes:].decode("utf-8", errors="ignore")
+
+
+def _accounting_record(pilot: PilotRecord, now: float) -> PilotAccountingRecord:
+    return PilotAccountingRecord(
+        pilot_id=pilot.pilot_id, site=pilot.site, ce=pilot.ce, fabric=pilot.fabric,
+        state=pilot.state, reason=pilot.reason, submitted=pilot.submitted,
+        started=pilot.started, ended=now, jobs=len(pilot.jobs))

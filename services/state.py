@@ -27,6 +27,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any, Protocol
 
+from dirac_like.accounting import retention_cutoffs
 from dirac_like.config import Config
 from dirac_like.description import DescriptionLimits, JobDescription, parse_descriptions
 from dirac_like.errors import InvalidArgument
@@ -175,6 +176,12 @@ class CentralState:
         for record in self.shares.take_dirty():
             changes.usage[(record.group, record.user)] = record
         self.pilots.take_changes(changes)
+        records = changes.job_accounting
+        for index, accounted in enumerate(records):
+            if accounted.pilot_id and not accounted.ce:  # matched before a restart: ask its pilot
+                pilot = self.pilots.pilots.get(accounted.pilot_id)
+                if pilot is not None and pilot.ce:
+                    records[index] = accounted._replace(ce=pilot.ce)
         return changes
 
     def committed(self, changes: ChangeSet) -> None:
@@ -222,6 +229,9 @@ class CentralState:
         if forgotten:
             log.info("forgot %d pilots that ended long ago", forgotten)
         self.sandbox_index.collect(now)
+        accounting = self.config.accounting
+        self.journal.changes.accounting_retention = retention_cutoffs(
+            now, accounting.raw_retention, accounting.hourly_retention)
 
     # -- submission ------------------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ from dirac_like.errors import InvalidArgument, ProtocolError
 from dirac_like.identity import Identity, resolve_identity, secure_client_socket
 from dirac_like.protocol import (
     HeartbeatArgs,
+    JobUsage,
     KillJob,
     MatchedJob,
     Op,
@@ -322,11 +323,16 @@ class _Pilot:
 
     def _report_end(self, job: _Job, now: float) -> Step:
         job.phase = _JobPhase.REPORTING
-        if "fail" in job.name.lower():
+        failed = "fail" in job.name.lower()
+        # what a real pilot measures, simulated: the payload's wall time, 90 % of it on a CPU
+        usage = JobUsage(cpu_seconds=round(job.duration * 0.9, 3),
+                         wall_seconds=round(job.duration, 3), exit_code=1 if failed else 0)
+        if failed:
             return Op.UPDATE_STATUS, self._status_args(job, JobStatus.FAILED,
-                                                       "Application exited with code 1", now)
+                                                       "Application exited with code 1", now,
+                                                       usage)
         return Op.UPDATE_STATUS, self._status_args(job, JobStatus.DONE, "Execution Complete",
-                                                   now)
+                                                   now, usage)
 
     def _hand_back(self, job: _Job, now: float) -> Step:
         """Stopped by the service: give the job back to the task queue, as a real pilot does."""
@@ -364,9 +370,10 @@ class _Pilot:
         return steps
 
     def _status_args(self, job: _Job, status: JobStatus, minor: str,
-                     now: float) -> UpdateStatusArgs:
+                     now: float, usage: JobUsage | None = None) -> UpdateStatusArgs:
         self.note(now, f"job {job.job_id}: {status} ({minor})")
-        return UpdateStatusArgs(job.job_id, job.attempt, self.spec.pilot_id, status.value, minor)
+        return UpdateStatusArgs(job.job_id, job.attempt, self.spec.pilot_id, status.value, minor,
+                                usage=usage)
 
 
 def _new_job(matched: MatchedJob, rng: random.Random, crash_rate: float,

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dirac_like import __version__
+from dirac_like.cli.accounting import ACCOUNTING_COMMANDS, add_accounting_parser
 from dirac_like.cli.admin import ADMIN_COMMANDS, add_admin_parser
 from dirac_like.cli.agents import AGENT_COMMANDS, add_agent_parser, add_pilot_parser
 from dirac_like.cli.common import client_options, set_client_defaults
@@ -36,6 +37,7 @@ COMMANDS: dict[tuple[str, str], Command] = {
     **AGENT_COMMANDS,
     **CONSOLE_COMMANDS,
     **MONITORING_COMMANDS,
+    **ACCOUNTING_COMMANDS,
 }
 
 COMPLETIONS = "~/.local/share/bash-completion/completions"
@@ -60,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_job_parser(groups, both)
     add_admin_parser(groups, both)
     add_console_parser(groups, both)
+    add_accounting_parser(groups)
     add_demo_parser(groups)
     add_pilot_parser(groups)
     add_agent_parser(groups)

@@ -13,6 +13,9 @@ The contract (tests/integration/test_store_contract.py runs it against every imp
   and downtimes load whole (a later commit of the same key replaces it).
 - ``sandbox(job_id, kind)`` is the sha256 of a job's "input" or "output" sandbox (a later
   commit of the same pair replaces it); ``referenced_sandboxes()`` every sha256 a job names.
+- Accounting records (``changes.job_accounting``) are committed with the statuses they account
+  for; ``job_accounting(job_id)`` returns a job's, one per finished attempt. A second record for
+  the same (job, attempt) fails the commit (nothing is written).
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+from dirac_like.accounting import JobAccountingRecord
 from dirac_like.model import ChangeSet, HistoryEntry, LoadedState
 from dirac_like.monitoring import ProbeResult
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class Store(ABC):
@@ -61,6 +65,10 @@ class Store(ABC):
                       ) -> list[ProbeResult]:
         """Probe results from ``since`` on (of ``target`` only, if given), oldest first, at most
         ``limit`` (the newest ones when there are more)."""
+
+    @abstractmethod
+    def job_accounting(self, job_id: int) -> list[JobAccountingRecord]:
+        """The accounting records of the job's finished attempts, oldest first."""
 
     @abstractmethod
     def schema_version(self) -> int:

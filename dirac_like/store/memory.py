@@ -12,6 +12,7 @@ from typing import Any
 
 import msgpack
 
+from dirac_like.accounting import JobAccountingRecord, PilotAccountingRecord
 from dirac_like.errors import JobNotFound, StoreError, UnstorableValue
 from dirac_like.model import (
     ChangeSet,
@@ -46,6 +47,8 @@ class MemoryStore(Store):
         self.results: list[ProbeResult] = []
         self.statuses: dict[tuple[str, str], StatusRecord] = {}
         self.downtimes: dict[int, Downtime] = {}
+        self.accounting: dict[tuple[int, int], JobAccountingRecord] = {}
+        self.pilot_accounting: dict[str, PilotAccountingRecord] = {}
         self.commits = 0
         self.fail_next_commit = False  # a test sets it to see how callers survive a failure
         self.closed = False
@@ -58,6 +61,9 @@ class MemoryStore(Store):
         for job, _ in changes.new_jobs:
             if job.job_id in self.jobs:
                 raise UnstorableValue(f"job {job.job_id} already exists")
+        keys = [(record.job_id, record.attempt) for record in changes.job_accounting]
+        if len(set(keys)) != len(keys) or any(key in self.accounting for key in keys):
+            raise StoreError("an accounting record of the same job attempt exists")
         for row in changes.new_task_queues:
             self.task_queues[row.task_queue_id] = row
         for job, packed in changes.new_jobs:
@@ -80,7 +86,20 @@ class MemoryStore(Store):
         self.results.extend(changes.probe_results)
         self.statuses.update(changes.statuses)
         self.downtimes.update(changes.downtimes)
+        self._commit_accounting(changes)
         self.commits += 1
+
+    def _commit_accounting(self, changes: ChangeSet) -> None:
+        for record in changes.job_accounting:
+            self.accounting[(record.job_id, record.attempt)] = record
+        for pilot in changes.pilot_accounting:
+            self.pilot_accounting.setdefault(pilot.pilot_id, pilot)
+        cutoffs = changes.accounting_retention
+        if cutoffs is not None:  # (this double keeps no buckets)
+            self.accounting = {key: record for key, record in self.accounting.items()
+                               if record.ended >= cutoffs.raw_before}
+            self.pilot_accounting = {key: pilot for key, pilot in self.pilot_accounting.items()
+                                     if pilot.ended >= cutoffs.raw_before}
 
     def _commit_pilots(self, changes: ChangeSet) -> None:
         for pilot in changes.pilots.values():
@@ -137,6 +156,11 @@ class MemoryStore(Store):
     def sandbox(self, job_id: int, kind: str) -> str | None:
         self._check_open()
         return self.sandboxes.get((job_id, kind))
+
+    def job_accounting(self, job_id: int) -> list[JobAccountingRecord]:
+        self._check_open()
+        return sorted((record for (job, _), record in self.accounting.items() if job == job_id),
+                      key=lambda record: record.attempt)
 
     def referenced_sandboxes(self) -> set[str]:
         self._check_open()

@@ -31,6 +31,12 @@ from typing import Any
 
 import msgpack
 
+from dirac_like.accounting import (
+    DAY,
+    HOUR,
+    JobAccountingRecord,
+    bucket_records,
+)
 from dirac_like.errors import JobNotFound, StoreError, UnstorableValue
 from dirac_like.model import (
     ChangeSet,
@@ -62,6 +68,13 @@ CACHE_KIB = 512 * 1024  # page cache of up to 512 MiB
 CHECKPOINT_SECONDS = 0.5
 BUSY_TIMEOUT_S = 10.0
 
+# The job_accounting columns; the record's fields are the same but ``grp`` (``group``) and
+# ``core_seconds`` (a property).
+JOB_ACCOUNTING_COLUMNS = (
+    *("grp" if name == "group" else name for name in JobAccountingRecord._fields),
+    "core_seconds",
+)
+
 # JobRecord fields in column order of the jobs table (the column for ``group`` is ``grp``).
 JOB_FIELDS = (
     "job_id", "owner", "group", "task_queue_id", "priority", "status", "minor_status",
@@ -73,7 +86,7 @@ if tuple(f.name for f in fields(JobRecord)) != JOB_FIELDS:
 
 PILOT_FIELDS = (
     "pilot_id", "site", "ce", "fabric", "fabric_ref", "state", "reason", "submitted", "updated",
-    "last_contact", "kill_requested", "credential",
+    "last_contact", "kill_requested", "credential", "started",
 )  # fmt: skip
 HISTORY_FIELDS = ("job_id", "status", "minor_status", "application_status", "time", "source")
 
@@ -149,6 +162,31 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE sites ADD COLUMN drained INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE sites ADD COLUMN max_running INTEGER NOT NULL DEFAULT -1",
     ),
+    # 5 -> 6: accounting (dirac_like/accounting.py): a record per finished job attempt and per
+    # finished pilot, and the hourly/daily buckets reports read; when a pilot started.
+    (
+        "ALTER TABLE pilots ADD COLUMN started REAL NOT NULL DEFAULT 0",
+        """CREATE TABLE job_accounting (
+            job_id INTEGER NOT NULL, attempt INTEGER NOT NULL, owner TEXT NOT NULL,
+            grp TEXT NOT NULL, site TEXT NOT NULL, ce TEXT NOT NULL, pilot_id TEXT NOT NULL,
+            status TEXT NOT NULL, minor_status TEXT NOT NULL, exit_code INTEGER,
+            cores INTEGER NOT NULL, cpu_seconds REAL NOT NULL, wall_seconds REAL NOT NULL,
+            core_seconds REAL NOT NULL, peak_rss_mb REAL NOT NULL, input_bytes INTEGER NOT NULL,
+            output_bytes INTEGER NOT NULL, submitted REAL NOT NULL, started REAL NOT NULL,
+            ended REAL NOT NULL, PRIMARY KEY (job_id, attempt)) WITHOUT ROWID""",
+        "CREATE INDEX job_accounting_by_end ON job_accounting (ended)",
+        """CREATE TABLE pilot_accounting (
+            pilot_id TEXT PRIMARY KEY, site TEXT NOT NULL, ce TEXT NOT NULL, fabric TEXT NOT NULL,
+            state TEXT NOT NULL, reason TEXT NOT NULL, submitted REAL NOT NULL,
+            started REAL NOT NULL, ended REAL NOT NULL, jobs INTEGER NOT NULL)""",
+        "CREATE INDEX pilot_accounting_by_end ON pilot_accounting (ended)",
+        # one row per dimension (group, user, site, status, exit-code), bucket and label
+        """CREATE TABLE accounting_buckets (
+            dimension TEXT NOT NULL, start REAL NOT NULL, period INTEGER NOT NULL,
+            label TEXT NOT NULL, jobs INTEGER NOT NULL, failed INTEGER NOT NULL,
+            cpu_seconds REAL NOT NULL, wall_seconds REAL NOT NULL, core_seconds REAL NOT NULL,
+            PRIMARY KEY (dimension, start, period, label)) WITHOUT ROWID""",
+    ),
 )
 if len(MIGRATIONS) != SCHEMA_VERSION:
     raise RuntimeError("SCHEMA_VERSION and MIGRATIONS disagree")
@@ -215,6 +253,30 @@ SELECT_NEXT_PILOT_NUMBER = "SELECT value FROM counters WHERE name = 'next_pilot_
 SELECT_SANDBOX = "SELECT sha256 FROM sandboxes WHERE job_id = ? AND kind = ?"
 SELECT_SANDBOXES = "SELECT DISTINCT sha256 FROM sandboxes"
 SELECT_HISTORY = f"SELECT {', '.join(HISTORY_FIELDS)} FROM history WHERE job_id = ? ORDER BY id"
+
+# A duplicate (job, attempt) is an error (the batch is undone): it would count twice in buckets.
+INSERT_JOB_ACCOUNTING = f"""INSERT INTO job_accounting ({', '.join(JOB_ACCOUNTING_COLUMNS)})
+    VALUES ({', '.join('?' * len(JOB_ACCOUNTING_COLUMNS))})"""
+# A pilot id met again after its record was forgotten (a pilot started by hand): the first stays.
+INSERT_PILOT_ACCOUNTING = "INSERT OR IGNORE INTO pilot_accounting VALUES (?,?,?,?,?,?,?,?,?,?)"
+_ADD_TOTALS = """DO UPDATE SET jobs = jobs + excluded.jobs, failed = failed + excluded.failed,
+    cpu_seconds = cpu_seconds + excluded.cpu_seconds,
+    wall_seconds = wall_seconds + excluded.wall_seconds,
+    core_seconds = core_seconds + excluded.core_seconds"""
+_BUCKET_KEY = "(dimension, start, period, label)"
+ADD_TO_BUCKET = f"""INSERT INTO accounting_buckets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT {_BUCKET_KEY} {_ADD_TOTALS}"""
+DELETE_JOB_ACCOUNTING_BEFORE = "DELETE FROM job_accounting WHERE ended < ?"
+DELETE_PILOT_ACCOUNTING_BEFORE = "DELETE FROM pilot_accounting WHERE ended < ?"
+FOLD_HOURLY_INTO_DAILY = f"""INSERT INTO accounting_buckets
+    SELECT dimension, CAST(start / {DAY} AS INTEGER) * {DAY}.0 AS day, {DAY}, label, sum(jobs),
+        sum(failed), sum(cpu_seconds), sum(wall_seconds), sum(core_seconds)
+    FROM accounting_buckets WHERE period = {HOUR} AND start < ?
+    GROUP BY dimension, day, label
+    ON CONFLICT {_BUCKET_KEY} {_ADD_TOTALS}"""
+DELETE_HOURLY_BEFORE = f"DELETE FROM accounting_buckets WHERE period = {HOUR} AND start < ?"
+SELECT_JOB_ACCOUNTING = f"""SELECT {', '.join(JOB_ACCOUNTING_COLUMNS)} FROM job_accounting
+    WHERE job_id = ? ORDER BY attempt"""
 
 _job_values = attrgetter(*JOB_FIELDS)
 _job_update_values = attrgetter(*JOB_FIELDS[1:], "job_id")
@@ -371,6 +433,13 @@ class SqliteStore(Store):
         row = self._read(SELECT_SANDBOX, (job_id, kind), f"the {kind} sandbox of job {job_id}")
         return None if row is None else str(row[0])
 
+    def job_accounting(self, job_id: int) -> list[JobAccountingRecord]:
+        try:
+            rows = self._db.execute(SELECT_JOB_ACCOUNTING, (job_id,)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the accounting of job {job_id}: {exc}") from exc
+        return [JobAccountingRecord(*row[:-1]) for row in rows]
+
     def referenced_sandboxes(self) -> set[str]:
         try:
             return {sha256 for (sha256,) in self._db.execute(SELECT_SANDBOXES)}
@@ -466,6 +535,7 @@ def _write(db: sqlite3.Connection, changes: ChangeSet) -> None:
     if changes.sandboxes:
         db.executemany(UPSERT_SANDBOX, changes.sandboxes)
     _write_monitoring(db, changes)
+    _write_accounting(db, changes)
 
 
 def _write_monitoring(db: sqlite3.Connection, changes: ChangeSet) -> None:
@@ -481,6 +551,27 @@ def _write_monitoring(db: sqlite3.Connection, changes: ChangeSet) -> None:
         db.executemany(UPSERT_DOWNTIME, [
             (d.downtime_id, d.target, d.kind.value, d.start, d.end, d.reason, d.scheduled,
              d.created, d.cancelled) for d in changes.downtimes.values()])
+
+
+def _write_accounting(db: sqlite3.Connection, changes: ChangeSet) -> None:
+    """The batch's accounting records, their sums into the hourly buckets, and retention."""
+    if changes.job_accounting:
+        db.executemany(INSERT_JOB_ACCOUNTING, map(_job_accounting_row, changes.job_accounting))
+        buckets = bucket_records(changes.job_accounting)
+        db.executemany(ADD_TO_BUCKET, [(*key, *totals.as_row())
+                                       for key, totals in buckets.items()])
+    if changes.pilot_accounting:
+        db.executemany(INSERT_PILOT_ACCOUNTING, changes.pilot_accounting)
+    cutoffs = changes.accounting_retention
+    if cutoffs is not None:
+        db.execute(DELETE_JOB_ACCOUNTING_BEFORE, (cutoffs.raw_before,))
+        db.execute(DELETE_PILOT_ACCOUNTING_BEFORE, (cutoffs.raw_before,))
+        db.execute(FOLD_HOURLY_INTO_DAILY, (cutoffs.hourly_before,))
+        db.execute(DELETE_HOURLY_BEFORE, (cutoffs.hourly_before,))
+
+
+def _job_accounting_row(record: JobAccountingRecord) -> tuple[Any, ...]:
+    return (*record, record.core_seconds)
 
 
 def _write_pilots(db: sqlite3.Connection, changes: ChangeSet) -> None:

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dirac_like.accounting import JobAccountingRecord, RetentionCutoffs
 from dirac_like.errors import JobNotFound, StoreError
 from dirac_like.model import (
     ChangeSet,
@@ -577,7 +578,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
     store = open_store(str(path))
     try:
         loaded = store.load()
-        assert store.schema_version() == SCHEMA_VERSION == 5
+        assert store.schema_version() == SCHEMA_VERSION == 6
         # schema 5: a site stored before drains and limits is neither drained nor limited
         assert loaded.sites == [SiteRecord("S", True, "old ban", 1.0, drained=False,
                                            max_running=-1)]
@@ -600,6 +601,53 @@ def test_a_version_3_database_gets_pilot_credentials(tmp_path: Path) -> None:
         assert (pilot.pilot_id, pilot.credential) == ("P.1", "")  # not bound yet
     finally:
         store.close()
+
+
+def accounting_record(job_id: int, attempt: int = 1, ended: float = 7200.5
+                      ) -> JobAccountingRecord:
+    return JobAccountingRecord(
+        job_id=job_id, attempt=attempt, owner="amélie", group="atlas_prod", site="LCG.CERN.ch",
+        ce="ce1", pilot_id="P.1", status="Done", minor_status="Execution Complete", exit_code=0,
+        cores=4, cpu_seconds=350.5, wall_seconds=100.25, peak_rss_mb=512.5, input_bytes=10,
+        output_bytes=20, submitted=1.0, started=2.0, ended=ended)
+
+
+def test_accounting_records_are_committed_with_the_final_status(
+    store: Store, reopen: Callable[[], Store]
+) -> None:
+    changes = full_changeset()
+    changes.job_accounting = [accounting_record(42), accounting_record(42, attempt=2)]
+    store.commit(changes)
+
+    reopened = reopen()
+    assert reopened.job_accounting(42) == changes.job_accounting
+    assert reopened.job_accounting(41) == []
+
+
+def test_a_second_accounting_record_of_the_same_attempt_is_refused_whole(
+    store: Store, reopen: Callable[[], Store]
+) -> None:
+    store.commit(submission(new_job(1)))
+    store.commit(ChangeSet(job_accounting=[accounting_record(1)]))
+    before = snapshot(store.load())
+    changes = full_changeset()
+    changes.job_accounting = [accounting_record(1, ended=9999.0)]
+
+    with pytest.raises(StoreError):
+        store.commit(changes)
+
+    assert [record.ended for record in store.job_accounting(1)] == [7200.5]
+    assert_failed_commit_left_nothing(store, before, reopen)
+
+
+def test_raw_accounting_records_older_than_the_cutoff_are_forgotten(store: Store) -> None:
+    store.commit(ChangeSet(job_accounting=[accounting_record(1, ended=100.0),
+                                           accounting_record(2, ended=200.0)]))
+
+    store.commit(ChangeSet(accounting_retention=RetentionCutoffs(150.0, 0.0)))
+
+    assert store.job_accounting(1) == []
+    assert [record.job_id for record in store.job_accounting(2)] == [2]
 
 
 def test_a_closed_store_refuses_work(store: Store) -> None:

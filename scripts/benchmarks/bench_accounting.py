@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Accounting reports over many records: how long a report takes, and the cost of writing.
+
+    python scripts/benchmarks/bench_accounting.py                       # 1,000,000 records
+    python scripts/benchmarks/bench_accounting.py --records 10000000    # a busy grid's year
+
+A fresh SQLite store (synchronous=normal: this measures SQL, not fsync) gets ``--records`` job
+accounting records ending over the last year (``--groups`` groups, ``--users`` users in them,
+``--sites`` sites, Done/Failed/Killed, a few exit codes), committed through the store's own path
+in change sets of ``--batch`` records, as the service writes them: raw rows plus their sums into
+hourly buckets, in the same transaction. Then the retention step runs once (raw records older than
+``accounting.raw_retention`` deleted, hourly buckets older than ``accounting.hourly_retention``
+folded into daily ones), and each report is timed (best of three) through
+:class:`~services.accounting_store.AccountingReader`, as ``dirac-like accounting report`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from dirac_like.accounting import DAY, JobAccountingRecord, ReportQuery, retention_cutoffs
+from dirac_like.config import AccountingConfig
+from dirac_like.model import ChangeSet
+from dirac_like.services.accounting_store import AccountingReader
+from dirac_like.store.sqlite import SqliteStore
+
+YEAR = 365 * DAY
+REPORTS = [  # (metric, by, since, step)
+    ("jobs", "site", YEAR, DAY),
+    ("core-hours", "group", YEAR, 7 * DAY),
+    ("cpu-efficiency", "user", YEAR, DAY),
+    ("failed", "exit-code", 30 * DAY, DAY),
+    ("wall-hours", "status", 7 * DAY, 3600.0),
+    ("jobs", "site", DAY, 3600.0),
+]
+
+
+def make_records(count: int, start_id: int, now: float, rng: random.Random,
+                 args: argparse.Namespace) -> list[JobAccountingRecord]:
+    records = []
+    for offset in range(count):
+        ended = now - YEAR * rng.random()
+        group = rng.randrange(args.groups)
+        user = group * 1000 + rng.randrange(max(1, args.users // args.groups))
+        failed = rng.random() < 0.1
+        wall = rng.uniform(60.0, 20000.0)
+        cores = rng.choice((1, 1, 1, 4, 8))
+        records.append(JobAccountingRecord(
+            job_id=start_id + offset, attempt=1, owner=f"user{user}", group=f"group{group}",
+            site=f"LCG.Site{rng.randrange(args.sites)}.org", ce="ce1", pilot_id="p",
+            status="Failed" if failed else rng.choice(("Done", "Done", "Done", "Killed")),
+            minor_status="", exit_code=rng.choice((1, 2, 137)) if failed else 0, cores=cores,
+            cpu_seconds=wall * cores * rng.uniform(0.5, 1.0), wall_seconds=wall,
+            peak_rss_mb=rng.uniform(100.0, 4000.0), input_bytes=0, output_bytes=0,
+            submitted=ended - wall - 60.0, started=ended - wall, ended=ended))
+    return records
+
+
+def fill(path: Path, args: argparse.Namespace, now: float) -> None:
+    store = SqliteStore(path, synchronous="normal")
+    rng = random.Random(7)
+    written, started = 0, time.perf_counter()
+    try:
+        while written < args.records:
+            count = min(args.batch, args.records - written)
+            records = make_records(count, written + 1, now, rng, args)
+            store.commit(ChangeSet(job_accounting=records))
+            written += count
+        took = time.perf_counter() - started
+        print(f"wrote {written:,} records in {took:.1f} s ({written / took:,.0f} records/s, "
+              f"record making included)")
+        config = AccountingConfig()
+        started = time.perf_counter()
+        store.commit(ChangeSet(accounting_retention=retention_cutoffs(
+            now, config.raw_retention, config.hourly_retention)))
+        print(f"retention (raw > {config.raw_retention / DAY:g} d deleted, hourly > "
+              f"{config.hourly_retention / DAY:g} d folded into daily): "
+              f"{time.perf_counter() - started:.1f} s")
+    finally:
+        store.close()
+
+
+def time_reports(path: Path, now: float) -> None:
+    with AccountingReader(path) as reader:
+        rows = reader._rows("SELECT period, count(*) FROM accounting_buckets GROUP BY period",
+                            (), "bucket counts")
+        print("buckets: " + ", ".join(f"{count:,} of {period // 3600} h" for period, count in rows))
+        for metric, by, since, step in REPORTS:
+            query = ReportQuery.make(metric, by, since, step, now)
+            best = float("inf")
+            for _ in range(3):
+                started = time.perf_counter()
+                report = reader.report(query)
+                best = min(best, time.perf_counter() - started)
+            print(f"  {metric:>14} by {by:<9} over {since / DAY:>4.0f} d, step "
+                  f"{step / 3600:>4.0f} h: {best * 1000:7.1f} ms ({len(report.series)} series x "
+                  f"{len(report.times)} steps)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--groups", type=int, default=10)
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--sites", type=int, default=50)
+    args = parser.parse_args()
+    now = time.time()
+    with tempfile.TemporaryDirectory(prefix="bench-accounting-") as folder:
+        path = Path(folder) / "jobs.sqlite"
+        fill(path, args, now)
+        time_reports(path, now)
+
+
+if __name__ == "__main__":
+    main()
