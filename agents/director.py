@@ -33,10 +33,16 @@ Decisions and accounting:
 - Stopping: the director cancels no pilot itself (an admin's kill-pilot aside). ``close()``
   closes its fabrics; the pilots of the in-process fabrics live with this process (``local``:
   processes on this host, which ``LocalFabric.close`` stops so nothing is left behind;
-  ``simulated``: inside this process), so they stop with it: ``close()`` reports them Aborted,
-  and a restarted director marks any it finds still live Aborted (not counted as failures). A
-  batch fabric (slurm) leaves queued and running pilots alone, as real directors do, and the
-  next run follows them.
+  ``simulated``: inside this process), so they stop with it: ``close()`` reports them Aborted
+  (a local pilot that already reported its own end keeps that), and a restarted director marks
+  any it finds still live Aborted (not counted as failures). A batch fabric (slurm) leaves
+  queued and running pilots alone, as real directors do, and the next run follows them.
+- ``agent director --once`` (:meth:`Director.run_once`) leaves its local pilots running
+  (``LocalFabric.detach``): their records say so (:data:`LEFT_RUNNING`), no later director
+  adopts them, and each pilot closes its own record when it stops (the ``pilot_stopped``
+  request of ``dirac-like pilot``).
+- A director follows only records of its own fabrics: a pilot started by hand (no fabric) is
+  never adopted; it closes its own record when it stops.
 """
 
 from __future__ import annotations
@@ -70,9 +76,10 @@ from dirac_like.identity import Identity, save_identity
 from dirac_like.processes import dirac_like_argv
 from dirac_like.protocol import PilotResources
 from dirac_like.sites import CEConfig, SiteConfig
+from dirac_like.states import LIVE_PILOT_STATES
 
 from .batch_env import BOOTSTRAP_SCRIPT, bootstrap_command
-from .director_records import PilotBook, PilotRecord
+from .director_records import LEFT_RUNNING, PilotBook, PilotRecord
 from .director_sizing import CEDemand, CEHealth, CycleLimits, PilotOutcome, plan
 from .fabrics import Fabric, FabricError, PilotRequest, PilotState, make_fabric
 
@@ -81,6 +88,8 @@ log = logging.getLogger(__name__)
 DIRECTOR_RETRIES = RetryPolicy(timeout=5.0, retries=1, backoff=0.2, max_backoff=1.0)
 PILOT_TOKEN_FILE = "pilot.identity"  # in a pilot's working folder
 IN_PROCESS_FABRICS = frozenset({"local", "simulated"})  # their pilots stop with the director
+# Their pilots report to the service when they stop (dirac-like pilot), which closes the record.
+SELF_CLOSING_FABRICS = frozenset({"local"})
 BATCH_FABRICS = frozenset({"slurm"})  # their pilots start through the bootstrap script
 KILLED_BY_ADMIN = "Killed by an admin"
 _SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -169,7 +178,7 @@ class Director:
         self.clock = clock
         self.settings = settings or DirectorSettings()
         self.health = {ce.name: CEHealth.for_site(site) for ce in site.ces}
-        self.book = PilotBook(site.name, client, IN_PROCESS_FABRICS)
+        self.book = PilotBook(site.name, client, IN_PROCESS_FABRICS, frozenset(fabrics))
         self.pilots_dir = self.home / "pilots"  # the pilots' working folders
         self.pilots_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # held during a cycle; close() waits for it
@@ -425,12 +434,13 @@ class Director:
     # -- running ---------------------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """One cycle, then close: the exit code of ``agent director --once``."""
+        """One cycle, then close leaving the pilots running: the exit code of ``agent director
+        --once``."""
         try:
             with self._locked():
                 report = self.cycle()
         finally:
-            self.close()
+            self.close(leave_running=True)
         return EXIT_UNREACHABLE if report.unreachable else EXIT_OK
 
     def _locked(self) -> contextlib.AbstractContextManager[list[HomeLock]]:
@@ -473,24 +483,48 @@ class Director:
         log.info("site %s: director stopped", self.site.name)
         return EXIT_OK
 
+    def _live_at_service(self, records: list[PilotRecord]) -> dict[str, PilotState]:
+        """The service's state of those of ``records`` whose pilots close their own records (a
+        local pilot reports when it stops): Done for one no longer live there. Empty when
+        there are none, or the service cannot tell."""
+        closing = {record.pilot_id for record in records
+                   if record.fabric in SELF_CLOSING_FABRICS}
+        if not closing:
+            return {}
+        try:
+            rows = self.client.pilots(site=self.site.name,
+                                      states=sorted(s.value for s in LIVE_PILOT_STATES))
+        except DiracLikeError:
+            return {}
+        live = {row.pilot_id: PilotState(row.state) for row in rows}
+        return {pilot_id: live.get(pilot_id, PilotState.DONE) for pilot_id in closing}
+
     def _tick(self) -> None:
         try:
             self.cycle()
         except Exception:  # a daemon survives its own bugs; the next cycle tries again
             log.exception("site %s: cycle failed", self.site.name)
 
-    def close(self) -> None:
+    def close(self, leave_running: bool = False) -> None:
         """Wait for a cycle under way, close the fabrics (see the module docstring), report the
-        pilots that stopped with them."""
+        pilots that stopped with them. ``leave_running``: the local fabric's pilots are left
+        running (they close their own records when they stop)."""
         with self._lock:
             for name, fabric in self.fabrics.items():
                 try:
-                    fabric.close()
+                    fabric.detach() if leave_running else fabric.close()
                 except Exception:
                     log.exception("site %s: closing fabric %s failed", self.site.name, name)
             now = self.clock()
-            for record in self.book.alive():
-                if record.fabric in IN_PROCESS_FABRICS:
+            ended = [record for record in self.book.alive() if record.fabric in IN_PROCESS_FABRICS]
+            live = self._live_at_service(ended)
+            for record in ended:
+                state = live.get(record.pilot_id, record.pilot_state)
+                if record.fabric in SELF_CLOSING_FABRICS and state.final:
+                    continue  # the pilot stopped and closed its own record
+                if leave_running and record.fabric in SELF_CLOSING_FABRICS:
+                    self.book.note(record, state, now, LEFT_RUNNING)
+                else:
                     self.book.note(record, PilotState.ABORTED, now, "Director stopped",
                                    self._output(record))
             errors: list[str] = []

@@ -28,13 +28,20 @@ from dirac_like.states import LIVE_PILOT_STATES, PilotState
 log = logging.getLogger(__name__)
 
 ADOPTED_IN_PROCESS = "Stopped with a previous run of the director"
+# The reason of a local pilot an ``agent director --once`` left running: no director follows it,
+# it closes its own record when it stops.
+LEFT_RUNNING = "Left running by a director run with --once"
 
 
 class PilotBook:
-    def __init__(self, site: str, client: Client, in_process_fabrics: frozenset[str]) -> None:
+    def __init__(self, site: str, client: Client, in_process_fabrics: frozenset[str],
+                 managed: frozenset[str] | None = None) -> None:
         self.site = site
         self.client = client
         self.in_process_fabrics = in_process_fabrics  # their pilots die with the director
+        # The fabrics this director runs (None: any): a record of another fabric, or of none (a
+        # pilot started by hand), is not this director's and is left alone.
+        self.managed = managed
         self.records: dict[str, PilotRecord] = {}
         self.outbox: dict[str, dict[str, Any]] = {}  # pilot id -> update not yet sent
 
@@ -47,9 +54,16 @@ class PilotBook:
         for row in rows:
             record = self.records.get(row.pilot_id)
             if record is None:
-                self._adopt(row, now)
+                if self._ours(row):
+                    self._adopt(row, now)
             else:
                 record.kill_requested = row.kill_requested
+
+    def _ours(self, row: PilotView) -> bool:
+        """Whether this director follows a record it did not create in this process."""
+        if not row.fabric or row.reason == LEFT_RUNNING:  # by hand, or closes its own record
+            return False
+        return self.managed is None or row.fabric in self.managed
 
     def _adopt(self, row: PilotView, now: float) -> None:
         record = PilotRecord(row.pilot_id, self.site, row.ce, row.fabric,

@@ -66,7 +66,9 @@ log = logging.getLogger(__name__)
 
 PILOT_RETRIES = RetryPolicy(timeout=3.0, retries=3, backoff=0.2, max_backoff=2.0)
 POLL_SLICE = 0.2  # seconds: the longest the loop waits (pushes and worker events wake it)
-HEARTBEAT_TAIL_LINES = 5
+# The tail of a payload's stdout sent with each heartbeat (what `job peek` shows), as DIRAC's
+# watchdog sends it: the last lines, bounded in characters too.
+HEARTBEAT_TAIL_LINES, HEARTBEAT_TAIL_CHARS = 40, 4096
 STOPPED_BY_SIGNAL = "Pilot stopped ({})"
 HANDED_BACK = JobStatus.RESCHEDULED  # the status a pilot reports for a job it gives back
 HANDBACK_WAIT = 1.0  # seconds a payload killed by a signal waits to learn if the pilot is too
@@ -588,7 +590,7 @@ class Pilot:
             job.next_heartbeat = now + self.config.heartbeat_interval
             try:
                 commands = self.client.heartbeat(job.job_id, job.attempt, self.config.pilot_id,
-                                                 self.metrics(job))
+                                                 self.metrics(job), self.stdout_tail(job))
             except DiracLikeError as exc:
                 log.warning("job %s: heartbeat failed: %s", job.job_id, exc)
                 continue
@@ -596,12 +598,16 @@ class Pilot:
 
     def metrics(self, job: RunningJob) -> dict[str, Any]:
         sample = job.sample
-        tail = tail_lines(job.workdir / job.runner.spec.stdout, HEARTBEAT_TAIL_LINES)
         if sample is None:
-            return {"stdout_tail": tail.splitlines()}
+            return {}
         return {"cpu_seconds": round(sample.cpu_seconds, 2), "rss_mb": round(sample.rss_mb, 1),
                 "wall_seconds": round(sample.wall_seconds, 1),
-                "disk_mb": round(sample.disk_mb, 1), "stdout_tail": tail.splitlines()}
+                "disk_mb": round(sample.disk_mb, 1)}
+
+    def stdout_tail(self, job: RunningJob) -> str:
+        """The last lines the payload printed (bounded), sent with the heartbeat."""
+        tail = tail_lines(job.workdir / job.runner.spec.stdout, HEARTBEAT_TAIL_LINES)
+        return tail[-HEARTBEAT_TAIL_CHARS:]
 
     def _abandon(self) -> None:
         """On the way out (also after an error): no payload outlives the pilot unreported."""

@@ -80,7 +80,34 @@ _JOB_VERBS = {
     Op.KILL: "kill",
     Op.RESCHEDULE: "reschedule",
     Op.JOB_OUTPUT: "get the output of",
+    Op.JOB_DESCRIPTION: "see the description of",
+    Op.DELETE: "delete",
+    Op.PEEK: "peek at",
 }
+
+# How a refusal names an operation: what a user knows it as, not the internal op name.
+_ACTIONS = {
+    Op.PING: "ping the service", Op.SUBMIT: "submit jobs", Op.STATUS: "see job statuses",
+    Op.LIST_JOBS: "list jobs", Op.KILL: "kill jobs", Op.RESCHEDULE: "reschedule jobs",
+    Op.HISTORY: "see job histories", Op.REQUEST_JOB: "ask for jobs as a pilot",
+    Op.ELIGIBLE: "count the jobs a pilot could run", Op.UPDATE_STATUS: "report job statuses",
+    Op.HEARTBEAT: "send job heartbeats", Op.SITES: "list sites", Op.BAN_SITE: "ban sites",
+    Op.UNBAN_SITE: "unban sites", Op.TASK_QUEUES: "list task queues", Op.SHARES: "see shares",
+    Op.SET_SHARE: "set shares", Op.ADD_PILOTS: "record pilots",
+    Op.UPDATE_PILOTS: "update pilot records", Op.PILOTS: "list pilots",
+    Op.PILOT_OUTPUT: "see pilot output", Op.KILL_PILOT: "kill pilots",
+    Op.SANDBOX_UPLOAD: "upload sandboxes", Op.SANDBOX_DOWNLOAD: "download sandboxes",
+    Op.JOB_OUTPUT: "get job output", Op.IDENTITY_ADD: "issue identities",
+    Op.IDENTITY_LIST: "list identities", Op.IDENTITY_REVOKE: "revoke identities",
+    Op.PILOT_TOKEN: "obtain pilot tokens", Op.JOB_DESCRIPTION: "see job descriptions",
+    Op.DELETE: "delete jobs", Op.PEEK: "peek at job output",
+    Op.PILOT_STOPPED: "report a pilot stopped",
+}
+
+
+def describe_action(op: str) -> str:
+    """What ``op`` does, in the words of the commands (e.g. "list sites")."""
+    return _ACTIONS.get(op, f"run {op[:64]!r}")
 
 
 @dataclass(frozen=True)
@@ -121,7 +148,7 @@ def authorize(principal: Principal, op: str, args: Any, ownership: Ownership) ->
     check = rules.get(principal.role)
     if check is None:
         roles = ", ".join(sorted(role.value for role in allowed_roles(op)))
-        raise Forbidden(f"{asked.who} may not run {op}: it is for {roles}")
+        raise Forbidden(f"{asked.who} may not {describe_action(op)}: only {roles} may")
     return check(asked)
 
 
@@ -305,6 +332,11 @@ def _pilot_heartbeat(asked: Asked) -> Any:
     return asked.args
 
 
+def _pilot_stopped(asked: Asked) -> Any:
+    _own_pilot_id(asked, unknown_ok=False)
+    return asked.args
+
+
 def _pilot_upload(asked: Asked) -> Any:
     _own_site(asked)
     return _upload_of_kind(asked, "output")
@@ -345,4 +377,8 @@ RULES: dict[str, dict[Role, Check]] = {
     Op.IDENTITY_LIST: {},
     Op.IDENTITY_REVOKE: {},
     Op.PILOT_TOKEN: {_D: _director_token},
+    Op.JOB_DESCRIPTION: {_O: _anything, _U: _own_jobs},
+    Op.DELETE: {_U: _own_jobs},
+    Op.PEEK: {_O: _anything, _U: _own_jobs},
+    Op.PILOT_STOPPED: {_P: _pilot_stopped},
 }

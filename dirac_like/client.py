@@ -34,6 +34,7 @@ from dirac_like.protocol import (
     AddPilotsReply,
     BanSiteArgs,
     CommandsReply,
+    DeleteReply,
     EligibleArgs,
     EligibleReply,
     HeartbeatArgs,
@@ -44,6 +45,7 @@ from dirac_like.protocol import (
     IdentityRevokeArgs,
     IdentityRevokeReply,
     IdentityView,
+    JobDescriptionReply,
     JobIdArgs,
     JobIdsArgs,
     JobOutputReply,
@@ -54,10 +56,13 @@ from dirac_like.protocol import (
     ListPilotsArgs,
     NoArgs,
     Op,
+    PeekReply,
     PilotCommand,
     PilotIdArgs,
     PilotOutputReply,
     PilotResources,
+    PilotStoppedArgs,
+    PilotStoppedReply,
     PilotTokenArgs,
     PilotUpdateItem,
     PilotView,
@@ -285,6 +290,21 @@ class Client:
         reply: RescheduleReply = self.call(Op.RESCHEDULE, JobIdsArgs(job_ids))
         return reply
 
+    def delete(self, job_ids: list[int]) -> DeleteReply:
+        """Mark jobs Deleted (all or none)."""
+        reply: DeleteReply = self.call(Op.DELETE, JobIdsArgs(job_ids))
+        return reply
+
+    def job_description(self, job_id: int) -> dict[str, Any]:
+        """The job's description as the service stored it (parametric values expanded)."""
+        reply: JobDescriptionReply = self.call(Op.JOB_DESCRIPTION, JobIdArgs(job_id))
+        return reply.description
+
+    def peek(self, job_id: int) -> PeekReply:
+        """The last lines of stdout the job's pilot sent."""
+        reply: PeekReply = self.call(Op.PEEK, JobIdArgs(job_id))
+        return reply
+
     def history(self, job_id: int) -> list[HistoryRow]:
         rows: list[HistoryRow] = self.call(Op.HISTORY, JobIdArgs(job_id))
         return rows
@@ -314,9 +334,10 @@ class Client:
         return reply.commands
 
     def heartbeat(
-        self, job_id: int, attempt: int, pilot_id: str, metrics: dict[str, Any] | None = None
+        self, job_id: int, attempt: int, pilot_id: str, metrics: dict[str, Any] | None = None,
+        stdout_tail: str = "",
     ) -> list[PilotCommand]:
-        args = HeartbeatArgs(job_id, attempt, pilot_id, metrics or {})
+        args = HeartbeatArgs(job_id, attempt, pilot_id, metrics or {}, stdout_tail)
         reply: CommandsReply = self.call(Op.HEARTBEAT, args)
         return reply.commands
 
@@ -364,6 +385,12 @@ class Client:
     def pilot_output(self, pilot_id: str) -> PilotOutputReply:
         reply: PilotOutputReply = self.call(Op.PILOT_OUTPUT, PilotIdArgs(pilot_id))
         return reply
+
+    def pilot_stopped(self, pilot_id: str, exit_code: int) -> bool:
+        """Tell the service this pilot stopped; whether its record was closed by it."""
+        reply: PilotStoppedReply = self.call(Op.PILOT_STOPPED,
+                                             PilotStoppedArgs(pilot_id, exit_code))
+        return reply.closed
 
     def kill_pilot(self, pilot_id: str) -> KillPilotReply:
         reply: KillPilotReply = self.call(Op.KILL_PILOT, PilotIdArgs(pilot_id))

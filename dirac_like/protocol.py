@@ -140,6 +140,7 @@ class HeartbeatArgs:
     attempt: int
     pilot_id: str
     metrics: dict[str, Any] = field(default_factory=dict)
+    stdout_tail: str = ""  # the payload's last lines of stdout (bounded; shown by job peek)
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,14 @@ class ListPilotsArgs:
 @dataclass(frozen=True)
 class PilotIdArgs:
     pilot_id: str
+
+
+@dataclass(frozen=True)
+class PilotStoppedArgs:
+    """A pilot says it stopped (``dirac-like pilot`` on its way out), with its exit code."""
+
+    pilot_id: str
+    exit_code: int = 0
 
 
 @dataclass(frozen=True)
@@ -306,6 +315,28 @@ class KillReply:
 @dataclass(frozen=True)
 class RescheduleReply:
     rescheduled: list[int]
+
+
+@dataclass(frozen=True)
+class DeleteReply:
+    deleted: list[int]  # all or none
+
+
+@dataclass(frozen=True)
+class JobDescriptionReply:
+    description: dict[str, Any]  # as stored (canonical DIRAC names, parametric values expanded)
+
+
+@dataclass(frozen=True)
+class PeekReply:
+    job_id: int
+    status: str  # a JobStatus value
+    tail: str  # the last lines of stdout the job's pilot sent
+
+
+@dataclass(frozen=True)
+class PilotStoppedReply:
+    closed: bool  # whether the pilot's own report closed its record
 
 
 @dataclass(frozen=True)
@@ -520,6 +551,10 @@ class Op:
     IDENTITY_LIST = "identity_list"
     IDENTITY_REVOKE = "identity_revoke"
     PILOT_TOKEN = "pilot_token"
+    JOB_DESCRIPTION = "job_description"
+    DELETE = "delete"
+    PEEK = "peek"
+    PILOT_STOPPED = "pilot_stopped"
 
 
 ARGUMENTS: dict[str, type] = {
@@ -552,6 +587,10 @@ ARGUMENTS: dict[str, type] = {
     Op.IDENTITY_LIST: IdentityListArgs,
     Op.IDENTITY_REVOKE: IdentityRevokeArgs,
     Op.PILOT_TOKEN: PilotTokenArgs,
+    Op.JOB_DESCRIPTION: JobIdArgs,
+    Op.DELETE: JobIdsArgs,
+    Op.PEEK: JobIdArgs,
+    Op.PILOT_STOPPED: PilotStoppedArgs,
 }
 
 # The result of each operation's ok reply.
@@ -585,6 +624,10 @@ REPLIES: dict[str, Any] = {
     Op.IDENTITY_LIST: list[IdentityView],
     Op.IDENTITY_REVOKE: IdentityRevokeReply,
     Op.PILOT_TOKEN: IdentityFile,
+    Op.JOB_DESCRIPTION: JobDescriptionReply,
+    Op.DELETE: DeleteReply,
+    Op.PEEK: PeekReply,
+    Op.PILOT_STOPPED: PilotStoppedReply,
 }
 
 # Operations that change stored state: their replies are remembered under the request id so a
@@ -605,6 +648,8 @@ MUTATING_OPS = frozenset(
         Op.IDENTITY_ADD,
         Op.IDENTITY_REVOKE,
         Op.PILOT_TOKEN,
+        Op.DELETE,
+        Op.PILOT_STOPPED,
     }
 )
 # sandbox_upload changes files, not the store: a repeated chunk is written again at its offset,

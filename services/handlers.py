@@ -59,6 +59,7 @@ from dirac_like.states import (
 )
 
 from .identities import IDENTITY_HANDLERS
+from .job_handlers import JOB_HANDLERS
 from .pilot_handlers import PILOT_HANDLERS
 from .sandbox_handlers import SANDBOX_HANDLERS
 from .state import CentralState, check_name
@@ -215,6 +216,8 @@ def heartbeat(state: CentralState, args: HeartbeatArgs, now: float) -> CommandsR
         # The job was taken away from this pilot (rescheduled, killed): it must stop it.
         return CommandsReply([KillJob(job.job_id)])
     state.book.heartbeat(job, f"pilot {args.pilot_id}", now)
+    if args.stdout_tail:
+        state.stdout_tails.keep(job.job_id, args.stdout_tail)
     return CommandsReply(state.pending_commands(job))
 
 
@@ -301,4 +304,5 @@ HANDLERS: dict[str, Handler] = {
     **PILOT_HANDLERS,
     **SANDBOX_HANDLERS,
     **IDENTITY_HANDLERS,
+    **JOB_HANDLERS,
 }

@@ -14,6 +14,8 @@ from dirac_like.protocol import (
     Op,
     PilotIdArgs,
     PilotOutputReply,
+    PilotStoppedArgs,
+    PilotStoppedReply,
     PilotView,
     UpdatePilotsArgs,
     UpdatePilotsReply,
@@ -61,10 +63,16 @@ def kill_pilot(state: CentralState, args: PilotIdArgs, now: float) -> KillPilotR
     return KillPilotReply(pilot_id=args.pilot_id, rescheduled=rescheduled)
 
 
+def pilot_stopped(state: CentralState, args: PilotStoppedArgs, now: float) -> PilotStoppedReply:
+    """A pilot on its way out: its record is closed unless a director follows it."""
+    return PilotStoppedReply(closed=state.pilots.stopped(args.pilot_id, args.exit_code, now))
+
+
 PILOT_HANDLERS: dict[str, Callable[[CentralState, Any, float], Any]] = {
     Op.ADD_PILOTS: add_pilots,
     Op.UPDATE_PILOTS: update_pilots,
     Op.PILOTS: pilots,
     Op.PILOT_OUTPUT: pilot_output,
     Op.KILL_PILOT: kill_pilot,
+    Op.PILOT_STOPPED: pilot_stopped,
 }

@@ -5,7 +5,8 @@ is unique across directors and restarts) and report what their fabric says
 (:meth:`PilotRegistry.update`, with the pilot's output once it ended). A pilot's own requests
 (:meth:`PilotRegistry.contact`) mark it Running and record the jobs matched to it; a pilot the
 service never heard of (started by hand, ``dirac-like pilot`` without a director) gets a record on
-its first request. An admin can ask for a pilot to be killed (:meth:`PilotRegistry.kill`): the
+its first request, and closes it when it says it stopped (:meth:`PilotRegistry.stopped`; so do
+``local`` pilots). An admin can ask for a pilot to be killed (:meth:`PilotRegistry.kill`): the
 pilot is told to stop and its director cancels it.
 
 Ended pilots are forgotten ``retention`` seconds after their last update. ``last_contact`` is kept
@@ -27,6 +28,8 @@ from dirac_like.states import PilotState, parse_pilot_state
 
 MAX_NEW_PILOTS = 1000  # pilot ids handed out by one add()
 MAX_REASON = 512
+# Fabrics whose pilots close their own record when they stop ("": started by hand).
+SELF_CLOSING_FABRICS = frozenset({"", "local"})
 
 
 class PilotRegistry:
@@ -102,6 +105,22 @@ class PilotRegistry:
         pilot = self.pilots.get(pilot_id)
         if pilot is not None:
             pilot.last_contact = now
+
+    def stopped(self, pilot_id: str, exit_code: int, now: float) -> bool:
+        """The pilot says it stopped. Its record is closed (Done, or Failed for a non-zero exit
+        code) if no director follows its process: started by hand (no fabric), or a ``local``
+        process whose exit code is this one (a director following it reports the same state),
+        unless an admin killed it (its director reports it Aborted).
+        Returns whether the record was closed by this call."""
+        pilot = self.get(pilot_id)
+        if (PilotState(pilot.state).final or pilot.fabric not in SELF_CLOSING_FABRICS
+                or (pilot.fabric and pilot.kill_requested)):  # its director cancels it
+            return False
+        pilot.state = (PilotState.DONE if exit_code == 0 else PilotState.FAILED).value
+        pilot.updated, pilot.last_contact = now, now
+        pilot.reason = "Stopped" if exit_code == 0 else f"Stopped with exit code {exit_code}"
+        self._dirty[pilot_id] = pilot
+        return True
 
     def note_job(self, pilot: PilotRecord, job_id: int) -> None:
         pilot.jobs.append(job_id)

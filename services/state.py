@@ -46,6 +46,7 @@ from .pilots import PilotRegistry
 from .replies import ReplyCache
 from .sandbox_index import SandboxIndex
 from .site_board import SiteBoard
+from .stdout_tails import StdoutTails
 
 if TYPE_CHECKING:
     from .identities import IdentityIssuer
@@ -105,6 +106,7 @@ class CentralState:
     ):
         self.config = config
         self.stored = stored
+        self.stdout_tails = StdoutTails()  # what running jobs printed last (job peek)
         self.limits = DescriptionLimits(
             max_cpu_time=config.jobs.max_cpu_time,
             max_parametric_jobs=config.jobs.max_parametric_jobs,

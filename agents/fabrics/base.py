@@ -89,6 +89,11 @@ class Fabric(ABC):
     def close(self) -> None:
         """Cancel every pilot still alive and release the fabric's resources."""
 
+    def detach(self) -> None:
+        """Release the fabric, leaving its pilots running where the fabric can (``agent director
+        --once``); by default the same as :meth:`close`."""
+        self.close()
+
     def describe(self, ref: str) -> str:
         """Why the pilot ``ref`` is in the state :meth:`status` last gave, in words (e.g. a
         batch system's state, reason and exit code); "" when the fabric cannot tell more."""

@@ -130,6 +130,15 @@ class LocalFabric(Fabric):
         for pilot in pilots:
             pilot.popen.poll()  # reap the ones that had ended unnoticed
 
+    def detach(self) -> None:
+        """Forget the pilots without stopping them: each runs on in its own session and closes
+        its own record with the central service when it stops."""
+        with self._lock:
+            self._closed = True
+            pilots, self._pilots = list(self._pilots.values()), {}
+        for pilot in pilots:
+            log.info("pilot %s (pid %d) left running", pilot.pilot_id, pilot.pid)
+
     # -- stopping ------------------------------------------------------------------------------
 
     def _stop(self, pilots: list[_LocalPilot]) -> None:

@@ -321,3 +321,32 @@ def test_a_pilot_cannot_touch_a_job_matched_to_another_pilot(
         intruder.update_status(match.job_id, match.attempt, first, "Running")
     [row] = admin.status([match.job_id])
     assert row.status == "Matched"
+
+
+def test_user_a_can_neither_peek_at_nor_read_nor_delete_user_bs_jobs(
+        admin: Client, connect: Callable[..., Client]) -> None:
+    alice = connect(admin.identity_add("alice", "user", ["physics"]))
+    bob = connect(admin.identity_add("bob", "user", ["physics"]))
+    operator = connect(admin.identity_add("olga", "operator"))
+    [bobs] = bob.submit([HELLO], owner="", group="")
+    for attempt in (lambda: alice.peek(bobs), lambda: alice.job_description(bobs),
+                    lambda: alice.delete([bobs])):
+        with pytest.raises(Forbidden, match="belongs to bob"):
+            attempt()
+    with pytest.raises(Forbidden, match="may not delete jobs"):
+        operator.delete([bobs])
+    assert operator.peek(bobs).tail == "" and bob.peek(bobs).status == "Waiting"
+    assert operator.job_description(bobs)["Executable"] == "/bin/echo"
+    [row] = admin.status([bobs])
+    assert row.status == "Waiting"  # the refused delete changed nothing
+    assert bob.delete([bobs]).deleted == [bobs]
+
+
+def test_a_pilot_reports_only_its_own_end(admin: Client, connect: Callable[..., Client]) -> None:
+    first, second = admin.add_pilots(SITE_A, "ce", 2, fabric="slurm")
+    intruder = connect(admin.pilot_token(SITE_A, second))
+    with pytest.raises(Forbidden):
+        intruder.pilot_stopped(first, 0)
+    assert intruder.pilot_stopped(second, 0) is False  # its director reports its end
+    states = {row.pilot_id: row.state for row in admin.pilots(site=SITE_A)}
+    assert states == {first: "Submitted", second: "Submitted"}

@@ -21,6 +21,7 @@ from dirac_like.authz import (
     Role,
     allowed_roles,
     authorize,
+    describe_action,
 )
 from dirac_like.errors import Forbidden
 from dirac_like.protocol import (
@@ -40,6 +41,7 @@ from dirac_like.protocol import (
     Op,
     PilotIdArgs,
     PilotResources,
+    PilotStoppedArgs,
     PilotTokenArgs,
     PilotUpdateItem,
     RequestJobArgs,
@@ -112,6 +114,10 @@ def own_args(op: str, role: Role) -> Any:
         Op.KILL: JobIdsArgs([1]),
         Op.RESCHEDULE: JobIdsArgs([1]),
         Op.HISTORY: JobIdArgs(1),
+        Op.JOB_DESCRIPTION: JobIdArgs(1),
+        Op.DELETE: JobIdsArgs([1]),
+        Op.PEEK: JobIdArgs(1),
+        Op.PILOT_STOPPED: PilotStoppedArgs(PILOT_7),
         Op.REQUEST_JOB: RequestJobArgs(PILOT_7, cern),
         Op.ELIGIBLE: EligibleArgs(cern),
         Op.UPDATE_STATUS: UpdateStatusArgs(1, 1, PILOT_7, "Running"),
@@ -169,6 +175,10 @@ EXPECTED: dict[str, set[str]] = {
     Op.IDENTITY_LIST: {"admin"},
     Op.IDENTITY_REVOKE: {"admin"},
     Op.PILOT_TOKEN: {"admin", "director"},
+    Op.JOB_DESCRIPTION: {"admin", "operator", "user"},
+    Op.DELETE: {"admin", "user"},
+    Op.PEEK: {"admin", "operator", "user"},
+    Op.PILOT_STOPPED: {"admin", "pilot"},
 }
 
 
@@ -188,6 +198,12 @@ def test_every_protocol_operation_has_a_rule() -> None:
 
 
 @pytest.mark.parametrize("op", sorted(EXPECTED))
+def test_refusals_name_operations_as_users_know_them(op: str) -> None:
+    action = describe_action(op)
+    assert "_" not in action and not action.startswith("run ")
+
+
+@pytest.mark.parametrize("op", sorted(EXPECTED))
 @pytest.mark.parametrize("role", list(Role), ids=str)
 def test_every_operation_for_every_role(op: str, role: Role) -> None:
     principal, args = BY_ROLE[role], own_args(op, role)
@@ -195,7 +211,7 @@ def test_every_operation_for_every_role(op: str, role: Role) -> None:
         assert authorize(principal, op, args, grid()) is not None
     else:
         message = refused(principal, op, args)
-        assert f"{role.value} {principal.name} may not run {op}: it is for" in message
+        assert f"{role.value} {principal.name} may not {describe_action(op)}: only" in message
         assert "admin" in message
 
 
@@ -385,7 +401,7 @@ def test_a_heartbeat_for_a_job_taken_away_is_let_through_to_be_answered_kill() -
 
 def test_a_pilot_may_not_submit_kill_or_list_jobs() -> None:
     for op in (Op.SUBMIT, Op.KILL, Op.LIST_JOBS, Op.STATUS, Op.ADD_PILOTS):
-        assert "it is for" in refused(PILOT, op, own_args(op, Role.PILOT))
+        assert "only admin" in refused(PILOT, op, own_args(op, Role.PILOT))
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,14 +8,13 @@ from typing import Any
 import pytest
 
 from dirac_like.agents.director import load_settings
-from dirac_like.demo import (
-    DIRECTOR_SETTINGS,
+from dirac_like.cli.demo import DIRECTOR_SETTINGS, mentions
+from dirac_like.cli.demo_plan import (
     MIN_JOBS,
     VICTIM,
     DemoPlan,
     Expectation,
     all_ended,
-    mentions,
     outcome_problems,
     plan_demo,
     site_rows,
@@ -25,6 +24,7 @@ from dirac_like.demo import (
 )
 from dirac_like.description import JobDescription, parse_descriptions
 from dirac_like.sites import SiteConfig, load_site
+from dirac_like.states import JobStatus
 
 PYTHON = "/usr/bin/python3"
 
@@ -66,7 +66,7 @@ def test_the_workload_has_every_kind_of_job() -> None:
     assert jobs[VICTIM].executable == "/bin/sleep"  # runs until its owner kills it
     assert sum(name.startswith("simulation_") for name in jobs) > 1  # the parametric job
     assert all(job.executable in (PYTHON, "/bin/sleep") for job in jobs.values())
-    assert plan.expected["memory-hog"] == Expectation("Failed", "Watchdog: memory")
+    assert plan.expected["memory-hog"] == Expectation(JobStatus.FAILED, "Watchdog: memory")
     assert plan.expected[VICTIM].status == "Killed"
 
 

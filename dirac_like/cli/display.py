@@ -21,6 +21,11 @@ from rich.table import Table
 Column = tuple[str, str]
 
 PIPE_WIDTH = 160  # width of tables written to a pipe or file (rich's own default is 80)
+# Columns never folded nor cut, however narrow the terminal: ids are copied and pasted (the
+# table grows wider than the terminal rather than cut one).
+NARROWEST = 10  # the width other columns are folded down to before the table grows wider
+WHOLE_KEYS = frozenset({"job_id", "pilot_id", "task_queue_id", "fabric_ref", "site", "name",
+                        "status", "state"})
 
 
 def make_console(file: TextIO | None = None) -> Console:
@@ -78,13 +83,17 @@ def _runs(ids: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def make_table(columns: Sequence[Column], title: str | None = None) -> Table:
+def make_table(columns: Sequence[Column], title: str | None = None,
+               widths: Mapping[str, int] | None = None) -> Table:
+    """A table of ``columns``; a column in ``widths`` is kept at least that wide, unwrapped."""
     table = Table(
         box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False, show_edge=False
     )
-    for _, header in columns:
+    for key, header in columns:
         right = header.endswith(">")
-        table.add_column(header.rstrip(">"), justify="right" if right else "left")
+        whole = (widths or {}).get(key)
+        table.add_column(header.rstrip(">"), justify="right" if right else "left",
+                         no_wrap=whole is not None, min_width=whole, overflow="fold")
     return table
 
 
@@ -102,9 +111,15 @@ def print_table(
         return
     if title:
         console.print()
-    table = make_table(columns, title)
-    for row in rows:
-        table.add_row(*(format_value(row.get(key)) for key, _ in columns))
+    cells = [[format_value(row.get(key)) for key, _ in columns] for row in rows]
+    widths = {key: max(len(header.rstrip(">")), *(len(line[index]) for line in cells))
+              for index, (key, header) in enumerate(columns) if key in WHOLE_KEYS}
+    table = make_table(columns, title, widths)
+    for line in cells:
+        table.add_row(*line)
+    needed = sum(widths.values()) + NARROWEST * (len(columns) - len(widths)) + 2 * len(columns)
+    if needed > console.width:  # wider than the terminal rather than an id cut or a column lost
+        console = Console(file=console.file, highlight=False, width=needed)
     console.print(table)
 
 

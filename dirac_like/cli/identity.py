@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from dirac_like.authz import Role
+from dirac_like.cli.display import Column, format_time, print_json, print_table
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.config import DEFAULT_SERVER, default_home
-from dirac_like.display import Column, format_time, print_json, print_table
 from dirac_like.errors import EXIT_OK, ConfigError
 from dirac_like.identity import (
     IDENTITY_VARIABLE,
@@ -138,42 +138,49 @@ def cmd_admin_identity_revoke(args: argparse.Namespace) -> int:
 def identity_options() -> argparse.ArgumentParser:
     """``--identity FILE`` and ``--insecure``, for every command that talks to the service."""
     options = argparse.ArgumentParser(add_help=False)
-    options.add_argument("--identity", metavar="FILE",
+    options.add_argument("--identity", metavar="FILE", default=argparse.SUPPRESS,
                          help="identity file (default: $DIRAC_LIKE_IDENTITY, else the home's "
                               "default identity)")
-    options.add_argument("--insecure", action="store_true",
+    options.add_argument("--insecure", action="store_true", default=argparse.SUPPRESS,
                          help="no identity, plaintext (only a service started --insecure "
                               "answers)")
     return options
 
 
 def add_init_parser(groups: Any) -> None:
-    init = groups.add_parser("init", help="create a home's service keys and first admin identity")
-    init.add_argument("--home", metavar="DIR",
+    text = "create a home's service keys and first admin identity"
+    init = groups.add_parser("init", help=text, description=text.capitalize() + ".")
+    init.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS,
                       help="the home to initialize (default: $DIRAC_LIKE_HOME or ~/.dirac-like)")
     init.set_defaults(cli_command="")
 
 
 def add_identity_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     """``admin identity add|list|revoke`` (commands: the admin group's subparsers)."""
-    identity = commands.add_parser("identity", help="issue, list and revoke identities")
+    identity = commands.add_parser("identity", help="issue, list and revoke identities",
+                                   description="Issue, list and revoke identities.")
     actions = identity.add_subparsers(dest="identity_command", metavar="ACTION", required=True)
-    add = actions.add_parser("add", parents=parents, help="issue an identity file")
-    add.add_argument("name")
-    add.add_argument("--role", required=True, choices=[role.value for role in Role])
+    add = actions.add_parser("add", parents=parents, help="issue an identity file",
+                             description="Issue an identity file.")
+    add.add_argument("name", help="the identity's name (a user's name is the jobs' owner)")
+    add.add_argument("--role", required=True, choices=[role.value for role in Role],
+                     help="what it may do: user (own jobs), operator, admin, director or "
+                          "pilot (one site), agent")
     add.add_argument("--group", action="append", metavar="G",
                      help="a group a user may submit into (repeat for more)")
     add.add_argument("--site", help="the site a director or pilot acts for")
     add.add_argument("--out", required=True, metavar="FILE",
                      help="where to write the identity file (not overwritten)")
     add.set_defaults(cli_command="identity add")
-    listing = actions.add_parser("list", parents=parents, help="identities and their state")
+    listing = actions.add_parser("list", parents=parents, help="identities and their state",
+                                 description="List identities and their state.")
     listing.add_argument("--pilot-tokens", action="store_true",
                          help="also the pilot tokens directors obtained")
     listing.set_defaults(cli_command="identity list")
     revoke = actions.add_parser("revoke", parents=parents,
-                                help="refuse an identity from now on (no restart)")
-    revoke.add_argument("name")
+                                help="refuse an identity from now on (no restart)",
+                                description="Refuse an identity from now on (no restart).")
+    revoke.add_argument("name", help="the identity's name")
     revoke.set_defaults(cli_command="identity revoke")
 
 
