@@ -42,9 +42,9 @@ from werkzeug.exceptions import HTTPException
 from dirac_like.authz import Principal, authorize
 from dirac_like.config import SharesConfig
 from dirac_like.errors import DiracLikeError, Forbidden, NotFound, StoreError
-from dirac_like.protocol import JobIdArgs, JobIdsArgs, ListJobsArgs, Op
+from dirac_like.protocol import ARGUMENTS, JobIdArgs, JobIdsArgs, ListJobsArgs, Op
 from dirac_like.sandbox import SandboxStore
-from dirac_like.states import FINAL_STATUSES
+from dirac_like.states import TRANSITIONS, JobStatus
 from dirac_like.web_login import LoginRefused
 
 from . import plots
@@ -381,7 +381,7 @@ def _statuses() -> list[str]:
 def _visible_job(dashboard: Dashboard, job_id: int, op: str) -> None:
     """404 unless the job exists and the principal may run ``op`` on it (a refusal and a
     missing job look the same)."""
-    args = JobIdsArgs([job_id]) if op in (Op.STATUS, Op.KILL, Op.RESCHEDULE) else JobIdArgs(job_id)
+    args = JobIdsArgs([job_id]) if ARGUMENTS[op] is JobIdsArgs else JobIdArgs(job_id)
     try:
         if dashboard.reader.job_owner(job_id) is None:
             raise NotFound(f"job {job_id}")
@@ -404,17 +404,19 @@ def _job_context(dashboard: Dashboard, job_id: int) -> dict[str, Any]:
     job = reader.job(job_id)
     if job is None:
         abort(404, f"No job {job_id} that you may see.")
-    description = reader.description(job_id) or {}
-    final = job.status in {status.value for status in FINAL_STATUSES}
+    allowed = {op: _allowed(dashboard, job_id, op) for op in (
+        Op.HISTORY, Op.JOB_DESCRIPTION, Op.JOB_OUTPUT, Op.KILL, Op.RESCHEDULE)}
+    next_statuses = TRANSITIONS[JobStatus(job.status)]
     actions = dashboard.actions is not None
+    description = reader.description(job_id) if allowed[Op.JOB_DESCRIPTION] else None
     return {
         "job": job,
-        "history": reader.history(job_id) if _allowed(dashboard, job_id, Op.HISTORY) else None,
-        "jdl": jdl_lines(description),
-        "has_output": (_allowed(dashboard, job_id, Op.JOB_OUTPUT)
-                       and reader.output_sandbox(job_id) is not None),
-        "can_kill": actions and not final and _allowed(dashboard, job_id, Op.KILL),
-        "can_reschedule": actions and _allowed(dashboard, job_id, Op.RESCHEDULE),
+        "history": reader.history(job_id) if allowed[Op.HISTORY] else None,
+        "jdl": None if description is None else jdl_lines(description),
+        "has_output": allowed[Op.JOB_OUTPUT] and reader.output_sandbox(job_id) is not None,
+        "can_kill": actions and allowed[Op.KILL] and JobStatus.KILLED in next_statuses,
+        "can_reschedule": (actions and allowed[Op.RESCHEDULE]
+                           and JobStatus.RESCHEDULED in next_statuses),
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -23,12 +24,12 @@ STATUS_COLOURS = {
     "Killed": "#6b6b6b", "Stalled": "#d9721b", "Rescheduled": "#a07ad1", "Deleted": "#cccccc",
 }
 SERIES_COLOURS = ("#2f6fbf", "#c8372d", "#3a9a4a", "#d9721b", "#7a4fb3", "#1b9aaa", "#6b6b6b")
-RC = {"svg.fonttype": "none", "font.size": 9, "font.family": "sans-serif",
+RC: dict[Any, Any] = {"svg.fonttype": "none", "font.size": 9, "font.family": "sans-serif",
       "axes.spines.top": False, "axes.spines.right": False}
 
 
-def bar_chart(items: Sequence[tuple[str, int]], title: str, colours: Mapping[str, str] | None = None,
-              empty: str = "nothing yet") -> str:
+def bar_chart(items: Sequence[tuple[str, int]], title: str,
+              colours: Mapping[str, str] | None = None, empty: str = "nothing yet") -> str:
     """Horizontal bars, one per (label, value), as inline SVG."""
     with matplotlib.rc_context(RC):
         figure = Figure(figsize=(4.6, 0.6 + 0.28 * max(len(items), 1)))

@@ -152,7 +152,11 @@ def share_rows(config: SharesConfig, overrides: Mapping[str, float],
         fair.restore(record)
     for item in running:
         for key in ((item.group, ""), (item.group, item.owner)):
-            fair.account(*key).running_cores += item.cores
+            # The service writes an account's usage whenever its running cores change, so
+            # these cores have run since the stored stamp; an account never stored starts now.
+            account = fair.account(*key)
+            account.stamp = account.stamp or now
+            account.running_cores += item.cores
     return [ShareRow(str(row["group"]), float(row["share_fraction"]),
                      float(row["load_fraction"]), int(row["running_cores"]),
                      float(row["usage_core_seconds"]))
