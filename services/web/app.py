@@ -51,6 +51,7 @@ from . import plots
 from .auth import Gate
 from .reader import CountRow, StoreReader
 from .views import (
+    STATUS_ORDER,
     BadQuery,
     ShareHistory,
     jdl_lines,
@@ -282,8 +283,8 @@ def _overview_context(dashboard: Dashboard) -> dict[str, Any]:
     context: dict[str, Any] = {
         "summary": summary,
         "status_svg": plots.bar_chart(summary.by_status, "Jobs by status", plots.STATUS_COLOURS),
-        "site_svg": plots.bar_chart(summary.active_by_site, "Jobs at sites (matched or running)",
-                                    empty="no job at a site now"),
+        "site_svg": plots.stacked_bars(summary.by_site, STATUS_ORDER, "Jobs by site and status",
+                                       plots.STATUS_COLOURS, empty="no job reached a site yet"),
     }
     if may(g.principal, Op.SHARES):
         with dashboard._lock:
@@ -322,7 +323,20 @@ def _add_page_routes(app: Flask, dashboard: Dashboard) -> None:
 def _sites_context(dashboard: Dashboard) -> dict[str, Any]:
     authorize(g.principal, Op.SITES, None, dashboard.reader)
     reader = dashboard.reader
-    return {"sites": site_rows(reader.sites(), dashboard.counts(None), reader.pilot_counts())}
+    pilots = reader.pilot_counts()
+    by_site: dict[str, dict[str, int]] = {}
+    for count in pilots:
+        states = by_site.setdefault(count.site, {})
+        states[count.state] = states.get(count.state, 0) + count.pilots
+    states = sorted({count.state for count in pilots})
+    counts = dashboard.counts(None)
+    return {"sites": site_rows(reader.sites(), counts, pilots),
+            "jobs_svg": plots.stacked_bars(overview(counts).by_site, STATUS_ORDER,
+                                           "Jobs by site and status", plots.STATUS_COLOURS,
+                                           empty="no job reached a site yet"),
+            "pilots_svg": plots.stacked_bars(sorted(by_site.items()), states,
+                                             "Pilots by site and state", plots.PILOT_COLOURS,
+                                             empty="no pilot yet")}
 
 
 # -- jobs ----------------------------------------------------------------------------------------
@@ -334,7 +348,7 @@ def _add_job_routes(app: Flask, dashboard: Dashboard) -> None:
         query = parse_job_query(request.args, g.principal, dashboard.reader)
         rows = dashboard.reader.search(query)
         return render_template("jobs.html", query=query, rows=rows,
-                               next_page=next_page(query, rows), statuses=_statuses())
+                               next_page=next_page(query, rows), statuses=STATUS_ORDER)
 
     @app.get("/jobs/<int:job_id>")
     def job(job_id: int) -> Any:
@@ -370,12 +384,6 @@ def _add_job_routes(app: Flask, dashboard: Dashboard) -> None:
         except DiracLikeError as exc:
             flash(f"{action} of job {job_id} refused: {exc.message}")
         return redirect(url_for("job", job_id=job_id))
-
-
-def _statuses() -> list[str]:
-    from .views import STATUS_ORDER
-
-    return list(STATUS_ORDER)
 
 
 def _visible_job(dashboard: Dashboard, job_id: int, op: str) -> None:

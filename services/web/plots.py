@@ -23,6 +23,10 @@ STATUS_COLOURS = {
     "Running": "#2f6fbf", "Completing": "#5a8fd6", "Done": "#3a9a4a", "Failed": "#c8372d",
     "Killed": "#6b6b6b", "Stalled": "#d9721b", "Rescheduled": "#a07ad1", "Deleted": "#cccccc",
 }
+PILOT_COLOURS = {
+    "Submitted": "#9aa5b1", "Waiting": "#f0a202", "Running": "#2f6fbf", "Done": "#3a9a4a",
+    "Failed": "#c8372d", "Aborted": "#6b6b6b",
+}
 SERIES_COLOURS = ("#2f6fbf", "#c8372d", "#3a9a4a", "#d9721b", "#7a4fb3", "#1b9aaa", "#6b6b6b")
 RC: dict[Any, Any] = {"svg.fonttype": "none", "font.size": 9, "font.family": "sans-serif",
       "axes.spines.top": False, "axes.spines.right": False}
@@ -49,6 +53,34 @@ def bar_chart(items: Sequence[tuple[str, int]], title: str,
         axes.set_xlim(0, max(values) * 1.18 or 1)
         axes.xaxis.set_visible(False)
         axes.spines["bottom"].set_visible(False)
+        return _svg(figure)
+
+
+def stacked_bars(rows: Sequence[tuple[str, Mapping[str, int]]], order: Sequence[str],
+                 title: str, colours: Mapping[str, str], empty: str = "nothing yet") -> str:
+    """One horizontal bar per row label, stacked by key (in ``order``), with a legend."""
+    with matplotlib.rc_context(RC):
+        figure = Figure(figsize=(6.4, 0.9 + 0.32 * max(len(rows), 1)))
+        axes = figure.add_subplot()
+        axes.set_title(title, loc="left", parse_math=False)
+        if not rows:
+            axes.text(0.5, 0.5, empty, ha="center", va="center", transform=axes.transAxes,
+                      parse_math=False)
+            axes.set_axis_off()
+            return _svg(figure)
+        labels = [label for label, _ in rows][::-1]
+        values = [counts for _, counts in rows][::-1]
+        keys = [key for key in order if any(key in counts for counts in values)]
+        left = [0] * len(rows)
+        for key in keys:
+            widths = [counts.get(key, 0) for counts in values]
+            axes.barh(range(len(rows)), widths, left=left, color=colours.get(key, "#888888"),
+                      label=key)
+            left = [a + b for a, b in zip(left, widths, strict=True)]
+        axes.set_yticks(range(len(rows)), labels=labels, parse_math=False)
+        axes.set_xlabel("jobs")
+        axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)
+        figure.subplots_adjust(right=0.75)
         return _svg(figure)
 
 

@@ -33,6 +33,7 @@ DEFAULT_PAGE = 50
 MAX_PAGE = 500
 STATUS_ORDER = tuple(status.value for status in JobStatus)
 SEARCH_FIELDS = ("owner", "status", "site", "group", "name")
+UNPLACED = frozenset({"ANY", ""})  # the site of a job no pilot took yet
 
 
 class BadQuery(ValueError):
@@ -111,14 +112,19 @@ class Overview:
     by_status: list[tuple[str, int]]  # in the state machine's order, non-zero only
     active_by_site: list[tuple[str, int]]  # jobs a pilot holds, by site, most first
     by_group: list[tuple[str, int]]
+    by_site: list[tuple[str, dict[str, int]]]  # site -> status -> jobs (jobs at a site only)
 
 
 def overview(counts: Iterable[CountRow]) -> Overview:
     by_status: dict[str, int] = {}
     by_site: dict[str, int] = {}
     by_group: dict[str, int] = {}
+    site_status: dict[str, dict[str, int]] = {}
     active = {status.value for status in ACTIVE_STATUSES}
     for row in counts:
+        if row.site not in UNPLACED:
+            per_site = site_status.setdefault(row.site, {})
+            per_site[row.status] = per_site.get(row.status, 0) + row.jobs
         by_status[row.status] = by_status.get(row.status, 0) + row.jobs
         by_group[row.group] = by_group.get(row.group, 0) + row.jobs
         if row.status in active:
@@ -127,7 +133,7 @@ def overview(counts: Iterable[CountRow]) -> Overview:
     return Overview(
         total=sum(by_status.values()), by_status=ordered,
         active_by_site=sorted(by_site.items(), key=lambda item: (-item[1], item[0])),
-        by_group=sorted(by_group.items()))
+        by_group=sorted(by_group.items()), by_site=sorted(site_status.items()))
 
 
 # -- shares --------------------------------------------------------------------------------------
@@ -217,7 +223,7 @@ def site_rows(sites: Iterable[SiteRecord], counts: Iterable[CountRow],
         states = by_state.setdefault(count.site, {})
         states[count.state] = states.get(count.state, 0) + count.pilots
         ces.setdefault(count.site, set()).add(count.ce)
-    names = sorted((set(records) | set(jobs) | set(by_state)) - {"ANY", ""})
+    names = sorted((set(records) | set(jobs) | set(by_state)) - UNPLACED)
     views = []
     for name in names:
         record = records.get(name)
