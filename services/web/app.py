@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 CHUNK_BYTES = 1024 * 1024
 COUNTS_CACHE_MAX = 1000
+SVG_CACHE_MAX = 256
 
 
 class Actions(Protocol):
@@ -110,6 +111,7 @@ class Dashboard:
         self.share_history = ShareHistory()
         self._lock = threading.Lock()
         self._counts: dict[str | None, tuple[float, list[CountRow]]] = {}
+        self._svgs: dict[tuple[Any, ...], str] = {}
 
     def counts(self, owner: str | None) -> list[CountRow]:
         """Job counts (all jobs, or ``owner``'s), reused for ``counts_ttl`` seconds."""
@@ -124,6 +126,20 @@ class Dashboard:
                 self._counts.clear()
             self._counts[owner] = (now, counts)
         return counts
+
+    def svg(self, key: tuple[Any, ...], draw: Callable[[], str]) -> str:
+        """The plot drawn by ``draw`` for the data ``key`` describes: drawn once per distinct
+        data (live pages ask again every few seconds, mostly for the same picture)."""
+        with self._lock:
+            cached = self._svgs.get(key)
+        if cached is not None:
+            return cached
+        text = draw()
+        with self._lock:
+            if len(self._svgs) > SVG_CACHE_MAX:
+                self._svgs.clear()
+            self._svgs[key] = text
+        return text
 
     def shares(self) -> list[Any]:
         reader = self.reader
@@ -282,18 +298,27 @@ def _overview_context(dashboard: Dashboard) -> dict[str, Any]:
     summary = overview(dashboard.counts(_owner_filter(dashboard)))
     context: dict[str, Any] = {
         "summary": summary,
-        "status_svg": plots.bar_chart(summary.by_status, "Jobs by status", plots.STATUS_COLOURS),
-        "site_svg": plots.stacked_bars(summary.by_site, STATUS_ORDER, "Jobs by site and status",
-                                       plots.STATUS_COLOURS, empty="no job reached a site yet"),
+        "status_svg": dashboard.svg(("status", repr(summary.by_status)), lambda: plots.bar_chart(
+            summary.by_status, "Jobs by status", plots.STATUS_COLOURS)),
+        "site_svg": _sites_svg(dashboard, summary.by_site),
     }
     if may(g.principal, Op.SHARES):
         with dashboard._lock:
             series, targets = dashboard.share_history.series(), dict(
                 dashboard.share_history.targets)
         context["shares"] = dashboard.shares()
-        context["share_svg"] = plots.share_timeline(series, targets, "Realised share vs target",
-                                                    dashboard.clock())
+        now = dashboard.clock()
+        last = max((t for points in series.values() for t, _ in points), default=0.0)
+        context["share_svg"] = dashboard.svg(
+            ("shares", repr(series), repr(targets), int(now - last)),
+            lambda: plots.share_timeline(series, targets, "Realised share vs target", now))
     return context
+
+
+def _sites_svg(dashboard: Dashboard, by_site: list[tuple[str, dict[str, int]]]) -> str:
+    return dashboard.svg(("sites", repr(by_site)), lambda: plots.stacked_bars(
+        by_site, STATUS_ORDER, "Jobs by site and status", plots.STATUS_COLOURS,
+        empty="no job reached a site yet"))
 
 
 def _add_page_routes(app: Flask, dashboard: Dashboard) -> None:
@@ -331,12 +356,10 @@ def _sites_context(dashboard: Dashboard) -> dict[str, Any]:
     states = sorted({count.state for count in pilots})
     counts = dashboard.counts(None)
     return {"sites": site_rows(reader.sites(), counts, pilots),
-            "jobs_svg": plots.stacked_bars(overview(counts).by_site, STATUS_ORDER,
-                                           "Jobs by site and status", plots.STATUS_COLOURS,
-                                           empty="no job reached a site yet"),
-            "pilots_svg": plots.stacked_bars(sorted(by_site.items()), states,
-                                             "Pilots by site and state", plots.PILOT_COLOURS,
-                                             empty="no pilot yet")}
+            "jobs_svg": _sites_svg(dashboard, overview(counts).by_site),
+            "pilots_svg": dashboard.svg(("pilots", repr(by_site)), lambda: plots.stacked_bars(
+                sorted(by_site.items()), states, "Pilots by site and state",
+                plots.PILOT_COLOURS, empty="no pilot yet"))}
 
 
 # -- jobs ----------------------------------------------------------------------------------------
