@@ -100,10 +100,10 @@ class WebGrid:
         assert page.status == 302, page.text[-500:]
         return session
 
-    def add_person(self, name: str, role: str, groups: list[str]) -> Path:
+    def add_person(self, name: str, role: str, groups: list[str], site: str = "") -> Path:
         path = self.home / "identities" / f"{name}.identity"
         with self.client("admin") as admin:
-            save_identity(path, admin.identity_add(name, role, groups))
+            save_identity(path, admin.identity_add(name, role, groups, site))
         self.identities[name] = path
         return path
 
