@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 CHUNK_BYTES = 1024 * 1024
 COUNTS_CACHE_MAX = 1000
+VIEW_WINDOW = 60.0  # seconds after a page showed every job's counts that they are kept fresh
 SVG_CACHE_MAX = 256
 
 
@@ -111,11 +112,24 @@ class Dashboard:
         self.share_history = ShareHistory()
         self._lock = threading.Lock()
         self._counts: dict[str | None, tuple[float, list[CountRow]]] = {}
+        self._all_counts: list[CountRow] | None = None  # every job's, refreshed in the background
+        self._all_counts_viewed = 0.0
         self._svgs: dict[tuple[Any, ...], str] = {}
 
     def counts(self, owner: str | None) -> list[CountRow]:
-        """Job counts (all jobs, or ``owner``'s), reused for ``counts_ttl`` seconds."""
+        """Job counts: ``owner``'s (reused for ``counts_ttl`` seconds), or every job's (None:
+        the latest that :meth:`refresh_counts` took, at most a refresh period old; counting a
+        million jobs takes seconds, so pages never wait for it but the first time)."""
         now = self.clock()
+        if owner is None:
+            with self._lock:
+                self._all_counts_viewed = now
+                counts = self._all_counts
+            if counts is None:
+                counts = self.reader.job_counts(None)
+                with self._lock:
+                    self._all_counts = counts
+            return counts
         with self._lock:
             cached = self._counts.get(owner)
             if cached is not None and now - cached[0] < self.settings.counts_ttl:
@@ -145,6 +159,15 @@ class Dashboard:
         reader = self.reader
         return share_rows(self.settings.shares, reader.share_overrides(), reader.usage(),
                           reader.running_cores(), self.clock())
+
+    def refresh_counts(self) -> None:
+        """Count every job again, if a page showed them within the last minute."""
+        with self._lock:
+            wanted = self.clock() - self._all_counts_viewed < VIEW_WINDOW
+        if wanted:
+            counts = self.reader.job_counts(None)
+            with self._lock:
+                self._all_counts = counts
 
     def sample(self) -> None:
         """Record the realised shares now (the sampler thread calls this periodically)."""
@@ -359,7 +382,7 @@ def _sites_context(dashboard: Dashboard) -> dict[str, Any]:
             "jobs_svg": _sites_svg(dashboard, overview(counts).by_site),
             "pilots_svg": dashboard.svg(("pilots", repr(by_site)), lambda: plots.stacked_bars(
                 sorted(by_site.items()), states, "Pilots by site and state",
-                plots.PILOT_COLOURS, empty="no pilot yet"))}
+                plots.PILOT_COLOURS, empty="no pilot yet", unit="pilots"))}
 
 
 # -- jobs ----------------------------------------------------------------------------------------

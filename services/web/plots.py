@@ -57,7 +57,8 @@ def bar_chart(items: Sequence[tuple[str, int]], title: str,
 
 
 def stacked_bars(rows: Sequence[tuple[str, Mapping[str, int]]], order: Sequence[str],
-                 title: str, colours: Mapping[str, str], empty: str = "nothing yet") -> str:
+                 title: str, colours: Mapping[str, str], empty: str = "nothing yet",
+                 unit: str = "jobs") -> str:
     """One horizontal bar per row label, stacked by key (in ``order``), with a legend."""
     with matplotlib.rc_context(RC):
         figure = Figure(figsize=(6.4, 0.9 + 0.32 * max(len(rows), 1)))
@@ -78,7 +79,7 @@ def stacked_bars(rows: Sequence[tuple[str, Mapping[str, int]]], order: Sequence[
                       label=key)
             left = [a + b for a, b in zip(left, widths, strict=True)]
         axes.set_yticks(range(len(rows)), labels=labels, parse_math=False)
-        axes.set_xlabel("jobs")
+        axes.set_xlabel(unit)
         axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)
         figure.subplots_adjust(right=0.75)
         return _svg(figure)

@@ -101,11 +101,12 @@ def run_web(config: Config, home: Path, identity: Identity | None, options: WebO
                            ident="dirac-like")
     stop = threading.Event()
     sampler = threading.Thread(target=_sample, args=(dashboard, options, stop), daemon=True,
-                               name="share-sampler")
+                               name="dashboard-refresh")
     sampler.start()
     if identity is None:
         log.warning("no identity: the dashboard is read-only (kill and reschedule disabled)")
     print(f"dirac-like web listening on http://{host}:{server.effective_port}/", flush=True)
+    log.info("web dashboard on http://%s:%d/ for the home %s", host, server.effective_port, home)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.run()  # returns when SIGTERM or Ctrl-C interrupts it
@@ -125,11 +126,20 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _sample(dashboard: Dashboard, options: WebOptions, stop: threading.Event) -> None:
+    """Every refresh period, count the jobs again (while someone looks at them: see
+    :meth:`Dashboard.refresh_counts`); every sample period, record the realised shares. A
+    count that took long is not repeated sooner than 4 times its own duration, so a big store
+    costs the machine at most a fifth of a core."""
+    next_sample = 0.0
     while not stop.is_set():
         started = time.monotonic()
         try:
-            dashboard.sample()
+            if started >= next_sample:
+                dashboard.sample()
+                next_sample = started + options.sample_seconds
+            dashboard.refresh_counts()
         except DiracLikeError as exc:
-            log.warning("share sample skipped: %s", exc.message)
-        stop.wait(max(0.1, options.sample_seconds - (time.monotonic() - started)))
+            log.warning("dashboard refresh skipped: %s", exc.message)
+        took = time.monotonic() - started
+        stop.wait(max(0.1, options.refresh_seconds - took, 4 * took))
 

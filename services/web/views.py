@@ -208,7 +208,8 @@ class SiteView:
 
 def site_rows(sites: Iterable[SiteRecord], counts: Iterable[CountRow],
               pilots: Iterable[PilotCount]) -> list[SiteView]:
-    """Every site known from bans, jobs or pilots (not the placeholder site ANY)."""
+    """Every site known from bans, pilots, or jobs that ran there (a site only asked for, by
+    jobs still waiting, is not listed)."""
     records = {site.name: site for site in sites}
     active = {status.value for status in ACTIVE_STATUSES}
     jobs: dict[str, dict[str, int]] = {}
@@ -223,7 +224,8 @@ def site_rows(sites: Iterable[SiteRecord], counts: Iterable[CountRow],
         states = by_state.setdefault(count.site, {})
         states[count.state] = states.get(count.state, 0) + count.pilots
         ces.setdefault(count.site, set()).add(count.ce)
-    names = sorted((set(records) | set(jobs) | set(by_state)) - UNPLACED)
+    ran = {site for site, numbers in jobs.items() if any(numbers.values())}
+    names = sorted((set(records) | ran | set(by_state)) - UNPLACED)
     views = []
     for name in names:
         record = records.get(name)

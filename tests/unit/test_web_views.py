@@ -176,3 +176,9 @@ def test_share_timeline_has_a_line_and_a_target_per_group() -> None:
     svg = plots.share_timeline(series, {"physics": 0.6, "users": 0.4}, "Shares", now=60.0)
     for text in ("physics realised", "physics target", "users realised", "users target"):
         assert text in svg
+
+
+def test_a_site_only_asked_for_by_waiting_jobs_is_not_listed() -> None:
+    sites = site_rows([], [CountRow("Waiting", "LCG.Nowhere.org", "g", 2),
+                           CountRow("Killed", "LCG.Nowhere.org", "g", 1)], [])
+    assert sites == []
