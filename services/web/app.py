@@ -114,6 +114,7 @@ class Dashboard:
         self._counts: dict[str | None, tuple[float, list[CountRow]]] = {}
         self._all_counts: list[CountRow] | None = None  # every job's, refreshed in the background
         self._all_counts_viewed = 0.0
+        self._latest_shares: list[Any] | None = None  # the last sample's
         self._svgs: dict[tuple[Any, ...], str] = {}
 
     def counts(self, owner: str | None) -> list[CountRow]:
@@ -160,6 +161,11 @@ class Dashboard:
         return share_rows(self.settings.shares, reader.share_overrides(), reader.usage(),
                           reader.running_cores(), self.clock())
 
+    def warm_up(self) -> None:
+        """Count every job and sample the shares once, before the first page asks."""
+        self.counts(None)
+        self.sample()
+
     def refresh_counts(self) -> None:
         """Count every job again, if a page showed them within the last minute."""
         with self._lock:
@@ -174,6 +180,13 @@ class Dashboard:
         rows = self.shares()
         with self._lock:
             self.share_history.add(self.clock(), rows)
+            self._latest_shares = rows
+
+    def latest_shares(self) -> list[Any]:
+        """The shares as last sampled (computed now if never)."""
+        with self._lock:
+            rows = self._latest_shares
+        return self.shares() if rows is None else rows
 
 
 def create_app(dashboard: Dashboard) -> Flask:
@@ -329,7 +342,7 @@ def _overview_context(dashboard: Dashboard) -> dict[str, Any]:
         with dashboard._lock:
             series, targets = dashboard.share_history.series(), dict(
                 dashboard.share_history.targets)
-        context["shares"] = dashboard.shares()
+        context["shares"] = dashboard.latest_shares()
         now = dashboard.clock()
         last = max((t for points in series.values() for t, _ in points), default=0.0)
         context["share_svg"] = dashboard.svg(

@@ -97,6 +97,7 @@ def build_dashboard(config: Config, home: Path, identity: Identity | None, optio
 def run_web(config: Config, home: Path, identity: Identity | None, options: WebOptions) -> int:
     dashboard = build_dashboard(config, home, identity, options)
     host, port = parse_listen(options.listen)
+    dashboard.warm_up()  # a million jobs take a second or two to count: not on a page's time
     server = create_server(create_app(dashboard), host=host, port=port, threads=SERVER_THREADS,
                            ident="dirac-like")
     stop = threading.Event()
