@@ -403,7 +403,7 @@ def wait_for_interrupt(grid: Grid, console: Console) -> int:
         "  dirac-like job list\n"
         f"  dirac-like admin pilots --identity {grid.identities['admin']}\n"
         f"  dirac-like admin shares --identity {grid.identities['admin']}\n"
-        f"Logs are in {grid.home / 'logs'}. Press Ctrl-C to stop the grid.")
+        f"Logs are in {grid.home / 'logs'}. Press Ctrl-C to stop the grid.", soft_wrap=True)
     try:
         while not grid.dead():
             time.sleep(0.5)
@@ -432,7 +432,7 @@ def run_workload(grid: Grid, plan: DemoPlan, console: Console, keep: bool) -> in
                       f"director(s); files in {grid.home / 'identities'}")
         if keep:
             start_web(grid, console)
-            console.print(web_login_hint(grid), end="")
+            console.print(web_login_hint(grid), end="", soft_wrap=True)  # commands: no folds
         start_directors(grid, plan, console)
         submit_workload(users, plan, console)
         rows = watch(client, users, grid, plan, console)

@@ -51,6 +51,7 @@ from . import plots
 from .auth import Gate
 from .reader import CountRow, StoreReader
 from .views import (
+    PILOT_STATE_ORDER,
     STATUS_ORDER,
     BadQuery,
     ShareHistory,
@@ -59,6 +60,7 @@ from .views import (
     next_page,
     overview,
     parse_job_query,
+    pilots_by_site,
     share_rows,
     site_rows,
 )
@@ -385,17 +387,13 @@ def _sites_context(dashboard: Dashboard) -> dict[str, Any]:
     authorize(g.principal, Op.SITES, None, dashboard.reader)
     reader = dashboard.reader
     pilots = reader.pilot_counts()
-    by_site: dict[str, dict[str, int]] = {}
-    for count in pilots:
-        states = by_site.setdefault(count.site, {})
-        states[count.state] = states.get(count.state, 0) + count.pilots
-    states = sorted({count.state for count in pilots})
+    by_site = pilots_by_site(pilots)
     counts = dashboard.counts(None)
     return {"sites": site_rows(reader.sites(), counts, pilots),
             "jobs_svg": _sites_svg(dashboard, overview(counts).by_site),
             "pilots_svg": dashboard.svg(("pilots", repr(by_site)), lambda: plots.stacked_bars(
-                sorted(by_site.items()), states, "Pilots by site and state",
-                plots.PILOT_COLOURS, empty="no pilot yet", unit="pilots"))}
+                by_site, PILOT_STATE_ORDER, "Pilots by site and state", plots.PILOT_COLOURS,
+                empty="no pilot yet", unit="pilots"))}
 
 
 # -- jobs ----------------------------------------------------------------------------------------

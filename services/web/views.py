@@ -24,7 +24,7 @@ from dirac_like.config import SharesConfig
 from dirac_like.model import SiteRecord, UsageRecord
 from dirac_like.protocol import ListJobsArgs, Op
 from dirac_like.shares import FairShare
-from dirac_like.states import ACTIVE_STATUSES, JobStatus
+from dirac_like.states import ACTIVE_STATUSES, JobStatus, PilotState
 
 from .reader import CountRow, JobQuery, PilotCount, RunningCores
 
@@ -32,6 +32,7 @@ MAX_FILTER_CHARS = 100
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
 STATUS_ORDER = tuple(status.value for status in JobStatus)
+PILOT_STATE_ORDER = tuple(state.value for state in PilotState)
 SEARCH_FIELDS = ("owner", "status", "site", "group", "name")
 UNPLACED = frozenset({"ANY", ""})  # the site of a job no pilot took yet
 
@@ -235,6 +236,15 @@ def site_rows(sites: Iterable[SiteRecord], counts: Iterable[CountRow],
                               numbers["Done"], numbers["Failed"], by_state.get(name, {}),
                               sorted(ces.get(name, ()))))
     return views
+
+
+def pilots_by_site(pilots: Iterable[PilotCount]) -> list[tuple[str, dict[str, int]]]:
+    """Pilots by site and state (the CEs added up), sites by name."""
+    by_site: dict[str, dict[str, int]] = {}
+    for count in pilots:
+        states = by_site.setdefault(count.site, {})
+        states[count.state] = states.get(count.state, 0) + count.pilots
+    return sorted(by_site.items())
 
 
 # -- a job ---------------------------------------------------------------------------------------

@@ -182,3 +182,11 @@ def test_a_site_only_asked_for_by_waiting_jobs_is_not_listed() -> None:
     sites = site_rows([], [CountRow("Waiting", "LCG.Nowhere.org", "g", 2),
                            CountRow("Killed", "LCG.Nowhere.org", "g", 1)], [])
     assert sites == []
+
+
+def test_pilots_add_up_by_site_and_state_over_the_ces() -> None:
+    from dirac_like.services.web.views import pilots_by_site
+
+    assert pilots_by_site([PilotCount("B", "ce1", "Running", 2), PilotCount("A", "ce1", "Done", 1),
+                           PilotCount("B", "ce2", "Running", 3)]) == [
+        ("A", {"Done": 1}), ("B", {"Running": 5})]
