@@ -151,7 +151,7 @@ class PilotConfig:
     drain_margin: float = 60.0  # seconds kept at the end of time_left to kill and report
     request_interval: float = 10.0  # longest pause between requests that found nothing
     first_request_interval: float = 0.5  # the pause grows from this, doubling
-    sandbox_limits: SandboxLimits = SandboxLimits()
+    sandbox_limits: SandboxLimits = field(default_factory=SandboxLimits)
     identity: Identity | None = None  # None: the one resolve_identity finds (none: plaintext)
     insecure: bool = False  # plaintext, no identity (a service run --insecure)
 

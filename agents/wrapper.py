@@ -240,7 +240,7 @@ class PayloadRunner:
         if not self.spec.stdin:
             return None
         try:
-            return open(self.spec.workdir / self.spec.stdin, "rb")  # noqa: SIM115 (closed in _start)
+            return open(self.spec.workdir / self.spec.stdin, "rb")
         except OSError as exc:
             raise _StartFailure(f"StdInput file {self.spec.stdin} cannot be read: "
                                 f"{exc.strerror}") from exc

@@ -30,7 +30,7 @@ from dirac_like.shares import FairShare
 class TaskQueue:
     """Waiting jobs with identical owner, group and requirements."""
 
-    __slots__ = ("task_queue_id", "owner", "group", "requirements", "_heap", "_members")
+    __slots__ = ("_heap", "_members", "group", "owner", "requirements", "task_queue_id")
 
     def __init__(self, task_queue_id: int, owner: str, group: str, requirements: Requirements):
         self.task_queue_id = task_queue_id

@@ -201,6 +201,7 @@ def create_app(dashboard: Dashboard) -> Flask:
         MAX_CONTENT_LENGTH=64 * 1024)
     app.extensions["dashboard"] = dashboard
     _add_hooks(app, dashboard)
+    _add_error_handlers(app)
     _add_login_routes(app, dashboard)
     _add_page_routes(app, dashboard)
     _add_job_routes(app, dashboard)
@@ -246,6 +247,8 @@ def _add_hooks(app: Flask, dashboard: Dashboard) -> None:
                 else (lambda op: False), "refresh": dashboard.settings.refresh_seconds,
                 "when": _when, "csrf": session.get("csrf", "")}
 
+
+def _add_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
         return _error_page(exc.code or 500, exc.description or exc.name)
@@ -429,8 +432,9 @@ def _add_job_routes(app: Flask, dashboard: Dashboard) -> None:
     @app.post("/jobs/<int:job_id>/<any(kill, reschedule):action>")
     def job_action(job_id: int, action: str) -> Any:
         _check_csrf()
+        _visible_job(dashboard, job_id, Op.STATUS)
         op = Op.KILL if action == "kill" else Op.RESCHEDULE
-        _visible_job(dashboard, job_id, op)
+        authorize(g.principal, op, JobIdsArgs([job_id]), dashboard.reader)  # Forbidden: 403
         if dashboard.actions is None:
             abort(403, "this dashboard is read-only (started without an identity)")
         log.info("web: %s %s asks to %s job %d", g.principal.role.value, g.principal.name,

@@ -16,7 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # before anything imports pyplot: no display here
 
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.figure import Figure
 
 STATUS_COLOURS = {
     "Received": "#9aa5b1", "Checking": "#9aa5b1", "Waiting": "#f0a202", "Matched": "#7fb3e6",

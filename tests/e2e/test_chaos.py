@@ -27,7 +27,7 @@ DEADLINE = 240.0  # the run itself takes about 50 s on 2 loaded cores
 COMMAND = ["--kills", "10", "--jobs", "100", "--pilots", "4", "--cores", "3", "--seed", "1",
            "--long-fraction", "0.2", "--weights", "2,3,1,1,3", "--drain-timeout", "90", "--json"]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # minutes of real processes
 
 
 def processes_mentioning(text: str) -> list[psutil.Process]:

@@ -10,6 +10,7 @@ start_central fixture.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -26,7 +27,7 @@ from dirac_like.processes import ServiceProcess
 from dirac_like.protocol import JobSummary, PilotView
 from dirac_like.sites import SiteConfig, load_site
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # minutes of real processes
 
 SITE = "Slurm.E2E.org"
 DEADLINE = 120.0
@@ -55,8 +56,8 @@ match_lease = 10.0
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
-    return testing.wait_for(condition, what, timeout, interval=0.3)
+# the one wait_for (dirac_like.testing), with this file's deadline
+wait_for = functools.partial(testing.wait_for, timeout=DEADLINE, interval=0.3)
 
 
 @pytest.fixture

@@ -61,9 +61,9 @@ def finish_with_output(client: Client, job_id: int, files: dict[str, str], folde
         (folder / name).write_text(text)
     sha256 = client.upload_sandbox(pack([Path(name) for name in files], folder), kind="output")
     match = client.request_job("pilot-1", PilotResources(site=SITE, cores=8, memory_mb=16000))
-    assert match["job"]["job_id"] == job_id, match
-    client.update_status(job_id, match["job"]["attempt"], "pilot-1", "Running")
-    client.update_status(job_id, match["job"]["attempt"], "pilot-1", "Done",
+    assert match.job.job_id == job_id, match
+    client.update_status(job_id, match.job.attempt, "pilot-1", "Running")
+    client.update_status(job_id, match.job.attempt, "pilot-1", "Done",
                          output_sandbox=sha256)
 
 
@@ -85,16 +85,16 @@ def test_delete_and_a_refused_delete_changes_nothing(cli: Any, client: Client,
                                                      tmp_path: Path) -> None:
     job_ids = submit(cli, tmp_path, text=HELLO + "Parameters = 2;")
     match = client.request_job("pilot-1", PilotResources(site=SITE, cores=8, memory_mb=16000))
-    running = match["job"]["job_id"]
+    running = match.job.job_id
     [waiting] = set(job_ids) - {running}
-    client.update_status(running, match["job"]["attempt"], "pilot-1", "Running")
+    client.update_status(running, match.job.attempt, "pilot-1", "Running")
 
     deleted = cli("job", "delete", str(waiting))
     refused = cli("job", "delete", str(running))
 
     assert deleted.returncode == 0 and f"Deleted 1 job(s): {waiting}" in deleted.stdout
     assert refused.returncode == 1 and "kill it first" in refused.stderr
-    statuses = {row["job_id"]: row["status"] for row in client.status(job_ids)}
+    statuses = {row.job_id: row.status for row in client.status(job_ids)}
     assert statuses == {waiting: "Deleted", running: "Running"}
 
 
@@ -264,7 +264,7 @@ def test_dirac_status_kill_delete_reschedule(alias: Any, cli: Any, client: Clien
     assert killed.stdout.strip() == f"Killed jobs {second}"
     assert rescheduled.stdout.strip() == f"Rescheduled job {first}"
     assert deleted.stdout.strip() == f"Deleted jobs {third}"
-    statuses = [row["status"] for row in client.status(job_ids)]
+    statuses = [row.status for row in client.status(job_ids)]
     assert statuses[1:] == ["Killed", "Deleted"] and statuses[0] in ("Rescheduled", "Waiting")
 
 

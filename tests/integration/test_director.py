@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -47,8 +47,8 @@ max_wall_time = 200000  # above a job's default CPUTime (86400), which pilots ch
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
-    return testing.wait_for(condition, what, timeout)
+# the one wait_for (dirac_like.testing), with this file's deadline
+wait_for = functools.partial(testing.wait_for, timeout=DEADLINE)
 
 def write_site(folder: Path, text: str = SITE_TOML, name: str = SITE) -> SiteConfig:
     folder.mkdir(parents=True, exist_ok=True)

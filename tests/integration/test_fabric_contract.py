@@ -15,11 +15,12 @@ when Slurm is not installed, and fails instead under CI=true.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -256,8 +257,8 @@ HARNESSES: dict[str, type[Harness]] = {
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
-    return testing.wait_for(condition, what, timeout)
+# the one wait_for (dirac_like.testing), with this file's deadline
+wait_for = functools.partial(testing.wait_for, timeout=DEADLINE)
 
 def wait_state(fabric: Fabric, ref: str, wanted: PilotState,
                allowed: frozenset[PilotState]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -11,7 +12,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
@@ -90,8 +90,8 @@ def payloads_of(pilot_id: str, job_id: int | None = None) -> list[psutil.Process
     return found
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    return testing.wait_for(condition, what, timeout, interval=0.05)
+# the one wait_for (dirac_like.testing), polling a little slower (each poll asks the service)
+wait_for = functools.partial(testing.wait_for, interval=0.05)
 
 
 def row(client: Client, job_id: int) -> JobSummary:
@@ -103,7 +103,7 @@ def wait_status(client: Client, job_id: int, statuses: tuple[str, ...], timeout:
                 ) -> JobSummary:
     found: JobSummary = wait_for(
         lambda: (r := row(client, job_id)).status in statuses and r,
-        timeout, f"job {job_id} to reach {statuses}")
+        f"job {job_id} to reach {statuses}", timeout=timeout)
     return found
 
 
@@ -162,11 +162,11 @@ def test_kill_reaches_the_payload_at_once(grid: tuple[Client, Pilots]) -> None:
     [job_id] = client.submit(['Executable = "/bin/sleep"; Arguments = "60";'], "alice")
     pilots.start(name="killer")
     wait_status(client, job_id, ("Running",), 30)
-    [payload] = wait_for(lambda: payloads_of("killer", job_id), 10, "the payload process")
+    [payload] = wait_for(lambda: payloads_of("killer", job_id), "the payload process", timeout=10)
     started = time.monotonic()
     client.kill([job_id])
     wait_for(lambda: not payload.is_running() or payload.status() == psutil.STATUS_ZOMBIE,
-             10, "the payload to go")
+             "the payload to go", timeout=10)
     latency = time.monotonic() - started
     log.warning("kill latency (kill call → payload gone): %.3f s", latency)
     print(f"kill latency: {latency:.3f} s")
@@ -197,12 +197,13 @@ def test_a_payload_dies_with_its_pilot_even_after_kill_9(grid: tuple[Client, Pil
     pilot, _ = pilots.start(name="doomed")
     wait_status(client, job_id, ("Running",), 30)
     # Running is reported as the payload starts: it may take a moment to appear.
-    wait_for(lambda: payloads_of("doomed", job_id), 10, "the payload to start")
+    wait_for(lambda: payloads_of("doomed", job_id), "the payload to start", timeout=10)
 
     os.kill(pilot.pid, signal.SIGKILL)
     pilot.wait(10)
 
-    wait_for(lambda: not payloads_of("doomed", job_id), 10, "the payload to die with its pilot")
+    wait_for(lambda: not payloads_of("doomed", job_id), "the payload to die with its pilot",
+             timeout=10)
 
 
 def test_four_core_job_fills_a_four_core_pilot(grid: tuple[Client, Pilots]) -> None:
@@ -233,7 +234,7 @@ def test_sigterm_kills_the_running_job_hands_it_back_and_exits_zero(
     assert not payloads_of("terminated")
     statuses = [entry.status for entry in client.history(job_id)]
     assert "Rescheduled" in statuses, statuses  # handed back, not lost
-    rescheduled = [e for e in client.history(job_id) if e.status == "Rescheduled"][0]
+    rescheduled = next(e for e in client.history(job_id) if e.status == "Rescheduled")
     assert "Pilot stopped (SIGTERM): job handed back" in rescheduled.minor_status
     assert row(client, job_id).status in ("Rescheduled", "Waiting")
 
@@ -254,7 +255,7 @@ def test_poll_pushes_hands_a_pushed_kill_to_on_push(central: ServiceProcess) -> 
         assert match.job_id == job_id
         pilot.update_status(job_id, match.attempt, "p1", "Running")
         user.kill([job_id])
-        wait_for(lambda: pilot.poll_pushes(0.1) or pushed, 10, "the pushed kill")
+        wait_for(lambda: pilot.poll_pushes(0.1) or pushed, "the pushed kill", timeout=10)
         assert pushed == [KillJob(job_id)]
 
 

@@ -27,7 +27,7 @@ pilot_args = ["--request-interval", "0.3", "--heartbeat", "1"]
 
 
 def record(client: Client, pilot_id: str) -> dict[str, Any] | None:
-    return next((row for row in client.pilots(site=SITE) if row["pilot_id"] == pilot_id), None)
+    return next((row for row in client.pilots(site=SITE) if row.pilot_id == pilot_id), None)
 
 
 def test_a_pilot_started_by_hand_closes_its_record_and_no_director_takes_it(
@@ -48,9 +48,9 @@ def test_a_pilot_started_by_hand_closes_its_record_and_no_director_takes_it(
         director.close()
 
     assert pilot.returncode == 0, pilot.stderr
-    assert client.status([job_id])[0]["status"] == "Done"
+    assert client.status([job_id])[0].status == "Done"
     row = record(client, "by-hand-1")
-    assert row is not None and (row["state"], row["reason"]) == ("Done", "Stopped")
+    assert row is not None and (row.state, row.reason) == ("Done", "Stopped")
     assert "by-hand-1" not in director.book.records
     assert not [error for error in report.errors if "by-hand-1" in error]
 
@@ -70,13 +70,13 @@ def test_director_once_leaves_its_local_pilots_running(
 
     assert once.returncode == 0, once.stderr
     [row] = client.pilots(site=SITE)
-    pilot_id = row["pilot_id"]
+    pilot_id = row.pilot_id
     try:
         assert processes_of(pilot_id), "the pilot stopped with director --once"
-        assert row["reason"] == LEFT_RUNNING or row["state"] in ("Done",)
-        ended = wait_for(lambda: (r := record(client, pilot_id)) and r["state"] == "Done" and r,
+        assert row.reason == LEFT_RUNNING or row.state in ("Done",)
+        ended = wait_for(lambda: (r := record(client, pilot_id)) and r.state == "Done" and r,
                          "the pilot closing its own record", 60)
-        assert ended["reason"] == "Stopped"
+        assert ended.reason == "Stopped"
     finally:
         for process in processes_of(pilot_id):
             process.kill()

@@ -113,7 +113,7 @@ def test_a_hostile_input_sandbox_fails_the_job_and_nothing_escapes(
     sha256 = client.upload_sandbox(hostile_archive())
     [job_id] = client.submit([f'Executable = "/bin/true"; InputSandbox = {{"SB:{sha256}"}};'],
                              "alice")
-    _, workdir = pilots.start("--max-jobs", "1")
+    _, _workdir = pilots.start("--max-jobs", "1")
 
     failed = wait_status(client, job_id, ("Done", "Failed"), 60)
 

@@ -3,6 +3,7 @@ pilot's job is rescheduled and finishes elsewhere. Waits poll with a deadline.""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -28,8 +29,8 @@ match_lease = 2.0
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
-    return testing.wait_for(condition, what, timeout)
+# the one wait_for (dirac_like.testing), with this file's deadline
+wait_for = functools.partial(testing.wait_for, timeout=DEADLINE)
 
 def pilot(pilot_id: str, **env: str) -> PilotRequest:
     return PilotRequest(pilot_id, ["simulated"], env={"DIRAC_LIKE_SITE": SITE,
@@ -94,7 +95,7 @@ def test_a_stop_command_hands_the_job_back_and_ends_the_pilot(
     wait_jobs(client, [job_id], "Running")
     assert client.kill_pilot("p-stop").rescheduled == [job_id]
     # heartbeats every 0.3 s at time_scale 0.1 carry the stop; without it: idle 100 s, job 300 s
-    wait_for(lambda: fabric.status([ref])[ref] is PilotState.DONE, "the pilot to stop", 20)
+    wait_for(lambda: fabric.status([ref])[ref] is PilotState.DONE, "the pilot to stop", timeout=20)
     output = fabric.output(ref)
     assert "stop command received: Killed by an admin" in output
     assert "stop command from the service: Killed by an admin" in output
@@ -106,7 +107,7 @@ def test_an_idle_pilot_obeys_a_stop_command(fabric: SimulatedFabric, client: Cli
     wait_for(lambda: any(row.pilot_id == "p-idle" for row in client.pilots()),
              "the pilot to ask for a job")
     client.kill_pilot("p-idle")
-    wait_for(lambda: fabric.status([ref])[ref] is PilotState.DONE, "the pilot to stop", 20)
+    wait_for(lambda: fabric.status([ref])[ref] is PilotState.DONE, "the pilot to stop", timeout=20)
     assert "stop command from the service: Killed by an admin" in fabric.output(ref)
 
 

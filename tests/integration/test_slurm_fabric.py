@@ -10,6 +10,7 @@ cancelled) when its test ends.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -36,8 +37,8 @@ DEADLINE = 60.0
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
-    return testing.wait_for(condition, what, timeout, interval=0.1)
+# the one wait_for (dirac_like.testing), with this file's deadline
+wait_for = functools.partial(testing.wait_for, timeout=DEADLINE, interval=0.1)
 
 
 @pytest.fixture
@@ -81,7 +82,7 @@ def test_a_time_limit_above_the_partitions_is_refused(
     make_slurm: Callable[..., SlurmFabric], tmp_path: Path
 ) -> None:
     fabric = make_slurm(partition="short")  # MaxTime 10 minutes
-    with pytest.raises(FabricError, match="sbatch refused it: .*[Rr]equested time limit"):
+    with pytest.raises(FabricError, match=r"sbatch refused it: .*[Rr]equested time limit"):
         fabric.submit(python_pilot(tmp_path, "pass", wall_seconds=3600))
     ref = fabric.submit(python_pilot(tmp_path, "pass", "p2", wall_seconds=600))  # within it
     assert final_state(fabric, ref) is PilotState.DONE
@@ -134,7 +135,7 @@ def test_slurmctld_unreachable_is_a_fabric_error_within_the_timeout(
     ]
     for call in calls:
         started = time.monotonic()
-        with pytest.raises(FabricError, match="Slurm unreachable: .* did not answer within 2 s"):
+        with pytest.raises(FabricError, match=r"Slurm unreachable: .* did not answer within 2 s"):
             call()
         assert time.monotonic() - started < 5.0
 
@@ -146,7 +147,7 @@ def test_slurmctld_refusing_connections_is_a_fabric_error_with_slurms_message(
     fabric = make_slurm(slurm_conf=conf, timeout=10.0)
     with pytest.raises(FabricError, match="Unable to contact slurm controller"):
         fabric.submit(python_pilot(tmp_path, "pass"))
-    with pytest.raises(FabricError, match="squeue failed: .*Unable to contact slurm controller"):
+    with pytest.raises(FabricError, match=r"squeue failed: .*Unable to contact slurm controller"):
         fabric.status(["1"])
 
 

@@ -272,7 +272,7 @@ def test_history_is_returned_in_commit_order_per_job(store: Store) -> None:
 def test_description_round_trips(store: Store) -> None:
     description = {
         "Executable": "/bin/ëcho",
-        "Arguments": "σ → ∞",
+        "Arguments": "σ → ∞",  # noqa: RUF001 (non-ASCII on purpose)
         "InputSandbox": ["a.txt", "b/ç.py"],
         "Parameters": [1, 2.5, True, None, "x"],
         "Nested": {"list": [{"deep": ["日本語", {"k": []}]}], "empty": {}},

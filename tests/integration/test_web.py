@@ -116,6 +116,17 @@ def test_a_user_kills_their_job_through_the_service(web_grid: WebGrid,
     assert "killed job(s)" in after and 'id="kill"' not in after
 
 
+def test_an_operator_sees_a_job_but_may_not_kill_it(web_grid: WebGrid,
+                                                   jobs: dict[str, list[int]]) -> None:
+    ops = web_grid.session("ops")
+    job_id = jobs["bob"][1]
+    page = ops.get(f"/jobs/{job_id}")
+    assert page.status == 200 and 'id="kill"' not in page.text
+    refused = ops.post(f"/jobs/{job_id}/kill", {"csrf": csrf_of(page.text)})
+    assert refused.status == 403 and "may not kill" in refused.text
+    assert status_of(web_grid, job_id) == "Waiting"
+
+
 def test_a_kill_without_the_forms_token_changes_nothing(web_grid: WebGrid,
                                                         jobs: dict[str, list[int]]) -> None:
     alice = web_grid.session("alice")

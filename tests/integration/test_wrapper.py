@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from dirac_like.agents.wrapper import (
     run_payload,
 )
 from dirac_like.errors import InvalidArgument
+from dirac_like.testing import wait_for
 
 INTERVAL = 0.2
 GRACE = 0.5
@@ -40,13 +41,6 @@ def alive(process: psutil.Process) -> bool:
         return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        time.sleep(0.02)
 
 
 def python(code: str) -> str:
@@ -74,7 +68,7 @@ class Payloads:
 
     def run(self, spec: PayloadSpec, limits: Limits | None = None, **options: Any
             ) -> PayloadResult:
-        runner, thread, box = self.start(spec, limits, **options)
+        _runner, thread, box = self.start(spec, limits, **options)
         thread.join(60)
         assert not thread.is_alive(), "the wrapper did not finish"
         return box[0]
@@ -94,7 +88,8 @@ class Payloads:
     def track_pid_file(self, name: str) -> psutil.Process:
         """The process whose PID the payload wrote to ``name`` (waited for), killed at teardown."""
         path = self.workdir / name
-        wait_for(lambda: path.exists() and path.read_text().strip().isdigit())
+        wait_for(lambda: path.exists() and path.read_text().strip().isdigit(),
+                 "the payload to write its pid", 15)
         process = psutil.Process(int(path.read_text()))
         self.tracked.append(process)
         return process
@@ -293,7 +288,7 @@ def test_leftovers_of_a_payload_that_exits_are_killed(payloads: Payloads) -> Non
         "echo $! > left.pid\n"
         "exit 0\n"
     ))
-    runner, thread, box = payloads.start(payloads.spec(name))
+    _runner, thread, box = payloads.start(payloads.spec(name))
     thread.join(30)
     left = payloads.track_pid_file("left.pid")
     assert box[0].status == "Done"

@@ -42,7 +42,7 @@ def test_a_token_for_another_service_is_refused() -> None:
 
 def test_a_token_claiming_another_identity_key_is_refused() -> None:
     """Swapping in someone else's public key breaks the signature: the key is part of it."""
-    prefix, claim, mac = make_login_token(ALICE, NOW).split(".")
+    prefix, _claim, mac = make_login_token(ALICE, NOW).split(".")
     bob = identity_of("bob")
     _, bob_claim, _ = make_login_token(bob, NOW).split(".")
     with pytest.raises(LoginRefused, match="bad signature"):

@@ -78,7 +78,7 @@ def test_a_push_with_a_bad_command_is_a_protocol_error_and_a_reply_is_no_push() 
     import msgpack
 
     frame = msgpack.packb({"v": 1, "push": {"commands": [{"command": "reboot"}]}})
-    with pytest.raises(ProtocolError, match="push.commands\\[0\\]: unknown command 'reboot'"):
+    with pytest.raises(ProtocolError, match=r"push\.commands\[0\]: unknown command 'reboot'"):
         decode_push(frame)
     assert decode_push(encode_ok("1", CommandsReply([KillJob(1)]))) is None
 
