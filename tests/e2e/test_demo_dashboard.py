@@ -25,7 +25,7 @@ from dirac_like.testing import wait_for
 REPO = Path(__file__).resolve().parents[2]
 READY = "Press Ctrl-C to stop the grid"
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # real pilots run jobs first
 
 
 def test_demo_keep_prints_a_dashboard_login_that_shows_its_jobs(tmp_path: Path) -> None:
@@ -40,7 +40,7 @@ def test_demo_keep_prints_a_dashboard_login_that_shows_its_jobs(tmp_path: Path) 
     reader.start()
     try:
         wait_for(lambda: any(READY in line for line in lines) or demo.poll() is not None,
-                 "the demo to keep its grid up", timeout=150)
+                 "the demo to keep its grid up", timeout=120)
         out = "".join(lines)
         assert demo.poll() is None, out
         url = re.search(r"The web dashboard is at (http://127\.0\.0\.1:\d+/)", out).group(1)

@@ -26,7 +26,7 @@ from dirac_like.cli.demo import DIRECTOR_SETTINGS, kill_strays, start_director
 from dirac_like.cli.demo_plan import CEPlan, SitePlan, site_toml
 from dirac_like.testing import wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # real pilots run jobs first
 
 SITE = "DIRAC.Browser.org"
 NOWHERE = "LCG.Nowhere.org"  # no pilot comes from there: jobs for it wait
@@ -99,7 +99,7 @@ def run_jobs(grid: WebGrid) -> BrowserGrid:
                                 for n in range(2)], "alice", "users")
         wait_for(lambda: all(row.status in ("Done", "Failed")
                              for row in alice.status([*done, failed])),
-                 "the jobs to run on the site's pilots", timeout=120)
+                 "the jobs to run on the site's pilots", timeout=100)
     return BrowserGrid(grid, done, failed, waiting)
 
 
