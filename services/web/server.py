@@ -27,8 +27,9 @@ from dirac_like.identity import Identity
 from dirac_like.registry import load_service_keys
 from dirac_like.store.base import store_file
 
-from .app import AccountingSource, Dashboard, WebSettings, create_app
+from .app import create_app
 from .auth import Gate
+from .dashboard import AccountingSource, Dashboard, WebSettings
 
 log = logging.getLogger(__name__)
 
