@@ -167,7 +167,7 @@ fuzz_values = st.one_of(st.text(max_size=40), st.text(max_size=20).map(lambda t:
                                          "99999999999999999999", "\x00", "%(x)s"]))
 
 
-@settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=st.sampled_from(["/jobs", "/", "/sites", "/fragment/overview", "/jobs/1",
                              "/accounting", "/login"]),
        params=st.dictionaries(st.sampled_from(["owner", "status", "site", "group", "name",

@@ -190,3 +190,29 @@ def test_pilots_add_up_by_site_and_state_over_the_ces() -> None:
     assert pilots_by_site([PilotCount("B", "ce1", "Running", 2), PilotCount("A", "ce1", "Done", 1),
                            PilotCount("B", "ce2", "Running", 3)]) == [
         ("A", {"Done": 1}), ("B", {"Running": 5})]
+
+
+@pytest.mark.parametrize(("listen", "expected"), [
+    ("127.0.0.1:0", ("127.0.0.1", 0)), ("http://127.0.0.1:7780/", ("127.0.0.1", 7780)),
+    ("[::1]:8080", ("::1", 8080)),
+])
+def test_listen_addresses(listen: str, expected: tuple[str, int]) -> None:
+    from dirac_like.services.web.server import parse_listen
+
+    assert parse_listen(listen) == expected
+
+
+@pytest.mark.parametrize("listen", ["7780", "localhost", "127.0.0.1:http", "127.0.0.1:70000"])
+def test_a_bad_listen_address_is_named(listen: str) -> None:
+    from dirac_like.errors import ConfigError
+    from dirac_like.services.web.server import parse_listen
+
+    with pytest.raises(ConfigError, match="--listen"):
+        parse_listen(listen)
+
+
+def test_a_login_link_carries_the_token_quoted() -> None:
+    from dirac_like.cli.web import login_url
+
+    assert login_url("http://127.0.0.1:7780/", "dlw1.a+b/c.d") == (
+        "http://127.0.0.1:7780/login?token=dlw1.a%2Bb%2Fc.d")
