@@ -30,6 +30,7 @@ import re
 import secrets
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -470,7 +471,9 @@ class Pilot:
             arguments=description.arguments,
             env={**payload_environment(description.attributes, cores),  # ExecutionEnvironment
                  "DIRAC_LIKE_PILOT_ID": config.pilot_id, "DIRAC_LIKE_SITE": config.site,
-                 "DIRAC_LIKE_CE": config.ce},
+                 "DIRAC_LIKE_CE": config.ce,
+                 # the Python this pilot runs (with dirac-like): what probe jobs test
+                 "DIRAC_LIKE_PYTHON": sys.executable},
             stdout=description.std_output or "std.out",
             stderr=description.std_error or "std.err",
             stdin=description.std_input,

@@ -22,6 +22,11 @@ The policy, in brief (``RULES`` below is the authority):
   no longer its own the service only answers "kill it", which changes nothing); downloads input
   sandboxes and uploads output sandboxes.
 - agent: read-only: ping, sites, task_queues, shares, pilots, list_jobs, status.
+- monitor (the monitoring agent): submits probe jobs as itself into the reserved probe group
+  only, and sees, kills and reads the output of its own jobs; reports probe results, sets the
+  statuses its policy decided (never over an operator's ban: the handler refuses), reads sites,
+  pilots, jobs, statuses and downtimes. Users may not submit into the probe group.
+- operators also declare and cancel downtimes and read probe results and statuses.
 
 Sandboxes are named by the sha256 of their content: knowing the name of an archive whose content
 one does not already know is the capability to download it. A user learns the name of an output
@@ -39,6 +44,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from dirac_like.errors import Forbidden
+from dirac_like.monitoring import PROBE_GROUP
 from dirac_like.protocol import Op
 
 
@@ -49,6 +55,7 @@ class Role(StrEnum):
     DIRECTOR = "director"  # registers and manages the pilots of its own site
     PILOT = "pilot"  # requests jobs for its site, reports on the jobs matched to it
     AGENT = "agent"  # monitoring and transfer agents
+    MONITOR = "monitor"  # the monitoring agent: probe jobs, results, site/SE statuses
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,10 @@ _ACTIONS = {
     Op.PILOT_TOKEN: "obtain pilot tokens", Op.JOB_DESCRIPTION: "see job descriptions",
     Op.DELETE: "delete jobs", Op.PEEK: "peek at job output",
     Op.PILOT_STOPPED: "report a pilot stopped",
+    Op.PROBE_REPORT: "report probe results", Op.PROBE_RESULTS: "read probe results",
+    Op.RESOURCE_STATUS: "see site and SE statuses", Op.SET_STATUS: "set site and SE statuses",
+    Op.DOWNTIME_ADD: "declare downtimes", Op.DOWNTIME_LIST: "list downtimes",
+    Op.DOWNTIME_CANCEL: "cancel downtimes",
 }
 
 
@@ -182,6 +193,9 @@ def _user_submit(asked: Asked) -> Any:
     if not groups:
         raise Forbidden(f"{asked.who} may not submit: it belongs to no group")
     group = asked.arg("group") or groups[0]
+    if group == PROBE_GROUP:
+        raise Forbidden(f"{asked.who} may not submit into group {PROBE_GROUP}: it is reserved "
+                        "for the monitoring agent's probes")
     if group not in groups:
         raise Forbidden(f"{asked.who} may not submit into group {_short(group)}: its groups "
                         f"are {', '.join(groups)}")
@@ -221,6 +235,18 @@ def _upload_of_kind(asked: Asked, kind: str) -> Any:
         raise Forbidden(f"{asked.who} may not upload {_short(given, 20)} sandboxes: only "
                         f"{kind} sandboxes")
     return asked.args
+
+
+def _monitor_submit(asked: Asked) -> Any:
+    group = asked.arg("group") or PROBE_GROUP
+    if group != PROBE_GROUP:
+        raise Forbidden(f"{asked.who} may submit into group {PROBE_GROUP} only, not "
+                        f"{_short(group)}")
+    return asked.replaced(owner=asked.principal.name, group=group)
+
+
+def _monitor_download(asked: Asked) -> Any:
+    return asked.args  # names of sandboxes come from job_output of its own jobs
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,20 +372,22 @@ def _pilot_upload(asked: Asked) -> Any:
 # The table: op -> the roles besides admin that may run it, each with its check
 
 _O, _U, _D, _P, _A = Role.OPERATOR, Role.USER, Role.DIRECTOR, Role.PILOT, Role.AGENT
+_M = Role.MONITOR
 
 RULES: dict[str, dict[Role, Check]] = {
-    Op.PING: {_O: _anything, _U: _anything, _D: _anything, _P: _anything, _A: _anything},
-    Op.SUBMIT: {_U: _user_submit},
-    Op.STATUS: {_O: _anything, _U: _own_jobs, _A: _anything},
-    Op.LIST_JOBS: {_O: _anything, _U: _user_listing, _A: _anything},
-    Op.KILL: {_U: _own_jobs},
+    Op.PING: {_O: _anything, _U: _anything, _D: _anything, _P: _anything, _A: _anything,
+              _M: _anything},
+    Op.SUBMIT: {_U: _user_submit, _M: _monitor_submit},
+    Op.STATUS: {_O: _anything, _U: _own_jobs, _A: _anything, _M: _anything},
+    Op.LIST_JOBS: {_O: _anything, _U: _user_listing, _A: _anything, _M: _anything},
+    Op.KILL: {_U: _own_jobs, _M: _own_jobs},
     Op.RESCHEDULE: {_U: _own_jobs},
     Op.HISTORY: {_O: _anything, _U: _own_jobs},
     Op.REQUEST_JOB: {_P: _pilot_request},
     Op.ELIGIBLE: {_O: _anything, _D: _director_eligible},
     Op.UPDATE_STATUS: {_P: _pilot_report},
     Op.HEARTBEAT: {_P: _pilot_heartbeat},
-    Op.SITES: {_O: _anything, _A: _anything},
+    Op.SITES: {_O: _anything, _A: _anything, _M: _anything},
     Op.BAN_SITE: {_O: _anything},
     Op.UNBAN_SITE: {_O: _anything},
     Op.TASK_QUEUES: {_O: _anything, _A: _anything},
@@ -367,12 +395,12 @@ RULES: dict[str, dict[Role, Check]] = {
     Op.SET_SHARE: {_O: _anything},
     Op.ADD_PILOTS: {_D: _director_add},
     Op.UPDATE_PILOTS: {_D: _director_updates},
-    Op.PILOTS: {_O: _anything, _D: _director_listing, _A: _anything},
+    Op.PILOTS: {_O: _anything, _D: _director_listing, _A: _anything, _M: _anything},
     Op.PILOT_OUTPUT: {_O: _anything, _D: _director_pilot_output},
     Op.KILL_PILOT: {_O: _anything},
     Op.SANDBOX_UPLOAD: {_U: _user_upload, _P: _pilot_upload},
-    Op.SANDBOX_DOWNLOAD: {_U: _anything, _P: _anything},
-    Op.JOB_OUTPUT: {_U: _own_jobs},
+    Op.SANDBOX_DOWNLOAD: {_U: _anything, _P: _anything, _M: _monitor_download},
+    Op.JOB_OUTPUT: {_U: _own_jobs, _M: _own_jobs},
     Op.IDENTITY_ADD: {},
     Op.IDENTITY_LIST: {},
     Op.IDENTITY_REVOKE: {},
@@ -381,4 +409,11 @@ RULES: dict[str, dict[Role, Check]] = {
     Op.DELETE: {_U: _own_jobs},
     Op.PEEK: {_O: _anything, _U: _own_jobs},
     Op.PILOT_STOPPED: {_P: _pilot_stopped},
+    Op.PROBE_REPORT: {_M: _anything},
+    Op.PROBE_RESULTS: {_O: _anything, _M: _anything},
+    Op.RESOURCE_STATUS: {_O: _anything, _A: _anything, _M: _anything},
+    Op.SET_STATUS: {_M: _anything},
+    Op.DOWNTIME_ADD: {_O: _anything},
+    Op.DOWNTIME_LIST: {_O: _anything, _A: _anything, _M: _anything},
+    Op.DOWNTIME_CANCEL: {_O: _anything},
 }

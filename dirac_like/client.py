@@ -35,6 +35,10 @@ from dirac_like.protocol import (
     BanSiteArgs,
     CommandsReply,
     DeleteReply,
+    DowntimeAddArgs,
+    DowntimeIdArgs,
+    DowntimeListArgs,
+    DowntimeRow,
     EligibleArgs,
     EligibleReply,
     HeartbeatArgs,
@@ -67,6 +71,10 @@ from dirac_like.protocol import (
     PilotUpdateItem,
     PilotView,
     PingReply,
+    ProbeReportArgs,
+    ProbeReportReply,
+    ProbeResultItem,
+    ProbeResultsArgs,
     Request,
     RequestJobArgs,
     RequestJobReply,
@@ -77,10 +85,12 @@ from dirac_like.protocol import (
     SandboxUploadReply,
     SetShareArgs,
     SetShareReply,
+    SetStatusArgs,
     ShareRow,
     SiteArgs,
     SiteReply,
     SiteRow,
+    StatusRow,
     SubmitArgs,
     SubmitReply,
     TaskQueueRow,
@@ -352,6 +362,40 @@ class Client:
     def unban_site(self, site: str) -> SiteReply:
         reply: SiteReply = self.call(Op.UNBAN_SITE, SiteArgs(site))
         return reply
+
+    # -- monitoring ------------------------------------------------------------------------------
+
+    def probe_report(self, results: list[ProbeResultItem]) -> int:
+        reply: ProbeReportReply = self.call(Op.PROBE_REPORT, ProbeReportArgs(results))
+        return reply.stored
+
+    def probe_results(self, since: float, target: str = "", limit: int = 100_000
+                      ) -> list[ProbeResultItem]:
+        rows: list[ProbeResultItem] = self.call(Op.PROBE_RESULTS,
+                                                ProbeResultsArgs(since, target, limit))
+        return rows
+
+    def resource_status(self) -> list[StatusRow]:
+        rows: list[StatusRow] = self.call(Op.RESOURCE_STATUS, NoArgs())
+        return rows
+
+    def set_status(self, target: str, kind: str, status: str, reason: str) -> StatusRow:
+        row: StatusRow = self.call(Op.SET_STATUS, SetStatusArgs(target, kind, status, reason))
+        return row
+
+    def downtime_add(self, target: str, kind: str, start: float, end: float, reason: str,
+                     scheduled: bool = True) -> DowntimeRow:
+        args = DowntimeAddArgs(target, kind, start, end, reason, scheduled)
+        row: DowntimeRow = self.call(Op.DOWNTIME_ADD, args)
+        return row
+
+    def downtime_list(self, include_ended: bool = False) -> list[DowntimeRow]:
+        rows: list[DowntimeRow] = self.call(Op.DOWNTIME_LIST, DowntimeListArgs(include_ended))
+        return rows
+
+    def downtime_cancel(self, downtime_id: int) -> DowntimeRow:
+        row: DowntimeRow = self.call(Op.DOWNTIME_CANCEL, DowntimeIdArgs(downtime_id))
+        return row
 
     def task_queues(self) -> list[TaskQueueRow]:
         rows: list[TaskQueueRow] = self.call(Op.TASK_QUEUES, NoArgs())

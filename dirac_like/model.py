@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from dirac_like.monitoring import Downtime, ProbeResult, StatusRecord
 from dirac_like.states import JobStatus, PilotState
 
 
@@ -169,6 +170,7 @@ class SiteRecord:
     banned: bool
     reason: str
     changed: float
+    automatic: bool = False  # banned by the monitoring policy (which may lift only its own bans)
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,9 @@ class ChangeSet:
     forget_pilots: list[str] = field(default_factory=list)  # with their jobs and output
     next_pilot_number: int | None = None
     sandboxes: list[tuple[int, str, str]] = field(default_factory=list)  # (job, kind, sha256)
+    probe_results: list[ProbeResult] = field(default_factory=list)
+    statuses: dict[tuple[str, str], StatusRecord] = field(default_factory=dict)  # (kind, target)
+    downtimes: dict[int, Downtime] = field(default_factory=dict)  # new or cancelled
 
     def is_empty(self) -> bool:
         return not (
@@ -225,6 +230,9 @@ class ChangeSet:
             or self.forget_pilots
             or self.next_pilot_number is not None
             or self.sandboxes
+            or self.probe_results
+            or self.statuses
+            or self.downtimes
         )
 
 
@@ -240,3 +248,5 @@ class LoadedState:
     replies: list[StoredReply]
     pilots: list[PilotRecord] = field(default_factory=list)  # with their jobs
     next_pilot_number: int = 1
+    statuses: list[StatusRecord] = field(default_factory=list)  # of sites and SEs
+    downtimes: list[Downtime] = field(default_factory=list)

@@ -244,6 +244,60 @@ class PilotTokenArgs:
     pilot_id: str = ""  # the pilot record it is for; "": any pilot of the site
 
 
+@dataclass(frozen=True)
+class ProbeResultItem:
+    """One check of a probe run (see dirac_like.monitoring.ProbeResult)."""
+
+    target: str
+    kind: str  # "site" or "se"
+    check: str
+    status: str  # OK, WARNING, CRITICAL or UNKNOWN
+    message: str
+    time: float
+    ce: str = ""
+    job_id: int = 0
+
+
+@dataclass(frozen=True)
+class ProbeReportArgs:
+    results: list[ProbeResultItem]
+
+
+@dataclass(frozen=True)
+class ProbeResultsArgs:
+    since: float
+    target: str = ""  # "": every target
+    limit: int = 100_000
+
+
+@dataclass(frozen=True)
+class SetStatusArgs:
+    target: str
+    kind: str  # "site" or "se"
+    status: str  # Active, Degraded, Probing or Banned
+    reason: str
+
+
+@dataclass(frozen=True)
+class DowntimeAddArgs:
+    target: str
+    kind: str  # "site" or "se"
+    start: float
+    end: float
+    reason: str
+    scheduled: bool = True
+
+
+@dataclass(frozen=True)
+class DowntimeListArgs:
+    include_ended: bool = False  # also ended and cancelled ones
+
+
+@dataclass(frozen=True)
+class DowntimeIdArgs:
+    downtime_id: int
+
+
 # --------------------------------------------------------------------------------------------
 # Commands the service sends a pilot: pushed unasked, and repeated in the replies to its
 # heartbeats and status reports until it acts. On the wire: a map tagged by ``"command"``.
@@ -384,7 +438,7 @@ class CommandsReply:
 @dataclass(frozen=True)
 class SiteRow:
     site: str
-    status: str  # "Active" or "Banned"
+    status: str  # Active, Degraded, Probing (the monitoring policy's) or Banned
     reason: str
     active_jobs: int
     max_running: int
@@ -519,6 +573,37 @@ class IdentityRevokeReply:
     revoked: int  # keys revoked
 
 
+@dataclass(frozen=True)
+class ProbeReportReply:
+    stored: int
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    """A site's or SE's status: the policy's (or an operator's ban), and its downtime now."""
+
+    target: str
+    kind: str
+    status: str  # Active, Degraded, Probing or Banned
+    reason: str
+    changed: float
+    automatic: bool  # set by the monitoring policy; False: by an operator (or never set)
+    downtime: str  # the downtime in force now ("" if none)
+
+
+@dataclass(frozen=True)
+class DowntimeRow:
+    downtime_id: int
+    target: str
+    kind: str
+    start: float
+    end: float
+    reason: str
+    scheduled: bool
+    created: float
+    cancelled: float  # 0: in force
+
+
 class Op:
     """Operation names, as sent in the ``op`` field."""
 
@@ -555,6 +640,13 @@ class Op:
     DELETE = "delete"
     PEEK = "peek"
     PILOT_STOPPED = "pilot_stopped"
+    PROBE_REPORT = "probe_report"
+    PROBE_RESULTS = "probe_results"
+    RESOURCE_STATUS = "resource_status"
+    SET_STATUS = "set_status"
+    DOWNTIME_ADD = "downtime_add"
+    DOWNTIME_LIST = "downtime_list"
+    DOWNTIME_CANCEL = "downtime_cancel"
 
 
 ARGUMENTS: dict[str, type] = {
@@ -591,6 +683,13 @@ ARGUMENTS: dict[str, type] = {
     Op.DELETE: JobIdsArgs,
     Op.PEEK: JobIdArgs,
     Op.PILOT_STOPPED: PilotStoppedArgs,
+    Op.PROBE_REPORT: ProbeReportArgs,
+    Op.PROBE_RESULTS: ProbeResultsArgs,
+    Op.RESOURCE_STATUS: NoArgs,
+    Op.SET_STATUS: SetStatusArgs,
+    Op.DOWNTIME_ADD: DowntimeAddArgs,
+    Op.DOWNTIME_LIST: DowntimeListArgs,
+    Op.DOWNTIME_CANCEL: DowntimeIdArgs,
 }
 
 # The result of each operation's ok reply.
@@ -628,6 +727,13 @@ REPLIES: dict[str, Any] = {
     Op.DELETE: DeleteReply,
     Op.PEEK: PeekReply,
     Op.PILOT_STOPPED: PilotStoppedReply,
+    Op.PROBE_REPORT: ProbeReportReply,
+    Op.PROBE_RESULTS: list[ProbeResultItem],
+    Op.RESOURCE_STATUS: list[StatusRow],
+    Op.SET_STATUS: StatusRow,
+    Op.DOWNTIME_ADD: DowntimeRow,
+    Op.DOWNTIME_LIST: list[DowntimeRow],
+    Op.DOWNTIME_CANCEL: DowntimeRow,
 }
 
 # Operations that change stored state: their replies are remembered under the request id so a
@@ -650,6 +756,10 @@ MUTATING_OPS = frozenset(
         Op.PILOT_TOKEN,
         Op.DELETE,
         Op.PILOT_STOPPED,
+        Op.PROBE_REPORT,
+        Op.SET_STATUS,
+        Op.DOWNTIME_ADD,
+        Op.DOWNTIME_CANCEL,
     }
 )
 # sandbox_upload changes files, not the store: a repeated chunk is written again at its offset,

@@ -7,7 +7,9 @@ run ten times longer gets ten times fewer of them.
 
 The load of an account is ``running cores + decayed usage * ln2 / half_life`` (both in cores: the
 second term is the average number of cores used over the recent past). The matcher serves the
-account with the smallest load per unit of share first. Pure: every method takes ``now``.
+account with the smallest load per unit of share first. Probe jobs (the reserved group
+:data:`dirac_like.monitoring.PROBE_GROUP`, the monitoring agent's site tests) come before every
+group and are charged to nobody. Pure: every method takes ``now``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from dirac_like.model import UsageRecord
+from dirac_like.monitoring import PROBE_GROUP
 
 
 @dataclass(slots=True)
@@ -86,6 +89,8 @@ class FairShare:
         self._change_running(group, user, -cores, now)
 
     def _change_running(self, group: str, user: str, delta: int, now: float) -> None:
+        if group == PROBE_GROUP:  # site tests: charged to nobody's share
+            return
         for key in ((group, ""), (group, user)):
             account = self.account(*key)
             account.advance(now, self.half_life)
@@ -93,8 +98,13 @@ class FairShare:
             self.dirty.add(key)
 
     def rank_groups(self, groups: Iterable[str], now: float) -> list[str]:
-        """Groups by load per share (least served first), then by name."""
-        return self._rank([((g, ""), self.group_share(g), g) for g in groups], now)
+        """Groups by load per share (least served first), then by name; the probe group
+        (site tests) before all of them."""
+        ranked = self._rank([((g, ""), self.group_share(g), g) for g in groups], now)
+        if PROBE_GROUP in ranked:
+            ranked.remove(PROBE_GROUP)
+            ranked.insert(0, PROBE_GROUP)
+        return ranked
 
     def rank_users(self, group: str, users: Iterable[str], now: float) -> list[str]:
         """Users of ``group`` by load per share within the group, then by name."""

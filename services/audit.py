@@ -1,7 +1,8 @@
 """The audit log: one JSON line per admin or operator action and per refusal.
 
 ``home/logs/audit.log`` gets a line for every state-changing operation an admin or operator runs
-(whether it succeeded or failed) and for every request refused by the authorization check or the
+(whether it succeeded or failed), for every status the monitoring agent sets (automatic bans and
+unbans) and for every request refused by the authorization check or the
 rate limit. A line says when, who (name and role), which operation, a short summary of the
 arguments and the outcome::
 
@@ -45,6 +46,8 @@ RATE_LIMIT_QUIET = 60.0  # seconds between two rate-limit lines of one identity
 MAX_QUIET_IDENTITIES = 10_000
 AUDITED_ROLES = frozenset({Role.ADMIN, Role.OPERATOR})
 AUDITED_OPS = MUTATING_OPS | {Op.IDENTITY_ADD, Op.IDENTITY_REVOKE, Op.PILOT_TOKEN}
+# Audited whoever runs them: the monitoring agent's automatic bans and unbans.
+ALWAYS_AUDITED_OPS = frozenset({Op.SET_STATUS})
 _SECRET = re.compile(r"key|secret|token|password|credential|private", re.IGNORECASE)
 _COUNTED = frozenset({"descriptions"})  # replaced by their number of items
 
@@ -76,8 +79,10 @@ class AuditLog:
     def done(self, principal: Principal, op: str, args: Any, now: float,
              error: DiracLikeError | None = None) -> bool:
         """An authorized request has run (``error``: the handler refused it). Written for the
-        state-changing operations of admins and operators; returns whether it was written."""
-        if principal.role not in AUDITED_ROLES or op not in AUDITED_OPS:
+        state-changing operations of admins and operators, and for the statuses the monitoring
+        agent sets (its automatic bans); returns whether it was written."""
+        audited = principal.role in AUDITED_ROLES and op in AUDITED_OPS
+        if not audited and op not in ALWAYS_AUDITED_OPS:
             return False
         outcome, reason = ("ok", "") if error is None else ("failed", _reason(error))
         self._write(principal, op, args, now, outcome, reason)

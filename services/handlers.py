@@ -16,6 +16,7 @@ from typing import Any
 from dirac_like import __version__
 from dirac_like.errors import IllegalTransition, InvalidArgument
 from dirac_like.model import SiteRecord
+from dirac_like.monitoring import TargetKind
 from dirac_like.protocol import (
     PROTOCOL_VERSION,
     BanSiteArgs,
@@ -60,6 +61,7 @@ from dirac_like.states import (
 
 from .identities import IDENTITY_HANDLERS
 from .job_handlers import JOB_HANDLERS
+from .monitor_handlers import MONITOR_HANDLERS
 from .pilot_handlers import PILOT_HANDLERS
 from .sandbox_handlers import SANDBOX_HANDLERS
 from .state import CentralState, check_name
@@ -168,7 +170,7 @@ def request_job(state: CentralState, args: RequestJobArgs, now: float) -> Reques
     commands = state.pilot_commands(args.pilot_id)
     if job is None:
         reason = (("this pilot was killed by an admin" if commands else "")
-                  or state.why_not(args.resources) or "no waiting job fits this pilot")
+                  or state.why_not(args.resources, now) or "no waiting job fits this pilot")
         return RequestJobReply(job=None, reason=reason, commands=commands)
     matched = MatchedJob(job_id=job.job_id, attempt=job.attempt, owner=job.owner,
                          group=job.group, cores=state.book.cores(job),
@@ -179,9 +181,9 @@ def request_job(state: CentralState, args: RequestJobArgs, now: float) -> Reques
 def eligible(state: CentralState, args: EligibleArgs, now: float) -> EligibleReply:
     """How many waiting jobs a pilot with these resources could run (a director's sizing)."""
     check_name("site", args.resources.site)
-    reason = state.why_not(args.resources)
-    count = 0 if reason else state.book.matcher.count_eligible(args.resources)
-    return EligibleReply(eligible=count, reason=reason)
+    matchable = state.matchable(args.resources, now)
+    count = 0 if matchable is None else state.book.matcher.count_eligible(matchable)
+    return EligibleReply(eligible=count, reason=state.why_not(args.resources, now))
 
 
 def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> CommandsReply:
@@ -227,11 +229,11 @@ def heartbeat(state: CentralState, args: HeartbeatArgs, now: float) -> CommandsR
 def sites(state: CentralState, args: NoArgs, now: float) -> list[SiteRow]:
     rows = []
     for name in sorted(state.sites.seen):
-        record = state.sites.records.get(name)
+        status = state.monitor.status(TargetKind.SITE, name)
         rows.append(SiteRow(
             site=name,
-            status="Banned" if record and record.banned else "Active",
-            reason=record.reason if record else "",
+            status=status.status.value,
+            reason=status.reason,
             active_jobs=state.book.site_active[name],
             max_running=state.sites.max_running(name),
         ))
@@ -252,6 +254,7 @@ def unban_site(state: CentralState, args: SiteArgs, now: float) -> SiteReply:
 
 def _set_site(state: CentralState, record: SiteRecord) -> SiteReply:
     state.sites.set(record)
+    state.monitor.operator_changed_site(record.name, record.changed)
     return SiteReply(site=record.name, banned=record.banned, reason=record.reason)
 
 
@@ -305,4 +308,5 @@ HANDLERS: dict[str, Handler] = {
     **SANDBOX_HANDLERS,
     **IDENTITY_HANDLERS,
     **JOB_HANDLERS,
+    **MONITOR_HANDLERS,
 }

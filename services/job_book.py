@@ -1,11 +1,12 @@
 """The job book: every job of the central service, its task queue, and the one way it changes.
 
 ``JobBook`` holds the job records, the task queues they wait in (through the
-:class:`~dirac_like.matching.Matcher`), how many jobs are active per site, and the deadlines of
-timed jobs. Every change of a job goes through a method here, and the status changes through
-:meth:`JobBook.set_status` alone: it checks the transition against the one table
-(:mod:`dirac_like.states`), keeps the task queues, the site counts, the fair-share accounting and
-the deadlines in step, and records the change (history row + changed record) in the
+:class:`~dirac_like.matching.Matcher`), how many jobs are active per site (the monitoring
+agent's probe jobs, group ``probes``, are not counted: a site's limit does not hold them back),
+and the deadlines of timed jobs. Every change of a job goes through a method here, and the
+status changes through :meth:`JobBook.set_status` alone: it checks the transition against the one
+table (:mod:`dirac_like.states`), keeps the task queues, the site counts, the fair-share
+accounting and the deadlines in step, and records the change (history row + changed record) in the
 :class:`~services.journal.Journal` for the store. What happens when a deadline passes
 (:meth:`expire`) is decided here too. :meth:`validate` checks that the indexes agree with the jobs.
 
@@ -27,6 +28,7 @@ from dirac_like.description import JobDescription, with_job_id
 from dirac_like.errors import JobNotFound, StaleAttempt
 from dirac_like.matching import Matcher, TaskQueue
 from dirac_like.model import HistoryEntry, JobRecord, Requirements, TaskQueueRow
+from dirac_like.monitoring import PROBE_GROUP
 from dirac_like.protocol import PilotResources
 from dirac_like.shares import FairShare
 from dirac_like.states import ACTIVE_STATUSES, JobStatus, check_transition
@@ -45,6 +47,11 @@ SUBMISSION_PATH = (
 )
 for _earlier, _later in itertools.pairwise(SUBMISSION_PATH):
     check_transition(0, _earlier[0], _later[0])  # the path follows the one transition table
+
+
+def _site_weight(job: JobRecord) -> int:
+    """How much a job counts toward its site's limit of active jobs: a probe job nothing."""
+    return 0 if job.group == PROBE_GROUP else 1
 
 
 class JobBook:
@@ -80,7 +87,7 @@ class JobBook:
         if job.status is S.WAITING:
             self._queue(job).push(job.job_id, job.priority)
         elif job.status in ACTIVE_STATUSES:
-            self.site_active[job.site] += 1
+            self.site_active[job.site] += _site_weight(job)
             account = self.shares.account(job.group, job.owner)
             account.advance(job.matched_at, self.shares.half_life)
             self.shares.start(job.group, job.owner, self.cores(job), job.matched_at)
@@ -186,7 +193,7 @@ class JobBook:
         if old is S.WAITING:
             self._queue(job).discard(job.job_id)
         if old in ACTIVE_STATUSES and status not in ACTIVE_STATUSES:
-            self.site_active[job.site] -= 1
+            self.site_active[job.site] -= _site_weight(job)
             self.shares.stop(job.group, job.owner, self.cores(job), now)
             self.granted_cores.pop(job.job_id, None)
         job.status, job.minor_status, job.updated = status, minor, now
@@ -202,7 +209,7 @@ class JobBook:
             self._queue(job).push(job.job_id, job.priority)
         elif status is S.MATCHED:
             job.matched_at, job.deadline = now, now + self.config.match_lease
-            self.site_active[job.site] += 1
+            self.site_active[job.site] += _site_weight(job)
             self.shares.start(job.group, job.owner, self.cores(job), now)
         elif status in (S.RUNNING, S.COMPLETING):
             self._beat(job, now)
@@ -329,9 +336,10 @@ class JobBook:
             assert in_queue == (job.status is S.WAITING), f"job {job.job_id} {job.status} queue"
             if job.status in ACTIVE_STATUSES:
                 assert job.pilot_id, f"job {job.job_id} is {job.status} without a pilot"
-                active_sites[job.site] += 1
-                running[(job.group, "")] += self.cores(job)
-                running[(job.group, job.owner)] += self.cores(job)
+                active_sites[job.site] += _site_weight(job)
+                charged = 0 if job.group == PROBE_GROUP else self.cores(job)
+                running[(job.group, "")] += charged
+                running[(job.group, job.owner)] += charged
         assert +self.site_active == active_sites, (self.site_active, active_sites)
         for key, account in self.shares.accounts.items():
             assert account.running_cores == running[key], (key, account.running_cores)

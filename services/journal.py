@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from dirac_like.model import ChangeSet, HistoryEntry
+from dirac_like.monitoring import ProbeResult
 
 
 class Journal:
@@ -57,3 +58,7 @@ class Journal:
     def sandboxes(self) -> set[str]:
         """Every sandbox an uncommitted change names."""
         return {sha256 for changes in self._uncommitted() for _, _, sha256 in changes.sandboxes}
+
+    def probe_results(self) -> list[ProbeResult]:
+        """Probe results not in the store yet, oldest batch first."""
+        return [result for changes in self._uncommitted() for result in changes.probe_results]

@@ -22,6 +22,7 @@ go through ``stored`` here and in the sandbox index.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from typing import TYPE_CHECKING, Any, Protocol
@@ -35,6 +36,7 @@ from dirac_like.model import (
     JobRecord,
     LoadedState,
 )
+from dirac_like.monitoring import PROBE_GROUP, ProbeResult
 from dirac_like.protocol import KillJob, PilotCommand, PilotResources, StopPilot
 from dirac_like.sandbox import SandboxStore
 from dirac_like.shares import FairShare
@@ -42,6 +44,7 @@ from dirac_like.states import ACTIVE_STATUSES, JobStatus
 
 from .job_book import JobBook
 from .journal import Journal
+from .monitor_board import MonitorBoard
 from .pilots import PilotRegistry
 from .replies import ReplyCache
 from .sandbox_index import SandboxIndex
@@ -79,6 +82,9 @@ class StoredJobs(Protocol):
     def sandbox(self, job_id: int, kind: str) -> str | None: ...
 
     def referenced_sandboxes(self) -> set[str]: ...
+
+    def probe_results(self, since: float, target: str = "", limit: int = 100_000
+                      ) -> list[ProbeResult]: ...
 
 
 def _fair_share(config: Config, loaded: LoadedState) -> FairShare:
@@ -123,6 +129,7 @@ class CentralState:
                                           config.sandboxes.collect_after)
         self.pilots = PilotRegistry(config.pilots, loaded.pilots, loaded.next_pilot_number)
         self.sites = SiteBoard(config.sites, self.journal, loaded.sites)
+        self.monitor = MonitorBoard(self.sites, self.journal, loaded.statuses, loaded.downtimes)
         self.pushes: list[tuple[str, PilotCommand]] = []  # (pilot id, command) to send now
         self.identities: IdentityIssuer | None = None  # set by a service that runs secure
         self._next_cleanup = now + CLEANUP_SECONDS
@@ -165,6 +172,14 @@ class CentralState:
     def store_history(self, job_id: int) -> list[HistoryEntry]:
         """Committed history, then what is on its way to the store."""
         return self.stored.history(job_id) + self.journal.history(job_id)
+
+    def stored_probe_results(self, since: float, target: str, limit: int) -> list[ProbeResult]:
+        """Committed probe results, with those on their way to the store, oldest first."""
+        found = self.stored.probe_results(since, target, limit) + [
+            result for result in self.journal.probe_results()
+            if result.time >= since and (not target or result.target == target)]
+        found.sort(key=lambda result: result.time)
+        return found[-limit:]
 
     # -- timers ----------------------------------------------------------------------------------
 
@@ -212,18 +227,29 @@ class CentralState:
 
     # -- matching --------------------------------------------------------------------------------
 
-    def why_not(self, resources: PilotResources) -> str:
-        """Why a pilot at this site gets nothing right now, or '' if it may be matched."""
-        return self.sites.why_not(resources.site, self.book.site_active[resources.site])
+    def why_not(self, resources: PilotResources, now: float) -> str:
+        """Why a pilot at this site gets no user job right now, or '' if it may be matched."""
+        return (self.monitor.why_not(resources.site, now)
+                or self.sites.why_not(resources.site, self.book.site_active[resources.site]))
+
+    def matchable(self, resources: PilotResources, now: float) -> PilotResources | None:
+        """What a pilot may be matched with now: None in a downtime (nothing), only probe jobs
+        at a banned site or one at its limit of running jobs, else anything it fits."""
+        if self.monitor.why_not(resources.site, now):
+            return None
+        if self.sites.why_not(resources.site, self.book.site_active[resources.site]):
+            return dataclasses.replace(resources, owner_group=PROBE_GROUP)
+        return resources
 
     def request_job(
         self, pilot_id: str, resources: PilotResources, now: float
     ) -> JobRecord | None:
         self.sites.see(resources.site)
         pilot = self.pilots.contact(pilot_id, resources.site, resources.ce, now)
-        if pilot.kill_requested or self.why_not(resources):
+        matchable = None if pilot.kill_requested else self.matchable(resources, now)
+        if matchable is None:
             return None
-        job = self.book.match(pilot_id, resources, now)
+        job = self.book.match(pilot_id, matchable, now)
         if job is not None:
             self.pilots.note_job(pilot, job.job_id)
         return job

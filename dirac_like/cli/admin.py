@@ -21,6 +21,7 @@ from dirac_like.cli.identity import (
     cmd_admin_identity_list,
     cmd_admin_identity_revoke,
 )
+from dirac_like.cli.monitoring import add_monitoring_admin_parsers
 from dirac_like.errors import EXIT_OK, EXIT_REFUSED
 from dirac_like.protocol import to_wire
 
@@ -184,6 +185,7 @@ def add_admin_parser(groups: Any, both: list[argparse.ArgumentParser]) -> None:
                           "stop a pilot; its jobs go back to Waiting")
     kill_pilot.add_argument("pilot_id", metavar="PILOT_ID", help="the pilot's id")
     add_identity_parser(commands, both)
+    add_monitoring_admin_parsers(commands, both)
 
 
 ADMIN_COMMANDS = {

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from dirac_like.cli.common import names, positive_int, positive_seconds, seconds
 from dirac_like.cli.identity import identity_of, identity_options, pilot_identity, server_for
+from dirac_like.cli.monitoring import add_monitoring_agent_parser
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.config import DEFAULT_SERVER, default_home
 from dirac_like.errors import DiracLikeError
@@ -157,6 +158,7 @@ def add_agent_parser(groups: Any) -> None:
                           help="run one cycle and exit; the pilots it started keep running "
                                "(local ones close their own records when they stop)")
     director.add_argument("--verbose", action="store_true", help="log at DEBUG level")
+    add_monitoring_agent_parser(agents)
 
 
 AGENT_COMMANDS = {

@@ -9,13 +9,17 @@ What runs is the real thing, on this host, in a temporary home:
   site file and settings written into the home; its pilots run on the ``local`` fabric, each a
   ``dirac-like pilot`` process, with a pilot token its director obtained for it, that pulls jobs
   and runs them under the job wrapper and watchdog;
+- the monitoring agent (``dirac-like agent monitoring``) beside them, with its own identity (role
+  monitor): it sends probe jobs to every CE (group ``probes``, not part of the workload) and keeps
+  each site's status;
 - a mixed workload submitted through the Python API, each user with its own identity: a
   parametric simulation (group physics), user analyses (group users), a 2-core job, two jobs
   whose payload exits non-zero, one job that goes over its MaxRAM (the watchdog kills it) and
   one its owner kills while it runs on a pilot.
 
 Every job has a planned outcome (:class:`Expectation`); the demo prints live counts by status, then
-a summary by site and status, the share each group received, and the notable jobs, and exits 1
+a summary by site and status, the share each group received, the notable jobs, and each site's
+status and availability as the monitoring agent measured them, and exits 1
 when a job did not end as planned (naming it). Processes are stopped by PID in a ``finally``,
 whatever happens (Ctrl-C included): the directors first (SIGTERM; they stop their pilots), SIGKILL
 after a grace, then the service. ``--keep`` also starts the web dashboard (``dirac-like service
@@ -47,6 +51,7 @@ import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs install
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dirac_like.availability import percent
 from dirac_like.cli.demo_plan import (
     MIN_JOBS,
     DemoPlan,
@@ -64,9 +69,11 @@ from dirac_like.cli.demo_plan import (
     victims_to_kill,
 )
 from dirac_like.cli.display import format_ids, make_console, print_table
+from dirac_like.cli.monitoring import availability_report
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.errors import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, DiracLikeError
 from dirac_like.identity import load_identity, save_identity
+from dirac_like.monitoring import PROBE_GROUP
 from dirac_like.processes import ServiceProcess, dirac_like_argv
 from dirac_like.protocol import to_wire
 
@@ -89,6 +96,18 @@ local_grace = 5.0
 pilot_args = ["--request-interval", "0.3", "--heartbeat", "0.5", "--kill-grace", "1"]
 """
 
+# The monitoring agent of the demo: probes every few seconds, so each site has a status and an
+# availability by the end of the workload.
+MONITORING_SETTINGS = """\
+# Written by `dirac-like demo`: the monitoring agent, quick.
+[monitoring]
+cycle_seconds = 1.0
+probe_interval = 5.0
+start_timeout = 60.0
+run_timeout = 60.0
+"""
+PROBE_VALIDITY = 30.0  # seconds a probe result holds in the demo's availability figures
+
 HELLO_JDL = """\
 // Written by `dirac-like demo`: submit it with `dirac-like job submit hello.jdl`.
 JobName = "hello";
@@ -110,6 +129,11 @@ class DirectorProcess:
     site: str
     popen: subprocess.Popen[bytes]
     stderr: Path
+    label: str = ""  # how messages name it ("": the director of its site)
+
+    @property
+    def name(self) -> str:
+        return self.label or f"director of {self.site}"
 
 
 @dataclass
@@ -129,7 +153,7 @@ class Grid:
 
     def dead(self) -> list[str]:
         """What stopped by itself, with its exit code."""
-        dead = [f"director of {d.site} (exit code {d.popen.returncode}, see {d.stderr})"
+        dead = [f"{d.name} (exit code {d.popen.returncode}, see {d.stderr})"
                 for d in self.directors if d.popen.poll() is not None]
         if self.service is not None and self.service.popen.poll() is not None:
             dead.append(f"central service (exit code {self.service.popen.returncode})")
@@ -141,6 +165,7 @@ class Grid:
 def write_files(home: Path, plan: DemoPlan) -> None:
     (home / "demo.toml").write_text(DEMO_CONFIG)
     (home / "director.toml").write_text(DIRECTOR_SETTINGS)
+    (home / "monitoring.toml").write_text(MONITORING_SETTINGS)
     (home / "hello.jdl").write_text(HELLO_JDL)
     sites = home / "sites"
     sites.mkdir()
@@ -160,6 +185,8 @@ def issue_identities(admin: Client, plan: DemoPlan, home: Path) -> dict[str, Pat
         files[site.name] = folder / f"{director_name(site.name)}.identity"
         save_identity(files[site.name],
                       admin.identity_add(director_name(site.name), "director", site=site.name))
+    files["monitoring"] = folder / "monitoring.identity"
+    save_identity(files["monitoring"], admin.identity_add("monitoring", "monitor"))
     return files
 
 
@@ -174,6 +201,18 @@ def start_director(home: Path, site: str, endpoint: str, identity: Path) -> Dire
         popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output,
                                  stderr=output, cwd=home, start_new_session=True)
     return DirectorProcess(site, popen, stderr)
+
+
+def start_monitoring(home: Path, endpoint: str, identity: Path) -> DirectorProcess:
+    """``dirac-like agent monitoring`` for every site of the demo, in its own session."""
+    command = [*dirac_like_argv("agent", "monitoring"), "--sites-dir", str(home / "sites"),
+               "--config", str(home / "monitoring.toml"), "--server", endpoint,
+               "--home", str(home), "--identity", str(identity)]
+    stderr = home / "monitoring.stderr"
+    with open(stderr, "wb") as output:
+        popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output,
+                                 stderr=output, cwd=home, start_new_session=True)
+    return DirectorProcess("", popen, stderr, label="monitoring agent")
 
 
 def start_service(grid: Grid, console: Console) -> None:
@@ -209,6 +248,9 @@ def start_directors(grid: Grid, plan: DemoPlan, console: Console) -> None:
         f"{ce.name} ({ce.cores} core{'s' if ce.cores > 1 else ''}, {ce.max_total} pilots max)"
         for ce in site.ces) for site in plan.sites)
     console.print(f"{len(plan.sites)} site director(s), pilots on the local fabric ({ces})")
+    grid.directors.append(start_monitoring(grid.home, grid.endpoint,
+                                           grid.identities["monitoring"]))
+    console.print("The monitoring agent probes every CE (probe jobs, group probes)")
 
 
 def stop_grid(grid: Grid, console: Console) -> bool:
@@ -241,13 +283,13 @@ def stop_directors(directors: list[DirectorProcess], grace: float, console: Cons
         try:
             director.popen.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            console.print(f"director of {director.site}: alive {grace:g} s after SIGTERM, SIGKILL")
+            console.print(f"{director.name}: alive {grace:g} s after SIGTERM, SIGKILL")
             director.popen.kill()
             director.popen.wait(10)
     failed = [d for d in directors if d.popen.returncode not in (0, -signal.SIGTERM)]
     for director in failed:
-        console.print(f"director of {director.site} exited with code "
-                      f"{director.popen.returncode} (see {director.stderr})")
+        console.print(f"{director.name} exited with code {director.popen.returncode} "
+                      f"(see {director.stderr})")
     return not failed
 
 
@@ -300,7 +342,7 @@ def watch(client: Client, users: Mapping[str, Client], grid: Grid, plan: DemoPla
         task = progress.add_task("starting", total=plan.total)
         while True:
             dead = grid.dead()  # before asking a service that may be gone
-            rows = to_wire(client.list_jobs(limit=plan.total + 1))
+            rows = workload_rows(client, plan)
             for job_id in victims_to_kill(rows, plan.victim, killed):
                 kill_running(users, job_id, rows, console)
                 killed.add(job_id)
@@ -315,6 +357,12 @@ def watch(client: Client, users: Mapping[str, Client], grid: Grid, plan: DemoPla
             time.sleep(POLL_SECONDS)
 
 
+def workload_rows(client: Client, plan: DemoPlan) -> list[dict[str, Any]]:
+    """The jobs of the workload (the monitoring agent's probe jobs aside)."""
+    rows = to_wire(client.list_jobs(limit=plan.total + 10_000))
+    return [row for row in rows if row["group"] != PROBE_GROUP]
+
+
 def kill_running(users: Mapping[str, Client], job_id: int, rows: Sequence[Mapping[str, Any]],
                  console: Console) -> None:
     row = next(row for row in rows if row["job_id"] == job_id)
@@ -327,7 +375,7 @@ def kill_running(users: Mapping[str, Client], job_id: int, rows: Sequence[Mappin
 
 
 def print_summary(client: Client, rows: list[dict[str, Any]], plan: DemoPlan,
-                  console: Console) -> bool:
+                  console: Console, since: float) -> bool:
     table, statuses = site_rows(rows, to_wire(client.pilots()))
     columns = [("site", "Site"), *((status, f"{status}>") for status in statuses),
                ("total", "Total>"), ("pilots", "Pilots>")]
@@ -342,7 +390,28 @@ def print_summary(client: Client, rows: list[dict[str, Any]], plan: DemoPlan,
                           ("planned", "Planned"), ("status", "Status"),
                           ("minor_status", "MinorStatus"), ("site", "Site")],
                 title="Notable jobs", console=console)
+    print_table(site_health(client, since), [
+        ("target", "Site"), ("status", "Status"), ("reason", "Reason"),
+        ("availability", "Availability>"), ("reliability", "Reliability>"),
+        ("probes", "Probes>")], title="Sites as the monitoring agent sees them",
+        empty="no probe result yet", console=console)
     return check_outcome(client, rows, plan, console)
+
+
+def site_health(client: Client, since: float) -> list[dict[str, Any]]:
+    """Each site's status and WLCG availability since ``since``, from the probe results."""
+    reasons = {row.target: row.reason for row in client.resource_status()}
+    rows = []
+    for target in availability_report(client, since, time.time(), None, PROBE_VALIDITY):
+        if target["kind"] != "site":
+            continue
+        (figures,) = target["periods"]
+        rows.append({"target": target["target"], "status": target["status"],
+                     "reason": reasons.get(target["target"], ""),
+                     "availability": percent(figures["availability"]),
+                     "reliability": percent(figures["reliability"]),
+                     "probes": figures["probes"]})
+    return rows
 
 
 def check_outcome(client: Client, rows: list[dict[str, Any]], plan: DemoPlan,
@@ -435,8 +504,9 @@ def run_workload(grid: Grid, plan: DemoPlan, console: Console, keep: bool) -> in
             console.print(web_login_hint(grid), end="", soft_wrap=True)  # commands: no folds
         start_directors(grid, plan, console)
         submit_workload(users, plan, console)
+        started = time.time()
         rows = watch(client, users, grid, plan, console)
-        ok = print_summary(client, rows, plan, console)
+        ok = print_summary(client, rows, plan, console, started)
     if not ok:
         return EXIT_REFUSED
     return wait_for_interrupt(grid, console) if keep else EXIT_OK

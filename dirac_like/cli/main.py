@@ -21,6 +21,7 @@ from dirac_like.cli.agents import AGENT_COMMANDS, add_agent_parser, add_pilot_pa
 from dirac_like.cli.common import client_options, set_client_defaults
 from dirac_like.cli.identity import add_init_parser, cmd_init, print_hint_unreachable
 from dirac_like.cli.jobs import JOB_COMMANDS, add_job_parser
+from dirac_like.cli.monitoring import MONITORING_COMMANDS
 from dirac_like.cli.service import SERVICE_COMMANDS, add_demo_parser, add_service_parser
 from dirac_like.cli.web import WEB_COMMANDS, add_web_login_parser
 from dirac_like.errors import EXIT_OK, EXIT_USAGE, DiracLikeError, ServiceUnavailable
@@ -33,6 +34,7 @@ COMMANDS: dict[tuple[str, str], Command] = {
     **JOB_COMMANDS,
     **ADMIN_COMMANDS,
     **AGENT_COMMANDS,
+    **MONITORING_COMMANDS,
     **WEB_COMMANDS,
 }
 

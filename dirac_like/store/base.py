@@ -9,6 +9,8 @@ The contract (tests/integration/test_store_contract.py runs it against every imp
   ``history(job_id)`` its status history in commit order.
 - Pilot records load with the jobs matched to them; a pilot's output is read on demand
   (``pilot_output``); forgetting a pilot forgets its jobs list and output too.
+- Probe results are appended and read back in time order by ``probe_results``; site/SE statuses
+  and downtimes load whole (a later commit of the same key replaces it).
 - ``sandbox(job_id, kind)`` is the sha256 of a job's "input" or "output" sandbox (a later
   commit of the same pair replaces it); ``referenced_sandboxes()`` every sha256 a job names.
 """
@@ -20,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from dirac_like.model import ChangeSet, HistoryEntry, LoadedState
+from dirac_like.monitoring import ProbeResult
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Store(ABC):
@@ -52,6 +55,12 @@ class Store(ABC):
     @abstractmethod
     def referenced_sandboxes(self) -> set[str]:
         """Every sandbox sha256 some job refers to (the rest may be collected)."""
+
+    @abstractmethod
+    def probe_results(self, since: float, target: str = "", limit: int = 100_000
+                      ) -> list[ProbeResult]:
+        """Probe results from ``since`` on (of ``target`` only, if given), oldest first, at most
+        ``limit`` (the newest ones when there are more)."""
 
     @abstractmethod
     def schema_version(self) -> int:

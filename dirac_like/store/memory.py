@@ -24,6 +24,7 @@ from dirac_like.model import (
     TaskQueueRow,
     UsageRecord,
 )
+from dirac_like.monitoring import Downtime, ProbeResult, StatusRecord
 from dirac_like.store.base import SCHEMA_VERSION, Store
 
 
@@ -42,6 +43,9 @@ class MemoryStore(Store):
         self.pilot_outputs: dict[str, str] = {}
         self.next_pilot_number = 1
         self.sandboxes: dict[tuple[int, str], str] = {}
+        self.results: list[ProbeResult] = []
+        self.statuses: dict[tuple[str, str], StatusRecord] = {}
+        self.downtimes: dict[int, Downtime] = {}
         self.commits = 0
         self.fail_next_commit = False  # a test sets it to see how callers survive a failure
         self.closed = False
@@ -73,6 +77,9 @@ class MemoryStore(Store):
         self._commit_pilots(changes)
         for job_id, kind, sha256 in changes.sandboxes:
             self.sandboxes[(job_id, kind)] = sha256
+        self.results.extend(changes.probe_results)
+        self.statuses.update(changes.statuses)
+        self.downtimes.update(changes.downtimes)
         self.commits += 1
 
     def _commit_pilots(self, changes: ChangeSet) -> None:
@@ -103,6 +110,8 @@ class MemoryStore(Store):
             replies=list(self.replies.values()),
             pilots=[self._loaded_pilot(pilot) for pilot in self.pilots.values()],
             next_pilot_number=self.next_pilot_number,
+            statuses=list(self.statuses.values()),
+            downtimes=[self.downtimes[key] for key in sorted(self.downtimes)],
         )
 
     def _loaded_pilot(self, pilot: PilotRecord) -> PilotRecord:
@@ -132,6 +141,14 @@ class MemoryStore(Store):
     def referenced_sandboxes(self) -> set[str]:
         self._check_open()
         return set(self.sandboxes.values())
+
+    def probe_results(self, since: float, target: str = "", limit: int = 100_000
+                      ) -> list[ProbeResult]:
+        self._check_open()
+        found = [result for result in self.results
+                 if result.time >= since and (not target or result.target == target)]
+        found.sort(key=lambda result: result.time)
+        return found[-limit:]
 
     def schema_version(self) -> int:
         return SCHEMA_VERSION

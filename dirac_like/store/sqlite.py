@@ -44,6 +44,14 @@ from dirac_like.model import (
     TaskQueueRow,
     UsageRecord,
 )
+from dirac_like.monitoring import (
+    CheckStatus,
+    Downtime,
+    ProbeResult,
+    ResourceStatus,
+    StatusRecord,
+    TargetKind,
+)
 from dirac_like.states import JobStatus
 from dirac_like.store.base import SCHEMA_VERSION, Store
 
@@ -117,6 +125,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             job_id INTEGER NOT NULL, kind TEXT NOT NULL, sha256 TEXT NOT NULL,
             PRIMARY KEY (job_id, kind)) WITHOUT ROWID""",
     ),
+    # 2 -> 3: monitoring: who banned a site, probe results, site/SE statuses, downtimes.
+    (
+        "ALTER TABLE sites ADD COLUMN automatic INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE probe_results (
+            id INTEGER PRIMARY KEY, target TEXT NOT NULL, kind TEXT NOT NULL, check_name TEXT
+            NOT NULL, status TEXT NOT NULL, message TEXT NOT NULL, time REAL NOT NULL,
+            ce TEXT NOT NULL, job_id INTEGER NOT NULL)""",
+        "CREATE INDEX probe_results_by_time ON probe_results (time)",
+        "CREATE INDEX probe_results_by_target ON probe_results (target, time)",
+        """CREATE TABLE resource_status (
+            kind TEXT NOT NULL, target TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL,
+            changed REAL NOT NULL, automatic INTEGER NOT NULL, PRIMARY KEY (kind, target))""",
+        """CREATE TABLE downtimes (
+            downtime_id INTEGER PRIMARY KEY, target TEXT NOT NULL, kind TEXT NOT NULL,
+            start REAL NOT NULL, end_time REAL NOT NULL, reason TEXT NOT NULL,
+            scheduled INTEGER NOT NULL, created REAL NOT NULL, cancelled REAL NOT NULL)""",
+    ),
 )
 if len(MIGRATIONS) != SCHEMA_VERSION:
     raise RuntimeError("SCHEMA_VERSION and MIGRATIONS disagree")
@@ -130,8 +155,13 @@ UPDATE_JOB = """UPDATE jobs SET owner = ?, grp = ?, task_queue_id = ?, priority 
     kill_requested = ? WHERE job_id = ?"""
 INSERT_HISTORY = """INSERT INTO history
     (job_id, status, minor_status, application_status, time, source) VALUES (?, ?, ?, ?, ?, ?)"""
-UPSERT_SITE = """INSERT INTO sites VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET
-    banned = excluded.banned, reason = excluded.reason, changed = excluded.changed"""
+UPSERT_SITE = """INSERT INTO sites VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET
+    banned = excluded.banned, reason = excluded.reason, changed = excluded.changed,
+    automatic = excluded.automatic"""
+INSERT_PROBE_RESULT = """INSERT INTO probe_results
+    (target, kind, check_name, status, message, time, ce, job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+UPSERT_STATUS = "INSERT OR REPLACE INTO resource_status VALUES (?, ?, ?, ?, ?, ?)"
+UPSERT_DOWNTIME = "INSERT OR REPLACE INTO downtimes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 UPSERT_SHARE = """INSERT INTO shares VALUES (?, ?)
     ON CONFLICT (grp) DO UPDATE SET share = excluded.share"""
 UPSERT_USAGE = """INSERT INTO usage VALUES (?, ?, ?, ?) ON CONFLICT (grp, user_name)
@@ -153,7 +183,17 @@ SELECT_JOBS = """SELECT job_id, owner, grp, task_queue_id, priority, status, min
     application_status, site, job_name, pilot_id, attempt, reschedules, submitted, updated,
     matched_at, deadline, heartbeat_at, kill_requested FROM jobs ORDER BY job_id"""
 SELECT_TASK_QUEUES = "SELECT * FROM task_queues ORDER BY task_queue_id"
-SELECT_SITES = "SELECT name, banned, reason, changed FROM sites ORDER BY name"
+SELECT_SITES = "SELECT name, banned, reason, changed, automatic FROM sites ORDER BY name"
+SELECT_STATUSES = """SELECT target, kind, status, reason, changed, automatic FROM resource_status
+    ORDER BY kind, target"""
+SELECT_DOWNTIMES = """SELECT downtime_id, target, kind, start, end_time, reason, scheduled, created,
+    cancelled FROM downtimes ORDER BY downtime_id"""
+PROBE_FIELDS = "target, kind, check_name, status, message, time, ce, job_id"
+SELECT_PROBE_RESULTS = f"""SELECT {PROBE_FIELDS} FROM (SELECT {PROBE_FIELDS}, id FROM probe_results
+    WHERE time >= ? ORDER BY time DESC, id DESC LIMIT ?) ORDER BY time, id"""
+SELECT_TARGET_PROBE_RESULTS = f"""SELECT {PROBE_FIELDS} FROM (SELECT {PROBE_FIELDS}, id
+    FROM probe_results WHERE target = ? AND time >= ? ORDER BY time DESC, id DESC LIMIT ?)
+    ORDER BY time, id"""
 SELECT_SHARES = "SELECT grp, share FROM shares ORDER BY grp"
 SELECT_USAGE = "SELECT grp, user_name, usage, stamp FROM usage ORDER BY grp, user_name"
 SELECT_REPLIES = "SELECT request_id, reply, time FROM replies ORDER BY time, request_id"
@@ -257,14 +297,16 @@ class SqliteStore(Store):
                     jobs=[_job_from_row(row) for row in db.execute(SELECT_JOBS)],
                     task_queues=[_task_queue_from_row(*r) for r in db.execute(SELECT_TASK_QUEUES)],
                     sites=[
-                        SiteRecord(name, bool(banned), reason, changed)
-                        for name, banned, reason, changed in db.execute(SELECT_SITES)
+                        SiteRecord(name, bool(banned), reason, changed, bool(automatic))
+                        for name, banned, reason, changed, automatic in db.execute(SELECT_SITES)
                     ],
                     shares=dict(db.execute(SELECT_SHARES).fetchall()),
                     usage=[UsageRecord(*row) for row in db.execute(SELECT_USAGE)],
                     replies=[StoredReply(*row) for row in db.execute(SELECT_REPLIES)],
                     pilots=_load_pilots(db),
                     next_pilot_number=_next_pilot_number(db),
+                    statuses=[_status_from_row(*row) for row in db.execute(SELECT_STATUSES)],
+                    downtimes=[_downtime_from_row(*row) for row in db.execute(SELECT_DOWNTIMES)],
                 )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot load store {self.path}: {exc}") from exc
@@ -308,6 +350,17 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read {what}: {exc}") from exc
         return row
+
+    def probe_results(self, since: float, target: str = "", limit: int = 100_000
+                      ) -> list[ProbeResult]:
+        parameters: tuple[Any, ...] = (since, limit)
+        sql = SELECT_PROBE_RESULTS
+        if target:
+            sql, parameters = SELECT_TARGET_PROBE_RESULTS, (target, since, limit)
+        try:
+            return [_probe_from_row(*row) for row in self._db.execute(sql, parameters)]
+        except (sqlite3.Error, ValueError) as exc:
+            raise StoreError(f"cannot read probe results: {exc}") from exc
 
     def schema_version(self) -> int:
         try:
@@ -379,6 +432,22 @@ def _write(db: sqlite3.Connection, changes: ChangeSet) -> None:
     _write_pilots(db, changes)
     if changes.sandboxes:
         db.executemany(UPSERT_SANDBOX, changes.sandboxes)
+    _write_monitoring(db, changes)
+
+
+def _write_monitoring(db: sqlite3.Connection, changes: ChangeSet) -> None:
+    if changes.probe_results:
+        db.executemany(INSERT_PROBE_RESULT, [
+            (r.target, r.kind.value, r.check, r.status.value, r.message, r.time, r.ce, r.job_id)
+            for r in changes.probe_results])
+    if changes.statuses:
+        db.executemany(UPSERT_STATUS, [
+            (r.kind.value, r.target, r.status.value, r.reason, r.changed, r.automatic)
+            for r in changes.statuses.values()])
+    if changes.downtimes:
+        db.executemany(UPSERT_DOWNTIME, [
+            (d.downtime_id, d.target, d.kind.value, d.start, d.end, d.reason, d.scheduled,
+             d.created, d.cancelled) for d in changes.downtimes.values()])
 
 
 def _write_pilots(db: sqlite3.Connection, changes: ChangeSet) -> None:
@@ -421,7 +490,26 @@ def _task_queue_row(task_queue: TaskQueueRow) -> tuple[Any, ...]:
 
 
 def _site_row(site: SiteRecord) -> tuple[Any, ...]:
-    return (site.name, site.banned, site.reason, site.changed)
+    return (site.name, site.banned, site.reason, site.changed, site.automatic)
+
+
+def _probe_from_row(target: str, kind: str, check: str, status: str, message: str, time: float,
+                    ce: str, job_id: int) -> ProbeResult:
+    return ProbeResult(target, TargetKind(kind), check, CheckStatus(status), message, time, ce,
+                       job_id)
+
+
+def _status_from_row(target: str, kind: str, status: str, reason: str, changed: float,
+                     automatic: int) -> StatusRecord:
+    return StatusRecord(target, TargetKind(kind), ResourceStatus(status), reason, changed,
+                        bool(automatic))
+
+
+def _downtime_from_row(downtime_id: int, target: str, kind: str, start: float, end: float,
+                       reason: str, scheduled: int, created: float, cancelled: float
+                       ) -> Downtime:
+    return Downtime(downtime_id, target, TargetKind(kind), start, end, reason, bool(scheduled),
+                    created, cancelled)
 
 
 def _usage_row(usage: UsageRecord) -> tuple[Any, ...]:

@@ -32,6 +32,14 @@ from dirac_like.model import (
     TaskQueueRow,
     UsageRecord,
 )
+from dirac_like.monitoring import (
+    CheckStatus,
+    Downtime,
+    ProbeResult,
+    ResourceStatus,
+    StatusRecord,
+    TargetKind,
+)
 from dirac_like.states import JobStatus
 from dirac_like.store.base import SCHEMA_VERSION, Store, open_store
 from dirac_like.store.memory import MemoryStore
@@ -417,6 +425,35 @@ def test_an_empty_changeset_changes_nothing(store: Store) -> None:
     assert snapshot(store.load()) == before
 
 
+def probe(target: str, time: float, status: CheckStatus = CheckStatus.OK) -> ProbeResult:
+    return ProbeResult(target, TargetKind.SITE, "python", status, "fine", time, "ce1", 7)
+
+
+def test_probe_results_come_back_in_time_order_per_target_and_newest_within_limit(
+        store: Store) -> None:
+    store.commit(ChangeSet(probe_results=[probe("A", 3.0), probe("B", 1.0)]))
+    store.commit(ChangeSet(probe_results=[probe("A", 2.0, CheckStatus.CRITICAL), probe("A", 5.0)]))
+
+    assert [r.time for r in store.probe_results(0.0)] == [1.0, 2.0, 3.0, 5.0]
+    assert store.probe_results(2.5, "A") == [probe("A", 3.0), probe("A", 5.0)]
+    assert [r.time for r in store.probe_results(0.0, "A", limit=2)] == [3.0, 5.0]
+    assert store.probe_results(0.0, "C") == []
+
+
+def test_statuses_downtimes_and_automatic_bans_round_trip(store: Store) -> None:
+    status = StatusRecord("A", TargetKind.SITE, ResourceStatus.BANNED, "auto: x", 4.0, True)
+    downtime = Downtime(1, "SE1", TargetKind.SE, 10.0, 20.0, "disk swap", True, 2.0)
+    store.commit(ChangeSet(statuses={("site", "A"): status}, downtimes={1: downtime},
+                           sites={"A": SiteRecord("A", True, "auto: x", 4.0, automatic=True)}))
+    cancelled = Downtime(1, "SE1", TargetKind.SE, 10.0, 20.0, "disk swap", True, 2.0, 5.0)
+    store.commit(ChangeSet(downtimes={1: cancelled}))
+
+    loaded = store.load()
+    assert loaded.statuses == [status]
+    assert loaded.downtimes == [cancelled]
+    assert loaded.sites == [SiteRecord("A", True, "auto: x", 4.0, automatic=True)]
+
+
 def full_changeset() -> ChangeSet:
     job = JobRecord(**FULL_JOB_VALUES)
     return ChangeSet(
@@ -530,7 +567,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
     store = open_store(str(path))
     try:
         loaded = store.load()
-        assert store.schema_version() == SCHEMA_VERSION == 2
+        assert store.schema_version() == SCHEMA_VERSION == 3
         assert [job.job_id for job in loaded.jobs] == [1]
         assert loaded.pilots == [] and loaded.next_pilot_number == 1
         store.commit(ChangeSet(pilots={"P.1": PilotRecord("P.1", "A")}))

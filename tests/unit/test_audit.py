@@ -16,7 +16,9 @@ from dirac_like.protocol import (
     BanSiteArgs,
     JobIdsArgs,
     ListJobsArgs,
+    ProbeReportArgs,
     SandboxUploadArgs,
+    SetStatusArgs,
     SubmitArgs,
 )
 from dirac_like.services.audit import MAX_LINE_BYTES, RATE_LIMIT_QUIET, AuditLog
@@ -57,6 +59,16 @@ def test_admin_and_operator_actions_are_logged_with_their_outcome(audit: AuditLo
         ("root", "ban_site", "ok"), ("ops", "ban_site", "failed"),
         ("root", "identity_revoke", "ok")]
     assert lines(audit)[1]["reason"] == "[invalid_argument] a ban needs a reason"
+
+
+def test_the_monitoring_agents_automatic_bans_and_unbans_are_logged(audit: AuditLog) -> None:
+    monitor = Principal("sam", Role.MONITOR)
+    args = SetStatusArgs("LCG.RAL.uk", "site", "Banned", "auto: probe started failed 3 times")
+    assert audit.done(monitor, "set_status", args, NOW)
+    assert not audit.done(monitor, "probe_report", ProbeReportArgs([]), NOW)
+    (line,) = lines(audit)
+    assert (line["principal"], line["op"], line["args"]["status"]) == ("sam", "set_status",
+                                                                       "Banned")
 
 
 def test_reads_and_the_actions_of_other_roles_are_not_logged(audit: AuditLog) -> None:

@@ -28,6 +28,9 @@ from dirac_like.protocol import (
     ARGUMENTS,
     AddPilotsArgs,
     BanSiteArgs,
+    DowntimeAddArgs,
+    DowntimeIdArgs,
+    DowntimeListArgs,
     EligibleArgs,
     HeartbeatArgs,
     IdentityAddArgs,
@@ -44,10 +47,14 @@ from dirac_like.protocol import (
     PilotStoppedArgs,
     PilotTokenArgs,
     PilotUpdateItem,
+    ProbeReportArgs,
+    ProbeResultItem,
+    ProbeResultsArgs,
     RequestJobArgs,
     SandboxDownloadArgs,
     SandboxUploadArgs,
     SetShareArgs,
+    SetStatusArgs,
     SiteArgs,
     SubmitArgs,
     UpdatePilotsArgs,
@@ -85,9 +92,11 @@ class FakeOwnership:
 
 def grid() -> FakeOwnership:
     """Job 1: alice's, running on CERN pilot 7. Job 2: bob's, on a RAL pilot. Job 3: alice's,
-    waiting. Pilots 7 and 8 at CERN, one at RAL."""
+    waiting. Job 4: a probe of the monitor sam on CERN pilot 8. Pilots 7 and 8 at CERN, one at
+    RAL."""
     return FakeOwnership(
-        jobs={1: ("alice", PILOT_7), 2: ("bob", RAL_PILOT), 3: ("alice", "")},
+        jobs={1: ("alice", PILOT_7), 2: ("bob", RAL_PILOT), 3: ("alice", ""),
+              4: ("sam", PILOT_8)},
         pilots={PILOT_7: CERN, PILOT_8: CERN, RAL_PILOT: RAL},
     )
 
@@ -100,18 +109,21 @@ DIRECTOR = Principal("director-cern", Role.DIRECTOR, site=CERN)
 PILOT = Principal("pilot-cern-7", Role.PILOT, site=CERN, pilot_id=PILOT_7)
 SITE_PILOT = Principal("pilot-cern", Role.PILOT, site=CERN)  # any pilot id of the site
 AGENT = Principal("monitor", Role.AGENT)
-BY_ROLE = {p.role: p for p in (ADMIN, OPERATOR, ALICE, DIRECTOR, PILOT, AGENT)}
+MONITOR = Principal("sam", Role.MONITOR)
+BY_ROLE = {p.role: p for p in (ADMIN, OPERATOR, ALICE, DIRECTOR, PILOT, AGENT, MONITOR)}
 
 
 def own_args(op: str, role: Role) -> Any:
     """The arguments a principal of ``role`` would send about its own things."""
     cern = PilotResources(site=CERN)
+    own_job = 4 if role is Role.MONITOR else 1
     return {
         Op.PING: NoArgs(),
-        Op.SUBMIT: SubmitArgs([HELLO], owner="alice", group="physics"),
+        Op.SUBMIT: SubmitArgs([HELLO], owner="alice",
+                              group="probes" if role is Role.MONITOR else "physics"),
         Op.STATUS: JobIdsArgs([1, 3]),
         Op.LIST_JOBS: ListJobsArgs(),
-        Op.KILL: JobIdsArgs([1]),
+        Op.KILL: JobIdsArgs([own_job]),
         Op.RESCHEDULE: JobIdsArgs([1]),
         Op.HISTORY: JobIdArgs(1),
         Op.JOB_DESCRIPTION: JobIdArgs(1),
@@ -136,28 +148,35 @@ def own_args(op: str, role: Role) -> Any:
         Op.SANDBOX_UPLOAD: SandboxUploadArgs("a" * 64, 1, 0, b"x",
                                              "output" if role is Role.PILOT else "input"),
         Op.SANDBOX_DOWNLOAD: SandboxDownloadArgs("a" * 64),
-        Op.JOB_OUTPUT: JobIdArgs(1),
+        Op.JOB_OUTPUT: JobIdArgs(own_job),
         Op.IDENTITY_ADD: IdentityAddArgs("carol", "user", ["physics"]),
         Op.IDENTITY_LIST: IdentityListArgs(),
         Op.IDENTITY_REVOKE: IdentityRevokeArgs("carol"),
         Op.PILOT_TOKEN: PilotTokenArgs(CERN, PILOT_7),
+        Op.PROBE_REPORT: ProbeReportArgs([ProbeResultItem(CERN, "site", "python", "OK", "", 1.0)]),
+        Op.PROBE_RESULTS: ProbeResultsArgs(since=0.0),
+        Op.RESOURCE_STATUS: NoArgs(),
+        Op.SET_STATUS: SetStatusArgs(CERN, "site", "Banned", "auto: probe failed 3 times"),
+        Op.DOWNTIME_ADD: DowntimeAddArgs(CERN, "site", 10.0, 20.0, "upgrade"),
+        Op.DOWNTIME_LIST: DowntimeListArgs(),
+        Op.DOWNTIME_CANCEL: DowntimeIdArgs(1),
     }[op]
 
 
 # Written out independently of RULES: the policy as the issue states it.
 EXPECTED: dict[str, set[str]] = {
-    Op.PING: {"admin", "operator", "user", "director", "pilot", "agent"},
-    Op.SUBMIT: {"admin", "user"},
-    Op.STATUS: {"admin", "operator", "user", "agent"},
-    Op.LIST_JOBS: {"admin", "operator", "user", "agent"},
-    Op.KILL: {"admin", "user"},
+    Op.PING: {"admin", "operator", "user", "director", "pilot", "agent", "monitor"},
+    Op.SUBMIT: {"admin", "user", "monitor"},
+    Op.STATUS: {"admin", "operator", "user", "agent", "monitor"},
+    Op.LIST_JOBS: {"admin", "operator", "user", "agent", "monitor"},
+    Op.KILL: {"admin", "user", "monitor"},
     Op.RESCHEDULE: {"admin", "user"},
     Op.HISTORY: {"admin", "operator", "user"},
     Op.REQUEST_JOB: {"admin", "pilot"},
     Op.ELIGIBLE: {"admin", "operator", "director"},
     Op.UPDATE_STATUS: {"admin", "pilot"},
     Op.HEARTBEAT: {"admin", "pilot"},
-    Op.SITES: {"admin", "operator", "agent"},
+    Op.SITES: {"admin", "operator", "agent", "monitor"},
     Op.BAN_SITE: {"admin", "operator"},
     Op.UNBAN_SITE: {"admin", "operator"},
     Op.TASK_QUEUES: {"admin", "operator", "agent"},
@@ -165,12 +184,12 @@ EXPECTED: dict[str, set[str]] = {
     Op.SET_SHARE: {"admin", "operator"},
     Op.ADD_PILOTS: {"admin", "director"},
     Op.UPDATE_PILOTS: {"admin", "director"},
-    Op.PILOTS: {"admin", "operator", "director", "agent"},
+    Op.PILOTS: {"admin", "operator", "director", "agent", "monitor"},
     Op.PILOT_OUTPUT: {"admin", "operator", "director"},
     Op.KILL_PILOT: {"admin", "operator"},
     Op.SANDBOX_UPLOAD: {"admin", "user", "pilot"},
-    Op.SANDBOX_DOWNLOAD: {"admin", "user", "pilot"},
-    Op.JOB_OUTPUT: {"admin", "user"},
+    Op.SANDBOX_DOWNLOAD: {"admin", "user", "pilot", "monitor"},
+    Op.JOB_OUTPUT: {"admin", "user", "monitor"},
     Op.IDENTITY_ADD: {"admin"},
     Op.IDENTITY_LIST: {"admin"},
     Op.IDENTITY_REVOKE: {"admin"},
@@ -179,6 +198,13 @@ EXPECTED: dict[str, set[str]] = {
     Op.DELETE: {"admin", "user"},
     Op.PEEK: {"admin", "operator", "user"},
     Op.PILOT_STOPPED: {"admin", "pilot"},
+    Op.PROBE_REPORT: {"admin", "monitor"},
+    Op.PROBE_RESULTS: {"admin", "operator", "monitor"},
+    Op.RESOURCE_STATUS: {"admin", "operator", "agent", "monitor"},
+    Op.SET_STATUS: {"admin", "monitor"},
+    Op.DOWNTIME_ADD: {"admin", "operator"},
+    Op.DOWNTIME_LIST: {"admin", "operator", "agent", "monitor"},
+    Op.DOWNTIME_CANCEL: {"admin", "operator"},
 }
 
 
@@ -524,3 +550,25 @@ def test_authorize_is_pure_and_keeps_the_argument_type(
         assert type(first) is type(args)
     if principal.role not in EXPECTED[op]:
         assert first is None
+
+
+# --------------------------------------------------------------------------------------------
+# the monitoring agent
+
+
+def test_a_monitor_submits_only_probes_as_itself() -> None:
+    args = authorize(MONITOR, Op.SUBMIT, SubmitArgs([HELLO], owner="alice"), grid())
+    assert (args.owner, args.group) == ("sam", "probes")
+    message = refused(MONITOR, Op.SUBMIT, SubmitArgs([HELLO], owner="sam", group="physics"))
+    assert message == "monitor sam may submit into group probes only, not 'physics'"
+
+
+def test_a_monitor_kills_only_its_own_probes() -> None:
+    assert refused(MONITOR, Op.KILL, JobIdsArgs([1])) == (
+        "monitor sam may not kill job 1: it belongs to alice")
+
+
+def test_a_user_may_not_submit_into_the_probe_group_even_if_listed() -> None:
+    carol = Principal("carol", Role.USER, groups=("probes",))
+    message = refused(carol, Op.SUBMIT, SubmitArgs([HELLO], owner="carol", group="probes"))
+    assert "reserved for the monitoring agent" in message

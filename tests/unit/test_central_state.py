@@ -322,7 +322,7 @@ def test_restart_rebuilds_the_same_state(grid: Grid) -> None:
     assert sorted((j.summary() for j in rebuilt.jobs.values()), key=lambda j: j["job_id"]) \
         == grid.snapshot()
     assert rebuilt.jobs[matched["job_id"]].deadline == grid.state.jobs[matched["job_id"]].deadline
-    assert rebuilt.why_not(dataclasses.replace(_pilot("BAD.site"))) != ""
+    assert rebuilt.why_not(dataclasses.replace(_pilot("BAD.site")), grid.now) != ""
     waiting_before = {tq.task_queue_id: sorted(tq.job_ids())
                       for tq in grid.state.book.matcher.unique_task_queues()}
     waiting_after = {tq.task_queue_id: sorted(tq.job_ids())

@@ -13,9 +13,10 @@ from dirac_like.cli import build_parser
 UNITS = sorted((Path(__file__).resolve().parents[2] / "etc" / "systemd").glob("*.service"))
 
 
-def test_there_are_units_for_the_service_and_the_director() -> None:
+def test_there_are_units_for_the_service_the_director_and_the_monitoring_agent() -> None:
     assert {unit.name for unit in UNITS} == {
-        "dirac-like-central.service", "dirac-like-director@.service"
+        "dirac-like-central.service", "dirac-like-director@.service",
+        "dirac-like-monitoring.service",
     }
 
 
@@ -26,5 +27,13 @@ def test_exec_start_parses_with_the_cli(unit: Path) -> None:
     command = shlex.split(parser["Service"]["ExecStart"].replace("%i", "LCG.Example.org"))
     assert command[0].endswith("/dirac-like")
     args = build_parser().parse_args(command[1:])  # a wrong flag exits with usage (2)
-    assert (args.cli_group, args.cli_command) in {("service", "central"), ("agent", "director")}
+    assert (args.cli_group, args.cli_command) in {("service", "central"), ("agent", "director"),
+                                                  ("agent", "monitoring")}
     assert parser["Service"]["KillSignal"] == "SIGTERM"
+
+
+def test_the_commented_monitoring_config_loads_with_its_defaults() -> None:
+    from dirac_like.agents.monitoring import MonitorSettings, load_settings
+
+    path = Path(__file__).resolve().parents[2] / "etc" / "monitoring.toml"
+    assert load_settings(path) == MonitorSettings()
