@@ -263,7 +263,7 @@ def _sites_context(dashboard: Dashboard) -> dict[str, Any]:
     pilots = reader.pilot_counts()
     by_site = pilots_by_site(pilots)
     counts = dashboard.counts(None)
-    return {"sites": site_rows(reader.sites(), counts, pilots),
+    return {"sites": site_rows(reader.sites(), counts, pilots, reader.site_statuses()),
             "jobs_svg": _sites_svg(dashboard, overview(counts).by_site),
             "pilots_svg": dashboard.svg(("pilots", repr(by_site)), lambda: plots.stacked_bars(
                 by_site, PILOT_STATE_ORDER, "Pilots by site and state", plots.PILOT_COLOURS,

@@ -170,6 +170,13 @@ class StoreReader:
             return [SiteRecord(name, bool(banned), reason, changed)
                     for name, banned, reason, changed in rows]
 
+    def site_statuses(self) -> dict[str, tuple[str, str]]:
+        """The monitoring agent's status of each site: site -> (status, reason)."""
+        with self._read() as db:
+            rows = db.execute("SELECT target, status, reason FROM resource_status "
+                              "WHERE kind = 'site'")
+            return {target: (status, reason) for target, status, reason in rows}
+
     def pilot_counts(self) -> list[PilotCount]:
         sql = "SELECT site, ce, state, count(*) FROM pilots GROUP BY site, ce, state"
         with self._read() as db:

@@ -198,7 +198,7 @@ class ShareHistory:
 @dataclass(frozen=True)
 class SiteView:
     name: str
-    banned: bool
+    status: str  # Active, Degraded, Probing or Banned (the monitoring agent's, else the ban's)
     reason: str
     active_jobs: int
     done: int
@@ -208,7 +208,8 @@ class SiteView:
 
 
 def site_rows(sites: Iterable[SiteRecord], counts: Iterable[CountRow],
-              pilots: Iterable[PilotCount]) -> list[SiteView]:
+              pilots: Iterable[PilotCount],
+              statuses: Mapping[str, tuple[str, str]] | None = None) -> list[SiteView]:
     """Every site known from bans, pilots, or jobs that ran there (a site only asked for, by
     jobs still waiting, is not listed)."""
     records = {site.name: site for site in sites}
@@ -226,16 +227,22 @@ def site_rows(sites: Iterable[SiteRecord], counts: Iterable[CountRow],
         states[count.state] = states.get(count.state, 0) + count.pilots
         ces.setdefault(count.site, set()).add(count.ce)
     ran = {site for site, numbers in jobs.items() if any(numbers.values())}
-    names = sorted((set(records) | ran | set(by_state)) - UNPLACED)
+    statuses = statuses or {}
+    names = sorted((set(records) | ran | set(by_state) | set(statuses)) - UNPLACED)
     views = []
     for name in names:
-        record = records.get(name)
+        status, reason = statuses.get(name) or _ban_status(records.get(name))
         numbers = jobs.get(name, {"active": 0, "Done": 0, "Failed": 0})
-        views.append(SiteView(name, bool(record and record.banned),
-                              record.reason if record else "", numbers["active"],
-                              numbers["Done"], numbers["Failed"], by_state.get(name, {}),
+        views.append(SiteView(name, status, reason, numbers["active"], numbers["Done"],
+                              numbers["Failed"], by_state.get(name, {}),
                               sorted(ces.get(name, ()))))
     return views
+
+
+def _ban_status(record: SiteRecord | None) -> tuple[str, str]:
+    if record is not None and record.banned:
+        return "Banned", record.reason
+    return "Active", ""
 
 
 def pilots_by_site(pilots: Iterable[PilotCount]) -> list[tuple[str, dict[str, int]]]:

@@ -145,8 +145,8 @@ def test_site_rows_merge_bans_jobs_and_pilots() -> None:
         [CountRow("Running", "A", "g", 2), CountRow("Done", "A", "g", 7),
          CountRow("Waiting", "ANY", "g", 9)],
         [PilotCount("A", "ce1", "Running", 2), PilotCount("A", "ce2", "Done", 1)])
-    assert [(s.name, s.banned, s.active_jobs, s.done) for s in sites] == [
-        ("A", False, 2, 7), ("B", True, 0, 0)]
+    assert [(s.name, s.status, s.reason, s.active_jobs, s.done) for s in sites] == [
+        ("A", "Active", "", 2, 7), ("B", "Banned", "SE down", 0, 0)]
     assert sites[0].pilots == {"Running": 2, "Done": 1} and sites[0].ces == ["ce1", "ce2"]
 
 
@@ -216,3 +216,10 @@ def test_a_login_link_carries_the_token_quoted() -> None:
 
     assert login_url("http://127.0.0.1:7780/", "dlw1.a+b/c.d") == (
         "http://127.0.0.1:7780/login?token=dlw1.a%2Bb%2Fc.d")
+
+
+def test_the_monitoring_agents_status_of_a_site_stands() -> None:
+    sites = site_rows([SiteRecord("A", True, "probes failing", 1.0)], [], [],
+                      {"A": ("Probing", "back from a ban"), "C": ("Degraded", "2 of 3 failed")})
+    assert [(s.name, s.status, s.reason) for s in sites] == [
+        ("A", "Probing", "back from a ban"), ("C", "Degraded", "2 of 3 failed")]
