@@ -87,6 +87,37 @@ class ServiceProcess:
         return cls(popen, lines[-1].rsplit(" ", 1)[-1], home, identity_path,
                    metrics[0].rsplit(" ", 1)[-1] if metrics else "")
 
+    @classmethod
+    def start_web(
+        cls,
+        home: Path,
+        server: str,
+        identity: Path | None,
+        config: Path | None = None,
+        listen: str = "127.0.0.1:0",
+        extra: tuple[str, ...] = (),
+        timeout: float = 60.0,
+    ) -> ServiceProcess:
+        """Start the web dashboard on the home of a running central service (``server``), on a
+        free loopback port, and wait until it listens; its ``endpoint`` is its http:// URL.
+        ``identity``: the dashboard's own (for kill and reschedule); None: read-only."""
+        command = dirac_like_argv("service", "web", "--home", str(home), "--listen", listen,
+                                  "--server", server, *extra)
+        command += ["--identity", str(identity)] if identity else ["--read-only"]
+        if config is not None:
+            command += ["--config", str(config)]
+        stderr = os.fdopen(os.open(home / "web.stderr",
+                                   os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+        popen = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        stderr.close()
+        try:
+            lines = _wait_for_endpoint(popen, timeout, "web dashboard")
+        except BaseException:
+            _terminate(popen, 5.0)
+            raise
+        return cls(popen, lines[-1].rsplit(" ", 1)[-1], home, identity)
+
     def stop(self, grace: float = 15.0) -> int | None:
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Returns the exit code."""
         return _terminate(self.popen, grace)
@@ -104,8 +135,9 @@ class ServiceProcess:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
-def _wait_for_endpoint(popen: subprocess.Popen[bytes], timeout: float) -> list[str]:
-    """The service's lines on stdout up to the one saying where it listens (the last)."""
+def _wait_for_endpoint(popen: subprocess.Popen[bytes], timeout: float,
+                       what: str = "central service") -> list[str]:
+    """The process's lines on stdout up to the one saying where it listens (the last)."""
     assert popen.stdout is not None
     deadline = time.monotonic() + timeout
     buffer = b""
@@ -115,7 +147,7 @@ def _wait_for_endpoint(popen: subprocess.Popen[bytes], timeout: float) -> list[s
             left = deadline - time.monotonic()
             if left <= 0 or popen.poll() is not None:
                 raise ServiceUnavailable(
-                    f"central service did not start (exit code {popen.poll()}); see its stderr"
+                    f"{what} did not start (exit code {popen.poll()}); see its stderr"
                 )
             if selector.select(min(left, 0.5)):
                 chunk = os.read(popen.stdout.fileno(), 4096)

@@ -37,4 +37,13 @@ step "the director's and the pilot's commands, and the bootstrap script the whee
 (cd "$repo" && "$venv/bin/dirac-like" pilot --help >/dev/null)
 bash "$venv/share/dirac-like/pilot-bootstrap.sh" --python "$venv/bin/python" -- --help >/dev/null
 
+step "the web dashboard's command, templates and static files"
+(cd "$repo" && "$venv/bin/dirac-like" service web --help >/dev/null)
+(cd "$work/elsewhere" && "$venv/bin/python" -P -c '
+import sys
+from dirac_like.services.web.app import HERE
+names = ("templates/base.html", "templates/overview.html", "static/live.js", "static/dashboard.css")
+missing = [name for name in names if not (HERE / name).is_file()]
+sys.exit(f"not in the wheel: {missing}" if missing else 0)')
+
 step "ok"

@@ -22,7 +22,9 @@ a summary by site and status, the share each group received, the notable jobs, a
 status and availability as the monitoring agent measured them, and exits 1
 when a job did not end as planned (naming it). Processes are stopped by PID in a ``finally``,
 whatever happens (Ctrl-C included): the directors first (SIGTERM; they stop their pilots), SIGKILL
-after a grace, then the service. ``--keep`` leaves the grid up until Ctrl-C.
+after a grace, then the service. ``--keep`` also starts the web dashboard (``dirac-like service
+web``, printing its URL and the ``web-login`` commands that open it) and leaves the grid up until
+Ctrl-C.
 
 The plan and the checks are pure functions (:mod:`dirac_like.cli.demo_plan`); this module is the
 I/O shell that starts, watches and stops processes.
@@ -140,6 +142,7 @@ class Grid:
 
     home: Path
     service: ServiceProcess | None = None
+    web: ServiceProcess | None = None  # the dashboard (with --keep)
     directors: list[DirectorProcess] = field(default_factory=list)
     identities: dict[str, Path] = field(default_factory=dict)  # user or site -> identity file
 
@@ -154,6 +157,8 @@ class Grid:
                 for d in self.directors if d.popen.poll() is not None]
         if self.service is not None and self.service.popen.poll() is not None:
             dead.append(f"central service (exit code {self.service.popen.returncode})")
+        if self.web is not None and self.web.popen.poll() is not None:
+            dead.append(f"web dashboard (exit code {self.web.popen.returncode})")
         return dead
 
 
@@ -215,6 +220,26 @@ def start_service(grid: Grid, console: Console) -> None:
     console.print(f"Central service at {grid.endpoint}, home {grid.home}")
 
 
+def start_web(grid: Grid, console: Console) -> None:
+    """The dashboard on the service's home, acting (kill, reschedule) as the home's admin."""
+    assert grid.service is not None
+    grid.web = ServiceProcess.start_web(
+        grid.home, grid.endpoint, grid.service.identity_path, grid.home / "demo.toml",
+        extra=("--refresh", "2", "--sample-seconds", "2"))
+    console.print(f"Web dashboard at {grid.web.endpoint}")
+
+
+def web_login_hint(grid: Grid) -> str:
+    """How to open the dashboard as a demo user and as the admin."""
+    if grid.web is None:
+        return ""
+    url = grid.web.endpoint
+    return (f"The web dashboard is at {url}; log in with a link from:\n"
+            f"  dirac-like web-login --url {url} --identity {grid.identities['bob']}   # bob\n"
+            f"  dirac-like web-login --url {url} --identity {grid.identities['admin']}   "
+            "# the admin\n")
+
+
 def start_directors(grid: Grid, plan: DemoPlan, console: Console) -> None:
     for site in plan.sites:
         grid.directors.append(start_director(grid.home, site.name, grid.endpoint,
@@ -232,6 +257,9 @@ def stop_grid(grid: Grid, console: Console) -> bool:
     """Directors (SIGTERM, SIGKILL after a grace; they stop their pilots), the service, then
     any stray process. True when everything stopped cleanly."""
     clean = stop_directors(grid.directors, DIRECTOR_GRACE, console)
+    if grid.web is not None and grid.web.stop() != 0:
+        console.print("the web dashboard did not stop cleanly")
+        clean = False
     if grid.service is not None:
         code = grid.service.stop()
         if code != 0:
@@ -437,6 +465,7 @@ def wait_for_interrupt(grid: Grid, console: Console) -> int:
     console.print(
         f"\nThe grid keeps running (central service and {len(grid.directors)} site directors; "
         "pilots start when jobs wait). In another shell:\n"
+        f"{web_login_hint(grid)}"
         f"  export DIRAC_LIKE_SERVER={grid.endpoint}   # or pass --server {grid.endpoint}\n"
         f"  export DIRAC_LIKE_IDENTITY={grid.identities['bob']}   # or pass --identity FILE\n"
         f"  dirac-like job submit {grid.home / 'hello.jdl'} --group users\n"
@@ -445,7 +474,7 @@ def wait_for_interrupt(grid: Grid, console: Console) -> int:
         f"  dirac-like console --identity {grid.identities['admin']}\n"
         f"  dirac-like admin pilots --identity {grid.identities['admin']}\n"
         f"  dirac-like admin shares --identity {grid.identities['admin']}\n"
-        f"Logs are in {grid.home / 'logs'}. Press Ctrl-C to stop the grid.")
+        f"Logs are in {grid.home / 'logs'}. Press Ctrl-C to stop the grid.", soft_wrap=True)
     try:
         while not grid.dead():
             time.sleep(0.5)
@@ -472,6 +501,9 @@ def run_workload(grid: Grid, plan: DemoPlan, console: Console, keep: bool) -> in
                  for user in plan_users(plan)}
         console.print(f"Identities issued: {', '.join(users)} (users), {len(plan.sites)} "
                       f"director(s); files in {grid.home / 'identities'}")
+        if keep:
+            start_web(grid, console)
+            console.print(web_login_hint(grid), end="", soft_wrap=True)  # commands: no folds
         start_directors(grid, plan, console)
         submit_workload(users, plan, console)
         started = time.time()

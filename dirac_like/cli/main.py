@@ -25,6 +25,7 @@ from dirac_like.cli.identity import add_init_parser, cmd_init, print_hint_unreac
 from dirac_like.cli.jobs import JOB_COMMANDS, add_job_parser
 from dirac_like.cli.monitoring import MONITORING_COMMANDS
 from dirac_like.cli.service import SERVICE_COMMANDS, add_demo_parser, add_service_parser
+from dirac_like.cli.web import WEB_COMMANDS, add_web_login_parser
 from dirac_like.errors import EXIT_OK, EXIT_USAGE, DiracLikeError, ServiceUnavailable
 
 Command = Callable[[argparse.Namespace], int]
@@ -38,6 +39,7 @@ COMMANDS: dict[tuple[str, str], Command] = {
     **CONSOLE_COMMANDS,
     **MONITORING_COMMANDS,
     **ACCOUNTING_COMMANDS,
+    **WEB_COMMANDS,
 }
 
 COMPLETIONS = "~/.local/share/bash-completion/completions"
@@ -66,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_parser(groups)
     add_pilot_parser(groups)
     add_agent_parser(groups)
+    add_web_login_parser(groups, both)
     _add_completion_parser(groups)
     return parser
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dirac_like.cli.common import positive_int
+from dirac_like.cli.web import add_web_service_parser
 from dirac_like.config import default_home, load_config
 from dirac_like.logs import setup_logging
 
@@ -43,6 +44,7 @@ def add_service_parser(groups: Any) -> None:
                               "networks only; default: CurveZMQ with the home's keys, which "
                               "are created on first start)")
     central.add_argument("--verbose", action="store_true", help="log at DEBUG level")
+    add_web_service_parser(daemons)
 
 
 def add_demo_parser(groups: Any) -> None:

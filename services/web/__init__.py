@@ -1,0 +1,1 @@
+"""The web dashboard (``dirac-like service web``): see docs/monitoring.md, "Dashboard"."""

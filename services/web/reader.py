@@ -1,0 +1,248 @@
+"""The dashboard's reads: the central service's SQLite store, opened read-only.
+
+Every read opens its own connection (``mode=ro`` and ``PRAGMA query_only``: this process cannot
+write the store by mistake) and runs in one read transaction, so a page sees one committed state.
+The central service commits before it answers, so what a page shows was acknowledged; in WAL
+mode readers never block the service's writer. All values reach SQL as parameters, never as text.
+
+Pure results: small frozen rows (:mod:`services.web.views` turns them into pages).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from dirac_like.errors import StoreError
+from dirac_like.model import HistoryEntry, SiteRecord, UsageRecord
+from dirac_like.states import ACTIVE_STATUSES
+
+BUSY_TIMEOUT_S = 5.0
+JOB_COLUMNS = ("job_id", "owner", "grp", "status", "minor_status", "application_status", "site",
+               "job_name", "pilot_id", "attempt", "reschedules", "submitted", "updated",
+               "priority")
+
+
+@dataclass(frozen=True)
+class CountRow:
+    status: str
+    site: str
+    group: str
+    jobs: int
+
+
+@dataclass(frozen=True)
+class JobRow:
+    job_id: int
+    owner: str
+    group: str
+    status: str
+    minor_status: str
+    application_status: str
+    site: str
+    job_name: str
+    pilot_id: str
+    attempt: int
+    reschedules: int
+    submitted: float
+    updated: float
+    priority: int
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    """A job search; None (or empty) fields do not filter. ``name`` matches a part of the
+    job name. ``before``: only jobs with a smaller id (the next page)."""
+
+    owner: str | None = None
+    status: str | None = None
+    site: str | None = None
+    group: str | None = None
+    name: str | None = None
+    before: int | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class PilotCount:
+    site: str
+    ce: str
+    state: str
+    pilots: int
+
+
+@dataclass(frozen=True)
+class RunningCores:
+    group: str
+    owner: str
+    cores: int
+
+
+class StoreReader:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        try:
+            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                 timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {self.path} read-only: {exc}") from exc
+        try:
+            db.execute("PRAGMA query_only = 1")
+            db.execute("BEGIN")
+            yield db
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read store {self.path}: {exc}") from exc
+        finally:
+            db.close()
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def job_counts(self, owner: str | None = None) -> list[CountRow]:
+        """Jobs by (status, site, group): all jobs, or ``owner``'s."""
+        where, values = ("WHERE owner = ?", (owner,)) if owner is not None else ("", ())
+        sql = f"SELECT status, site, grp, count(*) FROM jobs {where} GROUP BY status, site, grp"
+        with self._read() as db:
+            return [CountRow(*row) for row in db.execute(sql, values)]
+
+    def search(self, query: JobQuery) -> list[JobRow]:
+        """Jobs matching ``query``, newest first, at most ``query.limit``."""
+        clauses, values = _job_filters(query)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = (f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs {where} ORDER BY job_id DESC "
+               "LIMIT ?")
+        with self._read() as db:
+            return [JobRow(*row) for row in db.execute(sql, (*values, query.limit))]
+
+    def job(self, job_id: int) -> JobRow | None:
+        sql = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE job_id = ?"
+        with self._read() as db:
+            row = db.execute(sql, (job_id,)).fetchone()
+        return None if row is None else JobRow(*row)
+
+    def job_owner(self, job_id: int) -> str | None:
+        with self._read() as db:
+            row = db.execute("SELECT owner FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def job_pilot(self, job_id: int) -> str | None:
+        with self._read() as db:
+            row = db.execute("SELECT pilot_id FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return str(row[0]) if row and row[0] else None
+
+    def history(self, job_id: int) -> list[HistoryEntry]:
+        sql = ("SELECT job_id, status, minor_status, application_status, time, source "
+               "FROM history WHERE job_id = ? ORDER BY id")
+        with self._read() as db:
+            return [HistoryEntry(*row) for row in db.execute(sql, (job_id,))]
+
+    def description(self, job_id: int) -> dict[str, Any] | None:
+        with self._read() as db:
+            row = db.execute("SELECT description FROM descriptions WHERE job_id = ?",
+                             (job_id,)).fetchone()
+        if row is None:
+            return None
+        try:
+            description: dict[str, Any] = msgpack.unpackb(row[0], raw=False)
+        except ValueError as exc:
+            raise StoreError(f"job {job_id}: stored description is not msgpack: {exc}") from exc
+        return description
+
+    def output_sandbox(self, job_id: int) -> str | None:
+        with self._read() as db:
+            row = db.execute("SELECT sha256 FROM sandboxes WHERE job_id = ? AND kind = 'output'",
+                             (job_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    # -- sites, pilots, shares -------------------------------------------------------------------
+
+    def sites(self) -> list[SiteRecord]:
+        with self._read() as db:
+            rows = db.execute("SELECT name, banned, reason, changed FROM sites ORDER BY name")
+            return [SiteRecord(name, bool(banned), reason, changed)
+                    for name, banned, reason, changed in rows]
+
+    def site_statuses(self) -> dict[str, tuple[str, str]]:
+        """The monitoring agent's status of each site: site -> (status, reason)."""
+        with self._read() as db:
+            rows = db.execute("SELECT target, status, reason FROM resource_status "
+                              "WHERE kind = 'site'")
+            return {target: (status, reason) for target, status, reason in rows}
+
+    def pilot_counts(self) -> list[PilotCount]:
+        sql = "SELECT site, ce, state, count(*) FROM pilots GROUP BY site, ce, state"
+        with self._read() as db:
+            return [PilotCount(*row) for row in db.execute(sql)]
+
+    def pilot_site(self, pilot_id: str) -> str | None:
+        with self._read() as db:
+            row = db.execute("SELECT site FROM pilots WHERE pilot_id = ?", (pilot_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def pilot_credential(self, pilot_id: str) -> str:
+        with self._read() as db:
+            row = db.execute("SELECT credential FROM pilots WHERE pilot_id = ?",
+                             (pilot_id,)).fetchone()
+        return "" if row is None else str(row[0])
+
+    def sandbox_holder(self, sha256: str, name: str) -> bool:
+        """The dashboard authorizes no sandbox by its hash (a job's output goes by the job)."""
+        return False
+
+    def pilot_input_sandbox(self, sha256: str, credential: str, pilot_id: str) -> bool:
+        return False  # the dashboard acts for people, never as a pilot
+
+    def share_overrides(self) -> dict[str, float]:
+        """Group shares set with set-share (they override the configuration)."""
+        with self._read() as db:
+            return {grp: float(share) for grp, share in db.execute("SELECT grp, share FROM shares")}
+
+    def usage(self) -> list[UsageRecord]:
+        with self._read() as db:
+            rows = db.execute("SELECT grp, user_name, usage, stamp FROM usage")
+            return [UsageRecord(*row) for row in rows]
+
+    def running_cores(self) -> list[RunningCores]:
+        """Cores held by active jobs (matched to a pilot, running, ...), by group and owner:
+        each at its task queue's minimum (a job granted more of a core range counts its
+        minimum; the store does not keep the grant)."""
+        marks = ", ".join("?" * len(ACTIVE_STATUSES))
+        sql = (f"SELECT j.grp, j.owner, t.requirements, count(*) FROM jobs j JOIN task_queues t "
+               f"ON t.task_queue_id = j.task_queue_id WHERE j.status IN ({marks}) "
+               "GROUP BY j.grp, j.owner, j.task_queue_id")
+        totals: dict[tuple[str, str], int] = {}
+        with self._read() as db:
+            for group, owner, requirements, jobs in db.execute(
+                    sql, tuple(s.value for s in ACTIVE_STATUSES)):
+                cores = int(msgpack.unpackb(requirements, raw=False).get("cores", 1))
+                totals[(group, owner)] = totals.get((group, owner), 0) + cores * jobs
+        return [RunningCores(g, o, c) for (g, o), c in sorted(totals.items())]
+
+
+def _job_filters(query: JobQuery) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    values: list[Any] = []
+    for column, value in (("owner", query.owner), ("status", query.status),
+                          ("site", query.site), ("grp", query.group)):
+        if value:
+            clauses.append(f"{column} = ?")
+            values.append(value)
+    if query.name:
+        clauses.append("job_name LIKE ? ESCAPE '\\'")
+        values.append("%" + _escape_like(query.name) + "%")
+    if query.before is not None:
+        clauses.append("job_id < ?")
+        values.append(query.before)
+    return clauses, values
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
