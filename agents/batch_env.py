@@ -50,7 +50,7 @@ BOOTSTRAP_EXIT_REASONS: dict[int, str] = {
     BOOTSTRAP_VENV_FAILED: "bootstrap: creating the virtual environment failed",
     BOOTSTRAP_INSTALL_FAILED: "bootstrap: installing dirac-like into the environment failed",
     BOOTSTRAP_NOT_IMPORTABLE: "bootstrap: dirac-like is not importable (and nothing to install "
-                              "it from)",
+    "it from)",
     BOOTSTRAP_USAGE: "bootstrap: bad arguments to the bootstrap script",
 }
 
@@ -83,8 +83,9 @@ def effective_time_left(given: float, from_batch: float | None) -> float:
     return min(given, from_batch) if given > 0 else from_batch
 
 
-def slurm_end_time(job_id: str, environ: Mapping[str, str],
-                   timeout: float = SLURM_QUERY_TIMEOUT) -> float | None:
+def slurm_end_time(
+    job_id: str, environ: Mapping[str, str], timeout: float = SLURM_QUERY_TIMEOUT
+) -> float | None:
     """The end time (epoch seconds) of Slurm job ``job_id``, or None."""
     text = _run(["squeue", "-h", "-j", job_id, "-o", "%e"], environ, timeout)
     end = parse_slurm_timestamp(text.strip()) if text is not None else None
@@ -114,14 +115,22 @@ def end_time_from_scontrol(text: str) -> float | None:
 def _run(argv: list[str], environ: Mapping[str, str], timeout: float) -> str | None:
     """stdout of a successful command; None (logged) when it fails, is missing or times out."""
     try:
-        done = subprocess.run(argv, env=dict(environ), capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+        done = subprocess.run(
+            argv,
+            env=dict(environ),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.warning("%s: %s; time left unknown", argv[0], exc)
         return None
     if done.returncode != 0:
-        log.warning("%s failed (exit %d): %s", " ".join(argv), done.returncode,
-                    done.stderr.strip()[-500:])
+        log.warning(
+            "%s failed (exit %d): %s", " ".join(argv), done.returncode, done.stderr.strip()[-500:]
+        )
         return None
     return done.stdout
 
@@ -165,5 +174,7 @@ def _pilot_arguments(pilot_argv: Sequence[str]) -> list[str]:
         return argv[4:]
     if len(argv) >= 2 and Path(argv[0]).name == "dirac-like" and argv[1] == "pilot":
         return argv[2:]
-    raise ValueError(f"not a pilot command (expected PYTHON -m dirac_like pilot ... or "
-                     f"dirac-like pilot ...): {argv[:4]!r}")
+    raise ValueError(
+        f"not a pilot command (expected PYTHON -m dirac_like pilot ... or "
+        f"dirac-like pilot ...): {argv[:4]!r}"
+    )

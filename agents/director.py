@@ -173,8 +173,10 @@ class Director:
     ) -> None:
         for ce in site.ces:
             if ce.fabric not in fabrics:
-                raise ConfigError(f"site {site.name}: ce.{ce.name}.fabric: no {ce.fabric!r} "
-                                  f"fabric available (have: {', '.join(sorted(fabrics))})")
+                raise ConfigError(
+                    f"site {site.name}: ce.{ce.name}.fabric: no {ce.fabric!r} "
+                    f"fabric available (have: {', '.join(sorted(fabrics))})"
+                )
         self.site = site
         self.client = client
         self.fabrics = fabrics
@@ -224,8 +226,11 @@ class Director:
             self.book.sync(now)
         except ServiceUnavailable as exc:
             errors.append(f"central service unreachable: {exc.message}")
-            log.error("site %s: central service unreachable, no pilots this cycle: %s",
-                      self.site.name, exc.message)
+            log.error(
+                "site %s: central service unreachable, no pilots this cycle: %s",
+                self.site.name,
+                exc.message,
+            )
             return False
         return True
 
@@ -244,8 +249,9 @@ class Director:
                 states = self.fabrics[name].status([record.fabric_ref for record in records])
             except DiracLikeError as exc:
                 errors.append(f"fabric {name}: status failed: {exc.message}")
-                log.error("site %s: fabric %s: status failed: %s", self.site.name, name,
-                          exc.message)
+                log.error(
+                    "site %s: fabric %s: status failed: %s", self.site.name, name, exc.message
+                )
                 continue
             for record in records:
                 self._note_state(record, states.get(record.fabric_ref, PilotState.ABORTED), now)
@@ -273,8 +279,14 @@ class Director:
         outcome = PilotOutcome.PILOT_OK if state is PilotState.DONE else PilotOutcome.PILOT_FAILED
         length = self.health[record.ce].record(outcome, now) if record.ce in self.health else None
         if length is not None:
-            log.warning("site %s: CE %s backed off for %.0f s after pilot %s ended %s",
-                        self.site.name, record.ce, length, record.pilot_id, state)
+            log.warning(
+                "site %s: CE %s backed off for %.0f s after pilot %s ended %s",
+                self.site.name,
+                record.ce,
+                length,
+                record.pilot_id,
+                state,
+            )
 
     def _describe(self, record: PilotRecord) -> str | None:
         """What the fabric says about how the pilot ended (None: nothing)."""
@@ -300,13 +312,20 @@ class Director:
                 eligible[ce.name] = self.client.eligible(self.offered(ce))
             except ServiceUnavailable as exc:
                 errors.append(f"central service unreachable: {exc.message}")
-                log.error("site %s: central service unreachable, no pilots this cycle: %s",
-                          self.site.name, exc.message)
+                log.error(
+                    "site %s: central service unreachable, no pilots this cycle: %s",
+                    self.site.name,
+                    exc.message,
+                )
                 return None
             except DiracLikeError as exc:
                 errors.append(f"CE {ce.name}: eligible refused: {exc.message}")
-                log.error("site %s: CE %s: the service refused eligible: %s", self.site.name,
-                          ce.name, exc.message)
+                log.error(
+                    "site %s: CE %s: the service refused eligible: %s",
+                    self.site.name,
+                    ce.name,
+                    exc.message,
+                )
                 eligible[ce.name] = 0
         return eligible
 
@@ -320,16 +339,23 @@ class Director:
         cpu = min(ce.max_cpu_time, from_wall) if ce.max_cpu_time else from_wall
         return dataclasses.replace(resources, cpu_time_left=cpu)
 
-    def submit_planned(self, eligible: dict[str, int], now: float,
-                       errors: list[str]) -> dict[str, int]:
+    def submit_planned(
+        self, eligible: dict[str, int], now: float, errors: list[str]
+    ) -> dict[str, int]:
         demands = [
-            CEDemand.for_ce(ce, eligible[ce.name], *self.counts(ce.name),
-                            backoff_until=self.health[ce.name].backoff_until)
+            CEDemand.for_ce(
+                ce,
+                eligible[ce.name],
+                *self.counts(ce.name),
+                backoff_until=self.health[ce.name].backoff_until,
+            )
             for ce in self.site.ces
         ]
         planned = plan(demands, CycleLimits.for_site(self.site), now)
-        return {name: self.submit(self.site.ce(name), count, now, errors)
-                for name, count in planned.items()}
+        return {
+            name: self.submit(self.site.ce(name), count, now, errors)
+            for name, count in planned.items()
+        }
 
     def submit(self, ce: CEConfig, count: int, now: float, errors: list[str]) -> int:
         """Submit up to ``count`` pilots to ``ce``; stops at the first refusal. Returns how many."""
@@ -346,20 +372,26 @@ class Director:
                 ref = fabric.submit(self.pilot_request(ce, pilot_id))
             except FabricError as exc:
                 self._submit_failed(ce, pilot_id, exc, now, errors)
-                for unused in pilot_ids[done + 1:]:
+                for unused in pilot_ids[done + 1 :]:
                     self.book.refused(unused, f"Not submitted: CE {ce.name} refused {pilot_id}")
                 return done
             self.book.add(pilot_id, ce.name, ce.fabric, ref, now)
             log.info("pilot %s submitted to CE %s (%s)", pilot_id, ce.name, ref)
         return count
 
-    def _submit_failed(self, ce: CEConfig, pilot_id: str, exc: FabricError, now: float,
-                       errors: list[str]) -> None:
+    def _submit_failed(
+        self, ce: CEConfig, pilot_id: str, exc: FabricError, now: float, errors: list[str]
+    ) -> None:
         errors.append(f"CE {ce.name}: submit failed: {exc.message}")
         self.book.refused(pilot_id, f"Fabric {ce.fabric} refused it: {exc.message}")
         length = self.health[ce.name].record(PilotOutcome.SUBMIT_FAILED, now)
-        log.error("pilot %s: CE %s (fabric %s) refused it: %s; no more pilots to this CE this "
-                  "cycle", pilot_id, ce.name, ce.fabric, exc.message)
+        log.error(
+            "pilot %s: CE %s (fabric %s) refused it: %s; no more pilots to this CE this cycle",
+            pilot_id,
+            ce.name,
+            ce.fabric,
+            exc.message,
+        )
         if length is not None:
             log.warning("site %s: CE %s backed off for %.0f s", self.site.name, ce.name, length)
 
@@ -370,11 +402,25 @@ class Director:
         idle = f"{self.settings.idle_timeout:g}"
         workdir = self.pilots_dir / pilot_id
         command = [
-            *dirac_like_argv("pilot"), "--server", server, "--site", site,
-            "--ce", ce.name, "--cores", str(ce.cores_per_slot),
-            "--time-left", str(ce.max_wall_time), "--pilot-id", pilot_id,
-            "--workdir", str(workdir), "--idle-timeout", idle,
-            "--drain-margin", f"{self.settings.drain_margin:g}",
+            *dirac_like_argv("pilot"),
+            "--server",
+            server,
+            "--site",
+            site,
+            "--ce",
+            ce.name,
+            "--cores",
+            str(ce.cores_per_slot),
+            "--time-left",
+            str(ce.max_wall_time),
+            "--pilot-id",
+            pilot_id,
+            "--workdir",
+            str(workdir),
+            "--idle-timeout",
+            idle,
+            "--drain-margin",
+            f"{self.settings.drain_margin:g}",
         ]
         if ce.memory_mb:
             command += ["--memory", str(ce.memory_mb)]
@@ -389,13 +435,24 @@ class Director:
         if ce.fabric != "simulated":  # its pilots share the fabric's token (build_director)
             command += self._pilot_token(pilot_id, workdir)
         command += self.settings.pilot_args
-        env = {"DIRAC_LIKE_SITE": site, "DIRAC_LIKE_CE": ce.name, "DIRAC_LIKE_SERVER": server,
-               "DIRAC_LIKE_IDLE_TIMEOUT": idle}
+        env = {
+            "DIRAC_LIKE_SITE": site,
+            "DIRAC_LIKE_CE": ce.name,
+            "DIRAC_LIKE_SERVER": server,
+            "DIRAC_LIKE_IDLE_TIMEOUT": idle,
+        }
         if ce.fabric in BATCH_FABRICS:
             command = self._bootstrapped(command)
-        return PilotRequest(pilot_id, command, env, cores=ce.cores_per_slot,
-                            memory_mb=ce.memory_mb, wall_seconds=ce.max_wall_time,
-                            workdir=workdir, queue=ce.partition)
+        return PilotRequest(
+            pilot_id,
+            command,
+            env,
+            cores=ce.cores_per_slot,
+            memory_mb=ce.memory_mb,
+            wall_seconds=ce.max_wall_time,
+            workdir=workdir,
+            queue=ce.partition,
+        )
 
     def _pilot_token(self, pilot_id: str, workdir: Path) -> list[str]:
         """A pilot token for ``pilot_id`` (bound to this site and that pilot, short-lived) in a
@@ -407,8 +464,9 @@ class Director:
         try:
             token = self.client.pilot_token(self.site.name, pilot_id)
         except DiracLikeError as exc:
-            raise FabricError(f"pilot {pilot_id}: no pilot token from the central service: "
-                              f"{exc.message}") from None
+            raise FabricError(
+                f"pilot {pilot_id}: no pilot token from the central service: {exc.message}"
+            ) from None
         path = workdir / PILOT_TOKEN_FILE
         save_identity(path, token)
         return ["--identity", str(path)]
@@ -417,10 +475,12 @@ class Director:
         """``command`` run through the pilot bootstrap, as a batch system's worker node must."""
         settings = self.settings
         return bootstrap_command(
-            command, python=settings.bootstrap_python or sys.executable,
+            command,
+            python=settings.bootstrap_python or sys.executable,
             install_from=settings.bootstrap_install_from or None,
             venv=settings.bootstrap_venv or None,
-            script=settings.bootstrap_script or BOOTSTRAP_SCRIPT)
+            script=settings.bootstrap_script or BOOTSTRAP_SCRIPT,
+        )
 
     def counts(self, ce: str) -> tuple[int, int]:
         """(queued, running) pilots of ``ce``."""
@@ -429,12 +489,21 @@ class Director:
     def alive(self) -> list[PilotRecord]:
         return self.book.alive()
 
-    def _report(self, now: float, eligible: dict[str, int] | None, submitted: dict[str, int],
-                errors: list[str]) -> CycleReport:
+    def _report(
+        self,
+        now: float,
+        eligible: dict[str, int] | None,
+        submitted: dict[str, int],
+        errors: list[str],
+    ) -> CycleReport:
         ces = tuple(
-            CEReport(ce.name, -1 if eligible is None else eligible.get(ce.name, 0),
-                     submitted.get(ce.name, 0), *self.counts(ce.name),
-                     backoff_until=self.health[ce.name].backoff_until)
+            CEReport(
+                ce.name,
+                -1 if eligible is None else eligible.get(ce.name, 0),
+                submitted.get(ce.name, 0),
+                *self.counts(ce.name),
+                backoff_until=self.health[ce.name].backoff_until,
+            )
             for ce in self.site.ces
         )
         return CycleReport(now, ces, tuple(errors), unreachable=eligible is None)
@@ -454,8 +523,9 @@ class Director:
     def _locked(self) -> contextlib.AbstractContextManager[list[HomeLock]]:
         """One director per site and home (two would both submit pilots for the same jobs)."""
         name = f"director-{self.site.name}"
-        return holding((lock_path(self.home, name), f"a director of site {self.site.name} on "
-                        f"home {self.home}"))
+        return holding(
+            (lock_path(self.home, name), f"a director of site {self.site.name} on home {self.home}")
+        )
 
     def run(self) -> int:
         """Cycles every ``site.cycle_seconds`` until SIGTERM or SIGINT; the cycle under way is
@@ -468,9 +538,9 @@ class Director:
         """Open /metrics on ``metrics_listen`` ('' there: not at all); returns its URL."""
         if not self.settings.metrics_listen or self.metrics_endpoint is not None:
             return self.metrics_endpoint.url if self.metrics_endpoint else ""
-        self.metrics_endpoint = serve_metrics(self.settings.metrics_listen,
-                                              self.metrics.registry,
-                                              "director.metrics_listen")
+        self.metrics_endpoint = serve_metrics(
+            self.settings.metrics_listen, self.metrics.registry, "director.metrics_listen"
+        )
         log.info("site %s: director metrics on %s", self.site.name, self.metrics_endpoint.url)
         return self.metrics_endpoint.url
 
@@ -478,21 +548,31 @@ class Director:
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.blocking import BlockingScheduler
 
-        scheduler = BlockingScheduler(executors={"default": ThreadPoolExecutor(1)},
-                                      timezone=UTC)
-        scheduler.add_job(self._tick, "interval", seconds=self.site.cycle_seconds,
-                          max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
+        scheduler = BlockingScheduler(executors={"default": ThreadPoolExecutor(1)}, timezone=UTC)
+        scheduler.add_job(
+            self._tick,
+            "interval",
+            seconds=self.site.cycle_seconds,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+        )
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            log.info("site %s: %s received, stopping after the current cycle", self.site.name,
-                     signal.Signals(signum).name)
+            log.info(
+                "site %s: %s received, stopping after the current cycle",
+                self.site.name,
+                signal.Signals(signum).name,
+            )
             with contextlib.suppress(Exception):
                 scheduler.shutdown(wait=False)
 
-        previous = {signum: signal.signal(signum, on_signal)
-                    for signum in (signal.SIGTERM, signal.SIGINT)}
-        log.info("site %s: director started, a cycle every %g s", self.site.name,
-                 self.site.cycle_seconds)
+        previous = {
+            signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)
+        }
+        log.info(
+            "site %s: director started, a cycle every %g s", self.site.name, self.site.cycle_seconds
+        )
         try:
             scheduler.start()
         finally:
@@ -506,13 +586,13 @@ class Director:
         """The service's state of those of ``records`` whose pilots close their own records (a
         local pilot reports when it stops): Done for one no longer live there. Empty when
         there are none, or the service cannot tell."""
-        closing = {record.pilot_id for record in records
-                   if record.fabric in SELF_CLOSING_FABRICS}
+        closing = {record.pilot_id for record in records if record.fabric in SELF_CLOSING_FABRICS}
         if not closing:
             return {}
         try:
-            rows = self.client.pilots(site=self.site.name,
-                                      states=sorted(s.value for s in LIVE_PILOT_STATES))
+            rows = self.client.pilots(
+                site=self.site.name, states=sorted(s.value for s in LIVE_PILOT_STATES)
+            )
         except DiracLikeError:
             return {}
         live = {row.pilot_id: PilotState(row.state) for row in rows}
@@ -547,8 +627,9 @@ class Director:
                 if leave_running and record.fabric in SELF_CLOSING_FABRICS:
                     self.book.note(record, state, now, LEFT_RUNNING)
                 else:
-                    self.book.note(record, PilotState.ABORTED, now, "Director stopped",
-                                   self._output(record))
+                    self.book.note(
+                        record, PilotState.ABORTED, now, "Director stopped", self._output(record)
+                    )
             errors: list[str] = []
             self.book.flush(errors)
             for error in errors:
@@ -575,8 +656,9 @@ def load_settings(path: Path | None) -> DirectorSettings:
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc.message}") from None
     if min(settings.idle_timeout, settings.local_grace, settings.drain_margin) < 0:
-        raise ConfigError(f"{path}: director.idle_timeout, drain_margin and local_grace must not "
-                          "be negative")
+        raise ConfigError(
+            f"{path}: director.idle_timeout, drain_margin and local_grace must not be negative"
+        )
     if settings.slurm_timeout <= 0:
         raise ConfigError(f"{path}: director.slurm_timeout must be positive")
     return dataclasses.replace(settings, pilot_args=tuple(pilot_args))
@@ -588,22 +670,31 @@ def site_file(site: str, sites_dir: Path) -> Path:
     if _SITE_NAME.fullmatch(site) and path.is_file():
         return path
     known = sorted(p.stem for p in sites_dir.glob("*.toml")) if sites_dir.is_dir() else []
-    raise ConfigError(f"unknown site {site!r}: no file {path} "
-                      f"(sites in {sites_dir}: {', '.join(known) or 'none'})")
+    raise ConfigError(
+        f"unknown site {site!r}: no file {path} "
+        f"(sites in {sites_dir}: {', '.join(known) or 'none'})"
+    )
 
 
-def make_fabrics(names: Iterable[str], server: str, home: Path,
-                 settings: DirectorSettings, identity: Identity | None = None
-                 ) -> dict[str, Fabric]:
+def make_fabrics(
+    names: Iterable[str],
+    server: str,
+    home: Path,
+    settings: DirectorSettings,
+    identity: Identity | None = None,
+) -> dict[str, Fabric]:
     """One fabric object per fabric name the site's CEs use (``identity``: what the simulated
     fabric's pilots present)."""
     options: dict[str, dict[str, Any]] = {
         "local": {"base_dir": home / "fabric" / "local", "grace": settings.local_grace},
         "simulated": {"server": server, "identity": identity},
         # Batch pilots outlive their director: the next run follows them by their job ids.
-        "slurm": {"base_dir": home / "fabric" / "slurm", "cancel_on_close": False,
-                  "slurm_conf": Path(settings.slurm_conf) if settings.slurm_conf else None,
-                  "timeout": settings.slurm_timeout},
+        "slurm": {
+            "base_dir": home / "fabric" / "slurm",
+            "cancel_on_close": False,
+            "slurm_conf": Path(settings.slurm_conf) if settings.slurm_conf else None,
+            "timeout": settings.slurm_timeout,
+        },
     }
     fabrics: dict[str, Fabric] = {}
     try:
@@ -624,8 +715,9 @@ def simulated_identity(site: SiteConfig, client: Client) -> Identity | None:
     return None if client.identity is None else client.pilot_token(site.name)
 
 
-def build_director(site: SiteConfig, client: Client, home: Path,
-                   settings: DirectorSettings) -> Director:
+def build_director(
+    site: SiteConfig, client: Client, home: Path, settings: DirectorSettings
+) -> Director:
     """A director with a fabric for each kind its CEs name (``client`` stays the caller's)."""
     names = {ce.fabric for ce in site.ces}
     identity = simulated_identity(site, client) if "simulated" in names else None
@@ -636,4 +728,3 @@ def build_director(site: SiteConfig, client: Client, home: Path,
         for fabric in fabrics.values():
             fabric.close()
         raise
-

@@ -22,21 +22,46 @@ class DirectorMetrics:
         self.site = site
         self.registry = CollectorRegistry()
         registry = self.registry
-        self.cycles = Counter(f"{PREFIX}_cycles", "Cycles, by outcome (ok, unreachable: the "
-                              "central service did not answer)", ["site", "outcome"],
-                              registry=registry)
-        self.cycle_seconds = Histogram(f"{PREFIX}_cycle_seconds", "Time one cycle took",
-                                       ["site"], buckets=CYCLE_BUCKETS, registry=registry)
-        self.errors = Counter(f"{PREFIX}_errors", "Errors met in cycles (fabric, service)",
-                              ["site"], registry=registry)
-        self.submitted = Counter(f"{PREFIX}_pilots_submitted", "Pilots submitted",
-                                 ["site", "ce"], registry=registry)
-        self.pilots = Gauge(f"{PREFIX}_pilots", "The director's live pilots by CE and state "
-                            "(queued, running)", ["site", "ce", "state"], registry=registry)
-        self.eligible = Gauge(f"{PREFIX}_eligible_jobs", "Waiting jobs a pilot of the CE could "
-                              "run, at the last cycle", ["site", "ce"], registry=registry)
-        self.backed_off = Gauge(f"{PREFIX}_ce_backed_off", "1 while the CE is backed off after "
-                                "failures", ["site", "ce"], registry=registry)
+        self.cycles = Counter(
+            f"{PREFIX}_cycles",
+            "Cycles, by outcome (ok, unreachable: the central service did not answer)",
+            ["site", "outcome"],
+            registry=registry,
+        )
+        self.cycle_seconds = Histogram(
+            f"{PREFIX}_cycle_seconds",
+            "Time one cycle took",
+            ["site"],
+            buckets=CYCLE_BUCKETS,
+            registry=registry,
+        )
+        self.errors = Counter(
+            f"{PREFIX}_errors",
+            "Errors met in cycles (fabric, service)",
+            ["site"],
+            registry=registry,
+        )
+        self.submitted = Counter(
+            f"{PREFIX}_pilots_submitted", "Pilots submitted", ["site", "ce"], registry=registry
+        )
+        self.pilots = Gauge(
+            f"{PREFIX}_pilots",
+            "The director's live pilots by CE and state (queued, running)",
+            ["site", "ce", "state"],
+            registry=registry,
+        )
+        self.eligible = Gauge(
+            f"{PREFIX}_eligible_jobs",
+            "Waiting jobs a pilot of the CE could run, at the last cycle",
+            ["site", "ce"],
+            registry=registry,
+        )
+        self.backed_off = Gauge(
+            f"{PREFIX}_ce_backed_off",
+            "1 while the CE is backed off after failures",
+            ["site", "ce"],
+            registry=registry,
+        )
 
     def observe(self, report: CycleReport, seconds: float) -> None:
         site = self.site

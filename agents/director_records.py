@@ -34,8 +34,13 @@ LEFT_RUNNING = "Left running by a director run with --once"
 
 
 class PilotBook:
-    def __init__(self, site: str, client: Client, in_process_fabrics: frozenset[str],
-                 managed: frozenset[str] | None = None) -> None:
+    def __init__(
+        self,
+        site: str,
+        client: Client,
+        in_process_fabrics: frozenset[str],
+        managed: frozenset[str] | None = None,
+    ) -> None:
         self.site = site
         self.client = client
         self.in_process_fabrics = in_process_fabrics  # their pilots die with the director
@@ -49,8 +54,9 @@ class PilotBook:
 
     def sync(self, now: float) -> None:
         """Read the site's live records; raises ServiceUnavailable (the cycle then stops)."""
-        rows = self.client.pilots(site=self.site,
-                                  states=sorted(state.value for state in LIVE_PILOT_STATES))
+        rows = self.client.pilots(
+            site=self.site, states=sorted(state.value for state in LIVE_PILOT_STATES)
+        )
         for row in rows:
             record = self.records.get(row.pilot_id)
             if record is None:
@@ -66,16 +72,29 @@ class PilotBook:
         return self.managed is None or row.fabric in self.managed
 
     def _adopt(self, row: PilotView, now: float) -> None:
-        record = PilotRecord(row.pilot_id, self.site, row.ce, row.fabric,
-                             fabric_ref=row.fabric_ref, state=row.state,
-                             reason=row.reason, submitted=row.submitted,
-                             updated=row.updated, kill_requested=row.kill_requested)
+        record = PilotRecord(
+            row.pilot_id,
+            self.site,
+            row.ce,
+            row.fabric,
+            fabric_ref=row.fabric_ref,
+            state=row.state,
+            reason=row.reason,
+            submitted=row.submitted,
+            updated=row.updated,
+            kill_requested=row.kill_requested,
+        )
         self.records[record.pilot_id] = record
         if record.fabric in self.in_process_fabrics:
             # Its fabric lived in the previous director process: it is gone.
             self.note(record, PilotState.ABORTED, now, reason=ADOPTED_IN_PROCESS)
-        log.info("site %s: following pilot %s (%s, %s) from the service", self.site,
-                 record.pilot_id, record.state, record.fabric_ref or "no reference")
+        log.info(
+            "site %s: following pilot %s (%s, %s) from the service",
+            self.site,
+            record.pilot_id,
+            record.state,
+            record.fabric_ref or "no reference",
+        )
 
     def new_ids(self, ce: str, count: int, fabric: str) -> list[str]:
         """Ids for ``count`` new pilots of ``ce`` (records created Submitted by the service)."""
@@ -84,14 +103,28 @@ class PilotBook:
     # -- to the service --------------------------------------------------------------------------
 
     def add(self, pilot_id: str, ce: str, fabric: str, ref: str, now: float) -> PilotRecord:
-        record = PilotRecord(pilot_id, self.site, ce, fabric, fabric_ref=ref,
-                             state=PilotState.SUBMITTED.value, submitted=now, updated=now)
+        record = PilotRecord(
+            pilot_id,
+            self.site,
+            ce,
+            fabric,
+            fabric_ref=ref,
+            state=PilotState.SUBMITTED.value,
+            submitted=now,
+            updated=now,
+        )
         self.records[pilot_id] = record
         self.outbox[pilot_id] = {"pilot_id": pilot_id, "state": record.state, "fabric_ref": ref}
         return record
 
-    def note(self, record: PilotRecord, state: PilotState, now: float, reason: str | None = None,
-             output: str | None = None) -> None:
+    def note(
+        self,
+        record: PilotRecord,
+        state: PilotState,
+        now: float,
+        reason: str | None = None,
+        output: str | None = None,
+    ) -> None:
         """Record a state (and why, and the output of an ended pilot) to send to the service."""
         record.state, record.updated = state.value, now
         update = self.outbox.setdefault(record.pilot_id, {"pilot_id": record.pilot_id})
@@ -103,8 +136,11 @@ class PilotBook:
 
     def refused(self, pilot_id: str, reason: str) -> None:
         """A pilot id the fabric would not take: Aborted at once, no local record kept."""
-        self.outbox[pilot_id] = {"pilot_id": pilot_id, "state": PilotState.ABORTED.value,
-                                 "reason": reason[:500]}
+        self.outbox[pilot_id] = {
+            "pilot_id": pilot_id,
+            "state": PilotState.ABORTED.value,
+            "reason": reason[:500],
+        }
 
     def flush(self, errors: list[str]) -> None:
         """Send the outbox; what the service did not get stays for the next flush."""
@@ -122,8 +158,9 @@ class PilotBook:
             if self.outbox.get(update["pilot_id"]) is update:
                 del self.outbox[update["pilot_id"]]
 
-    def _send_one_by_one(self, updates: list[dict[str, Any]],
-                         errors: list[str]) -> list[dict[str, Any]]:
+    def _send_one_by_one(
+        self, updates: list[dict[str, Any]], errors: list[str]
+    ) -> list[dict[str, Any]]:
         sent = []
         for update in updates:
             try:
@@ -132,8 +169,12 @@ class PilotBook:
                 errors.append(f"pilot updates not sent (kept for later): {exc.message}")
                 break
             except DiracLikeError as exc:
-                log.error("site %s: the service refused the update of pilot %s, dropped: %s",
-                          self.site, update["pilot_id"], exc.message)
+                log.error(
+                    "site %s: the service refused the update of pilot %s, dropped: %s",
+                    self.site,
+                    update["pilot_id"],
+                    exc.message,
+                )
             sent.append(update)
         return sent
 

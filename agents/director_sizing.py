@@ -41,11 +41,16 @@ class CEDemand:
 
     @classmethod
     def for_ce(
-        cls, ce: CEConfig, eligible_slots: int, queued: int, running: int,
+        cls,
+        ce: CEConfig,
+        eligible_slots: int,
+        queued: int,
+        running: int,
         backoff_until: float = 0.0,
     ) -> CEDemand:
-        return cls(ce.name, eligible_slots, queued, running, ce.max_queued, ce.max_total,
-                   backoff_until)
+        return cls(
+            ce.name, eligible_slots, queued, running, ce.max_queued, ce.max_total, backoff_until
+        )
 
     def wanted(self, now: float) -> int:
         """Pilots this CE should get this cycle, before the site-wide cap."""

@@ -35,13 +35,16 @@ class KeptFolder:
     size_bytes: int
 
 
-def folders_to_remove(folders: list[KeptFolder], now: float, keep_for: float,
-                      max_bytes: int) -> list[Path]:
+def folders_to_remove(
+    folders: list[KeptFolder], now: float, keep_for: float, max_bytes: int
+) -> list[Path]:
     """The folders older than ``keep_for`` seconds, then the oldest ones until the rest fit in
     ``max_bytes``."""
     expired = [folder for folder in folders if now - folder.kept_since > keep_for]
-    kept = sorted((folder for folder in folders if folder not in expired),
-                  key=lambda folder: folder.kept_since)
+    kept = sorted(
+        (folder for folder in folders if folder not in expired),
+        key=lambda folder: folder.kept_since,
+    )
     total = sum(folder.size_bytes for folder in kept)
     over = []
     for folder in kept:

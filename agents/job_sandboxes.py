@@ -50,13 +50,15 @@ class OutputSandbox:
         return "; ".join(parts)
 
 
-def fetch_input(client: Client, description: JobDescription, workdir: Path,
-                limits: SandboxLimits) -> int:
+def fetch_input(
+    client: Client, description: JobDescription, workdir: Path, limits: SandboxLimits
+) -> int:
     """Download and unpack the job's input sandbox into ``workdir``; returns the bytes
     downloaded. SandboxError (or a DiracLikeError from the service) when that cannot be done."""
     entries = description.input_sandbox
-    archives = [entry[len(SANDBOX_PREFIX):] for entry in entries
-                if entry.startswith(SANDBOX_PREFIX)]
+    archives = [
+        entry[len(SANDBOX_PREFIX) :] for entry in entries if entry.startswith(SANDBOX_PREFIX)
+    ]
     downloaded = 0
     for sha256 in archives:
         data = client.download_sandbox(sha256, limits.max_download_bytes)
@@ -71,8 +73,9 @@ def fetch_input(client: Client, description: JobDescription, workdir: Path,
     return downloaded
 
 
-def upload_output(client: Client, description: JobDescription, workdir: Path,
-                  limits: SandboxLimits) -> OutputSandbox:
+def upload_output(
+    client: Client, description: JobDescription, workdir: Path, limits: SandboxLimits
+) -> OutputSandbox:
     """Pack and upload what the job left that its OutputSandbox (and StdOutput, StdError)
     names. SandboxError when it is over the limit or cannot be packed."""
     wanted = list(description.output_sandbox)
@@ -85,6 +88,8 @@ def upload_output(client: Client, description: JobDescription, workdir: Path,
         return OutputSandbox("", missing)
     data = pack([Path(name) for name in present], workdir)
     if len(data) > limits.max_upload_bytes:
-        raise SandboxError(f"output sandbox of {len(data)} bytes is over the limit of "
-                           f"{limits.max_upload_bytes} bytes")
+        raise SandboxError(
+            f"output sandbox of {len(data)} bytes is over the limit of "
+            f"{limits.max_upload_bytes} bytes"
+        )
     return OutputSandbox(client.upload_sandbox(data, kind="output"), missing, size=len(data))

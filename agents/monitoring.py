@@ -149,8 +149,14 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
 
 
 def _check(settings: MonitorSettings, path: Path | None) -> None:
-    for key in ("cycle_seconds", "probe_interval", "start_timeout", "run_timeout",
-                "pilot_window", "alert_timeout"):
+    for key in (
+        "cycle_seconds",
+        "probe_interval",
+        "start_timeout",
+        "run_timeout",
+        "pilot_window",
+        "alert_timeout",
+    ):
         if getattr(settings, key) <= 0:
             raise ConfigError(f"{path}: monitoring.{key}: must be positive")
 
@@ -166,17 +172,26 @@ class CycleReport:
 class Monitor:
     """The agent. Not thread safe: one cycle at a time (the runner sees to it)."""
 
-    def __init__(self, settings: MonitorSettings, sites: Mapping[str, SiteConfig],
-                 client: Client, home: Path, storages: Iterable[StorageProbe] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        sites: Mapping[str, SiteConfig],
+        client: Client,
+        home: Path,
+        storages: Iterable[StorageProbe] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.sites = dict(sites)
         self.client = client
         self.home = Path(home)
         self.clock = clock
         self.policy = StatusPolicy(settings.policy)
-        self.storages = list(storages) if storages is not None else [
-            FileStorage(name, Path(se.path)) for name, se in sorted(settings.se.items())]
+        self.storages = (
+            list(storages)
+            if storages is not None
+            else [FileStorage(name, Path(se.path)) for name, se in sorted(settings.se.items())]
+        )
         self.in_flight: dict[tuple[str, str], InFlight] = {}
         self.last_probe: dict[tuple[str, str], float] = {}  # (site, ce) or (SE, "") -> time
         self.last_health: dict[tuple[str, str], float] = {}
@@ -197,8 +212,7 @@ class Monitor:
             try:
                 self.refresh(now)
             except ServiceUnavailable as exc:
-                log.error("central service unreachable, nothing judged this cycle: %s",
-                          exc.message)
+                log.error("central service unreachable, nothing judged this cycle: %s", exc.message)
                 report.unreachable = True
                 return report
             produced: list[ProbeResult] = []
@@ -214,8 +228,12 @@ class Monitor:
             self.outbox.extend(produced)
             if self.send_outbox():
                 report.changes = self.decide(now)
-        log.info("monitoring cycle: %d result(s), %d in flight, changes: %s", report.results,
-                 len(self.in_flight), ", ".join(report.changes) or "none")
+        log.info(
+            "monitoring cycle: %d result(s), %d in flight, changes: %s",
+            report.results,
+            len(self.in_flight),
+            ", ".join(report.changes) or "none",
+        )
         return report
 
     def refresh(self, now: float) -> None:
@@ -229,15 +247,31 @@ class Monitor:
             self.loaded_history = True
 
     def load_history(self, items: Iterable[ProbeResultItem]) -> None:
-        results = [ProbeResult(i.target, TargetKind(i.kind), i.check, CheckStatus(i.status),
-                               i.message, i.time, i.ce, i.job_id) for i in items]
+        results = [
+            ProbeResult(
+                i.target,
+                TargetKind(i.kind),
+                i.check,
+                CheckStatus(i.status),
+                i.message,
+                i.time,
+                i.ce,
+                i.job_id,
+            )
+            for i in items
+        ]
         self.remember(results)
-        log.info("rebuilt the probe history of %d target(s) from %d stored result(s)",
-                 len(self.outcomes), len(results))
+        log.info(
+            "rebuilt the probe history of %d target(s) from %d stored result(s)",
+            len(self.outcomes),
+            len(results),
+        )
 
     def in_downtime(self, target: str, now: float) -> bool:
-        return any(d.target == target and not d.cancelled and d.start <= now < d.end
-                   for d in self.downtimes)
+        return any(
+            d.target == target and not d.cancelled and d.start <= now < d.end
+            for d in self.downtimes
+        )
 
     # -- probes of CEs ---------------------------------------------------------------------------
 
@@ -256,8 +290,7 @@ class Monitor:
                 continue
             if status in ("Running", "Completing") and not probe.started:
                 probe.started = now
-            fate = judge(probe, status, now, self.settings.start_timeout,
-                         self.settings.run_timeout)
+            fate = judge(probe, status, now, self.settings.start_timeout, self.settings.run_timeout)
             if fate is not Fate.WAIT:
                 produced += self._ended(probe, fate, row.minor_status if row else "", now)
                 del self.in_flight[key]  # only now: an unreachable service leaves it in flight
@@ -286,8 +319,13 @@ class Monitor:
         try:
             self.client.kill([probe.job_id])
         except DiracLikeError as exc:
-            log.warning("probe job %d (%s %s): could not kill it: %s", probe.job_id, probe.site,
-                        probe.ce, exc.message)
+            log.warning(
+                "probe job %d (%s %s): could not kill it: %s",
+                probe.job_id,
+                probe.site,
+                probe.ce,
+                exc.message,
+            )
 
     def _output(self, probe: InFlight) -> str:
         """What the probe printed ('' if its output cannot be had: judged as no output)."""
@@ -311,12 +349,15 @@ class Monitor:
                 continue
             for ce in site.ces:
                 key = (site.name, ce.name)
-                if key in self.in_flight or now < self.last_probe.get(key, -1e18) + \
-                        self.settings.probe_interval:
+                if (
+                    key in self.in_flight
+                    or now < self.last_probe.get(key, -1e18) + self.settings.probe_interval
+                ):
                     continue
                 self.last_probe[key] = now
-                description = probe_description(site.name, ce, ses, self.settings.min_scratch_mb,
-                                                self.settings.probe_arguments)
+                description = probe_description(
+                    site.name, ce, ses, self.settings.min_scratch_mb, self.settings.probe_arguments
+                )
                 produced += self._submit(site.name, ce.name, description, now)
         return produced
 
@@ -324,15 +365,19 @@ class Monitor:
         wanted = self.settings.sites or tuple(sorted(self.sites))
         return [self.sites[name] for name in wanted if name in self.sites]
 
-    def _submit(self, site: str, ce: str, description: dict[str, Any],
-                now: float) -> list[ProbeResult]:
+    def _submit(
+        self, site: str, ce: str, description: dict[str, Any], now: float
+    ) -> list[ProbeResult]:
         try:
             (job_id,) = self.client.submit([description], owner=PROBE_OWNER, group=PROBE_GROUP)
         except DiracLikeError as exc:
             log.error("probe of %s %s: could not submit it: %s", site, ce, exc.message)
             message = f"the monitoring agent could not submit the probe: {exc.message}"
-            return [ProbeResult(site, TargetKind.SITE, "submit", CheckStatus.UNKNOWN,
-                                message[:1000], now, ce)]
+            return [
+                ProbeResult(
+                    site, TargetKind.SITE, "submit", CheckStatus.UNKNOWN, message[:1000], now, ce
+                )
+            ]
         self.in_flight[(site, ce)] = InFlight(site, ce, job_id, now)
         log.info("probe job %d submitted to %s %s", job_id, site, ce)
         return []
@@ -343,8 +388,10 @@ class Monitor:
         produced: list[ProbeResult] = []
         for storage in self.storages:
             key = (storage.name, "")
-            if self.in_downtime(storage.name, now) or \
-                    now < self.last_probe.get(key, -1e18) + self.settings.probe_interval:
+            if (
+                self.in_downtime(storage.name, now)
+                or now < self.last_probe.get(key, -1e18) + self.settings.probe_interval
+            ):
                 continue
             self.last_probe[key] = now
             produced += probe_storage(storage, now, f"{int(now * 1000)}")
@@ -366,22 +413,38 @@ class Monitor:
 
     def _pilot_health(self, site: SiteConfig, now: float) -> list[ProbeResult]:
         since = now - self.settings.pilot_window
-        ended = [p for p in self.client.pilots(site.name, ["Done", "Failed", "Aborted"])
-                 if p.updated >= since]
+        ended = [
+            p
+            for p in self.client.pilots(site.name, ["Done", "Failed", "Aborted"])
+            if p.updated >= since
+        ]
         produced = []
         for ce in site.ces:
             mine = [p for p in ended if p.ce == ce.name]
             bad = [p for p in mine if p.state in ("Failed", "Aborted")]
-            if len(mine) < self.settings.min_pilots or \
-                    len(bad) / len(mine) < self.settings.pilot_failure_rate:
+            if (
+                len(mine) < self.settings.min_pilots
+                or len(bad) / len(mine) < self.settings.pilot_failure_rate
+            ):
                 continue
             if not self._due_health((site.name, ce.name), now):
                 continue
             example = f"e.g. pilot {bad[-1].pilot_id}: {bad[-1].reason or bad[-1].state}"
-            message = (f"{len(bad)} of {len(mine)} pilots failed or aborted in the last "
-                       f"{self.settings.pilot_window:g} s ({example})")
-            produced.append(ProbeResult(site.name, TargetKind.SITE, HEALTH_PREFIX + "pilots",
-                                        CheckStatus.WARNING, message[:1000], now, ce.name))
+            message = (
+                f"{len(bad)} of {len(mine)} pilots failed or aborted in the last "
+                f"{self.settings.pilot_window:g} s ({example})"
+            )
+            produced.append(
+                ProbeResult(
+                    site.name,
+                    TargetKind.SITE,
+                    HEALTH_PREFIX + "pilots",
+                    CheckStatus.WARNING,
+                    message[:1000],
+                    now,
+                    ce.name,
+                )
+            )
         return produced
 
     def _stalled_jobs(self, site: str, now: float) -> list[ProbeResult]:
@@ -390,8 +453,16 @@ class Monitor:
             return []
         ids = ", ".join(str(row.job_id) for row in stalled[:10])
         message = f"{len(stalled)} stalled job(s) at {site}: {ids}"
-        return [ProbeResult(site, TargetKind.SITE, HEALTH_PREFIX + "stalled-jobs",
-                            CheckStatus.WARNING, message, now)]
+        return [
+            ProbeResult(
+                site,
+                TargetKind.SITE,
+                HEALTH_PREFIX + "stalled-jobs",
+                CheckStatus.WARNING,
+                message,
+                now,
+            )
+        ]
 
     # -- results, policy, alerts -----------------------------------------------------------------
 
@@ -408,13 +479,20 @@ class Monitor:
         """Report what waits; False if the service did not take it (kept for the next cycle)."""
         if not self.outbox:
             return True
-        items = [ProbeResultItem(r.target, r.kind.value, r.check, r.status.value, r.message,
-                                 r.time, r.ce, r.job_id) for r in self.outbox]
+        items = [
+            ProbeResultItem(
+                r.target, r.kind.value, r.check, r.status.value, r.message, r.time, r.ce, r.job_id
+            )
+            for r in self.outbox
+        ]
         try:
             self.client.probe_report(items)
         except DiracLikeError as exc:
-            log.error("could not report %d result(s), kept for the next cycle: %s",
-                      len(items), exc.message)
+            log.error(
+                "could not report %d result(s), kept for the next cycle: %s",
+                len(items),
+                exc.message,
+            )
             del self.outbox[:-MAX_OUTBOX]
             return False
         self.outbox.clear()
@@ -434,23 +512,46 @@ class Monitor:
                 changes.append(f"{target}: {old.value} -> {decision.status.value}")
         return changes
 
-    def apply(self, kind: TargetKind, target: str, old: ResourceStatus, decision: Decision,
-              now: float) -> bool:
+    def apply(
+        self, kind: TargetKind, target: str, old: ResourceStatus, decision: Decision, now: float
+    ) -> bool:
         dry_run = self.settings.policy.dry_run
         if not dry_run:
             try:
-                row = self.client.set_status(target, kind.value, decision.status.value,
-                                             decision.reason)
+                row = self.client.set_status(
+                    target, kind.value, decision.status.value, decision.reason
+                )
             except DiracLikeError as exc:  # e.g. Forbidden: an operator banned it meanwhile
-                log.warning("%s %s: status %s refused: %s", kind.value, target,
-                            decision.status.value, exc.message)
+                log.warning(
+                    "%s %s: status %s refused: %s",
+                    kind.value,
+                    target,
+                    decision.status.value,
+                    exc.message,
+                )
                 return False
             self.statuses[(kind.value, target)] = row
-        log.warning("%s%s %s: %s -> %s (%s)", "dry run: would set " if dry_run else "",
-                    kind.value, target, old.value, decision.status.value, decision.reason)
-        self.alert({"event": "status_change", "kind": kind.value, "target": target,
-                    "old": old.value, "new": decision.status.value, "reason": decision.reason,
-                    "time": now, "dry_run": dry_run})
+        log.warning(
+            "%s%s %s: %s -> %s (%s)",
+            "dry run: would set " if dry_run else "",
+            kind.value,
+            target,
+            old.value,
+            decision.status.value,
+            decision.reason,
+        )
+        self.alert(
+            {
+                "event": "status_change",
+                "kind": kind.value,
+                "target": target,
+                "old": old.value,
+                "new": decision.status.value,
+                "reason": decision.reason,
+                "time": now,
+                "dry_run": dry_run,
+            }
+        )
         return True
 
     def alert(self, event: dict[str, Any]) -> None:
@@ -459,15 +560,24 @@ class Monitor:
         if not command:
             return
         try:
-            done = subprocess.run(list(command), input=json.dumps(event), text=True,
-                                  capture_output=True, timeout=self.settings.alert_timeout,
-                                  check=False)
+            done = subprocess.run(
+                list(command),
+                input=json.dumps(event),
+                text=True,
+                capture_output=True,
+                timeout=self.settings.alert_timeout,
+                check=False,
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             log.error("alert command %s failed: %s", command[0], exc)
             return
         if done.returncode != 0:
-            log.error("alert command %s exited %d: %s", command[0], done.returncode,
-                      done.stderr.strip()[:200])
+            log.error(
+                "alert command %s exited %d: %s",
+                command[0],
+                done.returncode,
+                done.stderr.strip()[:200],
+            )
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -481,20 +591,29 @@ class Monitor:
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.blocking import BlockingScheduler
 
-        scheduler = BlockingScheduler(executors={"default": ThreadPoolExecutor(1)},
-                                      timezone=UTC)
-        scheduler.add_job(self._tick, "interval", seconds=self.settings.cycle_seconds,
-                          max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
+        scheduler = BlockingScheduler(executors={"default": ThreadPoolExecutor(1)}, timezone=UTC)
+        scheduler.add_job(
+            self._tick,
+            "interval",
+            seconds=self.settings.cycle_seconds,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+        )
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             log.info("%s received, stopping after the current cycle", signal.Signals(signum).name)
             with contextlib.suppress(Exception):
                 scheduler.shutdown(wait=False)
 
-        previous = {signum: signal.signal(signum, on_signal)
-                    for signum in (signal.SIGTERM, signal.SIGINT)}
-        log.info("monitoring agent started, a cycle every %g s%s", self.settings.cycle_seconds,
-                 " (dry run: statuses are not changed)" if self.settings.policy.dry_run else "")
+        previous = {
+            signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)
+        }
+        log.info(
+            "monitoring agent started, a cycle every %g s%s",
+            self.settings.cycle_seconds,
+            " (dry run: statuses are not changed)" if self.settings.policy.dry_run else "",
+        )
         try:
             scheduler.start()
         finally:

@@ -76,8 +76,15 @@ class Outbox:
     def uploaded(self, report: Report, output_sandbox: str, problems: str) -> Report:
         """The output is uploaded (or failed to be): the report as it is to be sent."""
         application = "; ".join(filter(None, [report.application_status, problems]))
-        return self.put(replace(report, output_sandbox=output_sandbox, output_pending=False,
-                                description={}, application_status=application[:256]))
+        return self.put(
+            replace(
+                report,
+                output_sandbox=output_sandbox,
+                output_pending=False,
+                description={},
+                application_status=application[:256],
+            )
+        )
 
     def done(self, report: Report) -> None:
         """The service answered ``report``: forget it."""
@@ -94,8 +101,9 @@ class Outbox:
             try:
                 found.append(Report(**json.loads(path.read_text(encoding="utf-8"))))
             except (OSError, ValueError, TypeError) as exc:
-                log.error("outbox: %s unreadable (%s): set aside as %s.bad", path.name, exc,
-                          path.name)
+                log.error(
+                    "outbox: %s unreadable (%s): set aside as %s.bad", path.name, exc, path.name
+                )
                 path.replace(path.with_suffix(".bad"))
         return found
 
@@ -126,11 +134,18 @@ def ended_report(folder: Path) -> Report | None:
     else:
         status, minor = "Failed", f"Application killed by signal {value}"
     code = value if how == "exit" else -value
-    return Report.new(job_id=int(job["job_id"]), attempt=int(job["attempt"]),
-                      pilot_id=str(job["pilot_id"]), status=status, minor_status=minor,
-                      application_status=f"Exit code {code}", output_pending=True,
-                      workdir=str(folder), description=dict(job["description"]),
-                      failed=status != "Done")
+    return Report.new(
+        job_id=int(job["job_id"]),
+        attempt=int(job["attempt"]),
+        pilot_id=str(job["pilot_id"]),
+        status=status,
+        minor_status=minor,
+        application_status=f"Exit code {code}",
+        output_pending=True,
+        workdir=str(folder),
+        description=dict(job["description"]),
+        failed=status != "Done",
+    )
 
 
 def _mtime(path: Path) -> float:

@@ -143,8 +143,11 @@ def exit_like(status: int) -> None:
 
 def note_end(status: int) -> None:
     """``payload_ended``: how the payload ended, durable before anything else happens."""
-    text = (f"signal {os.WTERMSIG(status)}\n" if os.WIFSIGNALED(status)
-            else f"exit {os.waitstatus_to_exitcode(status)}\n")
+    text = (
+        f"signal {os.WTERMSIG(status)}\n"
+        if os.WIFSIGNALED(status)
+        else f"exit {os.waitstatus_to_exitcode(status)}\n"
+    )
     try:
         descriptor = os.open(ENDED_MARK, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -186,8 +189,9 @@ def orphaned(payload: int) -> None:
 
 def main(args: list[str]) -> None:
     if len(args) < 4:
-        os.write(2, b"usage: payload_keeper.py PILOT_PID LEASE_FILE LEASE_SECONDS "
-                    b"EXECUTABLE [ARG...]\n")
+        os.write(
+            2, b"usage: payload_keeper.py PILOT_PID LEASE_FILE LEASE_SECONDS EXECUTABLE [ARG...]\n"
+        )
         os._exit(2)
     pilot, lease_file, lease, argv = int(args[0]), args[1], float(args[2]), args[3:]
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the payload got it too: wait for it

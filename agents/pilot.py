@@ -131,8 +131,9 @@ def platform_string() -> str:
     return f"{system}_{machine}_{libc}-{version}" if libc and version else f"{system}_{machine}"
 
 
-def discover(workdir: Path, cores: int = 0, memory_mb: int = 0, disk_mb: int = 0,
-             platform_name: str = "") -> WorkerNode:
+def discover(
+    workdir: Path, cores: int = 0, memory_mb: int = 0, disk_mb: int = 0, platform_name: str = ""
+) -> WorkerNode:
     """The worker node as psutil sees it; a non-zero argument overrides what is found."""
     workdir.mkdir(parents=True, exist_ok=True)
     return WorkerNode(
@@ -184,12 +185,24 @@ class PilotConfig:
     def __post_init__(self) -> None:
         if self.cores < 1:
             raise InvalidArgument(f"cores must be at least 1, got {self.cores}")
-        for name in ("time_left", "idle_timeout", "kill_grace", "drain_margin", "memory_mb",
-                     "max_cpu_time", "keep_failed_for", "keep_failed_max_mb"):
+        for name in (
+            "time_left",
+            "idle_timeout",
+            "kill_grace",
+            "drain_margin",
+            "memory_mb",
+            "max_cpu_time",
+            "keep_failed_for",
+            "keep_failed_max_mb",
+        ):
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"{name} must not be negative")
-        for name in ("heartbeat_interval", "sample_interval", "request_interval",
-                     "first_request_interval"):
+        for name in (
+            "heartbeat_interval",
+            "sample_interval",
+            "request_interval",
+            "first_request_interval",
+        ):
             if getattr(self, name) <= 0:
                 raise InvalidArgument(f"{name} must be positive")
         if self.max_jobs < 0:
@@ -211,8 +224,14 @@ class PilotPolicy:
     @classmethod
     def for_config(cls, config: PilotConfig, started: float) -> PilotPolicy:
         deadline = started + config.time_left if config.time_left else 0.0
-        return cls(config.cores, deadline, config.max_jobs, config.idle_timeout,
-                   config.drain_margin, config.max_cpu_time)
+        return cls(
+            config.cores,
+            deadline,
+            config.max_jobs,
+            config.idle_timeout,
+            config.drain_margin,
+            config.max_cpu_time,
+        )
 
     def payload_deadline(self) -> float:
         """When running payloads must be stopped (0: never), leaving the margin to report."""
@@ -236,17 +255,37 @@ class PilotPolicy:
         return bool(self.max_jobs) and jobs_taken >= self.max_jobs
 
     def idle_expired(self, now: float, idle_since: float | None) -> bool:
-        return bool(self.idle_timeout) and idle_since is not None and \
-            now - idle_since >= self.idle_timeout
+        return (
+            bool(self.idle_timeout)
+            and idle_since is not None
+            and now - idle_since >= self.idle_timeout
+        )
 
-    def should_request(self, now: float, free_cores: int, jobs_taken: int,
-                       idle_since: float | None, draining: bool = False) -> bool:
+    def should_request(
+        self,
+        now: float,
+        free_cores: int,
+        jobs_taken: int,
+        idle_since: float | None,
+        draining: bool = False,
+    ) -> bool:
         """Ask the service for a job now?"""
-        return (free_cores >= 1 and not draining and not self.max_jobs_reached(jobs_taken)
-                and self.time_fits(now) and not self.idle_expired(now, idle_since))
+        return (
+            free_cores >= 1
+            and not draining
+            and not self.max_jobs_reached(jobs_taken)
+            and self.time_fits(now)
+            and not self.idle_expired(now, idle_since)
+        )
 
-    def stop_reason(self, now: float, running: int, jobs_taken: int,
-                    idle_since: float | None, draining: bool = False) -> str:
+    def stop_reason(
+        self,
+        now: float,
+        running: int,
+        jobs_taken: int,
+        idle_since: float | None,
+        draining: bool = False,
+    ) -> str:
         """Why the pilot should exit now ('' to go on); never while a job runs."""
         if running:
             return ""
@@ -300,12 +339,18 @@ class _Sampled:
 class Pilot:
     """Runs jobs until the policy says stop. :meth:`run` in the main thread."""
 
-    def __init__(self, config: PilotConfig, policy: RetryPolicy | None = None,
-                 clock: Any = time.monotonic) -> None:
+    def __init__(
+        self, config: PilotConfig, policy: RetryPolicy | None = None, clock: Any = time.monotonic
+    ) -> None:
         self.config = config
         self.clock = clock
-        self.client = Client(config.server, policy or PILOT_RETRIES, on_push=self.apply_commands,
-                             identity=config.identity, insecure=config.insecure)
+        self.client = Client(
+            config.server,
+            policy or PILOT_RETRIES,
+            on_push=self.apply_commands,
+            identity=config.identity,
+            insecure=config.insecure,
+        )
         self.jobs: dict[int, RunningJob] = {}
         self.events: queue.Queue[_Finished | _Sampled] = queue.Queue()
         self.jobs_taken = 0
@@ -322,8 +367,7 @@ class Pilot:
         self._wall_offset = time.time() - self._started  # the watchdog's clock is time.time()
         config.workdir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(config.workdir)
-        self.folders = JobFolders(config.workdir, config.keep_failed_for,
-                                  config.keep_failed_max_mb)
+        self.folders = JobFolders(config.workdir, config.keep_failed_for, config.keep_failed_max_mb)
         self.lease_file = config.workdir / LEASE_FILE
         self._next_flush = self._started
         self._next_sweep = self._started
@@ -356,9 +400,16 @@ class Pilot:
     def run(self) -> int:
         """0 when the pilot stopped normally, 3 when the service cannot be reached at start."""
         config = self.config
-        log.info("pilot %s: site %s, CE %s, %d core(s), %d MB, platform %s, server %s",
-                 config.pilot_id, config.site, config.ce, config.cores, config.memory_mb,
-                 config.platform, config.server)
+        log.info(
+            "pilot %s: site %s, CE %s, %d core(s), %d MB, platform %s, server %s",
+            config.pilot_id,
+            config.site,
+            config.ce,
+            config.cores,
+            config.memory_mb,
+            config.platform,
+            config.server,
+        )
         try:
             try:
                 self.client.ping()
@@ -388,8 +439,9 @@ class Pilot:
             self.kill_all(STOPPED_BY_SIGNAL.format(self.stop_signal))
         self.send_heartbeats(now)
         self.request_jobs(now)
-        reason = self.policy.stop_reason(self.clock(), len(self.jobs), self.jobs_taken,
-                                         self._idle_since, self.draining)
+        reason = self.policy.stop_reason(
+            self.clock(), len(self.jobs), self.jobs_taken, self._idle_since, self.draining
+        )
         if reason:
             log.info("pilot %s: stopping: %s", self.config.pilot_id, reason)
             return True
@@ -419,8 +471,11 @@ class Pilot:
         for command in commands:
             if isinstance(command, StopPilot):
                 if not self.stop_signal:
-                    log.info("pilot %s: stop command from the service: %s",
-                             self.config.pilot_id, command.reason)
+                    log.info(
+                        "pilot %s: stop command from the service: %s",
+                        self.config.pilot_id,
+                        command.reason,
+                    )
                 self.terminate((command.reason or "stop command")[:100])
             elif isinstance(command, KillJob):
                 job = self.jobs.get(command.job_id)
@@ -437,8 +492,13 @@ class Pilot:
     def request_jobs(self, now: float) -> None:
         """Ask for jobs while cores are free and the policy allows; back off when none came,
         and hold (ask nothing) while the service said to keep the cores for a bigger job."""
-        while now >= self._next_request and not self._held(now) and self.policy.should_request(
-                now, self._free_cores(), self.jobs_taken, self._idle_since, self.draining):
+        while (
+            now >= self._next_request
+            and not self._held(now)
+            and self.policy.should_request(
+                now, self._free_cores(), self.jobs_taken, self._idle_since, self.draining
+            )
+        ):
             match = self._request_one(now)
             if match is None and self._hold_cores:
                 return  # asked again as soon as enough cores are free, or when the hold ends
@@ -458,8 +518,7 @@ class Pilot:
         return self.policy.free_cores([job.cores for job in self.jobs.values()])
 
     def _held(self, now: float) -> bool:
-        if self._hold_cores and (self._free_cores() >= self._hold_cores
-                                 or now >= self._hold_until):
+        if self._hold_cores and (self._free_cores() >= self._hold_cores or now >= self._hold_until):
             self._hold_cores = 0
         return bool(self._hold_cores)
 
@@ -467,10 +526,14 @@ class Pilot:
         config = self.config
         free_memory = config.memory_mb - sum(job.memory_mb for job in self.jobs.values())
         return PilotResources(
-            site=config.site, ce=config.ce, platform=config.platform,
-            cores=self._free_cores(), memory_mb=max(1, free_memory) if config.memory_mb else 0,
+            site=config.site,
+            ce=config.ce,
+            platform=config.platform,
+            cores=self._free_cores(),
+            memory_mb=max(1, free_memory) if config.memory_mb else 0,
             cpu_time_left=self.policy.cpu_time_left(now),
-            tags=list(config.tags), required_tags=list(config.required_tags),
+            tags=list(config.tags),
+            required_tags=list(config.required_tags),
             total_cores=config.cores,
         )
 
@@ -483,9 +546,13 @@ class Pilot:
         self.apply_commands(reply.commands)
         if reply.hold is not None:
             self._hold_cores, self._hold_until = reply.hold.cores, now + reply.hold.seconds
-            log.info("pilot %s: holding %d cores for a job of group %s, up to %.0f s",
-                     self.config.pilot_id, reply.hold.cores, reply.hold.group,
-                     reply.hold.seconds)
+            log.info(
+                "pilot %s: holding %d cores for a job of group %s, up to %.0f s",
+                self.config.pilot_id,
+                reply.hold.cores,
+                reply.hold.group,
+                reply.hold.seconds,
+            )
         elif reply.job is None:
             log.debug("pilot %s: no job: %s", self.config.pilot_id, reply.reason)
         return reply.job
@@ -500,47 +567,78 @@ class Pilot:
         try:
             description = description_from_stored(match.description)
             workdir.mkdir(parents=True, exist_ok=True)
-            (workdir / JOB_FILE).write_text(json.dumps({
-                "job_id": job_id, "attempt": attempt, "pilot_id": self.config.pilot_id,
-                "description": match.description}))
+            (workdir / JOB_FILE).write_text(
+                json.dumps(
+                    {
+                        "job_id": job_id,
+                        "attempt": attempt,
+                        "pilot_id": self.config.pilot_id,
+                        "description": match.description,
+                    }
+                )
+            )
             runner = self._runner(job_id, description, workdir, cores, match.lease)
         except (OSError, InvalidArgument) as exc:
             log.error("job %s: cannot prepare the payload: %s", job_id, exc)
-            self._report(job_id, attempt, JobStatus.FAILED,
-                         f"Pilot could not prepare the job: {exc}")
+            self._report(
+                job_id, attempt, JobStatus.FAILED, f"Pilot could not prepare the job: {exc}"
+            )
             return
-        job = RunningJob(job_id, attempt, cores, description.max_ram_mb, workdir,
-                         runner, self.clock() + self.config.heartbeat_interval, description)
+        job = RunningJob(
+            job_id,
+            attempt,
+            cores,
+            description.max_ram_mb,
+            workdir,
+            runner,
+            self.clock() + self.config.heartbeat_interval,
+            description,
+        )
         job.stored_description = match.description
         try:
-            commands = self.client.update_status(job_id, attempt, self.config.pilot_id,
-                                                 JobStatus.RUNNING, "Application")
+            commands = self.client.update_status(
+                job_id, attempt, self.config.pilot_id, JobStatus.RUNNING, "Application"
+            )
         except DiracLikeError as exc:
             log.warning("job %s: not started, the service refused Running: %s", job_id, exc)
             return
         self.renew_lease()
         self.jobs[job_id] = job
         self.apply_commands(commands)
-        threading.Thread(target=self._run_payload, args=(job,), name=f"job-{job_id}",
-                         daemon=True).start()
-        log.info("job %s: attempt %s started in %s (%d core(s))", job_id, attempt, workdir,
-                 job.cores)
+        threading.Thread(
+            target=self._run_payload, args=(job,), name=f"job-{job_id}", daemon=True
+        ).start()
+        log.info(
+            "job %s: attempt %s started in %s (%d core(s))", job_id, attempt, workdir, job.cores
+        )
 
-    def _runner(self, job_id: int, description: JobDescription, workdir: Path, cores: int,
-                lease: float = 0.0) -> PayloadRunner:
+    def _runner(
+        self,
+        job_id: int,
+        description: JobDescription,
+        workdir: Path,
+        cores: int,
+        lease: float = 0.0,
+    ) -> PayloadRunner:
         config = self.config
         spec = PayloadSpec(
-            job_id=job_id, executable=description.executable, workdir=workdir,
+            job_id=job_id,
+            executable=description.executable,
+            workdir=workdir,
             arguments=description.arguments,
-            env={**payload_environment(description.attributes, cores),  # ExecutionEnvironment
-                 "DIRAC_LIKE_PILOT_ID": config.pilot_id, "DIRAC_LIKE_SITE": config.site,
-                 "DIRAC_LIKE_CE": config.ce,
-                 # the Python this pilot runs (with dirac-like): what probe jobs test
-                 "DIRAC_LIKE_PYTHON": sys.executable},
+            env={
+                **payload_environment(description.attributes, cores),  # ExecutionEnvironment
+                "DIRAC_LIKE_PILOT_ID": config.pilot_id,
+                "DIRAC_LIKE_SITE": config.site,
+                "DIRAC_LIKE_CE": config.ce,
+                # the Python this pilot runs (with dirac-like): what probe jobs test
+                "DIRAC_LIKE_PYTHON": sys.executable,
+            },
             stdout=description.std_output or "std.out",
             stderr=description.std_error or "std.err",
             stdin=description.std_input,
-            lease_file=self.lease_file, lease=lease,
+            lease_file=self.lease_file,
+            lease=lease,
         )
         deadline = self.policy.payload_deadline()
         limits = Limits.for_job(
@@ -550,7 +648,9 @@ class Pilot:
             cores=cores,
         )
         return PayloadRunner(
-            spec, limits, on_sample=lambda sample: self._on_sample(job_id, sample),
+            spec,
+            limits,
+            on_sample=lambda sample: self._on_sample(job_id, sample),
             sample_interval=min(config.sample_interval, config.heartbeat_interval),
             kill_grace=config.kill_grace,
         )
@@ -567,9 +667,13 @@ class Pilot:
         output: OutputSandbox | None = NO_OUTPUT
         report = None
         try:
-            with Client(self.config.server, self.client.policy, context=self.client.context,
-                        identity=self.client.identity,
-                        insecure=self.client.identity is None) as client:
+            with Client(
+                self.config.server,
+                self.client.policy,
+                context=self.client.context,
+                identity=self.client.identity,
+                insecure=self.client.identity is None,
+            ) as client:
                 result = self._fetch_and_run(client, job)
                 report = self._keep_outcome(job, result)
                 if result.exit_code is not None:
@@ -586,22 +690,30 @@ class Pilot:
         if result.kill_reason:  # killed here: the main thread decides what to report
             return None
         try:
-            return self.outbox.put(Report.new(
-                job_id=job.job_id, attempt=job.attempt, pilot_id=self.config.pilot_id,
-                status=result.status.value, minor_status=result.minor_status[:256],
-                application_status=_application(result), workdir=str(job.workdir),
-                output_pending=result.exit_code is not None,
-                description=job.stored_description if result.exit_code is not None else {},
-                failed=result.status is not JobStatus.DONE,
-                usage=asdict(_usage(job, result, output_bytes=0))))
+            return self.outbox.put(
+                Report.new(
+                    job_id=job.job_id,
+                    attempt=job.attempt,
+                    pilot_id=self.config.pilot_id,
+                    status=result.status.value,
+                    minor_status=result.minor_status[:256],
+                    application_status=_application(result),
+                    workdir=str(job.workdir),
+                    output_pending=result.exit_code is not None,
+                    description=job.stored_description if result.exit_code is not None else {},
+                    failed=result.status is not JobStatus.DONE,
+                    usage=asdict(_usage(job, result, output_bytes=0)),
+                )
+            )
         except OSError as exc:
             log.error("job %s: report not kept in the outbox: %s", job.job_id, exc)
             return None
 
     def _fetch_and_run(self, client: Client, job: RunningJob) -> PayloadResult:
         try:
-            job.input_bytes = fetch_input(client, job.description, job.workdir,
-                                          self.config.sandbox_limits)
+            job.input_bytes = fetch_input(
+                client, job.description, job.workdir, self.config.sandbox_limits
+            )
         except DiracLikeError as exc:
             log.warning("job %s: input sandbox: %s", job.job_id, exc.message)
             return _not_run(f"Input sandbox: {exc.message}")
@@ -611,12 +723,10 @@ class Pilot:
         """The output sandbox uploaded (or what went wrong); None if the service could not take
         it now: the outbox uploads it later."""
         try:
-            output = upload_output(client, job.description, job.workdir,
-                                   self.config.sandbox_limits)
+            output = upload_output(client, job.description, job.workdir, self.config.sandbox_limits)
         except DiracLikeError as exc:
             if exc.retryable:
-                log.warning("job %s: output sandbox not uploaded yet: %s", job.job_id,
-                            exc.message)
+                log.warning("job %s: output sandbox not uploaded yet: %s", job.job_id, exc.message)
                 return None
             log.warning("job %s: output sandbox not uploaded: %s", job.job_id, exc.message)
             return OutputSandbox("", (), f"output sandbox not uploaded: {exc.message}")
@@ -638,35 +748,65 @@ class Pilot:
             else:
                 self.finish(job, event.result, event.output, event.report)
 
-    def finish(self, job: RunningJob, result: PayloadResult,
-               output: OutputSandbox | None = NO_OUTPUT, kept: Report | None = None) -> None:
+    def finish(
+        self,
+        job: RunningJob,
+        result: PayloadResult,
+        output: OutputSandbox | None = NO_OUTPUT,
+        kept: Report | None = None,
+    ) -> None:
         del self.jobs[job.job_id]
         if not self.jobs:
             self._idle_since = self.clock()
-        log.info("job %s: %s (%s), %.1f s CPU, %.0f MB peak", job.job_id, result.status,
-                 result.minor_status, result.cpu_seconds, result.peak_rss_mb)
+        log.info(
+            "job %s: %s (%s), %.1f s CPU, %.0f MB peak",
+            job.job_id,
+            result.status,
+            result.minor_status,
+            result.cpu_seconds,
+            result.peak_rss_mb,
+        )
         if result.kill_reason == "lease":
             log.warning("job %s: %s", job.job_id, LEASE_LOST)
-            self._report(job.job_id, job.attempt, HANDED_BACK, LEASE_LOST, workdir=job.workdir,
-                         kept=kept)
+            self._report(
+                job.job_id, job.attempt, HANDED_BACK, LEASE_LOST, workdir=job.workdir, kept=kept
+            )
             return
         if hands_back(result, self._stopping_soon(result)):
-            log.info("job %s: handed back for rescheduling (pilot stopped: %s)", job.job_id,
-                     self.stop_signal)
-            self._report(job.job_id, job.attempt, HANDED_BACK,
-                         f"{STOPPED_BY_SIGNAL.format(self.stop_signal)}: job handed back",
-                         workdir=job.workdir, kept=kept)
+            log.info(
+                "job %s: handed back for rescheduling (pilot stopped: %s)",
+                job.job_id,
+                self.stop_signal,
+            )
+            self._report(
+                job.job_id,
+                job.attempt,
+                HANDED_BACK,
+                f"{STOPPED_BY_SIGNAL.format(self.stop_signal)}: job handed back",
+                workdir=job.workdir,
+                kept=kept,
+            )
             return
         usage = _usage(job, result, output.size if output else 0)
         if output is None:
             if kept is not None:
-                log.info("job %s: report kept in the outbox until its output is uploaded",
-                         job.job_id)
+                log.info(
+                    "job %s: report kept in the outbox until its output is uploaded", job.job_id
+                )
                 return  # flush_outbox uploads the output from the job's folder, then reports
             output = OutputSandbox("", (), "output sandbox not uploaded: service unavailable")
         application = "; ".join(filter(None, [_application(result), output.problems()]))
-        self._report(job.job_id, job.attempt, result.status, result.minor_status, application,
-                     output.sha256, workdir=job.workdir, kept=kept, usage=usage)
+        self._report(
+            job.job_id,
+            job.attempt,
+            result.status,
+            result.minor_status,
+            application,
+            output.sha256,
+            workdir=job.workdir,
+            kept=kept,
+            usage=usage,
+        )
 
     def _stopping_soon(self, result: PayloadResult) -> bool:
         """Whether this pilot is being stopped. A payload that died of a stop signal nobody
@@ -679,18 +819,33 @@ class Pilot:
             time.sleep(0.02)  # the signal handler runs in this (main) thread meanwhile
         return bool(self.stop_signal)
 
-    def _report(self, job_id: int, attempt: int, status: JobStatus, minor: str,
-                application: str = "", output_sandbox: str = "", workdir: Path | None = None,
-                kept: Report | None = None, usage: JobUsage | None = None) -> None:
+    def _report(
+        self,
+        job_id: int,
+        attempt: int,
+        status: JobStatus,
+        minor: str,
+        application: str = "",
+        output_sandbox: str = "",
+        workdir: Path | None = None,
+        kept: Report | None = None,
+        usage: JobUsage | None = None,
+    ) -> None:
         """Keep the report in the outbox (under the id of the one ``kept`` when the payload
         ended, never sent), then send it."""
         report = Report(
-            request_id=kept.request_id if kept else uuid.uuid4().hex, job_id=job_id,
-            attempt=attempt, pilot_id=self.config.pilot_id, status=status.value,
-            minor_status=minor[:256], application_status=application[:256],
-            output_sandbox=output_sandbox, workdir=str(workdir or ""),
+            request_id=kept.request_id if kept else uuid.uuid4().hex,
+            job_id=job_id,
+            attempt=attempt,
+            pilot_id=self.config.pilot_id,
+            status=status.value,
+            minor_status=minor[:256],
+            application_status=application[:256],
+            output_sandbox=output_sandbox,
+            workdir=str(workdir or ""),
             failed=status is not JobStatus.DONE,
-            usage=asdict(usage) if usage else (kept.usage if kept else {}))
+            usage=asdict(usage) if usage else (kept.usage if kept else {}),
+        )
         try:
             self.outbox.put(report)
         except OSError as exc:
@@ -701,15 +856,25 @@ class Pilot:
         """Send a report of the outbox (its own request id); forget it once answered. False
         when the service could not take it now (it stays for :meth:`flush_outbox`)."""
         try:
-            self.client.update_status(report.job_id, report.attempt, report.pilot_id,
-                                      report.status, report.minor_status,
-                                      report.application_status, report.output_sandbox,
-                                      JobUsage(**report.usage) if report.usage else None,
-                                      request_id=report.request_id)
+            self.client.update_status(
+                report.job_id,
+                report.attempt,
+                report.pilot_id,
+                report.status,
+                report.minor_status,
+                report.application_status,
+                report.output_sandbox,
+                JobUsage(**report.usage) if report.usage else None,
+                request_id=report.request_id,
+            )
         except DiracLikeError as exc:
             if exc.retryable:
-                log.warning("job %s: status %s not sent yet (kept, sent again): %s",
-                            report.job_id, report.status, exc)
+                log.warning(
+                    "job %s: status %s not sent yet (kept, sent again): %s",
+                    report.job_id,
+                    report.status,
+                    exc,
+                )
                 return False
             log.warning("job %s: status %s not accepted: %s", report.job_id, report.status, exc)
         self.outbox.done(report)
@@ -740,16 +905,18 @@ class Pilot:
         workdir = Path(report.workdir)
         try:
             description = description_from_stored(report.description)
-            output = upload_output(self.client, description, workdir,
-                                   self.config.sandbox_limits)
+            output = upload_output(self.client, description, workdir, self.config.sandbox_limits)
         except DiracLikeError as exc:
             if exc.retryable:
                 return None
             log.warning("job %s: output sandbox not uploaded: %s", report.job_id, exc)
             output = OutputSandbox("", (), f"output sandbox not uploaded: {exc}")
         except OSError as exc:
-            log.warning("job %s: output sandbox left by a previous pilot not uploaded: %s",
-                        report.job_id, exc)
+            log.warning(
+                "job %s: output sandbox left by a previous pilot not uploaded: %s",
+                report.job_id,
+                exc,
+            )
             output = OutputSandbox("", (), f"output sandbox not uploaded: {exc}")
         return self.outbox.uploaded(report, output.sha256, output.problems())
 
@@ -762,8 +929,11 @@ class Pilot:
                 continue
             report = ended_report(folder)
             if report is not None:
-                log.info("job %s: its payload ended under a previous pilot (%s): reporting it",
-                         report.job_id, report.minor_status)
+                log.info(
+                    "job %s: its payload ended under a previous pilot (%s): reporting it",
+                    report.job_id,
+                    report.minor_status,
+                )
                 self.outbox.put(report)
 
     def sweep_folders(self, now: float) -> None:
@@ -787,8 +957,13 @@ class Pilot:
                 continue
             job.next_heartbeat = now + self.config.heartbeat_interval
             try:
-                commands = self.client.heartbeat(job.job_id, job.attempt, self.config.pilot_id,
-                                                 self.metrics(job), self.stdout_tail(job))
+                commands = self.client.heartbeat(
+                    job.job_id,
+                    job.attempt,
+                    self.config.pilot_id,
+                    self.metrics(job),
+                    self.stdout_tail(job),
+                )
             except DiracLikeError as exc:
                 log.warning("job %s: heartbeat failed: %s", job.job_id, exc)
                 continue
@@ -799,9 +974,12 @@ class Pilot:
         sample = job.sample
         if sample is None:
             return {}
-        return {"cpu_seconds": round(sample.cpu_seconds, 2), "rss_mb": round(sample.rss_mb, 1),
-                "wall_seconds": round(sample.wall_seconds, 1),
-                "disk_mb": round(sample.disk_mb, 1)}
+        return {
+            "cpu_seconds": round(sample.cpu_seconds, 2),
+            "rss_mb": round(sample.rss_mb, 1),
+            "wall_seconds": round(sample.wall_seconds, 1),
+            "disk_mb": round(sample.disk_mb, 1),
+        }
 
     def stdout_tail(self, job: RunningJob) -> str:
         """The last lines the payload printed (bounded), sent with the heartbeat."""
@@ -833,7 +1011,11 @@ def _not_run(minor_status: str) -> PayloadResult:
 
 def _usage(job: RunningJob, result: PayloadResult, output_bytes: int) -> JobUsage:
     """What the payload used, for its accounting record (sent with the final status)."""
-    return JobUsage(cpu_seconds=round(result.cpu_seconds, 3),
-                    wall_seconds=round(result.wall_seconds, 3),
-                    peak_rss_mb=round(result.peak_rss_mb, 1), input_bytes=job.input_bytes,
-                    output_bytes=output_bytes, exit_code=result.exit_code)
+    return JobUsage(
+        cpu_seconds=round(result.cpu_seconds, 3),
+        wall_seconds=round(result.wall_seconds, 3),
+        peak_rss_mb=round(result.peak_rss_mb, 1),
+        input_bytes=job.input_bytes,
+        output_bytes=output_bytes,
+        exit_code=result.exit_code,
+    )

@@ -22,12 +22,26 @@ PROBE_PRIORITY = 10  # the highest DIRAC Priority
 PROBE_CPU_TIME = 300  # seconds: a probe asks for little, so it fits any CE
 
 
-def probe_description(site: str, ce: CEConfig, ses: dict[str, str], min_scratch_mb: int,
-                      extra_arguments: tuple[str, ...] = ()) -> dict[str, Any]:
+def probe_description(
+    site: str,
+    ce: CEConfig,
+    ses: dict[str, str],
+    min_scratch_mb: int,
+    extra_arguments: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """The probe job of one CE (the JSON form of a JDL): targeted at the CE, highest priority,
     it runs ``python -m dirac_like.probe`` with the pilot's Python."""
-    command = ["-P", "-m", "dirac_like.probe", "--cores", str(ce.cores_per_slot),
-               "--memory", str(ce.memory_mb), "--min-scratch-mb", str(min_scratch_mb)]
+    command = [
+        "-P",
+        "-m",
+        "dirac_like.probe",
+        "--cores",
+        str(ce.cores_per_slot),
+        "--memory",
+        str(ce.memory_mb),
+        "--min-scratch-mb",
+        str(min_scratch_mb),
+    ]
     for name, path in sorted(ses.items()):
         command += ["--se", f"{name}={path}"]
     command += list(extra_arguments)
@@ -72,8 +86,9 @@ NOT_STARTED_STATUSES = frozenset({"Received", "Checking", "Waiting", "Matched", 
 _RUNNING = frozenset({"Running", "Completing", "Stalled"})
 
 
-def judge(probe: InFlight, status: str | None, now: float, start_timeout: float,
-          run_timeout: float) -> Fate:
+def judge(
+    probe: InFlight, status: str | None, now: float, start_timeout: float, run_timeout: float
+) -> Fate:
     """What a probe in flight has come to, from its job's status (None: no such job)."""
     if status == "Done":
         return Fate.COLLECT
@@ -88,10 +103,12 @@ def judge(probe: InFlight, status: str | None, now: float, start_timeout: float,
     return Fate.LOST
 
 
-def result(probe: InFlight, check: str, status: CheckStatus, message: str,
-           now: float) -> ProbeResult:
-    return ProbeResult(probe.site, TargetKind.SITE, check, status, message[:1000], now,
-                       probe.ce, probe.job_id)
+def result(
+    probe: InFlight, check: str, status: CheckStatus, message: str, now: float
+) -> ProbeResult:
+    return ProbeResult(
+        probe.site, TargetKind.SITE, check, status, message[:1000], now, probe.ce, probe.job_id
+    )
 
 
 def results_of_output(probe: InFlight, output: str, now: float) -> list[ProbeResult]:
@@ -100,27 +117,62 @@ def results_of_output(probe: InFlight, output: str, now: float) -> list[ProbeRes
     started = result(probe, "started", CheckStatus.OK, "the pilot ran the probe", now)
     try:
         checks = parse_output(output)
-        parsed = [result(probe, c["check"], parse_check_status(c["status"]), c["message"], now)
-                  for c in checks]
+        parsed = [
+            result(probe, c["check"], parse_check_status(c["status"]), c["message"], now)
+            for c in checks
+        ]
     except (ValueError, KeyError, TypeError, InvalidArgument) as exc:
-        return [started, result(probe, "output", CheckStatus.CRITICAL,
-                                f"no readable probe result: {exc}", now)]
+        return [
+            started,
+            result(probe, "output", CheckStatus.CRITICAL, f"no readable probe result: {exc}", now),
+        ]
     return [started, *parsed]
 
 
-def results_of_fate(probe: InFlight, fate: Fate, minor_status: str, timeouts: tuple[float, float],
-                    now: float) -> list[ProbeResult]:
+def results_of_fate(
+    probe: InFlight, fate: Fate, minor_status: str, timeouts: tuple[float, float], now: float
+) -> list[ProbeResult]:
     """The results of a probe that ended without output to read."""
     start_timeout, run_timeout = timeouts
     if fate is Fate.NOT_STARTED:
-        return [result(probe, "started", CheckStatus.CRITICAL,
-                       f"not started: no pilot ran it within {start_timeout:g} s", now)]
+        return [
+            result(
+                probe,
+                "started",
+                CheckStatus.CRITICAL,
+                f"not started: no pilot ran it within {start_timeout:g} s",
+                now,
+            )
+        ]
     started = result(probe, "started", CheckStatus.OK, "the pilot ran the probe", now)
     if fate is Fate.TIMED_OUT:
-        return [started, result(probe, "finished", CheckStatus.CRITICAL,
-                                f"timed out: still running after {run_timeout:g} s", now)]
+        return [
+            started,
+            result(
+                probe,
+                "finished",
+                CheckStatus.CRITICAL,
+                f"timed out: still running after {run_timeout:g} s",
+                now,
+            ),
+        ]
     if fate is Fate.FAILED:
-        return [started, result(probe, "finished", CheckStatus.CRITICAL,
-                                f"the probe job failed: {minor_status}", now)]
-    return [result(probe, "started", CheckStatus.UNKNOWN,
-                   f"the probe job was lost ({minor_status or 'no such job'})", now)]
+        return [
+            started,
+            result(
+                probe,
+                "finished",
+                CheckStatus.CRITICAL,
+                f"the probe job failed: {minor_status}",
+                now,
+            ),
+        ]
+    return [
+        result(
+            probe,
+            "started",
+            CheckStatus.UNKNOWN,
+            f"the probe job was lost ({minor_status or 'no such job'})",
+            now,
+        )
+    ]

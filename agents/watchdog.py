@@ -132,17 +132,21 @@ class Watchdog:
         self._record(sample)
         limits = self.limits
         if _over(sample.rss_mb, limits.max_rss_mb):
-            return Verdict("memory", _status("memory", sample.rss_mb, "MB", "MaxRAM",
-                                             limits.max_rss_mb))
+            return Verdict(
+                "memory", _status("memory", sample.rss_mb, "MB", "MaxRAM", limits.max_rss_mb)
+            )
         if _over(sample.disk_mb, limits.max_disk_mb):
-            return Verdict("disk", _status("disk", sample.disk_mb, "MB", "limit",
-                                           limits.max_disk_mb))
+            return Verdict(
+                "disk", _status("disk", sample.disk_mb, "MB", "limit", limits.max_disk_mb)
+            )
         if _over(sample.cpu_seconds, limits.cpu_time):
-            return Verdict("cpu", _status("CPU time", sample.cpu_seconds, "s", "CPUTime",
-                                          limits.cpu_time))
+            return Verdict(
+                "cpu", _status("CPU time", sample.cpu_seconds, "s", "CPUTime", limits.cpu_time)
+            )
         if _over(sample.wall_seconds, limits.wall_time):
-            return Verdict("wall", _status("wall clock", sample.wall_seconds, "s", "limit",
-                                           limits.wall_time))
+            return Verdict(
+                "wall", _status("wall clock", sample.wall_seconds, "s", "limit", limits.wall_time)
+            )
         if limits.pilot_deadline and sample.now >= limits.pilot_deadline:
             return Verdict("time_left", "Watchdog: pilot time left exhausted")
         return None

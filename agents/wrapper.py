@@ -197,8 +197,12 @@ class PayloadRunner:
         if not spec.workdir.is_dir():
             raise _StartFailure(f"Working directory not found: {spec.workdir}")
         argv = self._argv()
-        env = {**os.environ, **spec.env, "DIRAC_LIKE_JOB_ID": str(spec.job_id),
-               MARKER_VARIABLE: self._marker}
+        env = {
+            **os.environ,
+            **spec.env,
+            "DIRAC_LIKE_JOB_ID": str(spec.job_id),
+            MARKER_VARIABLE: self._marker,
+        }
         stdin = self._open_input()
         try:
             outputs = self._open_outputs()
@@ -208,9 +212,13 @@ class PayloadRunner:
             raise
         try:
             self._popen = subprocess.Popen(
-                argv, cwd=spec.workdir, env=env,
+                argv,
+                cwd=spec.workdir,
+                env=env,
                 stdin=subprocess.DEVNULL if stdin is None else stdin,
-                stdout=outputs[0], stderr=outputs[1], start_new_session=True,
+                stdout=outputs[0],
+                stderr=outputs[1],
+                start_new_session=True,
             )
         except FileNotFoundError as exc:
             raise _StartFailure(f"Executable not found: {spec.executable}") from exc
@@ -237,8 +245,7 @@ class PayloadRunner:
         if not spec.executable:
             raise _StartFailure("Executable not found: (empty)")
         if spec.shell:
-            return [*self._keeper(), "/bin/sh", "-c",
-                    f"{spec.executable} {spec.arguments}".strip()]
+            return [*self._keeper(), "/bin/sh", "-c", f"{spec.executable} {spec.arguments}".strip()]
         try:
             arguments = shlex.split(spec.arguments)
         except ValueError as exc:
@@ -265,8 +272,9 @@ class PayloadRunner:
         try:
             return open(self.spec.workdir / self.spec.stdin, "rb")
         except OSError as exc:
-            raise _StartFailure(f"StdInput file {self.spec.stdin} cannot be read: "
-                                f"{exc.strerror}") from exc
+            raise _StartFailure(
+                f"StdInput file {self.spec.stdin} cannot be read: {exc.strerror}"
+            ) from exc
 
     def _open_outputs(self) -> tuple[IO[bytes], IO[bytes]]:
         spec = self.spec
@@ -280,8 +288,9 @@ class PayloadRunner:
                 stdout.close()
                 raise
         except OSError as exc:
-            raise _StartFailure(f"Cannot open output files in {spec.workdir}: "
-                                f"{exc.strerror}") from exc
+            raise _StartFailure(
+                f"Cannot open output files in {spec.workdir}: {exc.strerror}"
+            ) from exc
         return stdout, stderr
 
     def _reap(self) -> None:
@@ -341,8 +350,9 @@ class PayloadRunner:
             except psutil.Error:
                 continue
         disk = directory_size(self.spec.workdir)
-        return Sample(now=now, started=self._started_at, cpu_seconds=cpu, rss_mb=rss / MB,
-                      disk_mb=disk / MB)
+        return Sample(
+            now=now, started=self._started_at, cpu_seconds=cpu, rss_mb=rss / MB, disk_mb=disk / MB
+        )
 
     def _snapshot(self) -> list[psutil.Process]:
         """The payload's process tree now (root and all descendants), remembered for killing.
@@ -375,12 +385,16 @@ class PayloadRunner:
         self._signal_all(signal.SIGTERM)
         if self._wait_gone(self.kill_grace):
             return
-        log.info("job %s: still running %.1f s after SIGTERM: SIGKILL", self.spec.job_id,
-                 self.kill_grace)
+        log.info(
+            "job %s: still running %.1f s after SIGTERM: SIGKILL", self.spec.job_id, self.kill_grace
+        )
         self._signal_all(signal.SIGKILL)
         if not self._wait_gone(_KILL_WAIT):
-            log.error("job %s: processes survived SIGKILL: %s", self.spec.job_id,
-                      sorted(p.pid for p in self._alive()))
+            log.error(
+                "job %s: processes survived SIGKILL: %s",
+                self.spec.job_id,
+                sorted(p.pid for p in self._alive()),
+            )
 
     def _clean_up_leftovers(self) -> None:
         """After the payload exited by itself: kill what it left running (cheap when none)."""
@@ -406,8 +420,10 @@ class PayloadRunner:
             if process.pid in (me, 1) or self._tree.get(process.pid) == process:
                 continue
             try:
-                if os.getpgid(process.pid) == group or \
-                        process.environ().get(MARKER_VARIABLE) == self._marker:
+                if (
+                    os.getpgid(process.pid) == group
+                    or process.environ().get(MARKER_VARIABLE) == self._marker
+                ):
                     self._remember([process])
             except (psutil.Error, OSError):
                 continue  # gone, or not ours to look at
@@ -464,7 +480,9 @@ class PayloadRunner:
         peaks = self.watchdog.peaks
         log.info("job %s: %s (%s)", self.spec.job_id, status, minor)
         return PayloadResult(
-            status=status, minor_status=minor, exit_code=code,
+            status=status,
+            minor_status=minor,
+            exit_code=code,
             cpu_seconds=max(peaks.cpu_seconds, self._rusage_cpu),
             peak_rss_mb=peaks.rss_mb,
             wall_seconds=self._ended_monotonic - self._started_monotonic,
@@ -473,9 +491,16 @@ class PayloadRunner:
         )
 
     def _not_started(self, status: JobStatus, minor: str) -> PayloadResult:
-        return PayloadResult(status=status, minor_status=minor, exit_code=None, cpu_seconds=0.0,
-                             peak_rss_mb=0.0, wall_seconds=0.0, stdout_tail="",
-                             kill_reason="request" if status is JobStatus.KILLED else "")
+        return PayloadResult(
+            status=status,
+            minor_status=minor,
+            exit_code=None,
+            cpu_seconds=0.0,
+            peak_rss_mb=0.0,
+            wall_seconds=0.0,
+            stdout_tail="",
+            kill_reason="request" if status is JobStatus.KILLED else "",
+        )
 
 
 class _StartFailure(Exception):

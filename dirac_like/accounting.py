@@ -88,8 +88,14 @@ class PilotAccountingRecord(NamedTuple):
 
 
 def job_record(
-    job: Any, status: str, minor: str, cores: int, usage: JobUsage | None, held: bool,
-    now: float, ce: str = "",
+    job: Any,
+    status: str,
+    minor: str,
+    cores: int,
+    usage: JobUsage | None,
+    held: bool,
+    now: float,
+    ce: str = "",
 ) -> JobAccountingRecord:
     """The record of ``job`` (a :class:`~dirac_like.model.JobRecord`) ending in ``status`` now.
     ``held``: a pilot held the attempt (it was matched); without the pilot's own measurement the
@@ -98,10 +104,26 @@ def job_record(
     started = job.matched_at if held else 0.0
     wall = usage.wall_seconds or (max(0.0, now - started) if held else 0.0)
     return JobAccountingRecord(  # positional: this runs once per finished job
-        job.job_id, job.attempt, job.owner, job.group, job.site, ce,
-        job.pilot_id if held else "", status, minor, usage.exit_code, cores if held else 0,
-        usage.cpu_seconds, wall, usage.peak_rss_mb, usage.input_bytes, usage.output_bytes,
-        job.submitted, started, now)
+        job.job_id,
+        job.attempt,
+        job.owner,
+        job.group,
+        job.site,
+        ce,
+        job.pilot_id if held else "",
+        status,
+        minor,
+        usage.exit_code,
+        cores if held else 0,
+        usage.cpu_seconds,
+        wall,
+        usage.peak_rss_mb,
+        usage.input_bytes,
+        usage.output_bytes,
+        job.submitted,
+        started,
+        now,
+    )
 
 
 NO_USAGE = JobUsage()
@@ -110,11 +132,21 @@ MAX_USAGE_NUMBER = 1e15  # seconds, MB or bytes: far beyond anything real
 
 def check_usage(usage: JobUsage) -> None:
     """InvalidArgument unless every number is finite, not negative and not absurdly large."""
-    values = (usage.cpu_seconds, usage.wall_seconds, usage.peak_rss_mb, usage.input_bytes,
-              usage.output_bytes)
+    values = (
+        usage.cpu_seconds,
+        usage.wall_seconds,
+        usage.peak_rss_mb,
+        usage.input_bytes,
+        usage.output_bytes,
+    )
     top = MAX_USAGE_NUMBER  # NaN fails every comparison, inf is too large
-    if (0 <= values[0] <= top and 0 <= values[1] <= top and 0 <= values[2] <= top
-            and 0 <= values[3] <= top and 0 <= values[4] <= top):
+    if (
+        0 <= values[0] <= top
+        and 0 <= values[1] <= top
+        and 0 <= values[2] <= top
+        and 0 <= values[3] <= top
+        and 0 <= values[4] <= top
+    ):
         if usage.exit_code is None or -(2**31) <= usage.exit_code < 2**31:
             return
         raise InvalidArgument(f"usage.exit_code {usage.exit_code} is out of range")
@@ -128,6 +160,7 @@ USAGE_NUMBERS = ("cpu_seconds", "wall_seconds", "peak_rss_mb", "input_bytes", "o
 
 def usage_from_heartbeat(metrics: Mapping[str, Any]) -> JobUsage | None:
     """What a heartbeat's free-form ``metrics`` say the payload used so far (None: nothing)."""
+
     def number(key: str) -> float:
         value = metrics.get(key)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -189,14 +222,21 @@ def bucket_start(time: float, period: int) -> float:
     return float(math.floor(time / period) * period)
 
 
-def bucket_records(records: Iterable[JobAccountingRecord], period: int = HOUR
-                   ) -> dict[BucketKey, Totals]:
+def bucket_records(
+    records: Iterable[JobAccountingRecord], period: int = HOUR
+) -> dict[BucketKey, Totals]:
     """The records summed per dimension, label and bucket of ``period`` seconds (by the time each
     ended)."""
     combined: dict[tuple[Any, ...], Totals] = {}
     for record in records:  # first by all labels at once: a batch has few distinct ones
-        key = (bucket_start(record.ended, period), record.group, record.owner, record.site,
-               record.status, exit_code_label(record.exit_code))
+        key = (
+            bucket_start(record.ended, period),
+            record.group,
+            record.owner,
+            record.site,
+            record.status,
+            exit_code_label(record.exit_code),
+        )
         totals = combined.get(key)
         if totals is None:
             totals = combined[key] = Totals()
@@ -226,12 +266,14 @@ class RetentionCutoffs:
     hourly_before: float  # hourly buckets that start before this are folded into daily ones
 
 
-def retention_cutoffs(now: float, raw_retention: float, hourly_retention: float
-                      ) -> RetentionCutoffs:
+def retention_cutoffs(
+    now: float, raw_retention: float, hourly_retention: float
+) -> RetentionCutoffs:
     """Cut-offs for ``now``; the hourly one on a day boundary, so a day is never split between
     hourly and daily buckets."""
-    return RetentionCutoffs(raw_before=now - raw_retention,
-                            hourly_before=bucket_start(now - hourly_retention, DAY))
+    return RetentionCutoffs(
+        raw_before=now - raw_retention, hourly_before=bucket_start(now - hourly_retention, DAY)
+    )
 
 
 # -- reports -------------------------------------------------------------------------------------
@@ -256,8 +298,13 @@ class Dimension(StrEnum):
 # the dimensions in the order bucket_records takes a record's labels
 DIMENSION_NAMES = tuple(dimension.value for dimension in Dimension)
 
-UNITS = {Metric.JOBS: "jobs", Metric.CORE_HOURS: "core-hours", Metric.CPU_EFFICIENCY: "%",
-         Metric.FAILED: "jobs", Metric.WALL_HOURS: "hours"}
+UNITS = {
+    Metric.JOBS: "jobs",
+    Metric.CORE_HOURS: "core-hours",
+    Metric.CPU_EFFICIENCY: "%",
+    Metric.FAILED: "jobs",
+    Metric.WALL_HOURS: "hours",
+}
 
 
 def metric_value(metric: Metric, totals: Totals) -> float:
@@ -291,17 +338,24 @@ class ReportQuery:
         except ValueError:
             raise InvalidArgument(
                 f"unknown metric {metric!r} or dimension {by!r} (metrics: "
-                f"{', '.join(Metric)}; by: {', '.join(Dimension)})") from None
+                f"{', '.join(Metric)}; by: {', '.join(Dimension)})"
+            ) from None
         if step < HOUR or step % HOUR:
             raise InvalidArgument(f"step must be a whole number of hours, not {step:g} s")
         if since <= 0:
             raise InvalidArgument("since must be positive")
         if since / step > MAX_POINTS:
-            raise InvalidArgument(f"{since / step:.0f} time steps: at most {MAX_POINTS} "
-                                  "(use a larger --step)")
+            raise InvalidArgument(
+                f"{since / step:.0f} time steps: at most {MAX_POINTS} (use a larger --step)"
+            )
         step = int(step)
-        return cls(checked_metric, checked_by, bucket_start(now - since, step),
-                   bucket_start(now, step) + step, step)
+        return cls(
+            checked_metric,
+            checked_by,
+            bucket_start(now - since, step),
+            bucket_start(now, step) + step,
+            step,
+        )
 
 
 MAX_POINTS = 10_000
@@ -322,9 +376,17 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         query = self.query
-        return {"metric": query.metric.value, "by": query.by.value, "unit": self.unit,
-                "start": query.start, "end": query.end, "step": query.step,
-                "times": self.times, "series": self.series, "totals": self.totals}
+        return {
+            "metric": query.metric.value,
+            "by": query.by.value,
+            "unit": self.unit,
+            "start": query.start,
+            "end": query.end,
+            "step": query.step,
+            "times": self.times,
+            "series": self.series,
+            "totals": self.totals,
+        }
 
     def to_csv(self) -> str:
         """One row per time step, one column per label."""
@@ -333,8 +395,7 @@ class Report:
         labels = list(self.series)
         writer.writerow(["time", *labels])
         for index, time in enumerate(self.times):
-            writer.writerow([_iso(time), *(_round(self.series[label][index])
-                                           for label in labels)])
+            writer.writerow([_iso(time), *(_round(self.series[label][index]) for label in labels)])
         return out.getvalue()
 
     def table(self) -> list[tuple[str, float]]:
@@ -358,22 +419,30 @@ def build_report(query: ReportQuery, rows: Iterable[tuple[float, str, Totals]]) 
             by_step = cells[label] = {}
         cell = by_step.get(index)
         if cell is None:
-            by_step[index] = [totals.jobs, totals.failed, totals.cpu_seconds,
-                              totals.wall_seconds, totals.core_seconds]
+            by_step[index] = [
+                totals.jobs,
+                totals.failed,
+                totals.cpu_seconds,
+                totals.wall_seconds,
+                totals.core_seconds,
+            ]
         else:
             for position, value in enumerate(totals.as_row()):
                 cell[position] += value
     metric = query.metric
-    overall = {label: Totals(*map(sum, zip(*by_step.values(), strict=True)))
-               for label, by_step in cells.items()}
+    overall = {
+        label: Totals(*map(sum, zip(*by_step.values(), strict=True)))
+        for label, by_step in cells.items()
+    }
     order = sorted(cells, key=lambda label: (-metric_value(metric, overall[label]), label))
     report = Report(query, times)
     for label in order:
         values = [0.0] * count
         for index, cell in cells[label].items():
             jobs, failed, cpu, wall, core = cell
-            values[index] = _round(metric_value(metric, Totals(int(jobs), int(failed), cpu,
-                                                              wall, core)))
+            values[index] = _round(
+                metric_value(metric, Totals(int(jobs), int(failed), cpu, wall, core))
+            )
         report.series[label] = values
         report.totals[label] = _round(metric_value(metric, overall[label]))
     return report

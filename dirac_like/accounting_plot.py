@@ -49,8 +49,14 @@ def plot_report(report: Report, path: Path, title: str = "") -> None:
         if series:
             axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
         else:
-            axes.text(0.5, 0.5, "no data in this range", transform=axes.transAxes,
-                      ha="center", va="center")
+            axes.text(
+                0.5,
+                0.5,
+                "no data in this range",
+                transform=axes.transAxes,
+                ha="center",
+                va="center",
+            )
         figure.savefig(path, format=suffix[1:])
     finally:
         plt.close(figure)
@@ -62,6 +68,7 @@ def _top_series(report: Report) -> dict[str, list[float]]:
     top = {label: report.series[label] for label in labels[:MAX_LABELS]}
     rest = labels[MAX_LABELS:]
     if rest and report.query.metric is not Metric.CPU_EFFICIENCY:
-        top[OTHER] = [sum(values) for values in zip(*(report.series[label] for label in rest),
-                                                    strict=True)]
+        top[OTHER] = [
+            sum(values) for values in zip(*(report.series[label] for label in rest), strict=True)
+        ]
     return top

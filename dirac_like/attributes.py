@@ -169,16 +169,18 @@ def to_integer(name: str, value: Any, line: int | None) -> int:
 Check = Callable[[Any, int | None, DescriptionLimits, list[JdlWarning]], Any]
 
 
-def check(spec: Spec, value: Any, line: int | None, limits: DescriptionLimits,
-          warnings: list[JdlWarning]) -> Any:
+def check(
+    spec: Spec, value: Any, line: int | None, limits: DescriptionLimits, warnings: list[JdlWarning]
+) -> Any:
     """The normalized ``value`` after the attribute's own checks (maybe changed:
     upper-cased, LFN-prefixed)."""
     checker = _CHECKS.get(spec.name)
     return value if checker is None else checker(value, line, limits, warnings)
 
 
-def _cpu_time(value: int, line: int | None, limits: DescriptionLimits,
-              warnings: list[JdlWarning]) -> int:
+def _cpu_time(
+    value: int, line: int | None, limits: DescriptionLimits, warnings: list[JdlWarning]
+) -> int:
     return _in_range("CPUTime", 1, limits.max_cpu_time)(value, line, limits, warnings)
 
 
@@ -201,16 +203,16 @@ def _executable(value: str, line: int | None, *_: Any) -> str:
 def _job_type(value: str, line: int | None, limits: DescriptionLimits, *_: Any) -> str:
     allowed = limits.allowed_job_types
     if allowed and value not in allowed:
-        raise invalid(f"JobType {value!r} is not allowed (allowed: {', '.join(allowed)})",
-                      "JobType", line)
+        raise invalid(
+            f"JobType {value!r} is not allowed (allowed: {', '.join(allowed)})", "JobType", line
+        )
     return value
 
 
 def _log_level(value: str, line: int | None, *_: Any) -> str:
     level = value.strip().upper()
     if level not in LOG_LEVELS:
-        raise invalid(f"LogLevel {value!r} is not one of {', '.join(LOG_LEVELS)}",
-                      "LogLevel", line)
+        raise invalid(f"LogLevel {value!r} is not one of {', '.join(LOG_LEVELS)}", "LogLevel", line)
     return level
 
 
@@ -225,24 +227,34 @@ def _file_name(name: str, optional: bool = False) -> Check:
     return plain
 
 
-def _input_data(value: list[str], line: int | None, limits: DescriptionLimits,
-                *_: Any) -> list[str]:
+def _input_data(
+    value: list[str], line: int | None, limits: DescriptionLimits, *_: Any
+) -> list[str]:
     lfns = [f"LFN:{item}" if item.startswith("/") else item for item in value]
     for lfn in lfns:
         if not lfn.startswith("LFN:/") or "//" in lfn:
-            raise invalid(f"InputData entries must be LFNs (LFN:/vo/path, no '//'), found "
-                          f"{lfn!r}", "InputData", line)
+            raise invalid(
+                f"InputData entries must be LFNs (LFN:/vo/path, no '//'), found {lfn!r}",
+                "InputData",
+                line,
+            )
     if len(lfns) > limits.max_input_data:
-        raise invalid(f"InputData names {len(lfns)} files, more than the limit of "
-                      f"{limits.max_input_data}", "InputData", line)
+        raise invalid(
+            f"InputData names {len(lfns)} files, more than the limit of {limits.max_input_data}",
+            "InputData",
+            line,
+        )
     return lfns
 
 
 def _input_sandbox(value: list[str], line: int | None, *_: Any) -> list[str]:
     for entry in value:
         if entry.startswith("LFN:") and not entry.startswith("LFN:/"):
-            raise invalid(f"InputSandbox grid files must start with LFN:/, found {entry!r}",
-                          "InputSandbox", line)
+            raise invalid(
+                f"InputSandbox grid files must start with LFN:/, found {entry!r}",
+                "InputSandbox",
+                line,
+            )
     return value
 
 
@@ -250,8 +262,11 @@ def _environment(value: list[str], line: int | None, *_: Any) -> list[str]:
     for entry in value:
         name, equals, _rest = entry.partition("=")
         if not equals or _ENVIRONMENT_NAME.match(name.strip()) is None:
-            raise invalid(f"ExecutionEnvironment entries must be NAME=value, found {entry!r}",
-                          "ExecutionEnvironment", line)
+            raise invalid(
+                f"ExecutionEnvironment entries must be NAME=value, found {entry!r}",
+                "ExecutionEnvironment",
+                line,
+            )
     return value
 
 

@@ -96,28 +96,53 @@ class Ownership(Protocol):
 
 # How a refusal names an operation: what a user knows it as, not the internal op name.
 _ACTIONS = {
-    Op.PING: "ping the service", Op.SUBMIT: "submit jobs", Op.STATUS: "see job statuses",
-    Op.LIST_JOBS: "list jobs", Op.KILL: "kill jobs", Op.RESCHEDULE: "reschedule jobs",
-    Op.HISTORY: "see job histories", Op.REQUEST_JOB: "ask for jobs as a pilot",
-    Op.ELIGIBLE: "count the jobs a pilot could run", Op.UPDATE_STATUS: "report job statuses",
-    Op.HEARTBEAT: "send job heartbeats", Op.SITES: "list sites", Op.BAN_SITE: "ban sites",
-    Op.UNBAN_SITE: "unban sites", Op.TASK_QUEUES: "list task queues", Op.SHARES: "see shares",
-    Op.SET_SHARE: "set shares", Op.ADD_PILOTS: "record pilots",
-    Op.UPDATE_PILOTS: "update pilot records", Op.PILOTS: "list pilots",
-    Op.PILOT_OUTPUT: "see pilot output", Op.KILL_PILOT: "kill pilots",
-    Op.SANDBOX_UPLOAD: "upload sandboxes", Op.SANDBOX_DOWNLOAD: "download sandboxes",
-    Op.JOB_OUTPUT: "get job output", Op.IDENTITY_ADD: "issue identities",
-    Op.IDENTITY_LIST: "list identities", Op.IDENTITY_REVOKE: "revoke identities",
-    Op.PILOT_TOKEN: "obtain pilot tokens", Op.JOB_DESCRIPTION: "see job descriptions",
-    Op.DELETE: "delete jobs", Op.PEEK: "peek at job output",
+    Op.PING: "ping the service",
+    Op.SUBMIT: "submit jobs",
+    Op.STATUS: "see job statuses",
+    Op.LIST_JOBS: "list jobs",
+    Op.KILL: "kill jobs",
+    Op.RESCHEDULE: "reschedule jobs",
+    Op.HISTORY: "see job histories",
+    Op.REQUEST_JOB: "ask for jobs as a pilot",
+    Op.ELIGIBLE: "count the jobs a pilot could run",
+    Op.UPDATE_STATUS: "report job statuses",
+    Op.HEARTBEAT: "send job heartbeats",
+    Op.SITES: "list sites",
+    Op.BAN_SITE: "ban sites",
+    Op.UNBAN_SITE: "unban sites",
+    Op.TASK_QUEUES: "list task queues",
+    Op.SHARES: "see shares",
+    Op.SET_SHARE: "set shares",
+    Op.ADD_PILOTS: "record pilots",
+    Op.UPDATE_PILOTS: "update pilot records",
+    Op.PILOTS: "list pilots",
+    Op.PILOT_OUTPUT: "see pilot output",
+    Op.KILL_PILOT: "kill pilots",
+    Op.SANDBOX_UPLOAD: "upload sandboxes",
+    Op.SANDBOX_DOWNLOAD: "download sandboxes",
+    Op.JOB_OUTPUT: "get job output",
+    Op.IDENTITY_ADD: "issue identities",
+    Op.IDENTITY_LIST: "list identities",
+    Op.IDENTITY_REVOKE: "revoke identities",
+    Op.PILOT_TOKEN: "obtain pilot tokens",
+    Op.JOB_DESCRIPTION: "see job descriptions",
+    Op.DELETE: "delete jobs",
+    Op.PEEK: "peek at job output",
     Op.PILOT_STOPPED: "report a pilot stopped",
-    Op.WHY: "ask why jobs wait", Op.SELECT_JOBS: "select jobs", Op.BULK: "act on jobs in bulk",
-    Op.BULK_STATUS: "follow bulk actions", Op.SITE_SHOW: "show sites",
-    Op.SITE_DRAIN: "drain sites", Op.SITE_LIMIT: "limit sites",
+    Op.WHY: "ask why jobs wait",
+    Op.SELECT_JOBS: "select jobs",
+    Op.BULK: "act on jobs in bulk",
+    Op.BULK_STATUS: "follow bulk actions",
+    Op.SITE_SHOW: "show sites",
+    Op.SITE_DRAIN: "drain sites",
+    Op.SITE_LIMIT: "limit sites",
     Op.PILOT_SUMMARY: "summarize pilots",
-    Op.PROBE_REPORT: "report probe results", Op.PROBE_RESULTS: "read probe results",
-    Op.RESOURCE_STATUS: "see site and SE statuses", Op.SET_STATUS: "set site and SE statuses",
-    Op.DOWNTIME_ADD: "declare downtimes", Op.DOWNTIME_LIST: "list downtimes",
+    Op.PROBE_REPORT: "report probe results",
+    Op.PROBE_RESULTS: "read probe results",
+    Op.RESOURCE_STATUS: "see site and SE statuses",
+    Op.SET_STATUS: "set site and SE statuses",
+    Op.DOWNTIME_ADD: "declare downtimes",
+    Op.DOWNTIME_LIST: "list downtimes",
     Op.DOWNTIME_CANCEL: "cancel downtimes",
 }
 
@@ -211,11 +236,15 @@ def _user_submit(asked: Asked) -> Any:
         raise Forbidden(f"{asked.who} may not submit: it belongs to no group")
     group = asked.arg("group") or groups[0]
     if group == PROBE_GROUP:
-        raise Forbidden(f"{asked.who} may not submit into group {PROBE_GROUP}: it is reserved "
-                        "for the monitoring agent's probes")
+        raise Forbidden(
+            f"{asked.who} may not submit into group {PROBE_GROUP}: it is reserved "
+            "for the monitoring agent's probes"
+        )
     if group not in groups:
-        raise Forbidden(f"{asked.who} may not submit into group {_short(group)}: its groups "
-                        f"are {', '.join(groups)}")
+        raise Forbidden(
+            f"{asked.who} may not submit into group {_short(group)}: its groups "
+            f"are {', '.join(groups)}"
+        )
     name = asked.principal.name
     return asked.replaced(owner=name, group=group, submitter=name)
 
@@ -253,8 +282,9 @@ def _user_upload(asked: Asked) -> Any:
 def _upload_of_kind(asked: Asked, kind: str) -> Any:
     given = asked.arg("kind")
     if given != kind:
-        raise Forbidden(f"{asked.who} may not upload {_short(given, 20)} sandboxes: only "
-                        f"{kind} sandboxes")
+        raise Forbidden(
+            f"{asked.who} may not upload {_short(given, 20)} sandboxes: only {kind} sandboxes"
+        )
     return asked.replaced(owner=asked.principal.name)  # the uploader holds what it uploaded
 
 
@@ -271,8 +301,10 @@ def _user_download(asked: Asked) -> Any:
 
 def _pilot_download(asked: Asked) -> Any:
     sha256, name = asked.arg("sha256"), asked.principal.name
-    if not (asked.ownership.sandbox_holder(sha256, name) or asked.ownership.pilot_input_sandbox(
-            sha256, name, asked.principal.pilot_id)):
+    if not (
+        asked.ownership.sandbox_holder(sha256, name)
+        or asked.ownership.pilot_input_sandbox(sha256, name, asked.principal.pilot_id)
+    ):
         raise _hidden_sandbox(asked)
     return asked.args
 
@@ -283,13 +315,15 @@ def _user_selection(asked: Asked) -> Any:
     if asked.op == Op.BULK:
         return asked.replaced(only_owner=asked.principal.name, over_admin_cap=False)
     return asked.replaced(only_owner=asked.principal.name)
+
+
 def _monitor_submit(asked: Asked) -> Any:
     group = asked.arg("group") or PROBE_GROUP
     if group != PROBE_GROUP:
-        raise Forbidden(f"{asked.who} may submit into group {PROBE_GROUP} only, not "
-                        f"{_short(group)}")
-    return asked.replaced(owner=asked.principal.name, group=group,
-                          submitter=asked.principal.name)
+        raise Forbidden(
+            f"{asked.who} may submit into group {PROBE_GROUP} only, not {_short(group)}"
+        )
+    return asked.replaced(owner=asked.principal.name, group=group, submitter=asked.principal.name)
 
 
 def _monitor_download(asked: Asked) -> Any:
@@ -319,8 +353,10 @@ def _pilot_of_site(asked: Asked, pilot_id: Any, what: str) -> None:
     own = _own_site(asked)
     site = asked.ownership.pilot_site(pilot_id)
     if site is not None and site != own:
-        raise Forbidden(f"{asked.who} may not {what} pilot {_short(pilot_id, 80)}: it belongs "
-                        f"to site {site}, not {own}")
+        raise Forbidden(
+            f"{asked.who} may not {what} pilot {_short(pilot_id, 80)}: it belongs "
+            f"to site {site}, not {own}"
+        )
 
 
 def _director_add(asked: Asked) -> Any:
@@ -370,19 +406,27 @@ def _own_pilot_id(asked: Asked, unknown_ok: bool) -> str:
     pilot_id, own = asked.arg("pilot_id"), _own_site(asked)
     expected = asked.principal.pilot_id
     if expected and pilot_id != expected:
-        raise Forbidden(f"{asked.who} may not act as pilot {_short(pilot_id, 80)}: its "
-                        f"credential is for pilot {expected}")
+        raise Forbidden(
+            f"{asked.who} may not act as pilot {_short(pilot_id, 80)}: its "
+            f"credential is for pilot {expected}"
+        )
     bound = asked.ownership.pilot_credential(pilot_id)
     if not expected and bound not in ("", asked.principal.name):
-        raise Forbidden(f"{asked.who} may not act as pilot {_short(pilot_id, 80)}: another "
-                        "credential acts as that pilot")
+        raise Forbidden(
+            f"{asked.who} may not act as pilot {_short(pilot_id, 80)}: another "
+            "credential acts as that pilot"
+        )
     site = asked.ownership.pilot_site(pilot_id)
     if site is None and not unknown_ok:
-        raise Forbidden(f"{asked.who} may not act as pilot {_short(pilot_id, 80)}: no such "
-                        "pilot has asked for a job")
+        raise Forbidden(
+            f"{asked.who} may not act as pilot {_short(pilot_id, 80)}: no such "
+            "pilot has asked for a job"
+        )
     if site is not None and site != own:
-        raise Forbidden(f"{asked.who} may not act as pilot {_short(pilot_id, 80)}: that pilot "
-                        f"belongs to site {site}, not {own}")
+        raise Forbidden(
+            f"{asked.who} may not act as pilot {_short(pilot_id, 80)}: that pilot "
+            f"belongs to site {site}, not {own}"
+        )
     return str(pilot_id)
 
 
@@ -399,8 +443,10 @@ def _pilot_report(asked: Asked) -> Any:
     holder = asked.ownership.job_pilot(job_id)
     if holder != pilot_id:
         matched = f"pilot {holder}" if holder else "no pilot"
-        raise Forbidden(f"{asked.who} may not report on job {job_id}: it is matched to "
-                        f"{matched}, not {pilot_id}")
+        raise Forbidden(
+            f"{asked.who} may not report on job {job_id}: it is matched to "
+            f"{matched}, not {pilot_id}"
+        )
     return asked.args
 
 
@@ -428,8 +474,14 @@ _O, _U, _D, _P, _A = Role.OPERATOR, Role.USER, Role.DIRECTOR, Role.PILOT, Role.A
 _M = Role.MONITOR
 
 RULES: dict[str, dict[Role, Check]] = {
-    Op.PING: {_O: _anything, _U: _anything, _D: _anything, _P: _anything, _A: _anything,
-              _M: _anything},
+    Op.PING: {
+        _O: _anything,
+        _U: _anything,
+        _D: _anything,
+        _P: _anything,
+        _A: _anything,
+        _M: _anything,
+    },
     Op.SUBMIT: {_U: _user_submit, _M: _monitor_submit},
     Op.STATUS: {_O: _anything, _U: _own_jobs, _A: _anything, _M: _anything},
     Op.LIST_JOBS: {_O: _anything, _U: _user_listing, _A: _anything, _M: _anything},

@@ -29,8 +29,12 @@ from datetime import UTC, datetime, timedelta
 from dirac_like.monitoring import CheckStatus, ProbeResult, outcome_of
 
 UP, DOWN, UNKNOWN, SCHEDULED = "up", "down", "unknown", "scheduled"
-_STATE_OF = {CheckStatus.OK: UP, CheckStatus.WARNING: UP, CheckStatus.CRITICAL: DOWN,
-             CheckStatus.UNKNOWN: UNKNOWN}
+_STATE_OF = {
+    CheckStatus.OK: UP,
+    CheckStatus.WARNING: UP,
+    CheckStatus.CRITICAL: DOWN,
+    CheckStatus.UNKNOWN: UNKNOWN,
+}
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,13 @@ class Figures:
     reliability: float | None
 
 
-def figures(samples: Iterable[Sample], downtimes: Iterable[DowntimeSpan], start: float,
-            end: float, validity: float) -> Figures:
+def figures(
+    samples: Iterable[Sample],
+    downtimes: Iterable[DowntimeSpan],
+    start: float,
+    end: float,
+    validity: float,
+) -> Figures:
     """Availability and reliability over [start, end). Give the samples from before ``start``
     too (at least the last one): the latest result before the period holds into it."""
     if end <= start or validity <= 0:
@@ -85,7 +94,12 @@ def figures(samples: Iterable[Sample], downtimes: Iterable[DowntimeSpan], start:
         totals[_state(timelines, spans, middle, validity)] += high - low
     known = (end - start) - totals[UNKNOWN]
     return Figures(
-        start, end, totals[UP], totals[DOWN], totals[UNKNOWN], totals[SCHEDULED],
+        start,
+        end,
+        totals[UP],
+        totals[DOWN],
+        totals[UNKNOWN],
+        totals[SCHEDULED],
         availability=_ratio(totals[UP], known),
         reliability=_ratio(totals[UP], known - totals[SCHEDULED]),
     )
@@ -111,8 +125,13 @@ def _timelines(samples: Iterable[Sample]) -> dict[str, Timeline]:
     return timelines
 
 
-def _cuts(timelines: dict[str, Timeline], spans: list[DowntimeSpan], start: float, end: float,
-          validity: float) -> list[float]:
+def _cuts(
+    timelines: dict[str, Timeline],
+    spans: list[DowntimeSpan],
+    start: float,
+    end: float,
+    validity: float,
+) -> list[float]:
     """Every instant in [start, end] where a state can change."""
     points = {start, end}
     for times, _ in timelines.values():
@@ -123,8 +142,9 @@ def _cuts(timelines: dict[str, Timeline], spans: list[DowntimeSpan], start: floa
     return sorted(point for point in points if start <= point <= end)
 
 
-def _state(timelines: dict[str, Timeline], spans: list[DowntimeSpan], moment: float,
-           validity: float) -> str:
+def _state(
+    timelines: dict[str, Timeline], spans: list[DowntimeSpan], moment: float, validity: float
+) -> str:
     declared = [span for span in spans if span.start <= moment < span.end]
     if any(span.scheduled for span in declared):
         return SCHEDULED
@@ -154,8 +174,7 @@ def period_starts(since: float, until: float, period: str) -> list[float]:
     """The UTC starts of the days / weeks (Monday) / months that meet [since, until)."""
     if period not in PERIODS:
         raise ValueError(f"unknown period {period!r} (known: {', '.join(PERIODS)})")
-    moment = datetime.fromtimestamp(since, UTC).replace(hour=0, minute=0, second=0,
-                                                        microsecond=0)
+    moment = datetime.fromtimestamp(since, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     if period == "week":
         moment -= timedelta(days=moment.weekday())
     elif period == "month":
@@ -176,14 +195,23 @@ def _next(moment: datetime, period: str) -> datetime:
     return moment + timedelta(days=days)
 
 
-def per_period(samples: Sequence[Sample], downtimes: Sequence[DowntimeSpan], since: float,
-               until: float, period: str, validity: float) -> list[Figures]:
+def per_period(
+    samples: Sequence[Sample],
+    downtimes: Sequence[DowntimeSpan],
+    since: float,
+    until: float,
+    period: str,
+    validity: float,
+) -> list[Figures]:
     """Figures of each day / week / month meeting [since, until), each cut to that window."""
     starts = period_starts(since, until, period)
     rows = []
     for index, first in enumerate(starts):
-        last = starts[index + 1] if index + 1 < len(starts) else _next(
-            datetime.fromtimestamp(first, UTC), period).timestamp()
+        last = (
+            starts[index + 1]
+            if index + 1 < len(starts)
+            else _next(datetime.fromtimestamp(first, UTC), period).timestamp()
+        )
         low, high = max(first, since), min(last, until)
         if high > low:
             rows.append(figures(samples, downtimes, low, high, validity))

@@ -87,20 +87,27 @@ class ChaosReport:
 
     def broken(self) -> list[str]:
         """The names of the invariants this run broke (empty: all held)."""
-        named = [("lost", self.lost), ("not_final", self.not_final),
-                 ("overlapping", self.overlapping),
-                 ("ran_again_after_done", self.ran_again_after_done)]
+        named = [
+            ("lost", self.lost),
+            ("not_final", self.not_final),
+            ("overlapping", self.overlapping),
+            ("ran_again_after_done", self.ran_again_after_done),
+        ]
         return [name for name, ids in named if ids]
 
     def counts(self) -> dict[str, object]:
         """Everything as plain numbers (and the first job ids of each broken invariant)."""
         return {
-            "acknowledged": self.acknowledged, "jobs_in_service": self.jobs_in_service,
-            "runs": self.runs, "ran_more_than_once": self.ran_more_than_once,
-            "lost": len(self.lost), "not_final": len(self.not_final),
+            "acknowledged": self.acknowledged,
+            "jobs_in_service": self.jobs_in_service,
+            "runs": self.runs,
+            "ran_more_than_once": self.ran_more_than_once,
+            "lost": len(self.lost),
+            "not_final": len(self.not_final),
             "overlapping": len(self.overlapping),
             "ran_again_after_done": len(self.ran_again_after_done),
-            "bad_log_lines": self.bad_log_lines, "statuses": dict(self.statuses),
+            "bad_log_lines": self.bad_log_lines,
+            "statuses": dict(self.statuses),
             "examples": {name: list(getattr(self, name)[:10]) for name in self.broken()},
         }
 
@@ -119,16 +126,22 @@ def read_payload_log(lines: Iterable[str]) -> PayloadLog:
             record = json.loads(line)
             run, event, mono = str(record["run"]), str(record["event"]), float(record["mono"])
             if event == "start":
-                starts[run] = (int(record["job"]), int(record["attempt"]), str(record["pilot"]),
-                               mono)
+                starts[run] = (
+                    int(record["job"]),
+                    int(record["attempt"]),
+                    str(record["pilot"]),
+                    mono,
+                )
         except (ValueError, KeyError, TypeError):
             bad += 1
             continue
         last[run] = max(last.get(run, mono), mono)
         if event == "end":
             ended.add(run)
-    runs = tuple(PayloadRun(run, job_id, attempt, pilot_id, start, last[run], run in ended)
-                 for run, (job_id, attempt, pilot_id, start) in starts.items())
+    runs = tuple(
+        PayloadRun(run, job_id, attempt, pilot_id, start, last[run], run in ended)
+        for run, (job_id, attempt, pilot_id, start) in starts.items()
+    )
     return PayloadLog(runs, bad)
 
 
@@ -138,8 +151,9 @@ def lost_jobs(acknowledged: Iterable[int], service_jobs: Mapping[int, str]) -> t
 
 
 def jobs_not_final(service_jobs: Mapping[int, str]) -> tuple[int, ...]:
-    return tuple(sorted(job_id for job_id, status in service_jobs.items()
-                        if status not in FINAL_STATUSES))
+    return tuple(
+        sorted(job_id for job_id, status in service_jobs.items() if status not in FINAL_STATUSES)
+    )
 
 
 def overlapping_jobs(runs: Iterable[PayloadRun]) -> tuple[int, ...]:
@@ -156,32 +170,41 @@ def overlapping_jobs(runs: Iterable[PayloadRun]) -> tuple[int, ...]:
     return tuple(found)
 
 
-def ran_again_after_done(runs: Iterable[PayloadRun], lives: Sequence[PilotLife],
-                         grace: float = FINISH_GRACE) -> tuple[int, ...]:
+def ran_again_after_done(
+    runs: Iterable[PayloadRun], lives: Sequence[PilotLife], grace: float = FINISH_GRACE
+) -> tuple[int, ...]:
     """Jobs that started a run after another run of theirs finished under a live pilot (see
     :func:`finished_under_live_pilot`)."""
     found = []
     for job_id, job_runs in sorted(_by_job(runs).items()):
-        done_at = [run.last_seen for run in job_runs
-                   if finished_under_live_pilot(run, lives, grace)]
+        done_at = [
+            run.last_seen for run in job_runs if finished_under_live_pilot(run, lives, grace)
+        ]
         if done_at and any(run.start > min(done_at) for run in job_runs):
             found.append(job_id)
     return tuple(found)
 
 
-def finished_under_live_pilot(run: PayloadRun, lives: Sequence[PilotLife], grace: float
-                              ) -> bool:
+def finished_under_live_pilot(run: PayloadRun, lives: Sequence[PilotLife], grace: float) -> bool:
     """Whether ``run`` ended while the pilot process that started it lived, and that process
     lived ``grace`` seconds more. A run whose pilot process was not recorded never counts."""
     for life in lives:
-        if (life.pilot_id == run.pilot_id and life.started <= run.start
-                and (life.killed is None or life.killed > run.start)):
+        if (
+            life.pilot_id == run.pilot_id
+            and life.started <= run.start
+            and (life.killed is None or life.killed > run.start)
+        ):
             return run.ended and (life.killed is None or life.killed >= run.last_seen + grace)
     return False
 
 
-def check(acknowledged: Iterable[int], service_jobs: Mapping[int, str], log: PayloadLog,
-          lives: Sequence[PilotLife], grace: float = FINISH_GRACE) -> ChaosReport:
+def check(
+    acknowledged: Iterable[int],
+    service_jobs: Mapping[int, str],
+    log: PayloadLog,
+    lives: Sequence[PilotLife],
+    grace: float = FINISH_GRACE,
+) -> ChaosReport:
     """Every invariant over one chaos run's records."""
     acknowledged = set(acknowledged)
     statuses: dict[str, int] = defaultdict(int)
@@ -189,12 +212,16 @@ def check(acknowledged: Iterable[int], service_jobs: Mapping[int, str], log: Pay
         statuses[status] += 1
     by_job = _by_job(log.runs)
     return ChaosReport(
-        acknowledged=len(acknowledged), jobs_in_service=len(service_jobs), runs=len(log.runs),
-        lost=lost_jobs(acknowledged, service_jobs), not_final=jobs_not_final(service_jobs),
+        acknowledged=len(acknowledged),
+        jobs_in_service=len(service_jobs),
+        runs=len(log.runs),
+        lost=lost_jobs(acknowledged, service_jobs),
+        not_final=jobs_not_final(service_jobs),
         overlapping=overlapping_jobs(log.runs),
         ran_again_after_done=ran_again_after_done(log.runs, lives, grace),
         ran_more_than_once=sum(1 for job_runs in by_job.values() if len(job_runs) > 1),
-        bad_log_lines=log.bad_lines, statuses=dict(sorted(statuses.items())),
+        bad_log_lines=log.bad_lines,
+        statuses=dict(sorted(statuses.items())),
     )
 
 
@@ -205,8 +232,13 @@ def _by_job(runs: Iterable[PayloadRun]) -> dict[int, list[PayloadRun]]:
     return grouped
 
 
-def kill_plan(rng: random.Random, kinds: Sequence[str], weights: Sequence[float], kills: int,
-              mean_interval: float) -> list[tuple[float, str]]:
+def kill_plan(
+    rng: random.Random,
+    kinds: Sequence[str],
+    weights: Sequence[float],
+    kills: int,
+    mean_interval: float,
+) -> list[tuple[float, str]]:
     """(seconds to wait, kind of kill) for each of ``kills`` kills, fixed by ``rng``'s seed: each
     kind with odds > 0 once (as many as fit), the others drawn by the odds, in random order; the
     pauses 0.2 to 1.8 times ``mean_interval``."""

@@ -193,15 +193,15 @@ class Client:
 
     # -- the call --------------------------------------------------------------------------------
 
-    def call(self, op: str, args: Any, timeout: float | None = None,
-             request_id: str = "") -> Any:
+    def call(self, op: str, args: Any, timeout: float | None = None, request_id: str = "") -> Any:
         """Send one request (``args``: the op's arguments dataclass); return its reply dataclass
         (``protocol.REPLIES``), or raise the error the service replied with. A reply of the
         wrong shape is a :class:`ProtocolError`."""
         return parse_reply(op, self._exchange(op, to_wire(args), timeout, request_id))
 
-    def _exchange(self, op: str, args: dict[str, Any], timeout: float | None,
-                  request_id: str = "") -> Any:
+    def _exchange(
+        self, op: str, args: dict[str, Any], timeout: float | None, request_id: str = ""
+    ) -> Any:
         """Send the request, retrying as the policy says; the raw result of an ok reply.
         ``request_id``: the caller's (a report kept in an outbox is sent again with its id)."""
         request_id = request_id or uuid.uuid4().hex
@@ -222,8 +222,14 @@ class Client:
                 pause = self.policy.next_pause(tries, self._rng) if reply.error.retryable else None
                 if pause is None:
                     raise error
-                log.info("%s not done by %s (try %d: [%s] %s), retrying", op, self.server,
-                         tries, error.code, error.message[:200])
+                log.info(
+                    "%s not done by %s (try %d: [%s] %s), retrying",
+                    op,
+                    self.server,
+                    tries,
+                    error.code,
+                    error.message[:200],
+                )
                 continue  # same socket, same request id: the service did nothing with it
             log.info("no reply to %s from %s (try %d), retrying", op, self.server, tries)
             self._drop_socket()  # Lazy Pirate: a fresh socket drops anything queued on the old
@@ -235,12 +241,16 @@ class Client:
 
     def _why_no_reply(self) -> str:
         if self.identity is None:
-            return ("is it running? This client has no identity (plaintext): a service not "
-                    "started with --insecure does not answer it; pass --identity FILE or set "
-                    "DIRAC_LIKE_IDENTITY")
-        return (f"is it running? If it is, authentication may have failed: the service "
-                f"answers no client whose key it does not know (identity {self.identity.name} "
-                "unknown, revoked or expired there, or issued by another service)")
+            return (
+                "is it running? This client has no identity (plaintext): a service not "
+                "started with --insecure does not answer it; pass --identity FILE or set "
+                "DIRAC_LIKE_IDENTITY"
+            )
+        return (
+            f"is it running? If it is, authentication may have failed: the service "
+            f"answers no client whose key it does not know (identity {self.identity.name} "
+            "unknown, revoked or expired there, or issued by another service)"
+        )
 
     def _await_reply(self, socket: zmq.Socket, request_id: str, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
@@ -305,8 +315,13 @@ class Client:
     ) -> list[int]:
         return self.submit_reply(descriptions, owner, group, timeout).job_ids
 
-    def submit_reply(self, descriptions: list[str | dict[str, Any]], owner: str,
-                     group: str = "", timeout: float | None = None) -> SubmitReply:
+    def submit_reply(
+        self,
+        descriptions: list[str | dict[str, Any]],
+        owner: str,
+        group: str = "",
+        timeout: float | None = None,
+    ) -> SubmitReply:
         """The job ids and the service's warnings (jobs no known CE can ever run)."""
         reply: SubmitReply = self.call(Op.SUBMIT, SubmitArgs(descriptions, owner, group), timeout)
         return reply
@@ -315,12 +330,20 @@ class Client:
         rows: list[JobSummary] = self.call(Op.STATUS, JobIdsArgs(job_ids))
         return rows
 
-    def list_jobs(self, status: str | None = None, site: str | None = None,
-                  owner: str | None = None, group: str | None = None,
-                  limit: int = 10000, name: str | None = None, older: float = 0.0,
-                  newer: float = 0.0) -> list[JobSummary]:
+    def list_jobs(
+        self,
+        status: str | None = None,
+        site: str | None = None,
+        owner: str | None = None,
+        group: str | None = None,
+        limit: int = 10000,
+        name: str | None = None,
+        older: float = 0.0,
+        newer: float = 0.0,
+    ) -> list[JobSummary]:
         rows: list[JobSummary] = self.call(
-            Op.LIST_JOBS, ListJobsArgs(status, site, owner, group, limit, name, older, newer))
+            Op.LIST_JOBS, ListJobsArgs(status, site, owner, group, limit, name, older, newer)
+        )
         return rows
 
     def kill(self, job_ids: list[int]) -> KillReply:
@@ -372,13 +395,25 @@ class Client:
         request_id: str = "",
     ) -> list[PilotCommand]:
         """``request_id``: to send a report again with the id it was first sent with."""
-        args = UpdateStatusArgs(job_id, attempt, pilot_id, str(status), minor_status,
-                                application_status, output_sandbox, usage)
+        args = UpdateStatusArgs(
+            job_id,
+            attempt,
+            pilot_id,
+            str(status),
+            minor_status,
+            application_status,
+            output_sandbox,
+            usage,
+        )
         reply: CommandsReply = self.call(Op.UPDATE_STATUS, args, request_id=request_id)
         return reply.commands
 
     def heartbeat(
-        self, job_id: int, attempt: int, pilot_id: str, metrics: dict[str, Any] | None = None,
+        self,
+        job_id: int,
+        attempt: int,
+        pilot_id: str,
+        metrics: dict[str, Any] | None = None,
         stdout_tail: str = "",
     ) -> list[PilotCommand]:
         args = HeartbeatArgs(job_id, attempt, pilot_id, metrics or {}, stdout_tail)
@@ -403,10 +438,12 @@ class Client:
         reply: ProbeReportReply = self.call(Op.PROBE_REPORT, ProbeReportArgs(results))
         return reply.stored
 
-    def probe_results(self, since: float, target: str = "", limit: int = 100_000
-                      ) -> list[ProbeResultItem]:
-        rows: list[ProbeResultItem] = self.call(Op.PROBE_RESULTS,
-                                                ProbeResultsArgs(since, target, limit))
+    def probe_results(
+        self, since: float, target: str = "", limit: int = 100_000
+    ) -> list[ProbeResultItem]:
+        rows: list[ProbeResultItem] = self.call(
+            Op.PROBE_RESULTS, ProbeResultsArgs(since, target, limit)
+        )
         return rows
 
     def resource_status(self) -> list[StatusRow]:
@@ -417,8 +454,9 @@ class Client:
         row: StatusRow = self.call(Op.SET_STATUS, SetStatusArgs(target, kind, status, reason))
         return row
 
-    def downtime_add(self, target: str, kind: str, start: float, end: float, reason: str,
-                     scheduled: bool = True) -> DowntimeRow:
+    def downtime_add(
+        self, target: str, kind: str, start: float, end: float, reason: str, scheduled: bool = True
+    ) -> DowntimeRow:
         args = DowntimeAddArgs(target, kind, start, end, reason, scheduled)
         row: DowntimeRow = self.call(Op.DOWNTIME_ADD, args)
         return row
@@ -455,8 +493,9 @@ class Client:
         reply: UpdatePilotsReply = self.call(Op.UPDATE_PILOTS, UpdatePilotsArgs(updates))
         return reply.updated
 
-    def pilots(self, site: str | None = None, states: list[str] | None = None,
-               limit: int = 10000) -> list[PilotView]:
+    def pilots(
+        self, site: str | None = None, states: list[str] | None = None, limit: int = 10000
+    ) -> list[PilotView]:
         rows: list[PilotView] = self.call(Op.PILOTS, ListPilotsArgs(site, states or [], limit))
         return rows
 
@@ -466,8 +505,9 @@ class Client:
 
     def pilot_stopped(self, pilot_id: str, exit_code: int) -> bool:
         """Tell the service this pilot stopped; whether its record was closed by it."""
-        reply: PilotStoppedReply = self.call(Op.PILOT_STOPPED,
-                                             PilotStoppedArgs(pilot_id, exit_code))
+        reply: PilotStoppedReply = self.call(
+            Op.PILOT_STOPPED, PilotStoppedArgs(pilot_id, exit_code)
+        )
         return reply.closed
 
     def kill_pilot(self, pilot_id: str) -> KillPilotReply:
@@ -476,21 +516,24 @@ class Client:
 
     # -- sandboxes -------------------------------------------------------------------------------
 
-    def upload_sandbox(self, data: bytes, kind: str = "input",
-                       chunk_bytes: int = SANDBOX_CHUNK_BYTES) -> str:
+    def upload_sandbox(
+        self, data: bytes, kind: str = "input", chunk_bytes: int = SANDBOX_CHUNK_BYTES
+    ) -> str:
         """Upload an archive in chunks; returns its sha256 (name it as ``SB:<sha256>``)."""
         sha256 = checksum(data)
         offset = 0
         while True:
-            args = SandboxUploadArgs(sha256, len(data), offset,
-                                     data[offset:offset + chunk_bytes], kind)
+            args = SandboxUploadArgs(
+                sha256, len(data), offset, data[offset : offset + chunk_bytes], kind
+            )
             reply: SandboxUploadReply = self.call(Op.SANDBOX_UPLOAD, args)
             if reply.complete:
                 return sha256
             offset = reply.received
 
-    def download_sandbox(self, sha256: str, max_bytes: int,
-                         chunk_bytes: int = SANDBOX_CHUNK_BYTES) -> bytes:
+    def download_sandbox(
+        self, sha256: str, max_bytes: int, chunk_bytes: int = SANDBOX_CHUNK_BYTES
+    ) -> bytes:
         """The archive ``sha256``, checked; SandboxError if it is over ``max_bytes`` or its
         bytes do not match its name."""
         parts: list[bytes] = []
@@ -500,8 +543,9 @@ class Client:
             reply: SandboxDownloadReply = self.call(Op.SANDBOX_DOWNLOAD, args)
             size = reply.size
             if size > max_bytes:
-                raise SandboxError(f"sandbox {sha256} of {size} bytes is over the limit of "
-                                   f"{max_bytes} bytes")
+                raise SandboxError(
+                    f"sandbox {sha256} of {size} bytes is over the limit of {max_bytes} bytes"
+                )
             if not reply.data:
                 break
             parts.append(reply.data)
@@ -518,8 +562,9 @@ class Client:
 
     # -- identities ------------------------------------------------------------------------------
 
-    def identity_add(self, name: str, role: str, groups: list[str] | None = None,
-                     site: str = "") -> Identity:
+    def identity_add(
+        self, name: str, role: str, groups: list[str] | None = None, site: str = ""
+    ) -> Identity:
         """Issue a new identity (admins); the returned one carries its secret key: save it
         with :func:`dirac_like.identity.save_identity` and hand it over safely."""
         args = IdentityAddArgs(name, role, groups or [], site)
@@ -550,11 +595,18 @@ class Client:
         reply: SelectionReply = self.call(Op.SELECT_JOBS, SelectArgs(selection, sample))
         return reply
 
-    def bulk(self, action: str, selection: str, expected: int, yes: bool = False,
-             over_admin_cap: bool = False) -> BulkReply:
+    def bulk(
+        self,
+        action: str,
+        selection: str,
+        expected: int,
+        yes: bool = False,
+        over_admin_cap: bool = False,
+    ) -> BulkReply:
         """Start ``action`` on the ``expected`` jobs of ``selection`` (done in batches)."""
-        reply: BulkReply = self.call(Op.BULK, BulkArgs(action, selection, expected, yes,
-                                                        over_admin_cap))
+        reply: BulkReply = self.call(
+            Op.BULK, BulkArgs(action, selection, expected, yes, over_admin_cap)
+        )
         return reply
 
     def bulk_status(self, bulk_id: int) -> BulkStatusReply:

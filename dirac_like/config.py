@@ -239,11 +239,13 @@ def validate(config: Config) -> None:
     _validate_monitoring(config)
     security = config.security
     if security.pilot_token_lifetime <= 0 or security.purge_expired_after < 0:
-        raise ConfigError("security: pilot_token_lifetime must be positive and "
-                          "purge_expired_after not negative")
+        raise ConfigError(
+            "security: pilot_token_lifetime must be positive and purge_expired_after not negative"
+        )
     if security.rate_per_second < 0 or security.rate_burst < 1:
-        raise ConfigError("security: rate_per_second must not be negative and rate_burst must "
-                          "be at least 1")
+        raise ConfigError(
+            "security: rate_per_second must not be negative and rate_burst must be at least 1"
+        )
 
 
 def _validate_service(config: Config) -> None:
@@ -252,15 +254,24 @@ def _validate_service(config: Config) -> None:
     if service.max_batch < 1 or service.max_message_bytes < 1024:
         raise ConfigError("service: max_batch >= 1 and max_message_bytes >= 1024")
     if service.bad_frames_per_second <= 0 or service.bad_frame_burst < 1:
-        raise ConfigError("service: bad_frames_per_second must be positive and bad_frame_burst "
-                          "at least 1")
+        raise ConfigError(
+            "service: bad_frames_per_second must be positive and bad_frame_burst at least 1"
+        )
     if service.secret_reply_memory < 0:
         raise ConfigError("service.secret_reply_memory: must not be negative")
     limits = config.limits
-    if min(limits.max_jobs_per_request, limits.max_waiting_jobs_per_user,
-           limits.max_description_bytes) < 1:
-        raise ConfigError("limits: max_jobs_per_request, max_waiting_jobs_per_user and "
-                          "max_description_bytes must be positive")
+    if (
+        min(
+            limits.max_jobs_per_request,
+            limits.max_waiting_jobs_per_user,
+            limits.max_description_bytes,
+        )
+        < 1
+    ):
+        raise ConfigError(
+            "limits: max_jobs_per_request, max_waiting_jobs_per_user and "
+            "max_description_bytes must be positive"
+        )
 
 
 def _validate_shares(config: Config) -> None:
@@ -268,8 +279,10 @@ def _validate_shares(config: Config) -> None:
         raise ConfigError("shares.half_life: must be positive")
     drain = config.shares.drain
     if drain.hold_seconds < 0 or not 0 <= drain.max_idle_fraction <= 1:
-        raise ConfigError("shares.drain: hold_seconds must not be negative and "
-                          "max_idle_fraction must be between 0 and 1")
+        raise ConfigError(
+            "shares.drain: hold_seconds must not be negative and "
+            "max_idle_fraction must be between 0 and 1"
+        )
     for group, share in config.shares.groups.items():
         if share <= 0:
             raise ConfigError(f"shares.groups.{group}: must be positive")
@@ -285,8 +298,9 @@ def _validate_bulk(bulk: BulkConfig) -> None:
 def _validate_sandboxes(config: Config) -> None:
     sandboxes = config.sandboxes
     if min(sandboxes.max_input_bytes, sandboxes.max_output_bytes, sandboxes.max_chunk_bytes) < 1:
-        raise ConfigError("sandboxes: max_input_bytes, max_output_bytes and max_chunk_bytes must "
-                          "be positive")
+        raise ConfigError(
+            "sandboxes: max_input_bytes, max_output_bytes and max_chunk_bytes must be positive"
+        )
     if sandboxes.collect_after < 0:
         raise ConfigError("sandboxes.collect_after: must not be negative")
 

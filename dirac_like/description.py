@@ -232,8 +232,9 @@ def with_job_id(description: JobDescription, job_id: int) -> JobDescription:
     this once the id is known); the same object when there is no ``%j``."""
     if not description.holds_job_id:
         return description
-    replaced = {name: _replace_job_id(value, str(job_id))
-                for name, value in description.attributes.items()}
+    replaced = {
+        name: _replace_job_id(value, str(job_id)) for name, value in description.attributes.items()
+    }
     return description_from_stored(replaced)
 
 
@@ -276,8 +277,9 @@ def _collect(source: Any, warnings: list[JdlWarning], stored: bool) -> _Collecte
     return collected
 
 
-def _read_source(source: Any, warnings: list[JdlWarning]
-                 ) -> tuple[dict[str, Any], dict[str, int], bool]:
+def _read_source(
+    source: Any, warnings: list[JdlWarning]
+) -> tuple[dict[str, Any], dict[str, int], bool]:
     if isinstance(source, str):
         document = parse_jdl(source)
         warnings.extend(document.warnings)
@@ -308,21 +310,26 @@ def _check_size(attributes: dict[str, Any]) -> None:
     except (TypeError, ValueError, OverflowError):
         return  # _check_value names the attribute that cannot be stored
     if size > MAX_DESCRIPTION_CHARS:
-        raise invalid(f"job description of {size} bytes is larger than the limit of "
-                      f"{MAX_DESCRIPTION_CHARS}", None, None)
+        raise invalid(
+            f"job description of {size} bytes is larger than the limit of {MAX_DESCRIPTION_CHARS}",
+            None,
+            None,
+        )
 
 
 def _check_value(name: str, value: Any, line: int | None, depth: int) -> None:
     """Only what JDL can write and the store can keep: 64-bit integers, finite floats."""
     if depth > MAX_DEPTH:
-        raise invalid(f"{name}: lists and sections nested deeper than {MAX_DEPTH} levels",
-                      name, line)
+        raise invalid(
+            f"{name}: lists and sections nested deeper than {MAX_DEPTH} levels", name, line
+        )
     if isinstance(value, bool | str | Placeholder | Expression):
         return
     if isinstance(value, int):
         if not INT64_MIN <= value <= INT64_MAX:
-            raise invalid(f"integer {value} is out of range: integers must fit in 64 bits",
-                          name, line)
+            raise invalid(
+                f"integer {value} is out of range: integers must fit in 64 bits", name, line
+            )
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise invalid(f"number {value!r} is out of range", name, line)
@@ -353,8 +360,9 @@ def _server_set_name(name: str) -> str | None:
     return None
 
 
-def _add_parameter(collected: _Collected, name: str, kind: tuple[str, str], value: Any,
-                   line: int | None) -> None:
+def _add_parameter(
+    collected: _Collected, name: str, kind: tuple[str, str], value: Any, line: int | None
+) -> None:
     kind_name, vector = kind
     if vector and _NAME.match(vector) is None:
         raise invalid(f"invalid parameter name {vector!r} in {name}", name, line)
@@ -377,8 +385,9 @@ def _keep_parameter_attributes(collected: _Collected, warnings: list[JdlWarning]
 # --- one job ---------------------------------------------------------------------------------
 
 
-def _single_job(collected: _Collected, limits: DescriptionLimits,
-                warnings: list[JdlWarning]) -> JobDescription:
+def _single_job(
+    collected: _Collected, limits: DescriptionLimits, warnings: list[JdlWarning]
+) -> JobDescription:
     attributes = {name: _plain(value) for name, value in collected.known.items()}
     attributes.update((name, _plain(value)) for name, value in collected.unknown.items())
     fields = _fields(attributes, collected.lines, limits, warnings)
@@ -397,9 +406,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _fields(attributes: dict[str, Any], lines: Mapping[str, int | None],
-            limits: DescriptionLimits, warnings: list[JdlWarning], need_executable: bool = True,
-            check_sites: bool = True) -> dict[str, Any]:
+def _fields(
+    attributes: dict[str, Any],
+    lines: Mapping[str, int | None],
+    limits: DescriptionLimits,
+    warnings: list[JdlWarning],
+    need_executable: bool = True,
+    check_sites: bool = True,
+) -> dict[str, Any]:
     """JobDescription fields (``attributes``, checked in place, included)."""
     if need_executable and "Executable" not in attributes:
         raise invalid("Executable is required", "Executable", None)
@@ -408,8 +422,9 @@ def _fields(attributes: dict[str, Any], lines: Mapping[str, int | None],
     for name in list(attributes):
         spec = BY_NAME.get(name)
         if spec is not None:
-            _set_known(spec, attributes[name], lines.get(name), attributes, fields, limits,
-                       warnings)
+            _set_known(
+                spec, attributes[name], lines.get(name), attributes, fields, limits, warnings
+            )
     _set_processors(attributes, lines, fields, warnings)
     for name in _ALWAYS_STORED:
         attributes.setdefault(name, fields[BY_NAME[name].field])
@@ -420,9 +435,15 @@ def _fields(attributes: dict[str, Any], lines: Mapping[str, int | None],
     return fields
 
 
-def _set_known(spec: Spec, value: Any, line: int | None, attributes: dict[str, Any],
-               fields: dict[str, Any], limits: DescriptionLimits,
-               warnings: list[JdlWarning]) -> None:
+def _set_known(
+    spec: Spec,
+    value: Any,
+    line: int | None,
+    attributes: dict[str, Any],
+    fields: dict[str, Any],
+    limits: DescriptionLimits,
+    warnings: list[JdlWarning],
+) -> None:
     if type(value) is str and spec.kind == STRING and spec.name not in CHECKED:
         attributes[spec.name] = fields[spec.field] = value  # the common case, made fast
         return
@@ -437,8 +458,12 @@ def _set_known(spec: Spec, value: Any, line: int | None, attributes: dict[str, A
         fields[spec.field] = stored
 
 
-def _set_processors(attributes: dict[str, Any], lines: Mapping[str, int | None],
-                    fields: dict[str, Any], warnings: list[JdlWarning]) -> None:
+def _set_processors(
+    attributes: dict[str, Any],
+    lines: Mapping[str, int | None],
+    fields: dict[str, Any],
+    warnings: list[JdlWarning],
+) -> None:
     exact = attributes.get("NumberOfProcessors")
     if exact is not None:
         for name in _PROCESSORS[1:]:
@@ -450,8 +475,9 @@ def _set_processors(attributes: dict[str, Any], lines: Mapping[str, int | None],
         low = attributes.get("MinNumberOfProcessors", 1)
         high = attributes.get("MaxNumberOfProcessors", low)
         if high < low:
-            message = (f"MaxNumberOfProcessors ({high}) is smaller than MinNumberOfProcessors "
-                       f"({low})")
+            message = (
+                f"MaxNumberOfProcessors ({high}) is smaller than MinNumberOfProcessors ({low})"
+            )
             raise invalid(message, "MaxNumberOfProcessors", lines.get("MaxNumberOfProcessors"))
         if low == high and "MinNumberOfProcessors" not in attributes:
             attributes.pop("MaxNumberOfProcessors", None)
@@ -476,8 +502,9 @@ def _new_job(fields: dict[str, Any]) -> JobDescription:
 # --- parametric expansion --------------------------------------------------------------------
 
 
-def _expand(collected: _Collected, limits: DescriptionLimits,
-            warnings: list[JdlWarning]) -> list[JobDescription]:
+def _expand(
+    collected: _Collected, limits: DescriptionLimits, warnings: list[JdlWarning]
+) -> list[JobDescription]:
     vectors = parametric.vectors(collected.groups, limits, warnings)
     expansion = _Expansion(collected, vectors, limits, warnings)
     jobs = []
@@ -485,8 +512,11 @@ def _expand(collected: _Collected, limits: DescriptionLimits,
         try:
             jobs.append(_new_job(expansion.fields(number, row)))
         except InvalidJobDescription as error:
-            raise invalid(f"{error.detail}, in the job with ParameterNumber {number}",
-                          error.attribute, error.line) from None
+            raise invalid(
+                f"{error.detail}, in the job with ParameterNumber {number}",
+                error.attribute,
+                error.line,
+            ) from None
     return jobs
 
 
@@ -494,8 +524,13 @@ class _Expansion:
     """One job per parameter value; only the attributes holding placeholders are recomputed
     (all of them when the processor attributes vary, as they depend on each other)."""
 
-    def __init__(self, collected: _Collected, vectors: list[parametric.Vector],
-                 limits: DescriptionLimits, warnings: list[JdlWarning]) -> None:
+    def __init__(
+        self,
+        collected: _Collected,
+        vectors: list[parametric.Vector],
+        limits: DescriptionLimits,
+        warnings: list[JdlWarning],
+    ) -> None:
         self.vectors, self.lines = vectors, collected.lines
         self.limits, self.warnings = limits, warnings
         given = {**collected.known, **collected.unknown}
@@ -503,27 +538,41 @@ class _Expansion:
             raise invalid("Executable is required", "Executable", None)
         keys = {vector.key for vector in vectors}
         self.renders = {
-            name: parametric.Compiler(keys, collected.bare_strings, name, self.lines.get(name),
-                                      warnings).compile(value)
-            for name, value in given.items() if parametric.has_placeholder(value)
+            name: parametric.Compiler(
+                keys, collected.bare_strings, name, self.lines.get(name), warnings
+            ).compile(value)
+            for name, value in given.items()
+            if parametric.has_placeholder(value)
         }
-        self.template = {name: _plain(value) for name, value in given.items()
-                         if name not in self.renders}
+        self.template = {
+            name: _plain(value) for name, value in given.items() if name not in self.renders
+        }
         self.varying = [BY_NAME[name] for name in self.renders if name in BY_NAME]
         self.steps = [  # (name, render, spec or None, a string with no check beyond its kind)
-            (name, render, spec, spec is not None and spec.kind == STRING
-             and spec.name not in CHECKED)
+            (
+                name,
+                render,
+                spec,
+                spec is not None and spec.kind == STRING and spec.name not in CHECKED,
+            )
             for name, render in self.renders.items()
             for spec in [BY_NAME.get(name)]
         ]
         self.sites_vary = any(spec.name in ("Site", "BannedSites") for spec in self.varying)
         # %j in a templated attribute's own text, or in a parameter value: checked per job
         self.may_hold_job_id = _holds_job_id([given[name] for name in self.renders]) or any(
-            _holds_job_id(vector.values) for vector in vectors)
+            _holds_job_id(vector.values) for vector in vectors
+        )
         self.base: dict[str, Any] | None = None
         if not any(spec.name in _PROCESSORS for spec in self.varying):
-            self.base = _fields(dict(self.template), self.lines, limits, warnings,
-                                need_executable=False, check_sites=not self.sites_vary)
+            self.base = _fields(
+                dict(self.template),
+                self.lines,
+                limits,
+                warnings,
+                need_executable=False,
+                check_sites=not self.sites_vary,
+            )
 
     def fields(self, number: int, row: parametric.Row) -> dict[str, Any]:
         base = self.base
@@ -543,8 +592,15 @@ class _Expansion:
             elif plain_string and type(value) is str:
                 attributes[name] = fields[spec.field] = value
             else:
-                _set_known(spec, value, self.lines.get(name), attributes, fields, self.limits,
-                           self.warnings)
+                _set_known(
+                    spec,
+                    value,
+                    self.lines.get(name),
+                    attributes,
+                    fields,
+                    self.limits,
+                    self.warnings,
+                )
         if self.sites_vary:
             _check_sites(fields, self.lines)
         if self.may_hold_job_id:
@@ -591,4 +647,3 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-

@@ -170,7 +170,8 @@ class Holds:
             worst[hold.site] = worst.get(hold.site, 0) + hold.cores - 1
             pending[hold.group] = pending.get(hold.group, 0) + hold.cores
         assert {k: v for k, v in self._held_worst.items() if v} == {
-            k: v for k, v in worst.items() if v}, (self._held_worst, worst)
+            k: v for k, v in worst.items() if v
+        }, (self._held_worst, worst)
         assert self._pending == pending, (self._pending, pending)
 
 

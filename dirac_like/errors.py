@@ -64,8 +64,14 @@ class InvalidJobDescription(InvalidArgument):
 
     code = "invalid_jdl"
 
-    def __init__(self, message: str, *, attribute: str | None = None, line: int | None = None,
-                 file: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        attribute: str | None = None,
+        line: int | None = None,
+        file: str | None = None,
+    ):
         where = []
         if attribute is not None:
             where.append(f"attribute {attribute}")
@@ -80,8 +86,9 @@ class InvalidJobDescription(InvalidArgument):
 
     def in_file(self, file: str) -> InvalidJobDescription:
         """The same error, naming the job file it comes from."""
-        return InvalidJobDescription(self.detail, attribute=self.attribute, line=self.line,
-                                     file=file)
+        return InvalidJobDescription(
+            self.detail, attribute=self.attribute, line=self.line, file=file
+        )
 
 
 class NotFound(DiracLikeError):

@@ -13,8 +13,9 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: bytes, mode: int | None = None,
-                 temporary_prefix: str = "") -> None:
+def write_atomic(
+    path: Path, data: bytes, mode: int | None = None, temporary_prefix: str = ""
+) -> None:
     """Replace ``path`` with ``data`` atomically and durably. ``mode``: its permissions (None:
     those of a new temporary file, 0600); ``temporary_prefix``: how the temporary file's name
     starts (default ``.NAME.``), for a caller that cleans up what a crash left."""

@@ -42,8 +42,9 @@ def _acquire(path: Path, what: str) -> IO[str]:
         file.seek(0)
         holder = file.read().strip() or "unknown"
         file.close()
-        raise AlreadyRunning(f"{what} already runs (PID {holder}, lock {path}); stop it first, "
-                             f"or use another home") from None
+        raise AlreadyRunning(
+            f"{what} already runs (PID {holder}, lock {path}); stop it first, or use another home"
+        ) from None
     except BaseException:
         file.close()
         raise

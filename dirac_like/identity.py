@@ -126,8 +126,11 @@ def load_identity(path: Path) -> Identity:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError(f"cannot read identity file {path}: {reason}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("identity file %s can be read by others (mode %o): chmod 600 it", path,
-                    stat.S_IMODE(mode))
+        log.warning(
+            "identity file %s can be read by others (mode %o): chmod 600 it",
+            path,
+            stat.S_IMODE(mode),
+        )
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -157,8 +160,7 @@ def set_default_identity(home: Path, identity_path: Path) -> None:
     write_private(home / DEFAULT_IDENTITY_FILE, named + "\n")
 
 
-def identity_path_for(explicit: str | Path | None = None, home: Path | None = None
-                      ) -> Path | None:
+def identity_path_for(explicit: str | Path | None = None, home: Path | None = None) -> Path | None:
     """Which identity file to use: ``explicit``, else ``$DIRAC_LIKE_IDENTITY``, else the home's
     default (``home`` or ``$DIRAC_LIKE_HOME``); None when there is none."""
     if explicit:
@@ -169,8 +171,9 @@ def identity_path_for(explicit: str | Path | None = None, home: Path | None = No
     return default_identity_path(home or default_home())
 
 
-def resolve_identity(explicit: str | Path | None = None, home: Path | None = None
-                     ) -> Identity | None:
+def resolve_identity(
+    explicit: str | Path | None = None, home: Path | None = None
+) -> Identity | None:
     """The identity to use (see :func:`identity_path_for`), loaded; None when there is none.
     A file that is named but missing or unusable is a ConfigError."""
     path = identity_path_for(explicit, home)
@@ -188,5 +191,8 @@ def secure_client_socket(socket: zmq.Socket, identity: Identity) -> None:
 
 
 def warn_insecure(what: str) -> None:
-    log.warning("!!! %s: INSECURE, no identity: plaintext, unauthenticated. Only a service "
-                "started with --insecure answers. !!!", what)
+    log.warning(
+        "!!! %s: INSECURE, no identity: plaintext, unauthenticated. Only a service "
+        "started with --insecure answers. !!!",
+        what,
+    )

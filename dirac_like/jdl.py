@@ -356,8 +356,9 @@ class _Parser:
         )
         self.warnings.append(JdlWarning(message, self.attribute, name.line))
 
-    def assigned_value(self, name: Token, close: str | None, depth: int
-                       ) -> tuple[Any, tuple[int, int]]:
+    def assigned_value(
+        self, name: Token, close: str | None, depth: int
+    ) -> tuple[Any, tuple[int, int]]:
         """``= value`` after ``name`` and where the value is; a value this parser cannot read
         becomes an Expression when it ends on its line (DIRAC keeps such text), else the parse
         error stands."""

@@ -18,8 +18,10 @@ LOG_BACKUPS = 5  # ... keeping this many older files (name.log.1 ... name.log.5)
 
 def setup_logging(name: str | None = None, home: Path | None = None, verbose: bool = False) -> None:
     """Log to stderr; for a daemon (``name`` and ``home`` given) also to ``home/logs/name.log``."""
-    level = logging.DEBUG if verbose else logging.getLevelName(
-        os.environ.get("DIRAC_LIKE_LOG_LEVEL", "INFO").upper()
+    level = (
+        logging.DEBUG
+        if verbose
+        else logging.getLevelName(os.environ.get("DIRAC_LIKE_LOG_LEVEL", "INFO").upper())
     )
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if name and home:
@@ -27,8 +29,9 @@ def setup_logging(name: str | None = None, home: Path | None = None, verbose: bo
     logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)
 
 
-def private_log_file(path: Path, max_bytes: int = LOG_MAX_BYTES,
-                     backups: int = LOG_BACKUPS) -> RotatingFileHandler:
+def private_log_file(
+    path: Path, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_BACKUPS
+) -> RotatingFileHandler:
     """A size-rotated log file handler; the file and its folder are its owner's only."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))

@@ -95,8 +95,11 @@ class TaskQueue:
         """Requirements on what the pilot has left: cores, memory, CPU time."""
         # On the matcher's hot path: the three predicates of CAPACITY_CHECKS, called directly.
         req, group = self.requirements, self.group
-        return (_cores_ok(req, group, pilot) and _memory_ok(req, group, pilot)
-                and _cpu_time_ok(req, group, pilot))
+        return (
+            _cores_ok(req, group, pilot)
+            and _memory_ok(req, group, pilot)
+            and _cpu_time_ok(req, group, pilot)
+        )
 
     def fits(self, pilot: PilotResources) -> bool:
         return self.fits_static(pilot) and self.fits_capacity(pilot)
@@ -279,8 +282,9 @@ class Matcher:
                     return Match(task_queue.pop(), task_queue, cores)
         return None
 
-    def match_or_hold(self, pilot_id: str, pilot: PilotResources, holds: Holds,
-                      now: float) -> Match | Hold | None:
+    def match_or_hold(
+        self, pilot_id: str, pilot: PilotResources, holds: Holds, now: float
+    ) -> Match | Hold | None:
         """:meth:`match`, or a hold when the pilot should drain toward the job of the group
         owed cores (:mod:`dirac_like.draining`). ``holds`` is updated."""
         tree = self.eligible(pilot)
@@ -297,9 +301,14 @@ class Matcher:
             return self.match(pilot, now)
         return self._match_or_start_hold(pilot_id, pilot, tree, holds, now)
 
-    def _match_or_start_hold(self, pilot_id: str, pilot: PilotResources,
-                             tree: dict[str, dict[str, list[TaskQueue]]], holds: Holds,
-                             now: float) -> Match | Hold | None:
+    def _match_or_start_hold(
+        self,
+        pilot_id: str,
+        pilot: PilotResources,
+        tree: dict[str, dict[str, list[TaskQueue]]],
+        holds: Holds,
+        now: float,
+    ) -> Match | Hold | None:
         owed: tuple[str, int] | None = None  # the first group with only too-big jobs
         for group in self.shares.rank_groups(tree, now):
             found = self._match_group(tree, group, pilot, now, pop=owed is None)
@@ -315,29 +324,54 @@ class Matcher:
                     owed = (group, cores)
         return None
 
-    def _should_hold(self, pilot_id: str, site: str, owed: tuple[str, int], instead: str,
-                     tree: dict[str, dict[str, list[TaskQueue]]], holds: Holds,
-                     now: float) -> bool:
+    def _should_hold(
+        self,
+        pilot_id: str,
+        site: str,
+        owed: tuple[str, int],
+        instead: str,
+        tree: dict[str, dict[str, list[TaskQueue]]],
+        holds: Holds,
+        now: float,
+    ) -> bool:
         """Hold for the owed group's job rather than match ``instead``'s smaller one?"""
         group, cores = owed
         owed_cores = self.shares.owed_cores(group, tree, now) - holds.pending(group)
-        return (owed_cores >= cores and self.shares.owed_cores(instead, tree, now) < 0
-                and holds.may_hold(pilot_id, site, cores, now))
+        return (
+            owed_cores >= cores
+            and self.shares.owed_cores(instead, tree, now) < 0
+            and holds.may_hold(pilot_id, site, cores, now)
+        )
 
-    def _still_owed(self, hold: Hold, tree: dict[str, dict[str, list[TaskQueue]]],
-                    pilot: PilotResources, holds: Holds, now: float) -> bool:
+    def _still_owed(
+        self,
+        hold: Hold,
+        tree: dict[str, dict[str, list[TaskQueue]]],
+        pilot: PilotResources,
+        holds: Holds,
+        now: float,
+    ) -> bool:
         """A hold stays while its group still has such a job and is still owed its cores."""
         users = tree.get(hold.group)
-        if not users or not any(tq.fits_when_drained(pilot) and tq.requirements.cores
-                                <= hold.cores for queues in users.values() for tq in queues
-                                if len(tq)):
+        if not users or not any(
+            tq.fits_when_drained(pilot) and tq.requirements.cores <= hold.cores
+            for queues in users.values()
+            for tq in queues
+            if len(tq)
+        ):
             return False
         others = holds.pending(hold.group) - hold.cores
         return self.shares.owed_cores(hold.group, tree, now) - others >= hold.cores
 
-    def _match_group(self, tree: dict[str, dict[str, list[TaskQueue]]], group: str,
-                     pilot: PilotResources, now: float, pop: bool = True,
-                     min_cores: int = 1) -> Match | None:
+    def _match_group(
+        self,
+        tree: dict[str, dict[str, list[TaskQueue]]],
+        group: str,
+        pilot: PilotResources,
+        now: float,
+        pop: bool = True,
+        min_cores: int = 1,
+    ) -> Match | None:
         """The best job of ``group`` that fits now, of at least ``min_cores`` (popped only if
         ``pop``: else a probe)."""
         users = tree[group]
@@ -366,8 +400,12 @@ class Matcher:
 def _drain_cores(users: dict[str, list[TaskQueue]], pilot: PilotResources) -> int:
     """The fewest cores among the group's waiting jobs that fit once the pilot drains; 0 if
     none does (then the pilot never holds for this group)."""
-    cores = [tq.requirements.cores for queues in users.values() for tq in queues
-             if len(tq) and tq.fits_when_drained(pilot)]
+    cores = [
+        tq.requirements.cores
+        for queues in users.values()
+        for tq in queues
+        if len(tq) and tq.fits_when_drained(pilot)
+    ]
     return min(cores, default=0)
 
 

@@ -45,8 +45,9 @@ class MetricsEndpoint:
         self._thread.join(10)
 
 
-def serve_metrics(listen: str, registry: CollectorRegistry, where: str = "metrics.listen"
-                  ) -> MetricsEndpoint:
+def serve_metrics(
+    listen: str, registry: CollectorRegistry, where: str = "metrics.listen"
+) -> MetricsEndpoint:
     """Serve ``registry`` on ``listen`` (``host:port``); ConfigError if it cannot bind."""
     host, port = parse_listen(listen, where)
     disable_created_metrics()  # no *_created series beside every counter (process-wide)

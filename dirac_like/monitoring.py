@@ -36,8 +36,12 @@ class CheckStatus(StrEnum):
 
 
 # Worst first: the outcome of a probe is its worst check (UNKNOWN only when nothing else is known).
-_SEVERITY = {CheckStatus.CRITICAL: 3, CheckStatus.WARNING: 2, CheckStatus.OK: 1,
-             CheckStatus.UNKNOWN: 0}
+_SEVERITY = {
+    CheckStatus.CRITICAL: 3,
+    CheckStatus.WARNING: 2,
+    CheckStatus.OK: 1,
+    CheckStatus.UNKNOWN: 0,
+}
 
 
 class ResourceStatus(StrEnum):
@@ -96,8 +100,9 @@ class Outcome:
 HEALTH_PREFIX = "health:"
 
 
-def probe_runs(results: Iterable[ProbeResult]
-               ) -> dict[tuple[TargetKind, str], list[list[ProbeResult]]]:
+def probe_runs(
+    results: Iterable[ProbeResult],
+) -> dict[tuple[TargetKind, str], list[list[ProbeResult]]]:
     """The results of probe runs, by target, each run (the checks of one probe: same CE, job
     and time) a list, oldest run first; health findings left out."""
     runs: dict[tuple[Any, ...], list[ProbeResult]] = {}
@@ -178,25 +183,31 @@ class StatusPolicy:
         config, last = self.config, known[-1]
         failed = _tail(known, _BAD)
         if failed >= config.ban_after:
-            return Decision(ResourceStatus.BANNED, f"auto: probe {last.check} failed {failed} "
-                            f"times in a row ({last.message[:120]})")
+            return Decision(
+                ResourceStatus.BANNED,
+                f"auto: probe {last.check} failed {failed} times in a row ({last.message[:120]})",
+            )
         if current in (ResourceStatus.BANNED, ResourceStatus.PROBING):
             passed = _tail(known, _GOOD)
             if passed >= config.recover_after:
                 return self._healthy(last, f"auto: {passed} good probes in a row")
             if passed >= 1:
-                return Decision(ResourceStatus.PROBING, f"auto: {passed} good probe(s), "
-                                f"{config.recover_after} needed")
+                return Decision(
+                    ResourceStatus.PROBING,
+                    f"auto: {passed} good probe(s), {config.recover_after} needed",
+                )
             return None
         return self._healthy(last, "auto: probe ok")
 
     def _healthy(self, last: Outcome, reason: str) -> Decision:
         if last.status is CheckStatus.CRITICAL:
-            return Decision(ResourceStatus.DEGRADED, f"auto: probe {last.check} failed "
-                            f"({last.message[:120]})")
+            return Decision(
+                ResourceStatus.DEGRADED, f"auto: probe {last.check} failed ({last.message[:120]})"
+            )
         if last.status is CheckStatus.WARNING and self.config.warning_degrades:
-            return Decision(ResourceStatus.DEGRADED, f"auto: probe {last.check} warned "
-                            f"({last.message[:120]})")
+            return Decision(
+                ResourceStatus.DEGRADED, f"auto: probe {last.check} warned ({last.message[:120]})"
+            )
         return Decision(ResourceStatus.ACTIVE, reason)
 
 
@@ -241,11 +252,15 @@ def check_new_downtime(new: Downtime, existing: Iterable[Downtime]) -> None:
     if not new.reason.strip():
         raise InvalidArgument(f"downtime of {new.target}: a downtime needs a reason")
     for other in existing:
-        if other.target == new.target and other.kind is new.kind and \
-                other.overlaps(new.start, new.end):
+        if (
+            other.target == new.target
+            and other.kind is new.kind
+            and other.overlaps(new.start, new.end)
+        ):
             raise InvalidArgument(
                 f"downtime of {new.target} overlaps its downtime {other.downtime_id} "
-                f"({other.reason[:60]!r}); cancel that one first")
+                f"({other.reason[:60]!r}); cancel that one first"
+            )
 
 
 def active_downtime(downtimes: Iterable[Downtime], target: str, now: float) -> Downtime | None:

@@ -75,8 +75,9 @@ def split_kind(name: str) -> tuple[str, str] | None:
 # --- vectors ---------------------------------------------------------------------------------
 
 
-def vectors(groups: dict[str, ParameterGroup], limits: DescriptionLimits,
-            warnings: list[JdlWarning]) -> list[Vector]:
+def vectors(
+    groups: dict[str, ParameterGroup], limits: DescriptionLimits, warnings: list[JdlWarning]
+) -> list[Vector]:
     """Every vector of a parametric description (``groups[""]`` holds ``Parameters``)."""
     unnamed = groups[""]
     count = _count(unnamed, limits)
@@ -99,8 +100,10 @@ def _count(unnamed: ParameterGroup, limits: DescriptionLimits) -> int:
     if count < 1:
         raise invalid(f"Parameters must give at least one job, found {count}", "Parameters", line)
     if count > limits.max_parametric_jobs:
-        message = (f"Parameters would make {count} jobs, more than the limit of "
-                   f"{limits.max_parametric_jobs} {limits.parametric_limit_name}")
+        message = (
+            f"Parameters would make {count} jobs, more than the limit of "
+            f"{limits.max_parametric_jobs} {limits.parametric_limit_name}"
+        )
         raise invalid(message, "Parameters", line)
     return count
 
@@ -118,8 +121,10 @@ def _vector(group: ParameterGroup, count: int, warnings: list[JdlWarning]) -> Ve
     if not isinstance(value, list):
         return Vector(key, attribute, _sequence(group, count))
     if len(value) != count:
-        message = (f"{name} has {len(value)} values but Parameters gives {count} jobs: every "
-                   "parameter vector must have the same length")
+        message = (
+            f"{name} has {len(value)} values but Parameters gives {count} jobs: every "
+            "parameter vector must have the same length"
+        )
         raise invalid(message, name, line)
     for kind in KINDS[1:]:
         if kind in group.given:
@@ -184,8 +189,14 @@ def has_placeholder(value: Any) -> bool:
 class Compiler:
     """Turns a value holding placeholders into a function of one job's row."""
 
-    def __init__(self, keys: set[str], bare_strings: bool, attribute: str, line: int | None,
-                 warnings: list[JdlWarning]) -> None:
+    def __init__(
+        self,
+        keys: set[str],
+        bare_strings: bool,
+        attribute: str,
+        line: int | None,
+        warnings: list[JdlWarning],
+    ) -> None:
         self.keys = keys
         self.bare_strings = bare_strings  # JSON: a string that is one placeholder is bare
         self.attribute, self.line, self.warnings = attribute, line, warnings
@@ -262,8 +273,10 @@ class Compiler:
 
     def warn_unknown(self, placeholder: str) -> None:
         name = placeholder[2:-2]
-        message = (f"{self.attribute} uses {placeholder} but there is no Parameters.{name} or "
-                   f"ParameterStart.{name}: left as written")
+        message = (
+            f"{self.attribute} uses {placeholder} but there is no Parameters.{name} or "
+            f"ParameterStart.{name}: left as written"
+        )
         self.warnings.append(JdlWarning(message, self.attribute, self.line))
 
 

@@ -63,16 +63,16 @@ def check_scratch(folder: Path, min_free_mb: int) -> Check:
     if not same:
         return _check("scratch", "CRITICAL", f"scratch {folder}: read back other bytes")
     if free_mb < min_free_mb:
-        return _check("scratch", "CRITICAL", f"scratch {folder}: {free_mb} MiB free, "
-                      f"{min_free_mb} MiB needed")
+        return _check(
+            "scratch", "CRITICAL", f"scratch {folder}: {free_mb} MiB free, {min_free_mb} MiB needed"
+        )
     return _check("scratch", "OK", f"scratch {folder}: {free_mb} MiB free")
 
 
 def check_cpu(advertised: int) -> Check:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if (usable or 0) < advertised:
-        return _check("cpu", "WARNING", f"{usable} usable core(s), the CE advertises "
-                      f"{advertised}")
+        return _check("cpu", "WARNING", f"{usable} usable core(s), the CE advertises {advertised}")
     return _check("cpu", "OK", f"{usable} usable core(s) for {advertised} advertised")
 
 
@@ -81,8 +81,11 @@ def check_memory(advertised_mb: int) -> Check:
 
     total_mb = psutil.virtual_memory().total // (1024 * 1024)
     if advertised_mb and total_mb < advertised_mb:
-        return _check("memory", "WARNING", f"{total_mb} MiB on the node, the CE advertises "
-                      f"{advertised_mb} MiB")
+        return _check(
+            "memory",
+            "WARNING",
+            f"{total_mb} MiB on the node, the CE advertises {advertised_mb} MiB",
+        )
     return _check("memory", "OK", f"{total_mb} MiB on the node")
 
 
@@ -96,7 +99,8 @@ def check_se(name: str, path: Path) -> Check:
 
 def run_checks(args: argparse.Namespace) -> list[Check]:
     checks: list[Callable[[], Check]] = [
-        check_python, check_dirac_like,
+        check_python,
+        check_dirac_like,
         lambda: check_scratch(Path.cwd(), args.min_scratch_mb),
         lambda: check_cpu(args.cores),
         lambda: check_memory(args.memory),
@@ -109,14 +113,18 @@ def run_checks(args: argparse.Namespace) -> list[Check]:
         try:
             results.append(check())
         except Exception as exc:  # a check that breaks is an answer too
-            results.append(_check(getattr(check, "__name__", "check"), "CRITICAL",
-                                  f"{type(exc).__name__}: {exc}"))
+            results.append(
+                _check(
+                    getattr(check, "__name__", "check"), "CRITICAL", f"{type(exc).__name__}: {exc}"
+                )
+            )
     return results
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m dirac_like.probe",
-                                     description="checks of a worker node (a probe job)")
+    parser = argparse.ArgumentParser(
+        prog="python -m dirac_like.probe", description="checks of a worker node (a probe job)"
+    )
     parser.add_argument("--cores", type=int, default=1, help="cores the CE advertises")
     parser.add_argument("--memory", type=int, default=0, help="MiB the CE advertises (0: any)")
     parser.add_argument("--min-scratch-mb", type=int, default=10)
@@ -137,13 +145,12 @@ def parse_output(text: str) -> list[Check]:
     """The checks a probe printed (ValueError if it printed none, or garbage)."""
     for line in reversed(text.splitlines()):
         if line.startswith(MARKER):
-            checks = json.loads(line[len(MARKER):])["checks"]
+            checks = json.loads(line[len(MARKER) :])["checks"]
             if not isinstance(checks, list) or not all(
-                    isinstance(c, dict) and {"check", "status", "message"} <= set(c)
-                    for c in checks):
+                isinstance(c, dict) and {"check", "status", "message"} <= set(c) for c in checks
+            ):
                 raise ValueError("probe output: malformed checks")
-            return [{key: str(c[key]) for key in ("check", "status", "message")}
-                    for c in checks]
+            return [{key: str(c[key]) for key in ("check", "status", "message")} for c in checks]
     raise ValueError("probe output: no result line")
 
 

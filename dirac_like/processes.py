@@ -36,8 +36,14 @@ def dirac_like_argv(*args: str, python: str | None = None) -> list[str]:
 
 
 class ServiceProcess:
-    def __init__(self, popen: subprocess.Popen[bytes], endpoint: str, home: Path,
-                 identity_path: Path | None = None, metrics_url: str = "") -> None:
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        endpoint: str,
+        home: Path,
+        identity_path: Path | None = None,
+        metrics_url: str = "",
+    ) -> None:
         self.popen = popen
         self.endpoint = endpoint
         self.metrics_url = metrics_url  # its /metrics ('' when it opened none)
@@ -71,10 +77,14 @@ class ServiceProcess:
             command += ["--config", str(config)]
         if insecure:
             command.append("--insecure")
-        stderr = os.fdopen(os.open(home / "central.stderr",
-                                   os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+        stderr = os.fdopen(
+            os.open(home / "central.stderr", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab"
+        )
         popen = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
+            command,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         stderr.close()
@@ -84,8 +94,13 @@ class ServiceProcess:
             _terminate(popen, 5.0)
             raise
         metrics = [line for line in lines if " metrics on " in line]
-        return cls(popen, lines[-1].rsplit(" ", 1)[-1], home, identity_path,
-                   metrics[0].rsplit(" ", 1)[-1] if metrics else "")
+        return cls(
+            popen,
+            lines[-1].rsplit(" ", 1)[-1],
+            home,
+            identity_path,
+            metrics[0].rsplit(" ", 1)[-1] if metrics else "",
+        )
 
     @classmethod
     def start_web(
@@ -101,15 +116,22 @@ class ServiceProcess:
         """Start the web dashboard on the home of a running central service (``server``), on a
         free loopback port, and wait until it listens; its ``endpoint`` is its http:// URL.
         ``identity``: the dashboard's own (for kill and reschedule); None: read-only."""
-        command = dirac_like_argv("service", "web", "--home", str(home), "--listen", listen,
-                                  "--server", server, *extra)
+        command = dirac_like_argv(
+            "service", "web", "--home", str(home), "--listen", listen, "--server", server, *extra
+        )
         command += ["--identity", str(identity)] if identity else ["--read-only"]
         if config is not None:
             command += ["--config", str(config)]
-        stderr = os.fdopen(os.open(home / "web.stderr",
-                                   os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
-        popen = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr,
-                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        stderr = os.fdopen(
+            os.open(home / "web.stderr", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab"
+        )
+        popen = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         stderr.close()
         try:
             lines = _wait_for_endpoint(popen, timeout, "web dashboard")
@@ -135,8 +157,9 @@ class ServiceProcess:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
-def _wait_for_endpoint(popen: subprocess.Popen[bytes], timeout: float,
-                       what: str = "central service") -> list[str]:
+def _wait_for_endpoint(
+    popen: subprocess.Popen[bytes], timeout: float, what: str = "central service"
+) -> list[str]:
     """The process's lines on stdout up to the one saying where it listens (the last)."""
     assert popen.stdout is not None
     deadline = time.monotonic() + timeout
@@ -156,7 +179,7 @@ def _wait_for_endpoint(popen: subprocess.Popen[bytes], timeout: float,
                 buffer += chunk
     lines = buffer.decode().splitlines()
     last = next(index for index, line in enumerate(lines) if " listening on " in line)
-    return lines[:last + 1]
+    return lines[: last + 1]
 
 
 def _terminate(popen: subprocess.Popen[bytes], grace: float) -> int | None:

@@ -316,6 +316,8 @@ class SiteDrainArgs:
 class SiteLimitArgs:
     site: str
     limit: int  # jobs matched or running at once; 0: no limit; -1: back to the configured one
+
+
 @dataclass(frozen=True)
 class ProbeResultItem:
     """One check of a probe run (see dirac_like.monitoring.ProbeResult)."""
@@ -744,6 +746,8 @@ class PilotSummaryRow:
     site: str
     state: str
     count: int
+
+
 @dataclass(frozen=True)
 class ProbeReportReply:
     stored: int
@@ -1106,8 +1110,9 @@ def _encoder(cls: type) -> Callable[[Any], Any]:
         return lambda value: value
     hints = typing.get_type_hints(cls)
     nested = [name for name in _field_names(cls) if _holds_dataclass(hints[name])]
-    omitted = [(f.name, f.default) for f in dataclasses.fields(cls)
-               if f.metadata.get("omit_at_default")]
+    omitted = [
+        (f.name, f.default) for f in dataclasses.fields(cls) if f.metadata.get("omit_at_default")
+    ]
     if not nested and not omitted:
         return lambda value: dict(value.__dict__)  # fields in order, each already plain
 
@@ -1126,7 +1131,8 @@ def _encoder(cls: type) -> Callable[[Any], Any]:
 
 def _holds_dataclass(hint: Any) -> bool:
     return dataclasses.is_dataclass(hint) or any(
-        _holds_dataclass(arg) for arg in typing.get_args(hint))
+        _holds_dataclass(arg) for arg in typing.get_args(hint)
+    )
 
 
 _ENCODERS: dict[type, Callable[[Any], Any]] = {}
@@ -1163,8 +1169,7 @@ def encode_error(request_id: str, code: str, message: str, retryable: bool = Fal
     if len(message) > MAX_ERROR_MESSAGE:
         cut = len(message) - MAX_ERROR_MESSAGE
         message = f"{message[:MAX_ERROR_MESSAGE]}... ({cut} more characters)"
-    return encode_reply(Reply(id=request_id, ok=False,
-                              error=ErrorInfo(code, message, retryable)))
+    return encode_reply(Reply(id=request_id, ok=False, error=ErrorInfo(code, message, retryable)))
 
 
 def decode_reply(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Reply:
@@ -1179,8 +1184,9 @@ def decode_reply(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Rep
     code, message = error.get("code"), error.get("message")
     if not isinstance(code, str) or not isinstance(message, str):
         raise ProtocolError("reply error must have string 'code' and 'message'")
-    return Reply(id=request_id, ok=False,
-                 error=ErrorInfo(code, message, error.get("retryable") is True))
+    return Reply(
+        id=request_id, ok=False, error=ErrorInfo(code, message, error.get("retryable") is True)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1259,8 +1265,11 @@ def _union_checker(options: list[Checker]) -> Checker:
 def _dataclass_checker(cls: type) -> Checker:
     hints = typing.get_type_hints(cls)
     fields = [
-        (f.name, _checker(hints[f.name]),
-         f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        (
+            f.name,
+            _checker(hints[f.name]),
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+        )
         for f in dataclasses.fields(cls)
     ]
     names = frozenset(name for name, _, _ in fields)
@@ -1304,9 +1313,11 @@ def _builder(cls: Any) -> Callable[[dict[str, Any]], Any]:
     included."""
     if hasattr(cls, "__post_init__") or hasattr(cls, "__slots__"):
         return lambda values: cls(**values)
-    defaults = [(f.name, f.default, f.default_factory) for f in dataclasses.fields(cls)
-                if f.default is not dataclasses.MISSING
-                or f.default_factory is not dataclasses.MISSING]
+    defaults = [
+        (f.name, f.default, f.default_factory)
+        for f in dataclasses.fields(cls)
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    ]
 
     def build(values: dict[str, Any]) -> Any:
         for name, default, factory in defaults:

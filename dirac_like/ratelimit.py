@@ -31,11 +31,13 @@ class _Bucket:
 
 
 class RateLimiter:
-    def __init__(self, rate_per_second: float, burst: float,
-                 max_identities: int = MAX_IDENTITIES) -> None:
+    def __init__(
+        self, rate_per_second: float, burst: float, max_identities: int = MAX_IDENTITIES
+    ) -> None:
         if rate_per_second < 0 or (rate_per_second > 0 and burst < 1) or max_identities < 1:
-            raise ConfigError("security: rate_per_second must not be negative and rate_burst "
-                              "must be at least 1")
+            raise ConfigError(
+                "security: rate_per_second must not be negative and rate_burst must be at least 1"
+            )
         self.rate_per_second = rate_per_second
         self.burst = burst
         self.max_identities = max_identities

@@ -58,11 +58,18 @@ class RegistryEntry:
     def view(self, now: float) -> dict[str, Any]:
         principal = self.principal
         state = "revoked" if self.revoked else "expired" if self.expired(now) else "active"
-        return {"name": principal.name, "role": principal.role.value,
-                "groups": list(principal.groups), "site": principal.site,
-                "pilot_id": principal.pilot_id, "expires": principal.expires,
-                "created": self.created, "revoked": self.revoked, "state": state,
-                "public_key": self.public_key}
+        return {
+            "name": principal.name,
+            "role": principal.role.value,
+            "groups": list(principal.groups),
+            "site": principal.site,
+            "pilot_id": principal.pilot_id,
+            "expires": principal.expires,
+            "created": self.created,
+            "revoked": self.revoked,
+            "state": state,
+            "public_key": self.public_key,
+        }
 
     def to_json(self) -> dict[str, Any]:
         data = self.view(0.0)
@@ -73,12 +80,19 @@ class RegistryEntry:
     def from_json(cls, data: Any) -> RegistryEntry:
         try:
             principal = Principal(
-                name=str(data["name"]), role=Role(data["role"]),
+                name=str(data["name"]),
+                role=Role(data["role"]),
                 groups=tuple(str(group) for group in data.get("groups", ())),
-                site=str(data.get("site", "")), pilot_id=str(data.get("pilot_id", "")),
-                expires=float(data.get("expires", 0.0)))
-            entry = cls(principal, str(data["public_key"]), float(data.get("created", 0.0)),
-                        float(data.get("revoked", 0.0)))
+                site=str(data.get("site", "")),
+                pilot_id=str(data.get("pilot_id", "")),
+                expires=float(data.get("expires", 0.0)),
+            )
+            entry = cls(
+                principal,
+                str(data["public_key"]),
+                float(data.get("created", 0.0)),
+                float(data.get("revoked", 0.0)),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"identity registry: bad entry {str(data)[:100]}: {exc}") from None
         if not is_key(entry.public_key):
@@ -146,8 +160,11 @@ class IdentityRegistry:
 
     def purge(self, now: float, after: float) -> int:
         """Forget pilot tokens that expired more than ``after`` seconds ago."""
-        stale = [key for key, entry in self.by_key.items()
-                 if entry.is_pilot_token and entry.principal.expires + after <= now]
+        stale = [
+            key
+            for key, entry in self.by_key.items()
+            if entry.is_pilot_token and entry.principal.expires + after <= now
+        ]
         for key in stale:
             del self.by_key[key]
         self.dirty = self.dirty or bool(stale)
@@ -162,12 +179,14 @@ class IdentityRegistry:
         return [entry for entry in self._all_active(now) if entry.principal.name == name]
 
     def _all_active(self, now: float) -> list[RegistryEntry]:
-        return [entry for entry in self.by_key.values()
-                if not entry.revoked and not entry.expired(now)]
+        return [
+            entry for entry in self.by_key.values() if not entry.revoked and not entry.expired(now)
+        ]
 
     def entries(self, pilot_tokens: bool = False) -> list[RegistryEntry]:
-        found = [entry for entry in self.by_key.values()
-                 if pilot_tokens or not entry.is_pilot_token]
+        found = [
+            entry for entry in self.by_key.values() if pilot_tokens or not entry.is_pilot_token
+        ]
         return sorted(found, key=lambda entry: (entry.principal.name, entry.created))
 
     def to_json(self) -> str:
@@ -186,18 +205,28 @@ class IdentityRegistry:
 
 
 def pilot_token_name(site: str, pilot_id: str) -> str:
-    return f"{PILOT_PREFIX}{pilot_id}" if pilot_id else \
-        f"{PILOT_PREFIX}{site}:{secrets.token_hex(4)}"
+    return (
+        f"{PILOT_PREFIX}{pilot_id}" if pilot_id else f"{PILOT_PREFIX}{site}:{secrets.token_hex(4)}"
+    )
 
 
-def identity_for(entry: RegistryEntry, keypair: Keypair, service_key: str,
-                 server: str = "") -> Identity:
+def identity_for(
+    entry: RegistryEntry, keypair: Keypair, service_key: str, server: str = ""
+) -> Identity:
     """The identity file contents for a newly registered ``entry`` with its ``keypair``."""
     principal = entry.principal
-    return Identity(name=principal.name, role=principal.role.value, public_key=keypair.public,
-                    secret_key=keypair.secret, service_key=service_key,
-                    groups=principal.groups, site=principal.site, pilot_id=principal.pilot_id,
-                    expires=principal.expires, server=server)
+    return Identity(
+        name=principal.name,
+        role=principal.role.value,
+        public_key=keypair.public,
+        secret_key=keypair.secret,
+        service_key=service_key,
+        groups=principal.groups,
+        site=principal.site,
+        pilot_id=principal.pilot_id,
+        expires=principal.expires,
+        server=server,
+    )
 
 
 # -- files -------------------------------------------------------------------------------------
@@ -212,8 +241,10 @@ def load_registry(home: Path) -> IdentityRegistry:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"no identity registry {path}: run `dirac-like init --home "
-                          f"{home}` (or start the service with --insecure)") from None
+        raise ConfigError(
+            f"no identity registry {path}: run `dirac-like init --home "
+            f"{home}` (or start the service with --insecure)"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read identity registry {path}: {exc.strerror}") from None
     return IdentityRegistry.from_json(text, str(path))
@@ -231,8 +262,10 @@ def load_service_keys(home: Path) -> Keypair:
         data = json.loads(path.read_text(encoding="utf-8"))
         keypair = Keypair(str(data["public"]), str(data["secret"]))
     except FileNotFoundError:
-        raise ConfigError(f"no service keys {path}: run `dirac-like init --home {home}` (or "
-                          "start the service with --insecure)") from None
+        raise ConfigError(
+            f"no service keys {path}: run `dirac-like init --home {home}` (or "
+            "start the service with --insecure)"
+        ) from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"cannot use service keys {path}: {exc}") from None
     if not (is_key(keypair.public) and is_key(keypair.secret)):
@@ -260,8 +293,10 @@ def init_home(home: Path, now: float, server: str = "") -> InitResult:
         load_identity(existing)  # a broken home is an error, not something to paper over
         return InitResult(existing, created=False)
     if (home / SERVICE_KEY_FILE).exists() or registry_path(home).exists():
-        raise ConfigError(f"{home} is partly initialized (keys or registry without a default "
-                          "identity): fix or remove it by hand")
+        raise ConfigError(
+            f"{home} is partly initialized (keys or registry without a default "
+            "identity): fix or remove it by hand"
+        )
     for folder in (home / SERVICE_KEY_FILE.parent, home / IDENTITIES_FOLDER):
         folder.mkdir(mode=0o700, exist_ok=True)
     service = Keypair.generate()

@@ -77,8 +77,10 @@ def pack(files: list[Path], base: Path) -> bytes:
     base_resolved = base.resolve()
     buffer = io.BytesIO()
     added: set[str] = set()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as compressed, \
-            tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as compressed,
+        tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for listed in files:
             path = listed if listed.is_absolute() else base / listed
             if not path.exists():
@@ -94,8 +96,10 @@ def pack_named(files: dict[str, Path]) -> bytes:
     listed folder must stay inside it."""
     buffer = io.BytesIO()
     added: set[str] = set()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as compressed, \
-            tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as compressed,
+        tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for name, path in sorted(files.items()):
             if not path.exists():
                 raise SandboxError(f"sandbox file not found: {path}")
@@ -248,8 +252,9 @@ def _extract_tar(raw: _Inflated, staging: Path, max_bytes: int, max_files: int) 
                 try:
                     written += _unpack_member(tar, member, target, max_bytes - written)
                 except OSError as exc:
-                    raise SandboxError(f"sandbox member {member.name!r} cannot be unpacked: "
-                                       f"{exc.strerror}") from None
+                    raise SandboxError(
+                        f"sandbox member {member.name!r} cannot be unpacked: {exc.strerror}"
+                    ) from None
             _check_trailer(raw, tar.offset)
     except tarfile.TarError as exc:
         raise SandboxError(f"sandbox is not a valid archive: {exc}") from None
@@ -285,8 +290,7 @@ def _refused_kind(member: tarfile.TarInfo) -> str:
     return ""
 
 
-def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path,
-                   budget: int) -> int:
+def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, budget: int) -> int:
     """Create a folder or write a regular file, counting its bytes against ``budget``; returns
     the bytes written."""
     if member.isdir():
@@ -294,8 +298,10 @@ def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path,
         target.chmod((member.mode & 0o755) | 0o700)
         return 0
     if member.size > budget:
-        raise SandboxError(f"sandbox member {member.name!r} takes the sandbox over its size "
-                           f"limit ({member.size} bytes)")
+        raise SandboxError(
+            f"sandbox member {member.name!r} takes the sandbox over its size "
+            f"limit ({member.size} bytes)"
+        )
     source = tar.extractfile(member)
     assert source is not None  # a regular file
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -309,8 +315,9 @@ def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path,
         while chunk := source.read(_CHUNK):
             written += len(chunk)
             if written > budget:
-                raise SandboxError(f"sandbox member {member.name!r} takes the sandbox over "
-                                   "its size limit")
+                raise SandboxError(
+                    f"sandbox member {member.name!r} takes the sandbox over its size limit"
+                )
             out.write(chunk)
     with contextlib.suppress(OSError, OverflowError):
         os.utime(target, (member.mtime, member.mtime))
@@ -322,8 +329,9 @@ def _check_trailer(raw: _Inflated, end: int) -> None:
     raw.seek(end)
     while chunk := raw.read(_CHUNK):
         if chunk.count(0) != len(chunk):
-            raise SandboxError("sandbox has data after its last member (a header lies about "
-                               "its size): refused")
+            raise SandboxError(
+                "sandbox has data after its last member (a header lies about its size): refused"
+            )
 
 
 def _move_into(staging: Path, dest: Path) -> None:
@@ -357,8 +365,9 @@ class SandboxStore:
     def put(self, data: bytes) -> str:
         """Store ``data``; returns its sha256. Storing the same bytes twice keeps one copy."""
         if len(data) > self.max_bytes:
-            raise SandboxError(f"sandbox of {len(data)} bytes is over the limit of "
-                               f"{self.max_bytes} bytes")
+            raise SandboxError(
+                f"sandbox of {len(data)} bytes is over the limit of {self.max_bytes} bytes"
+            )
         sha256 = checksum(data)
         path = self._path(sha256)
         if path.is_file() and path.stat().st_size == len(data):
@@ -387,8 +396,15 @@ class SandboxStore:
 
     # -- in pieces (uploads and downloads over the network) -------------------------------------
 
-    def write_chunk(self, sha256: str, size: int, offset: int, data: bytes,
-                    max_bytes: int | None = None, uploader: str = "") -> int:
+    def write_chunk(
+        self,
+        sha256: str,
+        size: int,
+        offset: int,
+        data: bytes,
+        max_bytes: int | None = None,
+        uploader: str = "",
+    ) -> int:
         """Add ``data`` at ``offset`` to ``uploader``'s partial upload of archive ``sha256`` of
         ``size`` bytes; returns the bytes received so far (``size`` once it is complete, checked
         and stored, and ``uploader`` holds it). Chunks come in order; a chunk sent again (a
@@ -404,8 +420,10 @@ class SandboxStore:
         partial = self._partial(sha256, uploader)
         have = partial.stat().st_size if partial.exists() else 0
         if not 0 <= offset <= have or offset + len(data) > size or not data:
-            raise SandboxError(f"sandbox {sha256}: chunk of {len(data)} bytes at offset {offset} "
-                               f"does not follow the {have} bytes received (size {size})")
+            raise SandboxError(
+                f"sandbox {sha256}: chunk of {len(data)} bytes at offset {offset} "
+                f"does not follow the {have} bytes received (size {size})"
+            )
         with open(partial, "r+b" if partial.exists() else "wb") as out:
             out.seek(offset)
             out.write(data)
@@ -433,8 +451,11 @@ class SandboxStore:
 
     def granted(self, sha256: str, holder: str) -> bool:
         """Whether ``holder`` holds the stored archive ``sha256``."""
-        return (is_sha256(sha256) and self._path(sha256).is_file()
-                and self._grant_path(sha256, holder).exists())
+        return (
+            is_sha256(sha256)
+            and self._path(sha256).is_file()
+            and self._grant_path(sha256, holder).exists()
+        )
 
     def _grant_path(self, sha256: str, holder: str) -> Path:
         # Hashed: a holder's name may be anything (even "..") and 200 characters long.
@@ -448,8 +469,10 @@ class SandboxStore:
                 digest.update(block)
         if digest.hexdigest() != sha256:
             partial.unlink()
-            raise SandboxError(f"sandbox {sha256}: the uploaded bytes have sha256 "
-                               f"{digest.hexdigest()}; upload it again")
+            raise SandboxError(
+                f"sandbox {sha256}: the uploaded bytes have sha256 "
+                f"{digest.hexdigest()}; upload it again"
+            )
         path = self._path(sha256)
         if path.is_file():  # the same bytes as the copy kept: one copy is enough
             partial.unlink()
@@ -493,7 +516,7 @@ class SandboxStore:
             for path in folder.iterdir():
                 name = path.name
                 if name.endswith(GRANTS_SUFFIX):
-                    if not path.with_name(name[:-len(GRANTS_SUFFIX)]).exists():
+                    if not path.with_name(name[: -len(GRANTS_SUFFIX)]).exists():
                         shutil.rmtree(path, ignore_errors=True)  # its archive went
                     continue
                 if name in referenced or not (is_sha256(name) or name.startswith(TEMPORARY_PREFIX)):
@@ -516,4 +539,3 @@ class SandboxStore:
 
 def is_sha256(text: str) -> bool:
     return len(text) == 64 and set(text) <= _SHA256_HEX
-

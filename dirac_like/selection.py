@@ -77,8 +77,10 @@ def parse_age(text: str) -> float:
     """``90``, ``90s``, ``15m``, ``6h``, ``2d``, ``1w`` -> seconds."""
     match = AGE.match(text.strip())
     if not match:
-        raise InvalidArgument(f"age {text[:40]!r} is not valid: a number with an optional unit "
-                              "s, m, h, d or w (e.g. 2d, 6h, 90m)")
+        raise InvalidArgument(
+            f"age {text[:40]!r} is not valid: a number with an optional unit "
+            "s, m, h, d or w (e.g. 2d, 6h, 90m)"
+        )
     return float(match.group(1)) * AGE_UNITS[match.group(2)]
 
 
@@ -94,19 +96,25 @@ def parse_selection(text: str) -> Selection:
         if not sep or not value:
             raise InvalidArgument(f"selection item {part[:40]!r} is not field=value")
         if key not in FIELDS:
-            raise InvalidArgument(f"selection field {key[:40]!r} is unknown: use "
-                                  f"{', '.join(FIELDS)}")
+            raise InvalidArgument(
+                f"selection field {key[:40]!r} is unknown: use {', '.join(FIELDS)}"
+            )
         if key in values:
             raise InvalidArgument(f"selection field {key!r} is given twice")
         values[key] = value
     if not values:
-        raise InvalidArgument(f"empty selection: give at least one of {', '.join(FIELDS)} "
-                              "(e.g. status=Waiting,older=2d)")
+        raise InvalidArgument(
+            f"empty selection: give at least one of {', '.join(FIELDS)} "
+            "(e.g. status=Waiting,older=2d)"
+        )
     return Selection(
-        statuses=frozenset(parse_status(s.strip()) for s in values.get("status", "").split("|")
-                           if s.strip()),
-        site=values.get("site", ""), owner=values.get("owner", ""),
-        group=values.get("group", ""), name=values.get("name", ""),
+        statuses=frozenset(
+            parse_status(s.strip()) for s in values.get("status", "").split("|") if s.strip()
+        ),
+        site=values.get("site", ""),
+        owner=values.get("owner", ""),
+        group=values.get("group", ""),
+        name=values.get("name", ""),
         older=parse_age(values["older"]) if "older" in values else 0.0,
         newer=parse_age(values["newer"]) if "newer" in values else 0.0,
     )

@@ -130,8 +130,9 @@ class FairShare:
         """How many cores ``group`` is owed among ``groups`` (those competing for a pilot): its
         fraction of their shares times their total load, minus its own load. Negative: the
         group is above its share."""
-        loads = {g: self.account(g, "").load(now, self.half_life) for g in groups
-                 if g != PROBE_GROUP}  # site tests take no share
+        loads = {
+            g: self.account(g, "").load(now, self.half_life) for g in groups if g != PROBE_GROUP
+        }  # site tests take no share
         loads.setdefault(group, self.account(group, "").load(now, self.half_life))
         total_share = sum(self.group_share(g) for g in loads)
         return self.group_share(group) / total_share * sum(loads.values()) - loads[group]
@@ -153,8 +154,9 @@ class FairShare:
     def take_dirty(self) -> list[UsageRecord]:
         """Usage records changed since the last call (to be written with the batch)."""
         records = [
-            UsageRecord(group, user, self.accounts[(group, user)].usage,
-                        self.accounts[(group, user)].stamp)
+            UsageRecord(
+                group, user, self.accounts[(group, user)].usage, self.accounts[(group, user)].stamp
+            )
             for group, user in sorted(self.dirty)
         ]
         self.dirty.clear()

@@ -51,8 +51,7 @@ FINAL_STATUSES = frozenset({S.DONE, S.FAILED, S.KILLED, S.DELETED})
 ACTIVE_STATUSES = frozenset({S.MATCHED, S.RUNNING, S.COMPLETING, S.STALLED})
 # What a pilot may report with update_status.
 # Rescheduled: a pilot stopped by its batch system (or an admin) hands its jobs back.
-PILOT_REPORTABLE = frozenset({S.RUNNING, S.COMPLETING, S.DONE, S.FAILED, S.KILLED,
-                              S.RESCHEDULED})
+PILOT_REPORTABLE = frozenset({S.RUNNING, S.COMPLETING, S.DONE, S.FAILED, S.KILLED, S.RESCHEDULED})
 
 
 def parse_status(name: str) -> JobStatus:

@@ -56,8 +56,13 @@ def sandbox_name(entry: str) -> str:
 def local_entries(input_sandbox: Any) -> list[str]:
     """The InputSandbox entries that are files on this machine (not SB:, not LFN:)."""
     entries = input_sandbox if isinstance(input_sandbox, list | tuple) else [input_sandbox]
-    return [entry.strip() for entry in entries if isinstance(entry, str) and entry.strip()
-            and not entry.strip().startswith((SANDBOX_PREFIX, GRID_PREFIX))]
+    return [
+        entry.strip()
+        for entry in entries
+        if isinstance(entry, str)
+        and entry.strip()
+        and not entry.strip().startswith((SANDBOX_PREFIX, GRID_PREFIX))
+    ]
 
 
 # --- step 1: validate everything -------------------------------------------------------------
@@ -65,13 +70,18 @@ def local_entries(input_sandbox: Any) -> list[str]:
 
 # The service applies its own limits (CPU time, job types, number of jobs, ...), which the client
 # does not know: here everything else is checked, with limits no service is below.
-CLIENT_LIMITS = DescriptionLimits(max_cpu_time=2**62, max_processors=2**31,
-                                  max_parametric_jobs=1_000_000, max_input_data=2**31,
-                                  allowed_job_types=())
+CLIENT_LIMITS = DescriptionLimits(
+    max_cpu_time=2**62,
+    max_processors=2**31,
+    max_parametric_jobs=1_000_000,
+    max_input_data=2**31,
+    allowed_job_types=(),
+)
 
 
-def prepare_submission(sources: list[tuple[Path, Description]],
-                       limits: DescriptionLimits = CLIENT_LIMITS) -> list[PreparedJob]:
+def prepare_submission(
+    sources: list[tuple[Path, Description]], limits: DescriptionLimits = CLIENT_LIMITS
+) -> list[PreparedJob]:
     """Validate every description and find its sandbox files; the first error is raised
     (naming the job file) before anything is uploaded."""
     return [prepare_job(path, source, limits) for path, source in sources]
@@ -81,8 +91,7 @@ def prepare_job(path: Path, source: Description, limits: DescriptionLimits) -> P
     try:
         parsed = parse_job_descriptions(source, limits)
         lines = parse_jdl(source).lines if isinstance(source, str) else {}
-        line = next((line for name, line in lines.items() if name.lower() == "inputsandbox"),
-                    None)
+        line = next((line for name, line in lines.items() if name.lower() == "inputsandbox"), None)
         entries: dict[str, None] = {}
         for description in parsed.descriptions:
             entries.update(dict.fromkeys(local_entries(list(description.input_sandbox))))
@@ -102,13 +111,16 @@ def _local_files(entries: list[str], folder: Path, line: int | None) -> dict[str
         local = Path(entry).expanduser()
         local = local if local.is_absolute() else folder / local
         if not local.exists():
-            raise _sandbox_error(f"InputSandbox file {entry!r} not found (looked for {local})",
-                                 line)
+            raise _sandbox_error(
+                f"InputSandbox file {entry!r} not found (looked for {local})", line
+            )
         if not os.access(local, os.R_OK) or (local.is_dir() and not os.access(local, os.X_OK)):
             raise _sandbox_error(f"InputSandbox file {entry!r} cannot be read", line)
         if name in files and files[name].resolve() != local.resolve():
-            message = (f"InputSandbox files {given[name]!r} and {entry!r} have the same name "
-                       f"{name!r} in the sandbox: rename one")
+            message = (
+                f"InputSandbox files {given[name]!r} and {entry!r} have the same name "
+                f"{name!r} in the sandbox: rename one"
+            )
             raise _sandbox_error(message, line)
         files[name], given[name] = local, entry
     return files
@@ -141,8 +153,7 @@ def with_sandbox_entry(source: Description, entry: str) -> Description:
     """``source`` with ``entry`` added to its InputSandbox; JDL text keeps its line numbers."""
     if not isinstance(source, str):
         attributes = dict(source)
-        key = next((name for name in attributes if name.lower() == "inputsandbox"),
-                   "InputSandbox")
+        key = next((name for name in attributes if name.lower() == "inputsandbox"), "InputSandbox")
         value = attributes.get(key)
         listed = list(value) if isinstance(value, list | tuple) else ([value] if value else [])
         attributes[key] = [*listed, entry]
@@ -171,8 +182,9 @@ def _quoted(text: str) -> str:
 # --- compatibility ---------------------------------------------------------------------------
 
 
-def with_input_sandbox(description: Description, folder: Path, client: Client,
-                       uploaded: dict[tuple[str, ...], str]) -> Description:
+def with_input_sandbox(
+    description: Description, folder: Path, client: Client, uploaded: dict[tuple[str, ...], str]
+) -> Description:
     """One description, validated, its local InputSandbox files uploaded and named by an
     ``SB:`` entry (the older one-at-a-time interface; ``uploaded`` is not used)."""
     job = prepare_job(folder / "job", description, CLIENT_LIMITS)

@@ -19,7 +19,9 @@ T = TypeVar("T")
 
 
 def wait_for(
-    condition: Callable[[], T], what: str = "the condition", timeout: float = 30.0,
+    condition: Callable[[], T],
+    what: str = "the condition",
+    timeout: float = 30.0,
     interval: float = 0.02,
 ) -> T:
     """Poll ``condition`` until it returns something true and return that; AssertionError naming
@@ -34,13 +36,19 @@ def wait_for(
         time.sleep(interval)
 
 
-def run_cli(endpoint: str, *args: str, cwd: Path, timeout: float = 60.0
-            ) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    endpoint: str, *args: str, cwd: Path, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
     """``dirac-like ARGS --server ENDPOINT`` in ``cwd``, as a user runs it (a child process,
     started like every dirac-like child); its output captured as text."""
-    return subprocess.run([*dirac_like_argv(*args), "--server", endpoint], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*dirac_like_argv(*args), "--server", endpoint],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def job_output_text(client: Client, job_id: int, name: str = "std.out") -> str:

@@ -63,11 +63,17 @@ def make_login_token(identity: Identity, now: float, lifetime: float = DEFAULT_L
     """A token for ``identity``, valid for ``lifetime`` seconds from ``now``."""
     if not 0 < lifetime <= MAX_LIFETIME:
         raise ValueError(f"lifetime must be in (0, {MAX_LIFETIME:g}] seconds")
-    claim = {"k": identity.public_key, "n": identity.name, "iat": now, "exp": now + lifetime,
-             "nonce": secrets.token_hex(12)}
+    claim = {
+        "k": identity.public_key,
+        "n": identity.name,
+        "iat": now,
+        "exp": now + lifetime,
+        "nonce": secrets.token_hex(12),
+    }
     body = json.dumps(claim, separators=(",", ":"), sort_keys=True).encode()
-    mac = hmac.new(login_key(identity.secret_key, identity.service_key), body,
-                   hashlib.sha256).digest()
+    mac = hmac.new(
+        login_key(identity.secret_key, identity.service_key), body, hashlib.sha256
+    ).digest()
     return f"{TOKEN_PREFIX}.{_b64(body)}.{_b64(mac)}"
 
 
@@ -76,8 +82,9 @@ def check_login_token(token: str, service_secret_z85: str, now: float) -> LoginC
     identity is still active, and whether its nonce was used, the caller checks.)"""
     body, mac = _split(token)
     claim = _parse_claim(body)
-    expected = hmac.new(login_key(service_secret_z85, claim.public_key), body,
-                        hashlib.sha256).digest()
+    expected = hmac.new(
+        login_key(service_secret_z85, claim.public_key), body, hashlib.sha256
+    ).digest()
     if not hmac.compare_digest(expected, mac):
         raise LoginRefused(f"login token for {claim.name!r}: bad signature")
     if claim.expires <= now:
@@ -125,8 +132,9 @@ def _split(token: str) -> tuple[bytes, bytes]:
 def _parse_claim(body: bytes) -> LoginClaim:
     try:
         raw = json.loads(body)
-        claim = LoginClaim(str(raw["k"]), str(raw["n"]), float(raw["iat"]), float(raw["exp"]),
-                           str(raw["nonce"]))
+        claim = LoginClaim(
+            str(raw["k"]), str(raw["n"]), float(raw["iat"]), float(raw["exp"]), str(raw["nonce"])
+        )
     except (ValueError, KeyError, TypeError):
         raise LoginRefused("login token: bad claim") from None
     if not is_key(claim.public_key):

@@ -98,35 +98,57 @@ class Explanation:
     estimated_wait: float = -1.0  # seconds; -1: unknown
 
 
-def explain(job: JobRecord, task_queue: TaskQueue, matcher: Matcher, grid: GridView,
-            reschedule_at: float = 0.0) -> Explanation:
+def explain(
+    job: JobRecord,
+    task_queue: TaskQueue,
+    matcher: Matcher,
+    grid: GridView,
+    reschedule_at: float = 0.0,
+) -> Explanation:
     """Why ``job`` (waiting in ``task_queue``) has not started."""
     base = Explanation(job.job_id, job.status.value, NOT_WAITING, "")
     if job.status is JobStatus.RESCHEDULED:
-        return dataclasses.replace(base, verdict=HELD, reason=(
-            f"held back: rescheduled ({job.minor_status}); back to Waiting in "
-            f"{_duration(reschedule_at - grid.now)}"))
+        return dataclasses.replace(
+            base,
+            verdict=HELD,
+            reason=(
+                f"held back: rescheduled ({job.minor_status}); back to Waiting in "
+                f"{_duration(reschedule_at - grid.now)}"
+            ),
+        )
     if job.status is not JobStatus.WAITING:
         return dataclasses.replace(base, reason=f"the job is {job.status.value}, not waiting")
     ce_rejections, capable = _reject_counts(task_queue, grid.ces)
     pilot_rejections, fitting = _reject_counts(task_queue, grid.pilots)
     base = dataclasses.replace(
-        base, ces_considered=len(grid.ces), ce_rejections=ce_rejections,
-        pilots_considered=len(grid.pilots), pilot_rejections=pilot_rejections)
+        base,
+        ces_considered=len(grid.ces),
+        ce_rejections=ce_rejections,
+        pilots_considered=len(grid.pilots),
+        pilot_rejections=pilot_rejections,
+    )
     if not grid.ces and not grid.pilots:
-        return dataclasses.replace(base, verdict=UNKNOWN_GRID, reason=(
-            "no CE and no pilot is known yet: no director has sized pilots and no pilot has "
-            "come, so nothing can run it"))
-    never = never_reasons(task_queue.requirements, task_queue.group, grid.ces or grid.pilots,
-                          grid.known_sites)
+        return dataclasses.replace(
+            base,
+            verdict=UNKNOWN_GRID,
+            reason=(
+                "no CE and no pilot is known yet: no director has sized pilots and no pilot has "
+                "come, so nothing can run it"
+            ),
+        )
+    never = never_reasons(
+        task_queue.requirements, task_queue.group, grid.ces or grid.pilots, grid.known_sites
+    )
     if never:
-        return dataclasses.replace(base, verdict=NEVER, reason="no CE can ever run it: "
-                                   + "; ".join(never), details=never)
+        return dataclasses.replace(
+            base, verdict=NEVER, reason="no CE can ever run it: " + "; ".join(never), details=never
+        )
     return _where(base, job, task_queue, matcher, grid, capable + fitting, fitting)
 
 
-def _reject_counts(task_queue: TaskQueue, offers: Iterable[PilotResources]
-                   ) -> tuple[dict[str, int], list[PilotResources]]:
+def _reject_counts(
+    task_queue: TaskQueue, offers: Iterable[PilotResources]
+) -> tuple[dict[str, int], list[PilotResources]]:
     """How many ``offers`` reject the task queue by each requirement, and those that fit. The
     static requirements are checked once per distinct static offer (10k pilots are a few dozen
     CEs), the capacity ones per offer."""
@@ -135,14 +157,22 @@ def _reject_counts(task_queue: TaskQueue, offers: Iterable[PilotResources]
     fitting = []
     static_of: dict[tuple[object, ...], list[str]] = {}
     for offer in offers:
-        key = (offer.site, offer.ce, offer.platform, tuple(offer.tags),
-               tuple(offer.required_tags), offer.owner_group)
+        key = (
+            offer.site,
+            offer.ce,
+            offer.platform,
+            tuple(offer.tags),
+            tuple(offer.required_tags),
+            offer.owner_group,
+        )
         static = static_of.get(key)
         if static is None:
-            static = static_of[key] = [name for name, check in STATIC_CHECKS
-                                       if not check(req, group, offer)]
-        rejected = static + [name for name, check in CAPACITY_CHECKS
-                             if not check(req, group, offer)]
+            static = static_of[key] = [
+                name for name, check in STATIC_CHECKS if not check(req, group, offer)
+            ]
+        rejected = static + [
+            name for name, check in CAPACITY_CHECKS if not check(req, group, offer)
+        ]
         for name in rejected:
             counts[name] = counts.get(name, 0) + 1
         if not rejected:
@@ -150,8 +180,9 @@ def _reject_counts(task_queue: TaskQueue, offers: Iterable[PilotResources]
     return counts, fitting
 
 
-def never_reasons(requirements: Requirements, group: str, ces: list[PilotResources],
-                  known_sites: frozenset[str]) -> list[str]:
+def never_reasons(
+    requirements: Requirements, group: str, ces: list[PilotResources], known_sites: frozenset[str]
+) -> list[str]:
     """Why no CE in ``ces`` can ever run a job with ``requirements`` ([] if one can): one line
     per requirement that every CE rejects, in the job's own terms."""
     if not ces:
@@ -163,13 +194,17 @@ def never_reasons(requirements: Requirements, group: str, ces: list[PilotResourc
         if not rejected:
             return []
         rejected_by_all = rejected if rejected_by_all is None else rejected_by_all & rejected
-    lines = [_never_line(name, requirements, ces, known_sites)
-             for name, _ in REQUIREMENT_CHECKS if name in (rejected_by_all or set())]
+    lines = [
+        _never_line(name, requirements, ces, known_sites)
+        for name, _ in REQUIREMENT_CHECKS
+        if name in (rejected_by_all or set())
+    ]
     return lines or ["no CE meets all of its requirements at once (see the counts)"]
 
 
-def _never_line(name: str, req: Requirements, ces: list[PilotResources],
-                known_sites: frozenset[str]) -> str:
+def _never_line(
+    name: str, req: Requirements, ces: list[PilotResources], known_sites: frozenset[str]
+) -> str:
     if name == "Site":
         unknown = [site for site in req.sites if site not in known_sites]
         if len(unknown) == len(req.sites):
@@ -195,22 +230,38 @@ def _never_line(name: str, req: Requirements, ces: list[PilotResources],
     return f"{name}: every CE rejects it"
 
 
-def _where(base: Explanation, job: JobRecord, task_queue: TaskQueue, matcher: Matcher,
-           grid: GridView, capable: list[PilotResources], fitting: list[PilotResources]
-           ) -> Explanation:
+def _where(
+    base: Explanation,
+    job: JobRecord,
+    task_queue: TaskQueue,
+    matcher: Matcher,
+    grid: GridView,
+    capable: list[PilotResources],
+    fitting: list[PilotResources],
+) -> Explanation:
     """The job could run somewhere: which sites block it, or whom it lost to."""
     sites = sorted({offer.site for offer in capable})
     blocked = [_site_block(grid, site) for site in sites]
     open_sites = [site for site, why in zip(sites, blocked, strict=True) if not why]
     details = [why for why in blocked if why]
     if not open_sites:
-        return dataclasses.replace(base, verdict=SITES, details=details, reason=(
-            "every site that could run it takes no job now: " + "; ".join(details)))
+        return dataclasses.replace(
+            base,
+            verdict=SITES,
+            details=details,
+            reason=("every site that could run it takes no job now: " + "; ".join(details)),
+        )
     fitting_open = [pilot for pilot in fitting if pilot.site in open_sites]
     if not fitting_open:
-        return dataclasses.replace(base, verdict=NO_PILOTS, details=details, reason=(
-            f"no pilot that fits it came lately to {', '.join(open_sites)} (the sites that "
-            "could run it); directors there will send some for it"))
+        return dataclasses.replace(
+            base,
+            verdict=NO_PILOTS,
+            details=details,
+            reason=(
+                f"no pilot that fits it came lately to {', '.join(open_sites)} (the sites that "
+                "could run it); directors there will send some for it"
+            ),
+        )
     return _lost(base, job, task_queue, matcher, grid, fitting_open[0], details)
 
 
@@ -226,25 +277,44 @@ def _site_block(grid: GridView, site: str) -> str:
     return ""
 
 
-def _lost(base: Explanation, job: JobRecord, task_queue: TaskQueue, matcher: Matcher,
-          grid: GridView, pilot: PilotResources, details: list[str]) -> Explanation:
+def _lost(
+    base: Explanation,
+    job: JobRecord,
+    task_queue: TaskQueue,
+    matcher: Matcher,
+    grid: GridView,
+    pilot: PilotResources,
+    details: list[str],
+) -> Explanation:
     """Pilots that fit came: the job's place in the matcher's order for such a pilot (the
     groups and users that have waiting jobs this pilot could take, ranked as the matcher ranks
     them now)."""
     shares, now = matcher.shares, grid.now
-    tree = {group: {user: [q for q in queues if len(q) and q.fits_capacity(pilot)]
-                    for user, queues in users.items()}
-            for group, users in matcher.eligible(pilot).items()}
-    tree = {group: {user: queues for user, queues in users.items() if queues}
-            for group, users in tree.items()}
+    tree = {
+        group: {
+            user: [q for q in queues if len(q) and q.fits_capacity(pilot)]
+            for user, queues in users.items()
+        }
+        for group, users in matcher.eligible(pilot).items()
+    }
+    tree = {
+        group: {user: queues for user, queues in users.items() if queues}
+        for group, users in tree.items()
+    }
     groups = [group for group in shares.rank_groups(tree, now) if tree[group]]
     users = shares.rank_users(job.group, tree[job.group], now)
-    ahead = sum(len(queue) for group in groups[:groups.index(job.group)]
-                for queues in tree[group].values() for queue in queues)
-    ahead += sum(len(queue) for user in users[:users.index(job.owner)]
-                 for queue in tree[job.group][user])
-    ahead += sum(queue.count_before((-job.priority, job.job_id))
-                 for queue in tree[job.group][job.owner])
+    ahead = sum(
+        len(queue)
+        for group in groups[: groups.index(job.group)]
+        for queues in tree[group].values()
+        for queue in queues
+    )
+    ahead += sum(
+        len(queue) for user in users[: users.index(job.owner)] for queue in tree[job.group][user]
+    )
+    ahead += sum(
+        queue.count_before((-job.priority, job.job_id)) for queue in tree[job.group][job.owner]
+    )
     lines = [
         f"group {job.group}: place {groups.index(job.group) + 1} of {len(groups)} with jobs "
         f"waiting, by load per share ({shares.group_priority(job.group, now):.3g} cores per "
@@ -255,12 +325,20 @@ def _lost(base: Explanation, job: JobRecord, task_queue: TaskQueue, matcher: Mat
     ]
     wait = ahead / grid.match_rate if grid.match_rate > 0 else -1.0
     estimate = f"; about {_duration(wait)} at the recent rate" if wait >= 0 else ""
-    reason = (f"pilots that fit it came, but others were served first: {ahead} jobs ahead of "
-              f"it{estimate}" if ahead else
-              "it is first in line: the next pilot that fits takes it (pilots that fit came "
-              "lately and are busy)")
-    return dataclasses.replace(base, verdict=LOST, details=lines + details, jobs_ahead=ahead,
-                               estimated_wait=wait, reason=reason)
+    reason = (
+        f"pilots that fit it came, but others were served first: {ahead} jobs ahead of it{estimate}"
+        if ahead
+        else "it is first in line: the next pilot that fits takes it (pilots that fit came "
+        "lately and are busy)"
+    )
+    return dataclasses.replace(
+        base,
+        verdict=LOST,
+        details=lines + details,
+        jobs_ahead=ahead,
+        estimated_wait=wait,
+        reason=reason,
+    )
 
 
 def _duration(seconds: float) -> str:

@@ -179,12 +179,37 @@ class PilotSlot:
     def start(self, endpoint: str, env: dict[str, str], cores: int) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         command = dirac_like_argv(
-            "pilot", "--server", endpoint, "--site", SITE, "--ce", "ce", "--cores", str(cores),
-            "--workdir", str(self.workdir), "--pilot-id", self.pilot_id, "--heartbeat", "0.5",
-            "--request-interval", "0.2", "--idle-timeout", "0", "--kill-grace", "1")
+            "pilot",
+            "--server",
+            endpoint,
+            "--site",
+            SITE,
+            "--ce",
+            "ce",
+            "--cores",
+            str(cores),
+            "--workdir",
+            str(self.workdir),
+            "--pilot-id",
+            self.pilot_id,
+            "--heartbeat",
+            "0.5",
+            "--request-interval",
+            "0.2",
+            "--idle-timeout",
+            "0",
+            "--kill-grace",
+            "1",
+        )
         with open(self.log_path(len(self.lives)), "wb") as log_file:
-            self.popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file,
-                                          stderr=log_file, env=env, start_new_session=True)
+            self.popen = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                env=env,
+                start_new_session=True,
+            )
         self.lives.append(PilotLife(self.pilot_id, time.monotonic()))
 
     def log_path(self, life: int) -> Path:
@@ -232,7 +257,7 @@ class PayloadWatch:
         with open(self.path, "rb") as log:
             log.seek(self.offset)
             data = log.read()
-        complete = data[:data.rfind(b"\n") + 1]
+        complete = data[: data.rfind(b"\n") + 1]
         self.offset += len(complete)
         for line in complete.decode(errors="replace").splitlines():
             with contextlib.suppress(ValueError, KeyError, TypeError):
@@ -241,8 +266,11 @@ class PayloadWatch:
     def _note(self, record: dict[str, Any]) -> None:
         run, event = str(record["run"]), record["event"]
         if event == "start":
-            self.running[run] = (str(record["pilot"]), float(record["mono"]),
-                                 float(record["until"]))
+            self.running[run] = (
+                str(record["pilot"]),
+                float(record["mono"]),
+                float(record["until"]),
+            )
         elif event == "end":
             pilot, start, _ = self.running.pop(run, ("", 0.0, 0.0))
             self.finished.append((pilot, start, float(record["mono"])))
@@ -256,8 +284,9 @@ class Submitter(threading.Thread):
     """Submits ``--jobs`` jobs in batches, paced over the chaos, and records every acknowledged
     job id (in memory and in ``acknowledged.txt``)."""
 
-    def __init__(self, settings: Settings, env: dict[str, str], rng: random.Random,
-                 pace: float) -> None:
+    def __init__(
+        self, settings: Settings, env: dict[str, str], rng: random.Random, pace: float
+    ) -> None:
         super().__init__(name="submitter", daemon=True)
         self.settings, self.env, self.rng, self.pace = settings, env, rng, pace
         self.acknowledged: list[int] = []
@@ -286,19 +315,33 @@ class Submitter(threading.Thread):
         long = self.rng.random() < self.settings.long_fraction
         duration = self.rng.uniform(8.0, 12.0) if long else self.rng.uniform(0.2, 2.0)
         folder = self.settings.folder
-        arguments = ["-I", "-S", str(folder / "payload.py"), str(folder / "payloads.log"),
-                     f"{duration:.2f}"]
-        return {"Executable": sys.executable, "Arguments": shlex.join(arguments),
-                "CPUTime": 600, "JobName": "long" if long else "short"}
+        arguments = [
+            "-I",
+            "-S",
+            str(folder / "payload.py"),
+            str(folder / "payloads.log"),
+            f"{duration:.2f}",
+        ]
+        return {
+            "Executable": sys.executable,
+            "Arguments": shlex.join(arguments),
+            "CPUTime": 600,
+            "JobName": "long" if long else "short",
+        }
 
 
 def submit(path: Path, env: dict[str, str]) -> list[int] | None:
     """The job ids the service acknowledged for this file, or None (refused, unreachable, or
     no answer in time: then the jobs may exist but were never acknowledged)."""
     try:
-        done = subprocess.run(dirac_like_argv("job", "submit", str(path), "--json"), env=env,
-                              capture_output=True, text=True, timeout=CLI_TIMEOUT,
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            dirac_like_argv("job", "submit", str(path), "--json"),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         return None
     if done.returncode != 0:
@@ -308,9 +351,15 @@ def submit(path: Path, env: dict[str, str]) -> list[int] | None:
 
 def service_jobs(env: dict[str, str]) -> dict[int, str]:
     """Every job the service knows: id -> status (``dirac-like job list --json``)."""
-    done = subprocess.run(dirac_like_argv("job", "list", "--json", "--limit", "10000000"),
-                          env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT,
-                          stdin=subprocess.DEVNULL, check=True)
+    done = subprocess.run(
+        dirac_like_argv("job", "list", "--json", "--limit", "10000000"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+        check=True,
+    )
     return {int(row["job_id"]): str(row["status"]) for row in json.loads(done.stdout)}
 
 
@@ -328,8 +377,12 @@ class Chaos:
         self.service = Service(folder)
         self.env: dict[str, str] = {}
         token = secrets.token_hex(3)
-        self.slots = [PilotSlot(f"chaos-{token}-{index}", folder / "pilots" / str(index),
-                                folder / "pilot-logs") for index in range(settings.pilots)]
+        self.slots = [
+            PilotSlot(
+                f"chaos-{token}-{index}", folder / "pilots" / str(index), folder / "pilot-logs"
+            )
+            for index in range(settings.pilots)
+        ]
         self.watch = PayloadWatch(folder / "payloads.log")
         self.kills_done: dict[str, int] = dict.fromkeys(KINDS, 0)
         self.submitter: Submitter | None = None
@@ -338,9 +391,12 @@ class Chaos:
     def run(self) -> ChaosReport:
         settings = self.settings
         self.service.start()
-        self.env = {**os.environ, "DIRAC_LIKE_HOME": str(self.service.home),
-                    "DIRAC_LIKE_SERVER": self.service.endpoint,
-                    "DIRAC_LIKE_IDENTITY": str(self.service.identity_path)}
+        self.env = {
+            **os.environ,
+            "DIRAC_LIKE_HOME": str(self.service.home),
+            "DIRAC_LIKE_SERVER": self.service.endpoint,
+            "DIRAC_LIKE_IDENTITY": str(self.service.identity_path),
+        }
         for slot in self.slots:
             slot.start(self.service.endpoint, self.env, settings.cores)
         batches = max(1, -(-settings.jobs // settings.batch))
@@ -349,8 +405,13 @@ class Chaos:
         submitter.start()
         self.submitter = submitter
         try:
-            plan = kill_plan(random.Random(settings.seed), KINDS, settings.weights,
-                             settings.kills, settings.kill_interval)
+            plan = kill_plan(
+                random.Random(settings.seed),
+                KINDS,
+                settings.weights,
+                settings.kills,
+                settings.kill_interval,
+            )
             for delay, kind in plan:
                 self.pause(delay)
                 self.kill(kind)
@@ -476,8 +537,11 @@ class Chaos:
                     raise
                 self.pause(1.0)
                 continue
-            pending = [job_id for job_id, status in jobs.items()
-                       if status not in ("Done", "Failed", "Killed")]
+            pending = [
+                job_id
+                for job_id, status in jobs.items()
+                if status not in ("Done", "Failed", "Killed")
+            ]
             if not pending or time.monotonic() > deadline:
                 return jobs
             self.pause(1.0)
@@ -514,21 +578,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pilots", type=int, default=4, help="pilots at once (default 4)")
     parser.add_argument("--cores", type=int, default=2, help="cores per pilot (default 2)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
-    parser.add_argument("--kill-interval", type=float, default=2.0, metavar="S",
-                        help="mean seconds between kills (default 2)")
-    parser.add_argument("--max-downtime", type=float, default=1.0, metavar="S",
-                        help="longest pause before a killed service restarts (default 1)")
-    parser.add_argument("--weights", default="3,1,2,2,2", metavar="W,...",
-                        help="relative odds of the kinds of kill: " + ", ".join(KINDS)
-                        + " (default 3,1,2,2,2; 0,0,1,0,0: random pilot kills only); "
-                        "each kind with odds > 0 comes at least once when --kills allows")
-    parser.add_argument("--long-fraction", type=float, default=0.1,
-                        help="jobs whose payload runs 8-12 s instead of 0.2-2 s (default 0.1)")
+    parser.add_argument(
+        "--kill-interval",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="mean seconds between kills (default 2)",
+    )
+    parser.add_argument(
+        "--max-downtime",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="longest pause before a killed service restarts (default 1)",
+    )
+    parser.add_argument(
+        "--weights",
+        default="3,1,2,2,2",
+        metavar="W,...",
+        help="relative odds of the kinds of kill: "
+        + ", ".join(KINDS)
+        + " (default 3,1,2,2,2; 0,0,1,0,0: random pilot kills only); "
+        "each kind with odds > 0 comes at least once when --kills allows",
+    )
+    parser.add_argument(
+        "--long-fraction",
+        type=float,
+        default=0.1,
+        help="jobs whose payload runs 8-12 s instead of 0.2-2 s (default 0.1)",
+    )
     parser.add_argument("--batch", type=int, default=5, help="jobs per submission (default 5)")
-    parser.add_argument("--drain-timeout", type=float, default=180.0, metavar="S",
-                        help="longest wait for every job to be final (default 180)")
-    parser.add_argument("--folder", type=Path, help="keep the run's files here (default: a "
-                        "temporary folder, removed when every invariant held)")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=180.0,
+        metavar="S",
+        help="longest wait for every job to be final (default 180)",
+    )
+    parser.add_argument(
+        "--folder",
+        type=Path,
+        help="keep the run's files here (default: a "
+        "temporary folder, removed when every invariant held)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run's folder")
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
     args = parser.parse_args(argv)
@@ -545,30 +637,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def settings_of(args: argparse.Namespace, folder: Path) -> Settings:
     return Settings(
-        kills=args.kills, jobs=args.jobs, pilots=args.pilots, cores=args.cores, seed=args.seed,
-        kill_interval=args.kill_interval, max_downtime=args.max_downtime, weights=args.weights,
-        long_fraction=args.long_fraction, batch=args.batch, drain_timeout=args.drain_timeout,
-        folder=folder)
+        kills=args.kills,
+        jobs=args.jobs,
+        pilots=args.pilots,
+        cores=args.cores,
+        seed=args.seed,
+        kill_interval=args.kill_interval,
+        max_downtime=args.max_downtime,
+        weights=args.weights,
+        long_fraction=args.long_fraction,
+        batch=args.batch,
+        drain_timeout=args.drain_timeout,
+        folder=folder,
+    )
 
 
 def print_report(report: ChaosReport, chaos: Chaos, seconds: float, as_json: bool) -> None:
-    counts = {**report.counts(), "kills": chaos.kills_done, "seed": chaos.settings.seed,
-              "submit_failures": chaos.submit_failures, "seconds": round(seconds, 1),
-              "broken": report.broken(), "folder": str(chaos.settings.folder)}
+    counts = {
+        **report.counts(),
+        "kills": chaos.kills_done,
+        "seed": chaos.settings.seed,
+        "submit_failures": chaos.submit_failures,
+        "seconds": round(seconds, 1),
+        "broken": report.broken(),
+        "folder": str(chaos.settings.folder),
+    }
     (chaos.settings.folder / "report.json").write_text(json.dumps(counts, indent=1))
     if as_json:
         print(json.dumps(counts))
         return
-    print(f"chaos: {sum(chaos.kills_done.values())} kills {chaos.kills_done}, seed "
-          f"{chaos.settings.seed}, {seconds:.0f} s")
-    print(f"jobs: {report.acknowledged} acknowledged, {report.jobs_in_service} in the service "
-          f"{dict(report.statuses)}, {report.runs} payload runs, {report.ran_more_than_once} "
-          f"jobs ran more than once, {chaos.submit_failures} submissions unacknowledged")
+    print(
+        f"chaos: {sum(chaos.kills_done.values())} kills {chaos.kills_done}, seed "
+        f"{chaos.settings.seed}, {seconds:.0f} s"
+    )
+    print(
+        f"jobs: {report.acknowledged} acknowledged, {report.jobs_in_service} in the service "
+        f"{dict(report.statuses)}, {report.runs} payload runs, {report.ran_more_than_once} "
+        f"jobs ran more than once, {chaos.submit_failures} submissions unacknowledged"
+    )
     for name in ("lost", "not_final", "overlapping", "ran_again_after_done"):
         ids = getattr(report, name)
         print(f"{name}: {len(ids)}" + (f" (e.g. jobs {list(ids[:10])})" if ids else ""))
-    print("every invariant held" if not report.broken()
-          else f"BROKEN: {', '.join(report.broken())}; the run's files: {chaos.settings.folder}")
+    print(
+        "every invariant held"
+        if not report.broken()
+        else f"BROKEN: {', '.join(report.broken())}; the run's files: {chaos.settings.folder}"
+    )
 
 
 def stop_on_sigterm(signum: int, frame: object) -> None:
@@ -587,8 +701,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = chaos.run()
     except ServiceUnavailable as exc:
-        print(f"chaos: the central service did not (re)start: {exc}; see {folder}",
-              file=sys.stderr)
+        print(f"chaos: the central service did not (re)start: {exc}; see {folder}", file=sys.stderr)
         return 3
     finally:
         chaos.close()

@@ -35,8 +35,17 @@ def build_tree() -> Path:
 
 def main() -> int:
     build_tree()
-    command = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "setup.cfg"),
-               "--cache-dir", str(ROOT / ".mypy_cache"), *sys.argv[1:], "dirac_like"]
+    command = [
+        sys.executable,
+        "-m",
+        "mypy",
+        "--config-file",
+        str(ROOT / "setup.cfg"),
+        "--cache-dir",
+        str(ROOT / ".mypy_cache"),
+        *sys.argv[1:],
+        "dirac_like",
+    ]
     return subprocess.run(command, cwd=TREE, check=False).returncode
 
 

@@ -35,8 +35,13 @@ from dirac_like.errors import InvalidArgument, StoreError
 from dirac_like.store.sqlite import JOB_ACCOUNTING_COLUMNS
 
 # What a listing of raw job records may be filtered on (name -> column).
-JOB_FILTER_COLUMNS = {"owner": "owner", "group": "grp", "site": "site", "status": "status",
-                      "job_id": "job_id"}
+JOB_FILTER_COLUMNS = {
+    "owner": "owner",
+    "group": "grp",
+    "site": "site",
+    "status": "status",
+    "job_id": "job_id",
+}
 MAX_LISTED = 100_000
 BUSY_TIMEOUT_S = 10.0
 
@@ -55,15 +60,21 @@ class AccountingReader:
         if not self.path.exists():
             raise StoreError(f"no store {self.path}: is this the central service's home?")
         try:
-            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
-                                       timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+            self._db = sqlite3.connect(
+                f"file:{self.path}?mode=ro",
+                uri=True,
+                timeout=BUSY_TIMEOUT_S,
+                check_same_thread=False,
+            )
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {self.path} to read: {exc}") from exc
         if version < 3:
             self._db.close()
-            raise StoreError(f"store {self.path} (schema {version}) has no accounting yet: "
-                             "start the central service on it once")
+            raise StoreError(
+                f"store {self.path} (schema {version}) has no accounting yet: "
+                "start the central service on it once"
+            )
 
     def __enter__(self) -> AccountingReader:
         return self
@@ -78,17 +89,29 @@ class AccountingReader:
 
     def report(self, query: ReportQuery) -> Report:
         """The report of ``query``, from the hourly and daily buckets."""
-        parameters = (query.start, query.start, query.step, query.step, query.by.value,
-                      query.start, query.end)
+        parameters = (
+            query.start,
+            query.start,
+            query.step,
+            query.step,
+            query.by.value,
+            query.start,
+            query.end,
+        )
         rows = self._rows(REPORT_SQL, parameters, "the accounting report")
-        return build_report(query, ((start, str(label), Totals(*sums))
-                                    for start, label, *sums in rows))
+        return build_report(
+            query, ((start, str(label), Totals(*sums)) for start, label, *sums in rows)
+        )
 
     # -- raw records -----------------------------------------------------------------------------
 
-    def jobs(self, since: float = 0.0, until: float = float("inf"),
-             filters: Mapping[str, Any] | None = None, limit: int = 1000
-             ) -> list[JobAccountingRecord]:
+    def jobs(
+        self,
+        since: float = 0.0,
+        until: float = float("inf"),
+        filters: Mapping[str, Any] | None = None,
+        limit: int = 1000,
+    ) -> list[JobAccountingRecord]:
         """Job records that ended in [since, until), newest first; ``filters`` by
         :data:`JOB_FILTER_COLUMNS` name (owner, group, site, status, job_id)."""
         conditions = ["ended >= ?", "ended < ?"]
@@ -96,25 +119,35 @@ class AccountingReader:
         for name, value in (filters or {}).items():
             column = JOB_FILTER_COLUMNS.get(name)
             if column is None:
-                raise InvalidArgument(f"cannot filter job records on {name!r} (only "
-                                      f"{', '.join(JOB_FILTER_COLUMNS)})")
+                raise InvalidArgument(
+                    f"cannot filter job records on {name!r} (only {', '.join(JOB_FILTER_COLUMNS)})"
+                )
             conditions.append(f"{column} = ?")
             parameters.append(value)
-        sql = (f"SELECT {', '.join(JOB_ACCOUNTING_COLUMNS)} FROM job_accounting WHERE "
-               f"{' AND '.join(conditions)} ORDER BY ended DESC LIMIT ?")
+        sql = (
+            f"SELECT {', '.join(JOB_ACCOUNTING_COLUMNS)} FROM job_accounting WHERE "
+            f"{' AND '.join(conditions)} ORDER BY ended DESC LIMIT ?"
+        )
         rows = self._rows(sql, (*parameters, _limit(limit)), "job accounting records")
         return [JobAccountingRecord(*row[:-1]) for row in rows]
 
-    def pilots(self, since: float = 0.0, until: float = float("inf"), site: str | None = None,
-               limit: int = 1000) -> list[PilotAccountingRecord]:
+    def pilots(
+        self,
+        since: float = 0.0,
+        until: float = float("inf"),
+        site: str | None = None,
+        limit: int = 1000,
+    ) -> list[PilotAccountingRecord]:
         """Pilot records that ended in [since, until) (at ``site``), newest first."""
         condition = "ended >= ? AND ended < ?"
         parameters: list[Any] = [since, until]
         if site is not None:
             condition += " AND site = ?"
             parameters.append(site)
-        sql = (f"SELECT {_PILOT_COLUMNS} FROM pilot_accounting WHERE {condition} "
-               "ORDER BY ended DESC LIMIT ?")
+        sql = (
+            f"SELECT {_PILOT_COLUMNS} FROM pilot_accounting WHERE {condition} "
+            "ORDER BY ended DESC LIMIT ?"
+        )
         rows = self._rows(sql, (*parameters, _limit(limit)), "pilot accounting records")
         return [PilotAccountingRecord(*row) for row in rows]
 
@@ -130,4 +163,3 @@ def _limit(limit: int) -> int:
     if not 1 <= limit <= MAX_LISTED:
         raise InvalidArgument(f"limit must be 1 to {MAX_LISTED}, not {limit}")
     return limit
-

@@ -78,8 +78,14 @@ class AuditLog:
 
     # -- what the service calls ------------------------------------------------------------------
 
-    def done(self, principal: Principal, op: str, args: Any, now: float,
-             error: DiracLikeError | None = None) -> bool:
+    def done(
+        self,
+        principal: Principal,
+        op: str,
+        args: Any,
+        now: float,
+        error: DiracLikeError | None = None,
+    ) -> bool:
         """An authorized request has run (``error``: the handler refused it). Written for the
         state-changing operations of admins and operators, and for the statuses the monitoring
         agent sets (its automatic bans); returns whether it was written."""
@@ -90,8 +96,9 @@ class AuditLog:
         self._write(principal, op, args, now, outcome, reason)
         return True
 
-    def refused(self, principal: Principal, op: str, args: Any, error: DiracLikeError,
-                now: float) -> bool:
+    def refused(
+        self, principal: Principal, op: str, args: Any, error: DiracLikeError, now: float
+    ) -> bool:
         """A request refused by the authorization check or the rate limit. Returns whether it
         was written (rate-limit refusals are thinned out)."""
         reason = _reason(error)
@@ -119,22 +126,29 @@ class AuditLog:
             self._rate_limited.popitem(last=False)
         return last[1] if last else 0
 
-    def _write(self, principal: Principal, op: str, args: Any, now: float, outcome: str,
-               reason: str) -> None:
+    def _write(
+        self, principal: Principal, op: str, args: Any, now: float, outcome: str, reason: str
+    ) -> None:
         line = audit_line(principal, op, args, now, outcome, reason)
         try:
             os.write(self._fd, line.encode() + b"\n")
         except OSError as exc:
-            log.error("cannot write the audit log %s: %s (entry: %s)", self.path,
-                      exc.strerror, line)
+            log.error(
+                "cannot write the audit log %s: %s (entry: %s)", self.path, exc.strerror, line
+            )
 
 
-def audit_line(principal: Principal, op: str, args: Any, now: float, outcome: str,
-               reason: str = "") -> str:
+def audit_line(
+    principal: Principal, op: str, args: Any, now: float, outcome: str, reason: str = ""
+) -> str:
     """One JSON line (no newline), at most MAX_LINE_BYTES long."""
     entry: dict[str, Any] = {
-        "time": _iso(now), "epoch": round(now, 3), "principal": principal.name[:64],
-        "role": principal.role.value, "op": op[:64], "args": summarize(args),
+        "time": _iso(now),
+        "epoch": round(now, 3),
+        "principal": principal.name[:64],
+        "role": principal.role.value,
+        "op": op[:64],
+        "args": summarize(args),
         "outcome": outcome,
     }
     if reason:

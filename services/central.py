@@ -119,20 +119,33 @@ class CentralService:
     at start and again after a failed commit: tests inject a store double through it."""
 
     def __init__(
-        self, config: Config, home: Path, clock: Callable[[], float] = time.time,
-        insecure: bool = False, open_store: Callable[[], Store] | None = None,
+        self,
+        config: Config,
+        home: Path,
+        clock: Callable[[], float] = time.time,
+        insecure: bool = False,
+        open_store: Callable[[], Store] | None = None,
     ) -> None:
         self.config = config
         self.home = home
         self.clock = clock
         home.mkdir(parents=True, exist_ok=True)
         keys = None if insecure else load_service_keys(home)
-        self.issuer = None if keys is None else IdentityIssuer(
-            load_registry(home), keys.public, config.security)
-        self.guard = None if self.issuer is None else Guard(
-            self.issuer, RateLimiter.from_config(config.security), AuditLog.in_home(home))
+        self.issuer = (
+            None
+            if keys is None
+            else IdentityIssuer(load_registry(home), keys.public, config.security)
+        )
+        self.guard = (
+            None
+            if self.issuer is None
+            else Guard(
+                self.issuer, RateLimiter.from_config(config.security), AuditLog.in_home(home)
+            )
+        )
         self._open_store = open_store or (
-            lambda: default_store(config.store_url(home), config.store.synchronous))
+            lambda: default_store(config.store_url(home), config.store.synchronous)
+        )
         self.store: Store = self._open_store()
         try:
             self.store.check_writable()
@@ -178,8 +191,9 @@ class CentralService:
 
     def _load_state(self) -> CentralState:
         started = time.perf_counter()
-        state = CentralState(self.config, self.store, self.store.load(), self.clock(),
-                             self.sandboxes)
+        state = CentralState(
+            self.config, self.store, self.store.load(), self.clock(), self.sandboxes
+        )
         state.identities = self.issuer
         log.info("state loaded in %.2f s", time.perf_counter() - started)
         return state
@@ -191,13 +205,19 @@ class CentralService:
         self.socket.bind(url or self.config.service.listen)
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         if self.issuer is None:
-            log.warning("!!! central service on %s runs INSECURE (--insecure): plaintext, no "
-                        "authentication, every client may do anything. Loopback or a trusted "
-                        "network only. !!!", self.endpoint)
+            log.warning(
+                "!!! central service on %s runs INSECURE (--insecure): plaintext, no "
+                "authentication, every client may do anything. Loopback or a trusted "
+                "network only. !!!",
+                self.endpoint,
+            )
         else:
-            log.info("central service listening on %s (CurveZMQ, public key %s, %d "
-                     "identities)", self.endpoint, self.issuer.service_key,
-                     len(self.issuer.registry.by_key))
+            log.info(
+                "central service listening on %s (CurveZMQ, public key %s, %d identities)",
+                self.endpoint,
+                self.issuer.service_key,
+                len(self.issuer.registry.by_key),
+            )
         return self.endpoint
 
     def serve_metrics(self, listen: str | None = None) -> str:
@@ -265,8 +285,10 @@ class CentralService:
 
     def _refusals(self, messages: list[Message], error: StoreError) -> list[Pending]:
         """The store cannot be opened: every request gets a retryable ``store_error``."""
-        pending = [Pending(frames[:-1], b"", peek_request_id(frames[-1]) or "unknown")
-                   for frames, _ in messages]
+        pending = [
+            Pending(frames[:-1], b"", peek_request_id(frames[-1]) or "unknown")
+            for frames, _ in messages
+        ]
         return self._undone(pending, error, retryable=True)
 
     def _poll_timeout_ms(self) -> int:
@@ -279,8 +301,11 @@ class CentralService:
         secure = self.issuer is not None
         for _ in range(self.config.service.max_batch):
             try:
-                messages.append(self._receive_secure() if secure else
-                                (self.socket.recv_multipart(zmq.NOBLOCK), ""))
+                messages.append(
+                    self._receive_secure()
+                    if secure
+                    else (self.socket.recv_multipart(zmq.NOBLOCK), "")
+                )
             except zmq.Again:
                 break
         return messages
@@ -300,8 +325,9 @@ class CentralService:
             pending.append(Pending(envelope, reply, request_id))
         return pending
 
-    def handle(self, payload: bytes, now: float, envelope: list[bytes] | None = None,
-               user_id: str = "") -> tuple[bytes, str]:
+    def handle(
+        self, payload: bytes, now: float, envelope: list[bytes] | None = None, user_id: str = ""
+    ) -> tuple[bytes, str]:
         """The reply to one frame from the client with public key ``user_id`` (never
         raises)."""
         connection = connection_key(envelope or [], user_id)
@@ -323,29 +349,43 @@ class CentralService:
             return encode_error(request.id, exc.code, exc.message), request.id
         return self.dispatch(request, now, envelope, principal), request.id
 
-    def dispatch(self, request: Request, now: float, envelope: list[bytes] | None = None,
-                 principal: Principal | None = None) -> bytes:
+    def dispatch(
+        self,
+        request: Request,
+        now: float,
+        envelope: list[bytes] | None = None,
+        principal: Principal | None = None,
+    ) -> bytes:
         """The reply to one decoded request (timed and counted for the metrics)."""
         started = time.perf_counter()
         reply, ok = self._dispatch(request, now, envelope, principal)
         self.metrics.observe_request(request.op, time.perf_counter() - started, ok)
         return reply
 
-    def _dispatch(self, request: Request, now: float, envelope: list[bytes] | None,
-                  principal: Principal | None) -> tuple[bytes, bool]:
+    def _dispatch(
+        self,
+        request: Request,
+        now: float,
+        envelope: list[bytes] | None,
+        principal: Principal | None,
+    ) -> tuple[bytes, bool]:
         """Authorize, then answer a retry from the reply cache, else run. The cache is keyed by
         (principal, request id) and asked only after authorization: a request id is no
         capability to another identity's reply."""
         try:
             args: Any = parse_args(ARGUMENTS[request.op], request.args)
             if principal is not None and self.guard is not None:
-                args = self.guard.admit(principal, request, args, StateOwnership(self.state),
-                                        now)
+                args = self.guard.admit(principal, request, args, StateOwnership(self.state), now)
         except (Forbidden, RateLimited) as exc:  # logged and audited by the guard
             return encode_error(request.id, exc.code, exc.message, exc.retryable), False
         except DiracLikeError as exc:
-            log.warning("request %s (%s) refused: [%s] %s", request.id, request.op, exc.code,
-                        bounded(exc.message))
+            log.warning(
+                "request %s (%s) refused: [%s] %s",
+                request.id,
+                request.op,
+                exc.code,
+                bounded(exc.message),
+            )
             return encode_error(request.id, exc.code, exc.message), False
         mutating = request.op in MUTATING_OPS
         key = reply_key(principal.name if principal is not None else "", request.id)
@@ -357,12 +397,19 @@ class CentralService:
         reply, ok = self._run(request, args, now, envelope, principal)
         if mutating and ok:  # refusals are not remembered: a retry is checked again
             durable = request.op not in REPLIES_NOT_STORED
-            self.state.replies.remember(key, reply, now, durable,
-                                        secret=request.op in SECRET_REPLIES)
+            self.state.replies.remember(
+                key, reply, now, durable, secret=request.op in SECRET_REPLIES
+            )
         return reply, ok
 
-    def _run(self, request: Request, args: Any, now: float, envelope: list[bytes] | None,
-             principal: Principal | None) -> tuple[bytes, bool]:
+    def _run(
+        self,
+        request: Request,
+        args: Any,
+        now: float,
+        envelope: list[bytes] | None,
+        principal: Principal | None,
+    ) -> tuple[bytes, bool]:
         """The handler's reply (or error reply), and whether it is a success; audited."""
         error: DiracLikeError | None = None
         try:
@@ -370,16 +417,23 @@ class CentralService:
                 self._remember_route(args.pilot_id, envelope)
             reply = encode_ok(request.id, HANDLERS[request.op](self.state, args, now))
         except DiracLikeError as exc:
-            log.warning("request %s (%s) refused: [%s] %s", request.id, request.op, exc.code,
-                        bounded(exc.message))
+            log.warning(
+                "request %s (%s) refused: [%s] %s",
+                request.id,
+                request.op,
+                exc.code,
+                bounded(exc.message),
+            )
             error = exc
             reply = encode_error(request.id, exc.code, exc.message, exc.retryable)
         except OSError as exc:  # the sandbox files (disk full, a file gone): this request only
             log.error("request %s (%s): %s", request.id, request.op, exc)
             if request.op not in SANDBOX_HANDLERS:  # it may have changed part of the state
                 self._poisoned = True
-            error = StoreError(f"the service could not read or write a file: "
-                               f"{exc.strerror or exc}; please retry later")
+            error = StoreError(
+                f"the service could not read or write a file: "
+                f"{exc.strerror or exc}; please retry later"
+            )
             reply = encode_error(request.id, error.code, error.message, True)
         except Exception:
             log.exception("request %s (%s) failed inside the service", request.id, request.op)
@@ -399,8 +453,9 @@ class CentralService:
         if purged:
             log.info("%d expired pilot token(s) forgotten", purged)
 
-    def commit_and_reply(self, pending: list[Pending], messages: list[Message] | None = None
-                         ) -> None:
+    def commit_and_reply(
+        self, pending: list[Pending], messages: list[Message] | None = None
+    ) -> None:
         """Make the batch durable, then send its replies (see the module docstring for what
         happens when it cannot be). ``messages``: the batch's requests, to serve them again one
         by one if one of them is at fault."""
@@ -409,8 +464,9 @@ class CentralService:
             self.socket.send_multipart([*item.envelope, item.reply])
         self._push_commands()
 
-    def _durable(self, pending: list[Pending], messages: list[Message] | None = None
-                 ) -> list[Pending]:
+    def _durable(
+        self, pending: list[Pending], messages: list[Message] | None = None
+    ) -> list[Pending]:
         """Commit; the replies to send (``pending``, or errors for what was undone)."""
         try:
             self._commit(len(pending))
@@ -495,8 +551,11 @@ class CentralService:
         """Forget what was not committed: the state (and the identity registry) again from
         disk; with ``reopen``, on a store opened anew (one that failed may stay broken, e.g. a
         connection opened read-only)."""
-        log.error("batch not committed (%s): rebuilding state%s", error,
-                  " on the store reopened" if reopen else "")
+        log.error(
+            "batch not committed (%s): rebuilding state%s",
+            error,
+            " on the store reopened" if reopen else "",
+        )
         self._poisoned = False
         self.state.take_pushes()  # commands decided by what is undone are not sent
         if reopen:
@@ -512,26 +571,29 @@ class CentralService:
         self.store.check_writable()
 
     @staticmethod
-    def _undone(pending: list[Pending], error: DiracLikeError, retryable: bool
-                ) -> list[Pending]:
+    def _undone(pending: list[Pending], error: DiracLikeError, retryable: bool) -> list[Pending]:
         """Every reply of ``pending`` becomes ``error`` (the requests were undone)."""
         text = f"not done{', please retry' if retryable else ''}: {error.message}"
         return [
-            Pending(p.envelope, encode_error(p.request_id, error.code, text, retryable),
-                    p.request_id)
+            Pending(
+                p.envelope, encode_error(p.request_id, error.code, text, retryable), p.request_id
+            )
             for p in pending
         ]
 
 
-def run_central(config: Config, home: Path, listen: str | None = None,
-                insecure: bool = False) -> int:
+def run_central(
+    config: Config, home: Path, listen: str | None = None, insecure: bool = False
+) -> int:
     """Run the central service in the foreground until SIGTERM/SIGINT; returns the exit code.
     A home without keys is initialized first (see :func:`dirac_like.registry.init_home`). The
     home and the store are locked for the service's lifetime: a second central service on either
     exits at once with :class:`AlreadyRunning`, naming the first one's PID."""
     store = store_file(config.store_url(home))
-    with holding((lock_path(home, "central"), f"a central service on home {home}"),
-                 (store.with_name(store.name + ".lock"), f"a central service on store {store}")):
+    with holding(
+        (lock_path(home, "central"), f"a central service on home {home}"),
+        (store.with_name(store.name + ".lock"), f"a central service on store {store}"),
+    ):
         return _serve(config, home, listen, insecure)
 
 
@@ -543,8 +605,11 @@ def _serve(config: Config, home: Path, listen: str | None, insecure: bool) -> in
     if not insecure:
         initialized = init_home(home, time.time())
         if initialized.created:
-            log.warning("new home %s: service keys made; the first admin identity is %s",
-                        home, initialized.admin_identity)
+            log.warning(
+                "new home %s: service keys made; the first admin identity is %s",
+                home,
+                initialized.admin_identity,
+            )
     # Millions of long-lived job records: collect young objects less often, and keep what was
     # loaded at start-up out of every later collection.
     gc.set_threshold(100_000, 50, 100)

@@ -59,9 +59,20 @@ def why(state: CentralState, args: JobIdsArgs, now: float) -> list[WhyReply]:
         raise InvalidArgument(f"give between 1 and {MAX_WHY} job ids")
     jobs = state.book.jobs_by_ids(args.job_ids)
     grid = grid_view(state, now)
-    return [WhyReply(**vars_of(explain(job, _task_queue(state, job), state.book.matcher, grid,
-                                       reschedule_at=job.deadline)))
-            for job in jobs]
+    return [
+        WhyReply(
+            **vars_of(
+                explain(
+                    job,
+                    _task_queue(state, job),
+                    state.book.matcher,
+                    grid,
+                    reschedule_at=job.deadline,
+                )
+            )
+        )
+        for job in jobs
+    ]
 
 
 def vars_of(explanation: Any) -> dict[str, Any]:
@@ -70,19 +81,29 @@ def vars_of(explanation: Any) -> dict[str, Any]:
 
 def grid_view(state: CentralState, now: float) -> GridView:
     log_ = state.grid
-    sites = {name: site_state(state, name, now)
-             for name in state.sites.seen | set(log_.last_pilot)}
-    return GridView(ces=log_.known_ces(), pilots=log_.recent_pilots(now), sites=sites,
-                    known_sites=frozenset(sites), now=now, pilot_window=log_.window,
-                    match_rate=log_.match_rate(now))
+    sites = {name: site_state(state, name, now) for name in state.sites.seen | set(log_.last_pilot)}
+    return GridView(
+        ces=log_.known_ces(),
+        pilots=log_.recent_pilots(now),
+        sites=sites,
+        known_sites=frozenset(sites),
+        now=now,
+        pilot_window=log_.window,
+        match_rate=log_.match_rate(now),
+    )
 
 
 def site_state(state: CentralState, name: str, now: float) -> SiteState:
     ban = state.sites.banned(name)
-    return SiteState(name, banned=ban.reason if ban else "", draining=state.sites.draining(name),
-                     limit=state.sites.max_running(name), active=state.book.site_active[name],
-                     last_pilot=state.grid.last_pilot.get(name, 0.0),
-                     downtime=state.monitor.why_not(name, now))
+    return SiteState(
+        name,
+        banned=ban.reason if ban else "",
+        draining=state.sites.draining(name),
+        limit=state.sites.max_running(name),
+        active=state.book.site_active[name],
+        last_pilot=state.grid.last_pilot.get(name, 0.0),
+        downtime=state.monitor.why_not(name, now),
+    )
 
 
 def _task_queue(state: CentralState, job: JobRecord) -> TaskQueue:
@@ -101,8 +122,9 @@ def _selection(text: str, only_owner: str) -> tuple[Selection, str]:
     selection = parse_selection(text)
     if not only_owner:
         return selection, ""
-    note = (f"only your jobs (owner={only_owner}) are counted"
-            if selection.owner != only_owner else "")
+    note = (
+        f"only your jobs (owner={only_owner}) are counted" if selection.owner != only_owner else ""
+    )
     return selection.for_owner(only_owner), note
 
 
@@ -128,24 +150,33 @@ def select_jobs(state: CentralState, args: SelectArgs, now: float) -> SelectionR
         note = "; ".join(filter(None, [note, "no job matches this selection"]))
     config = state.config.bulk
     return SelectionReply(
-        selection=_described(args.selection, args.only_owner), count=len(jobs),
-        sample=[build_trusted(JobSummary, job.summary()) for job in jobs[:args.sample]],
-        note=note, confirm_above=config.confirm_above, admin_above=config.admin_above)
+        selection=_described(args.selection, args.only_owner),
+        count=len(jobs),
+        sample=[build_trusted(JobSummary, job.summary()) for job in jobs[: args.sample]],
+        note=note,
+        confirm_above=config.confirm_above,
+        admin_above=config.admin_above,
+    )
 
 
-def bulk(state: CentralState, args: BulkArgs, now: float, actions: dict[str, Handler]
-         ) -> BulkReply:
+def bulk(state: CentralState, args: BulkArgs, now: float, actions: dict[str, Handler]) -> BulkReply:
     if args.action not in actions:
-        raise InvalidArgument(f"bulk action {args.action[:20]!r} is unknown: use "
-                              f"{', '.join(sorted(actions))}")
+        raise InvalidArgument(
+            f"bulk action {args.action[:20]!r} is unknown: use {', '.join(sorted(actions))}"
+        )
     selection, _ = _selection(args.selection, args.only_owner)
     jobs = _selected(state, selection, now)
     _check_caps(state, args, len(jobs))
     described = _described(args.selection, args.only_owner)
-    action = state.bulk.start(args.action, described, args.only_owner,
-                              [job.job_id for job in jobs])
-    log.info("bulk %d: %s of %d jobs selected by %r (owner %s)", action.bulk_id, args.action,
-             len(jobs), described, args.only_owner or "any")
+    action = state.bulk.start(args.action, described, args.only_owner, [job.job_id for job in jobs])
+    log.info(
+        "bulk %d: %s of %d jobs selected by %r (owner %s)",
+        action.bulk_id,
+        args.action,
+        len(jobs),
+        described,
+        args.only_owner or "any",
+    )
     return BulkReply(action.bulk_id, len(jobs))
 
 
@@ -154,21 +185,35 @@ def _check_caps(state: CentralState, args: BulkArgs, count: int) -> None:
     if count == 0:
         raise InvalidArgument("the selection matches no job: nothing done")
     if count != args.expected:
-        raise InvalidArgument(f"the selection now matches {count} jobs, not the {args.expected} "
-                              "you were shown: nothing done, look again")
+        raise InvalidArgument(
+            f"the selection now matches {count} jobs, not the {args.expected} "
+            "you were shown: nothing done, look again"
+        )
     if count > config.admin_above and not args.over_admin_cap:
-        raise InvalidArgument(f"{count} jobs is above the admin cap of {config.admin_above}: "
-                              "only an admin may act on so many at once (--over-admin-cap)")
+        raise InvalidArgument(
+            f"{count} jobs is above the admin cap of {config.admin_above}: "
+            "only an admin may act on so many at once (--over-admin-cap)"
+        )
     if count > config.confirm_above and not args.yes:
-        raise InvalidArgument(f"{count} jobs is above the confirmation cap of "
-                              f"{config.confirm_above}: confirm with --yes")
+        raise InvalidArgument(
+            f"{count} jobs is above the confirmation cap of "
+            f"{config.confirm_above}: confirm with --yes"
+        )
 
 
 def bulk_status(state: CentralState, args: BulkIdArgs, now: float) -> BulkStatusReply:
     action = state.bulk.get(args.bulk_id, args.only_owner)
-    return BulkStatusReply(action.bulk_id, action.action, action.selection, action.owner,
-                           action.count, action.done, action.skipped, action.finished,
-                           list(action.skipped_sample))
+    return BulkStatusReply(
+        action.bulk_id,
+        action.action,
+        action.selection,
+        action.owner,
+        action.count,
+        action.done,
+        action.skipped,
+        action.finished,
+        list(action.skipped_sample),
+    )
 
 
 def bulk_batch_size(state: CentralState, served: int) -> int:
@@ -180,8 +225,7 @@ def bulk_batch_size(state: CentralState, served: int) -> int:
     return max(1, min(config.batch, int(served * config.busy_share)))
 
 
-def bulk_batch(state: CentralState, actions: dict[str, Handler], now: float,
-               size: int = 0) -> int:
+def bulk_batch(state: CentralState, actions: dict[str, Handler], now: float, size: int = 0) -> int:
     """Act on one batch (``size`` jobs; 0: a whole batch) of the oldest bulk action in
     progress; returns how many jobs it took."""
     batch = state.bulk.next_batch(size or state.config.bulk.batch)
@@ -197,8 +241,13 @@ def bulk_batch(state: CentralState, actions: dict[str, Handler], now: float,
         else:
             action.done += 1
     if action.finished:
-        log.info("bulk %d finished: %s of %d jobs, %d skipped", action.bulk_id, action.action,
-                 action.done, action.skipped)
+        log.info(
+            "bulk %d finished: %s of %d jobs, %d skipped",
+            action.bulk_id,
+            action.action,
+            action.done,
+            action.skipped,
+        )
     return len(job_ids)
 
 
@@ -209,17 +258,24 @@ def site_show(state: CentralState, args: SiteArgs, now: float) -> SiteShowReply:
     check_name("site", args.site)
     if args.site not in state.sites.seen and args.site not in state.grid.last_pilot:
         raise InvalidArgument(f"no site {args.site!r} is known: see dirac-like admin sites")
-    record, ces = state.sites.record(args.site), [
-        ce for ce in state.grid.known_ces() if ce.site == args.site]
+    record, ces = (
+        state.sites.record(args.site),
+        [ce for ce in state.grid.known_ces() if ce.site == args.site],
+    )
     states = Counter(pilot.state for pilot in state.pilots.select(site=args.site, limit=10**9))
     status = "Banned" if record.banned else "Draining" if record.drained else "Active"
     return SiteShowReply(
-        site=args.site, status=status, reason=record.reason,
+        site=args.site,
+        status=status,
+        reason=record.reason,
         max_running=state.sites.max_running(args.site),
-        active_jobs=state.book.site_active[args.site], ces=[to_wire(ce) for ce in ces],
-        pilots_by_state=dict(states), last_pilot=state.grid.last_pilot.get(args.site, 0.0),
+        active_jobs=state.book.site_active[args.site],
+        ces=[to_wire(ce) for ce in ces],
+        pilots_by_state=dict(states),
+        last_pilot=state.grid.last_pilot.get(args.site, 0.0),
         director_seen=state.grid.directors.get(args.site, 0.0),
-        waiting_could_run=_could_run(state, ces))
+        waiting_could_run=_could_run(state, ces),
+    )
 
 
 def _could_run(state: CentralState, ces: list[Any]) -> int:
@@ -255,8 +311,10 @@ def _site_state_reply(state: CentralState, site: str) -> SiteStateReply:
 
 def pilot_summary(state: CentralState, args: NoArgs, now: float) -> list[PilotSummaryRow]:
     counts = Counter((pilot.site, pilot.state) for pilot in state.pilots.pilots.values())
-    return [PilotSummaryRow(site, pilot_state, count)
-            for (site, pilot_state), count in sorted(counts.items())]
+    return [
+        PilotSummaryRow(site, pilot_state, count)
+        for (site, pilot_state), count in sorted(counts.items())
+    ]
 
 
 def console_handlers(actions: dict[str, Handler]) -> dict[str, Handler]:

@@ -62,8 +62,9 @@ class FrameGuard:
         if tokens < 1.0:
             self._note(connection, now, "frame refused unread (too many bad frames)")
             wait = (1.0 - tokens) / self.limiter.rate_per_second
-            raise RateLimited(f"too many undecodable frames from this connection: retry in "
-                              f"{wait:.2f} s")
+            raise RateLimited(
+                f"too many undecodable frames from this connection: retry in {wait:.2f} s"
+            )
 
     def bad_frame(self, connection: str, payload: bytes, why: str, now: float) -> None:
         """A frame of ``connection`` could not be decoded: take a token, log (paced)."""

@@ -66,15 +66,15 @@ class GridLog:
         return [resources for resources, _ in self.ces.values()]
 
     def recent_pilots(self, now: float) -> list[PilotResources]:
-        return [resources for resources, seen in self.pilots.values()
-                if now - seen <= self.window]
+        return [resources for resources, seen in self.pilots.values() if now - seen <= self.window]
 
     def has_director(self, site: str, now: float) -> bool:
         return now - self.directors.get(site, -1e18) <= self.window
 
     @staticmethod
-    def _keep(table: OrderedDict, key: object, resources: PilotResources, now: float,
-              limit: int) -> None:
+    def _keep(
+        table: OrderedDict, key: object, resources: PilotResources, now: float, limit: int
+    ) -> None:
         table[key] = (resources, now)
         table.move_to_end(key)
         if len(table) > limit:
@@ -83,9 +83,14 @@ class GridLog:
 
 def _wider(seen: PilotResources, known: PilotResources) -> bool:
     """Whether ``seen`` offers more of something than ``known`` (on the match path: cheap)."""
-    return (seen.cores > known.cores or seen.memory_mb > known.memory_mb
-            or (known.cpu_time_left != 0 and (seen.cpu_time_left == 0
-                                              or seen.cpu_time_left > known.cpu_time_left)))
+    return (
+        seen.cores > known.cores
+        or seen.memory_mb > known.memory_mb
+        or (
+            known.cpu_time_left != 0
+            and (seen.cpu_time_left == 0 or seen.cpu_time_left > known.cpu_time_left)
+        )
+    )
 
 
 def _widest(known: tuple[PilotResources, float] | None, seen: PilotResources) -> PilotResources:
@@ -93,7 +98,14 @@ def _widest(known: tuple[PilotResources, float] | None, seen: PilotResources) ->
     if known is None:
         return seen
     old = known[0]
-    cpu = 0 if 0 in (old.cpu_time_left, seen.cpu_time_left) else max(old.cpu_time_left,
-                                                                        seen.cpu_time_left)
-    return dataclasses.replace(seen, cores=max(old.cores, seen.cores),
-                               memory_mb=max(old.memory_mb, seen.memory_mb), cpu_time_left=cpu)
+    cpu = (
+        0
+        if 0 in (old.cpu_time_left, seen.cpu_time_left)
+        else max(old.cpu_time_left, seen.cpu_time_left)
+    )
+    return dataclasses.replace(
+        seen,
+        cores=max(old.cores, seen.cores),
+        memory_mb=max(old.memory_mb, seen.memory_mb),
+        cpu_time_left=cpu,
+    )

@@ -44,8 +44,9 @@ class Guard:
             self._refused(who, request, request.args, exc, now, f"key {user_id}")
             raise
 
-    def admit(self, principal: Principal, request: Request, args: Any,
-              ownership: Ownership, now: float) -> Any:
+    def admit(
+        self, principal: Principal, request: Request, args: Any, ownership: Ownership, now: float
+    ) -> Any:
         """The arguments to run ``request`` with, once the rate limit and the authorization
         check let it through (else RateLimited, Forbidden, or a NotFound: someone else's job
         or sandbox, answered as one that does not exist)."""
@@ -56,16 +57,35 @@ class Guard:
             self._refused(principal, request, args, exc, now, principal.name)
             raise
 
-    def done(self, principal: Principal, request: Request, args: Any, now: float,
-             error: DiracLikeError | None = None) -> None:
+    def done(
+        self,
+        principal: Principal,
+        request: Request,
+        args: Any,
+        now: float,
+        error: DiracLikeError | None = None,
+    ) -> None:
         """``request`` ran (``error``: its handler refused it)."""
         self.audit.done(principal, request.op, args, now, error)
 
-    def _refused(self, principal: Principal | None, request: Request, args: Any,
-                 error: DiracLikeError, now: float, who: str) -> None:
+    def _refused(
+        self,
+        principal: Principal | None,
+        request: Request,
+        args: Any,
+        error: DiracLikeError,
+        now: float,
+        who: str,
+    ) -> None:
         if principal is None or self.audit.refused(principal, request.op, args, error, now):
-            log.warning("request %s (%s) of %s refused: [%s] %s", request.id, request.op, who,
-                        error.code, error.message)
+            log.warning(
+                "request %s (%s) of %s refused: [%s] %s",
+                request.id,
+                request.op,
+                who,
+                error.code,
+                error.message,
+            )
 
     def close(self) -> None:
         self.audit.close()

@@ -88,24 +88,31 @@ def _check_job_ids(job_ids: list[int]) -> None:
 
 
 def ping(state: CentralState, args: NoArgs, now: float) -> PingReply:
-    return PingReply(service="central", version=__version__, protocol=PROTOCOL_VERSION,
-                     time=time.time(), jobs=len(state.jobs))
+    return PingReply(
+        service="central",
+        version=__version__,
+        protocol=PROTOCOL_VERSION,
+        time=time.time(),
+        jobs=len(state.jobs),
+    )
 
 
 def submit(state: CentralState, args: SubmitArgs, now: float) -> SubmitReply:
     if not args.descriptions:
         raise InvalidArgument("no job description given")
     group = args.group or state.config.jobs.default_group
-    job_ids = state.submit(args.descriptions, args.owner, group, now,
-                           args.submitter or args.owner)
+    job_ids = state.submit(args.descriptions, args.owner, group, now, args.submitter or args.owner)
     return SubmitReply(job_ids, never_runnable_warnings(state, job_ids))
 
 
 def never_runnable_warnings(state: CentralState, job_ids: list[int]) -> list[str]:
     """One line per distinct reason why some of the new jobs can never run."""
     counts = Counter(state.jobs[job_id].minor_status for job_id in job_ids)
-    return [f"{count} job(s): {minor}" for minor, count in sorted(counts.items())
-            if minor.startswith(NEVER_RUNNABLE)]
+    return [
+        f"{count} job(s): {minor}"
+        for minor, count in sorted(counts.items())
+        if minor.startswith(NEVER_RUNNABLE)
+    ]
 
 
 def status(state: CentralState, args: JobIdsArgs, now: float) -> list[JobSummary]:
@@ -121,8 +128,13 @@ def list_jobs(state: CentralState, args: ListJobsArgs, now: float) -> list[JobSu
         raise InvalidArgument("older and newer must be ages in seconds (>= 0)")
     selection = Selection(
         statuses=frozenset([parse_status(args.status)]) if args.status else frozenset(),
-        site=args.site or "", owner=args.owner or "", group=args.group or "",
-        name=args.name or "", older=args.older, newer=args.newer)
+        site=args.site or "",
+        owner=args.owner or "",
+        group=args.group or "",
+        name=args.name or "",
+        older=args.older,
+        newer=args.newer,
+    )
     jobs = state.jobs.values()
     for check in selection.checks(now):
         jobs = filter(check, jobs)  # type: ignore[assignment]
@@ -183,20 +195,29 @@ def request_job(state: CentralState, args: RequestJobArgs, now: float) -> Reques
     job = state.request_job(args.pilot_id, args.resources, now, args.credential)
     commands = state.pilot_commands(args.pilot_id)
     if job is None:
-        reason = (("this pilot was killed by an admin" if commands else "")
-                  or state.why_not(args.resources, now))
+        reason = ("this pilot was killed by an admin" if commands else "") or state.why_not(
+            args.resources, now
+        )
         hold = None if reason else state.book.hold_of(args.pilot_id)
         if hold is not None:  # only a pilot that said its total cores is ever held
             return RequestJobReply(
-                job=None, commands=commands,
+                job=None,
+                commands=commands,
                 reason=f"hold {hold.cores} cores for a job of group {hold.group}",
-                hold=CoreHold(hold.cores, round(hold.expires - now, 3), hold.group))
-        return RequestJobReply(job=None, reason=reason or "no waiting job fits this pilot",
-                               commands=commands)
-    matched = MatchedJob(job_id=job.job_id, attempt=job.attempt, owner=job.owner,
-                         group=job.group, cores=state.book.cores(job),
-                         description=state.store_description(job.job_id),
-                         lease=state.config.jobs.stalled_timeout)
+                hold=CoreHold(hold.cores, round(hold.expires - now, 3), hold.group),
+            )
+        return RequestJobReply(
+            job=None, reason=reason or "no waiting job fits this pilot", commands=commands
+        )
+    matched = MatchedJob(
+        job_id=job.job_id,
+        attempt=job.attempt,
+        owner=job.owner,
+        group=job.group,
+        cores=state.book.cores(job),
+        description=state.store_description(job.job_id),
+        lease=state.config.jobs.stalled_timeout,
+    )
     return RequestJobReply(job=matched, reason="", commands=commands)
 
 
@@ -226,8 +247,12 @@ def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> Co
     if new is S.RESCHEDULED:
         if args.output_sandbox:
             raise InvalidArgument("a job handed back has no output sandbox")
-        state.book.reschedule(job, args.minor_status[:256] or "Handed back by its pilot",
-                         f"pilot {args.pilot_id}", now)
+        state.book.reschedule(
+            job,
+            args.minor_status[:256] or "Handed back by its pilot",
+            f"pilot {args.pilot_id}",
+            now,
+        )
         return CommandsReply([])  # the pilot no longer holds it
     if args.output_sandbox:
         if new not in FINAL_STATUSES:
@@ -237,15 +262,23 @@ def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> Co
         state.sandbox_index.check(args.output_sandbox, "output", uploader)
         state.sandbox_index.attach(job.job_id, "output", args.output_sandbox)
         state.sandbox_index.grant(args.output_sandbox, job.owner)
-    state.book.report(job, new, args.minor_status[:256], args.application_status[:256],
-                      f"pilot {args.pilot_id}", now, args.usage)
+    state.book.report(
+        job,
+        new,
+        args.minor_status[:256],
+        args.application_status[:256],
+        f"pilot {args.pilot_id}",
+        now,
+        args.usage,
+    )
     if new in FINAL_STATUSES:
         return CommandsReply([])  # the pilot is done with it: nothing left to tell
     return CommandsReply(state.pending_commands(job))
 
 
-def _check_repeated_final(state: CentralState, job: JobRecord, new: JobStatus,
-                          output_sandbox: str) -> None:
+def _check_repeated_final(
+    state: CentralState, job: JobRecord, new: JobStatus, output_sandbox: str
+) -> None:
     """Final states are final: a report on a final job is the same report again (same status,
     same output sandbox: an idempotent no-op), or it is refused."""
     attached = state.sandbox_index.of(job.job_id, "output") or ""
@@ -254,7 +287,8 @@ def _check_repeated_final(state: CentralState, job: JobRecord, new: JobStatus,
             f"job {job.job_id} is {job.status.value} (final"
             f"{', output SB:' + attached[:12] if attached else ', no output sandbox'}): a report "
             f"of {new.value}{' with output SB:' + output_sandbox[:12] if output_sandbox else ''}"
-            " would change it")
+            " would change it"
+        )
 
 
 def heartbeat(state: CentralState, args: HeartbeatArgs, now: float) -> CommandsReply:
@@ -277,14 +311,19 @@ def sites(state: CentralState, args: NoArgs, now: float) -> list[SiteRow]:
     for name in sorted(state.sites.seen):
         status = state.monitor.status(TargetKind.SITE, name)
         record = state.sites.records.get(name)
-        rows.append(SiteRow(
-            site=name,
-            status=("Draining" if record and record.drained and not record.banned
-                    else status.status.value),
-            reason=status.reason,
-            active_jobs=state.book.site_active[name],
-            max_running=state.sites.max_running(name),
-        ))
+        rows.append(
+            SiteRow(
+                site=name,
+                status=(
+                    "Draining"
+                    if record and record.drained and not record.banned
+                    else status.status.value
+                ),
+                reason=status.reason,
+                active_jobs=state.book.site_active[name],
+                max_running=state.sites.max_running(name),
+            )
+        )
     return rows
 
 
@@ -292,14 +331,17 @@ def ban_site(state: CentralState, args: BanSiteArgs, now: float) -> SiteReply:
     check_name("site", args.site)
     if not args.reason.strip():
         raise InvalidArgument("a ban needs a reason")
-    return _set_site(state, state.sites.change(args.site, now, banned=True,
-                                               reason=args.reason[:256], automatic=False))
+    return _set_site(
+        state,
+        state.sites.change(args.site, now, banned=True, reason=args.reason[:256], automatic=False),
+    )
 
 
 def unban_site(state: CentralState, args: SiteArgs, now: float) -> SiteReply:
     check_name("site", args.site)
-    return _set_site(state, state.sites.change(args.site, now, banned=False, reason="",
-                                               automatic=False))
+    return _set_site(
+        state, state.sites.change(args.site, now, banned=False, reason="", automatic=False)
+    )
 
 
 def _set_site(state: CentralState, record: SiteRecord) -> SiteReply:
@@ -312,14 +354,16 @@ def task_queues(state: CentralState, args: NoArgs, now: float) -> list[TaskQueue
     rows = []
     for task_queue in state.book.matcher.unique_task_queues():
         top = task_queue.peek()
-        rows.append(TaskQueueRow(
-            task_queue_id=task_queue.task_queue_id,
-            owner=task_queue.owner,
-            group=task_queue.group,
-            requirements=task_queue.requirements.to_wire(),
-            waiting=len(task_queue),
-            top_priority=-top[0] if top else None,
-        ))
+        rows.append(
+            TaskQueueRow(
+                task_queue_id=task_queue.task_queue_id,
+                owner=task_queue.owner,
+                group=task_queue.group,
+                requirements=task_queue.requirements.to_wire(),
+                waiting=len(task_queue),
+                top_priority=-top[0] if top else None,
+            )
+        )
     return sorted(rows, key=lambda row: row.task_queue_id)
 
 
@@ -361,8 +405,11 @@ HANDLERS: dict[str, Handler] = {
     **MONITOR_HANDLERS,
 }
 # What a bulk action does to one job: the same handler as for one job named by id.
-BULK_ACTIONS: dict[str, Handler] = {"kill": kill, "reschedule": reschedule,
-                                    "delete": JOB_HANDLERS[Op.DELETE]}
+BULK_ACTIONS: dict[str, Handler] = {
+    "kill": kill,
+    "reschedule": reschedule,
+    "delete": JOB_HANDLERS[Op.DELETE],
+}
 HANDLERS.update(console_handlers(BULK_ACTIONS))
 
 

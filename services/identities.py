@@ -40,8 +40,9 @@ MAX_GROUPS = 64
 class IdentityIssuer:
     """The registry, and what it takes to issue identity files (the service's public key)."""
 
-    def __init__(self, registry: IdentityRegistry, service_key: str,
-                 config: SecurityConfig) -> None:
+    def __init__(
+        self, registry: IdentityRegistry, service_key: str, config: SecurityConfig
+    ) -> None:
         self.registry = registry
         self.service_key = service_key
         self.config = config
@@ -49,18 +50,31 @@ class IdentityIssuer:
     def issue(self, principal: Principal, now: float) -> Identity:
         keypair = Keypair.generate()
         entry = self.registry.add(principal, keypair.public, now)
-        log.info("identity %s (%s%s) issued", principal.name, principal.role.value,
-                 f", site {principal.site}" if principal.site else "")
+        log.info(
+            "identity %s (%s%s) issued",
+            principal.name,
+            principal.role.value,
+            f", site {principal.site}" if principal.site else "",
+        )
         return identity_for(entry, keypair, self.service_key)
 
     def pilot_token(self, site: str, pilot_id: str, now: float) -> Identity:
         expires = now + self.config.pilot_token_lifetime
-        principal = Principal(pilot_token_name(site, pilot_id), Role.PILOT, site=site,
-                              pilot_id=pilot_id, expires=expires)
+        principal = Principal(
+            pilot_token_name(site, pilot_id),
+            Role.PILOT,
+            site=site,
+            pilot_id=pilot_id,
+            expires=expires,
+        )
         keypair = Keypair.generate()
         entry = self.registry.add(principal, keypair.public, now)
-        log.info("pilot token for pilot %s of site %s issued, valid %.0f s",
-                 pilot_id or "(any)", site, self.config.pilot_token_lifetime)
+        log.info(
+            "pilot token for pilot %s of site %s issued, valid %.0f s",
+            pilot_id or "(any)",
+            site,
+            self.config.pilot_token_lifetime,
+        )
         return identity_for(entry, keypair, self.service_key)
 
 
@@ -100,14 +114,14 @@ def identity_add(state: CentralState, args: IdentityAddArgs, now: float) -> Iden
     return identity_file(_issuer(state).issue(principal_from(args), now))
 
 
-def identity_list(state: CentralState, args: IdentityListArgs,
-                  now: float) -> list[IdentityView]:
+def identity_list(state: CentralState, args: IdentityListArgs, now: float) -> list[IdentityView]:
     entries = _issuer(state).registry.entries(pilot_tokens=args.pilot_tokens)
     return [IdentityView(**entry.view(now)) for entry in entries]
 
 
-def identity_revoke(state: CentralState, args: IdentityRevokeArgs,
-                    now: float) -> IdentityRevokeReply:
+def identity_revoke(
+    state: CentralState, args: IdentityRevokeArgs, now: float
+) -> IdentityRevokeReply:
     revoked = _issuer(state).registry.revoke(args.name, now)
     log.warning("identity %s revoked (%d key(s))", args.name, len(revoked))
     return IdentityRevokeReply(name=args.name, revoked=len(revoked))

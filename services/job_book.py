@@ -67,8 +67,13 @@ def _site_weight(job: JobRecord) -> int:
 
 
 class JobBook:
-    def __init__(self, config: JobsConfig, shares: FairShare, journal: Journal,
-                 drain: DrainConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: JobsConfig,
+        shares: FairShare,
+        journal: Journal,
+        drain: DrainConfig | None = None,
+    ) -> None:
         self.config = config
         self.shares = shares
         self.journal = journal
@@ -100,8 +105,9 @@ class JobBook:
 
     # -- start-up --------------------------------------------------------------------------------
 
-    def restore(self, task_queues: Iterable[TaskQueueRow], jobs: Iterable[JobRecord],
-                now: float) -> None:
+    def restore(
+        self, task_queues: Iterable[TaskQueueRow], jobs: Iterable[JobRecord], now: float
+    ) -> None:
         """Rebuild the indexes from stored rows (the shares' usage must be restored first)."""
         for row in task_queues:
             self._register_task_queue(row)
@@ -170,8 +176,15 @@ class JobBook:
 
     # -- new jobs --------------------------------------------------------------------------------
 
-    def add(self, description: JobDescription, owner: str, group: str, now: float,
-            packed: bytes | None = None, minor: str = "") -> JobRecord:
+    def add(
+        self,
+        description: JobDescription,
+        owner: str,
+        group: str,
+        now: float,
+        packed: bytes | None = None,
+        minor: str = "",
+    ) -> JobRecord:
         """A new job, straight to Waiting along SUBMISSION_PATH (bulk submissions take this
         path by the hundred thousand, so it writes the three history rows directly).
         ``packed``: :func:`pack_description` of ``description``, if the caller has it; ``minor``:
@@ -205,8 +218,9 @@ class JobBook:
             for status, step_minor, source in SUBMISSION_PATH[:-1]
         )
         status, _, source = SUBMISSION_PATH[-1]  # its minor status: the job's own
-        changes.history.append(HistoryEntry(job_id, status.value, job.minor_status, "", now,
-                                            source))
+        changes.history.append(
+            HistoryEntry(job_id, status.value, job.minor_status, "", now, source)
+        )
         task_queue.push(job_id, job.priority)
         self.waiting_by_owner[owner] += 1
         return job
@@ -227,7 +241,12 @@ class JobBook:
     # -- the one transition path -----------------------------------------------------------------
 
     def set_status(
-        self, job: JobRecord, status: JobStatus, minor: str, source: str, now: float,
+        self,
+        job: JobRecord,
+        status: JobStatus,
+        minor: str,
+        source: str,
+        now: float,
         usage: JobUsage | None = None,
     ) -> None:
         """The one way a job changes status: checked, stamped, kept in history, side effects.
@@ -252,15 +271,17 @@ class JobBook:
         self.tally[(status, job.site, job.group)] += 1
         self.record(job, source, now)
 
-    def _account(self, job: JobRecord, status: JobStatus, minor: str, usage: JobUsage | None,
-                 now: float) -> None:
+    def _account(
+        self, job: JobRecord, status: JobStatus, minor: str, usage: JobUsage | None, now: float
+    ) -> None:
         """The accounting record of the attempt that ends now (before its cores are released)."""
         held = job.status in ACTIVE_STATUSES
         usage = usage or self.last_usage.get(job.job_id)
         cores = self.cores(job) if held else 0
         ce = self.placed_ce.get(job.job_id, "") if held else ""
         self.journal.changes.job_accounting.append(
-            job_record(job, status.value, minor, cores, usage, held, now, ce))
+            job_record(job, status.value, minor, cores, usage, held, now, ce)
+        )
 
     def _enter(self, job: JobRecord, old: JobStatus, now: float) -> None:
         status = job.status
@@ -327,8 +348,16 @@ class JobBook:
         job.kill_requested, job.minor_status, job.updated = True, "Kill requested", now
         self.record(job, source, now)
 
-    def report(self, job: JobRecord, status: JobStatus, minor: str, application: str,
-               source: str, now: float, usage: JobUsage | None = None) -> None:
+    def report(
+        self,
+        job: JobRecord,
+        status: JobStatus,
+        minor: str,
+        application: str,
+        source: str,
+        now: float,
+        usage: JobUsage | None = None,
+    ) -> None:
         """A pilot reports the job's status (the same one again, or a new one; ``usage`` with a
         final one)."""
         job.application_status = application or job.application_status
@@ -338,8 +367,9 @@ class JobBook:
         else:
             self.set_status(job, status, minor, source, now, usage)
 
-    def heartbeat(self, job: JobRecord, source: str, now: float,
-                  metrics: dict[str, Any] | None = None) -> None:
+    def heartbeat(
+        self, job: JobRecord, source: str, now: float, metrics: dict[str, Any] | None = None
+    ) -> None:
         """The pilot holding ``job`` is alive: push its stall deadline back (a Stalled job whose
         heartbeats resumed runs again). ``metrics``: what it says the payload used so far."""
         usage = usage_from_heartbeat(metrics) if metrics else None

@@ -35,8 +35,10 @@ def delete(state: CentralState, args: JobIdsArgs, now: float) -> DeleteReply:
     jobs = state.book.jobs_by_ids(args.job_ids)
     for job in jobs:
         if job.status in ACTIVE_STATUSES:
-            raise IllegalTransition(f"job {job.job_id} is {job.status.value}: kill it first "
-                                    "(a job a pilot holds is not deleted)")
+            raise IllegalTransition(
+                f"job {job.job_id} is {job.status.value}: kill it first "
+                "(a job a pilot holds is not deleted)"
+            )
         check_transition(job.job_id, job.status, JobStatus.DELETED)
     for job in jobs:
         state.book.set_status(job, JobStatus.DELETED, "Deleted by user", "user", now)

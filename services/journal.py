@@ -44,8 +44,12 @@ class Journal:
 
     def history(self, job_id: int) -> list[HistoryEntry]:
         """History rows of ``job_id`` not in the store yet, oldest first."""
-        return [entry for changes in self._uncommitted() for entry in changes.history
-                if entry.job_id == job_id]
+        return [
+            entry
+            for changes in self._uncommitted()
+            for entry in changes.history
+            if entry.job_id == job_id
+        ]
 
     def sandbox(self, job_id: int, kind: str) -> str | None:
         """The newest uncommitted ``kind`` sandbox of ``job_id`` (None: ask the store)."""

@@ -32,10 +32,14 @@ class SubmissionLimits:
         if left >= self.descriptions.max_parametric_jobs:
             return self.descriptions
         return dataclasses.replace(
-            self.descriptions, max_parametric_jobs=left,
-            parametric_limit_name=(f"(what is left of the limit of "
-                                   f"{self.config.max_jobs_per_request} jobs per request, "
-                                   "limits.max_jobs_per_request)"))
+            self.descriptions,
+            max_parametric_jobs=left,
+            parametric_limit_name=(
+                f"(what is left of the limit of "
+                f"{self.config.max_jobs_per_request} jobs per request, "
+                "limits.max_jobs_per_request)"
+            ),
+        )
 
     def check_request(self, jobs: int) -> None:
         if jobs > self.config.max_jobs_per_request:
@@ -47,7 +51,8 @@ class SubmissionLimits:
         if waiting + new > limit:
             raise LimitExceeded(
                 f"{owner} has {waiting} waiting jobs: {new} more would pass the limit of {limit} "
-                "waiting jobs per user (limits.max_waiting_jobs_per_user); wait for some to run")
+                "waiting jobs per user (limits.max_waiting_jobs_per_user); wait for some to run"
+            )
 
     def check_size(self, index: int, size: int) -> None:
         """The ``index``-th job of the request (from 0) has a stored description of ``size``
@@ -57,10 +62,12 @@ class SubmissionLimits:
             raise LimitExceeded(
                 f"job {index + 1} of the request has a description of {size} bytes after "
                 f"expansion, over the limit of {limit} bytes per job "
-                "(limits.max_description_bytes)")
+                "(limits.max_description_bytes)"
+            )
 
     def _too_many(self, jobs: int) -> LimitExceeded:
         return LimitExceeded(
             f"the request makes at least {jobs} jobs, over the limit of "
             f"{self.config.max_jobs_per_request} jobs per request "
-            "(limits.max_jobs_per_request): submit them in several requests")
+            "(limits.max_jobs_per_request): submit them in several requests"
+        )

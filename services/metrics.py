@@ -44,8 +44,22 @@ if TYPE_CHECKING:
 PREFIX = "dirac_like"
 MAX_TASK_QUEUES = 200  # the largest task queues get a series each; the rest are summed
 CONNECTED_SECONDS = 300.0  # a pilot heard from this recently is connected
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                   0.5, 1.0, 2.5)
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 512, 1000)
 
@@ -69,10 +83,17 @@ class StateSnapshot:
 def take_snapshot(state: CentralState, now: float) -> StateSnapshot:
     """The numbers the state collector shows, copied out of ``state`` (call from the loop)."""
     book = state.book
-    queues = sorted(((len(queue), queue.task_queue_id, queue.group)
-                     for queue in book.matcher.unique_task_queues() if len(queue)), reverse=True)
-    waiting = [(str(task_queue), group, count)
-               for count, task_queue, group in queues[:MAX_TASK_QUEUES]]
+    queues = sorted(
+        (
+            (len(queue), queue.task_queue_id, queue.group)
+            for queue in book.matcher.unique_task_queues()
+            if len(queue)
+        ),
+        reverse=True,
+    )
+    waiting = [
+        (str(task_queue), group, count) for count, task_queue, group in queues[:MAX_TASK_QUEUES]
+    ]
     if len(queues) > MAX_TASK_QUEUES:
         waiting.append(("other", "", sum(count for count, _, _ in queues[MAX_TASK_QUEUES:])))
     pilots: Counter[tuple[str, str]] = Counter()
@@ -81,18 +102,37 @@ def take_snapshot(state: CentralState, now: float) -> StateSnapshot:
         pilots[(pilot.site, pilot.state)] += 1
         if pilot.last_contact >= now - CONNECTED_SECONDS:
             connected[pilot.site] += 1
-    shares = [(str(row["group"]), float(row["share_fraction"]), float(row["load_fraction"]),
-               float(row["usage_core_seconds"]), int(row["running_cores"]))
-              for row in state.shares.report(now)]
-    banned = {name: bool(state.sites.records.get(name) and state.sites.records[name].banned)
-              for name in state.sites.seen}
-    jobs = {(str(status), site, group): count
-            for (status, site, group), count in book.tally.items() if count}
+    shares = [
+        (
+            str(row["group"]),
+            float(row["share_fraction"]),
+            float(row["load_fraction"]),
+            float(row["usage_core_seconds"]),
+            int(row["running_cores"]),
+        )
+        for row in state.shares.report(now)
+    ]
+    banned = {
+        name: bool(state.sites.records.get(name) and state.sites.records[name].banned)
+        for name in state.sites.seen
+    }
+    jobs = {
+        (str(status), site, group): count
+        for (status, site, group), count in book.tally.items()
+        if count
+    }
     return StateSnapshot(
-        time=now, jobs=jobs,
-        waiting=waiting, pilots=dict(pilots), connected=dict(connected), shares=shares,
-        banned=banned, submitted=book.submitted_count, matched=book.matched_count,
-        entered={str(status): count for status, count in book.entered.items()})
+        time=now,
+        jobs=jobs,
+        waiting=waiting,
+        pilots=dict(pilots),
+        connected=dict(connected),
+        shares=shares,
+        banned=banned,
+        submitted=book.submitted_count,
+        matched=book.matched_count,
+        entered={str(status): count for status, count in book.entered.items()},
+    )
 
 
 class StateCollector(Collector):
@@ -103,38 +143,75 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snap = self.snapshot
-        yield _gauge("jobs", "Jobs by status, site and group", ["status", "site", "group"],
-                     ((list(key), count) for key, count in snap.jobs.items()))
-        yield _gauge("task_queue_waiting_jobs", f"Waiting jobs per task queue (the largest "
-                     f"{MAX_TASK_QUEUES}; the rest as task_queue=other)", ["task_queue", "group"],
-                     (([queue, group], count) for queue, group, count in snap.waiting))
-        yield _gauge("pilots", "Pilot records by site and state", ["site", "state"],
-                     ((list(key), count) for key, count in snap.pilots.items()))
-        yield _gauge("connected_pilots", f"Pilots heard from in the last {CONNECTED_SECONDS:g} s",
-                     ["site"], (([site], count) for site, count in snap.connected.items()))
+        yield _gauge(
+            "jobs",
+            "Jobs by status, site and group",
+            ["status", "site", "group"],
+            ((list(key), count) for key, count in snap.jobs.items()),
+        )
+        yield _gauge(
+            "task_queue_waiting_jobs",
+            f"Waiting jobs per task queue (the largest "
+            f"{MAX_TASK_QUEUES}; the rest as task_queue=other)",
+            ["task_queue", "group"],
+            (([queue, group], count) for queue, group, count in snap.waiting),
+        )
+        yield _gauge(
+            "pilots",
+            "Pilot records by site and state",
+            ["site", "state"],
+            ((list(key), count) for key, count in snap.pilots.items()),
+        )
+        yield _gauge(
+            "connected_pilots",
+            f"Pilots heard from in the last {CONNECTED_SECONDS:g} s",
+            ["site"],
+            (([site], count) for site, count in snap.connected.items()),
+        )
         yield from _share_families(snap)
-        yield _gauge("site_banned", "1 if the site is banned", ["site"],
-                     (([site], int(banned)) for site, banned in snap.banned.items()))
-        yield _counter("jobs_submitted", "Jobs submitted since the service started", [],
-                       [([], snap.submitted)])
-        yield _counter("matches", "Jobs matched to pilots since the service started", [],
-                       [([], snap.matched)])
-        yield _counter("job_transitions", "Job status changes since the service started, by "
-                       "the status entered", ["status"],
-                       (([status], count) for status, count in snap.entered.items()))
-        yield _gauge("snapshot_timestamp_seconds", "When these state numbers were taken", [],
-                     [([], snap.time)])
+        yield _gauge(
+            "site_banned",
+            "1 if the site is banned",
+            ["site"],
+            (([site], int(banned)) for site, banned in snap.banned.items()),
+        )
+        yield _counter(
+            "jobs_submitted", "Jobs submitted since the service started", [], [([], snap.submitted)]
+        )
+        yield _counter(
+            "matches", "Jobs matched to pilots since the service started", [], [([], snap.matched)]
+        )
+        yield _counter(
+            "job_transitions",
+            "Job status changes since the service started, by the status entered",
+            ["status"],
+            (([status], count) for status, count in snap.entered.items()),
+        )
+        yield _gauge(
+            "snapshot_timestamp_seconds",
+            "When these state numbers were taken",
+            [],
+            [([], snap.time)],
+        )
 
 
 def _share_families(snap: StateSnapshot) -> Iterator[Metric]:
-    target = GaugeMetricFamily(f"{PREFIX}_share_target_ratio",
-                               "The group's configured share of the grid (0-1)", labels=["group"])
-    realised = GaugeMetricFamily(f"{PREFIX}_share_usage_ratio", "The group's part of the "
-                                 "decayed usage and running cores (0-1)", labels=["group"])
-    usage = GaugeMetricFamily(f"{PREFIX}_share_usage_core_seconds",
-                              "The group's decayed usage", labels=["group"])
-    running = GaugeMetricFamily(f"{PREFIX}_running_cores", "Cores the group's jobs hold",
-                                labels=["group"])
+    target = GaugeMetricFamily(
+        f"{PREFIX}_share_target_ratio",
+        "The group's configured share of the grid (0-1)",
+        labels=["group"],
+    )
+    realised = GaugeMetricFamily(
+        f"{PREFIX}_share_usage_ratio",
+        "The group's part of the decayed usage and running cores (0-1)",
+        labels=["group"],
+    )
+    usage = GaugeMetricFamily(
+        f"{PREFIX}_share_usage_core_seconds", "The group's decayed usage", labels=["group"]
+    )
+    running = GaugeMetricFamily(
+        f"{PREFIX}_running_cores", "Cores the group's jobs hold", labels=["group"]
+    )
     for group, share, load, used, cores in snap.shares:
         target.add_metric([group], share)
         realised.add_metric([group], load)
@@ -143,18 +220,24 @@ def _share_families(snap: StateSnapshot) -> Iterator[Metric]:
     yield from (target, realised, usage, running)
 
 
-def _gauge(name: str, text: str, labels: list[str],
-           samples: Iterator[tuple[list[str], float]] | list[tuple[list[str], float]]
-           ) -> GaugeMetricFamily:
+def _gauge(
+    name: str,
+    text: str,
+    labels: list[str],
+    samples: Iterator[tuple[list[str], float]] | list[tuple[list[str], float]],
+) -> GaugeMetricFamily:
     family = GaugeMetricFamily(f"{PREFIX}_{name}", text, labels=labels)
     for values, value in samples:
         family.add_metric(values, value)
     return family
 
 
-def _counter(name: str, text: str, labels: list[str],
-             samples: Iterator[tuple[list[str], float]] | list[tuple[list[str], float]]
-             ) -> CounterMetricFamily:
+def _counter(
+    name: str,
+    text: str,
+    labels: list[str],
+    samples: Iterator[tuple[list[str], float]] | list[tuple[list[str], float]],
+) -> CounterMetricFamily:
     family = CounterMetricFamily(f"{PREFIX}_{name}", text, labels=labels)
     for values, value in samples:
         family.add_metric(values, value)
@@ -165,8 +248,7 @@ class RequestTimes(Collector):
     """Request latency histograms by operation, and refusals: counted by the loop, exposed by
     the scrape (which copies each list of counts whole before it reads it)."""
 
-    def __init__(self, operations: list[str], bounds: tuple[float, ...] = LATENCY_BUCKETS
-                 ) -> None:
+    def __init__(self, operations: list[str], bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         self.bounds = bounds
         self.counts = {op: [0] * (len(bounds) + 1) for op in operations}  # the last: +Inf
         self.sums = dict.fromkeys(operations, 0.0)
@@ -181,14 +263,17 @@ class RequestTimes(Collector):
             self.refused[op] += 1
 
     def collect(self) -> Iterator[Metric]:
-        latency = HistogramMetricFamily(f"{PREFIX}_request_seconds", "Time to handle one "
-                                        "request, by operation", labels=["op"])
-        refused = CounterMetricFamily(f"{PREFIX}_refused_requests", "Requests refused (an "
-                                      "error reply), by operation", labels=["op"])
+        latency = HistogramMetricFamily(
+            f"{PREFIX}_request_seconds", "Time to handle one request, by operation", labels=["op"]
+        )
+        refused = CounterMetricFamily(
+            f"{PREFIX}_refused_requests",
+            "Requests refused (an error reply), by operation",
+            labels=["op"],
+        )
         for op, counts in self.counts.items():
             cumulative, total = [], 0
-            for bound, count in zip((*map(str, self.bounds), "+Inf"), list(counts),
-                                    strict=True):
+            for bound, count in zip((*map(str, self.bounds), "+Inf"), list(counts), strict=True):
                 total += count
                 cumulative.append((bound, total))
             latency.add_metric([op], cumulative, sum_value=self.sums[op])
@@ -205,14 +290,23 @@ class ServiceMetrics:
         self.registry = CollectorRegistry()
         self.requests = RequestTimes([*ARGUMENTS, "unknown"])
         self.registry.register(self.requests)
-        self.batch_size = Histogram(f"{PREFIX}_batch_requests", "Requests per batch (one commit)",
-                                    buckets=BATCH_BUCKETS, registry=self.registry)
-        self.commit_seconds = Histogram(f"{PREFIX}_commit_seconds",
-                                        "Time to write one batch to the store",
-                                        buckets=COMMIT_BUCKETS, registry=self.registry)
-        self.commit_failures = CounterMetric(f"{PREFIX}_commit_failures",
-                                             "Batches the store refused (undone)",
-                                             registry=self.registry)
+        self.batch_size = Histogram(
+            f"{PREFIX}_batch_requests",
+            "Requests per batch (one commit)",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.commit_seconds = Histogram(
+            f"{PREFIX}_commit_seconds",
+            "Time to write one batch to the store",
+            buckets=COMMIT_BUCKETS,
+            registry=self.registry,
+        )
+        self.commit_failures = CounterMetric(
+            f"{PREFIX}_commit_failures",
+            "Batches the store refused (undone)",
+            registry=self.registry,
+        )
         self.state = StateCollector()
         self.registry.register(self.state)
         self._next_refresh = 0.0

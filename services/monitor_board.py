@@ -35,12 +35,18 @@ _CLOSED = frozenset({ResourceStatus.BANNED, ResourceStatus.PROBING})
 
 
 class MonitorBoard:
-    def __init__(self, sites: SiteBoard, journal: Journal, statuses: Iterable[StatusRecord] = (),
-                 downtimes: Iterable[Downtime] = ()) -> None:
+    def __init__(
+        self,
+        sites: SiteBoard,
+        journal: Journal,
+        statuses: Iterable[StatusRecord] = (),
+        downtimes: Iterable[Downtime] = (),
+    ) -> None:
         self.sites = sites
         self.journal = journal
         self.statuses: dict[tuple[str, str], StatusRecord] = {
-            (record.kind.value, record.target): record for record in statuses}
+            (record.kind.value, record.target): record for record in statuses
+        }
         self.downtimes: dict[int, Downtime] = {d.downtime_id: d for d in downtimes}
         self.known_ses: set[str] = {target for kind, target in self.statuses if kind == "se"}
         self.known_ses.update(d.target for d in self.downtimes.values() if d.kind is TargetKind.SE)
@@ -64,21 +70,25 @@ class MonitorBoard:
         if kind is TargetKind.SITE:
             ban = self.sites.banned(target)
             if ban is not None and not ban.automatic:
-                return StatusRecord(target, kind, ResourceStatus.BANNED, ban.reason, ban.changed,
-                                    automatic=False)
+                return StatusRecord(
+                    target, kind, ResourceStatus.BANNED, ban.reason, ban.changed, automatic=False
+                )
         record = self.statuses.get((kind.value, target))
         return record or StatusRecord(target, kind, ResourceStatus.ACTIVE, "", 0.0, False)
 
-    def set_status(self, kind: TargetKind, target: str, status: ResourceStatus, reason: str,
-                   now: float) -> StatusRecord:
+    def set_status(
+        self, kind: TargetKind, target: str, status: ResourceStatus, reason: str, now: float
+    ) -> StatusRecord:
         """The policy's decision for a target. Refused (Forbidden) for a site an operator banned:
         the policy never lifts, nor rewrites, an operator's ban."""
         self.check_known(kind, target)
         if kind is TargetKind.SITE:
             ban = self.sites.banned(target)
             if ban is not None and not ban.automatic:
-                raise Forbidden(f"site {target} was banned by an operator ({ban.reason[:80]!r}): "
-                                "the monitoring policy leaves it alone")
+                raise Forbidden(
+                    f"site {target} was banned by an operator ({ban.reason[:80]!r}): "
+                    "the monitoring policy leaves it alone"
+                )
             self._apply_to_site(target, status, reason, now)
         record = StatusRecord(target, kind, status, reason[:256], now, automatic=True)
         self.statuses[(kind.value, target)] = record
@@ -98,8 +108,14 @@ class MonitorBoard:
         again from Active when the operator lifts the ban)."""
         key = (TargetKind.SITE.value, site)
         if key in self.statuses:
-            record = StatusRecord(site, TargetKind.SITE, ResourceStatus.ACTIVE,
-                                  "reset by an operator", now, automatic=False)
+            record = StatusRecord(
+                site,
+                TargetKind.SITE,
+                ResourceStatus.ACTIVE,
+                "reset by an operator",
+                now,
+                automatic=False,
+            )
             self.statuses[key] = record
             self.journal.changes.statuses[key] = record
 
@@ -117,11 +133,20 @@ class MonitorBoard:
 
     # -- downtimes -------------------------------------------------------------------------------
 
-    def add_downtime(self, kind: TargetKind, target: str, start: float, end: float,
-                     reason: str, scheduled: bool, now: float) -> Downtime:
+    def add_downtime(
+        self,
+        kind: TargetKind,
+        target: str,
+        start: float,
+        end: float,
+        reason: str,
+        scheduled: bool,
+        now: float,
+    ) -> Downtime:
         self.check_known(kind, target)
-        downtime = Downtime(self.next_downtime_id, target, kind, start, end, reason[:256],
-                            scheduled, now)
+        downtime = Downtime(
+            self.next_downtime_id, target, kind, start, end, reason[:256], scheduled, now
+        )
         check_new_downtime(downtime, self.downtimes.values())
         self.next_downtime_id += 1
         self.downtimes[downtime.downtime_id] = downtime
@@ -136,9 +161,17 @@ class MonitorBoard:
             raise InvalidArgument(f"downtime {downtime_id} was already cancelled")
         if downtime.end <= now:
             raise InvalidArgument(f"downtime {downtime_id} is over: there is nothing to cancel")
-        cancelled = Downtime(downtime.downtime_id, downtime.target, downtime.kind, downtime.start,
-                             downtime.end, downtime.reason, downtime.scheduled, downtime.created,
-                             cancelled=now)
+        cancelled = Downtime(
+            downtime.downtime_id,
+            downtime.target,
+            downtime.kind,
+            downtime.start,
+            downtime.end,
+            downtime.reason,
+            downtime.scheduled,
+            downtime.created,
+            cancelled=now,
+        )
         self.downtimes[downtime_id] = cancelled
         self.journal.changes.downtimes[downtime_id] = cancelled
         return cancelled

@@ -47,34 +47,51 @@ def _result(item: ProbeResultItem) -> ProbeResult:
         check_name("ce", item.ce)
     if not math.isfinite(item.time):
         raise InvalidArgument("a probe result's time must be a finite number")
-    return ProbeResult(item.target, parse_kind(item.kind), item.check,
-                       parse_check_status(item.status), item.message[:MAX_MESSAGE], item.time,
-                       item.ce, item.job_id)
+    return ProbeResult(
+        item.target,
+        parse_kind(item.kind),
+        item.check,
+        parse_check_status(item.status),
+        item.message[:MAX_MESSAGE],
+        item.time,
+        item.ce,
+        item.job_id,
+    )
 
 
 def probe_report(state: CentralState, args: ProbeReportArgs, now: float) -> ProbeReportReply:
     if len(args.results) > MAX_RESULTS_PER_REPORT:
-        raise InvalidArgument(f"{len(args.results)} results in one report (at most "
-                              f"{MAX_RESULTS_PER_REPORT})")
+        raise InvalidArgument(
+            f"{len(args.results)} results in one report (at most {MAX_RESULTS_PER_REPORT})"
+        )
     results = [_result(item) for item in args.results]  # all checked before any is kept
     state.monitor.report(results)
     return ProbeReportReply(stored=len(results))
 
 
-def probe_results(state: CentralState, args: ProbeResultsArgs, now: float
-                  ) -> list[ProbeResultItem]:
+def probe_results(state: CentralState, args: ProbeResultsArgs, now: float) -> list[ProbeResultItem]:
     if args.limit < 1:
         raise InvalidArgument("limit must be at least 1")
     stored = state.stored_probe_results(args.since, args.target, args.limit)
-    return [ProbeResultItem(r.target, r.kind.value, r.check, r.status.value, r.message, r.time,
-                            r.ce, r.job_id) for r in stored]
+    return [
+        ProbeResultItem(
+            r.target, r.kind.value, r.check, r.status.value, r.message, r.time, r.ce, r.job_id
+        )
+        for r in stored
+    ]
 
 
 def _status_row(state: CentralState, record: StatusRecord, now: float) -> StatusRow:
     downtime = state.monitor.downtime_now(record.target, now)
-    return StatusRow(record.target, record.kind.value, record.status.value, record.reason,
-                     record.changed, record.automatic,
-                     downtime=f"{downtime.downtime_id}: {downtime.reason}" if downtime else "")
+    return StatusRow(
+        record.target,
+        record.kind.value,
+        record.status.value,
+        record.reason,
+        record.changed,
+        record.automatic,
+        downtime=f"{downtime.downtime_id}: {downtime.reason}" if downtime else "",
+    )
 
 
 def resource_status(state: CentralState, args: NoArgs, now: float) -> list[StatusRow]:
@@ -95,24 +112,36 @@ def set_status(state: CentralState, args: SetStatusArgs, now: float) -> StatusRo
 
 
 def _downtime_row(downtime: Downtime) -> DowntimeRow:
-    return DowntimeRow(downtime.downtime_id, downtime.target, downtime.kind.value,
-                       downtime.start, downtime.end, downtime.reason, downtime.scheduled,
-                       downtime.created, downtime.cancelled)
+    return DowntimeRow(
+        downtime.downtime_id,
+        downtime.target,
+        downtime.kind.value,
+        downtime.start,
+        downtime.end,
+        downtime.reason,
+        downtime.scheduled,
+        downtime.created,
+        downtime.cancelled,
+    )
 
 
 def downtime_add(state: CentralState, args: DowntimeAddArgs, now: float) -> DowntimeRow:
     kind = parse_kind(args.kind)
     if not (math.isfinite(args.start) and math.isfinite(args.end)):
         raise InvalidArgument("a downtime's start and end must be finite times")
-    downtime = state.monitor.add_downtime(kind, args.target, args.start, args.end, args.reason,
-                                          args.scheduled, now)
+    downtime = state.monitor.add_downtime(
+        kind, args.target, args.start, args.end, args.reason, args.scheduled, now
+    )
     return _downtime_row(downtime)
 
 
 def downtime_list(state: CentralState, args: DowntimeListArgs, now: float) -> list[DowntimeRow]:
     downtimes = sorted(state.monitor.downtimes.values(), key=lambda d: (d.start, d.downtime_id))
-    return [_downtime_row(d) for d in downtimes
-            if args.include_ended or (not d.cancelled and d.end > now)]
+    return [
+        _downtime_row(d)
+        for d in downtimes
+        if args.include_ended or (not d.cancelled and d.end > now)
+    ]
 
 
 def downtime_cancel(state: CentralState, args: DowntimeIdArgs, now: float) -> DowntimeRow:

@@ -42,8 +42,11 @@ class StateOwnership:
         jobs = self.state.jobs
         for pilot in candidates:
             for job in map(jobs.get, pilot.jobs):
-                if (job is not None and job.pilot_id == pilot.pilot_id
-                        and job.status in ACTIVE_STATUSES
-                        and self.state.sandbox_index.of(job.job_id, "input") == sha256):
+                if (
+                    job is not None
+                    and job.pilot_id == pilot.pilot_id
+                    and job.status in ACTIVE_STATUSES
+                    and self.state.sandbox_index.of(job.job_id, "input") == sha256
+                ):
                     return True
         return False

@@ -38,8 +38,7 @@ def add_pilots(state: CentralState, args: AddPilotsArgs, now: float) -> AddPilot
 
 def update_pilots(state: CentralState, args: UpdatePilotsArgs, now: float) -> UpdatePilotsReply:
     if len(args.updates) > MAX_UPDATES:
-        raise InvalidArgument(f"{len(args.updates)} updates in one request (at most "
-                              f"{MAX_UPDATES})")
+        raise InvalidArgument(f"{len(args.updates)} updates in one request (at most {MAX_UPDATES})")
     state.pilots.update(args.updates, now)
     return UpdatePilotsReply(len(args.updates))
 
@@ -54,8 +53,12 @@ def pilots(state: CentralState, args: ListPilotsArgs, now: float) -> list[PilotV
 def pilot_output(state: CentralState, args: PilotIdArgs, now: float) -> PilotOutputReply:
     pilot = state.pilots.get(args.pilot_id)
     output = state.stored.pilot_output(pilot.pilot_id)
-    return PilotOutputReply(pilot_id=pilot.pilot_id, state=pilot.state,
-                            collected=output is not None, output=output or "")
+    return PilotOutputReply(
+        pilot_id=pilot.pilot_id,
+        state=pilot.state,
+        collected=output is not None,
+        output=output or "",
+    )
 
 
 def kill_pilot(state: CentralState, args: PilotIdArgs, now: float) -> KillPilotReply:

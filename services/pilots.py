@@ -36,8 +36,9 @@ SELF_CLOSING_FABRICS = frozenset({"", "local"})
 
 
 class PilotRegistry:
-    def __init__(self, config: PilotsConfig, loaded: Iterable[PilotRecord] = (),
-                 next_number: int = 1) -> None:
+    def __init__(
+        self, config: PilotsConfig, loaded: Iterable[PilotRecord] = (), next_number: int = 1
+    ) -> None:
         self.config = config
         self.pilots: dict[str, PilotRecord] = {pilot.pilot_id: pilot for pilot in loaded}
         self.next_number = next_number
@@ -56,8 +57,10 @@ class PilotRegistry:
             raise InvalidArgument(f"count must be 1 to {MAX_NEW_PILOTS}, not {count}")
         ids = [f"{site}.{ce}.{self.next_number + n}" for n in range(count)]
         if len(ids[-1]) > 64:
-            raise InvalidArgument(f"pilot id {ids[-1]!r} would be longer than 64 characters: "
-                                  "use a shorter site or CE name")
+            raise InvalidArgument(
+                f"pilot id {ids[-1]!r} would be longer than 64 characters: "
+                "use a shorter site or CE name"
+            )
         self.next_number += count
         self._number_changed = True
         for pilot_id in ids:
@@ -68,8 +71,9 @@ class PilotRegistry:
 
     def update(self, updates: list[PilotUpdateItem], now: float) -> None:
         """Apply every update, or none: an unknown pilot or a state after an end is refused."""
-        checked = [(self.get(update.pilot_id), self._checked_state(update), update)
-                   for update in updates]
+        checked = [
+            (self.get(update.pilot_id), self._checked_state(update), update) for update in updates
+        ]
         for pilot, state, update in checked:
             ends = state.final and not PilotState(pilot.state).final
             if state is PilotState.RUNNING and not pilot.started:
@@ -89,22 +93,31 @@ class PilotRegistry:
         pilot, state = self.pilots[update.pilot_id], parse_pilot_state(update.state)
         old = PilotState(pilot.state)
         if old.final and state is not old:
-            raise InvalidArgument(f"pilot {pilot.pilot_id} already ended {old}: it cannot become "
-                                  f"{state}")
+            raise InvalidArgument(
+                f"pilot {pilot.pilot_id} already ended {old}: it cannot become {state}"
+            )
         return state
 
     # -- pilots themselves -----------------------------------------------------------------------
 
-    def contact(self, pilot_id: str, site: str, ce: str, now: float,
-                credential: str = "") -> PilotRecord:
+    def contact(
+        self, pilot_id: str, site: str, ce: str, now: float, credential: str = ""
+    ) -> PilotRecord:
         """The pilot asked something: it runs. A pilot met for the first time gets a record.
         ``credential`` (the identity that asked, '' when unknown) is bound to the record if it
         has none yet (authorization checked it may act as this pilot)."""
         pilot = self.pilots.get(pilot_id)
         if pilot is None:
-            pilot = PilotRecord(pilot_id, site, ce, state=PilotState.RUNNING.value,
-                                submitted=now, updated=now, credential=credential,
-                                started=now)
+            pilot = PilotRecord(
+                pilot_id,
+                site,
+                ce,
+                state=PilotState.RUNNING.value,
+                submitted=now,
+                updated=now,
+                credential=credential,
+                started=now,
+            )
             self.pilots[pilot_id] = pilot
             self._dirty[pilot_id] = pilot
         elif pilot.state in (PilotState.SUBMITTED, PilotState.WAITING):
@@ -130,8 +143,11 @@ class PilotRegistry:
         unless an admin killed it (its director reports it Aborted).
         Returns whether the record was closed by this call."""
         pilot = self.get(pilot_id)
-        if (PilotState(pilot.state).final or pilot.fabric not in SELF_CLOSING_FABRICS
-                or (pilot.fabric and pilot.kill_requested)):  # its director cancels it
+        if (
+            PilotState(pilot.state).final
+            or pilot.fabric not in SELF_CLOSING_FABRICS
+            or (pilot.fabric and pilot.kill_requested)
+        ):  # its director cancels it
             return False
         pilot.state = (PilotState.DONE if exit_code == 0 else PilotState.FAILED).value
         pilot.updated, pilot.last_contact = now, now
@@ -162,8 +178,9 @@ class PilotRegistry:
         self._dirty[pilot_id] = pilot
         return pilot
 
-    def select(self, site: str | None = None, states: Iterable[str] = (),
-               limit: int = 10000) -> list[PilotRecord]:
+    def select(
+        self, site: str | None = None, states: Iterable[str] = (), limit: int = 10000
+    ) -> list[PilotRecord]:
         """Records of ``site`` (all sites if None) in ``states`` (all if empty), oldest first."""
         wanted = {parse_pilot_state(state).value for state in states}
         found = []
@@ -179,8 +196,11 @@ class PilotRegistry:
     def forget_ended(self, now: float) -> int:
         """Forget the pilots that ended more than ``retention`` seconds ago; returns how many."""
         cutoff = now - self.config.retention
-        old = [pilot_id for pilot_id, pilot in self.pilots.items()
-               if pilot.updated < cutoff and PilotState(pilot.state).final]
+        old = [
+            pilot_id
+            for pilot_id, pilot in self.pilots.items()
+            if pilot.updated < cutoff and PilotState(pilot.state).final
+        ]
         for pilot_id in old:
             del self.pilots[pilot_id]
             self._dirty.pop(pilot_id, None)
@@ -206,11 +226,19 @@ def _tail(text: str, max_bytes: int) -> str:
     data = text.encode("utf-8", errors="replace")
     if len(data) <= max_bytes:
         return text
-    return data[len(data) - max_bytes:].decode("utf-8", errors="ignore")
+    return data[len(data) - max_bytes :].decode("utf-8", errors="ignore")
 
 
 def _accounting_record(pilot: PilotRecord, now: float) -> PilotAccountingRecord:
     return PilotAccountingRecord(
-        pilot_id=pilot.pilot_id, site=pilot.site, ce=pilot.ce, fabric=pilot.fabric,
-        state=pilot.state, reason=pilot.reason, submitted=pilot.submitted,
-        started=pilot.started, ended=now, jobs=len(pilot.jobs))
+        pilot_id=pilot.pilot_id,
+        site=pilot.site,
+        ce=pilot.ce,
+        fabric=pilot.fabric,
+        state=pilot.state,
+        reason=pilot.reason,
+        submitted=pilot.submitted,
+        started=pilot.started,
+        ended=now,
+        jobs=len(pilot.jobs),
+    )

@@ -35,8 +35,13 @@ def reply_key(principal: str, request_id: str) -> str:
 
 
 class ReplyCache:
-    def __init__(self, reply_memory: float, journal: Journal,
-                 loaded: Iterable[StoredReply] = (), secret_memory: float = 60.0) -> None:
+    def __init__(
+        self,
+        reply_memory: float,
+        journal: Journal,
+        loaded: Iterable[StoredReply] = (),
+        secret_memory: float = 60.0,
+    ) -> None:
         self.reply_memory = reply_memory
         self.secret_memory = secret_memory
         self.journal = journal
@@ -55,8 +60,9 @@ class ReplyCache:
         stored = self.replies.get(key) or self._secrets.get(key)
         return stored.reply if stored is not None else None
 
-    def remember(self, key: str, reply: bytes, now: float, durable: bool,
-                 secret: bool = False) -> None:
+    def remember(
+        self, key: str, reply: bytes, now: float, durable: bool, secret: bool = False
+    ) -> None:
         """Answer a retry under ``key`` with ``reply``; across restarts too if ``durable``; for
         ``secret_memory`` seconds only, and never stored, if it carries a ``secret``."""
         stored = StoredReply(key, reply, now)

@@ -35,28 +35,32 @@ def _store(state: CentralState) -> SandboxStore:
     return state.sandboxes
 
 
-def sandbox_upload(state: CentralState, args: SandboxUploadArgs,
-                   now: float) -> SandboxUploadReply:
+def sandbox_upload(state: CentralState, args: SandboxUploadArgs, now: float) -> SandboxUploadReply:
     config = state.config.sandboxes
     if args.kind not in KINDS:
         raise InvalidArgument(f"kind must be one of {', '.join(KINDS)}, not {args.kind[:20]!r}")
     limit = config.max_input_bytes if args.kind == "input" else config.max_output_bytes
     if not 0 < args.size <= limit:
-        raise SandboxError(f"{args.kind} sandbox of {args.size} bytes: the size must be 1 to "
-                           f"{limit} bytes")
+        raise SandboxError(
+            f"{args.kind} sandbox of {args.size} bytes: the size must be 1 to {limit} bytes"
+        )
     if len(args.data) > config.max_chunk_bytes:
-        raise InvalidArgument(f"chunk of {len(args.data)} bytes is over the limit of "
-                              f"{config.max_chunk_bytes} bytes")
-    received = _store(state).write_chunk(args.sha256, args.size, args.offset, args.data, limit,
-                                         uploader=args.owner)
+        raise InvalidArgument(
+            f"chunk of {len(args.data)} bytes is over the limit of {config.max_chunk_bytes} bytes"
+        )
+    received = _store(state).write_chunk(
+        args.sha256, args.size, args.offset, args.data, limit, uploader=args.owner
+    )
     return SandboxUploadReply(received=received, complete=received == args.size)
 
 
-def sandbox_download(state: CentralState, args: SandboxDownloadArgs,
-                     now: float) -> SandboxDownloadReply:
+def sandbox_download(
+    state: CentralState, args: SandboxDownloadArgs, now: float
+) -> SandboxDownloadReply:
     config = state.config
-    length = min(args.length, config.sandboxes.max_chunk_bytes,
-                 config.service.max_message_bytes // 2)
+    length = min(
+        args.length, config.sandboxes.max_chunk_bytes, config.service.max_message_bytes // 2
+    )
     data, size = _store(state).read_chunk(args.sha256, args.offset, length)
     return SandboxDownloadReply(data=data, size=size)
 
@@ -65,8 +69,10 @@ def job_output(state: CentralState, args: JobIdArgs, now: float) -> JobOutputRep
     job = state.book.job(args.job_id)
     sha256 = state.sandbox_index.of(job.job_id, "output")
     if sha256 is None:
-        raise NotFound(f"job {job.job_id} has no output sandbox (status {job.status.value}: "
-                       "a pilot uploads it when the job ends)")
+        raise NotFound(
+            f"job {job.job_id} has no output sandbox (status {job.status.value}: "
+            "a pilot uploads it when the job ends)"
+        )
     return JobOutputReply(job_id=job.job_id, sha256=sha256, status=job.status.value)
 
 

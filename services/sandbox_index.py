@@ -38,8 +38,13 @@ class StoredSandboxes(Protocol):
 
 
 class SandboxIndex:
-    def __init__(self, files: SandboxStore | None, stored: StoredSandboxes, journal: Journal,
-                 collect_after: float) -> None:
+    def __init__(
+        self,
+        files: SandboxStore | None,
+        stored: StoredSandboxes,
+        journal: Journal,
+        collect_after: float,
+    ) -> None:
         self.files = files  # None: sandboxes are refused
         self.stored = stored
         self.journal = journal
@@ -54,8 +59,9 @@ class SandboxIndex:
         if not is_sha256(sha256):
             raise InvalidArgument(f"{kind} sandbox: not a sandbox checksum: {sha256[:80]!r}")
         if not (self.files.has(sha256) if holder is None else self.files.granted(sha256, holder)):
-            raise InvalidArgument(f"{kind} sandbox SB:{sha256[:64]} was not uploaded (upload it "
-                                  "first, then name it)")
+            raise InvalidArgument(
+                f"{kind} sandbox SB:{sha256[:64]} was not uploaded (upload it first, then name it)"
+            )
 
     def holds(self, sha256: str, holder: str) -> bool:
         """Whether ``holder`` holds the stored archive ``sha256``."""
@@ -69,8 +75,11 @@ class SandboxIndex:
     def input_of(self, description: JobDescription, holder: str | None = None) -> str:
         """The sha256 of the uploaded archive the job's InputSandbox names ('' if none),
         checked (held by ``holder``, the job's owner, unless None)."""
-        named = [entry[len(SANDBOX_PREFIX):] for entry in description.input_sandbox
-                 if entry.startswith(SANDBOX_PREFIX)]
+        named = [
+            entry[len(SANDBOX_PREFIX) :]
+            for entry in description.input_sandbox
+            if entry.startswith(SANDBOX_PREFIX)
+        ]
         if not named:
             return ""
         if len(named) > 1:

@@ -23,8 +23,9 @@ from .journal import Journal
 
 
 class SiteBoard:
-    def __init__(self, limits: Mapping[str, SiteLimits], journal: Journal,
-                 loaded: Iterable[SiteRecord] = ()) -> None:
+    def __init__(
+        self, limits: Mapping[str, SiteLimits], journal: Journal, loaded: Iterable[SiteRecord] = ()
+    ) -> None:
         self.limits = limits
         self.journal = journal
         self.records: dict[str, SiteRecord] = {site.name: site for site in loaded}

@@ -90,8 +90,9 @@ class StoredJobs(Protocol):
 
     def referenced_sandboxes(self) -> set[str]: ...
 
-    def probe_results(self, since: float, target: str = "", limit: int = 100_000
-                      ) -> list[ProbeResult]: ...
+    def probe_results(
+        self, since: float, target: str = "", limit: int = 100_000
+    ) -> list[ProbeResult]: ...
 
 
 def _fair_share(config: Config, loaded: LoadedState) -> FairShare:
@@ -132,10 +133,15 @@ class CentralState:
         self.book = JobBook(config.jobs, self.shares, self.journal, config.shares.drain)
         self.book.restore(loaded.task_queues, loaded.jobs, now)
         self.shares.dirty.clear()  # restoring changed nothing to write
-        self.replies = ReplyCache(config.service.reply_memory, self.journal, loaded.replies,
-                                  config.service.secret_reply_memory)
-        self.sandbox_index = SandboxIndex(sandboxes, stored, self.journal,
-                                          config.sandboxes.collect_after)
+        self.replies = ReplyCache(
+            config.service.reply_memory,
+            self.journal,
+            loaded.replies,
+            config.service.secret_reply_memory,
+        )
+        self.sandbox_index = SandboxIndex(
+            sandboxes, stored, self.journal, config.sandboxes.collect_after
+        )
         self.pilots = PilotRegistry(config.pilots, loaded.pilots, loaded.next_pilot_number)
         self.sites = SiteBoard(config.sites, self.journal, loaded.sites)
         self.monitor = MonitorBoard(self.sites, self.journal, loaded.statuses, loaded.downtimes)
@@ -145,8 +151,9 @@ class CentralState:
         self.bulk = BulkBook()  # bulk actions carried out a batch per loop
         self._next_cleanup = now + CLEANUP_SECONDS
         if restoring:
-            log.info("restored %d jobs in %d task queues", len(self.jobs),
-                     len(self.book.task_queue_rows))
+            log.info(
+                "restored %d jobs in %d task queues", len(self.jobs), len(self.book.task_queue_rows)
+            )
 
     @property
     def sandboxes(self) -> SandboxStore | None:
@@ -199,8 +206,10 @@ class CentralState:
     def stored_probe_results(self, since: float, target: str, limit: int) -> list[ProbeResult]:
         """Committed probe results, with those on their way to the store, oldest first."""
         found = self.stored.probe_results(since, target, limit) + [
-            result for result in self.journal.probe_results()
-            if result.time >= since and (not target or result.target == target)]
+            result
+            for result in self.journal.probe_results()
+            if result.time >= since and (not target or result.target == target)
+        ]
         found.sort(key=lambda result: result.time)
         return found[-limit:]
 
@@ -231,12 +240,17 @@ class CentralState:
         self.sandbox_index.collect(now)
         accounting = self.config.accounting
         self.journal.changes.accounting_retention = retention_cutoffs(
-            now, accounting.raw_retention, accounting.hourly_retention)
+            now, accounting.raw_retention, accounting.hourly_retention
+        )
 
     # -- submission ------------------------------------------------------------------------------
 
     def submit(
-        self, sources: list[str | dict[str, Any]], owner: str, group: str, now: float,
+        self,
+        sources: list[str | dict[str, Any]],
+        owner: str,
+        group: str,
+        now: float,
         submitter: str = "",
     ) -> list[int]:
         """New jobs of ``owner``, all or none: everything is parsed and checked against the
@@ -249,14 +263,16 @@ class CentralState:
             limits = self.submission_limits.for_next_description(len(descriptions))
             descriptions.extend(parse_descriptions(source, limits))
         self.submission_limits.check_request(len(descriptions))
-        self.submission_limits.check_waiting(owner, self.book.waiting_by_owner[owner],
-                                             len(descriptions))
+        self.submission_limits.check_waiting(
+            owner, self.book.waiting_by_owner[owner], len(descriptions)
+        )
         packed = [pack_description(description) for description in descriptions]
         for index, size in enumerate(map(len, packed)):
             self.submission_limits.check_size(index, size)
         holder = (submitter or owner) if self.secure else None
-        sandboxes = [self.sandbox_index.input_of(description, holder)
-                     for description in descriptions]
+        sandboxes = [
+            self.sandbox_index.input_of(description, holder) for description in descriptions
+        ]
         job_ids = []
         never = NeverRunnable(self, group)
         for description, sandbox, stored in zip(descriptions, sandboxes, packed, strict=True):
@@ -272,8 +288,9 @@ class CentralState:
 
     def why_not(self, resources: PilotResources, now: float) -> str:
         """Why a pilot at this site gets no user job right now, or '' if it may be matched."""
-        return (self.monitor.why_not(resources.site, now)
-                or self.sites.why_not(resources.site, self.book.site_active[resources.site]))
+        return self.monitor.why_not(resources.site, now) or self.sites.why_not(
+            resources.site, self.book.site_active[resources.site]
+        )
 
     def matchable(self, resources: PilotResources, now: float) -> PilotResources | None:
         """What a pilot may be matched with now: None in a downtime (nothing), only probe jobs
@@ -331,12 +348,16 @@ class CentralState:
         """An admin kills a pilot: its jobs are rescheduled (the pilot is told to kill them), it
         is told to stop, and its director cancels it. Returns the rescheduled jobs."""
         pilot = self.pilots.kill(pilot_id, now)
-        held = [job for job in map(self.jobs.get, pilot.jobs)
-                if job is not None and job.pilot_id == pilot_id and job.status in ACTIVE_STATUSES]
+        held = [
+            job
+            for job in map(self.jobs.get, pilot.jobs)
+            if job is not None and job.pilot_id == pilot_id and job.status in ACTIVE_STATUSES
+        ]
         for job in held:
             self.push_kill(job)
-            self.book.reschedule(job, f"Pilot {pilot_id} killed by an admin", "admin", now,
-                                 hold=False)
+            self.book.reschedule(
+                job, f"Pilot {pilot_id} killed by an admin", "admin", now, hold=False
+            )
         self.pushes.append((pilot_id, STOP_PILOT))
         return [job.job_id for job in held]
 

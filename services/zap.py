@@ -26,8 +26,7 @@ CURVE_KEY_BYTES = 32
 REFUSAL_LOG_INTERVAL = 60.0  # seconds between log lines about the same refused key
 
 
-def zap_reply(request: list[bytes], admits: Callable[[str], bool]
-              ) -> tuple[list[bytes], str]:
+def zap_reply(request: list[bytes], admits: Callable[[str], bool]) -> tuple[list[bytes], str]:
     """The reply frames to a ZAP request, and the client key ('' if none could be read).
 
     Request: version, request id, domain, address, routing id, mechanism, credentials...
@@ -53,8 +52,9 @@ def _reply(request_id: bytes, code: bytes, text: bytes, user_id: bytes = b"") ->
 class ZapHandler:
     """The REP socket libzmq sends ZAP requests to, in the service's context."""
 
-    def __init__(self, context: zmq.Context, admits: Callable[[str], bool],
-                 clock: Callable[[], float]) -> None:
+    def __init__(
+        self, context: zmq.Context, admits: Callable[[str], bool], clock: Callable[[], float]
+    ) -> None:
         self.admits = admits
         self.clock = clock
         self.socket = context.socket(zmq.REP)
@@ -85,8 +85,12 @@ class ZapHandler:
             self._logged.clear()
         self._logged[key] = now
         address = request[3].decode("ascii", "replace") if len(request) > 3 else "?"
-        log.warning("handshake refused from %s (key %s): %s", address, key or "-",
-                    why.decode("ascii", "replace"))
+        log.warning(
+            "handshake refused from %s (key %s): %s",
+            address,
+            key or "-",
+            why.decode("ascii", "replace"),
+        )
 
     def close(self) -> None:
         self.socket.close(linger=0)

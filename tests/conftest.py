@@ -35,16 +35,19 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def start_central(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                  ) -> Iterator[Callable[..., ServiceProcess]]:
+def start_central(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., ServiceProcess]]:
     """A factory: ``start_central(config_text=None, home=None, insecure=False)``; every service
     it started is stopped by PID when the test ends, pass or fail. A secure one's admin identity
     becomes ``$DIRAC_LIKE_IDENTITY``."""
     started: list[ServiceProcess] = []
 
     def start(
-        config_text: str | None = None, home: Path | None = None,
-        listen: str = "tcp://127.0.0.1:*", insecure: bool = False,
+        config_text: str | None = None,
+        home: Path | None = None,
+        listen: str = "tcp://127.0.0.1:*",
+        insecure: bool = False,
     ) -> ServiceProcess:
         home = home or tmp_path / "home"
         config = None
@@ -72,4 +75,3 @@ def central(start_central: Callable[..., ServiceProcess]) -> ServiceProcess:
 def client(central: ServiceProcess) -> Iterator[Client]:
     with Client(central.endpoint, FAST_RETRIES) as connected:
         yield connected
-

@@ -37,8 +37,7 @@ class Outbox:
 
 
 class InProcessService:
-    def __init__(self, home: Path, config: Config | None = None, now: float = 1_000_000.0
-                 ) -> None:
+    def __init__(self, home: Path, config: Config | None = None, now: float = 1_000_000.0) -> None:
         self.now, self.home = now, home
         init_home(home, now)
         self.service = CentralService(config or Config(), home, clock=lambda: self.now)
@@ -51,8 +50,9 @@ class InProcessService:
     def state(self) -> Any:
         return self.service.state
 
-    def identity(self, name: str, role: str, groups: tuple[str, ...] = (), site: str = "",
-                 pilot_id: str = "") -> str:
+    def identity(
+        self, name: str, role: str, groups: tuple[str, ...] = (), site: str = "", pilot_id: str = ""
+    ) -> str:
         """A new identity in the registry (as ``identity add`` makes it); its public key."""
         issuer = self.service.issuer
         assert issuer is not None
@@ -68,20 +68,23 @@ class InProcessService:
         self.service.commit_and_reply(pending)
         return self.outbox.sent[0][-1]  # the reply goes first, then any commands pushed
 
-    def call(self, key: str, op: str, args: dict[str, Any] | None = None,
-             request_id: str | None = None) -> Reply:
+    def call(
+        self, key: str, op: str, args: dict[str, Any] | None = None, request_id: str | None = None
+    ) -> Reply:
         request = Request(request_id or f"r{next(self._ids)}", op, args or {})
         return decode_reply(self.frame(key, encode_request(request)))
 
-    def ok(self, key: str, op: str, args: dict[str, Any] | None = None,
-           request_id: str | None = None) -> Any:
+    def ok(
+        self, key: str, op: str, args: dict[str, Any] | None = None, request_id: str | None = None
+    ) -> Any:
         """The result of a call that must succeed."""
         reply = self.call(key, op, args, request_id)
         assert reply.ok, f"{op} refused: {reply.error}"
         return reply.result
 
-    def error(self, key: str, op: str, args: dict[str, Any] | None = None,
-              request_id: str | None = None) -> tuple[str, str]:
+    def error(
+        self, key: str, op: str, args: dict[str, Any] | None = None, request_id: str | None = None
+    ) -> tuple[str, str]:
         """(code, message) of a call that must be refused."""
         reply = self.call(key, op, args, request_id)
         assert not reply.ok and reply.error is not None, f"{op} accepted: {reply.result}"
@@ -90,10 +93,16 @@ class InProcessService:
     def stored(self) -> bytes:
         """Everything the store holds, as bytes to compare before and after a request."""
         with contextlib.closing(sqlite3.connect(self.home / "jobs.sqlite")) as db:
-            tables = [row[0] for row in db.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-            dump = {table: sorted(map(list, db.execute(f"SELECT * FROM {table}")), key=repr)
-                    for table in tables}
+            tables = [
+                row[0]
+                for row in db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+                )
+            ]
+            dump = {
+                table: sorted(map(list, db.execute(f"SELECT * FROM {table}")), key=repr)
+                for table in tables
+            }
         return bytes(msgpack.packb(dump, use_bin_type=True, default=repr))
 
     def close(self) -> None:

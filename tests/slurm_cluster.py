@@ -48,8 +48,15 @@ class SlurmCluster:
 
     def run(self, *argv: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         """A Slurm command against the cluster (check=True)."""
-        return subprocess.run(list(argv), env=self.env(), capture_output=True, text=True,
-                              timeout=timeout, check=True, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            list(argv),
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
 
 
 def slurm_installed() -> bool:
@@ -57,25 +64,36 @@ def slurm_installed() -> bool:
 
 
 def _script(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
-                          timeout=START_TIMEOUT, check=False, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[SlurmCluster]:
     if not slurm_installed():
-        message = ("Slurm is not installed (sbatch, slurmctld, slurmd, munged): "
-                   "run `bash scripts/slurm-cluster.sh install` as root to enable the Slurm tests")
+        message = (
+            "Slurm is not installed (sbatch, slurmctld, slurmd, munged): "
+            "run `bash scripts/slurm-cluster.sh install` as root to enable the Slurm tests"
+        )
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true: {message}", pytrace=False)
         pytest.skip(message)
     base = Path(tempfile.mkdtemp(prefix="dirac-like-slurm-"))
     try:
-        started = _script("start", str(base), "--nodes", str(NODES), "--oversubscribe", "4",
-                          "--kill-wait", "2")
+        started = _script(
+            "start", str(base), "--nodes", str(NODES), "--oversubscribe", "4", "--kill-wait", "2"
+        )
         if started.returncode != 0:
-            pytest.fail(f"the Slurm test cluster did not start:\n{started.stdout}"
-                        f"{started.stderr}", pytrace=False)
+            pytest.fail(
+                f"the Slurm test cluster did not start:\n{started.stdout}{started.stderr}",
+                pytrace=False,
+            )
         yield SlurmCluster(base, NODES)
     finally:
         stopped = _script("stop", str(base))

@@ -30,8 +30,11 @@ synchronous = "normal"
 physics = 3.0
 users = 1.0
 """
-PEOPLE = {"alice": ("user", ["users", "physics"]), "bob": ("user", ["users"]),
-          "ops": ("operator", [])}
+PEOPLE = {
+    "alice": ("user", ["users", "physics"]),
+    "bob": ("user", ["users"]),
+    "ops": ("operator", []),
+}
 
 
 @dataclass
@@ -53,7 +56,8 @@ class WebSession:
         self.base = base.rstrip("/")
         self.cookies = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(self.cookies), NoRedirects())
+            urllib.request.HTTPCookieProcessor(self.cookies), NoRedirects()
+        )
 
     def get(self, path: str, params: dict[str, str] | None = None) -> Page:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
@@ -119,8 +123,13 @@ def start_web_grid(home: Path, extra: tuple[str, ...] = ()) -> Iterator[WebGrid]
         grid = WebGrid(home, central, central, {"admin": central.identity_path})
         for name, (role, groups) in PEOPLE.items():
             grid.add_person(name, role, groups)
-        web = ServiceProcess.start_web(home, central.endpoint, central.identity_path, config,
-                                       extra=("--refresh", "1", "--sample-seconds", "1", *extra))
+        web = ServiceProcess.start_web(
+            home,
+            central.endpoint,
+            central.identity_path,
+            config,
+            extra=("--refresh", "1", "--sample-seconds", "1", *extra),
+        )
         grid.web = web
         yield grid
     finally:

@@ -31,8 +31,14 @@ from types import TracebackType
 from dirac_like.errors import DiracLikeError, NotFound
 from dirac_like.states import PilotState
 
-__all__ = ["OUTPUT_TAIL_BYTES", "Fabric", "FabricError", "PilotRequest", "PilotState",
-           "UnknownPilotRef"]
+__all__ = [
+    "OUTPUT_TAIL_BYTES",
+    "Fabric",
+    "FabricError",
+    "PilotRequest",
+    "PilotState",
+    "UnknownPilotRef",
+]
 
 OUTPUT_TAIL_BYTES = 64 * 1024  # what output() returns at most, per stream
 

@@ -158,14 +158,20 @@ class LocalFabric(Fabric):
     def _kill(self, running: list[_LocalPilot], tracked: list[psutil.Process]) -> None:
         for pilot in running:
             if pilot.popen.poll() is None:
-                log.warning("pilot %s: alive %.1f s after SIGTERM, SIGKILL to process group %d",
-                            pilot.pilot_id, self.grace, pilot.pid)
+                log.warning(
+                    "pilot %s: alive %.1f s after SIGTERM, SIGKILL to process group %d",
+                    pilot.pilot_id,
+                    self.grace,
+                    pilot.pid,
+                )
             _signal_group(pilot, signal.SIGKILL)
         leftovers = [process for process in tracked if _alive(process)]
         if leftovers:
-            log.warning("pilots %s: SIGKILL to processes %s left after SIGTERM",
-                        ", ".join(pilot.pilot_id for pilot in running),
-                        [process.pid for process in leftovers])
+            log.warning(
+                "pilots %s: SIGKILL to processes %s left after SIGTERM",
+                ", ".join(pilot.pilot_id for pilot in running),
+                [process.pid for process in leftovers],
+            )
         for process in leftovers:
             _kill(process)
         if not _wait_gone(tracked, running, time.monotonic() + KILL_WAIT_SECONDS):
@@ -257,9 +263,7 @@ def _wait_tree_gone(
     return False
 
 
-def _wait_gone(
-    processes: list[psutil.Process], pilots: list[_LocalPilot], deadline: float
-) -> bool:
+def _wait_gone(processes: list[psutil.Process], pilots: list[_LocalPilot], deadline: float) -> bool:
     """Wait until none of ``processes`` is alive (reaping the pilots); False at the deadline."""
     while True:
         for pilot in pilots:

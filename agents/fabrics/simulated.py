@@ -145,8 +145,9 @@ class _Pilot:
     and obeys a hold (:class:`~dirac_like.protocol.CoreHold`): no request until that many cores
     are free or the hold's time is up."""
 
-    def __init__(self, ref: str, index: int, spec: _Spec, rng: random.Random,
-                 time_scale: float, now: float) -> None:
+    def __init__(
+        self, ref: str, index: int, spec: _Spec, rng: random.Random, time_scale: float, now: float
+    ) -> None:
         self.ref, self.index, self.spec, self.rng = ref, index, spec, rng
         self.time_scale = time_scale
         self.state = PilotState.SUBMITTED
@@ -177,9 +178,12 @@ class _Pilot:
     def start(self, now: float) -> list[Step]:
         self.state = PilotState.RUNNING
         resources = self.spec.resources
-        self.note(now, f"pilot {self.spec.pilot_id} started at site {resources.site}, "
-                       f"CE {resources.ce or '-'}, {resources.cores} cores, "
-                       f"{resources.memory_mb} MB")
+        self.note(
+            now,
+            f"pilot {self.spec.pilot_id} started at site {resources.site}, "
+            f"CE {resources.ce or '-'}, {resources.cores} cores, "
+            f"{resources.memory_mb} MB",
+        )
         self.idle_until = now + self.spec.idle_timeout
         return self._settle(self._maybe_ask(now), now)
 
@@ -195,17 +199,26 @@ class _Pilot:
             if job.phase is not _JobPhase.RUNNING:
                 continue
             if job.crash_at is not None and now >= job.crash_at:
-                self.end(now, PilotState.FAILED,
-                         f"crashed (simulated) while running job {job.job_id}")
+                self.end(
+                    now, PilotState.FAILED, f"crashed (simulated) while running job {job.job_id}"
+                )
                 return []
             if now >= job.ends_at:
                 steps.append(self._report_end(job, now))
             elif now >= job.next_heartbeat:
                 job.next_heartbeat = now + HEARTBEAT_SECONDS * self.time_scale
                 wall_time = now - job.ends_at + job.duration
-                steps.append((Op.HEARTBEAT, HeartbeatArgs(
-                    job.job_id, job.attempt, self.spec.pilot_id,
-                    {"wall_time": round(wall_time, 3)})))
+                steps.append(
+                    (
+                        Op.HEARTBEAT,
+                        HeartbeatArgs(
+                            job.job_id,
+                            job.attempt,
+                            self.spec.pilot_id,
+                            {"wall_time": round(wall_time, 3)},
+                        ),
+                    )
+                )
         if not self.jobs and not self.asking and now >= self.idle_until:
             self.end(now, PilotState.DONE, f"no job for {self.spec.idle_timeout:g} s")
             return []
@@ -216,8 +229,9 @@ class _Pilot:
             self.asking = False
         if not reply.ok:
             assert reply.error is not None
-            return self._settle(self._on_error(op, args, f"{reply.error.code}: "
-                                                         f"{reply.error.message}", now), now)
+            return self._settle(
+                self._on_error(op, args, f"{reply.error.code}: {reply.error.message}", now), now
+            )
         try:
             result = parse_reply(op, reply.result)
         except ProtocolError as exc:
@@ -227,8 +241,11 @@ class _Pilot:
         if stop is not None and not self.stop_reason:
             self.stop_reason = stop.reason or "stop command"
             self.note(now, f"stop command received: {self.stop_reason}")
-            steps = [self._hand_back(job, now) for job in self.jobs.values()
-                     if job.phase is not _JobPhase.REPORTING]
+            steps = [
+                self._hand_back(job, now)
+                for job in self.jobs.values()
+                if job.phase is not _JobPhase.REPORTING
+            ]
         if op == Op.REQUEST_JOB:
             steps += self._on_match(result, now)
         else:
@@ -242,14 +259,21 @@ class _Pilot:
     def _maybe_ask(self, now: float) -> list[Step]:
         """A request_job if cores are free and nothing holds the pilot back."""
         free = self.free_cores
-        if (self.asking or self.stop_reason or self.over or free < 1 or now < self.next_ask
-                or (self.spec.max_jobs and self.jobs_taken >= self.spec.max_jobs)):
+        if (
+            self.asking
+            or self.stop_reason
+            or self.over
+            or free < 1
+            or now < self.next_ask
+            or (self.spec.max_jobs and self.jobs_taken >= self.spec.max_jobs)
+        ):
             return []
         if free < self.hold_cores and now < self.hold_until:
             return []
         self.asking, self.hold_cores = True, 0
-        resources = dataclasses.replace(self.spec.resources, cores=free,
-                                        total_cores=self.spec.resources.cores)
+        resources = dataclasses.replace(
+            self.spec.resources, cores=free, total_cores=self.spec.resources.cores
+        )
         return [(Op.REQUEST_JOB, RequestJobArgs(self.spec.pilot_id, resources))]
 
     def _settle(self, steps: list[Step], now: float) -> list[Step]:
@@ -257,8 +281,11 @@ class _Pilot:
         if self.over:
             self.wake_at = None
             return steps
-        times = [min(job.ends_at, job.next_heartbeat, job.crash_at or job.ends_at)
-                 for job in self.jobs.values() if job.phase is _JobPhase.RUNNING]
+        times = [
+            min(job.ends_at, job.next_heartbeat, job.crash_at or job.ends_at)
+            for job in self.jobs.values()
+            if job.phase is _JobPhase.RUNNING
+        ]
         if not self.asking and not self.stop_reason:
             if not self.jobs:
                 times.append(self.idle_until)
@@ -275,8 +302,11 @@ class _Pilot:
             if result.hold is not None:
                 self.hold_cores = result.hold.cores
                 self.hold_until = now + result.hold.seconds
-                self.note(now, f"holding for {result.hold.cores} free cores "
-                               f"({result.hold.group}), up to {result.hold.seconds:g} s")
+                self.note(
+                    now,
+                    f"holding for {result.hold.cores} free cores "
+                    f"({result.hold.group}), up to {result.hold.seconds:g} s",
+                )
             else:
                 self.next_ask = now + max(IDLE_RETRY_SECONDS * self.time_scale, 0.01)
             if not self.jobs and now >= self.idle_until:
@@ -292,10 +322,15 @@ class _Pilot:
             job.phase = _JobPhase.REPORTING
             why = f"Pilot could not prepare the job: {job.unreadable}"[:250]
             return [(Op.UPDATE_STATUS, self._status_args(job, JobStatus.FAILED, why, now))]
-        self.note(now, f"job {job.job_id} ({job.name}) attempt {job.attempt} matched, "
-                       f"{job.cores} cores, {job.duration:g} s")
-        return [(Op.UPDATE_STATUS, self._status_args(job, JobStatus.RUNNING, "Application",
-                                                     now)), *self._maybe_ask(now)]
+        self.note(
+            now,
+            f"job {job.job_id} ({job.name}) attempt {job.attempt} matched, "
+            f"{job.cores} cores, {job.duration:g} s",
+        )
+        return [
+            (Op.UPDATE_STATUS, self._status_args(job, JobStatus.RUNNING, "Application", now)),
+            *self._maybe_ask(now),
+        ]
 
     def _on_job_reply(self, job_id: int, result: Any, now: float) -> list[Step]:
         job = self.jobs.get(job_id)
@@ -308,8 +343,12 @@ class _Pilot:
         if any(isinstance(c, KillJob) and c.job_id == job.job_id for c in result.commands):
             self.note(now, f"job {job.job_id}: kill command received")
             job.phase = _JobPhase.REPORTING
-            return [(Op.UPDATE_STATUS, self._status_args(job, JobStatus.KILLED,
-                                                         "Killed by the service", now))]
+            return [
+                (
+                    Op.UPDATE_STATUS,
+                    self._status_args(job, JobStatus.KILLED, "Killed by the service", now),
+                )
+            ]
         if job.phase is _JobPhase.STARTING:
             self._begin(job, now)
         return []
@@ -325,21 +364,25 @@ class _Pilot:
         job.phase = _JobPhase.REPORTING
         failed = "fail" in job.name.lower()
         # what a real pilot measures, simulated: the payload's wall time, 90 % of it on a CPU
-        usage = JobUsage(cpu_seconds=round(job.duration * 0.9, 3),
-                         wall_seconds=round(job.duration, 3), exit_code=1 if failed else 0)
+        usage = JobUsage(
+            cpu_seconds=round(job.duration * 0.9, 3),
+            wall_seconds=round(job.duration, 3),
+            exit_code=1 if failed else 0,
+        )
         if failed:
-            return Op.UPDATE_STATUS, self._status_args(job, JobStatus.FAILED,
-                                                       "Application exited with code 1", now,
-                                                       usage)
-        return Op.UPDATE_STATUS, self._status_args(job, JobStatus.DONE, "Execution Complete",
-                                                   now, usage)
+            return Op.UPDATE_STATUS, self._status_args(
+                job, JobStatus.FAILED, "Application exited with code 1", now, usage
+            )
+        return Op.UPDATE_STATUS, self._status_args(
+            job, JobStatus.DONE, "Execution Complete", now, usage
+        )
 
     def _hand_back(self, job: _Job, now: float) -> Step:
         """Stopped by the service: give the job back to the task queue, as a real pilot does."""
         job.phase = _JobPhase.REPORTING
         return Op.UPDATE_STATUS, self._status_args(
-            job, JobStatus.RESCHEDULED, f"Pilot stopped ({self.stop_reason}): job handed back",
-            now)
+            job, JobStatus.RESCHEDULED, f"Pilot stopped ({self.stop_reason}): job handed back", now
+        )
 
     def _stop(self, now: float) -> None:
         self.end(now, PilotState.DONE, f"stop command from the service: {self.stop_reason}")
@@ -369,21 +412,29 @@ class _Pilot:
             self._stop(now)
         return steps
 
-    def _status_args(self, job: _Job, status: JobStatus, minor: str,
-                     now: float, usage: JobUsage | None = None) -> UpdateStatusArgs:
+    def _status_args(
+        self, job: _Job, status: JobStatus, minor: str, now: float, usage: JobUsage | None = None
+    ) -> UpdateStatusArgs:
         self.note(now, f"job {job.job_id}: {status} ({minor})")
-        return UpdateStatusArgs(job.job_id, job.attempt, self.spec.pilot_id, status.value, minor,
-                                usage=usage)
+        return UpdateStatusArgs(
+            job.job_id, job.attempt, self.spec.pilot_id, status.value, minor, usage=usage
+        )
 
 
-def _new_job(matched: MatchedJob, rng: random.Random, crash_rate: float,
-             time_scale: float) -> _Job:
+def _new_job(matched: MatchedJob, rng: random.Random, crash_rate: float, time_scale: float) -> _Job:
     crashes = rng.random() < crash_rate
     try:
         description = description_from_stored(matched.description)
     except InvalidArgument as exc:
-        return _Job(matched.job_id, matched.attempt, "", 0.0, crashes, max(1, matched.cores),
-                    unreadable=exc.message)
+        return _Job(
+            matched.job_id,
+            matched.attempt,
+            "",
+            0.0,
+            crashes,
+            max(1, matched.cores),
+            unreadable=exc.message,
+        )
     return _Job(
         job_id=matched.job_id,
         attempt=matched.attempt,
@@ -433,8 +484,9 @@ class SimulatedFabric(Fabric):
         identity: Identity | None = None,
     ) -> None:
         if not 0.0 <= crash_rate <= 1.0 or time_scale <= 0 or max_pilots < 1:
-            raise FabricError("simulated fabric: need 0 <= crash_rate <= 1, time_scale > 0, "
-                              "max_pilots >= 1")
+            raise FabricError(
+                "simulated fabric: need 0 <= crash_rate <= 1, time_scale > 0, max_pilots >= 1"
+            )
         self.server, self.crash_rate, self.site_outage = server, crash_rate, site_outage
         self.time_scale, self.max_pilots = time_scale, max_pilots
         # What its pilots present (a pilot token of their site, from the director); None: the
@@ -479,8 +531,10 @@ class SimulatedFabric(Fabric):
             if self._closed:
                 raise FabricError(f"pilot {request.pilot_id}: the simulated fabric is closed")
             if self._alive >= self.max_pilots:
-                raise FabricError(f"pilot {request.pilot_id}: the simulated fabric already runs "
-                                  f"{self.max_pilots} pilots")
+                raise FabricError(
+                    f"pilot {request.pilot_id}: the simulated fabric already runs "
+                    f"{self.max_pilots} pilots"
+                )
             index = next(self._submitted)
             ref = f"{_UNSAFE.sub('_', request.pilot_id)[:64]}-{index}"
             rng = random.Random(self._rng.getrandbits(64))
@@ -495,8 +549,9 @@ class SimulatedFabric(Fabric):
     def status(self, refs: list[str]) -> dict[str, PilotState]:
         with self._lock:
             found = {ref: self._pilots.get(ref) for ref in refs}
-            return {ref: pilot.state if pilot else PilotState.ABORTED
-                    for ref, pilot in found.items()}
+            return {
+                ref: pilot.state if pilot else PilotState.ABORTED for ref, pilot in found.items()
+            }
 
     def cancel(self, ref: str) -> None:
         with self._lock:
@@ -545,10 +600,16 @@ class SimulatedFabric(Fabric):
         except ValueError as exc:
             raise FabricError(f"pilot {request.pilot_id}: bad environment: {exc}") from None
         if idle < 0 or max_jobs < 0 or not 0 <= crash_rate <= 1 or request.cores < 1:
-            raise FabricError(f"pilot {request.pilot_id}: idle timeout, max jobs, cores or "
-                              "crash rate out of range")
-        resources = PilotResources(site=site, ce=env.get("DIRAC_LIKE_CE", ""),
-                                   cores=request.cores, memory_mb=request.memory_mb)
+            raise FabricError(
+                f"pilot {request.pilot_id}: idle timeout, max jobs, cores or "
+                "crash rate out of range"
+            )
+        resources = PilotResources(
+            site=site,
+            ce=env.get("DIRAC_LIKE_CE", ""),
+            cores=request.cores,
+            memory_mb=request.memory_mb,
+        )
         return _Spec(request.pilot_id, resources, idle * self.time_scale, max_jobs, crash_rate)
 
     def _wake(self) -> None:
@@ -654,8 +715,12 @@ class SimulatedFabric(Fabric):
         if pilot is None or pilot.ended or (pause is None and not flight.pausing):
             del self._in_flight[request_id]
             if pilot is not None and not pilot.ended:
-                self._end(pilot, now, PilotState.FAILED,
-                          f"no reply to {flight.op} after {flight.tries} tries")
+                self._end(
+                    pilot,
+                    now,
+                    PilotState.FAILED,
+                    f"no reply to {flight.op} after {flight.tries} tries",
+                )
             return
         if pause:  # wait before sending it again
             flight.pausing, flight.deadline = True, now + pause

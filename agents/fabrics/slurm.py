@@ -67,16 +67,36 @@ SQUEUE_FORMAT = "JobID:|,State:|,Reason:|,exit_code:|"
 _JOB_ID = re.compile(r"[0-9]+")
 _NOT_KNOWN = ("Invalid job id", "already completing or completed", "Job has already finished")
 
-WAITING_STATES = frozenset({"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD",
-                            "RESV_DEL_HOLD"})
-RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING",
-                            "STAGE_OUT", "RESIZING"})
-FAILED_STATES = frozenset({"FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
-                           "DEADLINE", "PREEMPTED", "SPECIAL_EXIT"})
+WAITING_STATES = frozenset(
+    {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD"}
+)
+RUNNING_STATES = frozenset(
+    {"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESIZING"}
+)
+FAILED_STATES = frozenset(
+    {
+        "FAILED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "PREEMPTED",
+        "SPECIAL_EXIT",
+    }
+)
 # Pending for one of these, a job never starts: the fabric cancels it and calls it FAILED.
-HOPELESS_REASONS = frozenset({"PartitionTimeLimit", "PartitionNodeLimit", "BadConstraints",
-                              "InvalidAccount", "InvalidQOS", "DependencyNeverSatisfied",
-                              "QOSMaxWallDurationPerJobLimit"})
+HOPELESS_REASONS = frozenset(
+    {
+        "PartitionTimeLimit",
+        "PartitionNodeLimit",
+        "BadConstraints",
+        "InvalidAccount",
+        "InvalidQOS",
+        "DependencyNeverSatisfied",
+        "QOSMaxWallDurationPerJobLimit",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -145,16 +165,24 @@ def request_partition(request: PilotRequest, default: str) -> str:
     return request.queue or default
 
 
-def sbatch_argv(request: PilotRequest, settings: SlurmSettings,
-                sbatch: str = "sbatch") -> list[str]:
+def sbatch_argv(
+    request: PilotRequest, settings: SlurmSettings, sbatch: str = "sbatch"
+) -> list[str]:
     """The sbatch command line for ``request`` (its batch script goes on stdin)."""
     output = Path(os.path.abspath(settings.base_dir))
     argv = [
-        sbatch, "--parsable", f"--job-name={request.pilot_id}",
-        f"--output={output / '%j.out'}", f"--error={output / '%j.err'}",
+        sbatch,
+        "--parsable",
+        f"--job-name={request.pilot_id}",
+        f"--output={output / '%j.out'}",
+        f"--error={output / '%j.err'}",
         f"--chdir={os.path.abspath(request.workdir)}",
-        "--nodes=1", "--ntasks=1", f"--cpus-per-task={request.cores}",
-        f"--time={slurm_time(request.wall_seconds)}", "--export=ALL", "--no-requeue",
+        "--nodes=1",
+        "--ntasks=1",
+        f"--cpus-per-task={request.cores}",
+        f"--time={slurm_time(request.wall_seconds)}",
+        "--export=ALL",
+        "--no-requeue",
     ]
     if request.memory_mb:
         argv.append(f"--mem={request.memory_mb}M")
@@ -196,7 +224,7 @@ def parse_squeue(text: str) -> dict[str, SlurmJob]:
         fields = [field.strip() for field in line.split("|")]
         if len(fields) < 4 or not _JOB_ID.fullmatch(fields[0]) or not fields[1]:
             continue  # array and heterogeneous job ids (123_4, 123+0) are not pilots
-        code, signal = (exit_status(int(fields[3])) if fields[3].isdigit() else (None, 0))
+        code, signal = exit_status(int(fields[3])) if fields[3].isdigit() else (None, 0)
         if pilot_state(fields[1]) in (PilotState.WAITING, PilotState.RUNNING):
             code, signal = None, 0
         reason = "" if fields[2] == "None" else fields[2]
@@ -293,10 +321,15 @@ class SlurmFabric(Fabric):
         cancel_on_close: bool = True,
     ) -> None:
         self.settings = SlurmSettings(
-            Path(base_dir), partition, None if slurm_conf is None else Path(slurm_conf),
-            None if bin_dir is None else Path(bin_dir), timeout,
-            None if jobcomp_file is None else Path(jobcomp_file), tuple(sbatch_args),
-            cancel_on_close)
+            Path(base_dir),
+            partition,
+            None if slurm_conf is None else Path(slurm_conf),
+            None if bin_dir is None else Path(bin_dir),
+            timeout,
+            None if jobcomp_file is None else Path(jobcomp_file),
+            tuple(sbatch_args),
+            cancel_on_close,
+        )
         self._lock = threading.Lock()  # the director may ask from its scheduler's thread
         self._submitted: set[str] = set()  # alive as far as this object knows (for close)
         self._seen: dict[str, SlurmJob] = {}  # the last state of each job asked about
@@ -382,15 +415,22 @@ class SlurmFabric(Fabric):
     def _query(self, ids: list[str]) -> dict[str, SlurmJob]:
         jobs: dict[str, SlurmJob] = {}
         for start in range(0, len(ids), SQUEUE_CHUNK):
-            jobs.update(self._squeue(ids[start:start + SQUEUE_CHUNK]))
+            jobs.update(self._squeue(ids[start : start + SQUEUE_CHUNK]))
         missing = [job_id for job_id in ids if job_id not in jobs]
         if missing:
             jobs.update(self._ended_elsewhere(missing))
         return jobs
 
     def _squeue(self, ids: list[str]) -> dict[str, SlurmJob]:
-        argv = [self._command("squeue"), "-h", "--states=all", "-j", ",".join(ids),
-                "-O", SQUEUE_FORMAT]
+        argv = [
+            self._command("squeue"),
+            "-h",
+            "--states=all",
+            "-j",
+            ",".join(ids),
+            "-O",
+            SQUEUE_FORMAT,
+        ]
         done = self._run(argv, "squeue")
         if done.returncode != 0 and not _not_known(done.stderr):
             raise FabricError(f"squeue failed: {slurm_message(done.stderr)}")
@@ -411,8 +451,16 @@ class SlurmFabric(Fabric):
         return jobs
 
     def _sacct(self, ids: list[str]) -> dict[str, SlurmJob]:
-        argv = [self._command("sacct"), "-n", "-X", "-P", "-j", ",".join(ids),
-                "-o", "JobID,State,ExitCode"]
+        argv = [
+            self._command("sacct"),
+            "-n",
+            "-X",
+            "-P",
+            "-j",
+            ",".join(ids),
+            "-o",
+            "JobID,State,ExitCode",
+        ]
         done = self._run(argv, "sacct")
         if done.returncode != 0:
             log.warning("sacct failed: %s", slurm_message(done.stderr))
@@ -443,8 +491,11 @@ class SlurmFabric(Fabric):
         with self._lock:
             fresh = [job for job in jobs if job.job_id not in self._given_up]
         for job in fresh:
-            log.warning("Slurm job %s can never start (pending: %s): cancelling it, pilot Failed",
-                        job.job_id, job.reason)
+            log.warning(
+                "Slurm job %s can never start (pending: %s): cancelling it, pilot Failed",
+                job.job_id,
+                job.reason,
+            )
         if fresh:
             self._scancel([job.job_id for job in fresh])
             with self._lock:
@@ -456,28 +507,46 @@ class SlurmFabric(Fabric):
             if all(state.final for state in states.values()):
                 return
             if time.monotonic() > deadline:
-                log.warning("slurm fabric: jobs %s not ended %.0f s after scancel", ids,
-                            self.settings.timeout)
+                log.warning(
+                    "slurm fabric: jobs %s not ended %.0f s after scancel",
+                    ids,
+                    self.settings.timeout,
+                )
                 return
             time.sleep(CLOSE_POLL_SECONDS)
 
-    def _run(self, argv: list[str], what: str, script: str | None = None,
-             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self,
+        argv: list[str],
+        what: str,
+        script: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run a Slurm command; FabricError when it is missing or does not answer in time."""
         environ = {**os.environ, **(env or {})}
         if self.settings.slurm_conf is not None:
             environ["SLURM_CONF"] = str(self.settings.slurm_conf)
         try:
             return subprocess.run(
-                argv, input=script, stdin=None if script is not None else subprocess.DEVNULL,
-                capture_output=True, text=True, env=environ, timeout=self.settings.timeout,
-                check=False)
+                argv,
+                input=script,
+                stdin=None if script is not None else subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                env=environ,
+                timeout=self.settings.timeout,
+                check=False,
+            )
         except FileNotFoundError:
-            raise FabricError(f"{what}: Slurm unreachable: {argv[0]} not found (is the Slurm "
-                              "client installed, and on PATH?)") from None
+            raise FabricError(
+                f"{what}: Slurm unreachable: {argv[0]} not found (is the Slurm "
+                "client installed, and on PATH?)"
+            ) from None
         except subprocess.TimeoutExpired:
-            raise FabricError(f"{what}: Slurm unreachable: {Path(argv[0]).name} did not answer "
-                              f"within {self.settings.timeout:g} s (is slurmctld up?)") from None
+            raise FabricError(
+                f"{what}: Slurm unreachable: {Path(argv[0]).name} did not answer "
+                f"within {self.settings.timeout:g} s (is slurmctld up?)"
+            ) from None
         except OSError as exc:
             raise FabricError(f"{what}: cannot run {argv[0]}: {exc.strerror or exc}") from None
 

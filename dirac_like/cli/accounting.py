@@ -62,12 +62,17 @@ def store_path(args: argparse.Namespace) -> Path:
 
 def print_summary(report: Report) -> None:
     query = report.query
-    title = (f"{query.metric.value} by {query.by.value}, {_when(query.start)} to "
-             f"{_when(query.end)} UTC, step {query.step // HOUR} h")
-    rows: list[dict[str, Any]] = [{"label": label, "total": total}
-                                  for label, total in report.table()]
-    columns: list[Column] = [("label", query.by.value.capitalize()),
-                             ("total", f"{report.unit.capitalize()}>")]
+    title = (
+        f"{query.metric.value} by {query.by.value}, {_when(query.start)} to "
+        f"{_when(query.end)} UTC, step {query.step // HOUR} h"
+    )
+    rows: list[dict[str, Any]] = [
+        {"label": label, "total": total} for label, total in report.table()
+    ]
+    columns: list[Column] = [
+        ("label", query.by.value.capitalize()),
+        ("total", f"{report.unit.capitalize()}>"),
+    ]
     print_table(rows, columns, title=title, empty="no finished jobs in this range")
 
 
@@ -83,31 +88,51 @@ def _json(report: Report) -> str:
 
 def add_accounting_parser(groups: Any) -> None:
     accounting = groups.add_parser(
-        "accounting", help="what finished jobs used (reports and plots)",
+        "accounting",
+        help="what finished jobs used (reports and plots)",
         description="Accounting of finished jobs, read from the central service's store (run "
-                    "it where the service runs).")
+        "it where the service runs).",
+    )
     commands = accounting.add_subparsers(dest="cli_command", metavar="COMMAND", required=True)
     text = "a metric over time, one series per group, user, site, status or exit code"
     report = commands.add_parser("report", help=text, description=f"Report {text}.")
-    report.add_argument("--metric", required=True, choices=[m.value for m in Metric],
-                        help="what to sum (cpu-efficiency: CPU time / core time granted)")
-    report.add_argument("--by", required=True, choices=[d.value for d in Dimension],
-                        help="one series per value of this")
-    report.add_argument("--since", default="7d",
-                        help="how far back: 30m, 12h, 7d, 2w... (default 7d)")
-    report.add_argument("--step", help="time step, whole hours: 1h, 6h, 1d, 1w (default: "
-                                       f"the finest giving at most {MAX_AUTO_POINTS} steps)")
+    report.add_argument(
+        "--metric",
+        required=True,
+        choices=[m.value for m in Metric],
+        help="what to sum (cpu-efficiency: CPU time / core time granted)",
+    )
+    report.add_argument(
+        "--by",
+        required=True,
+        choices=[d.value for d in Dimension],
+        help="one series per value of this",
+    )
+    report.add_argument(
+        "--since", default="7d", help="how far back: 30m, 12h, 7d, 2w... (default 7d)"
+    )
+    report.add_argument(
+        "--step",
+        help="time step, whole hours: 1h, 6h, 1d, 1w (default: "
+        f"the finest giving at most {MAX_AUTO_POINTS} steps)",
+    )
     output = report.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="the series as JSON")
+    output.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="the series as JSON"
+    )
     output.add_argument("--csv", action="store_true", help="one row per time step, as CSV")
-    report.add_argument("--plot", metavar="FILE", help="also draw a stacked plot, FILE.png or "
-                                                       "FILE.svg")
-    report.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS,
-                        help="the central service's home (default: $DIRAC_LIKE_HOME or "
-                             "~/.dirac-like)")
-    report.add_argument("--config", metavar="FILE", help="the service's TOML configuration (for "
-                                                         "store.url)")
+    report.add_argument(
+        "--plot", metavar="FILE", help="also draw a stacked plot, FILE.png or FILE.svg"
+    )
+    report.add_argument(
+        "--home",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="the central service's home (default: $DIRAC_LIKE_HOME or ~/.dirac-like)",
+    )
+    report.add_argument(
+        "--config", metavar="FILE", help="the service's TOML configuration (for store.url)"
+    )
 
 
 ACCOUNTING_COMMANDS = {

@@ -37,9 +37,13 @@ def cmd_admin_sites(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
     else:
-        columns: list[Column] = [("site", "Site"), ("status", "Status"),
-                                 ("active_jobs", "ActiveJobs>"),
-                                 ("max_running", "MaxRunning>"), ("reason", "Reason")]
+        columns: list[Column] = [
+            ("site", "Site"),
+            ("status", "Status"),
+            ("active_jobs", "ActiveJobs>"),
+            ("max_running", "MaxRunning>"),
+            ("reason", "Reason"),
+        ]
         print_table(rows, columns, empty="No sites seen yet.")
     return EXIT_OK
 
@@ -65,9 +69,14 @@ def cmd_admin_task_queues(args: argparse.Namespace) -> int:
         print_json(rows)
         return EXIT_OK
     shown = [{**row, "requirements": format_requirements(row["requirements"])} for row in rows]
-    columns: list[Column] = [("task_queue_id", "TaskQueue>"), ("owner", "Owner"),
-                             ("group", "Group"), ("waiting", "Waiting>"),
-                             ("top_priority", "TopPriority>"), ("requirements", "Requirements")]
+    columns: list[Column] = [
+        ("task_queue_id", "TaskQueue>"),
+        ("owner", "Owner"),
+        ("group", "Group"),
+        ("waiting", "Waiting>"),
+        ("top_priority", "TopPriority>"),
+        ("requirements", "Requirements"),
+    ]
     print_table(shown, columns, empty="No task queues.")
     return EXIT_OK
 
@@ -96,19 +105,31 @@ def print_shares(rows: list[dict[str, Any]], title: str | None = None) -> None:
     """What the matcher ranks on, per group: the load (running cores plus the decayed usage as
     cores) per unit of share; the smallest is served first. "Received" is the group's part of
     all loads, "Running" its part of the cores running now."""
-    shown = [{**row, "share_fraction": format_percent(row["share_fraction"]),
-              "load_fraction": format_percent(row["load_fraction"]),
-              "running_fraction": format_percent(row.get("running_fraction", 0.0)),
-              "usage_cores": f"{row.get('usage_cores', 0.0):.2f}",
-              "load": f"{row.get('load', 0.0):.2f}",
-              "load_per_share": f"{row.get('load_per_share', 0.0):.4g}",
-              "usage_core_seconds": f"{row['usage_core_seconds']:.1f}"} for row in rows]
-    columns: list[Column] = [("group", "Group"), ("share", "Share>"),
-                             ("share_fraction", "Target>"),
-                             ("running_cores", "RunningCores>"), ("running_fraction", "Running>"),
-                             ("usage_core_seconds", "Usage (core-s)>"),
-                             ("usage_cores", "Usage (cores)>"), ("load", "Load (cores)>"),
-                             ("load_per_share", "Load/Share>"), ("load_fraction", "Received>")]
+    shown = [
+        {
+            **row,
+            "share_fraction": format_percent(row["share_fraction"]),
+            "load_fraction": format_percent(row["load_fraction"]),
+            "running_fraction": format_percent(row.get("running_fraction", 0.0)),
+            "usage_cores": f"{row.get('usage_cores', 0.0):.2f}",
+            "load": f"{row.get('load', 0.0):.2f}",
+            "load_per_share": f"{row.get('load_per_share', 0.0):.4g}",
+            "usage_core_seconds": f"{row['usage_core_seconds']:.1f}",
+        }
+        for row in rows
+    ]
+    columns: list[Column] = [
+        ("group", "Group"),
+        ("share", "Share>"),
+        ("share_fraction", "Target>"),
+        ("running_cores", "RunningCores>"),
+        ("running_fraction", "Running>"),
+        ("usage_core_seconds", "Usage (core-s)>"),
+        ("usage_cores", "Usage (cores)>"),
+        ("load", "Load (cores)>"),
+        ("load_per_share", "Load/Share>"),
+        ("load_fraction", "Received>"),
+    ]
     print_table(shown, columns, title=title, empty="No groups.")
 
 
@@ -128,14 +149,25 @@ def cmd_admin_pilots(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
         return EXIT_OK
-    shown = [{**row, "jobs": format_ids(row["jobs"]) if row["jobs"] else "",
-              "submitted": format_time(row["submitted"]),
-              "state": row["state"] + (" (kill requested)" if row["kill_requested"] else "")}
-             for row in rows]
-    columns: list[Column] = [("pilot_id", "PilotID"), ("site", "Site"), ("ce", "CE"),
-                             ("state", "State"), ("fabric_ref", "Reference"),
-                             ("submitted", "Submitted (UTC)"), ("jobs", "Jobs"),
-                             ("reason", "Reason")]
+    shown = [
+        {
+            **row,
+            "jobs": format_ids(row["jobs"]) if row["jobs"] else "",
+            "submitted": format_time(row["submitted"]),
+            "state": row["state"] + (" (kill requested)" if row["kill_requested"] else ""),
+        }
+        for row in rows
+    ]
+    columns: list[Column] = [
+        ("pilot_id", "PilotID"),
+        ("site", "Site"),
+        ("ce", "CE"),
+        ("state", "State"),
+        ("fabric_ref", "Reference"),
+        ("submitted", "Submitted (UTC)"),
+        ("jobs", "Jobs"),
+        ("reason", "Reason"),
+    ]
     print_table(shown, columns, empty="No pilots.")
     return EXIT_OK
 
@@ -148,8 +180,11 @@ def cmd_admin_pilot_output(args: argparse.Namespace) -> int:
     elif result["collected"]:
         sys.stdout.write(result["output"])
     else:
-        print(f"pilot {result['pilot_id']} is {result['state']}: its output is collected by its "
-              "director when it ends", file=sys.stderr)
+        print(
+            f"pilot {result['pilot_id']} is {result['state']}: its output is collected by its "
+            "director when it ends",
+            file=sys.stderr,
+        )
         return EXIT_REFUSED
     return EXIT_OK
 
@@ -158,26 +193,34 @@ def cmd_admin_kill_pilot(args: argparse.Namespace) -> int:
     with connect(args) as client:
         result = to_wire(client.kill_pilot(args.pilot_id))
     moved = result["rescheduled"]
-    print_result(args, result, f"Pilot {result['pilot_id']} told to stop and cancelled by its "
-                  f"director; {len(moved)} job(s) rescheduled" +
-                  (f": {format_ids(moved)}" if moved else ""))
+    print_result(
+        args,
+        result,
+        f"Pilot {result['pilot_id']} told to stop and cancelled by its "
+        f"director; {len(moved)} job(s) rescheduled" + (f": {format_ids(moved)}" if moved else ""),
+    )
     return EXIT_OK
 
 
 # -- the parser --------------------------------------------------------------------------------
 
 
-def _command(commands: Any, name: str, both: list[argparse.ArgumentParser],
-             text: str) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = commands.add_parser(name, parents=both, help=text,
-                                                          description=text[0].upper() + text[1:])
+def _command(
+    commands: Any, name: str, both: list[argparse.ArgumentParser], text: str
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, parents=both, help=text, description=text[0].upper() + text[1:]
+    )
     return parser
 
 
 def add_admin_parser(groups: Any, both: list[argparse.ArgumentParser]) -> None:
-    admin = groups.add_parser("admin", help="sites, pilots, task queues and shares",
-                              description="Administer sites, pilots, task queues, shares and "
-                                          "identities (admins and operators).")
+    admin = groups.add_parser(
+        "admin",
+        help="sites, pilots, task queues and shares",
+        description="Administer sites, pilots, task queues, shares and "
+        "identities (admins and operators).",
+    )
     commands = admin.add_subparsers(dest="cli_command", metavar="COMMAND", required=True)
     _command(commands, "sites", both, "sites seen and their ban status")
     ban = _command(commands, "ban-site", both, "stop matching jobs to a site")
@@ -193,14 +236,17 @@ def add_admin_parser(groups: Any, both: list[argparse.ArgumentParser]) -> None:
     pilots = _command(commands, "pilots", both, "pilot records, newest last")
     pilots.add_argument("--site", help="only this site's pilots")
     pilots.add_argument("--state", help="only pilots in these states (e.g. Running,Waiting)")
-    pilots.add_argument("--limit", type=positive_int, default=1000,
-                        help="at most this many pilots (default 1000)")
-    pilots.add_argument("--summary", action="store_true",
-                        help="count pilots by site and state instead of listing them")
+    pilots.add_argument(
+        "--limit", type=positive_int, default=1000, help="at most this many pilots (default 1000)"
+    )
+    pilots.add_argument(
+        "--summary",
+        action="store_true",
+        help="count pilots by site and state instead of listing them",
+    )
     pilot_output = _command(commands, "pilot-output", both, "what an ended pilot printed")
     pilot_output.add_argument("pilot_id", metavar="PILOT_ID", help="the pilot's id")
-    kill_pilot = _command(commands, "kill-pilot", both,
-                          "stop a pilot; its jobs go back to Waiting")
+    kill_pilot = _command(commands, "kill-pilot", both, "stop a pilot; its jobs go back to Waiting")
     kill_pilot.add_argument("pilot_id", metavar="PILOT_ID", help="the pilot's id")
     add_identity_parser(commands, both)
     add_site_parser(commands, both)

@@ -122,19 +122,34 @@ def client_options(top_level: bool = False) -> argparse.ArgumentParser:
     default to "not given", so a value given before the group stands)."""
     keep: dict[str, Any] = {} if top_level else {"default": argparse.SUPPRESS}
     options = argparse.ArgumentParser(add_help=False)
-    options.add_argument("--server", metavar="URL", **keep,
-                         help=f"central service (default: $DIRAC_LIKE_SERVER, the identity "
-                              f"file's server, else {DEFAULT_SERVER})")
-    options.add_argument("--home", metavar="DIR", **keep,
-                         help="dirac-like home (default: $DIRAC_LIKE_HOME or ~/.dirac-like)")
-    options.add_argument("--identity", metavar="FILE", **keep,
-                         help="identity file (default: $DIRAC_LIKE_IDENTITY, else the home's "
-                              "default identity)")
-    options.add_argument("--insecure", action="store_true", **keep,
-                         help="no identity, plaintext (only a service started --insecure "
-                              "answers)")
-    options.add_argument("--json", action="store_true", **keep,
-                         help="print JSON instead of text (for scripts)")
+    options.add_argument(
+        "--server",
+        metavar="URL",
+        **keep,
+        help=f"central service (default: $DIRAC_LIKE_SERVER, the identity "
+        f"file's server, else {DEFAULT_SERVER})",
+    )
+    options.add_argument(
+        "--home",
+        metavar="DIR",
+        **keep,
+        help="dirac-like home (default: $DIRAC_LIKE_HOME or ~/.dirac-like)",
+    )
+    options.add_argument(
+        "--identity",
+        metavar="FILE",
+        **keep,
+        help="identity file (default: $DIRAC_LIKE_IDENTITY, else the home's default identity)",
+    )
+    options.add_argument(
+        "--insecure",
+        action="store_true",
+        **keep,
+        help="no identity, plaintext (only a service started --insecure answers)",
+    )
+    options.add_argument(
+        "--json", action="store_true", **keep, help="print JSON instead of text (for scripts)"
+    )
     return options
 
 

@@ -61,8 +61,12 @@ def subparsers_of(parser: argparse.ArgumentParser) -> dict[str, argparse.Argumen
 
 
 def options_of(parser: argparse.ArgumentParser) -> list[str]:
-    return sorted(option for action in parser._actions for option in action.option_strings
-                  if option.startswith("--"))
+    return sorted(
+        option
+        for action in parser._actions
+        for option in action.option_strings
+        if option.startswith("--")
+    )
 
 
 @dataclass
@@ -90,8 +94,13 @@ class CommandTree:
                 return
             choices = known if depth == 0 else sorted(children)
             if word not in choices:
-                raise ConsoleError(_unknown(word, choices, "command" if depth == 0 else
-                                            f"{' '.join(words[:depth])} command"))
+                raise ConsoleError(
+                    _unknown(
+                        word,
+                        choices,
+                        "command" if depth == 0 else f"{' '.join(words[:depth])} command",
+                    )
+                )
             if word not in children:
                 return
             parser = children[word]
@@ -133,10 +142,12 @@ def fetch_lookups(args: argparse.Namespace) -> dict[str, list[str]]:
     with connect(args) as client:
         jobs = client.list_jobs(limit=2000)
         sites = [row.site for row in client.sites()] if _may(client.sites) else []
-    return {"jobs": sorted({str(job.job_id) for job in jobs}, key=int),
-            "sites": sorted(set(sites) | {job.site for job in jobs} - {"ANY", "Multiple"}),
-            "groups": sorted({job.group for job in jobs}),
-            "users": sorted({job.owner for job in jobs})}
+    return {
+        "jobs": sorted({str(job.job_id) for job in jobs}, key=int),
+        "sites": sorted(set(sites) | {job.site for job in jobs} - {"ANY", "Multiple"}),
+        "groups": sorted({job.group for job in jobs}),
+        "users": sorted({job.owner for job in jobs}),
+    }
 
 
 def _may(call: Callable[[], Any]) -> bool:
@@ -253,8 +264,10 @@ class Console:
             self.run(command)
 
     def help(self) -> None:
-        self.say("Commands (as dirac-like takes them, without the prefix): "
-                 + ", ".join(self.tree.groups()))
+        self.say(
+            "Commands (as dirac-like takes them, without the prefix): "
+            + ", ".join(self.tree.groups())
+        )
         for text in BUILTINS.values():
             self.say(f"  {text}")
 
@@ -290,8 +303,12 @@ def _rounds(count: int) -> Iterator[int]:
 
 
 def global_argv(args: argparse.Namespace) -> list[str]:
-    argv = [item for name in GLOBAL_OPTIONS if getattr(args, name, None)
-            for item in (f"--{name}", str(getattr(args, name)))]
+    argv = [
+        item
+        for name in GLOBAL_OPTIONS
+        if getattr(args, name, None)
+        for item in (f"--{name}", str(getattr(args, name)))
+    ]
     return argv + (["--insecure"] if getattr(args, "insecure", False) else [])
 
 
@@ -299,8 +316,9 @@ def cmd_console(args: argparse.Namespace) -> int:
     from dirac_like.cli.main import COMMANDS, build_parser, run
 
     parser = build_parser()
-    console = Console(CommandTree(parser), lambda argv: run(parser, COMMANDS, argv),
-                      global_argv(args))
+    console = Console(
+        CommandTree(parser), lambda argv: run(parser, COMMANDS, argv), global_argv(args)
+    )
     if args.site:
         console.site = args.site
     if not sys.stdin.isatty():
@@ -308,8 +326,11 @@ def cmd_console(args: argparse.Namespace) -> int:
             if not console.execute(line):
                 break
         return EXIT_OK
-    return interactive(console, Lookups(lambda: fetch_lookups(args)),
-                       Path(args.home or default_home()) / HISTORY_FILE)
+    return interactive(
+        console,
+        Lookups(lambda: fetch_lookups(args)),
+        Path(args.home or default_home()) / HISTORY_FILE,
+    )
 
 
 def interactive(console: Console, lookups: Lookups, history: Path) -> int:
@@ -326,10 +347,14 @@ def interactive(console: Console, lookups: Lookups, history: Path) -> int:
 
     history.parent.mkdir(parents=True, exist_ok=True)
     session: PromptSession[str] = PromptSession(
-        history=FileHistory(str(history)), completer=ThreadedCompleter(ConsoleCompleter()),
-        complete_while_typing=False)
-    console.say("dirac-like console: commands without the dirac-like prefix; Tab completes; "
-                "help; Ctrl-D leaves.")
+        history=FileHistory(str(history)),
+        completer=ThreadedCompleter(ConsoleCompleter()),
+        complete_while_typing=False,
+    )
+    console.say(
+        "dirac-like console: commands without the dirac-like prefix; Tab completes; "
+        "help; Ctrl-D leaves."
+    )
     while True:
         try:
             line = session.prompt(_prompt(console))
@@ -350,8 +375,12 @@ def _prompt(console: Console) -> str:
 
 def add_console_parser(groups: Any, both: list[argparse.ArgumentParser]) -> None:
     text = "an interactive console: every command without the prefix, completion, history"
-    console = groups.add_parser("console", parents=both, help=text,
-                                description=text[0].upper() + text[1:] + ", watch, use site.")
+    console = groups.add_parser(
+        "console",
+        parents=both,
+        help=text,
+        description=text[0].upper() + text[1:] + ", watch, use site.",
+    )
     console.add_argument("--site", help="start with the context 'use site SITE'")
     console.set_defaults(cli_command="")
 

@@ -153,8 +153,11 @@ class Grid:
 
     def dead(self) -> list[str]:
         """What stopped by itself, with its exit code."""
-        dead = [f"{d.name} (exit code {d.popen.returncode}, see {d.stderr})"
-                for d in self.directors if d.popen.poll() is not None]
+        dead = [
+            f"{d.name} (exit code {d.popen.returncode}, see {d.stderr})"
+            for d in self.directors
+            if d.popen.poll() is not None
+        ]
         if self.service is not None and self.service.popen.poll() is not None:
             dead.append(f"central service (exit code {self.service.popen.returncode})")
         if self.web is not None and self.web.popen.poll() is not None:
@@ -183,8 +186,10 @@ def issue_identities(admin: Client, plan: DemoPlan, home: Path) -> dict[str, Pat
         save_identity(files[user], admin.identity_add(user, "user", list(groups)))
     for site in plan.sites:
         files[site.name] = folder / f"{director_name(site.name)}.identity"
-        save_identity(files[site.name],
-                      admin.identity_add(director_name(site.name), "director", site=site.name))
+        save_identity(
+            files[site.name],
+            admin.identity_add(director_name(site.name), "director", site=site.name),
+        )
     files["monitoring"] = folder / "monitoring.identity"
     save_identity(files["monitoring"], admin.identity_add("monitoring", "monitor"))
     return files
@@ -193,25 +198,57 @@ def issue_identities(admin: Client, plan: DemoPlan, home: Path) -> dict[str, Pat
 def start_director(home: Path, site: str, endpoint: str, identity: Path) -> DirectorProcess:
     """``dirac-like agent director`` for ``site``, in its own session (Ctrl-C reaches only the
     demo, which stops it in order)."""
-    command = [*dirac_like_argv("agent", "director", "--site", site),
-               "--sites-dir", str(home / "sites"), "--config", str(home / "director.toml"),
-               "--server", endpoint, "--home", str(home), "--identity", str(identity)]
+    command = [
+        *dirac_like_argv("agent", "director", "--site", site),
+        "--sites-dir",
+        str(home / "sites"),
+        "--config",
+        str(home / "director.toml"),
+        "--server",
+        endpoint,
+        "--home",
+        str(home),
+        "--identity",
+        str(identity),
+    ]
     stderr = home / f"director-{site}.stderr"
     with open(stderr, "wb") as output:
-        popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output,
-                                 stderr=output, cwd=home, start_new_session=True)
+        popen = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            cwd=home,
+            start_new_session=True,
+        )
     return DirectorProcess(site, popen, stderr)
 
 
 def start_monitoring(home: Path, endpoint: str, identity: Path) -> DirectorProcess:
     """``dirac-like agent monitoring`` for every site of the demo, in its own session."""
-    command = [*dirac_like_argv("agent", "monitoring"), "--sites-dir", str(home / "sites"),
-               "--config", str(home / "monitoring.toml"), "--server", endpoint,
-               "--home", str(home), "--identity", str(identity)]
+    command = [
+        *dirac_like_argv("agent", "monitoring"),
+        "--sites-dir",
+        str(home / "sites"),
+        "--config",
+        str(home / "monitoring.toml"),
+        "--server",
+        endpoint,
+        "--home",
+        str(home),
+        "--identity",
+        str(identity),
+    ]
     stderr = home / "monitoring.stderr"
     with open(stderr, "wb") as output:
-        popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output,
-                                 stderr=output, cwd=home, start_new_session=True)
+        popen = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            cwd=home,
+            start_new_session=True,
+        )
     return DirectorProcess("", popen, stderr, label="monitoring agent")
 
 
@@ -224,8 +261,12 @@ def start_web(grid: Grid, console: Console) -> None:
     """The dashboard on the service's home, acting (kill, reschedule) as the home's admin."""
     assert grid.service is not None
     grid.web = ServiceProcess.start_web(
-        grid.home, grid.endpoint, grid.service.identity_path, grid.home / "demo.toml",
-        extra=("--refresh", "2", "--sample-seconds", "2"))
+        grid.home,
+        grid.endpoint,
+        grid.service.identity_path,
+        grid.home / "demo.toml",
+        extra=("--refresh", "2", "--sample-seconds", "2"),
+    )
     console.print(f"Web dashboard at {grid.web.endpoint}")
 
 
@@ -234,22 +275,29 @@ def web_login_hint(grid: Grid) -> str:
     if grid.web is None:
         return ""
     url = grid.web.endpoint
-    return (f"The web dashboard is at {url}; log in with a link from:\n"
-            f"  dirac-like web-login --url {url} --identity {grid.identities['bob']}   # bob\n"
-            f"  dirac-like web-login --url {url} --identity {grid.identities['admin']}   "
-            "# the admin\n")
+    return (
+        f"The web dashboard is at {url}; log in with a link from:\n"
+        f"  dirac-like web-login --url {url} --identity {grid.identities['bob']}   # bob\n"
+        f"  dirac-like web-login --url {url} --identity {grid.identities['admin']}   "
+        "# the admin\n"
+    )
 
 
 def start_directors(grid: Grid, plan: DemoPlan, console: Console) -> None:
     for site in plan.sites:
-        grid.directors.append(start_director(grid.home, site.name, grid.endpoint,
-                                             grid.identities[site.name]))
-    ces = "; ".join(f"{short_site(site.name)}: " + ", ".join(
-        f"{ce.name} ({ce.cores} core{'s' if ce.cores > 1 else ''}, {ce.max_total} pilots max)"
-        for ce in site.ces) for site in plan.sites)
+        grid.directors.append(
+            start_director(grid.home, site.name, grid.endpoint, grid.identities[site.name])
+        )
+    ces = "; ".join(
+        f"{short_site(site.name)}: "
+        + ", ".join(
+            f"{ce.name} ({ce.cores} core{'s' if ce.cores > 1 else ''}, {ce.max_total} pilots max)"
+            for ce in site.ces
+        )
+        for site in plan.sites
+    )
     console.print(f"{len(plan.sites)} site director(s), pilots on the local fabric ({ces})")
-    grid.directors.append(start_monitoring(grid.home, grid.endpoint,
-                                           grid.identities["monitoring"]))
+    grid.directors.append(start_monitoring(grid.home, grid.endpoint, grid.identities["monitoring"]))
     console.print("The monitoring agent probes every CE (probe jobs, group probes)")
 
 
@@ -288,8 +336,9 @@ def stop_directors(directors: list[DirectorProcess], grace: float, console: Cons
             director.popen.wait(10)
     failed = [d for d in directors if d.popen.returncode not in (0, -signal.SIGTERM)]
     for director in failed:
-        console.print(f"{director.name} exited with code {director.popen.returncode} "
-                      f"(see {director.stderr})")
+        console.print(
+            f"{director.name} exited with code {director.popen.returncode} (see {director.stderr})"
+        )
     return not failed
 
 
@@ -325,17 +374,23 @@ def submit_workload(users: Mapping[str, Client], plan: DemoPlan, console: Consol
     for item in plan.submissions:
         descriptions: list[str | dict[str, Any]] = [dict(d) for d in item.descriptions]
         job_ids = users[item.owner].submit(descriptions, item.owner, item.group, timeout=60.0)
-        console.print(f"{item.owner} ({item.group}) submitted {len(job_ids)} job(s): "
-                      f"{format_ids(job_ids)}")
+        console.print(
+            f"{item.owner} ({item.group}) submitted {len(job_ids)} job(s): {format_ids(job_ids)}"
+        )
 
 
-def watch(client: Client, users: Mapping[str, Client], grid: Grid, plan: DemoPlan,
-          console: Console) -> list[dict[str, Any]]:
+def watch(
+    client: Client, users: Mapping[str, Client], grid: Grid, plan: DemoPlan, console: Console
+) -> list[dict[str, Any]]:
     """Show job counts by status (``client``: the admin's), have its owner kill the victim once
     it runs, until every job has ended (or the deadline, or a process of the grid died). The
     jobs as they end up."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     killed: set[int] = set()
     deadline = time.monotonic() + plan.deadline
     with Progress(*columns, console=console) as progress:
@@ -346,8 +401,7 @@ def watch(client: Client, users: Mapping[str, Client], grid: Grid, plan: DemoPla
             for job_id in victims_to_kill(rows, plan.victim, killed):
                 kill_running(users, job_id, rows, console)
                 killed.add(job_id)
-            progress.update(task, completed=sum(map(is_final, rows)),
-                            description=status_line(rows))
+            progress.update(task, completed=sum(map(is_final, rows)), description=status_line(rows))
             if all_ended(rows, plan.total):
                 return rows
             if dead or time.monotonic() > deadline:
@@ -363,38 +417,77 @@ def workload_rows(client: Client, plan: DemoPlan) -> list[dict[str, Any]]:
     return [row for row in rows if row["group"] != PROBE_GROUP]
 
 
-def kill_running(users: Mapping[str, Client], job_id: int, rows: Sequence[Mapping[str, Any]],
-                 console: Console) -> None:
+def kill_running(
+    users: Mapping[str, Client], job_id: int, rows: Sequence[Mapping[str, Any]], console: Console
+) -> None:
     row = next(row for row in rows if row["job_id"] == job_id)
     users[row["owner"]].kill([job_id])
-    console.print(f"{row['owner']} killed job {job_id} ({row['job_name']}) while it ran on "
-                  f"pilot {row['pilot_id']}")
+    console.print(
+        f"{row['owner']} killed job {job_id} ({row['job_name']}) while it ran on "
+        f"pilot {row['pilot_id']}"
+    )
 
 
 # -- the summary (I/O) -------------------------------------------------------------------------
 
 
-def print_summary(client: Client, rows: list[dict[str, Any]], plan: DemoPlan,
-                  console: Console, since: float) -> bool:
+def print_summary(
+    client: Client, rows: list[dict[str, Any]], plan: DemoPlan, console: Console, since: float
+) -> bool:
     table, statuses = site_rows(rows, to_wire(client.pilots()))
-    columns = [("site", "Site"), *((status, f"{status}>") for status in statuses),
-               ("total", "Total>"), ("pilots", "Pilots>")]
+    columns = [
+        ("site", "Site"),
+        *((status, f"{status}>") for status in statuses),
+        ("total", "Total>"),
+        ("pilots", "Pilots>"),
+    ]
     print_table(table, columns, title="Jobs by site and status", console=console)
-    print_table(share_rows(to_wire(client.shares()), rows),
-                [("group", "Group"), ("target", "Target>"), ("received", "Received>"),
-                 ("usage", "Usage (core-s)>"), ("jobs", "Jobs run>"),
-                 ("per_site", "Jobs per site")], title="Shares", console=console)
-    notable = [{**row, "planned": str(plan.expected[row["job_name"]])}
-               for row in rows if row["job_name"] in plan.notable]
-    print_table(notable, [("job_id", "JobID>"), ("job_name", "JobName"), ("owner", "Owner"),
-                          ("planned", "Planned"), ("status", "Status"),
-                          ("minor_status", "MinorStatus"), ("site", "Site")],
-                title="Notable jobs", console=console)
-    print_table(site_health(client, since), [
-        ("target", "Site"), ("status", "Status"), ("reason", "Reason"),
-        ("availability", "Availability>"), ("reliability", "Reliability>"),
-        ("probes", "Probes>")], title="Sites as the monitoring agent sees them",
-        empty="no probe result yet", console=console)
+    print_table(
+        share_rows(to_wire(client.shares()), rows),
+        [
+            ("group", "Group"),
+            ("target", "Target>"),
+            ("received", "Received>"),
+            ("usage", "Usage (core-s)>"),
+            ("jobs", "Jobs run>"),
+            ("per_site", "Jobs per site"),
+        ],
+        title="Shares",
+        console=console,
+    )
+    notable = [
+        {**row, "planned": str(plan.expected[row["job_name"]])}
+        for row in rows
+        if row["job_name"] in plan.notable
+    ]
+    print_table(
+        notable,
+        [
+            ("job_id", "JobID>"),
+            ("job_name", "JobName"),
+            ("owner", "Owner"),
+            ("planned", "Planned"),
+            ("status", "Status"),
+            ("minor_status", "MinorStatus"),
+            ("site", "Site"),
+        ],
+        title="Notable jobs",
+        console=console,
+    )
+    print_table(
+        site_health(client, since),
+        [
+            ("target", "Site"),
+            ("status", "Status"),
+            ("reason", "Reason"),
+            ("availability", "Availability>"),
+            ("reliability", "Reliability>"),
+            ("probes", "Probes>"),
+        ],
+        title="Sites as the monitoring agent sees them",
+        empty="no probe result yet",
+        console=console,
+    )
     return check_outcome(client, rows, plan, console)
 
 
@@ -406,16 +499,22 @@ def site_health(client: Client, since: float) -> list[dict[str, Any]]:
         if target["kind"] != "site":
             continue
         (figures,) = target["periods"]
-        rows.append({"target": target["target"], "status": target["status"],
-                     "reason": reasons.get(target["target"], ""),
-                     "availability": percent(figures["availability"]),
-                     "reliability": percent(figures["reliability"]),
-                     "probes": figures["probes"]})
+        rows.append(
+            {
+                "target": target["target"],
+                "status": target["status"],
+                "reason": reasons.get(target["target"], ""),
+                "availability": percent(figures["availability"]),
+                "reliability": percent(figures["reliability"]),
+                "probes": figures["probes"],
+            }
+        )
     return rows
 
 
-def check_outcome(client: Client, rows: list[dict[str, Any]], plan: DemoPlan,
-                  console: Console) -> bool:
+def check_outcome(
+    client: Client, rows: list[dict[str, Any]], plan: DemoPlan, console: Console
+) -> bool:
     victims = [row["job_id"] for row in rows if row["job_name"] == plan.victim]
     history = to_wire(client.history(victims[0])) if victims else []
     problems = outcome_problems(rows, plan, history)
@@ -474,7 +573,9 @@ def wait_for_interrupt(grid: Grid, console: Console) -> int:
         f"  dirac-like console --identity {grid.identities['admin']}\n"
         f"  dirac-like admin pilots --identity {grid.identities['admin']}\n"
         f"  dirac-like admin shares --identity {grid.identities['admin']}\n"
-        f"Logs are in {grid.home / 'logs'}. Press Ctrl-C to stop the grid.", soft_wrap=True)
+        f"Logs are in {grid.home / 'logs'}. Press Ctrl-C to stop the grid.",
+        soft_wrap=True,
+    )
     try:
         while not grid.dead():
             time.sleep(0.5)
@@ -490,17 +591,25 @@ def run_workload(grid: Grid, plan: DemoPlan, console: Console, keep: bool) -> in
     start_service(grid, console)
     assert grid.service is not None and grid.service.identity_path is not None
     with contextlib.ExitStack() as clients:
-        client = clients.enter_context(Client(grid.endpoint, POLICY,
-                                              identity=grid.service.identity))
+        client = clients.enter_context(
+            Client(grid.endpoint, POLICY, identity=grid.service.identity)
+        )
         for group, share in plan.shares:
             client.set_share(group, share)
-        grid.identities = {"admin": grid.service.identity_path,
-                           **issue_identities(client, plan, grid.home)}
-        users = {user: clients.enter_context(Client(grid.endpoint, POLICY,
-                                                    identity=load_identity(grid.identities[user])))
-                 for user in plan_users(plan)}
-        console.print(f"Identities issued: {', '.join(users)} (users), {len(plan.sites)} "
-                      f"director(s); files in {grid.home / 'identities'}")
+        grid.identities = {
+            "admin": grid.service.identity_path,
+            **issue_identities(client, plan, grid.home),
+        }
+        users = {
+            user: clients.enter_context(
+                Client(grid.endpoint, POLICY, identity=load_identity(grid.identities[user]))
+            )
+            for user in plan_users(plan)
+        }
+        console.print(
+            f"Identities issued: {', '.join(users)} (users), {len(plan.sites)} "
+            f"director(s); files in {grid.home / 'identities'}"
+        )
         if keep:
             start_web(grid, console)
             console.print(web_login_hint(grid), end="", soft_wrap=True)  # commands: no folds

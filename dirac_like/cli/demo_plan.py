@@ -19,18 +19,26 @@ MIN_JOBS = 7  # the five notable jobs (NOTABLE), one simulation and one analysis
 CPU_TIME = 300  # CPUTime of the demo's jobs (seconds)
 FINAL = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.KILLED})
 
-SIMULATE = ("import random, sys; rng = random.Random(int(sys.argv[1])); n = 20000; "
-            "hits = sum(rng.random() ** 2 + rng.random() ** 2 < 1 for _ in range(n)); "
-            "print('batch', sys.argv[1], 'pi ~', 4 * hits / n)")
-ANALYSE = ("import hashlib, sys; data = sys.argv[1].encode() * 100000; "
-           "print(sys.argv[1], hashlib.sha256(data).hexdigest())")
-RECONSTRUCT = ("import concurrent.futures as cf; pool = cf.ProcessPoolExecutor(2); "
-               "halves = [range(10**6), range(10**6, 2 * 10**6)]; "
-               "print('reconstructed', sum(pool.map(sum, halves))); pool.shutdown()")
+SIMULATE = (
+    "import random, sys; rng = random.Random(int(sys.argv[1])); n = 20000; "
+    "hits = sum(rng.random() ** 2 + rng.random() ** 2 < 1 for _ in range(n)); "
+    "print('batch', sys.argv[1], 'pi ~', 4 * hits / n)"
+)
+ANALYSE = (
+    "import hashlib, sys; data = sys.argv[1].encode() * 100000; "
+    "print(sys.argv[1], hashlib.sha256(data).hexdigest())"
+)
+RECONSTRUCT = (
+    "import concurrent.futures as cf; pool = cf.ProcessPoolExecutor(2); "
+    "halves = [range(10**6), range(10**6, 2 * 10**6)]; "
+    "print('reconstructed', sum(pool.map(sum, halves))); pool.shutdown()"
+)
 CALIBRATE = "import sys; sys.exit('calibration constants not found')"  # exit code 1
 BROKEN_ANALYSIS = "import sys; print('no input data', file=sys.stderr); sys.exit(2)"
-HOG = ("import time; ballast = b'x' * (300 * 2**20); print('holding', len(ballast) >> 20, 'MB',"
-       " flush=True); time.sleep(30)")
+HOG = (
+    "import time; ballast = b'x' * (300 * 2**20); print('holding', len(ballast) >> 20, 'MB',"
+    " flush=True); time.sleep(30)"
+)
 
 
 # -- the plan (pure) ---------------------------------------------------------------------------
@@ -107,12 +115,17 @@ def plan_sites(count: int) -> tuple[SitePlan, ...]:
     )
 
 
-def python_job(name: str, python: str, code: str, *arguments: str,
-               **attributes: Any) -> dict[str, Any]:
+def python_job(
+    name: str, python: str, code: str, *arguments: str, **attributes: Any
+) -> dict[str, Any]:
     """A job whose payload is ``python -I -c code arguments...``."""
-    return {"JobName": name, "Executable": python,
-            "Arguments": shlex.join(["-I", "-c", code, *arguments]), "CPUTime": CPU_TIME,
-            **attributes}
+    return {
+        "JobName": name,
+        "Executable": python,
+        "Arguments": shlex.join(["-I", "-c", code, *arguments]),
+        "CPUTime": CPU_TIME,
+        **attributes,
+    }
 
 
 DONE = Expectation(JobStatus.DONE, "Execution Complete")
@@ -149,18 +162,39 @@ def plan_demo(jobs: int, sites: int, python: str) -> DemoPlan:
 
 def plan_submissions(simulations: int, analyses: int, python: str) -> tuple[Submission, ...]:
     physics = (
-        python_job("simulation_%n", python, SIMULATE, "%s", Parameters=simulations,
-                   ParameterStart=0, ParameterStep=1, JobGroup="demo-production", Priority=2),
-        python_job("reconstruction-2cores", python, RECONSTRUCT, NumberOfProcessors=2,
-                   MaxRAM=1000, Priority=5),
+        python_job(
+            "simulation_%n",
+            python,
+            SIMULATE,
+            "%s",
+            Parameters=simulations,
+            ParameterStart=0,
+            ParameterStep=1,
+            JobGroup="demo-production",
+            Priority=2,
+        ),
+        python_job(
+            "reconstruction-2cores",
+            python,
+            RECONSTRUCT,
+            NumberOfProcessors=2,
+            MaxRAM=1000,
+            Priority=5,
+        ),
         python_job("calibration-broken", python, CALIBRATE, Priority=1),
     )
-    analysis = tuple(python_job(f"analysis-{n}", python, ANALYSE, f"dataset-{n}", Priority=1)
-                     for n in range(1, analyses + 1))
+    analysis = tuple(
+        python_job(f"analysis-{n}", python, ANALYSE, f"dataset-{n}", Priority=1)
+        for n in range(1, analyses + 1)
+    )
     broken = python_job("analysis-broken", python, BROKEN_ANALYSIS)
     hog = python_job("memory-hog", python, HOG, MaxRAM=100)
-    forgotten = {"JobName": VICTIM, "Executable": "/bin/sleep", "Arguments": "60",
-                 "CPUTime": CPU_TIME}
+    forgotten = {
+        "JobName": VICTIM,
+        "Executable": "/bin/sleep",
+        "Arguments": "60",
+        "CPUTime": CPU_TIME,
+    }
     return (
         Submission("alice", "physics", physics),
         Submission("bob", "users", (*analysis, broken)),
@@ -185,13 +219,24 @@ def director_name(site: str) -> str:
 
 def site_toml(site: SitePlan) -> str:
     """The site file of ``site`` (see etc/sites/): fast director cycles, local pilots."""
-    lines = [f"# {site.name}: written by `dirac-like demo`.", "cycle_seconds = 0.5",
-             "failure_threshold = 3", "backoff_seconds = 5.0", "max_backoff_seconds = 30.0"]
+    lines = [
+        f"# {site.name}: written by `dirac-like demo`.",
+        "cycle_seconds = 0.5",
+        "failure_threshold = 3",
+        "backoff_seconds = 5.0",
+        "max_backoff_seconds = 30.0",
+    ]
     for ce in site.ces:
-        lines += ["", f"[ce.{ce.name}]", 'fabric = "local"', f"cores_per_slot = {ce.cores}",
-                  f"memory_mb = {ce.memory_mb}",
-                  "max_wall_time = 172800  # room for jobs of the default CPUTime (86400 s)",
-                  f"max_queued = {ce.max_total}", f"max_total = {ce.max_total}"]
+        lines += [
+            "",
+            f"[ce.{ce.name}]",
+            'fabric = "local"',
+            f"cores_per_slot = {ce.cores}",
+            f"memory_mb = {ce.memory_mb}",
+            "max_wall_time = 172800  # room for jobs of the default CPUTime (86400 s)",
+            f"max_queued = {ce.max_total}",
+            f"max_total = {ce.max_total}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -207,19 +252,24 @@ def status_line(rows: Sequence[Mapping[str, Any]]) -> str:
     return "  ".join(f"{status} {count}" for status, count in sorted(counts.items()))
 
 
-def victims_to_kill(rows: Sequence[Mapping[str, Any]], victim: str,
-                    already: set[int]) -> list[int]:
+def victims_to_kill(rows: Sequence[Mapping[str, Any]], victim: str, already: set[int]) -> list[int]:
     """The victim's job id once it runs on a pilot (and has not been killed yet)."""
-    return [row["job_id"] for row in rows if row["job_name"] == victim
-            and row["status"] == JobStatus.RUNNING and row["job_id"] not in already]
+    return [
+        row["job_id"]
+        for row in rows
+        if row["job_name"] == victim
+        and row["status"] == JobStatus.RUNNING
+        and row["job_id"] not in already
+    ]
 
 
 def all_ended(rows: Sequence[Mapping[str, Any]], total: int) -> bool:
     return len(rows) >= total and all(is_final(row) for row in rows)
 
 
-def outcome_problems(rows: Sequence[Mapping[str, Any]], plan: DemoPlan,
-                     victim_history: Sequence[Mapping[str, Any]]) -> list[str]:
+def outcome_problems(
+    rows: Sequence[Mapping[str, Any]], plan: DemoPlan, victim_history: Sequence[Mapping[str, Any]]
+) -> list[str]:
     """Every way the jobs did not end as planned (empty: all did)."""
     problems = []
     by_name = {row["job_name"]: row for row in rows}
@@ -228,8 +278,10 @@ def outcome_problems(rows: Sequence[Mapping[str, Any]], plan: DemoPlan,
         if row is None:
             problems.append(f"job {name!r}: not found (planned {expectation})")
         elif not expectation.met_by(row):
-            problems.append(f"job {row['job_id']} {name}: planned {expectation}, got "
-                            f"{row['status']} ({row['minor_status']})")
+            problems.append(
+                f"job {row['job_id']} {name}: planned {expectation}, got "
+                f"{row['status']} ({row['minor_status']})"
+            )
     for name in sorted(set(by_name) - set(plan.expected)):
         problems.append(f"job {by_name[name]['job_id']} {name}: not in the plan")
     if victim_history and JobStatus.RUNNING not in (entry["status"] for entry in victim_history):
@@ -237,8 +289,9 @@ def outcome_problems(rows: Sequence[Mapping[str, Any]], plan: DemoPlan,
     return problems
 
 
-def site_rows(rows: Sequence[Mapping[str, Any]], pilots: Sequence[Mapping[str, Any]]
-              ) -> tuple[list[dict[str, Any]], list[str]]:
+def site_rows(
+    rows: Sequence[Mapping[str, Any]], pilots: Sequence[Mapping[str, Any]]
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows of the summary by site and status, with the pilots each site's director submitted
     (the service's pilot records); and the statuses, in order."""
     counts = count_by(rows, "site", "status")
@@ -254,19 +307,22 @@ def site_rows(rows: Sequence[Mapping[str, Any]], pilots: Sequence[Mapping[str, A
     return table, statuses
 
 
-def share_rows(shares: Sequence[Mapping[str, Any]],
-               rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def share_rows(
+    shares: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
     per_site = count_by([row for row in rows if row["pilot_id"]], "group", "site")
     table = []
     for share in shares:
         group = share["group"]
         sites = sorted((site, n) for (g, site), n in per_site.items() if g == group)
-        table.append({
-            "group": group,
-            "target": format_percent(share["share_fraction"]),
-            "received": format_percent(share["load_fraction"]),
-            "usage": f"{share['usage_core_seconds']:.1f}",
-            "jobs": sum(n for _, n in sites),
-            "per_site": ", ".join(f"{short_site(site)}: {n}" for site, n in sites) or "-",
-        })
+        table.append(
+            {
+                "group": group,
+                "target": format_percent(share["share_fraction"]),
+                "received": format_percent(share["load_fraction"]),
+                "usage": f"{share['usage_core_seconds']:.1f}",
+                "jobs": sum(n for _, n in sites),
+                "per_site": ", ".join(f"{short_site(site)}: {n}" for site, n in sites) or "-",
+            }
+        )
     return table

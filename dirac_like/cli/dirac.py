@@ -51,8 +51,9 @@ def _job_ids(args: argparse.Namespace) -> list[int]:
 
 def _ids_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job_ids", nargs="*", metavar="JobID", help=IDS_HELP)
-    parser.add_argument("-f", "--File", dest="file", metavar="FILE",
-                        help="also the job ids in FILE (one per line)")
+    parser.add_argument(
+        "-f", "--File", dest="file", metavar="FILE", help="also the job ids in FILE (one per line)"
+    )
 
 
 def _one_id(parser: argparse.ArgumentParser) -> None:
@@ -64,8 +65,13 @@ def _one_id(parser: argparse.ArgumentParser) -> None:
 
 def _submit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="JDL", help="path of a JDL (or .json) file")
-    parser.add_argument("-f", "--File", dest="id_file", metavar="FILE",
-                        help="append the job ids to FILE, one per line")
+    parser.add_argument(
+        "-f",
+        "--File",
+        dest="id_file",
+        metavar="FILE",
+        help="append the job ids to FILE, one per line",
+    )
     parser.add_argument("--group", default="", help="group (default: the service's default)")
     parser.set_defaults(owner=None)
 
@@ -90,15 +96,23 @@ def status(args: argparse.Namespace) -> int:
         print_json(rows)
         return EXIT_OK
     for row in rows:
-        print(f"JobID={row['job_id']} Status={row['status']}; "
-              f"MinorStatus={row['minor_status']}; Site={row['site']};")
+        print(
+            f"JobID={row['job_id']} Status={row['status']}; "
+            f"MinorStatus={row['minor_status']}; Site={row['site']};"
+        )
     return EXIT_OK
 
 
 def _output_arguments(parser: argparse.ArgumentParser) -> None:
     _ids_arguments(parser)
-    parser.add_argument("-D", "--Dir", dest="dir", default=".", metavar="DIR",
-                        help="store the output in DIR/<JobID>/ (default: .)")
+    parser.add_argument(
+        "-D",
+        "--Dir",
+        dest="dir",
+        default=".",
+        metavar="DIR",
+        help="store the output in DIR/<JobID>/ (default: .)",
+    )
 
 
 def get_output(args: argparse.Namespace) -> int:
@@ -106,8 +120,10 @@ def get_output(args: argparse.Namespace) -> int:
     todo = []
     for job_id in _job_ids(args):
         if (folder / str(job_id)).exists():  # as DIRAC: what is there is not fetched again
-            print(f"Output for job {job_id} already retrieved, remove the output directory "
-                  "to redownload")
+            print(
+                f"Output for job {job_id} already retrieved, remove the output directory "
+                "to redownload"
+            )
         else:
             todo.append(job_id)
     with connect(args) as client:
@@ -142,9 +158,13 @@ def reschedule(args: argparse.Namespace) -> int:
 
 
 def logging_info(args: argparse.Namespace) -> int:
-    columns: list[Column] = [("status", "Status"), ("minor_status", "MinorStatus"),
-                             ("application_status", "ApplicationStatus"),
-                             ("time", "DateTime (UTC)"), ("source", "Source")]
+    columns: list[Column] = [
+        ("status", "Status"),
+        ("minor_status", "MinorStatus"),
+        ("application_status", "ApplicationStatus"),
+        ("time", "DateTime (UTC)"),
+        ("source", "Source"),
+    ]
     with connect(args) as client:
         histories = {job_id: to_wire(client.history(job_id)) for job_id in _job_ids(args)}
     if args.json:
@@ -152,8 +172,12 @@ def logging_info(args: argparse.Namespace) -> int:
         return EXIT_OK
     for job_id, rows in histories.items():
         shown = [{**row, "time": format_time(row["time"])} for row in rows]
-        print_table(shown, columns, title=f"Job {job_id}" if len(histories) > 1 else None,
-                    empty=f"No history for job {job_id}.")
+        print_table(
+            shown,
+            columns,
+            title=f"Job {job_id}" if len(histories) > 1 else None,
+            empty=f"No history for job {job_id}.",
+        )
     return EXIT_OK
 
 
@@ -174,8 +198,11 @@ def peek(args: argparse.Namespace) -> int:
         print_json(tails)
         return EXIT_OK
     for result in tails:
-        tail = result["tail"] or f"(job {result['job_id']}, {result['status']}: no output " \
-                                 "received from its pilot yet)"
+        tail = (
+            result["tail"]
+            or f"(job {result['job_id']}, {result['status']}: no output "
+            "received from its pilot yet)"
+        )
         print(tail.rstrip("\n"))
     return EXIT_OK
 
@@ -183,8 +210,12 @@ def peek(args: argparse.Namespace) -> int:
 def _site_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("site", metavar="Site", help="name of the site, e.g. LCG.CERN.cern")
     parser.add_argument("comment", metavar="Comment", help="reason of the action")
-    parser.add_argument("-E", "--email", metavar="BOOL", help="accepted for DIRAC's scripts; "
-                        "dirac-like sends no mail")
+    parser.add_argument(
+        "-E",
+        "--email",
+        metavar="BOOL",
+        help="accepted for DIRAC's scripts; dirac-like sends no mail",
+    )
 
 
 def ban_site(args: argparse.Namespace) -> int:
@@ -220,34 +251,56 @@ def _none(parser: argparse.ArgumentParser) -> None:
 
 
 ALIASES: dict[str, Alias] = {
-    "dirac-wms-job-submit": ("Submit jobs (JDL files); prints JobID = N per job.",
-                             _submit_arguments, submit),
+    "dirac-wms-job-submit": (
+        "Submit jobs (JDL files); prints JobID = N per job.",
+        _submit_arguments,
+        submit,
+    ),
     "dirac-wms-job-status": ("Retrieve the status of jobs.", _ids_arguments, status),
-    "dirac-wms-job-get-output": ("Retrieve the output sandbox of jobs into DIR/<JobID>/.",
-                                 _output_arguments, get_output),
+    "dirac-wms-job-get-output": (
+        "Retrieve the output sandbox of jobs into DIR/<JobID>/.",
+        _output_arguments,
+        get_output,
+    ),
     "dirac-wms-job-kill": ("Kill jobs.", _ids_arguments, kill),
-    "dirac-wms-job-delete": ("Delete jobs (running ones must be killed first).",
-                             _ids_arguments, delete),
+    "dirac-wms-job-delete": (
+        "Delete jobs (running ones must be killed first).",
+        _ids_arguments,
+        delete,
+    ),
     "dirac-wms-job-reschedule": ("Reschedule jobs.", _ids_arguments, reschedule),
-    "dirac-wms-job-logging-info": ("Retrieve the history of transitions of jobs.",
-                                   _one_id, logging_info),
+    "dirac-wms-job-logging-info": (
+        "Retrieve the history of transitions of jobs.",
+        _one_id,
+        logging_info,
+    ),
     "dirac-wms-job-get-jdl": ("Retrieve the stored JDL of jobs.", _one_id, get_jdl),
-    "dirac-wms-job-peek": ("Print the last lines of stdout of running jobs (as their pilots "
-                           "last sent them).", _one_id, peek),
-    "dirac-admin-ban-site": ("Remove a site from the site mask (no jobs are matched to it).",
-                             _site_arguments, ban_site),
-    "dirac-admin-allow-site": ("Put a site back in the site mask.", _site_arguments,
-                               allow_site),
-    "dirac-admin-get-site-mask": ("Print the sites in the mask (active), one per line.",
-                                  _none, get_site_mask),
+    "dirac-wms-job-peek": (
+        "Print the last lines of stdout of running jobs (as their pilots last sent them).",
+        _one_id,
+        peek,
+    ),
+    "dirac-admin-ban-site": (
+        "Remove a site from the site mask (no jobs are matched to it).",
+        _site_arguments,
+        ban_site,
+    ),
+    "dirac-admin-allow-site": ("Put a site back in the site mask.", _site_arguments, allow_site),
+    "dirac-admin-get-site-mask": (
+        "Print the sites in the mask (active), one per line.",
+        _none,
+        get_site_mask,
+    ),
 }
 
 
 def build_alias_parser(name: str) -> argparse.ArgumentParser:
     text, arguments, _ = ALIASES[name]
     parser = argparse.ArgumentParser(
-        prog=name, parents=[client_options(top_level=True)],
-        description=f"{text} The DIRAC-named alias of a dirac-like command.")
+        prog=name,
+        parents=[client_options(top_level=True)],
+        description=f"{text} The DIRAC-named alias of a dirac-like command.",
+    )
     set_client_defaults(parser)
     arguments(parser)
     parser.set_defaults(cli_group="dirac", cli_command=name)

@@ -24,8 +24,9 @@ PIPE_WIDTH = 160  # width of tables written to a pipe or file (rich's own defaul
 # Columns never folded nor cut, however narrow the terminal: ids are copied and pasted (the
 # table grows wider than the terminal rather than cut one).
 NARROWEST = 10  # the width other columns are folded down to before the table grows wider
-WHOLE_KEYS = frozenset({"job_id", "pilot_id", "task_queue_id", "fabric_ref", "site", "name",
-                        "status", "state"})
+WHOLE_KEYS = frozenset(
+    {"job_id", "pilot_id", "task_queue_id", "fabric_ref", "site", "name", "status", "state"}
+)
 
 
 def make_console(file: TextIO | None = None) -> Console:
@@ -83,8 +84,9 @@ def _runs(ids: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def make_table(columns: Sequence[Column], title: str | None = None,
-               widths: Mapping[str, int] | None = None) -> Table:
+def make_table(
+    columns: Sequence[Column], title: str | None = None, widths: Mapping[str, int] | None = None
+) -> Table:
     """A table of ``columns``; a column in ``widths`` is kept at least that wide, unwrapped."""
     table = Table(
         box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False, show_edge=False
@@ -92,8 +94,13 @@ def make_table(columns: Sequence[Column], title: str | None = None,
     for key, header in columns:
         right = header.endswith(">")
         whole = (widths or {}).get(key)
-        table.add_column(header.rstrip(">"), justify="right" if right else "left",
-                         no_wrap=whole is not None, min_width=whole, overflow="fold")
+        table.add_column(
+            header.rstrip(">"),
+            justify="right" if right else "left",
+            no_wrap=whole is not None,
+            min_width=whole,
+            overflow="fold",
+        )
     return table
 
 
@@ -112,8 +119,11 @@ def print_table(
     if title:
         console.print()
     cells = [[format_value(row.get(key)) for key, _ in columns] for row in rows]
-    widths = {key: max(len(header.rstrip(">")), *(len(line[index]) for line in cells))
-              for index, (key, header) in enumerate(columns) if key in WHOLE_KEYS}
+    widths = {
+        key: max(len(header.rstrip(">")), *(len(line[index]) for line in cells))
+        for index, (key, header) in enumerate(columns)
+        if key in WHOLE_KEYS
+    }
     table = make_table(columns, title, widths)
     for line in cells:
         table.add_row(*line)

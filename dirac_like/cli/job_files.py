@@ -40,8 +40,9 @@ def _targets(job_ids: list[int], folder: Path, force: bool) -> list[Path]:
     targets = [folder / str(job_id) for job_id in job_ids]
     existing = [str(target) for target in targets if target.exists()]
     if existing and not force:
-        raise ConfigError(f"{', '.join(existing)} exists: not overwriting (use --force to "
-                          "replace it)")
+        raise ConfigError(
+            f"{', '.join(existing)} exists: not overwriting (use --force to replace it)"
+        )
     return targets
 
 
@@ -56,8 +57,9 @@ def _files_in(target: Path) -> list[str]:
     return sorted(str(path.relative_to(target)) for path in target.rglob("*") if path.is_file())
 
 
-def fetch_outputs(client: Client, job_ids: list[int], folder: Path,
-                  force: bool) -> tuple[list[Fetched], list[tuple[int, DiracLikeError]]]:
+def fetch_outputs(
+    client: Client, job_ids: list[int], folder: Path, force: bool
+) -> tuple[list[Fetched], list[tuple[int, DiracLikeError]]]:
     """Download and unpack each job's output sandbox into ``folder/<id>/``: the jobs fetched,
     and the refusals of the others (a job not ended, not yours, without output), in order."""
     fetched, refused = [], []
@@ -80,8 +82,11 @@ def input_sandboxes(description: dict[str, Any]) -> list[str]:
     key = next((key for key in description if key.lower() == "inputsandbox"), None)
     value = description.get(key) if key else None
     entries = value if isinstance(value, list) else ([value] if value else [])
-    return [str(entry)[len(SANDBOX_PREFIX):] for entry in entries
-            if str(entry).startswith(SANDBOX_PREFIX)]
+    return [
+        str(entry)[len(SANDBOX_PREFIX) :]
+        for entry in entries
+        if str(entry).startswith(SANDBOX_PREFIX)
+    ]
 
 
 def fetch_input(client: Client, job_id: int, folder: Path, force: bool) -> tuple[Path, list[str]]:

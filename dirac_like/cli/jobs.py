@@ -44,13 +44,24 @@ SUBMIT_TIMEOUT = 120.0  # per try: a 100k-job parametric submission takes a whil
 WAIT_FIRST_INTERVAL, WAIT_MAX_INTERVAL, WAIT_GROWTH = 0.1, 2.0, 1.5
 
 JOB_COLUMNS: list[Column] = [
-    ("job_id", "JobID>"), ("status", "Status"), ("minor_status", "MinorStatus"),
-    ("site", "Site"), ("owner", "Owner"), ("group", "Group"), ("job_name", "JobName"),
+    ("job_id", "JobID>"),
+    ("status", "Status"),
+    ("minor_status", "MinorStatus"),
+    ("site", "Site"),
+    ("owner", "Owner"),
+    ("group", "Group"),
+    ("job_name", "JobName"),
 ]
 STATUS_NAMES = [status.value for status in JobStatus]
 SUMMARY_KEYS = {"site": "Site", "owner": "Owner", "group": "Group"}
-SORT_KEYS = {"id": "job_id", "status": "status", "site": "site", "owner": "owner",
-             "group": "group", "name": "job_name"}
+SORT_KEYS = {
+    "id": "job_id",
+    "status": "status",
+    "site": "site",
+    "owner": "owner",
+    "group": "group",
+    "name": "job_name",
+}
 
 
 def submit_jobs(args: argparse.Namespace) -> list[int]:
@@ -78,8 +89,10 @@ def cmd_job_submit(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"job_ids": job_ids})
     else:
-        print(f"Submitted {len(job_ids)} job{'s' if len(job_ids) != 1 else ''}: "
-              f"{format_id_range(job_ids)}")
+        print(
+            f"Submitted {len(job_ids)} job{'s' if len(job_ids) != 1 else ''}: "
+            f"{format_id_range(job_ids)}"
+        )
     return EXIT_OK
 
 
@@ -99,9 +112,16 @@ def cmd_job_status(args: argparse.Namespace) -> int:
 
 
 def cmd_job_list(args: argparse.Namespace) -> int:
-    filters = {"status": args.status, "site": args.site, "owner": args.owner,
-                "group": args.group, "limit": args.limit, "name": args.name,
-                "older": args.older, "newer": args.newer}
+    filters = {
+        "status": args.status,
+        "site": args.site,
+        "owner": args.owner,
+        "group": args.group,
+        "limit": args.limit,
+        "name": args.name,
+        "older": args.older,
+        "newer": args.newer,
+    }
     with connect(args) as client:
         rows = to_wire(client.list_jobs(**filters))
     rows = sort_rows(rows, args.sort, args.reverse)
@@ -113,8 +133,7 @@ def cmd_job_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def sort_rows(rows: list[dict[str, Any]], key: str, reverse: bool = False
-              ) -> list[dict[str, Any]]:
+def sort_rows(rows: list[dict[str, Any]], key: str, reverse: bool = False) -> list[dict[str, Any]]:
     """Rows sorted by ``key`` (one of SORT_KEYS), then by job id."""
     field = SORT_KEYS[key]
     return sorted(rows, key=lambda row: (row[field], row["job_id"]), reverse=reverse)
@@ -144,8 +163,11 @@ def cmd_job_summary(args: argparse.Namespace) -> int:
         print_json(table)
         return EXIT_OK
     statuses = [status.value for status in JobStatus if any(row[status.value] for row in table)]
-    columns: list[Column] = [(key, SUMMARY_KEYS[key]), *((s, f"{s}>") for s in statuses),
-                             ("total", "Total>")]
+    columns: list[Column] = [
+        (key, SUMMARY_KEYS[key]),
+        *((s, f"{s}>") for s in statuses),
+        ("total", "Total>"),
+    ]
     print_table(table, columns, empty="No jobs.")
     return EXIT_OK
 
@@ -202,9 +224,13 @@ def cmd_job_logging(args: argparse.Namespace) -> int:
         print_json(rows)
         return EXIT_OK
     shown = [{**row, "time": format_time(row["time"])} for row in rows]
-    columns: list[Column] = [("status", "Status"), ("minor_status", "MinorStatus"),
-                             ("application_status", "ApplicationStatus"),
-                             ("time", "Time (UTC)"), ("source", "Source")]
+    columns: list[Column] = [
+        ("status", "Status"),
+        ("minor_status", "MinorStatus"),
+        ("application_status", "ApplicationStatus"),
+        ("time", "Time (UTC)"),
+        ("source", "Source"),
+    ]
     print_table(shown, columns, empty=f"No history for job {args.job_id}.")
     return EXIT_OK
 
@@ -219,8 +245,10 @@ def cmd_job_wait(args: argparse.Namespace) -> int:
             rows = to_wire(client.status(job_ids))
             pending = [row for row in rows if JobStatus(row["status"]) not in FINAL_STATUSES]
             if live:
-                sys.stderr.write(f"\r\x1b[Kwaiting for {len(pending)} of {len(rows)} job(s): "
-                                 f"{status_totals(rows)}")
+                sys.stderr.write(
+                    f"\r\x1b[Kwaiting for {len(pending)} of {len(rows)} job(s): "
+                    f"{status_totals(rows)}"
+                )
                 sys.stderr.flush()
             if not pending or (deadline is not None and time.monotonic() >= deadline):
                 break
@@ -245,8 +273,12 @@ def cmd_job_output(args: argparse.Namespace) -> int:
     with connect(args) as client:
         fetched, refused = fetch_outputs(client, job_ids, Path(args.dir), force=args.force)
     if args.json:
-        print_json([{"job_id": job_id, "folder": str(target), "files": files}
-                    for job_id, target, files in fetched])
+        print_json(
+            [
+                {"job_id": job_id, "folder": str(target), "files": files}
+                for job_id, target, files in fetched
+            ]
+        )
     else:
         for job_id, target, files in fetched:
             print(f"Output sandbox of job {job_id} in {target}: {', '.join(files) or 'empty'}")
@@ -284,8 +316,10 @@ def cmd_job_peek(args: argparse.Namespace) -> int:
         print_json(result)
         return EXIT_OK
     if not result["tail"]:
-        print(f"job {args.job_id} ({result['status']}): no output received from its pilot yet",
-              file=sys.stderr)
+        print(
+            f"job {args.job_id} ({result['status']}): no output received from its pilot yet",
+            file=sys.stderr,
+        )
         return EXIT_OK
     sys.stdout.write(result["tail"] if result["tail"].endswith("\n") else result["tail"] + "\n")
     return EXIT_OK
@@ -294,64 +328,95 @@ def cmd_job_peek(args: argparse.Namespace) -> int:
 # -- the parser --------------------------------------------------------------------------------
 
 
-def _ids_command(commands: Any, name: str, both: list[argparse.ArgumentParser],
-                 text: str, optional: bool = False) -> argparse.ArgumentParser:
+def _ids_command(
+    commands: Any, name: str, both: list[argparse.ArgumentParser], text: str, optional: bool = False
+) -> argparse.ArgumentParser:
     parser = commands.add_parser(name, parents=both, help=text, description=text)
     parser.add_argument("job_ids", nargs="*" if optional else "+", metavar="ID", help=IDS_HELP)
     return parser
 
 
-def _id_command(commands: Any, name: str, both: list[argparse.ArgumentParser],
-                text: str) -> argparse.ArgumentParser:
+def _id_command(
+    commands: Any, name: str, both: list[argparse.ArgumentParser], text: str
+) -> argparse.ArgumentParser:
     parser = commands.add_parser(name, parents=both, help=text, description=text)
     parser.add_argument("job_id", type=positive_int, metavar="ID", help="the job id")
     return parser
 
 
 def add_job_parser(groups: Any, both: list[argparse.ArgumentParser]) -> None:
-    job = groups.add_parser("job", help="submit, follow and control jobs",
-                            description="Submit, follow and control jobs.")
+    job = groups.add_parser(
+        "job",
+        help="submit, follow and control jobs",
+        description="Submit, follow and control jobs.",
+    )
     commands = job.add_subparsers(dest="cli_command", metavar="COMMAND", required=True)
     _add_submit(commands, both)
     _ids_command(commands, "status", both, "show the status of jobs")
     _add_list(commands, both)
     _add_summary(commands, both)
-    for name, text in (("kill", "kill jobs (running ones are killed by their pilot)"),
-                       ("delete", "delete jobs that are not running (kill running ones first)"),
-                       ("reschedule", "send jobs back to Waiting for another try")):
+    for name, text in (
+        ("kill", "kill jobs (running ones are killed by their pilot)"),
+        ("delete", "delete jobs that are not running (kill running ones first)"),
+        ("reschedule", "send jobs back to Waiting for another try"),
+    ):
         add_bulk_options(_ids_command(commands, name, both, text, optional=True))
     add_why_parser(commands, both)
     _id_command(commands, "logging", both, "show the status history of one job")
-    _id_command(commands, "jdl", both,
-                "show a job's stored description (expanded, as the service keeps it) as JDL")
-    _id_command(commands, "peek", both,
-                "show the last lines a running job printed (sent by its pilot with each "
-                "heartbeat)")
-    wait = _ids_command(commands, "wait", both,
-                        "wait until jobs are Done, Failed, Killed or Deleted")
-    wait.add_argument("--timeout", type=seconds, metavar="S",
-                      help="give up after S seconds (exit 1); default: wait forever")
-    output = _ids_command(commands, "output", both,
-                          "download finished jobs' output sandboxes into DIR/<ID>/")
+    _id_command(
+        commands,
+        "jdl",
+        both,
+        "show a job's stored description (expanded, as the service keeps it) as JDL",
+    )
+    _id_command(
+        commands,
+        "peek",
+        both,
+        "show the last lines a running job printed (sent by its pilot with each heartbeat)",
+    )
+    wait = _ids_command(
+        commands, "wait", both, "wait until jobs are Done, Failed, Killed or Deleted"
+    )
+    wait.add_argument(
+        "--timeout",
+        type=seconds,
+        metavar="S",
+        help="give up after S seconds (exit 1); default: wait forever",
+    )
+    output = _ids_command(
+        commands, "output", both, "download finished jobs' output sandboxes into DIR/<ID>/"
+    )
     _add_fetch_options(output)
-    get_input = _id_command(commands, "get-input", both,
-                            "download a job's input sandbox into DIR/<ID>/")
+    get_input = _id_command(
+        commands, "get-input", both, "download a job's input sandbox into DIR/<ID>/"
+    )
     _add_fetch_options(get_input)
 
 
 def _add_fetch_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", default=".", help="unpack into DIR/<ID>/ (default: .)")
-    parser.add_argument("--force", action="store_true",
-                        help="replace a DIR/<ID>/ folder that exists (default: refuse)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a DIR/<ID>/ folder that exists (default: refuse)",
+    )
 
 
 def _add_submit(commands: Any, both: list[argparse.ArgumentParser]) -> None:
     text = "submit JDL or JSON job files (their InputSandbox files are uploaded first)"
     submit = commands.add_parser("submit", parents=both, help=text, description=text)
-    submit.add_argument("files", nargs="+", metavar="FILE",
-                        help="JDL file, or .json file with an object or a list of objects")
-    submit.add_argument("--owner", help="owner of the jobs (admins only; default: the "
-                        "identity's name, or your user name with --insecure)")
+    submit.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="JDL file, or .json file with an object or a list of objects",
+    )
+    submit.add_argument(
+        "--owner",
+        help="owner of the jobs (admins only; default: the "
+        "identity's name, or your user name with --insecure)",
+    )
     submit.add_argument("--group", default="", help="group (default: the service's default)")
 
 
@@ -367,27 +432,43 @@ def _add_list(commands: Any, both: list[argparse.ArgumentParser]) -> None:
     listing = commands.add_parser("list", parents=both, help=text, description=text)
     for option in ("status", "site", "owner", "group"):
         listing.add_argument(f"--{option}", help=f"only jobs with this {option}")
-    listing.add_argument("--limit", type=positive_int, default=1000,
-                         help="at most this many jobs (default 1000)")
+    listing.add_argument(
+        "--limit", type=positive_int, default=1000, help="at most this many jobs (default 1000)"
+    )
     listing.add_argument("--name", help="only jobs whose name matches this pattern (mc_*)")
-    listing.add_argument("--older", type=age, default=0.0, metavar="AGE",
-                         help="only jobs submitted at least AGE ago (90s, 15m, 6h, 2d, 1w)")
-    listing.add_argument("--newer", type=age, default=0.0, metavar="AGE",
-                         help="only jobs submitted at most AGE ago")
-    listing.add_argument("--sort", default="id", choices=list(SORT_KEYS),
-                         help="order of the rows (default: id)")
+    listing.add_argument(
+        "--older",
+        type=age,
+        default=0.0,
+        metavar="AGE",
+        help="only jobs submitted at least AGE ago (90s, 15m, 6h, 2d, 1w)",
+    )
+    listing.add_argument(
+        "--newer", type=age, default=0.0, metavar="AGE", help="only jobs submitted at most AGE ago"
+    )
+    listing.add_argument(
+        "--sort", default="id", choices=list(SORT_KEYS), help="order of the rows (default: id)"
+    )
     listing.add_argument("--reverse", action="store_true", help="in descending order")
 
 
 def _add_summary(commands: Any, both: list[argparse.ArgumentParser]) -> None:
     text = "count jobs by status and site (or owner, or group)"
     summary = commands.add_parser("summary", parents=both, help=text, description=text)
-    summary.add_argument("--by", choices=sorted(SUMMARY_KEYS), default="site",
-                         help="the rows of the table (default: site)")
+    summary.add_argument(
+        "--by",
+        choices=sorted(SUMMARY_KEYS),
+        default="site",
+        help="the rows of the table (default: site)",
+    )
     summary.add_argument("--owner", help="only this owner's jobs")
     summary.add_argument("--group", help="only this group's jobs")
-    summary.add_argument("--limit", type=positive_int, default=100_000,
-                         help="count at most this many jobs (default 100000)")
+    summary.add_argument(
+        "--limit",
+        type=positive_int,
+        default=100_000,
+        help="count at most this many jobs (default 100000)",
+    )
 
 
 JOB_COMMANDS = {

@@ -43,17 +43,20 @@ COMMANDS: dict[tuple[str, str], Command] = {
 }
 
 COMPLETIONS = "~/.local/share/bash-completion/completions"
-INSTALL_COMPLETION = (f"mkdir -p {COMPLETIONS} && dirac-like completion bash > "
-                      f"{COMPLETIONS}/dirac-like")
+INSTALL_COMPLETION = (
+    f"mkdir -p {COMPLETIONS} && dirac-like completion bash > {COMPLETIONS}/dirac-like"
+)
 COMPLETION_HINT = f"shell completion (bash; also zsh, tcsh):\n  {INSTALL_COMPLETION}"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="dirac-like", parents=[client_options(top_level=True)],
+        prog="dirac-like",
+        parents=[client_options(top_level=True)],
         description="A pilot workload framework in the style of DIRAC. The options below may "
-                    "also be given after the command.",
-        epilog=COMPLETION_HINT, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "also be given after the command.",
+        epilog=COMPLETION_HINT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     set_client_defaults(parser)
     parser.add_argument("--version", action="version", version=f"dirac-like {__version__}")
@@ -75,8 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_completion_parser(groups: Any) -> None:
     text = "print a shell completion script for dirac-like"
-    completion = groups.add_parser("completion", help=text, description=f"{text.capitalize()}"
-                                   f". For bash, install it with: {INSTALL_COMPLETION}")
+    completion = groups.add_parser(
+        "completion",
+        help=text,
+        description=f"{text.capitalize()}. For bash, install it with: {INSTALL_COMPLETION}",
+    )
     completion.add_argument("shell", choices=["bash", "zsh", "tcsh"], help="the shell")
     completion.set_defaults(cli_command="")
 
@@ -91,8 +97,11 @@ def cmd_completion(args: argparse.Namespace) -> int:
 COMMANDS[("completion", "")] = cmd_completion
 
 
-def run(parser: argparse.ArgumentParser, commands: dict[tuple[str, str], Command],
-        argv: list[str] | None) -> int:
+def run(
+    parser: argparse.ArgumentParser,
+    commands: dict[tuple[str, str], Command],
+    argv: list[str] | None,
+) -> int:
     """Parse ``argv`` with ``parser`` and run the command it names; errors become exit codes."""
     try:
         args = parser.parse_args(argv)

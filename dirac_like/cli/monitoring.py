@@ -61,7 +61,8 @@ def parse_time(text: str, now: float | None = None) -> float:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"not a time: {text!r} (now, +2h, -30m or 2026-12-03T10:00)") from None
+            f"not a time: {text!r} (now, +2h, -30m or 2026-12-03T10:00)"
+        ) from None
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
@@ -78,20 +79,36 @@ def cmd_admin_site_status(args: argparse.Namespace) -> int:
         row["set_by"] = "policy" if row["automatic"] else ("operator" if row["reason"] else "")
         row["since"] = _short_time(row["changed"]) if row["changed"] else ""
         row["name"] = row["target"]
-    columns: list[Column] = [("name", "Name"), ("kind", "Kind"), ("status", "Status"),
-                             ("set_by", "SetBy"), ("since", "Since"), ("reason", "Reason"),
-                             ("downtime", "Downtime")]
+    columns: list[Column] = [
+        ("name", "Name"),
+        ("kind", "Kind"),
+        ("status", "Status"),
+        ("set_by", "SetBy"),
+        ("since", "Since"),
+        ("reason", "Reason"),
+        ("downtime", "Downtime"),
+    ]
     print_table(rows, columns, empty="No sites or SEs known yet.")
     return EXIT_OK
 
 
 def cmd_admin_downtime_add(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        row = client.downtime_add(args.target, args.kind, args.start, args.end, args.reason,
-                                  scheduled=not args.unscheduled)
+        row = client.downtime_add(
+            args.target,
+            args.kind,
+            args.start,
+            args.end,
+            args.reason,
+            scheduled=not args.unscheduled,
+        )
     kind = "scheduled" if row.scheduled else "unscheduled"
-    print_result(args, to_wire(row), f"Downtime {row.downtime_id} of {row.kind} {row.target} "
-                 f"({kind}): {format_time(row.start)} to {format_time(row.end)}")
+    print_result(
+        args,
+        to_wire(row),
+        f"Downtime {row.downtime_id} of {row.kind} {row.target} "
+        f"({kind}): {format_time(row.start)} to {format_time(row.end)}",
+    )
     return EXIT_OK
 
 
@@ -101,20 +118,42 @@ def cmd_admin_downtime_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json(to_wire(rows))
         return EXIT_OK
-    print_table([_downtime_cells(row) for row in rows],
-                [("downtime_id", "Id>"), ("name", "Name"), ("kind", "Kind"),
-                 ("type", "Type"), ("start", "Start"), ("end", "End"), ("state", "State"),
-                 ("reason", "Reason")], empty="No downtimes.")
+    print_table(
+        [_downtime_cells(row) for row in rows],
+        [
+            ("downtime_id", "Id>"),
+            ("name", "Name"),
+            ("kind", "Kind"),
+            ("type", "Type"),
+            ("start", "Start"),
+            ("end", "End"),
+            ("state", "State"),
+            ("reason", "Reason"),
+        ],
+        empty="No downtimes.",
+    )
     return EXIT_OK
 
 
 def _downtime_cells(row: DowntimeRow) -> dict[str, Any]:
     now = time.time()
-    state = ("cancelled" if row.cancelled else "ended" if row.end <= now
-             else "in force" if row.start <= now else "announced")
-    return {**to_wire(row), "name": row.target,
-            "type": "scheduled" if row.scheduled else "unscheduled",
-            "start": _short_time(row.start), "end": _short_time(row.end), "state": state}
+    state = (
+        "cancelled"
+        if row.cancelled
+        else "ended"
+        if row.end <= now
+        else "in force"
+        if row.start <= now
+        else "announced"
+    )
+    return {
+        **to_wire(row),
+        "name": row.target,
+        "type": "scheduled" if row.scheduled else "unscheduled",
+        "start": _short_time(row.start),
+        "end": _short_time(row.end),
+        "state": state,
+    }
 
 
 def _short_time(timestamp: float) -> str:
@@ -135,8 +174,7 @@ def cmd_admin_availability(args: argparse.Namespace) -> int:
     until = time.time()
     since = until - args.since
     with connect(args) as client:
-        report = availability_report(client, since, until, args.period, args.validity,
-                                     args.site)
+        report = availability_report(client, since, until, args.period, args.validity, args.site)
     if args.json:
         print_json(report)
     elif args.history:
@@ -146,8 +184,14 @@ def cmd_admin_availability(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def availability_report(client: Client, since: float, until: float, period: str | None,
-                        validity: float, only: str | None = None) -> list[dict[str, Any]]:
+def availability_report(
+    client: Client,
+    since: float,
+    until: float,
+    period: str | None,
+    validity: float,
+    only: str | None = None,
+) -> list[dict[str, Any]]:
     """Per target and period (None: the whole of [since, until) as one): the WLCG figures
     (see dirac_like.availability)."""
     results = [_result(item) for item in client.probe_results(since - validity, only or "")]
@@ -161,44 +205,84 @@ def availability_report(client: Client, since: float, until: float, period: str 
             raise UsageError(f"unknown site or SE {only!r}: no status and no probe result")
     report = []
     for kind, name in sorted(targets, key=lambda t: (t[0].value != "site", t[1])):
-        spans = [DowntimeSpan(d.start, d.cancelled or d.end, d.scheduled) for d in downtimes
-                 if d.target == name and d.kind == kind.value]
+        spans = [
+            DowntimeSpan(d.start, d.cancelled or d.end, d.scheduled)
+            for d in downtimes
+            if d.target == name and d.kind == kind.value
+        ]
         samples = samples_of(runs.get((kind, name), []))
-        rows = (per_period(samples, spans, since, until, period, validity) if period
-                else [figures(samples, spans, since, until, validity)])
-        report.append({"target": name, "kind": kind.value,
-                       "status": statuses.get((kind.value, name), "Active"),
-                       "periods": [_figures(row, samples) for row in rows]})
+        rows = (
+            per_period(samples, spans, since, until, period, validity)
+            if period
+            else [figures(samples, spans, since, until, validity)]
+        )
+        report.append(
+            {
+                "target": name,
+                "kind": kind.value,
+                "status": statuses.get((kind.value, name), "Active"),
+                "periods": [_figures(row, samples) for row in rows],
+            }
+        )
     return report
 
 
 def _result(item: ProbeResultItem) -> ProbeResult:
-    return ProbeResult(item.target, TargetKind(item.kind), item.check, CheckStatus(item.status),
-                       item.message, item.time, item.ce, item.job_id)
+    return ProbeResult(
+        item.target,
+        TargetKind(item.kind),
+        item.check,
+        CheckStatus(item.status),
+        item.message,
+        item.time,
+        item.ce,
+        item.job_id,
+    )
 
 
 def _figures(row: Figures, samples: Sequence[Sample]) -> dict[str, Any]:
     probes = sum(1 for sample in samples if row.start <= sample.time < row.end)
-    return {"start": row.start, "end": row.end, "probes": probes,
-            "availability": row.availability,
-            "reliability": row.reliability, "up_seconds": row.up, "down_seconds": row.down,
-            "unknown_seconds": row.unknown, "scheduled_downtime_seconds": row.scheduled}
+    return {
+        "start": row.start,
+        "end": row.end,
+        "probes": probes,
+        "availability": row.availability,
+        "reliability": row.reliability,
+        "up_seconds": row.up,
+        "down_seconds": row.down,
+        "unknown_seconds": row.unknown,
+        "scheduled_downtime_seconds": row.scheduled,
+    }
 
 
 def print_availability(report: Sequence[dict[str, Any]], period: str) -> None:
     rows = []
     for target in report:
         for window in target["periods"]:
-            rows.append({"name": target["target"], "kind": target["kind"],
-                         "status": target["status"],
-                         "period": _period_name(window["start"], period),
-                         "availability": percent(window["availability"]),
-                         "reliability": percent(window["reliability"]),
-                         "downtime": f"{window['scheduled_downtime_seconds'] / 3600:.1f}h"})
-    print_table(rows, [("name", "Name"), ("kind", "Kind"), ("status", "Status"),
-                       ("period", "Period"), ("availability", "Availability>"),
-                       ("reliability", "Reliability>"), ("downtime", "SchedDowntime>")],
-                empty="No sites or SEs known yet.")
+            rows.append(
+                {
+                    "name": target["target"],
+                    "kind": target["kind"],
+                    "status": target["status"],
+                    "period": _period_name(window["start"], period),
+                    "availability": percent(window["availability"]),
+                    "reliability": percent(window["reliability"]),
+                    "downtime": f"{window['scheduled_downtime_seconds'] / 3600:.1f}h",
+                }
+            )
+    print_table(
+        rows,
+        [
+            ("name", "Name"),
+            ("kind", "Kind"),
+            ("status", "Status"),
+            ("period", "Period"),
+            ("availability", "Availability>"),
+            ("reliability", "Reliability>"),
+            ("downtime", "SchedDowntime>"),
+        ],
+        empty="No sites or SEs known yet.",
+    )
 
 
 def _period_name(start: float, period: str) -> str:
@@ -217,8 +301,11 @@ def history_grid(report: Sequence[dict[str, Any]]) -> str:
         return "No sites or SEs known yet."
     starts = [window["start"] for window in report[0]["periods"]]
     width = max(len(target["target"]) for target in report)
-    header = " " * width + " " + " ".join(
-        datetime.fromtimestamp(start, UTC).strftime("%m-%d") for start in starts)
+    header = (
+        " " * width
+        + " "
+        + " ".join(datetime.fromtimestamp(start, UTC).strftime("%m-%d") for start in starts)
+    )
     lines = [header]
     for target in report:
         cells = [_cell(window) for window in target["periods"]]
@@ -243,14 +330,19 @@ def cmd_agent_monitoring(args: argparse.Namespace) -> int:
     from dirac_like.sites import load_sites
 
     home = Path(args.home) if args.home else default_home()
-    settings = monitoring.load_settings(Path(args.config) if args.config else None,
-                                        dry_run=args.dry_run)
+    settings = monitoring.load_settings(
+        Path(args.config) if args.config else None, dry_run=args.dry_run
+    )
     sites_dir = Path(args.sites_dir) if args.sites_dir else _default_sites_dir()
     sites = load_sites(sites_dir)
     setup_logging("monitoring", home, args.verbose)
     identity = identity_of(args)
-    with Client(server_for(args, identity), monitoring.MONITOR_RETRIES, identity=identity,
-                insecure=identity is None) as client:
+    with Client(
+        server_for(args, identity),
+        monitoring.MONITOR_RETRIES,
+        identity=identity,
+        insecure=identity is None,
+    ) as client:
         agent = monitoring.Monitor(settings, sites, client, home)
         if args.once:
             agent.cycle()
@@ -266,32 +358,58 @@ def _default_sites_dir() -> Path:
 # -- the parsers -------------------------------------------------------------------------------
 
 
-def _command(commands: Any, name: str, parents: list[argparse.ArgumentParser],
-             text: str) -> argparse.ArgumentParser:
+def _command(
+    commands: Any, name: str, parents: list[argparse.ArgumentParser], text: str
+) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
-        name, parents=parents, help=text, description=text[0].upper() + text[1:])
+        name, parents=parents, help=text, description=text[0].upper() + text[1:]
+    )
     return parser
 
 
 def add_monitoring_admin_parsers(commands: Any, both: list[argparse.ArgumentParser]) -> None:
     """``admin site-status``, ``admin downtime ...`` and ``admin availability`` (commands:
     the admin group's subparsers)."""
-    _command(commands, "site-status", both, "status of every site and SE (Active, Degraded, "
-             "Probing, Banned), who set it, and downtimes in force")
-    downtime = commands.add_parser("downtime", help="declare, list and cancel downtimes",
-                                   description="Declare, list and cancel downtimes.")
+    _command(
+        commands,
+        "site-status",
+        both,
+        "status of every site and SE (Active, Degraded, "
+        "Probing, Banned), who set it, and downtimes in force",
+    )
+    downtime = commands.add_parser(
+        "downtime",
+        help="declare, list and cancel downtimes",
+        description="Declare, list and cancel downtimes.",
+    )
     actions = downtime.add_subparsers(dest="downtime_command", metavar="ACTION", required=True)
     add = _command(actions, "add", both, "declare a downtime of a site or SE")
     add.add_argument("target", metavar="SITE|SE", help="the site's or SE's name")
-    add.add_argument("--se", dest="kind", action="store_const", const="se", default="site",
-                     help="the name is an SE's (default: a site's)")
-    add.add_argument("--from", dest="start", type=parse_time, default="now", metavar="TIME",
-                     help="start (default now; +2h, 2026-12-03T10:00)")
-    add.add_argument("--to", dest="end", type=parse_time, required=True, metavar="TIME",
-                     help="end (+4h, ISO)")
+    add.add_argument(
+        "--se",
+        dest="kind",
+        action="store_const",
+        const="se",
+        default="site",
+        help="the name is an SE's (default: a site's)",
+    )
+    add.add_argument(
+        "--from",
+        dest="start",
+        type=parse_time,
+        default="now",
+        metavar="TIME",
+        help="start (default now; +2h, 2026-12-03T10:00)",
+    )
+    add.add_argument(
+        "--to", dest="end", type=parse_time, required=True, metavar="TIME", help="end (+4h, ISO)"
+    )
     add.add_argument("--reason", required=True, help="why (shown to users and operators)")
-    add.add_argument("--unscheduled", action="store_true",
-                     help="not announced in advance: counts against reliability")
+    add.add_argument(
+        "--unscheduled",
+        action="store_true",
+        help="not announced in advance: counts against reliability",
+    )
     add.set_defaults(cli_command="downtime add")
     listing = _command(actions, "list", both, "downtimes in force or announced")
     listing.add_argument("--all", action="store_true", help="also ended and cancelled ones")
@@ -299,35 +417,71 @@ def add_monitoring_admin_parsers(commands: Any, both: list[argparse.ArgumentPars
     cancel = _command(actions, "cancel", both, "cancel a downtime (it ends now)")
     cancel.add_argument("downtime_id", type=int, metavar="ID", help="the downtime's id")
     cancel.set_defaults(cli_command="downtime cancel")
-    availability = _command(commands, "availability", both,
-                            "WLCG availability and reliability of sites and SEs")
+    availability = _command(
+        commands, "availability", both, "WLCG availability and reliability of sites and SEs"
+    )
     availability.add_argument("--site", help="only this site (or SE)")
-    availability.add_argument("--since", type=parse_length, default=parse_length("30d"),
-                              metavar="LENGTH", help="how far back (default 30d)")
-    availability.add_argument("--period", choices=PERIODS, default="day",
-                              help="figures per day, week or month (default day)")
-    availability.add_argument("--validity", type=parse_length, default=parse_length("1h"),
-                              metavar="LENGTH", help="how long a probe result holds "
-                              "(default 1h; give at least the agent's probe_interval)")
-    availability.add_argument("--history", action="store_true",
-                              help="a site x day grid, as the SAM dashboards show it")
+    availability.add_argument(
+        "--since",
+        type=parse_length,
+        default=parse_length("30d"),
+        metavar="LENGTH",
+        help="how far back (default 30d)",
+    )
+    availability.add_argument(
+        "--period",
+        choices=PERIODS,
+        default="day",
+        help="figures per day, week or month (default day)",
+    )
+    availability.add_argument(
+        "--validity",
+        type=parse_length,
+        default=parse_length("1h"),
+        metavar="LENGTH",
+        help="how long a probe result holds (default 1h; give at least the agent's probe_interval)",
+    )
+    availability.add_argument(
+        "--history", action="store_true", help="a site x day grid, as the SAM dashboards show it"
+    )
 
 
 def add_monitoring_agent_parser(agents: Any) -> None:
     """``agent monitoring`` (agents: the agent group's subparsers)."""
     text = "probe every CE and SE, keep site statuses by policy, watch pilots"
-    agent = agents.add_parser("monitoring", parents=[identity_options()], help=text,
-                              description=text[0].upper() + text[1:])
-    agent.add_argument("--config", metavar="FILE",
-                       help="TOML file with a [monitoring] table (see etc/monitoring.toml)")
-    agent.add_argument("--sites-dir", metavar="DIR", help="site files (default: etc/sites if "
-                       "it exists, else $DIRAC_LIKE_HOME/sites)")
-    agent.add_argument("--server", metavar="URL", default=argparse.SUPPRESS,
-                       help="central service (default: $DIRAC_LIKE_SERVER)")
-    agent.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS,
-                       help="state and logs (default: $DIRAC_LIKE_HOME or ~/.dirac-like)")
-    agent.add_argument("--dry-run", action="store_true",
-                       help="log the status changes the policy would make; make none")
+    agent = agents.add_parser(
+        "monitoring",
+        parents=[identity_options()],
+        help=text,
+        description=text[0].upper() + text[1:],
+    )
+    agent.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML file with a [monitoring] table (see etc/monitoring.toml)",
+    )
+    agent.add_argument(
+        "--sites-dir",
+        metavar="DIR",
+        help="site files (default: etc/sites if it exists, else $DIRAC_LIKE_HOME/sites)",
+    )
+    agent.add_argument(
+        "--server",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="central service (default: $DIRAC_LIKE_SERVER)",
+    )
+    agent.add_argument(
+        "--home",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="state and logs (default: $DIRAC_LIKE_HOME or ~/.dirac-like)",
+    )
+    agent.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="log the status changes the policy would make; make none",
+    )
     agent.add_argument("--once", action="store_true", help="run one cycle and exit")
     agent.add_argument("--verbose", action="store_true", help="log at DEBUG level")
 

@@ -29,20 +29,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def add_service_parser(groups: Any) -> None:
-    service = groups.add_parser("service", help="run a dirac-like daemon in the foreground",
-                                description="Run a dirac-like daemon in the foreground.")
+    service = groups.add_parser(
+        "service",
+        help="run a dirac-like daemon in the foreground",
+        description="Run a dirac-like daemon in the foreground.",
+    )
     daemons = service.add_subparsers(dest="cli_command", metavar="DAEMON", required=True)
     text = "the central service (jobs, matcher, shares, sandboxes)"
     central = daemons.add_parser("central", help=text, description=f"Run {text}.")
-    central.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS,
-                         help="state folder (default: $DIRAC_LIKE_HOME or ~/.dirac-like)")
-    central.add_argument("--listen", metavar="URL",
-                         help="ZeroMQ endpoint to bind (default: service.listen in the config)")
+    central.add_argument(
+        "--home",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="state folder (default: $DIRAC_LIKE_HOME or ~/.dirac-like)",
+    )
+    central.add_argument(
+        "--listen",
+        metavar="URL",
+        help="ZeroMQ endpoint to bind (default: service.listen in the config)",
+    )
     central.add_argument("--config", metavar="FILE", help="TOML configuration file")
-    central.add_argument("--insecure", action="store_true", default=argparse.SUPPRESS,
-                         help="plaintext, no authentication, anyone may do anything (trusted "
-                              "networks only; default: CurveZMQ with the home's keys, which "
-                              "are created on first start)")
+    central.add_argument(
+        "--insecure",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="plaintext, no authentication, anyone may do anything (trusted "
+        "networks only; default: CurveZMQ with the home's keys, which "
+        "are created on first start)",
+    )
     central.add_argument("--verbose", action="store_true", help="log at DEBUG level")
     add_web_service_parser(daemons)
 
@@ -50,13 +64,20 @@ def add_service_parser(groups: Any) -> None:
 def add_demo_parser(groups: Any) -> None:
     text = "a small grid on this machine: service, directors, pilots, a mixed workload"
     demo = groups.add_parser("demo", help=text, description=f"Run {text}.")
-    demo.add_argument("--jobs", type=positive_int, default=60,
-                      help="jobs to run (default 60, at least 7)")
-    demo.add_argument("--sites", type=positive_int, default=3,
-                      help="sites, each with a director and local pilots (default 3)")
-    demo.add_argument("--keep", action="store_true",
-                      help="keep the grid (service and directors) up after the workload, "
-                           "until Ctrl-C")
+    demo.add_argument(
+        "--jobs", type=positive_int, default=60, help="jobs to run (default 60, at least 7)"
+    )
+    demo.add_argument(
+        "--sites",
+        type=positive_int,
+        default=3,
+        help="sites, each with a director and local pilots (default 3)",
+    )
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the grid (service and directors) up after the workload, until Ctrl-C",
+    )
     demo.set_defaults(cli_command="")
 
 

@@ -61,8 +61,9 @@ class Store(ABC):
         """Every sandbox sha256 some job refers to (the rest may be collected)."""
 
     @abstractmethod
-    def probe_results(self, since: float, target: str = "", limit: int = 100_000
-                      ) -> list[ProbeResult]:
+    def probe_results(
+        self, since: float, target: str = "", limit: int = 100_000
+    ) -> list[ProbeResult]:
         """Probe results from ``since`` on (of ``target`` only, if given), oldest first, at most
         ``limit`` (the newest ones when there are more)."""
 

@@ -96,10 +96,16 @@ class MemoryStore(Store):
             self.pilot_accounting.setdefault(pilot.pilot_id, pilot)
         cutoffs = changes.accounting_retention
         if cutoffs is not None:  # (this double keeps no buckets)
-            self.accounting = {key: record for key, record in self.accounting.items()
-                               if record.ended >= cutoffs.raw_before}
-            self.pilot_accounting = {key: pilot for key, pilot in self.pilot_accounting.items()
-                                     if pilot.ended >= cutoffs.raw_before}
+            self.accounting = {
+                key: record
+                for key, record in self.accounting.items()
+                if record.ended >= cutoffs.raw_before
+            }
+            self.pilot_accounting = {
+                key: pilot
+                for key, pilot in self.pilot_accounting.items()
+                if pilot.ended >= cutoffs.raw_before
+            }
 
     def _commit_pilots(self, changes: ChangeSet) -> None:
         for pilot in changes.pilots.values():
@@ -159,18 +165,24 @@ class MemoryStore(Store):
 
     def job_accounting(self, job_id: int) -> list[JobAccountingRecord]:
         self._check_open()
-        return sorted((record for (job, _), record in self.accounting.items() if job == job_id),
-                      key=lambda record: record.attempt)
+        return sorted(
+            (record for (job, _), record in self.accounting.items() if job == job_id),
+            key=lambda record: record.attempt,
+        )
 
     def referenced_sandboxes(self) -> set[str]:
         self._check_open()
         return set(self.sandboxes.values())
 
-    def probe_results(self, since: float, target: str = "", limit: int = 100_000
-                      ) -> list[ProbeResult]:
+    def probe_results(
+        self, since: float, target: str = "", limit: int = 100_000
+    ) -> list[ProbeResult]:
         self._check_open()
-        found = [result for result in self.results
-                 if result.time >= since and (not target or result.target == target)]
+        found = [
+            result
+            for result in self.results
+            if result.time >= since and (not target or result.target == target)
+        ]
         found.sort(key=lambda result: result.time)
         return found[-limit:]
 
@@ -220,6 +232,7 @@ class FlakyStore(MemoryStore):
             self.fail_commits -= 1
             raise StoreError("disk I/O error (injected by the test)")
         if any(job.owner == self.unstorable_owner for job, _ in changes.new_jobs):
-            raise UnstorableValue(f"a value out of range from {self.unstorable_owner} "
-                                  "(injected by the test)")
+            raise UnstorableValue(
+                f"a value out of range from {self.unstorable_owner} (injected by the test)"
+            )
         super().commit(changes)

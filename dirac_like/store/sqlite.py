@@ -214,8 +214,8 @@ UPSERT_USAGE = """INSERT INTO usage VALUES (?, ?, ?, ?) ON CONFLICT (grp, user_n
     DO UPDATE SET usage = excluded.usage, stamp = excluded.stamp"""
 UPSERT_REPLY = "INSERT OR REPLACE INTO replies VALUES (?, ?, ?)"
 DELETE_REPLIES_BEFORE = "DELETE FROM replies WHERE time < ?"
-UPSERT_PILOT = f"""INSERT OR REPLACE INTO pilots ({', '.join(PILOT_FIELDS)})
-    VALUES ({', '.join('?' * len(PILOT_FIELDS))})"""
+UPSERT_PILOT = f"""INSERT OR REPLACE INTO pilots ({", ".join(PILOT_FIELDS)})
+    VALUES ({", ".join("?" * len(PILOT_FIELDS))})"""
 INSERT_PILOT_JOB = "INSERT OR IGNORE INTO pilot_jobs VALUES (?, ?)"
 UPSERT_PILOT_OUTPUT = "INSERT OR REPLACE INTO pilot_outputs VALUES (?, ?)"
 DELETE_PILOT = (
@@ -255,8 +255,8 @@ SELECT_SANDBOXES = "SELECT DISTINCT sha256 FROM sandboxes"
 SELECT_HISTORY = f"SELECT {', '.join(HISTORY_FIELDS)} FROM history WHERE job_id = ? ORDER BY id"
 
 # A duplicate (job, attempt) is an error (the batch is undone): it would count twice in buckets.
-INSERT_JOB_ACCOUNTING = f"""INSERT INTO job_accounting ({', '.join(JOB_ACCOUNTING_COLUMNS)})
-    VALUES ({', '.join('?' * len(JOB_ACCOUNTING_COLUMNS))})"""
+INSERT_JOB_ACCOUNTING = f"""INSERT INTO job_accounting ({", ".join(JOB_ACCOUNTING_COLUMNS)})
+    VALUES ({", ".join("?" * len(JOB_ACCOUNTING_COLUMNS))})"""
 # A pilot id met again after its record was forgotten (a pilot started by hand): the first stays.
 INSERT_PILOT_ACCOUNTING = "INSERT OR IGNORE INTO pilot_accounting VALUES (?,?,?,?,?,?,?,?,?,?)"
 _ADD_TOTALS = """DO UPDATE SET jobs = jobs + excluded.jobs, failed = failed + excluded.failed,
@@ -275,7 +275,7 @@ FOLD_HOURLY_INTO_DAILY = f"""INSERT INTO accounting_buckets
     GROUP BY dimension, day, label
     ON CONFLICT {_BUCKET_KEY} {_ADD_TOTALS}"""
 DELETE_HOURLY_BEFORE = f"DELETE FROM accounting_buckets WHERE period = {HOUR} AND start < ?"
-SELECT_JOB_ACCOUNTING = f"""SELECT {', '.join(JOB_ACCOUNTING_COLUMNS)} FROM job_accounting
+SELECT_JOB_ACCOUNTING = f"""SELECT {", ".join(JOB_ACCOUNTING_COLUMNS)} FROM job_accounting
     WHERE job_id = ? ORDER BY attempt"""
 
 _job_values = attrgetter(*JOB_FIELDS)
@@ -379,7 +379,8 @@ class SqliteStore(Store):
             raise StoreError(
                 f"store {self.path} is not writable ({exc}): check its file, its folder (the "
                 "WAL is written beside it) and the file system; a service cannot run on a "
-                "read-only store") from None
+                "read-only store"
+            ) from None
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -390,10 +391,18 @@ class SqliteStore(Store):
                     jobs=[_job_from_row(row) for row in db.execute(SELECT_JOBS)],
                     task_queues=[_task_queue_from_row(*r) for r in db.execute(SELECT_TASK_QUEUES)],
                     sites=[
-                        SiteRecord(name, bool(banned), reason, changed, bool(automatic),
-                                   bool(drained), limit)
-                        for name, banned, reason, changed, automatic, drained, limit
-                        in db.execute(SELECT_SITES)
+                        SiteRecord(
+                            name,
+                            bool(banned),
+                            reason,
+                            changed,
+                            bool(automatic),
+                            bool(drained),
+                            limit,
+                        )
+                        for name, banned, reason, changed, automatic, drained, limit in db.execute(
+                            SELECT_SITES
+                        )
                     ],
                     shares=dict(db.execute(SELECT_SHARES).fetchall()),
                     usage=[UsageRecord(*row) for row in db.execute(SELECT_USAGE)],
@@ -453,8 +462,9 @@ class SqliteStore(Store):
             raise StoreError(f"cannot read {what}: {exc}") from exc
         return row
 
-    def probe_results(self, since: float, target: str = "", limit: int = 100_000
-                      ) -> list[ProbeResult]:
+    def probe_results(
+        self, since: float, target: str = "", limit: int = 100_000
+    ) -> list[ProbeResult]:
         parameters: tuple[Any, ...] = (since, limit)
         sql = SELECT_PROBE_RESULTS
         if target:
@@ -540,17 +550,39 @@ def _write(db: sqlite3.Connection, changes: ChangeSet) -> None:
 
 def _write_monitoring(db: sqlite3.Connection, changes: ChangeSet) -> None:
     if changes.probe_results:
-        db.executemany(INSERT_PROBE_RESULT, [
-            (r.target, r.kind.value, r.check, r.status.value, r.message, r.time, r.ce, r.job_id)
-            for r in changes.probe_results])
+        db.executemany(
+            INSERT_PROBE_RESULT,
+            [
+                (r.target, r.kind.value, r.check, r.status.value, r.message, r.time, r.ce, r.job_id)
+                for r in changes.probe_results
+            ],
+        )
     if changes.statuses:
-        db.executemany(UPSERT_STATUS, [
-            (r.kind.value, r.target, r.status.value, r.reason, r.changed, r.automatic)
-            for r in changes.statuses.values()])
+        db.executemany(
+            UPSERT_STATUS,
+            [
+                (r.kind.value, r.target, r.status.value, r.reason, r.changed, r.automatic)
+                for r in changes.statuses.values()
+            ],
+        )
     if changes.downtimes:
-        db.executemany(UPSERT_DOWNTIME, [
-            (d.downtime_id, d.target, d.kind.value, d.start, d.end, d.reason, d.scheduled,
-             d.created, d.cancelled) for d in changes.downtimes.values()])
+        db.executemany(
+            UPSERT_DOWNTIME,
+            [
+                (
+                    d.downtime_id,
+                    d.target,
+                    d.kind.value,
+                    d.start,
+                    d.end,
+                    d.reason,
+                    d.scheduled,
+                    d.created,
+                    d.cancelled,
+                )
+                for d in changes.downtimes.values()
+            ],
+        )
 
 
 def _write_accounting(db: sqlite3.Connection, changes: ChangeSet) -> None:
@@ -558,8 +590,7 @@ def _write_accounting(db: sqlite3.Connection, changes: ChangeSet) -> None:
     if changes.job_accounting:
         db.executemany(INSERT_JOB_ACCOUNTING, map(_job_accounting_row, changes.job_accounting))
         buckets = bucket_records(changes.job_accounting)
-        db.executemany(ADD_TO_BUCKET, [(*key, *totals.as_row())
-                                       for key, totals in buckets.items()])
+        db.executemany(ADD_TO_BUCKET, [(*key, *totals.as_row()) for key, totals in buckets.items()])
     if changes.pilot_accounting:
         db.executemany(INSERT_PILOT_ACCOUNTING, changes.pilot_accounting)
     cutoffs = changes.accounting_retention
@@ -614,27 +645,55 @@ def _task_queue_row(task_queue: TaskQueueRow) -> tuple[Any, ...]:
 
 
 def _site_row(site: SiteRecord) -> tuple[Any, ...]:
-    return (site.name, site.banned, site.reason, site.changed, site.automatic, site.drained,
-            site.max_running)
+    return (
+        site.name,
+        site.banned,
+        site.reason,
+        site.changed,
+        site.automatic,
+        site.drained,
+        site.max_running,
+    )
 
 
-def _probe_from_row(target: str, kind: str, check: str, status: str, message: str, time: float,
-                    ce: str, job_id: int) -> ProbeResult:
-    return ProbeResult(target, TargetKind(kind), check, CheckStatus(status), message, time, ce,
-                       job_id)
+def _probe_from_row(
+    target: str, kind: str, check: str, status: str, message: str, time: float, ce: str, job_id: int
+) -> ProbeResult:
+    return ProbeResult(
+        target, TargetKind(kind), check, CheckStatus(status), message, time, ce, job_id
+    )
 
 
-def _status_from_row(target: str, kind: str, status: str, reason: str, changed: float,
-                     automatic: int) -> StatusRecord:
-    return StatusRecord(target, TargetKind(kind), ResourceStatus(status), reason, changed,
-                        bool(automatic))
+def _status_from_row(
+    target: str, kind: str, status: str, reason: str, changed: float, automatic: int
+) -> StatusRecord:
+    return StatusRecord(
+        target, TargetKind(kind), ResourceStatus(status), reason, changed, bool(automatic)
+    )
 
 
-def _downtime_from_row(downtime_id: int, target: str, kind: str, start: float, end: float,
-                       reason: str, scheduled: int, created: float, cancelled: float
-                       ) -> Downtime:
-    return Downtime(downtime_id, target, TargetKind(kind), start, end, reason, bool(scheduled),
-                    created, cancelled)
+def _downtime_from_row(
+    downtime_id: int,
+    target: str,
+    kind: str,
+    start: float,
+    end: float,
+    reason: str,
+    scheduled: int,
+    created: float,
+    cancelled: float,
+) -> Downtime:
+    return Downtime(
+        downtime_id,
+        target,
+        TargetKind(kind),
+        start,
+        end,
+        reason,
+        bool(scheduled),
+        created,
+        cancelled,
+    )
 
 
 def _usage_row(usage: UsageRecord) -> tuple[Any, ...]:

@@ -39,8 +39,9 @@ REPORTS = [  # (metric, by, since, step)
 ]
 
 
-def make_records(count: int, start_id: int, now: float, rng: random.Random,
-                 args: argparse.Namespace) -> list[JobAccountingRecord]:
+def make_records(
+    count: int, start_id: int, now: float, rng: random.Random, args: argparse.Namespace
+) -> list[JobAccountingRecord]:
     records = []
     for offset in range(count):
         ended = now - YEAR * rng.random()
@@ -49,14 +50,29 @@ def make_records(count: int, start_id: int, now: float, rng: random.Random,
         failed = rng.random() < 0.1
         wall = rng.uniform(60.0, 20000.0)
         cores = rng.choice((1, 1, 1, 4, 8))
-        records.append(JobAccountingRecord(
-            job_id=start_id + offset, attempt=1, owner=f"user{user}", group=f"group{group}",
-            site=f"LCG.Site{rng.randrange(args.sites)}.org", ce="ce1", pilot_id="p",
-            status="Failed" if failed else rng.choice(("Done", "Done", "Done", "Killed")),
-            minor_status="", exit_code=rng.choice((1, 2, 137)) if failed else 0, cores=cores,
-            cpu_seconds=wall * cores * rng.uniform(0.5, 1.0), wall_seconds=wall,
-            peak_rss_mb=rng.uniform(100.0, 4000.0), input_bytes=0, output_bytes=0,
-            submitted=ended - wall - 60.0, started=ended - wall, ended=ended))
+        records.append(
+            JobAccountingRecord(
+                job_id=start_id + offset,
+                attempt=1,
+                owner=f"user{user}",
+                group=f"group{group}",
+                site=f"LCG.Site{rng.randrange(args.sites)}.org",
+                ce="ce1",
+                pilot_id="p",
+                status="Failed" if failed else rng.choice(("Done", "Done", "Done", "Killed")),
+                minor_status="",
+                exit_code=rng.choice((1, 2, 137)) if failed else 0,
+                cores=cores,
+                cpu_seconds=wall * cores * rng.uniform(0.5, 1.0),
+                wall_seconds=wall,
+                peak_rss_mb=rng.uniform(100.0, 4000.0),
+                input_bytes=0,
+                output_bytes=0,
+                submitted=ended - wall - 60.0,
+                started=ended - wall,
+                ended=ended,
+            )
+        )
     return records
 
 
@@ -71,23 +87,33 @@ def fill(path: Path, args: argparse.Namespace, now: float) -> None:
             store.commit(ChangeSet(job_accounting=records))
             written += count
         took = time.perf_counter() - started
-        print(f"wrote {written:,} records in {took:.1f} s ({written / took:,.0f} records/s, "
-              f"record making included)")
+        print(
+            f"wrote {written:,} records in {took:.1f} s ({written / took:,.0f} records/s, "
+            f"record making included)"
+        )
         config = AccountingConfig()
         started = time.perf_counter()
-        store.commit(ChangeSet(accounting_retention=retention_cutoffs(
-            now, config.raw_retention, config.hourly_retention)))
-        print(f"retention (raw > {config.raw_retention / DAY:g} d deleted, hourly > "
-              f"{config.hourly_retention / DAY:g} d folded into daily): "
-              f"{time.perf_counter() - started:.1f} s")
+        store.commit(
+            ChangeSet(
+                accounting_retention=retention_cutoffs(
+                    now, config.raw_retention, config.hourly_retention
+                )
+            )
+        )
+        print(
+            f"retention (raw > {config.raw_retention / DAY:g} d deleted, hourly > "
+            f"{config.hourly_retention / DAY:g} d folded into daily): "
+            f"{time.perf_counter() - started:.1f} s"
+        )
     finally:
         store.close()
 
 
 def time_reports(path: Path, now: float) -> None:
     with AccountingReader(path) as reader:
-        rows = reader._rows("SELECT period, count(*) FROM accounting_buckets GROUP BY period",
-                            (), "bucket counts")
+        rows = reader._rows(
+            "SELECT period, count(*) FROM accounting_buckets GROUP BY period", (), "bucket counts"
+        )
         print("buckets: " + ", ".join(f"{count:,} of {period // 3600} h" for period, count in rows))
         for metric, by, since, step in REPORTS:
             query = ReportQuery.make(metric, by, since, step, now)
@@ -96,14 +122,17 @@ def time_reports(path: Path, now: float) -> None:
                 started = time.perf_counter()
                 report = reader.report(query)
                 best = min(best, time.perf_counter() - started)
-            print(f"  {metric:>14} by {by:<9} over {since / DAY:>4.0f} d, step "
-                  f"{step / 3600:>4.0f} h: {best * 1000:7.1f} ms ({len(report.series)} series x "
-                  f"{len(report.times)} steps)")
+            print(
+                f"  {metric:>14} by {by:<9} over {since / DAY:>4.0f} d, step "
+                f"{step / 3600:>4.0f} h: {best * 1000:7.1f} ms ({len(report.series)} series x "
+                f"{len(report.times)} steps)"
+            )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--groups", type=int, default=10)

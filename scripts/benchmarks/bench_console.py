@@ -65,12 +65,17 @@ def why_state(waiting: int, pilots: int, now: float) -> CentralState:
         state.submit([jdl], owner, group, now)
         state.committed(state.take_changes())  # what a store would write: not kept here
     for site in SITES:
-        state.grid.sized(PilotResources(site=site, ce="ce1", cores=8, memory_mb=16000,
-                                        cpu_time_left=172800), now)
+        state.grid.sized(
+            PilotResources(site=site, ce="ce1", cores=8, memory_mb=16000, cpu_time_left=172800), now
+        )
     for number in range(pilots):
-        resources = PilotResources(site=SITES[number % len(SITES)], ce="ce1",
-                                   cores=rng.choice([1, 1, 2, 8]), memory_mb=4000,
-                                   cpu_time_left=rng.randrange(3600, 172800))
+        resources = PilotResources(
+            site=SITES[number % len(SITES)],
+            ce="ce1",
+            cores=rng.choice([1, 1, 2, 8]),
+            memory_mb=4000,
+            cpu_time_left=rng.randrange(3600, 172800),
+        )
         state.grid.pilot_asked(f"pilot-{number}", resources, now - rng.random() * 1800)
     return state
 
@@ -79,8 +84,10 @@ def bench_why(waiting: int, pilots: int, calls: int) -> None:
     now = time.time()
     started = time.perf_counter()
     state = why_state(waiting, pilots, now)
-    print(f"job why: {len(state.jobs):,} waiting jobs, {pilots:,} pilots seen lately, "
-          f"{len(SITES)} CEs (state built in {time.perf_counter() - started:.1f} s)")
+    print(
+        f"job why: {len(state.jobs):,} waiting jobs, {pilots:,} pilots seen lately, "
+        f"{len(SITES)} CEs (state built in {time.perf_counter() - started:.1f} s)"
+    )
     rng = random.Random(11)
     job_ids = list(state.jobs)
     by_verdict: dict[str, list[float]] = defaultdict(list)
@@ -92,11 +99,15 @@ def bench_why(waiting: int, pilots: int, calls: int) -> None:
         elapsed = (time.perf_counter() - begin) * 1000
         by_verdict[answer.verdict].append(elapsed)
         every.append(elapsed)
-    print(f"  all {calls} calls: p50 {statistics.median(every):.1f} ms, "
-          f"p99 {percentile(every, 0.99):.1f} ms, max {max(every):.1f} ms")
+    print(
+        f"  all {calls} calls: p50 {statistics.median(every):.1f} ms, "
+        f"p99 {percentile(every, 0.99):.1f} ms, max {max(every):.1f} ms"
+    )
     for verdict, times in sorted(by_verdict.items()):
-        print(f"  {verdict:>12}: {len(times):4} calls, p50 {statistics.median(times):.1f} ms, "
-              f"max {max(times):.1f} ms")
+        print(
+            f"  {verdict:>12}: {len(times):4} calls, p50 {statistics.median(times):.1f} ms, "
+            f"max {max(times):.1f} ms"
+        )
 
 
 # -- 2. bulk kill vs matching ------------------------------------------------------------------
@@ -104,8 +115,9 @@ def bench_why(waiting: int, pilots: int, calls: int) -> None:
 
 def start_service(bulk_jobs: int) -> ServiceProcess:
     folder = Path(tempfile.mkdtemp(prefix="bench-console-"))
-    config = config_text("full") + (f"\n[bulk]\nconfirm_above = 100\nadmin_above = "
-                                    f"{bulk_jobs * 2}\n")
+    config = config_text("full") + (
+        f"\n[bulk]\nconfirm_above = 100\nadmin_above = {bulk_jobs * 2}\n"
+    )
     (folder / "bench.toml").write_text(config)
     service = ServiceProcess.start_central(folder / "home", folder / "bench.toml")
     os.environ["DIRAC_LIKE_IDENTITY"] = str(service.identity_path)
@@ -127,35 +139,45 @@ def bench_bulk(pool: int, bulk_jobs: int, seconds: float, clients: int) -> None:
     service = start_service(bulk_jobs)
     try:
         fill(service.endpoint, pool)
-        victims = (f'Executable = "/bin/true"; JobName = "victim_%n"; Site = "LCG.Nowhere.org";'
-                   f" Parameters = {bulk_jobs};")
+        victims = (
+            f'Executable = "/bin/true"; JobName = "victim_%n"; Site = "LCG.Nowhere.org";'
+            f" Parameters = {bulk_jobs};"
+        )
         with Client(service.endpoint, SLOW) as client:
             client.submit([victims], owner="victim", group="lhcb_test", timeout=600)
         tokens = site_tokens(service.endpoint)
-        count, latencies, elapsed = drive(service.endpoint, clients, seconds, pilot_frame,
-                                          identities=tokens)
+        count, latencies, elapsed = drive(
+            service.endpoint, clients, seconds, pilot_frame, identities=tokens
+        )
         base = count / elapsed
-        print(f"bulk kill: {pool:,} waiting jobs to match, {bulk_jobs:,} to kill, {clients} "
-              f"pilot clients")
-        print(f"  matching alone: {base:,.0f} matches/s (p99 {percentile(latencies, 0.99):.1f}"
-              " ms)")
+        print(
+            f"bulk kill: {pool:,} waiting jobs to match, {bulk_jobs:,} to kill, {clients} "
+            f"pilot clients"
+        )
+        print(f"  matching alone: {base:,.0f} matches/s (p99 {percentile(latencies, 0.99):.1f} ms)")
         done: dict[str, float] = {}
         killer = threading.Thread(target=kill_in_bulk, args=(service.endpoint, done))
         killer.start()
-        count, latencies, elapsed = drive(service.endpoint, clients, seconds, pilot_frame,
-                                          identities=tokens)
+        count, latencies, elapsed = drive(
+            service.endpoint, clients, seconds, pilot_frame, identities=tokens
+        )
         during = count / elapsed
         killer.join()
         slowest, p99 = max(latencies), percentile(latencies, 0.99)
-        count, _, elapsed = drive(service.endpoint, clients, seconds, pilot_frame,
-                                  identities=tokens)
+        count, _, elapsed = drive(
+            service.endpoint, clients, seconds, pilot_frame, identities=tokens
+        )
         after = count / elapsed
         alone = (base + after) / 2  # the load of a shared machine drifts: before and after
         print(f"  matching alone again, after the kill: {after:,.0f} matches/s")
-        print(f"  matching during the kill: {during:,.0f} matches/s ({during / alone:.0%} of "
-              f"the mean alone), p99 {p99:.1f} ms, slowest {slowest:.0f} ms")
-        print(f"  the bulk kill of {done.get('killed', 0):,.0f} jobs took "
-              f"{done.get('seconds', float('nan')):.1f} s (select, start, every batch)")
+        print(
+            f"  matching during the kill: {during:,.0f} matches/s ({during / alone:.0%} of "
+            f"the mean alone), p99 {p99:.1f} ms, slowest {slowest:.0f} ms"
+        )
+        print(
+            f"  the bulk kill of {done.get('killed', 0):,.0f} jobs took "
+            f"{done.get('seconds', float('nan')):.1f} s (select, start, every batch)"
+        )
     finally:
         service.stop()
 
@@ -175,8 +197,12 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--pool", type=int, default=200_000, help="waiting jobs to match")
     parser.add_argument("--bulk-jobs", type=int, default=100_000, help="waiting jobs to kill")
-    parser.add_argument("--seconds", type=float, default=8.0,
-                        help="match load measured this long, alone and during the kill")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=8.0,
+        help="match load measured this long, alone and during the kill",
+    )
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--skip-why", action="store_true")
     parser.add_argument("--skip-bulk", action="store_true")

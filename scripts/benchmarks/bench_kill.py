@@ -45,10 +45,31 @@ def main(kills: int) -> int:
     service = ServiceProcess.start_central(home / "home")
     os.environ["DIRAC_LIKE_IDENTITY"] = str(service.identity_path)  # its admin: ours, pilots'
     pilot = subprocess.Popen(
-        [sys.executable, "-m", "dirac_like", "pilot", "--server", service.endpoint,
-         "--site", "BENCH.Local.org", "--ce", "ce", "--cores", "4", "--heartbeat", "30",
-         "--idle-timeout", "0", "--request-interval", "0.2", "--workdir", str(home / "pilot")],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "dirac_like",
+            "pilot",
+            "--server",
+            service.endpoint,
+            "--site",
+            "BENCH.Local.org",
+            "--ce",
+            "ce",
+            "--cores",
+            "4",
+            "--heartbeat",
+            "30",
+            "--idle-timeout",
+            "0",
+            "--request-interval",
+            "0.2",
+            "--workdir",
+            str(home / "pilot"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     latencies = []
@@ -67,8 +88,10 @@ def main(kills: int) -> int:
     ordered = sorted(latencies)
     p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
     p50 = statistics.median(latencies)
-    print(f"{len(latencies)} kills of a running payload: p50 {p50 * 1000:.0f} ms, "
-          f"p99 {p99 * 1000:.0f} ms, max {ordered[-1] * 1000:.0f} ms")
+    print(
+        f"{len(latencies)} kills of a running payload: p50 {p50 * 1000:.0f} ms, "
+        f"p99 {p99 * 1000:.0f} ms, max {ordered[-1] * 1000:.0f} ms"
+    )
     return 0
 
 

@@ -33,6 +33,7 @@ QUICK = RetryPolicy(timeout=30, retries=2)
 
 def bare_rate(count: int, threads: int) -> float:
     """Spawns of /bin/true per second, ``threads`` at a time."""
+
     def spawn(n: int) -> None:
         for _ in range(n):
             subprocess.run(["/bin/true"], check=True)
@@ -48,12 +49,35 @@ def bare_rate(count: int, threads: int) -> float:
 
 def start_pilot(endpoint: str, workdir: Path, cores: int, number: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "dirac_like", "pilot", "--server", endpoint,
-         "--site", "BENCH.Local.org", "--ce", "ce", "--cores", str(cores), "--heartbeat", "30",
-         "--idle-timeout", "0", "--request-interval", "0.05", "--workdir", str(workdir),
-         "--pilot-id", f"bench-{number}"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "dirac_like",
+            "pilot",
+            "--server",
+            endpoint,
+            "--site",
+            "BENCH.Local.org",
+            "--ce",
+            "ce",
+            "--cores",
+            str(cores),
+            "--heartbeat",
+            "30",
+            "--idle-timeout",
+            "0",
+            "--request-interval",
+            "0.05",
+            "--workdir",
+            str(workdir),
+            "--pilot-id",
+            f"bench-{number}",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def pilot_rate(jobs: int, pilots: int, cores: int) -> float:
@@ -65,8 +89,9 @@ def pilot_rate(jobs: int, pilots: int, cores: int) -> float:
         with Client(service.endpoint, QUICK) as client:
             jdl = f'Executable = "/bin/true"; Parameters = {jobs}; CPUTime = 60;'
             client.submit([jdl], owner="bench")
-            started = [start_pilot(service.endpoint, home / f"pilot{n}", cores, n)
-                       for n in range(pilots)]
+            started = [
+                start_pilot(service.endpoint, home / f"pilot{n}", cores, n) for n in range(pilots)
+            ]
             first = wait_count(client, ("Running", "Done"), 1)
             last = wait_count(client, ("Done",), jobs)
             failed = client.list_jobs(status="Failed", limit=5)
@@ -99,8 +124,10 @@ def main() -> int:
     bare = bare_rate(max(args.jobs, 1000), args.pilots)
     through = pilot_rate(args.jobs, args.pilots, args.cores)
     print(f"bare spawn of /bin/true, {args.pilots} at a time: {bare:,.0f}/s")
-    print(f"{args.jobs} /bin/true jobs via {args.pilots} local pilot(s) x {args.cores} core(s): "
-          f"{through:,.1f} jobs/s = {through / bare:.1%} of the bare spawn rate")
+    print(
+        f"{args.jobs} /bin/true jobs via {args.pilots} local pilot(s) x {args.cores} core(s): "
+        f"{through:,.1f} jobs/s = {through / bare:.1%} of the bare spawn rate"
+    )
     return 0
 
 

@@ -73,8 +73,9 @@ def task_queue_jdl(index: int, count: int, rng: random.Random) -> tuple[str, str
 def fill(endpoint: str, waiting: int) -> float:
     """Submit ``waiting`` jobs in TASK_QUEUES task queues; returns jobs stored per second."""
     rng = random.Random(42)
-    per_queue = [waiting // TASK_QUEUES + (1 if i < waiting % TASK_QUEUES else 0)
-                 for i in range(TASK_QUEUES)]
+    per_queue = [
+        waiting // TASK_QUEUES + (1 if i < waiting % TASK_QUEUES else 0) for i in range(TASK_QUEUES)
+    ]
     started = time.perf_counter()
     with Client(endpoint, SLOW) as client:
         for index, count in enumerate(per_queue):
@@ -99,7 +100,11 @@ def request_frame(op: str, args: dict[str, object]) -> bytes:
 
 
 def drive(
-    endpoint: str, clients: int, seconds: float, make_frame, limit: int = 10**12,
+    endpoint: str,
+    clients: int,
+    seconds: float,
+    make_frame,
+    limit: int = 10**12,
     identities: list[Identity] | None = None,
 ) -> tuple[int, list[float], float]:
     """``clients`` DEALER sockets (CurveZMQ clients when ``identities`` are given: socket i
@@ -145,10 +150,13 @@ def site_tokens(endpoint: str) -> list[Identity]:
 
 def pilot_frame(index: int) -> bytes:
     site = SITES[index % len(SITES)]
-    return request_frame("request_job", {
-        "pilot_id": f"bench-pilot-{index}",
-        "resources": {"site": site, "cores": 1, "memory_mb": 4000, "cpu_time_left": 86400 * 2},
-    })
+    return request_frame(
+        "request_job",
+        {
+            "pilot_id": f"bench-pilot-{index}",
+            "resources": {"site": site, "cores": 1, "memory_mb": 4000, "cpu_time_left": 86400 * 2},
+        },
+    )
 
 
 def echo_server(endpoint: str, ready: multiprocessing.synchronize.Event, stop_after: float) -> None:
@@ -215,7 +223,11 @@ def measure(waiting: int, clients: int, seconds: float) -> dict[str, float]:
         # The same number of matches at every size (at most half the pool, so the rate is
         # measured at about this many waiting jobs).
         count, latencies, elapsed = drive(
-            service.endpoint, clients, seconds, pilot_frame, limit=min(ARGS.matches, waiting // 2),
+            service.endpoint,
+            clients,
+            seconds,
+            pilot_frame,
+            limit=min(ARGS.matches, waiting // 2),
             identities=site_tokens(service.endpoint),
         )
         with Client(service.endpoint, SLOW) as client:
@@ -225,8 +237,13 @@ def measure(waiting: int, clients: int, seconds: float) -> dict[str, float]:
     finally:
         service.stop()
     return {
-        "waiting": waiting, "fill": fill_rate, "restart": restart, "rate": count / elapsed,
-        "matches": count, "p50": statistics.median(latencies), "p99": percentile(latencies, 0.99),
+        "waiting": waiting,
+        "fill": fill_rate,
+        "restart": restart,
+        "rate": count / elapsed,
+        "matches": count,
+        "p50": statistics.median(latencies),
+        "p99": percentile(latencies, 0.99),
     }
 
 
@@ -239,16 +256,20 @@ def measure_bulk() -> float:
 
 
 def main() -> int:
-    print(f"python {sys.version.split()[0]}, pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, "
-          f"synchronous={ARGS.synchronous}")
+    print(
+        f"python {sys.version.split()[0]}, pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, "
+        f"synchronous={ARGS.synchronous}"
+    )
     ceiling = echo_rate(ARGS.clients, ARGS.seconds)
     print(f"bare ZeroMQ echo, {ARGS.clients} clients: {ceiling:,.0f} req/s (the ceiling)")
     results = [measure(size, ARGS.clients, ARGS.seconds) for size in ARGS.sizes]
     for row in results:
-        print(f"{row['waiting']:>9,} waiting (filled at {row['fill']:,.0f} jobs/s, "
-              f"restart with them {row['restart']:.1f} s): "
-              f"{row['rate']:,.0f} matches/s over {row['matches']:,.0f} matches, "
-              f"p50 {row['p50']:.2f} ms, p99 {row['p99']:.2f} ms")
+        print(
+            f"{row['waiting']:>9,} waiting (filled at {row['fill']:,.0f} jobs/s, "
+            f"restart with them {row['restart']:.1f} s): "
+            f"{row['rate']:,.0f} matches/s over {row['matches']:,.0f} matches, "
+            f"p50 {row['p50']:.2f} ms, p99 {row['p99']:.2f} ms"
+        )
     if len(results) > 1:
         ratio = results[-1]["rate"] / results[0]["rate"]
         print(f"rate at {results[-1]['waiting']:,} / at {results[0]['waiting']:,}: {ratio:.2f}")

@@ -55,10 +55,17 @@ def main(jobs: int, pilots: int) -> int:
             cpu_before = sum(central.cpu_times()[:2])
             started = time.perf_counter()
             refs = [
-                fabric.submit(PilotRequest(
-                    pilot_id=f"sim-{n}", command=[],
-                    env={"DIRAC_LIKE_SITE": f"SIM.Site{n % 10}.org", "DIRAC_LIKE_CE": "ce",
-                         "DIRAC_LIKE_IDLE_TIMEOUT": "1"}))
+                fabric.submit(
+                    PilotRequest(
+                        pilot_id=f"sim-{n}",
+                        command=[],
+                        env={
+                            "DIRAC_LIKE_SITE": f"SIM.Site{n % 10}.org",
+                            "DIRAC_LIKE_CE": "ce",
+                            "DIRAC_LIKE_IDLE_TIMEOUT": "1",
+                        },
+                    )
+                )
                 for n in range(pilots)
             ]
             deadline = started + 3600
@@ -72,9 +79,11 @@ def main(jobs: int, pilots: int) -> int:
     finally:
         fabric.close()
         service.stop()
-    print(f"{done:,} of {jobs:,} jobs Done through {pilots:,} simulated pilots in {elapsed:.1f} s: "
-          f"{done / elapsed:,.0f} jobs/s ({failed} pilots failed); central service CPU "
-          f"{cpu:.1f} s, {cpu / max(done, 1) * 1e6:.0f} us per job")
+    print(
+        f"{done:,} of {jobs:,} jobs Done through {pilots:,} simulated pilots in {elapsed:.1f} s: "
+        f"{done / elapsed:,.0f} jobs/s ({failed} pilots failed); central service CPU "
+        f"{cpu:.1f} s, {cpu / max(done, 1) * 1e6:.0f} us per job"
+    )
     return 0 if done == jobs else 1
 
 

@@ -67,39 +67,80 @@ class Scenario:
 
 def scenarios() -> dict[str, Scenario]:
     all_of = [
-        Scenario("equal-70-30", {"A": 70, "B": 30},
-                 [Work("A", "ann", 1, 2.0), Work("B", "bob", 1, 2.0)]),
-        Scenario("equal-50-30-20", {"A": 50, "B": 30, "C": 20},
-                 [Work("A", "ann", 1, 2.0), Work("B", "bob", 1, 2.0), Work("C", "cid", 1, 2.0)]),
-        Scenario("skew-10x", {"A": 70, "B": 30},
-                 [Work("A", "ann", 1, 5.0), Work("B", "bob", 1, 0.5)]),
-        Scenario("users-75-25", {"A": 1}, [Work("A", "ann", 1, 2.0), Work("A", "bob", 1, 2.0)],
-                 users={"A": {"ann": 3, "bob": 1}}, by_user=True),
-        Scenario("late-group", {"A": 70, "B": 30},
-                 [Work("A", "ann", 1, 2.0), Work("B", "bob", 1, 2.0)], late={"B"}),
-        Scenario("late-group-short-half-life", {"A": 70, "B": 30},
-                 [Work("A", "ann", 1, 2.0), Work("B", "bob", 1, 2.0)], late={"B"},
-                 half_life=20.0),
-        Scenario("multicore-4", {"A": 70, "B": 30},
-                 [Work("A", "ann", 4, 2.0), Work("B", "bob", 1, 2.0)]),
-        Scenario("multicore-4-no-draining", {"A": 70, "B": 30},
-                 [Work("A", "ann", 4, 2.0), Work("B", "bob", 1, 2.0)], hold_seconds=0.0),
-        Scenario("multicore-8", {"A": 70, "B": 30},
-                 [Work("A", "ann", 8, 2.0), Work("B", "bob", 1, 2.0)], pilots=25,
-                 pilot_cores=8),
+        Scenario(
+            "equal-70-30", {"A": 70, "B": 30}, [Work("A", "ann", 1, 2.0), Work("B", "bob", 1, 2.0)]
+        ),
+        Scenario(
+            "equal-50-30-20",
+            {"A": 50, "B": 30, "C": 20},
+            [Work("A", "ann", 1, 2.0), Work("B", "bob", 1, 2.0), Work("C", "cid", 1, 2.0)],
+        ),
+        Scenario(
+            "skew-10x", {"A": 70, "B": 30}, [Work("A", "ann", 1, 5.0), Work("B", "bob", 1, 0.5)]
+        ),
+        Scenario(
+            "users-75-25",
+            {"A": 1},
+            [Work("A", "ann", 1, 2.0), Work("A", "bob", 1, 2.0)],
+            users={"A": {"ann": 3, "bob": 1}},
+            by_user=True,
+        ),
+        Scenario(
+            "late-group",
+            {"A": 70, "B": 30},
+            [Work("A", "ann", 1, 2.0), Work("B", "bob", 1, 2.0)],
+            late={"B"},
+        ),
+        Scenario(
+            "late-group-short-half-life",
+            {"A": 70, "B": 30},
+            [Work("A", "ann", 1, 2.0), Work("B", "bob", 1, 2.0)],
+            late={"B"},
+            half_life=20.0,
+        ),
+        Scenario(
+            "multicore-4", {"A": 70, "B": 30}, [Work("A", "ann", 4, 2.0), Work("B", "bob", 1, 2.0)]
+        ),
+        Scenario(
+            "multicore-4-no-draining",
+            {"A": 70, "B": 30},
+            [Work("A", "ann", 4, 2.0), Work("B", "bob", 1, 2.0)],
+            hold_seconds=0.0,
+        ),
+        Scenario(
+            "multicore-8",
+            {"A": 70, "B": 30},
+            [Work("A", "ann", 8, 2.0), Work("B", "bob", 1, 2.0)],
+            pilots=25,
+            pilot_cores=8,
+        ),
         # the price of draining grows with the length of the small jobs it waits for
-        Scenario("multicore-4-long-small-jobs", {"A": 70, "B": 30},
-                 [Work("A", "ann", 4, 2.0), Work("B", "bob", 1, 8.0)]),
+        Scenario(
+            "multicore-4-long-small-jobs",
+            {"A": 70, "B": 30},
+            [Work("A", "ann", 4, 2.0), Work("B", "bob", 1, 8.0)],
+        ),
     ]
     return {scenario.name: scenario for scenario in all_of}
 
 
 def config_text(scenario: Scenario) -> str:
-    lines = ["[service]", "max_message_bytes = 67108864", "[store]", 'synchronous = "normal"',
-             "[jobs]", "match_lease = 600.0", "[security]", "rate_per_second = 0.0",
-             "[shares]", f"half_life = {scenario.half_life}",
-             "[shares.groups]", *(f"{g} = {s}" for g, s in scenario.groups.items()),
-             "[shares.drain]", f"hold_seconds = {scenario.hold_seconds}"]
+    lines = [
+        "[service]",
+        "max_message_bytes = 67108864",
+        "[store]",
+        'synchronous = "normal"',
+        "[jobs]",
+        "match_lease = 600.0",
+        "[security]",
+        "rate_per_second = 0.0",
+        "[shares]",
+        f"half_life = {scenario.half_life}",
+        "[shares.groups]",
+        *(f"{g} = {s}" for g, s in scenario.groups.items()),
+        "[shares.drain]",
+        f"hold_seconds = {scenario.hold_seconds}",
+    ]
     for group, users in scenario.users.items():
         lines += [f"[shares.users.{group}]", *(f"{u} = {s}" for u, s in users.items())]
     return "\n".join(lines) + "\n"
@@ -109,9 +150,11 @@ def submit(client: Client, scenario: Scenario, works: list[Work], seconds: float
     """Enough jobs of each kind that none runs dry within ``seconds`` (even given all cores)."""
     for work in works:
         count = int(scenario.cores / work.cores * seconds / work.seconds * 1.2) + 10
-        jdl = (f'Executable = "/bin/true"; Arguments = "sleep={work.seconds} %s"; '
-               f'JobName = "{work.group}-{work.user}-{work.cores}c-%s"; '
-               f"NumberOfProcessors = {work.cores}; Parameters = {count};")
+        jdl = (
+            f'Executable = "/bin/true"; Arguments = "sleep={work.seconds} %s"; '
+            f'JobName = "{work.group}-{work.user}-{work.cores}c-%s"; '
+            f"NumberOfProcessors = {work.cores}; Parameters = {count};"
+        )
         client.submit([jdl], owner=work.user, group=work.group)
 
 
@@ -131,7 +174,8 @@ def read_runs(store: Path, by_user: bool, stop: float) -> list[Run]:
         rows = db.execute(
             "SELECT j.job_id, j.grp, j.owner, j.job_name, h.status, h.time FROM jobs j "
             "JOIN history h ON h.job_id = j.job_id "
-            "WHERE h.status IN ('Matched', 'Done', 'Failed', 'Waiting') ORDER BY h.id").fetchall()
+            "WHERE h.status IN ('Matched', 'Done', 'Failed', 'Waiting') ORDER BY h.id"
+        ).fetchall()
     finally:
         db.close()
     started: dict[int, tuple[str, int, float]] = {}
@@ -148,13 +192,15 @@ def read_runs(store: Path, by_user: bool, stop: float) -> list[Run]:
 
 
 def core_seconds(runs: list[Run], key: str | None, begin: float, end: float) -> float:
-    return sum(run.cores * max(0.0, min(run.end, end) - max(run.start, begin))
-               for run in runs if key is None or run.key == key)
+    return sum(
+        run.cores * max(0.0, min(run.end, end) - max(run.start, begin))
+        for run in runs
+        if key is None or run.key == key
+    )
 
 
 def targets(scenario: Scenario) -> dict[str, float]:
-    shares = (scenario.users[next(iter(scenario.users))] if scenario.by_user
-              else scenario.groups)
+    shares = scenario.users[next(iter(scenario.users))] if scenario.by_user else scenario.groups
     total = sum(shares.values())
     return {key: share / total for key, share in shares.items()}
 
@@ -163,20 +209,27 @@ def report(scenario: Scenario, runs: list[Run], begin: float, end: float) -> Non
     target = targets(scenario)
     matched = [run for run in runs if begin <= run.start < end]
     used = core_seconds(runs, None, begin, end) or 1.0
-    print(f"\n== {scenario.name}: {scenario.pilots} pilots x {scenario.pilot_cores} cores, "
-          f"{len(matched)} matches in {end - begin:.0f} s, half-life {scenario.half_life:g} s, "
-          f"hold {scenario.hold_seconds:g} s")
-    print(f"   {'':4} {'share':>7} {'by count':>9} {'core-time':>10} "
-          f"{'max err (' + str(int(TIME_WINDOW)) + ' s)':>14} {'max err (500)':>14}")
+    print(
+        f"\n== {scenario.name}: {scenario.pilots} pilots x {scenario.pilot_cores} cores, "
+        f"{len(matched)} matches in {end - begin:.0f} s, half-life {scenario.half_life:g} s, "
+        f"hold {scenario.hold_seconds:g} s"
+    )
+    print(
+        f"   {'':4} {'share':>7} {'by count':>9} {'core-time':>10} "
+        f"{'max err (' + str(int(TIME_WINDOW)) + ' s)':>14} {'max err (500)':>14}"
+    )
     equal_jobs = len({(work.cores, work.seconds) for work in scenario.work}) == 1
     for key, share in target.items():
         count = sum(run.key == key for run in matched) / max(1, len(matched))
         cores = core_seconds(runs, key, begin, end) / used
         # by count the share is a target only when every job is the same size and length
-        count_error = (f"{count_window_error(matched, key, share):13.1f}pp" if equal_jobs
-                       else f"{'-':>15}")
-        print(f"   {key:4} {share:7.1%} {count:9.1%} {cores:10.1%} "
-              f"{window_error(runs, key, share, begin, end):13.1f}pp {count_error}")
+        count_error = (
+            f"{count_window_error(matched, key, share):13.1f}pp" if equal_jobs else f"{'-':>15}"
+        )
+        print(
+            f"   {key:4} {share:7.1%} {count:9.1%} {cores:10.1%} "
+            f"{window_error(runs, key, share, begin, end):13.1f}pp {count_error}"
+        )
     utilisation = core_seconds(runs, None, begin, end) / (scenario.cores * (end - begin))
     print(f"   core utilisation {utilisation:.1%} (cores matched to a job / cores of the pilots)")
 
@@ -196,7 +249,7 @@ def window_error(runs: list[Run], key: str, share: float, begin: float, end: flo
 def count_window_error(matched: list[Run], key: str, share: float) -> float:
     worst = 0.0
     for first in range(0, len(matched) - COUNT_WINDOW + 1, COUNT_WINDOW // 5):
-        window = matched[first:first + COUNT_WINDOW]
+        window = matched[first : first + COUNT_WINDOW]
         worst = max(worst, abs(sum(run.key == key for run in window) / COUNT_WINDOW - share))
     return 100 * worst
 
@@ -222,10 +275,18 @@ def run(scenario: Scenario, seconds: float, warmup: float) -> None:
             early = [w for w in scenario.work if w.group not in scenario.late]
             submit(client, scenario, early, warmup + seconds)
             for n in range(scenario.pilots):
-                fabric.submit(PilotRequest(
-                    pilot_id=f"sim-{n}", command=[], cores=scenario.pilot_cores,
-                    env={"DIRAC_LIKE_SITE": SITE, "DIRAC_LIKE_CE": "ce",
-                         "DIRAC_LIKE_IDLE_TIMEOUT": "600"}))
+                fabric.submit(
+                    PilotRequest(
+                        pilot_id=f"sim-{n}",
+                        command=[],
+                        cores=scenario.pilot_cores,
+                        env={
+                            "DIRAC_LIKE_SITE": SITE,
+                            "DIRAC_LIKE_CE": "ce",
+                            "DIRAC_LIKE_IDLE_TIMEOUT": "600",
+                        },
+                    )
+                )
             time.sleep(warmup)  # a benchmark's schedule, not a test
             begin = time.time()
             late = [w for w in scenario.work if w.group in scenario.late]
@@ -240,11 +301,15 @@ def run(scenario: Scenario, seconds: float, warmup: float) -> None:
     report(scenario, runs, begin, end)
     for key in scenario.late:
         share = targets(scenario)[key]
-        print(f"   late group {key}: within 2 pp of its share (5 s windows) after "
-              f"{time_to_share(runs, key, share, begin, end):.1f} s")
+        print(
+            f"   late group {key}: within 2 pp of its share (5 s windows) after "
+            f"{time_to_share(runs, key, share, begin, end):.1f} s"
+        )
     for row in matcher_view:  # what `admin shares` showed at the end of the run
-        print(f"   service: {row.group} running {row.running_cores} cores, "
-              f"load {row.load:.1f}, load/share {row.load_per_share:.3f}")
+        print(
+            f"   service: {row.group} running {row.running_cores} cores, "
+            f"load {row.load:.1f}, load/share {row.load_per_share:.3f}"
+        )
 
 
 def main() -> int:

@@ -36,30 +36,55 @@ from dirac_like.store.sqlite import SqliteStore
 from dirac_like.web_login import make_login_token
 
 CHUNK = 100_000
-MIX = ((JobStatus.DONE, 60), (JobStatus.FAILED, 8), (JobStatus.KILLED, 2), (JobStatus.WAITING, 20),
-       (JobStatus.RUNNING, 9), (JobStatus.MATCHED, 1))
+MIX = (
+    (JobStatus.DONE, 60),
+    (JobStatus.FAILED, 8),
+    (JobStatus.KILLED, 2),
+    (JobStatus.WAITING, 20),
+    (JobStatus.RUNNING, 9),
+    (JobStatus.MATCHED, 1),
+)
 STATUSES = [status for status, weight in MIX for _ in range(weight)]
 
 
 def fill(store: SqliteStore, count: int, now: float) -> None:
     description = msgpack.packb({"Executable": "/bin/echo", "Arguments": "hello", "CPUTime": 3600})
     groups = [f"group{g}" for g in range(5)]
-    store.commit(ChangeSet(new_task_queues=[
-        TaskQueueRow(g + 1, f"user{g}", groups[g], Requirements(cores=1 + g % 2))
-        for g in range(5)]))
+    store.commit(
+        ChangeSet(
+            new_task_queues=[
+                TaskQueueRow(g + 1, f"user{g}", groups[g], Requirements(cores=1 + g % 2))
+                for g in range(5)
+            ]
+        )
+    )
     for start in range(1, count + 1, CHUNK):
         jobs = []
         for job_id in range(start, min(start + CHUNK, count + 1)):
             status = STATUSES[job_id % len(STATUSES)]
             placed = status not in (JobStatus.WAITING,)
-            jobs.append(JobRecord(
-                job_id, f"user{job_id % 100}", groups[job_id % 5], job_id % 5 + 1, 5, status,
-                site=f"LCG.Site{job_id % 20}.org" if placed else "ANY", job_name=f"mc_{job_id}",
-                submitted=now - 3600, updated=now))
-        store.commit(ChangeSet(
-            new_jobs=[(job, description) for job in jobs],
-            history=[HistoryEntry(job.job_id, job.status.value, "", "", now, "bench")
-                     for job in jobs]))
+            jobs.append(
+                JobRecord(
+                    job_id,
+                    f"user{job_id % 100}",
+                    groups[job_id % 5],
+                    job_id % 5 + 1,
+                    5,
+                    status,
+                    site=f"LCG.Site{job_id % 20}.org" if placed else "ANY",
+                    job_name=f"mc_{job_id}",
+                    submitted=now - 3600,
+                    updated=now,
+                )
+            )
+        store.commit(
+            ChangeSet(
+                new_jobs=[(job, description) for job in jobs],
+                history=[
+                    HistoryEntry(job.job_id, job.status.value, "", "", now, "bench") for job in jobs
+                ],
+            )
+        )
 
 
 def add_user(home: Path, name: str, now: float) -> Identity:
@@ -99,15 +124,24 @@ def main() -> int:
         store.close()
         print(f"filled {args.jobs:,} jobs in {time.perf_counter() - started:.1f} s")
         dashboard = build_dashboard(Config(), home, None, WebOptions())
-        for what, work in (("start-up (count every job, sample shares)", dashboard.warm_up),
-                           ("count every job (background)", lambda: dashboard.reader.job_counts()),
-                           ("count one user's jobs", lambda: dashboard.reader.job_counts("user0")),
-                           ("sample the shares (background)", dashboard.sample)):
+        for what, work in (
+            ("start-up (count every job, sample shares)", dashboard.warm_up),
+            ("count every job (background)", lambda: dashboard.reader.job_counts()),
+            ("count one user's jobs", lambda: dashboard.reader.job_counts("user0")),
+            ("sample the shares (background)", dashboard.sample),
+        ):
             started = time.perf_counter()
             work()
             print(f"{what:40} {(time.perf_counter() - started) * 1000:7.0f} ms")
-        pages = ["/", "/fragment/overview", "/jobs", "/jobs?status=Done&site=LCG.Site3.org",
-                 "/jobs?name=mc_99999", f"/jobs/{args.jobs // 2}", "/sites"]
+        pages = [
+            "/",
+            "/fragment/overview",
+            "/jobs",
+            "/jobs?status=Done&site=LCG.Site3.org",
+            "/jobs?name=mc_99999",
+            f"/jobs/{args.jobs // 2}",
+            "/sites",
+        ]
         for who, identity in (("admin", admin), ("user0", user)):
             client = create_app(dashboard).test_client()
             client.get(f"/login?token={make_login_token(identity, time.time())}")

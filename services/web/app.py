@@ -65,13 +65,16 @@ CHUNK_BYTES = 1024 * 1024
 
 
 def create_app(dashboard: Dashboard) -> Flask:
-    app = Flask(__name__, template_folder=str(HERE / "templates"),
-                static_folder=str(HERE / "static"))
+    app = Flask(
+        __name__, template_folder=str(HERE / "templates"), static_folder=str(HERE / "static")
+    )
     app.config.update(
         SECRET_KEY=secrets.token_bytes(32),  # sessions last as long as this process
-        SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=dashboard.settings.session_hours),
-        MAX_CONTENT_LENGTH=64 * 1024)
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
     app.extensions["dashboard"] = dashboard
     _add_hooks(app, dashboard)
     _add_error_handlers(app)
@@ -107,7 +110,8 @@ def _add_hooks(app: Flask, dashboard: Dashboard) -> None:
     def headers(response: Response) -> Response:
         response.headers["Content-Security-Policy"] = (
             "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-            "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'")
+            "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'"
+        )
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"  # login tokens travel in URLs
         response.headers["Cache-Control"] = "no-store"
@@ -116,9 +120,13 @@ def _add_hooks(app: Flask, dashboard: Dashboard) -> None:
     @app.context_processor
     def common() -> dict[str, Any]:
         principal = g.get("principal")
-        return {"principal": principal, "may": (lambda op: may(principal, op)) if principal
-                else (lambda op: False), "refresh": dashboard.settings.refresh_seconds,
-                "when": _when, "csrf": session.get("csrf", "")}
+        return {
+            "principal": principal,
+            "may": (lambda op: may(principal, op)) if principal else (lambda op: False),
+            "refresh": dashboard.settings.refresh_seconds,
+            "when": _when,
+            "csrf": session.get("csrf", ""),
+        }
 
 
 def _add_error_handlers(app: Flask) -> None:
@@ -186,8 +194,12 @@ def _add_login_routes(app: Flask, dashboard: Dashboard) -> None:
 
 def _local_path(target: str) -> str:
     """``target`` if it is a path on this site, else the overview (no open redirects)."""
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target \
-            and all(32 <= ord(char) < 127 for char in target):
+    if (
+        target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and all(32 <= ord(char) < 127 for char in target)
+    ):
         return target
     return "/"
 
@@ -203,8 +215,7 @@ def _check_csrf() -> None:
 
 def _owner_filter(dashboard: Dashboard) -> str | None:
     """Whose jobs the principal's counts cover: their own for a user, all (None) otherwise."""
-    allowed: ListJobsArgs = authorize(g.principal, Op.LIST_JOBS, ListJobsArgs(),
-                                      dashboard.reader)
+    allowed: ListJobsArgs = authorize(g.principal, Op.LIST_JOBS, ListJobsArgs(), dashboard.reader)
     return allowed.owner
 
 
@@ -212,8 +223,10 @@ def _overview_context(dashboard: Dashboard) -> dict[str, Any]:
     summary = overview(dashboard.counts(_owner_filter(dashboard)))
     context: dict[str, Any] = {
         "summary": summary,
-        "status_svg": dashboard.svg(("status", repr(summary.by_status)), lambda: plots.bar_chart(
-            summary.by_status, "Jobs by status", plots.STATUS_COLOURS)),
+        "status_svg": dashboard.svg(
+            ("status", repr(summary.by_status)),
+            lambda: plots.bar_chart(summary.by_status, "Jobs by status", plots.STATUS_COLOURS),
+        ),
         "site_svg": _sites_svg(dashboard, summary.by_site),
     }
     if may(g.principal, Op.SHARES):
@@ -223,14 +236,22 @@ def _overview_context(dashboard: Dashboard) -> dict[str, Any]:
         last = max((t for points in series.values() for t, _ in points), default=0.0)
         context["share_svg"] = dashboard.svg(
             ("shares", repr(series), repr(targets), int(now - last)),
-            lambda: plots.share_timeline(series, targets, "Realised share vs target", now))
+            lambda: plots.share_timeline(series, targets, "Realised share vs target", now),
+        )
     return context
 
 
 def _sites_svg(dashboard: Dashboard, by_site: list[tuple[str, dict[str, int]]]) -> str:
-    return dashboard.svg(("sites", repr(by_site)), lambda: plots.stacked_bars(
-        by_site, STATUS_ORDER, "Jobs by site and status", plots.STATUS_COLOURS,
-        empty="no job reached a site yet"))
+    return dashboard.svg(
+        ("sites", repr(by_site)),
+        lambda: plots.stacked_bars(
+            by_site,
+            STATUS_ORDER,
+            "Jobs by site and status",
+            plots.STATUS_COLOURS,
+            empty="no job reached a site yet",
+        ),
+    )
 
 
 def _add_page_routes(app: Flask, dashboard: Dashboard) -> None:
@@ -263,11 +284,21 @@ def _sites_context(dashboard: Dashboard) -> dict[str, Any]:
     pilots = reader.pilot_counts()
     by_site = pilots_by_site(pilots)
     counts = dashboard.counts(None)
-    return {"sites": site_rows(reader.sites(), counts, pilots, reader.site_statuses()),
-            "jobs_svg": _sites_svg(dashboard, overview(counts).by_site),
-            "pilots_svg": dashboard.svg(("pilots", repr(by_site)), lambda: plots.stacked_bars(
-                by_site, PILOT_STATE_ORDER, "Pilots by site and state", plots.PILOT_COLOURS,
-                empty="no pilot yet", unit="pilots"))}
+    return {
+        "sites": site_rows(reader.sites(), counts, pilots, reader.site_statuses()),
+        "jobs_svg": _sites_svg(dashboard, overview(counts).by_site),
+        "pilots_svg": dashboard.svg(
+            ("pilots", repr(by_site)),
+            lambda: plots.stacked_bars(
+                by_site,
+                PILOT_STATE_ORDER,
+                "Pilots by site and state",
+                plots.PILOT_COLOURS,
+                empty="no pilot yet",
+                unit="pilots",
+            ),
+        ),
+    }
 
 
 # -- jobs ----------------------------------------------------------------------------------------
@@ -278,8 +309,13 @@ def _add_job_routes(app: Flask, dashboard: Dashboard) -> None:
     def jobs() -> Any:
         query = parse_job_query(request.args, g.principal, dashboard.reader)
         rows = dashboard.reader.search(query)
-        return render_template("jobs.html", query=query, rows=rows,
-                               next_page=next_page(query, rows), statuses=STATUS_ORDER)
+        return render_template(
+            "jobs.html",
+            query=query,
+            rows=rows,
+            next_page=next_page(query, rows),
+            statuses=STATUS_ORDER,
+        )
 
     @app.get("/jobs/<int:job_id>")
     def job(job_id: int) -> Any:
@@ -295,10 +331,14 @@ def _add_job_routes(app: Flask, dashboard: Dashboard) -> None:
         sha256 = dashboard.reader.output_sandbox(job_id)
         if sha256 is None:
             abort(404, f"job {job_id} has no output sandbox (yet)")
-        store = SandboxStore(dashboard.settings.home / "sandboxes",
-                             dashboard.settings.sandbox_max_bytes)
-        return Response(_chunks(store, sha256), mimetype="application/gzip", headers={
-            "Content-Disposition": f'attachment; filename="job-{job_id}-output.tar.gz"'})
+        store = SandboxStore(
+            dashboard.settings.home / "sandboxes", dashboard.settings.sandbox_max_bytes
+        )
+        return Response(
+            _chunks(store, sha256),
+            mimetype="application/gzip",
+            headers={"Content-Disposition": f'attachment; filename="job-{job_id}-output.tar.gz"'},
+        )
 
     @app.post("/jobs/<int:job_id>/<any(kill, reschedule):action>")
     def job_action(job_id: int, action: str) -> Any:
@@ -308,8 +348,9 @@ def _add_job_routes(app: Flask, dashboard: Dashboard) -> None:
         authorize(g.principal, op, JobIdsArgs([job_id]), dashboard.reader)  # Forbidden: 403
         if dashboard.actions is None:
             abort(403, "this dashboard is read-only (started without an identity)")
-        log.info("web: %s %s asks to %s job %d", g.principal.role.value, g.principal.name,
-                 action, job_id)
+        log.info(
+            "web: %s %s asks to %s job %d", g.principal.role.value, g.principal.name, action, job_id
+        )
         do = dashboard.actions.kill if action == "kill" else dashboard.actions.reschedule
         try:
             flash(do([job_id]))
@@ -344,8 +385,10 @@ def _job_context(dashboard: Dashboard, job_id: int) -> dict[str, Any]:
     job = reader.job(job_id)
     if job is None:
         abort(404, f"No job {job_id} that you may see.")
-    allowed = {op: _allowed(dashboard, job_id, op) for op in (
-        Op.HISTORY, Op.JOB_DESCRIPTION, Op.JOB_OUTPUT, Op.KILL, Op.RESCHEDULE)}
+    allowed = {
+        op: _allowed(dashboard, job_id, op)
+        for op in (Op.HISTORY, Op.JOB_DESCRIPTION, Op.JOB_OUTPUT, Op.KILL, Op.RESCHEDULE)
+    }
     next_statuses = TRANSITIONS[JobStatus(job.status)]
     actions = dashboard.actions is not None
     description = reader.description(job_id) if allowed[Op.JOB_DESCRIPTION] else None
@@ -355,8 +398,9 @@ def _job_context(dashboard: Dashboard, job_id: int) -> dict[str, Any]:
         "jdl": None if description is None else jdl_lines(description),
         "has_output": allowed[Op.JOB_OUTPUT] and reader.output_sandbox(job_id) is not None,
         "can_kill": actions and allowed[Op.KILL] and JobStatus.KILLED in next_statuses,
-        "can_reschedule": (actions and allowed[Op.RESCHEDULE]
-                           and JobStatus.RESCHEDULED in next_statuses),
+        "can_reschedule": (
+            actions and allowed[Op.RESCHEDULE] and JobStatus.RESCHEDULED in next_statuses
+        ),
     }
 
 

@@ -53,9 +53,14 @@ class WebSettings:
 class Dashboard:
     """What the pages are made of: the store reader, the gate, the share samples, the actions."""
 
-    def __init__(self, settings: WebSettings, gate: Gate, actions: Actions | None,
-                 accounting: AccountingSource | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: WebSettings,
+        gate: Gate,
+        actions: Actions | None,
+        accounting: AccountingSource | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.reader = StoreReader(settings.store_path)
         self.gate = gate
@@ -111,8 +116,13 @@ class Dashboard:
 
     def shares(self) -> list[ShareRow]:
         reader = self.reader
-        return share_rows(self.settings.shares, reader.share_overrides(), reader.usage(),
-                          reader.running_cores(), self.clock())
+        return share_rows(
+            self.settings.shares,
+            reader.share_overrides(),
+            reader.usage(),
+            reader.running_cores(),
+            self.clock(),
+        )
 
     def warm_up(self) -> None:
         """Count every job and sample the shares once, before the first page asks."""

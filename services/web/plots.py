@@ -19,29 +19,58 @@ matplotlib.use("Agg")  # before anything imports pyplot: no display here
 from matplotlib.figure import Figure
 
 STATUS_COLOURS = {
-    "Received": "#9aa5b1", "Checking": "#9aa5b1", "Waiting": "#f0a202", "Matched": "#7fb3e6",
-    "Running": "#2f6fbf", "Completing": "#5a8fd6", "Done": "#3a9a4a", "Failed": "#c8372d",
-    "Killed": "#6b6b6b", "Stalled": "#d9721b", "Rescheduled": "#a07ad1", "Deleted": "#cccccc",
+    "Received": "#9aa5b1",
+    "Checking": "#9aa5b1",
+    "Waiting": "#f0a202",
+    "Matched": "#7fb3e6",
+    "Running": "#2f6fbf",
+    "Completing": "#5a8fd6",
+    "Done": "#3a9a4a",
+    "Failed": "#c8372d",
+    "Killed": "#6b6b6b",
+    "Stalled": "#d9721b",
+    "Rescheduled": "#a07ad1",
+    "Deleted": "#cccccc",
 }
 PILOT_COLOURS = {
-    "Submitted": "#9aa5b1", "Waiting": "#f0a202", "Running": "#2f6fbf", "Done": "#3a9a4a",
-    "Failed": "#c8372d", "Aborted": "#6b6b6b",
+    "Submitted": "#9aa5b1",
+    "Waiting": "#f0a202",
+    "Running": "#2f6fbf",
+    "Done": "#3a9a4a",
+    "Failed": "#c8372d",
+    "Aborted": "#6b6b6b",
 }
 SERIES_COLOURS = ("#2f6fbf", "#c8372d", "#3a9a4a", "#d9721b", "#7a4fb3", "#1b9aaa", "#6b6b6b")
-RC: dict[Any, Any] = {"svg.fonttype": "none", "font.size": 9, "font.family": "sans-serif",
-      "axes.spines.top": False, "axes.spines.right": False}
+RC: dict[Any, Any] = {
+    "svg.fonttype": "none",
+    "font.size": 9,
+    "font.family": "sans-serif",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
 
 
-def bar_chart(items: Sequence[tuple[str, int]], title: str,
-              colours: Mapping[str, str] | None = None, empty: str = "nothing yet") -> str:
+def bar_chart(
+    items: Sequence[tuple[str, int]],
+    title: str,
+    colours: Mapping[str, str] | None = None,
+    empty: str = "nothing yet",
+) -> str:
     """Horizontal bars, one per (label, value), as inline SVG."""
     with matplotlib.rc_context(RC):
         figure = Figure(figsize=(4.6, 0.6 + 0.28 * max(len(items), 1)))
         axes = figure.add_subplot()
         axes.set_title(title, loc="left", parse_math=False)
         if not items:
-            axes.text(0.5, 0.5, empty, ha="center", va="center", transform=axes.transAxes,
-                      parse_math=False)
+            axes.text(
+                0.5,
+                0.5,
+                empty,
+                ha="center",
+                va="center",
+                transform=axes.transAxes,
+                parse_math=False,
+            )
             axes.set_axis_off()
             return _svg(figure)
         labels = [label for label, _ in items][::-1]
@@ -56,17 +85,29 @@ def bar_chart(items: Sequence[tuple[str, int]], title: str,
         return _svg(figure)
 
 
-def stacked_bars(rows: Sequence[tuple[str, Mapping[str, int]]], order: Sequence[str],
-                 title: str, colours: Mapping[str, str], empty: str = "nothing yet",
-                 unit: str = "jobs") -> str:
+def stacked_bars(
+    rows: Sequence[tuple[str, Mapping[str, int]]],
+    order: Sequence[str],
+    title: str,
+    colours: Mapping[str, str],
+    empty: str = "nothing yet",
+    unit: str = "jobs",
+) -> str:
     """One horizontal bar per row label, stacked by key (in ``order``), with a legend."""
     with matplotlib.rc_context(RC):
         figure = Figure(figsize=(6.4, 0.9 + 0.32 * max(len(rows), 1)))
         axes = figure.add_subplot()
         axes.set_title(title, loc="left", parse_math=False)
         if not rows:
-            axes.text(0.5, 0.5, empty, ha="center", va="center", transform=axes.transAxes,
-                      parse_math=False)
+            axes.text(
+                0.5,
+                0.5,
+                empty,
+                ha="center",
+                va="center",
+                transform=axes.transAxes,
+                parse_math=False,
+            )
             axes.set_axis_off()
             return _svg(figure)
         labels = [label for label, _ in rows][::-1]
@@ -75,8 +116,9 @@ def stacked_bars(rows: Sequence[tuple[str, Mapping[str, int]]], order: Sequence[
         left = [0] * len(rows)
         for key in keys:
             widths = [counts.get(key, 0) for counts in values]
-            axes.barh(range(len(rows)), widths, left=left, color=colours.get(key, "#888888"),
-                      label=key)
+            axes.barh(
+                range(len(rows)), widths, left=left, color=colours.get(key, "#888888"), label=key
+            )
             left = [a + b for a, b in zip(left, widths, strict=True)]
         axes.set_yticks(range(len(rows)), labels=labels, parse_math=False)
         axes.set_xlabel(unit)
@@ -85,8 +127,12 @@ def stacked_bars(rows: Sequence[tuple[str, Mapping[str, int]]], order: Sequence[
         return _svg(figure)
 
 
-def share_timeline(series: Mapping[str, Sequence[tuple[float, float]]],
-                   targets: Mapping[str, float], title: str, now: float) -> str:
+def share_timeline(
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    targets: Mapping[str, float],
+    title: str,
+    now: float,
+) -> str:
     """Each group's realised share over time (solid) against its target (dashed); the time
     axis in minutes before ``now``."""
     with matplotlib.rc_context(RC):
@@ -95,19 +141,35 @@ def share_timeline(series: Mapping[str, Sequence[tuple[float, float]]],
         axes.set_title(title, loc="left", parse_math=False)
         points = [p for values in series.values() for p in values]
         if len(points) < 2 and not targets:
-            axes.text(0.5, 0.5, "no samples yet", ha="center", va="center",
-                      transform=axes.transAxes, parse_math=False)
+            axes.text(
+                0.5,
+                0.5,
+                "no samples yet",
+                ha="center",
+                va="center",
+                transform=axes.transAxes,
+                parse_math=False,
+            )
             axes.set_axis_off()
             return _svg(figure)
         for number, group in enumerate(sorted(set(series) | set(targets))):
             colour = SERIES_COLOURS[number % len(SERIES_COLOURS)]
             values = series.get(group, [])
             if values:
-                axes.plot([(t - now) / 60 for t, _ in values], [100 * v for _, v in values],
-                          color=colour, label=f"{group} realised".replace("$", r"\$"))
+                axes.plot(
+                    [(t - now) / 60 for t, _ in values],
+                    [100 * v for _, v in values],
+                    color=colour,
+                    label=f"{group} realised".replace("$", r"\$"),
+                )
             if group in targets:
-                axes.axhline(100 * targets[group], color=colour, linestyle="--", linewidth=1,
-                             label=f"{group} target".replace("$", r"\$"))
+                axes.axhline(
+                    100 * targets[group],
+                    color=colour,
+                    linestyle="--",
+                    linewidth=1,
+                    label=f"{group} target".replace("$", r"\$"),
+                )
         axes.set_ylim(0, 100)
         axes.set_ylabel("% of the grid")
         axes.set_xlabel("minutes before now")
@@ -120,4 +182,4 @@ def _svg(figure: Figure) -> str:
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     text = buffer.getvalue()
-    return text[text.index("<svg"):]  # inline: no XML prolog or doctype
+    return text[text.index("<svg") :]  # inline: no XML prolog or doctype

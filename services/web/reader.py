@@ -24,9 +24,22 @@ from dirac_like.model import HistoryEntry, SiteRecord, UsageRecord
 from dirac_like.states import ACTIVE_STATUSES
 
 BUSY_TIMEOUT_S = 5.0
-JOB_COLUMNS = ("job_id", "owner", "grp", "status", "minor_status", "application_status", "site",
-               "job_name", "pilot_id", "attempt", "reschedules", "submitted", "updated",
-               "priority")
+JOB_COLUMNS = (
+    "job_id",
+    "owner",
+    "grp",
+    "status",
+    "minor_status",
+    "application_status",
+    "site",
+    "job_name",
+    "pilot_id",
+    "attempt",
+    "reschedules",
+    "submitted",
+    "updated",
+    "priority",
+)
 
 
 @dataclass(frozen=True)
@@ -91,8 +104,12 @@ class StoreReader:
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         try:
-            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
-                                 timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            db = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+            )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {self.path} read-only: {exc}") from exc
         try:
@@ -117,8 +134,7 @@ class StoreReader:
         """Jobs matching ``query``, newest first, at most ``query.limit``."""
         clauses, values = _job_filters(query)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = (f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs {where} ORDER BY job_id DESC "
-               "LIMIT ?")
+        sql = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs {where} ORDER BY job_id DESC LIMIT ?"
         with self._read() as db:
             return [JobRow(*row) for row in db.execute(sql, (*values, query.limit))]
 
@@ -139,15 +155,18 @@ class StoreReader:
         return str(row[0]) if row and row[0] else None
 
     def history(self, job_id: int) -> list[HistoryEntry]:
-        sql = ("SELECT job_id, status, minor_status, application_status, time, source "
-               "FROM history WHERE job_id = ? ORDER BY id")
+        sql = (
+            "SELECT job_id, status, minor_status, application_status, time, source "
+            "FROM history WHERE job_id = ? ORDER BY id"
+        )
         with self._read() as db:
             return [HistoryEntry(*row) for row in db.execute(sql, (job_id,))]
 
     def description(self, job_id: int) -> dict[str, Any] | None:
         with self._read() as db:
-            row = db.execute("SELECT description FROM descriptions WHERE job_id = ?",
-                             (job_id,)).fetchone()
+            row = db.execute(
+                "SELECT description FROM descriptions WHERE job_id = ?", (job_id,)
+            ).fetchone()
         if row is None:
             return None
         try:
@@ -158,8 +177,9 @@ class StoreReader:
 
     def output_sandbox(self, job_id: int) -> str | None:
         with self._read() as db:
-            row = db.execute("SELECT sha256 FROM sandboxes WHERE job_id = ? AND kind = 'output'",
-                             (job_id,)).fetchone()
+            row = db.execute(
+                "SELECT sha256 FROM sandboxes WHERE job_id = ? AND kind = 'output'", (job_id,)
+            ).fetchone()
         return None if row is None else str(row[0])
 
     # -- sites, pilots, shares -------------------------------------------------------------------
@@ -167,14 +187,17 @@ class StoreReader:
     def sites(self) -> list[SiteRecord]:
         with self._read() as db:
             rows = db.execute("SELECT name, banned, reason, changed FROM sites ORDER BY name")
-            return [SiteRecord(name, bool(banned), reason, changed)
-                    for name, banned, reason, changed in rows]
+            return [
+                SiteRecord(name, bool(banned), reason, changed)
+                for name, banned, reason, changed in rows
+            ]
 
     def site_statuses(self) -> dict[str, tuple[str, str]]:
         """The monitoring agent's status of each site: site -> (status, reason)."""
         with self._read() as db:
-            rows = db.execute("SELECT target, status, reason FROM resource_status "
-                              "WHERE kind = 'site'")
+            rows = db.execute(
+                "SELECT target, status, reason FROM resource_status WHERE kind = 'site'"
+            )
             return {target: (status, reason) for target, status, reason in rows}
 
     def pilot_counts(self) -> list[PilotCount]:
@@ -189,8 +212,9 @@ class StoreReader:
 
     def pilot_credential(self, pilot_id: str) -> str:
         with self._read() as db:
-            row = db.execute("SELECT credential FROM pilots WHERE pilot_id = ?",
-                             (pilot_id,)).fetchone()
+            row = db.execute(
+                "SELECT credential FROM pilots WHERE pilot_id = ?", (pilot_id,)
+            ).fetchone()
         return "" if row is None else str(row[0])
 
     def sandbox_holder(self, sha256: str, name: str) -> bool:
@@ -215,13 +239,16 @@ class StoreReader:
         each at its task queue's minimum (a job granted more of a core range counts its
         minimum; the store does not keep the grant)."""
         marks = ", ".join("?" * len(ACTIVE_STATUSES))
-        sql = (f"SELECT j.grp, j.owner, t.requirements, count(*) FROM jobs j JOIN task_queues t "
-               f"ON t.task_queue_id = j.task_queue_id WHERE j.status IN ({marks}) "
-               "GROUP BY j.grp, j.owner, j.task_queue_id")
+        sql = (
+            f"SELECT j.grp, j.owner, t.requirements, count(*) FROM jobs j JOIN task_queues t "
+            f"ON t.task_queue_id = j.task_queue_id WHERE j.status IN ({marks}) "
+            "GROUP BY j.grp, j.owner, j.task_queue_id"
+        )
         totals: dict[tuple[str, str], int] = {}
         with self._read() as db:
             for group, owner, requirements, jobs in db.execute(
-                    sql, tuple(s.value for s in ACTIVE_STATUSES)):
+                sql, tuple(s.value for s in ACTIVE_STATUSES)
+            ):
                 cores = int(msgpack.unpackb(requirements, raw=False).get("cores", 1))
                 totals[(group, owner)] = totals.get((group, owner), 0) + cores * jobs
         return [RunningCores(g, o, c) for (g, o), c in sorted(totals.items())]
@@ -230,8 +257,12 @@ class StoreReader:
 def _job_filters(query: JobQuery) -> tuple[list[str], list[Any]]:
     clauses: list[str] = []
     values: list[Any] = []
-    for column, value in (("owner", query.owner), ("status", query.status),
-                          ("site", query.site), ("grp", query.group)):
+    for column, value in (
+        ("owner", query.owner),
+        ("status", query.status),
+        ("site", query.site),
+        ("grp", query.group),
+    ):
         if value:
             clauses.append(f"{column} = ?")
             values.append(value)

@@ -59,8 +59,7 @@ class CentralActions:
         if reply.killed:
             return f"killed job(s) {', '.join(map(str, reply.killed))}"
         if reply.kill_requested:
-            return (f"kill sent to the pilot of job(s) "
-                    f"{', '.join(map(str, reply.kill_requested))}")
+            return f"kill sent to the pilot of job(s) {', '.join(map(str, reply.kill_requested))}"
         return "nothing to kill: the job has ended"
 
     def reschedule(self, job_ids: list[int]) -> str:
@@ -79,15 +78,25 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def build_dashboard(config: Config, home: Path, identity: Identity | None, options: WebOptions,
-                    accounting: AccountingSource | None = None) -> Dashboard:
+def build_dashboard(
+    config: Config,
+    home: Path,
+    identity: Identity | None,
+    options: WebOptions,
+    accounting: AccountingSource | None = None,
+) -> Dashboard:
     keys = load_service_keys(home)
-    settings = WebSettings(home=home, store_path=store_file(config.store_url(home)),
-                           shares=config.shares, refresh_seconds=options.refresh_seconds,
-                           sandbox_max_bytes=config.sandboxes.max_output_bytes)
+    settings = WebSettings(
+        home=home,
+        store_path=store_file(config.store_url(home)),
+        shares=config.shares,
+        refresh_seconds=options.refresh_seconds,
+        sandbox_max_bytes=config.sandboxes.max_output_bytes,
+    )
     if not settings.store_path.exists():
-        raise ConfigError(f"no job store {settings.store_path}: start the central service "
-                          f"of {home} first")
+        raise ConfigError(
+            f"no job store {settings.store_path}: start the central service of {home} first"
+        )
     actions = None
     if identity is not None:
         server = options.server or identity.server or config.service.listen
@@ -99,11 +108,13 @@ def run_web(config: Config, home: Path, identity: Identity | None, options: WebO
     dashboard = build_dashboard(config, home, identity, options)
     host, port = parse_listen(options.listen)
     dashboard.warm_up()  # a million jobs take a second or two to count: not on a page's time
-    server = create_server(create_app(dashboard), host=host, port=port, threads=SERVER_THREADS,
-                           ident="dirac-like")
+    server = create_server(
+        create_app(dashboard), host=host, port=port, threads=SERVER_THREADS, ident="dirac-like"
+    )
     stop = threading.Event()
-    sampler = threading.Thread(target=_sample, args=(dashboard, options, stop), daemon=True,
-                               name="dashboard-refresh")
+    sampler = threading.Thread(
+        target=_sample, args=(dashboard, options, stop), daemon=True, name="dashboard-refresh"
+    )
     sampler.start()
     if identity is None:
         log.warning("no identity: the dashboard is read-only (kill and reschedule disabled)")
@@ -144,4 +155,3 @@ def _sample(dashboard: Dashboard, options: WebOptions, stop: threading.Event) ->
             log.warning("dashboard refresh skipped: %s", exc.message)
         took = time.monotonic() - started
         stop.wait(max(0.1, options.refresh_seconds - took, 4 * took))
-

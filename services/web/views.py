@@ -48,22 +48,33 @@ def may(principal: Principal, op: str) -> bool:
 # -- job search ----------------------------------------------------------------------------------
 
 
-def parse_job_query(params: Mapping[str, str], principal: Principal,
-                    ownership: Ownership) -> JobQuery:
+def parse_job_query(
+    params: Mapping[str, str], principal: Principal, ownership: Ownership
+) -> JobQuery:
     """The search the parameters ask for, as ``principal`` may run it. BadQuery for a value
     that is not one; :class:`dirac_like.errors.Forbidden` for another user's jobs."""
     text = {name: _text(params, name) for name in SEARCH_FIELDS}
     status = text["status"]
     if status is not None:
         status = _status(status)
-    asked = ListJobsArgs(status=status, site=text["site"], owner=text["owner"],
-                         group=text["group"], limit=_int(params, "limit", DEFAULT_PAGE, MAX_PAGE))
+    asked = ListJobsArgs(
+        status=status,
+        site=text["site"],
+        owner=text["owner"],
+        group=text["group"],
+        limit=_int(params, "limit", DEFAULT_PAGE, MAX_PAGE),
+    )
     allowed: ListJobsArgs = authorize(principal, Op.LIST_JOBS, asked, ownership)
     before = params.get("before") or None
-    return JobQuery(owner=allowed.owner, status=allowed.status, site=allowed.site,
-                    group=allowed.group, name=text["name"],
-                    before=None if before is None else _int(params, "before", 0, 2**62),
-                    limit=allowed.limit)
+    return JobQuery(
+        owner=allowed.owner,
+        status=allowed.status,
+        site=allowed.site,
+        group=allowed.group,
+        name=text["name"],
+        before=None if before is None else _int(params, "before", 0, 2**62),
+        limit=allowed.limit,
+    )
 
 
 def _text(params: Mapping[str, str], name: str) -> str | None:
@@ -98,9 +109,17 @@ def next_page(query: JobQuery, rows: Sequence[Any]) -> dict[str, str] | None:
     """Parameters of the next (older) page, or None when this one is the last."""
     if len(rows) < query.limit:
         return None
-    params = {name: value for name, value in (
-        ("owner", query.owner), ("status", query.status), ("site", query.site),
-        ("group", query.group), ("name", query.name)) if value}
+    params = {
+        name: value
+        for name, value in (
+            ("owner", query.owner),
+            ("status", query.status),
+            ("site", query.site),
+            ("group", query.group),
+            ("name", query.name),
+        )
+        if value
+    }
     return {**params, "before": str(rows[-1].job_id), "limit": str(query.limit)}
 
 
@@ -132,9 +151,12 @@ def overview(counts: Iterable[CountRow]) -> Overview:
             by_site[row.site] = by_site.get(row.site, 0) + row.jobs
     ordered = [(status, by_status[status]) for status in STATUS_ORDER if status in by_status]
     return Overview(
-        total=sum(by_status.values()), by_status=ordered,
+        total=sum(by_status.values()),
+        by_status=ordered,
         active_by_site=sorted(by_site.items(), key=lambda item: (-item[1], item[0])),
-        by_group=sorted(by_group.items()), by_site=sorted(site_status.items()))
+        by_group=sorted(by_group.items()),
+        by_site=sorted(site_status.items()),
+    )
 
 
 # -- shares --------------------------------------------------------------------------------------
@@ -149,12 +171,17 @@ class ShareRow:
     usage_core_seconds: float
 
 
-def share_rows(config: SharesConfig, overrides: Mapping[str, float],
-               usage: Iterable[UsageRecord], running: Iterable[RunningCores],
-               now: float) -> list[ShareRow]:
+def share_rows(
+    config: SharesConfig,
+    overrides: Mapping[str, float],
+    usage: Iterable[UsageRecord],
+    running: Iterable[RunningCores],
+    now: float,
+) -> list[ShareRow]:
     """Every group's target and realised share, as the matcher computes them."""
-    fair = FairShare({**config.groups, **overrides}, config.users, config.half_life,
-                     config.default_share)
+    fair = FairShare(
+        {**config.groups, **overrides}, config.users, config.half_life, config.default_share
+    )
     for record in usage:
         fair.restore(record)
     for item in running:
@@ -164,10 +191,16 @@ def share_rows(config: SharesConfig, overrides: Mapping[str, float],
             account = fair.account(*key)
             account.stamp = account.stamp or now
             account.running_cores += item.cores
-    return [ShareRow(str(row["group"]), float(row["share_fraction"]),
-                     float(row["load_fraction"]), int(row["running_cores"]),
-                     float(row["usage_core_seconds"]))
-            for row in fair.report(now)]
+    return [
+        ShareRow(
+            str(row["group"]),
+            float(row["share_fraction"]),
+            float(row["load_fraction"]),
+            int(row["running_cores"]),
+            float(row["usage_core_seconds"]),
+        )
+        for row in fair.report(now)
+    ]
 
 
 @dataclass
@@ -188,8 +221,9 @@ class ShareHistory:
     def series(self) -> dict[str, list[tuple[float, float]]]:
         """Per group, its (time, realised share) points (0 where a sample lacks it)."""
         groups = sorted({group for _, shares in self.samples for group in shares})
-        return {group: [(t, shares.get(group, 0.0)) for t, shares in self.samples]
-                for group in groups}
+        return {
+            group: [(t, shares.get(group, 0.0)) for t, shares in self.samples] for group in groups
+        }
 
 
 # -- sites ---------------------------------------------------------------------------------------
@@ -207,9 +241,12 @@ class SiteView:
     ces: list[str]
 
 
-def site_rows(sites: Iterable[SiteRecord], counts: Iterable[CountRow],
-              pilots: Iterable[PilotCount],
-              statuses: Mapping[str, tuple[str, str]] | None = None) -> list[SiteView]:
+def site_rows(
+    sites: Iterable[SiteRecord],
+    counts: Iterable[CountRow],
+    pilots: Iterable[PilotCount],
+    statuses: Mapping[str, tuple[str, str]] | None = None,
+) -> list[SiteView]:
     """Every site known from bans, pilots, or jobs that ran there (a site only asked for, by
     jobs still waiting, is not listed)."""
     records = {site.name: site for site in sites}
@@ -233,9 +270,18 @@ def site_rows(sites: Iterable[SiteRecord], counts: Iterable[CountRow],
     for name in names:
         status, reason = statuses.get(name) or _ban_status(records.get(name))
         numbers = jobs.get(name, {"active": 0, "Done": 0, "Failed": 0})
-        views.append(SiteView(name, status, reason, numbers["active"], numbers["Done"],
-                              numbers["Failed"], by_state.get(name, {}),
-                              sorted(ces.get(name, ()))))
+        views.append(
+            SiteView(
+                name,
+                status,
+                reason,
+                numbers["active"],
+                numbers["Done"],
+                numbers["Failed"],
+                by_state.get(name, {}),
+                sorted(ces.get(name, ())),
+            )
+        )
     return views
 
 

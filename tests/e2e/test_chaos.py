@@ -23,8 +23,25 @@ DEADLINE = 240.0  # the run itself takes about 50 s on 2 loaded cores
 # Seeded; every kind of kill at least once; more long payloads and aimed kills than the default,
 # and 3 cores per pilot (a rescheduled job finds a free slot at once), so that the defects below
 # show in a run this short (3 service-and-pilot and 3 pilot-long-payload kills).
-COMMAND = ["--kills", "10", "--jobs", "100", "--pilots", "4", "--cores", "3", "--seed", "1",
-           "--long-fraction", "0.2", "--weights", "2,3,1,1,3", "--drain-timeout", "90", "--json"]
+COMMAND = [
+    "--kills",
+    "10",
+    "--jobs",
+    "100",
+    "--pilots",
+    "4",
+    "--cores",
+    "3",
+    "--seed",
+    "1",
+    "--long-fraction",
+    "0.2",
+    "--weights",
+    "2,3,1,1,3",
+    "--drain-timeout",
+    "90",
+    "--json",
+]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # minutes of real processes
 
@@ -45,8 +62,13 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     env.pop("DIRAC_LIKE_IDENTITY", None)  # the run makes its own service and identity
     run = subprocess.Popen(
         [sys.executable, str(REPO / "scripts" / "chaos.py"), *COMMAND, "--folder", str(folder)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        stdin=subprocess.DEVNULL, start_new_session=True)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = run.communicate(timeout=DEADLINE)
     finally:
@@ -64,8 +86,12 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             process.kill()
     lines = stdout.strip().splitlines()
     assert lines, f"no output; exit {run.returncode}; stderr: {stderr[-3000:]}"
-    return {"code": run.returncode, "counts": json.loads(lines[-1]), "stderr": stderr,
-            "leftovers": described}
+    return {
+        "code": run.returncode,
+        "counts": json.loads(lines[-1]),
+        "stderr": stderr,
+        "leftovers": described,
+    }
 
 
 def test_the_run_kills_submits_and_reports(chaos: dict[str, Any]) -> None:

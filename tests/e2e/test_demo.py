@@ -55,12 +55,21 @@ def line_of(job_name: str, stdout: str) -> str:
 
 
 def run_demo(scratch: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TMPDIR": str(scratch), "COLUMNS": "200",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "TMPDIR": str(scratch),
+        "COLUMNS": "200",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
     demo = subprocess.Popen(
         [sys.executable, "-m", "dirac_like", "demo", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
-        stdin=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         stdout, stderr = demo.communicate(timeout=DEADLINE)
@@ -90,17 +99,21 @@ def test_demo_runs_the_workload_on_real_pilots_and_leaves_no_process(tmp_path: P
     assert re.search(r"DIRAC\.Demo-2\.org(\s+\d+){5}", out)
     assert re.search(r"physics\s+70\.0%", out) and re.search(r"users\s+30\.0%", out)
     # the watchdog killed the job over its MaxRAM, and said why
-    assert re.search(r"Failed\s+Watchdog: memory \d+ MB > MaxRAM 100 MB", line_of("memory-hog",
-                                                                                   out))
+    assert re.search(
+        r"Failed\s+Watchdog: memory \d+ MB > MaxRAM 100 MB", line_of("memory-hog", out)
+    )
     # its owner killed the sleeping job while it ran on a pilot of one of the directors
-    assert re.search(r"carol killed job \d+ \(analysis-forgotten\) while it ran on pilot "
-                     r"DIRAC\.Demo-[12]\.org\.(cpu|multicore)\.\d+", out)
+    assert re.search(
+        r"carol killed job \d+ \(analysis-forgotten\) while it ran on pilot "
+        r"DIRAC\.Demo-[12]\.org\.(cpu|multicore)\.\d+",
+        out,
+    )
     assert re.search(r"Killed\s+Killed on request", line_of("analysis-forgotten", out))
-    assert re.search(r"Failed\s+Application exited with code 1", line_of("calibration-broken",
-                                                                          out))
+    assert re.search(r"Failed\s+Application exited with code 1", line_of("calibration-broken", out))
     assert re.search(r"Failed\s+Application exited with code 2", line_of("analysis-broken", out))
     # the 2-core job ran on the only 2-core CE, at the first site
-    assert re.search(r"Done\s+Execution Complete\s+DIRAC\.Demo-1\.org",
-                     line_of("reconstruction-2cores", out))
+    assert re.search(
+        r"Done\s+Execution Complete\s+DIRAC\.Demo-1\.org", line_of("reconstruction-2cores", out)
+    )
     assert "warning" not in out and "Traceback" not in demo.stderr
     assert list(scratch.iterdir()) == []  # the temporary home is removed after a good run

@@ -29,24 +29,42 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # real pilots run job
 
 
 def test_demo_keep_prints_a_dashboard_login_that_shows_its_jobs(tmp_path: Path) -> None:
-    env = {**os.environ, "TMPDIR": str(tmp_path), "COLUMNS": "100",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    demo = subprocess.Popen([sys.executable, "-m", "dirac_like", "demo", "--jobs", "7",
-                             "--sites", "1", "--keep"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    env = {
+        **os.environ,
+        "TMPDIR": str(tmp_path),
+        "COLUMNS": "100",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "dirac_like", "demo", "--jobs", "7", "--sites", "1", "--keep"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(demo.stdout or ()), daemon=True)
     reader.start()
     try:
-        wait_for(lambda: any(READY in line for line in lines) or demo.poll() is not None,
-                 "the demo to keep its grid up", timeout=120)
+        wait_for(
+            lambda: any(READY in line for line in lines) or demo.poll() is not None,
+            "the demo to keep its grid up",
+            timeout=120,
+        )
         out = "".join(lines)
         assert demo.poll() is None, out
         url = re.search(r"The web dashboard is at (http://127\.0\.0\.1:\d+/)", out).group(1)
         command = re.search(r"(dirac-like web-login .*)   # the admin", out).group(1)
-        login = subprocess.run([*dirac_like_argv(*shlex.split(command)[1:]), "--json"],
-                               capture_output=True, text=True, timeout=60, check=True)
+        login = subprocess.run(
+            [*dirac_like_argv(*shlex.split(command)[1:]), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         link = json.loads(login.stdout)["url"]
         assert link.startswith(url)
         session = WebSession(url)
@@ -70,8 +88,11 @@ def test_demo_keep_prints_a_dashboard_login_that_shows_its_jobs(tmp_path: Path) 
         if demo.stdout is not None:
             demo.stdout.close()
     assert demo.returncode == 0, "".join(lines)
-    leftovers = [p for p in psutil.process_iter(["cmdline"])
-                 if any(str(tmp_path) in word for word in p.info["cmdline"] or [])]
+    leftovers = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if any(str(tmp_path) in word for word in p.info["cmdline"] or [])
+    ]
     for process in leftovers:
         with contextlib.suppress(psutil.Error):
             process.kill()

@@ -66,11 +66,24 @@ class Grid:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, identity: Path, *args: str) -> subprocess.Popen[bytes]:
-        command = [*dirac_like_argv("agent", *args), "--server", self.endpoint,
-                   "--home", str(self.folder / name), "--identity", str(identity)]
+        command = [
+            *dirac_like_argv("agent", *args),
+            "--server",
+            self.endpoint,
+            "--home",
+            str(self.folder / name),
+            "--identity",
+            str(identity),
+        ]
         with open(self.folder / f"{name}.log", "ab") as log:
-            popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                     cwd=self.folder, start_new_session=True)
+            popen = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=self.folder,
+                start_new_session=True,
+            )
         self.processes[name] = popen
         return popen
 
@@ -104,8 +117,11 @@ def status_of(client: Client, site: str) -> str:
 
 
 def health_warnings(client: Client) -> list[ProbeResultItem]:
-    return [r for r in client.probe_results(0.0, BAD)
-            if r.check == "health:pilots" and r.status == "WARNING"]
+    return [
+        r
+        for r in client.probe_results(0.0, BAD)
+        if r.check == "health:pilots" and r.status == "WARNING"
+    ]
 
 
 def ok_probes_since(client: Client, since: float) -> list[ProbeResultItem]:
@@ -122,7 +138,8 @@ def wait_while_alive(condition: Callable[[], object], what: str, grid: Grid) -> 
 
 
 def test_a_failing_ce_is_banned_jobs_stop_going_there_and_it_returns_when_repaired(
-        tmp_path: Path, central: ServiceProcess, grid: Grid) -> None:
+    tmp_path: Path, central: ServiceProcess, grid: Grid
+) -> None:
     sites = tmp_path / "sites"
     sites.mkdir()
     for site in (GOOD, BAD):
@@ -133,16 +150,26 @@ def test_a_failing_ce_is_banned_jobs_stop_going_there_and_it_returns_when_repair
     (tmp_path / "monitoring.toml").write_text(MONITORING_TOML)
     with Client(central.endpoint, RETRIES, identity=central.identity) as admin:
         identities = {}
-        for name, role, site in (("good", "director", GOOD), ("bad", "director", BAD),
-                                 ("sam", "monitor", "")):
+        for name, role, site in (
+            ("good", "director", GOOD),
+            ("bad", "director", BAD),
+            ("sam", "monitor", ""),
+        ):
             identities[name] = tmp_path / f"{name}.identity"
             save_identity(identities[name], admin.identity_add(name, role, site=site))
 
         directors = ("director", "--sites-dir", str(sites), "--site")
         grid.start("good", identities["good"], *directors, GOOD, "--config", str(good_pilots))
         grid.start("bad", identities["bad"], *directors, BAD, "--config", str(bad_pilots))
-        grid.start("monitoring", identities["sam"], "monitoring", "--sites-dir", str(sites),
-                   "--config", str(tmp_path / "monitoring.toml"))
+        grid.start(
+            "monitoring",
+            identities["sam"],
+            "monitoring",
+            "--sites-dir",
+            str(sites),
+            "--config",
+            str(tmp_path / "monitoring.toml"),
+        )
 
         wait_while_alive(lambda: status_of(admin, BAD) == "Banned", "the failing site banned", grid)
         failed = [r for r in admin.probe_results(0.0, BAD) if r.check == "started"]
@@ -153,14 +180,14 @@ def test_a_failing_ce_is_banned_jobs_stop_going_there_and_it_returns_when_repair
         assert good and all(r.status == "OK" for r in good)
         assert status_of(admin, GOOD) == "Active"
 
-        (job_id,) = admin.submit([f'Executable = "/bin/true"; Site = "{BAD}";'], "alice",
-                                 "users")
+        (job_id,) = admin.submit([f'Executable = "/bin/true"; Site = "{BAD}";'], "alice", "users")
         grid.stop("bad")  # repaired: its pilots start again
         grid.start("bad", identities["bad"], *directors, BAD, "--config", str(good_pilots))
         begin = time.time()
         intervention = admin.downtime_add(GOOD, "site", begin, begin + 3, "planned, e2e")
-        wait_while_alive(lambda: status_of(admin, BAD) == "Active", "the repaired site Active",
-                         grid)
+        wait_while_alive(
+            lambda: status_of(admin, BAD) == "Active", "the repaired site Active", grid
+        )
         back = next(r for r in admin.resource_status() if r.target == BAD)
         wait_while_alive(lambda: admin.status([job_id])[0].status == "Done", "the job Done", grid)
         matched = next(row.time for row in admin.history(job_id) if row.status == "Matched")
@@ -168,8 +195,9 @@ def test_a_failing_ce_is_banned_jobs_stop_going_there_and_it_returns_when_repair
         assert [r.status for r in admin.probe_results(0.0, GOOD) if r.check == "started"]
         assert status_of(admin, GOOD) == "Active"
 
-        wait_while_alive(lambda: ok_probes_since(admin, intervention.end),
-                         "a probe after the downtime", grid)
+        wait_while_alive(
+            lambda: ok_probes_since(admin, intervention.end), "a probe after the downtime", grid
+        )
         (report,) = availability_report(admin, begin - 5, time.time(), None, 10.0, GOOD)
         (figures,) = report["periods"]
         assert figures["scheduled_downtime_seconds"] == pytest.approx(3.0)

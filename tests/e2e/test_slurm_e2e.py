@@ -32,8 +32,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # minutes of real pro
 SITE = "Slurm.E2E.org"
 DEADLINE = 120.0
 RETRIES = RetryPolicy(timeout=5.0, retries=2, backoff=0.05, max_backoff=0.2)
-FAST_PILOTS = DirectorSettings(idle_timeout=2.0, drain_margin=10.0, pilot_args=(
-    "--request-interval", "0.3", "--heartbeat", "1", "--kill-grace", "1"))
+FAST_PILOTS = DirectorSettings(
+    idle_timeout=2.0,
+    drain_margin=10.0,
+    pilot_args=("--request-interval", "0.3", "--heartbeat", "1", "--kill-grace", "1"),
+)
 SITE_TOML = """\
 cycle_seconds = 1.0
 max_pilots_per_cycle = 6
@@ -61,9 +64,7 @@ wait_for = functools.partial(testing.wait_for, timeout=DEADLINE, interval=0.3)
 
 
 @pytest.fixture
-def make_director(
-    slurm_cluster: SlurmCluster, tmp_path: Path
-) -> Iterator[Callable[..., Director]]:
+def make_director(slurm_cluster: SlurmCluster, tmp_path: Path) -> Iterator[Callable[..., Director]]:
     directors: list[Director] = []
 
     def make(client: Client, settings: DirectorSettings = FAST_PILOTS) -> Director:
@@ -71,10 +72,12 @@ def make_director(
         folder.mkdir(exist_ok=True)
         (folder / f"{SITE}.toml").write_text(SITE_TOML)
         site: SiteConfig = load_site(folder / f"{SITE}.toml")
-        fabric = SlurmFabric(tmp_path / "slurm-output", slurm_conf=slurm_cluster.slurm_conf,
-                             cancel_on_close=True)  # a test leaves no pilot in Slurm
-        director = Director(site, client, {"slurm": fabric}, tmp_path / "director",
-                            settings=settings)
+        fabric = SlurmFabric(
+            tmp_path / "slurm-output", slurm_conf=slurm_cluster.slurm_conf, cancel_on_close=True
+        )  # a test leaves no pilot in Slurm
+        director = Director(
+            site, client, {"slurm": fabric}, tmp_path / "director", settings=settings
+        )
         directors.append(director)
         return director
 
@@ -88,12 +91,14 @@ def statuses(client: Client, job_ids: list[int]) -> dict[int, JobSummary]:
 
 
 def test_fifty_jobs_run_through_slurm_pilots(
-    start_central: Callable[..., ServiceProcess], make_director: Callable[[Client], Director],
+    start_central: Callable[..., ServiceProcess],
+    make_director: Callable[[Client], Director],
 ) -> None:
     service = start_central()
     with Client(service.endpoint, RETRIES) as client:
-        job_ids = client.submit(['Executable = "/bin/true"; CPUTime = 100; Parameters = 50;'],
-                                "alice")
+        job_ids = client.submit(
+            ['Executable = "/bin/true"; CPUTime = 100; Parameters = 50;'], "alice"
+        )
         assert len(job_ids) == 50
         director = make_director(client)
 
@@ -138,6 +143,7 @@ def pilot_process(pilot_id: str) -> psutil.Process | None:
 def finish_elsewhere(director: Director, client: Client, job_id: int, first: str) -> list[str]:
     """Cycle the director until ``job_id`` is final: it must be Done on another pilot than
     ``first``, after going through Rescheduled. Returns the job's status history."""
+
     def final() -> JobSummary | None:
         director.cycle()
         [row] = client.status([job_id])
@@ -148,24 +154,27 @@ def finish_elsewhere(director: Director, client: Client, job_id: int, first: str
     assert row.status == "Done", (row, history)
     assert row.pilot_id != first
     assert "Rescheduled" in history
-    after = history[history.index("Rescheduled"):]
+    after = history[history.index("Rescheduled") :]
     assert "Running" in after and after[-1] == "Done"
     return history
 
 
 def test_a_pilot_that_dies_in_slurm_mid_job_its_job_finishes_on_another_pilot(
-    start_central: Callable[..., ServiceProcess], make_director: Callable[[Client], Director],
+    start_central: Callable[..., ServiceProcess],
+    make_director: Callable[[Client], Director],
 ) -> None:
     """The pilot process of a Slurm job is SIGKILLed (as when it crashes or its node dies): it
     cannot report, Slurm ends the job and kills what is left of it, the job stalls, is
     Rescheduled, and the director's next pilot runs it to Done."""
     service = start_central(config_text=STALLED_FAST)
     with Client(service.endpoint, RETRIES) as client:
-        [job_id] = client.submit(['Executable = "/bin/sleep"; Arguments = "4"; CPUTime = 100;'],
-                                 "alice")
+        [job_id] = client.submit(
+            ['Executable = "/bin/sleep"; Arguments = "4"; CPUTime = 100;'], "alice"
+        )
         director = make_director(client)
-        first = wait_for(lambda: running_pilot(director, client, job_id),
-                         "the job Running on a Slurm pilot")
+        first = wait_for(
+            lambda: running_pilot(director, client, job_id), "the job Running on a Slurm pilot"
+        )
         process = wait_for(lambda: pilot_process(first), f"the process of pilot {first}")
         process.kill()
         history = finish_elsewhere(director, client, job_id, first)
@@ -175,34 +184,38 @@ def test_a_pilot_that_dies_in_slurm_mid_job_its_job_finishes_on_another_pilot(
 
 
 def test_a_pilot_scancelled_mid_job_its_job_finishes_on_another_pilot(
-    start_central: Callable[..., ServiceProcess], make_director: Callable[[Client], Director],
+    start_central: Callable[..., ServiceProcess],
+    make_director: Callable[[Client], Director],
     slurm_cluster: SlurmCluster,
 ) -> None:
     """An admin (or preemption) scancels the pilot's Slurm job mid-job: SIGTERM to the pilot
     and to its payload at once, SIGKILL after KillWait. The user's job must not be lost."""
     service = start_central(config_text=STALLED_FAST)
     with Client(service.endpoint, RETRIES) as client:
-        [job_id] = client.submit(['Executable = "/bin/sleep"; Arguments = "4"; CPUTime = 100;'],
-                                 "alice")
+        [job_id] = client.submit(
+            ['Executable = "/bin/sleep"; Arguments = "4"; CPUTime = 100;'], "alice"
+        )
         director = make_director(client)
-        first = wait_for(lambda: running_pilot(director, client, job_id),
-                         "the job Running on a Slurm pilot")
+        first = wait_for(
+            lambda: running_pilot(director, client, job_id), "the job Running on a Slurm pilot"
+        )
         slurm_cluster.run("scancel", director.records[first].fabric_ref)
         finish_elsewhere(director, client, job_id, first)
         states = {row.pilot_id: row.state for row in client.pilots(site=SITE)}
     assert states[first] == PilotState.ABORTED.value  # Slurm: CANCELLED
 
 
-
 def test_a_pilot_whose_bootstrap_fails_ends_failed_with_the_reason_and_no_job_is_lost(
-    start_central: Callable[..., ServiceProcess], make_director: Callable[..., Director],
+    start_central: Callable[..., ServiceProcess],
+    make_director: Callable[..., Director],
     tmp_path: Path,
 ) -> None:
     """The worker node cannot set up dirac-like (here: a bootstrap that exits 67, as the real
     one does when nothing has dirac-like and there is no wheel to install)."""
     broken = tmp_path / "broken-bootstrap.sh"
-    broken.write_text("echo 'pilot-bootstrap: exit 67: dirac-like is not importable' >&2\n"
-                      "exit 67\n")
+    broken.write_text(
+        "echo 'pilot-bootstrap: exit 67: dirac-like is not importable' >&2\nexit 67\n"
+    )
     settings = dataclasses.replace(FAST_PILOTS, bootstrap_script=str(broken))
     service = start_central()
     with Client(service.endpoint, RETRIES) as client:

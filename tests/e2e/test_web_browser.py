@@ -32,11 +32,22 @@ SITE = "DIRAC.Browser.org"
 NOWHERE = "LCG.Nowhere.org"  # no pilot comes from there: jobs for it wait
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 CHROME_FLAGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-default-apps", "--disable-extensions", "--disable-quic", "--no-first-run",
-    "--no-default-browser-check", "--metrics-recording-only", "--mute-audio",
-    "--hide-scrollbars", "--window-size=1280,860",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--disable-quic",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--metrics-recording-only",
+    "--mute-audio",
+    "--hide-scrollbars",
+    "--window-size=1280,860",
 )
 
 
@@ -91,15 +102,22 @@ def stop(director: subprocess.Popen[bytes]) -> None:
 def run_jobs(grid: WebGrid) -> BrowserGrid:
     quick = {"Executable": "/bin/echo", "Arguments": "hello", "CPUTime": 600}
     with grid.client("alice") as alice:
-        done = alice.submit([{**quick, "JobName": f"echo-{n}"} for n in range(3)], "alice",
-                            "physics")
-        [failed] = alice.submit([{"Executable": "/bin/false", "JobName": "broken",
-                                  "CPUTime": 600}], "alice", "users")
-        waiting = alice.submit([{**quick, "JobName": f"stuck-{n}", "Site": NOWHERE}
-                                for n in range(2)], "alice", "users")
-        wait_for(lambda: all(row.status in ("Done", "Failed")
-                             for row in alice.status([*done, failed])),
-                 "the jobs to run on the site's pilots", timeout=100)
+        done = alice.submit(
+            [{**quick, "JobName": f"echo-{n}"} for n in range(3)], "alice", "physics"
+        )
+        [failed] = alice.submit(
+            [{"Executable": "/bin/false", "JobName": "broken", "CPUTime": 600}], "alice", "users"
+        )
+        waiting = alice.submit(
+            [{**quick, "JobName": f"stuck-{n}", "Site": NOWHERE} for n in range(2)],
+            "alice",
+            "users",
+        )
+        wait_for(
+            lambda: all(row.status in ("Done", "Failed") for row in alice.status([*done, failed])),
+            "the jobs to run on the site's pilots",
+            timeout=100,
+        )
     return BrowserGrid(grid, done, failed, waiting)
 
 
@@ -122,8 +140,11 @@ def browser(browser_grid: BrowserGrid, tmp_path_factory: pytest.TempPathFactory)
     for flag in (*CHROME_FLAGS, f"--user-data-dir={scratch / 'profile'}"):
         options.add_argument(flag)
     # Chromium's crash handler writes under $HOME/.config and .cache even with a profile folder.
-    env = {**os.environ, "XDG_CONFIG_HOME": str(scratch / "config"),
-           "XDG_CACHE_HOME": str(scratch / "cache")}
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(scratch / "config"),
+        "XDG_CACHE_HOME": str(scratch / "cache"),
+    }
     service = Service(CHROMEDRIVER, env=env, log_output=str(scratch / "chromedriver.log"))
     driver = webdriver.Chrome(service=service, options=options)
     try:
@@ -145,19 +166,23 @@ def text_of(browser: Any, selector: str) -> str:
     (live parts of a page are replaced every second: a found element can go stale)."""
     text = browser.execute_script(
         "const found = document.querySelector(arguments[0]);"
-        "return found === null ? null : found.innerText;", selector)
+        "return found === null ? null : found.innerText;",
+        selector,
+    )
     assert text is not None, f"nothing matches {selector}"
     return str(text)
 
 
 def live_updates(browser: Any, element_id: str) -> int:
     value = browser.execute_script(
-        "return document.getElementById(arguments[0]).dataset.updates || '0';", element_id)
+        "return document.getElementById(arguments[0]).dataset.updates || '0';", element_id
+    )
     return int(value)
 
 
-def test_a_stranger_is_asked_to_log_in(browser_grid: BrowserGrid, browser: Any,
-                                       screenshots: Path) -> None:
+def test_a_stranger_is_asked_to_log_in(
+    browser_grid: BrowserGrid, browser: Any, screenshots: Path
+) -> None:
     browser.delete_all_cookies()
     browser.get(browser_grid.grid.url)
     assert browser.current_url.split("?")[0].endswith("/login")
@@ -167,7 +192,8 @@ def test_a_stranger_is_asked_to_log_in(browser_grid: BrowserGrid, browser: Any,
 
 
 def test_overview_shows_the_grid_as_plots_and_updates_itself(
-        browser_grid: BrowserGrid, browser: Any, screenshots: Path) -> None:
+    browser_grid: BrowserGrid, browser: Any, screenshots: Path
+) -> None:
     grid = browser_grid.grid
     open_as(browser, grid, "admin", "/")
     wait_for(lambda: live_updates(browser, "overview") >= 1, "the live overview to refresh")
@@ -183,13 +209,15 @@ def test_overview_shows_the_grid_as_plots_and_updates_itself(
     assert "physics realised" in text_of(browser, "#plot-shares")
     with grid.client("alice") as alice:  # a change elsewhere shows up without a reload
         alice.kill([browser_grid.waiting[1]])
-    wait_for(lambda: text_of(browser, '[data-status="Waiting"]') == "1",
-             "the overview to show the kill")
+    wait_for(
+        lambda: text_of(browser, '[data-status="Waiting"]') == "1", "the overview to show the kill"
+    )
     browser.save_screenshot(str(screenshots / "overview.png"))
 
 
-def test_job_search_narrows_to_a_status(browser_grid: BrowserGrid, browser: Any,
-                                        screenshots: Path) -> None:
+def test_job_search_narrows_to_a_status(
+    browser_grid: BrowserGrid, browser: Any, screenshots: Path
+) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -204,8 +232,9 @@ def test_job_search_narrows_to_a_status(browser_grid: BrowserGrid, browser: Any,
     browser.save_screenshot(str(screenshots / "jobs.png"))
 
 
-def test_a_job_page_shows_history_jdl_and_output(browser_grid: BrowserGrid, browser: Any,
-                                                 screenshots: Path) -> None:
+def test_a_job_page_shows_history_jdl_and_output(
+    browser_grid: BrowserGrid, browser: Any, screenshots: Path
+) -> None:
     job_id = browser_grid.done[0]
     open_as(browser, browser_grid.grid, "alice", f"/jobs/{job_id}")
     history = text_of(browser, "#history")
@@ -217,8 +246,7 @@ def test_a_job_page_shows_history_jdl_and_output(browser_grid: BrowserGrid, brow
     browser.save_screenshot(str(screenshots / "job.png"))
 
 
-def test_a_user_kills_a_waiting_job_from_its_page(browser_grid: BrowserGrid,
-                                                  browser: Any) -> None:
+def test_a_user_kills_a_waiting_job_from_its_page(browser_grid: BrowserGrid, browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
     job_id = browser_grid.waiting[0]
@@ -227,16 +255,20 @@ def test_a_user_kills_a_waiting_job_from_its_page(browser_grid: BrowserGrid,
     browser.execute_script("document.getElementById('kill').click();")  # live part: no stale
     # the new page (after the form's redirect) says what happened; the old one's live part may
     # show Killed before the browser got there
-    flash = wait_for(lambda: browser.execute_script(
-        "const found = document.querySelector('.flash'); return found && found.innerText;"),
-        "the page after the kill")
+    flash = wait_for(
+        lambda: browser.execute_script(
+            "const found = document.querySelector('.flash'); return found && found.innerText;"
+        ),
+        "the page after the kill",
+    )
     assert f"killed job(s) {job_id}" in flash
     assert text_of(browser, "#status") == "Killed"
     assert not browser.find_elements(By.ID, "kill")
 
 
-def test_sites_page_lists_the_site_with_its_pilots(browser_grid: BrowserGrid, browser: Any,
-                                                   screenshots: Path) -> None:
+def test_sites_page_lists_the_site_with_its_pilots(
+    browser_grid: BrowserGrid, browser: Any, screenshots: Path
+) -> None:
     open_as(browser, browser_grid.grid, "ops", "/sites")
     wait_for(lambda: live_updates(browser, "sites-live") >= 1, "the live sites table")
     row = text_of(browser, f'#sites tr[data-site="{SITE}"]')
@@ -245,8 +277,9 @@ def test_sites_page_lists_the_site_with_its_pilots(browser_grid: BrowserGrid, br
     browser.save_screenshot(str(screenshots / "sites.png"))
 
 
-def test_accounting_says_it_is_not_available(browser_grid: BrowserGrid, browser: Any,
-                                             screenshots: Path) -> None:
+def test_accounting_says_it_is_not_available(
+    browser_grid: BrowserGrid, browser: Any, screenshots: Path
+) -> None:
     open_as(browser, browser_grid.grid, "admin", "/accounting")
     assert "Accounting not available" in text_of(browser, "#accounting-unavailable")
     browser.save_screenshot(str(screenshots / "accounting.png"))

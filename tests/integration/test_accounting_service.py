@@ -26,8 +26,14 @@ from dirac_like.store.sqlite import SqliteStore
 
 FAST_RETRIES = RetryPolicy(timeout=5.0, retries=2, backoff=0.05, max_backoff=0.2)
 CERN = PilotResources(site="LCG.CERN.cern", ce="ce1", cores=4)
-USAGE = JobUsage(cpu_seconds=90.0, wall_seconds=100.0, peak_rss_mb=256.0, input_bytes=5,
-                 output_bytes=7, exit_code=0)
+USAGE = JobUsage(
+    cpu_seconds=90.0,
+    wall_seconds=100.0,
+    peak_rss_mb=256.0,
+    input_bytes=5,
+    output_bytes=7,
+    exit_code=0,
+)
 
 
 def run_jobs(client: Client, count: int, status: JobStatus, usage: JobUsage) -> list[int]:
@@ -37,8 +43,9 @@ def run_jobs(client: Client, count: int, status: JobStatus, usage: JobUsage) -> 
         match = client.request_job("p1", CERN).job
         assert match is not None
         client.update_status(match.job_id, match.attempt, "p1", JobStatus.RUNNING, "Application")
-        client.update_status(match.job_id, match.attempt, "p1", status, "Execution Complete",
-                             usage=usage)
+        client.update_status(
+            match.job_id, match.attempt, "p1", status, "Execution Complete", usage=usage
+        )
     return job_ids
 
 
@@ -58,8 +65,7 @@ def test_records_survive_a_crash_and_a_repeated_report_does_not_double_them(
     service = start_central(home=service.home)
     with Client(service.endpoint, FAST_RETRIES) as client:
         # the pilot, unsure its report arrived, sends it again: the job is Done already
-        client.update_status(done[0], 1, "p1", JobStatus.DONE, "Execution Complete",
-                             usage=USAGE)
+        client.update_status(done[0], 1, "p1", JobStatus.DONE, "Execution Complete", usage=USAGE)
         assert client.status([done[0]])[0].status == "Done"
     with reader(service) as accounting:
         records = accounting.jobs()
@@ -70,22 +76,27 @@ def test_records_survive_a_crash_and_a_repeated_report_does_not_double_them(
     assert (record.input_bytes, record.output_bytes, record.exit_code) == (5, 7, 0)
 
 
-def test_report_command_json_csv_and_plots(start_central: Callable[..., ServiceProcess],
-                                           tmp_path: Path) -> None:
+def test_report_command_json_csv_and_plots(
+    start_central: Callable[..., ServiceProcess], tmp_path: Path
+) -> None:
     service = start_central()
     with Client(service.endpoint, FAST_RETRIES) as client:
         run_jobs(client, 2, JobStatus.DONE, USAGE)
         run_jobs(client, 1, JobStatus.FAILED, JobUsage(wall_seconds=10.0, exit_code=2))
     with reader(service) as accounting:  # the same numbers through the query layer
-        query = ReportQuery.make(Metric.JOBS, Dimension.STATUS, 86400.0, 3600.0,
-                                 now=accounting.jobs()[0].ended)
+        query = ReportQuery.make(
+            Metric.JOBS, Dimension.STATUS, 86400.0, 3600.0, now=accounting.jobs()[0].ended
+        )
         assert accounting.report(query).totals == {"Done": 2.0, "Failed": 1.0}
 
     def report(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*dirac_like_argv("accounting", "report", "--home",
-                                                str(service.home), *args)],
-                              capture_output=True, text=True, timeout=120,
-                              stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [*dirac_like_argv("accounting", "report", "--home", str(service.home), *args)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
 
     by_exit = report("--metric", "jobs", "--by", "exit-code", "--since", "1d", "--json")
     assert by_exit.returncode == 0, by_exit.stderr
@@ -112,9 +123,30 @@ def test_retention_folds_old_hours_into_days_and_reports_keep_their_totals(
     day, now = 86400.0, 100 * 86400.0
     ended = [now - 40 * day + 3600.0 * hour for hour in range(30)]  # over two old days
     ended += [now - 3600.0, now - 60.0]  # and two recent jobs
-    records = [JobAccountingRecord(n, 1, "alice", "g", f"S{n % 2}", "ce1", "p", "Done", "",
-                                   0, 2, 50.0, 100.0, 0.0, 0, 0, 0.0, 0.0, time)
-               for n, time in enumerate(ended, start=1)]
+    records = [
+        JobAccountingRecord(
+            n,
+            1,
+            "alice",
+            "g",
+            f"S{n % 2}",
+            "ce1",
+            "p",
+            "Done",
+            "",
+            0,
+            2,
+            50.0,
+            100.0,
+            0.0,
+            0,
+            0,
+            0.0,
+            0.0,
+            time,
+        )
+        for n, time in enumerate(ended, start=1)
+    ]
     store = SqliteStore(tmp_path / "jobs.sqlite")
     try:
         store.commit(ChangeSet(job_accounting=records))
@@ -127,8 +159,14 @@ def test_retention_folds_old_hours_into_days_and_reports_keep_their_totals(
         with AccountingReader(tmp_path / "jobs.sqlite") as reader:
             after = reader.report(query)
             kept = reader.jobs(limit=100)
-            periods = dict(reader._rows("SELECT period, count(*) FROM accounting_buckets "
-                                        "WHERE dimension = 'site' GROUP BY period", (), "test"))
+            periods = dict(
+                reader._rows(
+                    "SELECT period, count(*) FROM accounting_buckets "
+                    "WHERE dimension = 'site' GROUP BY period",
+                    (),
+                    "test",
+                )
+            )
     finally:
         store.close()
     core_hours = round(16 * 2 * 100.0 / 3600, 4)  # 16 jobs a site, 2 cores x 100 s each

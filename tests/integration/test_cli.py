@@ -36,7 +36,12 @@ def run_cli(
     env = child_env()
     command = [sys.executable, "-m", "dirac_like", *args, "--server", server, "--home", str(home)]
     return subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO,
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
         stdin=subprocess.DEVNULL,
     )
 
@@ -46,8 +51,9 @@ def cli(central: ServiceProcess, tmp_path: Path) -> Any:
     """``cli("job", "status", "1")``: run the CLI against the test's central service."""
 
     def run(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-        return run_cli(*args, server=central.endpoint, home=tmp_path / "client-home",
-                       timeout=timeout)
+        return run_cli(
+            *args, server=central.endpoint, home=tmp_path / "client-home", timeout=timeout
+        )
 
     return run
 
@@ -298,8 +304,14 @@ def test_bad_json_file_exits_2(cli: Any, tmp_path: Path, content: str) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["job", "frobnicate"], ["job", "status"], ["job", "status", "five"], ["nothing"],
-     ["job", "list", "--limit", "0"], ["admin", "set-share", "physics", "lots"]],
+    [
+        ["job", "frobnicate"],
+        ["job", "status"],
+        ["job", "status", "five"],
+        ["nothing"],
+        ["job", "list", "--limit", "0"],
+        ["admin", "set-share", "physics", "lots"],
+    ],
 )
 def test_bad_usage_exits_2(cli: Any, args: list[str]) -> None:
     result = cli(*args)
@@ -336,7 +348,12 @@ def test_server_from_the_environment(central: ServiceProcess, tmp_path: Path) ->
 
     result = subprocess.run(
         [sys.executable, "-m", "dirac_like", "admin", "shares", "--json"],
-        capture_output=True, text=True, timeout=30, env=env, cwd=REPO, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
     )
 
     assert result.returncode == 0, result.stderr

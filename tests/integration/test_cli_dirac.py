@@ -25,31 +25,59 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
-def cli(central: ServiceProcess, tmp_path: Path
-        ) -> Callable[..., subprocess.CompletedProcess[str]]:
+def cli(central: ServiceProcess, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """``cli("job", "jdl", "1")``: the CLI, its global options given BEFORE the command."""
 
     def run(*args: str, cwd: Path = tmp_path) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "dirac_like", "--server", central.endpoint,
-                   "--home", str(tmp_path / "client-home"), *args]
-        return subprocess.run(command, capture_output=True, text=True, timeout=60,
-                              env=child_env(), cwd=cwd, stdin=subprocess.DEVNULL)
+        command = [
+            sys.executable,
+            "-m",
+            "dirac_like",
+            "--server",
+            central.endpoint,
+            "--home",
+            str(tmp_path / "client-home"),
+            *args,
+        ]
+        return subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=child_env(),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+        )
 
     return run
 
 
 @pytest.fixture
-def alias(central: ServiceProcess, tmp_path: Path
-          ) -> Callable[..., subprocess.CompletedProcess[str]]:
+def alias(
+    central: ServiceProcess, tmp_path: Path
+) -> Callable[..., subprocess.CompletedProcess[str]]:
     """``alias("dirac-wms-job-status", "1")``: the installed DIRAC-named entry point."""
 
     def run(name: str, *args: str, cwd: Path = tmp_path) -> subprocess.CompletedProcess[str]:
         script = BIN / name
         assert script.exists(), f"{name} is not installed next to {sys.executable}"
-        command = [str(script), *args, "--server", central.endpoint,
-                   "--home", str(tmp_path / "client-home")]
-        return subprocess.run(command, capture_output=True, text=True, timeout=60,
-                              env=child_env(), cwd=cwd, stdin=subprocess.DEVNULL)
+        command = [
+            str(script),
+            *args,
+            "--server",
+            central.endpoint,
+            "--home",
+            str(tmp_path / "client-home"),
+        ]
+        return subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=child_env(),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+        )
 
     return run
 
@@ -63,8 +91,7 @@ def finish_with_output(client: Client, job_id: int, files: dict[str, str], folde
     match = client.request_job("pilot-1", PilotResources(site=SITE, cores=8, memory_mb=16000))
     assert match.job.job_id == job_id, match
     client.update_status(job_id, match.job.attempt, "pilot-1", "Running")
-    client.update_status(job_id, match.job.attempt, "pilot-1", "Done",
-                         output_sandbox=sha256)
+    client.update_status(job_id, match.job.attempt, "pilot-1", "Done", output_sandbox=sha256)
 
 
 # -- job jdl / delete / summary / list ---------------------------------------------------------
@@ -81,8 +108,9 @@ def test_jdl_shows_the_stored_description(cli: Any, tmp_path: Path) -> None:
     assert as_json["Executable"] == "/bin/echo" and as_json["Arguments"] == "hello"
 
 
-def test_delete_and_a_refused_delete_changes_nothing(cli: Any, client: Client,
-                                                     tmp_path: Path) -> None:
+def test_delete_and_a_refused_delete_changes_nothing(
+    cli: Any, client: Client, tmp_path: Path
+) -> None:
     job_ids = submit(cli, tmp_path, text=HELLO + "Parameters = 2;")
     match = client.request_job("pilot-1", PilotResources(site=SITE, cores=8, memory_mb=16000))
     running = match.job.job_id
@@ -126,8 +154,9 @@ def test_summary_by_site_and_by_owner(cli: Any, client: Client, tmp_path: Path) 
 # -- job output / get-input --------------------------------------------------------------------
 
 
-def test_output_of_several_jobs_refuses_to_overwrite(cli: Any, client: Client,
-                                                     tmp_path: Path) -> None:
+def test_output_of_several_jobs_refuses_to_overwrite(
+    cli: Any, client: Client, tmp_path: Path
+) -> None:
     first, second = submit(cli, tmp_path), submit(cli, tmp_path)
     finish_with_output(client, first[0], {"a.txt": "one"}, tmp_path / "made1")
     finish_with_output(client, second[0], {"a.txt": "two"}, tmp_path / "made2")
@@ -147,7 +176,8 @@ def test_output_of_several_jobs_refuses_to_overwrite(cli: Any, client: Client,
 
 
 def test_output_fetches_what_it_can_and_names_the_jobs_it_could_not(
-        cli: Any, client: Client, tmp_path: Path) -> None:
+    cli: Any, client: Client, tmp_path: Path
+) -> None:
     done, waiting = submit(cli, tmp_path), submit(cli, tmp_path)
     finish_with_output(client, done[0], {"a.txt": "one"}, tmp_path / "made")
     out = tmp_path / "out"
@@ -164,8 +194,9 @@ def test_get_input_downloads_the_input_sandbox(cli: Any, tmp_path: Path) -> None
     folder = tmp_path / "job"
     folder.mkdir()
     (folder / "run.sh").write_text("echo hi\n")
-    (folder / "job.jdl").write_text('Executable = "/bin/sh"; Arguments = "run.sh"; '
-                                    'InputSandbox = {"run.sh"};')
+    (folder / "job.jdl").write_text(
+        'Executable = "/bin/sh"; Arguments = "run.sh"; InputSandbox = {"run.sh"};'
+    )
     [job_id] = json_of(cli("job", "submit", str(folder / "job.jdl"), "--json"))["job_ids"]
     out = tmp_path / "in"
 
@@ -181,8 +212,9 @@ def test_get_input_downloads_the_input_sandbox(cli: Any, tmp_path: Path) -> None
 
 
 @pytest.fixture
-def grid(start_central: Callable[..., ServiceProcess], tmp_path: Path
-         ) -> Iterator[tuple[ServiceProcess, Client, Pilots]]:
+def grid(
+    start_central: Callable[..., ServiceProcess], tmp_path: Path
+) -> Iterator[tuple[ServiceProcess, Client, Pilots]]:
     service = start_central(config_text=SHORT_TIMEOUTS)
     pilots = Pilots(service.endpoint, tmp_path / "pilots")
     try:
@@ -193,18 +225,25 @@ def grid(start_central: Callable[..., ServiceProcess], tmp_path: Path
 
 
 def test_peek_shows_the_last_lines_a_running_job_printed(
-        grid: tuple[ServiceProcess, Client, Pilots], tmp_path: Path) -> None:
+    grid: tuple[ServiceProcess, Client, Pilots], tmp_path: Path
+) -> None:
     service, client, pilots = grid
     code = "import sys, time; [print('line', n, flush=True) for n in range(100)]; time.sleep(60)"
-    [job_id] = client.submit([{"Executable": sys.executable,
-                               "Arguments": f'-c "{code}"'}], "tester")
+    [job_id] = client.submit(
+        [{"Executable": sys.executable, "Arguments": f'-c "{code}"'}], "tester"
+    )
     pilots.start("--max-jobs", "1")
     wait_status(client, job_id, ("Running",), 30)
 
     def peeked() -> Any:
-        result = subprocess.run([str(BIN / "dirac-wms-job-peek"), str(job_id), "--server",
-                                 service.endpoint], capture_output=True, text=True, timeout=30,
-                                env=child_env(), stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            [str(BIN / "dirac-wms-job-peek"), str(job_id), "--server", service.endpoint],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=child_env(),
+            stdin=subprocess.DEVNULL,
+        )
         return "line 99" in result.stdout and result
 
     result = wait_for(peeked, "job peek showing line 99", 30)
@@ -218,10 +257,26 @@ def test_peek_shows_the_last_lines_a_running_job_printed(
 
 
 def test_global_options_after_the_command_too(central: ServiceProcess, tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "dirac_like", "--home", str(tmp_path), "job", "list",
-               "--server", central.endpoint, "--json"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=30,
-                            env=child_env(), stdin=subprocess.DEVNULL)
+    command = [
+        sys.executable,
+        "-m",
+        "dirac_like",
+        "--home",
+        str(tmp_path),
+        "job",
+        "list",
+        "--server",
+        central.endpoint,
+        "--json",
+    ]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=child_env(),
+        stdin=subprocess.DEVNULL,
+    )
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
@@ -242,8 +297,9 @@ def test_dirac_submit_prints_a_job_id_per_line(alias: Any, tmp_path: Path) -> No
     assert ids.read_text() == "1\n2\n"
 
 
-def test_dirac_status_kill_delete_reschedule(alias: Any, cli: Any, client: Client,
-                                              tmp_path: Path) -> None:
+def test_dirac_status_kill_delete_reschedule(
+    alias: Any, cli: Any, client: Client, tmp_path: Path
+) -> None:
     job_ids = submit(cli, tmp_path, text=HELLO + "Parameters = 3;")
     first, second, third = job_ids
     finish_as_pilot(client, first)
@@ -268,8 +324,9 @@ def test_dirac_status_kill_delete_reschedule(alias: Any, cli: Any, client: Clien
     assert statuses[1:] == ["Killed", "Deleted"] and statuses[0] in ("Rescheduled", "Waiting")
 
 
-def test_dirac_logging_info_get_jdl_and_get_output(alias: Any, cli: Any, client: Client,
-                                                   tmp_path: Path) -> None:
+def test_dirac_logging_info_get_jdl_and_get_output(
+    alias: Any, cli: Any, client: Client, tmp_path: Path
+) -> None:
     [job_id] = submit(cli, tmp_path)
     finish_with_output(client, job_id, {"r.txt": "result"}, tmp_path / "made")
 

@@ -15,34 +15,50 @@ SITE = "LCG.Cli.org"
 
 
 def test_operators_declare_list_and_cancel_downtimes_and_read_figures(
-        tmp_path: Path, central: ServiceProcess, client: Client) -> None:
+    tmp_path: Path, central: ServiceProcess, client: Client
+) -> None:
     now = time.time()
-    client.probe_report([  # two probe runs an hour apart: OK, then CRITICAL
-        ProbeResultItem(SITE, "site", "python", "OK", "fine", now - 7200, "ce1", 1),
-        ProbeResultItem(SITE, "site", "python", "CRITICAL", "broken", now - 3600, "ce1", 2),
-    ])
+    client.probe_report(
+        [  # two probe runs an hour apart: OK, then CRITICAL
+            ProbeResultItem(SITE, "site", "python", "OK", "fine", now - 7200, "ce1", 1),
+            ProbeResultItem(SITE, "site", "python", "CRITICAL", "broken", now - 3600, "ce1", 2),
+        ]
+    )
 
     def cli(*args: str) -> tuple[int, str, str]:
         done = run_cli(central.endpoint, *args, cwd=tmp_path)
         return done.returncode, done.stdout, done.stderr
 
-    code, out, _ = cli("admin", "downtime", "add", SITE, "--from", "+1h", "--to", "+2h",
-                       "--reason", "kernel upgrade", "--json")
+    code, out, _ = cli(
+        "admin",
+        "downtime",
+        "add",
+        SITE,
+        "--from",
+        "+1h",
+        "--to",
+        "+2h",
+        "--reason",
+        "kernel upgrade",
+        "--json",
+    )
     assert code == 0 and json.loads(out)["scheduled"] is True
-    code, _, err = cli("admin", "downtime", "add", SITE, "--from", "+90m", "--to", "+3h",
-                       "--reason", "again")
+    code, _, err = cli(
+        "admin", "downtime", "add", SITE, "--from", "+90m", "--to", "+3h", "--reason", "again"
+    )
     assert code == 1 and "overlaps its downtime 1" in err
-    code, _, err = cli("admin", "downtime", "add", SITE, "--from", "+5h", "--to", "+4h",
-                       "--reason", "backwards")
+    code, _, err = cli(
+        "admin", "downtime", "add", SITE, "--from", "+5h", "--to", "+4h", "--reason", "backwards"
+    )
     assert code == 1 and "end must be after the start" in err
-    code, _, err = cli("admin", "downtime", "add", "LCG.Nowhere.xx", "--to", "+1h",
-                       "--reason", "x")
+    code, _, err = cli("admin", "downtime", "add", "LCG.Nowhere.xx", "--to", "+1h", "--reason", "x")
     assert code == 1 and "unknown site 'LCG.Nowhere.xx'" in err
     code, out, _ = cli("admin", "downtime", "list")
     assert code == 0 and SITE in out and "announced" in out
 
-    code, out, _ = cli("admin", "availability", "--site", SITE, "--since", "3h",
-                       "--validity", "1h", "--json")
+    code, out, _ = cli(
+        "admin", "availability", "--site", SITE, "--since", "3h", "--validity", "1h", "--json"
+    )
     assert code == 0
     (report,) = json.loads(out)
     whole = report["periods"]

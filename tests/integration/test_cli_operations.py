@@ -42,16 +42,19 @@ def statuses(client: Client, job_ids: list[int]) -> list[str]:
     return [row.status for row in client.status(job_ids)]
 
 
-def test_why_explains_a_never_runnable_job_and_submit_warns(cli: Any, client: Client,
-                                                            tmp_path: Path) -> None:
+def test_why_explains_a_never_runnable_job_and_submit_warns(
+    cli: Any, client: Client, tmp_path: Path
+) -> None:
     client.eligible(BIG)  # a director sized pilots for CERN's ce1
     path = tmp_path / "big.jdl"
     path.write_text(HELLO + " NumberOfProcessors = 64;")
 
     submitted = cli("job", "submit", str(path))
     assert submitted.returncode == 0, submitted.stderr
-    assert "warning: 1 job(s): No CE can run it: NumberOfProcessors 64 > the largest CE's 8" \
+    assert (
+        "warning: 1 job(s): No CE can run it: NumberOfProcessors 64 > the largest CE's 8"
         in submitted.stderr
+    )
     why = cli("job", "why", "1")
     assert why.returncode == 0, why.stderr
     assert "Job 1 (Waiting): no CE can ever run it: NumberOfProcessors 64" in why.stdout
@@ -64,8 +67,9 @@ def test_why_explains_a_never_runnable_job_and_submit_warns(cli: Any, client: Cl
     assert unknown.returncode == 1 and "job 99 not found" in unknown.stderr
 
 
-def test_bulk_kill_counts_first_then_needs_yes_then_acts(cli: Any, client: Client,
-                                                         tmp_path: Path) -> None:
+def test_bulk_kill_counts_first_then_needs_yes_then_acts(
+    cli: Any, client: Client, tmp_path: Path
+) -> None:
     job_ids = submit(cli, tmp_path, text=HELLO + ' Parameters = 4; JobName = "mc_%n";')
 
     dry = cli("job", "kill", "--select", "status=Waiting,name=mc_*", "--dry-run")
@@ -84,7 +88,8 @@ def test_bulk_kill_counts_first_then_needs_yes_then_acts(cli: Any, client: Clien
 
 
 def test_bulk_above_the_admin_cap_needs_the_admins_flag_and_is_audited(
-        cli: Any, client: Client, central: ServiceProcess, tmp_path: Path) -> None:
+    cli: Any, client: Client, central: ServiceProcess, tmp_path: Path
+) -> None:
     job_ids = submit(cli, tmp_path, text=HELLO + " Parameters = 6;")
     refused = cli("job", "delete", "--select", "status=Waiting", "--yes")
     assert refused.returncode == 2 and "above the admin cap of 5" in refused.stderr
@@ -94,17 +99,19 @@ def test_bulk_above_the_admin_cap_needs_the_admins_flag_and_is_audited(
 
     assert done.returncode == 0, done.stderr
     assert set(statuses(client, job_ids)) == {"Deleted"}
-    audit = [json.loads(line) for line in
-             (central.home / "logs" / "audit.log").read_text().splitlines()]
+    audit = [
+        json.loads(line) for line in (central.home / "logs" / "audit.log").read_text().splitlines()
+    ]
     [bulk] = [line for line in audit if line["op"] == "bulk"]
     assert bulk["args"]["selection"] == "status=Waiting" and bulk["args"]["expected"] == 6
 
 
-def test_bad_or_empty_selections_change_nothing(cli: Any, client: Client,
-                                               tmp_path: Path) -> None:
+def test_bad_or_empty_selections_change_nothing(cli: Any, client: Client, tmp_path: Path) -> None:
     job_ids = submit(cli, tmp_path)
-    for selection, message in (("colour=red", "selection field 'colour' is unknown"),
-                               ("older=yesterday", "age 'yesterday' is not valid")):
+    for selection, message in (
+        ("colour=red", "selection field 'colour' is unknown"),
+        ("older=yesterday", "age 'yesterday' is not valid"),
+    ):
         result = cli("job", "kill", "--select", selection, "--yes")
         assert result.returncode == 1 and message in result.stderr
     empty = cli("job", "kill", "--select", "site=Nowhere")
@@ -114,8 +121,7 @@ def test_bad_or_empty_selections_change_nothing(cli: Any, client: Client,
     assert statuses(client, job_ids) == ["Waiting"]
 
 
-def test_site_drain_limit_show_and_pilot_summary(cli: Any, client: Client,
-                                                 tmp_path: Path) -> None:
+def test_site_drain_limit_show_and_pilot_summary(cli: Any, client: Client, tmp_path: Path) -> None:
     client.eligible(BIG)
     client.add_pilots(CERN, "ce1", 2)
     submit(cli, tmp_path)
@@ -129,8 +135,7 @@ def test_site_drain_limit_show_and_pilot_summary(cli: Any, client: Client,
     assert f"Site {CERN}: Draining; running limit 4" in show.stdout
     assert "1 waiting jobs could run here" in show.stdout and "ce1" in show.stdout
     summary = json_of(cli("admin", "pilots", "--summary", "--json"))
-    assert {(row["state"], row["count"]) for row in summary} == {("Submitted", 2),
-                                                                 ("Running", 1)}
+    assert {(row["state"], row["count"]) for row in summary} == {("Submitted", 2), ("Running", 1)}
     assert cli("admin", "site", "drain", CERN, "--undo").returncode == 0
     assert client.request_job("p1", BIG).job is not None
 
@@ -146,7 +151,8 @@ def test_job_list_filters_by_name_and_sorts(cli: Any, tmp_path: Path) -> None:
 
 
 def test_a_user_selecting_everyones_jobs_counts_and_kills_only_its_own(
-        cli: Any, client: Client, tmp_path: Path) -> None:
+    cli: Any, client: Client, tmp_path: Path
+) -> None:
     others = client.submit([HELLO, HELLO], owner="")  # the admin's
     bob = tmp_path / "bob.identity"
     save_identity(bob, client.identity_add("bob", "user", ["physics"]))

@@ -28,11 +28,22 @@ def console(central: ServiceProcess, tmp_path: Path) -> Iterator[pexpect.spawn]:
 
     def start() -> pexpect.spawn:
         child = pexpect.spawn(
-            sys.executable, ["-m", "dirac_like", "console", "--server", central.endpoint,
-                             "--home", str(tmp_path / "client-home")],
-            cwd=str(REPO), env=child_env(TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1",
-                                         COLUMNS="160", LINES="50"),
-            encoding="utf-8", timeout=TIMEOUT, dimensions=(50, 160))
+            sys.executable,
+            [
+                "-m",
+                "dirac_like",
+                "console",
+                "--server",
+                central.endpoint,
+                "--home",
+                str(tmp_path / "client-home"),
+            ],
+            cwd=str(REPO),
+            env=child_env(TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1", COLUMNS="160", LINES="50"),
+            encoding="utf-8",
+            timeout=TIMEOUT,
+            dimensions=(50, 160),
+        )
         spawned.append(child)
         child.expect("Ctrl-D leaves")
         return child
@@ -44,8 +55,9 @@ def console(central: ServiceProcess, tmp_path: Path) -> Iterator[pexpect.spawn]:
         child.close(force=True)
 
 
-def test_the_console_drives_the_grid(console: pexpect.spawn, client: Client,
-                                     tmp_path: Path) -> None:
+def test_the_console_drives_the_grid(
+    console: pexpect.spawn, client: Client, tmp_path: Path
+) -> None:
     [anywhere, at_cern] = client.submit([HELLO, HELLO + f' Site = "{CERN}";'], owner="")
     shell = console()  # type: ignore[operator]
 
@@ -86,8 +98,12 @@ def test_the_console_drives_the_grid(console: pexpect.spawn, client: Client,
 
 
 def test_the_console_has_the_authorization_of_its_identity(
-        console: pexpect.spawn, client: Client, central: ServiceProcess, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    console: pexpect.spawn,
+    client: Client,
+    central: ServiceProcess,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     client.submit([HELLO], owner="")  # the admin's job
     user = tmp_path / "bob.identity"
     save_identity(user, client.identity_add("bob", "user", ["physics"]))

@@ -29,8 +29,9 @@ from dirac_like.sites import SiteConfig, load_site
 SITE = "Site.Director.org"
 NO_RETRIES = RetryPolicy(timeout=0.3, retries=0, backoff=0.05, max_backoff=0.1)
 DEADLINE = 90.0
-FAST_PILOTS = DirectorSettings(idle_timeout=1.0, local_grace=5.0,
-                               pilot_args=("--request-interval", "0.3", "--heartbeat", "1"))
+FAST_PILOTS = DirectorSettings(
+    idle_timeout=1.0, local_grace=5.0, pilot_args=("--request-interval", "0.3", "--heartbeat", "1")
+)
 SITE_TOML = """\
 cycle_seconds = 1.0
 failure_threshold = 2
@@ -49,6 +50,7 @@ T = TypeVar("T")
 
 # the one wait_for (dirac_like.testing), with this file's deadline
 wait_for = functools.partial(testing.wait_for, timeout=DEADLINE)
+
 
 def write_site(folder: Path, text: str = SITE_TOML, name: str = SITE) -> SiteConfig:
     folder.mkdir(parents=True, exist_ok=True)
@@ -96,6 +98,7 @@ def test_local_pilots_run_all_jobs_within_max_total(tmp_path: Path, client: Clie
     director = local_director(tmp_path, client, site)
     most_alive = 0
     try:
+
         def finished() -> bool:
             nonlocal most_alive
             report = director.cycle()
@@ -135,8 +138,13 @@ def test_refusing_fabric_backs_the_ce_off(tmp_path: Path, client: Client) -> Non
     client.submit(['Executable = "/bin/true";'], "alice")
     fabric = RefusingFabric()
     now = [1000.0]
-    director = Director(write_site(tmp_path / "sites"), client, {"local": fabric},
-                        tmp_path / "director", clock=lambda: now[0])
+    director = Director(
+        write_site(tmp_path / "sites"),
+        client,
+        {"local": fabric},
+        tmp_path / "director",
+        clock=lambda: now[0],
+    )
     try:
         first = director.cycle()  # failure 1 of failure_threshold 2
         second = director.cycle(now[0] + 1)  # failure 2: backed off for 100 s
@@ -193,8 +201,10 @@ def processes_of(pilot_id: str) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter():
         try:
-            mine = (pilot_id in process.cmdline()
-                    or process.environ().get("DIRAC_LIKE_PILOT_ID") == pilot_id)
+            mine = (
+                pilot_id in process.cmdline()
+                or process.environ().get("DIRAC_LIKE_PILOT_ID") == pilot_id
+            )
             if mine and process.status() != psutil.STATUS_ZOMBIE:
                 found.append(process)
         except psutil.Error:
@@ -203,10 +213,12 @@ def processes_of(pilot_id: str) -> list[psutil.Process]:
 
 
 def test_an_admin_kills_a_pilot_its_job_moves_and_the_director_cancels_it(
-        tmp_path: Path, client: Client) -> None:
+    tmp_path: Path, client: Client
+) -> None:
     [job_id] = client.submit(['Executable = "/bin/sleep"; Arguments = "120";'], "alice")
     director = local_director(tmp_path, client, write_site(tmp_path / "sites"))
     try:
+
         def running() -> str:
             director.cycle()
             [row] = client.status([job_id])
@@ -232,10 +244,12 @@ def test_an_admin_kills_a_pilot_its_job_moves_and_the_director_cancels_it(
 
 
 def test_a_refused_pilot_is_recorded_aborted_with_the_fabric_message(
-        tmp_path: Path, client: Client) -> None:
+    tmp_path: Path, client: Client
+) -> None:
     client.submit(['Executable = "/bin/true";'], "alice")
-    director = Director(write_site(tmp_path / "sites"), client, {"local": RefusingFabric()},
-                        tmp_path / "director")
+    director = Director(
+        write_site(tmp_path / "sites"), client, {"local": RefusingFabric()}, tmp_path / "director"
+    )
     try:
         director.cycle()
     finally:
@@ -246,7 +260,8 @@ def test_a_refused_pilot_is_recorded_aborted_with_the_fabric_message(
 
 
 def test_a_restarted_director_marks_its_old_local_pilots_aborted(
-        tmp_path: Path, client: Client) -> None:
+    tmp_path: Path, client: Client
+) -> None:
     client.submit(['Executable = "/bin/sleep"; Arguments = "120";'], "alice")
     site = write_site(tmp_path / "sites")
     first = local_director(tmp_path, client, site)

@@ -147,9 +147,14 @@ class LocalHarness(Harness):
     def request(self, pilot_id: str, behaviour: Behaviour) -> PilotRequest:
         state = self.states / pilot_id
         state.mkdir()
-        flags = [str(behaviour.exit_code), behaviour.text, str(behaviour.filler),
-                 "1" if behaviour.hold else "0", "1" if behaviour.ignore_term else "0",
-                 ",".join(behaviour.helpers)]
+        flags = [
+            str(behaviour.exit_code),
+            behaviour.text,
+            str(behaviour.filler),
+            "1" if behaviour.hold else "0",
+            "1" if behaviour.ignore_term else "0",
+            ",".join(behaviour.helpers),
+        ]
         return PilotRequest(
             pilot_id=pilot_id,
             command=[sys.executable, "-c", PILOT_SCRIPT, str(state), *flags],
@@ -161,9 +166,12 @@ class LocalHarness(Harness):
         return PilotRequest(pilot_id, [str(self.folder / "no-such-pilot")], workdir=self.folder)
 
     def printed(self, request: PilotRequest, behaviour: Behaviour) -> list[str]:
-        return [behaviour.text, f"err:{behaviour.text}",  # stdout and stderr
-                f"mark={request.env['PILOT_MARK']}",  # the request's environment reached it
-                f"cwd={request.workdir}"]  # and it started in its working directory
+        return [
+            behaviour.text,
+            f"err:{behaviour.text}",  # stdout and stderr
+            f"mark={request.env['PILOT_MARK']}",  # the request's environment reached it
+            f"cwd={request.workdir}",
+        ]  # and it started in its working directory
 
 
 class SimulatedHarness(Harness):
@@ -181,24 +189,35 @@ class SimulatedHarness(Harness):
     def client(self) -> Client:
         if self._client is None:
             self._service = ServiceProcess.start_central(self.folder / "home")
-            self._client = Client(self._service.endpoint, RetryPolicy(timeout=5.0, retries=2),
-                                  identity=self._service.identity)
+            self._client = Client(
+                self._service.endpoint,
+                RetryPolicy(timeout=5.0, retries=2),
+                identity=self._service.identity,
+            )
         return self._client
 
     def make_fabric(self) -> Fabric:
-        return SimulatedFabric(self.client.server, time_scale=0.1,  # heartbeats every 0.3 s
-                               identity=self.client.identity)
+        return SimulatedFabric(
+            self.client.server,
+            time_scale=0.1,  # heartbeats every 0.3 s
+            identity=self.client.identity,
+        )
 
     def request(self, pilot_id: str, behaviour: Behaviour) -> PilotRequest:
         (self.states / pilot_id).mkdir()
         site = f"Contract{len(self._jobs)}.test"
         sleep = 3000 if behaviour.hold else 0.05
-        jdl = (f'Executable = "x"; JobName = "{behaviour.text}"; Site = "{site}"; '
-               f'Arguments = "sleep={sleep}";')
+        jdl = (
+            f'Executable = "x"; JobName = "{behaviour.text}"; Site = "{site}"; '
+            f'Arguments = "sleep={sleep}";'
+        )
         self._jobs[pilot_id] = self.client.submit([jdl], owner="contract")[0]
-        env = {"DIRAC_LIKE_SITE": site, "DIRAC_LIKE_MAX_JOBS": "1",
-               "DIRAC_LIKE_IDLE_TIMEOUT": "600",
-               "DIRAC_LIKE_CRASH_RATE": "0" if behaviour.exit_code == 0 else "1"}
+        env = {
+            "DIRAC_LIKE_SITE": site,
+            "DIRAC_LIKE_MAX_JOBS": "1",
+            "DIRAC_LIKE_IDLE_TIMEOUT": "600",
+            "DIRAC_LIKE_CRASH_RATE": "0" if behaviour.exit_code == 0 else "1",
+        }
         return PilotRequest(pilot_id, ["simulated-pilot"], env=env)
 
     def unstartable(self, pilot_id: str) -> PilotRequest:
@@ -208,16 +227,21 @@ class SimulatedHarness(Harness):
         # The pilot is RUNNING before its job is matched: killing a job still Waiting would leave
         # the pilot idle (DIRAC_LIKE_IDLE_TIMEOUT) instead of ending after its one job.
         job_id = self._jobs[pilot_id]
-        wait_for(lambda: self.client.status([job_id])[0].status == "Running",
-                 f"job {job_id} Running on pilot {pilot_id}")
+        wait_for(
+            lambda: self.client.status([job_id])[0].status == "Running",
+            f"job {job_id} Running on pilot {pilot_id}",
+        )
         self.client.kill([job_id])
 
     def pids(self, pilot_id: str) -> list[int]:
         return []
 
     def printed(self, request: PilotRequest, behaviour: Behaviour) -> list[str]:
-        return [f"({behaviour.text})", f"pilot {request.pilot_id} started at site "
-                f"{request.env['DIRAC_LIKE_SITE']}", "Done (Execution Complete)"]
+        return [
+            f"({behaviour.text})",
+            f"pilot {request.pilot_id} started at site {request.env['DIRAC_LIKE_SITE']}",
+            "Done (Execution Complete)",
+        ]
 
     def cleanup(self) -> None:
         if self._client is not None:
@@ -260,8 +284,10 @@ T = TypeVar("T")
 # the one wait_for (dirac_like.testing), with this file's deadline
 wait_for = functools.partial(testing.wait_for, timeout=DEADLINE)
 
-def wait_state(fabric: Fabric, ref: str, wanted: PilotState,
-               allowed: frozenset[PilotState]) -> None:
+
+def wait_state(
+    fabric: Fabric, ref: str, wanted: PilotState, allowed: frozenset[PilotState]
+) -> None:
     """Poll until ``ref`` is ``wanted``; every state seen on the way must be in ``allowed``."""
     seen: list[PilotState] = []
 
@@ -337,8 +363,12 @@ def test_status_answers_for_every_ref_in_one_call(fabric: Fabric, harness: Harne
     done = fabric.submit(harness.request("ok", Behaviour()))
     failed = fabric.submit(harness.request("bad", Behaviour(exit_code=1)))
     held = submit_running(fabric, harness, "held", Behaviour(hold=True))
-    wanted = {done: PilotState.DONE, failed: PilotState.FAILED, held: PilotState.RUNNING,
-              "no-such-ref": PilotState.ABORTED}
+    wanted = {
+        done: PilotState.DONE,
+        failed: PilotState.FAILED,
+        held: PilotState.RUNNING,
+        "no-such-ref": PilotState.ABORTED,
+    }
     wait_for(lambda: fabric.status(list(wanted)) == wanted, f"states {wanted}")
 
 
@@ -419,8 +449,9 @@ def test_close_leaves_no_process_alive(harness: Harness) -> None:
         refs, pids = [], []
         for n, helpers in enumerate([(), ("group",), ("group", "session")]):
             pilot_id = f"p{n}"
-            refs.append(submit_running(fabric, harness, pilot_id, Behaviour(hold=True,
-                                                                              helpers=helpers)))
+            refs.append(
+                submit_running(fabric, harness, pilot_id, Behaviour(hold=True, helpers=helpers))
+            )
             pids += harness.pids(pilot_id)
         stubborn = Behaviour(hold=True, ignore_term=True, helpers=("group",))
         refs.append(submit_running(fabric, harness, "stubborn", stubborn))

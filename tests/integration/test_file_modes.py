@@ -31,11 +31,21 @@ def test_the_service_home_is_private_whatever_the_umask(tmp_path: Path) -> None:
     try:
         (tmp_path / "payload.sh").write_text("echo hello\n")
         (tmp_path / "job.jdl").write_text(
-            'Executable = "payload.sh";\nInputSandbox = { "payload.sh" };\n')
+            'Executable = "payload.sh";\nInputSandbox = { "payload.sh" };\n'
+        )
         done = subprocess.run(
-            [*dirac_like_argv("job", "submit", str(tmp_path / "job.jdl")), "--server",
-             service.endpoint, "--home", str(tmp_path / "home")],
-            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+            [
+                *dirac_like_argv("job", "submit", str(tmp_path / "job.jdl")),
+                "--server",
+                service.endpoint,
+                "--home",
+                str(tmp_path / "home"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
         assert done.returncode == 0, done.stderr
     finally:
         service.stop()

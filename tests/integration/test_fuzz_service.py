@@ -43,17 +43,47 @@ SECRET_FIELD = "secret_key"
 
 # Values the plausible arguments are drawn from: names and ids the grid really has, and a few
 # that are wrong in the ways that matter (another site, another pilot, absurd numbers).
-NAMES = st.sampled_from(["alice", "bob", "root", "admin", "", "x" * 80, "pilot:x", "../etc",
-                         SITE, OTHER_SITE, PILOT_ID, f"{SITE}.ce.2", f"{OTHER_SITE}.ce.1",
-                         "Running", "Done", "Waiting", "input", "output", "physics", "user"])
+NAMES = st.sampled_from(
+    [
+        "alice",
+        "bob",
+        "root",
+        "admin",
+        "",
+        "x" * 80,
+        "pilot:x",
+        "../etc",
+        SITE,
+        OTHER_SITE,
+        PILOT_ID,
+        f"{SITE}.ce.2",
+        f"{OTHER_SITE}.ce.1",
+        "Running",
+        "Done",
+        "Waiting",
+        "input",
+        "output",
+        "physics",
+        "user",
+    ]
+)
 INTEGERS = st.integers(-2, 12) | st.sampled_from([2**31, 2**63 - 1, -(2**63), 2**64 - 1])
-DESCRIPTIONS = st.sampled_from([
-    HELLO, HELLO + f' Site = "{SITE}";', 'Executable = "/bin/true"; Parameters = 3;',
-    "Executable = ;", "[", HELLO + ' InputSandbox = {"SB:' + "a" * 64 + '"};',
-    'Executable = "/bin/true"; Parameters = 100000000;', {"Executable": "/bin/true"}, {},
-])
+DESCRIPTIONS = st.sampled_from(
+    [
+        HELLO,
+        HELLO + f' Site = "{SITE}";',
+        'Executable = "/bin/true"; Parameters = 3;',
+        "Executable = ;",
+        "[",
+        HELLO + ' InputSandbox = {"SB:' + "a" * 64 + '"};',
+        'Executable = "/bin/true"; Parameters = 100000000;',
+        {"Executable": "/bin/true"},
+        {},
+    ]
+)
 SHA256 = st.sampled_from(["a" * 64, "b" * 64, "not-a-hash", ""]) | st.builds(
-    lambda data: hashlib.sha256(data).hexdigest(), st.binary(max_size=8))
+    lambda data: hashlib.sha256(data).hexdigest(), st.binary(max_size=8)
+)
 
 
 def _strategy(hint: Any, name: str) -> st.SearchStrategy[Any]:
@@ -69,13 +99,15 @@ def _strategy(hint: Any, name: str) -> st.SearchStrategy[Any]:
         item = DESCRIPTIONS if name == "descriptions" else _strategy(args[0], name)
         return st.lists(item, max_size=4)
     if origin is dict:
-        return st.dictionaries(st.text(max_size=4), WIRE_INTEGERS | st.text(max_size=4),
-                               max_size=2)
+        return st.dictionaries(st.text(max_size=4), WIRE_INTEGERS | st.text(max_size=4), max_size=2)
     if name == "sha256":
         return SHA256
     return {
-        int: INTEGERS, str: NAMES | st.text(max_size=8), bool: st.booleans(),
-        float: st.floats(allow_nan=True) | st.integers(-2, 10), bytes: st.binary(max_size=16),
+        int: INTEGERS,
+        str: NAMES | st.text(max_size=8),
+        bool: st.booleans(),
+        float: st.floats(allow_nan=True) | st.integers(-2, 10),
+        bytes: st.binary(max_size=16),
     }.get(hint, st.none())
 
 
@@ -84,19 +116,27 @@ def _wire_args(cls: type) -> st.SearchStrategy[dict[str, Any]]:
     hints = typing.get_type_hints(cls)
     required, optional = {}, {}
     for field in dataclasses.fields(cls):
-        has_default = (field.default is not dataclasses.MISSING
-                       or field.default_factory is not dataclasses.MISSING)
-        (optional if has_default else required)[field.name] = _strategy(hints[field.name],
-                                                                        field.name)
+        has_default = (
+            field.default is not dataclasses.MISSING
+            or field.default_factory is not dataclasses.MISSING
+        )
+        (optional if has_default else required)[field.name] = _strategy(
+            hints[field.name], field.name
+        )
     return st.fixed_dictionaries(required, optional=optional)
 
 
 WIRE_INTEGERS = st.integers(-(2**63), 2**64 - 1)  # what msgpack can carry
 ANY_VALUE = st.recursive(
-    st.none() | st.booleans() | WIRE_INTEGERS | st.floats() | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | WIRE_INTEGERS
+    | st.floats()
+    | st.text(max_size=8)
     | st.binary(max_size=8),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
     max_leaves=8,
 )
 OPS = sorted(ARGUMENTS)
@@ -113,10 +153,10 @@ def requests(draw: st.DrawFn) -> tuple[str, bytes, str]:
     kind = draw(st.sampled_from(["plausible"] * 6 + ["any", "garbage", "envelope"]))
     if kind == "garbage":
         return who, draw(st.binary(max_size=40)), ""
-    args: Any = draw(_wire_args(ARGUMENTS[op]) if op in ARGUMENTS and kind == "plausible"
-                     else ANY_VALUE)
-    frame: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": draw(REQUEST_IDS), "op": op,
-                             "args": args}
+    args: Any = draw(
+        _wire_args(ARGUMENTS[op]) if op in ARGUMENTS and kind == "plausible" else ANY_VALUE
+    )
+    frame: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": draw(REQUEST_IDS), "op": op, "args": args}
     if kind == "envelope":
         frame[draw(st.sampled_from(["v", "id", "op", "extra"]))] = draw(ANY_VALUE)
         op = ""
@@ -124,8 +164,9 @@ def requests(draw: st.DrawFn) -> tuple[str, bytes, str]:
 
 
 @pytest.fixture(scope="module")
-def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProcessService,
-                                                                      dict[str, str]]]:
+def grid(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[InProcessService, dict[str, str]]]:
     """One service for every example, with an identity per role, some jobs of alice and bob,
     and a job matched to the pilot."""
     config = Config(store=StoreConfig(synchronous="normal"))  # no fsync per example
@@ -133,10 +174,16 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProcessSe
     try:
         keys = _identities(service)
         for owner in ("alice", "bob"):
-            service.ok(keys[owner], "submit", {"descriptions": [HELLO, HELLO + f' Site = '
-                                                               f'"{SITE}";'], "owner": ""})
-        service.ok(keys["pilot"], "request_job",
-                   {"pilot_id": PILOT_ID, "resources": {"site": SITE, "ce": "ce"}})
+            service.ok(
+                keys[owner],
+                "submit",
+                {"descriptions": [HELLO, HELLO + f' Site = "{SITE}";'], "owner": ""},
+            )
+        service.ok(
+            keys["pilot"],
+            "request_job",
+            {"pilot_id": PILOT_ID, "resources": {"site": SITE, "ce": "ce"}},
+        )
         yield service, keys
     finally:
         service.close()
@@ -145,8 +192,7 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProcessSe
 def _identities(service: InProcessService) -> dict[str, str]:
     issuer = service.service.issuer
     assert issuer is not None
-    [admin] = [e.public_key for e in issuer.registry.by_key.values()
-               if e.principal.name == "admin"]
+    [admin] = [e.public_key for e in issuer.registry.by_key.values() if e.principal.name == "admin"]
     return {
         "admin": admin,
         "operator": service.identity("olga", "operator"),
@@ -159,15 +205,27 @@ def _identities(service: InProcessService) -> dict[str, str]:
     }
 
 
-ROLE_OF = {"admin": "admin", "operator": "operator", "alice": "user", "bob": "user",
-           "director": "director", "pilot": "pilot", "site-pilot": "pilot", "agent": "agent"}
+ROLE_OF = {
+    "admin": "admin",
+    "operator": "operator",
+    "alice": "user",
+    "bob": "user",
+    "director": "director",
+    "pilot": "pilot",
+    "site-pilot": "pilot",
+    "agent": "agent",
+}
 
 
-@settings(max_examples=FUZZ_EXAMPLES, derandomize="DIRAC_LIKE_FUZZ_EXAMPLES" not in os.environ,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=FUZZ_EXAMPLES,
+    derandomize="DIRAC_LIKE_FUZZ_EXAMPLES" not in os.environ,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(request=requests())
 def test_every_operation_as_every_role(
-        grid: tuple[InProcessService, dict[str, str]], request: tuple[str, bytes, str]) -> None:
+    grid: tuple[InProcessService, dict[str, str]], request: tuple[str, bytes, str]
+) -> None:
     service, keys = grid
     who, frame, op = request
     before = service.stored()

@@ -50,13 +50,16 @@ def test_a_request_id_is_no_key_to_another_identitys_reply(grid: InProcessServic
     token = grid.ok(director, "pilot_token", {"site": SITE}, "id-2")
     alices_jobs = grid.ok(alice, "submit", {"descriptions": [HELLO], "owner": ""}, "id-3")
 
-    assert grid.error(alice, "identity_add", {"name": "carol", "role": "user"},
-                      "id-1")[0] == "forbidden"
+    assert (
+        grid.error(alice, "identity_add", {"name": "carol", "role": "user"}, "id-1")[0]
+        == "forbidden"
+    )
     assert grid.error(alice, "pilot_token", {"site": SITE}, "id-2")[0] == "forbidden"
     bobs_jobs = grid.ok(bob, "submit", {"descriptions": [HELLO], "owner": ""}, "id-3")
     assert bobs_jobs != alices_jobs  # a new submission of bob's own, not alice's reply
-    assert grid.ok(alice, "submit", {"descriptions": [HELLO], "owner": ""},
-                   "id-3") == alices_jobs  # her own retry still gets her first reply
+    assert (
+        grid.ok(alice, "submit", {"descriptions": [HELLO], "owner": ""}, "id-3") == alices_jobs
+    )  # her own retry still gets her first reply
     assert issued["secret_key"] and token["secret_key"]
 
 
@@ -72,8 +75,9 @@ def test_a_reply_with_a_secret_is_forgotten_soon_and_never_stored(tmp_path: Path
         assert first["secret_key"].encode() not in grid.stored()
         grid.now += 31
         grid.service.state.expire(grid.now)
-        code, message = grid.error(admin, "identity_add", {"name": "carol", "role": "user"},
-                                   "add-carol")
+        code, message = grid.error(
+            admin, "identity_add", {"name": "carol", "role": "user"}, "add-carol"
+        )
         assert code == "invalid_argument" and "carol" in message  # no secret handed out again
     finally:
         grid.close()
@@ -99,25 +103,43 @@ RESOURCES = {"site": SITE, "ce": "ce", "cores": 1}
 
 def upload(grid: InProcessService, key: str, data: bytes, kind: str) -> str:
     sha256 = hashlib.sha256(data).hexdigest()
-    result = grid.ok(key, "sandbox_upload", {"sha256": sha256, "size": len(data), "offset": 0,
-                                             "data": data, "kind": kind})
+    result = grid.ok(
+        key,
+        "sandbox_upload",
+        {"sha256": sha256, "size": len(data), "offset": 0, "data": data, "kind": kind},
+    )
     assert result["complete"]
     return sha256
 
 
-def matched_job(grid: InProcessService, pilot: str, owner: str, pilot_id: str = PILOT_ID
-                ) -> dict[str, Any]:
+def matched_job(
+    grid: InProcessService, pilot: str, owner: str, pilot_id: str = PILOT_ID
+) -> dict[str, Any]:
     grid.ok(owner, "submit", submit_args(HELLO + f' Site = "{SITE}";'))
     job = grid.ok(pilot, "request_job", {"pilot_id": pilot_id, "resources": RESOURCES})["job"]
     assert job is not None
     return dict(job)
 
 
-def report(grid: InProcessService, pilot: str, job: dict[str, Any], status: str,
-           output: str = "", pilot_id: str = PILOT_ID) -> Any:
-    return grid.call(pilot, "update_status", {
-        "job_id": job["job_id"], "attempt": job["attempt"], "pilot_id": pilot_id,
-        "status": status, "output_sandbox": output})
+def report(
+    grid: InProcessService,
+    pilot: str,
+    job: dict[str, Any],
+    status: str,
+    output: str = "",
+    pilot_id: str = PILOT_ID,
+) -> Any:
+    return grid.call(
+        pilot,
+        "update_status",
+        {
+            "job_id": job["job_id"],
+            "attempt": job["attempt"],
+            "pilot_id": pilot_id,
+            "status": status,
+            "output_sandbox": output,
+        },
+    )
 
 
 def test_a_final_job_cannot_be_rewritten(grid: InProcessService) -> None:
@@ -168,8 +190,11 @@ def test_a_site_wide_pilot_credential_cannot_act_as_another_pilot(tmp_path: Path
         refusals = [
             grid.call(other, "request_job", {"pilot_id": PILOT_ID, "resources": RESOURCES}),
             report(grid, other, job, "Done"),
-            grid.call(other, "heartbeat", {"job_id": job["job_id"], "attempt": job["attempt"],
-                                           "pilot_id": PILOT_ID}),
+            grid.call(
+                other,
+                "heartbeat",
+                {"job_id": job["job_id"], "attempt": job["attempt"], "pilot_id": PILOT_ID},
+            ),
             grid.call(other, "pilot_stopped", {"pilot_id": PILOT_ID}),
         ]
         for refused in refusals:
@@ -190,15 +215,17 @@ def test_one_small_request_cannot_make_unbounded_work(tmp_path: Path) -> None:
     """A 231-byte request made 500,000 jobs; an 8 KB JDL 100,000 jobs of 8 KB each. Now jobs
     per request, waiting jobs per user and bytes per description are limited (config), the
     refusal says which limit, and nothing of a refused request is stored."""
-    limits = LimitsConfig(max_jobs_per_request=50, max_waiting_jobs_per_user=80,
-                          max_description_bytes=2048)
+    limits = LimitsConfig(
+        max_jobs_per_request=50, max_waiting_jobs_per_user=80, max_description_bytes=2048
+    )
     grid = InProcessService(tmp_path / "home", Config(limits=limits))
     try:
         alice = grid.identity("alice", "user", ("physics",))
         bob = grid.identity("bob", "user", ("physics",))
         before = grid.stored()
-        code, message = grid.error(alice, "submit", submit_args(
-            'Executable = "/bin/true"; Parameters = 500000;'))
+        code, message = grid.error(
+            alice, "submit", submit_args('Executable = "/bin/true"; Parameters = 500000;')
+        )
         assert "limits.max_jobs_per_request" in message and "500000" in message
         code, message = grid.error(alice, "submit", submit_args(*[HELLO] * 51))
         assert code == "limit_exceeded" and "limits.max_jobs_per_request" in message
@@ -207,8 +234,14 @@ def test_one_small_request_cannot_make_unbounded_work(tmp_path: Path) -> None:
         assert code == "limit_exceeded" and "limits.max_description_bytes" in message
         assert grid.stored() == before
 
-        assert len(grid.ok(alice, "submit", submit_args(
-            'Executable = "/bin/true"; Parameters = 50;'))["job_ids"]) == 50
+        assert (
+            len(
+                grid.ok(alice, "submit", submit_args('Executable = "/bin/true"; Parameters = 50;'))[
+                    "job_ids"
+                ]
+            )
+            == 50
+        )
         assert len(grid.ok(alice, "submit", submit_args(*[HELLO] * 30))["job_ids"]) == 30
         before = grid.stored()
         code, message = grid.error(alice, "submit", submit_args(HELLO))
@@ -250,10 +283,13 @@ def test_a_sandbox_hash_is_no_capability(grid: InProcessService) -> None:
     named = HELLO + f' InputSandbox = {{"SB:{sha256}"}}; Site = "{SITE}";'
     before = grid.stored()
     code, message = grid.error(bob, "submit", submit_args(named))
-    code_missing, message_missing = grid.error(bob, "submit", submit_args(
-        named.replace(sha256, missing)))
-    assert (code, message.replace(sha256, "X")) == (code_missing,
-                                                     message_missing.replace(missing, "X"))
+    code_missing, message_missing = grid.error(
+        bob, "submit", submit_args(named.replace(sha256, missing))
+    )
+    assert (code, message.replace(sha256, "X")) == (
+        code_missing,
+        message_missing.replace(missing, "X"),
+    )
     assert "was not uploaded" in message and grid.stored() == before
 
     # bob uploads the same bytes: stored once, and he holds it too
@@ -289,7 +325,10 @@ def test_a_job_named_twice_in_one_request_is_acted_on_once(grid: InProcessServic
     first, second = grid.ok(alice, "submit", submit_args(HELLO, HELLO))["job_ids"]
     assert grid.ok(alice, "kill", {"job_ids": [first, first]})["killed"] == [first]
     assert grid.ok(alice, "delete", {"job_ids": [second, first, second]})["deleted"] == [
-        second, first]
+        second,
+        first,
+    ]
     assert [row["job_id"] for row in grid.ok(alice, "status", {"job_ids": [first, first]})] == [
-        first]
+        first
+    ]
     grid.state.validate()

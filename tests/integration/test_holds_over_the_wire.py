@@ -38,8 +38,11 @@ def fill(client: Client) -> None:
     client.submit(['Executable = "/bin/true"; Parameters = 20;'], owner="bob", group="single")
     for n in range(8):
         assert client.request_job(f"busy-{n}", PilotResources(site=SITE)).job is not None
-    client.submit(['Executable = "/bin/true"; NumberOfProcessors = 4; Parameters = 5;'],
-                  owner="ann", group="multi")
+    client.submit(
+        ['Executable = "/bin/true"; NumberOfProcessors = 4; Parameters = 5;'],
+        owner="ann",
+        group="multi",
+    )
 
 
 def old_pilot_request(endpoint: str, resources: dict[str, object]) -> RequestJobReply:
@@ -67,7 +70,8 @@ def old_pilot_request(endpoint: str, resources: dict[str, object]) -> RequestJob
 
 
 def test_multi_core_pilot_holds_and_gets_the_big_job_once_drained(
-        start_central: Callable[..., ServiceProcess]) -> None:
+    start_central: Callable[..., ServiceProcess],
+) -> None:
     service = start_central(CONFIG)
     with Client(service.endpoint, RETRIES) as client:
         fill(client)
@@ -82,7 +86,8 @@ def test_multi_core_pilot_holds_and_gets_the_big_job_once_drained(
 
 
 def test_an_old_pilot_is_never_held_and_reads_its_reply(
-        start_central: Callable[..., ServiceProcess]) -> None:
+    start_central: Callable[..., ServiceProcess],
+) -> None:
     service = start_central(CONFIG)
     with Client(service.endpoint, RETRIES) as client:
         fill(client)
@@ -91,7 +96,8 @@ def test_an_old_pilot_is_never_held_and_reads_its_reply(
 
 
 def test_a_pilot_too_small_for_the_big_job_is_never_held(
-        start_central: Callable[..., ServiceProcess]) -> None:
+    start_central: Callable[..., ServiceProcess],
+) -> None:
     service = start_central(CONFIG)
     with Client(service.endpoint, RETRIES) as client:
         fill(client)

@@ -51,14 +51,16 @@ def second_service_refusal(home: Path, config: Path | None = None) -> str:
 
 
 def test_a_second_central_service_on_one_home_exits_naming_the_first(
-        tmp_path: Path, start_central: Callable[..., ServiceProcess]) -> None:
+    tmp_path: Path, start_central: Callable[..., ServiceProcess]
+) -> None:
     first = start_central(home=tmp_path / "home")
     stderr = second_service_refusal(tmp_path / "home")
     assert f"a central service on home {tmp_path / 'home'} already runs (PID {first.pid}" in stderr
 
 
 def test_a_second_central_service_on_one_store_exits(
-        tmp_path: Path, start_central: Callable[..., ServiceProcess]) -> None:
+    tmp_path: Path, start_central: Callable[..., ServiceProcess]
+) -> None:
     store = tmp_path / "shared" / "jobs.sqlite"
     store.parent.mkdir()
     config_text = f'[store]\nurl = "{store}"\n'
@@ -69,16 +71,18 @@ def test_a_second_central_service_on_one_store_exits(
     assert f"a central service on store {store} already runs (PID {first.pid}" in stderr
 
 
-def test_the_lock_dies_with_its_holder(tmp_path: Path,
-                                       start_central: Callable[..., ServiceProcess]) -> None:
+def test_the_lock_dies_with_its_holder(
+    tmp_path: Path, start_central: Callable[..., ServiceProcess]
+) -> None:
     first = start_central(home=tmp_path / "home")
     os.kill(first.pid, signal.SIGKILL)
     first.popen.wait(30)
     start_central(home=tmp_path / "home")  # starts: kill -9 left no stale lock behind
 
 
-def test_a_second_director_of_a_site_on_one_home_exits(tmp_path: Path,
-                                                       central: ServiceProcess) -> None:
+def test_a_second_director_of_a_site_on_one_home_exits(
+    tmp_path: Path, central: ServiceProcess
+) -> None:
     sites = tmp_path / "sites"
     sites.mkdir()
     (sites / f"{SITE}.toml").write_text(SITE_TOML)
@@ -86,11 +90,27 @@ def test_a_second_director_of_a_site_on_one_home_exits(tmp_path: Path,
     held = HomeLock(lock_path(home, f"director-{SITE}"), "the test")
     try:
         done = subprocess.run(
-            dirac_like_argv("agent", "director", "--site", SITE, "--sites-dir", str(sites),
-                            "--server", central.endpoint, "--home", str(home), "--once"),
-            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+            dirac_like_argv(
+                "agent",
+                "director",
+                "--site",
+                SITE,
+                "--sites-dir",
+                str(sites),
+                "--server",
+                central.endpoint,
+                "--home",
+                str(home),
+                "--once",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
     finally:
         held.release()
     assert done.returncode == 1, done.stderr
-    assert f"a director of site {SITE} on home {home} already runs (PID {os.getpid()}" \
-        in done.stderr
+    assert (
+        f"a director of site {SITE} on home {home} already runs (PID {os.getpid()}" in done.stderr
+    )

@@ -81,8 +81,7 @@ FUZZ = settings(max_examples=8, deadline=None, suppress_health_check=list(Health
 # a bare socket
 
 
-def raw_socket(context: zmq.Context, endpoint: str, identity: Identity | None = None
-               ) -> zmq.Socket:
+def raw_socket(context: zmq.Context, endpoint: str, identity: Identity | None = None) -> zmq.Socket:
     """A bare DEALER socket to ``endpoint``, presenting ``identity`` (default: the one
     resolve_identity finds, here the service's admin): the one place where these tests set up
     the transport's security."""
@@ -127,8 +126,10 @@ class Peer:
         return decoded
 
     def request(self, op: Any, args: Any) -> dict[str, Any]:
-        frame = msgpack.packb({"v": PROTOCOL_VERSION, "id": uuid.uuid4().hex, "op": op,
-                               "args": args}, use_bin_type=True)
+        frame = msgpack.packb(
+            {"v": PROTOCOL_VERSION, "id": uuid.uuid4().hex, "op": op, "args": args},
+            use_bin_type=True,
+        )
         return self.reply(frame)
 
 
@@ -182,28 +183,83 @@ def grid(start_central: Callable[..., ServiceProcess]) -> Iterator[Grid]:
 # strategies: hostile values, for every field of every operation
 
 EXTREME_INTS = st.sampled_from([0, -1, 1, 2**31, -(2**31), 2**63 - 1, -(2**63), 2**64 - 1])
-HUGE_TEXTS = st.sampled_from(["x" * 300_000, "\u00e9" * 100_000, "\x00" * 1000,
-                              "../" * 1000, "%s%n%(x)s" * 1000, "\U0001F600" * 50_000])
-NASTY_TEXTS = st.sampled_from(["", " ", ".", "..", "../../etc/passwd", "/etc/passwd", "ANY",
-                               "a; rm -rf /", "$(touch /tmp/pwned)", "\x00", "\n", CERN, RAL,
-                               "alice", "bob", "physics", "Running", "Done", "input",
-                               "output", "a" * 64, "admin", "user", "pilot"])
+HUGE_TEXTS = st.sampled_from(
+    [
+        "x" * 300_000,
+        "\u00e9" * 100_000,
+        "\x00" * 1000,
+        "../" * 1000,
+        "%s%n%(x)s" * 1000,
+        "\U0001f600" * 50_000,
+    ]
+)
+NASTY_TEXTS = st.sampled_from(
+    [
+        "",
+        " ",
+        ".",
+        "..",
+        "../../etc/passwd",
+        "/etc/passwd",
+        "ANY",
+        "a; rm -rf /",
+        "$(touch /tmp/pwned)",
+        "\x00",
+        "\n",
+        CERN,
+        RAL,
+        "alice",
+        "bob",
+        "physics",
+        "Running",
+        "Done",
+        "input",
+        "output",
+        "a" * 64,
+        "admin",
+        "user",
+        "pilot",
+    ]
+)
 TEXTS = st.text(max_size=40) | NASTY_TEXTS | HUGE_TEXTS
 FLOATS = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, -0.0, 1e308])
 BYTES = st.binary(max_size=64) | st.just(b"\x00" * 200_000)
-EXTENSIONS = st.sampled_from([msgpack.ExtType(1, b"x"), msgpack.ExtType(127, b"\x00" * 4),
-                              msgpack.Timestamp(0, 0)])
-SCALARS = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | EXTREME_INTS
-           | FLOATS | TEXTS | BYTES | EXTENSIONS)
+EXTENSIONS = st.sampled_from(
+    [msgpack.ExtType(1, b"x"), msgpack.ExtType(127, b"\x00" * 4), msgpack.Timestamp(0, 0)]
+)
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | EXTREME_INTS
+    | FLOATS
+    | TEXTS
+    | BYTES
+    | EXTENSIONS
+)
 KEYS = st.text(max_size=12) | st.binary(max_size=4) | st.integers(-5, 5)
 ANYTHING = st.recursive(
     SCALARS,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=4),
     max_leaves=12,
 )
-ATTRIBUTES = st.sampled_from(["Executable", "Arguments", "Priority", "CPUTime", "MaxRAM",
-                              "NumberOfProcessors", "Site", "InputSandbox", "Parameters",
-                              "ParameterStart", "ParameterStep", "Owner", "JobID"])
+ATTRIBUTES = st.sampled_from(
+    [
+        "Executable",
+        "Arguments",
+        "Priority",
+        "CPUTime",
+        "MaxRAM",
+        "NumberOfProcessors",
+        "Site",
+        "InputSandbox",
+        "Parameters",
+        "ParameterStart",
+        "ParameterStep",
+        "Owner",
+        "JobID",
+    ]
+)
 DESCRIPTIONS = st.lists(
     TEXTS | st.dictionaries(ATTRIBUTES | st.text(max_size=12), ANYTHING, max_size=5),
     max_size=3,
@@ -216,8 +272,9 @@ def typed(hint: Any, known_ints: list[int], known_names: list[str]) -> st.Search
     if hint is Any:
         return ANYTHING
     if origin in (typing.Union, types.UnionType):
-        return st.one_of([typed(option, known_ints, known_names)
-                          for option in typing.get_args(hint)])
+        return st.one_of(
+            [typed(option, known_ints, known_names) for option in typing.get_args(hint)]
+        )
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return hostile_args(hint, known_ints, known_names)
     if origin is list:
@@ -226,25 +283,37 @@ def typed(hint: Any, known_ints: list[int], known_names: list[str]) -> st.Search
     if origin is dict:
         return st.dictionaries(st.text(max_size=12), ANYTHING, max_size=4)
     known = {int: st.sampled_from(known_ints), str: st.sampled_from(known_names)}.get(hint)
-    scalar = {int: st.integers(-(2**63), 2**64 - 1) | EXTREME_INTS, str: TEXTS, float: FLOATS,
-              bool: st.booleans(), bytes: BYTES, type(None): st.none()}[hint]
+    scalar = {
+        int: st.integers(-(2**63), 2**64 - 1) | EXTREME_INTS,
+        str: TEXTS,
+        float: FLOATS,
+        bool: st.booleans(),
+        bytes: BYTES,
+        type(None): st.none(),
+    }[hint]
     return scalar if known is None else known | scalar
 
 
-def hostile_args(cls: type, known_ints: list[int], known_names: list[str]
-                 ) -> st.SearchStrategy[dict[Any, Any]]:
+def hostile_args(
+    cls: type, known_ints: list[int], known_names: list[str]
+) -> st.SearchStrategy[dict[Any, Any]]:
     """Maps for the argument dataclass ``cls``: each field present or missing, of its type
     (with hostile contents) or of any other; now and then extra keys."""
     hints = typing.get_type_hints(cls)
     fields: dict[Any, st.SearchStrategy[Any]] = {}
     for field in dataclasses.fields(cls):
-        right_type = (DESCRIPTIONS if field.name == "descriptions"
-                      else typed(hints[field.name], known_ints, known_names))
+        right_type = (
+            DESCRIPTIONS
+            if field.name == "descriptions"
+            else typed(hints[field.name], known_ints, known_names)
+        )
         fields[field.name] = right_type | right_type | ANYTHING
-    extras: st.SearchStrategy[dict[Any, Any]] = (
-        st.just({}) | st.dictionaries(KEYS, ANYTHING, max_size=2))
+    extras: st.SearchStrategy[dict[Any, Any]] = st.just({}) | st.dictionaries(
+        KEYS, ANYTHING, max_size=2
+    )
     return st.tuples(st.fixed_dictionaries({}, optional=fields), extras).map(
-        lambda parts: {**parts[1], **parts[0]})
+        lambda parts: {**parts[1], **parts[0]}
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,15 +323,17 @@ def hostile_args(cls: type, known_ints: list[int], known_names: list[str]
 Skip = Callable[[str, dict[Any, Any]], bool]
 
 
-def fuzz_every_operation(grid: Grid, peer: Peer, examples: int,
-                         skip: Skip = lambda op, args: False) -> None:
+def fuzz_every_operation(
+    grid: Grid, peer: Peer, examples: int, skip: Skip = lambda op, args: False
+) -> None:
     stored = {"now": grid.snapshot()}
     for op in sorted(ARGUMENTS):
         fuzz_operation(grid, peer, op, examples, skip, stored)
 
 
-def fuzz_operation(grid: Grid, peer: Peer, op: str, examples: int, skip: Skip,
-                   stored: dict[str, Any]) -> None:
+def fuzz_operation(
+    grid: Grid, peer: Peer, op: str, examples: int, skip: Skip, stored: dict[str, Any]
+) -> None:
     """``examples`` hostile argument maps for ``op``; ``stored["now"]`` is the reference
     snapshot, renewed after each accepted request."""
     known_ints = [*grid.job_ids, 1, 0]
@@ -288,15 +359,18 @@ def test_fuzzed_arguments_of_every_operation_as_an_admin(grid: Grid) -> None:
     peer = Peer(grid.service.endpoint)
     try:
         # An admin revoking itself would end the test, not find a bug.
-        fuzz_every_operation(grid, peer, examples=15, skip=lambda op, args: (
-            op == Op.IDENTITY_REVOKE and args.get("name") == admin_name))
+        fuzz_every_operation(
+            grid,
+            peer,
+            examples=15,
+            skip=lambda op, args: op == Op.IDENTITY_REVOKE and args.get("name") == admin_name,
+        )
     finally:
         peer.close()
 
 
 @pytest.mark.parametrize("role", ["user", "pilot"])
-def test_fuzzed_arguments_of_every_operation_as_a_user_and_a_pilot(grid: Grid, role: str
-                                                                  ) -> None:
+def test_fuzzed_arguments_of_every_operation_as_a_user_and_a_pilot(grid: Grid, role: str) -> None:
     if role == "user":
         identity = grid.admin.identity_add("mallory", "user", groups=["physics"])
     else:
@@ -323,8 +397,10 @@ def test_raw_garbage_frames(grid: Grid) -> None:
     peer = Peer(grid.service.endpoint)
 
     @settings(FUZZ, max_examples=150)
-    @given(frame=st.binary(max_size=2000) | ANYTHING.map(
-        lambda value: msgpack.packb(value, use_bin_type=True)))
+    @given(
+        frame=st.binary(max_size=2000)
+        | ANYTHING.map(lambda value: msgpack.packb(value, use_bin_type=True))
+    )
     def answered_with_an_error(frame: bytes) -> None:
         assert_protocol_error(peer.reply(frame))
 
@@ -366,8 +442,10 @@ def test_envelope_fields_of_every_wrong_kind(grid: Grid) -> None:
     good = {"v": PROTOCOL_VERSION, "id": "x", "op": "ping", "args": {}}
 
     @settings(FUZZ, max_examples=120)
-    @given(key=st.sampled_from(["v", "id", "op", "args", "extra"]),
-           value=ANYTHING | st.just("x" * 65) | st.just(None))
+    @given(
+        key=st.sampled_from(["v", "id", "op", "args", "extra"]),
+        value=ANYTHING | st.just("x" * 65) | st.just(None),
+    )
     def refused_or_answered(key: str, value: Any) -> None:
         frame = msgpack.packb({**good, key: value}, use_bin_type=True)
         reply = peer.reply(frame)
@@ -389,8 +467,9 @@ def nested(depth: int, opener: bytes) -> bytes:
 
 
 def frame_with_args(args_bytes: bytes, op: str = "heartbeat") -> bytes:
-    head = b"".join(msgpack.packb(x) for x in ("v", PROTOCOL_VERSION, "id", "deep", "op", op,
-                                               "args"))
+    head = b"".join(
+        msgpack.packb(x) for x in ("v", PROTOCOL_VERSION, "id", "deep", "op", op, "args")
+    )
     return b"\x84" + head + args_bytes
 
 
@@ -401,9 +480,16 @@ def test_deeply_nested_msgpack(grid: Grid, opener: bytes, depth: int) -> None:
     peer = Peer(grid.service.endpoint)
     try:
         # as the whole args, and inside the one field that takes anything
-        metrics = b"\x83" + b"".join(msgpack.packb(x) for x in (
-            "job_id", grid.job_ids[0], "attempt", 1, "pilot_id")) + msgpack.packb(
-            grid.pilot_ids[0]) + msgpack.packb("metrics") + b"\x81\xa1m" + nested(depth, opener)
+        metrics = (
+            b"\x83"
+            + b"".join(
+                msgpack.packb(x) for x in ("job_id", grid.job_ids[0], "attempt", 1, "pilot_id")
+            )
+            + msgpack.packb(grid.pilot_ids[0])
+            + msgpack.packb("metrics")
+            + b"\x81\xa1m"
+            + nested(depth, opener)
+        )
         for frame in (frame_with_args(nested(depth, opener)), frame_with_args(metrics)):
             reply = peer.reply(frame)
             assert reply.get("error", {}).get("code") != "internal", reply
@@ -438,9 +524,12 @@ def test_huge_strings_in_every_text_field(grid: Grid) -> None:
         for op, args_class in sorted(ARGUMENTS.items()):
             before = grid.snapshot()
             hints = typing.get_type_hints(args_class)
-            args = {field.name: huge if hints[field.name] in (str, str | None)
-                    else _plain_value(hints[field.name])
-                    for field in dataclasses.fields(args_class)}
+            args = {
+                field.name: huge
+                if hints[field.name] in (str, str | None)
+                else _plain_value(hints[field.name])
+                for field in dataclasses.fields(args_class)
+            }
             answer = peer.exchange(encode_request(Request("huge", op, args)))
             assert answer is not None, f"{op}: no reply"
             reply = msgpack.unpackb(answer[-1], raw=False)
@@ -494,8 +583,9 @@ def test_too_many_job_ids_for_a_user_are_refused_cleanly(grid: Grid) -> None:
 def test_a_jdl_maxram_too_big_for_msgpack_is_refused_as_invalid(grid: Grid) -> None:
     before = grid.snapshot()
     with pytest.raises(InvalidJobDescription, match="MaxRAM"):
-        grid.admin.submit(['Executable = "/bin/echo"; MaxRAM = 99999999999999999999999;'],
-                          owner="alice")
+        grid.admin.submit(
+            ['Executable = "/bin/echo"; MaxRAM = 99999999999999999999999;'], owner="alice"
+        )
     assert grid.snapshot() == before
 
 
@@ -503,8 +593,9 @@ def test_a_jdl_maxram_too_big_for_msgpack_is_refused_as_invalid(grid: Grid) -> N
 # sandbox archives (what tests/unit/test_sandbox.py does not cover)
 
 
-def archive(*members: tuple[tarfile.TarInfo, bytes | None],
-            form: int = tarfile.PAX_FORMAT) -> bytes:
+def archive(
+    *members: tuple[tarfile.TarInfo, bytes | None], form: int = tarfile.PAX_FORMAT
+) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz", format=form) as tar:
         for info, data in members:
@@ -512,8 +603,9 @@ def archive(*members: tuple[tarfile.TarInfo, bytes | None],
     return buffer.getvalue()
 
 
-def member(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE,
-           linkname: str = "") -> tuple[tarfile.TarInfo, bytes | None]:
+def member(
+    name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, linkname: str = ""
+) -> tuple[tarfile.TarInfo, bytes | None]:
     info = tarfile.TarInfo(name)
     info.type, info.linkname, info.mode = kind, linkname, 0o644
     if kind == tarfile.REGTYPE:
@@ -557,14 +649,14 @@ def test_a_pax_absolute_link_target_is_refused(dest: Path) -> None:
 
 
 def test_a_hard_link_pointing_inside_is_refused_too(dest: Path) -> None:
-    data = archive(member("a.txt", b"a"), member("b.txt", kind=tarfile.LNKTYPE,
-                                                 linkname="a.txt"))
+    data = archive(member("a.txt", b"a"), member("b.txt", kind=tarfile.LNKTYPE, linkname="a.txt"))
     assert_archive_refused(data, dest, "'b.txt' is a hard link")
 
 
 def test_a_folder_member_named_dot_dot_is_refused(dest: Path) -> None:
-    assert_archive_refused(archive(member("../up", kind=tarfile.DIRTYPE)), dest,
-                           "escapes the sandbox")
+    assert_archive_refused(
+        archive(member("../up", kind=tarfile.DIRTYPE)), dest, "escapes the sandbox"
+    )
 
 
 def test_a_symbolic_link_planted_in_the_destination_is_not_followed(
@@ -581,8 +673,14 @@ def test_a_symbolic_link_planted_in_the_destination_is_not_followed(
 # --------------------------------------------------------------------------------------------
 # payload arguments that try to reach a shell, run by a real pilot
 
-INJECTIONS = ["; touch {0}/semicolon", "&& touch {0}/and", "| touch {0}/pipe",
-              "$(touch {0}/dollar)", "`touch {0}/backtick`", "\n touch {0}/newline"]
+INJECTIONS = [
+    "; touch {0}/semicolon",
+    "&& touch {0}/and",
+    "| touch {0}/pipe",
+    "$(touch {0}/dollar)",
+    "`touch {0}/backtick`",
+    "\n touch {0}/newline",
+]
 
 
 @pytest.fixture
@@ -592,14 +690,36 @@ def pilot_process(grid: Grid, tmp_path: Path) -> Iterator[Callable[[], subproces
     def start() -> subprocess.Popen[bytes]:
         workdir = tmp_path / "pilot"
         workdir.mkdir(exist_ok=True)
-        command = [sys.executable, "-m", "dirac_like", "pilot", "--server",
-                   grid.service.endpoint, "--site", "Site.Shell", "--workdir", str(workdir),
-                   "--pilot-id", "shell-test", "--max-jobs", str(len(INJECTIONS)),
-                   "--tags", "shell-test", "--required-tags", "shell-test",
-                   "--heartbeat", "0.5", "--request-interval", "0.5", "--idle-timeout", "20"]
+        command = [
+            sys.executable,
+            "-m",
+            "dirac_like",
+            "pilot",
+            "--server",
+            grid.service.endpoint,
+            "--site",
+            "Site.Shell",
+            "--workdir",
+            str(workdir),
+            "--pilot-id",
+            "shell-test",
+            "--max-jobs",
+            str(len(INJECTIONS)),
+            "--tags",
+            "shell-test",
+            "--required-tags",
+            "shell-test",
+            "--heartbeat",
+            "0.5",
+            "--request-interval",
+            "0.5",
+            "--idle-timeout",
+            "20",
+        ]
         log = open(tmp_path / "pilot.log", "wb")  # noqa: SIM115 (the child keeps it)
-        popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                 start_new_session=True)
+        popen = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
         log.close()
         started.append(popen)
         return popen
@@ -620,7 +740,8 @@ def test_shell_metacharacters_in_arguments_reach_the_payload_verbatim(
     arguments = [injection.format(traps).replace("\n", "\\n") for injection in INJECTIONS]
     descriptions: list[str | dict[str, Any]] = [
         f'Executable = "/bin/echo"; Arguments = "{text}"; Tags = "shell-test";'
-        for text in arguments]
+        for text in arguments
+    ]
     job_ids = grid.admin.submit(descriptions, owner="alice", group="physics")
     popen = pilot_process()
 

@@ -60,19 +60,29 @@ def service() -> Iterator[FakeService]:
     fake.close()
 
 
-@pytest.mark.parametrize(("op", "call", "result", "problem"), [
-    ("kill", lambda c: c.kill([1]), {"killed": [1]}, "missing argument 'kill_requested'"),
-    ("status", lambda c: c.status([1]), [{"job_id": 1}], r"reply to status\[0\]: missing"),
-    ("submit", lambda c: c.submit(["x"], "alice"), {"job_ids": "1"}, "must be a list"),
-    ("heartbeat", lambda c: c.heartbeat(1, 1, "p"), {"commands": [{"command": "reboot"}]},
-     "unknown command 'reboot'"),
-    ("ping", lambda c: c.ping(), None, "reply to ping: must be a map"),
-])
-def test_a_malformed_reply_is_a_protocol_error(service: FakeService, op: str, call: Any,
-                                               result: Any, problem: str) -> None:
+@pytest.mark.parametrize(
+    ("op", "call", "result", "problem"),
+    [
+        ("kill", lambda c: c.kill([1]), {"killed": [1]}, "missing argument 'kill_requested'"),
+        ("status", lambda c: c.status([1]), [{"job_id": 1}], r"reply to status\[0\]: missing"),
+        ("submit", lambda c: c.submit(["x"], "alice"), {"job_ids": "1"}, "must be a list"),
+        (
+            "heartbeat",
+            lambda c: c.heartbeat(1, 1, "p"),
+            {"commands": [{"command": "reboot"}]},
+            "unknown command 'reboot'",
+        ),
+        ("ping", lambda c: c.ping(), None, "reply to ping: must be a map"),
+    ],
+)
+def test_a_malformed_reply_is_a_protocol_error(
+    service: FakeService, op: str, call: Any, result: Any, problem: str
+) -> None:
     service.results[op] = result
-    with Client(service.endpoint, ONE_TRY, insecure=True) as client, \
-            pytest.raises(ProtocolError, match=problem):
+    with (
+        Client(service.endpoint, ONE_TRY, insecure=True) as client,
+        pytest.raises(ProtocolError, match=problem),
+    ):
         call(client)
 
 

@@ -18,8 +18,9 @@ from dirac_like.testing import run_cli
 
 
 @pytest.fixture
-def grid(start_central: Callable[..., ServiceProcess], tmp_path: Path
-         ) -> Iterator[tuple[ServiceProcess, Client, Pilots]]:
+def grid(
+    start_central: Callable[..., ServiceProcess], tmp_path: Path
+) -> Iterator[tuple[ServiceProcess, Client, Pilots]]:
     service = start_central(config_text=SHORT_TIMEOUTS)
     pilots = Pilots(service.endpoint, tmp_path / "pilots")
     try:
@@ -46,18 +47,21 @@ def stored_sandboxes(service: ServiceProcess) -> list[Path]:
 
 
 def output_of(service: ServiceProcess, job_id: int, tmp_path: Path) -> Path:
-    fetched = cli(service, "job", "output", str(job_id), "--dir", str(tmp_path / "out"),
-                  cwd=tmp_path)
+    fetched = cli(
+        service, "job", "output", str(job_id), "--dir", str(tmp_path / "out"), cwd=tmp_path
+    )
     assert fetched.returncode == 0, fetched.stderr
     return tmp_path / "out" / str(job_id)
 
 
 def test_sandbox_paths_anywhere_arrive_under_their_base_names(
-        grid: tuple[ServiceProcess, Client, Pilots], tmp_path: Path) -> None:
+    grid: tuple[ServiceProcess, Client, Pilots], tmp_path: Path
+) -> None:
     service, client, pilots = grid
     (tmp_path / "tools").mkdir()
     (tmp_path / "tools" / "run.sh").write_text(
-        'cat data.txt; echo "$MY_VAR $DIRAC_JOB_PROCESSORS"\nread line; echo "stdin: $line"\n')
+        'cat data.txt; echo "$MY_VAR $DIRAC_JOB_PROCESSORS"\nread line; echo "stdin: $line"\n'
+    )
     elsewhere = tmp_path / "elsewhere" / "data.txt"
     elsewhere.parent.mkdir()
     elsewhere.write_text("data from an absolute path\n")
@@ -85,7 +89,8 @@ def test_sandbox_paths_anywhere_arrive_under_their_base_names(
 
 
 def test_two_sandbox_files_with_one_name_are_refused_before_any_upload(
-        grid: tuple[ServiceProcess, Client, Pilots], tmp_path: Path) -> None:
+    grid: tuple[ServiceProcess, Client, Pilots], tmp_path: Path
+) -> None:
     service, client, _ = grid
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
@@ -103,7 +108,8 @@ def test_two_sandbox_files_with_one_name_are_refused_before_any_upload(
 
 
 def test_an_invalid_description_anywhere_uploads_nothing(
-        grid: tuple[ServiceProcess, Client, Pilots], tmp_path: Path) -> None:
+    grid: tuple[ServiceProcess, Client, Pilots], tmp_path: Path
+) -> None:
     service, client, _ = grid
     (tmp_path / "run.sh").write_text("true\n")
     good = tmp_path / "good.jdl"
@@ -121,13 +127,15 @@ def test_an_invalid_description_anywhere_uploads_nothing(
 
 
 def test_service_refusal_after_the_upload_keeps_the_line(
-        grid: tuple[ServiceProcess, Client, Pilots], tmp_path: Path) -> None:
+    grid: tuple[ServiceProcess, Client, Pilots], tmp_path: Path
+) -> None:
     service, client, _ = grid
     (tmp_path / "run.sh").write_text("true\n")
     jdl = tmp_path / "job.jdl"
     # the client does not know the service's job types: the service refuses, at line 4
-    jdl.write_text('Executable = "/bin/sh";\nInputSandbox = {\n  "run.sh" };\n'
-                   'JobType = "NoSuchType";\n')
+    jdl.write_text(
+        'Executable = "/bin/sh";\nInputSandbox = {\n  "run.sh" };\nJobType = "NoSuchType";\n'
+    )
 
     refused = cli(service, "job", "submit", str(jdl), cwd=tmp_path)
 
@@ -137,7 +145,8 @@ def test_service_refusal_after_the_upload_keeps_the_line(
 
 
 def test_grid_ce_and_job_id_placeholder(
-        grid: tuple[ServiceProcess, Client, Pilots], tmp_path: Path) -> None:
+    grid: tuple[ServiceProcess, Client, Pilots], tmp_path: Path
+) -> None:
     service, client, pilots = grid
     pinned = tmp_path / "pinned.jdl"
     pinned.write_text('Executable = "/bin/echo"; Arguments = "job %j";\nGridCE = "ce2";\n')

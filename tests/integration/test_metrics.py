@@ -89,9 +89,13 @@ def closed_queue_director(tmp_path: Path, endpoint: str) -> Iterator[Director]:
     sites.mkdir()
     (sites / f"{SITE}.toml").write_text(SITE_TOML)
     with Client(endpoint, FAST_RETRIES) as client:
-        director = Director(load_site(sites / f"{SITE}.toml"), client,
-                            {"local": ClosedQueue()}, tmp_path / "director",
-                            settings=DirectorSettings())
+        director = Director(
+            load_site(sites / f"{SITE}.toml"),
+            client,
+            {"local": ClosedQueue()},
+            tmp_path / "director",
+            settings=DirectorSettings(),
+        )
         try:
             yield director
         finally:
@@ -113,8 +117,12 @@ def test_the_central_metrics_show_jobs_pilots_and_requests(
     service = grid_with_work(start_central)
     assert service.metrics_url.startswith("http://127.0.0.1:")
 
-    text = wait_for(lambda: (lambda t: t if sample(t, "dirac_like_matches_total") else "")(
-        scrape(service.metrics_url)), "a snapshot after the match")
+    text = wait_for(
+        lambda: (lambda t: t if sample(t, "dirac_like_matches_total") else "")(
+            scrape(service.metrics_url)
+        ),
+        "a snapshot after the match",
+    )
 
     assert sample(text, "dirac_like_jobs", status="Waiting", site="ANY", group="user") == 3
     assert sample(text, "dirac_like_jobs", status="Matched", site="LCG.CERN.cern") == 1
@@ -133,24 +141,38 @@ def test_the_metrics_hold_no_identity_and_no_secret(
     service = grid_with_work(start_central)
     with Client(service.endpoint, FAST_RETRIES) as client:
         client.identity_add("bob-the-user", "user", ["user"])  # a second identity exists too
-    text = wait_for(lambda: (lambda t: t if sample(t, "dirac_like_matches_total") else "")(
-        scrape(service.metrics_url)), "a snapshot after the match")
+    text = wait_for(
+        lambda: (lambda t: t if sample(t, "dirac_like_matches_total") else "")(
+            scrape(service.metrics_url)
+        ),
+        "a snapshot after the match",
+    )
 
     admin = load_identity(service.home / "identities" / "admin.identity")
     registry = json.loads((service.home / "identities.json").read_text())
-    secrets = {admin.secret_key, admin.public_key, admin.service_key, "alice-in-metrics",
-               "p-secret-77", "bob-the-user", "admin",
-               *(entry["public_key"] for entry in registry["identities"])}
+    secrets = {
+        admin.secret_key,
+        admin.public_key,
+        admin.service_key,
+        "alice-in-metrics",
+        "p-secret-77",
+        "bob-the-user",
+        "admin",
+        *(entry["public_key"] for entry in registry["identities"]),
+    }
     for secret in secrets:
         assert secret not in text, f"{secret!r} is in the metrics"
     ops = set(re.findall(r'op="([^"]*)"', text))
     assert ops <= {*ARGUMENTS, "unknown"}
 
 
-@pytest.mark.skipif(shutil.which("prometheus") is None and os.environ.get("CI") != "true",
-                    reason="no prometheus binary (bash scripts/prometheus.sh install)")
+@pytest.mark.skipif(
+    shutil.which("prometheus") is None and os.environ.get("CI") != "true",
+    reason="no prometheus binary (bash scripts/prometheus.sh install)",
+)
 def test_prometheus_scrapes_the_service_and_a_director_and_loads_the_alert_rules(
-    start_central: Callable[..., ServiceProcess], tmp_path: Path,
+    start_central: Callable[..., ServiceProcess],
+    tmp_path: Path,
 ) -> None:
     service = grid_with_work(start_central)
     with closed_queue_director(tmp_path, service.endpoint) as director:
@@ -165,14 +187,20 @@ def scrape_with_prometheus(tmp_path: Path, central_url: str, director_url: str) 
     shutil.copy(ROOT / "etc" / "prometheus" / "alerts.yml", base / "alerts.yml")
     config = base / "prometheus.yml"
     config.write_text(_scrape_config(central_url, director_url))
-    started = subprocess.run(["bash", str(SCRIPT), "start", str(base), str(config), str(port)],
-                             capture_output=True, text=True, timeout=120)
+    started = subprocess.run(
+        ["bash", str(SCRIPT), "start", str(base), str(config), str(port)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     try:
         assert started.returncode == 0, started.stderr
 
         def query(expression: str) -> list[dict[str, Any]]:
-            url = (f"http://127.0.0.1:{port}/api/v1/query?"
-                   f"{urllib.parse.urlencode({'query': expression})}")
+            url = (
+                f"http://127.0.0.1:{port}/api/v1/query?"
+                f"{urllib.parse.urlencode({'query': expression})}"
+            )
             result: list[dict[str, Any]] = json.loads(scrape(url))["data"]["result"]
             return result
 
@@ -180,16 +208,28 @@ def scrape_with_prometheus(tmp_path: Path, central_url: str, director_url: str) 
             result = query(expression)
             return float(result[0]["value"][1]) if result else None
 
-        wait_for(lambda: value('sum(dirac_like_jobs{status="Waiting"})') == 3,
-                 "Prometheus to hold the service's waiting jobs", timeout=60)
-        wait_for(lambda: value(f'dirac_like_director_ce_backed_off{{site="{SITE}"}}') == 1,
-                 "Prometheus to hold the director's backed-off CE", timeout=60)
-        assert {row["metric"]["job"] for row in query("up == 1")} == \
-            {"dirac-like-central", "dirac-like-director"}
+        wait_for(
+            lambda: value('sum(dirac_like_jobs{status="Waiting"})') == 3,
+            "Prometheus to hold the service's waiting jobs",
+            timeout=60,
+        )
+        wait_for(
+            lambda: value(f'dirac_like_director_ce_backed_off{{site="{SITE}"}}') == 1,
+            "Prometheus to hold the director's backed-off CE",
+            timeout=60,
+        )
+        assert {row["metric"]["job"] for row in query("up == 1")} == {
+            "dirac-like-central",
+            "dirac-like-director",
+        }
         rules = json.loads(scrape(f"http://127.0.0.1:{port}/api/v1/rules"))["data"]["groups"]
         names = {rule["name"] for group in rules for rule in group["rules"]}
-        assert {"DiracLikeCentralDown", "DiracLikeNoMatchesWhileJobsWait",
-                "DiracLikeSiteFailing", "DiracLikeSlowCommits"} <= names
+        assert {
+            "DiracLikeCentralDown",
+            "DiracLikeNoMatchesWhileJobsWait",
+            "DiracLikeSiteFailing",
+            "DiracLikeSlowCommits",
+        } <= names
     finally:
         subprocess.run(["bash", str(SCRIPT), "stop", str(base)], timeout=60, check=False)
 

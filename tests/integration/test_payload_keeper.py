@@ -16,13 +16,19 @@ from dirac_like.agents.outbox import JOB_FILE, ended_report
 KEEPER = [sys.executable, "-I", "-S", payload_keeper.__file__]
 
 
-def keep(folder: Path, *payload: str, parent: int | None = None, lease: float = 0.0
-         ) -> subprocess.CompletedProcess[str]:
+def keep(
+    folder: Path, *payload: str, parent: int | None = None, lease: float = 0.0
+) -> subprocess.CompletedProcess[str]:
     lease_file = folder / "lease"
     lease_file.touch()
     return subprocess.run(
         [*KEEPER, str(parent or os.getpid()), str(lease_file), str(lease), *payload],
-        cwd=folder, capture_output=True, text=True, timeout=60, check=False)
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_the_payloads_status_passes_through_and_its_end_is_noted(tmp_path: Path) -> None:
@@ -50,15 +56,20 @@ def test_the_lease_end_kills_the_payload_and_says_so(tmp_path: Path) -> None:
     lease_file = tmp_path / "lease"
     lease_file.touch()
     os.utime(lease_file, (1.0, 1.0))  # last renewed long ago
-    done = subprocess.run([*KEEPER, str(os.getpid()), str(lease_file), "1", "sleep", "60"],
-                          cwd=tmp_path, timeout=60, check=False)
+    done = subprocess.run(
+        [*KEEPER, str(os.getpid()), str(lease_file), "1", "sleep", "60"],
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == payload_keeper.LEASE_EXIT
     assert (tmp_path / payload_keeper.LEASE_MARK).exists()
 
 
 def test_a_successor_pilot_reports_an_end_the_keeper_noted(tmp_path: Path) -> None:
     (tmp_path / JOB_FILE).write_text(
-        '{"job_id": 7, "attempt": 2, "pilot_id": "p1", "description": {"Executable": "x"}}')
+        '{"job_id": 7, "attempt": 2, "pilot_id": "p1", "description": {"Executable": "x"}}'
+    )
     assert ended_report(tmp_path) is None  # the payload has not ended
     (tmp_path / payload_keeper.ENDED_MARK).write_text("exit 0\n")
     report = ended_report(tmp_path)

@@ -44,13 +44,33 @@ class Pilots:
         name = name or f"pilot{len(self.started)}"
         workdir = self.root / name
         workdir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "dirac_like", "pilot", "--server", self.endpoint,
-                   "--site", "Site.Test", "--ce", "ce1", "--workdir", str(workdir),
-                   "--pilot-id", name, "--heartbeat", "0.5", "--kill-grace", "2",
-                   "--request-interval", "0.5", *extra]
+        command = [
+            sys.executable,
+            "-m",
+            "dirac_like",
+            "pilot",
+            "--server",
+            self.endpoint,
+            "--site",
+            "Site.Test",
+            "--ce",
+            "ce1",
+            "--workdir",
+            str(workdir),
+            "--pilot-id",
+            name,
+            "--heartbeat",
+            "0.5",
+            "--kill-grace",
+            "2",
+            "--request-interval",
+            "0.5",
+            *extra,
+        ]
         stderr = open(self.root / f"{name}.stderr", "wb")  # noqa: SIM115 (the child keeps it)
-        popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
-                                 start_new_session=True)
+        popen = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, start_new_session=True
+        )
         stderr.close()
         self.started.append((popen, name))
         return popen, workdir
@@ -99,17 +119,21 @@ def row(client: Client, job_id: int) -> JobSummary:
     return rows[0]
 
 
-def wait_status(client: Client, job_id: int, statuses: tuple[str, ...], timeout: float
-                ) -> JobSummary:
+def wait_status(
+    client: Client, job_id: int, statuses: tuple[str, ...], timeout: float
+) -> JobSummary:
     found: JobSummary = wait_for(
         lambda: (r := row(client, job_id)).status in statuses and r,
-        f"job {job_id} to reach {statuses}", timeout=timeout)
+        f"job {job_id} to reach {statuses}",
+        timeout=timeout,
+    )
     return found
 
 
 @pytest.fixture
-def grid(start_central: Callable[..., ServiceProcess], tmp_path: Path
-         ) -> Iterator[tuple[Client, Pilots]]:
+def grid(
+    start_central: Callable[..., ServiceProcess], tmp_path: Path
+) -> Iterator[tuple[Client, Pilots]]:
     service = start_central(config_text=SHORT_TIMEOUTS)
     pilots = Pilots(service.endpoint, tmp_path / "pilots")
     try:
@@ -119,11 +143,13 @@ def grid(start_central: Callable[..., ServiceProcess], tmp_path: Path
         pilots.stop_all()
 
 
-def test_parametric_jobs_all_done_and_the_pilot_stops_when_idle(grid: tuple[Client, Pilots]
-                                                                 ) -> None:
+def test_parametric_jobs_all_done_and_the_pilot_stops_when_idle(
+    grid: tuple[Client, Pilots],
+) -> None:
     client, pilots = grid
-    ids = client.submit(['Executable = "/bin/echo"; Arguments = "hello %n"; Parameters = 5;'],
-                        "alice")
+    ids = client.submit(
+        ['Executable = "/bin/echo"; Arguments = "hello %n"; Parameters = 5;'], "alice"
+    )
     popen, workdir = pilots.start("--cores", "2", "--idle-timeout", "2")
     for job_id in ids:
         assert wait_status(client, job_id, FINAL, 30).status == "Done"
@@ -135,12 +161,16 @@ def test_parametric_jobs_all_done_and_the_pilot_stops_when_idle(grid: tuple[Clie
 
 def test_failed_exit_code_and_missing_executable(grid: tuple[Client, Pilots]) -> None:
     client, pilots = grid
-    exits, missing = client.submit(['Executable = "/bin/sh"; Arguments = "-c \'exit 3\'";',
-                                    'Executable = "/no/such/program";'], "alice")
+    exits, missing = client.submit(
+        [
+            'Executable = "/bin/sh"; Arguments = "-c \'exit 3\'";',
+            'Executable = "/no/such/program";',
+        ],
+        "alice",
+    )
     pilots.start()
     failed = wait_status(client, exits, FINAL, 30)
-    assert (failed.status, failed.minor_status) == ("Failed",
-                                                          "Application exited with code 3")
+    assert (failed.status, failed.minor_status) == ("Failed", "Application exited with code 3")
     not_found = wait_status(client, missing, FINAL, 30)
     assert not_found.status == "Failed"
     assert "Executable not found" in not_found.minor_status
@@ -149,8 +179,10 @@ def test_failed_exit_code_and_missing_executable(grid: tuple[Client, Pilots]) ->
 def test_max_ram_exceeded_is_failed_by_the_watchdog(grid: tuple[Client, Pilots]) -> None:
     client, pilots = grid
     script = "b = b'x' * (300 * 1024 * 1024); import time; time.sleep(60)"
-    [job_id] = client.submit([f'Executable = "{sys.executable}"; Arguments = "-c \\"{script}\\"";'
-                              " MaxRAM = 100;"], "alice")
+    [job_id] = client.submit(
+        [f'Executable = "{sys.executable}"; Arguments = "-c \\"{script}\\""; MaxRAM = 100;'],
+        "alice",
+    )
     pilots.start()
     final = wait_status(client, job_id, FINAL, 40)
     assert final.status == "Failed"
@@ -162,12 +194,18 @@ def test_kill_reaches_the_payload_at_once(grid: tuple[Client, Pilots]) -> None:
     [job_id] = client.submit(['Executable = "/bin/sleep"; Arguments = "60";'], "alice")
     pilots.start(name="killer")
     wait_status(client, job_id, ("Running",), 30)
-    [payload] = wait_for(lambda: [p for p in payloads_of("killer", job_id)
-                                  if p.name() == "sleep"], "the payload process", timeout=10)
+    [payload] = wait_for(
+        lambda: [p for p in payloads_of("killer", job_id) if p.name() == "sleep"],
+        "the payload process",
+        timeout=10,
+    )
     started = time.monotonic()
     client.kill([job_id])
-    wait_for(lambda: not payload.is_running() or payload.status() == psutil.STATUS_ZOMBIE,
-             "the payload to go", timeout=10)
+    wait_for(
+        lambda: not payload.is_running() or payload.status() == psutil.STATUS_ZOMBIE,
+        "the payload to go",
+        timeout=10,
+    )
     latency = time.monotonic() - started
     log.warning("kill latency (kill call → payload gone): %.3f s", latency)
     print(f"kill latency: {latency:.3f} s")
@@ -176,7 +214,8 @@ def test_kill_reaches_the_payload_at_once(grid: tuple[Client, Pilots]) -> None:
 
 
 def test_pilot_killed_mid_job_the_job_is_rescheduled_and_done_elsewhere(
-        grid: tuple[Client, Pilots]) -> None:
+    grid: tuple[Client, Pilots],
+) -> None:
     client, pilots = grid
     [job_id] = client.submit(['Executable = "/bin/sleep"; Arguments = "3";'], "alice")
     first, _ = pilots.start(name="lost")
@@ -203,14 +242,16 @@ def test_a_payload_dies_with_its_pilot_even_after_kill_9(grid: tuple[Client, Pil
     os.kill(pilot.pid, signal.SIGKILL)
     pilot.wait(10)
 
-    wait_for(lambda: not payloads_of("doomed", job_id), "the payload to die with its pilot",
-             timeout=10)
+    wait_for(
+        lambda: not payloads_of("doomed", job_id), "the payload to die with its pilot", timeout=10
+    )
 
 
 def test_four_core_job_fills_a_four_core_pilot(grid: tuple[Client, Pilots]) -> None:
     client, pilots = grid
-    [wide] = client.submit(['Executable = "/bin/sleep"; Arguments = "60"; '
-                            'NumberOfProcessors = 4;'], "alice")
+    [wide] = client.submit(
+        ['Executable = "/bin/sleep"; Arguments = "60"; NumberOfProcessors = 4;'], "alice"
+    )
     pilots.start("--cores", "4", name="wide")
     wait_status(client, wide, ("Running",), 30)
     [narrow] = client.submit(['Executable = "/bin/echo"; Arguments = "narrow";'], "alice")
@@ -225,7 +266,8 @@ def test_four_core_job_fills_a_four_core_pilot(grid: tuple[Client, Pilots]) -> N
 
 
 def test_sigterm_kills_the_running_job_hands_it_back_and_exits_zero(
-        grid: tuple[Client, Pilots]) -> None:
+    grid: tuple[Client, Pilots],
+) -> None:
     client, pilots = grid
     [job_id] = client.submit(['Executable = "/bin/sleep"; Arguments = "60";'], "alice")
     popen, _ = pilots.start(name="terminated")
@@ -241,16 +283,19 @@ def test_sigterm_kills_the_running_job_hands_it_back_and_exits_zero(
 
 
 def test_service_unreachable_at_start_exits_3(tmp_path: Path) -> None:
-    config = PilotConfig(server=f"tcp://127.0.0.1:{free_port()}", site="Site.Test",
-                         workdir=tmp_path)
+    config = PilotConfig(
+        server=f"tcp://127.0.0.1:{free_port()}", site="Site.Test", workdir=tmp_path
+    )
     pilot = Pilot(config, RetryPolicy(timeout=0.2, retries=1, backoff=0.01, max_backoff=0.01))
     assert pilot.run() == 3
 
 
 def test_poll_pushes_hands_a_pushed_kill_to_on_push(central: ServiceProcess) -> None:
     pushed: list[PilotCommand] = []
-    with Client(central.endpoint, FAST_RETRIES) as user, \
-            Client(central.endpoint, FAST_RETRIES, on_push=pushed.extend) as pilot:
+    with (
+        Client(central.endpoint, FAST_RETRIES) as user,
+        Client(central.endpoint, FAST_RETRIES, on_push=pushed.extend) as pilot,
+    ):
         [job_id] = user.submit(['Executable = "/bin/true";'], "alice")
         match = pilot.request_job("p1", PilotResources(site="Site.Test")).job
         assert match.job_id == job_id
@@ -264,9 +309,11 @@ def test_a_pilot_takes_no_job_above_its_ces_cpu_limit(grid: tuple[Client, Pilots
     client, pilots = grid
     [long_job, short_job] = client.submit(
         ['Executable = "/bin/true"; CPUTime = 600;', 'Executable = "/bin/true"; CPUTime = 100;'],
-        "alice")
-    popen, _ = pilots.start("--cpu-time", "300", "--max-jobs", "1", "--idle-timeout", "2",
-                            name="capped")
+        "alice",
+    )
+    popen, _ = pilots.start(
+        "--cpu-time", "300", "--max-jobs", "1", "--idle-timeout", "2", name="capped"
+    )
     assert popen.wait(30) == 0
     assert row(client, short_job).status == "Done"
     assert row(client, long_job).status == "Waiting"

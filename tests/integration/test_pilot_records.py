@@ -31,17 +31,43 @@ def record(client: Client, pilot_id: str) -> dict[str, Any] | None:
 
 
 def test_a_pilot_started_by_hand_closes_its_record_and_no_director_takes_it(
-        central: ServiceProcess, client: Client, tmp_path: Path) -> None:
+    central: ServiceProcess, client: Client, tmp_path: Path
+) -> None:
     [job_id] = client.submit(['Executable = "/bin/true";'], "alice")
-    command = [sys.executable, "-m", "dirac_like", "pilot", "--site", SITE, "--server",
-               central.endpoint, "--pilot-id", "by-hand-1", "--max-jobs", "1",
-               "--request-interval", "0.3", "--workdir", str(tmp_path / "work")]
+    command = [
+        sys.executable,
+        "-m",
+        "dirac_like",
+        "pilot",
+        "--site",
+        SITE,
+        "--server",
+        central.endpoint,
+        "--pilot-id",
+        "by-hand-1",
+        "--max-jobs",
+        "1",
+        "--request-interval",
+        "0.3",
+        "--workdir",
+        str(tmp_path / "work"),
+    ]
     (tmp_path / "work").mkdir()
-    pilot = subprocess.run(command, capture_output=True, text=True, timeout=60,
-                           env=child_env(), stdin=subprocess.DEVNULL)
-    director = Director(write_site(tmp_path / "sites"), client,
-                        {"local": LocalFabric(tmp_path / "fabric")}, tmp_path / "director",
-                        settings=DirectorSettings(idle_timeout=1.0))
+    pilot = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+        stdin=subprocess.DEVNULL,
+    )
+    director = Director(
+        write_site(tmp_path / "sites"),
+        client,
+        {"local": LocalFabric(tmp_path / "fabric")},
+        tmp_path / "director",
+        settings=DirectorSettings(idle_timeout=1.0),
+    )
     try:
         report = director.cycle()
     finally:
@@ -56,17 +82,40 @@ def test_a_pilot_started_by_hand_closes_its_record_and_no_director_takes_it(
 
 
 def test_director_once_leaves_its_local_pilots_running(
-        central: ServiceProcess, client: Client, tmp_path: Path) -> None:
+    central: ServiceProcess, client: Client, tmp_path: Path
+) -> None:
     client.submit(['Executable = "/bin/sleep"; Arguments = "2";'], "alice")
     write_site(tmp_path / "sites")
     config = tmp_path / "director.toml"
     config.write_text(DIRECTOR_TOML)
-    command = [sys.executable, "-m", "dirac_like", "agent", "director", "--site", SITE,
-               "--sites-dir", str(tmp_path / "sites"), "--config", str(config), "--once",
-               "--server", central.endpoint, "--home", str(tmp_path / "home")]
+    command = [
+        sys.executable,
+        "-m",
+        "dirac_like",
+        "agent",
+        "director",
+        "--site",
+        SITE,
+        "--sites-dir",
+        str(tmp_path / "sites"),
+        "--config",
+        str(config),
+        "--once",
+        "--server",
+        central.endpoint,
+        "--home",
+        str(tmp_path / "home"),
+    ]
 
-    once = subprocess.run(command, capture_output=True, text=True, timeout=60,
-                          env=child_env(), cwd=tmp_path, stdin=subprocess.DEVNULL)
+    once = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+    )
 
     assert once.returncode == 0, once.stderr
     [row] = client.pilots(site=SITE)
@@ -74,8 +123,11 @@ def test_director_once_leaves_its_local_pilots_running(
     try:
         assert processes_of(pilot_id), "the pilot stopped with director --once"
         assert row.reason == LEFT_RUNNING or row.state in ("Done",)
-        ended = wait_for(lambda: (r := record(client, pilot_id)) and r.state == "Done" and r,
-                         "the pilot closing its own record", 60)
+        ended = wait_for(
+            lambda: (r := record(client, pilot_id)) and r.state == "Done" and r,
+            "the pilot closing its own record",
+            60,
+        )
         assert ended.reason == "Stopped"
     finally:
         for process in processes_of(pilot_id):

@@ -19,8 +19,7 @@ from dirac_like.processes import ServiceProcess
 
 FINAL = ("Done", "Failed", "Killed")
 # A payload that works in a background child, as a shell script running an application does.
-BACKGROUND = ('Executable = "/bin/sh"; '
-              'Arguments = "-c \'sleep 300 & sleep 300\'";')
+BACKGROUND = 'Executable = "/bin/sh"; Arguments = "-c \'sleep 300 & sleep 300\'";'
 
 
 @pytest.fixture
@@ -39,27 +38,33 @@ def pilots(tmp_path: Path) -> Iterator[Callable[[str], Pilots]]:
 
 
 def test_defect_8_a_payloads_background_child_dies_with_its_kill_9d_pilot(
-        start_central: Callable[..., ServiceProcess],
-        pilots: Callable[[str], Pilots]) -> None:
+    start_central: Callable[..., ServiceProcess], pilots: Callable[[str], Pilots]
+) -> None:
     service = start_central(config_text=SHORT_TIMEOUTS)
     started = pilots(service.endpoint)
     with Client(service.endpoint, FAST_RETRIES) as client:
         [job_id] = client.submit([BACKGROUND], "alice")
         pilot, _ = started.start(name="doomed")
         wait_status(client, job_id, ("Running",), 30)
-        wait_for(lambda: len(payloads_of("doomed", job_id)) >= 3,
-                 "the payload and its background child", timeout=10)  # keeper, sh, 2 x sleep
+        wait_for(
+            lambda: len(payloads_of("doomed", job_id)) >= 3,
+            "the payload and its background child",
+            timeout=10,
+        )  # keeper, sh, 2 x sleep
 
         os.kill(pilot.pid, signal.SIGKILL)
         pilot.wait(10)
 
-        wait_for(lambda: not payloads_of("doomed", job_id),
-                 "every process of the payload to die with its pilot", timeout=10)
+        wait_for(
+            lambda: not payloads_of("doomed", job_id),
+            "every process of the payload to die with its pilot",
+            timeout=10,
+        )
 
 
 def test_defect_8_a_frozen_pilots_payload_is_killed_at_its_lease_before_the_job_moves(
-        start_central: Callable[..., ServiceProcess],
-        pilots: Callable[[str], Pilots]) -> None:
+    start_central: Callable[..., ServiceProcess], pilots: Callable[[str], Pilots]
+) -> None:
     # stalled_timeout 3 s (the lease), stalled_to_reschedule 1 s (the margin)
     service = start_central(config_text=SHORT_TIMEOUTS)
     started = pilots(service.endpoint)
@@ -71,15 +76,21 @@ def test_defect_8_a_frozen_pilots_payload_is_killed_at_its_lease_before_the_job_
 
         os.kill(pilot.pid, signal.SIGSTOP)
         try:
-            wait_for(lambda: not payloads_of("frozen", job_id),
-                     "the payload to be killed at the end of its lease", timeout=10)
+            wait_for(
+                lambda: not payloads_of("frozen", job_id),
+                "the payload to be killed at the end of its lease",
+                timeout=10,
+            )
             statuses = [entry.status for entry in client.history(job_id)]
             assert "Rescheduled" not in statuses, statuses  # killed before the job moved on
             assert client.status([job_id])[0].attempt == 1
         finally:
             os.kill(pilot.pid, signal.SIGCONT)
-        wait_for(lambda: "Rescheduled" in [e.status for e in client.history(job_id)],
-                 "the job to be rescheduled", timeout=20)
+        wait_for(
+            lambda: "Rescheduled" in [e.status for e in client.history(job_id)],
+            "the job to be rescheduled",
+            timeout=20,
+        )
 
 
 def outbox_reports(workdir: Path) -> list[dict[str, object]]:
@@ -91,14 +102,13 @@ def outbox_reports(workdir: Path) -> list[dict[str, object]]:
 
 
 def test_defect_9_a_done_report_survives_its_pilot_and_the_service(
-        start_central: Callable[..., ServiceProcess], pilots: Callable[[str], Pilots],
-        tmp_path: Path) -> None:
+    start_central: Callable[..., ServiceProcess], pilots: Callable[[str], Pilots], tmp_path: Path
+) -> None:
     service = start_central()  # a lease (stalled_timeout) far longer than this test
     endpoint = service.endpoint
     started = pilots(endpoint)
     with Client(endpoint, FAST_RETRIES) as client:
-        [job_id] = client.submit(['Executable = "/bin/sh"; Arguments = "-c \'sleep 1\'";'],
-                                 "alice")
+        [job_id] = client.submit(['Executable = "/bin/sh"; Arguments = "-c \'sleep 1\'";'], "alice")
         pilot, workdir = started.start(name="keeper")
         wait_status(client, job_id, ("Running",), 30)
     service.kill9()  # the Done report cannot be acknowledged now
@@ -122,13 +132,14 @@ def test_defect_9_a_done_report_survives_its_pilot_and_the_service(
 
 
 def test_defect_10_a_failed_jobs_folder_is_kept_a_while_a_done_ones_removed(
-        start_central: Callable[..., ServiceProcess],
-        pilots: Callable[[str], Pilots]) -> None:
+    start_central: Callable[..., ServiceProcess], pilots: Callable[[str], Pilots]
+) -> None:
     service = start_central()
     started = pilots(service.endpoint)
     with Client(service.endpoint, FAST_RETRIES) as client:
-        done, failed = client.submit(['Executable = "/bin/true";',
-                                      'Executable = "/bin/false";'], "alice")
+        done, failed = client.submit(
+            ['Executable = "/bin/true";', 'Executable = "/bin/false";'], "alice"
+        )
         popen, workdir = started.start("--idle-timeout", "1", name="tidy")
         assert wait_status(client, done, FINAL, 30).status == "Done"
         assert wait_status(client, failed, FINAL, 30).status == "Failed"
@@ -137,14 +148,13 @@ def test_defect_10_a_failed_jobs_folder_is_kept_a_while_a_done_ones_removed(
     assert not outbox_reports(workdir)
 
 
-
 def test_defect_9_a_pilot_killed_the_moment_its_payload_ended_leaves_the_end_to_report(
-        start_central: Callable[..., ServiceProcess], pilots: Callable[[str], Pilots]) -> None:
+    start_central: Callable[..., ServiceProcess], pilots: Callable[[str], Pilots]
+) -> None:
     service = start_central()
     started = pilots(service.endpoint)
     with Client(service.endpoint, FAST_RETRIES) as client:
-        [job_id] = client.submit(['Executable = "/bin/sh"; Arguments = "-c \'sleep 1\'";'],
-                                 "alice")
+        [job_id] = client.submit(['Executable = "/bin/sh"; Arguments = "-c \'sleep 1\'";'], "alice")
         pilot, workdir = started.start(name="abrupt")
         wait_status(client, job_id, ("Running",), 30)
         os.kill(pilot.pid, signal.SIGSTOP)  # the pilot can neither keep nor send a report now

@@ -23,8 +23,9 @@ LIMITS = "[sandboxes]\nmax_input_bytes = 20000\n"
 
 
 @pytest.fixture
-def grid(start_central: Callable[..., ServiceProcess], tmp_path: Path
-         ) -> Iterator[tuple[ServiceProcess, Client, Pilots]]:
+def grid(
+    start_central: Callable[..., ServiceProcess], tmp_path: Path
+) -> Iterator[tuple[ServiceProcess, Client, Pilots]]:
     service = start_central(config_text=SHORT_TIMEOUTS + LIMITS)
     pilots = Pilots(service.endpoint, tmp_path / "pilots")
     try:
@@ -43,14 +44,17 @@ def write_job(folder: Path, payload_bytes: int = 100) -> Path:
     (folder / "data" / "in.txt").write_text("x" * payload_bytes)
     (folder / "run.sh").write_text("cp data/in.txt result.txt\necho hello from the payload\n")
     jdl = folder / "job.jdl"
-    jdl.write_text('Executable = "/bin/sh"; Arguments = "run.sh";\n'
-                   'InputSandbox = {"run.sh", "data"};\n'
-                   'OutputSandbox = {"result.txt", "never-made.txt"};\n')
+    jdl.write_text(
+        'Executable = "/bin/sh"; Arguments = "run.sh";\n'
+        'InputSandbox = {"run.sh", "data"};\n'
+        'OutputSandbox = {"result.txt", "never-made.txt"};\n'
+    )
     return jdl
 
 
 def test_input_and_output_sandboxes_round_trip(
-        grid: tuple[ServiceProcess, Client, Pilots], tmp_path: Path) -> None:
+    grid: tuple[ServiceProcess, Client, Pilots], tmp_path: Path
+) -> None:
     service, client, pilots = grid
     jdl = write_job(tmp_path / "job")
 
@@ -59,8 +63,9 @@ def test_input_and_output_sandboxes_round_trip(
     [job_id] = json.loads(submitted.stdout)["job_ids"]
     pilots.start("--max-jobs", "1")
     done = wait_status(client, job_id, ("Done", "Failed"), 60)
-    fetched = cli(service, "job", "output", str(job_id), "--dir", str(tmp_path / "out"),
-                  cwd=tmp_path)
+    fetched = cli(
+        service, "job", "output", str(job_id), "--dir", str(tmp_path / "out"), cwd=tmp_path
+    )
 
     assert done.status == "Done", done
     assert "missing output: never-made.txt" in done.application_status
@@ -72,7 +77,8 @@ def test_input_and_output_sandboxes_round_trip(
 
 
 def test_an_input_sandbox_over_the_limit_is_refused_and_no_job_is_made(
-        grid: tuple[ServiceProcess, Client, Pilots], tmp_path: Path) -> None:
+    grid: tuple[ServiceProcess, Client, Pilots], tmp_path: Path
+) -> None:
     service, client, _ = grid
     jdl = write_job(tmp_path / "job", payload_bytes=0)
     (tmp_path / "job" / "data" / "in.txt").write_bytes(bytes(range(256)) * 400)  # incompressible
@@ -86,7 +92,8 @@ def test_an_input_sandbox_over_the_limit_is_refused_and_no_job_is_made(
 
 
 def test_a_missing_input_file_is_a_usage_error(
-        grid: tuple[ServiceProcess, Client, Pilots], tmp_path: Path) -> None:
+    grid: tuple[ServiceProcess, Client, Pilots], tmp_path: Path
+) -> None:
     service, client, _ = grid
     jdl = tmp_path / "job.jdl"
     jdl.write_text('Executable = "/bin/true"; InputSandbox = {"nowhere.txt"};')
@@ -108,11 +115,13 @@ def hostile_archive() -> bytes:
 
 
 def test_a_hostile_input_sandbox_fails_the_job_and_nothing_escapes(
-        grid: tuple[ServiceProcess, Client, Pilots], tmp_path: Path) -> None:
+    grid: tuple[ServiceProcess, Client, Pilots], tmp_path: Path
+) -> None:
     _, client, pilots = grid
     sha256 = client.upload_sandbox(hostile_archive())
-    [job_id] = client.submit([f'Executable = "/bin/true"; InputSandbox = {{"SB:{sha256}"}};'],
-                             "alice")
+    [job_id] = client.submit(
+        [f'Executable = "/bin/true"; InputSandbox = {{"SB:{sha256}"}};'], "alice"
+    )
     _, _workdir = pilots.start("--max-jobs", "1")
 
     failed = wait_status(client, job_id, ("Done", "Failed"), 60)

@@ -59,7 +59,8 @@ def stranger(service_key: str) -> Identity:
 
 
 def test_a_client_with_an_unknown_key_gets_no_answer(
-        central: ServiceProcess, admin: Client, connect: Callable[..., Client]) -> None:
+    central: ServiceProcess, admin: Client, connect: Callable[..., Client]
+) -> None:
     assert central.identity is not None
     unknown = connect(stranger(central.identity.service_key), SHORT)
     with pytest.raises(ServiceUnavailable, match="authentication may have failed"):
@@ -68,24 +69,26 @@ def test_a_client_with_an_unknown_key_gets_no_answer(
     assert "handshake refused" in central.stderr_text()
 
 
-def test_a_plaintext_client_gets_no_answer(admin: Client, connect: Callable[..., Client]
-                                           ) -> None:
+def test_a_plaintext_client_gets_no_answer(admin: Client, connect: Callable[..., Client]) -> None:
     with pytest.raises(ServiceUnavailable, match="no identity"):
         connect(None, SHORT).ping()
     assert admin.ping().service == "central"
 
 
 def test_a_key_for_another_service_gets_no_answer(
-        central: ServiceProcess, connect: Callable[..., Client]) -> None:
+    central: ServiceProcess, connect: Callable[..., Client]
+) -> None:
     assert central.identity is not None
-    wrong_server = Identity(**{**central.identity.to_wire(), "groups": (),
-                               "service_key": Keypair.generate().public})
+    wrong_server = Identity(
+        **{**central.identity.to_wire(), "groups": (), "service_key": Keypair.generate().public}
+    )
     with pytest.raises(ServiceUnavailable):
         connect(wrong_server, SHORT).ping()
 
 
 def test_a_revoked_identity_is_refused_at_once_on_an_open_connection(
-        central: ServiceProcess, admin: Client, connect: Callable[..., Client]) -> None:
+    central: ServiceProcess, admin: Client, connect: Callable[..., Client]
+) -> None:
     alice = admin.identity_add("alice", "user", ["physics"])
     as_alice = connect(alice)
     assert as_alice.submit([HELLO], owner="alice")  # the connection is open and admitted
@@ -111,13 +114,11 @@ def test_a_revoke_holds_after_a_restart(start_central: Callable[..., ServiceProc
     service = start_central()
     with Client(service.endpoint, FAST, identity=service.identity) as admin:
         assert {r.name: r.state for r in admin.identity_list()}["bob"] == "revoked"
-    with Client(service.endpoint, SHORT, identity=bob) as as_bob, \
-            pytest.raises(ServiceUnavailable):
+    with Client(service.endpoint, SHORT, identity=bob) as as_bob, pytest.raises(ServiceUnavailable):
         as_bob.ping()
 
 
-def test_the_owner_comes_from_the_transport(admin: Client, connect: Callable[..., Client]
-                                            ) -> None:
+def test_the_owner_comes_from_the_transport(admin: Client, connect: Callable[..., Client]) -> None:
     alice = connect(admin.identity_add("alice", "user", ["physics"]))
     [job_id] = alice.submit([HELLO], owner="bob", group="")  # claims to be bob
     [row] = admin.status([job_id])
@@ -132,7 +133,8 @@ def director_of(admin: Client, connect: Callable[..., Client], site: str) -> Cli
 
 
 def test_a_director_gets_pilot_tokens_for_its_own_site_only(
-        admin: Client, connect: Callable[..., Client]) -> None:
+    admin: Client, connect: Callable[..., Client]
+) -> None:
     director = director_of(admin, connect, SITE_A)
     [mine] = director.add_pilots(SITE_A, "ce", 1)
     token = director.pilot_token(SITE_A, mine)
@@ -145,7 +147,8 @@ def test_a_director_gets_pilot_tokens_for_its_own_site_only(
 
 
 def test_a_pilot_token_of_site_a_cannot_request_jobs_for_site_b(
-        admin: Client, connect: Callable[..., Client]) -> None:
+    admin: Client, connect: Callable[..., Client]
+) -> None:
     [pilot_id] = admin.add_pilots(SITE_A, "ce", 1)
     pilot = connect(admin.pilot_token(SITE_A, pilot_id))
     admin.submit([HELLO + f' Site = "{SITE_B}";'], owner="alice")
@@ -176,14 +179,16 @@ def test_an_expired_pilot_token_is_refused(start_central: Callable[..., ServiceP
 
         assert "expired" in testing.wait_for(refused, "the token to expire", timeout=30)
     assert token.expires <= time.time()
-    with Client(service.endpoint, SHORT, identity=token) as again, \
-            pytest.raises(ServiceUnavailable):
+    with (
+        Client(service.endpoint, SHORT, identity=token) as again,
+        pytest.raises(ServiceUnavailable),
+    ):
         again.ping()  # a new connection with it is not admitted either
 
 
 def test_the_director_hands_each_pilot_a_private_token(
-        central: ServiceProcess, admin: Client, connect: Callable[..., Client],
-        tmp_path: Path) -> None:
+    central: ServiceProcess, admin: Client, connect: Callable[..., Client], tmp_path: Path
+) -> None:
     director_client = director_of(admin, connect, SITE_A)
     site_file = tmp_path / f"{SITE_A}.toml"
     site_file.write_text('[ce.ce1]\nfabric = "local"\ncores_per_slot = 1\nmax_wall_time = 3600\n')
@@ -203,23 +208,55 @@ def test_the_director_hands_each_pilot_a_private_token(
 
 
 def test_a_pilot_runs_on_its_token_removes_it_and_keeps_it_from_payloads(
-        admin: Client, tmp_path: Path) -> None:
+    admin: Client, tmp_path: Path
+) -> None:
     [pilot_id] = admin.add_pilots(SITE_A, "ce", 1)
     token_file = tmp_path / "pilot" / PILOT_TOKEN_FILE
     save_identity(token_file, admin.pilot_token(SITE_A, pilot_id))
-    [job_id] = admin.submit(['Executable = "/usr/bin/env"; CPUTime = 600; '
-                             f'Site = "{SITE_A}";'], owner="alice")
+    [job_id] = admin.submit(
+        [f'Executable = "/usr/bin/env"; CPUTime = 600; Site = "{SITE_A}";'], owner="alice"
+    )
     workdir = tmp_path / "pilot"
-    command = [sys.executable, "-m", "dirac_like", "pilot", "--server", admin.server,
-               "--site", SITE_A, "--ce", "ce", "--pilot-id", pilot_id, "--cores", "1",
-               "--workdir", str(workdir), "--identity", str(token_file), "--max-jobs", "1",
-               "--idle-timeout", "30", "--request-interval", "0.2", "--heartbeat", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "dirac_like",
+        "pilot",
+        "--server",
+        admin.server,
+        "--site",
+        SITE_A,
+        "--ce",
+        "ce",
+        "--pilot-id",
+        pilot_id,
+        "--cores",
+        "1",
+        "--workdir",
+        str(workdir),
+        "--identity",
+        str(token_file),
+        "--max-jobs",
+        "1",
+        "--idle-timeout",
+        "30",
+        "--request-interval",
+        "0.2",
+        "--heartbeat",
+        "1",
+    ]
     with open(tmp_path / "pilot.log", "wb") as log_file:
-        pilot = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file,
-                                 stderr=log_file, start_new_session=True)
+        pilot = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+        )
     try:
-        testing.wait_for(lambda: admin.status([job_id])[0].status == "Done",
-                         f"job {job_id} Done", timeout=60)
+        testing.wait_for(
+            lambda: admin.status([job_id])[0].status == "Done", f"job {job_id} Done", timeout=60
+        )
         assert pilot.wait(30) == 0
     finally:
         if pilot.poll() is None:
@@ -237,28 +274,48 @@ def run_cli(*argv: str) -> int:
     return cli.main(list(argv))
 
 
-def test_init_writes_private_files_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                        ) -> None:
+def test_init_writes_private_files_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "home"
     assert run_cli("init", "--home", str(home)) == 0
     assert "admin identity" in capsys.readouterr().out
-    private = [home / "keys" / "service.key", home / "identities.json",
-               home / "identities" / "admin.identity", home / "default-identity"]
+    private = [
+        home / "keys" / "service.key",
+        home / "identities.json",
+        home / "identities" / "admin.identity",
+        home / "default-identity",
+    ]
     assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in private)
     assert run_cli("init", "--home", str(home)) == 0
     assert "initialized already" in capsys.readouterr().out
 
 
-def test_identity_commands(central: ServiceProcess, tmp_path: Path,
-                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_identity_commands(
+    central: ServiceProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     server = ["--server", central.endpoint]
     out = tmp_path / "carol.identity"
-    assert run_cli("admin", "identity", "add", "carol", "--role", "user", "--group", "physics",
-                   "--out", str(out), *server) == 0
+    assert (
+        run_cli(
+            "admin",
+            "identity",
+            "add",
+            "carol",
+            "--role",
+            "user",
+            "--group",
+            "physics",
+            "--out",
+            str(out),
+            *server,
+        )
+        == 0
+    )
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert load_identity(out).server == central.endpoint
-    assert run_cli("admin", "identity", "add", "carol", "--role", "user", "--out",
-                   str(out), *server) == 2  # never overwrites a file
+    assert (
+        run_cli("admin", "identity", "add", "carol", "--role", "user", "--out", str(out), *server)
+        == 2
+    )  # never overwrites a file
     capsys.readouterr()
     job = tmp_path / "hello.jdl"
     job.write_text(HELLO)
@@ -272,13 +329,16 @@ def test_identity_commands(central: ServiceProcess, tmp_path: Path,
     assert run_cli("admin", "identity", "list", "--identity", str(out), *server) == 1  # a user
     assert "may not" in capsys.readouterr().err
     assert run_cli("admin", "identity", "revoke", "carol", *server) == 0
-    with Client(central.endpoint, SHORT, identity=load_identity(out)) as carol, \
-            pytest.raises(ServiceUnavailable):
+    with (
+        Client(central.endpoint, SHORT, identity=load_identity(out)) as carol,
+        pytest.raises(ServiceUnavailable),
+    ):
         carol.ping()
 
 
 def test_an_insecure_service_answers_plaintext_and_warns(
-        start_central: Callable[..., ServiceProcess]) -> None:
+    start_central: Callable[..., ServiceProcess],
+) -> None:
     service = start_central(insecure=True)
     assert service.identity_path is None
     with Client(service.endpoint, FAST, insecure=True) as client:
@@ -292,13 +352,18 @@ def test_an_insecure_service_answers_plaintext_and_warns(
 
 
 def test_user_a_can_neither_see_nor_kill_nor_reschedule_user_bs_jobs(
-        admin: Client, connect: Callable[..., Client]) -> None:
+    admin: Client, connect: Callable[..., Client]
+) -> None:
     alice = connect(admin.identity_add("alice", "user", ["physics"]))
     bob = connect(admin.identity_add("bob", "user", ["physics"]))
     [bobs] = bob.submit([HELLO], owner="", group="")
     [alices] = alice.submit([HELLO], owner="", group="")
-    for attempt in (lambda: alice.status([bobs]), lambda: alice.kill([bobs]),
-                    lambda: alice.reschedule([bobs]), lambda: alice.history(bobs)):
+    for attempt in (
+        lambda: alice.status([bobs]),
+        lambda: alice.kill([bobs]),
+        lambda: alice.reschedule([bobs]),
+        lambda: alice.history(bobs),
+    ):
         with pytest.raises(JobNotFound, match=f"^job {bobs} not found$"):
             attempt()
     assert {row.job_id for row in alice.list_jobs()} == {alices}
@@ -308,7 +373,8 @@ def test_user_a_can_neither_see_nor_kill_nor_reschedule_user_bs_jobs(
 
 
 def test_another_users_job_gets_exactly_the_job_not_found_answer(
-        admin: Client, connect: Callable[..., Client]) -> None:
+    admin: Client, connect: Callable[..., Client]
+) -> None:
     """Issue 11, defect 11: the reply to a question about bob's job is byte for byte the reply
     about a job that does not exist (same code, same message), for every job operation."""
     alice = connect(admin.identity_add("alice", "user", ["physics"]))
@@ -317,9 +383,13 @@ def test_another_users_job_gets_exactly_the_job_not_found_answer(
     missing = bobs + 1000
 
     def answer(job_id: int, op: str) -> tuple[str, str]:
-        calls = {"status": lambda: alice.status([job_id]), "kill": lambda: alice.kill([job_id]),
-                 "history": lambda: alice.history(job_id), "peek": lambda: alice.peek(job_id),
-                 "output": lambda: alice.job_output(job_id)}
+        calls = {
+            "status": lambda: alice.status([job_id]),
+            "kill": lambda: alice.kill([job_id]),
+            "history": lambda: alice.history(job_id),
+            "peek": lambda: alice.peek(job_id),
+            "output": lambda: alice.job_output(job_id),
+        }
         with pytest.raises(JobNotFound) as caught:
             calls[op]()
         return caught.value.code, caught.value.message.replace(str(job_id), "N")
@@ -330,7 +400,8 @@ def test_another_users_job_gets_exactly_the_job_not_found_answer(
 
 
 def test_a_pilot_cannot_touch_a_job_matched_to_another_pilot(
-        admin: Client, connect: Callable[..., Client]) -> None:
+    admin: Client, connect: Callable[..., Client]
+) -> None:
     first, second = admin.add_pilots(SITE_A, "ce", 2)
     holder = connect(admin.pilot_token(SITE_A, first))
     intruder = connect(admin.pilot_token(SITE_A, second))
@@ -346,13 +417,17 @@ def test_a_pilot_cannot_touch_a_job_matched_to_another_pilot(
 
 
 def test_user_a_can_neither_peek_at_nor_read_nor_delete_user_bs_jobs(
-        admin: Client, connect: Callable[..., Client]) -> None:
+    admin: Client, connect: Callable[..., Client]
+) -> None:
     alice = connect(admin.identity_add("alice", "user", ["physics"]))
     bob = connect(admin.identity_add("bob", "user", ["physics"]))
     operator = connect(admin.identity_add("olga", "operator"))
     [bobs] = bob.submit([HELLO], owner="", group="")
-    for attempt in (lambda: alice.peek(bobs), lambda: alice.job_description(bobs),
-                    lambda: alice.delete([bobs])):
+    for attempt in (
+        lambda: alice.peek(bobs),
+        lambda: alice.job_description(bobs),
+        lambda: alice.delete([bobs]),
+    ):
         with pytest.raises(JobNotFound, match=f"^job {bobs} not found$"):
             attempt()
     with pytest.raises(Forbidden, match="may not delete jobs"):

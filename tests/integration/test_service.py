@@ -344,13 +344,17 @@ def test_kill_is_pushed_to_the_connected_pilot_without_waiting_for_a_heartbeat(
     (job_id,) = client.submit([HELLO], owner="alice")
     match = raw.request("request_job", {"pilot_id": "p-push", "resources": {"site": "S"}})
     attempt = match["result"]["job"]["attempt"]
-    raw.request("update_status", {"job_id": job_id, "attempt": attempt, "pilot_id": "p-push",
-                                  "status": "Running"})
+    raw.request(
+        "update_status",
+        {"job_id": job_id, "attempt": attempt, "pilot_id": "p-push", "status": "Running"},
+    )
     assert client.kill([job_id]) == KillReply(killed=[], kill_requested=[job_id])
     assert raw.socket.poll(5000), "no push reached the pilot"
     assert decode_push(raw.socket.recv()) == [KillJob(job_id)]
-    done = raw.request("update_status", {"job_id": job_id, "attempt": attempt,
-                                         "pilot_id": "p-push", "status": "Killed"})
+    done = raw.request(
+        "update_status",
+        {"job_id": job_id, "attempt": attempt, "pilot_id": "p-push", "status": "Killed"},
+    )
     assert done["ok"] and done["result"] == {"commands": []}
     assert client.status([job_id])[0].status == "Killed"
 
@@ -363,8 +367,10 @@ def test_reschedule_of_a_running_job_pushes_a_kill_to_its_old_pilot(
     (job_id,) = client.submit([HELLO], owner="alice")
     match = raw.request("request_job", {"pilot_id": "p-old", "resources": {"site": "S"}})
     attempt = match["result"]["job"]["attempt"]
-    raw.request("update_status", {"job_id": job_id, "attempt": attempt, "pilot_id": "p-old",
-                                  "status": "Running"})
+    raw.request(
+        "update_status",
+        {"job_id": job_id, "attempt": attempt, "pilot_id": "p-old", "status": "Running"},
+    )
     client.reschedule([job_id])
     assert raw.socket.poll(5000), "no push reached the old pilot"
     assert decode_push(raw.socket.recv()) == [KillJob(job_id)]

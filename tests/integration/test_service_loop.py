@@ -47,8 +47,9 @@ class Loop:
 
     def __init__(self, home: Path, store: FlakyStore) -> None:
         self.store = store
-        self.service = CentralService(Config(), home, clock=lambda: NOW, insecure=True,
-                                      open_store=store.open)
+        self.service = CentralService(
+            Config(), home, clock=lambda: NOW, insecure=True, open_store=store.open
+        )
         self.endpoint = self.service.bind(f"inproc://central-loop-{next(_endpoints)}")
         self.sockets: list[zmq.Socket] = []
 
@@ -110,7 +111,8 @@ def test_defect_2_a_request_the_store_cannot_hold_fails_alone_not_its_batch(loop
 
 
 def test_defect_2_a_request_failing_inside_the_service_is_undone_alone(
-        loop: Loop, monkeypatch: pytest.MonkeyPatch) -> None:
+    loop: Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from dirac_like.services import handlers
 
     real_submit = handlers.HANDLERS[Op.SUBMIT]
@@ -136,7 +138,8 @@ def test_defect_2_a_request_failing_inside_the_service_is_undone_alone(
 
 
 def test_defect_2_a_sandbox_file_error_is_a_store_error_for_that_request_only(
-        loop: Loop, monkeypatch: pytest.MonkeyPatch) -> None:
+    loop: Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def disk_full(*args: Any) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -157,7 +160,8 @@ def test_defect_2_a_sandbox_file_error_is_a_store_error_for_that_request_only(
 
 
 def test_defect_4_a_failed_commit_undoes_the_batch_retryably_and_reopens_the_store(
-        loop: Loop) -> None:
+    loop: Loop,
+) -> None:
     loop.store.fail_commits = 1
     alice, bob = loop.dealer(), loop.dealer()
     loop.submit(alice, "a1", "alice")
@@ -181,7 +185,8 @@ def test_defect_4_a_failed_commit_undoes_the_batch_retryably_and_reopens_the_sto
 
 
 def test_defect_4_a_store_that_cannot_be_reopened_refuses_retryably_until_it_can(
-        loop: Loop) -> None:
+    loop: Loop,
+) -> None:
     loop.store.fail_commits = 1
     loop.store.openable = False
     alice = loop.dealer()
@@ -226,7 +231,8 @@ def immutable(path: Path) -> Iterator[None]:
 
 
 def test_defect_4_a_read_only_sqlite_store_is_refused_at_start_with_a_clear_message(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     home = tmp_path / "home"
     home.mkdir()
     path = Path(Config().store_url(home).removeprefix("sqlite://"))
@@ -257,7 +263,8 @@ def test_the_client_retries_a_retryable_error_with_the_same_request_id(loop: Loo
 
 
 def test_defect_5_undecodable_frames_are_held_back_per_connection_before_decoding(
-        loop: Loop, caplog: pytest.LogCaptureFixture) -> None:
+    loop: Loop, caplog: pytest.LogCaptureFixture
+) -> None:
     burst = int(Config().service.bad_frame_burst)
     flooder, alice = loop.dealer(), loop.dealer()
     garbage = b"\xc1" + b"A" * 100_000  # not msgpack; a log must not quote it whole

@@ -32,9 +32,13 @@ T = TypeVar("T")
 # the one wait_for (dirac_like.testing), with this file's deadline
 wait_for = functools.partial(testing.wait_for, timeout=DEADLINE)
 
+
 def pilot(pilot_id: str, **env: str) -> PilotRequest:
-    return PilotRequest(pilot_id, ["simulated"], env={"DIRAC_LIKE_SITE": SITE,
-                                                       "DIRAC_LIKE_CE": "ce1.test.org", **env})
+    return PilotRequest(
+        pilot_id,
+        ["simulated"],
+        env={"DIRAC_LIKE_SITE": SITE, "DIRAC_LIKE_CE": "ce1.test.org", **env},
+    )
 
 
 def statuses(client: Client, job_ids: list[int]) -> dict[int, str]:
@@ -69,8 +73,9 @@ def test_200_jobs_on_20_pilots_all_done(fabric: SimulatedFabric, client: Client)
 
 
 def test_a_job_named_fail_ends_failed(fabric: SimulatedFabric, client: Client) -> None:
-    job_id = client.submit(['Executable = "x"; JobName = "will-fail"; Arguments = "sleep=0.01";'],
-                           owner="alice")[0]
+    job_id = client.submit(
+        ['Executable = "x"; JobName = "will-fail"; Arguments = "sleep=0.01";'], owner="alice"
+    )[0]
     ref = fabric.submit(pilot("p1", DIRAC_LIKE_MAX_JOBS="1"))
     wait_jobs(client, [job_id], "Failed")
     assert client.status([job_id])[0].minor_status == "Application exited with code 1"
@@ -104,19 +109,23 @@ def test_a_stop_command_hands_the_job_back_and_ends_the_pilot(
 
 def test_an_idle_pilot_obeys_a_stop_command(fabric: SimulatedFabric, client: Client) -> None:
     ref = fabric.submit(pilot("p-idle", DIRAC_LIKE_IDLE_TIMEOUT="1000"))
-    wait_for(lambda: any(row.pilot_id == "p-idle" for row in client.pilots()),
-             "the pilot to ask for a job")
+    wait_for(
+        lambda: any(row.pilot_id == "p-idle" for row in client.pilots()),
+        "the pilot to ask for a job",
+    )
     client.kill_pilot("p-idle")
     wait_for(lambda: fabric.status([ref])[ref] is PilotState.DONE, "the pilot to stop", timeout=20)
     assert "stop command from the service: Killed by an admin" in fabric.output(ref)
 
 
 def test_a_crashed_pilots_job_is_rescheduled_and_done_elsewhere(
-    start_central: Callable[..., ServiceProcess]
+    start_central: Callable[..., ServiceProcess],
 ) -> None:
     service = start_central(config_text=STALLED_FAST)
-    with Client(service.endpoint, FAST_RETRIES) as client, \
-            SimulatedFabric(service.endpoint, seed=7, crash_rate=1.0, time_scale=0.1) as crashy:
+    with (
+        Client(service.endpoint, FAST_RETRIES) as client,
+        SimulatedFabric(service.endpoint, seed=7, crash_rate=1.0, time_scale=0.1) as crashy,
+    ):
         job_id = client.submit(['Executable = "x"; Arguments = "sleep=5";'], owner="alice")[0]
         ref = crashy.submit(pilot("crashy", DIRAC_LIKE_MAX_JOBS="1"))
         wait_for(lambda: crashy.status([ref])[ref] is PilotState.FAILED, "the pilot to crash")
@@ -136,10 +145,10 @@ def history(client: Client, job_id: int) -> list[str]:
 
 def test_same_seed_same_crashes(central: ServiceProcess, client: Client) -> None:
     def crashed(seed: int) -> list[str]:
-        job_ids = client.submit(['Executable = "x"; Arguments = "sleep=0.5"; Parameters = 8;'],
-                                owner="alice")
-        with SimulatedFabric(central.endpoint, seed=seed, crash_rate=0.5,
-                             time_scale=0.1) as built:
+        job_ids = client.submit(
+            ['Executable = "x"; Arguments = "sleep=0.5"; Parameters = 8;'], owner="alice"
+        )
+        with SimulatedFabric(central.endpoint, seed=seed, crash_rate=0.5, time_scale=0.1) as built:
             refs = [built.submit(pilot(f"p{n}", DIRAC_LIKE_MAX_JOBS="1")) for n in range(8)]
             states: dict[str, PilotState] = {}
 
@@ -158,8 +167,10 @@ def test_same_seed_same_crashes(central: ServiceProcess, client: Client) -> None
 
 
 def test_site_outage_refuses_every_pilot(central: ServiceProcess) -> None:
-    with SimulatedFabric(central.endpoint, site_outage=True) as outage, \
-            pytest.raises(FabricError, match="site outage"):
+    with (
+        SimulatedFabric(central.endpoint, site_outage=True) as outage,
+        pytest.raises(FabricError, match="site outage"),
+    ):
         outage.submit(pilot("p1"))
 
 
@@ -177,8 +188,10 @@ def test_bad_requests_are_refused(central: ServiceProcess) -> None:
 def test_an_unreachable_service_fails_the_pilot_after_retries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("dirac_like.agents.fabrics.simulated.RETRIES",
-                        RetryPolicy(timeout=0.05, retries=4, backoff=0.01, max_backoff=0.02))
+    monkeypatch.setattr(
+        "dirac_like.agents.fabrics.simulated.RETRIES",
+        RetryPolicy(timeout=0.05, retries=4, backoff=0.01, max_backoff=0.02),
+    )
     with SimulatedFabric("tcp://127.0.0.1:9", time_scale=0.1) as built:
         ref = built.submit(pilot("p1"))
         wait_for(lambda: built.status([ref])[ref] is PilotState.FAILED, "the pilot to give up")
@@ -190,10 +203,15 @@ def test_make_fabric_builds_it(central: ServiceProcess) -> None:
         assert isinstance(built, SimulatedFabric)
 
 
-@pytest.mark.parametrize(("arguments", "seconds"), [
-    ("sleep=0.01", 0.01), ("a sleep=3 b", 3.0), ("", 1.0), ("sleep=x", 1.0), ("nosleep=2", 1.0),
-])
+@pytest.mark.parametrize(
+    ("arguments", "seconds"),
+    [
+        ("sleep=0.01", 0.01),
+        ("a sleep=3 b", 3.0),
+        ("", 1.0),
+        ("sleep=x", 1.0),
+        ("nosleep=2", 1.0),
+    ],
+)
 def test_payload_seconds(arguments: str, seconds: float) -> None:
     assert payload_seconds(arguments) == seconds
-
-

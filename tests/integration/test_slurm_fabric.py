@@ -58,13 +58,15 @@ def make_slurm(slurm_cluster: SlurmCluster, tmp_path: Path) -> Iterator[Callable
 
 
 def python_pilot(tmp_path: Path, code: str, pilot_id: str = "p1", **fields: object) -> PilotRequest:
-    return PilotRequest(pilot_id, [sys.executable, "-c", code], workdir=tmp_path / pilot_id,
-                        **fields)  # type: ignore[arg-type]
+    return PilotRequest(
+        pilot_id, [sys.executable, "-c", code], workdir=tmp_path / pilot_id, **fields
+    )  # type: ignore[arg-type]
 
 
 def final_state(fabric: SlurmFabric, ref: str) -> PilotState:
-    return wait_for(lambda: (state := fabric.status([ref])[ref]).final and state,
-                    f"Slurm job {ref} to end")
+    return wait_for(
+        lambda: (state := fabric.status([ref])[ref]).final and state, f"Slurm job {ref} to end"
+    )
 
 
 # -- what sbatch refuses -----------------------------------------------------------------------
@@ -94,8 +96,7 @@ def test_a_pending_job_that_can_never_start_is_cancelled_and_failed(
     """On clusters that accept a time limit above the partition's, the job pends for ever
     (PartitionTimeLimit). Made here by lowering a fresh partition's limit under a held job."""
     partition = f"shrinking{os.getpid()}"
-    slurm_cluster.run("scontrol", "create", f"PartitionName={partition}", "Nodes=ALL",
-                      "MaxTime=10")
+    slurm_cluster.run("scontrol", "create", f"PartitionName={partition}", "Nodes=ALL", "MaxTime=10")
     try:
         fabric = make_slurm(partition=partition, sbatch_args=["--hold"])
         ref = fabric.submit(python_pilot(tmp_path, "pass", wall_seconds=300))
@@ -116,8 +117,10 @@ def test_a_pending_job_that_can_never_start_is_cancelled_and_failed(
 def dead_cluster_conf(cluster: SlurmCluster, folder: Path, *extra: str) -> Path:
     """The cluster's configuration with slurmctld on a port nothing listens on."""
     text = cluster.slurm_conf.read_text()
-    lines = [f"SlurmctldPort={free_port()}" if line.startswith("SlurmctldPort=") else line
-             for line in text.splitlines()]
+    lines = [
+        f"SlurmctldPort={free_port()}" if line.startswith("SlurmctldPort=") else line
+        for line in text.splitlines()
+    ]
     path = folder / "dead-slurm.conf"
     path.write_text("\n".join([*lines, *extra]) + "\n")
     return path
@@ -171,8 +174,9 @@ def test_a_job_scancelled_outside_the_fabric_is_aborted(
     make_slurm: Callable[..., SlurmFabric], slurm_cluster: SlurmCluster, tmp_path: Path
 ) -> None:
     fabric = make_slurm()
-    ref = fabric.submit(python_pilot(tmp_path, "import time; print('up', flush=True); "
-                                               "time.sleep(300)"))
+    ref = fabric.submit(
+        python_pilot(tmp_path, "import time; print('up', flush=True); time.sleep(300)")
+    )
     wait_for(lambda: "up" in fabric.output(ref), "the pilot to start")
     slurm_cluster.run("scancel", ref)
     assert final_state(fabric, ref) is PilotState.ABORTED
@@ -182,15 +186,17 @@ def test_a_job_scancelled_outside_the_fabric_is_aborted(
 def test_the_job_gets_the_requested_resources_name_and_environment(
     make_slurm: Callable[..., SlurmFabric], tmp_path: Path
 ) -> None:
-    code = ("import os; print(*(os.environ.get(k) for k in ('SLURM_JOB_NAME', "
-            "'SLURM_CPUS_PER_TASK', 'SLURM_MEM_PER_NODE', 'MARK')), os.getcwd())")
-    request = python_pilot(tmp_path, code, "Site.ce.1", cores=2, memory_mb=100,
-                           env={"MARK": "a,b c"})
+    code = (
+        "import os; print(*(os.environ.get(k) for k in ('SLURM_JOB_NAME', "
+        "'SLURM_CPUS_PER_TASK', 'SLURM_MEM_PER_NODE', 'MARK')), os.getcwd())"
+    )
+    request = python_pilot(
+        tmp_path, code, "Site.ce.1", cores=2, memory_mb=100, env={"MARK": "a,b c"}
+    )
     fabric = make_slurm()
     ref = fabric.submit(request)
     assert final_state(fabric, ref) is PilotState.DONE
-    assert fabric.output(ref).split() == ["Site.ce.1", "2", "100", "a,b", "c",
-                                          str(request.workdir)]
+    assert fabric.output(ref).split() == ["Site.ce.1", "2", "100", "a,b", "c", str(request.workdir)]
 
 
 def test_output_and_state_outlive_the_fabric_object(
@@ -198,8 +204,12 @@ def test_output_and_state_outlive_the_fabric_object(
 ) -> None:
     """A restarted director follows its Slurm pilots by job id (unlike local ones)."""
     first = make_slurm(cancel_on_close=False)
-    ref = first.submit(python_pilot(tmp_path, "import sys; print('to-stdout'); "
-                                              "print('to-stderr', file=sys.stderr); sys.exit(3)"))
+    ref = first.submit(
+        python_pilot(
+            tmp_path,
+            "import sys; print('to-stdout'); print('to-stderr', file=sys.stderr); sys.exit(3)",
+        )
+    )
     first.close()
     second = SlurmFabric(first.settings.base_dir, slurm_conf=first.settings.slurm_conf)
     try:
@@ -216,8 +226,10 @@ def test_jobs_slurmctld_forgot_are_read_from_the_jobcomp_log(
 ) -> None:
     """Past MinJobAge squeue no longer lists a job: its end is in the job-completion log, which
     the fabric finds through `scontrol show config` or is told."""
-    lines = ["JobId=987001 UserId=root(0) Name=x JobState=COMPLETED Partition=debug ExitCode=0:0",
-             "JobId=987002 UserId=root(0) Name=y JobState=TIMEOUT Partition=debug ExitCode=0:15"]
+    lines = [
+        "JobId=987001 UserId=root(0) Name=x JobState=COMPLETED Partition=debug ExitCode=0:0",
+        "JobId=987002 UserId=root(0) Name=y JobState=TIMEOUT Partition=debug ExitCode=0:15",
+    ]
     with open(slurm_cluster.jobcomp, "a") as log:  # the cluster's own log
         log.write(lines[0] + "\n")
     told = tmp_path / "jobcomp.txt"
@@ -233,8 +245,10 @@ def test_jobs_slurmctld_forgot_are_read_from_the_jobcomp_log(
 def test_time_left_from_batch_inside_a_real_slurm_job(
     make_slurm: Callable[..., SlurmFabric], tmp_path: Path
 ) -> None:
-    code = ("import os, time; from dirac_like.agents.batch_env import time_left_from_batch; "
-            "print('LEFT', time_left_from_batch(os.environ, time.time()))")
+    code = (
+        "import os, time; from dirac_like.agents.batch_env import time_left_from_batch; "
+        "print('LEFT', time_left_from_batch(os.environ, time.time()))"
+    )
     fabric = make_slurm()
     ref = fabric.submit(python_pilot(tmp_path, code, wall_seconds=300))
     assert final_state(fabric, ref) is PilotState.DONE
@@ -264,9 +278,9 @@ def fake_wheel(folder: Path) -> Path:
         "dirac_like/agents/__init__.py": "",
         "dirac_like/agents/pilot.py": "",
         "dirac_like-0.0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: dirac-like\n"
-                                               "Version: 0.0.1\n",
+        "Version: 0.0.1\n",
         "dirac_like-0.0.1.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\n"
-                                            "Root-Is-Purelib: true\nTag: py3-none-any\n",
+        "Root-Is-Purelib: true\nTag: py3-none-any\n",
     }
     record = "".join(f"{name},,\n" for name in files) + "dirac_like-0.0.1.dist-info/RECORD,,\n"
     with zipfile.ZipFile(path, "w") as wheel:
@@ -278,8 +292,15 @@ def fake_wheel(folder: Path) -> Path:
 def bootstrap(*args: str, cwd: Path, path: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": path or os.environ["PATH"]}
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["/bin/bash", str(BOOTSTRAP_SCRIPT), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        ["/bin/bash", str(BOOTSTRAP_SCRIPT), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def pilot_argv(*args: str) -> list[str]:
@@ -287,25 +308,31 @@ def pilot_argv(*args: str) -> list[str]:
 
 
 def test_bootstrap_finds_dirac_like_and_execs_the_pilot(tmp_path: Path) -> None:
-    done = bootstrap(*bootstrap_command(pilot_argv("--help"), python=sys.executable)[2:],
-                     cwd=tmp_path)
+    done = bootstrap(
+        *bootstrap_command(pilot_argv("--help"), python=sys.executable)[2:], cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     assert "usage: dirac-like pilot" in done.stdout
     record = json.loads((tmp_path / "bootstrap.json").read_text())
     assert record["status"] == "ok" and record["action"] == "found"
     assert record["python"] == os.path.realpath(sys.executable) or record["python"] == (
-        sys.executable)
+        sys.executable
+    )
     assert record["pilot_args"] == ["--help"]
 
 
-@pytest.mark.parametrize(("args", "code"), [
-    (["--bogus", "--", "--help"], 68),
-    (["--help"], 68),  # no "--"
-    (["--", "--help"], 67),  # no dirac-like, nothing to install from
-    (["--install-from", "/no/such/wheel.whl", "--", "--help"], 66),
-])
-def test_bootstrap_setup_failures_exit_with_their_codes(tmp_path: Path, args: list[str],
-                                                        code: int) -> None:
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--bogus", "--", "--help"], 68),
+        (["--help"], 68),  # no "--"
+        (["--", "--help"], 67),  # no dirac-like, nothing to install from
+        (["--install-from", "/no/such/wheel.whl", "--", "--help"], 66),
+    ],
+)
+def test_bootstrap_setup_failures_exit_with_their_codes(
+    tmp_path: Path, args: list[str], code: int
+) -> None:
     path = f"{python_without_dirac_like(tmp_path / 'bin')}:/usr/bin:/bin"
     done = bootstrap(*args, cwd=tmp_path / "work", path=path)
     assert done.returncode == code, done.stderr
@@ -326,8 +353,16 @@ def test_bootstrap_venv_that_cannot_be_created_exits_65(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     path = f"{python_without_dirac_like(tmp_path / 'bin')}:/usr/bin:/bin"
-    done = bootstrap("--venv", str(blocker / "venv"), "--install-from", str(tmp_path), "--",
-                     "--help", cwd=tmp_path / "work", path=path)
+    done = bootstrap(
+        "--venv",
+        str(blocker / "venv"),
+        "--install-from",
+        str(tmp_path),
+        "--",
+        "--help",
+        cwd=tmp_path / "work",
+        path=path,
+    )
     assert done.returncode == 65, done.stderr
     assert "pilot-bootstrap: exit 65: creating the virtual environment failed" in done.stderr
 
@@ -337,8 +372,9 @@ def test_bootstrap_under_slurm_creates_the_environment_and_runs_the_pilot(
 ) -> None:
     wheel = fake_wheel(tmp_path)
     workdir = tmp_path / "p1"
-    command = bootstrap_command(pilot_argv("--site", "S", "--ce", "c"), install_from=wheel,
-                                venv=workdir / "venv")
+    command = bootstrap_command(
+        pilot_argv("--site", "S", "--ce", "c"), install_from=wheel, venv=workdir / "venv"
+    )
     path = f"{python_without_dirac_like(tmp_path / 'bin')}:/usr/bin:/bin"
     fabric = make_slurm()
     ref = fabric.submit(PilotRequest("p1", command, env={"PATH": path}, workdir=workdir))
@@ -354,8 +390,12 @@ def test_a_pilot_that_dies_in_its_bootstrap_fails_with_the_reason(
 ) -> None:
     path = f"{python_without_dirac_like(tmp_path / 'bin')}:/usr/bin:/bin"
     fabric = make_slurm()
-    request = PilotRequest("p1", bootstrap_command(pilot_argv("--site", "S")),
-                           env={"PATH": path}, workdir=tmp_path / "p1")
+    request = PilotRequest(
+        "p1",
+        bootstrap_command(pilot_argv("--site", "S")),
+        env={"PATH": path},
+        workdir=tmp_path / "p1",
+    )
     ref = fabric.submit(request)
     assert final_state(fabric, ref) is PilotState.FAILED
     assert fabric.describe(ref).endswith(f"exit code 67: {BOOTSTRAP_EXIT_REASONS[67]}")

@@ -145,8 +145,10 @@ def snapshot(state: LoadedState) -> dict[str, Any]:
         "shares": dict(state.shares),
         "usage": sorted(state.usage, key=lambda u: (u.group, u.user)),
         "replies": sorted(state.replies, key=lambda r: r.request_id),
-        "pilots": sorted(({**pilot.view(), "credential": pilot.credential}
-                          for pilot in state.pilots), key=lambda v: v["pilot_id"]),
+        "pilots": sorted(
+            ({**pilot.view(), "credential": pilot.credential} for pilot in state.pilots),
+            key=lambda v: v["pilot_id"],
+        ),
         "next_pilot_number": state.next_pilot_number,
     }
 
@@ -367,17 +369,29 @@ def test_replies_are_stored_and_only_older_ones_are_forgotten(store: Store) -> N
 
 
 FULL_PILOT = PilotRecord(
-    pilot_id="LCG.CERN.ch.ce-1.17", site="LCG.CERN.ch", ce="ce-1", fabric="slurm",
-    fabric_ref="4242", state="Running", reason="started ✓", submitted=1_700_000_000.5,
-    updated=1_700_000_001.25, last_contact=1_700_000_002.125, kill_requested=True,
+    pilot_id="LCG.CERN.ch.ce-1.17",
+    site="LCG.CERN.ch",
+    ce="ce-1",
+    fabric="slurm",
+    fabric_ref="4242",
+    state="Running",
+    reason="started ✓",
+    submitted=1_700_000_000.5,
+    updated=1_700_000_001.25,
+    last_contact=1_700_000_002.125,
+    kill_requested=True,
 )
 
 
 def test_pilot_records_round_trip_with_their_jobs_and_output(store: Store) -> None:
-    store.commit(ChangeSet(pilots={FULL_PILOT.pilot_id: FULL_PILOT},
-                           pilot_jobs=[(FULL_PILOT.pilot_id, 5), (FULL_PILOT.pilot_id, 3)],
-                           pilot_outputs={FULL_PILOT.pilot_id: "line 1\nline ✓"},
-                           next_pilot_number=18))
+    store.commit(
+        ChangeSet(
+            pilots={FULL_PILOT.pilot_id: FULL_PILOT},
+            pilot_jobs=[(FULL_PILOT.pilot_id, 5), (FULL_PILOT.pilot_id, 3)],
+            pilot_outputs={FULL_PILOT.pilot_id: "line 1\nline ✓"},
+            next_pilot_number=18,
+        )
+    )
     store.commit(ChangeSet(pilot_jobs=[(FULL_PILOT.pilot_id, 5)]))  # the same pair again
 
     loaded = store.load()
@@ -394,8 +408,9 @@ def test_a_pilot_record_is_replaced_whole_and_forgotten_with_its_jobs_and_output
     store: Store,
 ) -> None:
     first = PilotRecord("P.1", "A", state="Submitted")
-    store.commit(ChangeSet(pilots={"P.1": first}, pilot_jobs=[("P.1", 1)],
-                           pilot_outputs={"P.1": "out"}))
+    store.commit(
+        ChangeSet(pilots={"P.1": first}, pilot_jobs=[("P.1", 1)], pilot_outputs={"P.1": "out"})
+    )
     store.commit(ChangeSet(pilots={"P.1": PilotRecord("P.1", "A", state="Done", reason="ok")}))
     assert [(p.state, p.reason, p.jobs) for p in store.load().pilots] == [("Done", "ok", [1])]
 
@@ -407,8 +422,9 @@ def test_a_pilot_record_is_replaced_whole_and_forgotten_with_its_jobs_and_output
 
 def test_sandbox_references_are_kept_per_job_and_kind(store: Store) -> None:
     first, second = "a" * 64, "b" * 64
-    store.commit(ChangeSet(sandboxes=[(1, "input", first), (2, "input", first),
-                                      (1, "output", second)]))
+    store.commit(
+        ChangeSet(sandboxes=[(1, "input", first), (2, "input", first), (1, "output", second)])
+    )
     store.commit(ChangeSet(sandboxes=[(1, "output", "c" * 64)]))  # a later attempt's output
 
     assert store.sandbox(1, "input") == first
@@ -432,7 +448,8 @@ def probe(target: str, time: float, status: CheckStatus = CheckStatus.OK) -> Pro
 
 
 def test_probe_results_come_back_in_time_order_per_target_and_newest_within_limit(
-        store: Store) -> None:
+    store: Store,
+) -> None:
     store.commit(ChangeSet(probe_results=[probe("A", 3.0), probe("B", 1.0)]))
     store.commit(ChangeSet(probe_results=[probe("A", 2.0, CheckStatus.CRITICAL), probe("A", 5.0)]))
 
@@ -445,8 +462,13 @@ def test_probe_results_come_back_in_time_order_per_target_and_newest_within_limi
 def test_statuses_downtimes_and_automatic_bans_round_trip(store: Store) -> None:
     status = StatusRecord("A", TargetKind.SITE, ResourceStatus.BANNED, "auto: x", 4.0, True)
     downtime = Downtime(1, "SE1", TargetKind.SE, 10.0, 20.0, "disk swap", True, 2.0)
-    store.commit(ChangeSet(statuses={("site", "A"): status}, downtimes={1: downtime},
-                           sites={"A": SiteRecord("A", True, "auto: x", 4.0, automatic=True)}))
+    store.commit(
+        ChangeSet(
+            statuses={("site", "A"): status},
+            downtimes={1: downtime},
+            sites={"A": SiteRecord("A", True, "auto: x", 4.0, automatic=True)},
+        )
+    )
     cancelled = Downtime(1, "SE1", TargetKind.SE, 10.0, 20.0, "disk swap", True, 2.0, 5.0)
     store.commit(ChangeSet(downtimes={1: cancelled}))
 
@@ -466,8 +488,9 @@ def full_changeset() -> ChangeSet:
         shares={"atlas_prod": 2.0},
         usage={("atlas_prod", "amélie"): UsageRecord("atlas_prod", "amélie", 3.0, 1.0)},
         replies=[StoredReply("req-1", b"reply", 1.0)],
-        pilots={"P.1": PilotRecord("P.1", "A", "ce1", "local", "123", "Running",
-                                   credential="pilot:P.1")},
+        pilots={
+            "P.1": PilotRecord("P.1", "A", "ce1", "local", "123", "Running", credential="pilot:P.1")
+        },
         pilot_jobs=[("P.1", 42)],
         pilot_outputs={"P.1": "pilot says hi"},
         next_pilot_number=2,
@@ -571,30 +594,37 @@ def old_database(path: Path, version: int, *rows: str) -> Path:
 
 
 def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> None:
-    path = old_database(tmp_path / "old.sqlite", 1,
-                        "INSERT INTO jobs VALUES (1, 'alice', 'g', 1, 1, 'Waiting', '', '', "
-                        "'ANY', '', '', 1, 0, 0, 0, 0, 0, 0, 0)",
-                        "INSERT INTO sites VALUES ('S', 1, 'old ban', 1.0)")
+    path = old_database(
+        tmp_path / "old.sqlite",
+        1,
+        "INSERT INTO jobs VALUES (1, 'alice', 'g', 1, 1, 'Waiting', '', '', "
+        "'ANY', '', '', 1, 0, 0, 0, 0, 0, 0, 0)",
+        "INSERT INTO sites VALUES ('S', 1, 'old ban', 1.0)",
+    )
     store = open_store(str(path))
     try:
         loaded = store.load()
         assert store.schema_version() == SCHEMA_VERSION == 6
         # schema 5: a site stored before drains and limits is neither drained nor limited
-        assert loaded.sites == [SiteRecord("S", True, "old ban", 1.0, drained=False,
-                                           max_running=-1)]
+        assert loaded.sites == [
+            SiteRecord("S", True, "old ban", 1.0, drained=False, max_running=-1)
+        ]
         assert [job.job_id for job in loaded.jobs] == [1]
         assert loaded.pilots == [] and loaded.next_pilot_number == 1
         store.commit(ChangeSet(pilots={"P.1": PilotRecord("P.1", "A", credential="pilot:x")}))
         assert [(pilot.pilot_id, pilot.credential) for pilot in store.load().pilots] == [
-            ("P.1", "pilot:x")]
+            ("P.1", "pilot:x")
+        ]
     finally:
         store.close()
 
 
 def test_a_version_3_database_gets_pilot_credentials(tmp_path: Path) -> None:
-    path = old_database(tmp_path / "old.sqlite", 3,
-                        "INSERT INTO pilots VALUES ('P.1', 'A', 'ce', '', '', 'Running', '', 0, "
-                        "0, 0, 0)")
+    path = old_database(
+        tmp_path / "old.sqlite",
+        3,
+        "INSERT INTO pilots VALUES ('P.1', 'A', 'ce', '', '', 'Running', '', 0, 0, 0, 0)",
+    )
     store = open_store(str(path))
     try:
         [pilot] = store.load().pilots
@@ -603,13 +633,28 @@ def test_a_version_3_database_gets_pilot_credentials(tmp_path: Path) -> None:
         store.close()
 
 
-def accounting_record(job_id: int, attempt: int = 1, ended: float = 7200.5
-                      ) -> JobAccountingRecord:
+def accounting_record(job_id: int, attempt: int = 1, ended: float = 7200.5) -> JobAccountingRecord:
     return JobAccountingRecord(
-        job_id=job_id, attempt=attempt, owner="amélie", group="atlas_prod", site="LCG.CERN.ch",
-        ce="ce1", pilot_id="P.1", status="Done", minor_status="Execution Complete", exit_code=0,
-        cores=4, cpu_seconds=350.5, wall_seconds=100.25, peak_rss_mb=512.5, input_bytes=10,
-        output_bytes=20, submitted=1.0, started=2.0, ended=ended)
+        job_id=job_id,
+        attempt=attempt,
+        owner="amélie",
+        group="atlas_prod",
+        site="LCG.CERN.ch",
+        ce="ce1",
+        pilot_id="P.1",
+        status="Done",
+        minor_status="Execution Complete",
+        exit_code=0,
+        cores=4,
+        cpu_seconds=350.5,
+        wall_seconds=100.25,
+        peak_rss_mb=512.5,
+        input_bytes=10,
+        output_bytes=20,
+        submitted=1.0,
+        started=2.0,
+        ended=ended,
+    )
 
 
 def test_accounting_records_are_committed_with_the_final_status(
@@ -641,8 +686,11 @@ def test_a_second_accounting_record_of_the_same_attempt_is_refused_whole(
 
 
 def test_raw_accounting_records_older_than_the_cutoff_are_forgotten(store: Store) -> None:
-    store.commit(ChangeSet(job_accounting=[accounting_record(1, ended=100.0),
-                                           accounting_record(2, ended=200.0)]))
+    store.commit(
+        ChangeSet(
+            job_accounting=[accounting_record(1, ended=100.0), accounting_record(2, ended=200.0)]
+        )
+    )
 
     store.commit(ChangeSet(accounting_retention=RetentionCutoffs(150.0, 0.0)))
 

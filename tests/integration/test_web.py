@@ -23,12 +23,18 @@ def jobs(web_grid: WebGrid) -> Iterator[dict[str, list[int]]]:
     """Waiting jobs of alice (one with a hostile name) and of bob."""
     with web_grid.client("alice") as alice, web_grid.client("bob") as bob:
         yield {
-            "alice": alice.submit([{"Executable": "/bin/true", "JobName": "alice-mc"},
-                                   {"Executable": "/bin/true", "JobName": NASTY_NAME},
-                                   {"Executable": "/bin/true", "JobName": "alice-victim"}],
-                                  "alice", "physics"),
-            "bob": bob.submit([{"Executable": "/bin/true", "JobName": "bob-secret"}] * 2,
-                              "bob", "users"),
+            "alice": alice.submit(
+                [
+                    {"Executable": "/bin/true", "JobName": "alice-mc"},
+                    {"Executable": "/bin/true", "JobName": NASTY_NAME},
+                    {"Executable": "/bin/true", "JobName": "alice-victim"},
+                ],
+                "alice",
+                "physics",
+            ),
+            "bob": bob.submit(
+                [{"Executable": "/bin/true", "JobName": "bob-secret"}] * 2, "bob", "users"
+            ),
         }
 
 
@@ -64,8 +70,9 @@ def test_a_stranger_gets_nothing(web_grid: WebGrid, jobs: dict[str, list[int]]) 
     assert status_of(web_grid, job_id) == "Waiting"
 
 
-def test_a_user_sees_none_of_another_users_jobs(web_grid: WebGrid,
-                                                jobs: dict[str, list[int]]) -> None:
+def test_a_user_sees_none_of_another_users_jobs(
+    web_grid: WebGrid, jobs: dict[str, list[int]]
+) -> None:
     alice = web_grid.session("alice")
     listed = job_ids_listed(alice.get("/jobs").text)
     assert set(jobs["alice"]) <= listed and not listed & set(jobs["bob"])
@@ -84,8 +91,9 @@ def test_a_user_sees_none_of_another_users_jobs(web_grid: WebGrid,
     assert status_of(web_grid, bobs) == "Waiting"
 
 
-def test_an_admin_and_an_operator_see_every_job(web_grid: WebGrid,
-                                                jobs: dict[str, list[int]]) -> None:
+def test_an_admin_and_an_operator_see_every_job(
+    web_grid: WebGrid, jobs: dict[str, list[int]]
+) -> None:
     every = {*jobs["alice"], *jobs["bob"]}
     for name in ("admin", "ops"):
         session = web_grid.session(name)
@@ -103,8 +111,9 @@ def test_job_names_are_escaped(web_grid: WebGrid, jobs: dict[str, list[int]]) ->
         assert NASTY_NAME not in text and "&lt;img src=x onerror=" in text
 
 
-def test_a_user_kills_their_job_through_the_service(web_grid: WebGrid,
-                                                    jobs: dict[str, list[int]]) -> None:
+def test_a_user_kills_their_job_through_the_service(
+    web_grid: WebGrid, jobs: dict[str, list[int]]
+) -> None:
     alice = web_grid.session("alice")
     victim = jobs["alice"][2]
     page = alice.get(f"/jobs/{victim}")
@@ -116,8 +125,9 @@ def test_a_user_kills_their_job_through_the_service(web_grid: WebGrid,
     assert "killed job(s)" in after and 'id="kill"' not in after
 
 
-def test_an_operator_sees_a_job_but_may_not_kill_it(web_grid: WebGrid,
-                                                   jobs: dict[str, list[int]]) -> None:
+def test_an_operator_sees_a_job_but_may_not_kill_it(
+    web_grid: WebGrid, jobs: dict[str, list[int]]
+) -> None:
     ops = web_grid.session("ops")
     job_id = jobs["bob"][1]
     page = ops.get(f"/jobs/{job_id}")
@@ -127,8 +137,9 @@ def test_an_operator_sees_a_job_but_may_not_kill_it(web_grid: WebGrid,
     assert status_of(web_grid, job_id) == "Waiting"
 
 
-def test_a_kill_without_the_forms_token_changes_nothing(web_grid: WebGrid,
-                                                        jobs: dict[str, list[int]]) -> None:
+def test_a_kill_without_the_forms_token_changes_nothing(
+    web_grid: WebGrid, jobs: dict[str, list[int]]
+) -> None:
     alice = web_grid.session("alice")
     job_id = jobs["alice"][0]
     assert alice.post(f"/jobs/{job_id}/kill", {"csrf": "guessed"}).status == 403
@@ -146,8 +157,9 @@ def test_a_login_link_logs_in_once(web_grid: WebGrid) -> None:
 
 def test_a_login_does_not_redirect_elsewhere(web_grid: WebGrid) -> None:
     for target in ("https://example.org/", "//example.org/x", "/\\example.org"):
-        page = WebSession(web_grid.url).get("/login", {"token": web_grid.token("bob"),
-                                                      "next": target})
+        page = WebSession(web_grid.url).get(
+            "/login", {"token": web_grid.token("bob"), "next": target}
+        )
         assert page.headers["Location"] == "/", target
 
 
@@ -162,19 +174,43 @@ def test_a_revoked_identity_is_logged_out_at_its_next_click(web_grid: WebGrid) -
 
 
 FUZZ_MARK = "<x-fuzz>"
-fuzz_values = st.one_of(st.text(max_size=40), st.text(max_size=20).map(lambda t: FUZZ_MARK + t),
-                        st.sampled_from(["' OR 1=1 --", "%", "_", "\\", "Done", "1", "0", "-5",
-                                         "99999999999999999999", "\x00", "%(x)s"]))
+fuzz_values = st.one_of(
+    st.text(max_size=40),
+    st.text(max_size=20).map(lambda t: FUZZ_MARK + t),
+    st.sampled_from(
+        [
+            "' OR 1=1 --",
+            "%",
+            "_",
+            "\\",
+            "Done",
+            "1",
+            "0",
+            "-5",
+            "99999999999999999999",
+            "\x00",
+            "%(x)s",
+        ]
+    ),
+)
 
 
 @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(path=st.sampled_from(["/jobs", "/", "/sites", "/fragment/overview", "/jobs/1",
-                             "/accounting", "/login"]),
-       params=st.dictionaries(st.sampled_from(["owner", "status", "site", "group", "name",
-                                               "limit", "before", "next", "token", "x"]),
-                              fuzz_values, max_size=4))
-def test_fuzzed_query_parameters_never_break_a_page(web_grid: WebGrid, admin_session: WebSession,
-                                                    path: str, params: dict[str, str]) -> None:
+@given(
+    path=st.sampled_from(
+        ["/jobs", "/", "/sites", "/fragment/overview", "/jobs/1", "/accounting", "/login"]
+    ),
+    params=st.dictionaries(
+        st.sampled_from(
+            ["owner", "status", "site", "group", "name", "limit", "before", "next", "token", "x"]
+        ),
+        fuzz_values,
+        max_size=4,
+    ),
+)
+def test_fuzzed_query_parameters_never_break_a_page(
+    web_grid: WebGrid, admin_session: WebSession, path: str, params: dict[str, str]
+) -> None:
     page = admin_session.get(path, params)
     assert page.status in (200, 302, 400, 403, 404), (path, params, page.text[-300:])
     assert FUZZ_MARK not in page.text

@@ -57,8 +57,13 @@ class Payloads:
         self.tracked: list[psutil.Process] = []
 
     def spec(self, executable: str, arguments: str = "", **fields: Any) -> PayloadSpec:
-        return PayloadSpec(job_id=fields.pop("job_id", 42), executable=executable,
-                           workdir=self.workdir, arguments=arguments, **fields)
+        return PayloadSpec(
+            job_id=fields.pop("job_id", 42),
+            executable=executable,
+            workdir=self.workdir,
+            arguments=arguments,
+            **fields,
+        )
 
     def script(self, name: str, text: str) -> str:
         path = self.workdir / name
@@ -66,15 +71,15 @@ class Payloads:
         path.chmod(0o755)
         return name
 
-    def run(self, spec: PayloadSpec, limits: Limits | None = None, **options: Any
-            ) -> PayloadResult:
+    def run(self, spec: PayloadSpec, limits: Limits | None = None, **options: Any) -> PayloadResult:
         _runner, thread, box = self.start(spec, limits, **options)
         thread.join(60)
         assert not thread.is_alive(), "the wrapper did not finish"
         return box[0]
 
-    def start(self, spec: PayloadSpec, limits: Limits | None = None, **options: Any
-              ) -> tuple[PayloadRunner, threading.Thread, list[PayloadResult]]:
+    def start(
+        self, spec: PayloadSpec, limits: Limits | None = None, **options: Any
+    ) -> tuple[PayloadRunner, threading.Thread, list[PayloadResult]]:
         options.setdefault("sample_interval", INTERVAL)
         options.setdefault("kill_grace", GRACE)
         runner = PayloadRunner(spec, limits or Limits(), **options)
@@ -88,8 +93,11 @@ class Payloads:
     def track_pid_file(self, name: str) -> psutil.Process:
         """The process whose PID the payload wrote to ``name`` (waited for), killed at teardown."""
         path = self.workdir / name
-        wait_for(lambda: path.exists() and path.read_text().strip().isdigit(),
-                 "the payload to write its pid", 15)
+        wait_for(
+            lambda: path.exists() and path.read_text().strip().isdigit(),
+            "the payload to write its pid",
+            15,
+        )
         process = psutil.Process(int(path.read_text()))
         self.tracked.append(process)
         return process
@@ -142,10 +150,12 @@ def test_death_by_signal_names_the_signal(payloads: Payloads) -> None:
     assert result.minor_status == "Application killed by SIGSEGV"
 
 
-@pytest.mark.parametrize("executable", ["no-such-program-xyz", "./missing.sh",
-                                        "/nonexistent/bin/tool"])
-def test_missing_executable_is_failed_without_exception(payloads: Payloads,
-                                                        executable: str) -> None:
+@pytest.mark.parametrize(
+    "executable", ["no-such-program-xyz", "./missing.sh", "/nonexistent/bin/tool"]
+)
+def test_missing_executable_is_failed_without_exception(
+    payloads: Payloads, executable: str
+) -> None:
     result = payloads.run(payloads.spec(executable, "--flag"))
     assert (result.status, result.exit_code) == ("Failed", None)
     assert result.minor_status == f"Executable not found: {executable}"
@@ -166,8 +176,14 @@ def test_outputs_land_in_their_files_and_the_job_id_is_in_the_environment(
         "print('job', os.environ['DIRAC_LIKE_JOB_ID'], os.environ['EXTRA_SETTING'])\n"
         "print('oops', file=sys.stderr)\n"
     )
-    spec = payloads.spec(sys.executable, python(code), job_id=1234, stdout="out.log",
-                         stderr="err.log", env={"EXTRA_SETTING": "on"})
+    spec = payloads.spec(
+        sys.executable,
+        python(code),
+        job_id=1234,
+        stdout="out.log",
+        stderr="err.log",
+        env={"EXTRA_SETTING": "on"},
+    )
     result = payloads.run(spec)
     assert result.status == "Done"
     stdout = (payloads.workdir / "out.log").read_text()
@@ -178,7 +194,7 @@ def test_outputs_land_in_their_files_and_the_job_id_is_in_the_environment(
 
 
 def test_a_script_shipped_in_the_workdir_runs_by_its_name(payloads: Payloads) -> None:
-    name = payloads.script("job.sh", "#!/bin/sh\necho \"args: $*\"\n")
+    name = payloads.script("job.sh", '#!/bin/sh\necho "args: $*"\n')
     (payloads.workdir / name).chmod(0o644)  # lost its exec bit on the way
     result = payloads.run(payloads.spec(name, "one 'two three'"))
     assert result.status == "Done"
@@ -204,8 +220,9 @@ def test_memory_limit_kills_and_fails(payloads: Payloads) -> None:
 
 
 def test_cpu_limit_kills_a_busy_loop(payloads: Payloads) -> None:
-    result = payloads.run(payloads.spec(sys.executable, python("while True: pass")),
-                          Limits(cpu_time=1))
+    result = payloads.run(
+        payloads.spec(sys.executable, python("while True: pass")), Limits(cpu_time=1)
+    )
     assert (result.status, result.kill_reason) == ("Failed", "cpu")
     assert result.minor_status.startswith("Watchdog: CPU time ")
     assert result.minor_status.endswith(" s > CPUTime 1 s")
@@ -221,8 +238,10 @@ def test_wall_limit_kills_a_sleeper(payloads: Payloads) -> None:
 
 
 def test_disk_limit_kills_a_writer(payloads: Payloads) -> None:
-    code = ("import time\nwith open('big.dat', 'wb') as f: f.write(b'z' * (3 * 1024 * 1024))\n"
-            "time.sleep(60)\n")
+    code = (
+        "import time\nwith open('big.dat', 'wb') as f: f.write(b'z' * (3 * 1024 * 1024))\n"
+        "time.sleep(60)\n"
+    )
     result = payloads.run(payloads.spec(sys.executable, python(code)), Limits(max_disk_mb=1))
     assert (result.status, result.kill_reason) == ("Failed", "disk")
     assert result.minor_status.endswith(" MB > limit 1 MB")
@@ -231,8 +250,7 @@ def test_disk_limit_kills_a_writer(payloads: Payloads) -> None:
 def test_pilot_deadline_kills(payloads: Payloads) -> None:
     limits = Limits(pilot_deadline=time.time() + 0.5)
     result = payloads.run(payloads.spec("sleep", "60"), limits)
-    assert (result.status, result.minor_status) == ("Failed", "Watchdog: pilot time left "
-                                                    "exhausted")
+    assert (result.status, result.minor_status) == ("Failed", "Watchdog: pilot time left exhausted")
     assert result.kill_reason == "time_left"
 
 
@@ -241,11 +259,10 @@ def test_pilot_deadline_kills(payloads: Payloads) -> None:
 
 
 def test_grandchild_ignoring_term_is_killed(payloads: Payloads) -> None:
-    name = payloads.script("spawn.sh", (
-        "#!/bin/sh\n"
-        "sh -c 'trap \"\" TERM; echo $$ > grandchild.pid; exec sleep 60' &\n"
-        "wait\n"
-    ))
+    name = payloads.script(
+        "spawn.sh",
+        ("#!/bin/sh\nsh -c 'trap \"\" TERM; echo $$ > grandchild.pid; exec sleep 60' &\nwait\n"),
+    )
     runner, thread, box = payloads.start(payloads.spec(name))
     grandchild = payloads.track_pid_file("grandchild.pid")
     assert alive(grandchild)
@@ -284,12 +301,9 @@ def test_grandchild_that_left_the_tree_and_the_group_is_killed(payloads: Payload
 
 
 def test_leftovers_of_a_payload_that_exits_are_killed(payloads: Payloads) -> None:
-    name = payloads.script("leave.sh", (
-        "#!/bin/sh\n"
-        "(trap '' TERM; exec sleep 60) &\n"
-        "echo $! > left.pid\n"
-        "exit 0\n"
-    ))
+    name = payloads.script(
+        "leave.sh", ("#!/bin/sh\n(trap '' TERM; exec sleep 60) &\necho $! > left.pid\nexit 0\n")
+    )
     _runner, thread, box = payloads.start(payloads.spec(name))
     thread.join(30)
     assert box[0].status == "Done"
@@ -343,8 +357,9 @@ def test_a_failing_on_sample_does_not_disturb_the_payload(payloads: Payloads) ->
     def broken(sample: Sample) -> list[str]:
         raise RuntimeError("heartbeat lost")
 
-    result = payloads.run(payloads.spec(sys.executable, python("import time; time.sleep(0.7)")),
-                          on_sample=broken)
+    result = payloads.run(
+        payloads.spec(sys.executable, python("import time; time.sleep(0.7)")), on_sample=broken
+    )
     assert result.status == "Done"
 
 
@@ -361,19 +376,22 @@ def test_kill_requested_before_start_starts_nothing(payloads: Payloads) -> None:
 
 def test_arguments_are_not_given_to_a_shell(payloads: Payloads, tmp_path: Path) -> None:
     target = tmp_path / "x"
-    result = run_payload(payloads.spec("echo", f'"; touch {target}"'), Limits(),
-                         sample_interval=INTERVAL)
+    result = run_payload(
+        payloads.spec("echo", f'"; touch {target}"'), Limits(), sample_interval=INTERVAL
+    )
     assert result.status == "Done"
     assert result.stdout_tail == f"; touch {target}"
     assert not target.exists()
-    result = run_payload(payloads.spec("echo", f"; touch {target}"), Limits(),
-                         sample_interval=INTERVAL)
+    result = run_payload(
+        payloads.spec("echo", f"; touch {target}"), Limits(), sample_interval=INTERVAL
+    )
     assert not target.exists()
 
 
 def test_shell_only_when_the_job_asks_for_it(payloads: Payloads, tmp_path: Path) -> None:
     target = tmp_path / "made-by-shell"
-    result = run_payload(payloads.spec("echo", f"hi; touch {target}", shell=True), Limits(),
-                         sample_interval=INTERVAL)
+    result = run_payload(
+        payloads.spec("echo", f"hi; touch {target}", shell=True), Limits(), sample_interval=INTERVAL
+    )
     assert result.status == "Done"
     assert target.exists()

@@ -43,11 +43,18 @@ def test_a_refusal_is_one_line_saying_who_what_and_why(audit: AuditLog) -> None:
     error = Forbidden("user bob may not kill job 12: it belongs to alice")
     assert audit.refused(BOB, "kill", JobIdsArgs([12]), error, NOW)
     assert audit.path == audit.path.parent.parent / "logs" / "audit.log"
-    assert lines(audit) == [{
-        "time": "2026-01-05T10:00:00.125Z", "epoch": NOW, "principal": "bob", "role": "user",
-        "op": "kill", "args": {"job_ids": [12]}, "outcome": "refused",
-        "reason": "[forbidden] user bob may not kill job 12: it belongs to alice",
-    }]
+    assert lines(audit) == [
+        {
+            "time": "2026-01-05T10:00:00.125Z",
+            "epoch": NOW,
+            "principal": "bob",
+            "role": "user",
+            "op": "kill",
+            "args": {"job_ids": [12]},
+            "outcome": "refused",
+            "reason": "[forbidden] user bob may not kill job 12: it belongs to alice",
+        }
+    ]
 
 
 def test_admin_and_operator_actions_are_logged_with_their_outcome(audit: AuditLog) -> None:
@@ -56,8 +63,10 @@ def test_admin_and_operator_actions_are_logged_with_their_outcome(audit: AuditLo
     assert audit.done(OPERATOR, "ban_site", BanSiteArgs("LCG.RAL.uk", " "), NOW, failed)
     assert audit.done(ADMIN, "identity_revoke", {"name": "mallory"}, NOW)
     assert [(line["principal"], line["op"], line["outcome"]) for line in lines(audit)] == [
-        ("root", "ban_site", "ok"), ("ops", "ban_site", "failed"),
-        ("root", "identity_revoke", "ok")]
+        ("root", "ban_site", "ok"),
+        ("ops", "ban_site", "failed"),
+        ("root", "identity_revoke", "ok"),
+    ]
     assert lines(audit)[1]["reason"] == "[invalid_argument] a ban needs a reason"
 
 
@@ -67,8 +76,11 @@ def test_the_monitoring_agents_automatic_bans_and_unbans_are_logged(audit: Audit
     assert audit.done(monitor, "set_status", args, NOW)
     assert not audit.done(monitor, "probe_report", ProbeReportArgs([]), NOW)
     (line,) = lines(audit)
-    assert (line["principal"], line["op"], line["args"]["status"]) == ("sam", "set_status",
-                                                                       "Banned")
+    assert (line["principal"], line["op"], line["args"]["status"]) == (
+        "sam",
+        "set_status",
+        "Banned",
+    )
 
 
 def test_reads_and_the_actions_of_other_roles_are_not_logged(audit: AuditLog) -> None:
@@ -81,8 +93,13 @@ def test_reads_and_the_actions_of_other_roles_are_not_logged(audit: AuditLog) ->
 def test_the_summary_holds_no_secrets_and_no_bulk(audit: AuditLog) -> None:
     upload = SandboxUploadArgs("a" * 64, 10, 0, b"\x00secret bytes", "input")
     audit.refused(BOB, "sandbox_upload", upload, Forbidden("no"), NOW)
-    issued = {"name": "carol", "public_key": "K" * 40, "secret_key": "S" * 40,
-              "token": "T" * 40, "password": "hunter2"}
+    issued = {
+        "name": "carol",
+        "public_key": "K" * 40,
+        "secret_key": "S" * 40,
+        "token": "T" * 40,
+        "password": "hunter2",
+    }
     audit.done(ADMIN, "identity_add", issued, NOW)
     submit = SubmitArgs(['Executable = "/bin/echo"; Arguments = "p4ssw0rd";'] * 3, "root")
     audit.done(ADMIN, "submit", submit, NOW)
@@ -91,16 +108,22 @@ def test_the_summary_holds_no_secrets_and_no_bulk(audit: AuditLog) -> None:
         assert secret not in text
     upload_line, identity_line, submit_line = lines(audit)
     assert upload_line["args"]["data"] == "<13 bytes>"
-    assert identity_line["args"] == {"name": "carol", "public_key": "<redacted>",
-                                     "secret_key": "<redacted>", "token": "<redacted>",
-                                     "password": "<redacted>"}
-    assert submit_line["args"] == {"descriptions": "<3 items>", "owner": "root", "group": "",
-                                   "submitter": ""}
+    assert identity_line["args"] == {
+        "name": "carol",
+        "public_key": "<redacted>",
+        "secret_key": "<redacted>",
+        "token": "<redacted>",
+        "password": "<redacted>",
+    }
+    assert submit_line["args"] == {
+        "descriptions": "<3 items>",
+        "owner": "root",
+        "group": "",
+        "submitter": "",
+    }
 
 
-def test_long_strings_lists_and_nesting_are_cut_and_a_line_stays_bounded(
-    audit: AuditLog
-) -> None:
+def test_long_strings_lists_and_nesting_are_cut_and_a_line_stays_bounded(audit: AuditLog) -> None:
     audit.refused(BOB, "status", JobIdsArgs(list(range(100_000))), Forbidden("no"), NOW)
     audit.refused(BOB, "ban_site", BanSiteArgs("S", "x" * 1_000_000), Forbidden("no"), NOW)
     deep: Any = "bottom"
@@ -147,8 +170,9 @@ def test_a_users_bulk_action_is_audited_with_its_selection_and_count(audit: Audi
     from dirac_like.protocol import BulkArgs
 
     refused = InvalidArgument("the selection now matches 3 jobs, not the 2 you were shown")
-    assert audit.done(BOB, "bulk", BulkArgs("kill", "status=Waiting", 2, only_owner="bob"),
-                      NOW, refused)
+    assert audit.done(
+        BOB, "bulk", BulkArgs("kill", "status=Waiting", 2, only_owner="bob"), NOW, refused
+    )
     [line] = lines(audit)
     assert (line["principal"], line["op"], line["outcome"]) == ("bob", "bulk", "failed")
     assert line["args"]["selection"] == "status=Waiting" and line["args"]["expected"] == 2

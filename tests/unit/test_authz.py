@@ -75,9 +75,12 @@ HELLO = 'Executable = "/bin/echo";'
 class FakeOwnership:
     """Jobs (owner, matched pilot) and pilot records (site), as the service would know them."""
 
-    def __init__(self, jobs: dict[int, tuple[str, str]] | None = None,
-                 pilots: dict[str, str] | None = None,
-                 credentials: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        jobs: dict[int, tuple[str, str]] | None = None,
+        pilots: dict[str, str] | None = None,
+        credentials: dict[str, str] | None = None,
+    ) -> None:
         self.jobs = dict(jobs or {})
         self.pilots = dict(pilots or {})
         self.credentials = dict(credentials or {})  # pilot id -> the identity bound to it
@@ -108,8 +111,9 @@ class FakeOwnership:
 
     def pilot_input_sandbox(self, sha256: str, credential: str, pilot_id: str) -> bool:
         holder = self.inputs.get(sha256)
-        return holder is not None and (holder == pilot_id or self.credentials.get(holder)
-                                       == credential)
+        return holder is not None and (
+            holder == pilot_id or self.credentials.get(holder) == credential
+        )
 
 
 def grid() -> FakeOwnership:
@@ -117,8 +121,7 @@ def grid() -> FakeOwnership:
     waiting. Job 4: a probe of the monitor sam on CERN pilot 8. Pilots 7 and 8 at CERN, one at
     RAL."""
     return FakeOwnership(
-        jobs={1: ("alice", PILOT_7), 2: ("bob", RAL_PILOT), 3: ("alice", ""),
-              4: ("sam", PILOT_8)},
+        jobs={1: ("alice", PILOT_7), 2: ("bob", RAL_PILOT), 3: ("alice", ""), 4: ("sam", PILOT_8)},
         pilots={PILOT_7: CERN, PILOT_8: CERN, RAL_PILOT: RAL},
     )
 
@@ -141,9 +144,12 @@ def own_args(op: str, role: Role) -> Any:
     own_job = 4 if role is Role.MONITOR else 1
     return {
         Op.PING: NoArgs(),
-        Op.SUBMIT: SubmitArgs([HELLO], owner="alice",
-                              group="probes" if role is Role.MONITOR else "physics",
-                              submitter="root" if role is Role.ADMIN else ""),
+        Op.SUBMIT: SubmitArgs(
+            [HELLO],
+            owner="alice",
+            group="probes" if role is Role.MONITOR else "physics",
+            submitter="root" if role is Role.ADMIN else "",
+        ),
         Op.STATUS: JobIdsArgs([1, 3]),
         Op.LIST_JOBS: ListJobsArgs(),
         Op.KILL: JobIdsArgs([own_job]),
@@ -153,8 +159,9 @@ def own_args(op: str, role: Role) -> Any:
         Op.DELETE: JobIdsArgs([1]),
         Op.PEEK: JobIdArgs(1),
         Op.PILOT_STOPPED: PilotStoppedArgs(PILOT_7),
-        Op.REQUEST_JOB: RequestJobArgs(PILOT_7, cern,
-                                       credential="root" if role is Role.ADMIN else ""),
+        Op.REQUEST_JOB: RequestJobArgs(
+            PILOT_7, cern, credential="root" if role is Role.ADMIN else ""
+        ),
         Op.ELIGIBLE: EligibleArgs(cern),
         Op.UPDATE_STATUS: UpdateStatusArgs(1, 1, PILOT_7, "Running"),
         Op.HEARTBEAT: HeartbeatArgs(1, 1, PILOT_7),
@@ -169,9 +176,14 @@ def own_args(op: str, role: Role) -> Any:
         Op.PILOTS: ListPilotsArgs(site=CERN),
         Op.PILOT_OUTPUT: PilotIdArgs(PILOT_7),
         Op.KILL_PILOT: PilotIdArgs(PILOT_7),
-        Op.SANDBOX_UPLOAD: SandboxUploadArgs("a" * 64, 1, 0, b"x",
-                                             "output" if role is Role.PILOT else "input",
-                                             owner="root" if role is Role.ADMIN else ""),
+        Op.SANDBOX_UPLOAD: SandboxUploadArgs(
+            "a" * 64,
+            1,
+            0,
+            b"x",
+            "output" if role is Role.PILOT else "input",
+            owner="root" if role is Role.ADMIN else "",
+        ),
         Op.SANDBOX_DOWNLOAD: SandboxDownloadArgs("b" * 64 if role == Role.PILOT else "a" * 64),
         Op.JOB_OUTPUT: JobIdArgs(own_job),
         Op.IDENTITY_ADD: IdentityAddArgs("carol", "user", ["physics"]),
@@ -251,8 +263,9 @@ EXPECTED: dict[str, set[str]] = {
 }
 
 
-def refused(principal: Principal, op: str, args: Any,
-            ownership: FakeOwnership | None = None) -> str:
+def refused(
+    principal: Principal, op: str, args: Any, ownership: FakeOwnership | None = None
+) -> str:
     with pytest.raises(Forbidden) as caught:
         authorize(principal, op, args, ownership or grid())
     return caught.value.message
@@ -321,21 +334,34 @@ def test_a_user_may_not_kill_another_users_job() -> None:
     assert (refusal.code, refusal.message) == ("job_not_found", "job 1 not found")
 
 
-@pytest.mark.parametrize(("op", "args"), [
-    (Op.STATUS, JobIdsArgs([2])),
-    (Op.RESCHEDULE, JobIdsArgs([3, 2])),
-    (Op.HISTORY, JobIdArgs(2)),
-    (Op.JOB_OUTPUT, JobIdArgs(2)),
-    (Op.PEEK, JobIdArgs(2)),
-    (Op.JOB_DESCRIPTION, JobIdArgs(2)),
-    (Op.DELETE, JobIdsArgs([2])),
-])
+@pytest.mark.parametrize(
+    ("op", "args"),
+    [
+        (Op.STATUS, JobIdsArgs([2])),
+        (Op.RESCHEDULE, JobIdsArgs([3, 2])),
+        (Op.HISTORY, JobIdArgs(2)),
+        (Op.JOB_OUTPUT, JobIdArgs(2)),
+        (Op.PEEK, JobIdArgs(2)),
+        (Op.JOB_DESCRIPTION, JobIdArgs(2)),
+        (Op.DELETE, JobIdsArgs([2])),
+    ],
+)
 def test_another_users_job_is_answered_exactly_as_a_missing_one(op: str, args: Any) -> None:
     """Issue 11, defect 11: neither "forbidden" nor the owner's name: job_not_found, word for
     word what a job that does not exist gets."""
-    other, missing = hidden(ALICE, op, args), hidden(ALICE, op, type(args)(*[
-        [404 if i == 2 else i for i in value] if isinstance(value, list) else 404
-        for value in vars(args).values()]))
+    other, missing = (
+        hidden(ALICE, op, args),
+        hidden(
+            ALICE,
+            op,
+            type(args)(
+                *[
+                    [404 if i == 2 else i for i in value] if isinstance(value, list) else 404
+                    for value in vars(args).values()
+                ]
+            ),
+        ),
+    )
     assert isinstance(other, JobNotVisible)
     assert (other.code, other.message) == (missing.code, missing.message.replace("404", "2"))
     assert "bob" not in other.message
@@ -346,8 +372,7 @@ def test_the_first_job_not_the_users_own_is_the_one_named() -> None:
 
 
 def test_a_submit_is_the_users_own_whatever_owner_it_names() -> None:
-    args = authorize(ALICE, Op.SUBMIT, SubmitArgs([HELLO], owner="bob", group="chemistry"),
-                     grid())
+    args = authorize(ALICE, Op.SUBMIT, SubmitArgs([HELLO], owner="bob", group="chemistry"), grid())
     assert (args.owner, args.group, args.descriptions) == ("alice", "chemistry", [HELLO])
 
 
@@ -358,8 +383,7 @@ def test_a_submit_without_a_group_goes_into_the_users_first_group() -> None:
 
 def test_a_user_submits_only_into_its_own_groups() -> None:
     message = refused(BOB, Op.SUBMIT, SubmitArgs([HELLO], owner="bob", group="chemistry"))
-    assert message == ("user bob may not submit into group 'chemistry': its groups are "
-                       "physics")
+    assert message == ("user bob may not submit into group 'chemistry': its groups are physics")
     loner = Principal("eve", Role.USER)
     assert "belongs to no group" in refused(loner, Op.SUBMIT, SubmitArgs([HELLO], owner="eve"))
 
@@ -368,8 +392,9 @@ def test_a_users_listing_is_narrowed_to_its_own_jobs() -> None:
     args = authorize(ALICE, Op.LIST_JOBS, ListJobsArgs(status="Waiting", limit=5), grid())
     assert args == ListJobsArgs(status="Waiting", owner="alice", limit=5)
     assert authorize(ALICE, Op.LIST_JOBS, ListJobsArgs(owner="alice"), grid()).owner == "alice"
-    assert "may not list the jobs of 'bob'" in refused(ALICE, Op.LIST_JOBS,
-                                                       ListJobsArgs(owner="bob"))
+    assert "may not list the jobs of 'bob'" in refused(
+        ALICE, Op.LIST_JOBS, ListJobsArgs(owner="bob")
+    )
 
 
 def test_operators_and_agents_see_every_job_unnarrowed() -> None:
@@ -390,23 +415,33 @@ def test_users_upload_input_sandboxes_only_and_pilots_output_sandboxes_only() ->
 # directors
 
 
-@pytest.mark.parametrize(("op", "args"), [
-    (Op.ADD_PILOTS, AddPilotsArgs(RAL, "ce", 1)),
-    (Op.ELIGIBLE, EligibleArgs(PilotResources(site=RAL))),
-    (Op.PILOTS, ListPilotsArgs(site=RAL)),
-    (Op.PILOT_TOKEN, PilotTokenArgs(RAL)),
-])
+@pytest.mark.parametrize(
+    ("op", "args"),
+    [
+        (Op.ADD_PILOTS, AddPilotsArgs(RAL, "ce", 1)),
+        (Op.ELIGIBLE, EligibleArgs(PilotResources(site=RAL))),
+        (Op.PILOTS, ListPilotsArgs(site=RAL)),
+        (Op.PILOT_TOKEN, PilotTokenArgs(RAL)),
+    ],
+)
 def test_a_director_acts_only_for_its_own_site(op: str, args: Any) -> None:
     message = refused(DIRECTOR, op, args)
     assert f"for site '{RAL}': it acts for {CERN}" in message
 
 
-@pytest.mark.parametrize(("op", "args"), [
-    (Op.UPDATE_PILOTS, UpdatePilotsArgs([PilotUpdateItem(PILOT_7, "Running"),
-                                         PilotUpdateItem(RAL_PILOT, "Done")])),
-    (Op.PILOT_OUTPUT, PilotIdArgs(RAL_PILOT)),
-    (Op.PILOT_TOKEN, PilotTokenArgs(CERN, RAL_PILOT)),
-])
+@pytest.mark.parametrize(
+    ("op", "args"),
+    [
+        (
+            Op.UPDATE_PILOTS,
+            UpdatePilotsArgs(
+                [PilotUpdateItem(PILOT_7, "Running"), PilotUpdateItem(RAL_PILOT, "Done")]
+            ),
+        ),
+        (Op.PILOT_OUTPUT, PilotIdArgs(RAL_PILOT)),
+        (Op.PILOT_TOKEN, PilotTokenArgs(CERN, RAL_PILOT)),
+    ],
+)
 def test_a_director_touches_only_its_own_sites_pilots(op: str, args: Any) -> None:
     message = refused(DIRECTOR, op, args)
     assert f"pilot '{RAL_PILOT}': it belongs to site {RAL}, not {CERN}" in message
@@ -455,7 +490,8 @@ def test_a_pilot_reports_only_on_jobs_matched_to_it() -> None:
     other = UpdateStatusArgs(2, 1, PILOT_7, "Running")
     assert refused(PILOT, Op.UPDATE_STATUS, other) == (
         f"pilot pilot-cern-7 may not report on job 2: it is matched to pilot {RAL_PILOT}, "
-        f"not {PILOT_7}")
+        f"not {PILOT_7}"
+    )
     waiting = UpdateStatusArgs(3, 1, PILOT_7, "Running")
     assert "matched to no pilot" in refused(PILOT, Op.UPDATE_STATUS, waiting)
 
@@ -505,12 +541,16 @@ def ownerships(draw: st.DrawFn) -> FakeOwnership:
     return FakeOwnership(jobs, pilots)
 
 
-users = st.builds(Principal, name=NAMES.filter(bool), role=st.just(Role.USER),
-                  groups=st.lists(GROUPS.filter(bool), max_size=3, unique=True).map(tuple))
-pilots = st.builds(Principal, name=st.just("pilot"), role=st.just(Role.PILOT), site=SITES,
-                   pilot_id=PILOT_IDS)
-directors = st.builds(Principal, name=st.just("director"), role=st.just(Role.DIRECTOR),
-                      site=SITES)
+users = st.builds(
+    Principal,
+    name=NAMES.filter(bool),
+    role=st.just(Role.USER),
+    groups=st.lists(GROUPS.filter(bool), max_size=3, unique=True).map(tuple),
+)
+pilots = st.builds(
+    Principal, name=st.just("pilot"), role=st.just(Role.PILOT), site=SITES, pilot_id=PILOT_IDS
+)
+directors = st.builds(Principal, name=st.just("director"), role=st.just(Role.DIRECTOR), site=SITES)
 resources = st.builds(PilotResources, site=SITES)
 
 
@@ -523,8 +563,11 @@ def outcome(principal: Principal, op: str, args: Any, ownership: FakeOwnership) 
 
 
 @settings(max_examples=200, deadline=None)
-@given(users, st.builds(SubmitArgs, descriptions=st.just([HELLO]), owner=NAMES, group=GROUPS),
-       ownerships())
+@given(
+    users,
+    st.builds(SubmitArgs, descriptions=st.just([HELLO]), owner=NAMES, group=GROUPS),
+    ownerships(),
+)
 def test_a_user_never_submits_as_another_owner_or_into_another_group(
     user: Principal, args: SubmitArgs, ownership: FakeOwnership
 ) -> None:
@@ -545,8 +588,12 @@ def test_a_user_never_lists_another_owners_jobs(
 
 
 @settings(max_examples=200, deadline=None)
-@given(users, st.sampled_from([Op.STATUS, Op.KILL, Op.RESCHEDULE]),
-       st.lists(JOB_IDS, min_size=1, max_size=4), ownerships())
+@given(
+    users,
+    st.sampled_from([Op.STATUS, Op.KILL, Op.RESCHEDULE]),
+    st.lists(JOB_IDS, min_size=1, max_size=4),
+    ownerships(),
+)
 def test_a_user_never_gets_at_another_owners_job(
     user: Principal, op: str, job_ids: list[int], ownership: FakeOwnership
 ) -> None:
@@ -596,8 +643,7 @@ def test_a_director_never_gets_at_another_sites_pilots(
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.sampled_from(list(BY_ROLE.values())), st.sampled_from(sorted(EXPECTED)),
-       ownerships())
+@given(st.sampled_from(list(BY_ROLE.values())), st.sampled_from(sorted(EXPECTED)), ownerships())
 def test_authorize_is_pure_and_keeps_the_argument_type(
     principal: Principal, op: str, ownership: FakeOwnership
 ) -> None:
@@ -613,19 +659,26 @@ def test_authorize_is_pure_and_keeps_the_argument_type(
 def test_a_site_wide_pilot_credential_cannot_act_as_a_pilot_bound_to_another() -> None:
     """Issue 11, defect 7: a credential for any pilot of the site may act only as pilots no
     other credential is bound to (its first request binds the record to it)."""
-    bound = FakeOwnership(jobs={1: ("alice", PILOT_7)}, pilots={PILOT_7: CERN, PILOT_8: CERN},
-                          credentials={PILOT_7: "pilot:other", PILOT_8: SITE_PILOT.name})
+    bound = FakeOwnership(
+        jobs={1: ("alice", PILOT_7)},
+        pilots={PILOT_7: CERN, PILOT_8: CERN},
+        credentials={PILOT_7: "pilot:other", PILOT_8: SITE_PILOT.name},
+    )
     cern = PilotResources(site=CERN)
-    for op, args in ((Op.REQUEST_JOB, RequestJobArgs(PILOT_7, cern)),
-                     (Op.UPDATE_STATUS, UpdateStatusArgs(1, 1, PILOT_7, "Running")),
-                     (Op.HEARTBEAT, HeartbeatArgs(1, 1, PILOT_7)),
-                     (Op.PILOT_STOPPED, PilotStoppedArgs(PILOT_7))):
+    for op, args in (
+        (Op.REQUEST_JOB, RequestJobArgs(PILOT_7, cern)),
+        (Op.UPDATE_STATUS, UpdateStatusArgs(1, 1, PILOT_7, "Running")),
+        (Op.HEARTBEAT, HeartbeatArgs(1, 1, PILOT_7)),
+        (Op.PILOT_STOPPED, PilotStoppedArgs(PILOT_7)),
+    ):
         assert "another credential acts as that pilot" in refused(SITE_PILOT, op, args, bound)
     allowed = authorize(SITE_PILOT, Op.REQUEST_JOB, RequestJobArgs(PILOT_8, cern), bound)
     assert allowed.credential == SITE_PILOT.name  # the handler binds the record to it
     # A token issued for pilot 7 itself acts as it, whatever it was bound to before.
-    assert authorize(PILOT, Op.REQUEST_JOB, RequestJobArgs(PILOT_7, cern),
-                     bound).credential == PILOT.name
+    assert (
+        authorize(PILOT, Op.REQUEST_JOB, RequestJobArgs(PILOT_7, cern), bound).credential
+        == PILOT.name
+    )
 
 
 def test_the_credential_a_pilot_sends_is_replaced_by_the_transports() -> None:
@@ -639,9 +692,12 @@ def test_a_sandbox_is_read_only_by_its_holders_and_the_pilots_running_its_jobs()
     ownership = grid()
     assert authorize(ALICE, Op.SANDBOX_DOWNLOAD, SandboxDownloadArgs("a" * 64), ownership)
     assert authorize(PILOT, Op.SANDBOX_DOWNLOAD, SandboxDownloadArgs("b" * 64), ownership)
-    for principal, sha256 in ((BOB, "a" * 64), (ALICE, "b" * 64), (PILOT, "a" * 64),
-                              (Principal("p8", Role.PILOT, site=CERN, pilot_id=PILOT_8),
-                               "b" * 64)):
+    for principal, sha256 in (
+        (BOB, "a" * 64),
+        (ALICE, "b" * 64),
+        (PILOT, "a" * 64),
+        (Principal("p8", Role.PILOT, site=CERN, pilot_id=PILOT_8), "b" * 64),
+    ):
         with pytest.raises(SandboxNotFound) as caught:
             authorize(principal, Op.SANDBOX_DOWNLOAD, SandboxDownloadArgs(sha256), ownership)
         assert caught.value.message == f"sandbox {sha256} not found"
@@ -656,8 +712,9 @@ def test_an_upload_is_held_by_the_uploader_whatever_owner_it_names() -> None:
 
 
 def test_a_user_selection_is_narrowed_to_its_own_jobs() -> None:
-    args = authorize(ALICE, Op.SELECT_JOBS, SelectArgs("status=Waiting,owner=bob",
-                                                        only_owner="bob"), grid())
+    args = authorize(
+        ALICE, Op.SELECT_JOBS, SelectArgs("status=Waiting,owner=bob", only_owner="bob"), grid()
+    )
     assert args.only_owner == "alice"
 
 
@@ -665,6 +722,8 @@ def test_only_an_admin_passes_the_admin_cap() -> None:
     asked = BulkArgs("kill", "status=Waiting", 20000, yes=True, over_admin_cap=True)
     assert authorize(ALICE, Op.BULK, asked, grid()).over_admin_cap is False
     assert authorize(ADMIN, Op.BULK, asked, grid()).over_admin_cap is True
+
+
 # --------------------------------------------------------------------------------------------
 # the monitoring agent
 

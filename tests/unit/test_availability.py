@@ -18,8 +18,12 @@ from dirac_like.availability import (
 )
 from dirac_like.monitoring import CheckStatus
 
-OK, WARN, CRIT, UNK = (CheckStatus.OK, CheckStatus.WARNING, CheckStatus.CRITICAL,
-                       CheckStatus.UNKNOWN)
+OK, WARN, CRIT, UNK = (
+    CheckStatus.OK,
+    CheckStatus.WARNING,
+    CheckStatus.CRITICAL,
+    CheckStatus.UNKNOWN,
+)
 
 
 def test_scripted_sequence_matches_hand_computed_figures() -> None:
@@ -80,8 +84,10 @@ def test_unknown_results_do_not_count() -> None:
 def test_days_weeks_and_months_start_on_utc_boundaries() -> None:
     since = datetime(2026, 1, 30, 15, tzinfo=UTC).timestamp()
     until = datetime(2026, 3, 2, tzinfo=UTC).timestamp()
-    months = [datetime.fromtimestamp(t, UTC).date().isoformat()
-              for t in period_starts(since, until, "month")]
+    months = [
+        datetime.fromtimestamp(t, UTC).date().isoformat()
+        for t in period_starts(since, until, "month")
+    ]
     assert months == ["2026-01-01", "2026-02-01", "2026-03-01"]
     weeks = period_starts(since, until, "week")
     assert datetime.fromtimestamp(weeks[0], UTC).date().isoformat() == "2026-01-26"  # a Monday
@@ -93,8 +99,10 @@ def test_per_period_cuts_each_window_to_the_asked_range() -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
     samples = [Sample(start, OK), Sample(start + day, CRIT)]
     rows = per_period(samples, [], start + day / 2, start + 2 * day, "day", validity=2 * day)
-    assert [(row.start, row.end) for row in rows] == [(start + day / 2, start + day),
-                                                       (start + day, start + 2 * day)]
+    assert [(row.start, row.end) for row in rows] == [
+        (start + day / 2, start + day),
+        (start + day, start + 2 * day),
+    ]
     assert [row.availability for row in rows] == [1.0, 0.0]
 
 
@@ -104,16 +112,22 @@ def test_unknown_period_name_is_refused() -> None:
 
 
 statuses = st.sampled_from(list(CheckStatus))
-sample_lists = st.lists(st.builds(Sample, st.floats(-50, 150), statuses,
-                                  st.sampled_from(["", "ce1", "ce2"])), max_size=20)
+sample_lists = st.lists(
+    st.builds(Sample, st.floats(-50, 150), statuses, st.sampled_from(["", "ce1", "ce2"])),
+    max_size=20,
+)
 downtime_lists = st.lists(
     st.tuples(st.floats(-50, 150), st.floats(0.5, 80), st.booleans()).map(
-        lambda t: DowntimeSpan(t[0], t[0] + t[1], t[2])), max_size=4)
+        lambda t: DowntimeSpan(t[0], t[0] + t[1], t[2])
+    ),
+    max_size=4,
+)
 
 
 @given(sample_lists, downtime_lists, st.floats(1, 200))
 def test_figures_are_fractions_and_reliability_is_at_least_availability(
-        samples: list[Sample], downtimes: list[DowntimeSpan], validity: float) -> None:
+    samples: list[Sample], downtimes: list[DowntimeSpan], validity: float
+) -> None:
     result = figures(samples, downtimes, 0, 100, validity)
     assert result.up + result.down + result.unknown + result.scheduled == pytest.approx(100)
     for value in (result.availability, result.reliability):
@@ -124,14 +138,16 @@ def test_figures_are_fractions_and_reliability_is_at_least_availability(
 
 @given(sample_lists, st.floats(1, 200))
 def test_without_scheduled_downtime_reliability_equals_availability(
-        samples: list[Sample], validity: float) -> None:
+    samples: list[Sample], validity: float
+) -> None:
     result = figures(samples, [], 0, 100, validity)
     assert result.reliability == result.availability
 
 
 @given(sample_lists, st.floats(1, 200))
 def test_a_period_spent_in_scheduled_downtime_has_undefined_reliability(
-        samples: list[Sample], validity: float) -> None:
+    samples: list[Sample], validity: float
+) -> None:
     result = figures(samples, [DowntimeSpan(-1, 101, True)], 0, 100, validity)
     assert result.reliability is None
     assert result.availability == 0.0

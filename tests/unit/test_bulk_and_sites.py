@@ -37,23 +37,31 @@ def finish_bulk(grid: Grid) -> list[int]:
 
 
 def test_a_selection_reads_every_field() -> None:
-    selection = parse_selection("status=Waiting|Stalled, site=X, owner=bob, group=g, "
-                                "older=2d, newer=1w, name=mc_*")
+    selection = parse_selection(
+        "status=Waiting|Stalled, site=X, owner=bob, group=g, older=2d, newer=1w, name=mc_*"
+    )
     assert {s.value for s in selection.statuses} == {"Waiting", "Stalled"}
     assert (selection.site, selection.owner, selection.group, selection.name) == (
-        "X", "bob", "g", "mc_*")
+        "X",
+        "bob",
+        "g",
+        "mc_*",
+    )
     assert (selection.older, selection.newer) == (2 * 86400, 7 * 86400)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("colour=blue", "selection field 'colour' is unknown: use status, site"),
-    ("older=2 days", "age '2 days' is not valid"),
-    ("older=-1d", "age '-1d' is not valid"),
-    ("status=Sleeping", "unknown job status 'Sleeping'"),
-    ("", "empty selection"),
-    ("site", "selection item 'site' is not field=value"),
-    ("site=A,site=B", "selection field 'site' is given twice"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("colour=blue", "selection field 'colour' is unknown: use status, site"),
+        ("older=2 days", "age '2 days' is not valid"),
+        ("older=-1d", "age '-1d' is not valid"),
+        ("status=Sleeping", "unknown job status 'Sleeping'"),
+        ("", "empty selection"),
+        ("site", "selection item 'site' is not field=value"),
+        ("site=A,site=B", "selection field 'site' is given twice"),
+    ],
+)
 def test_a_bad_selection_is_refused_and_nothing_changes(text: str, message: str) -> None:
     grid = grid_with()
     grid.submit(HELLO)
@@ -66,7 +74,14 @@ def test_a_bad_selection_is_refused_and_nothing_changes(text: str, message: str)
 
 def test_ages_in_every_unit() -> None:
     assert [parse_age(a) for a in ("90", "90s", "15m", "6h", "2d", "1w", "1.5h")] == [
-        90, 90, 900, 21600, 172800, 604800, 5400]
+        90,
+        90,
+        900,
+        21600,
+        172800,
+        604800,
+        5400,
+    ]
 
 
 # -- counting first ----------------------------------------------------------------------------
@@ -103,8 +118,9 @@ def test_a_user_selecting_others_jobs_counts_and_touches_only_its_own() -> None:
     reply = grid.call(Op.SELECT_JOBS, selection="status=Waiting,owner=bob", only_owner="alice")
     assert reply["count"] == 2 and reply["note"] == "only your jobs (owner=alice) are counted"
     assert reply["selection"] == "status=Waiting,owner=alice"
-    bulk = grid.call(Op.BULK, action="kill", selection="status=Waiting", expected=2,
-                     only_owner="alice")
+    bulk = grid.call(
+        Op.BULK, action="kill", selection="status=Waiting", expected=2, only_owner="alice"
+    )
     finish_bulk(grid)
 
     assert statuses(grid) == {1: "Killed", 2: "Killed", 3: "Waiting"}
@@ -141,8 +157,14 @@ def test_above_the_admin_cap_only_an_admin_passes() -> None:
     with pytest.raises(InvalidArgument, match="above the admin cap of 20: only an admin"):
         grid.call(Op.BULK, action="kill", selection="status=Waiting", expected=21, yes=True)
     assert set(statuses(grid).values()) == {"Waiting"}
-    grid.call(Op.BULK, action="kill", selection="status=Waiting", expected=21, yes=True,
-              over_admin_cap=True)
+    grid.call(
+        Op.BULK,
+        action="kill",
+        selection="status=Waiting",
+        expected=21,
+        yes=True,
+        over_admin_cap=True,
+    )
     assert finish_bulk(grid) == [4, 4, 4, 4, 4, 1]  # bounded batches, one per loop
     assert set(statuses(grid).values()) == {"Killed"}
 
@@ -254,7 +276,9 @@ def test_site_show_gives_ces_pilots_and_the_waiting_jobs_it_could_run() -> None:
     assert show["last_pilot"] == grid.now and show["director_seen"] == grid.now
     summary = grid.call(Op.PILOT_SUMMARY)
     assert {(r["site"], r["state"]): r["count"] for r in summary} == {
-        (CERN, "Submitted"): 2, (CERN, "Running"): 1}
+        (CERN, "Submitted"): 2,
+        (CERN, "Running"): 1,
+    }
 
 
 def test_site_show_of_an_unknown_site_is_refused() -> None:
@@ -266,8 +290,14 @@ def test_site_show_of_an_unknown_site_is_refused() -> None:
 def test_a_busy_service_takes_small_bulk_batches() -> None:
     grid = grid_with(batch=100)
     grid.submit(*[HELLO] * 30)
-    grid.call(Op.BULK, action="kill", selection="status=Waiting", expected=30, yes=True,
-              over_admin_cap=True)
+    grid.call(
+        Op.BULK,
+        action="kill",
+        selection="status=Waiting",
+        expected=30,
+        yes=True,
+        over_admin_cap=True,
+    )
     assert run_bulk_batch(grid.state, grid.now, served=20) == 2  # busy_share 0.1 per request
     assert run_bulk_batch(grid.state, grid.now, served=1) == 1  # always some progress
     assert run_bulk_batch(grid.state, grid.now, served=0) == 27  # idle: the rest, in one batch

@@ -26,8 +26,9 @@ def grid(tmp_path: Path) -> Grid:
 
 
 def add(grid: Grid, count: int = 1, ce: str = "ce1") -> list[str]:
-    return list(grid.call(Op.ADD_PILOTS, site=SITE, ce=ce, count=count, fabric="local")
-                ["pilot_ids"])
+    return list(
+        grid.call(Op.ADD_PILOTS, site=SITE, ce=ce, count=count, fabric="local")["pilot_ids"]
+    )
 
 
 def pilots(grid: Grid, **filters: Any) -> dict[str, dict[str, Any]]:
@@ -58,11 +59,21 @@ def test_added_pilots_get_unique_numbered_ids_that_survive_a_restart(grid: Grid)
 
 def test_director_updates_states_refs_and_output(grid: Grid) -> None:
     [pilot_id] = add(grid)
-    grid.call(Op.UPDATE_PILOTS, updates=[{"pilot_id": pilot_id, "state": "Waiting",
-                                          "fabric_ref": "4711"}])
+    grid.call(
+        Op.UPDATE_PILOTS, updates=[{"pilot_id": pilot_id, "state": "Waiting", "fabric_ref": "4711"}]
+    )
     grid.now += 5
-    grid.call(Op.UPDATE_PILOTS, updates=[{"pilot_id": pilot_id, "state": "Done",
-                                          "reason": "exit code 0", "output": "x" * 30 + "END"}])
+    grid.call(
+        Op.UPDATE_PILOTS,
+        updates=[
+            {
+                "pilot_id": pilot_id,
+                "state": "Done",
+                "reason": "exit code 0",
+                "output": "x" * 30 + "END",
+            }
+        ],
+    )
 
     row = pilots(grid)[pilot_id]
     assert (row["state"], row["fabric_ref"], row["reason"]) == ("Done", "4711", "exit code 0")
@@ -73,8 +84,13 @@ def test_director_updates_states_refs_and_output(grid: Grid) -> None:
 def test_an_update_batch_with_one_unknown_pilot_changes_nothing(grid: Grid) -> None:
     [pilot_id] = add(grid)
     with pytest.raises(PilotNotFound):
-        grid.call(Op.UPDATE_PILOTS, updates=[{"pilot_id": pilot_id, "state": "Running"},
-                                             {"pilot_id": "ghost", "state": "Running"}])
+        grid.call(
+            Op.UPDATE_PILOTS,
+            updates=[
+                {"pilot_id": pilot_id, "state": "Running"},
+                {"pilot_id": "ghost", "state": "Running"},
+            ],
+        )
     assert pilots(grid)[pilot_id]["state"] == "Submitted"
 
 
@@ -109,8 +125,9 @@ def test_killing_a_pilot_reschedules_its_jobs_and_tells_it_to_stop(grid: Grid) -
     [pilot_id] = add(grid)
     [job_id, other] = grid.submit(HELLO, HELLO)
     job = grid.pilot(pilot_id, site=SITE)
-    grid.call(Op.UPDATE_STATUS, job_id=job_id, attempt=job["attempt"], pilot_id=pilot_id,
-              status="Running")
+    grid.call(
+        Op.UPDATE_STATUS, job_id=job_id, attempt=job["attempt"], pilot_id=pilot_id, status="Running"
+    )
     grid.state.take_pushes()
 
     result = grid.call(Op.KILL_PILOT, pilot_id=pilot_id)
@@ -118,12 +135,12 @@ def test_killing_a_pilot_reschedules_its_jobs_and_tells_it_to_stop(grid: Grid) -
     assert result["rescheduled"] == [job_id]
     [status] = grid.call(Op.STATUS, job_ids=[job_id])
     assert status["status"] == "Waiting"
-    history = [(row["status"], row["minor_status"]) for row in
-               grid.call(Op.HISTORY, job_id=job_id)]
+    history = [(row["status"], row["minor_status"]) for row in grid.call(Op.HISTORY, job_id=job_id)]
     assert ("Rescheduled", f"Pilot {pilot_id} killed by an admin") in history
     reply = grid.call(Op.REQUEST_JOB, pilot_id=pilot_id, resources={"site": SITE})
-    assert reply["job"] is None and reply["commands"] == [{"command": "stop",
-                                                             "reason": "Killed by an admin"}]
+    assert reply["job"] is None and reply["commands"] == [
+        {"command": "stop", "reason": "Killed by an admin"}
+    ]
     assert "killed by an admin" in reply["reason"]
     assert pilots(grid)[pilot_id]["kill_requested"] is True
     assert grid.pilot("p2", site=SITE)["job_id"] in (job_id, other)  # others still get work
@@ -179,8 +196,14 @@ def test_listing_filters_by_site_and_state(grid: Grid) -> None:
 def upload(grid: Grid, data: bytes, chunk: int = 4, kind: str = "input") -> str:
     sha256, offset = checksum(data), 0
     while True:
-        result = grid.call(Op.SANDBOX_UPLOAD, sha256=sha256, size=len(data), offset=offset,
-                           data=data[offset:offset + chunk], kind=kind)
+        result = grid.call(
+            Op.SANDBOX_UPLOAD,
+            sha256=sha256,
+            size=len(data),
+            offset=offset,
+            data=data[offset : offset + chunk],
+            kind=kind,
+        )
         if result["complete"]:
             return sha256
         offset = result["received"]

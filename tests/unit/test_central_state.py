@@ -23,8 +23,14 @@ from dirac_like.services.state import CentralState
 from dirac_like.store.memory import MemoryStore
 
 HELLO = 'Executable = "/bin/echo"; Arguments = "hello";'
-JOBS = JobsConfig(match_lease=60, stalled_timeout=100, stalled_to_reschedule=50,
-                  max_reschedules=2, reschedule_holdoff=10, holdoff_factor=3)
+JOBS = JobsConfig(
+    match_lease=60,
+    stalled_timeout=100,
+    stalled_to_reschedule=50,
+    max_reschedules=2,
+    reschedule_holdoff=10,
+    holdoff_factor=3,
+)
 
 
 class Grid:
@@ -63,8 +69,13 @@ class Grid:
         return reply["job"]
 
     def report(self, match: dict[str, Any], status: str, pilot_id: str = "p1") -> Any:
-        return self.call(Op.UPDATE_STATUS, job_id=match["job_id"], attempt=match["attempt"],
-                         pilot_id=pilot_id, status=status)
+        return self.call(
+            Op.UPDATE_STATUS,
+            job_id=match["job_id"],
+            attempt=match["attempt"],
+            pilot_id=pilot_id,
+            status=status,
+        )
 
     def status(self, job_id: int) -> str:
         return str(self.call(Op.STATUS, job_ids=[job_id])[0]["status"])
@@ -113,8 +124,10 @@ def test_match_leases_the_job_to_one_pilot(grid: Grid) -> None:
 
 
 def test_a_match_carries_the_stored_description_a_pilot_reads_typed(grid: Grid) -> None:
-    grid.submit('Executable = "/bin/sh"; Arguments = "-c true"; MaxRAM = 2000; CPUTime = 60; '
-                'NumberOfProcessors = 2; OutputSandbox = {"a.txt"};')
+    grid.submit(
+        'Executable = "/bin/sh"; Arguments = "-c true"; MaxRAM = 2000; CPUTime = 60; '
+        'NumberOfProcessors = 2; OutputSandbox = {"a.txt"};'
+    )
     description = description_from_stored(grid.pilot(cores=4, memory_mb=4000)["description"])
     assert (description.executable, description.arguments) == ("/bin/sh", "-c true")
     assert (description.max_ram_mb, description.cpu_time) == (2000, 60)
@@ -195,8 +208,14 @@ def test_a_pilot_cannot_hand_back_a_job_it_does_not_hold(grid: Grid) -> None:
     with pytest.raises(StaleAttempt):
         grid.report(match, "Rescheduled", pilot_id="intruder")
     with pytest.raises(InvalidArgument, match="no output sandbox"):
-        grid.call(Op.UPDATE_STATUS, job_id=job_id, attempt=match["attempt"], pilot_id="p1",
-                  status="Rescheduled", output_sandbox="0" * 64)
+        grid.call(
+            Op.UPDATE_STATUS,
+            job_id=job_id,
+            attempt=match["attempt"],
+            pilot_id="p1",
+            status="Rescheduled",
+            output_sandbox="0" * 64,
+        )
     assert grid.snapshot() == before
 
 
@@ -282,8 +301,11 @@ def test_banned_site_gets_no_job_and_is_told_why(grid: Grid) -> None:
     grid.submit(HELLO)
     grid.call(Op.BAN_SITE, site="LCG.CERN.cern", reason="downtime")
     reply = grid.call(Op.REQUEST_JOB, pilot_id="p1", resources={"site": "LCG.CERN.cern"})
-    assert reply == {"job": None, "reason": "site LCG.CERN.cern is banned: downtime",
-                     "commands": []}
+    assert reply == {
+        "job": None,
+        "reason": "site LCG.CERN.cern is banned: downtime",
+        "commands": [],
+    }
     grid.call(Op.UNBAN_SITE, site="LCG.CERN.cern")
     assert grid.pilot() is not None
 
@@ -319,14 +341,19 @@ def test_restart_rebuilds_the_same_state(grid: Grid) -> None:
     grid.call(Op.KILL, job_ids=[ids[-1]])
     grid.call(Op.BAN_SITE, site="BAD.site", reason="broken")
     rebuilt = CentralState(grid.config, grid.store, grid.store.load(), grid.now)
-    assert sorted((j.summary() for j in rebuilt.jobs.values()), key=lambda j: j["job_id"]) \
+    assert (
+        sorted((j.summary() for j in rebuilt.jobs.values()), key=lambda j: j["job_id"])
         == grid.snapshot()
+    )
     assert rebuilt.jobs[matched["job_id"]].deadline == grid.state.jobs[matched["job_id"]].deadline
     assert rebuilt.why_not(dataclasses.replace(_pilot("BAD.site")), grid.now) != ""
-    waiting_before = {tq.task_queue_id: sorted(tq.job_ids())
-                      for tq in grid.state.book.matcher.unique_task_queues()}
-    waiting_after = {tq.task_queue_id: sorted(tq.job_ids())
-                     for tq in rebuilt.book.matcher.unique_task_queues()}
+    waiting_before = {
+        tq.task_queue_id: sorted(tq.job_ids())
+        for tq in grid.state.book.matcher.unique_task_queues()
+    }
+    waiting_after = {
+        tq.task_queue_id: sorted(tq.job_ids()) for tq in rebuilt.book.matcher.unique_task_queues()
+    }
     assert waiting_after == waiting_before
     assert rebuilt.book.next_job_id == grid.state.book.next_job_id
 
@@ -371,8 +398,12 @@ def test_empty_task_queues_are_forgotten_and_come_back_when_needed(grid: Grid) -
 
 
 def test_eligible_counts_what_a_pilot_could_run(grid: Grid) -> None:
-    grid.submit(HELLO, HELLO, 'Executable = "x"; NumberOfProcessors = 4;',
-                'Executable = "x"; Site = "LCG.RAL.uk";')
+    grid.submit(
+        HELLO,
+        HELLO,
+        'Executable = "x"; NumberOfProcessors = 4;',
+        'Executable = "x"; Site = "LCG.RAL.uk";',
+    )
     one_core = {"site": "LCG.CERN.cern", "cores": 1}
     assert grid.call(Op.ELIGIBLE, resources=one_core)["eligible"] == 2
     assert grid.call(Op.ELIGIBLE, resources={**one_core, "cores": 4})["eligible"] == 3

@@ -27,8 +27,14 @@ JDLS = [
     'Executable = "x"; Parameters = 3;',
 ]
 CONFIG = Config(
-    jobs=JobsConfig(match_lease=20, stalled_timeout=30, stalled_to_reschedule=10,
-                    max_reschedules=2, reschedule_holdoff=5, holdoff_factor=2),
+    jobs=JobsConfig(
+        match_lease=20,
+        stalled_timeout=30,
+        stalled_to_reschedule=10,
+        max_reschedules=2,
+        reschedule_holdoff=5,
+        holdoff_factor=2,
+    ),
     sites={"C": SiteLimits(max_running=2)},
 )
 
@@ -52,8 +58,11 @@ class CentralStateMachine(RuleBasedStateMachine):
             self.store.commit(changes)
             self.state.committed(changes)
 
-    @rule(jdl=st.sampled_from(JDLS), owner=st.sampled_from(["ann", "bob"]),
-          group=st.sampled_from(["mc", "user"]))
+    @rule(
+        jdl=st.sampled_from(JDLS),
+        owner=st.sampled_from(["ann", "bob"]),
+        group=st.sampled_from(["mc", "user"]),
+    )
     def submit(self, jdl: str, owner: str, group: str) -> None:
         self.call(Op.SUBMIT, descriptions=[jdl], owner=owner, group=group)
 
@@ -65,8 +74,10 @@ class CentralStateMachine(RuleBasedStateMachine):
         reply = self.call(Op.REQUEST_JOB, pilot_id=pilot, resources=resources)
         if reply and reply["job"]:
             job = reply["job"]
-            assert job["job_id"] not in self.held or self.state.jobs[job["job_id"]].attempt \
-                != self.held[job["job_id"]][1], "a job went to a second pilot while held"
+            assert (
+                job["job_id"] not in self.held
+                or self.state.jobs[job["job_id"]].attempt != self.held[job["job_id"]][1]
+            ), "a job went to a second pilot while held"
             self.held[job["job_id"]] = (pilot, job["attempt"])
 
     @precondition(lambda self: bool(self.held))
@@ -111,8 +122,12 @@ class CentralStateMachine(RuleBasedStateMachine):
     @invariant()
     def banned_and_full_sites_get_nothing_new(self) -> None:
         limit = CONFIG.sites["C"].max_running
-        assert sum(1 for j in self.state.jobs.values()
-                   if j.site == "C" and j.status in ACTIVE_STATUSES) <= limit
+        assert (
+            sum(
+                1 for j in self.state.jobs.values() if j.site == "C" and j.status in ACTIVE_STATUSES
+            )
+            <= limit
+        )
 
     @invariant()
     def a_restart_rebuilds_the_same_jobs(self) -> None:
@@ -120,10 +135,12 @@ class CentralStateMachine(RuleBasedStateMachine):
             return
         rebuilt = CentralState(CONFIG, self.store, self.store.load(), self.now)
         rebuilt.validate()
-        assert {j: r.summary() for j, r in rebuilt.jobs.items()} == \
-            {j: r.summary() for j, r in self.state.jobs.items()}
+        assert {j: r.summary() for j, r in rebuilt.jobs.items()} == {
+            j: r.summary() for j, r in self.state.jobs.items()
+        }
 
 
-CentralStateMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40,
-                                                 deadline=None)
+CentralStateMachine.TestCase.settings = settings(
+    max_examples=60, stateful_step_count=40, deadline=None
+)
 TestCentralState = CentralStateMachine.TestCase

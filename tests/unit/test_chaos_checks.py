@@ -23,14 +23,25 @@ from dirac_like.chaos_checks import (
 )
 
 
-def line(event: str, run: str, mono: float, job: int = 7, attempt: int = 1,
-         pilot: str = "p1") -> str:
-    return json.dumps({"event": event, "run": run, "job": job, "attempt": attempt,
-                       "pilot": pilot, "mono": mono, "wall": 1.7e9 + mono})
+def line(
+    event: str, run: str, mono: float, job: int = 7, attempt: int = 1, pilot: str = "p1"
+) -> str:
+    return json.dumps(
+        {
+            "event": event,
+            "run": run,
+            "job": job,
+            "attempt": attempt,
+            "pilot": pilot,
+            "mono": mono,
+            "wall": 1.7e9 + mono,
+        }
+    )
 
 
-def run(job: int, start: float, end: float, ended: bool = True, pilot: str = "p1",
-        name: str = "") -> PayloadRun:
+def run(
+    job: int, start: float, end: float, ended: bool = True, pilot: str = "p1", name: str = ""
+) -> PayloadRun:
     return PayloadRun(name or f"{job}-{start}", job, 1, pilot, start, end, ended)
 
 
@@ -38,10 +49,15 @@ def run(job: int, start: float, end: float, ended: bool = True, pilot: str = "p1
 
 
 def test_runs_are_read_from_start_tick_and_end_lines() -> None:
-    log = read_payload_log([
-        line("start", "a", 10.0), line("tick", "a", 10.1), line("end", "a", 10.5),
-        line("start", "b", 11.0, attempt=2, pilot="p2"), line("tick", "b", 11.3),
-    ])
+    log = read_payload_log(
+        [
+            line("start", "a", 10.0),
+            line("tick", "a", 10.1),
+            line("end", "a", 10.5),
+            line("start", "b", 11.0, attempt=2, pilot="p2"),
+            line("tick", "b", 11.3),
+        ]
+    )
     by_name = {found.run: found for found in log.runs}
     assert by_name["a"] == PayloadRun("a", 7, 1, "p1", 10.0, 10.5, True)
     assert by_name["b"] == PayloadRun("b", 7, 2, "p2", 11.0, 11.3, False)  # killed: last tick
@@ -49,11 +65,17 @@ def test_runs_are_read_from_start_tick_and_end_lines() -> None:
 
 
 def test_a_torn_line_is_counted_not_fatal() -> None:
-    log = read_payload_log([line("start", "a", 1.0), '{"event": "tick", "ru', "",
-                            '{"event": "end"}', line("end", "a", 2.0)])
+    log = read_payload_log(
+        [
+            line("start", "a", 1.0),
+            '{"event": "tick", "ru',
+            "",
+            '{"event": "end"}',
+            line("end", "a", 2.0),
+        ]
+    )
     assert log.bad_lines == 2
-    assert [(found.start, found.last_seen, found.ended) for found in log.runs] == [
-        (1.0, 2.0, True)]
+    assert [(found.start, found.last_seen, found.ended) for found in log.runs] == [(1.0, 2.0, True)]
 
 
 def test_lines_of_a_run_whose_start_is_missing_make_no_run() -> None:
@@ -132,16 +154,18 @@ def test_the_only_run_of_a_job_never_counts_as_run_again() -> None:
 
 
 def test_a_run_of_an_unrecorded_pilot_never_counts_as_finished() -> None:
-    assert not finished_under_live_pilot(run(7, 0.0, 1.0, pilot="ghost"),
-                                         [PilotLife("p1", 0.0)], FINISH_GRACE)
+    assert not finished_under_live_pilot(
+        run(7, 0.0, 1.0, pilot="ghost"), [PilotLife("p1", 0.0)], FINISH_GRACE
+    )
 
 
 # -- all together --------------------------------------------------------------------------------
 
 
 def test_a_clean_run_breaks_nothing() -> None:
-    log = PayloadLog((run(1, 0.0, 1.0), run(2, 0.0, 2.0, pilot="p2"),
-                      run(2, 10.0, 11.0, name="again")))
+    log = PayloadLog(
+        (run(1, 0.0, 1.0), run(2, 0.0, 2.0, pilot="p2"), run(2, 10.0, 11.0, name="again"))
+    )
     lives = [PilotLife("p1", 0.0), PilotLife("p2", 0.0, killed=1.5)]  # p2 died mid-run
     report = check([1, 2], {1: "Done", 2: "Done", 3: "Failed"}, log, lives)
     assert report.broken() == []
@@ -153,16 +177,32 @@ def test_a_clean_run_breaks_nothing() -> None:
 
 
 def test_every_broken_invariant_is_named_with_its_jobs() -> None:
-    log = PayloadLog((run(5, 0.0, 4.0), run(5, 3.0, 5.0, pilot="p2"),  # at once
-                      run(6, 0.0, 1.0), run(6, 9.0, 10.0, pilot="p2")), bad_lines=1)
+    log = PayloadLog(
+        (
+            run(5, 0.0, 4.0),
+            run(5, 3.0, 5.0, pilot="p2"),  # at once
+            run(6, 0.0, 1.0),
+            run(6, 9.0, 10.0, pilot="p2"),
+        ),
+        bad_lines=1,
+    )
     lives = [PilotLife("p1", 0.0), PilotLife("p2", 0.0)]
     report = check([4, 5, 6, 9], {4: "Running", 5: "Done", 6: "Done"}, log, lives)
     assert report.broken() == ["lost", "not_final", "overlapping", "ran_again_after_done"]
     counts = report.counts()
-    assert (counts["lost"], counts["not_final"], counts["overlapping"],
-            counts["ran_again_after_done"], counts["bad_log_lines"]) == (1, 1, 1, 1, 1)
-    assert counts["examples"] == {"lost": [9], "not_final": [4], "overlapping": [5],
-                                  "ran_again_after_done": [6]}
+    assert (
+        counts["lost"],
+        counts["not_final"],
+        counts["overlapping"],
+        counts["ran_again_after_done"],
+        counts["bad_log_lines"],
+    ) == (1, 1, 1, 1, 1)
+    assert counts["examples"] == {
+        "lost": [9],
+        "not_final": [4],
+        "overlapping": [5],
+        "ran_again_after_done": [6],
+    }
 
 
 # -- the kill plan -------------------------------------------------------------------------------
@@ -183,5 +223,8 @@ def test_the_plan_has_every_kind_with_odds_once_and_is_fixed_by_the_seed() -> No
 
 def test_a_plan_shorter_than_the_kinds_takes_what_fits() -> None:
     assert [kind for _, kind in kill_plan(random.Random(1), KINDS, (1, 1, 1), 1, 1.0)] in (
-        ["service"], ["pilot"], ["never"])
+        ["service"],
+        ["pilot"],
+        ["never"],
+    )
     assert kill_plan(random.Random(1), KINDS, (1, 1, 1), 0, 1.0) == []

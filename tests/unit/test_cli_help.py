@@ -12,8 +12,9 @@ from dirac_like.cli import build_parser, main
 from dirac_like.cli.dirac import ALIASES, build_alias_parser, run_alias
 
 
-def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
-             ) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+def commands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
     """Every (sub)command's words and parser, the top level included."""
     yield path, parser
     for action in parser._actions:
@@ -26,20 +27,32 @@ ALL = list(commands(build_parser()))
 
 
 def undocumented(parser: argparse.ArgumentParser) -> list[str]:
-    return [action.dest for action in parser._actions
-            if not isinstance(action, argparse._SubParsersAction)
-            and action.help != argparse.SUPPRESS and not (action.help or "").strip()]
+    return [
+        action.dest
+        for action in parser._actions
+        if not isinstance(action, argparse._SubParsersAction)
+        and action.help != argparse.SUPPRESS
+        and not (action.help or "").strip()
+    ]
 
 
 def test_the_walk_finds_every_command() -> None:
     paths = {" ".join(path) for path, _ in ALL}
-    assert {"job submit", "job peek", "job summary", "admin identity add", "agent director",
-            "pilot", "completion"} <= paths
+    assert {
+        "job submit",
+        "job peek",
+        "job summary",
+        "admin identity add",
+        "agent director",
+        "pilot",
+        "completion",
+    } <= paths
 
 
 @pytest.mark.parametrize(("path", "parser"), ALL, ids=[" ".join(p) or "dirac-like" for p, _ in ALL])
-def test_every_help(path: tuple[str, ...], parser: argparse.ArgumentParser,
-                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_help(
+    path: tuple[str, ...], parser: argparse.ArgumentParser, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main([*path, "--help"]) == 0
     shown = capsys.readouterr().out
     assert shown.startswith("usage: dirac-like")
@@ -69,5 +82,9 @@ def test_global_options_before_or_after_the_command() -> None:
     neither = parser.parse_args(["job", "status", "5"])
 
     assert (before.server, before.json) == (after.server, after.json) == ("tcp://a:1", True)
-    assert (neither.server, neither.json, neither.home, neither.insecure) == (None, False, None,
-                                                                               False)
+    assert (neither.server, neither.json, neither.home, neither.insecure) == (
+        None,
+        False,
+        None,
+        False,
+    )

@@ -26,7 +26,10 @@ def test_the_shipped_commented_file_is_the_defaults() -> None:
 
 
 def test_values_override_the_defaults(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, """
+    config = load_config(
+        write(
+            tmp_path,
+            """
 [jobs]
 match_lease = 60
 [shares.groups]
@@ -35,7 +38,9 @@ lhcb_mc = 70
 alice = 2
 [sites."LCG.CERN.cern"]
 max_running = 5000
-"""))
+""",
+        )
+    )
     assert config.jobs.match_lease == 60.0 and isinstance(config.jobs.match_lease, float)
     assert config.shares.groups["lhcb_mc"] == 70.0
     assert config.shares.users["lhcb_user"]["alice"] == 2.0

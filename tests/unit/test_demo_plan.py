@@ -31,19 +31,39 @@ PYTHON = "/usr/bin/python3"
 
 def expanded(plan: DemoPlan) -> list[JobDescription]:
     """The jobs the service makes of the plan's submissions (parametric ones expanded)."""
-    return [job for item in plan.submissions for description in item.descriptions
-            for job in parse_descriptions(description)]
+    return [
+        job
+        for item in plan.submissions
+        for description in item.descriptions
+        for job in parse_descriptions(description)
+    ]
 
 
-def row(job_id: int, name: str, status: str, minor: str = "", site: str = "DIRAC.Demo-1.org",
-        pilot: str = "p1") -> dict[str, Any]:
-    return {"job_id": job_id, "job_name": name, "status": status, "minor_status": minor,
-            "site": site, "pilot_id": pilot, "owner": "alice", "group": "physics"}
+def row(
+    job_id: int,
+    name: str,
+    status: str,
+    minor: str = "",
+    site: str = "DIRAC.Demo-1.org",
+    pilot: str = "p1",
+) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "job_name": name,
+        "status": status,
+        "minor_status": minor,
+        "site": site,
+        "pilot_id": pilot,
+        "owner": "alice",
+        "group": "physics",
+    }
 
 
 def rows_as_planned(plan: DemoPlan) -> list[dict[str, Any]]:
-    return [row(n, name, expectation.status, f"because: {expectation.minor}")
-            for n, (name, expectation) in enumerate(plan.expected.items(), start=1)]
+    return [
+        row(n, name, expectation.status, f"because: {expectation.minor}")
+        for n, (name, expectation) in enumerate(plan.expected.items(), start=1)
+    ]
 
 
 @pytest.mark.parametrize("jobs", [MIN_JOBS, 20, 60, 101])
@@ -88,9 +108,12 @@ def test_site_files_are_valid_and_every_job_fits_some_ce(tmp_path: Path) -> None
     assert all(ce.fabric == "local" for ce in ces)
     assert sum(ce.max_total for ce in ces) <= 10  # modest on a 2-core machine
     for job in expanded(plan):
-        assert any(job.number_of_processors <= ce.cores_per_slot
-                   and job.max_ram_mb <= ce.memory_mb
-                   and job.cpu_time <= ce.max_wall_time for ce in ces), job.job_name
+        assert any(
+            job.number_of_processors <= ce.cores_per_slot
+            and job.max_ram_mb <= ce.memory_mb
+            and job.cpu_time <= ce.max_wall_time
+            for ce in ces
+        ), job.job_name
 
 
 def test_director_settings_make_fast_pilots_that_leave_when_idle(tmp_path: Path) -> None:
@@ -116,8 +139,10 @@ def test_all_ended_needs_every_job_listed_and_final() -> None:
     assert all_ended([row(1, "a", "Done"), row(2, "b", "Killed")], 2)
     assert not all_ended([row(1, "a", "Done")], 2)
     assert not all_ended([row(1, "a", "Done"), row(2, "b", "Running")], 2)
-    assert status_line([row(1, "a", "Done"), row(2, "b", "Running"), row(3, "c", "Done")]) == \
-        "Done 2  Running 1"
+    assert (
+        status_line([row(1, "a", "Done"), row(2, "b", "Running"), row(3, "c", "Done")])
+        == "Done 2  Running 1"
+    )
 
 
 def test_outcome_as_planned_has_no_problem() -> None:
@@ -143,10 +168,18 @@ def test_each_job_not_as_planned_is_named() -> None:
 
 
 def test_site_rows_count_statuses_and_the_pilots_of_each_site() -> None:
-    rows = [row(1, "a", "Done"), row(2, "b", "Failed"), row(3, "c", "Done"),
-            row(4, "d", "Done", site="DIRAC.Demo-2.org")]
-    pilots = [{"site": "DIRAC.Demo-1.org"}, {"site": "DIRAC.Demo-1.org"},
-              {"site": "DIRAC.Demo-2.org"}, {"site": "DIRAC.Demo-3.org"}]
+    rows = [
+        row(1, "a", "Done"),
+        row(2, "b", "Failed"),
+        row(3, "c", "Done"),
+        row(4, "d", "Done", site="DIRAC.Demo-2.org"),
+    ]
+    pilots = [
+        {"site": "DIRAC.Demo-1.org"},
+        {"site": "DIRAC.Demo-1.org"},
+        {"site": "DIRAC.Demo-2.org"},
+        {"site": "DIRAC.Demo-3.org"},
+    ]
     table, statuses = site_rows(rows, pilots)
     assert statuses == ["Done", "Failed"]
     assert table == [

@@ -248,8 +248,10 @@ def test_integer_ranges(attribute: str, bad: list[int], good: list[int]) -> None
 
 
 def test_processor_range_and_granularity() -> None:
-    job = one('Executable = "x"; MinNumberOfProcessors = 2; MaxNumberOfProcessors = 8; '
-              "SmpGranularity = 2;")
+    job = one(
+        'Executable = "x"; MinNumberOfProcessors = 2; MaxNumberOfProcessors = 8; '
+        "SmpGranularity = 2;"
+    )
     assert (job.number_of_processors, job.max_processors, job.smp_granularity) == (2, 8, 2)
     requirements = job.requirements()
     assert (requirements.cores, requirements.max_cores, requirements.core_step) == (2, 8, 2)
@@ -295,8 +297,9 @@ def test_values_dirac_refuses(line: str, attribute: str, message: str) -> None:
 
 def test_input_data_limit_and_lfn_entries_kept() -> None:
     files = ", ".join(f'"/vo/f{i}"' for i in range(3))
-    error = error_of(f'Executable = "x"; InputData = {{ {files} }};',
-                     DescriptionLimits(max_input_data=2))
+    error = error_of(
+        f'Executable = "x"; InputData = {{ {files} }};', DescriptionLimits(max_input_data=2)
+    )
     assert "more than the limit of 2" in str(error)
     job = one('Executable = "x"; InputSandbox = { "a.sh", "LFN:/vo/b.tgz" };')
     assert job.input_sandbox == ("a.sh", "LFN:/vo/b.tgz")
@@ -403,10 +406,13 @@ def test_stored_attributes_are_not_held_to_submission_limits_nor_expanded() -> N
 # --- properties -----------------------------------------------------------------------------------
 
 jdl_names = st.from_regex(r"X[A-Za-z0-9_]{0,8}", fullmatch=True)
-plain_text = st.text(st.characters(blacklist_characters="%\x00", blacklist_categories=("Cs",)),
-                     max_size=12)
+plain_text = st.text(
+    st.characters(blacklist_characters="%\x00", blacklist_categories=("Cs",)), max_size=12
+)
 unknown_values = st.recursive(
-    st.booleans() | st.integers(-(2**63), 2**63 - 1) | plain_text
+    st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | plain_text
     | st.floats(allow_nan=False, allow_infinity=False),
     lambda inner: st.lists(inner, max_size=3),
     max_leaves=6,
@@ -423,13 +429,17 @@ descriptions = st.fixed_dictionaries(
         "MinNumberOfProcessors": st.integers(1, 4),
         "SmpGranularity": st.integers(1, 4),
         "InputData": st.lists(st.from_regex(r"/vo/[a-z]{1,5}", fullmatch=True), max_size=3),
-        "ExecutionEnvironment": st.lists(st.from_regex(r"[A-Z]{1,4}=[a-z0-9]{0,4}",
-                                                       fullmatch=True), max_size=2),
+        "ExecutionEnvironment": st.lists(
+            st.from_regex(r"[A-Z]{1,4}=[a-z0-9]{0,4}", fullmatch=True), max_size=2
+        ),
         "LogLevel": st.sampled_from(["DEBUG", "info"]),
         "GridCE": st.lists(st.sampled_from(["ce1", "ce2"]), max_size=2),
     },
-).flatmap(lambda known: st.dictionaries(jdl_names, unknown_values, max_size=3).map(
-    lambda unknown: {**unknown, **known}))
+).flatmap(
+    lambda known: st.dictionaries(jdl_names, unknown_values, max_size=3).map(
+        lambda unknown: {**unknown, **known}
+    )
+)
 
 
 @given(descriptions)

@@ -15,11 +15,22 @@ from dirac_like.client import Client
 from dirac_like.errors import ConfigError
 from dirac_like.sites import CEConfig, SiteConfig
 
-SITE = SiteConfig("LCG.Batch.org", (
-    CEConfig("slurm-ce", "slurm", cores_per_slot=4, memory_mb=8000, max_wall_time=3600,
-             partition="grid", max_cpu_time=1800, platform="Linux_x86_64_glibc-2.36"),
-    CEConfig("local-ce", "local", cores_per_slot=1),
-))
+SITE = SiteConfig(
+    "LCG.Batch.org",
+    (
+        CEConfig(
+            "slurm-ce",
+            "slurm",
+            cores_per_slot=4,
+            memory_mb=8000,
+            max_wall_time=3600,
+            partition="grid",
+            max_cpu_time=1800,
+            platform="Linux_x86_64_glibc-2.36",
+        ),
+        CEConfig("local-ce", "local", cores_per_slot=1),
+    ),
+)
 
 
 @pytest.fixture
@@ -34,30 +45,45 @@ def director(tmp_path: Path, client: Client, settings: DirectorSettings) -> Dire
 
 
 def test_a_slurm_pilot_runs_through_the_bootstrap_in_the_ces_partition(
-        tmp_path: Path, client: Client) -> None:
+    tmp_path: Path, client: Client
+) -> None:
     built = director(tmp_path, client, DirectorSettings())
     request = built.pilot_request(SITE.ces[0], "pilot-1")
     assert request.command[:2] == ["/bin/bash", str(BOOTSTRAP_SCRIPT)]
     assert request.command[2:4] == ["--python", sys.executable]
     separator = request.command.index("--")
-    pilot_args = request.command[separator + 1:]
+    pilot_args = request.command[separator + 1 :]
     assert pilot_args[:2] == ["--server", "tcp://127.0.0.1:9"]
-    assert pilot_args[pilot_args.index("--cores"):][:2] == ["--cores", "4"]
+    assert pilot_args[pilot_args.index("--cores") :][:2] == ["--cores", "4"]
     assert (request.queue, request.cores, request.memory_mb, request.wall_seconds) == (
-        "grid", 4, 8000, 3600)
+        "grid",
+        4,
+        8000,
+        3600,
+    )
 
 
 def test_the_bootstrap_gets_the_settings_python_wheel_and_environment(
-        tmp_path: Path, client: Client) -> None:
-    settings = DirectorSettings(bootstrap_script="/shared/pilot-bootstrap.sh",
-                                bootstrap_python="/opt/py/bin/python3",
-                                bootstrap_install_from="/shared/dirac_like.whl",
-                                bootstrap_venv="/shared/venv")
+    tmp_path: Path, client: Client
+) -> None:
+    settings = DirectorSettings(
+        bootstrap_script="/shared/pilot-bootstrap.sh",
+        bootstrap_python="/opt/py/bin/python3",
+        bootstrap_install_from="/shared/dirac_like.whl",
+        bootstrap_venv="/shared/venv",
+    )
     command = director(tmp_path, client, settings).pilot_request(SITE.ces[0], "p").command
     separator = command.index("--")
     assert command[:separator] == [
-        "/bin/bash", "/shared/pilot-bootstrap.sh", "--python", "/opt/py/bin/python3",
-        "--install-from", "/shared/dirac_like.whl", "--venv", "/shared/venv"]
+        "/bin/bash",
+        "/shared/pilot-bootstrap.sh",
+        "--python",
+        "/opt/py/bin/python3",
+        "--install-from",
+        "/shared/dirac_like.whl",
+        "--venv",
+        "/shared/venv",
+    ]
 
 
 def test_a_local_pilot_is_started_directly(tmp_path: Path, client: Client) -> None:
@@ -68,11 +94,16 @@ def test_a_local_pilot_is_started_directly(tmp_path: Path, client: Client) -> No
 
 def test_the_settings_file_names_the_bootstrap_and_slurm(tmp_path: Path) -> None:
     path = tmp_path / "director.toml"
-    path.write_text('[director]\nbootstrap_install_from = "/w.whl"\nslurm_conf = "/etc/s.conf"\n'
-                    'slurm_timeout = 5.0\n')
+    path.write_text(
+        '[director]\nbootstrap_install_from = "/w.whl"\nslurm_conf = "/etc/s.conf"\n'
+        "slurm_timeout = 5.0\n"
+    )
     settings = load_settings(path)
     assert (settings.bootstrap_install_from, settings.slurm_conf, settings.slurm_timeout) == (
-        "/w.whl", "/etc/s.conf", 5.0)
+        "/w.whl",
+        "/etc/s.conf",
+        5.0,
+    )
     path.write_text("[director]\nslurm_timeout = 0\n")
     with pytest.raises(ConfigError, match="slurm_timeout must be positive"):
         load_settings(path)

@@ -22,8 +22,15 @@ NOW = 1_000_000.0
 OK, FAILED, REFUSED = PilotOutcome.PILOT_OK, PilotOutcome.PILOT_FAILED, PilotOutcome.SUBMIT_FAILED
 
 
-def demand(name: str = "ce", eligible: int = 10, queued: int = 0, running: int = 0,
-           max_queued: int = 100, max_total: int = 100, backoff_until: float = 0.0) -> CEDemand:
+def demand(
+    name: str = "ce",
+    eligible: int = 10,
+    queued: int = 0,
+    running: int = 0,
+    max_queued: int = 100,
+    max_total: int = 100,
+    backoff_until: float = 0.0,
+) -> CEDemand:
     return CEDemand(name, eligible, queued, running, max_queued, max_total, backoff_until)
 
 
@@ -139,8 +146,9 @@ def test_leftover_pilot_goes_round_the_ces_from_cycle_to_cycle() -> None:
 def test_demand_from_site_config() -> None:
     ce = CEConfig("ce1", "local", 4, max_queued=3, max_total=5)
     site = SiteConfig("DIRAC.Test.org", (ce,), max_pilots_per_cycle=2)
-    assert plan([CEDemand.for_ce(ce, 10, queued=1, running=1)], CycleLimits.for_site(site),
-                NOW) == {"ce1": 2}
+    assert plan(
+        [CEDemand.for_ce(ce, 10, queued=1, running=1)], CycleLimits.for_site(site), NOW
+    ) == {"ce1": 2}
 
 
 # -- CE health ---------------------------------------------------------------------------------
@@ -217,8 +225,9 @@ def test_bad_health_settings() -> None:
         st.tuples(st.sampled_from(list(PilotOutcome)), st.floats(0.0, 200.0)), max_size=60
     ),
 )
-def test_health_against_a_reference(threshold: int, outcomes: list[tuple[PilotOutcome, float]]
-                                    ) -> None:
+def test_health_against_a_reference(
+    threshold: int, outcomes: list[tuple[PilotOutcome, float]]
+) -> None:
     """Back-offs start only after `threshold` failures in a row, never while one runs, and their
     lengths go 50, 100, 200, 400, 400 ... between two successes."""
     ce = health(threshold=threshold, backoff=50.0, cap=400.0)

@@ -31,8 +31,9 @@ def pilot(free: int, total: int = 4, memory_mb: int = 0) -> PilotResources:
     return PilotResources(site=SITE, cores=free, total_cores=total, memory_mb=memory_mb)
 
 
-def ask(matcher: Matcher, holds: Holds, pilot_id: str, resources: PilotResources,
-        now: float) -> Match | Hold | None:
+def ask(
+    matcher: Matcher, holds: Holds, pilot_id: str, resources: PilotResources, now: float
+) -> Match | Hold | None:
     holds.see(pilot_id, resources.site, resources.total_cores, now)
     found = matcher.match_or_hold(pilot_id, resources, holds, now)
     holds.validate()
@@ -165,8 +166,8 @@ request_strategy = st.tuples(
     requests=st.lists(request_strategy, min_size=1, max_size=60),
 )
 def test_holds_are_for_runnable_jobs_and_always_end(
-        totals: list[int], big_cores: int, single_running: int,
-        requests: list[tuple[int, int, float]]) -> None:
+    totals: list[int], big_cores: int, single_running: int, requests: list[tuple[int, int, float]]
+) -> None:
     """No pilot holds cores for a job it can never run; every hold ends by its expiry, and
     a pilot whose hold expired is not held again before its cool-down is over."""
     matcher = Matcher(FairShare({"multi": 70, "single": 30}, {}, 86400.0))
@@ -205,14 +206,18 @@ def test_holds_are_for_runnable_jobs_and_always_end(
 def test_reply_without_a_hold_reads_as_before_draining() -> None:
     """An old pilot's checker refuses unknown keys: a reply with no hold must not carry one."""
     reply = RequestJobReply(job=None, reason="no waiting job fits this pilot", commands=[])
-    assert to_wire(reply) == {"job": None, "reason": "no waiting job fits this pilot",
-                              "commands": []}
+    assert to_wire(reply) == {
+        "job": None,
+        "reason": "no waiting job fits this pilot",
+        "commands": [],
+    }
     assert "total_cores" not in to_wire(PilotResources(site=SITE))
 
 
 def test_reply_with_a_hold_round_trips() -> None:
-    reply = RequestJobReply(job=None, reason="hold", commands=[],
-                            hold=CoreHold(cores=4, seconds=12.5, group="multi"))
+    reply = RequestJobReply(
+        job=None, reason="hold", commands=[], hold=CoreHold(cores=4, seconds=12.5, group="multi")
+    )
     assert parse_reply(Op.REQUEST_JOB, to_wire(reply)) == reply
 
 

@@ -69,8 +69,7 @@ def test_a_revoked_key_is_refused_and_audited(tmp_path: Path) -> None:
     assert (line["principal"], line["outcome"]) == ("alice", "refused")
 
 
-def test_admit_returns_the_arguments_authorize_decides(tmp_path: Path, state: CentralState
-                                                      ) -> None:
+def test_admit_returns_the_arguments_authorize_decides(tmp_path: Path, state: CentralState) -> None:
     guard, _ = make_guard(tmp_path)
     request, args = submit(owner="bob")
     admitted = guard.admit(ALICE, request, args, StateOwnership(state), NOW)

@@ -53,8 +53,7 @@ def registry_with(*principals: Principal) -> tuple[IdentityRegistry, dict[str, s
 
 
 def token(site: str, pilot_id: str, expires: float) -> Principal:
-    return Principal(f"pilot:{pilot_id}", Role.PILOT, site=site, pilot_id=pilot_id,
-                     expires=expires)
+    return Principal(f"pilot:{pilot_id}", Role.PILOT, site=site, pilot_id=pilot_id, expires=expires)
 
 
 # -- the registry ------------------------------------------------------------------------------
@@ -164,8 +163,13 @@ def test_a_registry_entry_with_a_bad_key_is_a_config_error() -> None:
 
 def make_identity(name: str = "alice", **fields: object) -> Identity:
     client, service = Keypair.generate(), Keypair.generate()
-    values: dict[str, object] = {"name": name, "role": "user", "public_key": client.public,
-                                 "secret_key": client.secret, "service_key": service.public}
+    values: dict[str, object] = {
+        "name": name,
+        "role": "user",
+        "public_key": client.public,
+        "secret_key": client.secret,
+        "service_key": service.public,
+    }
     values.update(fields)
     return Identity(**values)  # type: ignore[arg-type]
 
@@ -217,8 +221,12 @@ def test_init_makes_private_keys_registry_and_a_default_admin(tmp_path: Path) ->
     home = tmp_path / "home"
     result = init_home(home, NOW)
     assert result.created
-    for path in (home / "keys" / "service.key", home / "identities.json",
-                 result.admin_identity, home / "default-identity"):
+    for path in (
+        home / "keys" / "service.key",
+        home / "identities.json",
+        result.admin_identity,
+        home / "default-identity",
+    ):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     for folder in (home / "keys", home / "identities"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
@@ -251,8 +259,7 @@ def test_issued_identities_carry_the_principal_and_the_service_key() -> None:
     service = Keypair.generate()
     issuer = IdentityIssuer(registry, service.public, SecurityConfig(pilot_token_lifetime=60.0))
     alice = issuer.issue(ALICE, NOW)
-    assert (alice.name, alice.groups, alice.service_key) == ("alice", ("physics",),
-                                                             service.public)
+    assert (alice.name, alice.groups, alice.service_key) == ("alice", ("physics",), service.public)
     assert registry.lookup(alice.public_key, NOW) == ALICE
     pilot = issuer.pilot_token("A", "A.ce.7", NOW)
     assert pilot.is_pilot_token() and pilot.expires == NOW + 60.0
@@ -268,13 +275,16 @@ def test_identity_for_keeps_the_secret_with_the_right_public_key() -> None:
     assert (identity.public_key, identity.secret_key) == (keypair.public, keypair.secret)
 
 
-@pytest.mark.parametrize(("args", "problem"), [
-    (IdentityAddArgs("bob", "wizard"), "not one of"),
-    (IdentityAddArgs("bad name", "user"), "not valid"),
-    (IdentityAddArgs("d", "director"), "give its site"),
-    (IdentityAddArgs("pilot:x", "user"), "pilot tokens"),
-    (IdentityAddArgs("bob", "user", ["no spaces"]), "not valid"),
-])
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (IdentityAddArgs("bob", "wizard"), "not one of"),
+        (IdentityAddArgs("bad name", "user"), "not valid"),
+        (IdentityAddArgs("d", "director"), "give its site"),
+        (IdentityAddArgs("pilot:x", "user"), "pilot tokens"),
+        (IdentityAddArgs("bob", "user", ["no spaces"]), "not valid"),
+    ],
+)
 def test_an_identity_request_is_checked(args: IdentityAddArgs, problem: str) -> None:
     with pytest.raises(InvalidArgument, match=problem):
         principal_from(args)
@@ -306,14 +316,17 @@ def test_zap_refuses_an_unknown_key() -> None:
     assert reply[2] == b"400" and reply[4] == b""
 
 
-@pytest.mark.parametrize("request_frames", [
-    zap_request(b"NULL"),
-    zap_request(b"PLAIN", b"user", b"password"),
-    zap_request(b"CURVE", b"short"),
-    [b"1.0", b"7"],
-    [b"9.9", b"7", b"d", b"a", b"", b"CURVE", bytes(32)],
-    [],
-])
+@pytest.mark.parametrize(
+    "request_frames",
+    [
+        zap_request(b"NULL"),
+        zap_request(b"PLAIN", b"user", b"password"),
+        zap_request(b"CURVE", b"short"),
+        [b"1.0", b"7"],
+        [b"9.9", b"7", b"d", b"a", b"", b"CURVE", bytes(32)],
+        [],
+    ],
+)
 def test_zap_refuses_anything_but_curve(request_frames: list[bytes]) -> None:
     reply, _ = zap_reply(request_frames, lambda k: True)
     assert reply[2] == b"400"

@@ -220,7 +220,7 @@ def test_text_longer_than_the_cap_is_refused() -> None:
 
 
 def test_placeholders_in_value_position_are_kept_as_placeholders() -> None:
-    parsed = attributes("A = %(InputData)s; B = %s; C = file_%n.txt; D = { %(x)s, y }; E = \"%s\";")
+    parsed = attributes('A = %(InputData)s; B = %s; C = file_%n.txt; D = { %(x)s, y }; E = "%s";')
     assert parsed == {
         "A": Placeholder("%(InputData)s"),
         "B": Placeholder("%s"),
@@ -253,8 +253,8 @@ def test_values_dirac_keeps_as_text_become_expressions() -> None:
 def test_dirac_class_ad_output_parses() -> None:
     # The layout of DIRAC's ClassAd.asJDL() (Job._toJDL): lists on several lines, bare words.
     text = (
-        "[ \n    Arguments = \"jobDescription.xml -o LogLevel=INFO\";\n"
-        "    Executable = \"dirac-jobexec\";\n    JobName = jobName;\n    LogLevel = INFO;\n"
+        '[ \n    Arguments = "jobDescription.xml -o LogLevel=INFO";\n'
+        '    Executable = "dirac-jobexec";\n    JobName = jobName;\n    LogLevel = INFO;\n'
         "    OutputSandbox = \n        {\n            Script1_CodeOutput.log,\n"
         "            std.err,\n            std.out\n        };\n    Priority = 1;\n"
         "    StdOutput = std.out;\n]"

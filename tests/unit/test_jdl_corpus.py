@@ -95,8 +95,11 @@ def test_corpus_file_in_json_form_gets_the_same_outcome(entry: dict[str, Any]) -
     assert caught.value.attribute == entry.get("attribute")
 
 
-@pytest.mark.parametrize("entry", [e for e in INDEX if expected_outcome(e) == "accepted"],
-                         ids=lambda entry: entry["file"])
+@pytest.mark.parametrize(
+    "entry",
+    [e for e in INDEX if expected_outcome(e) == "accepted"],
+    ids=lambda entry: entry["file"],
+)
 def test_accepted_corpus_jobs_survive_to_jdl_and_back(entry: dict[str, Any]) -> None:
     jobs = parse_job_descriptions((CORPUS / entry["file"]).read_text(), LIMITS).descriptions
     for job in jobs:

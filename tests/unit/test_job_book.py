@@ -16,8 +16,14 @@ from dirac_like.shares import FairShare
 from dirac_like.states import JobStatus
 
 S = JobStatus
-CONFIG = JobsConfig(match_lease=60, stalled_timeout=100, stalled_to_reschedule=50,
-                    max_reschedules=1, reschedule_holdoff=10, holdoff_factor=3)
+CONFIG = JobsConfig(
+    match_lease=60,
+    stalled_timeout=100,
+    stalled_to_reschedule=50,
+    max_reschedules=1,
+    reschedule_holdoff=10,
+    holdoff_factor=3,
+)
 SITE = "LCG.CERN.cern"
 
 
@@ -41,8 +47,11 @@ def test_a_new_job_waits_in_its_task_queue_with_its_submission_history() -> None
     book = new_book()
     job = add(book, now=5.0)
     assert job.status is S.WAITING and job.site == "ANY"
-    assert [entry.status for entry in book.journal.changes.history] == \
-        ["Received", "Checking", "Waiting"]
+    assert [entry.status for entry in book.journal.changes.history] == [
+        "Received",
+        "Checking",
+        "Waiting",
+    ]
     assert book.journal.new_descriptions[job.job_id]["Executable"] == "x"
     assert len(book.journal.changes.new_task_queues) == 1
     assert add(book).task_queue_id == job.task_queue_id  # same requirements: same queue
@@ -100,8 +109,7 @@ def test_a_report_of_the_same_status_keeps_it_and_records_the_minor_status() -> 
     job = matched(book)
     book.report(job, S.RUNNING, "started", "", "pilot p1", 1.0)
     book.report(job, S.RUNNING, "step 2", "", "pilot p1", 2.0)
-    assert (job.status, job.minor_status, job.application_status) == \
-        (S.RUNNING, "step 2", "")
+    assert (job.status, job.minor_status, job.application_status) == (S.RUNNING, "step 2", "")
     assert book.journal.changes.history[-1][1:4] == ("Running", "step 2", "")
 
 
@@ -109,8 +117,7 @@ def test_a_kill_request_keeps_the_status_and_voids_the_match_at_its_deadline() -
     book = new_book()
     job = matched(book)
     book.request_kill(job, "user", 1.0)
-    assert (job.status, job.kill_requested, job.minor_status) == \
-        (S.MATCHED, True, "Kill requested")
+    assert (job.status, job.kill_requested, job.minor_status) == (S.MATCHED, True, "Kill requested")
     book.expire(CONFIG.match_lease)
     assert job.status is S.KILLED
     assert book.site_active[SITE] == 0
@@ -173,11 +180,20 @@ def test_only_the_job_book_assigns_job_record_fields() -> None:
         if path.name == "job_book.py":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            targets = (node.targets if isinstance(node, ast.Assign) else
-                       [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign) else [])
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, ast.AugAssign | ast.AnnAssign)
+                else []
+            )
             for target in targets:
                 for item in target.elts if isinstance(target, ast.Tuple) else [target]:
-                    if (isinstance(item, ast.Attribute) and item.attr in fields
-                            and isinstance(item.value, ast.Name) and "job" in item.value.id):
+                    if (
+                        isinstance(item, ast.Attribute)
+                        and item.attr in fields
+                        and isinstance(item.value, ast.Name)
+                        and "job" in item.value.id
+                    ):
                         offenders.append(f"{path.name}:{node.lineno}")
     assert offenders == []

@@ -19,8 +19,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = {"dirac_like": ROOT / "dirac_like", "dirac_like.services": ROOT / "services",
-            "dirac_like.agents": ROOT / "agents"}
+PACKAGES = {
+    "dirac_like": ROOT / "dirac_like",
+    "dirac_like.services": ROOT / "services",
+    "dirac_like.agents": ROOT / "agents",
+}
 CLI, SERVICES, AGENTS = "dirac_like.cli", "dirac_like.services", "dirac_like.agents"
 
 
@@ -53,8 +56,12 @@ def modules() -> Iterator[tuple[str, Path]]:
             if parts[-1] == "__init__":
                 parts.pop()
             name = ".".join([package, *parts])
-            if package == "dirac_like" and layer_of(name) != "core" and name != package \
-                    and not _within(name, CLI):
+            if (
+                package == "dirac_like"
+                and layer_of(name) != "core"
+                and name != package
+                and not _within(name, CLI)
+            ):
                 continue  # a folder of dirac_like/ that is installed from elsewhere
             yield name, path
 
@@ -85,8 +92,12 @@ def _resolve(module: str, is_package: bool, name: str, level: int) -> str:
 def _is_dynamic_import(node: ast.Call) -> bool:
     func = node.func
     name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-    return (name in ("import_module", "__import__") and bool(node.args)
-            and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str))
+    return (
+        name in ("import_module", "__import__")
+        and bool(node.args)
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    )
 
 
 def violations() -> list[str]:
@@ -95,8 +106,9 @@ def violations() -> list[str]:
         forbidden = FORBIDDEN[layer_of(module)]
         for name, line in imported_names(module, path):
             if any(_within(name, layer) for layer in forbidden):
-                found.append(f"{path.relative_to(ROOT)}:{line}: {module} ({layer_of(module)}) "
-                             f"imports {name}")
+                found.append(
+                    f"{path.relative_to(ROOT)}:{line}: {module} ({layer_of(module)}) imports {name}"
+                )
     return sorted(set(found))
 
 
@@ -106,20 +118,31 @@ def test_the_layers_import_only_downwards() -> None:
 
 def test_the_cli_composes_the_service_and_the_agents() -> None:
     """The top layer imports both, normally (so the check above sees real edges)."""
-    names = {name for module, path in modules() if _within(module, CLI)
-             for name, _ in imported_names(module, path)}
+    names = {
+        name
+        for module, path in modules()
+        if _within(module, CLI)
+        for name, _ in imported_names(module, path)
+    }
     assert any(_within(name, SERVICES) for name in names)
     assert any(_within(name, AGENTS) for name in names)
 
 
-@pytest.mark.parametrize(("source", "module", "expected"), [
-    ("from dirac_like.services import central", "dirac_like.x", "dirac_like.services.central"),
-    ("import importlib\nimportlib.import_module('dirac_like.agents.pilot')", "dirac_like.x",
-     "dirac_like.agents.pilot"),
-    ("from ..agents import pilot", "dirac_like.services.x", "dirac_like.agents.pilot"),
-])
-def test_the_check_sees_every_kind_of_import(tmp_path: Path, source: str, module: str,
-                                             expected: str) -> None:
+@pytest.mark.parametrize(
+    ("source", "module", "expected"),
+    [
+        ("from dirac_like.services import central", "dirac_like.x", "dirac_like.services.central"),
+        (
+            "import importlib\nimportlib.import_module('dirac_like.agents.pilot')",
+            "dirac_like.x",
+            "dirac_like.agents.pilot",
+        ),
+        ("from ..agents import pilot", "dirac_like.services.x", "dirac_like.agents.pilot"),
+    ],
+)
+def test_the_check_sees_every_kind_of_import(
+    tmp_path: Path, source: str, module: str, expected: str
+) -> None:
     path = tmp_path / "x.py"
     path.write_text(source)
     assert expected in {name for name, _ in imported_names(module, path)}

@@ -11,9 +11,12 @@ from dirac_like.description import DescriptionLimits, parse_descriptions
 from dirac_like.errors import ConfigError, InvalidJobDescription, LimitExceeded
 from dirac_like.services.limits import SubmissionLimits
 
-LIMITS = SubmissionLimits(LimitsConfig(max_jobs_per_request=100, max_waiting_jobs_per_user=500,
-                                       max_description_bytes=1000),
-                          DescriptionLimits(max_parametric_jobs=60))
+LIMITS = SubmissionLimits(
+    LimitsConfig(
+        max_jobs_per_request=100, max_waiting_jobs_per_user=500, max_description_bytes=1000
+    ),
+    DescriptionLimits(max_parametric_jobs=60),
+)
 
 
 def test_the_expansion_is_bounded_by_what_is_left_of_the_request_before_it_expands() -> None:

@@ -173,8 +173,9 @@ def test_drop_empty_forgets_only_empty_queues() -> None:
 # -- fair share ---------------------------------------------------------------------------------
 
 
-def fill(matcher: Matcher, owner: str, group: str, first_id: int, count: int,
-         cores: int = 1) -> TaskQueue:
+def fill(
+    matcher: Matcher, owner: str, group: str, first_id: int, count: int, cores: int = 1
+) -> TaskQueue:
     task_queue = matcher.add_task_queue(
         TaskQueue(first_id, owner, group, Requirements(cores=cores, cpu_time=first_id))
     )
@@ -283,7 +284,8 @@ def test_core_range_grants_what_the_pilot_has_in_granularity_steps() -> None:
 def test_matched_job_carries_its_granted_cores_and_needs_only_its_minimum() -> None:
     matcher = make_matcher()
     queue = matcher.add_task_queue(
-        TaskQueue(1, "u", "g", Requirements(cores=2, max_cores=8, core_step=2)))
+        TaskQueue(1, "u", "g", Requirements(cores=2, max_cores=8, core_step=2))
+    )
     queue.push(1, 1)
     queue.push(2, 1)
     assert matcher.match(PilotResources(site="S", cores=1), 0.0) is None

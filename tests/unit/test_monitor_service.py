@@ -26,8 +26,16 @@ def grid() -> Grid:
 
 
 def result(status: str = "OK", time: float = 900.0, target: str = SITE) -> dict[str, object]:
-    return {"target": target, "kind": "site", "check": "python", "status": status,
-            "message": "m", "time": time, "ce": "ce1", "job_id": 0}
+    return {
+        "target": target,
+        "kind": "site",
+        "check": "python",
+        "status": status,
+        "message": "m",
+        "time": time,
+        "ce": "ce1",
+        "job_id": 0,
+    }
 
 
 def test_probe_results_are_stored_and_read_back_in_time_order(grid: Grid) -> None:
@@ -44,10 +52,16 @@ def test_a_report_with_one_bad_result_stores_none(grid: Grid) -> None:
 
 
 def test_an_automatic_ban_takes_only_probe_jobs_and_its_lifting_reopens_the_site(
-        grid: Grid) -> None:
+    grid: Grid,
+) -> None:
     (user_job,) = grid.submit(HELLO)
-    grid.call(Op.SET_STATUS, target=SITE, kind="site", status="Banned",
-              reason="auto: probe python failed 3 times")
+    grid.call(
+        Op.SET_STATUS,
+        target=SITE,
+        kind="site",
+        status="Banned",
+        reason="auto: probe python failed 3 times",
+    )
     assert grid.state.sites.banned(SITE).automatic
     assert grid.pilot("p1") is None
     (probe,) = grid.submit(HELLO, owner="sam", group=PROBE_GROUP)
@@ -77,8 +91,9 @@ def test_an_operator_unban_resets_the_policys_status(grid: Grid) -> None:
 
 def test_set_status_of_an_unknown_site_is_refused(grid: Grid) -> None:
     with pytest.raises(NotFound, match=re.escape("unknown site 'LCG.Nowhere.xx'")):
-        grid.call(Op.SET_STATUS, target="LCG.Nowhere.xx", kind="site", status="Banned",
-                  reason="auto: x")
+        grid.call(
+            Op.SET_STATUS, target="LCG.Nowhere.xx", kind="site", status="Banned", reason="auto: x"
+        )
 
 
 def test_probe_jobs_are_charged_to_nobody_and_pass_a_site_at_its_limit(grid: Grid) -> None:
@@ -95,31 +110,40 @@ def test_probe_jobs_are_charged_to_nobody_and_pass_a_site_at_its_limit(grid: Gri
 
 def test_downtime_with_end_before_start_is_refused_and_nothing_stored(grid: Grid) -> None:
     with pytest.raises(InvalidArgument, match="end must be after the start"):
-        grid.call(Op.DOWNTIME_ADD, target=SITE, kind="site", start=2000.0, end=1500.0,
-                  reason="upgrade")
+        grid.call(
+            Op.DOWNTIME_ADD, target=SITE, kind="site", start=2000.0, end=1500.0, reason="upgrade"
+        )
     assert grid.call(Op.DOWNTIME_LIST) == [] and grid.store.downtimes == {}
 
 
 def test_downtime_overlapping_another_is_refused(grid: Grid) -> None:
-    grid.call(Op.DOWNTIME_ADD, target=SITE, kind="site", start=2000.0, end=3000.0,
-              reason="upgrade")
+    grid.call(Op.DOWNTIME_ADD, target=SITE, kind="site", start=2000.0, end=3000.0, reason="upgrade")
     with pytest.raises(InvalidArgument, match="overlaps its downtime 1"):
-        grid.call(Op.DOWNTIME_ADD, target=SITE, kind="site", start=2500.0, end=3500.0,
-                  reason="again")
+        grid.call(
+            Op.DOWNTIME_ADD, target=SITE, kind="site", start=2500.0, end=3500.0, reason="again"
+        )
     assert len(grid.call(Op.DOWNTIME_LIST)) == 1
 
 
 def test_downtime_of_an_unknown_site_is_refused(grid: Grid) -> None:
     with pytest.raises(NotFound, match=re.escape("unknown site 'LCG.Nowhere.xx'")):
-        grid.call(Op.DOWNTIME_ADD, target="LCG.Nowhere.xx", kind="site", start=1.0, end=2.0,
-                  reason="x")
+        grid.call(
+            Op.DOWNTIME_ADD, target="LCG.Nowhere.xx", kind="site", start=1.0, end=2.0, reason="x"
+        )
 
 
 def test_a_site_in_downtime_gets_no_pilots_nor_jobs_until_it_ends_or_is_cancelled(
-        grid: Grid) -> None:
+    grid: Grid,
+) -> None:
     grid.submit(HELLO)
-    added = grid.call(Op.DOWNTIME_ADD, target=SITE, kind="site", start=grid.now - 1,
-                      end=grid.now + 100, reason="upgrade")
+    added = grid.call(
+        Op.DOWNTIME_ADD,
+        target=SITE,
+        kind="site",
+        start=grid.now - 1,
+        end=grid.now + 100,
+        reason="upgrade",
+    )
     eligible = grid.call(Op.ELIGIBLE, resources={"site": SITE})
     assert eligible["eligible"] == 0 and "scheduled downtime 1: upgrade" in eligible["reason"]
     assert grid.pilot("p1") is None
@@ -131,8 +155,15 @@ def test_a_site_in_downtime_gets_no_pilots_nor_jobs_until_it_ends_or_is_cancelle
 
 def test_statuses_and_downtimes_survive_a_restart(grid: Grid) -> None:
     grid.call(Op.SET_STATUS, target=SITE, kind="site", status="Probing", reason="auto: 1 ok")
-    grid.call(Op.DOWNTIME_ADD, target=SITE, kind="site", start=5000.0, end=6000.0,
-              reason="upgrade", scheduled=False)
+    grid.call(
+        Op.DOWNTIME_ADD,
+        target=SITE,
+        kind="site",
+        start=5000.0,
+        end=6000.0,
+        reason="upgrade",
+        scheduled=False,
+    )
     rebuilt = CentralState(grid.config, grid.store, grid.store.load(), grid.now)
     assert [r.status.value for r in rebuilt.monitor.rows()] == ["Probing"]
     assert rebuilt.sites.banned(SITE) is not None  # probing: probe jobs only

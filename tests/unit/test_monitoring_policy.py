@@ -20,10 +20,18 @@ from dirac_like.monitoring import (
     parse_check_status,
 )
 
-OK, WARN, CRIT, UNK = (CheckStatus.OK, CheckStatus.WARNING, CheckStatus.CRITICAL,
-                       CheckStatus.UNKNOWN)
-ACTIVE, DEGRADED, PROBING, BANNED = (ResourceStatus.ACTIVE, ResourceStatus.DEGRADED,
-                                     ResourceStatus.PROBING, ResourceStatus.BANNED)
+OK, WARN, CRIT, UNK = (
+    CheckStatus.OK,
+    CheckStatus.WARNING,
+    CheckStatus.CRITICAL,
+    CheckStatus.UNKNOWN,
+)
+ACTIVE, DEGRADED, PROBING, BANNED = (
+    ResourceStatus.ACTIVE,
+    ResourceStatus.DEGRADED,
+    ResourceStatus.PROBING,
+    ResourceStatus.BANNED,
+)
 
 
 def outcomes(*statuses: CheckStatus) -> list[Outcome]:
@@ -83,9 +91,11 @@ def test_policy_refuses_nonsense_thresholds() -> None:
 
 
 def test_a_probe_run_is_as_bad_as_its_worst_check() -> None:
-    run = [ProbeResult("S", TargetKind.SITE, "python", OK, "", 5.0),
-           ProbeResult("S", TargetKind.SITE, "scratch", CRIT, "disk full", 6.0),
-           ProbeResult("S", TargetKind.SITE, "memory", WARN, "", 6.0)]
+    run = [
+        ProbeResult("S", TargetKind.SITE, "python", OK, "", 5.0),
+        ProbeResult("S", TargetKind.SITE, "scratch", CRIT, "disk full", 6.0),
+        ProbeResult("S", TargetKind.SITE, "memory", WARN, "", 6.0),
+    ]
     assert outcome_of(run) == Outcome(6.0, CRIT, "scratch", "disk full")
 
 

@@ -23,11 +23,17 @@ def test_lengths_and_times_on_the_command_line() -> None:
 
 def test_the_history_grid_shows_percent_unknown_and_downtime() -> None:
     day = 86400.0
-    report = [{"target": "LCG.CERN.cern", "periods": [
-        {"start": 0.0, "availability": 1.0, "reliability": 1.0},
-        {"start": day, "availability": None, "reliability": None},
-        {"start": 2 * day, "availability": 0.0, "reliability": None},
-        {"start": 3 * day, "availability": 0.875, "reliability": 0.9}]}]
+    report = [
+        {
+            "target": "LCG.CERN.cern",
+            "periods": [
+                {"start": 0.0, "availability": 1.0, "reliability": 1.0},
+                {"start": day, "availability": None, "reliability": None},
+                {"start": 2 * day, "availability": 0.0, "reliability": None},
+                {"start": 3 * day, "availability": 0.875, "reliability": 0.9},
+            ],
+        }
+    ]
     lines = history_grid(report).splitlines()
     assert lines[0].split() == ["01-01", "01-02", "01-03", "01-04"]
     assert lines[1].split() == ["LCG.CERN.cern", "100%", "--", "DT", "88%"]

@@ -146,14 +146,23 @@ def test_bare_placeholder_takes_the_value_itself_lists_included() -> None:
 
 
 def test_list_item_placeholder_is_replaced_by_the_items() -> None:
-    jobs = jobs_of('Executable = "x"; InputSandbox = { "a.sh", %s }; '
-                   'Parameters = { { "f1", "f2" }, { "f3" } };')
+    jobs = jobs_of(
+        'Executable = "x"; InputSandbox = { "a.sh", %s }; '
+        'Parameters = { { "f1", "f2" }, { "f3" } };'
+    )
     assert [job.input_sandbox for job in jobs] == [("a.sh", "f1", "f2"), ("a.sh", "f3")]
 
 
 def test_json_string_that_is_one_placeholder_is_in_value_position() -> None:
-    jobs = jobs_of({"Executable": "x", "CPUTime": "%s", "InputData": "%(files)s",
-                    "Parameters": [100, 200], "Parameters.files": [["/vo/a"], ["/vo/b"]]})
+    jobs = jobs_of(
+        {
+            "Executable": "x",
+            "CPUTime": "%s",
+            "InputData": "%(files)s",
+            "Parameters": [100, 200],
+            "Parameters.files": [["/vo/a"], ["/vo/b"]],
+        }
+    )
     assert [(job.cpu_time, job.input_data) for job in jobs] == [
         (100, ("LFN:/vo/a",)), (200, ("LFN:/vo/b",))]  # fmt: skip
 
@@ -232,8 +241,10 @@ def test_sites_are_checked_per_job_when_they_vary() -> None:
 
 
 def test_processor_range_may_vary_per_job() -> None:
-    jobs = jobs_of('Executable = "x"; MinNumberOfProcessors = %s; MaxNumberOfProcessors = 8; '
-                   "Parameters = { 2, 4 };")
+    jobs = jobs_of(
+        'Executable = "x"; MinNumberOfProcessors = %s; MaxNumberOfProcessors = 8; '
+        "Parameters = { 2, 4 };"
+    )
     assert [(job.number_of_processors, job.max_processors) for job in jobs] == [(2, 8), (4, 8)]
 
 
@@ -268,10 +279,17 @@ def test_hundred_thousand_jobs_expand_with_their_own_values() -> None:
 def test_count_expansion_is_dirac_formula(
     count: int, start: int | None, step: int | None, factor: int | None
 ) -> None:
-    attributes: dict[str, Any] = {"Executable": "x", "JobName": "job-%n", "Arguments": "%s",
-                                  "Parameters": count}
-    for name, value in (("ParameterStart", start), ("ParameterStep", step),
-                        ("ParameterFactor", factor)):
+    attributes: dict[str, Any] = {
+        "Executable": "x",
+        "JobName": "job-%n",
+        "Arguments": "%s",
+        "Parameters": count,
+    }
+    for name, value in (
+        ("ParameterStart", start),
+        ("ParameterStep", step),
+        ("ParameterFactor", factor),
+    ):
         if value is not None:
             attributes[name] = value
     try:

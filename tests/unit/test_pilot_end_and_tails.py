@@ -10,12 +10,15 @@ from dirac_like.services.pilots import PilotRegistry
 from dirac_like.services.stdout_tails import MAX_TAIL_CHARS, StdoutTails
 
 
-@pytest.mark.parametrize(("fabric", "code", "closed", "state"), [
-    ("", 0, True, "Done"),           # started by hand
-    ("", 3, True, "Failed"),
-    ("local", 0, True, "Done"),      # a local pilot knows its exit code as its director does
-    ("slurm", 0, False, "Running"),  # a batch pilot: its director reports the end
-])
+@pytest.mark.parametrize(
+    ("fabric", "code", "closed", "state"),
+    [
+        ("", 0, True, "Done"),  # started by hand
+        ("", 3, True, "Failed"),
+        ("local", 0, True, "Done"),  # a local pilot knows its exit code as its director does
+        ("slurm", 0, False, "Running"),  # a batch pilot: its director reports the end
+    ],
+)
 def test_a_pilot_that_stopped(fabric: str, code: int, closed: bool, state: str) -> None:
     registry = PilotRegistry(PilotsConfig())
     if fabric:

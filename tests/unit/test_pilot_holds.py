@@ -28,8 +28,17 @@ class StubClient:
 
 @pytest.fixture
 def pilot(tmp_path: Path) -> Iterator[Pilot]:
-    made = Pilot(PilotConfig(server="tcp://127.0.0.1:9", site="S", cores=4, workdir=tmp_path,
-                             insecure=True, idle_timeout=0.0), clock=lambda: 0.0)
+    made = Pilot(
+        PilotConfig(
+            server="tcp://127.0.0.1:9",
+            site="S",
+            cores=4,
+            workdir=tmp_path,
+            insecure=True,
+            idle_timeout=0.0,
+        ),
+        clock=lambda: 0.0,
+    )
     made.client.close()
     made.client = StubClient()  # type: ignore[assignment]
     try:
@@ -39,8 +48,9 @@ def pilot(tmp_path: Path) -> Iterator[Pilot]:
         os.close(made._wake_write)
 
 
-def test_held_pilot_waits_for_enough_free_cores(pilot: Pilot,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_held_pilot_waits_for_enough_free_cores(
+    pilot: Pilot, monkeypatch: pytest.MonkeyPatch
+) -> None:
     stub: StubClient = pilot.client  # type: ignore[assignment]
     free = [1]
     monkeypatch.setattr(pilot, "_free_cores", lambda: free[0])
@@ -56,8 +66,9 @@ def test_held_pilot_waits_for_enough_free_cores(pilot: Pilot,
     assert [r.cores for r in stub.asked] == [1, 4]
 
 
-def test_held_pilot_asks_again_when_the_hold_ends(pilot: Pilot,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_held_pilot_asks_again_when_the_hold_ends(
+    pilot: Pilot, monkeypatch: pytest.MonkeyPatch
+) -> None:
     stub: StubClient = pilot.client  # type: ignore[assignment]
     monkeypatch.setattr(pilot, "_free_cores", lambda: 1)
     stub.replies = [HELD, NOTHING]

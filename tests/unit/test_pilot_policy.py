@@ -22,10 +22,21 @@ START = 1000.0
 
 
 def policy(**overrides: float) -> PilotPolicy:
-    values = {"cores": 4, "deadline": 0.0, "max_jobs": 0, "idle_timeout": 0.0,
-              "drain_margin": 0.0, **overrides}
-    return PilotPolicy(int(values["cores"]), values["deadline"], int(values["max_jobs"]),
-                       values["idle_timeout"], values["drain_margin"])
+    values = {
+        "cores": 4,
+        "deadline": 0.0,
+        "max_jobs": 0,
+        "idle_timeout": 0.0,
+        "drain_margin": 0.0,
+        **overrides,
+    }
+    return PilotPolicy(
+        int(values["cores"]),
+        values["deadline"],
+        int(values["max_jobs"]),
+        values["idle_timeout"],
+        values["drain_margin"],
+    )
 
 
 def test_requests_while_a_core_is_free() -> None:
@@ -35,8 +46,9 @@ def test_requests_while_a_core_is_free() -> None:
 
 def test_draining_takes_no_new_job_and_stops_once_nothing_runs() -> None:
     assert not policy().should_request(START, 4, 0, START, draining=True)
-    assert policy().stop_reason(START, running=1, jobs_taken=1, idle_since=None,
-                                draining=True) == ""
+    assert (
+        policy().stop_reason(START, running=1, jobs_taken=1, idle_since=None, draining=True) == ""
+    )
     assert policy().stop_reason(START, 0, 1, START, draining=True) == "drained"
 
 
@@ -76,12 +88,22 @@ def test_no_deadline_means_no_cpu_time_limit_sent() -> None:
 
 
 def test_from_config_deadline_is_start_plus_time_left() -> None:
-    config = PilotConfig(server="tcp://x:1", site="S", cores=8, time_left=600, drain_margin=30,
-                         max_jobs=3, idle_timeout=5, pilot_id="p")
+    config = PilotConfig(
+        server="tcp://x:1",
+        site="S",
+        cores=8,
+        time_left=600,
+        drain_margin=30,
+        max_jobs=3,
+        idle_timeout=5,
+        pilot_id="p",
+    )
     made = PilotPolicy.for_config(config, START)
     assert made == PilotPolicy(8, START + 600, 3, 5, 30)
-    assert PilotPolicy.for_config(PilotConfig(server="s", site="S", pilot_id="p"),
-                                  START).deadline == 0.0
+    assert (
+        PilotPolicy.for_config(PilotConfig(server="s", site="S", pilot_id="p"), START).deadline
+        == 0.0
+    )
 
 
 def test_multi_core_jobs_are_packed_into_the_cores() -> None:
@@ -94,12 +116,24 @@ def test_multi_core_jobs_are_packed_into_the_cores() -> None:
     assert four.free_cores([4, 1]) == 0  # never negative
 
 
-@given(cores=st.integers(1, 64), running=st.lists(st.integers(1, 8), max_size=10),
-       jobs_taken=st.integers(0, 100), max_jobs=st.integers(0, 100),
-       elapsed=st.floats(0, 1e5), idle_timeout=st.floats(0, 1e4), draining=st.booleans())
-def test_never_requests_and_stops_at_once(cores: int, running: list[int], jobs_taken: int,
-                                          max_jobs: int, elapsed: float, idle_timeout: float,
-                                          draining: bool) -> None:
+@given(
+    cores=st.integers(1, 64),
+    running=st.lists(st.integers(1, 8), max_size=10),
+    jobs_taken=st.integers(0, 100),
+    max_jobs=st.integers(0, 100),
+    elapsed=st.floats(0, 1e5),
+    idle_timeout=st.floats(0, 1e4),
+    draining=st.booleans(),
+)
+def test_never_requests_and_stops_at_once(
+    cores: int,
+    running: list[int],
+    jobs_taken: int,
+    max_jobs: int,
+    elapsed: float,
+    idle_timeout: float,
+    draining: bool,
+) -> None:
     decide = PilotPolicy(cores, START + 3600, max_jobs, idle_timeout, 60)
     now = START + elapsed
     free = decide.free_cores(running)
@@ -127,8 +161,7 @@ def test_discover_finds_the_node_and_flags_override(tmp_path: Path) -> None:
     assert found.platform == platform_string()
     assert found.platform.startswith("Linux_")
     forced = discover(tmp_path, cores=3, memory_mb=2048, platform_name="Linux_x86_64_glibc-2.17")
-    assert (forced.cores, forced.memory_mb, forced.platform) == (3, 2048,
-                                                                 "Linux_x86_64_glibc-2.17")
+    assert (forced.cores, forced.memory_mb, forced.platform) == (3, 2048, "Linux_x86_64_glibc-2.17")
 
 
 def result(status: str, minor: str, exit_code: int | None, kill_reason: str = "") -> PayloadResult:

@@ -35,20 +35,24 @@ def test_the_probe_job_targets_its_ce_and_is_a_valid_description() -> None:
     assert "--cores 4 --memory 2000 --min-scratch-mb 20 --se SE1=/data/se1 --hang 1" in shell
 
 
-@pytest.mark.parametrize(("status", "now", "started", "fate"), [
-    ("Waiting", 105.0, 0.0, Fate.WAIT),
-    ("Waiting", 111.0, 0.0, Fate.NOT_STARTED),
-    ("Matched", 111.0, 0.0, Fate.NOT_STARTED),
-    ("Running", 200.0, 195.0, Fate.WAIT),
-    ("Running", 200.0, 150.0, Fate.TIMED_OUT),
-    ("Stalled", 200.0, 150.0, Fate.TIMED_OUT),
-    ("Done", 500.0, 0.0, Fate.COLLECT),
-    ("Failed", 500.0, 0.0, Fate.FAILED),
-    ("Killed", 500.0, 0.0, Fate.LOST),
-    (None, 500.0, 0.0, Fate.LOST),
-])
+@pytest.mark.parametrize(
+    ("status", "now", "started", "fate"),
+    [
+        ("Waiting", 105.0, 0.0, Fate.WAIT),
+        ("Waiting", 111.0, 0.0, Fate.NOT_STARTED),
+        ("Matched", 111.0, 0.0, Fate.NOT_STARTED),
+        ("Running", 200.0, 195.0, Fate.WAIT),
+        ("Running", 200.0, 150.0, Fate.TIMED_OUT),
+        ("Stalled", 200.0, 150.0, Fate.TIMED_OUT),
+        ("Done", 500.0, 0.0, Fate.COLLECT),
+        ("Failed", 500.0, 0.0, Fate.FAILED),
+        ("Killed", 500.0, 0.0, Fate.LOST),
+        (None, 500.0, 0.0, Fate.LOST),
+    ],
+)
 def test_a_probe_in_flight_is_judged_by_its_status_and_the_clock(
-        status: str | None, now: float, started: float, fate: Fate) -> None:
+    status: str | None, now: float, started: float, fate: Fate
+) -> None:
     probe = InFlight("S", "ce1", 7, submitted=100.0, started=started)
     assert judge(probe, status, now, start_timeout=10.0, run_timeout=20.0) is fate
 
@@ -58,27 +62,37 @@ def test_the_fates_without_output_are_critical_except_a_lost_probe() -> None:
         return [(r.check, r.status) for r in results_of_fate(PROBE, fate, "boom", (10, 20), 1)]
 
     assert statuses(Fate.NOT_STARTED) == [("started", CheckStatus.CRITICAL)]
-    assert statuses(Fate.TIMED_OUT) == [("started", CheckStatus.OK),
-                                        ("finished", CheckStatus.CRITICAL)]
+    assert statuses(Fate.TIMED_OUT) == [
+        ("started", CheckStatus.OK),
+        ("finished", CheckStatus.CRITICAL),
+    ]
     assert statuses(Fate.FAILED)[1] == ("finished", CheckStatus.CRITICAL)
     assert statuses(Fate.LOST) == [("started", CheckStatus.UNKNOWN)]
 
 
 def test_a_probe_output_becomes_results_and_garbage_is_critical() -> None:
-    text = 'noise\n' + MARKER + '{"checks": [{"check": "cpu", "status": "WARNING", ' \
-           '"message": "2 cores"}]}\n'
+    text = (
+        "noise\n" + MARKER + '{"checks": [{"check": "cpu", "status": "WARNING", '
+        '"message": "2 cores"}]}\n'
+    )
     got = results_of_output(PROBE, text, 5.0)
     assert [(r.check, r.status, r.job_id) for r in got] == [
-        ("started", CheckStatus.OK, 7), ("cpu", CheckStatus.WARNING, 7)]
-    for garbage in ("", MARKER + "{", MARKER + '{"checks": [{"check": "x"}]}',
-                    MARKER + '{"checks": [{"check": "x", "status": "FINE", "message": ""}]}'):
+        ("started", CheckStatus.OK, 7),
+        ("cpu", CheckStatus.WARNING, 7),
+    ]
+    for garbage in (
+        "",
+        MARKER + "{",
+        MARKER + '{"checks": [{"check": "x"}]}',
+        MARKER + '{"checks": [{"check": "x", "status": "FINE", "message": ""}]}',
+    ):
         bad = results_of_output(PROBE, garbage, 5.0)
         assert (bad[-1].check, bad[-1].status) == ("output", CheckStatus.CRITICAL)
 
 
 def test_the_worker_node_checks_print_one_parsable_line(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["--cores", "1", "--se", f"SE1={tmp_path}", "--se", "SE2=/nonexistent"]) == 0
     checks = {c["check"]: c for c in parse_output(capsys.readouterr().out)}
@@ -91,8 +105,11 @@ def test_the_worker_node_checks_print_one_parsable_line(
 def test_a_file_se_is_written_read_checksummed_and_cleaned(tmp_path: Path) -> None:
     results = probe_storage(FileStorage("SE1", tmp_path), 1.0, "t1")
     assert [(r.check, r.status) for r in results] == [
-        ("se-write", CheckStatus.OK), ("se-read", CheckStatus.OK),
-        ("se-checksum", CheckStatus.OK), ("se-delete", CheckStatus.OK)]
+        ("se-write", CheckStatus.OK),
+        ("se-read", CheckStatus.OK),
+        ("se-checksum", CheckStatus.OK),
+        ("se-delete", CheckStatus.OK),
+    ]
     assert not list(tmp_path.rglob("probe-*"))
 
 

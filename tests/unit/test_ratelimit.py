@@ -36,8 +36,11 @@ def test_a_burst_is_admitted_then_refused_with_when_to_retry() -> None:
     limit, clock = limiter(), FakeClock()
     for _ in range(5):
         limit.check("alice", clock.now)
-    with pytest.raises(RateLimited, match=r"alice sends more than 4 requests per second "
-                                          r"\(bursts of 5\): retry in 0\.25 s") as caught:
+    with pytest.raises(
+        RateLimited,
+        match=r"alice sends more than 4 requests per second "
+        r"\(bursts of 5\): retry in 0\.25 s",
+    ) as caught:
         limit.check("alice", clock.now)
     assert caught.value.retryable and caught.value.code == "rate_limited"
 
@@ -94,8 +97,9 @@ def test_rate_zero_means_no_limit() -> None:
     assert len(limit) == 0
 
 
-@pytest.mark.parametrize(("rate", "burst", "max_identities"), [(-1, 5, 10), (10, 0, 10),
-                                                                (10, 5, 0)])
+@pytest.mark.parametrize(
+    ("rate", "burst", "max_identities"), [(-1, 5, 10), (10, 0, 10), (10, 5, 0)]
+)
 def test_bad_settings_are_refused(rate: float, burst: float, max_identities: int) -> None:
     with pytest.raises(ConfigError, match="security"):
         RateLimiter(rate, burst, max_identities)
@@ -113,8 +117,11 @@ def test_the_settings_come_from_the_security_section(tmp_path: Path) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(rate=st.floats(0.5, 1000), burst=st.floats(1, 100),
-       steps=st.lists(st.tuples(st.floats(0, 2), st.integers(0, 50)), max_size=30))
+@given(
+    rate=st.floats(0.5, 1000),
+    burst=st.floats(1, 100),
+    steps=st.lists(st.tuples(st.floats(0, 2), st.integers(0, 50)), max_size=30),
+)
 def test_never_more_than_the_burst_plus_the_rate_times_the_time(
     rate: float, burst: float, steps: list[tuple[float, int]]
 ) -> None:

@@ -27,29 +27,43 @@ def kept(name: str, since: float, size_mb: int) -> KeptFolder:
 
 def test_defect_10_folders_older_than_the_keep_time_go() -> None:
     folders = [kept("old", 0.0, 1), kept("new", 900.0, 1)]
-    assert folders_to_remove(folders, 1000.0, keep_for=500.0, max_bytes=100 * MB) == \
-        [Path("old")]
+    assert folders_to_remove(folders, 1000.0, keep_for=500.0, max_bytes=100 * MB) == [Path("old")]
 
 
 def test_defect_10_past_the_disk_cap_the_oldest_kept_folders_go_first() -> None:
     folders = [kept("b", 20.0, 40), kept("a", 10.0, 40), kept("c", 30.0, 40)]
     removed = folders_to_remove(folders, 40.0, keep_for=1000.0, max_bytes=90 * MB)
     assert removed == [Path("a")]
-    assert folders_to_remove(folders, 40.0, keep_for=1000.0, max_bytes=10 * MB) == \
-        [Path("a"), Path("b"), Path("c")]
+    assert folders_to_remove(folders, 40.0, keep_for=1000.0, max_bytes=10 * MB) == [
+        Path("a"),
+        Path("b"),
+        Path("c"),
+    ]
 
 
 def test_defect_9_the_outbox_keeps_a_report_until_it_is_answered(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path)
-    report = outbox.put(Report.new(job_id=7, attempt=1, pilot_id="p1", status="Done",
-                                   minor_status="Execution Complete", output_pending=True,
-                                   description={"Executable": "/bin/true"}))
+    report = outbox.put(
+        Report.new(
+            job_id=7,
+            attempt=1,
+            pilot_id="p1",
+            status="Done",
+            minor_status="Execution Complete",
+            output_pending=True,
+            description={"Executable": "/bin/true"},
+        )
+    )
     assert Outbox(tmp_path).pending() == [report]  # what a restarted pilot finds
 
     sent = outbox.uploaded(report, "ab" * 32, "")
     assert Outbox(tmp_path).pending() == [sent]
-    assert (sent.request_id, sent.output_sandbox, sent.output_pending, sent.description) == \
-        (report.request_id, "ab" * 32, False, {})  # same request id: the service dedups
+    assert (sent.request_id, sent.output_sandbox, sent.output_pending, sent.description) == (
+        report.request_id,
+        "ab" * 32,
+        False,
+        {},
+    )  # same request id: the service dedups
 
     outbox.done(sent)
     assert Outbox(tmp_path).pending() == []
@@ -63,7 +77,8 @@ def test_defect_9_an_unreadable_outbox_file_is_set_aside(tmp_path: Path) -> None
 
 
 def test_defect_5_a_connection_past_its_bad_frames_is_refused_before_decoding(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     guard = FrameGuard(ServiceConfig(bad_frames_per_second=1.0, bad_frame_burst=3.0))
     with caplog.at_level(logging.WARNING):
         for _ in range(3):

@@ -47,8 +47,9 @@ def archive(*members: tuple[tarfile.TarInfo, bytes | None], compress: bool = Tru
     return buffer.getvalue()
 
 
-def member(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE,
-           linkname: str = "") -> tuple[tarfile.TarInfo, bytes | None]:
+def member(
+    name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, linkname: str = ""
+) -> tuple[tarfile.TarInfo, bytes | None]:
     info = tarfile.TarInfo(name)
     info.type = kind
     info.linkname = linkname
@@ -66,8 +67,9 @@ def dest(tmp_path: Path) -> Path:
     return folder
 
 
-def assert_refused(data: bytes, dest: Path, match: str, max_bytes: int = 10 * MB,
-                   max_files: int = 10000) -> None:
+def assert_refused(
+    data: bytes, dest: Path, match: str, max_bytes: int = 10 * MB, max_files: int = 10000
+) -> None:
     with pytest.raises(SandboxError, match=match):
         safe_extract(data, dest, max_bytes, max_files)
     assert list(dest.iterdir()) == []
@@ -161,8 +163,11 @@ def test_refuses_dot_dot_escape(dest: Path) -> None:
 
 
 def test_refuses_dot_dot_in_the_middle(dest: Path) -> None:
-    assert_refused(archive(member("ok.txt", b"fine"), member("a/../../x", b"evil")), dest,
-                   r"'a/../../x' escapes")
+    assert_refused(
+        archive(member("ok.txt", b"fine"), member("a/../../x", b"evil")),
+        dest,
+        r"'a/../../x' escapes",
+    )
 
 
 def test_refuses_absolute_path(dest: Path) -> None:
@@ -175,8 +180,7 @@ def test_refuses_symlink_to_etc_passwd(dest: Path) -> None:
 
 
 def test_refuses_every_link_even_one_pointing_inside(dest: Path) -> None:
-    data = archive(member("a.txt", b"a"), member("b.txt", kind=tarfile.SYMTYPE,
-                                                 linkname="a.txt"))
+    data = archive(member("a.txt", b"a"), member("b.txt", kind=tarfile.SYMTYPE, linkname="a.txt"))
     assert_refused(data, dest, r"'b.txt' is a symbolic link")
 
 
@@ -203,14 +207,16 @@ def test_refuses_a_gzip_bomb_before_inflating_it(dest: Path) -> None:
     zeros = bytes(64 * MB)
     data = archive(member("zeros.bin", zeros))
     assert len(data) < MB  # small on the wire
-    assert_refused(data, dest, r"'zeros.bin' takes the sandbox over its size limit",
-                   max_bytes=10 * MB)
+    assert_refused(
+        data, dest, r"'zeros.bin' takes the sandbox over its size limit", max_bytes=10 * MB
+    )
 
 
 def test_counts_the_total_over_many_members(dest: Path) -> None:
     members = [member(f"part{i}.bin", bytes(MB)) for i in range(5)]
-    assert_refused(archive(*members), dest, r"'part3.bin' takes the sandbox over",
-                   max_bytes=int(3.5 * MB))
+    assert_refused(
+        archive(*members), dest, r"'part3.bin' takes the sandbox over", max_bytes=int(3.5 * MB)
+    )
 
 
 def test_refuses_too_many_members(dest: Path) -> None:

@@ -26,8 +26,9 @@ JOB = {"Executable": "/bin/true", "Arguments": "sleep=100", "JobName": "long", "
 
 
 def new_pilot(cores: int = 1) -> _Pilot:
-    spec = _Spec("p1", PilotResources(site="S", cores=cores), idle_timeout=1000.0, max_jobs=0,
-                 crash_rate=0.0)
+    spec = _Spec(
+        "p1", PilotResources(site="S", cores=cores), idle_timeout=1000.0, max_jobs=0, crash_rate=0.0
+    )
     pilot = _Pilot("p1-0", 0, spec, random.Random(1), time_scale=1.0, now=0.0)
     [(op, args)] = pilot.start(0.0)
     assert op == Op.REQUEST_JOB and args.resources.total_cores == cores
@@ -60,7 +61,8 @@ def test_a_stop_command_hands_the_running_job_back_then_ends_the_pilot() -> None
     pilot = new_pilot()
     running(pilot)
     [(op, args)] = pilot.on_reply(
-        Op.HEARTBEAT, about(7), reply(CommandsReply([StopPilot("Killed by an admin")])), 2.0)
+        Op.HEARTBEAT, about(7), reply(CommandsReply([StopPilot("Killed by an admin")])), 2.0
+    )
     assert op == Op.UPDATE_STATUS and isinstance(args, UpdateStatusArgs)
     assert (args.job_id, args.status) == (7, "Rescheduled")
     assert args.minor_status == "Pilot stopped (Killed by an admin): job handed back"
@@ -78,8 +80,9 @@ def test_a_stop_command_ends_an_idle_pilot_at_once() -> None:
 def test_a_kill_command_for_its_job_reports_it_killed() -> None:
     pilot = new_pilot()
     running(pilot)
-    [step] = pilot.on_reply(Op.HEARTBEAT, about(7),
-                            reply(CommandsReply([KillJob(8), KillJob(7)])), 2.0)
+    [step] = pilot.on_reply(
+        Op.HEARTBEAT, about(7), reply(CommandsReply([KillJob(8), KillJob(7)])), 2.0
+    )
     assert step[1].status == "Killed"
 
 

@@ -67,8 +67,14 @@ def test_ce_resources_describe_a_pilot_on_it(tmp_path: Path) -> None:
     text = GOOD_CE + 'memory_mb = 4000\nmax_cpu_time = 3600\nplatform = "P"\ntags = ["GPU"]\n'
     ce = load_site(write_site(tmp_path, text)).ces[0]
     assert ce.resources("LCG.CERN.cern") == PilotResources(
-        site="LCG.CERN.cern", ce="CERN-CE-1", platform="P", cores=2, memory_mb=4000,
-        cpu_time_left=3600, tags=["GPU"], required_tags=[],
+        site="LCG.CERN.cern",
+        ce="CERN-CE-1",
+        platform="P",
+        cores=2,
+        memory_mb=4000,
+        cpu_time_left=3600,
+        tags=["GPU"],
+        required_tags=[],
     )
 
 

@@ -48,9 +48,15 @@ BOOTSTRAP_SH = REPO / "scripts" / "pilot-bootstrap.sh"
 
 
 def request(**changes: object) -> PilotRequest:
-    base = PilotRequest("Site.ce.7", ["python3", "-m", "dirac_like", "pilot", "--x", "a b"],
-                        env={"A": "1"}, cores=4, memory_mb=0, wall_seconds=3600,
-                        workdir=Path("/work/p7"))
+    base = PilotRequest(
+        "Site.ce.7",
+        ["python3", "-m", "dirac_like", "pilot", "--x", "a b"],
+        env={"A": "1"},
+        cores=4,
+        memory_mb=0,
+        wall_seconds=3600,
+        workdir=Path("/work/p7"),
+    )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
@@ -61,10 +67,20 @@ def test_sbatch_argv_asks_for_the_requested_resources() -> None:
     argv = sbatch_argv(request(memory_mb=8000), SlurmSettings(Path("/out"), partition="grid"))
     assert argv[0] == "sbatch"
     assert "--parsable" in argv
-    for wanted in ("--job-name=Site.ce.7", "--output=/out/%j.out", "--error=/out/%j.err",
-                   "--chdir=/work/p7", "--nodes=1", "--ntasks=1", "--cpus-per-task=4",
-                   "--mem=8000M", "--time=0-01:00:00", "--partition=grid", "--export=ALL",
-                   "--no-requeue"):
+    for wanted in (
+        "--job-name=Site.ce.7",
+        "--output=/out/%j.out",
+        "--error=/out/%j.err",
+        "--chdir=/work/p7",
+        "--nodes=1",
+        "--ntasks=1",
+        "--cpus-per-task=4",
+        "--mem=8000M",
+        "--time=0-01:00:00",
+        "--partition=grid",
+        "--export=ALL",
+        "--no-requeue",
+    ):
         assert wanted in argv
 
 
@@ -73,8 +89,9 @@ def test_sbatch_argv_leaves_out_what_is_not_asked() -> None:
     assert not any(arg.startswith(("--mem", "--partition")) for arg in argv)
 
 
-def test_sbatch_argv_makes_relative_paths_absolute(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sbatch_argv_makes_relative_paths_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     argv = sbatch_argv(request(workdir=Path("w")), SlurmSettings(Path("out")))
     assert f"--chdir={tmp_path / 'w'}" in argv
@@ -97,10 +114,17 @@ def test_request_queue_overrides_the_fabric_partition() -> None:
     assert "--partition=long" in sbatch_argv(queued, SlurmSettings(Path("/o"), partition="grid"))
 
 
-@pytest.mark.parametrize(("seconds", "text"), [
-    (1, "0-00:00:01"), (59, "0-00:00:59"), (60, "0-00:01:00"), (3661, "0-01:01:01"),
-    (86400, "1-00:00:00"), (172800 + 3600 + 5, "2-01:00:05"),
-])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (1, "0-00:00:01"),
+        (59, "0-00:00:59"),
+        (60, "0-00:01:00"),
+        (3661, "0-01:01:01"),
+        (86400, "1-00:00:00"),
+        (172800 + 3600 + 5, "2-01:00:05"),
+    ],
+)
 def test_slurm_time(seconds: int, text: str) -> None:
     assert slurm_time(seconds) == text
 
@@ -138,39 +162,61 @@ def test_parse_job_id_refuses_other_output(stdout: str) -> None:
 
 
 def test_slurm_message_keeps_slurms_words_on_one_line() -> None:
-    stderr = ("sbatch: error: invalid partition specified: nosuch\n"
-              "sbatch: error: Batch job submission failed: Invalid partition name specified\n")
-    assert slurm_message(stderr) == ("invalid partition specified: nosuch; Batch job submission "
-                                     "failed: Invalid partition name specified")
+    stderr = (
+        "sbatch: error: invalid partition specified: nosuch\n"
+        "sbatch: error: Batch job submission failed: Invalid partition name specified\n"
+    )
+    assert slurm_message(stderr) == (
+        "invalid partition specified: nosuch; Batch job submission "
+        "failed: Invalid partition name specified"
+    )
     assert slurm_message("") == "no message"
     assert slurm_message("squeue: fatal: Could not establish a configuration source") == (
-        "Could not establish a configuration source")
+        "Could not establish a configuration source"
+    )
 
 
 # -- states ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("slurm", "pilot"), [
-    ("PENDING", PilotState.WAITING), ("CONFIGURING", PilotState.WAITING),
-    ("REQUEUED", PilotState.WAITING), ("RUNNING", PilotState.RUNNING),
-    ("COMPLETING", PilotState.RUNNING), ("SUSPENDED", PilotState.RUNNING),
-    ("COMPLETED", PilotState.DONE), ("FAILED", PilotState.FAILED),
-    ("TIMEOUT", PilotState.FAILED), ("NODE_FAIL", PilotState.FAILED),
-    ("OUT_OF_MEMORY", PilotState.FAILED), ("BOOT_FAIL", PilotState.FAILED),
-    ("PREEMPTED", PilotState.FAILED), ("CANCELLED", PilotState.ABORTED),
-    ("CANCELLED by 0", PilotState.ABORTED), ("REVOKED", PilotState.ABORTED),
-    ("COMPLETED+", PilotState.DONE), ("NEW_STATE_FROM_SLURM_30", PilotState.ABORTED),
-    ("", PilotState.ABORTED),
-])
+@pytest.mark.parametrize(
+    ("slurm", "pilot"),
+    [
+        ("PENDING", PilotState.WAITING),
+        ("CONFIGURING", PilotState.WAITING),
+        ("REQUEUED", PilotState.WAITING),
+        ("RUNNING", PilotState.RUNNING),
+        ("COMPLETING", PilotState.RUNNING),
+        ("SUSPENDED", PilotState.RUNNING),
+        ("COMPLETED", PilotState.DONE),
+        ("FAILED", PilotState.FAILED),
+        ("TIMEOUT", PilotState.FAILED),
+        ("NODE_FAIL", PilotState.FAILED),
+        ("OUT_OF_MEMORY", PilotState.FAILED),
+        ("BOOT_FAIL", PilotState.FAILED),
+        ("PREEMPTED", PilotState.FAILED),
+        ("CANCELLED", PilotState.ABORTED),
+        ("CANCELLED by 0", PilotState.ABORTED),
+        ("REVOKED", PilotState.ABORTED),
+        ("COMPLETED+", PilotState.DONE),
+        ("NEW_STATE_FROM_SLURM_30", PilotState.ABORTED),
+        ("", PilotState.ABORTED),
+    ],
+)
 def test_pilot_state(slurm: str, pilot: PilotState) -> None:
     assert pilot_state(slurm) is pilot
 
 
-@pytest.mark.parametrize(("state", "reason", "hopeless"), [
-    ("PENDING", "PartitionTimeLimit", True), ("PENDING", "BadConstraints", True),
-    ("PENDING", "Resources", False), ("PENDING", "Priority", False),
-    ("RUNNING", "PartitionTimeLimit", False),
-])
+@pytest.mark.parametrize(
+    ("state", "reason", "hopeless"),
+    [
+        ("PENDING", "PartitionTimeLimit", True),
+        ("PENDING", "BadConstraints", True),
+        ("PENDING", "Resources", False),
+        ("PENDING", "Priority", False),
+        ("RUNNING", "PartitionTimeLimit", False),
+    ],
+)
 def test_hopeless_pending_reasons(state: str, reason: str, hopeless: bool) -> None:
     assert SlurmJob("1", state, reason).hopeless is hopeless
 
@@ -179,12 +225,14 @@ def test_hopeless_pending_reasons(state: str, reason: str, hopeless: bool) -> No
 
 
 def test_parse_squeue() -> None:
-    text = ("2|FAILED|NonZeroExitCode|768|\n"
-            "1|RUNNING|None|0|\n"
-            "3|PENDING|Resources|0|\n"
-            "4|CANCELLED|None|15|\n"
-            "5_1|RUNNING|None|0|\n"  # an array task: not a pilot
-            "garbage\n")
+    text = (
+        "2|FAILED|NonZeroExitCode|768|\n"
+        "1|RUNNING|None|0|\n"
+        "3|PENDING|Resources|0|\n"
+        "4|CANCELLED|None|15|\n"
+        "5_1|RUNNING|None|0|\n"  # an array task: not a pilot
+        "garbage\n"
+    )
     jobs = parse_squeue(text)
     assert jobs == {
         "2": SlurmJob("2", "FAILED", "NonZeroExitCode", 3, 0),
@@ -195,14 +243,17 @@ def test_parse_squeue() -> None:
     assert jobs["2"].pilot_state is PilotState.FAILED
 
 
-@pytest.mark.parametrize(("status", "result"), [(0, (0, 0)), (768, (3, 0)), (9, (None, 9)),
-                                                (65 << 8, (65, 0))])
+@pytest.mark.parametrize(
+    ("status", "result"), [(0, (0, 0)), (768, (3, 0)), (9, (None, 9)), (65 << 8, (65, 0))]
+)
 def test_exit_status(status: int, result: tuple[int | None, int]) -> None:
     assert exit_status(status) == result
 
 
-@pytest.mark.parametrize(("text", "result"), [("3:0", (3, 0)), ("0:15", (None, 15)),
-                                              ("0:0", (0, 0)), ("", (None, 0)), ("x:y", (None, 0))])
+@pytest.mark.parametrize(
+    ("text", "result"),
+    [("3:0", (3, 0)), ("0:15", (None, 15)), ("0:0", (0, 0)), ("", (None, 0)), ("x:y", (None, 0))],
+)
 def test_parse_exit_code(text: str, result: tuple[int | None, int]) -> None:
     assert parse_exit_code(text) == result
 
@@ -238,11 +289,13 @@ def test_parse_sacct() -> None:
 
 
 def test_parse_config() -> None:
-    text = ("Configuration data as of 2026-11-25T11:00:00\n"
-            "AccountingStorageType   = accounting_storage/none\n"
-            "JobCompLoc              = /tmp/x/log/jobcomp.log\n"
-            "JobCompType             = jobcomp/filetxt\n"
-            "SLURM_CONF              = /tmp/x/etc/slurm.conf\n")
+    text = (
+        "Configuration data as of 2026-11-25T11:00:00\n"
+        "AccountingStorageType   = accounting_storage/none\n"
+        "JobCompLoc              = /tmp/x/log/jobcomp.log\n"
+        "JobCompType             = jobcomp/filetxt\n"
+        "SLURM_CONF              = /tmp/x/etc/slurm.conf\n"
+    )
     config = parse_config(text)
     assert config["JobCompType"] == "jobcomp/filetxt"
     assert config["JobCompLoc"] == "/tmp/x/log/jobcomp.log"
@@ -252,10 +305,11 @@ def test_parse_config() -> None:
 def test_describe_names_state_reason_exit_code_and_bootstrap_reason() -> None:
     failed = SlurmJob("5", "FAILED", "NonZeroExitCode", 65, 0)
     assert describe(failed, "5") == (
-        "Slurm job 5: FAILED (NonZeroExitCode), exit code 65: "
-        + BOOTSTRAP_EXIT_REASONS[65])
+        "Slurm job 5: FAILED (NonZeroExitCode), exit code 65: " + BOOTSTRAP_EXIT_REASONS[65]
+    )
     assert describe(SlurmJob("6", "CANCELLED", "", None, 15), "6") == (
-        "Slurm job 6: CANCELLED, killed by signal 15")
+        "Slurm job 6: CANCELLED, killed by signal 15"
+    )
     assert "not known to Slurm" in describe(None, "7")
 
 
@@ -269,8 +323,10 @@ def test_output_text() -> None:
 
 
 def test_parse_slurm_timestamp_is_local_time() -> None:
-    assert parse_slurm_timestamp("2026-11-25T11:08:32") == datetime(2026, 11, 25, 11, 8,
-                                                                    32).timestamp()
+    assert (
+        parse_slurm_timestamp("2026-11-25T11:08:32")
+        == datetime(2026, 11, 25, 11, 8, 32).timestamp()
+    )
 
 
 @pytest.mark.parametrize("text", ["NONE", "Unknown", "N/A", "", "UNLIMITED", "tomorrow"])
@@ -279,9 +335,11 @@ def test_parse_slurm_timestamp_without_a_time(text: str) -> None:
 
 
 def test_end_time_from_scontrol() -> None:
-    text = ("JobId=9 JobName=p RunTime=00:00:01 TimeLimit=00:05:00 TimeMin=N/A "
-            "SubmitTime=2026-11-25T11:00:00 StartTime=2026-11-25T11:00:01 "
-            "EndTime=2026-11-25T11:05:01 Deadline=N/A")
+    text = (
+        "JobId=9 JobName=p RunTime=00:00:01 TimeLimit=00:05:00 TimeMin=N/A "
+        "SubmitTime=2026-11-25T11:00:00 StartTime=2026-11-25T11:00:01 "
+        "EndTime=2026-11-25T11:05:01 Deadline=N/A"
+    )
     assert end_time_from_scontrol(text) == datetime(2026, 11, 25, 11, 5, 1).timestamp()
     assert end_time_from_scontrol("JobId=9 EndTime=Unknown") is None
     assert end_time_from_scontrol("no such thing") is None
@@ -310,10 +368,18 @@ def test_time_left_when_slurm_cannot_tell(tmp_path: Path) -> None:
     assert time_left_from_batch(environ, 1000.0) is None
 
 
-@pytest.mark.parametrize(("given", "batch", "used"), [
-    (3600.0, None, 3600.0), (0.0, None, 0.0), (3600.0, 600.0, 600.0), (600.0, 3600.0, 600.0),
-    (0.0, 900.0, 900.0), (0.0, 0.0, 1.0), (3600.0, 0.0, 1.0),
-])
+@pytest.mark.parametrize(
+    ("given", "batch", "used"),
+    [
+        (3600.0, None, 3600.0),
+        (0.0, None, 0.0),
+        (3600.0, 600.0, 600.0),
+        (600.0, 3600.0, 600.0),
+        (0.0, 900.0, 900.0),
+        (0.0, 0.0, 1.0),
+        (3600.0, 0.0, 1.0),
+    ],
+)
 def test_effective_time_left(given: float, batch: float | None, used: float) -> None:
     assert effective_time_left(given, batch) == used
 
@@ -338,18 +404,45 @@ def test_bootstrap_reason() -> None:
 
 def test_bootstrap_command_wraps_the_directors_pilot_argv() -> None:
     argv = ["/usr/bin/python3", "-m", "dirac_like", "pilot", "--site", "S", "--ce", "c"]
-    assert bootstrap_command(argv) == ["/bin/bash", str(BOOTSTRAP_SCRIPT), "--", "--site", "S",
-                                       "--ce", "c"]
-    wrapped = bootstrap_command(argv, python="/usr/bin/python3", install_from="/w/dl.whl",
-                                venv="/shared/venv", script="/opt/boot.sh")
-    assert wrapped == ["/bin/bash", "/opt/boot.sh", "--python", "/usr/bin/python3",
-                       "--install-from", "/w/dl.whl", "--venv", "/shared/venv", "--",
-                       "--site", "S", "--ce", "c"]
+    assert bootstrap_command(argv) == [
+        "/bin/bash",
+        str(BOOTSTRAP_SCRIPT),
+        "--",
+        "--site",
+        "S",
+        "--ce",
+        "c",
+    ]
+    wrapped = bootstrap_command(
+        argv,
+        python="/usr/bin/python3",
+        install_from="/w/dl.whl",
+        venv="/shared/venv",
+        script="/opt/boot.sh",
+    )
+    assert wrapped == [
+        "/bin/bash",
+        "/opt/boot.sh",
+        "--python",
+        "/usr/bin/python3",
+        "--install-from",
+        "/w/dl.whl",
+        "--venv",
+        "/shared/venv",
+        "--",
+        "--site",
+        "S",
+        "--ce",
+        "c",
+    ]
 
 
 def test_bootstrap_command_takes_the_console_script_form() -> None:
     assert bootstrap_command(["/usr/local/bin/dirac-like", "pilot", "--site", "S"])[-3:] == [
-        "--", "--site", "S"]
+        "--",
+        "--site",
+        "S",
+    ]
 
 
 def test_bootstrap_command_refuses_what_is_not_a_pilot() -> None:

@@ -25,15 +25,17 @@ from dirac_like.submission import prepare_submission, sandbox_name, with_sandbox
         ("a.sh", ["a.sh", "SB:abc"]),
     ],
 )
-def test_sandbox_entry_is_written_in_place_keeping_every_line(value: str, expected: list[str]
-                                                              ) -> None:
+def test_sandbox_entry_is_written_in_place_keeping_every_line(
+    value: str, expected: list[str]
+) -> None:
     text = f'[\n  Executable = "x";\n  InputSandbox = {value};\n  Priority = 3;\n  Foo = 1\n]\n'
     changed = with_sandbox_entry(text, "SB:abc")
     before, after = parse_jdl(text), parse_jdl(changed)
     assert after.lines == before.lines
     assert after.attributes["InputSandbox"] == expected
     assert {k: v for k, v in after.attributes.items() if k != "InputSandbox"} == {
-        k: v for k, v in before.attributes.items() if k != "InputSandbox"}
+        k: v for k, v in before.attributes.items() if k != "InputSandbox"
+    }
 
 
 def test_sandbox_entry_keeps_a_parametric_placeholder() -> None:
@@ -60,13 +62,18 @@ def test_prepare_finds_files_anywhere_for_every_expanded_job(tmp_path: Path) -> 
         (tmp_path / name).write_text(name)
     absolute = tmp_path / "tools" / "abs.cfg"
     absolute.write_text("cfg")
-    text = (f'Executable = "x";\nInputSandbox = {{ "../tools/run.sh", "{absolute}", "in_%s.txt",'
-            ' "LFN:/vo/grid.tgz" };\nParameters = { "a", "b" };\nOwner = "x";\n')
+    text = (
+        f'Executable = "x";\nInputSandbox = {{ "../tools/run.sh", "{absolute}", "in_%s.txt",'
+        ' "LFN:/vo/grid.tgz" };\nParameters = { "a", "b" };\nOwner = "x";\n'
+    )
     [job] = prepare_submission([(tmp_path / "jobs" / "j.jdl", text)])
     assert job.jobs == 2
-    assert job.files == {"run.sh": tmp_path / "jobs" / "../tools/run.sh", "abs.cfg": absolute,
-                         "in_a.txt": tmp_path / "jobs" / "in_a.txt",
-                         "in_b.txt": tmp_path / "jobs" / "in_b.txt"}
+    assert job.files == {
+        "run.sh": tmp_path / "jobs" / "../tools/run.sh",
+        "abs.cfg": absolute,
+        "in_a.txt": tmp_path / "jobs" / "in_a.txt",
+        "in_b.txt": tmp_path / "jobs" / "in_b.txt",
+    }
     assert [(w.attribute, w.line) for w in job.warnings] == [("Owner", 4)]
 
 
@@ -78,8 +85,9 @@ def test_prepare_finds_files_anywhere_for_every_expanded_job(tmp_path: Path) -> 
         ('".."', "names no file"),
     ],
 )
-def test_prepare_refuses_naming_the_file_attribute_and_line(tmp_path: Path, entries: str,
-                                                            message: str) -> None:
+def test_prepare_refuses_naming_the_file_attribute_and_line(
+    tmp_path: Path, entries: str, message: str
+) -> None:
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "run.sh").write_text("x")

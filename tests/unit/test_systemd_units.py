@@ -15,7 +15,8 @@ UNITS = sorted((Path(__file__).resolve().parents[2] / "etc" / "systemd").glob("*
 
 def test_there_are_units_for_the_service_the_director_and_the_monitoring_agent() -> None:
     assert {unit.name for unit in UNITS} == {
-        "dirac-like-central.service", "dirac-like-director@.service",
+        "dirac-like-central.service",
+        "dirac-like-director@.service",
         "dirac-like-monitoring.service",
     }
 
@@ -27,8 +28,11 @@ def test_exec_start_parses_with_the_cli(unit: Path) -> None:
     command = shlex.split(parser["Service"]["ExecStart"].replace("%i", "LCG.Example.org"))
     assert command[0].endswith("/dirac-like")
     args = build_parser().parse_args(command[1:])  # a wrong flag exits with usage (2)
-    assert (args.cli_group, args.cli_command) in {("service", "central"), ("agent", "director"),
-                                                  ("agent", "monitoring")}
+    assert (args.cli_group, args.cli_command) in {
+        ("service", "central"),
+        ("agent", "director"),
+        ("agent", "monitoring"),
+    }
     assert parser["Service"]["KillSignal"] == "SIGTERM"
 
 

@@ -22,10 +22,14 @@ STARTED = 1_700_000_000.0
 DIMENSIONS = ("memory", "disk", "cpu", "wall", "time_left")
 
 
-def sample(wall: float = 10.0, cpu: float = 5.0, rss: float = 100.0, disk: float = 10.0,
-           started: float = STARTED) -> Sample:
-    return Sample(now=started + wall, started=started, cpu_seconds=cpu, rss_mb=rss,
-                  disk_mb=disk)
+def sample(
+    wall: float = 10.0,
+    cpu: float = 5.0,
+    rss: float = 100.0,
+    disk: float = 10.0,
+    started: float = STARTED,
+) -> Sample:
+    return Sample(now=started + wall, started=started, cpu_seconds=cpu, rss_mb=rss, disk_mb=disk)
 
 
 # --------------------------------------------------------------------------------------------
@@ -39,8 +43,11 @@ def sample(wall: float = 10.0, cpu: float = 5.0, rss: float = 100.0, disk: float
         (Limits(cpu_time=3600), sample(cpu=3700.9), "Watchdog: CPU time 3700 s > CPUTime 3600 s"),
         (Limits(wall_time=5400), sample(wall=6000), "Watchdog: wall clock 6000 s > limit 5400 s"),
         (Limits(max_disk_mb=5000), sample(disk=5200), "Watchdog: disk 5200 MB > limit 5000 MB"),
-        (Limits(pilot_deadline=STARTED + 50), sample(wall=50),
-         "Watchdog: pilot time left exhausted"),
+        (
+            Limits(pilot_deadline=STARTED + 50),
+            sample(wall=50),
+            "Watchdog: pilot time left exhausted",
+        ),
     ],
 )
 def test_minor_status_wording(limits: Limits, over: Sample, expected: str) -> None:
@@ -67,8 +74,9 @@ def test_values_at_their_limit_are_within_it() -> None:
 
 
 def test_memory_wins_when_several_limits_are_over() -> None:
-    limits = Limits(cpu_time=10, wall_time=10, max_rss_mb=10, max_disk_mb=10,
-                    pilot_deadline=STARTED + 1)
+    limits = Limits(
+        cpu_time=10, wall_time=10, max_rss_mb=10, max_disk_mb=10, pilot_deadline=STARTED + 1
+    )
     verdict = Watchdog(limits).check(sample(cpu=99, wall=99, rss=99, disk=99))
     assert verdict is not None and verdict.reason == "memory"
 
@@ -90,12 +98,14 @@ def test_wall_limit_is_one_and_a_half_cpu_time_plus_ten_minutes() -> None:
 
 def test_limits_for_job_derives_the_wall_limit() -> None:
     limits = Limits.for_job(cpu_time=3600, max_ram_mb=2048, pilot_deadline=STARTED + 10)
-    assert limits == Limits(cpu_time=3600, wall_time=6000, max_rss_mb=2048,
-                            pilot_deadline=STARTED + 10)
+    assert limits == Limits(
+        cpu_time=3600, wall_time=6000, max_rss_mb=2048, pilot_deadline=STARTED + 10
+    )
 
 
-@pytest.mark.parametrize("field", ["cpu_time", "wall_time", "max_rss_mb", "max_disk_mb",
-                                   "pilot_deadline"])
+@pytest.mark.parametrize(
+    "field", ["cpu_time", "wall_time", "max_rss_mb", "max_disk_mb", "pilot_deadline"]
+)
 def test_negative_limits_are_refused(field: str) -> None:
     with pytest.raises(InvalidArgument, match=field):
         Limits(**{field: -1})
@@ -145,23 +155,29 @@ def limits_and_sample_under(draw: st.DrawFn) -> tuple[Limits, Sample]:
     wall = under(wall_time)
     has_deadline = draw(st.booleans())
     deadline = started + wall + draw(st.integers(1, 10**6)) if has_deadline else 0.0
-    limits = Limits(cpu_time=cpu_time, wall_time=wall_time, max_rss_mb=rss, max_disk_mb=disk,
-                    pilot_deadline=deadline)
-    return limits, Sample(now=started + wall, started=started, cpu_seconds=under(cpu_time),
-                          rss_mb=under(rss), disk_mb=under(disk))
+    limits = Limits(
+        cpu_time=cpu_time,
+        wall_time=wall_time,
+        max_rss_mb=rss,
+        max_disk_mb=disk,
+        pilot_deadline=deadline,
+    )
+    return limits, Sample(
+        now=started + wall,
+        started=started,
+        cpu_seconds=under(cpu_time),
+        rss_mb=under(rss),
+        disk_mb=under(disk),
+    )
 
 
 @given(limits_and_sample_under())
-def test_never_a_verdict_when_every_value_is_under_its_limit(
-    case: tuple[Limits, Sample]
-) -> None:
+def test_never_a_verdict_when_every_value_is_under_its_limit(case: tuple[Limits, Sample]) -> None:
     limits, within = case
     assert Watchdog(limits).check(within) is None
 
 
-def push_over(
-    limits: Limits, within: Sample, dimension: str, excess: int
-) -> tuple[Limits, Sample]:
+def push_over(limits: Limits, within: Sample, dimension: str, excess: int) -> tuple[Limits, Sample]:
     """Make ``dimension`` exceed its limit by ``excess`` (setting a limit if there was none)."""
     if dimension == "memory":
         limit = limits.max_rss_mb or within.rss_mb or 1
@@ -191,8 +207,11 @@ def test_always_a_verdict_when_one_value_is_over(
     assert verdict.minor_status.startswith("Watchdog: ")
 
 
-@given(limits_and_sample_under(), st.lists(st.sampled_from(DIMENSIONS), min_size=1,
-                                           unique=True), st.integers(1, 1000))
+@given(
+    limits_and_sample_under(),
+    st.lists(st.sampled_from(DIMENSIONS), min_size=1, unique=True),
+    st.integers(1, 1000),
+)
 def test_always_a_verdict_when_several_values_are_over(
     case: tuple[Limits, Sample], dimensions: list[str], excess: int
 ) -> None:

@@ -53,7 +53,8 @@ def query(params: dict[str, str], principal: Principal = ALICE) -> JobQuery:
 
 def test_a_users_search_is_narrowed_to_their_own_jobs() -> None:
     assert query({"status": "waiting", "site": "LCG.A.org"}) == JobQuery(
-        owner="alice", status="Waiting", site="LCG.A.org", limit=50)
+        owner="alice", status="Waiting", site="LCG.A.org", limit=50
+    )
 
 
 def test_a_user_asking_for_another_owners_jobs_is_refused() -> None:
@@ -71,18 +72,31 @@ def test_a_director_may_not_search_jobs() -> None:
         query({}, DIRECTOR)
 
 
-@pytest.mark.parametrize("params", [
-    {"status": "Sleeping"}, {"limit": "0"}, {"limit": "100000"}, {"limit": "-1"},
-    {"limit": "1e3"}, {"before": "x"}, {"site": "x" * 101}, {"name": "a\x00b"},
-    {"limit": "١٢"},  # digits, but not ASCII ones
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"status": "Sleeping"},
+        {"limit": "0"},
+        {"limit": "100000"},
+        {"limit": "-1"},
+        {"limit": "1e3"},
+        {"before": "x"},
+        {"site": "x" * 101},
+        {"name": "a\x00b"},
+        {"limit": "١٢"},  # digits, but not ASCII ones
+    ],
+)
 def test_bad_values_are_named(params: dict[str, str]) -> None:
     with pytest.raises(BadQuery, match=next(iter(params))):
         query(params)
 
 
-@given(st.dictionaries(st.sampled_from(["owner", "status", "site", "group", "name", "limit",
-                                        "before", "other"]), st.text(max_size=120)))
+@given(
+    st.dictionaries(
+        st.sampled_from(["owner", "status", "site", "group", "name", "limit", "before", "other"]),
+        st.text(max_size=120),
+    )
+)
 def test_any_parameters_give_a_query_or_a_clear_refusal(params: dict[str, str]) -> None:
     try:
         result = query(params)
@@ -97,8 +111,12 @@ def test_the_next_page_starts_below_the_last_job_shown() -> None:
             self.job_id = job_id
 
     page = JobQuery(owner="alice", status="Done", limit=2)
-    assert next_page(page, [Row(9), Row(7)]) == {"owner": "alice", "status": "Done",
-                                                 "before": "7", "limit": "2"}
+    assert next_page(page, [Row(9), Row(7)]) == {
+        "owner": "alice",
+        "status": "Done",
+        "before": "7",
+        "limit": "2",
+    }
     assert next_page(page, [Row(9)]) is None
 
 
@@ -106,9 +124,13 @@ def test_the_next_page_starts_below_the_last_job_shown() -> None:
 
 
 def test_the_overview_counts_by_status_in_state_order_and_active_jobs_by_site() -> None:
-    counts = [CountRow("Done", "A", "g1", 5), CountRow("Waiting", "ANY", "g1", 3),
-              CountRow("Running", "A", "g2", 2), CountRow("Matched", "B", "g1", 4),
-              CountRow("Running", "B", "g1", 1)]
+    counts = [
+        CountRow("Done", "A", "g1", 5),
+        CountRow("Waiting", "ANY", "g1", 3),
+        CountRow("Running", "A", "g2", 2),
+        CountRow("Matched", "B", "g1", 4),
+        CountRow("Running", "B", "g1", 1),
+    ]
     summary = overview(counts)
     assert summary.total == 15
     assert summary.by_status == [("Waiting", 3), ("Matched", 4), ("Running", 3), ("Done", 5)]
@@ -120,9 +142,13 @@ def test_share_rows_use_the_matchers_rule() -> None:
     """Targets from the configuration with set-share overrides; realised: running cores plus
     decayed usage, as fractions of the whole."""
     config = SharesConfig(half_life=3600.0, groups={"physics": 3.0, "users": 1.0})
-    rows = share_rows(config, {"users": 2.0}, [UsageRecord("physics", "", 0.0, 1000.0)],
-                      [RunningCores("physics", "alice", 3), RunningCores("users", "bob", 1)],
-                      now=1000.0)
+    rows = share_rows(
+        config,
+        {"users": 2.0},
+        [UsageRecord("physics", "", 0.0, 1000.0)],
+        [RunningCores("physics", "alice", 3), RunningCores("users", "bob", 1)],
+        now=1000.0,
+    )
     by_group = {row.group: row for row in rows}
     assert math.isclose(by_group["physics"].target, 0.6)
     assert math.isclose(by_group["users"].target, 0.4)
@@ -133,8 +159,12 @@ def test_share_rows_use_the_matchers_rule() -> None:
 def test_share_history_keeps_the_last_samples() -> None:
     history = ShareHistory(size=3)
     for second in range(5):
-        history.add(float(second), share_rows(
-            SharesConfig(groups={"a": 1.0}), {}, [], [RunningCores("a", "u", 1)], float(second)))
+        history.add(
+            float(second),
+            share_rows(
+                SharesConfig(groups={"a": 1.0}), {}, [], [RunningCores("a", "u", 1)], float(second)
+            ),
+        )
     assert [t for t, _ in history.series()["a"]] == [2.0, 3.0, 4.0]
     assert history.targets == {"a": 1.0}
 
@@ -142,11 +172,17 @@ def test_share_history_keeps_the_last_samples() -> None:
 def test_site_rows_merge_bans_jobs_and_pilots() -> None:
     sites = site_rows(
         [SiteRecord("B", True, "SE down", 1.0)],
-        [CountRow("Running", "A", "g", 2), CountRow("Done", "A", "g", 7),
-         CountRow("Waiting", "ANY", "g", 9)],
-        [PilotCount("A", "ce1", "Running", 2), PilotCount("A", "ce2", "Done", 1)])
+        [
+            CountRow("Running", "A", "g", 2),
+            CountRow("Done", "A", "g", 7),
+            CountRow("Waiting", "ANY", "g", 9),
+        ],
+        [PilotCount("A", "ce1", "Running", 2), PilotCount("A", "ce2", "Done", 1)],
+    )
     assert [(s.name, s.status, s.reason, s.active_jobs, s.done) for s in sites] == [
-        ("A", "Active", "", 2, 7), ("B", "Banned", "SE down", 0, 0)]
+        ("A", "Active", "", 2, 7),
+        ("B", "Banned", "SE down", 0, 0),
+    ]
     assert sites[0].pilots == {"Running": 2, "Done": 1} and sites[0].ces == ["ce1", "ce2"]
 
 
@@ -156,10 +192,14 @@ def test_panels_follow_the_roles_of_the_operations() -> None:
 
 
 def test_a_description_reads_back_as_jdl() -> None:
-    assert jdl_lines({"Executable": "/bin/echo", "Arguments": 'say "hi"', "Priority": 3,
-                      "Site": ["A", "B"]}) == [
-        'Executable = "/bin/echo";', 'Arguments = "say \\"hi\\"";', "Priority = 3;",
-        'Site = { "A", "B" };']
+    assert jdl_lines(
+        {"Executable": "/bin/echo", "Arguments": 'say "hi"', "Priority": 3, "Site": ["A", "B"]}
+    ) == [
+        'Executable = "/bin/echo";',
+        'Arguments = "say \\"hi\\"";',
+        "Priority = 3;",
+        'Site = { "A", "B" };',
+    ]
 
 
 # -- plots ---------------------------------------------------------------------------------------
@@ -179,23 +219,37 @@ def test_share_timeline_has_a_line_and_a_target_per_group() -> None:
 
 
 def test_a_site_only_asked_for_by_waiting_jobs_is_not_listed() -> None:
-    sites = site_rows([], [CountRow("Waiting", "LCG.Nowhere.org", "g", 2),
-                           CountRow("Killed", "LCG.Nowhere.org", "g", 1)], [])
+    sites = site_rows(
+        [],
+        [
+            CountRow("Waiting", "LCG.Nowhere.org", "g", 2),
+            CountRow("Killed", "LCG.Nowhere.org", "g", 1),
+        ],
+        [],
+    )
     assert sites == []
 
 
 def test_pilots_add_up_by_site_and_state_over_the_ces() -> None:
     from dirac_like.services.web.views import pilots_by_site
 
-    assert pilots_by_site([PilotCount("B", "ce1", "Running", 2), PilotCount("A", "ce1", "Done", 1),
-                           PilotCount("B", "ce2", "Running", 3)]) == [
-        ("A", {"Done": 1}), ("B", {"Running": 5})]
+    assert pilots_by_site(
+        [
+            PilotCount("B", "ce1", "Running", 2),
+            PilotCount("A", "ce1", "Done", 1),
+            PilotCount("B", "ce2", "Running", 3),
+        ]
+    ) == [("A", {"Done": 1}), ("B", {"Running": 5})]
 
 
-@pytest.mark.parametrize(("listen", "expected"), [
-    ("127.0.0.1:0", ("127.0.0.1", 0)), ("http://127.0.0.1:7780/", ("127.0.0.1", 7780)),
-    ("[::1]:8080", ("::1", 8080)),
-])
+@pytest.mark.parametrize(
+    ("listen", "expected"),
+    [
+        ("127.0.0.1:0", ("127.0.0.1", 0)),
+        ("http://127.0.0.1:7780/", ("127.0.0.1", 7780)),
+        ("[::1]:8080", ("::1", 8080)),
+    ],
+)
 def test_listen_addresses(listen: str, expected: tuple[str, int]) -> None:
     from dirac_like.services.web.server import parse_listen
 
@@ -215,11 +269,18 @@ def test_a_login_link_carries_the_token_quoted() -> None:
     from dirac_like.cli.web import login_url
 
     assert login_url("http://127.0.0.1:7780/", "dlw1.a+b/c.d") == (
-        "http://127.0.0.1:7780/login?token=dlw1.a%2Bb%2Fc.d")
+        "http://127.0.0.1:7780/login?token=dlw1.a%2Bb%2Fc.d"
+    )
 
 
 def test_the_monitoring_agents_status_of_a_site_stands() -> None:
-    sites = site_rows([SiteRecord("A", True, "probes failing", 1.0)], [], [],
-                      {"A": ("Probing", "back from a ban"), "C": ("Degraded", "2 of 3 failed")})
+    sites = site_rows(
+        [SiteRecord("A", True, "probes failing", 1.0)],
+        [],
+        [],
+        {"A": ("Probing", "back from a ban"), "C": ("Degraded", "2 of 3 failed")},
+    )
     assert [(s.name, s.status, s.reason) for s in sites] == [
-        ("A", "Probing", "back from a ban"), ("C", "Degraded", "2 of 3 failed")]
+        ("A", "Probing", "back from a ban"),
+        ("C", "Degraded", "2 of 3 failed"),
+    ]

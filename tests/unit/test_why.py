@@ -21,17 +21,24 @@ from dirac_like.model import Requirements
 from dirac_like.protocol import Op, PilotResources
 
 CERN, RAL = "LCG.CERN.cern", "LCG.RAL.uk"
-BIG_CE = {"site": CERN, "ce": "ce-big", "cores": 8, "memory_mb": 32000,
-          "cpu_time_left": 172800, "tags": ["SSD"]}
-SMALL_CE = {"site": RAL, "ce": "ce-small", "cores": 4, "memory_mb": 8000,
-            "cpu_time_left": 86400}
+BIG_CE = {
+    "site": CERN,
+    "ce": "ce-big",
+    "cores": 8,
+    "memory_mb": 32000,
+    "cpu_time_left": 172800,
+    "tags": ["SSD"],
+}
+SMALL_CE = {"site": RAL, "ce": "ce-small", "cores": 4, "memory_mb": 8000, "cpu_time_left": 86400}
 
 
 def sized(*ces: dict[str, Any]) -> Callable[[Grid], None]:
     """Directors size pilots for these CEs (the CEs become known)."""
+
     def step(grid: Grid) -> None:
         for ce in ces:
             grid.call(Op.ELIGIBLE, resources=ce)
+
     return step
 
 
@@ -81,51 +88,142 @@ def running(grid: Grid, job_id: int) -> None:
 
 CASES = [
     Case("nothing known yet", [], HELLO, "unknown-grid", "no CE and no pilot is known yet"),
-    Case("more cores than any CE", [sized(BIG_CE, SMALL_CE)],
-         HELLO + " NumberOfProcessors = 64;", "never",
-         "NumberOfProcessors 64 > the largest CE's 8", {"NumberOfProcessors": 2}),
-    Case("a tag no CE offers", [sized(BIG_CE, SMALL_CE)], HELLO + ' Tags = {"GPU"};',
-         "never", "Tags GPU: no CE offers it", {"Tags": 2}),
-    Case("more CPU time than any CE", [sized(BIG_CE, SMALL_CE)], HELLO + " CPUTime = 400000;",
-         "never", "CPUTime 400000 > every CE's max 172800", {"CPUTime": 2}),
-    Case("a site that does not exist", [sized(BIG_CE)], HELLO + ' Site = "LCG.Nowhere.org";',
-         "never", "Site LCG.Nowhere.org: no such site", {"Site": 1}),
-    Case("more memory than any CE", [sized(SMALL_CE)], HELLO + " MaxRAM = 16000;",
-         "never", "MaxRAM 16000 MB > the largest CE's 8000 MB", {"MaxRAM": 1}),
-    Case("the only capable site is banned",
-         [sized(BIG_CE, SMALL_CE), pilot("p1"), call(Op.BAN_SITE, site=CERN, reason="disk full")],
-         HELLO + " NumberOfProcessors = 8;", "sites", f"{CERN} is banned (disk full)",
-         {"NumberOfProcessors": 1}),
-    Case("the only capable site is in a downtime",
-         [sized(BIG_CE), pilot("p1"), call(Op.DOWNTIME_ADD, target=CERN, kind="site",
-                                           start=0.0, end=1e12, reason="new cooling")],
-         HELLO, "sites", f"site {CERN} is in scheduled downtime 1: new cooling"),
-    Case("the only capable site drains",
-         [sized(BIG_CE), pilot("p1"), call(Op.SITE_DRAIN, site=CERN)], HELLO, "sites",
-         f"{CERN} is draining"),
-    Case("the only capable site is at its limit",
-         [sized(BIG_CE), call(Op.SITE_LIMIT, site=CERN, limit=1), running_at_cern], HELLO,
-         "sites", f"{CERN} is at its limit of 1 running jobs"),
-    Case("no pilot ever came to the capable site", [sized(BIG_CE)], HELLO, "sites",
-         f"{CERN} has had no pilot yet"),
-    Case("the last pilot came long ago", [sized(BIG_CE), pilot("p1"), later(7200)], HELLO,
-         "sites", f"{CERN} has had no pilot for 2.0 h"),
-    Case("pilots came but none had the cores free",
-         [sized(BIG_CE), pilot("p1", cores=1), pilot("p2", cores=2)],
-         HELLO + " NumberOfProcessors = 4;", "no-pilots", f"no pilot that fits it came lately "
-         f"to {CERN}"),
-    Case("it lost to a group served first",
-         [sized(BIG_CE), pilot("p1"), submitted(HELLO, owner="bob", group="atlas"),
-          submitted(HELLO, owner="bob", group="atlas")],
-         HELLO, "lost", "2 jobs ahead of it"),
-    Case("first in line while the pilots that fit are busy",
-         [sized(BIG_CE), pilot("p1"), submitted(HELLO, owner="bob", group="atlas"),
-          lambda grid: grid.pilot("p2", **BIG_CE) and None],  # atlas's job: matched, queue empty
-         HELLO, "lost", "it is first in line"),
-    Case("held back after its pilot handed it back", [sized(BIG_CE)], HELLO, "held",
-         "back to Waiting in 10 s", after=[rescheduled_by_its_pilot]),
-    Case("running, not waiting", [sized(BIG_CE)], HELLO, "not-waiting",
-         "the job is Running, not waiting", after=[running]),
+    Case(
+        "more cores than any CE",
+        [sized(BIG_CE, SMALL_CE)],
+        HELLO + " NumberOfProcessors = 64;",
+        "never",
+        "NumberOfProcessors 64 > the largest CE's 8",
+        {"NumberOfProcessors": 2},
+    ),
+    Case(
+        "a tag no CE offers",
+        [sized(BIG_CE, SMALL_CE)],
+        HELLO + ' Tags = {"GPU"};',
+        "never",
+        "Tags GPU: no CE offers it",
+        {"Tags": 2},
+    ),
+    Case(
+        "more CPU time than any CE",
+        [sized(BIG_CE, SMALL_CE)],
+        HELLO + " CPUTime = 400000;",
+        "never",
+        "CPUTime 400000 > every CE's max 172800",
+        {"CPUTime": 2},
+    ),
+    Case(
+        "a site that does not exist",
+        [sized(BIG_CE)],
+        HELLO + ' Site = "LCG.Nowhere.org";',
+        "never",
+        "Site LCG.Nowhere.org: no such site",
+        {"Site": 1},
+    ),
+    Case(
+        "more memory than any CE",
+        [sized(SMALL_CE)],
+        HELLO + " MaxRAM = 16000;",
+        "never",
+        "MaxRAM 16000 MB > the largest CE's 8000 MB",
+        {"MaxRAM": 1},
+    ),
+    Case(
+        "the only capable site is banned",
+        [sized(BIG_CE, SMALL_CE), pilot("p1"), call(Op.BAN_SITE, site=CERN, reason="disk full")],
+        HELLO + " NumberOfProcessors = 8;",
+        "sites",
+        f"{CERN} is banned (disk full)",
+        {"NumberOfProcessors": 1},
+    ),
+    Case(
+        "the only capable site is in a downtime",
+        [
+            sized(BIG_CE),
+            pilot("p1"),
+            call(
+                Op.DOWNTIME_ADD, target=CERN, kind="site", start=0.0, end=1e12, reason="new cooling"
+            ),
+        ],
+        HELLO,
+        "sites",
+        f"site {CERN} is in scheduled downtime 1: new cooling",
+    ),
+    Case(
+        "the only capable site drains",
+        [sized(BIG_CE), pilot("p1"), call(Op.SITE_DRAIN, site=CERN)],
+        HELLO,
+        "sites",
+        f"{CERN} is draining",
+    ),
+    Case(
+        "the only capable site is at its limit",
+        [sized(BIG_CE), call(Op.SITE_LIMIT, site=CERN, limit=1), running_at_cern],
+        HELLO,
+        "sites",
+        f"{CERN} is at its limit of 1 running jobs",
+    ),
+    Case(
+        "no pilot ever came to the capable site",
+        [sized(BIG_CE)],
+        HELLO,
+        "sites",
+        f"{CERN} has had no pilot yet",
+    ),
+    Case(
+        "the last pilot came long ago",
+        [sized(BIG_CE), pilot("p1"), later(7200)],
+        HELLO,
+        "sites",
+        f"{CERN} has had no pilot for 2.0 h",
+    ),
+    Case(
+        "pilots came but none had the cores free",
+        [sized(BIG_CE), pilot("p1", cores=1), pilot("p2", cores=2)],
+        HELLO + " NumberOfProcessors = 4;",
+        "no-pilots",
+        f"no pilot that fits it came lately to {CERN}",
+    ),
+    Case(
+        "it lost to a group served first",
+        [
+            sized(BIG_CE),
+            pilot("p1"),
+            submitted(HELLO, owner="bob", group="atlas"),
+            submitted(HELLO, owner="bob", group="atlas"),
+        ],
+        HELLO,
+        "lost",
+        "2 jobs ahead of it",
+    ),
+    Case(
+        "first in line while the pilots that fit are busy",
+        [
+            sized(BIG_CE),
+            pilot("p1"),
+            submitted(HELLO, owner="bob", group="atlas"),
+            lambda grid: grid.pilot("p2", **BIG_CE) and None,
+        ],  # atlas's job: matched, queue empty
+        HELLO,
+        "lost",
+        "it is first in line",
+    ),
+    Case(
+        "held back after its pilot handed it back",
+        [sized(BIG_CE)],
+        HELLO,
+        "held",
+        "back to Waiting in 10 s",
+        after=[rescheduled_by_its_pilot],
+    ),
+    Case(
+        "running, not waiting",
+        [sized(BIG_CE)],
+        HELLO,
+        "not-waiting",
+        "the job is Running, not waiting",
+        after=[running],
+    ),
 ]
 
 
@@ -150,12 +248,14 @@ def test_why_gives_the_matchers_reason(case: Case) -> None:
 def test_a_never_runnable_job_says_so_at_submission() -> None:
     grid = Grid()
     sized(BIG_CE)(grid)
-    reply = grid.call(Op.SUBMIT, descriptions=[HELLO + " NumberOfProcessors = 64;", HELLO],
-                      owner="alice")
+    reply = grid.call(
+        Op.SUBMIT, descriptions=[HELLO + " NumberOfProcessors = 64;", HELLO], owner="alice"
+    )
 
     never, fine = reply["job_ids"]
-    assert reply["warnings"] == ["1 job(s): No CE can run it: NumberOfProcessors 64 > the "
-                                 "largest CE's 8"]
+    assert reply["warnings"] == [
+        "1 job(s): No CE can run it: NumberOfProcessors 64 > the largest CE's 8"
+    ]
     statuses = {row["job_id"]: row for row in grid.call(Op.STATUS, job_ids=[never, fine])}
     assert statuses[never]["status"] == "Waiting"  # it runs if such a CE comes
     assert statuses[never]["minor_status"].startswith("No CE can run it")
@@ -200,5 +300,6 @@ def test_every_requirement_has_a_predicate_the_matcher_uses() -> None:
     small = PilotResources(site=CERN, cores=2)
     assert queue.rejections(small) == ["Tags", "NumberOfProcessors"]
     assert not queue.fits(small)
-    assert queue.fits_static(small) == all(check(queue.requirements, "g", small)
-                                           for _, check in STATIC_CHECKS)
+    assert queue.fits_static(small) == all(
+        check(queue.requirements, "g", small) for _, check in STATIC_CHECKS
+    )

@@ -38,9 +38,18 @@ from dirac_like.protocol import (
 from dirac_like.services.handlers import HANDLERS
 
 OPS = sorted(value for name, value in vars(Op).items() if name.isupper())
-SUMMARY = {"job_id": 1, "status": "Done", "minor_status": "", "application_status": "",
-           "site": "S", "owner": "alice", "group": "g", "job_name": "", "attempt": 1,
-           "pilot_id": "p1"}
+SUMMARY = {
+    "job_id": 1,
+    "status": "Done",
+    "minor_status": "",
+    "application_status": "",
+    "site": "S",
+    "owner": "alice",
+    "group": "g",
+    "job_name": "",
+    "attempt": 1,
+    "pilot_id": "p1",
+}
 
 
 def test_every_op_has_arguments_a_reply_a_handler_and_an_authz_rule() -> None:
@@ -58,17 +67,21 @@ def test_a_command_round_trips(command: PilotCommand) -> None:
 def test_commands_are_tagged_maps_on_the_wire() -> None:
     assert encode_command(KillJob(7)) == {"command": "kill", "job_id": 7}
     assert to_wire(CommandsReply([StopPilot("x")])) == {
-        "commands": [{"command": "stop", "reason": "x"}]}
+        "commands": [{"command": "stop", "reason": "x"}]
+    }
 
 
-@pytest.mark.parametrize(("raw", "problem"), [
-    ({"command": "drain"}, "unknown command 'drain'"),
-    ({"job_id": 7}, "unknown command"),
-    ({"command": "kill"}, "missing argument 'job_id'"),
-    ({"command": "kill", "job_id": "7"}, "must be int"),
-    ({"command": "stop", "reason": "x", "extra": 1}, "unknown argument"),
-    (["kill", 7], "must be a map"),
-])
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ({"command": "drain"}, "unknown command 'drain'"),
+        ({"job_id": 7}, "unknown command"),
+        ({"command": "kill"}, "missing argument 'job_id'"),
+        ({"command": "kill", "job_id": "7"}, "must be int"),
+        ({"command": "stop", "reason": "x", "extra": 1}, "unknown argument"),
+        (["kill", 7], "must be a map"),
+    ],
+)
 def test_a_bad_command_is_a_protocol_error(raw: Any, problem: str) -> None:
     with pytest.raises(ProtocolError, match=problem):
         decode_command(raw)
@@ -91,19 +104,28 @@ def test_replies_round_trip_through_the_wire_form() -> None:
     assert parse_reply(Op.STATUS, [SUMMARY]) == [JobSummary(**SUMMARY)]
 
 
-@pytest.mark.parametrize(("op", "raw", "problem"), [
-    (Op.KILL, {"killed": [1]}, "reply to kill: missing argument 'kill_requested'"),
-    (Op.KILL, {"killed": ["1"], "kill_requested": []}, r"reply to kill\.killed\[0\]"),
-    (Op.SUBMIT, [1, 2], "reply to submit: must be a map"),
-    (Op.STATUS, {"job_id": 1}, "reply to status: must be a list"),
-    (Op.STATUS, [{**SUMMARY, "status": None}], r"reply to status\[0\]\.status"),
-    (Op.REQUEST_JOB, {"job": None, "reason": "", "commands": [{"command": "x"}]},
-     r"reply to request_job\.commands\[0\]: unknown command"),
-    (Op.REQUEST_JOB, {"job": {"job_id": 1}, "reason": "", "commands": []},
-     r"reply to request_job\.job: wrong type"),
-    (Op.PING, None, "reply to ping: must be a map"),
-    (Op.HEARTBEAT, {"commands": [], "surprise": 1}, "unknown argument"),
-])
+@pytest.mark.parametrize(
+    ("op", "raw", "problem"),
+    [
+        (Op.KILL, {"killed": [1]}, "reply to kill: missing argument 'kill_requested'"),
+        (Op.KILL, {"killed": ["1"], "kill_requested": []}, r"reply to kill\.killed\[0\]"),
+        (Op.SUBMIT, [1, 2], "reply to submit: must be a map"),
+        (Op.STATUS, {"job_id": 1}, "reply to status: must be a list"),
+        (Op.STATUS, [{**SUMMARY, "status": None}], r"reply to status\[0\]\.status"),
+        (
+            Op.REQUEST_JOB,
+            {"job": None, "reason": "", "commands": [{"command": "x"}]},
+            r"reply to request_job\.commands\[0\]: unknown command",
+        ),
+        (
+            Op.REQUEST_JOB,
+            {"job": {"job_id": 1}, "reason": "", "commands": []},
+            r"reply to request_job\.job: wrong type",
+        ),
+        (Op.PING, None, "reply to ping: must be a map"),
+        (Op.HEARTBEAT, {"commands": [], "surprise": 1}, "unknown argument"),
+    ],
+)
 def test_a_malformed_reply_is_a_protocol_error(op: str, raw: Any, problem: str) -> None:
     with pytest.raises(ProtocolError, match=problem):
         parse_reply(op, raw)
@@ -127,9 +149,13 @@ def _values(hint: Any) -> st.SearchStrategy[Any]:
     if origin in (typing.Union, types.UnionType):
         return st.one_of(*(_values(arg) for arg in args))
     scalars: dict[Any, st.SearchStrategy[Any]] = {
-        int: st.integers(-(2**63), 2**63 - 1), float: st.floats(allow_nan=False),
-        str: st.text(max_size=20), bool: st.booleans(), bytes: st.binary(max_size=20),
-        type(None): st.none()}
+        int: st.integers(-(2**63), 2**63 - 1),
+        float: st.floats(allow_nan=False),
+        str: st.text(max_size=20),
+        bool: st.booleans(),
+        bytes: st.binary(max_size=20),
+        type(None): st.none(),
+    }
     return scalars[hint]
 
 
