@@ -111,6 +111,6 @@ def test_the_console_has_the_authorization_of_its_identity(
     shell = console()  # type: ignore[operator]
 
     shell.send("job kill 1\r")
-    shell.expect("may not kill job 1: it belongs to")
+    shell.expect("job 1 not found")  # another user's job: exactly as if it did not exist
     shell.send("exit\r")
     shell.expect(pexpect.EOF)

@@ -140,7 +140,7 @@ def test_defect_2_a_request_failing_inside_the_service_is_undone_alone(
 def test_defect_2_a_sandbox_file_error_is_a_store_error_for_that_request_only(
     loop: Loop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def disk_full(*args: Any) -> int:
+    def disk_full(*args: Any, **kwargs: Any) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     assert loop.service.sandboxes is not None
