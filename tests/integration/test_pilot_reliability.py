@@ -154,9 +154,11 @@ def test_defect_9_a_pilot_killed_the_moment_its_payload_ended_leaves_the_end_to_
     service = start_central()
     started = pilots(service.endpoint)
     with Client(service.endpoint, FAST_RETRIES) as client:
-        [job_id] = client.submit(['Executable = "/bin/sh"; Arguments = "-c \'sleep 1\'";'], "alice")
+        [job_id] = client.submit(['Executable = "/bin/sh"; Arguments = "-c \'sleep 2\'";'], "alice")
         pilot, workdir = started.start(name="abrupt")
         wait_status(client, job_id, ("Running",), 30)
+        # Running is reported before the payload starts: stop the pilot only once it runs
+        wait_for(lambda: payloads_of("abrupt", job_id), "the payload to start", timeout=30)
         os.kill(pilot.pid, signal.SIGSTOP)  # the pilot can neither keep nor send a report now
         ended = workdir / f"job_{job_id}_1" / "payload_ended"
         wait_for(ended.exists, "the payload keeper to note the end", timeout=30)
