@@ -5,8 +5,7 @@
   against its sha256 and unpacked with :func:`dirac_like.sandbox.safe_extract` (no path escapes,
   no links, no devices, bounded size). The other entries are the names of the files it holds,
   relative to the job's working folder; one that is not there after unpacking fails the job.
-  ``LFN:`` entries (grid files) are not fetched: there is no data management yet, and they are
-  logged and left to the payload.
+  ``LFN:`` entries (grid files) are fetched with the job's InputData (agents/job_data.py).
 - Output: the files ``OutputSandbox`` names, plus StdOutput and StdError, packed from the job's
   working folder and uploaded; a listed file that is missing is reported, not fatal. Nothing to
   pack, nothing uploaded.
@@ -66,8 +65,8 @@ def fetch_input(
         safe_extract(data, workdir, limits.max_unpacked_bytes)
     for entry in entries:
         if entry.startswith(GRID_PREFIX):
-            log.warning("input %s is a grid file: not fetched (no data management here)", entry)
-        elif not entry.startswith(SANDBOX_PREFIX) and not (workdir / sandbox_name(entry)).exists():
+            continue  # a grid file: agents/job_data.py fetches it
+        if not entry.startswith(SANDBOX_PREFIX) and not (workdir / sandbox_name(entry)).exists():
             # a local file is in the sandbox under its base name (../x.sh as x.sh)
             raise SandboxError(f"input sandbox file {entry!r} is not in the uploaded sandbox")
     return downloaded

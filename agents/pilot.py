@@ -37,6 +37,7 @@ Reliability (issue 11):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -77,6 +78,7 @@ from dirac_like.protocol import (
 )
 from dirac_like.states import JobStatus
 
+from .job_data import OutputOwner, fetch_input_data, upload_output_data
 from .job_folders import SWEEP_EVERY, JobFolders
 from .job_sandboxes import OutputSandbox, SandboxLimits, fetch_input, upload_output
 from .outbox import JOB_FILE, Outbox, Report, ended_report
@@ -320,6 +322,7 @@ class RunningJob:
     sample: Sample | None = None
     stored_description: dict[str, Any] = field(default_factory=dict)
     input_bytes: int = 0  # input sandbox downloaded (set by the worker thread)
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -593,6 +596,7 @@ class Pilot:
             runner,
             self.clock() + self.config.heartbeat_interval,
             description,
+            owner=match.owner,
         )
         job.stored_description = match.description
         try:
@@ -717,7 +721,28 @@ class Pilot:
         except DiracLikeError as exc:
             log.warning("job %s: input sandbox: %s", job.job_id, exc.message)
             return _not_run(f"Input sandbox: {exc.message}")
-        return job.runner.run()
+        try:
+            fetch_input_data(client, job.description, job.workdir, self.config.site)
+        except DiracLikeError as exc:
+            log.warning("job %s: input data: %s", job.job_id, exc.message)
+            return _not_run(f"Input data: {exc.message}")
+        result = job.runner.run()
+        if result.status is not JobStatus.DONE or not job.description.output_data:
+            return result
+        try:
+            upload_output_data(
+                client,
+                job.description,
+                job.workdir,
+                OutputOwner(job.job_id, job.owner),
+                self.config.site,
+            )
+        except DiracLikeError as exc:
+            log.warning("job %s: output data: %s", job.job_id, exc.message)
+            return dataclasses.replace(
+                result, status=JobStatus.FAILED, minor_status=f"Output data: {exc.message}"[:250]
+            )
+        return result
 
     def _upload_output(self, client: Client, job: RunningJob) -> OutputSandbox | None:
         """The output sandbox uploaded (or what went wrong); None if the service could not take

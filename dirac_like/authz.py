@@ -25,12 +25,19 @@ The policy, in brief (``RULES`` below is the authority):
   update_status only for jobs matched to it; heartbeat with its own pilot id (for a job that is
   no longer its own the service only answers "kill it", which changes nothing); downloads input
   sandboxes and uploads output sandboxes.
-- agent: read-only: ping, sites, task_queues, shares, pilots, list_jobs, status.
+- agent: read-only: ping, sites, task_queues, shares, pilots, list_jobs, status; and, for the
+  transfer agent, leasing and reporting transfers, reading the catalog and marking replicas.
 - monitor (the monitoring agent): submits probe jobs as itself into the reserved probe group
   only, and sees, kills and reads the output of its own jobs; reports probe results, sets the
   statuses its policy decided (never over an operator's ban: the handler refuses), reads sites,
   pilots, jobs, statuses and downtimes. Users may not submit into the probe group.
 - operators also declare and cancel downtimes and read probe results and statuses.
+
+Data (the replica catalog and transfers): everyone reads the catalog and the SE list. A user
+registers, removes and replicates only under its own folder ``/<vo>/user/<name>`` (the owner of
+what it registers or asks to copy is its name); operators set SE status and see all transfers;
+users see their own transfers. A pilot registers the output data of a job matched to it, under
+and as the job owner's (and asks for its failover transfer).
 
 Sandboxes are bound to their holders (dirac_like/sandbox.py), not a capability by hash: a user
 holds the input archives it uploaded (uploading the bytes, even of content stored already, is
@@ -144,6 +151,20 @@ _ACTIONS = {
     Op.DOWNTIME_ADD: "declare downtimes",
     Op.DOWNTIME_LIST: "list downtimes",
     Op.DOWNTIME_CANCEL: "cancel downtimes",
+    Op.SE_LIST: "list storage elements",
+    Op.SE_SET_STATUS: "set storage element status",
+    Op.CATALOG_REGISTER: "register files",
+    Op.CATALOG_FILES: "look files up",
+    Op.CATALOG_LIST: "list catalog folders",
+    Op.CATALOG_REMOVE: "remove files",
+    Op.CATALOG_REPLICA_STATUS: "mark replicas",
+    Op.TRANSFER_SUBMIT: "ask for transfers",
+    Op.TRANSFER_REQUEST: "take transfers as an agent",
+    Op.TRANSFER_UPDATE: "report transfers as an agent",
+    Op.TRANSFERS: "list transfers",
+    Op.RULE_ADD: "add replication rules",
+    Op.RULES: "list replication rules",
+    Op.RULE_REMOVE: "remove replication rules",
 }
 
 
@@ -468,6 +489,94 @@ def _pilot_upload(asked: Asked) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
+# Data: a user's own folder
+
+
+def _own_folder_lfns(asked: Asked) -> list[str]:
+    lfns = asked.arg("lfns")
+    if lfns is None:
+        files = asked.arg("files")
+        lfns = [item.lfn for item in files] if files is not None else [asked.arg("lfn")]
+    return [str(lfn) for lfn in lfns]
+
+
+def _check_own_folder(asked: Asked, name: str = "") -> None:
+    """Every LFN named is below ``/<vo>/user/<name>/`` (default: the principal's; the handler
+    checks the LFN itself: a '..' in it is refused there)."""
+    name = name or asked.principal.name
+    for lfn in _own_folder_lfns(asked):
+        parts = lfn.split("/")
+        if len(parts) < 5 or parts[0] != "" or parts[2:4] != ["user", name]:
+            raise Forbidden(
+                f"{asked.who} may not change {_short(lfn, 120)}: users write only "
+                f"under /<vo>/user/{name}/"
+            )
+
+
+def _user_data_write(asked: Asked) -> Any:
+    _check_own_folder(asked)
+    if asked.op == Op.CATALOG_REGISTER:
+        groups = asked.principal.groups
+        return asked.replaced(owner=asked.principal.name, group=groups[0] if groups else "")
+    if asked.op == Op.TRANSFER_SUBMIT:
+        return asked.replaced(owner=asked.principal.name)
+    return asked.args
+
+
+def _pilot_job_output(asked: Asked) -> Any:
+    """A pilot registers (or asks to move) the output data of a job matched to it, under the
+    job owner's folder, as the job owner's."""
+    job_id = asked.arg("job_id")
+    holder = asked.ownership.job_pilot(job_id) if job_id else None
+    own = asked.principal.pilot_id
+    if (
+        not holder
+        or asked.ownership.pilot_site(holder) != _own_site(asked)
+        or (own and holder != own)
+    ):
+        raise Forbidden(
+            f"{asked.who} may write grid files only as the output of a job matched "
+            f"to it (job {job_id} is not)"
+        )
+    # a credential for any pilot of the site acts only as pilots no other credential is bound to
+    if not own and asked.ownership.pilot_credential(holder) not in ("", asked.principal.name):
+        raise Forbidden(
+            f"{asked.who} may write grid files only as the output of a job matched "
+            f"to it (job {job_id} is matched to a pilot another credential acts as)"
+        )
+    owner = str(asked.ownership.job_owner(job_id))
+    _check_own_folder(asked, owner)
+    return asked.replaced(owner=owner)
+
+
+def _user_rule(asked: Asked) -> Any:
+    """A user's rule covers its own folder only (a folder below it, or the folder itself)."""
+    folder = str(asked.arg("folder")).rstrip("/")
+    parts = folder.split("/")
+    if len(parts) < 4 or parts[0] != "" or parts[2:4] != ["user", asked.principal.name]:
+        raise Forbidden(
+            f"{asked.who} may not add a rule on {_short(folder, 120)}: users "
+            f"only on /<vo>/user/{asked.principal.name}"
+        )
+    return asked.replaced(owner=asked.principal.name)
+
+
+def _own_agent_name(asked: Asked) -> Any:
+    if asked.arg("agent") != asked.principal.name:
+        raise Forbidden(
+            f"{asked.who} may not act as agent {_short(asked.arg('agent'))}: only as itself"
+        )
+    return asked.args
+
+
+def _user_transfers(asked: Asked) -> Any:
+    owner = asked.arg("owner")
+    if owner is not None and owner != asked.principal.name:
+        raise Forbidden(f"{asked.who} may not list the transfers of {_short(owner)}")
+    return asked.replaced(owner=asked.principal.name)
+
+
+# --------------------------------------------------------------------------------------------
 # The table: op -> the roles besides admin that may run it, each with its check
 
 _O, _U, _D, _P, _A = Role.OPERATOR, Role.USER, Role.DIRECTOR, Role.PILOT, Role.AGENT
@@ -510,6 +619,20 @@ RULES: dict[str, dict[Role, Check]] = {
     Op.IDENTITY_LIST: {},
     Op.IDENTITY_REVOKE: {},
     Op.PILOT_TOKEN: {_D: _director_token},
+    Op.SE_LIST: {_O: _anything, _U: _anything, _D: _anything, _P: _anything, _A: _anything},
+    Op.SE_SET_STATUS: {_O: _anything, _A: _anything},
+    Op.CATALOG_REGISTER: {_U: _user_data_write, _P: _pilot_job_output},
+    Op.CATALOG_FILES: {_O: _anything, _U: _anything, _P: _anything, _A: _anything},
+    Op.CATALOG_LIST: {_O: _anything, _U: _anything, _P: _anything, _A: _anything},
+    Op.CATALOG_REMOVE: {_U: _user_data_write},
+    Op.CATALOG_REPLICA_STATUS: {_O: _anything, _A: _anything},
+    Op.TRANSFER_SUBMIT: {_O: _anything, _U: _user_data_write, _P: _pilot_job_output},
+    Op.TRANSFER_REQUEST: {_A: _own_agent_name},
+    Op.TRANSFER_UPDATE: {_A: _own_agent_name},
+    Op.TRANSFERS: {_O: _anything, _U: _user_transfers, _A: _anything},
+    Op.RULE_ADD: {_O: _anything, _U: _user_rule},
+    Op.RULES: {_O: _anything, _U: _anything, _A: _anything},
+    Op.RULE_REMOVE: {_O: _anything},
     Op.JOB_DESCRIPTION: {_O: _anything, _U: _own_jobs},
     Op.DELETE: {_U: _own_jobs},
     Op.PEEK: {_O: _anything, _U: _own_jobs},

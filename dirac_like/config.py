@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dirac_like.errors import ConfigError
+from dirac_like.storage import StorageElementConfig, check_storage, default_storage
 
 DEFAULT_SERVER = "tcp://127.0.0.1:7700"
 
@@ -143,6 +144,26 @@ class SiteLimits:
 
 
 @dataclass(frozen=True)
+class TransfersConfig:
+    lease: float = 120.0  # an agent's hold on a request; renewed while it copies
+    max_attempts: int = 5  # then the request is Failed, with the last reason
+    retry_backoff: float = 10.0  # hold-off before the 2nd attempt; doubles each time after
+    max_backoff: float = 600.0
+    per_link: int = 2  # copies at once from one SE to another
+    per_se: int = 4  # copies at once into or out of one SE
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    vos: tuple[str, ...] = ()  # allowed first folders of LFNs; empty: any
+    max_bulk: int = 100_000  # files or replicas in one catalog request
+    # False: a job with InputData runs only at sites whose SEs hold its files (DIRAC's default);
+    # True: anywhere (the job reads its input from another site)
+    input_data_anywhere: bool = False
+    transfers: TransfersConfig = field(default_factory=TransfersConfig)
+
+
+@dataclass(frozen=True)
 class Config:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -156,6 +177,12 @@ class Config:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     bulk: BulkConfig = field(default_factory=BulkConfig)
     sites: Mapping[str, SiteLimits] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    storage: Mapping[str, StorageElementConfig] = field(default_factory=dict)
+
+    def storage_elements(self, home: Path) -> dict[str, StorageElementConfig]:
+        """The configured SEs, or the embedded default (one ``file`` SE in ``home``)."""
+        return dict(self.storage) or default_storage(home)
 
     def store_url(self, home: Path) -> str:
         return self.store.url or str(home / "jobs.sqlite")
@@ -171,7 +198,8 @@ def load_config(path: Path | None = None) -> Config:
         return Config()
     config = from_mapping(Config, read_toml(path), "")
     validate(config)
-    return config
+    storage = types.MappingProxyType(check_storage(config.storage))
+    return dataclasses.replace(config, storage=storage)
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -211,6 +239,10 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         _, item = typing.get_args(hint)
         converted = {k: _convert(item, v, f"{where}.{k}") for k, v in value.items()}
         return types.MappingProxyType(converted)
+    if typing.get_origin(hint) is tuple and isinstance(value, list):
+        if not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{where}: expected a list of strings")
+        return tuple(value)
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint in (int, str, bool) and type(value) is hint:
@@ -237,6 +269,7 @@ def validate(config: Config) -> None:
     _validate_sandboxes(config)
     _validate_bulk(config.bulk)
     _validate_monitoring(config)
+    _validate_data(config.data)
     security = config.security
     if security.pilot_token_lifetime <= 0 or security.purge_expired_after < 0:
         raise ConfigError(
@@ -322,3 +355,11 @@ def parse_listen(text: str, where: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"{where}: expected host:port (port 0: a free one), not {text!r}")
     return host, int(port)
+
+
+def _validate_data(data: DataConfig) -> None:
+    transfers = data.transfers
+    if transfers.lease <= 0 or transfers.max_attempts < 1 or transfers.retry_backoff < 0:
+        raise ConfigError("data.transfers: lease > 0, max_attempts >= 1, retry_backoff >= 0")
+    if transfers.per_link < 1 or transfers.per_se < 1 or data.max_bulk < 1:
+        raise ConfigError("data: transfers.per_link, transfers.per_se and max_bulk must be >= 1")

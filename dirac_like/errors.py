@@ -186,6 +186,47 @@ class ServiceUnavailable(DiracLikeError):
     retryable = True
 
 
+class InvalidLfn(InvalidArgument):
+    """A logical file name that breaks the namespace rules (see dirac_like/lfns.py)."""
+
+    code = "invalid_lfn"
+
+
+class LfnNotFound(NotFound):
+    """No such logical file in the replica catalog."""
+
+    code = "lfn_not_found"
+
+
+class UnknownStorageElement(NotFound):
+    code = "unknown_se"
+
+
+class StorageError(DiracLikeError):
+    """A storage element failed an operation (down, full, refused); another try may work."""
+
+    code = "storage_error"
+    retryable = True
+
+
+class StorageUnavailable(StorageError):
+    """The storage element does not answer, or is Banned or not allowed for this operation."""
+
+    code = "se_unavailable"
+
+
+class FileMissing(StorageError):
+    """The storage element does not hold the file (a lost replica, or never written)."""
+
+    code = "file_missing"
+
+
+class ChecksumMismatch(StorageError):
+    """A file's size or adler32 is not what the catalog says: it is not a good copy."""
+
+    code = "checksum_mismatch"
+
+
 def _all_subclasses(cls: type[DiracLikeError]) -> list[type[DiracLikeError]]:
     found = []
     for sub in cls.__subclasses__():

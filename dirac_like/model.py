@@ -198,6 +198,82 @@ class StoredReply:
     time: float
 
 
+@dataclass(frozen=True)
+class FileEntry:
+    """A logical file in the replica catalog (its replicas are rows of their own)."""
+
+    lfn: str
+    size: int
+    adler32: str
+    guid: str
+    owner: str
+    group: str
+    created: float
+
+
+@dataclass(frozen=True)
+class SEStatusRecord:
+    """An SE's status as set by an admin (or a monitoring agent): Active, Degraded, Banned."""
+
+    se: str
+    status: str
+    reason: str
+    changed: float
+
+
+@dataclass(frozen=True)
+class RuleRecord:
+    """Keep ``copies`` Good replicas of every file below ``folder`` on SEs with all ``tags``."""
+
+    rule_id: int
+    folder: str
+    copies: int
+    tags: str  # comma-separated
+    owner: str
+    created: float
+    expires: float  # 0: never
+
+    @property
+    def tag_set(self) -> frozenset[str]:
+        return frozenset(filter(None, self.tags.split(",")))
+
+
+@dataclass(slots=True, eq=False)
+class TransferRecord:
+    """A request to put a replica of ``lfn`` on ``destination``; changed in place, like jobs."""
+
+    transfer_id: int
+    lfn: str
+    destination: str
+    status: str = "Waiting"  # Waiting, Assigned, Active, Done, Failed
+    reason: str = ""
+    priority: int = 0
+    owner: str = ""
+    attempt: int = 0  # 0: never leased; each lease makes a new attempt
+    source: str = ""  # the source of the current (or last) attempt
+    agent: str = ""
+    tried: str = ""  # sources that failed, comma-separated (tried again only when all have)
+    created: float = 0.0
+    updated: float = 0.0
+    deadline: float = 0.0  # lease end (Assigned, Active) or hold-off end (Waiting)
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "transfer_id": self.transfer_id,
+            "lfn": self.lfn,
+            "destination": self.destination,
+            "status": self.status,
+            "reason": self.reason,
+            "priority": self.priority,
+            "owner": self.owner,
+            "attempt": self.attempt,
+            "source": self.source,
+            "agent": self.agent,
+            "created": self.created,
+            "updated": self.updated,
+        }
+
+
 @dataclass
 class ChangeSet:
     """Everything one batch of requests changed; the store writes it in ONE transaction."""
@@ -224,6 +300,12 @@ class ChangeSet:
     job_accounting: list[JobAccountingRecord] = field(default_factory=list)
     pilot_accounting: list[PilotAccountingRecord] = field(default_factory=list)
     accounting_retention: RetentionCutoffs | None = None
+    # the replica catalog: lfn -> entry (None: removed); lfn -> se -> status (None: removed)
+    catalog_files: dict[str, FileEntry | None] = field(default_factory=dict)
+    catalog_replicas: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    se_status: dict[str, SEStatusRecord] = field(default_factory=dict)
+    transfers: dict[int, TransferRecord] = field(default_factory=dict)
+    rules: dict[int, RuleRecord | None] = field(default_factory=dict)  # None: removed
 
     def is_empty(self) -> bool:
         return not (
@@ -248,6 +330,11 @@ class ChangeSet:
             or self.job_accounting
             or self.pilot_accounting
             or self.accounting_retention is not None
+            or self.catalog_files
+            or self.catalog_replicas
+            or self.se_status
+            or self.transfers
+            or self.rules
         )
 
 
@@ -265,3 +352,6 @@ class LoadedState:
     next_pilot_number: int = 1
     statuses: list[StatusRecord] = field(default_factory=list)  # of sites and SEs
     downtimes: list[Downtime] = field(default_factory=list)
+    se_status: list[SEStatusRecord] = field(default_factory=list)
+    transfers: list[TransferRecord] = field(default_factory=list)
+    rules: list[RuleRecord] = field(default_factory=list)

@@ -373,6 +373,110 @@ class DowntimeIdArgs:
 
 
 # --------------------------------------------------------------------------------------------
+# Data management: storage elements, the replica catalog, transfer requests
+
+
+@dataclass(frozen=True)
+class SEStatusArgs:
+    se: str
+    status: str  # Active, Degraded or Banned
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class FileItem:
+    """One file to register with its first (or a further) replica."""
+
+    lfn: str
+    size: int
+    adler32: str
+    se: str
+    guid: str = ""  # "": the service makes one
+
+
+@dataclass(frozen=True)
+class RegisterArgs:
+    files: list[FileItem]
+    owner: str = ""  # set by the service from the caller's identity (admins may give one)
+    group: str = ""
+    job_id: int = 0  # a pilot registers a job's output data: the job's owner owns it
+
+
+@dataclass(frozen=True)
+class LfnsArgs:
+    lfns: list[str]
+
+
+@dataclass(frozen=True)
+class FolderArgs:
+    folder: str
+    limit: int = 100_000
+
+
+@dataclass(frozen=True)
+class RemoveArgs:
+    lfns: list[str]
+    se: str = ""  # "": every replica and the file itself
+
+
+@dataclass(frozen=True)
+class ReplicaStatusArgs:
+    lfn: str
+    se: str
+    status: str  # Good or Bad
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class TransferSubmitArgs:
+    lfns: list[str]
+    destination: str
+    priority: int = 0
+    owner: str = ""  # set by the service from the caller's identity
+    job_id: int = 0  # a pilot asks for a job's output data to be moved (failover)
+
+
+@dataclass(frozen=True)
+class TransferRequestArgs:
+    agent: str
+    max_count: int = 1
+
+
+@dataclass(frozen=True)
+class TransferUpdateArgs:
+    transfer_id: int
+    attempt: int
+    agent: str
+    status: str  # Active (renews the lease), Done or Failed
+    source: str = ""
+    reason: str = ""
+    size: int = -1  # Done: what the agent verified at the destination
+    adler32: str = ""
+
+
+@dataclass(frozen=True)
+class RuleAddArgs:
+    folder: str
+    copies: int
+    se_tags: list[str]
+    lifetime: float = 0.0  # seconds; 0: for ever
+    owner: str = ""  # set by the service from the caller's identity
+
+
+@dataclass(frozen=True)
+class RuleIdArgs:
+    rule_id: int
+
+
+@dataclass(frozen=True)
+class ListTransfersArgs:
+    status: str | None = None
+    owner: str | None = None
+    transfer_ids: list[int] = field(default_factory=list)
+    limit: int = 10000
+
+
+# --------------------------------------------------------------------------------------------
 # Commands the service sends a pilot: pushed unasked, and repeated in the replies to its
 # heartbeats and status reports until it acts. On the wire: a map tagged by ``"command"``.
 
@@ -779,6 +883,121 @@ class DowntimeRow:
     cancelled: float  # 0: in force
 
 
+@dataclass(frozen=True)
+class SERow:
+    """A storage element as configured, with its current status."""
+
+    name: str
+    site: str
+    protocol: str
+    endpoint: str
+    base_path: str
+    read: bool
+    write: bool
+    delete: bool
+    total_space: int
+    tags: list[str]
+    rules: dict[str, Any]
+    status: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReplicaRow:
+    se: str
+    status: str  # Good or Bad
+
+
+@dataclass(frozen=True)
+class FileRow:
+    lfn: str
+    size: int
+    adler32: str
+    guid: str
+    owner: str
+    group: str
+    created: float
+    replicas: list[ReplicaRow]
+
+
+@dataclass(frozen=True)
+class RegisterReply:
+    new_files: int
+    new_replicas: int
+
+
+@dataclass(frozen=True)
+class CatalogFilesReply:
+    files: list[FileRow]
+    missing: list[str]  # LFNs not in the catalog
+
+
+@dataclass(frozen=True)
+class FolderReply:
+    folder: str
+    folders: list[str]
+    files: list[FileRow]
+
+
+@dataclass(frozen=True)
+class RemoveReply:
+    removed_replicas: int
+    removed_files: list[str]
+    missing: list[str]
+
+
+@dataclass(frozen=True)
+class TransferView:
+    transfer_id: int
+    lfn: str
+    destination: str
+    status: str  # Waiting, Assigned, Active, Done, Failed
+    reason: str
+    priority: int
+    owner: str
+    attempt: int
+    source: str
+    agent: str
+    created: float
+    updated: float
+
+
+@dataclass(frozen=True)
+class RuleRow:
+    rule_id: int
+    folder: str
+    copies: int
+    se_tags: list[str]
+    owner: str
+    created: float
+    expires: float
+    ses: list[str]  # the SEs whose tags match
+    state: str  # OK, Replicating, Stuck ("" before the first reconciliation)
+    files: int
+    satisfied: int
+    replicating: int
+    missing: int
+
+
+@dataclass(frozen=True)
+class TransferSubmitReply:
+    transfer_ids: list[int]
+
+
+@dataclass(frozen=True)
+class TransferTask:
+    """A transfer leased to an agent: copy ``lfn`` from ``source`` to ``destination``."""
+
+    transfer_id: int
+    attempt: int
+    lfn: str
+    size: int
+    adler32: str
+    source: str
+    destination: str
+    lease: float  # seconds the agent holds it unless it renews
+
+
 class Op:
     """Operation names, as sent in the ``op`` field."""
 
@@ -811,6 +1030,20 @@ class Op:
     IDENTITY_LIST = "identity_list"
     IDENTITY_REVOKE = "identity_revoke"
     PILOT_TOKEN = "pilot_token"
+    SE_LIST = "se_list"
+    SE_SET_STATUS = "se_set_status"
+    CATALOG_REGISTER = "catalog_register"
+    CATALOG_FILES = "catalog_files"
+    CATALOG_LIST = "catalog_list"
+    CATALOG_REMOVE = "catalog_remove"
+    CATALOG_REPLICA_STATUS = "catalog_replica_status"
+    TRANSFER_SUBMIT = "transfer_submit"
+    TRANSFER_REQUEST = "transfer_request"
+    TRANSFER_UPDATE = "transfer_update"
+    TRANSFERS = "transfers"
+    RULE_ADD = "rule_add"
+    RULES = "rules"
+    RULE_REMOVE = "rule_remove"
     JOB_DESCRIPTION = "job_description"
     DELETE = "delete"
     PEEK = "peek"
@@ -863,6 +1096,20 @@ ARGUMENTS: dict[str, type] = {
     Op.IDENTITY_LIST: IdentityListArgs,
     Op.IDENTITY_REVOKE: IdentityRevokeArgs,
     Op.PILOT_TOKEN: PilotTokenArgs,
+    Op.SE_LIST: NoArgs,
+    Op.SE_SET_STATUS: SEStatusArgs,
+    Op.CATALOG_REGISTER: RegisterArgs,
+    Op.CATALOG_FILES: LfnsArgs,
+    Op.CATALOG_LIST: FolderArgs,
+    Op.CATALOG_REMOVE: RemoveArgs,
+    Op.CATALOG_REPLICA_STATUS: ReplicaStatusArgs,
+    Op.TRANSFER_SUBMIT: TransferSubmitArgs,
+    Op.TRANSFER_REQUEST: TransferRequestArgs,
+    Op.TRANSFER_UPDATE: TransferUpdateArgs,
+    Op.TRANSFERS: ListTransfersArgs,
+    Op.RULE_ADD: RuleAddArgs,
+    Op.RULES: NoArgs,
+    Op.RULE_REMOVE: RuleIdArgs,
     Op.JOB_DESCRIPTION: JobIdArgs,
     Op.DELETE: JobIdsArgs,
     Op.PEEK: JobIdArgs,
@@ -916,6 +1163,20 @@ REPLIES: dict[str, Any] = {
     Op.IDENTITY_LIST: list[IdentityView],
     Op.IDENTITY_REVOKE: IdentityRevokeReply,
     Op.PILOT_TOKEN: IdentityFile,
+    Op.SE_LIST: list[SERow],
+    Op.SE_SET_STATUS: SERow,
+    Op.CATALOG_REGISTER: RegisterReply,
+    Op.CATALOG_FILES: CatalogFilesReply,
+    Op.CATALOG_LIST: FolderReply,
+    Op.CATALOG_REMOVE: RemoveReply,
+    Op.CATALOG_REPLICA_STATUS: ReplicaRow,
+    Op.TRANSFER_SUBMIT: TransferSubmitReply,
+    Op.TRANSFER_REQUEST: list[TransferTask],
+    Op.TRANSFER_UPDATE: TransferView,
+    Op.TRANSFERS: list[TransferView],
+    Op.RULE_ADD: RuleRow,
+    Op.RULES: list[RuleRow],
+    Op.RULE_REMOVE: RuleRow,
     Op.JOB_DESCRIPTION: JobDescriptionReply,
     Op.DELETE: DeleteReply,
     Op.PEEK: PeekReply,
@@ -956,6 +1217,15 @@ MUTATING_OPS = frozenset(
         Op.IDENTITY_ADD,
         Op.IDENTITY_REVOKE,
         Op.PILOT_TOKEN,
+        Op.SE_SET_STATUS,
+        Op.CATALOG_REGISTER,
+        Op.CATALOG_REMOVE,
+        Op.CATALOG_REPLICA_STATUS,
+        Op.TRANSFER_SUBMIT,
+        Op.TRANSFER_REQUEST,
+        Op.TRANSFER_UPDATE,
+        Op.RULE_ADD,
+        Op.RULE_REMOVE,
         Op.DELETE,
         Op.PILOT_STOPPED,
         Op.BULK,
@@ -974,7 +1244,10 @@ MUTATING_OPS = frozenset(
 # its lease expires. Nothing is lost, and the hottest operation writes a third less.
 # identity_add and pilot_token reply with a secret key, which is not to be written anywhere:
 # after a crash their retry is refused (the name exists) or issues a fresh token.
-REPLIES_NOT_STORED = frozenset({Op.REQUEST_JOB, Op.IDENTITY_ADD, Op.PILOT_TOKEN})
+# transfer_request is like request_job: a lease lost in a crash expires and the request waits again.
+REPLIES_NOT_STORED = frozenset(
+    {Op.REQUEST_JOB, Op.IDENTITY_ADD, Op.PILOT_TOKEN, Op.TRANSFER_REQUEST}
+)
 # Of those, replies that carry a secret key: remembered in memory for a short while only
 # (service.secret_reply_memory), enough for the retries of a reply lost on the way.
 SECRET_REPLIES = frozenset({Op.IDENTITY_ADD, Op.PILOT_TOKEN})

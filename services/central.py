@@ -192,7 +192,12 @@ class CentralService:
     def _load_state(self) -> CentralState:
         started = time.perf_counter()
         state = CentralState(
-            self.config, self.store, self.store.load(), self.clock(), self.sandboxes
+            self.config,
+            self.store,
+            self.store.load(),
+            self.clock(),
+            self.sandboxes,
+            self.config.storage_elements(self.home),
         )
         state.identities = self.issuer
         log.info("state loaded in %.2f s", time.perf_counter() - started)

@@ -66,6 +66,7 @@ from dirac_like.states import (
 )
 
 from .console_handlers import bulk_batch, bulk_batch_size, console_handlers
+from .data_handlers import DATA_HANDLERS
 from .identities import IDENTITY_HANDLERS
 from .job_handlers import JOB_HANDLERS
 from .monitor_handlers import MONITOR_HANDLERS
@@ -401,6 +402,7 @@ HANDLERS: dict[str, Handler] = {
     **PILOT_HANDLERS,
     **SANDBOX_HANDLERS,
     **IDENTITY_HANDLERS,
+    **DATA_HANDLERS,
     **JOB_HANDLERS,
     **MONITOR_HANDLERS,
 }

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from dirac_like.model import ChangeSet, HistoryEntry
+from dirac_like.model import ChangeSet, FileEntry, HistoryEntry
 from dirac_like.monitoring import ProbeResult
 
 
@@ -66,3 +66,30 @@ class Journal:
     def probe_results(self) -> list[ProbeResult]:
         """Probe results not in the store yet, oldest batch first."""
         return [result for changes in self._uncommitted() for result in changes.probe_results]
+
+    # -- the replica catalog ----------------------------------------------------------------------
+
+    def catalog_file(self, lfn: str) -> tuple[bool, FileEntry | None]:
+        """(True, the newest uncommitted entry of ``lfn``, None if removed), or (False, None)
+        when no uncommitted change names it (ask the store)."""
+        for changes in reversed(list(self._uncommitted())):
+            if lfn in changes.catalog_files:
+                return True, changes.catalog_files[lfn]
+        return False, None
+
+    def replica_changes(self, lfn: str) -> list[dict[str, str | None]]:
+        """The uncommitted replica changes of ``lfn``, oldest first (se -> status, None: gone)."""
+        return [
+            changes.catalog_replicas[lfn]
+            for changes in self._uncommitted()
+            if lfn in changes.catalog_replicas
+        ]
+
+    def files_below(self, prefix: str) -> dict[str, FileEntry | None]:
+        """Uncommitted entries whose LFN starts with ``prefix``, newest winning."""
+        found: dict[str, FileEntry | None] = {}
+        for changes in self._uncommitted():
+            for lfn, entry in changes.catalog_files.items():
+                if lfn.startswith(prefix):
+                    found[lfn] = entry
+        return found

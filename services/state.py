@@ -10,7 +10,10 @@
   sandbox files and the store;
 - the journal (:class:`~services.journal.Journal`): what the batch changed, for the store;
 - the site board (:class:`~services.site_board.SiteBoard`): bans, limits, names met;
-- fair shares (:class:`dirac_like.shares.FairShare`), and the commands to push to pilots.
+- fair shares (:class:`dirac_like.shares.FairShare`), and the commands to push to pilots;
+- data: the storage elements and their status (:class:`~services.catalog.StorageBoard`), the
+  replica catalog (:class:`~services.catalog.Catalog`, read from the store) and the transfer
+  requests (:class:`~services.transfer_book.TransferBook`).
 
 Each operation changes the parts in place and records what it changed in the journal; the loop
 writes that in one transaction per batch (:meth:`take_changes`) and only then sends the replies.
@@ -33,6 +36,7 @@ from dirac_like.description import DescriptionLimits, JobDescription, parse_desc
 from dirac_like.errors import InvalidArgument
 from dirac_like.model import (
     ChangeSet,
+    FileEntry,
     HistoryEntry,
     JobRecord,
     LoadedState,
@@ -43,19 +47,24 @@ from dirac_like.protocol import KillJob, PilotCommand, PilotResources, StopPilot
 from dirac_like.sandbox import SandboxStore
 from dirac_like.shares import FairShare
 from dirac_like.states import ACTIVE_STATUSES, JobStatus
+from dirac_like.storage import StorageElementConfig
 from dirac_like.why import never_reasons
 
 from .bulk import BulkBook
+from .catalog import Catalog, StorageBoard
 from .grid_log import GridLog
+from .input_data import resolve_input_data
 from .job_book import JobBook, pack_description
 from .journal import Journal
 from .limits import SubmissionLimits
 from .monitor_board import MonitorBoard
 from .pilots import PilotRegistry
 from .replies import ReplyCache
+from .rules import RuleBook
 from .sandbox_index import SandboxIndex
 from .site_board import SiteBoard
 from .stdout_tails import StdoutTails
+from .transfer_book import TransferBook
 
 if TYPE_CHECKING:
     from .identities import IdentityIssuer
@@ -79,6 +88,12 @@ def check_name(kind: str, value: str) -> str:
 
 class StoredJobs(Protocol):
     """What the state reads back from the store: the parts it does not keep in memory."""
+
+    def catalog_files(self, lfns: list[str]) -> dict[str, FileEntry]: ...
+
+    def catalog_replicas(self, lfns: list[str]) -> dict[str, dict[str, str]]: ...
+
+    def catalog_folder(self, folder: str, limit: int) -> list[FileEntry]: ...
 
     def description(self, job_id: int) -> dict[str, Any]: ...
 
@@ -117,6 +132,7 @@ class CentralState:
         loaded: LoadedState | None = None,
         now: float = 0.0,
         sandboxes: SandboxStore | None = None,
+        storage: dict[str, StorageElementConfig] | None = None,
     ):
         self.config = config
         self.stored = stored
@@ -145,6 +161,17 @@ class CentralState:
         self.pilots = PilotRegistry(config.pilots, loaded.pilots, loaded.next_pilot_number)
         self.sites = SiteBoard(config.sites, self.journal, loaded.sites)
         self.monitor = MonitorBoard(self.sites, self.journal, loaded.statuses, loaded.downtimes)
+        elements = dict(config.storage) if storage is None else storage
+        self.storage = StorageBoard(elements, self.journal, loaded.se_status)
+        self.catalog = Catalog(
+            stored, self.journal, self.storage, config.data.vos, config.data.max_bulk
+        )
+        self.transfers = TransferBook(
+            config.data.transfers, self.catalog, self.storage, self.journal, loaded.transfers
+        )
+        self.rules = RuleBook(
+            self.catalog, self.storage, self.transfers, self.journal, loaded.rules
+        )
         self.pushes: list[tuple[str, PilotCommand]] = []  # (pilot id, command) to send now
         self.identities: IdentityIssuer | None = None  # set by a service that runs secure
         self.grid = GridLog()  # CEs and pilots seen lately, the match rate (job why)
@@ -218,11 +245,23 @@ class CentralState:
     def next_deadline(self) -> float | None:
         if self.bulk.pending:
             return 0.0  # a bulk action goes on at once, a batch per loop
-        return self.book.next_deadline()
+        deadlines = [
+            d
+            for d in (
+                self.book.next_deadline(),
+                self.transfers.next_deadline(),
+                self.rules.next_pass if self.rules.rules else None,
+            )
+            if d is not None
+        ]
+        return min(deadlines, default=None)
 
     def expire(self, now: float) -> int:
         """Act on every deadline that has passed; returns how many jobs changed."""
         acted = self.book.expire(now)
+        self.transfers.expire(now)
+        if self.rules.due(now):
+            self.rules.reconcile(now)
         self.replies.forget_old(now)
         if now >= self._next_cleanup:
             self._next_cleanup = now + CLEANUP_SECONDS
@@ -266,7 +305,15 @@ class CentralState:
         self.submission_limits.check_waiting(
             owner, self.book.waiting_by_owner[owner], len(descriptions)
         )
-        packed = [pack_description(description) for description in descriptions]
+        # InputData: the sites of the replicas become the job's Site requirement (no lookup for
+        # jobs without InputData); what is stored is the resolved description.
+        resolved = [
+            resolve_input_data(
+                self.catalog, self.storage, description, self.config.data.input_data_anywhere
+            )
+            for description in descriptions
+        ]
+        packed = [pack_description(item.description) for item in resolved]
         for index, size in enumerate(map(len, packed)):
             self.submission_limits.check_size(index, size)
         holder = (submitter or owner) if self.secure else None
@@ -275,11 +322,14 @@ class CentralState:
         ]
         job_ids = []
         never = NeverRunnable(self, group)
-        for description, sandbox, stored in zip(descriptions, sandboxes, packed, strict=True):
-            minor = never.minor_status(description.requirements())
-            job_ids.append(self.book.add(description, owner, group, now, stored, minor).job_id)
+        for item, sandbox, stored in zip(resolved, sandboxes, packed, strict=True):
+            minor = never.minor_status(item.description.requirements())
+            job = self.book.add(item.description, owner, group, now, stored, minor)
+            job_ids.append(job.job_id)
             if sandbox:
                 self.sandbox_index.attach(job_ids[-1], "input", sandbox)
+            if item.failure:
+                self.book.set_status(job, S.FAILED, item.failure[:256], "InputData", now)
         if job_ids:
             log.info("%s/%s submitted jobs %d..%d", owner, group, job_ids[0], job_ids[-1])
         return job_ids

@@ -18,7 +18,7 @@ from dirac_like.cli.identity import identity_of, identity_options, pilot_identit
 from dirac_like.cli.monitoring import add_monitoring_agent_parser
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.config import DEFAULT_SERVER, default_home
-from dirac_like.errors import DiracLikeError
+from dirac_like.errors import EXIT_OK, DiracLikeError
 from dirac_like.logs import setup_logging
 from dirac_like.sites import load_site
 
@@ -101,6 +101,32 @@ def cmd_agent_director(args: argparse.Namespace) -> int:
     ) as client:
         director = directors.build_director(site, client, home, settings)
         return director.run_once() if args.once else director.run()
+
+
+def cmd_agent_transfer(args: argparse.Namespace) -> int:
+    from dirac_like.agents import transfer as transfers
+
+    home = Path(args.home) if args.home else default_home()
+    identity = identity_of(args)
+    name = (
+        args.name
+        or (identity.name if identity is not None else "")
+        or transfers.default_agent_name()
+    )
+    setup_logging(f"transfer-{name}", home, args.verbose)
+    config = transfers.TransferAgentConfig(name=name, idle_interval=args.idle_interval)
+    with Client(
+        server_for(args, identity),
+        transfers.TRANSFER_RETRIES,
+        identity=identity,
+        insecure=identity is None,
+    ) as client:
+        agent = transfers.TransferAgent(client, config)
+        if args.once:
+            agent.run_once()
+            return EXIT_OK
+        agent.install_signal_handlers()
+        return agent.run()
 
 
 def _default_sites_dir() -> Path:
@@ -270,8 +296,41 @@ def add_agent_parser(groups: Any) -> None:
     director.add_argument("--verbose", action="store_true", help="log at DEBUG level")
     add_monitoring_agent_parser(agents)
 
+    text = "copy files between storage elements: carry out transfer requests"
+    transfer = agents.add_parser(
+        "transfer",
+        parents=[identity_options()],
+        help=text,
+        description=text[0].upper() + text[1:] + ". Several may run "
+        "at once; the service keeps the per-link and per-SE limits.",
+    )
+    _server_option(transfer)
+    transfer.add_argument(
+        "--name",
+        default="",
+        help="this agent's name (default: its identity's name, else transfer-HOSTNAME)",
+    )
+    transfer.add_argument(
+        "--home",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="where its log goes (default: $DIRAC_LIKE_HOME or ~/.dirac-like)",
+    )
+    transfer.add_argument(
+        "--idle-interval",
+        type=positive_seconds,
+        default=5.0,
+        metavar="S",
+        help="seconds between requests that found nothing (default 5)",
+    )
+    transfer.add_argument(
+        "--once", action="store_true", help="carry out at most one transfer, then exit"
+    )
+    transfer.add_argument("--verbose", action="store_true", help="log at DEBUG level")
+
 
 AGENT_COMMANDS = {
     ("pilot", ""): cmd_pilot,
     ("agent", "director"): cmd_agent_director,
+    ("agent", "transfer"): cmd_agent_transfer,
 }

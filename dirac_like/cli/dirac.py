@@ -25,6 +25,7 @@ from dirac_like.cli.common import (
     parse_job_ids,
     set_client_defaults,
 )
+from dirac_like.cli.data import DATA_ALIASES
 from dirac_like.cli.display import Column, format_time, print_json, print_table
 from dirac_like.cli.job_files import describe_as_jdl, fetch_outputs
 from dirac_like.cli.jobs import submit_jobs
@@ -291,6 +292,7 @@ ALIASES: dict[str, Alias] = {
         _none,
         get_site_mask,
     ),
+    **DATA_ALIASES,
 }
 
 
@@ -334,3 +336,8 @@ admin_allow_site = _entry("dirac-admin-allow-site")
 admin_get_site_mask = _entry("dirac-admin-get-site-mask")
 
 __all__ = ["ALIASES", "build_alias_parser", "run_alias"]
+dms_add_file = _entry("dirac-dms-add-file")
+dms_get_file = _entry("dirac-dms-get-file")
+dms_lfn_replicas = _entry("dirac-dms-lfn-replicas")
+dms_replicate_lfn = _entry("dirac-dms-replicate-lfn")
+dms_remove_files = _entry("dirac-dms-remove-files")

@@ -21,6 +21,7 @@ from dirac_like.cli.admin import ADMIN_COMMANDS, add_admin_parser
 from dirac_like.cli.agents import AGENT_COMMANDS, add_agent_parser, add_pilot_parser
 from dirac_like.cli.common import client_options, set_client_defaults
 from dirac_like.cli.console import CONSOLE_COMMANDS, add_console_parser
+from dirac_like.cli.data import DATA_COMMANDS, add_data_parser
 from dirac_like.cli.identity import add_init_parser, cmd_init, print_hint_unreachable
 from dirac_like.cli.jobs import JOB_COMMANDS, add_job_parser
 from dirac_like.cli.monitoring import MONITORING_COMMANDS
@@ -40,6 +41,7 @@ COMMANDS: dict[tuple[str, str], Command] = {
     **MONITORING_COMMANDS,
     **ACCOUNTING_COMMANDS,
     **WEB_COMMANDS,
+    **DATA_COMMANDS,
 }
 
 COMPLETIONS = "~/.local/share/bash-completion/completions"
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_admin_parser(groups, both)
     add_console_parser(groups, both)
     add_accounting_parser(groups)
+    add_data_parser(groups, both)
     add_demo_parser(groups)
     add_pilot_parser(groups)
     add_agent_parser(groups)

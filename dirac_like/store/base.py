@@ -11,6 +11,9 @@ The contract (tests/integration/test_store_contract.py runs it against every imp
   (``pilot_output``); forgetting a pilot forgets its jobs list and output too.
 - Probe results are appended and read back in time order by ``probe_results``; site/SE statuses
   and downtimes load whole (a later commit of the same key replaces it).
+- The replica catalog: ``catalog_files(lfns)`` the stored entries of those LFNs (missing ones
+  left out), ``catalog_replicas(lfns)`` their replicas (lfn -> se -> status), ``catalog_folder``
+  the entries below a folder in LFN order. SE statuses and transfer requests load with the jobs.
 - ``sandbox(job_id, kind)`` is the sha256 of a job's "input" or "output" sandbox (a later
   commit of the same pair replaces it); ``referenced_sandboxes()`` every sha256 a job names.
 - Accounting records (``changes.job_accounting``) are committed with the statuses they account
@@ -25,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from dirac_like.accounting import JobAccountingRecord
-from dirac_like.model import ChangeSet, HistoryEntry, LoadedState
+from dirac_like.model import ChangeSet, FileEntry, HistoryEntry, LoadedState
 from dirac_like.monitoring import ProbeResult
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 class Store(ABC):
@@ -70,6 +73,18 @@ class Store(ABC):
     @abstractmethod
     def job_accounting(self, job_id: int) -> list[JobAccountingRecord]:
         """The accounting records of the job's finished attempts, oldest first."""
+
+    @abstractmethod
+    def catalog_files(self, lfns: list[str]) -> dict[str, FileEntry]:
+        """The catalog entries of those of ``lfns`` that are stored."""
+
+    @abstractmethod
+    def catalog_replicas(self, lfns: list[str]) -> dict[str, dict[str, str]]:
+        """lfn -> se -> replica status, for those of ``lfns`` with stored replicas."""
+
+    @abstractmethod
+    def catalog_folder(self, folder: str, limit: int) -> list[FileEntry]:
+        """Up to ``limit`` entries whose LFN is below ``folder`` (any depth), in LFN order."""
 
     @abstractmethod
     def schema_version(self) -> int:

@@ -16,13 +16,17 @@ from dirac_like.accounting import JobAccountingRecord, PilotAccountingRecord
 from dirac_like.errors import JobNotFound, StoreError, UnstorableValue
 from dirac_like.model import (
     ChangeSet,
+    FileEntry,
     HistoryEntry,
     JobRecord,
     LoadedState,
     PilotRecord,
+    RuleRecord,
+    SEStatusRecord,
     SiteRecord,
     StoredReply,
     TaskQueueRow,
+    TransferRecord,
     UsageRecord,
 )
 from dirac_like.monitoring import Downtime, ProbeResult, StatusRecord
@@ -49,6 +53,11 @@ class MemoryStore(Store):
         self.downtimes: dict[int, Downtime] = {}
         self.accounting: dict[tuple[int, int], JobAccountingRecord] = {}
         self.pilot_accounting: dict[str, PilotAccountingRecord] = {}
+        self.files: dict[str, FileEntry] = {}
+        self.replicas: dict[str, dict[str, str]] = {}
+        self.se_status: dict[str, SEStatusRecord] = {}
+        self.transfers: dict[int, TransferRecord] = {}
+        self.rules: dict[int, RuleRecord] = {}
         self.commits = 0
         self.fail_next_commit = False  # a test sets it to see how callers survive a failure
         self.closed = False
@@ -87,6 +96,7 @@ class MemoryStore(Store):
         self.statuses.update(changes.statuses)
         self.downtimes.update(changes.downtimes)
         self._commit_accounting(changes)
+        self._commit_data(changes)
         self.commits += 1
 
     def _commit_accounting(self, changes: ChangeSet) -> None:
@@ -106,6 +116,30 @@ class MemoryStore(Store):
                 for key, pilot in self.pilot_accounting.items()
                 if pilot.ended >= cutoffs.raw_before
             }
+
+    def _commit_data(self, changes: ChangeSet) -> None:
+        for lfn, entry in changes.catalog_files.items():
+            if entry is None:
+                self.files.pop(lfn, None)
+            else:
+                self.files[lfn] = entry
+        for lfn, by_se in changes.catalog_replicas.items():
+            replicas = self.replicas.setdefault(lfn, {})
+            for se, status in by_se.items():
+                if status is None:
+                    replicas.pop(se, None)
+                else:
+                    replicas[se] = status
+            if not replicas:
+                del self.replicas[lfn]
+        self.se_status.update(changes.se_status)
+        for transfer in changes.transfers.values():
+            self.transfers[transfer.transfer_id] = copy.copy(transfer)
+        for rule_id, rule in changes.rules.items():
+            if rule is None:
+                self.rules.pop(rule_id, None)
+            else:
+                self.rules[rule_id] = rule
 
     def _commit_pilots(self, changes: ChangeSet) -> None:
         for pilot in changes.pilots.values():
@@ -137,6 +171,11 @@ class MemoryStore(Store):
             next_pilot_number=self.next_pilot_number,
             statuses=list(self.statuses.values()),
             downtimes=[self.downtimes[key] for key in sorted(self.downtimes)],
+            se_status=list(self.se_status.values()),
+            transfers=[
+                copy.copy(t) for t in sorted(self.transfers.values(), key=lambda t: t.transfer_id)
+            ],
+            rules=[self.rules[i] for i in sorted(self.rules)],
         )
 
     def _loaded_pilot(self, pilot: PilotRecord) -> PilotRecord:
@@ -185,6 +224,19 @@ class MemoryStore(Store):
         ]
         found.sort(key=lambda result: result.time)
         return found[-limit:]
+
+    def catalog_files(self, lfns: list[str]) -> dict[str, FileEntry]:
+        self._check_open()
+        return {lfn: self.files[lfn] for lfn in lfns if lfn in self.files}
+
+    def catalog_replicas(self, lfns: list[str]) -> dict[str, dict[str, str]]:
+        self._check_open()
+        return {lfn: dict(self.replicas[lfn]) for lfn in lfns if lfn in self.replicas}
+
+    def catalog_folder(self, folder: str, limit: int) -> list[FileEntry]:
+        self._check_open()
+        prefix = folder.rstrip("/") + "/"
+        return [self.files[lfn] for lfn in sorted(self.files) if lfn.startswith(prefix)][:limit]
 
     def schema_version(self) -> int:
         return SCHEMA_VERSION

@@ -24,7 +24,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import astuple, fields
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -40,14 +40,18 @@ from dirac_like.accounting import (
 from dirac_like.errors import JobNotFound, StoreError, UnstorableValue
 from dirac_like.model import (
     ChangeSet,
+    FileEntry,
     HistoryEntry,
     JobRecord,
     LoadedState,
     PilotRecord,
     Requirements,
+    RuleRecord,
+    SEStatusRecord,
     SiteRecord,
     StoredReply,
     TaskQueueRow,
+    TransferRecord,
     UsageRecord,
 )
 from dirac_like.monitoring import (
@@ -187,6 +191,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             cpu_seconds REAL NOT NULL, wall_seconds REAL NOT NULL, core_seconds REAL NOT NULL,
             PRIMARY KEY (dimension, start, period, label)) WITHOUT ROWID""",
     ),
+    # 6 -> 7: the replica catalog (files, replicas), SE statuses, transfer requests and
+    # replication rules (issue 17, data management).
+    (
+        """CREATE TABLE catalog_files (
+            lfn TEXT PRIMARY KEY, size INTEGER NOT NULL, adler32 TEXT NOT NULL,
+            guid TEXT NOT NULL, owner TEXT NOT NULL, grp TEXT NOT NULL, created REAL NOT NULL)
+            WITHOUT ROWID""",
+        """CREATE TABLE catalog_replicas (
+            lfn TEXT NOT NULL, se TEXT NOT NULL, status TEXT NOT NULL, PRIMARY KEY (lfn, se))
+            WITHOUT ROWID""",
+        """CREATE TABLE se_status (
+            se TEXT PRIMARY KEY, status TEXT NOT NULL, reason TEXT NOT NULL,
+            changed REAL NOT NULL)""",
+        """CREATE TABLE transfers (
+            transfer_id INTEGER PRIMARY KEY, lfn TEXT NOT NULL, destination TEXT NOT NULL,
+            status TEXT NOT NULL, reason TEXT NOT NULL, priority INTEGER NOT NULL,
+            owner TEXT NOT NULL, attempt INTEGER NOT NULL, source TEXT NOT NULL,
+            agent TEXT NOT NULL, tried TEXT NOT NULL, created REAL NOT NULL,
+            updated REAL NOT NULL, deadline REAL NOT NULL)""",
+        """CREATE TABLE replication_rules (
+            rule_id INTEGER PRIMARY KEY, folder TEXT NOT NULL, copies INTEGER NOT NULL,
+            tags TEXT NOT NULL, owner TEXT NOT NULL, created REAL NOT NULL,
+            expires REAL NOT NULL)""",
+    ),
 )
 if len(MIGRATIONS) != SCHEMA_VERSION:
     raise RuntimeError("SCHEMA_VERSION and MIGRATIONS disagree")
@@ -252,6 +280,30 @@ SELECT_PILOT_OUTPUT = "SELECT output FROM pilot_outputs WHERE pilot_id = ?"
 SELECT_NEXT_PILOT_NUMBER = "SELECT value FROM counters WHERE name = 'next_pilot_number'"
 SELECT_SANDBOX = "SELECT sha256 FROM sandboxes WHERE job_id = ? AND kind = ?"
 SELECT_SANDBOXES = "SELECT DISTINCT sha256 FROM sandboxes"
+TRANSFER_FIELDS = (
+    "transfer_id", "lfn", "destination", "status", "reason", "priority", "owner", "attempt",
+    "source", "agent", "tried", "created", "updated", "deadline",
+)  # fmt: skip
+if tuple(f.name for f in fields(TransferRecord)) != TRANSFER_FIELDS:
+    raise RuntimeError("TransferRecord fields changed: update TRANSFER_FIELDS and add a migration")
+UPSERT_CATALOG_FILE = "INSERT OR REPLACE INTO catalog_files VALUES (?, ?, ?, ?, ?, ?, ?)"
+DELETE_CATALOG_FILE = "DELETE FROM catalog_files WHERE lfn = ?"
+UPSERT_REPLICA = "INSERT OR REPLACE INTO catalog_replicas VALUES (?, ?, ?)"
+DELETE_REPLICA = "DELETE FROM catalog_replicas WHERE lfn = ? AND se = ?"
+UPSERT_SE_STATUS = "INSERT OR REPLACE INTO se_status VALUES (?, ?, ?, ?)"
+_TRANSFER_MARKS = ", ".join("?" * len(TRANSFER_FIELDS))
+UPSERT_TRANSFER = f"INSERT OR REPLACE INTO transfers VALUES ({_TRANSFER_MARKS})"
+SELECT_CATALOG_FILES = "SELECT * FROM catalog_files WHERE lfn IN ({marks})"
+SELECT_REPLICAS_OF = """SELECT lfn, se, status FROM catalog_replicas WHERE lfn IN ({marks})
+    ORDER BY lfn, se"""
+LOOKUP_CHUNK = 500  # LFNs per IN (...) query (SQLite allows 32766 parameters)
+# Below FOLDER: every LFN between 'FOLDER/' and 'FOLDER0' ('0' sorts right after '/').
+SELECT_FOLDER = """SELECT * FROM catalog_files WHERE lfn > ? AND lfn < ? ORDER BY lfn LIMIT ?"""
+SELECT_RULES = "SELECT * FROM replication_rules ORDER BY rule_id"
+UPSERT_RULE = "INSERT OR REPLACE INTO replication_rules VALUES (?, ?, ?, ?, ?, ?, ?)"
+DELETE_RULE = "DELETE FROM replication_rules WHERE rule_id = ?"
+SELECT_SE_STATUS = "SELECT se, status, reason, changed FROM se_status ORDER BY se"
+SELECT_TRANSFERS = f"SELECT {', '.join(TRANSFER_FIELDS)} FROM transfers ORDER BY transfer_id"
 SELECT_HISTORY = f"SELECT {', '.join(HISTORY_FIELDS)} FROM history WHERE job_id = ? ORDER BY id"
 
 # A duplicate (job, attempt) is an error (the batch is undone): it would count twice in buckets.
@@ -282,6 +334,7 @@ _job_values = attrgetter(*JOB_FIELDS)
 _job_update_values = attrgetter(*JOB_FIELDS[1:], "job_id")
 _history_values = attrgetter(*HISTORY_FIELDS)
 _pilot_values = attrgetter(*PILOT_FIELDS)
+_transfer_values = attrgetter(*TRANSFER_FIELDS)
 _STATUS_BY_VALUE = {status.value: status for status in JobStatus}
 
 # What a bad value in a ChangeSet raises on its way into SQLite (besides sqlite3.Error).
@@ -411,6 +464,9 @@ class SqliteStore(Store):
                     next_pilot_number=_next_pilot_number(db),
                     statuses=[_status_from_row(*row) for row in db.execute(SELECT_STATUSES)],
                     downtimes=[_downtime_from_row(*row) for row in db.execute(SELECT_DOWNTIMES)],
+                    se_status=[SEStatusRecord(*row) for row in db.execute(SELECT_SE_STATUS)],
+                    transfers=[TransferRecord(*row) for row in db.execute(SELECT_TRANSFERS)],
+                    rules=[RuleRecord(*row) for row in db.execute(SELECT_RULES)],
                 )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot load store {self.path}: {exc}") from exc
@@ -473,6 +529,37 @@ class SqliteStore(Store):
             return [_probe_from_row(*row) for row in self._db.execute(sql, parameters)]
         except (sqlite3.Error, ValueError) as exc:
             raise StoreError(f"cannot read probe results: {exc}") from exc
+
+    def catalog_files(self, lfns: list[str]) -> dict[str, FileEntry]:
+        try:
+            return {
+                row[0]: FileEntry(*row)
+                for chunk in _chunks(lfns)
+                for row in self._db.execute(
+                    SELECT_CATALOG_FILES.format(marks=", ".join("?" * len(chunk))), chunk
+                )
+            }
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the catalog: {exc}") from exc
+
+    def catalog_replicas(self, lfns: list[str]) -> dict[str, dict[str, str]]:
+        found: dict[str, dict[str, str]] = {}
+        try:
+            for chunk in _chunks(lfns):
+                sql = SELECT_REPLICAS_OF.format(marks=", ".join("?" * len(chunk)))
+                for lfn, se, status in self._db.execute(sql, chunk):
+                    found.setdefault(lfn, {})[se] = status
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the catalog: {exc}") from exc
+        return found
+
+    def catalog_folder(self, folder: str, limit: int) -> list[FileEntry]:
+        base = folder.rstrip("/")
+        try:
+            rows = self._db.execute(SELECT_FOLDER, (base + "/", base + "0", limit))
+            return [FileEntry(*row) for row in rows]
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot list {folder} in the catalog: {exc}") from exc
 
     def schema_version(self) -> int:
         try:
@@ -546,6 +633,7 @@ def _write(db: sqlite3.Connection, changes: ChangeSet) -> None:
         db.executemany(UPSERT_SANDBOX, changes.sandboxes)
     _write_monitoring(db, changes)
     _write_accounting(db, changes)
+    _write_data(db, changes)
 
 
 def _write_monitoring(db: sqlite3.Connection, changes: ChangeSet) -> None:
@@ -603,6 +691,56 @@ def _write_accounting(db: sqlite3.Connection, changes: ChangeSet) -> None:
 
 def _job_accounting_row(record: JobAccountingRecord) -> tuple[Any, ...]:
     return (*record, record.core_seconds)
+
+
+def _write_data(db: sqlite3.Connection, changes: ChangeSet) -> None:
+    """The catalog (files, then replicas), SE statuses and transfer requests."""
+    files = changes.catalog_files
+    if files:
+        db.executemany(
+            DELETE_CATALOG_FILE, [(lfn,) for lfn, entry in files.items() if entry is None]
+        )
+        db.executemany(
+            UPSERT_CATALOG_FILE, [_file_row(entry) for entry in files.values() if entry is not None]
+        )
+    if changes.catalog_replicas:
+        replicas = [
+            (lfn, se, status)
+            for lfn, by_se in changes.catalog_replicas.items()
+            for se, status in by_se.items()
+        ]
+        db.executemany(
+            DELETE_REPLICA, [(lfn, se) for lfn, se, status in replicas if status is None]
+        )
+        db.executemany(UPSERT_REPLICA, [row for row in replicas if row[2] is not None])
+    if changes.se_status:
+        db.executemany(
+            UPSERT_SE_STATUS,
+            [(r.se, r.status, r.reason, r.changed) for r in changes.se_status.values()],
+        )
+    if changes.transfers:
+        db.executemany(UPSERT_TRANSFER, map(_transfer_values, changes.transfers.values()))
+    if changes.rules:
+        db.executemany(DELETE_RULE, [(i,) for i, rule in changes.rules.items() if rule is None])
+        db.executemany(
+            UPSERT_RULE, [astuple(rule) for rule in changes.rules.values() if rule is not None]
+        )
+
+
+def _chunks(items: list[str]) -> list[list[str]]:
+    return [items[i : i + LOOKUP_CHUNK] for i in range(0, len(items), LOOKUP_CHUNK)]
+
+
+def _file_row(entry: FileEntry) -> tuple[Any, ...]:
+    return (
+        entry.lfn,
+        entry.size,
+        entry.adler32,
+        entry.guid,
+        entry.owner,
+        entry.group,
+        entry.created,
+    )
 
 
 def _write_pilots(db: sqlite3.Connection, changes: ChangeSet) -> None:

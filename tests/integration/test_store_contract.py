@@ -23,14 +23,17 @@ from dirac_like.accounting import JobAccountingRecord, RetentionCutoffs
 from dirac_like.errors import JobNotFound, StoreError
 from dirac_like.model import (
     ChangeSet,
+    FileEntry,
     HistoryEntry,
     JobRecord,
     LoadedState,
     PilotRecord,
     Requirements,
+    SEStatusRecord,
     SiteRecord,
     StoredReply,
     TaskQueueRow,
+    TransferRecord,
     UsageRecord,
 )
 from dirac_like.monitoring import (
@@ -604,7 +607,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
     store = open_store(str(path))
     try:
         loaded = store.load()
-        assert store.schema_version() == SCHEMA_VERSION == 6
+        assert store.schema_version() == SCHEMA_VERSION == 7
         # schema 5: a site stored before drains and limits is neither drained nor limited
         assert loaded.sites == [
             SiteRecord("S", True, "old ban", 1.0, drained=False, max_running=-1)
@@ -629,6 +632,29 @@ def test_a_version_3_database_gets_pilot_credentials(tmp_path: Path) -> None:
     try:
         [pilot] = store.load().pilots
         assert (pilot.pilot_id, pilot.credential) == ("P.1", "")  # not bound yet
+    finally:
+        store.close()
+
+
+def test_a_version_6_database_gets_the_replica_catalog(tmp_path: Path) -> None:
+    path = old_database(
+        tmp_path / "old.sqlite", 6, "INSERT INTO sites VALUES ('S', 1, 'old ban', 1.0, 0, 0, -1)"
+    )
+    store = open_store(str(path))
+    try:
+        loaded = store.load()
+        assert store.schema_version() == 7
+        assert [site.name for site in loaded.sites] == ["S"]
+        assert loaded.se_status == [] and loaded.transfers == [] and loaded.rules == []
+        entry = _entry("/lhcb/user/alice/f1")
+        store.commit(
+            ChangeSet(
+                catalog_files={entry.lfn: entry},
+                catalog_replicas={entry.lfn: {"CERN-DISK": "Good"}},
+            )
+        )
+        assert store.catalog_files([entry.lfn]) == {entry.lfn: entry}
+        assert store.catalog_replicas([entry.lfn]) == {entry.lfn: {"CERN-DISK": "Good"}}
     finally:
         store.close()
 
@@ -842,3 +868,68 @@ def test_random_changesets_leave_the_store_equal_to_a_model(
                 assert store.history(job_id) == entries
         finally:
             store.close()
+
+
+# -- the replica catalog, SE status, transfers ------------------------------------------------
+
+
+def _entry(lfn: str, size: int = 5) -> FileEntry:
+    return FileEntry(lfn, size, "062c0215", "guid-" + lfn[-2:], "alice", "physics", 10.0)
+
+
+def test_catalog_files_and_replicas_round_trip_and_survive_a_reopen(
+    store: Store, opener: Opener
+) -> None:
+    store.commit(
+        ChangeSet(
+            catalog_files={"/vo/a/f1": _entry("/vo/a/f1"), "/vo/a/b/f2": _entry("/vo/a/b/f2", 7)},
+            catalog_replicas={"/vo/a/f1": {"A": "Good", "B": "Bad"}, "/vo/a/b/f2": {"A": "Good"}},
+        )
+    )
+    if opener.backend.durable:
+        store = opener.reopen()
+    assert store.catalog_files(["/vo/a/f1", "/vo/nope"]) == {"/vo/a/f1": _entry("/vo/a/f1")}
+    assert store.catalog_replicas(["/vo/a/f1"]) == {"/vo/a/f1": {"A": "Good", "B": "Bad"}}
+    assert [e.lfn for e in store.catalog_folder("/vo/a", 10)] == ["/vo/a/b/f2", "/vo/a/f1"]
+    assert [e.lfn for e in store.catalog_folder("/vo/a/b", 10)] == ["/vo/a/b/f2"]
+
+
+def test_removed_files_and_replicas_are_gone_and_a_folder_is_not_a_prefix(store: Store) -> None:
+    store.commit(
+        ChangeSet(
+            catalog_files={"/vo/a/f": _entry("/vo/a/f"), "/vo/ab/f": _entry("/vo/ab/f")},
+            catalog_replicas={"/vo/a/f": {"A": "Good", "B": "Good"}},
+        )
+    )
+    store.commit(
+        ChangeSet(
+            catalog_files={"/vo/a/f": None}, catalog_replicas={"/vo/a/f": {"A": None, "B": None}}
+        )
+    )
+    assert store.catalog_files(["/vo/a/f"]) == {} and store.catalog_replicas(["/vo/a/f"]) == {}
+    assert [e.lfn for e in store.catalog_folder("/vo/a", 10)] == []
+
+
+def test_se_status_and_transfers_load_with_the_state(store: Store) -> None:
+    transfer = TransferRecord(
+        3,
+        "/vo/a/f",
+        "B",
+        status="Assigned",
+        attempt=1,
+        source="A",
+        agent="t1",
+        tried="C",
+        created=1.0,
+        updated=2.0,
+        deadline=60.0,
+    )
+    store.commit(
+        ChangeSet(
+            se_status={"B": SEStatusRecord("B", "Banned", "down", 5.0)}, transfers={3: transfer}
+        )
+    )
+    loaded = store.load()
+    assert loaded.se_status == [SEStatusRecord("B", "Banned", "down", 5.0)]
+    (back,) = loaded.transfers
+    assert back.view() == transfer.view() and (back.tried, back.deadline) == ("C", 60.0)

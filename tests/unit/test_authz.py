@@ -34,14 +34,18 @@ from dirac_like.protocol import (
     DowntimeIdArgs,
     DowntimeListArgs,
     EligibleArgs,
+    FileItem,
+    FolderArgs,
     HeartbeatArgs,
     IdentityAddArgs,
     IdentityListArgs,
     IdentityRevokeArgs,
     JobIdArgs,
     JobIdsArgs,
+    LfnsArgs,
     ListJobsArgs,
     ListPilotsArgs,
+    ListTransfersArgs,
     NoArgs,
     Op,
     PilotIdArgs,
@@ -52,16 +56,25 @@ from dirac_like.protocol import (
     ProbeReportArgs,
     ProbeResultItem,
     ProbeResultsArgs,
+    RegisterArgs,
+    RemoveArgs,
+    ReplicaStatusArgs,
     RequestJobArgs,
+    RuleAddArgs,
+    RuleIdArgs,
     SandboxDownloadArgs,
     SandboxUploadArgs,
     SelectArgs,
+    SEStatusArgs,
     SetShareArgs,
     SetStatusArgs,
     SiteArgs,
     SiteDrainArgs,
     SiteLimitArgs,
     SubmitArgs,
+    TransferRequestArgs,
+    TransferSubmitArgs,
+    TransferUpdateArgs,
     UpdatePilotsArgs,
     UpdateStatusArgs,
 )
@@ -206,6 +219,22 @@ def own_args(op: str, role: Role) -> Any:
         Op.DOWNTIME_ADD: DowntimeAddArgs(CERN, "site", 10.0, 20.0, "upgrade"),
         Op.DOWNTIME_LIST: DowntimeListArgs(),
         Op.DOWNTIME_CANCEL: DowntimeIdArgs(1),
+        Op.SE_LIST: NoArgs(),
+        Op.SE_SET_STATUS: SEStatusArgs("CERN-DISK", "Banned", "disk failure"),
+        Op.CATALOG_REGISTER: RegisterArgs(
+            [FileItem(ALICE_FILE, 5, "062c0215", "CERN-DISK")], job_id=1
+        ),
+        Op.CATALOG_FILES: LfnsArgs([ALICE_FILE]),
+        Op.CATALOG_LIST: FolderArgs("/lhcb/user/alice"),
+        Op.CATALOG_REMOVE: RemoveArgs([ALICE_FILE]),
+        Op.CATALOG_REPLICA_STATUS: ReplicaStatusArgs(ALICE_FILE, "CERN-DISK", "Bad"),
+        Op.TRANSFER_SUBMIT: TransferSubmitArgs([ALICE_FILE], "RAL-DISK", job_id=1),
+        Op.TRANSFER_REQUEST: TransferRequestArgs(AGENT.name),
+        Op.TRANSFER_UPDATE: TransferUpdateArgs(1, 1, AGENT.name, "Active"),
+        Op.TRANSFERS: ListTransfersArgs(),
+        Op.RULE_ADD: RuleAddArgs("/lhcb/user/alice/run1", 2, ["disk"]),
+        Op.RULES: NoArgs(),
+        Op.RULE_REMOVE: RuleIdArgs(1),
     }[op]
 
 
@@ -240,6 +269,20 @@ EXPECTED: dict[str, set[str]] = {
     Op.IDENTITY_LIST: {"admin"},
     Op.IDENTITY_REVOKE: {"admin"},
     Op.PILOT_TOKEN: {"admin", "director"},
+    Op.SE_LIST: {"admin", "operator", "user", "director", "pilot", "agent"},
+    Op.SE_SET_STATUS: {"admin", "operator", "agent"},
+    Op.CATALOG_REGISTER: {"admin", "user", "pilot"},
+    Op.CATALOG_FILES: {"admin", "operator", "user", "pilot", "agent"},
+    Op.CATALOG_LIST: {"admin", "operator", "user", "pilot", "agent"},
+    Op.CATALOG_REMOVE: {"admin", "user"},
+    Op.CATALOG_REPLICA_STATUS: {"admin", "operator", "agent"},
+    Op.TRANSFER_SUBMIT: {"admin", "operator", "user", "pilot"},
+    Op.TRANSFER_REQUEST: {"admin", "agent"},
+    Op.TRANSFER_UPDATE: {"admin", "agent"},
+    Op.TRANSFERS: {"admin", "operator", "user", "agent"},
+    Op.RULE_ADD: {"admin", "operator", "user"},
+    Op.RULES: {"admin", "operator", "user", "agent"},
+    Op.RULE_REMOVE: {"admin", "operator"},
     Op.JOB_DESCRIPTION: {"admin", "operator", "user"},
     Op.DELETE: {"admin", "user"},
     Op.PEEK: {"admin", "operator", "user"},
@@ -261,6 +304,7 @@ EXPECTED: dict[str, set[str]] = {
     Op.DOWNTIME_LIST: {"admin", "operator", "agent", "monitor"},
     Op.DOWNTIME_CANCEL: {"admin", "operator"},
 }
+ALICE_FILE = "/lhcb/user/alice/run1/hits.root"
 
 
 def refused(
@@ -744,3 +788,58 @@ def test_a_user_may_not_submit_into_the_probe_group_even_if_listed() -> None:
     carol = Principal("carol", Role.USER, groups=("probes",))
     message = refused(carol, Op.SUBMIT, SubmitArgs([HELLO], owner="carol", group="probes"))
     assert "reserved for the monitoring agent" in message
+
+
+# --------------------------------------------------------------------------------------------
+# data: a user's own folder
+
+
+@pytest.mark.parametrize(
+    "lfn", ["/lhcb/user/bob/f", "/lhcb/data/f", "/lhcb/user/alice", "/lhcb/user/alicex/f"]
+)
+def test_a_user_writes_only_under_its_own_folder(lfn: str) -> None:
+    message = refused(ALICE, Op.CATALOG_REGISTER, RegisterArgs([FileItem(lfn, 1, "1", "S")]))
+    assert "users write only under /<vo>/user/alice/" in message
+    assert "/<vo>/user/alice/" in refused(ALICE, Op.CATALOG_REMOVE, RemoveArgs([lfn]))
+    assert "/<vo>/user/alice/" in refused(
+        ALICE, Op.TRANSFER_SUBMIT, TransferSubmitArgs([lfn], "RAL-DISK")
+    )
+
+
+def test_what_a_user_registers_is_owned_by_it_whatever_it_claims() -> None:
+    args = RegisterArgs([FileItem(ALICE_FILE, 1, "1", "S")], owner="bob", group="admins")
+    allowed = authorize(ALICE, Op.CATALOG_REGISTER, args, grid())
+    assert (allowed.owner, allowed.group) == ("alice", "physics")
+
+
+def test_an_agent_leases_transfers_only_as_itself() -> None:
+    assert "only as itself" in refused(AGENT, Op.TRANSFER_REQUEST, TransferRequestArgs("other"))
+
+
+def test_a_pilot_registers_output_only_for_its_own_job_as_the_job_owner() -> None:
+    args = RegisterArgs([FileItem(ALICE_FILE, 1, "1", "S")], job_id=1)
+    assert authorize(PILOT, Op.CATALOG_REGISTER, args, grid()).owner == "alice"
+    assert "job 2 is not" in refused(
+        PILOT,
+        Op.CATALOG_REGISTER,
+        RegisterArgs([FileItem("/lhcb/user/bob/f", 1, "1", "S")], job_id=2),
+    )
+    assert "/<vo>/user/alice/" in refused(
+        PILOT,
+        Op.CATALOG_REGISTER,
+        RegisterArgs([FileItem("/lhcb/user/bob/f", 1, "1", "S")], job_id=1),
+    )
+
+
+def test_a_site_wide_pilot_credential_registers_output_only_for_pilots_not_bound_to_another() -> (
+    None
+):
+    args = RegisterArgs([FileItem(ALICE_FILE, 1, "1", "S")], job_id=1)
+    bound = FakeOwnership(
+        jobs={1: ("alice", PILOT_7)},
+        pilots={PILOT_7: CERN},
+        credentials={PILOT_7: "pilot:other"},
+    )
+    assert "another credential acts as" in refused(SITE_PILOT, Op.CATALOG_REGISTER, args, bound)
+    unbound = FakeOwnership(jobs={1: ("alice", PILOT_7)}, pilots={PILOT_7: CERN})
+    assert authorize(SITE_PILOT, Op.CATALOG_REGISTER, args, unbound).owner == "alice"
