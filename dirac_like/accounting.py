@@ -70,6 +70,37 @@ class JobAccountingRecord(NamedTuple):
         return self.cores * self.wall_seconds
 
 
+class TransferAccountingRecord(NamedTuple):
+    """One transfer request that reached a final state (Done or Failed), made by the transfer
+    book into the same change set as that state (never lost, never doubled: ``transfer_id`` is
+    its key)."""
+
+    transfer_id: int
+    lfn: str
+    owner: str
+    source: str  # the SE of the last attempt ('' : none was leased)
+    destination: str
+    status: str  # Done or Failed
+    reason: str
+    bytes: int  # verified at the destination (0 for a failed transfer)
+    attempts: int
+    created: float
+    started: float  # when the last attempt was leased (0: not known, e.g. across a restart)
+    ended: float
+
+    @property
+    def link(self) -> str:
+        return link_label(self.source, self.destination)
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.ended - self.started) if self.started else 0.0
+
+
+def link_label(source: str, destination: str) -> str:
+    return f"{source or 'none'} -> {destination}"
+
+
 class PilotAccountingRecord(NamedTuple):
     pilot_id: str
     site: str
@@ -257,6 +288,25 @@ def bucket_records(
     return buckets
 
 
+def bucket_transfers(
+    records: Iterable[TransferAccountingRecord], period: int = HOUR
+) -> dict[BucketKey, list[float]]:
+    """Transfer records summed per dimension (:data:`TRANSFER_DIMENSIONS`), label and bucket:
+    ``[transfers, failed, bytes, seconds]`` (the columns of ``transfer_buckets``)."""
+    buckets: dict[BucketKey, list[float]] = {}
+    for record in records:
+        start = bucket_start(record.ended, period)
+        numbers = (1, int(record.status == "Failed"), record.bytes, record.seconds)
+        for dimension, label in zip(
+            TRANSFER_DIMENSIONS, (record.link, record.status, record.owner), strict=True
+        ):
+            key = BucketKey(dimension, start, period, label)
+            sums = buckets.setdefault(key, [0, 0, 0, 0.0])
+            for index, value in enumerate(numbers):
+                sums[index] += value
+    return buckets
+
+
 # -- retention -----------------------------------------------------------------------------------
 
 
@@ -285,6 +335,8 @@ class Metric(StrEnum):
     CPU_EFFICIENCY = "cpu-efficiency"
     FAILED = "failed"
     WALL_HOURS = "wall-hours"
+    TRANSFERS = "transfers"  # finished transfer requests
+    TRANSFER_BYTES = "transfer-bytes"  # bytes verified at their destination
 
 
 class Dimension(StrEnum):
@@ -293,10 +345,14 @@ class Dimension(StrEnum):
     SITE = "site"
     STATUS = "status"
     EXIT_CODE = "exit-code"
+    LINK = "link"  # transfers: source SE -> destination SE
 
 
-# the dimensions in the order bucket_records takes a record's labels
-DIMENSION_NAMES = tuple(dimension.value for dimension in Dimension)
+# the dimensions of job buckets, in the order bucket_records takes a record's labels
+DIMENSION_NAMES = ("group", "user", "site", "status", "exit-code")
+# the dimensions of transfer buckets, in the order bucket_transfers takes them
+TRANSFER_DIMENSIONS = ("link", "status", "user")
+TRANSFER_METRICS = frozenset({Metric.TRANSFERS, Metric.TRANSFER_BYTES})
 
 UNITS = {
     Metric.JOBS: "jobs",
@@ -304,11 +360,18 @@ UNITS = {
     Metric.CPU_EFFICIENCY: "%",
     Metric.FAILED: "jobs",
     Metric.WALL_HOURS: "hours",
+    Metric.TRANSFERS: "transfers",
+    Metric.TRANSFER_BYTES: "bytes",
 }
 
 
 def metric_value(metric: Metric, totals: Totals) -> float:
-    """The value of ``metric`` over summed ``totals``."""
+    """The value of ``metric`` over summed ``totals`` (of transfers: transfers, failed, bytes,
+    seconds in the first four places)."""
+    if metric is Metric.TRANSFERS:
+        return float(totals.jobs)
+    if metric is Metric.TRANSFER_BYTES:
+        return float(totals.cpu_seconds)
     if metric is Metric.JOBS:
         return float(totals.jobs)
     if metric is Metric.FAILED:
@@ -340,6 +403,12 @@ class ReportQuery:
                 f"unknown metric {metric!r} or dimension {by!r} (metrics: "
                 f"{', '.join(Metric)}; by: {', '.join(Dimension)})"
             ) from None
+        dimensions = TRANSFER_DIMENSIONS if checked_metric in TRANSFER_METRICS else DIMENSION_NAMES
+        if checked_by.value not in dimensions:
+            raise InvalidArgument(
+                f"{metric} cannot be reported by {by}: jobs by {', '.join(DIMENSION_NAMES)}; "
+                f"transfers by {', '.join(TRANSFER_DIMENSIONS)}"
+            )
         if step < HOUR or step % HOUR:
             raise InvalidArgument(f"step must be a whole number of hours, not {step:g} s")
         if since <= 0:

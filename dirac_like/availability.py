@@ -26,7 +26,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from dirac_like.monitoring import CheckStatus, ProbeResult, outcome_of
+from dirac_like.monitoring import (
+    CheckStatus,
+    Downtime,
+    ProbeResult,
+    TargetKind,
+    outcome_of,
+    probe_runs,
+)
 
 UP, DOWN, UNKNOWN, SCHEDULED = "up", "down", "unknown", "scheduled"
 _STATE_OF = {
@@ -167,14 +174,16 @@ def _service_state(timeline: Timeline, moment: float, validity: float) -> str:
 
 # -- periods --------------------------------------------------------------------------------------
 
-PERIODS = ("day", "week", "month")
+PERIODS = ("hour", "day", "week", "month")
 
 
 def period_starts(since: float, until: float, period: str) -> list[float]:
     """The UTC starts of the days / weeks (Monday) / months that meet [since, until)."""
     if period not in PERIODS:
         raise ValueError(f"unknown period {period!r} (known: {', '.join(PERIODS)})")
-    moment = datetime.fromtimestamp(since, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    moment = datetime.fromtimestamp(since, UTC).replace(minute=0, second=0, microsecond=0)
+    if period != "hour":
+        moment = moment.replace(hour=0)
     if period == "week":
         moment -= timedelta(days=moment.weekday())
     elif period == "month":
@@ -187,6 +196,8 @@ def period_starts(since: float, until: float, period: str) -> list[float]:
 
 
 def _next(moment: datetime, period: str) -> datetime:
+    if period == "hour":
+        return moment + timedelta(hours=1)
     if period == "day":
         return moment + timedelta(days=1)
     if period == "week":
@@ -221,3 +232,57 @@ def per_period(
 def percent(value: float | None) -> str:
     """A figure as the dashboards show it: '97.5%', or 'n/a' when undefined."""
     return "n/a" if value is None else f"{value * 100:.1f}%"
+
+
+# -- every target at once -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetFigures:
+    """A site's or SE's figures: one per period (or one for the whole range)."""
+
+    target: str
+    kind: str  # "site" or "se"
+    status: str  # its status now (Active when none was ever set)
+    samples: list[Sample]
+    periods: list[Figures]
+
+    def probes_in(self, window: Figures) -> int:
+        return sum(1 for sample in self.samples if window.start <= sample.time < window.end)
+
+
+def target_figures(
+    results: Iterable[ProbeResult],
+    downtimes: Iterable[Downtime],
+    statuses: dict[tuple[str, str], str],
+    since: float,
+    until: float,
+    period: str | None,
+    validity: float,
+    only: str | None = None,
+) -> list[TargetFigures]:
+    """The figures of every target that has a probe result or a status (``statuses``: (kind,
+    target) -> status), sites first, by name; per ``period`` (None: [since, until) as one).
+    Give the results from ``since - validity`` on (the latest before the range holds into it);
+    health findings are left out."""
+    runs = probe_runs(results)
+    targets = set(runs) | {(TargetKind(kind), name) for kind, name in statuses}
+    if only:
+        targets = {target for target in targets if target[1] == only}
+    spans_of: dict[tuple[str, str], list[DowntimeSpan]] = {}
+    for downtime in downtimes:
+        spans_of.setdefault((downtime.kind.value, downtime.target), []).append(
+            DowntimeSpan(downtime.start, downtime.cancelled or downtime.end, downtime.scheduled)
+        )
+    report = []
+    for kind, name in sorted(targets, key=lambda t: (t[0].value != "site", t[1])):
+        spans = spans_of.get((kind.value, name), [])
+        samples = samples_of(runs.get((kind, name), []))
+        rows = (
+            per_period(samples, spans, since, until, period, validity)
+            if period
+            else [figures(samples, spans, since, until, validity)]
+        )
+        status = statuses.get((kind.value, name), "Active")
+        report.append(TargetFigures(name, kind.value, status, samples, rows))
+    return report

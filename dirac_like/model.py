@@ -10,7 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from dirac_like.accounting import JobAccountingRecord, PilotAccountingRecord, RetentionCutoffs
+from dirac_like.accounting import (
+    JobAccountingRecord,
+    PilotAccountingRecord,
+    RetentionCutoffs,
+    TransferAccountingRecord,
+)
 from dirac_like.monitoring import Downtime, ProbeResult, StatusRecord
 from dirac_like.states import JobStatus, PilotState
 
@@ -300,6 +305,9 @@ class ChangeSet:
     job_accounting: list[JobAccountingRecord] = field(default_factory=list)
     pilot_accounting: list[PilotAccountingRecord] = field(default_factory=list)
     accounting_retention: RetentionCutoffs | None = None
+    transfer_accounting: list[TransferAccountingRecord] = field(default_factory=list)
+    # kept usage samples of running jobs: (job id, attempt, time, cpu seconds, rss MB)
+    usage_samples: list[tuple[int, int, float, float, float]] = field(default_factory=list)
     # the replica catalog: lfn -> entry (None: removed); lfn -> se -> status (None: removed)
     catalog_files: dict[str, FileEntry | None] = field(default_factory=dict)
     catalog_replicas: dict[str, dict[str, str | None]] = field(default_factory=dict)
@@ -330,6 +338,8 @@ class ChangeSet:
             or self.job_accounting
             or self.pilot_accounting
             or self.accounting_retention is not None
+            or self.transfer_accounting
+            or self.usage_samples
             or self.catalog_files
             or self.catalog_replicas
             or self.se_status

@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from dirac_like.accounting import (
+    TRANSFER_METRICS,
     JobAccountingRecord,
     PilotAccountingRecord,
     Report,
     ReportQuery,
     Totals,
+    TransferAccountingRecord,
     build_report,
 )
 from dirac_like.errors import InvalidArgument, StoreError
@@ -49,7 +51,14 @@ REPORT_SQL = """SELECT ? + CAST((start - ?) / ? AS INTEGER) * ? AS step_start, l
     sum(jobs), sum(failed), sum(cpu_seconds), sum(wall_seconds), sum(core_seconds)
     FROM accounting_buckets WHERE dimension = ? AND start >= ? AND start < ?
     GROUP BY step_start, label"""
+# transfer buckets hold (transfers, failed, bytes, seconds): summed into the first four places of
+# Totals, where metric_value reads them for the transfer metrics
+TRANSFER_REPORT_SQL = """SELECT ? + CAST((start - ?) / ? AS INTEGER) * ? AS step_start, label,
+    sum(transfers), sum(failed), sum(bytes), sum(seconds), 0
+    FROM transfer_buckets WHERE dimension = ? AND start >= ? AND start < ?
+    GROUP BY step_start, label"""
 _PILOT_COLUMNS = ", ".join(PilotAccountingRecord._fields)
+_TRANSFER_COLUMNS = ", ".join(TransferAccountingRecord._fields)
 
 
 class AccountingReader:
@@ -98,7 +107,8 @@ class AccountingReader:
             query.start,
             query.end,
         )
-        rows = self._rows(REPORT_SQL, parameters, "the accounting report")
+        sql = TRANSFER_REPORT_SQL if query.metric in TRANSFER_METRICS else REPORT_SQL
+        rows = self._rows(sql, parameters, "the accounting report")
         return build_report(
             query, ((start, str(label), Totals(*sums)) for start, label, *sums in rows)
         )
@@ -150,6 +160,26 @@ class AccountingReader:
         )
         rows = self._rows(sql, (*parameters, _limit(limit)), "pilot accounting records")
         return [PilotAccountingRecord(*row) for row in rows]
+
+    def transfers(
+        self,
+        since: float = 0.0,
+        until: float = float("inf"),
+        status: str | None = None,
+        limit: int = 1000,
+    ) -> list[TransferAccountingRecord]:
+        """Transfer records that ended in [since, until) (with ``status``), newest first."""
+        condition = "ended >= ? AND ended < ?"
+        parameters: list[Any] = [since, until]
+        if status is not None:
+            condition += " AND status = ?"
+            parameters.append(status)
+        sql = (
+            f"SELECT {_TRANSFER_COLUMNS} FROM transfer_accounting WHERE {condition} "
+            "ORDER BY ended DESC LIMIT ?"
+        )
+        rows = self._rows(sql, (*parameters, _limit(limit)), "transfer accounting records")
+        return [TransferAccountingRecord(*row) for row in rows]
 
     def _rows(self, sql: str, parameters: tuple[Any, ...], what: str) -> list[Any]:
         try:

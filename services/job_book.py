@@ -39,6 +39,7 @@ from dirac_like.monitoring import PROBE_GROUP
 from dirac_like.protocol import JobUsage, PilotResources
 from dirac_like.shares import FairShare
 from dirac_like.states import ACTIVE_STATUSES, FINAL_STATUSES, JobStatus, check_transition
+from dirac_like.usage_series import SeriesMark, keep_sample
 
 from .deadlines import Deadlines
 from .journal import Journal
@@ -95,6 +96,8 @@ class JobBook:
         # what the pilots' heartbeats last said the active jobs used (for a job that ends
         # without its pilot's final report: lost, killed while stalled)
         self.last_usage: dict[int, JobUsage] = {}
+        # how much of each active job's usage series is kept (dirac_like/usage_series.py)
+        self.sample_marks: dict[int, SeriesMark] = {}
         # for the metrics: jobs by (status, site, group) now, and counts since start-up
         self.tally: Counter[tuple[JobStatus, str, str]] = Counter()
         self.entered: Counter[JobStatus] = Counter()  # transitions into each status
@@ -265,6 +268,7 @@ class JobBook:
             self.shares.stop(job.group, job.owner, self.cores(job), now)
             self.granted_cores.pop(job.job_id, None)
             self.last_usage.pop(job.job_id, None)
+            self.sample_marks.pop(job.job_id, None)
             self.placed_ce.pop(job.job_id, None)
         job.status, job.minor_status, job.updated = status, minor, now
         self._enter(job, old, now)
@@ -282,6 +286,10 @@ class JobBook:
         self.journal.changes.job_accounting.append(
             job_record(job, status.value, minor, cores, usage, held, now, ce)
         )
+        if held and usage is not None and (usage.cpu_seconds or usage.peak_rss_mb):
+            self.journal.changes.usage_samples.append(
+                (job.job_id, job.attempt, now, usage.cpu_seconds, usage.peak_rss_mb)
+            )
 
     def _enter(self, job: JobRecord, old: JobStatus, now: float) -> None:
         status = job.status
@@ -375,6 +383,11 @@ class JobBook:
         usage = usage_from_heartbeat(metrics) if metrics else None
         if usage is not None and job.status in ACTIVE_STATUSES:
             self.last_usage[job.job_id] = later_usage(self.last_usage.get(job.job_id), usage)
+            mark = self.sample_marks.setdefault(job.job_id, SeriesMark())
+            if keep_sample(mark, now):
+                self.journal.changes.usage_samples.append(
+                    (job.job_id, job.attempt, now, usage.cpu_seconds, usage.peak_rss_mb)
+                )
         if job.status in (S.RUNNING, S.COMPLETING):
             self._beat(job, now)
         else:

@@ -22,6 +22,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
+from dirac_like.accounting import TransferAccountingRecord
 from dirac_like.config import TransfersConfig
 from dirac_like.errors import IllegalTransition, InvalidArgument, NotFound, StaleAttempt
 from dirac_like.lfns import check_lfn
@@ -62,8 +63,29 @@ class TransferBook:
         # leased ones (few: the per-SE limits bound them), for the loop's timers
         self.leased = {i: r for i, r in self.open.items() if r.status in HELD}
         self.next_id = max(self.records, default=0) + 1
+        # when each leased request's attempt began (for its accounting record; not stored)
+        self.lease_started: dict[int, float] = {}
 
-    def _changed(self, record: TransferRecord, now: float) -> None:
+    def _changed(self, record: TransferRecord, now: float, moved_bytes: int = 0) -> None:
+        """Note the change for the store; a request that becomes final gets its accounting
+        record in the same change set (so in the same transaction)."""
+        if record.status in FINAL and record.transfer_id in self.open:
+            self.journal.changes.transfer_accounting.append(
+                TransferAccountingRecord(
+                    record.transfer_id,
+                    record.lfn,
+                    record.owner,
+                    record.source,
+                    record.destination,
+                    record.status,
+                    record.reason,
+                    moved_bytes,
+                    record.attempt,
+                    record.created,
+                    self.lease_started.pop(record.transfer_id, 0.0),
+                    now,
+                )
+            )
         record.updated = now
         self.journal.changes.transfers[record.transfer_id] = record
         if record.status in HELD:
@@ -175,6 +197,7 @@ class TransferBook:
                 record.status, record.agent, record.source = ASSIGNED, agent, source
                 record.attempt += 1
                 record.deadline = now + self.config.lease
+                self.lease_started[record.transfer_id] = now
                 self._changed(record, now)
                 log.info(
                     "transfer %d (%s -> %s) leased to agent %s, attempt %d",
@@ -223,7 +246,7 @@ class TransferBook:
             )
         self.catalog._set_replica(record.lfn, record.destination, GOOD)
         record.status, record.reason = DONE, f"copied from {record.source}"
-        self._changed(record, now)
+        self._changed(record, now, moved_bytes=size)
         log.info("transfer %d done: %s on %s", record.transfer_id, record.lfn, record.destination)
 
     def failed(self, record: TransferRecord, reason: str, now: float) -> None:

@@ -1,4 +1,5 @@
-"""``dirac-like accounting report``: what finished jobs used, summed from the accounting buckets.
+"""``dirac-like accounting report``: what finished jobs used (and what finished transfers moved),
+summed from the accounting buckets.
 
 It reads the central service's store file read-only (services/accounting_store.py), so it runs on
 the service's machine, beside the live service, as its account (the file is the service's own,
@@ -73,7 +74,7 @@ def print_summary(report: Report) -> None:
         ("label", query.by.value.capitalize()),
         ("total", f"{report.unit.capitalize()}>"),
     ]
-    print_table(rows, columns, title=title, empty="no finished jobs in this range")
+    print_table(rows, columns, title=title, empty="nothing finished in this range")
 
 
 def _when(stamp: float) -> str:
@@ -94,19 +95,21 @@ def add_accounting_parser(groups: Any) -> None:
         "it where the service runs).",
     )
     commands = accounting.add_subparsers(dest="cli_command", metavar="COMMAND", required=True)
-    text = "a metric over time, one series per group, user, site, status or exit code"
+    text = "a metric over time, one series per group, user, site, status, exit code or link"
     report = commands.add_parser("report", help=text, description=f"Report {text}.")
     report.add_argument(
         "--metric",
         required=True,
         choices=[m.value for m in Metric],
-        help="what to sum (cpu-efficiency: CPU time / core time granted)",
+        help="what to sum (cpu-efficiency: CPU time / core time granted; transfers and "
+        "transfer-bytes: finished transfers, by link, status or user)",
     )
     report.add_argument(
         "--by",
         required=True,
         choices=[d.value for d in Dimension],
-        help="one series per value of this",
+        help="one series per value of this (jobs: group, user, site, status, exit-code; "
+        "transfers: link, status, user)",
     )
     report.add_argument(
         "--since", default="7d", help="how far back: 30m, 12h, 7d, 2w... (default 7d)"

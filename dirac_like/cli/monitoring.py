@@ -16,16 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dirac_like.availability import (
-    PERIODS,
-    DowntimeSpan,
-    Figures,
-    Sample,
-    figures,
-    per_period,
-    percent,
-    samples_of,
-)
+from dirac_like.availability import PERIODS, Figures, percent, target_figures
 from dirac_like.cli.common import UsageError, connect, print_result
 from dirac_like.cli.display import Column, format_time, print_json, print_table
 from dirac_like.cli.identity import identity_of, identity_options, server_for
@@ -33,7 +24,7 @@ from dirac_like.client import Client
 from dirac_like.config import default_home
 from dirac_like.errors import EXIT_OK
 from dirac_like.logs import setup_logging
-from dirac_like.monitoring import CheckStatus, ProbeResult, TargetKind, probe_runs
+from dirac_like.monitoring import CheckStatus, Downtime, ProbeResult, TargetKind
 from dirac_like.protocol import DowntimeRow, ProbeResultItem, to_wire
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -195,36 +186,20 @@ def availability_report(
     """Per target and period (None: the whole of [since, until) as one): the WLCG figures
     (see dirac_like.availability)."""
     results = [_result(item) for item in client.probe_results(since - validity, only or "")]
-    downtimes = client.downtime_list(include_ended=True)
+    downtimes = [_downtime(item) for item in client.downtime_list(include_ended=True)]
     statuses = {(row.kind, row.target): row.status for row in client.resource_status()}
-    runs = probe_runs(results)
-    targets = set(runs) | {(TargetKind(kind), name) for kind, name in statuses}
-    if only:
-        targets = {target for target in targets if target[1] == only}
-        if not targets:
-            raise UsageError(f"unknown site or SE {only!r}: no status and no probe result")
-    report = []
-    for kind, name in sorted(targets, key=lambda t: (t[0].value != "site", t[1])):
-        spans = [
-            DowntimeSpan(d.start, d.cancelled or d.end, d.scheduled)
-            for d in downtimes
-            if d.target == name and d.kind == kind.value
-        ]
-        samples = samples_of(runs.get((kind, name), []))
-        rows = (
-            per_period(samples, spans, since, until, period, validity)
-            if period
-            else [figures(samples, spans, since, until, validity)]
-        )
-        report.append(
-            {
-                "target": name,
-                "kind": kind.value,
-                "status": statuses.get((kind.value, name), "Active"),
-                "periods": [_figures(row, samples) for row in rows],
-            }
-        )
-    return report
+    targets = target_figures(results, downtimes, statuses, since, until, period, validity, only)
+    if only and not targets:
+        raise UsageError(f"unknown site or SE {only!r}: no status and no probe result")
+    return [
+        {
+            "target": target.target,
+            "kind": target.kind,
+            "status": target.status,
+            "periods": [_figures(row, target.probes_in(row)) for row in target.periods],
+        }
+        for target in targets
+    ]
 
 
 def _result(item: ProbeResultItem) -> ProbeResult:
@@ -240,8 +215,21 @@ def _result(item: ProbeResultItem) -> ProbeResult:
     )
 
 
-def _figures(row: Figures, samples: Sequence[Sample]) -> dict[str, Any]:
-    probes = sum(1 for sample in samples if row.start <= sample.time < row.end)
+def _downtime(row: DowntimeRow) -> Downtime:
+    return Downtime(
+        row.downtime_id,
+        row.target,
+        TargetKind(row.kind),
+        row.start,
+        row.end,
+        row.reason,
+        row.scheduled,
+        row.created,
+        row.cancelled,
+    )
+
+
+def _figures(row: Figures, probes: int) -> dict[str, Any]:
     return {
         "start": row.start,
         "end": row.end,

@@ -12,7 +12,11 @@ from typing import Any
 
 import msgpack
 
-from dirac_like.accounting import JobAccountingRecord, PilotAccountingRecord
+from dirac_like.accounting import (
+    JobAccountingRecord,
+    PilotAccountingRecord,
+    TransferAccountingRecord,
+)
 from dirac_like.errors import JobNotFound, StoreError, UnstorableValue
 from dirac_like.model import (
     ChangeSet,
@@ -53,6 +57,8 @@ class MemoryStore(Store):
         self.downtimes: dict[int, Downtime] = {}
         self.accounting: dict[tuple[int, int], JobAccountingRecord] = {}
         self.pilot_accounting: dict[str, PilotAccountingRecord] = {}
+        self.transfer_accounting: dict[int, TransferAccountingRecord] = {}
+        self.usage_samples: list[tuple[int, int, float, float, float]] = []
         self.files: dict[str, FileEntry] = {}
         self.replicas: dict[str, dict[str, str]] = {}
         self.se_status: dict[str, SEStatusRecord] = {}
@@ -73,6 +79,11 @@ class MemoryStore(Store):
         keys = [(record.job_id, record.attempt) for record in changes.job_accounting]
         if len(set(keys)) != len(keys) or any(key in self.accounting for key in keys):
             raise StoreError("an accounting record of the same job attempt exists")
+        transfer_ids = [record.transfer_id for record in changes.transfer_accounting]
+        if len(set(transfer_ids)) != len(transfer_ids) or any(
+            key in self.transfer_accounting for key in transfer_ids
+        ):
+            raise StoreError("an accounting record of the same transfer exists")
         for row in changes.new_task_queues:
             self.task_queues[row.task_queue_id] = row
         for job, packed in changes.new_jobs:
@@ -104,6 +115,9 @@ class MemoryStore(Store):
             self.accounting[(record.job_id, record.attempt)] = record
         for pilot in changes.pilot_accounting:
             self.pilot_accounting.setdefault(pilot.pilot_id, pilot)
+        for transfer in changes.transfer_accounting:
+            self.transfer_accounting[transfer.transfer_id] = transfer
+        self.usage_samples.extend(changes.usage_samples)
         cutoffs = changes.accounting_retention
         if cutoffs is not None:  # (this double keeps no buckets)
             self.accounting = {

@@ -36,6 +36,7 @@ from dirac_like.accounting import (
     HOUR,
     JobAccountingRecord,
     bucket_records,
+    bucket_transfers,
 )
 from dirac_like.errors import JobNotFound, StoreError, UnstorableValue
 from dirac_like.model import (
@@ -215,6 +216,26 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             tags TEXT NOT NULL, owner TEXT NOT NULL, created REAL NOT NULL,
             expires REAL NOT NULL)""",
     ),
+    # 7 -> 8: accounting of finished transfers (records and hourly/daily buckets by link,
+    # status, user), and the kept usage samples of jobs (dirac_like/usage_series.py).
+    (
+        """CREATE TABLE transfer_accounting (
+            transfer_id INTEGER PRIMARY KEY, lfn TEXT NOT NULL, owner TEXT NOT NULL,
+            source TEXT NOT NULL, destination TEXT NOT NULL, status TEXT NOT NULL,
+            reason TEXT NOT NULL, bytes INTEGER NOT NULL, attempts INTEGER NOT NULL,
+            created REAL NOT NULL, started REAL NOT NULL, ended REAL NOT NULL)""",
+        "CREATE INDEX transfer_accounting_by_end ON transfer_accounting (ended)",
+        """CREATE TABLE transfer_buckets (
+            dimension TEXT NOT NULL, start REAL NOT NULL, period INTEGER NOT NULL,
+            label TEXT NOT NULL, transfers INTEGER NOT NULL, failed INTEGER NOT NULL,
+            bytes INTEGER NOT NULL, seconds REAL NOT NULL,
+            PRIMARY KEY (dimension, start, period, label)) WITHOUT ROWID""",
+        """CREATE TABLE usage_samples (
+            job_id INTEGER NOT NULL, attempt INTEGER NOT NULL, time REAL NOT NULL,
+            cpu_seconds REAL NOT NULL, rss_mb REAL NOT NULL,
+            PRIMARY KEY (job_id, attempt, time)) WITHOUT ROWID""",
+        "CREATE INDEX usage_samples_by_time ON usage_samples (time)",
+    ),
 )
 if len(MIGRATIONS) != SCHEMA_VERSION:
     raise RuntimeError("SCHEMA_VERSION and MIGRATIONS disagree")
@@ -327,6 +348,24 @@ FOLD_HOURLY_INTO_DAILY = f"""INSERT INTO accounting_buckets
     GROUP BY dimension, day, label
     ON CONFLICT {_BUCKET_KEY} {_ADD_TOTALS}"""
 DELETE_HOURLY_BEFORE = f"DELETE FROM accounting_buckets WHERE period = {HOUR} AND start < ?"
+# A transfer is final once: a second record of it is an error (the batch is undone).
+INSERT_TRANSFER_ACCOUNTING = "INSERT INTO transfer_accounting VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+ADD_TO_TRANSFER_BUCKET = f"""INSERT INTO transfer_buckets VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT {_BUCKET_KEY} DO UPDATE SET transfers = transfers + excluded.transfers,
+    failed = failed + excluded.failed, bytes = bytes + excluded.bytes,
+    seconds = seconds + excluded.seconds"""
+DELETE_TRANSFER_ACCOUNTING_BEFORE = "DELETE FROM transfer_accounting WHERE ended < ?"
+FOLD_HOURLY_TRANSFERS_INTO_DAILY = f"""INSERT INTO transfer_buckets
+    SELECT dimension, CAST(start / {DAY} AS INTEGER) * {DAY}.0 AS day, {DAY}, label,
+        sum(transfers), sum(failed), sum(bytes), sum(seconds)
+    FROM transfer_buckets WHERE period = {HOUR} AND start < ?
+    GROUP BY dimension, day, label
+    ON CONFLICT {_BUCKET_KEY} DO UPDATE SET transfers = transfers + excluded.transfers,
+    failed = failed + excluded.failed, bytes = bytes + excluded.bytes,
+    seconds = seconds + excluded.seconds"""
+DELETE_HOURLY_TRANSFERS_BEFORE = f"DELETE FROM transfer_buckets WHERE period = {HOUR} AND start < ?"
+INSERT_USAGE_SAMPLE = "INSERT OR IGNORE INTO usage_samples VALUES (?, ?, ?, ?, ?)"
+DELETE_USAGE_SAMPLES_BEFORE = "DELETE FROM usage_samples WHERE time < ?"
 SELECT_JOB_ACCOUNTING = f"""SELECT {", ".join(JOB_ACCOUNTING_COLUMNS)} FROM job_accounting
     WHERE job_id = ? ORDER BY attempt"""
 
@@ -681,12 +720,28 @@ def _write_accounting(db: sqlite3.Connection, changes: ChangeSet) -> None:
         db.executemany(ADD_TO_BUCKET, [(*key, *totals.as_row()) for key, totals in buckets.items()])
     if changes.pilot_accounting:
         db.executemany(INSERT_PILOT_ACCOUNTING, changes.pilot_accounting)
+    if changes.transfer_accounting:
+        db.executemany(INSERT_TRANSFER_ACCOUNTING, changes.transfer_accounting)
+        sums = bucket_transfers(changes.transfer_accounting)
+        db.executemany(ADD_TO_TRANSFER_BUCKET, [(*key, *row) for key, row in sums.items()])
+    if changes.usage_samples:
+        db.executemany(INSERT_USAGE_SAMPLE, changes.usage_samples)
     cutoffs = changes.accounting_retention
     if cutoffs is not None:
-        db.execute(DELETE_JOB_ACCOUNTING_BEFORE, (cutoffs.raw_before,))
-        db.execute(DELETE_PILOT_ACCOUNTING_BEFORE, (cutoffs.raw_before,))
-        db.execute(FOLD_HOURLY_INTO_DAILY, (cutoffs.hourly_before,))
-        db.execute(DELETE_HOURLY_BEFORE, (cutoffs.hourly_before,))
+        for delete in (
+            DELETE_JOB_ACCOUNTING_BEFORE,
+            DELETE_PILOT_ACCOUNTING_BEFORE,
+            DELETE_TRANSFER_ACCOUNTING_BEFORE,
+            DELETE_USAGE_SAMPLES_BEFORE,
+        ):
+            db.execute(delete, (cutoffs.raw_before,))
+        for fold in (
+            FOLD_HOURLY_INTO_DAILY,
+            DELETE_HOURLY_BEFORE,
+            FOLD_HOURLY_TRANSFERS_INTO_DAILY,
+            DELETE_HOURLY_TRANSFERS_BEFORE,
+        ):
+            db.execute(fold, (cutoffs.hourly_before,))
 
 
 def _job_accounting_row(record: JobAccountingRecord) -> tuple[Any, ...]:

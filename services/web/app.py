@@ -1,7 +1,8 @@
 """The dashboard's web application (Flask; Jinja2 templates, autoescaped; server-side SVG plots).
 
-Pages: ``/`` overview, ``/jobs`` search, ``/jobs/<id>`` one job (history, JDL, output, kill and
-reschedule), ``/sites``, ``/accounting``, ``/login``. Parts of the overview, sites and job pages
+Pages: ``/`` overview, ``/jobs`` search, ``/jobs/<id>`` one job (history, JDL, resource usage
+over time, why it waits, output, kill and reschedule), ``/sites`` (with the availability grids),
+``/transfers``, ``/accounting``, ``/login``. Parts of the overview, sites and job pages
 refresh themselves (``static/live.js`` fetches ``/fragment/...`` and swaps it in).
 
 Every page but the login needs a session, made from a login token (:mod:`services.web.auth`).
@@ -36,19 +37,26 @@ from flask import (
 )
 from werkzeug.exceptions import HTTPException
 
+from dirac_like.accounting import DAY, HOUR, Report, ReportQuery
 from dirac_like.authz import authorize
+from dirac_like.availability import target_figures
 from dirac_like.errors import DiracLikeError, Forbidden, NotFound, StoreError
 from dirac_like.protocol import ARGUMENTS, JobIdArgs, JobIdsArgs, ListJobsArgs, Op
 from dirac_like.sandbox import SandboxStore
 from dirac_like.states import TRANSITIONS, JobStatus
 from dirac_like.web_login import LoginRefused
 
+from ..accounting_store import AccountingReader
 from . import plots
 from .dashboard import Dashboard
+from .reader import JobRow
 from .views import (
     PILOT_STATE_ORDER,
     STATUS_ORDER,
+    TRANSFER_STATES,
+    AvailabilityGrid,
     BadQuery,
+    availability_grid,
     jdl_lines,
     may,
     next_page,
@@ -56,12 +64,15 @@ from .views import (
     parse_job_query,
     pilots_by_site,
     site_rows,
+    transfer_links,
 )
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 CHUNK_BYTES = 1024 * 1024
+GRID_DAYS = 14
+WAITING_STATUSES = (JobStatus.WAITING.value, JobStatus.RESCHEDULED.value)
 
 
 def create_app(dashboard: Dashboard) -> Flask:
@@ -81,6 +92,7 @@ def create_app(dashboard: Dashboard) -> Flask:
     _add_login_routes(app, dashboard)
     _add_page_routes(app, dashboard)
     _add_job_routes(app, dashboard)
+    _add_transfer_routes(app, dashboard)
     return app
 
 
@@ -285,6 +297,7 @@ def _sites_context(dashboard: Dashboard) -> dict[str, Any]:
     by_site = pilots_by_site(pilots)
     counts = dashboard.counts(None)
     return {
+        "grids": dashboard.timed("availability", lambda: _availability_grids(dashboard)),
         "sites": site_rows(reader.sites(), counts, pilots, reader.site_statuses()),
         "jobs_svg": _sites_svg(dashboard, overview(counts).by_site),
         "pilots_svg": dashboard.svg(
@@ -299,6 +312,80 @@ def _sites_context(dashboard: Dashboard) -> dict[str, Any]:
             ),
         ),
     }
+
+
+def _availability_grids(dashboard: Dashboard) -> list[AvailabilityGrid]:
+    """The last 24 hours by hour and the last 14 days by day (WLCG availability)."""
+    reader, now = dashboard.reader, dashboard.clock()
+    validity = dashboard.settings.availability_validity
+    first = now - GRID_DAYS * DAY
+    results = reader.probe_results(first - validity)
+    downtimes = reader.downtimes(first)
+    statuses = reader.resource_statuses()
+    grids = []
+    for title, since, period in (
+        ("Availability, last 24 hours (UTC hours)", now - DAY, "hour"),
+        (f"Availability, last {GRID_DAYS} days (UTC days)", first, "day"),
+    ):
+        targets = target_figures(results, downtimes, statuses, since, now, period, validity)
+        grids.append(availability_grid(targets, title, hourly=period == "hour"))
+    return grids
+
+
+# -- transfers -----------------------------------------------------------------------------------
+
+
+def _add_transfer_routes(app: Flask, dashboard: Dashboard) -> None:
+    @app.get("/transfers")
+    def transfers() -> Any:
+        return render_template("transfers.html", **_transfers_context(dashboard))
+
+    @app.get("/fragment/transfers")
+    def transfers_fragment() -> Any:
+        return render_template("transfers_panels.html", **_transfers_context(dashboard))
+
+
+def _transfers_context(dashboard: Dashboard) -> dict[str, Any]:
+    """Every transfer request's state by link, the recent failures with their reasons, and the
+    throughput by link from the transfer accounting (operators, admins and monitors, like the
+    sites page: transfers name files and SEs of every user)."""
+    authorize(g.principal, Op.SITES, None, dashboard.reader)
+    reader = dashboard.reader
+    links = transfer_links(reader.transfer_counts())
+    return {
+        "links": links,
+        "states": TRANSFER_STATES,
+        "failures": reader.failed_transfers(),
+        "throughput_svg": dashboard.timed("throughput", lambda: _throughput_svg(dashboard)),
+        "states_svg": dashboard.svg(
+            ("transfer-states", repr(links)),
+            lambda: plots.stacked_bars(
+                [(link.name, link.states) for link in links],
+                TRANSFER_STATES,
+                "Transfer requests by link and state",
+                plots.TRANSFER_COLOURS,
+                empty="no transfer requested yet",
+                unit="requests",
+            ),
+        ),
+    }
+
+
+def _throughput_svg(dashboard: Dashboard) -> str:
+    """Bytes verified at their destination per hour, by link, over the last day, as MB/s."""
+    query = ReportQuery.make("transfer-bytes", "link", DAY, HOUR, dashboard.clock())
+    try:
+        with AccountingReader(dashboard.settings.store_path) as accounting:
+            report = accounting.report(query)
+    except StoreError as exc:
+        log.warning("web: no transfer accounting: %s", exc.message)
+        report = Report(query, [])
+    rates = {
+        label: [value / HOUR / 1e6 for value in values] for label, values in report.series.items()
+    }
+    return plots.time_bars(
+        report.times, rates, "Throughput by link, last 24 hours (hourly mean)", "MB/s"
+    )
 
 
 # -- jobs ----------------------------------------------------------------------------------------
@@ -387,12 +474,29 @@ def _job_context(dashboard: Dashboard, job_id: int) -> dict[str, Any]:
         abort(404, f"No job {job_id} that you may see.")
     allowed = {
         op: _allowed(dashboard, job_id, op)
-        for op in (Op.HISTORY, Op.JOB_DESCRIPTION, Op.JOB_OUTPUT, Op.KILL, Op.RESCHEDULE)
+        for op in (
+            Op.HISTORY,
+            Op.JOB_DESCRIPTION,
+            Op.JOB_OUTPUT,
+            Op.KILL,
+            Op.RESCHEDULE,
+            Op.WHY,
+        )
     }
     next_statuses = TRANSITIONS[JobStatus(job.status)]
     actions = dashboard.actions is not None
     description = reader.description(job_id) if allowed[Op.JOB_DESCRIPTION] else None
+    samples = reader.usage_samples(job_id, job.attempt)
     return {
+        "why": _why(dashboard, job) if allowed[Op.WHY] else None,
+        "usage_svg": dashboard.svg(
+            ("usage", job_id, job.attempt, len(samples), samples[-1:]),
+            lambda: plots.usage_timeline(
+                samples,
+                f"Resource usage of attempt {job.attempt}",
+                samples[0][0] if samples else 0.0,
+            ),
+        ),
         "job": job,
         "history": reader.history(job_id) if allowed[Op.HISTORY] else None,
         "jdl": None if description is None else jdl_lines(description),
@@ -402,6 +506,19 @@ def _job_context(dashboard: Dashboard, job_id: int) -> dict[str, Any]:
             actions and allowed[Op.RESCHEDULE] and JobStatus.RESCHEDULED in next_statuses
         ),
     }
+
+
+def _why(dashboard: Dashboard, job: JobRow) -> str | None:
+    """The central service's "why is it waiting" for a waiting job (None for any other)."""
+    if job.status not in WAITING_STATUSES:
+        return None
+    if dashboard.actions is None:
+        return "why it waits: this dashboard has no identity to ask the central service"
+    try:
+        reply = dashboard.actions.why(job.job_id)
+    except DiracLikeError as exc:
+        return f"why it waits: the central service did not answer ({exc.message})"
+    return " ".join([reply.reason, *reply.details])
 
 
 def _chunks(store: SandboxStore, sha256: str) -> Iterator[bytes]:

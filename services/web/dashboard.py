@@ -11,10 +11,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from dirac_like.authz import Principal
 from dirac_like.config import SharesConfig
+from dirac_like.protocol import WhyReply
 
 from .auth import Gate
 from .reader import CountRow, StoreReader
@@ -23,6 +24,7 @@ from .views import ShareHistory, ShareRow, share_rows
 COUNTS_CACHE_MAX = 1000
 VIEW_WINDOW = 60.0  # seconds after a page showed every job's counts that they are kept fresh
 SVG_CACHE_MAX = 256
+T = TypeVar("T")
 
 
 class Actions(Protocol):
@@ -31,6 +33,8 @@ class Actions(Protocol):
     def kill(self, job_ids: list[int]) -> str: ...
 
     def reschedule(self, job_ids: list[int]) -> str: ...
+
+    def why(self, job_id: int) -> WhyReply: ...
 
 
 class AccountingSource(Protocol):
@@ -48,6 +52,8 @@ class WebSettings:
     session_hours: float = 8.0
     counts_ttl: float = 2.0  # seconds a job count is reused for other viewers
     sandbox_max_bytes: int = 64 * 1024 * 1024
+    availability_validity: float = 3600.0  # how long a probe result holds (as admin availability)
+    slow_ttl: float = 60.0  # seconds the availability grids and transfer figures are reused
 
 
 class Dashboard:
@@ -74,6 +80,7 @@ class Dashboard:
         self._all_counts_viewed = 0.0
         self._latest_shares: list[ShareRow] | None = None  # the last sample's
         self._svgs: dict[tuple[Any, ...], str] = {}
+        self._timed: dict[str, tuple[float, Any]] = {}
 
     def counts(self, owner: str | None) -> list[CountRow]:
         """Job counts: ``owner``'s (reused for ``counts_ttl`` seconds), or every job's (None:
@@ -113,6 +120,20 @@ class Dashboard:
                 self._svgs.clear()
             self._svgs[key] = text
         return text
+
+    def timed(self, name: str, make: Callable[[], T]) -> T:
+        """What ``make`` returns, reused for ``slow_ttl`` seconds (figures that read many rows
+        and change slowly: the availability grids, the transfer figures)."""
+        now = self.clock()
+        with self._lock:
+            cached = self._timed.get(name)
+        if cached is not None and now - cached[0] < self.settings.slow_ttl:
+            value: T = cached[1]
+            return value
+        value = make()
+        with self._lock:
+            self._timed[name] = (now, value)
+        return value
 
     def shares(self) -> list[ShareRow]:
         reader = self.reader

@@ -40,6 +40,13 @@ PILOT_COLOURS = {
     "Failed": "#c8372d",
     "Aborted": "#6b6b6b",
 }
+TRANSFER_COLOURS = {
+    "Waiting": "#f0a202",
+    "Assigned": "#7fb3e6",
+    "Active": "#2f6fbf",
+    "Done": "#3a9a4a",
+    "Failed": "#c8372d",
+}
 SERIES_COLOURS = ("#2f6fbf", "#c8372d", "#3a9a4a", "#d9721b", "#7a4fb3", "#1b9aaa", "#6b6b6b")
 RC: dict[Any, Any] = {
     "svg.fonttype": "none",
@@ -183,3 +190,83 @@ def _svg(figure: Figure) -> str:
     figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     text = buffer.getvalue()
     return text[text.index("<svg") :]  # inline: no XML prolog or doctype
+
+
+def time_bars(
+    times: Sequence[float],
+    series: Mapping[str, Sequence[float]],
+    title: str,
+    unit: str,
+    lines: bool = False,
+    empty: str = "no data in this range",
+) -> str:
+    """A series per label over time (bucket starts, UTC): stacked bars like DIRAC's accounting
+    plots, or one line per label (``lines``: a ratio such as CPU efficiency, which does not add
+    up). The first :data:`MAX_SERIES` labels are drawn, the rest summed as "other" (as lines:
+    left out)."""
+    with matplotlib.rc_context(RC):
+        figure = Figure(figsize=(6.4, 2.8))
+        axes = figure.add_subplot()
+        axes.set_title(title, loc="left", parse_math=False)
+        if not series or not times:
+            _empty(axes, empty)
+            return _svg(figure)
+        drawn = _top(series, not lines)
+        hours = [(t - times[-1]) / 3600 for t in times]
+        width = (hours[1] - hours[0]) * 0.85 if len(hours) > 1 else 0.85
+        bottom = [0.0] * len(times)
+        for number, (label, values) in enumerate(drawn.items()):
+            colour = SERIES_COLOURS[number % len(SERIES_COLOURS)] if label != OTHER else "#aaaaaa"
+            name = label.replace("$", r"\$")
+            if lines:
+                axes.plot(hours, values, marker="o", markersize=2, color=colour, label=name)
+            else:
+                axes.bar(hours, values, width=width, bottom=bottom, color=colour, label=name)
+                bottom = [low + value for low, value in zip(bottom, values, strict=True)]
+        axes.set_ylabel(unit)
+        axes.set_xlabel("hours before the last step (UTC)")
+        axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)
+        figure.subplots_adjust(right=0.72)
+        return _svg(figure)
+
+
+MAX_SERIES = 7
+OTHER = "other"
+
+
+def _top(series: Mapping[str, Sequence[float]], with_other: bool) -> dict[str, list[float]]:
+    labels = list(series)  # reports list their labels largest first
+    top = {label: list(series[label]) for label in labels[:MAX_SERIES]}
+    rest = [series[label] for label in labels[MAX_SERIES:]]
+    if rest and with_other:
+        top[OTHER] = [sum(values) for values in zip(*rest, strict=True)]
+    return top
+
+
+def _empty(axes: Any, text: str) -> None:
+    axes.text(0.5, 0.5, text, ha="center", va="center", transform=axes.transAxes, parse_math=False)
+    axes.set_axis_off()
+
+
+def usage_timeline(points: Sequence[tuple[float, float, float]], title: str, start: float) -> str:
+    """A payload's CPU seconds and resident memory over its run: ``(time, cpu_seconds,
+    rss_mb)`` points, the time axis in minutes since ``start``; CPU left, memory right."""
+    with matplotlib.rc_context(RC):
+        figure = Figure(figsize=(6.4, 2.6))
+        axes = figure.add_subplot()
+        axes.set_title(title, loc="left", parse_math=False)
+        if not points:
+            _empty(axes, "no sample from the watchdog yet")
+            return _svg(figure)
+        minutes = [(time - start) / 60 for time, _, _ in points]
+        axes.plot(minutes, [cpu for _, cpu, _ in points], color=SERIES_COLOURS[0], marker="o",
+                  markersize=2, label="CPU seconds")  # fmt: skip
+        axes.set_ylabel("CPU seconds")
+        axes.set_xlabel("minutes since the payload's first sample")
+        memory = axes.twinx()
+        memory.plot(minutes, [rss for _, _, rss in points], color=SERIES_COLOURS[1], marker="o",
+                    markersize=2, label="memory (MB)")  # fmt: skip
+        memory.set_ylabel("resident memory (MB)")
+        memory.spines["right"].set_visible(True)
+        figure.legend(loc="upper right", frameon=False, fontsize=8)
+        return _svg(figure)

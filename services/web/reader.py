@@ -20,10 +20,14 @@ from typing import Any
 import msgpack
 
 from dirac_like.errors import StoreError
-from dirac_like.model import HistoryEntry, SiteRecord, UsageRecord
+from dirac_like.model import HistoryEntry, SiteRecord, TransferRecord, UsageRecord
+from dirac_like.monitoring import CheckStatus, Downtime, ProbeResult, TargetKind
 from dirac_like.states import ACTIVE_STATUSES
+from dirac_like.store.sqlite import TRANSFER_FIELDS
 
 BUSY_TIMEOUT_S = 5.0
+MAX_PROBE_RESULTS = 200_000  # a fortnight of 50 sites probed every 10 minutes, 10 checks each
+PROBE_COLUMNS = "target, kind, check_name, status, message, time, ce, job_id"
 JOB_COLUMNS = (
     "job_id",
     "owner",
@@ -199,6 +203,65 @@ class StoreReader:
                 "SELECT target, status, reason FROM resource_status WHERE kind = 'site'"
             )
             return {target: (status, reason) for target, status, reason in rows}
+
+    def resource_statuses(self) -> dict[tuple[str, str], str]:
+        """The monitoring agent's status of every site and SE: (kind, target) -> status."""
+        with self._read() as db:
+            rows = db.execute("SELECT kind, target, status FROM resource_status")
+            return {(kind, target): status for kind, target, status in rows}
+
+    def probe_results(self, since: float, limit: int = MAX_PROBE_RESULTS) -> list[ProbeResult]:
+        """Probe results from ``since`` on (the newest ``limit``), oldest first."""
+        sql = (
+            f"SELECT {PROBE_COLUMNS} FROM (SELECT {PROBE_COLUMNS}, id FROM probe_results "
+            "WHERE time >= ? ORDER BY time DESC, id DESC LIMIT ?) ORDER BY time, id"
+        )
+        with self._read() as db:
+            return [
+                ProbeResult(t, TargetKind(k), c, CheckStatus(s), m, time, ce, job)
+                for t, k, c, s, m, time, ce, job in db.execute(sql, (since, limit))
+            ]
+
+    def downtimes(self, since: float) -> list[Downtime]:
+        """Downtimes that end after ``since`` (cancelled ones too: they count until cancelled)."""
+        sql = (
+            "SELECT downtime_id, target, kind, start, end_time, reason, scheduled, created, "
+            "cancelled FROM downtimes WHERE end_time >= ? ORDER BY downtime_id"
+        )
+        with self._read() as db:
+            return [
+                Downtime(i, t, TargetKind(k), start, end, reason, bool(sched), created, cancelled)
+                for i, t, k, start, end, reason, sched, created, cancelled in db.execute(
+                    sql, (since,)
+                )
+            ]
+
+    def usage_samples(self, job_id: int, attempt: int) -> list[tuple[float, float, float]]:
+        """The kept usage samples of one attempt of a job: (time, cpu seconds, rss MB)."""
+        sql = (
+            "SELECT time, cpu_seconds, rss_mb FROM usage_samples WHERE job_id = ? AND "
+            "attempt = ? ORDER BY time"
+        )
+        with self._read() as db:
+            return [tuple(row) for row in db.execute(sql, (job_id, attempt))]
+
+    def transfer_counts(self) -> list[tuple[str, str, str, int]]:
+        """Transfer requests by (source, destination, status)."""
+        sql = (
+            "SELECT source, destination, status, count(*) FROM transfers "
+            "GROUP BY source, destination, status"
+        )
+        with self._read() as db:
+            return [tuple(row) for row in db.execute(sql)]
+
+    def failed_transfers(self, limit: int = 50) -> list[TransferRecord]:
+        """The latest Failed transfer requests, newest first (with their reasons)."""
+        sql = (
+            f"SELECT {', '.join(TRANSFER_FIELDS)} FROM transfers WHERE status = 'Failed' "
+            "ORDER BY updated DESC LIMIT ?"
+        )
+        with self._read() as db:
+            return [TransferRecord(*row) for row in db.execute(sql, (limit,))]
 
     def pilot_counts(self) -> list[PilotCount]:
         sql = "SELECT site, ce, state, count(*) FROM pilots GROUP BY site, ce, state"

@@ -24,9 +24,11 @@ from dirac_like.client import Client, RetryPolicy
 from dirac_like.config import Config
 from dirac_like.errors import ConfigError, DiracLikeError
 from dirac_like.identity import Identity
+from dirac_like.protocol import WhyReply
 from dirac_like.registry import load_service_keys
 from dirac_like.store.base import store_file
 
+from .accounting_panels import AccountingPlots
 from .app import create_app
 from .auth import Gate
 from .dashboard import AccountingSource, Dashboard, WebSettings
@@ -61,6 +63,11 @@ class CentralActions:
         if reply.kill_requested:
             return f"kill sent to the pilot of job(s) {', '.join(map(str, reply.kill_requested))}"
         return "nothing to kill: the job has ended"
+
+    def why(self, job_id: int) -> WhyReply:
+        with Client(self.server, ACTION_POLICY, identity=self.identity) as client:
+            [reply] = client.why([job_id])
+        return reply
 
     def reschedule(self, job_ids: list[int]) -> str:
         with Client(self.server, ACTION_POLICY, identity=self.identity) as client:
@@ -101,7 +108,10 @@ def build_dashboard(
     if identity is not None:
         server = options.server or identity.server or config.service.listen
         actions = CentralActions(server, identity)
-    return Dashboard(settings, Gate(home, keys.secret), actions, accounting)
+    dashboard = Dashboard(settings, Gate(home, keys.secret), actions, accounting)
+    if accounting is None:
+        dashboard.accounting = AccountingPlots(settings.store_path, dashboard.reader)
+    return dashboard
 
 
 def run_web(config: Config, home: Path, identity: Identity | None, options: WebOptions) -> int:

@@ -17,9 +17,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from dirac_like.accounting import link_label
 from dirac_like.authz import Ownership, Principal, allowed_roles, authorize
+from dirac_like.availability import Figures, TargetFigures, percent
 from dirac_like.config import SharesConfig
 from dirac_like.model import SiteRecord, UsageRecord
 from dirac_like.protocol import ListJobsArgs, Op
@@ -319,3 +322,93 @@ def _jdl_value(value: Any) -> str:
         return "[ " + " ".join(f"{k} = {_jdl_value(v)};" for k, v in value.items()) + " ]"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
+
+
+# -- availability grid ---------------------------------------------------------------------------
+
+AVAILABILITY_LEVELS = ((0.99, "a100"), (0.90, "a90"), (0.75, "a75"), (0.50, "a50"), (0.0, "a0"))
+
+
+@dataclass(frozen=True)
+class GridCell:
+    text: str  # "97%", "--" (nothing known), "DT" (scheduled downtime all along)
+    level: str  # a CSS class: a100, a90, a75, a50, a0, unknown, downtime
+    title: str  # the cell's tooltip: period, availability, reliability, probes
+
+
+@dataclass(frozen=True)
+class GridRow:
+    target: str
+    kind: str
+    status: str
+    cells: list[GridCell]
+
+
+@dataclass(frozen=True)
+class AvailabilityGrid:
+    title: str
+    columns: list[str]  # one label per period
+    rows: list[GridRow]
+
+
+def availability_grid(
+    targets: Sequence[TargetFigures], title: str, hourly: bool
+) -> AvailabilityGrid:
+    """A target x period grid of WLCG availability, coloured as the SAM dashboards colour it."""
+    label = "%H:00" if hourly else "%m-%d"
+    columns = []
+    if targets:
+        columns = [_utc(window.start, label) for window in targets[0].periods]
+    rows = [
+        GridRow(
+            target.target,
+            target.kind,
+            target.status,
+            [_cell(window, target.probes_in(window), hourly) for window in target.periods],
+        )
+        for target in targets
+    ]
+    return AvailabilityGrid(title, columns, rows)
+
+
+def _cell(window: Figures, probes: int, hourly: bool) -> GridCell:
+    when = _utc(window.start, "%Y-%m-%d %H:00" if hourly else "%Y-%m-%d")
+    title = (
+        f"{when} UTC: availability {percent(window.availability)}, reliability "
+        f"{percent(window.reliability)}, {probes} probe(s)"
+    )
+    if window.availability is None:
+        return GridCell("--", "unknown", title)
+    if window.reliability is None:
+        return GridCell("DT", "downtime", title)
+    level = next(name for low, name in AVAILABILITY_LEVELS if window.availability >= low)
+    return GridCell(f"{window.availability * 100:.0f}%", level, title)
+
+
+def _utc(stamp: float, form: str) -> str:
+    return datetime.fromtimestamp(stamp, UTC).strftime(form)
+
+
+# -- transfers -----------------------------------------------------------------------------------
+
+TRANSFER_STATES = ("Waiting", "Assigned", "Active", "Done", "Failed")
+
+
+@dataclass(frozen=True)
+class TransferLink:
+    name: str  # "SOURCE -> DESTINATION" ("none -> ..." before a source was chosen)
+    states: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.states.values())
+
+
+def transfer_links(counts: Iterable[tuple[str, str, str, int]]) -> list[TransferLink]:
+    """Transfer requests by link (source, destination) and state, busiest link first."""
+    links: dict[str, dict[str, int]] = {}
+    for source, destination, state, number in counts:
+        states = links.setdefault(link_label(source, destination), {})
+        states[state] = states.get(state, 0) + number
+    views = [TransferLink(name, states) for name, states in links.items()]
+    return sorted(views, key=lambda link: (-link.total, link.name))
