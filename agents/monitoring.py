@@ -54,6 +54,7 @@ from dirac_like.errors import (
     ServiceUnavailable,
 )
 from dirac_like.home_lock import holding, lock_path
+from dirac_like.metrics import MetricsEndpoint, serve_metrics
 from dirac_like.monitoring import (
     HEALTH_PREFIX,
     PROBE_GROUP,
@@ -72,6 +73,7 @@ from dirac_like.protocol import DowntimeRow, JobSummary, ProbeResultItem, Status
 from dirac_like.sites import SiteConfig
 from dirac_like.submission import fetch_output
 
+from .agent_metrics import MonitorMetrics
 from .probe_jobs import (
     NOT_STARTED_STATUSES,
     PROBE_OUTPUT,
@@ -117,6 +119,7 @@ class MonitorSettings:
     sites: tuple[str, ...] = ()  # sites to probe; (): every site in the sites folder
     alert_command: tuple[str, ...] = ()  # run with each status change as JSON on stdin
     probe_arguments: tuple[str, ...] = ()  # more arguments for dirac_like.probe
+    metrics_listen: str = "127.0.0.1:0"  # HOST:PORT of its /metrics ('' : none; 0: a free port)
 
 
 _LIST_KEYS = ("sites", "alert_command", "probe_arguments")
@@ -201,6 +204,8 @@ class Monitor:
         self.downtimes: list[DowntimeRow] = []
         self.loaded_history = False
         self._lock = threading.Lock()
+        self.metrics = MonitorMetrics()
+        self.metrics_endpoint: MetricsEndpoint | None = None
 
     # -- one cycle -------------------------------------------------------------------------------
 
@@ -585,7 +590,34 @@ class Monitor:
         """Cycles every ``cycle_seconds`` until SIGTERM or SIGINT; the cycle under way is
         finished first. Returns 0."""
         with holding((lock_path(self.home, "monitoring"), f"a monitoring agent on {self.home}")):
-            return self._run_cycles()
+            self.serve_metrics()
+            try:
+                return self._run_cycles()
+            finally:
+                if self.metrics_endpoint is not None:
+                    self.metrics_endpoint.close()
+
+    def serve_metrics(self) -> str:
+        """Open /metrics on ``metrics_listen`` ('' there: not at all); returns its URL."""
+        if not self.settings.metrics_listen or self.metrics_endpoint is not None:
+            return self.metrics_endpoint.url if self.metrics_endpoint else ""
+        self.metrics_endpoint = serve_metrics(
+            self.settings.metrics_listen, self.metrics.registry, "monitoring.metrics_listen"
+        )
+        print(f"monitoring agent metrics on {self.metrics_endpoint.url}", flush=True)
+        log.info("monitoring agent metrics on %s", self.metrics_endpoint.url)
+        return self.metrics_endpoint.url
+
+    def observe(self, report: CycleReport, seconds: float) -> None:
+        """The cycle's figures into the metrics."""
+        self.metrics.observe(
+            report.unreachable,
+            report.results,
+            len(report.changes),
+            len(self.in_flight),
+            [(row.kind, row.target, row.status) for row in self.statuses.values()],
+            seconds,
+        )
 
     def _run_cycles(self) -> int:
         from apscheduler.executors.pool import ThreadPoolExecutor
@@ -626,6 +658,8 @@ class Monitor:
 
     def _tick(self) -> None:
         try:
-            self.cycle()
+            started = time.monotonic()
+            report = self.cycle()
+            self.observe(report, time.monotonic() - started)
         except Exception:  # a daemon survives its own bugs; the next cycle tries again
             log.exception("monitoring cycle failed")

@@ -26,6 +26,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
@@ -39,8 +40,11 @@ from dirac_like.errors import (
     ServiceUnavailable,
     StorageError,
 )
+from dirac_like.metrics import MetricsEndpoint, serve_metrics
 from dirac_like.protocol import Op, TransferRequestArgs, TransferTask, TransferUpdateArgs
 from dirac_like.storage_access import StorageAccess, XrootdStorage, third_party_copy
+
+from .agent_metrics import TransferAgentMetrics
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,7 @@ ACTIVE, DONE, FAILED = "Active", "Done", "Failed"
 class TransferAgentConfig:
     name: str  # the agent's name (its identity's name when the service runs secure)
     idle_interval: float = 5.0  # seconds between requests that found nothing to do
+    metrics_listen: str = ""  # HOST:PORT of its /metrics ('' : none; port 0: a free one)
 
 
 def default_agent_name() -> str:
@@ -80,6 +85,18 @@ class TransferAgent:
         self.data = data or DataManager(client)
         self.stopping = threading.Event()
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="copy")
+        self.metrics = TransferAgentMetrics(config.name)
+        self.metrics_endpoint: MetricsEndpoint | None = None
+
+    def serve_metrics(self) -> str:
+        """Open /metrics on ``metrics_listen`` ('' there: not at all); returns its URL."""
+        if not self.config.metrics_listen or self.metrics_endpoint is not None:
+            return self.metrics_endpoint.url if self.metrics_endpoint else ""
+        self.metrics_endpoint = serve_metrics(
+            self.config.metrics_listen, self.metrics.registry, "--metrics-listen"
+        )
+        log.info("transfer agent %s: metrics on %s", self.config.name, self.metrics_endpoint.url)
+        return self.metrics_endpoint.url
 
     # -- one step --------------------------------------------------------------------------------
 
@@ -89,7 +106,10 @@ class TransferAgent:
             Op.TRANSFER_REQUEST, TransferRequestArgs(self.config.name, 1)
         )
         for task in tasks:
-            self.execute(task)
+            started = time.monotonic()
+            outcome = self.execute(task)
+            link = f"{task.source} -> {task.destination}"
+            self.metrics.observe(outcome, link, task.size, time.monotonic() - started)
         return len(tasks)
 
     def execute(self, task: TransferTask) -> str:
@@ -169,10 +189,13 @@ class TransferAgent:
                 busy = self.run_once()
             except ServiceUnavailable as exc:
                 log.warning("transfer agent %s: %s", self.config.name, exc.message)
+                self.metrics.unreachable.labels(self.config.name).inc()
                 busy = 0
             if not busy:
                 self.stopping.wait(self.config.idle_interval)
         self._worker.shutdown(wait=True)
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
         log.info("transfer agent %s stopped", self.config.name)
         return 0
 

@@ -33,6 +33,7 @@ from prometheus_client import Counter as CounterMetric
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from dirac_like.accounting import link_label
 from dirac_like.config import MetricsConfig
 from dirac_like.protocol import ARGUMENTS
 
@@ -78,6 +79,10 @@ class StateSnapshot:
     submitted: int = 0
     matched: int = 0
     entered: dict[str, int] = field(default_factory=dict)  # status -> transitions into it
+    transfers_open: dict[str, int] = field(default_factory=dict)  # status -> requests
+    transfers_leased: dict[str, int] = field(default_factory=dict)  # link -> leased requests
+    transfers_finished: dict[tuple[str, str], int] = field(default_factory=dict)  # status, link
+    transfer_bytes: dict[str, int] = field(default_factory=dict)  # link -> bytes verified
 
 
 def take_snapshot(state: CentralState, now: float) -> StateSnapshot:
@@ -121,7 +126,18 @@ def take_snapshot(state: CentralState, now: float) -> StateSnapshot:
         for (status, site, group), count in book.tally.items()
         if count
     }
+    transfers = state.transfers
+    leased: Counter[str] = Counter()
+    open_states: Counter[str] = Counter()
+    for record in transfers.leased.values():
+        leased[link_label(record.source, record.destination)] += 1
+        open_states[record.status] += 1
+    open_states["Waiting"] = len(transfers.open) - len(transfers.leased)
     return StateSnapshot(
+        transfers_open=dict(open_states),
+        transfers_leased=dict(leased),
+        transfers_finished=dict(transfers.finished),
+        transfer_bytes=dict(transfers.bytes_done),
         time=now,
         jobs=jobs,
         waiting=waiting,
@@ -187,12 +203,40 @@ class StateCollector(Collector):
             ["status"],
             (([status], count) for status, count in snap.entered.items()),
         )
+        yield from _transfer_families(snap)
         yield _gauge(
             "snapshot_timestamp_seconds",
             "When these state numbers were taken",
             [],
             [([], snap.time)],
         )
+
+
+def _transfer_families(snap: StateSnapshot) -> Iterator[Metric]:
+    yield _gauge(
+        "transfers",
+        "Transfer requests not finished, by status (Waiting, Assigned, Active)",
+        ["status"],
+        (([status], count) for status, count in snap.transfers_open.items()),
+    )
+    yield _gauge(
+        "transfers_leased",
+        "Transfer requests leased to agents, by link (source SE -> destination SE)",
+        ["link"],
+        (([link], count) for link, count in snap.transfers_leased.items()),
+    )
+    yield _counter(
+        "transfers_finished",
+        "Transfer requests finished since the service started, by status and link",
+        ["status", "link"],
+        ((list(key), count) for key, count in snap.transfers_finished.items()),
+    )
+    yield _counter(
+        "transfer_bytes",
+        "Bytes of finished transfers, verified at the destination, by link",
+        ["link"],
+        (([link], count) for link, count in snap.transfer_bytes.items()),
+    )
 
 
 def _share_families(snap: StateSnapshot) -> Iterator[Metric]:

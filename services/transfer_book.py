@@ -22,7 +22,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
-from dirac_like.accounting import TransferAccountingRecord
+from dirac_like.accounting import TransferAccountingRecord, link_label
 from dirac_like.config import TransfersConfig
 from dirac_like.errors import IllegalTransition, InvalidArgument, NotFound, StaleAttempt
 from dirac_like.lfns import check_lfn
@@ -65,11 +65,17 @@ class TransferBook:
         self.next_id = max(self.records, default=0) + 1
         # when each leased request's attempt began (for its accounting record; not stored)
         self.lease_started: dict[int, float] = {}
+        # for the metrics, since the service started: finished by (status, link), bytes by link
+        self.finished: Counter[tuple[str, str]] = Counter()
+        self.bytes_done: Counter[str] = Counter()
 
     def _changed(self, record: TransferRecord, now: float, moved_bytes: int = 0) -> None:
         """Note the change for the store; a request that becomes final gets its accounting
         record in the same change set (so in the same transaction)."""
         if record.status in FINAL and record.transfer_id in self.open:
+            link = link_label(record.source, record.destination)
+            self.finished[record.status, link] += 1
+            self.bytes_done[link] += moved_bytes
             self.journal.changes.transfer_accounting.append(
                 TransferAccountingRecord(
                     record.transfer_id,

@@ -114,7 +114,9 @@ def cmd_agent_transfer(args: argparse.Namespace) -> int:
         or transfers.default_agent_name()
     )
     setup_logging(f"transfer-{name}", home, args.verbose)
-    config = transfers.TransferAgentConfig(name=name, idle_interval=args.idle_interval)
+    config = transfers.TransferAgentConfig(
+        name=name, idle_interval=args.idle_interval, metrics_listen=args.metrics_listen
+    )
     with Client(
         server_for(args, identity),
         transfers.TRANSFER_RETRIES,
@@ -126,6 +128,9 @@ def cmd_agent_transfer(args: argparse.Namespace) -> int:
             agent.run_once()
             return EXIT_OK
         agent.install_signal_handlers()
+        url = agent.serve_metrics()
+        if url:
+            print(f"transfer agent metrics on {url}", flush=True)
         return agent.run()
 
 
@@ -322,6 +327,13 @@ def add_agent_parser(groups: Any) -> None:
         default=5.0,
         metavar="S",
         help="seconds between requests that found nothing (default 5)",
+    )
+    transfer.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        default="127.0.0.1:0",
+        help="serve Prometheus /metrics here (default 127.0.0.1:0, a free port, printed; "
+        "'' for none)",
     )
     transfer.add_argument(
         "--once", action="store_true", help="carry out at most one transfer, then exit"

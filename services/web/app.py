@@ -490,7 +490,7 @@ def _job_context(dashboard: Dashboard, job_id: int) -> dict[str, Any]:
     return {
         "why": _why(dashboard, job) if allowed[Op.WHY] else None,
         "usage_svg": dashboard.svg(
-            ("usage", job_id, job.attempt, len(samples), samples[-1:]),
+            ("usage", job_id, job.attempt, len(samples), tuple(samples[-1:])),
             lambda: plots.usage_timeline(
                 samples,
                 f"Resource usage of attempt {job.attempt}",

@@ -5,6 +5,7 @@ is gone, an SE that is down, a file left half-written at the destination)."""
 from __future__ import annotations
 
 import os
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from dirac_like.accounting import TransferAccountingRecord
 from dirac_like.agents.transfer import TransferAgent, TransferAgentConfig
 from dirac_like.checksums import adler32_of_file
 from dirac_like.client import Client
@@ -19,6 +21,7 @@ from dirac_like.data_manager import DataManager
 from dirac_like.errors import Forbidden, InvalidArgument, LfnNotFound, StorageUnavailable
 from dirac_like.processes import ServiceProcess
 from dirac_like.protocol import ListTransfersArgs, Op, RemoveArgs, SEStatusArgs, TransferView
+from dirac_like.services.accounting_store import AccountingReader
 from tests.conftest import FAST_RETRIES
 from tests.xrootd_ses import XrootdSEs
 
@@ -110,6 +113,12 @@ def grid(
         _drain_transfers(client)
 
 
+def transfer_records(central: ServiceProcess, transfer_id: int) -> list[TransferAccountingRecord]:
+    """The accounting records of one transfer, read from the service's store (read-only)."""
+    with AccountingReader(central.home / "jobs.sqlite") as reader:
+        return [r for r in reader.transfers(limit=100_000) if r.transfer_id == transfer_id]
+
+
 def _drain_transfers(client: Client) -> None:
     """Fail what a test left waiting, so that the next test's agent does not take it."""
     for view in client.call(Op.TRANSFERS, ListTransfersArgs(status="Waiting")):
@@ -177,7 +186,9 @@ def test_a_corrupted_replica_is_marked_bad_and_another_is_read(grid: Grid, tmp_p
 # -- the transfer agent ----------------------------------------------------------------------
 
 
-def test_replication_between_xrootd_ses_is_third_party_and_registered_once(grid: Grid) -> None:
+def test_replication_between_xrootd_ses_is_third_party_and_registered_once(
+    grid: Grid, service: tuple[ServiceProcess, Path]
+) -> None:
     local = grid.local_file("t.dat", 3_000_000)
     lfn = grid.lfn("t.dat")
     grid.data.put(local, lfn, "XRD-A")
@@ -188,6 +199,16 @@ def test_replication_between_xrootd_ses_is_third_party_and_registered_once(grid:
     stored = grid.ses.data("XRD-B") / "grid" / lfn.lstrip("/")
     assert stored.read_bytes() == local.read_bytes()
     assert grid.agent.run_once() == 0  # nothing left, nothing done twice
+    # accounted once, with the final state, and counted by the agent and the service
+    [record] = transfer_records(service[0], transfer_id)
+    assert (record.status, record.link, record.bytes) == ("Done", "XRD-A -> XRD-B", 3_000_000)
+    assert record.ended >= record.started > 0 and record.attempts == 1
+    agent_bytes = grid.agent.metrics.bytes.labels("agent-1", "XRD-A -> XRD-B")._value.get()
+    assert agent_bytes >= 3_000_000
+    assert (
+        "dirac_like_transfer_bytes_total"
+        in urllib.request.urlopen(service[0].metrics_url, timeout=10).read().decode()
+    )
 
 
 def test_replication_to_a_file_se_is_streamed_and_checked(grid: Grid, tmp_path: Path) -> None:
@@ -232,7 +253,7 @@ def test_a_half_written_file_at_the_destination_is_replaced_not_registered(grid:
 
 
 def test_a_transfer_from_an_se_that_is_down_fails_with_its_reason_and_it_is_used_once_back(
-    grid: Grid,
+    grid: Grid, service: tuple[ServiceProcess, Path]
 ) -> None:
     lfn = grid.lfn("down.dat")
     grid.data.put(grid.local_file("down.dat", 1000), lfn, "XRD-A")
@@ -245,6 +266,9 @@ def test_a_transfer_from_an_se_that_is_down_fails_with_its_reason_and_it_is_used
         view = grid.transfer(transfer_id)
         assert view.status == "Failed" and "does not answer" in view.reason
         assert grid.replicas(lfn) == {"XRD-A": "Good"}
+        [record] = transfer_records(service[0], transfer_id)
+        assert (record.status, record.bytes, record.attempts) == ("Failed", 0, 3)
+        assert "does not answer" in record.reason
     finally:
         grid.ses.start(f"XRD-A:{port}")  # where the service's configuration says it is
     # the same process reaches it again at once (the XRootD client would refuse it for 30 min)

@@ -21,6 +21,8 @@ import pytest
 from dirac_like.agents.director import Director, DirectorSettings
 from dirac_like.agents.fabrics import OUTPUT_TAIL_BYTES, Fabric, FabricError, PilotRequest
 from dirac_like.agents.fabrics import PilotState as FabricPilotState
+from dirac_like.agents.monitoring import Monitor, MonitorSettings
+from dirac_like.agents.transfer import TransferAgent, TransferAgentConfig
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.identity import load_identity
 from dirac_like.processes import ServiceProcess, free_port
@@ -170,23 +172,43 @@ def test_the_metrics_hold_no_identity_and_no_secret(
     shutil.which("prometheus") is None and os.environ.get("CI") != "true",
     reason="no prometheus binary (bash scripts/prometheus.sh install)",
 )
-def test_prometheus_scrapes_the_service_and_a_director_and_loads_the_alert_rules(
+def test_prometheus_scrapes_every_daemon_and_loads_the_alert_rules(
     start_central: Callable[..., ServiceProcess],
     tmp_path: Path,
 ) -> None:
+    """The service, a director, a transfer agent and a monitoring agent, one Prometheus."""
     service = grid_with_work(start_central)
-    with closed_queue_director(tmp_path, service.endpoint) as director:
+    with (
+        closed_queue_director(tmp_path, service.endpoint) as director,
+        Client(service.endpoint, FAST_RETRIES) as client,
+    ):
         director.cycle()  # refused by the closed queue: the CE is backed off
-        director_url = director.serve_metrics()
-        scrape_with_prometheus(tmp_path, service.metrics_url, director_url)
+        transfer_agent = TransferAgent(
+            client, TransferAgentConfig("metrics-agent", metrics_listen="127.0.0.1:0")
+        )
+        (tmp_path / "monitor").mkdir()
+        monitor = Monitor(MonitorSettings(), {}, client, tmp_path / "monitor")
+        try:
+            urls = [
+                service.metrics_url,
+                director.serve_metrics(),
+                transfer_agent.serve_metrics(),
+                monitor.serve_metrics(),
+            ]
+            monitor._tick()  # one cycle (no site to probe): counted in its metrics
+            scrape_with_prometheus(tmp_path, *urls)
+        finally:
+            for endpoint in (transfer_agent.metrics_endpoint, monitor.metrics_endpoint):
+                if endpoint is not None:
+                    endpoint.close()
 
 
-def scrape_with_prometheus(tmp_path: Path, central_url: str, director_url: str) -> None:
+def scrape_with_prometheus(tmp_path: Path, *urls: str) -> None:
     base, port = tmp_path / "prometheus", free_port()
     base.mkdir()
     shutil.copy(ROOT / "etc" / "prometheus" / "alerts.yml", base / "alerts.yml")
     config = base / "prometheus.yml"
-    config.write_text(_scrape_config(central_url, director_url))
+    config.write_text(_scrape_config(*urls))
     started = subprocess.run(
         ["bash", str(SCRIPT), "start", str(base), str(config), str(port)],
         capture_output=True,
@@ -218,10 +240,12 @@ def scrape_with_prometheus(tmp_path: Path, central_url: str, director_url: str) 
             "Prometheus to hold the director's backed-off CE",
             timeout=60,
         )
-        assert {row["metric"]["job"] for row in query("up == 1")} == {
-            "dirac-like-central",
-            "dirac-like-director",
-        }
+        wait_for(
+            lambda: value('dirac_like_monitoring_cycles_total{outcome="ok"}') == 1,
+            "Prometheus to hold the monitoring agent's cycle",
+            timeout=60,
+        )
+        assert {row["metric"]["job"] for row in query("up == 1")} == set(JOBS[: len(urls)])
         rules = json.loads(scrape(f"http://127.0.0.1:{port}/api/v1/rules"))["data"]["groups"]
         names = {rule["name"] for group in rules for rule in group["rules"]}
         assert {
@@ -234,14 +258,24 @@ def scrape_with_prometheus(tmp_path: Path, central_url: str, director_url: str) 
         subprocess.run(["bash", str(SCRIPT), "stop", str(base)], timeout=60, check=False)
 
 
+JOBS = (
+    "dirac-like-central",
+    "dirac-like-director",
+    "dirac-like-transfer-agent",
+    "dirac-like-monitoring",
+)
+
+
 def _scrape_config(*urls: str) -> str:
-    targets = [urllib.parse.urlsplit(url).netloc for url in urls]
+    """The shipped config's job names, each scraping one of ``urls`` every second."""
+    jobs = "".join(
+        f"""  - job_name: {job}
+    static_configs: [{{targets: ["{urllib.parse.urlsplit(url).netloc}"]}}]
+"""
+        for job, url in zip(JOBS, urls, strict=False)
+    )
     return f"""\
 global: {{scrape_interval: 1s, evaluation_interval: 1s}}
 rule_files: [alerts.yml]
 scrape_configs:
-  - job_name: dirac-like-central
-    static_configs: [{{targets: ["{targets[0]}"]}}]
-  - job_name: dirac-like-director
-    static_configs: [{{targets: ["{targets[1]}"]}}]
-"""
+{jobs}"""
