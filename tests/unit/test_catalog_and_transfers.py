@@ -189,6 +189,16 @@ def test_leased_then_done_registers_the_replica_once(grid: Grid) -> None:
     with pytest.raises(StaleAttempt):
         grid.report(task, "Done", size=5, adler32="062c0215")
     assert grid.store.transfers[transfer_id].status == "Done"
+    # its accounting record came with the Done, once (a repeat was refused: none more)
+    record = grid.store.transfer_accounting[transfer_id]
+    assert (record.status, record.link, record.bytes, record.attempts) == (
+        "Done",
+        "CERN-DISK -> RAL-DISK",
+        5,
+        1,
+    )
+    assert grid.state.transfers.finished == {("Done", "CERN-DISK -> RAL-DISK"): 1}
+    assert grid.state.transfers.bytes_done == {"CERN-DISK -> RAL-DISK": 5}
 
 
 def test_a_done_whose_checksum_differs_from_the_catalog_is_refused(grid: Grid) -> None:
@@ -223,6 +233,9 @@ def test_a_request_fails_with_its_reason_after_max_attempts(grid: Grid) -> None:
         grid.report(task, "Failed", reason="source disappeared")
     (view,) = grid.call(Op.TRANSFERS, transfer_ids=[transfer_id])
     assert view["status"] == "Failed" and "source disappeared" in view["reason"]
+    record = grid.store.transfer_accounting[transfer_id]
+    assert (record.status, record.bytes, record.attempts) == ("Failed", 0, 3)
+    assert "source disappeared" in record.reason
 
 
 def test_a_killed_agents_lease_expires_and_the_request_survives_a_restart(grid: Grid) -> None:
