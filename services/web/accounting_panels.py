@@ -41,7 +41,7 @@ GRID_PANELS = (
     Panel("jobs", "site", "Finished jobs by site"),
     Panel("failed", "exit-code", "Failed jobs by exit code"),
     Panel("cpu-efficiency", "group", "CPU efficiency by group (%)"),
-    Panel("transfer-bytes", "link", "Transferred GB by link"),
+    Panel("transfer-bytes", "link", "Bytes transferred by link"),
     Panel("transfers", "status", "Finished transfers by status"),
 )
 OWN_PANELS = (

@@ -15,7 +15,16 @@ from hypothesis import strategies as st
 from web_grid import WebGrid, WebSession
 
 NASTY_NAME = '<img src=x onerror="alert(1)">'
-PAGES = ("/", "/jobs", "/sites", "/accounting", "/fragment/overview", "/fragment/sites")
+PAGES = (
+    "/",
+    "/jobs",
+    "/sites",
+    "/accounting",
+    "/transfers",
+    "/fragment/overview",
+    "/fragment/sites",
+    "/fragment/transfers",
+)
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +111,27 @@ def test_an_admin_and_an_operator_see_every_job(
         page = session.get(f"/jobs/{jobs['bob'][0]}")
         assert page.status == 200 and "bob-secret" in page.text
         assert session.get("/sites").status == 200
+
+
+def test_accounting_transfers_availability_and_why_show_each_what_they_may(
+    web_grid: WebGrid, jobs: dict[str, list[int]]
+) -> None:
+    with web_grid.client("bob") as bob:  # a finished job of bob's: an accounting record
+        bob.kill(bob.submit([{"Executable": "/bin/true"}], "bob", "users"))
+    alice, ops = web_grid.session("alice"), web_grid.session("ops")
+    mine = alice.get("/accounting")
+    assert mine.status == 200 and "Your finished jobs" in mine.text
+    assert "bob" not in mine.text.split("<main>")[-1]  # not even in a plot's legend
+    every = ops.get("/accounting").text
+    assert "Finished jobs by site" in every and "Bytes transferred by link" in every
+    assert alice.get("/transfers").status == 403  # transfers name every user's files
+    transfers = ops.get("/transfers").text
+    assert 'id="transfer-links"' in transfers and "no transfer requested yet" in transfers
+    sites = ops.get("/fragment/sites").text
+    assert 'id="availability-1"' in sites and 'id="availability-2"' in sites
+    waiting = alice.get(f"/jobs/{jobs['alice'][0]}").text
+    assert 'id="why"' in waiting and 'id="plot-usage"' in waiting
+    assert "no sample from the watchdog yet" in waiting
 
 
 def test_job_names_are_escaped(web_grid: WebGrid, jobs: dict[str, list[int]]) -> None:
@@ -198,7 +228,16 @@ fuzz_values = st.one_of(
 @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     path=st.sampled_from(
-        ["/jobs", "/", "/sites", "/fragment/overview", "/jobs/1", "/accounting", "/login"]
+        [
+            "/jobs",
+            "/",
+            "/sites",
+            "/fragment/overview",
+            "/jobs/1",
+            "/accounting",
+            "/transfers",
+            "/login",
+        ]
     ),
     params=st.dictionaries(
         st.sampled_from(
