@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from web_grid import WebGrid, start_web_grid
 
 from dirac_like.cli.demo import DIRECTOR_SETTINGS, kill_strays, start_director
 from dirac_like.cli.demo_plan import CEPlan, SitePlan, site_toml
+from dirac_like.protocol import ProbeResultItem
 from dirac_like.testing import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # real pilots run jobs first
@@ -54,7 +56,7 @@ CHROME_FLAGS = (
 @dataclass
 class BrowserGrid:
     grid: WebGrid
-    done: list[int]  # alice's jobs that ran on a pilot to Done
+    done: list[int]  # alice's jobs that ran on a pilot to Done (the last one for 2 seconds)
     failed: int  # alice's job whose payload exits 1
     waiting: list[int]  # alice's jobs that stay Waiting (their site has no pilot)
 
@@ -102,8 +104,11 @@ def stop(director: subprocess.Popen[bytes]) -> None:
 def run_jobs(grid: WebGrid) -> BrowserGrid:
     quick = {"Executable": "/bin/echo", "Arguments": "hello", "CPUTime": 600}
     with grid.client("alice") as alice:
+        sleeper = {"Executable": "/bin/sleep", "Arguments": "2", "JobName": "sleeper"}
         done = alice.submit(
-            [{**quick, "JobName": f"echo-{n}"} for n in range(3)], "alice", "physics"
+            [*({**quick, "JobName": f"echo-{n}"} for n in range(3)), {**sleeper, "CPUTime": 600}],
+            "alice",
+            "physics",
         )
         [failed] = alice.submit(
             [{"Executable": "/bin/false", "JobName": "broken", "CPUTime": 600}], "alice", "users"
@@ -198,7 +203,7 @@ def test_overview_shows_the_grid_as_plots_and_updates_itself(
     open_as(browser, grid, "admin", "/")
     wait_for(lambda: live_updates(browser, "overview") >= 1, "the live overview to refresh")
     assert text_of(browser, "#who") == "admin (admin)"
-    assert text_of(browser, '[data-status="Done"]') == "3"
+    assert text_of(browser, '[data-status="Done"]') == "4"
     assert text_of(browser, '[data-status="Failed"]') == "1"
     assert text_of(browser, '[data-status="Waiting"]') == "2"
     status_plot = text_of(browser, "#plot-status")
@@ -243,6 +248,11 @@ def test_a_job_page_shows_history_jdl_and_output(
     assert f"pilot {SITE}" in history
     assert 'Executable = "/bin/echo";' in text_of(browser, "#jdl")
     assert text_of(browser, "#output").startswith("Output sandbox")
+    # the job that ran for 2 s: its heartbeats' samples, kept, as a plot
+    open_as(browser, browser_grid.grid, "alice", f"/jobs/{browser_grid.done[-1]}")
+    usage = text_of(browser, "#plot-usage")
+    assert "Resource usage of attempt 1" in usage and "resident memory (MB)" in usage
+    assert "no sample" not in usage
     browser.save_screenshot(str(screenshots / "job.png"))
 
 
@@ -252,6 +262,8 @@ def test_a_user_kills_a_waiting_job_from_its_page(browser_grid: BrowserGrid, bro
     job_id = browser_grid.waiting[0]
     open_as(browser, browser_grid.grid, "alice", f"/jobs/{job_id}")
     assert text_of(browser, "#status") == "Waiting"
+    why = text_of(browser, "#why")  # asked of the central service, by the matcher's rules
+    assert NOWHERE in why and "did not answer" not in why
     browser.execute_script("document.getElementById('kill').click();")  # live part: no stale
     # the new page (after the form's redirect) says what happened; the old one's live part may
     # show Killed before the browser got there
@@ -266,20 +278,55 @@ def test_a_user_kills_a_waiting_job_from_its_page(browser_grid: BrowserGrid, bro
     assert not browser.find_elements(By.ID, "kill")
 
 
-def test_sites_page_lists_the_site_with_its_pilots(
+def test_sites_page_lists_the_site_with_its_pilots_and_availability_and_transfers(
     browser_grid: BrowserGrid, browser: Any, screenshots: Path
 ) -> None:
+    now = time.time()
+    with browser_grid.grid.client("admin") as admin:  # what a monitoring agent reports
+        admin.probe_report(
+            [
+                ProbeResultItem(SITE, "site", "started", "OK", "", now - 1, "ce1", 0),
+                ProbeResultItem(NOWHERE, "site", "started", "CRITICAL", "not started", now, "", 0),
+            ]
+        )
     open_as(browser, browser_grid.grid, "ops", "/sites")
     wait_for(lambda: live_updates(browser, "sites-live") >= 1, "the live sites table")
     row = text_of(browser, f'#sites tr[data-site="{SITE}"]')
     assert "Active" in row and "ce1" in row
     assert "Pilots by site and state" in text_of(browser, "#plot-site-pilots")
+    for grid in ("#availability-1", "#availability-2"):  # by hour, by day: now is the last cell
+        good = cells(browser, f'{grid} tr[data-target="{SITE}"] td.cell')
+        bad = cells(browser, f'{grid} tr[data-target="{NOWHERE}"] td.cell')
+        assert good[-1] == ("100%", "cell a100") and bad[-1] == ("0%", "cell a0")
+        assert good[0] == ("--", "cell unknown")
     browser.save_screenshot(str(screenshots / "sites.png"))
+    browser.get(browser_grid.grid.url.rstrip("/") + "/transfers")
+    wait_for(lambda: live_updates(browser, "transfers-live") >= 1, "the live transfers page")
+    assert "no transfer requested yet" in text_of(browser, "#transfer-links")
+    assert "Throughput by link" in text_of(browser, "#plot-throughput")
+    browser.save_screenshot(str(screenshots / "transfers.png"))
 
 
-def test_accounting_says_it_is_not_available(
+def cells(browser: Any, selector: str) -> list[tuple[str, str]]:
+    """(text, class) of every element matching ``selector``, read in one script call."""
+    found = browser.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), "
+        "cell => [cell.innerText, cell.className]);",
+        selector,
+    )
+    assert found, f"nothing matches {selector}"
+    return [tuple(pair) for pair in found]
+
+
+def test_accounting_plots_the_finished_jobs_each_sees_their_own(
     browser_grid: BrowserGrid, browser: Any, screenshots: Path
 ) -> None:
+    open_as(browser, browser_grid.grid, "alice", "/accounting")
+    mine = text_of(browser, "main")
+    assert "Your finished jobs" in mine and "alice" in mine
+    assert "Finished jobs by site" not in mine
     open_as(browser, browser_grid.grid, "admin", "/accounting")
-    assert "Accounting not available" in text_of(browser, "#accounting-unavailable")
+    every = text_of(browser, "main")
+    assert "Finished jobs by site" in every and SITE in every
+    assert "Core-hours by group" in every and "physics" in every
     browser.save_screenshot(str(screenshots / "accounting.png"))
