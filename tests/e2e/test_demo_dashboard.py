@@ -75,6 +75,11 @@ def test_demo_keep_prints_a_dashboard_login_that_shows_its_jobs(tmp_path: Path) 
         assert "physics" in overview and "users" in overview  # the groups' shares
         hog = session.get("/jobs", {"name": "memory-hog"}).text  # one of the demo's jobs
         assert len(re.findall(r'data-job="\d+"', hog)) == 1 and "<td>Failed</td>" in hog
+        sites = session.get("/fragment/sites").text  # the demo's monitoring agent probed its site
+        assert re.search(r'class="cell a\d+"', sites), sites
+        site = re.search(r'<tr data-site="([^"]+)">', sites).group(1)
+        accounting = session.get("/accounting").text  # the demo's finished jobs, plotted
+        assert "Finished jobs by site" in accounting and f">{site}</text>" in accounting
     finally:
         if demo.poll() is None:
             demo.send_signal(signal.SIGINT)  # Ctrl-C: the demo stops its grid
