@@ -24,14 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from dirac_like.accounting import (
+    DAY,
+    HOUR,
     TRANSFER_METRICS,
     JobAccountingRecord,
     PilotAccountingRecord,
     Report,
     ReportQuery,
-    Totals,
     TransferAccountingRecord,
-    build_report,
+    report_of,
 )
 from dirac_like.errors import InvalidArgument, StoreError
 from dirac_like.store.sqlite import JOB_ACCOUNTING_COLUMNS
@@ -47,16 +48,33 @@ JOB_FILTER_COLUMNS = {
 MAX_LISTED = 100_000
 BUSY_TIMEOUT_S = 10.0
 
-REPORT_SQL = """SELECT ? + CAST((start - ?) / ? AS INTEGER) * ? AS step_start, label,
-    sum(jobs), sum(failed), sum(cpu_seconds), sum(wall_seconds), sum(core_seconds)
-    FROM accounting_buckets WHERE dimension = ? AND start >= ? AND start < ?
-    GROUP BY step_start, label"""
+# Daily buckets exist for every day, hourly ones for the last ``hourly_retention``: a report in
+# whole days reads the daily ones only; a finer one reads the hourly ones, and the daily ones of
+# the days before the first hourly day (those whose hours are gone).
+_STEP = "? + CAST((start - ?) / ? AS INTEGER) * ? AS step_start, label"
+_DAYS = f"period = {DAY}"
+_HOURS = f"""(period = {HOUR} OR (period = {DAY} AND start < coalesce((SELECT
+    CAST(min(start) / {DAY} AS INTEGER) * {DAY}.0 FROM {{table}} WHERE dimension = ? AND
+    period = {HOUR}), 1e18)))"""
+_JOB_SUMS = "sum(jobs), sum(failed), sum(cpu_seconds), sum(wall_seconds), sum(core_seconds)"
 # transfer buckets hold (transfers, failed, bytes, seconds): summed into the first four places of
-# Totals, where metric_value reads them for the transfer metrics
-TRANSFER_REPORT_SQL = """SELECT ? + CAST((start - ?) / ? AS INTEGER) * ? AS step_start, label,
-    sum(transfers), sum(failed), sum(bytes), sum(seconds), 0
-    FROM transfer_buckets WHERE dimension = ? AND start >= ? AND start < ?
-    GROUP BY step_start, label"""
+# the sums, where the transfer metrics read them
+_TRANSFER_SUMS = "sum(transfers), sum(failed), sum(bytes), sum(seconds), 0"
+
+
+def report_sql(table: str, sums: str, periods: str) -> str:
+    return (
+        f"SELECT {_STEP}, {sums} FROM {table} WHERE dimension = ? AND start >= ? AND start < ? "
+        f"AND {periods.format(table=table)} GROUP BY step_start, label"
+    )
+
+
+REPORT_SQL = {  # (transfers?, whole days?) -> SQL
+    (False, True): report_sql("accounting_buckets", _JOB_SUMS, _DAYS),
+    (False, False): report_sql("accounting_buckets", _JOB_SUMS, _HOURS),
+    (True, True): report_sql("transfer_buckets", _TRANSFER_SUMS, _DAYS),
+    (True, False): report_sql("transfer_buckets", _TRANSFER_SUMS, _HOURS),
+}
 _PILOT_COLUMNS = ", ".join(PilotAccountingRecord._fields)
 _TRANSFER_COLUMNS = ", ".join(TransferAccountingRecord._fields)
 
@@ -78,11 +96,11 @@ class AccountingReader:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {self.path} to read: {exc}") from exc
-        if version < 3:
+        if version < 8:  # 6: accounting; 8: transfers, and daily buckets of every day
             self._db.close()
             raise StoreError(
-                f"store {self.path} (schema {version}) has no accounting yet: "
-                "start the central service on it once"
+                f"store {self.path} (schema {version}) has no accounting yet, or not its "
+                "latest form: start the central service on it once"
             )
 
     def __enter__(self) -> AccountingReader:
@@ -107,11 +125,12 @@ class AccountingReader:
             query.start,
             query.end,
         )
-        sql = TRANSFER_REPORT_SQL if query.metric in TRANSFER_METRICS else REPORT_SQL
+        days = query.step % DAY == 0 and query.start % DAY == 0
+        if not days:
+            parameters = (*parameters, query.by.value)  # for the first hourly day
+        sql = REPORT_SQL[query.metric in TRANSFER_METRICS, days]
         rows = self._rows(sql, parameters, "the accounting report")
-        return build_report(
-            query, ((start, str(label), Totals(*sums)) for start, label, *sums in rows)
-        )
+        return report_of(query, ((row[0], str(row[1]), row[2:]) for row in rows))
 
     # -- raw records -----------------------------------------------------------------------------
 

@@ -235,6 +235,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             cpu_seconds REAL NOT NULL, rss_mb REAL NOT NULL,
             PRIMARY KEY (job_id, attempt, time)) WITHOUT ROWID""",
         "CREATE INDEX usage_samples_by_time ON usage_samples (time)",
+        # daily buckets are now kept for every day (beside the hourly ones of recent days), so
+        # a report in whole days reads only those: the hourly buckets kept so far get theirs
+        f"""INSERT INTO accounting_buckets
+            SELECT dimension, CAST(start / {DAY} AS INTEGER) * {DAY}.0 AS day, {DAY}, label,
+                sum(jobs), sum(failed), sum(cpu_seconds), sum(wall_seconds), sum(core_seconds)
+            FROM accounting_buckets WHERE period = {HOUR} GROUP BY dimension, day, label
+            ON CONFLICT (dimension, start, period, label) DO UPDATE SET
+            jobs = jobs + excluded.jobs, failed = failed + excluded.failed,
+            cpu_seconds = cpu_seconds + excluded.cpu_seconds,
+            wall_seconds = wall_seconds + excluded.wall_seconds,
+            core_seconds = core_seconds + excluded.core_seconds""",
     ),
 )
 if len(MIGRATIONS) != SCHEMA_VERSION:
@@ -341,12 +352,6 @@ ADD_TO_BUCKET = f"""INSERT INTO accounting_buckets VALUES (?, ?, ?, ?, ?, ?, ?, 
     ON CONFLICT {_BUCKET_KEY} {_ADD_TOTALS}"""
 DELETE_JOB_ACCOUNTING_BEFORE = "DELETE FROM job_accounting WHERE ended < ?"
 DELETE_PILOT_ACCOUNTING_BEFORE = "DELETE FROM pilot_accounting WHERE ended < ?"
-FOLD_HOURLY_INTO_DAILY = f"""INSERT INTO accounting_buckets
-    SELECT dimension, CAST(start / {DAY} AS INTEGER) * {DAY}.0 AS day, {DAY}, label, sum(jobs),
-        sum(failed), sum(cpu_seconds), sum(wall_seconds), sum(core_seconds)
-    FROM accounting_buckets WHERE period = {HOUR} AND start < ?
-    GROUP BY dimension, day, label
-    ON CONFLICT {_BUCKET_KEY} {_ADD_TOTALS}"""
 DELETE_HOURLY_BEFORE = f"DELETE FROM accounting_buckets WHERE period = {HOUR} AND start < ?"
 # A transfer is final once: a second record of it is an error (the batch is undone).
 INSERT_TRANSFER_ACCOUNTING = "INSERT INTO transfer_accounting VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
@@ -355,14 +360,6 @@ ADD_TO_TRANSFER_BUCKET = f"""INSERT INTO transfer_buckets VALUES (?, ?, ?, ?, ?,
     failed = failed + excluded.failed, bytes = bytes + excluded.bytes,
     seconds = seconds + excluded.seconds"""
 DELETE_TRANSFER_ACCOUNTING_BEFORE = "DELETE FROM transfer_accounting WHERE ended < ?"
-FOLD_HOURLY_TRANSFERS_INTO_DAILY = f"""INSERT INTO transfer_buckets
-    SELECT dimension, CAST(start / {DAY} AS INTEGER) * {DAY}.0 AS day, {DAY}, label,
-        sum(transfers), sum(failed), sum(bytes), sum(seconds)
-    FROM transfer_buckets WHERE period = {HOUR} AND start < ?
-    GROUP BY dimension, day, label
-    ON CONFLICT {_BUCKET_KEY} DO UPDATE SET transfers = transfers + excluded.transfers,
-    failed = failed + excluded.failed, bytes = bytes + excluded.bytes,
-    seconds = seconds + excluded.seconds"""
 DELETE_HOURLY_TRANSFERS_BEFORE = f"DELETE FROM transfer_buckets WHERE period = {HOUR} AND start < ?"
 INSERT_USAGE_SAMPLE = "INSERT OR IGNORE INTO usage_samples VALUES (?, ?, ?, ?, ?)"
 DELETE_USAGE_SAMPLES_BEFORE = "DELETE FROM usage_samples WHERE time < ?"
@@ -713,17 +710,20 @@ def _write_monitoring(db: sqlite3.Connection, changes: ChangeSet) -> None:
 
 
 def _write_accounting(db: sqlite3.Connection, changes: ChangeSet) -> None:
-    """The batch's accounting records, their sums into the hourly buckets, and retention."""
+    """The batch's accounting records, their sums into the hourly and daily buckets, and
+    retention (old raw records and old hourly buckets deleted: the daily ones stay)."""
     if changes.job_accounting:
         db.executemany(INSERT_JOB_ACCOUNTING, map(_job_accounting_row, changes.job_accounting))
-        buckets = bucket_records(changes.job_accounting)
-        db.executemany(ADD_TO_BUCKET, [(*key, *totals.as_row()) for key, totals in buckets.items()])
+        for period in (HOUR, DAY):  # hourly for recent days, daily for good
+            buckets = bucket_records(changes.job_accounting, period)
+            db.executemany(ADD_TO_BUCKET, [(*key, *sums.as_row()) for key, sums in buckets.items()])
     if changes.pilot_accounting:
         db.executemany(INSERT_PILOT_ACCOUNTING, changes.pilot_accounting)
     if changes.transfer_accounting:
         db.executemany(INSERT_TRANSFER_ACCOUNTING, changes.transfer_accounting)
-        sums = bucket_transfers(changes.transfer_accounting)
-        db.executemany(ADD_TO_TRANSFER_BUCKET, [(*key, *row) for key, row in sums.items()])
+        for period in (HOUR, DAY):
+            sums = bucket_transfers(changes.transfer_accounting, period)
+            db.executemany(ADD_TO_TRANSFER_BUCKET, [(*key, *row) for key, row in sums.items()])
     if changes.usage_samples:
         db.executemany(INSERT_USAGE_SAMPLE, changes.usage_samples)
     cutoffs = changes.accounting_retention
@@ -735,13 +735,8 @@ def _write_accounting(db: sqlite3.Connection, changes: ChangeSet) -> None:
             DELETE_USAGE_SAMPLES_BEFORE,
         ):
             db.execute(delete, (cutoffs.raw_before,))
-        for fold in (
-            FOLD_HOURLY_INTO_DAILY,
-            DELETE_HOURLY_BEFORE,
-            FOLD_HOURLY_TRANSFERS_INTO_DAILY,
-            DELETE_HOURLY_TRANSFERS_BEFORE,
-        ):
-            db.execute(fold, (cutoffs.hourly_before,))
+        db.execute(DELETE_HOURLY_BEFORE, (cutoffs.hourly_before,))
+        db.execute(DELETE_HOURLY_TRANSFERS_BEFORE, (cutoffs.hourly_before,))
 
 
 def _job_accounting_row(record: JobAccountingRecord) -> tuple[Any, ...]:

@@ -3,6 +3,7 @@
 
     python scripts/benchmarks/bench_accounting.py                       # 1,000,000 records
     python scripts/benchmarks/bench_accounting.py --records 10000000    # a busy grid's year
+    python scripts/benchmarks/bench_accounting.py --dense               # every bucket full
 
 A fresh SQLite store (synchronous=normal: this measures SQL, not fsync) gets ``--records`` job
 accounting records ending over the last year (``--groups`` groups, ``--users`` users in them,
@@ -12,17 +13,24 @@ hourly buckets, in the same transaction. Then the retention step runs once (raw 
 ``accounting.raw_retention`` deleted, hourly buckets older than ``accounting.hourly_retention``
 folded into daily ones), and each report is timed (best of three) through
 :class:`~services.accounting_store.AccountingReader`, as ``dirac-like accounting report`` runs it.
+
+``--dense`` writes the buckets straight away instead, one for every label of every dimension in
+every day of a year and every hour of the last ``hourly_retention``: the most buckets
+any number of records can leave (10 million records a year, or a hundred million, leave no more:
+a bucket holds sums, not records), so the reports' times are their worst case. Transfer buckets
+(by link, status and user: ``--links`` links) are filled the same way.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
 
-from dirac_like.accounting import DAY, JobAccountingRecord, ReportQuery, retention_cutoffs
+from dirac_like.accounting import DAY, HOUR, JobAccountingRecord, ReportQuery, retention_cutoffs
 from dirac_like.config import AccountingConfig
 from dirac_like.model import ChangeSet
 from dirac_like.services.accounting_store import AccountingReader
@@ -30,6 +38,8 @@ from dirac_like.store.sqlite import SqliteStore
 
 YEAR = 365 * DAY
 REPORTS = [  # (metric, by, since, step)
+    ("transfer-bytes", "link", YEAR, DAY),
+    ("transfers", "status", 30 * DAY, DAY),
     ("jobs", "site", YEAR, DAY),
     ("core-hours", "group", YEAR, 7 * DAY),
     ("cpu-efficiency", "user", YEAR, DAY),
@@ -109,12 +119,56 @@ def fill(path: Path, args: argparse.Namespace, now: float) -> None:
         store.close()
 
 
+def fill_dense(path: Path, args: argparse.Namespace, now: float) -> None:
+    """Every bucket a year can hold, for the labels of ``args``, written directly."""
+    SqliteStore(path, synchronous="normal").close()  # the schema
+    config = AccountingConfig()
+    cut = retention_cutoffs(now, config.raw_retention, config.hourly_retention).hourly_before
+    starts = [(t, DAY) for t in range(int(now - YEAR) // DAY * DAY, int(now), DAY)]
+    starts += [(t, HOUR) for t in range(int(cut), int(now), HOUR)]
+    labels = {
+        "group": args.groups,
+        "user": args.users,
+        "site": args.sites,
+        "status": 4,
+        "exit-code": 20,
+    }
+    started = time.perf_counter()
+    with sqlite3.connect(path) as db:
+        db.executemany(
+            "INSERT INTO accounting_buckets VALUES (?, ?, ?, ?, 10, 1, 3000.0, 4000.0, 5000.0)",
+            (
+                (dimension, float(start), period, f"{dimension}-{number}")
+                for dimension, count in labels.items()
+                for number in range(count)
+                for start, period in starts
+            ),
+        )
+        transfer_labels = {"link": args.links, "status": 2, "user": args.users}
+        db.executemany(
+            "INSERT INTO transfer_buckets VALUES (?, ?, ?, ?, 10, 1, 10000000000, 900.0)",
+            (
+                (dimension, float(start), period, f"{dimension}-{number}")
+                for dimension, count in transfer_labels.items()
+                for number in range(count)
+                for start, period in starts
+            ),
+        )
+    print(f"dense buckets written in {time.perf_counter() - started:.1f} s")
+
+
 def time_reports(path: Path, now: float) -> None:
     with AccountingReader(path) as reader:
         rows = reader._rows(
-            "SELECT period, count(*) FROM accounting_buckets GROUP BY period", (), "bucket counts"
+            "SELECT period, count(*) FROM accounting_buckets GROUP BY period "
+            "UNION ALL SELECT -period, count(*) FROM transfer_buckets GROUP BY period",
+            (),
+            "bucket counts",
         )
-        print("buckets: " + ", ".join(f"{count:,} of {period // 3600} h" for period, count in rows))
+        print(
+            "buckets (transfers: -): "
+            + ", ".join(f"{count:,} of {period // 3600} h" for period, count in rows)
+        )
         for metric, by, since, step in REPORTS:
             query = ReportQuery.make(metric, by, since, step, now)
             best = float("inf")
@@ -138,11 +192,16 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=10)
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--sites", type=int, default=50)
+    parser.add_argument("--links", type=int, default=100)
+    parser.add_argument("--dense", action="store_true", help="every bucket full (see above)")
     args = parser.parse_args()
     now = time.time()
     with tempfile.TemporaryDirectory(prefix="bench-accounting-") as folder:
         path = Path(folder) / "jobs.sqlite"
-        fill(path, args, now)
+        if args.dense:
+            fill_dense(path, args, now)
+        else:
+            fill(path, args, now)
         time_reports(path, now)
 
 

@@ -117,7 +117,7 @@ def test_report_command_json_csv_and_plots(
     assert wrong_file.returncode != 0 and ".png or .svg" in wrong_file.stderr
 
 
-def test_retention_folds_old_hours_into_days_and_reports_keep_their_totals(
+def test_retention_drops_old_hours_keeps_days_and_reports_keep_their_totals(
     tmp_path: Path,
 ) -> None:
     day, now = 86400.0, 100 * 86400.0
@@ -151,13 +151,16 @@ def test_retention_folds_old_hours_into_days_and_reports_keep_their_totals(
     try:
         store.commit(ChangeSet(job_accounting=records))
         query = ReportQuery.make(Metric.CORE_HOURS, Dimension.SITE, 60 * day, day, now)
+        hourly = ReportQuery.make(Metric.CORE_HOURS, Dimension.SITE, 60 * day, 3600.0, now)
         with AccountingReader(tmp_path / "jobs.sqlite") as reader:
             before = reader.report(query)
+            hourly_before = reader.report(hourly)
 
         store.commit(ChangeSet(accounting_retention=retention_cutoffs(now, 30 * day, 35 * day)))
 
         with AccountingReader(tmp_path / "jobs.sqlite") as reader:
             after = reader.report(query)
+            hourly_after = reader.report(hourly)
             kept = reader.jobs(limit=100)
             periods = dict(
                 reader._rows(
@@ -173,4 +176,6 @@ def test_retention_folds_old_hours_into_days_and_reports_keep_their_totals(
     assert after.totals == before.totals == {"S0": core_hours, "S1": core_hours}
     assert after.series == before.series  # a daily step: the same cells
     assert sorted(record.job_id for record in kept) == [31, 32]  # raw: the recent ones only
-    assert periods == {3600: 2, 86400: 4}  # 2 old days x 2 sites folded; 2 recent hours
+    # daily buckets for good (2 old days and the recent one, x 2 sites); hourly: 2 recent hours
+    assert periods == {3600: 2, 86400: 6}
+    assert hourly_after.totals == hourly_before.totals == after.totals  # no day counted twice

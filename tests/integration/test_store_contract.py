@@ -933,3 +933,21 @@ def test_se_status_and_transfers_load_with_the_state(store: Store) -> None:
     assert loaded.se_status == [SEStatusRecord("B", "Banned", "down", 5.0)]
     (back,) = loaded.transfers
     assert back.view() == transfer.view() and (back.tried, back.deadline) == ("C", 60.0)
+
+
+def test_a_version_7_database_gets_daily_buckets_of_its_hours_and_transfer_accounting(
+    tmp_path: Path,
+) -> None:
+    path = old_database(
+        tmp_path / "old.sqlite",
+        7,
+        "INSERT INTO accounting_buckets VALUES ('site', 3600.0, 3600, 'S', 1, 0, 5.0, 9.0, 9.0)",
+        "INSERT INTO accounting_buckets VALUES ('site', 7200.0, 3600, 'S', 2, 1, 5.0, 9.0, 9.0)",
+    )
+    open_store(str(path)).close()
+    with sqlite3.connect(path) as db:
+        rows = db.execute(
+            "SELECT start, period, jobs, failed FROM accounting_buckets ORDER BY period, start"
+        ).fetchall()
+        assert rows == [(3600.0, 3600, 1, 0), (7200.0, 3600, 2, 1), (0.0, 86400, 3, 1)]
+        assert db.execute("SELECT count(*) FROM transfer_accounting").fetchone() == (0,)
