@@ -69,6 +69,18 @@ def report_sql(table: str, sums: str, periods: str) -> str:
     )
 
 
+def daily_sql(table: str, columns: str) -> str:
+    """A report in steps of one day: one daily bucket per label and step, nothing to group."""
+    return (
+        f"SELECT start, label, {columns} FROM {table} WHERE dimension = ? AND start >= ? "
+        f"AND start < ? AND {_DAYS}"
+    )
+
+
+DAILY_SQL = {
+    False: daily_sql("accounting_buckets", "jobs, failed, cpu_seconds, wall_seconds, core_seconds"),
+    True: daily_sql("transfer_buckets", "transfers, failed, bytes, seconds, 0"),
+}
 REPORT_SQL = {  # (transfers?, whole days?) -> SQL
     (False, True): report_sql("accounting_buckets", _JOB_SUMS, _DAYS),
     (False, False): report_sql("accounting_buckets", _JOB_SUMS, _HOURS),
@@ -116,7 +128,7 @@ class AccountingReader:
 
     def report(self, query: ReportQuery) -> Report:
         """The report of ``query``, from the hourly and daily buckets."""
-        parameters = (
+        parameters: tuple[Any, ...] = (
             query.start,
             query.start,
             query.step,
@@ -125,10 +137,14 @@ class AccountingReader:
             query.start,
             query.end,
         )
+        transfers = query.metric in TRANSFER_METRICS
         days = query.step % DAY == 0 and query.start % DAY == 0
-        if not days:
-            parameters = (*parameters, query.by.value)  # for the first hourly day
-        sql = REPORT_SQL[query.metric in TRANSFER_METRICS, days]
+        if query.step == DAY:
+            sql, parameters = DAILY_SQL[transfers], (query.by.value, query.start, query.end)
+        elif days:
+            sql, parameters = REPORT_SQL[transfers, True], parameters
+        else:  # the dimension again, for the first day with hourly buckets
+            sql, parameters = REPORT_SQL[transfers, False], (*parameters, query.by.value)
         rows = self._rows(sql, parameters, "the accounting report")
         return report_of(query, ((row[0], str(row[1]), row[2:]) for row in rows))
 
