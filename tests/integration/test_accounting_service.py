@@ -115,6 +115,10 @@ def test_report_command_json_csv_and_plots(
     assert bad.returncode != 0 and "whole number of hours" in bad.stderr
     wrong_file = report("--metric", "jobs", "--by", "site", "--plot", str(tmp_path / "x.gif"))
     assert wrong_file.returncode != 0 and ".png or .svg" in wrong_file.stderr
+    transfers = report("--metric", "transfers", "--by", "link")
+    assert transfers.returncode == 0 and "nothing finished" in " ".join(transfers.stdout.split())
+    mixed = report("--metric", "jobs", "--by", "link")
+    assert mixed.returncode != 0 and "cannot be reported by link" in mixed.stderr
 
 
 def test_retention_drops_old_hours_keeps_days_and_reports_keep_their_totals(

@@ -5,6 +5,7 @@ is gone, an SE that is down, a file left half-written at the destination)."""
 from __future__ import annotations
 
 import os
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from dirac_like.accounting import TransferAccountingRecord
+from dirac_like.accounting import ReportQuery, TransferAccountingRecord
 from dirac_like.agents.transfer import TransferAgent, TransferAgentConfig
 from dirac_like.checksums import adler32_of_file
 from dirac_like.client import Client
@@ -202,6 +203,9 @@ def test_replication_between_xrootd_ses_is_third_party_and_registered_once(
     # accounted once, with the final state, and counted by the agent and the service
     [record] = transfer_records(service[0], transfer_id)
     assert (record.status, record.link, record.bytes) == ("Done", "XRD-A -> XRD-B", 3_000_000)
+    query = ReportQuery.make("transfer-bytes", "link", 86400.0, 3600.0, time.time())
+    with AccountingReader(service[0].home / "jobs.sqlite") as accounting:
+        assert accounting.report(query).totals["XRD-A -> XRD-B"] >= 3_000_000
     assert record.ended >= record.started > 0 and record.attempts == 1
     agent_bytes = grid.agent.metrics.bytes.labels("agent-1", "XRD-A -> XRD-B")._value.get()
     assert agent_bytes >= 3_000_000
