@@ -112,10 +112,13 @@ class WebGrid:
         return path
 
 
-def start_web_grid(home: Path, extra: tuple[str, ...] = ()) -> Iterator[WebGrid]:
+def start_web_grid(
+    home: Path, extra: tuple[str, ...] = (), more_config: str = ""
+) -> Iterator[WebGrid]:
+    """``extra``: more arguments of ``service web``; ``more_config``: more of the TOML config."""
     home.mkdir(parents=True)
     config = home / "central.toml"
-    config.write_text(CONFIG)
+    config.write_text(CONFIG + more_config)
     central = ServiceProcess.start_central(home, config)
     web = None
     try:

@@ -25,7 +25,15 @@ from web_grid import WebGrid, start_web_grid
 
 from dirac_like.cli.demo import DIRECTOR_SETTINGS, kill_strays, start_director
 from dirac_like.cli.demo_plan import CEPlan, SitePlan, site_toml
-from dirac_like.protocol import ProbeResultItem
+from dirac_like.protocol import (
+    FileItem,
+    Op,
+    ProbeResultItem,
+    RegisterArgs,
+    TransferRequestArgs,
+    TransferSubmitArgs,
+    TransferUpdateArgs,
+)
 from dirac_like.testing import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # real pilots run jobs first
@@ -70,10 +78,30 @@ def chromium_or_skip() -> None:
     pytest.skip(message)
 
 
+# two file SEs, so that the transfers page has requests (driven by the test as an agent would)
+DATA_CONFIG = """
+[data]
+vos = ["vo"]
+[data.transfers]
+retry_backoff = 0.0
+max_attempts = 1
+[storage.DISK-A]
+site = "DIRAC.Browser.org"
+protocol = "file"
+base_path = "{folder}/a"
+[storage.DISK-B]
+site = "DIRAC.Browser.org"
+protocol = "file"
+base_path = "{folder}/b"
+"""
+
+
 @pytest.fixture(scope="module")
 def browser_grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserGrid]:
     chromium_or_skip()
-    for grid in start_web_grid(tmp_path_factory.mktemp("browser") / "home"):
+    folder = tmp_path_factory.mktemp("browser")
+    config = DATA_CONFIG.format(folder=folder)
+    for grid in start_web_grid(folder / "home", more_config=config):
         director = start_site(grid)
         try:
             yield run_jobs(grid)
@@ -300,11 +328,39 @@ def test_sites_page_lists_the_site_with_its_pilots_and_availability_and_transfer
         assert good[-1] == ("100%", "cell a100") and bad[-1] == ("0%", "cell a0")
         assert good[0] == ("--", "cell unknown")
     browser.save_screenshot(str(screenshots / "sites.png"))
+    run_transfers(browser_grid.grid)
     browser.get(browser_grid.grid.url.rstrip("/") + "/transfers")
     wait_for(lambda: live_updates(browser, "transfers-live") >= 1, "the live transfers page")
-    assert "no transfer requested yet" in text_of(browser, "#transfer-links")
-    assert "Throughput by link" in text_of(browser, "#plot-throughput")
+    link = cells(browser, '#transfer-links tr[data-link="DISK-A -> DISK-B"] td[data-state]')
+    assert [text for text, _ in link] == ["0", "0", "0", "1", "1"]  # Waiting ... Done, Failed
+    assert "target SE full (test)" in text_of(browser, "#transfer-failures")
+    throughput = text_of(browser, "#plot-throughput")
+    assert "Throughput by link" in throughput and "DISK-A -> DISK-B" in throughput
     browser.save_screenshot(str(screenshots / "transfers.png"))
+
+
+def run_transfers(grid: WebGrid) -> None:
+    """Two files on DISK-A, each asked for on DISK-B: one copied (Done), one refused (Failed),
+    reported as a transfer agent reports them."""
+    with grid.client("admin") as admin:
+        files = [FileItem(f"/vo/user/alice/t{n}", 4096, "00000001", "DISK-A") for n in range(2)]
+        admin.call(Op.CATALOG_REGISTER, RegisterArgs(files, owner="alice"))
+        lfns = [item.lfn for item in files]
+        admin.call(Op.TRANSFER_SUBMIT, TransferSubmitArgs(lfns, "DISK-B", owner="alice"))
+        tasks = admin.call(Op.TRANSFER_REQUEST, TransferRequestArgs("web-agent", 2))
+        assert len(tasks) == 2
+        for task, status in zip(tasks, ("Done", "Failed"), strict=True):
+            update = TransferUpdateArgs(
+                task.transfer_id,
+                task.attempt,
+                "web-agent",
+                status,
+                task.source,
+                "" if status == "Done" else "target SE full (test)",
+                4096 if status == "Done" else -1,
+                "00000001" if status == "Done" else "",
+            )
+            admin.call(Op.TRANSFER_UPDATE, update)
 
 
 def cells(browser: Any, selector: str) -> list[tuple[str, str]]:
