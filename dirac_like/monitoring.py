@@ -36,7 +36,7 @@ class CheckStatus(StrEnum):
 
 
 # Worst first: the outcome of a probe is its worst check (UNKNOWN only when nothing else is known).
-_SEVERITY = {
+SEVERITY = {  # how bad a check status is (a probe run's outcome is its worst)
     CheckStatus.CRITICAL: 3,
     CheckStatus.WARNING: 2,
     CheckStatus.OK: 1,
@@ -120,7 +120,7 @@ def outcome_of(results: Sequence[ProbeResult]) -> Outcome:
     """The worst of a probe run's checks (the first of equally bad ones)."""
     if not results:
         raise ValueError("a probe run has at least one result")
-    worst = max(results, key=lambda result: _SEVERITY[result.status])
+    worst = max(results, key=lambda result: SEVERITY[result.status])
     return Outcome(max(r.time for r in results), worst.status, worst.check, worst.message)
 
 

@@ -319,7 +319,7 @@ def _availability_grids(dashboard: Dashboard) -> list[AvailabilityGrid]:
     reader, now = dashboard.reader, dashboard.clock()
     validity = dashboard.settings.availability_validity
     first = now - GRID_DAYS * DAY
-    results = reader.probe_results(first - validity)
+    results = reader.probe_outcomes(first - validity)
     downtimes = reader.downtimes(first)
     statuses = reader.resource_statuses()
     grids = []

@@ -21,13 +21,25 @@ import msgpack
 
 from dirac_like.errors import StoreError
 from dirac_like.model import HistoryEntry, SiteRecord, TransferRecord, UsageRecord
-from dirac_like.monitoring import CheckStatus, Downtime, ProbeResult, TargetKind
+from dirac_like.monitoring import (
+    HEALTH_PREFIX,
+    SEVERITY,
+    CheckStatus,
+    Downtime,
+    ProbeResult,
+    TargetKind,
+)
 from dirac_like.states import ACTIVE_STATUSES
 from dirac_like.store.sqlite import TRANSFER_FIELDS
 
 BUSY_TIMEOUT_S = 5.0
-MAX_PROBE_RESULTS = 200_000  # a fortnight of 50 sites probed every 10 minutes, 10 checks each
-PROBE_COLUMNS = "target, kind, check_name, status, message, time, ce, job_id"
+MAX_PROBE_RUNS = 500_000  # a fortnight of 300 CEs and SEs probed every 10 minutes
+_RANK = " ".join(f"WHEN '{status.value}' THEN {rank}" for status, rank in SEVERITY.items())
+_STATUS = " ".join(f"WHEN {rank} THEN '{status.value}'" for status, rank in SEVERITY.items())
+SELECT_PROBE_OUTCOMES = f"""SELECT * FROM (SELECT target, kind, ce, job_id, time,
+    CASE max(CASE status {_RANK} END) {_STATUS} END FROM probe_results
+    WHERE time >= ? AND check_name NOT LIKE ? GROUP BY time, kind, target, ce, job_id
+    ORDER BY time DESC LIMIT ?) ORDER BY time"""
 JOB_COLUMNS = (
     "job_id",
     "owner",
@@ -210,16 +222,16 @@ class StoreReader:
             rows = db.execute("SELECT kind, target, status FROM resource_status")
             return {(kind, target): status for kind, target, status in rows}
 
-    def probe_results(self, since: float, limit: int = MAX_PROBE_RESULTS) -> list[ProbeResult]:
-        """Probe results from ``since`` on (the newest ``limit``), oldest first."""
-        sql = (
-            f"SELECT {PROBE_COLUMNS} FROM (SELECT {PROBE_COLUMNS}, id FROM probe_results "
-            "WHERE time >= ? ORDER BY time DESC, id DESC LIMIT ?) ORDER BY time, id"
-        )
+    def probe_outcomes(self, since: float, limit: int = MAX_PROBE_RUNS) -> list[ProbeResult]:
+        """One result per probe run from ``since`` on (the newest ``limit``), oldest first: the
+        run's worst check, as :func:`dirac_like.monitoring.outcome_of` takes it, summed up by
+        SQLite (a run has ten checks or so); health findings left out."""
         with self._read() as db:
             return [
-                ProbeResult(t, TargetKind(k), c, CheckStatus(s), m, time, ce, job)
-                for t, k, c, s, m, time, ce, job in db.execute(sql, (since, limit))
+                ProbeResult(target, TargetKind(kind), "run", CheckStatus(status), "", time, ce, job)
+                for target, kind, ce, job, time, status in db.execute(
+                    SELECT_PROBE_OUTCOMES, (since, HEALTH_PREFIX + "%", limit)
+                )
             ]
 
     def downtimes(self, since: float) -> list[Downtime]:
