@@ -101,12 +101,24 @@ class Store(ABC):
 
 
 def open_store(url: str, synchronous: str = "full") -> Store:
-    """Open a store from a URL: ``sqlite:///path/to/file`` or a plain file path."""
+    """Open a store from a URL: ``sqlite:///path/to/file`` or a plain file path (SQLite), or
+    ``postgresql://user:password@host:port/database`` (PostgreSQL, dirac_like/store/postgres.py).
+    """
+    if is_postgres_url(url):
+        from dirac_like.store.postgres import PostgresStore
+
+        return PostgresStore(url, synchronous=synchronous)
     from dirac_like.store.sqlite import SqliteStore
 
     return SqliteStore(store_file(url), synchronous=synchronous)
 
 
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
 def store_file(url: str) -> Path:
-    """The file of a store URL (``sqlite:///path/to/file`` or a plain file path)."""
+    """The file of an SQLite store URL (``sqlite:///path/to/file`` or a plain file path)."""
+    if is_postgres_url(url):
+        raise ValueError(f"a PostgreSQL store has no file: {url.split('@')[-1]}")
     return Path(url.removeprefix("sqlite://") if url.startswith("sqlite://") else url)

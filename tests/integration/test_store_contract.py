@@ -2,7 +2,8 @@
 
 The tests use only the Store interface. What differs per implementation lives in one ``Backend``
 entry: how to open a store at a fresh location, and how to stamp a schema version on it (to play a
-database written by newer code). Adding PostgreSQL means adding one entry to BACKENDS.
+database written by newer code). PostgreSQL's entry needs the session's server
+(tests/postgres_server.py): each location (folder) is a store in a schema of its own.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from dirac_like.monitoring import (
 from dirac_like.states import JobStatus
 from dirac_like.store.base import SCHEMA_VERSION, Store, open_store
 from dirac_like.store.memory import MemoryStore
+from postgres_server import PostgresServer
 
 # -- implementations -------------------------------------------------------------------------
 
@@ -105,8 +107,28 @@ class Opener:
             self.opened.pop().close()
 
 
-@pytest.fixture(scope="module", params=sorted(BACKENDS))
+def postgres_backend(server: PostgresServer) -> Backend:
+    """Each folder a store of its own on ``server``, made the first time the folder is used."""
+    urls: dict[Path, str] = {}
+
+    def url(folder: Path) -> str:
+        if folder not in urls:
+            urls[folder] = server.new_store_url("contract")
+        return urls[folder]
+
+    def stamp(folder: Path, version: int) -> None:
+        import psycopg
+
+        with psycopg.connect(url(folder), autocommit=True) as connection:
+            connection.execute("UPDATE schema_version SET version = %s", (version,))
+
+    return Backend(open=lambda folder: open_store(url(folder)), stamp_schema_version=stamp)
+
+
+@pytest.fixture(scope="module", params=[*sorted(BACKENDS), "postgresql"])
 def backend(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "postgresql":
+        return postgres_backend(request.getfixturevalue("postgres_server"))
     return BACKENDS[request.param]
 
 
