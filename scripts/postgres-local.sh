@@ -3,7 +3,7 @@
 # store by hand (docs/postgresql.md).
 #
 #   bash scripts/postgres-local.sh install              # apt-get install postgresql (Debian's)
-#   bash scripts/postgres-local.sh start DIR [PORT]     # initdb in DIR, start; prints the URL
+#   bash scripts/postgres-local.sh start DIR [PORT]     # initdb in DIR (once), start; prints the URL
 #   bash scripts/postgres-local.sh url DIR              # the URL of the server in DIR
 #   bash scripts/postgres-local.sh stop DIR             # stop it by the PID in its postmaster.pid
 #
@@ -11,6 +11,7 @@
 # database both named `dirac` (password `dirac`) and writes the URL,
 # postgresql://dirac:dirac@127.0.0.1:PORT/dirac, to DIR/url. The role may create databases (the
 # tests make one per test). PORT 0 or none: a free one. The server listens on 127.0.0.1 only.
+# `start` on a DIR whose server was stopped starts it again with its data and port (a restart).
 # With WATCH_PID=PID in the environment, a watcher stops the server once that process is gone
 # (the server stops by itself when the test session that started it dies).
 #
@@ -94,10 +95,17 @@ cmd_start() {
     [ $# -ge 1 ] || usage
     dir=$(realpath -m "$1")
     port=${2:-0}
-    [ "$port" = 0 ] && port=$(free_port)
     bin=$(pg_bin) || fail "PostgreSQL is not installed: run \`bash $0 install\` as root"
     [ -z "$(server_pid "$dir")" ] || fail "a server already runs from $dir (PID $(server_pid "$dir"))"
     cd /  # the postgres user may not be able to enter the current folder
+    if [ -f "$dir/data/PG_VERSION" ]; then  # started before: start it again, data and port kept
+        as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t "$START_TIMEOUT_S" start \
+            >/dev/null || fail "the server did not start: $(tail -5 "$dir/server.log")"
+        watch_server "$dir"
+        cat "$dir/url"
+        return 0
+    fi
+    [ "$port" = 0 ] && port=$(free_port)
     rm -rf "$dir/data" "$dir/sock"
     mkdir -p "$dir/sock"
     if [ "$(id -u)" = 0 ]; then
@@ -126,12 +134,16 @@ EOF
         -c "CREATE DATABASE dirac OWNER dirac" >/dev/null \
         || fail "cannot create the role and database"
     echo "postgresql://dirac:dirac@127.0.0.1:$port/dirac" >"$dir/url"
-    if [ -n "${WATCH_PID:-}" ]; then
-        # stops the server once WATCH_PID is gone; exits by itself once the server is gone
-        nohup setsid bash -c "while kill -0 $WATCH_PID 2>/dev/null && [ -n \"\$(bash '$0' pid '$dir')\" ]; do sleep 1; done; kill -0 $WATCH_PID 2>/dev/null || bash '$0' stop '$dir'" \
-            >/dev/null 2>&1 </dev/null &
-    fi
+    watch_server "$dir"
     cat "$dir/url"
+}
+
+# With WATCH_PID set: a watcher that stops the server in $1 once WATCH_PID is gone (it exits by
+# itself once the server is gone).
+watch_server() {
+    [ -n "${WATCH_PID:-}" ] || return 0
+    nohup setsid bash -c "while kill -0 $WATCH_PID 2>/dev/null && [ -n \"\$(bash '$0' pid '$1')\" ]; do sleep 1; done; kill -0 $WATCH_PID 2>/dev/null || bash '$0' stop '$1'" \
+        >/dev/null 2>&1 </dev/null &
 }
 
 cmd_stop() {

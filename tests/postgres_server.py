@@ -7,7 +7,7 @@ stopped by its PID when the session ends, pass or fail; should the session die b
 script's watcher stops it (``WATCH_PID``). ``postgres_url`` gives each test a store of its own:
 a new schema of the server's database, named in the URL (``options=-csearch_path=NAME``), as
 isolated as a database of its own (nothing a store does names a schema) but made in milliseconds
-where CREATE DATABASE takes 0.3–0.7 s on a loaded 2-core machine.
+where CREATE DATABASE takes 0.3 to 0.7 s on a loaded 2-core machine.
 
 Without PostgreSQL installed (or without psycopg) the tests that use it skip, saying how to
 install it; under ``CI=true`` they fail instead (CI must run them).

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dirac_like.accounting import JobAccountingRecord
+from dirac_like.errors import ConfigError
 from dirac_like.model import ChangeSet, FileEntry, HistoryEntry, LoadedState
 from dirac_like.monitoring import ProbeResult
 
@@ -120,5 +121,8 @@ def is_postgres_url(url: str) -> bool:
 def store_file(url: str) -> Path:
     """The file of an SQLite store URL (``sqlite:///path/to/file`` or a plain file path)."""
     if is_postgres_url(url):
-        raise ValueError(f"a PostgreSQL store has no file: {url.split('@')[-1]}")
+        raise ConfigError(
+            f"store.url names a PostgreSQL store ({url.split('@')[-1]}): this reads an SQLite "
+            "store file and cannot work on PostgreSQL"
+        )
     return Path(url.removeprefix("sqlite://") if url.startswith("sqlite://") else url)

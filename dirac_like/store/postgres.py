@@ -158,7 +158,7 @@ def copy_statement(sql: str) -> str | None:
     return f"COPY {match['table']} {match['columns'] or ''} FROM STDIN"
 
 
-class _BoolAsInt(Dumper):  # type: ignore[misc,valid-type]
+class _BoolAsInt(Dumper):
     """Python booleans as integers 0/1, as the SQLite store keeps them."""
 
     def dump(self, obj: bool) -> bytes:
@@ -227,7 +227,9 @@ class Translator:
 def connect(url: str) -> psycopg.Connection[Any]:
     """An autocommit connection to ``url``, booleans kept as integers (StoreError if none)."""
     if psycopg is None:
-        raise StoreError(f"store {redact(url)} is PostgreSQL but psycopg is missing: {INSTALL_HINT}")
+        raise StoreError(
+            f"store {redact(url)} is PostgreSQL but psycopg is missing: {INSTALL_HINT}"
+        )
     try:
         connection = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
     except psycopg.Error as exc:
@@ -247,6 +249,7 @@ def redact(url: str) -> str:
 
 
 class PostgresStore(StatementStore):
+    _db: Translator
     db_errors: tuple[type[Exception], ...] = (psycopg.Error,) if psycopg else ()
 
     def __init__(self, url: str, synchronous: str = "full") -> None:
@@ -266,18 +269,20 @@ class PostgresStore(StatementStore):
         log.info("opened store %s (schema %d)", self.path, SCHEMA_VERSION)
 
     def _migrate(self) -> None:
-        with self._db.transaction("BEGIN") as db:
+        """Bring the schema to SCHEMA_VERSION; a store already there is only read (so a store
+        on a read-only server opens, and ``check_writable`` says why it cannot serve)."""
+        stored = self._stored_version()
+        if stored == SCHEMA_VERSION:
+            return
+        self._refuse_newer(stored or 0)
+        with self._db.transaction("BEGIN") as db:  # under the lock: another may migrate too
             db.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = db.execute("SELECT version FROM schema_version").fetchone()
-            if row is None:
+            version = self._stored_version()
+            if version is None:
                 db.execute("INSERT INTO schema_version VALUES (0)")
-            version = 0 if row is None else int(row[0])
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"store {self.path} has schema version {version}, newer than this code "
-                    f"knows ({SCHEMA_VERSION}): upgrade dirac-like to open it"
-                )
+                version = 0
+            self._refuse_newer(version)
             for statements in migrations()[version:]:
                 for statement in statements:
                     db.connection.execute(statement)
@@ -285,6 +290,21 @@ class PostgresStore(StatementStore):
                 db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
                 log.info("store %s: schema migrated from %d to %d", self.path, version,
                          SCHEMA_VERSION)  # fmt: skip
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path} has schema version {version}, newer than this code "
+                f"knows ({SCHEMA_VERSION}): upgrade dirac-like to open it"
+            )
+
+    def _stored_version(self) -> int | None:
+        """The version in table schema_version; None if there is no such table or row."""
+        (table,) = self._db.execute("SELECT to_regclass('schema_version')").fetchone() or (None,)
+        if table is None:
+            return None
+        row = self._db.execute("SELECT version FROM schema_version").fetchone()
+        return None if row is None else int(row[0])
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -335,10 +355,9 @@ class PostgresStore(StatementStore):
 
     def schema_version(self) -> int:
         try:
-            row = self._db.execute("SELECT version FROM schema_version").fetchone()
+            return self._stored_version() or 0
         except psycopg.Error as exc:
             raise StoreError(f"cannot read schema version of {self.path}: {exc}") from exc
-        return int(row[0])
 
     def close(self) -> None:
         self._db.connection.close()

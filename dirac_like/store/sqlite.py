@@ -337,6 +337,7 @@ _pilot_values = attrgetter(*PILOT_FIELDS)
 _transfer_values = attrgetter(*TRANSFER_FIELDS)
 _STATUS_BY_VALUE = {status.value: status for status in JobStatus}
 
+
 class Database(Protocol):
     """What the statements below are run through: an sqlite3 connection, or the PostgreSQL
     store's translator (dirac_like/store/postgres.py), which runs them in PostgreSQL's dialect."""
@@ -412,9 +413,10 @@ class StatementStore(Store):
         sql = SELECT_PROBE_RESULTS
         if target:
             sql, parameters = SELECT_TARGET_PROBE_RESULTS, (target, since, limit)
+        errors: tuple[type[Exception], ...] = (*self.db_errors, ValueError)
         try:
             return [_probe_from_row(*row) for row in self._db.execute(sql, parameters)]
-        except (*self.db_errors, ValueError) as exc:
+        except errors as exc:
             raise StoreError(f"cannot read probe results: {exc}") from exc
 
     def catalog_files(self, lfns: list[str]) -> dict[str, FileEntry]:
@@ -450,6 +452,8 @@ class StatementStore(Store):
 
 
 class SqliteStore(StatementStore):
+    _db: sqlite3.Connection
+
     def __init__(self, path: Path, synchronous: str = "full") -> None:
         if synchronous not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
@@ -833,7 +837,6 @@ def _reply_row(reply: StoredReply) -> tuple[Any, ...]:
     return (reply.request_id, reply.reply, reply.time)
 
 
-
 def load_state(db: Database) -> LoadedState:
     """Every table ``load`` returns, read through ``db`` (a connection, or anything with the
     same ``execute``: the PostgreSQL store passes its dialect translator)."""
@@ -850,9 +853,7 @@ def load_state(db: Database) -> LoadedState:
                 bool(drained),
                 limit,
             )
-            for name, banned, reason, changed, automatic, drained, limit in db.execute(
-                SELECT_SITES
-            )
+            for name, banned, reason, changed, automatic, drained, limit in db.execute(SELECT_SITES)
         ],
         shares=dict(db.execute(SELECT_SHARES).fetchall()),
         usage=[UsageRecord(*row) for row in db.execute(SELECT_USAGE)],

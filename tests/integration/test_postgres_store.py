@@ -1,0 +1,139 @@
+"""What only the PostgreSQL store has to survive (the shared contract is test_store_contract.py):
+the server restarting under it, several services opening one database, a server that is not
+there, a read-only database. Each test has a store of its own on the session's server
+(tests/postgres_server.py); the restart tests restart that server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import msgpack
+import psycopg
+import pytest
+from postgres_server import PostgresServer
+
+from dirac_like.client import Client, RetryPolicy
+from dirac_like.errors import StoreError
+from dirac_like.model import ChangeSet, JobRecord, StoredReply
+from dirac_like.processes import ServiceProcess
+from dirac_like.states import JobStatus
+from dirac_like.store.base import SCHEMA_VERSION, open_store
+from dirac_like.store.postgres import PostgresStore
+
+# Tries that outlast a server restart (a few seconds on a loaded machine).
+PATIENT = RetryPolicy(timeout=5.0, retries=30, backoff=0.2, max_backoff=1.0)
+HELLO = 'Executable = "/bin/echo"; Arguments = "hello";'
+
+
+@pytest.fixture
+def open_postgres(postgres_url: str) -> Iterator[Callable[..., PostgresStore]]:
+    """Opens stores on this test's URL (or another); closes them all at teardown."""
+    opened: list[PostgresStore] = []
+
+    def open_(url: str = postgres_url) -> PostgresStore:
+        store = open_store(url)
+        assert isinstance(store, PostgresStore)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+def new_job(job_id: int) -> ChangeSet:
+    job = JobRecord(job_id, "alice", "user", 1, 1, JobStatus.WAITING, submitted=1.0, updated=1.0)
+    reply = StoredReply(f"req-{job_id}", msgpack.packb({"ok": True}), 1.0)
+    return ChangeSet(new_jobs=[(job, msgpack.packb({}))], replies=[reply])
+
+
+def test_a_server_restart_fails_the_commit_under_way_and_the_next_one_reconnects(
+    postgres_server: PostgresServer, open_postgres: Callable[..., PostgresStore]
+) -> None:
+    store = open_postgres()
+    store.commit(new_job(1))
+
+    postgres_server.restart()
+
+    with pytest.raises(StoreError, match="commit failed and was rolled back"):
+        store.commit(new_job(2))  # its connection died with the old server
+    store.commit(new_job(2))  # sent again, as the service's clients do: a new connection
+    state = open_postgres().load()
+    assert [job.job_id for job in state.jobs] == [1, 2]
+    assert [reply.request_id for reply in state.replies] == ["req-1", "req-2"]
+
+
+def test_a_central_service_on_postgresql_loses_nothing_acknowledged_across_a_server_restart(
+    postgres_server: PostgresServer,
+    postgres_url: str,
+    start_central: Callable[..., ServiceProcess],
+    open_postgres: Callable[..., PostgresStore],
+) -> None:
+    service = start_central(config_text=f'[store]\nurl = "{postgres_url}"\n')
+    acknowledged: list[int] = []
+    with Client(service.endpoint, PATIENT) as client:
+        acknowledged += client.submit([HELLO] * 3, owner="")
+
+        postgres_server.restart()  # the service's connection dies; it must reopen the store
+
+        for _ in range(3):  # the first commit fails: its requests are retried, then answered
+            acknowledged += client.submit([HELLO] * 2, owner="")
+        statuses = client.status(acknowledged)
+
+    assert len(set(acknowledged)) == 9
+    assert {row.status for row in statuses} <= {"Received", "Checking", "Waiting"}
+    stored = {job.job_id for job in open_postgres().load().jobs}
+    assert stored == set(acknowledged)
+
+
+def test_services_opening_a_new_database_at_once_migrate_it_once(
+    postgres_url: str, open_postgres: Callable[..., PostgresStore]
+) -> None:
+    opened: list[PostgresStore | BaseException] = []
+
+    def open_one() -> None:
+        try:
+            opened.append(open_postgres())
+        except BaseException as exc:
+            opened.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert all(isinstance(store, PostgresStore) for store in opened), opened
+    with psycopg.connect(postgres_url) as connection:
+        assert connection.execute("SELECT version FROM schema_version").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]
+
+
+def test_a_server_that_is_not_there_is_a_store_error_that_hides_the_password() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    with pytest.raises(StoreError, match=f"cannot connect to store .*127.0.0.1:{port}") as caught:
+        open_store(f"postgresql://dirac:s3cret@127.0.0.1:{port}/dirac")
+
+    assert "s3cret" not in str(caught.value)
+
+
+def test_a_read_only_database_opens_but_is_not_writable(
+    postgres_url: str, open_postgres: Callable[..., PostgresStore]
+) -> None:
+    open_postgres().commit(new_job(1))
+    read_only = postgres_url + "%20-cdefault_transaction_read_only%3Don"
+
+    store = open_postgres(read_only)
+
+    assert [job.job_id for job in store.load().jobs] == [1]
+    with pytest.raises(StoreError, match="not writable"):
+        store.check_writable()
+    with pytest.raises(StoreError, match="read-only"):
+        store.commit(new_job(2))
+    assert [job.job_id for job in open_postgres().load().jobs] == [1]
