@@ -16,8 +16,9 @@
 # (the server stops by itself when the test session that started it dies).
 #
 # The server is tuned for throw-away use: fsync off, synchronous_commit off (a server crash may
-# lose the last commits; a clean stop or restart loses nothing). Never use it for real data:
-# docs/postgresql.md says how to configure a real one.
+# lose the last commits; a clean stop or restart loses nothing), unless DURABLE=1 is in the
+# environment at its first start (the benchmarks: fsync on, as SQLite's synchronous=full). Never
+# use it for real data: docs/postgresql.md says how to configure a real one.
 #
 # Pitfalls (see also the reference recipe):
 # - initdb and postgres refuse to run as root: started as root, they run as the `postgres` user
@@ -121,12 +122,16 @@ cmd_start() {
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$dir/sock'
+max_connections = 200
+EOF
+    if [ "${DURABLE:-0}" != 1 ]; then
+        cat >>"$dir/data/postgresql.conf" <<EOF
 # throw-away server: durability traded for speed (a clean stop loses nothing)
 fsync = off
 synchronous_commit = off
 full_page_writes = off
-max_connections = 200
 EOF
+    fi
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t "$START_TIMEOUT_S" start \
         >/dev/null || fail "the server did not start: $(tail -5 "$dir/server.log")"
     as_owner psql -q -h "$dir/sock" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
