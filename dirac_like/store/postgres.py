@@ -59,6 +59,7 @@ except ImportError:  # pragma: no cover - the message below says how to install 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10
+INT8_OID = 20  # PostgreSQL's type id of bigint (psycopg.postgres.types["int8"].oid)
 COPY_THRESHOLD = 8  # rows: fewer go through executemany (COPY has a fixed cost)
 # The key of the advisory lock held while migrating (any constant; "dirac-li" in ASCII).
 MIGRATION_LOCK = 0x6469726163_2D6C69
@@ -161,6 +162,8 @@ def copy_statement(sql: str) -> str | None:
 class _BoolAsInt(Dumper):
     """Python booleans as integers 0/1, as the SQLite store keeps them."""
 
+    oid = INT8_OID
+
     def dump(self, obj: bool) -> bytes:
         return b"1" if obj else b"0"
 
@@ -235,7 +238,6 @@ def connect(url: str) -> psycopg.Connection[Any]:
     except psycopg.Error as exc:
         raise StoreError(f"cannot connect to store {redact(url)}: {exc}") from exc
     connection.adapters.register_dumper(bool, _BoolAsInt)
-    _BoolAsInt.oid = connection.adapters.types["int8"].oid
     return connection
 
 

@@ -15,12 +15,12 @@ import pytest
 from postgres_server import PostgresServer
 
 from dirac_like.client import Client, RetryPolicy
-from dirac_like.errors import StoreError
-from dirac_like.model import ChangeSet, JobRecord, StoredReply
+from dirac_like.errors import StoreError, UnstorableValue
+from dirac_like.model import ChangeSet, HistoryEntry, JobRecord, StoredReply
 from dirac_like.processes import ServiceProcess
 from dirac_like.states import JobStatus
 from dirac_like.store.base import SCHEMA_VERSION, open_store
-from dirac_like.store.postgres import PostgresStore
+from dirac_like.store.postgres import COPY_THRESHOLD, PostgresStore
 
 # Tries that outlast a server restart (a few seconds on a loaded machine).
 PATIENT = RetryPolicy(timeout=5.0, retries=30, backoff=0.2, max_backoff=1.0)
@@ -137,3 +137,26 @@ def test_a_read_only_database_opens_but_is_not_writable(
     with pytest.raises(StoreError, match="read-only"):
         store.commit(new_job(2))
     assert [job.job_id for job in open_postgres().load().jobs] == [1]
+
+
+def test_a_large_batch_goes_in_by_copy_whole_or_not_at_all(
+    open_postgres: Callable[..., PostgresStore],
+) -> None:
+    store = open_postgres()
+    odd = 'tab\there, newline\nthere, back\\slash, "quotes", \\N'
+    batch = ChangeSet()
+    for job_id in range(1, COPY_THRESHOLD * 3):
+        job = JobRecord(job_id, odd, "user", 1, 1, JobStatus.WAITING, kill_requested=True)
+        batch.new_jobs.append((job, msgpack.packb({"Arguments": odd})))
+        batch.history.append(HistoryEntry(job_id, "Received", odd, "", 1.0, "JobManager"))
+    store.commit(batch)
+    duplicate = ChangeSet(new_jobs=[*new_job(100).new_jobs] * COPY_THRESHOLD)
+
+    with pytest.raises(UnstorableValue):
+        store.commit(duplicate)
+
+    state = open_postgres().load()
+    assert [job.job_id for job in state.jobs] == list(range(1, COPY_THRESHOLD * 3))
+    assert {(job.owner, job.kill_requested) for job in state.jobs} == {(odd, True)}
+    assert store.description(5) == {"Arguments": odd}
+    assert store.history(5) == [HistoryEntry(5, "Received", odd, "", 1.0, "JobManager")]
