@@ -33,8 +33,8 @@ import functools
 import logging
 import re
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -57,6 +57,8 @@ except ImportError:  # pragma: no cover - the message below says how to install 
     Dumper = object  # type: ignore[assignment,misc]
 
 log = logging.getLogger(__name__)
+
+OnConnect = Callable[["psycopg.Connection[Any]"], None]
 
 CONNECT_TIMEOUT_S = 10
 INT8_OID = 20  # PostgreSQL's type id of bigint (psycopg.postgres.types["int8"].oid)
@@ -173,28 +175,52 @@ class Translator:
     ``Database`` the shared write and read functions of dirac_like/store/sqlite.py expect).
 
     A connection that broke (the server restarted, the network failed) is replaced by a new one
-    before the next statement that does not belong to a transaction under way."""
+    before the next statement that does not belong to a transaction under way.
 
-    def __init__(self, url: str, synchronous_commit: str = "on") -> None:
+    A pipelined transaction (every commit) sends its statements without waiting for each reply:
+    one round trip for the whole batch, the replies read at the end (or when a result is needed:
+    a row count, a fetch). COPY cannot run in a pipeline: the pipeline is left for it (the
+    statements queued so far are synced first) and entered again after."""
+
+    def __init__(
+        self, url: str, synchronous_commit: str = "on", on_connect: OnConnect | None = None
+    ) -> None:
         self.url = url
         self.synchronous_commit = synchronous_commit
+        self.on_connect = on_connect
         self.connection = self.connect()
         self.in_transaction = False
+        self._pipeline: psycopg.Pipeline | None = None
+        self._in_pipeline = ExitStack()  # leaving it leaves pipeline mode
 
     def execute(self, sql: str, parameters: Any = ()) -> psycopg.Cursor[Any]:
         return self.usable().execute(to_postgres(sql), parameters)
 
-    def executemany(self, sql: str, rows: Any) -> psycopg.Cursor[Any]:
+    def executemany(self, sql: str, rows: Any) -> Counted:
         rows = list(rows)
         copy = copy_statement(sql)
         cursor = self.usable().cursor()
         if copy is not None and len(rows) >= COPY_THRESHOLD:
+            pipelined = self._pipeline is not None
+            self._leave_pipeline()
             with cursor.copy(copy) as writing:
                 for row in rows:
                     writing.write_row(row)
-            return cursor
+            if pipelined:
+                self._enter_pipeline()
+            return Counted(cursor, None)
         cursor.executemany(to_postgres(sql), rows)
-        return cursor
+        return Counted(cursor, self._pipeline)
+
+    def _enter_pipeline(self) -> None:
+        self._pipeline = self._in_pipeline.enter_context(self.connection.pipeline())
+
+    def _leave_pipeline(self, error: BaseException | None = None) -> None:
+        """Leave pipeline mode: sync, raising the first error of a queued statement (unless
+        leaving because of ``error``)."""
+        if self._pipeline is not None:
+            self._pipeline = None
+            self._in_pipeline.__exit__(type(error) if error else None, error, None)
 
     def usable(self) -> psycopg.Connection[Any]:
         if self.connection.broken and not self.in_transaction:
@@ -206,25 +232,51 @@ class Translator:
         connection = connect(self.url)
         try:
             connection.execute(f"SET synchronous_commit = {self.synchronous_commit}")
+            if self.on_connect is not None:
+                self.on_connect(connection)
         except psycopg.Error as exc:
             connection.close()
             raise StoreError(f"cannot set up store {redact(self.url)}: {exc}") from exc
+        except BaseException:
+            connection.close()
+            raise
         return connection
 
     @contextmanager
-    def transaction(self, begin: str) -> Iterator[Translator]:
+    def transaction(self, begin: str, pipelined: bool = False) -> Iterator[Translator]:
         """``begin`` … COMMIT, or ROLLBACK if anything (COMMIT included) raises."""
-        self.usable().execute(begin)
+        connection = self.usable()
         self.in_transaction = True
         try:
+            if pipelined:
+                self._enter_pipeline()
+            connection.execute(begin)
             yield self
-            self.connection.execute("COMMIT")
-        except BaseException:
-            if not self.connection.broken and not self.connection.closed:
-                self.connection.execute("ROLLBACK")
+            connection.execute("COMMIT")
+            self._leave_pipeline()
+        except BaseException as exc:
+            self._leave_pipeline(exc)
+            idle = psycopg.pq.TransactionStatus.IDLE
+            if not connection.closed and connection.info.transaction_status != idle:
+                connection.execute("ROLLBACK")
             raise
         finally:
             self.in_transaction = False
+
+
+class Counted:
+    """A cursor of ``executemany`` whose row count, in a pipeline, is read once its replies are
+    in (the pipeline is synced on demand)."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any], pipeline: psycopg.Pipeline | None) -> None:
+        self.cursor = cursor
+        self.pipeline = pipeline
+
+    @property
+    def rowcount(self) -> int:
+        if self.pipeline is not None:
+            self.pipeline.sync()
+        return self.cursor.rowcount
 
 
 def connect(url: str) -> psycopg.Connection[Any]:
@@ -254,12 +306,18 @@ class PostgresStore(StatementStore):
     _db: Translator
     db_errors: tuple[type[Exception], ...] = (psycopg.Error,) if psycopg else ()
 
-    def __init__(self, url: str, synchronous: str = "full") -> None:
+    def __init__(
+        self, url: str, synchronous: str = "full", on_connect: OnConnect | None = None
+    ) -> None:
+        """``on_connect(connection)``, if given, runs on every new session (the first and each
+        reconnection) before it is used; raising (StoreError) refuses that session, so nothing
+        is committed on it: a hook for a session-bound lock, e.g. an advisory lock fencing a
+        leader (docs/high-availability.md)."""
         if synchronous not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
         self.url = url
         self.path = redact(url)  # what messages name (the SQLite store names its file)
-        self._db = Translator(url, SYNCHRONOUS_COMMIT[synchronous])
+        self._db = Translator(url, SYNCHRONOUS_COMMIT[synchronous], on_connect)
         try:
             self._migrate()
         except psycopg.Error as exc:
@@ -314,7 +372,7 @@ class PostgresStore(StatementStore):
         if changes.is_empty():
             return
         try:
-            with self._db.transaction("BEGIN") as db:
+            with self._db.transaction("BEGIN", pipelined=True) as db:
                 write_changes(db, changes)
         except (psycopg.IntegrityError, psycopg.DataError, *_BAD_VALUE_ERRORS) as exc:
             log.error("store %s: a change it cannot hold, rolled back: %s", self.path, exc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import msgpack
 import psycopg
@@ -160,3 +161,26 @@ def test_a_large_batch_goes_in_by_copy_whole_or_not_at_all(
     assert {(job.owner, job.kill_requested) for job in state.jobs} == {(odd, True)}
     assert store.description(5) == {"Arguments": odd}
     assert store.history(5) == [HistoryEntry(5, "Received", odd, "", 1.0, "JobManager")]
+
+
+def test_a_session_refused_by_on_connect_commits_nothing_even_after_a_reconnect(
+    postgres_server: PostgresServer, postgres_url: str, open_postgres: Callable[..., PostgresStore]
+) -> None:
+    allowed = [True]
+
+    def fence(connection: psycopg.Connection[Any]) -> None:
+        if not allowed[0]:
+            raise StoreError("this instance lost its lock")
+
+    store = PostgresStore(postgres_url, on_connect=fence)
+    try:
+        store.commit(new_job(1))
+        allowed[0] = False
+        postgres_server.restart()
+
+        for _ in range(2):  # the old session is gone; a new one is refused
+            with pytest.raises(StoreError):
+                store.commit(new_job(2))
+    finally:
+        store.close()
+    assert [job.job_id for job in open_postgres().load().jobs] == [1]
