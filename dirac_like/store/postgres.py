@@ -214,6 +214,7 @@ _NORMAL = {
     "TEXT": _normal((str,), str.__str__),
     "BLOB": _normal((bytes,), bytes),
 }
+_COPY_TYPES = {"INTEGER": "int8", "REAL": "float8", "TEXT": "text", "BLOB": "bytea"}
 _ARRAY_TYPES = {"INTEGER": "bigint[]", "REAL": "float8[]", "TEXT": "text[]", "BLOB": "bytea[]"}
 _UPDATE = re.compile(r"^UPDATE (?P<table>\w+) SET (?P<sets>.*) WHERE (?P<key>\w+) = \?$", re.DOTALL)
 _VALUES = re.compile(r"VALUES \((?:%s,\s*)*%s\)")
@@ -309,9 +310,7 @@ class Translator:
         if copy is not None and len(rows) >= COPY_THRESHOLD:
             pipelined = self._pipeline is not None
             self._leave_pipeline()
-            with cursor.copy(copy) as writing:
-                for row in rows:
-                    writing.write_row(row)
+            self._copy(cursor, copy, sql, rows)
             if pipelined:
                 self._enter_pipeline()
             return Counted(cursor, None)
@@ -322,6 +321,22 @@ class Translator:
         else:
             cursor.executemany(to_postgres(sql), rows)
         return Counted(cursor, self._pipeline)
+
+    @staticmethod
+    def _copy(cursor: psycopg.Cursor[Any], copy: str, sql: str, rows: list[Any]) -> None:
+        """COPY the rows in: binary (no text to escape and parse) when every value fits its
+        column's type, else as text (which then fails or converts, as an INSERT would)."""
+        bulk = bulk_statement(sql)
+        arrays = bulk.arrays(rows) if bulk is not None else None
+        if bulk is not None and arrays is not None:
+            with cursor.copy(f"{copy} (FORMAT BINARY)") as writing:
+                writing.set_types([_COPY_TYPES[kind] for kind in bulk.types])
+                for row in zip(*arrays, strict=True):
+                    writing.write_row(row)
+            return
+        with cursor.copy(copy) as writing:
+            for row in rows:
+                writing.write_row(row)
 
     def _enter_pipeline(self) -> None:
         self._pipeline = self._in_pipeline.enter_context(self.connection.pipeline())
