@@ -383,7 +383,8 @@ class Translator:
         except BaseException as exc:
             self._leave_pipeline(exc)
             idle = psycopg.pq.TransactionStatus.IDLE
-            if not connection.closed and connection.info.transaction_status != idle:
+            alive = not (connection.closed or connection.broken)
+            if alive and connection.info.transaction_status != idle:
                 connection.execute("ROLLBACK")
             raise
         finally:
