@@ -175,6 +175,7 @@ class BulkStatement:
     sql: str
     types: tuple[str, ...]  # the SQLite type of each position in a row
     key: tuple[int, ...]  # the positions of the table's key: rows repeating one go row by row
+    every_row_counts: bool = False  # the statement fails unless every row changes one row
 
     def arrays(self, rows: list[Any]) -> list[list[Any]] | None:
         """The rows as arrays, one per column; None if they do not fit (a key repeated, a value
@@ -239,12 +240,17 @@ def bulk_statement(sql: str) -> BulkStatement | None:
         table = _tables()[name]
         columns = [column.strip() for column, _ in sets] + [key]
         assignments = ", ".join(f"{column} = v.{column}" for column in columns[:-1])
-        bulk = (
-            f"UPDATE {name} SET {assignments} FROM {_unnest(table, columns)} "
-            f"AS v({', '.join(columns)}) WHERE {name}.{key} = v.{key}"
-        )
+        # Every row must update one: else the statement fails, naming the missing keys (and the
+        # batch is undone), so its row count is known without waiting for the server's reply.
+        bulk = f"""WITH v AS (SELECT * FROM {_unnest(table, columns)} AS v({", ".join(columns)})),
+            u AS (UPDATE {name} SET {assignments} FROM v WHERE {name}.{key} = v.{key}
+                  RETURNING {name}.{key})
+            SELECT (CASE WHEN count(u.{key}) = count(*) THEN '0'
+                ELSE 'rows not in table {name}: '
+                    || string_agg(v.{key}::text, ', ') FILTER (WHERE u.{key} IS NULL) END)::int
+            FROM v LEFT JOIN u ON u.{key} = v.{key}"""
         types = tuple(table.types[column] for column in columns)
-        return BulkStatement(bulk, types, (len(columns) - 1,))
+        return BulkStatement(bulk, types, (len(columns) - 1,), every_row_counts=True)
     insert = _INSERT.match(sql)
     translated = to_postgres(sql)
     if not insert or not insert["rest"].startswith("VALUES") or not _VALUES.search(translated):
@@ -314,10 +320,12 @@ class Translator:
             if pipelined:
                 self._enter_pipeline()
             return Counted(cursor, None)
-        bulk = bulk_statement(sql) if len(rows) > 1 else None
+        bulk = bulk_statement(sql) if rows else None
         arrays = bulk.arrays(rows) if bulk is not None else None
         if bulk is not None and arrays is not None:
             cursor.execute(bulk.sql, arrays)
+            if bulk.every_row_counts:
+                return Counted(cursor, None, known=len(rows))
         else:
             cursor.executemany(to_postgres(sql), rows)
         return Counted(cursor, self._pipeline)
@@ -393,14 +401,23 @@ class Translator:
 
 class Counted:
     """A cursor of ``executemany`` whose row count, in a pipeline, is read once its replies are
-    in (the pipeline is synced on demand)."""
+    in (the pipeline is synced on demand), unless it is ``known`` (a statement that fails
+    unless every row counts: no need to wait)."""
 
-    def __init__(self, cursor: psycopg.Cursor[Any], pipeline: psycopg.Pipeline | None) -> None:
+    def __init__(
+        self,
+        cursor: psycopg.Cursor[Any],
+        pipeline: psycopg.Pipeline | None,
+        known: int | None = None,
+    ) -> None:
         self.cursor = cursor
         self.pipeline = pipeline
+        self.known = known
 
     @property
     def rowcount(self) -> int:
+        if self.known is not None:
+            return self.known
         if self.pipeline is not None:
             self.pipeline.sync()
         return self.cursor.rowcount
