@@ -4,15 +4,18 @@ Chosen by a store URL ``postgresql://user:password@host:port/database`` (``store
 central service's configuration; docs/postgresql.md). SQLite stays the embedded default.
 
 One connection in autocommit mode; every ``commit`` is one transaction (``BEGIN`` … ``COMMIT``)
-holding the whole ChangeSet, the same group commit as SQLite's. ``load`` reads every table in one
-REPEATABLE READ READ ONLY transaction (one snapshot). A commit is durable when it returns if the
-server runs with ``synchronous_commit = on`` (its default).
+holding the whole ChangeSet, the same group commit as SQLite's, sent pipelined (one round trip).
+``load`` reads every table in one REPEATABLE READ READ ONLY transaction (one snapshot). With
+synchronous=full the session's ``synchronous_commit`` is on: a commit is on the server's disk
+when it returns; with normal it is off.
 
 The tables, columns and statements are SQLite's (dirac_like/store/sqlite.py), written once in
 SQLite's dialect: :func:`to_postgres` translates each statement the first time it runs (``?``
 placeholders, ``INSERT OR REPLACE``/``OR IGNORE`` as ``ON CONFLICT`` on the table's primary key,
-the column types) so the two stores cannot drift apart. Plain multi-row inserts (new jobs, their
+the column types) so the two stores cannot drift apart. The rows of one statement run as one
+statement over arrays (:func:`bulk_statement`); large plain inserts (a bulk submission's jobs,
 descriptions, history) go through ``COPY``. Booleans are stored as integers, as in SQLite.
+Descriptions are read ahead and kept (they never change once stored).
 
 The schema version is the one row of table ``schema_version``; the SQLite migrations, translated,
 take a database from version n to n + 1, all in one transaction under an advisory lock (two
