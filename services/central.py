@@ -81,7 +81,7 @@ from dirac_like.registry import init_home, load_registry, load_service_keys, sav
 from dirac_like.sandbox import SandboxStore
 from dirac_like.store import Store
 from dirac_like.store import open_store as default_store
-from dirac_like.store.base import store_file
+from dirac_like.store.base import is_postgres_url, store_file
 
 from .audit import AuditLog
 from .frame_guard import FrameGuard, bounded, connection_key
@@ -594,11 +594,12 @@ def run_central(
     A home without keys is initialized first (see :func:`dirac_like.registry.init_home`). The
     home and the store are locked for the service's lifetime: a second central service on either
     exits at once with :class:`AlreadyRunning`, naming the first one's PID."""
-    store = store_file(config.store_url(home))
-    with holding(
-        (lock_path(home, "central"), f"a central service on home {home}"),
-        (store.with_name(store.name + ".lock"), f"a central service on store {store}"),
-    ):
+    locks = [(lock_path(home, "central"), f"a central service on home {home}")]
+    url = config.store_url(home)
+    if not is_postgres_url(url):  # a database server is shared: no file to lock
+        store = store_file(url)
+        locks.append((store.with_name(store.name + ".lock"), f"a central service on store {store}"))
+    with holding(*locks):
         return _serve(config, home, listen, insecure)
 
 

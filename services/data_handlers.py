@@ -42,6 +42,7 @@ from dirac_like.protocol import (
     build_trusted,
 )
 
+from .limits import check_listing_limit
 from .state import CentralState, check_name
 from .transfer_book import ACTIVE, DONE, FAILED
 
@@ -193,8 +194,7 @@ def transfer_update(state: CentralState, args: TransferUpdateArgs, now: float) -
 
 
 def transfers(state: CentralState, args: ListTransfersArgs, now: float) -> list[TransferView]:
-    if args.limit < 1:
-        raise InvalidArgument("limit must be at least 1")
+    check_listing_limit(args.limit)
     records = (
         [state.transfers.get(i) for i in args.transfer_ids]
         if args.transfer_ids

@@ -69,6 +69,7 @@ from .console_handlers import bulk_batch, bulk_batch_size, console_handlers
 from .data_handlers import DATA_HANDLERS
 from .identities import IDENTITY_HANDLERS
 from .job_handlers import JOB_HANDLERS
+from .limits import check_listing_limit
 from .monitor_handlers import MONITOR_HANDLERS
 from .pilot_handlers import PILOT_HANDLERS
 from .sandbox_handlers import SANDBOX_HANDLERS
@@ -123,8 +124,7 @@ def status(state: CentralState, args: JobIdsArgs, now: float) -> list[JobSummary
 
 
 def list_jobs(state: CentralState, args: ListJobsArgs, now: float) -> list[JobSummary]:
-    if args.limit < 1:
-        raise InvalidArgument("limit must be at least 1")
+    check_listing_limit(args.limit)
     if args.older < 0 or args.newer < 0:
         raise InvalidArgument("older and newer must be ages in seconds (>= 0)")
     selection = Selection(

@@ -15,7 +15,7 @@ import dataclasses
 
 from dirac_like.config import LimitsConfig
 from dirac_like.description import DescriptionLimits
-from dirac_like.errors import LimitExceeded
+from dirac_like.errors import InvalidArgument, LimitExceeded
 
 
 class SubmissionLimits:
@@ -71,3 +71,12 @@ class SubmissionLimits:
             f"{self.config.max_jobs_per_request} jobs per request "
             "(limits.max_jobs_per_request): submit them in several requests"
         )
+
+
+MAX_LISTED = 10_000_000  # rows one listing request may ask for (the frame limit bounds the reply)
+
+
+def check_listing_limit(limit: int, most: int = MAX_LISTED) -> None:
+    """Refuse a listing's ``limit`` outside 1..``most`` (InvalidArgument), before any work."""
+    if not 1 <= limit <= most:
+        raise InvalidArgument(f"limit must be 1 to {most}, not {limit}")

@@ -34,6 +34,7 @@ from dirac_like.protocol import (
     StatusRow,
 )
 
+from .limits import check_listing_limit
 from .state import CentralState, check_name
 
 MAX_RESULTS_PER_REPORT = 10_000
@@ -70,8 +71,7 @@ def probe_report(state: CentralState, args: ProbeReportArgs, now: float) -> Prob
 
 
 def probe_results(state: CentralState, args: ProbeResultsArgs, now: float) -> list[ProbeResultItem]:
-    if args.limit < 1:
-        raise InvalidArgument("limit must be at least 1")
+    check_listing_limit(args.limit)
     stored = state.stored_probe_results(args.since, args.target, args.limit)
     return [
         ProbeResultItem(

@@ -21,6 +21,7 @@ from dirac_like.protocol import (
     UpdatePilotsReply,
 )
 
+from .limits import check_listing_limit
 from .state import CentralState, check_name
 
 MAX_UPDATES = 10_000
@@ -44,8 +45,7 @@ def update_pilots(state: CentralState, args: UpdatePilotsArgs, now: float) -> Up
 
 
 def pilots(state: CentralState, args: ListPilotsArgs, now: float) -> list[PilotView]:
-    if args.limit < 1:
-        raise InvalidArgument("limit must be at least 1")
+    check_listing_limit(args.limit)
     selected = state.pilots.select(args.site, args.states, args.limit)
     return [PilotView(**pilot.view()) for pilot in selected]
 

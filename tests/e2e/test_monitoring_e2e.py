@@ -200,7 +200,16 @@ def test_a_failing_ce_is_banned_jobs_stop_going_there_and_it_returns_when_repair
         )
         (report,) = availability_report(admin, begin - 5, time.time(), None, 10.0, GOOD)
         (figures,) = report["periods"]
-        assert figures["scheduled_downtime_seconds"] == pytest.approx(3.0)
-        assert figures["reliability"] == 1.0  # the announced downtime does not count
-        assert figures["availability"] < 1.0
+        up, down = figures["up_seconds"], figures["down_seconds"]
+        scheduled = figures["scheduled_downtime_seconds"]
+        assert scheduled == pytest.approx(3.0)
+        # The announced downtime does not count against reliability, only against availability.
+        # (On a loaded machine a probe of the good site may time out: a CRITICAL result is then
+        # honestly "down", so the figures are checked against their definitions.)
+        assert figures["reliability"] == pytest.approx(up / (up + down))
+        assert figures["availability"] == pytest.approx(up / (up + down + scheduled))
+        assert figures["reliability"] > figures["availability"]
+        critical = [r for r in admin.probe_results(begin - 5, GOOD) if r.status == "CRITICAL"]
+        if not critical:
+            assert down == 0.0 and figures["reliability"] == 1.0
         assert grid.stop("monitoring") == 0  # SIGTERM: the cycle under way ends, exit 0
