@@ -180,12 +180,15 @@ def _fields(value: Any) -> Mapping[Any, Any] | None:
     return {name: getattr(value, name) for name in names}
 
 
-@functools.cache
+_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
+
+
 def _dataclass_fields(cls: type) -> tuple[str, ...] | None:
     """The field names of the dataclass ``cls`` (None if it is not one); once per type."""
-    if not dataclasses.is_dataclass(cls):
-        return None
-    return tuple(f.name for f in dataclasses.fields(cls))
+    if cls not in _FIELD_NAMES:
+        is_dataclass = dataclasses.is_dataclass(cls)
+        _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls)) if is_dataclass else None
+    return _FIELD_NAMES[cls]
 
 
 @functools.lru_cache(maxsize=4096)
