@@ -51,6 +51,8 @@ def dask_rate(tasks: int) -> float:
 
 
 def parsl_rate(tasks: int) -> float:
+    # Parsl starts its interchange and workers as scripts of its environment: on PATH.
+    os.environ["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"
     import parsl
     from parsl.config import Config
     from parsl.executors import HighThroughputExecutor
