@@ -58,11 +58,10 @@ def done_count(client: Client) -> int:
 PEERS = Path(__file__).resolve().parent / "peers" / "bench_peers.py"
 
 
-def peer_rates(python: str, tasks: int) -> dict[str, float]:
+def peer_rates(python: str, tasks: int, names: list[str]) -> dict[str, float]:
     """Tasks/s of each peer that ran (peers/bench_peers.py in the peers' own environment)."""
-    run = subprocess.run(
-        [python, str(PEERS), "--tasks", str(tasks)], capture_output=True, text=True, timeout=1800
-    )
+    command = [python, str(PEERS), "--tasks", str(tasks), "--only", *names]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     rates = {}
     for line in run.stdout.splitlines():
         print(line, flush=True)
@@ -72,11 +71,11 @@ def peer_rates(python: str, tasks: int) -> dict[str, float]:
     return rates
 
 
-def main(jobs: int, pilots: int, peers_python: str) -> int:
+def main(jobs: int, pilots: int, peers_python: str, peers: list[str]) -> int:
     home = Path(tempfile.mkdtemp(prefix="bench-pilots-"))
     floor = floor_rate(jobs, pilots, home)
     print(f"floor: bare ZeroMQ + SQLite dispatcher, {pilots:,} bare pilots: {floor:,.0f} jobs/s")
-    peers = peer_rates(peers_python, jobs) if peers_python else {}
+    rates = peer_rates(peers_python, jobs, peers) if peers_python else {}
     (home / "bench.toml").write_text(CONFIG)
     service = ServiceProcess.start_central(home / "home", home / "bench.toml")
     with Client(service.endpoint, SLOW, identity=service.identity) as client:
@@ -121,7 +120,7 @@ def main(jobs: int, pilots: int, peers_python: str) -> int:
     )
     rate = done / elapsed
     ratios = [f"{rate / floor:.2f}x the bare floor"]
-    ratios += [f"{rate / value:.2f}x {name}" for name, value in peers.items()]
+    ratios += [f"{rate / value:.2f}x {name}" for name, value in rates.items()]
     print(f"ratios: {', '.join(ratios)}")
     return 0 if done == jobs else 1
 
@@ -131,5 +130,6 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--pilots", type=int, default=1_000)
     parser.add_argument("--peers-python", default="", help="a Python with the peers installed")
+    parser.add_argument("--peers", nargs="+", default=["ray", "dask", "parsl"])
     args = parser.parse_args()
-    raise SystemExit(main(args.jobs, args.pilots, args.peers_python))
+    raise SystemExit(main(args.jobs, args.pilots, args.peers_python, args.peers))
