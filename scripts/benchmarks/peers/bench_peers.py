@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -59,6 +60,7 @@ def parsl_rate(tasks: int) -> float:
     from parsl.providers import LocalProvider
 
     config = Config(
+        run_dir=tempfile.mkdtemp(prefix="bench-peers-parsl-"),  # its logs and keys, not here
         executors=[
             HighThroughputExecutor(
                 label="local",
