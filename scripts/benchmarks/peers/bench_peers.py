@@ -67,7 +67,7 @@ def parsl_rate(tasks: int) -> float:
                 max_workers_per_node=os.cpu_count(),
                 provider=LocalProvider(init_blocks=1, max_blocks=1),
             )
-        ]
+        ],
     )
     parsl.load(config)
     try:
