@@ -53,7 +53,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from dirac_like.errors import Forbidden, JobNotVisible
 from dirac_like.monitoring import PROBE_GROUP
@@ -173,9 +173,8 @@ def describe_action(op: str) -> str:
     return _ACTIONS.get(op, f"run {op[:64]!r}")
 
 
-@dataclass(frozen=True)
-class Asked:
-    """One request being authorized: what a check looks at."""
+class Asked(NamedTuple):
+    """One request being authorized: what a check looks at (a tuple: made once per request)."""
 
     principal: Principal
     op: str
