@@ -10,7 +10,6 @@ the rest through ``request_kill``, ``report`` and ``heartbeat``.
 from __future__ import annotations
 
 import itertools
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -140,8 +139,7 @@ def list_jobs(state: CentralState, args: ListJobsArgs, now: float) -> list[JobSu
     jobs = state.jobs.values()
     for check in selection.checks(now):
         jobs = filter(check, jobs)  # type: ignore[assignment]
-    limit = min(args.limit, sys.maxsize)  # msgpack carries integers up to 2**64 - 1
-    return [build_trusted(JobSummary, job.summary()) for job in itertools.islice(jobs, limit)]
+    return [build_trusted(JobSummary, job.summary()) for job in itertools.islice(jobs, args.limit)]
 
 
 def kill(state: CentralState, args: JobIdsArgs, now: float) -> KillReply:
