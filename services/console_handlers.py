@@ -168,7 +168,9 @@ def bulk(state: CentralState, args: BulkArgs, now: float, actions: dict[str, Han
     jobs = _selected(state, selection, now)
     _check_caps(state, args, len(jobs))
     described = _described(args.selection, args.only_owner)
-    action = state.bulk.start(args.action, described, args.only_owner, [job.job_id for job in jobs])
+    action = state.bulk.start(
+        args.action, described, args.only_owner, [job.job_id for job in jobs], now
+    )
     log.info(
         "bulk %d: %s of %d jobs selected by %r (owner %s)",
         action.bulk_id,
@@ -240,6 +242,7 @@ def bulk_batch(state: CentralState, actions: dict[str, Handler], now: float, siz
             action.skip(job_id, exc.message)
         else:
             action.done += 1
+    state.bulk.saved(action)  # its progress, committed with the jobs it changed
     if action.finished:
         log.info(
             "bulk %d finished: %s of %d jobs, %d skipped",

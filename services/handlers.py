@@ -107,13 +107,22 @@ def submit(state: CentralState, args: SubmitArgs, now: float) -> SubmitReply:
 
 
 def never_runnable_warnings(state: CentralState, job_ids: list[int]) -> list[str]:
-    """One line per distinct reason why some of the new jobs can never run."""
-    counts = Counter(state.jobs[job_id].minor_status for job_id in job_ids)
+    """One line per distinct reason why some of the new jobs can never run (those of a big
+    submission not made yet: as they will be made)."""
+    counts = Counter(_minor_status(state, job_id) for job_id in job_ids)
     return [
         f"{count} job(s): {minor}"
         for minor, count in sorted(counts.items())
         if minor.startswith(NEVER_RUNNABLE)
     ]
+
+
+def _minor_status(state: CentralState, job_id: int) -> str:
+    job = state.jobs.get(job_id)
+    if job is not None:
+        return job.minor_status
+    prepared = state.expansions.prepared(job_id)
+    return prepared.minor if prepared is not None else ""
 
 
 def status(state: CentralState, args: JobIdsArgs, now: float) -> list[JobSummary]:
@@ -419,3 +428,9 @@ def run_bulk_batch(state: CentralState, now: float, served: int = 0) -> int:
     """One batch of the oldest bulk action in progress (the service loop calls this after
     serving ``served`` requests: the busier, the smaller the batch)."""
     return bulk_batch(state, BULK_ACTIONS, now, bulk_batch_size(state, served))
+
+
+def run_background(state: CentralState, now: float, served: int = 0) -> int:
+    """One piece of background work: the next slice of a big submission in progress, else a
+    batch of a bulk action; how many jobs it made or acted on."""
+    return state.expand_slice(now) or run_bulk_batch(state, now, served)

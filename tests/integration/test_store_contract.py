@@ -607,7 +607,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
     store = open_store(str(path))
     try:
         loaded = store.load()
-        assert store.schema_version() == SCHEMA_VERSION == 7
+        assert store.schema_version() == SCHEMA_VERSION == 8
         # schema 5: a site stored before drains and limits is neither drained nor limited
         assert loaded.sites == [
             SiteRecord("S", True, "old ban", 1.0, drained=False, max_running=-1)
@@ -643,7 +643,7 @@ def test_a_version_6_database_gets_the_replica_catalog(tmp_path: Path) -> None:
     store = open_store(str(path))
     try:
         loaded = store.load()
-        assert store.schema_version() == 7
+        assert store.schema_version() == SCHEMA_VERSION
         assert [site.name for site in loaded.sites] == ["S"]
         assert loaded.se_status == [] and loaded.transfers == [] and loaded.rules == []
         entry = _entry("/lhcb/user/alice/f1")

@@ -201,13 +201,13 @@ def test_reschedule_in_bulk_sends_running_jobs_back_to_waiting() -> None:
     grid.state.validate()
 
 
-def test_the_service_has_no_deadline_wait_while_a_bulk_action_goes_on() -> None:
+def test_the_service_has_background_work_while_a_bulk_action_goes_on() -> None:
     grid = grid_with()
     grid.submit(*[HELLO] * 6)
     grid.call(Op.BULK, action="kill", selection="status=Waiting", expected=6, yes=True)
-    assert grid.state.next_deadline() == 0.0
+    assert grid.state.background_pending
     finish_bulk(grid)
-    assert grid.state.next_deadline() != 0.0
+    assert not grid.state.background_pending
 
 
 # -- sites -------------------------------------------------------------------------------------
