@@ -58,10 +58,10 @@ from dirac_like.why import never_reasons
 
 from .bulk import BulkBook
 from .catalog import Catalog, StorageBoard
+from .expansion import ExpansionBook, PreparedJob
 from .grid_log import GridLog
 from .input_data import resolve_input_data
 from .job_book import JobBook, pack_description
-from .expansion import ExpansionBook, PreparedJob
 from .journal import Journal
 from .limits import SubmissionLimits
 from .monitor_board import MonitorBoard
@@ -342,9 +342,9 @@ class CentralState:
         checking: bool,
     ) -> list[PreparedJob]:
         """Each job ready to be made; ``checking``: each description's size and input sandbox
-        checked (not again for a submission resumed after a restart). InputData: the sites of the replicas become
-        the job's Site requirement (no lookup for jobs without InputData); what is stored is
-        the resolved description."""
+        checked (not again for a submission resumed after a restart). InputData: the sites of
+        the replicas become the job's Site requirement (no lookup for jobs without InputData);
+        what is stored is the resolved description."""
         resolved = [
             resolve_input_data(
                 self.catalog, self.storage, description, self.config.data.input_data_anywhere
