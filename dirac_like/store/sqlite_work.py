@@ -58,10 +58,13 @@ def write_work(db: sqlite3.Connection, changes: ChangeSet) -> None:
 
 def load_bulk_actions(db: sqlite3.Connection) -> list[tuple[BulkActionRecord, list[int]]]:
     loaded = []
-    for *fields, sample, started, job_ids in db.execute(SELECT_BULK):
+    for row in db.execute(SELECT_BULK):
+        bulk_id, action, selection, owner, count, position, done, skipped = row[:8]
+        sample, started, job_ids = row[8:]
         ids = array("q")
         ids.frombytes(job_ids or b"")
-        record = BulkActionRecord(*fields, tuple(msgpack.unpackb(sample)), started)
+        record = BulkActionRecord(bulk_id, action, selection, owner, count, position, done,
+                                  skipped, tuple(msgpack.unpackb(sample)), started)  # fmt: skip
         loaded.append((record, ids.tolist()))
     return loaded
 
