@@ -40,7 +40,6 @@ class PreparedJob:
     packed: bytes  # its stored description
     sandbox: str  # sha256 of its input sandbox ('' if none)
     failure: str  # why it fails at once (input data not in the catalog), '' if it does not
-    minor: str  # its minor status in Waiting when no known CE can run it, else ''
 
 
 @dataclass
@@ -76,14 +75,6 @@ class ExpansionBook:
     def still_to_make(self, owner: str) -> int:
         """Jobs of ``owner`` accepted but not made yet (they count as waiting)."""
         return sum(e.left for e in self.expansions.values() if e.record.owner == owner)
-
-    def prepared(self, job_id: int) -> PreparedJob | None:
-        """The prepared job of a reserved id not made yet (None: not one)."""
-        for first, expansion in self.expansions.items():
-            index = job_id - first
-            if expansion.record.expanded <= index < expansion.record.count:
-                return expansion.jobs[index]
-        return None
 
     def next_slice(self, size: int) -> tuple[SubmissionRecord, list[PreparedJob]] | None:
         """The oldest submission in progress and its next ``size`` jobs, marked made (the

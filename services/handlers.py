@@ -107,22 +107,16 @@ def submit(state: CentralState, args: SubmitArgs, now: float) -> SubmitReply:
 
 
 def never_runnable_warnings(state: CentralState, job_ids: list[int]) -> list[str]:
-    """One line per distinct reason why some of the new jobs can never run (those of a big
-    submission not made yet: as they will be made)."""
-    counts = Counter(_minor_status(state, job_id) for job_id in job_ids)
+    """One line per distinct reason why some of the new jobs can never run. A big submission
+    is acknowledged with its first slice made: the lines count the jobs made so far."""
+    made = [state.jobs[job_id] for job_id in job_ids if job_id in state.jobs]
+    counts = Counter(job.minor_status for job in made)
+    of = f" of the first {len(made)}" if len(made) < len(job_ids) else ""
     return [
-        f"{count} job(s): {minor}"
+        f"{count}{of} job(s): {minor}"
         for minor, count in sorted(counts.items())
         if minor.startswith(NEVER_RUNNABLE)
     ]
-
-
-def _minor_status(state: CentralState, job_id: int) -> str:
-    job = state.jobs.get(job_id)
-    if job is not None:
-        return job.minor_status
-    prepared = state.expansions.prepared(job_id)
-    return prepared.minor if prepared is not None else ""
 
 
 def status(state: CentralState, args: JobIdsArgs, now: float) -> list[JobSummary]:

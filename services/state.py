@@ -320,7 +320,7 @@ class CentralState:
         waiting = self.book.waiting_by_owner[owner] + self.expansions.still_to_make(owner)
         self.submission_limits.check_waiting(owner, waiting, len(descriptions))
         holder = (submitter or owner) if self.secure else None
-        prepared = self._prepare(descriptions, group, holder, checking=True)
+        prepared = self._prepare(descriptions, holder, checking=True)
         slice_size = self.config.limits.expand_slice
         if not slice_size or len(prepared) <= slice_size:
             return self._make_jobs(prepared, owner, group, now)
@@ -335,11 +335,7 @@ class CentralState:
         return list(range(first, first + len(prepared)))
 
     def _prepare(
-        self,
-        descriptions: list[JobDescription],
-        group: str,
-        holder: str | None,
-        checking: bool,
+        self, descriptions: list[JobDescription], holder: str | None, checking: bool
     ) -> list[PreparedJob]:
         """Each job ready to be made; ``checking``: each description's size and input sandbox
         checked (not again for a submission resumed after a restart). InputData: the sites of
@@ -359,28 +355,22 @@ class CentralState:
             self.sandbox_index.input_of(description, holder, checking)
             for description in descriptions
         ]
-        never = NeverRunnable(self, group)
         return [
-            PreparedJob(
-                item.description,
-                stored,
-                sandbox,
-                item.failure,
-                never.minor_status(item.description.requirements()),
-            )
+            PreparedJob(item.description, stored, sandbox, item.failure)
             for item, sandbox, stored in zip(resolved, sandboxes, packed, strict=True)
         ]
 
     def _make_jobs(
         self, prepared: list[PreparedJob], owner: str, group: str, now: float, first_id: int = 0
     ) -> list[int]:
-        """Make the jobs (ids from ``first_id`` on, if reserved; else the next ones)."""
+        """Make the jobs (ids from ``first_id`` on, if reserved; else the next ones), each
+        with a minor status saying so if no known CE can run it."""
         job_ids = []
+        never = NeverRunnable(self, group)
         for index, item in enumerate(prepared):
             job_id = first_id + index if first_id else 0
-            job = self.book.add(
-                item.description, owner, group, now, item.packed, item.minor, job_id
-            )
+            minor = never.minor_status(item.description.requirements())
+            job = self.book.add(item.description, owner, group, now, item.packed, minor, job_id)
             job_ids.append(job.job_id)
             if item.sandbox:
                 self.sandbox_index.attach(job.job_id, "input", item.sandbox)
@@ -410,7 +400,7 @@ class CentralState:
             descriptions = [
                 job for source in record.sources for job in parse_descriptions(source, NO_LIMITS)
             ]
-            prepared = self._prepare(descriptions, record.group, None, checking=False)
+            prepared = self._prepare(descriptions, None, checking=False)
             if len(prepared) != record.count:  # cannot be, unless the parser changed
                 log.error("submission of jobs %d..: %d jobs parsed again, %d stored",
                           record.first_job_id, len(prepared), record.count)  # fmt: skip
