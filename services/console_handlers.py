@@ -40,6 +40,7 @@ from dirac_like.protocol import (
     to_wire,
 )
 from dirac_like.selection import Selection, parse_selection
+from dirac_like.states import JobStatus
 from dirac_like.why import GridView, SiteState, explain
 
 from .state import CentralState, check_name
@@ -129,7 +130,18 @@ def _selection(text: str, only_owner: str) -> tuple[Selection, str]:
 
 
 def _selected(state: CentralState, selection: Selection, now: float) -> list[JobRecord]:
-    return selection.select(state.jobs.values(), now)
+    """The jobs a selection matches, in job id order. Waiting jobs only: looked up in the task
+    queues of the owner and group selected (the matcher's own index), not in every job."""
+    if selection.statuses != {JobStatus.WAITING}:
+        return selection.select(state.jobs.values(), now)
+    job_ids: list[int] = []
+    for queue in state.book.matcher.task_queues.values():
+        if (selection.owner or queue.owner) == queue.owner and (
+            selection.group or queue.group
+        ) == queue.group:
+            job_ids.extend(queue.job_ids())
+    jobs = state.jobs
+    return selection.select((jobs[job_id] for job_id in sorted(job_ids)), now)
 
 
 def _described(text: str, only_owner: str) -> str:

@@ -10,6 +10,7 @@ from dirac_like.config import BulkConfig, Config
 from dirac_like.errors import InvalidArgument
 from dirac_like.protocol import Op
 from dirac_like.selection import parse_age, parse_selection
+from dirac_like.services.console_handlers import _selected
 from dirac_like.services.handlers import run_bulk_batch
 from dirac_like.services.state import CentralState
 
@@ -301,3 +302,28 @@ def test_a_busy_service_takes_small_bulk_batches() -> None:
     assert run_bulk_batch(grid.state, grid.now, served=20) == 2  # busy_share 0.1 per request
     assert run_bulk_batch(grid.state, grid.now, served=1) == 1  # always some progress
     assert run_bulk_batch(grid.state, grid.now, served=0) == 27  # idle: the rest, in one batch
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "status=Waiting",
+        "status=Waiting,owner=bob",
+        "status=Waiting,group=g2,name=mc_*",
+        "status=Waiting,owner=alice,group=g1",
+        "status=Waiting,owner=nobody",
+    ],
+)
+def test_waiting_jobs_are_selected_from_the_task_queues_as_a_scan_would(text: str) -> None:
+    grid = grid_with()
+    mc = 'Executable = "/bin/true"; JobName = "mc_1";'
+    grid.submit(HELLO, mc, HELLO, owner="alice", group="g1")
+    grid.submit(mc, HELLO, owner="bob", group="g2")
+    grid.submit(HELLO, 'Executable = "/bin/x"; CPUTime = 100;', owner="bob", group="g1")
+    grid.pilot("p1")  # one job matched: no longer waiting
+    grid.call(Op.KILL, job_ids=[5])
+    selection = parse_selection(text)
+
+    selected = _selected(grid.state, selection, grid.now)
+
+    assert selected == selection.select(grid.state.jobs.values(), grid.now)
