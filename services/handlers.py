@@ -211,7 +211,10 @@ def request_job(state: CentralState, args: RequestJobArgs, now: float) -> Reques
                 hold=CoreHold(hold.cores, round(hold.expires - now, 3), hold.group),
             )
         return RequestJobReply(
-            job=None, reason=reason or "no waiting job fits this pilot", commands=commands
+            job=None,
+            reason=reason or "no waiting job fits this pilot",
+            commands=commands,
+            drain=args.resources.understands_drain and state.sites.draining(args.resources.site),
         )
     matched = MatchedJob(
         job_id=job.job_id,

@@ -226,9 +226,18 @@ def test_a_drained_site_gets_no_new_job_and_its_running_jobs_go_on() -> None:
     answer = grid.call(Op.REQUEST_JOB, pilot_id="p2", resources={"site": CERN})
     assert answer["job"] is None
     assert answer["reason"] == f"site {CERN} is draining: it takes no new job"
+    assert "drain" not in answer  # a pilot older than the flag never sees it: it idles out
+    told = grid.call(
+        Op.REQUEST_JOB, pilot_id="p3", resources={"site": CERN, "understands_drain": True}
+    )
+    assert told["job"] is None and told["drain"] is True  # stop taking jobs, finish, exit
     assert grid.report(running, "Done")["commands"] == []  # its running job finished normally
     grid.call(Op.SITE_DRAIN, site=CERN, drain=False)
     assert grid.pilot("p2", site=CERN) is not None
+    again = grid.call(
+        Op.REQUEST_JOB, pilot_id="p3", resources={"site": CERN, "understands_drain": True}
+    )
+    assert "drain" not in again  # no longer draining
 
 
 def test_drain_limit_and_ban_survive_a_restart_together() -> None:
