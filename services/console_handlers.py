@@ -43,6 +43,7 @@ from dirac_like.selection import Selection, parse_selection
 from dirac_like.states import JobStatus
 from dirac_like.why import GridView, SiteState, explain
 
+from .input_data import LFN_PREFIX, data_not_at_eligible_sites
 from .state import CentralState, check_name
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def why(state: CentralState, args: JobIdsArgs, now: float) -> list[WhyReply]:
         raise InvalidArgument(f"give between 1 and {MAX_WHY} job ids")
     jobs = state.book.jobs_by_ids(args.job_ids)
     grid = grid_view(state, now)
+    incoming = _incoming(state)
     return [
         WhyReply(
             **vars_of(
@@ -69,11 +71,33 @@ def why(state: CentralState, args: JobIdsArgs, now: float) -> list[WhyReply]:
                     state.book.matcher,
                     grid,
                     reschedule_at=job.deadline,
+                    data_missing=_data_missing(state, job, incoming),
                 )
             )
         )
         for job in jobs
     ]
+
+
+def _data_missing(state: CentralState, job: JobRecord, incoming: dict[str, list[str]]) -> list[str]:
+    """Why a waiting job's input data is not at a site it may run at now ([]: it is, or it
+    has none). Reads the job's stored description."""
+    if job.status is not JobStatus.WAITING:
+        return []
+    description = state.store_description(job.job_id)
+    lfns = [str(lfn).removeprefix(LFN_PREFIX) for lfn in description.get("InputData") or []]
+    if not lfns:
+        return []
+    sites = _task_queue(state, job).requirements.sites
+    return data_not_at_eligible_sites(state.catalog, state.storage, lfns, sites, incoming)
+
+
+def _incoming(state: CentralState) -> dict[str, list[str]]:
+    """lfn -> destination SEs of the transfers not finished."""
+    found: dict[str, list[str]] = {}
+    for record in state.transfers.open.values():
+        found.setdefault(record.lfn, []).append(record.destination)
+    return found
 
 
 def vars_of(explanation: Any) -> dict[str, Any]:
