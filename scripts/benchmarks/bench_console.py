@@ -40,6 +40,7 @@ from bench_match import (
     pilot_frame,
     site_tokens,
     task_queue_jdl,
+    wait_made,
 )
 
 from dirac_like.client import Client
@@ -144,7 +145,8 @@ def bench_bulk(pool: int, bulk_jobs: int, seconds: float, clients: int) -> None:
             f" Parameters = {bulk_jobs};"
         )
         with Client(service.endpoint, SLOW) as client:
-            client.submit([victims], owner="victim", group="lhcb_test", timeout=600)
+            victim_ids = client.submit([victims], owner="victim", group="lhcb_test", timeout=600)
+            wait_made(client, victim_ids[-1])  # made in slices: all of them before measuring
         tokens = site_tokens(service.endpoint)
         count, latencies, elapsed = drive(
             service.endpoint, clients, seconds, pilot_frame, identities=tokens

@@ -23,10 +23,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_match import SLOW, config_text, percentile
+from bench_match import SLOW, config_text, percentile, wait_made
 
 from dirac_like.client import Client
-from dirac_like.errors import JobNotFound
 from dirac_like.processes import ServiceProcess
 
 
@@ -60,12 +59,7 @@ def run(jobs: int, expand_slice: int) -> None:
             started = time.perf_counter()
             job_ids = client.submit([jdl], owner="alice", group="users", timeout=600)
             acknowledged = time.perf_counter() - started
-            while True:
-                try:
-                    client.status([job_ids[-1]])
-                    break
-                except JobNotFound:
-                    time.sleep(0.01)
+            wait_made(client, job_ids[-1])
             all_made = time.perf_counter() - started
         stop.set()
         pinger.join()
