@@ -28,8 +28,8 @@ from pathlib import Path
 import msgpack
 import zmq
 
-from dirac_like.client import Client
-from dirac_like.errors import JobNotFound, RetryPolicy
+from dirac_like.client import Client, RetryPolicy
+from dirac_like.errors import JobNotFound
 from dirac_like.identity import Identity, secure_client_socket
 from dirac_like.processes import ServiceProcess
 from dirac_like.protocol import Request, encode_request
