@@ -45,6 +45,7 @@ from bench_match import (
 
 from dirac_like.client import Client
 from dirac_like.config import Config
+from dirac_like.model import ChangeSet
 from dirac_like.processes import ServiceProcess
 from dirac_like.protocol import JobIdsArgs, PilotResources
 from dirac_like.services.console_handlers import why
@@ -57,14 +58,26 @@ TASK_QUEUES = 500
 # -- 1. job why --------------------------------------------------------------------------------
 
 
+class DescriptionsOnly(MemoryStore):
+    """Keeps the job descriptions a commit brings (``job why`` reads a job's, for its input
+    data), nothing else: a million job records are not copied."""
+
+    def commit(self, changes: ChangeSet) -> None:
+        for job, packed in changes.new_jobs:
+            self.descriptions[job.job_id] = packed
+
+
 def why_state(waiting: int, pilots: int, now: float) -> CentralState:
-    state = CentralState(Config(), MemoryStore(), now=now)
+    store = DescriptionsOnly()
+    state = CentralState(Config(), store, now=now)
     rng = random.Random(7)
     per_queue = waiting // TASK_QUEUES
     for index in range(TASK_QUEUES):
         jdl, owner, group = task_queue_jdl(index, per_queue, rng)
         state.submit([jdl], owner, group, now)
-        state.committed(state.take_changes())  # what a store would write: not kept here
+        changes = state.take_changes()
+        store.commit(changes)  # the descriptions only
+        state.committed(changes)
     for site in SITES:
         state.grid.sized(
             PilotResources(site=site, ce="ce1", cores=8, memory_mb=16000, cpu_time_left=172800), now
