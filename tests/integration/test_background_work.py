@@ -7,13 +7,13 @@ leave: every batch is one transaction)."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import zmq
+from test_service_loop import Loop
 
 from dirac_like.config import BulkConfig, Config, LimitsConfig
 from dirac_like.protocol import (
@@ -22,43 +22,26 @@ from dirac_like.protocol import (
     JobIdsArgs,
     Op,
     Reply,
-    Request,
     SubmitArgs,
     decode_reply,
-    encode_request,
-    to_wire,
 )
-from dirac_like.services.central import CentralService
 from dirac_like.states import JobStatus
 
 BIG = 'Executable = "/bin/echo"; Arguments = "%s"; Parameters = 1000; ParameterStart = 1;'
 SMALL = 'Executable = "/bin/true";'
-NOW = 1_000_000.0
 CONFIG = Config(limits=LimitsConfig(expand_slice=100), bulk=BulkConfig(batch=10, duty=1.0))
-_endpoints = itertools.count()
 
 
-class Service:
-    """A central service in this process on ``home``, and DEALER sockets that talk to it."""
+class Service(Loop):
+    """A central service in this process on its SQLite store in ``home``, and DEALER sockets
+    that talk to it."""
 
     def __init__(self, home: Path, config: Config = CONFIG) -> None:
-        self.service = CentralService(config, home, clock=lambda: NOW, insecure=True)
-        self.endpoint = self.service.bind(f"inproc://background-{next(_endpoints)}")
-        self.sockets: list[zmq.Socket] = []
+        super().__init__(home, None, config)
 
     @property
     def state(self) -> Any:
         return self.service.state
-
-    def dealer(self) -> zmq.Socket:
-        socket = self.service.context.socket(zmq.DEALER)
-        socket.setsockopt(zmq.LINGER, 0)
-        socket.connect(self.endpoint)
-        self.sockets.append(socket)
-        return socket
-
-    def send(self, socket: zmq.Socket, request_id: str, op: str, args: Any) -> None:
-        socket.send(encode_request(Request(request_id, op, to_wire(args))))
 
     def served(self, socket: zmq.Socket, loops: int = 50) -> Reply:
         """Loop until ``socket`` has its reply (the request was sent before)."""
@@ -78,11 +61,6 @@ class Service:
 
     def stored_job_ids(self) -> list[int]:
         return sorted(job.job_id for job in self.service.store.load().jobs)
-
-    def close(self) -> None:
-        for socket in self.sockets:
-            socket.close(linger=0)
-        self.service.close()
 
 
 @pytest.fixture
