@@ -142,7 +142,7 @@ class BulkConfig:
     # The most of the service's time that work in the background (bulk actions, slices of big
     # submissions) may take: after a piece that took t seconds the loop waits for requests
     # t * (1 - duty) / duty seconds before the next piece (services/pacing.py). 1: no pause.
-    duty: float = 0.5
+    duty: float = 0.2
 
 
 @dataclass(frozen=True)
