@@ -16,8 +16,9 @@ submission by its request id). Recorded whole at the acknowledgement instead, an
 submission is never lost nor made twice: after a crash the service parses the stored sources
 again (the expansion is deterministic; no limit is applied again, the submission was accepted)
 and makes the jobs from the stored progress on, with the ids the client was given. Meanwhile a
-job id of the range not made yet is answered as not found (``job status`` shows it a moment
-later), and the owner's waiting-job limit counts the jobs still to make.
+job id of the range not made yet is not found by most requests (it exists a moment
+later, and ``job status`` shows it Received, "being made"), and the owner's waiting-job limit
+counts the jobs still to make.
 
 Pure: no I/O.
 """
@@ -75,6 +76,13 @@ class ExpansionBook:
     def still_to_make(self, owner: str) -> int:
         """Jobs of ``owner`` accepted but not made yet (they count as waiting)."""
         return sum(e.left for e in self.expansions.values() if e.record.owner == owner)
+
+    def to_make(self, job_id: int) -> SubmissionRecord | None:
+        """The submission whose job ``job_id`` is reserved and not made yet (None: none)."""
+        for first, expansion in self.expansions.items():
+            if expansion.record.expanded <= job_id - first < expansion.record.count:
+                return expansion.record
+        return None
 
     def next_slice(self, size: int) -> tuple[SubmissionRecord, list[PreparedJob]] | None:
         """The oldest submission in progress and its next ``size`` jobs, marked made (the

@@ -120,9 +120,20 @@ def never_runnable_warnings(state: CentralState, job_ids: list[int]) -> list[str
 
 
 def status(state: CentralState, args: JobIdsArgs, now: float) -> list[JobSummary]:
+    """Each job (once); a job of a big submission not made yet shows as Received."""
     _check_job_ids(args.job_ids)
-    jobs = state.book.jobs_by_ids(args.job_ids)
-    return [build_trusted(JobSummary, job.summary()) for job in jobs]
+    rows = []
+    for job_id in dict.fromkeys(args.job_ids):
+        submission = None if job_id in state.jobs else state.expansions.to_make(job_id)
+        if submission is None:
+            rows.append(build_trusted(JobSummary, state.book.job(job_id).summary()))
+        else:
+            minor = (
+                f"Being made: {submission.expanded} of {submission.count} jobs of its submission"
+            )
+            rows.append(JobSummary(job_id, S.RECEIVED.value, minor, "", "ANY", submission.owner,
+                                   submission.group, "", 1, ""))  # fmt: skip
+    return rows
 
 
 def list_jobs(state: CentralState, args: ListJobsArgs, now: float) -> list[JobSummary]:

@@ -89,6 +89,11 @@ def test_defect_14_a_big_submission_is_made_in_slices_while_others_are_served(
     accepted = service.served(alice)
     assert accepted.ok and len(accepted.result["job_ids"]) == 1000
     assert len(owned_by(service, "alice")) < 1000  # acknowledged before all are made
+    last = accepted.result["job_ids"][-1]
+    service.send(alice, "a2", Op.STATUS, JobIdsArgs([last]))
+    [row] = service.served(alice).result  # shown as Received until it is made
+    assert (row["job_id"], row["status"], row["owner"]) == (last, "Received", "alice")
+    assert row["minor_status"].startswith("Being made:")
 
     service.send(bob, "b1", Op.SUBMIT, SubmitArgs([SMALL], "bob", "users"))
     answered = service.served(bob)
