@@ -183,3 +183,26 @@ def test_a_bulk_action_goes_on_after_a_restart_and_acts_on_each_job_once(home: P
         assert second.served(alice).result[0]["status"] == "Killed"
     finally:
         second.close()
+
+
+def test_between_two_batches_the_loop_serves_requests_and_waits_instead_of_spinning(
+    home: Path,
+) -> None:
+    # A duty so small that the next batch is not due for a long while after the first
+    paced = Config(bulk=BulkConfig(batch=10, duty=1e-6))
+    service = Service(home, paced)
+    try:
+        alice = service.dealer()
+        service.send(alice, "a1", Op.SUBMIT, SubmitArgs([SMALL] * 30, "alice", "users"))
+        service.served(alice)
+        service.send(alice, "k1", Op.BULK, BulkArgs("kill", "status=Waiting", 30, yes=True))
+        bulk_id = service.served(alice).result["bulk_id"]
+        taken = service.state.bulk.get(bulk_id).position
+        assert taken > 0  # a first batch ran in the loop that accepted the action
+
+        assert service.service._poll_timeout_ms() > 0  # the loop will sleep in poll
+        service.send(alice, "p1", Op.STATUS, JobIdsArgs([1]))
+        assert service.served(alice).ok  # requests are served meanwhile...
+        assert service.state.bulk.get(bulk_id).position == taken  # ...and no batch is taken
+    finally:
+        service.close()
