@@ -538,6 +538,7 @@ class Pilot:
             tags=list(config.tags),
             required_tags=list(config.required_tags),
             total_cores=config.cores,
+            understands_drain=True,
         )
 
     def _request_one(self, now: float) -> MatchedJob | None:
@@ -547,6 +548,10 @@ class Pilot:
             log.warning("pilot %s: request_job failed: %s", self.config.pilot_id, exc)
             return None
         self.apply_commands(reply.commands)
+        if reply.drain and not self.draining:
+            log.info("pilot %s: %s: taking no new job, finishing the running ones",
+                     self.config.pilot_id, reply.reason)  # fmt: skip
+            self.drain()
         if reply.hold is not None:
             self._hold_cores, self._hold_until = reply.hold.cores, now + reply.hold.seconds
             log.info(

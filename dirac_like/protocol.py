@@ -126,6 +126,9 @@ class PilotResources:
     # All the pilot's cores, free or not (``cores`` is the free ones). 0: not said (a pilot older
     # than draining), and such a pilot is never asked to hold cores.
     total_cores: int = field(default=0, metadata=OMIT_AT_DEFAULT)
+    # The pilot reads ``RequestJobReply.drain`` (False: a pilot older than site drains, never
+    # sent the flag: it idles out).
+    understands_drain: bool = field(default=False, metadata=OMIT_AT_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -616,6 +619,9 @@ class RequestJobReply:
     # Only with no job, and only to a pilot that said its total_cores; left off the wire when
     # None, so a pilot older than draining reads the reply.
     hold: CoreHold | None = field(default=None, metadata=OMIT_AT_DEFAULT)
+    # The pilot's site is drained by an operator: take no new job, finish the running ones,
+    # then exit. Only to a pilot that said it understands (``PilotResources.understands_drain``).
+    drain: bool = field(default=False, metadata=OMIT_AT_DEFAULT)
 
 
 @dataclass(frozen=True)

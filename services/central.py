@@ -1,7 +1,8 @@
 """The central service: one ROUTER socket, one loop, group commit.
 
 One iteration (:meth:`CentralService.loop`): poll until a request arrives or the next deadline →
-drain a batch of requests → apply each to the in-memory state → expire due deadlines → write
+drain a batch of requests → apply each to the in-memory state → expire due deadlines → one paced
+piece of background work (a slice of a big submission or a batch of a bulk action) → write
 everything the batch changed to the store in ONE transaction (and a changed identity registry to
 its file, first) → send the replies. Nothing is acknowledged before it is durable.
 
@@ -86,10 +87,11 @@ from dirac_like.store.base import is_postgres_url, store_file
 from .audit import AuditLog
 from .frame_guard import FrameGuard, bounded, connection_key
 from .guard import Guard
-from .handlers import HANDLERS, run_bulk_batch
+from .handlers import HANDLERS, run_background
 from .identities import IdentityIssuer
 from .metrics import ServiceMetrics
 from .ownership import StateOwnership
+from .pacing import Pacer
 from .replies import reply_key
 from .sandbox_handlers import SANDBOX_HANDLERS
 from .state import CentralState
@@ -175,6 +177,7 @@ class CentralService:
         self._poisoned = False
         self._broken: StoreError | None = None  # the store could not be reopened: retry
         self._next_purge = clock() + PURGE_SECONDS
+        self.pacer = Pacer(config.bulk.duty)
 
     def _secure_socket(self, keys: Keypair) -> ZapHandler:
         """CurveZMQ server, with the ZAP handler bound BEFORE the socket can take a connection
@@ -282,11 +285,22 @@ class CentralService:
             messages = self._drain()
             pending = self.process_batch(messages)
         self.state.expire(self.clock())
-        run_bulk_batch(self.state, self.clock(), len(pending))  # a batch of a bulk action
+        background = self._background(len(pending))
         self.purge_identities(self.clock())
         self.commit_and_reply(pending, messages)
+        if background is not None:
+            self.pacer.worked(background, time.monotonic())
         self.metrics.refresh(self.state, self.clock())
         return len(pending)
+
+    def _background(self, served: int) -> float | None:
+        """One piece of background work if one is due (a slice of a big submission, else a
+        batch of a bulk action); when it started (None: none ran)."""
+        if not self.state.background_pending or not self.pacer.due(time.monotonic()):
+            return None
+        started = time.monotonic()
+        run_background(self.state, self.clock(), served)
+        return started
 
     def _refusals(self, messages: list[Message], error: StoreError) -> list[Pending]:
         """The store cannot be opened: every request gets a retryable ``store_error``."""
@@ -299,6 +313,8 @@ class CentralService:
     def _poll_timeout_ms(self) -> int:
         deadline = self.state.next_deadline()
         wait = MAX_POLL_SECONDS if deadline is None else deadline - self.clock()
+        if self.state.background_pending:
+            wait = min(wait, self.pacer.wait(time.monotonic()))
         return int(max(0.0, min(wait, MAX_POLL_SECONDS)) * 1000)
 
     def _drain(self) -> list[Message]:

@@ -108,19 +108,33 @@ def submit(state: CentralState, args: SubmitArgs, now: float) -> SubmitReply:
 
 
 def never_runnable_warnings(state: CentralState, job_ids: list[int]) -> list[str]:
-    """One line per distinct reason why some of the new jobs can never run."""
-    counts = Counter(state.jobs[job_id].minor_status for job_id in job_ids)
+    """One line per distinct reason why some of the new jobs can never run. A big submission
+    is acknowledged with its first slice made: the lines count the jobs made so far."""
+    made = [state.jobs[job_id] for job_id in job_ids if job_id in state.jobs]
+    counts = Counter(job.minor_status for job in made)
+    of = f" of the first {len(made)}" if len(made) < len(job_ids) else ""
     return [
-        f"{count} job(s): {minor}"
+        f"{count}{of} job(s): {minor}"
         for minor, count in sorted(counts.items())
         if minor.startswith(NEVER_RUNNABLE)
     ]
 
 
 def status(state: CentralState, args: JobIdsArgs, now: float) -> list[JobSummary]:
+    """Each job (once); a job of a big submission not made yet shows as Received."""
     _check_job_ids(args.job_ids)
-    jobs = state.book.jobs_by_ids(args.job_ids)
-    return [build_trusted(JobSummary, job.summary()) for job in jobs]
+    rows = []
+    for job_id in dict.fromkeys(args.job_ids):
+        submission = None if job_id in state.jobs else state.expansions.to_make(job_id)
+        if submission is None:
+            rows.append(build_trusted(JobSummary, state.book.job(job_id).summary()))
+        else:
+            minor = (
+                f"Being made: {submission.expanded} of {submission.count} jobs of its submission"
+            )
+            rows.append(JobSummary(job_id, S.RECEIVED.value, minor, "", "ANY", submission.owner,
+                                   submission.group, "", 1, ""))  # fmt: skip
+    return rows
 
 
 def list_jobs(state: CentralState, args: ListJobsArgs, now: float) -> list[JobSummary]:
@@ -208,7 +222,10 @@ def request_job(state: CentralState, args: RequestJobArgs, now: float) -> Reques
                 hold=CoreHold(hold.cores, round(hold.expires - now, 3), hold.group),
             )
         return RequestJobReply(
-            job=None, reason=reason or "no waiting job fits this pilot", commands=commands
+            job=None,
+            reason=reason or "no waiting job fits this pilot",
+            commands=commands,
+            drain=args.resources.understands_drain and state.sites.draining(args.resources.site),
         )
     matched = MatchedJob(
         job_id=job.job_id,
@@ -419,3 +436,9 @@ def run_bulk_batch(state: CentralState, now: float, served: int = 0) -> int:
     """One batch of the oldest bulk action in progress (the service loop calls this after
     serving ``served`` requests: the busier, the smaller the batch)."""
     return bulk_batch(state, BULK_ACTIONS, now, bulk_batch_size(state, served))
+
+
+def run_background(state: CentralState, now: float, served: int = 0) -> int:
+    """One piece of background work: the next slice of a big submission in progress, else a
+    batch of a bulk action; how many jobs it made or acted on."""
+    return state.expand_slice(now) or run_bulk_batch(state, now, served)

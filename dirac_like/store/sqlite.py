@@ -64,6 +64,8 @@ from dirac_like.monitoring import (
 )
 from dirac_like.states import JobStatus
 from dirac_like.store.base import SCHEMA_VERSION, Store
+from dirac_like.store.sqlite_work import MIGRATION as WORK_MIGRATION
+from dirac_like.store.sqlite_work import load_bulk_actions, load_submissions, write_work
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +217,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             tags TEXT NOT NULL, owner TEXT NOT NULL, created REAL NOT NULL,
             expires REAL NOT NULL)""",
     ),
+    # 8: work in progress (bulk actions, big submissions expanded in slices)
+    WORK_MIGRATION,
 )
 if len(MIGRATIONS) != SCHEMA_VERSION:
     raise RuntimeError("SCHEMA_VERSION and MIGRATIONS disagree")
@@ -633,6 +637,7 @@ def write_changes(db: Database, changes: ChangeSet) -> None:
     _write_monitoring(db, changes)
     _write_accounting(db, changes)
     _write_data(db, changes)
+    write_work(db, changes)
 
 
 def _write_monitoring(db: Database, changes: ChangeSet) -> None:
@@ -869,6 +874,8 @@ def load_state(db: Database) -> LoadedState:
         se_status=[SEStatusRecord(*row) for row in db.execute(SELECT_SE_STATUS)],
         transfers=[TransferRecord(*row) for row in db.execute(SELECT_TRANSFERS)],
         rules=[RuleRecord(*row) for row in db.execute(SELECT_RULES)],
+        bulk_actions=load_bulk_actions(db),
+        submissions=load_submissions(db),
     )
 
 

@@ -40,6 +40,7 @@ import zmq
 from throwaway_postgres import new_database, postgres_server
 
 from dirac_like.client import Client, RetryPolicy
+from dirac_like.errors import JobNotFound
 from dirac_like.identity import Identity, secure_client_socket
 from dirac_like.processes import ServiceProcess
 from dirac_like.protocol import Request, encode_request
@@ -98,11 +99,25 @@ def fill(endpoint: str, waiting: int) -> float:
     return waiting / (time.perf_counter() - started)
 
 
+def wait_made(client: Client, job_id: int) -> None:
+    """Until job ``job_id`` exists (a big submission is acknowledged before its last slices of
+    jobs are made: services/expansion.py)."""
+    while True:
+        try:
+            client.status([job_id])
+            return
+        except JobNotFound:
+            time.sleep(0.01)
+
+
 def bulk_rate(endpoint: str, count: int = 100_000) -> float:
+    """Jobs made per second by one parametric submission of ``count`` jobs, until the last one
+    exists."""
     jdl = f'Executable = "/bin/true"; Arguments = "event-%s"; Parameters = {count};'
     with Client(endpoint, SLOW) as client:
         started = time.perf_counter()
         job_ids = client.submit([jdl], owner="bulk", group="lhcb_mc")
+        wait_made(client, job_ids[-1])
         elapsed = time.perf_counter() - started
     assert len(job_ids) == count
     return count / elapsed
