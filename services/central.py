@@ -81,7 +81,7 @@ from dirac_like.registry import init_home, load_registry, load_service_keys, sav
 from dirac_like.sandbox import SandboxStore
 from dirac_like.store import Store
 from dirac_like.store import open_store as default_store
-from dirac_like.store.base import store_file
+from dirac_like.store.base import is_postgres_url, store_file
 
 from .audit import AuditLog
 from .frame_guard import FrameGuard, bounded, connection_key
@@ -93,6 +93,7 @@ from .ownership import StateOwnership
 from .replies import reply_key
 from .sandbox_handlers import SANDBOX_HANDLERS
 from .state import CentralState
+from .status_handlers import ServiceView, SingleInstance
 from .zap import DOMAIN, ZapHandler
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class CentralService:
         clock: Callable[[], float] = time.time,
         insecure: bool = False,
         open_store: Callable[[], Store] | None = None,
+        service_view: ServiceView | None = None,
     ) -> None:
         self.config = config
         self.home = home
@@ -154,6 +156,8 @@ class CentralService:
             raise
         sandbox_limit = max(config.sandboxes.max_input_bytes, config.sandboxes.max_output_bytes)
         self.sandboxes = SandboxStore(home / "sandboxes", sandbox_limit)
+        self.service_view = service_view or SingleInstance(clock(), lambda: self.endpoint)
+        self.endpoint = ""
         self.state = self._load_state()
         self.metrics = ServiceMetrics(config.metrics)
         self.metrics_endpoint: MetricsEndpoint | None = None
@@ -200,6 +204,7 @@ class CentralService:
             self.config.storage_elements(self.home),
         )
         state.identities = self.issuer
+        state.service_view = self.service_view
         log.info("state loaded in %.2f s", time.perf_counter() - started)
         return state
 
@@ -593,7 +598,14 @@ def run_central(
     """Run the central service in the foreground until SIGTERM/SIGINT; returns the exit code.
     A home without keys is initialized first (see :func:`dirac_like.registry.init_home`). The
     home and the store are locked for the service's lifetime: a second central service on either
-    exits at once with :class:`AlreadyRunning`, naming the first one's PID."""
+    exits at once with :class:`AlreadyRunning`, naming the first one's PID.
+
+    On a PostgreSQL store the service is one instance of an active-standby pair
+    (services/high_availability.py): only the home is locked here, the store's advisory lock
+    says which instance leads."""
+    if is_postgres_url(config.store_url(home)):
+        with holding((lock_path(home, "central"), f"a central service on home {home}")):
+            return _serve_paired(config, home, listen, insecure)
     store = store_file(config.store_url(home))
     with holding(
         (lock_path(home, "central"), f"a central service on home {home}"),
@@ -602,7 +614,14 @@ def run_central(
         return _serve(config, home, listen, insecure)
 
 
-def _serve(config: Config, home: Path, listen: str | None, insecure: bool) -> int:
+def _serve_paired(config: Config, home: Path, listen: str | None, insecure: bool) -> int:
+    from .high_availability import run_paired  # psycopg: imported only for PostgreSQL
+
+    _prepare_home(home, insecure)
+    return run_paired(config, home, listen, insecure)
+
+
+def _prepare_home(home: Path, insecure: bool) -> None:
     # The store, its WAL, sandboxes and logs name users and hold their files: the service's
     # files are its own (0600, folders 0700), whatever the umask of the shell that started it.
     os.umask(0o077)
@@ -615,6 +634,10 @@ def _serve(config: Config, home: Path, listen: str | None, insecure: bool) -> in
                 home,
                 initialized.admin_identity,
             )
+
+
+def _serve(config: Config, home: Path, listen: str | None, insecure: bool) -> int:
+    _prepare_home(home, insecure)
     # Millions of long-lived job records: collect young objects less often, and keep what was
     # loaded at start-up out of every later collection.
     gc.set_threshold(100_000, 50, 100)

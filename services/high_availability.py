@@ -1,0 +1,498 @@
+"""An active-standby pair of central services on one PostgreSQL store (the I/O shell).
+
+Every central service on a PostgreSQL store runs here (:func:`run_paired`). The decisions are
+:class:`services.leadership.Leadership`'s; this module runs them:
+
+- **standing by**: the instance opens the store and, every ``retry_interval`` seconds, tries
+  ``pg_try_advisory_lock(LEADER_LOCK)`` on the store's own session. It binds nothing: clients
+  (which connect to every URL of ``--server URL1,URL2`` with ZMQ_IMMEDIATE) send only to the
+  instance that listens, the leader. It notes itself in table ``ha_instances``.
+- **leading**: once the lock is taken on the session the store commits on, the instance loads
+  the whole state from the store, takes the shared identity registry from table ``ha_files``,
+  binds its endpoint and serves like a lone central service.
+- **fencing**: every commit first checks (:meth:`LockSession.check`) that the store still
+  commits on the session that took the lock. The lock lives as long as that session: a session
+  the server terminated, lost in a server restart or cut off by the network cannot commit (the
+  commit fails on it), and a session opened anew (the store reconnects by itself) does not hold
+  the lock, so the check refuses to commit on it. Either way the leader stops at once: no reply
+  of the batch is sent, the endpoint is unbound, and the instance stands by again. An idle
+  leader probes its session every ``probe_interval`` seconds, so it stops within that even
+  when nothing is committed.
+- **the same answers**: replies are stored with the batch that made them (as on SQLite), so a
+  request answered by the old leader and resent (same id) to the new one gets the same reply.
+
+The tables ``ha_instances`` and ``ha_files`` are the pair's own, made here if missing; they are
+not part of the store's versioned schema (a lone service on SQLite has no use for them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psycopg
+import zmq
+
+from dirac_like.accounting import JobAccountingRecord
+from dirac_like.config import Config
+from dirac_like.errors import DiracLikeError, StoreError
+from dirac_like.identity import write_private
+from dirac_like.model import ChangeSet, FileEntry, HistoryEntry, LoadedState
+from dirac_like.monitoring import ProbeResult
+from dirac_like.protocol import ServiceInstanceRow, ServiceStatusReply
+from dirac_like.registry import load_registry, registry_path
+from dirac_like.store import Store
+from dirac_like.store import open_store as default_store
+
+from .central import CentralService
+from .leadership import Leadership, LeadershipConfig, Role, Step
+
+log = logging.getLogger(__name__)
+
+# The advisory lock's key: (LEADER_LOCK, a hash of the store's schema), so that stores kept in
+# different schemas of one database (the tests' stores) are pairs of their own.
+LEADER_LOCK = 0x64_6C_68_61  # "dlha" in ASCII
+TAKE_LOCK = "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))"
+REGISTRY_NAME = "identities"  # the identity registry's row in ha_files
+NOTE_SECONDS = 2.0  # how often an instance notes itself alive in ha_instances
+IDLE_SLEEP_SECONDS = 0.1  # a standby's longest sleep (it notices a stop request within it)
+# Keepalives on the lock's session: the server frees the lock within about 5 + 3 * 1 s of the
+# leader's host vanishing (no RST), and the leader sees a vanished server as fast.
+SESSION_SETTINGS = (
+    "SET tcp_keepalives_idle = 5",
+    "SET tcp_keepalives_interval = 1",
+    "SET tcp_keepalives_count = 3",
+)
+TABLES = (
+    """CREATE TABLE IF NOT EXISTS ha_instances (
+        name TEXT PRIMARY KEY, endpoint TEXT NOT NULL, host TEXT NOT NULL, pid BIGINT NOT NULL,
+        role TEXT NOT NULL, since DOUBLE PRECISION NOT NULL, seen DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS ha_files (
+        name TEXT PRIMARY KEY, data BYTEA NOT NULL, updated DOUBLE PRECISION NOT NULL)""",
+)
+
+
+class LeadershipLost(Exception):
+    """The leader's session is gone or replaced: it must stop serving at once. Deliberately no
+    DiracLikeError, so that nothing on the way turns it into a reply."""
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def session_of(store: Store) -> psycopg.Connection[Any]:
+    """The connection ``store`` (a PostgresStore) commits on now."""
+    # PostgresStore keeps it in its Translator; it replaces a broken one by itself.
+    return store._db.connection  # type: ignore[attr-defined,no-any-return]
+
+
+class LockSession:
+    """The store's session, which takes and holds the leader's lock."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.connection = session_of(store)
+
+    def try_lock(self) -> bool:
+        """Take the lock if it is free (it is kept until this session ends)."""
+        for statement in SESSION_SETTINGS:
+            self.connection.execute(statement)
+        row = self.connection.execute(TAKE_LOCK, (LEADER_LOCK,))
+        return bool(row.fetchone()[0])  # type: ignore[index]
+
+    def check(self) -> None:
+        """LeadershipLost unless the store still commits on the session holding the lock."""
+        current = session_of(self.store)
+        if current is not self.connection:
+            raise LeadershipLost("the store reconnected: its new session holds no lock")
+        if current.broken or current.closed:
+            raise LeadershipLost("the session holding the lock is gone")
+
+    def probe(self) -> None:
+        """A round trip on the session; LeadershipLost if it is gone."""
+        self.check()
+        try:
+            self.connection.execute("SELECT 1")
+        except psycopg.Error as exc:
+            raise LeadershipLost(f"the session holding the lock is gone: {exc}") from None
+
+
+class FencedStore(Store):
+    """The leader's store: commits only on the session that holds the lock."""
+
+    def __init__(self, inner: Store, session: LockSession) -> None:
+        self.inner = inner
+        self.session = session
+
+    def commit(self, changes: ChangeSet) -> None:
+        self.session.check()
+        self.inner.commit(changes)
+
+    def load(self) -> LoadedState:
+        return self.inner.load()
+
+    def description(self, job_id: int) -> dict[str, Any]:
+        return self.inner.description(job_id)
+
+    def history(self, job_id: int) -> list[HistoryEntry]:
+        return self.inner.history(job_id)
+
+    def pilot_output(self, pilot_id: str) -> str | None:
+        return self.inner.pilot_output(pilot_id)
+
+    def sandbox(self, job_id: int, kind: str) -> str | None:
+        return self.inner.sandbox(job_id, kind)
+
+    def referenced_sandboxes(self) -> set[str]:
+        return self.inner.referenced_sandboxes()
+
+    def probe_results(
+        self, since: float, target: str = "", limit: int = 100_000
+    ) -> list[ProbeResult]:
+        return self.inner.probe_results(since, target, limit)
+
+    def job_accounting(self, job_id: int) -> list[JobAccountingRecord]:
+        return self.inner.job_accounting(job_id)
+
+    def catalog_files(self, lfns: list[str]) -> dict[str, FileEntry]:
+        return self.inner.catalog_files(lfns)
+
+    def catalog_replicas(self, lfns: list[str]) -> dict[str, dict[str, str]]:
+        return self.inner.catalog_replicas(lfns)
+
+    def catalog_folder(self, folder: str, limit: int) -> list[FileEntry]:
+        return self.inner.catalog_folder(folder, limit)
+
+    def schema_version(self) -> int:
+        return self.inner.schema_version()
+
+    def check_writable(self) -> None:
+        self.inner.check_writable()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@dataclass(frozen=True)
+class Instance:
+    """This instance, as ``ha_instances`` names it."""
+
+    name: str
+    endpoint: str
+    host: str
+    pid: int
+
+
+class InstanceBoard:
+    """Table ``ha_instances``: each instance's role, since when, and when it was last seen."""
+
+    def __init__(self, instance: Instance) -> None:
+        self.instance = instance
+
+    @staticmethod
+    def create_tables(connection: psycopg.Connection[Any]) -> None:
+        for statement in TABLES:
+            connection.execute(statement)
+
+    def note(
+        self, connection: psycopg.Connection[Any], role: Role, since: float, now: float
+    ) -> None:
+        me = self.instance
+        if role is Role.LEADER:  # whoever led before does not any more
+            connection.execute(
+                "UPDATE ha_instances SET role = 'standby' WHERE role = 'leader' AND name <> %s",
+                (me.name,),
+            )
+        connection.execute(
+            """INSERT INTO ha_instances VALUES (%s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (name) DO UPDATE SET endpoint = EXCLUDED.endpoint,
+               host = EXCLUDED.host, pid = EXCLUDED.pid, role = EXCLUDED.role,
+               since = EXCLUDED.since, seen = EXCLUDED.seen""",
+            (me.name, me.endpoint, me.host, me.pid, str(role), since, now),
+        )
+
+    def rows(self, connection: psycopg.Connection[Any]) -> list[ServiceInstanceRow]:
+        found = connection.execute(
+            "SELECT name, endpoint, host, pid, role, since, seen FROM ha_instances "
+            "ORDER BY role <> 'leader', name"
+        ).fetchall()
+        return [ServiceInstanceRow(*row) for row in found]
+
+
+class PairView:
+    """What ``service_status`` answers on a paired service: the board, read on the session."""
+
+    def __init__(self, board: InstanceBoard, session: LockSession) -> None:
+        self.board = board
+        self.session = session
+
+    def status(self, now: float) -> ServiceStatusReply:
+        try:
+            rows = self.board.rows(self.session.connection)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot read the service instances: {exc}") from None
+        return ServiceStatusReply(store="postgresql", instances=rows)
+
+
+class SharedRegistry:
+    """The identity registry in table ``ha_files``, so that whoever leads admits the same keys
+    (pilot tokens issued by one leader work with the next). The service keeps using its home's
+    file; this copies it from the table when an instance takes the lead, and to the table
+    (before the batch's commit, on the lock's session) whenever the leader changed it."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+
+    def pull(self, connection: psycopg.Connection[Any], now: float) -> None:
+        """Make the home's registry file the shared one (or share the home's if none is)."""
+        row = connection.execute(
+            "SELECT data FROM ha_files WHERE name = %s", (REGISTRY_NAME,)
+        ).fetchone()
+        if row is not None:
+            write_private(registry_path(self.home), bytes(row[0]).decode("utf-8"))
+            load_registry(self.home)  # refuse a broken shared registry now, not later
+            return
+        text = registry_path(self.home).read_text(encoding="utf-8")
+        self.push(connection, text, now)
+
+    @staticmethod
+    def push(connection: psycopg.Connection[Any], text: str, now: float) -> None:
+        connection.execute(
+            """INSERT INTO ha_files VALUES (%s, %s, %s) ON CONFLICT (name)
+               DO UPDATE SET data = EXCLUDED.data, updated = EXCLUDED.updated""",
+            (REGISTRY_NAME, text.encode("utf-8"), now),
+        )
+
+
+class PairedCentralService(CentralService):
+    """A central service leading a pair: the identity registry is also written to the store."""
+
+    def __init__(self, *args: Any, session: LockSession, shared: SharedRegistry, **kw: Any):
+        self.session = session
+        self.shared = shared
+        super().__init__(*args, **kw)
+
+    def _save_identities(self) -> None:
+        if self.issuer is None or not self.issuer.registry.dirty:
+            return
+        text = self.issuer.registry.to_json()
+        self.session.check()
+        try:
+            self.shared.push(self.session.connection, text, self.clock())
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot write the shared identity registry: {exc}") from None
+        super()._save_identities()
+
+
+@dataclass(frozen=True)
+class PairSettings:
+    name: str  # this instance's name in ha_instances
+    listen: str  # where it binds when it leads
+    insecure: bool = False
+    leadership: LeadershipConfig = field(default_factory=LeadershipConfig)
+
+
+class PairedService:
+    """One instance of the pair: stands by, leads, stands by again, until stopped."""
+
+    def __init__(
+        self,
+        config: Config,
+        home: Path,
+        settings: PairSettings,
+        clock: Callable[[], float] = time.time,
+        open_store: Callable[[], Store] | None = None,
+    ) -> None:
+        self.config = config
+        self.home = home
+        self.settings = settings
+        self.clock = clock
+        self._open_store = open_store or (
+            lambda: default_store(config.store_url(home), config.store.synchronous)
+        )
+        self.leadership = Leadership(settings.leadership, clock())
+        instance = Instance(settings.name, settings.listen, socket.gethostname(), os.getpid())
+        self.board = InstanceBoard(instance)
+        self.shared = SharedRegistry(home)
+        self.store: Store | None = None  # the standby's store (the leader's is the service's)
+        self.session: LockSession | None = None
+        self.service: PairedCentralService | None = None
+        self.stopping = False
+        self._next_note = 0.0
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info("signal %d: stopping (the lock is released with the session)", signum)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def stop(self) -> None:
+        self.stopping = True
+        if self.service is not None:
+            self.service.stop()
+
+    def run(self) -> None:
+        print(f"central service standing by to serve on {self.settings.listen}", flush=True)
+        while not self.stopping:
+            self.step()
+        self._close()
+
+    def step(self) -> None:
+        """One iteration: try the lock, probe, serve a batch, or wait."""
+        now = self.clock()
+        due = self.leadership.due(now)
+        if due is Step.TRY_LOCK:
+            self._try_lead(now)
+        elif due is Step.PROBE:
+            self._guarded(self._probe)
+        if self.service is not None:
+            self._guarded(self.service.loop)
+        else:
+            pause = self.leadership.next_deadline() - self.clock()
+            time.sleep(min(IDLE_SLEEP_SECONDS, max(0.0, pause)))
+
+    def _close(self) -> None:
+        if self.service is not None:
+            self.service.close()  # closes the store: the session, and the lock, end
+            self.service = None
+        self._drop_store()
+
+    # -- standing by -----------------------------------------------------------------------------
+
+    def _try_lead(self, now: float) -> None:
+        try:
+            session = self._standby_session()
+            self._note(session.connection, now)
+            taken = session.try_lock()
+        except (StoreError, psycopg.Error) as exc:
+            log.warning("standing by: the store cannot be reached now: %s", exc)
+            self._drop_store()
+            self.leadership.lock_busy(self.clock())
+            return
+        if not taken:
+            self.leadership.lock_busy(now)
+            return
+        self._lead(session, now)
+
+    def _standby_session(self) -> LockSession:
+        if self.store is None or self.session is None:
+            self.store = self._open_store()
+            self.session = LockSession(self.store)
+            InstanceBoard.create_tables(self.session.connection)
+        self.session.check()  # a session the store replaced is no place for the lock
+        return self.session
+
+    def _note(self, connection: psycopg.Connection[Any], now: float, force: bool = False) -> None:
+        if force or now >= self._next_note:
+            self.board.note(connection, self.leadership.role, self.leadership.since, now)
+            self._next_note = now + NOTE_SECONDS
+
+    def _drop_store(self) -> None:
+        if self.store is not None:
+            with contextlib.suppress(DiracLikeError, psycopg.Error, OSError):
+                self.store.close()
+        self.store = self.session = None
+
+    # -- leading ---------------------------------------------------------------------------------
+
+    def _lead(self, session: LockSession, now: float) -> None:
+        """The lock is ours: load the state, bind, serve (or stand by again if that fails)."""
+        store, self.store, self.session = session.store, None, None
+        self.leadership.lock_taken(now)
+        log.info("leading now (term %d): loading the state", self.leadership.terms)
+        try:
+            self._note(session.connection, now, force=True)
+            self.shared.pull(session.connection, now)
+            self.service = self._build_service(store, session)
+            endpoint = self.service.bind(self.settings.listen)
+            metrics_url = self.service.serve_metrics()
+        except (DiracLikeError, psycopg.Error, OSError, LeadershipLost) as exc:
+            log.error("could not take the lead: %s", exc)
+            self._step_down(f"could not take the lead: {exc}", store)
+            return
+        if metrics_url:
+            print(f"central service metrics on {metrics_url}", flush=True)
+        print(f"central service listening on {endpoint}", flush=True)  # as a lone one says
+
+    def _build_service(self, store: Store, session: LockSession) -> PairedCentralService:
+        opened = [False]
+
+        def open_fenced() -> Store:  # the first time the locked store; after a failure: none
+            if opened[0]:
+                raise LeadershipLost("the store failed: the lock must be won again")
+            opened[0] = True
+            return FencedStore(store, session)
+
+        service = PairedCentralService(
+            self.config,
+            self.home,
+            clock=self.clock,
+            insecure=self.settings.insecure,
+            open_store=open_fenced,
+            session=session,
+            shared=self.shared,
+            service_view=PairView(self.board, session),
+        )
+        if self.stopping:
+            service.stop()
+        return service
+
+    def _probe(self) -> None:
+        assert self.service is not None
+        session = self.service.session
+        session.probe()
+        now = self.clock()
+        self.leadership.session_ok(now)
+        try:
+            self._note(session.connection, now)
+        except psycopg.Error as exc:
+            raise LeadershipLost(f"the session holding the lock is gone: {exc}") from None
+
+    def _guarded(self, action: Callable[[], object]) -> None:
+        try:
+            action()
+        except LeadershipLost as exc:
+            self._step_down(str(exc))
+
+    def _step_down(self, why: str, store: Store | None = None) -> None:
+        """Stop serving at once: nothing more is sent, the endpoint is unbound; stand by."""
+        self.leadership.session_lost(self.clock(), why)
+        service, self.service = self.service, None
+        if service is not None:
+            service.socket.setsockopt(zmq.LINGER, 0)  # replies still queued are dropped
+            with contextlib.suppress(DiracLikeError, psycopg.Error, OSError):
+                service.close()
+        elif store is not None:
+            with contextlib.suppress(DiracLikeError, psycopg.Error, OSError):
+                store.close()
+        log.warning("standing by again: %s", why)
+
+
+def run_paired(
+    config: Config, home: Path, listen: str | None, insecure: bool, name: str = ""
+) -> int:
+    """Run one instance of a pair in the foreground until SIGTERM/SIGINT."""
+    listen = listen or config.service.listen
+    if "*" in listen:
+        raise StoreError(
+            f"an instance of a pair needs a fixed endpoint its clients can name, not {listen}"
+        )
+    settings = PairSettings(name or f"{socket.gethostname()}/{listen}", listen, insecure)
+    paired = PairedService(config, home, settings)
+    paired.install_signal_handlers()
+    paired.run()
+    return 0
