@@ -6,7 +6,8 @@ serves. The others stand by: they bind nothing and try the lock again every ``re
 seconds. A leader checks its session every ``probe_interval`` seconds when it has nothing to
 commit; when the session is gone (the server restarted, the session was terminated, the network
 between them failed) the leader stops serving at once and stands by like the others: its lock
-went with its session, and another instance may hold it already.
+went with its session, and another instance may hold it already. It tries the lock again only
+after ``rejoin_delay`` seconds, giving the standby the first chance.
 
 :class:`Leadership` is the state machine: events in (:meth:`lock_taken`, :meth:`lock_busy`,
 :meth:`session_ok`, :meth:`session_lost`), what to do next out (:meth:`due`); ``now`` is passed
@@ -39,6 +40,9 @@ class Step(enum.StrEnum):
 class LeadershipConfig:
     retry_interval: float = 0.5  # seconds between a standby's tries of the lock
     probe_interval: float = 0.5  # seconds between a leader's checks of its idle session
+    # seconds a leader that lost its session waits before it tries the lock again: the standby
+    # gets the first chance (a leader cut off from the database may flap)
+    rejoin_delay: float = 2.0
 
 
 class Leadership:
@@ -82,9 +86,9 @@ class Leadership:
             self._next = now + self.config.probe_interval
 
     def session_lost(self, now: float, why: str) -> None:
-        """The leader's session is gone (or may be): stop serving, stand by, try again at once
-        (if the store is back and nobody took the lock, this instance may lead again)."""
+        """The leader's session is gone (or may be): stop serving, stand by, and try the lock
+        again after ``rejoin_delay`` (if nobody took it by then, this instance may lead again)."""
         if self.leading:
             log.error("leadership lost after %.1f s: %s", now - self.since, why)
         self.role, self.since, self.last_loss = Role.STANDBY, now, why
-        self._next = now
+        self._next = now + self.config.rejoin_delay

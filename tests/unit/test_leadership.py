@@ -9,7 +9,7 @@ from dirac_like.client import Client, connect_servers, server_urls
 from dirac_like.errors import ConfigError
 from dirac_like.services.leadership import Leadership, LeadershipConfig, Role, Step
 
-CONFIG = LeadershipConfig(retry_interval=0.5, probe_interval=0.25)
+CONFIG = LeadershipConfig(retry_interval=0.5, probe_interval=0.25, rejoin_delay=2.0)
 
 
 def test_a_new_instance_stands_by_and_tries_the_lock_at_once() -> None:
@@ -36,14 +36,15 @@ def test_the_lock_taken_makes_a_leader_that_probes_its_session() -> None:
     assert leadership.due(101.5) is Step.WAIT
 
 
-def test_a_lost_session_makes_the_leader_stand_by_and_try_again_at_once() -> None:
+def test_a_lost_session_makes_the_leader_stand_by_and_let_the_standby_try_first() -> None:
     leadership = Leadership(CONFIG, now=100.0)
     leadership.lock_taken(100.0)
     leadership.session_lost(105.0, "terminated")
     assert leadership.role is Role.STANDBY and leadership.since == 105.0
     assert leadership.last_loss == "terminated"
-    assert leadership.due(105.0) is Step.TRY_LOCK
-    leadership.lock_taken(106.0)
+    assert leadership.due(106.9) is Step.WAIT  # the standby, trying every 0.5 s, comes first
+    assert leadership.due(107.0) is Step.TRY_LOCK
+    leadership.lock_taken(107.0)
     assert leadership.terms == 2
 
 
