@@ -603,14 +603,14 @@ def run_central(
     On a PostgreSQL store the service is one instance of an active-standby pair
     (services/high_availability.py): only the home is locked here, the store's advisory lock
     says which instance leads."""
-    if is_postgres_url(config.store_url(home)):
-        with holding((lock_path(home, "central"), f"a central service on home {home}")):
+    locks = [(lock_path(home, "central"), f"a central service on home {home}")]
+    url = config.store_url(home)
+    if is_postgres_url(url):  # a database server is shared: no file to lock
+        with holding(*locks):
             return _serve_paired(config, home, listen, insecure)
-    store = store_file(config.store_url(home))
-    with holding(
-        (lock_path(home, "central"), f"a central service on home {home}"),
-        (store.with_name(store.name + ".lock"), f"a central service on store {store}"),
-    ):
+    store = store_file(url)
+    locks.append((store.with_name(store.name + ".lock"), f"a central service on store {store}"))
+    with holding(*locks):
         return _serve(config, home, listen, insecure)
 
 

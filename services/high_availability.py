@@ -10,11 +10,12 @@ Every central service on a PostgreSQL store runs here (:func:`run_paired`). The 
 - **leading**: once the lock is taken on the session the store commits on, the instance loads
   the whole state from the store, takes the shared identity registry from table ``ha_files``,
   binds its endpoint and serves like a lone central service.
-- **fencing**: every commit first checks (:meth:`LockSession.check`) that the store still
-  commits on the session that took the lock. The lock lives as long as that session: a session
-  the server terminated, lost in a server restart or cut off by the network cannot commit (the
-  commit fails on it), and a session opened anew (the store reconnects by itself) does not hold
-  the lock, so the check refuses to commit on it. Either way the leader stops at once: no reply
+- **fencing**: the store commits only on the session that took the lock. The lock lives as long
+  as that session: a session the server terminated, lost in a server restart or cut off by the
+  network cannot commit (the commit fails on it), and the store may not open another one (its
+  ``on_connect`` hook, :meth:`LockSession.on_connect`, refuses any session after the first);
+  every commit also checks first that the session is still open (:class:`FencedStore`).
+  Either way the leader stops at once: no reply
   of the batch is sent, the endpoint is unbound, and the instance stands by again. An idle
   leader probes its session every ``probe_interval`` seconds, so it stops within that even
   when nothing is committed.
@@ -51,7 +52,7 @@ from dirac_like.monitoring import ProbeResult
 from dirac_like.protocol import ServiceInstanceRow, ServiceStatusReply
 from dirac_like.registry import load_registry, registry_path
 from dirac_like.store import Store
-from dirac_like.store import open_store as default_store
+from dirac_like.store.postgres import PostgresStore
 
 from .central import CentralService
 from .leadership import Leadership, LeadershipConfig, Role, Step
@@ -90,32 +91,36 @@ def is_postgres_url(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
 
 
-def session_of(store: Store) -> psycopg.Connection[Any]:
-    """The connection ``store`` (a PostgresStore) commits on now."""
-    # PostgresStore keeps it in its Translator; it replaces a broken one by itself.
-    return store._db.connection  # type: ignore[attr-defined,no-any-return]
-
-
 class LockSession:
-    """The store's session, which takes and holds the leader's lock."""
+    """The store's session, which takes and holds the leader's lock. Given to the store as its
+    ``on_connect`` hook, it sees the store's first session, and refuses any later one (a
+    reconnection after that session broke): the store then cannot commit on a session that
+    does not hold the lock."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.connection = session_of(store)
+    def __init__(self) -> None:
+        self._connection: psycopg.Connection[Any] | None = None
+
+    def on_connect(self, connection: psycopg.Connection[Any]) -> None:
+        if self._connection is not None:
+            raise StoreError("the session holding the leader's lock is gone: no other is used")
+        for statement in SESSION_SETTINGS:
+            connection.execute(statement)
+        self._connection = connection
+
+    @property
+    def connection(self) -> psycopg.Connection[Any]:
+        if self._connection is None:
+            raise LeadershipLost("the store has no session")
+        return self._connection
 
     def try_lock(self) -> bool:
         """Take the lock if it is free (it is kept until this session ends)."""
-        for statement in SESSION_SETTINGS:
-            self.connection.execute(statement)
-        row = self.connection.execute(TAKE_LOCK, (LEADER_LOCK,))
-        return bool(row.fetchone()[0])  # type: ignore[index]
+        row = self.connection.execute(TAKE_LOCK, (LEADER_LOCK,)).fetchone()
+        return bool(row is not None and row[0])
 
     def check(self) -> None:
-        """LeadershipLost unless the store still commits on the session holding the lock."""
-        current = session_of(self.store)
-        if current is not self.connection:
-            raise LeadershipLost("the store reconnected: its new session holds no lock")
-        if current.broken or current.closed:
+        """LeadershipLost unless the session holding the lock is still open."""
+        if self.connection.broken or self.connection.closed:
             raise LeadershipLost("the session holding the lock is gone")
 
     def probe(self) -> None:
@@ -311,15 +316,13 @@ class PairedService:
         home: Path,
         settings: PairSettings,
         clock: Callable[[], float] = time.time,
-        open_store: Callable[[], Store] | None = None,
+        open_store: Callable[[LockSession], Store] | None = None,
     ) -> None:
         self.config = config
         self.home = home
         self.settings = settings
         self.clock = clock
-        self._open_store = open_store or (
-            lambda: default_store(config.store_url(home), config.store.synchronous)
-        )
+        self._open_store = open_store or self._open_postgres
         self.leadership = Leadership(settings.leadership, clock())
         instance = Instance(settings.name, settings.listen, socket.gethostname(), os.getpid())
         self.board = InstanceBoard(instance)
@@ -378,7 +381,7 @@ class PairedService:
             session = self._standby_session()
             self._note(session.connection, now)
             taken = session.try_lock()
-        except (StoreError, psycopg.Error) as exc:
+        except (StoreError, psycopg.Error, LeadershipLost) as exc:
             log.warning("standing by: the store cannot be reached now: %s", exc)
             self._drop_store()
             self.leadership.lock_busy(self.clock())
@@ -388,12 +391,17 @@ class PairedService:
             return
         self._lead(session, now)
 
+    def _open_postgres(self, session: LockSession) -> Store:
+        url, synchronous = self.config.store_url(self.home), self.config.store.synchronous
+        return PostgresStore(url, synchronous, on_connect=session.on_connect)
+
     def _standby_session(self) -> LockSession:
         if self.store is None or self.session is None:
-            self.store = self._open_store()
-            self.session = LockSession(self.store)
-            InstanceBoard.create_tables(self.session.connection)
-        self.session.check()  # a session the store replaced is no place for the lock
+            session = LockSession()
+            self.store = self._open_store(session)
+            self.session = session
+            InstanceBoard.create_tables(session.connection)
+        self.session.check()  # a broken session is no place for the lock: drop it
         return self.session
 
     def _note(self, connection: psycopg.Connection[Any], now: float, force: bool = False) -> None:
@@ -411,7 +419,8 @@ class PairedService:
 
     def _lead(self, session: LockSession, now: float) -> None:
         """The lock is ours: load the state, bind, serve (or stand by again if that fails)."""
-        store, self.store, self.session = session.store, None, None
+        store, self.store, self.session = self.store, None, None
+        assert store is not None
         self.leadership.lock_taken(now)
         log.info("leading now (term %d): loading the state", self.leadership.terms)
         try:

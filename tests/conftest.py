@@ -16,8 +16,8 @@ from dirac_like.client import Client, RetryPolicy
 from dirac_like.processes import ServiceProcess
 
 # fixtures: the slurm_cluster fixture (tests/slurm_cluster.py), web_grid (tests/web_grid.py),
-# the XRootD storage elements (tests/xrootd_ses.py)
-pytest_plugins = ["slurm_cluster", "web_grid", "xrootd_ses"]
+# the XRootD storage elements (tests/xrootd_ses.py), a PostgreSQL server (tests/postgres_server.py)
+pytest_plugins = ["slurm_cluster", "web_grid", "xrootd_ses", "postgres_server"]
 
 # No per-example time limit: on a loaded 2-core machine it only makes tests flaky (speed targets
 # live in scripts/benchmarks/, never in tests).

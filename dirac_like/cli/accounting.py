@@ -17,6 +17,7 @@ from dirac_like.accounting import HOUR, Dimension, Metric, Report, ReportQuery, 
 from dirac_like.cli.display import Column, print_table
 from dirac_like.config import default_home, load_config
 from dirac_like.errors import EXIT_OK
+from dirac_like.store.base import store_file
 
 # The automatic step: the first that gives at most MAX_AUTO_POINTS bars.
 AUTO_STEPS = (HOUR, 6 * HOUR, 24 * HOUR, 7 * 24 * HOUR)
@@ -56,8 +57,7 @@ def auto_step(since: float) -> float:
 def store_path(args: argparse.Namespace) -> Path:
     home = Path(args.home) if args.home else default_home()
     config = load_config(Path(args.config) if args.config else None)
-    url = config.store_url(home)
-    return Path(url.removeprefix("sqlite://") if url.startswith("sqlite://") else url)
+    return store_file(config.store_url(home))
 
 
 def print_summary(report: Report) -> None:

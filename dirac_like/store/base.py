@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dirac_like.accounting import JobAccountingRecord
+from dirac_like.errors import ConfigError
 from dirac_like.model import ChangeSet, FileEntry, HistoryEntry, LoadedState
 from dirac_like.monitoring import ProbeResult
 
@@ -101,12 +102,27 @@ class Store(ABC):
 
 
 def open_store(url: str, synchronous: str = "full") -> Store:
-    """Open a store from a URL: ``sqlite:///path/to/file`` or a plain file path."""
+    """Open a store from a URL: ``sqlite:///path/to/file`` or a plain file path (SQLite), or
+    ``postgresql://user:password@host:port/database`` (PostgreSQL, dirac_like/store/postgres.py).
+    """
+    if is_postgres_url(url):
+        from dirac_like.store.postgres import PostgresStore
+
+        return PostgresStore(url, synchronous=synchronous)
     from dirac_like.store.sqlite import SqliteStore
 
     return SqliteStore(store_file(url), synchronous=synchronous)
 
 
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
 def store_file(url: str) -> Path:
-    """The file of a store URL (``sqlite:///path/to/file`` or a plain file path)."""
+    """The file of an SQLite store URL (``sqlite:///path/to/file`` or a plain file path)."""
+    if is_postgres_url(url):
+        raise ConfigError(
+            f"store.url names a PostgreSQL store ({url.split('@')[-1]}): this reads an SQLite "
+            "store file and cannot work on PostgreSQL"
+        )
     return Path(url.removeprefix("sqlite://") if url.startswith("sqlite://") else url)

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import astuple, fields
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
@@ -266,9 +266,9 @@ SELECT_DOWNTIMES = """SELECT downtime_id, target, kind, start, end_time, reason,
     cancelled FROM downtimes ORDER BY downtime_id"""
 PROBE_FIELDS = "target, kind, check_name, status, message, time, ce, job_id"
 SELECT_PROBE_RESULTS = f"""SELECT {PROBE_FIELDS} FROM (SELECT {PROBE_FIELDS}, id FROM probe_results
-    WHERE time >= ? ORDER BY time DESC, id DESC LIMIT ?) ORDER BY time, id"""
+    WHERE time >= ? ORDER BY time DESC, id DESC LIMIT ?) AS newest ORDER BY time, id"""
 SELECT_TARGET_PROBE_RESULTS = f"""SELECT {PROBE_FIELDS} FROM (SELECT {PROBE_FIELDS}, id
-    FROM probe_results WHERE target = ? AND time >= ? ORDER BY time DESC, id DESC LIMIT ?)
+    FROM probe_results WHERE target = ? AND time >= ? ORDER BY time DESC, id DESC LIMIT ?) AS newest
     ORDER BY time, id"""
 SELECT_SHARES = "SELECT grp, share FROM shares ORDER BY grp"
 SELECT_USAGE = "SELECT grp, user_name, usage, stamp FROM usage ORDER BY grp, user_name"
@@ -337,11 +337,123 @@ _pilot_values = attrgetter(*PILOT_FIELDS)
 _transfer_values = attrgetter(*TRANSFER_FIELDS)
 _STATUS_BY_VALUE = {status.value: status for status in JobStatus}
 
+
+class Database(Protocol):
+    """What the statements below are run through: an sqlite3 connection, or the PostgreSQL
+    store's translator (dirac_like/store/postgres.py), which runs them in PostgreSQL's dialect."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Any: ...
+
+    def executemany(self, sql: str, rows: Any, /) -> Any: ...
+
+
 # What a bad value in a ChangeSet raises on its way into SQLite (besides sqlite3.Error).
 _BAD_VALUE_ERRORS = (OverflowError, TypeError, ValueError)
 
 
-class SqliteStore(Store):
+class StatementStore(Store):
+    """The reads every SQL store makes the same way: the statements above, run through ``_db``
+    (the SQLite connection, or the PostgreSQL store's translator). A failure of the database
+    (one of ``db_errors``) is a StoreError naming what could not be read."""
+
+    _db: Database
+    db_errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+
+    def description(self, job_id: int) -> dict[str, Any]:
+        try:
+            row = self._db.execute(SELECT_DESCRIPTION, (job_id,)).fetchone()
+        except self.db_errors as exc:
+            raise StoreError(f"cannot read job {job_id}: {exc}") from exc
+        if row is None:
+            raise JobNotFound(f"job {job_id} not found")
+        try:
+            description: dict[str, Any] = msgpack.unpackb(row[0], raw=False)
+        except ValueError as exc:  # every msgpack decoding error is a ValueError
+            raise StoreError(f"job {job_id}: stored description is not msgpack: {exc}") from exc
+        return description
+
+    def history(self, job_id: int) -> list[HistoryEntry]:
+        try:
+            return [HistoryEntry(*row) for row in self._db.execute(SELECT_HISTORY, (job_id,))]
+        except self.db_errors as exc:
+            raise StoreError(f"cannot read history of job {job_id}: {exc}") from exc
+
+    def pilot_output(self, pilot_id: str) -> str | None:
+        row = self._read(SELECT_PILOT_OUTPUT, (pilot_id,), f"the output of pilot {pilot_id}")
+        return None if row is None else str(row[0])
+
+    def sandbox(self, job_id: int, kind: str) -> str | None:
+        row = self._read(SELECT_SANDBOX, (job_id, kind), f"the {kind} sandbox of job {job_id}")
+        return None if row is None else str(row[0])
+
+    def job_accounting(self, job_id: int) -> list[JobAccountingRecord]:
+        try:
+            rows = self._db.execute(SELECT_JOB_ACCOUNTING, (job_id,)).fetchall()
+        except self.db_errors as exc:
+            raise StoreError(f"cannot read the accounting of job {job_id}: {exc}") from exc
+        return [JobAccountingRecord(*row[:-1]) for row in rows]
+
+    def referenced_sandboxes(self) -> set[str]:
+        try:
+            return {sha256 for (sha256,) in self._db.execute(SELECT_SANDBOXES)}
+        except self.db_errors as exc:
+            raise StoreError(f"cannot read the sandbox references: {exc}") from exc
+
+    def _read(self, sql: str, parameters: tuple[Any, ...], what: str) -> tuple[Any, ...] | None:
+        try:
+            row: tuple[Any, ...] | None = self._db.execute(sql, parameters).fetchone()
+        except self.db_errors as exc:
+            raise StoreError(f"cannot read {what}: {exc}") from exc
+        return row
+
+    def probe_results(
+        self, since: float, target: str = "", limit: int = 100_000
+    ) -> list[ProbeResult]:
+        parameters: tuple[Any, ...] = (since, limit)
+        sql = SELECT_PROBE_RESULTS
+        if target:
+            sql, parameters = SELECT_TARGET_PROBE_RESULTS, (target, since, limit)
+        errors: tuple[type[Exception], ...] = (*self.db_errors, ValueError)
+        try:
+            return [_probe_from_row(*row) for row in self._db.execute(sql, parameters)]
+        except errors as exc:
+            raise StoreError(f"cannot read probe results: {exc}") from exc
+
+    def catalog_files(self, lfns: list[str]) -> dict[str, FileEntry]:
+        try:
+            return {
+                row[0]: FileEntry(*row)
+                for chunk in _chunks(lfns)
+                for row in self._db.execute(
+                    SELECT_CATALOG_FILES.format(marks=", ".join("?" * len(chunk))), chunk
+                )
+            }
+        except self.db_errors as exc:
+            raise StoreError(f"cannot read the catalog: {exc}") from exc
+
+    def catalog_replicas(self, lfns: list[str]) -> dict[str, dict[str, str]]:
+        found: dict[str, dict[str, str]] = {}
+        try:
+            for chunk in _chunks(lfns):
+                sql = SELECT_REPLICAS_OF.format(marks=", ".join("?" * len(chunk)))
+                for lfn, se, status in self._db.execute(sql, chunk):
+                    found.setdefault(lfn, {})[se] = status
+        except self.db_errors as exc:
+            raise StoreError(f"cannot read the catalog: {exc}") from exc
+        return found
+
+    def catalog_folder(self, folder: str, limit: int) -> list[FileEntry]:
+        base = folder.rstrip("/")
+        try:
+            rows = self._db.execute(SELECT_FOLDER, (base + "/", base + "0", limit))
+            return [FileEntry(*row) for row in rows]
+        except self.db_errors as exc:
+            raise StoreError(f"cannot list {folder} in the catalog: {exc}") from exc
+
+
+class SqliteStore(StatementStore):
+    _db: sqlite3.Connection
+
     def __init__(self, path: Path, synchronous: str = "full") -> None:
         if synchronous not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
@@ -408,7 +520,7 @@ class SqliteStore(Store):
             return
         try:
             with self._transaction() as db:
-                _write(db, changes)
+                write_changes(db, changes)
         except (sqlite3.IntegrityError, *_BAD_VALUE_ERRORS) as exc:
             log.error("store %s: a change it cannot hold, rolled back: %s", self.path, exc)
             raise UnstorableValue(f"a value the store cannot hold, rolled back: {exc}") from exc
@@ -440,126 +552,9 @@ class SqliteStore(Store):
     def load(self) -> LoadedState:
         try:
             with self._transaction("DEFERRED") as db:  # one snapshot for all tables
-                return LoadedState(
-                    jobs=[_job_from_row(row) for row in db.execute(SELECT_JOBS)],
-                    task_queues=[_task_queue_from_row(*r) for r in db.execute(SELECT_TASK_QUEUES)],
-                    sites=[
-                        SiteRecord(
-                            name,
-                            bool(banned),
-                            reason,
-                            changed,
-                            bool(automatic),
-                            bool(drained),
-                            limit,
-                        )
-                        for name, banned, reason, changed, automatic, drained, limit in db.execute(
-                            SELECT_SITES
-                        )
-                    ],
-                    shares=dict(db.execute(SELECT_SHARES).fetchall()),
-                    usage=[UsageRecord(*row) for row in db.execute(SELECT_USAGE)],
-                    replies=[StoredReply(*row) for row in db.execute(SELECT_REPLIES)],
-                    pilots=_load_pilots(db),
-                    next_pilot_number=_next_pilot_number(db),
-                    statuses=[_status_from_row(*row) for row in db.execute(SELECT_STATUSES)],
-                    downtimes=[_downtime_from_row(*row) for row in db.execute(SELECT_DOWNTIMES)],
-                    se_status=[SEStatusRecord(*row) for row in db.execute(SELECT_SE_STATUS)],
-                    transfers=[TransferRecord(*row) for row in db.execute(SELECT_TRANSFERS)],
-                    rules=[RuleRecord(*row) for row in db.execute(SELECT_RULES)],
-                )
+                return load_state(db)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot load store {self.path}: {exc}") from exc
-
-    def description(self, job_id: int) -> dict[str, Any]:
-        try:
-            row = self._db.execute(SELECT_DESCRIPTION, (job_id,)).fetchone()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read job {job_id}: {exc}") from exc
-        if row is None:
-            raise JobNotFound(f"job {job_id} not found")
-        try:
-            description: dict[str, Any] = msgpack.unpackb(row[0], raw=False)
-        except ValueError as exc:  # every msgpack decoding error is a ValueError
-            raise StoreError(f"job {job_id}: stored description is not msgpack: {exc}") from exc
-        return description
-
-    def history(self, job_id: int) -> list[HistoryEntry]:
-        try:
-            return [HistoryEntry(*row) for row in self._db.execute(SELECT_HISTORY, (job_id,))]
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read history of job {job_id}: {exc}") from exc
-
-    def pilot_output(self, pilot_id: str) -> str | None:
-        row = self._read(SELECT_PILOT_OUTPUT, (pilot_id,), f"the output of pilot {pilot_id}")
-        return None if row is None else str(row[0])
-
-    def sandbox(self, job_id: int, kind: str) -> str | None:
-        row = self._read(SELECT_SANDBOX, (job_id, kind), f"the {kind} sandbox of job {job_id}")
-        return None if row is None else str(row[0])
-
-    def job_accounting(self, job_id: int) -> list[JobAccountingRecord]:
-        try:
-            rows = self._db.execute(SELECT_JOB_ACCOUNTING, (job_id,)).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read the accounting of job {job_id}: {exc}") from exc
-        return [JobAccountingRecord(*row[:-1]) for row in rows]
-
-    def referenced_sandboxes(self) -> set[str]:
-        try:
-            return {sha256 for (sha256,) in self._db.execute(SELECT_SANDBOXES)}
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read the sandbox references: {exc}") from exc
-
-    def _read(self, sql: str, parameters: tuple[Any, ...], what: str) -> tuple[Any, ...] | None:
-        try:
-            row: tuple[Any, ...] | None = self._db.execute(sql, parameters).fetchone()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read {what}: {exc}") from exc
-        return row
-
-    def probe_results(
-        self, since: float, target: str = "", limit: int = 100_000
-    ) -> list[ProbeResult]:
-        parameters: tuple[Any, ...] = (since, limit)
-        sql = SELECT_PROBE_RESULTS
-        if target:
-            sql, parameters = SELECT_TARGET_PROBE_RESULTS, (target, since, limit)
-        try:
-            return [_probe_from_row(*row) for row in self._db.execute(sql, parameters)]
-        except (sqlite3.Error, ValueError) as exc:
-            raise StoreError(f"cannot read probe results: {exc}") from exc
-
-    def catalog_files(self, lfns: list[str]) -> dict[str, FileEntry]:
-        try:
-            return {
-                row[0]: FileEntry(*row)
-                for chunk in _chunks(lfns)
-                for row in self._db.execute(
-                    SELECT_CATALOG_FILES.format(marks=", ".join("?" * len(chunk))), chunk
-                )
-            }
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read the catalog: {exc}") from exc
-
-    def catalog_replicas(self, lfns: list[str]) -> dict[str, dict[str, str]]:
-        found: dict[str, dict[str, str]] = {}
-        try:
-            for chunk in _chunks(lfns):
-                sql = SELECT_REPLICAS_OF.format(marks=", ".join("?" * len(chunk)))
-                for lfn, se, status in self._db.execute(sql, chunk):
-                    found.setdefault(lfn, {})[se] = status
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read the catalog: {exc}") from exc
-        return found
-
-    def catalog_folder(self, folder: str, limit: int) -> list[FileEntry]:
-        base = folder.rstrip("/")
-        try:
-            rows = self._db.execute(SELECT_FOLDER, (base + "/", base + "0", limit))
-            return [FileEntry(*row) for row in rows]
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot list {folder} in the catalog: {exc}") from exc
 
     def schema_version(self) -> int:
         try:
@@ -605,7 +600,7 @@ class Checkpointer:
         self._thread.join(60)
 
 
-def _write(db: sqlite3.Connection, changes: ChangeSet) -> None:
+def write_changes(db: Database, changes: ChangeSet) -> None:
     """Every statement of one ChangeSet: task queues, new jobs, job changes, history, sites,
     shares, usage, replies, then forgetting old replies (a reply older than the cut-off that this
     same ChangeSet stores is forgotten too)."""
@@ -636,7 +631,7 @@ def _write(db: sqlite3.Connection, changes: ChangeSet) -> None:
     _write_data(db, changes)
 
 
-def _write_monitoring(db: sqlite3.Connection, changes: ChangeSet) -> None:
+def _write_monitoring(db: Database, changes: ChangeSet) -> None:
     if changes.probe_results:
         db.executemany(
             INSERT_PROBE_RESULT,
@@ -673,7 +668,7 @@ def _write_monitoring(db: sqlite3.Connection, changes: ChangeSet) -> None:
         )
 
 
-def _write_accounting(db: sqlite3.Connection, changes: ChangeSet) -> None:
+def _write_accounting(db: Database, changes: ChangeSet) -> None:
     """The batch's accounting records, their sums into the hourly buckets, and retention."""
     if changes.job_accounting:
         db.executemany(INSERT_JOB_ACCOUNTING, map(_job_accounting_row, changes.job_accounting))
@@ -693,7 +688,7 @@ def _job_accounting_row(record: JobAccountingRecord) -> tuple[Any, ...]:
     return (*record, record.core_seconds)
 
 
-def _write_data(db: sqlite3.Connection, changes: ChangeSet) -> None:
+def _write_data(db: Database, changes: ChangeSet) -> None:
     """The catalog (files, then replicas), SE statuses and transfer requests."""
     files = changes.catalog_files
     if files:
@@ -743,7 +738,7 @@ def _file_row(entry: FileEntry) -> tuple[Any, ...]:
     )
 
 
-def _write_pilots(db: sqlite3.Connection, changes: ChangeSet) -> None:
+def _write_pilots(db: Database, changes: ChangeSet) -> None:
     if changes.pilots:
         db.executemany(UPSERT_PILOT, map(_pilot_values, changes.pilots.values()))
     if changes.pilot_jobs:
@@ -756,7 +751,7 @@ def _write_pilots(db: sqlite3.Connection, changes: ChangeSet) -> None:
         db.execute(UPSERT_COUNTER, ("next_pilot_number", changes.next_pilot_number))
 
 
-def _update_jobs(db: sqlite3.Connection, changes: ChangeSet) -> None:
+def _update_jobs(db: Database, changes: ChangeSet) -> None:
     """Write the current fields of every changed job; a job the store does not hold is an error.
 
     A job inserted by this same ChangeSet was written with its current fields already, unless the
@@ -842,7 +837,38 @@ def _reply_row(reply: StoredReply) -> tuple[Any, ...]:
     return (reply.request_id, reply.reply, reply.time)
 
 
-def _load_pilots(db: sqlite3.Connection) -> list[PilotRecord]:
+def load_state(db: Database) -> LoadedState:
+    """Every table ``load`` returns, read through ``db`` (a connection, or anything with the
+    same ``execute``: the PostgreSQL store passes its dialect translator)."""
+    return LoadedState(
+        jobs=[_job_from_row(row) for row in db.execute(SELECT_JOBS)],
+        task_queues=[_task_queue_from_row(*r) for r in db.execute(SELECT_TASK_QUEUES)],
+        sites=[
+            SiteRecord(
+                name,
+                bool(banned),
+                reason,
+                changed,
+                bool(automatic),
+                bool(drained),
+                limit,
+            )
+            for name, banned, reason, changed, automatic, drained, limit in db.execute(SELECT_SITES)
+        ],
+        shares=dict(db.execute(SELECT_SHARES).fetchall()),
+        usage=[UsageRecord(*row) for row in db.execute(SELECT_USAGE)],
+        replies=[StoredReply(*row) for row in db.execute(SELECT_REPLIES)],
+        pilots=_load_pilots(db),
+        next_pilot_number=_next_pilot_number(db),
+        statuses=[_status_from_row(*row) for row in db.execute(SELECT_STATUSES)],
+        downtimes=[_downtime_from_row(*row) for row in db.execute(SELECT_DOWNTIMES)],
+        se_status=[SEStatusRecord(*row) for row in db.execute(SELECT_SE_STATUS)],
+        transfers=[TransferRecord(*row) for row in db.execute(SELECT_TRANSFERS)],
+        rules=[RuleRecord(*row) for row in db.execute(SELECT_RULES)],
+    )
+
+
+def _load_pilots(db: Database) -> list[PilotRecord]:
     pilots = {row[0]: PilotRecord(*row) for row in db.execute(SELECT_PILOTS)}
     for pilot_id, job_id in db.execute(SELECT_PILOT_JOBS):
         pilot = pilots.get(pilot_id)
@@ -853,7 +879,7 @@ def _load_pilots(db: sqlite3.Connection) -> list[PilotRecord]:
     return list(pilots.values())
 
 
-def _next_pilot_number(db: sqlite3.Connection) -> int:
+def _next_pilot_number(db: Database) -> int:
     row = db.execute(SELECT_NEXT_PILOT_NUMBER).fetchone()
     return int(row[0]) if row else 1
 

@@ -3,6 +3,7 @@
 
     python scripts/benchmarks/bench_match.py                 # 10k and 1M waiting jobs
     python scripts/benchmarks/bench_match.py --sizes 10000   # quicker
+    python scripts/benchmarks/bench_match.py --store both    # SQLite, then PostgreSQL, compared
 
 For each size: a fresh central service (its own process, SQLite with synchronous=full) is filled
 with that many waiting jobs in 500 task queues over 60 sites (parametric bulk submissions), then
@@ -10,6 +11,11 @@ with that many waiting jobs in 500 task queues over 60 sites (parametric bulk su
 in flight each) ask for jobs for a fixed time. Reported: matches/s, p50/p99 latency, and, in the
 same run, the request/reply rate of a bare ZeroMQ echo server driven the same way (the ceiling).
 Also measured: one 100,000-job parametric submission (jobs stored per second).
+
+``--store postgresql`` (or ``both``) runs the same on the PostgreSQL store: each fresh service
+gets a new database on the server of ``--postgres-url`` (a role that may create databases), or,
+without it, on a throw-away server started for the run (scripts/postgres-local.sh, fsync on) and
+stopped at its end. With ``both`` the PostgreSQL/SQLite ratios are printed.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pathlib import Path
 
 import msgpack
 import zmq
+from throwaway_postgres import new_database, postgres_server
 
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.identity import Identity, secure_client_socket
@@ -39,14 +46,16 @@ TASK_QUEUES = 500
 SLOW = RetryPolicy(timeout=600, retries=0)
 
 
-def config_text(sync: str = "full") -> str:
+def config_text(sync: str = "full", store_url: str = "") -> str:
     groups = "\n".join(f"{name} = {share}" for name, share in GROUPS.items())
+    url = f'url = "{store_url}"' if store_url else ""
     return f"""
 [service]
 max_message_bytes = 67108864
 reply_memory = 600.0
 [store]
 synchronous = "{sync}"
+{url}
 [jobs]
 match_lease = 3600.0
 [security]
@@ -201,10 +210,12 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def fresh_service(home: Path | None = None) -> ServiceProcess:
-    """A central service on a free port; a fresh home unless one is given (a restart)."""
+    """A central service on a free port; a fresh home (and a fresh PostgreSQL database if the
+    run is on PostgreSQL) unless one is given (a restart)."""
     if home is None:
         home = Path(tempfile.mkdtemp(prefix="bench-match-"))
-        (home / "bench.toml").write_text(config_text(ARGS.synchronous))
+        store_url = new_database(POSTGRES_URL) if POSTGRES_URL else ""
+        (home / "bench.toml").write_text(config_text(ARGS.synchronous, store_url))
     service = ServiceProcess.start_central(home / "home", home / "bench.toml")
     os.environ["DIRAC_LIKE_IDENTITY"] = str(service.identity_path)  # its admin, for the clients
     return service
@@ -255,13 +266,9 @@ def measure_bulk() -> float:
         service.stop()
 
 
-def main() -> int:
-    print(
-        f"python {sys.version.split()[0]}, pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, "
-        f"synchronous={ARGS.synchronous}"
-    )
-    ceiling = echo_rate(ARGS.clients, ARGS.seconds)
-    print(f"bare ZeroMQ echo, {ARGS.clients} clients: {ceiling:,.0f} req/s (the ceiling)")
+def run_store(store: str, ceiling: float) -> dict[str, float]:
+    """Every size and the bulk submission on one store; returns the figures to compare."""
+    print(f"== store: {store}")
     results = [measure(size, ARGS.clients, ARGS.seconds) for size in ARGS.sizes]
     for row in results:
         print(
@@ -273,7 +280,36 @@ def main() -> int:
     if len(results) > 1:
         ratio = results[-1]["rate"] / results[0]["rate"]
         print(f"rate at {results[-1]['waiting']:,} / at {results[0]['waiting']:,}: {ratio:.2f}")
-    print(f"one parametric submission of 100,000 jobs: {measure_bulk():,.0f} jobs/s stored")
+    bulk = measure_bulk()
+    print(f"one parametric submission of 100,000 jobs: {bulk:,.0f} jobs/s stored")
+    return {"rate": results[-1]["rate"], "bulk": bulk, "waiting": results[-1]["waiting"]}
+
+
+def main() -> int:
+    global POSTGRES_URL
+    print(
+        f"python {sys.version.split()[0]}, pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, "
+        f"synchronous={ARGS.synchronous}"
+    )
+    ceiling = echo_rate(ARGS.clients, ARGS.seconds)
+    print(f"bare ZeroMQ echo, {ARGS.clients} clients: {ceiling:,.0f} req/s (the ceiling)")
+    figures = {}
+    if ARGS.store in ("sqlite", "both"):
+        figures["sqlite"] = run_store("sqlite", ceiling)
+    if ARGS.store in ("postgresql", "both"):
+        with postgres_server(ARGS.postgres_url) as url:
+            POSTGRES_URL = url
+            try:
+                figures["postgresql"] = run_store("postgresql", ceiling)
+            finally:
+                POSTGRES_URL = ""
+    if len(figures) == 2:
+        sqlite, postgres = figures["sqlite"], figures["postgresql"]
+        print(
+            f"PostgreSQL / SQLite: match rate at {postgres['waiting']:,.0f} waiting "
+            f"{postgres['rate'] / sqlite['rate']:.2f}, bulk submission "
+            f"{postgres['bulk'] / sqlite['bulk']:.2f}"
+        )
     return 0
 
 
@@ -284,5 +320,10 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--matches", type=int, default=5_000, help="matches measured per size")
     parser.add_argument("--synchronous", choices=["full", "normal"], default="full")
+    parser.add_argument("--store", choices=["sqlite", "postgresql", "both"], default="sqlite")
+    parser.add_argument(
+        "--postgres-url", default="", help="a server to use (default: a throw-away one)"
+    )
     ARGS = parser.parse_args()
+    POSTGRES_URL = ""
     raise SystemExit(main())

@@ -1,12 +1,15 @@
-"""Time the SQLite store on the two loads the central service puts on it. Run by hand:
+"""Time the store on the two loads the central service puts on it. Run by hand:
 
     PYTHONPATH=. python scripts/benchmarks/bench_store.py [--jobs 100000] [--batches 300]
+    PYTHONPATH=. python scripts/benchmarks/bench_store.py --store both   # SQLite and PostgreSQL
 
 1. one ChangeSet of N new jobs with 3 history rows each (a big parametric submission);
 2. batches of 64 job updates, each job with 1 history row and 1 reply (pilot status reports);
 3. load() of the whole store (service start-up).
 
-Each is run with synchronous=full and synchronous=normal, in a fresh temporary folder.
+Each is run with synchronous=full and synchronous=normal, in a fresh temporary folder (SQLite)
+or a fresh database (PostgreSQL: on the server of ``--postgres-url``, else on a throw-away one,
+fsync on, started for the run by scripts/postgres-local.sh).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 from pathlib import Path
 
 import msgpack
+from throwaway_postgres import new_database, postgres_server
 
 from dirac_like.model import (
     ChangeSet,
@@ -27,7 +31,7 @@ from dirac_like.model import (
     TaskQueueRow,
 )
 from dirac_like.states import JobStatus
-from dirac_like.store.sqlite import SqliteStore
+from dirac_like.store.base import Store, open_store
 
 BATCH_SIZE = 64
 
@@ -65,9 +69,15 @@ def update_batch(jobs: list[JobRecord], batch: int, now: float) -> ChangeSet:
     return changes
 
 
-def run(synchronous: str, job_count: int, batches: int) -> None:
+def open_bench_store(folder: str, synchronous: str, postgres_url: str) -> Store:
+    """A fresh store: a new database on ``postgres_url`` if given, else an SQLite file."""
+    url = new_database(postgres_url) if postgres_url else str(Path(folder) / "bench.sqlite")
+    return open_store(url, synchronous=synchronous)
+
+
+def run(synchronous: str, job_count: int, batches: int, postgres_url: str = "") -> None:
     with tempfile.TemporaryDirectory() as folder:
-        store = SqliteStore(Path(folder) / "bench.sqlite", synchronous=synchronous)
+        store = open_bench_store(folder, synchronous, postgres_url)
         now = time.time()
         jobs, changes = make_jobs(job_count, now)
         started = time.perf_counter()
@@ -82,7 +92,7 @@ def run(synchronous: str, job_count: int, batches: int) -> None:
         load_s = time.perf_counter() - started
         store.close()
     updates = batches * BATCH_SIZE
-    print(f"synchronous={synchronous}")
+    print(f"{'postgresql' if postgres_url else 'sqlite'}, synchronous={synchronous}")
     print(f"  insert {job_count} jobs + {3 * job_count} history rows: {insert_s:.3f} s")
     print(
         f"  {batches} batches of {BATCH_SIZE} updates (+1 history, +1 reply each): {update_s:.3f} s"
@@ -95,9 +105,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--batches", type=int, default=300)
+    parser.add_argument("--store", choices=["sqlite", "postgresql", "both"], default="sqlite")
+    parser.add_argument("--postgres-url", default="", help="default: a throw-away server")
     args = parser.parse_args()
-    for synchronous in ("full", "normal"):
-        run(synchronous, args.jobs, args.batches)
+    if args.store in ("sqlite", "both"):
+        for synchronous in ("full", "normal"):
+            run(synchronous, args.jobs, args.batches)
+    if args.store in ("postgresql", "both"):
+        with postgres_server(args.postgres_url) as url:
+            for synchronous in ("full", "normal"):
+                run(synchronous, args.jobs, args.batches, url)
 
 
 if __name__ == "__main__":
