@@ -155,7 +155,7 @@ class CentralService:
             self.store.close()
             raise
         sandbox_limit = max(config.sandboxes.max_input_bytes, config.sandboxes.max_output_bytes)
-        self.sandboxes = SandboxStore(home / "sandboxes", sandbox_limit)
+        self.sandboxes = self._sandbox_store(sandbox_limit)
         self.service_view = service_view or SingleInstance(clock(), lambda: self.endpoint)
         self.endpoint = ""
         self.state = self._load_state()
@@ -179,6 +179,10 @@ class CentralService:
         self._poisoned = False
         self._broken: StoreError | None = None  # the store could not be reopened: retry
         self._next_purge = clock() + PURGE_SECONDS
+
+    def _sandbox_store(self, max_bytes: int) -> SandboxStore:
+        """Where the sandboxes are kept: files in the home."""
+        return SandboxStore(self.home / "sandboxes", max_bytes)
 
     def _secure_socket(self, keys: Keypair) -> ZapHandler:
         """CurveZMQ server, with the ZAP handler bound BEFORE the socket can take a connection

@@ -51,11 +51,13 @@ from dirac_like.model import ChangeSet, FileEntry, HistoryEntry, LoadedState
 from dirac_like.monitoring import ProbeResult
 from dirac_like.protocol import ServiceInstanceRow, ServiceStatusReply
 from dirac_like.registry import load_registry, registry_path
+from dirac_like.sandbox import SandboxStore
 from dirac_like.store import Store
 from dirac_like.store.postgres import PostgresStore
 
 from .central import CentralService
 from .leadership import Leadership, LeadershipConfig, Role, Step
+from .shared_sandboxes import PostgresSandboxStore
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +288,16 @@ class PairedCentralService(CentralService):
         self.session = session
         self.shared = shared
         super().__init__(*args, **kw)
+
+    def _sandbox_store(self, max_bytes: int) -> SandboxStore:
+        """In the database: the next leader finds what a pilot uploaded to this one."""
+        return PostgresSandboxStore(self.config.store_url(self.home), max_bytes, self.clock)
+
+    def close(self) -> None:
+        super().close()
+        if isinstance(self.sandboxes, PostgresSandboxStore):
+            with contextlib.suppress(psycopg.Error):
+                self.sandboxes.close()
 
     def _save_identities(self) -> None:
         if self.issuer is None or not self.issuer.registry.dirty:
