@@ -127,9 +127,7 @@ def test_postgres_restarted_under_load_loses_nothing_acknowledged(
     wait_for(lambda: len(submitter.acknowledged) >= 5, "submissions before the restart")
     postgres_server.restart()
     count = len(submitter.acknowledged)
-    wait_for(
-        lambda: len(submitter.acknowledged) > count + 5, "submissions after the restart", 60.0
-    )
+    wait_for(lambda: len(submitter.acknowledged) > count + 5, "submissions after the restart", 60.0)
     submitter.stop()
     assert all_exist(pair, submitter.acknowledged) == set(submitter.acknowledged)
     assert len(leaders(pair)) == 1
