@@ -126,7 +126,7 @@ class PostgresSandboxStore(SandboxStore):
             )
         received = self._add_part(sha256, who, offset, data)
         if received == size:
-            self._complete(sha256, who, size)
+            self._check_and_keep(sha256, who, size)
             if uploader:
                 self.grant(sha256, uploader)
         return received
@@ -156,7 +156,7 @@ class PostgresSandboxStore(SandboxStore):
             raise OSError(f"sandbox database: {exc}") from None
         return offset + len(data)
 
-    def _complete(self, sha256: str, who: str, size: int) -> None:
+    def _check_and_keep(self, sha256: str, who: str, size: int) -> None:
         digest = hashlib.sha256()
         for (part,) in self._execute(
             "SELECT data FROM ha_sandbox_parts WHERE sha256 = %s AND uploader = %s ORDER BY start",
