@@ -141,9 +141,7 @@ class CentralService:
         self.guard = (
             None
             if self.issuer is None
-            else Guard(
-                self.issuer, RateLimiter.from_config(config.security), AuditLog.in_home(home)
-            )
+            else Guard(self.issuer, RateLimiter.from_config(config.security), self._audit_log())
         )
         self._open_store = open_store or (
             lambda: default_store(config.store_url(home), config.store.synchronous)
@@ -179,6 +177,10 @@ class CentralService:
         self._poisoned = False
         self._broken: StoreError | None = None  # the store could not be reopened: retry
         self._next_purge = clock() + PURGE_SECONDS
+
+    def _audit_log(self) -> AuditLog:
+        """Where admin actions and refusals are recorded: a file in the home."""
+        return AuditLog.in_home(self.home)
 
     def _sandbox_store(self, max_bytes: int) -> SandboxStore:
         """Where the sandboxes are kept: files in the home."""

@@ -103,6 +103,14 @@ def test_both_started_at_once_exactly_one_leads(pair: ServicePair, postgres_url:
     assert status.instances[0].endpoint == pair.listens[leader]
 
 
+def test_admin_actions_are_audited_in_the_database(pair: ServicePair, postgres_url: str) -> None:
+    with client_of(pair) as client:
+        client.ban_site("LCG.Audited.org", "disk failure")
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        lines = [row[0] for row in connection.execute("SELECT line FROM ha_audit").fetchall()]
+    assert any("ban_site" in line and "LCG.Audited.org" in line for line in lines), lines
+
+
 def test_the_leader_whose_session_is_terminated_stops_and_the_standby_leads(
     pair: ServicePair, postgres_url: str, submitter: Submitter
 ) -> None:
