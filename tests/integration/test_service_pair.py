@@ -5,6 +5,7 @@ The kill -9 of the leader under load, with real pilots, is tests/e2e/test_failov
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,6 +102,16 @@ def test_both_started_at_once_exactly_one_leads(pair: ServicePair, postgres_url:
     assert status.store == "postgresql"
     assert [row.role for row in status.instances] == ["leader", "standby"]
     assert status.instances[0].endpoint == pair.listens[leader]
+
+
+def test_a_leader_stopped_with_sigterm_hands_over_at_once(pair: ServicePair) -> None:
+    """The rolling upgrade's step: ``systemctl stop`` of the leader."""
+    old = pair.leader()
+    popen = pair.popens[old]
+    assert popen is not None
+    popen.send_signal(signal.SIGTERM)
+    assert popen.wait(30) == 0
+    assert pair.leader(timeout=10.0, other_than=old) != old
 
 
 def test_admin_actions_are_audited_in_the_database(pair: ServicePair, postgres_url: str) -> None:
