@@ -33,6 +33,7 @@ NAMES = ("a", "b")
 class ServicePair:
     def __init__(self, folder: Path, store_url: str, extra_config: str = "") -> None:
         self.folder = folder
+        self.store_url = store_url
         folder.mkdir(parents=True, exist_ok=True)
         self.homes = [folder / f"home-{name}" for name in NAMES]
         self.config = folder / "pair.toml"

@@ -26,14 +26,30 @@ PATIENT = RetryPolicy(timeout=2.0, retries=15, backoff=0.2, max_backoff=1.0)
 JOB = {"Executable": "/bin/true", "CPUTime": 60}
 
 
-@pytest.fixture
-def pair(tmp_path: Path, postgres_url: str) -> Iterator[ServicePair]:
-    pair = ServicePair(tmp_path / "pair", postgres_url)
+@pytest.fixture(scope="module")
+def started_pair(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: Any
+) -> Iterator[ServicePair]:
+    """One pair for the module (starting two services costs seconds): the first test sees it
+    just started, each later one after :func:`pair` restarted what an earlier test stopped."""
+    pair = ServicePair(tmp_path_factory.mktemp("pair"), postgres_server.new_store_url("pair"))
     try:
         pair.start()
         yield pair
     finally:
         pair.stop()
+
+
+@pytest.fixture
+def pair(started_pair: ServicePair) -> ServicePair:
+    started_pair.start()  # an instance an earlier test stopped comes back, standing by
+    return started_pair
+
+
+@pytest.fixture
+def postgres_url(started_pair: ServicePair) -> str:
+    """The pair's store (not a new one)."""
+    return started_pair.store_url
 
 
 def client_of(pair: ServicePair, policy: RetryPolicy = PATIENT) -> Client:
@@ -94,6 +110,7 @@ def all_exist(pair: ServicePair, job_ids: list[int]) -> set[int]:
 
 
 def test_both_started_at_once_exactly_one_leads(pair: ServicePair, postgres_url: str) -> None:
+    """The first test of the module: the pair was just started, both at once."""
     leader = pair.leader()
     assert leaders(pair) == [leader]
     assert len(lock_holders(postgres_url)) == 1
