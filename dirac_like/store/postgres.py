@@ -35,6 +35,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -62,7 +63,9 @@ OnConnect = Callable[["psycopg.Connection[Any]"], None]
 
 CONNECT_TIMEOUT_S = 10
 INT8_OID = 20  # PostgreSQL's type id of bigint (psycopg.postgres.types["int8"].oid)
-COPY_THRESHOLD = 8  # rows: fewer go through executemany (COPY has a fixed cost)
+# rows: fewer go through a pipelined executemany (in the batch's one round trip); COPY leaves the
+# pipeline and costs round trips of its own, and pays off for large inserts only
+COPY_THRESHOLD = 100
 # The key of the advisory lock held while migrating (any constant; "dirac-li" in ASCII).
 MIGRATION_LOCK = 0x6469726163_2D6C69
 # synchronous=full: a commit is on the server's disk when it returns; normal: it may be lost if
@@ -108,9 +111,16 @@ def migrations() -> list[list[str]]:
     return translated
 
 
+@dataclass(frozen=True)
+class Table:
+    columns: list[str]  # in order
+    key: list[str]  # the primary key
+    types: dict[str, str]  # column -> its SQLite type (INTEGER, REAL, TEXT, BLOB)
+
+
 @functools.cache
-def _tables() -> dict[str, tuple[list[str], list[str]]]:
-    """table -> (its columns in order, its primary key), from the SQLite schema itself."""
+def _tables() -> dict[str, Table]:
+    """Every table of the SQLite schema, from that schema itself."""
     db = sqlite3.connect(":memory:")
     try:
         for statements in MIGRATIONS:
@@ -121,7 +131,7 @@ def _tables() -> dict[str, tuple[list[str], list[str]]]:
         for name in names:
             info = db.execute(f"PRAGMA table_info({name})").fetchall()
             key = [row[1] for row in sorted(info, key=lambda row: row[5]) if row[5]]
-            tables[name] = ([row[1] for row in info], key)
+            tables[name] = Table([row[1] for row in info], key, {row[1]: row[2] for row in info})
         return tables
     finally:
         db.close()
@@ -134,9 +144,7 @@ def to_postgres(sql: str) -> str:
     match = _INSERT.match(sql.strip())
     if match and match["conflict"]:
         table = match["table"]
-        columns, key = _tables()[table]
-        if match["columns"]:
-            columns = [name.strip() for name in match["columns"].strip("()").split(",")]
+        columns, key = _insert_columns(match), _tables()[table].key
         head = f"INSERT INTO {table} {match['columns'] or ''} {match['rest']}"
         if match["conflict"] == "IGNORE":
             sql = f"{head} ON CONFLICT DO NOTHING"
@@ -150,6 +158,111 @@ def to_postgres(sql: str) -> str:
         table = match["table"]
         sql = re.sub(r"= (\w+) \+ excluded", rf"= {table}.\1 + excluded", sql)
     return sql.replace("?", "%s")
+
+
+def _insert_columns(match: re.Match[str]) -> list[str]:
+    """The columns an INSERT matched by _INSERT names (all of its table's if it names none)."""
+    if match["columns"]:
+        return [name.strip() for name in match["columns"].strip("()").split(",")]
+    return _tables()[match["table"]].columns
+
+
+@dataclass(frozen=True)
+class BulkStatement:
+    """One statement doing what ``executemany(sql, rows)`` does, over one array per column
+    (``unnest``): one statement to plan and run instead of one per row."""
+
+    sql: str
+    types: tuple[str, ...]  # the SQLite type of each position in a row
+    key: tuple[int, ...]  # the positions of the table's key: rows repeating one go row by row
+    every_row_counts: bool = False  # the statement fails unless every row changes one row
+
+    def arrays(self, rows: list[Any]) -> list[list[Any]] | None:
+        """The rows as arrays, one per column; None if they do not fit (a key repeated, a value
+        not of its column's type: then the rows go one by one, as in SQLite)."""
+        if self.key and len({tuple(row[i] for i in self.key) for row in rows}) < len(rows):
+            return None
+        arrays: list[list[Any]] = []
+        for position, kind in enumerate(self.types):
+            normal = _NORMAL[kind]
+            try:
+                arrays.append([normal(row[position]) for row in rows])
+            except _Mixed:
+                return None
+        return arrays
+
+
+class _Mixed(Exception):
+    """A value that does not fit one array of its column's type."""
+
+
+def _normal(accepts: tuple[type, ...], convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def normal(value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, accepts):
+            raise _Mixed
+        return convert(value)
+
+    return normal
+
+
+# Values as one array of each SQLite column type holds them (booleans as integers, integers in a
+# REAL column as floats, str enumerations as their text: what SQLite stores).
+_NORMAL = {
+    "INTEGER": _normal((int,), int),
+    "REAL": _normal((float, int), float),
+    "TEXT": _normal((str,), str.__str__),
+    "BLOB": _normal((bytes,), bytes),
+}
+_COPY_TYPES = {"INTEGER": "int8", "REAL": "float8", "TEXT": "text", "BLOB": "bytea"}
+_ARRAY_TYPES = {"INTEGER": "bigint[]", "REAL": "float8[]", "TEXT": "text[]", "BLOB": "bytea[]"}
+_UPDATE = re.compile(r"^UPDATE (?P<table>\w+) SET (?P<sets>.*) WHERE (?P<key>\w+) = \?$", re.DOTALL)
+_VALUES = re.compile(r"VALUES \((?:%s,\s*)*%s\)")
+
+
+def _unnest(table: Table, columns: list[str]) -> str:
+    arrays = ", ".join(f"%b::{_ARRAY_TYPES[table.types[column]]}" for column in columns)
+    return f"unnest({arrays})"
+
+
+@functools.cache
+def bulk_statement(sql: str) -> BulkStatement | None:
+    """The BulkStatement of an ``INSERT … VALUES`` or an ``UPDATE … WHERE key = ?`` of the
+    SQLite store, None for any other."""
+    sql = sql.strip()
+    update = _UPDATE.match(sql)
+    if update:
+        name, key = update["table"], update["key"]
+        sets = [part.split("=") for part in update["sets"].split(",")]
+        if any(len(part) != 2 or part[1].strip() != "?" for part in sets):
+            return None
+        table = _tables()[name]
+        columns = [column.strip() for column, _ in sets] + [key]
+        assignments = ", ".join(f"{column} = v.{column}" for column in columns[:-1])
+        # Every row must update one: else the statement fails, naming the missing keys (and the
+        # batch is undone), so its row count is known without waiting for the server's reply.
+        bulk = f"""WITH v AS (SELECT * FROM {_unnest(table, columns)} AS v({", ".join(columns)})),
+            u AS (UPDATE {name} SET {assignments} FROM v WHERE {name}.{key} = v.{key}
+                  RETURNING {name}.{key})
+            SELECT (CASE WHEN count(u.{key}) = count(*) THEN '0'
+                ELSE 'rows not in table {name}: '
+                    || string_agg(v.{key}::text, ', ') FILTER (WHERE u.{key} IS NULL) END)::int
+            FROM v LEFT JOIN u ON u.{key} = v.{key}"""
+        types = tuple(table.types[column] for column in columns)
+        return BulkStatement(bulk, types, (len(columns) - 1,), every_row_counts=True)
+    insert = _INSERT.match(sql)
+    translated = to_postgres(sql)
+    if not insert or not insert["rest"].startswith("VALUES") or not _VALUES.search(translated):
+        return None
+    table, columns = _tables()[insert["table"]], _insert_columns(insert)
+    names = ", ".join(columns)  # in the arrays' order: history keeps commit order
+    rows = (
+        f"SELECT {names} FROM {_unnest(table, columns)} WITH ORDINALITY AS v({names}, n) ORDER BY n"
+    )
+    bulk = _VALUES.sub(rows, translated, count=1)
+    key = tuple(columns.index(c) for c in table.key) if set(table.key) <= set(columns) else ()
+    return BulkStatement(bulk, tuple(table.types[column] for column in columns), key)
 
 
 @functools.cache
@@ -203,14 +316,35 @@ class Translator:
         if copy is not None and len(rows) >= COPY_THRESHOLD:
             pipelined = self._pipeline is not None
             self._leave_pipeline()
-            with cursor.copy(copy) as writing:
-                for row in rows:
-                    writing.write_row(row)
+            self._copy(cursor, copy, sql, rows)
             if pipelined:
                 self._enter_pipeline()
             return Counted(cursor, None)
-        cursor.executemany(to_postgres(sql), rows)
+        bulk = bulk_statement(sql) if rows else None
+        arrays = bulk.arrays(rows) if bulk is not None else None
+        if bulk is not None and arrays is not None:
+            cursor.execute(bulk.sql, arrays)
+            if bulk.every_row_counts:
+                return Counted(cursor, None, known=len(rows))
+        else:
+            cursor.executemany(to_postgres(sql), rows)
         return Counted(cursor, self._pipeline)
+
+    @staticmethod
+    def _copy(cursor: psycopg.Cursor[Any], copy: str, sql: str, rows: list[Any]) -> None:
+        """COPY the rows in: binary (no text to escape and parse) when every value fits its
+        column's type, else as text (which then fails or converts, as an INSERT would)."""
+        bulk = bulk_statement(sql)
+        arrays = bulk.arrays(rows) if bulk is not None else None
+        if bulk is not None and arrays is not None:
+            with cursor.copy(f"{copy} (FORMAT BINARY)") as writing:
+                writing.set_types([_COPY_TYPES[kind] for kind in bulk.types])
+                for row in zip(*arrays, strict=True):
+                    writing.write_row(row)
+            return
+        with cursor.copy(copy) as writing:
+            for row in rows:
+                writing.write_row(row)
 
     def _enter_pipeline(self) -> None:
         self._pipeline = self._in_pipeline.enter_context(self.connection.pipeline())
@@ -257,7 +391,8 @@ class Translator:
         except BaseException as exc:
             self._leave_pipeline(exc)
             idle = psycopg.pq.TransactionStatus.IDLE
-            if not connection.closed and connection.info.transaction_status != idle:
+            alive = not (connection.closed or connection.broken)
+            if alive and connection.info.transaction_status != idle:
                 connection.execute("ROLLBACK")
             raise
         finally:
@@ -266,14 +401,23 @@ class Translator:
 
 class Counted:
     """A cursor of ``executemany`` whose row count, in a pipeline, is read once its replies are
-    in (the pipeline is synced on demand)."""
+    in (the pipeline is synced on demand), unless it is ``known`` (a statement that fails
+    unless every row counts: no need to wait)."""
 
-    def __init__(self, cursor: psycopg.Cursor[Any], pipeline: psycopg.Pipeline | None) -> None:
+    def __init__(
+        self,
+        cursor: psycopg.Cursor[Any],
+        pipeline: psycopg.Pipeline | None,
+        known: int | None = None,
+    ) -> None:
         self.cursor = cursor
         self.pipeline = pipeline
+        self.known = known
 
     @property
     def rowcount(self) -> int:
+        if self.known is not None:
+            return self.known
         if self.pipeline is not None:
             self.pipeline.sync()
         return self.cursor.rowcount
