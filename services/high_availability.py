@@ -478,7 +478,8 @@ class PairedService:
         log.info("leading now (term %d): loading the state", self.leadership.terms)
         try:
             self._note(session.connection, now, force=True)
-            self.shared.pull(session.connection, now)
+            if not self.settings.insecure:  # an insecure pair has no registry
+                self.shared.pull(session.connection, now)
             self.service = self._build_service(store, session)
             endpoint = self.service.bind(self.settings.listen)
             metrics_url = self.service.serve_metrics()
