@@ -37,7 +37,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -383,6 +383,7 @@ class PairedService:
         self.store: Store | None = None  # the standby's store (the leader's is the service's)
         self.session: LockSession | None = None
         self.service: PairedCentralService | None = None
+        self.listen = settings.listen  # where it binds (a picked port, once picked, kept)
         self.stopping = False
         self._next_note = 0.0
 
@@ -481,12 +482,15 @@ class PairedService:
             if not self.settings.insecure:  # an insecure pair has no registry
                 self.shared.pull(session.connection, now)
             self.service = self._build_service(store, session)
-            endpoint = self.service.bind(self.settings.listen)
+            endpoint = self.service.bind(self.listen)
             metrics_url = self.service.serve_metrics()
         except (DiracLikeError, psycopg.Error, OSError, LeadershipLost) as exc:
             log.error("could not take the lead: %s", exc)
             self._step_down(f"could not take the lead: {exc}", store)
             return
+        if endpoint != self.listen:  # a port the system picked: the same one next time
+            self.listen = endpoint
+            self.board.instance = replace(self.board.instance, endpoint=endpoint)
         if metrics_url:
             print(f"central service metrics on {metrics_url}", flush=True)
         print(f"central service listening on {endpoint}", flush=True)  # as a lone one says
@@ -551,8 +555,10 @@ def run_paired(
     """Run one instance of a pair in the foreground until SIGTERM/SIGINT."""
     listen = listen or config.service.listen
     if "*" in listen:
-        raise StoreError(
-            f"an instance of a pair needs a fixed endpoint its clients can name, not {listen}"
+        log.warning(
+            "listening on %s: a port the system picks, kept for later terms; the clients of a "
+            "pair need fixed endpoints to name",
+            listen,
         )
     settings = PairSettings(name or f"{socket.gethostname()}/{listen}", listen, insecure)
     paired = PairedService(config, home, settings)
