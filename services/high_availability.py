@@ -484,7 +484,7 @@ class PairedService:
             self.service = self._build_service(store, session)
             endpoint = self.service.bind(self.listen)
             metrics_url = self.service.serve_metrics()
-        except (DiracLikeError, psycopg.Error, OSError, LeadershipLost) as exc:
+        except (DiracLikeError, psycopg.Error, OSError, zmq.ZMQError, LeadershipLost) as exc:
             log.error("could not take the lead: %s", exc)
             self._step_down(f"could not take the lead: {exc}", store)
             return
