@@ -83,3 +83,44 @@ def test_several_servers_send_only_to_connected_ones() -> None:
         two.close(0)
     finally:
         context.term()
+
+
+class SessionDouble:
+    """A psycopg connection as LockSession uses it (statements noted, no server)."""
+
+    def __init__(self) -> None:
+        self.broken = self.closed = False
+        self.statements: list[str] = []
+
+    def execute(self, sql: str, parameters: object = ()) -> SessionDouble:
+        self.statements.append(sql)
+        return self
+
+    def fetchone(self) -> tuple[bool]:
+        return (True,)
+
+
+def test_the_lock_session_is_the_store_s_first_session_and_refuses_any_other() -> None:
+    from dirac_like.errors import StoreError
+    from dirac_like.services.high_availability import LockSession
+
+    lock, first = LockSession(), SessionDouble()
+    lock.on_connect(first)  # type: ignore[arg-type]
+    assert any("tcp_keepalives_idle" in sql for sql in first.statements)
+    assert lock.try_lock()
+    with pytest.raises(StoreError, match="no other is used"):
+        lock.on_connect(SessionDouble())  # type: ignore[arg-type]
+    assert lock.connection is first
+
+
+def test_a_broken_lock_session_is_leadership_lost() -> None:
+    from dirac_like.services.high_availability import LeadershipLost, LockSession
+
+    lock, session = LockSession(), SessionDouble()
+    lock.on_connect(session)  # type: ignore[arg-type]
+    lock.check()
+    session.broken = True
+    with pytest.raises(LeadershipLost):
+        lock.check()
+    with pytest.raises(LeadershipLost):
+        lock.probe()
