@@ -5,6 +5,7 @@ The kill -9 of the leader under load, with real pilots, is tests/e2e/test_failov
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from dirac_like.client import Client, RetryPolicy
 from dirac_like.errors import DiracLikeError
 from dirac_like.identity import load_identity
 from dirac_like.service_pair import ServicePair
-from dirac_like.testing import wait_for
+from dirac_like.testing import run_cli, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -118,6 +119,17 @@ def test_both_started_at_once_exactly_one_leads(pair: ServicePair, postgres_url:
     assert status.store == "postgresql"
     assert [row.role for row in status.instances] == ["leader", "standby"]
     assert status.instances[0].endpoint == pair.listens[leader]
+
+
+def test_admin_service_status_names_the_leader(pair: ServicePair) -> None:
+    leader = pair.leader()
+    done = run_cli(
+        pair.endpoint, "admin", "service", "status", "--json",
+        "--identity", str(pair.identity_path), cwd=pair.folder,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    first = json.loads(done.stdout)["instances"][0]
+    assert first["role"] == "leader" and first["endpoint"] == pair.listens[leader]
 
 
 def test_a_leader_stopped_with_sigterm_hands_over_at_once(pair: ServicePair) -> None:
