@@ -4,15 +4,18 @@ Chosen by a store URL ``postgresql://user:password@host:port/database`` (``store
 central service's configuration; docs/postgresql.md). SQLite stays the embedded default.
 
 One connection in autocommit mode; every ``commit`` is one transaction (``BEGIN`` … ``COMMIT``)
-holding the whole ChangeSet, the same group commit as SQLite's. ``load`` reads every table in one
-REPEATABLE READ READ ONLY transaction (one snapshot). A commit is durable when it returns if the
-server runs with ``synchronous_commit = on`` (its default).
+holding the whole ChangeSet, the same group commit as SQLite's, sent pipelined (one round trip).
+``load`` reads every table in one REPEATABLE READ READ ONLY transaction (one snapshot). With
+synchronous=full the session's ``synchronous_commit`` is on: a commit is on the server's disk
+when it returns; with normal it is off.
 
 The tables, columns and statements are SQLite's (dirac_like/store/sqlite.py), written once in
 SQLite's dialect: :func:`to_postgres` translates each statement the first time it runs (``?``
 placeholders, ``INSERT OR REPLACE``/``OR IGNORE`` as ``ON CONFLICT`` on the table's primary key,
-the column types) so the two stores cannot drift apart. Plain multi-row inserts (new jobs, their
+the column types) so the two stores cannot drift apart. The rows of one statement run as one
+statement over arrays (:func:`bulk_statement`); large plain inserts (a bulk submission's jobs,
 descriptions, history) go through ``COPY``. Booleans are stored as integers, as in SQLite.
+Descriptions are read ahead and kept (they never change once stored).
 
 The schema version is the one row of table ``schema_version``; the SQLite migrations, translated,
 take a database from version n to n + 1, all in one transaction under an advisory lock (two
@@ -33,6 +36,7 @@ import functools
 import logging
 import re
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -66,6 +70,13 @@ INT8_OID = 20  # PostgreSQL's type id of bigint (psycopg.postgres.types["int8"].
 # rows: fewer go through a pipelined executemany (in the batch's one round trip); COPY leaves the
 # pipeline and costs round trips of its own, and pays off for large inserts only
 COPY_THRESHOLD = 100
+# A description read from the server brings the next ones with it (a task queue's jobs have
+# consecutive ids and are matched in id order: a match need not wait for the server each time);
+# descriptions never change once stored, so the ones read stay valid.
+DESCRIPTIONS_READ_AHEAD = 256
+DESCRIPTIONS_KEPT = 65_536
+SELECT_DESCRIPTIONS_FROM = """SELECT job_id, description FROM descriptions WHERE job_id >= %s
+    ORDER BY job_id LIMIT %s"""
 # The key of the advisory lock held while migrating (any constant; "dirac-li" in ASCII).
 MIGRATION_LOCK = 0x6469726163_2D6C69
 # synchronous=full: a commit is on the server's disk when it returns; normal: it may be lost if
@@ -462,6 +473,7 @@ class PostgresStore(StatementStore):
         self.url = url
         self.path = redact(url)  # what messages name (the SQLite store names its file)
         self._db = Translator(url, SYNCHRONOUS_COMMIT[synchronous], on_connect)
+        self._descriptions: OrderedDict[int, bytes] = OrderedDict()  # read ahead, oldest first
         try:
             self._migrate()
         except psycopg.Error as exc:
@@ -556,6 +568,19 @@ class PostgresStore(StatementStore):
                 return load_state(db)
         except psycopg.Error as exc:
             raise StoreError(f"cannot load store {self.path}: {exc}") from exc
+
+    def _description_blob(self, job_id: int) -> bytes | None:
+        """From the descriptions read ahead, else from the server with the next ones."""
+        blob = self._descriptions.get(job_id)
+        if blob is not None:
+            return blob
+        connection = self._db.usable()
+        rows = connection.execute(SELECT_DESCRIPTIONS_FROM, (job_id, DESCRIPTIONS_READ_AHEAD))
+        for stored_id, stored in rows:
+            self._descriptions[stored_id] = stored
+        while len(self._descriptions) > DESCRIPTIONS_KEPT:
+            self._descriptions.popitem(last=False)
+        return self._descriptions.get(job_id)
 
     def schema_version(self) -> int:
         try:

@@ -361,16 +361,20 @@ class StatementStore(Store):
 
     def description(self, job_id: int) -> dict[str, Any]:
         try:
-            row = self._db.execute(SELECT_DESCRIPTION, (job_id,)).fetchone()
+            blob = self._description_blob(job_id)
         except self.db_errors as exc:
             raise StoreError(f"cannot read job {job_id}: {exc}") from exc
-        if row is None:
+        if blob is None:
             raise JobNotFound(f"job {job_id} not found")
         try:
-            description: dict[str, Any] = msgpack.unpackb(row[0], raw=False)
+            description: dict[str, Any] = msgpack.unpackb(blob, raw=False)
         except ValueError as exc:  # every msgpack decoding error is a ValueError
             raise StoreError(f"job {job_id}: stored description is not msgpack: {exc}") from exc
         return description
+
+    def _description_blob(self, job_id: int) -> bytes | None:
+        row = self._db.execute(SELECT_DESCRIPTION, (job_id,)).fetchone()
+        return None if row is None else bytes(row[0])
 
     def history(self, job_id: int) -> list[HistoryEntry]:
         try:

@@ -16,7 +16,7 @@ import pytest
 from postgres_server import PostgresServer
 
 from dirac_like.client import Client, RetryPolicy
-from dirac_like.errors import StoreError, UnstorableValue
+from dirac_like.errors import JobNotFound, StoreError, UnstorableValue
 from dirac_like.model import ChangeSet, HistoryEntry, JobRecord, StoredReply
 from dirac_like.processes import ServiceProcess
 from dirac_like.states import JobStatus
@@ -184,3 +184,26 @@ def test_a_session_refused_by_on_connect_commits_nothing_even_after_a_reconnect(
     finally:
         store.close()
     assert [job.job_id for job in open_postgres().load().jobs] == [1]
+
+
+def test_descriptions_read_ahead_are_the_stored_ones_and_later_jobs_are_found(
+    open_postgres: Callable[..., PostgresStore],
+) -> None:
+    store = open_postgres()
+    for job_id in (1, 2, 3):
+        changes = new_job(job_id)
+        changes.new_jobs = [
+            (job, msgpack.packb({"Arguments": str(job_id)})) for job, _ in changes.new_jobs
+        ]
+        store.commit(changes)
+
+    assert store.description(1) == {"Arguments": "1"}  # reads 2 and 3 ahead
+    store.commit(new_job(4))  # after the read-ahead
+
+    assert [store.description(job_id) for job_id in (3, 2)] == [
+        {"Arguments": "3"},
+        {"Arguments": "2"},
+    ]
+    assert store.description(4) == {}
+    with pytest.raises(JobNotFound):
+        store.description(5)
