@@ -151,6 +151,7 @@ _ACTIONS = {
     Op.DOWNTIME_ADD: "declare downtimes",
     Op.DOWNTIME_LIST: "list downtimes",
     Op.DOWNTIME_CANCEL: "cancel downtimes",
+    Op.SERVICE_STATUS: "see which service instance leads",
     Op.SE_LIST: "list storage elements",
     Op.SE_SET_STATUS: "set storage element status",
     Op.CATALOG_REGISTER: "register files",
@@ -652,4 +653,5 @@ RULES: dict[str, dict[Role, Check]] = {
     Op.DOWNTIME_ADD: {_O: _anything},
     Op.DOWNTIME_LIST: {_O: _anything, _A: _anything, _M: _anything},
     Op.DOWNTIME_CANCEL: {_O: _anything},
+    Op.SERVICE_STATUS: {_O: _anything, _A: _anything, _M: _anything},
 }

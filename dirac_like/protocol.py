@@ -852,6 +852,25 @@ class SiteStateReply:
 
 
 @dataclass(frozen=True)
+class ServiceInstanceRow:
+    """One instance of the central service (docs/high-availability.md)."""
+
+    name: str
+    endpoint: str  # where it serves when it leads
+    host: str
+    pid: int
+    role: str  # leader or standby
+    since: float  # when it took that role
+    seen: float  # when it last noted itself alive
+
+
+@dataclass(frozen=True)
+class ServiceStatusReply:
+    store: str  # the store's kind: sqlite, postgresql
+    instances: list[ServiceInstanceRow]  # the leader first
+
+
+@dataclass(frozen=True)
 class PilotSummaryRow:
     site: str
     state: str
@@ -1070,6 +1089,7 @@ class Op:
     DOWNTIME_ADD = "downtime_add"
     DOWNTIME_LIST = "downtime_list"
     DOWNTIME_CANCEL = "downtime_cancel"
+    SERVICE_STATUS = "service_status"
 
 
 ARGUMENTS: dict[str, type] = {
@@ -1136,6 +1156,7 @@ ARGUMENTS: dict[str, type] = {
     Op.DOWNTIME_ADD: DowntimeAddArgs,
     Op.DOWNTIME_LIST: DowntimeListArgs,
     Op.DOWNTIME_CANCEL: DowntimeIdArgs,
+    Op.SERVICE_STATUS: NoArgs,
 }
 
 # The result of each operation's ok reply.
@@ -1203,6 +1224,7 @@ REPLIES: dict[str, Any] = {
     Op.DOWNTIME_ADD: DowntimeRow,
     Op.DOWNTIME_LIST: list[DowntimeRow],
     Op.DOWNTIME_CANCEL: DowntimeRow,
+    Op.SERVICE_STATUS: ServiceStatusReply,
 }
 
 # Operations that change stored state: their replies are remembered under the request id so a

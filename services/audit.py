@@ -131,7 +131,10 @@ class AuditLog:
     def _write(
         self, principal: Principal, op: str, args: Any, now: float, outcome: str, reason: str
     ) -> None:
-        line = audit_line(principal, op, args, now, outcome, reason)
+        self.record(audit_line(principal, op, args, now, outcome, reason), now)
+
+    def record(self, line: str, now: float) -> None:
+        """Append one line (a subclass may keep it elsewhere too)."""
         try:
             os.write(self._fd, line.encode() + b"\n")
         except OSError as exc:

@@ -95,6 +95,7 @@ from .pacing import Pacer
 from .replies import reply_key
 from .sandbox_handlers import SANDBOX_HANDLERS
 from .state import CentralState
+from .status_handlers import ServiceView, SingleInstance
 from .zap import DOMAIN, ZapHandler
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ class CentralService:
         clock: Callable[[], float] = time.time,
         insecure: bool = False,
         open_store: Callable[[], Store] | None = None,
+        service_view: ServiceView | None = None,
     ) -> None:
         self.config = config
         self.home = home
@@ -141,9 +143,7 @@ class CentralService:
         self.guard = (
             None
             if self.issuer is None
-            else Guard(
-                self.issuer, RateLimiter.from_config(config.security), AuditLog.in_home(home)
-            )
+            else Guard(self.issuer, RateLimiter.from_config(config.security), self._audit_log())
         )
         self._open_store = open_store or (
             lambda: default_store(config.store_url(home), config.store.synchronous)
@@ -155,7 +155,9 @@ class CentralService:
             self.store.close()
             raise
         sandbox_limit = max(config.sandboxes.max_input_bytes, config.sandboxes.max_output_bytes)
-        self.sandboxes = SandboxStore(home / "sandboxes", sandbox_limit)
+        self.sandboxes = self._sandbox_store(sandbox_limit)
+        self.service_view = service_view or SingleInstance(clock(), lambda: self.endpoint)
+        self.endpoint = ""
         self.state = self._load_state()
         self.metrics = ServiceMetrics(config.metrics)
         self.metrics_endpoint: MetricsEndpoint | None = None
@@ -178,6 +180,14 @@ class CentralService:
         self._broken: StoreError | None = None  # the store could not be reopened: retry
         self._next_purge = clock() + PURGE_SECONDS
         self.pacer = Pacer(config.bulk.duty)
+
+    def _audit_log(self) -> AuditLog:
+        """Where admin actions and refusals are recorded: a file in the home."""
+        return AuditLog.in_home(self.home)
+
+    def _sandbox_store(self, max_bytes: int) -> SandboxStore:
+        """Where the sandboxes are kept: files in the home."""
+        return SandboxStore(self.home / "sandboxes", max_bytes)
 
     def _secure_socket(self, keys: Keypair) -> ZapHandler:
         """CurveZMQ server, with the ZAP handler bound BEFORE the socket can take a connection
@@ -203,6 +213,7 @@ class CentralService:
             self.config.storage_elements(self.home),
         )
         state.identities = self.issuer
+        state.service_view = self.service_view
         log.info("state loaded in %.2f s", time.perf_counter() - started)
         return state
 
@@ -609,17 +620,30 @@ def run_central(
     """Run the central service in the foreground until SIGTERM/SIGINT; returns the exit code.
     A home without keys is initialized first (see :func:`dirac_like.registry.init_home`). The
     home and the store are locked for the service's lifetime: a second central service on either
-    exits at once with :class:`AlreadyRunning`, naming the first one's PID."""
+    exits at once with :class:`AlreadyRunning`, naming the first one's PID.
+
+    On a PostgreSQL store the service is one instance of an active-standby pair
+    (services/high_availability.py): only the home is locked here, the store's advisory lock
+    says which instance leads."""
     locks = [(lock_path(home, "central"), f"a central service on home {home}")]
     url = config.store_url(home)
-    if not is_postgres_url(url):  # a database server is shared: no file to lock
-        store = store_file(url)
-        locks.append((store.with_name(store.name + ".lock"), f"a central service on store {store}"))
+    if is_postgres_url(url):  # a database server is shared: no file to lock
+        with holding(*locks):
+            return _serve_paired(config, home, listen, insecure)
+    store = store_file(url)
+    locks.append((store.with_name(store.name + ".lock"), f"a central service on store {store}"))
     with holding(*locks):
         return _serve(config, home, listen, insecure)
 
 
-def _serve(config: Config, home: Path, listen: str | None, insecure: bool) -> int:
+def _serve_paired(config: Config, home: Path, listen: str | None, insecure: bool) -> int:
+    from .high_availability import run_paired  # psycopg: imported only for PostgreSQL
+
+    _prepare_home(home, insecure)
+    return run_paired(config, home, listen, insecure)
+
+
+def _prepare_home(home: Path, insecure: bool) -> None:
     # The store, its WAL, sandboxes and logs name users and hold their files: the service's
     # files are its own (0600, folders 0700), whatever the umask of the shell that started it.
     os.umask(0o077)
@@ -632,6 +656,10 @@ def _serve(config: Config, home: Path, listen: str | None, insecure: bool) -> in
                 home,
                 initialized.admin_identity,
             )
+
+
+def _serve(config: Config, home: Path, listen: str | None, insecure: bool) -> int:
+    _prepare_home(home, insecure)
     # Millions of long-lived job records: collect young objects less often, and keep what was
     # loaded at start-up out of every later collection.
     gc.set_threshold(100_000, 50, 100)

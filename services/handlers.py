@@ -74,6 +74,7 @@ from .monitor_handlers import MONITOR_HANDLERS
 from .pilot_handlers import PILOT_HANDLERS
 from .sandbox_handlers import SANDBOX_HANDLERS
 from .state import NEVER_RUNNABLE, CentralState, check_name
+from .status_handlers import STATUS_HANDLERS
 
 S = JobStatus
 Handler = Callable[[CentralState, Any, float], Any]
@@ -422,6 +423,7 @@ HANDLERS: dict[str, Handler] = {
     **DATA_HANDLERS,
     **JOB_HANDLERS,
     **MONITOR_HANDLERS,
+    **STATUS_HANDLERS,
 }
 # What a bulk action does to one job: the same handler as for one job named by id.
 BULK_ACTIONS: dict[str, Handler] = {

@@ -75,6 +75,7 @@ from .transfer_book import TransferBook
 
 if TYPE_CHECKING:
     from .identities import IdentityIssuer
+    from .status_handlers import ServiceView
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,7 @@ class CentralState:
         )
         self.pushes: list[tuple[str, PilotCommand]] = []  # (pilot id, command) to send now
         self.identities: IdentityIssuer | None = None  # set by a service that runs secure
+        self.service_view: ServiceView | None = None  # who leads (set by the service)
         self.grid = GridLog()  # CEs and pilots seen lately, the match rate (job why)
         self.bulk = BulkBook(self.journal, loaded.bulk_actions)  # carried out a batch at a time
         self.expansions = ExpansionBook(self.journal)  # big submissions, made a slice at a time

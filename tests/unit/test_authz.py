@@ -219,6 +219,7 @@ def own_args(op: str, role: Role) -> Any:
         Op.DOWNTIME_ADD: DowntimeAddArgs(CERN, "site", 10.0, 20.0, "upgrade"),
         Op.DOWNTIME_LIST: DowntimeListArgs(),
         Op.DOWNTIME_CANCEL: DowntimeIdArgs(1),
+        Op.SERVICE_STATUS: NoArgs(),
         Op.SE_LIST: NoArgs(),
         Op.SE_SET_STATUS: SEStatusArgs("CERN-DISK", "Banned", "disk failure"),
         Op.CATALOG_REGISTER: RegisterArgs(
@@ -303,6 +304,7 @@ EXPECTED: dict[str, set[str]] = {
     Op.DOWNTIME_ADD: {"admin", "operator"},
     Op.DOWNTIME_LIST: {"admin", "operator", "agent", "monitor"},
     Op.DOWNTIME_CANCEL: {"admin", "operator"},
+    Op.SERVICE_STATUS: {"admin", "operator", "agent", "monitor"},
 }
 ALICE_FILE = "/lhcb/user/alice/run1/hits.root"
 
