@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import astuple, fields
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import msgpack
 
@@ -64,6 +64,7 @@ from dirac_like.monitoring import (
 )
 from dirac_like.states import JobStatus
 from dirac_like.store.base import SCHEMA_VERSION, Store
+from dirac_like.store.database import Database
 from dirac_like.store.sqlite_work import MIGRATION as WORK_MIGRATION
 from dirac_like.store.sqlite_work import load_bulk_actions, load_submissions, write_work
 
@@ -340,15 +341,6 @@ _history_values = attrgetter(*HISTORY_FIELDS)
 _pilot_values = attrgetter(*PILOT_FIELDS)
 _transfer_values = attrgetter(*TRANSFER_FIELDS)
 _STATUS_BY_VALUE = {status.value: status for status in JobStatus}
-
-
-class Database(Protocol):
-    """What the statements below are run through: an sqlite3 connection, or the PostgreSQL
-    store's translator (dirac_like/store/postgres.py), which runs them in PostgreSQL's dialect."""
-
-    def execute(self, sql: str, parameters: Any = (), /) -> Any: ...
-
-    def executemany(self, sql: str, rows: Any, /) -> Any: ...
 
 
 # What a bad value in a ChangeSet raises on its way into SQLite (besides sqlite3.Error).

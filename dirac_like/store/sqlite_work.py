@@ -4,7 +4,6 @@ in slices. Used by :mod:`dirac_like.store.sqlite`."""
 
 from __future__ import annotations
 
-import sqlite3
 from array import array
 from dataclasses import astuple
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import msgpack
 
 from dirac_like.model import BulkActionRecord, ChangeSet, SubmissionRecord
+from dirac_like.store.database import Database
 
 MIGRATION = (
     """CREATE TABLE bulk_actions (
@@ -36,7 +36,7 @@ DELETE_SUBMISSION = "DELETE FROM submissions WHERE first_job_id = ?"
 SELECT_SUBMISSIONS = "SELECT * FROM submissions ORDER BY first_job_id"
 
 
-def write_work(db: sqlite3.Connection, changes: ChangeSet) -> None:
+def write_work(db: Database, changes: ChangeSet) -> None:
     """The bulk actions and submissions this change set touched."""
     if changes.bulk_job_ids:
         db.executemany(
@@ -56,7 +56,7 @@ def write_work(db: sqlite3.Connection, changes: ChangeSet) -> None:
         db.executemany(UPSERT_SUBMISSION, [_submission_row(s) for _, s in items if s is not None])
 
 
-def load_bulk_actions(db: sqlite3.Connection) -> list[tuple[BulkActionRecord, list[int]]]:
+def load_bulk_actions(db: Database) -> list[tuple[BulkActionRecord, list[int]]]:
     loaded = []
     for row in db.execute(SELECT_BULK):
         bulk_id, action, selection, owner, count, position, done, skipped = row[:8]
@@ -69,7 +69,7 @@ def load_bulk_actions(db: sqlite3.Connection) -> list[tuple[BulkActionRecord, li
     return loaded
 
 
-def load_submissions(db: sqlite3.Connection) -> list[SubmissionRecord]:
+def load_submissions(db: Database) -> list[SubmissionRecord]:
     return [
         SubmissionRecord(first, owner, group, submitter, tuple(msgpack.unpackb(sources)), *rest)
         for first, owner, group, submitter, sources, *rest in db.execute(SELECT_SUBMISSIONS)
