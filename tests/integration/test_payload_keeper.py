@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import psutil
 
-from dirac_like.agents import payload_keeper
+from dirac_like.testing import wait_for
+
+from dirac_like.agents import payload_keeper, spawner
 from dirac_like.agents.outbox import JOB_FILE, ended_report
 
 KEEPER = [sys.executable, "-I", "-S", payload_keeper.__file__]
@@ -76,3 +79,46 @@ def test_a_successor_pilot_reports_an_end_the_keeper_noted(tmp_path: Path) -> No
     assert report is not None
     assert (report.job_id, report.attempt, report.pilot_id, report.status) == (7, 2, "p1", "Done")
     assert report.output_pending and not report.failed
+
+
+def test_a_payload_outlives_the_thread_that_started_it(tmp_path: Path) -> None:
+    """Regression (issue 15): a parent-death signal follows the parent *thread*. Keepers were
+    started by the pilot's worker threads, so a keeper whose starting thread ended took it for
+    the pilot's death and killed its payload (seen once in CI: "Application killed by SIGKILL"
+    for a job that exits 3). Keepers are now forked by the exec helper, whatever thread asks."""
+    ended: list[tuple[int, float]] = []
+    done = threading.Event()
+
+    def on_end(status: int, cpu: float) -> None:
+        ended.append((status, cpu))
+        done.set()
+
+    def start() -> None:
+        with open(tmp_path / "out", "wb") as out, open(os.devnull, "rb") as null:
+            spawner.shared().spawn(
+                ["sh", "-c", "touch started; sleep 1; exit 3"],
+                tmp_path,
+                dict(os.environ),
+                (null.fileno(), out.fileno(), out.fileno()),
+                on_end,
+            )
+        # The keeper armed its parent-death signal before it started the payload: this thread
+        # ends while the payload runs (with keepers started from here, it was killed: exit 1).
+        wait_for(lambda: (tmp_path / "started").exists(), "the payload to start", timeout=30)
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    starter.join()
+    assert done.wait(30)
+    [(status, _)] = ended
+    assert os.waitstatus_to_exitcode(status) == 3
+    assert (tmp_path / payload_keeper.ENDED_MARK).read_text() == "exit 3\n"
+
+
+def test_the_payload_gets_fresh_signal_dispositions(tmp_path: Path) -> None:
+    """Python ignores SIGPIPE, the exec helper SIGINT: a payload must not inherit that."""
+    script = "grep -E '^Sig(Ign|Blk)' /proc/self/status"
+    assert keep(tmp_path, "sh", "-c", f"{script} > status").returncode == 0
+    masks = dict(line.split(":") for line in (tmp_path / "status").read_text().splitlines())
+    assert int(masks["SigIgn"], 16) == 0
+    assert int(masks["SigBlk"], 16) == 0
