@@ -213,7 +213,11 @@ class PayloadRunner:
                 argv,
                 spec.workdir,
                 env,
-                (null if stdin is None else stdin.fileno(), outputs[0].fileno(), outputs[1].fileno()),
+                (
+                    null if stdin is None else stdin.fileno(),
+                    outputs[0].fileno(),
+                    outputs[1].fileno(),
+                ),
                 self._ended,
                 str(spec.lease_file or "-"),
                 lease,

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import psutil
 
-from dirac_like.testing import wait_for
-
 from dirac_like.agents import payload_keeper, spawner
 from dirac_like.agents.outbox import JOB_FILE, ended_report
+from dirac_like.testing import wait_for
 
 KEEPER = [sys.executable, "-I", "-S", payload_keeper.__file__]
 
