@@ -921,10 +921,11 @@ class Pilot:
             failed=status is not JobStatus.DONE,
             usage=asdict(usage) if usage else (kept.usage if kept else {}),
         )
-        try:
-            self.outbox.put(report)
-        except OSError as exc:
-            log.error("job %s: report not kept in the outbox (sent once): %s", job_id, exc)
+        if not _same_outcome(kept, report):  # else the kept one, completed again, says it
+            try:
+                self.outbox.put(report)
+            except OSError as exc:
+                log.error("job %s: report not kept in the outbox (sent once): %s", job_id, exc)
         self._unsent.append(report)
 
     def _send_reports(self) -> None:
@@ -1058,6 +1059,16 @@ class Pilot:
                 continue
             self.events.put(event)
             self.process_events()
+
+
+def _same_outcome(kept: Report | None, report: Report) -> bool:
+    """Whether the report kept when the payload ended tells the same end as ``report`` (which
+    only adds the output sandbox): then it need not be written again (issue 15)."""
+    return (
+        kept is not None
+        and (kept.status, kept.minor_status) == (report.status, report.minor_status)
+        and kept.request_id == report.request_id
+    )
 
 
 def _application(result: PayloadResult) -> str:
