@@ -287,7 +287,7 @@ def serve(channel: int) -> None:
             link.send(json.dumps({"id": request["id"], "pid": pid}).encode())
 
 
-def fork_keeper(request: dict, descriptors: list[int], close: list[int]) -> int:  # type: ignore[type-arg]
+def fork_keeper(request: dict, descriptors: list[int], close: list[int]) -> int:  # type: ignore[type-arg, unused-ignore]
     """Fork a keeper for one payload, in its own session, its working folder and environment,
     with ``descriptors`` as its stdin, stdout and stderr."""
     helper = os.getpid()

@@ -44,6 +44,7 @@ from dirac_like.protocol import (
     MatchedJob,
     NoArgs,
     Op,
+    PilotCommand,
     PingReply,
     ReportOutcome,
     ReportOutcomes,
@@ -238,7 +239,9 @@ def request_jobs(state: CentralState, args: RequestJobsArgs, now: float) -> Requ
     ``request_job`` makes them; the hold and the reason only when none came."""
     if not 1 <= args.count <= MAX_JOBS_PER_REQUEST:
         raise InvalidArgument(f"count must be 1 to {MAX_JOBS_PER_REQUEST}, got {args.count}")
-    resources, jobs, commands = args.resources, [], []
+    resources = args.resources
+    jobs: list[MatchedJob] = []
+    commands: list[PilotCommand] = []
     while len(jobs) < args.count and resources.cores >= 1:
         one = RequestJobArgs(args.pilot_id, resources, args.credential, args.revision)
         reply = request_job(state, one, now)
