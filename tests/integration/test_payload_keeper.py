@@ -4,6 +4,7 @@ pilot and its payload (issue 11, defect 8)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -121,3 +122,44 @@ def test_the_payload_gets_fresh_signal_dispositions(tmp_path: Path) -> None:
     masks = dict(line.split(":") for line in (tmp_path / "status").read_text().splitlines())
     assert int(masks["SigIgn"], 16) == 0
     assert int(masks["SigBlk"], 16) == 0
+
+
+def test_a_dead_exec_helper_ends_its_payloads_and_is_reported(tmp_path: Path) -> None:
+    helper = spawner.Spawner()
+    ended: list[int] = []
+    try:
+        with open(tmp_path / "out", "wb") as out, open(os.devnull, "rb") as null:
+            keeper = helper.spawn(
+                ["sh", "-c", "echo $$ > payload.pid; exec sleep 60"],
+                tmp_path,
+                dict(os.environ),
+                (null.fileno(), out.fileno(), out.fileno()),
+                lambda status, cpu: ended.append(status),
+            )
+        payload = int(
+            wait_for(
+                lambda: (
+                    (tmp_path / "payload.pid").read_text().strip()
+                    if (tmp_path / "payload.pid").exists()
+                    else ""
+                ),
+                "the payload",
+                timeout=30,
+            )
+        )
+        os.kill(helper.process.pid, signal.SIGKILL)
+        assert wait_for(lambda: ended, "the keeper reported lost", timeout=30) == [
+            spawner.LOST_STATUS
+        ]
+        wait_for(lambda: gone(payload), "the payload to die with its keeper", timeout=30)
+        wait_for(lambda: gone(keeper), "the keeper to end (its parent died)", timeout=30)
+        assert not helper.alive
+    finally:
+        helper.close()
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
