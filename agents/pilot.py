@@ -30,8 +30,9 @@ Reliability (issue 11):
   one acknowledged for ``lease`` seconds is killed by its keeper (agents/payload_keeper.py), even
   while the pilot is frozen, before the service may reschedule the job (it waits
   ``stalled_to_reschedule`` more); the pilot then hands the job back.
-- **Job folders** are removed once the job's final report was answered; those of jobs not Done
-  are kept ``keep_failed_for`` seconds within ``keep_failed_max_mb`` (agents/job_folders.py).
+- **Job folders** are removed (by a folder thread, off the loop) once the job's final report was
+  answered; those of jobs not Done are kept ``keep_failed_for`` seconds within
+  ``keep_failed_max_mb`` (agents/job_folders.py).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -379,6 +381,7 @@ class Pilot:
         )
         self._unsent: list[Report] = []  # kept in the outbox, to be sent this turn
         self.folders = JobFolders(config.workdir, config.keep_failed_for, config.keep_failed_max_mb)
+        self._folder_work = ThreadPoolExecutor(1, thread_name_prefix="folders")
         self.lease_file = config.workdir / LEASE_FILE
         self._next_flush = self._started
         self._next_sweep = self._started
@@ -434,6 +437,7 @@ class Pilot:
         finally:
             self._abandon()
             self.flush_outbox(self.clock(), force=True)
+            self._folder_work.shutdown(wait=True)
             self.client.close()
             os.close(self._wake_read)
             os.close(self._wake_write)
@@ -936,9 +940,11 @@ class Pilot:
             self.reports.send(reports)
 
     def _answered(self, report: Report) -> None:
-        """The service answered ``report`` (it left the outbox): its folder can go."""
+        """The service answered ``report`` (it left the outbox): its folder can go (removed by
+        the folder thread, off this loop: a folder left by a pilot that exits first is removed
+        by its successor's sweep)."""
         if report.workdir:
-            self.folders.finished(Path(report.workdir), report.failed)
+            self._folder_work.submit(self.folders.finished, Path(report.workdir), report.failed)
 
     def flush_outbox(self, now: float, force: bool = False) -> None:
         """Send again the reports the service has not answered (also those a predecessor on this
