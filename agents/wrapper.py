@@ -535,7 +535,7 @@ def _check_environment(argv: list[str], env: Mapping[str, str]) -> None:
 
 
 def _check_runnable(executable: str, workdir: Path) -> None:
-    """Refuse what the payload's exec would fail on (setpriv would only exit 127 for it)."""
+    """Refuse what the payload's exec would fail on (the keeper would only exit 127 for it)."""
     if "/" in executable:
         path = workdir / executable
         if not path.exists():
