@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,6 +109,7 @@ def pilot_rate(jobs: int, pilots: int, cores: int, executable: str) -> float:
         for popen in started:
             popen.wait(60)
         service.stop()
+        shutil.rmtree(home, ignore_errors=True)
     return (jobs - 1) / (last - first)
 
 
