@@ -41,6 +41,7 @@ from dirac_like.errors import ConfigError, ProtocolError, ServiceUnavailable, er
 from dirac_like.identity import Identity, resolve_identity, secure_client_socket, warn_insecure
 from dirac_like.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    PILOT_REVISION,
     AddPilotsArgs,
     AddPilotsReply,
     BanSiteArgs,
@@ -92,9 +93,13 @@ from dirac_like.protocol import (
     ProbeReportReply,
     ProbeResultItem,
     ProbeResultsArgs,
+    ReportOutcome,
+    ReportOutcomes,
     Request,
     RequestJobArgs,
     RequestJobReply,
+    RequestJobsArgs,
+    RequestJobsReply,
     RescheduleReply,
     SandboxDownloadArgs,
     SandboxDownloadReply,
@@ -121,6 +126,7 @@ from dirac_like.protocol import (
     UpdatePilotsArgs,
     UpdatePilotsReply,
     UpdateStatusArgs,
+    UpdateStatusesArgs,
     WhyReply,
     decode_push,
     decode_reply,
@@ -421,8 +427,28 @@ class Client:
         return rows
 
     def request_job(self, pilot_id: str, resources: PilotResources) -> RequestJobReply:
-        reply: RequestJobReply = self.call(Op.REQUEST_JOB, RequestJobArgs(pilot_id, resources))
+        args = RequestJobArgs(pilot_id, resources, revision=PILOT_REVISION)
+        reply: RequestJobReply = self.call(Op.REQUEST_JOB, args)
         return reply
+
+    def request_jobs(
+        self, pilot_id: str, resources: PilotResources, count: int
+    ) -> RequestJobsReply:
+        """Up to ``count`` jobs in one request (UnknownOperation from a service older than it:
+        use :meth:`request_job`)."""
+        args = RequestJobsArgs(pilot_id, resources, count, revision=PILOT_REVISION)
+        reply: RequestJobsReply = self.call(Op.REQUEST_JOBS, args)
+        return reply
+
+    def update_statuses(
+        self, pilot_id: str, reports: list[UpdateStatusArgs], request_id: str = ""
+    ) -> list[ReportOutcome]:
+        """Several reports in one request; one outcome per report, in order (UnknownOperation
+        from a service older than it: use :meth:`update_status`)."""
+        reply: ReportOutcomes = self.call(
+            Op.UPDATE_STATUSES, UpdateStatusesArgs(pilot_id, reports), request_id=request_id
+        )
+        return reply.outcomes
 
     def eligible(self, resources: PilotResources) -> int:
         """How many waiting jobs a pilot with ``resources`` could run now."""

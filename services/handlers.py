@@ -9,6 +9,7 @@ the rest through ``request_kill``, ``report`` and ``heartbeat``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections import Counter
@@ -17,17 +18,21 @@ from typing import Any
 
 from dirac_like import __version__
 from dirac_like.accounting import check_usage
-from dirac_like.errors import IllegalTransition, InvalidArgument
+from dirac_like.errors import DiracLikeError, IllegalTransition, InvalidArgument
 from dirac_like.model import JobRecord, SiteRecord
 from dirac_like.monitoring import TargetKind
 from dirac_like.protocol import (
+    LEASE_REVISION,
     MAX_JOB_IDS,
+    MAX_JOBS_PER_REQUEST,
+    MAX_REPORTS_PER_REQUEST,
     PROTOCOL_VERSION,
     BanSiteArgs,
     CommandsReply,
     CoreHold,
     EligibleArgs,
     EligibleReply,
+    ErrorInfo,
     HeartbeatArgs,
     HistoryRow,
     JobIdArgs,
@@ -39,9 +44,14 @@ from dirac_like.protocol import (
     MatchedJob,
     NoArgs,
     Op,
+    PilotCommand,
     PingReply,
+    ReportOutcome,
+    ReportOutcomes,
     RequestJobArgs,
     RequestJobReply,
+    RequestJobsArgs,
+    RequestJobsReply,
     RescheduleReply,
     SetShareArgs,
     SetShareReply,
@@ -53,6 +63,7 @@ from dirac_like.protocol import (
     SubmitReply,
     TaskQueueRow,
     UpdateStatusArgs,
+    UpdateStatusesArgs,
     build_trusted,
 )
 from dirac_like.selection import Selection
@@ -235,9 +246,42 @@ def request_job(state: CentralState, args: RequestJobArgs, now: float) -> Reques
         group=job.group,
         cores=state.book.cores(job),
         description=state.store_description(job.job_id),
-        lease=state.config.jobs.stalled_timeout,
+        # only to a pilot that reads it: an older one's checker refuses the key
+        lease=state.config.jobs.stalled_timeout if args.revision >= LEASE_REVISION else 0.0,
     )
     return RequestJobReply(job=matched, reason="", commands=commands)
+
+
+def request_jobs(state: CentralState, args: RequestJobsArgs, now: float) -> RequestJobsReply:
+    """Up to ``count`` matches for the pilot's free cores (and memory), one after the other as
+    ``request_job`` makes them; the hold and the reason only when none came."""
+    if not 1 <= args.count <= MAX_JOBS_PER_REQUEST:
+        raise InvalidArgument(f"count must be 1 to {MAX_JOBS_PER_REQUEST}, got {args.count}")
+    resources = args.resources
+    jobs: list[MatchedJob] = []
+    commands: list[PilotCommand] = []
+    while len(jobs) < args.count and resources.cores >= 1:
+        one = RequestJobArgs(args.pilot_id, resources, args.credential, args.revision)
+        reply = request_job(state, one, now)
+        commands.extend(command for command in reply.commands if command not in commands)
+        if reply.job is None:
+            if jobs:
+                break
+            return RequestJobsReply([], reply.reason, commands, reply.hold, reply.drain)
+        jobs.append(reply.job)
+        resources = dataclasses.replace(
+            resources,
+            cores=resources.cores - reply.job.cores,
+            memory_mb=_memory_left(resources.memory_mb, reply.job.description),
+        )
+    return RequestJobsReply(jobs, "", commands)
+
+
+def _memory_left(memory_mb: int, description: dict[str, Any]) -> int:
+    """The pilot's free memory once this job has its MaxRAM (0: unknown stays unknown)."""
+    if not memory_mb:
+        return 0
+    return max(1, memory_mb - int(description.get("MaxRAM") or 0))
 
 
 def eligible(state: CentralState, args: EligibleArgs, now: float) -> EligibleReply:
@@ -293,6 +337,22 @@ def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> Co
     if new in FINAL_STATUSES:
         return CommandsReply([])  # the pilot is done with it: nothing left to tell
     return CommandsReply(state.pending_commands(job))
+
+
+def update_statuses(state: CentralState, args: UpdateStatusesArgs, now: float) -> ReportOutcomes:
+    """Each report as ``update_status`` applies it; a refused one is said in its outcome and
+    leaves the others applied (they share the request's one durable commit)."""
+    if not 1 <= len(args.reports) <= MAX_REPORTS_PER_REQUEST:
+        raise InvalidArgument(f"1 to {MAX_REPORTS_PER_REQUEST} reports per request")
+    if any(report.pilot_id != args.pilot_id for report in args.reports):
+        raise InvalidArgument(f"every report must be of pilot {args.pilot_id}")
+    outcomes = []
+    for report in args.reports:
+        try:
+            outcomes.append(ReportOutcome(update_status(state, report, now).commands))
+        except DiracLikeError as exc:
+            outcomes.append(ReportOutcome([], ErrorInfo(exc.code, exc.message, exc.retryable)))
+    return ReportOutcomes(outcomes)
 
 
 def _check_repeated_final(
@@ -408,8 +468,10 @@ HANDLERS: dict[str, Handler] = {
     Op.RESCHEDULE: reschedule,
     Op.HISTORY: history,
     Op.REQUEST_JOB: request_job,
+    Op.REQUEST_JOBS: request_jobs,
     Op.ELIGIBLE: eligible,
     Op.UPDATE_STATUS: update_status,
+    Op.UPDATE_STATUSES: update_statuses,
     Op.HEARTBEAT: heartbeat,
     Op.SITES: sites,
     Op.BAN_SITE: ban_site,

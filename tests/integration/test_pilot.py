@@ -217,7 +217,10 @@ def test_pilot_killed_mid_job_the_job_is_rescheduled_and_done_elsewhere(
     grid: tuple[Client, Pilots],
 ) -> None:
     client, pilots = grid
-    [job_id] = client.submit(['Executable = "/bin/sleep"; Arguments = "3";'], "alice")
+    # it prints: a job that prints nothing has no output sandbox
+    [job_id] = client.submit(
+        ['Executable = "/bin/sh"; Arguments = "-c \'sleep 3; echo done\'";'], "alice"
+    )
     first, _ = pilots.start(name="lost")
     wait_status(client, job_id, ("Running",), 30)
     os.kill(first.pid, signal.SIGKILL)
