@@ -76,14 +76,15 @@ def upload_output(
     client: Client, description: JobDescription, workdir: Path, limits: SandboxLimits
 ) -> OutputSandbox:
     """Pack and upload what the job left that its OutputSandbox (and StdOutput, StdError)
-    names. SandboxError when it is over the limit or cannot be packed."""
+    names. SandboxError when it is over the limit or cannot be packed. Nothing is uploaded when
+    every file there is empty (a job that printed nothing): the job has no output sandbox."""
     wanted = list(description.output_sandbox)
     for name in (description.std_output, description.std_error):
         if name and name not in wanted:
             wanted.append(name)
     present = [name for name in wanted if (workdir / name).exists()]
     missing = tuple(name for name in wanted if name not in present)
-    if not present:
+    if not present or all(_empty(workdir / name) for name in present):
         return OutputSandbox("", missing)
     data = pack([Path(name) for name in present], workdir)
     if len(data) > limits.max_upload_bytes:
@@ -92,3 +93,11 @@ def upload_output(
             f"{limits.max_upload_bytes} bytes"
         )
     return OutputSandbox(client.upload_sandbox(data, kind="output"), missing, size=len(data))
+
+
+def _empty(path: Path) -> bool:
+    """A file of no bytes (a folder or an unreadable entry is not)."""
+    try:
+        return path.is_file() and path.stat().st_size == 0
+    except OSError:
+        return False

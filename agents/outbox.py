@@ -10,13 +10,17 @@ workdir sends what its predecessor left (:meth:`Outbox.pending`).
 A report is written as soon as its payload has ended, before the output sandbox is uploaded
 (``output_pending``: the description it needs to pack the output is kept with it), so a pilot
 killed during the upload leaves a report that its successor completes: it uploads the output
-from the job's folder, still there, then sends the report.
+from the job's folder, still there, then sends the report. The completed report (with its output
+sandbox) is sent under the same request id; it is written again only when its status differs
+from the kept one (a lease kill, a hand-back): otherwise the kept one, completed again after a
+crash (the upload of the same bytes gives the same sandbox), says the same.
 
 Files only, no sockets: the pilot (agents/pilot.py) does the sending.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -87,12 +91,11 @@ class Outbox:
         )
 
     def done(self, report: Report) -> None:
-        """The service answered ``report``: forget it."""
-        try:
+        """The service answered ``report``: forget it. (Not fsync'd: a removal lost in a crash
+        only sends the report again, under its request id, and the service answers a repeat
+        without applying it twice; issue 15: a folder fsync per job cost the pilot's loop.)"""
+        with contextlib.suppress(FileNotFoundError):
             self._path(report.request_id).unlink()
-        except FileNotFoundError:
-            return
-        self._sync_folder()
 
     def pending(self) -> list[Report]:
         """Every report not answered yet, oldest first (an unreadable file is set aside)."""

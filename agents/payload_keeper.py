@@ -1,23 +1,31 @@
-"""The payload keeper: a tiny process between the pilot's wrapper and the payload, so that no
-process of a payload outlives its pilot or its lease (issue 11, defect 8).
+"""The payload keeper: a tiny process between the pilot and the payload, so that no process of
+a payload outlives its pilot or its lease (issue 11, defect 8).
+
+A pilot starts one **exec helper** (``python3 -I -S payload_keeper.py serve CHANNEL_FD``, from
+:class:`dirac_like.agents.spawner.Spawner`), and the helper forks one keeper per job: a fork of a
+small process that has already started, not a Python start-up per job (issue 15: that cost
+~20 ms of CPU per job). The helper lives until the pilot closes its end of the channel, which
+happens when the pilot process ends, ``kill -9`` included: not when the thread that asked for a
+payload ends (a parent-death signal follows the parent *thread*, so a keeper forked by a pilot
+worker thread that exits would be told its pilot died). The keeper can also be run by itself:
 
     python3 -I -S payload_keeper.py PILOT_PID LEASE_FILE LEASE_SECONDS EXECUTABLE [ARGUMENT ...]
 
 It makes itself a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``): every process the payload
 starts and abandons (a background child, a double-forked daemon) is re-parented to the keeper,
 not to init, so the keeper sees the whole tree and reaps it. Then it starts the payload (argv
-from EXECUTABLE on) and waits. It kills every descendant (SIGTERM, then SIGKILL after
-``GRACE`` seconds) and exits when:
+from EXECUTABLE on; SIGKILL as the payload's parent-death signal, so it dies with its keeper) and
+waits. It kills every descendant (SIGTERM, then SIGKILL after ``GRACE`` seconds) and exits when:
 
 - the payload exits: the keeper first writes ``payload_ended`` in its working folder (``exit N``
   or ``signal N``, fsync'd: a pilot killed a moment later leaves it for its successor, which
   reports the job from it), then kills what the payload left running and exits with the
   payload's status (the same exit code, or dies of the same signal);
-- the pilot dies (``kill -9`` included): the kernel sends the keeper SIGUSR1
-  (``PR_SET_PDEATHSIG``); the keeper gives a payload already on its way out ``ORPHAN_GRACE``
-  seconds to exit by itself (then its end is noted as above), kills the tree and exits. (A
-  pilot that died while the keeper was starting is seen too: its parent is no longer
-  ``PILOT_PID``.)
+- its parent dies (the exec helper, or the pilot for a keeper run by itself; ``kill -9``
+  included): the kernel sends the keeper SIGUSR1 (``PR_SET_PDEATHSIG``); the keeper gives a
+  payload already on its way out ``ORPHAN_GRACE`` seconds to exit by itself (then its end is
+  noted as above), kills the tree and exits. (A parent that died while the keeper was starting
+  is seen too: its parent is no longer the one it was given.)
 - the lease runs out: ``LEASE_FILE`` (the pilot touches it each time the service acknowledges a
   heartbeat) is older than ``LEASE_SECONDS`` — the pilot lost the service or was frozen
   (SIGSTOP). The service reschedules such a job only ``stalled_to_reschedule`` seconds later
@@ -45,6 +53,9 @@ LEASE_MARK = "lease_expired"  # written in the working folder when it did
 ENDED_MARK = "payload_ended"  # written in the working folder when the payload ended
 POLL = 0.2  # seconds between two looks at the lease (a child's end or the pilot's death wakes it)
 WAKE = (signal.SIGCHLD, signal.SIGUSR1)
+# Set back to the default in the payload (ignored ones stay ignored across exec; Python ignores
+# SIGPIPE and SIGXFSZ, the exec helper SIGINT and SIGHUP), as subprocess does.
+RESET = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ)
 GRACE = 2.0  # SIGTERM -> SIGKILL of what is left
 ORPHAN_GRACE = 0.5  # seconds a payload whose pilot died may take to finish exiting by itself
 
@@ -160,11 +171,19 @@ def note_end(status: int) -> None:
 
 
 def start(argv: list[str]) -> int:
+    """Fork the payload: it dies with the keeper (SIGKILL as its parent-death signal: the
+    keeper is single-threaded, so this follows the keeper itself), with the signal
+    dispositions a fresh process has, then exec it."""
+    keeper = os.getpid()
     pid = os.fork()
     if pid == 0:
         try:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            for signum in RESET:
+                signal.signal(signum, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, WAKE)
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != keeper:  # the keeper died before the signal was armed
+                os._exit(1)
             os.execvp(argv[0], argv)
         except OSError as exc:
             os.write(2, f"cannot start {argv[0]}: {exc.strerror}\n".encode())
@@ -187,18 +206,14 @@ def orphaned(payload: int) -> None:
     os._exit(1)
 
 
-def main(args: list[str]) -> None:
-    if len(args) < 4:
-        os.write(
-            2, b"usage: payload_keeper.py PILOT_PID LEASE_FILE LEASE_SECONDS EXECUTABLE [ARG...]\n"
-        )
-        os._exit(2)
-    pilot, lease_file, lease, argv = int(args[0]), args[1], float(args[2]), args[3:]
+def keep(parent: int, lease_file: str, lease: float, argv: list[str]) -> None:
+    """Be the keeper of the payload ``argv`` (never returns): ``parent`` is the process whose
+    death ends the payload (the pilot, or the pilot's exec helper)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the payload got it too: wait for it
     signal.pthread_sigmask(signal.SIG_BLOCK, WAKE)  # taken with sigtimedwait below
     prctl(PR_SET_PDEATHSIG, signal.SIGUSR1)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
-    if os.getppid() != pilot:  # the pilot died before the death signal was armed
+    if os.getppid() != parent:  # the parent died before the death signal was armed
         os._exit(1)
     payload = start(argv)
     pilot_gone = False
@@ -208,7 +223,7 @@ def main(args: list[str]) -> None:
             note_end(ended[payload])
             kill_tree()
             exit_like(ended[payload])
-        if pilot_gone or os.getppid() != pilot:
+        if pilot_gone or os.getppid() != parent:
             orphaned(payload)
         if lease_expired(lease_file, lease):
             kill_tree()
@@ -220,6 +235,94 @@ def main(args: list[str]) -> None:
             os._exit(LEASE_EXIT)
         woken = signal.sigtimedwait(WAKE, POLL)
         pilot_gone = woken is not None and woken.si_signo == signal.SIGUSR1
+
+
+# --------------------------------------------------------------------------------------------
+# The exec helper: one per pilot, forks a keeper per job (no Python start-up per job).
+
+
+def serve(channel: int) -> None:
+    """Serve spawn requests on the SOCK_SEQPACKET socket ``channel`` until the pilot closes its
+    end (it exited or died: then this exits and every keeper gets its parent-death signal).
+
+    A request is a JSON object ``{"id", "argv", "cwd", "env", "lease_file", "lease"}`` with three
+    file descriptors (the payload's stdin, stdout, stderr); the reply ``{"id", "pid"}`` (or
+    ``{"id", "error"}``), and when that keeper has ended ``{"ended", "status", "cpu"}``: its PID,
+    wait status, and the CPU seconds of the keeper and everything it waited for."""
+    import json
+    import select
+    import socket
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_IGN)  # the pilot decides; its exit ends this
+    link = socket.socket(fileno=channel)
+    poller = select.poll()
+    poller.register(link, select.POLLIN)
+    keepers: dict[int, int] = {}  # pidfd -> keeper PID
+    while True:
+        for descriptor, _ in poller.poll():
+            if descriptor != link.fileno():
+                pid = keepers.pop(descriptor)
+                poller.unregister(descriptor)
+                os.close(descriptor)
+                _, status, usage = os.wait4(pid, 0)
+                cpu = usage.ru_utime + usage.ru_stime
+                link.send(json.dumps({"ended": pid, "status": status, "cpu": cpu}).encode())
+                continue
+            message, descriptors, _, _ = socket.recv_fds(link, 1 << 20, 3)
+            if not message:
+                os._exit(0)  # the pilot is gone
+            request = json.loads(message)
+            try:
+                pid = fork_keeper(request, descriptors, [link.fileno(), *keepers])
+                pidfd = os.pidfd_open(pid)
+            except OSError as exc:
+                link.send(json.dumps({"id": request["id"], "error": str(exc)}).encode())
+                continue
+            finally:
+                for descriptor in descriptors:
+                    os.close(descriptor)
+            keepers[pidfd] = pid
+            poller.register(pidfd, select.POLLIN)
+            link.send(json.dumps({"id": request["id"], "pid": pid}).encode())
+
+
+def fork_keeper(request: dict, descriptors: list[int], close: list[int]) -> int:  # type: ignore[type-arg, unused-ignore]
+    """Fork a keeper for one payload, in its own session, its working folder and environment,
+    with ``descriptors`` as its stdin, stdout and stderr."""
+    helper = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        for descriptor in close:
+            os.close(descriptor)
+        os.setsid()
+        for target, descriptor in enumerate(descriptors):
+            os.dup2(descriptor, target)
+        for descriptor in descriptors:
+            if descriptor > 2:
+                os.close(descriptor)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        keep(helper, request["lease_file"], float(request["lease"]), request["argv"])
+    except BaseException as exc:
+        os.write(2, f"payload keeper: {exc}\n".encode())
+    os._exit(127)
+
+
+def main(args: list[str]) -> None:
+    if len(args) == 2 and args[0] == "serve":
+        serve(int(args[1]))
+    if len(args) < 4:
+        os.write(
+            2,
+            b"usage: payload_keeper.py PILOT_PID LEASE_FILE LEASE_SECONDS EXECUTABLE [ARG...]\n"
+            b"       payload_keeper.py serve CHANNEL_FD\n",
+        )
+        os._exit(2)
+    keep(int(args[0]), args[1], float(args[2]), args[3:])
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ Reliability (issue 11):
   one acknowledged for ``lease`` seconds is killed by its keeper (agents/payload_keeper.py), even
   while the pilot is frozen, before the service may reschedule the job (it waits
   ``stalled_to_reschedule`` more); the pilot then hands the job back.
-- **Job folders** are removed once the job's final report was answered; those of jobs not Done
-  are kept ``keep_failed_for`` seconds within ``keep_failed_max_mb`` (agents/job_folders.py).
+- **Job folders** are removed (by a folder thread, off the loop) once the job's final report was
+  answered; those of jobs not Done are kept ``keep_failed_for`` seconds within
+  ``keep_failed_max_mb`` (agents/job_folders.py).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -66,9 +68,12 @@ from dirac_like.errors import (
     DiracLikeError,
     InvalidArgument,
     ServiceUnavailable,
+    UnknownOperation,
 )
 from dirac_like.identity import Identity
 from dirac_like.protocol import (
+    MAX_JOBS_PER_REQUEST,
+    CoreHold,
     JobUsage,
     KillJob,
     MatchedJob,
@@ -82,6 +87,7 @@ from .job_data import OutputOwner, fetch_input_data, upload_output_data
 from .job_folders import SWEEP_EVERY, JobFolders
 from .job_sandboxes import OutputSandbox, SandboxLimits, fetch_input, upload_output
 from .outbox import JOB_FILE, Outbox, Report, ended_report
+from .report_sender import ReportSender
 from .watchdog import Limits, Sample
 from .wrapper import MB, PayloadResult, PayloadRunner, PayloadSpec, tail_lines
 
@@ -370,7 +376,12 @@ class Pilot:
         self._wall_offset = time.time() - self._started  # the watchdog's clock is time.time()
         config.workdir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(config.workdir)
+        self.reports = ReportSender(
+            lambda: self.client, self.outbox, config.pilot_id, self._answered
+        )
+        self._unsent: list[Report] = []  # kept in the outbox, to be sent this turn
         self.folders = JobFolders(config.workdir, config.keep_failed_for, config.keep_failed_max_mb)
+        self._folder_work = ThreadPoolExecutor(1, thread_name_prefix="folders")
         self.lease_file = config.workdir / LEASE_FILE
         self._next_flush = self._started
         self._next_sweep = self._started
@@ -426,6 +437,7 @@ class Pilot:
         finally:
             self._abandon()
             self.flush_outbox(self.clock(), force=True)
+            self._folder_work.shutdown(wait=True)
             self.client.close()
             os.close(self._wake_read)
             os.close(self._wake_write)
@@ -502,19 +514,19 @@ class Pilot:
                 now, self._free_cores(), self.jobs_taken, self._idle_since, self.draining
             )
         ):
-            match = self._request_one(now)
-            if match is None and self._hold_cores:
+            matches = self._request_some(now)
+            if not matches and self._hold_cores:
                 return  # asked again as soon as enough cores are free, or when the hold ends
-            if match is None:
+            if not matches:
                 self._next_request = now + self._request_pause
                 self._request_pause = min(self._request_pause * 2, self.config.request_interval)
                 return
             self._request_pause = self.config.first_request_interval
             self._idle_since = None
-            self.jobs_taken += 1
-            self.start_job(match)
+            self.jobs_taken += len(matches)
+            self.start_jobs(matches)
             now = self.clock()
-            if not self.jobs:  # it could not be started
+            if not self.jobs:  # none could be started
                 self._idle_since = now
 
     def _free_cores(self) -> int:
@@ -538,7 +550,30 @@ class Pilot:
             tags=list(config.tags),
             required_tags=list(config.required_tags),
             total_cores=config.cores,
+            understands_drain=True,
         )
+
+    def _request_some(self, now: float) -> list[MatchedJob]:
+        """A job for each free core (at most), in one request (``request_jobs``), or one job
+        from a service that has no such op."""
+        count = min(self._free_cores(), MAX_JOBS_PER_REQUEST)
+        if self.policy.max_jobs:
+            count = min(count, self.policy.max_jobs - self.jobs_taken)
+        if count > 1 and self.reports.batches:
+            try:
+                reply = self.client.request_jobs(self.config.pilot_id, self.resources(now), count)
+            except UnknownOperation:
+                log.info("pilot %s: the service has no request_jobs", self.config.pilot_id)
+                self.reports.batches = False
+            except DiracLikeError as exc:
+                log.warning("pilot %s: request_jobs failed: %s", self.config.pilot_id, exc)
+                return []
+            else:
+                self.apply_commands(reply.commands)
+                self._note_no_job(now, reply.hold, reply.reason, reply.drain)
+                return reply.jobs
+        match = self._request_one(now)
+        return [] if match is None else [match]
 
     def _request_one(self, now: float) -> MatchedJob | None:
         try:
@@ -547,23 +582,61 @@ class Pilot:
             log.warning("pilot %s: request_job failed: %s", self.config.pilot_id, exc)
             return None
         self.apply_commands(reply.commands)
-        if reply.hold is not None:
-            self._hold_cores, self._hold_until = reply.hold.cores, now + reply.hold.seconds
+        if reply.job is None:
+            self._note_no_job(now, reply.hold, reply.reason, reply.drain)
+        return reply.job
+
+    def _note_no_job(self, now: float, hold: CoreHold | None, reason: str, drain: bool) -> None:
+        """A reply without a job: the site drained (take no new job), cores held, or why not."""
+        if drain and not self.draining:
+            log.info("pilot %s: %s: taking no new job, finishing the running ones",
+                     self.config.pilot_id, reason)  # fmt: skip
+            self.drain()
+        if hold is not None:
+            self._hold_cores, self._hold_until = hold.cores, now + hold.seconds
             log.info(
                 "pilot %s: holding %d cores for a job of group %s, up to %.0f s",
                 self.config.pilot_id,
-                reply.hold.cores,
-                reply.hold.group,
-                reply.hold.seconds,
+                hold.cores,
+                hold.group,
+                hold.seconds,
             )
-        elif reply.job is None:
-            log.debug("pilot %s: no job: %s", self.config.pilot_id, reply.reason)
-        return reply.job
+        elif reason:
+            log.debug("pilot %s: no job: %s", self.config.pilot_id, reason)
 
     # -- one job ---------------------------------------------------------------------------------
 
-    def start_job(self, match: MatchedJob) -> None:
-        """Report the matched job Running and start its payload in a worker thread."""
+    def start_jobs(self, matches: list[MatchedJob]) -> None:
+        """Report the matched jobs Running (in one request) and start the payload of each the
+        service took in a worker thread."""
+        prepared = [job for job in map(self._prepare, matches) if job is not None]
+        outcomes = self.reports.running([(job.job_id, job.attempt) for job in prepared])
+        started = [
+            (job, commands)
+            for job, commands in zip(prepared, outcomes, strict=True)
+            if commands is not None
+        ]
+        if started:
+            self.renew_lease()
+        for job, _ in started:
+            self.jobs[job.job_id] = job
+        for job, commands in started:
+            self.apply_commands(commands)
+            threading.Thread(
+                target=self._run_payload, args=(job,), name=f"job-{job.job_id}", daemon=True
+            ).start()
+            log.info(
+                "job %s: attempt %s started in %s (%d core(s))",
+                job.job_id,
+                job.attempt,
+                job.workdir,
+                job.cores,
+            )
+        self._send_reports()  # of the jobs that could not be prepared
+
+    def _prepare(self, match: MatchedJob) -> RunningJob | None:
+        """The job's folder and payload runner; None if it cannot be prepared (then it is
+        reported Failed)."""
         job_id, attempt = match.job_id, match.attempt
         workdir = self.config.workdir / f"job_{job_id}_{attempt}"
         cores = max(1, match.cores)  # granted by the match (within a core range)
@@ -586,7 +659,7 @@ class Pilot:
             self._report(
                 job_id, attempt, JobStatus.FAILED, f"Pilot could not prepare the job: {exc}"
             )
-            return
+            return None
         job = RunningJob(
             job_id,
             attempt,
@@ -599,22 +672,7 @@ class Pilot:
             owner=match.owner,
         )
         job.stored_description = match.description
-        try:
-            commands = self.client.update_status(
-                job_id, attempt, self.config.pilot_id, JobStatus.RUNNING, "Application"
-            )
-        except DiracLikeError as exc:
-            log.warning("job %s: not started, the service refused Running: %s", job_id, exc)
-            return
-        self.renew_lease()
-        self.jobs[job_id] = job
-        self.apply_commands(commands)
-        threading.Thread(
-            target=self._run_payload, args=(job,), name=f"job-{job_id}", daemon=True
-        ).start()
-        log.info(
-            "job %s: attempt %s started in %s (%d core(s))", job_id, attempt, workdir, job.cores
-        )
+        return job
 
     def _runner(
         self,
@@ -760,10 +818,12 @@ class Pilot:
     # -- events and reports ----------------------------------------------------------------------
 
     def process_events(self) -> None:
+        """Take the workers' events; the final reports they make go in one request."""
         while True:
             try:
                 event = self.events.get_nowait()
             except queue.Empty:
+                self._send_reports()
                 return
             job = self.jobs.get(event.job_id)
             if job is None:
@@ -857,7 +917,7 @@ class Pilot:
         usage: JobUsage | None = None,
     ) -> None:
         """Keep the report in the outbox (under the id of the one ``kept`` when the payload
-        ended, never sent), then send it."""
+        ended, never sent); :meth:`_send_reports` sends it with the others of this turn."""
         report = Report(
             request_id=kept.request_id if kept else uuid.uuid4().hex,
             job_id=job_id,
@@ -871,41 +931,26 @@ class Pilot:
             failed=status is not JobStatus.DONE,
             usage=asdict(usage) if usage else (kept.usage if kept else {}),
         )
-        try:
-            self.outbox.put(report)
-        except OSError as exc:
-            log.error("job %s: report not kept in the outbox (sent once): %s", job_id, exc)
-        self._send(report)
+        if not _same_outcome(kept, report):  # else the kept one, completed again, says it
+            try:
+                self.outbox.put(report)
+            except OSError as exc:
+                log.error("job %s: report not kept in the outbox (sent once): %s", job_id, exc)
+        self._unsent.append(report)
 
-    def _send(self, report: Report) -> bool:
-        """Send a report of the outbox (its own request id); forget it once answered. False
-        when the service could not take it now (it stays for :meth:`flush_outbox`)."""
-        try:
-            self.client.update_status(
-                report.job_id,
-                report.attempt,
-                report.pilot_id,
-                report.status,
-                report.minor_status,
-                report.application_status,
-                report.output_sandbox,
-                JobUsage(**report.usage) if report.usage else None,
-                request_id=report.request_id,
-            )
-        except DiracLikeError as exc:
-            if exc.retryable:
-                log.warning(
-                    "job %s: status %s not sent yet (kept, sent again): %s",
-                    report.job_id,
-                    report.status,
-                    exc,
-                )
-                return False
-            log.warning("job %s: status %s not accepted: %s", report.job_id, report.status, exc)
-        self.outbox.done(report)
+    def _send_reports(self) -> None:
+        """Send the reports made this turn (what the service cannot take now stays in the
+        outbox for :meth:`flush_outbox`)."""
+        if self._unsent:
+            reports, self._unsent = self._unsent, []
+            self.reports.send(reports)
+
+    def _answered(self, report: Report) -> None:
+        """The service answered ``report`` (it left the outbox): its folder can go (removed by
+        the folder thread, off this loop: a folder left by a pilot that exits first is removed
+        by its successor's sweep)."""
         if report.workdir:
-            self.folders.finished(Path(report.workdir), report.failed)
-        return True
+            self._folder_work.submit(self.folders.finished, Path(report.workdir), report.failed)
 
     def flush_outbox(self, now: float, force: bool = False) -> None:
         """Send again the reports the service has not answered (also those a predecessor on this
@@ -913,16 +958,18 @@ class Pilot:
         if now < self._next_flush and not force:
             return
         self._next_flush = now + OUTBOX_RETRY
+        ready = []
         for report in self.outbox.pending():
             if report.job_id in self.jobs:
                 continue  # its payload's thread is on it
             if report.output_pending:
                 completed = self._complete(report)
                 if completed is None:
-                    return  # the service is not there: try again later
+                    break  # the service is not there: try again later
                 report = completed
-            if not self._send(report):
-                return
+            ready.append(report)
+        if ready:
+            self.reports.send(ready)
 
     def _complete(self, report: Report) -> Report | None:
         """Upload the output of a report kept before its output went up (the service was
@@ -1024,6 +1071,16 @@ class Pilot:
                 continue
             self.events.put(event)
             self.process_events()
+
+
+def _same_outcome(kept: Report | None, report: Report) -> bool:
+    """Whether the report kept when the payload ended tells the same end as ``report`` (which
+    only adds the output sandbox): then it need not be written again (issue 15)."""
+    return (
+        kept is not None
+        and (kept.status, kept.minor_status) == (report.status, report.minor_status)
+        and kept.request_id == report.request_id
+    )
 
 
 def _application(result: PayloadResult) -> str:

@@ -6,7 +6,10 @@ environment. It runs under the payload keeper (agents/payload_keeper.py): a chil
 adopts whatever the payload abandons and kills the whole tree when the payload exits, when the
 pilot dies (``kill -9`` included) or when the lease runs out (``PayloadSpec.lease_file`` older than
 ``lease`` seconds: the pilot is frozen or lost the service); a lease kill ends the job Killed with
-``kill_reason`` "lease". The keeper's own process is left out of the samples.
+``kill_reason`` "lease". The keeper's own process is left out of the samples. Keepers are forked
+by the process's exec helper (agents/spawner.py), which reports each keeper's end (wait status
+and CPU); the thread that called :meth:`PayloadRunner.run` is not the keeper's parent, so its
+end does not touch the payload.
 
 The payload's arguments are split with :func:`shlex.split` and passed as argv: no shell
 unless the job asked for one (``shell=True``: ``/bin/sh -c "executable arguments"``).
@@ -41,8 +44,6 @@ import shlex
 import shutil
 import signal
 import stat
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -55,6 +56,7 @@ import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs install
 from dirac_like.errors import InvalidArgument
 from dirac_like.states import JobStatus
 
+from . import spawner
 from .payload_keeper import LEASE_EXIT, LEASE_MARK
 from .watchdog import Limits, Sample, Verdict, Watchdog
 
@@ -66,15 +68,6 @@ _TAIL_READ_BYTES = 64 * 1024
 MARKER_VARIABLE = "DIRAC_LIKE_PAYLOAD_MARKER"  # unique per run: finds escaped processes
 _GONE_POLL = 0.02  # seconds between checks while waiting for killed processes to go
 _KILL_WAIT = 10.0  # seconds to wait for processes to go after SIGKILL
-# The payload gets SIGKILL if its keeper dies (kill -9 included) while it runs: util-linux's
-# setpriv sets the parent-death signal, then execs the payload. (The keeper itself kills the
-# whole tree when the pilot dies.)
-_SETPRIV = shutil.which("setpriv")
-_DIE_WITH_PILOT = [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV else []
-# Every payload runs under the payload keeper (a child subreaper that kills the whole tree when
-# the payload exits, when the pilot dies, or when the lease runs out): no import of dirac-like,
-# started with -I -S in milliseconds.
-_KEEPER = [sys.executable, "-I", "-S", str(Path(__file__).with_name("payload_keeper.py"))]
 LEASE_MINOR_STATUS = "Payload killed: no heartbeat acknowledged within the lease"
 
 
@@ -139,7 +132,8 @@ class PayloadRunner:
         self._exited = threading.Event()
         self._started = threading.Event()
         self._kill_status = ""
-        self._popen: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None  # the keeper's (its session and process group too)
+        self._returncode: int | None = None
         self._rusage_cpu = 0.0
         self._started_at = 0.0  # time.time() at start: Sample.now/started are on this clock
         self._started_monotonic = 0.0
@@ -150,7 +144,7 @@ class PayloadRunner:
     @property
     def pid(self) -> int | None:
         """The payload's PID (also its process group id), once started."""
-        return self._popen.pid if self._popen else None
+        return self._pid
 
     def wait_started(self, timeout: float | None = None) -> bool:
         """Wait until the payload has been started (or failed to start)."""
@@ -210,42 +204,53 @@ class PayloadRunner:
             if stdin is not None:
                 stdin.close()
             raise
+        null = os.open(os.devnull, os.O_RDONLY) if stdin is None else -1
+        lease = spec.lease if spec.lease_file is not None else 0.0
         try:
-            self._popen = subprocess.Popen(
+            _check_environment(argv, env)
+            self._started_at, self._started_monotonic = time.time(), time.monotonic()
+            self._pid = spawner.shared().spawn(
                 argv,
-                cwd=spec.workdir,
-                env=env,
-                stdin=subprocess.DEVNULL if stdin is None else stdin,
-                stdout=outputs[0],
-                stderr=outputs[1],
-                start_new_session=True,
+                spec.workdir,
+                env,
+                (
+                    null if stdin is None else stdin.fileno(),
+                    outputs[0].fileno(),
+                    outputs[1].fileno(),
+                ),
+                self._ended,
+                str(spec.lease_file or "-"),
+                lease,
             )
-        except FileNotFoundError as exc:
-            raise _StartFailure(f"Executable not found: {spec.executable}") from exc
-        except PermissionError as exc:
-            raise _StartFailure(f"Executable not permitted: {spec.executable}") from exc
         except OSError as exc:
-            raise _StartFailure(f"Cannot start {spec.executable}: {exc.strerror}") from exc
-        except ValueError as exc:  # a NUL byte in the command or the environment
-            raise _StartFailure(f"Cannot start {spec.executable}: {exc}") from exc
+            raise _StartFailure(f"Cannot start {spec.executable}: {exc.strerror or exc}") from exc
         finally:
+            if null >= 0:
+                os.close(null)
             if stdin is not None:
                 stdin.close()
             for output in set(outputs):
                 output.close()
-        popen = self._popen
-        self._started_at, self._started_monotonic = time.time(), time.monotonic()
-        # The root is known before anything reaps it: its PID cannot be reused under us.
-        self._remember([psutil.Process(popen.pid)])
-        threading.Thread(target=self._reap, name=f"reap-{spec.job_id}", daemon=True).start()
-        log.info("job %s: started pid %s: %s", spec.job_id, popen.pid, shlex.join(argv))
+        self._remember_root()
+        log.info("job %s: started pid %s: %s", spec.job_id, self._pid, shlex.join(argv))
+
+    def _remember_root(self) -> None:
+        """The keeper, known before it is reaped (its end is reported after its PID), so a
+        PID reused later is never taken for it; if it is gone already, its end is on its way."""
+        assert self._pid is not None
+        try:
+            self._remember([psutil.Process(self._pid)])
+        except psutil.Error:
+            if self._exited.is_set():
+                return
+            self._exited.wait()
 
     def _argv(self) -> list[str]:
         spec = self.spec
         if not spec.executable:
             raise _StartFailure("Executable not found: (empty)")
         if spec.shell:
-            return [*self._keeper(), "/bin/sh", "-c", f"{spec.executable} {spec.arguments}".strip()]
+            return ["/bin/sh", "-c", f"{spec.executable} {spec.arguments}".strip()]
         try:
             arguments = shlex.split(spec.arguments)
         except ValueError as exc:
@@ -258,12 +263,7 @@ class PayloadRunner:
                 with contextlib.suppress(OSError):
                     shipped.chmod(shipped.stat().st_mode | stat.S_IXUSR)
         _check_runnable(executable, spec.workdir)
-        return [*self._keeper(), *_DIE_WITH_PILOT, executable, *arguments]
-
-    def _keeper(self) -> list[str]:
-        spec = self.spec
-        lease = spec.lease if spec.lease_file is not None else 0.0
-        return [*_KEEPER, str(os.getpid()), str(spec.lease_file or "-"), f"{lease:g}"]
+        return [executable, *arguments]
 
     def _open_input(self) -> IO[bytes] | None:
         """The payload's standard input: its StdInput file, or nothing."""
@@ -293,15 +293,12 @@ class PayloadRunner:
             ) from exc
         return stdout, stderr
 
-    def _reap(self) -> None:
-        """Wait for the payload (in its own thread) and keep its resource usage."""
-        popen = self._popen
-        assert popen is not None
-        _, status, usage = os.wait4(popen.pid, 0)
-        popen.returncode = os.waitstatus_to_exitcode(status)
-        # CPU of the root and every descendant it waited for, even short-lived ones. (Not
-        # ru_maxrss: it counts the wrapper's own pages shared with the child right after fork.)
-        self._rusage_cpu = usage.ru_utime + usage.ru_stime
+    def _ended(self, status: int, cpu_seconds: float) -> None:
+        """The keeper has ended (called from the exec helper's reader thread)."""
+        self._returncode = os.waitstatus_to_exitcode(status)
+        # CPU of the keeper and every descendant it waited for, even short-lived ones. (Not
+        # ru_maxrss: it counts the helper's own pages shared with the child right after fork.)
+        self._rusage_cpu = cpu_seconds
         self._ended_monotonic = time.monotonic()
         self._exited.set()
         self._wake.set()
@@ -358,9 +355,9 @@ class PayloadRunner:
         """The payload's process tree now (root and all descendants), remembered for killing.
 
         Empty once the root has been reaped: its PID may then belong to a stranger."""
-        if self._exited.is_set():
+        root = self._tree.get(self._root_pid())
+        if self._exited.is_set() or root is None:
             return []
-        root = self._tree[self._root_pid()]
         try:
             children = root.children(recursive=True)
         except psutil.Error:
@@ -374,8 +371,8 @@ class PayloadRunner:
                 self._tree[process.pid] = process
 
     def _root_pid(self) -> int:
-        assert self._popen is not None
-        return self._popen.pid
+        assert self._pid is not None
+        return self._pid
 
     # ----------------------------------------------------------------------------------------
     # kill
@@ -404,8 +401,9 @@ class PayloadRunner:
     def _signal_all(self, signum: int) -> None:
         self._discover()
         # ProcessLookupError: the group is empty now; the survivors are signalled one by one.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._root_pid(), signum)
+        if self._group_is_ours():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._root_pid(), signum)
         for process in self._alive():
             with contextlib.suppress(psutil.Error):
                 process.send_signal(signum)
@@ -415,7 +413,8 @@ class PayloadRunner:
         group, and any process carrying the payload's marker in its environment (one that left
         both the tree and the group, e.g. a daemon that double-forked and called setsid)."""
         self._snapshot()
-        group, me = self._root_pid(), os.getpid()
+        group = self._root_pid() if self._group_is_ours() else -1
+        me = os.getpid()
         for process in psutil.process_iter():
             if process.pid in (me, 1) or self._tree.get(process.pid) == process:
                 continue
@@ -428,7 +427,23 @@ class PayloadRunner:
             except (psutil.Error, OSError):
                 continue  # gone, or not ours to look at
 
+    def _group_is_ours(self) -> bool:
+        """Whether the payload's process group id still names its group: the keeper (the
+        group's leader) is not reaped yet, or a process of the payload still in the group is
+        alive (the kernel reuses no id a group still has). Once the group is empty its id may
+        be a new process's, whose group must never be signalled."""
+        if not self._exited.is_set():
+            return True
+        group = self._root_pid()
+        for process in self._alive():
+            with contextlib.suppress(OSError):
+                if os.getpgid(process.pid) == group:
+                    return True
+        return False
+
     def _group_alive(self) -> bool:
+        if not self._group_is_ours():
+            return False
         try:
             os.killpg(self._root_pid(), 0)
         except ProcessLookupError:
@@ -463,9 +478,8 @@ class PayloadRunner:
 
     def _result(self, outcome: tuple[JobStatus, str, str] | None) -> PayloadResult:
         """``outcome``: (status, minor status, kill reason) when the wrapper killed the tree."""
-        popen = self._popen
-        assert popen is not None and popen.returncode is not None
-        code = popen.returncode
+        code = self._returncode
+        assert code is not None
         if outcome:
             status, minor, reason = outcome
         elif code == LEASE_EXIT and (self.spec.workdir / LEASE_MARK).exists():
@@ -509,8 +523,19 @@ class _StartFailure(Exception):
         self.message = message
 
 
+def _check_environment(argv: list[str], env: Mapping[str, str]) -> None:
+    """Refuse what exec would: a NUL byte in the command or the environment, a variable name
+    with '=' in it."""
+    for text in [*argv, *env, *env.values()]:
+        if "\0" in text:
+            raise _StartFailure(f"Cannot start {argv[0]}: embedded null byte")
+    for name in env:
+        if not name or "=" in name:
+            raise _StartFailure(f"Cannot start {argv[0]}: illegal environment variable name")
+
+
 def _check_runnable(executable: str, workdir: Path) -> None:
-    """Refuse what the payload's exec would fail on (setpriv would only exit 127 for it)."""
+    """Refuse what the payload's exec would fail on (the keeper would only exit 127 for it)."""
     if "/" in executable:
         path = workdir / executable
         if not path.exists():

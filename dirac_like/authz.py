@@ -19,12 +19,13 @@ The policy, in brief (``RULES`` below is the authority):
   sandboxes.
 - director: add/update/list pilot records and read pilot output of its own site only; eligible
   and pilot_token for its own site.
-- pilot: request_job for its own site, as its own pilot id: the one its credential names, or
-  (a credential for any pilot of the site, like the simulated fabric's) a pilot id no other
-  credential is bound to — the first request binds the pilot record to the credential;
-  update_status only for jobs matched to it; heartbeat with its own pilot id (for a job that is
-  no longer its own the service only answers "kill it", which changes nothing); downloads input
-  sandboxes and uploads output sandboxes.
+- pilot: request_job (and request_jobs) for its own site, as its own pilot id: the one its
+  credential names, or (a credential for any pilot of the site, like the simulated fabric's) a
+  pilot id no other credential is bound to — the first request binds the pilot record to the
+  credential; update_status only for jobs matched to it (update_statuses: reports of its own
+  pilot id, each refused alone by the handler when the job is not matched to it); heartbeat
+  with its own pilot id (for a job that is no longer its own the service only answers "kill
+  it", which changes nothing); downloads input sandboxes and uploads output sandboxes.
 - agent: read-only: ping, sites, task_queues, shares, pilots, list_jobs, status; and, for the
   transfer agent, leasing and reporting transfers, reading the catalog and marking replicas.
 - monitor (the monitoring agent): submits probe jobs as itself into the reserved probe group
@@ -53,7 +54,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from dirac_like.errors import Forbidden, JobNotVisible
 from dirac_like.monitoring import PROBE_GROUP
@@ -111,8 +112,10 @@ _ACTIONS = {
     Op.RESCHEDULE: "reschedule jobs",
     Op.HISTORY: "see job histories",
     Op.REQUEST_JOB: "ask for jobs as a pilot",
+    Op.REQUEST_JOBS: "ask for jobs as a pilot",
     Op.ELIGIBLE: "count the jobs a pilot could run",
     Op.UPDATE_STATUS: "report job statuses",
+    Op.UPDATE_STATUSES: "report job statuses",
     Op.HEARTBEAT: "send job heartbeats",
     Op.SITES: "list sites",
     Op.BAN_SITE: "ban sites",
@@ -151,6 +154,7 @@ _ACTIONS = {
     Op.DOWNTIME_ADD: "declare downtimes",
     Op.DOWNTIME_LIST: "list downtimes",
     Op.DOWNTIME_CANCEL: "cancel downtimes",
+    Op.SERVICE_STATUS: "see which service instance leads",
     Op.SE_LIST: "list storage elements",
     Op.SE_SET_STATUS: "set storage element status",
     Op.CATALOG_REGISTER: "register files",
@@ -173,9 +177,8 @@ def describe_action(op: str) -> str:
     return _ACTIONS.get(op, f"run {op[:64]!r}")
 
 
-@dataclass(frozen=True)
-class Asked:
-    """One request being authorized: what a check looks at."""
+class Asked(NamedTuple):
+    """One request being authorized: what a check looks at (a tuple: made once per request)."""
 
     principal: Principal
     op: str
@@ -227,7 +230,12 @@ def _short(value: Any, length: int = 64) -> str:
 
 
 # The argument naming who acts, where the transport fills it in for everyone but admins.
-_ACTING_AS = {Op.SUBMIT: "owner", Op.SANDBOX_UPLOAD: "owner", Op.REQUEST_JOB: "credential"}
+_ACTING_AS = {
+    Op.SUBMIT: "owner",
+    Op.SANDBOX_UPLOAD: "owner",
+    Op.REQUEST_JOB: "credential",
+    Op.REQUEST_JOBS: "credential",
+}
 
 
 def _as_admin(asked: Asked) -> Any:
@@ -471,6 +479,19 @@ def _pilot_report(asked: Asked) -> Any:
     return asked.args
 
 
+def _pilot_reports(asked: Asked) -> Any:
+    """Reports of the pilot's own (each job's holder is checked by the handler, report by
+    report: one the pilot no longer holds is refused alone)."""
+    pilot_id = _own_pilot_id(asked, unknown_ok=False)
+    for report in asked.arg("reports") or []:
+        if report.pilot_id != pilot_id:
+            raise Forbidden(
+                f"{asked.who} may not report as pilot {_short(report.pilot_id, 80)} in a "
+                f"batch of pilot {pilot_id}"
+            )
+    return asked.args
+
+
 def _pilot_heartbeat(asked: Asked) -> Any:
     # For a job taken away from this pilot (rescheduled, killed) the service only answers
     # "kill it" and changes nothing: that answer is how the pilot learns to stop it.
@@ -598,8 +619,10 @@ RULES: dict[str, dict[Role, Check]] = {
     Op.RESCHEDULE: {_U: _own_jobs},
     Op.HISTORY: {_O: _anything, _U: _own_jobs},
     Op.REQUEST_JOB: {_P: _pilot_request},
+    Op.REQUEST_JOBS: {_P: _pilot_request},
     Op.ELIGIBLE: {_O: _anything, _D: _director_eligible},
     Op.UPDATE_STATUS: {_P: _pilot_report},
+    Op.UPDATE_STATUSES: {_P: _pilot_reports},
     Op.HEARTBEAT: {_P: _pilot_heartbeat},
     Op.SITES: {_O: _anything, _A: _anything, _M: _anything},
     Op.BAN_SITE: {_O: _anything},
@@ -653,4 +676,5 @@ RULES: dict[str, dict[Role, Check]] = {
     Op.DOWNTIME_ADD: {_O: _anything},
     Op.DOWNTIME_LIST: {_O: _anything, _A: _anything, _M: _anything},
     Op.DOWNTIME_CANCEL: {_O: _anything},
+    Op.SERVICE_STATUS: {_O: _anything, _A: _anything, _M: _anything},
 }

@@ -15,6 +15,14 @@ Every socket is a CurveZMQ client presenting the client's identity (given, else 
 default). Without one (``insecure=True``, or none found) it speaks plaintext, which only a
 service started with ``--insecure`` answers: a secure service refuses the handshake, and the
 client hears nothing until its retries run out.
+
+``server`` may name several instances of the central service, comma-separated
+(``tcp://a:7700,tcp://b:7700``: an active-standby pair, docs/high-availability.md). The socket
+connects to all of them with ``ZMQ_IMMEDIATE``: a request goes only to an instance that has
+completed the handshake, and only the leader listens (the standby binds nothing), so the
+existing retries fail over by themselves: a retry (same request id) on a fresh socket reaches
+whichever instance leads by then, and that one answers a request the old leader committed with
+the reply stored with its batch.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from dirac_like.errors import ConfigError, ProtocolError, ServiceUnavailable, er
 from dirac_like.identity import Identity, resolve_identity, secure_client_socket, warn_insecure
 from dirac_like.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    PILOT_REVISION,
     AddPilotsArgs,
     AddPilotsReply,
     BanSiteArgs,
@@ -84,9 +93,13 @@ from dirac_like.protocol import (
     ProbeReportReply,
     ProbeResultItem,
     ProbeResultsArgs,
+    ReportOutcome,
+    ReportOutcomes,
     Request,
     RequestJobArgs,
     RequestJobReply,
+    RequestJobsArgs,
+    RequestJobsReply,
     RescheduleReply,
     SandboxDownloadArgs,
     SandboxDownloadReply,
@@ -94,6 +107,7 @@ from dirac_like.protocol import (
     SandboxUploadReply,
     SelectArgs,
     SelectionReply,
+    ServiceStatusReply,
     SetShareArgs,
     SetShareReply,
     SetStatusArgs,
@@ -112,6 +126,7 @@ from dirac_like.protocol import (
     UpdatePilotsArgs,
     UpdatePilotsReply,
     UpdateStatusArgs,
+    UpdateStatusesArgs,
     WhyReply,
     decode_push,
     decode_reply,
@@ -144,6 +159,30 @@ class RetryPolicy:
         return self.pause(tries, rng) if tries <= self.retries else None
 
 
+def server_urls(server: str) -> list[str]:
+    """The endpoints of ``server`` (one URL, or several comma-separated); ConfigError if one
+    is empty or not a ZeroMQ endpoint."""
+    urls = [url.strip() for url in server.split(",")]
+    for url in urls:
+        if "://" not in url or not url.split("://", 1)[1]:
+            raise ConfigError(
+                f"server {server!r}: {url!r} is not a ZeroMQ endpoint (like tcp://host:7700; "
+                "several are comma-separated)"
+            )
+    return urls
+
+
+def connect_servers(socket: zmq.Socket, server: str) -> None:
+    """Connect ``socket`` to every endpoint of ``server``; with several, messages go only to
+    the ones connected (``ZMQ_IMMEDIATE``): a send waits rather than queue for an instance that
+    is down or standing by."""
+    urls = server_urls(server)
+    if len(urls) > 1:
+        socket.setsockopt(zmq.IMMEDIATE, 1)
+    for url in urls:
+        socket.connect(url)
+
+
 class Client:
     def __init__(
         self,
@@ -154,6 +193,7 @@ class Client:
         identity: Identity | None = None,
         insecure: bool = False,
     ) -> None:
+        server_urls(server)  # a clear error now rather than a zmq error at the first call
         self.server = server
         self.on_push = on_push  # called with the commands the service pushes unasked
         self.identity = None if insecure else identity or resolve_identity()
@@ -182,7 +222,7 @@ class Client:
             socket.setsockopt(zmq.LINGER, 0)
             if self.identity is not None:
                 secure_client_socket(socket, self.identity)
-            socket.connect(self.server)
+            connect_servers(socket, self.server)
             self._socket = socket
         return self._socket
 
@@ -212,8 +252,9 @@ class Client:
             time.sleep(pause)
             tries += 1
             socket = self._connect()
-            socket.send(frame)
-            reply = self._await_reply(socket, request_id, timeout or self.policy.timeout)
+            wait = timeout or self.policy.timeout
+            sent = self._send(socket, frame, wait)
+            reply = self._await_reply(socket, request_id, wait) if sent else None
             if reply is not None and reply.ok:
                 return reply.result
             if reply is not None:
@@ -238,6 +279,18 @@ class Client:
             f"no reply from the central service at {self.server} "
             f"after {self.policy.retries + 1} tries; {self._why_no_reply()}"
         )
+
+    @staticmethod
+    def _send(socket: zmq.Socket, frame: bytes, timeout: float) -> bool:
+        """Send ``frame`` once the socket can take it (at once with one server; with several,
+        once one of them is connected); False if none is within ``timeout`` seconds."""
+        if not socket.poll(int(timeout * 1000) + 1, zmq.POLLOUT):
+            return False
+        try:
+            socket.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
 
     def _why_no_reply(self) -> str:
         if self.identity is None:
@@ -374,8 +427,28 @@ class Client:
         return rows
 
     def request_job(self, pilot_id: str, resources: PilotResources) -> RequestJobReply:
-        reply: RequestJobReply = self.call(Op.REQUEST_JOB, RequestJobArgs(pilot_id, resources))
+        args = RequestJobArgs(pilot_id, resources, revision=PILOT_REVISION)
+        reply: RequestJobReply = self.call(Op.REQUEST_JOB, args)
         return reply
+
+    def request_jobs(
+        self, pilot_id: str, resources: PilotResources, count: int
+    ) -> RequestJobsReply:
+        """Up to ``count`` jobs in one request (UnknownOperation from a service older than it:
+        use :meth:`request_job`)."""
+        args = RequestJobsArgs(pilot_id, resources, count, revision=PILOT_REVISION)
+        reply: RequestJobsReply = self.call(Op.REQUEST_JOBS, args)
+        return reply
+
+    def update_statuses(
+        self, pilot_id: str, reports: list[UpdateStatusArgs], request_id: str = ""
+    ) -> list[ReportOutcome]:
+        """Several reports in one request; one outcome per report, in order (UnknownOperation
+        from a service older than it: use :meth:`update_status`)."""
+        reply: ReportOutcomes = self.call(
+            Op.UPDATE_STATUSES, UpdateStatusesArgs(pilot_id, reports), request_id=request_id
+        )
+        return reply.outcomes
 
     def eligible(self, resources: PilotResources) -> int:
         """How many waiting jobs a pilot with ``resources`` could run now."""
@@ -623,6 +696,11 @@ class Client:
 
     def site_limit(self, site: str, limit: int) -> SiteStateReply:
         reply: SiteStateReply = self.call(Op.SITE_LIMIT, SiteLimitArgs(site, limit))
+        return reply
+
+    def service_status(self) -> ServiceStatusReply:
+        """Which instance of the central service leads, since when, and who stands by."""
+        reply: ServiceStatusReply = self.call(Op.SERVICE_STATUS, NoArgs())
         return reply
 
     def pilot_summary(self) -> list[PilotSummaryRow]:

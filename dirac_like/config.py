@@ -75,6 +75,9 @@ class LimitsConfig:
     max_jobs_per_request: int = 100_000  # jobs one submit makes, parametric expansion included
     max_waiting_jobs_per_user: int = 1_000_000  # an owner's jobs in Waiting at once
     max_description_bytes: int = 64 * 1024  # one job's stored description, after expansion
+    # A submission of more jobs is acknowledged once recorded whole and its first slice made;
+    # the others are made a slice at a time between requests (services/expansion.py). 0: never.
+    expand_slice: int = 5_000
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,10 @@ class BulkConfig:
     # While requests come in, a loop acts on at most this many jobs per request it served (and
     # at least one): requests keep most of the service's time while a bulk action goes on.
     busy_share: float = 0.1
+    # The most of the service's time that work in the background (bulk actions, slices of big
+    # submissions) may take: after a piece that took t seconds the loop waits for requests
+    # t * (1 - duty) / duty seconds before the next piece (services/pacing.py). 1: no pause.
+    duty: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -305,6 +312,8 @@ def _validate_service(config: Config) -> None:
             "limits: max_jobs_per_request, max_waiting_jobs_per_user and "
             "max_description_bytes must be positive"
         )
+    if limits.expand_slice < 0:
+        raise ConfigError("limits.expand_slice: jobs made per slice (0: never sliced)")
 
 
 def _validate_shares(config: Config) -> None:
@@ -324,6 +333,8 @@ def _validate_shares(config: Config) -> None:
 def _validate_bulk(bulk: BulkConfig) -> None:
     if bulk.batch < 1 or bulk.confirm_above < 0 or bulk.admin_above < bulk.confirm_above:
         raise ConfigError("bulk: batch >= 1, confirm_above >= 0, admin_above >= confirm_above")
+    if not 0 < bulk.duty <= 1:
+        raise ConfigError("bulk.duty: a share of the service's time, above 0 and at most 1")
     if not 0 < bulk.busy_share <= 100:
         raise ConfigError("bulk.busy_share: must be positive (jobs per request served)")
 

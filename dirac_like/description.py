@@ -172,6 +172,7 @@ _PROCESSORS = ("NumberOfProcessors", "MinNumberOfProcessors", "MaxNumberOfProces
 _ALWAYS_STORED = ("JobType", "Priority", "CPUTime", "StdOutput", "StdError")
 DEFAULT_LIMITS = DescriptionLimits()
 _UNLIMITED = DescriptionLimits(2**62, 2**62, 2**62, max_input_data=2**62, allowed_job_types=())
+NO_LIMITS = _UNLIMITED  # to parse again what was accepted before (a submission resumed)
 
 
 @dataclass

@@ -279,6 +279,38 @@ class TransferRecord:
         }
 
 
+@dataclass(frozen=True)
+class BulkActionRecord:
+    """How far a bulk action got (services/bulk.py); its job ids are stored once, apart."""
+
+    bulk_id: int
+    action: str
+    selection: str
+    owner: str  # "": any owner (an admin's selection)
+    count: int
+    position: int  # job ids taken so far (the next batch starts there)
+    done: int
+    skipped: int
+    skipped_sample: tuple[str, ...]
+    started: float
+
+
+@dataclass(frozen=True)
+class SubmissionRecord:
+    """A big submission acknowledged whole and expanded in slices (services/expansion.py):
+    its jobs are ``first_job_id .. first_job_id + count - 1``; those from ``expanded`` on are
+    still to be made, from ``sources`` parsed again (the parse is deterministic)."""
+
+    first_job_id: int
+    owner: str
+    group: str
+    submitter: str
+    sources: tuple[Any, ...]  # JDL texts or mappings, as submitted
+    count: int
+    expanded: int
+    submitted: float
+
+
 @dataclass
 class ChangeSet:
     """Everything one batch of requests changed; the store writes it in ONE transaction."""
@@ -314,6 +346,11 @@ class ChangeSet:
     se_status: dict[str, SEStatusRecord] = field(default_factory=dict)
     transfers: dict[int, TransferRecord] = field(default_factory=dict)
     rules: dict[int, RuleRecord | None] = field(default_factory=dict)  # None: removed
+    # bulk actions: progress (None: forgotten), and the job ids of new ones (written once)
+    bulk_actions: dict[int, BulkActionRecord | None] = field(default_factory=dict)
+    bulk_job_ids: dict[int, list[int]] = field(default_factory=dict)
+    # submissions expanded in slices, by first job id (None: fully expanded, forgotten)
+    submissions: dict[int, SubmissionRecord | None] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
         return not (
@@ -345,6 +382,9 @@ class ChangeSet:
             or self.se_status
             or self.transfers
             or self.rules
+            or self.bulk_actions
+            or self.bulk_job_ids
+            or self.submissions
         )
 
 
@@ -365,3 +405,5 @@ class LoadedState:
     se_status: list[SEStatusRecord] = field(default_factory=list)
     transfers: list[TransferRecord] = field(default_factory=list)
     rules: list[RuleRecord] = field(default_factory=list)
+    bulk_actions: list[tuple[BulkActionRecord, list[int]]] = field(default_factory=list)
+    submissions: list[SubmissionRecord] = field(default_factory=list)

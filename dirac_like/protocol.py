@@ -15,6 +15,21 @@ sides build and read them with the same code: :func:`to_wire` turns any of them 
 types, :func:`parse_args` and :func:`parse_reply` check a raw msgpack value against its type
 (unknown keys, missing keys and wrong types are a :class:`ProtocolError`), and
 :func:`encode_command` / :func:`decode_command` handle the tagged command union.
+
+Compatibility (issue 15): ``v`` changes only for a break. Within one ``v`` the checker refuses
+unknown keys, so a message grows only in ways an older peer still reads:
+
+- a field added to a request or reply after peers shipped is left off the wire while it has its
+  default (:data:`OMIT_AT_DEFAULT`);
+- a reply field for pilots is filled only for a pilot that says it reads it: the pilot sends
+  ``revision`` (:data:`PILOT_REVISION`, the newest it reads) with ``request_job(s)``, and the
+  service fills a field of revision N only for ``revision >= N`` (``MatchedJob.lease``: 1);
+- a new operation is called only by peers that know it; a pilot falls back to the older
+  operation when a service answers ``unknown_op`` (``request_jobs`` → ``request_job``,
+  ``update_statuses`` → ``update_status``).
+
+A service answers the pilots of the previous revision (one version back) as they expect; tests
+in tests/unit/test_pilot_wire_compat.py read its replies with the older pilot's types.
 """
 
 from __future__ import annotations
@@ -37,6 +52,11 @@ from dirac_like.errors import (
 )
 
 PROTOCOL_VERSION = 1
+# The pilot's wire revision (see the module's docstring): 1 reads MatchedJob.lease.
+PILOT_REVISION = 1
+LEASE_REVISION = 1
+MAX_JOBS_PER_REQUEST = 64  # request_jobs: matches in one request
+MAX_REPORTS_PER_REQUEST = 256  # update_statuses: reports in one request
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_REQUEST_ID_LENGTH = 64
 MAX_JOB_IDS = 100_000  # job ids in one request
@@ -126,6 +146,9 @@ class PilotResources:
     # All the pilot's cores, free or not (``cores`` is the free ones). 0: not said (a pilot older
     # than draining), and such a pilot is never asked to hold cores.
     total_cores: int = field(default=0, metadata=OMIT_AT_DEFAULT)
+    # The pilot reads ``RequestJobReply.drain`` (False: a pilot older than site drains, never
+    # sent the flag: it idles out).
+    understands_drain: bool = field(default=False, metadata=OMIT_AT_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -135,6 +158,19 @@ class RequestJobArgs:
     # The identity acting as the pilot, bound to its record: set by the service's authorization
     # from the transport (whatever a pilot sends here is replaced).
     credential: str = ""
+    # The newest pilot wire revision the sender reads (0: a pilot older than revisions).
+    revision: int = field(default=0, metadata=OMIT_AT_DEFAULT)
+
+
+@dataclass(frozen=True)
+class RequestJobsArgs:
+    """Up to ``count`` jobs for the free cores of ``resources`` in one request (issue 15)."""
+
+    pilot_id: str
+    resources: PilotResources
+    count: int
+    credential: str = ""  # as in RequestJobArgs
+    revision: int = 0
 
 
 @dataclass(frozen=True)
@@ -165,6 +201,15 @@ class UpdateStatusArgs:
     application_status: str = ""
     output_sandbox: str = ""  # sha256 of the uploaded output sandbox (with a final status)
     usage: JobUsage | None = None  # with a final status: what the payload used
+
+
+@dataclass(frozen=True)
+class UpdateStatusesArgs:
+    """Several status reports of one pilot in one request (issue 15), applied in order, each
+    on its own: one refused leaves the others applied. All in one durable commit."""
+
+    pilot_id: str
+    reports: list[UpdateStatusArgs]
 
 
 @dataclass(frozen=True)
@@ -594,8 +639,9 @@ class MatchedJob:
     description: dict[str, Any]
     # Seconds the payload may run without a heartbeat acknowledged: the pilot kills it after
     # that (agents/payload_keeper.py), before the service may reschedule the job (it waits
-    # stalled_to_reschedule more). 0: no lease (a service that does not send one).
-    lease: float = 0.0
+    # stalled_to_reschedule more). 0: no lease (a service that does not send one, or a pilot
+    # older than LEASE_REVISION, which is not sent one: its checker refuses the key).
+    lease: float = field(default=0.0, metadata=OMIT_AT_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -616,6 +662,32 @@ class RequestJobReply:
     # Only with no job, and only to a pilot that said its total_cores; left off the wire when
     # None, so a pilot older than draining reads the reply.
     hold: CoreHold | None = field(default=None, metadata=OMIT_AT_DEFAULT)
+    # The pilot's site is drained by an operator: take no new job, finish the running ones,
+    # then exit. Only to a pilot that said it understands (``PilotResources.understands_drain``).
+    drain: bool = field(default=False, metadata=OMIT_AT_DEFAULT)
+
+
+@dataclass(frozen=True)
+class RequestJobsReply:
+    jobs: list[MatchedJob]  # empty: no job, ``reason`` says why
+    reason: str
+    commands: list[PilotCommand]
+    hold: CoreHold | None = None  # as in RequestJobReply (only with no job)
+    drain: bool = field(default=False, metadata=OMIT_AT_DEFAULT)  # as in RequestJobReply
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    """What became of one report of ``update_statuses``: its commands, or why it was refused
+    (``error``: nothing of it was applied; ``retryable``: send it again later)."""
+
+    commands: list[PilotCommand]
+    error: ErrorInfo | None = None
+
+
+@dataclass(frozen=True)
+class ReportOutcomes:
+    outcomes: list[ReportOutcome]  # one per report, in order
 
 
 @dataclass(frozen=True)
@@ -846,6 +918,25 @@ class SiteStateReply:
 
 
 @dataclass(frozen=True)
+class ServiceInstanceRow:
+    """One instance of the central service (docs/high-availability.md)."""
+
+    name: str
+    endpoint: str  # where it serves when it leads
+    host: str
+    pid: int
+    role: str  # leader or standby
+    since: float  # when it took that role
+    seen: float  # when it last noted itself alive
+
+
+@dataclass(frozen=True)
+class ServiceStatusReply:
+    store: str  # the store's kind: sqlite, postgresql
+    instances: list[ServiceInstanceRow]  # the leader first
+
+
+@dataclass(frozen=True)
 class PilotSummaryRow:
     site: str
     state: str
@@ -1009,8 +1100,10 @@ class Op:
     RESCHEDULE = "reschedule"
     HISTORY = "history"
     REQUEST_JOB = "request_job"
+    REQUEST_JOBS = "request_jobs"
     ELIGIBLE = "eligible"
     UPDATE_STATUS = "update_status"
+    UPDATE_STATUSES = "update_statuses"
     HEARTBEAT = "heartbeat"
     SITES = "sites"
     BAN_SITE = "ban_site"
@@ -1064,6 +1157,7 @@ class Op:
     DOWNTIME_ADD = "downtime_add"
     DOWNTIME_LIST = "downtime_list"
     DOWNTIME_CANCEL = "downtime_cancel"
+    SERVICE_STATUS = "service_status"
 
 
 ARGUMENTS: dict[str, type] = {
@@ -1075,8 +1169,10 @@ ARGUMENTS: dict[str, type] = {
     Op.RESCHEDULE: JobIdsArgs,
     Op.HISTORY: JobIdArgs,
     Op.REQUEST_JOB: RequestJobArgs,
+    Op.REQUEST_JOBS: RequestJobsArgs,
     Op.ELIGIBLE: EligibleArgs,
     Op.UPDATE_STATUS: UpdateStatusArgs,
+    Op.UPDATE_STATUSES: UpdateStatusesArgs,
     Op.HEARTBEAT: HeartbeatArgs,
     Op.SITES: NoArgs,
     Op.BAN_SITE: BanSiteArgs,
@@ -1130,6 +1226,7 @@ ARGUMENTS: dict[str, type] = {
     Op.DOWNTIME_ADD: DowntimeAddArgs,
     Op.DOWNTIME_LIST: DowntimeListArgs,
     Op.DOWNTIME_CANCEL: DowntimeIdArgs,
+    Op.SERVICE_STATUS: NoArgs,
 }
 
 # The result of each operation's ok reply.
@@ -1142,8 +1239,10 @@ REPLIES: dict[str, Any] = {
     Op.RESCHEDULE: RescheduleReply,
     Op.HISTORY: list[HistoryRow],
     Op.REQUEST_JOB: RequestJobReply,
+    Op.REQUEST_JOBS: RequestJobsReply,
     Op.ELIGIBLE: EligibleReply,
     Op.UPDATE_STATUS: CommandsReply,
+    Op.UPDATE_STATUSES: ReportOutcomes,
     Op.HEARTBEAT: CommandsReply,
     Op.SITES: list[SiteRow],
     Op.BAN_SITE: SiteReply,
@@ -1197,6 +1296,7 @@ REPLIES: dict[str, Any] = {
     Op.DOWNTIME_ADD: DowntimeRow,
     Op.DOWNTIME_LIST: list[DowntimeRow],
     Op.DOWNTIME_CANCEL: DowntimeRow,
+    Op.SERVICE_STATUS: ServiceStatusReply,
 }
 
 # Operations that change stored state: their replies are remembered under the request id so a
@@ -1207,7 +1307,9 @@ MUTATING_OPS = frozenset(
         Op.KILL,
         Op.RESCHEDULE,
         Op.REQUEST_JOB,
+        Op.REQUEST_JOBS,
         Op.UPDATE_STATUS,
+        Op.UPDATE_STATUSES,
         Op.BAN_SITE,
         Op.UNBAN_SITE,
         Op.SET_SHARE,
@@ -1246,7 +1348,7 @@ MUTATING_OPS = frozenset(
 # after a crash their retry is refused (the name exists) or issues a fresh token.
 # transfer_request is like request_job: a lease lost in a crash expires and the request waits again.
 REPLIES_NOT_STORED = frozenset(
-    {Op.REQUEST_JOB, Op.IDENTITY_ADD, Op.PILOT_TOKEN, Op.TRANSFER_REQUEST}
+    {Op.REQUEST_JOB, Op.REQUEST_JOBS, Op.IDENTITY_ADD, Op.PILOT_TOKEN, Op.TRANSFER_REQUEST}
 )
 # Of those, replies that carry a secret key: remembered in memory for a short while only
 # (service.secret_reply_memory), enough for the retries of a reply lost on the way.

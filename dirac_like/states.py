@@ -54,11 +54,14 @@ ACTIVE_STATUSES = frozenset({S.MATCHED, S.RUNNING, S.COMPLETING, S.STALLED})
 PILOT_REPORTABLE = frozenset({S.RUNNING, S.COMPLETING, S.DONE, S.FAILED, S.KILLED, S.RESCHEDULED})
 
 
+_BY_NAME = {status.value.lower(): status for status in JobStatus}
+
+
 def parse_status(name: str) -> JobStatus:
     """The status called ``name`` (case-insensitive), or InvalidArgument."""
-    for status in JobStatus:
-        if status.value.lower() == name.lower():
-            return status
+    status = _BY_NAME.get(name.lower())
+    if status is not None:
+        return status
     known = ", ".join(s.value for s in JobStatus)
     raise InvalidArgument(f"unknown job status {name[:40]!r} (known: {known})")
 

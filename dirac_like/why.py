@@ -6,7 +6,8 @@ state of every site, the matcher itself and the recent match rate. The verdict i
 order (the first that holds):
 
 - ``not-waiting``: the job is not waiting (it runs, or ended);
-- ``held``: it is held back (Rescheduled: back to Waiting at a given time);
+- ``held``: it is held back (Rescheduled: back to Waiting at a given time; or its input data
+  is not, now, at any site it may run at: a replica lost, its SE banned, a copy on its way);
 - ``unknown-grid``: no CE and no pilot is known yet, so nothing can be said;
 - ``never``: no known CE can ever run it (``NumberOfProcessors 64 > the largest CE's 8``);
 - ``sites``: the CEs that could run it are all at sites that take no job now: in a downtime,
@@ -104,8 +105,12 @@ def explain(
     matcher: Matcher,
     grid: GridView,
     reschedule_at: float = 0.0,
+    data_missing: list[str] | None = None,
 ) -> Explanation:
-    """Why ``job`` (waiting in ``task_queue``) has not started."""
+    """Why ``job`` (waiting in ``task_queue``) has not started. ``data_missing``: why its input
+    data is not at any site it may run at now, one line per file (none: it is, or it has none).
+    (Jobs have no dependencies on other jobs, parametric siblings included: nothing to wait
+    for there.)"""
     base = Explanation(job.job_id, job.status.value, NOT_WAITING, "")
     if job.status is JobStatus.RESCHEDULED:
         return dataclasses.replace(
@@ -118,6 +123,15 @@ def explain(
         )
     if job.status is not JobStatus.WAITING:
         return dataclasses.replace(base, reason=f"the job is {job.status.value}, not waiting")
+    if data_missing:
+        return dataclasses.replace(
+            base,
+            verdict=HELD,
+            details=list(data_missing),
+            reason="held back: its input data is not at any site it may run at now: "
+            + "; ".join(data_missing[:3])
+            + (f" (and {len(data_missing) - 3} more)" if len(data_missing) > 3 else ""),
+        )
     ce_rejections, capable = _reject_counts(task_queue, grid.ces)
     pilot_rejections, fitting = _reject_counts(task_queue, grid.pilots)
     base = dataclasses.replace(

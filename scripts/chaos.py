@@ -5,6 +5,14 @@ run that finished while its pilot was alive.
 
     python scripts/chaos.py                             # 100 kills, 1000 jobs, 4 pilots
     python scripts/chaos.py --kills 10 --jobs 100 --seed 7 --json
+    python scripts/chaos.py --postgres-local --kills 50 --weights 1,0,0,0,0   # issue 18
+
+With ``--postgres URL`` (or ``--postgres-local``: a throw-away server started for the run with
+scripts/postgres-local.sh) the central service is an active-standby pair on that PostgreSQL
+(:class:`dirac_like.service_pair.ServicePair`, in a schema of its own): every client names both
+instances, a ``service`` kill is a ``kill -9`` of whichever instance leads, the killed one comes
+back as the standby, and the time until the other one leads (the failover time) is reported
+(p50, p99, max).
 
 A real central service (secure, its own home, a fixed loopback port) and real pilots (``dirac-like
 pilot`` processes, each with its own workdir) run short real payloads: a Python script that
@@ -37,6 +45,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import random
 import secrets
@@ -65,6 +74,9 @@ from dirac_like.chaos_checks import (
 )
 from dirac_like.errors import ServiceUnavailable
 from dirac_like.processes import ServiceProcess, dirac_like_argv, free_port
+from dirac_like.service_pair import ServicePair
+
+REPO = Path(__file__).resolve().parents[1]
 
 SITE = "Chaos.Local.org"
 CLI_TIMEOUT = 30.0  # a CLI call that takes longer is stopped (its submission unacknowledged)
@@ -121,6 +133,7 @@ class Settings:
     batch: int
     drain_timeout: float
     folder: Path
+    postgres: str = ""  # a PostgreSQL store URL: run the service as a pair on it
 
 
 # -- the grid --------------------------------------------------------------------------------------
@@ -164,6 +177,37 @@ class Service:
         if self.process is not None:
             self.process.stop()
             self.process = None
+
+
+class Pair:
+    """An active-standby pair (issue 18) where a lone :class:`Service` would be: ``kill9`` kills
+    whichever instance leads and waits for the other to lead (the failover time is kept);
+    ``start`` brings the killed one back as the standby."""
+
+    def __init__(self, folder: Path, store_url: str) -> None:
+        self.pair = ServicePair(folder / "pair", store_url, SERVICE_CONFIG)
+        self.home = self.pair.home
+
+    @property
+    def endpoint(self) -> str:
+        return self.pair.endpoint
+
+    @property
+    def identity_path(self) -> Path:
+        return self.pair.identity_path
+
+    @property
+    def failovers(self) -> list[float]:
+        return self.pair.failovers
+
+    def start(self) -> None:
+        self.pair.start()
+
+    def kill9(self) -> None:
+        self.pair.kill_leader()
+
+    def stop(self) -> None:
+        self.pair.stop()
 
 
 @dataclass
@@ -374,7 +418,7 @@ class Chaos:
         (folder / "payload.py").write_text(PAYLOAD)
         (folder / "pilot-logs").mkdir()
         self.events = open(folder / "kills.log", "a")  # noqa: SIM115 (closed in close())
-        self.service = Service(folder)
+        self.service = Pair(folder, settings.postgres) if settings.postgres else Service(folder)
         self.env: dict[str, str] = {}
         token = secrets.token_hex(3)
         self.slots = [
@@ -622,6 +666,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "temporary folder, removed when every invariant held)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the run's folder")
+    store = parser.add_mutually_exclusive_group()
+    store.add_argument(
+        "--postgres",
+        metavar="URL",
+        default="",
+        help="run the central service as an active-standby pair on this PostgreSQL database "
+        "(in a new schema of it)",
+    )
+    store.add_argument(
+        "--postgres-local",
+        action="store_true",
+        help="the same on a throw-away PostgreSQL started for the run (scripts/postgres-local.sh)",
+    )
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
     args = parser.parse_args(argv)
     weights = tuple(float(weight) for weight in args.weights.split(","))
@@ -649,6 +706,7 @@ def settings_of(args: argparse.Namespace, folder: Path) -> Settings:
         batch=args.batch,
         drain_timeout=args.drain_timeout,
         folder=folder,
+        postgres=args.postgres,
     )
 
 
@@ -659,6 +717,7 @@ def print_report(report: ChaosReport, chaos: Chaos, seconds: float, as_json: boo
         "seed": chaos.settings.seed,
         "submit_failures": chaos.submit_failures,
         "seconds": round(seconds, 1),
+        "failover_seconds": failover_figures(getattr(chaos.service, "failovers", [])),
         "broken": report.broken(),
         "folder": str(chaos.settings.folder),
     }
@@ -675,6 +734,12 @@ def print_report(report: ChaosReport, chaos: Chaos, seconds: float, as_json: boo
         f"{dict(report.statuses)}, {report.runs} payload runs, {report.ran_more_than_once} "
         f"jobs ran more than once, {chaos.submit_failures} submissions unacknowledged"
     )
+    if isinstance(chaos.service, Pair):
+        figures = counts["failover_seconds"]
+        print(
+            f"failovers: {figures['count']}, p50 {figures['p50']} s, p99 {figures['p99']} s, "
+            f"max {figures['max']} s (kill -9 of the leader until the standby answers as leader)"
+        )
     for name in ("lost", "not_final", "overlapping", "ran_again_after_done"):
         ids = getattr(report, name)
         print(f"{name}: {len(ids)}" + (f" (e.g. jobs {list(ids[:10])})" if ids else ""))
@@ -683,6 +748,57 @@ def print_report(report: ChaosReport, chaos: Chaos, seconds: float, as_json: boo
         if not report.broken()
         else f"BROKEN: {', '.join(report.broken())}; the run's files: {chaos.settings.folder}"
     )
+
+
+def failover_figures(seconds: list[float]) -> dict[str, float]:
+    """Count, p50, p99 and max of the failover times (nearest-rank percentiles)."""
+    if not seconds:
+        return {"count": 0, "p50": 0.0, "p99": 0.0, "max": 0.0}
+    ordered = sorted(seconds)
+
+    def rank(fraction: float) -> float:
+        return round(ordered[max(0, math.ceil(fraction * len(ordered)) - 1)], 2)
+
+    return {"count": len(ordered), "p50": rank(0.5), "p99": rank(0.99), "max": rank(1.0)}
+
+
+@contextlib.contextmanager
+def postgres_store(args: argparse.Namespace) -> Iterator[str]:
+    """The store URL of the run: a new schema of ``--postgres``, or of a throw-away server
+    (``--postgres-local``, stopped at the end); '' for the lone service on SQLite."""
+    if not args.postgres and not args.postgres_local:
+        yield ""
+        return
+    import psycopg  # the postgres extra
+
+    server = Path(tempfile.mkdtemp(prefix="dirac-like-chaos-pg-")) if args.postgres_local else None
+    try:
+        url = start_local_postgres(server) if server is not None else args.postgres
+        schema = f"chaos_{secrets.token_hex(4)}"
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute(f"CREATE SCHEMA {schema}")
+        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        if server is not None:
+            script = REPO / "scripts" / "postgres-local.sh"
+            subprocess.run(["bash", str(script), "stop", str(server)], check=False, timeout=60)
+            shutil.rmtree(server, ignore_errors=True)
+
+
+def start_local_postgres(folder: Path) -> str:
+    folder.chmod(0o755)  # the server runs as the postgres user: it must enter the folder
+    script = REPO / "scripts" / "postgres-local.sh"
+    started = subprocess.run(
+        ["bash", str(script), "start", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "WATCH_PID": str(os.getpid())},
+    )
+    if started.returncode != 0:
+        raise ServiceUnavailable(f"PostgreSQL did not start: {started.stderr.strip()}")
+    return started.stdout.strip()
 
 
 def stop_on_sigterm(signum: int, frame: object) -> None:
@@ -697,14 +813,24 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.folder or Path(tempfile.mkdtemp(prefix="dirac-like-chaos-"))
     folder.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    chaos = Chaos(settings_of(args, folder))
-    try:
-        report = chaos.run()
-    except ServiceUnavailable as exc:
-        print(f"chaos: the central service did not (re)start: {exc}; see {folder}", file=sys.stderr)
-        return 3
-    finally:
-        chaos.close()
+    with contextlib.ExitStack() as stack:
+        try:
+            store_url = stack.enter_context(postgres_store(args))
+        except ServiceUnavailable as exc:
+            print(f"chaos: {exc}", file=sys.stderr)
+            return 3
+        args.postgres = store_url
+        chaos = Chaos(settings_of(args, folder))
+        try:
+            report = chaos.run()
+        except ServiceUnavailable as exc:
+            print(
+                f"chaos: the central service did not (re)start: {exc}; see {folder}",
+                file=sys.stderr,
+            )
+            return 3
+        finally:
+            chaos.close()
     print_report(report, chaos, time.monotonic() - started, args.json)
     if not report.broken() and not args.keep and args.folder is None:
         shutil.rmtree(folder, ignore_errors=True)

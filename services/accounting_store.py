@@ -108,7 +108,7 @@ class AccountingReader:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {self.path} to read: {exc}") from exc
-        if version < 8:  # 6: accounting; 8: transfers, and daily buckets of every day
+        if version < 9:  # 6: accounting; 9: transfers, and daily buckets of every day
             self._db.close()
             raise StoreError(
                 f"store {self.path} (schema {version}) has no accounting yet, or not its "

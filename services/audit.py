@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import logging
+import math
 import os
 import re
 from collections import OrderedDict
@@ -129,7 +131,10 @@ class AuditLog:
     def _write(
         self, principal: Principal, op: str, args: Any, now: float, outcome: str, reason: str
     ) -> None:
-        line = audit_line(principal, op, args, now, outcome, reason)
+        self.record(audit_line(principal, op, args, now, outcome, reason), now)
+
+    def record(self, line: str, now: float) -> None:
+        """Append one line (a subclass may keep it elsewhere too)."""
         try:
             os.write(self._fd, line.encode() + b"\n")
         except OSError as exc:
@@ -170,11 +175,29 @@ def summarize(args: Any) -> dict[str, Any]:
 
 def _fields(value: Any) -> Mapping[Any, Any] | None:
     """A dataclass or a map as a map; None for anything else."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
         return value
-    return None
+    names = _dataclass_fields(type(value))
+    if names is None:
+        return None
+    return {name: getattr(value, name) for name in names}
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
+
+
+def _dataclass_fields(cls: type) -> tuple[str, ...] | None:
+    """The field names of the dataclass ``cls`` (None if it is not one); once per type."""
+    if cls not in _FIELD_NAMES:
+        is_dataclass = dataclasses.is_dataclass(cls)
+        _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls)) if is_dataclass else None
+    return _FIELD_NAMES[cls]
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret(name: str) -> bool:
+    """Whether a field called ``name`` may hold a secret (decided once per name)."""
+    return _SECRET.search(name) is not None
 
 
 def _summary_of_map(fields: Mapping[Any, Any], depth: int) -> dict[str, Any]:
@@ -184,7 +207,7 @@ def _summary_of_map(fields: Mapping[Any, Any], depth: int) -> dict[str, Any]:
             summary["..."] = f"{len(fields) - MAX_ITEMS} more"
             break
         name = str(key)[:64]
-        if _SECRET.search(name):
+        if _is_secret(name):
             summary[name] = "<redacted>"
         elif name in _COUNTED and isinstance(value, list | tuple):
             summary[name] = f"<{len(value)} items>"
@@ -193,7 +216,15 @@ def _summary_of_map(fields: Mapping[Any, Any], depth: int) -> dict[str, Any]:
     return summary
 
 
+_PLAIN = frozenset({type(None), bool, int, float})
+
+
 def _summary(value: Any, depth: int) -> Any:
+    kind = type(value)
+    if kind in _PLAIN:  # the common cases first, by exact type (subclasses below)
+        return value
+    if kind is str and len(value) <= MAX_STRING:
+        return value
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, str):
@@ -220,5 +251,14 @@ def _reason(error: DiracLikeError) -> str:
 
 
 def _iso(now: float) -> str:
-    moment = datetime.datetime.fromtimestamp(now, datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """``now`` in ISO 8601 UTC to the millisecond (the seconds formatted once per second)."""
+    second = math.floor(now)
+    micro = round((now - second) * 1_000_000)  # rounded as datetime.fromtimestamp does
+    if micro >= 1_000_000:
+        second, micro = second + 1, micro - 1_000_000
+    return f"{_iso_second(second)}{micro // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _iso_second(second: int) -> str:
+    return datetime.datetime.fromtimestamp(second, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.")

@@ -1,7 +1,8 @@
 """The central service: one ROUTER socket, one loop, group commit.
 
 One iteration (:meth:`CentralService.loop`): poll until a request arrives or the next deadline →
-drain a batch of requests → apply each to the in-memory state → expire due deadlines → write
+drain a batch of requests → apply each to the in-memory state → expire due deadlines → one paced
+piece of background work (a slice of a big submission or a batch of a bulk action) → write
 everything the batch changed to the store in ONE transaction (and a changed identity registry to
 its file, first) → send the replies. Nothing is acknowledged before it is durable.
 
@@ -86,13 +87,15 @@ from dirac_like.store.base import is_postgres_url, store_file
 from .audit import AuditLog
 from .frame_guard import FrameGuard, bounded, connection_key
 from .guard import Guard
-from .handlers import HANDLERS, run_bulk_batch
+from .handlers import HANDLERS, run_background
 from .identities import IdentityIssuer
 from .metrics import ServiceMetrics
 from .ownership import StateOwnership
+from .pacing import Pacer
 from .replies import reply_key
 from .sandbox_handlers import SANDBOX_HANDLERS
 from .state import CentralState
+from .status_handlers import ServiceView, SingleInstance
 from .zap import DOMAIN, ZapHandler
 
 log = logging.getLogger(__name__)
@@ -100,7 +103,9 @@ log = logging.getLogger(__name__)
 FREEZE_AFTER_NEW_JOBS = 10_000
 MAX_POLL_SECONDS = 0.5  # wake up at least this often to notice a stop request
 MAX_ROUTES = 200_000  # pilots remembered for pushes (the least recently heard are forgotten)
-PILOT_OPS = frozenset({Op.REQUEST_JOB, Op.UPDATE_STATUS, Op.HEARTBEAT})
+PILOT_OPS = frozenset(
+    {Op.REQUEST_JOB, Op.REQUEST_JOBS, Op.UPDATE_STATUS, Op.UPDATE_STATUSES, Op.HEARTBEAT}
+)
 PURGE_SECONDS = 300.0  # how often expired pilot tokens are looked for
 Message = tuple[list[bytes], str]  # the frames of one request, and its User-Id ('' if insecure)
 
@@ -125,6 +130,7 @@ class CentralService:
         clock: Callable[[], float] = time.time,
         insecure: bool = False,
         open_store: Callable[[], Store] | None = None,
+        service_view: ServiceView | None = None,
     ) -> None:
         self.config = config
         self.home = home
@@ -139,9 +145,7 @@ class CentralService:
         self.guard = (
             None
             if self.issuer is None
-            else Guard(
-                self.issuer, RateLimiter.from_config(config.security), AuditLog.in_home(home)
-            )
+            else Guard(self.issuer, RateLimiter.from_config(config.security), self._audit_log())
         )
         self._open_store = open_store or (
             lambda: default_store(config.store_url(home), config.store.synchronous)
@@ -153,7 +157,9 @@ class CentralService:
             self.store.close()
             raise
         sandbox_limit = max(config.sandboxes.max_input_bytes, config.sandboxes.max_output_bytes)
-        self.sandboxes = SandboxStore(home / "sandboxes", sandbox_limit)
+        self.sandboxes = self._sandbox_store(sandbox_limit)
+        self.service_view = service_view or SingleInstance(clock(), lambda: self.endpoint)
+        self.endpoint = ""
         self.state = self._load_state()
         self.metrics = ServiceMetrics(config.metrics)
         self.metrics_endpoint: MetricsEndpoint | None = None
@@ -175,6 +181,15 @@ class CentralService:
         self._poisoned = False
         self._broken: StoreError | None = None  # the store could not be reopened: retry
         self._next_purge = clock() + PURGE_SECONDS
+        self.pacer = Pacer(config.bulk.duty)
+
+    def _audit_log(self) -> AuditLog:
+        """Where admin actions and refusals are recorded: a file in the home."""
+        return AuditLog.in_home(self.home)
+
+    def _sandbox_store(self, max_bytes: int) -> SandboxStore:
+        """Where the sandboxes are kept: files in the home."""
+        return SandboxStore(self.home / "sandboxes", max_bytes)
 
     def _secure_socket(self, keys: Keypair) -> ZapHandler:
         """CurveZMQ server, with the ZAP handler bound BEFORE the socket can take a connection
@@ -200,6 +215,7 @@ class CentralService:
             self.config.storage_elements(self.home),
         )
         state.identities = self.issuer
+        state.service_view = self.service_view
         log.info("state loaded in %.2f s", time.perf_counter() - started)
         return state
 
@@ -282,11 +298,22 @@ class CentralService:
             messages = self._drain()
             pending = self.process_batch(messages)
         self.state.expire(self.clock())
-        run_bulk_batch(self.state, self.clock(), len(pending))  # a batch of a bulk action
+        background = self._background(len(pending))
         self.purge_identities(self.clock())
         self.commit_and_reply(pending, messages)
+        if background is not None:
+            self.pacer.worked(background, time.monotonic())
         self.metrics.refresh(self.state, self.clock())
         return len(pending)
+
+    def _background(self, served: int) -> float | None:
+        """One piece of background work if one is due (a slice of a big submission, else a
+        batch of a bulk action); when it started (None: none ran)."""
+        if not self.state.background_pending or not self.pacer.due(time.monotonic()):
+            return None
+        started = time.monotonic()
+        run_background(self.state, self.clock(), served)
+        return started
 
     def _refusals(self, messages: list[Message], error: StoreError) -> list[Pending]:
         """The store cannot be opened: every request gets a retryable ``store_error``."""
@@ -299,6 +326,8 @@ class CentralService:
     def _poll_timeout_ms(self) -> int:
         deadline = self.state.next_deadline()
         wait = MAX_POLL_SECONDS if deadline is None else deadline - self.clock()
+        if self.state.background_pending:
+            wait = min(wait, self.pacer.wait(time.monotonic()))
         return int(max(0.0, min(wait, MAX_POLL_SECONDS)) * 1000)
 
     def _drain(self) -> list[Message]:
@@ -593,17 +622,30 @@ def run_central(
     """Run the central service in the foreground until SIGTERM/SIGINT; returns the exit code.
     A home without keys is initialized first (see :func:`dirac_like.registry.init_home`). The
     home and the store are locked for the service's lifetime: a second central service on either
-    exits at once with :class:`AlreadyRunning`, naming the first one's PID."""
+    exits at once with :class:`AlreadyRunning`, naming the first one's PID.
+
+    On a PostgreSQL store the service is one instance of an active-standby pair
+    (services/high_availability.py): only the home is locked here, the store's advisory lock
+    says which instance leads."""
     locks = [(lock_path(home, "central"), f"a central service on home {home}")]
     url = config.store_url(home)
-    if not is_postgres_url(url):  # a database server is shared: no file to lock
-        store = store_file(url)
-        locks.append((store.with_name(store.name + ".lock"), f"a central service on store {store}"))
+    if is_postgres_url(url):  # a database server is shared: no file to lock
+        with holding(*locks):
+            return _serve_paired(config, home, listen, insecure)
+    store = store_file(url)
+    locks.append((store.with_name(store.name + ".lock"), f"a central service on store {store}"))
     with holding(*locks):
         return _serve(config, home, listen, insecure)
 
 
-def _serve(config: Config, home: Path, listen: str | None, insecure: bool) -> int:
+def _serve_paired(config: Config, home: Path, listen: str | None, insecure: bool) -> int:
+    from .high_availability import run_paired  # psycopg: imported only for PostgreSQL
+
+    _prepare_home(home, insecure)
+    return run_paired(config, home, listen, insecure)
+
+
+def _prepare_home(home: Path, insecure: bool) -> None:
     # The store, its WAL, sandboxes and logs name users and hold their files: the service's
     # files are its own (0600, folders 0700), whatever the umask of the shell that started it.
     os.umask(0o077)
@@ -616,6 +658,10 @@ def _serve(config: Config, home: Path, listen: str | None, insecure: bool) -> in
                 home,
                 initialized.admin_identity,
             )
+
+
+def _serve(config: Config, home: Path, listen: str | None, insecure: bool) -> int:
+    _prepare_home(home, insecure)
     # Millions of long-lived job records: collect young objects less often, and keep what was
     # loaded at start-up out of every later collection.
     gc.set_threshold(100_000, 50, 100)

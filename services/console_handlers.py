@@ -40,8 +40,10 @@ from dirac_like.protocol import (
     to_wire,
 )
 from dirac_like.selection import Selection, parse_selection
+from dirac_like.states import JobStatus
 from dirac_like.why import GridView, SiteState, explain
 
+from .input_data import LFN_PREFIX, data_not_at_eligible_sites
 from .state import CentralState, check_name
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ def why(state: CentralState, args: JobIdsArgs, now: float) -> list[WhyReply]:
         raise InvalidArgument(f"give between 1 and {MAX_WHY} job ids")
     jobs = state.book.jobs_by_ids(args.job_ids)
     grid = grid_view(state, now)
+    incoming = _incoming(state)
     return [
         WhyReply(
             **vars_of(
@@ -68,11 +71,33 @@ def why(state: CentralState, args: JobIdsArgs, now: float) -> list[WhyReply]:
                     state.book.matcher,
                     grid,
                     reschedule_at=job.deadline,
+                    data_missing=_data_missing(state, job, incoming),
                 )
             )
         )
         for job in jobs
     ]
+
+
+def _data_missing(state: CentralState, job: JobRecord, incoming: dict[str, list[str]]) -> list[str]:
+    """Why a waiting job's input data is not at a site it may run at now ([]: it is, or it
+    has none). Reads the job's stored description."""
+    if job.status is not JobStatus.WAITING:
+        return []
+    description = state.store_description(job.job_id)
+    lfns = [str(lfn).removeprefix(LFN_PREFIX) for lfn in description.get("InputData") or []]
+    if not lfns:
+        return []
+    sites = _task_queue(state, job).requirements.sites
+    return data_not_at_eligible_sites(state.catalog, state.storage, lfns, sites, incoming)
+
+
+def _incoming(state: CentralState) -> dict[str, list[str]]:
+    """lfn -> destination SEs of the transfers not finished."""
+    found: dict[str, list[str]] = {}
+    for record in state.transfers.open.values():
+        found.setdefault(record.lfn, []).append(record.destination)
+    return found
 
 
 def vars_of(explanation: Any) -> dict[str, Any]:
@@ -129,7 +154,18 @@ def _selection(text: str, only_owner: str) -> tuple[Selection, str]:
 
 
 def _selected(state: CentralState, selection: Selection, now: float) -> list[JobRecord]:
-    return selection.select(state.jobs.values(), now)
+    """The jobs a selection matches, in job id order. Waiting jobs only: looked up in the task
+    queues of the owner and group selected (the matcher's own index), not in every job."""
+    if selection.statuses != {JobStatus.WAITING}:
+        return selection.select(state.jobs.values(), now)
+    job_ids: list[int] = []
+    for queue in state.book.matcher.task_queues.values():
+        if (selection.owner or queue.owner) == queue.owner and (
+            selection.group or queue.group
+        ) == queue.group:
+            job_ids.extend(queue.job_ids())
+    jobs = state.jobs
+    return selection.select((jobs[job_id] for job_id in sorted(job_ids)), now)
 
 
 def _described(text: str, only_owner: str) -> str:
@@ -168,7 +204,9 @@ def bulk(state: CentralState, args: BulkArgs, now: float, actions: dict[str, Han
     jobs = _selected(state, selection, now)
     _check_caps(state, args, len(jobs))
     described = _described(args.selection, args.only_owner)
-    action = state.bulk.start(args.action, described, args.only_owner, [job.job_id for job in jobs])
+    action = state.bulk.start(
+        args.action, described, args.only_owner, [job.job_id for job in jobs], now
+    )
     log.info(
         "bulk %d: %s of %d jobs selected by %r (owner %s)",
         action.bulk_id,
@@ -240,6 +278,7 @@ def bulk_batch(state: CentralState, actions: dict[str, Handler], now: float, siz
             action.skip(job_id, exc.message)
         else:
             action.done += 1
+    state.bulk.saved(action)  # its progress, committed with the jobs it changed
     if action.finished:
         log.info(
             "bulk %d finished: %s of %d jobs, %d skipped",

@@ -9,6 +9,7 @@ the rest through ``request_kill``, ``report`` and ``heartbeat``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections import Counter
@@ -17,17 +18,21 @@ from typing import Any
 
 from dirac_like import __version__
 from dirac_like.accounting import check_usage
-from dirac_like.errors import IllegalTransition, InvalidArgument
+from dirac_like.errors import DiracLikeError, IllegalTransition, InvalidArgument
 from dirac_like.model import JobRecord, SiteRecord
 from dirac_like.monitoring import TargetKind
 from dirac_like.protocol import (
+    LEASE_REVISION,
     MAX_JOB_IDS,
+    MAX_JOBS_PER_REQUEST,
+    MAX_REPORTS_PER_REQUEST,
     PROTOCOL_VERSION,
     BanSiteArgs,
     CommandsReply,
     CoreHold,
     EligibleArgs,
     EligibleReply,
+    ErrorInfo,
     HeartbeatArgs,
     HistoryRow,
     JobIdArgs,
@@ -39,9 +44,14 @@ from dirac_like.protocol import (
     MatchedJob,
     NoArgs,
     Op,
+    PilotCommand,
     PingReply,
+    ReportOutcome,
+    ReportOutcomes,
     RequestJobArgs,
     RequestJobReply,
+    RequestJobsArgs,
+    RequestJobsReply,
     RescheduleReply,
     SetShareArgs,
     SetShareReply,
@@ -53,6 +63,7 @@ from dirac_like.protocol import (
     SubmitReply,
     TaskQueueRow,
     UpdateStatusArgs,
+    UpdateStatusesArgs,
     build_trusted,
 )
 from dirac_like.selection import Selection
@@ -74,6 +85,7 @@ from .monitor_handlers import MONITOR_HANDLERS
 from .pilot_handlers import PILOT_HANDLERS
 from .sandbox_handlers import SANDBOX_HANDLERS
 from .state import NEVER_RUNNABLE, CentralState, check_name
+from .status_handlers import STATUS_HANDLERS
 
 S = JobStatus
 Handler = Callable[[CentralState, Any, float], Any]
@@ -108,19 +120,33 @@ def submit(state: CentralState, args: SubmitArgs, now: float) -> SubmitReply:
 
 
 def never_runnable_warnings(state: CentralState, job_ids: list[int]) -> list[str]:
-    """One line per distinct reason why some of the new jobs can never run."""
-    counts = Counter(state.jobs[job_id].minor_status for job_id in job_ids)
+    """One line per distinct reason why some of the new jobs can never run. A big submission
+    is acknowledged with its first slice made: the lines count the jobs made so far."""
+    made = [state.jobs[job_id] for job_id in job_ids if job_id in state.jobs]
+    counts = Counter(job.minor_status for job in made)
+    of = f" of the first {len(made)}" if len(made) < len(job_ids) else ""
     return [
-        f"{count} job(s): {minor}"
+        f"{count}{of} job(s): {minor}"
         for minor, count in sorted(counts.items())
         if minor.startswith(NEVER_RUNNABLE)
     ]
 
 
 def status(state: CentralState, args: JobIdsArgs, now: float) -> list[JobSummary]:
+    """Each job (once); a job of a big submission not made yet shows as Received."""
     _check_job_ids(args.job_ids)
-    jobs = state.book.jobs_by_ids(args.job_ids)
-    return [build_trusted(JobSummary, job.summary()) for job in jobs]
+    rows = []
+    for job_id in dict.fromkeys(args.job_ids):
+        submission = None if job_id in state.jobs else state.expansions.to_make(job_id)
+        if submission is None:
+            rows.append(build_trusted(JobSummary, state.book.job(job_id).summary()))
+        else:
+            minor = (
+                f"Being made: {submission.expanded} of {submission.count} jobs of its submission"
+            )
+            rows.append(JobSummary(job_id, S.RECEIVED.value, minor, "", "ANY", submission.owner,
+                                   submission.group, "", 1, ""))  # fmt: skip
+    return rows
 
 
 def list_jobs(state: CentralState, args: ListJobsArgs, now: float) -> list[JobSummary]:
@@ -208,7 +234,10 @@ def request_job(state: CentralState, args: RequestJobArgs, now: float) -> Reques
                 hold=CoreHold(hold.cores, round(hold.expires - now, 3), hold.group),
             )
         return RequestJobReply(
-            job=None, reason=reason or "no waiting job fits this pilot", commands=commands
+            job=None,
+            reason=reason or "no waiting job fits this pilot",
+            commands=commands,
+            drain=args.resources.understands_drain and state.sites.draining(args.resources.site),
         )
     matched = MatchedJob(
         job_id=job.job_id,
@@ -217,9 +246,42 @@ def request_job(state: CentralState, args: RequestJobArgs, now: float) -> Reques
         group=job.group,
         cores=state.book.cores(job),
         description=state.store_description(job.job_id),
-        lease=state.config.jobs.stalled_timeout,
+        # only to a pilot that reads it: an older one's checker refuses the key
+        lease=state.config.jobs.stalled_timeout if args.revision >= LEASE_REVISION else 0.0,
     )
     return RequestJobReply(job=matched, reason="", commands=commands)
+
+
+def request_jobs(state: CentralState, args: RequestJobsArgs, now: float) -> RequestJobsReply:
+    """Up to ``count`` matches for the pilot's free cores (and memory), one after the other as
+    ``request_job`` makes them; the hold and the reason only when none came."""
+    if not 1 <= args.count <= MAX_JOBS_PER_REQUEST:
+        raise InvalidArgument(f"count must be 1 to {MAX_JOBS_PER_REQUEST}, got {args.count}")
+    resources = args.resources
+    jobs: list[MatchedJob] = []
+    commands: list[PilotCommand] = []
+    while len(jobs) < args.count and resources.cores >= 1:
+        one = RequestJobArgs(args.pilot_id, resources, args.credential, args.revision)
+        reply = request_job(state, one, now)
+        commands.extend(command for command in reply.commands if command not in commands)
+        if reply.job is None:
+            if jobs:
+                break
+            return RequestJobsReply([], reply.reason, commands, reply.hold, reply.drain)
+        jobs.append(reply.job)
+        resources = dataclasses.replace(
+            resources,
+            cores=resources.cores - reply.job.cores,
+            memory_mb=_memory_left(resources.memory_mb, reply.job.description),
+        )
+    return RequestJobsReply(jobs, "", commands)
+
+
+def _memory_left(memory_mb: int, description: dict[str, Any]) -> int:
+    """The pilot's free memory once this job has its MaxRAM (0: unknown stays unknown)."""
+    if not memory_mb:
+        return 0
+    return max(1, memory_mb - int(description.get("MaxRAM") or 0))
 
 
 def eligible(state: CentralState, args: EligibleArgs, now: float) -> EligibleReply:
@@ -275,6 +337,22 @@ def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> Co
     if new in FINAL_STATUSES:
         return CommandsReply([])  # the pilot is done with it: nothing left to tell
     return CommandsReply(state.pending_commands(job))
+
+
+def update_statuses(state: CentralState, args: UpdateStatusesArgs, now: float) -> ReportOutcomes:
+    """Each report as ``update_status`` applies it; a refused one is said in its outcome and
+    leaves the others applied (they share the request's one durable commit)."""
+    if not 1 <= len(args.reports) <= MAX_REPORTS_PER_REQUEST:
+        raise InvalidArgument(f"1 to {MAX_REPORTS_PER_REQUEST} reports per request")
+    if any(report.pilot_id != args.pilot_id for report in args.reports):
+        raise InvalidArgument(f"every report must be of pilot {args.pilot_id}")
+    outcomes = []
+    for report in args.reports:
+        try:
+            outcomes.append(ReportOutcome(update_status(state, report, now).commands))
+        except DiracLikeError as exc:
+            outcomes.append(ReportOutcome([], ErrorInfo(exc.code, exc.message, exc.retryable)))
+    return ReportOutcomes(outcomes)
 
 
 def _check_repeated_final(
@@ -390,8 +468,10 @@ HANDLERS: dict[str, Handler] = {
     Op.RESCHEDULE: reschedule,
     Op.HISTORY: history,
     Op.REQUEST_JOB: request_job,
+    Op.REQUEST_JOBS: request_jobs,
     Op.ELIGIBLE: eligible,
     Op.UPDATE_STATUS: update_status,
+    Op.UPDATE_STATUSES: update_statuses,
     Op.HEARTBEAT: heartbeat,
     Op.SITES: sites,
     Op.BAN_SITE: ban_site,
@@ -405,6 +485,7 @@ HANDLERS: dict[str, Handler] = {
     **DATA_HANDLERS,
     **JOB_HANDLERS,
     **MONITOR_HANDLERS,
+    **STATUS_HANDLERS,
 }
 # What a bulk action does to one job: the same handler as for one job named by id.
 BULK_ACTIONS: dict[str, Handler] = {
@@ -419,3 +500,9 @@ def run_bulk_batch(state: CentralState, now: float, served: int = 0) -> int:
     """One batch of the oldest bulk action in progress (the service loop calls this after
     serving ``served`` requests: the busier, the smaller the batch)."""
     return bulk_batch(state, BULK_ACTIONS, now, bulk_batch_size(state, served))
+
+
+def run_background(state: CentralState, now: float, served: int = 0) -> int:
+    """One piece of background work: the next slice of a big submission in progress, else a
+    batch of a bulk action; how many jobs it made or acted on."""
+    return state.expand_slice(now) or run_bulk_batch(state, now, served)

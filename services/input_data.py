@@ -67,3 +67,33 @@ def _sites_holding(catalog: Catalog, board: StorageBoard, lfn: str) -> set[str]:
         for se, status in catalog.replicas(lfn).items()
         if status == GOOD and board.readable(se)
     }
+
+
+def data_not_at_eligible_sites(
+    catalog: Catalog,
+    board: StorageBoard,
+    lfns: list[str],
+    sites: tuple[str, ...],
+    incoming: dict[str, list[str]],
+) -> list[str]:
+    """Why a waiting job's input data is not, now, at any site it may run at ([] if one site
+    (of ``sites``; none: any) holds a Good, readable replica of every file): one line per file
+    at fault, with the transfers on their way (``incoming``: lfn -> destination SEs of open
+    transfers). Replicas change after submission: an SE banned, a replica lost or not yet
+    copied."""
+    eligible = set(sites)
+    lines, common = [], None
+    for lfn in lfns:
+        holding = _sites_holding(catalog, board, lfn)
+        if "" in holding:  # on an SE of no site: readable from anywhere
+            continue
+        usable = holding & eligible if eligible else holding
+        if not usable:
+            where = f" at {', '.join(sorted(eligible))}" if eligible else ""
+            coming = incoming.get(lfn, [])
+            note = f" (a transfer to {', '.join(sorted(coming))} is on its way)" if coming else ""
+            lines.append(f"{lfn}: no Good replica on a readable SE{where} now{note}")
+        common = usable if common is None else common & usable
+    if not lines and common is not None and not common:
+        lines.append("no single site holds a readable replica of every input file now")
+    return lines

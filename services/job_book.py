@@ -187,13 +187,16 @@ class JobBook:
         now: float,
         packed: bytes | None = None,
         minor: str = "",
+        job_id: int = 0,
     ) -> JobRecord:
         """A new job, straight to Waiting along SUBMISSION_PATH (bulk submissions take this
         path by the hundred thousand, so it writes the three history rows directly).
         ``packed``: :func:`pack_description` of ``description``, if the caller has it; ``minor``:
-        its minor status in Waiting, if not the usual one (no known CE can run it)."""
-        job_id = self.next_job_id
-        self.next_job_id += 1
+        its minor status in Waiting, if not the usual one (no known CE can run it); ``job_id``:
+        one :meth:`reserve` gave (0: the next one)."""
+        if not job_id:
+            job_id = self.next_job_id
+            self.next_job_id += 1
         if description.holds_job_id:
             description, packed = with_job_id(description, job_id), None  # %j, as DIRAC's JobDB
         task_queue = self._task_queue_for(owner, group, description.requirements())
@@ -227,6 +230,12 @@ class JobBook:
         task_queue.push(job_id, job.priority)
         self.waiting_by_owner[owner] += 1
         return job
+
+    def reserve(self, count: int) -> int:
+        """The first of ``count`` consecutive job ids kept for jobs made later."""
+        first = self.next_job_id
+        self.next_job_id += count
+        return first
 
     def _task_queue_for(self, owner: str, group: str, requirements: Requirements) -> TaskQueue:
         task_queue = self.matcher.find(owner, group, requirements)

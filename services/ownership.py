@@ -16,7 +16,10 @@ class StateOwnership:
 
     def job_owner(self, job_id: int) -> str | None:
         job = self.state.jobs.get(job_id)
-        return None if job is None else job.owner
+        if job is not None:
+            return job.owner
+        submission = self.state.expansions.to_make(job_id)  # a big submission's, not made yet
+        return None if submission is None else submission.owner
 
     def job_pilot(self, job_id: int) -> str | None:
         job = self.state.jobs.get(job_id)

@@ -23,6 +23,7 @@ from dirac_like.protocol import (
     SandboxUploadReply,
 )
 from dirac_like.sandbox import SandboxError, SandboxStore
+from dirac_like.states import FINAL_STATUSES
 
 from .state import CentralState
 
@@ -71,7 +72,11 @@ def job_output(state: CentralState, args: JobIdArgs, now: float) -> JobOutputRep
     if sha256 is None:
         raise NotFound(
             f"job {job.job_id} has no output sandbox (status {job.status.value}: "
-            "a pilot uploads it when the job ends)"
+            + (
+                "it printed nothing, or its pilot could not upload it: see its application status)"
+                if job.status in FINAL_STATUSES
+                else "a pilot uploads it when the job ends)"
+            )
         )
     return JobOutputReply(job_id=job.job_id, sha256=sha256, status=job.status.value)
 

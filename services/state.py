@@ -32,7 +32,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from dirac_like.accounting import retention_cutoffs
 from dirac_like.config import Config
-from dirac_like.description import DescriptionLimits, JobDescription, parse_descriptions
+from dirac_like.description import (
+    NO_LIMITS,
+    DescriptionLimits,
+    JobDescription,
+    parse_descriptions,
+)
 from dirac_like.errors import InvalidArgument
 from dirac_like.model import (
     ChangeSet,
@@ -41,6 +46,7 @@ from dirac_like.model import (
     JobRecord,
     LoadedState,
     Requirements,
+    SubmissionRecord,
 )
 from dirac_like.monitoring import PROBE_GROUP, ProbeResult
 from dirac_like.protocol import KillJob, PilotCommand, PilotResources, StopPilot
@@ -52,6 +58,7 @@ from dirac_like.why import never_reasons
 
 from .bulk import BulkBook
 from .catalog import Catalog, StorageBoard
+from .expansion import ExpansionBook, PreparedJob
 from .grid_log import GridLog
 from .input_data import resolve_input_data
 from .job_book import JobBook, pack_description
@@ -68,6 +75,7 @@ from .transfer_book import TransferBook
 
 if TYPE_CHECKING:
     from .identities import IdentityIssuer
+    from .status_handlers import ServiceView
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +182,11 @@ class CentralState:
         )
         self.pushes: list[tuple[str, PilotCommand]] = []  # (pilot id, command) to send now
         self.identities: IdentityIssuer | None = None  # set by a service that runs secure
+        self.service_view: ServiceView | None = None  # who leads (set by the service)
         self.grid = GridLog()  # CEs and pilots seen lately, the match rate (job why)
-        self.bulk = BulkBook()  # bulk actions carried out a batch per loop
+        self.bulk = BulkBook(self.journal, loaded.bulk_actions)  # carried out a batch at a time
+        self.expansions = ExpansionBook(self.journal)  # big submissions, made a slice at a time
+        self._resume_expansions(loaded.submissions)
         self._next_cleanup = now + CLEANUP_SECONDS
         if restoring:
             log.info(
@@ -242,9 +253,13 @@ class CentralState:
 
     # -- timers ----------------------------------------------------------------------------------
 
+    @property
+    def background_pending(self) -> bool:
+        """Whether a bulk action or a big submission is in progress (the loop goes on with it
+        a paced piece at a time: services/pacing.py)."""
+        return self.bulk.pending or self.expansions.pending
+
     def next_deadline(self) -> float | None:
-        if self.bulk.pending:
-            return 0.0  # a bulk action goes on at once, a batch per loop
         deadlines = [
             d
             for d in (
@@ -294,7 +309,9 @@ class CentralState:
     ) -> list[int]:
         """New jobs of ``owner``, all or none: everything is parsed and checked against the
         limits (services/limits.py) before the first job is made. On a secure service the input
-        sandboxes named must be held by ``submitter`` (the owner, or the admin submitting)."""
+        sandboxes named must be held by ``submitter`` (the owner, or the admin submitting).
+        More than ``limits.expand_slice`` jobs: their ids are reserved, the submission is
+        recorded whole and its jobs are made a slice at a time (services/expansion.py)."""
         check_name("owner", owner)
         check_name("group", group)
         descriptions: list[JobDescription] = []
@@ -302,11 +319,30 @@ class CentralState:
             limits = self.submission_limits.for_next_description(len(descriptions))
             descriptions.extend(parse_descriptions(source, limits))
         self.submission_limits.check_request(len(descriptions))
-        self.submission_limits.check_waiting(
-            owner, self.book.waiting_by_owner[owner], len(descriptions)
+        waiting = self.book.waiting_by_owner[owner] + self.expansions.still_to_make(owner)
+        self.submission_limits.check_waiting(owner, waiting, len(descriptions))
+        holder = (submitter or owner) if self.secure else None
+        prepared = self._prepare(descriptions, holder, checking=True)
+        slice_size = self.config.limits.expand_slice
+        if not slice_size or len(prepared) <= slice_size:
+            return self._make_jobs(prepared, owner, group, now)
+        first = self.book.reserve(len(prepared))
+        record = SubmissionRecord(
+            first, owner, group, submitter, tuple(sources), len(prepared), 0, now
         )
-        # InputData: the sites of the replicas become the job's Site requirement (no lookup for
-        # jobs without InputData); what is stored is the resolved description.
+        self.expansions.start(record, prepared)
+        log.info("%s/%s submitted jobs %d..%d, made in slices of %d", owner, group, first,
+                 first + len(prepared) - 1, slice_size)  # fmt: skip
+        self.expand_slice(now)  # the first slice at once
+        return list(range(first, first + len(prepared)))
+
+    def _prepare(
+        self, descriptions: list[JobDescription], holder: str | None, checking: bool
+    ) -> list[PreparedJob]:
+        """Each job ready to be made; ``checking``: each description's size and input sandbox
+        checked (not again for a submission resumed after a restart). InputData: the sites of
+        the replicas become the job's Site requirement (no lookup for jobs without InputData);
+        what is stored is the resolved description."""
         resolved = [
             resolve_input_data(
                 self.catalog, self.storage, description, self.config.data.input_data_anywhere
@@ -314,25 +350,68 @@ class CentralState:
             for description in descriptions
         ]
         packed = [pack_description(item.description) for item in resolved]
-        for index, size in enumerate(map(len, packed)):
-            self.submission_limits.check_size(index, size)
-        holder = (submitter or owner) if self.secure else None
+        if checking:
+            for index, size in enumerate(map(len, packed)):
+                self.submission_limits.check_size(index, size)
         sandboxes = [
-            self.sandbox_index.input_of(description, holder) for description in descriptions
+            self.sandbox_index.input_of(description, holder, checking)
+            for description in descriptions
         ]
+        return [
+            PreparedJob(item.description, stored, sandbox, item.failure)
+            for item, sandbox, stored in zip(resolved, sandboxes, packed, strict=True)
+        ]
+
+    def _make_jobs(
+        self, prepared: list[PreparedJob], owner: str, group: str, now: float, first_id: int = 0
+    ) -> list[int]:
+        """Make the jobs (ids from ``first_id`` on, if reserved; else the next ones), each
+        with a minor status saying so if no known CE can run it."""
         job_ids = []
         never = NeverRunnable(self, group)
-        for item, sandbox, stored in zip(resolved, sandboxes, packed, strict=True):
+        for index, item in enumerate(prepared):
+            job_id = first_id + index if first_id else 0
             minor = never.minor_status(item.description.requirements())
-            job = self.book.add(item.description, owner, group, now, stored, minor)
+            job = self.book.add(item.description, owner, group, now, item.packed, minor, job_id)
             job_ids.append(job.job_id)
-            if sandbox:
-                self.sandbox_index.attach(job_ids[-1], "input", sandbox)
+            if item.sandbox:
+                self.sandbox_index.attach(job.job_id, "input", item.sandbox)
             if item.failure:
                 self.book.set_status(job, S.FAILED, item.failure[:256], "InputData", now)
-        if job_ids:
+        if job_ids and not first_id:
             log.info("%s/%s submitted jobs %d..%d", owner, group, job_ids[0], job_ids[-1])
         return job_ids
+
+    def expand_slice(self, now: float) -> int:
+        """Make the next slice of jobs of the oldest submission in progress; how many."""
+        taken = self.expansions.next_slice(self.config.limits.expand_slice)
+        if taken is None:
+            return 0
+        record, jobs = taken
+        first = record.first_job_id + record.expanded
+        self._make_jobs(jobs, record.owner, record.group, now, first)
+        if record.expanded + len(jobs) >= record.count:
+            log.info("submission of jobs %d..%d: all made", record.first_job_id,
+                     record.first_job_id + record.count - 1)  # fmt: skip
+        return len(jobs)
+
+    def _resume_expansions(self, records: list[SubmissionRecord]) -> None:
+        """Submissions a restart interrupted: parsed again from their stored sources (no limit
+        applied again: they were accepted), to be made from where they were."""
+        for record in sorted(records, key=lambda r: r.first_job_id):
+            descriptions = [
+                job for source in record.sources for job in parse_descriptions(source, NO_LIMITS)
+            ]
+            prepared = self._prepare(descriptions, None, checking=False)
+            if len(prepared) != record.count:  # cannot be, unless the parser changed
+                log.error("submission of jobs %d..: %d jobs parsed again, %d stored",
+                          record.first_job_id, len(prepared), record.count)  # fmt: skip
+                prepared = prepared[: record.count]
+                record = dataclasses.replace(record, count=len(prepared))
+            self.expansions.start(record, prepared)
+            log.info("submission of jobs %d..%d: resumed at %d", record.first_job_id,
+                     record.first_job_id + record.count - 1, record.expanded)  # fmt: skip
+        self.book.next_job_id = max(self.book.next_job_id, self.expansions.end_job_id)
 
     # -- matching --------------------------------------------------------------------------------
 

@@ -54,7 +54,7 @@ from typing import Any
 
 import zmq
 
-from dirac_like.client import RetryPolicy
+from dirac_like.client import RetryPolicy, connect_servers
 from dirac_like.description import description_from_stored
 from dirac_like.errors import InvalidArgument, ProtocolError
 from dirac_like.identity import Identity, resolve_identity, secure_client_socket
@@ -518,7 +518,7 @@ class SimulatedFabric(Fabric):
         socket.setsockopt(zmq.RCVHWM, 0)
         if self.identity is not None:
             secure_client_socket(socket, self.identity)
-        socket.connect(self.server)
+        connect_servers(socket, self.server)
         return socket
 
     # -- the interface -------------------------------------------------------------------------
@@ -703,7 +703,7 @@ class SimulatedFabric(Fabric):
         index = pilot.index % SOCKETS
         flight = _InFlight(pilot.ref, op, args, frame, index, now + RETRIES.timeout)
         self._in_flight[request_id] = flight
-        self._sockets[index].send(frame, zmq.NOBLOCK)
+        _send_or_drop(self._sockets[index], frame)
         self._arm(flight.deadline, "request", request_id)
 
     def _resend(self, request_id: str, now: float) -> None:
@@ -728,7 +728,7 @@ class SimulatedFabric(Fabric):
             log.info("pilot %s: no reply to %s, sending it again", pilot.spec.pilot_id, flight.op)
             flight.pausing, flight.tries = False, flight.tries + 1
             flight.deadline = now + RETRIES.timeout
-            self._sockets[flight.socket].send(flight.frame, zmq.NOBLOCK)
+            _send_or_drop(self._sockets[flight.socket], flight.frame)
         self._arm(flight.deadline, "request", request_id)
 
     def _end(self, pilot: _Pilot, now: float, state: PilotState, why: str) -> None:
@@ -747,3 +747,12 @@ class SimulatedFabric(Fabric):
                 return MAX_POLL_MS
             left = self._timers[0][0] - time.monotonic()
         return max(0, min(MAX_POLL_MS, int(left * 1000) + 1))
+
+
+def _send_or_drop(socket: zmq.Socket, frame: bytes) -> None:
+    """Send without waiting; with several servers and none connected (a failover under way)
+    the frame is dropped: the request's timer sends it again, as for a lost reply."""
+    try:
+        socket.send(frame, zmq.NOBLOCK)
+    except zmq.Again:
+        log.info("no central service connected: request dropped, to be sent again")

@@ -202,6 +202,48 @@ def cmd_admin_kill_pilot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_admin_service_status(args: argparse.Namespace) -> int:
+    """Which instance of the central service leads, since when, and who stands by."""
+    with connect(args) as client:
+        reply = to_wire(client.service_status())
+    if args.json:
+        print_json(reply)
+        return EXIT_OK
+    rows = [
+        {**row, "since": format_time(row["since"]), "seen": format_time(row["seen"])}
+        for row in reply["instances"]
+    ]
+    columns: list[Column] = [
+        ("name", "Instance"),
+        ("role", "Role"),
+        ("since", "Since"),
+        ("endpoint", "Endpoint"),
+        ("host", "Host"),
+        ("pid", "PID>"),
+        ("seen", "LastSeen"),
+    ]
+    print(f"store: {reply['store']}")
+    print_table(rows, columns, empty="No instance known.")
+    return EXIT_OK
+
+
+def _add_service_parser(commands: Any, both: list[argparse.ArgumentParser]) -> None:
+    """``admin service status``."""
+    service = commands.add_parser(
+        "service",
+        help="the central service's instances",
+        description="The central service's instances (an active-standby pair on PostgreSQL).",
+    )
+    actions = service.add_subparsers(dest="service_command", metavar="ACTION", required=True)
+    status = actions.add_parser(
+        "status",
+        parents=both,
+        help="which instance leads, since when, who stands by",
+        description="Which instance of the central service leads, since when, who stands by.",
+    )
+    status.set_defaults(cli_command="service status")
+
+
 # -- the parser --------------------------------------------------------------------------------
 
 
@@ -249,6 +291,7 @@ def add_admin_parser(groups: Any, both: list[argparse.ArgumentParser]) -> None:
     kill_pilot = _command(commands, "kill-pilot", both, "stop a pilot; its jobs go back to Waiting")
     kill_pilot.add_argument("pilot_id", metavar="PILOT_ID", help="the pilot's id")
     add_identity_parser(commands, both)
+    _add_service_parser(commands, both)
     add_site_parser(commands, both)
     add_monitoring_admin_parsers(commands, both)
 
@@ -266,5 +309,6 @@ ADMIN_COMMANDS = {
     ("admin", "identity add"): cmd_admin_identity_add,
     ("admin", "identity list"): cmd_admin_identity_list,
     ("admin", "identity revoke"): cmd_admin_identity_revoke,
+    ("admin", "service status"): cmd_admin_service_status,
     **OPERATIONS_COMMANDS,
 }

@@ -147,7 +147,8 @@ def _server_option(parser: argparse.ArgumentParser) -> None:
         "--server",
         metavar="URL",
         default=argparse.SUPPRESS,
-        help=f"central service (default: $DIRAC_LIKE_SERVER or {DEFAULT_SERVER})",
+        help=f"central service; a pair's two URLs comma-separated (default: "
+        f"$DIRAC_LIKE_SERVER or {DEFAULT_SERVER})",
     )
 
 

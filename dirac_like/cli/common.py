@@ -126,8 +126,8 @@ def client_options(top_level: bool = False) -> argparse.ArgumentParser:
         "--server",
         metavar="URL",
         **keep,
-        help=f"central service (default: $DIRAC_LIKE_SERVER, the identity "
-        f"file's server, else {DEFAULT_SERVER})",
+        help=f"central service; a pair's two URLs comma-separated (default: "
+        f"$DIRAC_LIKE_SERVER, the identity file's server, else {DEFAULT_SERVER})",
     )
     options.add_argument(
         "--home",

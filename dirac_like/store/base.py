@@ -32,7 +32,7 @@ from dirac_like.errors import ConfigError
 from dirac_like.model import ChangeSet, FileEntry, HistoryEntry, LoadedState
 from dirac_like.monitoring import ProbeResult
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 
 class Store(ABC):

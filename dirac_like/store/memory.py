@@ -19,6 +19,7 @@ from dirac_like.accounting import (
 )
 from dirac_like.errors import JobNotFound, StoreError, UnstorableValue
 from dirac_like.model import (
+    BulkActionRecord,
     ChangeSet,
     FileEntry,
     HistoryEntry,
@@ -29,6 +30,7 @@ from dirac_like.model import (
     SEStatusRecord,
     SiteRecord,
     StoredReply,
+    SubmissionRecord,
     TaskQueueRow,
     TransferRecord,
     UsageRecord,
@@ -64,6 +66,9 @@ class MemoryStore(Store):
         self.se_status: dict[str, SEStatusRecord] = {}
         self.transfers: dict[int, TransferRecord] = {}
         self.rules: dict[int, RuleRecord] = {}
+        self.bulk_actions: dict[int, BulkActionRecord] = {}
+        self.bulk_job_ids: dict[int, list[int]] = {}
+        self.submissions: dict[int, SubmissionRecord] = {}
         self.commits = 0
         self.fail_next_commit = False  # a test sets it to see how callers survive a failure
         self.closed = False
@@ -108,7 +113,24 @@ class MemoryStore(Store):
         self.downtimes.update(changes.downtimes)
         self._commit_accounting(changes)
         self._commit_data(changes)
+        self._commit_work(changes)
         self.commits += 1
+
+    def _commit_work(self, changes: ChangeSet) -> None:
+        """Bulk actions and submissions in progress."""
+        for bulk_id, job_ids in changes.bulk_job_ids.items():
+            self.bulk_job_ids[bulk_id] = list(job_ids)
+        for bulk_id, bulk in changes.bulk_actions.items():
+            if bulk is None:
+                self.bulk_actions.pop(bulk_id, None)
+                self.bulk_job_ids.pop(bulk_id, None)
+            else:
+                self.bulk_actions[bulk_id] = bulk
+        for first_job_id, submission in changes.submissions.items():
+            if submission is None:
+                self.submissions.pop(first_job_id, None)
+            else:
+                self.submissions[first_job_id] = submission
 
     def _commit_accounting(self, changes: ChangeSet) -> None:
         for record in changes.job_accounting:
@@ -190,6 +212,11 @@ class MemoryStore(Store):
                 copy.copy(t) for t in sorted(self.transfers.values(), key=lambda t: t.transfer_id)
             ],
             rules=[self.rules[i] for i in sorted(self.rules)],
+            bulk_actions=[
+                (self.bulk_actions[i], list(self.bulk_job_ids.get(i, [])))
+                for i in sorted(self.bulk_actions)
+            ],
+            submissions=[self.submissions[i] for i in sorted(self.submissions)],
         )
 
     def _loaded_pilot(self, pilot: PilotRecord) -> PilotRecord:

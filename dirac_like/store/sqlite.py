@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import astuple, fields
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import msgpack
 
@@ -65,6 +65,9 @@ from dirac_like.monitoring import (
 )
 from dirac_like.states import JobStatus
 from dirac_like.store.base import SCHEMA_VERSION, Store
+from dirac_like.store.database import Database
+from dirac_like.store.sqlite_work import MIGRATION as WORK_MIGRATION
+from dirac_like.store.sqlite_work import load_bulk_actions, load_submissions, write_work
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +219,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             tags TEXT NOT NULL, owner TEXT NOT NULL, created REAL NOT NULL,
             expires REAL NOT NULL)""",
     ),
-    # 7 -> 8: accounting of finished transfers (records and hourly/daily buckets by link,
+    # 8: work in progress (bulk actions, big submissions expanded in slices)
+    WORK_MIGRATION,
+    # 8 -> 9: accounting of finished transfers (records and hourly/daily buckets by link,
     # status, user), and the kept usage samples of jobs (dirac_like/usage_series.py).
     (
         """CREATE TABLE transfer_accounting (
@@ -372,15 +377,6 @@ _history_values = attrgetter(*HISTORY_FIELDS)
 _pilot_values = attrgetter(*PILOT_FIELDS)
 _transfer_values = attrgetter(*TRANSFER_FIELDS)
 _STATUS_BY_VALUE = {status.value: status for status in JobStatus}
-
-
-class Database(Protocol):
-    """What the statements below are run through: an sqlite3 connection, or the PostgreSQL
-    store's translator (dirac_like/store/postgres.py), which runs them in PostgreSQL's dialect."""
-
-    def execute(self, sql: str, parameters: Any = (), /) -> Any: ...
-
-    def executemany(self, sql: str, rows: Any, /) -> Any: ...
 
 
 # What a bad value in a ChangeSet raises on its way into SQLite (besides sqlite3.Error).
@@ -669,6 +665,7 @@ def write_changes(db: Database, changes: ChangeSet) -> None:
     _write_monitoring(db, changes)
     _write_accounting(db, changes)
     _write_data(db, changes)
+    write_work(db, changes)
 
 
 def _write_monitoring(db: Database, changes: ChangeSet) -> None:
@@ -919,6 +916,8 @@ def load_state(db: Database) -> LoadedState:
         se_status=[SEStatusRecord(*row) for row in db.execute(SELECT_SE_STATUS)],
         transfers=[TransferRecord(*row) for row in db.execute(SELECT_TRANSFERS)],
         rules=[RuleRecord(*row) for row in db.execute(SELECT_RULES)],
+        bulk_actions=load_bulk_actions(db),
+        submissions=load_submissions(db),
     )
 
 

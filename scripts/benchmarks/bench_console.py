@@ -40,10 +40,12 @@ from bench_match import (
     pilot_frame,
     site_tokens,
     task_queue_jdl,
+    wait_made,
 )
 
 from dirac_like.client import Client
 from dirac_like.config import Config
+from dirac_like.model import ChangeSet
 from dirac_like.processes import ServiceProcess
 from dirac_like.protocol import JobIdsArgs, PilotResources
 from dirac_like.services.console_handlers import why
@@ -56,14 +58,26 @@ TASK_QUEUES = 500
 # -- 1. job why --------------------------------------------------------------------------------
 
 
+class DescriptionsOnly(MemoryStore):
+    """Keeps the job descriptions a commit brings (``job why`` reads a job's, for its input
+    data), nothing else: a million job records are not copied."""
+
+    def commit(self, changes: ChangeSet) -> None:
+        for job, packed in changes.new_jobs:
+            self.descriptions[job.job_id] = packed
+
+
 def why_state(waiting: int, pilots: int, now: float) -> CentralState:
-    state = CentralState(Config(), MemoryStore(), now=now)
+    store = DescriptionsOnly()
+    state = CentralState(Config(), store, now=now)
     rng = random.Random(7)
     per_queue = waiting // TASK_QUEUES
     for index in range(TASK_QUEUES):
         jdl, owner, group = task_queue_jdl(index, per_queue, rng)
         state.submit([jdl], owner, group, now)
-        state.committed(state.take_changes())  # what a store would write: not kept here
+        changes = state.take_changes()
+        store.commit(changes)  # the descriptions only
+        state.committed(changes)
     for site in SITES:
         state.grid.sized(
             PilotResources(site=site, ce="ce1", cores=8, memory_mb=16000, cpu_time_left=172800), now
@@ -144,7 +158,8 @@ def bench_bulk(pool: int, bulk_jobs: int, seconds: float, clients: int) -> None:
             f" Parameters = {bulk_jobs};"
         )
         with Client(service.endpoint, SLOW) as client:
-            client.submit([victims], owner="victim", group="lhcb_test", timeout=600)
+            victim_ids = client.submit([victims], owner="victim", group="lhcb_test", timeout=600)
+            wait_made(client, victim_ids[-1])  # made in slices: all of them before measuring
         tokens = site_tokens(service.endpoint)
         count, latencies, elapsed = drive(
             service.endpoint, clients, seconds, pilot_frame, identities=tokens

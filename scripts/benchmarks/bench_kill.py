@@ -3,12 +3,17 @@
 
     python scripts/benchmarks/bench_kill.py              # 50 kills
     python scripts/benchmarks/bench_kill.py --kills 200
+    python scripts/benchmarks/bench_kill.py --kills 100 --connected 1000   # 1,000 more pilots
 
 A fresh central service and one real pilot process (`dirac-like pilot`, 4 cores, local) that runs
 `sleep 600` payloads. Each round submits a job, waits until it is Running, kills it, and times
 until its status is Killed — which the pilot reports only after the payload's process group is
 gone. The service pushes the kill to the pilot's connection at once; heartbeats are set to 30 s,
 so a kill that waited for a heartbeat would show.
+
+With ``--connected N``, N more pilots are connected first (connected_pilots.py: one CurveZMQ
+connection each, a long job each at a site of their own, a heartbeat every 30 s), so the kill
+is pushed to its pilot among N + 1 routes.
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from connected_pilots import Crowd, CrowdSpec
+
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.processes import ServiceProcess
 
 QUICK = RetryPolicy(timeout=10, retries=2)
-JOB = 'Executable = "/bin/sleep"; Arguments = "600"; CPUTime = 3600;'
+SITE, CROWD_SITE = "BENCH.Local.org", "BENCH.Crowd.org"
+JOB = f'Executable = "/bin/sleep"; Arguments = "600"; CPUTime = 3600; Site = "{SITE}";'
 
 
 def wait_status(client: Client, job_id: int, wanted: str, timeout: float = 60.0) -> float:
@@ -40,10 +48,23 @@ def wait_status(client: Client, job_id: int, wanted: str, timeout: float = 60.0)
     raise TimeoutError(f"job {job_id} never became {wanted}")
 
 
-def main(kills: int) -> int:
+def connect_crowd(service: ServiceProcess, count: int) -> Crowd:
+    with Client(service.endpoint, QUICK) as admin:
+        jdl = f'Executable = "/bin/sleep"; Arguments = "86400 %s"; Site = "{CROWD_SITE}";'
+        admin.submit([f"{jdl} Parameters = {count};"], owner="crowd")
+        token = admin.pilot_token(CROWD_SITE)
+    crowd = Crowd(CrowdSpec(service.endpoint, token, CROWD_SITE), count)
+    if not crowd.wait_running(600):
+        crowd.stop()
+        raise TimeoutError("the connected pilots did not get their jobs Running in time")
+    return crowd
+
+
+def main(kills: int, connected: int) -> int:
     home = Path(tempfile.mkdtemp(prefix="bench-kill-"))
     service = ServiceProcess.start_central(home / "home")
     os.environ["DIRAC_LIKE_IDENTITY"] = str(service.identity_path)  # its admin: ours, pilots'
+    crowd = connect_crowd(service, connected) if connected else None
     pilot = subprocess.Popen(
         [
             sys.executable,
@@ -53,7 +74,7 @@ def main(kills: int) -> int:
             "--server",
             service.endpoint,
             "--site",
-            "BENCH.Local.org",
+            SITE,
             "--ce",
             "ce",
             "--cores",
@@ -84,6 +105,12 @@ def main(kills: int) -> int:
     finally:
         os.killpg(pilot.pid, signal.SIGTERM)
         pilot.wait(60)
+        if crowd is not None:
+            report = crowd.stop()
+            print(
+                f"{report.running:,} other pilots connected, {report.heartbeats:,} heartbeats "
+                f"answered meanwhile, {report.errors} error replies"
+            )
         service.stop()
     ordered = sorted(latencies)
     p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
@@ -98,4 +125,6 @@ def main(kills: int) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kills", type=int, default=50)
-    raise SystemExit(main(parser.parse_args().kills))
+    parser.add_argument("--connected", type=int, default=0, help="other pilots connected")
+    args = parser.parse_args()
+    raise SystemExit(main(args.kills, args.connected))

@@ -10,12 +10,15 @@ with that many waiting jobs in 500 task queues over 60 sites (parametric bulk su
 64 concurrent pilot clients (DEALER sockets driven from one load-generator process, one request
 in flight each) ask for jobs for a fixed time. Reported: matches/s, p50/p99 latency, and, in the
 same run, the request/reply rate of a bare ZeroMQ echo server driven the same way (the ceiling).
-Also measured: one 100,000-job parametric submission (jobs stored per second).
 
 ``--store postgresql`` (or ``both``) runs the same on the PostgreSQL store: each fresh service
 gets a new database on the server of ``--postgres-url`` (a role that may create databases), or,
 without it, on a throw-away server started for the run (scripts/postgres-local.sh, fsync on) and
 stopped at its end. With ``both`` the PostgreSQL/SQLite ratios are printed.
+
+Also measured: one 100,000-job parametric submission (jobs stored per second), and the memory of
+the central service per waiting job: its resident memory after the restart with the jobs, less
+that of a service restarted on an empty store, over the number of jobs.
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ import uuid
 from pathlib import Path
 
 import msgpack
+import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs installed
 import zmq
 from throwaway_postgres import new_database, postgres_server
 
 from dirac_like.client import Client, RetryPolicy
+from dirac_like.errors import JobNotFound
 from dirac_like.identity import Identity, secure_client_socket
 from dirac_like.processes import ServiceProcess
 from dirac_like.protocol import Request, encode_request
@@ -94,11 +99,25 @@ def fill(endpoint: str, waiting: int) -> float:
     return waiting / (time.perf_counter() - started)
 
 
+def wait_made(client: Client, job_id: int) -> None:
+    """Until job ``job_id`` exists (a big submission is acknowledged before its last slices of
+    jobs are made: services/expansion.py)."""
+    while True:
+        try:
+            client.status([job_id])
+            return
+        except JobNotFound:
+            time.sleep(0.01)
+
+
 def bulk_rate(endpoint: str, count: int = 100_000) -> float:
+    """Jobs made per second by one parametric submission of ``count`` jobs, until the last one
+    exists."""
     jdl = f'Executable = "/bin/true"; Arguments = "event-%s"; Parameters = {count};'
     with Client(endpoint, SLOW) as client:
         started = time.perf_counter()
         job_ids = client.submit([jdl], owner="bulk", group="lhcb_mc")
+        wait_made(client, job_ids[-1])
         elapsed = time.perf_counter() - started
     assert len(job_ids) == count
     return count / elapsed
@@ -231,6 +250,7 @@ def measure(waiting: int, clients: int, seconds: float) -> dict[str, float]:
         started = time.perf_counter()
         service = fresh_service(service.home.parent)
         restart = time.perf_counter() - started
+        resident = psutil.Process(service.pid).memory_info().rss
         # The same number of matches at every size (at most half the pool, so the rate is
         # measured at about this many waiting jobs).
         count, latencies, elapsed = drive(
@@ -251,6 +271,7 @@ def measure(waiting: int, clients: int, seconds: float) -> dict[str, float]:
         "waiting": waiting,
         "fill": fill_rate,
         "restart": restart,
+        "rss": resident,
         "rate": count / elapsed,
         "matches": count,
         "p50": statistics.median(latencies),
@@ -266,14 +287,29 @@ def measure_bulk() -> float:
         service.stop()
 
 
+def empty_rss() -> int:
+    """Resident bytes of a central service restarted on an empty store."""
+    service = fresh_service()
+    try:
+        service.stop()
+        service = fresh_service(service.home.parent)
+        return int(psutil.Process(service.pid).memory_info().rss)
+    finally:
+        service.stop()
+
+
 def run_store(store: str, ceiling: float) -> dict[str, float]:
     """Every size and the bulk submission on one store; returns the figures to compare."""
     print(f"== store: {store}")
+    baseline = empty_rss()
+    print(f"central service restarted on an empty store: {baseline / 2**20:,.0f} MiB resident")
     results = [measure(size, ARGS.clients, ARGS.seconds) for size in ARGS.sizes]
     for row in results:
+        per_job = (row["rss"] - baseline) / row["waiting"]
         print(
             f"{row['waiting']:>9,} waiting (filled at {row['fill']:,.0f} jobs/s, "
-            f"restart with them {row['restart']:.1f} s): "
+            f"restart with them {row['restart']:.1f} s, {row['rss'] / 2**20:,.0f} MiB resident: "
+            f"{per_job:,.0f} bytes per waiting job): "
             f"{row['rate']:,.0f} matches/s over {row['matches']:,.0f} matches, "
             f"p50 {row['p50']:.2f} ms, p99 {row['p99']:.2f} ms"
         )

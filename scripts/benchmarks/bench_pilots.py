@@ -3,24 +3,33 @@
 
     python scripts/benchmarks/bench_pilots.py                      # 20,000 jobs, 1,000 pilots
     python scripts/benchmarks/bench_pilots.py --jobs 5000 --pilots 200
+    python scripts/benchmarks/bench_pilots.py --peers-python /tmp/peers/bin/python   # with peers
 
 A fresh central service (its own process, SQLite synchronous=full) gets one parametric
 submission of ``--jobs`` jobs with zero-length payloads; ``--pilots`` simulated pilots (one
-thread, real protocol: request_job, Running, Done, each a durable commit) run them. Reported:
+thread, real protocol: request_job, Running, Done, each a durable commit; a pilot token of their
+site, as a director hands out) run them. Reported:
 jobs/s from the first pilot started to the last job Done, and the CPU seconds the central
 service's process spent meanwhile (less sensitive than wall time to other load on the machine).
-This is the first figure of issue 3's "1,000 simulated pilots" benchmark; the local-pilot and
-kill-latency ones are still to come.
+
+First lines, in the same run: the floor, a bare ZeroMQ + SQLite dispatcher doing the same three
+durable updates per job for as many bare pilots (bare_dispatcher.py); and, with
+``--peers-python`` (a Python with scripts/benchmarks/peers/requirements.txt installed), the
+no-op tasks per second of Ray, Dask and Parsl (peers/bench_peers.py). The last line gives the
+ratios to them.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs installed
+from bare_dispatcher import floor_rate
 
 from dirac_like.agents.fabrics.base import PilotRequest, PilotState
 from dirac_like.agents.fabrics.simulated import SimulatedFabric
@@ -38,21 +47,48 @@ rate_per_second = 0.0  # every simulated pilot presents the same identity
 """
 
 
+SITE = "SIM.Site0.org"
+
+
 def done_count(client: Client) -> int:
-    return sum(1 for row in client.list_jobs(status="Done", limit=10**7))
+    """Jobs Done so far (a count in the service, not a listing of every job)."""
+    return client.select_jobs("status=Done", sample=0).count
 
 
-def main(jobs: int, pilots: int) -> int:
+PEERS = Path(__file__).resolve().parent / "peers" / "bench_peers.py"
+
+
+def peer_rates(python: str, tasks: int, names: list[str]) -> dict[str, float]:
+    """Tasks/s of each peer that ran (peers/bench_peers.py in the peers' own environment)."""
+    command = [python, str(PEERS), "--tasks", str(tasks), "--only", *names]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    rates = {}
+    for line in run.stdout.splitlines():
+        print(line, flush=True)
+        found = re.match(r"peer (\w+): (\d+) tasks/s", line)
+        if found:
+            rates[found.group(1)] = float(found.group(2))
+    return rates
+
+
+def main(jobs: int, pilots: int, peers_python: str, peers: list[str]) -> int:
     home = Path(tempfile.mkdtemp(prefix="bench-pilots-"))
+    floor = floor_rate(jobs, pilots, home)
+    print(f"floor: bare ZeroMQ + SQLite dispatcher, {pilots:,} bare pilots: {floor:,.0f} jobs/s")
+    rates = peer_rates(peers_python, jobs, peers) if peers_python else {}
     (home / "bench.toml").write_text(CONFIG)
     service = ServiceProcess.start_central(home / "home", home / "bench.toml")
-    fabric = SimulatedFabric(service.endpoint, seed=1, identity=service.identity)
+    with Client(service.endpoint, SLOW, identity=service.identity) as client:
+        token = client.pilot_token(SITE)  # what a site director hands its pilots
+    fabric = SimulatedFabric(service.endpoint, seed=1, identity=token)
     try:
         with Client(service.endpoint, SLOW, identity=service.identity) as client:
             jdl = f'Executable = "/bin/true"; Arguments = "sleep=0 %s"; Parameters = {jobs};'
             client.submit([jdl], owner="bench", group="bench")
             central = psutil.Process(service.pid)
             cpu_before = sum(central.cpu_times()[:2])
+            generator = psutil.Process()  # the simulated pilots' thread (and the progress poll)
+            generator_before = sum(generator.cpu_times()[:2])
             started = time.perf_counter()
             refs = [
                 fabric.submit(
@@ -60,8 +96,8 @@ def main(jobs: int, pilots: int) -> int:
                         pilot_id=f"sim-{n}",
                         command=[],
                         env={
-                            "DIRAC_LIKE_SITE": f"SIM.Site{n % 10}.org",
-                            "DIRAC_LIKE_CE": "ce",
+                            "DIRAC_LIKE_SITE": SITE,
+                            "DIRAC_LIKE_CE": f"ce{n % 10}",
                             "DIRAC_LIKE_IDLE_TIMEOUT": "1",
                         },
                     )
@@ -73,6 +109,7 @@ def main(jobs: int, pilots: int) -> int:
                 time.sleep(0.5)  # a benchmark's progress poll, not a test
             elapsed = time.perf_counter() - started
             cpu = sum(central.cpu_times()[:2]) - cpu_before
+            generator_cpu = sum(generator.cpu_times()[:2]) - generator_before
             done = done_count(client)
         states = fabric.status(refs)
         failed = sum(1 for state in states.values() if state is PilotState.FAILED)
@@ -82,8 +119,13 @@ def main(jobs: int, pilots: int) -> int:
     print(
         f"{done:,} of {jobs:,} jobs Done through {pilots:,} simulated pilots in {elapsed:.1f} s: "
         f"{done / elapsed:,.0f} jobs/s ({failed} pilots failed); central service CPU "
-        f"{cpu:.1f} s, {cpu / max(done, 1) * 1e6:.0f} us per job"
+        f"{cpu:.1f} s, {cpu / max(done, 1) * 1e6:.0f} us per job; simulated pilots' process CPU "
+        f"{generator_cpu:.1f} s"
     )
+    rate = done / elapsed
+    ratios = [f"{rate / floor:.2f}x the bare floor"]
+    ratios += [f"{rate / value:.2f}x {name}" for name, value in rates.items()]
+    print(f"ratios: {', '.join(ratios)}")
     return 0 if done == jobs else 1
 
 
@@ -91,5 +133,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--pilots", type=int, default=1_000)
+    parser.add_argument("--peers-python", default="", help="a Python with the peers installed")
+    parser.add_argument("--peers", nargs="+", default=["ray", "dask", "parsl"])
     args = parser.parse_args()
-    raise SystemExit(main(args.jobs, args.pilots))
+    raise SystemExit(main(args.jobs, args.pilots, args.peers_python, args.peers))

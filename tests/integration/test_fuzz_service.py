@@ -262,3 +262,13 @@ def _walk(value: Any) -> Iterator[dict[str, Any]]:
     elif isinstance(value, list):
         for item in value:
             yield from _walk(item)
+
+
+def test_list_jobs_with_a_limit_beyond_a_machine_integer(
+    grid: tuple[InProcessService, dict[str, str]],
+) -> None:
+    """A limit msgpack carries but Python's islice does not (2**64 - 1, found by the fuzzer) is
+    refused as an invalid argument instead of failing inside the service."""
+    service, keys = grid
+    code, message = service.error(keys["admin"], "list_jobs", {"limit": 2**64 - 1})
+    assert code == "invalid_argument" and "limit must be 1 to" in message

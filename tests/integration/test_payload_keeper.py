@@ -4,14 +4,17 @@ pilot and its payload (issue 11, defect 8)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import psutil
 
-from dirac_like.agents import payload_keeper
+from dirac_like.agents import payload_keeper, spawner
 from dirac_like.agents.outbox import JOB_FILE, ended_report
+from dirac_like.testing import wait_for
 
 KEEPER = [sys.executable, "-I", "-S", payload_keeper.__file__]
 
@@ -76,3 +79,87 @@ def test_a_successor_pilot_reports_an_end_the_keeper_noted(tmp_path: Path) -> No
     assert report is not None
     assert (report.job_id, report.attempt, report.pilot_id, report.status) == (7, 2, "p1", "Done")
     assert report.output_pending and not report.failed
+
+
+def test_a_payload_outlives_the_thread_that_started_it(tmp_path: Path) -> None:
+    """Regression (issue 15): a parent-death signal follows the parent *thread*. Keepers were
+    started by the pilot's worker threads, so a keeper whose starting thread ended took it for
+    the pilot's death and killed its payload (seen once in CI: "Application killed by SIGKILL"
+    for a job that exits 3). Keepers are now forked by the exec helper, whatever thread asks."""
+    ended: list[tuple[int, float]] = []
+    done = threading.Event()
+
+    def on_end(status: int, cpu: float) -> None:
+        ended.append((status, cpu))
+        done.set()
+
+    def start() -> None:
+        with open(tmp_path / "out", "wb") as out, open(os.devnull, "rb") as null:
+            spawner.shared().spawn(
+                ["sh", "-c", "touch started; sleep 1; exit 3"],
+                tmp_path,
+                dict(os.environ),
+                (null.fileno(), out.fileno(), out.fileno()),
+                on_end,
+            )
+        # The keeper armed its parent-death signal before it started the payload: this thread
+        # ends while the payload runs (with keepers started from here, it was killed: exit 1).
+        wait_for(lambda: (tmp_path / "started").exists(), "the payload to start", timeout=30)
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    starter.join()
+    assert done.wait(30)
+    [(status, _)] = ended
+    assert os.waitstatus_to_exitcode(status) == 3
+    assert (tmp_path / payload_keeper.ENDED_MARK).read_text() == "exit 3\n"
+
+
+def test_the_payload_gets_fresh_signal_dispositions(tmp_path: Path) -> None:
+    """Python ignores SIGPIPE, the exec helper SIGINT: a payload must not inherit that."""
+    script = "grep -E '^Sig(Ign|Blk)' /proc/self/status"
+    assert keep(tmp_path, "sh", "-c", f"{script} > status").returncode == 0
+    masks = dict(line.split(":") for line in (tmp_path / "status").read_text().splitlines())
+    assert int(masks["SigIgn"], 16) == 0
+    assert int(masks["SigBlk"], 16) == 0
+
+
+def test_a_dead_exec_helper_ends_its_payloads_and_is_reported(tmp_path: Path) -> None:
+    helper = spawner.Spawner()
+    ended: list[int] = []
+    try:
+        with open(tmp_path / "out", "wb") as out, open(os.devnull, "rb") as null:
+            keeper = helper.spawn(
+                ["sh", "-c", "echo $$ > payload.pid; exec sleep 60"],
+                tmp_path,
+                dict(os.environ),
+                (null.fileno(), out.fileno(), out.fileno()),
+                lambda status, cpu: ended.append(status),
+            )
+        payload = int(
+            wait_for(
+                lambda: (
+                    (tmp_path / "payload.pid").read_text().strip()
+                    if (tmp_path / "payload.pid").exists()
+                    else ""
+                ),
+                "the payload",
+                timeout=30,
+            )
+        )
+        os.kill(helper.process.pid, signal.SIGKILL)
+        assert wait_for(lambda: ended, "the keeper reported lost", timeout=30) == [
+            spawner.LOST_STATUS
+        ]
+        wait_for(lambda: gone(payload), "the payload to die with its keeper", timeout=30)
+        wait_for(lambda: gone(keeper), "the keeper to end (its parent died)", timeout=30)
+        assert not helper.alive
+    finally:
+        helper.close()
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

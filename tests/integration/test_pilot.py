@@ -217,7 +217,10 @@ def test_pilot_killed_mid_job_the_job_is_rescheduled_and_done_elsewhere(
     grid: tuple[Client, Pilots],
 ) -> None:
     client, pilots = grid
-    [job_id] = client.submit(['Executable = "/bin/sleep"; Arguments = "3";'], "alice")
+    # it prints: a job that prints nothing has no output sandbox
+    [job_id] = client.submit(
+        ['Executable = "/bin/sh"; Arguments = "-c \'sleep 3; echo done\'";'], "alice"
+    )
     first, _ = pilots.start(name="lost")
     wait_status(client, job_id, ("Running",), 30)
     os.kill(first.pid, signal.SIGKILL)
@@ -317,3 +320,20 @@ def test_a_pilot_takes_no_job_above_its_ces_cpu_limit(grid: tuple[Client, Pilots
     assert popen.wait(30) == 0
     assert row(client, short_job).status == "Done"
     assert row(client, long_job).status == "Waiting"
+
+
+def test_a_drained_sites_pilot_finishes_its_job_takes_no_other_and_exits(
+    grid: tuple[Client, Pilots],
+) -> None:
+    client, pilots = grid
+    [running] = client.submit(['Executable = "/bin/sleep"; Arguments = "2";'], "alice")
+    popen, _ = pilots.start("--cores", "1", "--idle-timeout", "600", name="drained")
+    wait_status(client, running, ("Running",), 30)
+
+    client.site_drain("Site.Test")
+    [waiting] = client.submit(['Executable = "/bin/true";'], "alice")
+
+    assert wait_status(client, running, FINAL, 30).status == "Done"
+    assert popen.wait(30) == 0  # told to stop taking jobs: it does not wait 600 s idle
+    assert "taking no new job" in pilots.log_text("drained")
+    assert row(client, waiting).status == "Waiting"

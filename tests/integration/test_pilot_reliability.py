@@ -108,7 +108,9 @@ def test_defect_9_a_done_report_survives_its_pilot_and_the_service(
     endpoint = service.endpoint
     started = pilots(endpoint)
     with Client(endpoint, FAST_RETRIES) as client:
-        [job_id] = client.submit(['Executable = "/bin/sh"; Arguments = "-c \'sleep 1\'";'], "alice")
+        [job_id] = client.submit(
+            ['Executable = "/bin/sh"; Arguments = "-c \'sleep 1; echo done\'";'], "alice"
+        )
         pilot, workdir = started.start(name="keeper")
         wait_status(client, job_id, ("Running",), 30)
     service.kill9()  # the Done report cannot be acknowledged now

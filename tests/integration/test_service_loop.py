@@ -45,10 +45,15 @@ _endpoints = itertools.count()
 class Loop:
     """A service in this process, and DEALER sockets that talk to it over inproc://."""
 
-    def __init__(self, home: Path, store: FlakyStore) -> None:
-        self.store = store
+    def __init__(self, home: Path, store: FlakyStore | None, config: Config | None = None) -> None:
+        """``store`` None: the service's own SQLite store in ``home``."""
+        self.store = store if store is not None else FlakyStore()  # (unused without one)
         self.service = CentralService(
-            Config(), home, clock=lambda: NOW, insecure=True, open_store=store.open
+            config or Config(),
+            home,
+            clock=lambda: NOW,
+            insecure=True,
+            open_store=None if store is None else store.open,
         )
         self.endpoint = self.service.bind(f"inproc://central-loop-{next(_endpoints)}")
         self.sockets: list[zmq.Socket] = []

@@ -24,6 +24,7 @@ from postgres_server import PostgresServer
 from dirac_like.accounting import JobAccountingRecord, RetentionCutoffs
 from dirac_like.errors import JobNotFound, StoreError
 from dirac_like.model import (
+    BulkActionRecord,
     ChangeSet,
     FileEntry,
     HistoryEntry,
@@ -34,6 +35,7 @@ from dirac_like.model import (
     SEStatusRecord,
     SiteRecord,
     StoredReply,
+    SubmissionRecord,
     TaskQueueRow,
     TransferRecord,
     UsageRecord,
@@ -629,7 +631,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
     store = open_store(str(path))
     try:
         loaded = store.load()
-        assert store.schema_version() == SCHEMA_VERSION == 8
+        assert store.schema_version() == SCHEMA_VERSION == 9
         # schema 5: a site stored before drains and limits is neither drained nor limited
         assert loaded.sites == [
             SiteRecord("S", True, "old ban", 1.0, drained=False, max_running=-1)
@@ -972,12 +974,49 @@ def test_se_status_and_transfers_load_with_the_state(store: Store) -> None:
     assert back.view() == transfer.view() and (back.tried, back.deadline) == ("C", 60.0)
 
 
-def test_a_version_7_database_gets_daily_buckets_of_its_hours_and_transfer_accounting(
+def test_bulk_actions_and_submissions_in_progress_load_and_are_forgotten(store: Store) -> None:
+    bulk = BulkActionRecord(4, "kill", "status=Waiting", "", 3, 0, 0, 0, (), 10.0)
+    submission = SubmissionRecord(
+        100, "alice", "users", "alice", ('Executable = "/bin/true";', {"Executable": "x"}),
+        5000, 200, 11.0,
+    )  # fmt: skip
+    store.commit(
+        ChangeSet(
+            bulk_actions={4: bulk},
+            bulk_job_ids={4: [7, 2**40, 9]},
+            submissions={100: submission},
+        )
+    )
+    later = BulkActionRecord(4, "kill", "status=Waiting", "", 3, 2, 1, 1, ("job 2: gone",), 10.0)
+    store.commit(ChangeSet(bulk_actions={4: later}, submissions={100: None}))
+    loaded = store.load()
+    assert loaded.bulk_actions == [(later, [7, 2**40, 9])]
+    assert loaded.submissions == []
+    store.commit(ChangeSet(bulk_actions={4: None}, submissions={100: submission}))
+    loaded = store.load()
+    assert loaded.bulk_actions == [] and loaded.submissions == [submission]
+
+
+def test_a_version_7_database_gets_the_tables_of_work_in_progress(tmp_path: Path) -> None:
+    path = old_database(
+        tmp_path / "old.sqlite", 7, "INSERT INTO sites VALUES ('S', 1, 'b', 1.0, 0, 0, -1)"
+    )
+    store = open_store(str(path))
+    try:
+        loaded = store.load()
+        assert store.schema_version() == SCHEMA_VERSION == 9
+        assert [site.name for site in loaded.sites] == ["S"]
+        assert loaded.bulk_actions == [] and loaded.submissions == []
+    finally:
+        store.close()
+
+
+def test_a_version_8_database_gets_daily_buckets_of_its_hours_and_transfer_accounting(
     tmp_path: Path,
 ) -> None:
     path = old_database(
         tmp_path / "old.sqlite",
-        7,
+        8,
         "INSERT INTO accounting_buckets VALUES ('site', 3600.0, 3600, 'S', 1, 0, 5.0, 9.0, 9.0)",
         "INSERT INTO accounting_buckets VALUES ('site', 7200.0, 3600, 'S', 2, 1, 5.0, 9.0, 9.0)",
     )

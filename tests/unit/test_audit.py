@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import stat
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from dirac_like.protocol import (
     SetStatusArgs,
     SubmitArgs,
 )
-from dirac_like.services.audit import MAX_LINE_BYTES, RATE_LIMIT_QUIET, AuditLog
+from dirac_like.services.audit import MAX_LINE_BYTES, RATE_LIMIT_QUIET, AuditLog, audit_line
 
 NOW = 1_767_607_200.125
 ADMIN = Principal("root", Role.ADMIN)
@@ -176,3 +177,15 @@ def test_a_users_bulk_action_is_audited_with_its_selection_and_count(audit: Audi
     [line] = lines(audit)
     assert (line["principal"], line["op"], line["outcome"]) == ("bob", "bulk", "failed")
     assert line["args"]["selection"] == "status=Waiting" and line["args"]["expected"] == 2
+
+
+@pytest.mark.parametrize(
+    "now", [0.0, 1767607200.123, 1767607199.9999996, 1044053435.4369994, 1331364263.0699995]
+)
+def test_audit_time_is_the_datetime_rounding_to_the_millisecond(now: float) -> None:
+    """The time of a line (formatted once per second, then the milliseconds) is exactly what
+    datetime.fromtimestamp gives, at the rounding edges too."""
+    moment = datetime.datetime.fromtimestamp(now, datetime.UTC)
+    expected = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    line = json.loads(audit_line(Principal("root", Role.ADMIN), "kill", {}, now, "ok"))
+    assert line["time"] == expected

@@ -60,6 +60,7 @@ from dirac_like.protocol import (
     RemoveArgs,
     ReplicaStatusArgs,
     RequestJobArgs,
+    RequestJobsArgs,
     RuleAddArgs,
     RuleIdArgs,
     SandboxDownloadArgs,
@@ -77,6 +78,7 @@ from dirac_like.protocol import (
     TransferUpdateArgs,
     UpdatePilotsArgs,
     UpdateStatusArgs,
+    UpdateStatusesArgs,
 )
 from dirac_like.sandbox import SandboxNotFound
 
@@ -177,6 +179,12 @@ def own_args(op: str, role: Role) -> Any:
         ),
         Op.ELIGIBLE: EligibleArgs(cern),
         Op.UPDATE_STATUS: UpdateStatusArgs(1, 1, PILOT_7, "Running"),
+        Op.UPDATE_STATUSES: UpdateStatusesArgs(
+            PILOT_7, [UpdateStatusArgs(1, 1, PILOT_7, "Running")]
+        ),
+        Op.REQUEST_JOBS: RequestJobsArgs(
+            PILOT_7, cern, 4, credential="root" if role is Role.ADMIN else ""
+        ),
         Op.HEARTBEAT: HeartbeatArgs(1, 1, PILOT_7),
         Op.SITES: NoArgs(),
         Op.BAN_SITE: BanSiteArgs(CERN, "storage down"),
@@ -219,6 +227,7 @@ def own_args(op: str, role: Role) -> Any:
         Op.DOWNTIME_ADD: DowntimeAddArgs(CERN, "site", 10.0, 20.0, "upgrade"),
         Op.DOWNTIME_LIST: DowntimeListArgs(),
         Op.DOWNTIME_CANCEL: DowntimeIdArgs(1),
+        Op.SERVICE_STATUS: NoArgs(),
         Op.SE_LIST: NoArgs(),
         Op.SE_SET_STATUS: SEStatusArgs("CERN-DISK", "Banned", "disk failure"),
         Op.CATALOG_REGISTER: RegisterArgs(
@@ -250,6 +259,8 @@ EXPECTED: dict[str, set[str]] = {
     Op.REQUEST_JOB: {"admin", "pilot"},
     Op.ELIGIBLE: {"admin", "operator", "director"},
     Op.UPDATE_STATUS: {"admin", "pilot"},
+    Op.UPDATE_STATUSES: {"admin", "pilot"},
+    Op.REQUEST_JOBS: {"admin", "pilot"},
     Op.HEARTBEAT: {"admin", "pilot"},
     Op.SITES: {"admin", "operator", "agent", "monitor"},
     Op.BAN_SITE: {"admin", "operator"},
@@ -303,6 +314,7 @@ EXPECTED: dict[str, set[str]] = {
     Op.DOWNTIME_ADD: {"admin", "operator"},
     Op.DOWNTIME_LIST: {"admin", "operator", "agent", "monitor"},
     Op.DOWNTIME_CANCEL: {"admin", "operator"},
+    Op.SERVICE_STATUS: {"admin", "operator", "agent", "monitor"},
 }
 ALICE_FILE = "/lhcb/user/alice/run1/hits.root"
 

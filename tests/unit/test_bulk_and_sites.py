@@ -10,6 +10,7 @@ from dirac_like.config import BulkConfig, Config
 from dirac_like.errors import InvalidArgument
 from dirac_like.protocol import Op
 from dirac_like.selection import parse_age, parse_selection
+from dirac_like.services.console_handlers import _selected
 from dirac_like.services.handlers import run_bulk_batch
 from dirac_like.services.state import CentralState
 
@@ -201,13 +202,13 @@ def test_reschedule_in_bulk_sends_running_jobs_back_to_waiting() -> None:
     grid.state.validate()
 
 
-def test_the_service_has_no_deadline_wait_while_a_bulk_action_goes_on() -> None:
+def test_the_service_has_background_work_while_a_bulk_action_goes_on() -> None:
     grid = grid_with()
     grid.submit(*[HELLO] * 6)
     grid.call(Op.BULK, action="kill", selection="status=Waiting", expected=6, yes=True)
-    assert grid.state.next_deadline() == 0.0
+    assert grid.state.background_pending
     finish_bulk(grid)
-    assert grid.state.next_deadline() != 0.0
+    assert not grid.state.background_pending
 
 
 # -- sites -------------------------------------------------------------------------------------
@@ -225,9 +226,18 @@ def test_a_drained_site_gets_no_new_job_and_its_running_jobs_go_on() -> None:
     answer = grid.call(Op.REQUEST_JOB, pilot_id="p2", resources={"site": CERN})
     assert answer["job"] is None
     assert answer["reason"] == f"site {CERN} is draining: it takes no new job"
+    assert "drain" not in answer  # a pilot older than the flag never sees it: it idles out
+    told = grid.call(
+        Op.REQUEST_JOB, pilot_id="p3", resources={"site": CERN, "understands_drain": True}
+    )
+    assert told["job"] is None and told["drain"] is True  # stop taking jobs, finish, exit
     assert grid.report(running, "Done")["commands"] == []  # its running job finished normally
     grid.call(Op.SITE_DRAIN, site=CERN, drain=False)
     assert grid.pilot("p2", site=CERN) is not None
+    again = grid.call(
+        Op.REQUEST_JOB, pilot_id="p3", resources={"site": CERN, "understands_drain": True}
+    )
+    assert "drain" not in again  # no longer draining
 
 
 def test_drain_limit_and_ban_survive_a_restart_together() -> None:
@@ -301,3 +311,28 @@ def test_a_busy_service_takes_small_bulk_batches() -> None:
     assert run_bulk_batch(grid.state, grid.now, served=20) == 2  # busy_share 0.1 per request
     assert run_bulk_batch(grid.state, grid.now, served=1) == 1  # always some progress
     assert run_bulk_batch(grid.state, grid.now, served=0) == 27  # idle: the rest, in one batch
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "status=Waiting",
+        "status=Waiting,owner=bob",
+        "status=Waiting,group=g2,name=mc_*",
+        "status=Waiting,owner=alice,group=g1",
+        "status=Waiting,owner=nobody",
+    ],
+)
+def test_waiting_jobs_are_selected_from_the_task_queues_as_a_scan_would(text: str) -> None:
+    grid = grid_with()
+    mc = 'Executable = "/bin/true"; JobName = "mc_1";'
+    grid.submit(HELLO, mc, HELLO, owner="alice", group="g1")
+    grid.submit(mc, HELLO, owner="bob", group="g2")
+    grid.submit(HELLO, 'Executable = "/bin/x"; CPUTime = 100;', owner="bob", group="g1")
+    grid.pilot("p1")  # one job matched: no longer waiting
+    grid.call(Op.KILL, job_ids=[5])
+    selection = parse_selection(text)
+
+    selected = _selected(grid.state, selection, grid.now)
+
+    assert selected == selection.select(grid.state.jobs.values(), grid.now)

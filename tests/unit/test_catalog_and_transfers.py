@@ -399,3 +399,75 @@ def test_a_rule_without_tags_or_on_a_bad_folder_is_refused(grid: Grid) -> None:
     with pytest.raises(InvalidLfn):
         grid.call(Op.RULE_ADD, folder="/lhcb/../x", copies=2, se_tags=["disk"])
     assert grid.store.rules == {}
+
+
+# -- job why: input data not at any site the job may run at ---------------------------------------
+
+F2 = "/lhcb/user/alice/f2"
+DATA_JOB = f'Executable = "/bin/true"; InputData = {{"LFN:{F1}"}};'
+
+
+def why(grid: Grid, job_id: int) -> dict[str, Any]:
+    (answer,) = grid.call(Op.WHY, job_ids=[job_id])
+    return dict(answer)
+
+
+DATA_CASES = [
+    # (name, files registered (lfn, se), the job, what happens after submission, verdict, reason)
+    ("its data is in place", [(F1, "CERN-DISK")], DATA_JOB, [], "unknown-grid", "no CE"),
+    ("no input data", [], 'Executable = "/bin/true";', [], "unknown-grid", "no CE"),
+    (
+        "the SE of its only replica was banned",
+        [(F1, "CERN-DISK")],
+        DATA_JOB,
+        [(Op.SE_SET_STATUS, {"se": "CERN-DISK", "status": "Banned", "reason": "disk failure"})],
+        "held",
+        f"{F1}: no Good replica on a readable SE at CERN now",
+    ),
+    (
+        "its replica was removed and a copy is on its way",
+        [(F1, "CERN-DISK"), (F1, "RAL-DISK")],
+        f'Executable = "/bin/true"; InputData = {{"{F1}"}}; Site = "CERN";',
+        [
+            (Op.CATALOG_REMOVE, {"lfns": [F1], "se": "CERN-DISK"}),
+            (Op.TRANSFER_SUBMIT, {"lfns": [F1], "destination": "CERN-DISK"}),
+        ],
+        "held",
+        "(a transfer to CERN-DISK is on its way)",
+    ),
+    (
+        "one of two files lost its replica where the job may run",
+        [(F1, "CERN-DISK"), (F2, "CERN-DISK"), (F2, "RAL-DISK")],
+        f'Executable = "/bin/true"; InputData = {{"{F1}", "{F2}"}};',
+        [(Op.CATALOG_REMOVE, {"lfns": [F2], "se": "CERN-DISK"})],
+        "held",
+        f"{F2}: no Good replica on a readable SE at CERN now",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "files", "jdl", "after", "verdict", "reason"),
+    DATA_CASES,
+    ids=[case[0] for case in DATA_CASES],
+)
+def test_why_says_when_a_jobs_input_data_is_not_where_it_may_run(
+    grid: Grid,
+    name: str,
+    files: list[tuple[str, str]],
+    jdl: str,
+    after: list[tuple[str, dict[str, Any]]],
+    verdict: str,
+    reason: str,
+) -> None:
+    for lfn, se in files:
+        grid.register(lfn, se)
+    job_id = submit(grid, jdl)
+    assert job(grid, job_id)["status"] == "Waiting"
+    for op, args in after:
+        grid.call(op, **args)
+
+    answer = why(grid, job_id)
+
+    assert answer["verdict"] == verdict, answer
+    assert reason in answer["reason"], answer

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from dirac_like.agents.pilot import Pilot, PilotConfig
-from dirac_like.protocol import CoreHold, PilotResources, RequestJobReply
+from dirac_like.errors import UnknownOperation
+from dirac_like.protocol import (
+    CoreHold,
+    PilotResources,
+    RequestJobReply,
+    RequestJobsReply,
+)
 
 HELD = RequestJobReply(None, "hold", [], hold=CoreHold(4, 30.0, "multi"))
 NOTHING = RequestJobReply(None, "no waiting job fits this pilot", [])
@@ -21,9 +27,21 @@ class StubClient:
         self.asked: list[PilotResources] = []
         self.replies: list[RequestJobReply] = []
 
+        self.old_service = False  # a service without request_jobs
+        self.counts: list[int] = []
+
     def request_job(self, pilot_id: str, resources: PilotResources) -> RequestJobReply:
         self.asked.append(resources)
         return self.replies.pop(0)
+
+    def request_jobs(
+        self, pilot_id: str, resources: PilotResources, count: int
+    ) -> RequestJobsReply:
+        if self.old_service:
+            raise UnknownOperation("unknown operation 'request_jobs'")
+        self.counts.append(count)
+        one = self.request_job(pilot_id, resources)
+        return RequestJobsReply([], one.reason, one.commands, one.hold)
 
 
 @pytest.fixture
@@ -77,3 +95,27 @@ def test_held_pilot_asks_again_when_the_hold_ends(
     assert len(stub.asked) == 1
     pilot.request_jobs(31.0)  # 1 + 30 s: the hold is over
     assert len(stub.asked) == 2
+
+
+def test_a_pilot_asks_for_a_job_per_free_core_in_one_request(
+    pilot: Pilot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stub: StubClient = pilot.client  # type: ignore[assignment]
+    monkeypatch.setattr(pilot, "_free_cores", lambda: 3)
+    stub.replies = [NOTHING]
+    pilot.request_jobs(1.0)
+    assert stub.counts == [3]
+    assert [r.cores for r in stub.asked] == [3]
+
+
+def test_a_pilot_falls_back_to_request_job_with_a_service_older_than_request_jobs(
+    pilot: Pilot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stub: StubClient = pilot.client  # type: ignore[assignment]
+    stub.old_service = True
+    monkeypatch.setattr(pilot, "_free_cores", lambda: 3)
+    stub.replies = [NOTHING, NOTHING]
+    pilot.request_jobs(1.0)
+    assert stub.counts == [] and len(stub.asked) == 1  # asked with request_job instead
+    pilot.request_jobs(10.0)
+    assert len(stub.asked) == 2 and not pilot.reports.batches  # and goes on without asking

@@ -1,0 +1,170 @@
+"""The pilot's end of the exec helper (agents/payload_keeper.py ``serve``): starts payloads
+under their keepers without a Python start-up per job.
+
+One helper process per pilot process, started on first use (:func:`shared`), by whichever
+thread: it lives until this process closes its end of the channel (it exits, or dies), not
+until that thread ends. :meth:`Spawner.spawn` is thread-safe: it sends the request with the
+payload's stdin, stdout and stderr, and returns the keeper's PID; a reader thread hands each
+keeper's end (wait status, CPU seconds of the keeper and all it waited for) to the callback
+given with it. If the helper dies, every keeper it had is reported ended (killed: SIGKILL, as
+its keepers kill their payloads when their parent dies) and the next spawn starts a new helper.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+KEEPER_SCRIPT = Path(__file__).with_name("payload_keeper.py")
+MAX_MESSAGE = 1 << 20  # bytes of one request (argv and environment)
+LOST_STATUS = signal.SIGKILL  # the wait status of a keeper whose helper died under it
+OnEnd = Callable[[int, float], None]  # (wait status, CPU seconds)
+
+
+class SpawnError(OSError):
+    """The helper could not start the keeper (fork failed, the folder is gone, ...)."""
+
+
+@dataclass
+class _Call:
+    on_end: OnEnd
+    done: threading.Event = field(default_factory=threading.Event)
+    pid: int = 0
+    error: str = ""
+
+
+class Spawner:
+    """One exec helper and its channel. Use :func:`shared` rather than building one."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(KEEPER_SCRIPT), "serve", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a signal to the pilot's group is the pilot's to handle
+            )
+        finally:
+            theirs.close()
+        self.owner = os.getpid()
+        self._link = ours
+        self._lock = threading.Lock()  # one request on the wire at a time
+        self._calls: dict[int, _Call] = {}  # request id -> call, until its PID is known
+        self._running: dict[int, OnEnd] = {}  # keeper PID -> its callback
+        self._next_id = 0
+        self.alive = True
+        threading.Thread(target=self._read, name="spawner", daemon=True).start()
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        cwd: Path,
+        env: Mapping[str, str],
+        stdio: tuple[int, int, int],
+        on_end: OnEnd,
+        lease_file: str = "-",
+        lease: float = 0.0,
+    ) -> int:
+        """Start ``argv`` under a keeper; returns the keeper's PID (its session and group id).
+        ``on_end`` is called once, from another thread, when the keeper has ended."""
+        request = {
+            "argv": list(argv),
+            "cwd": str(cwd),
+            "env": dict(env),
+            "lease_file": lease_file,
+            "lease": lease,
+        }
+        call = _Call(on_end)
+        with self._lock:
+            if not self.alive:
+                raise SpawnError("the exec helper is gone")
+            self._next_id += 1
+            request["id"] = self._next_id
+            self._calls[self._next_id] = call
+            payload = json.dumps(request).encode()
+            if len(payload) > MAX_MESSAGE:
+                del self._calls[self._next_id]
+                raise SpawnError("the payload's command and environment are too large")
+            try:
+                socket.send_fds(self._link, [payload], list(stdio))
+            except OSError as exc:
+                del self._calls[self._next_id]
+                raise SpawnError(f"the exec helper is gone: {exc}") from exc
+        call.done.wait()
+        if call.error:
+            raise SpawnError(call.error)
+        return call.pid
+
+    def close(self) -> None:
+        """End the helper (its keepers get their parent-death signal) and wait for it."""
+        self._link.close()
+        self.process.wait()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self._link.recv(MAX_MESSAGE)
+            except OSError:
+                message = b""
+            if not message:
+                self._lost()
+                return
+            reply = json.loads(message)
+            if "ended" in reply:
+                self._ended(int(reply["ended"]), int(reply["status"]), float(reply["cpu"]))
+            else:
+                self._answered(reply)
+
+    def _answered(self, reply: dict[str, object]) -> None:
+        with self._lock:
+            call = self._calls.pop(int(str(reply["id"])))
+            if "pid" in reply:
+                call.pid = int(str(reply["pid"]))
+                self._running[call.pid] = call.on_end
+            call.error = str(reply.get("error", ""))
+        call.done.set()
+
+    def _ended(self, pid: int, status: int, cpu: float) -> None:
+        with self._lock:
+            on_end = self._running.pop(pid)
+        on_end(status, cpu)
+
+    def _lost(self) -> None:
+        """The helper is gone: nothing waits for a reply that will never come."""
+        with self._lock:
+            self.alive = False
+            calls, self._calls = list(self._calls.values()), {}
+            running, self._running = list(self._running.values()), {}
+        if calls or running:
+            log.error("the exec helper died: %d payload(s) lost", len(running))
+        for call in calls:
+            call.error = "the exec helper died"
+            call.done.set()
+        for on_end in running:
+            on_end(LOST_STATUS, 0.0)
+
+
+_shared: Spawner | None = None
+_shared_lock = threading.Lock()
+
+
+def shared() -> Spawner:
+    """This process's exec helper, started on first use (and again if it died, or in a child
+    process forked from this one)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None or not _shared.alive or _shared.owner != os.getpid():
+            _shared = Spawner()
+        return _shared

@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""A big parametric submission against another client's requests (issue 11, defect 14).
+
+    python scripts/benchmarks/bench_expansion.py                      # slices of 5,000 (default)
+    python scripts/benchmarks/bench_expansion.py --expand-slice 0     # made whole, as before
+
+A real central service (own process, SQLite synchronous=full, secure). Client B pings it with
+one request in flight all along; client A submits one parametric description of ``--jobs`` jobs
+and then asks for the status of the last one until it exists. Reported: when A's submission was
+acknowledged and when its last job existed, and B's ping latencies while the submission was
+being made (the slowest is how long the service loop was held).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_match import SLOW, config_text, percentile, wait_made
+
+from dirac_like.client import Client
+from dirac_like.processes import ServiceProcess
+
+
+def start_service(expand_slice: int) -> ServiceProcess:
+    folder = Path(tempfile.mkdtemp(prefix="bench-expansion-"))
+    config = config_text("full") + f"\n[limits]\nexpand_slice = {expand_slice}\n"
+    (folder / "bench.toml").write_text(config)
+    service = ServiceProcess.start_central(folder / "home", folder / "bench.toml")
+    os.environ["DIRAC_LIKE_IDENTITY"] = str(service.identity_path)
+    return service
+
+
+def ping_all_along(endpoint: str, stop: threading.Event, pings: list[tuple[float, float]]) -> None:
+    """(sent at, latency) of each ping, one in flight, until ``stop``."""
+    with Client(endpoint, SLOW) as client:
+        while not stop.is_set():
+            sent = time.perf_counter()
+            client.ping()
+            pings.append((sent, time.perf_counter() - sent))
+
+
+def run(jobs: int, expand_slice: int) -> None:
+    service = start_service(expand_slice)
+    try:
+        stop, pings = threading.Event(), []  # type: ignore[var-annotated]
+        pinger = threading.Thread(target=ping_all_along, args=(service.endpoint, stop, pings))
+        pinger.start()
+        time.sleep(1.0)
+        jdl = f'Executable = "/bin/true"; Arguments = "%s"; Parameters = {jobs};'
+        with Client(service.endpoint, SLOW) as client:
+            started = time.perf_counter()
+            job_ids = client.submit([jdl], owner="alice", group="users", timeout=600)
+            acknowledged = time.perf_counter() - started
+            wait_made(client, job_ids[-1])
+            all_made = time.perf_counter() - started
+        stop.set()
+        pinger.join()
+        during = [lat for sent, lat in pings if started <= sent <= started + all_made]
+        before = [lat for sent, lat in pings if sent < started]
+        print(f"expand_slice={expand_slice}, {jobs:,} jobs")
+        print(f"  acknowledged after {acknowledged:.2f} s; last job existed after {all_made:.2f} s")
+        print(f"  pings before: {len(before)}, median {statistics.median(before) * 1000:.1f} ms")
+        if during:
+            print(
+                f"  pings during: {len(during)}, median {statistics.median(during) * 1000:.1f} ms,"
+                f" p99 {percentile(during, 0.99) * 1000:.1f} ms, max {max(during) * 1000:.1f} ms"
+            )
+        else:
+            print("  pings during: none answered")
+    finally:
+        service.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--expand-slice", type=int, default=5_000)
+    args = parser.parse_args()
+    run(args.jobs, args.expand_slice)
+
+
+if __name__ == "__main__":
+    main()

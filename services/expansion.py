@@ -1,0 +1,99 @@
+"""Big submissions expanded in slices (issue 11, defect 14), so that other requests are served
+between the slices.
+
+A submission of more than ``limits.expand_slice`` jobs is checked whole when it arrives (parsed,
+expanded, every limit, every description's size, its input sandboxes), as any other; then its
+job ids are reserved (``first .. first + count - 1``), the submission itself is recorded as one
+:class:`~dirac_like.model.SubmissionRecord` (its sources as given, small) and its first slice of
+jobs is made, and the reply is sent once that batch is committed. The other slices are made by
+the service loop, one per paced piece of background work (services/pacing.py), each committed
+with the record's progress in the same transaction.
+
+Why acknowledge at once and not after the last slice: a submission acknowledged only at the end
+would have committed its first slices before the client knows of them; after a crash the
+client's retry would make those jobs again (or the service would have to recognise a half-made
+submission by its request id). Recorded whole at the acknowledgement instead, an acknowledged
+submission is never lost nor made twice: after a crash the service parses the stored sources
+again (the expansion is deterministic; no limit is applied again, the submission was accepted)
+and makes the jobs from the stored progress on, with the ids the client was given. Meanwhile a
+job id of the range not made yet is not found by most requests (it exists a moment
+later, and ``job status`` shows it Received, "being made"), and the owner's waiting-job limit
+counts the jobs still to make.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from dirac_like.description import JobDescription
+from dirac_like.model import SubmissionRecord
+
+from .journal import Journal
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """One job of a submission, checked and ready to be made."""
+
+    description: JobDescription
+    packed: bytes  # its stored description
+    sandbox: str  # sha256 of its input sandbox ('' if none)
+    failure: str  # why it fails at once (input data not in the catalog), '' if it does not
+
+
+@dataclass
+class Expansion:
+    record: SubmissionRecord
+    jobs: list[PreparedJob]  # all of the submission's jobs, in order
+
+    @property
+    def left(self) -> int:
+        return self.record.count - self.record.expanded
+
+
+class ExpansionBook:
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.expansions: dict[int, Expansion] = {}  # by first job id, oldest first
+
+    def start(self, record: SubmissionRecord, jobs: list[PreparedJob]) -> None:
+        """A submission accepted whole, to be expanded from ``record.expanded`` on."""
+        self.expansions[record.first_job_id] = Expansion(record, jobs)
+        self.journal.changes.submissions[record.first_job_id] = record
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.expansions)
+
+    @property
+    def end_job_id(self) -> int:
+        """One past the last job id reserved (0: none)."""
+        return max((e.record.first_job_id + e.record.count for e in self.expansions.values()),
+                   default=0)  # fmt: skip
+
+    def still_to_make(self, owner: str) -> int:
+        """Jobs of ``owner`` accepted but not made yet (they count as waiting)."""
+        return sum(e.left for e in self.expansions.values() if e.record.owner == owner)
+
+    def to_make(self, job_id: int) -> SubmissionRecord | None:
+        """The submission whose job ``job_id`` is reserved and not made yet (None: none)."""
+        for first, expansion in self.expansions.items():
+            if expansion.record.expanded <= job_id - first < expansion.record.count:
+                return expansion.record
+        return None
+
+    def next_slice(self, size: int) -> tuple[SubmissionRecord, list[PreparedJob]] | None:
+        """The oldest submission in progress and its next ``size`` jobs, marked made (the
+        caller makes them in the same batch): (the record before, the jobs)."""
+        for first, expansion in self.expansions.items():
+            before = expansion.record
+            end = min(before.count, before.expanded + size)
+            expansion.record = replace(before, expanded=end)
+            done = end >= before.count
+            self.journal.changes.submissions[first] = None if done else expansion.record
+            if done:
+                del self.expansions[first]
+            return before, expansion.jobs[before.expanded : end]
+        return None
