@@ -245,7 +245,11 @@ def scrape_with_prometheus(tmp_path: Path, *urls: str) -> None:
             "Prometheus to hold the monitoring agent's cycle",
             timeout=60,
         )
-        assert {row["metric"]["job"] for row in query("up == 1")} == set(JOBS[: len(urls)])
+        wait_for(  # every target scraped (each at its own offset in the interval)
+            lambda: {row["metric"]["job"] for row in query("up == 1")} == set(JOBS[: len(urls)]),
+            "Prometheus to have scraped every daemon",
+            timeout=60,
+        )
         rules = json.loads(scrape(f"http://127.0.0.1:{port}/api/v1/rules"))["data"]["groups"]
         names = {rule["name"] for group in rules for rule in group["rules"]}
         assert {
