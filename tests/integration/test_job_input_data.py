@@ -5,11 +5,21 @@ registered as the job owner's; with the OutputSE down, to a failover SE plus a t
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_pilot import FAST_RETRIES, FINAL, SHORT_TIMEOUTS, Pilots, wait_status
+from test_pilot import (
+    FAST_RETRIES,
+    FINAL,
+    SHORT_TIMEOUTS,
+    Pilots,
+    payloads_of,
+    wait_for,
+    wait_status,
+)
 
 from dirac_like.client import Client
 from dirac_like.data_manager import DataManager
@@ -116,3 +126,34 @@ def test_output_data_goes_to_a_failover_se_with_a_transfer_when_the_output_se_is
     assert [r.se for r in DataManager(client).stat(lfn).replicas] == ["FAILOVER-DISK"]
     (transfer,) = client.call(Op.TRANSFERS, ListTransfersArgs())
     assert (transfer.lfn, transfer.destination, transfer.status) == (lfn, "DOWN-SE", "Waiting")
+
+
+def test_defect_a_a_successor_pilot_uploads_the_output_data_of_a_job_its_predecessor_ended(
+    grid: tuple[Client, Pilots, Path],
+) -> None:
+    """The pilot dies after the payload ended, before it uploaded the OutputData: the pilot
+    that takes over its folder uploads and registers it before it reports the job Done."""
+    client, pilots, disk = grid
+    lfn = "/vo/user/alice/results/orphan.dat"
+    (job_id,) = client.submit(
+        [
+            f'Executable = "/bin/sh"; Arguments = "-c \'sleep 1; echo kept > orphan.dat\'"; '
+            f'OutputData = {{"LFN:{lfn}"}}; OutputSE = "TEST-DISK";'
+        ],
+        "alice",
+    )
+    pilot, workdir = pilots.start(name="abrupt")
+    wait_status(client, job_id, ("Running",), 30)
+    wait_for(lambda: payloads_of("abrupt", job_id), "the payload to start", timeout=30)
+    os.kill(pilot.pid, signal.SIGSTOP)  # it can neither upload nor report now
+    ended = workdir / f"job_{job_id}_1" / "payload_ended"
+    wait_for(ended.exists, "the payload keeper to note the end", timeout=30)
+    os.kill(pilot.pid, signal.SIGKILL)
+    pilot.wait(10)
+    assert not DataManager(client).files([lfn]).files  # nothing went up before the kill
+
+    pilots.start("--idle-timeout", "3", name="abrupt")  # its successor on the same folder
+    assert wait_status(client, job_id, FINAL, 60).status == "Done"
+    row = DataManager(client).stat(lfn)
+    assert row.owner == "alice" and [r.se for r in row.replicas] == ["TEST-DISK"]
+    assert (disk / lfn.lstrip("/")).read_text() == "kept\n"
