@@ -900,6 +900,7 @@ class SERow:
     rules: dict[str, Any]
     status: str
     reason: str
+    used_space: int = 0  # bytes of its replicas in the catalog (counted when total_space is set)
 
 
 @dataclass(frozen=True)

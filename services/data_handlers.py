@@ -69,6 +69,7 @@ def _se_row(state: CentralState, name: str) -> SERow:
         rules=dict(element.rules),
         status=status.status,
         reason=status.reason,
+        used_space=state.storage.used.get(name, 0),
     )
 
 

@@ -164,6 +164,15 @@ class TransferBook:
             return None
         if ses[record.destination] >= self.config.per_se:
             return None
+        free = self.board.free_space(record.destination)
+        if free is not None and entry.size > free:
+            record.attempt += 1  # an attempt that failed at once: retried, then Failed
+            self.failed(
+                record,
+                f"SE {record.destination} is full: {free} bytes free, {entry.size} needed",
+                now,
+            )
+            return None
         for source in sources:
             if (
                 links[source, record.destination] < self.config.per_link
@@ -221,6 +230,8 @@ class TransferBook:
                 f"transfer {record.transfer_id}: the copy has size {size} and adler32 "
                 f"{adler32[:16]}, the catalog says {entry.size} and {entry.adler32}: not Done"
             )
+        if record.destination not in self.catalog.replicas(record.lfn):
+            self.board.account(record.destination, entry.size)
         self.catalog._set_replica(record.lfn, record.destination, GOOD)
         record.status, record.reason = DONE, f"copied from {record.source}"
         self._changed(record, now)

@@ -83,6 +83,10 @@ class Store(ABC):
         """lfn -> se -> replica status, for those of ``lfns`` with stored replicas."""
 
     @abstractmethod
+    def catalog_space(self, ses: list[str]) -> dict[str, int]:
+        """se -> bytes of the replicas (Good or Bad) stored on it, for each of ``ses``."""
+
+    @abstractmethod
     def catalog_folder(self, folder: str, limit: int) -> list[FileEntry]:
         """Up to ``limit`` entries whose LFN is below ``folder`` (any depth), in LFN order."""
 

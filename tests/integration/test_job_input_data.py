@@ -23,6 +23,7 @@ from test_pilot import (
 
 from dirac_like.client import Client
 from dirac_like.data_manager import DataManager
+from dirac_like.errors import StorageFull
 from dirac_like.processes import ServiceProcess, free_port
 from dirac_like.protocol import ListTransfersArgs, Op
 
@@ -43,6 +44,9 @@ base_path = "{disk}"
 [storage.FAILOVER-DISK]
 base_path = "{tmp_path / "failover"}"
 tags = ["failover"]
+[storage.SMALL-DISK]
+base_path = "{tmp_path / "small"}"
+total_space = 100
 [storage.DOWN-SE]
 protocol = "xroot"
 endpoint = "root://127.0.0.1:{free_port()}"
@@ -122,7 +126,8 @@ def test_output_data_goes_to_a_failover_se_with_a_transfer_when_the_output_se_is
         "alice",
     )
     pilots.start("--idle-timeout", "3")
-    assert wait_status(client, job_id, FINAL, 30).status == "Done"
+    ended = wait_status(client, job_id, FINAL, 30)
+    assert ended.status == "Done", ended.minor_status
     assert [r.se for r in DataManager(client).stat(lfn).replicas] == ["FAILOVER-DISK"]
     (transfer,) = client.call(Op.TRANSFERS, ListTransfersArgs())
     assert (transfer.lfn, transfer.destination, transfer.status) == (lfn, "DOWN-SE", "Waiting")
@@ -157,3 +162,25 @@ def test_defect_a_a_successor_pilot_uploads_the_output_data_of_a_job_its_predece
     row = DataManager(client).stat(lfn)
     assert row.owner == "alice" and [r.se for r in row.replicas] == ["TEST-DISK"]
     assert (disk / lfn.lstrip("/")).read_text() == "kept\n"
+
+
+def test_a_full_se_refuses_a_put_and_a_jobs_output_data_goes_to_the_failover_se(
+    grid: tuple[Client, Pilots, Path], tmp_path: Path
+) -> None:
+    client, pilots, _ = grid
+    local = tmp_path / "big.dat"
+    local.write_bytes(b"x" * 1000)
+    with pytest.raises(StorageFull, match="SE SMALL-DISK is full: 0 of 100 bytes used"):
+        DataManager(client).put(local, "/vo/user/alice/big.dat", "SMALL-DISK")
+    assert not (tmp_path / "small").exists()  # refused before any byte was written
+    lfn = "/vo/user/alice/results/big.dat"
+    (job_id,) = client.submit(
+        [
+            'Executable = "/bin/sh"; Arguments = "-c \'head -c 1000 /dev/zero > big.dat\'"; '
+            f'OutputData = {{"LFN:{lfn}"}}; OutputSE = "SMALL-DISK";'
+        ],
+        "alice",
+    )
+    pilots.start("--idle-timeout", "3")
+    assert wait_status(client, job_id, FINAL, 30).status == "Done"
+    assert [r.se for r in DataManager(client).stat(lfn).replicas] == ["FAILOVER-DISK"]

@@ -14,6 +14,7 @@ from dirac_like.errors import (
     InvalidLfn,
     LfnNotFound,
     StaleAttempt,
+    StorageFull,
     UnknownStorageElement,
 )
 from dirac_like.protocol import ARGUMENTS, Op, parse_args, to_wire
@@ -30,6 +31,9 @@ SES = {
         ("PIC-DISK", "PIC", ("disk",)),
     )
 }
+SES["SMALL-DISK"] = StorageElementConfig(  # room for 12 bytes
+    name="SMALL-DISK", site="PIC", base_path="/se/SMALL-DISK", tags=("small",), total_space=12
+)
 TRANSFERS = TransfersConfig(lease=60, max_attempts=3, retry_backoff=10, per_link=1, per_se=2)
 CONFIG = Config(data=DataConfig(vos=("lhcb",), transfers=TRANSFERS))
 F1 = "/lhcb/user/alice/f1"
@@ -386,3 +390,32 @@ def test_a_rule_without_tags_or_on_a_bad_folder_is_refused(grid: Grid) -> None:
     with pytest.raises(InvalidLfn):
         grid.call(Op.RULE_ADD, folder="/lhcb/../x", copies=2, se_tags=["disk"])
     assert grid.store.rules == {}
+
+
+def test_a_full_se_refuses_a_registration_whole_and_counts_removals(grid: Grid) -> None:
+    grid.register("/lhcb/user/alice/a", se="SMALL-DISK", size=5)
+    grid.register("/lhcb/user/alice/b", se="SMALL-DISK", size=5)
+    with pytest.raises(StorageFull, match="SE SMALL-DISK is full: 10 of 12 bytes used"):
+        grid.register("/lhcb/user/alice/c", se="SMALL-DISK", size=5)
+    assert grid.replicas("/lhcb/user/alice/c") == {}  # nothing registered
+    (row,) = [r for r in grid.call(Op.SE_LIST) if r["name"] == "SMALL-DISK"]
+    assert (row["used_space"], row["total_space"]) == (10, 12)
+    grid.call(Op.CATALOG_REMOVE, lfns=["/lhcb/user/alice/a"], se="")
+    grid.register("/lhcb/user/alice/c", se="SMALL-DISK", size=5)  # room again
+    grid.restart()  # the space used is read back from the store
+    with pytest.raises(StorageFull):
+        grid.register("/lhcb/user/alice/d", se="SMALL-DISK", size=5)
+
+
+def test_a_transfer_to_a_full_se_is_retried_then_failed_with_the_reason(grid: Grid) -> None:
+    grid.register("/lhcb/user/alice/big", size=20)
+    (transfer_id,) = grid.call(
+        Op.TRANSFER_SUBMIT, lfns=["/lhcb/user/alice/big"], destination="SMALL-DISK"
+    )["transfer_ids"]
+    for _ in range(3):
+        assert grid.lease() == []  # never handed to an agent
+        grid.advance(100)
+    (view,) = grid.call(Op.TRANSFERS, transfer_ids=[transfer_id])
+    assert view["status"] == "Failed" and view["attempt"] == 3
+    assert "SE SMALL-DISK is full: 12 bytes free, 20 needed" in view["reason"]
+    assert "SMALL-DISK" not in grid.replicas("/lhcb/user/alice/big")
