@@ -115,6 +115,10 @@ class DataManager:
             self._ses = {row.name: row for row in rows}
         return self._ses
 
+    def refresh(self) -> None:
+        """Ask the service for the SEs' status again at the next use (a long-lived agent)."""
+        self._ses = None
+
     def row(self, se: str) -> SERow:
         row = self.storage_elements().get(se)
         if row is None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,6 +47,10 @@ class StoredCatalog(Protocol):
     def catalog_space(self, ses: list[str]) -> dict[str, int]: ...
 
 
+# The monitoring policy's status of an SE (None: it has none), as an SE status.
+PolicyStatus = Callable[[str], SEStatusRecord | None]
+
+
 @dataclass(frozen=True)
 class Registered:
     new_files: int
@@ -64,9 +68,11 @@ class StorageBoard:
         journal: Journal,
         loaded: Iterable[SEStatusRecord] = (),
         used: dict[str, int] | None = None,
+        policy: PolicyStatus | None = None,
     ) -> None:
         self.elements = elements
         self.journal = journal
+        self.policy = policy
         self.records = {record.se: record for record in loaded if record.se in elements}
         self.used = {name: (used or {}).get(name, 0) for name in self.limited()}
 
@@ -102,8 +108,18 @@ class StorageBoard:
         return element
 
     def status(self, name: str) -> SEStatusRecord:
+        """The one status that governs ``name`` (reads, writes, transfers, matching): an
+        operator's (``data se-status``) when it is not Active, else the monitoring policy's
+        (``admin set-status --kind se``, or the monitoring agent from its SE probes), else
+        Active."""
         self.element(name)
-        return self.records.get(name) or SEStatusRecord(name, SEStatus.ACTIVE, "", 0.0)
+        own = self.records.get(name)
+        if own is not None and own.status != SEStatus.ACTIVE:
+            return own
+        decided = self.policy(name) if self.policy is not None else None
+        if decided is not None and decided.status != SEStatus.ACTIVE:
+            return decided
+        return own or SEStatusRecord(name, SEStatus.ACTIVE, "", 0.0)
 
     def set_status(self, name: str, status: str, reason: str, now: float) -> SEStatusRecord:
         self.element(name)

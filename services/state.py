@@ -166,7 +166,10 @@ class CentralState:
         elements = dict(config.storage) if storage is None else storage
         limited = [name for name, element in elements.items() if element.total_space]
         used = stored.catalog_space(limited) if limited else {}  # one query, at start
-        self.storage = StorageBoard(elements, self.journal, loaded.se_status, used)
+        self.storage = StorageBoard(
+            elements, self.journal, loaded.se_status, used, policy=self.monitor.se_status
+        )
+        self.monitor.known_ses.update(elements)  # the policy may set the status of each SE
         self.catalog = Catalog(
             stored, self.journal, self.storage, config.data.vos, config.data.max_bulk
         )

@@ -158,8 +158,14 @@ class TransferBook:
         if entry is None:
             self._fail(record, f"{record.lfn} is no longer in the catalog", now)
             return None
+        if not self.board.writable(record.destination):
+            self._hold(record, f"waits: SE {record.destination} takes no new replicas now", now)
+            return None
         sources = self.sources(record)
         if not sources:
+            if self.catalog.good_replicas(record.lfn):  # on SEs Banned now: wait for them
+                self._hold(record, f"waits: no readable SE holds {record.lfn} now", now)
+                return None
             self._fail(record, f"no Good replica of {record.lfn} on a readable SE", now)
             return None
         if ses[record.destination] >= self.config.per_se:
@@ -257,6 +263,12 @@ class TransferBook:
             reason[:200],
             pause,
         )
+
+    def _hold(self, record: TransferRecord, reason: str, now: float) -> None:
+        """The request stays Waiting (an SE it needs is Banned or read only), saying why."""
+        if record.reason != reason:
+            record.reason = reason
+            self._changed(record, now)
 
     def _fail(self, record: TransferRecord, reason: str, now: float) -> None:
         record.status, record.reason, record.agent = FAILED, reason[:500], ""

@@ -419,3 +419,30 @@ def test_a_transfer_to_a_full_se_is_retried_then_failed_with_the_reason(grid: Gr
     assert view["status"] == "Failed" and view["attempt"] == 3
     assert "SE SMALL-DISK is full: 12 bytes free, 20 needed" in view["reason"]
     assert "SMALL-DISK" not in grid.replicas("/lhcb/user/alice/big")
+
+
+def test_defect_b_a_monitoring_ban_of_an_se_governs_its_data_status_and_stops_transfers(
+    grid: Grid,
+) -> None:
+    grid.register()
+    grid.register("/lhcb/user/alice/f2", se="PIC-DISK")
+    to_ral, from_pic = (
+        grid.call(Op.TRANSFER_SUBMIT, lfns=[lfn], destination=se)["transfer_ids"][0]
+        for lfn, se in ((F1, "RAL-DISK"), ("/lhcb/user/alice/f2", "CERN-DISK"))
+    )
+    for se in ("RAL-DISK", "PIC-DISK"):
+        grid.call(Op.SET_STATUS, kind="se", target=se, status="Banned", reason="probes fail")
+    rows = {row["name"]: row for row in grid.call(Op.SE_LIST)}
+    assert (rows["RAL-DISK"]["status"], rows["RAL-DISK"]["reason"]) == (
+        "Banned",
+        "monitoring: probes fail",
+    )
+    assert grid.lease(count=2) == []  # neither to nor from a banned SE
+    views = {v["transfer_id"]: v for v in grid.call(Op.TRANSFERS)}
+    assert views[to_ral]["status"] == views[from_pic]["status"] == "Waiting"
+    assert "RAL-DISK takes no new replicas" in views[to_ral]["reason"]
+    with pytest.raises(InvalidArgument, match="RAL-DISK takes no new replicas"):
+        grid.call(Op.TRANSFER_SUBMIT, lfns=[F1], destination="RAL-DISK")
+    for se in ("RAL-DISK", "PIC-DISK"):
+        grid.call(Op.SET_STATUS, kind="se", target=se, status="Active", reason="probes pass")
+    assert {task["transfer_id"] for task in grid.lease(count=2)} == {to_ral, from_pic}
