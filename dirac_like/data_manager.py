@@ -256,7 +256,8 @@ class DataManager:
         return Copied(row.lfn, se, running.size, running.hex, target)
 
     def _report_bad(self, lfn: str, se: str, reason: str) -> None:
-        """Mark a replica Bad in the catalog, if this identity may (operators and agents)."""
+        """Report a replica Bad in the catalog (any reader may: users, pilots, agents,
+        operators); a replication rule then makes it again from another replica."""
         log.warning("%s", reason)
         with contextlib.suppress(Forbidden):
             self.client.call(

@@ -75,6 +75,7 @@ def _se_row(state: CentralState, name: str) -> SERow:
 
 def se_set_status(state: CentralState, args: SEStatusArgs, now: float) -> SERow:
     state.storage.set_status(args.se, args.status, args.reason, now)
+    state.rules.touched_all(now)
     return _se_row(state, args.se)
 
 
@@ -84,11 +85,19 @@ def _owner(state: CentralState, owner: str, job_id: int) -> str:
     return owner or (state.book.job(job_id).owner if job_id else "admin")
 
 
+def _touched(state: CentralState, lfns: list[str], now: float) -> None:
+    """The rules over these LFNs look at them again (once per folder: bulk calls are cheap)."""
+    if state.rules.rules:
+        for folder in {lfn.rsplit("/", 1)[0] + "/x" for lfn in lfns}:
+            state.rules.touched(folder, now)
+
+
 def catalog_register(state: CentralState, args: RegisterArgs, now: float) -> RegisterReply:
     owner = _owner(state, args.owner, args.job_id)
     check_name("owner", owner)
     group = args.group or state.config.jobs.default_group
     registered = state.catalog.register(args.files, owner, group, now)
+    _touched(state, [item.lfn for item in args.files], now)
     return RegisterReply(registered.new_files, registered.new_replicas)
 
 
@@ -139,11 +148,14 @@ def catalog_list(state: CentralState, args: FolderArgs, now: float) -> FolderRep
 
 def catalog_remove(state: CentralState, args: RemoveArgs, now: float) -> RemoveReply:
     removed, gone, missing = state.catalog.remove(args.lfns, args.se)
+    _touched(state, args.lfns, now)
     return RemoveReply(removed_replicas=removed, removed_files=gone, missing=missing)
 
 
 def catalog_replica_status(state: CentralState, args: ReplicaStatusArgs, now: float) -> ReplicaRow:
     state.catalog.set_replica_status(args.lfn, args.se, args.status)
+    if args.status == "Bad":
+        state.rules.touched(args.lfn, now)  # its rules make it again at the next timer
     return ReplicaRow(args.se, args.status)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dirac_like.config import TransfersConfig
@@ -62,6 +63,8 @@ class TransferBook:
         # leased ones (few: the per-SE limits bound them), for the loop's timers
         self.leased = {i: r for i, r in self.open.items() if r.status in HELD}
         self.next_id = max(self.records, default=0) + 1
+        # called with (lfn, now) when a request ends (the replication rules listen)
+        self.on_final: Callable[[str, float], None] | None = None
 
     def _changed(self, record: TransferRecord, now: float) -> None:
         record.updated = now
@@ -72,6 +75,8 @@ class TransferBook:
             self.leased.pop(record.transfer_id, None)
         if record.status in FINAL:
             self.open.pop(record.transfer_id, None)
+            if self.on_final is not None:
+                self.on_final(record.lfn, now)
 
     def get(self, transfer_id: int) -> TransferRecord:
         record = self.records.get(transfer_id)

@@ -18,7 +18,16 @@ from dirac_like.client import Client
 from dirac_like.data_manager import DataManager
 from dirac_like.errors import Forbidden, InvalidArgument, LfnNotFound, StorageUnavailable
 from dirac_like.processes import ServiceProcess
-from dirac_like.protocol import ListTransfersArgs, Op, RemoveArgs, SEStatusArgs, TransferView
+from dirac_like.protocol import (
+    ListTransfersArgs,
+    Op,
+    RemoveArgs,
+    RuleAddArgs,
+    RuleIdArgs,
+    SEStatusArgs,
+    TransferView,
+)
+from dirac_like.testing import wait_for
 from tests.conftest import FAST_RETRIES
 from tests.xrootd_ses import XrootdSEs
 
@@ -172,6 +181,35 @@ def test_a_corrupted_replica_is_marked_bad_and_another_is_read(grid: Grid, tmp_p
     assert got.path.read_bytes() == local.read_bytes()
     assert grid.replicas(lfn) == {"XRD-A": "Bad", "XRD-B": "Good"}
     assert grid.transfer(transfer_id).status == "Done"
+
+
+def test_defect_c_a_replica_a_user_finds_corrupted_is_marked_bad_and_made_again_by_its_rule(
+    grid: Grid, service: tuple[ServiceProcess, Path], tmp_path: Path
+) -> None:
+    local = grid.local_file("r.dat", 300_000)
+    lfn = grid.lfn("r.dat")
+    grid.data.put(local, lfn, "XRD-A")
+    grid.data.replicate([lfn], "XRD-B")
+    assert grid.agent.run_once() == 1
+    rule = grid.client.call(Op.RULE_ADD, RuleAddArgs(grid.folder, 2, ["disk"]))
+    try:
+        stored = grid.ses.data("XRD-A") / "grid" / lfn.lstrip("/")
+        grid.ses.plant(stored, b"bit rot" + stored.read_bytes()[7:])  # same size
+        reader = grid.client.identity_add(f"reader{os.getpid()}", "user", ["physics"])
+        with Client(service[0].endpoint, FAST_RETRIES, identity=reader) as client:
+            got = DataManager(client, site="SITE-A").get(lfn, tmp_path / "out")
+        assert got.se == "XRD-B" and got.path is not None
+        assert got.path.read_bytes() == local.read_bytes()
+        assert grid.replicas(lfn) == {"XRD-A": "Bad", "XRD-B": "Good"}
+
+        def remade() -> bool:  # the rule's next pass (within seconds) asks for a new copy
+            grid.agent.run_once()
+            return grid.replicas(lfn) == {"XRD-A": "Good", "XRD-B": "Good"}
+
+        wait_for(remade, "the rule to make the bad replica again", timeout=30, interval=0.5)
+        assert stored.read_bytes() == local.read_bytes()
+    finally:
+        grid.client.call(Op.RULE_REMOVE, RuleIdArgs(rule.rule_id))
 
 
 # -- the transfer agent ----------------------------------------------------------------------

@@ -446,3 +446,36 @@ def test_defect_b_a_monitoring_ban_of_an_se_governs_its_data_status_and_stops_tr
     for se in ("RAL-DISK", "PIC-DISK"):
         grid.call(Op.SET_STATUS, kind="se", target=se, status="Active", reason="probes pass")
     assert {task["transfer_id"] for task in grid.lease(count=2)} == {to_ral, from_pic}
+
+
+def test_defect_d_rules_scan_only_folders_that_changed_and_all_of_them_now_and_then(
+    grid: Grid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grid.register()
+    grid.register(se="RAL-DISK")
+    grid.call(Op.RULE_ADD, folder="/lhcb/user/alice", copies=2, se_tags=["tier1"])
+    grid.advance(1)
+    assert rule_state(grid)["state"] == "OK"
+    scans: list[str] = []
+    scan = grid.store.catalog_folder
+
+    def counted(folder: str, limit: int) -> Any:
+        scans.append(folder)
+        return scan(folder, limit)
+
+    monkeypatch.setattr(grid.store, "catalog_folder", counted)
+    grid.advance(30)
+    grid.advance(30)
+    assert scans == []  # a quiet rule is not scanned
+    grid.call(
+        Op.CATALOG_REPLICA_STATUS, lfn=F1, se="RAL-DISK", status="Bad", reason="adler32 on read"
+    )
+    grid.advance(2)  # a change brings the pass forward
+    assert scans == ["/lhcb/user/alice"]
+    (task,) = grid.lease()
+    assert task["destination"] == "RAL-DISK"
+    grid.report(task, "Done", size=5, adler32="062c0215")
+    grid.advance(2)  # the transfer's end is a change too
+    assert rule_state(grid)["state"] == "OK" and len(scans) == 2
+    grid.advance(600)  # and every rule is scanned at least every FULL_PASS_SECONDS
+    assert len(scans) == 3
