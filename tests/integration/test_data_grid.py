@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -27,6 +28,7 @@ from dirac_like.protocol import (
     SEStatusArgs,
     TransferView,
 )
+from dirac_like.storage_access import StorageAccess
 from dirac_like.testing import wait_for
 from tests.conftest import FAST_RETRIES
 from tests.xrootd_ses import XrootdSEs
@@ -255,6 +257,56 @@ def test_a_source_that_disappeared_is_retried_from_another_replica(grid: Grid) -
             break
     view = grid.transfer(transfer_id)
     assert view.status == "Done" and view.source == "XRD-B"
+
+
+class ShrinkingSource:
+    """A real SE's access whose file is cut short on the SE's disk once the first chunk of the
+    first read went through: a source that disappears mid-transfer."""
+
+    def __init__(self, real: StorageAccess, path: Path, cut: list[str]) -> None:
+        self.real, self.path, self.cut = real, path, cut
+
+    def read(self, lfn: str, chunk_bytes: int = 0) -> Iterator[bytes]:
+        chunks = self.real.read(lfn, 64 * 1024)
+        yield next(chunks)
+        if not self.cut:
+            self.cut.append(self.real.name)
+            os.truncate(self.path, 100_000)
+        yield from chunks
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_source_that_disappears_mid_transfer_is_not_registered_and_retried_elsewhere(
+    grid: Grid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lfn = grid.lfn("shrinks.dat")
+    local = grid.local_file("shrinks.dat", 1_000_000)
+    grid.data.put(local, lfn, "XRD-A")
+    grid.data.replicate([lfn], "FILE-C")
+    assert grid.agent.run_once() == 1
+    paths = {
+        "XRD-A": grid.ses.data("XRD-A") / "grid" / lfn.lstrip("/"),
+        "FILE-C": grid.file_se / lfn.lstrip("/"),
+    }
+    cut: list[str] = []
+    access = grid.agent.data.access
+    monkeypatch.setattr(
+        grid.agent.data,
+        "access",
+        lambda se: ShrinkingSource(access(se), paths[se], cut) if se in paths else access(se),
+    )
+    (transfer_id,) = grid.data.replicate([lfn], "XRD-B")
+    grid.agent.run_once()
+    first = grid.transfer(transfer_id)
+    assert first.status == "Waiting" and "the catalog says" in first.reason, first.reason
+    assert grid.replicas(lfn).get("XRD-B") is None  # the short copy was not registered
+    assert not (grid.ses.data("XRD-B") / "grid" / lfn.lstrip("/")).exists()  # and deleted
+    grid.agent.run_once()
+    done = grid.transfer(transfer_id)
+    assert done.status == "Done" and done.source != cut[0]
+    assert (grid.ses.data("XRD-B") / "grid" / lfn.lstrip("/")).read_bytes() == local.read_bytes()
 
 
 def test_a_half_written_file_at_the_destination_is_replaced_not_registered(grid: Grid) -> None:
