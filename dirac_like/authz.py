@@ -37,8 +37,9 @@ Data (the replica catalog and transfers): everyone reads the catalog and the SE 
 registers, removes and replicates only under its own folder ``/<vo>/user/<name>`` (the owner of
 what it registers or asks to copy is its name); operators set SE status and see all transfers;
 users see their own transfers. Any reader (user, pilot) reports a replica it found corrupted
-Bad, with the reason (only operators and agents mark one Good again). A pilot registers the output data of a job matched to it, under
-and as the job owner's (and asks for its failover transfer).
+Bad, with the reason (only operators and agents mark one Good again). A pilot registers the
+output data of a job matched to it, under and as the job owner's (and asks for its failover
+transfer).
 
 Sandboxes are bound to their holders (dirac_like/sandbox.py), not a capability by hash: a user
 holds the input archives it uploaded (uploading the bytes, even of content stored already, is

@@ -20,7 +20,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from dirac_like.checksums import normalize_adler32
 from dirac_like.errors import InvalidArgument, LfnNotFound, StorageFull, UnknownStorageElement
@@ -45,6 +45,8 @@ class StoredCatalog(Protocol):
     def catalog_folder(self, folder: str, limit: int) -> list[FileEntry]: ...
 
     def catalog_space(self, ses: list[str]) -> dict[str, int]: ...
+
+    def catalog_lookup(self, lfns: list[str]) -> list[tuple[Any, ...]]: ...
 
 
 # The monitoring policy's status of an SE (None: it has none), as an SE status.

@@ -296,6 +296,9 @@ UPSERT_TRANSFER = f"INSERT OR REPLACE INTO transfers VALUES ({_TRANSFER_MARKS})"
 SELECT_CATALOG_FILES = "SELECT * FROM catalog_files WHERE lfn IN ({marks})"
 SELECT_REPLICAS_OF = """SELECT lfn, se, status FROM catalog_replicas WHERE lfn IN ({marks})
     ORDER BY lfn, se"""
+SELECT_LOOKUP = """SELECT f.lfn, f.size, f.adler32, f.guid, f.owner, f.grp, f.created, r.se,
+    r.status FROM catalog_files f LEFT JOIN catalog_replicas r ON r.lfn = f.lfn
+    WHERE f.lfn IN ({marks}) ORDER BY f.lfn, r.se"""
 SELECT_SPACE = """SELECT r.se, SUM(f.size) FROM catalog_replicas r JOIN catalog_files f
     ON f.lfn = r.lfn WHERE r.se IN ({marks}) GROUP BY r.se"""
 LOOKUP_CHUNK = 500  # LFNs per IN (...) query (SQLite allows 32766 parameters)
@@ -554,6 +557,16 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the catalog: {exc}") from exc
         return found
+
+    def catalog_lookup(self, lfns: list[str]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
+        try:
+            for chunk in _chunks(sorted(set(lfns))):
+                sql = SELECT_LOOKUP.format(marks=", ".join("?" * len(chunk)))
+                rows += self._db.execute(sql, chunk).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the catalog: {exc}") from exc
+        return rows
 
     def catalog_space(self, ses: list[str]) -> dict[str, int]:
         used = dict.fromkeys(ses, 0)
