@@ -92,8 +92,10 @@ class Store(ABC):
         for lfn in sorted(files):
             entry = files[lfn]
             head = (lfn, entry.size, entry.adler32, entry.guid, entry.owner, entry.group)
-            by_se = replicas.get(lfn) or {None: None}
-            rows += [(*head, entry.created, se, status) for se, status in sorted(by_se.items())]
+            by_se = sorted(replicas.get(lfn, {}).items())
+            rows += [(*head, entry.created, se, status) for se, status in by_se]
+            if not by_se:
+                rows.append((*head, entry.created, None, None))
         return rows
 
     @abstractmethod
