@@ -100,7 +100,7 @@ def test_demo_runs_the_workload_on_real_pilots_and_leaves_no_process(tmp_path: P
     assert re.search(r"physics\s+70\.0%", out) and re.search(r"users\s+30\.0%", out)
     # the watchdog killed the job over its MaxRAM, and said why
     assert re.search(
-        r"Failed\s+Watchdog: memory \d+ MB > MaxRAM 100 MB", line_of("memory-hog", out)
+        r"Failed\s+Watchdog: memory [\d.]+ MB > MaxRAM 100 MB", line_of("memory-hog", out)
     )
     # its owner killed the sleeping job while it ran on a pilot of one of the directors
     assert re.search(

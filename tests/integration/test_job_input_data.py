@@ -134,34 +134,42 @@ def test_output_data_goes_to_a_failover_se_with_a_transfer_when_the_output_se_is
 
 
 def test_defect_a_a_successor_pilot_uploads_the_output_data_of_a_job_its_predecessor_ended(
-    grid: tuple[Client, Pilots, Path],
+    start_central: Callable[..., ServiceProcess], tmp_path: Path
 ) -> None:
     """The pilot dies after the payload ended, before it uploaded the OutputData: the pilot
     that takes over its folder uploads and registers it before it reports the job Done."""
-    client, pilots, disk = grid
+    disk = tmp_path / "site-disk"
+    # the default (long) stalled timeout: the job must not stall while its pilot is stopped
+    service = start_central(config_text=f'[storage.TEST-DISK]\nbase_path = "{disk}"\n')
+    pilots = Pilots(service.endpoint, tmp_path / "pilots")
     lfn = "/vo/user/alice/results/orphan.dat"
-    (job_id,) = client.submit(
-        [
-            f'Executable = "/bin/sh"; Arguments = "-c \'sleep 1; echo kept > orphan.dat\'"; '
-            f'OutputData = {{"LFN:{lfn}"}}; OutputSE = "TEST-DISK";'
-        ],
-        "alice",
-    )
-    pilot, workdir = pilots.start(name="abrupt")
-    wait_status(client, job_id, ("Running",), 30)
-    wait_for(lambda: payloads_of("abrupt", job_id), "the payload to start", timeout=30)
-    os.kill(pilot.pid, signal.SIGSTOP)  # it can neither upload nor report now
-    ended = workdir / f"job_{job_id}_1" / "payload_ended"
-    wait_for(ended.exists, "the payload keeper to note the end", timeout=30)
-    os.kill(pilot.pid, signal.SIGKILL)
-    pilot.wait(10)
-    assert not DataManager(client).files([lfn]).files  # nothing went up before the kill
+    try:
+        with Client(service.endpoint, FAST_RETRIES) as client:
+            (job_id,) = client.submit(
+                [
+                    'Executable = "/bin/sh"; Arguments = "-c \'sleep 1; echo kept > orphan.dat\'"; '
+                    f'OutputData = {{"LFN:{lfn}"}}; OutputSE = "TEST-DISK";'
+                ],
+                "alice",
+            )
+            pilot, workdir = pilots.start(name="abrupt")
+            wait_status(client, job_id, ("Running",), 30)
+            wait_for(lambda: payloads_of("abrupt", job_id), "the payload to start", timeout=30)
+            os.kill(pilot.pid, signal.SIGSTOP)  # it can neither upload nor report now
+            ended = workdir / f"job_{job_id}_1" / "payload_ended"
+            wait_for(ended.exists, "the payload keeper to note the end", timeout=30)
+            os.kill(pilot.pid, signal.SIGKILL)
+            pilot.wait(10)
+            assert not DataManager(client).files([lfn]).files  # nothing went up before the kill
 
-    pilots.start("--idle-timeout", "3", name="abrupt")  # its successor on the same folder
-    assert wait_status(client, job_id, FINAL, 60).status == "Done"
-    row = DataManager(client).stat(lfn)
-    assert row.owner == "alice" and [r.se for r in row.replicas] == ["TEST-DISK"]
-    assert (disk / lfn.lstrip("/")).read_text() == "kept\n"
+            pilots.start("--idle-timeout", "3", name="abrupt")  # its successor, same folder
+            final = wait_status(client, job_id, FINAL, 60)
+            assert final.status == "Done", final.minor_status
+            row = DataManager(client).stat(lfn)
+            assert row.owner == "alice" and [r.se for r in row.replicas] == ["TEST-DISK"]
+            assert (disk / lfn.lstrip("/")).read_text() == "kept\n"
+    finally:
+        pilots.stop_all()
 
 
 def test_a_full_se_refuses_a_put_and_a_jobs_output_data_goes_to_the_failover_se(
