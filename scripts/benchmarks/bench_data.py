@@ -21,7 +21,9 @@ import argparse
 import os
 import random
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -206,6 +208,8 @@ def main() -> None:
     parser.add_argument("--big-mb", type=int, default=1024)
     parser.add_argument("--small", type=int, default=200)
     args = parser.parse_args()
+    # SIGTERM (a `timeout`) stops the SEs and the service too, through the finally below
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     folder = Path(tempfile.mkdtemp(prefix="bench-data-"))
     folder.chmod(0o755)  # the SEs' daemons run as nobody and must enter it
     urls = start_ses(folder / "ses")
