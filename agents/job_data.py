@@ -13,6 +13,11 @@ After a payload that succeeded, each ``OutputData`` file is put on the first of 
 that takes it and registered as the job owner's; when every OutputSE is down it goes to a
 failover SE (one tagged ``failover``) and a transfer request moves it later: the job is not lost
 for a storage outage. A file that cannot be stored anywhere fails the job.
+
+A pilot that takes over a job whose payload ended under a predecessor that died (its report
+rebuilt from the job's folder) uploads the OutputData with ``resume=True``: a file the
+predecessor already registered (same size and adler32 as the local one) is kept as it is, the
+rest is uploaded; so the job is never reported Done with its output missing.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from dirac_like.checksums import adler32_of_file
 from dirac_like.client import Client
 from dirac_like.data_manager import Copied, DataManager, se_config
 from dirac_like.description import JobDescription
@@ -94,11 +100,17 @@ def output_lfns(description: JobDescription) -> list[tuple[str, str]]:
 
 
 def upload_output_data(
-    client: Client, description: JobDescription, workdir: Path, job: OutputOwner, site: str
+    client: Client,
+    description: JobDescription,
+    workdir: Path,
+    job: OutputOwner,
+    site: str,
+    resume: bool = False,
 ) -> list[Copied]:
     """Upload and register each OutputData file on the first OutputSE that takes it; when none
     does, on a failover SE (tag "failover"), with a transfer request to the first OutputSE so
-    the file gets there once it is back, as DIRAC's failover requests do."""
+    the file gets there once it is back, as DIRAC's failover requests do. ``resume``: files
+    already registered with this content (by a predecessor pilot) are not uploaded again."""
     data = DataManager(client, site=site)
     targets = list(description.output_se)
     if not targets:
@@ -108,8 +120,32 @@ def upload_output_data(
         local = workdir / name
         if not local.is_file():
             raise FileMissing(f"OutputData {name} was not made by the job")
-        copied.append(_put_somewhere(data, local, lfn, targets, job))
+        registered = _already_registered(data, local, lfn, targets, job) if resume else None
+        copied.append(registered or _put_somewhere(data, local, lfn, targets, job))
     return copied
+
+
+def _already_registered(
+    data: DataManager, local: Path, lfn: str, targets: list[str], job: OutputOwner
+) -> Copied | None:
+    """The registered ``lfn`` if it holds ``local``'s bytes (a predecessor uploaded it; if it
+    only reached a failover SE, the transfer to the first OutputSE is asked again); None if it
+    is not registered. StorageError if another file is registered under that LFN."""
+    rows = data.files([lfn]).files
+    if not rows:
+        return None
+    row = rows[0]
+    size, adler32 = local.stat().st_size, adler32_of_file(local)
+    if (row.size, row.adler32) != (size, adler32):
+        raise StorageError(
+            f"{lfn} is registered with size {row.size} adler32 {row.adler32}, not the job's "
+            f"{local.name} ({size} bytes, adler32 {adler32})"
+        )
+    ses = [replica.se for replica in row.replicas if replica.status == "Good"]
+    if ses and not set(ses) & set(targets):
+        data.replicate([lfn], targets[0], job_id=job.job_id)
+    log.info("job %s: %s was registered by a previous pilot (on %s)", job.job_id, lfn, ses)
+    return Copied(lfn, ses[0] if ses else "", size, adler32)
 
 
 def _put_somewhere(

@@ -53,6 +53,7 @@ class Report:
     description: dict[str, Any] = field(default_factory=dict)  # while output_pending
     failed: bool = False  # the job did not end Done: its folder is kept a while
     usage: dict[str, Any] = field(default_factory=dict)  # a JobUsage's fields (final reports)
+    data_pending: bool = False  # Done, but its OutputData may not be uploaded yet
 
     @classmethod
     def new(cls, **fields: Any) -> Report:
@@ -148,7 +149,12 @@ def ended_report(folder: Path) -> Report | None:
         workdir=str(folder),
         description=dict(job["description"]),
         failed=status != "Done",
+        data_pending=status == "Done" and _names_output_data(job["description"]),
     )
+
+
+def _names_output_data(description: dict[str, Any]) -> bool:
+    return any(key.lower() == "outputdata" and value for key, value in description.items())
 
 
 def _mtime(path: Path) -> float:

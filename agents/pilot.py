@@ -68,6 +68,7 @@ from dirac_like.errors import (
     DiracLikeError,
     InvalidArgument,
     ServiceUnavailable,
+    StorageError,
     UnknownOperation,
 )
 from dirac_like.identity import Identity
@@ -975,6 +976,11 @@ class Pilot:
         """Upload the output of a report kept before its output went up (the service was
         away, or the pilot died); None if the service cannot take it now."""
         workdir = Path(report.workdir)
+        if report.data_pending:
+            data_done = self._complete_output_data(report)
+            if data_done is None:
+                return None
+            report = data_done
         try:
             description = description_from_stored(report.description)
             output = upload_output(self.client, description, workdir, self.config.sandbox_limits)
@@ -991,6 +997,38 @@ class Pilot:
             )
             output = OutputSandbox("", (), f"output sandbox not uploaded: {exc}")
         return self.outbox.uploaded(report, output.sha256, output.problems())
+
+    def _complete_output_data(self, report: Report) -> Report | None:
+        """The OutputData of a job whose payload ended Done under a predecessor that died
+        (maybe before it uploaded them): uploaded and registered now (what the predecessor
+        registered is kept), or the job Failed with the reason: never Done with its output
+        missing. None if the service cannot be reached now."""
+        try:
+            description = description_from_stored(report.description)
+            upload_output_data(
+                self.client,
+                description,
+                Path(report.workdir),
+                OutputOwner(report.job_id, ""),
+                self.config.site,
+                resume=True,
+            )
+        except (DiracLikeError, OSError) as exc:
+            if (
+                isinstance(exc, DiracLikeError)
+                and exc.retryable
+                and not isinstance(exc, StorageError)
+            ):
+                return None
+            message = exc.message if isinstance(exc, DiracLikeError) else str(exc)
+            log.warning("job %s: output data left by a previous pilot: %s", report.job_id, message)
+            report = dataclasses.replace(
+                report,
+                status=JobStatus.FAILED.value,
+                minor_status=f"Output data: {message}"[:250],
+                failed=True,
+            )
+        return self.outbox.put(dataclasses.replace(report, data_pending=False))
 
     def recover_ended(self) -> None:
         """Report the jobs whose payload ended under a predecessor on this workdir that died

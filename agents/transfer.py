@@ -105,6 +105,8 @@ class TransferAgent:
         tasks: list[TransferTask] = self.client.call(
             Op.TRANSFER_REQUEST, TransferRequestArgs(self.config.name, 1)
         )
+        if tasks:
+            self.data.refresh()  # SE statuses as they are now, not as when the agent started
         for task in tasks:
             started = time.monotonic()
             outcome = self.execute(task)

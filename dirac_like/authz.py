@@ -37,8 +37,10 @@ The policy, in brief (``RULES`` below is the authority):
 Data (the replica catalog and transfers): everyone reads the catalog and the SE list. A user
 registers, removes and replicates only under its own folder ``/<vo>/user/<name>`` (the owner of
 what it registers or asks to copy is its name); operators set SE status and see all transfers;
-users see their own transfers. A pilot registers the output data of a job matched to it, under
-and as the job owner's (and asks for its failover transfer).
+users see their own transfers. Any reader (user, pilot) reports a replica it found corrupted
+Bad, with the reason (only operators and agents mark one Good again). A pilot registers the
+output data of a job matched to it, under and as the job owner's (and asks for its failover
+transfer).
 
 Sandboxes are bound to their holders (dirac_like/sandbox.py), not a capability by hash: a user
 holds the input archives it uploaded (uploading the bytes, even of content stored already, is
@@ -582,6 +584,16 @@ def _user_rule(asked: Asked) -> Any:
     return asked.replaced(owner=asked.principal.name)
 
 
+def _report_bad_replica(asked: Asked) -> Any:
+    """A reader (user or pilot) that found a replica corrupted or missing reports it Bad, with
+    what it found; only operators and agents mark a replica Good again."""
+    if asked.arg("status") != "Bad":
+        raise Forbidden(f"{asked.who} may only report a replica Bad (operators mark it Good)")
+    if not str(asked.arg("reason")).strip():
+        raise Forbidden(f"{asked.who} must say what it found wrong with the replica")
+    return asked.args
+
+
 def _own_agent_name(asked: Asked) -> Any:
     if asked.arg("agent") != asked.principal.name:
         raise Forbidden(
@@ -648,7 +660,12 @@ RULES: dict[str, dict[Role, Check]] = {
     Op.CATALOG_FILES: {_O: _anything, _U: _anything, _P: _anything, _A: _anything},
     Op.CATALOG_LIST: {_O: _anything, _U: _anything, _P: _anything, _A: _anything},
     Op.CATALOG_REMOVE: {_U: _user_data_write},
-    Op.CATALOG_REPLICA_STATUS: {_O: _anything, _A: _anything},
+    Op.CATALOG_REPLICA_STATUS: {
+        _O: _anything,
+        _A: _anything,
+        _U: _report_bad_replica,
+        _P: _report_bad_replica,
+    },
     Op.TRANSFER_SUBMIT: {_O: _anything, _U: _user_data_write, _P: _pilot_job_output},
     Op.TRANSFER_REQUEST: {_A: _own_agent_name},
     Op.TRANSFER_UPDATE: {_A: _own_agent_name},

@@ -34,6 +34,7 @@ from dirac_like.errors import (
     InvalidArgument,
     LfnNotFound,
     StorageError,
+    StorageFull,
     StorageUnavailable,
 )
 from dirac_like.lfns import check_lfn
@@ -114,6 +115,10 @@ class DataManager:
             self._ses = {row.name: row for row in rows}
         return self._ses
 
+    def refresh(self) -> None:
+        """Ask the service for the SEs' status again at the next use (a long-lived agent)."""
+        self._ses = None
+
     def row(self, se: str) -> SERow:
         row = self.storage_elements().get(se)
         if row is None:
@@ -172,6 +177,7 @@ class DataManager:
                 f"{lfn} is already in the catalog: remove it first, or replicate it to another SE"
             )
         storage = self.writable(se)
+        self._check_room(se, local.stat().st_size)
         chunks = file_chunks(local, self.chunk_bytes)
         written = storage.write(lfn, _counted(chunks, progress))
         try:
@@ -183,6 +189,16 @@ class DataManager:
             raise
         log.info("put %s on %s (%d bytes, adler32 %s)", lfn, se, written.size, written.adler32)
         return Copied(lfn, se, written.size, written.adler32)
+
+    def _check_room(self, se: str, size: int) -> None:
+        """StorageFull, before any byte is written, if ``size`` bytes do not fit on ``se``
+        (the service checks again when the file is registered)."""
+        row = self.row(se)
+        if row.total_space and row.used_space + size > row.total_space:
+            raise StorageFull(
+                f"SE {se} is full: {row.used_space} of {row.total_space} bytes used, "
+                f"{size} more do not fit"
+            )
 
     def _check_copy(self, storage: StorageAccess, lfn: str, size: int, adler32: str) -> None:
         """The SE's own size and adler32 of ``lfn`` are the expected ones."""
@@ -240,7 +256,8 @@ class DataManager:
         return Copied(row.lfn, se, running.size, running.hex, target)
 
     def _report_bad(self, lfn: str, se: str, reason: str) -> None:
-        """Mark a replica Bad in the catalog, if this identity may (operators and agents)."""
+        """Report a replica Bad in the catalog (any reader may: users, pilots, agents,
+        operators); a replication rule then makes it again from another replica."""
         log.warning("%s", reason)
         with contextlib.suppress(Forbidden):
             self.client.call(

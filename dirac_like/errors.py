@@ -215,6 +215,13 @@ class StorageUnavailable(StorageError):
     code = "se_unavailable"
 
 
+class StorageFull(StorageError):
+    """The storage element has no room for the file (its configured total space is used up)."""
+
+    code = "se_full"
+    retryable = False  # the same request would be refused again; another SE may take it
+
+
 class FileMissing(StorageError):
     """The storage element does not hold the file (a lost replica, or never written)."""
 

@@ -991,6 +991,7 @@ class SERow:
     rules: dict[str, Any]
     status: str
     reason: str
+    used_space: int = 0  # bytes of its replicas in the catalog (counted when total_space is set)
 
 
 @dataclass(frozen=True)
@@ -1637,6 +1638,9 @@ def _union_checker(options: list[Checker]) -> Checker:
     return check
 
 
+_EXACT_SCALARS = (str, int, bool, float, bytes)
+
+
 def _dataclass_checker(cls: type) -> Checker:
     hints = typing.get_type_hints(cls)
     fields = [
@@ -1644,10 +1648,13 @@ def _dataclass_checker(cls: type) -> Checker:
             f.name,
             _checker(hints[f.name]),
             f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+            # a scalar field's value of exactly its type is taken as it is, without a call
+            # (replies of 10**5 rows); any other value goes through its checker
+            hints[f.name] if hints[f.name] in _EXACT_SCALARS else None,
         )
         for f in dataclasses.fields(cls)
     ]
-    names = frozenset(name for name, _, _ in fields)
+    names = frozenset(field[0] for field in fields)
     build = _builder(cls)
 
     def check(raw: Any) -> Any:
@@ -1657,10 +1664,14 @@ def _dataclass_checker(cls: type) -> Checker:
             unknown = sorted(str(key) for key in raw if key not in names)
             raise _BadArgument(f"unknown argument(s) {', '.join(unknown)}")
         values = {}
-        for name, check_field, required in fields:
+        for name, check_field, required, exact in fields:
             if name in raw:
+                value = raw[name]
+                if exact is not None and type(value) is exact:
+                    values[name] = value
+                    continue
                 try:
-                    values[name] = check_field(raw[name])
+                    values[name] = check_field(value)
                 except _BadArgument as exc:
                     raise exc.within(f".{name}") from None
             elif required:

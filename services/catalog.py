@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from dirac_like.checksums import normalize_adler32
-from dirac_like.errors import InvalidArgument, LfnNotFound, UnknownStorageElement
+from dirac_like.errors import InvalidArgument, LfnNotFound, StorageFull, UnknownStorageElement
 from dirac_like.lfns import check_folder, check_lfn
 from dirac_like.model import FileEntry, SEStatusRecord
 from dirac_like.protocol import FileItem
@@ -44,6 +44,14 @@ class StoredCatalog(Protocol):
 
     def catalog_folder(self, folder: str, limit: int) -> list[FileEntry]: ...
 
+    def catalog_space(self, ses: list[str]) -> dict[str, int]: ...
+
+    def catalog_lookup(self, lfns: list[str]) -> list[tuple[Any, ...]]: ...
+
+
+# The monitoring policy's status of an SE (None: it has none), as an SE status.
+PolicyStatus = Callable[[str], SEStatusRecord | None]
+
 
 @dataclass(frozen=True)
 class Registered:
@@ -52,17 +60,47 @@ class Registered:
 
 
 class StorageBoard:
-    """The SEs of the configuration and their current status."""
+    """The SEs of the configuration, their current status, and the space used on those with a
+    ``total_space`` (bytes of their replicas in the catalog: read from the store at start, then
+    kept up to date as replicas are added and removed)."""
 
     def __init__(
         self,
         elements: dict[str, StorageElementConfig],
         journal: Journal,
         loaded: Iterable[SEStatusRecord] = (),
+        used: dict[str, int] | None = None,
+        policy: PolicyStatus | None = None,
     ) -> None:
         self.elements = elements
         self.journal = journal
+        self.policy = policy
         self.records = {record.se: record for record in loaded if record.se in elements}
+        self.used = {name: (used or {}).get(name, 0) for name in self.limited()}
+
+    def limited(self) -> list[str]:
+        """The SEs whose space is limited (a total_space is configured)."""
+        return sorted(name for name, element in self.elements.items() if element.total_space)
+
+    def free_space(self, name: str) -> int | None:
+        """Bytes still free on ``name`` (None: not limited)."""
+        total = self.element(name).total_space
+        return total - self.used.get(name, 0) if total else None
+
+    def check_room(self, name: str, size: int) -> None:
+        """StorageFull unless ``size`` more bytes fit on ``name``."""
+        free = self.free_space(name)
+        if free is not None and size > free:
+            total = self.elements[name].total_space
+            raise StorageFull(
+                f"SE {name} is full: {self.used.get(name, 0)} of {total} bytes used, "
+                f"{size} more do not fit"
+            )
+
+    def account(self, name: str, delta: int) -> None:
+        """A replica of ``delta`` bytes was added (or removed, negative) on ``name``."""
+        if name in self.used:
+            self.used[name] = max(0, self.used[name] + delta)
 
     def element(self, name: str) -> StorageElementConfig:
         element = self.elements.get(name)
@@ -72,8 +110,18 @@ class StorageBoard:
         return element
 
     def status(self, name: str) -> SEStatusRecord:
+        """The one status that governs ``name`` (reads, writes, transfers, matching): an
+        operator's (``data se-status``) when it is not Active, else the monitoring policy's
+        (``admin set-status --kind se``, or the monitoring agent from its SE probes), else
+        Active."""
         self.element(name)
-        return self.records.get(name) or SEStatusRecord(name, SEStatus.ACTIVE, "", 0.0)
+        own = self.records.get(name)
+        if own is not None and own.status != SEStatus.ACTIVE:
+            return own
+        decided = self.policy(name) if self.policy is not None else None
+        if decided is not None and decided.status != SEStatus.ACTIVE:
+            return decided
+        return own or SEStatusRecord(name, SEStatus.ACTIVE, "", 0.0)
 
     def set_status(self, name: str, status: str, reason: str, now: float) -> SEStatusRecord:
         self.element(name)
@@ -191,6 +239,12 @@ class Catalog:
                     f"{lfn} is registered with size {entry.size} and adler32 "
                     f"{entry.adler32}, not {item.size} and {item.adler32}"
                 )
+        adding = [
+            item
+            for item in items
+            if known.get(item.lfn) is None or item.se not in self.replicas(item.lfn)
+        ]
+        self._check_room(adding)
         new_files = 0
         for lfn, item in wanted.items():
             if lfn not in known:
@@ -203,7 +257,17 @@ class Catalog:
             if known.get(item.lfn) is None or self.replicas(item.lfn).get(item.se) != GOOD:
                 new_replicas += 1
             self._set_replica(item.lfn, item.se, GOOD)
+        for item in adding:
+            self.board.account(item.se, item.size)
         return Registered(new_files, new_replicas)
+
+    def _check_room(self, adding: list[FileItem]) -> None:
+        """StorageFull (changing nothing) if the new replicas do not fit on their SEs."""
+        wanted: dict[str, int] = {}
+        for item in adding:
+            wanted[item.se] = wanted.get(item.se, 0) + item.size
+        for se, size in sorted(wanted.items()):
+            self.board.check_room(se, size)
 
     def _check_count(self, count: int) -> None:
         if count == 0:
@@ -249,6 +313,7 @@ class Catalog:
             for name in dropping:
                 if name in replicas:
                     self._set_replica(lfn, name, None)
+                    self.board.account(name, -known[lfn].size)
                     removed += 1
             if set(dropping) >= set(replicas):
                 self.journal.changes.catalog_files[lfn] = None

@@ -70,11 +70,13 @@ def _se_row(state: CentralState, name: str) -> SERow:
         rules=dict(element.rules),
         status=status.status,
         reason=status.reason,
+        used_space=state.storage.used.get(name, 0),
     )
 
 
 def se_set_status(state: CentralState, args: SEStatusArgs, now: float) -> SERow:
     state.storage.set_status(args.se, args.status, args.reason, now)
+    state.rules.touched_all(now)
     return _se_row(state, args.se)
 
 
@@ -84,11 +86,19 @@ def _owner(state: CentralState, owner: str, job_id: int) -> str:
     return owner or (state.book.job(job_id).owner if job_id else "admin")
 
 
+def _touched(state: CentralState, lfns: list[str], now: float) -> None:
+    """The rules over these LFNs look at them again (once per folder: bulk calls are cheap)."""
+    if state.rules.rules:
+        for folder in {lfn.rsplit("/", 1)[0] + "/x" for lfn in lfns}:
+            state.rules.touched(folder, now)
+
+
 def catalog_register(state: CentralState, args: RegisterArgs, now: float) -> RegisterReply:
     owner = _owner(state, args.owner, args.job_id)
     check_name("owner", owner)
     group = args.group or state.config.jobs.default_group
     registered = state.catalog.register(args.files, owner, group, now)
+    _touched(state, [item.lfn for item in args.files], now)
     return RegisterReply(registered.new_files, registered.new_replicas)
 
 
@@ -123,11 +133,49 @@ def catalog_files(state: CentralState, args: LfnsArgs, now: float) -> CatalogFil
         raise InvalidArgument(
             f"{len(args.lfns)} LFNs in one request (at most {state.catalog.max_bulk})"
         )
+    if not state.catalog.journal.catalog_pending():
+        return _looked_up(state, args.lfns)
     found = state.catalog.files(args.lfns)
     return CatalogFilesReply(
         files=_file_rows(state, [found[lfn] for lfn in args.lfns if lfn in found]),
         missing=[lfn for lfn in args.lfns if lfn not in found],
     )
+
+
+def _looked_up(state: CentralState, lfns: list[str]) -> CatalogFilesReply:
+    """catalog_files when nothing about the catalog is uncommitted: one joined query for the
+    files and their replicas, rows built straight from it (the bulk lookup's fast path)."""
+    rows: dict[str, FileRow] = {}
+    for (
+        lfn,
+        size,
+        adler32,
+        guid,
+        owner,
+        group,
+        created,
+        se,
+        status,
+    ) in state.catalog.stored.catalog_lookup(lfns):
+        row = rows.get(lfn)
+        if row is None:
+            row = rows[lfn] = build_trusted(
+                FileRow,
+                {
+                    "lfn": lfn,
+                    "size": size,
+                    "adler32": adler32,
+                    "guid": guid,
+                    "owner": owner,
+                    "group": group,
+                    "created": created,
+                    "replicas": [],
+                },
+            )
+        if se is not None:
+            row.replicas.append(build_trusted(ReplicaRow, {"se": se, "status": status}))
+    files = [rows[lfn] for lfn in lfns if lfn in rows]
+    return CatalogFilesReply(files=files, missing=[lfn for lfn in lfns if lfn not in rows])
 
 
 def catalog_list(state: CentralState, args: FolderArgs, now: float) -> FolderReply:
@@ -139,11 +187,14 @@ def catalog_list(state: CentralState, args: FolderArgs, now: float) -> FolderRep
 
 def catalog_remove(state: CentralState, args: RemoveArgs, now: float) -> RemoveReply:
     removed, gone, missing = state.catalog.remove(args.lfns, args.se)
+    _touched(state, args.lfns, now)
     return RemoveReply(removed_replicas=removed, removed_files=gone, missing=missing)
 
 
 def catalog_replica_status(state: CentralState, args: ReplicaStatusArgs, now: float) -> ReplicaRow:
     state.catalog.set_replica_status(args.lfn, args.se, args.status)
+    if args.status == "Bad":
+        state.rules.touched(args.lfn, now)  # its rules make it again at the next timer
     return ReplicaRow(args.se, args.status)
 
 

@@ -77,6 +77,12 @@ class Journal:
                 return True, changes.catalog_files[lfn]
         return False, None
 
+    def catalog_pending(self) -> bool:
+        """Whether any uncommitted change touches the catalog (else the store is the truth)."""
+        return any(
+            changes.catalog_files or changes.catalog_replicas for changes in self._uncommitted()
+        )
+
     def replica_changes(self, lfn: str) -> list[dict[str, str | None]]:
         """The uncommitted replica changes of ``lfn``, oldest first (se -> status, None: gone)."""
         return [

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from dirac_like.errors import Forbidden, InvalidArgument, NotFound
-from dirac_like.model import SiteRecord
+from dirac_like.model import SEStatusRecord, SiteRecord
 from dirac_like.monitoring import (
     Downtime,
     ProbeResult,
@@ -26,6 +26,7 @@ from dirac_like.monitoring import (
     active_downtime,
     check_new_downtime,
 )
+from dirac_like.storage import SEStatus
 
 from .journal import Journal
 from .site_board import SiteBoard
@@ -124,6 +125,17 @@ class MonitorBoard:
         sites = [self.status(TargetKind.SITE, name) for name in sorted(self.sites.seen)]
         ses = [self.status(TargetKind.SE, name) for name in sorted(self.known_ses)]
         return sites + ses
+
+    def se_status(self, se: str) -> SEStatusRecord | None:
+        """The policy's status of SE ``se`` as the data side uses it (None: none decided):
+        Probing (being tested again) is read only, like Degraded."""
+        record = self.statuses.get((TargetKind.SE.value, se))
+        if record is None:
+            return None
+        status = SEStatus.DEGRADED if record.status is ResourceStatus.PROBING else record.status
+        return SEStatusRecord(
+            se, SEStatus(status.value), f"monitoring: {record.reason}", record.changed
+        )
 
     def check_known(self, kind: TargetKind, target: str) -> None:
         known = self.sites.seen if kind is TargetKind.SITE else self.known_ses

@@ -16,6 +16,7 @@ from dirac_like.monitoring import (
     ProbeResult,
     ResourceStatus,
     StatusRecord,
+    TargetKind,
     parse_check_status,
     parse_kind,
 )
@@ -108,6 +109,8 @@ def set_status(state: CentralState, args: SetStatusArgs, now: float) -> StatusRo
     if not args.reason.strip():
         raise InvalidArgument("a status change needs a reason")
     record = state.monitor.set_status(kind, args.target, status, args.reason, now)
+    if kind is TargetKind.SE:
+        state.rules.touched_all(now)  # the SE's data status follows: rules look again
     return _status_row(state, record, now)
 
 

@@ -10,6 +10,13 @@ same pass. A rule's state: OK (every file has its copies), Replicating (transfer
 way), Stuck (copies missing and nothing on its way: no matching SE can take one, or the
 transfers failed). An expired rule is removed.
 
+Passes are incremental: a pass scans only the rules whose folder saw a change since the last one
+(a file or replica registered or removed there, a replica reported Bad, a transfer of one of its
+files ended: :meth:`RuleBook.touched`, which also brings the next pass forward to within
+``TOUCH_DELAY``), and every rule once every ``FULL_PASS_SECONDS`` (SE status changes, expired
+rules, anything not signalled). A quiet rule over millions of files costs nothing between full
+passes; a busy one is still scanned whole.
+
 Pure: reads the catalog and the transfer book, changes through them and the journal.
 """
 
@@ -30,6 +37,8 @@ from .transfer_book import FINAL, TransferBook
 log = logging.getLogger(__name__)
 
 RECONCILE_SECONDS = 30.0
+FULL_PASS_SECONDS = 600.0  # every rule is scanned at least this often
+TOUCH_DELAY = 2.0  # a change brings the next pass this close (changes in between coalesce)
 MAX_FILES_PER_RULE = 1_000_000
 OK, REPLICATING, STUCK = "OK", "Replicating", "Stuck"
 
@@ -60,7 +69,10 @@ class RuleBook:
         self.rules = {rule.rule_id: rule for rule in loaded}
         self.next_id = max(self.rules, default=0) + 1
         self.next_pass = 0.0
+        self.next_full = 0.0  # the first pass scans every rule
+        self.dirty: set[int] = set()  # rules to scan at the next pass
         self.states: dict[int, RuleState] = {}
+        transfers.on_final = self.touched
 
     def add(
         self, folder: str, copies: int, tags: list[str], lifetime: float, owner: str, now: float
@@ -85,8 +97,22 @@ class RuleBook:
         self.next_id += 1
         self.rules[rule.rule_id] = rule
         self.journal.changes.rules[rule.rule_id] = rule
+        self.dirty.add(rule.rule_id)
         self.next_pass = now  # reconcile at the next timer
         return rule
+
+    def touched(self, lfn: str, now: float) -> None:
+        """Something changed about ``lfn``: the rules over it are scanned at the next pass,
+        which comes within TOUCH_DELAY."""
+        for rule in self.rules.values():
+            if lfn.startswith(rule.folder.rstrip("/") + "/") and rule.rule_id not in self.dirty:
+                self.dirty.add(rule.rule_id)
+                self.next_pass = min(self.next_pass, now + TOUCH_DELAY)
+
+    def touched_all(self, now: float) -> None:
+        """Every rule at the next pass (an SE changed status)."""
+        self.dirty.update(self.rules)
+        self.next_pass = min(self.next_pass, now + TOUCH_DELAY)
 
     def remove(self, rule_id: int) -> RuleRecord:
         rule = self.rules.pop(rule_id, None)
@@ -109,14 +135,22 @@ class RuleBook:
         return bool(self.rules) and now >= self.next_pass
 
     def reconcile(self, now: float) -> int:
-        """One pass over every rule; returns the transfers asked for."""
+        """One pass over the rules that changed (every rule when a full pass is due); returns
+        the transfers asked for."""
         self.next_pass = now + RECONCILE_SECONDS
+        if now >= self.next_full:
+            self.next_full = now + FULL_PASS_SECONDS
+            self.dirty.update(self.rules)
         for rule in [r for r in self.rules.values() if r.expires and r.expires <= now]:
             log.info("rule %d on %s expired", rule.rule_id, rule.folder)
             self.remove(rule.rule_id)
+        scanned = [rule for rule in self.rules.values() if rule.rule_id in self.dirty]
+        self.dirty.clear()
+        if not scanned:
+            return 0
         on_the_way = self._open_transfers()
         asked = 0
-        for rule in self.rules.values():
+        for rule in scanned:
             state, made = self._reconcile_rule(rule, on_the_way, now)
             self.states[rule.rule_id] = state
             asked += made

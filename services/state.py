@@ -103,6 +103,10 @@ class StoredJobs(Protocol):
 
     def catalog_folder(self, folder: str, limit: int) -> list[FileEntry]: ...
 
+    def catalog_space(self, ses: list[str]) -> dict[str, int]: ...
+
+    def catalog_lookup(self, lfns: list[str]) -> list[tuple[Any, ...]]: ...
+
     def description(self, job_id: int) -> dict[str, Any]: ...
 
     def history(self, job_id: int) -> list[HistoryEntry]: ...
@@ -170,7 +174,12 @@ class CentralState:
         self.sites = SiteBoard(config.sites, self.journal, loaded.sites)
         self.monitor = MonitorBoard(self.sites, self.journal, loaded.statuses, loaded.downtimes)
         elements = dict(config.storage) if storage is None else storage
-        self.storage = StorageBoard(elements, self.journal, loaded.se_status)
+        limited = [name for name, element in elements.items() if element.total_space]
+        used = stored.catalog_space(limited) if limited else {}  # one query, at start
+        self.storage = StorageBoard(
+            elements, self.journal, loaded.se_status, used, policy=self.monitor.se_status
+        )
+        self.monitor.known_ses.update(elements)  # the policy may set the status of each SE
         self.catalog = Catalog(
             stored, self.journal, self.storage, config.data.vos, config.data.max_bulk
         )

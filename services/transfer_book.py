@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dirac_like.accounting import TransferAccountingRecord, link_label
@@ -68,6 +69,8 @@ class TransferBook:
         # for the metrics, since the service started: finished by (status, link), bytes by link
         self.finished: Counter[tuple[str, str]] = Counter()
         self.bytes_done: Counter[str] = Counter()
+        # called with (lfn, now) when a request ends (the replication rules listen)
+        self.on_final: Callable[[str, float], None] | None = None
 
     def _changed(self, record: TransferRecord, now: float, moved_bytes: int = 0) -> None:
         """Note the change for the store; a request that becomes final gets its accounting
@@ -100,6 +103,8 @@ class TransferBook:
             self.leased.pop(record.transfer_id, None)
         if record.status in FINAL:
             self.open.pop(record.transfer_id, None)
+            if self.on_final is not None:
+                self.on_final(record.lfn, now)
 
     def get(self, transfer_id: int) -> TransferRecord:
         record = self.records.get(transfer_id)
@@ -186,11 +191,26 @@ class TransferBook:
         if entry is None:
             self._fail(record, f"{record.lfn} is no longer in the catalog", now)
             return None
+        if not self.board.writable(record.destination):
+            self._hold(record, f"waits: SE {record.destination} takes no new replicas now", now)
+            return None
         sources = self.sources(record)
         if not sources:
+            if self.catalog.good_replicas(record.lfn):  # on SEs Banned now: wait for them
+                self._hold(record, f"waits: no readable SE holds {record.lfn} now", now)
+                return None
             self._fail(record, f"no Good replica of {record.lfn} on a readable SE", now)
             return None
         if ses[record.destination] >= self.config.per_se:
+            return None
+        free = self.board.free_space(record.destination)
+        if free is not None and entry.size > free:
+            record.attempt += 1  # an attempt that failed at once: retried, then Failed
+            self.failed(
+                record,
+                f"SE {record.destination} is full: {free} bytes free, {entry.size} needed",
+                now,
+            )
             return None
         for source in sources:
             if (
@@ -250,6 +270,8 @@ class TransferBook:
                 f"transfer {record.transfer_id}: the copy has size {size} and adler32 "
                 f"{adler32[:16]}, the catalog says {entry.size} and {entry.adler32}: not Done"
             )
+        if record.destination not in self.catalog.replicas(record.lfn):
+            self.board.account(record.destination, entry.size)
         self.catalog._set_replica(record.lfn, record.destination, GOOD)
         record.status, record.reason = DONE, f"copied from {record.source}"
         self._changed(record, now, moved_bytes=size)
@@ -275,6 +297,12 @@ class TransferBook:
             reason[:200],
             pause,
         )
+
+    def _hold(self, record: TransferRecord, reason: str, now: float) -> None:
+        """The request stays Waiting (an SE it needs is Banned or read only), saying why."""
+        if record.reason != reason:
+            record.reason = reason
+            self._changed(record, now)
 
     def _fail(self, record: TransferRecord, reason: str, now: float) -> None:
         record.status, record.reason, record.agent = FAILED, reason[:500], ""

@@ -51,6 +51,7 @@ SE_COLUMNS: list[Column] = [
     ("access", "Access"),
     ("url", "URL"),
     ("tags", "Tags"),
+    ("space", "Used / total"),
 ]
 TRANSFER_COLUMNS: list[Column] = [
     ("transfer_id", "ID>"),
@@ -272,6 +273,7 @@ def cmd_data_ses(args: argparse.Namespace) -> int:
             if row["protocol"] == "xroot"
             else row["base_path"],
             "tags": ",".join(row["tags"]),
+            "space": f"{row['used_space']} / {row['total_space']} B" if row["total_space"] else "-",
         }
         for row in rows
     ]

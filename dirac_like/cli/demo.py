@@ -12,6 +12,11 @@ What runs is the real thing, on this host, in a temporary home:
 - the monitoring agent (``dirac-like agent monitoring``) beside them, with its own identity (role
   monitor): it sends probe jobs to every CE (group ``probes``, not part of the workload) and keeps
   each site's status;
+- data on two ``file`` SEs (nothing to install): a transfer agent (``dirac-like agent
+  transfer``); bob puts an input file on the first SE and asks for a replica on the second; a job
+  reads that file as InputData (its pilot downloads it, checksum-checked), another writes
+  OutputData that its pilot uploads and registers; the summary shows the files, their replicas
+  and the transfer;
 - a mixed workload submitted through the Python API, each user with its own identity: a
   parametric simulation (group physics), user analyses (group users), a 2-core job, two jobs
   whose payload exits non-zero, one job that goes over its MaxRAM (the watchdog kills it) and
@@ -52,8 +57,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dirac_like.availability import percent
+from dirac_like.cli.data import TRANSFER_COLUMNS, transfers
 from dirac_like.cli.demo_plan import (
+    DATA_OWNER,
+    INPUT_LFN,
+    INPUT_SE,
     MIN_JOBS,
+    OUTPUT_LFN,
+    OUTPUT_SE,
     DemoPlan,
     all_ended,
     director_name,
@@ -66,16 +77,18 @@ from dirac_like.cli.demo_plan import (
     site_rows,
     site_toml,
     status_line,
+    storage_toml,
     victims_to_kill,
 )
 from dirac_like.cli.display import format_ids, make_console, print_table
 from dirac_like.cli.monitoring import availability_report
 from dirac_like.client import Client, RetryPolicy
+from dirac_like.data_manager import DataManager
 from dirac_like.errors import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, DiracLikeError
 from dirac_like.identity import load_identity, save_identity
 from dirac_like.monitoring import PROBE_GROUP
 from dirac_like.processes import ServiceProcess, dirac_like_argv
-from dirac_like.protocol import to_wire
+from dirac_like.protocol import TransferView, to_wire
 
 DEMO_CONFIG = """\
 # Written by `dirac-like demo`. The groups' shares are set through the client.
@@ -115,6 +128,9 @@ Executable = "/bin/echo";
 Arguments = "Hello from a dirac-like pilot";
 CPUTime = 600;
 """
+
+INPUT_EVENTS = "".join(f"event {n} energy {n * 7 % 100} GeV\n" for n in range(2000))
+TRANSFER_WAIT = 30.0  # seconds the summary waits for the replication to end, at most
 
 POLL_SECONDS = 0.2
 DIRECTOR_GRACE = 15.0  # SIGTERM -> SIGKILL of a director (its pilots get local_grace = 5 s)
@@ -166,7 +182,8 @@ class Grid:
 
 
 def write_files(home: Path, plan: DemoPlan) -> None:
-    (home / "demo.toml").write_text(DEMO_CONFIG)
+    storage = storage_toml(len(plan.sites), str(home / "storage"))
+    (home / "demo.toml").write_text(DEMO_CONFIG + storage)
     (home / "director.toml").write_text(DIRECTOR_SETTINGS)
     (home / "monitoring.toml").write_text(MONITORING_SETTINGS)
     (home / "hello.jdl").write_text(HELLO_JDL)
@@ -192,6 +209,8 @@ def issue_identities(admin: Client, plan: DemoPlan, home: Path) -> dict[str, Pat
         )
     files["monitoring"] = folder / "monitoring.identity"
     save_identity(files["monitoring"], admin.identity_add("monitoring", "monitor"))
+    files["transfer"] = folder / "transfer.identity"
+    save_identity(files["transfer"], admin.identity_add("transfer", "agent"))
     return files
 
 
@@ -252,6 +271,32 @@ def start_monitoring(home: Path, endpoint: str, identity: Path) -> DirectorProce
     return DirectorProcess("", popen, stderr, label="monitoring agent")
 
 
+def start_transfer_agent(home: Path, endpoint: str, identity: Path) -> DirectorProcess:
+    """``dirac-like agent transfer`` (it makes the demo's replica), in its own session."""
+    command = [
+        *dirac_like_argv("agent", "transfer", "--name", "transfer"),
+        "--idle-interval",
+        "0.5",
+        "--server",
+        endpoint,
+        "--home",
+        str(home),
+        "--identity",
+        str(identity),
+    ]
+    stderr = home / "transfer.stderr"
+    with open(stderr, "wb") as output:
+        popen = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            cwd=home,
+            start_new_session=True,
+        )
+    return DirectorProcess("", popen, stderr, label="transfer agent")
+
+
 def start_service(grid: Grid, console: Console) -> None:
     grid.service = ServiceProcess.start_central(grid.home, grid.home / "demo.toml")
     console.print(f"Central service at {grid.endpoint}, home {grid.home}")
@@ -299,6 +344,10 @@ def start_directors(grid: Grid, plan: DemoPlan, console: Console) -> None:
     console.print(f"{len(plan.sites)} site director(s), pilots on the local fabric ({ces})")
     grid.directors.append(start_monitoring(grid.home, grid.endpoint, grid.identities["monitoring"]))
     console.print("The monitoring agent probes every CE (probe jobs, group probes)")
+    grid.directors.append(
+        start_transfer_agent(grid.home, grid.endpoint, grid.identities["transfer"])
+    )
+    console.print("A transfer agent copies files between the SEs (transfer requests)")
 
 
 def stop_grid(grid: Grid, console: Console) -> bool:
@@ -367,6 +416,20 @@ def kill_strays(home: Path) -> list[str]:
 
 
 # -- the workload (I/O) ------------------------------------------------------------------------
+
+
+def stage_data(user: Client, home: Path, console: Console) -> None:
+    """The data owner puts the input file on the first SE (checked, registered) and asks for a
+    replica on the second, before the jobs that read it are submitted."""
+    local = home / "events.txt"
+    local.write_text(INPUT_EVENTS)
+    data = DataManager(user)
+    copied = data.put(local, INPUT_LFN, INPUT_SE)
+    (transfer_id,) = data.replicate([INPUT_LFN], OUTPUT_SE)
+    console.print(
+        f"{DATA_OWNER} put {INPUT_LFN} on {INPUT_SE} ({copied.size} bytes, adler32 "
+        f"{copied.adler32}) and asked for a replica on {OUTPUT_SE} (transfer {transfer_id})"
+    )
 
 
 def submit_workload(users: Mapping[str, Client], plan: DemoPlan, console: Console) -> None:
@@ -489,6 +552,51 @@ def print_summary(
         console=console,
     )
     return check_outcome(client, rows, plan, console)
+
+
+def print_data_summary(client: Client, console: Console) -> bool:
+    """The demo's files with their replicas and its transfers (once the replication ended, or
+    after TRANSFER_WAIT); False, naming it, when a file or replica is missing."""
+    deadline = time.monotonic() + TRANSFER_WAIT
+    moves: list[TransferView] = transfers(client, None, 100)
+    while any(t.status not in ("Done", "Failed") for t in moves) and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+        moves = transfers(client, None, 100)
+    found = {row.lfn: row for row in DataManager(client).files([INPUT_LFN, OUTPUT_LFN]).files}
+    print_table(
+        [
+            {
+                "lfn": lfn,
+                "size": row.size if row else "-",
+                "adler32": row.adler32 if row else "-",
+                "replicas": ", ".join(f"{r.se} ({r.status})" for r in row.replicas) if row else "-",
+            }
+            for lfn, row in ((lfn, found.get(lfn)) for lfn in (INPUT_LFN, OUTPUT_LFN))
+        ],
+        [("lfn", "LFN"), ("size", "Size>"), ("adler32", "Adler32"), ("replicas", "Replicas")],
+        title="Files in the replica catalog",
+        console=console,
+    )
+    print_table(to_wire(moves), TRANSFER_COLUMNS, title="Transfers", console=console)
+    problems = data_problems(found, moves)
+    for problem in problems:
+        console.print(f"  data: {problem}")
+    return not problems
+
+
+def data_problems(found: Mapping[str, Any], moves: Sequence[TransferView]) -> list[str]:
+    """What the demo's data did not do as planned."""
+    problems = []
+    wanted = {INPUT_LFN: {INPUT_SE, OUTPUT_SE}, OUTPUT_LFN: {OUTPUT_SE}}
+    for lfn, ses in wanted.items():
+        row = found.get(lfn)
+        good = {r.se for r in row.replicas if r.status == "Good"} if row else set()
+        if not ses <= good:
+            problems.append(f"{lfn}: Good replicas on {sorted(good)}, planned {sorted(ses)}")
+    problems += [
+        f"transfer {t.transfer_id}: {t.status} ({t.reason})" for t in moves if t.status != "Done"
+    ]
+    return problems
 
 
 def site_health(client: Client, since: float) -> list[dict[str, Any]]:
@@ -614,10 +722,12 @@ def run_workload(grid: Grid, plan: DemoPlan, console: Console, keep: bool) -> in
             start_web(grid, console)
             console.print(web_login_hint(grid), end="", soft_wrap=True)  # commands: no folds
         start_directors(grid, plan, console)
+        stage_data(users[DATA_OWNER], grid.home, console)
         submit_workload(users, plan, console)
         started = time.time()
         rows = watch(client, users, grid, plan, console)
         ok = print_summary(client, rows, plan, console, started)
+        ok = print_data_summary(client, console) and ok
     if not ok:
         return EXIT_REFUSED
     return wait_for_interrupt(grid, console) if keep else EXIT_OK

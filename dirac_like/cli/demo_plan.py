@@ -15,7 +15,7 @@ from typing import Any
 from dirac_like.cli.display import count_by, format_percent
 from dirac_like.states import JobStatus
 
-MIN_JOBS = 7  # the five notable jobs (NOTABLE), one simulation and one analysis
+MIN_JOBS = 9  # the seven notable jobs (NOTABLE), one simulation and one analysis
 CPU_TIME = 300  # CPUTime of the demo's jobs (seconds)
 FINAL = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.KILLED})
 
@@ -35,6 +35,15 @@ RECONSTRUCT = (
 )
 CALIBRATE = "import sys; sys.exit('calibration constants not found')"  # exit code 1
 BROKEN_ANALYSIS = "import sys; print('no input data', file=sys.stderr); sys.exit(2)"
+READ_INPUT = (  # a job with InputData: its pilot downloaded events.txt, checksum-checked
+    "import zlib; data = open('events.txt', 'rb').read(); "
+    "print('read', len(data), 'bytes of events.txt, adler32', format(zlib.adler32(data), '08x'))"
+)
+WRITE_OUTPUT = (  # a job with OutputData: its pilot uploads and registers histogram.txt
+    "import collections; counts = collections.Counter(len(w) for w in 'a grid of pilots "
+    "pulling jobs and data'.split()); open('histogram.txt', 'w').write(''.join("
+    "f'{k} {v}\\n' for k, v in sorted(counts.items()))); print('wrote histogram.txt')"
+)
 HOG = (
     "import time; ballast = b'x' * (300 * 2**20); print('holding', len(ballast) >> 20, 'MB',"
     " flush=True); time.sleep(30)"
@@ -129,6 +138,14 @@ def python_job(
 
 
 DONE = Expectation(JobStatus.DONE, "Execution Complete")
+# The demo's data, on two `file` SEs (no install needed): bob puts INPUT_LFN on the first SE and
+# asks for a replica on the second (a transfer agent makes it); one job reads it as InputData,
+# another writes OUTPUT_LFN as OutputData on the second SE.
+DATA_OWNER = "bob"
+INPUT_LFN = "/demo/user/bob/input/events.txt"
+OUTPUT_LFN = "/demo/user/bob/output/histogram.txt"
+DATA_READER, DATA_WRITER = "data-reader", "data-writer"
+INPUT_SE, OUTPUT_SE = "DEMO-DISK-1", "DEMO-DISK-2"  # the replica goes to OUTPUT_SE too
 VICTIM = "analysis-forgotten"  # killed by its owner once it runs on a pilot
 NOTABLE: tuple[tuple[str, Expectation], ...] = (  # JobName, how it must end
     ("reconstruction-2cores", DONE),
@@ -136,6 +153,8 @@ NOTABLE: tuple[tuple[str, Expectation], ...] = (  # JobName, how it must end
     ("analysis-broken", Expectation(JobStatus.FAILED, "exited with code 2")),
     ("memory-hog", Expectation(JobStatus.FAILED, "Watchdog: memory")),
     (VICTIM, Expectation(JobStatus.KILLED)),
+    (DATA_READER, DONE),
+    (DATA_WRITER, DONE),
 )
 
 
@@ -188,6 +207,14 @@ def plan_submissions(simulations: int, analyses: int, python: str) -> tuple[Subm
         for n in range(1, analyses + 1)
     )
     broken = python_job("analysis-broken", python, BROKEN_ANALYSIS)
+    reader = python_job(DATA_READER, python, READ_INPUT, InputData=[f"LFN:{INPUT_LFN}"])
+    writer = python_job(
+        DATA_WRITER,
+        python,
+        WRITE_OUTPUT,
+        OutputData=[f"LFN:{OUTPUT_LFN}"],
+        OutputSE=[OUTPUT_SE],
+    )
     hog = python_job("memory-hog", python, HOG, MaxRAM=100)
     forgotten = {
         "JobName": VICTIM,
@@ -197,9 +224,23 @@ def plan_submissions(simulations: int, analyses: int, python: str) -> tuple[Subm
     }
     return (
         Submission("alice", "physics", physics),
-        Submission("bob", "users", (*analysis, broken)),
+        Submission(DATA_OWNER, "users", (*analysis, broken, reader, writer)),
         Submission("dave", "users", (hog,)),
         Submission("carol", "users", (forgotten,)),
+    )
+
+
+def data_ses(sites: int) -> tuple[tuple[str, str], tuple[str, str]]:
+    """The demo's two ``file`` SEs, (name, site) each: at the first and at the last site."""
+    return ((INPUT_SE, site_name(1)), (OUTPUT_SE, site_name(max(sites, 1))))
+
+
+def storage_toml(sites: int, base: str) -> str:
+    """The ``[storage]`` tables of the demo's SEs, in folders below ``base``."""
+    return "".join(
+        f'\n[storage.{name}]\nsite = "{site}"\nprotocol = "file"\n'
+        f'base_path = "{base}/{name}"\ntags = ["disk"]\n'
+        for name, site in data_ses(sites)
     )
 
 

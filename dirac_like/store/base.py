@@ -83,6 +83,26 @@ class Store(ABC):
     def catalog_replicas(self, lfns: list[str]) -> dict[str, dict[str, str]]:
         """lfn -> se -> replica status, for those of ``lfns`` with stored replicas."""
 
+    def catalog_lookup(self, lfns: list[str]) -> list[tuple[Any, ...]]:
+        """One row per replica of each stored file of ``lfns`` (a file without replicas: one row
+        with se and status None): (lfn, size, adler32, guid, owner, group, created, se,
+        status), by LFN then SE. The fast path of bulk lookups."""
+        files = self.catalog_files(lfns)
+        replicas = self.catalog_replicas(sorted(files))
+        rows: list[tuple[Any, ...]] = []
+        for lfn in sorted(files):
+            entry = files[lfn]
+            head = (lfn, entry.size, entry.adler32, entry.guid, entry.owner, entry.group)
+            by_se = sorted(replicas.get(lfn, {}).items())
+            rows += [(*head, entry.created, se, status) for se, status in by_se]
+            if not by_se:
+                rows.append((*head, entry.created, None, None))
+        return rows
+
+    @abstractmethod
+    def catalog_space(self, ses: list[str]) -> dict[str, int]:
+        """se -> bytes of the replicas (Good or Bad) stored on it, for each of ``ses``."""
+
     @abstractmethod
     def catalog_folder(self, folder: str, limit: int) -> list[FileEntry]:
         """Up to ``limit`` entries whose LFN is below ``folder`` (any depth), in LFN order."""

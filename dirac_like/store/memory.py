@@ -274,6 +274,15 @@ class MemoryStore(Store):
         self._check_open()
         return {lfn: dict(self.replicas[lfn]) for lfn in lfns if lfn in self.replicas}
 
+    def catalog_space(self, ses: list[str]) -> dict[str, int]:
+        self._check_open()
+        used = dict.fromkeys(ses, 0)
+        for lfn, by_se in self.replicas.items():
+            for se in by_se:
+                if se in used:
+                    used[se] += self.files[lfn].size
+        return used
+
     def catalog_folder(self, folder: str, limit: int) -> list[FileEntry]:
         self._check_open()
         prefix = folder.rstrip("/") + "/"

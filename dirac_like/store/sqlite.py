@@ -333,6 +333,11 @@ UPSERT_TRANSFER = f"INSERT OR REPLACE INTO transfers VALUES ({_TRANSFER_MARKS})"
 SELECT_CATALOG_FILES = "SELECT * FROM catalog_files WHERE lfn IN ({marks})"
 SELECT_REPLICAS_OF = """SELECT lfn, se, status FROM catalog_replicas WHERE lfn IN ({marks})
     ORDER BY lfn, se"""
+SELECT_LOOKUP = """SELECT f.lfn, f.size, f.adler32, f.guid, f.owner, f.grp, f.created, r.se,
+    r.status FROM catalog_files f LEFT JOIN catalog_replicas r ON r.lfn = f.lfn
+    WHERE f.lfn IN ({marks}) ORDER BY f.lfn, r.se"""
+SELECT_SPACE = """SELECT r.se, SUM(f.size) FROM catalog_replicas r JOIN catalog_files f
+    ON f.lfn = r.lfn WHERE r.se IN ({marks}) GROUP BY r.se"""
 LOOKUP_CHUNK = 500  # LFNs per IN (...) query (SQLite allows 32766 parameters)
 # Below FOLDER: every LFN between 'FOLDER/' and 'FOLDER0' ('0' sorts right after '/').
 SELECT_FOLDER = """SELECT * FROM catalog_files WHERE lfn > ? AND lfn < ? ORDER BY lfn LIMIT ?"""
@@ -477,6 +482,27 @@ class StatementStore(Store):
         except self.db_errors as exc:
             raise StoreError(f"cannot read the catalog: {exc}") from exc
         return found
+
+    def catalog_lookup(self, lfns: list[str]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
+        try:
+            for chunk in _chunks(sorted(set(lfns))):
+                sql = SELECT_LOOKUP.format(marks=", ".join("?" * len(chunk)))
+                rows += self._db.execute(sql, chunk).fetchall()
+        except self.db_errors as exc:
+            raise StoreError(f"cannot read the catalog: {exc}") from exc
+        return rows
+
+    def catalog_space(self, ses: list[str]) -> dict[str, int]:
+        used = dict.fromkeys(ses, 0)
+        if not ses:
+            return used
+        try:
+            sql = SELECT_SPACE.format(marks=", ".join("?" * len(ses)))
+            used.update({se: int(total) for se, total in self._db.execute(sql, ses)})
+        except self.db_errors as exc:
+            raise StoreError(f"cannot read the catalog: {exc}") from exc
+        return used
 
     def catalog_folder(self, folder: str, limit: int) -> list[FileEntry]:
         base = folder.rstrip("/")

@@ -1,11 +1,14 @@
 """Data management figures, on this machine, against a real central service and real XRootD SEs
 (started with scripts/xrootd-se.sh; xrootd must be installed). Run by hand:
 
-    python scripts/benchmarks/bench_data.py [--files 200000] [--big-mb 1024] [--small 200]
+    python scripts/benchmarks/bench_data.py [--files 200000] [--jobs 200000] [--big-mb 1024]
+        [--small 200] [--only catalog|big|small]
 
-1. Catalog: bulk registration of N files (one replica each) vs bulk submission of N jobs in the
-   same run, both over the wire in requests of 10,000; then lookups of those LFNs (catalog_files,
-   10,000 per request), as LFNs per second.
+1. Catalog: bulk submission of M jobs (``--jobs``) vs bulk registration of the first M files
+   (one replica each), both over the wire in requests of 10,000, in the same run; then the
+   catalog grows to N files (``--files``, registration rate reported over all of it and over its
+   last M); then lookups (catalog_files, 10,000 per request) of M LFNs drawn at random from the
+   N, as LFNs per second at the full size.
 2. One big file: the transfer agent (lease, copy, verify, Done) vs plain ``xrdcp``, third-party
    (XRootD -> XRootD) and streamed (XRootD -> file SE); third-party also vs ``xrdcp --cksum
    adler32`` (which verifies, as the agent does).
@@ -16,8 +19,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -60,38 +66,73 @@ def config_text(urls: dict[str, str], files: Path) -> str:
     )
 
 
-def bench_catalog(client: Client, count: int) -> None:
-    lfns = [f"/vo/bench/{i // 1000}/f{i}" for i in range(count)]
-    jdl = 'Executable = "/bin/true";'
-    submit = timed(
-        lambda: [
-            client.submit([jdl] * min(CHUNK, count - i), "bench", timeout=600)
-            for i in range(0, count, CHUNK)
-        ]
-    )
-    register = timed(
+def lfn_of(i: int) -> str:
+    return f"/vo/bench/{i // 1000}/f{i}"
+
+
+def register_range(client: Client, start: int, end: int) -> float:
+    """Register files start..end-1 (one replica each) in requests of CHUNK; seconds taken."""
+    return timed(
         lambda: [
             client.call(
                 Op.CATALOG_REGISTER,
                 RegisterArgs(
-                    [FileItem(lfn, 1000, "0a0b0c0d", "BENCH-A") for lfn in lfns[i : i + CHUNK]]
+                    [
+                        FileItem(lfn_of(n), 1000, "0a0b0c0d", "BENCH-A")
+                        for n in range(i, min(i + CHUNK, end))
+                    ]
                 ),
                 600,
             )
-            for i in range(0, count, CHUNK)
+            for i in range(start, end, CHUNK)
         ]
     )
-    lookup = timed(
+
+
+def bench_catalog(client: Client, files: int, jobs: int) -> None:
+    jdl = 'Executable = "/bin/true";'
+    submit = timed(
+        lambda: [
+            client.submit([jdl] * min(CHUNK, jobs - i), "bench", timeout=600)
+            for i in range(0, jobs, CHUNK)
+        ]
+    )
+    first = register_range(client, 0, jobs)
+    print(
+        f"catalog: {jobs:,} jobs submitted in {submit:.2f} s ({jobs / submit:,.0f}/s); "
+        f"the first {jobs:,} files registered in {first:.2f} s ({jobs / first:,.0f}/s)",
+        flush=True,
+    )
+    total, last = first, first
+    for start in range(jobs, files, jobs):  # in slices of M, reporting as it goes
+        end = min(start + jobs, files)
+        last = register_range(client, start, end)
+        total += last
+        print(f"  {end:,} files: last slice at {(end - start) / last:,.0f}/s", flush=True)
+        if end in MILESTONES:
+            print(f"  at {end:,} files: {lookup_rate(client, end, jobs):,.0f} LFNs/s looked up")
+    print(
+        f"catalog at {files:,} files: registered at {files / total:,.0f}/s overall; "
+        f"{min(jobs, files):,} random LFNs looked up at {lookup_rate(client, files, jobs):,.0f} "
+        "LFNs/s",
+        flush=True,
+    )
+
+
+MILESTONES = {1_000_000, 2_000_000, 5_000_000}  # catalog sizes where lookups are measured too
+
+
+def lookup_rate(client: Client, files: int, count: int) -> float:
+    """LFNs per second looking up ``count`` LFNs drawn at random among the first ``files``."""
+    sample = random.Random(17).sample(range(files), min(count, files))
+    lfns = [lfn_of(n) for n in sample]
+    seconds = timed(
         lambda: [
             client.call(Op.CATALOG_FILES, LfnsArgs(lfns[i : i + CHUNK]), 600)
-            for i in range(0, count, CHUNK)
+            for i in range(0, len(lfns), CHUNK)
         ]
     )
-    print(
-        f"catalog: {count} jobs submitted in {submit:.2f} s ({count / submit:,.0f}/s); "
-        f"{count} files registered in {register:.2f} s ({count / register:,.0f}/s); "
-        f"looked up in {lookup:.2f} s ({count / lookup:,.0f} LFNs/s)"
-    )
+    return len(lfns) / seconds
 
 
 def xrdcp(*args: str) -> None:
@@ -161,10 +202,14 @@ def bench_small(client: Client, urls: dict[str, str], folder: Path, count: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=200_000)
+    parser.add_argument("--files", type=int, default=200_000, help="catalog size (N)")
+    parser.add_argument("--jobs", type=int, default=200_000, help="jobs submitted (M)")
+    parser.add_argument("--only", choices=["catalog", "big", "small"], help="one part only")
     parser.add_argument("--big-mb", type=int, default=1024)
     parser.add_argument("--small", type=int, default=200)
     args = parser.parse_args()
+    # SIGTERM (a `timeout`) stops the SEs and the service too, through the finally below
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     folder = Path(tempfile.mkdtemp(prefix="bench-data-"))
     folder.chmod(0o755)  # the SEs' daemons run as nobody and must enter it
     urls = start_ses(folder / "ses")
@@ -174,9 +219,12 @@ def main() -> None:
         config.write_text(config_text(urls, folder / "file-se"))
         service = ServiceProcess.start_central(folder / "home", config, insecure=True)
         with Client(service.endpoint, RETRIES, insecure=True) as client:
-            bench_catalog(client, args.files)
-            bench_big(client, urls, folder, args.big_mb)
-            bench_small(client, urls, folder, args.small)
+            if args.only in (None, "catalog"):
+                bench_catalog(client, args.files, args.jobs)
+            if args.only in (None, "big"):
+                bench_big(client, urls, folder, args.big_mb)
+            if args.only in (None, "small"):
+                bench_small(client, urls, folder, args.small)
     finally:
         if service is not None:
             service.stop()

@@ -19,6 +19,12 @@ stopped at its end. With ``both`` the PostgreSQL/SQLite ratios are printed.
 Also measured: one 100,000-job parametric submission (jobs stored per second), and the memory of
 the central service per waiting job: its resident memory after the restart with the jobs, less
 that of a service restarted on an empty store, over the number of jobs.
+
+    python scripts/benchmarks/bench_match.py --sizes 10000 --input-data
+
+also measures, in the same run, data-driven matching: the same task queues, each naming an
+``InputData`` file whose replicas are on SEs at the sites it used to name in ``Site`` (60 ``file``
+SEs, one per site), instead of the ``Site`` list; and prints the ratio of the two match rates.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from dirac_like.client import Client, RetryPolicy
 from dirac_like.errors import JobNotFound
 from dirac_like.identity import Identity, secure_client_socket
 from dirac_like.processes import ServiceProcess
-from dirac_like.protocol import Request, encode_request
+from dirac_like.protocol import FileItem, Op, RegisterArgs, Request, encode_request
 
 SITES = [f"LCG.Site{n:02d}.org" for n in range(60)]
 GROUPS = {"lhcb_mc": 50, "lhcb_user": 20, "lhcb_data": 15, "lhcb_calib": 10, "lhcb_test": 5}
@@ -51,10 +57,24 @@ TASK_QUEUES = 500
 SLOW = RetryPolicy(timeout=600, retries=0)
 
 
+def se_name(site: str) -> str:
+    return f"SE-{site.split('.')[1]}"
+
+
+def storage_text() -> str:
+    """One ``file`` SE per site (never written to: the catalog alone decides matching)."""
+    return "".join(
+        f'[storage.{se_name(site)}]\nsite = "{site}"\nbase_path = "/nonexistent/{site}"\n'
+        for site in SITES
+    )
+
+
 def config_text(sync: str = "full", store_url: str = "") -> str:
     groups = "\n".join(f"{name} = {share}" for name, share in GROUPS.items())
     url = f'url = "{store_url}"' if store_url else ""
-    return f"""
+    return (
+        storage_text()
+        + f"""
 [service]
 max_message_bytes = 67108864
 reply_memory = 600.0
@@ -68,24 +88,35 @@ rate_per_second = 0.0  # one identity drives every pilot here
 [shares.groups]
 {groups}
 """
+    )
 
 
-def task_queue_jdl(index: int, count: int, rng: random.Random) -> tuple[str, str, str]:
-    """One parametric description = one task queue: (jdl, owner, group)."""
+def task_queue_jdl(
+    index: int, count: int, rng: random.Random, client: Client | None = None
+) -> tuple[str, str, str]:
+    """One parametric description = one task queue: (jdl, owner, group). With ``client``, the
+    sites come from an input file registered (through it) with a replica at each of them."""
     group = list(GROUPS)[index % len(GROUPS)]
     owner = f"user{index % 50:02d}"
     sites = rng.sample(SITES, rng.choice([1, 2, 3, 60]))
     site_list = ", ".join(f'"{s}"' for s in sites)
+    where = f"Site = {{ {site_list} }};"
+    if client is not None:
+        lfn = f"/bench/data/tq{index}.dat"
+        files = [FileItem(lfn, 1000, "0a0b0c0d", se_name(site)) for site in sites]
+        client.call(Op.CATALOG_REGISTER, RegisterArgs(files))
+        where = f'InputData = {{ "LFN:{lfn}" }};'
     jdl = (
         f'Executable = "/bin/true"; Arguments = "%s"; JobGroup = "tq{index}";\n'
         f"CPUTime = {3600 + index}; Priority = {index % 10};\n"
-        f"Site = {{ {site_list} }};\nParameters = {count};\n"
+        f"{where}\nParameters = {count};\n"
     )
     return jdl, owner, group
 
 
-def fill(endpoint: str, waiting: int) -> float:
-    """Submit ``waiting`` jobs in TASK_QUEUES task queues; returns jobs stored per second."""
+def fill(endpoint: str, waiting: int, data: bool = False) -> float:
+    """Submit ``waiting`` jobs in TASK_QUEUES task queues; returns jobs stored per second.
+    ``data``: each task queue's sites come from the replicas of its InputData."""
     rng = random.Random(42)
     per_queue = [
         waiting // TASK_QUEUES + (1 if i < waiting % TASK_QUEUES else 0) for i in range(TASK_QUEUES)
@@ -94,7 +125,7 @@ def fill(endpoint: str, waiting: int) -> float:
     with Client(endpoint, SLOW) as client:
         for index, count in enumerate(per_queue):
             if count:
-                jdl, owner, group = task_queue_jdl(index, count, rng)
+                jdl, owner, group = task_queue_jdl(index, count, rng, client if data else None)
                 client.submit([jdl], owner=owner, group=group)
     return waiting / (time.perf_counter() - started)
 
@@ -240,10 +271,10 @@ def fresh_service(home: Path | None = None) -> ServiceProcess:
     return service
 
 
-def measure(waiting: int, clients: int, seconds: float) -> dict[str, float]:
+def measure(waiting: int, clients: int, seconds: float, data: bool = False) -> dict[str, float]:
     service = fresh_service()
     try:
-        fill_rate = fill(service.endpoint, waiting)
+        fill_rate = fill(service.endpoint, waiting, data)
         # Restart, so the matching is measured in the steady state, not while the store still
         # digests the fill; this also times rebuilding the state from the store.
         service.stop()
@@ -316,8 +347,18 @@ def run_store(store: str, ceiling: float) -> dict[str, float]:
     if len(results) > 1:
         ratio = results[-1]["rate"] / results[0]["rate"]
         print(f"rate at {results[-1]['waiting']:,} / at {results[0]['waiting']:,}: {ratio:.2f}")
-    bulk = measure_bulk()
-    print(f"one parametric submission of 100,000 jobs: {bulk:,.0f} jobs/s stored")
+    if ARGS.input_data:
+        for row in results:
+            data = measure(int(row["waiting"]), ARGS.clients, ARGS.seconds, data=True)
+            print(
+                f"{data['waiting']:>9,} waiting with InputData (filled at {data['fill']:,.0f} "
+                f"jobs/s): {data['rate']:,.0f} matches/s, p50 {data['p50']:.2f} ms, p99 "
+                f"{data['p99']:.2f} ms; data-driven / Site-driven: {data['rate'] / row['rate']:.2f}"
+            )
+    bulk = 0.0
+    if not ARGS.no_bulk:
+        bulk = measure_bulk()
+        print(f"one parametric submission of 100,000 jobs: {bulk:,.0f} jobs/s stored")
     return {"rate": results[-1]["rate"], "bulk": bulk, "waiting": results[-1]["waiting"]}
 
 
@@ -341,10 +382,10 @@ def main() -> int:
                 POSTGRES_URL = ""
     if len(figures) == 2:
         sqlite, postgres = figures["sqlite"], figures["postgresql"]
+        bulk_ratio = postgres["bulk"] / sqlite["bulk"] if sqlite["bulk"] else float("nan")
         print(
             f"PostgreSQL / SQLite: match rate at {postgres['waiting']:,.0f} waiting "
-            f"{postgres['rate'] / sqlite['rate']:.2f}, bulk submission "
-            f"{postgres['bulk'] / sqlite['bulk']:.2f}"
+            f"{postgres['rate'] / sqlite['rate']:.2f}, bulk submission {bulk_ratio:.2f}"
         )
     return 0
 
@@ -360,6 +401,10 @@ if __name__ == "__main__":
     parser.add_argument(
         "--postgres-url", default="", help="a server to use (default: a throw-away one)"
     )
+    parser.add_argument(
+        "--input-data", action="store_true", help="also match jobs sent where their InputData is"
+    )
+    parser.add_argument("--no-bulk", action="store_true", help="skip the bulk submission figure")
     ARGS = parser.parse_args()
     POSTGRES_URL = ""
     raise SystemExit(main())

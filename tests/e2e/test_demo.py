@@ -100,7 +100,7 @@ def test_demo_runs_the_workload_on_real_pilots_and_leaves_no_process(tmp_path: P
     assert re.search(r"physics\s+70\.0%", out) and re.search(r"users\s+30\.0%", out)
     # the watchdog killed the job over its MaxRAM, and said why
     assert re.search(
-        r"Failed\s+Watchdog: memory \d+ MB > MaxRAM 100 MB", line_of("memory-hog", out)
+        r"Failed\s+Watchdog: memory [\d.]+ MB > MaxRAM 100 MB", line_of("memory-hog", out)
     )
     # its owner killed the sleeping job while it ran on a pilot of one of the directors
     assert re.search(
@@ -115,5 +115,19 @@ def test_demo_runs_the_workload_on_real_pilots_and_leaves_no_process(tmp_path: P
     assert re.search(
         r"Done\s+Execution Complete\s+DIRAC\.Demo-1\.org", line_of("reconstruction-2cores", out)
     )
+    # data on the file SEs: the input file replicated by the transfer agent, read by a job;
+    # the output file uploaded and registered by the writer's pilot
+    assert re.search(r"Done\s+Execution Complete", line_of("data-reader", out))
+    assert re.search(r"Done\s+Execution Complete", line_of("data-writer", out))
+    assert re.search(
+        r"/demo/user/bob/input/events\.txt\s+\d+\s+[0-9a-f]{8}\s+"
+        r"DEMO-DISK-1 \(Good\), DEMO-DISK-2 \(Good\)",
+        out,
+    )
+    assert re.search(r"/demo/user/bob/output/histogram\.txt\s+\d+\s+[0-9a-f]{8}\s+DEMO-DISK-2", out)
+    assert re.search(
+        r"1\s+/demo/user/bob/input/events\.txt\s+DEMO-DISK-1\s+DEMO-DISK-2\s+Done", out
+    )
+    assert "data:" not in out
     assert "warning" not in out and "Traceback" not in demo.stderr
     assert list(scratch.iterdir()) == []  # the temporary home is removed after a good run

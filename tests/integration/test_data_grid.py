@@ -10,6 +10,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -21,8 +22,18 @@ from dirac_like.client import Client
 from dirac_like.data_manager import DataManager
 from dirac_like.errors import Forbidden, InvalidArgument, LfnNotFound, StorageUnavailable
 from dirac_like.processes import ServiceProcess
-from dirac_like.protocol import ListTransfersArgs, Op, RemoveArgs, SEStatusArgs, TransferView
+from dirac_like.protocol import (
+    ListTransfersArgs,
+    Op,
+    RemoveArgs,
+    RuleAddArgs,
+    RuleIdArgs,
+    SEStatusArgs,
+    TransferView,
+)
 from dirac_like.services.accounting_store import AccountingReader
+from dirac_like.storage_access import StorageAccess
+from dirac_like.testing import wait_for
 from tests.conftest import FAST_RETRIES
 from tests.xrootd_ses import XrootdSEs
 
@@ -184,6 +195,35 @@ def test_a_corrupted_replica_is_marked_bad_and_another_is_read(grid: Grid, tmp_p
     assert grid.transfer(transfer_id).status == "Done"
 
 
+def test_defect_c_a_replica_a_user_finds_corrupted_is_marked_bad_and_made_again_by_its_rule(
+    grid: Grid, service: tuple[ServiceProcess, Path], tmp_path: Path
+) -> None:
+    local = grid.local_file("r.dat", 300_000)
+    lfn = grid.lfn("r.dat")
+    grid.data.put(local, lfn, "XRD-A")
+    grid.data.replicate([lfn], "XRD-B")
+    assert grid.agent.run_once() == 1
+    rule = grid.client.call(Op.RULE_ADD, RuleAddArgs(grid.folder, 2, ["disk"]))
+    try:
+        stored = grid.ses.data("XRD-A") / "grid" / lfn.lstrip("/")
+        grid.ses.plant(stored, b"bit rot" + stored.read_bytes()[7:])  # same size
+        reader = grid.client.identity_add(f"reader{os.getpid()}", "user", ["physics"])
+        with Client(service[0].endpoint, FAST_RETRIES, identity=reader) as client:
+            got = DataManager(client, site="SITE-A").get(lfn, tmp_path / "out")
+        assert got.se == "XRD-B" and got.path is not None
+        assert got.path.read_bytes() == local.read_bytes()
+        assert grid.replicas(lfn) == {"XRD-A": "Bad", "XRD-B": "Good"}
+
+        def remade() -> bool:  # the rule's next pass (within seconds) asks for a new copy
+            grid.agent.run_once()
+            return grid.replicas(lfn) == {"XRD-A": "Good", "XRD-B": "Good"}
+
+        wait_for(remade, "the rule to make the bad replica again", timeout=30, interval=0.5)
+        assert stored.read_bytes() == local.read_bytes()
+    finally:
+        grid.client.call(Op.RULE_REMOVE, RuleIdArgs(rule.rule_id))
+
+
 # -- the transfer agent ----------------------------------------------------------------------
 
 
@@ -242,6 +282,56 @@ def test_a_source_that_disappeared_is_retried_from_another_replica(grid: Grid) -
             break
     view = grid.transfer(transfer_id)
     assert view.status == "Done" and view.source == "XRD-B"
+
+
+class ShrinkingSource:
+    """A real SE's access whose file is cut short on the SE's disk once the first chunk of the
+    first read went through: a source that disappears mid-transfer."""
+
+    def __init__(self, real: StorageAccess, path: Path, cut: list[str]) -> None:
+        self.real, self.path, self.cut = real, path, cut
+
+    def read(self, lfn: str, chunk_bytes: int = 0) -> Iterator[bytes]:
+        chunks = self.real.read(lfn, 64 * 1024)
+        yield next(chunks)
+        if not self.cut:
+            self.cut.append(self.real.name)
+            os.truncate(self.path, 100_000)
+        yield from chunks
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_source_that_disappears_mid_transfer_is_not_registered_and_retried_elsewhere(
+    grid: Grid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lfn = grid.lfn("shrinks.dat")
+    local = grid.local_file("shrinks.dat", 1_000_000)
+    grid.data.put(local, lfn, "XRD-A")
+    grid.data.replicate([lfn], "FILE-C")
+    assert grid.agent.run_once() == 1
+    paths = {
+        "XRD-A": grid.ses.data("XRD-A") / "grid" / lfn.lstrip("/"),
+        "FILE-C": grid.file_se / lfn.lstrip("/"),
+    }
+    cut: list[str] = []
+    access = grid.agent.data.access
+    monkeypatch.setattr(
+        grid.agent.data,
+        "access",
+        lambda se: ShrinkingSource(access(se), paths[se], cut) if se in paths else access(se),
+    )
+    (transfer_id,) = grid.data.replicate([lfn], "XRD-B")
+    grid.agent.run_once()
+    first = grid.transfer(transfer_id)
+    assert first.status == "Waiting" and "the catalog says" in first.reason, first.reason
+    assert grid.replicas(lfn).get("XRD-B") is None  # the short copy was not registered
+    assert not (grid.ses.data("XRD-B") / "grid" / lfn.lstrip("/")).exists()  # and deleted
+    grid.agent.run_once()
+    done = grid.transfer(transfer_id)
+    assert done.status == "Done" and done.source != cut[0]
+    assert (grid.ses.data("XRD-B") / "grid" / lfn.lstrip("/")).read_bytes() == local.read_bytes()
 
 
 def test_a_half_written_file_at_the_destination_is_replaced_not_registered(grid: Grid) -> None:

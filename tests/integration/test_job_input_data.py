@@ -5,14 +5,25 @@ registered as the job owner's; with the OutputSE down, to a failover SE plus a t
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_pilot import FAST_RETRIES, FINAL, SHORT_TIMEOUTS, Pilots, wait_status
+from test_pilot import (
+    FAST_RETRIES,
+    FINAL,
+    SHORT_TIMEOUTS,
+    Pilots,
+    payloads_of,
+    wait_for,
+    wait_status,
+)
 
 from dirac_like.client import Client
 from dirac_like.data_manager import DataManager
+from dirac_like.errors import StorageFull
 from dirac_like.processes import ServiceProcess, free_port
 from dirac_like.protocol import ListTransfersArgs, Op
 
@@ -33,6 +44,9 @@ base_path = "{disk}"
 [storage.FAILOVER-DISK]
 base_path = "{tmp_path / "failover"}"
 tags = ["failover"]
+[storage.SMALL-DISK]
+base_path = "{tmp_path / "small"}"
+total_space = 100
 [storage.DOWN-SE]
 protocol = "xroot"
 endpoint = "root://127.0.0.1:{free_port()}"
@@ -112,7 +126,69 @@ def test_output_data_goes_to_a_failover_se_with_a_transfer_when_the_output_se_is
         "alice",
     )
     pilots.start("--idle-timeout", "3")
-    assert wait_status(client, job_id, FINAL, 30).status == "Done"
+    ended = wait_status(client, job_id, FINAL, 30)
+    assert ended.status == "Done", ended.minor_status
     assert [r.se for r in DataManager(client).stat(lfn).replicas] == ["FAILOVER-DISK"]
     (transfer,) = client.call(Op.TRANSFERS, ListTransfersArgs())
     assert (transfer.lfn, transfer.destination, transfer.status) == (lfn, "DOWN-SE", "Waiting")
+
+
+def test_defect_a_a_successor_pilot_uploads_the_output_data_of_a_job_its_predecessor_ended(
+    start_central: Callable[..., ServiceProcess], tmp_path: Path
+) -> None:
+    """The pilot dies after the payload ended, before it uploaded the OutputData: the pilot
+    that takes over its folder uploads and registers it before it reports the job Done."""
+    disk = tmp_path / "site-disk"
+    # the default (long) stalled timeout: the job must not stall while its pilot is stopped
+    service = start_central(config_text=f'[storage.TEST-DISK]\nbase_path = "{disk}"\n')
+    pilots = Pilots(service.endpoint, tmp_path / "pilots")
+    lfn = "/vo/user/alice/results/orphan.dat"
+    try:
+        with Client(service.endpoint, FAST_RETRIES) as client:
+            (job_id,) = client.submit(
+                [
+                    'Executable = "/bin/sh"; Arguments = "-c \'sleep 1; echo kept > orphan.dat\'"; '
+                    f'OutputData = {{"LFN:{lfn}"}}; OutputSE = "TEST-DISK";'
+                ],
+                "alice",
+            )
+            pilot, workdir = pilots.start(name="abrupt")
+            wait_status(client, job_id, ("Running",), 30)
+            wait_for(lambda: payloads_of("abrupt", job_id), "the payload to start", timeout=30)
+            os.kill(pilot.pid, signal.SIGSTOP)  # it can neither upload nor report now
+            ended = workdir / f"job_{job_id}_1" / "payload_ended"
+            wait_for(ended.exists, "the payload keeper to note the end", timeout=30)
+            os.kill(pilot.pid, signal.SIGKILL)
+            pilot.wait(10)
+            assert not DataManager(client).files([lfn]).files  # nothing went up before the kill
+
+            pilots.start("--idle-timeout", "3", name="abrupt")  # its successor, same folder
+            final = wait_status(client, job_id, FINAL, 60)
+            assert final.status == "Done", final.minor_status
+            row = DataManager(client).stat(lfn)
+            assert row.owner == "alice" and [r.se for r in row.replicas] == ["TEST-DISK"]
+            assert (disk / lfn.lstrip("/")).read_text() == "kept\n"
+    finally:
+        pilots.stop_all()
+
+
+def test_a_full_se_refuses_a_put_and_a_jobs_output_data_goes_to_the_failover_se(
+    grid: tuple[Client, Pilots, Path], tmp_path: Path
+) -> None:
+    client, pilots, _ = grid
+    local = tmp_path / "big.dat"
+    local.write_bytes(b"x" * 1000)
+    with pytest.raises(StorageFull, match="SE SMALL-DISK is full: 0 of 100 bytes used"):
+        DataManager(client).put(local, "/vo/user/alice/big.dat", "SMALL-DISK")
+    assert not (tmp_path / "small").exists()  # refused before any byte was written
+    lfn = "/vo/user/alice/results/big.dat"
+    (job_id,) = client.submit(
+        [
+            'Executable = "/bin/sh"; Arguments = "-c \'head -c 1000 /dev/zero > big.dat\'"; '
+            f'OutputData = {{"LFN:{lfn}"}}; OutputSE = "SMALL-DISK";'
+        ],
+        "alice",
+    )
+    pilots.start("--idle-timeout", "3")
+    assert wait_status(client, job_id, FINAL, 30).status == "Done"
+    assert [r.se for r in DataManager(client).stat(lfn).replicas] == ["FAILOVER-DISK"]

@@ -931,6 +931,12 @@ def test_catalog_files_and_replicas_round_trip_and_survive_a_reopen(
     assert store.catalog_replicas(["/vo/a/f1"]) == {"/vo/a/f1": {"A": "Good", "B": "Bad"}}
     assert [e.lfn for e in store.catalog_folder("/vo/a", 10)] == ["/vo/a/b/f2", "/vo/a/f1"]
     assert [e.lfn for e in store.catalog_folder("/vo/a/b", 10)] == ["/vo/a/b/f2"]
+    head = ("/vo/a/f1", 5, "062c0215", "guid-f1", "alice", "physics", 10.0)
+    assert [tuple(row) for row in store.catalog_lookup(["/vo/a/f1", "/vo/nope"])] == [
+        (*head, "A", "Good"),
+        (*head, "B", "Bad"),
+    ]
+    assert store.catalog_space(["A", "B", "C"]) == {"A": 12, "B": 5, "C": 0}
 
 
 def test_removed_files_and_replicas_are_gone_and_a_folder_is_not_a_prefix(store: Store) -> None:

@@ -236,7 +236,7 @@ def own_args(op: str, role: Role) -> Any:
         Op.CATALOG_FILES: LfnsArgs([ALICE_FILE]),
         Op.CATALOG_LIST: FolderArgs("/lhcb/user/alice"),
         Op.CATALOG_REMOVE: RemoveArgs([ALICE_FILE]),
-        Op.CATALOG_REPLICA_STATUS: ReplicaStatusArgs(ALICE_FILE, "CERN-DISK", "Bad"),
+        Op.CATALOG_REPLICA_STATUS: ReplicaStatusArgs(ALICE_FILE, "CERN-DISK", "Bad", "adler32"),
         Op.TRANSFER_SUBMIT: TransferSubmitArgs([ALICE_FILE], "RAL-DISK", job_id=1),
         Op.TRANSFER_REQUEST: TransferRequestArgs(AGENT.name),
         Op.TRANSFER_UPDATE: TransferUpdateArgs(1, 1, AGENT.name, "Active"),
@@ -286,7 +286,7 @@ EXPECTED: dict[str, set[str]] = {
     Op.CATALOG_FILES: {"admin", "operator", "user", "pilot", "agent"},
     Op.CATALOG_LIST: {"admin", "operator", "user", "pilot", "agent"},
     Op.CATALOG_REMOVE: {"admin", "user"},
-    Op.CATALOG_REPLICA_STATUS: {"admin", "operator", "agent"},
+    Op.CATALOG_REPLICA_STATUS: {"admin", "operator", "agent", "user", "pilot"},
     Op.TRANSFER_SUBMIT: {"admin", "operator", "user", "pilot"},
     Op.TRANSFER_REQUEST: {"admin", "agent"},
     Op.TRANSFER_UPDATE: {"admin", "agent"},
@@ -855,3 +855,13 @@ def test_a_site_wide_pilot_credential_registers_output_only_for_pilots_not_bound
     assert "another credential acts as" in refused(SITE_PILOT, Op.CATALOG_REGISTER, args, bound)
     unbound = FakeOwnership(jobs={1: ("alice", PILOT_7)}, pilots={PILOT_7: CERN})
     assert authorize(SITE_PILOT, Op.CATALOG_REGISTER, args, unbound).owner == "alice"
+
+
+def test_a_user_reports_a_replica_bad_with_a_reason_but_never_marks_it_good() -> None:
+    user = BY_ROLE[Role.USER]
+    bad = ReplicaStatusArgs(ALICE_FILE, "CERN-DISK", "Bad", "adler32 mismatch on read")
+    assert authorize(user, Op.CATALOG_REPLICA_STATUS, bad, grid()) is not None
+    good = ReplicaStatusArgs(ALICE_FILE, "CERN-DISK", "Good", "looks fine to me")
+    assert "may only report a replica Bad" in refused(user, Op.CATALOG_REPLICA_STATUS, good)
+    silent = ReplicaStatusArgs(ALICE_FILE, "CERN-DISK", "Bad")
+    assert "must say what it found wrong" in refused(user, Op.CATALOG_REPLICA_STATUS, silent)

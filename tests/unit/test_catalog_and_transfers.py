@@ -14,6 +14,7 @@ from dirac_like.errors import (
     InvalidLfn,
     LfnNotFound,
     StaleAttempt,
+    StorageFull,
     UnknownStorageElement,
 )
 from dirac_like.protocol import ARGUMENTS, Op, parse_args, to_wire
@@ -30,6 +31,9 @@ SES = {
         ("PIC-DISK", "PIC", ("disk",)),
     )
 }
+SES["SMALL-DISK"] = StorageElementConfig(  # room for 12 bytes
+    name="SMALL-DISK", site="PIC", base_path="/se/SMALL-DISK", tags=("small",), total_space=12
+)
 TRANSFERS = TransfersConfig(lease=60, max_attempts=3, retry_backoff=10, per_link=1, per_se=2)
 CONFIG = Config(data=DataConfig(vos=("lhcb",), transfers=TRANSFERS))
 F1 = "/lhcb/user/alice/f1"
@@ -471,3 +475,92 @@ def test_why_says_when_a_jobs_input_data_is_not_where_it_may_run(
 
     assert answer["verdict"] == verdict, answer
     assert reason in answer["reason"], answer
+
+
+def test_a_full_se_refuses_a_registration_whole_and_counts_removals(grid: Grid) -> None:
+    grid.register("/lhcb/user/alice/a", se="SMALL-DISK", size=5)
+    grid.register("/lhcb/user/alice/b", se="SMALL-DISK", size=5)
+    with pytest.raises(StorageFull, match="SE SMALL-DISK is full: 10 of 12 bytes used"):
+        grid.register("/lhcb/user/alice/c", se="SMALL-DISK", size=5)
+    assert grid.replicas("/lhcb/user/alice/c") == {}  # nothing registered
+    (row,) = [r for r in grid.call(Op.SE_LIST) if r["name"] == "SMALL-DISK"]
+    assert (row["used_space"], row["total_space"]) == (10, 12)
+    grid.call(Op.CATALOG_REMOVE, lfns=["/lhcb/user/alice/a"], se="")
+    grid.register("/lhcb/user/alice/c", se="SMALL-DISK", size=5)  # room again
+    grid.restart()  # the space used is read back from the store
+    with pytest.raises(StorageFull):
+        grid.register("/lhcb/user/alice/d", se="SMALL-DISK", size=5)
+
+
+def test_a_transfer_to_a_full_se_is_retried_then_failed_with_the_reason(grid: Grid) -> None:
+    grid.register("/lhcb/user/alice/big", size=20)
+    (transfer_id,) = grid.call(
+        Op.TRANSFER_SUBMIT, lfns=["/lhcb/user/alice/big"], destination="SMALL-DISK"
+    )["transfer_ids"]
+    for _ in range(3):
+        assert grid.lease() == []  # never handed to an agent
+        grid.advance(100)
+    (view,) = grid.call(Op.TRANSFERS, transfer_ids=[transfer_id])
+    assert view["status"] == "Failed" and view["attempt"] == 3
+    assert "SE SMALL-DISK is full: 12 bytes free, 20 needed" in view["reason"]
+    assert "SMALL-DISK" not in grid.replicas("/lhcb/user/alice/big")
+
+
+def test_defect_b_a_monitoring_ban_of_an_se_governs_its_data_status_and_stops_transfers(
+    grid: Grid,
+) -> None:
+    grid.register()
+    grid.register("/lhcb/user/alice/f2", se="PIC-DISK")
+    to_ral, from_pic = (
+        grid.call(Op.TRANSFER_SUBMIT, lfns=[lfn], destination=se)["transfer_ids"][0]
+        for lfn, se in ((F1, "RAL-DISK"), ("/lhcb/user/alice/f2", "CERN-DISK"))
+    )
+    for se in ("RAL-DISK", "PIC-DISK"):
+        grid.call(Op.SET_STATUS, kind="se", target=se, status="Banned", reason="probes fail")
+    rows = {row["name"]: row for row in grid.call(Op.SE_LIST)}
+    assert (rows["RAL-DISK"]["status"], rows["RAL-DISK"]["reason"]) == (
+        "Banned",
+        "monitoring: probes fail",
+    )
+    assert grid.lease(count=2) == []  # neither to nor from a banned SE
+    views = {v["transfer_id"]: v for v in grid.call(Op.TRANSFERS)}
+    assert views[to_ral]["status"] == views[from_pic]["status"] == "Waiting"
+    assert "RAL-DISK takes no new replicas" in views[to_ral]["reason"]
+    with pytest.raises(InvalidArgument, match="RAL-DISK takes no new replicas"):
+        grid.call(Op.TRANSFER_SUBMIT, lfns=[F1], destination="RAL-DISK")
+    for se in ("RAL-DISK", "PIC-DISK"):
+        grid.call(Op.SET_STATUS, kind="se", target=se, status="Active", reason="probes pass")
+    assert {task["transfer_id"] for task in grid.lease(count=2)} == {to_ral, from_pic}
+
+
+def test_defect_d_rules_scan_only_folders_that_changed_and_all_of_them_now_and_then(
+    grid: Grid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grid.register()
+    grid.register(se="RAL-DISK")
+    grid.call(Op.RULE_ADD, folder="/lhcb/user/alice", copies=2, se_tags=["tier1"])
+    grid.advance(1)
+    assert rule_state(grid)["state"] == "OK"
+    scans: list[str] = []
+    scan = grid.store.catalog_folder
+
+    def counted(folder: str, limit: int) -> Any:
+        scans.append(folder)
+        return scan(folder, limit)
+
+    monkeypatch.setattr(grid.store, "catalog_folder", counted)
+    grid.advance(30)
+    grid.advance(30)
+    assert scans == []  # a quiet rule is not scanned
+    grid.call(
+        Op.CATALOG_REPLICA_STATUS, lfn=F1, se="RAL-DISK", status="Bad", reason="adler32 on read"
+    )
+    grid.advance(2)  # a change brings the pass forward
+    assert scans == ["/lhcb/user/alice"]
+    (task,) = grid.lease()
+    assert task["destination"] == "RAL-DISK"
+    grid.report(task, "Done", size=5, adler32="062c0215")
+    grid.advance(2)  # the transfer's end is a change too
+    assert rule_state(grid)["state"] == "OK" and len(scans) == 2
+    grid.advance(600)  # and every rule is scanned at least every FULL_PASS_SECONDS
+    assert len(scans) == 3
