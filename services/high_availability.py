@@ -186,6 +186,12 @@ class FencedStore(Store):
     def catalog_folder(self, folder: str, limit: int) -> list[FileEntry]:
         return self.inner.catalog_folder(folder, limit)
 
+    def catalog_lookup(self, lfns: list[str]) -> list[tuple[Any, ...]]:
+        return self.inner.catalog_lookup(lfns)
+
+    def catalog_space(self, ses: list[str]) -> dict[str, int]:
+        return self.inner.catalog_space(ses)
+
     def schema_version(self) -> int:
         return self.inner.schema_version()
 
