@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -34,6 +35,14 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def same_home(environ: Mapping[str, str]) -> bool:
+    """Whether a process with this environment was started from this test: it has this
+    process's ``DIRAC_LIKE_HOME``, or none. Tests running side by side (pytest-xdist workers,
+    other checkouts) each have their own home and may reuse pilot ids like ``pilot0``."""
+    here = os.environ.get("DIRAC_LIKE_HOME")
+    return environ.get("DIRAC_LIKE_HOME", here) == here
 
 
 def run_command(
