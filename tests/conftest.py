@@ -27,26 +27,6 @@ settings.load_profile("dirac-like")
 FAST_RETRIES = RetryPolicy(timeout=5.0, retries=2, backoff=0.05, max_backoff=0.2)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``--dist loadgroup``, setup.cfg): the tests that share an expensive
-    fixture run on one worker, so it starts once: all the Slurm tests (one cluster), and the
-    tests of a module that use one of its module-scoped fixtures (a browser, a web grid)."""
-    for item in items:
-        group = xdist_group(item)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
-def xdist_group(item: pytest.Item) -> str:
-    if "slurm_cluster" in getattr(item, "fixturenames", ()):
-        return "slurm-cluster"
-    info = getattr(item, "_fixtureinfo", None)
-    definitions = info.name2fixturedefs.values() if info is not None else ()
-    if any(defs and defs[-1].scope == "module" for defs in definitions):
-        return item.nodeid.split("::")[0]
-    return ""
-
-
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's ~/.dirac-like or identity: ``DIRAC_LIKE_HOME`` is a fresh
