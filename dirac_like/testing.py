@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -36,19 +37,34 @@ def wait_for(
         time.sleep(interval)
 
 
-def run_cli(
-    endpoint: str, *args: str, cwd: Path, timeout: float = 60.0
+def same_home(environ: Mapping[str, str]) -> bool:
+    """Whether a process with this environment was started from this test: it has this
+    process's ``DIRAC_LIKE_HOME``, or none. Tests running side by side (pytest-xdist workers,
+    other checkouts) each have their own home and may reuse pilot ids like ``pilot0``."""
+    here = os.environ.get("DIRAC_LIKE_HOME")
+    return environ.get("DIRAC_LIKE_HOME", here) == here
+
+
+def run_command(
+    argv: Sequence[str], cwd: Path | None = None, timeout: float = 60.0
 ) -> subprocess.CompletedProcess[str]:
-    """``dirac-like ARGS --server ENDPOINT`` in ``cwd``, as a user runs it (a child process,
-    started like every dirac-like child); its output captured as text."""
+    """``argv`` as a user runs it in ``cwd``: no stdin, its output captured as text."""
     return subprocess.run(
-        [*dirac_like_argv(*args), "--server", endpoint],
+        list(argv),
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def run_cli(
+    endpoint: str, *args: str, cwd: Path, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """``dirac-like ARGS --server ENDPOINT`` in ``cwd``, as a user runs it (a child process,
+    started like every dirac-like child); its output captured as text."""
+    return run_command([*dirac_like_argv(*args), "--server", endpoint], cwd, timeout)
 
 
 def job_output_text(client: Client, job_id: int, name: str = "std.out") -> str:

@@ -30,9 +30,11 @@ FAST_RETRIES = RetryPolicy(timeout=5.0, retries=2, backoff=0.05, max_backoff=0.2
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's ~/.dirac-like or identity: ``DIRAC_LIKE_HOME`` is a fresh
-    folder and ``DIRAC_LIKE_IDENTITY`` is unset until a test starts a service."""
+    folder, ``DIRAC_LIKE_IDENTITY`` is unset until a test starts a service, and no
+    ``DIRAC_LIKE_SERVER`` is inherited (each test names its own service)."""
     monkeypatch.setenv("DIRAC_LIKE_HOME", str(tmp_path / "default-home"))
     monkeypatch.delenv("DIRAC_LIKE_IDENTITY", raising=False)
+    monkeypatch.delenv("DIRAC_LIKE_SERVER", raising=False)
 
 
 @pytest.fixture

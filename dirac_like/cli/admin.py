@@ -49,15 +49,25 @@ def cmd_admin_sites(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_ban_site(args: argparse.Namespace) -> int:
+    return ban_site(args, args.site, args.reason)
+
+
+def cmd_admin_unban_site(args: argparse.Namespace) -> int:
+    return allow_site(args, args.site)
+
+
+def ban_site(args: argparse.Namespace, site: str, reason: str) -> int:
+    """Ban ``site`` and say so (``admin ban-site`` and ``dirac-admin-ban-site``)."""
     with connect(args) as client:
-        result = to_wire(client.ban_site(args.site, args.reason))
+        result = to_wire(client.ban_site(site, reason))
     print_result(args, result, f"Site {result['site']} banned: {result['reason']}")
     return EXIT_OK
 
 
-def cmd_admin_unban_site(args: argparse.Namespace) -> int:
+def allow_site(args: argparse.Namespace, site: str) -> int:
+    """Lift the ban of ``site`` and say so (``admin unban-site``, ``dirac-admin-allow-site``)."""
     with connect(args) as client:
-        result = to_wire(client.unban_site(args.site))
+        result = to_wire(client.unban_site(site))
     print_result(args, result, f"Site {result['site']} is active again")
     return EXIT_OK
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dirac_like.cli import admin
 from dirac_like.cli.common import (
     IDS_HELP,
     UsageError,
@@ -220,17 +221,11 @@ def _site_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def ban_site(args: argparse.Namespace) -> int:
-    with connect(args) as client:
-        result = to_wire(client.ban_site(args.site, args.comment))
-    _say(args, result, f"Site {result['site']} banned: {result['reason']}")
-    return EXIT_OK
+    return admin.ban_site(args, args.site, args.comment)
 
 
 def allow_site(args: argparse.Namespace) -> int:
-    with connect(args) as client:
-        result = to_wire(client.unban_site(args.site))
-    _say(args, result, f"Site {result['site']} is active again")
-    return EXIT_OK
+    return admin.allow_site(args, args.site)
 
 
 def get_site_mask(args: argparse.Namespace) -> int:

@@ -15,7 +15,6 @@ from dirac_like.cli.common import (
     connect,
     parse_job_ids,
     positive_int,
-    print_result,
     read_descriptions,
     seconds,
 )
@@ -190,31 +189,36 @@ def summary_table(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
 def cmd_job_kill(args: argparse.Namespace) -> int:
     with connect(args) as client:
         result = to_wire(client.kill(parse_job_ids(args.job_ids)))
-    if args.json:
-        print_json(result)
-        return EXIT_OK
-    if result["killed"]:
-        print(f"Killed {len(result['killed'])} job(s): {format_ids(result['killed'])}")
-    if result["kill_requested"]:
-        requested = result["kill_requested"]
-        print(f"Kill sent to the pilots of {len(requested)} job(s): {format_ids(requested)}")
+    _print_acted(
+        args, result, ("killed", "Killed"), ("kill_requested", "Kill sent to the pilots of")
+    )
     return EXIT_OK
 
 
 def cmd_job_delete(args: argparse.Namespace) -> int:
     with connect(args) as client:
         result = to_wire(client.delete(parse_job_ids(args.job_ids)))
-    deleted = result["deleted"]
-    print_result(args, result, f"Deleted {len(deleted)} job(s): {format_ids(deleted)}")
+    _print_acted(args, result, ("deleted", "Deleted"))
     return EXIT_OK
 
 
 def cmd_job_reschedule(args: argparse.Namespace) -> int:
     with connect(args) as client:
         result = to_wire(client.reschedule(parse_job_ids(args.job_ids)))
-    done = result["rescheduled"]
-    print_result(args, result, f"Rescheduled {len(done)} job(s): {format_ids(done)}")
+    _print_acted(args, result, ("rescheduled", "Rescheduled"))
     return EXIT_OK
+
+
+def _print_acted(args: argparse.Namespace, result: dict[str, Any], *lines: tuple[str, str]) -> None:
+    """The service's answer to kill/delete/reschedule: as JSON with ``--json``, else one line
+    ``WHAT N job(s): IDS`` per ``(key, WHAT)`` whose job list is not empty (always, if only one)."""
+    if args.json:
+        print_json(result)
+        return
+    for key, what in lines:
+        job_ids = result[key]
+        if job_ids or len(lines) == 1:
+            print(f"{what} {len(job_ids)} job(s): {format_ids(job_ids)}")
 
 
 def cmd_job_logging(args: argparse.Namespace) -> int:

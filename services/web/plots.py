@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # before anything imports pyplot: no display here
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 STATUS_COLOURS = {
@@ -69,17 +70,7 @@ def bar_chart(
         axes = figure.add_subplot()
         axes.set_title(title, loc="left", parse_math=False)
         if not items:
-            axes.text(
-                0.5,
-                0.5,
-                empty,
-                ha="center",
-                va="center",
-                transform=axes.transAxes,
-                parse_math=False,
-            )
-            axes.set_axis_off()
-            return _svg(figure)
+            return _empty_plot(figure, axes, empty)
         labels = [label for label, _ in items][::-1]
         values = [value for _, value in items][::-1]
         colour = [(colours or {}).get(label, SERIES_COLOURS[0]) for label in labels]
@@ -106,17 +97,7 @@ def stacked_bars(
         axes = figure.add_subplot()
         axes.set_title(title, loc="left", parse_math=False)
         if not rows:
-            axes.text(
-                0.5,
-                0.5,
-                empty,
-                ha="center",
-                va="center",
-                transform=axes.transAxes,
-                parse_math=False,
-            )
-            axes.set_axis_off()
-            return _svg(figure)
+            return _empty_plot(figure, axes, empty)
         labels = [label for label, _ in rows][::-1]
         values = [counts for _, counts in rows][::-1]
         keys = [key for key in order if any(key in counts for counts in values)]
@@ -148,17 +129,7 @@ def share_timeline(
         axes.set_title(title, loc="left", parse_math=False)
         points = [p for values in series.values() for p in values]
         if len(points) < 2 and not targets:
-            axes.text(
-                0.5,
-                0.5,
-                "no samples yet",
-                ha="center",
-                va="center",
-                transform=axes.transAxes,
-                parse_math=False,
-            )
-            axes.set_axis_off()
-            return _svg(figure)
+            return _empty_plot(figure, axes, "no samples yet")
         for number, group in enumerate(sorted(set(series) | set(targets))):
             colour = SERIES_COLOURS[number % len(SERIES_COLOURS)]
             values = series.get(group, [])
@@ -183,6 +154,15 @@ def share_timeline(
         axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)
         figure.subplots_adjust(right=0.68)
         return _svg(figure)
+
+
+def _empty_plot(figure: Figure, axes: Axes, message: str) -> str:
+    """The plot with ``message`` in its middle instead of data, and no axes."""
+    axes.text(
+        0.5, 0.5, message, ha="center", va="center", transform=axes.transAxes, parse_math=False
+    )
+    axes.set_axis_off()
+    return _svg(figure)
 
 
 def _svg(figure: Figure) -> str:

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DEADLINE = 240.0  # the run itself takes about 50 s on 2 loaded cores
+DEADLINE = 420.0  # the run takes about 50 s on 2 cores; minutes beside other xdist workers
 # Seeded; every kind of kill at least once; more long payloads and aimed kills than the default,
 # and 3 cores per pilot (a rescheduled job finds a free slot at once), so that the defects below
 # show in a run this short (3 service-and-pilot and 3 pilot-long-payload kills).
@@ -43,7 +43,7 @@ COMMAND = [
     "--json",
 ]
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # minutes of real processes
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(540)]  # minutes of real processes
 
 
 def processes_mentioning(text: str) -> list[psutil.Process]:

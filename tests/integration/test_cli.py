@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from dirac_like.cli.identity import INTERACTIVE
 from dirac_like.client import Client
 from dirac_like.processes import ServiceProcess
 from dirac_like.protocol import PilotResources
@@ -320,15 +321,20 @@ def test_bad_usage_exits_2(cli: Any, args: list[str]) -> None:
     assert result.stderr
 
 
+# "Quickly": the CLI gives up after the interactive retry policy's few short tries (3 of 3 s), not
+# the client's default (5 of 5 s); a hang fails by run_cli's timeout. No wall-clock bound: on a
+# loaded machine Python's start alone may take seconds (timed tests are flaky).
+GAVE_UP_QUICKLY = f"after {INTERACTIVE.retries + 1} tries"
+
+
 def test_unreachable_server_exits_3_quickly(tmp_path: Path) -> None:
     server = f"tcp://127.0.0.1:{free_port()}"
 
-    started = time.monotonic()
-    result = run_cli("job", "status", "1", server=server, home=tmp_path, timeout=25)
+    result = run_cli("job", "status", "1", server=server, home=tmp_path, timeout=60)
 
     assert result.returncode == 3
     assert server in result.stderr and "dirac-like service central" in result.stderr
-    assert time.monotonic() - started < 15
+    assert GAVE_UP_QUICKLY in result.stderr
 
 
 def test_submit_to_unreachable_server_exits_3_quickly(tmp_path: Path) -> None:
@@ -336,11 +342,10 @@ def test_submit_to_unreachable_server_exits_3_quickly(tmp_path: Path) -> None:
     path.write_text(HELLO)
     server = f"tcp://127.0.0.1:{free_port()}"
 
-    started = time.monotonic()
-    result = run_cli("job", "submit", str(path), server=server, home=tmp_path, timeout=25)
+    result = run_cli("job", "submit", str(path), server=server, home=tmp_path, timeout=60)
 
     assert result.returncode == 3
-    assert time.monotonic() - started < 15
+    assert GAVE_UP_QUICKLY in result.stderr
 
 
 def test_server_from_the_environment(central: ServiceProcess, tmp_path: Path) -> None:

@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli import HELLO, SITE, child_env, finish_as_pilot, json_of, submit
+from test_cli import HELLO, SITE, finish_as_pilot, json_of, submit
 from test_pilot import FAST_RETRIES, SHORT_TIMEOUTS, Pilots, wait_status
 
 from dirac_like.client import Client
-from dirac_like.processes import ServiceProcess
+from dirac_like.processes import ServiceProcess, dirac_like_argv
 from dirac_like.protocol import PilotResources
 from dirac_like.sandbox import pack
-from dirac_like.testing import wait_for
+from dirac_like.testing import run_cli, run_command, wait_for
 
 BIN = Path(sys.executable).parent
 
@@ -29,24 +29,9 @@ def cli(central: ServiceProcess, tmp_path: Path) -> Callable[..., subprocess.Com
     """``cli("job", "jdl", "1")``: the CLI, its global options given BEFORE the command."""
 
     def run(*args: str, cwd: Path = tmp_path) -> subprocess.CompletedProcess[str]:
-        command = [
-            sys.executable,
-            "-m",
-            "dirac_like",
-            "--server",
-            central.endpoint,
-            "--home",
-            str(tmp_path / "client-home"),
-            *args,
-        ]
-        return subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=child_env(),
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
+        home = str(tmp_path / "client-home")
+        return run_command(
+            dirac_like_argv("--server", central.endpoint, "--home", home, *args), cwd
         )
 
     return run
@@ -61,23 +46,8 @@ def alias(
     def run(name: str, *args: str, cwd: Path = tmp_path) -> subprocess.CompletedProcess[str]:
         script = BIN / name
         assert script.exists(), f"{name} is not installed next to {sys.executable}"
-        command = [
-            str(script),
-            *args,
-            "--server",
-            central.endpoint,
-            "--home",
-            str(tmp_path / "client-home"),
-        ]
-        return subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=child_env(),
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-        )
+        home = str(tmp_path / "client-home")
+        return run_command([str(script), *args, "--server", central.endpoint, "--home", home], cwd)
 
     return run
 
@@ -236,14 +206,8 @@ def test_peek_shows_the_last_lines_a_running_job_printed(
     wait_status(client, job_id, ("Running",), 30)
 
     def peeked() -> Any:
-        result = subprocess.run(
-            [str(BIN / "dirac-wms-job-peek"), str(job_id), "--server", service.endpoint],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env=child_env(),
-            stdin=subprocess.DEVNULL,
-        )
+        peek = BIN / "dirac-wms-job-peek"
+        result = run_command([str(peek), str(job_id), "--server", service.endpoint], timeout=30)
         return "line 99" in result.stdout and result
 
     result = wait_for(peeked, "job peek showing line 99", 30)
@@ -257,25 +221,8 @@ def test_peek_shows_the_last_lines_a_running_job_printed(
 
 
 def test_global_options_after_the_command_too(central: ServiceProcess, tmp_path: Path) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "dirac_like",
-        "--home",
-        str(tmp_path),
-        "job",
-        "list",
-        "--server",
-        central.endpoint,
-        "--json",
-    ]
-    result = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=child_env(),
-        stdin=subprocess.DEVNULL,
+    result = run_cli(
+        central.endpoint, "--home", str(tmp_path), "job", "list", "--json", cwd=tmp_path
     )
 
     assert result.returncode == 0, result.stderr

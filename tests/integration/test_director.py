@@ -197,13 +197,14 @@ def test_cli_once_and_unknown_site(tmp_path: Path, central: ServiceProcess) -> N
 
 
 def processes_of(pilot_id: str) -> list[psutil.Process]:
-    """Live processes of a pilot: the pilot (its command line) and its payloads (environment)."""
+    """Live processes of a pilot: the pilot (its command line) and its payloads (environment),
+    started from this test (another test's service may hand out the same pilot ids)."""
     found = []
     for process in psutil.process_iter():
         try:
-            mine = (
-                pilot_id in process.cmdline()
-                or process.environ().get("DIRAC_LIKE_PILOT_ID") == pilot_id
+            env = process.environ()
+            mine = testing.same_home(env) and (
+                pilot_id in process.cmdline() or env.get("DIRAC_LIKE_PILOT_ID") == pilot_id
             )
             if mine and process.status() != psutil.STATUS_ZOMBIE:
                 found.append(process)

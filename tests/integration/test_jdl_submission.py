@@ -5,7 +5,6 @@ reaching the payload (ExecutionEnvironment, DIRAC_JOB_PROCESSORS, StdInput, Grid
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,12 +29,8 @@ def grid(
         pilots.stop_all()
 
 
-def cli(service: ServiceProcess, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return run_cli(service.endpoint, *args, cwd=cwd)
-
-
 def submit(service: ServiceProcess, jdl: Path, cwd: Path) -> list[int]:
-    submitted = cli(service, "job", "submit", str(jdl), "--json", cwd=cwd)
+    submitted = run_cli(service.endpoint, "job", "submit", str(jdl), "--json", cwd=cwd)
     assert submitted.returncode == 0, submitted.stderr
     job_ids: list[int] = json.loads(submitted.stdout)["job_ids"]
     return job_ids
@@ -47,8 +42,8 @@ def stored_sandboxes(service: ServiceProcess) -> list[Path]:
 
 
 def output_of(service: ServiceProcess, job_id: int, tmp_path: Path) -> Path:
-    fetched = cli(
-        service, "job", "output", str(job_id), "--dir", str(tmp_path / "out"), cwd=tmp_path
+    fetched = run_cli(
+        service.endpoint, "job", "output", str(job_id), "--dir", str(tmp_path / "out"), cwd=tmp_path
     )
     assert fetched.returncode == 0, fetched.stderr
     return tmp_path / "out" / str(job_id)
@@ -76,7 +71,7 @@ def test_sandbox_paths_anywhere_arrive_under_their_base_names(
         '  Owner = "someone-else";\n]\n'
     )
 
-    submitted = cli(service, "job", "submit", str(jdl), "--json", cwd=tmp_path)
+    submitted = run_cli(service.endpoint, "job", "submit", str(jdl), "--json", cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stderr
     assert "Owner is set by the server" in submitted.stderr and "line 9" in submitted.stderr
     [job_id] = json.loads(submitted.stdout)["job_ids"]
@@ -98,7 +93,7 @@ def test_two_sandbox_files_with_one_name_are_refused_before_any_upload(
     jdl = tmp_path / "job.jdl"
     jdl.write_text('Executable = "/bin/sh";\nInputSandbox = { "a/run.sh", "b/run.sh" };\n')
 
-    refused = cli(service, "job", "submit", str(jdl), cwd=tmp_path)
+    refused = run_cli(service.endpoint, "job", "submit", str(jdl), cwd=tmp_path)
 
     assert refused.returncode != 0
     assert "'a/run.sh' and 'b/run.sh' have the same name 'run.sh'" in refused.stderr
@@ -117,7 +112,7 @@ def test_an_invalid_description_anywhere_uploads_nothing(
     bad = tmp_path / "bad.jdl"
     bad.write_text('Executable = "/bin/sh";\nInputSandbox = { "run.sh" };\nMaxRAM = "lots";\n')
 
-    refused = cli(service, "job", "submit", str(good), str(bad), cwd=tmp_path)
+    refused = run_cli(service.endpoint, "job", "submit", str(good), str(bad), cwd=tmp_path)
 
     assert refused.returncode != 0
     assert f"{bad}: MaxRAM must be an integer" in refused.stderr
@@ -137,7 +132,7 @@ def test_service_refusal_after_the_upload_keeps_the_line(
         'Executable = "/bin/sh";\nInputSandbox = {\n  "run.sh" };\nJobType = "NoSuchType";\n'
     )
 
-    refused = cli(service, "job", "submit", str(jdl), cwd=tmp_path)
+    refused = run_cli(service.endpoint, "job", "submit", str(jdl), cwd=tmp_path)
 
     assert refused.returncode != 0
     assert "attribute JobType, line 4" in refused.stderr

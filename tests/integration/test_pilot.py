@@ -94,12 +94,13 @@ class Pilots:
 
 
 def payloads_of(pilot_id: str, job_id: int | None = None) -> list[psutil.Process]:
-    """Live payload processes started by this pilot (found by their environment)."""
+    """Live payload processes started by this pilot (found by their environment), in this
+    test (another test may run a pilot of the same name at the same time)."""
     found = []
     for process in psutil.process_iter():
         try:
             env = process.environ()
-            if env.get("DIRAC_LIKE_PILOT_ID") != pilot_id:
+            if env.get("DIRAC_LIKE_PILOT_ID") != pilot_id or not testing.same_home(env):
                 continue
             if job_id is not None and env.get("DIRAC_LIKE_JOB_ID") != str(job_id):
                 continue

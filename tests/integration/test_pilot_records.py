@@ -4,12 +4,9 @@ they close their own records."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from test_cli import child_env
 from test_director import SITE, processes_of, write_site
 
 from dirac_like.agents.director import Director, DirectorSettings
@@ -17,7 +14,7 @@ from dirac_like.agents.director_records import LEFT_RUNNING
 from dirac_like.agents.fabrics import LocalFabric
 from dirac_like.client import Client
 from dirac_like.processes import ServiceProcess
-from dirac_like.testing import wait_for
+from dirac_like.testing import run_cli, wait_for
 
 DIRECTOR_TOML = """\
 [director]
@@ -34,32 +31,12 @@ def test_a_pilot_started_by_hand_closes_its_record_and_no_director_takes_it(
     central: ServiceProcess, client: Client, tmp_path: Path
 ) -> None:
     [job_id] = client.submit(['Executable = "/bin/true";'], "alice")
-    command = [
-        sys.executable,
-        "-m",
-        "dirac_like",
-        "pilot",
-        "--site",
-        SITE,
-        "--server",
-        central.endpoint,
-        "--pilot-id",
-        "by-hand-1",
-        "--max-jobs",
-        "1",
-        "--request-interval",
-        "0.3",
-        "--workdir",
-        str(tmp_path / "work"),
-    ]
     (tmp_path / "work").mkdir()
-    pilot = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=child_env(),
-        stdin=subprocess.DEVNULL,
+    pilot = run_cli(
+        central.endpoint,
+        *("pilot", "--site", SITE, "--pilot-id", "by-hand-1", "--max-jobs", "1"),
+        *("--request-interval", "0.3", "--workdir", str(tmp_path / "work")),
+        cwd=tmp_path,
     )
     director = Director(
         write_site(tmp_path / "sites"),
@@ -88,33 +65,12 @@ def test_director_once_leaves_its_local_pilots_running(
     write_site(tmp_path / "sites")
     config = tmp_path / "director.toml"
     config.write_text(DIRECTOR_TOML)
-    command = [
-        sys.executable,
-        "-m",
-        "dirac_like",
-        "agent",
-        "director",
-        "--site",
-        SITE,
-        "--sites-dir",
-        str(tmp_path / "sites"),
-        "--config",
-        str(config),
-        "--once",
-        "--server",
-        central.endpoint,
-        "--home",
-        str(tmp_path / "home"),
-    ]
 
-    once = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=child_env(),
+    once = run_cli(
+        central.endpoint,
+        *("agent", "director", "--site", SITE, "--sites-dir", str(tmp_path / "sites")),
+        *("--config", str(config), "--once", "--home", str(tmp_path / "home")),
         cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
     )
 
     assert once.returncode == 0, once.stderr
