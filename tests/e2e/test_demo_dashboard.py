@@ -36,7 +36,7 @@ def test_demo_keep_prints_a_dashboard_login_that_shows_its_jobs(tmp_path: Path) 
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
     demo = subprocess.Popen(
-        [sys.executable, "-m", "dirac_like", "demo", "--jobs", "7", "--sites", "1", "--keep"],
+        [sys.executable, "-m", "dirac_like", "demo", "--jobs", "9", "--sites", "1", "--keep"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -71,7 +71,7 @@ def test_demo_keep_prints_a_dashboard_login_that_shows_its_jobs(tmp_path: Path) 
         assert session.get(link.removeprefix(url.rstrip("/"))).status == 302
         overview = session.get("/fragment/overview").text
         total = re.search(r'id="total-jobs">(\d+)<', overview)
-        assert total and int(total.group(1)) >= 7, overview  # the demo's (and any probe jobs)
+        assert total and int(total.group(1)) >= 9, overview  # the demo's (and any probe jobs)
         assert "physics" in overview and "users" in overview  # the groups' shares
         hog = session.get("/jobs", {"name": "memory-hog"}).text  # one of the demo's jobs
         assert len(re.findall(r'data-job="\d+"', hog)) == 1 and "<td>Failed</td>" in hog
