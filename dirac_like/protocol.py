@@ -925,7 +925,7 @@ class ServiceInstanceRow:
     endpoint: str  # where it serves when it leads
     host: str
     pid: int
-    role: str  # leader or standby
+    role: str  # leader, standby, or silent (not seen alive for a while: dead or cut off)
     since: float  # when it took that role
     seen: float  # when it last noted itself alive
 

@@ -59,7 +59,7 @@ from dirac_like.store.postgres import PostgresStore
 
 from .audit import AuditLog
 from .central import CentralService
-from .leadership import Leadership, LeadershipConfig, Role, Step
+from .leadership import Leadership, LeadershipConfig, Role, Step, mark_silent
 from .shared_sandboxes import PostgresSandboxStore
 
 log = logging.getLogger(__name__)
@@ -260,7 +260,7 @@ class PairView:
             rows = self.board.rows(self.session.connection)
         except psycopg.Error as exc:
             raise StoreError(f"cannot read the service instances: {exc}") from None
-        return ServiceStatusReply(store="postgresql", instances=rows)
+        return ServiceStatusReply(store="postgresql", instances=mark_silent(rows, now))
 
 
 class SharedRegistry:

@@ -16,9 +16,12 @@ in. The shell (services/high_availability.py) runs the SQL and the sockets.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 from dataclasses import dataclass
+
+from dirac_like.protocol import ServiceInstanceRow
 
 log = logging.getLogger(__name__)
 
@@ -92,3 +95,16 @@ class Leadership:
             log.error("leadership lost after %.1f s: %s", now - self.since, why)
         self.role, self.since, self.last_loss = Role.STANDBY, now, why
         self._next = now + self.config.rejoin_delay
+
+
+SILENT_AFTER_SECONDS = 10.0  # an instance that has not noted itself alive this long is "silent"
+
+
+def mark_silent(
+    rows: list[ServiceInstanceRow], now: float, after: float = SILENT_AFTER_SECONDS
+) -> list[ServiceInstanceRow]:
+    """The instances' rows for ``service status``, each not seen for ``after`` seconds shown
+    with role ``silent`` (a dead or cut-off instance, not a standby ready to take over)."""
+    return [
+        dataclasses.replace(row, role="silent") if now - row.seen > after else row for row in rows
+    ]

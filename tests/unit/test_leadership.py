@@ -7,7 +7,8 @@ import zmq
 
 from dirac_like.client import Client, connect_servers, server_urls
 from dirac_like.errors import ConfigError
-from dirac_like.services.leadership import Leadership, LeadershipConfig, Role, Step
+from dirac_like.protocol import ServiceInstanceRow
+from dirac_like.services.leadership import Leadership, LeadershipConfig, Role, Step, mark_silent
 
 CONFIG = LeadershipConfig(retry_interval=0.5, probe_interval=0.25, rejoin_delay=2.0)
 
@@ -124,3 +125,13 @@ def test_a_broken_lock_session_is_leadership_lost() -> None:
         lock.check()
     with pytest.raises(LeadershipLost):
         lock.probe()
+
+
+def test_an_instance_not_seen_for_a_while_shows_as_silent_not_standby() -> None:
+    rows = [
+        ServiceInstanceRow("a", "tcp://a", "a", 1, "leader", 100.0, 200.0),
+        ServiceInstanceRow("b", "tcp://b", "b", 2, "standby", 100.0, 199.0),
+        ServiceInstanceRow("c", "tcp://c", "c", 3, "standby", 100.0, 150.0),  # killed at 150
+    ]
+    assert [row.role for row in mark_silent(rows, now=200.5)] == ["leader", "standby", "silent"]
+    assert mark_silent(rows, now=200.5)[2].seen == 150.0  # when it was last seen stays shown
