@@ -230,17 +230,7 @@ def start_director(home: Path, site: str, endpoint: str, identity: Path) -> Dire
         "--identity",
         str(identity),
     ]
-    stderr = home / f"director-{site}.stderr"
-    with open(stderr, "wb") as output:
-        popen = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=output,
-            cwd=home,
-            start_new_session=True,
-        )
-    return DirectorProcess(site, popen, stderr)
+    return start_daemon(home, command, f"director-{site}.stderr", site)
 
 
 def start_monitoring(home: Path, endpoint: str, identity: Path) -> DirectorProcess:
@@ -258,17 +248,7 @@ def start_monitoring(home: Path, endpoint: str, identity: Path) -> DirectorProce
         "--identity",
         str(identity),
     ]
-    stderr = home / "monitoring.stderr"
-    with open(stderr, "wb") as output:
-        popen = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=output,
-            cwd=home,
-            start_new_session=True,
-        )
-    return DirectorProcess("", popen, stderr, label="monitoring agent")
+    return start_daemon(home, command, "monitoring.stderr", "", "monitoring agent")
 
 
 def start_transfer_agent(home: Path, endpoint: str, identity: Path) -> DirectorProcess:
@@ -284,7 +264,14 @@ def start_transfer_agent(home: Path, endpoint: str, identity: Path) -> DirectorP
         "--identity",
         str(identity),
     ]
-    stderr = home / "transfer.stderr"
+    return start_daemon(home, command, "transfer.stderr", "", "transfer agent")
+
+
+def start_daemon(
+    home: Path, command: list[str], log_name: str, site: str, label: str = ""
+) -> DirectorProcess:
+    """``command`` in its own session in ``home``, its output to ``home/log_name``."""
+    stderr = home / log_name
     with open(stderr, "wb") as output:
         popen = subprocess.Popen(
             command,
@@ -294,7 +281,7 @@ def start_transfer_agent(home: Path, endpoint: str, identity: Path) -> DirectorP
             cwd=home,
             start_new_session=True,
         )
-    return DirectorProcess("", popen, stderr, label="transfer agent")
+    return DirectorProcess(site, popen, stderr, label)
 
 
 def start_service(grid: Grid, console: Console) -> None:
