@@ -131,14 +131,17 @@ def fill(endpoint: str, waiting: int, data: bool = False) -> float:
 
 
 def wait_made(client: Client, job_id: int) -> None:
-    """Until job ``job_id`` exists (a big submission is acknowledged before its last slices of
-    jobs are made: services/expansion.py)."""
+    """Until job ``job_id`` is made (a big submission is acknowledged before its last slices of
+    jobs are made, services/expansion.py: until then its owner sees it Received, "Being made";
+    others, not found)."""
     while True:
         try:
-            client.status([job_id])
-            return
+            [row] = client.status([job_id])
+            if not row.minor_status.startswith("Being made"):
+                return
         except JobNotFound:
-            time.sleep(0.01)
+            pass
+        time.sleep(0.01)
 
 
 def bulk_rate(endpoint: str, count: int = 100_000) -> float:
