@@ -302,7 +302,7 @@ class CentralService:
         self.purge_identities(self.clock())
         self.commit_and_reply(pending, messages)
         if background is not None:
-            self.pacer.worked(background, time.monotonic())
+            self.pacer.worked(background, time.monotonic(), contended=bool(messages))
         self.metrics.refresh(self.state, self.clock())
         return len(pending)
 

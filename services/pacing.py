@@ -4,7 +4,10 @@ slice of a big submission).
 After a piece that took ``t`` seconds (its own work and the commit of its batch), the next one is
 not due before ``t * (1 - duty) / duty`` seconds: background work takes at most ``duty`` of the
 loop's time, requests that arrive meanwhile are served at once, and the loop sleeps in ``poll``
-between pieces instead of spinning on a core. The time is a monotonic clock's, passed in.
+between pieces instead of spinning on a core. The pacing is work-conserving: after a loop turn
+that served no request, the next piece is due at once (an idle service makes a big submission or
+a bulk action at full speed; a request arriving meanwhile waits for one piece at most). The time
+is a monotonic clock's, passed in.
 
 Pure: no I/O.
 """
@@ -24,7 +27,8 @@ class Pacer:
         """Seconds until the next piece is due (0: now)."""
         return max(0.0, self.next_at - now)
 
-    def worked(self, started: float, ended: float) -> None:
-        """A piece ran from ``started`` to ``ended``."""
-        took = max(0.0, ended - started)
+    def worked(self, started: float, ended: float, contended: bool = True) -> None:
+        """A piece ran from ``started`` to ``ended``; ``contended``: the loop turn it ran in
+        also served requests (otherwise the next piece is due at once)."""
+        took = max(0.0, ended - started) if contended else 0.0
         self.next_at = ended + took * (1.0 - self.duty) / self.duty

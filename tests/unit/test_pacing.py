@@ -26,3 +26,12 @@ def test_a_clock_that_went_backwards_gives_no_negative_wait() -> None:
     pacer = Pacer(0.5)
     pacer.worked(5.0, 4.0)
     assert pacer.wait(4.0) == 0.0
+
+
+def test_after_a_turn_that_served_no_request_the_next_piece_is_due_at_once() -> None:
+    # work-conserving: an idle service makes a big submission at full speed
+    pacer = Pacer(0.2)
+    pacer.worked(10.0, 10.2, contended=False)
+    assert pacer.due(10.2) and pacer.wait(10.2) == 0.0
+    pacer.worked(10.2, 10.4, contended=True)  # requests came: background keeps its share
+    assert pacer.wait(10.4) == pytest.approx(0.8)
