@@ -26,7 +26,7 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as CounterMetric
@@ -264,25 +264,19 @@ def _share_families(snap: StateSnapshot) -> Iterator[Metric]:
     yield from (target, realised, usage, running)
 
 
-def _gauge(
-    name: str,
-    text: str,
-    labels: list[str],
-    samples: Iterator[tuple[list[str], float]] | list[tuple[list[str], float]],
-) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(f"{PREFIX}_{name}", text, labels=labels)
-    for values, value in samples:
-        family.add_metric(values, value)
-    return family
+Samples = Iterator[tuple[list[str], float]] | list[tuple[list[str], float]]
+_Family = TypeVar("_Family", GaugeMetricFamily, CounterMetricFamily)
 
 
-def _counter(
-    name: str,
-    text: str,
-    labels: list[str],
-    samples: Iterator[tuple[list[str], float]] | list[tuple[list[str], float]],
-) -> CounterMetricFamily:
-    family = CounterMetricFamily(f"{PREFIX}_{name}", text, labels=labels)
+def _gauge(name: str, text: str, labels: list[str], samples: Samples) -> GaugeMetricFamily:
+    return _filled(GaugeMetricFamily(f"{PREFIX}_{name}", text, labels=labels), samples)
+
+
+def _counter(name: str, text: str, labels: list[str], samples: Samples) -> CounterMetricFamily:
+    return _filled(CounterMetricFamily(f"{PREFIX}_{name}", text, labels=labels), samples)
+
+
+def _filled(family: _Family, samples: Samples) -> _Family:
     for values, value in samples:
         family.add_metric(values, value)
     return family
