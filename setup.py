@@ -7,8 +7,11 @@ Three folders make one import package: ``dirac_like/`` (the core), ``services/``
 
 from setuptools import find_packages, setup
 
-LAYERS = {"dirac_like": "dirac_like", "dirac_like.services": "services",
-          "dirac_like.agents": "agents"}
+LAYERS = {
+    "dirac_like": "dirac_like",
+    "dirac_like.services": "services",
+    "dirac_like.agents": "agents",
+}
 
 
 def discover() -> list[str]:

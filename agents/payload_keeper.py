@@ -253,8 +253,12 @@ def serve(channel: int) -> None:
     import select
     import socket
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+    stop_signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+    for signum in stop_signals:
         signal.signal(signum, signal.SIG_IGN)  # the pilot decides; its exit ends this
+    # The pilot started this with them blocked (one sent before now is pending: ignored, it is
+    # dropped); the keepers forked from here start with them unblocked.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
     link = socket.socket(fileno=channel)
     poller = select.poll()
     poller.register(link, select.POLLIN)

@@ -90,7 +90,7 @@ from .job_sandboxes import OutputSandbox, SandboxLimits, fetch_input, upload_out
 from .outbox import JOB_FILE, Outbox, Report, ended_report
 from .report_sender import ReportSender
 from .watchdog import Limits, Sample
-from .wrapper import MB, PayloadResult, PayloadRunner, PayloadSpec, tail_lines
+from .wrapper import HELPER_LOST, MB, PayloadResult, PayloadRunner, PayloadSpec, tail_lines
 
 log = logging.getLogger(__name__)
 
@@ -854,24 +854,17 @@ class Pilot:
         )
         if result.kill_reason == "lease":
             log.warning("job %s: %s", job.job_id, LEASE_LOST)
-            self._report(
-                job.job_id, job.attempt, HANDED_BACK, LEASE_LOST, workdir=job.workdir, kept=kept
-            )
+            self._hand_back(job, LEASE_LOST, kept)
+            return
+        if result.kill_reason == HELPER_LOST:
+            log.warning("job %s: %s", job.job_id, result.minor_status)
+            why = STOPPED_BY_SIGNAL.format(self.stop_signal) if self.stop_signal else "Pilot error"
+            self._hand_back(job, f"{why}: exec helper lost, job handed back", kept)
             return
         if hands_back(result, self._stopping_soon(result)):
-            log.info(
-                "job %s: handed back for rescheduling (pilot stopped: %s)",
-                job.job_id,
-                self.stop_signal,
-            )
-            self._report(
-                job.job_id,
-                job.attempt,
-                HANDED_BACK,
-                f"{STOPPED_BY_SIGNAL.format(self.stop_signal)}: job handed back",
-                workdir=job.workdir,
-                kept=kept,
-            )
+            stopped = STOPPED_BY_SIGNAL.format(self.stop_signal)
+            log.info("job %s: handed back for rescheduling (%s)", job.job_id, stopped)
+            self._hand_back(job, f"{stopped}: job handed back", kept)
             return
         usage = _usage(job, result, output.size if output else 0)
         if output is None:
@@ -892,6 +885,12 @@ class Pilot:
             workdir=job.workdir,
             kept=kept,
             usage=usage,
+        )
+
+    def _hand_back(self, job: RunningJob, minor_status: str, kept: Report | None) -> None:
+        """Give the job back to the task queue (Rescheduled): it did not fail, this pilot did."""
+        self._report(
+            job.job_id, job.attempt, HANDED_BACK, minor_status, workdir=job.workdir, kept=kept
         )
 
     def _stopping_soon(self, result: PayloadResult) -> bool:

@@ -7,17 +7,20 @@ until that thread ends. :meth:`Spawner.spawn` is thread-safe: it sends the reque
 payload's stdin, stdout and stderr, and returns the keeper's PID; a reader thread hands each
 keeper's end (wait status, CPU seconds of the keeper and all it waited for) to the callback
 given with it. If the helper dies, every keeper it had is reported ended (killed: SIGKILL, as
-its keepers kill their payloads when their parent dies) and the next spawn starts a new helper.
+its keepers kill their payloads when their parent dies) and the next spawn starts a new helper;
+a spawn the helper died under raises :class:`HelperLost` (the pilot hands that job back). The
+helper ignores the stop signals (it starts with them blocked, so one sent before its Python is
+up does not kill it): the pilot decides, and its exit ends the helper.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -30,10 +33,19 @@ KEEPER_SCRIPT = Path(__file__).with_name("payload_keeper.py")
 MAX_MESSAGE = 1 << 20  # bytes of one request (argv and environment)
 LOST_STATUS = signal.SIGKILL  # the wait status of a keeper whose helper died under it
 OnEnd = Callable[[int, float], None]  # (wait status, CPU seconds)
+HELPER_DIED = "the exec helper died"
+# Blocked from the helper's first instruction until it ignores them (a batch system's scancel
+# signals every process of the job, the helper too, maybe before its Python is up).
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1})
 
 
 class SpawnError(OSError):
     """The helper could not start the keeper (fork failed, the folder is gone, ...)."""
+
+
+class HelperLost(SpawnError):
+    """The exec helper died (or was gone) before it started the keeper: the pilot's fault, not
+    the job's."""
 
 
 @dataclass
@@ -50,12 +62,7 @@ class Spawner:
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(KEEPER_SCRIPT), "serve", str(theirs.fileno())],
-                pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # a signal to the pilot's group is the pilot's to handle
-            )
+            self.pid = _start_helper(theirs.fileno())
         finally:
             theirs.close()
         self.owner = os.getpid()
@@ -89,7 +96,7 @@ class Spawner:
         call = _Call(on_end)
         with self._lock:
             if not self.alive:
-                raise SpawnError("the exec helper is gone")
+                raise HelperLost("the exec helper is gone")
             self._next_id += 1
             request["id"] = self._next_id
             self._calls[self._next_id] = call
@@ -101,16 +108,21 @@ class Spawner:
                 socket.send_fds(self._link, [payload], list(stdio))
             except OSError as exc:
                 del self._calls[self._next_id]
-                raise SpawnError(f"the exec helper is gone: {exc}") from exc
+                raise HelperLost(f"the exec helper is gone: {exc}") from exc
         call.done.wait()
+        if call.error == HELPER_DIED:
+            raise HelperLost(call.error)
         if call.error:
             raise SpawnError(call.error)
         return call.pid
 
     def close(self) -> None:
         """End the helper (its keepers get their parent-death signal) and wait for it."""
+        with contextlib.suppress(OSError):  # the helper is gone already
+            self._link.shutdown(socket.SHUT_RDWR)  # wakes the reader; close alone would not
         self._link.close()
-        self.process.wait()
+        with contextlib.suppress(ChildProcessError):  # reaped already
+            os.waitpid(self.pid, 0)
 
     def _read(self) -> None:
         while True:
@@ -150,10 +162,24 @@ class Spawner:
         if calls or running:
             log.error("the exec helper died: %d payload(s) lost", len(running))
         for call in calls:
-            call.error = "the exec helper died"
+            call.error = HELPER_DIED
             call.done.set()
         for on_end in running:
             on_end(LOST_STATUS, 0.0)
+
+
+def _start_helper(channel: int) -> int:
+    """Start ``payload_keeper.py serve CHANNEL`` in its own session (a signal to the pilot's
+    group is the pilot's to handle), stdin from /dev/null, the stop signals blocked; its PID."""
+    os.set_inheritable(channel, True)
+    return os.posix_spawn(
+        sys.executable,
+        [sys.executable, "-I", "-S", str(KEEPER_SCRIPT), "serve", str(channel)],
+        os.environ,
+        file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)],
+        setsid=True,
+        setsigmask=STOP_SIGNALS,
+    )
 
 
 _shared: Spawner | None = None

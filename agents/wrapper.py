@@ -68,6 +68,7 @@ _TAIL_READ_BYTES = 64 * 1024
 MARKER_VARIABLE = "DIRAC_LIKE_PAYLOAD_MARKER"  # unique per run: finds escaped processes
 _GONE_POLL = 0.02  # seconds between checks while waiting for killed processes to go
 _KILL_WAIT = 10.0  # seconds to wait for processes to go after SIGKILL
+HELPER_LOST = "helper"  # kill_reason of a payload whose start the exec helper died under
 LEASE_MINOR_STATUS = "Payload killed: no heartbeat acknowledged within the lease"
 
 
@@ -107,7 +108,9 @@ class PayloadResult:
     peak_rss_mb: float
     wall_seconds: float
     stdout_tail: str
-    kill_reason: str = ""  # "" | "request" | the watchdog's reason ("memory", "time_left", ...)
+    # "" | "request" | the watchdog's reason ("memory", "time_left", ...) | "lease" |
+    # HELPER_LOST (the pilot's exec helper died before it started the payload)
+    kill_reason: str = ""
 
 
 class PayloadRunner:
@@ -167,7 +170,7 @@ class PayloadRunner:
             self._start()
         except _StartFailure as exc:
             log.warning("job %s: %s", spec.job_id, exc.message)
-            return self._not_started(JobStatus.FAILED, exc.message)
+            return self._not_started(JobStatus.FAILED, exc.message, exc.kill_reason)
         finally:
             self._started.set()
         verdict = self._watch()
@@ -222,6 +225,8 @@ class PayloadRunner:
                 str(spec.lease_file or "-"),
                 lease,
             )
+        except spawner.HelperLost as exc:
+            raise _StartFailure(f"Not started: {exc}", HELPER_LOST) from exc
         except OSError as exc:
             raise _StartFailure(f"Cannot start {spec.executable}: {exc.strerror or exc}") from exc
         finally:
@@ -504,7 +509,7 @@ class PayloadRunner:
             kill_reason=reason,
         )
 
-    def _not_started(self, status: JobStatus, minor: str) -> PayloadResult:
+    def _not_started(self, status: JobStatus, minor: str, kill_reason: str = "") -> PayloadResult:
         return PayloadResult(
             status=status,
             minor_status=minor,
@@ -513,14 +518,15 @@ class PayloadRunner:
             peak_rss_mb=0.0,
             wall_seconds=0.0,
             stdout_tail="",
-            kill_reason="request" if status is JobStatus.KILLED else "",
+            kill_reason="request" if status is JobStatus.KILLED else kill_reason,
         )
 
 
 class _StartFailure(Exception):
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, kill_reason: str = "") -> None:
         super().__init__(message)
         self.message = message
+        self.kill_reason = kill_reason  # HELPER_LOST: not the job's fault
 
 
 def _check_environment(argv: list[str], env: Mapping[str, str]) -> None:

@@ -147,7 +147,7 @@ def test_a_dead_exec_helper_ends_its_payloads_and_is_reported(tmp_path: Path) ->
                 timeout=30,
             )
         )
-        os.kill(helper.process.pid, signal.SIGKILL)
+        os.kill(helper.pid, signal.SIGKILL)
         assert wait_for(lambda: ended, "the keeper reported lost", timeout=30) == [
             spawner.LOST_STATUS
         ]

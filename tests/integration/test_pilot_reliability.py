@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from test_pilot import FAST_RETRIES, SHORT_TIMEOUTS, Pilots, payloads_of, wait_for, wait_status
 
+from dirac_like.agents import spawner
+from dirac_like.agents.pilot import Pilot, PilotConfig
 from dirac_like.client import Client
 from dirac_like.processes import ServiceProcess
 
@@ -171,3 +173,59 @@ def test_defect_9_a_pilot_killed_the_moment_its_payload_ended_leaves_the_end_to_
         final = wait_status(client, job_id, FINAL, 60)
         assert (final.status, final.attempt) == ("Done", 1)
         assert [e.status for e in client.history(job_id)].count("Running") == 1
+
+
+def test_a_job_whose_start_the_exec_helper_died_under_is_handed_back_not_failed(
+    central: ServiceProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (CI, Slurm e2e): scancel signals every process of the pilot's batch job, the
+    exec helper too; one that died as the pilot started a payload failed the user's job
+    ("Cannot start /bin/sleep: the exec helper died"). The pilot's failure is not the job's:
+    the job is handed back (Rescheduled) to run elsewhere."""
+    helper = spawner.Spawner()
+    os.kill(helper.pid, signal.SIGKILL)
+    wait_for(lambda: not helper.alive, "the pilot to see its exec helper gone")
+    monkeypatch.setattr(spawner, "shared", lambda: helper)
+    config = PilotConfig(
+        server=central.endpoint,
+        site="Site.Test",
+        workdir=tmp_path,
+        max_jobs=1,
+        heartbeat_interval=0.5,
+        request_interval=0.5,
+        pilot_id="p-helper-lost",
+    )
+    with Client(central.endpoint, FAST_RETRIES) as client:
+        [job_id] = client.submit(['Executable = "/bin/true";'], "alice")
+        try:
+            assert Pilot(config, FAST_RETRIES).run() == 0
+        finally:
+            helper.close()
+        history = client.history(job_id)
+    statuses = [entry.status for entry in history]
+    assert "Failed" not in statuses, statuses
+    [handed_back] = [entry for entry in history if entry.status == "Rescheduled"]
+    assert "exec helper lost, job handed back" in handed_back.minor_status
+
+
+def test_an_exec_helper_signalled_before_its_python_is_up_keeps_serving(tmp_path: Path) -> None:
+    """The helper starts with the stop signals blocked: a SIGTERM sent at once (scancel) is
+    dropped when it ignores them, instead of killing it during its start-up."""
+    helper = spawner.Spawner()
+    try:
+        os.kill(helper.pid, signal.SIGTERM)
+        os.kill(helper.pid, signal.SIGINT)
+        ended: list[int] = []
+        with open(tmp_path / "out", "wb") as out, open(os.devnull, "rb") as null:
+            helper.spawn(
+                ["sh", "-c", "exit 3"],
+                tmp_path,
+                dict(os.environ),
+                (null.fileno(), out.fileno(), out.fileno()),
+                lambda status, cpu: ended.append(status),
+            )
+        [status] = wait_for(lambda: ended, "the payload's end")
+        assert os.waitstatus_to_exitcode(status) == 3
+        assert helper.alive
+    finally:
+        helper.close()
