@@ -12,6 +12,9 @@ So a pair keeps them in its database, with the same interface and the same rules
 - ``ha_sandboxes (sha256, size, written)``: the archives complete, checked and stored;
 - ``ha_sandbox_grants (sha256, holder)``: who may read and name an archive.
 
+The tables are the store's (schema version 10, dirac_like/store/postgres_pair.py): a store opened
+(migrated) first has them.
+
 Each chunk is written in one transaction of its own connection (not the batch's: archives are
 named by their sha256, so a chunk written by an instance that has just lost the lead harms
 nothing). docs/high-availability.md has the figures that chose this over large objects or an SE.
@@ -30,17 +33,6 @@ from dirac_like.sandbox import SandboxError, SandboxNotFound, SandboxStore, chec
 
 log = logging.getLogger(__name__)
 
-TABLES = (
-    """CREATE TABLE IF NOT EXISTS ha_sandboxes (
-        sha256 TEXT PRIMARY KEY, size BIGINT NOT NULL, written DOUBLE PRECISION NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS ha_sandbox_parts (
-        sha256 TEXT NOT NULL, uploader TEXT NOT NULL, start BIGINT NOT NULL,
-        data BYTEA NOT NULL, written DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (sha256, uploader, start))""",
-    "ALTER TABLE ha_sandbox_parts ALTER COLUMN data SET STORAGE EXTERNAL",
-    """CREATE TABLE IF NOT EXISTS ha_sandbox_grants (
-        sha256 TEXT NOT NULL, holder TEXT NOT NULL, PRIMARY KEY (sha256, holder))""",
-)
 STORED = ""  # the uploader of a stored archive's parts
 
 
@@ -53,9 +45,6 @@ class PostgresSandboxStore(SandboxStore):
         self.max_bytes = max_bytes
         self.clock = clock
         self.connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
-        with self.connection.transaction():
-            for statement in TABLES:
-                self.connection.execute(statement)
 
     def close(self) -> None:
         self.connection.close()

@@ -26,6 +26,7 @@ from throwaway_postgres import new_database, postgres_server
 
 from dirac_like.sandbox import SandboxStore
 from dirac_like.services.shared_sandboxes import PostgresSandboxStore
+from dirac_like.store.base import open_store
 
 MIB = 1024 * 1024
 
@@ -64,7 +65,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         files = measure(SandboxStore(Path(folder), limit), archives, chunk)
     with postgres_server(args.postgres) as url:
-        store = PostgresSandboxStore(new_database(url), limit, time.time)
+        store_url = new_database(url)
+        open_store(store_url).close()  # the sandboxes' tables are the store's schema
+        store = PostgresSandboxStore(store_url, limit, time.time)
         try:
             database = measure(store, archives, chunk)
         finally:

@@ -1,0 +1,148 @@
+"""The pair's tables in the PostgreSQL store's versioned schema (version 10), on a real server.
+
+A version-9 store is migrated whether or not a pair already made its tables on first use (as
+the releases before 10 did); a store a central service leads is migrated by no other opener.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from dirac_like.errors import SchemaTooNew, StoreError
+from dirac_like.model import ChangeSet, SiteRecord
+from dirac_like.store.base import SCHEMA_VERSION
+from dirac_like.store.postgres import PostgresStore, migrations
+from dirac_like.store.postgres_pair import (
+    LEADER_LOCK,
+    PAIR_MIGRATION,
+    PAIR_SCHEMA_VERSION,
+    TRY_LEADER_LOCK,
+)
+
+PAIR_TABLES = {
+    "ha_instances", "ha_files", "ha_audit", "ha_sandboxes", "ha_sandbox_parts",
+    "ha_sandbox_grants",
+}  # fmt: skip
+# What a pair of release 9 made on first use (services/high_availability.py and
+# services/shared_sandboxes.py made the same tables, but ha_instances.code_schema, before they
+# were in the schema), with a row in each.
+PAIR_TABLES_OF_RELEASE_9 = (
+    *(statement for statement in PAIR_MIGRATION if "code_schema" not in statement),
+    "INSERT INTO ha_instances VALUES ('a', 'tcp://a:7700', 'a', 7, 'leader', 1.0, 2.0)",
+    "INSERT INTO ha_files VALUES ('identities', 'registry', 1.0)",
+    "INSERT INTO ha_audit (epoch, instance, line) VALUES (1.0, 'a', 'ban S')",
+    "INSERT INTO ha_sandboxes VALUES ('abc', 3, 1.0)",
+    "INSERT INTO ha_sandbox_parts VALUES ('abc', '', 0, 'xyz', 1.0)",
+    "INSERT INTO ha_sandbox_grants VALUES ('abc', 'alice')",
+)
+
+
+def version_9_store(url: str, *statements: str) -> None:
+    """A store at schema 9 (its migrations, translated), with ``statements`` run after."""
+    with psycopg.connect(url, autocommit=True) as connection, connection.transaction():
+        for step in migrations()[:9]:
+            for statement in step:
+                connection.execute(statement)
+        connection.execute("CREATE TABLE schema_version (version BIGINT NOT NULL)")
+        connection.execute("INSERT INTO schema_version VALUES (9)")
+        connection.execute("INSERT INTO sites VALUES ('S', 1, 'old ban', 1.0, 0, 0, -1)")
+        for statement in statements:
+            connection.execute(statement)
+
+
+def tables(url: str) -> set[str]:
+    with psycopg.connect(url, autocommit=True) as connection:
+        rows = connection.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+def stored_version(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as connection:
+        row = connection.execute("SELECT version FROM schema_version").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_new_store_has_the_pair_tables_at_the_current_version(postgres_url: str) -> None:
+    PostgresStore(postgres_url).close()
+
+    assert tables(postgres_url) >= PAIR_TABLES
+    assert stored_version(postgres_url) == SCHEMA_VERSION == PAIR_SCHEMA_VERSION == 10
+
+
+def test_a_version_9_store_without_the_pair_tables_is_migrated(postgres_url: str) -> None:
+    version_9_store(postgres_url)
+    assert not PAIR_TABLES & tables(postgres_url)
+
+    store = PostgresStore(postgres_url)
+    try:
+        assert store.schema_version() == 10
+        assert [site.name for site in store.load().sites] == ["S"]
+    finally:
+        store.close()
+    assert tables(postgres_url) >= PAIR_TABLES
+
+
+def test_a_version_9_store_whose_pair_made_its_tables_keeps_their_rows(postgres_url: str) -> None:
+    version_9_store(postgres_url, *PAIR_TABLES_OF_RELEASE_9)
+
+    PostgresStore(postgres_url).close()
+
+    assert stored_version(postgres_url) == 10
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        instance = connection.execute("SELECT name, role, code_schema FROM ha_instances")
+        assert instance.fetchall() == [("a", "leader", 0)]  # an instance of before: not known
+        assert connection.execute("SELECT line FROM ha_audit").fetchall() == [("ban S",)]
+        assert connection.execute("SELECT count(*) FROM ha_files").fetchone() == (1,)
+        parts = connection.execute("SELECT data FROM ha_sandbox_parts").fetchall()
+        assert [bytes(part) for (part,) in parts] == [b"xyz"]
+        assert connection.execute("SELECT holder FROM ha_sandbox_grants").fetchall() == [("alice",)]
+
+
+def test_a_store_a_central_service_leads_is_not_migrated_by_another(postgres_url: str) -> None:
+    version_9_store(postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as leader:
+        assert leader.execute(TRY_LEADER_LOCK, (LEADER_LOCK,)).fetchone() == (True,)
+
+        with pytest.raises(StoreError, match=r"schema version 9 .* a central service leads it"):
+            PostgresStore(postgres_url)
+
+        assert stored_version(postgres_url) == 9
+        assert not PAIR_TABLES & tables(postgres_url)
+
+
+def test_opened_without_migrating_a_store_stays_until_migrated(postgres_url: str) -> None:
+    """A standby's store: the leader lock is held by its own session when it migrates."""
+    version_9_store(postgres_url)
+
+    store = PostgresStore(postgres_url, migrate=False)
+    try:
+        assert (store.schema_version(), store.code_version) == (9, 10)
+        assert not PAIR_TABLES & tables(postgres_url)
+        connection = store._db.connection  # the store's session takes the lock, as a leader's
+        assert connection.execute(TRY_LEADER_LOCK, (LEADER_LOCK,)).fetchone() == (True,)
+        store.migrate()
+        assert store.schema_version() == 10
+        store.commit(ChangeSet(sites={"T": SiteRecord("T", False, "", 2.0)}))
+        assert [site.name for site in store.load().sites] == ["S", "T"]
+    finally:
+        store.close()
+
+
+def test_a_store_newer_than_the_code_is_refused_unmigrated(postgres_url: str) -> None:
+    PostgresStore(postgres_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute("UPDATE schema_version SET version = 11")
+
+    with pytest.raises(SchemaTooNew, match=r"schema version 11, newer than this code knows \(10\)"):
+        PostgresStore(postgres_url)
+    store = PostgresStore(postgres_url, migrate=False)  # what a standby does: it only reads
+    try:
+        assert store.schema_version() == 11
+        with pytest.raises(SchemaTooNew):
+            store.migrate()
+    finally:
+        store.close()
