@@ -29,7 +29,7 @@ Every central service on a PostgreSQL store runs here (:func:`run_paired`). The 
   :class:`SchemaTooNew` (naming both versions) and exits (EXIT_SCHEMA_TOO_NEW), whether it sees
   that standing by or once it holds the lock (the lock is released with its session).
 
-The pair's tables (``ha_instances``, ``ha_files``, ``ha_audit`` for :class:`DatabaseAuditLog`,
+The pair's tables (``ha_instances``, ``ha_files`` and ``ha_audit`` of services/pair_shared.py,
 the sandboxes' of services/shared_sandboxes.py) are part of the store's versioned schema since
 version 10 (dirac_like/store/postgres_pair.py).
 """
@@ -54,15 +54,18 @@ import zmq
 from dirac_like.accounting import JobAccountingRecord
 from dirac_like.config import Config
 from dirac_like.errors import DiracLikeError, SchemaTooNew, StoreError
-from dirac_like.identity import write_private
 from dirac_like.model import ChangeSet, FileEntry, HistoryEntry, LoadedState
 from dirac_like.monitoring import ProbeResult
 from dirac_like.protocol import ServiceInstanceRow, ServiceStatusReply
-from dirac_like.registry import load_registry, registry_path
 from dirac_like.sandbox import SandboxStore
 from dirac_like.store import Store
 from dirac_like.store.postgres import PostgresStore, code_schema_version
-from dirac_like.store.postgres_pair import LEADER_LOCK, PAIR_SCHEMA_VERSION, TRY_LEADER_LOCK
+from dirac_like.store.postgres_pair import (
+    LEADER_LOCK,
+    PAIR_SCHEMA_VERSION,
+    TRY_LEADER_LOCK,
+    LeaderFence,
+)
 
 from .audit import AuditLog
 from .central import CentralService
@@ -75,11 +78,11 @@ from .leadership import (
     mark_silent,
     schema_step,
 )
+from .pair_shared import DatabaseAuditLog, SharedRegistry
 from .shared_sandboxes import PostgresSandboxStore
 
 log = logging.getLogger(__name__)
 
-REGISTRY_NAME = "identities"  # the identity registry's row in ha_files
 NOTE_SECONDS = 2.0  # how often an instance notes itself alive in ha_instances
 IDLE_SLEEP_SECONDS = 0.1  # a standby's longest sleep (it notices a stop request within it)
 # Keepalives on the lock's session: the server frees the lock within about 5 + 3 * 1 s of the
@@ -285,81 +288,23 @@ class PairView:
         return ServiceStatusReply("postgresql", rows, schema=self.store.schema_version())
 
 
-class SharedRegistry:
-    """The identity registry in table ``ha_files``, so that whoever leads admits the same keys
-    (pilot tokens issued by one leader work with the next). The service keeps using its home's
-    file; this copies it from the table when an instance takes the lead, and to the table
-    (before the batch's commit, on the lock's session) whenever the leader changed it."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-
-    def pull(self, connection: psycopg.Connection[Any], now: float) -> None:
-        """Make the home's registry file the shared one (or share the home's if none is)."""
-        row = connection.execute(
-            "SELECT data FROM ha_files WHERE name = %s", (REGISTRY_NAME,)
-        ).fetchone()
-        if row is not None:
-            write_private(registry_path(self.home), bytes(row[0]).decode("utf-8"))
-            load_registry(self.home)  # refuse a broken shared registry now, not later
-            return
-        text = registry_path(self.home).read_text(encoding="utf-8")
-        self.push(connection, text, now)
-
-    @staticmethod
-    def push(connection: psycopg.Connection[Any], text: str, now: float) -> None:
-        connection.execute(
-            """INSERT INTO ha_files VALUES (%s, %s, %s) ON CONFLICT (name)
-               DO UPDATE SET data = EXCLUDED.data, updated = EXCLUDED.updated""",
-            (REGISTRY_NAME, text.encode("utf-8"), now),
-        )
-
-
-class DatabaseAuditLog(AuditLog):
-    """The audit log of a pair: each line in table ``ha_audit`` (one log whoever led), and in
-    the instance's own file as well (it is there even when the database is not)."""
-
-    def __init__(self, home: Path, url: str) -> None:
-        super().__init__(home / "logs" / "audit.log")
-        self.connection: psycopg.Connection[Any] | None = None
-        try:
-            self.connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
-        except psycopg.Error as exc:
-            log.error("audit log: the database cannot be written (%s): the file only", exc)
-
-    def record(self, line: str, now: float) -> None:
-        super().record(line, now)
-        if self.connection is None:
-            return
-        try:
-            self.connection.execute(
-                "INSERT INTO ha_audit (epoch, instance, line) VALUES (%s, %s, %s)",
-                (now, socket.gethostname(), line),
-            )
-        except psycopg.Error as exc:
-            log.error("cannot write the audit log to the database: %s (entry: %s)", exc, line)
-
-    def close(self) -> None:
-        super().close()
-        if self.connection is not None:
-            with contextlib.suppress(psycopg.Error):
-                self.connection.close()
-
-
 class PairedCentralService(CentralService):
     """A central service leading a pair: the identity registry is also written to the store."""
 
     def __init__(self, *args: Any, session: LockSession, shared: SharedRegistry, **kw: Any):
         self.session = session
         self.shared = shared
+        # what it writes on other connections is refused once its session lost the lock
+        self.fence = LeaderFence(session.connection.info.backend_pid)
         super().__init__(*args, **kw)
 
     def _audit_log(self) -> AuditLog:
-        return DatabaseAuditLog(self.home, self.config.store_url(self.home))
+        return DatabaseAuditLog(self.home, self.config.store_url(self.home), self.fence)
 
     def _sandbox_store(self, max_bytes: int) -> SandboxStore:
         """In the database: the next leader finds what a pilot uploaded to this one."""
-        return PostgresSandboxStore(self.config.store_url(self.home), max_bytes, self.clock)
+        url = self.config.store_url(self.home)
+        return PostgresSandboxStore(url, max_bytes, self.clock, self.fence)
 
     def close(self) -> None:
         super().close()

@@ -51,6 +51,7 @@ from dirac_like.model import ChangeSet, LoadedState
 from dirac_like.store.base import SCHEMA_VERSION
 from dirac_like.store.postgres_pair import (
     LEADER_LOCK,
+    MIGRATION_LOCK,
     POSTGRES_ONLY_STEPS,
     TRY_LEADER_LOCK_IN_TRANSACTION,
 )
@@ -85,8 +86,6 @@ DESCRIPTIONS_READ_AHEAD = 256
 DESCRIPTIONS_KEPT = 65_536
 SELECT_DESCRIPTIONS_FROM = """SELECT job_id, description FROM descriptions WHERE job_id >= %s
     ORDER BY job_id LIMIT %s"""
-# The key of the advisory lock held while migrating (any constant; "dirac-li" in ASCII).
-MIGRATION_LOCK = 0x6469726163_2D6C69
 # synchronous=full: a commit is on the server's disk when it returns; normal: it may be lost if
 # the server (not the service) crashes right after (PostgreSQL's synchronous_commit).
 SYNCHRONOUS_COMMIT = {"full": "on", "normal": "off"}

@@ -14,11 +14,20 @@ can never commit to a schema migrated under it.
 
 from __future__ import annotations
 
+from typing import Any
+
 # The advisory lock of a pair's leader: (LEADER_LOCK, a hash of the store's schema), so that
 # stores kept in different schemas of one database (the tests' stores) are pairs of their own.
 LEADER_LOCK = 0x64_6C_68_61  # "dlha" in ASCII
 TRY_LEADER_LOCK = "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))"
 TRY_LEADER_LOCK_IN_TRANSACTION = "SELECT pg_try_advisory_xact_lock(%s, hashtext(current_schema()))"
+
+# The key of the advisory lock a migration holds (exclusive, any constant: "dirac-li" in ASCII);
+# a leader's writes on connections other than its lock's session hold it shared (LeaderFence).
+MIGRATION_LOCK = 0x6469726163_2D6C69
+# How many of the pair's leader locks (of this store's schema) the session ``pid`` holds.
+HOLDS_LEADER_LOCK = """SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+    AND classid = %s AND objid = hashtext(current_schema())::oid AND objsubid = 2 AND pid = %s"""
 
 # The first schema version with the pair's tables (and ha_instances.code_schema).
 PAIR_SCHEMA_VERSION = 10
@@ -52,3 +61,33 @@ PAIR_MIGRATION = (
 # PostgreSQL's own statements of a migration step, run after that step's common ones:
 # ``{n: statements}`` belong to the step from n to n + 1.
 POSTGRES_ONLY_STEPS: dict[int, tuple[str, ...]] = {PAIR_SCHEMA_VERSION - 1: PAIR_MIGRATION}
+
+
+class NotLeading(Exception):
+    """The leader's session no longer holds the lock: nothing more may be written for it."""
+
+
+class LeaderFence:
+    """Fences what a leader writes on a connection other than its lock's session (sandboxes,
+    the audit log): each such transaction first calls :meth:`check`, which
+
+    - takes the migration lock shared, for the transaction: it waits out a migration under way
+      and keeps one from starting until the transaction ends;
+    - then makes sure the leader's session (``leader_pid``, its backend's PID) still holds the
+      pair's lock, else NotLeading.
+
+    So a write either commits before a migration starts (which migrates it with the rest) or is
+    refused: the lock changed hands first, and only its new holder migrates.
+    """
+
+    def __init__(self, leader_pid: int) -> None:
+        self.leader_pid = leader_pid
+
+    def check(self, connection: Any) -> None:
+        """In the caller's transaction on ``connection`` (a psycopg connection)."""
+        connection.execute("SELECT pg_advisory_xact_lock_shared(%s)", (MIGRATION_LOCK,))
+        row = connection.execute(HOLDS_LEADER_LOCK, (LEADER_LOCK, self.leader_pid)).fetchone()
+        if not row or not row[0]:
+            raise NotLeading(
+                f"the session {self.leader_pid} no longer holds the leader lock: not written"
+            )

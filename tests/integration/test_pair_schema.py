@@ -6,18 +6,25 @@ the releases before 10 did); a store a central service leads is migrated by no o
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 import pytest
 
 from dirac_like.errors import SchemaTooNew, StoreError
 from dirac_like.model import ChangeSet, SiteRecord
+from dirac_like.sandbox import checksum
+from dirac_like.services.pair_shared import DatabaseAuditLog
+from dirac_like.services.shared_sandboxes import PostgresSandboxStore
 from dirac_like.store.base import SCHEMA_VERSION
 from dirac_like.store.postgres import PostgresStore, migrations
 from dirac_like.store.postgres_pair import (
     LEADER_LOCK,
+    MIGRATION_LOCK,
     PAIR_MIGRATION,
     PAIR_SCHEMA_VERSION,
     TRY_LEADER_LOCK,
+    LeaderFence,
 )
 
 PAIR_TABLES = {
@@ -146,3 +153,55 @@ def test_a_store_newer_than_the_code_is_refused_unmigrated(postgres_url: str) ->
             store.migrate()
     finally:
         store.close()
+
+
+def test_a_leaders_writes_beside_its_session_are_refused_once_it_lost_the_lock(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Sandboxes and audit lines go on connections of their own: the fence refuses them once
+    the leader's session is gone, so none lands on a schema migrated by the next leader."""
+    PostgresStore(postgres_url).close()
+    leader = psycopg.connect(postgres_url, autocommit=True)
+    assert leader.execute(TRY_LEADER_LOCK, (LEADER_LOCK,)).fetchone() == (True,)
+    fence = LeaderFence(leader.info.backend_pid)
+    sandboxes = PostgresSandboxStore(postgres_url, 1 << 20, lambda: 1000.0, fence)
+    audit = DatabaseAuditLog(tmp_path, postgres_url, fence)
+    try:
+        written = sandboxes.put(b"while leading")
+        audit.record("ban S", 1000.0)
+        leader.close()  # the lock goes with the session
+
+        with pytest.raises(OSError, match="no longer holds the leader lock"):
+            sandboxes.put(b"after the lead was lost")
+        audit.record("ban T", 1001.0)  # in the instance's file only
+    finally:
+        sandboxes.close()
+        audit.close()
+
+    reader = PostgresSandboxStore(postgres_url, 1 << 20, lambda: 1000.0)
+    try:
+        assert reader.get(written) == b"while leading"
+        assert not reader.has(checksum(b"after the lead was lost"))
+    finally:
+        reader.close()
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        assert connection.execute("SELECT line FROM ha_audit").fetchall() == [("ban S",)]
+    assert "ban T" in (tmp_path / "logs" / "audit.log").read_text()
+
+
+def test_a_fenced_write_under_way_holds_a_migration_off(postgres_url: str) -> None:
+    PostgresStore(postgres_url).close()
+    with (
+        psycopg.connect(postgres_url, autocommit=True) as leader,
+        psycopg.connect(postgres_url, autocommit=True) as writer,
+        psycopg.connect(postgres_url, autocommit=True) as migrator,
+    ):
+        assert leader.execute(TRY_LEADER_LOCK, (LEADER_LOCK,)).fetchone() == (True,)
+        with writer.transaction():
+            LeaderFence(leader.info.backend_pid).check(writer)
+            with migrator.transaction():
+                taken = migrator.execute("SELECT pg_try_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+                assert taken.fetchone() == (False,)
+        with migrator.transaction():  # the write committed: a migration may run
+            taken = migrator.execute("SELECT pg_try_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            assert taken.fetchone() == (True,)

@@ -10,6 +10,7 @@ exits, naming both versions (docs/high-availability.md, "Upgrading one instance 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,14 @@ import psycopg
 import pytest
 
 from dirac_like.client import Client, RetryPolicy
-from dirac_like.errors import EXIT_SCHEMA_TOO_NEW
+from dirac_like.config import Config, StoreConfig
+from dirac_like.errors import EXIT_SCHEMA_TOO_NEW, SchemaTooNew
 from dirac_like.identity import load_identity
 from dirac_like.service_pair import ServicePair
+from dirac_like.services.high_availability import PairedService, PairSettings
 from dirac_like.store.base import SCHEMA_VERSION
+from dirac_like.store.postgres import PostgresStore
+from dirac_like.store.postgres_pair import LEADER_LOCK, TRY_LEADER_LOCK
 from dirac_like.testing import wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -105,3 +110,29 @@ def test_a_newer_standby_migrates_only_once_it_leads_and_an_older_one_refuses(
     )
     assert "listening on" not in said
     assert pair.answering(NEW) and schema_of(pair.store_url) == (NEWER, True)
+
+
+def test_an_instance_that_wins_the_lock_over_a_schema_migrated_meanwhile_refuses(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The race the check under the lock is for, replayed step by step in one process: standing
+    by, the instance read its own schema version; then a newer leader migrated the store and
+    died; the instance takes the lock and must not lead."""
+    PostgresStore(postgres_url).close()
+    config = Config(store=StoreConfig(url=postgres_url))
+    paired = PairedService(config, tmp_path, PairSettings("old", "tcp://127.0.0.1:0", True))
+    store, session = paired._standby_store()
+    assert store.schema_version() == SCHEMA_VERSION  # what it read standing by
+    with psycopg.connect(postgres_url, autocommit=True) as newer:
+        newer.execute("UPDATE schema_version SET version = %s", (NEWER,))
+    assert session.try_lock()
+
+    with pytest.raises(
+        SchemaTooNew, match=f"version is {NEWER}, newer than .* \\({SCHEMA_VERSION}"
+    ):
+        paired._lead(session, time.time())
+
+    assert paired.service is None and paired.store is None
+    with psycopg.connect(postgres_url, autocommit=True) as other:  # the lock went with it
+        assert other.execute(TRY_LEADER_LOCK, (LEADER_LOCK,)).fetchone() == (True,)
+        assert other.execute("SELECT count(*) FROM ha_instances").fetchone() == (0,)

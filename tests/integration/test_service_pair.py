@@ -18,6 +18,7 @@ from dirac_like.client import Client, RetryPolicy
 from dirac_like.errors import DiracLikeError
 from dirac_like.identity import load_identity
 from dirac_like.service_pair import ServicePair
+from dirac_like.store.base import SCHEMA_VERSION
 from dirac_like.testing import run_cli, wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -115,9 +116,14 @@ def test_both_started_at_once_exactly_one_leads(pair: ServicePair, postgres_url:
     assert leaders(pair) == [leader]
     assert len(lock_holders(postgres_url)) == 1
     with client_of(pair) as client:
-        status: Any = client.service_status()
-    assert status.store == "postgresql"
+        # on a new store the standby notes itself once the leader made the tables (0.5 s)
+        status: Any = wait_for(
+            lambda: (reply := client.service_status()).instances[1:] and reply,
+            "the standby noted in the service status",
+        )
+    assert status.store == "postgresql" and status.schema == SCHEMA_VERSION
     assert [row.role for row in status.instances] == ["leader", "standby"]
+    assert [row.code_schema for row in status.instances] == [SCHEMA_VERSION] * 2
     assert status.instances[0].endpoint == pair.listens[leader]
 
 
