@@ -136,6 +136,15 @@ def test_admin_service_status_names_the_leader(pair: ServicePair) -> None:
     assert done.returncode == 0, done.stderr
     first = json.loads(done.stdout)["instances"][0]
     assert first["role"] == "leader" and first["endpoint"] == pair.listens[leader]
+    assert first["code_schema"] == SCHEMA_VERSION
+    table = run_cli(
+        pair.endpoint, "admin", "service", "status",
+        "--identity", str(pair.identity_path), cwd=pair.folder,
+    )  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    head, columns, _rule, leading, *_ = table.stdout.splitlines()
+    assert head == f"store: postgresql (schema {SCHEMA_VERSION})"
+    assert columns.split()[-1] == "Schema" and leading.split()[-1] == str(SCHEMA_VERSION)
 
 
 def test_a_leader_stopped_with_sigterm_hands_over_at_once(pair: ServicePair) -> None:
