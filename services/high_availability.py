@@ -217,7 +217,9 @@ class Instance:
     code_schema: int  # the schema version its code reads and writes
 
 
-# ha_instances' columns before schema 10 (when the pair made the table itself), then since.
+# ha_instances' columns before schema 10 (when the pair made the table itself), then since. A
+# release that changes the table adds its columns by version here: a standby newer than the
+# store notes itself in the columns the store has.
 BOARD_COLUMNS_BEFORE_10 = ("name", "endpoint", "host", "pid", "role", "since", "seen")
 BOARD_COLUMNS = (*BOARD_COLUMNS_BEFORE_10, "code_schema")
 
