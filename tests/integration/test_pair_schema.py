@@ -14,6 +14,8 @@ import pytest
 from dirac_like.errors import SchemaTooNew, StoreError
 from dirac_like.model import ChangeSet, SiteRecord
 from dirac_like.sandbox import checksum
+from dirac_like.services.high_availability import Instance, InstanceBoard
+from dirac_like.services.leadership import Role
 from dirac_like.services.pair_shared import DatabaseAuditLog
 from dirac_like.services.shared_sandboxes import PostgresSandboxStore
 from dirac_like.store.base import SCHEMA_VERSION
@@ -205,3 +207,23 @@ def test_a_fenced_write_under_way_holds_a_migration_off(postgres_url: str) -> No
         with migrator.transaction():  # the write committed: a migration may run
             taken = migrator.execute("SELECT pg_try_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             assert taken.fetchone() == (True,)
+
+
+def test_a_standby_newer_than_the_store_notes_itself_in_the_columns_the_store_has(
+    postgres_url: str,
+) -> None:
+    """Upgrading from release 9: the newer standby notes itself in release 9's ha_instances
+    (no code_schema column), and on a store no pair has used yet, not at all."""
+    version_9_store(postgres_url)
+    board = InstanceBoard(Instance("b", "tcp://b:7700", "b", 8, SCHEMA_VERSION))
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        board.note(connection, Role.STANDBY, 1.0, 2.0, stored_schema=9)  # no table: nothing
+        assert "ha_instances" not in tables(postgres_url)
+        for statement in PAIR_TABLES_OF_RELEASE_9:
+            connection.execute(statement)
+
+        board.note(connection, Role.STANDBY, 1.0, 3.0, stored_schema=9)
+
+        rows = connection.execute("SELECT name, role, seen FROM ha_instances ORDER BY name")
+        assert rows.fetchall() == [("a", "leader", 2.0), ("b", "standby", 3.0)]
+        assert stored_version(postgres_url) == 9
