@@ -10,12 +10,15 @@
 # BASE_DIR/data, its log in BASE_DIR/prometheus.log and its PID in BASE_DIR/prometheus.pid, and
 # waits (60 s at most) until it answers /-/ready. Nothing in /etc is used or changed: Debian's
 # package starts no daemon on a machine without systemd, and this one is ours alone. `stop`
-# signals only the recorded PID, and only if its command line names BASE_DIR.
+# signals only the recorded PID, and only if its command line names BASE_DIR. With WATCH_PID=PID
+# in the environment of `start`, a watcher stops the server once that process is gone (it stops by
+# itself when the test session that started it dies).
 #
 # Exit codes: 0 ok, 1 failure (the reason on stderr), 2 usage.
 set -euo pipefail
 
 PROG=prometheus.sh
+SELF=$(realpath "$0")
 say() { echo "$PROG: $*"; }
 fail() { echo "$PROG: $*" >&2; exit 1; }
 usage() { sed -n '2,7p' "$0" >&2; exit 2; }
@@ -57,6 +60,7 @@ start() {
     echo $! >"$base/prometheus.pid"
     for _ in $(seq 1 120); do
         if ready "$port"; then
+            watch_parent "$base"
             say "prometheus ready on http://127.0.0.1:$port (pid $(cat "$base/prometheus.pid"))"
             return
         fi
@@ -66,6 +70,14 @@ start() {
     done
     stop "$base"
     fail "prometheus did not become ready in 60 s (see $base/prometheus.log)"
+}
+
+# With WATCH_PID set: a watcher that stops the server once WATCH_PID is gone (it exits by itself
+# once the server is gone; scripts/stop-when-gone.sh).
+watch_parent() {
+    [ -n "${WATCH_PID:-}" ] || return 0
+    bash "$(dirname "$SELF")/stop-when-gone.sh" "$WATCH_PID" "$(cat "$1/prometheus.pid")" -- \
+        bash "$SELF" stop "$1"
 }
 
 stop() {
