@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from dirac_like.client import Client, RetryPolicy
+from dirac_like.client import Client
 from dirac_like.processes import ServiceProcess
+from dirac_like.testing import FAST_RETRIES
 
 # fixtures: the slurm_cluster fixture (tests/slurm_cluster.py), web_grid (tests/web_grid.py),
 # the XRootD storage elements (tests/xrootd_ses.py), a PostgreSQL server (tests/postgres_server.py)
@@ -23,8 +24,6 @@ pytest_plugins = ["slurm_cluster", "web_grid", "xrootd_ses", "postgres_server"]
 # live in scripts/benchmarks/, never in tests).
 settings.register_profile("dirac-like", deadline=None)
 settings.load_profile("dirac-like")
-
-FAST_RETRIES = RetryPolicy(timeout=5.0, retries=2, backoff=0.05, max_backoff=0.2)
 
 
 @pytest.fixture(autouse=True)

@@ -75,6 +75,35 @@ class XrootdSEs:
             self.urls.pop(name, None)
 
 
+def storage_config(ses: XrootdSEs, files: Path) -> str:
+    """A service config with data management on: SEs XRD-A and XRD-B of ``ses`` (at sites SITE-A
+    and SITE-B) and a file SE, FILE-C (SITE-C), in ``files``."""
+    return f"""
+[data]
+vos = ["vo"]
+[data.transfers]
+lease = 30.0
+retry_backoff = 0.0
+max_attempts = 3
+[storage.XRD-A]
+site = "SITE-A"
+protocol = "xroot"
+endpoint = "{ses.urls["XRD-A"]}"
+base_path = "/grid"
+tags = ["disk"]
+[storage.XRD-B]
+site = "SITE-B"
+protocol = "xroot"
+endpoint = "{ses.urls["XRD-B"]}"
+base_path = "/grid"
+tags = ["disk"]
+[storage.FILE-C]
+site = "SITE-C"
+protocol = "file"
+base_path = "{files}"
+"""
+
+
 def xrootd_installed() -> bool:
     return all(shutil.which(name) for name in COMMANDS)
 
