@@ -8,8 +8,8 @@
 # `start` runs Debian's prometheus binary with CONFIG (a prometheus.yml: see
 # etc/prometheus/prometheus.yml; rule_files in it are read relative to it), its data in
 # BASE_DIR/data, its log in BASE_DIR/prometheus.log and its PID in BASE_DIR/prometheus.pid, and
-# waits (60 s at most) until it answers /-/ready. Nothing in /etc is used or changed: Debian's
-# package starts no daemon on a machine without systemd, and this one is ours alone. `stop`
+# waits (60 s at most) until it answers /-/ready. Nothing in /etc is used or changed, and this
+# server is ours alone (`install` keeps the package from starting Debian's own on :9090). `stop`
 # signals only the recorded PID, and only if its command line names BASE_DIR. With WATCH_PID=PID
 # in the environment of `start`, a watcher stops the server once that process is gone (it stops by
 # itself when the test session that started it dies).
@@ -30,8 +30,18 @@ install() {
     fi
     [ "$(id -u)" = 0 ] || fail "install needs root (apt-get)"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    # Without systemd the package's postinst starts /etc/init.d/prometheus (a server on :9090
+    # that would outlive the run): a policy-rc.d that exits 101 stops that while apt-get runs.
+    local made_policy=0 status=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+        || status=$?
+    [ "$made_policy" = 0 ] || rm -f /usr/sbin/policy-rc.d
+    [ "$status" = 0 ] || fail "apt-get install prometheus failed (exit $status)"
     command -v prometheus >/dev/null || fail "apt-get installed no prometheus binary"
     say "prometheus installed"
 }
