@@ -23,19 +23,23 @@ usage() {
     exit 2
 }
 
-start_time() {  # field 22 of /proc/PID/stat (clock ticks after boot); nothing for a zombie
+# Sets BORN to PID's start time (field 22 of /proc/PID/stat, clock ticks after boot), or to
+# nothing when PID is gone or a zombie. No subshell: the watcher checks every second, for hours.
+start_time() {
+    BORN=""
     local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 0
     stat=${stat##*) }  # the fields after "(comm)", whose name may hold spaces or parentheses
     # shellcheck disable=SC2086  # split on purpose
     set -- $stat
-    [ "$1" = Z ] || echo "${20}"
+    [ "$1" = Z ] || BORN=${20}
 }
 
 any_alive() {  # true while one of the comma-separated PIDs runs (zombies do not count)
     local pid
     for pid in ${1//,/ }; do
-        [ -n "$(start_time "$pid")" ] && return 0
+        start_time "$pid"
+        [ -n "$BORN" ] && return 0
     done
     return 1
 }
@@ -44,7 +48,8 @@ watch() {  # WATCH_PID WATCH_START PIDS STOP_COMMAND...
     local watched=$1 born=$2 pids=$3
     shift 3
     while any_alive "$pids"; do
-        if [ "$(start_time "$watched")" != "$born" ]; then
+        start_time "$watched"
+        if [ "$BORN" != "$born" ]; then
             "$@"
             return
         fi
@@ -60,14 +65,14 @@ main() {
     fi
     [ $# -ge 4 ] && [ "$3" = -- ] || usage
     [[ $1 =~ ^[1-9][0-9]*$ ]] && [[ $2 =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || usage
-    local watched=$1 pids=$2 born
+    local watched=$1 pids=$2
     shift 3
-    born=$(start_time "$watched")
-    if [ -z "$born" ]; then  # already gone: stop at once
+    start_time "$watched"
+    if [ -z "$BORN" ]; then  # already gone: stop at once
         "$@"
         return
     fi
-    setsid bash "$0" --watch "$watched" "$born" "$pids" "$@" </dev/null >/dev/null 2>&1 &
+    setsid bash "$0" --watch "$watched" "$BORN" "$pids" "$@" </dev/null >/dev/null 2>&1 &
 }
 
 main "$@"

@@ -2,9 +2,9 @@
 (selenium), which is given both paths so nothing is downloaded at run time.
 
 ``start_browser`` starts chromedriver in a session of its own (Chromium and its helpers start in
-that session's process group) and has scripts/stop-when-gone.sh watch this process: should it die
-before ``driver.quit()`` (a test session killed by SIGKILL or by CI's timeout), the watcher kills
-that process group, whose ID is chromedriver's PID. ``chromium_or_skip`` skips the tests without
+that session's process group): should this process die before ``driver.quit()`` (a test session
+killed by SIGKILL or by CI's timeout), a watcher kills that process group, whose ID is
+chromedriver's PID (tests/session_watch.py). ``chromium_or_skip`` skips the tests without
 Chromium, saying how to install it (``bash scripts/chromium.sh install``); under ``CI=true`` they
 fail instead.
 """
@@ -12,14 +12,13 @@ fail instead.
 from __future__ import annotations
 
 import os
-import subprocess
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from session_watch import stop_with_session
 
-REPO = Path(__file__).resolve().parents[1]
-WATCHER = REPO / "scripts" / "stop-when-gone.sh"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 CHROME_FLAGS = (
     "--headless=new",
@@ -73,7 +72,7 @@ def start_browser(scratch: Path) -> Any:
         popen_kw={"start_new_session": True},
     )
     driver = webdriver.Chrome(service=service, options=options)
-    watch_group(driver_pid(driver))
+    stop_with_session(driver_pid(driver), group=True, stop=signal.SIGKILL)
     return driver
 
 
@@ -81,14 +80,3 @@ def driver_pid(driver: Any) -> int:
     """The PID of chromedriver (its process group's ID too)."""
     pid: int = driver.service.process.pid
     return pid
-
-
-def watch_group(group: int) -> None:
-    """Kill process group ``group`` once this process is gone, unless its leader ended first."""
-    kill_group = ["kill", "-KILL", "--", f"-{group}"]
-    subprocess.run(
-        ["bash", str(WATCHER), str(os.getpid()), str(group), "--", *kill_group],
-        check=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-    )

@@ -2,7 +2,8 @@
 them (killed by SIGKILL, or by CI's timeout): each fixture's start helper runs here in a
 throw-away parent process, the test kills that parent with SIGKILL and waits (with a deadline)
 until every daemon it started is gone. The daemons' scripts arm scripts/stop-when-gone.sh with
-``WATCH_PID``; Chromium's helper arms it itself.
+``WATCH_PID``; Chromium's helper and the central service's fixtures arm it through
+tests/session_watch.py.
 
 Each test stops what is left by its recorded PIDs when it fails, never by name.
 """
@@ -220,6 +221,28 @@ def test_postgres_stops_once_the_session_is_killed(parent: Callable[[str], Paren
             check=False,
         )
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_central_service_stops_once_the_session_is_killed(
+    parent: Callable[[str], Parent], tmp_path: Path
+) -> None:
+    """As the start_central and web_grid fixtures arm it (tests/session_watch.py)."""
+    session = parent(
+        "from pathlib import Path\n"
+        "from dirac_like.processes import ServiceProcess\n"
+        "from session_watch import stop_with_session\n"
+        f"service = ServiceProcess.start_central(Path({str(tmp_path / 'home')!r}))\n"
+        "stop_with_session(service.pid)\n"
+        "print(json.dumps({'pid': service.pid}), flush=True)"
+    )
+    service = int(session.started()["pid"])
+    try:
+        assert running(service)
+        session.kill9()
+        wait_for(all_gone([service]), "the central service to stop", timeout=STOP_DEADLINE)
+    finally:
+        if running(service):
+            os.kill(service, signal.SIGKILL)
 
 
 def test_the_watcher_leaves_daemons_alone_while_their_session_lives(tmp_path: Path) -> None:
