@@ -6,12 +6,14 @@
 #
 # Starts a watcher in a session of its own (so that a signal to the caller's process group does
 # not take it along) and returns at once. Every second the watcher looks at WATCH_PID and at the
-# daemons' PIDs: once none of the PIDs runs it exits (the daemons were stopped the normal way);
-# once WATCH_PID is gone (exited, a zombie, or its PID reused by a newer process) it runs
-# STOP_COMMAND once and exits. STOP_COMMAND is the daemon script's own stop verb, which signals
-# only the PIDs it recorded (never pkill/killall). Used by scripts/postgres-local.sh,
+# daemons' PIDs: once none of the daemons runs it exits (they were stopped the normal way); once
+# WATCH_PID is gone it runs STOP_COMMAND once and exits. A process counts as gone once it has
+# exited, is a zombie, or its PID was reused by a newer process (start times are compared).
+# STOP_COMMAND is a daemon script's own stop verb, which signals only the PIDs it recorded, or a
+# kill of the daemon's PID (never pkill/killall). Used by scripts/postgres-local.sh,
 # scripts/slurm-cluster.sh, scripts/xrootd-se.sh and scripts/prometheus.sh when WATCH_PID is in
-# their environment, and by the tests' Chromium (tests/chromium_browser.py).
+# their environment, and by the tests' fixtures through tests/session_watch.py (the central
+# service, the dashboard, Chromium).
 #
 # Exit codes: 0 the watcher started, 2 usage.
 set -euo pipefail
@@ -35,19 +37,28 @@ start_time() {
     [ "$1" = Z ] || BORN=${20}
 }
 
-any_alive() {  # true while one of the comma-separated PIDs runs (zombies do not count)
-    local pid
-    for pid in ${1//,/ }; do
-        start_time "$pid"
-        [ -n "$BORN" ] && return 0
+any_alive() {  # true while one of the PID:START pairs (comma-separated) still runs
+    local pair
+    for pair in ${1//,/ }; do
+        start_time "${pair%:*}"
+        [ "$BORN" = "${pair#*:}" ] && return 0
     done
     return 1
 }
 
-watch() {  # WATCH_PID WATCH_START PIDS STOP_COMMAND...
-    local watched=$1 born=$2 pids=$3
+with_start_times() {  # PID,PID... -> PID:START,PID:START... of those running now
+    local pid pairs=""
+    for pid in ${1//,/ }; do
+        start_time "$pid"
+        [ -z "$BORN" ] || pairs+="${pairs:+,}$pid:$BORN"
+    done
+    echo "$pairs"
+}
+
+watch() {  # WATCH_PID WATCH_START PID:START,... STOP_COMMAND...
+    local watched=$1 born=$2 daemons=$3
     shift 3
-    while any_alive "$pids"; do
+    while any_alive "$daemons"; do
         start_time "$watched"
         if [ "$BORN" != "$born" ]; then
             "$@"
@@ -65,14 +76,16 @@ main() {
     fi
     [ $# -ge 4 ] && [ "$3" = -- ] || usage
     [[ $1 =~ ^[1-9][0-9]*$ ]] && [[ $2 =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || usage
-    local watched=$1 pids=$2
+    local watched=$1 daemons
+    daemons=$(with_start_times "$2")  # a daemon's PID reused later is not that daemon
     shift 3
+    [ -n "$daemons" ] || return 0  # nothing to watch over
     start_time "$watched"
     if [ -z "$BORN" ]; then  # already gone: stop at once
         "$@"
         return
     fi
-    setsid bash "$0" --watch "$watched" "$BORN" "$pids" "$@" </dev/null >/dev/null 2>&1 &
+    setsid bash "$0" --watch "$watched" "$BORN" "$daemons" "$@" </dev/null >/dev/null 2>&1 &
 }
 
 main "$@"
