@@ -18,12 +18,12 @@ import argparse
 import hashlib
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from scratch import add_keep_option, scratch_folder
 from throwaway_postgres import new_database, postgres_server
 
 from dirac_like.sandbox import SandboxStore
@@ -80,12 +80,12 @@ def main() -> int:
     parser.add_argument("--archives", type=int, default=4)
     parser.add_argument("--chunk-mib", type=int, default=1)
     parser.add_argument("--postgres", default="", help="a server URL (default: a throw-away one)")
+    add_keep_option(parser)
     args = parser.parse_args()
     archives = [os.urandom(args.size_mib * MIB) for _ in range(args.archives)]
     chunk = args.chunk_mib * MIB
     limit = args.size_mib * MIB
-    with tempfile.TemporaryDirectory() as folder:
-        files = measure(SandboxStore(Path(folder), limit), archives, chunk)
+    files = measure(SandboxStore(scratch_folder("bench-sandboxes-"), limit), archives, chunk)
     with postgres_server(args.postgres) as url:
         database = measure_postgres(new_database(url), archives, chunk, limit, fenced=False)
         fenced = measure_postgres(new_database(url), archives, chunk, limit, fenced=True)
