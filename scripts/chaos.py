@@ -64,11 +64,12 @@ from typing import Any
 
 import psutil
 
+from dirac_like.agents.outbox import ENDED_MARK, FOLDER, ended_report
 from dirac_like.chaos_checks import (
-    FINISH_GRACE,
     ChaosReport,
     PilotLife,
     check,
+    done_kept,
     kill_plan,
     read_payload_log,
 )
@@ -81,6 +82,8 @@ REPO = Path(__file__).resolve().parents[1]
 SITE = "Chaos.Local.org"
 CLI_TIMEOUT = 30.0  # a CLI call that takes longer is stopped (its submission unacknowledged)
 AIM_WAIT = 5.0  # seconds an aimed kill waits for its moment before it takes any pilot
+AIM_AFTER_END = 0.1  # s: a service-and-pilot kill takes a pilot whose payload ended this long ago
+GONE_WAIT = 5.0  # s: the longest wait for a killed pilot's keepers and payloads to be gone
 KINDS = ("service", "service-and-pilot", "pilot", "pilot-after-finish", "pilot-long-payload")
 
 SERVICE_CONFIG = """\
@@ -263,17 +266,26 @@ class PilotSlot:
         return self.popen is not None and self.popen.poll() is None
 
     def kill9(self) -> None:
+        """``kill -9`` of the pilot; returns once its processes are gone (its payload keepers
+        may note a payload's end half a second after the pilot's death), its life ended with
+        the Done reports its workdir then holds."""
         assert self.popen is not None
         killed = time.monotonic()  # before the signal: the process is surely alive until then
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.popen.pid, signal.SIGKILL)
         self.popen.wait(10)
-        self.lives[-1] = PilotLife(self.pilot_id, self.lives[-1].started, killed)
+        self._end_life(killed)
 
     def ended(self) -> None:
         """The process exited by itself: its life ends now."""
         if self.lives and self.lives[-1].killed is None:
-            self.lives[-1] = PilotLife(self.pilot_id, self.lives[-1].started, time.monotonic())
+            self._end_life(time.monotonic())
+
+    def _end_life(self, when: float) -> None:
+        assert self.popen is not None
+        wait_session_gone(self.popen.pid, GONE_WAIT)
+        kept = done_kept_in(self.workdir)
+        self.lives[-1] = PilotLife(self.pilot_id, self.lives[-1].started, when, kept)
 
     def stop(self, grace: float = 15.0) -> None:
         if self.popen is None or self.popen.poll() is not None:
@@ -284,6 +296,38 @@ class PilotSlot:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait(10)
+
+
+def wait_session_gone(session: int, timeout: float) -> None:
+    """Wait until no live process is in ``session`` (a pilot started with ``start_new_session``
+    leads its own: its exec helper, payload keepers and payloads are in it), or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_in_session(session)):
+        time.sleep(0.01)
+
+
+def _in_session(session: int) -> Iterator[psutil.Process]:
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getsid(process.pid) == session and process.status() != psutil.STATUS_ZOMBIE:
+                yield process
+
+
+def done_kept_in(workdir: Path) -> frozenset[tuple[int, int]]:
+    """The (job, attempt) pairs whose Done a pilot's workdir holds, as a pilot restarted there
+    finds them (agents/outbox.py): a report in its outbox, or a job folder with the payload
+    keeper's ``payload_ended`` mark of an exit 0."""
+    reports: list[dict[str, object]] = []
+    for path in (workdir / FOLDER).glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            reports.append(json.loads(path.read_text(encoding="utf-8")))
+    for mark in workdir.glob(f"job_*_*/{ENDED_MARK}"):
+        report = ended_report(mark.parent)
+        if report is not None:
+            reports.append(
+                {"job_id": report.job_id, "attempt": report.attempt, "status": report.status}
+            )
+    return done_kept(reports)
 
 
 class PayloadWatch:
@@ -558,11 +602,11 @@ class Chaos:
 
     def finished_pilot(self, since: float) -> PilotSlot | None:
         """A pilot whose payload finished after ``since`` (while the service is down) at least
-        FINISH_GRACE ago: it holds a Done report it could not send."""
+        AIM_AFTER_END ago: it holds a Done report it could not send."""
         now = time.monotonic()
         for pilot, start, end in reversed(self.watch.finished):
             slot = self.started_by(pilot, start)
-            if end > since and now - end >= FINISH_GRACE and slot is not None:
+            if end > since and now - end >= AIM_AFTER_END and slot is not None:
                 return slot
         return None
 
