@@ -320,12 +320,13 @@ def done_kept_in(workdir: Path) -> frozenset[tuple[int, int]]:
     reports: list[dict[str, object]] = []
     for path in (workdir / FOLDER).glob("*.json"):
         with contextlib.suppress(OSError, ValueError):
-            reports.append(json.loads(path.read_text(encoding="utf-8")))
+            report = json.loads(path.read_text(encoding="utf-8"))
+            reports.extend([report] if isinstance(report, dict) else [])
     for mark in workdir.glob(f"job_*_*/{ENDED_MARK}"):
-        report = ended_report(mark.parent)
-        if report is not None:
+        ended = ended_report(mark.parent)
+        if ended is not None:
             reports.append(
-                {"job_id": report.job_id, "attempt": report.attempt, "status": report.status}
+                {"job_id": ended.job_id, "attempt": ended.attempt, "status": ended.status}
             )
     return done_kept(reports)
 
