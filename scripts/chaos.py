@@ -266,9 +266,9 @@ class PilotSlot:
         return self.popen is not None and self.popen.poll() is None
 
     def kill9(self) -> None:
-        """``kill -9`` of the pilot; returns once its processes are gone (its payload keepers
-        may note a payload's end half a second after the pilot's death), its life ended with
-        the Done reports its workdir then holds."""
+        """``kill -9`` of the pilot; returns once its payload keepers and payloads are gone (a
+        keeper may note a payload's end half a second after the pilot's death), its life ended
+        with the Done reports its workdir then holds."""
         assert self.popen is not None
         killed = time.monotonic()  # before the signal: the process is surely alive until then
         with contextlib.suppress(ProcessLookupError):
@@ -282,8 +282,7 @@ class PilotSlot:
             self._end_life(time.monotonic())
 
     def _end_life(self, when: float) -> None:
-        assert self.popen is not None
-        wait_session_gone(self.popen.pid, GONE_WAIT)
+        wait_gone_from(self.workdir, GONE_WAIT)
         kept = done_kept_in(self.workdir)
         self.lives[-1] = PilotLife(self.pilot_id, self.lives[-1].started, when, kept)
 
@@ -298,19 +297,22 @@ class PilotSlot:
             self.popen.wait(10)
 
 
-def wait_session_gone(session: int, timeout: float) -> None:
-    """Wait until no live process is in ``session`` (a pilot started with ``start_new_session``
-    leads its own: its exec helper, payload keepers and payloads are in it), or ``timeout``."""
+def wait_gone_from(workdir: Path, timeout: float) -> None:
+    """Wait until no live process works in ``workdir`` (a killed pilot's payload keepers and
+    payloads work in its job folders; they are in sessions of their own), or ``timeout``."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_in_session(session)):
+    while time.monotonic() < deadline and any(_working_in(workdir.resolve())):
         time.sleep(0.01)
 
 
-def _in_session(session: int) -> Iterator[psutil.Process]:
-    for process in psutil.process_iter():
-        with contextlib.suppress(psutil.Error, OSError):
-            if os.getsid(process.pid) == session and process.status() != psutil.STATUS_ZOMBIE:
-                yield process
+def _working_in(folder: Path) -> Iterator[int]:
+    """The PIDs of the processes whose working folder is in ``folder`` (a zombie has none)."""
+    prefix = f"{folder}/"
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{entry.name}/cwd").startswith(prefix):
+                    yield int(entry.name)
 
 
 def done_kept_in(workdir: Path) -> frozenset[tuple[int, int]]:
