@@ -222,6 +222,7 @@ class PilotSlot:
     logs: Path
     lives: list[PilotLife] = field(default_factory=list)
     popen: subprocess.Popen[bytes] | None = None
+    watchers: list[threading.Thread] = field(default_factory=list)  # see _end_life
 
     def start(self, endpoint: str, env: dict[str, str], cores: int) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -266,9 +267,8 @@ class PilotSlot:
         return self.popen is not None and self.popen.poll() is None
 
     def kill9(self) -> None:
-        """``kill -9`` of the pilot; returns once its payload keepers and payloads are gone (a
-        keeper may note a payload's end half a second after the pilot's death), its life ended
-        with the Done reports its workdir then holds."""
+        """``kill -9`` of the pilot; its life ends with the Done reports its workdir holds (see
+        :meth:`_end_life`)."""
         assert self.popen is not None
         killed = time.monotonic()  # before the signal: the process is surely alive until then
         with contextlib.suppress(ProcessLookupError):
@@ -282,9 +282,25 @@ class PilotSlot:
             self._end_life(time.monotonic())
 
     def _end_life(self, when: float) -> None:
-        wait_gone_from(self.workdir, GONE_WAIT)
-        kept = done_kept_in(self.workdir)
-        self.lives[-1] = PilotLife(self.pilot_id, self.lives[-1].started, when, kept)
+        """End the current life with the Done reports its workdir holds now (its outbox, and
+        the payload keepers' marks), and, in a thread, those its keepers note once the pilot is
+        dead (a payload on its way out has half a second): the thread reads the job folders of
+        the dead pilot again once no process works in them. The pilot is restarted meanwhile;
+        its successor, still starting, does not answer for those folders that fast (a Python
+        start-up is a second or more)."""
+        index, life = len(self.lives) - 1, self.lives[-1]
+        folders = sorted(self.workdir.glob("job_*_*"))
+        self.lives[index] = PilotLife(self.pilot_id, life.started, when, done_kept_in(self.workdir))
+
+        def read_again() -> None:
+            wait_gone_from(folders, GONE_WAIT)
+            later = self.lives[index]
+            kept = later.kept_done | done_marked_in(folders)
+            self.lives[index] = PilotLife(self.pilot_id, later.started, later.killed, kept)
+
+        watcher = threading.Thread(target=read_again, name=f"end-{self.pilot_id}", daemon=True)
+        watcher.start()
+        self.watchers.append(watcher)
 
     def stop(self, grace: float = 15.0) -> None:
         if self.popen is None or self.popen.poll() is not None:
@@ -297,21 +313,23 @@ class PilotSlot:
             self.popen.wait(10)
 
 
-def wait_gone_from(workdir: Path, timeout: float) -> None:
-    """Wait until no live process works in ``workdir`` (a killed pilot's payload keepers and
-    payloads work in its job folders; they are in sessions of their own), or ``timeout``."""
+def wait_gone_from(folders: list[Path], timeout: float) -> None:
+    """Wait until no live process works in one of ``folders`` (a killed pilot's payload keepers
+    and payloads work in its job folders; they are in sessions of their own), or ``timeout``."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_working_in(workdir.resolve())):
+    while time.monotonic() < deadline and any(_working_in(folders)):
         time.sleep(0.01)
 
 
-def _working_in(folder: Path) -> Iterator[int]:
-    """The PIDs of the processes whose working folder is in ``folder`` (a zombie has none)."""
-    prefix = f"{folder}/"
+def _working_in(folders: list[Path]) -> Iterator[int]:
+    """The PIDs of the processes whose working folder is one of ``folders`` (or inside one; a
+    zombie has none)."""
+    names = {str(folder.resolve()) for folder in folders}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{entry.name}/cwd").startswith(prefix):
+                cwd = os.readlink(f"/proc/{entry.name}/cwd")
+                if cwd in names or any(cwd.startswith(f"{name}/") for name in names):
                     yield int(entry.name)
 
 
@@ -324,12 +342,19 @@ def done_kept_in(workdir: Path) -> frozenset[tuple[int, int]]:
         with contextlib.suppress(OSError, ValueError):
             report = json.loads(path.read_text(encoding="utf-8"))
             reports.extend([report] if isinstance(report, dict) else [])
-    for mark in workdir.glob(f"job_*_*/{ENDED_MARK}"):
-        ended = ended_report(mark.parent)
-        if ended is not None:
-            reports.append(
-                {"job_id": ended.job_id, "attempt": ended.attempt, "status": ended.status}
-            )
+    return done_kept(reports) | done_marked_in(sorted(workdir.glob("job_*_*")))
+
+
+def done_marked_in(folders: list[Path]) -> frozenset[tuple[int, int]]:
+    """The (job, attempt) pairs of the job folders whose ``payload_ended`` says exit 0."""
+    reports: list[dict[str, object]] = []
+    for folder in folders:
+        if (folder / ENDED_MARK).exists():
+            ended = ended_report(folder)
+            if ended is not None:
+                reports.append(
+                    {"job_id": ended.job_id, "attempt": ended.attempt, "status": ended.status}
+                )
     return done_kept(reports)
 
 
@@ -512,6 +537,9 @@ class Chaos:
         finally:
             submitter.stopping.set()
         self.close()
+        for slot in self.slots:
+            for watcher in slot.watchers:
+                watcher.join(GONE_WAIT + 5)
         log = read_payload_log((settings.folder / "payloads.log").read_text().splitlines())
         self.submit_failures = submitter.failures
         lives = [life for slot in self.slots for life in slot.lives]
