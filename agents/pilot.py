@@ -10,7 +10,8 @@ is applied at once with :meth:`PayloadRunner.request_kill`; :class:`StopPilot` s
 SIGTERM does. A job runs as its stored description says, read with
 :func:`description_from_stored` (checked again: a description it cannot read fails the job).
 
-One iteration of the loop (:meth:`Pilot.step`): handle worker events → heartbeat the jobs that
+One iteration of the loop (:meth:`Pilot.step`): take the answers to posted reports → handle
+worker events (their final reports kept and posted) → heartbeat the jobs that
 are due → request jobs while cores are free and the policy allows → decide whether to stop →
 wait briefly for pushes. SIGTERM: no new job; the running ones are killed (SIGTERM, then SIGKILL
 after ``kill_grace``) and handed back to the task queue (reported Rescheduled, "Pilot stopped
@@ -20,11 +21,19 @@ process of its job) is handed back too, never reported Failed.
 
 Reliability (issue 11):
 
-- **Reports survive the pilot.** Every status report after Running goes through the durable
-  outbox in the workdir (agents/outbox.py): written when the payload ends (before the output
-  upload), sent, removed once the service answered; sent again with the same request id every
-  ``OUTBOX_RETRY`` seconds while the service is away, and by a pilot restarted on the same
-  workdir. An output the service could not take waits in the job's folder with its report.
+- **Reports survive the pilot.** Every final report goes through the durable outbox in the
+  workdir (agents/outbox.py): the reports of one loop turn written together (one file, one
+  fsync), then posted without waiting for the reply (issue 15: pipelined); each leaves the
+  outbox once the service answered it, and is sent again with the same request id when no
+  answer came in time, every ``OUTBOX_RETRY`` seconds while the service is away, and by a pilot
+  restarted on the same workdir. Between the payload's end and that turn, its keeper's
+  ``payload_ended`` mark in the job's folder keeps the end (a successor reports from it). An
+  output the service could not take waits in the job's folder with its report.
+- **Running is pipelined too.** A matched job's payload starts at once; its Running report is
+  posted with the others of its match, and a job whose Running the service refuses (killed or
+  taken away meanwhile) is stopped and not reported. A job's final report is sent only once its
+  Running was answered. To a service without ``update_statuses`` everything goes one by one,
+  each reply waited for, and a payload starts once its Running is taken.
 - **The lease.** Each match carries ``lease`` (the service's ``stalled_timeout``). The pilot
   touches ``<workdir>/lease`` on each acknowledged heartbeat; a payload whose pilot has not had
   one acknowledged for ``lease`` seconds is killed by its keeper (agents/payload_keeper.py), even

@@ -25,7 +25,9 @@ from dirac_like.agents.wrapper import PayloadSpec, run_payload
 
 
 def cpu_seconds() -> float:
-    """CPU of this process and every descendant, ended (waited for) or alive."""
+    """CPU of this process and every descendant, ended (waited for) or alive: a live one's
+    own and that of the children it waited for (the exec helper's keepers and payloads; before
+    issue 15's second round they were left out, which undercounted the helper's jobs)."""
     me = psutil.Process()
     times = me.cpu_times()
     total = times.user + times.system + times.children_user + times.children_system
@@ -35,6 +37,7 @@ def cpu_seconds() -> float:
         except psutil.Error:
             continue
         total += child_times.user + child_times.system
+        total += child_times.children_user + child_times.children_system
     return total
 
 
