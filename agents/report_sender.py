@@ -10,7 +10,8 @@ go back to the outbox's flush (sent again under their own ids). A service older 
 
 Final reports come from the durable outbox (agents/outbox.py) and leave it once answered:
 acknowledged, or refused for good; one the service could not take now stays for the next
-flush. Running reports are not kept: a job whose Running is not taken is not started. Only the
+flush. Running reports are not kept (posted again while unanswered): a job whose Running is
+refused is stopped (pipelined), or not started (one by one). Only the
 pilot's main thread uses a :class:`ReportSender` (it owns the client).
 """
 
@@ -109,8 +110,8 @@ class ReportSender:
             if answer.error is None:
                 outcomes += self._answered(posted, answer.result.outcomes, answer.request_id, now)
             elif answer.retryable:
-                log.info("reports not taken yet (%s): sent again", answer.error)
-                self._repost(answer.request_id, posted, now)
+                log.info("reports not taken yet (%s): sent again later", answer.error)
+                self._park(answer.request_id, posted)
             else:
                 outcomes += self._refused_together(posted, answer.error)
         return outcomes
@@ -136,10 +137,12 @@ class ReportSender:
         ):
             log.warning("jobs %s: reports not posted now (kept)", _ids(args))
 
-    def _repost(self, request_id: str, posted: _Posted, now: float) -> None:
+    def _park(self, request_id: str, posted: _Posted) -> None:
+        """Not taken now (the service was busy): Running reports are posted again by
+        :meth:`expire` (not at once: that would keep a busy service busier); final reports
+        go back to the outbox's next flush."""
         if posted.running:
-            self._post(request_id, _again(posted, now))
-        # final reports: the outbox's next flush sends them again
+            self._posted[request_id] = posted
 
     def _answered(
         self, posted: _Posted, outcomes: list[ReportOutcome], request_id: str, now: float
@@ -153,7 +156,7 @@ class ReportSender:
             if outcome.error is not None and outcome.error.retryable
         ]
         if retry:
-            self._post(uuid.uuid4().hex, _Posted(now, running=retry))
+            self._park(uuid.uuid4().hex, _Posted(now, running=retry))
         return [
             RunningOutcome(report.job_id, self._running_outcome(report, outcome))
             for report, outcome in zip(posted.running, outcomes, strict=True)

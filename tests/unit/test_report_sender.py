@@ -143,6 +143,9 @@ def test_posted_running_reports_say_taken_or_refused_and_retry_the_busy_ones(
     answer = client.answer(0, said)
     outcomes = send.collect([answer], now=0.1)
     assert outcomes == [RunningOutcome(1, []), RunningOutcome(3, None)]
+    send.expire(now=1.0, timeout=3.0)
+    assert len(client.posted) == 1  # not at once: the service was busy
+    send.expire(now=3.2, timeout=3.0)
     assert [[r.job_id for r in args] for _, args in client.posted[1:]] == [[2]]  # sent again
     assert client.posted[1][1][0].status == "Running"
 
