@@ -29,11 +29,11 @@ Reliability (issue 11):
   restarted on the same workdir. Between the payload's end and that turn, its keeper's
   ``payload_ended`` mark in the job's folder keeps the end (a successor reports from it). An
   output the service could not take waits in the job's folder with its report.
-- **Running is pipelined too.** A matched job's payload starts at once; its Running report is
-  posted with the others of its match, and a job whose Running the service refuses (killed or
-  taken away meanwhile) is stopped and not reported. A job's final report is sent only once its
-  Running was answered. To a service without ``update_statuses`` everything goes one by one,
-  each reply waited for, and a payload starts once its Running is taken.
+- **Running is pipelined too.** The Running reports of one match are posted together and the
+  loop goes on; each payload starts once the service took its Running (never before: the
+  service gives an unstarted match back to the task queue after ``match_lease``, shorter than
+  a payload's lease), and a job whose Running is refused is dropped unstarted. To a service
+  without ``update_statuses`` everything goes one by one, each reply waited for.
 - **The lease.** Each match carries ``lease`` (the service's ``stalled_timeout``). The pilot
   touches ``<workdir>/lease`` on each acknowledged heartbeat; a payload whose pilot has not had
   one acknowledged for ``lease`` seconds is killed by its keeper (agents/payload_keeper.py), even
@@ -338,7 +338,6 @@ class RunningJob:
     stored_description: dict[str, Any] = field(default_factory=dict)
     input_bytes: int = 0  # input sandbox downloaded (set by the worker thread)
     owner: str = ""
-    not_taken: bool = False  # the service refused its (pipelined) Running: stopped, unreported
 
 
 @dataclass(frozen=True)
@@ -389,10 +388,7 @@ class Pilot:
             lambda: self.client, self.outbox, config.pilot_id, self._answered
         )
         self._unsent: list[Report] = []  # made this turn: kept in the outbox, then sent
-        # Final reports of jobs whose Running is not answered yet (sent after it: a job is
-        # never reported ended before it was taken Running).
-        self._after_running: list[Report] = []
-        self._awaiting_running: set[int] = set()  # job ids whose Running is in flight
+        self._awaiting_running: set[int] = set()  # jobs whose Running is in flight (not started)
         self.folders = JobFolders(config.workdir, config.keep_failed_for, config.keep_failed_max_mb)
         self._folder_work = ThreadPoolExecutor(1, thread_name_prefix="folders")
         self.lease_file = config.workdir / LEASE_FILE
@@ -622,22 +618,20 @@ class Pilot:
     # -- one job ---------------------------------------------------------------------------------
 
     def start_jobs(self, matches: list[MatchedJob]) -> None:
-        """Start the payload of each matched job in a worker thread and report them Running
-        (in one request, pipelined: the payloads start without waiting for its commit; a job
-        whose Running the service refuses is stopped, :meth:`process_answers`). To a service
-        without ``update_statuses``: one by one, each payload started once its Running is
-        taken."""
+        """Report the matched jobs Running, in one request posted without waiting (the loop
+        goes on meanwhile); each job's payload starts in a worker thread once the service took
+        its Running (:meth:`process_answers`: never a payload of a job the service does not
+        have Running, whose match it may give back to the task queue). To a service without
+        ``update_statuses``: one by one, each reply waited for."""
         prepared = [job for job in map(self._prepare, matches) if job is not None]
         if not self.reports.batches:
             self._start_when_taken(prepared)
             return
-        if prepared:  # the match just answered is the service's acknowledgement: a new lease
-            self.renew_lease()
+        if prepared:
             self.reports.post_running([(job.job_id, job.attempt) for job in prepared], self.clock())
         for job in prepared:
-            self.jobs[job.job_id] = job
+            self.jobs[job.job_id] = job  # its cores are taken from now on
             self._awaiting_running.add(job.job_id)
-            self._start_thread(job)
         self._send_reports()  # of the jobs that could not be prepared
 
     def _start_thread(self, job: RunningJob) -> None:
@@ -771,7 +765,7 @@ class Pilot:
                 insecure=self.client.identity is None,
             ) as client:
                 result = self._fetch_and_run(client, job)
-                if result.exit_code is not None and not job.not_taken:
+                if result.exit_code is not None:
                     output = self._upload_output(client, job)
         except Exception as exc:  # a bug in the wrapper must not lose the job's report
             log.exception("job %s: the wrapper failed", job.job_id)
@@ -847,11 +841,6 @@ class Pilot:
         del self.jobs[job.job_id]
         if not self.jobs:
             self._idle_since = self.clock()
-        if job.not_taken:
-            log.info("job %s: stopped (not this pilot's: Running refused), not reported",
-                     job.job_id)  # fmt: skip
-            self._folder_work.submit(self.folders.finished, job.workdir, True)
-            return
         log.info(
             "job %s: %s (%s), %.1f s CPU, %.0f MB peak",
             job.job_id,
@@ -957,58 +946,53 @@ class Pilot:
 
     def _send_reports(self) -> None:
         """Keep the reports made this turn in the outbox (one file, one fsync), then post them
-        with those held for their job's Running (pipelined: answered in a later turn, and what
-        the service cannot take now stays in the outbox for :meth:`flush_outbox`)."""
+        (pipelined: answered in a later turn; what the service cannot take now stays in the
+        outbox for :meth:`flush_outbox`)."""
         made, self._unsent = self._unsent, []
-        if made:
-            try:
-                self.outbox.put_many(made)
-            except OSError as exc:
-                log.error("jobs %s: reports not kept in the outbox (sent once): %s",
-                          ",".join(str(r.job_id) for r in made), exc)  # fmt: skip
-        waiting, reports = self._awaiting_running, self._after_running + made
-        ready = [report for report in reports if report.job_id not in waiting]
-        self._after_running = [report for report in reports if report.job_id in waiting]
-        if ready:
-            self.reports.post(ready, self.clock())
+        if not made:
+            return
+        try:
+            self.outbox.put_many(made)
+        except OSError as exc:
+            log.error("jobs %s: reports not kept in the outbox (sent once): %s",
+                      ",".join(str(r.job_id) for r in made), exc)  # fmt: skip
+        self.reports.post(made, self.clock())
 
     def process_answers(self) -> None:
-        """Take the answers to posted reports: a Running taken (its commands applied, the lease
-        renewed) or refused (the payload stopped, not reported); Running reports not answered in
-        time are posted again."""
+        """Take the answers to posted reports: a job whose Running was taken starts (its
+        commands applied, the lease renewed first), one refused is dropped unstarted; Running
+        reports not answered in time are posted again."""
         now = self.clock()
         outcomes = self.reports.collect(self.client.take_answers(), now)
-        for outcome in outcomes:
-            self._awaiting_running.discard(outcome.job_id)
-            if outcome.commands is None:
-                self._not_taken(outcome.job_id)
-            else:
-                self.apply_commands(outcome.commands)
         if any(outcome.commands is not None for outcome in outcomes):
             self.renew_lease()
+        for outcome in outcomes:
+            self._awaiting_running.discard(outcome.job_id)
+            job = self.jobs.get(outcome.job_id)
+            if job is None:
+                continue
+            if outcome.commands is None:
+                self._not_taken(job)
+            else:
+                self._start_thread(job)
+                self.apply_commands(outcome.commands)
         self.reports.expire(now, self.client.policy.timeout)
 
-    def _not_taken(self, job_id: int) -> None:
-        """The service refused the job's Running (killed, or taken away meanwhile): its payload
-        is stopped, and its end is not reported."""
-        job = self.jobs.get(job_id)
-        if job is not None:
-            job.not_taken = True
-            job.runner.request_kill("Running not taken by the service")
-        for report in [report for report in self._after_running if report.job_id == job_id]:
-            self._after_running.remove(report)
-            self.outbox.done(report)
-            if report.workdir:
-                self._folder_work.submit(self.folders.finished, Path(report.workdir), True)
+    def _not_taken(self, job: RunningJob) -> None:
+        """The service refused the job's Running (killed, or taken away meanwhile): it is not
+        started, and nothing is reported."""
+        del self.jobs[job.job_id]
+        if not self.jobs:
+            self._idle_since = self.clock()
+        self._folder_work.submit(self.folders.finished, job.workdir, True)
 
     def _wait_answers(self) -> None:
-        """On the way out: wait (bounded) for the answers to what is in flight, so that a
-        pilot that stops leaves nothing unanswered it could have had answered."""
+        """On the way out: wait (bounded) for the answers to the final reports in flight, so
+        that a pilot that stops leaves nothing unanswered it could have had answered."""
         deadline = self.clock() + self.client.policy.timeout * 2
-        while (self.reports.in_flight() or self._after_running) and self.clock() < deadline:
+        while self.reports.in_flight() and self.clock() < deadline:
             self.client.poll_pushes(0.05)
             self.process_answers()
-            self._send_reports()
 
     def _answered(self, report: Report) -> None:
         """The service answered ``report`` (it left the outbox): its folder can go (removed by
@@ -1024,9 +1008,9 @@ class Pilot:
             return
         self._next_flush = now + OUTBOX_RETRY
         ready = []
-        skip = self.reports.in_flight() | {report.request_id for report in self._after_running}
+        posted = self.reports.in_flight()
         for report in self.outbox.pending():
-            if report.job_id in self.jobs or report.request_id in skip:
+            if report.job_id in self.jobs or report.request_id in posted:
                 continue  # its payload's thread is on it, or it is on its way
             if report.output_pending:
                 completed = self._complete(report)
@@ -1168,9 +1152,11 @@ class Pilot:
         self.kill_all(STOPPED_BY_SIGNAL.format(self.stop_signal or "error"))
         deadline = self.clock() + self.config.kill_grace + 15.0
         while self.jobs and self.clock() < deadline:
+            self.process_answers()  # a job taken meanwhile starts, sees its kill, is handed back
             try:
                 event = self.events.get(timeout=0.1)
             except queue.Empty:
+                self.client.poll_pushes(0.0)
                 continue
             self.events.put(event)
             self.process_events()

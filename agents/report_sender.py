@@ -11,7 +11,7 @@ go back to the outbox's flush (sent again under their own ids). A service older 
 Final reports come from the durable outbox (agents/outbox.py) and leave it once answered:
 acknowledged, or refused for good; one the service could not take now stays for the next
 flush. Running reports are not kept (posted again while unanswered): a job whose Running is
-refused is stopped (pipelined), or not started (one by one). Only the
+refused is not started. Only the
 pilot's main thread uses a :class:`ReportSender` (it owns the client).
 """
 
@@ -45,8 +45,8 @@ Answered = Callable[[Report], None]  # a report the service answered (its folder
 
 @dataclass(frozen=True)
 class RunningOutcome:
-    """What the service said to a posted Running report: the job's commands, or None when it
-    refused it for good (the job is not this pilot's any more: its payload is to be stopped)."""
+    """What the service said to a posted Running report: the job's commands (start it), or None
+    when it refused it for good (the job is not this pilot's any more: not to be started)."""
 
     job_id: int
     commands: list[PilotCommand] | None
@@ -85,8 +85,8 @@ class ReportSender:
             self._post(_batch_id(chunk), _Posted(now, finals=chunk))
 
     def post_running(self, jobs: list[tuple[int, int]], now: float) -> None:
-        """Report these (job id, attempt) Running without waiting (their payloads start now);
-        :meth:`collect` hands out what the service said of each."""
+        """Report these (job id, attempt) Running without waiting (each payload starts when its
+        answer comes); :meth:`collect` hands out what the service said of each."""
         reports = [
             UpdateStatusArgs(job_id, attempt, self.pilot_id, JobStatus.RUNNING.value, "Application")
             for job_id, attempt in jobs
