@@ -477,9 +477,15 @@ class Pilot:
         return False
 
     def _wait_time(self) -> float:
-        """Until the next request or heartbeat is due (worker events wake the loop at once)."""
-        due = [self._next_request, *(job.next_heartbeat for job in self.jobs.values())]
-        return max(0.0, min(POLL_SLICE, min(due) - self.clock()))
+        """Until the next heartbeat is due, or the next request if a core is free for one (up
+        to ``POLL_SLICE``). Worker events and replies wake the loop at once, so a core freed
+        meanwhile is not waited for. (A request time long past with every core busy made this
+        0: the loop spun, a core's worth of CPU while the pilot's cores were full; issue 15.)"""
+        due = [job.next_heartbeat for job in self.jobs.values()]
+        if self._free_cores() and not self.draining:
+            due.append(max(self._next_request, self._hold_until if self._hold_cores else 0.0))
+        until = min(due) - self.clock() if due else POLL_SLICE
+        return max(0.0, min(POLL_SLICE, until))
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
