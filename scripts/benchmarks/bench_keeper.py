@@ -2,6 +2,7 @@
 """What starting one payload under its keeper costs the pilot's machine (issue 15's lever).
 
     python scripts/benchmarks/bench_keeper.py --jobs 200
+    python scripts/benchmarks/bench_keeper.py --jobs 300 --threads 8   # 8 payloads at a time
 
 Runs ``/bin/true`` ``--jobs`` times, one after the other, through the job wrapper
 (agents/wrapper.py: keeper, watchdog, output files), and prints the wall time and the CPU
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -41,12 +43,19 @@ def cpu_seconds() -> float:
     return total
 
 
-def measure(label: str, jobs: int, run_one: object) -> None:
+def measure(label: str, jobs: int, run_one: object, threads: int = 1) -> None:
+    """``jobs`` calls of ``run_one(n)``, ``threads`` at a time; wall and CPU per job."""
     assert callable(run_one)
-    run_one()  # warm up (starts the exec helper, if any)
+    run_one(-1)  # warm up (starts the exec helper, if any)
     cpu, wall = cpu_seconds(), time.perf_counter()
-    for _ in range(jobs):
-        run_one()
+    workers = [
+        threading.Thread(target=lambda k: [run_one(n) for n in range(k, jobs, threads)], args=(k,))
+        for k in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
     wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
     print(f"{label}: {wall / jobs * 1000:.1f} ms wall, {cpu / jobs * 1000:.1f} ms CPU per job")
 
@@ -54,11 +63,20 @@ def measure(label: str, jobs: int, run_one: object) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1, help="payloads at a time")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-keeper-"))
-    spec = PayloadSpec(job_id=1, executable="/bin/true", workdir=folder)
-    measure("bare subprocess.run(/bin/true)", args.jobs, lambda: subprocess.run(["/bin/true"]))
-    measure("/bin/true via the wrapper", args.jobs, lambda: run_payload(spec, Limits()))
+
+    def through_wrapper(number: int) -> None:
+        workdir = folder / f"job_{number}"  # its own folder: its own std.out and std.err
+        workdir.mkdir(exist_ok=True)
+        run_payload(PayloadSpec(job_id=1, executable="/bin/true", workdir=workdir), Limits())
+
+    def bare(number: int) -> None:
+        subprocess.run(["/bin/true"], check=True)
+
+    measure("bare subprocess.run(/bin/true)", args.jobs, bare, args.threads)
+    measure("/bin/true via the wrapper", args.jobs, through_wrapper, args.threads)
     return 0
 
 
