@@ -7,13 +7,14 @@ Until then it is sent again, with the SAME request id, so the service answers a 
 reply it gave the first time and never applies a report twice. A pilot restarted on the same
 workdir sends what its predecessor left (:meth:`Outbox.pending`).
 
-A report is written as soon as its payload has ended, before the output sandbox is uploaded
-(``output_pending``: the description it needs to pack the output is kept with it), so a pilot
-killed during the upload leaves a report that its successor completes: it uploads the output
-from the job's folder, still there, then sends the report. The completed report (with its output
-sandbox) is sent under the same request id; it is written again only when its status differs
-from the kept one (a lease kill, a hand-back): otherwise the kept one, completed again after a
-crash (the upload of the same bytes gives the same sandbox), says the same.
+The final reports of one turn of the pilot's loop are written together, in one file with one
+fsync (issue 15: two fsyncs per job were most of the loop once the round trips were batched),
+and sent without waiting for the reply (pipelined): the file goes once every report in it was
+answered. Between the payload's end and that turn the job's end is kept by the payload keeper's
+``payload_ended`` mark in the job's folder (fsync'd, next to ``job.json``): a pilot killed in
+between leaves it for its successor (:func:`ended_report`), which uploads the output from the
+job's folder, still there, then sends the report (``output_pending``: the description it needs
+to pack the output is kept with it).
 
 Files only, no sockets: the pilot (agents/pilot.py) does the sending.
 """
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 FOLDER = "outbox"
 JOB_FILE = "job.json"  # in a job's folder: its id, attempt, pilot and stored description
 ENDED_MARK = "payload_ended"  # written there by the payload keeper when the payload ended
+BATCH_PREFIX = "turn-"  # a file of several reports (one loop turn's final reports)
 
 
 @dataclass(frozen=True)
@@ -62,21 +64,29 @@ class Report:
 
 
 class Outbox:
+    """The reports not answered yet, in files under ``<workdir>/outbox``: one report per file
+    (:meth:`put`, named by its request id), or the final reports of one loop turn of the pilot
+    in one file with one fsync (:meth:`put_many`, issue 15). A file is removed once every report
+    in it was answered (:meth:`done`)."""
+
     def __init__(self, workdir: Path) -> None:
         self.folder = workdir / FOLDER
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._file_of: dict[str, Path] = {}  # request id -> the file that holds it now
+        self._left: dict[Path, set[str]] = {}  # a file -> its reports not answered yet
 
     def put(self, report: Report) -> Report:
         """Make ``report`` durable (replacing one with the same request id)."""
-        path = self._path(report.request_id)
-        temporary = path.with_suffix(".tmp")
-        with open(temporary, "w", encoding="utf-8") as file:
-            json.dump(asdict(report), file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-        self._sync_folder()
+        self._write(self._path(report.request_id), [report])
         return report
+
+    def put_many(self, reports: list[Report]) -> None:
+        """Make these reports durable together: one file, one fsync (each report keeps its own
+        request id; one already kept alone is replaced)."""
+        if len(reports) == 1:
+            self.put(reports[0])
+        elif reports:
+            self._write(self.folder / f"{BATCH_PREFIX}{uuid.uuid4().hex}.json", reports)
 
     def uploaded(self, report: Report, output_sandbox: str, problems: str) -> Report:
         """The output is uploaded (or failed to be): the report as it is to be sent."""
@@ -92,24 +102,83 @@ class Outbox:
         )
 
     def done(self, report: Report) -> None:
-        """The service answered ``report``: forget it. (Not fsync'd: a removal lost in a crash
-        only sends the report again, under its request id, and the service answers a repeat
-        without applying it twice; issue 15: a folder fsync per job cost the pilot's loop.)"""
+        """The service answered ``report``: forget it, and remove its file once every report
+        in it was answered. (Not fsync'd: a removal lost in a crash only sends the report
+        again, under its request id, and the service answers a repeat without applying it
+        twice; issue 15: a folder fsync per job cost the pilot's loop.)"""
+        path = self._file_of.pop(report.request_id, None) or self._path(report.request_id)
+        left = self._left.get(path)
+        if left is not None:
+            left.discard(report.request_id)
+            if left:
+                return
+            del self._left[path]
         with contextlib.suppress(FileNotFoundError):
-            self._path(report.request_id).unlink()
+            path.unlink()
 
     def pending(self) -> list[Report]:
-        """Every report not answered yet, oldest first (an unreadable file is set aside)."""
-        found = []
+        """Every report not answered yet, oldest file first (an unreadable file is set aside).
+        A report kept alone wins over its copy in a turn's file (it is the newer one)."""
+        found: dict[str, Report] = {}
         for path in sorted(self.folder.glob("*.json"), key=_mtime):
-            try:
-                found.append(Report(**json.loads(path.read_text(encoding="utf-8"))))
-            except (OSError, ValueError, TypeError) as exc:
-                log.error(
-                    "outbox: %s unreadable (%s): set aside as %s.bad", path.name, exc, path.name
-                )
-                path.replace(path.with_suffix(".bad"))
-        return found
+            for report in self._read(path):
+                request_id = report.request_id
+                alone = path.name == f"{request_id}.json"
+                kept_in = self._file_of.get(request_id)
+                if alone or request_id not in found:
+                    found[request_id] = report
+                    self._file_of[request_id] = path
+                    if alone and kept_in is not None and kept_in != path:
+                        self._forget_in(kept_in, request_id)  # an older copy
+                elif kept_in is not None and kept_in != path:
+                    self._forget_in(path, request_id)  # an older copy of one kept alone
+        return list(found.values())
+
+    def _read(self, path: Path) -> list[Report]:
+        """The reports of one file still to be answered (as far as this outbox knows: a file
+        left by a predecessor is all to be answered)."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            reports = [Report(**item) for item in (data if isinstance(data, list) else [data])]
+        except FileNotFoundError:
+            return []  # answered meanwhile
+        except (OSError, ValueError, TypeError) as exc:
+            log.error("outbox: %s unreadable (%s): set aside as %s.bad", path.name, exc, path.name)
+            path.replace(path.with_suffix(".bad"))
+            return []
+        if len(reports) > 1 and path not in self._left:
+            self._left[path] = {report.request_id for report in reports}
+        left = self._left.get(path)
+        return [report for report in reports if left is None or report.request_id in left]
+
+    def _write(self, path: Path, reports: list[Report]) -> None:
+        """Write, fsync, rename, fsync the folder; then note which file holds each report."""
+        temporary = path.with_suffix(".tmp")
+        with open(temporary, "w", encoding="utf-8") as file:
+            items = [asdict(report) for report in reports]
+            json.dump(items[0] if len(items) == 1 else items, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+        self._sync_folder()
+        for report in reports:
+            previous = self._file_of.get(report.request_id)
+            if previous is not None and previous != path:
+                self._forget_in(previous, report.request_id)
+            self._file_of[report.request_id] = path
+        if len(reports) > 1:
+            self._left[path] = {report.request_id for report in reports}
+
+    def _forget_in(self, path: Path, request_id: str) -> None:
+        """``request_id`` is kept in another file now: the old one goes once nothing is left."""
+        left = self._left.get(path)
+        if left is None:
+            return
+        left.discard(request_id)
+        if not left:
+            del self._left[path]
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     def _path(self, request_id: str) -> Path:
         return self.folder / f"{request_id}.json"

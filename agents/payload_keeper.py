@@ -60,9 +60,12 @@ GRACE = 2.0  # SIGTERM -> SIGKILL of what is left
 ORPHAN_GRACE = 0.5  # seconds a payload whose pilot died may take to finish exiting by itself
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)  # once: a keeper forked from the helper inherits it
+_PRCTL = _LIBC.prctl
+
+
 def prctl(option: int, value: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(option, value, 0, 0, 0) != 0:
+    if _PRCTL(option, value, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
 
 
@@ -170,7 +173,7 @@ def note_end(status: int) -> None:
         pass
 
 
-def start(argv: list[str]) -> int:
+def start(argv: list[str], env: "dict[str, str] | None" = None) -> int:
     """Fork the payload: it dies with the keeper (SIGKILL as its parent-death signal: the
     keeper is single-threaded, so this follows the keeper itself), with the signal
     dispositions a fresh process has, then exec it."""
@@ -184,7 +187,9 @@ def start(argv: list[str]) -> int:
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             if os.getppid() != keeper:  # the keeper died before the signal was armed
                 os._exit(1)
-            os.execvp(argv[0], argv)
+            if env is None:
+                os.execvp(argv[0], argv)
+            os.execvpe(argv[0], argv, env)
         except OSError as exc:
             os.write(2, f"cannot start {argv[0]}: {exc.strerror}\n".encode())
         os._exit(127)
@@ -206,16 +211,20 @@ def orphaned(payload: int) -> None:
     os._exit(1)
 
 
-def keep(parent: int, lease_file: str, lease: float, argv: list[str]) -> None:
+def keep(
+    parent: int, lease_file: str, lease: float, argv: list[str], env: "dict[str, str] | None" = None
+) -> None:
     """Be the keeper of the payload ``argv`` (never returns): ``parent`` is the process whose
-    death ends the payload (the pilot, or the pilot's exec helper)."""
+    death ends the payload (the pilot, or the pilot's exec helper); ``env`` is the payload's
+    environment (None: this process's; the helper passes it here rather than rewriting its
+    keeper's ``os.environ``, issue 15)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the payload got it too: wait for it
     signal.pthread_sigmask(signal.SIG_BLOCK, WAKE)  # taken with sigtimedwait below
     prctl(PR_SET_PDEATHSIG, signal.SIGUSR1)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     if os.getppid() != parent:  # the parent died before the death signal was armed
         os._exit(1)
-    payload = start(argv)
+    payload = start(argv, env)
     pilot_gone = False
     while True:
         ended = reap()
@@ -308,9 +317,9 @@ def fork_keeper(request: dict, descriptors: list[int], close: list[int]) -> int:
             if descriptor > 2:
                 os.close(descriptor)
         os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
-        keep(helper, request["lease_file"], float(request["lease"]), request["argv"])
+        keep(
+            helper, request["lease_file"], float(request["lease"]), request["argv"], request["env"]
+        )
     except BaseException as exc:
         os.write(2, f"payload keeper: {exc}\n".encode())
     os._exit(127)

@@ -10,7 +10,8 @@ is applied at once with :meth:`PayloadRunner.request_kill`; :class:`StopPilot` s
 SIGTERM does. A job runs as its stored description says, read with
 :func:`description_from_stored` (checked again: a description it cannot read fails the job).
 
-One iteration of the loop (:meth:`Pilot.step`): handle worker events → heartbeat the jobs that
+One iteration of the loop (:meth:`Pilot.step`): take the answers to posted reports → handle
+worker events (their final reports kept and posted) → heartbeat the jobs that
 are due → request jobs while cores are free and the policy allows → decide whether to stop →
 wait briefly for pushes. SIGTERM: no new job; the running ones are killed (SIGTERM, then SIGKILL
 after ``kill_grace``) and handed back to the task queue (reported Rescheduled, "Pilot stopped
@@ -20,11 +21,19 @@ process of its job) is handed back too, never reported Failed.
 
 Reliability (issue 11):
 
-- **Reports survive the pilot.** Every status report after Running goes through the durable
-  outbox in the workdir (agents/outbox.py): written when the payload ends (before the output
-  upload), sent, removed once the service answered; sent again with the same request id every
-  ``OUTBOX_RETRY`` seconds while the service is away, and by a pilot restarted on the same
-  workdir. An output the service could not take waits in the job's folder with its report.
+- **Reports survive the pilot.** Every final report goes through the durable outbox in the
+  workdir (agents/outbox.py): the reports of one loop turn written together (one file, one
+  fsync), then posted without waiting for the reply (issue 15: pipelined); each leaves the
+  outbox once the service answered it, and is sent again with the same request id when no
+  answer came in time, every ``OUTBOX_RETRY`` seconds while the service is away, and by a pilot
+  restarted on the same workdir. Between the payload's end and that turn, its keeper's
+  ``payload_ended`` mark in the job's folder keeps the end (a successor reports from it). An
+  output the service could not take waits in the job's folder with its report.
+- **Running is pipelined too.** The Running reports of one match are posted together and the
+  loop goes on; each payload starts once the service took its Running (never before: the
+  service gives an unstarted match back to the task queue after ``match_lease``, shorter than
+  a payload's lease), and a job whose Running is refused is dropped unstarted. To a service
+  without ``update_statuses`` everything goes one by one, each reply waited for.
 - **The lease.** Each match carries ``lease`` (the service's ``stalled_timeout``). The pilot
   touches ``<workdir>/lease`` on each acknowledged heartbeat; a payload whose pilot has not had
   one acknowledged for ``lease`` seconds is killed by its keeper (agents/payload_keeper.py), even
@@ -51,7 +60,6 @@ import socket
 import sys
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -337,7 +345,6 @@ class _Finished:
     job_id: int
     result: PayloadResult
     output: OutputSandbox | None = NO_OUTPUT  # None: not uploaded yet (the service was away)
-    report: Report | None = None  # as written to the outbox when the payload ended
 
 
 @dataclass(frozen=True)
@@ -380,7 +387,8 @@ class Pilot:
         self.reports = ReportSender(
             lambda: self.client, self.outbox, config.pilot_id, self._answered
         )
-        self._unsent: list[Report] = []  # kept in the outbox, to be sent this turn
+        self._unsent: list[Report] = []  # made this turn: kept in the outbox, then sent
+        self._awaiting_running: set[int] = set()  # jobs whose Running is in flight (not started)
         self.folders = JobFolders(config.workdir, config.keep_failed_for, config.keep_failed_max_mb)
         self._folder_work = ThreadPoolExecutor(1, thread_name_prefix="folders")
         self.lease_file = config.workdir / LEASE_FILE
@@ -438,6 +446,7 @@ class Pilot:
         finally:
             self._abandon()
             self.flush_outbox(self.clock(), force=True)
+            self._wait_answers()
             self._folder_work.shutdown(wait=True)
             self.client.close()
             os.close(self._wake_read)
@@ -447,6 +456,7 @@ class Pilot:
 
     def step(self) -> bool:
         """One iteration; True when the pilot should exit."""
+        self.process_answers()
         self.process_events()
         now = self.clock()
         self.flush_outbox(now)
@@ -467,9 +477,15 @@ class Pilot:
         return False
 
     def _wait_time(self) -> float:
-        """Until the next request or heartbeat is due (worker events wake the loop at once)."""
-        due = [self._next_request, *(job.next_heartbeat for job in self.jobs.values())]
-        return max(0.0, min(POLL_SLICE, min(due) - self.clock()))
+        """Until the next heartbeat is due, or the next request if a core is free for one (up
+        to ``POLL_SLICE``). Worker events and replies wake the loop at once, so a core freed
+        meanwhile is not waited for. (A request time long past with every core busy made this
+        0: the loop spun, a core's worth of CPU while the pilot's cores were full; issue 15.)"""
+        due = [job.next_heartbeat for job in self.jobs.values()]
+        if self._free_cores() and not self.draining:
+            due.append(max(self._next_request, self._hold_until if self._hold_cores else 0.0))
+        until = min(due) - self.clock() if due else POLL_SLICE
+        return max(0.0, min(POLL_SLICE, until))
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
@@ -608,9 +624,36 @@ class Pilot:
     # -- one job ---------------------------------------------------------------------------------
 
     def start_jobs(self, matches: list[MatchedJob]) -> None:
-        """Report the matched jobs Running (in one request) and start the payload of each the
-        service took in a worker thread."""
+        """Report the matched jobs Running, in one request posted without waiting (the loop
+        goes on meanwhile); each job's payload starts in a worker thread once the service took
+        its Running (:meth:`process_answers`: never a payload of a job the service does not
+        have Running, whose match it may give back to the task queue). To a service without
+        ``update_statuses``: one by one, each reply waited for."""
         prepared = [job for job in map(self._prepare, matches) if job is not None]
+        if not self.reports.batches:
+            self._start_when_taken(prepared)
+            return
+        if prepared:
+            self.reports.post_running([(job.job_id, job.attempt) for job in prepared], self.clock())
+        for job in prepared:
+            self.jobs[job.job_id] = job  # its cores are taken from now on
+            self._awaiting_running.add(job.job_id)
+        self._send_reports()  # of the jobs that could not be prepared
+
+    def _start_thread(self, job: RunningJob) -> None:
+        threading.Thread(
+            target=self._run_payload, args=(job,), name=f"job-{job.job_id}", daemon=True
+        ).start()
+        log.info(
+            "job %s: attempt %s started in %s (%d core(s))",
+            job.job_id,
+            job.attempt,
+            job.workdir,
+            job.cores,
+        )
+
+    def _start_when_taken(self, prepared: list[RunningJob]) -> None:
+        """Report Running and wait for the reply, then start the jobs the service took."""
         outcomes = self.reports.running([(job.job_id, job.attempt) for job in prepared])
         started = [
             (job, commands)
@@ -623,16 +666,7 @@ class Pilot:
             self.jobs[job.job_id] = job
         for job, commands in started:
             self.apply_commands(commands)
-            threading.Thread(
-                target=self._run_payload, args=(job,), name=f"job-{job.job_id}", daemon=True
-            ).start()
-            log.info(
-                "job %s: attempt %s started in %s (%d core(s))",
-                job.job_id,
-                job.attempt,
-                job.workdir,
-                job.cores,
-            )
+            self._start_thread(job)
         self._send_reports()  # of the jobs that could not be prepared
 
     def _prepare(self, match: MatchedJob) -> RunningJob | None:
@@ -728,7 +762,6 @@ class Pilot:
         """In the worker thread: input sandbox, payload, output sandbox; the result goes to the
         main thread. Sandboxes travel on a client of this thread's own."""
         output: OutputSandbox | None = NO_OUTPUT
-        report = None
         try:
             with Client(
                 self.config.server,
@@ -738,39 +771,13 @@ class Pilot:
                 insecure=self.client.identity is None,
             ) as client:
                 result = self._fetch_and_run(client, job)
-                report = self._keep_outcome(job, result)
                 if result.exit_code is not None:
                     output = self._upload_output(client, job)
         except Exception as exc:  # a bug in the wrapper must not lose the job's report
             log.exception("job %s: the wrapper failed", job.job_id)
             result = _not_run(f"Pilot error: {exc}")
-        self.events.put(_Finished(job.job_id, result, output, report))
+        self.events.put(_Finished(job.job_id, result, output))
         self._wake()
-
-    def _keep_outcome(self, job: RunningJob, result: PayloadResult) -> Report | None:
-        """In the worker thread, as soon as the payload ended: its report in the outbox (to be
-        completed with the output sandbox), so that it survives a pilot killed meanwhile."""
-        if result.kill_reason:  # killed here: the main thread decides what to report
-            return None
-        try:
-            return self.outbox.put(
-                Report.new(
-                    job_id=job.job_id,
-                    attempt=job.attempt,
-                    pilot_id=self.config.pilot_id,
-                    status=result.status.value,
-                    minor_status=result.minor_status[:256],
-                    application_status=_application(result),
-                    workdir=str(job.workdir),
-                    output_pending=result.exit_code is not None,
-                    description=job.stored_description if result.exit_code is not None else {},
-                    failed=result.status is not JobStatus.DONE,
-                    usage=asdict(_usage(job, result, output_bytes=0)),
-                )
-            )
-        except OSError as exc:
-            log.error("job %s: report not kept in the outbox: %s", job.job_id, exc)
-            return None
 
     def _fetch_and_run(self, client: Client, job: RunningJob) -> PayloadResult:
         try:
@@ -832,14 +839,10 @@ class Pilot:
             if isinstance(event, _Sampled):
                 job.sample = event.sample
             else:
-                self.finish(job, event.result, event.output, event.report)
+                self.finish(job, event.result, event.output)
 
     def finish(
-        self,
-        job: RunningJob,
-        result: PayloadResult,
-        output: OutputSandbox | None = NO_OUTPUT,
-        kept: Report | None = None,
+        self, job: RunningJob, result: PayloadResult, output: OutputSandbox | None = NO_OUTPUT
     ) -> None:
         del self.jobs[job.job_id]
         if not self.jobs:
@@ -854,26 +857,22 @@ class Pilot:
         )
         if result.kill_reason == "lease":
             log.warning("job %s: %s", job.job_id, LEASE_LOST)
-            self._hand_back(job, LEASE_LOST, kept)
+            self._hand_back(job, LEASE_LOST)
             return
         if result.kill_reason == HELPER_LOST:
             log.warning("job %s: %s", job.job_id, result.minor_status)
             why = STOPPED_BY_SIGNAL.format(self.stop_signal) if self.stop_signal else "Pilot error"
-            self._hand_back(job, f"{why}: exec helper lost, job handed back", kept)
+            self._hand_back(job, f"{why}: exec helper lost, job handed back")
             return
         if hands_back(result, self._stopping_soon(result)):
             stopped = STOPPED_BY_SIGNAL.format(self.stop_signal)
             log.info("job %s: handed back for rescheduling (%s)", job.job_id, stopped)
-            self._hand_back(job, f"{stopped}: job handed back", kept)
+            self._hand_back(job, f"{stopped}: job handed back")
             return
         usage = _usage(job, result, output.size if output else 0)
         if output is None:
-            if kept is not None:
-                log.info(
-                    "job %s: report kept in the outbox until its output is uploaded", job.job_id
-                )
-                return  # flush_outbox uploads the output from the job's folder, then reports
-            output = OutputSandbox("", (), "output sandbox not uploaded: service unavailable")
+            self._keep_until_uploaded(job, result, usage)
+            return
         application = "; ".join(filter(None, [_application(result), output.problems()]))
         self._report(
             job.job_id,
@@ -883,15 +882,34 @@ class Pilot:
             application,
             output.sha256,
             workdir=job.workdir,
-            kept=kept,
             usage=usage,
         )
 
-    def _hand_back(self, job: RunningJob, minor_status: str, kept: Report | None) -> None:
-        """Give the job back to the task queue (Rescheduled): it did not fail, this pilot did."""
-        self._report(
-            job.job_id, job.attempt, HANDED_BACK, minor_status, workdir=job.workdir, kept=kept
+    def _keep_until_uploaded(self, job: RunningJob, result: PayloadResult, usage: JobUsage) -> None:
+        """The service could not take the output now: the report waits in the outbox, and
+        :meth:`flush_outbox` uploads the output from the job's folder, then sends it."""
+        log.info("job %s: report kept in the outbox until its output is uploaded", job.job_id)
+        report = Report.new(
+            job_id=job.job_id,
+            attempt=job.attempt,
+            pilot_id=self.config.pilot_id,
+            status=result.status.value,
+            minor_status=result.minor_status[:256],
+            application_status=_application(result),
+            workdir=str(job.workdir),
+            output_pending=True,
+            description=job.stored_description,
+            failed=result.status is not JobStatus.DONE,
+            usage=asdict(usage),
         )
+        try:
+            self.outbox.put(report)
+        except OSError as exc:
+            log.error("job %s: report not kept in the outbox: %s", job.job_id, exc)
+
+    def _hand_back(self, job: RunningJob, minor_status: str) -> None:
+        """Give the job back to the task queue (Rescheduled): it did not fail, this pilot did."""
+        self._report(job.job_id, job.attempt, HANDED_BACK, minor_status, workdir=job.workdir)
 
     def _stopping_soon(self, result: PayloadResult) -> bool:
         """Whether this pilot is being stopped. A payload that died of a stop signal nobody
@@ -913,37 +931,74 @@ class Pilot:
         application: str = "",
         output_sandbox: str = "",
         workdir: Path | None = None,
-        kept: Report | None = None,
         usage: JobUsage | None = None,
     ) -> None:
-        """Keep the report in the outbox (under the id of the one ``kept`` when the payload
-        ended, never sent); :meth:`_send_reports` sends it with the others of this turn."""
-        report = Report(
-            request_id=kept.request_id if kept else uuid.uuid4().hex,
-            job_id=job_id,
-            attempt=attempt,
-            pilot_id=self.config.pilot_id,
-            status=status.value,
-            minor_status=minor[:256],
-            application_status=application[:256],
-            output_sandbox=output_sandbox,
-            workdir=str(workdir or ""),
-            failed=status is not JobStatus.DONE,
-            usage=asdict(usage) if usage else (kept.usage if kept else {}),
+        """A final report, kept in the outbox and sent by :meth:`_send_reports` with the
+        others of this turn."""
+        self._unsent.append(
+            Report.new(
+                job_id=job_id,
+                attempt=attempt,
+                pilot_id=self.config.pilot_id,
+                status=status.value,
+                minor_status=minor[:256],
+                application_status=application[:256],
+                output_sandbox=output_sandbox,
+                workdir=str(workdir or ""),
+                failed=status is not JobStatus.DONE,
+                usage=asdict(usage) if usage else {},
+            )
         )
-        if not _same_outcome(kept, report):  # else the kept one, completed again, says it
-            try:
-                self.outbox.put(report)
-            except OSError as exc:
-                log.error("job %s: report not kept in the outbox (sent once): %s", job_id, exc)
-        self._unsent.append(report)
 
     def _send_reports(self) -> None:
-        """Send the reports made this turn (what the service cannot take now stays in the
+        """Keep the reports made this turn in the outbox (one file, one fsync), then post them
+        (pipelined: answered in a later turn; what the service cannot take now stays in the
         outbox for :meth:`flush_outbox`)."""
-        if self._unsent:
-            reports, self._unsent = self._unsent, []
-            self.reports.send(reports)
+        made, self._unsent = self._unsent, []
+        if not made:
+            return
+        try:
+            self.outbox.put_many(made)
+        except OSError as exc:
+            log.error("jobs %s: reports not kept in the outbox (sent once): %s",
+                      ",".join(str(r.job_id) for r in made), exc)  # fmt: skip
+        self.reports.post(made, self.clock())
+
+    def process_answers(self) -> None:
+        """Take the answers to posted reports: a job whose Running was taken starts (its
+        commands applied, the lease renewed first), one refused is dropped unstarted; Running
+        reports not answered in time are posted again."""
+        now = self.clock()
+        outcomes = self.reports.collect(self.client.take_answers(), now)
+        if any(outcome.commands is not None for outcome in outcomes):
+            self.renew_lease()
+        for outcome in outcomes:
+            self._awaiting_running.discard(outcome.job_id)
+            job = self.jobs.get(outcome.job_id)
+            if job is None:
+                continue
+            if outcome.commands is None:
+                self._not_taken(job)
+            else:
+                self._start_thread(job)
+                self.apply_commands(outcome.commands)
+        self.reports.expire(now, self.client.policy.timeout)
+
+    def _not_taken(self, job: RunningJob) -> None:
+        """The service refused the job's Running (killed, or taken away meanwhile): it is not
+        started, and nothing is reported."""
+        del self.jobs[job.job_id]
+        if not self.jobs:
+            self._idle_since = self.clock()
+        self._folder_work.submit(self.folders.finished, job.workdir, True)
+
+    def _wait_answers(self) -> None:
+        """On the way out: wait (bounded) for the answers to the final reports in flight, so
+        that a pilot that stops leaves nothing unanswered it could have had answered."""
+        deadline = self.clock() + self.client.policy.timeout * 2
+        while self.reports.in_flight() and self.clock() < deadline:
+            self.client.poll_pushes(0.05)
+            self.process_answers()
 
     def _answered(self, report: Report) -> None:
         """The service answered ``report`` (it left the outbox): its folder can go (removed by
@@ -959,9 +1014,10 @@ class Pilot:
             return
         self._next_flush = now + OUTBOX_RETRY
         ready = []
+        posted = self.reports.in_flight()
         for report in self.outbox.pending():
-            if report.job_id in self.jobs:
-                continue  # its payload's thread is on it
+            if report.job_id in self.jobs or report.request_id in posted:
+                continue  # its payload's thread is on it, or it is on its way
             if report.output_pending:
                 completed = self._complete(report)
                 if completed is None:
@@ -969,7 +1025,7 @@ class Pilot:
                 report = completed
             ready.append(report)
         if ready:
-            self.reports.send(ready)
+            self.reports.post(ready, now)
 
     def _complete(self, report: Report) -> Report | None:
         """Upload the output of a report kept before its output went up (the service was
@@ -1102,22 +1158,14 @@ class Pilot:
         self.kill_all(STOPPED_BY_SIGNAL.format(self.stop_signal or "error"))
         deadline = self.clock() + self.config.kill_grace + 15.0
         while self.jobs and self.clock() < deadline:
+            self.process_answers()  # a job taken meanwhile starts, sees its kill, is handed back
             try:
                 event = self.events.get(timeout=0.1)
             except queue.Empty:
+                self.client.poll_pushes(0.0)
                 continue
             self.events.put(event)
             self.process_events()
-
-
-def _same_outcome(kept: Report | None, report: Report) -> bool:
-    """Whether the report kept when the payload ended tells the same end as ``report`` (which
-    only adds the output sandbox): then it need not be written again (issue 15)."""
-    return (
-        kept is not None
-        and (kept.status, kept.minor_status) == (report.status, report.minor_status)
-        and kept.request_id == report.request_id
-    )
 
 
 def _application(result: PayloadResult) -> str:

@@ -1,9 +1,17 @@
 """How the pilot sends its status reports: several in one request when it has several
 (``update_statuses``, issue 15), one by one to a service older than that op.
 
+Pipelined (issue 15): :meth:`ReportSender.post` and :meth:`ReportSender.post_running` send a
+request without waiting for its reply; :meth:`ReportSender.collect` takes the answers that came
+(read by the pilot's next call or wait) and :meth:`ReportSender.expire` gives up on those that
+did not come in time: a Running report is posted again under the same request id, final reports
+go back to the outbox's flush (sent again under their own ids). A service older than
+``update_statuses`` gets everything one by one, each waited for, as before.
+
 Final reports come from the durable outbox (agents/outbox.py) and leave it once answered:
 acknowledged, or refused for good; one the service could not take now stays for the next
-flush. Running reports are not kept: a job whose Running is not taken is not started. Only the
+flush. Running reports are not kept (posted again while unanswered): a job whose Running is
+refused is not started. Only the
 pilot's main thread uses a :class:`ReportSender` (it owns the client).
 """
 
@@ -11,16 +19,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from dirac_like.client import Client
+from dirac_like.client import Answer, Client
 from dirac_like.errors import DiracLikeError, UnknownOperation
 from dirac_like.protocol import (
     MAX_REPORTS_PER_REQUEST,
     JobUsage,
+    Op,
     PilotCommand,
     ReportOutcome,
     UpdateStatusArgs,
+    UpdateStatusesArgs,
 )
 from dirac_like.states import JobStatus
 
@@ -29,6 +41,24 @@ from .outbox import Outbox, Report
 log = logging.getLogger(__name__)
 
 Answered = Callable[[Report], None]  # a report the service answered (its folder's turn)
+
+
+@dataclass(frozen=True)
+class RunningOutcome:
+    """What the service said to a posted Running report: the job's commands (start it), or None
+    when it refused it for good (the job is not this pilot's any more: not to be started)."""
+
+    job_id: int
+    commands: list[PilotCommand] | None
+
+
+@dataclass
+class _Posted:
+    """A request in flight: final reports of the outbox, or Running reports."""
+
+    sent_at: float
+    finals: list[Report] = field(default_factory=list)
+    running: list[UpdateStatusArgs] = field(default_factory=list)
 
 
 class ReportSender:
@@ -40,6 +70,113 @@ class ReportSender:
         self.pilot_id = pilot_id
         self.answered = answered
         self.batches = True  # False once the service said it has no update_statuses
+        self._posted: dict[str, _Posted] = {}  # request id -> what it carries
+
+    # -- pipelined -------------------------------------------------------------------------------
+
+    def post(self, reports: list[Report], now: float) -> None:
+        """Send these reports of the outbox without waiting (one by one, waited for, to an old
+        service); what is not answered stays in the outbox."""
+        if not self.batches:
+            self.send(reports)
+            return
+        for start in range(0, len(reports), MAX_REPORTS_PER_REQUEST):
+            chunk = reports[start : start + MAX_REPORTS_PER_REQUEST]
+            self._post(_batch_id(chunk), _Posted(now, finals=chunk))
+
+    def post_running(self, jobs: list[tuple[int, int]], now: float) -> None:
+        """Report these (job id, attempt) Running without waiting (each payload starts when its
+        answer comes); :meth:`collect` hands out what the service said of each."""
+        reports = [
+            UpdateStatusArgs(job_id, attempt, self.pilot_id, JobStatus.RUNNING.value, "Application")
+            for job_id, attempt in jobs
+        ]
+        for start in range(0, len(reports), MAX_REPORTS_PER_REQUEST):
+            chunk = reports[start : start + MAX_REPORTS_PER_REQUEST]
+            self._post(uuid.uuid4().hex, _Posted(now, running=chunk))
+
+    def in_flight(self) -> set[str]:
+        """Request ids of the final reports posted and not answered yet."""
+        return {report.request_id for posted in self._posted.values() for report in posted.finals}
+
+    def collect(self, answers: list[Answer], now: float) -> list[RunningOutcome]:
+        """Apply the answers to posted requests: final reports answered leave the outbox; the
+        outcome of each Running report answered is returned."""
+        outcomes: list[RunningOutcome] = []
+        for answer in answers:
+            posted = self._posted.pop(answer.request_id, None)
+            if posted is None:
+                continue
+            if answer.error is None:
+                outcomes += self._answered(posted, answer.result.outcomes, answer.request_id, now)
+            elif answer.retryable:
+                log.info("reports not taken yet (%s): sent again later", answer.error)
+                self._park(answer.request_id, posted)
+            else:
+                outcomes += self._refused_together(posted, answer.error)
+        return outcomes
+
+    def expire(self, now: float, timeout: float) -> None:
+        """Posted requests not answered within ``timeout``: Running reports posted again (same
+        request id), final reports left to the outbox's next flush."""
+        for request_id, posted in list(self._posted.items()):
+            if now - posted.sent_at < timeout:
+                continue
+            del self._posted[request_id]
+            self.client.forget(request_id)
+            if posted.running:
+                log.warning("jobs %s: Running not answered yet: sent again",
+                            _ids(posted.running))  # fmt: skip
+                self._post(request_id, _again(posted, now))
+
+    def _post(self, request_id: str, posted: _Posted) -> None:
+        args = [_status_args(report) for report in posted.finals] or posted.running
+        self._posted[request_id] = posted
+        if not self.client.post(
+            Op.UPDATE_STATUSES, UpdateStatusesArgs(self.pilot_id, args), request_id
+        ):
+            log.warning("jobs %s: reports not posted now (kept)", _ids(args))
+
+    def _park(self, request_id: str, posted: _Posted) -> None:
+        """Not taken now (the service was busy): Running reports are posted again by
+        :meth:`expire` (not at once: that would keep a busy service busier); final reports
+        go back to the outbox's next flush."""
+        if posted.running:
+            self._posted[request_id] = posted
+
+    def _answered(
+        self, posted: _Posted, outcomes: list[ReportOutcome], request_id: str, now: float
+    ) -> list[RunningOutcome]:
+        if posted.finals:
+            self._apply_outcomes(posted.finals, outcomes)
+            return []
+        retry = [
+            report
+            for report, outcome in zip(posted.running, outcomes, strict=True)
+            if outcome.error is not None and outcome.error.retryable
+        ]
+        if retry:
+            self._park(uuid.uuid4().hex, _Posted(now, running=retry))
+        return [
+            RunningOutcome(report.job_id, self._running_outcome(report, outcome))
+            for report, outcome in zip(posted.running, outcomes, strict=True)
+            if outcome.error is None or not outcome.error.retryable
+        ]
+
+    def _refused_together(self, posted: _Posted, error: DiracLikeError) -> list[RunningOutcome]:
+        """The whole request refused (an old service, a malformed report): one by one, waited
+        for, as to a service without ``update_statuses``."""
+        if isinstance(error, UnknownOperation):
+            self._no_batches()
+        else:
+            log.warning("jobs refused together, sent one by one: %s", error)
+        if posted.finals:
+            for report in posted.finals:
+                self._send_one(report)
+            return []
+        return [
+            RunningOutcome(report.job_id, self._running_one(report)) for report in posted.running
+        ]
 
     def send(self, reports: list[Report]) -> bool:
         """Send these reports of the outbox; False when the service could not take them all
@@ -122,6 +259,11 @@ class ReportSender:
                 "jobs %s: reports refused together, sent one by one: %s", _ids(reports), exc
             )
             return None
+        return self._apply_outcomes(reports, outcomes)
+
+    def _apply_outcomes(self, reports: list[Report], outcomes: list[ReportOutcome]) -> bool:
+        """Each report answered alone: acknowledged or refused for good, it leaves the outbox;
+        False if one is to be sent again later (it stays)."""
         kept = False
         for report, outcome in zip(reports, outcomes, strict=True):
             if outcome.error is not None and outcome.error.retryable:
@@ -180,6 +322,11 @@ def _status_args(report: Report) -> UpdateStatusArgs:
         report.output_sandbox,
         JobUsage(**report.usage) if report.usage else None,
     )
+
+
+def _again(posted: _Posted, now: float) -> _Posted:
+    """The same request, posted again now."""
+    return _Posted(now, posted.finals, posted.running)
 
 
 def _batch_id(reports: list[Report]) -> str:

@@ -37,7 +37,13 @@ from typing import Any
 
 import zmq
 
-from dirac_like.errors import ConfigError, ProtocolError, ServiceUnavailable, error_from_wire
+from dirac_like.errors import (
+    ConfigError,
+    DiracLikeError,
+    ProtocolError,
+    ServiceUnavailable,
+    error_from_wire,
+)
 from dirac_like.identity import Identity, resolve_identity, secure_client_socket, warn_insecure
 from dirac_like.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -93,6 +99,7 @@ from dirac_like.protocol import (
     ProbeReportReply,
     ProbeResultItem,
     ProbeResultsArgs,
+    Reply,
     ReportOutcome,
     ReportOutcomes,
     Request,
@@ -159,6 +166,29 @@ class RetryPolicy:
         return self.pause(tries, rng) if tries <= self.retries else None
 
 
+@dataclass(frozen=True)
+class Answer:
+    """The reply to a request sent with :meth:`Client.post`: its reply dataclass, or the error
+    the service replied with (``error.retryable``: it did nothing with the request)."""
+
+    request_id: str
+    op: str
+    result: Any = None
+    error: DiracLikeError | None = None
+    retryable: bool = False  # with an error: the service did nothing, post it again later
+
+
+def _answer(op: str, reply: Reply) -> Answer:
+    if not reply.ok:
+        assert reply.error is not None
+        error = error_from_wire(reply.error.code, reply.error.message)
+        return Answer(reply.id, op, error=error, retryable=reply.error.retryable)
+    try:
+        return Answer(reply.id, op, result=parse_reply(op, reply.result))
+    except ProtocolError as exc:
+        return Answer(reply.id, op, error=exc)
+
+
 def server_urls(server: str) -> list[str]:
     """The endpoints of ``server`` (one URL, or several comma-separated); ConfigError if one
     is empty or not a ZeroMQ endpoint."""
@@ -204,6 +234,8 @@ class Client:
         self.context = context or zmq.Context()
         self._socket: zmq.Socket | None = None
         self._rng = random.Random()
+        self._posted: dict[str, str] = {}  # request id -> op, sent by post() and not answered
+        self._answers: list[Answer] = []  # their replies, for take_answers()
 
     def __enter__(self) -> Client:
         return self
@@ -310,17 +342,55 @@ class Client:
         while (left := deadline - time.monotonic()) > 0:
             if not socket.poll(int(left * 1000) + 1, zmq.POLLIN):
                 continue
-            frame = socket.recv()
-            try:
-                if self._took_push(frame):
-                    continue
-                reply = decode_reply(frame, 4 * DEFAULT_MAX_MESSAGE_BYTES)
-            except ProtocolError as exc:
-                log.warning("unreadable reply from %s: %s", self.server, exc)
-                continue
-            if reply.id == request_id:
+            reply = self._read_frame(socket.recv())
+            if reply is not None and reply.id == request_id:
                 return reply
         return None
+
+    def _read_frame(self, frame: bytes) -> Reply | None:
+        """A push goes to ``on_push``, the reply to a posted request to the answers; any other
+        reply is returned (None for those two, and for an unreadable frame)."""
+        try:
+            if self._took_push(frame):
+                return None
+            reply = decode_reply(frame, 4 * DEFAULT_MAX_MESSAGE_BYTES)
+        except ProtocolError as exc:
+            log.warning("unreadable reply from %s: %s", self.server, exc)
+            return None
+        op = self._posted.pop(reply.id, None)
+        if op is None:
+            return reply
+        self._answers.append(_answer(op, reply))
+        return None
+
+    # -- pipelined requests (issue 15) ------------------------------------------------------------
+
+    def post(self, op: str, args: Any, request_id: str) -> bool:
+        """Send one request without waiting for its reply (False if it could not be sent now);
+        its reply is read with the others' (any call, :meth:`poll_pushes`) and handed out by
+        :meth:`take_answers`. No retry here: the caller posts it again, under the same
+        ``request_id``, when no answer came in time (the service answers a repeat with its first
+        reply); a socket dropped by a call's retry loses what was in flight on it."""
+        frame = encode_request(Request(id=request_id, op=op, args=to_wire(args)))
+        self._posted[request_id] = op
+        try:
+            socket = self._connect()
+            if self._send(socket, frame, 0.0):
+                return True
+        except zmq.ZMQError as exc:
+            log.info("%s not posted to %s: %s", op, self.server, exc)
+        del self._posted[request_id]
+        return False
+
+    def take_answers(self) -> list[Answer]:
+        """The replies to posted requests that arrived since the last call, in arrival order."""
+        answers, self._answers = self._answers, []
+        return answers
+
+    def forget(self, request_id: str) -> None:
+        """No answer is awaited any more for this posted request (its reply, if it comes, is
+        dropped like a late reply)."""
+        self._posted.pop(request_id, None)
 
     def poll_pushes(self, timeout: float, wake_fd: int | None = None) -> None:
         """Wait up to ``timeout`` seconds for commands the service pushes unasked and hand them
@@ -339,10 +409,7 @@ class Client:
             if socket not in ready:
                 return
             wait_ms = 0  # something arrived: read what is there, then return
-            try:
-                self._took_push(socket.recv())
-            except ProtocolError as exc:
-                log.warning("unreadable push from %s: %s", self.server, exc)
+            self._read_frame(socket.recv())
 
     def _took_push(self, frame: bytes) -> bool:
         """Hand a push frame's commands to ``on_push``; False if ``frame`` is not a push."""

@@ -15,6 +15,10 @@ Running report, working folder, its own session under its keeper and the watchdo
 sandbox (std.out, std.err: packed and uploaded when not empty), final report with the exit
 code. Afterwards every job is checked: Done, Running in its history, and with an output sandbox
 when it printed something.
+
+Then the CPU each part used per job (load-independent, unlike the rates on a shared machine):
+the bare spawn (this process and its children), the pilots' own processes, their exec helpers
+with every keeper and payload they reaped, and the central service.
 """
 
 from __future__ import annotations
@@ -26,14 +30,39 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs installed
 from scratch import add_keep_option, scratch_folder
 
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.processes import ServiceProcess
 
 QUICK = RetryPolicy(timeout=30, retries=2)
+
+
+@dataclass
+class CpuUse:
+    """CPU seconds used over the run by each part."""
+
+    pilots: float = 0.0  # the pilot processes themselves (all their threads)
+    helpers: float = 0.0  # exec helpers, with the keepers and payloads they reaped
+    service: float = 0.0
+
+    def per_job(self, jobs: int) -> str:
+        parts = {"pilots": self.pilots, "helpers+keepers+payloads": self.helpers,
+                 "service": self.service}  # fmt: skip
+        return ", ".join(f"{name} {1000 * value / jobs:.2f}" for name, value in parts.items())
+
+
+def cpu_seconds(process: psutil.Process, children: bool) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return 0.0
+    own = times.user + times.system
+    return own + (times.children_user + times.children_system if children else 0.0)
 
 
 def bare_rate(count: int, threads: int) -> float:
@@ -85,7 +114,31 @@ def start_pilot(endpoint: str, workdir: Path, cores: int, number: int) -> subpro
     )
 
 
-def pilot_rate(jobs: int, pilots: int, cores: int, executable: str) -> float:
+def bare_cpu_per_spawn(count: int) -> float:
+    """CPU seconds of one ``subprocess.run`` of /bin/true (parent and child), one at a time."""
+    before = os.times()
+    for _ in range(count):
+        subprocess.run(["/bin/true"], check=True)
+    after = os.times()
+    used = sum(getattr(after, n) - getattr(before, n) for n in ("user", "system",
+               "children_user", "children_system"))  # fmt: skip
+    return used / count
+
+
+def measure_cpu(service_pid: int, pilots: list[subprocess.Popen[bytes]]) -> CpuUse:
+    """What the service, the pilots and their helpers used so far (before they are stopped)."""
+    use = CpuUse(service=cpu_seconds(psutil.Process(service_pid), children=False))
+    for popen in pilots:
+        pilot = psutil.Process(popen.pid)
+        use.pilots += cpu_seconds(pilot, children=False)
+        for helper in pilot.children():
+            use.helpers += cpu_seconds(helper, children=True)
+    return use
+
+
+def pilot_rate(
+    jobs: int, pilots: int, cores: int, executable: str, cpu: CpuUse | None = None
+) -> float:
     home = scratch_folder("bench-local-")
     service = ServiceProcess.start_central(home / "home")
     os.environ["DIRAC_LIKE_IDENTITY"] = str(service.identity_path)  # its admin: ours, pilots'
@@ -98,11 +151,17 @@ def pilot_rate(jobs: int, pilots: int, cores: int, executable: str) -> float:
                 start_pilot(service.endpoint, home / f"pilot{n}", cores, n) for n in range(pilots)
             ]
             first = wait_count(client, ("Running", "Done"), 1)
+            at_first = measure_cpu(service.popen.pid, started)
             last = wait_count(client, ("Done",), jobs)
+            at_last = measure_cpu(service.popen.pid, started)
             failed = client.list_jobs(status="Failed", limit=5)
             if failed:
                 raise SystemExit(f"jobs failed, e.g. {failed[0]}")
             check_jobs(client, printed=executable != "/bin/true")
+            if cpu is not None:  # from the first job Running to the last Done
+                cpu.pilots = at_last.pilots - at_first.pilots
+                cpu.helpers = at_last.helpers - at_first.helpers
+                cpu.service = at_last.service - at_first.service
     finally:
         for popen in started:
             os.killpg(popen.pid, signal.SIGTERM)
@@ -142,11 +201,16 @@ def main() -> int:
     args = parser.parse_args()
     bare = bare_rate(max(args.jobs, 1000), args.pilots)
     print(f"bare spawn of /bin/true, {args.pilots} at a time: {bare:,.0f}/s", flush=True)
-    through = pilot_rate(args.jobs, args.pilots, args.cores, args.executable)
+    cpu = CpuUse()
+    through = pilot_rate(args.jobs, args.pilots, args.cores, args.executable, cpu)
     print(
         f"{args.jobs} {args.executable} jobs via {args.pilots} local pilot(s) x {args.cores} "
         f"core(s): {through:,.1f} jobs/s = {through / bare:.1%} of the bare spawn rate"
     )
+    spawn_ms = 1000 * bare_cpu_per_spawn(300)
+    total_ms = 1000 * (cpu.pilots + cpu.helpers + cpu.service) / args.jobs  # (jobs - 1, roughly)
+    print(f"CPU ms per job: bare spawn {spawn_ms:.2f}; {cpu.per_job(args.jobs)}; "
+          f"in all {total_ms:.2f} = {total_ms / spawn_ms:.1f}x the bare spawn")  # fmt: skip
     return 0
 
 

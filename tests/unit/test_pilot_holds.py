@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dirac_like.agents.pilot import Pilot, PilotConfig
+from dirac_like.agents.pilot import POLL_SLICE, Pilot, PilotConfig
 from dirac_like.errors import UnknownOperation
 from dirac_like.protocol import (
     CoreHold,
@@ -119,3 +119,17 @@ def test_a_pilot_falls_back_to_request_job_with_a_service_older_than_request_job
     assert stub.counts == [] and len(stub.asked) == 1  # asked with request_job instead
     pilot.request_jobs(10.0)
     assert len(stub.asked) == 2 and not pilot.reports.batches  # and goes on without asking
+
+
+def test_a_pilot_whose_cores_are_all_busy_waits_instead_of_spinning(
+    pilot: Pilot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15: a request time long past made the loop's wait 0 while no core was free to
+    ask for (the pilot spun: 29% of a core on a loaded machine with its one core busy)."""
+    pilot._next_request = -100.0  # long past: the request was due, but no core is free
+    monkeypatch.setattr(pilot, "_free_cores", lambda: 0)
+    assert pilot._wait_time() == POLL_SLICE
+    monkeypatch.setattr(pilot, "_free_cores", lambda: 1)
+    assert pilot._wait_time() == 0.0  # a free core and a request due: at once
+    pilot._hold_cores, pilot._hold_until = 4, 5.0  # held for a bigger job until t = 5
+    assert pilot._wait_time() == POLL_SLICE

@@ -115,3 +115,34 @@ def test_defect_2_a_value_the_store_cannot_hold_blames_the_request_not_the_store
     with pytest.raises(StoreError):
         store.commit(ChangeSet())
     store.commit(ChangeSet())
+
+
+def test_a_turns_reports_share_one_file_removed_once_all_are_answered(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    made = [
+        Report.new(job_id=n, attempt=1, pilot_id="p1", status="Done", minor_status="")
+        for n in (1, 2, 3)
+    ]
+    outbox.put_many(made)
+    assert len(list(outbox.folder.glob("*.json"))) == 1  # one file, one fsync
+    assert Outbox(tmp_path).pending() == made  # what a restarted pilot finds
+    outbox.done(made[0])
+    outbox.done(made[2])
+    assert outbox.pending() == [made[1]]
+    assert len(Outbox(tmp_path).pending()) == 3  # a successor sends all again: same ids
+    outbox.done(made[1])
+    assert list(outbox.folder.glob("*")) == []
+
+
+def test_a_report_kept_alone_replaces_its_copy_in_a_turns_file(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    first, second = (
+        Report.new(job_id=n, attempt=1, pilot_id="p1", status="Done", minor_status="")
+        for n in (1, 2)
+    )
+    outbox.put_many([first, second])
+    newer = outbox.uploaded(first, "ab" * 32, "")
+    assert sorted(Outbox(tmp_path).pending(), key=lambda r: r.job_id) == [newer, second]
+    outbox.done(second)
+    assert list(outbox.folder.glob("turn-*")) == []  # nothing of it left to answer
+    assert Outbox(tmp_path).pending() == [newer]

@@ -7,9 +7,17 @@ from pathlib import Path
 from typing import Any
 
 from dirac_like.agents.outbox import Outbox, Report
-from dirac_like.agents.report_sender import ReportSender
+from dirac_like.agents.report_sender import ReportSender, RunningOutcome
+from dirac_like.client import Answer
 from dirac_like.errors import ServiceUnavailable, UnknownOperation
-from dirac_like.protocol import ErrorInfo, ReportOutcome, UpdateStatusArgs
+from dirac_like.protocol import (
+    ErrorInfo,
+    Op,
+    ReportOutcome,
+    ReportOutcomes,
+    UpdateStatusArgs,
+    UpdateStatusesArgs,
+)
 
 
 class StubClient:
@@ -66,3 +74,101 @@ def test_a_service_away_keeps_the_whole_batch(tmp_path: Path) -> None:
     client = StubClient(ServiceUnavailable("no reply"))
     assert not sender(client, outbox, answered).send(reports(outbox, 2))
     assert answered == [] and len(outbox.pending()) == 2
+
+
+# -- pipelined (issue 15) ------------------------------------------------------------------------
+
+
+class PostingClient:
+    """A stub of the client's pipelined side: what was posted, and the answers to hand out."""
+
+    def __init__(self) -> None:
+        self.posted: list[tuple[str, list[UpdateStatusArgs]]] = []
+        self.forgotten: list[str] = []
+        self.singles: list[int] = []
+
+    def post(self, op: str, args: UpdateStatusesArgs, request_id: str) -> bool:
+        self.posted.append((request_id, list(args.reports)))
+        return True
+
+    def forget(self, request_id: str) -> None:
+        self.forgotten.append(request_id)
+
+    def update_status(self, job_id: int, *args: Any, **kwargs: Any) -> list[Any]:
+        self.singles.append(job_id)
+        return []
+
+    def answer(self, number: int, outcomes: list[ReportOutcome]) -> Answer:
+        return Answer(self.posted[number][0], Op.UPDATE_STATUSES, ReportOutcomes(outcomes))
+
+
+def posting(client: PostingClient, outbox: Outbox, answered: list[int]) -> ReportSender:
+    return ReportSender(lambda: client, outbox, "p", lambda r: answered.append(r.job_id))  # type: ignore[arg-type, return-value]
+
+
+def test_posted_final_reports_leave_the_outbox_when_their_answer_comes(tmp_path: Path) -> None:
+    outbox, answered, client = Outbox(tmp_path), [], PostingClient()
+    send = posting(client, outbox, answered)
+    kept = reports(outbox, 2)
+    send.post(kept, now=0.0)
+    assert [[r.job_id for r in args] for _, args in client.posted] == [[1, 2]]
+    assert send.in_flight() == {report.request_id for report in kept}
+    assert answered == [] and len(outbox.pending()) == 2  # nothing waited for, nothing lost
+    busy = ErrorInfo("unavailable", "busy", retryable=True)
+    send.collect([client.answer(0, [ReportOutcome([]), ReportOutcome([], busy)])], now=0.1)
+    assert answered == [1] and [r.job_id for r in outbox.pending()] == [2]
+    assert send.in_flight() == set()  # job 2 is the outbox's next flush's
+
+
+def test_final_reports_not_answered_in_time_go_back_to_the_outbox(tmp_path: Path) -> None:
+    outbox, answered, client = Outbox(tmp_path), [], PostingClient()
+    send = posting(client, outbox, answered)
+    send.post(reports(outbox, 1), now=0.0)
+    send.expire(now=1.0, timeout=3.0)
+    assert send.in_flight() and client.forgotten == []
+    send.expire(now=3.5, timeout=3.0)
+    assert send.in_flight() == set() and client.forgotten == [client.posted[0][0]]
+    assert len(outbox.pending()) == 1 and answered == []
+
+
+def test_posted_running_reports_say_taken_or_refused_and_retry_the_busy_ones(
+    tmp_path: Path,
+) -> None:
+    client = PostingClient()
+    send = posting(client, Outbox(tmp_path), [])
+    send.post_running([(1, 1), (2, 1), (3, 1)], now=0.0)
+    busy = ErrorInfo("store_error", "busy", retryable=True)
+    refused = ErrorInfo("illegal_transition", "job 3 is Killed")
+    said = [ReportOutcome([]), ReportOutcome([], busy), ReportOutcome([], refused)]
+    answer = client.answer(0, said)
+    outcomes = send.collect([answer], now=0.1)
+    assert outcomes == [RunningOutcome(1, []), RunningOutcome(3, None)]
+    send.expire(now=1.0, timeout=3.0)
+    assert len(client.posted) == 1  # not at once: the service was busy
+    send.expire(now=3.2, timeout=3.0)
+    assert [[r.job_id for r in args] for _, args in client.posted[1:]] == [[2]]  # sent again
+    assert client.posted[1][1][0].status == "Running"
+
+
+def test_a_running_report_not_answered_in_time_is_posted_again_under_its_id(
+    tmp_path: Path,
+) -> None:
+    client = PostingClient()
+    send = posting(client, Outbox(tmp_path), [])
+    send.post_running([(1, 1)], now=0.0)
+    send.expire(now=5.0, timeout=3.0)
+    assert [request_id for request_id, _ in client.posted] == [client.posted[0][0]] * 2
+    assert send.collect([client.answer(1, [ReportOutcome([])])], now=5.1) == [RunningOutcome(1, [])]
+
+
+def test_a_service_without_update_statuses_gets_posted_reports_one_by_one(
+    tmp_path: Path,
+) -> None:
+    outbox, answered, client = Outbox(tmp_path), [], PostingClient()
+    send = posting(client, outbox, answered)
+    send.post(reports(outbox, 2), now=0.0)
+    unknown = UnknownOperation("unknown operation 'update_statuses'")
+    send.collect([Answer(client.posted[0][0], Op.UPDATE_STATUSES, error=unknown)], now=0.1)
+    assert client.singles == [1, 2] and not send.batches and outbox.pending() == []
+    send.post(reports(outbox, 1), now=0.2)  # and every later one too
+    assert len(client.posted) == 1 and client.singles == [1, 2, 1]
