@@ -311,7 +311,7 @@ class StoreReader:
         sql = (
             f"SELECT j.grp, j.owner, t.requirements, count(*) FROM jobs j JOIN task_queues t "
             f"ON t.task_queue_id = j.task_queue_id WHERE j.status IN ({marks}) "
-            "GROUP BY j.grp, j.owner, j.task_queue_id"
+            "GROUP BY j.grp, j.owner, t.task_queue_id"  # t's key: its requirements are one
         )
         totals: dict[tuple[str, str], int] = {}
         with self._read() as db:
