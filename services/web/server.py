@@ -27,10 +27,11 @@ from dirac_like.errors import ConfigError, DiracLikeError
 from dirac_like.identity import Identity
 from dirac_like.protocol import WhyReply
 from dirac_like.registry import load_service_keys
+from dirac_like.store.base import is_postgres_url
 
 from .accounting_panels import AccountingPlots
 from .app import create_app
-from .auth import Gate
+from .auth import Gate, StoredRegistry
 from .dashboard import AccountingSource, Dashboard, WebSettings
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,10 @@ def build_dashboard(
     if identity is not None:
         server = options.server or identity.server or config.service.listen
         actions = CentralActions(server, identity)
-    dashboard = Dashboard(settings, Gate(home, keys.secret), actions, accounting)
+    gate = Gate(home, keys.secret)
+    dashboard = Dashboard(settings, gate, actions, accounting)
+    if is_postgres_url(settings.store_url):  # a pair: whom the leader admits, wherever it runs
+        gate.stored = StoredRegistry(dashboard.reader.reading)
     dashboard.reader.check()  # StoreError: no store file, no database server answering
     if accounting is None:
         dashboard.accounting = AccountingPlots(settings.store_url, dashboard.reader)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import subprocess
 import tarfile
 import time
@@ -18,11 +19,11 @@ from pathlib import Path
 
 import pytest
 from postgres_server import unreachable_url
-from web_grid import WebGrid, start_web_grid
+from web_grid import WebGrid, WebSession, start_web_grid
 
-from dirac_like.processes import dirac_like_argv
+from dirac_like.processes import ServiceProcess, dirac_like_argv
 from dirac_like.protocol import JobUsage, PilotResources
-from dirac_like.registry import init_home
+from dirac_like.registry import init_home, registry_path
 from dirac_like.states import JobStatus
 from dirac_like.testing import wait_for
 
@@ -175,6 +176,32 @@ def test_sites_page_shows_bans_and_where_jobs_ran(grid: Grid) -> None:
     assert BANNED in main and "cooling failure" in main
     assert "LCG.CERN.cern" in main
     assert grid.web.session("alice").get("/sites").status == 403
+
+
+def test_a_dashboard_beside_the_standby_admits_whom_the_leader_admits(
+    grid: Grid, tmp_path: Path
+) -> None:
+    """A pair's registry is shared through the store: a dashboard on the other host's home
+    (copied once, when the pair was set up) logs in a person the leader added since, and logs
+    them out once the leader revoked them."""
+    if grid.store != "postgresql":
+        pytest.skip("only a pair (on PostgreSQL) has a second host's home")
+    standby_home = tmp_path / "host-b"
+    standby_home.mkdir(mode=0o700)
+    shutil.copytree(grid.web.home / "keys", standby_home / "keys")
+    shutil.copy2(registry_path(grid.web.home), registry_path(standby_home))
+    web = ServiceProcess.start_web(standby_home, grid.web.central.endpoint, None, grid.config)
+    try:
+        grid.web.add_person("carol", "user", ["users"])  # by the leader, after the copy
+        carol = WebSession(web.endpoint)
+        assert carol.get("/login", {"token": grid.web.token("carol")}).status == 302
+        assert job_ids_listed(carol.get("/jobs").text) == set()  # in, and none of hers
+        with grid.web.client("admin") as admin:
+            admin.identity_revoke("carol")
+        assert carol.get("/jobs").status == 302  # out at the next click
+        assert "carol" not in registry_path(standby_home).read_text()  # not from the file
+    finally:
+        web.stop()
 
 
 # -- dirac-like accounting report ----------------------------------------------------------------
