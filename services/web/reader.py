@@ -219,7 +219,7 @@ class StoreReader:
     def probe_outcomes(self, since: float, limit: int = MAX_PROBE_RUNS) -> list[ProbeResult]:
         """One result per probe run from ``since`` on (the newest ``limit``), oldest first: the
         run's worst check, as :func:`dirac_like.monitoring.outcome_of` takes it, summed up by
-        SQLite (a run has ten checks or so); health findings left out."""
+        the database (a run has ten checks or so); health findings left out."""
         with self._read() as db:
             return [
                 ProbeResult(target, TargetKind(kind), "run", CheckStatus(status), "", time, ce, job)
