@@ -209,7 +209,7 @@ class AccountingReader:
 
     def _rows(self, sql: str, parameters: tuple[Any, ...], what: str) -> list[Any]:
         try:
-            with self._store.read() as db:
+            with self._store.read(snapshot=False) as db:  # one statement
                 rows: list[Any] = db.execute(sql, parameters).fetchall()
                 return rows
         except StoreError as exc:

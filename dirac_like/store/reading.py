@@ -11,10 +11,13 @@ no second copy of the SQL).
 - SQLite: a connection per read, ``mode=ro`` and ``PRAGMA query_only`` (in WAL mode, readers
   never block the service's writer, nor it them).
 - PostgreSQL: one session per thread, kept between reads, ``default_transaction_read_only`` on;
-  each read is ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY``. A session that broke (the
-  server restarted) is replaced before the next read; a read whose BEGIN finds its session dead
-  reconnects once and goes on (nothing was read yet). ``sum()`` of integers comes back as an
-  integer (PostgreSQL's numeric), as SQLite gives it.
+  a read is ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`` … ``COMMIT``, or, for reads of
+  one statement each (``read(snapshot=False)``: every read of the dashboard and the reports), no
+  BEGIN or COMMIT at all: a statement is its own read-only transaction, one round trip to the
+  server instead of three. A session that broke (the server restarted) is replaced before the
+  next read; a read that finds its session dead (at its BEGIN, or its one statement) reconnects
+  once and goes on (nothing was read yet, and nothing is written). ``sum()`` of integers comes
+  back as an integer (PostgreSQL's numeric), as SQLite gives it.
 
 Every failure is a :class:`~dirac_like.errors.StoreError` naming the store (a PostgreSQL URL
 without its password) and why: a missing file, a server that does not answer, a schema too old.
@@ -50,9 +53,10 @@ class StoreReading(ABC):
 
     @abstractmethod
     @contextmanager
-    def read(self) -> Iterator[Database]:
-        """One read-only transaction: every statement in it sees the same committed state.
-        StoreError if the store cannot be reached or a statement fails."""
+    def read(self, snapshot: bool = True) -> Iterator[Database]:
+        """One read-only transaction: every statement in it sees the same committed state
+        (``snapshot=False``: each statement its own state, for reads of one statement: cheaper
+        on PostgreSQL). StoreError if the store cannot be reached or a statement fails."""
 
     @abstractmethod
     def schema_version(self) -> int:
@@ -89,7 +93,7 @@ class SqliteReading(StoreReading):
         self.name = str(self.path)
 
     @contextmanager
-    def read(self) -> Iterator[Database]:
+    def read(self, snapshot: bool = True) -> Iterator[Database]:
         if not self.path.exists():
             raise StoreError(f"no store {self.path}: is this the central service's home?")
         try:
@@ -132,10 +136,16 @@ class PostgresReading(StoreReading):
         self._opened: list[Any] = []  # every thread's Translator, to close
 
     @contextmanager
-    def read(self) -> Iterator[Database]:
+    def read(self, snapshot: bool = True) -> Iterator[Database]:
         translator = self._translator()  # StoreError if psycopg is missing or no server answers
         import psycopg
 
+        if not snapshot:
+            try:
+                yield _EachStatementAlone(translator)
+            except psycopg.Error as exc:
+                raise StoreError(f"cannot read store {self.name}: {_first_line(exc)}") from exc
+            return
         try:
             _begin(translator)
             translator.in_transaction = True  # no silent reconnection in the middle of a read
@@ -152,7 +162,7 @@ class PostgresReading(StoreReading):
             raise StoreError(f"cannot read store {self.name}: {_first_line(exc)}") from exc
 
     def schema_version(self) -> int:
-        with self.read() as db:
+        with self.read(snapshot=False) as db:
             (table,) = db.execute("SELECT to_regclass('schema_version')").fetchone()
             if table is None:
                 return 0
@@ -178,6 +188,27 @@ class PostgresReading(StoreReading):
         for translator in opened:
             translator.connection.close()
         self._local = threading.local()
+
+
+class _EachStatementAlone:
+    """The Translator's statements, each its own read-only transaction (the session is in
+    autocommit mode); one found its session dead is run again on a new one."""
+
+    def __init__(self, translator: Any) -> None:
+        self.translator = translator
+
+    def execute(self, sql: str, parameters: Any = ()) -> Any:
+        import psycopg
+
+        try:
+            return self.translator.execute(sql, parameters)
+        except psycopg.OperationalError:
+            if not self.translator.connection.broken:
+                raise
+            return self.translator.execute(sql, parameters)  # reconnects first
+
+    def executemany(self, sql: str, rows: Any) -> Any:
+        raise StoreError("a store opened for reading runs no executemany")
 
 
 def _begin(translator: Any) -> None:

@@ -45,7 +45,7 @@ class StoredRegistry:
     def read_if_changed(self, stamp: Any) -> tuple[Any, IdentityRegistry | None] | None:
         """(its stamp, the registry or None if its stamp is still ``stamp``); None when the
         store has none (no instance of a pair led on it yet)."""
-        with self.reading.read() as db:
+        with self.reading.read(snapshot=False) as db:  # a row read twice: the later is newer
             (table,) = db.execute("SELECT to_regclass('ha_files')").fetchone()
             if table is None:
                 return None

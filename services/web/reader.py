@@ -1,11 +1,11 @@
 """The dashboard's reads: the central service's store (SQLite or PostgreSQL), read-only.
 
-Every read is one read-only transaction of :mod:`dirac_like.store.reading` (SQLite: a connection
-of its own, ``mode=ro`` and ``PRAGMA query_only``; PostgreSQL: a read-only session, the store's
-own translation of these statements), so a page sees one committed state and this process cannot
-write the store by mistake. The central service commits before it answers, so what a page shows
-was acknowledged; readers never block the service's writer. All values reach SQL as parameters,
-never as text.
+Every read is one statement, one read-only transaction of :mod:`dirac_like.store.reading`
+(SQLite: a connection of its own, ``mode=ro`` and ``PRAGMA query_only``; PostgreSQL: a read-only
+session, the store's own translation of these statements), so it sees one committed state and
+this process cannot write the store by mistake. The central service commits before it answers,
+so what a page shows was acknowledged; readers never block the service's writer. All values
+reach SQL as parameters, never as text.
 
 Pure results: small frozen rows (:mod:`services.web.views` turns them into pages).
 """
@@ -122,7 +122,7 @@ class StoreReader:
         self.reading = open_reading(store)
 
     def _read(self) -> AbstractContextManager[Database]:
-        return self.reading.read()
+        return self.reading.read(snapshot=False)  # every read here is one statement
 
     def check(self) -> None:
         """StoreError unless the store is there (reachable) with the jobs' tables."""

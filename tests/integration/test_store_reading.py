@@ -165,16 +165,18 @@ def test_the_postgresql_reader_cannot_write(postgres_url: str) -> None:
         reading.close()
 
 
-def test_a_reader_whose_session_was_dropped_reconnects(postgres_url: str) -> None:
+@pytest.mark.parametrize("snapshot", [True, False], ids=["transaction", "one-statement"])
+def test_a_reader_whose_session_was_dropped_reconnects(postgres_url: str, snapshot: bool) -> None:
     PostgresStore(postgres_url).close()
     reading = open_reading(postgres_url)
     try:
-        with reading.read() as db:
+        with reading.read(snapshot) as db:
             (pid,) = db.execute("SELECT pg_backend_pid()").fetchone()
         with psycopg.connect(postgres_url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        with reading.read() as db:  # the dead session found at BEGIN: a new one, no error
+        with reading.read(snapshot) as db:  # the dead session found: a new one, no error
             (new_pid,) = db.execute("SELECT pg_backend_pid()").fetchone()
+            assert db.execute("SHOW transaction_read_only").fetchone() == ("on",)
         assert new_pid != pid
     finally:
         reading.close()
