@@ -7,7 +7,7 @@ revoked or expired identity is logged out at its next click.
 
 The registry is the file in the home, or, for a pair on PostgreSQL, the shared one in the
 store (:class:`StoredRegistry`, row ``identities`` of table ``ha_files``, which the leader
-writes whenever it changes it: services/high_availability.py). A dashboard beside the standby
+writes whenever it changes it: services/pair_shared.py). A dashboard beside the standby
 then admits whom the leader on the other host admits, and no one it revoked; the home's file
 there is only brought up to date when that instance takes the lead.
 """
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 # Roles that may open the dashboard: people and monitoring agents, not directors or pilots.
 WEB_ROLES = frozenset({Role.ADMIN, Role.OPERATOR, Role.USER, Role.AGENT})
-# The shared registry's row in a pair's table ha_files (services/high_availability.py's
+# The shared registry's row in a pair's table ha_files (services/pair_shared.py's
 # REGISTRY_NAME; tests/integration/test_reports_on_both_stores.py fails if they disagree).
 SHARED_REGISTRY_ROW = "identities"
 

@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dirac_like.errors import StoreError
 from dirac_like.sandbox import SandboxStore
 from dirac_like.store.base import is_postgres_url
+from dirac_like.store.postgres import redact
 
 
 class FileSandboxes(SandboxStore):
@@ -33,22 +35,17 @@ def open_sandboxes(home: Path, store_url: str, max_bytes: int) -> Any:
 
 
 def _database_sandboxes(url: str, max_bytes: int) -> SandboxStore:
-    from dirac_like.store.postgres import connect
+    import psycopg
 
     from ..shared_sandboxes import PostgresSandboxStore
 
-    class DatabaseSandboxReader(PostgresSandboxStore):
-        """PostgresSandboxStore's reads on a read-only session (its own ``__init__`` makes the
-        pair's tables if missing: a write; a dashboard reads what the leader wrote)."""
-
-        def __init__(self) -> None:  # the parent's, minus making the tables
-            self.max_bytes = max_bytes
-            self.clock = time.time
-            self.connection = connect(url)
-            try:
-                self.connection.execute("SET default_transaction_read_only = on")
-            except BaseException:
-                self.connection.close()
-                raise
-
-    return DatabaseSandboxReader()
+    try:
+        store = PostgresSandboxStore(url, max_bytes, time.time)  # no fence: it only reads
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot connect to store {redact(url)}: {exc}") from None
+    try:
+        store.connection.execute("SET default_transaction_read_only = on")
+    except psycopg.Error as exc:
+        store.close()
+        raise StoreError(f"cannot read the sandboxes in {redact(url)}: {exc}") from exc
+    return store
