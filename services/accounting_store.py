@@ -1,9 +1,11 @@
-"""Reading the accounting the central service writes into its SQLite store (the SQL side).
+"""Reading the accounting the central service writes into its store (the SQL side).
 
 The central service writes the records and buckets in its own commits (dirac_like/store/sqlite.py,
-in the same transaction as the final statuses). Readers here open the same file READ-ONLY, in
-their own connection, so a report, the ``dirac-like accounting`` command or the web dashboard can
-run beside a live service (WAL: readers never block its writer, nor it them).
+in the same transaction as the final statuses). Readers here read the same store READ-ONLY, in
+their own connection (:mod:`dirac_like.store.reading`: an SQLite file, or a PostgreSQL store
+through the store's own translation of these statements), so a report, the ``dirac-like
+accounting`` command or the web dashboard can run beside a live service (SQLite's WAL: readers
+never block its writer, nor it them; PostgreSQL: a read-only snapshot).
 
 - :meth:`AccountingReader.report` sums buckets (never raw records) into a
   :class:`~dirac_like.accounting.Report`: a year of hourly and daily buckets answers in well under a
@@ -11,15 +13,13 @@ run beside a live service (WAL: readers never block its writer, nor it them).
 - :meth:`AccountingReader.jobs` / :meth:`AccountingReader.pilots` list raw records (kept for
   ``accounting.raw_retention``), newest first, filtered, bounded by ``limit``.
 
-Every value goes to SQLite as a parameter; the only names put into SQL text come from a fixed
+Every value goes to the database as a parameter; the only names put into SQL text come from a fixed
 table here (:data:`JOB_FILTER_COLUMNS`).
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from dirac_like.accounting import (
     report_of,
 )
 from dirac_like.errors import InvalidArgument, StoreError
+from dirac_like.store.reading import StoreReading, open_reading
 from dirac_like.store.sqlite import JOB_ACCOUNTING_COLUMNS
 
 # What a listing of raw job records may be filtered on (name -> column).
@@ -46,7 +47,7 @@ JOB_FILTER_COLUMNS = {
     "job_id": "job_id",
 }
 MAX_LISTED = 100_000
-BUSY_TIMEOUT_S = 10.0
+ACCOUNTING_SCHEMA = 9  # 6: accounting; 9: transfers, and daily buckets of every day
 
 # Daily buckets exist for every day, hourly ones for the last ``hourly_retention``: a report in
 # whole days reads the daily ones only; a finer one reads the hourly ones, and the daily ones of
@@ -92,28 +93,18 @@ _TRANSFER_COLUMNS = ", ".join(TransferAccountingRecord._fields)
 
 
 class AccountingReader:
-    """Read-only queries over a central service's store file (a context manager)."""
+    """Read-only queries over a central service's store (a context manager): ``store`` is its
+    URL (``store.url``: an SQLite file or ``postgresql://...``) or its file's Path. StoreError
+    at once if the store is missing, unreachable or older than the accounting."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        if not self.path.exists():
-            raise StoreError(f"no store {self.path}: is this the central service's home?")
+    def __init__(self, store: str | Path) -> None:
+        self._store: StoreReading = open_reading(store)
+        self.name = self._store.name
         try:
-            self._db = sqlite3.connect(
-                f"file:{self.path}?mode=ro",
-                uri=True,
-                timeout=BUSY_TIMEOUT_S,
-                check_same_thread=False,
-            )
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open store {self.path} to read: {exc}") from exc
-        if version < 9:  # 6: accounting; 9: transfers, and daily buckets of every day
-            self._db.close()
-            raise StoreError(
-                f"store {self.path} (schema {version}) has no accounting yet, or not its "
-                "latest form: start the central service on it once"
-            )
+            self._store.check(ACCOUNTING_SCHEMA, "accounting")
+        except BaseException:
+            self._store.close()
+            raise
 
     def __enter__(self) -> AccountingReader:
         return self
@@ -122,7 +113,7 @@ class AccountingReader:
         self.close()
 
     def close(self) -> None:
-        self._db.close()
+        self._store.close()
 
     # -- reports ---------------------------------------------------------------------------------
 
@@ -218,10 +209,11 @@ class AccountingReader:
 
     def _rows(self, sql: str, parameters: tuple[Any, ...], what: str) -> list[Any]:
         try:
-            with closing(self._db.execute(sql, parameters)) as cursor:
-                return cursor.fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read {what} from {self.path}: {exc}") from exc
+            with self._store.read(snapshot=False) as db:  # one statement
+                rows: list[Any] = db.execute(sql, parameters).fetchall()
+                return rows
+        except StoreError as exc:
+            raise StoreError(f"cannot read {what}: {exc.message}") from exc
 
 
 def _limit(limit: int) -> int:

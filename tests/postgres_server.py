@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -68,6 +69,14 @@ class PostgresServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+def unreachable_url(password: str = "secret-word") -> str:
+    """The URL of a PostgreSQL server that is not there: a loopback port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    return f"postgresql://dirac:{password}@127.0.0.1:{port}/dirac"
 
 
 def postgres_installed() -> bool:

@@ -42,7 +42,11 @@ PEOPLE = {
 class Page:
     status: int
     headers: Any
-    text: str
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode(errors="replace")
 
 
 class NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -71,10 +75,10 @@ class WebSession:
     def _open(self, request: urllib.request.Request) -> Page:
         try:
             with self.opener.open(request, timeout=30) as response:
-                return Page(response.status, response.headers, response.read().decode())
+                return Page(response.status, response.headers, response.read())
         except urllib.error.HTTPError as error:
             with error:
-                return Page(error.code, error.headers, error.read().decode(errors="replace"))
+                return Page(error.code, error.headers, error.read())
 
 
 @dataclass
@@ -114,12 +118,14 @@ class WebGrid:
 
 
 def start_web_grid(
-    home: Path, extra: tuple[str, ...] = (), more_config: str = ""
+    home: Path, extra: tuple[str, ...] = (), more_config: str = "", store_url: str = ""
 ) -> Iterator[WebGrid]:
-    """``extra``: more arguments of ``service web``; ``more_config``: more of the TOML config."""
+    """``extra``: more arguments of ``service web``; ``more_config``: more of the TOML config;
+    ``store_url``: the store (default: the SQLite file in the home)."""
     home.mkdir(parents=True)
     config = home / "central.toml"
-    config.write_text(CONFIG + more_config)
+    store = f'[store]\nurl = "{store_url}"\n' if store_url else "[store]\n"
+    config.write_text(CONFIG.replace("[store]\n", store) + more_config)
     central = ServiceProcess.start_central(home, config)
     stop_with_session(central.pid)  # should the session be killed before the teardown
     web = None

@@ -1,9 +1,10 @@
 """``dirac-like accounting report``: what finished jobs used (and what finished transfers moved),
 summed from the accounting buckets.
 
-It reads the central service's store file read-only (services/accounting_store.py), so it runs on
-the service's machine, beside the live service, as its account (the file is the service's own,
-0600): ``--home`` (or ``--config`` with ``store.url``) says which.
+It reads the central service's store read-only (services/accounting_store.py), beside the live
+service: its SQLite file, so on the service's machine as its account (the file is the service's
+own, 0600), or its PostgreSQL database, from anywhere the configuration's URL reaches.
+``--home`` (or ``--config`` with ``store.url``) says which.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from dirac_like.accounting import HOUR, Dimension, Metric, Report, ReportQuery, 
 from dirac_like.cli.display import Column, print_table
 from dirac_like.config import default_home, load_config
 from dirac_like.errors import EXIT_OK
-from dirac_like.store.base import store_file
 
 # The automatic step: the first that gives at most MAX_AUTO_POINTS bars.
 AUTO_STEPS = (HOUR, 6 * HOUR, 24 * HOUR, 7 * 24 * HOUR)
@@ -31,7 +31,7 @@ def cmd_accounting_report(args: argparse.Namespace) -> int:
     since = parse_duration(args.since)
     step = parse_duration(args.step) if args.step else auto_step(since)
     query = ReportQuery.make(args.metric, args.by, since, step, time.time())
-    with AccountingReader(store_path(args)) as reader:
+    with AccountingReader(store_url(args)) as reader:
         report = reader.report(query)
     if args.plot:
         from dirac_like.accounting_plot import plot_report
@@ -55,10 +55,11 @@ def auto_step(since: float) -> float:
     return AUTO_STEPS[-1]
 
 
-def store_path(args: argparse.Namespace) -> Path:
+def store_url(args: argparse.Namespace) -> str:
+    """The URL of the service's store: an SQLite file in its home, or ``store.url``."""
     home = Path(args.home) if args.home else default_home()
     config = load_config(Path(args.config) if args.config else None)
-    return store_file(config.store_url(home))
+    return config.store_url(home)
 
 
 def print_summary(report: Report) -> None:
@@ -92,7 +93,7 @@ def add_accounting_parser(groups: Any) -> None:
         "accounting",
         help="what finished jobs used (reports and plots)",
         description="Accounting of finished jobs, read from the central service's store (run "
-        "it where the service runs).",
+        "it where the service runs, or where its PostgreSQL store is reachable).",
     )
     commands = accounting.add_subparsers(dest="cli_command", metavar="COMMAND", required=True)
     text = "a metric over time, one series per group, user, site, status, exit code or link"

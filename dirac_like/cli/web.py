@@ -77,7 +77,11 @@ def add_web_service_parser(daemons: Any) -> None:
         default=argparse.SUPPRESS,
         help="the central service's home (default: $DIRAC_LIKE_HOME or ~/.dirac-like)",
     )
-    web.add_argument("--config", metavar="FILE", help="the central service's TOML configuration")
+    web.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the central service's TOML configuration (its store.url: SQLite file or PostgreSQL)",
+    )
     web.add_argument(
         "--listen",
         metavar="HOST:PORT",

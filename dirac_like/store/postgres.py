@@ -107,7 +107,8 @@ _INSERT = re.compile(
     r"\s*(?P<rest>VALUES.*|SELECT.*)$",
     re.DOTALL,
 )
-_CAST_TO_INTEGER = re.compile(r"CAST\((?P<value>[^()]*) AS INTEGER\)")
+# (the value may hold calls and brackets, one level deep: CAST((a - b) / c AS INTEGER))
+_CAST_TO_INTEGER = re.compile(r"CAST\((?P<value>(?:[^()]|\([^()]*\))*) AS INTEGER\)")
 
 
 def migrations() -> list[list[str]]:

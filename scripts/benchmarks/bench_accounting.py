@@ -4,6 +4,7 @@
     python scripts/benchmarks/bench_accounting.py                       # 1,000,000 records
     python scripts/benchmarks/bench_accounting.py --records 10000000    # a busy grid's year
     python scripts/benchmarks/bench_accounting.py --dense               # every bucket full
+    python scripts/benchmarks/bench_accounting.py --dense --store both  # SQLite and PostgreSQL
 
 A fresh SQLite store (synchronous=normal: this measures SQL, not fsync) gets ``--records`` job
 accounting records ending over the last year (``--groups`` groups, ``--users`` users in them,
@@ -20,22 +21,35 @@ every day of a year and every hour of the last ``hourly_retention``: the most bu
 any number of records can leave (10 million records a year, or a hundred million, leave no more:
 a bucket holds sums, not records), so the reports' times are their worst case. Transfer buckets
 (by link, status and user: ``--links`` links) are filled the same way.
+
+``--store both`` fills an SQLite file and a PostgreSQL database (``--postgres-url``, else a
+throw-away durable server started with scripts/postgres-local.sh) with the same records or
+buckets, and times each report on one then the other, side by side in the same run (the ratio
+is the figure to compare; the machine's load moves both). ``--store postgresql``: PostgreSQL
+alone. The reader is the one ``dirac-like accounting report`` uses on either store.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 from scratch import add_keep_option, scratch_folder
+from throwaway_postgres import new_database, postgres_server
 
 from dirac_like.accounting import DAY, HOUR, JobAccountingRecord, ReportQuery, retention_cutoffs
 from dirac_like.config import AccountingConfig
 from dirac_like.model import ChangeSet
 from dirac_like.services.accounting_store import AccountingReader
+from dirac_like.store import Store
+from dirac_like.store.postgres import PostgresStore
 from dirac_like.store.sqlite import SqliteStore
 
 YEAR = 365 * DAY
@@ -88,8 +102,15 @@ def make_records(
     return records
 
 
-def fill(path: Path, args: argparse.Namespace, now: float) -> None:
-    store = SqliteStore(path, synchronous="normal")
+def open_store(where: str | Path) -> Store:
+    """The store at ``where`` (an SQLite file, or a PostgreSQL URL), synchronous=normal."""
+    if isinstance(where, Path):
+        return SqliteStore(where, synchronous="normal")
+    return PostgresStore(where, synchronous="normal")
+
+
+def fill(where: str | Path, args: argparse.Namespace, now: float) -> None:
+    store = open_store(where)
     rng = random.Random(7)
     written, started = 0, time.perf_counter()
     try:
@@ -121,9 +142,9 @@ def fill(path: Path, args: argparse.Namespace, now: float) -> None:
         store.close()
 
 
-def fill_dense(path: Path, args: argparse.Namespace, now: float) -> None:
+def fill_dense(where: str | Path, args: argparse.Namespace, now: float) -> None:
     """Every bucket a year can hold, for the labels of ``args``, written directly."""
-    SqliteStore(path, synchronous="normal").close()  # the schema
+    open_store(where).close()  # the schema
     config = AccountingConfig()
     cut = retention_cutoffs(now, config.raw_retention, config.hourly_retention).hourly_before
     starts = [(t, DAY) for t in range(int(now - YEAR) // DAY * DAY, int(now), DAY)]
@@ -135,55 +156,98 @@ def fill_dense(path: Path, args: argparse.Namespace, now: float) -> None:
         "status": 4,
         "exit-code": 20,
     }
+    transfer_labels = {"link": args.links, "status": 2, "user": args.users}
+
+    def buckets(counts: dict[str, int], sums: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
+        for dimension, count in counts.items():
+            for number in range(count):
+                label = f"{dimension}-{number}"
+                for start, period in starts:
+                    yield (dimension, float(start), period, label, *sums)
+
     started = time.perf_counter()
-    with sqlite3.connect(path) as db:
-        db.executemany(
-            "INSERT INTO accounting_buckets VALUES (?, ?, ?, ?, 10, 1, 3000.0, 4000.0, 5000.0)",
-            (
-                (dimension, float(start), period, f"{dimension}-{number}")
-                for dimension, count in labels.items()
-                for number in range(count)
-                for start, period in starts
-            ),
-        )
-        transfer_labels = {"link": args.links, "status": 2, "user": args.users}
-        db.executemany(
-            "INSERT INTO transfer_buckets VALUES (?, ?, ?, ?, 10, 1, 10000000000, 900.0)",
-            (
-                (dimension, float(start), period, f"{dimension}-{number}")
-                for dimension, count in transfer_labels.items()
-                for number in range(count)
-                for start, period in starts
-            ),
-        )
+    for table, rows in (
+        ("accounting_buckets", buckets(labels, (10, 1, 3000.0, 4000.0, 5000.0))),
+        ("transfer_buckets", buckets(transfer_labels, (10, 1, 10_000_000_000, 900.0))),
+    ):
+        insert_rows(where, table, rows)
     print(f"dense buckets written in {time.perf_counter() - started:.1f} s")
 
 
-def time_reports(path: Path, now: float) -> None:
-    with AccountingReader(path) as reader:
-        rows = reader._rows(
-            "SELECT period, count(*) FROM accounting_buckets GROUP BY period "
-            "UNION ALL SELECT -period, count(*) FROM transfer_buckets GROUP BY period",
-            (),
-            "bucket counts",
-        )
-        print(
-            "buckets (transfers: -): "
-            + ", ".join(f"{count:,} of {period // 3600} h" for period, count in rows)
-        )
+def insert_rows(where: str | Path, table: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    if isinstance(where, Path):
+        with sqlite3.connect(where) as db:
+            columns = len(db.execute(f"SELECT * FROM {table} LIMIT 0").description)
+            marks = ", ".join("?" * columns)
+            db.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+        return
+    import psycopg
+
+    with (
+        psycopg.connect(where) as connection,
+        connection.cursor() as cursor,
+        cursor.copy(f"COPY {table} FROM STDIN") as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
+
+
+def bucket_counts(reader: AccountingReader) -> str:
+    rows = reader._rows(
+        "SELECT period, count(*) FROM accounting_buckets GROUP BY period "
+        "UNION ALL SELECT -period, count(*) FROM transfer_buckets GROUP BY period",
+        (),
+        "bucket counts",
+    )
+    return ", ".join(f"{count:,} of {period // 3600} h" for period, count in rows)
+
+
+def time_report(reader: AccountingReader, query: ReportQuery) -> tuple[float, float, Any]:
+    """The best of three: (wall seconds, this process's CPU seconds, the report)."""
+    best = cpu = float("inf")
+    for _ in range(3):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        report = reader.report(query)
+        best = min(best, time.perf_counter() - started)
+        cpu = min(cpu, time.process_time() - cpu_started)
+    return best, cpu, report
+
+
+def time_reports(stores: dict[str, str | Path], now: float) -> None:
+    """Each report on each store in turn (side by side: the same load for both)."""
+    with ExitStack() as stack:
+        readers = {
+            name: stack.enter_context(AccountingReader(where)) for name, where in stores.items()
+        }
+        for name, reader in readers.items():
+            print(f"{name} buckets (transfers: -): {bucket_counts(reader)}")
         for metric, by, since, step in REPORTS:
             query = ReportQuery.make(metric, by, since, step, now)
-            best = cpu = float("inf")
-            for _ in range(3):
-                started, cpu_started = time.perf_counter(), time.process_time()
-                report = reader.report(query)
-                best = min(best, time.perf_counter() - started)
-                cpu = min(cpu, time.process_time() - cpu_started)
-            print(
+            figures = {name: time_report(reader, query) for name, reader in readers.items()}
+            shape = next(iter(figures.values()))[2]
+            line = (
                 f"  {metric:>14} by {by:<9} over {since / DAY:>4.0f} d, step "
-                f"{step / 3600:>4.0f} h: {best * 1000:7.1f} ms, CPU {cpu * 1000:7.1f} ms "
-                f"({len(report.series)} series x {len(report.times)} steps)"
+                f"{step / 3600:>4.0f} h ({len(shape.series)} x {len(shape.times)}):"
             )
+            for name, (best, cpu, _) in figures.items():
+                line += f"  {name} {best * 1000:7.1f} ms (CPU {cpu * 1000:6.1f})"
+            if len(figures) == 2:
+                (first, *_), (second, *_) = figures.values()
+                line += f"  ratio {second / first:5.2f}"
+            print(line)
+
+
+@contextmanager
+def stores_of(args: argparse.Namespace, folder: Path) -> Iterator[dict[str, str | Path]]:
+    stores: dict[str, str | Path] = {}
+    if args.store in ("sqlite", "both"):
+        stores["SQLite"] = folder / "jobs.sqlite"
+    if args.store in ("postgresql", "both"):
+        with postgres_server(args.postgres_url) as url:
+            stores["PostgreSQL"] = new_database(url, "bench_accounting")
+            yield stores
+            return
+    yield stores
 
 
 def main() -> None:
@@ -197,16 +261,25 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=50)
     parser.add_argument("--links", type=int, default=100)
     parser.add_argument("--dense", action="store_true", help="every bucket full (see above)")
+    parser.add_argument("--store", choices=("sqlite", "postgresql", "both"), default="sqlite")
+    parser.add_argument(
+        "--postgres-url", default="", help="a server whose role may create databases "
+        "(default: a throw-away one)"
+    )  # fmt: skip
     add_keep_option(parser)
     args = parser.parse_args()
     now = time.time()
+    print(f"load average {' '.join(f'{load:.1f}' for load in os.getloadavg())}")
     folder = scratch_folder("bench-accounting-")
-    path = folder / "jobs.sqlite"
-    if args.dense:
-        fill_dense(path, args, now)
-    else:
-        fill(path, args, now)
-    time_reports(path, now)
+    with stores_of(args, folder) as stores:
+        for name, where in stores.items():
+            print(f"{name}:")
+            if args.dense:
+                fill_dense(where, args, now)
+            else:
+                fill(where, args, now)
+        time_reports(stores, now)
+    print(f"load average {' '.join(f'{load:.1f}' for load in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Time the web dashboard's pages over a big store. Run by hand:
 
-    python scripts/benchmarks/bench_web.py [--jobs 1000000] [--repeat 5]
+    python scripts/benchmarks/bench_web.py [--jobs 1000000] [--repeat 5] [--store both]
 
 Fills a fresh SQLite store (the central service's schema, written by its own store code) with
 N jobs of 100 users in 5 groups at 20 sites in a realistic mix of statuses, one history row
@@ -11,27 +11,39 @@ and sampling the shares, as ``service web`` does before it listens). "cold": the
 each page (a user's own counts are taken then); "warm": the median of ``--repeat`` more (every
 job's counts come from the background refresh, a user's are reused for 2 s, plots drawn once per
 distinct data). The background work (counting every job, sampling the shares) is timed alone.
+
+``--store both`` fills an SQLite file and a PostgreSQL database (``--postgres-url``, else a
+throw-away durable server started with scripts/postgres-local.sh) with the same jobs, and times
+each page on one dashboard then the other, side by side in the same run (the ratio is the figure
+to compare). ``--store postgresql``: PostgreSQL alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import msgpack
 from scratch import add_keep_option, scratch_folder
+from throwaway_postgres import new_database, postgres_server
 
 from dirac_like.authz import Principal, Role
-from dirac_like.config import Config
+from dirac_like.config import Config, StoreConfig
 from dirac_like.identity import Identity, Keypair, default_identity_path, load_identity
 from dirac_like.model import ChangeSet, HistoryEntry, JobRecord, Requirements, TaskQueueRow
 from dirac_like.registry import init_home, load_registry, save_registry
 from dirac_like.services.web.app import create_app
+from dirac_like.services.web.dashboard import Dashboard
 from dirac_like.services.web.server import WebOptions, build_dashboard
 from dirac_like.states import JobStatus
+from dirac_like.store import Store
+from dirac_like.store.postgres import PostgresStore
 from dirac_like.store.sqlite import SqliteStore
 from dirac_like.web_login import make_login_token
 
@@ -47,7 +59,7 @@ MIX = (
 STATUSES = [status for status, weight in MIX for _ in range(weight)]
 
 
-def fill(store: SqliteStore, count: int, now: float) -> None:
+def fill(store: Store, count: int, now: float) -> None:
     description = msgpack.packb({"Executable": "/bin/echo", "Arguments": "hello", "CPUTime": 3600})
     groups = [f"group{g}" for g in range(5)]
     store.commit(
@@ -108,49 +120,112 @@ def timed(client: Any, path: str, repeat: int) -> tuple[float, float]:
     return cold, statistics.median(once() for _ in range(repeat))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=5)
-    add_keep_option(parser)
-    args = parser.parse_args()
-    folder = scratch_folder("bench-web-")
-    home = folder / "home"
-    now = time.time()
+@dataclass
+class Site:
+    """One store's dashboard, with the clients of the admin and of one user logged in."""
+
+    dashboard: Dashboard
+    clients: dict[str, Any]
+
+
+def prepare(name: str, home: Path, url: str, jobs: int, now: float) -> Site:
     admin = load_identity(init_home(home, now).admin_identity)
     user = add_user(home, "user0", now)
-    store = SqliteStore(home / "jobs.sqlite", synchronous="normal")
+    config = replace(Config(), store=StoreConfig(url=url))
+    store: Store = (
+        PostgresStore(url, synchronous="normal")
+        if url
+        else SqliteStore(home / "jobs.sqlite", synchronous="normal")
+    )
     started = time.perf_counter()
-    fill(store, args.jobs, now)
-    store.close()
-    print(f"filled {args.jobs:,} jobs in {time.perf_counter() - started:.1f} s")
-    dashboard = build_dashboard(Config(), home, None, WebOptions())
+    try:
+        fill(store, jobs, now)
+    finally:
+        store.close()
+    print(f"{name}: filled {jobs:,} jobs in {time.perf_counter() - started:.1f} s")
+    dashboard = build_dashboard(config, home, None, WebOptions())
+    clients = {}
+    for who, identity in (("admin", admin), ("user0", user)):
+        client = create_app(dashboard).test_client()
+        client.get(f"/login?token={make_login_token(identity, time.time())}")
+        clients[who] = client
+    return Site(dashboard, clients)
+
+
+def side_by_side(figures: dict[str, tuple[float, ...]]) -> str:
+    """'SQLite a / b ms  PostgreSQL c / d ms  ratio' for figures in seconds."""
+    text = "".join(
+        f"  {name} " + " / ".join(f"{value * 1000:6.0f}" for value in values) + " ms"
+        for name, values in figures.items()
+    )
+    if len(figures) == 2:
+        first, second = figures.values()
+        text += f"  ratio {second[-1] / first[-1]:5.2f}"
+    return text
+
+
+def background(sites: dict[str, Site]) -> None:
     for what, work in (
-        ("start-up (count every job, sample shares)", dashboard.warm_up),
-        ("count every job (background)", lambda: dashboard.reader.job_counts()),
-        ("count one user's jobs", lambda: dashboard.reader.job_counts("user0")),
-        ("sample the shares (background)", dashboard.sample),
+        ("start-up (count every job, sample shares)", lambda d: d.warm_up()),
+        ("count every job (background)", lambda d: d.reader.job_counts()),
+        ("count one user's jobs", lambda d: d.reader.job_counts("user0")),
+        ("sample the shares (background)", lambda d: d.sample()),
     ):
-        started = time.perf_counter()
-        work()
-        print(f"{what:40} {(time.perf_counter() - started) * 1000:7.0f} ms")
-    pages = [
+        figures = {}
+        for name, site in sites.items():
+            started = time.perf_counter()
+            work(site.dashboard)
+            figures[name] = (time.perf_counter() - started,)
+        print(f"{what:42}{side_by_side(figures)}")
+
+
+def pages(sites: dict[str, Site], jobs: int, repeat: int) -> None:
+    paths = [
         "/",
         "/fragment/overview",
         "/jobs",
         "/jobs?status=Done&site=LCG.Site3.org",
         "/jobs?name=mc_99999",
-        f"/jobs/{args.jobs // 2}",
+        f"/jobs/{jobs // 2}",
         "/sites",
     ]
-    for who, identity in (("admin", admin), ("user0", user)):
-        client = create_app(dashboard).test_client()
-        client.get(f"/login?token={make_login_token(identity, time.time())}")
-        for path in pages:
-            if who == "user0" and path in ("/sites", f"/jobs/{args.jobs // 2}"):
+    print("page (cold / warm)")
+    for who in ("admin", "user0"):
+        for path in paths:
+            if who == "user0" and path in ("/sites", f"/jobs/{jobs // 2}"):
                 continue
-            cold, warm = timed(client, path, args.repeat)
-            print(f"{who:6} {path:40} cold {cold * 1000:7.0f} ms   warm {warm * 1000:7.0f} ms")
+            figures = {name: timed(site.clients[who], path, repeat) for name, site in sites.items()}
+            print(f"{who:6} {path:36}{side_by_side(figures)}")
+
+
+def load_average() -> str:
+    return " ".join(f"{load:.1f}" for load in os.getloadavg())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--store", choices=("sqlite", "postgresql", "both"), default="sqlite")
+    parser.add_argument("--postgres-url", default="", help="default: a throw-away server")
+    add_keep_option(parser)
+    args = parser.parse_args()
+    print(f"load average {load_average()}")
+    folder = scratch_folder("bench-web-")
+    with ExitStack() as stack:
+        now = time.time()
+        sites = {}
+        if args.store in ("sqlite", "both"):
+            sites["SQLite"] = prepare("SQLite", folder / "sqlite", "", args.jobs, now)
+        if args.store in ("postgresql", "both"):
+            server = stack.enter_context(postgres_server(args.postgres_url))
+            url = new_database(server, "bench_web")
+            sites["PostgreSQL"] = prepare("PostgreSQL", folder / "pg", url, args.jobs, now)
+        background(sites)
+        pages(sites, args.jobs, args.repeat)
+        for site in sites.values():
+            site.dashboard.reader.close()
+    print(f"load average {load_average()}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """The dashboard's accounting page: the accounting reports a principal may see, as plots.
 
 :class:`AccountingPlots` is the dashboard's :class:`~services.web.dashboard.AccountingSource`:
-it reads the central service's store read-only through
+it reads the central service's store (SQLite or PostgreSQL) read-only through
 :class:`~services.accounting_store.AccountingReader` (reports from buckets, never raw records)
 and draws each report with :func:`services.web.plots.time_bars`.
 
@@ -55,9 +55,13 @@ class AccountingPlots:
     """Plots of the last ``since`` seconds in steps of ``step`` seconds."""
 
     def __init__(
-        self, store_path: Path, ownership: Ownership, since: float = 7 * DAY, step: int = 6 * HOUR
+        self,
+        store: str | Path,
+        ownership: Ownership,
+        since: float = 7 * DAY,
+        step: int = 6 * HOUR,
     ) -> None:
-        self.store_path = Path(store_path)
+        self.store = store  # the store's URL, or its file's Path
         self.ownership = ownership
         self.since = since
         self.step = step
@@ -82,7 +86,7 @@ class AccountingPlots:
     def _draw(self, owner: str | None, now: float) -> list[tuple[str, str]]:
         panels = GRID_PANELS if owner is None else OWN_PANELS
         drawn = []
-        with AccountingReader(self.store_path) as reader:
+        with AccountingReader(self.store) as reader:
             for panel in panels:
                 query = ReportQuery.make(panel.metric, panel.by, self.since, self.step, now)
                 report = reader.report(query)

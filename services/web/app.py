@@ -42,7 +42,6 @@ from dirac_like.authz import authorize
 from dirac_like.availability import target_figures
 from dirac_like.errors import DiracLikeError, Forbidden, NotFound, StoreError
 from dirac_like.protocol import ARGUMENTS, JobIdArgs, JobIdsArgs, ListJobsArgs, Op
-from dirac_like.sandbox import SandboxStore
 from dirac_like.states import TRANSITIONS, JobStatus
 from dirac_like.web_login import LoginRefused
 
@@ -50,6 +49,7 @@ from ..accounting_store import AccountingReader
 from . import plots
 from .dashboard import Dashboard
 from .reader import JobRow
+from .sandboxes import open_sandboxes
 from .views import (
     PILOT_STATE_ORDER,
     STATUS_ORDER,
@@ -375,7 +375,7 @@ def _throughput_svg(dashboard: Dashboard) -> str:
     """Bytes verified at their destination per hour, by link, over the last day, as MB/s."""
     query = ReportQuery.make("transfer-bytes", "link", DAY, HOUR, dashboard.clock())
     try:
-        with AccountingReader(dashboard.settings.store_path) as accounting:
+        with AccountingReader(dashboard.settings.store_url) as accounting:
             report = accounting.report(query)
     except StoreError as exc:
         log.warning("web: no transfer accounting: %s", exc.message)
@@ -418,9 +418,16 @@ def _add_job_routes(app: Flask, dashboard: Dashboard) -> None:
         sha256 = dashboard.reader.output_sandbox(job_id)
         if sha256 is None:
             abort(404, f"job {job_id} has no output sandbox (yet)")
-        store = SandboxStore(
-            dashboard.settings.home / "sandboxes", dashboard.settings.sandbox_max_bytes
-        )
+        settings = dashboard.settings
+        store = open_sandboxes(settings.home, settings.store_url, settings.sandbox_max_bytes)
+        try:
+            found = store.has(sha256)
+        except BaseException:
+            store.close()
+            raise
+        if not found:
+            store.close()
+            abort(404, f"the output sandbox of job {job_id} is gone (collected)")
         return Response(
             _chunks(store, sha256),
             mimetype="application/gzip",
@@ -521,11 +528,15 @@ def _why(dashboard: Dashboard, job: JobRow) -> str | None:
     return " ".join([reply.reason, *reply.details])
 
 
-def _chunks(store: SandboxStore, sha256: str) -> Iterator[bytes]:
-    offset = 0
-    while True:
-        data, _size = store.read_chunk(sha256, offset, CHUNK_BYTES)
-        if not data:
-            return
-        offset += len(data)
-        yield data
+def _chunks(store: Any, sha256: str) -> Iterator[bytes]:
+    """The archive in pieces; the store is closed once it is sent (or the download ends)."""
+    try:
+        offset = 0
+        while True:
+            data, _size = store.read_chunk(sha256, offset, CHUNK_BYTES)
+            if not data:
+                return
+            offset += len(data)
+            yield data
+    finally:
+        store.close()

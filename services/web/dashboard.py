@@ -46,7 +46,7 @@ class AccountingSource(Protocol):
 @dataclass(frozen=True)
 class WebSettings:
     home: Path
-    store_path: Path
+    store_url: str  # the central service's store: an SQLite file or postgresql://...
     shares: SharesConfig
     refresh_seconds: float = 5.0  # live parts of a page refresh this often
     session_hours: float = 8.0
@@ -68,7 +68,7 @@ class Dashboard:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self.reader = StoreReader(settings.store_path)
+        self.reader = StoreReader(settings.store_url)
         self.gate = gate
         self.actions = actions
         self.accounting = accounting

@@ -1,18 +1,18 @@
-"""The dashboard's reads: the central service's SQLite store, opened read-only.
+"""The dashboard's reads: the central service's store (SQLite or PostgreSQL), read-only.
 
-Every read opens its own connection (``mode=ro`` and ``PRAGMA query_only``: this process cannot
-write the store by mistake) and runs in one read transaction, so a page sees one committed state.
-The central service commits before it answers, so what a page shows was acknowledged; in WAL
-mode readers never block the service's writer. All values reach SQL as parameters, never as text.
+Every read is one statement, one read-only transaction of :mod:`dirac_like.store.reading`
+(SQLite: a connection of its own, ``mode=ro`` and ``PRAGMA query_only``; PostgreSQL: a read-only
+session, the store's own translation of these statements), so it sees one committed state and
+this process cannot write the store by mistake. The central service commits before it answers,
+so what a page shows was acknowledged; readers never block the service's writer. All values
+reach SQL as parameters, never as text.
 
 Pure results: small frozen rows (:mod:`services.web.views` turns them into pages).
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,16 +30,17 @@ from dirac_like.monitoring import (
     TargetKind,
 )
 from dirac_like.states import ACTIVE_STATUSES
+from dirac_like.store.database import Database
+from dirac_like.store.reading import open_reading
 from dirac_like.store.sqlite import TRANSFER_FIELDS
 
-BUSY_TIMEOUT_S = 5.0
 MAX_PROBE_RUNS = 500_000  # a fortnight of 300 CEs and SEs probed every 10 minutes
 _RANK = " ".join(f"WHEN '{status.value}' THEN {rank}" for status, rank in SEVERITY.items())
 _STATUS = " ".join(f"WHEN {rank} THEN '{status.value}'" for status, rank in SEVERITY.items())
 SELECT_PROBE_OUTCOMES = f"""SELECT * FROM (SELECT target, kind, ce, job_id, time,
     CASE max(CASE status {_RANK} END) {_STATUS} END FROM probe_results
     WHERE time >= ? AND check_name NOT LIKE ? GROUP BY time, kind, target, ce, job_id
-    ORDER BY time DESC LIMIT ?) ORDER BY time"""
+    ORDER BY time DESC LIMIT ?) AS runs ORDER BY time"""
 JOB_COLUMNS = (
     "job_id",
     "owner",
@@ -114,28 +115,21 @@ class RunningCores:
 
 
 class StoreReader:
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+    """``store``: the store's URL (``store.url``: an SQLite file or ``postgresql://...``) or
+    its file's Path."""
 
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        try:
-            db = sqlite3.connect(
-                f"{self.path.resolve().as_uri()}?mode=ro",
-                uri=True,
-                timeout=BUSY_TIMEOUT_S,
-                isolation_level=None,
-            )
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open store {self.path} read-only: {exc}") from exc
-        try:
-            db.execute("PRAGMA query_only = 1")
-            db.execute("BEGIN")
-            yield db
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read store {self.path}: {exc}") from exc
-        finally:
-            db.close()
+    def __init__(self, store: str | Path) -> None:
+        self.reading = open_reading(store)
+
+    def _read(self) -> AbstractContextManager[Database]:
+        return self.reading.read(snapshot=False)  # every read here is one statement
+
+    def check(self) -> None:
+        """StoreError unless the store is there (reachable) with the jobs' tables."""
+        self.reading.check(1, "jobs")
+
+    def close(self) -> None:
+        self.reading.close()
 
     # -- jobs ------------------------------------------------------------------------------------
 
@@ -225,7 +219,7 @@ class StoreReader:
     def probe_outcomes(self, since: float, limit: int = MAX_PROBE_RUNS) -> list[ProbeResult]:
         """One result per probe run from ``since`` on (the newest ``limit``), oldest first: the
         run's worst check, as :func:`dirac_like.monitoring.outcome_of` takes it, summed up by
-        SQLite (a run has ten checks or so); health findings left out."""
+        the database (a run has ten checks or so); health findings left out."""
         with self._read() as db:
             return [
                 ProbeResult(target, TargetKind(kind), "run", CheckStatus(status), "", time, ce, job)
@@ -317,7 +311,7 @@ class StoreReader:
         sql = (
             f"SELECT j.grp, j.owner, t.requirements, count(*) FROM jobs j JOIN task_queues t "
             f"ON t.task_queue_id = j.task_queue_id WHERE j.status IN ({marks}) "
-            "GROUP BY j.grp, j.owner, j.task_queue_id"
+            "GROUP BY j.grp, j.owner, t.task_queue_id"  # t's key: its requirements are one
         )
         totals: dict[tuple[str, str], int] = {}
         with self._read() as db:
@@ -342,7 +336,8 @@ def _job_filters(query: JobQuery) -> tuple[list[str], list[Any]]:
             clauses.append(f"{column} = ?")
             values.append(value)
     if query.name:
-        clauses.append("job_name LIKE ? ESCAPE '\\'")
+        # lower(): SQLite's LIKE ignores the case of ASCII letters, PostgreSQL's does not
+        clauses.append("lower(job_name) LIKE lower(?) ESCAPE '\\'")
         values.append("%" + _escape_like(query.name) + "%")
     if query.before is not None:
         clauses.append("job_id < ?")

@@ -1,7 +1,8 @@
 """``dirac-like service web``: the dashboard as a daemon (waitress, a production WSGI server).
 
-It runs beside the central service, on its home: it reads the store read-only, the identity
-registry and the service's keys (to check login tokens), and sends kill and reschedule to the
+It runs beside the central service, on its home: it reads the store read-only (the SQLite file,
+or the PostgreSQL database of a pair: ``store.url``), the identity registry and the service's keys
+(to check login tokens), and sends kill and reschedule to the
 central service over ZeroMQ with an identity of its own (``--identity``; without one it is
 read-only). One line ``dirac-like web listening on http://HOST:PORT/`` on stdout says where it
 listens (port 0: a free one). A sampler thread records the realised shares every
@@ -26,11 +27,11 @@ from dirac_like.errors import ConfigError, DiracLikeError
 from dirac_like.identity import Identity
 from dirac_like.protocol import WhyReply
 from dirac_like.registry import load_service_keys
-from dirac_like.store.base import store_file
+from dirac_like.store.base import is_postgres_url
 
 from .accounting_panels import AccountingPlots
 from .app import create_app
-from .auth import Gate
+from .auth import Gate, StoredRegistry
 from .dashboard import AccountingSource, Dashboard, WebSettings
 
 log = logging.getLogger(__name__)
@@ -95,22 +96,22 @@ def build_dashboard(
     keys = load_service_keys(home)
     settings = WebSettings(
         home=home,
-        store_path=store_file(config.store_url(home)),
+        store_url=config.store_url(home),
         shares=config.shares,
         refresh_seconds=options.refresh_seconds,
         sandbox_max_bytes=config.sandboxes.max_output_bytes,
     )
-    if not settings.store_path.exists():
-        raise ConfigError(
-            f"no job store {settings.store_path}: start the central service of {home} first"
-        )
     actions = None
     if identity is not None:
         server = options.server or identity.server or config.service.listen
         actions = CentralActions(server, identity)
-    dashboard = Dashboard(settings, Gate(home, keys.secret), actions, accounting)
+    gate = Gate(home, keys.secret)
+    dashboard = Dashboard(settings, gate, actions, accounting)
+    if is_postgres_url(settings.store_url):  # a pair: whom the leader admits, wherever it runs
+        gate.stored = StoredRegistry(dashboard.reader.reading)
+    dashboard.reader.check()  # StoreError: no store file, no database server answering
     if accounting is None:
-        dashboard.accounting = AccountingPlots(settings.store_path, dashboard.reader)
+        dashboard.accounting = AccountingPlots(settings.store_url, dashboard.reader)
     return dashboard
 
 
