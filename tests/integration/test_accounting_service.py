@@ -9,6 +9,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from dirac_like.accounting import (
     Dimension,
     JobAccountingRecord,
@@ -76,6 +78,8 @@ def test_records_survive_a_crash_and_a_repeated_report_does_not_double_them(
     assert (record.input_bytes, record.output_bytes, record.exit_code) == (5, 7, 0)
 
 
+# Nine CLI processes one after the other: 53 s alone, over 90 s at load 22.
+@pytest.mark.timeout(300)
 def test_report_command_json_csv_and_plots(
     start_central: Callable[..., ServiceProcess], tmp_path: Path
 ) -> None:
