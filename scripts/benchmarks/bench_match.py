@@ -37,7 +37,6 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -45,6 +44,7 @@ from pathlib import Path
 import msgpack
 import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs installed
 import zmq
+from scratch import add_keep_option, scratch_folder
 from throwaway_postgres import new_database, postgres_server
 
 from dirac_like.client import Client, RetryPolicy
@@ -268,7 +268,7 @@ def fresh_service(home: Path | None = None) -> ServiceProcess:
     """A central service on a free port; a fresh home (and a fresh PostgreSQL database if the
     run is on PostgreSQL) unless one is given (a restart)."""
     if home is None:
-        home = Path(tempfile.mkdtemp(prefix="bench-match-"))
+        home = scratch_folder("bench-match-")
         store_url = new_database(POSTGRES_URL) if POSTGRES_URL else ""
         (home / "bench.toml").write_text(config_text(ARGS.synchronous, store_url))
     service = ServiceProcess.start_central(home / "home", home / "bench.toml")
@@ -416,6 +416,7 @@ if __name__ == "__main__":
         "--input-data", action="store_true", help="also match jobs sent where their InputData is"
     )
     parser.add_argument("--no-bulk", action="store_true", help="skip the bulk submission figure")
+    add_keep_option(parser)
     ARGS = parser.parse_args()
     POSTGRES_URL = ""
     raise SystemExit(main())

@@ -28,14 +28,13 @@ import itertools
 import pstats
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_match
+from scratch import add_keep_option, scratch_folder
 from service_harness import InProcessService
 
 from dirac_like.config import load_config
@@ -48,7 +47,7 @@ RESOURCES = {"site": SITE, "cores": 1, "memory_mb": 4000, "cpu_time_left": 17280
 
 class Run:
     def __init__(self, jobs: int, acting_as: str) -> None:
-        home = Path(tempfile.mkdtemp(prefix="bench-request-path-"))
+        home = scratch_folder("bench-request-path-")
         (home / "bench.toml").write_text("[security]\nrate_per_second = 0.0\n")
         self.harness = InProcessService(home / "home", load_config(home / "bench.toml"))
         self.harness.now = time.time()
@@ -103,7 +102,7 @@ class MatchRun:
     """bench_match.py's pool, in process; request_job only."""
 
     def __init__(self, jobs: int) -> None:
-        home = Path(tempfile.mkdtemp(prefix="bench-request-path-"))
+        home = scratch_folder("bench-request-path-")
         (home / "bench.toml").write_text(bench_match.config_text())
         self.harness = InProcessService(home / "home", load_config(home / "bench.toml"))
         self.harness.now = time.time()
@@ -113,7 +112,9 @@ class MatchRun:
         for index in range(queues):
             count = jobs // queues + (1 if index < jobs % queues else 0)
             jdl, owner, group = bench_match.task_queue_jdl(index, count, rng)
-            self.harness.ok(admin, "submit", {"descriptions": [jdl], "owner": owner, "group": group})
+            self.harness.ok(
+                admin, "submit", {"descriptions": [jdl], "owner": owner, "group": group}
+            )
         self.keys = [
             self.harness.identity(f"pilots{n}", "pilot", site=site)
             for n, site in enumerate(bench_match.SITES)
@@ -151,8 +152,9 @@ def main(args: argparse.Namespace) -> int:
         profile.disable()
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     run.harness.close()
+    what = "matching" if args.match else f"pilots as {args.acting_as}"
     print(
-        f"{'matching' if args.match else f'pilots as {args.acting_as}'}: {done:,} jobs, {done / elapsed:,.0f} jobs/s, "
+        f"{what}: {done:,} jobs, {done / elapsed:,.0f} jobs/s, "
         f"{cpu / max(done, 1) * 1e6:.0f} us CPU per job"
     )
     if profile is not None:
@@ -170,4 +172,5 @@ if __name__ == "__main__":
     parser.add_argument("--match", action="store_true", help="bench_match.py's pool, matching")
     parser.add_argument("--sort", default="tottime", help="cProfile order: tottime, cumulative")
     parser.add_argument("--lines", type=int, default=30, help="cProfile lines shown")
+    add_keep_option(parser)
     sys.exit(main(parser.parse_args()))
