@@ -60,7 +60,7 @@ from typing import Any, NamedTuple, Protocol
 
 from dirac_like.errors import Forbidden, JobNotVisible
 from dirac_like.monitoring import PROBE_GROUP
-from dirac_like.protocol import MAX_JOB_IDS, Op
+from dirac_like.protocol import MAX_JOB_IDS, Op, build_trusted
 from dirac_like.sandbox import SandboxNotFound
 
 
@@ -195,8 +195,14 @@ class Asked(NamedTuple):
         return getattr(self.args, name, None)
 
     def replaced(self, **changes: Any) -> Any:
-        """The arguments with some fields changed (the argument dataclasses are frozen)."""
-        return dataclasses.replace(self.args, **changes)
+        """The arguments with some fields changed (the argument dataclasses are frozen): the
+        arguments themselves when nothing changes, else a copy made without the checks of
+        ``dataclasses.replace`` (every request_job takes this path)."""
+        args = self.args
+        fields = vars(args)
+        if all(fields[name] == value for name, value in changes.items()):
+            return args
+        return build_trusted(type(args), {**fields, **changes})
 
 
 # A check returns the arguments to run the operation with, or raises Forbidden.

@@ -108,7 +108,8 @@ class FairShare:
 
     def rank_users(self, group: str, users: Iterable[str], now: float) -> list[str]:
         """Users of ``group`` by load per share within the group, then by name."""
-        return self._rank([((group, u), self.user_share(group, u), u) for u in users], now)
+        shares = self.user_shares.get(group) or {}  # on the matcher's hot path: looked up once
+        return self._rank([((group, u), shares.get(u, 1.0), u) for u in users], now)
 
     def _rank(self, entries: list[tuple[tuple[str, str], float, str]], now: float) -> list[str]:
         # On the matcher's hot path: one pass, locals only.

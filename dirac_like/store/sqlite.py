@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import astuple, fields
@@ -314,6 +315,15 @@ SELECT_SHARES = "SELECT grp, share FROM shares ORDER BY grp"
 SELECT_USAGE = "SELECT grp, user_name, usage, stamp FROM usage ORDER BY grp, user_name"
 SELECT_REPLIES = "SELECT request_id, reply, time FROM replies ORDER BY time, request_id"
 SELECT_DESCRIPTION = "SELECT description FROM descriptions WHERE job_id = ?"
+# A match reads its job's description; the jobs of a task queue were mostly made together
+# (consecutive ids) and are matched in id order, so the SQLite store reads the next ones with it
+# (one statement instead of one per match) and keeps the last DESCRIPTIONS_KEPT read: a
+# description never changes once stored, so the ones read stay valid.
+DESCRIPTIONS_READ_AHEAD = 32
+DESCRIPTIONS_KEPT = 32_768
+SELECT_DESCRIPTIONS_AHEAD = (
+    "SELECT job_id, description FROM descriptions WHERE job_id >= ? ORDER BY job_id LIMIT ?"
+)
 SELECT_PILOTS = f"SELECT {', '.join(PILOT_FIELDS)} FROM pilots ORDER BY submitted, pilot_id"
 SELECT_PILOT_JOBS = "SELECT pilot_id, job_id FROM pilot_jobs ORDER BY pilot_id, job_id"
 SELECT_PILOT_OUTPUT = "SELECT output FROM pilot_outputs WHERE pilot_id = ?"
@@ -539,6 +549,23 @@ class SqliteStore(StatementStore):
         log.info("opened store %s (schema %d, synchronous=%s)", self.path, SCHEMA_VERSION,
                  synchronous)  # fmt: skip
         self._checkpointer = Checkpointer(self.path)
+        self._descriptions: OrderedDict[int, bytes] = OrderedDict()  # read ahead, oldest first
+
+    def _description_blob(self, job_id: int) -> bytes | None:
+        """From the descriptions read ahead, else read with the next ones."""
+        blob = self._descriptions.pop(job_id, None)
+        if blob is not None:  # a job is matched once in the common case: no need to keep it
+            return blob
+        descriptions = self._descriptions
+        rows = self._db.execute(SELECT_DESCRIPTIONS_AHEAD, (job_id, DESCRIPTIONS_READ_AHEAD))
+        for stored_id, stored in rows:
+            if stored_id == job_id:
+                blob = bytes(stored)
+            else:
+                descriptions[stored_id] = bytes(stored)
+        while len(descriptions) > DESCRIPTIONS_KEPT:
+            descriptions.popitem(last=False)
+        return blob
 
     def _configure(self, synchronous: str) -> None:
         mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]

@@ -8,8 +8,10 @@
 For each size: a fresh central service (its own process, SQLite with synchronous=full) is filled
 with that many waiting jobs in 500 task queues over 60 sites (parametric bulk submissions), then
 64 concurrent pilot clients (DEALER sockets driven from one load-generator process, one request
-in flight each) ask for jobs for a fixed time. Reported: matches/s, p50/p99 latency, and, in the
-same run, the request/reply rate of a bare ZeroMQ echo server driven the same way (the ceiling).
+in flight each) ask for jobs for a fixed time. Reported: matches/s, p50/p99 latency, the CPU
+time the service's process spent per match (user + system, all its threads: less sensitive than
+the rates to other load on the machine), and, in the same run, the request/reply rate of a bare
+ZeroMQ echo server driven the same way (the ceiling).
 
 ``--store postgresql`` (or ``both``) runs the same on the PostgreSQL store: each fresh service
 gets a new database on the server of ``--postgres-url`` (a role that may create databases), or,
@@ -284,7 +286,10 @@ def measure(waiting: int, clients: int, seconds: float, data: bool = False) -> d
         started = time.perf_counter()
         service = fresh_service(service.home.parent)
         restart = time.perf_counter() - started
-        resident = psutil.Process(service.pid).memory_info().rss
+        process = psutil.Process(service.pid)
+        resident = process.memory_info().rss
+        tokens = site_tokens(service.endpoint)
+        cpu = sum(process.cpu_times()[:2])
         # The same number of matches at every size (at most half the pool, so the rate is
         # measured at about this many waiting jobs).
         count, latencies, elapsed = drive(
@@ -293,8 +298,9 @@ def measure(waiting: int, clients: int, seconds: float, data: bool = False) -> d
             seconds,
             pilot_frame,
             limit=min(ARGS.matches, waiting // 2),
-            identities=site_tokens(service.endpoint),
+            identities=tokens,
         )
+        cpu = sum(process.cpu_times()[:2]) - cpu
         with Client(service.endpoint, SLOW) as client:
             left = sum(q.waiting for q in client.task_queues())
         # Every reply in flight when the generator stopped may still have matched a job.
@@ -310,6 +316,7 @@ def measure(waiting: int, clients: int, seconds: float, data: bool = False) -> d
         "matches": count,
         "p50": statistics.median(latencies),
         "p99": percentile(latencies, 0.99),
+        "cpu_per_match": cpu / max(count, 1),
     }
 
 
@@ -345,7 +352,8 @@ def run_store(store: str, ceiling: float) -> dict[str, float]:
             f"restart with them {row['restart']:.1f} s, {row['rss'] / 2**20:,.0f} MiB resident: "
             f"{per_job:,.0f} bytes per waiting job): "
             f"{row['rate']:,.0f} matches/s over {row['matches']:,.0f} matches, "
-            f"p50 {row['p50']:.2f} ms, p99 {row['p99']:.2f} ms"
+            f"p50 {row['p50']:.2f} ms, p99 {row['p99']:.2f} ms, "
+            f"service CPU {row['cpu_per_match'] * 1e6:.0f} us per match"
         )
     if len(results) > 1:
         ratio = results[-1]["rate"] / results[0]["rate"]

@@ -322,6 +322,22 @@ def test_description_round_trips(store: Store) -> None:
     assert store.description(5) == description
 
 
+def test_descriptions_read_in_any_order_are_each_jobs_own_also_after_later_commits(
+    store: Store,
+) -> None:
+    # SQLite and PostgreSQL read the descriptions of the next job ids ahead with one: each
+    # read, in any order, twice, and of jobs committed after the read-ahead, is still the job's
+    store.commit(submission(*(new_job(job_id) for job_id in (1, 2, 3))))
+    assert store.description(1) == {"Executable": "job1"}  # 2 and 3 read ahead
+    store.commit(submission(new_job(4)))
+
+    reads = [store.description(job_id) for job_id in (3, 2, 2, 4, 1)]
+
+    assert reads == [{"Executable": f"job{job_id}"} for job_id in (3, 2, 2, 4, 1)]
+    with pytest.raises(JobNotFound):
+        store.description(5)
+
+
 def test_unknown_job_has_no_description_and_no_history(store: Store) -> None:
     store.commit(submission(new_job(1)))
 
