@@ -20,6 +20,7 @@ own, and stopped by their PID (SIGTERM, then SIGKILL) when the shell closes, pas
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -145,6 +146,16 @@ class UserShell:
         )
         return result
 
+    def export(self, command: DocCommand) -> None:
+        """``export NAME=VALUE ...``: the variables hold for the commands that follow, as in the
+        user's terminal (each command runs in a shell of its own)."""
+        words = shlex.split(substitute(command.text, self.replacements))
+        assert words[0] == "export", command.text
+        for word in words[1:]:
+            name, _, value = word.partition("=")
+            self.env[name] = value
+        print(f"$ {shlex.join(words)}", flush=True)
+
     def start(
         self,
         command: DocCommand,
@@ -192,8 +203,10 @@ class UserShell:
 
 
 def listening(daemon: Daemon) -> bool:
-    """Ready test of a service: it printed where it listens."""
-    return " listening on " in daemon.stdout.read_text(errors="replace")
+    """Ready test of a service: it printed where it listens (or, one of a pair, that it stands
+    by to serve there)."""
+    printed = daemon.stdout.read_text(errors="replace")
+    return " listening on " in printed or " standing by to serve on " in printed
 
 
 @contextmanager
