@@ -142,7 +142,7 @@ def _logical_lines(block: list[_Line]) -> Iterator[tuple[str, int, list[str]]]:
             yield pending
         text, number = line.text, line.number
         while text.endswith("\\") and index < len(block):
-            text = text[:-1] + " " + block[index].text.strip()
+            text = text[:-1].rstrip() + " " + block[index].text.strip()
             index += 1
         heredoc = HEREDOC.search(split_comment(text)[0])
         if heredoc:
