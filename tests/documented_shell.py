@@ -198,8 +198,10 @@ class UserShell:
     def close(self) -> None:
         for daemon in reversed(self.daemons):
             daemon.process.stop()
-        for folder in self._folders:
+        for folder in self._folders:  # and the files the commands made beside it (/tmp/pg.toml)
             shutil.rmtree(folder, ignore_errors=True)
+            for beside in folder.parent.glob(f"{folder.name}.*"):
+                beside.unlink()
 
 
 def listening(daemon: Daemon) -> bool:

@@ -1,14 +1,23 @@
-"""End to end: README.md's "High availability" block, taken from README.md and run as written
-(tests/documented_shell.py): a throw-away PostgreSQL server by scripts/postgres-local.sh, two
-central services on it, and ``admin service status`` through both, which must show one leader
-and one standby. ``/tmp/pg`` and the ports 7701 and 7702 are the test's own; ``export`` lines
-hold for the commands after them; the ``&`` commands run in the background and are stopped by
-PID, then the PostgreSQL server by the PID in its postmaster.pid, pass or fail. (Its own module:
-starting a PostgreSQL server costs seconds, and xdist gives each module to one worker.)"""
+"""End to end: the PostgreSQL blocks of the documents, taken from them and run as written
+(tests/documented_shell.py): docs/postgresql.md's (a throw-away server by
+scripts/postgres-local.sh, a central service on it, the server stopped), then README.md's
+"High availability" (the server started again, two central services on it, and ``admin service
+status`` through both, which must show one leader and one standby).
+
+``/tmp/pg`` and the ports 7700, 7701 and 7702 are the test's own; ``sudo X`` runs as ``X`` (CI
+runs as root; the install step is a no-op once .ci/run installed PostgreSQL); ``export`` lines
+hold for the commands after them; a service written in the foreground (no ``&``) is stopped, as
+with Ctrl-C, before the next line is typed, and must exit 0; the ``&`` ones run in the
+background and are stopped by PID at the end, then the PostgreSQL server by the PID in its
+postmaster.pid, pass or fail. (A module of its own: a PostgreSQL server costs seconds to make,
+and xdist gives each module to one worker.)"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,39 +25,62 @@ from doc_commands import DocCommand, documented_commands
 from documented_shell import UserShell, is_daemon, listening, user_shell
 from postgres_server import PostgresServer, require_postgres
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
-def run_pair_block(shell: UserShell, commands: list[DocCommand]) -> str:
-    """Run the block in order; the output of its last command."""
+def run_block(shell: UserShell, commands: list[DocCommand]) -> str:
+    """Run the commands in order by the rules above; the output of the last one."""
     last = ""
     for command in commands:
+        if command.text.startswith("sudo "):
+            command = replace(command, text=command.text.removeprefix("sudo "))
         if command.text.startswith("export "):
             shell.export(command)
         elif is_daemon(command):
-            shell.start(command, listening)
+            daemon = shell.start(command, listening)
+            if not command.background:  # Ctrl-C before the next line
+                assert shell.stop(daemon) == 0, daemon.output()
         else:  # the watcher stops the server should this test's process die first
             last = shell.run(command, env={"WATCH_PID": str(os.getpid())}).stdout
     return last
 
 
-def test_readme_pair_commands_run_as_documented(tmp_path: Path) -> None:
+@contextmanager
+def postgres_shell(root: Path) -> Iterator[UserShell]:
+    """A user shell whose ``/tmp/pg`` server is stopped by its PID at the end, after the
+    shell's services, pass or fail."""
     require_postgres()
-    commands = documented_commands(README.read_text(), "High availability")
-    assert commands[-1].is_dirac_like("admin", "service", "status"), commands[-1]
-    with user_shell(tmp_path, ("7701", "7702"), ("/tmp/pg",)) as shell:
+    with user_shell(root, ("7700", "7701", "7702"), ("/tmp/pg",)) as shell:
         server = PostgresServer(Path(shell.replacements["/tmp/pg"]), url="")
         try:
-            printed = run_pair_block(shell, commands)
+            yield shell
         finally:
             for daemon in shell.daemons:
                 shell.stop(daemon)
-            if (server.base / "url").exists():
+            if (server.base / "data/postmaster.pid").exists():
                 server.stop()
+
+
+def test_postgresql_commands_run_as_documented(tmp_path: Path) -> None:
+    commands = documented_commands((REPO / "docs/postgresql.md").read_text())
+    with postgres_shell(tmp_path) as shell:
+        run_block(shell, commands)
+        folder = Path(shell.replacements["/tmp/pg"])
+        assert (folder / "url").read_text().startswith("postgresql://dirac:dirac@127.0.0.1:")
+        assert not (folder / "data/postmaster.pid").exists()  # the last line stopped it
+        assert (shell.dirac_home / "keys").exists()  # the service ran on the user's home...
+        assert not (shell.dirac_home / "jobs.sqlite").exists()  # ...with its store on PostgreSQL
+
+
+def test_readme_pair_commands_run_as_documented(tmp_path: Path) -> None:
+    commands = documented_commands((REPO / "README.md").read_text(), "High availability")
+    assert commands[-1].is_dirac_like("admin", "service", "status"), commands[-1]
+    with postgres_shell(tmp_path) as shell:
+        printed = run_block(shell, commands)
+        ports = [shell.port("7701"), shell.port("7702")]
     assert printed.startswith("store: postgresql"), printed
     rows = [line.split() for line in printed.splitlines() if "tcp://" in line]
     roles = {row[3]: row[1] for row in rows}  # endpoint: role
-    ports = [shell.port("7701"), shell.port("7702")]
     assert sorted(roles.values()) == ["leader", "standby"], printed
     assert sorted(roles) == [f"tcp://127.0.0.1:{port}" for port in sorted(ports)], printed
