@@ -25,8 +25,18 @@ from doc_commands import DocCommand, documented_commands
 from documented_shell import UserShell, is_daemon, listening, user_shell
 from postgres_server import PostgresServer, require_postgres
 
+from dirac_like.testing import wait_for
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+def leading(shell: UserShell) -> bool:
+    """Whether one of the running services leads: it printed that it listens (an instance of a
+    pair first says it stands by; it takes the lead within a second or so, the document's "who
+    leads" needs one)."""
+    running = [daemon for daemon in shell.daemons if daemon.running]
+    return any(" listening on " in daemon.stdout.read_text() for daemon in running)
 
 
 def run_block(shell: UserShell, commands: list[DocCommand]) -> str:
@@ -40,8 +50,11 @@ def run_block(shell: UserShell, commands: list[DocCommand]) -> str:
         elif is_daemon(command):
             daemon = shell.start(command, listening)
             if not command.background:  # Ctrl-C before the next line
+                wait_for(lambda: leading(shell), "the service to lead")
                 assert shell.stop(daemon) == 0, daemon.output()
         else:  # the watcher stops the server should this test's process die first
+            if any(daemon.running for daemon in shell.daemons):
+                wait_for(lambda: leading(shell), "one of the services to lead")
             last = shell.run(command, env={"WATCH_PID": str(os.getpid())}).stdout
     return last
 
@@ -73,14 +86,27 @@ def test_postgresql_commands_run_as_documented(tmp_path: Path) -> None:
         assert not (shell.dirac_home / "jobs.sqlite").exists()  # ...with its store on PostgreSQL
 
 
+def roles(status: str) -> dict[str, str]:
+    """{endpoint: role} from the table ``admin service status`` prints."""
+    rows = [line.split() for line in status.splitlines() if "tcp://" in line]
+    return {row[3]: row[1] for row in rows}
+
+
 def test_readme_pair_commands_run_as_documented(tmp_path: Path) -> None:
+    """``admin service status`` (the block's last command) must show one leader and one
+    standby; it is run again until it does (each instance notes itself every 2 s), at most
+    30 s."""
     commands = documented_commands((REPO / "README.md").read_text(), "High availability")
-    assert commands[-1].is_dirac_like("admin", "service", "status"), commands[-1]
+    status = commands[-1]
+    assert status.is_dirac_like("admin", "service", "status"), status
     with postgres_shell(tmp_path) as shell:
-        printed = run_block(shell, commands)
-        ports = [shell.port("7701"), shell.port("7702")]
+        run_block(shell, commands)
+
+        def both_seen() -> str:
+            printed = shell.run(status).stdout
+            return printed if sorted(roles(printed).values()) == ["leader", "standby"] else ""
+
+        printed = wait_for(both_seen, "one leader and one standby", timeout=30, interval=0.5)
+        ports = sorted([shell.port("7701"), shell.port("7702")])
     assert printed.startswith("store: postgresql"), printed
-    rows = [line.split() for line in printed.splitlines() if "tcp://" in line]
-    roles = {row[3]: row[1] for row in rows}  # endpoint: role
-    assert sorted(roles.values()) == ["leader", "standby"], printed
-    assert sorted(roles) == [f"tcp://127.0.0.1:{port}" for port in sorted(ports)], printed
+    assert sorted(roles(printed)) == [f"tcp://127.0.0.1:{port}" for port in ports], printed
