@@ -297,3 +297,23 @@ def test_monitoring_commands_run_as_documented(tmp_path: Path) -> None:
                 check(shell, command, shell.run(command))
         for daemon in shell.daemons:
             assert "Traceback" not in daemon.stderr.read_text(), daemon.output()
+
+
+OPERATIONS_SECTIONS = ("2. Sites: ban, drain, limit, show", "5. The console")
+
+
+def test_operations_site_and_console_commands_run_as_documented(tmp_path: Path) -> None:
+    """docs/operations.md's sections on sites and the console, in order, on a service started
+    with the README's own commands: each exits 0, and the site shown last is back to what the
+    undo lines say (active, no limit). (Its other sections name jobs a grid has made: ids 1234
+    and 17..116, mc.jdl, jobs two days old; not run.)"""
+    text = (README.parent / "docs/operations.md").read_text()
+    commands = [c for section in OPERATIONS_SECTIONS for c in documented_commands(text, section)]
+    readme = documented_commands(README.read_text(), "Using it")
+    with user_shell(tmp_path, PORTS) as shell:
+        shell.run(next(command for command in readme if command.is_dirac_like("init")))
+        shell.start(next(c for c in readme if c.text == "dirac-like service central"), listening)
+        shown = [shell.run(command).stdout for command in commands]
+    [last_show] = [out for c, out in zip(commands, shown, strict=True) if "site show" in c.text]
+    assert last_show.startswith("Site LCG.RAL.uk: Active; running limit none"), last_show
+    assert any(c.is_dirac_like("console") for c in commands)
