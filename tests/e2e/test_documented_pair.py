@@ -102,11 +102,17 @@ def test_readme_pair_commands_run_as_documented(tmp_path: Path) -> None:
     with postgres_shell(tmp_path) as shell:
         run_block(shell, commands)
 
-        def both_seen() -> str:
-            printed = shell.run(status).stdout
-            return printed if sorted(roles(printed).values()) == ["leader", "standby"] else ""
+        seen: list[str] = []
 
-        printed = wait_for(both_seen, "one leader and one standby", timeout=30, interval=0.5)
+        def both_seen() -> str:
+            seen.append(shell.run(status).stdout)
+            return seen[-1] if sorted(roles(seen[-1]).values()) == ["leader", "standby"] else ""
+
+        try:
+            printed = wait_for(both_seen, "one leader and one standby", timeout=30, interval=0.5)
+        except AssertionError as timed_out:
+            outputs = "\n".join(daemon.output()[-2000:] for daemon in shell.daemons)
+            raise AssertionError(f"{timed_out}; it printed:\n{seen[-1]}\n{outputs}") from None
         ports = sorted([shell.port("7701"), shell.port("7702")])
     assert printed.startswith("store: postgresql"), printed
     assert sorted(roles(printed)) == [f"tcp://127.0.0.1:{port}" for port in ports], printed
