@@ -130,7 +130,7 @@ def run_web(config: Config, home: Path, identity: Identity | None, options: WebO
     if identity is None:
         log.warning("no identity: the dashboard is read-only (kill and reschedule disabled)")
     print(f"dirac-like web listening on http://{host}:{server.effective_port}/", flush=True)
-    log.info("web dashboard on http://%s:%d/ for the home %s", host, server.effective_port, home)
+    log.info("web dashboard on http://%s:%s/ for the home %s", host, server.effective_port, home)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.run()  # returns when SIGTERM or Ctrl-C interrupts it
