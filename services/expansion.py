@@ -26,21 +26,41 @@ Pure: no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from dirac_like.description import JobDescription
-from dirac_like.model import SubmissionRecord
+from dirac_like.model import Requirements, SubmissionRecord
 
 from .journal import Journal
 
 
-@dataclass(frozen=True)
-class PreparedJob:
-    """One job of a submission, checked and ready to be made."""
+class PreparedJob(NamedTuple):
+    """One job of a submission, checked and ready to be made (a tuple: cheap to make by the
+    hundred thousand)."""
 
     description: JobDescription
     packed: bytes  # its stored description
     sandbox: str  # sha256 of its input sandbox ('' if none)
     failure: str  # why it fails at once (input data not in the catalog), '' if it does not
+    requirements: Requirements  # the same object for the jobs that need the same
+
+
+class SharedRequirements:
+    """The requirements of many jobs, one object per distinct requirements: the jobs of a
+    parametric submission share one or a few, so this is cheaper than
+    ``JobDescription.requirements`` for each, and the caller can look their task queue up once
+    per distinct object (``is``)."""
+
+    def __init__(self) -> None:
+        self.known: dict[tuple[object, ...], Requirements] = {}
+
+    def of(self, d: JobDescription) -> Requirements:
+        key = (d.sites, d.banned_sites, d.platforms, d.tags, d.grid_ces, d.number_of_processors,
+               d.max_processors, d.smp_granularity, d.max_ram_mb, d.cpu_time)  # fmt: skip
+        found = self.known.get(key)
+        if found is None:
+            found = self.known[key] = d.requirements()
+        return found
 
 
 @dataclass

@@ -58,9 +58,9 @@ from dirac_like.why import never_reasons
 
 from .bulk import BulkBook
 from .catalog import Catalog, StorageBoard
-from .expansion import ExpansionBook, PreparedJob
+from .expansion import ExpansionBook, PreparedJob, SharedRequirements
 from .grid_log import GridLog
-from .input_data import resolve_input_data
+from .input_data import Resolved, resolve_input_data
 from .job_book import JobBook, pack_description
 from .journal import Journal
 from .limits import SubmissionLimits
@@ -352,10 +352,11 @@ class CentralState:
         checked (not again for a submission resumed after a restart). InputData: the sites of
         the replicas become the job's Site requirement (no lookup for jobs without InputData);
         what is stored is the resolved description."""
+        anywhere = self.config.data.input_data_anywhere
         resolved = [
-            resolve_input_data(
-                self.catalog, self.storage, description, self.config.data.input_data_anywhere
-            )
+            resolve_input_data(self.catalog, self.storage, description, anywhere)
+            if description.input_data
+            else Resolved(description, "")
             for description in descriptions
         ]
         packed = [pack_description(item.description) for item in resolved]
@@ -364,10 +365,15 @@ class CentralState:
                 self.submission_limits.check_size(index, size)
         sandboxes = [
             self.sandbox_index.input_of(description, holder, checking)
+            if description.input_sandbox
+            else ""
             for description in descriptions
         ]
+        shared = SharedRequirements()
         return [
-            PreparedJob(item.description, stored, sandbox, item.failure)
+            PreparedJob(
+                item.description, stored, sandbox, item.failure, shared.of(item.description)
+            )
             for item, sandbox, stored in zip(resolved, sandboxes, packed, strict=True)
         ]
 
@@ -378,10 +384,16 @@ class CentralState:
         with a minor status saying so if no known CE can run it."""
         job_ids = []
         never = NeverRunnable(self, group)
+        requirements: Requirements | None = None
         for index, item in enumerate(prepared):
             job_id = first_id + index if first_id else 0
-            minor = never.minor_status(item.description.requirements())
-            job = self.book.add(item.description, owner, group, now, item.packed, minor, job_id)
+            if item.requirements is not requirements:  # decided once for the jobs that share
+                requirements = item.requirements
+                minor = never.minor_status(requirements)
+                task_queue = self.book.task_queue_for(owner, group, requirements)
+            job = self.book.add(
+                item.description, owner, group, now, item.packed, minor, job_id, task_queue
+            )
             job_ids.append(job.job_id)
             if item.sandbox:
                 self.sandbox_index.attach(job.job_id, "input", item.sandbox)
