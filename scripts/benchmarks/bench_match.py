@@ -307,7 +307,9 @@ def measure(waiting: int, clients: int, seconds: float, data: bool = False) -> d
     service = fresh_service(folder)
     restart = time.perf_counter() - started
     try:
-        resident = psutil.Process(service.pid).memory_info().rss
+        process = psutil.Process(service.pid)
+        restart_cpu = sum(process.cpu_times()[:2])  # less sensitive to a loaded machine
+        resident = process.memory_info().rss
         with Client(service.endpoint, SLOW) as client:
             waiting = sum(q.waiting for q in client.task_queues())  # a kept store: fewer left
         # The same number of matches at every size (at most half the pool, so the rate is
@@ -332,6 +334,7 @@ def measure(waiting: int, clients: int, seconds: float, data: bool = False) -> d
         "waiting": waiting,
         "fill": fill_rate,
         "restart": restart,
+        "restart_cpu": restart_cpu,
         "rss": resident,
         "rate": count / elapsed,
         "matches": count,
@@ -371,7 +374,8 @@ def run_store(store: str, ceiling: float) -> dict[str, float]:
         filled = f"filled at {row['fill']:,.0f} jobs/s" if row["fill"] else "kept store"
         print(
             f"{row['waiting']:>9,} waiting ({filled}, "
-            f"restart with them {row['restart']:.1f} s, {row['rss'] / 2**20:,.0f} MiB resident: "
+            f"restart with them {row['restart']:.1f} s (CPU {row['restart_cpu']:.1f} s), "
+            f"{row['rss'] / 2**20:,.0f} MiB resident: "
             f"{per_job:,.0f} bytes per waiting job): "
             f"{row['rate']:,.0f} matches/s over {row['matches']:,.0f} matches, "
             f"p50 {row['p50']:.2f} ms, p99 {row['p99']:.2f} ms"
