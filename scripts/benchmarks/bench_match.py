@@ -396,7 +396,7 @@ def run_store(store: str, ceiling: float) -> dict[str, float]:
     bulk = 0.0
     if not ARGS.no_bulk:
         bulk = measure_bulk()
-        print(f"one parametric submission of 100,000 jobs: {bulk:,.0f} jobs/s stored")
+        print(f"one parametric submission of 100,000 jobs: {bulk:,.0f} jobs/s made")
     return {"rate": results[-1]["rate"], "bulk": bulk, "waiting": results[-1]["waiting"]}
 
 
