@@ -17,15 +17,19 @@ The invariants (issue 11, "Done when"):
 - **lost**: an acknowledged job the service does not know;
 - **not final**: a job still not Done/Failed/Killed when the run's deadline came;
 - **overlapping**: a job two of whose runs were alive at the same moment;
-- **ran again after Done**: a job run again after one of its runs finished while the pilot
-  process that ran it was alive, and stayed alive ``grace`` seconds more (time to see the
-  payload's exit): that pilot held the job's Done report, so a second run means the report was
-  lost (issue 11, defect 9: "a payload that finished but whose Done report was not yet
-  acknowledged is run again after the pilot dies").
+- **ran again after Done**: a job run again after one of its runs ended Done for its pilot: the
+  pilot process that ran it lived on to the end of the chaos run (it saw the payload exit), or
+  was killed with the job's Done kept in its workdir (a report in its outbox, or the payload
+  keeper's ``payload_ended`` mark of exit 0: what a pilot restarted there reports). That pilot
+  held the job's Done report, so a second run means the report was lost or came too late (issue
+  11, defect 9: "a payload that finished but whose Done report was not yet acknowledged is run
+  again after the pilot dies"). Exact, not timed: the chaos script reads the killed pilot's
+  workdir once its processes are gone (:attr:`PilotLife.kept_done`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from collections import defaultdict
@@ -33,7 +37,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 FINAL_STATUSES = frozenset({"Done", "Failed", "Killed"})
-FINISH_GRACE = 0.1  # s: a pilot killed this soon after its payload's end may not have seen it
 
 
 @dataclass(frozen=True)
@@ -55,11 +58,21 @@ class PayloadRun:
 @dataclass(frozen=True)
 class PilotLife:
     """One incarnation of a pilot process: its pilot id, when it started and died (monotonic
-    seconds; ``killed`` is None while it lives or when it was stopped at the end)."""
+    seconds; ``killed`` is None while it lives or when it was stopped at the end), and the jobs
+    whose Done its workdir held when it died: (job id, attempt) pairs."""
 
     pilot_id: str
     started: float
     killed: float | None = None
+    kept_done: frozenset[tuple[int, int]] = frozenset()
+
+    def ran(self, run: PayloadRun) -> bool:
+        """Whether this process started ``run`` (its pilot id, alive at the run's start)."""
+        return (
+            self.pilot_id == run.pilot_id
+            and self.started <= run.start
+            and (self.killed is None or self.killed > run.start)
+        )
 
 
 @dataclass(frozen=True)
@@ -170,32 +183,38 @@ def overlapping_jobs(runs: Iterable[PayloadRun]) -> tuple[int, ...]:
     return tuple(found)
 
 
-def ran_again_after_done(
-    runs: Iterable[PayloadRun], lives: Sequence[PilotLife], grace: float = FINISH_GRACE
-) -> tuple[int, ...]:
-    """Jobs that started a run after another run of theirs finished under a live pilot (see
-    :func:`finished_under_live_pilot`)."""
+def ran_again_after_done(runs: Iterable[PayloadRun], lives: Sequence[PilotLife]) -> tuple[int, ...]:
+    """Jobs that started a run after another run of theirs ended Done for its pilot (see
+    :func:`done_for_its_pilot`)."""
     found = []
     for job_id, job_runs in sorted(_by_job(runs).items()):
-        done_at = [
-            run.last_seen for run in job_runs if finished_under_live_pilot(run, lives, grace)
-        ]
+        done_at = [run.last_seen for run in job_runs if done_for_its_pilot(run, lives)]
         if done_at and any(run.start > min(done_at) for run in job_runs):
             found.append(job_id)
     return tuple(found)
 
 
-def finished_under_live_pilot(run: PayloadRun, lives: Sequence[PilotLife], grace: float) -> bool:
-    """Whether ``run`` ended while the pilot process that started it lived, and that process
-    lived ``grace`` seconds more. A run whose pilot process was not recorded never counts."""
+def done_for_its_pilot(run: PayloadRun, lives: Sequence[PilotLife]) -> bool:
+    """Whether the pilot process that started ``run`` holds its Done: it lived on (never killed)
+    and the run ended, or it was killed with the run's job and attempt in its ``kept_done``. A
+    run whose pilot process was not recorded never counts."""
     for life in lives:
-        if (
-            life.pilot_id == run.pilot_id
-            and life.started <= run.start
-            and (life.killed is None or life.killed > run.start)
-        ):
-            return run.ended and (life.killed is None or life.killed >= run.last_seen + grace)
+        if life.ran(run):
+            if life.killed is None:
+                return run.ended
+            return (run.job_id, run.attempt) in life.kept_done
     return False
+
+
+def done_kept(reports: Iterable[Mapping[str, object]]) -> frozenset[tuple[int, int]]:
+    """The (job id, attempt) pairs of the Done reports among ``reports`` (the outbox's JSON
+    objects, or what the payload keeper's marks make: ``job_id``, ``attempt``, ``status``)."""
+    kept = set()
+    for report in reports:
+        if report.get("status") == "Done":
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                kept.add((int(str(report["job_id"])), int(str(report["attempt"]))))
+    return frozenset(kept)
 
 
 def check(
@@ -203,7 +222,6 @@ def check(
     service_jobs: Mapping[int, str],
     log: PayloadLog,
     lives: Sequence[PilotLife],
-    grace: float = FINISH_GRACE,
 ) -> ChaosReport:
     """Every invariant over one chaos run's records."""
     acknowledged = set(acknowledged)
@@ -218,7 +236,7 @@ def check(
         lost=lost_jobs(acknowledged, service_jobs),
         not_final=jobs_not_final(service_jobs),
         overlapping=overlapping_jobs(log.runs),
-        ran_again_after_done=ran_again_after_done(log.runs, lives, grace),
+        ran_again_after_done=ran_again_after_done(log.runs, lives),
         ran_more_than_once=sum(1 for job_runs in by_job.values() if len(job_runs) > 1),
         bad_log_lines=log.bad_lines,
         statuses=dict(sorted(statuses.items())),

@@ -12,6 +12,7 @@ EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_SCHEMA_TOO_NEW = 4  # a central service refused a store written by a newer release
 
 
 class DiracLikeError(Exception):
@@ -154,6 +155,22 @@ class StoreError(DiracLikeError):
 
     code = "store_error"
     retryable = True
+
+
+class SchemaTooNew(StoreError):
+    """A store whose schema is newer than this code knows: it is refused, never guessed at
+    (upgrade dirac-like). Retrying cannot help."""
+
+    code = "schema_too_new"
+    retryable = False
+    exit_code = EXIT_SCHEMA_TOO_NEW
+
+    @classmethod
+    def of(cls, store: object, stored: int, known: int) -> SchemaTooNew:
+        return cls(
+            f"store {store} has schema version {stored}, newer than this code knows ({known}): "
+            "upgrade dirac-like to open it"
+        )
 
 
 class UnstorableValue(StoreError):

@@ -928,12 +928,15 @@ class ServiceInstanceRow:
     role: str  # leader, standby, or silent (not seen alive for a while: dead or cut off)
     since: float  # when it took that role
     seen: float  # when it last noted itself alive
+    # the store schema version its code reads and writes (0: not known, an older instance)
+    code_schema: int = field(default=0, metadata=OMIT_AT_DEFAULT)
 
 
 @dataclass(frozen=True)
 class ServiceStatusReply:
     store: str  # the store's kind: sqlite, postgresql
     instances: list[ServiceInstanceRow]  # the leader first
+    schema: int = field(default=0, metadata=OMIT_AT_DEFAULT)  # the store's schema version
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,8 @@ class ServicePair:
         )
         self.listens = [f"tcp://127.0.0.1:{free_port()}" for _ in NAMES]
         self.popens: list[subprocess.Popen[bytes] | None] = [None, None]
+        # each instance's program (``dirac-like``; a test may run another release's)
+        self.programs = [dirac_like_argv() for _ in NAMES]
         self.failovers: list[float] = []  # seconds from each kill_leader to the next leader
 
     @property
@@ -60,13 +62,13 @@ class ServicePair:
 
     # -- processes -------------------------------------------------------------------------------
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Start every instance not running (the homes are made the first time), and wait until
-        each one stands by or leads."""
+    def start(self, timeout: float = 60.0, only: tuple[int, ...] = (0, 1)) -> None:
+        """Start every instance not running (of ``only``; the homes are made the first time),
+        and wait until each one stands by or leads."""
         if not self.homes[1].exists():
             init_home(self.homes[0], time.time())
             shutil.copytree(self.homes[0], self.homes[1], symlinks=True)
-        started = [index for index in range(len(NAMES)) if not self.running(index)]
+        started = [index for index in only if not self.running(index)]
         offsets = {index: self.start_instance(index) for index in started}
         deadline = time.monotonic() + timeout
         for index, offset in offsets.items():
@@ -90,10 +92,10 @@ class ServicePair:
     def start_instance(self, index: int) -> int:
         """Start instance ``index``; returns where its new lines begin in its log."""
         home = self.homes[index]
-        command = dirac_like_argv(
-            "service", "central", "--home", str(home), "--config", str(self.config),
-            "--listen", self.listens[index],
-        )  # fmt: skip
+        command = [
+            *self.programs[index], "service", "central", "--home", str(home),
+            "--config", str(self.config), "--listen", self.listens[index],
+        ]  # fmt: skip
         with open(self.log_path(index), "ab") as log:
             offset = log.tell()
             self.popens[index] = subprocess.Popen(
@@ -104,6 +106,18 @@ class ServicePair:
     def running(self, index: int) -> bool:
         popen = self.popens[index]
         return popen is not None and popen.poll() is None
+
+    def terminate(self, index: int, grace: float = 15.0) -> int:
+        """SIGTERM to instance ``index`` (``kill -9`` after ``grace`` seconds); its exit code."""
+        popen = self.popens[index]
+        if popen is None:
+            raise ValueError(f"instance {NAMES[index]} was not started")
+        popen.send_signal(signal.SIGTERM)
+        try:
+            return popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.kill9(index)
+            return -signal.SIGKILL
 
     def kill9(self, index: int) -> None:
         popen = self.popens[index]

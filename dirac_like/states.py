@@ -32,14 +32,16 @@ S = JobStatus
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     S.RECEIVED: frozenset({S.CHECKING, S.FAILED, S.KILLED, S.DELETED}),
     S.CHECKING: frozenset({S.WAITING, S.FAILED, S.KILLED, S.DELETED}),
-    S.WAITING: frozenset({S.MATCHED, S.FAILED, S.KILLED, S.DELETED}),
+    # Waiting, Rescheduled -> Done: the late Done of an attempt the stall rule took away while its
+    # payload had ended, no later attempt matched yet (services/job_book.py, reported_job).
+    S.WAITING: frozenset({S.MATCHED, S.DONE, S.FAILED, S.KILLED, S.DELETED}),
     # Matched -> Waiting: the match lease expired before the pilot started the job.
     S.MATCHED: frozenset({S.RUNNING, S.WAITING, S.STALLED, S.RESCHEDULED, S.FAILED, S.KILLED}),
     S.RUNNING: frozenset({S.COMPLETING, S.DONE, S.FAILED, S.KILLED, S.STALLED, S.RESCHEDULED}),
     S.COMPLETING: frozenset({S.DONE, S.FAILED, S.KILLED, S.STALLED, S.RESCHEDULED}),
     # Stalled -> Running: the pilot's heartbeats came back.
     S.STALLED: frozenset({S.RUNNING, S.COMPLETING, S.DONE, S.FAILED, S.KILLED, S.RESCHEDULED}),
-    S.RESCHEDULED: frozenset({S.WAITING, S.FAILED, S.KILLED, S.DELETED}),
+    S.RESCHEDULED: frozenset({S.WAITING, S.DONE, S.FAILED, S.KILLED, S.DELETED}),
     S.DONE: frozenset({S.RESCHEDULED, S.DELETED}),
     S.FAILED: frozenset({S.RESCHEDULED, S.DELETED}),
     S.KILLED: frozenset({S.RESCHEDULED, S.DELETED}),

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from dirac_like.client import RetryPolicy
 from dirac_like.processes import dirac_like_argv
 from dirac_like.sandbox import safe_extract
 
@@ -17,6 +18,9 @@ if TYPE_CHECKING:
     from dirac_like.client import Client
 
 T = TypeVar("T")
+
+# A client's retries for a service on loopback: a request that gets no answer fails in seconds.
+FAST_RETRIES = RetryPolicy(timeout=5.0, retries=2, backoff=0.05, max_backoff=0.2)
 
 
 def wait_for(

@@ -64,11 +64,12 @@ from typing import Any
 
 import psutil
 
+from dirac_like.agents.outbox import ENDED_MARK, FOLDER, ended_report
 from dirac_like.chaos_checks import (
-    FINISH_GRACE,
     ChaosReport,
     PilotLife,
     check,
+    done_kept,
     kill_plan,
     read_payload_log,
 )
@@ -81,6 +82,8 @@ REPO = Path(__file__).resolve().parents[1]
 SITE = "Chaos.Local.org"
 CLI_TIMEOUT = 30.0  # a CLI call that takes longer is stopped (its submission unacknowledged)
 AIM_WAIT = 5.0  # seconds an aimed kill waits for its moment before it takes any pilot
+AIM_AFTER_END = 0.1  # s: a service-and-pilot kill takes a pilot whose payload ended this long ago
+GONE_WAIT = 5.0  # s: the longest wait for a killed pilot's keepers and payloads to be gone
 KINDS = ("service", "service-and-pilot", "pilot", "pilot-after-finish", "pilot-long-payload")
 
 SERVICE_CONFIG = """\
@@ -219,6 +222,7 @@ class PilotSlot:
     logs: Path
     lives: list[PilotLife] = field(default_factory=list)
     popen: subprocess.Popen[bytes] | None = None
+    watchers: list[threading.Thread] = field(default_factory=list)  # see _end_life
 
     def start(self, endpoint: str, env: dict[str, str], cores: int) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -263,17 +267,40 @@ class PilotSlot:
         return self.popen is not None and self.popen.poll() is None
 
     def kill9(self) -> None:
+        """``kill -9`` of the pilot; its life ends with the Done reports its workdir holds (see
+        :meth:`_end_life`)."""
         assert self.popen is not None
         killed = time.monotonic()  # before the signal: the process is surely alive until then
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.popen.pid, signal.SIGKILL)
         self.popen.wait(10)
-        self.lives[-1] = PilotLife(self.pilot_id, self.lives[-1].started, killed)
+        self._end_life(killed)
 
     def ended(self) -> None:
         """The process exited by itself: its life ends now."""
         if self.lives and self.lives[-1].killed is None:
-            self.lives[-1] = PilotLife(self.pilot_id, self.lives[-1].started, time.monotonic())
+            self._end_life(time.monotonic())
+
+    def _end_life(self, when: float) -> None:
+        """End the current life with the Done reports its workdir holds now (its outbox, and
+        the payload keepers' marks), and, in a thread, those its keepers note once the pilot is
+        dead (a payload on its way out has half a second): the thread reads the job folders of
+        the dead pilot again once no process works in them. The pilot is restarted meanwhile;
+        its successor, still starting, does not answer for those folders that fast (a Python
+        start-up is a second or more)."""
+        index, life = len(self.lives) - 1, self.lives[-1]
+        folders = sorted(self.workdir.glob("job_*_*"))
+        self.lives[index] = PilotLife(self.pilot_id, life.started, when, done_kept_in(self.workdir))
+
+        def read_again() -> None:
+            wait_gone_from(folders, GONE_WAIT)
+            later = self.lives[index]
+            kept = later.kept_done | done_marked_in(folders)
+            self.lives[index] = PilotLife(self.pilot_id, later.started, later.killed, kept)
+
+        watcher = threading.Thread(target=read_again, name=f"end-{self.pilot_id}", daemon=True)
+        watcher.start()
+        self.watchers.append(watcher)
 
     def stop(self, grace: float = 15.0) -> None:
         if self.popen is None or self.popen.poll() is not None:
@@ -284,6 +311,51 @@ class PilotSlot:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait(10)
+
+
+def wait_gone_from(folders: list[Path], timeout: float) -> None:
+    """Wait until no live process works in one of ``folders`` (a killed pilot's payload keepers
+    and payloads work in its job folders; they are in sessions of their own), or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_working_in(folders)):
+        time.sleep(0.01)
+
+
+def _working_in(folders: list[Path]) -> Iterator[int]:
+    """The PIDs of the processes whose working folder is one of ``folders`` (or inside one; a
+    zombie has none)."""
+    names = {str(folder.resolve()) for folder in folders}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                cwd = os.readlink(f"/proc/{entry.name}/cwd")
+                if cwd in names or any(cwd.startswith(f"{name}/") for name in names):
+                    yield int(entry.name)
+
+
+def done_kept_in(workdir: Path) -> frozenset[tuple[int, int]]:
+    """The (job, attempt) pairs whose Done a pilot's workdir holds, as a pilot restarted there
+    finds them (agents/outbox.py): a report in its outbox, or a job folder with the payload
+    keeper's ``payload_ended`` mark of an exit 0."""
+    reports: list[dict[str, object]] = []
+    for path in (workdir / FOLDER).glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            report = json.loads(path.read_text(encoding="utf-8"))
+            reports.extend([report] if isinstance(report, dict) else [])
+    return done_kept(reports) | done_marked_in(sorted(workdir.glob("job_*_*")))
+
+
+def done_marked_in(folders: list[Path]) -> frozenset[tuple[int, int]]:
+    """The (job, attempt) pairs of the job folders whose ``payload_ended`` says exit 0."""
+    reports: list[dict[str, object]] = []
+    for folder in folders:
+        if (folder / ENDED_MARK).exists():
+            ended = ended_report(folder)
+            if ended is not None:
+                reports.append(
+                    {"job_id": ended.job_id, "attempt": ended.attempt, "status": ended.status}
+                )
+    return done_kept(reports)
 
 
 class PayloadWatch:
@@ -465,6 +537,9 @@ class Chaos:
         finally:
             submitter.stopping.set()
         self.close()
+        for slot in self.slots:
+            for watcher in slot.watchers:
+                watcher.join(GONE_WAIT + 5)
         log = read_payload_log((settings.folder / "payloads.log").read_text().splitlines())
         self.submit_failures = submitter.failures
         lives = [life for slot in self.slots for life in slot.lives]
@@ -558,11 +633,11 @@ class Chaos:
 
     def finished_pilot(self, since: float) -> PilotSlot | None:
         """A pilot whose payload finished after ``since`` (while the service is down) at least
-        FINISH_GRACE ago: it holds a Done report it could not send."""
+        AIM_AFTER_END ago: it holds a Done report it could not send."""
         now = time.monotonic()
         for pilot, start, end in reversed(self.watch.finished):
             slot = self.started_by(pilot, start)
-            if end > since and now - end >= FINISH_GRACE and slot is not None:
+            if end > since and now - end >= AIM_AFTER_END and slot is not None:
                 return slot
         return None
 

@@ -7,10 +7,16 @@
 # (as docs/deploying-a-site.md installs a director host), then runs `dirac-like demo` from the
 # clone's root (where a child process could pick up the source tree by accident) and from another
 # folder, and checks the wheel's commands start (director, pilot, bootstrap script). An editable
-# install hides a package missing from the wheel; this does not. CI runs it (.ci/run).
+# install hides a package missing from the wheel; this does not. CI runs it (.ci/run). Without
+# WORK_DIR it works in a new temporary folder and removes it when it ends.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-work=${1:-$(mktemp -d)}
+if [ $# -ge 1 ]; then
+    work=$1
+else  # a folder of our own, removed on the way out, pass or fail
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+fi
 mkdir -p "$work"
 venv=$work/venv
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore

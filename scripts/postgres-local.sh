@@ -31,6 +31,7 @@
 set -euo pipefail
 
 PROG=postgres-local
+SELF=$(realpath "$0")  # `start` changes folder: the watcher needs a path that stays true
 START_TIMEOUT_S=60
 STOP_TIMEOUT_S=20
 
@@ -144,11 +145,11 @@ EOF
 }
 
 # With WATCH_PID set: a watcher that stops the server in $1 once WATCH_PID is gone (it exits by
-# itself once the server is gone).
+# itself once the server is gone; scripts/stop-when-gone.sh).
 watch_server() {
     [ -n "${WATCH_PID:-}" ] || return 0
-    nohup setsid bash -c "while kill -0 $WATCH_PID 2>/dev/null && [ -n \"\$(bash '$0' pid '$1')\" ]; do sleep 1; done; kill -0 $WATCH_PID 2>/dev/null || bash '$0' stop '$1'" \
-        >/dev/null 2>&1 </dev/null &
+    bash "$(dirname "$SELF")/stop-when-gone.sh" "$WATCH_PID" "$(server_pid "$1")" -- \
+        bash "$SELF" stop "$1"
 }
 
 cmd_stop() {

@@ -8,14 +8,17 @@
 # `start` runs Debian's prometheus binary with CONFIG (a prometheus.yml: see
 # etc/prometheus/prometheus.yml; rule_files in it are read relative to it), its data in
 # BASE_DIR/data, its log in BASE_DIR/prometheus.log and its PID in BASE_DIR/prometheus.pid, and
-# waits (60 s at most) until it answers /-/ready. Nothing in /etc is used or changed: Debian's
-# package starts no daemon on a machine without systemd, and this one is ours alone. `stop`
-# signals only the recorded PID, and only if its command line names BASE_DIR.
+# waits (60 s at most) until it answers /-/ready. Nothing in /etc is used or changed, and this
+# server is ours alone (`install` keeps the package from starting Debian's own on :9090). `stop`
+# signals only the recorded PID, and only if its command line names BASE_DIR. With WATCH_PID=PID
+# in the environment of `start`, a watcher stops the server once that process is gone (it stops by
+# itself when the test session that started it dies).
 #
 # Exit codes: 0 ok, 1 failure (the reason on stderr), 2 usage.
 set -euo pipefail
 
 PROG=prometheus.sh
+SELF=$(realpath "$0")
 say() { echo "$PROG: $*"; }
 fail() { echo "$PROG: $*" >&2; exit 1; }
 usage() { sed -n '2,7p' "$0" >&2; exit 2; }
@@ -27,8 +30,18 @@ install() {
     fi
     [ "$(id -u)" = 0 ] || fail "install needs root (apt-get)"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    # Without systemd the package's postinst starts /etc/init.d/prometheus (a server on :9090
+    # that would outlive the run): a policy-rc.d that exits 101 stops that while apt-get runs.
+    local made_policy=0 status=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+        || status=$?
+    [ "$made_policy" = 0 ] || rm -f /usr/sbin/policy-rc.d
+    [ "$status" = 0 ] || fail "apt-get install prometheus failed (exit $status)"
     command -v prometheus >/dev/null || fail "apt-get installed no prometheus binary"
     say "prometheus installed"
 }
@@ -57,6 +70,7 @@ start() {
     echo $! >"$base/prometheus.pid"
     for _ in $(seq 1 120); do
         if ready "$port"; then
+            watch_parent "$base"
             say "prometheus ready on http://127.0.0.1:$port (pid $(cat "$base/prometheus.pid"))"
             return
         fi
@@ -66,6 +80,14 @@ start() {
     done
     stop "$base"
     fail "prometheus did not become ready in 60 s (see $base/prometheus.log)"
+}
+
+# With WATCH_PID set: a watcher that stops the server once WATCH_PID is gone (it exits by itself
+# once the server is gone; scripts/stop-when-gone.sh).
+watch_parent() {
+    [ -n "${WATCH_PID:-}" ] || return 0
+    bash "$(dirname "$SELF")/stop-when-gone.sh" "$WATCH_PID" "$(cat "$1/prometheus.pid")" -- \
+        bash "$SELF" stop "$1"
 }
 
 stop() {

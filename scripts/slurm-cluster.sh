@@ -20,6 +20,8 @@
 # (daemon logs and log/jobcomp.log, one line per finished job), run/ (PID files). Nothing in
 # /etc is changed (except by `install`), every daemon binds 127.0.0.1, and `stop` signals only
 # the PIDs recorded in BASE_DIR/run/daemons.pids whose command line names BASE_DIR.
+# With WATCH_PID=PID in the environment of `start`, a watcher stops the cluster once that process
+# is gone (the cluster stops by itself when the test session that started it dies).
 #
 # Partitions: "debug" (the default, no time limit) and "short" (MaxTime 10 minutes). The cluster
 # enforces partition limits at submission (EnforcePartLimits=ALL): sbatch refuses a job asking for
@@ -35,6 +37,7 @@
 set -euo pipefail
 
 PROG=slurm-cluster
+SELF=$(realpath "$0")
 DAEMONS_FILE=run/daemons.pids
 
 say() { echo "$PROG: $*"; }
@@ -151,9 +154,19 @@ cmd_start() {
     write_config "$base" "$nodes" "$cpus" "$oversubscribe" "$kill_wait" "$ctld_port"
     start_slurm "$base" "$nodes"
     wait_idle "$base" "$nodes" || fail "the cluster did not come up"
+    watch_parent "$base"
     trap - EXIT
     say "$nodes node(s) idle in $(awk -v a="$started" -v b="$(date +%s.%N)" \
         'BEGIN{printf "%.1f", b-a}') s; source $base/env.sh"
+}
+
+# With WATCH_PID set: a watcher that stops the cluster once WATCH_PID is gone (it exits by itself
+# once the daemons are gone; scripts/stop-when-gone.sh).
+watch_parent() {
+    [ -n "${WATCH_PID:-}" ] || return 0
+    local pids
+    pids=$(recorded_alive "$1" | awk '{print $2}' | paste -sd,)
+    bash "$(dirname "$SELF")/stop-when-gone.sh" "$WATCH_PID" "$pids" -- bash "$SELF" stop "$1"
 }
 
 on_start_exit() {  # a failed start leaves no daemon behind

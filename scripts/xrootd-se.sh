@@ -11,7 +11,9 @@
 # A PORT of 0 or none: a free one. `start` prints one line per SE: "NAME root://127.0.0.1:PORT",
 # and records "NAME PORT PID" lines in BASE_DIR/run/ses.pids. Every daemon listens on 127.0.0.1
 # only. `stop` signals only the recorded PIDs whose command line names BASE_DIR (never a reused
-# PID), SIGTERM then SIGKILL after 10 s.
+# PID), SIGTERM then SIGKILL after 10 s. With WATCH_PID=PID in the environment of `start`, a
+# watcher stops the SEs it started once that process is gone (they stop by themselves when the
+# test session that started them dies).
 #
 # Each SE computes adler32 checksums (`xrdfs HOST query checksum PATH` answers "adler32 HEX") and
 # accepts third-party copies (`xrdcp --tpc only`): the destination pulls from the source itself.
@@ -30,6 +32,7 @@
 set -euo pipefail
 
 PROG=xrootd-se
+SELF=$(realpath "$0")
 PIDS_FILE=run/ses.pids
 START_TIMEOUT_S=20
 
@@ -136,7 +139,7 @@ cmd_start() {
                 fail "$up is not enterable by others (mode $(stat -c %a "$up")): the SEs run as nobody; use a folder whose parents are mode 755 (e.g. one made directly in /tmp)"
         done
     fi
-    local spec name port
+    local spec name port names=()
     for spec in "$@"; do
         name=${spec%%:*}
         port=${spec#*:}
@@ -148,7 +151,21 @@ cmd_start() {
             fail "SE $name is already recorded in $base/$PIDS_FILE: stop it first"
         fi
         start_one "$base" "$name" "$port"
+        names+=("$name")
     done
+    watch_parent "$base" "${names[@]}"
+}
+
+# With WATCH_PID set: a watcher that stops the SEs named once WATCH_PID is gone (it exits by
+# itself once they are gone; scripts/stop-when-gone.sh).
+watch_parent() {  # BASE NAME...
+    [ -n "${WATCH_PID:-}" ] || return 0
+    local base=$1 pids
+    shift
+    pids=$(recorded_alive "$base" | awk -v names=" $* " 'index(names, " " $1 " ") {print $3}' |
+        paste -sd,)
+    bash "$(dirname "$SELF")/stop-when-gone.sh" "$WATCH_PID" "$pids" -- \
+        bash "$SELF" stop "$base" "$@"
 }
 
 recorded_alive() {  # "NAME PORT PID" of recorded SEs whose process is still ours

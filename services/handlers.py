@@ -294,8 +294,8 @@ def eligible(state: CentralState, args: EligibleArgs, now: float) -> EligibleRep
 
 
 def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> CommandsReply:
-    job = state.book.held_job(args.job_id, args.attempt, args.pilot_id)
     new = parse_status(args.status)
+    job = state.book.reported_job(args.job_id, args.attempt, args.pilot_id, new)
     if new not in PILOT_REPORTABLE:
         raise InvalidArgument(f"a pilot cannot report status {new.value}")
     if job.status in FINAL_STATUSES:
@@ -333,6 +333,7 @@ def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> Co
         f"pilot {args.pilot_id}",
         now,
         args.usage,
+        args.pilot_id,
     )
     if new in FINAL_STATUSES:
         return CommandsReply([])  # the pilot is done with it: nothing left to tell

@@ -58,6 +58,10 @@ for _earlier, _later in itertools.pairwise(SUBMISSION_PATH):
 _PATH_VALUES = tuple((status.value, minor, source) for status, minor, source in SUBMISSION_PATH)
 
 
+# Where a job may be after the stall rule took an attempt away, before another pilot has it.
+NOT_STARTED_AGAIN = frozenset({S.RESCHEDULED, S.WAITING})
+
+
 def pack_description(description: JobDescription) -> bytes:
     """A job's description as the store keeps it."""
     return bytes(msgpack.packb(description.attributes, use_bin_type=True))
@@ -99,6 +103,10 @@ class JobBook:
         self.last_usage: dict[int, JobUsage] = {}
         # how much of each active job's usage series is kept (dirac_like/usage_series.py)
         self.sample_marks: dict[int, SeriesMark] = {}
+        # the attempt (and its pilot) the stall rule took from each job not matched again since:
+        # that attempt's late Done is the job's end (see :meth:`reported_job`). Not stored: after
+        # a restart or a failover such a late report is refused as stale, as any other.
+        self.lost_attempts: dict[int, tuple[int, str]] = {}
         # for the metrics: jobs by (status, site, group) now, and counts since start-up
         self.tally: Counter[tuple[JobStatus, str, str]] = Counter()
         self.entered: Counter[JobStatus] = Counter()  # transitions into each status
@@ -164,14 +172,37 @@ class JobBook:
         return [self.job(job_id) for job_id in dict.fromkeys(job_ids)]
 
     def held_job(self, job_id: int, attempt: int, pilot_id: str) -> JobRecord:
-        """The job, if this pilot holds this attempt of it; else StaleAttempt."""
+        """The job, if this pilot holds this attempt of it; else StaleAttempt. (No pilot holds a
+        Rescheduled job: it keeps its last pilot's id until it waits again, not its attempt.)"""
         job = self.job(job_id)
-        if job.attempt != attempt or job.pilot_id != pilot_id:
+        if job.attempt != attempt or job.pilot_id != pilot_id or job.status in NOT_STARTED_AGAIN:
             raise StaleAttempt(
                 f"job {job_id}: attempt {attempt} by pilot {pilot_id!r} is not current "
-                f"(current attempt {job.attempt}, pilot {job.pilot_id or 'none'!r})"
+                f"(current attempt {job.attempt}, pilot {job.pilot_id or 'none'!r}, "
+                f"{job.status.value})"
             )
         return job
+
+    def reported_job(
+        self, job_id: int, attempt: int, pilot_id: str, status: JobStatus
+    ) -> JobRecord:
+        """The job a pilot reports ``status`` of: one it holds (:meth:`held_job`), or one whose
+        attempt the stall rule took away from this pilot while its payload had in fact ended
+        (the pilot died with the Done report in its outbox and came back after the job's stall
+        window): that attempt's Done is the job's end as long as no other pilot has the job
+        (Rescheduled, or Waiting again). Else StaleAttempt."""
+        try:
+            return self.held_job(job_id, attempt, pilot_id)
+        except StaleAttempt:
+            job = self.jobs[job_id]
+            late_done = (
+                status is S.DONE
+                and self.lost_attempts.get(job_id) == (attempt, pilot_id)
+                and job.status in NOT_STARTED_AGAIN
+            )
+            if not late_done:
+                raise
+            return job
 
     def cores(self, job: JobRecord) -> int:
         """The cores granted at the job's match (its task queue's minimum before one)."""
@@ -284,6 +315,8 @@ class JobBook:
             self.last_usage.pop(job.job_id, None)
             self.sample_marks.pop(job.job_id, None)
             self.placed_ce.pop(job.job_id, None)
+        if status not in NOT_STARTED_AGAIN:
+            self.lost_attempts.pop(job.job_id, None)  # matched again, or over
         job.status, job.minor_status, job.updated = status, minor, now
         self._enter(job, old, now)
         self.tally[(status, job.site, job.group)] += 1
@@ -379,9 +412,19 @@ class JobBook:
         source: str,
         now: float,
         usage: JobUsage | None = None,
+        pilot_id: str = "",
     ) -> None:
         """A pilot reports the job's status (the same one again, or a new one; ``usage`` with a
-        final one)."""
+        final one). ``pilot_id``: the reporting pilot, the job's pilot from now on (another
+        only for a late Done, :meth:`reported_job`)."""
+        if pilot_id and pilot_id != job.pilot_id:
+            log.info(
+                "job %d: Done reported late by pilot %s (its attempt was rescheduled, not matched "
+                "again): the job's end",
+                job.job_id,
+                pilot_id,
+            )
+            job.pilot_id = pilot_id
         job.application_status = application or job.application_status
         if status is job.status:
             job.minor_status, job.updated, job.heartbeat_at = minor, now, now
@@ -465,7 +508,10 @@ class JobBook:
             if job.kill_requested:
                 self.set_status(job, S.KILLED, "Killed: pilot lost", "StalledJobs", now)
             else:
+                lost = (job.attempt, job.pilot_id)
                 self.reschedule(job, "Job stalled: pilot lost", "StalledJobs", now)
+                if job.status in NOT_STARTED_AGAIN:
+                    self.lost_attempts[job.job_id] = lost
         elif status is S.RESCHEDULED:
             self.set_status(job, S.WAITING, "Pilot Agent Submission", "JobScheduling", now)
 

@@ -97,6 +97,21 @@ class Leadership:
         self._next = now + self.config.rejoin_delay
 
 
+class SchemaStep(enum.StrEnum):
+    """What an instance does with the store's schema (a rolling upgrade, one at a time)."""
+
+    SERVE = "serve"  # the schema is this code's
+    MIGRATE = "migrate"  # older: migrated by whoever holds the lock, before it serves
+    REFUSE = "refuse"  # newer than this code knows: never lead on it (upgrade this instance)
+
+
+def schema_step(stored: int, known: int) -> SchemaStep:
+    """``stored``: the store's schema version; ``known``: this code's."""
+    if stored > known:
+        return SchemaStep.REFUSE
+    return SchemaStep.MIGRATE if stored < known else SchemaStep.SERVE
+
+
 SILENT_AFTER_SECONDS = 10.0  # an instance that has not noted itself alive this long is "silent"
 
 

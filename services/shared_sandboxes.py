@@ -12,50 +12,48 @@ So a pair keeps them in its database, with the same interface and the same rules
 - ``ha_sandboxes (sha256, size, written)``: the archives complete, checked and stored;
 - ``ha_sandbox_grants (sha256, holder)``: who may read and name an archive.
 
+The tables are the store's (schema version 10, dirac_like/store/postgres_pair.py): a store opened
+(migrated) first has them.
+
 Each chunk is written in one transaction of its own connection (not the batch's: archives are
 named by their sha256, so a chunk written by an instance that has just lost the lead harms
-nothing). docs/high-availability.md has the figures that chose this over large objects or an SE.
+nothing), fenced by the leader's lock (:class:`LeaderFence`): a write of an instance that has
+lost the lead is refused once the lock changed hands, so none lands on a schema its next leader
+migrated. docs/high-availability.md has the figures that chose this over large objects or an SE.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 
 from dirac_like.errors import InvalidArgument
 from dirac_like.sandbox import SandboxError, SandboxNotFound, SandboxStore, checksum, is_sha256
+from dirac_like.store.postgres_pair import LeaderFence, NotLeading
 
 log = logging.getLogger(__name__)
 
-TABLES = (
-    """CREATE TABLE IF NOT EXISTS ha_sandboxes (
-        sha256 TEXT PRIMARY KEY, size BIGINT NOT NULL, written DOUBLE PRECISION NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS ha_sandbox_parts (
-        sha256 TEXT NOT NULL, uploader TEXT NOT NULL, start BIGINT NOT NULL,
-        data BYTEA NOT NULL, written DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (sha256, uploader, start))""",
-    "ALTER TABLE ha_sandbox_parts ALTER COLUMN data SET STORAGE EXTERNAL",
-    """CREATE TABLE IF NOT EXISTS ha_sandbox_grants (
-        sha256 TEXT NOT NULL, holder TEXT NOT NULL, PRIMARY KEY (sha256, holder))""",
-)
 STORED = ""  # the uploader of a stored archive's parts
 
 
 class PostgresSandboxStore(SandboxStore):
     """:class:`SandboxStore`'s interface over tables of the pair's database."""
 
-    def __init__(self, url: str, max_bytes: int, clock: Any) -> None:
+    def __init__(
+        self, url: str, max_bytes: int, clock: Any, fence: LeaderFence | None = None
+    ) -> None:
+        """``fence``: a leader's (every write checks it still leads); None: not fenced."""
         if max_bytes <= 0:
             raise InvalidArgument("sandbox store max_bytes must be positive")
         self.max_bytes = max_bytes
         self.clock = clock
+        self.fence = fence
         self.connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
-        with self.connection.transaction():
-            for statement in TABLES:
-                self.connection.execute(statement)
 
     def close(self) -> None:
         self.connection.close()
@@ -64,6 +62,17 @@ class PostgresSandboxStore(SandboxStore):
         try:
             return self.connection.execute(sql, parameters)
         except psycopg.Error as exc:  # a file error's kind: the service answers store_error
+            raise OSError(f"sandbox database: {exc}") from None
+
+    @contextmanager
+    def _writing(self) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction to write in, fenced; its failure an OSError (as a file's would be)."""
+        try:
+            with self.connection.transaction():
+                if self.fence is not None:
+                    self.fence.check(self.connection)
+                yield self.connection
+        except (psycopg.Error, NotLeading) as exc:
             raise OSError(f"sandbox database: {exc}") from None
 
     # -- whole archives --------------------------------------------------------------------------
@@ -141,19 +150,16 @@ class PostgresSandboxStore(SandboxStore):
 
     def _add_part(self, sha256: str, who: str, offset: int, data: bytes) -> int:
         """Write ``data`` at ``offset`` (what was after it is dropped: a retry writes again)."""
-        try:
-            with self.connection.transaction():
-                self.connection.execute(
-                    "DELETE FROM ha_sandbox_parts WHERE sha256 = %s AND uploader = %s "
-                    "AND start + length(data) > %s",
-                    (sha256, who, offset),
-                )
-                self.connection.execute(
-                    "INSERT INTO ha_sandbox_parts VALUES (%s, %s, %s, %s, %s)",
-                    (sha256, who, offset, data, self.clock()),
-                )
-        except psycopg.Error as exc:
-            raise OSError(f"sandbox database: {exc}") from None
+        with self._writing() as connection:
+            connection.execute(
+                "DELETE FROM ha_sandbox_parts WHERE sha256 = %s AND uploader = %s "
+                "AND start + length(data) > %s",
+                (sha256, who, offset),
+            )
+            connection.execute(
+                "INSERT INTO ha_sandbox_parts VALUES (%s, %s, %s, %s, %s)",
+                (sha256, who, offset, data, self.clock()),
+            )
         return offset + len(data)
 
     def _check_and_keep(self, sha256: str, who: str, size: int) -> None:
@@ -164,22 +170,20 @@ class PostgresSandboxStore(SandboxStore):
         ).fetchall():
             digest.update(part)
         if digest.hexdigest() != sha256:
-            self._execute(
-                "DELETE FROM ha_sandbox_parts WHERE sha256 = %s AND uploader = %s", (sha256, who)
-            )
+            with self._writing() as connection:
+                connection.execute(
+                    "DELETE FROM ha_sandbox_parts WHERE sha256 = %s AND uploader = %s",
+                    (sha256, who),
+                )
             raise SandboxError(
                 f"sandbox {sha256}: the uploaded bytes have sha256 "
                 f"{digest.hexdigest()}; upload it again"
             )
-        try:
-            with self.connection.transaction():
-                self._keep(sha256, who, size)
-        except psycopg.Error as exc:
-            raise OSError(f"sandbox database: {exc}") from None
+        with self._writing() as connection:
+            self._keep(connection, sha256, who, size)
 
-    def _keep(self, sha256: str, who: str, size: int) -> None:
+    def _keep(self, connection: psycopg.Connection[Any], sha256: str, who: str, size: int) -> None:
         """The checked upload becomes the stored archive (or goes, if one is stored already)."""
-        connection = self.connection
         taken = connection.execute(
             "INSERT INTO ha_sandboxes VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
             (sha256, size, self.clock()),
@@ -211,10 +215,11 @@ class PostgresSandboxStore(SandboxStore):
     # -- holders ---------------------------------------------------------------------------------
 
     def grant(self, sha256: str, holder: str) -> None:
-        self._execute(
-            "INSERT INTO ha_sandbox_grants VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (sha256, holder),
-        )
+        with self._writing() as connection:
+            connection.execute(
+                "INSERT INTO ha_sandbox_grants VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (sha256, holder),
+            )
 
     def granted(self, sha256: str, holder: str) -> bool:
         if not self.has(sha256):
@@ -233,19 +238,13 @@ class PostgresSandboxStore(SandboxStore):
             ).fetchall()
             if sha256 not in referenced
         ]
-        try:
-            with self.connection.transaction():
-                self.connection.execute(
-                    "DELETE FROM ha_sandbox_parts WHERE uploader <> %s AND written < %s",
-                    (STORED, cutoff),
-                )
-                for table in ("ha_sandbox_parts", "ha_sandbox_grants", "ha_sandboxes"):
-                    self.connection.execute(
-                        f"DELETE FROM {table} WHERE sha256 = ANY(%s)",
-                        (old,),
-                    )
-        except psycopg.Error as exc:
-            raise OSError(f"sandbox database: {exc}") from None
+        with self._writing() as connection:
+            connection.execute(
+                "DELETE FROM ha_sandbox_parts WHERE uploader <> %s AND written < %s",
+                (STORED, cutoff),
+            )
+            for table in ("ha_sandbox_parts", "ha_sandbox_grants", "ha_sandboxes"):
+                connection.execute(f"DELETE FROM {table} WHERE sha256 = ANY(%s)", (old,))
         if old:
             log.info("collected %d unreferenced sandboxes", len(old))
         return sorted(old)

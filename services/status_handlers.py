@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from dirac_like.protocol import NoArgs, Op, ServiceInstanceRow, ServiceStatusReply
+from dirac_like.store.base import SCHEMA_VERSION
 
 from .state import CentralState
 
@@ -31,9 +32,9 @@ class SingleInstance:
         host = socket.gethostname()
         row = ServiceInstanceRow(
             name=host, endpoint=self.endpoint(), host=host, pid=os.getpid(),
-            role="leader", since=self.started, seen=now,
+            role="leader", since=self.started, seen=now, code_schema=SCHEMA_VERSION,
         )  # fmt: skip
-        return ServiceStatusReply(store="sqlite", instances=[row])
+        return ServiceStatusReply(store="sqlite", instances=[row], schema=SCHEMA_VERSION)
 
 
 def service_status(state: CentralState, args: NoArgs, now: float) -> ServiceStatusReply:

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
+from session_watch import stop_with_session
 
-from dirac_like.client import Client, RetryPolicy
+from dirac_like.client import Client
 from dirac_like.processes import ServiceProcess
+from dirac_like.testing import FAST_RETRIES
 
 # fixtures: the slurm_cluster fixture (tests/slurm_cluster.py), web_grid (tests/web_grid.py),
 # the XRootD storage elements (tests/xrootd_ses.py), a PostgreSQL server (tests/postgres_server.py)
@@ -23,8 +25,6 @@ pytest_plugins = ["slurm_cluster", "web_grid", "xrootd_ses", "postgres_server"]
 # live in scripts/benchmarks/, never in tests).
 settings.register_profile("dirac-like", deadline=None)
 settings.load_profile("dirac-like")
-
-FAST_RETRIES = RetryPolicy(timeout=5.0, retries=2, backoff=0.05, max_backoff=0.2)
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +42,8 @@ def start_central(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., ServiceProcess]]:
     """A factory: ``start_central(config_text=None, home=None, insecure=False)``; every service
-    it started is stopped by PID when the test ends, pass or fail. A secure one's admin identity
+    it started is stopped by PID when the test ends, pass or fail, or by a watcher should the
+    session be killed first. A secure one's admin identity
     becomes ``$DIRAC_LIKE_IDENTITY``."""
     started: list[ServiceProcess] = []
 
@@ -59,6 +60,7 @@ def start_central(
             config.write_text(config_text)
         service = ServiceProcess.start_central(home, config, listen, insecure=insecure)
         started.append(service)
+        stop_with_session(service.pid)  # should the session be killed before the teardown
         if service.identity_path is not None:
             monkeypatch.setenv("DIRAC_LIKE_IDENTITY", str(service.identity_path))
         return service

@@ -4,7 +4,8 @@ The session-scoped fixture ``slurm_cluster`` starts one with ``scripts/slurm-clu
 first time a test asks for it: two nodes on this machine, four jobs per core, KillWait 2 s, in a
 folder made directly in the temp dir (munged wants every folder above its socket enterable by all,
 which pytest's tmp_path is not). It stops it by the PIDs the script recorded when the session
-ends, pass or fail. Without Slurm installed the tests that use it skip, saying how to install it;
+ends, pass or fail; should the session die before that, the script's watcher stops it
+(``WATCH_PID``). Without Slurm installed the tests that use it skip, saying how to install it;
 under ``CI=true`` they fail instead (CI must run them).
 """
 
@@ -71,7 +72,31 @@ def _script(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=START_TIMEOUT,
         check=False,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, "WATCH_PID": str(os.getpid())},  # it stops once this process is gone
     )
+
+
+def start_cluster(nodes: int = NODES) -> SlurmCluster:
+    """A new cluster in a folder of its own, stopped by the script's watcher once this process is
+    gone (the caller stops it with ``stop_cluster``)."""
+    base = Path(tempfile.mkdtemp(prefix="dirac-like-slurm-"))
+    started = _script(
+        "start", str(base), "--nodes", str(nodes), "--oversubscribe", "4", "--kill-wait", "2"
+    )
+    if started.returncode != 0:
+        stop_cluster(base)
+        pytest.fail(
+            f"the Slurm test cluster did not start:\n{started.stdout}{started.stderr}",
+            pytrace=False,
+        )
+    return SlurmCluster(base, nodes)
+
+
+def stop_cluster(base: Path) -> None:
+    """Stop the cluster under ``base`` by its recorded PIDs and remove its folder."""
+    stopped = _script("stop", str(base))
+    assert stopped.returncode == 0, f"stopping the Slurm cluster failed: {stopped.stderr}"
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -84,18 +109,8 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true: {message}", pytrace=False)
         pytest.skip(message)
-    base = Path(tempfile.mkdtemp(prefix="dirac-like-slurm-"))
+    cluster = start_cluster()
     try:
-        started = _script(
-            "start", str(base), "--nodes", str(NODES), "--oversubscribe", "4", "--kill-wait", "2"
-        )
-        if started.returncode != 0:
-            pytest.fail(
-                f"the Slurm test cluster did not start:\n{started.stdout}{started.stderr}",
-                pytrace=False,
-            )
-        yield SlurmCluster(base, NODES)
+        yield cluster
     finally:
-        stopped = _script("stop", str(base))
-        assert stopped.returncode == 0, f"stopping the Slurm cluster failed: {stopped.stderr}"
-        shutil.rmtree(base, ignore_errors=True)
+        stop_cluster(cluster.base)

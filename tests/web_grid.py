@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from session_watch import stop_with_session
 
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.identity import load_identity, save_identity
@@ -120,6 +121,7 @@ def start_web_grid(
     config = home / "central.toml"
     config.write_text(CONFIG + more_config)
     central = ServiceProcess.start_central(home, config)
+    stop_with_session(central.pid)  # should the session be killed before the teardown
     web = None
     try:
         assert central.identity_path is not None
@@ -133,6 +135,7 @@ def start_web_grid(
             config,
             extra=("--refresh", "1", "--sample-seconds", "1", *extra),
         )
+        stop_with_session(web.pid)
         grid.web = web
         yield grid
     finally:

@@ -4,7 +4,8 @@ The session-scoped fixture ``xrootd_ses`` starts two SEs, ``XRD-A`` and ``XRD-B`
 ``scripts/xrootd-se.sh`` the first time a test asks for them (each an ``xrootd`` daemon on a free
 loopback port, adler32 checksums, third-party copy), in a folder made directly in /tmp (the
 daemons run as ``nobody`` and must enter it). It stops them by the PIDs the script recorded when
-the session ends, pass or fail. ``start_xrootd_se`` starts one more SE for a single test (one it
+the session ends, pass or fail; should the session die before that, the script's watcher stops
+them (``WATCH_PID``). ``start_xrootd_se`` starts one more SE for a single test (one it
 may stop halfway, for an SE that goes down) and stops it when the test ends.
 
 Without xrootd installed the tests that use them skip, saying how to install it; under ``CI=true``
@@ -74,6 +75,35 @@ class XrootdSEs:
             self.urls.pop(name, None)
 
 
+def storage_config(ses: XrootdSEs, files: Path) -> str:
+    """A service config with data management on: SEs XRD-A and XRD-B of ``ses`` (at sites SITE-A
+    and SITE-B) and a file SE, FILE-C (SITE-C), in ``files``."""
+    return f"""
+[data]
+vos = ["vo"]
+[data.transfers]
+lease = 30.0
+retry_backoff = 0.0
+max_attempts = 3
+[storage.XRD-A]
+site = "SITE-A"
+protocol = "xroot"
+endpoint = "{ses.urls["XRD-A"]}"
+base_path = "/grid"
+tags = ["disk"]
+[storage.XRD-B]
+site = "SITE-B"
+protocol = "xroot"
+endpoint = "{ses.urls["XRD-B"]}"
+base_path = "/grid"
+tags = ["disk"]
+[storage.FILE-C]
+site = "SITE-C"
+protocol = "file"
+base_path = "{files}"
+"""
+
+
 def xrootd_installed() -> bool:
     return all(shutil.which(name) for name in COMMANDS)
 
@@ -86,10 +116,11 @@ def _script(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=SCRIPT_TIMEOUT,
         check=False,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, "WATCH_PID": str(os.getpid())},  # they stop once this process is gone
     )
 
 
-def _require_xrootd() -> None:
+def require_xrootd() -> None:
     if xrootd_installed():
         return
     message = (
@@ -101,33 +132,46 @@ def _require_xrootd() -> None:
     pytest.skip(message)
 
 
+def start_ses(*names: str) -> XrootdSEs:
+    """SEs ``names`` running in a new folder, stopped by the script's watcher once this process
+    is gone (the caller stops them with ``stop_ses``)."""
+    ses = XrootdSEs(Path(tempfile.mkdtemp(prefix="dirac-like-xrootd-")))
+    try:
+        ses.start(*names)
+    except BaseException:
+        stop_ses(ses)
+        raise
+    return ses
+
+
+def stop_ses(ses: XrootdSEs) -> None:
+    """Stop every SE under ``ses.base`` by its recorded PID and remove the folder."""
+    ses.stop()
+    shutil.rmtree(ses.base, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def xrootd_ses() -> Iterator[XrootdSEs]:
     """Two running XRootD SEs, XRD-A and XRD-B, for the whole session."""
-    _require_xrootd()
-    ses = XrootdSEs(Path(tempfile.mkdtemp(prefix="dirac-like-xrootd-")))
+    require_xrootd()
+    ses = start_ses("XRD-A", "XRD-B")
     try:
-        ses.start("XRD-A", "XRD-B")
         yield ses
     finally:
-        ses.stop()
-        shutil.rmtree(ses.base, ignore_errors=True)
+        stop_ses(ses)
 
 
 @pytest.fixture
 def start_xrootd_se() -> Iterator[Callable[[], tuple[str, XrootdSEs]]]:
     """A factory: ``name, ses = start_xrootd_se()`` starts one more SE for this test only."""
-    _require_xrootd()
+    require_xrootd()
     started: list[XrootdSEs] = []
 
     def start() -> tuple[str, XrootdSEs]:
-        ses = XrootdSEs(Path(tempfile.mkdtemp(prefix="dirac-like-xrootd-")))
-        started.append(ses)
         name = f"XRD-T{next(_numbers)}"
-        ses.start(name)
-        return name, ses
+        started.append(start_ses(name))
+        return name, started[-1]
 
     yield start
     for ses in started:
-        ses.stop()
-        shutil.rmtree(ses.base, ignore_errors=True)
+        stop_ses(ses)

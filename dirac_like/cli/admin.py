@@ -220,9 +220,10 @@ def cmd_admin_service_status(args: argparse.Namespace) -> int:
         print_json(reply)
         return EXIT_OK
     rows = [
-        {**row, "since": format_time(row["since"]), "seen": format_time(row["seen"])}
+        {**row, "since": format_time(row["since"]), "seen": format_time(row["seen"]),
+         "code_schema": row.get("code_schema") or "-"}
         for row in reply["instances"]
-    ]
+    ]  # fmt: skip
     columns: list[Column] = [
         ("name", "Instance"),
         ("role", "Role"),
@@ -231,8 +232,10 @@ def cmd_admin_service_status(args: argparse.Namespace) -> int:
         ("host", "Host"),
         ("pid", "PID>"),
         ("seen", "LastSeen"),
+        ("code_schema", "Schema>"),
     ]
-    print(f"store: {reply['store']}")
+    schema = f" (schema {reply['schema']})" if reply.get("schema") else ""
+    print(f"store: {reply['store']}{schema}")
     print_table(rows, columns, empty="No instance known.")
     return EXIT_OK
 

@@ -32,7 +32,7 @@ from dirac_like.errors import ConfigError
 from dirac_like.model import ChangeSet, FileEntry, HistoryEntry, LoadedState
 from dirac_like.monitoring import ProbeResult
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10  # dirac_like/store/sqlite.py MIGRATIONS; 10: PostgreSQL's pair tables
 
 
 class Store(ABC):

@@ -18,9 +18,12 @@ descriptions, history) go through ``COPY``. Booleans are stored as integers, as 
 Descriptions are read ahead and kept (they never change once stored).
 
 The schema version is the one row of table ``schema_version``; the SQLite migrations, translated,
-take a database from version n to n + 1, all in one transaction under an advisory lock (two
-services opening a new database at once migrate it once). A database written by newer code is
-refused.
+and PostgreSQL's own steps (the pair's tables, dirac_like/store/postgres_pair.py) take a database
+from version n to n + 1, all in one transaction under an advisory lock (two services opening a new
+database at once migrate it once). A migration also takes the pair's leader lock, in the
+transaction: a store a central service leads is never migrated under it (the leader migrates it
+itself, holding that lock: ``PostgresStore(..., migrate=False)``, then ``migrate()``). A database
+written by newer code is refused (SchemaTooNew).
 
 When the server goes away (restart, network) the statement under way fails with StoreError; the
 next call reconnects (one attempt, ``CONNECT_TIMEOUT_S``), so a failed commit followed by the
@@ -43,9 +46,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from dirac_like.errors import StoreError, UnstorableValue
+from dirac_like.errors import SchemaTooNew, StoreError, UnstorableValue
 from dirac_like.model import ChangeSet, LoadedState
 from dirac_like.store.base import SCHEMA_VERSION
+from dirac_like.store.postgres_pair import (
+    LEADER_LOCK,
+    MIGRATION_LOCK,
+    POSTGRES_ONLY_STEPS,
+    TRY_LEADER_LOCK_IN_TRANSACTION,
+)
 from dirac_like.store.sqlite import (
     MIGRATIONS,
     SYNCHRONOUS_MODES,
@@ -77,8 +86,6 @@ DESCRIPTIONS_READ_AHEAD = 256
 DESCRIPTIONS_KEPT = 65_536
 SELECT_DESCRIPTIONS_FROM = """SELECT job_id, description FROM descriptions WHERE job_id >= %s
     ORDER BY job_id LIMIT %s"""
-# The key of the advisory lock held while migrating (any constant; "dirac-li" in ASCII).
-MIGRATION_LOCK = 0x6469726163_2D6C69
 # synchronous=full: a commit is on the server's disk when it returns; normal: it may be lost if
 # the server (not the service) crashes right after (PostgreSQL's synchronous_commit).
 SYNCHRONOUS_COMMIT = {"full": "on", "normal": "off"}
@@ -104,9 +111,10 @@ _CAST_TO_INTEGER = re.compile(r"CAST\((?P<value>[^()]*) AS INTEGER\)")
 
 
 def migrations() -> list[list[str]]:
-    """SQLite's MIGRATIONS in PostgreSQL's dialect: ``[n]`` takes a database from n to n + 1."""
+    """SQLite's MIGRATIONS in PostgreSQL's dialect, each step followed by PostgreSQL's own
+    statements of that step: ``[n]`` takes a database from n to n + 1."""
     translated = []
-    for statements in MIGRATIONS:
+    for number, statements in enumerate(MIGRATIONS):
         step = []
         for statement in statements:
             for pattern, replacement in _TYPES:
@@ -120,7 +128,7 @@ def migrations() -> list[list[str]]:
             if statement.lstrip().startswith("INSERT"):  # data moved by a migration
                 statement = to_postgres(statement)
             step.append(statement)
-        translated.append(step)
+        translated.append([*step, *POSTGRES_ONLY_STEPS.get(number, ())])
     return translated
 
 
@@ -459,17 +467,28 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def code_schema_version() -> int:
+    """The schema version this code reads and writes."""
+    return SCHEMA_VERSION
+
+
 class PostgresStore(StatementStore):
     _db: Translator
     db_errors: tuple[type[Exception], ...] = (psycopg.Error,) if psycopg else ()
 
     def __init__(
-        self, url: str, synchronous: str = "full", on_connect: OnConnect | None = None
+        self,
+        url: str,
+        synchronous: str = "full",
+        on_connect: OnConnect | None = None,
+        migrate: bool = True,
     ) -> None:
         """``on_connect(connection)``, if given, runs on every new session (the first and each
         reconnection) before it is used; raising (StoreError) refuses that session, so nothing
         is committed on it: a hook for a session-bound lock, e.g. an advisory lock fencing a
-        leader (docs/high-availability.md)."""
+        leader (docs/high-availability.md). ``migrate=False`` opens the store as it is, at
+        whatever version (a standby of a pair: its leader migrates, :meth:`migrate`); nothing
+        but ``schema_version`` and ``migrate`` may be used until it is at ``code_version``."""
         if synchronous not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
         self.url = url
@@ -477,44 +496,65 @@ class PostgresStore(StatementStore):
         self._db = Translator(url, SYNCHRONOUS_COMMIT[synchronous], on_connect)
         self._descriptions: OrderedDict[int, bytes] = OrderedDict()  # read ahead, oldest first
         try:
-            self._migrate()
-        except psycopg.Error as exc:
-            self._db.connection.close()
-            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+            if migrate:
+                self.migrate()
+            stored = self.schema_version()
         except BaseException:
             self._db.connection.close()
             raise
-        log.info("opened store %s (schema %d)", self.path, SCHEMA_VERSION)
+        log.info("opened store %s (schema %d, this code's %d)", self.path, stored,
+                 SCHEMA_VERSION)  # fmt: skip
 
-    def _migrate(self) -> None:
-        """Bring the schema to SCHEMA_VERSION; a store already there is only read (so a store
-        on a read-only server opens, and ``check_writable`` says why it cannot serve)."""
-        stored = self._stored_version()
-        if stored == SCHEMA_VERSION:
-            return
-        self._refuse_newer(stored or 0)
-        with self._db.transaction("BEGIN") as db:  # under the lock: another may migrate too
-            db.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
-            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            version = self._stored_version()
-            if version is None:
-                db.execute("INSERT INTO schema_version VALUES (0)")
-                version = 0
-            self._refuse_newer(version)
-            for statements in migrations()[version:]:
-                for statement in statements:
-                    db.connection.execute(statement)
-            if version < SCHEMA_VERSION:
-                db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
-                log.info("store %s: schema migrated from %d to %d", self.path, version,
-                         SCHEMA_VERSION)  # fmt: skip
+    @property
+    def code_version(self) -> int:
+        """The schema version this code reads and writes (``schema_version`` is the stored)."""
+        return code_schema_version()
+
+    def migrate(self) -> None:
+        """Bring the schema to ``code_version``; a store already there is only read (so a store
+        on a read-only server opens, and ``check_writable`` says why it cannot serve).
+        SchemaTooNew for a store newer than this code; StoreError if a central service leads
+        the store (holds the pair's lock on another session): only its next leader migrates."""
+        try:
+            stored = self._stored_version()
+            if stored == SCHEMA_VERSION:
+                return
+            self._refuse_newer(stored or 0)
+            with self._db.transaction("BEGIN") as db:  # under the lock: another may migrate too
+                db.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
+                db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+                version = self._stored_version()
+                if version is None:
+                    db.execute("INSERT INTO schema_version VALUES (0)")
+                    version = 0
+                self._refuse_newer(version)
+                if version < SCHEMA_VERSION:
+                    self._take_leader_lock(version)
+                for statements in migrations()[version:]:
+                    for statement in statements:
+                        db.connection.execute(statement)
+                if version < SCHEMA_VERSION:
+                    db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+                    log.info("store %s: schema migrated from %d to %d", self.path, version,
+                             SCHEMA_VERSION)  # fmt: skip
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+
+    def _take_leader_lock(self, stored: int) -> None:
+        """The pair's leader lock for this transaction (at once if this session holds it: a
+        leader migrating), or StoreError: a central service leads the store, on its schema."""
+        connection = self._db.connection
+        row = connection.execute(TRY_LEADER_LOCK_IN_TRANSACTION, (LEADER_LOCK,)).fetchone()
+        if not (row and row[0]):
+            raise StoreError(
+                f"store {self.path} has schema version {stored} and this code's is "
+                f"{SCHEMA_VERSION}, but a central service leads it: it is migrated by the "
+                "instance that leads it next (docs/high-availability.md, upgrading)"
+            )
 
     def _refuse_newer(self, version: int) -> None:
         if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"store {self.path} has schema version {version}, newer than this code "
-                f"knows ({SCHEMA_VERSION}): upgrade dirac-like to open it"
-            )
+            raise SchemaTooNew.of(self.path, version, SCHEMA_VERSION)
 
     def _stored_version(self) -> int | None:
         """The version in table schema_version; None if there is no such table or row."""

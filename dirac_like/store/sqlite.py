@@ -38,7 +38,7 @@ from dirac_like.accounting import (
     bucket_records,
     bucket_transfers,
 )
-from dirac_like.errors import JobNotFound, StoreError, UnstorableValue
+from dirac_like.errors import JobNotFound, SchemaTooNew, StoreError, UnstorableValue
 from dirac_like.model import (
     ChangeSet,
     FileEntry,
@@ -252,6 +252,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             wall_seconds = wall_seconds + excluded.wall_seconds,
             core_seconds = core_seconds + excluded.core_seconds""",
     ),
+    # 9 -> 10: the tables of a pair of central services, on PostgreSQL only (nothing here:
+    # a service on SQLite is alone; dirac_like/store/postgres_pair.py says why).
+    (),
 )
 if len(MIGRATIONS) != SCHEMA_VERSION:
     raise RuntimeError("SCHEMA_VERSION and MIGRATIONS disagree")
@@ -551,10 +554,7 @@ class SqliteStore(StatementStore):
         with self._transaction():
             version = self.schema_version()
             if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"store {self.path} has schema version {version}, newer than this code "
-                    f"knows ({SCHEMA_VERSION}): upgrade dirac-like to open it"
-                )
+                raise SchemaTooNew.of(self.path, version, SCHEMA_VERSION)
             for statements in MIGRATIONS[version:]:
                 for statement in statements:
                     self._db.execute(statement)

@@ -27,9 +27,10 @@ from __future__ import annotations
 import argparse
 import random
 import sqlite3
-import tempfile
 import time
 from pathlib import Path
+
+from scratch import add_keep_option, scratch_folder
 
 from dirac_like.accounting import DAY, HOUR, JobAccountingRecord, ReportQuery, retention_cutoffs
 from dirac_like.config import AccountingConfig
@@ -196,15 +197,16 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=50)
     parser.add_argument("--links", type=int, default=100)
     parser.add_argument("--dense", action="store_true", help="every bucket full (see above)")
+    add_keep_option(parser)
     args = parser.parse_args()
     now = time.time()
-    with tempfile.TemporaryDirectory(prefix="bench-accounting-") as folder:
-        path = Path(folder) / "jobs.sqlite"
-        if args.dense:
-            fill_dense(path, args, now)
-        else:
-            fill(path, args, now)
-        time_reports(path, now)
+    folder = scratch_folder("bench-accounting-")
+    path = folder / "jobs.sqlite"
+    if args.dense:
+        fill_dense(path, args, now)
+    else:
+        fill(path, args, now)
+    time_reports(path, now)
 
 
 if __name__ == "__main__":

@@ -26,13 +26,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs installed
 from bench_match import config_text, drive, fill, pilot_frame, site_tokens
 from connected_pilots import Crowd, CrowdSpec
+from scratch import add_keep_option, scratch_folder
 
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.processes import ServiceProcess
@@ -52,7 +51,7 @@ def match_rate(endpoint: str, tokens: list, clients: int, matches: int) -> float
 
 
 def main(args: argparse.Namespace) -> int:
-    home = Path(tempfile.mkdtemp(prefix="bench-connected-"))
+    home = scratch_folder("bench-connected-")
     (home / "bench.toml").write_text(config_text("full"))
     service = ServiceProcess.start_central(home / "home", home / "bench.toml")
     os.environ["DIRAC_LIKE_IDENTITY"] = str(service.identity_path)
@@ -115,4 +114,5 @@ if __name__ == "__main__":
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--heartbeat-interval", type=float, default=30.0)
     parser.add_argument("--connect-timeout", type=float, default=600.0)
+    add_keep_option(parser)
     sys.exit(main(parser.parse_args()))

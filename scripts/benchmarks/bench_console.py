@@ -23,7 +23,6 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -42,6 +41,7 @@ from bench_match import (
     task_queue_jdl,
     wait_made,
 )
+from scratch import add_keep_option, scratch_folder
 
 from dirac_like.client import Client
 from dirac_like.config import Config
@@ -128,7 +128,7 @@ def bench_why(waiting: int, pilots: int, calls: int) -> None:
 
 
 def start_service(bulk_jobs: int) -> ServiceProcess:
-    folder = Path(tempfile.mkdtemp(prefix="bench-console-"))
+    folder = scratch_folder("bench-console-")
     config = config_text("full") + (
         f"\n[bulk]\nconfirm_above = 100\nadmin_above = {bulk_jobs * 2}\n"
     )
@@ -221,5 +221,6 @@ if __name__ == "__main__":
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--skip-why", action="store_true")
     parser.add_argument("--skip-bulk", action="store_true")
+    add_keep_option(parser)
     ARGS = parser.parse_args()
     raise SystemExit(main())

@@ -20,14 +20,14 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from scratch import add_keep_option, scratch_folder
 
 from dirac_like.agents.transfer import TransferAgent, TransferAgentConfig
 from dirac_like.client import Client, RetryPolicy
@@ -207,10 +207,11 @@ def main() -> None:
     parser.add_argument("--only", choices=["catalog", "big", "small"], help="one part only")
     parser.add_argument("--big-mb", type=int, default=1024)
     parser.add_argument("--small", type=int, default=200)
+    add_keep_option(parser)
     args = parser.parse_args()
     # SIGTERM (a `timeout`) stops the SEs and the service too, through the finally below
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    folder = Path(tempfile.mkdtemp(prefix="bench-data-"))
+    folder = scratch_folder("bench-data-")
     folder.chmod(0o755)  # the SEs' daemons run as nobody and must enter it
     urls = start_ses(folder / "ses")
     service = None
@@ -233,7 +234,6 @@ def main() -> None:
             check=False,
             capture_output=True,
         )
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -29,13 +28,14 @@ import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs install
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_match import SLOW, config_text, percentile, wait_made
+from scratch import add_keep_option, scratch_folder
 
 from dirac_like.client import Client
 from dirac_like.processes import ServiceProcess
 
 
 def start_service(expand_slice: int) -> ServiceProcess:
-    folder = Path(tempfile.mkdtemp(prefix="bench-expansion-"))
+    folder = scratch_folder("bench-expansion-")
     config = config_text("full") + f"\n[limits]\nexpand_slice = {expand_slice}\n"
     (folder / "bench.toml").write_text(config)
     service = ServiceProcess.start_central(folder / "home", folder / "bench.toml")
@@ -95,6 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--expand-slice", type=int, default=5_000)
+    add_keep_option(parser)
     args = parser.parse_args()
     run(args.jobs, args.expand_slice)
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import psutil
+from scratch import add_keep_option, scratch_folder
 
 from dirac_like.agents.watchdog import Limits
 from dirac_like.agents.wrapper import PayloadSpec, run_payload
@@ -51,8 +50,9 @@ def measure(label: str, jobs: int, run_one: object) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=200)
+    add_keep_option(parser)
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="bench-keeper-"))
+    folder = scratch_folder("bench-keeper-")
     spec = PayloadSpec(job_id=1, executable="/bin/true", workdir=folder)
     measure("bare subprocess.run(/bin/true)", args.jobs, lambda: subprocess.run(["/bin/true"]))
     measure("/bin/true via the wrapper", args.jobs, lambda: run_payload(spec, Limits()))

@@ -24,11 +24,10 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from connected_pilots import Crowd, CrowdSpec
+from scratch import add_keep_option, scratch_folder
 
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.processes import ServiceProcess
@@ -61,7 +60,7 @@ def connect_crowd(service: ServiceProcess, count: int) -> Crowd:
 
 
 def main(kills: int, connected: int) -> int:
-    home = Path(tempfile.mkdtemp(prefix="bench-kill-"))
+    home = scratch_folder("bench-kill-")
     service = ServiceProcess.start_central(home / "home")
     os.environ["DIRAC_LIKE_IDENTITY"] = str(service.identity_path)  # its admin: ours, pilots'
     crowd = connect_crowd(service, connected) if connected else None
@@ -126,5 +125,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kills", type=int, default=50)
     parser.add_argument("--connected", type=int, default=0, help="other pilots connected")
+    add_keep_option(parser)
     args = parser.parse_args()
     raise SystemExit(main(args.kills, args.connected))

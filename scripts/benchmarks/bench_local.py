@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
+
+from scratch import add_keep_option, scratch_folder
 
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.processes import ServiceProcess
@@ -86,7 +86,7 @@ def start_pilot(endpoint: str, workdir: Path, cores: int, number: int) -> subpro
 
 
 def pilot_rate(jobs: int, pilots: int, cores: int, executable: str) -> float:
-    home = Path(tempfile.mkdtemp(prefix="bench-local-"))
+    home = scratch_folder("bench-local-")
     service = ServiceProcess.start_central(home / "home")
     os.environ["DIRAC_LIKE_IDENTITY"] = str(service.identity_path)  # its admin: ours, pilots'
     started: list[subprocess.Popen[bytes]] = []
@@ -109,7 +109,6 @@ def pilot_rate(jobs: int, pilots: int, cores: int, executable: str) -> float:
         for popen in started:
             popen.wait(60)
         service.stop()
-        shutil.rmtree(home, ignore_errors=True)
     return (jobs - 1) / (last - first)
 
 
@@ -139,6 +138,7 @@ def main() -> int:
     parser.add_argument("--pilots", type=int, default=2)
     parser.add_argument("--cores", type=int, default=1, help="cores (job slots) per pilot")
     parser.add_argument("--executable", default="/bin/true", help="what each job runs")
+    add_keep_option(parser)
     args = parser.parse_args()
     bare = bare_rate(max(args.jobs, 1000), args.pilots)
     print(f"bare spawn of /bin/true, {args.pilots} at a time: {bare:,.0f}/s", flush=True)

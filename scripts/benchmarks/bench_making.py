@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import argparse
 import gc
-import tempfile
+import sys
 import time
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs installed
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch import add_keep_option, scratch_folder
 
 from dirac_like.config import Config
 from dirac_like.services.state import CentralState
@@ -35,7 +38,7 @@ def commit(state: CentralState, store: SqliteStore) -> None:
 
 
 def submit(jobs: int) -> None:
-    folder = Path(tempfile.mkdtemp(prefix="bench-making-"))
+    folder = scratch_folder("bench-making-")
     store = SqliteStore(folder / "jobs.sqlite", synchronous="full")
     state = CentralState(Config(), store, store.load(), time.time())
     jdl = f'Executable = "/bin/true"; Arguments = "event-%s"; Parameters = {jobs};'
@@ -78,6 +81,7 @@ def load(path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_keep_option(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("submit").add_argument("--jobs", type=int, default=100_000)
     commands.add_parser("load").add_argument("store", type=Path)

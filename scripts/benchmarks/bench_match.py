@@ -33,9 +33,9 @@ import argparse
 import multiprocessing
 import os
 import random
+import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -43,6 +43,7 @@ from pathlib import Path
 import msgpack
 import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs installed
 import zmq
+from scratch import add_keep_option, scratch_folder
 from throwaway_postgres import new_database, postgres_server
 
 from dirac_like.client import Client, RetryPolicy
@@ -270,9 +271,7 @@ def fresh_service(home: Path | None = None) -> ServiceProcess:
     """A central service on a free port; a fresh home (and a fresh PostgreSQL database if the
     run is on PostgreSQL) unless one is given (a restart)."""
     if home is None:
-        if ARGS.keep:
-            Path(ARGS.keep).mkdir(parents=True, exist_ok=True)
-        home = Path(tempfile.mkdtemp(prefix="bench-match-", dir=ARGS.keep or None))
+        home = scratch_folder("bench-match-")
         store_url = new_database(POSTGRES_URL) if POSTGRES_URL else ""
         (home / "bench.toml").write_text(config_text(ARGS.synchronous, store_url))
     service = ServiceProcess.start_central(home / "home", home / "bench.toml", timeout=1800)
@@ -282,9 +281,9 @@ def fresh_service(home: Path | None = None) -> ServiceProcess:
 
 def filled_home(waiting: int, data: bool) -> tuple[Path, float]:
     """The folder of a home filled with ``waiting`` jobs (its service stopped once they are
-    all made), and the fill rate. With ``--keep DIR`` the filled home is kept as DIR/waiting-N
-    and used again by later runs (fill rate 0: not filled in this run)."""
-    kept = Path(ARGS.keep) / f"waiting-{waiting}{'-data' if data else ''}" if ARGS.keep else None
+    all made), and the fill rate. With ``--pools DIR`` the filled home is moved to
+    DIR/waiting-N and used again by later runs (fill rate 0: not filled in this run)."""
+    kept = Path(ARGS.pools) / f"waiting-{waiting}{'-data' if data else ''}" if ARGS.pools else None
     if kept is not None and (kept / "filled").exists():
         return kept, 0.0
     service = fresh_service()
@@ -294,7 +293,8 @@ def filled_home(waiting: int, data: bool) -> tuple[Path, float]:
         service.stop(grace=600)
     folder = service.home.parent
     if kept is not None:
-        folder = folder.rename(kept)
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(shutil.move(folder, kept))
         (kept / "filled").write_text(f"{fill_rate:.0f}\n")
     return folder, fill_rate
 
@@ -444,7 +444,7 @@ if __name__ == "__main__":
     )
     parser.add_argument("--no-bulk", action="store_true", help="skip the bulk submission figure")
     parser.add_argument(
-        "--keep",
+        "--pools",
         default="",
         help="a folder where each size's filled SQLite home is kept and used again by later runs",
     )
@@ -453,6 +453,7 @@ if __name__ == "__main__":
         action="store_true",
         help="also time 100,000 jobs made by a service holding each size (after its matching)",
     )
+    add_keep_option(parser)
     ARGS = parser.parse_args()
     POSTGRES_URL = ""
     raise SystemExit(main())

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 import urllib.request
-from pathlib import Path
+
+from scratch import add_keep_option, scratch_folder
 
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.processes import ServiceProcess
@@ -96,32 +96,33 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--scrapes", type=int, default=50)
     parser.add_argument("--cpu-only", action="store_true", help="only the in-process CPU time")
+    add_keep_option(parser)
     args = parser.parse_args()
     cpu, size = scrape_cpu(100)
     print(f"one scrape's text, 100 sites: {cpu * 1000:.1f} ms CPU ({size:,} bytes)")
     if args.cpu_only:
         return
-    with tempfile.TemporaryDirectory(prefix="bench-metrics-") as folder:
-        config = Path(folder) / "central.toml"
-        config.write_text(CONFIG)
-        service = ServiceProcess.start_central(Path(folder) / "home", config, insecure=True)
-        try:
-            fill(service.endpoint, args.jobs, args.pilots)
-            time.sleep(2.0)  # a benchmark, not a test: let the next snapshot see every pilot
-            scrape(service.metrics_url)  # the first one
-            times, size = [], 0
-            for _ in range(args.scrapes):
-                took, size = scrape(service.metrics_url)
-                times.append(took)
-            times.sort()
-            p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
-            print(
-                f"/metrics with {args.pilots:,} pilots connected: median "
-                f"{statistics.median(times) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max "
-                f"{times[-1] * 1000:.1f} ms ({size:,} bytes, {args.scrapes} scrapes)"
-            )
-        finally:
-            service.stop()
+    folder = scratch_folder("bench-metrics-")
+    config = folder / "central.toml"
+    config.write_text(CONFIG)
+    service = ServiceProcess.start_central(folder / "home", config, insecure=True)
+    try:
+        fill(service.endpoint, args.jobs, args.pilots)
+        time.sleep(2.0)  # a benchmark, not a test: let the next snapshot see every pilot
+        scrape(service.metrics_url)  # the first one
+        times, size = [], 0
+        for _ in range(args.scrapes):
+            took, size = scrape(service.metrics_url)
+            times.append(took)
+        times.sort()
+        p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+        print(
+            f"/metrics with {args.pilots:,} pilots connected: median "
+            f"{statistics.median(times) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max "
+            f"{times[-1] * 1000:.1f} ms ({size:,} bytes, {args.scrapes} scrapes)"
+        )
+    finally:
+        service.stop()
 
 
 if __name__ == "__main__":

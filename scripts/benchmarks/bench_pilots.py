@@ -24,12 +24,12 @@ from __future__ import annotations
 import argparse
 import re
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs installed
 from bare_dispatcher import floor_rate
+from scratch import add_keep_option, scratch_folder
 
 from dirac_like.agents.fabrics.base import PilotRequest, PilotState
 from dirac_like.agents.fabrics.simulated import SimulatedFabric
@@ -72,7 +72,7 @@ def peer_rates(python: str, tasks: int, names: list[str]) -> dict[str, float]:
 
 
 def main(jobs: int, pilots: int, peers_python: str, peers: list[str]) -> int:
-    home = Path(tempfile.mkdtemp(prefix="bench-pilots-"))
+    home = scratch_folder("bench-pilots-")
     floor = floor_rate(jobs, pilots, home)
     print(f"floor: bare ZeroMQ + SQLite dispatcher, {pilots:,} bare pilots: {floor:,.0f} jobs/s")
     rates = peer_rates(peers_python, jobs, peers) if peers_python else {}
@@ -135,5 +135,6 @@ if __name__ == "__main__":
     parser.add_argument("--pilots", type=int, default=1_000)
     parser.add_argument("--peers-python", default="", help="a Python with the peers installed")
     parser.add_argument("--peers", nargs="+", default=["ray", "dask", "parsl"])
+    add_keep_option(parser)
     args = parser.parse_args()
     raise SystemExit(main(args.jobs, args.pilots, args.peers_python, args.peers))

@@ -22,12 +22,12 @@ import cProfile
 import itertools
 import pstats
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+from scratch import add_keep_option, scratch_folder
 from service_harness import InProcessService
 
 from dirac_like.config import load_config
@@ -40,7 +40,7 @@ RESOURCES = {"site": SITE, "cores": 1, "memory_mb": 4000, "cpu_time_left": 17280
 
 class Run:
     def __init__(self, jobs: int, acting_as: str) -> None:
-        home = Path(tempfile.mkdtemp(prefix="bench-request-path-"))
+        home = scratch_folder("bench-request-path-")
         (home / "bench.toml").write_text("[security]\nrate_per_second = 0.0\n")
         self.harness = InProcessService(home / "home", load_config(home / "bench.toml"))
         self.harness.now = time.time()
@@ -118,4 +118,5 @@ if __name__ == "__main__":
         "--as", dest="acting_as", choices=["pilot", "admin", "insecure"], default="pilot"
     )
     parser.add_argument("--profile", action="store_true")
+    add_keep_option(parser)
     sys.exit(main(parser.parse_args()))

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from scratch import add_keep_option, scratch_folder
 
 from dirac_like.agents.fabrics.base import PilotRequest
 from dirac_like.agents.fabrics.simulated import SimulatedFabric
@@ -266,7 +267,7 @@ def time_to_share(runs: list[Run], key: str, share: float, begin: float, end: fl
 
 
 def run(scenario: Scenario, seconds: float, warmup: float) -> None:
-    home = Path(tempfile.mkdtemp(prefix="bench-shares-"))
+    home = scratch_folder("bench-shares-")
     (home / "bench.toml").write_text(config_text(scenario))
     service = ServiceProcess.start_central(home / "home", home / "bench.toml")
     fabric = SimulatedFabric(service.endpoint, seed=1, identity=service.identity)
@@ -318,6 +319,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="measured, per scenario")
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--list", action="store_true")
+    add_keep_option(parser)
     args = parser.parse_args()
     chosen = scenarios()
     if args.list:

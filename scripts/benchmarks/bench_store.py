@@ -15,11 +15,11 @@ fsync on, started for the run by scripts/postgres-local.sh).
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
 import msgpack
+from scratch import add_keep_option, scratch_folder
 from throwaway_postgres import new_database, postgres_server
 
 from dirac_like.model import (
@@ -69,28 +69,28 @@ def update_batch(jobs: list[JobRecord], batch: int, now: float) -> ChangeSet:
     return changes
 
 
-def open_bench_store(folder: str, synchronous: str, postgres_url: str) -> Store:
+def open_bench_store(folder: Path, synchronous: str, postgres_url: str) -> Store:
     """A fresh store: a new database on ``postgres_url`` if given, else an SQLite file."""
-    url = new_database(postgres_url) if postgres_url else str(Path(folder) / "bench.sqlite")
+    url = new_database(postgres_url) if postgres_url else str(folder / "bench.sqlite")
     return open_store(url, synchronous=synchronous)
 
 
 def run(synchronous: str, job_count: int, batches: int, postgres_url: str = "") -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        store = open_bench_store(folder, synchronous, postgres_url)
-        now = time.time()
-        jobs, changes = make_jobs(job_count, now)
-        started = time.perf_counter()
-        store.commit(changes)
-        insert_s = time.perf_counter() - started
-        started = time.perf_counter()
-        for batch in range(batches):
-            store.commit(update_batch(jobs, batch, now))
-        update_s = time.perf_counter() - started
-        started = time.perf_counter()
-        loaded = store.load()
-        load_s = time.perf_counter() - started
-        store.close()
+    folder = scratch_folder("bench-store-")
+    store = open_bench_store(folder, synchronous, postgres_url)
+    now = time.time()
+    jobs, changes = make_jobs(job_count, now)
+    started = time.perf_counter()
+    store.commit(changes)
+    insert_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for batch in range(batches):
+        store.commit(update_batch(jobs, batch, now))
+    update_s = time.perf_counter() - started
+    started = time.perf_counter()
+    loaded = store.load()
+    load_s = time.perf_counter() - started
+    store.close()
     updates = batches * BATCH_SIZE
     print(f"{'postgresql' if postgres_url else 'sqlite'}, synchronous={synchronous}")
     print(f"  insert {job_count} jobs + {3 * job_count} history rows: {insert_s:.3f} s")
@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=300)
     parser.add_argument("--store", choices=["sqlite", "postgresql", "both"], default="sqlite")
     parser.add_argument("--postgres-url", default="", help="default: a throw-away server")
+    add_keep_option(parser)
     args = parser.parse_args()
     if args.store in ("sqlite", "both"):
         for synchronous in ("full", "normal"):

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import msgpack
+from scratch import add_keep_option, scratch_folder
 
 from dirac_like.authz import Principal, Role
 from dirac_like.config import Config
@@ -112,44 +112,45 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
+    add_keep_option(parser)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        home = Path(folder) / "home"
-        now = time.time()
-        admin = load_identity(init_home(home, now).admin_identity)
-        user = add_user(home, "user0", now)
-        store = SqliteStore(home / "jobs.sqlite", synchronous="normal")
+    folder = scratch_folder("bench-web-")
+    home = folder / "home"
+    now = time.time()
+    admin = load_identity(init_home(home, now).admin_identity)
+    user = add_user(home, "user0", now)
+    store = SqliteStore(home / "jobs.sqlite", synchronous="normal")
+    started = time.perf_counter()
+    fill(store, args.jobs, now)
+    store.close()
+    print(f"filled {args.jobs:,} jobs in {time.perf_counter() - started:.1f} s")
+    dashboard = build_dashboard(Config(), home, None, WebOptions())
+    for what, work in (
+        ("start-up (count every job, sample shares)", dashboard.warm_up),
+        ("count every job (background)", lambda: dashboard.reader.job_counts()),
+        ("count one user's jobs", lambda: dashboard.reader.job_counts("user0")),
+        ("sample the shares (background)", dashboard.sample),
+    ):
         started = time.perf_counter()
-        fill(store, args.jobs, now)
-        store.close()
-        print(f"filled {args.jobs:,} jobs in {time.perf_counter() - started:.1f} s")
-        dashboard = build_dashboard(Config(), home, None, WebOptions())
-        for what, work in (
-            ("start-up (count every job, sample shares)", dashboard.warm_up),
-            ("count every job (background)", lambda: dashboard.reader.job_counts()),
-            ("count one user's jobs", lambda: dashboard.reader.job_counts("user0")),
-            ("sample the shares (background)", dashboard.sample),
-        ):
-            started = time.perf_counter()
-            work()
-            print(f"{what:40} {(time.perf_counter() - started) * 1000:7.0f} ms")
-        pages = [
-            "/",
-            "/fragment/overview",
-            "/jobs",
-            "/jobs?status=Done&site=LCG.Site3.org",
-            "/jobs?name=mc_99999",
-            f"/jobs/{args.jobs // 2}",
-            "/sites",
-        ]
-        for who, identity in (("admin", admin), ("user0", user)):
-            client = create_app(dashboard).test_client()
-            client.get(f"/login?token={make_login_token(identity, time.time())}")
-            for path in pages:
-                if who == "user0" and path in ("/sites", f"/jobs/{args.jobs // 2}"):
-                    continue
-                cold, warm = timed(client, path, args.repeat)
-                print(f"{who:6} {path:40} cold {cold * 1000:7.0f} ms   warm {warm * 1000:7.0f} ms")
+        work()
+        print(f"{what:40} {(time.perf_counter() - started) * 1000:7.0f} ms")
+    pages = [
+        "/",
+        "/fragment/overview",
+        "/jobs",
+        "/jobs?status=Done&site=LCG.Site3.org",
+        "/jobs?name=mc_99999",
+        f"/jobs/{args.jobs // 2}",
+        "/sites",
+    ]
+    for who, identity in (("admin", admin), ("user0", user)):
+        client = create_app(dashboard).test_client()
+        client.get(f"/login?token={make_login_token(identity, time.time())}")
+        for path in pages:
+            if who == "user0" and path in ("/sites", f"/jobs/{args.jobs // 2}"):
+                continue
+            cold, warm = timed(client, path, args.repeat)
+            print(f"{who:6} {path:40} cold {cold * 1000:7.0f} ms   warm {warm * 1000:7.0f} ms")
     return 0
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from scratch import scratch_folder
 
 SCRIPT = Path(__file__).resolve().parents[1] / "postgres-local.sh"
 _numbers = itertools.count(1)
@@ -27,7 +27,7 @@ def postgres_server(url: str = "") -> Iterator[str]:
     if url:
         yield url
         return
-    base = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+    base = scratch_folder("bench-pg-")
     base.chmod(0o755)
     script = ["bash", str(SCRIPT)]
     environment = {**os.environ, "DURABLE": "1", "WATCH_PID": str(os.getpid())}
@@ -40,7 +40,6 @@ def postgres_server(url: str = "") -> Iterator[str]:
         yield started.stdout.strip()
     finally:
         subprocess.run([*script, "stop", str(base)], capture_output=True, check=False)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def new_database(url: str, prefix: str = "bench") -> str:

@@ -11,16 +11,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from xrootd_ses import XrootdSEs, storage_config
 
 from dirac_like.agents.transfer import TransferAgent, TransferAgentConfig
 from dirac_like.client import Client
 from dirac_like.data_manager import DataManager
 from dirac_like.processes import ServiceProcess, dirac_like_argv, free_port
 from dirac_like.protocol import ListTransfersArgs, Op, TransferView
-from dirac_like.testing import wait_for
-from tests.conftest import FAST_RETRIES
-from tests.integration.test_data_grid import storage_config
-from tests.xrootd_ses import XrootdSEs
+from dirac_like.testing import FAST_RETRIES, wait_for
 
 pytestmark = pytest.mark.slow
 

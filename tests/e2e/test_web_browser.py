@@ -5,7 +5,8 @@ after the page's scripts ran (live updates included) and save a screenshot of ea
 
 Screenshots go to a temporary folder, or to ``$DIRAC_LIKE_SCREENSHOTS`` when set (that is how
 docs/images/dashboard-overview.png is made). Without Chromium the tests skip, saying how to
-install it (``bash scripts/chromium.sh install``); under ``CI=true`` they fail instead.
+install it (``bash scripts/chromium.sh install``); under ``CI=true`` they fail instead. The
+browser is started by tests/chromium_browser.py.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chromium_browser import chromium_or_skip, start_browser
 from web_grid import WebGrid, start_web_grid
 
 from dirac_like.cli.demo import DIRECTOR_SETTINGS, kill_strays, start_director
@@ -40,25 +42,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # real pilots run job
 
 SITE = "DIRAC.Browser.org"
 NOWHERE = "LCG.Nowhere.org"  # no pilot comes from there: jobs for it wait
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-CHROME_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-default-apps",
-    "--disable-extensions",
-    "--disable-quic",
-    "--no-first-run",
-    "--no-default-browser-check",
-    "--metrics-recording-only",
-    "--mute-audio",
-    "--hide-scrollbars",
-    "--window-size=1280,860",
-)
 
 
 @dataclass
@@ -67,15 +50,6 @@ class BrowserGrid:
     done: list[int]  # alice's jobs that ran on a pilot to Done (the last one for 2 seconds)
     failed: int  # alice's job whose payload exits 1
     waiting: list[int]  # alice's jobs that stay Waiting (their site has no pilot)
-
-
-def chromium_or_skip() -> None:
-    if os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK):
-        return
-    message = "no chromium/chromedriver: bash scripts/chromium.sh install"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true: {message}", pytrace=False)
-    pytest.skip(message)
 
 
 # two file SEs, so that the transfers page has requests (driven by the test as an agent would)
@@ -164,22 +138,8 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser(browser_grid: BrowserGrid, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     scratch = tmp_path_factory.mktemp("chromium")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (*CHROME_FLAGS, f"--user-data-dir={scratch / 'profile'}"):
-        options.add_argument(flag)
-    # Chromium's crash handler writes under $HOME/.config and .cache even with a profile folder.
-    env = {
-        **os.environ,
-        "XDG_CONFIG_HOME": str(scratch / "config"),
-        "XDG_CACHE_HOME": str(scratch / "cache"),
-    }
-    service = Service(CHROMEDRIVER, env=env, log_output=str(scratch / "chromedriver.log"))
-    driver = webdriver.Chrome(service=service, options=options)
+    driver = start_browser(scratch)
     try:
         driver.set_page_load_timeout(60)
         yield driver

@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from dirac_like.client import Client
 from dirac_like.processes import ServiceProcess
 from dirac_like.protocol import ProbeResultItem
@@ -14,6 +16,9 @@ from dirac_like.testing import run_cli
 SITE = "LCG.Cli.org"
 
 
+# Twelve CLI processes one after the other (~0.4 s of CPU each to start): over 90 s when CI's
+# machine is loaded (seen at load 18).
+@pytest.mark.timeout(300)
 def test_operators_declare_list_and_cancel_downtimes_and_read_figures(
     tmp_path: Path, central: ServiceProcess, client: Client
 ) -> None:

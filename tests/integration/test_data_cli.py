@@ -10,11 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from xrootd_ses import XrootdSEs, storage_config
 
 from dirac_like.processes import ServiceProcess
 from dirac_like.testing import wait_for
-from tests.integration.test_data_grid import storage_config
-from tests.xrootd_ses import XrootdSEs
 
 BIN = Path(sys.executable).parent
 Run = Callable[..., subprocess.CompletedProcess[str]]

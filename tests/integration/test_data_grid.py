@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+from xrootd_ses import XrootdSEs, storage_config
 
 from dirac_like.accounting import ReportQuery, TransferAccountingRecord
 from dirac_like.agents.transfer import TransferAgent, TransferAgentConfig
@@ -33,36 +34,7 @@ from dirac_like.protocol import (
 )
 from dirac_like.services.accounting_store import AccountingReader
 from dirac_like.storage_access import StorageAccess
-from dirac_like.testing import wait_for
-from tests.conftest import FAST_RETRIES
-from tests.xrootd_ses import XrootdSEs
-
-
-def storage_config(ses: XrootdSEs, files: Path) -> str:
-    return f"""
-[data]
-vos = ["vo"]
-[data.transfers]
-lease = 30.0
-retry_backoff = 0.0
-max_attempts = 3
-[storage.XRD-A]
-site = "SITE-A"
-protocol = "xroot"
-endpoint = "{ses.urls["XRD-A"]}"
-base_path = "/grid"
-tags = ["disk"]
-[storage.XRD-B]
-site = "SITE-B"
-protocol = "xroot"
-endpoint = "{ses.urls["XRD-B"]}"
-base_path = "/grid"
-tags = ["disk"]
-[storage.FILE-C]
-site = "SITE-C"
-protocol = "file"
-base_path = "{files}"
-"""
+from dirac_like.testing import FAST_RETRIES, wait_for
 
 
 @dataclass

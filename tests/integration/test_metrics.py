@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_server import start_prometheus, stop_prometheus
 
 from dirac_like.agents.director import Director, DirectorSettings
 from dirac_like.agents.fabrics import OUTPUT_TAIL_BYTES, Fabric, FabricError, PilotRequest
@@ -25,13 +25,12 @@ from dirac_like.agents.monitoring import Monitor, MonitorSettings
 from dirac_like.agents.transfer import TransferAgent, TransferAgentConfig
 from dirac_like.client import Client, RetryPolicy
 from dirac_like.identity import load_identity
-from dirac_like.processes import ServiceProcess, free_port
+from dirac_like.processes import ServiceProcess
 from dirac_like.protocol import ARGUMENTS, PilotResources
 from dirac_like.sites import load_site
 from dirac_like.testing import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "prometheus.sh"
 FAST_RETRIES = RetryPolicy(timeout=5.0, retries=2, backoff=0.05, max_backoff=0.2)
 FAST_SNAPSHOTS = "[metrics]\nrefresh = 0.1\n"
 SITE = "Site.Metrics.org"
@@ -204,19 +203,13 @@ def test_prometheus_scrapes_every_daemon_and_loads_the_alert_rules(
 
 
 def scrape_with_prometheus(tmp_path: Path, *urls: str) -> None:
-    base, port = tmp_path / "prometheus", free_port()
+    base = tmp_path / "prometheus"
     base.mkdir()
     shutil.copy(ROOT / "etc" / "prometheus" / "alerts.yml", base / "alerts.yml")
     config = base / "prometheus.yml"
     config.write_text(_scrape_config(*urls))
-    started = subprocess.run(
-        ["bash", str(SCRIPT), "start", str(base), str(config), str(port)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    port = start_prometheus(base, config)
     try:
-        assert started.returncode == 0, started.stderr
 
         def query(expression: str) -> list[dict[str, Any]]:
             url = (
@@ -259,7 +252,7 @@ def scrape_with_prometheus(tmp_path: Path, *urls: str) -> None:
             "DiracLikeSlowCommits",
         } <= names
     finally:
-        subprocess.run(["bash", str(SCRIPT), "stop", str(base)], timeout=60, check=False)
+        stop_prometheus(base)
 
 
 JOBS = (

@@ -18,6 +18,7 @@ from dirac_like.client import Client, RetryPolicy
 from dirac_like.errors import DiracLikeError
 from dirac_like.identity import load_identity
 from dirac_like.service_pair import ServicePair
+from dirac_like.store.base import SCHEMA_VERSION
 from dirac_like.testing import run_cli, wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -115,9 +116,14 @@ def test_both_started_at_once_exactly_one_leads(pair: ServicePair, postgres_url:
     assert leaders(pair) == [leader]
     assert len(lock_holders(postgres_url)) == 1
     with client_of(pair) as client:
-        status: Any = client.service_status()
-    assert status.store == "postgresql"
+        # on a new store the standby notes itself once the leader made the tables (0.5 s)
+        status: Any = wait_for(
+            lambda: (reply := client.service_status()).instances[1:] and reply,
+            "the standby noted in the service status",
+        )
+    assert status.store == "postgresql" and status.schema == SCHEMA_VERSION
     assert [row.role for row in status.instances] == ["leader", "standby"]
+    assert [row.code_schema for row in status.instances] == [SCHEMA_VERSION] * 2
     assert status.instances[0].endpoint == pair.listens[leader]
 
 
@@ -130,6 +136,15 @@ def test_admin_service_status_names_the_leader(pair: ServicePair) -> None:
     assert done.returncode == 0, done.stderr
     first = json.loads(done.stdout)["instances"][0]
     assert first["role"] == "leader" and first["endpoint"] == pair.listens[leader]
+    assert first["code_schema"] == SCHEMA_VERSION
+    table = run_cli(
+        pair.endpoint, "admin", "service", "status",
+        "--identity", str(pair.identity_path), cwd=pair.folder,
+    )  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    head, columns, _rule, leading, *_ = table.stdout.splitlines()
+    assert head == f"store: postgresql (schema {SCHEMA_VERSION})"
+    assert columns.split()[-1] == "Schema" and leading.split()[-1] == str(SCHEMA_VERSION)
 
 
 def test_a_leader_stopped_with_sigterm_hands_over_at_once(pair: ServicePair) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from dirac_like.sandbox import SandboxError, SandboxNotFound
 from dirac_like.services.shared_sandboxes import PostgresSandboxStore
+from dirac_like.store.base import open_store
 
 DATA = bytes(range(256)) * 40  # 10240 bytes
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -16,6 +17,7 @@ SHA = hashlib.sha256(DATA).hexdigest()
 
 @pytest.fixture
 def store(postgres_url: str) -> Iterator[PostgresSandboxStore]:
+    open_store(postgres_url).close()  # the sandboxes' tables are the store's schema
     store = PostgresSandboxStore(postgres_url, 1 << 20, clock=lambda: 1000.0)
     try:
         yield store

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from xrootd_ses import XrootdSEs
 
 from dirac_like.checksums import adler32_of_file, file_chunks
 from dirac_like.errors import FileMissing, StorageError, StorageUnavailable
@@ -18,7 +19,6 @@ from dirac_like.storage_access import (
     open_storage,
     third_party_copy,
 )
-from tests.xrootd_ses import XrootdSEs
 
 PAYLOAD = os.urandom(300_000) * 3  # several 256 KiB chunks
 

@@ -631,7 +631,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
     store = open_store(str(path))
     try:
         loaded = store.load()
-        assert store.schema_version() == SCHEMA_VERSION == 9
+        assert store.schema_version() == SCHEMA_VERSION == 10
         # schema 5: a site stored before drains and limits is neither drained nor limited
         assert loaded.sites == [
             SiteRecord("S", True, "old ban", 1.0, drained=False, max_running=-1)
@@ -1010,7 +1010,7 @@ def test_a_version_7_database_gets_the_tables_of_work_in_progress(tmp_path: Path
     store = open_store(str(path))
     try:
         loaded = store.load()
-        assert store.schema_version() == SCHEMA_VERSION == 9
+        assert store.schema_version() == SCHEMA_VERSION == 10
         assert [site.name for site in loaded.sites] == ["S"]
         assert loaded.bulk_actions == [] and loaded.submissions == []
     finally:
@@ -1033,3 +1033,20 @@ def test_a_version_8_database_gets_daily_buckets_of_its_hours_and_transfer_accou
         ).fetchall()
         assert rows == [(3600.0, 3600, 1, 0), (7200.0, 3600, 2, 1), (0.0, 86400, 3, 1)]
         assert db.execute("SELECT count(*) FROM transfer_accounting").fetchone() == (0,)
+
+
+def test_a_version_9_sqlite_database_is_at_10_without_the_pair_tables(tmp_path: Path) -> None:
+    """Step 9 -> 10 is PostgreSQL's only (a pair's tables): SQLite's is empty."""
+    path = old_database(
+        tmp_path / "old.sqlite", 9, "INSERT INTO sites VALUES ('S', 1, 'b', 1.0, 0, 0, -1)"
+    )
+    store = open_store(str(path))
+    try:
+        assert store.schema_version() == SCHEMA_VERSION == 10
+        assert [site.name for site in store.load().sites] == ["S"]
+    finally:
+        store.close()
+    with sqlite3.connect(path) as db:
+        names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    db.close()
+    assert not {name for name in names if name.startswith("ha_")}

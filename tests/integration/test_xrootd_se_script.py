@@ -8,8 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
+from xrootd_ses import XrootdSEs
+
 from dirac_like.checksums import adler32_of_file
-from tests.xrootd_ses import XrootdSEs
 
 
 def _port(url: str) -> int:

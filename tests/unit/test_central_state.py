@@ -20,6 +20,7 @@ from dirac_like.errors import (
 from dirac_like.protocol import ARGUMENTS, KillJob, Op, parse_args, to_wire
 from dirac_like.services.handlers import HANDLERS
 from dirac_like.services.state import CentralState
+from dirac_like.states import JobStatus as S
 from dirac_like.store.memory import MemoryStore
 
 HELLO = 'Executable = "/bin/echo"; Arguments = "hello";'
@@ -238,6 +239,87 @@ def test_stalled_job_is_rescheduled_with_growing_holdoff_then_failed(grid: Grid)
     grid.advance(51)
     assert grid.status(job_id) == "Failed"
     assert "reschedule limit" in grid.state.jobs[job_id].minor_status
+
+
+def stalled_away(grid: Grid, pilot_id: str = "p1") -> dict[str, Any]:
+    """A job run by ``pilot_id`` that went silent: Stalled, then Rescheduled (its match)."""
+    grid.submit(HELLO)
+    match = grid.pilot(pilot_id)
+    grid.report(match, "Running", pilot_id=pilot_id)
+    grid.advance(101)  # Stalled
+    grid.advance(51)  # Rescheduled: a new attempt, not matched yet
+    return dict(match)
+
+
+def test_a_late_done_of_the_attempt_the_stall_rule_took_ends_the_job(grid: Grid) -> None:
+    """The pilot died with the Done in its outbox and its successor came back after the stall
+    window: while no other pilot has the job, that Done is the job's end (issue 18)."""
+    for wait_first in (False, True):  # Rescheduled (hold-off), then Waiting again
+        match = stalled_away(grid)
+        job_id = match["job_id"]
+        if wait_first:
+            grid.advance(grid.state.jobs[job_id].deadline - grid.now)
+            assert grid.status(job_id) == "Waiting"
+        assert grid.report(match, "Done") == {"commands": []}
+        job = grid.state.jobs[job_id]
+        assert (job.status, job.pilot_id) == (S.DONE, "p1")
+        assert grid.pilot("p2") is None  # out of the task queue: never run again
+        statuses = [row["status"] for row in grid.call(Op.HISTORY, job_id=job_id)]
+        assert statuses[-2:] == (["Waiting", "Done"] if wait_first else ["Rescheduled", "Done"])
+        grid.state.book.validate()
+
+
+def test_a_late_done_is_refused_once_another_pilot_has_the_job(grid: Grid) -> None:
+    match = stalled_away(grid)
+    grid.advance(grid.state.jobs[match["job_id"]].deadline - grid.now)
+    again = grid.pilot("p2")
+    assert again is not None and again["job_id"] == match["job_id"]
+    before = grid.snapshot()
+    with pytest.raises(StaleAttempt):  # Matched to p2: p2 may be starting it
+        grid.report(match, "Done")
+    grid.report(again, "Running", pilot_id="p2")
+    with pytest.raises(StaleAttempt):
+        grid.report(match, "Done")
+    assert grid.snapshot()[0]["status"] == "Running" and before[0]["status"] == "Matched"
+
+
+def test_only_a_late_done_of_that_pilot_and_attempt_is_taken(grid: Grid) -> None:
+    match = stalled_away(grid)
+    before = grid.snapshot()
+    with pytest.raises(StaleAttempt):
+        grid.report(match, "Failed")  # only the job's success ends it: a failure is retried
+    with pytest.raises(StaleAttempt):
+        grid.report(match, "Done", pilot_id="intruder")
+    with pytest.raises(StaleAttempt):
+        grid.report({**match, "attempt": match["attempt"] + 1}, "Done")
+    assert grid.snapshot() == before
+
+
+def test_a_late_done_of_a_job_handed_back_or_lease_expired_is_refused(grid: Grid) -> None:
+    """Only the stall rule's take-away: a pilot that handed a job back, or never started it,
+    has no Done of it."""
+    (job_id,) = grid.submit(HELLO)
+    match = grid.pilot()
+    grid.report(match, "Running")
+    grid.report(match, "Rescheduled")
+    with pytest.raises(StaleAttempt):
+        grid.report(match, "Done")
+    grid.advance(grid.state.jobs[job_id].deadline - grid.now)
+    unstarted = grid.pilot()
+    grid.advance(61)  # the match lease expired: Waiting again
+    with pytest.raises(StaleAttempt):
+        grid.report(unstarted, "Done")
+    assert grid.status(job_id) == "Waiting"
+
+
+def test_a_late_done_is_refused_after_a_restart(grid: Grid) -> None:
+    """Which attempt the stall rule took is not stored: a restarted service (a new leader)
+    refuses the late report as any stale one."""
+    match = stalled_away(grid)
+    grid.state = CentralState(grid.config, grid.store, grid.store.load(), grid.now)
+    with pytest.raises(StaleAttempt):
+        grid.report(match, "Done")
+    assert grid.status(match["job_id"]) == "Rescheduled"
 
 
 def test_killing_a_waiting_job_is_immediate(grid: Grid) -> None:

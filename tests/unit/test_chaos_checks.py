@@ -8,12 +8,12 @@ import random
 from collections import Counter
 
 from dirac_like.chaos_checks import (
-    FINISH_GRACE,
     PayloadLog,
     PayloadRun,
     PilotLife,
     check,
-    finished_under_live_pilot,
+    done_for_its_pilot,
+    done_kept,
     jobs_not_final,
     kill_plan,
     lost_jobs,
@@ -115,22 +115,35 @@ def test_an_overlap_with_an_earlier_long_run_is_found_past_a_short_one() -> None
 # -- ran again after Done ------------------------------------------------------------------------
 
 
-def test_a_job_run_again_after_it_finished_under_a_live_pilot_is_found() -> None:
+def test_a_job_run_again_after_it_ended_under_a_pilot_that_lived_on_is_found() -> None:
     runs = [run(7, 0.0, 1.0, pilot="p1"), run(7, 8.0, 9.0, pilot="p2")]
-    lives = [PilotLife("p1", 0.0, killed=1.05 + FINISH_GRACE), PilotLife("p2", 0.0)]
+    lives = [PilotLife("p1", 0.0), PilotLife("p2", 0.0)]
     assert ran_again_after_done(runs, lives) == (7,)
+
+
+def test_a_job_run_again_after_its_killed_pilot_kept_its_done_is_found() -> None:
+    """However soon after the payload's end the pilot died: its workdir held the Done."""
+    runs = [run(7, 0.0, 1.0, pilot="p1"), run(7, 8.0, 9.0, pilot="p2")]
+    lives = [
+        PilotLife("p1", 0.0, killed=1.001, kept_done=frozenset({(7, 1)})),
+        PilotLife("p2", 0.0),
+    ]
+    assert ran_again_after_done(runs, lives) == (7,)
+
+
+def test_a_pilot_killed_without_the_done_in_its_workdir_held_no_done() -> None:
+    """However long after the payload's end it died (the report was never kept), or with the
+    Done of another attempt or job kept."""
+    runs = [run(7, 0.0, 1.0, pilot="p1"), run(7, 8.0, 9.0, pilot="p2")]
+    for kept in (frozenset(), frozenset({(7, 2), (8, 1)})):
+        lives = [PilotLife("p1", 0.0, killed=5.0, kept_done=kept), PilotLife("p2", 0.0)]
+        assert ran_again_after_done(runs, lives) == ()
+        assert not done_for_its_pilot(runs[0], lives)
 
 
 def test_a_pilot_killed_before_its_payload_ended_held_no_done() -> None:
     runs = [run(7, 0.0, 3.0, pilot="p1"), run(7, 8.0, 9.0, pilot="p2")]
     lives = [PilotLife("p1", 0.0, killed=2.0), PilotLife("p2", 0.0)]
-    assert ran_again_after_done(runs, lives) == ()
-    assert not finished_under_live_pilot(runs[0], lives, FINISH_GRACE)
-
-
-def test_a_pilot_killed_within_the_grace_after_the_end_held_no_done() -> None:
-    runs = [run(7, 0.0, 1.0, pilot="p1"), run(7, 8.0, 9.0, pilot="p2")]
-    lives = [PilotLife("p1", 0.0, killed=1.0 + FINISH_GRACE / 2), PilotLife("p2", 0.0)]
     assert ran_again_after_done(runs, lives) == ()
 
 
@@ -142,10 +155,12 @@ def test_a_run_that_never_ended_held_no_done() -> None:
 def test_the_pilot_process_is_the_one_alive_when_the_run_started() -> None:
     """p1 was killed and restarted: the run belongs to the second process, which lived on."""
     runs = [run(7, 5.0, 6.0, pilot="p1"), run(7, 8.0, 9.0, pilot="p2")]
-    lives = [PilotLife("p1", 0.0, killed=4.0), PilotLife("p1", 4.1), PilotLife("p2", 0.0)]
+    kept = frozenset({(7, 1)})
+    lives = [PilotLife("p1", 0.0, killed=4.0, kept_done=kept), PilotLife("p1", 4.1)]
+    lives.append(PilotLife("p2", 0.0))
     assert ran_again_after_done(runs, lives) == (7,)
-    lives[1] = PilotLife("p1", 4.1, killed=5.5)
-    assert ran_again_after_done(runs, lives) == ()
+    lives[1] = PilotLife("p1", 4.1, killed=5.5)  # killed mid-run, nothing kept
+    assert ran_again_after_done(runs, lives) == ()  # the first life's record is not this run's
 
 
 def test_the_only_run_of_a_job_never_counts_as_run_again() -> None:
@@ -153,10 +168,20 @@ def test_the_only_run_of_a_job_never_counts_as_run_again() -> None:
     assert ran_again_after_done(runs, [PilotLife("p1", 0.0)]) == ()
 
 
-def test_a_run_of_an_unrecorded_pilot_never_counts_as_finished() -> None:
-    assert not finished_under_live_pilot(
-        run(7, 0.0, 1.0, pilot="ghost"), [PilotLife("p1", 0.0)], FINISH_GRACE
-    )
+def test_a_run_of_an_unrecorded_pilot_never_counts_as_done() -> None:
+    assert not done_for_its_pilot(run(7, 0.0, 1.0, pilot="ghost"), [PilotLife("p1", 0.0)])
+
+
+def test_only_done_reports_are_kept_dones() -> None:
+    reports = [
+        {"job_id": 7, "attempt": 2, "status": "Done"},
+        {"job_id": "8", "attempt": "1", "status": "Done"},  # read back from text
+        {"job_id": 9, "attempt": 1, "status": "Failed"},
+        {"job_id": 10, "attempt": 1, "status": "Rescheduled"},
+        {"job_id": 11, "status": "Done"},  # torn: no attempt
+        {"job_id": "x", "attempt": 1, "status": "Done"},
+    ]
+    assert done_kept(reports) == frozenset({(7, 2), (8, 1)})
 
 
 # -- all together --------------------------------------------------------------------------------

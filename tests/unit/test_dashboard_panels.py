@@ -8,6 +8,7 @@ import itertools
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_accounting import CONFIG
 
 from dirac_like.accounting import (
     HOUR,
@@ -34,7 +35,6 @@ from dirac_like.services.web.views import availability_grid, transfer_links
 from dirac_like.shares import FairShare
 from dirac_like.states import JobStatus
 from dirac_like.usage_series import MAX_POINTS, POINTS_PER_LEVEL, SeriesMark, keep_sample
-from tests.unit.test_accounting import CONFIG
 
 # -- the usage series -----------------------------------------------------------------------------
 

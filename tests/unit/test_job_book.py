@@ -74,7 +74,7 @@ def test_an_illegal_transition_is_refused_and_changes_nothing() -> None:
     job = add(book)
     book.journal.take()
     with pytest.raises(IllegalTransition):
-        book.set_status(job, S.DONE, "no", "test", 1.0)
+        book.set_status(job, S.COMPLETING, "no", "test", 1.0)
     assert job.status is S.WAITING
     assert book.journal.changes.is_empty()
     book.validate()

@@ -8,7 +8,15 @@ import zmq
 from dirac_like.client import Client, connect_servers, server_urls
 from dirac_like.errors import ConfigError
 from dirac_like.protocol import ServiceInstanceRow
-from dirac_like.services.leadership import Leadership, LeadershipConfig, Role, Step, mark_silent
+from dirac_like.services.leadership import (
+    Leadership,
+    LeadershipConfig,
+    Role,
+    SchemaStep,
+    Step,
+    mark_silent,
+    schema_step,
+)
 
 CONFIG = LeadershipConfig(retry_interval=0.5, probe_interval=0.25, rejoin_delay=2.0)
 
@@ -135,3 +143,10 @@ def test_an_instance_not_seen_for_a_while_shows_as_silent_not_standby() -> None:
     ]
     assert [row.role for row in mark_silent(rows, now=200.5)] == ["leader", "standby", "silent"]
     assert mark_silent(rows, now=200.5)[2].seen == 150.0  # when it was last seen stays shown
+
+
+def test_an_instance_serves_its_own_schema_migrates_an_older_and_refuses_a_newer() -> None:
+    assert schema_step(stored=10, known=10) is SchemaStep.SERVE
+    assert schema_step(stored=9, known=10) is SchemaStep.MIGRATE
+    assert schema_step(stored=0, known=10) is SchemaStep.MIGRATE  # a new, empty database
+    assert schema_step(stored=11, known=10) is SchemaStep.REFUSE
