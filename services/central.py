@@ -286,8 +286,8 @@ class CentralService:
         """Wait for work, then serve one batch. Returns the number of requests served."""
         messages: list[Message] = []
         pending: list[Pending] = []
+        turn_started = time.monotonic()  # the wait in poll counts as the requests' time
         ready = dict(self.poller.poll(self._poll_timeout_ms()))
-        turn_started = time.monotonic()
         if self.zap is not None and self.zap.socket in ready:
             self.zap.answer_all()
         if self._broken is not None and not self._recover(self._broken, reopen=True):
@@ -326,8 +326,8 @@ class CentralService:
     def _poll_timeout_ms(self) -> int:
         deadline = self.state.next_deadline()
         wait = MAX_POLL_SECONDS if deadline is None else deadline - self.clock()
-        if self.state.background_pending:  # serve what is waiting, else the next piece
-            wait = 0.0
+        if self.state.background_pending:  # serve what comes soon, else the next piece
+            wait = min(wait, self.pacer.wait())
         return int(max(0.0, min(wait, MAX_POLL_SECONDS)) * 1000)
 
     def _drain(self) -> list[Message]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from dirac_like.services.pacing import Pacer
+from dirac_like.services.pacing import GRACE_SECONDS, Pacer
 
 
 def test_nothing_ran_yet_so_a_piece_is_due_at_once() -> None:
@@ -32,8 +32,8 @@ def test_the_next_piece_waits_until_requests_have_had_their_time() -> None:
     assert pacer.due(contended=True)
 
 
-def test_time_the_loop_spent_waiting_for_requests_is_not_counted_as_theirs() -> None:
-    # a quick client served now and then: only the turns' own time is paid off
+def test_only_the_turns_that_served_requests_pay_off_their_time() -> None:
+    # a client served now and then: the time between its requests is not its own
     pacer = Pacer(0.2)
     pacer.turned(10.0, 10.2, contended=True, piece=10.0)
     for tick in range(10):  # ten quick turns of 1 ms, 0.1 s apart
@@ -51,6 +51,15 @@ def test_a_turn_with_no_request_waiting_makes_the_next_piece_due_at_once() -> No
     assert pacer.owed == pytest.approx(0.8)  # the piece is paid for again
     pacer.turned(10.4, 10.4001, contended=False, piece=None)
     assert pacer.due(contended=True)
+
+
+def test_the_loop_waits_a_moment_for_requests_only_while_they_are_owed_time() -> None:
+    pacer = Pacer(0.2)
+    assert pacer.wait() == 0.0
+    pacer.turned(10.0, 10.2, contended=True, piece=10.0)
+    assert pacer.wait() == GRACE_SECONDS
+    pacer.turned(10.2, 11.0, contended=True, piece=None)  # paid (the poll's wait included)
+    assert pacer.wait() == 0.0
 
 
 def test_a_clock_that_went_backwards_owes_nothing() -> None:
