@@ -19,7 +19,7 @@ The times are a monotonic clock's, passed in. Pure: no I/O.
 
 from __future__ import annotations
 
-GRACE_SECONDS = 0.002  # how long the loop waits for a request before it makes the next piece
+GRACE_SECONDS = 0.005  # how long the loop waits for a request before it makes the next piece
 
 
 class Pacer:

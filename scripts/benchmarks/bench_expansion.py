@@ -86,6 +86,8 @@ def run(jobs: int, expand_slice: int, pingers: int) -> None:
             f"{jobs / all_made:,.0f} jobs/s made; service CPU {cpu:.2f} s: "
             f"{jobs / cpu:,.0f} jobs per CPU second; load average {os.getloadavg()[0]:.2f}"
         )
+        if not pingers:
+            return
         alone = len(before) / (started - min(sent for sent, _ in pings))
         print(
             f"  pings before ({pingers} client(s)): {len(before)}, {alone:,.0f}/s, median "
