@@ -140,8 +140,9 @@ class BulkConfig:
     # at least one): requests keep most of the service's time while a bulk action goes on.
     busy_share: float = 0.1
     # The most of the service's time that work in the background (bulk actions, slices of big
-    # submissions) may take: after a piece that took t seconds the loop waits for requests
-    # t * (1 - duty) / duty seconds before the next piece (services/pacing.py). 1: no pause.
+    # submissions) may take while requests keep the service busy: after a piece that took t
+    # seconds, requests waiting get t * (1 - duty) / duty seconds of the loop before the next
+    # piece; when none is waiting the next piece runs at once (services/pacing.py). 1: no pause.
     duty: float = 0.2
 
 

@@ -286,6 +286,7 @@ class CentralService:
         """Wait for work, then serve one batch. Returns the number of requests served."""
         messages: list[Message] = []
         pending: list[Pending] = []
+        turn_started = time.monotonic()  # the wait in poll counts as the requests' time
         ready = dict(self.poller.poll(self._poll_timeout_ms()))
         if self.zap is not None and self.zap.socket in ready:
             self.zap.answer_all()
@@ -301,15 +302,14 @@ class CentralService:
         background = self._background(len(pending))
         self.purge_identities(self.clock())
         self.commit_and_reply(pending, messages)
-        if background is not None:
-            self.pacer.worked(background, time.monotonic(), contended=bool(messages))
+        self.pacer.turned(turn_started, time.monotonic(), bool(messages), background)
         self.metrics.refresh(self.state, self.clock())
         return len(pending)
 
     def _background(self, served: int) -> float | None:
         """One piece of background work if one is due (a slice of a big submission, else a
         batch of a bulk action); when it started (None: none ran)."""
-        if not self.state.background_pending or not self.pacer.due(time.monotonic()):
+        if not self.state.background_pending or not self.pacer.due(contended=served > 0):
             return None
         started = time.monotonic()
         run_background(self.state, self.clock(), served)
@@ -326,8 +326,8 @@ class CentralService:
     def _poll_timeout_ms(self) -> int:
         deadline = self.state.next_deadline()
         wait = MAX_POLL_SECONDS if deadline is None else deadline - self.clock()
-        if self.state.background_pending:
-            wait = min(wait, self.pacer.wait(time.monotonic()))
+        if self.state.background_pending:  # serve what comes soon, else the next piece
+            wait = min(wait, self.pacer.wait())
         return int(max(0.0, min(wait, MAX_POLL_SECONDS)) * 1000)
 
     def _drain(self) -> list[Message]:

@@ -28,25 +28,58 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from dirac_like.description import JobDescription
-from dirac_like.model import SubmissionRecord
+from dirac_like.model import Requirements, SubmissionRecord
 
 from .journal import Journal
 
 
-@dataclass(frozen=True)
-class PreparedJob:
-    """One job of a submission, checked and ready to be made."""
+@dataclass
+class PreparedJobs:
+    """The jobs of a submission, checked and ready to be made: one list per part, item i of
+    each for job i (no object per job: a bulk submission has hundreds of thousands)."""
 
-    description: JobDescription
-    packed: bytes  # its stored description
-    sandbox: str  # sha256 of its input sandbox ('' if none)
-    failure: str  # why it fails at once (input data not in the catalog), '' if it does not
+    descriptions: list[JobDescription]
+    packed: list[bytes]  # each one's stored description
+    sandboxes: list[str]  # sha256 of each one's input sandbox ('' if none)
+    failures: list[str]  # why each fails at once (input data not in the catalog), '' if not
+    requirements: list[Requirements]  # the same object for the jobs that need the same
+
+    def __len__(self) -> int:
+        return len(self.descriptions)
+
+    def part(self, start: int, end: int) -> PreparedJobs:
+        """Jobs ``start`` to ``end - 1``."""
+        return PreparedJobs(
+            self.descriptions[start:end],
+            self.packed[start:end],
+            self.sandboxes[start:end],
+            self.failures[start:end],
+            self.requirements[start:end],
+        )
+
+
+class SharedRequirements:
+    """The requirements of many jobs, one object per distinct requirements: the jobs of a
+    parametric submission share one or a few, so this is cheaper than
+    ``JobDescription.requirements`` for each, and the caller can look their task queue up once
+    per distinct object (``is``)."""
+
+    def __init__(self) -> None:
+        self.known: dict[tuple[object, ...], Requirements] = {}
+
+    def of(self, d: JobDescription) -> Requirements:
+        key = (d.sites, d.banned_sites, d.platforms, d.tags, d.grid_ces, d.number_of_processors,
+               d.max_processors, d.smp_granularity, d.max_ram_mb, d.cpu_time)  # fmt: skip
+        found = self.known.get(key)
+        if found is None:
+            found = self.known[key] = d.requirements()
+        return found
 
 
 @dataclass
 class Expansion:
     record: SubmissionRecord
-    jobs: list[PreparedJob]  # all of the submission's jobs, in order
+    jobs: PreparedJobs  # all of the submission's jobs, in order
 
     @property
     def left(self) -> int:
@@ -58,7 +91,7 @@ class ExpansionBook:
         self.journal = journal
         self.expansions: dict[int, Expansion] = {}  # by first job id, oldest first
 
-    def start(self, record: SubmissionRecord, jobs: list[PreparedJob]) -> None:
+    def start(self, record: SubmissionRecord, jobs: PreparedJobs) -> None:
         """A submission accepted whole, to be expanded from ``record.expanded`` on."""
         self.expansions[record.first_job_id] = Expansion(record, jobs)
         self.journal.changes.submissions[record.first_job_id] = record
@@ -84,7 +117,7 @@ class ExpansionBook:
                 return expansion.record
         return None
 
-    def next_slice(self, size: int) -> tuple[SubmissionRecord, list[PreparedJob]] | None:
+    def next_slice(self, size: int) -> tuple[SubmissionRecord, PreparedJobs] | None:
         """The oldest submission in progress and its next ``size`` jobs, marked made (the
         caller makes them in the same batch): (the record before, the jobs)."""
         for first, expansion in self.expansions.items():
@@ -95,5 +128,5 @@ class ExpansionBook:
             self.journal.changes.submissions[first] = None if done else expansion.record
             if done:
                 del self.expansions[first]
-            return before, expansion.jobs[before.expanded : end]
+            return before, expansion.jobs.part(before.expanded, end)
         return None

@@ -13,7 +13,7 @@ Reads the catalog only; changes nothing.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from dirac_like.description import JobDescription
 
@@ -22,8 +22,7 @@ from .catalog import GOOD, Catalog, StorageBoard
 LFN_PREFIX = "LFN:"
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(NamedTuple):  # a tuple: made for each job of a bulk submission
     description: JobDescription  # with the sites its data allows
     failure: str  # why the job must fail at once ('' if it may run)
 

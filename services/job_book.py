@@ -55,6 +55,7 @@ SUBMISSION_PATH = (
 )
 for _earlier, _later in itertools.pairwise(SUBMISSION_PATH):
     check_transition(0, _earlier[0], _later[0])  # the path follows the one transition table
+_PATH_VALUES = tuple((status.value, minor, source) for status, minor, source in SUBMISSION_PATH)
 
 
 # Where a job may be after the stall rule took an attempt away, before another pilot has it.
@@ -219,18 +220,22 @@ class JobBook:
         packed: bytes | None = None,
         minor: str = "",
         job_id: int = 0,
+        task_queue: TaskQueue | None = None,
     ) -> JobRecord:
         """A new job, straight to Waiting along SUBMISSION_PATH (bulk submissions take this
         path by the hundred thousand, so it writes the three history rows directly).
         ``packed``: :func:`pack_description` of ``description``, if the caller has it; ``minor``:
         its minor status in Waiting, if not the usual one (no known CE can run it); ``job_id``:
-        one :meth:`reserve` gave (0: the next one)."""
+        one :meth:`reserve` gave (0: the next one); ``task_queue``: :meth:`task_queue_for` its
+        requirements, if the caller has it (the jobs of a bulk submission share a few)."""
         if not job_id:
             job_id = self.next_job_id
             self.next_job_id += 1
         if description.holds_job_id:
             description, packed = with_job_id(description, job_id), None  # %j, as DIRAC's JobDB
-        task_queue = self._task_queue_for(owner, group, description.requirements())
+            task_queue = None  # its requirements may hold the job id too
+        if task_queue is None:
+            task_queue = self.task_queue_for(owner, group, description.requirements())
         job = JobRecord(
             job_id=job_id,
             owner=owner,
@@ -250,13 +255,11 @@ class JobBook:
         changes = self.journal.changes
         changes.new_jobs.append((job, packed or pack_description(description)))
         self.journal.new_descriptions[job_id] = description.attributes
-        changes.history.extend(
-            HistoryEntry(job_id, status.value, step_minor, "", now, source)
-            for status, step_minor, source in SUBMISSION_PATH[:-1]
-        )
-        status, _, source = SUBMISSION_PATH[-1]  # its minor status: the job's own
-        changes.history.append(
-            HistoryEntry(job_id, status.value, job.minor_status, "", now, source)
+        first, second, last = _PATH_VALUES
+        changes.history += (
+            HistoryEntry(job_id, first[0], first[1], "", now, first[2]),
+            HistoryEntry(job_id, second[0], second[1], "", now, second[2]),
+            HistoryEntry(job_id, last[0], job.minor_status, "", now, last[2]),  # its own minor
         )
         task_queue.push(job_id, job.priority)
         self.waiting_by_owner[owner] += 1
@@ -268,7 +271,9 @@ class JobBook:
         self.next_job_id += count
         return first
 
-    def _task_queue_for(self, owner: str, group: str, requirements: Requirements) -> TaskQueue:
+    def task_queue_for(self, owner: str, group: str, requirements: Requirements) -> TaskQueue:
+        """The live task queue of jobs with these owner, group and requirements (made if
+        there is none)."""
         task_queue = self.matcher.find(owner, group, requirements)
         if task_queue is not None:
             return task_queue

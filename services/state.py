@@ -58,7 +58,7 @@ from dirac_like.why import never_reasons
 
 from .bulk import BulkBook
 from .catalog import Catalog, StorageBoard
-from .expansion import ExpansionBook, PreparedJob
+from .expansion import ExpansionBook, PreparedJobs, SharedRequirements
 from .grid_log import GridLog
 from .input_data import resolve_input_data
 from .job_book import JobBook, pack_description
@@ -347,46 +347,53 @@ class CentralState:
 
     def _prepare(
         self, descriptions: list[JobDescription], holder: str | None, checking: bool
-    ) -> list[PreparedJob]:
+    ) -> PreparedJobs:
         """Each job ready to be made; ``checking``: each description's size and input sandbox
         checked (not again for a submission resumed after a restart). InputData: the sites of
         the replicas become the job's Site requirement (no lookup for jobs without InputData);
         what is stored is the resolved description."""
-        resolved = [
-            resolve_input_data(
-                self.catalog, self.storage, description, self.config.data.input_data_anywhere
-            )
-            for description in descriptions
-        ]
-        packed = [pack_description(item.description) for item in resolved]
+        anywhere = self.config.data.input_data_anywhere
+        failures = [""] * len(descriptions)
+        for index, description in enumerate(descriptions):
+            if description.input_data:
+                resolved = resolve_input_data(self.catalog, self.storage, description, anywhere)
+                descriptions[index], failures[index] = resolved.description, resolved.failure
+        packed = list(map(pack_description, descriptions))
         if checking:
             for index, size in enumerate(map(len, packed)):
                 self.submission_limits.check_size(index, size)
         sandboxes = [
             self.sandbox_index.input_of(description, holder, checking)
+            if description.input_sandbox
+            else ""
             for description in descriptions
         ]
-        return [
-            PreparedJob(item.description, stored, sandbox, item.failure)
-            for item, sandbox, stored in zip(resolved, sandboxes, packed, strict=True)
-        ]
+        shared = SharedRequirements()
+        requirements = list(map(shared.of, descriptions))
+        return PreparedJobs(descriptions, packed, sandboxes, failures, requirements)
 
     def _make_jobs(
-        self, prepared: list[PreparedJob], owner: str, group: str, now: float, first_id: int = 0
+        self, prepared: PreparedJobs, owner: str, group: str, now: float, first_id: int = 0
     ) -> list[int]:
         """Make the jobs (ids from ``first_id`` on, if reserved; else the next ones), each
         with a minor status saying so if no known CE can run it."""
         job_ids = []
         never = NeverRunnable(self, group)
-        for index, item in enumerate(prepared):
+        shared: Requirements | None = None
+        parts = zip(prepared.descriptions, prepared.packed, prepared.requirements, strict=True)
+        for index, (description, packed, requirements) in enumerate(parts):
             job_id = first_id + index if first_id else 0
-            minor = never.minor_status(item.description.requirements())
-            job = self.book.add(item.description, owner, group, now, item.packed, minor, job_id)
+            if requirements is not shared:  # decided once for the jobs that share them
+                shared = requirements
+                minor = never.minor_status(requirements)
+                task_queue = self.book.task_queue_for(owner, group, requirements)
+            job = self.book.add(description, owner, group, now, packed, minor, job_id, task_queue)
             job_ids.append(job.job_id)
-            if item.sandbox:
-                self.sandbox_index.attach(job.job_id, "input", item.sandbox)
-            if item.failure:
-                self.book.set_status(job, S.FAILED, item.failure[:256], "InputData", now)
+            if prepared.sandboxes[index]:
+                self.sandbox_index.attach(job.job_id, "input", prepared.sandboxes[index])
+            if prepared.failures[index]:
+                failure = prepared.failures[index][:256]
+                self.book.set_status(job, S.FAILED, failure, "InputData", now)
         if job_ids and not first_id:
             log.info("%s/%s submitted jobs %d..%d", owner, group, job_ids[0], job_ids[-1])
         return job_ids
@@ -415,7 +422,7 @@ class CentralState:
             if len(prepared) != record.count:  # cannot be, unless the parser changed
                 log.error("submission of jobs %d..: %d jobs parsed again, %d stored",
                           record.first_job_id, len(prepared), record.count)  # fmt: skip
-                prepared = prepared[: record.count]
+                prepared = prepared.part(0, record.count)
                 record = dataclasses.replace(record, count=len(prepared))
             self.expansions.start(record, prepared)
             log.info("submission of jobs %d..%d: resumed at %d", record.first_job_id,

@@ -945,7 +945,7 @@ def load_state(db: Database) -> LoadedState:
     """Every table ``load`` returns, read through ``db`` (a connection, or anything with the
     same ``execute``: the PostgreSQL store passes its dialect translator)."""
     return LoadedState(
-        jobs=[_job_from_row(row) for row in db.execute(SELECT_JOBS)],
+        jobs=list(map(_SharedValues().job, db.execute(SELECT_JOBS))),
         task_queues=[_task_queue_from_row(*r) for r in db.execute(SELECT_TASK_QUEUES)],
         sites=[
             SiteRecord(
@@ -990,14 +990,32 @@ def _next_pilot_number(db: Database) -> int:
     return int(row[0]) if row else 1
 
 
-def _job_from_row(row: tuple[Any, ...]) -> JobRecord:
-    job = JobRecord(*row)
-    try:
-        job.status = _STATUS_BY_VALUE[row[5]]
-    except KeyError:
-        raise StoreError(f"job {job.job_id} has an unknown status {row[5]!r}") from None
-    job.kill_requested = bool(job.kill_requested)
-    return job
+class _SharedValues:
+    """The jobs read back, with their equal strings and times as one object each: millions of
+    jobs have a few owners, groups, sites and minor statuses, and the waiting ones were made a
+    slice at a time (their times repeat). A job's memory in the service is then mostly its
+    record (docs/performance.md, issue 15)."""
+
+    def __init__(self) -> None:
+        self.strings: dict[str, str] = {}
+        self.times: dict[float, float] = {}
+
+    def job(self, row: tuple[Any, ...]) -> JobRecord:
+        (job_id, owner, group, task_queue_id, priority, status, minor, application, site, name,
+         pilot, attempt, reschedules, *times, kill) = row  # fmt: skip
+        text, time = self.strings.setdefault, self.times.setdefault
+        submitted, updated, matched_at, deadline, heartbeat_at = times
+        try:
+            known = _STATUS_BY_VALUE[status]
+        except KeyError:
+            raise StoreError(f"job {job_id} has an unknown status {status!r}") from None
+        return JobRecord(
+            job_id, text(owner, owner), text(group, group), task_queue_id, priority, known,
+            text(minor, minor), text(application, application), text(site, site),
+            text(name, name), text(pilot, pilot), attempt, reschedules,
+            time(submitted, submitted), time(updated, updated), time(matched_at, matched_at),
+            time(deadline, deadline), time(heartbeat_at, heartbeat_at), bool(kill),
+        )  # fmt: skip
 
 
 def _task_queue_from_row(

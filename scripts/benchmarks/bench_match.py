@@ -35,6 +35,7 @@ import argparse
 import multiprocessing
 import os
 import random
+import shutil
 import statistics
 import sys
 import time
@@ -57,6 +58,7 @@ SITES = [f"LCG.Site{n:02d}.org" for n in range(60)]
 GROUPS = {"lhcb_mc": 50, "lhcb_user": 20, "lhcb_data": 15, "lhcb_calib": 10, "lhcb_test": 5}
 TASK_QUEUES = 500
 SLOW = RetryPolicy(timeout=600, retries=0)
+RUN = uuid.uuid4().hex[:8]  # in the pilot ids: a kept store's pilots of an earlier run hold jobs
 
 
 def se_name(site: str) -> str:
@@ -117,18 +119,21 @@ def task_queue_jdl(
 
 
 def fill(endpoint: str, waiting: int, data: bool = False) -> float:
-    """Submit ``waiting`` jobs in TASK_QUEUES task queues; returns jobs stored per second.
+    """Submit ``waiting`` jobs in TASK_QUEUES task queues; returns jobs made per second (until
+    the last one is made: big submissions are made a slice at a time, oldest first).
     ``data``: each task queue's sites come from the replicas of its InputData."""
     rng = random.Random(42)
     per_queue = [
         waiting // TASK_QUEUES + (1 if i < waiting % TASK_QUEUES else 0) for i in range(TASK_QUEUES)
     ]
     started = time.perf_counter()
+    last = 0
     with Client(endpoint, SLOW) as client:
         for index, count in enumerate(per_queue):
             if count:
                 jdl, owner, group = task_queue_jdl(index, count, rng, client if data else None)
-                client.submit([jdl], owner=owner, group=group)
+                last = client.submit([jdl], owner=owner, group=group)[-1]
+        wait_made(client, last)
     return waiting / (time.perf_counter() - started)
 
 
@@ -217,7 +222,7 @@ def pilot_frame(index: int) -> bytes:
     return request_frame(
         "request_job",
         {
-            "pilot_id": f"bench-pilot-{index}",
+            "pilot_id": f"bench-pilot-{RUN}-{index}",
             "resources": {"site": site, "cores": 1, "memory_mb": 4000, "cpu_time_left": 86400 * 2},
         },
     )
@@ -271,27 +276,48 @@ def fresh_service(home: Path | None = None) -> ServiceProcess:
         home = scratch_folder("bench-match-")
         store_url = new_database(POSTGRES_URL) if POSTGRES_URL else ""
         (home / "bench.toml").write_text(config_text(ARGS.synchronous, store_url))
-    service = ServiceProcess.start_central(home / "home", home / "bench.toml")
+    service = ServiceProcess.start_central(home / "home", home / "bench.toml", timeout=1800)
     os.environ["DIRAC_LIKE_IDENTITY"] = str(service.identity_path)  # its admin, for the clients
     return service
 
 
-def measure(waiting: int, clients: int, seconds: float, data: bool = False) -> dict[str, float]:
+def filled_home(waiting: int, data: bool) -> tuple[Path, float]:
+    """The folder of a home filled with ``waiting`` jobs (its service stopped once they are
+    all made), and the fill rate. With ``--pools DIR`` the filled home is moved to
+    DIR/waiting-N and used again by later runs (fill rate 0: not filled in this run)."""
+    kept = Path(ARGS.pools) / f"waiting-{waiting}{'-data' if data else ''}" if ARGS.pools else None
+    if kept is not None and (kept / "filled").exists():
+        return kept, 0.0
     service = fresh_service()
     try:
         fill_rate = fill(service.endpoint, waiting, data)
-        # Restart, so the matching is measured in the steady state, not while the store still
-        # digests the fill; this also times rebuilding the state from the store.
-        service.stop()
-        started = time.perf_counter()
-        service = fresh_service(service.home.parent)
-        restart = time.perf_counter() - started
+    finally:
+        service.stop(grace=600)
+    folder = service.home.parent
+    if kept is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(shutil.move(folder, kept))
+        (kept / "filled").write_text(f"{fill_rate:.0f}\n")
+    return folder, fill_rate
+
+
+def measure(waiting: int, clients: int, seconds: float, data: bool = False) -> dict[str, float]:
+    folder, fill_rate = filled_home(waiting, data)
+    # Restarted after the fill, so the matching is measured in the steady state, not while the
+    # store still digests the fill; this also times rebuilding the state from the store.
+    started = time.perf_counter()
+    service = fresh_service(folder)
+    restart = time.perf_counter() - started
+    try:
         process = psutil.Process(service.pid)
+        restart_cpu = sum(process.cpu_times()[:2])  # less sensitive to a loaded machine
         resident = process.memory_info().rss
-        tokens = site_tokens(service.endpoint)
-        cpu = sum(process.cpu_times()[:2])
+        with Client(service.endpoint, SLOW) as client:
+            waiting = sum(q.waiting for q in client.task_queues())  # a kept store: fewer left
         # The same number of matches at every size (at most half the pool, so the rate is
         # measured at about this many waiting jobs).
+        tokens = site_tokens(service.endpoint)
+        cpu = sum(process.cpu_times()[:2])
         count, latencies, elapsed = drive(
             service.endpoint,
             clients,
@@ -305,18 +331,22 @@ def measure(waiting: int, clients: int, seconds: float, data: bool = False) -> d
             left = sum(q.waiting for q in client.task_queues())
         # Every reply in flight when the generator stopped may still have matched a job.
         assert waiting - count - clients <= left <= waiting - count, (left, waiting, count)
+        bulk = bulk_rate(service.endpoint) if ARGS.bulk_into_pool else 0.0
     finally:
-        service.stop()
+        service.stop(grace=600)
     return {
+        "bulk": bulk,
         "waiting": waiting,
         "fill": fill_rate,
         "restart": restart,
+        "restart_cpu": restart_cpu,
         "rss": resident,
         "rate": count / elapsed,
         "matches": count,
         "p50": statistics.median(latencies),
         "p99": percentile(latencies, 0.99),
         "cpu_per_match": cpu / max(count, 1),
+        "load": os.getloadavg()[0],
     }
 
 
@@ -347,13 +377,17 @@ def run_store(store: str, ceiling: float) -> dict[str, float]:
     results = [measure(size, ARGS.clients, ARGS.seconds) for size in ARGS.sizes]
     for row in results:
         per_job = (row["rss"] - baseline) / row["waiting"]
+        filled = f"filled at {row['fill']:,.0f} jobs/s" if row["fill"] else "kept store"
         print(
-            f"{row['waiting']:>9,} waiting (filled at {row['fill']:,.0f} jobs/s, "
-            f"restart with them {row['restart']:.1f} s, {row['rss'] / 2**20:,.0f} MiB resident: "
+            f"{row['waiting']:>9,} waiting ({filled}, "
+            f"restart with them {row['restart']:.1f} s (CPU {row['restart_cpu']:.1f} s), "
+            f"{row['rss'] / 2**20:,.0f} MiB resident: "
             f"{per_job:,.0f} bytes per waiting job): "
             f"{row['rate']:,.0f} matches/s over {row['matches']:,.0f} matches, "
             f"p50 {row['p50']:.2f} ms, p99 {row['p99']:.2f} ms, "
             f"service CPU {row['cpu_per_match'] * 1e6:.0f} us per match"
+            + (f"; then 100,000 more jobs made at {row['bulk']:,.0f} jobs/s" if row["bulk"] else "")
+            + f" (load average {row['load']:.2f})"
         )
     if len(results) > 1:
         ratio = results[-1]["rate"] / results[0]["rate"]
@@ -369,7 +403,7 @@ def run_store(store: str, ceiling: float) -> dict[str, float]:
     bulk = 0.0
     if not ARGS.no_bulk:
         bulk = measure_bulk()
-        print(f"one parametric submission of 100,000 jobs: {bulk:,.0f} jobs/s stored")
+        print(f"one parametric submission of 100,000 jobs: {bulk:,.0f} jobs/s made")
     return {"rate": results[-1]["rate"], "bulk": bulk, "waiting": results[-1]["waiting"]}
 
 
@@ -416,6 +450,16 @@ if __name__ == "__main__":
         "--input-data", action="store_true", help="also match jobs sent where their InputData is"
     )
     parser.add_argument("--no-bulk", action="store_true", help="skip the bulk submission figure")
+    parser.add_argument(
+        "--pools",
+        default="",
+        help="a folder where each size's filled SQLite home is kept and used again by later runs",
+    )
+    parser.add_argument(
+        "--bulk-into-pool",
+        action="store_true",
+        help="also time 100,000 jobs made by a service holding each size (after its matching)",
+    )
     add_keep_option(parser)
     ARGS = parser.parse_args()
     POSTGRES_URL = ""

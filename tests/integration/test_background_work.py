@@ -7,6 +7,7 @@ leave: every batch is one transaction)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -185,10 +186,10 @@ def test_a_bulk_action_goes_on_after_a_restart_and_acts_on_each_job_once(home: P
         second.close()
 
 
-def test_between_two_batches_the_loop_serves_requests_and_waits_instead_of_spinning(
+def test_between_two_batches_requests_waiting_are_served_first_and_an_idle_turn_goes_on(
     home: Path,
 ) -> None:
-    # A duty so small that the next batch is not due for a long while after the first
+    # A duty so small that the requests are owed the loop for a long while after a batch
     paced = Config(bulk=BulkConfig(batch=10, duty=1e-6))
     service = Service(home, paced)
     try:
@@ -200,9 +201,51 @@ def test_between_two_batches_the_loop_serves_requests_and_waits_instead_of_spinn
         taken = service.state.bulk.get(bulk_id).position
         assert taken > 0  # a first batch ran in the loop that accepted the action
 
-        assert service.service._poll_timeout_ms() > 0  # the loop will sleep in poll
         service.send(alice, "p1", Op.STATUS, JobIdsArgs([1]))
-        assert service.served(alice).ok  # requests are served meanwhile...
+        assert service.served(alice).ok  # a request waiting is served...
         assert service.state.bulk.get(bulk_id).position == taken  # ...and no batch is taken
+        assert service.service.loop() == 0  # nobody waiting: the next batch at once
+        assert service.state.bulk.get(bulk_id).position > taken
     finally:
         service.close()
+
+
+def test_defect_14_a_request_sent_during_a_big_submission_waits_for_one_slice_at_most(
+    home: Path,
+) -> None:
+    sliced = Config(limits=LimitsConfig(expand_slice=100))  # the default duty (0.2)
+    service = Service(home, sliced)
+    try:
+        alice, bob = service.dealer(), service.dealer()
+        service.send(alice, "a1", Op.SUBMIT, SubmitArgs([BIG], "alice", "users"))
+        accepted = service.served(alice).result["job_ids"]
+        made_while_waiting = []
+        for turn in itertools.count():
+            if not service.state.expansions.pending:
+                break
+            before = len(owned_by(service, "alice"))
+            service.send(bob, f"b{turn}", Op.STATUS, JobIdsArgs([accepted[-1]]))
+            assert service.service.loop() == 1  # served in the next loop turn...
+            assert bob.poll(0) and decode_reply(bob.recv()).ok
+            made_while_waiting.append(len(owned_by(service, "alice")) - before)
+            service.service.loop()  # ...and a turn with nobody waiting makes the next slice
+        assert max(made_while_waiting) <= 100  # bob waited for one slice at most
+        assert len(made_while_waiting) <= 9  # an idle turn made a slice each time
+        assert owned_by(service, "alice") == accepted
+        service.state.validate()
+    finally:
+        service.close()
+
+
+def test_an_idle_service_makes_a_slice_of_a_big_submission_every_loop_turn(home: Path) -> None:
+    idle = Service(home, Config(limits=LimitsConfig(expand_slice=100)))  # default duty (0.2)
+    try:
+        alice = idle.dealer()
+        idle.send(alice, "a1", Op.SUBMIT, SubmitArgs([BIG], "alice", "users"))
+        assert idle.served(alice).ok
+        [expansion] = idle.state.expansions.expansions.values()
+        slices_left = -(-expansion.left // 100)
+        assert slices_left > 1
+        assert idle.finish_background() == slices_left  # one per turn, no pause in between
+    finally:
+        idle.close()
