@@ -24,6 +24,7 @@ import itertools
 import logging
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
@@ -60,6 +61,19 @@ _PATH_VALUES = tuple((status.value, minor, source) for status, minor, source in 
 
 # Where a job may be after the stall rule took an attempt away, before another pilot has it.
 NOT_STARTED_AGAIN = frozenset({S.RESCHEDULED, S.WAITING})
+
+
+@dataclass(frozen=True)
+class LostAttempt:
+    """An attempt the stall rule took from its pilot: enough to take its late Done
+    (:meth:`JobBook.reported_job`) and to account for it as the attempt that ran."""
+
+    attempt: int
+    pilot_id: str
+    site: str
+    ce: str
+    cores: int
+    matched_at: float
 
 
 def pack_description(description: JobDescription) -> bytes:
@@ -106,7 +120,7 @@ class JobBook:
         # the attempt (and its pilot) the stall rule took from each job not matched again since:
         # that attempt's late Done is the job's end (see :meth:`reported_job`). Not stored: after
         # a restart or a failover such a late report is refused as stale, as any other.
-        self.lost_attempts: dict[int, tuple[int, str]] = {}
+        self.lost_attempts: dict[int, LostAttempt] = {}
         # for the metrics: jobs by (status, site, group) now, and counts since start-up
         self.tally: Counter[tuple[JobStatus, str, str]] = Counter()
         self.entered: Counter[JobStatus] = Counter()  # transitions into each status
@@ -197,7 +211,8 @@ class JobBook:
             job = self.jobs[job_id]
             late_done = (
                 status is S.DONE
-                and self.lost_attempts.get(job_id) == (attempt, pilot_id)
+                and (lost := self.lost_attempts.get(job_id)) is not None
+                and (lost.attempt, lost.pilot_id) == (attempt, pilot_id)
                 and job.status in NOT_STARTED_AGAIN
             )
             if not late_done:
@@ -325,17 +340,29 @@ class JobBook:
     def _account(
         self, job: JobRecord, status: JobStatus, minor: str, usage: JobUsage | None, now: float
     ) -> None:
-        """The accounting record of the attempt that ends now (before its cores are released)."""
+        """The accounting record of the attempt that ends now (before its cores are released);
+        a late Done is that of the attempt the stall rule took (where and how it ran)."""
         held = job.status in ACTIVE_STATUSES
         usage = usage or self.last_usage.get(job.job_id)
         cores = self.cores(job) if held else 0
         ce = self.placed_ce.get(job.job_id, "") if held else ""
+        ran = job
+        lost = self.lost_attempts.get(job.job_id)
+        if not held and status is S.DONE and lost is not None:
+            held, cores, ce = True, lost.cores, lost.ce
+            ran = replace(
+                job,
+                attempt=lost.attempt,
+                pilot_id=lost.pilot_id,
+                site=lost.site,
+                matched_at=lost.matched_at,
+            )
         self.journal.changes.job_accounting.append(
-            job_record(job, status.value, minor, cores, usage, held, now, ce)
+            job_record(ran, status.value, minor, cores, usage, held, now, ce)
         )
         if held and usage is not None and (usage.cpu_seconds or usage.peak_rss_mb):
             self.journal.changes.usage_samples.append(
-                (job.job_id, job.attempt, now, usage.cpu_seconds, usage.peak_rss_mb)
+                (job.job_id, ran.attempt, now, usage.cpu_seconds, usage.peak_rss_mb)
             )
 
     def _enter(self, job: JobRecord, old: JobStatus, now: float) -> None:
@@ -508,7 +535,14 @@ class JobBook:
             if job.kill_requested:
                 self.set_status(job, S.KILLED, "Killed: pilot lost", "StalledJobs", now)
             else:
-                lost = (job.attempt, job.pilot_id)
+                lost = LostAttempt(
+                    job.attempt,
+                    job.pilot_id,
+                    job.site,
+                    self.placed_ce.get(job.job_id, ""),
+                    self.cores(job),
+                    job.matched_at,
+                )
                 self.reschedule(job, "Job stalled: pilot lost", "StalledJobs", now)
                 if job.status in NOT_STARTED_AGAIN:
                     self.lost_attempts[job.job_id] = lost

@@ -176,6 +176,27 @@ def test_a_lost_job_is_charged_with_its_last_heartbeat() -> None:
     assert not book.last_usage
 
 
+def test_a_late_done_is_accounted_as_the_attempt_that_ran() -> None:
+    """Issue 18: a Done the stall rule had taken away (its pilot came back late) is the record
+    of the attempt that ran, on that pilot, site, CE and cores; not of the next attempt."""
+    book = new_book()
+    job = running(book, now=5.0, cores=2)
+    book.placed_ce[job.job_id] = "ce1"
+    ran = (job.attempt, job.pilot_id, job.site)
+    book.expire(200.0)  # Stalled
+    book.expire(300.0)  # Rescheduled: a new attempt, not matched to anyone yet
+    assert job.status is S.RESCHEDULED and job.attempt == ran[0] + 1
+
+    late = book.reported_job(job.job_id, ran[0], ran[1], S.DONE)
+    book.report(late, S.DONE, "Execution Complete", "", "pilot p1", 310.0, USAGE, "p1")
+
+    [record] = records(book)
+    assert (record.attempt, record.pilot_id, record.site, record.ce) == (*ran, "ce1")
+    assert (record.status, record.cores, record.started) == ("Done", 2, 5.0)
+    assert record.wall_seconds == USAGE.wall_seconds
+    book.validate()
+
+
 def test_a_job_handed_back_is_not_a_finished_job() -> None:
     book = new_book()
     job = running(book)
