@@ -179,6 +179,7 @@ class CentralService:
         self.endpoint = ""
         self.stopping = False
         self._poisoned = False
+        self._new_since_freeze = 0  # jobs made since the last gc.freeze
         self._broken: StoreError | None = None  # the store could not be reopened: retry
         self._next_purge = clock() + PURGE_SECONDS
         self.pacer = Pacer(config.bulk.duty)
@@ -517,8 +518,12 @@ class CentralService:
     def _commit(self, requests: int) -> None:
         """Write what the state changed since the last commit, in one transaction."""
         changes = self.state.take_changes()
-        if len(changes.new_jobs) >= FREEZE_AFTER_NEW_JOBS:
-            gc.freeze()  # a bulk submission: its records live long, keep them out of collections
+        self._new_since_freeze += len(changes.new_jobs)
+        if self._new_since_freeze >= FREEZE_AFTER_NEW_JOBS:
+            # Bulk submissions (made 5,000 jobs a slice): their records live long, keep them
+            # out of collections.
+            gc.freeze()
+            self._new_since_freeze = 0
         if self._poisoned:
             raise InternalError("a request failed inside the service")
         self._save_identities()

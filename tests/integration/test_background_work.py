@@ -7,6 +7,7 @@ leave: every batch is one transaction)."""
 
 from __future__ import annotations
 
+import gc
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from dirac_like.protocol import (
     SubmitArgs,
     decode_reply,
 )
+from dirac_like.services import central
 from dirac_like.states import JobStatus
 
 BIG = 'Executable = "/bin/echo"; Arguments = "%s"; Parameters = 1000; ParameterStart = 1;'
@@ -249,3 +251,24 @@ def test_an_idle_service_makes_a_slice_of_a_big_submission_every_loop_turn(home:
         assert idle.finish_background() == slices_left  # one per turn, no pause in between
     finally:
         idle.close()
+
+
+def test_the_jobs_of_a_big_submission_made_in_slices_are_frozen_out_of_collections(
+    home: Path,
+) -> None:
+    """Slices (here 100 jobs) are each below FREEZE_AFTER_NEW_JOBS: the count is kept across
+    commits, so a big submission's long-lived records still leave the garbage collector's
+    generations (they did not when the check was per commit)."""
+    sliced = Service(home, Config(limits=LimitsConfig(expand_slice=100), bulk=BulkConfig(duty=1.0)))
+    try:
+        alice = sliced.dealer()
+        sliced.send(alice, "a1", Op.SUBMIT, SubmitArgs([BIG], "alice", "users"))
+        assert sliced.served(alice).ok
+        frozen = gc.get_freeze_count()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(central, "FREEZE_AFTER_NEW_JOBS", 500)
+            sliced.finish_background()
+        assert len(owned_by(sliced, "alice")) == 1000
+        assert gc.get_freeze_count() > frozen
+    finally:
+        sliced.close()
