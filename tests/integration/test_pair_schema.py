@@ -28,6 +28,7 @@ from dirac_like.store.postgres_pair import (
     TRY_LEADER_LOCK,
     LeaderFence,
 )
+from dirac_like.testing import wait_for
 
 PAIR_TABLES = {
     "ha_instances", "ha_files", "ha_audit", "ha_sandboxes", "ha_sandbox_parts",
@@ -171,7 +172,9 @@ def test_a_leaders_writes_beside_its_session_are_refused_once_it_lost_the_lock(
     try:
         written = sandboxes.put(b"while leading")
         audit.record("ban S", 1000.0)
-        leader.close()  # the lock goes with the session
+        backend = leader.info.backend_pid
+        leader.close()  # the lock goes with the session, once its backend has ended
+        wait_for(lambda: backend_gone(postgres_url, backend), "the leader's backend to end")
 
         with pytest.raises(OSError, match="no longer holds the leader lock"):
             sandboxes.put(b"after the lead was lost")
@@ -189,6 +192,14 @@ def test_a_leaders_writes_beside_its_session_are_refused_once_it_lost_the_lock(
     with psycopg.connect(postgres_url, autocommit=True) as connection:
         assert connection.execute("SELECT line FROM ha_audit").fetchall() == [("ban S",)]
     assert "ban T" in (tmp_path / "logs" / "audit.log").read_text()
+
+
+def backend_gone(url: str, pid: int) -> bool:
+    """Whether the server backend ``pid`` has ended (a closed client's backend ends a moment
+    later, and its advisory locks with it)."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        found = connection.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,))
+        return found.fetchone() is None
 
 
 def test_a_fenced_write_under_way_holds_a_migration_off(postgres_url: str) -> None:
