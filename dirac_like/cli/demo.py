@@ -214,6 +214,11 @@ def issue_identities(admin: Client, plan: DemoPlan, home: Path) -> dict[str, Pat
     return files
 
 
+def as_client(endpoint: str, home: Path, identity: Path) -> list[str]:
+    """The flags that make a demo daemon a client of the demo's service, as ``identity``."""
+    return ["--server", endpoint, "--home", str(home), "--identity", str(identity)]
+
+
 def start_director(home: Path, site: str, endpoint: str, identity: Path) -> DirectorProcess:
     """``dirac-like agent director`` for ``site``, in its own session (Ctrl-C reaches only the
     demo, which stops it in order)."""
@@ -223,12 +228,7 @@ def start_director(home: Path, site: str, endpoint: str, identity: Path) -> Dire
         str(home / "sites"),
         "--config",
         str(home / "director.toml"),
-        "--server",
-        endpoint,
-        "--home",
-        str(home),
-        "--identity",
-        str(identity),
+        *as_client(endpoint, home, identity),
     ]
     return start_daemon(home, command, f"director-{site}.stderr", site)
 
@@ -241,12 +241,7 @@ def start_monitoring(home: Path, endpoint: str, identity: Path) -> DirectorProce
         str(home / "sites"),
         "--config",
         str(home / "monitoring.toml"),
-        "--server",
-        endpoint,
-        "--home",
-        str(home),
-        "--identity",
-        str(identity),
+        *as_client(endpoint, home, identity),
     ]
     return start_daemon(home, command, "monitoring.stderr", "", "monitoring agent")
 
@@ -257,12 +252,7 @@ def start_transfer_agent(home: Path, endpoint: str, identity: Path) -> DirectorP
         *dirac_like_argv("agent", "transfer", "--name", "transfer"),
         "--idle-interval",
         "0.5",
-        "--server",
-        endpoint,
-        "--home",
-        str(home),
-        "--identity",
-        str(identity),
+        *as_client(endpoint, home, identity),
     ]
     return start_daemon(home, command, "transfer.stderr", "", "transfer agent")
 
