@@ -175,6 +175,25 @@ class HistoryEntry(NamedTuple):
         }
 
 
+class SharedHistory(NamedTuple):
+    """History rows that the jobs ``first_job_id .. last_job_id`` share but for their job id:
+    the steps of jobs made together (Received, Checking, Waiting at the same time, the same
+    minor statuses), written once for the run instead of three rows per job. A job's history is
+    the entries of the run that holds it (each job is in one run at most: it is made once), then
+    its own rows; the stores read it so (``Store.history``)."""
+
+    first_job_id: int
+    last_job_id: int
+    entries: tuple[HistoryEntry, ...]  # their job id is not used (0)
+
+    def holds(self, job_id: int) -> bool:
+        return self.first_job_id <= job_id <= self.last_job_id
+
+    def of(self, job_id: int) -> list[HistoryEntry]:
+        """The entries as ``job_id``'s own."""
+        return [entry._replace(job_id=job_id) for entry in self.entries]
+
+
 @dataclass(frozen=True)
 class SiteRecord:
     name: str
@@ -319,6 +338,8 @@ class ChangeSet:
     new_jobs: list[tuple[JobRecord, bytes]] = field(default_factory=list)  # (job, packed JDL)
     changed_jobs: dict[int, JobRecord] = field(default_factory=dict)
     history: list[HistoryEntry] = field(default_factory=list)
+    # runs of new jobs sharing their first history rows (written before ``history``)
+    shared_history: list[SharedHistory] = field(default_factory=list)
     sites: dict[str, SiteRecord] = field(default_factory=dict)
     shares: dict[str, float] = field(default_factory=dict)
     usage: dict[tuple[str, str], UsageRecord] = field(default_factory=dict)
@@ -358,6 +379,7 @@ class ChangeSet:
             or self.new_jobs
             or self.changed_jobs
             or self.history
+            or self.shared_history
             or self.sites
             or self.shares
             or self.usage

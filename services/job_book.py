@@ -35,7 +35,7 @@ from dirac_like.description import JobDescription, with_job_id
 from dirac_like.draining import Hold, Holds
 from dirac_like.errors import JobNotFound, StaleAttempt, job_not_found_message
 from dirac_like.matching import Match, Matcher, TaskQueue
-from dirac_like.model import HistoryEntry, JobRecord, Requirements, TaskQueueRow
+from dirac_like.model import HistoryEntry, JobRecord, Requirements, SharedHistory, TaskQueueRow
 from dirac_like.monitoring import PROBE_GROUP
 from dirac_like.protocol import JobUsage, PilotResources
 from dirac_like.shares import FairShare
@@ -57,6 +57,29 @@ SUBMISSION_PATH = (
 for _earlier, _later in itertools.pairwise(SUBMISSION_PATH):
     check_transition(0, _earlier[0], _later[0])  # the path follows the one transition table
 _PATH_VALUES = tuple((status.value, minor, source) for status, minor, source in SUBMISSION_PATH)
+
+
+def submission_entries(minor: str, now: float) -> tuple[HistoryEntry, ...]:
+    """The history rows of SUBMISSION_PATH at ``now``, the last with ``minor`` (job id 0)."""
+    (first, second, last) = _PATH_VALUES
+    return (
+        HistoryEntry(0, first[0], first[1], "", now, first[2]),
+        HistoryEntry(0, second[0], second[1], "", now, second[2]),
+        HistoryEntry(0, last[0], minor, "", now, last[2]),
+    )
+
+
+def _note_submission_path(runs: list[SharedHistory], job_id: int, minor: str, now: float) -> None:
+    """Job ``job_id`` went along SUBMISSION_PATH at ``now`` (its Waiting step with ``minor``):
+    the last run grows by this job if it ends just before it with the same rows, else a run
+    starts (a bulk submission's slice of 5,000 jobs is one run, or a few)."""
+    if runs:
+        run = runs[-1]
+        last = run.entries[-1]
+        if run.last_job_id == job_id - 1 and last.time == now and last.minor_status == minor:
+            runs[-1] = run._replace(last_job_id=job_id)
+            return
+    runs.append(SharedHistory(job_id, job_id, submission_entries(minor, now)))
 
 
 # Where a job may be after the stall rule took an attempt away, before another pilot has it.
@@ -238,7 +261,8 @@ class JobBook:
         task_queue: TaskQueue | None = None,
     ) -> JobRecord:
         """A new job, straight to Waiting along SUBMISSION_PATH (bulk submissions take this
-        path by the hundred thousand, so it writes the three history rows directly).
+        path by the hundred thousand: its three history rows are written once for each run of
+        jobs made together, :class:`~dirac_like.model.SharedHistory`).
         ``packed``: :func:`pack_description` of ``description``, if the caller has it; ``minor``:
         its minor status in Waiting, if not the usual one (no known CE can run it); ``job_id``:
         one :meth:`reserve` gave (0: the next one); ``task_queue``: :meth:`task_queue_for` its
@@ -270,12 +294,7 @@ class JobBook:
         changes = self.journal.changes
         changes.new_jobs.append((job, packed or pack_description(description)))
         self.journal.new_descriptions[job_id] = description.attributes
-        first, second, last = _PATH_VALUES
-        changes.history += (
-            HistoryEntry(job_id, first[0], first[1], "", now, first[2]),
-            HistoryEntry(job_id, second[0], second[1], "", now, second[2]),
-            HistoryEntry(job_id, last[0], job.minor_status, "", now, last[2]),  # its own minor
-        )
+        _note_submission_path(changes.shared_history, job_id, job.minor_status, now)
         task_queue.push(job_id, job.priority)
         self.waiting_by_owner[owner] += 1
         return job

@@ -43,8 +43,16 @@ class Journal:
         yield self.changes
 
     def history(self, job_id: int) -> list[HistoryEntry]:
-        """History rows of ``job_id`` not in the store yet, oldest first."""
-        return [
+        """History rows of ``job_id`` not in the store yet, oldest first (the rows of the run
+        that made it, if it is not in the store yet, before its own)."""
+        shared = [
+            entry
+            for changes in self._uncommitted()
+            for run in changes.shared_history
+            if run.holds(job_id)
+            for entry in run.of(job_id)
+        ]
+        return shared + [
             entry
             for changes in self._uncommitted()
             for entry in changes.history

@@ -6,7 +6,8 @@ The contract (tests/integration/test_store_contract.py runs it against every imp
 - ``load()`` returns exactly what was committed: every job with every field, task queues, sites,
   share overrides, usage and remembered replies.
 - ``description(job_id)`` returns the job's attribute mapping as submitted (JobNotFound if none);
-  ``history(job_id)`` its status history in commit order.
+  ``history(job_id)`` its status history in commit order: the rows of the
+  :class:`~dirac_like.model.SharedHistory` run that made it (if any) first, then its own.
 - Pilot records load with the jobs matched to them; a pilot's output is read on demand
   (``pilot_output``); forgetting a pilot forgets its jobs list and output too.
 - Probe results are appended and read back in time order by ``probe_results``; site/SE statuses
@@ -32,7 +33,8 @@ from dirac_like.errors import ConfigError
 from dirac_like.model import ChangeSet, FileEntry, HistoryEntry, LoadedState
 from dirac_like.monitoring import ProbeResult
 
-SCHEMA_VERSION = 10  # dirac_like/store/sqlite.py MIGRATIONS; 10: PostgreSQL's pair tables
+SCHEMA_VERSION = 11  # dirac_like/store/sqlite.py MIGRATIONS; 10: PostgreSQL's pair tables;
+# 11: history rows shared by the jobs made together
 
 
 class Store(ABC):

@@ -28,6 +28,7 @@ from dirac_like.model import (
     PilotRecord,
     RuleRecord,
     SEStatusRecord,
+    SharedHistory,
     SiteRecord,
     StoredReply,
     SubmissionRecord,
@@ -45,6 +46,7 @@ class MemoryStore(Store):
         self.descriptions: dict[int, bytes] = {}
         self.task_queues: dict[int, TaskQueueRow] = {}
         self.history_rows: list[HistoryEntry] = []
+        self.shared_history: list[SharedHistory] = []
         self.sites: dict[str, SiteRecord] = {}
         self.shares: dict[str, float] = {}
         self.usage: dict[tuple[str, str], UsageRecord] = {}
@@ -96,6 +98,7 @@ class MemoryStore(Store):
             self.descriptions[job.job_id] = packed
         for job in changes.changed_jobs.values():
             self.jobs[job.job_id] = copy.copy(job)
+        self.shared_history.extend(changes.shared_history)
         self.history_rows.extend(changes.history)
         self.sites.update(changes.sites)
         self.shares.update(changes.shares)
@@ -233,7 +236,8 @@ class MemoryStore(Store):
 
     def history(self, job_id: int) -> list[HistoryEntry]:
         self._check_open()
-        return [entry for entry in self.history_rows if entry.job_id == job_id]
+        shared = [e for run in self.shared_history if run.holds(job_id) for e in run.of(job_id)]
+        return shared + [entry for entry in self.history_rows if entry.job_id == job_id]
 
     def pilot_output(self, pilot_id: str) -> str | None:
         self._check_open()

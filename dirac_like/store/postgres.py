@@ -101,7 +101,7 @@ _TYPES = (
 )
 # Rows of these tables are inserted without their id: SQLite numbers them (rowid), PostgreSQL
 # from an identity column.
-_NUMBERED = {"history": "id", "probe_results": "id"}
+_NUMBERED = {"history": "id", "probe_results": "id", "shared_history": "id"}
 _INSERT = re.compile(
     r"^INSERT(?: OR (?P<conflict>REPLACE|IGNORE))? INTO (?P<table>\w+)\s*(?P<columns>\([^)]*\))?"
     r"\s*(?P<rest>VALUES.*|SELECT.*)$",

@@ -50,6 +50,7 @@ from dirac_like.model import (
     Requirements,
     RuleRecord,
     SEStatusRecord,
+    SharedHistory,
     SiteRecord,
     StoredReply,
     TaskQueueRow,
@@ -256,6 +257,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 9 -> 10: the tables of a pair of central services, on PostgreSQL only (nothing here:
     # a service on SQLite is alone; dirac_like/store/postgres_pair.py says why).
     (),
+    # 10 -> 11: history rows shared by a run of jobs made together (their submission steps,
+    # once per run instead of three rows per job: dirac_like/model.py SharedHistory). The runs
+    # of one table never overlap; a job's is the one with the greatest first job id up to it.
+    (
+        """CREATE TABLE shared_history (
+            id INTEGER PRIMARY KEY, first_job_id INTEGER NOT NULL, last_job_id INTEGER NOT NULL,
+            status TEXT NOT NULL, minor_status TEXT NOT NULL, application_status TEXT NOT NULL,
+            time REAL NOT NULL, source TEXT NOT NULL)""",
+        "CREATE INDEX shared_history_by_first_job ON shared_history (first_job_id)",
+    ),
 )
 if len(MIGRATIONS) != SCHEMA_VERSION:
     raise RuntimeError("SCHEMA_VERSION and MIGRATIONS disagree")
@@ -269,6 +280,8 @@ UPDATE_JOB = """UPDATE jobs SET owner = ?, grp = ?, task_queue_id = ?, priority 
     kill_requested = ? WHERE job_id = ?"""
 INSERT_HISTORY = """INSERT INTO history
     (job_id, status, minor_status, application_status, time, source) VALUES (?, ?, ?, ?, ?, ?)"""
+INSERT_SHARED_HISTORY = """INSERT INTO shared_history (first_job_id, last_job_id, status,
+    minor_status, application_status, time, source) VALUES (?, ?, ?, ?, ?, ?, ?)"""
 UPSERT_SITE = """INSERT INTO sites VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET
     banned = excluded.banned, reason = excluded.reason, changed = excluded.changed,
     automatic = excluded.automatic, drained = excluded.drained,
@@ -360,6 +373,10 @@ DELETE_RULE = "DELETE FROM replication_rules WHERE rule_id = ?"
 SELECT_SE_STATUS = "SELECT se, status, reason, changed FROM se_status ORDER BY se"
 SELECT_TRANSFERS = f"SELECT {', '.join(TRANSFER_FIELDS)} FROM transfers ORDER BY transfer_id"
 SELECT_HISTORY = f"SELECT {', '.join(HISTORY_FIELDS)} FROM history WHERE job_id = ? ORDER BY id"
+# The rows of the run holding a job (runs do not overlap: the last one starting at or before it).
+SELECT_SHARED_HISTORY = """SELECT status, minor_status, application_status, time, source
+    FROM shared_history WHERE first_job_id = (SELECT max(first_job_id) FROM shared_history
+    WHERE first_job_id <= ?) AND last_job_id >= ? ORDER BY id"""
 
 # A duplicate (job, attempt) is an error (the batch is undone): it would count twice in buckets.
 INSERT_JOB_ACCOUNTING = f"""INSERT INTO job_accounting ({", ".join(JOB_ACCOUNTING_COLUMNS)})
@@ -428,9 +445,11 @@ class StatementStore(Store):
 
     def history(self, job_id: int) -> list[HistoryEntry]:
         try:
-            return [HistoryEntry(*row) for row in self._db.execute(SELECT_HISTORY, (job_id,))]
+            shared = self._db.execute(SELECT_SHARED_HISTORY, (job_id, job_id)).fetchall()
+            own = self._db.execute(SELECT_HISTORY, (job_id,)).fetchall()
         except self.db_errors as exc:
             raise StoreError(f"cannot read history of job {job_id}: {exc}") from exc
+        return [HistoryEntry(job_id, *row) for row in shared] + [HistoryEntry(*row) for row in own]
 
     def pilot_output(self, pilot_id: str) -> str | None:
         row = self._read(SELECT_PILOT_OUTPUT, (pilot_id,), f"the output of pilot {pilot_id}")
@@ -700,6 +719,8 @@ def write_changes(db: Database, changes: ChangeSet) -> None:
         db.executemany(INSERT_DESCRIPTION, [(job.job_id, blob) for job, blob in changes.new_jobs])
     if changes.changed_jobs:
         _update_jobs(db, changes)
+    if changes.shared_history:
+        db.executemany(INSERT_SHARED_HISTORY, _shared_history_rows(changes.shared_history))
     if changes.history:
         db.executemany(INSERT_HISTORY, map(_history_values, changes.history))
     if changes.sites:
@@ -874,6 +895,14 @@ def _update_jobs(db: Database, changes: ChangeSet) -> None:
         stored = {row[0] for row in db.execute("SELECT job_id FROM jobs")}
         missing = sorted(row[-1] for row in rows if row[-1] not in stored)
         raise UnstorableValue(f"changed jobs not in the store: {missing[:10]}")
+
+
+def _shared_history_rows(runs: list[SharedHistory]) -> list[tuple[Any, ...]]:
+    return [
+        (run.first_job_id, run.last_job_id, *_history_values(entry)[1:])
+        for run in runs
+        for entry in run.entries
+    ]
 
 
 def _task_queue_row(task_queue: TaskQueueRow) -> tuple[Any, ...]:

@@ -31,6 +31,10 @@ COPY_HISTORY = """INSERT INTO history (job_id, status, minor_status, application
     source) SELECT h.job_id + :offset, h.status, h.minor_status, h.application_status, h.time,
     h.source FROM history h JOIN jobs j ON j.job_id = h.job_id
     WHERE j.status = 'Waiting' AND j.job_id <= :last ORDER BY h.id"""
+COPY_SHARED_HISTORY = """INSERT INTO shared_history (first_job_id, last_job_id, status,
+    minor_status, application_status, time, source) SELECT first_job_id + :offset,
+    min(last_job_id, :last) + :offset, status, minor_status, application_status, time, source
+    FROM shared_history WHERE first_job_id <= :last ORDER BY id"""
 
 
 def grow(path: Path, times: int) -> None:
@@ -43,7 +47,7 @@ def grow(path: Path, times: int) -> None:
     for copy in range(1, times):
         started = time.perf_counter()
         db.execute("BEGIN IMMEDIATE")
-        for statement in (COPY_JOBS, COPY_DESCRIPTIONS, COPY_HISTORY):
+        for statement in (COPY_JOBS, COPY_DESCRIPTIONS, COPY_HISTORY, COPY_SHARED_HISTORY):
             db.execute(statement, {"offset": copy * last, "last": last})
         db.execute("COMMIT")
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -32,7 +32,7 @@ from dirac_like.monitoring import (
 from dirac_like.states import ACTIVE_STATUSES
 from dirac_like.store.database import Database
 from dirac_like.store.reading import open_reading
-from dirac_like.store.sqlite import TRANSFER_FIELDS
+from dirac_like.store.sqlite import SELECT_HISTORY, SELECT_SHARED_HISTORY, TRANSFER_FIELDS
 
 MAX_PROBE_RUNS = 500_000  # a fortnight of 300 CEs and SEs probed every 10 minutes
 _RANK = " ".join(f"WHEN '{status.value}' THEN {rank}" for status, rank in SEVERITY.items())
@@ -165,12 +165,11 @@ class StoreReader:
         return str(row[0]) if row and row[0] else None
 
     def history(self, job_id: int) -> list[HistoryEntry]:
-        sql = (
-            "SELECT job_id, status, minor_status, application_status, time, source "
-            "FROM history WHERE job_id = ? ORDER BY id"
-        )
+        """The rows of the run that made the job (SharedHistory), then its own."""
         with self._read() as db:
-            return [HistoryEntry(*row) for row in db.execute(sql, (job_id,))]
+            shared = db.execute(SELECT_SHARED_HISTORY, (job_id, job_id)).fetchall()
+            own = db.execute(SELECT_HISTORY, (job_id,)).fetchall()
+        return [HistoryEntry(job_id, *row) for row in shared] + [HistoryEntry(*row) for row in own]
 
     def description(self, job_id: int) -> dict[str, Any] | None:
         with self._read() as db:

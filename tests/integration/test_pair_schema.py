@@ -80,7 +80,7 @@ def test_a_new_store_has_the_pair_tables_at_the_current_version(postgres_url: st
     PostgresStore(postgres_url).close()
 
     assert tables(postgres_url) >= PAIR_TABLES
-    assert stored_version(postgres_url) == SCHEMA_VERSION == PAIR_SCHEMA_VERSION == 10
+    assert stored_version(postgres_url) == SCHEMA_VERSION == PAIR_SCHEMA_VERSION + 1 == 11
 
 
 def test_a_version_9_store_without_the_pair_tables_is_migrated(postgres_url: str) -> None:
@@ -89,7 +89,7 @@ def test_a_version_9_store_without_the_pair_tables_is_migrated(postgres_url: str
 
     store = PostgresStore(postgres_url)
     try:
-        assert store.schema_version() == 10
+        assert store.schema_version() == SCHEMA_VERSION
         assert [site.name for site in store.load().sites] == ["S"]
     finally:
         store.close()
@@ -101,7 +101,7 @@ def test_a_version_9_store_whose_pair_made_its_tables_keeps_their_rows(postgres_
 
     PostgresStore(postgres_url).close()
 
-    assert stored_version(postgres_url) == 10
+    assert stored_version(postgres_url) == SCHEMA_VERSION
     with psycopg.connect(postgres_url, autocommit=True) as connection:
         instance = connection.execute("SELECT name, role, code_schema FROM ha_instances")
         assert instance.fetchall() == [("a", "leader", 0)]  # an instance of before: not known
@@ -130,12 +130,12 @@ def test_opened_without_migrating_a_store_stays_until_migrated(postgres_url: str
 
     store = PostgresStore(postgres_url, migrate=False)
     try:
-        assert (store.schema_version(), store.code_version) == (9, 10)
+        assert (store.schema_version(), store.code_version) == (9, SCHEMA_VERSION)
         assert not PAIR_TABLES & tables(postgres_url)
         connection = store._db.connection  # the store's session takes the lock, as a leader's
         assert connection.execute(TRY_LEADER_LOCK, (LEADER_LOCK,)).fetchone() == (True,)
         store.migrate()
-        assert store.schema_version() == 10
+        assert store.schema_version() == SCHEMA_VERSION
         store.commit(ChangeSet(sites={"T": SiteRecord("T", False, "", 2.0)}))
         assert [site.name for site in store.load().sites] == ["S", "T"]
     finally:
@@ -145,13 +145,14 @@ def test_opened_without_migrating_a_store_stays_until_migrated(postgres_url: str
 def test_a_store_newer_than_the_code_is_refused_unmigrated(postgres_url: str) -> None:
     PostgresStore(postgres_url).close()
     with psycopg.connect(postgres_url, autocommit=True) as connection:
-        connection.execute("UPDATE schema_version SET version = 11")
+        connection.execute("UPDATE schema_version SET version = %s", (SCHEMA_VERSION + 1,))
 
-    with pytest.raises(SchemaTooNew, match=r"schema version 11, newer than this code knows \(10\)"):
+    newer = rf"schema version {SCHEMA_VERSION + 1}, newer than this code knows \({SCHEMA_VERSION}\)"
+    with pytest.raises(SchemaTooNew, match=newer):
         PostgresStore(postgres_url)
     store = PostgresStore(postgres_url, migrate=False)  # what a standby does: it only reads
     try:
-        assert store.schema_version() == 11
+        assert store.schema_version() == SCHEMA_VERSION + 1
         with pytest.raises(SchemaTooNew):
             store.migrate()
     finally:

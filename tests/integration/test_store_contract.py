@@ -33,6 +33,7 @@ from dirac_like.model import (
     PilotRecord,
     Requirements,
     SEStatusRecord,
+    SharedHistory,
     SiteRecord,
     StoredReply,
     SubmissionRecord,
@@ -306,6 +307,31 @@ def test_history_is_returned_in_commit_order_per_job(store: Store) -> None:
         entry(1, "Matched", 10.0),
     ]
     assert store.history(2) == [entry(2, "Received", 1.0), entry(2, "Checking", 2.0)]
+
+
+def test_a_run_of_shared_history_is_each_of_its_jobs_first_rows(store: Store) -> None:
+    """Jobs made together share their first rows (one run); each job's own rows follow them,
+    and a job outside every run (or between two) has only its own."""
+    steps = (
+        HistoryEntry(0, "Received", "Job accepted", "", 5.0, "JobManager"),
+        HistoryEntry(0, "Waiting", "Pilot Agent Submission", "", 5.0, "JobScheduling"),
+    )
+    later = (HistoryEntry(0, "Waiting", "No CE can run it", "", 6.0, "JobScheduling"),)
+    failed = HistoryEntry(3, "Failed", "input data", "", 5.0, "InputData")
+    store.commit(
+        ChangeSet(
+            shared_history=[SharedHistory(1, 3, steps), SharedHistory(7, 7, later)],
+            history=[failed],
+        )
+    )
+    store.commit(ChangeSet(history=[HistoryEntry(1, "Matched", "", "", 9.0, "Matcher")]))
+    assert store.history(1) == [
+        *(entry._replace(job_id=1) for entry in steps),
+        HistoryEntry(1, "Matched", "", "", 9.0, "Matcher"),
+    ]
+    assert store.history(3) == [*(entry._replace(job_id=3) for entry in steps), failed]
+    assert store.history(7) == [later[0]._replace(job_id=7)]
+    assert store.history(4) == [] and store.history(8) == [] and store.history(0) == []
 
 
 def test_description_round_trips(store: Store) -> None:
@@ -647,7 +673,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
     store = open_store(str(path))
     try:
         loaded = store.load()
-        assert store.schema_version() == SCHEMA_VERSION == 10
+        assert store.schema_version() == SCHEMA_VERSION == 11
         # schema 5: a site stored before drains and limits is neither drained nor limited
         assert loaded.sites == [
             SiteRecord("S", True, "old ban", 1.0, drained=False, max_running=-1)
@@ -1026,7 +1052,7 @@ def test_a_version_7_database_gets_the_tables_of_work_in_progress(tmp_path: Path
     store = open_store(str(path))
     try:
         loaded = store.load()
-        assert store.schema_version() == SCHEMA_VERSION == 10
+        assert store.schema_version() == SCHEMA_VERSION == 11
         assert [site.name for site in loaded.sites] == ["S"]
         assert loaded.bulk_actions == [] and loaded.submissions == []
     finally:
@@ -1058,7 +1084,7 @@ def test_a_version_9_sqlite_database_is_at_10_without_the_pair_tables(tmp_path: 
     )
     store = open_store(str(path))
     try:
-        assert store.schema_version() == SCHEMA_VERSION == 10
+        assert store.schema_version() == SCHEMA_VERSION == 11
         assert [site.name for site in store.load().sites] == ["S"]
     finally:
         store.close()

@@ -112,7 +112,7 @@ def test_a_bad_description_in_a_bulk_refuses_all_and_changes_nothing(grid: Grid)
         grid.submit(HELLO, 'Executable = "x";\nPriority = 99;')
     assert grid.snapshot() == before
     assert len(grid.store.jobs) == 1
-    assert grid.store.commits == commits + 1 and grid.store.history_rows[-1].job_id == 1
+    assert grid.store.commits == commits + 1 and grid.store.shared_history[-1].last_job_id == 1
 
 
 def test_match_leases_the_job_to_one_pilot(grid: Grid) -> None:

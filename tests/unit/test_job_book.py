@@ -47,7 +47,7 @@ def test_a_new_job_waits_in_its_task_queue_with_its_submission_history() -> None
     book = new_book()
     job = add(book, now=5.0)
     assert job.status is S.WAITING and job.site == "ANY"
-    assert [entry.status for entry in book.journal.changes.history] == [
+    assert [entry.status for entry in book.journal.history(job.job_id)] == [
         "Received",
         "Checking",
         "Waiting",
@@ -56,6 +56,30 @@ def test_a_new_job_waits_in_its_task_queue_with_its_submission_history() -> None
     assert len(book.journal.changes.new_task_queues) == 1
     assert add(book).task_queue_id == job.task_queue_id  # same requirements: same queue
     book.validate()
+
+
+def test_jobs_made_together_share_one_run_of_submission_history() -> None:
+    """Three history rows per job are written once per run of consecutive jobs made at the same
+    time with the same Waiting minor status; each job still reads its own three rows."""
+    book = new_book()
+    first, second = add(book, now=5.0), add(book, now=5.0)
+    description = parse_descriptions({"Executable": "x"})[0]
+    never = book.add(description, "alice", "users", 5.0, minor="No CE can run it: x")
+    later = add(book, now=6.0)
+    runs = book.journal.changes.shared_history
+    assert [(run.first_job_id, run.last_job_id) for run in runs] == [
+        (first.job_id, second.job_id),
+        (never.job_id, never.job_id),
+        (later.job_id, later.job_id),
+    ]
+    assert book.journal.changes.history == []
+    assert [(e.job_id, e.status, e.minor_status, e.time) for e in book.journal.history(2)] == [
+        (2, "Received", "Job accepted", 5.0),
+        (2, "Checking", "JobSanity", 5.0),
+        (2, "Waiting", "Pilot Agent Submission", 5.0),
+    ]
+    assert book.journal.history(never.job_id)[-1].minor_status == "No CE can run it: x"
+    assert [e.time for e in book.journal.history(later.job_id)] == [6.0] * 3
 
 
 def test_matching_takes_the_job_out_of_its_queue_and_counts_it_at_the_site() -> None:
