@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -69,17 +69,26 @@ def submission_entries(minor: str, now: float) -> tuple[HistoryEntry, ...]:
     )
 
 
-def _note_submission_path(runs: list[SharedHistory], job_id: int, minor: str, now: float) -> None:
-    """Job ``job_id`` went along SUBMISSION_PATH at ``now`` (its Waiting step with ``minor``):
-    the last run grows by this job if it ends just before it with the same rows, else a run
-    starts (a bulk submission's slice of 5,000 jobs is one run, or a few)."""
+def _note_submission_path(
+    runs: list[SharedHistory], first_job_id: int, count: int, minor: str, now: float
+) -> None:
+    """Jobs ``first_job_id`` on (``count``) went along SUBMISSION_PATH at ``now`` (their Waiting
+    step with ``minor``): the last run grows by them if it ends just before them with the same
+    rows, else a run starts (a bulk submission's slice of 5,000 jobs is one run, or a few)."""
+    last_job_id = first_job_id + count - 1
     if runs:
         run = runs[-1]
         last = run.entries[-1]
-        if run.last_job_id == job_id - 1 and last.time == now and last.minor_status == minor:
-            runs[-1] = run._replace(last_job_id=job_id)
+        if run.last_job_id == first_job_id - 1 and last.time == now and last.minor_status == minor:
+            runs[-1] = run._replace(last_job_id=last_job_id)
             return
-    runs.append(SharedHistory(job_id, job_id, submission_entries(minor, now)))
+    runs.append(SharedHistory(first_job_id, last_job_id, submission_entries(minor, now)))
+
+
+def _requested_site(requirements: Requirements) -> str:
+    """The site a job shows while it waits: the one it asks for, else Multiple or ANY."""
+    sites = requirements.sites
+    return sites[0] if len(sites) == 1 else ("Multiple" if sites else "ANY")
 
 
 # Where a job may be after the stall rule took an attempt away, before another pilot has it.
@@ -260,44 +269,60 @@ class JobBook:
         job_id: int = 0,
         task_queue: TaskQueue | None = None,
     ) -> JobRecord:
-        """A new job, straight to Waiting along SUBMISSION_PATH (bulk submissions take this
-        path by the hundred thousand: its three history rows are written once for each run of
-        jobs made together, :class:`~dirac_like.model.SharedHistory`).
-        ``packed``: :func:`pack_description` of ``description``, if the caller has it; ``minor``:
-        its minor status in Waiting, if not the usual one (no known CE can run it); ``job_id``:
-        one :meth:`reserve` gave (0: the next one); ``task_queue``: :meth:`task_queue_for` its
-        requirements, if the caller has it (the jobs of a bulk submission share a few)."""
+        """A new job, straight to Waiting along SUBMISSION_PATH. ``packed``:
+        :func:`pack_description` of ``description``, if the caller has it; ``minor``: its minor
+        status in Waiting, if not the usual one (no known CE can run it); ``job_id``: one
+        :meth:`reserve` gave (0: the next one); ``task_queue``: :meth:`task_queue_for` its
+        requirements, if the caller has it."""
         if not job_id:
-            job_id = self.next_job_id
-            self.next_job_id += 1
+            job_id = self.reserve(1)
         if description.holds_job_id:
             description, packed = with_job_id(description, job_id), None  # %j, as DIRAC's JobDB
             task_queue = None  # its requirements may hold the job id too
         if task_queue is None:
             task_queue = self.task_queue_for(owner, group, description.requirements())
-        job = JobRecord(
-            job_id=job_id,
-            owner=owner,
-            group=group,
-            task_queue_id=task_queue.task_queue_id,
-            priority=description.priority,
-            status=S.WAITING,
-            minor_status=minor or SUBMISSION_PATH[-1][1],
-            job_name=description.job_name,
-            submitted=now,
-            updated=now,
-        )
-        job.site = self._requested_site(job)
-        self.jobs[job_id] = job
-        self.tally[(S.WAITING, job.site, group)] += 1
-        self.submitted_count += 1
-        changes = self.journal.changes
-        changes.new_jobs.append((job, packed or pack_description(description)))
-        self.journal.new_descriptions[job_id] = description.attributes
-        _note_submission_path(changes.shared_history, job_id, job.minor_status, now)
-        task_queue.push(job_id, job.priority)
-        self.waiting_by_owner[owner] += 1
-        return job
+        blob = packed or pack_description(description)
+        return self.add_run([description], [blob], owner, group, now, task_queue, minor, job_id)[0]
+
+    def add_run(
+        self,
+        descriptions: Sequence[JobDescription],
+        packed: Sequence[bytes],
+        owner: str,
+        group: str,
+        now: float,
+        task_queue: TaskQueue,
+        minor: str,
+        first_job_id: int,
+    ) -> list[JobRecord]:
+        """New jobs ``first_job_id`` on (reserved), one per description (``packed``: each one's
+        :func:`pack_description`), all of ``task_queue`` with the same minor status in Waiting
+        and none holding ``%j``: what :meth:`add` does for each, with what they share done once
+        (bulk submissions take this path by the hundred thousand; their three history rows are
+        one :class:`~dirac_like.model.SharedHistory` per run)."""
+        minor = minor or SUBMISSION_PATH[-1][1]
+        site = _requested_site(task_queue.requirements)
+        queue_id, waiting = task_queue.task_queue_id, S.WAITING
+        jobs, push = self.jobs, task_queue.push
+        new_jobs, new_descriptions = self.journal.changes.new_jobs, self.journal.new_descriptions
+        made = []
+        for job_id, description, blob in zip(
+            itertools.count(first_job_id), descriptions, packed, strict=False
+        ):
+            priority = description.priority
+            job = JobRecord(job_id, owner, group, queue_id, priority, waiting, minor, "", site,
+                            description.job_name, "", 1, 0, now, now)  # fmt: skip
+            jobs[job_id] = job
+            new_jobs.append((job, blob))
+            new_descriptions[job_id] = description.attributes
+            push(job_id, priority)
+            made.append(job)
+        count = len(made)
+        self.tally[(waiting, site, group)] += count
+        self.submitted_count += count
+        self.waiting_by_owner[owner] += count
+        _note_submission_path(self.journal.changes.shared_history, first_job_id, count, minor, now)
+        return made
 
     def reserve(self, count: int) -> int:
         """The first of ``count`` consecutive job ids kept for jobs made later."""
@@ -315,10 +340,6 @@ class JobBook:
         self.next_task_queue_id += 1
         self.journal.changes.new_task_queues.append(row)
         return self._register_task_queue(row)
-
-    def _requested_site(self, job: JobRecord) -> str:
-        sites = self.task_queue_rows[job.task_queue_id].requirements.sites
-        return sites[0] if len(sites) == 1 else ("Multiple" if sites else "ANY")
 
     # -- the one transition path -----------------------------------------------------------------
 
@@ -389,7 +410,8 @@ class JobBook:
         if status is S.WAITING:
             if old is S.MATCHED:
                 job.attempt += 1  # the lease is void: a late start from that pilot is refused
-            job.pilot_id, job.site = "", self._requested_site(job)
+            requirements = self.task_queue_rows[job.task_queue_id].requirements
+            job.pilot_id, job.site = "", _requested_site(requirements)
             self._queue(job).push(job.job_id, job.priority)
             self.waiting_by_owner[job.owner] += 1
         elif status is S.MATCHED:

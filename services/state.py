@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dirac_like.accounting import retention_cutoffs
@@ -376,24 +377,29 @@ class CentralState:
         self, prepared: PreparedJobs, owner: str, group: str, now: float, first_id: int = 0
     ) -> list[int]:
         """Make the jobs (ids from ``first_id`` on, if reserved; else the next ones), each
-        with a minor status saying so if no known CE can run it."""
-        job_ids = []
+        with a minor status saying so if no known CE can run it. The jobs that share their
+        requirements one after the other are made as one run (their task queue and minor status
+        decided once); a job holding ``%j`` alone."""
+        first = first_id or self.book.reserve(len(prepared))
         never = NeverRunnable(self, group)
-        shared: Requirements | None = None
-        parts = zip(prepared.descriptions, prepared.packed, prepared.requirements, strict=True)
-        for index, (description, packed, requirements) in enumerate(parts):
-            job_id = first_id + index if first_id else 0
-            if requirements is not shared:  # decided once for the jobs that share them
-                shared = requirements
-                minor = never.minor_status(requirements)
-                task_queue = self.book.task_queue_for(owner, group, requirements)
-            job = self.book.add(description, owner, group, now, packed, minor, job_id, task_queue)
-            job_ids.append(job.job_id)
-            if prepared.sandboxes[index]:
-                self.sandbox_index.attach(job.job_id, "input", prepared.sandboxes[index])
-            if prepared.failures[index]:
-                failure = prepared.failures[index][:256]
-                self.book.set_status(job, S.FAILED, failure, "InputData", now)
+        descriptions, requirements = prepared.descriptions, prepared.requirements
+        for start, end in runs_of(requirements):
+            minor = never.minor_status(requirements[start])
+            if any(description.holds_job_id for description in descriptions[start:end]):
+                for index in range(start, end):  # its requirements may hold the job id too
+                    self.book.add(
+                        descriptions[index], owner, group, now, None, minor, first + index
+                    )
+                continue
+            task_queue = self.book.task_queue_for(owner, group, requirements[start])
+            self.book.add_run(descriptions[start:end], prepared.packed[start:end], owner, group,
+                              now, task_queue, minor, first + start)  # fmt: skip
+        for index in (index for index, sha256 in enumerate(prepared.sandboxes) if sha256):
+            self.sandbox_index.attach(first + index, "input", prepared.sandboxes[index])
+        for index in (index for index, failure in enumerate(prepared.failures) if failure):
+            job = self.jobs[first + index]
+            self.book.set_status(job, S.FAILED, prepared.failures[index][:256], "InputData", now)
+        job_ids = list(range(first, first + len(prepared)))
         if job_ids and not first_id:
             log.info("%s/%s submitted jobs %d..%d", owner, group, job_ids[0], job_ids[-1])
         return job_ids
@@ -505,6 +511,15 @@ class CentralState:
             )
         self.pushes.append((pilot_id, STOP_PILOT))
         return [job.job_id for job in held]
+
+
+def runs_of(items: list[Any]) -> Iterator[tuple[int, int]]:
+    """(start, end) of each run of the same object (``is``) one after the other in ``items``."""
+    start = 0
+    for index in range(1, len(items) + 1):
+        if index == len(items) or items[index] is not items[start]:
+            yield start, index
+            start = index
 
 
 class NeverRunnable:
