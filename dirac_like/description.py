@@ -511,7 +511,7 @@ def _expand(
     jobs = []
     for number, row in enumerate(parametric.rows(vectors)):
         try:
-            jobs.append(_new_job(expansion.fields(number, row)))
+            jobs.append(expansion.job(number, row))
         except InvalidJobDescription as error:
             raise invalid(
                 f"{error.detail}, in the job with ParameterNumber {number}",
@@ -575,16 +575,22 @@ class _Expansion:
                 check_sites=not self.sites_vary,
             )
 
-    def fields(self, number: int, row: parametric.Row) -> dict[str, Any]:
+    def job(self, number: int, row: parametric.Row) -> JobDescription:
+        """Job ``number`` of the expansion: its fields made straight into its own ``__dict__``
+        from the checked template's (one copy of them per job)."""
         base = self.base
         attributes = (self.template if base is None else base["attributes"]).copy()
+        texts, values = row
         for vector in self.vectors:
-            attributes[vector.attribute] = parametric.parameter_value(row[1][vector.key])
+            value = values[vector.key]  # Parameter[.X]: the text of a scalar, a list as it is
+            attributes[vector.attribute] = value if isinstance(value, list) else texts[vector.key]
         attributes["ParameterNumber"] = number
         if base is None:
             attributes.update((name, render(row)) for name, render, _, _ in self.steps)
-            return _fields(attributes, self.lines, self.limits, self.warnings)
-        fields = base.copy()
+            return _new_job(_fields(attributes, self.lines, self.limits, self.warnings))
+        job: JobDescription = object.__new__(JobDescription)
+        fields = job.__dict__
+        fields.update(base)
         fields["attributes"] = attributes
         for name, render, spec, plain_string in self.steps:
             value = render(row)
@@ -606,17 +612,20 @@ class _Expansion:
             _check_sites(fields, self.lines)
         if self.may_hold_job_id:
             fields["holds_job_id"] = _holds_job_id(attributes)
-        return fields
+        return job
 
 
 def _holds_job_id(value: Any) -> bool:
     if isinstance(value, str | Placeholder):
         return "%j" in (value if isinstance(value, str) else value.text)
-    if isinstance(value, list):
-        return any(_holds_job_id(item) for item in value)
+    if isinstance(value, list):  # (numbers, as a parameter sequence's, skipped at once)
+        return any(_holds_job_id(item) for item in value if type(item) not in _NUMBERS)
     if isinstance(value, dict):
         return any(_holds_job_id(item) for item in value.values())
     return False
+
+
+_NUMBERS = frozenset({int, float, bool})
 
 
 def _replace_job_id(value: Any, job_id: str) -> Any:

@@ -291,7 +291,14 @@ def rows(vector_list: list[Vector]) -> list[Row]:
         for vector in vector_list:
             value = vector.values[number]
             values[vector.key] = value
-            texts[vector.key] = value if type(value) is str else text_of(value)
+            kind = type(value)
+            texts[vector.key] = (
+                value
+                if kind is str
+                else str(value)
+                if kind is int or kind is float
+                else text_of(value)
+            )
         result.append((texts, values))
     return result
 
