@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from dirac_like.config import BulkConfig, Config, LimitsConfig
 from dirac_like.protocol import (
     BulkArgs,
     BulkIdArgs,
+    JobIdArgs,
     JobIdsArgs,
     Op,
     Reply,
@@ -139,6 +141,82 @@ def test_defect_14_an_acknowledged_big_submission_is_whole_after_a_restart(home:
         second.state.validate()
     finally:
         second.close()
+
+
+SUBMISSION_STEPS = [
+    ("Received", "Job accepted", "JobManager"),
+    ("Checking", "JobSanity", "JobSanity"),
+    ("Waiting", "Pilot Agent Submission", "JobScheduling"),
+]
+
+
+def stored_history_runs(home: Path) -> list[tuple[int, int]]:
+    """(first, last) job id of each stored run of shared history, one per run."""
+    with sqlite3.connect(home / "jobs.sqlite") as db:
+        rows = db.execute("SELECT DISTINCT first_job_id, last_job_id FROM shared_history")
+        runs = sorted(rows.fetchall())
+    db.close()
+    return runs
+
+
+def test_each_job_of_a_big_submission_resumed_after_a_restart_has_its_steps_once(
+    home: Path,
+) -> None:
+    """The submission steps of jobs made in slices are written once per run of jobs made
+    together: after a restart in the middle of the making, every job (made before it, or
+    after) still reads Received, Checking, Waiting once, and the runs cover each job once."""
+    first = Service(home)
+    try:
+        alice = first.dealer()
+        first.send(alice, "a1", Op.SUBMIT, SubmitArgs([BIG], "alice", "users"))
+        job_ids = first.served(alice).result["job_ids"]
+        made_before = len(first.stored_job_ids())
+        assert 0 < made_before < 1000
+    finally:
+        first.close()
+
+    second = Service(home)
+    try:
+        second.finish_background()
+        before_restart, after_restart = job_ids[0], job_ids[-1]
+        reader = second.dealer()
+        for job_id in (
+            before_restart,
+            job_ids[made_before - 1],
+            job_ids[made_before],
+            after_restart,
+        ):
+            second.send(reader, f"h{job_id}", Op.HISTORY, JobIdArgs(job_id))
+            rows = second.served(reader).result
+            assert [(r["status"], r["minor_status"], r["source"]) for r in rows] == SUBMISSION_STEPS
+        runs = stored_history_runs(home)
+        covered = [job_id for start, end in runs for job_id in range(start, end + 1)]
+        assert covered == job_ids  # each job in one run, none twice
+        assert len(runs) <= 1000 // 100 + 1  # a run per slice, not a row per job
+    finally:
+        second.close()
+
+
+def test_a_refused_big_submission_leaves_the_store_unchanged(service: Service, home: Path) -> None:
+    """Job 700 of 1,000 is refused at the check, before anything is made or recorded: no job,
+    no history, no submission record, no id reserved."""
+    values = ", ".join(["1"] * 700 + ["99"] + ["1"] * 299)
+    bad = f'Executable = "x"; Arguments = "%s"; Priority = %s; Parameters = {{{values}}};'
+    alice = service.dealer()
+    service.send(alice, "a0", Op.SUBMIT, SubmitArgs([SMALL], "alice", "users"))
+    [kept] = service.served(alice).result["job_ids"]
+    runs = stored_history_runs(home)
+
+    service.send(alice, "a1", Op.SUBMIT, SubmitArgs([bad], "alice", "users"))
+    refused = service.served(alice)
+
+    assert refused.error is not None and "ParameterNumber 700" in refused.error.message
+    assert not service.state.background_pending
+    loaded = service.service.store.load()
+    assert [job.job_id for job in loaded.jobs] == [kept] and loaded.submissions == []
+    assert stored_history_runs(home) == runs == [(kept, kept)]
+    service.send(alice, "a2", Op.SUBMIT, SubmitArgs([SMALL], "alice", "users"))
+    assert service.served(alice).result["job_ids"] == [kept + 1]
 
 
 def test_the_jobs_of_a_big_submission_not_made_yet_count_as_waiting_for_the_limit(
