@@ -22,7 +22,7 @@ from dirac_like.accounting import (
     retention_cutoffs,
 )
 from dirac_like.errors import StoreError
-from dirac_like.model import ChangeSet
+from dirac_like.model import ChangeSet, HistoryEntry, SharedHistory
 from dirac_like.monitoring import CheckStatus, ProbeResult, TargetKind
 from dirac_like.services.accounting_store import AccountingReader
 from dirac_like.services.web.reader import StoreReader
@@ -90,6 +90,13 @@ def probe_results() -> list[ProbeResult]:
     ]
 
 
+SUBMITTED = (
+    HistoryEntry(0, "Received", "Job accepted", "", 5.0, "JobManager"),
+    HistoryEntry(0, "Waiting", "Pilot Agent Submission", "", 5.0, "JobScheduling"),
+)
+MATCHED = HistoryEntry(21, "Matched", "Assigned", "", 9.0, "Matcher")
+
+
 @pytest.fixture
 def stores(tmp_path: Path, postgres_url: str) -> dict[str, str | Path]:
     """The same records committed to an SQLite file and a PostgreSQL store, hourly buckets
@@ -103,6 +110,9 @@ def stores(tmp_path: Path, postgres_url: str) -> dict[str, str | Path]:
         ChangeSet(accounting_retention=retention_cutoffs(NOW, 30 * DAY, 10 * DAY)),
         # after the retention step (which drops samples older than its cutoff)
         ChangeSet(usage_samples=[(7, 1, 5.0, 1.5, 100.0), (7, 1, 65.0, 30.5, 180.0)]),
+        # jobs 20..29 made together (one run of shared history), then job 21 matched
+        ChangeSet(shared_history=[SharedHistory(20, 29, SUBMITTED)]),
+        ChangeSet(history=[MATCHED]),
     ]
     sqlite_path = tmp_path / "jobs.sqlite"
     for store in (SqliteStore(sqlite_path), PostgresStore(postgres_url)):
@@ -150,6 +160,19 @@ def test_dashboard_reads_sum_probe_runs_and_usage_samples(
         assert [run.time for run in reader.probe_outcomes(since=5.0, limit=2)] == [20.0, 30.0]
         assert reader.usage_samples(7, 1) == [(5.0, 1.5, 100.0), (65.0, 30.5, 180.0)]
         assert reader.usage_samples(7, 2) == []
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_the_dashboard_reads_a_jobs_history_with_the_run_that_made_it(
+    stores: dict[str, str | Path], kind: str
+) -> None:
+    reader = StoreReader(stores[kind])
+    try:
+        assert reader.history(21) == [entry._replace(job_id=21) for entry in SUBMITTED] + [MATCHED]
+        assert reader.history(29) == [entry._replace(job_id=29) for entry in SUBMITTED]
+        assert reader.history(30) == [] and reader.history(19) == []
     finally:
         reader.close()
 
