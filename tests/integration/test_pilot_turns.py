@@ -169,7 +169,9 @@ def test_a_turn_sent_again_after_a_lost_reply_and_a_restart_gets_the_same_answer
     with Client(service.endpoint, FAST_RETRIES) as client:
         assert client.pilot_turn(turn_args(2), "turn-1").jobs == first.jobs  # stored with it
         assert [row.status for row in client.status(job_ids)] == ["Running", "Running", "Waiting"]
-        ended = [UpdateStatusArgs(job.job_id, job.attempt, "p-restart", "Done") for job in first.jobs]
+        ended = [
+            UpdateStatusArgs(job.job_id, job.attempt, "p-restart", "Done") for job in first.jobs
+        ]
         second = client.pilot_turn(turn_args(2, ended), "turn-2")
         assert [outcome.error for outcome in second.outcomes] == [None, None]
         assert [job.job_id for job in second.jobs] == [job_ids[2]]
