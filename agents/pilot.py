@@ -655,11 +655,12 @@ class Pilot:
 
     def start_jobs(self, matches: list[MatchedJob], running: bool = False) -> None:
         """Start the jobs of a turn at once (``running``: the service has them Running since
-        the commit its reply followed), else report the matched jobs Running, in one request posted without waiting (the loop
-        goes on meanwhile); each job's payload starts in a worker thread once the service took
-        its Running (:meth:`process_answers`: never a payload of a job the service does not
-        have Running, whose match it may give back to the task queue). To a service without
-        ``update_statuses``: one by one, each reply waited for."""
+        the commit its reply followed), else report the matched jobs Running, in one request
+        posted without waiting (the loop goes on meanwhile); each job's payload starts in a
+        worker thread once the service took its Running (:meth:`process_answers`: never a
+        payload of a job the service does not have Running, whose match it may give back to
+        the task queue). To a service without ``update_statuses``: one by one, each reply
+        waited for."""
         prepared = [job for job in map(self._prepare, matches) if job is not None]
         if running:
             self._start_at_once(prepared)

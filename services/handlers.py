@@ -45,6 +45,7 @@ from dirac_like.protocol import (
     NoArgs,
     Op,
     PilotCommand,
+    PilotResources,
     PilotTurnArgs,
     PilotTurnReply,
     PingReply,

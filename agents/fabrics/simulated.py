@@ -63,11 +63,11 @@ from dirac_like.description import description_from_stored
 from dirac_like.errors import InvalidArgument, ProtocolError, UnknownOperation
 from dirac_like.identity import Identity, resolve_identity, secure_client_socket
 from dirac_like.protocol import (
+    MAX_JOBS_PER_REQUEST,
+    PILOT_REVISION,
     HeartbeatArgs,
     JobUsage,
     KillJob,
-    MAX_JOBS_PER_REQUEST,
-    PILOT_REVISION,
     MatchedJob,
     Op,
     PilotResources,

@@ -16,7 +16,8 @@ jobs/s from the first pilot started to the last job Done, and the CPU seconds th
 service's process spent meanwhile (less sensitive than wall time to other load on the machine).
 
 First lines, in the same run: the floor, a bare ZeroMQ + SQLite dispatcher doing the same three
-durable updates per job for as many bare pilots (bare_dispatcher.py); and, with
+durable updates per job for as many bare pilots (bare_dispatcher.py); the same floor in the
+shape of ``pilot_turn`` (one request per job: the last Done and the next match); and, with
 ``--peers-python`` (a Python with scripts/benchmarks/peers/requirements.txt installed), the
 no-op tasks per second of Ray, Dask and Parsl (peers/bench_peers.py). The last line gives the
 ratios to them.
@@ -78,6 +79,8 @@ def main(jobs: int, pilots: int, peers_python: str, peers: list[str], apart: boo
     home = scratch_folder("bench-pilots-")
     floor = floor_rate(jobs, pilots, home)
     print(f"floor: bare ZeroMQ + SQLite dispatcher, {pilots:,} bare pilots: {floor:,.0f} jobs/s")
+    turn_floor = floor_rate(jobs, pilots, home, turns=True)
+    print(f"floor in turns: the same, one request per job: {turn_floor:,.0f} jobs/s")
     rates = peer_rates(peers_python, jobs, peers) if peers_python else {}
     (home / "bench.toml").write_text(CONFIG)
     service = ServiceProcess.start_central(home / "home", home / "bench.toml")
@@ -126,7 +129,7 @@ def main(jobs: int, pilots: int, peers_python: str, peers: list[str], apart: boo
         f"{generator_cpu:.1f} s"
     )
     rate = done / elapsed
-    ratios = [f"{rate / floor:.2f}x the bare floor"]
+    ratios = [f"{rate / floor:.2f}x the bare floor", f"{rate / turn_floor:.2f}x the floor in turns"]
     ratios += [f"{rate / value:.2f}x {name}" for name, value in rates.items()]
     print(f"ratios: {', '.join(ratios)}")
     return 0 if done == jobs else 1

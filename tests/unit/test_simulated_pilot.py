@@ -161,7 +161,7 @@ def test_a_turns_jobs_start_at_once_and_their_end_goes_with_the_next_request() -
 def test_a_pilot_reports_apart_while_its_turn_is_in_flight() -> None:
     pilot = new_pilot(cores=2, turns=True)
     ask = PilotTurnArgs("p1", [], PilotResources(site="S", cores=2), 2)
-    [(op, again)] = pilot.on_reply(
+    [(op, _)] = pilot.on_reply(
         Op.PILOT_TURN, ask, turned(MatchedJob(7, 1, "a", "g", 1, SHORT)), 1.0
     )
     assert op == Op.PILOT_TURN  # in flight, not answered yet
