@@ -1069,7 +1069,7 @@ class Pilot:
         self._next_flush = now + OUTBOX_RETRY
         ready = []
         if self.draining:
-            self.reports.drop_turn()  # it asks for no more jobs: the reports go apart
+            self.reports.drop_turn()  # it asks for no more jobs
         posted = self.reports.in_flight() | {report.request_id for report in self._unposted}
         for report in self.outbox.pending():
             if report.job_id in self.jobs or report.request_id in posted:

@@ -12,7 +12,8 @@ One request per turn (``pilot_turn``, issue 15): :meth:`ReportSender.turn` sends
 final reports together with the request for jobs, waited for; the jobs come back Running (start
 them at once). A turn not answered after the client's retries is kept and sent again, same
 request id and same arguments, as the next turn (the service stored its reply: a resend gets the
-same jobs, even after a restart); its reports stay in the outbox meanwhile. A service without
+same jobs, even after a restart); meanwhile its reports, still in the outbox, go apart with the
+outbox's flush (a report applied twice is answered as a no-op). A service without
 ``pilot_turn`` gets the reports posted and the request sent apart, as before.
 
 Final reports come from the durable outbox (agents/outbox.py) and leave it once answered:
@@ -132,9 +133,9 @@ class ReportSender:
         return reply
 
     def drop_turn(self) -> None:
-        """A pilot that will ask for no job (draining, stopping) gives up the turn not answered:
-        its reports go back to the outbox's flush (a job it matched, if the service took it,
-        is left to the service's stalled-job rule)."""
+        """A pilot that will ask for no job (draining, stopping) gives up the turn not answered
+        (a job it matched, if the service took it, is left to the service's stalled-job rule;
+        its reports go with the outbox's flush)."""
         if self._turn is not None:
             log.warning("pilot %s: turn %s not answered, given up", self.pilot_id,
                         self._turn.request_id)  # fmt: skip
@@ -164,9 +165,10 @@ class ReportSender:
             self._post(uuid.uuid4().hex, _Posted(now, running=chunk))
 
     def in_flight(self) -> set[str]:
-        """Request ids of the final reports posted (or in a turn) and not answered yet."""
-        ids = {report.request_id for posted in self._posted.values() for report in posted.finals}
-        return ids | {report.request_id for report in self._turn.finals} if self._turn else ids
+        """Request ids of the final reports posted and not answered yet (not those of a turn
+        not answered: the outbox's flush sends them apart meanwhile, every few seconds, not
+        only when the pilot asks again)."""
+        return {report.request_id for posted in self._posted.values() for report in posted.finals}
 
     def collect(self, answers: list[Answer], now: float) -> list[RunningOutcome]:
         """Apply the answers to posted requests: final reports answered leave the outbox; the
