@@ -216,9 +216,12 @@ def history(state: CentralState, args: JobIdArgs, now: float) -> list[HistoryRow
 # -- pilots ------------------------------------------------------------------------------------
 
 
-def _check_request(pilot_id: str, resources: PilotResources) -> None:
+def _check_request(pilot_id: str, resources: PilotResources, asks: bool = True) -> None:
+    """The pilot's name and site; its cores too when it ``asks`` for jobs."""
     check_name("pilot id", pilot_id)
     check_name("site", resources.site)
+    if not asks:
+        return
     if resources.cores < 1:
         raise InvalidArgument("resources.cores must be at least 1")
     if resources.total_cores and resources.total_cores < resources.cores:
@@ -383,7 +386,7 @@ def pilot_turn(state: CentralState, args: PilotTurnArgs, now: float) -> PilotTur
         raise InvalidArgument("a turn with no report and no job asked for")
     if any(report.pilot_id != args.pilot_id for report in args.reports):
         raise InvalidArgument(f"every report must be of pilot {args.pilot_id}")
-    _check_request(args.pilot_id, args.resources)
+    _check_request(args.pilot_id, args.resources, asks=args.count > 0)
     outcomes = _apply_reports(state, args.reports, now)
     if not args.count:
         return PilotTurnReply(outcomes, [], "", state.pilot_commands(args.pilot_id))

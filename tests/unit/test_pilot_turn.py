@@ -93,6 +93,14 @@ def test_a_job_of_a_turn_is_not_given_back_at_the_match_lease(grid: Grid) -> Non
     assert grid.status(job["job_id"]) == "Running"
 
 
+def test_a_pilot_with_no_free_core_may_still_report_in_a_turn(grid: Grid) -> None:
+    grid.submit(HELLO)
+    [first] = turn(grid, [], count=1)["jobs"]
+    reply = turn(grid, [done(first)], count=0, cores=0)
+    assert reply["outcomes"] == [{"commands": [], "error": None}] and reply["jobs"] == []
+    assert grid.status(first["job_id"]) == "Done"
+
+
 def test_no_job_says_why(grid: Grid) -> None:
     reply = turn(grid, [], count=1)
     assert reply["jobs"] == [] and reply["reason"]
