@@ -29,7 +29,13 @@ Reliability (issue 11):
   restarted on the same workdir. Between the payload's end and that turn, its keeper's
   ``payload_ended`` mark in the job's folder keeps the end (a successor reports from it). An
   output the service could not take waits in the job's folder with its report.
-- **Running is pipelined too.** The Running reports of one match are posted together and the
+- **One request per turn** (``pilot_turn``): the final reports of the loop turn go with the
+  request for jobs, and the service records each job it matches Running in the same commit
+  (its lease is then the payload's, not ``match_lease``): the payloads start when the reply
+  comes. A turn not answered is sent again (same id) as the next one; the reports of a turn
+  with no request (no free core, a back-off) are posted as below.
+- **Running is pipelined too** (a service without ``pilot_turn``). The Running reports of one
+  match are posted together and the
   loop goes on; each payload starts once the service took its Running (never before: the
   service gives an unstarted match back to the task queue after ``match_lease``, shorter than
   a payload's lease), and a job whose Running is refused is dropped unstarted. To a service
@@ -388,6 +394,8 @@ class Pilot:
             lambda: self.client, self.outbox, config.pilot_id, self._answered
         )
         self._unsent: list[Report] = []  # made this turn: kept in the outbox, then sent
+        self._unposted: list[Report] = []  # kept in the outbox, for this turn's request
+        self._turn_commands: list[PilotCommand] = []  # of a turn's reply, until its jobs start
         self._awaiting_running: set[int] = set()  # jobs whose Running is in flight (not started)
         self.folders = JobFolders(config.workdir, config.keep_failed_for, config.keep_failed_max_mb)
         self._folder_work = ThreadPoolExecutor(1, thread_name_prefix="folders")
@@ -445,6 +453,8 @@ class Pilot:
                 pass
         finally:
             self._abandon()
+            self.reports.drop_turn()
+            self._post_unposted()
             self.flush_outbox(self.clock(), force=True)
             self._wait_answers()
             self._folder_work.shutdown(wait=True)
@@ -465,6 +475,7 @@ class Pilot:
             self.kill_all(STOPPED_BY_SIGNAL.format(self.stop_signal))
         self.send_heartbeats(now)
         self.request_jobs(now)
+        self._post_unposted()  # no request took them this turn
         reason = self.policy.stop_reason(
             self.clock(), len(self.jobs), self.jobs_taken, self._idle_since, self.draining
         )
@@ -531,7 +542,7 @@ class Pilot:
                 now, self._free_cores(), self.jobs_taken, self._idle_since, self.draining
             )
         ):
-            matches = self._request_some(now)
+            matches, running = self._request_some(now)
             if not matches and self._hold_cores:
                 return  # asked again as soon as enough cores are free, or when the hold ends
             if not matches:
@@ -541,7 +552,7 @@ class Pilot:
             self._request_pause = self.config.first_request_interval
             self._idle_since = None
             self.jobs_taken += len(matches)
-            self.start_jobs(matches)
+            self.start_jobs(matches, running)
             now = self.clock()
             if not self.jobs:  # none could be started
                 self._idle_since = now
@@ -570,12 +581,31 @@ class Pilot:
             understands_drain=True,
         )
 
-    def _request_some(self, now: float) -> list[MatchedJob]:
-        """A job for each free core (at most), in one request (``request_jobs``), or one job
-        from a service that has no such op."""
+    def _request_some(self, now: float) -> tuple[list[MatchedJob], bool]:
+        """A job for each free core (at most), with this turn's final reports in one request
+        (``pilot_turn``: the jobs come back Running, the bool), else in one request
+        (``request_jobs``), or one job from a service that has neither."""
         count = min(self._free_cores(), MAX_JOBS_PER_REQUEST)
         if self.policy.max_jobs:
             count = min(count, self.policy.max_jobs - self.jobs_taken)
+        if self.reports.turns:
+            unposted, self._unposted = self._unposted, []
+            try:
+                turn = self.reports.turn(unposted, self.resources(now), count, now)
+            except UnknownOperation:
+                pass  # asked as before, below
+            else:
+                if turn is None:
+                    return [], False
+                self._note_no_job(now, turn.hold, turn.reason, turn.drain)
+                if not turn.jobs:
+                    self.apply_commands(turn.commands)
+                self._turn_commands = turn.commands  # else applied once its jobs are known
+                return turn.jobs, True
+        return self._request_apart(now, count), False
+
+    def _request_apart(self, now: float, count: int) -> list[MatchedJob]:
+        """Jobs asked for without the reports (a service older than ``pilot_turn``)."""
         if count > 1 and self.reports.batches:
             try:
                 reply = self.client.request_jobs(self.config.pilot_id, self.resources(now), count)
@@ -623,13 +653,18 @@ class Pilot:
 
     # -- one job ---------------------------------------------------------------------------------
 
-    def start_jobs(self, matches: list[MatchedJob]) -> None:
-        """Report the matched jobs Running, in one request posted without waiting (the loop
-        goes on meanwhile); each job's payload starts in a worker thread once the service took
-        its Running (:meth:`process_answers`: never a payload of a job the service does not
-        have Running, whose match it may give back to the task queue). To a service without
-        ``update_statuses``: one by one, each reply waited for."""
+    def start_jobs(self, matches: list[MatchedJob], running: bool = False) -> None:
+        """Start the jobs of a turn at once (``running``: the service has them Running since
+        the commit its reply followed), else report the matched jobs Running, in one request
+        posted without waiting (the loop goes on meanwhile); each job's payload starts in a
+        worker thread once the service took its Running (:meth:`process_answers`: never a
+        payload of a job the service does not have Running, whose match it may give back to
+        the task queue). To a service without ``update_statuses``: one by one, each reply
+        waited for."""
         prepared = [job for job in map(self._prepare, matches) if job is not None]
+        if running:
+            self._start_at_once(prepared)
+            return
         if not self.reports.batches:
             self._start_when_taken(prepared)
             return
@@ -651,6 +686,18 @@ class Pilot:
             job.workdir,
             job.cores,
         )
+
+    def _start_at_once(self, prepared: list[RunningJob]) -> None:
+        """The jobs of a turn: Running at the service already, with their lease."""
+        if prepared:
+            self.renew_lease()
+        for job in prepared:
+            self.jobs[job.job_id] = job
+        commands, self._turn_commands = self._turn_commands, []
+        self.apply_commands(commands)  # a kill of one of them finds it
+        for job in prepared:
+            self._start_thread(job)
+        self._send_reports()  # of the jobs that could not be prepared
 
     def _start_when_taken(self, prepared: list[RunningJob]) -> None:
         """Report Running and wait for the reply, then start the jobs the service took."""
@@ -831,7 +878,7 @@ class Pilot:
             try:
                 event = self.events.get_nowait()
             except queue.Empty:
-                self._send_reports()
+                self._send_reports(post=False)  # with this turn's request, if one goes
                 return
             job = self.jobs.get(event.job_id)
             if job is None:
@@ -950,19 +997,26 @@ class Pilot:
             )
         )
 
-    def _send_reports(self) -> None:
+    def _send_reports(self, post: bool = True) -> None:
         """Keep the reports made this turn in the outbox (one file, one fsync), then post them
         (pipelined: answered in a later turn; what the service cannot take now stays in the
-        outbox for :meth:`flush_outbox`)."""
+        outbox for :meth:`flush_outbox`), or (``post`` False) leave them to this turn's
+        request (:meth:`_request_some`), else to :meth:`_post_unposted`."""
         made, self._unsent = self._unsent, []
-        if not made:
-            return
-        try:
-            self.outbox.put_many(made)
-        except OSError as exc:
-            log.error("jobs %s: reports not kept in the outbox (sent once): %s",
-                      ",".join(str(r.job_id) for r in made), exc)  # fmt: skip
-        self.reports.post(made, self.clock())
+        if made:
+            try:
+                self.outbox.put_many(made)
+            except OSError as exc:
+                log.error("jobs %s: reports not kept in the outbox (sent once): %s",
+                          ",".join(str(r.job_id) for r in made), exc)  # fmt: skip
+            self._unposted += made
+        if post:
+            self._post_unposted()
+
+    def _post_unposted(self) -> None:
+        made, self._unposted = self._unposted, []
+        if made:
+            self.reports.post(made, self.clock())
 
     def process_answers(self) -> None:
         """Take the answers to posted reports: a job whose Running was taken starts (its
@@ -1014,7 +1068,9 @@ class Pilot:
             return
         self._next_flush = now + OUTBOX_RETRY
         ready = []
-        posted = self.reports.in_flight()
+        if self.draining:
+            self.reports.drop_turn()  # it asks for no more jobs
+        posted = self.reports.in_flight() | {report.request_id for report in self._unposted}
         for report in self.outbox.pending():
             if report.job_id in self.jobs or report.request_id in posted:
                 continue  # its payload's thread is on it, or it is on its way
@@ -1166,6 +1222,7 @@ class Pilot:
                 continue
             self.events.put(event)
             self.process_events()
+            self._post_unposted()
 
 
 def _application(result: PayloadResult) -> str:

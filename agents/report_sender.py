@@ -8,6 +8,14 @@ did not come in time: a Running report is posted again under the same request id
 go back to the outbox's flush (sent again under their own ids). A service older than
 ``update_statuses`` gets everything one by one, each waited for, as before.
 
+One request per turn (``pilot_turn``, issue 15): :meth:`ReportSender.turn` sends the turn's
+final reports together with the request for jobs, waited for; the jobs come back Running (start
+them at once). A turn not answered after the client's retries is kept and sent again, same
+request id and same arguments, as the next turn (the service stored its reply: a resend gets the
+same jobs, even after a restart); meanwhile its reports, still in the outbox, go apart with the
+outbox's flush (a report applied twice is answered as a no-op). A service without
+``pilot_turn`` gets the reports posted and the request sent apart, as before.
+
 Final reports come from the durable outbox (agents/outbox.py) and leave it once answered:
 acknowledged, or refused for good; one the service could not take now stays for the next
 flush. Running reports are not kept (posted again while unanswered): a job whose Running is
@@ -27,9 +35,13 @@ from dirac_like.client import Answer, Client
 from dirac_like.errors import DiracLikeError, UnknownOperation
 from dirac_like.protocol import (
     MAX_REPORTS_PER_REQUEST,
+    PILOT_REVISION,
     JobUsage,
     Op,
     PilotCommand,
+    PilotResources,
+    PilotTurnArgs,
+    PilotTurnReply,
     ReportOutcome,
     UpdateStatusArgs,
     UpdateStatusesArgs,
@@ -61,6 +73,15 @@ class _Posted:
     running: list[UpdateStatusArgs] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Turn:
+    """A pilot turn sent and not answered yet: sent again as it is, under its id."""
+
+    request_id: str
+    args: PilotTurnArgs
+    finals: list[Report]
+
+
 class ReportSender:
     def __init__(
         self, client: Callable[[], Client], outbox: Outbox, pilot_id: str, answered: Answered
@@ -71,6 +92,54 @@ class ReportSender:
         self.answered = answered
         self.batches = True  # False once the service said it has no update_statuses
         self._posted: dict[str, _Posted] = {}  # request id -> what it carries
+        self.turns = True  # False once the service said it has no pilot_turn
+        self._turn: _Turn | None = None  # a turn not answered: the next one sends it again
+
+    # -- one request per turn ----------------------------------------------------------------------
+
+    def turn(
+        self, reports: list[Report], resources: PilotResources, count: int, now: float
+    ) -> PilotTurnReply | None:
+        """These reports of the outbox and a request for ``count`` jobs, in one request waited
+        for; the reply (its jobs are Running), or None when none came (the turn is sent again
+        by the next call, and ``reports`` are posted apart then) or the turn was refused (its
+        reports stay in the outbox). UnknownOperation: the service has no pilot_turn (the
+        reports are posted apart; ask as before)."""
+        if self._turn is None:
+            statuses = [_status_args(report) for report in reports[:MAX_REPORTS_PER_REQUEST]]
+            args = PilotTurnArgs(self.pilot_id, statuses, resources, count, revision=PILOT_REVISION)
+            self._turn = _Turn(uuid.uuid4().hex, args, reports[:MAX_REPORTS_PER_REQUEST])
+            reports = reports[MAX_REPORTS_PER_REQUEST:]
+        if reports:
+            self.post(reports, now)
+        turn = self._turn
+        try:
+            reply = self.client.pilot_turn(turn.args, turn.request_id)
+        except UnknownOperation:
+            log.info("pilot %s: the service has no pilot_turn: reports and requests apart",
+                     self.pilot_id)  # fmt: skip
+            self.turns, self._turn = False, None
+            self.post(turn.finals, now)
+            raise
+        except DiracLikeError as exc:
+            if exc.retryable:
+                log.warning("pilot %s: turn not answered (sent again): %s", self.pilot_id, exc)
+                return None
+            log.warning("pilot %s: turn refused (reports kept): %s", self.pilot_id, exc)
+            self._turn = None
+            return None
+        self._turn = None
+        self._apply_outcomes(turn.finals, reply.outcomes)
+        return reply
+
+    def drop_turn(self) -> None:
+        """A pilot that will ask for no job (draining, stopping) gives up the turn not answered
+        (a job it matched, if the service took it, is left to the service's stalled-job rule;
+        its reports go with the outbox's flush)."""
+        if self._turn is not None:
+            log.warning("pilot %s: turn %s not answered, given up", self.pilot_id,
+                        self._turn.request_id)  # fmt: skip
+            self._turn = None
 
     # -- pipelined -------------------------------------------------------------------------------
 
@@ -96,7 +165,9 @@ class ReportSender:
             self._post(uuid.uuid4().hex, _Posted(now, running=chunk))
 
     def in_flight(self) -> set[str]:
-        """Request ids of the final reports posted and not answered yet."""
+        """Request ids of the final reports posted and not answered yet (not those of a turn
+        not answered: the outbox's flush sends them apart meanwhile, every few seconds, not
+        only when the pilot asks again)."""
         return {report.request_id for posted in self._posted.values() for report in posted.finals}
 
     def collect(self, answers: list[Answer], now: float) -> list[RunningOutcome]:

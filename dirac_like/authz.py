@@ -23,9 +23,10 @@ The policy, in brief (``RULES`` below is the authority):
   credential names, or (a credential for any pilot of the site, like the simulated fabric's) a
   pilot id no other credential is bound to — the first request binds the pilot record to the
   credential; update_status only for jobs matched to it (update_statuses: reports of its own
-  pilot id, each refused alone by the handler when the job is not matched to it); heartbeat
-  with its own pilot id (for a job that is no longer its own the service only answers "kill
-  it", which changes nothing); downloads input sandboxes and uploads output sandboxes.
+  pilot id, each refused alone by the handler when the job is not matched to it; pilot_turn:
+  both, checked as request_jobs and update_statuses are); heartbeat with its own pilot id (for
+  a job that is no longer its own the service only answers "kill it", which changes nothing);
+  downloads input sandboxes and uploads output sandboxes.
 - agent: read-only: ping, sites, task_queues, shares, pilots, list_jobs, status; and, for the
   transfer agent, leasing and reporting transfers, reading the catalog and marking replicas.
 - monitor (the monitoring agent): submits probe jobs as itself into the reserved probe group
@@ -118,6 +119,7 @@ _ACTIONS = {
     Op.ELIGIBLE: "count the jobs a pilot could run",
     Op.UPDATE_STATUS: "report job statuses",
     Op.UPDATE_STATUSES: "report job statuses",
+    Op.PILOT_TURN: "report job statuses and ask for jobs as a pilot",
     Op.HEARTBEAT: "send job heartbeats",
     Op.SITES: "list sites",
     Op.BAN_SITE: "ban sites",
@@ -243,6 +245,7 @@ _ACTING_AS = {
     Op.SANDBOX_UPLOAD: "owner",
     Op.REQUEST_JOB: "credential",
     Op.REQUEST_JOBS: "credential",
+    Op.PILOT_TURN: "credential",
 }
 
 
@@ -500,6 +503,20 @@ def _pilot_reports(asked: Asked) -> Any:
     return asked.args
 
 
+def _pilot_turn(asked: Asked) -> Any:
+    """A turn: its reports as in ``update_statuses``, its request as in ``request_jobs`` (a
+    pilot met for the first time may ask; reports of jobs not its own are refused alone)."""
+    _same_site(asked, asked.arg("resources").site, "request jobs")
+    pilot_id = _own_pilot_id(asked, unknown_ok=True)
+    for report in asked.arg("reports") or []:
+        if report.pilot_id != pilot_id:
+            raise Forbidden(
+                f"{asked.who} may not report as pilot {_short(report.pilot_id, 80)} in a "
+                f"turn of pilot {pilot_id}"
+            )
+    return asked.replaced(credential=asked.principal.name)
+
+
 def _pilot_heartbeat(asked: Asked) -> Any:
     # For a job taken away from this pilot (rescheduled, killed) the service only answers
     # "kill it" and changes nothing: that answer is how the pilot learns to stop it.
@@ -641,6 +658,7 @@ RULES: dict[str, dict[Role, Check]] = {
     Op.ELIGIBLE: {_O: _anything, _D: _director_eligible},
     Op.UPDATE_STATUS: {_P: _pilot_report},
     Op.UPDATE_STATUSES: {_P: _pilot_reports},
+    Op.PILOT_TURN: {_P: _pilot_turn},
     Op.HEARTBEAT: {_P: _pilot_heartbeat},
     Op.SITES: {_O: _anything, _A: _anything, _M: _anything},
     Op.BAN_SITE: {_O: _anything},

@@ -92,6 +92,8 @@ from dirac_like.protocol import (
     PilotStoppedReply,
     PilotSummaryRow,
     PilotTokenArgs,
+    PilotTurnArgs,
+    PilotTurnReply,
     PilotUpdateItem,
     PilotView,
     PingReply,
@@ -516,6 +518,14 @@ class Client:
             Op.UPDATE_STATUSES, UpdateStatusesArgs(pilot_id, reports), request_id=request_id
         )
         return reply.outcomes
+
+    def pilot_turn(self, args: PilotTurnArgs, request_id: str) -> PilotTurnReply:
+        """A pilot's reports and its request for jobs in one request (the jobs come back
+        Running: start them at once); sent again under ``request_id`` until answered
+        (UnknownOperation from a service older than it: use :meth:`update_statuses` and
+        :meth:`request_jobs`)."""
+        reply: PilotTurnReply = self.call(Op.PILOT_TURN, args, request_id=request_id)
+        return reply
 
     def eligible(self, resources: PilotResources) -> int:
         """How many waiting jobs a pilot with ``resources`` could run now."""

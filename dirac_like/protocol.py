@@ -26,7 +26,8 @@ unknown keys, so a message grows only in ways an older peer still reads:
   service fills a field of revision N only for ``revision >= N`` (``MatchedJob.lease``: 1);
 - a new operation is called only by peers that know it; a pilot falls back to the older
   operation when a service answers ``unknown_op`` (``request_jobs`` → ``request_job``,
-  ``update_statuses`` → ``update_status``).
+  ``update_statuses`` → ``update_status``, ``pilot_turn`` → ``update_statuses`` and
+  ``request_jobs`` with a Running report per match).
 
 A service answers the pilots of the previous revision (one version back) as they expect; tests
 in tests/unit/test_pilot_wire_compat.py read its replies with the older pilot's types.
@@ -210,6 +211,23 @@ class UpdateStatusesArgs:
 
     pilot_id: str
     reports: list[UpdateStatusArgs]
+
+
+@dataclass(frozen=True)
+class PilotTurnArgs:
+    """One pilot turn in one request (issue 15): the pilot's pending status reports, applied
+    as ``update_statuses`` applies them (each on its own, a repeat answered without applying it
+    twice), then up to ``count`` jobs for the free cores of ``resources``, each recorded Running
+    at once ("Application", as the pilot's Running report says): the pilot starts each matched
+    payload when the reply comes, which is after the one durable commit of it all. ``count`` 0:
+    the reports only."""
+
+    pilot_id: str
+    reports: list[UpdateStatusArgs]
+    resources: PilotResources
+    count: int = 0
+    credential: str = ""  # as in RequestJobArgs
+    revision: int = 0  # as in RequestJobArgs
 
 
 @dataclass(frozen=True)
@@ -691,6 +709,20 @@ class ReportOutcomes:
 
 
 @dataclass(frozen=True)
+class PilotTurnReply:
+    """What became of a pilot turn: one outcome per report (as ``update_statuses``), the jobs
+    matched and already Running for the pilot (start each at once), and as ``request_jobs``
+    says them: why no job, the pilot's commands, a hold, a drain."""
+
+    outcomes: list[ReportOutcome]
+    jobs: list[MatchedJob]
+    reason: str
+    commands: list[PilotCommand]
+    hold: CoreHold | None = None
+    drain: bool = False
+
+
+@dataclass(frozen=True)
 class EligibleReply:
     eligible: int
     reason: str  # why none, when the pilot could run nothing at all (a banned site)
@@ -1108,6 +1140,7 @@ class Op:
     ELIGIBLE = "eligible"
     UPDATE_STATUS = "update_status"
     UPDATE_STATUSES = "update_statuses"
+    PILOT_TURN = "pilot_turn"
     HEARTBEAT = "heartbeat"
     SITES = "sites"
     BAN_SITE = "ban_site"
@@ -1177,6 +1210,7 @@ ARGUMENTS: dict[str, type] = {
     Op.ELIGIBLE: EligibleArgs,
     Op.UPDATE_STATUS: UpdateStatusArgs,
     Op.UPDATE_STATUSES: UpdateStatusesArgs,
+    Op.PILOT_TURN: PilotTurnArgs,
     Op.HEARTBEAT: HeartbeatArgs,
     Op.SITES: NoArgs,
     Op.BAN_SITE: BanSiteArgs,
@@ -1247,6 +1281,7 @@ REPLIES: dict[str, Any] = {
     Op.ELIGIBLE: EligibleReply,
     Op.UPDATE_STATUS: CommandsReply,
     Op.UPDATE_STATUSES: ReportOutcomes,
+    Op.PILOT_TURN: PilotTurnReply,
     Op.HEARTBEAT: CommandsReply,
     Op.SITES: list[SiteRow],
     Op.BAN_SITE: SiteReply,
@@ -1314,6 +1349,7 @@ MUTATING_OPS = frozenset(
         Op.REQUEST_JOBS,
         Op.UPDATE_STATUS,
         Op.UPDATE_STATUSES,
+        Op.PILOT_TURN,
         Op.BAN_SITE,
         Op.UNBAN_SITE,
         Op.SET_SHARE,
@@ -1351,6 +1387,8 @@ MUTATING_OPS = frozenset(
 # identity_add and pilot_token reply with a secret key, which is not to be written anywhere:
 # after a crash their retry is refused (the name exists) or issues a fresh token.
 # transfer_request is like request_job: a lease lost in a crash expires and the request waits again.
+# pilot_turn's reply IS stored: its jobs are Running for the pilot at once, so a turn resent
+# after a crash must get the same jobs (a fresh match would leave them Running with no payload).
 REPLIES_NOT_STORED = frozenset(
     {Op.REQUEST_JOB, Op.REQUEST_JOBS, Op.IDENTITY_ADD, Op.PILOT_TOKEN, Op.TRANSFER_REQUEST}
 )

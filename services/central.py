@@ -104,7 +104,14 @@ FREEZE_AFTER_NEW_JOBS = 10_000
 MAX_POLL_SECONDS = 0.5  # wake up at least this often to notice a stop request
 MAX_ROUTES = 200_000  # pilots remembered for pushes (the least recently heard are forgotten)
 PILOT_OPS = frozenset(
-    {Op.REQUEST_JOB, Op.REQUEST_JOBS, Op.UPDATE_STATUS, Op.UPDATE_STATUSES, Op.HEARTBEAT}
+    {
+        Op.REQUEST_JOB,
+        Op.REQUEST_JOBS,
+        Op.UPDATE_STATUS,
+        Op.UPDATE_STATUSES,
+        Op.PILOT_TURN,
+        Op.HEARTBEAT,
+    }
 )
 PURGE_SECONDS = 300.0  # how often expired pilot tokens are looked for
 Message = tuple[list[bytes], str]  # the frames of one request, and its User-Id ('' if insecure)

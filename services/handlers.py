@@ -45,6 +45,9 @@ from dirac_like.protocol import (
     NoArgs,
     Op,
     PilotCommand,
+    PilotResources,
+    PilotTurnArgs,
+    PilotTurnReply,
     PingReply,
     ReportOutcome,
     ReportOutcomes,
@@ -88,6 +91,7 @@ from .state import NEVER_RUNNABLE, CentralState, check_name
 from .status_handlers import STATUS_HANDLERS
 
 S = JobStatus
+RUNNING_AT_MATCH = "Application"  # the minor status of a pilot's Running report
 Handler = Callable[[CentralState, Any, float], Any]
 
 
@@ -212,13 +216,20 @@ def history(state: CentralState, args: JobIdArgs, now: float) -> list[HistoryRow
 # -- pilots ------------------------------------------------------------------------------------
 
 
-def request_job(state: CentralState, args: RequestJobArgs, now: float) -> RequestJobReply:
-    check_name("pilot id", args.pilot_id)
-    check_name("site", args.resources.site)
-    if args.resources.cores < 1:
+def _check_request(pilot_id: str, resources: PilotResources, asks: bool = True) -> None:
+    """The pilot's name and site; its cores too when it ``asks`` for jobs."""
+    check_name("pilot id", pilot_id)
+    check_name("site", resources.site)
+    if not asks:
+        return
+    if resources.cores < 1:
         raise InvalidArgument("resources.cores must be at least 1")
-    if args.resources.total_cores and args.resources.total_cores < args.resources.cores:
+    if resources.total_cores and resources.total_cores < resources.cores:
         raise InvalidArgument("resources.total_cores must not be below resources.cores")
+
+
+def request_job(state: CentralState, args: RequestJobArgs, now: float) -> RequestJobReply:
+    _check_request(args.pilot_id, args.resources)
     job = state.request_job(args.pilot_id, args.resources, now, args.credential)
     commands = state.pilot_commands(args.pilot_id)
     if job is None:
@@ -347,13 +358,53 @@ def update_statuses(state: CentralState, args: UpdateStatusesArgs, now: float) -
         raise InvalidArgument(f"1 to {MAX_REPORTS_PER_REQUEST} reports per request")
     if any(report.pilot_id != args.pilot_id for report in args.reports):
         raise InvalidArgument(f"every report must be of pilot {args.pilot_id}")
+    return ReportOutcomes(_apply_reports(state, args.reports, now))
+
+
+def _apply_reports(
+    state: CentralState, reports: list[UpdateStatusArgs], now: float
+) -> list[ReportOutcome]:
     outcomes = []
-    for report in args.reports:
+    for report in reports:
         try:
             outcomes.append(ReportOutcome(update_status(state, report, now).commands))
         except DiracLikeError as exc:
             outcomes.append(ReportOutcome([], ErrorInfo(exc.code, exc.message, exc.retryable)))
-    return ReportOutcomes(outcomes)
+    return outcomes
+
+
+def pilot_turn(state: CentralState, args: PilotTurnArgs, now: float) -> PilotTurnReply:
+    """A pilot's reports, then its request (see :class:`PilotTurnArgs`): each job matched is
+    reported Running for the pilot at once, so it is Running in the same commit as its match
+    (its lease is the payload's, ``stalled_timeout``, not ``match_lease``) and the pilot may
+    start it when the reply comes. Everything is checked before anything changes."""
+    if not 0 <= args.count <= MAX_JOBS_PER_REQUEST:
+        raise InvalidArgument(f"count must be 0 to {MAX_JOBS_PER_REQUEST}, got {args.count}")
+    if len(args.reports) > MAX_REPORTS_PER_REQUEST:
+        raise InvalidArgument(f"at most {MAX_REPORTS_PER_REQUEST} reports per turn")
+    if not args.reports and not args.count:
+        raise InvalidArgument("a turn with no report and no job asked for")
+    if any(report.pilot_id != args.pilot_id for report in args.reports):
+        raise InvalidArgument(f"every report must be of pilot {args.pilot_id}")
+    _check_request(args.pilot_id, args.resources, asks=args.count > 0)
+    outcomes = _apply_reports(state, args.reports, now)
+    if not args.count:
+        return PilotTurnReply(outcomes, [], "", state.pilot_commands(args.pilot_id))
+    asked = RequestJobsArgs(
+        args.pilot_id, args.resources, args.count, args.credential, args.revision
+    )
+    matched = request_jobs(state, asked, now)
+    commands = list(matched.commands)
+    for job in matched.jobs:
+        running = UpdateStatusArgs(
+            job.job_id, job.attempt, args.pilot_id, S.RUNNING.value, RUNNING_AT_MATCH
+        )
+        for command in update_status(state, running, now).commands:
+            if command not in commands:
+                commands.append(command)
+    return PilotTurnReply(
+        outcomes, matched.jobs, matched.reason, commands, matched.hold, matched.drain
+    )
 
 
 def _check_repeated_final(
@@ -473,6 +524,7 @@ HANDLERS: dict[str, Handler] = {
     Op.ELIGIBLE: eligible,
     Op.UPDATE_STATUS: update_status,
     Op.UPDATE_STATUSES: update_statuses,
+    Op.PILOT_TURN: pilot_turn,
     Op.HEARTBEAT: heartbeat,
     Op.SITES: sites,
     Op.BAN_SITE: ban_site,

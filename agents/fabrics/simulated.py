@@ -1,8 +1,12 @@
 """The ``simulated`` fabric: many pilots inside one process, speaking the real protocol.
 
-Each simulated pilot asks the central service for jobs, reports them Running, heartbeats while
-the payload "runs" (nothing runs: the pilot only waits for its end time), then reports Done or
-Failed and asks again, until it has been idle too long or has run its maximum number of jobs.
+Each simulated pilot asks the central service for jobs, heartbeats while the payload "runs"
+(nothing runs: the pilot only waits for its end time), then reports Done or Failed and asks
+again, until it has been idle too long or has run its maximum number of jobs. Like the real
+pilot it does so in one request per turn (``pilot_turn``, issue 15): the end reports go with the
+request for the cores they free, and the jobs come back Running (no Running report); with
+``turns=False``, or a service that answers ``unknown_op``, it asks (``request_job``), reports
+Running and reports the end apart, as pilots did before.
 Like the real pilot it packs jobs into its cores: an N-core pilot asks while it has free cores
 (saying its free and total cores) and runs several jobs at once, each on the cores its match
 granted; told to hold its cores (draining toward a bigger job), it asks for nothing until that
@@ -56,15 +60,19 @@ import zmq
 
 from dirac_like.client import RetryPolicy, connect_servers
 from dirac_like.description import description_from_stored
-from dirac_like.errors import InvalidArgument, ProtocolError
+from dirac_like.errors import InvalidArgument, ProtocolError, UnknownOperation
 from dirac_like.identity import Identity, resolve_identity, secure_client_socket
 from dirac_like.protocol import (
+    MAX_JOBS_PER_REQUEST,
+    PILOT_REVISION,
     HeartbeatArgs,
     JobUsage,
     KillJob,
     MatchedJob,
     Op,
     PilotResources,
+    PilotTurnArgs,
+    PilotTurnReply,
     Reply,
     Request,
     RequestJobArgs,
@@ -146,15 +154,23 @@ class _Pilot:
     are free or the hold's time is up."""
 
     def __init__(
-        self, ref: str, index: int, spec: _Spec, rng: random.Random, time_scale: float, now: float
+        self,
+        ref: str,
+        index: int,
+        spec: _Spec,
+        rng: random.Random,
+        time_scale: float,
+        now: float,
+        turns: bool = True,
     ) -> None:
         self.ref, self.index, self.spec, self.rng = ref, index, spec, rng
         self.time_scale = time_scale
+        self.turns = turns  # pilot_turn (False: request_job, Running and end reports apart)
         self.state = PilotState.SUBMITTED
         self.over = False
         self.jobs: dict[int, _Job] = {}
         self.jobs_taken = 0
-        self.asking = False  # a request_job in flight
+        self.asking = False  # a request_job or a pilot_turn asking for jobs in flight
         self.next_ask = 0.0  # no request before this (after a "no job")
         self.hold_cores, self.hold_until = 0, 0.0
         self.idle_until = 0.0
@@ -195,6 +211,7 @@ class _Pilot:
 
     def on_timer(self, now: float) -> list[Step]:
         steps: list[Step] = []
+        ended: list[UpdateStatusArgs] = []
         for job in list(self.jobs.values()):
             if job.phase is not _JobPhase.RUNNING:
                 continue
@@ -204,7 +221,7 @@ class _Pilot:
                 )
                 return []
             if now >= job.ends_at:
-                steps.append(self._report_end(job, now))
+                ended.append(self._report_end(job, now))
             elif now >= job.next_heartbeat:
                 job.next_heartbeat = now + HEARTBEAT_SECONDS * self.time_scale
                 wall_time = now - job.ends_at + job.duration
@@ -222,13 +239,15 @@ class _Pilot:
         if not self.jobs and not self.asking and now >= self.idle_until:
             self.end(now, PilotState.DONE, f"no job for {self.spec.idle_timeout:g} s")
             return []
-        return self._settle(steps + self._maybe_ask(now), now)
+        return self._settle(steps + self._maybe_ask(now, ended), now)
 
     def on_reply(self, op: str, args: Any, reply: Reply, now: float) -> list[Step]:
-        if op == Op.REQUEST_JOB:
+        if op in (Op.REQUEST_JOB, Op.PILOT_TURN):
             self.asking = False
         if not reply.ok:
             assert reply.error is not None
+            if op == Op.PILOT_TURN and reply.error.code == UnknownOperation.code:
+                return self._settle(self._no_turns(args, now), now)
             return self._settle(
                 self._on_error(op, args, f"{reply.error.code}: {reply.error.message}", now), now
             )
@@ -248,6 +267,8 @@ class _Pilot:
             ]
         if op == Op.REQUEST_JOB:
             steps += self._on_match(result, now)
+        elif op == Op.PILOT_TURN:
+            steps += self._on_turn(args, result, now)
         else:
             steps += self._on_job_reply(args.job_id, result, now)
         if self.stop_reason and not self.jobs and not self.over:
@@ -256,9 +277,15 @@ class _Pilot:
 
     # -- steps -----------------------------------------------------------------------------------
 
-    def _maybe_ask(self, now: float) -> list[Step]:
-        """A request_job if cores are free and nothing holds the pilot back."""
+    def _maybe_ask(self, now: float, ended: list[UpdateStatusArgs] | None = None) -> list[Step]:
+        """A request for jobs if cores are free and nothing holds the pilot back: a pilot_turn
+        carrying the ``ended`` jobs' reports (their cores count as free), else a request_job;
+        the reports that cannot go with a request are sent apart."""
+        ended = ended or []
+        apart: list[Step] = [(Op.UPDATE_STATUS, report) for report in ended]
         free = self.free_cores
+        if self.turns:
+            free += sum(self.jobs[report.job_id].cores for report in ended)
         if (
             self.asking
             or self.stop_reason
@@ -267,14 +294,20 @@ class _Pilot:
             or now < self.next_ask
             or (self.spec.max_jobs and self.jobs_taken >= self.spec.max_jobs)
         ):
-            return []
+            return apart
         if free < self.hold_cores and now < self.hold_until:
-            return []
+            return apart
         self.asking, self.hold_cores = True, 0
         resources = dataclasses.replace(
             self.spec.resources, cores=free, total_cores=self.spec.resources.cores
         )
-        return [(Op.REQUEST_JOB, RequestJobArgs(self.spec.pilot_id, resources))]
+        if not self.turns:
+            return [*apart, (Op.REQUEST_JOB, RequestJobArgs(self.spec.pilot_id, resources))]
+        count = min(free, MAX_JOBS_PER_REQUEST)
+        if self.spec.max_jobs:
+            count = min(count, self.spec.max_jobs - self.jobs_taken)
+        turn = PilotTurnArgs(self.spec.pilot_id, ended, resources, count, revision=PILOT_REVISION)
+        return [(Op.PILOT_TURN, turn)]
 
     def _settle(self, steps: list[Step], now: float) -> list[Step]:
         """Work out when the pilot next wants its timer, and pass its steps on."""
@@ -294,6 +327,30 @@ class _Pilot:
         self.wake_at = min(times) if times else None
         return steps
 
+    def _on_turn(self, args: PilotTurnArgs, result: PilotTurnReply, now: float) -> list[Step]:
+        """A turn answered: the jobs it reported are over (their cores free), the jobs it got
+        are Running already: they start at once."""
+        reported = False
+        for report in args.reports:
+            if self.jobs.pop(report.job_id, None) is not None:
+                reported = True
+                self.note(now, f"job {report.job_id} reported")
+        if reported and not self.jobs and not result.jobs:
+            self.idle_until = now + self.spec.idle_timeout  # idle from its last job's end
+        if not result.jobs:
+            return self._on_match(RequestJobReply(None, result.reason, [], result.hold), now)
+        steps: list[Step] = []
+        for matched in result.jobs:
+            steps += self._take(matched, now, running=True)
+        return steps + self._maybe_ask(now)
+
+    def _no_turns(self, args: PilotTurnArgs, now: float) -> list[Step]:
+        """The service has no pilot_turn: the turn's reports go apart, and the pilot asks with
+        request_job from now on."""
+        self.note(now, "the service has no pilot_turn: reports and requests apart")
+        self.turns = False
+        return [(Op.UPDATE_STATUS, report) for report in args.reports] + self._maybe_ask(now)
+
     def _on_match(self, result: RequestJobReply, now: float) -> list[Step]:
         matched = result.job
         if matched is None:
@@ -312,6 +369,10 @@ class _Pilot:
             if not self.jobs and now >= self.idle_until:
                 self.end(now, PilotState.DONE, f"no job for {self.spec.idle_timeout:g} s")
             return []
+        return self._take(matched, now) + self._maybe_ask(now)
+
+    def _take(self, matched: MatchedJob, now: float, running: bool = False) -> list[Step]:
+        """A job matched: reported Running (``running``: it is already, started at once)."""
         job = _new_job(matched, self.rng, self.spec.crash_rate, self.time_scale)
         self.jobs[job.job_id] = job
         self.jobs_taken += 1
@@ -327,10 +388,10 @@ class _Pilot:
             f"job {job.job_id} ({job.name}) attempt {job.attempt} matched, "
             f"{job.cores} cores, {job.duration:g} s",
         )
-        return [
-            (Op.UPDATE_STATUS, self._status_args(job, JobStatus.RUNNING, "Application", now)),
-            *self._maybe_ask(now),
-        ]
+        if running:
+            self._begin(job, now)
+            return []
+        return [(Op.UPDATE_STATUS, self._status_args(job, JobStatus.RUNNING, "Application", now))]
 
     def _on_job_reply(self, job_id: int, result: Any, now: float) -> list[Step]:
         job = self.jobs.get(job_id)
@@ -360,7 +421,7 @@ class _Pilot:
         if job.crashes:
             job.crash_at = now + job.duration * self.rng.random()
 
-    def _report_end(self, job: _Job, now: float) -> Step:
+    def _report_end(self, job: _Job, now: float) -> UpdateStatusArgs:
         job.phase = _JobPhase.REPORTING
         failed = "fail" in job.name.lower()
         # what a real pilot measures, simulated: the payload's wall time, 90 % of it on a CPU
@@ -370,12 +431,10 @@ class _Pilot:
             exit_code=1 if failed else 0,
         )
         if failed:
-            return Op.UPDATE_STATUS, self._status_args(
+            return self._status_args(
                 job, JobStatus.FAILED, "Application exited with code 1", now, usage
             )
-        return Op.UPDATE_STATUS, self._status_args(
-            job, JobStatus.DONE, "Execution Complete", now, usage
-        )
+        return self._status_args(job, JobStatus.DONE, "Execution Complete", now, usage)
 
     def _hand_back(self, job: _Job, now: float) -> Step:
         """Stopped by the service: give the job back to the task queue, as a real pilot does."""
@@ -400,8 +459,8 @@ class _Pilot:
         return self._maybe_ask(now)
 
     def _on_error(self, op: str, args: Any, message: str, now: float) -> list[Step]:
-        if op == Op.REQUEST_JOB:
-            self.end(now, PilotState.FAILED, f"request_job refused: {message}")
+        if op in (Op.REQUEST_JOB, Op.PILOT_TURN):
+            self.end(now, PilotState.FAILED, f"{op} refused: {message}")
             return []
         job = self.jobs.get(args.job_id)
         self.note(now, f"job {args.job_id}: {op} refused ({message}), job abandoned")
@@ -482,6 +541,7 @@ class SimulatedFabric(Fabric):
         time_scale: float = 1.0,
         max_pilots: int = 10_000,
         identity: Identity | None = None,
+        turns: bool = True,
     ) -> None:
         if not 0.0 <= crash_rate <= 1.0 or time_scale <= 0 or max_pilots < 1:
             raise FabricError(
@@ -489,6 +549,7 @@ class SimulatedFabric(Fabric):
             )
         self.server, self.crash_rate, self.site_outage = server, crash_rate, site_outage
         self.time_scale, self.max_pilots = time_scale, max_pilots
+        self.turns = turns  # one pilot_turn per turn (False: as pilots before it, apart)
         # What its pilots present (a pilot token of their site, from the director); None: the
         # one resolve_identity finds, else plaintext.
         self.identity = identity or resolve_identity()
@@ -538,7 +599,7 @@ class SimulatedFabric(Fabric):
             index = next(self._submitted)
             ref = f"{_UNSAFE.sub('_', request.pilot_id)[:64]}-{index}"
             rng = random.Random(self._rng.getrandbits(64))
-            pilot = _Pilot(ref, index, spec, rng, self.time_scale, time.monotonic())
+            pilot = _Pilot(ref, index, spec, rng, self.time_scale, time.monotonic(), self.turns)
             self._pilots[ref] = pilot
             self._new.append(pilot)
             self._alive += 1

@@ -8,6 +8,8 @@ authentication, no argument checks, no fair share, no history, no reply cache, n
 
 The pilots are as bare: ``pilots`` of them share four DEALER sockets in one thread, as the
 simulated fabric's do, each running its match → Running → Done cycle until no job is left.
+With ``turns`` (the shape of ``pilot_turn``, issue 15) each pilot sends one request per job
+instead: the last job's Done and the next match (recorded Running) in one.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ def serve(endpoint: str, path: str, jobs: int, ready: Event, stop: Event) -> Non
             except zmq.Again:
                 break
             request = msgpack.unpackb(frame)
-            if request["op"] == "match":
+            if request["op"] == "turn":
+                result = turn(db, waiting, request)
+            elif request["op"] == "match":
                 job = waiting.popleft() if waiting else None
                 if job is not None:
                     db.execute(
@@ -71,7 +75,50 @@ def serve(endpoint: str, path: str, jobs: int, ready: Event, stop: Event) -> Non
     db.close()
 
 
-def run_pilots(endpoint: str, pilots: int) -> int:
+def turn(db: sqlite3.Connection, waiting: collections.deque[int], request: dict) -> dict:
+    """The last job Done (if any) and the next one matched and Running, in one request."""
+    if request["done"] is not None:
+        db.execute("UPDATE jobs SET status = 'Done' WHERE id = ?", (request["done"],))
+    job = waiting.popleft() if waiting else None
+    if job is not None:
+        db.execute(
+            "UPDATE jobs SET status = 'Running', pilot = ? WHERE id = ?", (request["pilot"], job)
+        )
+    return {"id": request["id"], "job": job}
+
+
+Step = tuple[str, int | None]  # a bare pilot's step in flight, and its job
+
+
+def next_request(
+    state: Step, reply: dict, pilot: int, turns: bool
+) -> tuple[Step, dict | None, int]:
+    """A bare pilot's next request after ``reply``: its new state, the request (None: no job is
+    left) and the jobs it finished (0 or 1)."""
+    step, job = state
+    if turns:  # the job "ran": its Done goes with the next request
+        finished = int(job is not None)
+        if reply["job"] is None:
+            return state, None, finished
+        return (
+            ("match", reply["job"]),
+            {"op": "turn", "pilot": f"p{pilot}", "done": reply["job"]},
+            finished,
+        )
+    if step == "match":
+        if reply["job"] is None:
+            return state, None, 0
+        return (
+            ("Running", reply["job"]),
+            {"op": "status", "job": reply["job"], "status": "Running"},
+            0,
+        )
+    if step == "Running":
+        return ("Done", job), {"op": "status", "job": job, "status": "Done"}, 0
+    return ("match", None), {"op": "match", "pilot": f"p{pilot}"}, 1
+
+
+def run_pilots(endpoint: str, pilots: int, turns: bool = False) -> int:
     """Every pilot cycles match → Running → Done until no job is left; returns the jobs Done."""
     context = zmq.Context()
     sockets = []
@@ -82,7 +129,7 @@ def run_pilots(endpoint: str, pilots: int) -> int:
         sock.connect(endpoint)
         poller.register(sock, zmq.POLLIN)
         sockets.append(sock)
-    state: dict[int, tuple[str, int | None]] = {}  # pilot -> (step in flight, job)
+    state: dict[int, Step] = {}  # pilot -> (step in flight, job)
     done, active, next_id = 0, pilots, 0
 
     def send(pilot: int, message: dict) -> None:
@@ -93,7 +140,10 @@ def run_pilots(endpoint: str, pilots: int) -> int:
 
     for pilot in range(pilots):
         state[pilot] = ("match", None)
-        send(pilot, {"op": "match", "pilot": f"p{pilot}"})
+        if turns:
+            send(pilot, {"op": "turn", "pilot": f"p{pilot}", "done": None})
+        else:
+            send(pilot, {"op": "match", "pilot": f"p{pilot}"})
     while active:
         for sock, _ in poller.poll(1000):
             while True:
@@ -102,40 +152,34 @@ def run_pilots(endpoint: str, pilots: int) -> int:
                 except zmq.Again:
                     break
                 pilot = reply["id"] % pilots
-                step, job = state[pilot]
-                if step == "match":
-                    if reply["job"] is None:
-                        active -= 1
-                        continue
-                    state[pilot] = ("Running", reply["job"])
-                    send(pilot, {"op": "status", "job": reply["job"], "status": "Running"})
-                elif step == "Running":
-                    state[pilot] = ("Done", job)
-                    send(pilot, {"op": "status", "job": job, "status": "Done"})
+                state[pilot], message, finished = next_request(state[pilot], reply, pilot, turns)
+                done += finished
+                if message is None:
+                    active -= 1
                 else:
-                    done += 1
-                    state[pilot] = ("match", None)
-                    send(pilot, {"op": "match", "pilot": f"p{pilot}"})
+                    send(pilot, message)
     for sock in sockets:
         sock.close()
     context.term()
     return done
 
 
-def floor_rate(jobs: int, pilots: int, folder: Path) -> float:
-    """Jobs/s of the bare dispatcher with ``pilots`` bare pilots, from first match to last Done."""
+def floor_rate(jobs: int, pilots: int, folder: Path, turns: bool = False) -> float:
+    """Jobs/s of the bare dispatcher with ``pilots`` bare pilots, from first match to last Done
+    (``turns``: one request per job, as ``pilot_turn``)."""
     from dirac_like.processes import free_port
 
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     ready, stop = multiprocessing.Event(), multiprocessing.Event()
     server = multiprocessing.Process(
-        target=serve, args=(endpoint, str(folder / "bare.sqlite"), jobs, ready, stop)
+        target=serve,
+        args=(endpoint, str(folder / f"bare{'-turns' if turns else ''}.sqlite"), jobs, ready, stop),
     )
     server.start()
     try:
         ready.wait(120)
         started = time.perf_counter()
-        done = run_pilots(endpoint, pilots)
+        done = run_pilots(endpoint, pilots, turns)
         elapsed = time.perf_counter() - started
     finally:
         stop.set()

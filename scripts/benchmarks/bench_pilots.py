@@ -4,16 +4,20 @@
     python scripts/benchmarks/bench_pilots.py                      # 20,000 jobs, 1,000 pilots
     python scripts/benchmarks/bench_pilots.py --jobs 5000 --pilots 200
     python scripts/benchmarks/bench_pilots.py --peers-python /tmp/peers/bin/python   # with peers
+    python scripts/benchmarks/bench_pilots.py --apart   # pilots as before pilot_turn
 
 A fresh central service (its own process, SQLite synchronous=full) gets one parametric
 submission of ``--jobs`` jobs with zero-length payloads; ``--pilots`` simulated pilots (one
-thread, real protocol: request_job, Running, Done, each a durable commit; a pilot token of their
-site, as a director hands out) run them. Reported:
+thread, real protocol: one ``pilot_turn`` per job, its end report with the next request, the
+match recorded Running in the same durable commit; with ``--apart``, as pilots before it:
+request_job, Running, Done, each a durable commit; a pilot token of their site, as a director
+hands out) run them. Reported:
 jobs/s from the first pilot started to the last job Done, and the CPU seconds the central
 service's process spent meanwhile (less sensitive than wall time to other load on the machine).
 
 First lines, in the same run: the floor, a bare ZeroMQ + SQLite dispatcher doing the same three
-durable updates per job for as many bare pilots (bare_dispatcher.py); and, with
+durable updates per job for as many bare pilots (bare_dispatcher.py); the same floor in the
+shape of ``pilot_turn`` (one request per job: the last Done and the next match); and, with
 ``--peers-python`` (a Python with scripts/benchmarks/peers/requirements.txt installed), the
 no-op tasks per second of Ray, Dask and Parsl (peers/bench_peers.py). The last line gives the
 ratios to them.
@@ -71,16 +75,18 @@ def peer_rates(python: str, tasks: int, names: list[str]) -> dict[str, float]:
     return rates
 
 
-def main(jobs: int, pilots: int, peers_python: str, peers: list[str]) -> int:
+def main(jobs: int, pilots: int, peers_python: str, peers: list[str], apart: bool = False) -> int:
     home = scratch_folder("bench-pilots-")
     floor = floor_rate(jobs, pilots, home)
     print(f"floor: bare ZeroMQ + SQLite dispatcher, {pilots:,} bare pilots: {floor:,.0f} jobs/s")
+    turn_floor = floor_rate(jobs, pilots, home, turns=True)
+    print(f"floor in turns: the same, one request per job: {turn_floor:,.0f} jobs/s")
     rates = peer_rates(peers_python, jobs, peers) if peers_python else {}
     (home / "bench.toml").write_text(CONFIG)
     service = ServiceProcess.start_central(home / "home", home / "bench.toml")
     with Client(service.endpoint, SLOW, identity=service.identity) as client:
         token = client.pilot_token(SITE)  # what a site director hands its pilots
-    fabric = SimulatedFabric(service.endpoint, seed=1, identity=token)
+    fabric = SimulatedFabric(service.endpoint, seed=1, identity=token, turns=not apart)
     try:
         with Client(service.endpoint, SLOW, identity=service.identity) as client:
             jdl = f'Executable = "/bin/true"; Arguments = "sleep=0 %s"; Parameters = {jobs};'
@@ -123,7 +129,7 @@ def main(jobs: int, pilots: int, peers_python: str, peers: list[str]) -> int:
         f"{generator_cpu:.1f} s"
     )
     rate = done / elapsed
-    ratios = [f"{rate / floor:.2f}x the bare floor"]
+    ratios = [f"{rate / floor:.2f}x the bare floor", f"{rate / turn_floor:.2f}x the floor in turns"]
     ratios += [f"{rate / value:.2f}x {name}" for name, value in rates.items()]
     print(f"ratios: {', '.join(ratios)}")
     return 0 if done == jobs else 1
@@ -135,6 +141,9 @@ if __name__ == "__main__":
     parser.add_argument("--pilots", type=int, default=1_000)
     parser.add_argument("--peers-python", default="", help="a Python with the peers installed")
     parser.add_argument("--peers", nargs="+", default=["ray", "dask", "parsl"])
+    parser.add_argument(
+        "--apart", action="store_true", help="pilots as before pilot_turn: 3 requests a job"
+    )
     add_keep_option(parser)
     args = parser.parse_args()
-    raise SystemExit(main(args.jobs, args.pilots, args.peers_python, args.peers))
+    raise SystemExit(main(args.jobs, args.pilots, args.peers_python, args.peers, args.apart))

@@ -195,7 +195,7 @@ def test_an_unreachable_service_fails_the_pilot_after_retries(
     with SimulatedFabric("tcp://127.0.0.1:9", time_scale=0.1) as built:
         ref = built.submit(pilot("p1"))
         wait_for(lambda: built.status([ref])[ref] is PilotState.FAILED, "the pilot to give up")
-        assert "no reply to request_job after 5 tries" in built.output(ref)
+        assert "no reply to pilot_turn after 5 tries" in built.output(ref)
 
 
 def test_make_fabric_builds_it(central: ServiceProcess) -> None:

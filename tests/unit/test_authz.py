@@ -52,6 +52,7 @@ from dirac_like.protocol import (
     PilotResources,
     PilotStoppedArgs,
     PilotTokenArgs,
+    PilotTurnArgs,
     PilotUpdateItem,
     ProbeReportArgs,
     ProbeResultItem,
@@ -185,6 +186,13 @@ def own_args(op: str, role: Role) -> Any:
         Op.REQUEST_JOBS: RequestJobsArgs(
             PILOT_7, cern, 4, credential="root" if role is Role.ADMIN else ""
         ),
+        Op.PILOT_TURN: PilotTurnArgs(
+            PILOT_7,
+            [UpdateStatusArgs(1, 1, PILOT_7, "Done")],
+            cern,
+            4,
+            credential="root" if role is Role.ADMIN else "",
+        ),
         Op.HEARTBEAT: HeartbeatArgs(1, 1, PILOT_7),
         Op.SITES: NoArgs(),
         Op.BAN_SITE: BanSiteArgs(CERN, "storage down"),
@@ -260,6 +268,7 @@ EXPECTED: dict[str, set[str]] = {
     Op.ELIGIBLE: {"admin", "operator", "director"},
     Op.UPDATE_STATUS: {"admin", "pilot"},
     Op.UPDATE_STATUSES: {"admin", "pilot"},
+    Op.PILOT_TURN: {"admin", "pilot"},
     Op.REQUEST_JOBS: {"admin", "pilot"},
     Op.HEARTBEAT: {"admin", "pilot"},
     Op.SITES: {"admin", "operator", "agent", "monitor"},
@@ -558,6 +567,19 @@ def test_a_pilot_may_not_report_as_another_pilot_of_its_site() -> None:
     args = UpdateStatusArgs(4, 1, PILOT_8, "Done")
     assert "its credential is for pilot" in refused(PILOT, Op.UPDATE_STATUS, args, ownership)
     assert authorize(SITE_PILOT, Op.UPDATE_STATUS, args, ownership) is args
+
+
+def test_a_pilot_turn_is_checked_as_its_request_and_its_reports() -> None:
+    mine = UpdateStatusArgs(1, 1, PILOT_7, "Done")
+    cern, ral = PilotResources(site=CERN), PilotResources(site=RAL)
+    turn = PilotTurnArgs(PILOT_7, [mine], cern, 2)
+    assert authorize(PILOT, Op.PILOT_TURN, turn, grid()).credential == PILOT.name  # bound
+    elsewhere = PilotTurnArgs(PILOT_7, [mine], ral, 2)
+    assert f"may not request jobs for site '{RAL}'" in refused(PILOT, Op.PILOT_TURN, elsewhere)
+    as_other = PilotTurnArgs(PILOT_8, [], cern, 2)
+    assert "its credential is for pilot" in refused(PILOT, Op.PILOT_TURN, as_other)
+    smuggled = PilotTurnArgs(PILOT_7, [mine, UpdateStatusArgs(4, 1, PILOT_8, "Done")], cern)
+    assert f"may not report as pilot '{PILOT_8}'" in refused(PILOT, Op.PILOT_TURN, smuggled)
 
 
 def test_a_pilot_never_heard_of_may_not_report() -> None:

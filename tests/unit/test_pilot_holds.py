@@ -14,6 +14,8 @@ from dirac_like.errors import UnknownOperation
 from dirac_like.protocol import (
     CoreHold,
     PilotResources,
+    PilotTurnArgs,
+    PilotTurnReply,
     RequestJobReply,
     RequestJobsReply,
 )
@@ -28,6 +30,7 @@ class StubClient:
         self.replies: list[RequestJobReply] = []
 
         self.old_service = False  # a service without request_jobs
+        self.turns = True  # False: a service without pilot_turn
         self.counts: list[int] = []
 
     def request_job(self, pilot_id: str, resources: PilotResources) -> RequestJobReply:
@@ -42,6 +45,12 @@ class StubClient:
         self.counts.append(count)
         one = self.request_job(pilot_id, resources)
         return RequestJobsReply([], one.reason, one.commands, one.hold)
+
+    def pilot_turn(self, args: PilotTurnArgs, request_id: str) -> PilotTurnReply:
+        if self.old_service or not self.turns:
+            raise UnknownOperation("unknown operation 'pilot_turn'")
+        reply = self.request_jobs(args.pilot_id, args.resources, args.count)
+        return PilotTurnReply([], reply.jobs, reply.reason, reply.commands, reply.hold)
 
 
 @pytest.fixture
@@ -119,6 +128,19 @@ def test_a_pilot_falls_back_to_request_job_with_a_service_older_than_request_job
     assert stub.counts == [] and len(stub.asked) == 1  # asked with request_job instead
     pilot.request_jobs(10.0)
     assert len(stub.asked) == 2 and not pilot.reports.batches  # and goes on without asking
+
+
+def test_a_pilot_asks_with_request_jobs_when_the_service_has_no_pilot_turn(
+    pilot: Pilot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stub: StubClient = pilot.client  # type: ignore[assignment]
+    stub.turns = False
+    monkeypatch.setattr(pilot, "_free_cores", lambda: 3)
+    stub.replies = [NOTHING, NOTHING]
+    pilot.request_jobs(1.0)
+    assert stub.counts == [3] and not pilot.reports.turns  # asked with request_jobs instead
+    pilot.request_jobs(10.0)
+    assert stub.counts == [3, 3]  # and goes on without trying pilot_turn
 
 
 def test_a_pilot_whose_cores_are_all_busy_waits_instead_of_spinning(

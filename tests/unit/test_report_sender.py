@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dirac_like.agents.outbox import Outbox, Report
 from dirac_like.agents.report_sender import ReportSender, RunningOutcome
 from dirac_like.client import Answer
@@ -13,6 +15,9 @@ from dirac_like.errors import ServiceUnavailable, UnknownOperation
 from dirac_like.protocol import (
     ErrorInfo,
     Op,
+    PilotResources,
+    PilotTurnArgs,
+    PilotTurnReply,
     ReportOutcome,
     ReportOutcomes,
     UpdateStatusArgs,
@@ -172,3 +177,64 @@ def test_a_service_without_update_statuses_gets_posted_reports_one_by_one(
     assert client.singles == [1, 2] and not send.batches and outbox.pending() == []
     send.post(reports(outbox, 1), now=0.2)  # and every later one too
     assert len(client.posted) == 1 and client.singles == [1, 2, 1]
+
+
+# -- one request per turn (pilot_turn) -----------------------------------------------------------
+
+
+class TurnClient(PostingClient):
+    """A stub that answers pilot_turn with ``answers`` in turn (an exception is raised)."""
+
+    def __init__(self, *answers: PilotTurnReply | Exception) -> None:
+        super().__init__()
+        self.answers = list(answers)
+        self.turns: list[tuple[str, PilotTurnArgs]] = []
+
+    def pilot_turn(self, args: PilotTurnArgs, request_id: str) -> PilotTurnReply:
+        self.turns.append((request_id, args))
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+CORES = PilotResources(site="S", cores=2)
+
+
+def test_a_turn_carries_the_reports_and_takes_them_out_of_the_outbox(tmp_path: Path) -> None:
+    outbox, answered = Outbox(tmp_path), []
+    got = PilotTurnReply([ReportOutcome([]), ReportOutcome([])], [], "none", [])
+    client = TurnClient(got)
+    reply = sender(client, outbox, answered).turn(reports(outbox, 2), CORES, 2, 0.0)  # type: ignore[arg-type]
+    assert reply == got and answered == [1, 2] and outbox.pending() == []
+    [(_, args)] = client.turns
+    assert [report.job_id for report in args.reports] == [1, 2] and args.count == 2
+    assert client.posted == []  # nothing apart
+
+
+def test_a_turn_not_answered_is_sent_again_as_it_was_and_its_reports_flushed_meanwhile(
+    tmp_path: Path,
+) -> None:
+    outbox, answered = Outbox(tmp_path), []
+    got = PilotTurnReply([ReportOutcome([])], [], "none", [])
+    client = TurnClient(ServiceUnavailable("no reply"), got)
+    send = sender(client, outbox, answered)  # type: ignore[arg-type]
+    [first, later] = reports(outbox, 2)
+    assert send.turn([first], CORES, 2, 0.0) is None
+    assert answered == [] and send.in_flight() == set()  # the flush may send it apart
+    assert send.turn([later], CORES, 1, 5.0) == got
+    [(first_id, first_args), (again_id, again_args)] = client.turns
+    assert (again_id, again_args) == (first_id, first_args)  # the same turn again
+    assert [[r.job_id for r in reports] for _, reports in client.posted] == [[2]]  # apart
+    assert answered == [1]
+
+
+def test_a_service_without_pilot_turn_gets_the_reports_apart(tmp_path: Path) -> None:
+    outbox, answered = Outbox(tmp_path), []
+    client = TurnClient(UnknownOperation("unknown operation 'pilot_turn'"))
+    send = sender(client, outbox, answered)  # type: ignore[arg-type]
+    with pytest.raises(UnknownOperation):
+        send.turn(reports(outbox, 2), CORES, 2, 0.0)
+    assert not send.turns and [[r.job_id for r in reports] for _, reports in client.posted] == [
+        [1, 2]
+    ]

@@ -10,11 +10,15 @@ from dirac_like.agents.fabrics.simulated import _Pilot, _Spec
 from dirac_like.protocol import (
     CommandsReply,
     CoreHold,
+    ErrorInfo,
     KillJob,
     MatchedJob,
     Op,
     PilotResources,
+    PilotTurnArgs,
+    PilotTurnReply,
     Reply,
+    ReportOutcome,
     RequestJobArgs,
     RequestJobReply,
     StopPilot,
@@ -25,13 +29,15 @@ from dirac_like.protocol import (
 JOB = {"Executable": "/bin/true", "Arguments": "sleep=100", "JobName": "long", "CPUTime": 60}
 
 
-def new_pilot(cores: int = 1) -> _Pilot:
+def new_pilot(cores: int = 1, turns: bool = False) -> _Pilot:
+    """A pilot asking apart (request_job, then Running; ``turns``: in pilot_turns)."""
     spec = _Spec(
         "p1", PilotResources(site="S", cores=cores), idle_timeout=1000.0, max_jobs=0, crash_rate=0.0
     )
-    pilot = _Pilot("p1-0", 0, spec, random.Random(1), time_scale=1.0, now=0.0)
+    pilot = _Pilot("p1-0", 0, spec, random.Random(1), time_scale=1.0, now=0.0, turns=turns)
     [(op, args)] = pilot.start(0.0)
-    assert op == Op.REQUEST_JOB and args.resources.total_cores == cores
+    assert op == (Op.PILOT_TURN if turns else Op.REQUEST_JOB)
+    assert args.resources.total_cores == cores
     return pilot
 
 
@@ -125,3 +131,57 @@ def test_a_held_pilot_asks_again_only_with_enough_free_cores_or_when_the_hold_en
     assert all(op != Op.REQUEST_JOB for op, _ in pilot.on_timer(20.0))  # 1 free of 4: waits
     steps = pilot.on_timer(51.0)  # the hold is over: asks with its 1 free core
     assert any(op == Op.REQUEST_JOB and args.resources.cores == 1 for op, args in steps)
+
+
+# -- one request per turn (pilot_turn) ---------------------------------------------------------
+
+
+SHORT = {**JOB, "Arguments": "sleep=1"}
+
+
+def turned(*jobs: MatchedJob, reason: str = "") -> Reply:
+    return reply(PilotTurnReply([], list(jobs), reason, []))
+
+
+def test_a_turns_jobs_start_at_once_and_their_end_goes_with_the_next_request() -> None:
+    pilot = new_pilot(cores=2, turns=True)
+    ask = PilotTurnArgs("p1", [], PilotResources(site="S", cores=2), 2)
+    steps = pilot.on_reply(Op.PILOT_TURN, ask, turned(MatchedJob(7, 1, "a", "g", 1, SHORT)), 1.0)
+    [(op, again)] = steps  # no Running report: it asks for its other core at once
+    assert op == Op.PILOT_TURN and (again.count, again.reports) == (1, [])
+    assert pilot.on_reply(Op.PILOT_TURN, again, turned(reason="none"), 1.0) == []
+    [(op, turn)] = pilot.on_timer(2.0)  # job 7 ended: its report rides the request
+    assert op == Op.PILOT_TURN and turn.count == 2
+    assert [(r.job_id, r.status) for r in turn.reports] == [(7, "Done")]
+    answer = PilotTurnReply([ReportOutcome([])], [MatchedJob(8, 1, "a", "g", 1, SHORT)], "", [])
+    pilot.on_reply(Op.PILOT_TURN, turn, reply(answer), 2.0)
+    assert sorted(pilot.jobs) == [8]  # 7 reported, 8 running
+
+
+def test_a_pilot_reports_apart_while_its_turn_is_in_flight() -> None:
+    pilot = new_pilot(cores=2, turns=True)
+    ask = PilotTurnArgs("p1", [], PilotResources(site="S", cores=2), 2)
+    [(op, _)] = pilot.on_reply(
+        Op.PILOT_TURN, ask, turned(MatchedJob(7, 1, "a", "g", 1, SHORT)), 1.0
+    )
+    assert op == Op.PILOT_TURN  # in flight, not answered yet
+    [(op, report)] = pilot.on_timer(2.0)
+    assert (op, report.job_id, report.status) == (Op.UPDATE_STATUS, 7, "Done")
+
+
+def test_a_pilot_with_every_core_busy_asks_again_with_its_first_end() -> None:
+    pilot = new_pilot(cores=2, turns=True)
+    ask = PilotTurnArgs("p1", [], PilotResources(site="S", cores=2), 2)
+    both = turned(MatchedJob(7, 1, "a", "g", 1, SHORT), MatchedJob(8, 1, "a", "g", 1, JOB))
+    assert pilot.on_reply(Op.PILOT_TURN, ask, both, 1.0) == []  # both cores busy
+    [(op, turn)] = pilot.on_timer(2.0)
+    assert op == Op.PILOT_TURN and [r.job_id for r in turn.reports] == [7] and turn.count == 1
+
+
+def test_a_pilot_falls_back_to_request_job_when_the_service_has_no_pilot_turn() -> None:
+    pilot = new_pilot(turns=True)
+    ask = PilotTurnArgs("p1", [], PilotResources(site="S"), 1)
+    unknown = Reply("r", False, error=ErrorInfo("unknown_op", "unknown operation 'pilot_turn'"))
+    [(op, _)] = pilot.on_reply(Op.PILOT_TURN, ask, unknown, 1.0)
+    assert op == Op.REQUEST_JOB and not pilot.turns
+    running(pilot)  # and then as before: Running reported apart

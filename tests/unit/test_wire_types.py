@@ -53,7 +53,7 @@ SUMMARY = {
 
 
 def test_every_op_has_arguments_a_reply_a_handler_and_an_authz_rule() -> None:
-    assert len(OPS) == 40 + 8 + 14 + 1 + 2  # + console (14), data (17), HA (18), batches (15)
+    assert len(OPS) == 40 + 8 + 14 + 1 + 3  # + console (14), data (17), HA (18), batches, turn (15)
     for table in (ARGUMENTS, REPLIES, HANDLERS, RULES):
         assert sorted(table) == OPS
 
