@@ -87,10 +87,8 @@ def keep_inline_output(state: CentralState, sha256: str, data: bytes, uploader: 
             f"inlined output sandbox: its bytes have sha256 {checksum(data)}, "
             f"not the {sha256[:64]!r} the report names"
         )
-    try:
-        store.put(data)
-        if uploader:
-            store.grant(sha256, uploader)
+    try:  # as the one chunk of an upload (sandbox_upload): checked again, kept, granted
+        store.write_chunk(sha256, len(data), 0, data, limit, uploader=uploader or "")
     except OSError as exc:  # nothing applied yet: the pilot sends the report again
         raise StoreError(
             f"the service could not write the inlined output sandbox: {exc.strerror or exc}; "

@@ -323,10 +323,10 @@ def test_an_unwritable_store_is_a_retryable_refusal_that_applies_nothing(
 ) -> None:
     job = matched(grid)
 
-    def full(data: bytes) -> str:
+    def full(*args: Any, **kwargs: Any) -> int:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(grid.state.sandboxes, "put", full)
+    monkeypatch.setattr(grid.state.sandboxes, "write_chunk", full)
     with pytest.raises(StoreError, match="No space left") as refused:
         final(grid, job, b"data")
     assert refused.value.retryable and grid.status(job["job_id"]) == "Running"
