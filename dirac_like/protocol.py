@@ -193,7 +193,7 @@ class JobUsage:
     wall_seconds: float = 0.0  # from the payload's start to its end
     peak_rss_mb: float = 0.0  # the highest resident memory of the process tree
     input_bytes: int = 0  # input sandbox downloaded
-    output_bytes: int = 0  # output sandbox uploaded
+    output_bytes: int = 0  # output sandbox uploaded (or inlined in the final report)
     exit_code: int | None = None  # None: the payload never started; negative: killed by signal
 
 
