@@ -8,7 +8,9 @@
   ``LFN:`` entries (grid files) are fetched with the job's InputData (agents/job_data.py).
 - Output: the files ``OutputSandbox`` names, plus StdOutput and StdError, packed from the job's
   working folder and uploaded; a listed file that is missing is reported, not fatal. Nothing to
-  pack, nothing uploaded.
+  pack, nothing uploaded. A small archive (at most the smaller of the service's bound, sent with
+  the match, and ``SandboxLimits.max_inline_bytes``) is not uploaded: it goes inlined in the
+  job's final report (issue 15: one round trip less), which the service stores as an upload.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from dirac_like.client import Client
 from dirac_like.description import JobDescription
-from dirac_like.sandbox import SANDBOX_PREFIX, SandboxError, pack, safe_extract
+from dirac_like.sandbox import SANDBOX_PREFIX, SandboxError, checksum, pack, safe_extract
 from dirac_like.submission import sandbox_name
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,9 @@ class SandboxLimits:
     max_download_bytes: int = 64 * 1024 * 1024  # compressed input archive
     max_unpacked_bytes: int = 1024 * 1024 * 1024  # input archive, unpacked
     max_upload_bytes: int = 64 * 1024 * 1024  # compressed output archive
+    # An output archive this small or smaller goes inlined in the final report when the service
+    # takes it (its own bound comes with the match); 0: always uploaded.
+    max_inline_bytes: int = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,8 @@ class OutputSandbox:
     sha256: str  # '' when there was nothing to upload
     missing: tuple[str, ...]  # listed files the job did not make
     error: str = ""  # why nothing was uploaded, if something should have been
-    size: int = 0  # bytes uploaded
+    size: int = 0  # bytes uploaded (or inlined)
+    inline: bytes = b""  # the archive itself, to go in the final report instead of uploaded
 
     def problems(self) -> str:
         """What to tell the job's owner about the output sandbox ('' if all went well)."""
@@ -72,12 +78,25 @@ def fetch_input(
     return downloaded
 
 
+def inlines(size: int, service_bound: int, limits: SandboxLimits) -> bool:
+    """Whether an output archive of ``size`` bytes goes inlined in the final report rather than
+    uploaded: the service takes inline outputs up to ``service_bound`` (0: none, or a service
+    older than that), this pilot up to ``limits.max_inline_bytes``."""
+    return 0 < size <= min(service_bound, limits.max_inline_bytes)
+
+
 def upload_output(
-    client: Client, description: JobDescription, workdir: Path, limits: SandboxLimits
+    client: Client,
+    description: JobDescription,
+    workdir: Path,
+    limits: SandboxLimits,
+    inline_bound: int = 0,
 ) -> OutputSandbox:
     """Pack and upload what the job left that its OutputSandbox (and StdOutput, StdError)
     names. SandboxError when it is over the limit or cannot be packed. Nothing is uploaded when
-    every file there is empty (a job that printed nothing): the job has no output sandbox."""
+    every file there is empty (a job that printed nothing): the job has no output sandbox. An
+    archive small enough (:func:`inlines`; ``inline_bound``: the service's, from the match) is
+    not uploaded but returned in ``inline``, with its sha256, for the final report."""
     wanted = list(description.output_sandbox)
     for name in (description.std_output, description.std_error):
         if name and name not in wanted:
@@ -92,7 +111,14 @@ def upload_output(
             f"output sandbox of {len(data)} bytes is over the limit of "
             f"{limits.max_upload_bytes} bytes"
         )
+    if inlines(len(data), inline_bound, limits):
+        return OutputSandbox(checksum(data), missing, size=len(data), inline=data)
     return OutputSandbox(client.upload_sandbox(data, kind="output"), missing, size=len(data))
+
+
+def upload_packed(client: Client, data: bytes) -> OutputSandbox:
+    """Upload an output archive packed before (one a service would not take inlined)."""
+    return OutputSandbox(client.upload_sandbox(data, kind="output"), (), size=len(data))
 
 
 def _empty(path: Path) -> bool:

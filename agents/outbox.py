@@ -16,11 +16,18 @@ between leaves it for its successor (:func:`ended_report`), which uploads the ou
 job's folder, still there, then sends the report (``output_pending``: the description it needs
 to pack the output is kept with it).
 
+A small output sandbox inlined in its final report (issue 15) is kept in the report, base64 in
+the JSON (``output_inline``: at most ``SandboxLimits.max_inline_bytes``, 64 KiB, a third more
+once encoded), so the report is sent again with its output after a crash or an outage, from the
+outbox alone. One the service will not take inlined (an older service) goes back as
+``output_pending``: uploaded from those bytes, then reported under a new request id.
+
 Files only, no sockets: the pilot (agents/pilot.py) does the sending.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -56,11 +63,21 @@ class Report:
     failed: bool = False  # the job did not end Done: its folder is kept a while
     usage: dict[str, Any] = field(default_factory=dict)  # a JobUsage's fields (final reports)
     data_pending: bool = False  # Done, but its OutputData may not be uploaded yet
+    output_inline: str = ""  # the output sandbox inlined in the report (base64; issue 15)
 
     @classmethod
     def new(cls, **fields: Any) -> Report:
         """A report with a request id of its own."""
         return cls(request_id=uuid.uuid4().hex, **fields)
+
+    @staticmethod
+    def encoded(inline: bytes) -> str:
+        """An inlined output sandbox as the report keeps it (JSON: base64)."""
+        return base64.b64encode(inline).decode("ascii") if inline else ""
+
+    def inline_bytes(self) -> bytes:
+        """The output sandbox inlined in this report (empty: none)."""
+        return base64.b64decode(self.output_inline) if self.output_inline else b""
 
 
 class Outbox:
@@ -96,6 +113,7 @@ class Outbox:
                 report,
                 output_sandbox=output_sandbox,
                 output_pending=False,
+                output_inline="",
                 description={},
                 application_status=application[:256],
             )

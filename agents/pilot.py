@@ -100,7 +100,13 @@ from dirac_like.states import JobStatus
 
 from .job_data import OutputOwner, fetch_input_data, upload_output_data
 from .job_folders import SWEEP_EVERY, JobFolders
-from .job_sandboxes import OutputSandbox, SandboxLimits, fetch_input, upload_output
+from .job_sandboxes import (
+    OutputSandbox,
+    SandboxLimits,
+    fetch_input,
+    upload_output,
+    upload_packed,
+)
 from .outbox import JOB_FILE, Outbox, Report, ended_report
 from .report_sender import ReportSender
 from .watchdog import Limits, Sample
@@ -344,6 +350,7 @@ class RunningJob:
     stored_description: dict[str, Any] = field(default_factory=dict)
     input_bytes: int = 0  # input sandbox downloaded (set by the worker thread)
     owner: str = ""
+    inline_output_bytes: int = 0  # the service takes an output this small inlined (the match)
 
 
 @dataclass(frozen=True)
@@ -752,6 +759,7 @@ class Pilot:
             self.clock() + self.config.heartbeat_interval,
             description,
             owner=match.owner,
+            inline_output_bytes=match.inline_output_bytes,
         )
         job.stored_description = match.description
         return job
@@ -858,10 +866,17 @@ class Pilot:
         return result
 
     def _upload_output(self, client: Client, job: RunningJob) -> OutputSandbox | None:
-        """The output sandbox uploaded (or what went wrong); None if the service could not take
-        it now: the outbox uploads it later."""
+        """The output sandbox uploaded, or small enough to go inlined in the final report (or
+        what went wrong); None if the service could not take it now: the outbox uploads it
+        later."""
         try:
-            output = upload_output(client, job.description, job.workdir, self.config.sandbox_limits)
+            output = upload_output(
+                client,
+                job.description,
+                job.workdir,
+                self.config.sandbox_limits,
+                job.inline_output_bytes,
+            )
         except DiracLikeError as exc:
             if exc.retryable:
                 log.warning("job %s: output sandbox not uploaded yet: %s", job.job_id, exc.message)
@@ -930,6 +945,7 @@ class Pilot:
             output.sha256,
             workdir=job.workdir,
             usage=usage,
+            inline=output.inline,
         )
 
     def _keep_until_uploaded(self, job: RunningJob, result: PayloadResult, usage: JobUsage) -> None:
@@ -979,9 +995,10 @@ class Pilot:
         output_sandbox: str = "",
         workdir: Path | None = None,
         usage: JobUsage | None = None,
+        inline: bytes = b"",
     ) -> None:
         """A final report, kept in the outbox and sent by :meth:`_send_reports` with the
-        others of this turn."""
+        others of this turn (``inline``: its output sandbox, not uploaded)."""
         self._unsent.append(
             Report.new(
                 job_id=job_id,
@@ -994,6 +1011,7 @@ class Pilot:
                 workdir=str(workdir or ""),
                 failed=status is not JobStatus.DONE,
                 usage=asdict(usage) if usage else {},
+                output_inline=Report.encoded(inline),
             )
         )
 
@@ -1085,7 +1103,8 @@ class Pilot:
 
     def _complete(self, report: Report) -> Report | None:
         """Upload the output of a report kept before its output went up (the service was
-        away, or the pilot died); None if the service cannot take it now."""
+        away, or the pilot died, or it would not take the output inlined); None if the service
+        cannot take it now."""
         workdir = Path(report.workdir)
         if report.data_pending:
             data_done = self._complete_output_data(report)
@@ -1093,8 +1112,13 @@ class Pilot:
                 return None
             report = data_done
         try:
-            description = description_from_stored(report.description)
-            output = upload_output(self.client, description, workdir, self.config.sandbox_limits)
+            if report.output_inline:
+                output = upload_packed(self.client, report.inline_bytes())
+            else:
+                description = description_from_stored(report.description)
+                output = upload_output(
+                    self.client, description, workdir, self.config.sandbox_limits
+                )
         except DiracLikeError as exc:
             if exc.retryable:
                 return None

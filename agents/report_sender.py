@@ -21,6 +21,12 @@ acknowledged, or refused for good; one the service could not take now stays for 
 flush. Running reports are not kept (posted again while unanswered): a job whose Running is
 refused is not started. Only the
 pilot's main thread uses a :class:`ReportSender` (it owns the client).
+
+A final report may carry its output sandbox inlined (issue 15): a request holds at most
+``MAX_INLINE_BYTES_PER_REQUEST`` of them (:func:`requests_of`). One the service refuses for the
+inlined output (an older service's checker refuses the key; a service that takes it no more)
+goes back to the outbox under a new request id as ``output_pending`` with its bytes: the
+pilot's flush uploads them, then sends the report (:meth:`ReportSender._upload_instead`).
 """
 
 from __future__ import annotations
@@ -28,12 +34,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 
 from dirac_like.client import Answer, Client
 from dirac_like.errors import DiracLikeError, UnknownOperation
 from dirac_like.protocol import (
+    MAX_INLINE_BYTES_PER_REQUEST,
     MAX_REPORTS_PER_REQUEST,
     PILOT_REVISION,
     JobUsage,
@@ -51,6 +58,10 @@ from dirac_like.states import JobStatus
 from .outbox import Outbox, Report
 
 log = logging.getLogger(__name__)
+
+# The refusals of a report with an inlined output that say "not inlined" (an older service's
+# checker, the size or checksum checks), not "not this report": it is uploaded instead.
+INLINE_REFUSALS = frozenset({"bad_request", "bad_sandbox", "too_large"})
 
 Answered = Callable[[Report], None]  # a report the service answered (its folder's turn)
 
@@ -106,10 +117,12 @@ class ReportSender:
         reports stay in the outbox). UnknownOperation: the service has no pilot_turn (the
         reports are posted apart; ask as before)."""
         if self._turn is None:
-            statuses = [_status_args(report) for report in reports[:MAX_REPORTS_PER_REQUEST]]
+            # The turn carries the first request's worth (count and inlined bytes bounded).
+            finals = next(requests_of(reports), [])
+            statuses = [_status_args(report) for report in finals]
             args = PilotTurnArgs(self.pilot_id, statuses, resources, count, revision=PILOT_REVISION)
-            self._turn = _Turn(uuid.uuid4().hex, args, reports[:MAX_REPORTS_PER_REQUEST])
-            reports = reports[MAX_REPORTS_PER_REQUEST:]
+            self._turn = _Turn(uuid.uuid4().hex, args, finals)
+            reports = reports[len(finals) :]
         if reports:
             self.post(reports, now)
         turn = self._turn
@@ -149,8 +162,7 @@ class ReportSender:
         if not self.batches:
             self.send(reports)
             return
-        for start in range(0, len(reports), MAX_REPORTS_PER_REQUEST):
-            chunk = reports[start : start + MAX_REPORTS_PER_REQUEST]
+        for chunk in requests_of(reports):
             self._post(_batch_id(chunk), _Posted(now, finals=chunk))
 
     def post_running(self, jobs: list[tuple[int, int]], now: float) -> None:
@@ -252,8 +264,7 @@ class ReportSender:
     def send(self, reports: list[Report]) -> bool:
         """Send these reports of the outbox; False when the service could not take them all
         now (those not answered stay in the outbox for the next flush)."""
-        for start in range(0, len(reports), MAX_REPORTS_PER_REQUEST):
-            chunk = reports[start : start + MAX_REPORTS_PER_REQUEST]
+        for chunk in requests_of(reports):
             sent = self._send_batch(chunk) if len(chunk) > 1 and self.batches else None
             if sent is None:
                 sent = all(self._send_one(report) for report in chunk)
@@ -298,6 +309,7 @@ class ReportSender:
                 report.output_sandbox,
                 JobUsage(**report.usage) if report.usage else None,
                 request_id=report.request_id,
+                output_data=report.inline_bytes(),
             )
         except DiracLikeError as exc:
             if exc.retryable:
@@ -308,6 +320,9 @@ class ReportSender:
                     exc,
                 )
                 return False
+            if report.output_inline and exc.code in INLINE_REFUSALS:
+                self._upload_instead(report, exc.message)
+                return True
             log.warning("job %s: status %s not accepted: %s", report.job_id, report.status, exc)
         self._done(report)
         return True
@@ -339,6 +354,9 @@ class ReportSender:
         for report, outcome in zip(reports, outcomes, strict=True):
             if outcome.error is not None and outcome.error.retryable:
                 kept = True
+                continue
+            if report.output_inline and outcome.error and outcome.error.code in INLINE_REFUSALS:
+                self._upload_instead(report, outcome.error.message)
                 continue
             if outcome.error is not None:
                 log.warning(
@@ -375,6 +393,21 @@ class ReportSender:
         self.outbox.done(report)
         self.answered(report)
 
+    def _upload_instead(self, report: Report, why: str) -> None:
+        """The service would not take this report's inlined output: the report goes back to
+        the outbox (durably, before the refused one leaves it) under a new request id, its
+        output to be uploaded from the bytes it keeps by the pilot's next flush. Its job's
+        folder stays (the report is not answered yet)."""
+        log.warning("job %s: inlined output refused (%s): it is uploaded instead",
+                    report.job_id, why)  # fmt: skip
+        again = replace(report, request_id=uuid.uuid4().hex, output_pending=True, output_sandbox="")
+        try:
+            self.outbox.put(again)
+        except OSError as exc:
+            log.error("job %s: report not kept in the outbox: %s", report.job_id, exc)
+            return  # the refused one stays: sent again (and refused again) by the next flush
+        self.outbox.done(report)
+
     def _no_batches(self) -> None:
         log.info(
             "pilot %s: the service has no update_statuses: one report a request", self.pilot_id
@@ -392,7 +425,27 @@ def _status_args(report: Report) -> UpdateStatusArgs:
         report.application_status,
         report.output_sandbox,
         JobUsage(**report.usage) if report.usage else None,
+        report.inline_bytes(),
     )
+
+
+def requests_of(reports: list[Report]) -> Iterator[list[Report]]:
+    """The reports in requests of at most ``MAX_REPORTS_PER_REQUEST`` reports and
+    ``MAX_INLINE_BYTES_PER_REQUEST`` bytes of inlined outputs (in order; a report is never
+    split, and each request holds at least one)."""
+    chunk: list[Report] = []
+    inlined = 0
+    for report in reports:
+        size = len(report.output_inline) * 3 // 4  # base64: the bytes it decodes to, about
+        if chunk and (
+            len(chunk) == MAX_REPORTS_PER_REQUEST or inlined + size > MAX_INLINE_BYTES_PER_REQUEST
+        ):
+            yield chunk
+            chunk, inlined = [], 0
+        chunk.append(report)
+        inlined += size
+    if chunk:
+        yield chunk
 
 
 def _again(posted: _Posted, now: float) -> _Posted:

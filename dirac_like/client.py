@@ -543,6 +543,7 @@ class Client:
         output_sandbox: str = "",
         usage: JobUsage | None = None,  # with a final status: what the payload used
         request_id: str = "",
+        output_data: bytes = b"",  # the output sandbox inlined (its sha256: output_sandbox)
     ) -> list[PilotCommand]:
         """``request_id``: to send a report again with the id it was first sent with."""
         args = UpdateStatusArgs(
@@ -554,6 +555,7 @@ class Client:
             application_status,
             output_sandbox,
             usage,
+            output_data,
         )
         reply: CommandsReply = self.call(Op.UPDATE_STATUS, args, request_id=request_id)
         return reply.commands

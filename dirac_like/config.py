@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dirac_like.errors import ConfigError
+from dirac_like.protocol import MAX_INLINE_BYTES_PER_REQUEST
 from dirac_like.storage import StorageElementConfig, check_storage, default_storage
 
 DEFAULT_SERVER = "tcp://127.0.0.1:7700"
@@ -117,6 +118,10 @@ class SandboxesConfig:
     max_output_bytes: int = 64 * 1024 * 1024  # one output sandbox archive (compressed)
     max_chunk_bytes: int = 4 * 1024 * 1024  # one upload or download request
     collect_after: float = 3600.0  # unreferenced archives (and stale partial uploads) older go
+    # An output sandbox of at most this many bytes (packed) may come inlined in the job's final
+    # report instead of uploaded first (issue 15: one round trip less per job that prints a
+    # little); the service tells each pilot this bound with its matches. 0: always uploaded.
+    max_inline_output_bytes: int = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -348,6 +353,11 @@ def _validate_sandboxes(config: Config) -> None:
         )
     if sandboxes.collect_after < 0:
         raise ConfigError("sandboxes.collect_after: must not be negative")
+    if not 0 <= sandboxes.max_inline_output_bytes <= MAX_INLINE_BYTES_PER_REQUEST:
+        raise ConfigError(
+            "sandboxes.max_inline_output_bytes: 0 (never inline) to "
+            f"{MAX_INLINE_BYTES_PER_REQUEST} bytes"
+        )
 
 
 def _validate_monitoring(config: Config) -> None:

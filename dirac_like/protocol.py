@@ -23,7 +23,8 @@ unknown keys, so a message grows only in ways an older peer still reads:
   default (:data:`OMIT_AT_DEFAULT`);
 - a reply field for pilots is filled only for a pilot that says it reads it: the pilot sends
   ``revision`` (:data:`PILOT_REVISION`, the newest it reads) with ``request_job(s)``, and the
-  service fills a field of revision N only for ``revision >= N`` (``MatchedJob.lease``: 1);
+  service fills a field of revision N only for ``revision >= N`` (``MatchedJob.lease``: 1;
+  ``MatchedJob.inline_output_bytes``: 2);
 - a new operation is called only by peers that know it; a pilot falls back to the older
   operation when a service answers ``unknown_op`` (``request_jobs`` → ``request_job``,
   ``update_statuses`` → ``update_status``, ``pilot_turn`` → ``update_statuses`` and
@@ -53,11 +54,16 @@ from dirac_like.errors import (
 )
 
 PROTOCOL_VERSION = 1
-# The pilot's wire revision (see the module's docstring): 1 reads MatchedJob.lease.
-PILOT_REVISION = 1
+# The pilot's wire revision (see the module's docstring): 1 reads MatchedJob.lease, 2 reads
+# MatchedJob.inline_output_bytes (and then may send UpdateStatusArgs.output_data).
+PILOT_REVISION = 2
 LEASE_REVISION = 1
+INLINE_REVISION = 2
 MAX_JOBS_PER_REQUEST = 64  # request_jobs: matches in one request
 MAX_REPORTS_PER_REQUEST = 256  # update_statuses: reports in one request
+# update_statuses: the output sandboxes inlined in one request's reports, together (a pilot
+# sends more in further requests; the service refuses a request over it).
+MAX_INLINE_BYTES_PER_REQUEST = 1024 * 1024
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_REQUEST_ID_LENGTH = 64
 MAX_JOB_IDS = 100_000  # job ids in one request
@@ -188,7 +194,7 @@ class JobUsage:
     wall_seconds: float = 0.0  # from the payload's start to its end
     peak_rss_mb: float = 0.0  # the highest resident memory of the process tree
     input_bytes: int = 0  # input sandbox downloaded
-    output_bytes: int = 0  # output sandbox uploaded
+    output_bytes: int = 0  # output sandbox uploaded (or inlined in the final report)
     exit_code: int | None = None  # None: the payload never started; negative: killed by signal
 
 
@@ -202,6 +208,11 @@ class UpdateStatusArgs:
     application_status: str = ""
     output_sandbox: str = ""  # sha256 of the uploaded output sandbox (with a final status)
     usage: JobUsage | None = None  # with a final status: what the payload used
+    # The output sandbox itself (its sha256 is ``output_sandbox``), inlined in the final report
+    # instead of uploaded first (issue 15): only when the match said the service takes it
+    # (``MatchedJob.inline_output_bytes``); stored as an upload is, before the report is
+    # acknowledged. Left off the wire when empty: an older service refuses the key.
+    output_data: bytes = field(default=b"", metadata=OMIT_AT_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -660,6 +671,10 @@ class MatchedJob:
     # stalled_to_reschedule more). 0: no lease (a service that does not send one, or a pilot
     # older than LEASE_REVISION, which is not sent one: its checker refuses the key).
     lease: float = field(default=0.0, metadata=OMIT_AT_DEFAULT)
+    # The biggest output sandbox (packed bytes) the service takes inlined in the job's final
+    # report (``UpdateStatusArgs.output_data``); 0: upload it first (a service that takes none
+    # inline, or a pilot older than INLINE_REVISION, which is not sent the key).
+    inline_output_bytes: int = field(default=0, metadata=OMIT_AT_DEFAULT)
 
 
 @dataclass(frozen=True)

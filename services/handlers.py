@@ -22,7 +22,9 @@ from dirac_like.errors import DiracLikeError, IllegalTransition, InvalidArgument
 from dirac_like.model import JobRecord, SiteRecord
 from dirac_like.monitoring import TargetKind
 from dirac_like.protocol import (
+    INLINE_REVISION,
     LEASE_REVISION,
+    MAX_INLINE_BYTES_PER_REQUEST,
     MAX_JOB_IDS,
     MAX_JOBS_PER_REQUEST,
     MAX_REPORTS_PER_REQUEST,
@@ -86,7 +88,7 @@ from .job_handlers import JOB_HANDLERS
 from .limits import check_listing_limit
 from .monitor_handlers import MONITOR_HANDLERS
 from .pilot_handlers import PILOT_HANDLERS
-from .sandbox_handlers import SANDBOX_HANDLERS
+from .sandbox_handlers import SANDBOX_HANDLERS, inline_output_bound, keep_inline_output
 from .state import NEVER_RUNNABLE, CentralState, check_name
 from .status_handlers import STATUS_HANDLERS
 
@@ -259,6 +261,7 @@ def request_job(state: CentralState, args: RequestJobArgs, now: float) -> Reques
         description=state.store_description(job.job_id),
         # only to a pilot that reads it: an older one's checker refuses the key
         lease=state.config.jobs.stalled_timeout if args.revision >= LEASE_REVISION else 0.0,
+        inline_output_bytes=inline_output_bound(state) if args.revision >= INLINE_REVISION else 0,
     )
     return RequestJobReply(job=matched, reason="", commands=commands)
 
@@ -309,6 +312,8 @@ def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> Co
     job = state.book.reported_job(args.job_id, args.attempt, args.pilot_id, new)
     if new not in PILOT_REPORTABLE:
         raise InvalidArgument(f"a pilot cannot report status {new.value}")
+    if args.output_data and not args.output_sandbox:
+        raise InvalidArgument("an inlined output sandbox comes with its sha256 (output_sandbox)")
     if job.status in FINAL_STATUSES:
         _check_repeated_final(state, job, new, args.output_sandbox)
         return CommandsReply([])  # the same final report again: nothing changes
@@ -329,13 +334,7 @@ def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> Co
         )
         return CommandsReply([])  # the pilot no longer holds it
     if args.output_sandbox:
-        if new not in FINAL_STATUSES:
-            raise InvalidArgument("an output sandbox comes with the job's final status")
-        pilot = state.pilots.pilots.get(args.pilot_id)
-        uploader = (pilot.credential if pilot else "") if state.secure else None
-        state.sandbox_index.check(args.output_sandbox, "output", uploader)
-        state.sandbox_index.attach(job.job_id, "output", args.output_sandbox)
-        state.sandbox_index.grant(args.output_sandbox, job.owner)
+        _take_output(state, job, new, args)
     state.book.report(
         job,
         new,
@@ -351,6 +350,22 @@ def update_status(state: CentralState, args: UpdateStatusArgs, now: float) -> Co
     return CommandsReply(state.pending_commands(job))
 
 
+def _take_output(
+    state: CentralState, job: JobRecord, new: JobStatus, args: UpdateStatusArgs
+) -> None:
+    """The job's final report names its output sandbox: uploaded by this pilot, or inlined in
+    the report (stored here as an upload is, before anything of the report is applied)."""
+    if new not in FINAL_STATUSES:
+        raise InvalidArgument("an output sandbox comes with the job's final status")
+    pilot = state.pilots.pilots.get(args.pilot_id)
+    uploader = (pilot.credential if pilot else "") if state.secure else None
+    if args.output_data:
+        keep_inline_output(state, args.output_sandbox, args.output_data, uploader)
+    state.sandbox_index.check(args.output_sandbox, "output", uploader)
+    state.sandbox_index.attach(job.job_id, "output", args.output_sandbox)
+    state.sandbox_index.grant(args.output_sandbox, job.owner)
+
+
 def update_statuses(state: CentralState, args: UpdateStatusesArgs, now: float) -> ReportOutcomes:
     """Each report as ``update_status`` applies it; a refused one is said in its outcome and
     leaves the others applied (they share the request's one durable commit)."""
@@ -358,7 +373,18 @@ def update_statuses(state: CentralState, args: UpdateStatusesArgs, now: float) -
         raise InvalidArgument(f"1 to {MAX_REPORTS_PER_REQUEST} reports per request")
     if any(report.pilot_id != args.pilot_id for report in args.reports):
         raise InvalidArgument(f"every report must be of pilot {args.pilot_id}")
+    _check_inlined(args.reports)
     return ReportOutcomes(_apply_reports(state, args.reports, now))
+
+
+def _check_inlined(reports: list[UpdateStatusArgs]) -> None:
+    """At most ``MAX_INLINE_BYTES_PER_REQUEST`` of output sandboxes inlined in one request."""
+    inlined = sum(len(report.output_data) for report in reports)
+    if inlined > MAX_INLINE_BYTES_PER_REQUEST:
+        raise InvalidArgument(
+            f"{inlined} bytes of output sandboxes inlined in one request: at most "
+            f"{MAX_INLINE_BYTES_PER_REQUEST} (send the rest in another)"
+        )
 
 
 def _apply_reports(
@@ -386,6 +412,7 @@ def pilot_turn(state: CentralState, args: PilotTurnArgs, now: float) -> PilotTur
         raise InvalidArgument("a turn with no report and no job asked for")
     if any(report.pilot_id != args.pilot_id for report in args.reports):
         raise InvalidArgument(f"every report must be of pilot {args.pilot_id}")
+    _check_inlined(args.reports)
     _check_request(args.pilot_id, args.resources, asks=args.count > 0)
     outcomes = _apply_reports(state, args.reports, now)
     if not args.count:

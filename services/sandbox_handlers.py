@@ -5,6 +5,12 @@ their sha256. An upload is complete (checked and stored durably) when its last c
 acknowledged; a job may name it from then on (``InputSandbox = {"SB:<sha256>"}``, or a pilot's
 final ``update_status`` with ``output_sandbox``). Archives no job names are deleted after
 ``sandboxes.collect_after`` seconds.
+
+A small output sandbox (at most ``sandboxes.max_inline_output_bytes``, which the service tells
+pilots with their matches) may instead come inlined in the job's final report (issue 15: one
+round trip less): :func:`keep_inline_output` checks it as an upload is checked (size limits, its
+bytes against the sha256 the report names) and stores it the same way (the same store, fsync'd,
+held by the uploading pilot's credential), before the report is applied and committed.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from dirac_like.errors import InvalidArgument, NotFound
+from dirac_like.errors import InvalidArgument, NotFound, StoreError
 from dirac_like.protocol import (
     JobIdArgs,
     JobOutputReply,
@@ -22,7 +28,7 @@ from dirac_like.protocol import (
     SandboxUploadArgs,
     SandboxUploadReply,
 )
-from dirac_like.sandbox import SandboxError, SandboxStore
+from dirac_like.sandbox import SandboxError, SandboxStore, checksum, is_sha256
 from dirac_like.states import FINAL_STATUSES
 
 from .state import CentralState
@@ -53,6 +59,41 @@ def sandbox_upload(state: CentralState, args: SandboxUploadArgs, now: float) -> 
         args.sha256, args.size, args.offset, args.data, limit, uploader=args.owner
     )
     return SandboxUploadReply(received=received, complete=received == args.size)
+
+
+def inline_output_bound(state: CentralState) -> int:
+    """The biggest output sandbox (packed bytes) this service takes inlined in a final report
+    (0: none; a service that keeps no sandboxes takes none)."""
+    if state.sandboxes is None:
+        return 0
+    config = state.config.sandboxes
+    return min(config.max_inline_output_bytes, config.max_output_bytes)
+
+
+def keep_inline_output(state: CentralState, sha256: str, data: bytes, uploader: str | None) -> None:
+    """Store an output sandbox inlined in a final report as an upload of it would be: the same
+    limits, its bytes checked against ``sha256``, the same store (durable when this returns),
+    held by ``uploader`` (None: a service running insecure). SandboxError when refused (nothing
+    stored); a retryable StoreError when the files cannot be written now."""
+    store = _store(state)
+    limit = inline_output_bound(state)
+    if not 0 < len(data) <= limit:
+        raise SandboxError(
+            f"inlined output sandbox of {len(data)} bytes: the size must be 1 to {limit} bytes "
+            "(upload a bigger one)"
+        )
+    if not is_sha256(sha256) or checksum(data) != sha256:
+        raise SandboxError(
+            f"inlined output sandbox: its bytes have sha256 {checksum(data)}, "
+            f"not the {sha256[:64]!r} the report names"
+        )
+    try:  # as the one chunk of an upload (sandbox_upload): checked again, kept, granted
+        store.write_chunk(sha256, len(data), 0, data, limit, uploader=uploader or "")
+    except OSError as exc:  # nothing applied yet: the pilot sends the report again
+        raise StoreError(
+            f"the service could not write the inlined output sandbox: {exc.strerror or exc}; "
+            "please retry later"
+        ) from None
 
 
 def sandbox_download(

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,6 +160,7 @@ def pilot_rate(
             if failed:
                 raise SystemExit(f"jobs failed, e.g. {failed[0]}")
             check_jobs(client, printed=executable != "/bin/true")
+            print_requests(service.metrics_url)
             if cpu is not None:  # from the first job Running to the last Done
                 cpu.pilots = at_last.pilots - at_first.pilots
                 cpu.helpers = at_last.helpers - at_first.helpers
@@ -169,6 +172,18 @@ def pilot_rate(
             popen.wait(60)
         service.stop()
     return (jobs - 1) / (last - first)
+
+
+def print_requests(metrics_url: str) -> None:
+    """How many requests of the pilots' kinds the service served (its /metrics): with
+    ``--executable /bin/echo``, no ``sandbox_upload`` once outputs go inlined (issue 15)."""
+    if not metrics_url:
+        return
+    with urllib.request.urlopen(metrics_url, timeout=10) as reply:
+        text = reply.read().decode()
+    counts = dict(re.findall(r'^dirac_like_request_seconds_count\{op="(\w+)"\} (\S+)$', text, re.M))
+    shown = ("request_jobs", "update_statuses", "sandbox_upload", "heartbeat")
+    print("requests served: " + ", ".join(f"{op} {float(counts.get(op, 0)):,.0f}" for op in shown))
 
 
 def wait_count(client: Client, statuses: tuple[str, ...], count: int) -> float:
