@@ -69,7 +69,8 @@ class Spawner:
         self._link = ours
         self._lock = threading.Lock()  # one request on the wire at a time
         self._calls: dict[int, _Call] = {}  # request id -> call, until its PID is known
-        self._running: dict[int, OnEnd] = {}  # keeper PID -> its callback
+        self._running: dict[int, OnEnd] = {}  # payload PID -> its callback
+        self._adopted: dict[int, list[tuple[int, int]]] = {}  # payload PID -> (orphan, parent)
         self._next_id = 0
         self.alive = True
         threading.Thread(target=self._read, name="spawner", daemon=True).start()
@@ -136,6 +137,11 @@ class Spawner:
             reply = json.loads(message)
             if "ended" in reply:
                 self._ended(int(reply["ended"]), int(reply["status"]), float(reply["cpu"]))
+            elif "adopted" in reply:
+                with self._lock:
+                    self._adopted.setdefault(int(reply["adopted"]), []).append(
+                        (int(reply["pid"]), int(reply["parent"]))
+                    )
             else:
                 self._answered(reply)
 
@@ -151,7 +157,15 @@ class Spawner:
     def _ended(self, pid: int, status: int, cpu: float) -> None:
         with self._lock:
             on_end = self._running.pop(pid)
+            self._adopted.pop(pid, None)
         on_end(status, cpu)
+
+    def adopted(self, pid: int) -> list[tuple[int, int]]:
+        """The orphans of payload ``pid`` the helper adopted (a process it started and
+        abandoned, now the helper's child): (PID, the helper's PID, their parent while they
+        live)."""
+        with self._lock:
+            return list(self._adopted.get(pid, ()))
 
     def _lost(self) -> None:
         """The helper is gone: nothing waits for a reply that will never come."""
