@@ -260,6 +260,18 @@ POSIX_SPAWN_SETSIGDEF = 0x04
 POSIX_SPAWN_SETSIGMASK = 0x08
 POSIX_SPAWN_SETSID = 0x80
 SIGSET_BYTES = 128  # sizeof(sigset_t) in glibc: 1024 bits
+SPAWN_FUNCTIONS = (
+    "posix_spawn",
+    "posix_spawnattr_init",
+    "posix_spawnattr_setflags",
+    "posix_spawnattr_setsigdefault",
+    "posix_spawnattr_setsigmask",
+    "posix_spawn_file_actions_init",
+    "posix_spawn_file_actions_destroy",
+    "posix_spawn_file_actions_adddup2",
+    "posix_spawn_file_actions_addchdir_np",  # glibc 2.29
+    "posix_spawn_file_actions_addclosefrom_np",  # glibc 2.34
+)
 SPAWN_STRUCT_BYTES = 1024  # more than sizeof(posix_spawnattr_t) or of its file actions (336, 80)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
 
@@ -273,10 +285,16 @@ class Launcher:
     internal signals 32 and 33, and glibc's child then leaves those two *ignored* (ignored
     signals stay ignored across exec). The default set here is raw bytes, every bit set, which
     ``posix_spawnattr_setsigdefault`` copies as they are. Only the bytes: no fork of Python,
-    no Python in the child (glibc's clone with ``CLONE_VM | CLONE_VFORK``)."""
+    no Python in the child (glibc's clone with ``CLONE_VM | CLONE_VFORK``).
+
+    A C library without the file actions used here (glibc before 2.34, musl): the helper forks
+    each payload instead (:func:`fork_exec`, the same process state; slower)."""
 
     def __init__(self) -> None:
         libc = _LIBC
+        self.forks = not all(hasattr(libc, name) for name in SPAWN_FUNCTIONS)
+        if self.forks:
+            return
         self.attributes = ctypes.create_string_buffer(SPAWN_STRUCT_BYTES)
         flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSID
         every_signal = ctypes.create_string_buffer(b"\xff" * SIGSET_BYTES, SIGSET_BYTES)
@@ -298,6 +316,8 @@ class Launcher:
     def spawn(
         self, path: bytes, argv: list[bytes], env: list[bytes], stdio: list[int], cwd: bytes
     ) -> int:
+        if self.forks:
+            return fork_exec(path, argv, env, stdio, cwd)
         actions = ctypes.create_string_buffer(SPAWN_STRUCT_BYTES)
         _check(self.init_actions(actions))
         try:
@@ -316,6 +336,33 @@ class Launcher:
             return pid.value
         finally:
             self.destroy_actions(actions)
+
+
+def fork_exec(
+    path: bytes, argv: list[bytes], env: list[bytes], stdio: list[int], cwd: bytes
+) -> int:
+    """What :class:`Launcher` does, with a fork of this (single-threaded) process: a failed exec
+    is the child's exit 127, with the reason on its stderr."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        os.setsid()
+        for target, descriptor in enumerate(stdio):
+            os.dup2(descriptor, target)
+        os.chdir(cwd)
+        for signum in range(1, signal.NSIG):
+            if signum not in (signal.SIGKILL, signal.SIGSTOP):
+                try:  # noqa: SIM105
+                    signal.signal(signum, signal.SIG_DFL)
+                except (OSError, ValueError):
+                    pass  # glibc's own (32, 33): handled in this process, so reset by exec
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.closerange(3, 1 << 16)
+        os.execve(path, argv, dict(item.split(b"=", 1) for item in env))  # type: ignore[misc]
+    except OSError as exc:
+        os.write(2, f"cannot start {os.fsdecode(argv[0])}: {exc.strerror}\n".encode())
+    os._exit(127)
 
 
 def _check(error: int) -> None:

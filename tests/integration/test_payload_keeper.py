@@ -217,9 +217,10 @@ def read_pid(path: Path) -> int:
 
 # A daemon that double-forks, in the payload's session; one that also calls setsid (it leaves
 # the session and the group: only its environment says whose it is). Both ignore SIGTERM.
-DAEMON = "(trap '' TERM; ( trap '' TERM; echo $$ > /dev/null; exec sleep 60 ) & echo $! > {name}) &"
+DAEMON = "(trap '' TERM; (trap '' TERM; exec sleep 60) & echo $! > {name}) &"
 SETSID_DAEMON = (
-    "setsid sh -c \"trap '' TERM; sh -c 'trap \\\"\\\" TERM; exec sleep 60' & echo \\$! > {name}\" &"
+    "setsid sh -c \"trap '' TERM; sh -c 'trap \\\"\\\" TERM; exec sleep 60' &"
+    ' echo \\$! > {name}" &'
 )
 
 
@@ -237,7 +238,8 @@ def test_the_helpers_payload_gets_fresh_dispositions_and_a_session_of_its_own(
 ) -> None:
     """posix_spawn with glibc's own signal set would leave its signals 32 and 33 ignored."""
     ends = Ends(tmp_path)
-    pid = ends.start(helper, "grep -E '^Sig(Ign|Blk)' /proc/self/status > status; sleep 60")
+    masks_now = "grep -E '^Sig(Ign|Blk)' /proc/self/status > status.tmp; mv status.tmp status"
+    pid = ends.start(helper, masks_now + "; sleep 60")
     wait_for(lambda: (tmp_path / "status").exists(), "the payload's signal masks")
     assert os.getsid(pid) == pid and os.getpgid(pid) == pid
     os.killpg(pid, signal.SIGTERM)  # as the wrapper kills a payload
@@ -372,3 +374,30 @@ def test_a_program_missing_from_the_payloads_path_is_refused(
             lambda status, cpu: None,
         )
     assert helper.alive
+
+
+def test_without_glibcs_spawn_functions_a_payload_is_forked_with_the_same_state(
+    tmp_path: Path,
+) -> None:
+    """The helper's fallback where the C library lacks the file actions it uses (glibc before
+    2.34): the same session, folder, stdio, dispositions and mask, and no descriptor leaked."""
+    leaked = os.open(os.devnull, os.O_RDONLY)  # inheritable: the child must close it
+    os.set_inheritable(leaked, True)
+    try:
+        with open(tmp_path / "out", "wb") as out, open(os.devnull, "rb") as null:
+            script = "grep -E '^Sig(Ign|Blk)' /proc/self/status; ls /proc/$$/fd; pwd"
+            pid = payload_keeper.fork_exec(
+                b"/bin/sh",
+                [b"sh", b"-c", script.encode()],
+                [b"PATH=" + os.environ["PATH"].encode()],
+                [null.fileno(), out.fileno(), out.fileno()],
+                os.fsencode(tmp_path),
+            )
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(leaked)
+    assert os.waitstatus_to_exitcode(status) == 0
+    blocked, ignored, *descriptors, where = (tmp_path / "out").read_text().splitlines()
+    assert (blocked.split(), ignored.split()) == (["SigBlk:", "0" * 16], ["SigIgn:", "0" * 16])
+    assert descriptors == ["0", "1", "2"]  # the shell's: nothing leaked
+    assert where == str(tmp_path)
