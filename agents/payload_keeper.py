@@ -496,6 +496,8 @@ class ExecHelper:
         self.poller = select.poll()
         self.poller.register(self.link, select.POLLIN)
         self.poller.register(self.wake_read, select.POLLIN)
+        self.sleeper = select.poll()  # the wakeup descriptor alone: a child's end cuts it short
+        self.sleeper.register(self.wake_read, select.POLLIN)
         self.pollin, self.pollout = select.POLLIN, select.POLLOUT
         self.children_file = f"/proc/self/task/{self.me}/children"
 
@@ -506,12 +508,7 @@ class ExecHelper:
         while True:
             for descriptor, events in self.poller.poll(self._timeout(next_lease_check)):
                 if descriptor == self.wake_read:
-                    while True:
-                        try:
-                            if not os.read(self.wake_read, 512):
-                                break
-                        except BlockingIOError:
-                            break
+                    self._drain_wakeups()
                 elif events & self.pollout:
                     self._flush()
                 else:
@@ -526,6 +523,19 @@ class ExecHelper:
                 next_lease_check = now + POLL
             if self.dying:
                 self._kill_step()
+
+    def _drain_wakeups(self) -> None:
+        while True:
+            try:
+                if not os.read(self.wake_read, 512):
+                    return
+            except BlockingIOError:
+                return
+
+    def _nap(self, seconds: float) -> None:
+        """Sleep ``seconds``, less if a child ends meanwhile."""
+        if self.sleeper.poll(int(seconds * 1000)):
+            self._drain_wakeups()
 
     def _timeout(self, next_lease_check: float) -> "int | None":
         if self.dying:
@@ -758,7 +768,7 @@ class ExecHelper:
         this one is killed (SIGTERM, SIGKILL GRACE seconds later) and this exits."""
         deadline = time.monotonic() + ORPHAN_GRACE
         while any(job.status is None for job in self.jobs.values()) and time.monotonic() < deadline:
-            time.sleep(KILL_POLL)
+            self._nap(KILL_POLL)
             self._reap_quietly()
         for signum, wait in ((signal.SIGTERM, GRACE), (signal.SIGKILL, 5.0)):
             for pid in descendants(self.me):
@@ -771,7 +781,7 @@ class ExecHelper:
                 self._reap_quietly()
                 if not descendants(self.me):
                     os._exit(0)
-                time.sleep(KILL_POLL)
+                self._nap(KILL_POLL)
         os._exit(1)
 
     def _reap_quietly(self) -> None:
