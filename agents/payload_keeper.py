@@ -1,40 +1,65 @@
-"""The payload keeper: a tiny process between the pilot and the payload, so that no process of
-a payload outlives its pilot or its lease (issue 11, defect 8).
+"""Payload keeping: nothing a payload starts outlives its pilot, its job or its lease (issue 11,
+defect 8), at the cost of a bare spawn per job (issue 15).
 
-A pilot starts one **exec helper** (``python3 -I -S payload_keeper.py serve CHANNEL_FD``, from
-:class:`dirac_like.agents.spawner.Spawner`), and the helper forks one keeper per job: a fork of a
-small process that has already started, not a Python start-up per job (issue 15: that cost
-~20 ms of CPU per job). The helper lives until the pilot closes its end of the channel, which
-happens when the pilot process ends, ``kill -9`` included: not when the thread that asked for a
-payload ends (a parent-death signal follows the parent *thread*, so a keeper forked by a pilot
-worker thread that exits would be told its pilot died). The keeper can also be run by itself:
+**The exec helper** (what a pilot uses; :class:`dirac_like.agents.spawner.Spawner` starts it,
+``python3 -I -S payload_keeper.py serve CHANNEL_FD``, one per pilot process) is two processes:
+
+- the **watchdog** (:func:`serve`), a child subreaper that forks the helper proper and waits for
+  it; if the helper dies (``kill -9`` included), everything it had is re-parented to the
+  watchdog, which kills it all (SIGTERM, SIGKILL ``GRACE`` seconds later) and exits: the pilot
+  sees the helper lost;
+- the **helper proper** (:class:`ExecHelper`), in a session of its own, a child subreaper too,
+  with SIGUSR1 as its parent-death signal (the watchdog's death: it then ends every payload as
+  below and exits). It starts each payload itself, with ``posix_spawn`` through ctypes
+  (:class:`Launcher`: no fork of Python; the payload in its own session and process group, in
+  its job folder, every signal's disposition back to the default, glibc's 32 and 33 included,
+  and an empty mask), and does in its one loop what a keeper process per job did before:
+
+  - the payload exits: its end is written in its folder first (``payload_ended``, ``exit N`` or
+    ``signal N``, fsync'd: a pilot killed a moment later leaves it for its successor, which
+    reports the job from it); then what it left running is killed (SIGTERM, SIGKILL ``GRACE``
+    seconds later; looked for only when the helper has children other than payloads); then
+    the end goes to the pilot: the payload's wait status and the CPU seconds of the payload and
+    of every process of it the helper reaped;
+  - the lease runs out: ``lease_file`` (the pilot touches it each time the service acknowledges
+    a heartbeat) is older than ``lease`` seconds (looked at every ``POLL`` seconds) — the pilot
+    lost the service or was frozen (SIGSTOP). The service reschedules such a job only
+    ``stalled_to_reschedule`` seconds later than that (the margin), so the old attempt is gone
+    before a new one can start. The helper writes ``lease_expired`` in the job folder, kills
+    the tree, and reports exit ``LEASE_EXIT``. A lease of 0 means no lease;
+  - the pilot dies (its end of the channel closes: ``kill -9`` included): payloads that end by
+    themselves within ``ORPHAN_GRACE`` seconds have their end noted; every process below the
+    helper is killed and it exits (and the watchdog after it);
+  - SIGTERM to the payload's group (the wrapper kills a job so) is the payload's: its end is
+    noted and reported as any other end.
+
+  What a payload abandons (a background child, a double-forked daemon) is re-parented to the
+  helper, which tells whose it is by its session (the payload's, unless it called setsid) or
+  else by ``TAG_VARIABLE`` in its environment (one value per job). The helper tells the pilot
+  of each such orphan (``adopted``), so that the watchdog samples it with the payload's tree.
+
+Weaker than a keeper per job in two cases, both needing a deliberate act: a process that left
+the payload's session *and* exec'd with an environment without the tag (or one that cannot be
+read) cannot be told apart: it is killed with the next payload that ends, whichever (it cannot
+outlive its own job, but may die before it); and if the pilot, the helper and its watchdog are
+all killed with ``kill -9`` at the same instant, the running payloads are left (with a keeper
+per job, each payload died with its keeper by its parent-death signal, its own children did
+not). Either of the three alone is covered: the watchdog for the helper, the helper for the
+watchdog or the pilot, and, when the helper and the watchdog are both gone, the pilot's wrapper,
+which kills what is left of a payload the helper was lost under (agents/wrapper.py).
+
+**The keeper by itself** (a process per payload, as pilots used before issue 15; kept to run one
+payload under a keeper by hand and for the tests):
 
     python3 -I -S payload_keeper.py PILOT_PID LEASE_FILE LEASE_SECONDS EXECUTABLE [ARGUMENT ...]
 
-It makes itself a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``): every process the payload
-starts and abandons (a background child, a double-forked daemon) is re-parented to the keeper,
-not to init, so the keeper sees the whole tree and reaps it. Then it starts the payload (argv
-from EXECUTABLE on; SIGKILL as the payload's parent-death signal, so it dies with its keeper) and
-waits. It kills every descendant (SIGTERM, then SIGKILL after ``GRACE`` seconds) and exits when:
-
-- the payload exits: the keeper first writes ``payload_ended`` in its working folder (``exit N``
-  or ``signal N``, fsync'd: a pilot killed a moment later leaves it for its successor, which
-  reports the job from it), then kills what the payload left running and exits with the
-  payload's status (the same exit code, or dies of the same signal);
-- its parent dies (the exec helper, or the pilot for a keeper run by itself; ``kill -9``
-  included): the kernel sends the keeper SIGUSR1 (``PR_SET_PDEATHSIG``); the keeper gives a
-  payload already on its way out ``ORPHAN_GRACE`` seconds to exit by itself (then its end is
-  noted as above), kills the tree and exits. (A parent that died while the keeper was starting
-  is seen too: its parent is no longer the one it was given.)
-- the lease runs out: ``LEASE_FILE`` (the pilot touches it each time the service acknowledges a
-  heartbeat) is older than ``LEASE_SECONDS`` — the pilot lost the service or was frozen
-  (SIGSTOP). The service reschedules such a job only ``stalled_to_reschedule`` seconds later
-  than that (the margin), so the old attempt is gone before a new one can start. The keeper
-  writes ``lease_expired`` in its working folder and exits with ``LEASE_EXIT``. A lease of 0
-  means no lease.
-
-SIGTERM is ignored: the wrapper signals the whole process group, payload included, and the
-keeper goes on reaping until the payload exits. Only the standard library, and no import of
+It makes itself a child subreaper, starts the payload (argv from EXECUTABLE on; SIGKILL as the
+payload's parent-death signal, so it dies with its keeper) and waits. It kills every descendant
+(SIGTERM, then SIGKILL after ``GRACE`` seconds) and exits when the payload exits (its end noted
+as above first; the keeper exits with the payload's status), when its parent (PILOT_PID) dies
+(SIGUSR1, its parent-death signal; a payload on its way out gets ``ORPHAN_GRACE`` seconds), or
+when the lease runs out (``lease_expired``, exit ``LEASE_EXIT``). SIGTERM is ignored: the
+payload gets it too, and the keeper waits for it. Only the standard library, and no import of
 dirac-like: it starts in milliseconds (``-I -S``, and few imports).
 """
 
@@ -255,6 +280,7 @@ def keep(
 
 TAG_VARIABLE = "DIRAC_LIKE_PAYLOAD_TAG"  # in each payload's environment: finds its orphans
 KILL_POLL = 0.02  # seconds between two looks at a tree being killed
+MARK_WRITERS = 8  # threads writing end marks (each fsync waits on the disk, not on the CPU)
 # posix_spawn flags (glibc, <spawn.h>)
 POSIX_SPAWN_SETSIGDEF = 0x04
 POSIX_SPAWN_SETSIGMASK = 0x08
@@ -426,6 +452,62 @@ def _noop(signum: int, frame: object) -> None:
     through the wakeup descriptor; nothing to do in the handler."""
 
 
+class MarkWriters:
+    """Threads that write and fsync the payloads' end marks (``note_end``), so that the helper's
+    loop goes on while each waits on the disk (an fsync here is ~4 ms; one at a time, they
+    would cap a pilot at ~250 job ends a second): the loop learns of each mark written through a
+    pipe it polls. None (``count`` 0) where payloads are forked (:func:`fork_exec`): a fork of a
+    process with threads is not safe, the marks are then written in the loop."""
+
+    def __init__(self, count: int) -> None:
+        import queue
+        import threading
+
+        self.empty = queue.Empty
+        self.todo: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        self.done: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        self.read, self.write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.pending = 0  # jobs submitted, not taken back yet
+        self.threaded = count > 0
+        for _ in range(count):
+            threading.Thread(target=self._work, name="marks", daemon=True).start()
+
+    def submit(self, job: "Job") -> None:
+        self.pending += 1
+        if self.threaded:
+            self.todo.put(job)
+        else:
+            self._write(job)
+
+    def take(self) -> "list[Job]":
+        """The jobs whose mark is written (durable) since the last call."""
+        try:
+            while os.read(self.read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        written = []
+        while True:
+            try:
+                written.append(self.done.get_nowait())
+            except self.empty:
+                break
+        self.pending -= len(written)
+        return written
+
+    def _work(self) -> None:
+        while True:
+            self._write(self.todo.get())
+
+    def _write(self, job: "Job") -> None:
+        note_end(job.status or 0, job.folder)
+        self.done.put(job)
+        try:  # noqa: SIM105
+            os.write(self.write, b".")
+        except BlockingIOError:
+            pass  # the pipe is full: the loop has a wake-up to come already
+
+
 class Job:
     """One payload the helper started, until its end is sent to the pilot."""
 
@@ -485,6 +567,7 @@ class ExecHelper:
         self.serial = 0
         self.outgoing: list[bytes] = []  # messages the pilot has not taken yet
         self.launcher = Launcher()
+        self.marks = MarkWriters(0 if self.launcher.forks else MARK_WRITERS)
         os.set_inheritable(channel, False)
         self.link = socket.socket(fileno=channel)
         self.link.setblocking(False)  # a frozen pilot must not stop the loop (leases)
@@ -496,6 +579,7 @@ class ExecHelper:
         self.poller = select.poll()
         self.poller.register(self.link, select.POLLIN)
         self.poller.register(self.wake_read, select.POLLIN)
+        self.poller.register(self.marks.read, select.POLLIN)
         self.sleeper = select.poll()  # the wakeup descriptor alone: a child's end cuts it short
         self.sleeper.register(self.wake_read, select.POLLIN)
         self.pollin, self.pollout = select.POLLIN, select.POLLOUT
@@ -509,6 +593,8 @@ class ExecHelper:
             for descriptor, events in self.poller.poll(self._timeout(next_lease_check)):
                 if descriptor == self.wake_read:
                     self._drain_wakeups()
+                elif descriptor == self.marks.read:
+                    self._marked(self.marks.take())
                 elif events & self.pollout:
                     self._flush()
                 else:
@@ -616,9 +702,9 @@ class ExecHelper:
     # -- ends --------------------------------------------------------------------------------
 
     def _reap(self) -> None:
-        """Reap every child that ended; a payload's end is noted (fsync'd) at once, then what
-        it left is looked for (only when the helper has children other than payloads)."""
-        ended = []
+        """Reap every child that ended; a payload's end goes to be noted (fsync'd, by the mark
+        writers), and only then (:meth:`_marked`) is what it left looked for and killed, and
+        the end sent to the pilot."""
         while True:
             try:
                 waitable = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -635,8 +721,11 @@ class ExecHelper:
             if job is not None and job.status is None:
                 job.status = status
                 if not job.lease_ended:
-                    note_end(status, job.folder)
-                    ended.append(job)
+                    self.marks.submit(job)
+
+    def _marked(self, ended: "list[Job]") -> None:
+        """These payloads' ends are durable: kill what they left (looked for only when this
+        process has children other than payloads), or send their ends at once."""
         if not ended:
             return
         if not self._strays():
@@ -766,6 +855,10 @@ class ExecHelper:
         """The pilot (or the watchdog) is gone: payloads that end by themselves within
         ORPHAN_GRACE have their end noted (for the pilot's successor); then every process below
         this one is killed (SIGTERM, SIGKILL GRACE seconds later) and this exits."""
+        deadline = time.monotonic() + 10.0  # marks on their way to the disk are finished first
+        while self.marks.pending and time.monotonic() < deadline:
+            self._nap(KILL_POLL)
+            self.marks.take()
         deadline = time.monotonic() + ORPHAN_GRACE
         while any(job.status is None for job in self.jobs.values()) and time.monotonic() < deadline:
             self._nap(KILL_POLL)
