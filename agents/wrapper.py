@@ -487,9 +487,9 @@ class PayloadRunner:
 
     def _alive(self) -> list[psutil.Process]:
         alive = []
-        for pid, process in self._tree.items():
-            if pid == self._root_pid() and self._exited.is_set():
-                continue
+        # The payload itself too: reported ended while it lives when its exec helper was lost
+        # (a psutil.Process is known by its start time too: a reused PID is not taken for it).
+        for process in self._tree.values():
             try:
                 if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
                     alive.append(process)

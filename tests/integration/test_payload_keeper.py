@@ -18,6 +18,8 @@ import pytest
 
 from dirac_like.agents import payload_keeper, spawner
 from dirac_like.agents.outbox import JOB_FILE, ended_report
+from dirac_like.agents.watchdog import Limits
+from dirac_like.agents.wrapper import PayloadResult, PayloadRunner, PayloadSpec
 from dirac_like.testing import wait_for
 
 KEEPER = [sys.executable, "-I", "-S", payload_keeper.__file__]
@@ -401,3 +403,37 @@ def test_without_glibcs_spawn_functions_a_payload_is_forked_with_the_same_state(
     assert (blocked.split(), ignored.split()) == (["SigBlk:", "0" * 16], ["SigIgn:", "0" * 16])
     assert descriptors == ["0", "1", "2"]  # the shell's: nothing leaked
     assert where == str(tmp_path)
+
+
+def test_with_both_helper_processes_gone_the_wrapper_kills_the_payload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Neither the helper nor its watchdog left to kill (stopped, then killed together): the
+    pilot sees its helper lost, and the wrapper kills what is left of the payload."""
+    helper = spawner.Spawner()
+    monkeypatch.setattr(spawner, "shared", lambda: helper)
+    spec = PayloadSpec(
+        job_id=1,
+        executable="/bin/sh",
+        arguments="-c 'echo $$ > payload.pid; exec sleep 60'",
+        workdir=tmp_path,
+    )
+    runner = PayloadRunner(spec, Limits(), kill_grace=0.5)
+    results: list[PayloadResult] = []
+    thread = threading.Thread(target=lambda: results.append(runner.run()))
+    thread.start()
+    try:
+        payload = read_pid(tmp_path / "payload.pid")
+        watchdog = psutil.Process(helper.pid)
+        both = [watchdog, *watchdog.children()]
+        for process in both:
+            process.suspend()  # neither can act on the other's death now
+        for process in both:
+            process.kill()
+        thread.join(30)
+        [result] = results
+        assert result.exit_code == -signal.SIGKILL
+        wait_for(lambda: gone(payload), "the payload to be killed by the wrapper", timeout=30)
+    finally:
+        helper.close()
+        thread.join(30)
