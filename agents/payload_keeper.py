@@ -385,7 +385,7 @@ def fork_exec(
                     pass  # glibc's own (32, 33): handled in this process, so reset by exec
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.closerange(3, 1 << 16)
-        os.execve(path, argv, dict(item.split(b"=", 1) for item in env))  # type: ignore[misc]
+        os.execve(path, argv, dict(item.split(b"=", 1) for item in env))
     except OSError as exc:
         os.write(2, f"cannot start {os.fsdecode(argv[0])}: {exc.strerror}\n".encode())
     os._exit(127)
@@ -660,9 +660,9 @@ class ExecHelper:
     def _start(self, request: dict, stdio: list[int]) -> None:  # type: ignore[type-arg, unused-ignore]
         self.serial += 1
         tag = f"{self.me}.{self.serial}".encode()
-        env = request["env"]
-        env[TAG_VARIABLE] = tag.decode()
         try:
+            env = request["env"]
+            env[TAG_VARIABLE] = tag.decode()
             if len(stdio) != 3:
                 raise OSError(0, "the payload's stdin, stdout and stderr did not come")
             argv = request["argv"]
@@ -673,9 +673,11 @@ class ExecHelper:
                 stdio,
                 os.fsencode(request["cwd"]),
             )
-        except OSError as exc:
-            error = f"cannot start {request['argv'][0]}: {exc.strerror or exc}"
-            self._send({"id": request["id"], "error": error})
+        except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
+            # the payload's, or a request this cannot read: refused, the loop goes on
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            error = f"cannot start {(request.get('argv') or ['?'])[0]}: {reason}"
+            self._send({"id": request.get("id"), "error": error})
             return
         job = Job(pid, request["cwd"], request["lease_file"], float(request["lease"]), tag)
         self.jobs[pid] = job
@@ -734,7 +736,10 @@ class ExecHelper:
             return
         members = self._members()
         for job in ended:
-            self._kill(job, members, signal.SIGTERM, GRACE)
+            if members.get(job) or members.get(None):
+                self._kill(job, members, signal.SIGTERM, GRACE)
+            else:
+                self._ended(job)  # the strays are other payloads' processes
 
     def _strays(self) -> bool:
         """Whether this process has children that are not payloads still running."""
