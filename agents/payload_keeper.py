@@ -496,6 +496,7 @@ class MarkWriters:
         return written
 
     def _work(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())  # the loop's to take
         while True:
             self._write(self.todo.get())
 
