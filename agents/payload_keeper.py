@@ -299,6 +299,7 @@ SPAWN_FUNCTIONS = (
     "posix_spawn_file_actions_addclosefrom_np",  # glibc 2.34
 )
 SPAWN_STRUCT_BYTES = 1024  # more than sizeof(posix_spawnattr_t) or of its file actions (336, 80)
+RT_SIGACTION = {"x86_64": 13, "aarch64": 134}  # the rt_sigaction system call's number
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
 
 
@@ -382,13 +383,27 @@ def fork_exec(
                 try:  # noqa: SIM105
                     signal.signal(signum, signal.SIG_DFL)
                 except (OSError, ValueError):
-                    pass  # glibc's own (32, 33): handled in this process, so reset by exec
+                    pass  # glibc's own (32, 33): sigaction refuses them
+        default_internal_signals()
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.closerange(3, 1 << 16)
         os.execve(path, argv, dict(item.split(b"=", 1) for item in env))
     except OSError as exc:
         os.write(2, f"cannot start {os.fsdecode(argv[0])}: {exc.strerror}\n".encode())
     os._exit(127)
+
+
+def default_internal_signals() -> None:
+    """Set glibc's own signals (32, 33) back to the default in this process: a process started
+    by glibc's ``posix_spawn`` (``os.posix_spawn``: the pilot starts the exec helper so) has them
+    ignored, and ``sigaction`` refuses to touch them; the system call does not. (Only where its
+    number is known here: x86-64 and arm64.)"""
+    number = RT_SIGACTION.get(os.uname().machine)
+    if number is None:
+        return
+    action = ctypes.create_string_buffer(64)  # zeros: SIG_DFL, no flags, an empty mask
+    for signum in (32, 33):
+        _LIBC.syscall(ctypes.c_long(number), ctypes.c_int(signum), action, None, ctypes.c_size_t(8))
 
 
 def _check(error: int) -> None:

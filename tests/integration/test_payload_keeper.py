@@ -382,23 +382,29 @@ def test_without_glibcs_spawn_functions_a_payload_is_forked_with_the_same_state(
     tmp_path: Path,
 ) -> None:
     """The helper's fallback where the C library lacks the file actions it uses (glibc before
-    2.34): the same session, folder, stdio, dispositions and mask, and no descriptor leaked."""
-    leaked = os.open(os.devnull, os.O_RDONLY)  # inheritable: the child must close it
-    os.set_inheritable(leaked, True)
-    try:
-        with open(tmp_path / "out", "wb") as out, open(os.devnull, "rb") as null:
-            script = "grep -E '^Sig(Ign|Blk)' /proc/self/status; ls /proc/$$/fd; pwd"
-            pid = payload_keeper.fork_exec(
-                b"/bin/sh",
-                [b"sh", b"-c", script.encode()],
-                [b"PATH=" + os.environ["PATH"].encode()],
-                [null.fileno(), out.fileno(), out.fileno()],
-                os.fsencode(tmp_path),
-            )
-        _, status = os.waitpid(pid, 0)
-    finally:
-        os.close(leaked)
-    assert os.waitstatus_to_exitcode(status) == 0
+    2.34): the same session, folder, stdio, dispositions and mask, and no descriptor leaked.
+    Run from a process started as the pilot starts its helper (``os.posix_spawn``: glibc's
+    signals 32 and 33 ignored, SIGPIPE too, one descriptor more)."""
+    script = "grep -E '^Sig(Ign|Blk)' /proc/self/status; ls /proc/$$/fd; pwd"
+    code = (
+        "import os, sys\n"
+        f"sys.path.insert(0, {os.path.dirname(payload_keeper.__file__)!r})\n"
+        "import payload_keeper\n"
+        "leaked = os.open(os.devnull, os.O_RDONLY)\n"
+        "os.set_inheritable(leaked, True)\n"
+        "pid = payload_keeper.fork_exec(b'/bin/sh', [b'sh', b'-c', sys.argv[1].encode()],"
+        " [b'PATH=/usr/bin:/bin'], [0, 1, 2], os.fsencode(sys.argv[2]))\n"
+        "sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+    )
+    with open(tmp_path / "out", "wb") as out:
+        pid = os.posix_spawn(
+            sys.executable,
+            [sys.executable, "-I", "-S", "-c", code, script, str(tmp_path)],
+            os.environ,
+            file_actions=[(os.POSIX_SPAWN_DUP2, out.fileno(), 1)],
+        )
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, (tmp_path / "out").read_text()
     blocked, ignored, *descriptors, where = (tmp_path / "out").read_text().splitlines()
     assert (blocked.split(), ignored.split()) == (["SigBlk:", "0" * 16], ["SigIgn:", "0" * 16])
     assert descriptors == ["0", "1", "2"]  # the shell's: nothing leaked
