@@ -1,16 +1,19 @@
 """The pilot's end of the exec helper (agents/payload_keeper.py ``serve``): starts payloads
-under their keepers without a Python start-up per job.
+without a Python start-up, or even a Python fork, per job.
 
-One helper process per pilot process, started on first use (:func:`shared`), by whichever
-thread: it lives until this process closes its end of the channel (it exits, or dies), not
-until that thread ends. :meth:`Spawner.spawn` is thread-safe: it sends the request with the
-payload's stdin, stdout and stderr, and returns the keeper's PID; a reader thread hands each
-keeper's end (wait status, CPU seconds of the keeper and all it waited for) to the callback
-given with it. If the helper dies, every keeper it had is reported ended (killed: SIGKILL, as
-its keepers kill their payloads when their parent dies) and the next spawn starts a new helper;
-a spawn the helper died under raises :class:`HelperLost` (the pilot hands that job back). The
-helper ignores the stop signals (it starts with them blocked, so one sent before its Python is
-up does not kill it): the pilot decides, and its exit ends the helper.
+One helper per pilot process, started on first use (:func:`shared`), by whichever thread: it
+lives until this process closes its end of the channel (it exits, or dies), not until that
+thread ends. :meth:`Spawner.spawn` is thread-safe: it sends the request with the payload's
+stdin, stdout and stderr, and returns the payload's PID (its session and process group id: the
+helper starts it with ``posix_spawn``); a reader thread hands each payload's end (wait status,
+CPU seconds of the payload and of what of it the helper reaped) to the callback given with it,
+and keeps the orphans the helper adopted for each payload (:meth:`Spawner.adopted`: the
+wrapper samples them with the payload's tree). If the helper dies (its two processes: the
+watchdog, whose PID is :attr:`Spawner.pid`, kills what the helper proper had, and the other
+way round), every payload it had is reported ended (killed: SIGKILL) and the next spawn starts
+a new helper; a spawn the helper died under raises :class:`HelperLost` (the pilot hands that
+job back). The helper ignores the stop signals (it starts with them blocked, so one sent before
+its Python is up does not kill it): the pilot decides, and its exit ends the helper.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ log = logging.getLogger(__name__)
 
 KEEPER_SCRIPT = Path(__file__).with_name("payload_keeper.py")
 MAX_MESSAGE = 1 << 20  # bytes of one request (argv and environment)
-LOST_STATUS = signal.SIGKILL  # the wait status of a keeper whose helper died under it
+LOST_STATUS = signal.SIGKILL  # the wait status of a payload whose helper died under it
 OnEnd = Callable[[int, float], None]  # (wait status, CPU seconds)
 HELPER_DIED = "the exec helper died"
 # Blocked from the helper's first instruction until it ignores them (a batch system's scancel
@@ -40,12 +43,12 @@ STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.S
 
 
 class SpawnError(OSError):
-    """The helper could not start the keeper (fork failed, the folder is gone, ...)."""
+    """The helper could not start the payload (no such program, the folder is gone, ...)."""
 
 
 class HelperLost(SpawnError):
-    """The exec helper died (or was gone) before it started the keeper: the pilot's fault, not
-    the job's."""
+    """The exec helper died (or was gone) before it started the payload: the pilot's fault,
+    not the job's."""
 
 
 @dataclass
@@ -69,7 +72,8 @@ class Spawner:
         self._link = ours
         self._lock = threading.Lock()  # one request on the wire at a time
         self._calls: dict[int, _Call] = {}  # request id -> call, until its PID is known
-        self._running: dict[int, OnEnd] = {}  # keeper PID -> its callback
+        self._running: dict[int, OnEnd] = {}  # payload PID -> its callback
+        self._adopted: dict[int, list[tuple[int, int]]] = {}  # payload PID -> (orphan, parent)
         self._next_id = 0
         self.alive = True
         threading.Thread(target=self._read, name="spawner", daemon=True).start()
@@ -84,8 +88,8 @@ class Spawner:
         lease_file: str = "-",
         lease: float = 0.0,
     ) -> int:
-        """Start ``argv`` under a keeper; returns the keeper's PID (its session and group id).
-        ``on_end`` is called once, from another thread, when the keeper has ended."""
+        """Start ``argv``; returns its PID (its session and group id). ``on_end`` is called
+        once, from another thread, when the payload has ended and nothing of it is left."""
         request = {
             "argv": list(argv),
             "cwd": str(cwd),
@@ -117,7 +121,7 @@ class Spawner:
         return call.pid
 
     def close(self) -> None:
-        """End the helper (its keepers get their parent-death signal) and wait for it."""
+        """End the helper (it kills its payloads, if any) and wait for it."""
         with contextlib.suppress(OSError):  # the helper is gone already
             self._link.shutdown(socket.SHUT_RDWR)  # wakes the reader; close alone would not
         self._link.close()
@@ -136,6 +140,11 @@ class Spawner:
             reply = json.loads(message)
             if "ended" in reply:
                 self._ended(int(reply["ended"]), int(reply["status"]), float(reply["cpu"]))
+            elif "adopted" in reply:
+                with self._lock:
+                    self._adopted.setdefault(int(reply["adopted"]), []).append(
+                        (int(reply["pid"]), int(reply["parent"]))
+                    )
             else:
                 self._answered(reply)
 
@@ -151,7 +160,15 @@ class Spawner:
     def _ended(self, pid: int, status: int, cpu: float) -> None:
         with self._lock:
             on_end = self._running.pop(pid)
+            self._adopted.pop(pid, None)
         on_end(status, cpu)
+
+    def adopted(self, pid: int) -> list[tuple[int, int]]:
+        """The orphans of payload ``pid`` the helper adopted (a process it started and
+        abandoned, now the helper's child): (PID, the helper's PID, their parent while they
+        live)."""
+        with self._lock:
+            return list(self._adopted.get(pid, ()))
 
     def _lost(self) -> None:
         """The helper is gone: nothing waits for a reply that will never come."""

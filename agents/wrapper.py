@@ -2,14 +2,13 @@
 
 The payload runs in its own session and process group, in its working directory, with stdout
 and stderr going to files there and ``DIRAC_LIKE_JOB_ID`` (plus the caller's additions) in its
-environment. It runs under the payload keeper (agents/payload_keeper.py): a child subreaper that
-adopts whatever the payload abandons and kills the whole tree when the payload exits, when the
-pilot dies (``kill -9`` included) or when the lease runs out (``PayloadSpec.lease_file`` older than
-``lease`` seconds: the pilot is frozen or lost the service); a lease kill ends the job Killed with
-``kill_reason`` "lease". The keeper's own process is left out of the samples. Keepers are forked
-by the process's exec helper (agents/spawner.py), which reports each keeper's end (wait status
-and CPU); the thread that called :meth:`PayloadRunner.run` is not the keeper's parent, so its
-end does not touch the payload.
+environment. It is started by the process's exec helper (agents/spawner.py,
+agents/payload_keeper.py): a child subreaper that adopts whatever the payload abandons and kills
+the whole tree when the payload exits, when the pilot dies (``kill -9`` included) or when the
+lease runs out (``PayloadSpec.lease_file`` older than ``lease`` seconds: the pilot is frozen or
+lost the service); a lease kill ends the job Killed with ``kill_reason`` "lease". The helper
+reports each payload's end (wait status and CPU); the thread that called
+:meth:`PayloadRunner.run` is not the payload's parent, so its end does not touch the payload.
 
 The payload's arguments are split with :func:`shlex.split` and passed as argv: no shell
 unless the job asked for one (``shell=True``: ``/bin/sh -c "executable arguments"``).
@@ -135,7 +134,8 @@ class PayloadRunner:
         self._exited = threading.Event()
         self._started = threading.Event()
         self._kill_status = ""
-        self._pid: int | None = None  # the keeper's (its session and process group too)
+        self._spawner: spawner.Spawner | None = None  # the exec helper that started it
+        self._pid: int | None = None  # the payload's (its session and process group too)
         self._returncode: int | None = None
         self._rusage_cpu = 0.0
         self._started_at = 0.0  # time.time() at start: Sample.now/started are on this clock
@@ -212,7 +212,8 @@ class PayloadRunner:
         try:
             _check_environment(argv, env)
             self._started_at, self._started_monotonic = time.time(), time.monotonic()
-            self._pid = spawner.shared().spawn(
+            self._spawner = spawner.shared()
+            self._pid = self._spawner.spawn(
                 argv,
                 spec.workdir,
                 env,
@@ -240,7 +241,7 @@ class PayloadRunner:
         log.info("job %s: started pid %s: %s", spec.job_id, self._pid, shlex.join(argv))
 
     def _remember_root(self) -> None:
-        """The keeper, known before it is reaped (its end is reported after its PID), so a
+        """The payload, known before it is reaped (its end is reported after its PID), so a
         PID reused later is never taken for it; if it is gone already, its end is on its way."""
         assert self._pid is not None
         try:
@@ -299,9 +300,9 @@ class PayloadRunner:
         return stdout, stderr
 
     def _ended(self, status: int, cpu_seconds: float) -> None:
-        """The keeper has ended (called from the exec helper's reader thread)."""
+        """The payload has ended (called from the exec helper's reader thread)."""
         self._returncode = os.waitstatus_to_exitcode(status)
-        # CPU of the keeper and every descendant it waited for, even short-lived ones. (Not
+        # CPU of the payload and every descendant reaped, even short-lived ones. (Not
         # ru_maxrss: it counts the helper's own pages shared with the child right after fork.)
         self._rusage_cpu = cpu_seconds
         self._ended_monotonic = time.monotonic()
@@ -341,7 +342,7 @@ class PayloadRunner:
             self.request_kill()
 
     def _sample(self, now: float) -> Sample:
-        processes = self._snapshot()[1:]  # the keeper's own share is not the payload's
+        processes = self._snapshot()
         cpu = rss = 0.0
         for process in processes:
             try:
@@ -367,8 +368,26 @@ class PayloadRunner:
             children = root.children(recursive=True)
         except psutil.Error:
             children = []
+        children += self._adopted()
         self._remember(children)
         return [root, *children]
+
+    def _adopted(self) -> list[psutil.Process]:
+        """What the payload started and abandoned (re-parented to the exec helper, which said
+        so), with everything under it."""
+        found = []
+        if self._spawner is None:
+            return []
+        for pid, parent in self._spawner.adopted(self._root_pid()):
+            with contextlib.suppress(psutil.Error):
+                orphan = psutil.Process(pid)
+                if orphan.ppid() == parent:  # still the helper's: not a reused PID
+                    found += [orphan, *orphan.children(recursive=True)]
+        return found
+
+    def processes(self) -> list[int]:
+        """The PIDs of the payload's processes now, as sampled (none once it has ended)."""
+        return [process.pid for process in self._snapshot()]
 
     def _remember(self, processes: Iterable[psutil.Process]) -> None:
         for process in processes:
@@ -433,7 +452,7 @@ class PayloadRunner:
                 continue  # gone, or not ours to look at
 
     def _group_is_ours(self) -> bool:
-        """Whether the payload's process group id still names its group: the keeper (the
+        """Whether the payload's process group id still names its group: the payload (the
         group's leader) is not reaped yet, or a process of the payload still in the group is
         alive (the kernel reuses no id a group still has). Once the group is empty its id may
         be a new process's, whose group must never be signalled."""
@@ -468,9 +487,9 @@ class PayloadRunner:
 
     def _alive(self) -> list[psutil.Process]:
         alive = []
-        for pid, process in self._tree.items():
-            if pid == self._root_pid() and self._exited.is_set():
-                continue
+        # The payload itself too: reported ended while it lives when its exec helper was lost
+        # (a psutil.Process is known by its start time too: a reused PID is not taken for it).
+        for process in self._tree.values():
             try:
                 if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
                     alive.append(process)
@@ -541,7 +560,7 @@ def _check_environment(argv: list[str], env: Mapping[str, str]) -> None:
 
 
 def _check_runnable(executable: str, workdir: Path) -> None:
-    """Refuse what the payload's exec would fail on (the keeper would only exit 127 for it)."""
+    """Refuse what the payload's exec would fail on (with a clearer message than exec's)."""
     if "/" in executable:
         path = workdir / executable
         if not path.exists():

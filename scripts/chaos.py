@@ -270,22 +270,24 @@ class PilotSlot:
         """``kill -9`` of the pilot; its life ends with the Done reports its workdir holds (see
         :meth:`_end_life`)."""
         assert self.popen is not None
+        helpers = exec_helpers_of(self.popen.pid)
         killed = time.monotonic()  # before the signal: the process is surely alive until then
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.popen.pid, signal.SIGKILL)
         self.popen.wait(10)
-        self._end_life(killed)
+        self._end_life(killed, helpers)
 
     def ended(self) -> None:
         """The process exited by itself: its life ends now."""
         if self.lives and self.lives[-1].killed is None:
             self._end_life(time.monotonic())
 
-    def _end_life(self, when: float) -> None:
+    def _end_life(self, when: float, helpers: tuple[psutil.Process, ...] = ()) -> None:
         """End the current life with the Done reports its workdir holds now (its outbox, and
-        the payload keepers' marks), and, in a thread, those its keepers note once the pilot is
-        dead (a payload on its way out has half a second): the thread reads the job folders of
-        the dead pilot again once no process works in them. The pilot is restarted meanwhile;
+        the payloads' end marks), and, in a thread, those its exec helper notes once the pilot
+        is dead (a payload on its way out has half a second): the thread reads the job folders
+        of the dead pilot again once no process works in them and its exec ``helpers`` (they
+        write the marks) have ended. The pilot is restarted meanwhile;
         its successor, still starting, does not answer for those folders that fast (a Python
         start-up is a second or more)."""
         index, life = len(self.lives) - 1, self.lives[-1]
@@ -293,7 +295,9 @@ class PilotSlot:
         self.lives[index] = PilotLife(self.pilot_id, life.started, when, done_kept_in(self.workdir))
 
         def read_again() -> None:
+            deadline = time.monotonic() + GONE_WAIT
             wait_gone_from(folders, GONE_WAIT)
+            psutil.wait_procs(helpers, timeout=max(0.0, deadline - time.monotonic()))
             later = self.lives[index]
             kept = later.kept_done | done_marked_in(folders)
             self.lives[index] = PilotLife(self.pilot_id, later.started, later.killed, kept)
@@ -311,6 +315,17 @@ class PilotSlot:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait(10)
+
+
+def exec_helpers_of(pilot: int) -> tuple[psutil.Process, ...]:
+    """A pilot's exec helper processes (agents/spawner.py: the watchdog and the helper proper
+    under it), which note its payloads' ends."""
+    helpers: list[psutil.Process] = []
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(pilot).children():
+            if any("payload_keeper" in part for part in child.cmdline()):
+                helpers += [child, *child.children()]
+    return tuple(helpers)
 
 
 def wait_gone_from(folders: list[Path], timeout: float) -> None:

@@ -11,14 +11,15 @@ else). Then the real thing: a fresh central service (durable SQLite), the jobs s
 parametric request, and ``--pilots`` real ``dirac-like pilot`` processes of ``--cores`` cores
 each; the clock runs from the first job seen Running to the last Done, and the ratio to the bare
 rate of the same run is printed. Each job goes through everything a grid job does: match,
-Running report, working folder, its own session under its keeper and the watchdog, output
+Running report, working folder, its own session under the exec helper and the watchdog, output
 sandbox (std.out, std.err: packed and uploaded when not empty), final report with the exit
 code. Afterwards every job is checked: Done, Running in its history, and with an output sandbox
 when it printed something.
 
 Then the CPU each part used per job (load-independent, unlike the rates on a shared machine):
 the bare spawn (this process and its children), the pilots' own processes, their exec helpers
-with every keeper and payload they reaped, and the central service.
+(the watchdog and the helper proper under it) with every payload they reaped, and the central
+service.
 """
 
 from __future__ import annotations
@@ -133,8 +134,10 @@ def measure_cpu(service_pid: int, pilots: list[subprocess.Popen[bytes]]) -> CpuU
     for popen in pilots:
         pilot = psutil.Process(popen.pid)
         use.pilots += cpu_seconds(pilot, children=False)
-        for helper in pilot.children():
+        for helper in pilot.children():  # the exec helper's watchdog, and the helper under it
             use.helpers += cpu_seconds(helper, children=True)
+            for proper in helper.children():
+                use.helpers += cpu_seconds(proper, children=True)
     return use
 
 

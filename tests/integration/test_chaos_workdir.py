@@ -1,19 +1,22 @@
 """What ``scripts/chaos.py`` reads in a killed pilot's workdir to know which Done it held (the
-exact "ran again after Done" check): real files as the pilot's outbox and the payload keeper
-write them, and a real process working in a job folder."""
+exact "ran again after Done" check): real files as the pilot's outbox and its exec helper
+write them, a real process working in a job folder, and a real exec helper."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import psutil
 import pytest
 
+from dirac_like.agents import spawner
 from dirac_like.agents.outbox import ENDED_MARK, JOB_FILE, Outbox, Report
 from dirac_like.testing import wait_for
 
@@ -87,3 +90,20 @@ def test_a_process_working_in_a_job_folder_is_waited_for(chaos: ModuleType, tmp_
         process.wait(10)
     chaos.wait_gone_from([folder], 10)  # a zombie no longer works there; reaped here anyway
     assert list(chaos._working_in([folder])) == []
+
+
+def test_a_pilots_exec_helper_is_found_to_be_waited_for(chaos: ModuleType) -> None:
+    """The exec helper writes the payloads' end marks (no keeper works in the job folder any
+    more): the script waits for a killed pilot's helper, its watchdog and the helper proper."""
+    helper = spawner.Spawner()
+
+    def ours() -> list[int]:  # other tests of this process may have a helper of their own
+        found = [process.pid for process in chaos.exec_helpers_of(os.getpid())]
+        return found[found.index(helper.pid) :][:2] if helper.pid in found else []
+
+    try:
+        [_, proper] = wait_for(lambda: len(ours()) == 2 and ours(), "the helper proper")
+        assert psutil.Process(proper).ppid() == helper.pid
+    finally:
+        helper.close()
+    assert ours() == []
