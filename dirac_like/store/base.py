@@ -24,12 +24,13 @@ The contract (tests/integration/test_store_contract.py runs it against every imp
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from dirac_like.accounting import JobAccountingRecord
 from dirac_like.errors import ConfigError
-from dirac_like.model import ChangeSet, FileEntry, HistoryEntry, LoadedState
+from dirac_like.model import ChangeSet, FileEntry, HistoryEntry, JobRecord, LoadedState
 from dirac_like.monitoring import ProbeResult
 
 SCHEMA_VERSION = 10  # dirac_like/store/sqlite.py MIGRATIONS; 10: PostgreSQL's pair tables
@@ -106,6 +107,13 @@ class Store(ABC):
     @abstractmethod
     def catalog_folder(self, folder: str, limit: int) -> list[FileEntry]:
         """Up to ``limit`` entries whose LFN is below ``folder`` (any depth), in LFN order."""
+
+    def save_job_snapshot(self, jobs: Sequence[JobRecord]) -> int:
+        """Keep a snapshot of ``jobs`` (every job the store holds, as committed, in increasing
+        id order) that the next ``load`` may read instead of the jobs table; returns its size in
+        bytes, 0 if this store keeps none (PostgreSQL: its load reads the jobs table whole).
+        StoreError if it could not be written (the next load then reads the table)."""
+        return 0
 
     @abstractmethod
     def schema_version(self) -> int:

@@ -23,7 +23,7 @@ import logging
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, fields
 from operator import attrgetter
@@ -67,6 +67,13 @@ from dirac_like.monitoring import (
 from dirac_like.states import JobStatus
 from dirac_like.store.base import SCHEMA_VERSION, Store
 from dirac_like.store.database import Database
+from dirac_like.store.sqlite_snapshot import (
+    current_stamp,
+    read_snapshot_jobs,
+    snapshot_path,
+    store_id,
+    write_snapshot,
+)
 from dirac_like.store.sqlite_work import MIGRATION as WORK_MIGRATION
 from dirac_like.store.sqlite_work import load_bulk_actions, load_submissions, write_work
 
@@ -298,6 +305,9 @@ UPSERT_SANDBOX = "INSERT OR REPLACE INTO sandboxes VALUES (?, ?, ?)"
 SELECT_JOBS = """SELECT job_id, owner, grp, task_queue_id, priority, status, minor_status,
     application_status, site, job_name, pilot_id, attempt, reschedules, submitted, updated,
     matched_at, deadline, heartbeat_at, kill_requested FROM jobs ORDER BY job_id"""
+SELECT_JOBS_CHANGED_SINCE = SELECT_JOBS.replace(
+    "ORDER BY", "WHERE job_id IN (SELECT job_id FROM history WHERE id > ?) ORDER BY"
+)
 SELECT_TASK_QUEUES = "SELECT * FROM task_queues ORDER BY task_queue_id"
 SELECT_SITES = """SELECT name, banned, reason, changed, automatic, drained, max_running
     FROM sites ORDER BY name"""
@@ -639,11 +649,35 @@ class SqliteStore(StatementStore):
     # -- reading -----------------------------------------------------------------------------
 
     def load(self) -> LoadedState:
+        """Every table, in one read transaction; the jobs from the job snapshot when it is
+        sound (dirac_like/store/sqlite_snapshot.py), else from the jobs table."""
         try:
             with self._transaction("DEFERRED") as db:  # one snapshot for all tables
-                return load_state(db)
+                jobs = read_snapshot_jobs(
+                    db, snapshot_path(self.path), SCHEMA_VERSION, self._jobs_changed_since
+                )
+                return load_state(db, jobs)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot load store {self.path}: {exc}") from exc
+
+    def _jobs_changed_since(self, history_id: int) -> list[JobRecord]:
+        rows = self._db.execute(SELECT_JOBS_CHANGED_SINCE, (history_id,))
+        return list(map(_SharedValues().job, rows))
+
+    def save_job_snapshot(self, jobs: Sequence[JobRecord]) -> int:
+        """Write the job snapshot of ``jobs``: every job the store holds, as it holds them
+        (every change committed), in increasing id order. Returns its size in bytes."""
+        try:
+            with self._transaction() as db:
+                the_store_id = store_id(db, create=True)
+                assert the_store_id is not None
+                stamp = current_stamp(db, SCHEMA_VERSION, the_store_id)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot stamp a job snapshot of {self.path}: {exc}") from exc
+        try:
+            return write_snapshot(snapshot_path(self.path), jobs, stamp)
+        except OSError as exc:
+            raise StoreError(f"cannot write the job snapshot of {self.path}: {exc}") from exc
 
     def schema_version(self) -> int:
         try:
@@ -941,11 +975,12 @@ def _reply_row(reply: StoredReply) -> tuple[Any, ...]:
     return (reply.request_id, reply.reply, reply.time)
 
 
-def load_state(db: Database) -> LoadedState:
+def load_state(db: Database, jobs: list[JobRecord] | None = None) -> LoadedState:
     """Every table ``load`` returns, read through ``db`` (a connection, or anything with the
-    same ``execute``: the PostgreSQL store passes its dialect translator)."""
+    same ``execute``: the PostgreSQL store passes its dialect translator); ``jobs``: the jobs,
+    if the caller read them already (from a job snapshot)."""
     return LoadedState(
-        jobs=list(map(_SharedValues().job, db.execute(SELECT_JOBS))),
+        jobs=list(map(_SharedValues().job, db.execute(SELECT_JOBS))) if jobs is None else jobs,
         task_queues=[_task_queue_from_row(*r) for r in db.execute(SELECT_TASK_QUEUES)],
         sites=[
             SiteRecord(
