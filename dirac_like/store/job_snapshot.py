@@ -27,6 +27,7 @@ import sys
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
+from itertools import repeat
 from operator import attrgetter, lt
 from typing import Any
 
@@ -102,7 +103,10 @@ def _encode_column(name: str, values: list[Any]) -> list[Any]:
         return [None, typecode, array(typecode, values).tobytes()]
     index = {value: number for number, value in enumerate(distinct)}
     typecode = "B" if len(index) <= 256 else "H" if len(index) <= 65536 else "I"
-    codes = array(typecode, map(index.__getitem__, values)).tobytes()
+    if len(index) == 1:  # the same value for every job: code 0 for each
+        codes = bytes(len(values))
+    else:
+        codes = array(typecode, map(index.__getitem__, values)).tobytes()
     if name == "status":
         return [[status.value for status in index], typecode, codes]
     return [list(index), typecode, codes]
@@ -159,9 +163,19 @@ def _column(name: str, column: Any, count: int) -> Iterable[Any]:
         _require(typecode == expected and name not in STRING_FIELDS, f"column {name}: values")
         return codes
     _require(isinstance(values, list) and typecode in "BHI", f"column {name}: values")
-    _require(not codes or max(codes) < len(values), f"column {name}: a code beyond its values")
+    _require(_codes_within(codes, raw, len(values)), f"column {name}: a code beyond its values")
     checked = [_checked_value(name, value) for value in values]
+    if len(checked) == 1:  # the same value for every job (a store of waiting jobs: most columns)
+        return repeat(checked[0], count)
     return map(checked.__getitem__, codes)
+
+
+def _codes_within(codes: array[int], raw: bytes, size: int) -> bool:
+    if not codes:
+        return True
+    if codes.typecode == "B":  # one byte per code: no byte left once the valid ones are removed
+        return size >= 256 or not raw.translate(None, bytes(range(size)))
+    return max(codes) < size
 
 
 def _checked_value(name: str, value: Any) -> Any:

@@ -68,8 +68,10 @@ from dirac_like.states import JobStatus
 from dirac_like.store.base import SCHEMA_VERSION, Store
 from dirac_like.store.database import Database
 from dirac_like.store.sqlite_snapshot import (
+    KeptSnapshot,
     current_stamp,
     read_snapshot_jobs,
+    remove_leftovers,
     snapshot_path,
     store_id,
     write_snapshot,
@@ -560,6 +562,7 @@ class SqliteStore(StatementStore):
                  synchronous)  # fmt: skip
         self._checkpointer = Checkpointer(self.path)
         self._descriptions: OrderedDict[int, bytes] = OrderedDict()  # read ahead, oldest first
+        self._snapshot_kept: KeptSnapshot | None = None  # the job snapshot read or written last
 
     def _description_blob(self, job_id: int) -> bytes | None:
         """From the descriptions read ahead, else read with the next ones."""
@@ -653,7 +656,7 @@ class SqliteStore(StatementStore):
         sound (dirac_like/store/sqlite_snapshot.py), else from the jobs table."""
         try:
             with self._transaction("DEFERRED") as db:  # one snapshot for all tables
-                jobs = read_snapshot_jobs(
+                jobs, self._snapshot_kept = read_snapshot_jobs(
                     db, snapshot_path(self.path), SCHEMA_VERSION, self._jobs_changed_since
                 )
                 return load_state(db, jobs)
@@ -666,18 +669,28 @@ class SqliteStore(StatementStore):
 
     def save_job_snapshot(self, jobs: Sequence[JobRecord]) -> int:
         """Write the job snapshot of ``jobs``: every job the store holds, as it holds them
-        (every change committed), in increasing id order. Returns its size in bytes."""
+        (every change committed), in increasing id order. Returns its size in bytes. Not
+        written again when the one read at load or written last still holds the store's jobs
+        (no job changed since: a restart with nothing done)."""
+        path = snapshot_path(self.path)
         try:
+            remove_leftovers(path)
             with self._transaction() as db:
                 the_store_id = store_id(db, create=True)
                 assert the_store_id is not None
                 stamp = current_stamp(db, SCHEMA_VERSION, the_store_id)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot stamp a job snapshot of {self.path}: {exc}") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot clear the snapshot's leftovers: {exc}") from exc
+        if self._snapshot_kept is not None and self._snapshot_kept.still(path, stamp):
+            log.info("job snapshot %s still holds the store's jobs: not written again", path)
+            return self._snapshot_kept.size
         try:
-            return write_snapshot(snapshot_path(self.path), jobs, stamp)
+            self._snapshot_kept = write_snapshot(path, jobs, stamp)
         except OSError as exc:
             raise StoreError(f"cannot write the job snapshot of {self.path}: {exc}") from exc
+        return self._snapshot_kept.size
 
     def schema_version(self) -> int:
         try:

@@ -29,6 +29,7 @@ import os
 import secrets
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -77,12 +78,16 @@ def current_stamp(db: Database, schema: int, the_store_id: int) -> SnapshotStamp
     return SnapshotStamp(the_store_id, schema, history_id, history_mark(db, history_id))
 
 
-def write_snapshot(path: Path, jobs: Sequence[JobRecord], stamp: SnapshotStamp) -> int:
-    """Write the snapshot of ``jobs`` atomically (temporary file, fsync, rename, fsync of the
-    folder); returns its size in bytes."""
-    data = encode(jobs, stamp)
-    for left in path.parent.glob(f"{path.name}.*.tmp"):  # of a writer killed while writing
+def remove_leftovers(path: Path) -> None:
+    """The temporary files of writers killed while writing the snapshot at ``path``."""
+    for left in path.parent.glob(f"{path.name}.*.tmp"):
         left.unlink(missing_ok=True)
+
+
+def write_snapshot(path: Path, jobs: Sequence[JobRecord], stamp: SnapshotStamp) -> KeptSnapshot:
+    """Write the snapshot of ``jobs`` atomically (temporary file, fsync, rename, fsync of the
+    folder)."""
+    data = encode(jobs, stamp)
     temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as file:
@@ -97,22 +102,46 @@ def write_snapshot(path: Path, jobs: Sequence[JobRecord], stamp: SnapshotStamp) 
         os.fsync(folder)
     finally:
         os.close(folder)
-    return len(data)
+    return KeptSnapshot.of(path, stamp)
+
+
+@dataclass(frozen=True)
+class KeptSnapshot:
+    """A snapshot file as it was written or read, and the store state it holds: while the store
+    is still there (no job changed since), writing it again would write the same."""
+
+    stamp: SnapshotStamp
+    size: int
+    modified_ns: int
+
+    @classmethod
+    def of(cls, path: Path, stamp: SnapshotStamp) -> KeptSnapshot:
+        status = path.stat()
+        return cls(stamp, status.st_size, status.st_mtime_ns)
+
+    def still(self, path: Path, stamp: SnapshotStamp) -> bool:
+        """Whether ``path`` is still this file and ``stamp`` the store state it holds."""
+        try:
+            return self == KeptSnapshot.of(path, stamp)
+        except OSError:
+            return False
 
 
 def read_snapshot_jobs(
     db: Database, path: Path, schema: int, read_jobs: Callable[[Any], list[JobRecord]]
-) -> list[JobRecord] | None:
+) -> tuple[list[JobRecord] | None, KeptSnapshot | None]:
     """The store's jobs from the snapshot at ``path`` brought up to date, or None (the jobs
-    table is to be read whole; the log says why). ``db`` is in the load's read transaction;
+    table is to be read whole; the log says why); and the snapshot, if it holds the store's
+    jobs as they are (nothing was replayed). ``db`` is in the load's read transaction;
     ``read_jobs(history_id)`` reads the job rows named by history rows after that id."""
     try:
+        kept = KeptSnapshot.of(path, SnapshotStamp(0, 0, 0, b""))
         data = path.read_bytes()
     except FileNotFoundError:
-        return None
+        return None, None
     except OSError as exc:
         log.warning("job snapshot %s cannot be read (%s): reading the jobs table", path, exc)
-        return None
+        return None, None
     try:
         stamp, count, records = decode(data)
         del data
@@ -122,7 +151,7 @@ def read_snapshot_jobs(
         _check_task_queues(db, jobs)
     except SnapshotUnusable as exc:
         log.warning("job snapshot %s not used (%s): reading the jobs table", path, exc)
-        return None
+        return None, None
     if replay:
         _replace(jobs, read_jobs(stamp.history_id))
     log.info(
@@ -131,7 +160,7 @@ def read_snapshot_jobs(
         len(jobs),
         replay,
     )
-    return jobs
+    return jobs, None if replay else replace(kept, stamp=stamp)
 
 
 def _check_stamp(db: Database, stamp: SnapshotStamp, schema: int) -> None:

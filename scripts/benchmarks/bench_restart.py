@@ -40,7 +40,8 @@ def one_round(pool: Path, without_snapshot: bool) -> dict[str, float]:
     snapshot = store.with_name(store.name + SNAPSHOT_SUFFIX)
     if without_snapshot:
         snapshot.unlink(missing_ok=True)
-    had_snapshot = snapshot.exists()
+    log = pool / "home" / "central.stderr"
+    logged = log.stat().st_size if log.exists() else 0
     load = os.getloadavg()[0]
     started = time.perf_counter()
     service = ServiceProcess.start_central(pool / "home", pool / "bench.toml", timeout=3600)
@@ -56,8 +57,11 @@ def one_round(pool: Path, without_snapshot: bool) -> dict[str, float]:
         stopping = time.perf_counter()
         service.stop(grace=3600)
         stop = time.perf_counter() - stopping
+    with open(log, "rb") as file:
+        file.seek(logged)
+        read_snapshot = b"jobs read from the snapshot" in file.read()
     return {
-        "snapshot": float(had_snapshot),
+        "snapshot": float(read_snapshot),
         "restart": restart,
         "cpu": cpu,
         "rss": rss,

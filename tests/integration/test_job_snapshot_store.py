@@ -328,3 +328,19 @@ def test_a_writer_killed_while_writing_leaves_the_previous_snapshot_whole(
     service.close()
     assert not list(store_path.parent.glob("*.tmp"))
     assert snapshot_read(store_path) == table_read(store_path)
+
+
+def test_a_snapshot_that_still_holds_the_store_is_not_written_again(store_path: Path) -> None:
+    service = filled(store_path)
+    service.save_snapshot()
+    service.close()
+    snapshot = snapshot_path(store_path)
+    written = snapshot.stat().st_mtime_ns
+    service = Service(store_path)  # loaded from it; nothing changes before the stop
+    service.save_snapshot()
+    assert snapshot.stat().st_mtime_ns == written
+    service.kill([7])
+    service.save_snapshot()
+    service.close()
+    assert snapshot.stat().st_mtime_ns != written
+    assert snapshot_read(store_path) == table_read(store_path)
