@@ -16,6 +16,10 @@ The contract (tests/integration/test_store_contract.py runs it against every imp
   the entries below a folder in LFN order. SE statuses and transfer requests load with the jobs.
 - ``sandbox(job_id, kind)`` is the sha256 of a job's "input" or "output" sandbox (a later
   commit of the same pair replaces it); ``referenced_sandboxes()`` every sha256 a job names.
+- ``save_job_snapshot(jobs)`` may keep the jobs as committed so that the next ``load`` reads
+  them faster (SQLite: dirac_like/store/sqlite_snapshot.py); ``load`` still returns exactly what
+  was committed, later changes included. It relies on what the service always does: a change
+  of a job row comes with a history row of that job in the same ChangeSet.
 - Accounting records (``changes.job_accounting``) are committed with the statuses they account
   for; ``job_accounting(job_id)`` returns a job's, one per finished attempt. A second record for
   the same (job, attempt) fails the commit (nothing is written).

@@ -9,6 +9,10 @@ The schema is versioned with ``PRAGMA user_version``: ``MIGRATIONS[n]`` takes a 
 version n to n + 1 and they run in order, in one transaction, when the store is opened. A database
 written by newer code is refused rather than guessed at.
 
+``load`` reads the jobs from the job snapshot written at the service's last clean stop when it
+is provably this store's, brought up to date from the history rows after it; else from the jobs
+table (dirac_like/store/sqlite_snapshot.py).
+
 Ordering of what ``load`` returns: jobs by job id, task queues by id, sites by name, usage by
 (group, user), replies by (time, request id). History rows keep commit order (rowid order; history
 rows are never deleted, so rowids only grow).
