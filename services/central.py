@@ -43,7 +43,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from operator import attrgetter
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -294,14 +293,13 @@ class CentralService:
             return
         started = time.perf_counter()
         try:
-            jobs = sorted(self.state.jobs.values(), key=attrgetter("job_id"))
-            size = self.store.save_job_snapshot(jobs)
+            size = self.store.save_job_snapshot(self.state.jobs.values())
         except StoreError as exc:
             log.warning("job snapshot not written (the next start reads the jobs table): %s", exc)
             return
         if size:
             log.info(
-                "job snapshot of %d jobs written in %.2f s (%d bytes)",
+                "job snapshot of %d jobs saved in %.2f s (%d bytes)",
                 len(self.state.jobs),
                 time.perf_counter() - started,
                 size,

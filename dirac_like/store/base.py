@@ -28,7 +28,7 @@ The contract (tests/integration/test_store_contract.py runs it against every imp
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +112,9 @@ class Store(ABC):
     def catalog_folder(self, folder: str, limit: int) -> list[FileEntry]:
         """Up to ``limit`` entries whose LFN is below ``folder`` (any depth), in LFN order."""
 
-    def save_job_snapshot(self, jobs: Sequence[JobRecord]) -> int:
-        """Keep a snapshot of ``jobs`` (every job the store holds, as committed, in increasing
-        id order) that the next ``load`` may read instead of the jobs table; returns its size in
+    def save_job_snapshot(self, jobs: Collection[JobRecord]) -> int:
+        """Keep a snapshot of ``jobs`` (every job the store holds, as committed, in any order)
+        that the next ``load`` may read instead of the jobs table; returns its size in
         bytes, 0 if this store keeps none (PostgreSQL: its load reads the jobs table whole).
         StoreError if it could not be written (the next load then reads the table)."""
         return 0

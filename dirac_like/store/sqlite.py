@@ -27,7 +27,7 @@ import logging
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import astuple, fields
 from operator import attrgetter
@@ -671,9 +671,9 @@ class SqliteStore(StatementStore):
         rows = self._db.execute(SELECT_JOBS_CHANGED_SINCE, (history_id,))
         return list(map(_SharedValues().job, rows))
 
-    def save_job_snapshot(self, jobs: Sequence[JobRecord]) -> int:
+    def save_job_snapshot(self, jobs: Collection[JobRecord]) -> int:
         """Write the job snapshot of ``jobs``: every job the store holds, as it holds them
-        (every change committed), in increasing id order. Returns its size in bytes. Not
+        (every change committed), in any order. Returns its size in bytes. Not
         written again when the one read at load or written last still holds the store's jobs
         (no job changed since: a restart with nothing done)."""
         path = snapshot_path(self.path)
@@ -691,7 +691,8 @@ class SqliteStore(StatementStore):
             log.info("job snapshot %s still holds the store's jobs: not written again", path)
             return self._snapshot_kept.size
         try:
-            self._snapshot_kept = write_snapshot(path, jobs, stamp)
+            in_order = sorted(jobs, key=attrgetter("job_id"))
+            self._snapshot_kept = write_snapshot(path, in_order, stamp)
         except OSError as exc:
             raise StoreError(f"cannot write the job snapshot of {self.path}: {exc}") from exc
         return self._snapshot_kept.size

@@ -46,7 +46,7 @@ def test_a_restart_from_the_snapshot_matches_as_one_from_the_table(
         client.kill([job_ids[3]])
     assert service.stop() == 0
     assert (service.home / SNAPSHOT).exists()
-    assert "job snapshot of 14 jobs written" in service.stderr_text()
+    assert "job snapshot of 14 jobs saved" in service.stderr_text()
     shutil.copytree(service.home, tmp_path / "copy")
     (tmp_path / "copy" / SNAPSHOT).unlink()  # the copy reads the jobs table
 

@@ -72,8 +72,7 @@ class Service:
         self.commit()
 
     def save_snapshot(self) -> None:
-        jobs = sorted(self.state.jobs.values(), key=lambda job: job.job_id)
-        assert self.store.save_job_snapshot(jobs) > 0
+        assert self.store.save_job_snapshot(self.state.jobs.values()) > 0
 
     def close(self) -> None:
         self.store.close()

@@ -1076,7 +1076,7 @@ def test_jobs_load_the_same_after_a_job_snapshot_and_later_changes(
     first = JobRecord(**FULL_JOB_VALUES)
     second = new_job(50, status=JobStatus.WAITING)
     store.commit(submission(first, second))
-    store.save_job_snapshot([first, second])
+    store.save_job_snapshot([second, first])  # in any order
     changed = JobRecord(**{**FULL_JOB_VALUES, "status": JobStatus.RUNNING, "attempt": 4})
     third = new_job(60, status=JobStatus.WAITING, priority=9)
     store.commit(  # as the service writes them: each job's change with its history row
