@@ -1075,7 +1075,10 @@ def test_jobs_load_the_same_after_a_job_snapshot_and_later_changes(
     changed after it too; one that keeps none (PostgreSQL) loads them from its table."""
     first = JobRecord(**FULL_JOB_VALUES)
     second = new_job(50, status=JobStatus.WAITING)
-    store.commit(submission(first, second))
+    task_queues = [TaskQueueRow(n, "alice", "lhcb_user", Requirements()) for n in (1, 7)]
+    store.commit(
+        ChangeSet(new_task_queues=task_queues, new_jobs=submission(first, second).new_jobs)
+    )
     store.save_job_snapshot([second, first])  # in any order
     changed = JobRecord(**{**FULL_JOB_VALUES, "status": JobStatus.RUNNING, "attempt": 4})
     third = new_job(60, status=JobStatus.WAITING, priority=9)
