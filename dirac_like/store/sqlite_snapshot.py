@@ -14,7 +14,8 @@ the snapshot holds the newer one). ``load`` reads the jobs from it instead of th
 - at most :data:`REPLAY_LIMIT` (or a quarter of the jobs) history rows came after it. The jobs
   those rows name (a crash after the snapshot: every change of a job row writes a history row in
   the same transaction) are read again from the jobs table, by key, and replace their snapshot
-  records or join them.
+  records or join them. (Job rows are never deleted: a Deleted job keeps its row. A deletion
+  would have to come with a history row, and the replay drop the job.)
 
 Otherwise the jobs table is read whole, as without a snapshot, and the log says why. The file is
 written to a temporary name, synced, then renamed over the old one (and the folder synced): a
