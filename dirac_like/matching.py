@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from operator import itemgetter, neg
 
 from dirac_like.draining import Hold, Holds
 from dirac_like.model import Requirements
@@ -54,6 +55,16 @@ class TaskQueue:
         if job_id not in self._members:
             self._members.add(job_id)
             heapq.heappush(self._heap, (-priority, job_id))
+
+    def push_many(self, job_ids: Iterable[int], priorities: Iterable[int]) -> None:
+        """:meth:`push` of each job, in bulk (a restart restores millions)."""
+        members = self._members
+        entries = list(zip(map(neg, priorities), job_ids, strict=True))
+        if members:
+            entries = [entry for entry in entries if entry[1] not in members]
+        members.update(map(itemgetter(1), entries))
+        self._heap += entries  # a job given twice has two entries: the second one is skipped
+        heapq.heapify(self._heap)
 
     def discard(self, job_id: int) -> None:
         """Remove a job (killed while waiting); its heap entry is skipped later."""

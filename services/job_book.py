@@ -25,6 +25,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from typing import Any
 
 import msgpack
@@ -90,6 +91,11 @@ def _requested_site(requirements: Requirements) -> str:
     sites = requirements.sites
     return sites[0] if len(sites) == 1 else ("Multiple" if sites else "ANY")
 
+
+_JOB_ID = attrgetter("job_id")
+_PRIORITY = attrgetter("priority")
+_OWNER = attrgetter("owner")
+_TALLY_KEY = attrgetter("status", "site", "group")
 
 # Where a job may be after the stall rule took an attempt away, before another pilot has it.
 NOT_STARTED_AGAIN = frozenset({S.RESCHEDULED, S.WAITING})
@@ -170,17 +176,25 @@ class JobBook:
         for row in task_queues:
             self._register_task_queue(row)
         self.next_task_queue_id = max(self.task_queue_rows, default=0) + 1
-        for job in sorted(jobs, key=lambda j: j.job_id):
-            self._restore_job(job, now)
-        self.next_job_id = max(self.jobs, default=0) + 1
+        ordered = sorted(jobs, key=_JOB_ID)
+        self.jobs.update(zip(map(_JOB_ID, ordered), ordered, strict=True))
+        self.tally.update(map(_TALLY_KEY, ordered))
+        # Millions of waiting jobs at a restart: into their task queues in bulk, the others one
+        # by one (what each needs depends on its status).
+        waiting: dict[int, list[JobRecord]] = {}
+        for job in ordered:
+            if job.status is S.WAITING:
+                waiting.setdefault(job.task_queue_id, []).append(job)
+            else:
+                self._restore_job(job, now)
+        for queued in waiting.values():
+            self._queue(queued[0]).push_many(map(_JOB_ID, queued), map(_PRIORITY, queued))
+            self.waiting_by_owner.update(map(_OWNER, queued))
+        self.next_job_id = ordered[-1].job_id + 1 if ordered else 1
 
     def _restore_job(self, job: JobRecord, now: float) -> None:
-        self.jobs[job.job_id] = job
-        self.tally[(job.status, job.site, job.group)] += 1
-        if job.status is S.WAITING:
-            self._queue(job).push(job.job_id, job.priority)
-            self.waiting_by_owner[job.owner] += 1
-        elif job.status in ACTIVE_STATUSES:
+        """A job not Waiting, its record and tally already in place."""
+        if job.status in ACTIVE_STATUSES:
             self.site_active[job.site] += _site_weight(job)
             account = self.shares.account(job.group, job.owner)
             account.advance(job.matched_at, self.shares.half_life)

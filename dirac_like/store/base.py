@@ -17,6 +17,10 @@ The contract (tests/integration/test_store_contract.py runs it against every imp
   the entries below a folder in LFN order. SE statuses and transfer requests load with the jobs.
 - ``sandbox(job_id, kind)`` is the sha256 of a job's "input" or "output" sandbox (a later
   commit of the same pair replaces it); ``referenced_sandboxes()`` every sha256 a job names.
+- ``save_job_snapshot(jobs)`` may keep the jobs as committed so that the next ``load`` reads
+  them faster (SQLite: dirac_like/store/sqlite_snapshot.py); ``load`` still returns exactly what
+  was committed, later changes included. It relies on what the service always does: a change
+  of a job row comes with a history row of that job in the same ChangeSet.
 - Accounting records (``changes.job_accounting``) are committed with the statuses they account
   for; ``job_accounting(job_id)`` returns a job's, one per finished attempt. A second record for
   the same (job, attempt) fails the commit (nothing is written).
@@ -25,12 +29,13 @@ The contract (tests/integration/test_store_contract.py runs it against every imp
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from dirac_like.accounting import JobAccountingRecord
 from dirac_like.errors import ConfigError
-from dirac_like.model import ChangeSet, FileEntry, HistoryEntry, LoadedState
+from dirac_like.model import ChangeSet, FileEntry, HistoryEntry, JobRecord, LoadedState
 from dirac_like.monitoring import ProbeResult
 
 SCHEMA_VERSION = 11  # dirac_like/store/sqlite.py MIGRATIONS; 10: PostgreSQL's pair tables;
@@ -108,6 +113,13 @@ class Store(ABC):
     @abstractmethod
     def catalog_folder(self, folder: str, limit: int) -> list[FileEntry]:
         """Up to ``limit`` entries whose LFN is below ``folder`` (any depth), in LFN order."""
+
+    def save_job_snapshot(self, jobs: Collection[JobRecord]) -> int:
+        """Keep a snapshot of ``jobs`` (every job the store holds, as committed, in any order)
+        that the next ``load`` may read instead of the jobs table; returns its size in
+        bytes, 0 if this store keeps none (PostgreSQL: its load reads the jobs table whole).
+        StoreError if it could not be written (the next load then reads the table)."""
+        return 0
 
     @abstractmethod
     def schema_version(self) -> int:

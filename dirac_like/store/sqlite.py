@@ -9,6 +9,10 @@ The schema is versioned with ``PRAGMA user_version``: ``MIGRATIONS[n]`` takes a 
 version n to n + 1 and they run in order, in one transaction, when the store is opened. A database
 written by newer code is refused rather than guessed at.
 
+``load`` reads the jobs from the job snapshot written at the service's last clean stop when it
+is provably this store's, brought up to date from the history rows after it; else from the jobs
+table (dirac_like/store/sqlite_snapshot.py).
+
 Ordering of what ``load`` returns: jobs by job id, task queues by id, sites by name, usage by
 (group, user), replies by (time, request id). History rows keep commit order (rowid order; history
 rows are never deleted, so rowids only grow).
@@ -23,7 +27,7 @@ import logging
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import astuple, fields
 from operator import attrgetter
@@ -68,6 +72,15 @@ from dirac_like.monitoring import (
 from dirac_like.states import JobStatus
 from dirac_like.store.base import SCHEMA_VERSION, Store
 from dirac_like.store.database import Database
+from dirac_like.store.sqlite_snapshot import (
+    KeptSnapshot,
+    current_stamp,
+    read_snapshot_jobs,
+    remove_leftovers,
+    snapshot_path,
+    store_id,
+    write_snapshot,
+)
 from dirac_like.store.sqlite_work import MIGRATION as WORK_MIGRATION
 from dirac_like.store.sqlite_work import load_bulk_actions, load_submissions, write_work
 
@@ -311,6 +324,10 @@ UPSERT_SANDBOX = "INSERT OR REPLACE INTO sandboxes VALUES (?, ?, ?)"
 SELECT_JOBS = """SELECT job_id, owner, grp, task_queue_id, priority, status, minor_status,
     application_status, site, job_name, pilot_id, attempt, reschedules, submitted, updated,
     matched_at, deadline, heartbeat_at, kill_requested FROM jobs ORDER BY job_id"""
+SELECT_JOBS_CHANGED_SINCE = SELECT_JOBS.replace(
+    "ORDER BY", "WHERE job_id IN (SELECT job_id FROM history WHERE id > ?) ORDER BY"
+)
+SELECT_JOBS_IN_RANGE = SELECT_JOBS.replace("ORDER BY", "WHERE job_id BETWEEN ? AND ? ORDER BY")
 SELECT_TASK_QUEUES = "SELECT * FROM task_queues ORDER BY task_queue_id"
 SELECT_SITES = """SELECT name, banned, reason, changed, automatic, drained, max_running
     FROM sites ORDER BY name"""
@@ -569,6 +586,7 @@ class SqliteStore(StatementStore):
                  synchronous)  # fmt: skip
         self._checkpointer = Checkpointer(self.path)
         self._descriptions: OrderedDict[int, bytes] = OrderedDict()  # read ahead, oldest first
+        self._snapshot_kept: KeptSnapshot | None = None  # the job snapshot read or written last
 
     def _description_blob(self, job_id: int) -> bytes | None:
         """From the descriptions read ahead, else read with the next ones."""
@@ -658,11 +676,53 @@ class SqliteStore(StatementStore):
     # -- reading -----------------------------------------------------------------------------
 
     def load(self) -> LoadedState:
+        """Every table, in one read transaction; the jobs from the job snapshot when it is
+        sound (dirac_like/store/sqlite_snapshot.py), else from the jobs table."""
         try:
             with self._transaction("DEFERRED") as db:  # one snapshot for all tables
-                return load_state(db)
+                jobs, self._snapshot_kept = read_snapshot_jobs(
+                    db, snapshot_path(self.path), SCHEMA_VERSION, self._jobs_changed_since
+                )
+                return load_state(db, jobs)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot load store {self.path}: {exc}") from exc
+
+    def _jobs_changed_since(self, history_id: int, made: list[tuple[int, int]]) -> list[JobRecord]:
+        """The job rows named by history rows after ``history_id`` or made in ``made`` (ranges
+        of job ids; a job in both is read once)."""
+        values = _SharedValues()
+        jobs = {job.job_id: job for job in map(values.job, self._db.execute(
+            SELECT_JOBS_CHANGED_SINCE, (history_id,)))}  # fmt: skip
+        for first, last in made:
+            for job in map(values.job, self._db.execute(SELECT_JOBS_IN_RANGE, (first, last))):
+                jobs[job.job_id] = job
+        return [jobs[job_id] for job_id in sorted(jobs)]
+
+    def save_job_snapshot(self, jobs: Collection[JobRecord]) -> int:
+        """Write the job snapshot of ``jobs``: every job the store holds, as it holds them
+        (every change committed), in any order. Returns its size in bytes. Not
+        written again when the one read at load or written last still holds the store's jobs
+        (no job changed since: a restart with nothing done)."""
+        path = snapshot_path(self.path)
+        try:
+            remove_leftovers(path)
+            with self._transaction() as db:
+                the_store_id = store_id(db, create=True)
+                assert the_store_id is not None
+                stamp = current_stamp(db, SCHEMA_VERSION, the_store_id)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot stamp a job snapshot of {self.path}: {exc}") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot clear the snapshot's leftovers: {exc}") from exc
+        if self._snapshot_kept is not None and self._snapshot_kept.still(path, stamp):
+            log.info("job snapshot %s still holds the store's jobs: not written again", path)
+            return self._snapshot_kept.size
+        try:
+            in_order = sorted(jobs, key=attrgetter("job_id"))
+            self._snapshot_kept = write_snapshot(path, in_order, stamp)
+        except OSError as exc:
+            raise StoreError(f"cannot write the job snapshot of {self.path}: {exc}") from exc
+        return self._snapshot_kept.size
 
     def schema_version(self) -> int:
         try:
@@ -970,11 +1030,12 @@ def _reply_row(reply: StoredReply) -> tuple[Any, ...]:
     return (reply.request_id, reply.reply, reply.time)
 
 
-def load_state(db: Database) -> LoadedState:
+def load_state(db: Database, jobs: list[JobRecord] | None = None) -> LoadedState:
     """Every table ``load`` returns, read through ``db`` (a connection, or anything with the
-    same ``execute``: the PostgreSQL store passes its dialect translator)."""
+    same ``execute``: the PostgreSQL store passes its dialect translator); ``jobs``: the jobs,
+    if the caller read them already (from a job snapshot)."""
     return LoadedState(
-        jobs=list(map(_SharedValues().job, db.execute(SELECT_JOBS))),
+        jobs=list(map(_SharedValues().job, db.execute(SELECT_JOBS))) if jobs is None else jobs,
         task_queues=[_task_queue_from_row(*r) for r in db.execute(SELECT_TASK_QUEUES)],
         sites=[
             SiteRecord(

@@ -1092,3 +1092,32 @@ def test_a_version_9_sqlite_database_is_at_10_without_the_pair_tables(tmp_path: 
         names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
     db.close()
     assert not {name for name in names if name.startswith("ha_")}
+
+
+def test_jobs_load_the_same_after_a_job_snapshot_and_later_changes(
+    store: Store, reopen: Callable[[], Store]
+) -> None:
+    """A store that keeps a job snapshot (SQLite) loads from it the jobs as committed, those
+    changed after it too; one that keeps none (PostgreSQL) loads them from its table."""
+    first = JobRecord(**FULL_JOB_VALUES)
+    second = new_job(50, status=JobStatus.WAITING)
+    task_queues = [TaskQueueRow(n, "alice", "lhcb_user", Requirements()) for n in (1, 7)]
+    store.commit(
+        ChangeSet(new_task_queues=task_queues, new_jobs=submission(first, second).new_jobs)
+    )
+    store.save_job_snapshot([second, first])  # in any order
+    changed = JobRecord(**{**FULL_JOB_VALUES, "status": JobStatus.RUNNING, "attempt": 4})
+    third = new_job(60, status=JobStatus.WAITING, priority=9)
+    store.commit(  # as the service writes them: each job's change with its history row
+        ChangeSet(
+            changed_jobs={42: changed},
+            new_jobs=submission(third).new_jobs,
+            history=[
+                HistoryEntry(42, "Running", "", "", 2.0, "JobAgent"),
+                HistoryEntry(60, "Waiting", "", "", 2.0, "JobScheduling"),
+            ],
+        )
+    )
+    expected = [job_values(job) for job in (changed, second, third)]
+    assert snapshot(store.load())["jobs"] == expected
+    assert snapshot(reopen().load())["jobs"] == expected

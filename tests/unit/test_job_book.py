@@ -3,6 +3,8 @@ deadlines, without handlers, store or sockets."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from dirac_like.config import JobsConfig
@@ -187,6 +189,26 @@ def test_restore_rebuilds_queues_counts_and_gives_running_jobs_a_full_window() -
     assert running.deadline == 500.0 + CONFIG.stalled_timeout
     assert restored.next_job_id == 3 and restored.next_task_queue_id == 2
     restored.validate()
+
+
+def test_restore_in_bulk_gives_the_matches_of_the_book_it_was_stored_from() -> None:
+    """Many waiting jobs in several task queues, given in any order: each task queue's heap is
+    built in bulk, and the jobs come out in the order the first book hands them out."""
+    book = new_book()
+    for n in range(60):
+        attributes = {"Executable": "x", "Priority": (n * 7) % 5, "NumberOfProcessors": n % 3 + 1}
+        book.add(parse_descriptions(attributes)[0], f"user{n % 2}", "users", 0.0)
+    book.set_status(book.jobs[9], S.KILLED, "killed", "test", 0.0)
+    rows = list(book.task_queue_rows.values())
+    jobs = [dataclasses.replace(job) for job in book.jobs.values()]  # as stored: copies
+    restored = new_book()
+    restored.restore(rows, jobs[::-1], now=1.0)
+    restored.validate()
+    assert restored.next_job_id == 61
+    pilot = PilotResources(site=SITE, cores=3)
+    first = [job.job_id for job in iter(lambda: book.match("p1", pilot, 2.0), None)]
+    again = [job.job_id for job in iter(lambda: restored.match("p1", pilot, 2.0), None)]
+    assert again == first and len(first) == 59
 
 
 def test_only_the_job_book_assigns_job_record_fields() -> None:
