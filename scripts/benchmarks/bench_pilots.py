@@ -15,8 +15,8 @@ service's process spent meanwhile (less sensitive than wall time to other load o
 First lines, in the same run: the floor, a bare ZeroMQ + SQLite dispatcher doing the same three
 durable updates per job for as many bare pilots (bare_dispatcher.py); and, with
 ``--peers-python`` (a Python with scripts/benchmarks/peers/requirements.txt installed), the
-no-op tasks per second of Ray, Dask and Parsl (peers/bench_peers.py). The last line gives the
-ratios to them.
+no-op tasks per second of Ray, Dask, Parsl and Celery (peers/bench_peers.py). The last line
+gives the ratios to them.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--pilots", type=int, default=1_000)
     parser.add_argument("--peers-python", default="", help="a Python with the peers installed")
-    parser.add_argument("--peers", nargs="+", default=["ray", "dask", "parsl"])
+    parser.add_argument("--peers", nargs="+", default=["ray", "dask", "parsl", "celery"])
     add_keep_option(parser)
     args = parser.parse_args()
     raise SystemExit(main(args.jobs, args.pilots, args.peers_python, args.peers))
