@@ -19,8 +19,8 @@ First lines, in the same run: the floor, a bare ZeroMQ + SQLite dispatcher doing
 durable updates per job for as many bare pilots (bare_dispatcher.py); the same floor in the
 shape of ``pilot_turn`` (one request per job: the last Done and the next match); and, with
 ``--peers-python`` (a Python with scripts/benchmarks/peers/requirements.txt installed), the
-no-op tasks per second of Ray, Dask and Parsl (peers/bench_peers.py). The last line gives the
-ratios to them.
+no-op tasks per second of Ray, Dask, Parsl and Celery (peers/bench_peers.py). The last line
+gives the ratios to them.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--pilots", type=int, default=1_000)
     parser.add_argument("--peers-python", default="", help="a Python with the peers installed")
-    parser.add_argument("--peers", nargs="+", default=["ray", "dask", "parsl"])
+    parser.add_argument("--peers", nargs="+", default=["ray", "dask", "parsl", "celery"])
     parser.add_argument(
         "--apart", action="store_true", help="pilots as before pilot_turn: 3 requests a job"
     )

@@ -8,8 +8,19 @@
 Each peer runs locally on this machine's cores, started and warmed up (its workers up, one batch
 of tasks run) before the clock starts; then ``--tasks`` tasks that do nothing are submitted at
 once and waited for. Printed: one line ``peer <name>: <tasks/s>`` each, or why it was skipped
-(not installed; Celery needs a broker server, which this script does not start). Nothing here
-is durable, unlike dirac-like's jobs: these are the peers' own fastest paths.
+(not installed) or failed. Nothing here is durable, unlike dirac-like's jobs: these are the
+peers' own fastest paths.
+
+Celery runs without a broker server: kombu's in-memory transport (``memory://``), with a real
+Celery worker (its consumer, task strategy and a thread pool of one thread per core) started
+inside this process by ``celery.contrib.testing.worker.start_worker``, since that transport does
+not cross processes; a task counts when the worker signals its success (``task_success``): the
+in-memory result backend (``cache+memory://``) keeps only the last 5,000 results, so waiting on
+results hung past that. Kombu's
+``filesystem://`` transport (which would) was tried and dropped: its producer creates a message
+file before writing it and its consumer does not take the lock, so the worker read empty files
+and died (``JSONDecodeError``) within the first thousand tasks; it also lists and sorts the whole
+folder for every message taken. In production Celery needs RabbitMQ or Redis.
 """
 
 from __future__ import annotations
@@ -81,7 +92,55 @@ def parsl_rate(tasks: int) -> float:
         parsl.clear()
 
 
-PEERS: dict[str, Callable[[int], float]] = {"ray": ray_rate, "dask": dask_rate, "parsl": parsl_rate}
+def celery_rate(tasks: int) -> float:
+    import threading
+
+    from celery import Celery
+    from celery.contrib.testing.worker import start_worker
+    from celery.signals import task_success
+
+    app = Celery("bench_peers", broker="memory://")
+    app.conf.update(
+        task_ignore_result=True,  # the in-memory result backend keeps only 5,000 results
+        worker_prefetch_multiplier=64,
+        worker_hijack_root_logger=False,
+        broker_transport_options={"polling_interval": 0.01},  # an empty queue: look again soon
+    )
+    task = app.task(name="noop")(noop)
+    done, lock, finished = [0], threading.Lock(), threading.Event()
+    target = [0]
+
+    def on_success(**_: object) -> None:  # in the worker's thread, after each task returned
+        with lock:
+            done[0] += 1
+            if done[0] >= target[0]:
+                finished.set()
+
+    task_success.connect(on_success, weak=False)
+
+    def run(count: int) -> float:
+        with lock:
+            done[0], target[0] = 0, count
+            finished.clear()
+        started = time.perf_counter()
+        for _ in range(count):
+            task.delay()
+        if not finished.wait(3600):
+            raise TimeoutError(f"only {done[0]} of {count} Celery tasks done")
+        return count / (time.perf_counter() - started)
+
+    workers = os.cpu_count() or 1
+    with start_worker(app, pool="threads", concurrency=workers, perform_ping_check=False):
+        run(1000)  # warm-up
+        return run(tasks)
+
+
+PEERS: dict[str, Callable[[int], float]] = {
+    "ray": ray_rate,
+    "dask": dask_rate,
+    "parsl": parsl_rate,
+    "celery": celery_rate,
+}
 
 
 def main() -> int:
@@ -99,7 +158,6 @@ def main() -> int:
             print(f"peer {name}: failed ({type(exc).__name__}: {exc})", flush=True)
             continue
         print(f"peer {name}: {rate:.0f} tasks/s", flush=True)
-    print("peer celery: skipped (needs a broker server: RabbitMQ or Redis)", flush=True)
     return 0
 
 
