@@ -78,12 +78,7 @@ def upload_output(
     """Pack and upload what the job left that its OutputSandbox (and StdOutput, StdError)
     names. SandboxError when it is over the limit or cannot be packed. Nothing is uploaded when
     every file there is empty (a job that printed nothing): the job has no output sandbox."""
-    wanted = list(description.output_sandbox)
-    for name in (description.std_output, description.std_error):
-        if name and name not in wanted:
-            wanted.append(name)
-    present = [name for name in wanted if (workdir / name).exists()]
-    missing = tuple(name for name in wanted if name not in present)
+    present, missing = _outputs(description, workdir)
     if not present or all(_empty(workdir / name) for name in present):
         return OutputSandbox("", missing)
     data = pack([Path(name) for name in present], workdir)
@@ -93,6 +88,27 @@ def upload_output(
             f"{limits.max_upload_bytes} bytes"
         )
     return OutputSandbox(client.upload_sandbox(data, kind="output"), missing, size=len(data))
+
+
+def nothing_to_upload(description: JobDescription, workdir: Path) -> OutputSandbox | None:
+    """What :func:`upload_output` returns for a job that left nothing to upload (no file, or
+    only empty ones), found without a client; None when there is something to upload."""
+    present, missing = _outputs(description, workdir)
+    if not present or all(_empty(workdir / name) for name in present):
+        return OutputSandbox("", missing)
+    return None
+
+
+def _outputs(description: JobDescription, workdir: Path) -> tuple[list[str], tuple[str, ...]]:
+    """The files the job's output names (OutputSandbox, StdOutput, StdError): those present
+    in ``workdir``, and those missing."""
+    wanted = list(description.output_sandbox)
+    for name in (description.std_output, description.std_error):
+        if name and name not in wanted:
+            wanted.append(name)
+    present = [name for name in wanted if (workdir / name).exists()]
+    missing = tuple(name for name in wanted if name not in present)
+    return present, missing
 
 
 def _empty(path: Path) -> bool:

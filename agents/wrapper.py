@@ -142,6 +142,7 @@ class PayloadRunner:
         self._started_monotonic = 0.0
         self._ended_monotonic = 0.0
         self._tree: dict[int, psutil.Process] = {}
+        self._on_end: Callable[[], None] | None = None
         self._marker = f"{spec.job_id}-{secrets.token_hex(8)}"
 
     @property
@@ -161,7 +162,19 @@ class PayloadRunner:
 
     def run(self) -> PayloadResult:
         """Start the payload, watch it until it ends, clean up its tree; never raises for a
+        payload that fails to start. (Blocks this thread: the pilot uses :meth:`start`,
+        :meth:`sample_now` and :meth:`finish` from its loop instead.)"""
+        not_started = self.start()
+        if not_started is not None:
+            return not_started
+        return self.finish(self._watch())
+
+    def start(self, on_end: Callable[[], None] | None = None) -> PayloadResult | None:
+        """Start the payload and return at once: None once it runs (``on_end`` is then called
+        once, from the exec helper's reader thread, when its keeper has ended), or the result
+        of a payload that did not start (killed before, or a start failure). Never raises for a
         payload that fails to start."""
+        self._on_end = on_end
         spec = self.spec
         if self._kill_status:
             self._started.set()
@@ -173,7 +186,34 @@ class PayloadRunner:
             return self._not_started(JobStatus.FAILED, exc.message, exc.kill_reason)
         finally:
             self._started.set()
-        verdict = self._watch()
+        return None
+
+    @property
+    def exited(self) -> bool:
+        """Whether the keeper has ended (its end reported by the exec helper)."""
+        return self._exited.is_set()
+
+    def sample_now(self) -> tuple[Sample, Verdict | None]:
+        """One sample of the running payload and the watchdog's verdict on it (the pilot's
+        loop calls this every ``sample_interval`` instead of :meth:`run`'s own timer)."""
+        now = time.monotonic()
+        sample = self._sample(self._started_at + (now - self._started_monotonic))
+        verdict = self.watchdog.check(sample)
+        if verdict and not self._exited.is_set():
+            log.warning("job %s: %s", self.spec.job_id, verdict.minor_status)
+        return sample, verdict
+
+    def left_running(self) -> bool:
+        """After the keeper ended: whether anything of the payload is still running (then
+        :meth:`finish` kills it, which takes up to ``kill_grace`` and more)."""
+        return bool(self._alive() or self._group_alive())
+
+    def finish(self, verdict: Verdict | None = None) -> PayloadResult:
+        """The payload's result once it has started: the tree killed first if ``verdict`` says
+        so or a kill was requested (while it still runs), else what it left running cleaned
+        up; waits for the keeper's end. Returns at once for a payload that ended by itself and
+        left nothing running (see :meth:`left_running`); else it may block for
+        ``kill_grace`` and more."""
         outcome = None
         if not self._exited.is_set() and verdict:
             outcome = (JobStatus.FAILED, verdict.minor_status, verdict.reason)
@@ -237,7 +277,8 @@ class PayloadRunner:
             for output in set(outputs):
                 output.close()
         self._remember_root()
-        log.info("job %s: started pid %s: %s", spec.job_id, self._pid, shlex.join(argv))
+        if log.isEnabledFor(logging.DEBUG):  # the pilot logs each job's start (and its PID)
+            log.debug("job %s: started pid %s: %s", spec.job_id, self._pid, shlex.join(argv))
 
     def _remember_root(self) -> None:
         """The keeper, known before it is reaped (its end is reported after its PID), so a
@@ -307,6 +348,8 @@ class PayloadRunner:
         self._ended_monotonic = time.monotonic()
         self._exited.set()
         self._wake.set()
+        if self._on_end is not None:
+            self._on_end()
 
     # ----------------------------------------------------------------------------------------
     # watch
@@ -317,11 +360,8 @@ class PayloadRunner:
         while not self._wake.is_set():
             now = time.monotonic()
             if now >= next_sample:
-                sample = self._sample(self._started_at + (now - self._started_monotonic))
-                verdict = self.watchdog.check(sample)
+                sample, verdict = self.sample_now()
                 if verdict:
-                    if not self._exited.is_set():
-                        log.warning("job %s: %s", self.spec.job_id, verdict.minor_status)
                     return verdict
                 self._call_on_sample(sample)
                 next_sample = now + self.sample_interval
@@ -497,7 +537,7 @@ class PayloadRunner:
         else:
             status, minor, reason = JobStatus.FAILED, f"Application exited with code {code}", ""
         peaks = self.watchdog.peaks
-        log.info("job %s: %s (%s)", self.spec.job_id, status, minor)
+        log.debug("job %s: %s (%s)", self.spec.job_id, status, minor)
         return PayloadResult(
             status=status,
             minor_status=minor,
