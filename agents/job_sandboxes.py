@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +81,7 @@ def upload_output(
     names. SandboxError when it is over the limit or cannot be packed. Nothing is uploaded when
     every file there is empty (a job that printed nothing): the job has no output sandbox."""
     present, missing = _outputs(description, workdir)
-    if not present or all(_empty(workdir / name) for name in present):
+    if not any(present.values()):
         return OutputSandbox("", missing)
     data = pack([Path(name) for name in present], workdir)
     if len(data) > limits.max_upload_bytes:
@@ -94,26 +96,24 @@ def nothing_to_upload(description: JobDescription, workdir: Path) -> OutputSandb
     """What :func:`upload_output` returns for a job that left nothing to upload (no file, or
     only empty ones), found without a client; None when there is something to upload."""
     present, missing = _outputs(description, workdir)
-    if not present or all(_empty(workdir / name) for name in present):
-        return OutputSandbox("", missing)
-    return None
+    return None if any(present.values()) else OutputSandbox("", missing)
 
 
-def _outputs(description: JobDescription, workdir: Path) -> tuple[list[str], tuple[str, ...]]:
+def _outputs(description: JobDescription, workdir: Path) -> tuple[dict[str, bool], tuple[str, ...]]:
     """The files the job's output names (OutputSandbox, StdOutput, StdError): those present
-    in ``workdir``, and those missing."""
+    in ``workdir``, each with whether it has something to upload (anything but an empty
+    file), and those missing. One ``stat`` per name."""
     wanted = list(description.output_sandbox)
     for name in (description.std_output, description.std_error):
         if name and name not in wanted:
             wanted.append(name)
-    present = [name for name in wanted if (workdir / name).exists()]
-    missing = tuple(name for name in wanted if name not in present)
-    return present, missing
-
-
-def _empty(path: Path) -> bool:
-    """A file of no bytes (a folder or an unreadable entry is not)."""
-    try:
-        return path.is_file() and path.stat().st_size == 0
-    except OSError:
-        return False
+    present: dict[str, bool] = {}
+    missing = []
+    for name in wanted:
+        try:
+            info = os.stat(os.path.join(workdir, name))
+        except (OSError, ValueError):
+            missing.append(name)
+            continue
+        present[name] = not stat.S_ISREG(info.st_mode) or info.st_size > 0
+    return present, tuple(missing)

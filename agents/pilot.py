@@ -850,7 +850,7 @@ class Pilot:
             if job.runner.left_running():
                 self._end_in_worker(job)
                 return
-            result = job.runner.finish()
+            result = job.runner.finish(tail=False)
             output = nothing_to_upload(job.description, job.workdir)
         except Exception as exc:  # a bug in the wrapper must not lose the job's report
             log.exception("job %s: the wrapper failed", job.job_id)
@@ -881,7 +881,7 @@ class Pilot:
         output: OutputSandbox | None = NO_OUTPUT
         try:
             if result is None:
-                result = job.runner.finish(verdict)
+                result = job.runner.finish(verdict, tail=False)
             result = self._upload_output_data(client, job, result)
             if result.exit_code is not None:
                 output = self._upload_output(client, job)
@@ -1053,7 +1053,7 @@ class Pilot:
                 output_sandbox=output_sandbox,
                 workdir=str(workdir or ""),
                 failed=status is not JobStatus.DONE,
-                usage=asdict(usage) if usage else {},
+                usage=dict(vars(usage)) if usage else {},  # flat: asdict's deep copy costs
             )
         )
 

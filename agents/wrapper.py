@@ -208,12 +208,13 @@ class PayloadRunner:
         :meth:`finish` kills it, which takes up to ``kill_grace`` and more)."""
         return bool(self._alive() or self._group_alive())
 
-    def finish(self, verdict: Verdict | None = None) -> PayloadResult:
+    def finish(self, verdict: Verdict | None = None, tail: bool = True) -> PayloadResult:
         """The payload's result once it has started: the tree killed first if ``verdict`` says
         so or a kill was requested (while it still runs), else what it left running cleaned
         up; waits for the keeper's end. Returns at once for a payload that ended by itself and
         left nothing running (see :meth:`left_running`); else it may block for
-        ``kill_grace`` and more."""
+        ``kill_grace`` and more. ``tail``: with the last lines of its stdout (the pilot, which
+        does not use them, saves reading the file)."""
         outcome = None
         if not self._exited.is_set() and verdict:
             outcome = (JobStatus.FAILED, verdict.minor_status, verdict.reason)
@@ -224,7 +225,7 @@ class PayloadRunner:
         else:
             self._clean_up_leftovers()
         self._exited.wait()
-        return self._result(outcome)
+        return self._result(outcome, tail)
 
     # ----------------------------------------------------------------------------------------
     # start
@@ -235,7 +236,7 @@ class PayloadRunner:
             raise _StartFailure(f"Working directory not found: {spec.workdir}")
         argv = self._argv()
         env = {
-            **os.environ,
+            **_process_environment(),
             **spec.env,
             "DIRAC_LIKE_JOB_ID": str(spec.job_id),
             MARKER_VARIABLE: self._marker,
@@ -276,20 +277,21 @@ class PayloadRunner:
                 stdin.close()
             for output in set(outputs):
                 output.close()
-        self._remember_root()
         if log.isEnabledFor(logging.DEBUG):  # the pilot logs each job's start (and its PID)
             log.debug("job %s: started pid %s: %s", spec.job_id, self._pid, shlex.join(argv))
 
-    def _remember_root(self) -> None:
-        """The keeper, known before it is reaped (its end is reported after its PID), so a
-        PID reused later is never taken for it; if it is gone already, its end is on its way."""
-        assert self._pid is not None
-        try:
-            self._remember([psutil.Process(self._pid)])
-        except psutil.Error:
-            if self._exited.is_set():
-                return
-            self._exited.wait()
+    def _root(self) -> psutil.Process | None:
+        """The keeper as a psutil process, looked up when first needed (a sample, a kill: most
+        payloads end before either: the look-up was ~4% of the pilot's samples per job),
+        only while it is not reaped (its end is reported after its PID is free), and kept: a
+        PID reused later is never taken for it. None once it has ended."""
+        pid = self._root_pid()
+        root = self._tree.get(pid)
+        if root is None and not self._exited.is_set():
+            with contextlib.suppress(psutil.Error):  # gone: its end is on its way
+                root = psutil.Process(pid)
+                self._remember([root])
+        return None if self._exited.is_set() else root
 
     def _argv(self) -> list[str]:
         spec = self.spec
@@ -400,8 +402,8 @@ class PayloadRunner:
         """The payload's process tree now (root and all descendants), remembered for killing.
 
         Empty once the root has been reaped: its PID may then belong to a stranger."""
-        root = self._tree.get(self._root_pid())
-        if self._exited.is_set() or root is None:
+        root = self._root()
+        if root is None:
             return []
         try:
             children = root.children(recursive=True)
@@ -521,7 +523,7 @@ class PayloadRunner:
     # ----------------------------------------------------------------------------------------
     # result
 
-    def _result(self, outcome: tuple[JobStatus, str, str] | None) -> PayloadResult:
+    def _result(self, outcome: tuple[JobStatus, str, str] | None, tail: bool) -> PayloadResult:
         """``outcome``: (status, minor status, kill reason) when the wrapper killed the tree."""
         code = self._returncode
         assert code is not None
@@ -545,7 +547,7 @@ class PayloadRunner:
             cpu_seconds=max(peaks.cpu_seconds, self._rusage_cpu),
             peak_rss_mb=peaks.rss_mb,
             wall_seconds=self._ended_monotonic - self._started_monotonic,
-            stdout_tail=tail_lines(self.spec.workdir / self.spec.stdout),
+            stdout_tail=tail_lines(self.spec.workdir / self.spec.stdout) if tail else "",
             kill_reason=reason,
         )
 
@@ -567,6 +569,24 @@ class _StartFailure(Exception):
         super().__init__(message)
         self.message = message
         self.kill_reason = kill_reason  # HELPER_LOST: not the job's fault
+
+
+_environment: tuple[dict[bytes, bytes], dict[str, str]] = ({}, {})
+
+
+def _process_environment() -> dict[str, str]:
+    """``dict(os.environ)``, decoded again only when the environment changed: decoding it item
+    by item was a quarter of a payload's start (issue 15). CPython keeps the raw environment
+    in ``os.environ._data``; comparing it with the copy kept is one C-level dict comparison."""
+    global _environment
+    raw = getattr(os.environ, "_data", None)
+    if not isinstance(raw, dict):
+        return dict(os.environ)
+    kept, decoded = _environment
+    if raw != kept:
+        decoded = dict(os.environ)
+        _environment = (dict(raw), decoded)
+    return decoded
 
 
 def _check_environment(argv: list[str], env: Mapping[str, str]) -> None:
