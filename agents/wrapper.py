@@ -49,7 +49,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs installed
 
@@ -245,10 +244,8 @@ class PayloadRunner:
         try:
             outputs = self._open_outputs()
         except BaseException:
-            if stdin is not None:
-                stdin.close()
+            os.close(stdin)
             raise
-        null = os.open(os.devnull, os.O_RDONLY) if stdin is None else -1
         lease = spec.lease if spec.lease_file is not None else 0.0
         try:
             _check_environment(argv, env)
@@ -257,11 +254,7 @@ class PayloadRunner:
                 argv,
                 spec.workdir,
                 env,
-                (
-                    null if stdin is None else stdin.fileno(),
-                    outputs[0].fileno(),
-                    outputs[1].fileno(),
-                ),
+                (stdin, *outputs),
                 self._ended,
                 str(spec.lease_file or "-"),
                 lease,
@@ -271,12 +264,8 @@ class PayloadRunner:
         except OSError as exc:
             raise _StartFailure(f"Cannot start {spec.executable}: {exc.strerror or exc}") from exc
         finally:
-            if null >= 0:
-                os.close(null)
-            if stdin is not None:
-                stdin.close()
-            for output in set(outputs):
-                output.close()
+            for fd in {stdin, *outputs}:
+                os.close(fd)
         if log.isEnabledFor(logging.DEBUG):  # the pilot logs each job's start (and its PID)
             log.debug("job %s: started pid %s: %s", spec.job_id, self._pid, shlex.join(argv))
 
@@ -300,7 +289,7 @@ class PayloadRunner:
         if spec.shell:
             return ["/bin/sh", "-c", f"{spec.executable} {spec.arguments}".strip()]
         try:
-            arguments = shlex.split(spec.arguments)
+            arguments = shlex.split(spec.arguments) if spec.arguments else []
         except ValueError as exc:
             raise _StartFailure(f"Invalid arguments: {exc}") from exc
         executable = spec.executable
@@ -313,27 +302,31 @@ class PayloadRunner:
         _check_runnable(executable, spec.workdir)
         return [executable, *arguments]
 
-    def _open_input(self) -> IO[bytes] | None:
-        """The payload's standard input: its StdInput file, or nothing."""
+    def _open_input(self) -> int:
+        """The payload's standard input: its StdInput file, or /dev/null (a descriptor: the
+        pilot opens two or three per job, and a file object costs more than the open)."""
         if not self.spec.stdin:
-            return None
+            return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            return open(self.spec.workdir / self.spec.stdin, "rb")
+            return os.open(self.spec.workdir / self.spec.stdin, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise _StartFailure(
                 f"StdInput file {self.spec.stdin} cannot be read: {exc.strerror}"
             ) from exc
 
-    def _open_outputs(self) -> tuple[IO[bytes], IO[bytes]]:
+    def _open_outputs(self) -> tuple[int, int]:
+        """The payload's stdout and stderr files, created empty (descriptors, as ``open(...,
+        "wb")`` opens them; closed in :meth:`_start`)."""
         spec = self.spec
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         try:
-            stdout = open(spec.workdir / spec.stdout, "wb")  # noqa: SIM115 (closed in _start)
+            stdout = os.open(spec.workdir / spec.stdout, flags, 0o666)
             if spec.stderr == spec.stdout:
                 return stdout, stdout
             try:
-                stderr = open(spec.workdir / spec.stderr, "wb")  # noqa: SIM115
+                stderr = os.open(spec.workdir / spec.stderr, flags, 0o666)
             except OSError:
-                stdout.close()
+                os.close(stdout)
                 raise
         except OSError as exc:
             raise _StartFailure(
@@ -603,10 +596,12 @@ def _check_environment(argv: list[str], env: Mapping[str, str]) -> None:
 def _check_runnable(executable: str, workdir: Path) -> None:
     """Refuse what the payload's exec would fail on (the keeper would only exit 127 for it)."""
     if "/" in executable:
-        path = workdir / executable
-        if not path.exists():
-            raise _StartFailure(f"Executable not found: {executable}")
-        if path.is_dir() or not os.access(path, os.X_OK):
+        path = os.path.join(workdir, executable)
+        try:
+            mode = os.stat(path).st_mode
+        except (OSError, ValueError):
+            raise _StartFailure(f"Executable not found: {executable}") from None
+        if stat.S_ISDIR(mode) or not os.access(path, os.X_OK):
             raise _StartFailure(f"Executable not permitted: {executable}")
     elif shutil.which(executable) is None:
         raise _StartFailure(f"Executable not found: {executable}")
