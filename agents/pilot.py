@@ -2,18 +2,25 @@
 
 Decisions (when to ask for a job, when to stop) live in :class:`PilotPolicy`: pure, the clock
 passed in. :class:`Pilot` is the I/O shell. Its main thread owns the one :class:`Client` (ZeroMQ
-sockets are not thread safe) and is the only one that talks to the service: each job's payload
-runs in a worker thread through a :class:`PayloadRunner`, and the workers put events (a sample
-taken, the payload finished) on a queue that the main thread drains between short polls of the
-socket for pushed commands. A :class:`KillJob` command (pushed, or in a heartbeat/status reply)
-is applied at once with :meth:`PayloadRunner.request_kill`; :class:`StopPilot` stops the pilot as
-SIGTERM does. A job runs as its stored description says, read with
-:func:`description_from_stored` (checked again: a description it cannot read fails the job).
+sockets are not thread safe) and runs every job from its loop, **without a thread per job**
+(issue 15; the stages in agents/job_runs.py): it starts each payload through a
+:class:`PayloadRunner` (the exec helper forks the keeper and returns), the helper's reader
+thread puts the keeper's end on the loop's event queue (and wakes the loop through its pipe),
+and the loop samples the running payloads for the watchdog every ``sample_interval`` (a job
+shorter than that is never sampled). Only blocking steps go to a small pool of worker threads
+(:class:`~dirac_like.agents.job_runs.Workers`, a client each): fetching a job's inputs, killing a
+payload (SIGTERM, ``kill_grace``, SIGKILL) or what it left running, uploading output data or a
+non-empty output sandbox; each posts its result as an event. A :class:`KillJob` command (pushed,
+or in a heartbeat/status reply) is applied at once (the kill starts in a worker);
+:class:`StopPilot` stops the pilot as SIGTERM does. A job runs as its stored description says,
+read with :func:`description_from_stored` (checked again: a description it cannot read fails
+the job).
 
-One iteration of the loop (:meth:`Pilot.step`): take the answers to posted reports → handle
-worker events (their final reports kept and posted) → heartbeat the jobs that
-are due → request jobs while cores are free and the policy allows → decide whether to stop →
-wait briefly for pushes. SIGTERM: no new job; the running ones are killed (SIGTERM, then SIGKILL
+One iteration of the loop (:meth:`Pilot.step`): take the answers to posted reports (a job whose
+Running was taken starts) → handle events (payload ends, inputs fetched, workers' results; the
+final reports kept and posted) → sample the payloads due → heartbeat the jobs that are due →
+request jobs while cores are free and the policy allows → decide whether to stop → wait
+briefly for pushes, events or the next timer. SIGTERM: no new job; the running ones are killed (SIGTERM, then SIGKILL
 after ``kill_grace``) and handed back to the task queue (reported Rescheduled, "Pilot stopped
 (SIGTERM): job handed back"; the service counts it against the job's reschedule limit); exit 0.
 A payload that dies of SIGTERM/SIGKILL together with its pilot (a batch system signals every
@@ -1124,7 +1131,7 @@ class Pilot:
         posted = self.reports.in_flight()
         for report in self.outbox.pending():
             if report.job_id in self.jobs or report.request_id in posted:
-                continue  # its payload's thread is on it, or it is on its way
+                continue  # its job is still here (its end on its way), or it is posted
             if report.output_pending:
                 completed = self._complete(report)
                 if completed is None:

@@ -8,17 +8,25 @@ pilot dies (``kill -9`` included) or when the lease runs out (``PayloadSpec.leas
 ``lease`` seconds: the pilot is frozen or lost the service); a lease kill ends the job Killed with
 ``kill_reason`` "lease". The keeper's own process is left out of the samples. Keepers are forked
 by the process's exec helper (agents/spawner.py), which reports each keeper's end (wait status
-and CPU); the thread that called :meth:`PayloadRunner.run` is not the keeper's parent, so its
-end does not touch the payload.
+and CPU); the thread that started the payload is not the keeper's parent, so its end does not
+touch the payload.
+
+Two ways to run one: :meth:`PayloadRunner.run` blocks its thread until the end (tests,
+``run_payload``); the pilot instead calls :meth:`~PayloadRunner.start` from its loop (it returns
+once the keeper is forked; ``on_end`` is called from the helper's reader thread when it ends),
+:meth:`~PayloadRunner.sample_now` on its own timer, and :meth:`~PayloadRunner.finish` for the
+result (at once for a payload that ended by itself and left nothing running; a kill, which
+waits ``kill_grace``, in a worker thread).
 
 The payload's arguments are split with :func:`shlex.split` and passed as argv: no shell
 unless the job asked for one (``shell=True``: ``/bin/sh -c "executable arguments"``).
 
-While it runs, a :class:`PayloadRunner` samples the whole process tree with psutil every
-``sample_interval`` seconds (CPU user + system, RSS, and the working directory's size on disk),
-hands each sample to the :class:`~dirac_like.agents.watchdog.Watchdog` and to ``on_sample`` (the
-pilot heartbeats there). Between samples it waits on one event, set when the payload exits or
-when a kill is requested, so either is acted on at once.
+While it runs, :meth:`PayloadRunner.run` samples the whole process tree with psutil every
+``sample_interval`` seconds (CPU user + system, RSS, and the working directory's size on disk;
+the keeper is looked up with psutil only then, or at a kill: a payload that ends sooner costs
+no look-up), hands each sample to the :class:`~dirac_like.agents.watchdog.Watchdog` and to
+``on_sample``. Between samples it waits on one event, set when the payload exits or when a kill
+is requested, so either is acted on at once.
 
 Killing: SIGTERM to the process group and to every process of the payload, ``kill_grace``
 seconds to go, then SIGKILL to the group and to every survivor. The processes of the payload are
