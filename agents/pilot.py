@@ -837,6 +837,7 @@ class Pilot:
         due = due_for_sample(((j.job_id, j.stage, j.next_sample) for j in self.jobs.values()), now)
         for job_id in due:
             job = self.jobs[job_id]
+            job.next_sample = now + self._sample_every
             if job.runner.exited:
                 continue  # its end is on the queue
             try:
@@ -844,7 +845,6 @@ class Pilot:
             except Exception:
                 log.exception("job %s: sampling failed; the payload goes on", job_id)
                 verdict = None
-            job.next_sample = now + self._sample_every
             if verdict:
                 self._end_in_worker(job, verdict)
 
