@@ -20,9 +20,10 @@ One iteration of the loop (:meth:`Pilot.step`): take the answers to posted repor
 Running was taken starts) → handle events (payload ends, inputs fetched, workers' results; the
 final reports kept and posted) → sample the payloads due → heartbeat the jobs that are due →
 request jobs while cores are free and the policy allows → decide whether to stop → wait
-briefly for pushes, events or the next timer. SIGTERM: no new job; the running ones are killed (SIGTERM, then SIGKILL
-after ``kill_grace``) and handed back to the task queue (reported Rescheduled, "Pilot stopped
-(SIGTERM): job handed back"; the service counts it against the job's reschedule limit); exit 0.
+briefly for pushes, events or the next timer. SIGTERM: no new job; the running ones are killed
+(SIGTERM, then SIGKILL after ``kill_grace``) and handed back to the task queue (reported
+Rescheduled, "Pilot stopped (SIGTERM): job handed back"; the service counts it against the
+job's reschedule limit); exit 0.
 A payload that dies of SIGTERM/SIGKILL together with its pilot (a batch system signals every
 process of its job) is handed back too, never reported Failed.
 
