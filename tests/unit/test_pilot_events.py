@@ -43,6 +43,8 @@ class FakeRunner:
         self.samples = 0
         self.verdict: Verdict | None = None
         self.finished_in: list[str] = []  # the thread each finish ran in
+        self.worker_may_finish = threading.Event()  # a kill in a worker takes until this is set
+        self.worker_may_finish.set()
 
     def start(self, on_end: Callable[[], None] | None = None) -> PayloadResult | None:
         if self.kills:
@@ -69,10 +71,14 @@ class FakeRunner:
     def finish(self, verdict: Verdict | None = None, tail: bool = True) -> PayloadResult:
         self.finished_in.append(threading.current_thread().name)
         if verdict is not None:
-            return PayloadResult(JobStatus.FAILED, verdict.minor_status, -15, 0, 0, 0, "", "cpu")
-        if self.kills and not self.exited:
-            return PayloadResult(JobStatus.KILLED, self.kills[0], -15, 0, 0, 0, "", "request")
-        return PayloadResult(JobStatus.DONE, "Execution Complete", 0, 0.1, 1.0, 0.2, "")
+            result = PayloadResult(JobStatus.FAILED, verdict.minor_status, -15, 0, 0, 0, "", "cpu")
+        elif self.kills and not self.exited:  # the tree is killed (the end comes meanwhile)
+            result = PayloadResult(JobStatus.KILLED, self.kills[0], -15, 0, 0, 0, "", "request")
+        else:
+            result = PayloadResult(JobStatus.DONE, "Execution Complete", 0, 0.1, 1.0, 0.2, "")
+        if threading.current_thread().name.startswith("job-worker"):
+            assert self.worker_may_finish.wait(10)
+        return result
 
 
 class Clock:
@@ -164,14 +170,18 @@ def test_a_kill_command_kills_a_running_payload_in_a_worker_and_its_end_is_repor
 ) -> None:
     job = taken(pilot)
     runner = runner_of(job)
+    runner.worker_may_finish.clear()
     pilot.apply_commands([KillJob(7)])
     assert runner.kills == ["Killed on request"] and job.stage is Stage.ENDING
     wait_for(lambda: runner.finished_in, "the worker to kill the payload")
-    runner.end()  # the keeper's end arrives too: the worker has the job
-    wait_for(lambda: pilot.events.qsize() >= 2, "the worker's result")
+    runner.end()  # the keeper's end arrives while the worker kills: the worker has the job
+    pilot.process_events()
+    assert reports_of(pilot) == [] and 7 in pilot.jobs
+    runner.worker_may_finish.set()
+    wait_for(lambda: not pilot.events.empty(), "the worker's result")
     pilot.process_events()
     assert reports_of(pilot) == [(7, "Killed", "Killed on request")]
-    assert runner.finished_in[0].startswith("job-worker")
+    assert runner.finished_in == ["job-worker-0"]
 
 
 def test_a_kill_of_a_payload_that_has_already_ended_leaves_it_to_end_as_it_did(
