@@ -2,20 +2,28 @@
 
 Decisions (when to ask for a job, when to stop) live in :class:`PilotPolicy`: pure, the clock
 passed in. :class:`Pilot` is the I/O shell. Its main thread owns the one :class:`Client` (ZeroMQ
-sockets are not thread safe) and is the only one that talks to the service: each job's payload
-runs in a worker thread through a :class:`PayloadRunner`, and the workers put events (a sample
-taken, the payload finished) on a queue that the main thread drains between short polls of the
-socket for pushed commands. A :class:`KillJob` command (pushed, or in a heartbeat/status reply)
-is applied at once with :meth:`PayloadRunner.request_kill`; :class:`StopPilot` stops the pilot as
-SIGTERM does. A job runs as its stored description says, read with
-:func:`description_from_stored` (checked again: a description it cannot read fails the job).
+sockets are not thread safe) and runs every job from its loop, **without a thread per job**
+(issue 15; the stages in agents/job_runs.py): it starts each payload through a
+:class:`PayloadRunner` (the exec helper starts the payload and returns), the helper's reader
+thread puts the payload's end on the loop's event queue (and wakes the loop through its pipe),
+and the loop samples the running payloads for the watchdog every ``sample_interval`` (a job
+shorter than that is never sampled). Only blocking steps go to a small pool of worker threads
+(:class:`~dirac_like.agents.job_runs.Workers`, a client each): fetching a job's inputs, killing a
+payload (SIGTERM, ``kill_grace``, SIGKILL) or what it left running, uploading output data or a
+non-empty output sandbox; each posts its result as an event. A :class:`KillJob` command (pushed,
+or in a heartbeat/status reply) is applied at once (the kill starts in a worker);
+:class:`StopPilot` stops the pilot as SIGTERM does. A job runs as its stored description says,
+read with :func:`description_from_stored` (checked again: a description it cannot read fails
+the job).
 
-One iteration of the loop (:meth:`Pilot.step`): take the answers to posted reports → handle
-worker events (their final reports kept and posted) → heartbeat the jobs that
-are due → request jobs while cores are free and the policy allows → decide whether to stop →
-wait briefly for pushes. SIGTERM: no new job; the running ones are killed (SIGTERM, then SIGKILL
-after ``kill_grace``) and handed back to the task queue (reported Rescheduled, "Pilot stopped
-(SIGTERM): job handed back"; the service counts it against the job's reschedule limit); exit 0.
+One iteration of the loop (:meth:`Pilot.step`): take the answers to posted reports (a job whose
+Running was taken starts) → handle events (payload ends, inputs fetched, workers' results; the
+final reports kept and posted) → sample the payloads due → heartbeat the jobs that are due →
+request jobs while cores are free and the policy allows → decide whether to stop → wait
+briefly for pushes, events or the next timer. SIGTERM: no new job; the running ones are killed
+(SIGTERM, then SIGKILL after ``kill_grace``) and handed back to the task queue (reported
+Rescheduled, "Pilot stopped (SIGTERM): job handed back"; the service counts it against the
+job's reschedule limit); exit 0.
 A payload that dies of SIGTERM/SIGKILL together with its pilot (a batch system signals every
 process of its job) is handed back too, never reported Failed.
 
@@ -26,7 +34,7 @@ Reliability (issue 11):
   fsync), then posted without waiting for the reply (issue 15: pipelined); each leaves the
   outbox once the service answered it, and is sent again with the same request id when no
   answer came in time, every ``OUTBOX_RETRY`` seconds while the service is away, and by a pilot
-  restarted on the same workdir. Between the payload's end and that turn, its keeper's
+  restarted on the same workdir. Between the payload's end and that turn, the exec helper's
   ``payload_ended`` mark in the job's folder keeps the end (a successor reports from it). An
   output the service could not take waits in the job's folder with its report.
 - **One request per turn** (``pilot_turn``): the final reports of the loop turn go with the
@@ -42,9 +50,9 @@ Reliability (issue 11):
   without ``update_statuses`` everything goes one by one, each reply waited for.
 - **The lease.** Each match carries ``lease`` (the service's ``stalled_timeout``). The pilot
   touches ``<workdir>/lease`` on each acknowledged heartbeat; a payload whose pilot has not had
-  one acknowledged for ``lease`` seconds is killed by its keeper (agents/payload_keeper.py), even
-  while the pilot is frozen, before the service may reschedule the job (it waits
-  ``stalled_to_reschedule`` more); the pilot then hands the job back.
+  one acknowledged for ``lease`` seconds is killed by the exec helper
+  (agents/payload_keeper.py), even while the pilot is frozen, before the service may
+  reschedule the job (it waits ``stalled_to_reschedule`` more); the pilot then hands the job back.
 - **Job folders** are removed (by a folder thread, off the loop) once the job's final report was
   answered; those of jobs not Done are kept ``keep_failed_for`` seconds within
   ``keep_failed_max_mb`` (agents/job_folders.py).
@@ -64,7 +72,6 @@ import secrets
 import signal
 import socket
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -100,16 +107,19 @@ from dirac_like.states import JobStatus
 
 from .job_data import OutputOwner, fetch_input_data, upload_output_data
 from .job_folders import SWEEP_EVERY, JobFolders
+from .job_runs import Ended, Fetched, Stage, Workers, due_for_sample, end_needs_worker, needs_inputs
 from .job_sandboxes import (
     OutputSandbox,
     SandboxLimits,
     fetch_input,
+    inlined_here,
+    nothing_to_upload,
     upload_output,
     upload_packed,
 )
 from .outbox import JOB_FILE, Outbox, Report, ended_report
 from .report_sender import ReportSender
-from .watchdog import Limits, Sample
+from .watchdog import Limits, Sample, Verdict
 from .wrapper import HELPER_LOST, MB, PayloadResult, PayloadRunner, PayloadSpec, tail_lines
 
 log = logging.getLogger(__name__)
@@ -348,9 +358,11 @@ class RunningJob:
     description: JobDescription
     sample: Sample | None = None
     stored_description: dict[str, Any] = field(default_factory=dict)
-    input_bytes: int = 0  # input sandbox downloaded (set by the worker thread)
+    input_bytes: int = 0  # input sandbox downloaded (set by the worker that fetched it)
     owner: str = ""
     inline_output_bytes: int = 0  # the service takes an output this small inlined (the match)
+    stage: Stage = Stage.WAITING  # what the loop does with it next (agents/job_runs.py)
+    next_sample: float = 0.0  # when the loop samples its payload next (stage RUNNING)
 
 
 @dataclass(frozen=True)
@@ -358,12 +370,6 @@ class _Finished:
     job_id: int
     result: PayloadResult
     output: OutputSandbox | None = NO_OUTPUT  # None: not uploaded yet (the service was away)
-
-
-@dataclass(frozen=True)
-class _Sampled:
-    job_id: int
-    sample: Sample
 
 
 class Pilot:
@@ -382,7 +388,7 @@ class Pilot:
             insecure=config.insecure,
         )
         self.jobs: dict[int, RunningJob] = {}
-        self.events: queue.Queue[_Finished | _Sampled] = queue.Queue()
+        self.events: queue.Queue[_Finished | Fetched | Ended] = queue.Queue()
         self.jobs_taken = 0
         self.draining = False
         self.stop_signal = ""
@@ -406,10 +412,14 @@ class Pilot:
         self._awaiting_running: set[int] = set()  # jobs whose Running is in flight (not started)
         self.folders = JobFolders(config.workdir, config.keep_failed_for, config.keep_failed_max_mb)
         self._folder_work = ThreadPoolExecutor(1, thread_name_prefix="folders")
+        # A job's blocking steps (inputs, kills, uploads): at most one per job at a time.
+        self.workers = Workers(self._worker_client, config.cores)
+        self._sample_every = min(config.sample_interval, config.heartbeat_interval)
         self.lease_file = config.workdir / LEASE_FILE
         self._next_flush = self._started
         self._next_sweep = self._started
-        # Worker threads write a byte here after queueing an event: the loop wakes at once.
+        # Workers and the exec helper's reader write a byte here after queueing an event: the
+        # loop wakes at once.
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
@@ -464,6 +474,7 @@ class Pilot:
             self._post_unposted()
             self.flush_outbox(self.clock(), force=True)
             self._wait_answers()
+            self.workers.close(self.client.policy.timeout)
             self._folder_work.shutdown(wait=True)
             self.client.close()
             os.close(self._wake_read)
@@ -476,6 +487,7 @@ class Pilot:
         self.process_answers()
         self.process_events()
         now = self.clock()
+        self.sample_payloads(now)
         self.flush_outbox(now)
         self.sweep_folders(now)
         if self.stop_signal:
@@ -495,11 +507,13 @@ class Pilot:
         return False
 
     def _wait_time(self) -> float:
-        """Until the next heartbeat is due, or the next request if a core is free for one (up
-        to ``POLL_SLICE``). Worker events and replies wake the loop at once, so a core freed
-        meanwhile is not waited for. (A request time long past with every core busy made this
-        0: the loop spun, a core's worth of CPU while the pilot's cores were full; issue 15.)"""
+        """Until the next heartbeat or payload sample is due, or the next request if a core is
+        free for one (up to ``POLL_SLICE``). Payload ends, worker events and replies wake the
+        loop at once, so a core freed meanwhile is not waited for. (A request time long past
+        with every core busy made this 0: the loop spun, a core's worth of CPU while the
+        pilot's cores were full; issue 15.)"""
         due = [job.next_heartbeat for job in self.jobs.values()]
+        due += [job.next_sample for job in self.jobs.values() if job.stage is Stage.RUNNING]
         if self._free_cores() and not self.draining:
             due.append(max(self._next_request, self._hold_until if self._hold_cores else 0.0))
         until = min(due) - self.clock() if due else POLL_SLICE
@@ -531,11 +545,19 @@ class Pilot:
                 job = self.jobs.get(command.job_id)
                 if job is not None:
                     log.info("job %s: kill command from the service", command.job_id)
-                    job.runner.request_kill("Killed on request")
+                    self._kill(job, "Killed on request")
 
     def kill_all(self, minor_status: str) -> None:
-        for job in self.jobs.values():
-            job.runner.request_kill(minor_status)
+        for job in list(self.jobs.values()):
+            self._kill(job, minor_status)
+
+    def _kill(self, job: RunningJob, minor_status: str) -> None:
+        """Kill the job's payload (it ends Killed with ``minor_status``): a running one in a
+        worker (SIGTERM, ``kill_grace``, SIGKILL); one not started yet never starts; one that
+        already ended (its end on the queue) or is ending is left to end as it does."""
+        job.runner.request_kill(minor_status)
+        if job.stage is Stage.RUNNING and not job.runner.exited:
+            self._end_in_worker(job)
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -552,8 +574,8 @@ class Pilot:
             matches, running = self._request_some(now)
             if not matches and self._hold_cores:
                 return  # asked again as soon as enough cores are free, or when the hold ends
-            if not matches:
-                self._next_request = now + self._request_pause
+            if not matches:  # paused from now: the request itself may have waited long
+                self._next_request = self.clock() + self._request_pause
                 self._request_pause = min(self._request_pause * 2, self.config.request_interval)
                 return
             self._request_pause = self.config.first_request_interval
@@ -663,11 +685,10 @@ class Pilot:
     def start_jobs(self, matches: list[MatchedJob], running: bool = False) -> None:
         """Start the jobs of a turn at once (``running``: the service has them Running since
         the commit its reply followed), else report the matched jobs Running, in one request
-        posted without waiting (the loop goes on meanwhile); each job's payload starts in a
-        worker thread once the service took its Running (:meth:`process_answers`: never a
-        payload of a job the service does not have Running, whose match it may give back to
-        the task queue). To a service without ``update_statuses``: one by one, each reply
-        waited for."""
+        posted without waiting (the loop goes on meanwhile); each job's payload starts once the
+        service took its Running (:meth:`process_answers`: never a payload of a job the service
+        does not have Running, whose match it may give back to the task queue). To a service
+        without ``update_statuses``: one by one, each reply waited for."""
         prepared = [job for job in map(self._prepare, matches) if job is not None]
         if running:
             self._start_at_once(prepared)
@@ -682,17 +703,14 @@ class Pilot:
             self._awaiting_running.add(job.job_id)
         self._send_reports()  # of the jobs that could not be prepared
 
-    def _start_thread(self, job: RunningJob) -> None:
-        threading.Thread(
-            target=self._run_payload, args=(job,), name=f"job-{job.job_id}", daemon=True
-        ).start()
-        log.info(
-            "job %s: attempt %s started in %s (%d core(s))",
-            job.job_id,
-            job.attempt,
-            job.workdir,
-            job.cores,
-        )
+    def _start_payload(self, job: RunningJob) -> None:
+        """The service took the job's Running: start its payload from this loop, or first
+        fetch its inputs in a worker (:class:`Fetched` then starts it)."""
+        if needs_inputs(job.description):
+            job.stage = Stage.FETCHING
+            self.workers.submit(lambda client: self._fetch_inputs(client, job))
+        else:
+            self._launch(job)
 
     def _start_at_once(self, prepared: list[RunningJob]) -> None:
         """The jobs of a turn: Running at the service already, with their lease."""
@@ -703,7 +721,7 @@ class Pilot:
         commands, self._turn_commands = self._turn_commands, []
         self.apply_commands(commands)  # a kill of one of them finds it
         for job in prepared:
-            self._start_thread(job)
+            self._start_payload(job)
         self._send_reports()  # of the jobs that could not be prepared
 
     def _start_when_taken(self, prepared: list[RunningJob]) -> None:
@@ -720,7 +738,7 @@ class Pilot:
             self.jobs[job.job_id] = job
         for job, commands in started:
             self.apply_commands(commands)
-            self._start_thread(job)
+            self._start_payload(job)
         self._send_reports()  # of the jobs that could not be prepared
 
     def _prepare(self, match: MatchedJob) -> RunningJob | None:
@@ -800,41 +818,34 @@ class Pilot:
             cores=cores,
         )
         return PayloadRunner(
-            spec,
-            limits,
-            on_sample=lambda sample: self._on_sample(job_id, sample),
-            sample_interval=min(config.sample_interval, config.heartbeat_interval),
-            kill_grace=config.kill_grace,
+            spec, limits, sample_interval=self._sample_every, kill_grace=config.kill_grace
         )
 
-    def _on_sample(self, job_id: int, sample: Sample) -> list[str]:
-        """In the worker thread: hand the sample to the main thread (kills come from there)."""
-        self.events.put(_Sampled(job_id, sample))
-        self._wake()
-        return []
+    def _worker_client(self) -> Client:
+        """A worker's own client (ZeroMQ sockets are not thread safe), on this pilot's context."""
+        return Client(
+            self.config.server,
+            self.client.policy,
+            context=self.client.context,
+            identity=self.client.identity,
+            insecure=self.client.identity is None,
+        )
 
-    def _run_payload(self, job: RunningJob) -> None:
-        """In the worker thread: input sandbox, payload, output sandbox; the result goes to the
-        main thread. Sandboxes travel on a client of this thread's own."""
-        output: OutputSandbox | None = NO_OUTPUT
+    def _post(self, event: _Finished | Fetched | Ended) -> None:
+        """From a worker or the exec helper's reader thread: an event for the loop."""
+        self.events.put(event)
+        self._wake()
+
+    def _fetch_inputs(self, client: Client, job: RunningJob) -> None:
+        """In a worker: the job's input sandbox and input data; the loop then starts it."""
         try:
-            with Client(
-                self.config.server,
-                self.client.policy,
-                context=self.client.context,
-                identity=self.client.identity,
-                insecure=self.client.identity is None,
-            ) as client:
-                result = self._fetch_and_run(client, job)
-                if result.exit_code is not None:
-                    output = self._upload_output(client, job)
-        except Exception as exc:  # a bug in the wrapper must not lose the job's report
-            log.exception("job %s: the wrapper failed", job.job_id)
-            result = _not_run(f"Pilot error: {exc}")
-        self.events.put(_Finished(job.job_id, result, output))
-        self._wake()
+            failure = self._fetch(client, job)
+        except Exception as exc:  # a bug here must not lose the job's report
+            log.exception("job %s: fetching the inputs failed", job.job_id)
+            failure = _not_run(f"Pilot error: {exc}")
+        self._post(Fetched(job.job_id, failure))
 
-    def _fetch_and_run(self, client: Client, job: RunningJob) -> PayloadResult:
+    def _fetch(self, client: Client, job: RunningJob) -> PayloadResult | None:
         try:
             job.input_bytes = fetch_input(
                 client, job.description, job.workdir, self.config.sandbox_limits
@@ -847,7 +858,107 @@ class Pilot:
         except DiracLikeError as exc:
             log.warning("job %s: input data: %s", job.job_id, exc.message)
             return _not_run(f"Input data: {exc.message}")
-        result = job.runner.run()
+        return None
+
+    def _launch(self, job: RunningJob) -> None:
+        """Start the payload (the exec helper starts it; its end comes back as
+        :class:`Ended`); one that cannot start (or was killed meanwhile) is finished here."""
+        try:
+            not_started = job.runner.start(on_end=lambda: self._post(Ended(job.job_id)))
+        except Exception as exc:  # a bug in the wrapper must not lose the job's report
+            log.exception("job %s: the wrapper failed", job.job_id)
+            not_started = _not_run(f"Pilot error: {exc}")
+        if not_started is not None:
+            self.finish(job, not_started)
+            return
+        job.stage = Stage.RUNNING
+        job.next_sample = self.clock() + self._sample_every
+        log.info(
+            "job %s: attempt %s started in %s (%d core(s)), pid %s",
+            job.job_id,
+            job.attempt,
+            job.workdir,
+            job.cores,
+            job.runner.pid,
+        )
+
+    def sample_payloads(self, now: float) -> None:
+        """The watchdog's timer: sample each running payload due (a job shorter than
+        ``sample_interval`` is never sampled); one over a limit is killed in a worker."""
+        due = due_for_sample(((j.job_id, j.stage, j.next_sample) for j in self.jobs.values()), now)
+        for job_id in due:
+            job = self.jobs[job_id]
+            job.next_sample = now + self._sample_every
+            if job.runner.exited:
+                continue  # its end is on the queue
+            try:
+                job.sample, verdict = job.runner.sample_now()
+            except Exception:
+                log.exception("job %s: sampling failed; the payload goes on", job_id)
+                verdict = None
+            if verdict:
+                self._end_in_worker(job, verdict)
+
+    def _payload_ended(self, job: RunningJob) -> None:
+        """The job's payload has ended. The common case ends here, in the loop: nothing left
+        running, nothing to upload; the rest goes to a worker."""
+        if job.stage is not Stage.RUNNING:
+            return  # a worker is ending it (killed): it posts the result
+        try:
+            if job.runner.left_running():
+                self._end_in_worker(job)
+                return
+            result = job.runner.finish(tail=False)
+            output = nothing_to_upload(job.description, job.workdir)
+            if output is None and result.exit_code is not None and not job.description.output_data:
+                output = inlined_here(
+                    job.description,
+                    job.workdir,
+                    self.config.sandbox_limits,
+                    job.inline_output_bytes,
+                )  # a small output goes inlined from here: no worker, no upload
+        except Exception as exc:  # a bug in the wrapper must not lose the job's report
+            log.exception("job %s: the wrapper failed", job.job_id)
+            self.finish(job, _not_run(f"Pilot error: {exc}"))
+            return
+        if end_needs_worker(result, job.description, output is None):
+            self._end_in_worker(job, result=result)
+        else:
+            self.finish(job, result, output or NO_OUTPUT)
+
+    def _end_in_worker(
+        self, job: RunningJob, verdict: Verdict | None = None, result: PayloadResult | None = None
+    ) -> None:
+        """Hand the job's end to a worker: the kill (``verdict``, or a kill requested) or the
+        clean-up of what the payload left, unless ``result`` is known; then its output data
+        and output sandbox. The worker posts :class:`_Finished`."""
+        job.stage = Stage.ENDING
+        self.workers.submit(lambda client: self._end(client, job, verdict, result))
+
+    def _end(
+        self,
+        client: Client,
+        job: RunningJob,
+        verdict: Verdict | None,
+        result: PayloadResult | None,
+    ) -> None:
+        """In a worker: see :meth:`_end_in_worker`."""
+        output: OutputSandbox | None = NO_OUTPUT
+        try:
+            if result is None:
+                result = job.runner.finish(verdict, tail=False)
+            result = self._upload_output_data(client, job, result)
+            if result.exit_code is not None:
+                output = self._upload_output(client, job)
+        except Exception as exc:  # a bug in the wrapper must not lose the job's report
+            log.exception("job %s: the wrapper failed", job.job_id)
+            result = _not_run(f"Pilot error: {exc}")
+        self._post(_Finished(job.job_id, result, output))
+
+    def _upload_output_data(
+        self, client: Client, job: RunningJob, result: PayloadResult
+    ) -> PayloadResult:
+        """The OutputData of a job Done, uploaded and registered; Failed if they cannot be."""
         if result.status is not JobStatus.DONE or not job.description.output_data:
             return result
         try:
@@ -888,7 +999,8 @@ class Pilot:
     # -- events and reports ----------------------------------------------------------------------
 
     def process_events(self) -> None:
-        """Take the workers' events; the final reports they make go in one request."""
+        """Take the events (payload ends, inputs fetched, workers' results); the final
+        reports they make go in one request."""
         while True:
             try:
                 event = self.events.get_nowait()
@@ -898,8 +1010,13 @@ class Pilot:
             job = self.jobs.get(event.job_id)
             if job is None:
                 continue
-            if isinstance(event, _Sampled):
-                job.sample = event.sample
+            if isinstance(event, Ended):
+                self._payload_ended(job)
+            elif isinstance(event, Fetched):
+                if event.failure is None:
+                    self._launch(job)
+                else:
+                    self.finish(job, event.failure)
             else:
                 self.finish(job, event.result, event.output)
 
@@ -1010,7 +1127,7 @@ class Pilot:
                 output_sandbox=output_sandbox,
                 workdir=str(workdir or ""),
                 failed=status is not JobStatus.DONE,
-                usage=asdict(usage) if usage else {},
+                usage=dict(vars(usage)) if usage else {},  # flat: asdict's deep copy costs
                 output_inline=Report.encoded(inline),
             )
         )
@@ -1052,7 +1169,7 @@ class Pilot:
             if outcome.commands is None:
                 self._not_taken(job)
             else:
-                self._start_thread(job)
+                self._start_payload(job)
                 self.apply_commands(outcome.commands)
         self.reports.expire(now, self.client.policy.timeout)
 
@@ -1091,7 +1208,7 @@ class Pilot:
         posted = self.reports.in_flight() | {report.request_id for report in self._unposted}
         for report in self.outbox.pending():
             if report.job_id in self.jobs or report.request_id in posted:
-                continue  # its payload's thread is on it, or it is on its way
+                continue  # its job is still here (its end on its way), or it is posted
             if report.output_pending:
                 completed = self._complete(report)
                 if completed is None:
@@ -1167,7 +1284,7 @@ class Pilot:
 
     def recover_ended(self) -> None:
         """Report the jobs whose payload ended under a predecessor on this workdir that died
-        before it could keep the report (the keeper noted the end in the job's folder)."""
+        before it could keep the report (the exec helper noted the end in the job's folder)."""
         reported = {Path(report.workdir) for report in self.outbox.pending()}
         for folder in sorted(self.config.workdir.glob("job_*_*")):
             if folder in reported:

@@ -1,7 +1,8 @@
 """The watchdog's decisions: is a running payload over one of its limits? Pure: no I/O, no clock.
 
-The job wrapper (:mod:`dirac_like.agents.wrapper`) samples the payload's process tree and hands
-each :class:`Sample` to :meth:`Watchdog.check`; a :class:`Verdict` means "kill the tree" and
+The job wrapper (:mod:`dirac_like.agents.wrapper`) samples the payload's process tree (in the
+pilot, on a timer of its loop: :meth:`PayloadRunner.sample_now`) and hands each :class:`Sample`
+to :meth:`Watchdog.check`; a :class:`Verdict` means "kill the tree" and
 carries the minor status the job ends with (DIRAC marks watchdog kills as Failed), e.g.
 ``Watchdog: memory 2150 MB > MaxRAM 2048 MB``.
 

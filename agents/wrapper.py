@@ -10,14 +10,22 @@ lost the service); a lease kill ends the job Killed with ``kill_reason`` "lease"
 reports each payload's end (wait status and CPU); the thread that called
 :meth:`PayloadRunner.run` is not the payload's parent, so its end does not touch the payload.
 
+Two ways to run one: :meth:`PayloadRunner.run` blocks its thread until the end (tests,
+``run_payload``); the pilot instead calls :meth:`~PayloadRunner.start` from its loop (it returns
+once the helper started the payload; ``on_end`` is called from the helper's reader thread when
+it ends), :meth:`~PayloadRunner.sample_now` on its own timer, and :meth:`~PayloadRunner.finish`
+for the result (at once for a payload that ended by itself and left nothing running; a kill,
+which waits ``kill_grace``, in a worker thread).
+
 The payload's arguments are split with :func:`shlex.split` and passed as argv: no shell
 unless the job asked for one (``shell=True``: ``/bin/sh -c "executable arguments"``).
 
-While it runs, a :class:`PayloadRunner` samples the whole process tree with psutil every
-``sample_interval`` seconds (CPU user + system, RSS, and the working directory's size on disk),
-hands each sample to the :class:`~dirac_like.agents.watchdog.Watchdog` and to ``on_sample`` (the
-pilot heartbeats there). Between samples it waits on one event, set when the payload exits or
-when a kill is requested, so either is acted on at once.
+While it runs, :meth:`PayloadRunner.run` samples the whole process tree with psutil every
+``sample_interval`` seconds (CPU user + system, RSS, and the working directory's size on disk;
+the payload itself is remembered at its start, so a payload that outlives a lost exec helper is
+still killed), hands each sample to the :class:`~dirac_like.agents.watchdog.Watchdog` and to
+``on_sample``. Between samples it waits on one event, set when the payload exits or when a kill
+is requested, so either is acted on at once.
 
 Killing: SIGTERM to the process group and to every process of the payload, ``kill_grace``
 seconds to go, then SIGKILL to the group and to every survivor. The processes of the payload are
@@ -48,7 +56,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs installed
 
@@ -142,6 +149,7 @@ class PayloadRunner:
         self._started_monotonic = 0.0
         self._ended_monotonic = 0.0
         self._tree: dict[int, psutil.Process] = {}
+        self._on_end: Callable[[], None] | None = None
         self._marker = f"{spec.job_id}-{secrets.token_hex(8)}"
 
     @property
@@ -161,7 +169,19 @@ class PayloadRunner:
 
     def run(self) -> PayloadResult:
         """Start the payload, watch it until it ends, clean up its tree; never raises for a
+        payload that fails to start. (Blocks this thread: the pilot uses :meth:`start`,
+        :meth:`sample_now` and :meth:`finish` from its loop instead.)"""
+        not_started = self.start()
+        if not_started is not None:
+            return not_started
+        return self.finish(self._watch())
+
+    def start(self, on_end: Callable[[], None] | None = None) -> PayloadResult | None:
+        """Start the payload and return at once: None once it runs (``on_end`` is then called
+        once, from the exec helper's reader thread, when the payload has ended), or the result
+        of a payload that did not start (killed before, or a start failure). Never raises for a
         payload that fails to start."""
+        self._on_end = on_end
         spec = self.spec
         if self._kill_status:
             self._started.set()
@@ -173,7 +193,35 @@ class PayloadRunner:
             return self._not_started(JobStatus.FAILED, exc.message, exc.kill_reason)
         finally:
             self._started.set()
-        verdict = self._watch()
+        return None
+
+    @property
+    def exited(self) -> bool:
+        """Whether the payload has ended (its end reported by the exec helper)."""
+        return self._exited.is_set()
+
+    def sample_now(self) -> tuple[Sample, Verdict | None]:
+        """One sample of the running payload and the watchdog's verdict on it (the pilot's
+        loop calls this every ``sample_interval`` instead of :meth:`run`'s own timer)."""
+        now = time.monotonic()
+        sample = self._sample(self._started_at + (now - self._started_monotonic))
+        verdict = self.watchdog.check(sample)
+        if verdict and not self._exited.is_set():
+            log.warning("job %s: %s", self.spec.job_id, verdict.minor_status)
+        return sample, verdict
+
+    def left_running(self) -> bool:
+        """After the payload ended: whether anything of the payload is still running (then
+        :meth:`finish` kills it, which takes up to ``kill_grace`` and more)."""
+        return bool(self._alive() or self._group_alive())
+
+    def finish(self, verdict: Verdict | None = None, tail: bool = True) -> PayloadResult:
+        """The payload's result once it has started: the tree killed first if ``verdict`` says
+        so or a kill was requested (while it still runs), else what it left running cleaned
+        up; waits for the payload's end. Returns at once for a payload that ended by itself and
+        left nothing running (see :meth:`left_running`); else it may block for
+        ``kill_grace`` and more. ``tail``: with the last lines of its stdout (the pilot, which
+        does not use them, saves reading the file)."""
         outcome = None
         if not self._exited.is_set() and verdict:
             outcome = (JobStatus.FAILED, verdict.minor_status, verdict.reason)
@@ -184,7 +232,7 @@ class PayloadRunner:
         else:
             self._clean_up_leftovers()
         self._exited.wait()
-        return self._result(outcome)
+        return self._result(outcome, tail)
 
     # ----------------------------------------------------------------------------------------
     # start
@@ -195,7 +243,7 @@ class PayloadRunner:
             raise _StartFailure(f"Working directory not found: {spec.workdir}")
         argv = self._argv()
         env = {
-            **os.environ,
+            **_process_environment(),
             **spec.env,
             "DIRAC_LIKE_JOB_ID": str(spec.job_id),
             MARKER_VARIABLE: self._marker,
@@ -204,10 +252,8 @@ class PayloadRunner:
         try:
             outputs = self._open_outputs()
         except BaseException:
-            if stdin is not None:
-                stdin.close()
+            os.close(stdin)
             raise
-        null = os.open(os.devnull, os.O_RDONLY) if stdin is None else -1
         lease = spec.lease if spec.lease_file is not None else 0.0
         try:
             _check_environment(argv, env)
@@ -217,11 +263,7 @@ class PayloadRunner:
                 argv,
                 spec.workdir,
                 env,
-                (
-                    null if stdin is None else stdin.fileno(),
-                    outputs[0].fileno(),
-                    outputs[1].fileno(),
-                ),
+                (stdin, *outputs),
                 self._ended,
                 str(spec.lease_file or "-"),
                 lease,
@@ -231,14 +273,11 @@ class PayloadRunner:
         except OSError as exc:
             raise _StartFailure(f"Cannot start {spec.executable}: {exc.strerror or exc}") from exc
         finally:
-            if null >= 0:
-                os.close(null)
-            if stdin is not None:
-                stdin.close()
-            for output in set(outputs):
-                output.close()
-        self._remember_root()
-        log.info("job %s: started pid %s: %s", spec.job_id, self._pid, shlex.join(argv))
+            for fd in {stdin, *outputs}:
+                os.close(fd)
+        self._remember_root()  # the payload itself is killed if it outlives a lost helper
+        if log.isEnabledFor(logging.DEBUG):  # the pilot logs each job's start (and its PID)
+            log.debug("job %s: started pid %s: %s", spec.job_id, self._pid, shlex.join(argv))
 
     def _remember_root(self) -> None:
         """The payload, known before it is reaped (its end is reported after its PID), so a
@@ -251,6 +290,11 @@ class PayloadRunner:
                 return
             self._exited.wait()
 
+    def _root(self) -> psutil.Process | None:
+        """The payload as remembered at its start (a PID reused later is never taken for it);
+        None once it has ended."""
+        return None if self._exited.is_set() else self._tree.get(self._root_pid())
+
     def _argv(self) -> list[str]:
         spec = self.spec
         if not spec.executable:
@@ -258,7 +302,7 @@ class PayloadRunner:
         if spec.shell:
             return ["/bin/sh", "-c", f"{spec.executable} {spec.arguments}".strip()]
         try:
-            arguments = shlex.split(spec.arguments)
+            arguments = shlex.split(spec.arguments) if spec.arguments else []
         except ValueError as exc:
             raise _StartFailure(f"Invalid arguments: {exc}") from exc
         executable = spec.executable
@@ -271,27 +315,31 @@ class PayloadRunner:
         _check_runnable(executable, spec.workdir)
         return [executable, *arguments]
 
-    def _open_input(self) -> IO[bytes] | None:
-        """The payload's standard input: its StdInput file, or nothing."""
+    def _open_input(self) -> int:
+        """The payload's standard input: its StdInput file, or /dev/null (a descriptor: the
+        pilot opens two or three per job, and a file object costs more than the open)."""
         if not self.spec.stdin:
-            return None
+            return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            return open(self.spec.workdir / self.spec.stdin, "rb")
+            return os.open(self.spec.workdir / self.spec.stdin, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise _StartFailure(
                 f"StdInput file {self.spec.stdin} cannot be read: {exc.strerror}"
             ) from exc
 
-    def _open_outputs(self) -> tuple[IO[bytes], IO[bytes]]:
+    def _open_outputs(self) -> tuple[int, int]:
+        """The payload's stdout and stderr files, created empty (descriptors, as ``open(...,
+        "wb")`` opens them; closed in :meth:`_start`)."""
         spec = self.spec
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         try:
-            stdout = open(spec.workdir / spec.stdout, "wb")  # noqa: SIM115 (closed in _start)
+            stdout = os.open(spec.workdir / spec.stdout, flags, 0o666)
             if spec.stderr == spec.stdout:
                 return stdout, stdout
             try:
-                stderr = open(spec.workdir / spec.stderr, "wb")  # noqa: SIM115
+                stderr = os.open(spec.workdir / spec.stderr, flags, 0o666)
             except OSError:
-                stdout.close()
+                os.close(stdout)
                 raise
         except OSError as exc:
             raise _StartFailure(
@@ -308,6 +356,8 @@ class PayloadRunner:
         self._ended_monotonic = time.monotonic()
         self._exited.set()
         self._wake.set()
+        if self._on_end is not None:
+            self._on_end()
 
     # ----------------------------------------------------------------------------------------
     # watch
@@ -318,11 +368,8 @@ class PayloadRunner:
         while not self._wake.is_set():
             now = time.monotonic()
             if now >= next_sample:
-                sample = self._sample(self._started_at + (now - self._started_monotonic))
-                verdict = self.watchdog.check(sample)
+                sample, verdict = self.sample_now()
                 if verdict:
-                    if not self._exited.is_set():
-                        log.warning("job %s: %s", self.spec.job_id, verdict.minor_status)
                     return verdict
                 self._call_on_sample(sample)
                 next_sample = now + self.sample_interval
@@ -361,8 +408,8 @@ class PayloadRunner:
         """The payload's process tree now (root and all descendants), remembered for killing.
 
         Empty once the root has been reaped: its PID may then belong to a stranger."""
-        root = self._tree.get(self._root_pid())
-        if self._exited.is_set() or root is None:
+        root = self._root()
+        if root is None:
             return []
         try:
             children = root.children(recursive=True)
@@ -500,7 +547,7 @@ class PayloadRunner:
     # ----------------------------------------------------------------------------------------
     # result
 
-    def _result(self, outcome: tuple[JobStatus, str, str] | None) -> PayloadResult:
+    def _result(self, outcome: tuple[JobStatus, str, str] | None, tail: bool) -> PayloadResult:
         """``outcome``: (status, minor status, kill reason) when the wrapper killed the tree."""
         code = self._returncode
         assert code is not None
@@ -516,7 +563,7 @@ class PayloadRunner:
         else:
             status, minor, reason = JobStatus.FAILED, f"Application exited with code {code}", ""
         peaks = self.watchdog.peaks
-        log.info("job %s: %s (%s)", self.spec.job_id, status, minor)
+        log.debug("job %s: %s (%s)", self.spec.job_id, status, minor)
         return PayloadResult(
             status=status,
             minor_status=minor,
@@ -524,7 +571,7 @@ class PayloadRunner:
             cpu_seconds=max(peaks.cpu_seconds, self._rusage_cpu),
             peak_rss_mb=peaks.rss_mb,
             wall_seconds=self._ended_monotonic - self._started_monotonic,
-            stdout_tail=tail_lines(self.spec.workdir / self.spec.stdout),
+            stdout_tail=tail_lines(self.spec.workdir / self.spec.stdout) if tail else "",
             kill_reason=reason,
         )
 
@@ -548,6 +595,24 @@ class _StartFailure(Exception):
         self.kill_reason = kill_reason  # HELPER_LOST: not the job's fault
 
 
+_environment: tuple[dict[bytes, bytes], dict[str, str]] = ({}, {})
+
+
+def _process_environment() -> dict[str, str]:
+    """``dict(os.environ)``, decoded again only when the environment changed: decoding it item
+    by item was a quarter of a payload's start (issue 15). CPython keeps the raw environment
+    in ``os.environ._data``; comparing it with the copy kept is one C-level dict comparison."""
+    global _environment
+    raw = getattr(os.environ, "_data", None)
+    if not isinstance(raw, dict):
+        return dict(os.environ)
+    kept, decoded = _environment
+    if raw != kept:
+        decoded = dict(os.environ)
+        _environment = (dict(raw), decoded)
+    return decoded
+
+
 def _check_environment(argv: list[str], env: Mapping[str, str]) -> None:
     """Refuse what exec would: a NUL byte in the command or the environment, a variable name
     with '=' in it."""
@@ -562,10 +627,12 @@ def _check_environment(argv: list[str], env: Mapping[str, str]) -> None:
 def _check_runnable(executable: str, workdir: Path) -> None:
     """Refuse what the payload's exec would fail on (with a clearer message than exec's)."""
     if "/" in executable:
-        path = workdir / executable
-        if not path.exists():
-            raise _StartFailure(f"Executable not found: {executable}")
-        if path.is_dir() or not os.access(path, os.X_OK):
+        path = os.path.join(workdir, executable)
+        try:
+            mode = os.stat(path).st_mode
+        except (OSError, ValueError):
+            raise _StartFailure(f"Executable not found: {executable}") from None
+        if stat.S_ISDIR(mode) or not os.access(path, os.X_OK):
             raise _StartFailure(f"Executable not permitted: {executable}")
     elif shutil.which(executable) is None:
         raise _StartFailure(f"Executable not found: {executable}")

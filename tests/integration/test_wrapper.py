@@ -398,3 +398,52 @@ def test_shell_only_when_the_job_asks_for_it(payloads: Payloads, tmp_path: Path)
     )
     assert result.status == "Done"
     assert target.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# started from a loop (the pilot's way: no thread waits on the payload)
+
+
+def test_start_returns_while_the_payload_runs_and_its_end_is_called_back(
+    payloads: Payloads,
+) -> None:
+    runner = PayloadRunner(payloads.spec(sys.executable, python("print('from a loop')")), Limits())
+    ended = threading.Event()
+    assert runner.start(on_end=ended.set) is None
+    assert ended.wait(30), "the keeper's end was not called back"
+    assert runner.exited and not runner.left_running()
+    result = runner.finish(tail=False)
+    assert (result.status, result.exit_code, result.stdout_tail) == ("Done", 0, "")
+    assert (payloads.workdir / "std.out").read_text() == "from a loop\n"
+
+
+def test_a_payload_started_from_a_loop_is_sampled_and_killed_on_request(
+    payloads: Payloads,
+) -> None:
+    runner = PayloadRunner(
+        payloads.spec(sys.executable, python("import time; time.sleep(60)")),
+        Limits(),
+        kill_grace=GRACE,
+    )
+    ended = threading.Event()
+    try:
+        assert runner.start(on_end=ended.set) is None
+        samples = [runner.sample_now() for _ in range(1)]
+        wait_for(
+            lambda: samples.append(runner.sample_now()) or samples[-1][0].rss_mb > 0,
+            "a sample of the payload (its tree, the keeper left out)",
+        )
+        assert all(verdict is None for _, verdict in samples)
+        assert not runner.exited
+        runner.request_kill("Killed on request")
+        result = runner.finish()
+    finally:
+        if not runner.exited and runner.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(runner.pid, signal.SIGKILL)
+    assert (result.status, result.minor_status, result.kill_reason) == (
+        "Killed",
+        "Killed on request",
+        "request",
+    )
+    assert ended.wait(10)
