@@ -415,6 +415,7 @@ class CentralService:
             envelope, payload = frames[:-1], frames[-1]
             reply, request_id = self.handle(payload, now, envelope, user_id)
             pending.append(Pending(envelope, reply, request_id))
+            self.held.poll()  # the last batch durable meanwhile: its replies go now
         return pending
 
     def handle(

@@ -15,6 +15,9 @@ The rules (:meth:`HeldReplies.hold`):
 - the batch committed nothing: its replies may still show what an earlier batch committed (a
   status read after a match), so they wait for the sync running, if any, else go out at once.
 
+The loop asks :meth:`HeldReplies.poll` between the requests of the next batch, so a batch's
+replies go out as soon as its sync has returned, not only once the next batch is committed.
+
 A sync that fails raises :class:`SyncFailed` in the loop: nothing it held is sent, and the
 service stops (fail-stop: after a failed ``fsync`` the kernel may have dropped the pages it could
 not write, so no later sync could vouch for them). Restarted, the service serves what the store
@@ -49,9 +52,9 @@ class SyncThread:
 
     def __init__(self) -> None:
         self.fd, self._done_fd = os.pipe()
-        os.set_blocking(self.fd, False)
         self._requests: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self.error: BaseException | None = None
+        self.returned = False  # the sync started last has returned (set before the pipe's byte)
         self._thread = threading.Thread(target=self._run, name="store-sync", daemon=True)
         self._thread.start()
 
@@ -61,21 +64,16 @@ class SyncThread:
                 sync()
             except BaseException as exc:  # handed to the loop, which stops
                 self.error = exc
+            self.returned = True
             os.write(self._done_fd, b".")
 
     def start(self, sync: Callable[[], None]) -> None:
-        self.error = None
+        self.error, self.returned = None, False
         self._requests.put(sync)
 
-    def finished(self, block: bool) -> bool:
-        """Whether the sync started last has returned (``block``: wait until it has)."""
-        os.set_blocking(self.fd, block)
-        try:
-            return bool(os.read(self.fd, 1))
-        except BlockingIOError:
-            return False
-        finally:
-            os.set_blocking(self.fd, False)
+    def wait(self) -> None:
+        """Until the sync started last has returned (its byte read from the pipe)."""
+        os.read(self.fd, 1)
 
     def close(self) -> None:
         self._requests.put(None)
@@ -116,14 +114,16 @@ class HeldReplies:
         self._thread.start(sync)
 
     def poll(self) -> None:
-        """Send what the running sync holds if it has returned (never waits)."""
-        if self._held is not None and self._thread is not None and self._thread.finished(False):
+        """Send what the running sync holds if it has returned (never waits): the loop asks
+        between two requests of the next batch, and when the pipe wakes it."""
+        if self._held is not None and self._thread is not None and self._thread.returned:
+            self._thread.wait()  # its byte is written right after ``returned``
             self._release()
 
     def settle(self) -> None:
         """Wait for the running sync, if any, and send what it held (SyncFailed if it failed)."""
         if self._held is not None and self._thread is not None:
-            self._thread.finished(True)
+            self._thread.wait()
             self._release()
 
     def _release(self) -> None:

@@ -73,9 +73,11 @@ def storage_text() -> str:
     )
 
 
-def config_text(sync: str = "full", store_url: str = "") -> str:
+def config_text(sync: str = "full", store_url: str = "", overlap_sync: bool = True) -> str:
     groups = "\n".join(f"{name} = {share}" for name, share in GROUPS.items())
     url = f'url = "{store_url}"' if store_url else ""
+    if not overlap_sync:  # each fsync inside its COMMIT, in the loop (before: in a thread)
+        url += "\noverlap_sync = false"
     return (
         storage_text()
         + f"""
@@ -275,7 +277,9 @@ def fresh_service(home: Path | None = None) -> ServiceProcess:
     if home is None:
         home = scratch_folder("bench-match-")
         store_url = new_database(POSTGRES_URL) if POSTGRES_URL else ""
-        (home / "bench.toml").write_text(config_text(ARGS.synchronous, store_url))
+        (home / "bench.toml").write_text(
+            config_text(ARGS.synchronous, store_url, not ARGS.no_overlap_sync)
+        )
     service = ServiceProcess.start_central(home / "home", home / "bench.toml", timeout=1800)
     os.environ["DIRAC_LIKE_IDENTITY"] = str(service.identity_path)  # its admin, for the clients
     return service
@@ -412,6 +416,7 @@ def main() -> int:
     print(
         f"python {sys.version.split()[0]}, pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, "
         f"synchronous={ARGS.synchronous}"
+        + (", fsync inside each commit (no overlap)" if ARGS.no_overlap_sync else "")
     )
     ceiling = echo_rate(ARGS.clients, ARGS.seconds)
     print(f"bare ZeroMQ echo, {ARGS.clients} clients: {ceiling:,.0f} req/s (the ceiling)")
@@ -442,6 +447,11 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--matches", type=int, default=5_000, help="matches measured per size")
     parser.add_argument("--synchronous", choices=["full", "normal"], default="full")
+    parser.add_argument(
+        "--no-overlap-sync",
+        action="store_true",
+        help="[store] overlap_sync = false: each fsync inside its commit, in the service's loop",
+    )
     parser.add_argument("--store", choices=["sqlite", "postgresql", "both"], default="sqlite")
     parser.add_argument(
         "--postgres-url", default="", help="a server to use (default: a throw-away one)"
