@@ -357,7 +357,7 @@ class CentralService:
         self.state.expire(self.clock())
         background = self._background(len(pending))
         self.purge_identities(self.clock())
-        self._commit_and_hold(pending, messages)
+        self.commit_and_hold(pending, messages)
         if not self.socket.get(zmq.EVENTS) & zmq.POLLIN:  # nothing to serve meanwhile
             self.held.settle()
         self.pacer.turned(turn_started, time.monotonic(), bool(messages), background)
@@ -552,10 +552,12 @@ class CentralService:
         """Make the batch durable, then send its replies (see the module docstring for what
         happens when it cannot be). ``messages``: the batch's requests, to serve them again one
         by one if one of them is at fault."""
-        self._commit_and_hold(pending, messages)
+        self.commit_and_hold(pending, messages)
         self.held.settle()
 
-    def _commit_and_hold(self, pending: list[Pending], messages: list[Message] | None) -> None:
+    def commit_and_hold(
+        self, pending: list[Pending], messages: list[Message] | None = None
+    ) -> None:
         """Commit the batch; its replies and pushes go out once it is durable (at once when
         the commit is; else when the sync started for it has returned)."""
         pending = self._durable(pending, messages)
