@@ -358,11 +358,15 @@ class CentralService:
         background = self._background(len(pending))
         self.purge_identities(self.clock())
         self.commit_and_hold(pending, messages)
-        if not self.socket.get(zmq.EVENTS) & zmq.POLLIN:  # nothing to serve meanwhile
+        if not self._requests_waiting():  # nothing to serve during the fsync: wait for it
             self.held.settle()
         self.pacer.turned(turn_started, time.monotonic(), bool(messages), background)
         self.metrics.refresh(self.state, self.clock())
         return len(pending)
+
+    def _requests_waiting(self) -> bool:
+        events: int = self.socket.getsockopt(zmq.EVENTS)  # type: ignore[assignment]
+        return bool(events & zmq.POLLIN)
 
     def _background(self, served: int) -> float | None:
         """One piece of background work if one is due (a slice of a big submission, else a
