@@ -103,7 +103,7 @@ from .replies import reply_key
 from .sandbox_handlers import SANDBOX_HANDLERS
 from .state import CentralState
 from .status_handlers import ServiceView, SingleInstance
-from .syncing import Frames, HeldReplies
+from .syncing import Frames, HeldReplies, SyncFailed
 from .zap import DOMAIN, ZapHandler
 
 log = logging.getLogger(__name__)
@@ -278,6 +278,9 @@ class CentralService:
         try:
             while not self.stopping:
                 self.loop()
+        except SyncFailed:
+            self._poisoned = True  # what the store holds is not known durable: no job snapshot
+            raise
         finally:
             self.close()
 
