@@ -41,6 +41,9 @@ class ServiceConfig:
 class StoreConfig:
     url: str = ""  # empty: sqlite file jobs.sqlite in the home
     synchronous: str = "full"  # full: fsync every commit; normal: survive kill -9, not power loss
+    # SQLite at full: a batch's fsync runs in a thread while the loop serves the next batch (its
+    # replies still wait for it); false: inside the COMMIT, in the loop
+    overlap_sync: bool = True
 
 
 @dataclass(frozen=True)

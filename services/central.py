@@ -6,6 +6,12 @@ piece of background work (a slice of a big submission or a batch of a bulk actio
 everything the batch changed to the store in ONE transaction (and a changed identity registry to
 its file, first) → send the replies. Nothing is acknowledged before it is durable.
 
+On SQLite at ``synchronous = "full"`` (with ``[store] overlap_sync``, the default) the commit
+returns once the WAL is written, and its fsync runs in a thread of its own while the loop serves
+the next batch (requests waiting) or waits for it (none waiting); the batch's replies and pushes
+are held until it has returned (services/syncing.py). A failed fsync stops the service, nothing
+it covered acknowledged.
+
 When a batch cannot be committed, one request never fails another:
 
 - the store itself failed (disk full, I/O error, a read-only file: :class:`StoreError`): the
@@ -29,7 +35,8 @@ the arguments authorize returns are the ones the handler gets. Refusals and admi
 the audit log.
 
 (Writing the batch in a second thread while the loop serves the next was measured slower on two
-cores: the GIL hand-offs cost more than the overlap gains. See docs/performance.md.)
+cores: the GIL hand-offs cost more than the overlap gains. Only the fsync, which holds no GIL,
+runs beside the loop. See docs/performance.md.)
 """
 
 from __future__ import annotations
@@ -96,6 +103,7 @@ from .replies import reply_key
 from .sandbox_handlers import SANDBOX_HANDLERS
 from .state import CentralState
 from .status_handlers import ServiceView, SingleInstance
+from .syncing import Frames, HeldReplies, SyncFailed
 from .zap import DOMAIN, ZapHandler
 
 log = logging.getLogger(__name__)
@@ -155,7 +163,9 @@ class CentralService:
             else Guard(self.issuer, RateLimiter.from_config(config.security), self._audit_log())
         )
         self._open_store = open_store or (
-            lambda: default_store(config.store_url(home), config.store.synchronous)
+            lambda: default_store(
+                config.store_url(home), config.store.synchronous, config.store.overlap_sync
+            )
         )
         self.store: Store = self._open_store()
         try:
@@ -181,6 +191,9 @@ class CentralService:
         self.poller.register(self.socket, zmq.POLLIN)
         if self.zap is not None:
             self.poller.register(self.zap.socket, zmq.POLLIN)
+        self.held = HeldReplies(lambda: self.store, self._send)  # until durable
+        if self.held.fd is not None:
+            self.poller.register(self.held.fd, zmq.POLLIN)
         self.frames = FrameGuard(config.service)
         self.routes: OrderedDict[str, list[bytes]] = OrderedDict()  # pilot id -> envelope
         self.endpoint = ""
@@ -260,10 +273,16 @@ class CentralService:
         return self.metrics_endpoint.url
 
     def run(self) -> None:
-        """Serve until :meth:`stop` (or SIGTERM/SIGINT when installed), then close."""
-        while not self.stopping:
-            self.loop()
-        self.close()
+        """Serve until :meth:`stop` (or SIGTERM/SIGINT when installed), then close (also when
+        the loop raises: a failed fsync, :class:`~services.syncing.SyncFailed`)."""
+        try:
+            while not self.stopping:
+                self.loop()
+        except SyncFailed:
+            self._poisoned = True  # what the store holds is not known durable: no job snapshot
+            raise
+        finally:
+            self.close()
 
     def install_signal_handlers(self) -> None:
         def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -277,6 +296,12 @@ class CentralService:
         self.stopping = True
 
     def close(self) -> None:
+        try:
+            self.held.close()  # the replies of the last batch, once it is durable
+        finally:
+            self._close()
+
+    def _close(self) -> None:
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
         self.socket.close()
@@ -320,6 +345,8 @@ class CentralService:
         pending: list[Pending] = []
         turn_started = time.monotonic()  # the wait in poll counts as the requests' time
         ready = dict(self.poller.poll(self._poll_timeout_ms()))
+        if self.held.fd in ready:  # the last batch is durable: its replies
+            self.held.poll()
         if self.zap is not None and self.zap.socket in ready:
             self.zap.answer_all()
         if self._broken is not None and not self._recover(self._broken, reopen=True):
@@ -333,10 +360,16 @@ class CentralService:
         self.state.expire(self.clock())
         background = self._background(len(pending))
         self.purge_identities(self.clock())
-        self.commit_and_reply(pending, messages)
+        self.commit_and_hold(pending, messages)
+        if not self._requests_waiting():  # nothing to serve during the fsync: wait for it
+            self.held.settle()
         self.pacer.turned(turn_started, time.monotonic(), bool(messages), background)
         self.metrics.refresh(self.state, self.clock())
         return len(pending)
+
+    def _requests_waiting(self) -> bool:
+        events: int = self.socket.getsockopt(zmq.EVENTS)  # type: ignore[assignment]
+        return bool(events & zmq.POLLIN)
 
     def _background(self, served: int) -> float | None:
         """One piece of background work if one is due (a slice of a big submission, else a
@@ -389,6 +422,7 @@ class CentralService:
             envelope, payload = frames[:-1], frames[-1]
             reply, request_id = self.handle(payload, now, envelope, user_id)
             pending.append(Pending(envelope, reply, request_id))
+            self.held.poll()  # the last batch durable meanwhile: its replies go now
         return pending
 
     def handle(
@@ -525,10 +559,20 @@ class CentralService:
         """Make the batch durable, then send its replies (see the module docstring for what
         happens when it cannot be). ``messages``: the batch's requests, to serve them again one
         by one if one of them is at fault."""
+        self.commit_and_hold(pending, messages)
+        self.held.settle()
+
+    def commit_and_hold(
+        self, pending: list[Pending], messages: list[Message] | None = None
+    ) -> None:
+        """Commit the batch; its replies and pushes go out once it is durable (at once when
+        the commit is; else when the sync started for it has returned)."""
         pending = self._durable(pending, messages)
-        for item in pending:
-            self.socket.send_multipart([*item.envelope, item.reply])
-        self._push_commands()
+        replies = [[*item.envelope, item.reply] for item in pending]
+        self.held.hold(replies + self._pushes())
+
+    def _send(self, frames: Frames) -> None:
+        self.socket.send_multipart(frames)
 
     def _durable(
         self, pending: list[Pending], messages: list[Message] | None = None
@@ -586,14 +630,16 @@ class CentralService:
         if len(routes) > MAX_ROUTES:
             routes.popitem(last=False)
 
-    def _push_commands(self) -> None:
-        """Send the commands decided in this (committed) batch to the pilots concerned."""
+    def _pushes(self) -> list[Frames]:
+        """The commands decided in this (committed) batch, to the pilots concerned."""
+        pushes = []
         for pilot_id, command in self.state.take_pushes():
             envelope = self.routes.get(pilot_id)
             if envelope is None:
                 continue  # never heard from it: the next heartbeat reply carries the command
             log.info("pushing %s to pilot %s", command, pilot_id)
-            self.socket.send_multipart([*envelope, encode_push([command])])
+            pushes.append([*envelope, encode_push([command])])
+        return pushes
 
     def _save_identities(self) -> None:
         """Write the identity registry if the batch changed it: before the store commit, before
@@ -635,6 +681,7 @@ class CentralService:
         self.state = self._load_state()
 
     def _reopen_store(self) -> None:
+        self.held.settle()  # the sync running uses the store's files
         with contextlib.suppress(DiracLikeError, OSError):
             self.store.close()
         self.store = self._open_store()

@@ -24,12 +24,16 @@ The contract (tests/integration/test_store_contract.py runs it against every imp
 - Accounting records (``changes.job_accounting``) are committed with the statuses they account
   for; ``job_accounting(job_id)`` returns a job's, one per finished attempt. A second record for
   the same (job, attempt) fails the commit (nothing is written).
+- One exception to "durable when ``commit`` returns": a store opened with ``defer_sync`` (SQLite
+  only, for the central service's loop) returns from ``commit`` once the transaction is written
+  and atomic, and makes it durable in :meth:`Store.deferred_sync`'s function, which its caller
+  runs (in another thread) before it acknowledges anything it committed.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -134,10 +138,24 @@ class Store(ABC):
     def close(self) -> None:
         """Release the connection; further calls are errors."""
 
+    def deferred_sync(self) -> Callable[[], None] | None:
+        """None (the default): a commit is durable when ``commit`` returns. Otherwise a function
+        that makes every commit returned so far durable (it raises OSError if it cannot: then
+        nothing committed since the last successful call may be acknowledged); it may run in
+        another thread while the store is used, never while it is closed or reopened."""
+        return None
 
-def open_store(url: str, synchronous: str = "full") -> Store:
+    def take_unsynced(self) -> bool:
+        """Whether a commit returned since the last call (always False when commits are
+        durable when they return): what :meth:`deferred_sync`'s function would have to sync."""
+        return False
+
+
+def open_store(url: str, synchronous: str = "full", defer_sync: bool = False) -> Store:
     """Open a store from a URL: ``sqlite:///path/to/file`` or a plain file path (SQLite), or
     ``postgresql://user:password@host:port/database`` (PostgreSQL, dirac_like/store/postgres.py).
+    ``defer_sync``: an SQLite store at ``synchronous = "full"`` leaves the fsync of each commit to
+    its caller (:meth:`Store.deferred_sync`); PostgreSQL commits synchronously whatever it says.
     """
     if is_postgres_url(url):
         from dirac_like.store.postgres import PostgresStore
@@ -145,7 +163,7 @@ def open_store(url: str, synchronous: str = "full") -> Store:
         return PostgresStore(url, synchronous=synchronous)
     from dirac_like.store.sqlite import SqliteStore
 
-    return SqliteStore(store_file(url), synchronous=synchronous)
+    return SqliteStore(store_file(url), synchronous=synchronous, defer_sync=defer_sync)
 
 
 def is_postgres_url(url: str) -> bool:

@@ -3,7 +3,11 @@
 Every commit is ``BEGIN IMMEDIATE`` … ``COMMIT`` on a connection in autocommit mode
 (``isolation_level=None``), so the transaction boundaries are exactly the ones written here. With
 ``synchronous=full`` a commit is on disk when ``commit`` returns; with ``normal`` it survives a
-crash of the process but the last commits may be lost on a power cut.
+crash of the process but the last commits may be lost on a power cut. With ``synchronous=full``
+and ``defer_sync`` (the central service's loop), ``COMMIT`` runs at ``synchronous = NORMAL`` (the
+WAL is written, not fsynced) and the fsync of the WAL is :class:`WalSync`, which the caller runs
+before it acknowledges the commit, overlapped with its next batch (docs/performance.md,
+"Per-batch request path").
 
 The schema is versioned with ``PRAGMA user_version``: ``MIGRATIONS[n]`` takes a database from
 version n to n + 1 and they run in order, in one transaction, when the store is opened. A database
@@ -24,10 +28,11 @@ used in another).
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import astuple, fields
 from operator import attrgetter
@@ -565,10 +570,13 @@ class StatementStore(Store):
 class SqliteStore(StatementStore):
     _db: sqlite3.Connection
 
-    def __init__(self, path: Path, synchronous: str = "full") -> None:
+    def __init__(self, path: Path, synchronous: str = "full", defer_sync: bool = False) -> None:
         if synchronous not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
         self.path = Path(path)
+        # full + defer_sync: COMMIT writes the WAL without fsync; WalSync is the fsync
+        self._wal_sync = WalSync(self.path) if defer_sync and synchronous == "full" else None
+        self._unsynced = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(
             self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
@@ -608,6 +616,9 @@ class SqliteStore(StatementStore):
         mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             log.warning("store %s: journal mode is %s, not wal", self.path, mode)
+            self._wal_sync = None  # no WAL to sync: every COMMIT syncs
+        if self._wal_sync is not None:
+            synchronous = "normal"  # and the WAL's fsync is WalSync, before any acknowledgement
         self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")  # validated above
         # Keep the hot part of a million-job database in memory (negative: KiB).
         self._db.execute(f"PRAGMA cache_size = -{CACHE_KIB:d}")
@@ -647,6 +658,7 @@ class SqliteStore(StatementStore):
         try:
             with self._transaction() as db:
                 write_changes(db, changes)
+            self._unsynced = True
         except (sqlite3.IntegrityError, *_BAD_VALUE_ERRORS) as exc:
             log.error("store %s: a change it cannot hold, rolled back: %s", self.path, exc)
             raise UnstorableValue(f"a value the store cannot hold, rolled back: {exc}") from exc
@@ -731,9 +743,54 @@ class SqliteStore(StatementStore):
             raise StoreError(f"cannot read schema version of {self.path}: {exc}") from exc
         return version
 
+    def deferred_sync(self) -> Callable[[], None] | None:
+        return self._wal_sync
+
+    def take_unsynced(self) -> bool:
+        unsynced, self._unsynced = self._unsynced and self._wal_sync is not None, False
+        return unsynced
+
     def close(self) -> None:
         self._checkpointer.stop()
         self._db.close()
+        if self._wal_sync is not None:
+            self._wal_sync.close()
+
+
+class WalSync:
+    """The fsync of a store's WAL file: what ``COMMIT`` at ``synchronous = FULL`` adds to one at
+    NORMAL. Every commit whose ``COMMIT`` returned before a call is durable when the call returns
+    (its frames, and the WAL header, are in the file the call syncs). Safe to call from another
+    thread: it touches no connection, only its own descriptor of the file.
+
+    The WAL could be another file than the one opened (SQLite deletes it when the last connection
+    closes; the store keeps two open, so not while it is open): the inode is checked before each
+    fsync, and a new file is opened (and its folder synced, so that its name is durable too). An
+    error is raised, never retried: after a failed fsync the kernel may have dropped the pages it
+    could not write, so a retry that succeeds proves nothing (the service stops instead)."""
+
+    def __init__(self, database: Path) -> None:
+        self.path = database.with_name(database.name + "-wal")
+        self._fd: int | None = None
+        self._inode = -1
+
+    def __call__(self) -> None:
+        inode = os.stat(self.path).st_ino
+        if self._fd is None or inode != self._inode:
+            self.close()
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            self._inode = os.fstat(self._fd).st_ino
+            folder = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class Checkpointer:

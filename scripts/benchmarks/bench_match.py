@@ -39,6 +39,7 @@ import shutil
 import statistics
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -73,9 +74,11 @@ def storage_text() -> str:
     )
 
 
-def config_text(sync: str = "full", store_url: str = "") -> str:
+def config_text(sync: str = "full", store_url: str = "", overlap_sync: bool = True) -> str:
     groups = "\n".join(f"{name} = {share}" for name, share in GROUPS.items())
     url = f'url = "{store_url}"' if store_url else ""
+    if not overlap_sync:  # each fsync inside its COMMIT, in the loop (before: in a thread)
+        url += "\noverlap_sync = false"
     return (
         storage_text()
         + f"""
@@ -264,6 +267,20 @@ def echo_rate(clients: int, seconds: float) -> float:
     return count / elapsed
 
 
+def batches(service: ServiceProcess) -> tuple[float, float]:
+    """(batches committed, requests in them) so far, from the service's /metrics (0, 0: none)."""
+    if not service.metrics_url:
+        return 0.0, 0.0
+    with urllib.request.urlopen(service.metrics_url, timeout=30) as response:
+        text = response.read().decode()
+    found = dict.fromkeys(("dirac_like_batch_requests_count", "dirac_like_batch_requests_sum"), 0.0)
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in found:
+            found[name] = float(value)
+    return found["dirac_like_batch_requests_count"], found["dirac_like_batch_requests_sum"]
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -275,7 +292,9 @@ def fresh_service(home: Path | None = None) -> ServiceProcess:
     if home is None:
         home = scratch_folder("bench-match-")
         store_url = new_database(POSTGRES_URL) if POSTGRES_URL else ""
-        (home / "bench.toml").write_text(config_text(ARGS.synchronous, store_url))
+        (home / "bench.toml").write_text(
+            config_text(ARGS.synchronous, store_url, not ARGS.no_overlap_sync)
+        )
     service = ServiceProcess.start_central(home / "home", home / "bench.toml", timeout=1800)
     os.environ["DIRAC_LIKE_IDENTITY"] = str(service.identity_path)  # its admin, for the clients
     return service
@@ -318,6 +337,7 @@ def measure(waiting: int, clients: int, seconds: float, data: bool = False) -> d
         # measured at about this many waiting jobs).
         tokens = site_tokens(service.endpoint)
         cpu = sum(process.cpu_times()[:2])
+        batches_before = batches(service)
         count, latencies, elapsed = drive(
             service.endpoint,
             clients,
@@ -327,6 +347,9 @@ def measure(waiting: int, clients: int, seconds: float, data: bool = False) -> d
             identities=tokens,
         )
         cpu = sum(process.cpu_times()[:2]) - cpu
+        batches_after = batches(service)
+        committed = batches_after[0] - batches_before[0]
+        mean_batch = (batches_after[1] - batches_before[1]) / committed if committed else 0.0
         with Client(service.endpoint, SLOW) as client:
             left = sum(q.waiting for q in client.task_queues())
         # Every reply in flight when the generator stopped may still have matched a job.
@@ -347,6 +370,7 @@ def measure(waiting: int, clients: int, seconds: float, data: bool = False) -> d
         "p99": percentile(latencies, 0.99),
         "cpu_per_match": cpu / max(count, 1),
         "load": os.getloadavg()[0],
+        "batch": mean_batch,
     }
 
 
@@ -385,7 +409,8 @@ def run_store(store: str, ceiling: float) -> dict[str, float]:
             f"{per_job:,.0f} bytes per waiting job): "
             f"{row['rate']:,.0f} matches/s over {row['matches']:,.0f} matches, "
             f"p50 {row['p50']:.2f} ms, p99 {row['p99']:.2f} ms, "
-            f"service CPU {row['cpu_per_match'] * 1e6:.0f} us per match"
+            f"service CPU {row['cpu_per_match'] * 1e6:.0f} us per match, "
+            f"{row['batch']:.1f} requests per batch"
             + (f"; then 100,000 more jobs made at {row['bulk']:,.0f} jobs/s" if row["bulk"] else "")
             + f" (load average {row['load']:.2f})"
         )
@@ -412,6 +437,7 @@ def main() -> int:
     print(
         f"python {sys.version.split()[0]}, pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, "
         f"synchronous={ARGS.synchronous}"
+        + (", fsync inside each commit (no overlap)" if ARGS.no_overlap_sync else "")
     )
     ceiling = echo_rate(ARGS.clients, ARGS.seconds)
     print(f"bare ZeroMQ echo, {ARGS.clients} clients: {ceiling:,.0f} req/s (the ceiling)")
@@ -442,6 +468,11 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--matches", type=int, default=5_000, help="matches measured per size")
     parser.add_argument("--synchronous", choices=["full", "normal"], default="full")
+    parser.add_argument(
+        "--no-overlap-sync",
+        action="store_true",
+        help="[store] overlap_sync = false: each fsync inside its commit, in the service's loop",
+    )
     parser.add_argument("--store", choices=["sqlite", "postgresql", "both"], default="sqlite")
     parser.add_argument(
         "--postgres-url", default="", help="a server to use (default: a throw-away one)"

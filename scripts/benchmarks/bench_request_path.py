@@ -17,7 +17,10 @@ work, the CPU time is the figure to compare (run the variants alternately, sever
 
 ``--match``: bench_match.py's pool instead (``--jobs`` waiting jobs in its 500 task queues over
 60 sites, 5 groups with shares, 50 users), and batches of 64 ``request_job`` of pilots with a
-pilot token of their site, until half the pool is matched: the CPU per match.
+pilot token of their site, until half the pool is matched: the CPU per match. With
+``--overlap on`` each batch is served while the fsync of the one before runs in the service's
+sync thread (as its loop does when requests are waiting); ``off``: the fsync inside each commit
+(``[store] overlap_sync = false``).
 """
 
 from __future__ import annotations
@@ -106,9 +109,10 @@ class Run:
 class MatchRun:
     """bench_match.py's pool, in process; request_job only."""
 
-    def __init__(self, jobs: int) -> None:
+    def __init__(self, jobs: int, overlap: bool) -> None:
         home = scratch_folder("bench-request-path-")
-        (home / "bench.toml").write_text(bench_match.config_text())
+        (home / "bench.toml").write_text(bench_match.config_text(overlap_sync=overlap))
+        self.overlap = overlap
         self.harness = InProcessService(home / "home", load_config(home / "bench.toml"))
         self.harness.now = time.time()
         admin = self.harness.identity("boss", "admin")
@@ -138,7 +142,10 @@ class MatchRun:
                 frame = encode_request(Request(f"r{next(self.ids)}", "request_job", args))
                 messages.append(([b"c%d" % n, frame], self.keys[n % len(sites)]))
             pending = service.process_batch(messages)
-            service.commit_and_reply(pending)
+            if self.overlap:  # replied once durable, while the next batch is served
+                service.commit_and_hold(pending)
+            else:
+                service.commit_and_reply(pending)
             found = sum(1 for item in pending if decode_reply(item.reply).result.get("job"))
             if not found:
                 break
@@ -147,12 +154,15 @@ class MatchRun:
 
 
 def main(args: argparse.Namespace) -> int:
-    run: Run | MatchRun = MatchRun(args.jobs) if args.match else Run(args.jobs, args.acting_as)
+    run: Run | MatchRun = (
+        MatchRun(args.jobs, args.overlap == "on") if args.match else Run(args.jobs, args.acting_as)
+    )
     profile = cProfile.Profile() if args.profile else None
     started, cpu = time.perf_counter(), time.process_time()
     if profile is not None:
         profile.enable()
     done = run.run()
+    run.harness.service.held.settle()
     if profile is not None:
         profile.disable()
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
@@ -175,6 +185,12 @@ if __name__ == "__main__":
     )
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--match", action="store_true", help="bench_match.py's pool, matching")
+    parser.add_argument(
+        "--overlap",
+        choices=["on", "off"],
+        default="on",
+        help="--match: each batch served during the fsync of the one before (on), or not",
+    )
     parser.add_argument("--sort", default="tottime", help="cProfile order: tottime, cumulative")
     parser.add_argument("--lines", type=int, default=30, help="cProfile lines shown")
     add_keep_option(parser)
