@@ -118,28 +118,23 @@ def upload_packed(client: Client, data: bytes) -> OutputSandbox:
     return OutputSandbox(client.upload_sandbox(data, kind="output"), (), size=len(data))
 
 
-def inlined_here(
-    description: JobDescription, workdir: Path, limits: SandboxLimits, inline_bound: int
+def settled_here(
+    description: JobDescription,
+    workdir: Path,
+    limits: SandboxLimits = SandboxLimits(),
+    inline_bound: int = 0,
 ) -> OutputSandbox | None:
-    """The output sandbox packed to go inlined in the final report, without a client, when it
-    surely fits (regular files of at most the bound's bytes in all, and packed within it); None
-    when it may not (a worker runs :func:`upload_output` then). Packing at most the bound's
-    bytes (64 KiB by default) costs about a millisecond: the pilot's loop does it."""
-    bound = min(inline_bound, limits.max_inline_bytes)
-    if bound <= 0:
-        return None
+    """What :func:`upload_output` would return, found without a client when it can be: no
+    output sandbox for a job that left nothing (no file, or only empty ones), or one packed to
+    go inlined when it surely fits (regular files of at most the bound's bytes in all, packed
+    within it: about a millisecond, the pilot's loop does it); None when an upload may be
+    needed (a worker runs :func:`upload_output` then)."""
     present, missing = _outputs(description, workdir)
-    total = 0
-    for name in present:
-        try:
-            info = os.stat(os.path.join(workdir, name))
-        except OSError:
-            return None
-        if not stat.S_ISREG(info.st_mode):
-            return None  # a folder: its size is what it holds
-        total += info.st_size
-    if not total or total > bound:
-        return None
+    if not any(present.values()):
+        return OutputSandbox("", missing)
+    total = sum(present.values())
+    if min(present.values()) < 0 or total > min(inline_bound, limits.max_inline_bytes):
+        return None  # a folder (its size is what it holds), or more than may go inlined
     try:
         data = pack([Path(name) for name in present], workdir)
     except (SandboxError, OSError):
@@ -149,22 +144,16 @@ def inlined_here(
     return OutputSandbox(checksum(data), missing, size=len(data), inline=data)
 
 
-def nothing_to_upload(description: JobDescription, workdir: Path) -> OutputSandbox | None:
-    """What :func:`upload_output` returns for a job that left nothing to upload (no file, or
-    only empty ones), found without a client; None when there is something to upload."""
-    present, missing = _outputs(description, workdir)
-    return None if any(present.values()) else OutputSandbox("", missing)
-
-
-def _outputs(description: JobDescription, workdir: Path) -> tuple[dict[str, bool], tuple[str, ...]]:
+def _outputs(description: JobDescription, workdir: Path) -> tuple[dict[str, int], tuple[str, ...]]:
     """The files the job's output names (OutputSandbox, StdOutput, StdError): those present
-    in ``workdir``, each with whether it has something to upload (anything but an empty
-    file), and those missing. One ``stat`` per name."""
+    in ``workdir``, each with its size (-1 for what is not a regular file, a folder: something
+    to upload whatever it holds; 0 for an empty file: nothing), and those missing. One
+    ``stat`` per name."""
     wanted = list(description.output_sandbox)
     for name in (description.std_output, description.std_error):
         if name and name not in wanted:
             wanted.append(name)
-    present: dict[str, bool] = {}
+    present: dict[str, int] = {}
     missing = []
     for name in wanted:
         try:
@@ -172,5 +161,5 @@ def _outputs(description: JobDescription, workdir: Path) -> tuple[dict[str, bool
         except (OSError, ValueError):
             missing.append(name)
             continue
-        present[name] = not stat.S_ISREG(info.st_mode) or info.st_size > 0
+        present[name] = info.st_size if stat.S_ISREG(info.st_mode) else -1
     return present, tuple(missing)

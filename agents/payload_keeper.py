@@ -97,16 +97,8 @@ def prctl(option: int, value: int) -> None:
 def descendants(root: int) -> list[int]:
     """Every live process under ``root`` (from /proc: parent links)."""
     children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != b"Z":
-            children.setdefault(int(fields[1]), []).append(int(entry))
+    for pid, (parent, _session) in process_table().items():
+        children.setdefault(parent, []).append(pid)
     found, stack = [], [root]
     while stack:
         for pid in children.get(stack.pop(), []):

@@ -112,8 +112,7 @@ from .job_sandboxes import (
     OutputSandbox,
     SandboxLimits,
     fetch_input,
-    inlined_here,
-    nothing_to_upload,
+    settled_here,
     upload_output,
     upload_packed,
 )
@@ -909,14 +908,13 @@ class Pilot:
                 self._end_in_worker(job)
                 return
             result = job.runner.finish(tail=False)
-            output = nothing_to_upload(job.description, job.workdir)
-            if output is None and result.exit_code is not None and not job.description.output_data:
-                output = inlined_here(
-                    job.description,
-                    job.workdir,
-                    self.config.sandbox_limits,
-                    job.inline_output_bytes,
-                )  # a small output goes inlined from here: no worker, no upload
+            inlined = result.exit_code is not None and not job.description.output_data
+            output = settled_here(  # a small output goes inlined from here: no worker, no upload
+                job.description,
+                job.workdir,
+                self.config.sandbox_limits,
+                job.inline_output_bytes if inlined else 0,
+            )
         except Exception as exc:  # a bug in the wrapper must not lose the job's report
             log.exception("job %s: the wrapper failed", job.job_id)
             self.finish(job, _not_run(f"Pilot error: {exc}"))

@@ -493,13 +493,7 @@ def _pilot_report(asked: Asked) -> Any:
 def _pilot_reports(asked: Asked) -> Any:
     """Reports of the pilot's own (each job's holder is checked by the handler, report by
     report: one the pilot no longer holds is refused alone)."""
-    pilot_id = _own_pilot_id(asked, unknown_ok=False)
-    for report in asked.arg("reports") or []:
-        if report.pilot_id != pilot_id:
-            raise Forbidden(
-                f"{asked.who} may not report as pilot {_short(report.pilot_id, 80)} in a "
-                f"batch of pilot {pilot_id}"
-            )
+    _reports_of(asked, _own_pilot_id(asked, unknown_ok=False), "batch")
     return asked.args
 
 
@@ -507,14 +501,18 @@ def _pilot_turn(asked: Asked) -> Any:
     """A turn: its reports as in ``update_statuses``, its request as in ``request_jobs`` (a
     pilot met for the first time may ask; reports of jobs not its own are refused alone)."""
     _same_site(asked, asked.arg("resources").site, "request jobs")
-    pilot_id = _own_pilot_id(asked, unknown_ok=True)
+    _reports_of(asked, _own_pilot_id(asked, unknown_ok=True), "turn")
+    return asked.replaced(credential=asked.principal.name)
+
+
+def _reports_of(asked: Asked, pilot_id: str, what: str) -> None:
+    """Every report of the request is of ``pilot_id`` (``what``: a batch, a turn)."""
     for report in asked.arg("reports") or []:
         if report.pilot_id != pilot_id:
             raise Forbidden(
                 f"{asked.who} may not report as pilot {_short(report.pilot_id, 80)} in a "
-                f"turn of pilot {pilot_id}"
+                f"{what} of pilot {pilot_id}"
             )
-    return asked.replaced(credential=asked.principal.name)
 
 
 def _pilot_heartbeat(asked: Asked) -> Any:

@@ -53,7 +53,7 @@ INSERT_STORE_ID = "INSERT OR IGNORE INTO counters VALUES ('store_id', ?)"
 SELECT_LAST_HISTORY_ID = "SELECT coalesce(max(id), 0) FROM history"
 SELECT_MARK_ROWS = """SELECT id, job_id, status, minor_status, application_status, time, source
     FROM history WHERE id > ? AND id <= ? ORDER BY id"""
-SELECT_CHANGED_SINCE = "SELECT job_id FROM history WHERE id > ? LIMIT ?"
+SELECT_CHANGED_SINCE = "SELECT count(*) FROM (SELECT 1 FROM history WHERE id > ? LIMIT ?)"
 SELECT_LAST_SHARED_ID = "SELECT coalesce(max(id), 0) FROM shared_history"
 SELECT_SHARED_SINCE = "SELECT first_job_id, last_job_id FROM shared_history WHERE id > ? LIMIT ?"
 SELECT_TASK_QUEUE_IDS = "SELECT task_queue_id FROM task_queues"
@@ -195,7 +195,7 @@ def _check_stamp(db: Database, stamp: SnapshotStamp, schema: int) -> None:
 
 def _rows_to_replay(db: Database, history_id: int, count: int) -> int:
     limit = max(REPLAY_LIMIT, count // 4)
-    rows = len(db.execute(SELECT_CHANGED_SINCE, (history_id, limit + 1)).fetchall())
+    rows = int(db.execute(SELECT_CHANGED_SINCE, (history_id, limit + 1)).fetchone()[0])
     if rows > limit:
         raise SnapshotUnusable(f"more than {limit} history rows after it")
     return rows

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from test_central_state import HELLO, JOBS, Grid
 
-from dirac_like.agents.job_sandboxes import SandboxLimits, inlined_here, inlines, upload_output
+from dirac_like.agents.job_sandboxes import SandboxLimits, inlines, settled_here, upload_output
 from dirac_like.agents.outbox import Outbox, Report
 from dirac_like.agents.report_sender import ReportSender, _status_args, requests_of
 from dirac_like.config import Config, ConfigError, SandboxesConfig, validate
@@ -378,14 +378,14 @@ def test_a_pilot_turn_carries_at_most_a_mebibyte_of_inlined_outputs(tmp_path: Pa
 def test_the_loop_packs_a_small_output_itself_and_leaves_the_rest_to_a_worker(
     tmp_path: Path,
 ) -> None:
-    """inlined_here: no client, so only what surely fits (the worker uploads the rest)."""
+    """settled_here: no client, so only what surely fits (the worker uploads the rest)."""
     (tmp_path / "small").mkdir()
     description, workdir = job_folder(tmp_path / "small", b"hello\n")
-    output = inlined_here(description, workdir, LIMITS, 64 * 1024)
+    output = settled_here(description, workdir, LIMITS, 64 * 1024)
     assert output is not None and output.inline == pack([Path("std.out")], workdir)
     assert output.sha256 == checksum(output.inline)
-    assert inlined_here(description, workdir, LIMITS, 0) is None  # an older service
-    assert inlined_here(description, workdir, SandboxLimits(max_inline_bytes=0), 1 << 16) is None
+    assert settled_here(description, workdir, LIMITS, 0) is None  # an older service
+    assert settled_here(description, workdir, SandboxLimits(max_inline_bytes=0), 1 << 16) is None
     (tmp_path / "big").mkdir()
     description, workdir = job_folder(tmp_path / "big", os.urandom(5000))
-    assert inlined_here(description, workdir, LIMITS, 4096) is None  # over the bound: upload
+    assert settled_here(description, workdir, LIMITS, 4096) is None  # over the bound: upload

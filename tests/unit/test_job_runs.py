@@ -18,7 +18,7 @@ from dirac_like.agents.job_runs import (
     end_needs_worker,
     needs_inputs,
 )
-from dirac_like.agents.job_sandboxes import OutputSandbox, nothing_to_upload
+from dirac_like.agents.job_sandboxes import OutputSandbox, settled_here
 from dirac_like.agents.wrapper import PayloadResult
 from dirac_like.description import description_from_stored
 from dirac_like.states import JobStatus
@@ -146,12 +146,12 @@ def test_the_output_check_without_a_client(tmp_path: Path) -> None:
     description = described(StdOutput="std.out", StdError="std.err", OutputSandbox=["a.txt"])
     (tmp_path / "std.out").write_bytes(b"")
     (tmp_path / "std.err").write_bytes(b"")
-    assert nothing_to_upload(description, tmp_path) == OutputSandbox("", ("a.txt",))
+    assert settled_here(description, tmp_path) == OutputSandbox("", ("a.txt",))
     (tmp_path / "a.txt").mkdir()  # a folder is something to upload
-    assert nothing_to_upload(description, tmp_path) is None
+    assert settled_here(description, tmp_path) is None
     (tmp_path / "a.txt").rmdir()
     (tmp_path / "std.out").write_bytes(b"hello\n")
-    assert nothing_to_upload(description, tmp_path) is None
+    assert settled_here(description, tmp_path) is None
 
 
 def test_the_process_environment_is_decoded_again_when_it_changes(
