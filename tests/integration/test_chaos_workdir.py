@@ -4,6 +4,7 @@ write them, a real process working in a job folder, and a real exec helper."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -97,12 +98,19 @@ def test_a_pilots_exec_helper_is_found_to_be_waited_for(chaos: ModuleType) -> No
     more): the script waits for a killed pilot's helper, its watchdog and the helper proper."""
     helper = spawner.Spawner()
 
-    def ours() -> list[int]:  # other tests of this process may have a helper of their own
-        found = [process.pid for process in chaos.exec_helpers_of(os.getpid())]
-        return found[found.index(helper.pid) :][:2] if helper.pid in found else []
+    def ours() -> list[int]:
+        """The found helpers that are this test's: other tests of this process may have a helper
+        of their own, listed before or after it (and its proper may not be started yet)."""
+        found = []
+        for process in chaos.exec_helpers_of(os.getpid()):
+            with contextlib.suppress(psutil.Error):
+                if helper.pid in (process.pid, process.ppid()):
+                    found.append(process.pid)
+        return found
 
     try:
-        [_, proper] = wait_for(lambda: len(ours()) == 2 and ours(), "the helper proper")
+        [watchdog, proper] = wait_for(lambda: len(ours()) == 2 and ours(), "the helper proper")
+        assert watchdog == helper.pid
         assert psutil.Process(proper).ppid() == helper.pid
     finally:
         helper.close()
