@@ -9,7 +9,8 @@ A fresh central service and one real pilot process (`dirac-like pilot`, 4 cores,
 `sleep 600` payloads. Each round submits a job, waits until it is Running, kills it, and times
 until its status is Killed — which the pilot reports only after the payload's process group is
 gone. The service pushes the kill to the pilot's connection at once; heartbeats are set to 30 s,
-so a kill that waited for a heartbeat would show.
+so a kill that waited for a heartbeat would show. With 100 kills the p99 is the slowest one:
+a second line gives the first kill (the pilot's first job) apart and the others' figures.
 
 With ``--connected N``, N more pilots are connected first (connected_pilots.py: one CurveZMQ
 connection each, a long job each at a site of their own, a heartbeat every 30 s), so the kill
@@ -111,14 +112,20 @@ def main(kills: int, connected: int) -> int:
                 f"answered meanwhile, {report.errors} error replies"
             )
         service.stop()
+    print(f"{len(latencies)} kills of a running payload: {_percentiles(latencies)}")
+    if len(latencies) > 1:  # the pilot's first job pays its start-up (helper, caches) too
+        print(
+            f"the first kill {latencies[0] * 1000:.0f} ms; the {len(latencies) - 1} others: "
+            f"{_percentiles(latencies[1:])}"
+        )
+    return 0
+
+
+def _percentiles(latencies: list[float]) -> str:
     ordered = sorted(latencies)
     p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
     p50 = statistics.median(latencies)
-    print(
-        f"{len(latencies)} kills of a running payload: p50 {p50 * 1000:.0f} ms, "
-        f"p99 {p99 * 1000:.0f} ms, max {ordered[-1] * 1000:.0f} ms"
-    )
-    return 0
+    return f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {ordered[-1] * 1000:.0f} ms"
 
 
 if __name__ == "__main__":
