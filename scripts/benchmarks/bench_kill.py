@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from connected_pilots import Crowd, CrowdSpec
 from scratch import add_keep_option, scratch_folder
@@ -60,48 +61,36 @@ def connect_crowd(service: ServiceProcess, count: int) -> Crowd:
     return crowd
 
 
-def main(kills: int, connected: int) -> int:
-    home = scratch_folder("bench-kill-")
+def run_kills(
+    home: Path, kills: int, connected: int, pilot_command: list[str]
+) -> list[tuple[int, float, float]]:
+    """The benchmark's rounds, the pilot started with ``pilot_command`` and the pilot's
+    arguments: (job, kill acknowledged, job seen Killed) per kill, on ``time.time()``'s clock."""
     service = ServiceProcess.start_central(home / "home")
     os.environ["DIRAC_LIKE_IDENTITY"] = str(service.identity_path)  # its admin: ours, pilots'
     crowd = connect_crowd(service, connected) if connected else None
     pilot = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "dirac_like",
-            "pilot",
-            "--server",
-            service.endpoint,
-            "--site",
-            SITE,
-            "--ce",
-            "ce",
-            "--cores",
-            "4",
-            "--heartbeat",
-            "30",
-            "--idle-timeout",
-            "0",
-            "--request-interval",
-            "0.2",
-            "--workdir",
-            str(home / "pilot"),
+            *pilot_command,
+            *("--server", service.endpoint, "--site", SITE, "--ce", "ce", "--cores", "4"),
+            *("--heartbeat", "30", "--idle-timeout", "0", "--request-interval", "0.2"),
+            *("--workdir", str(home / "pilot")),
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    latencies = []
+    rounds = []
     try:
         with Client(service.endpoint, QUICK) as client:
             for _ in range(kills):
                 (job_id,) = client.submit([JOB], owner="bench")
                 wait_status(client, job_id, "Running")
                 client.kill([job_id])
-                acknowledged = time.perf_counter()
-                latencies.append(wait_status(client, job_id, "Killed") - acknowledged)
+                acknowledged, wall = time.perf_counter(), time.time()
+                seen = wait_status(client, job_id, "Killed") - acknowledged + wall
+                rounds.append((job_id, wall, seen))
     finally:
         os.killpg(pilot.pid, signal.SIGTERM)
         pilot.wait(60)
@@ -112,6 +101,15 @@ def main(kills: int, connected: int) -> int:
                 f"answered meanwhile, {report.errors} error replies"
             )
         service.stop()
+    return rounds
+
+
+def main(kills: int, connected: int) -> int:
+    home = scratch_folder("bench-kill-")
+    pilot = [sys.executable, "-m", "dirac_like", "pilot"]
+    latencies = [
+        seen - acknowledged for _, acknowledged, seen in run_kills(home, kills, connected, pilot)
+    ]
     print(f"{len(latencies)} kills of a running payload: {_percentiles(latencies)}")
     if len(latencies) > 1:  # the pilot's first job pays its start-up (helper, caches) too
         print(

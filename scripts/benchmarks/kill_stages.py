@@ -19,11 +19,8 @@ import argparse
 import collections
 import functools
 import itertools
-import os
 import runpy
-import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -31,11 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench_kill import JOB, QUICK, SITE, connect_crowd, wait_status
+from bench_kill import run_kills
 from scratch import add_keep_option, scratch_folder
-
-from dirac_like.client import Client
-from dirac_like.processes import ServiceProcess
 
 # (class path, method, stage, before or after the call, the job(s) from the arguments)
 Probe = tuple[str, str, str, bool, Callable[..., object]]
@@ -109,36 +103,8 @@ def measure(kills: int, connected: int) -> tuple[list[tuple[int, float, float]],
     Killed) per kill, and the probes' log."""
     home = scratch_folder("kill-stages-")
     log_path = home / "stages.log"
-    service = ServiceProcess.start_central(home / "home")
-    os.environ["DIRAC_LIKE_IDENTITY"] = str(service.identity_path)
-    crowd = connect_crowd(service, connected) if connected else None
-    pilot_args = ["--server", service.endpoint, "--site", SITE, "--ce", "ce", "--cores", "4"]
-    pilot_args += ["--heartbeat", "30", "--idle-timeout", "0", "--request-interval", "0.2"]
-    pilot_args += ["--workdir", str(home / "pilot")]
-    pilot = subprocess.Popen(
-        [sys.executable, __file__, "--as-pilot", str(log_path), *pilot_args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    rounds = []
-    try:
-        with Client(service.endpoint, QUICK) as client:
-            for _ in range(kills):
-                (job_id,) = client.submit([JOB], owner="bench")
-                wait_status(client, job_id, "Running")
-                client.kill([job_id])
-                acknowledged, wall = time.perf_counter(), time.time()
-                seen = wait_status(client, job_id, "Killed") - acknowledged + wall
-                rounds.append((job_id, wall, seen))
-    finally:
-        os.killpg(pilot.pid, signal.SIGTERM)
-        pilot.wait(60)
-        if crowd is not None:
-            crowd.stop()
-        service.stop()
-    return rounds, log_path
+    pilot = [sys.executable, __file__, "--as-pilot", str(log_path)]
+    return run_kills(home, kills, connected, pilot), log_path
 
 
 def report(rounds: list[tuple[int, float, float]], log_path: Path) -> None:
