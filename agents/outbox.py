@@ -33,7 +33,7 @@ import json
 import logging
 import os
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +173,7 @@ class Outbox:
         """Write, fsync, rename, fsync the folder; then note which file holds each report."""
         temporary = path.with_suffix(".tmp")
         with open(temporary, "w", encoding="utf-8") as file:
-            items = [asdict(report) for report in reports]
+            items = [vars(report) for report in reports]  # flat: asdict deep-copies (issue 15)
             json.dump(items[0] if len(items) == 1 else items, file)
             file.flush()
             os.fsync(file.fileno())

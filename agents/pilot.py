@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -119,7 +120,15 @@ from .job_sandboxes import (
 from .outbox import JOB_FILE, Outbox, Report, ended_report
 from .report_sender import ReportSender
 from .watchdog import Limits, Sample, Verdict
-from .wrapper import HELPER_LOST, MB, PayloadResult, PayloadRunner, PayloadSpec, tail_lines
+from .wrapper import (
+    HELPER_LOST,
+    MB,
+    PayloadResult,
+    PayloadRunner,
+    PayloadSpec,
+    start_payloads,
+    tail_lines,
+)
 
 log = logging.getLogger(__name__)
 
@@ -702,14 +711,19 @@ class Pilot:
             self._awaiting_running.add(job.job_id)
         self._send_reports()  # of the jobs that could not be prepared
 
-    def _start_payload(self, job: RunningJob) -> None:
-        """The service took the job's Running: start its payload from this loop, or first
-        fetch its inputs in a worker (:class:`Fetched` then starts it)."""
-        if needs_inputs(job.description):
-            job.stage = Stage.FETCHING
-            self.workers.submit(lambda client: self._fetch_inputs(client, job))
-        else:
-            self._launch(job)
+    def _start_payloads(self, jobs: list[RunningJob]) -> None:
+        """The service took these jobs' Running: start their payloads from this loop, together
+        (one request to the exec helper), or first fetch a job's inputs in a worker
+        (:class:`Fetched` then starts it)."""
+        ready = []
+        for job in jobs:
+            if needs_inputs(job.description):
+                job.stage = Stage.FETCHING
+                self.workers.submit(functools.partial(self._fetch_inputs, job=job))
+            else:
+                ready.append(job)
+        if ready:
+            self._launch(ready)
 
     def _start_at_once(self, prepared: list[RunningJob]) -> None:
         """The jobs of a turn: Running at the service already, with their lease."""
@@ -719,8 +733,7 @@ class Pilot:
             self.jobs[job.job_id] = job
         commands, self._turn_commands = self._turn_commands, []
         self.apply_commands(commands)  # a kill of one of them finds it
-        for job in prepared:
-            self._start_payload(job)
+        self._start_payloads(prepared)
         self._send_reports()  # of the jobs that could not be prepared
 
     def _start_when_taken(self, prepared: list[RunningJob]) -> None:
@@ -735,9 +748,9 @@ class Pilot:
             self.renew_lease()
         for job, _ in started:
             self.jobs[job.job_id] = job
-        for job, commands in started:
-            self.apply_commands(commands)
-            self._start_payload(job)
+        for _, commands in started:
+            self.apply_commands(commands)  # a kill of one of them finds it
+        self._start_payloads([job for job, _ in started])
         self._send_reports()  # of the jobs that could not be prepared
 
     def _prepare(self, match: MatchedJob) -> RunningJob | None:
@@ -859,27 +872,31 @@ class Pilot:
             return _not_run(f"Input data: {exc.message}")
         return None
 
-    def _launch(self, job: RunningJob) -> None:
-        """Start the payload (the exec helper starts it; its end comes back as
-        :class:`Ended`); one that cannot start (or was killed meanwhile) is finished here."""
+    def _launch(self, jobs: list[RunningJob]) -> None:
+        """Start the payloads (the exec helper starts them, one request for them all; each
+        end comes back as :class:`Ended`); one that cannot start (or was killed meanwhile) is
+        finished here."""
+        starts = [(job.runner, functools.partial(self._post, Ended(job.job_id))) for job in jobs]
         try:
-            not_started = job.runner.start(on_end=lambda: self._post(Ended(job.job_id)))
-        except Exception as exc:  # a bug in the wrapper must not lose the job's report
-            log.exception("job %s: the wrapper failed", job.job_id)
-            not_started = _not_run(f"Pilot error: {exc}")
-        if not_started is not None:
-            self.finish(job, not_started)
-            return
-        job.stage = Stage.RUNNING
-        job.next_sample = self.clock() + self._sample_every
-        log.info(
-            "job %s: attempt %s started in %s (%d core(s)), pid %s",
-            job.job_id,
-            job.attempt,
-            job.workdir,
-            job.cores,
-            job.runner.pid,
-        )
+            results = start_payloads(starts)
+        except Exception as exc:  # a bug in the wrapper must not lose the jobs' reports
+            log.exception("jobs %s: the wrapper failed", ",".join(str(j.job_id) for j in jobs))
+            results = [_not_run(f"Pilot error: {exc}")] * len(jobs)
+        next_sample = self.clock() + self._sample_every
+        for job, not_started in zip(jobs, results, strict=True):
+            if not_started is not None:
+                self.finish(job, not_started)
+                continue
+            job.stage = Stage.RUNNING
+            job.next_sample = next_sample
+            log.info(
+                "job %s: attempt %s started in %s (%d core(s)), pid %s",
+                job.job_id,
+                job.attempt,
+                job.workdir,
+                job.cores,
+                job.runner.pid,
+            )
 
     def sample_payloads(self, now: float) -> None:
         """The watchdog's timer: sample each running payload due (a job shorter than
@@ -1012,7 +1029,7 @@ class Pilot:
                 self._payload_ended(job)
             elif isinstance(event, Fetched):
                 if event.failure is None:
-                    self._launch(job)
+                    self._launch([job])
                 else:
                     self.finish(job, event.failure)
             else:
@@ -1159,6 +1176,7 @@ class Pilot:
         outcomes = self.reports.collect(self.client.take_answers(), now)
         if any(outcome.commands is not None for outcome in outcomes):
             self.renew_lease()
+        taken = []
         for outcome in outcomes:
             self._awaiting_running.discard(outcome.job_id)
             job = self.jobs.get(outcome.job_id)
@@ -1167,8 +1185,10 @@ class Pilot:
             if outcome.commands is None:
                 self._not_taken(job)
             else:
-                self._start_payload(job)
-                self.apply_commands(outcome.commands)
+                taken.append((job, outcome.commands))
+        self._start_payloads([job for job, _ in taken])  # together: one request to the helper
+        for _, commands in taken:
+            self.apply_commands(commands)
         self.reports.expire(now, self.client.policy.timeout)
 
     def _not_taken(self, job: RunningJob) -> None:

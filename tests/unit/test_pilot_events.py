@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from dirac_like.agents import pilot as pilot_module
 from dirac_like.agents.job_runs import Stage, Workers
 from dirac_like.agents.outbox import Report
 from dirac_like.agents.pilot import (
@@ -114,6 +115,9 @@ def pilot(tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> Iter
     made.posted = posted  # type: ignore[attr-defined]
     monkeypatch.setattr(made.reports, "post", lambda reports, now: posted.extend(reports))
     monkeypatch.setattr(made, "_runner", lambda *args, **kwargs: FakeRunner())
+    started = made.start_calls = []  # type: ignore[attr-defined, var-annotated]
+    monkeypatch.setattr(pilot_module, "start_payloads", lambda starts: started.append(len(starts))
+                        or [runner.start(on_end) for runner, on_end in starts])  # fmt: skip
     try:
         yield made
     finally:
@@ -129,7 +133,7 @@ def taken(pilot: Pilot, job_id: int = 7, **attributes: Any) -> RunningJob:
     job = pilot._prepare(MatchedJob(job_id, 1, "alice", "g", 1, description))
     assert job is not None
     pilot.jobs[job_id] = job
-    pilot._start_payload(job)
+    pilot._start_payloads([job])
     return job
 
 
