@@ -63,7 +63,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import logging
 import os
 import platform
@@ -117,7 +116,7 @@ from .job_sandboxes import (
     upload_output,
     upload_packed,
 )
-from .outbox import JOB_FILE, Outbox, Report, ended_report
+from .outbox import JobRecords, Outbox, Report, ended_report
 from .report_sender import ReportSender
 from .watchdog import Limits, Sample, Verdict
 from .wrapper import (
@@ -419,6 +418,7 @@ class Pilot:
         self._turn_commands: list[PilotCommand] = []  # of a turn's reply, until its jobs start
         self._awaiting_running: set[int] = set()  # jobs whose Running is in flight (not started)
         self.folders = JobFolders(config.workdir, config.keep_failed_for, config.keep_failed_max_mb)
+        self.records = JobRecords(config.workdir)  # a turn's jobs, for a successor
         self._folder_work = ThreadPoolExecutor(1, thread_name_prefix="folders")
         # A job's blocking steps (inputs, kills, uploads): at most one per job at a time.
         self.workers = Workers(self._worker_client, config.cores)
@@ -697,7 +697,7 @@ class Pilot:
         service took its Running (:meth:`process_answers`: never a payload of a job the service
         does not have Running, whose match it may give back to the task queue). To a service
         without ``update_statuses``: one by one, each reply waited for."""
-        prepared = [job for job in map(self._prepare, matches) if job is not None]
+        prepared = self._keep_records([job for job in map(self._prepare, matches) if job])
         if running:
             self._start_at_once(prepared)
             return
@@ -762,16 +762,6 @@ class Pilot:
         try:
             description = description_from_stored(match.description)
             workdir.mkdir(parents=True, exist_ok=True)
-            (workdir / JOB_FILE).write_text(
-                json.dumps(
-                    {
-                        "job_id": job_id,
-                        "attempt": attempt,
-                        "pilot_id": self.config.pilot_id,
-                        "description": match.description,
-                    }
-                )
-            )
             runner = self._runner(job_id, description, workdir, cores, match.lease)
         except (OSError, InvalidArgument) as exc:
             log.error("job %s: cannot prepare the payload: %s", job_id, exc)
@@ -793,6 +783,45 @@ class Pilot:
         )
         job.stored_description = match.description
         return job
+
+    def _keep_records(self, prepared: list[RunningJob]) -> list[RunningJob]:
+        """The records a successor needs for these jobs, one file for the turn (before any
+        payload starts: :class:`JobRecords`); if it cannot be written, none of them starts
+        (each is reported Failed)."""
+        try:
+            self.records.keep(
+                {
+                    job.workdir.name: {
+                        "job_id": job.job_id,
+                        "attempt": job.attempt,
+                        "pilot_id": self.config.pilot_id,
+                        "description": job.stored_description,
+                    }
+                    for job in prepared
+                }
+            )
+        except OSError as exc:
+            log.error("jobs %s: cannot prepare the payloads: %s",
+                      ",".join(str(job.job_id) for job in prepared), exc)  # fmt: skip
+            for job in prepared:
+                self._report(job.job_id, job.attempt, JobStatus.FAILED,
+                             f"Pilot could not prepare the job: {exc}")  # fmt: skip
+                self._folder_work.submit(self.folders.finished, job.workdir, True)
+            return []
+        return prepared
+
+    def _folder_done(self, folder: Path, failed: bool) -> None:
+        """The job of ``folder`` is over and reported: its folder goes (or is kept a while) in
+        the folder thread, then its turn's records once every job in them is over."""
+        records = self.records.done(folder)
+        self._folder_work.submit(self._finish_folder, folder, failed, records)
+
+    def _finish_folder(self, folder: Path, failed: bool, records: Path | None) -> None:
+        """In the folder thread: see :meth:`_folder_done`."""
+        self.folders.finished(folder, failed)
+        if records is not None:
+            with contextlib.suppress(OSError):
+                records.unlink()
 
     def _runner(
         self,
@@ -1197,7 +1226,7 @@ class Pilot:
         del self.jobs[job.job_id]
         if not self.jobs:
             self._idle_since = self.clock()
-        self._folder_work.submit(self.folders.finished, job.workdir, True)
+        self._folder_done(job.workdir, True)
 
     def _wait_answers(self) -> None:
         """On the way out: wait (bounded) for the answers to the final reports in flight, so
@@ -1212,7 +1241,7 @@ class Pilot:
         the folder thread, off this loop: a folder left by a pilot that exits first is removed
         by its successor's sweep)."""
         if report.workdir:
-            self._folder_work.submit(self.folders.finished, Path(report.workdir), report.failed)
+            self._folder_done(Path(report.workdir), report.failed)
 
     def flush_outbox(self, now: float, force: bool = False) -> None:
         """Send again the reports the service has not answered (also those a predecessor on this
@@ -1304,10 +1333,11 @@ class Pilot:
         """Report the jobs whose payload ended under a predecessor on this workdir that died
         before it could keep the report (the exec helper noted the end in the job's folder)."""
         reported = {Path(report.workdir) for report in self.outbox.pending()}
+        records = self.records.read()
         for folder in sorted(self.config.workdir.glob("job_*_*")):
             if folder in reported:
                 continue
-            report = ended_report(folder)
+            report = ended_report(folder, records.get(folder.name))
             if report is not None:
                 log.info(
                     "job %s: its payload ended under a previous pilot (%s): reporting it",
@@ -1323,6 +1353,7 @@ class Pilot:
         in_use = {job.workdir for job in self.jobs.values()}
         in_use.update(Path(report.workdir) for report in self.outbox.pending())
         self.folders.sweep(time.time(), in_use)
+        self.records.sweep()
 
     def renew_lease(self) -> None:
         """The service acknowledged this pilot: its payloads' lease starts again."""

@@ -6,8 +6,9 @@
 
 A real :class:`Pilot` (its client never connected) runs ``--jobs`` jobs, ``--slots`` at a time,
 through everything it does for a job between the service's answers: the job's folder and
-``job.json``, the payload runner, the start through the exec helper (its keeper and payload),
-the end, the output check and the final report made (not sent: no service here; the reports
+``job.json`` (or its turn's records), the payload runner, the start through the exec helper
+(its keeper and payload), the end, the output check and the final report made (not sent: no
+service here; the reports
 are dropped, and the job folders are removed by this script, outside the clock). The CPU of this
 process (every thread: the loop, the exec helper's reader, workers) per job is printed; the exec
 helper, the keepers and the payloads are other processes and not counted. It is
@@ -44,6 +45,7 @@ def run_batch(pilot: Pilot, first_id: int, slots: int, description: dict[str, An
         jobs.append(job)
     start_all = getattr(pilot, "_start_payloads", None)  # the batch together (one request)
     if start_all is not None:
+        jobs = pilot._keep_records(jobs)  # type: ignore[attr-defined, unused-ignore]
         start_all(jobs)
     else:
         start = getattr(pilot, "_start_payload", None) or getattr(pilot, "_start_thread")  # noqa: B009
