@@ -918,7 +918,7 @@ class Pilot:
                 continue
             job.stage = Stage.RUNNING
             job.next_sample = next_sample
-            log.info(
+            log.debug(  # its end is logged at info, with its pid (issue 15: a line less per job)
                 "job %s: attempt %s started in %s (%d core(s)), pid %s",
                 job.job_id,
                 job.attempt,
@@ -1071,8 +1071,10 @@ class Pilot:
         if not self.jobs:
             self._idle_since = self.clock()
         log.info(
-            "job %s: %s (%s), %.1f s CPU, %.0f MB peak",
+            "job %s: attempt %s, pid %s: %s (%s), %.1f s CPU, %.0f MB peak",
             job.job_id,
+            job.attempt,
+            job.runner.pid,
             result.status,
             result.minor_status,
             result.cpu_seconds,
