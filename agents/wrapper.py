@@ -622,23 +622,24 @@ def start_payloads(
     results: list[PayloadResult | None] = [None] * len(starts)
     asked: list[tuple[int, spawner.SpawnRequest]] = []
     helper: spawner.Spawner | None = None
-    for index, (runner, on_end) in enumerate(starts):
-        runner._on_end = on_end
-        if runner._kill_status:
-            results[index] = runner._not_started(JobStatus.KILLED, runner._kill_status)
-            continue
-        try:
-            asked.append((index, runner._request()))
-        except _StartFailure as exc:
-            results[index] = runner._start_failed(exc)
     outcomes: list[int | OSError] = []
     try:
-        if asked:
-            helper = spawner.shared()
-            outcomes += helper.spawn_many([request for _, request in asked])
-    except OSError as exc:  # no helper could be started
-        outcomes = [exc] * len(asked)
-    finally:
+        for index, (runner, on_end) in enumerate(starts):
+            runner._on_end = on_end
+            if runner._kill_status:
+                results[index] = runner._not_started(JobStatus.KILLED, runner._kill_status)
+                continue
+            try:
+                asked.append((index, runner._request()))
+            except _StartFailure as exc:
+                results[index] = runner._start_failed(exc)
+        try:
+            if asked:
+                helper = spawner.shared()
+                outcomes += helper.spawn_many([request for _, request in asked])
+        except OSError as exc:  # no helper could be started
+            outcomes = [exc] * len(asked)
+    finally:  # (also when a bug raised: no descriptor is left open)
         for _, request in asked:
             for descriptor in set(request.stdio):
                 os.close(descriptor)
