@@ -64,7 +64,7 @@ from typing import Any
 
 import psutil
 
-from dirac_like.agents.outbox import ENDED_MARK, FOLDER, ended_report
+from dirac_like.agents.outbox import ENDED_MARK, FOLDER, JobRecords, ended_report
 from dirac_like.chaos_checks import (
     ChaosReport,
     PilotLife,
@@ -363,9 +363,12 @@ def done_kept_in(workdir: Path) -> frozenset[tuple[int, int]]:
 def done_marked_in(folders: list[Path]) -> frozenset[tuple[int, int]]:
     """The (job, attempt) pairs of the job folders whose ``payload_ended`` says exit 0."""
     reports: list[dict[str, object]] = []
+    records: dict[Path, dict[str, dict[str, Any]]] = {}  # a workdir's job records, by folder
     for folder in folders:
         if (folder / ENDED_MARK).exists():
-            ended = ended_report(folder)
+            if folder.parent not in records:
+                records[folder.parent] = JobRecords(folder.parent).read()
+            ended = ended_report(folder, records[folder.parent].get(folder.name))
             if ended is not None:
                 reports.append(
                     {"job_id": ended.job_id, "attempt": ended.attempt, "status": ended.status}
