@@ -351,12 +351,14 @@ def _working_in(folders: list[Path]) -> Iterator[int]:
 def done_kept_in(workdir: Path) -> frozenset[tuple[int, int]]:
     """The (job, attempt) pairs whose Done a pilot's workdir holds, as a pilot restarted there
     finds them (agents/outbox.py): a report in its outbox, or a job folder with the payload
-    keeper's ``payload_ended`` mark of an exit 0."""
+    keeper's ``payload_ended`` mark of an exit 0. An outbox file holds one report, or a list
+    of them (one loop turn's final reports)."""
     reports: list[dict[str, object]] = []
     for path in (workdir / FOLDER).glob("*.json"):
         with contextlib.suppress(OSError, ValueError):
-            report = json.loads(path.read_text(encoding="utf-8"))
-            reports.extend([report] if isinstance(report, dict) else [])
+            kept = json.loads(path.read_text(encoding="utf-8"))
+            for report in kept if isinstance(kept, list) else [kept]:
+                reports.extend([report] if isinstance(report, dict) else [])
     return done_kept(reports) | done_marked_in(sorted(workdir.glob("job_*_*")))
 
 
