@@ -93,4 +93,16 @@ class JobFolders:
 
 
 def remove(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
+    """Remove a job's folder: its files one by one when it holds files only (the common case:
+    ``job.json``, std.out, std.err, the end mark; a third less CPU than ``rmtree``'s descriptor
+    walk, issue 15), else ``rmtree``."""
+    try:
+        names = os.listdir(folder)
+        for name in names:
+            os.unlink(os.path.join(folder, name))  # a folder in it: IsADirectoryError
+        os.rmdir(folder)
+    except FileNotFoundError:
+        if folder.exists():  # something went meanwhile; rmtree sees what is left
+            shutil.rmtree(folder, ignore_errors=True)
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -11,16 +11,23 @@ The final reports of one turn of the pilot's loop are written together, in one f
 fsync (issue 15: two fsyncs per job were most of the loop once the round trips were batched),
 and sent without waiting for the reply (pipelined): the file goes once every report in it was
 answered. Between the payload's end and that turn the job's end is kept by the payload keeper's
-``payload_ended`` mark in the job's folder (fsync'd, next to ``job.json``): a pilot killed in
-between leaves it for its successor (:func:`ended_report`), which uploads the output from the
-job's folder, still there, then sends the report (``output_pending``: the description it needs
-to pack the output is kept with it).
+``payload_ended`` mark in the job's folder (fsync'd; the job's record is in its turn's
+``jobs-*.json``, below): a pilot killed in between leaves it for its successor
+(:func:`ended_report`), which uploads the output from the job's folder, still there, then sends
+the report (``output_pending``: the description it needs to pack the output is kept with it).
 
 A small output sandbox inlined in its final report (issue 15) is kept in the report, base64 in
 the JSON (``output_inline``: at most ``SandboxLimits.max_inline_bytes``, 64 KiB, a third more
 once encoded), so the report is sent again with its output after a crash or an outage, from the
 outbox alone. One the service will not take inlined (an older service) goes back as
 ``output_pending``: uploaded from those bytes, then reported under a new request id.
+
+What a successor needs to report such a job (its id, attempt, pilot and stored description)
+is kept for the jobs a turn starts together in one file of the workdir, ``jobs-<id>.json``, by
+folder name (:class:`JobRecords`; issue 15: one file per turn instead of a ``job.json`` in each
+job's folder, which older pilots wrote and :func:`ended_report` still reads). It is written
+(not fsync'd, as ``job.json`` was not) before the payloads start, and goes once every job in it
+was reported and answered.
 
 Files only, no sockets: the pilot (agents/pilot.py) does the sending.
 """
@@ -33,14 +40,15 @@ import json
 import logging
 import os
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 FOLDER = "outbox"
-JOB_FILE = "job.json"  # in a job's folder: its id, attempt, pilot and stored description
+JOB_FILE = "job.json"  # in a job's folder (older pilots): its id, attempt, pilot, description
+JOBS_PREFIX = "jobs-"  # in the workdir: the same for every job a turn started (JobRecords)
 ENDED_MARK = "payload_ended"  # written there by the payload keeper when the payload ended
 BATCH_PREFIX = "turn-"  # a file of several reports (one loop turn's final reports)
 
@@ -173,8 +181,10 @@ class Outbox:
         """Write, fsync, rename, fsync the folder; then note which file holds each report."""
         temporary = path.with_suffix(".tmp")
         with open(temporary, "w", encoding="utf-8") as file:
-            items = [asdict(report) for report in reports]
-            json.dump(items[0] if len(items) == 1 else items, file)
+            items = [vars(report) for report in reports]  # flat: asdict deep-copies (issue 15)
+            # dumps, not dump: json.dump encodes in Python, chunk by chunk (a fifth of the
+            # pilot's loop with a turn of reports; issue 15); dumps is the C encoder
+            file.write(json.dumps(items[0] if len(items) == 1 else items))
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -209,15 +219,82 @@ class Outbox:
             os.close(descriptor)
 
 
-def ended_report(folder: Path) -> Report | None:
+class JobRecords:
+    """The records of the jobs each turn of the pilot started (id, attempt, pilot, stored
+    description, by folder name): one file per turn in the workdir, written before the payloads
+    start; removed once each of its jobs is over (:meth:`done`, then the caller removes the file
+    returned), or, for a predecessor's file, once none of its folders is left (:meth:`sweep`)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self._file_of: dict[str, Path] = {}  # folder name -> its turn's file
+        self._left: dict[Path, set[str]] = {}  # a file -> its folders not over yet
+
+    def keep(self, records: dict[str, dict[str, Any]]) -> None:
+        """Write these records (folder name -> record) in one file (write, rename)."""
+        if not records:
+            return
+        path = self.workdir / f"{JOBS_PREFIX}{uuid.uuid4().hex}.json"
+        temporary = path.with_suffix(".tmp")
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.write(json.dumps(records))  # the C encoder (json.dump's is Python)
+        os.replace(temporary, path)
+        self._left[path] = set(records)
+        for name in records:
+            self._file_of[name] = path
+
+    def done(self, folder: Path) -> Path | None:
+        """The job of ``folder`` is over (reported and answered, or never started): its file,
+        if nothing else in it is left (the caller removes it, after the folder)."""
+        path = self._file_of.pop(folder.name, None)
+        left = self._left.get(path) if path is not None else None
+        if left is None:
+            return None
+        left.discard(folder.name)
+        if left:
+            return None
+        del self._left[path]  # type: ignore[arg-type]
+        return path
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        """Every record in the workdir's files (a predecessor's too), by folder name."""
+        found: dict[str, dict[str, Any]] = {}
+        for path in self.workdir.glob(f"{JOBS_PREFIX}*.json"):
+            try:
+                found.update(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("job records %s unreadable: %s", path.name, exc)
+        return found
+
+    def sweep(self) -> None:
+        """Remove the files not this pilot's (a predecessor's) none of whose folders is left,
+        and what a write cut short left (the loop, which writes them, runs this)."""
+        for leftover in self.workdir.glob(f"{JOBS_PREFIX}*.tmp"):
+            leftover.unlink(missing_ok=True)
+        for path in self.workdir.glob(f"{JOBS_PREFIX}*.json"):
+            if path in self._left:
+                continue
+            try:
+                names = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if not any((self.workdir / str(name)).exists() for name in names):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+
+def ended_report(folder: Path, job: dict[str, Any] | None = None) -> Report | None:
     """The report of a job whose payload ended (the keeper's ``payload_ended`` in its folder)
-    but whose pilot died before keeping a report; None if the folder tells no such end."""
+    but whose pilot died before keeping a report; None if the folder tells no such end. ``job``:
+    its record (:class:`JobRecords`), else read from the folder's ``job.json`` (older pilots)."""
     try:
-        job = json.loads((folder / JOB_FILE).read_text(encoding="utf-8"))
+        if job is None:
+            job = json.loads((folder / JOB_FILE).read_text(encoding="utf-8"))
         how, number = (folder / ENDED_MARK).read_text(encoding="ascii").split()
         value = int(number)
     except (OSError, ValueError):
         return None
+    assert job is not None
     if how == "exit" and value == 0:
         status, minor = "Done", "Execution Complete"
     elif how == "exit":

@@ -272,6 +272,8 @@ def keep(
 
 TAG_VARIABLE = "DIRAC_LIKE_PAYLOAD_TAG"  # in each payload's environment: finds its orphans
 KILL_POLL = 0.02  # seconds between two looks at a tree being killed
+MAX_BATCH = 32  # payloads one request may start (3 descriptors each: SCM_RIGHTS takes 253)
+MAX_REPLIES = 256  # messages to the pilot packed in one packet (ends of one loop turn)
 MARK_WRITERS = 8  # threads writing end marks (each fsync waits on the disk, not on the CPU)
 # posix_spawn flags (glibc, <spawn.h>)
 POSIX_SPAWN_SETSIGDEF = 0x04
@@ -573,7 +575,8 @@ class ExecHelper:
         self.owners: dict[int, Job] = {}  # an orphan's PID -> its job, once told
         self.dying: list[Job] = []  # trees being killed
         self.serial = 0
-        self.outgoing: list[bytes] = []  # messages the pilot has not taken yet
+        self.outgoing: list[bytes] = []  # packets the pilot has not taken yet
+        self.replies: list[dict] = []  # type: ignore[type-arg, unused-ignore]  # this turn's
         self.launcher = Launcher()
         self.marks = MarkWriters(0 if self.launcher.forks else MARK_WRITERS)
         os.set_inheritable(channel, False)
@@ -617,6 +620,8 @@ class ExecHelper:
                 next_lease_check = now + POLL
             if self.dying:
                 self._kill_step()
+            if self.replies:
+                self._pack()
 
     def _drain_wakeups(self) -> None:
         while True:
@@ -647,7 +652,7 @@ class ExecHelper:
         while True:
             try:
                 message, ancillary, _, _ = self.link.recvmsg(
-                    1 << 20, socket.CMSG_SPACE(3 * 4), socket.MSG_CMSG_CLOEXEC
+                    1 << 20, socket.CMSG_SPACE(MAX_BATCH * 3 * 4), socket.MSG_CMSG_CLOEXEC
                 )
             except BlockingIOError:
                 return
@@ -660,10 +665,21 @@ class ExecHelper:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     descriptors.frombytes(data[: len(data) - len(data) % descriptors.itemsize])
             try:
-                self._start(self.json.loads(message), list(descriptors))
+                self._start_all(message, list(descriptors))
             finally:
                 for descriptor in descriptors:
                     os.close(descriptor)
+
+    def _start_all(self, message: bytes, descriptors: "list[int]") -> None:
+        """One request (an object, three descriptors) or a batch of them (a list, three
+        descriptors each, in order: a pilot's turn starts its jobs together, issue 15)."""
+        requests = self.json.loads(message)  # (unreadable: the helper dies, the pilot sees it)
+        if not isinstance(requests, list):
+            requests = [requests]
+        elif len(descriptors) != 3 * len(requests):
+            descriptors = []  # which are whose cannot be told: each request is refused
+        for index, request in enumerate(requests):
+            self._start(request, descriptors[3 * index : 3 * index + 3])
 
     def _start(self, request: dict, stdio: list[int]) -> None:  # type: ignore[type-arg, unused-ignore]
         self.serial += 1
@@ -693,7 +709,17 @@ class ExecHelper:
         self._send({"id": request["id"], "pid": pid})
 
     def _send(self, message: dict) -> None:  # type: ignore[type-arg, unused-ignore]
-        self.outgoing.append(self.json.dumps(message).encode())
+        """Sent at the end of this loop turn, with the others of the turn (:meth:`_pack`)."""
+        self.replies.append(message)
+
+    def _pack(self) -> None:
+        """This turn's messages to the pilot: one packet (a list; one message alone as it is),
+        so the ends of a turn's payloads and the replies to a batch cost one send and one
+        wake-up of the pilot's reader."""
+        replies, self.replies = self.replies, []
+        for first in range(0, len(replies), MAX_REPLIES):
+            some = replies[first : first + MAX_REPLIES]
+            self.outgoing.append(self.json.dumps(some[0] if len(some) == 1 else some).encode())
         self._flush()
 
     def _flush(self) -> None:
@@ -912,9 +938,11 @@ def serve(channel: int) -> None:
     watchdog's group does not reach it).
 
     A request is a JSON object ``{"id", "argv", "cwd", "env", "lease_file", "lease"}`` with three
-    file descriptors (the payload's stdin, stdout, stderr); the reply ``{"id", "pid"}`` (or
+    file descriptors (the payload's stdin, stdout, stderr), or a list of up to ``MAX_BATCH`` such
+    objects with three descriptors each, in order; the reply ``{"id", "pid"}`` (or
     ``{"id", "error"}``), and when that payload has ended ``{"ended", "status", "cpu"}``: its PID,
-    wait status, and the CPU seconds of the payload and everything of it that was reaped."""
+    wait status, and the CPU seconds of the payload and everything of it that was reaped. The
+    messages of one turn of the helper's loop go in one packet, as a list (one alone: as it is)."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)  # the pilot decides; its exit ends this
     # The pilot started this with them blocked (one sent before now is pending: ignored, it is

@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
+import functools
 import logging
 import os
 import platform
@@ -118,7 +118,7 @@ from .job_sandboxes import (
     upload_output,
     upload_packed,
 )
-from .outbox import JOB_FILE, Outbox, Report, ended_report
+from .outbox import JobRecords, Outbox, Report, ended_report
 from .report_sender import ReportSender
 from .watchdog import Limits, Sample, Verdict
 from .wrapper import (
@@ -128,6 +128,7 @@ from .wrapper import (
     PayloadRunner,
     PayloadSpec,
     start_exec_helper,
+    start_payloads,
     tail_lines,
 )
 
@@ -420,6 +421,7 @@ class Pilot:
         self._turn_commands: list[PilotCommand] = []  # of a turn's reply, until its jobs start
         self._awaiting_running: set[int] = set()  # jobs whose Running is in flight (not started)
         self.folders = JobFolders(config.workdir, config.keep_failed_for, config.keep_failed_max_mb)
+        self.records = JobRecords(config.workdir)  # a turn's jobs, for a successor
         self._folder_work = ThreadPoolExecutor(1, thread_name_prefix="folders")
         # A job's blocking steps (inputs, kills, uploads): at most one per job at a time.
         self.workers = Workers(self._worker_client, config.cores)
@@ -699,7 +701,7 @@ class Pilot:
         service took its Running (:meth:`process_answers`: never a payload of a job the service
         does not have Running, whose match it may give back to the task queue). To a service
         without ``update_statuses``: one by one, each reply waited for."""
-        prepared = [job for job in map(self._prepare, matches) if job is not None]
+        prepared = self._keep_records([job for job in map(self._prepare, matches) if job])
         if running:
             self._start_at_once(prepared)
             return
@@ -713,14 +715,19 @@ class Pilot:
             self._awaiting_running.add(job.job_id)
         self._send_reports()  # of the jobs that could not be prepared
 
-    def _start_payload(self, job: RunningJob) -> None:
-        """The service took the job's Running: start its payload from this loop, or first
-        fetch its inputs in a worker (:class:`Fetched` then starts it)."""
-        if needs_inputs(job.description):
-            job.stage = Stage.FETCHING
-            self.workers.submit(lambda client: self._fetch_inputs(client, job))
-        else:
-            self._launch(job)
+    def _start_payloads(self, jobs: list[RunningJob]) -> None:
+        """The service took these jobs' Running: start their payloads from this loop, together
+        (one request to the exec helper), or first fetch a job's inputs in a worker
+        (:class:`Fetched` then starts it)."""
+        ready = []
+        for job in jobs:
+            if needs_inputs(job.description):
+                job.stage = Stage.FETCHING
+                self.workers.submit(functools.partial(self._fetch_inputs, job=job))
+            else:
+                ready.append(job)
+        if ready:
+            self._launch(ready)
 
     def _start_at_once(self, prepared: list[RunningJob]) -> None:
         """The jobs of a turn: Running at the service already, with their lease."""
@@ -730,8 +737,7 @@ class Pilot:
             self.jobs[job.job_id] = job
         commands, self._turn_commands = self._turn_commands, []
         self.apply_commands(commands)  # a kill of one of them finds it
-        for job in prepared:
-            self._start_payload(job)
+        self._start_payloads(prepared)
         self._send_reports()  # of the jobs that could not be prepared
 
     def _start_when_taken(self, prepared: list[RunningJob]) -> None:
@@ -746,9 +752,9 @@ class Pilot:
             self.renew_lease()
         for job, _ in started:
             self.jobs[job.job_id] = job
-        for job, commands in started:
-            self.apply_commands(commands)
-            self._start_payload(job)
+        for _, commands in started:
+            self.apply_commands(commands)  # a kill of one of them finds it
+        self._start_payloads([job for job, _ in started])
         self._send_reports()  # of the jobs that could not be prepared
 
     def _prepare(self, match: MatchedJob) -> RunningJob | None:
@@ -760,16 +766,6 @@ class Pilot:
         try:
             description = description_from_stored(match.description)
             workdir.mkdir(parents=True, exist_ok=True)
-            (workdir / JOB_FILE).write_text(
-                json.dumps(
-                    {
-                        "job_id": job_id,
-                        "attempt": attempt,
-                        "pilot_id": self.config.pilot_id,
-                        "description": match.description,
-                    }
-                )
-            )
             runner = self._runner(job_id, description, workdir, cores, match.lease)
         except (OSError, InvalidArgument) as exc:
             log.error("job %s: cannot prepare the payload: %s", job_id, exc)
@@ -791,6 +787,45 @@ class Pilot:
         )
         job.stored_description = match.description
         return job
+
+    def _keep_records(self, prepared: list[RunningJob]) -> list[RunningJob]:
+        """The records a successor needs for these jobs, one file for the turn (before any
+        payload starts: :class:`JobRecords`); if it cannot be written, none of them starts
+        (each is reported Failed)."""
+        try:
+            self.records.keep(
+                {
+                    job.workdir.name: {
+                        "job_id": job.job_id,
+                        "attempt": job.attempt,
+                        "pilot_id": self.config.pilot_id,
+                        "description": job.stored_description,
+                    }
+                    for job in prepared
+                }
+            )
+        except OSError as exc:
+            log.error("jobs %s: cannot prepare the payloads: %s",
+                      ",".join(str(job.job_id) for job in prepared), exc)  # fmt: skip
+            for job in prepared:
+                self._report(job.job_id, job.attempt, JobStatus.FAILED,
+                             f"Pilot could not prepare the job: {exc}")  # fmt: skip
+                self._folder_work.submit(self.folders.finished, job.workdir, True)
+            return []
+        return prepared
+
+    def _folder_done(self, folder: Path, failed: bool) -> None:
+        """The job of ``folder`` is over and reported: its folder goes (or is kept a while) in
+        the folder thread, then its turn's records once every job in them is over."""
+        records = self.records.done(folder)
+        self._folder_work.submit(self._finish_folder, folder, failed, records)
+
+    def _finish_folder(self, folder: Path, failed: bool, records: Path | None) -> None:
+        """In the folder thread: see :meth:`_folder_done`."""
+        self.folders.finished(folder, failed)
+        if records is not None:
+            with contextlib.suppress(OSError):
+                records.unlink()
 
     def _runner(
         self,
@@ -870,27 +905,31 @@ class Pilot:
             return _not_run(f"Input data: {exc.message}")
         return None
 
-    def _launch(self, job: RunningJob) -> None:
-        """Start the payload (the exec helper starts it; its end comes back as
-        :class:`Ended`); one that cannot start (or was killed meanwhile) is finished here."""
+    def _launch(self, jobs: list[RunningJob]) -> None:
+        """Start the payloads (the exec helper starts them, one request for them all; each
+        end comes back as :class:`Ended`); one that cannot start (or was killed meanwhile) is
+        finished here."""
+        starts = [(job.runner, functools.partial(self._post, Ended(job.job_id))) for job in jobs]
         try:
-            not_started = job.runner.start(on_end=lambda: self._post(Ended(job.job_id)))
-        except Exception as exc:  # a bug in the wrapper must not lose the job's report
-            log.exception("job %s: the wrapper failed", job.job_id)
-            not_started = _not_run(f"Pilot error: {exc}")
-        if not_started is not None:
-            self.finish(job, not_started)
-            return
-        job.stage = Stage.RUNNING
-        job.next_sample = self.clock() + self._sample_every
-        log.info(
-            "job %s: attempt %s started in %s (%d core(s)), pid %s",
-            job.job_id,
-            job.attempt,
-            job.workdir,
-            job.cores,
-            job.runner.pid,
-        )
+            results = start_payloads(starts)
+        except Exception as exc:  # a bug in the wrapper must not lose the jobs' reports
+            log.exception("jobs %s: the wrapper failed", ",".join(str(j.job_id) for j in jobs))
+            results = [_not_run(f"Pilot error: {exc}")] * len(jobs)
+        next_sample = self.clock() + self._sample_every
+        for job, not_started in zip(jobs, results, strict=True):
+            if not_started is not None:
+                self.finish(job, not_started)
+                continue
+            job.stage = Stage.RUNNING
+            job.next_sample = next_sample
+            log.debug(  # its end is logged at info, with its pid (issue 15: a line less per job)
+                "job %s: attempt %s started in %s (%d core(s)), pid %s",
+                job.job_id,
+                job.attempt,
+                job.workdir,
+                job.cores,
+                job.runner.pid,
+            )
 
     def sample_payloads(self, now: float) -> None:
         """The watchdog's timer: sample each running payload due (a job shorter than
@@ -1034,7 +1073,7 @@ class Pilot:
                 self._payload_ended(job)
             elif isinstance(event, Fetched):
                 if event.failure is None:
-                    self._launch(job)
+                    self._launch([job])
                 else:
                     self.finish(job, event.failure)
             else:
@@ -1047,8 +1086,10 @@ class Pilot:
         if not self.jobs:
             self._idle_since = self.clock()
         log.info(
-            "job %s: %s (%s), %.1f s CPU, %.0f MB peak",
+            "job %s: attempt %s, pid %s: %s (%s), %.1f s CPU, %.0f MB peak",
             job.job_id,
+            job.attempt,
+            job.runner.pid,
             result.status,
             result.minor_status,
             result.cpu_seconds,
@@ -1181,6 +1222,7 @@ class Pilot:
         outcomes = self.reports.collect(self.client.take_answers(), now)
         if any(outcome.commands is not None for outcome in outcomes):
             self.renew_lease()
+        taken = []
         for outcome in outcomes:
             self._awaiting_running.discard(outcome.job_id)
             job = self.jobs.get(outcome.job_id)
@@ -1189,8 +1231,10 @@ class Pilot:
             if outcome.commands is None:
                 self._not_taken(job)
             else:
-                self._start_payload(job)
-                self.apply_commands(outcome.commands)
+                taken.append((job, outcome.commands))
+        self._start_payloads([job for job, _ in taken])  # together: one request to the helper
+        for _, commands in taken:
+            self.apply_commands(commands)
         self.reports.expire(now, self.client.policy.timeout)
 
     def _not_taken(self, job: RunningJob) -> None:
@@ -1199,7 +1243,7 @@ class Pilot:
         del self.jobs[job.job_id]
         if not self.jobs:
             self._idle_since = self.clock()
-        self._folder_work.submit(self.folders.finished, job.workdir, True)
+        self._folder_done(job.workdir, True)
 
     def _wait_answers(self) -> None:
         """On the way out: wait (bounded) for the answers to the final reports in flight, so
@@ -1214,7 +1258,7 @@ class Pilot:
         the folder thread, off this loop: a folder left by a pilot that exits first is removed
         by its successor's sweep)."""
         if report.workdir:
-            self._folder_work.submit(self.folders.finished, Path(report.workdir), report.failed)
+            self._folder_done(Path(report.workdir), report.failed)
 
     def flush_outbox(self, now: float, force: bool = False) -> None:
         """Send again the reports the service has not answered (also those a predecessor on this
@@ -1306,10 +1350,11 @@ class Pilot:
         """Report the jobs whose payload ended under a predecessor on this workdir that died
         before it could keep the report (the exec helper noted the end in the job's folder)."""
         reported = {Path(report.workdir) for report in self.outbox.pending()}
+        records = self.records.read()
         for folder in sorted(self.config.workdir.glob("job_*_*")):
             if folder in reported:
                 continue
-            report = ended_report(folder)
+            report = ended_report(folder, records.get(folder.name))
             if report is not None:
                 log.info(
                     "job %s: its payload ended under a previous pilot (%s): reporting it",
@@ -1325,6 +1370,7 @@ class Pilot:
         in_use = {job.workdir for job in self.jobs.values()}
         in_use.update(Path(report.workdir) for report in self.outbox.pending())
         self.folders.sweep(time.time(), in_use)
+        self.records.sweep()
 
     def renew_lease(self) -> None:
         """The service acknowledged this pilot: its payloads' lease starts again."""

@@ -5,7 +5,9 @@ One helper per pilot process, started on first use (:func:`shared`), by whicheve
 lives until this process closes its end of the channel (it exits, or dies), not until that
 thread ends. :meth:`Spawner.spawn` is thread-safe: it sends the request with the payload's
 stdin, stdout and stderr, and returns the payload's PID (its session and process group id: the
-helper starts it with ``posix_spawn``); a reader thread hands each payload's end (wait status,
+helper starts it with ``posix_spawn``); :meth:`Spawner.spawn_many` starts several payloads with
+one request and one reply (a pilot's turn starts its jobs together: issue 15, one message
+instead of one per job). A reader thread hands each payload's end (wait status,
 CPU seconds of the payload and of what of it the helper reaped) to the callback given with it,
 and keeps the orphans the helper adopted for each payload (:meth:`Spawner.adopted`: the
 wrapper samples them with the payload's tree). If the helper dies (its two processes: the
@@ -29,6 +31,9 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from .payload_keeper import MAX_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,31 @@ class SpawnError(OSError):
 class HelperLost(SpawnError):
     """The exec helper died (or was gone) before it started the payload: the pilot's fault,
     not the job's."""
+
+
+@dataclass(frozen=True)
+class SpawnRequest:
+    """One payload to start: ``argv`` in ``cwd`` with ``env`` and ``stdio`` (its stdin, stdout,
+    stderr: descriptors, the caller's to close); ``on_end`` is called once, from another thread,
+    when it has ended and nothing of it is left; killed when ``lease_file`` is older than
+    ``lease`` seconds (0: no lease)."""
+
+    argv: Sequence[str]
+    cwd: Path
+    env: Mapping[str, str]
+    stdio: tuple[int, int, int]
+    on_end: OnEnd
+    lease_file: str = "-"
+    lease: float = 0.0
+
+    def message(self) -> dict[str, object]:
+        return {
+            "argv": list(self.argv),
+            "cwd": str(self.cwd),
+            "env": dict(self.env),
+            "lease_file": self.lease_file,
+            "lease": self.lease,
+        }
 
 
 @dataclass
@@ -90,35 +120,75 @@ class Spawner:
     ) -> int:
         """Start ``argv``; returns its PID (its session and group id). ``on_end`` is called
         once, from another thread, when the payload has ended and nothing of it is left."""
-        request = {
-            "argv": list(argv),
-            "cwd": str(cwd),
-            "env": dict(env),
-            "lease_file": lease_file,
-            "lease": lease,
-        }
-        call = _Call(on_end)
+        request = SpawnRequest(argv, cwd, env, stdio, on_end, lease_file, lease)
+        outcome = self.spawn_many([request])[0]
+        if isinstance(outcome, SpawnError):
+            raise outcome
+        return outcome
+
+    def spawn_many(self, requests: Sequence[SpawnRequest]) -> list[int | SpawnError]:
+        """Start these payloads with one request to the helper per ``MAX_BATCH`` (and one
+        reply); for each, its PID or why it did not start (:class:`HelperLost`: the helper
+        died, or was gone, before it started it)."""
+        calls: list[_Call | SpawnError] = []
+        for first in range(0, len(requests), MAX_BATCH):
+            calls += self._send_batch(requests[first : first + MAX_BATCH])
+        outcomes: list[int | SpawnError] = []
+        for call in calls:
+            if isinstance(call, SpawnError):
+                outcomes.append(call)
+                continue
+            call.done.wait()
+            if call.error == HELPER_DIED:
+                outcomes.append(HelperLost(call.error))
+            elif call.error:
+                outcomes.append(SpawnError(call.error))
+            else:
+                outcomes.append(call.pid)
+        return outcomes
+
+    def _send_batch(self, requests: Sequence[SpawnRequest]) -> list[_Call | SpawnError]:
+        """These requests (and their descriptors) in as few packets as ``MAX_MESSAGE`` allows
+        (a list; one request alone as it is); one too large for a packet is refused."""
+        found: list[_Call | SpawnError] = []
         with self._lock:
             if not self.alive:
-                raise HelperLost("the exec helper is gone")
-            self._next_id += 1
-            request["id"] = self._next_id
-            self._calls[self._next_id] = call
-            payload = json.dumps(request).encode()
-            if len(payload) > MAX_MESSAGE:
-                del self._calls[self._next_id]
-                raise SpawnError("the payload's command and environment are too large")
-            try:
-                socket.send_fds(self._link, [payload], list(stdio))
-            except OSError as exc:
-                del self._calls[self._next_id]
-                raise HelperLost(f"the exec helper is gone: {exc}") from exc
-        call.done.wait()
-        if call.error == HELPER_DIED:
-            raise HelperLost(call.error)
-        if call.error:
-            raise SpawnError(call.error)
-        return call.pid
+                return [HelperLost("the exec helper is gone") for _ in requests]
+            packet: list[tuple[int, str, tuple[int, int, int]]] = []  # (id, JSON, stdio)
+            size = 1
+            for request in requests:
+                message = request.message()
+                self._next_id += 1
+                message["id"] = self._next_id
+                text = json.dumps(message)
+                if len(text) > MAX_MESSAGE - 2:
+                    found.append(SpawnError("the payload's command and environment are too large"))
+                    continue
+                if size + len(text) + 1 > MAX_MESSAGE:
+                    self._send_packet(packet)
+                    packet, size = [], 1
+                call = _Call(request.on_end)
+                self._calls[self._next_id] = call
+                found.append(call)
+                packet.append((self._next_id, text, request.stdio))
+                size += len(text) + 1
+            self._send_packet(packet)
+        return found
+
+    def _send_packet(self, packet: list[tuple[int, str, tuple[int, int, int]]]) -> None:
+        """Send one packet (the lock held); if the helper is gone, its calls are answered
+        so (each one waiting for its reply is told the helper died)."""
+        if not packet:
+            return
+        text = packet[0][1] if len(packet) == 1 else "[" + ",".join(t for _, t, _ in packet) + "]"
+        try:
+            socket.send_fds(self._link, [text.encode()], [fd for _, _, fds in packet for fd in fds])
+        except OSError as exc:
+            log.warning("the exec helper is gone: %s", exc)
+            for request_id, _, _ in packet:
+                call = self._calls.pop(request_id)
+                call.error = HELPER_DIED
+                call.done.set()
 
     def close(self) -> None:
         """End the helper (it kills its payloads, if any) and wait for it."""
@@ -137,16 +207,20 @@ class Spawner:
             if not message:
                 self._lost()
                 return
-            reply = json.loads(message)
-            if "ended" in reply:
-                self._ended(int(reply["ended"]), int(reply["status"]), float(reply["cpu"]))
-            elif "adopted" in reply:
-                with self._lock:
-                    self._adopted.setdefault(int(reply["adopted"]), []).append(
-                        (int(reply["pid"]), int(reply["parent"]))
-                    )
-            else:
-                self._answered(reply)
+            replies = json.loads(message)  # one turn of the helper's loop: a list, or one
+            for reply in replies if isinstance(replies, list) else [replies]:
+                self._take(reply)
+
+    def _take(self, reply: dict[str, Any]) -> None:
+        if "ended" in reply:
+            self._ended(int(reply["ended"]), int(reply["status"]), float(reply["cpu"]))
+        elif "adopted" in reply:
+            with self._lock:
+                self._adopted.setdefault(int(reply["adopted"]), []).append(
+                    (int(reply["pid"]), int(reply["parent"]))
+                )
+        else:
+            self._answered(reply)
 
     def _answered(self, reply: dict[str, object]) -> None:
         with self._lock:

@@ -55,7 +55,7 @@ import signal
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,6 +153,7 @@ class PayloadRunner:
         self._started_monotonic = 0.0
         self._ended_monotonic = 0.0
         self._tree: dict[int, psutil.Process] = {}
+        self._pidfd: int | None = None  # the payload's, until it is looked up (_look_up_root)
         self._root_created: float | None = None  # the payload's start time, as psutil gives it
         self._on_end: Callable[[], None] | None = None
         self._marker = f"{spec.job_id}-{secrets.token_hex(8)}"
@@ -185,20 +186,8 @@ class PayloadRunner:
         """Start the payload and return at once: None once it runs (``on_end`` is then called
         once, from the exec helper's reader thread, when the payload has ended), or the result
         of a payload that did not start (killed before, or a start failure). Never raises for a
-        payload that fails to start."""
-        self._on_end = on_end
-        spec = self.spec
-        if self._kill_status:
-            self._started.set()
-            return self._not_started(JobStatus.KILLED, self._kill_status)
-        try:
-            self._start()
-        except _StartFailure as exc:
-            log.warning("job %s: %s", spec.job_id, exc.message)
-            return self._not_started(JobStatus.FAILED, exc.message, exc.kill_reason)
-        finally:
-            self._started.set()
-        return None
+        payload that fails to start. (:func:`start_payloads` starts several at once.)"""
+        return start_payloads([(self, on_end)])[0]
 
     @property
     def exited(self) -> bool:
@@ -263,7 +252,9 @@ class PayloadRunner:
     # ----------------------------------------------------------------------------------------
     # start
 
-    def _start(self) -> None:
+    def _request(self) -> spawner.SpawnRequest:
+        """What to ask the exec helper for (its stdio opened here: the caller closes them);
+        :class:`_StartFailure` if the payload cannot be started."""
         spec = self.spec
         if not spec.workdir.is_dir():
             raise _StartFailure(f"Working directory not found: {spec.workdir}")
@@ -274,54 +265,85 @@ class PayloadRunner:
             "DIRAC_LIKE_JOB_ID": str(spec.job_id),
             MARKER_VARIABLE: self._marker,
         }
+        _check_environment(argv, env)
         stdin = self._open_input()
         try:
-            outputs = self._open_outputs()
+            stdout, stderr = self._open_outputs()
         except BaseException:
             os.close(stdin)
             raise
         lease = spec.lease if spec.lease_file is not None else 0.0
-        try:
-            _check_environment(argv, env)
-            self._started_at, self._started_monotonic = time.time(), time.monotonic()
-            self._spawner = spawner.shared()
-            self._pid = self._spawner.spawn(
-                argv,
-                spec.workdir,
-                env,
-                (stdin, *outputs),
-                self._ended,
-                str(spec.lease_file or "-"),
-                lease,
-            )
-        except spawner.HelperLost as exc:
-            raise _StartFailure(f"Not started: {exc}", HELPER_LOST) from exc
-        except OSError as exc:
-            raise _StartFailure(f"Cannot start {spec.executable}: {exc.strerror or exc}") from exc
-        finally:
-            for fd in {stdin, *outputs}:
-                os.close(fd)
-        self._remember_root()  # the payload itself is killed if it outlives a lost helper
-        if log.isEnabledFor(logging.DEBUG):  # the pilot logs each job's start (and its PID)
-            log.debug("job %s: started pid %s: %s", spec.job_id, self._pid, shlex.join(argv))
+        self._started_at, self._started_monotonic = time.time(), time.monotonic()
+        return spawner.SpawnRequest(
+            argv,
+            spec.workdir,
+            env,
+            (stdin, stdout, stderr),
+            self._ended,
+            str(spec.lease_file or "-"),
+            lease,
+        )
 
-    def _remember_root(self) -> None:
-        """The payload, known before it is reaped (its end is reported after its PID), so a
-        PID reused later is never taken for it; if it is gone already, its end is on its way."""
+    def _spawned(
+        self, helper: spawner.Spawner | None, outcome: int | OSError, argv: Sequence[str]
+    ) -> None:
+        """The exec helper's answer to :meth:`_request`: the payload's PID, or why it did not
+        start (:class:`_StartFailure`)."""
+        if isinstance(outcome, spawner.HelperLost):
+            raise _StartFailure(f"Not started: {outcome}", HELPER_LOST)
+        if isinstance(outcome, OSError):
+            reason = outcome.strerror or outcome
+            raise _StartFailure(f"Cannot start {self.spec.executable}: {reason}")
+        self._spawner, self._pid = helper, outcome
+        self._keep_root()
+        if log.isEnabledFor(logging.DEBUG):  # the pilot logs each job's start (and its PID)
+            log.debug("job %s: started pid %s: %s", self.spec.job_id, self._pid, shlex.join(argv))
+
+    def _keep_root(self) -> None:
+        """A handle on the payload (a pidfd: one system call), so that it is looked up with
+        psutil only when a sample or a kill needs it (:meth:`_look_up_root`; issue 15: a psutil
+        lookup per start cost the pilot's loop), and a PID reused later is never taken for it.
+        Where there are no pidfds, it is looked up now (a payload gone already is not: its end
+        is on its way)."""
         assert self._pid is not None
         try:
-            root = psutil.Process(self._pid)
-            self._root_created = root.create_time()
-            self._remember([root])
-        except psutil.Error:
-            if self._exited.is_set():
-                return
-            self._exited.wait()
+            self._pidfd = os.pidfd_open(self._pid)
+        except ProcessLookupError:
+            return  # ended and reaped already: its end is on its way
+        except (OSError, AttributeError):  # no pidfds here (Linux < 5.3)
+            with contextlib.suppress(psutil.Error):
+                self._remember_root(psutil.Process(self._pid))
+
+    def _look_up_root(self) -> None:
+        """The payload, remembered as a psutil process (then its pidfd is closed): the first
+        time a sample, a kill or the check for leftovers needs it. Nothing if it is gone (the
+        exec helper reaped it). The payload itself is then killed if it outlives a lost
+        helper."""
+        pidfd, self._pidfd = self._pidfd, None
+        if pidfd is None:
+            return
+        try:
+            if _still_there(pidfd):
+                with contextlib.suppress(psutil.Error):
+                    process = psutil.Process(self._root_pid())
+                    if _still_there(pidfd):  # the same process: it lived on since the lookup
+                        self._remember_root(process)
+        finally:
+            os.close(pidfd)
+
+    def _remember_root(self, root: psutil.Process) -> None:
+        """The payload remembered, and its start time: only processes started since can carry
+        its marker (:meth:`_may_carry_marker`)."""
+        self._root_created = root.create_time()
+        self._remember([root])
 
     def _root(self) -> psutil.Process | None:
-        """The payload as remembered at its start (a PID reused later is never taken for it);
-        None once it has ended."""
-        return None if self._exited.is_set() else self._tree.get(self._root_pid())
+        """The payload as remembered (a PID reused later is never taken for it); None once it
+        has ended."""
+        if self._exited.is_set():
+            return None
+        self._look_up_root()
+        return self._tree.get(self._root_pid())
 
     def _argv(self) -> list[str]:
         spec = self.spec
@@ -513,7 +535,10 @@ class PayloadRunner:
                     process.send_signal(signum)
 
     def _signal_known(self, signum: int) -> list[psutil.Process]:
-        """The process group and the processes remembered (still alive) signalled; those."""
+        """The process group and the processes remembered (still alive) signalled; those. The
+        payload is looked up first (:meth:`_root`), while it surely lives: its start time
+        bounds the scan that follows."""
+        self._root()
         # ProcessLookupError: the group is empty now; the survivors are signalled one by one.
         if self._group_is_ours():
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -586,6 +611,7 @@ class PayloadRunner:
         return True
 
     def _alive(self) -> list[psutil.Process]:
+        self._look_up_root()
         alive = []
         # The payload itself too: reported ended while it lives when its exec helper was lost
         # (a psutil.Process is known by its start time too: a reused PID is not taken for it).
@@ -602,6 +628,7 @@ class PayloadRunner:
 
     def _result(self, outcome: tuple[JobStatus, str, str] | None, tail: bool) -> PayloadResult:
         """``outcome``: (status, minor status, kill reason) when the wrapper killed the tree."""
+        self._look_up_root()  # (closes the payload's pidfd, if still open)
         code = self._returncode
         assert code is not None
         if outcome:
@@ -628,6 +655,10 @@ class PayloadRunner:
             kill_reason=reason,
         )
 
+    def _start_failed(self, failure: _StartFailure) -> PayloadResult:
+        log.warning("job %s: %s", self.spec.job_id, failure.message)
+        return self._not_started(JobStatus.FAILED, failure.message, failure.kill_reason)
+
     def _not_started(self, status: JobStatus, minor: str, kill_reason: str = "") -> PayloadResult:
         return PayloadResult(
             status=status,
@@ -639,6 +670,57 @@ class PayloadRunner:
             stdout_tail="",
             kill_reason="request" if status is JobStatus.KILLED else kill_reason,
         )
+
+
+def start_payloads(
+    starts: Sequence[tuple[PayloadRunner, Callable[[], None] | None]],
+) -> list[PayloadResult | None]:
+    """Start these payloads (each runner with its ``on_end``, as :meth:`PayloadRunner.start`)
+    with one request to the exec helper (issue 15: a pilot's turn starts its jobs together,
+    one message and one reply instead of one each per job); for each, None once it runs or the
+    result of a payload that did not start. Never raises for a payload that fails to start."""
+    results: list[PayloadResult | None] = [None] * len(starts)
+    asked: list[tuple[int, spawner.SpawnRequest]] = []
+    helper: spawner.Spawner | None = None
+    outcomes: list[int | OSError] = []
+    try:
+        for index, (runner, on_end) in enumerate(starts):
+            runner._on_end = on_end
+            if runner._kill_status:
+                results[index] = runner._not_started(JobStatus.KILLED, runner._kill_status)
+                continue
+            try:
+                asked.append((index, runner._request()))
+            except _StartFailure as exc:
+                results[index] = runner._start_failed(exc)
+        try:
+            if asked:
+                helper = spawner.shared()
+                outcomes += helper.spawn_many([request for _, request in asked])
+        except OSError as exc:  # no helper could be started
+            outcomes = [exc] * len(asked)
+    finally:  # (also when a bug raised: no descriptor is left open)
+        for _, request in asked:
+            for descriptor in set(request.stdio):
+                os.close(descriptor)
+    for (index, request), outcome in zip(asked, outcomes, strict=True):
+        runner = starts[index][0]
+        try:
+            runner._spawned(helper, outcome, request.argv)
+        except _StartFailure as exc:
+            results[index] = runner._start_failed(exc)
+    for runner, _ in starts:
+        runner._started.set()
+    return results
+
+
+def _still_there(pidfd: int) -> bool:
+    """Whether the process of ``pidfd`` has not been reaped yet (a zombie counts)."""
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 class _StartFailure(Exception):

@@ -64,7 +64,7 @@ from typing import Any
 
 import psutil
 
-from dirac_like.agents.outbox import ENDED_MARK, FOLDER, ended_report
+from dirac_like.agents.outbox import ENDED_MARK, FOLDER, JobRecords, ended_report
 from dirac_like.chaos_checks import (
     ChaosReport,
     PilotLife,
@@ -351,21 +351,26 @@ def _working_in(folders: list[Path]) -> Iterator[int]:
 def done_kept_in(workdir: Path) -> frozenset[tuple[int, int]]:
     """The (job, attempt) pairs whose Done a pilot's workdir holds, as a pilot restarted there
     finds them (agents/outbox.py): a report in its outbox, or a job folder with the payload
-    keeper's ``payload_ended`` mark of an exit 0."""
+    keeper's ``payload_ended`` mark of an exit 0. An outbox file holds one report, or a list
+    of them (one loop turn's final reports)."""
     reports: list[dict[str, object]] = []
     for path in (workdir / FOLDER).glob("*.json"):
         with contextlib.suppress(OSError, ValueError):
-            report = json.loads(path.read_text(encoding="utf-8"))
-            reports.extend([report] if isinstance(report, dict) else [])
+            kept = json.loads(path.read_text(encoding="utf-8"))
+            for report in kept if isinstance(kept, list) else [kept]:
+                reports.extend([report] if isinstance(report, dict) else [])
     return done_kept(reports) | done_marked_in(sorted(workdir.glob("job_*_*")))
 
 
 def done_marked_in(folders: list[Path]) -> frozenset[tuple[int, int]]:
     """The (job, attempt) pairs of the job folders whose ``payload_ended`` says exit 0."""
     reports: list[dict[str, object]] = []
+    records: dict[Path, dict[str, dict[str, Any]]] = {}  # a workdir's job records, by folder
     for folder in folders:
         if (folder / ENDED_MARK).exists():
-            ended = ended_report(folder)
+            if folder.parent not in records:
+                records[folder.parent] = JobRecords(folder.parent).read()
+            ended = ended_report(folder, records[folder.parent].get(folder.name))
             if ended is not None:
                 reports.append(
                     {"job_id": ended.job_id, "attempt": ended.attempt, "status": ended.status}

@@ -6,8 +6,9 @@
 
 A real :class:`Pilot` (its client never connected) runs ``--jobs`` jobs, ``--slots`` at a time,
 through everything it does for a job between the service's answers: the job's folder and
-``job.json``, the payload runner, the start through the exec helper (its keeper and payload),
-the end, the output check and the final report made (not sent: no service here; the reports
+``job.json`` (or its turn's records), the payload runner, the start through the exec helper
+(its keeper and payload), the end, the output check and the final report made (not sent: no
+service here; the reports
 are dropped, and the job folders are removed by this script, outside the clock). The CPU of this
 process (every thread: the loop, the exec helper's reader, workers) per job is printed; the exec
 helper, the keepers and the payloads are other processes and not counted. It is
@@ -15,7 +16,7 @@ helper, the keepers and the payloads are other processes and not counted. It is
 
 It runs the pilot of the checkout it imports (run it from ``/tmp`` with a venv per checkout to
 compare two): a pilot that starts a thread per job (``_start_thread``) or runs them from its
-loop (``_start_payload``).
+loop (``_start_payload``), or starts a batch's jobs together (``_start_payloads``).
 """
 
 from __future__ import annotations
@@ -36,14 +37,20 @@ from dirac_like.protocol import MatchedJob
 
 def run_batch(pilot: Pilot, first_id: int, slots: int, description: dict[str, Any]) -> list[Path]:
     """Start ``slots`` jobs and handle their events until every one is finished."""
-    start = getattr(pilot, "_start_payload", None) or getattr(pilot, "_start_thread")  # noqa: B009
     jobs = []
     for job_id in range(first_id, first_id + slots):
         job = pilot._prepare(MatchedJob(job_id, 1, "bench", "bench", 1, dict(description)))
         assert job is not None
         pilot.jobs[job_id] = job
         jobs.append(job)
-        start(job)
+    start_all = getattr(pilot, "_start_payloads", None)  # the batch together (one request)
+    if start_all is not None:
+        jobs = pilot._keep_records(jobs)  # type: ignore[attr-defined, unused-ignore]
+        start_all(jobs)
+    else:
+        start = getattr(pilot, "_start_payload", None) or getattr(pilot, "_start_thread")  # noqa: B009
+        for job in jobs:
+            start(job)
     while pilot.jobs:
         event = pilot.events.get(timeout=60)
         pilot.events.put(event)
@@ -66,7 +73,8 @@ def handle_events(pilot: Pilot) -> None:
         if kind == "Ended":
             pilot._payload_ended(job)  # type: ignore[attr-defined, unused-ignore]
         elif kind == "Fetched":
-            pilot._launch(job)  # type: ignore[attr-defined, unused-ignore]
+            batch = hasattr(pilot, "_start_payloads")
+            pilot._launch([job] if batch else job)  # type: ignore[attr-defined, arg-type, unused-ignore]
         elif kind == "_Sampled":
             job.sample = event.sample  # type: ignore[union-attr, unused-ignore]
         else:

@@ -64,6 +64,17 @@ def test_the_done_a_workdir_holds_is_its_outbox_and_its_exit_0_marks(
     assert chaos.done_kept_in(tmp_path) == frozenset({(1, 1), (4, 2)})
 
 
+def test_the_done_of_a_turns_file_of_reports_is_kept(chaos: ModuleType, tmp_path: Path) -> None:
+    """A loop turn's final reports are kept in one outbox file (a list): its Done count."""
+    Outbox(tmp_path).put_many(
+        [
+            Report.new(job_id=job_id, attempt=1, pilot_id="p1", status=status, minor_status="")
+            for job_id, status in ((11, "Done"), (12, "Failed"), (13, "Done"))
+        ]
+    )
+    assert chaos.done_kept_in(tmp_path) == frozenset({(11, 1), (13, 1)})
+
+
 def test_a_mark_written_after_the_first_look_is_found_by_the_second(
     chaos: ModuleType, tmp_path: Path
 ) -> None:

@@ -443,3 +443,79 @@ def test_with_both_helper_processes_gone_the_wrapper_kills_the_payload(
     finally:
         helper.close()
         thread.join(30)
+
+
+def test_a_batch_of_payloads_starts_with_one_request_each_refused_alone(
+    helper: spawner.Spawner, tmp_path: Path
+) -> None:
+    """A pilot's turn starts its jobs together (issue 15): one request for several payloads;
+    one that cannot start is refused by itself, the others run, each end comes back to its
+    own callback with its own status and its end mark in its own folder."""
+    ended: dict[str, int] = {}
+    requests = []
+    with open(os.devnull, "rb") as null:
+        for name, argv in (
+            ("ok", ["sh", "-c", "exit 0"]),
+            ("missing", ["/no/such/program"]),
+            ("three", ["sh", "-c", "exit 3"]),
+        ):
+            folder = tmp_path / name
+            folder.mkdir()
+
+            def on_end(status: int, cpu: float, name: str = name) -> None:
+                ended[name] = status
+
+            requests.append(
+                spawner.SpawnRequest(argv, folder, dict(os.environ), (null.fileno(),) * 3, on_end)
+            )
+        outcomes = helper.spawn_many(requests)
+    assert isinstance(outcomes[0], int)
+    assert isinstance(outcomes[1], spawner.SpawnError) and "no/such" in str(outcomes[1])
+    assert isinstance(outcomes[2], int)
+    wait_for(lambda: len(ended) == 2, "both payloads to end", timeout=30)
+    assert {name: os.waitstatus_to_exitcode(status) for name, status in ended.items()} == {
+        "ok": 0,
+        "three": 3,
+    }
+    assert (tmp_path / "three" / payload_keeper.ENDED_MARK).read_text() == "exit 3\n"
+    assert not (tmp_path / "missing" / payload_keeper.ENDED_MARK).exists()
+
+
+def test_more_payloads_than_one_request_holds_all_start(
+    helper: spawner.Spawner, tmp_path: Path
+) -> None:
+    """Past ``MAX_BATCH`` payloads the batch goes in several requests: every one starts."""
+    count = payload_keeper.MAX_BATCH + 3
+    ended: list[int] = []
+    with open(os.devnull, "rb") as null:
+        request = spawner.SpawnRequest(
+            ["true"], tmp_path, dict(os.environ), (null.fileno(),) * 3,
+            lambda status, cpu: ended.append(status),
+        )  # fmt: skip
+        outcomes = helper.spawn_many([request] * count)
+    assert all(isinstance(outcome, int) for outcome in outcomes)
+    assert len(set(outcomes)) == count
+    wait_for(lambda: len(ended) == count, "every payload to end", timeout=30)
+    assert set(ended) == {0}
+
+
+def test_runners_started_together_each_end_as_their_own(tmp_path: Path) -> None:
+    """:func:`start_payloads`: a runner that cannot start (its folder is gone) gets its failure,
+    the others run to their own results."""
+    from dirac_like.agents.wrapper import start_payloads
+
+    runners = []
+    for job_id, script in ((1, "exit 0"), (2, "exit 0"), (3, "exit 4")):
+        folder = tmp_path / f"job_{job_id}"
+        if job_id != 2:
+            folder.mkdir()
+        spec = PayloadSpec(job_id, "/bin/sh", folder, arguments=f"-c '{script}'")
+        runners.append(PayloadRunner(spec, Limits()))
+    results = start_payloads([(runner, None) for runner in runners])
+    assert results[0] is None and results[2] is None
+    assert results[1] is not None and "Working directory not found" in results[1].minor_status
+    done = [runner.finish() for runner in (runners[0], runners[2])]
+    assert [(result.status.value, result.exit_code) for result in done] == [
+        ("Done", 0),
+        ("Failed", 4),
+    ]

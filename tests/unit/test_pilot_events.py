@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from dirac_like.agents import pilot as pilot_module
 from dirac_like.agents.job_runs import Stage, Workers
 from dirac_like.agents.outbox import Report
 from dirac_like.agents.pilot import (
@@ -118,6 +119,9 @@ def pilot(tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> Iter
     made.posted = posted  # type: ignore[attr-defined]
     monkeypatch.setattr(made.reports, "post", lambda reports, now: posted.extend(reports))
     monkeypatch.setattr(made, "_runner", lambda *args, **kwargs: FakeRunner())
+    started = made.start_calls = []  # type: ignore[attr-defined, var-annotated]
+    monkeypatch.setattr(pilot_module, "start_payloads", lambda starts: started.append(len(starts))
+                        or [runner.start(on_end) for runner, on_end in starts])  # fmt: skip
     try:
         yield made
     finally:
@@ -133,7 +137,7 @@ def taken(pilot: Pilot, job_id: int = 7, **attributes: Any) -> RunningJob:
     job = pilot._prepare(MatchedJob(job_id, 1, "alice", "g", 1, description))
     assert job is not None
     pilot.jobs[job_id] = job
-    pilot._start_payload(job)
+    pilot._start_payloads([job])
     return job
 
 
@@ -305,3 +309,29 @@ def test_a_payload_that_ended_by_itself_and_left_processes_is_not_killed_from_th
     wait_for(lambda: not pilot.events.empty(), "the worker's result")
     pilot.process_events()
     assert reports_of(pilot) == [(7, "Done", "Execution Complete")]
+
+
+def test_a_turns_jobs_start_together_with_one_record_file(pilot: Pilot, tmp_path: Path) -> None:
+    """The jobs of one turn are started with one call (one request to the exec helper) and
+    their records kept in one file of the workdir, not a ``job.json`` per folder (issue 15);
+    the file goes once every job of the turn was reported and answered."""
+    matches = [MatchedJob(job_id, 1, "alice", "g", 1, {"Executable": "/bin/true"})
+               for job_id in (1, 2, 3)]  # fmt: skip
+    pilot.start_jobs(matches, running=True)
+    assert pilot.start_calls == [3]  # type: ignore[attr-defined]
+    assert [job.stage for job in pilot.jobs.values()] == [Stage.RUNNING] * 3
+    [records] = list(tmp_path.glob("jobs-*.json"))
+    assert not list(tmp_path.glob("job_*_1/job.json"))
+    for job in list(pilot.jobs.values()):
+        runner_of(job).end()
+    pilot.process_events()
+    pilot._post_unposted()
+    posted: list[Report] = pilot.posted  # type: ignore[attr-defined]
+    assert sorted(report.job_id for report in posted) == [1, 2, 3]
+    for report in posted[:2]:
+        pilot._answered(report)
+    pilot._folder_work.submit(lambda: None).result(10)
+    assert records.exists()  # job 3 is not answered yet
+    pilot._answered(posted[2])
+    pilot._folder_work.submit(lambda: None).result(10)
+    assert not records.exists() and not list(tmp_path.glob("job_*"))
