@@ -50,7 +50,6 @@ class GatedStore(SqliteStore):
 
         return gated
 
-
     def commit(self, changes: ChangeSet) -> None:
         if changes.new_jobs:
             GatedStore.committed.append(len(changes.new_jobs))
