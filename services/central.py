@@ -376,19 +376,29 @@ class CentralService:
         return len(pending)
 
     def _commit_when_due(self) -> None:
-        """Commit what was served unless a sync is running (then the batch grows until it has
-        returned: committed now, it would wait for that sync anyway before its own could start);
-        with nothing to serve meanwhile, wait for the sync or the next request, whichever comes
-        first, committing what the sync held back once it has returned."""
-        while True:
-            self.held.poll()
-            if self.open_batch.due(self.held.syncing, self.config.service.max_batch):
-                self.commit_and_hold(*self.open_batch.take())
-            if not self.held.syncing or self._requests_waiting():
-                return
+        """Commit what was served, unless a sync is running: then the requests served grow one
+        batch, committed once that sync has returned (committed now, it would wait for that sync
+        anyway before its own could start). Then, while the sync runs, serve what comes."""
+        self.held.poll()
+        if self.open_batch.due(self.held.syncing, self.config.service.max_batch):
+            self.commit_and_hold(*self.open_batch.take())
+        self._serve_during_sync()
+
+    def _serve_during_sync(self) -> None:
+        """Until the running sync has returned (its replies sent), a deadline is due or the
+        batch is full: serve the requests that come, into the open batch (the next turn commits
+        it at once: :meth:`_poll_timeout_ms`). Only drain and handle here, no turn's chores."""
+        while self.held.syncing and len(self.open_batch) < self.config.service.max_batch:
             ready = dict(self.poller.poll(self._poll_timeout_ms(background=False)))
-            if self.held.fd not in ready:  # a request, a ZAP request, or a deadline first
-                return
+            if not ready:
+                return  # a deadline first
+            if self.held.fd in ready:
+                self.held.poll()
+            if self.zap is not None and self.zap.socket in ready:
+                self.zap.answer_all()
+            if self.socket in ready:
+                messages = self._drain()
+                self.open_batch.add(messages, self.process_batch(messages))
 
     def _requests_waiting(self) -> bool:
         events: int = self.socket.getsockopt(zmq.EVENTS)  # type: ignore[assignment]
@@ -413,7 +423,9 @@ class CentralService:
 
     def _poll_timeout_ms(self, background: bool = True) -> int:
         """How long to wait for requests: until the next deadline, or (``background``) the next
-        piece of background work."""
+        piece of background work; not at all when requests served wait for their commit."""
+        if len(self.open_batch) and not self.held.syncing:
+            return 0
         deadline = self.state.next_deadline()
         wait = MAX_POLL_SECONDS if deadline is None else deadline - self.clock()
         if background and self.state.background_pending:  # what comes soon, else the next piece

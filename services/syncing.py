@@ -61,13 +61,16 @@ class OpenBatch(Generic[Request, Reply]):
         self.requests: list[Request] = []
         self.replies: list[Reply] = []
 
+    def __len__(self) -> int:
+        return len(self.requests)
+
     def add(self, requests: list[Request], replies: list[Reply]) -> None:
         self.requests.extend(requests)
         self.replies.extend(replies)
 
     def due(self, syncing: bool, max_batch: int) -> bool:
         """Whether to commit now: no sync running, or the batch has ``max_batch`` requests."""
-        return not syncing or len(self.requests) >= max_batch
+        return not syncing or len(self) >= max_batch
 
     def take(self) -> tuple[list[Reply], list[Request]]:
         """(replies, requests) of the batch, which starts anew."""
