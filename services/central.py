@@ -7,12 +7,10 @@ everything the batch changed to the store in ONE transaction (and a changed iden
 its file, first) → send the replies. Nothing is acknowledged before it is durable.
 
 On SQLite at ``synchronous = "full"`` (with ``[store] overlap_sync``, the default) the commit
-returns once the WAL is written, and its fsync runs in a thread of its own; the batch's replies
-and pushes are held until it has returned (services/syncing.py). Meanwhile the loop serves the
-requests that come and commits them all once that fsync has returned (a batch committed during it
-would wait for it anyway before its own fsync could start: :class:`~services.syncing.OpenBatch`),
-or, with none waiting, waits for the fsync or the next request, whichever comes first. A failed
-fsync stops the service, nothing it covered acknowledged.
+returns once the WAL is written, and its fsync runs in a thread of its own while the loop serves
+the next batch (requests waiting) or waits for it (none waiting); the batch's replies and pushes
+are held until it has returned (services/syncing.py). A failed fsync stops the service, nothing
+it covered acknowledged.
 
 When a batch cannot be committed, one request never fails another:
 
@@ -105,7 +103,7 @@ from .replies import reply_key
 from .sandbox_handlers import SANDBOX_HANDLERS
 from .state import CentralState
 from .status_handlers import ServiceView, SingleInstance
-from .syncing import Frames, HeldReplies, OpenBatch, SyncFailed
+from .syncing import Frames, HeldReplies, SyncFailed
 from .zap import DOMAIN, ZapHandler
 
 log = logging.getLogger(__name__)
@@ -194,7 +192,6 @@ class CentralService:
         if self.zap is not None:
             self.poller.register(self.zap.socket, zmq.POLLIN)
         self.held = HeldReplies(lambda: self.store, self._send)  # until durable
-        self.open_batch: OpenBatch[Message, Pending] = OpenBatch()  # served, not committed
         if self.held.fd is not None:
             self.poller.register(self.held.fd, zmq.POLLIN)
         self.frames = FrameGuard(config.service)
@@ -202,7 +199,6 @@ class CentralService:
         self.endpoint = ""
         self.stopping = False
         self._poisoned = False
-        self._sync_failed = False
         self._new_since_freeze = 0  # jobs made since the last gc.freeze
         self._broken: StoreError | None = None  # the store could not be reopened: retry
         self._next_purge = clock() + PURGE_SECONDS
@@ -284,7 +280,6 @@ class CentralService:
                 self.loop()
         except SyncFailed:
             self._poisoned = True  # what the store holds is not known durable: no job snapshot
-            self._sync_failed = True  # nothing more committed or acknowledged
             raise
         finally:
             self.close()
@@ -302,11 +297,7 @@ class CentralService:
 
     def close(self) -> None:
         try:
-            try:
-                if not self._sync_failed:  # what was served since the last commit
-                    self.commit_and_hold(*self.open_batch.take())
-            finally:
-                self.held.close()  # the replies of the last batch, once it is durable
+            self.held.close()  # the replies of the last batch, once it is durable
         finally:
             self._close()
 
@@ -366,39 +357,15 @@ class CentralService:
         if self.socket in ready:
             messages = self._drain()
             pending = self.process_batch(messages)
-            self.open_batch.add(messages, pending)
         self.state.expire(self.clock())
         background = self._background(len(pending))
         self.purge_identities(self.clock())
-        self._commit_when_due()
+        self.commit_and_hold(pending, messages)
+        if not self._requests_waiting():  # nothing to serve during the fsync: wait for it
+            self.held.settle()
         self.pacer.turned(turn_started, time.monotonic(), bool(messages), background)
         self.metrics.refresh(self.state, self.clock())
         return len(pending)
-
-    def _commit_when_due(self) -> None:
-        """Commit what was served, unless a sync is running: then the requests served grow one
-        batch, committed once that sync has returned (committed now, it would wait for that sync
-        anyway before its own could start). Then, while the sync runs, serve what comes."""
-        self.held.poll()
-        if self.open_batch.due(self.held.syncing, self.config.service.max_batch):
-            self.commit_and_hold(*self.open_batch.take())
-        self._serve_during_sync()
-
-    def _serve_during_sync(self) -> None:
-        """Until the running sync has returned (its replies sent), a deadline is due or the
-        batch is full: serve the requests that come, into the open batch (the next turn commits
-        it at once: :meth:`_poll_timeout_ms`). Only drain and handle here, no turn's chores."""
-        while self.held.syncing and len(self.open_batch) < self.config.service.max_batch:
-            ready = dict(self.poller.poll(self._poll_timeout_ms(background=False)))
-            if not ready:
-                return  # a deadline first
-            if self.held.fd in ready:
-                self.held.poll()
-            if self.zap is not None and self.zap.socket in ready:
-                self.zap.answer_all()
-            if self.socket in ready:
-                messages = self._drain()
-                self.open_batch.add(messages, self.process_batch(messages))
 
     def _requests_waiting(self) -> bool:
         events: int = self.socket.getsockopt(zmq.EVENTS)  # type: ignore[assignment]
@@ -421,14 +388,10 @@ class CentralService:
         ]
         return self._undone(pending, error, retryable=True)
 
-    def _poll_timeout_ms(self, background: bool = True) -> int:
-        """How long to wait for requests: until the next deadline, or (``background``) the next
-        piece of background work; not at all when requests served wait for their commit."""
-        if len(self.open_batch) and not self.held.syncing:
-            return 0
+    def _poll_timeout_ms(self) -> int:
         deadline = self.state.next_deadline()
         wait = MAX_POLL_SECONDS if deadline is None else deadline - self.clock()
-        if background and self.state.background_pending:  # what comes soon, else the next piece
+        if self.state.background_pending:  # serve what comes soon, else the next piece
             wait = min(wait, self.pacer.wait())
         return int(max(0.0, min(wait, MAX_POLL_SECONDS)) * 1000)
 

@@ -16,9 +16,7 @@ The rules (:meth:`HeldReplies.hold`):
   status read after a match), so they wait for the sync running, if any, else go out at once.
 
 The loop asks :meth:`HeldReplies.poll` between the requests of the next batch, so a batch's
-replies go out as soon as its sync has returned, not only once the next batch is committed. The
-loop commits the requests it serves while a sync runs only once that sync has returned
-(:class:`OpenBatch`), so the second rule applies only to a batch that reached ``max_batch``.
+replies go out as soon as its sync has returned, not only once the next batch is committed.
 
 A sync that fails raises :class:`SyncFailed` in the loop: nothing it held is sent, and the
 service stops (fail-stop: after a failed ``fsync`` the kernel may have dropped the pages it could
@@ -36,47 +34,12 @@ import os
 import queue
 import threading
 from collections.abc import Callable
-from typing import Generic, TypeVar
 
 from dirac_like.store import Store
 
 log = logging.getLogger(__name__)
 
 Frames = list[bytes]  # one multipart message to send
-Request = TypeVar("Request")
-Reply = TypeVar("Reply")
-
-
-class OpenBatch(Generic[Request, Reply]):
-    """The requests the loop has served (applied to the state) since its last commit, with their
-    replies: committed together when :meth:`due`.
-
-    While a sync runs, a batch committed at once would have to wait for it before its own sync
-    could start, and its replies for both; serving more requests meanwhile and committing them
-    all once that sync has returned sends each reply no later, and makes one commit (a
-    transaction, the WAL pages it writes) where the loop made one per turn, often of one or two
-    requests (measured: docs/performance.md, "Match latency tail")."""
-
-    def __init__(self) -> None:
-        self.requests: list[Request] = []
-        self.replies: list[Reply] = []
-
-    def __len__(self) -> int:
-        return len(self.requests)
-
-    def add(self, requests: list[Request], replies: list[Reply]) -> None:
-        self.requests.extend(requests)
-        self.replies.extend(replies)
-
-    def due(self, syncing: bool, max_batch: int) -> bool:
-        """Whether to commit now: no sync running, or the batch has ``max_batch`` requests."""
-        return not syncing or len(self) >= max_batch
-
-    def take(self) -> tuple[list[Reply], list[Request]]:
-        """(replies, requests) of the batch, which starts anew."""
-        taken = self.replies, self.requests
-        self.requests, self.replies = [], []
-        return taken
 
 
 class SyncFailed(Exception):
@@ -129,11 +92,6 @@ class HeldReplies:
         self._send = send
         self._thread = SyncThread() if store().deferred_sync() is not None else None
         self._held: list[Frames] | None = None  # None: no sync running
-
-    @property
-    def syncing(self) -> bool:
-        """A sync is running (or has returned, its replies not yet sent)."""
-        return self._held is not None
 
     @property
     def fd(self) -> int | None:

@@ -12,7 +12,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import zmq
@@ -23,7 +23,6 @@ from dirac_like.identity import resolve_identity, secure_client_socket
 from dirac_like.protocol import Request, SubmitArgs, decode_reply, encode_request, to_wire
 from dirac_like.services.central import CentralService
 from dirac_like.services.syncing import SyncFailed
-from dirac_like.store.base import ChangeSet
 from dirac_like.store.sqlite import SqliteStore
 from dirac_like.testing import wait_for
 
@@ -45,35 +44,18 @@ class GatedStore(SqliteStore):
         def gated() -> None:
             if GatedStore.failing:
                 raise OSError(errno.EIO, "Input/output error (injected by the test)")
-            GatedStore.gate.wait(20)  # a test that never opens it fails, not hangs
+            GatedStore.gate.wait()
             real()
 
         return gated
 
-    def commit(self, changes: ChangeSet) -> None:
-        if changes.new_jobs:
-            GatedStore.committed.append(len(changes.new_jobs))
-        super().commit(changes)
-
-    committed: ClassVar[list[int]] = []  # the jobs made by each commit that made some
-
 
 @pytest.fixture
 def gated(tmp_path: Path) -> Iterator[CentralService]:
-    yield from gated_service(tmp_path, max_batch=1)  # one request a batch
-
-
-@pytest.fixture
-def gated_batches(tmp_path: Path) -> Iterator[CentralService]:
-    yield from gated_service(tmp_path, max_batch=64)
-
-
-def gated_service(tmp_path: Path, max_batch: int) -> Iterator[CentralService]:
     GatedStore.gate = threading.Event()
     GatedStore.failing = False
-    GatedStore.committed = []
     home = tmp_path / "home"
-    config = Config(service=ServiceConfig(max_batch=max_batch))
+    config = Config(service=ServiceConfig(max_batch=1))  # one request a batch
     service = CentralService(
         config,
         home,
@@ -122,35 +104,6 @@ def test_the_next_batch_is_served_during_the_fsync_and_neither_is_acknowledged_b
         served.join(30)
         alice.close(0)
         bob.close(0)
-
-
-def test_requests_served_during_a_sync_are_committed_together_once_it_has_returned(
-    gated_batches: CentralService,
-) -> None:
-    service = gated_batches
-    alice, bob, carol = (service.context.socket(zmq.DEALER) for _ in range(3))
-    try:
-        for socket, owner in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
-            socket.connect("inproc://overlapped-sync")
-            submit(socket, owner)
-            wait_for(lambda: service.socket.get(zmq.EVENTS) & zmq.POLLIN, "the request", 5)
-            service.loop()  # alice's commit, its fsync held at the gate; then bob's, carol's
-        assert sorted(job.owner for job in service.state.jobs.values()) == [
-            "alice",
-            "bob",
-            "carol",
-        ]
-        assert owners_committed(service.home) == ["alice"]  # bob and carol: served only
-        assert not any(socket.poll(0) for socket in (alice, bob, carol))
-        GatedStore.gate.set()
-        service.loop()  # alice's fsync returns: bob's and carol's requests committed as one
-        for socket in (alice, bob, carol):
-            assert socket.poll(10_000) and decode_reply(socket.recv()).ok
-        assert owners_committed(service.home) == ["alice", "bob", "carol"]
-        assert GatedStore.committed == [1, 2]
-    finally:
-        for socket in (alice, bob, carol):
-            socket.close(0)
 
 
 def test_a_failed_fsync_acknowledges_nothing_and_stops_the_service(

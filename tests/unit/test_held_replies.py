@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from dirac_like.services.syncing import HeldReplies, OpenBatch, SyncFailed
+from dirac_like.services.syncing import HeldReplies, SyncFailed
 
 Held = tuple[HeldReplies, list[list[bytes]]]
 
@@ -126,41 +126,3 @@ def test_a_store_that_syncs_in_its_commits_gets_no_thread_and_no_wait() -> None:
     replies.hold([[b"a"]])
     assert replies.fd is None and sent == [[b"a"]]
     replies.close()
-
-
-def test_held_replies_are_syncing_from_a_commit_until_its_replies_are_sent(
-    store: SyncedLater, held: Held
-) -> None:
-    replies, sent = held
-    assert not replies.syncing
-    replies.hold([[b"ping"]])  # nothing committed: no sync
-    assert not replies.syncing
-    store.commit()
-    replies.hold([[b"a"]])
-    assert replies.syncing
-    store.gate.set()
-    replies.settle()
-    assert not replies.syncing and sent == [[b"ping"], [b"a"]]
-
-
-def test_an_open_batch_is_due_when_no_sync_runs() -> None:
-    batch: OpenBatch[str, str] = OpenBatch()
-    assert batch.due(syncing=False, max_batch=64)  # empty too: what the turn changed
-    batch.add(["r1"], ["a1"])
-    assert batch.due(syncing=False, max_batch=64)
-
-
-def test_an_open_batch_waits_for_the_running_sync_until_it_is_full() -> None:
-    batch: OpenBatch[str, str] = OpenBatch()
-    batch.add(["r1", "r2"], ["a1", "a2"])
-    assert not batch.due(syncing=True, max_batch=3)
-    batch.add(["r3"], ["a3"])
-    assert batch.due(syncing=True, max_batch=3)
-
-
-def test_an_open_batch_is_taken_in_order_and_starts_anew() -> None:
-    batch: OpenBatch[str, str] = OpenBatch()
-    batch.add(["r1"], ["a1"])
-    batch.add(["r2", "r3"], ["a2", "a3"])
-    assert batch.take() == (["a1", "a2", "a3"], ["r1", "r2", "r3"])
-    assert batch.take() == ([], [])
