@@ -410,10 +410,16 @@ class CentralService:
         return messages
 
     def _receive_secure(self) -> Message:
-        """One request, with the User-Id libzmq attached to it (the client's public key)."""
-        frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
-        user_id = str(frames[-1].get("User-Id"))
-        return [frame.bytes for frame in frames], user_id
+        """One request, with the User-Id libzmq attached to it (the client's public key, read
+        from the last frame). The ROUTER's routing frame comes as bytes, the others as frames
+        (a multipart message arrives whole): 2 µs a request, against 9 µs for every frame as a
+        frame made bytes after (docs/performance.md, "Match latency tail")."""
+        frames = [self.socket.recv(zmq.NOBLOCK)]
+        while True:
+            frame = self.socket.recv(zmq.NOBLOCK, copy=False)
+            if not frame.more:
+                return [*frames, frame.bytes], str(frame.get("User-Id"))
+            frames.append(frame.bytes)
 
     def process_batch(self, messages: list[Message]) -> list[Pending]:
         now = self.clock()
