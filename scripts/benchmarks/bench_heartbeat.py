@@ -53,7 +53,7 @@ class Crowd:
         self.harness.now = time.time()
         admin = self.harness.identity("boss", "admin")
         self.key = self.harness.identity("pilots", "pilot", site=SITE)
-        jdl = f'Executable = "/bin/sleep"; Arguments = "1 %s"; Site = "{SITE}"; Parameters = {jobs};'
+        jdl = f'Executable = "/bin/sleep"; Arguments = "%s"; Site = "{SITE}"; Parameters = {jobs};'
         self.harness.ok(admin, "submit", {"descriptions": [jdl], "owner": "u", "group": "g"})
         service = self.harness.service
         while service.state.background_pending:  # made a slice per loop turn
