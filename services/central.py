@@ -306,8 +306,16 @@ class CentralService:
             self._close()
 
     def _write_waiting(self) -> None:
-        """At a stop: what waited for a later commit (usage samples) is written now."""
-        if self._broken is not None or self._poisoned or self.state.journal.changes.is_empty():
+        """At a stop asked for (SIGTERM, :meth:`stop`): what waited for a later commit (usage
+        samples) is written now. Not after an error, nor by a leader that stepped down (it
+        writes nothing more: the new leader serves)."""
+        journal = self.state.journal
+        if (
+            not self.stopping
+            or self._broken is not None
+            or self._poisoned
+            or journal.changes.is_empty()
+        ):
             return
         try:
             self._commit(0, flush=True)
