@@ -20,7 +20,7 @@ sync) for a batch that changed nothing else:
   holding only such samples wait for the next batch that commits anyway (a match, a report), or
   :data:`MAX_WAIT_SECONDS` at most, or until :data:`MAX_WAITING_SAMPLES` of them wait. A crash
   loses the samples of those last seconds (points of a plot, never a job's state or its final
-  usage, which comes with its final report); a clean stop writes them.
+  usage, which comes with its final report); a stop asked for (SIGTERM) writes them.
 
 So a batch of heartbeats of Running jobs commits nothing, syncs nothing, and its replies go at
 once (after the sync of an earlier batch still running, if any: replies keep their order).
