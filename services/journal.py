@@ -37,12 +37,12 @@ class Journal:
         """``changes``, just taken, is not written now (it holds only what may wait for a later
         commit: services/durability.py): the next batch's changes are added to it."""
         assert self.changes.is_empty(), "put back right after it was taken"
-        self.in_flight.remove(changes)
+        self._land(changes)
         self.changes, self._spare = changes, self.changes  # a turn that changed nothing: no new set
 
     def committed(self, changes: ChangeSet) -> None:
         """The store holds ``changes`` now: read them from there from now on."""
-        self.in_flight.remove(changes)
+        self._land(changes)
         for job, _ in changes.new_jobs:
             self.new_descriptions.pop(job.job_id, None)
 
@@ -116,3 +116,7 @@ class Journal:
                 if lfn.startswith(prefix):
                     found[lfn] = entry
         return found
+
+    def _land(self, changes: ChangeSet) -> None:
+        """``changes`` is no longer in flight (by identity: two change sets may be equal)."""
+        self.in_flight = [taken for taken in self.in_flight if taken is not changes]

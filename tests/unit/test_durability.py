@@ -76,6 +76,19 @@ def test_changes_put_back_are_taken_again_with_the_next_batchs() -> None:
     assert journal.changes.is_empty() and journal.changes is not taken
 
 
+def test_the_change_set_put_back_is_the_one_taken_not_an_equal_one_in_flight() -> None:
+    """A set being synced and the set put back may be equal (both empty): the one put back
+    leaves the in-flight list, the one being synced stays in it until committed."""
+    journal = Journal()
+    syncing = journal.take()
+    taken = journal.take()
+    assert syncing == taken and syncing is not taken
+    journal.put_back(taken)
+    assert len(journal.in_flight) == 1 and journal.in_flight[0] is syncing
+    journal.committed(syncing)
+    assert journal.in_flight == []
+
+
 def test_a_heartbeat_writes_nothing_and_a_restart_gives_a_full_window_from_then() -> None:
     """The lease rule without a write: heartbeats renew the lease in memory only; the job as
     stored (its last write: Running at 5) restored at 130 gets a window from 130, later than
