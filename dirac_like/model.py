@@ -374,6 +374,11 @@ class ChangeSet:
     submissions: dict[int, SubmissionRecord | None] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
+        return not self.usage_samples and self.nothing_but_usage_samples()
+
+    def nothing_but_usage_samples(self) -> bool:
+        """Whether every field but ``usage_samples`` is empty (services/durability.py: those
+        may wait for a later commit)."""
         return not (
             self.new_task_queues
             or self.new_jobs
@@ -398,7 +403,6 @@ class ChangeSet:
             or self.pilot_accounting
             or self.accounting_retention is not None
             or self.transfer_accounting
-            or self.usage_samples
             or self.catalog_files
             or self.catalog_replicas
             or self.se_status

@@ -22,18 +22,27 @@ class Journal:
     def __init__(self) -> None:
         self.changes = ChangeSet()
         self.in_flight: list[ChangeSet] = []  # taken for the store, not yet committed
+        self._spare: ChangeSet | None = None  # an empty set, given back by put_back
         # descriptions of jobs submitted but not yet in the store
         self.new_descriptions: dict[int, dict[str, Any]] = {}
 
     def take(self) -> ChangeSet:
         """What changed since the last call; it is in flight until :meth:`committed`."""
-        changes, self.changes = self.changes, ChangeSet()
+        changes, self.changes = self.changes, self._spare or ChangeSet()
+        self._spare = None
         self.in_flight.append(changes)
         return changes
 
+    def put_back(self, changes: ChangeSet) -> None:
+        """``changes``, just taken, is not written now (it holds only what may wait for a later
+        commit: services/durability.py): the next batch's changes are added to it."""
+        assert self.changes.is_empty(), "put back right after it was taken"
+        self._land(changes)
+        self.changes, self._spare = changes, self.changes  # a turn that changed nothing: no new set
+
     def committed(self, changes: ChangeSet) -> None:
         """The store holds ``changes`` now: read them from there from now on."""
-        self.in_flight.remove(changes)
+        self._land(changes)
         for job, _ in changes.new_jobs:
             self.new_descriptions.pop(job.job_id, None)
 
@@ -107,3 +116,7 @@ class Journal:
                 if lfn.startswith(prefix):
                     found[lfn] = entry
         return found
+
+    def _land(self, changes: ChangeSet) -> None:
+        """``changes`` is no longer in flight (by identity: two change sets may be equal)."""
+        self.in_flight = [taken for taken in self.in_flight if taken is not changes]

@@ -243,6 +243,10 @@ class CentralState:
         """The store holds ``changes`` now: read them from there from now on."""
         self.journal.committed(changes)
 
+    def put_back(self, changes: ChangeSet) -> None:
+        """``changes`` (just taken) waits for the next batch's commit."""
+        self.journal.put_back(changes)
+
     def store_description(self, job_id: int) -> dict[str, Any]:
         pending = self.journal.new_descriptions.get(job_id)
         return pending if pending is not None else self.stored.description(job_id)

@@ -137,7 +137,13 @@ def main(args: argparse.Namespace) -> int:
         )
         print(f"connecting {args.pilots:,} pilots; {load()}", flush=True)
         started, service_before = time.perf_counter(), cpu_seconds(central)
-        spec = CrowdSpec(service.endpoint, crowd_token, CROWD_SITE, args.heartbeat_interval)
+        spec = CrowdSpec(
+            service.endpoint,
+            crowd_token,
+            CROWD_SITE,
+            args.heartbeat_interval,
+            metrics=args.heartbeat_metrics,
+        )
         crowd = Crowd(spec, args.pilots)
         if not crowd.wait_running(args.connect_timeout):
             print("the crowd did not get its jobs Running in time")
@@ -198,5 +204,10 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3, help="silent / heartbeating pairs")
     parser.add_argument("--heartbeat-interval", type=float, default=30.0)
     parser.add_argument("--connect-timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--heartbeat-metrics",
+        action="store_true",
+        help="heartbeats carry a usage sample, as a real pilot's do (else bare heartbeats)",
+    )
     add_keep_option(parser)
     sys.exit(main(parser.parse_args()))

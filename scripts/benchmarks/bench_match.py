@@ -8,10 +8,13 @@
 For each size: a fresh central service (its own process, SQLite with synchronous=full) is filled
 with that many waiting jobs in 500 task queues over 60 sites (parametric bulk submissions), then
 64 concurrent pilot clients (DEALER sockets driven from one load-generator process, one request
-in flight each) ask for jobs for a fixed time. Reported: matches/s, p50/p99 latency, the CPU
-time the service's process spent per match (user + system, all its threads: less sensitive than
-the rates to other load on the machine), and, in the same run, the request/reply rate of a bare
-ZeroMQ echo server driven the same way (the ceiling).
+in flight each) ask for jobs for a fixed time, once each is connected (a ``ping`` first, so that
+the CurveZMQ handshakes and the service's ZAP checks are not in the figures; their round trips
+are printed apart; ``--cold`` counts from the connection instead). Reported: matches/s,
+p50/p90/p99/max latency, the CPU time the service's process spent per match (user + system, all
+its threads, the connecting pings included: less sensitive than the rates to other load on the
+machine), and, in the same run, the request/reply rate of a bare ZeroMQ echo server driven the
+same way (the ceiling).
 
 ``--store postgresql`` (or ``both``) runs the same on the PostgreSQL store: each fresh service
 gets a new database on the server of ``--postgres-url`` (a role that may create databases), or,
@@ -171,6 +174,28 @@ def request_frame(op: str, args: dict[str, object]) -> bytes:
     return encode_request(Request(uuid.uuid4().hex, op, args))
 
 
+def connect(sockets: list[zmq.Socket], poller: zmq.Poller) -> list[float]:
+    """One ``ping`` on each socket, all in flight together, until every reply is in: the
+    connection made (the CurveZMQ handshake and the service's ZAP check on a secure socket)
+    before the measured requests. Returns each socket's first round trip in ms."""
+    sent = time.perf_counter()
+    for sock in sockets:
+        sock.send(request_frame("ping", {}))
+    waiting, latencies = set(sockets), []
+    while waiting:
+        ready = poller.poll(60_000)
+        if not ready:
+            raise RuntimeError(f"{len(waiting)} clients not connected after 60 s")
+        for sock, _ in ready:
+            sock.recv()
+            waiting.discard(sock)
+            latencies.append((time.perf_counter() - sent) * 1000)
+    return latencies
+
+
+CONNECTS: list[float] = []  # the first round trips of the last drive(), in ms
+
+
 def drive(
     endpoint: str,
     clients: int,
@@ -178,10 +203,14 @@ def drive(
     make_frame,
     limit: int = 10**12,
     identities: list[Identity] | None = None,
+    connect_first: bool = False,
 ) -> tuple[int, list[float], float]:
     """``clients`` DEALER sockets (CurveZMQ clients when ``identities`` are given: socket i
-    presents identities[i % len]), one request in flight each, for ``seconds`` or until
-    ``limit`` replies. Returns (replies, latencies in ms, elapsed seconds)."""
+    presents identities[i % len]), with ``connect_first`` connected before the measured requests
+    (one ``ping`` each: :func:`connect`, their round trips in CONNECTS), then one request in
+    flight each, for
+    ``seconds`` or until ``limit`` replies. Returns (replies, latencies in ms, elapsed
+    seconds)."""
     context = zmq.Context()
     sockets, sent_at = [], {}
     poller = zmq.Poller()
@@ -193,6 +222,8 @@ def drive(
         sock.connect(endpoint)
         poller.register(sock, zmq.POLLIN)
         sockets.append(sock)
+    CONNECTS[:] = connect(sockets, poller) if connect_first else []
+    position = {sock: index for index, sock in enumerate(sockets)}
     latencies: list[float] = []
     for index, sock in enumerate(sockets):
         sent_at[sock] = time.perf_counter()
@@ -204,7 +235,7 @@ def drive(
             sock.recv()
             now = time.perf_counter()
             latencies.append((now - sent_at[sock]) * 1000)
-            index = sockets.index(sock)
+            index = position[sock]
             sent_at[sock] = now
             sock.send(make_frame(index))
     elapsed = time.perf_counter() - started
@@ -260,7 +291,9 @@ def echo_rate(clients: int, seconds: float) -> float:
     server.start()
     try:
         ready.wait(30)
-        count, _, elapsed = drive(endpoint, clients, seconds, lambda i: request_frame("ping", {}))
+        count, _, elapsed = drive(
+            endpoint, clients, seconds, lambda i: request_frame("ping", {}), connect_first=True
+        )
     finally:
         server.terminate()
         server.join(10)
@@ -345,6 +378,7 @@ def measure(waiting: int, clients: int, seconds: float, data: bool = False) -> d
             pilot_frame,
             limit=min(ARGS.matches, waiting // 2),
             identities=tokens,
+            connect_first=not ARGS.cold,
         )
         cpu = sum(process.cpu_times()[:2]) - cpu
         batches_after = batches(service)
@@ -367,7 +401,11 @@ def measure(waiting: int, clients: int, seconds: float, data: bool = False) -> d
         "rate": count / elapsed,
         "matches": count,
         "p50": statistics.median(latencies),
+        "p90": percentile(latencies, 0.90),
         "p99": percentile(latencies, 0.99),
+        "max": max(latencies),
+        "connect_p50": statistics.median(CONNECTS) if CONNECTS else 0.0,
+        "connect_max": max(CONNECTS, default=0.0),
         "cpu_per_match": cpu / max(count, 1),
         "load": os.getloadavg()[0],
         "batch": mean_batch,
@@ -408,8 +446,15 @@ def run_store(store: str, ceiling: float) -> dict[str, float]:
             f"{row['rss'] / 2**20:,.0f} MiB resident: "
             f"{per_job:,.0f} bytes per waiting job): "
             f"{row['rate']:,.0f} matches/s over {row['matches']:,.0f} matches, "
-            f"p50 {row['p50']:.2f} ms, p99 {row['p99']:.2f} ms, "
-            f"service CPU {row['cpu_per_match'] * 1e6:.0f} us per match, "
+            f"p50 {row['p50']:.2f} ms, p90 {row['p90']:.2f} ms, p99 {row['p99']:.2f} ms, "
+            f"max {row['max']:.2f} ms, "
+            + (
+                f"(connecting first: p50 {row['connect_p50']:.0f} ms, "
+                f"max {row['connect_max']:.0f} ms), "
+                if row["connect_max"]
+                else ""
+            )
+            + f"service CPU {row['cpu_per_match'] * 1e6:.0f} us per match, "
             f"{row['batch']:.1f} requests per batch"
             + (f"; then 100,000 more jobs made at {row['bulk']:,.0f} jobs/s" if row["bulk"] else "")
             + f" (load average {row['load']:.2f})"
@@ -481,6 +526,12 @@ if __name__ == "__main__":
         "--input-data", action="store_true", help="also match jobs sent where their InputData is"
     )
     parser.add_argument("--no-bulk", action="store_true", help="skip the bulk submission figure")
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="measure from the connection (no ping first): each client's first request then "
+        "waits for the CurveZMQ handshake and the ZAP check (before 2026-12-03's fifth session)",
+    )
     parser.add_argument(
         "--pools",
         default="",

@@ -49,6 +49,9 @@ class CrowdSpec:
     site: str
     heartbeat_interval: float = 30.0
     request_interval: float = 10.0
+    # heartbeats carry the watchdog's sample of the payload, as a real pilot's do (the service
+    # keeps a usage series of it); False: bare heartbeats (job, attempt, pilot)
+    metrics: bool = False
 
 
 @dataclass
@@ -93,6 +96,7 @@ class _Generator:
             # connections and first requests spread over a second, as pilots arrive
             heapq.heappush(self.timers, (now + rng.random(), n))
         self.rng = rng
+        self.started = time.monotonic()
 
     def send(self, n: int, op: str, args: dict[str, object]) -> None:
         self.asked[n] = op
@@ -107,8 +111,19 @@ class _Generator:
             self.send(n, "request_job", {"pilot_id": self.pilot_ids[n], "resources": resources})
         else:
             job_id, attempt = job
-            args = {"job_id": job_id, "attempt": attempt, "pilot_id": self.pilot_ids[n]}
+            args: dict[str, object] = {
+                "job_id": job_id,
+                "attempt": attempt,
+                "pilot_id": self.pilot_ids[n],
+            }
+            if self.spec.metrics:
+                args["metrics"] = self.sample()
             self.send(n, "heartbeat", args)
+
+    def sample(self) -> dict[str, float]:
+        """What a real pilot's watchdog says of a busy payload (agents/pilot.py ``metrics``)."""
+        wall = round(time.monotonic() - self.started, 1)
+        return {"cpu_seconds": wall, "rss_mb": 512.0, "wall_seconds": wall, "disk_mb": 20.0}
 
     def on_reply(self, n: int, frame: bytes, now: float) -> None:
         reply = msgpack.unpackb(frame, raw=False)
