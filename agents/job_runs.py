@@ -13,8 +13,9 @@ A job goes through these stages (:class:`Stage`), each step taken by the pilot's
   to the watchdog;
 - **ending**: what may block goes to a worker, which posts the job's final result: killing a
   payload (the watchdog's verdict, a kill command, the pilot stopping: SIGTERM, ``kill_grace``,
-  SIGKILL), killing what a payload left running, uploading the output data or a non-empty
-  output sandbox.
+  SIGKILL; the loop sends the first SIGTERM itself, :meth:`PayloadRunner.kill_now`, before
+  the worker runs), killing what a payload left running, uploading the output data or a
+  non-empty output sandbox.
 
 The common case — a payload that needs no inputs, ends by itself, leaves nothing running and
 nothing to upload — never leaves the loop: no thread is started, woken or joined for it.

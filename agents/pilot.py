@@ -11,7 +11,9 @@ shorter than that is never sampled). Only blocking steps go to a small pool of w
 (:class:`~dirac_like.agents.job_runs.Workers`, a client each): fetching a job's inputs, killing a
 payload (SIGTERM, ``kill_grace``, SIGKILL) or what it left running, uploading output data or a
 non-empty output sandbox; each posts its result as an event. A :class:`KillJob` command (pushed,
-or in a heartbeat/status reply) is applied at once (the kill starts in a worker);
+or in a heartbeat/status reply) is applied at once (the loop sends the first SIGTERM to the
+payload's group and its known processes, a worker does the rest); the exec helper is started
+with the pilot, so the first job does not wait for it;
 :class:`StopPilot` stops the pilot as SIGTERM does. A job runs as its stored description says,
 read with :func:`description_from_stored` (checked again: a description it cannot read fails
 the job).
@@ -125,6 +127,7 @@ from .wrapper import (
     PayloadResult,
     PayloadRunner,
     PayloadSpec,
+    start_exec_helper,
     start_payloads,
     tail_lines,
 )
@@ -472,6 +475,7 @@ class Pilot:
             except ServiceUnavailable as exc:
                 log.error("pilot %s: %s", config.pilot_id, exc)
                 return EXIT_UNREACHABLE
+            start_exec_helper()  # up before the first job: its start is not waited for
             self.recover_ended()
             self.sweep_folders(self.clock())
             while not self.step():
@@ -565,7 +569,7 @@ class Pilot:
         already ended (its end on the queue) or is ending is left to end as it does."""
         job.runner.request_kill(minor_status)
         if job.stage is Stage.RUNNING and not job.runner.exited:
-            self._end_in_worker(job)
+            self._end_in_worker(job, kill=True)
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -942,7 +946,7 @@ class Pilot:
                 log.exception("job %s: sampling failed; the payload goes on", job_id)
                 verdict = None
             if verdict:
-                self._end_in_worker(job, verdict)
+                self._end_in_worker(job, verdict, kill=True)
 
     def _payload_ended(self, job: RunningJob) -> None:
         """The job's payload has ended. The common case ends here, in the loop: nothing left
@@ -971,12 +975,23 @@ class Pilot:
             self.finish(job, result, output or NO_OUTPUT)
 
     def _end_in_worker(
-        self, job: RunningJob, verdict: Verdict | None = None, result: PayloadResult | None = None
+        self,
+        job: RunningJob,
+        verdict: Verdict | None = None,
+        result: PayloadResult | None = None,
+        kill: bool = False,
     ) -> None:
         """Hand the job's end to a worker: the kill (``verdict``, or a kill requested) or the
         clean-up of what the payload left, unless ``result`` is known; then its output data
-        and output sandbox. The worker posts :class:`_Finished`."""
+        and output sandbox. The worker posts :class:`_Finished`. A kill (``kill``) is started
+        here first: the payload has its SIGTERM before the worker runs (issue 15: a kill waited
+        for a worker thread to be scheduled, and that on a scan of every process on the node)."""
         job.stage = Stage.ENDING
+        if kill:
+            try:
+                job.runner.kill_now(verdict)
+            except Exception:  # the worker kills it all the same
+                log.exception("job %s: the kill's first signal failed", job.job_id)
         self.workers.submit(lambda client: self._end(client, job, verdict, result))
 
     def _end(

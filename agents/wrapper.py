@@ -29,12 +29,14 @@ is requested, so either is acted on at once.
 
 Killing: SIGTERM to the process group and to every process of the payload, ``kill_grace``
 seconds to go, then SIGKILL to the group and to every survivor. The processes of the payload are
-those seen in any sample, plus, looked for at kill time: the tree under the payload, the members
-of its process group, and any process whose environment carries this run's
-``DIRAC_LIKE_PAYLOAD_MARKER`` (so a grandchild that left the tree and the group, e.g. with
-setsid and a double fork, is still found). A process is identified by PID and start time, so a
-reused PID is never signalled. After a payload that exits by itself, what it left running in its
-tree or group is killed the same way (the environment scan only runs when something is left).
+those seen in any sample (the payload itself among them), signalled first, plus, looked for at
+kill time and signalled next: the tree under the payload, the members of its process group, and
+any process whose environment carries this run's ``DIRAC_LIKE_PAYLOAD_MARKER`` (so a grandchild
+that left the tree and the group, e.g. with setsid and a double fork, is still found; only the
+processes started since the payload are read for it). A process is identified by PID and start
+time, so a reused PID is never signalled. After a payload that exits by itself, what it left
+running in its tree or group is killed the same way (the environment scan only runs when
+something is left).
 
 Outcome: exit 0 → Done; a non-zero exit → Failed ("Application exited with code N"); killed by
 the watchdog → Failed with the watchdog's minor status; killed on request → Killed. A payload
@@ -141,6 +143,8 @@ class PayloadRunner:
         self._exited = threading.Event()
         self._started = threading.Event()
         self._kill_status = ""
+        self._outcome: tuple[JobStatus, str, str] | None = None  # of a kill started (kill_now)
+        self._signalled: list[psutil.Process] | None = None  # SIGTERM sent by kill_now
         self._spawner: spawner.Spawner | None = None  # the exec helper that started it
         self._pid: int | None = None  # the payload's (its session and process group too)
         self._returncode: int | None = None
@@ -150,6 +154,7 @@ class PayloadRunner:
         self._ended_monotonic = 0.0
         self._tree: dict[int, psutil.Process] = {}
         self._pidfd: int | None = None  # the payload's, until it is looked up (_look_up_root)
+        self._root_created: float | None = None  # the payload's start time, as psutil gives it
         self._on_end: Callable[[], None] | None = None
         self._marker = f"{spec.job_id}-{secrets.token_hex(8)}"
 
@@ -211,17 +216,38 @@ class PayloadRunner:
         left nothing running (see :meth:`left_running`); else it may block for
         ``kill_grace`` and more. ``tail``: with the last lines of its stdout (the pilot, which
         does not use them, saves reading the file)."""
-        outcome = None
-        if not self._exited.is_set() and verdict:
-            outcome = (JobStatus.FAILED, verdict.minor_status, verdict.reason)
-        elif not self._exited.is_set() and self._kill_status:
-            outcome = (JobStatus.KILLED, self._kill_status, "request")
+        outcome = self._outcome or self._kill_outcome(verdict)
         if outcome:
             self._kill_tree(outcome[1])
         else:
             self._clean_up_leftovers()
         self._exited.wait()
         return self._result(outcome, tail)
+
+    def kill_now(self, verdict: Verdict | None = None) -> None:
+        """Start the kill from the calling thread, at once: its outcome decided (``verdict``'s,
+        else the kill requested) and SIGTERM sent to the process group and to every process of
+        the payload known. :meth:`finish`, called next (in a thread that may wait), looks for
+        the others, signals them and does the rest. Nothing when the payload has ended or was
+        never started, or when there is nothing to kill it for. (The pilot's loop calls this
+        before it hands the kill to a worker, so the payload is signalled without waiting for
+        a worker thread to run: issue 15.)"""
+        if self._outcome is not None or self._pid is None:
+            return
+        self._outcome = self._kill_outcome(verdict)
+        if self._outcome is not None:
+            self._signalled = self._signal_known(signal.SIGTERM)
+
+    def _kill_outcome(self, verdict: Verdict | None) -> tuple[JobStatus, str, str] | None:
+        """(status, minor status, kill reason) of a kill of the payload now, if it is to be
+        killed: it still runs, and ``verdict`` says so or a kill was requested."""
+        if self._exited.is_set():
+            return None
+        if verdict:
+            return (JobStatus.FAILED, verdict.minor_status, verdict.reason)
+        if self._kill_status:
+            return (JobStatus.KILLED, self._kill_status, "request")
+        return None
 
     # ----------------------------------------------------------------------------------------
     # start
@@ -286,7 +312,7 @@ class PayloadRunner:
             return  # ended and reaped already: its end is on its way
         except (OSError, AttributeError):  # no pidfds here (Linux < 5.3)
             with contextlib.suppress(psutil.Error):
-                self._remember([psutil.Process(self._pid)])
+                self._remember_root(psutil.Process(self._pid))
 
     def _look_up_root(self) -> None:
         """The payload, remembered as a psutil process (then its pidfd is closed): the first
@@ -301,9 +327,15 @@ class PayloadRunner:
                 with contextlib.suppress(psutil.Error):
                     process = psutil.Process(self._root_pid())
                     if _still_there(pidfd):  # the same process: it lived on since the lookup
-                        self._remember([process])
+                        self._remember_root(process)
         finally:
             os.close(pidfd)
+
+    def _remember_root(self, root: psutil.Process) -> None:
+        """The payload remembered, and its start time: only processes started since can carry
+        its marker (:meth:`_may_carry_marker`)."""
+        self._root_created = root.create_time()
+        self._remember([root])
 
     def _root(self) -> psutil.Process | None:
         """The payload as remembered (a PID reused later is never taken for it); None once it
@@ -429,11 +461,7 @@ class PayloadRunner:
         root = self._root()
         if root is None:
             return []
-        try:
-            children = root.children(recursive=True)
-        except psutil.Error:
-            children = []
-        children += self._adopted()
+        children = descendants(root) + self._adopted()
         self._remember(children)
         return [root, *children]
 
@@ -447,7 +475,7 @@ class PayloadRunner:
             with contextlib.suppress(psutil.Error):
                 orphan = psutil.Process(pid)
                 if orphan.ppid() == parent:  # still the helper's: not a reused PID
-                    found += [orphan, *orphan.children(recursive=True)]
+                    found += [orphan, *descendants(orphan)]
         return found
 
     def processes(self) -> list[int]:
@@ -468,7 +496,10 @@ class PayloadRunner:
 
     def _kill_tree(self, why: str) -> None:
         log.info("job %s: killing the payload tree (%s)", self.spec.job_id, why)
-        self._signal_all(signal.SIGTERM)
+        if self._signalled is None:
+            self._signal_all(signal.SIGTERM)
+        else:  # the group and the processes known had it from kill_now: the others now
+            self._signal_found(signal.SIGTERM, self._signalled)
         if self._wait_gone(self.kill_grace):
             return
         log.info(
@@ -488,19 +519,42 @@ class PayloadRunner:
             self._kill_tree("processes left running after the payload exited")
 
     def _signal_all(self, signum: int) -> None:
+        """Signal the process group and every process of the payload known, at once; then
+        look for the others (:meth:`_discover`: a scan of the node's processes, which took tens
+        of milliseconds on a busy node and once delayed every kill by as much; issue 15) and
+        signal those found."""
+        self._signal_found(signum, self._signal_known(signum))
+
+    def _signal_found(self, signum: int, signalled: list[psutil.Process]) -> None:
+        """Look for the payload's processes (:meth:`_discover`) and signal those alive that are
+        not in ``signalled``."""
         self._discover()
+        for process in self._alive():
+            if process not in signalled:
+                with contextlib.suppress(psutil.Error):
+                    process.send_signal(signum)
+
+    def _signal_known(self, signum: int) -> list[psutil.Process]:
+        """The process group and the processes remembered (still alive) signalled; those. The
+        payload is looked up first (:meth:`_root`), while it surely lives: its start time
+        bounds the scan that follows."""
+        self._root()
         # ProcessLookupError: the group is empty now; the survivors are signalled one by one.
         if self._group_is_ours():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._root_pid(), signum)
-        for process in self._alive():
+        alive = self._alive()
+        for process in alive:
             with contextlib.suppress(psutil.Error):
                 process.send_signal(signum)
+        return alive
 
     def _discover(self) -> None:
         """Remember every process of the payload: its tree now, the members of its process
         group, and any process carrying the payload's marker in its environment (one that left
-        both the tree and the group, e.g. a daemon that double-forked and called setsid)."""
+        both the tree and the group, e.g. a daemon that double-forked and called setsid). Only
+        a process started no earlier than the payload can carry its marker: the environment
+        (slow to read: it takes the process's memory lock) is read of those only."""
         self._snapshot()
         group = self._root_pid() if self._group_is_ours() else -1
         me = os.getpid()
@@ -508,13 +562,19 @@ class PayloadRunner:
             if process.pid in (me, 1) or self._tree.get(process.pid) == process:
                 continue
             try:
-                if (
-                    os.getpgid(process.pid) == group
-                    or process.environ().get(MARKER_VARIABLE) == self._marker
+                if os.getpgid(process.pid) == group or (
+                    self._may_carry_marker(process)
+                    and process.environ().get(MARKER_VARIABLE) == self._marker
                 ):
                     self._remember([process])
             except (psutil.Error, OSError):
                 continue  # gone, or not ours to look at
+
+    def _may_carry_marker(self, process: psutil.Process) -> bool:
+        """Whether ``process`` was started no earlier than the payload (both start times are
+        psutil's, on the same clock and with the same rounding); True when the payload's is not
+        known."""
+        return self._root_created is None or process.create_time() >= self._root_created
 
     def _group_is_ours(self) -> bool:
         """Whether the payload's process group id still names its group: the payload (the
@@ -673,6 +733,50 @@ class _StartFailure(Exception):
 _environment: tuple[dict[bytes, bytes], dict[str, str]] = ({}, {})
 
 
+# The kernel lists each thread's children (/proc/PID/task/TID/children, Linux 3.5 with
+# CONFIG_PROC_CHILDREN): a tree is read in a file per process of it, where psutil's children()
+# reads the stat of every process on the node (~5 ms of CPU with 130 processes, at every sample
+# and kill; issue 15).
+_CHILDREN_LISTS = os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
+def descendants(process: psutil.Process) -> list[psutil.Process]:
+    """Every live process below ``process`` (children, theirs, ...), from the kernel's lists
+    of children; from psutil's scan where the kernel has none."""
+    if not _CHILDREN_LISTS:
+        try:
+            return list(process.children(recursive=True))
+        except psutil.Error:
+            return []
+    found: list[psutil.Process] = []
+    stack, seen = [process.pid], {process.pid}
+    while stack:
+        for pid in _children_of(stack.pop()):
+            if pid in seen:  # a PID reused while the tree was read
+                continue
+            seen.add(pid)
+            with contextlib.suppress(psutil.Error):
+                found.append(psutil.Process(pid))
+                stack.append(pid)
+    return found
+
+
+def _children_of(pid: int) -> list[int]:
+    """The PIDs of the children of every thread of ``pid`` (none if it is gone)."""
+    children: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return children
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", "rb") as listed:
+                children += [int(child) for child in listed.read().split()]
+        except (OSError, ValueError):
+            continue
+    return children
+
+
 def _process_environment() -> dict[str, str]:
     """``dict(os.environ)``, decoded again only when the environment changed: decoding it item
     by item was a quarter of a payload's start (issue 15). CPython keeps the raw environment
@@ -711,6 +815,17 @@ def _check_runnable(executable: str, workdir: Path) -> None:
             raise _StartFailure(f"Executable not permitted: {executable}")
     elif shutil.which(executable) is None:
         raise _StartFailure(f"Executable not found: {executable}")
+
+
+def start_exec_helper() -> None:
+    """Start this process's exec helper now rather than at the first payload's start, which
+    then waited for its Python to come up (0.1 to 0.4 s on a busy node; a kill of that first
+    job waited as long: the loop reads no kill while it waits for a start). A helper that
+    cannot be started now is tried again at the first start, as before."""
+    try:
+        spawner.shared()
+    except OSError as exc:
+        log.warning("the exec helper did not start (tried again at the first payload): %s", exc)
 
 
 def run_payload(

@@ -447,3 +447,132 @@ def test_a_payload_started_from_a_loop_is_sampled_and_killed_on_request(
         "request",
     )
     assert ended.wait(10)
+
+
+# --------------------------------------------------------------------------------------------
+# the order of a kill (issue 15: a kill once waited for a scan of every process on the node)
+
+
+class KillSteps:
+    """Records, in order, the wrapper's signals to the payload's group ("group") and its scans
+    of the node's processes ("scan"), and the PIDs whose environment was read."""
+
+    def __init__(self, runner: PayloadRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.steps: list[str] = []
+        self.environ_read: list[int] = []
+        killpg, discover, environ = os.killpg, runner._discover, psutil.Process.environ
+
+        def signal_group(group: int, signum: int) -> None:
+            if group == runner.pid and signum != 0:
+                self.steps.append("group")
+            killpg(group, signum)
+
+        def scan() -> None:
+            self.steps.append("scan")
+            discover()
+
+        def read_environ(process: psutil.Process) -> dict[str, str]:
+            self.environ_read.append(process.pid)
+            return environ(process)
+
+        monkeypatch.setattr(os, "killpg", signal_group)
+        monkeypatch.setattr(runner, "_discover", scan)
+        monkeypatch.setattr(psutil.Process, "environ", read_environ)
+
+
+def started_sleeper(payloads: Payloads) -> PayloadRunner:
+    runner = PayloadRunner(payloads.spec("/bin/sleep", "60"), Limits(), kill_grace=GRACE)
+    assert runner.start() is None
+    return runner
+
+
+def kill_by_pid(runner: PayloadRunner) -> None:
+    if not runner.exited and runner.pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(runner.pid, signal.SIGKILL)
+
+
+def killed_on_request(
+    payloads: Payloads, monkeypatch: pytest.MonkeyPatch
+) -> tuple[PayloadResult, KillSteps]:
+    """A sleeper killed on request (as a worker does it), with the steps of the kill."""
+    runner = started_sleeper(payloads)
+    try:
+        steps = KillSteps(runner, monkeypatch)
+        runner.request_kill()
+        return runner.finish(tail=False), steps
+    finally:
+        kill_by_pid(runner)
+
+
+def test_a_kill_signals_the_group_before_it_scans_the_nodes_processes(
+    payloads: Payloads, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result, steps = killed_on_request(payloads, monkeypatch)
+    assert result.status == "Killed"
+    assert steps.steps[:2] == ["group", "scan"]
+
+
+def test_kill_now_signals_at_once_and_finish_does_the_rest_with_its_outcome(
+    payloads: Payloads, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pilot's loop calls kill_now (no scan, no wait), a worker then finish: the payload,
+    dead by the SIGTERM before finish runs, is still reported Killed (not "killed by
+    SIGTERM"), and the group is not signalled twice."""
+    runner = started_sleeper(payloads)
+    try:
+        steps = KillSteps(runner, monkeypatch)
+        runner.request_kill("Killed on request")
+        runner.kill_now()
+        assert steps.steps == ["group"]
+        wait_for(lambda: runner.exited, "the payload to end by the SIGTERM", 15)
+        result = runner.finish(tail=False)
+    finally:
+        kill_by_pid(runner)
+    assert (result.status, result.minor_status, result.kill_reason) == (
+        "Killed",
+        "Killed on request",
+        "request",
+    )
+    assert steps.steps == ["group", "scan"]
+
+
+def test_kill_now_with_nothing_to_kill_for_signals_nothing(
+    payloads: Payloads, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = started_sleeper(payloads)
+    try:
+        steps = KillSteps(runner, monkeypatch)
+        runner.kill_now()  # no kill requested, no verdict
+        assert steps.steps == [] and not runner.exited
+    finally:
+        runner.request_kill()
+        runner.finish(tail=False)
+        kill_by_pid(runner)
+
+
+def test_the_marker_is_looked_for_only_in_processes_younger_than_the_payload(
+    payloads: Payloads, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _result, steps = killed_on_request(payloads, monkeypatch)
+    older = psutil.Process(os.getppid())  # this test's parent: started before the payload
+    assert older.pid not in steps.environ_read
+
+
+def test_descendants_are_the_whole_tree_as_psutil_sees_it(payloads: Payloads) -> None:
+    from dirac_like.agents.wrapper import descendants
+
+    name = payloads.script(
+        "tree.sh", "#!/bin/sh\nsleep 60 &\n(sleep 60 & wait) &\necho go > ready\nwait\n"
+    )  # below the script: a sleep, a subshell (a builtin wait: never exec'd) and its sleep
+    runner = PayloadRunner(payloads.spec(name), Limits(), kill_grace=GRACE)
+    try:
+        assert runner.start() is None
+        wait_for(lambda: (payloads.workdir / "ready").exists(), "the tree to be started", 15)
+        root = psutil.Process(runner.pid)
+        wait_for(lambda: len(root.children(recursive=True)) == 3, "the three below it", 15)
+        assert {p.pid for p in descendants(root)} == {p.pid for p in root.children(recursive=True)}
+    finally:
+        runner.request_kill()
+        runner.finish(tail=False)
+        kill_by_pid(runner)

@@ -44,6 +44,7 @@ class FakeRunner:
         self.samples = 0
         self.verdict: Verdict | None = None
         self.finished_in: list[str] = []  # the thread each finish ran in
+        self.killed_now_in: list[str] = []  # the thread each kill_now ran in
         self.worker_may_finish = threading.Event()  # a kill in a worker takes until this is set
         self.worker_may_finish.set()
 
@@ -61,6 +62,9 @@ class FakeRunner:
 
     def request_kill(self, minor_status: str = "Killed on request") -> None:
         self.kills.append(minor_status)
+
+    def kill_now(self, verdict: Verdict | None = None) -> None:
+        self.killed_now_in.append(threading.current_thread().name)
 
     def left_running(self) -> bool:
         return False
@@ -266,6 +270,45 @@ def test_a_job_whose_pilot_stops_while_its_inputs_are_fetched_never_starts_and_g
     pilot.process_events()
     assert runner_of(job).on_end is None  # never started
     assert reports_of(pilot) == [(7, "Rescheduled", "Pilot stopped (SIGTERM): job handed back")]
+
+
+def test_a_kill_is_signalled_from_the_loop_before_its_worker_runs(
+    pilot: Pilot, clock: Clock
+) -> None:
+    """The first SIGTERM of a kill command and of a watchdog verdict is sent by the loop
+    itself (kill_now), then a worker finishes the kill (issue 15: the kill waited for a worker
+    to be scheduled)."""
+    job = taken(pilot)
+    runner = runner_of(job)
+    runner.worker_may_finish.clear()
+    pilot.apply_commands([KillJob(7)])
+    assert runner.killed_now_in == [threading.current_thread().name]
+    wait_for(lambda: runner.finished_in, "the worker to finish the kill")
+    assert runner.finished_in == ["job-worker-0"]
+    runner.worker_may_finish.set()
+    wait_for(lambda: not pilot.events.empty(), "the worker's result")
+    pilot.process_events()
+    assert reports_of(pilot) == [(7, "Killed", "Killed on request")]
+
+    watched = runner_of(taken(pilot, job_id=8))
+    watched.verdict = Verdict("cpu", "Watchdog: CPU time 70 s > CPUTime 60 s")
+    clock.now = SAMPLE_EVERY
+    pilot.sample_payloads(clock.now)
+    assert watched.killed_now_in == [threading.current_thread().name]
+
+
+def test_a_payload_that_ended_by_itself_and_left_processes_is_not_killed_from_the_loop(
+    pilot: Pilot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = taken(pilot)
+    runner = runner_of(job)
+    monkeypatch.setattr(runner, "left_running", lambda: True)
+    runner.end()
+    pilot.process_events()  # the clean-up goes to a worker, with no kill started here
+    assert runner.killed_now_in == []
+    wait_for(lambda: not pilot.events.empty(), "the worker's result")
+    pilot.process_events()
+    assert reports_of(pilot) == [(7, "Done", "Execution Complete")]
 
 
 def test_a_turns_jobs_start_together_with_one_record_file(pilot: Pilot, tmp_path: Path) -> None:
