@@ -1,22 +1,21 @@
 """The pilot's end of the exec helper (agents/payload_keeper.py ``serve``): starts payloads
 without a Python start-up, or even a Python fork, per job.
 
-One helper per pilot process, started on first use (:func:`shared`), by whichever thread: it
-lives until this process closes its end of the channel (it exits, or dies), not until that
-thread ends. :meth:`Spawner.spawn` is thread-safe: it sends the request with the payload's
-stdin, stdout and stderr, and returns the payload's PID (its session and process group id: the
-helper starts it with ``posix_spawn``); :meth:`Spawner.spawn_many` starts several payloads with
-one request and one reply (a pilot's turn starts its jobs together: issue 15, one message
-instead of one per job). A reader thread hands each payload's end (wait status,
-CPU seconds of the payload and of what of it the helper reaped) to the callback given with it,
-and keeps the orphans the helper adopted for each payload (:meth:`Spawner.adopted`: the
-wrapper samples them with the payload's tree). If the helper dies (its two processes: the
-watchdog, whose PID is :attr:`Spawner.pid`, kills what the helper proper had, and the other
-way round), every payload it had is reported ended (killed: SIGKILL) and the next spawn starts
-a new helper; a spawn the helper died under raises :class:`HelperLost` (the pilot hands that
-job back). The helper ignores the stop signals (it starts with them blocked, so one sent before
-its Python is up does not kill it): the pilot decides, and its exit ends the helper.
-"""
+One helper per pilot process, started on first use (:func:`shared`; a pilot uses it at its own
+start, so no job waits for it), by whichever thread: it lives until this process closes its end of
+the channel (it exits, or dies), not until that thread ends. :meth:`Spawner.spawn` is thread-safe:
+it sends the request with the payload's stdin, stdout and stderr, and returns the payload's PID
+(its session and process group id: the helper starts it with ``posix_spawn``);
+:meth:`Spawner.spawn_many` starts several payloads with one request and one reply (a pilot's turn
+starts its jobs together: issue 15, one message instead of one per job). A reader thread hands each
+payload's end (wait status, CPU seconds of the payload and of what of it the helper reaped) to the
+callback given with it, and keeps the orphans the helper adopted for each payload
+(:meth:`Spawner.adopted`: the wrapper samples them with the payload's tree). If the helper dies
+(its two processes: the watchdog, whose PID is :attr:`Spawner.pid`, kills what the helper proper
+had, and the other way round), every payload it had is reported ended (killed: SIGKILL) and the
+next spawn starts a new helper; a spawn the helper died under raises :class:`HelperLost` (the pilot
+hands that job back). The helper ignores the stop signals (it starts with them blocked, so one sent
+before its Python is up does not kill it): the pilot decides, and its exit ends the helper."""
 
 from __future__ import annotations
 
