@@ -76,6 +76,13 @@ HELLO = 'Executable = "/bin/echo"; Arguments = "hello";'
 PROTOCOL_ERRORS = {"bad_request", "bad_version", "unknown_op", "too_large"}
 FUZZ = settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 
+# Hypothesis warns when an example's repr is over ~1 MB (a fuzzed argument near the message size
+# limit); with the suite's warnings as errors that warning failed the example, and the test then
+# spent minutes shrinking it until its timeout. The size is the point of such an example.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Generating overly large repr:hypothesis.errors.HypothesisWarning"
+)
+
 
 # --------------------------------------------------------------------------------------------
 # a bare socket
@@ -343,6 +350,9 @@ def fuzz_operation(
     @given(args=hostile_args(ARGUMENTS[op], known_ints, known_names))
     def survives(args: dict[Any, Any]) -> None:
         assume(not skip(op, args))
+        # Lists of huge texts can pass twice the limit, where ZeroMQ drops the connection
+        # without a reply (by design: test_oversized_frames).
+        assume(len(msgpack.packb(args)) < 2 * MAX_MESSAGE - 4096)
         reply = peer.request(op, args)
         assert reply.get("error", {}).get("code") != "internal", (op, reply)
         if reply["ok"]:
